@@ -1,0 +1,89 @@
+# ramole — build, test, bench, install.
+#   make            optimized library + CLI in build/
+#   make test       unit/integration tests, optimized, then under ASan+UBSan
+#   make bench      benchmarks (tables on stdout)
+#   make install PREFIX=/usr/local
+CC      ?= gcc
+PREFIX  ?= /usr/local
+WARN     = -Wall -Wextra -Werror -Wno-unused-parameter
+CSTD     = -std=gnu11
+INC      = -Iinclude -Isrc -Itools
+OPT      = -O2 -g -fno-omit-frame-pointer -fPIC
+LIBS     = -lm -lpthread -lsqlite3
+
+# Kernels for one ISA live in files named *_avx2.c / *_avx512.c and are only
+# called after a run-time CPUID check (src/base/cpu.c).
+AVX2_FLAGS   = -mavx2 -mfma -mf16c
+AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx2 -mfma -mf16c
+
+SRC_LIB   = $(sort $(wildcard src/*/*.c))
+SRC_TOOLS = $(sort $(wildcard tools/*.c))
+SRC_TESTS = $(sort $(wildcard tests/*.c))
+SRC_BENCH = $(sort $(wildcard bench/*.c))
+
+# $(call objs,BUILDDIR,SOURCES)
+objs = $(patsubst %.c,$(1)/%.o,$(2))
+
+comma := ,
+B  ?= build
+SAN ?= build-san
+
+.PHONY: all test test-opt test-san bench install clean run
+all: $(B)/ramole $(B)/libramole.a $(B)/libramole.so
+
+define build_rules
+$(1)/%_avx2.o: %_avx2.c
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CSTD) $$(WARN) $$(INC) $(2) $$(AVX2_FLAGS) -MMD -c $$< -o $$@
+$(1)/%_avx512.o: %_avx512.c
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CSTD) $$(WARN) $$(INC) $(2) $$(AVX512_FLAGS) -MMD -c $$< -o $$@
+$(1)/%.o: %.c
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CSTD) $$(WARN) $$(INC) $(2) -MMD -c $$< -o $$@
+$(1)/libramole.a: $(call objs,$(1),$(SRC_LIB))
+	@rm -f $$@
+	ar rcs $$@ $$^
+$(1)/ramole: $(call objs,$(1),$(SRC_TOOLS)) $(1)/libramole.a
+	$$(CC) $(2) -o $$@ $(call objs,$(1),$(SRC_TOOLS)) $(1)/libramole.a $$(LIBS) $(3)
+$(1)/ramole-tests: $(call objs,$(1),$(SRC_TESTS)) $(1)/libramole.a
+	$$(CC) $(2) -o $$@ $(call objs,$(1),$(SRC_TESTS)) $(1)/libramole.a $$(LIBS) $(3)
+$(1)/ramole-bench: $(call objs,$(1),$(SRC_BENCH)) $(1)/libramole.a
+	$$(CC) $(2) -o $$@ $(call objs,$(1),$(SRC_BENCH)) $(1)/libramole.a $$(LIBS) $(3)
+-include $(patsubst %.c,$(1)/%.d,$(SRC_LIB) $(SRC_TOOLS) $(SRC_TESTS) $(SRC_BENCH))
+endef
+
+$(eval $(call build_rules,$(B),$(OPT),))
+$(eval $(call build_rules,$(SAN),-O1 -g -fno-omit-frame-pointer -fsanitize=address$(comma)undefined -fno-sanitize-recover=undefined,-fsanitize=address$(comma)undefined))
+
+$(B)/libramole.so: $(call objs,$(B),$(SRC_LIB))
+	$(CC) -shared -o $@ $^ $(LIBS)
+
+# Tests run from the repo root so that ../shared resolves; they skip with a
+# message when ../shared is absent.
+test: test-opt test-san
+test-opt: $(B)/ramole-tests $(B)/ramole
+	RAMOLE_BIN=$(B)/ramole ./$(B)/ramole-tests $(T)
+test-san: $(SAN)/ramole-tests $(SAN)/ramole
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 UBSAN_OPTIONS=print_stacktrace=1 \
+	RAMOLE_BIN=$(SAN)/ramole RAMOLE_SANITIZED=1 ./$(SAN)/ramole-tests $(T)
+
+bench: $(B)/ramole $(B)/ramole-bench
+	./$(B)/ramole-bench $(BENCH_ARGS)
+
+# The main job on a bundled default: build a tiny model and generate from it.
+run: $(B)/ramole
+	./scripts/deps.sh
+	./$(B)/ramole synth --shape tiny --type q8_0 $(B)/tiny.gguf
+	./$(B)/ramole generate -m $(B)/tiny.gguf -p "Once upon a time" -n 48 --seed 1
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/lib $(DESTDIR)$(PREFIX)/include $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 755 $(B)/ramole $(DESTDIR)$(PREFIX)/bin/ramole
+	install -m 644 $(B)/libramole.a $(DESTDIR)$(PREFIX)/lib/libramole.a
+	install -m 755 $(B)/libramole.so $(DESTDIR)$(PREFIX)/lib/libramole.so
+	install -m 644 include/ramole.h $(DESTDIR)$(PREFIX)/include/ramole.h
+	sed -e 's|@PREFIX@|$(PREFIX)|g' scripts/ramole.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/ramole.pc
+
+clean:
+	rm -rf build build-san

@@ -1,0 +1,19 @@
+#!/bin/sh
+# deps.sh — make sure the Debian packages ramole builds with are present.
+# As root it installs what is missing; otherwise it prints the apt-get line
+# to run and exits 1.
+PKGS="build-essential libsqlite3-dev pkg-config"
+missing=""
+for p in $PKGS; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+if [ "$(id -u)" = 0 ]; then
+    echo "deps: installing$missing" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >&2 && apt-get install -y -qq $missing >&2 || { echo "deps: apt-get failed" >&2; exit 1; }
+else
+    echo "ramole needs these Debian packages:$missing" >&2
+    echo "run:  sudo apt-get install -y$missing" >&2
+    exit 1
+fi

@@ -1,0 +1,28 @@
+// file.h — read-only memory-mapped files and small file helpers.
+#ifndef RM_BASE_FILE_H
+#define RM_BASE_FILE_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct rm_mmap {
+    const uint8_t *data; // NULL for an empty file
+    size_t size;
+} rm_mmap;
+
+// Maps `path` read-only. On failure returns RM_EIO with a message naming the path.
+int rm_mmap_open(rm_mmap *m, const char *path);
+void rm_mmap_close(rm_mmap *m);
+
+// Reads a whole file into a NUL-terminated malloc'd buffer (*out, *len).
+int rm_read_file(const char *path, char **out, size_t *len);
+// Writes `len` bytes atomically: to "path.tmp", fsync, then rename over path.
+int rm_write_file_atomic(const char *path, const void *data, size_t len);
+int rm_file_exists(const char *path);
+int rm_is_dir(const char *path);
+// mkdir -p
+int rm_mkdirs(const char *path);
+
+// Monotonic seconds.
+double rm_now(void);
+
+#endif

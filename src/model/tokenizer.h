@@ -1,0 +1,58 @@
+// tokenizer.h — text <-> token ids for real model vocabularies.
+//
+// Built from a GGUF file's tokenizer.ggml.* metadata (model = "llama" SPM,
+// "gpt2" byte-level BPE with the pre-tokenizer named by tokenizer.ggml.pre,
+// "bert" WordPiece) or from a Hugging Face tokenizer.json.
+#ifndef RM_MODEL_TOKENIZER_H
+#define RM_MODEL_TOKENIZER_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "format/gguf.h"
+
+typedef struct rm_tokenizer rm_tokenizer;
+
+int rm_tokenizer_from_gguf(rm_tokenizer **out, const gguf_file *g);
+int rm_tokenizer_from_hf(rm_tokenizer **out, const char *tokenizer_json_path);
+void rm_tokenizer_free(rm_tokenizer *t);
+
+int rm_tokenizer_n_vocab(const rm_tokenizer *t);
+int32_t rm_tokenizer_bos(const rm_tokenizer *t);   // -1 if none
+int32_t rm_tokenizer_eos(const rm_tokenizer *t);   // -1 if none
+int rm_tokenizer_add_bos(const rm_tokenizer *t);   // model's default for add_bos
+// 1 if id ends generation (EOS, EOT, <|im_end|>, ...).
+int rm_tokenizer_is_eog(const rm_tokenizer *t, int32_t id);
+
+// Encodes text[0..len). add_bos/add_eos add the special tokens; parse_special
+// lets special-token strings in the text (e.g. "<|im_start|>") become single
+// ids. Writes at most cap ids; returns the total count (call again with a
+// larger buffer if > cap) or a negative status.
+int rm_tokenize(const rm_tokenizer *t, const char *text, size_t len, int add_bos, int parse_special,
+                int32_t *ids, int cap);
+
+// The bytes token id stands for (byte-fallback and byte-level decoded, SPM's
+// space marker as a space). Returns the byte count (may exceed cap: then
+// call again), negative on a bad id. Control tokens give "" unless
+// render_special.
+int rm_token_to_bytes(const rm_tokenizer *t, int32_t id, int render_special, char *buf, int cap);
+
+// Streaming detokenizer: holds back incomplete UTF-8 sequences between calls
+// and strips the leading space SPM adds after BOS.
+typedef struct rm_detok {
+    const rm_tokenizer *t;
+    char pending[8];
+    int n_pending;
+    int n_emitted;
+} rm_detok;
+void rm_detok_init(rm_detok *d, const rm_tokenizer *t);
+// Appends the text for `id` to out (cap bytes); returns bytes written.
+int rm_detok_push(rm_detok *d, int32_t id, char *out, int cap);
+// Flushes any held-back bytes (invalid UTF-8 is replaced by U+FFFD).
+int rm_detok_flush(rm_detok *d, char *out, int cap);
+
+// Renders a chat (roles "system"/"user"/"assistant") with the model's chat
+// template (known families matched; unknown -> documented plain format),
+// adding the assistant prefix. Returns a malloc'd string or NULL (error set).
+typedef struct rm_chat_msg { const char *role, *content; } rm_chat_msg;
+char *rm_chat_render(const rm_tokenizer *t, const char *template_str, const rm_chat_msg *msgs, int n);
+#endif

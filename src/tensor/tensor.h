@@ -1,0 +1,68 @@
+// tensor.h — weight types (GGUF block layouts), quantization, and the matmul
+// every linear layer goes through.
+//
+// Layout convention (as GGUF): ne[0] is the innermost, contiguous dimension.
+// A weight matrix W[out,in] has ne[0] = in, ne[1] = out and its rows are
+// stored one after another, each rm_row_size(type, in) bytes.
+#ifndef RM_TENSOR_TENSOR_H
+#define RM_TENSOR_TENSOR_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/threadpool.h"
+
+// Values are the GGML type ids used in GGUF files.
+typedef enum rm_type {
+    RM_TYPE_F32 = 0,
+    RM_TYPE_F16 = 1,
+    RM_TYPE_Q4_0 = 2,
+    RM_TYPE_Q8_0 = 8,
+    RM_TYPE_Q4_K = 12,
+    RM_TYPE_BF16 = 30,
+} rm_type;
+
+typedef struct rm_tensor {
+    rm_type type;
+    int n_dims;
+    int64_t ne[4];   // unused dims are 1
+    void *data;      // not owned (mmap'd file or caller memory)
+} rm_tensor;
+
+// 1 for a supported weight type, 0 otherwise (any GGML id may reach this).
+int rm_type_supported(int type);
+const char *rm_type_name(int type);            // "f32", "q8_0", ... ("?" if unknown)
+int rm_type_parse(const char *name, rm_type *out); // case-insensitive; RM_EINVAL if unknown
+int rm_type_block_elems(rm_type t);            // elements per block (1, 32 or 256)
+size_t rm_type_block_bytes(rm_type t);         // bytes per block
+// Bytes of a row of n elements; 0 if n is not a multiple of the block size.
+size_t rm_row_size(rm_type t, int64_t n);
+// Bytes of the whole tensor, with overflow checking: returns 0 and sets an
+// error on overflow or when ne[0] is not a multiple of the block size.
+size_t rm_tensor_nbytes(rm_type t, int n_dims, const int64_t *ne);
+
+// dst (type t) <- src[n] f32. n must be a multiple of the block size.
+void rm_quantize_row(rm_type t, const float *src, void *dst, int64_t n);
+// dst[n] f32 <- src (type t).
+void rm_dequantize_row(rm_type t, const void *src, float *dst, int64_t n);
+
+// y[n,out] = x[n,in] @ W[out,in]^T   (+= when accumulate)
+// x rows are ldx floats apart, y rows ldy floats apart. in = W->ne[0],
+// out = W->ne[1]. Any supported W type; quantized W quantizes x on the fly
+// (Q8 activations). Threads split the work; tp may be NULL (one thread).
+void rm_matmul(rm_threadpool *tp, const rm_tensor *W, const float *x, int64_t ldx, float *y, int64_t ldy,
+               int n, int accumulate);
+
+// Reference (scalar, single-thread) version of rm_matmul: the specification
+// that the SIMD paths are tested against.
+void rm_matmul_ref(const rm_tensor *W, const float *x, int64_t ldx, float *y, int64_t ldy, int n,
+                   int accumulate);
+
+// sum_i a[i]*b[i], SIMD-dispatched (attention uses it).
+float rm_dot_f32(const float *a, const float *b, int64_t n);
+// y[i] += a * x[i]
+void rm_axpy_f32(float *y, float a, const float *x, int64_t n);
+
+// Measures this machine's sustainable read bandwidth in GB/s with the pool's
+// threads (streams a buffer much larger than the last-level cache).
+double rm_measure_read_bandwidth(rm_threadpool *tp);
+#endif

@@ -1,0 +1,97 @@
+// runner.c — runs every registered test (optionally only those whose name
+// contains argv[1]) and ends with the line "N passed, N failed, N skipped".
+#define _GNU_SOURCE
+#include "testing.h"
+#include "base/err.h"
+
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct { const char *name, *file; rm_test_fn fn; } test_entry;
+static test_entry g_tests[1024];
+static int g_n_tests, g_cur_failed, g_cur_skipped;
+static char g_tmpdir[256];
+
+void rm_test_register(const char *name, const char *file, rm_test_fn fn) {
+    if (g_n_tests < (int)(sizeof g_tests / sizeof g_tests[0]))
+        g_tests[g_n_tests++] = (test_entry){name, file, fn};
+}
+
+void rm_test_fail(const char *file, int line, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "    FAIL %s:%d: ", file, line);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    g_cur_failed++;
+}
+
+void rm_test_skip(const char *why) {
+    fprintf(stderr, "    skipped: %s\n", why);
+    g_cur_skipped = 1;
+}
+
+const char *rm_test_shared(void) {
+    const char *p = getenv("RAMOLE_SHARED");
+    if (!p) p = "../shared";
+    struct stat st;
+    char probe[512];
+    snprintf(probe, sizeof probe, "%s/README.md", p);
+    return stat(probe, &st) == 0 ? p : NULL;
+}
+
+const char *rm_test_tmpdir(void) {
+    if (!g_tmpdir[0]) {
+        snprintf(g_tmpdir, sizeof g_tmpdir, "/tmp/ramole-test-XXXXXX");
+        if (!mkdtemp(g_tmpdir)) { perror("mkdtemp"); exit(2); }
+    }
+    return g_tmpdir;
+}
+
+int rm_test_sanitized(void) { return getenv("RAMOLE_SANITIZED") != NULL; }
+
+const char *rm_test_bin(void) {
+    const char *p = getenv("RAMOLE_BIN");
+    return p ? p : "build/ramole";
+}
+
+static int cmp_tests(const void *a, const void *b) {
+    const test_entry *x = a, *y = b;
+    int c = strcmp(x->file, y->file);
+    return c ? c : strcmp(x->name, y->name);
+}
+
+int main(int argc, char **argv) {
+    const char *filter = argc > 1 ? argv[1] : NULL;
+    qsort(g_tests, (size_t)g_n_tests, sizeof g_tests[0], cmp_tests);
+    int passed = 0, failed = 0, skipped = 0;
+    for (int i = 0; i < g_n_tests; i++) {
+        if (filter && !strstr(g_tests[i].name, filter)) continue;
+        g_cur_failed = 0;
+        g_cur_skipped = 0;
+        rm_clear_error();
+        struct timespec t0, t1;
+        clock_gettime(CLOCK_MONOTONIC, &t0);
+        g_tests[i].fn();
+        clock_gettime(CLOCK_MONOTONIC, &t1);
+        double ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
+        const char *verdict = g_cur_failed ? "FAIL" : g_cur_skipped ? "skip" : "ok";
+        fprintf(stderr, "%-4s %-40s %8.1f ms\n", verdict, g_tests[i].name, ms);
+        if (g_cur_failed) failed++;
+        else if (g_cur_skipped) skipped++;
+        else passed++;
+    }
+    if (g_tmpdir[0]) {
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmpdir);
+        if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", g_tmpdir);
+    }
+    fflush(stderr);
+    printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
+    return failed ? 1 : 0;
+}

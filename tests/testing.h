@@ -1,0 +1,60 @@
+// testing.h — the tiny test framework: tests register themselves, one runner
+// (tests/runner.c) runs them all and ends with "N passed, N failed".
+//
+//   TEST(gguf_roundtrip) { CHECK(x == 1); CHECK_NEAR(a, b, 1e-5); }
+//   SKIP("no ../shared")   -- marks the test skipped and returns
+//
+// A failed CHECK reports file:line and marks the test failed (the test goes
+// on, so one run shows every broken check). REQUIRE returns on failure.
+#ifndef RM_TESTING_H
+#define RM_TESTING_H
+#include <math.h>
+#include <stdio.h>
+
+typedef void (*rm_test_fn)(void);
+void rm_test_register(const char *name, const char *file, rm_test_fn fn);
+void rm_test_fail(const char *file, int line, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void rm_test_skip(const char *why);
+// Path of the shared reference data ("../shared" by default, env RAMOLE_SHARED),
+// or NULL when it is absent.
+const char *rm_test_shared(void);
+// Path of a fresh temporary directory for this test (removed at exit).
+const char *rm_test_tmpdir(void);
+// 1 when running under sanitizers (make test-san): long tests may shrink.
+int rm_test_sanitized(void);
+// The ramole binary under test (env RAMOLE_BIN), for CLI tests.
+const char *rm_test_bin(void);
+
+#define TEST(name)                                                                       \
+    static void test_##name(void);                                                      \
+    __attribute__((constructor)) static void register_##name(void) {                    \
+        rm_test_register(#name, __FILE__, test_##name);                                 \
+    }                                                                                    \
+    static void test_##name(void)
+
+#define CHECK(cond)                                                                      \
+    do {                                                                                 \
+        if (!(cond)) rm_test_fail(__FILE__, __LINE__, "CHECK(%s)", #cond);               \
+    } while (0)
+#define CHECKF(cond, ...)                                                                \
+    do {                                                                                 \
+        if (!(cond)) rm_test_fail(__FILE__, __LINE__, __VA_ARGS__);                      \
+    } while (0)
+#define REQUIRE(cond)                                                                    \
+    do {                                                                                 \
+        if (!(cond)) { rm_test_fail(__FILE__, __LINE__, "REQUIRE(%s)", #cond); return; } \
+    } while (0)
+#define CHECK_NEAR(a, b, tol)                                                            \
+    do {                                                                                 \
+        double a_ = (a), b_ = (b);                                                       \
+        if (!(fabs(a_ - b_) <= (tol)))                                                   \
+            rm_test_fail(__FILE__, __LINE__, "%s = %.9g vs %s = %.9g (tol %g)", #a, a_, #b, b_, (double)(tol)); \
+    } while (0)
+#define CHECK_OK(expr)                                                                   \
+    do {                                                                                 \
+        int rc_ = (expr);                                                                \
+        if (rc_ != 0) rm_test_fail(__FILE__, __LINE__, "%s -> %d: %s", #expr, rc_, rm_last_error()); \
+    } while (0)
+#define SKIP(why)                                                                        \
+    do { rm_test_skip(why); return; } while (0)
+#endif

@@ -1,0 +1,28 @@
+// cli.h — subcommand registration and small argument helpers for `ramole`.
+//
+// Each subcommand lives in tools/cmd_<name>.c and registers itself:
+//   RM_COMMAND(generate, "generate text from a model", cmd_generate)
+// where cmd_generate(int argc, char **argv) gets argv[0] = "generate" and
+// returns the process exit code. `ramole CMD --help` is the command's job.
+#ifndef RM_TOOLS_CLI_H
+#define RM_TOOLS_CLI_H
+#include <stdio.h>
+
+typedef int (*rm_cmd_fn)(int argc, char **argv);
+void rm_cli_register(const char *name, const char *summary, rm_cmd_fn fn);
+
+#define RM_COMMAND(name, summary, fn)                                                     \
+    __attribute__((constructor)) static void register_cmd_##name(void) {                 \
+        rm_cli_register(#name, summary, fn);                                              \
+    }
+
+// Argument helpers: each returns 1 if argv[*i] matched (and advances *i past
+// a value), 0 otherwise. On a missing/bad value they print an error and exit(2)
+// (tools/ may exit; the library never does).
+int cli_flag(int argc, char **argv, int *i, const char *name, const char *alias);
+int cli_str(int argc, char **argv, int *i, const char *name, const char *alias, const char **out);
+int cli_int(int argc, char **argv, int *i, const char *name, const char *alias, long *out);
+int cli_float(int argc, char **argv, int *i, const char *name, const char *alias, double *out);
+// Prints "ramole: <msg>: <rm_last_error()>" to stderr and returns 1.
+int cli_fail(const char *what);
+#endif
