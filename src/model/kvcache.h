@@ -1,0 +1,25 @@
+// kvcache.h — the key/value cache: n_slots sequences x n_ctx positions per layer.
+#ifndef RM_MODEL_KVCACHE_H
+#define RM_MODEL_KVCACHE_H
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct rm_kvcache {
+    int n_layer, n_slots, n_ctx, kv_dim;
+    float *k, *v;        // [n_layer][n_slots][n_ctx][kv_dim]
+    int32_t *len;        // [n_slots] positions filled (max pos written + 1)
+} rm_kvcache;
+
+int rm_kvcache_init(rm_kvcache *kv, int n_layer, int n_slots, int n_ctx, int kv_dim);
+void rm_kvcache_free(rm_kvcache *kv);
+// Forgets slot's contents (the next sequence starts at position 0).
+void rm_kvcache_clear_slot(rm_kvcache *kv, int slot);
+size_t rm_kvcache_bytes(const rm_kvcache *kv);
+
+static inline float *rm_kv_k(const rm_kvcache *kv, int layer, int slot, int pos) {
+    return kv->k + (((size_t)layer * kv->n_slots + slot) * kv->n_ctx + pos) * kv->kv_dim;
+}
+static inline float *rm_kv_v(const rm_kvcache *kv, int layer, int slot, int pos) {
+    return kv->v + (((size_t)layer * kv->n_slots + slot) * kv->n_ctx + pos) * kv->kv_dim;
+}
+#endif

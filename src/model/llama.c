@@ -1,0 +1,458 @@
+// llama.c — Llama-family weights (GGUF) and the ragged-batch forward pass.
+//
+// Shapes: n = rows in the batch, d = n_embd, hd = head_dim, H = n_head,
+// Hk = n_head_kv, kvd = Hk*hd, f = n_ff, V = n_vocab.
+#include "model/llama.h"
+#include "base/err.h"
+#include "base/fp16.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+const char *const rm_linear_names[RM_LIN_COUNT] = {"q_proj", "k_proj", "v_proj", "o_proj",
+                                                   "gate_proj", "up_proj", "down_proj"};
+const char *const rm_linear_gguf[RM_LIN_COUNT] = {"attn_q", "attn_k", "attn_v", "attn_output",
+                                                  "ffn_gate", "ffn_up", "ffn_down"};
+
+// ---------------------------------------------------------------- loading
+
+static int get_u32_arch(const gguf_file *g, const char *arch, const char *suffix, uint32_t *out, int required) {
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    int rc = gguf_get_u32(g, key, out);
+    if (rc == RM_ENOTFOUND && !required) return RM_OK;
+    if (rc == RM_ENOTFOUND) return rm_errorf(RM_EFORMAT, "%s: missing metadata key %s", g->path, key);
+    return rc;
+}
+
+static int get_f32_arch(const gguf_file *g, const char *arch, const char *suffix, float *out) {
+    char key[160];
+    snprintf(key, sizeof key, "%s.%s", arch, suffix);
+    int rc = gguf_get_f32(g, key, out);
+    return rc == RM_ENOTFOUND ? RM_OK : rc;
+}
+
+static int read_hparams(rm_llama *m) {
+    const gguf_file *g = &m->gguf;
+    gguf_str archs;
+    if (gguf_get_str(g, "general.architecture", &archs) != RM_OK)
+        return rm_errorf(RM_EFORMAT, "%s: no general.architecture: not a model file", g->path);
+    char arch[64];
+    gguf_str_copy(archs, arch, sizeof arch);
+    rm_llama_hparams *hp = &m->hp;
+    memset(hp, 0, sizeof *hp);
+    if (!strcmp(arch, "llama") || !strcmp(arch, "mistral")) hp->arch = RM_ARCH_LLAMA;
+    else if (!strcmp(arch, "qwen2")) hp->arch = RM_ARCH_QWEN2;
+    else return rm_errorf(RM_EUNSUPPORTED, "%s: architecture '%s' is not supported (llama, mistral, qwen2)", g->path, arch);
+
+    uint32_t d = 0, nl = 0, nh = 0, nkv = 0, ff = 0, ctx = 2048, kl = 0, rd = 0, nv = 0, orig = 0;
+    int rc;
+    if ((rc = get_u32_arch(g, arch, "embedding_length", &d, 1)) ||
+        (rc = get_u32_arch(g, arch, "block_count", &nl, 1)) ||
+        (rc = get_u32_arch(g, arch, "attention.head_count", &nh, 1)) ||
+        (rc = get_u32_arch(g, arch, "feed_forward_length", &ff, 1)) ||
+        (rc = get_u32_arch(g, arch, "attention.head_count_kv", &nkv, 0)) ||
+        (rc = get_u32_arch(g, arch, "context_length", &ctx, 0)) ||
+        (rc = get_u32_arch(g, arch, "attention.key_length", &kl, 0)) ||
+        (rc = get_u32_arch(g, arch, "rope.dimension_count", &rd, 0)) ||
+        (rc = get_u32_arch(g, arch, "vocab_size", &nv, 0)) ||
+        (rc = get_u32_arch(g, arch, "rope.scaling.original_context_length", &orig, 0)))
+        return rc;
+    if (nkv == 0) nkv = nh;
+    if (d == 0 || nl == 0 || nh == 0 || ff == 0 || d > 65536 || nl > 1024 || nh > 1024 || ff > 1 << 20)
+        return rm_errorf(RM_EFORMAT, "%s: implausible hyperparameters (embd %u, layers %u, heads %u, ff %u)", g->path,
+                         d, nl, nh, ff);
+    if (nh % nkv != 0)
+        return rm_errorf(RM_EFORMAT, "%s: head_count %u is not a multiple of head_count_kv %u", g->path, nh, nkv);
+    if (kl == 0) {
+        if (d % nh) return rm_errorf(RM_EFORMAT, "%s: embedding_length %u not divisible by heads %u", g->path, d, nh);
+        kl = d / nh;
+    }
+    if (rd == 0) rd = kl;
+    if (rd > kl || rd % 2)
+        return rm_errorf(RM_EFORMAT, "%s: rope.dimension_count %u does not fit head size %u", g->path, rd, kl);
+    hp->n_embd = (int)d;
+    hp->n_layer = (int)nl;
+    hp->n_head = (int)nh;
+    hp->n_head_kv = (int)nkv;
+    hp->n_ff = (int)ff;
+    hp->n_ctx_train = (int)ctx;
+    hp->head_dim = (int)kl;
+    hp->rope_dim = (int)rd;
+    hp->n_vocab = (int)nv;
+    hp->rms_eps = 1e-5f;
+    hp->rope_base = 10000.0f;
+    hp->rope_neox = hp->arch == RM_ARCH_QWEN2;
+    if ((rc = get_f32_arch(g, arch, "attention.layer_norm_rms_epsilon", &hp->rms_eps)) ||
+        (rc = get_f32_arch(g, arch, "rope.freq_base", &hp->rope_base)))
+        return rc;
+    char key[160];
+    gguf_str st;
+    snprintf(key, sizeof key, "%s.rope.scaling.type", arch);
+    hp->rope_factor = 1.0f;
+    if (gguf_get_str(g, key, &st) == RM_OK && !gguf_str_eq(st, "none")) {
+        if (gguf_str_eq(st, "linear")) hp->rope_scaling = RM_ROPE_SCALING_LINEAR;
+        else if (gguf_str_eq(st, "llama3")) hp->rope_scaling = RM_ROPE_SCALING_LLAMA3;
+        else {
+            char t[64];
+            gguf_str_copy(st, t, sizeof t);
+            return rm_errorf(RM_EUNSUPPORTED, "%s: rope scaling type '%s' is not supported (linear, llama3)", g->path, t);
+        }
+        if ((rc = get_f32_arch(g, arch, "rope.scaling.factor", &hp->rope_factor))) return rc;
+        hp->rope_low_freq = 1.0f;
+        hp->rope_high_freq = 4.0f;
+        if ((rc = get_f32_arch(g, arch, "rope.scaling.low_freq_factor", &hp->rope_low_freq)) ||
+            (rc = get_f32_arch(g, arch, "rope.scaling.high_freq_factor", &hp->rope_high_freq)))
+            return rc;
+        hp->rope_orig_ctx = orig ? (int)orig : (int)ctx;
+        if (!(hp->rope_factor > 0) || !(hp->rope_high_freq > hp->rope_low_freq))
+            return rm_errorf(RM_EFORMAT, "%s: bad rope scaling parameters", g->path);
+    } else {
+        // Older files give only the factor (linear scaling).
+        snprintf(key, sizeof key, "%s.rope.scale_linear", arch);
+        if (gguf_get_f32(g, key, &hp->rope_factor) == RM_OK && hp->rope_factor > 0 && hp->rope_factor != 1.0f)
+            hp->rope_scaling = RM_ROPE_SCALING_LINEAR;
+        else
+            hp->rope_factor = 1.0f;
+    }
+    return RM_OK;
+}
+
+// Finds a tensor and checks its 2-D shape [ne1 rows of ne0].
+static int get_tensor(rm_llama *m, const char *name, int64_t ne0, int64_t ne1, rm_tensor *out, int required) {
+    const gguf_tensor_info *ti = gguf_find_tensor(&m->gguf, name);
+    if (!ti) {
+        if (!required) return RM_ENOTFOUND;
+        return rm_errorf(RM_EFORMAT, "%s: missing tensor %s", m->path, name);
+    }
+    int rc = gguf_tensor_view(&m->gguf, ti, out);
+    if (rc) return rc;
+    int64_t got1 = out->n_dims >= 2 ? out->ne[1] : 1;
+    if (out->ne[0] != ne0 || got1 != ne1 || out->ne[2] != 1 || out->ne[3] != 1)
+        return rm_errorf(RM_EFORMAT, "%s: tensor %s has shape [%lld, %lld], expected [%lld, %lld]", m->path, name,
+                         (long long)out->ne[0], (long long)got1, (long long)ne0, (long long)ne1);
+    m->weight_bytes += ti->nbytes;
+    return RM_OK;
+}
+
+// A 1-D weight (norm or bias) copied to f32.
+static int get_vector(rm_llama *m, const char *name, int64_t n, float **out, int required) {
+    rm_tensor t;
+    int rc = get_tensor(m, name, n, 1, &t, required);
+    if (rc) return rc;
+    if (t.type != RM_TYPE_F32 && t.type != RM_TYPE_F16 && t.type != RM_TYPE_BF16)
+        return rm_errorf(RM_EFORMAT, "%s: tensor %s must be f32/f16/bf16, is %s", m->path, name, rm_type_name(t.type));
+    *out = malloc((size_t)n * sizeof(float));
+    if (!*out) return rm_errorf(RM_ENOMEM, "out of memory");
+    rm_dequantize_row(t.type, t.data, *out, n);
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite((*out)[i])) return rm_errorf(RM_EFORMAT, "%s: tensor %s holds NaN/Inf", m->path, name);
+    return RM_OK;
+}
+
+static int load_weights(rm_llama *m) {
+    rm_llama_hparams *hp = &m->hp;
+    const gguf_tensor_info *te = gguf_find_tensor(&m->gguf, "token_embd.weight");
+    if (!te) return rm_errorf(RM_EFORMAT, "%s: missing tensor token_embd.weight", m->path);
+    if (hp->n_vocab == 0) hp->n_vocab = (int)(te->n_dims >= 2 ? te->ne[1] : 0);
+    int64_t d = hp->n_embd, qd = (int64_t)hp->n_head * hp->head_dim, kvd = (int64_t)hp->n_head_kv * hp->head_dim;
+    int rc;
+    if ((rc = get_tensor(m, "token_embd.weight", d, hp->n_vocab, &m->tok_embd, 1))) return rc;
+    if ((rc = get_vector(m, "output_norm.weight", d, &m->output_norm, 1))) return rc;
+    rc = get_tensor(m, "output.weight", d, hp->n_vocab, &m->output, 0);
+    if (rc == RM_ENOTFOUND) {
+        m->output = m->tok_embd; // tied classifier
+        m->weight_bytes += rm_tensor_nbytes(m->tok_embd.type, 2, m->tok_embd.ne);
+    } else if (rc) {
+        return rc;
+    }
+    m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
+    if (!m->layers) return rm_errorf(RM_ENOMEM, "out of memory");
+    const int64_t shape[RM_LIN_COUNT][2] = {{d, qd}, {d, kvd}, {d, kvd}, {qd, d}, {d, hp->n_ff}, {d, hp->n_ff}, {hp->n_ff, d}};
+    char name[128];
+    for (int l = 0; l < hp->n_layer; l++) {
+        rm_llama_layer *L = &m->layers[l];
+        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
+        if ((rc = get_vector(m, name, d, &L->attn_norm, 1))) return rc;
+        snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
+        if ((rc = get_vector(m, name, d, &L->ffn_norm, 1))) return rc;
+        for (int w = 0; w < RM_LIN_COUNT; w++) {
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, rm_linear_gguf[w]);
+            if ((rc = get_tensor(m, name, shape[w][0], shape[w][1], &L->w[w], 1))) return rc;
+        }
+        float **bias[3] = {&L->bq, &L->bk, &L->bv};
+        for (int w = 0; w < 3; w++) {
+            snprintf(name, sizeof name, "blk.%d.%s.bias", l, rm_linear_gguf[w]);
+            rc = get_vector(m, name, shape[w][1], bias[w], hp->arch == RM_ARCH_QWEN2);
+            if (rc && rc != RM_ENOTFOUND) return rc;
+        }
+    }
+    return RM_OK;
+}
+
+int rm_llama_load(rm_llama **out, const char *path) {
+    *out = NULL;
+    rm_llama *m = calloc(1, sizeof *m);
+    if (!m) return rm_errorf(RM_ENOMEM, "out of memory");
+    m->path = strdup(path);
+    int rc = gguf_open(&m->gguf, path);
+    if (!rc) rc = read_hparams(m);
+    if (!rc) rc = load_weights(m);
+    if (rc) {
+        rm_llama_free(m);
+        return rc;
+    }
+    m->bos = -1;
+    uint32_t bos;
+    if (gguf_get_u32(&m->gguf, "tokenizer.ggml.bos_token_id", &bos) == RM_OK) m->bos = (int32_t)bos;
+    m->add_bos = m->bos >= 0;
+    int ab;
+    if (gguf_get_bool(&m->gguf, "tokenizer.ggml.add_bos_token", &ab) == RM_OK) m->add_bos = ab && m->bos >= 0;
+    if (gguf_find(&m->gguf, "tokenizer.ggml.tokens")) {
+        rc = rm_tokenizer_from_gguf(&m->tok, &m->gguf);
+        if (rc) {
+            rm_error_prefix(rc, "%s: tokenizer", path);
+            rm_llama_free(m);
+            return rc;
+        }
+        if (rm_tokenizer_n_vocab(m->tok) > m->hp.n_vocab) {
+            rc = rm_errorf(RM_EFORMAT, "%s: tokenizer has %d tokens but the model only %d", path,
+                           rm_tokenizer_n_vocab(m->tok), m->hp.n_vocab);
+            rm_llama_free(m);
+            return rc;
+        }
+    }
+    *out = m;
+    return RM_OK;
+}
+
+void rm_llama_free(rm_llama *m) {
+    if (!m) return;
+    if (m->layers) {
+        for (int l = 0; l < m->hp.n_layer; l++) {
+            rm_llama_layer *L = &m->layers[l];
+            free(L->attn_norm);
+            free(L->ffn_norm);
+            free(L->bq);
+            free(L->bk);
+            free(L->bv);
+        }
+        free(m->layers);
+    }
+    free(m->output_norm);
+    if (m->tok) rm_tokenizer_free(m->tok);
+    gguf_close(&m->gguf);
+    free(m->buf);
+    free(m->path);
+    free(m);
+}
+
+size_t rm_llama_bytes_per_token(const rm_llama *m) {
+    size_t total = rm_row_size(m->tok_embd.type, m->hp.n_embd); // one embedding row
+    total += rm_tensor_nbytes(m->output.type, 2, m->output.ne);
+    for (int l = 0; l < m->hp.n_layer; l++)
+        for (int w = 0; w < RM_LIN_COUNT; w++) total += rm_tensor_nbytes(m->layers[l].w[w].type, 2, m->layers[l].w[w].ne);
+    return total;
+}
+
+// ---------------------------------------------------------------- ops
+
+// y[n,d] = x[n,d] / rms(x) * w[d]
+static void rmsnorm_forward(float *y, const float *x, const float *w, int n, int d, float eps) {
+    for (int r = 0; r < n; r++) {
+        const float *xr = x + (size_t)r * d;
+        float *yr = y + (size_t)r * d;
+        float ss = 0.0f;
+        for (int i = 0; i < d; i++) ss += xr[i] * xr[i];
+        float s = 1.0f / sqrtf(ss / (float)d + eps);
+        for (int i = 0; i < d; i++) yr[i] = w[i] * (s * xr[i]);
+    }
+}
+
+// x[n,dim] += b[dim]
+static void bias_add(float *x, const float *b, int n, int dim) {
+    for (int r = 0; r < n; r++)
+        for (int i = 0; i < dim; i++) x[(size_t)r * dim + i] += b[i];
+}
+
+// Rotation angles of one position: cs[2*i] = cos, cs[2*i+1] = sin, i < rope_dim/2.
+static void rope_angles(const rm_llama_hparams *hp, int pos, float *cs) {
+    int half = hp->rope_dim / 2;
+    for (int i = 0; i < half; i++) {
+        float freq = 1.0f / powf(hp->rope_base, (float)(2 * i) / (float)hp->rope_dim);
+        if (hp->rope_scaling == RM_ROPE_SCALING_LINEAR) {
+            freq /= hp->rope_factor;
+        } else if (hp->rope_scaling == RM_ROPE_SCALING_LLAMA3) {
+            float wavelen = 2.0f * (float)M_PI / freq;
+            float lo_wl = (float)hp->rope_orig_ctx / hp->rope_low_freq;
+            float hi_wl = (float)hp->rope_orig_ctx / hp->rope_high_freq;
+            if (wavelen > lo_wl) {
+                freq /= hp->rope_factor;
+            } else if (wavelen >= hi_wl) {
+                float smooth = ((float)hp->rope_orig_ctx / wavelen - hp->rope_low_freq) /
+                               (hp->rope_high_freq - hp->rope_low_freq);
+                freq = (1.0f - smooth) * freq / hp->rope_factor + smooth * freq;
+            }
+        }
+        float a = (float)pos * freq;
+        cs[2 * i] = cosf(a);
+        cs[2 * i + 1] = sinf(a);
+    }
+}
+
+// Rotates n_heads heads of hd floats in place with the angles cs.
+static void rope_forward(const rm_llama_hparams *hp, float *v, int n_heads, const float *cs) {
+    int half = hp->rope_dim / 2;
+    for (int h = 0; h < n_heads; h++) {
+        float *x = v + (size_t)h * hp->head_dim;
+        for (int i = 0; i < half; i++) {
+            int a = hp->rope_neox ? i : 2 * i, b = hp->rope_neox ? i + half : 2 * i + 1;
+            float c = cs[2 * i], s = cs[2 * i + 1], x0 = x[a], x1 = x[b];
+            x[a] = x0 * c - x1 * s;
+            x[b] = x0 * s + x1 * c;
+        }
+    }
+}
+
+// h[n,f] = silu(g[n,f]) * u[n,f]
+static void swiglu_forward(float *h, const float *g, const float *u, size_t count) {
+    for (size_t i = 0; i < count; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+typedef struct attn_job {
+    const rm_llama_hparams *hp;
+    const rm_kvcache *kv;
+    const rm_batch *b;
+    int layer;
+    const float *q;   // [n, H*hd]
+    float *out;       // [n, H*hd]
+    float *scores;    // [nth][n_ctx]
+} attn_job;
+
+// out[r, h] = softmax(q[r,h] . K[slot, 0..pos] / sqrt(hd)) V[slot, 0..pos], one (row, head) per task
+static void attention_task(void *ctx, int ith, int nth) {
+    const attn_job *j = ctx;
+    const rm_llama_hparams *hp = j->hp;
+    int H = hp->n_head, hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
+    long begin, end;
+    rm_split_range((long)j->b->n * H, ith, nth, &begin, &end);
+    float *sc = j->scores + (size_t)ith * j->kv->n_ctx;
+    float scale = 1.0f / sqrtf((float)hd);
+    for (long task = begin; task < end; task++) {
+        int r = (int)(task / H), h = (int)(task % H), kvh = h / group;
+        int slot = j->b->slot[r], pos = j->b->pos[r];
+        const float *q = j->q + (size_t)r * H * hd + (size_t)h * hd;
+        float *o = j->out + (size_t)r * H * hd + (size_t)h * hd;
+        float mx = -INFINITY;
+        for (int t = 0; t <= pos; t++) {
+            sc[t] = rm_dot_f32(q, rm_kv_k(j->kv, j->layer, slot, t) + (size_t)kvh * hd, hd) * scale;
+            if (sc[t] > mx) mx = sc[t];
+        }
+        float sum = 0.0f;
+        for (int t = 0; t <= pos; t++) {
+            sc[t] = expf(sc[t] - mx);
+            sum += sc[t];
+        }
+        memset(o, 0, (size_t)hd * sizeof(float));
+        float inv = 1.0f / sum;
+        for (int t = 0; t <= pos; t++) rm_axpy_f32(o, sc[t] * inv, rm_kv_v(j->kv, j->layer, slot, t) + (size_t)kvh * hd, hd);
+    }
+}
+
+// Checks every row against the model and the cache before anything is written.
+static int check_batch(const rm_llama *m, const rm_kvcache *kv, const rm_batch *b, int32_t *len) {
+    if (b->n <= 0) return rm_errorf(RM_EINVAL, "forward: empty batch");
+    if (kv->n_layer != m->hp.n_layer || kv->kv_dim != m->hp.n_head_kv * m->hp.head_dim)
+        return rm_errorf(RM_EMISMATCH, "forward: kv cache shape does not match the model");
+    memcpy(len, kv->len, (size_t)kv->n_slots * sizeof(int32_t));
+    for (int r = 0; r < b->n; r++) {
+        int s = b->slot[r], p = b->pos[r], t = b->token[r];
+        if (t < 0 || t >= m->hp.n_vocab) return rm_errorf(RM_EINVAL, "forward: row %d: token id %d out of range [0, %d)", r, t, m->hp.n_vocab);
+        if (s < 0 || s >= kv->n_slots) return rm_errorf(RM_EINVAL, "forward: row %d: kv slot %d out of range [0, %d)", r, s, kv->n_slots);
+        if (p < 0 || p >= kv->n_ctx) return rm_errorf(RM_EFULL, "forward: row %d: position %d outside the context of %d", r, p, kv->n_ctx);
+        if (p > len[s]) return rm_errorf(RM_EINVAL, "forward: row %d: position %d skips ahead of slot %d (holds %d)", r, p, s, len[s]);
+        if (p + 1 > len[s]) len[s] = p + 1;
+    }
+    return RM_OK;
+}
+
+static float *scratch(rm_llama *m, size_t floats) {
+    if (floats > m->buf_cap) {
+        free(m->buf);
+        m->buf = malloc(floats * sizeof(float));
+        m->buf_cap = m->buf ? floats : 0;
+    }
+    return m->buf;
+}
+
+static void linear(rm_threadpool *tp, const rm_linear_hook *hook, const rm_batch *b, const rm_llama_layer *L,
+                   int layer, rm_linear_id w, const float *x, int64_t ldx, float *y, int64_t ldy, int accumulate) {
+    rm_matmul(tp, &L->w[w], x, ldx, y, ldy, b->n, accumulate);
+    if (hook && hook->apply) hook->apply(hook->ctx, b, layer, w, x, ldx, y, ldy);
+}
+
+int rm_llama_forward(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, const rm_batch *b,
+                     const rm_linear_hook *hook, float *logits) {
+    const rm_llama_hparams *hp = &m->hp;
+    int32_t *len = malloc((size_t)kv->n_slots * sizeof(int32_t));
+    if (!len) return rm_errorf(RM_ENOMEM, "out of memory");
+    int rc = check_batch(m, kv, b, len);
+    if (rc) { free(len); return rc; }
+
+    int n = b->n, d = hp->n_embd, hd = hp->head_dim, H = hp->n_head, Hk = hp->n_head_kv, f = hp->n_ff;
+    size_t qd = (size_t)H * hd, kvd = (size_t)Hk * hd;
+    int nth = tp ? rm_threadpool_size(tp) : 1;
+    size_t need = (size_t)n * (2 * d + 2 * qd + 2 * kvd + 2 * (size_t)f + (size_t)hp->rope_dim) + (size_t)nth * kv->n_ctx;
+    float *buf = scratch(m, need);
+    if (!buf) { free(len); return rm_errorf(RM_ENOMEM, "forward: cannot allocate scratch for %d rows", n); }
+    float *x = buf, *xb = x + (size_t)n * d, *q = xb + (size_t)n * d, *att = q + (size_t)n * qd;
+    float *k = att + (size_t)n * qd, *v = k + (size_t)n * kvd, *g = v + (size_t)n * kvd;
+    float *u = g + (size_t)n * f, *cs = u + (size_t)n * f, *scores = cs + (size_t)n * hp->rope_dim;
+
+    size_t erow = rm_row_size(m->tok_embd.type, d);
+    for (int r = 0; r < n; r++) {
+        rm_dequantize_row(m->tok_embd.type, (const uint8_t *)m->tok_embd.data + (size_t)b->token[r] * erow, x + (size_t)r * d, d);
+        rope_angles(hp, b->pos[r], cs + (size_t)r * hp->rope_dim);
+    }
+
+    for (int l = 0; l < hp->n_layer; l++) {
+        const rm_llama_layer *L = &m->layers[l];
+        // attention block
+        rmsnorm_forward(xb, x, L->attn_norm, n, d, hp->rms_eps);
+        linear(tp, hook, b, L, l, RM_LIN_Q, xb, d, q, (int64_t)qd, 0);
+        linear(tp, hook, b, L, l, RM_LIN_K, xb, d, k, (int64_t)kvd, 0);
+        linear(tp, hook, b, L, l, RM_LIN_V, xb, d, v, (int64_t)kvd, 0);
+        if (L->bq) bias_add(q, L->bq, n, (int)qd);
+        if (L->bk) bias_add(k, L->bk, n, (int)kvd);
+        if (L->bv) bias_add(v, L->bv, n, (int)kvd);
+        for (int r = 0; r < n; r++) {
+            rope_forward(hp, q + (size_t)r * qd, H, cs + (size_t)r * hp->rope_dim);
+            rope_forward(hp, k + (size_t)r * kvd, Hk, cs + (size_t)r * hp->rope_dim);
+            memcpy(rm_kv_k(kv, l, b->slot[r], b->pos[r]), k + (size_t)r * kvd, kvd * sizeof(float));
+            memcpy(rm_kv_v(kv, l, b->slot[r], b->pos[r]), v + (size_t)r * kvd, kvd * sizeof(float));
+        }
+        attn_job job = {hp, kv, b, l, q, att, scores};
+        rm_threadpool_run(tp, attention_task, &job);
+        linear(tp, hook, b, L, l, RM_LIN_O, att, (int64_t)qd, x, d, 1); // x += att Wo^T
+        // feed-forward block
+        rmsnorm_forward(xb, x, L->ffn_norm, n, d, hp->rms_eps);
+        linear(tp, hook, b, L, l, RM_LIN_GATE, xb, d, g, f, 0);
+        linear(tp, hook, b, L, l, RM_LIN_UP, xb, d, u, f, 0);
+        swiglu_forward(g, g, u, (size_t)n * f);
+        linear(tp, hook, b, L, l, RM_LIN_DOWN, g, f, x, d, 1); // x += h Wdown^T
+    }
+    memcpy(kv->len, len, (size_t)kv->n_slots * sizeof(int32_t));
+    free(len);
+
+    // final norm and classifier for the wanted rows only
+    int n_out = 0;
+    for (int r = 0; r < n; r++) {
+        if (b->want && !b->want[r]) continue;
+        rmsnorm_forward(xb + (size_t)n_out * d, x + (size_t)r * d, m->output_norm, 1, d, hp->rms_eps);
+        n_out++;
+    }
+    if (n_out > 0 && logits) rm_matmul(tp, &m->output, xb, d, logits, hp->n_vocab, n_out, 0);
+    return RM_OK;
+}
