@@ -5,6 +5,7 @@
 #include "model/llama.h"
 #include "base/err.h"
 #include "base/fp16.h"
+#include "model/ops.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -257,70 +258,6 @@ size_t rm_llama_bytes_per_token(const rm_llama *m) {
     return total;
 }
 
-// ---------------------------------------------------------------- ops
-
-// y[n,d] = x[n,d] / rms(x) * w[d]
-static void rmsnorm_forward(float *y, const float *x, const float *w, int n, int d, float eps) {
-    for (int r = 0; r < n; r++) {
-        const float *xr = x + (size_t)r * d;
-        float *yr = y + (size_t)r * d;
-        float ss = 0.0f;
-        for (int i = 0; i < d; i++) ss += xr[i] * xr[i];
-        float s = 1.0f / sqrtf(ss / (float)d + eps);
-        for (int i = 0; i < d; i++) yr[i] = w[i] * (s * xr[i]);
-    }
-}
-
-// x[n,dim] += b[dim]
-static void bias_add(float *x, const float *b, int n, int dim) {
-    for (int r = 0; r < n; r++)
-        for (int i = 0; i < dim; i++) x[(size_t)r * dim + i] += b[i];
-}
-
-// Rotation angles of one position: cs[2*i] = cos, cs[2*i+1] = sin, i < rope_dim/2.
-static void rope_angles(const rm_llama_hparams *hp, int pos, float *cs) {
-    int half = hp->rope_dim / 2;
-    for (int i = 0; i < half; i++) {
-        float freq = 1.0f / powf(hp->rope_base, (float)(2 * i) / (float)hp->rope_dim);
-        if (hp->rope_scaling == RM_ROPE_SCALING_LINEAR) {
-            freq /= hp->rope_factor;
-        } else if (hp->rope_scaling == RM_ROPE_SCALING_LLAMA3) {
-            float wavelen = 2.0f * (float)M_PI / freq;
-            float lo_wl = (float)hp->rope_orig_ctx / hp->rope_low_freq;
-            float hi_wl = (float)hp->rope_orig_ctx / hp->rope_high_freq;
-            if (wavelen > lo_wl) {
-                freq /= hp->rope_factor;
-            } else if (wavelen >= hi_wl) {
-                float smooth = ((float)hp->rope_orig_ctx / wavelen - hp->rope_low_freq) /
-                               (hp->rope_high_freq - hp->rope_low_freq);
-                freq = (1.0f - smooth) * freq / hp->rope_factor + smooth * freq;
-            }
-        }
-        float a = (float)pos * freq;
-        cs[2 * i] = cosf(a);
-        cs[2 * i + 1] = sinf(a);
-    }
-}
-
-// Rotates n_heads heads of hd floats in place with the angles cs.
-static void rope_forward(const rm_llama_hparams *hp, float *v, int n_heads, const float *cs) {
-    int half = hp->rope_dim / 2;
-    for (int h = 0; h < n_heads; h++) {
-        float *x = v + (size_t)h * hp->head_dim;
-        for (int i = 0; i < half; i++) {
-            int a = hp->rope_neox ? i : 2 * i, b = hp->rope_neox ? i + half : 2 * i + 1;
-            float c = cs[2 * i], s = cs[2 * i + 1], x0 = x[a], x1 = x[b];
-            x[a] = x0 * c - x1 * s;
-            x[b] = x0 * s + x1 * c;
-        }
-    }
-}
-
-// h[n,f] = silu(g[n,f]) * u[n,f]
-static void swiglu_forward(float *h, const float *g, const float *u, size_t count) {
-    for (size_t i = 0; i < count; i++) h[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
-}
-
 typedef struct attn_job {
     const rm_llama_hparams *hp;
     const rm_kvcache *kv;
@@ -414,22 +351,22 @@ int rm_llama_forward(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, const rm_ba
     size_t erow = rm_row_size(m->tok_embd.type, d);
     for (int r = 0; r < n; r++) {
         rm_dequantize_row(m->tok_embd.type, (const uint8_t *)m->tok_embd.data + (size_t)b->token[r] * erow, x + (size_t)r * d, d);
-        rope_angles(hp, b->pos[r], cs + (size_t)r * hp->rope_dim);
+        rm_rope_angles(hp, b->pos[r], cs + (size_t)r * hp->rope_dim);
     }
 
     for (int l = 0; l < hp->n_layer; l++) {
         const rm_llama_layer *L = &m->layers[l];
         // attention block
-        rmsnorm_forward(xb, x, L->attn_norm, n, d, hp->rms_eps);
+        rm_rmsnorm_forward(xb, x, L->attn_norm, n, d, hp->rms_eps);
         linear(tp, hook, b, L, l, RM_LIN_Q, xb, d, q, (int64_t)qd, 0);
         linear(tp, hook, b, L, l, RM_LIN_K, xb, d, k, (int64_t)kvd, 0);
         linear(tp, hook, b, L, l, RM_LIN_V, xb, d, v, (int64_t)kvd, 0);
-        if (L->bq) bias_add(q, L->bq, n, (int)qd);
-        if (L->bk) bias_add(k, L->bk, n, (int)kvd);
-        if (L->bv) bias_add(v, L->bv, n, (int)kvd);
+        if (L->bq) rm_bias_add(q, L->bq, n, (int)qd);
+        if (L->bk) rm_bias_add(k, L->bk, n, (int)kvd);
+        if (L->bv) rm_bias_add(v, L->bv, n, (int)kvd);
         for (int r = 0; r < n; r++) {
-            rope_forward(hp, q + (size_t)r * qd, H, cs + (size_t)r * hp->rope_dim);
-            rope_forward(hp, k + (size_t)r * kvd, Hk, cs + (size_t)r * hp->rope_dim);
+            rm_rope_forward(hp, q + (size_t)r * qd, H, cs + (size_t)r * hp->rope_dim);
+            rm_rope_forward(hp, k + (size_t)r * kvd, Hk, cs + (size_t)r * hp->rope_dim);
             memcpy(rm_kv_k(kv, l, b->slot[r], b->pos[r]), k + (size_t)r * kvd, kvd * sizeof(float));
             memcpy(rm_kv_v(kv, l, b->slot[r], b->pos[r]), v + (size_t)r * kvd, kvd * sizeof(float));
         }
@@ -437,10 +374,10 @@ int rm_llama_forward(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, const rm_ba
         rm_threadpool_run(tp, attention_task, &job);
         linear(tp, hook, b, L, l, RM_LIN_O, att, (int64_t)qd, x, d, 1); // x += att Wo^T
         // feed-forward block
-        rmsnorm_forward(xb, x, L->ffn_norm, n, d, hp->rms_eps);
+        rm_rmsnorm_forward(xb, x, L->ffn_norm, n, d, hp->rms_eps);
         linear(tp, hook, b, L, l, RM_LIN_GATE, xb, d, g, f, 0);
         linear(tp, hook, b, L, l, RM_LIN_UP, xb, d, u, f, 0);
-        swiglu_forward(g, g, u, (size_t)n * f);
+        rm_swiglu_forward(g, g, u, (size_t)n * f);
         linear(tp, hook, b, L, l, RM_LIN_DOWN, g, f, x, d, 1); // x += h Wdown^T
     }
     memcpy(kv->len, len, (size_t)kv->n_slots * sizeof(int32_t));
@@ -450,7 +387,7 @@ int rm_llama_forward(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, const rm_ba
     int n_out = 0;
     for (int r = 0; r < n; r++) {
         if (b->want && !b->want[r]) continue;
-        rmsnorm_forward(xb + (size_t)n_out * d, x + (size_t)r * d, m->output_norm, 1, d, hp->rms_eps);
+        rm_rmsnorm_forward(xb + (size_t)n_out * d, x + (size_t)r * d, m->output_norm, 1, d, hp->rms_eps);
         n_out++;
     }
     if (n_out > 0 && logits) rm_matmul(tp, &m->output, xb, d, logits, hp->n_vocab, n_out, 0);
