@@ -1,0 +1,72 @@
+// kernels.h — internals shared by the tensor module: GGUF block structs, the
+// quantized-activation buffer, and the per-ISA matmul kernels.
+#ifndef RM_TENSOR_KERNELS_H
+#define RM_TENSOR_KERNELS_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "tensor/tensor.h"
+
+typedef struct { uint16_t d; int8_t qs[32]; } rm_block_q8_0;
+typedef struct { uint16_t d; uint8_t qs[16]; } rm_block_q4_0;
+typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } rm_block_q4_k;
+_Static_assert(sizeof(rm_block_q8_0) == 34, "q8_0 block is 34 bytes");
+_Static_assert(sizeof(rm_block_q4_0) == 18, "q4_0 block is 18 bytes");
+_Static_assert(sizeof(rm_block_q4_k) == 144, "q4_K block is 144 bytes");
+
+// Unpacks the 6-bit scale and min of sub-block s (0..7) of a q4_K block.
+void rm_q4k_scale_min(const uint8_t *scales, int s, int *ls, int *lm);
+
+// Activations quantized to int8: row c, element i is q[c*in + i]; every `blk`
+// elements (32 for q8_0/q4_0 weights, 256 for q4_K) share the scale
+// d[c*(in/blk) + b] = amax/127; sum[c*(in/32) + k] is the sum of q over the
+// k-th group of 32 (for the offset terms of q4_0 and q4_K).
+typedef struct rm_qx {
+    int blk;
+    int8_t *q;
+    float *d;
+    int16_t *sum;
+} rm_qx;
+
+// One matmul call, as the kernels see it.
+typedef struct rm_mm {
+    rm_type type;
+    const uint8_t *w;  // W rows, w_row bytes apart
+    size_t w_row;
+    int64_t in, out;
+    int n;
+    const float *x;    // f32 activations (float kernels)
+    int64_t ldx;
+    rm_qx qx;          // int8 activations (quantized kernels)
+    float *y;
+    int64_t ldy;
+    int accumulate;
+} rm_mm;
+
+// Computes y[c, r] for weight rows r in [r0, r1) and activation rows c in
+// [c0, c1). Every (r, c) dot is computed by the same sequence of operations
+// whatever the range, so any split across threads gives identical bits.
+typedef void (*rm_mm_kernel)(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+
+// Writes y (or adds to it).
+static inline void rm_mm_store(const rm_mm *m, int c, int64_t r, float v) {
+    float *p = m->y + (int64_t)c * m->ldy + r;
+    *p = m->accumulate ? *p + v : v;
+}
+
+// Quantizes activation rows [c0, c1) of m->x into m->qx (scalar; shared by all ISAs).
+void rm_quantize_x(const rm_mm *m, int c0, int c1);
+
+void rm_mm_f32_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+void rm_mm_f16_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+void rm_mm_bf16_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+void rm_mm_q8_0_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+void rm_mm_q4_0_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+void rm_mm_q4_k_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+float rm_dot_f32_avx2(const float *a, const float *b, int64_t n);
+void rm_axpy_f32_avx2(float *y, float a, const float *x, int64_t n);
+double rm_sum_f32_avx2(const float *a, int64_t n);
+
+void rm_mm_q8_0_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+float rm_dot_f32_avx512(const float *a, const float *b, int64_t n);
+#endif

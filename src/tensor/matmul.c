@@ -1,0 +1,234 @@
+// matmul.c — rm_matmul: the reference (scalar) version, the dispatch to SIMD
+// kernels, activation quantization, threading; plus dot/axpy and the
+// read-bandwidth probe.
+//
+// Threading: the weight rows are split across workers in groups of 4 (every
+// worker streams its own slice of W once per activation block; decode is
+// memory-bound, so this is what matters). When W has too few rows to share,
+// the activation rows are split instead. Activation rows are processed in
+// blocks small enough to stay in L2 while a weight tile sweeps them.
+#include "tensor/tensor.h"
+#include "tensor/kernels.h"
+#include "base/cpu.h"
+#include "base/err.h"
+#include "base/file.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+// ---------------------------------------------------------------------------
+// Scalar kernel = the specification. Dequantizes W a block at a time and
+// accumulates the dot product in double.
+
+// y[n,out] = x[n,in] @ W[out,in]^T   (rows [r0,r1) of W, rows [c0,c1) of x)
+static void mm_scalar(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1) {
+    int blk = rm_type_block_elems(m->type);
+    size_t bbytes = rm_type_block_bytes(m->type);
+    float wbuf[256];
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *w = m->w + (size_t)r * m->w_row;
+        for (int c = c0; c < c1; c++) {
+            const float *x = m->x + (int64_t)c * m->ldx;
+            double acc = 0;
+            for (int64_t b = 0; b < m->in / blk; b++) {
+                rm_dequantize_row(m->type, w + (size_t)b * bbytes, wbuf, blk);
+                for (int j = 0; j < blk; j++) acc += (double)wbuf[j] * (double)x[b * blk + j];
+            }
+            rm_mm_store(m, c, r, (float)acc);
+        }
+    }
+}
+
+static int mm_setup(rm_mm *m, const rm_tensor *W, const float *x, int64_t ldx, float *y, int64_t ldy, int n,
+                    int accumulate) {
+    memset(m, 0, sizeof *m);
+    if (!W || !rm_type_supported(W->type)) return rm_errorf(RM_EUNSUPPORTED, "matmul: unsupported weight type");
+    m->type = W->type;
+    m->in = W->ne[0];
+    m->out = W->ne[1];
+    m->w_row = rm_row_size(W->type, m->in);
+    if (m->in <= 0 || m->out <= 0 || m->w_row == 0 || n < 0 || ldx < m->in || ldy < m->out)
+        return rm_errorf(RM_EINVAL, "matmul: bad shape in=%lld out=%lld n=%d", (long long)m->in,
+                         (long long)m->out, n);
+    m->w = W->data;
+    m->n = n;
+    m->x = x;
+    m->ldx = ldx;
+    m->y = y;
+    m->ldy = ldy;
+    m->accumulate = accumulate;
+    return RM_OK;
+}
+
+void rm_matmul_ref(const rm_tensor *W, const float *x, int64_t ldx, float *y, int64_t ldy, int n,
+                   int accumulate) {
+    rm_mm m;
+    if (mm_setup(&m, W, x, ldx, y, ldy, n, accumulate) != RM_OK) return;
+    mm_scalar(&m, 0, m.out, 0, n);
+}
+
+// ---------------------------------------------------------------------------
+// Activation quantization (int8, scale amax/127 per m->qx.blk elements).
+
+void rm_quantize_x(const rm_mm *m, int c0, int c1) {
+    int blk = m->qx.blk;
+    int64_t nb = m->in / blk, ns = m->in / 32;
+    for (int c = c0; c < c1; c++) {
+        const float *x = m->x + (int64_t)c * m->ldx;
+        int8_t *q = m->qx.q + (int64_t)c * m->in;
+        for (int64_t b = 0; b < nb; b++) {
+            float amax = 0;
+            for (int j = 0; j < blk; j++) amax = fmaxf(amax, fabsf(x[b * blk + j]));
+            float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0;
+            m->qx.d[c * nb + b] = d;
+            for (int j = 0; j < blk; j++) q[b * blk + j] = (int8_t)lrintf(x[b * blk + j] * id);
+        }
+        for (int64_t s = 0; s < ns; s++) {
+            int sum = 0;
+            for (int j = 0; j < 32; j++) sum += q[s * 32 + j];
+            m->qx.sum[c * ns + s] = (int16_t)sum;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Dispatch and threading.
+
+static rm_mm_kernel pick_kernel(rm_type t, int *qblk) {
+    *qblk = 0;
+    (void)t;
+    return mm_scalar;
+}
+
+typedef struct {
+    const rm_mm *m;
+    rm_mm_kernel k;
+    int split_x; // 1: split activation rows across workers, 0: weight rows
+    int xb;      // activation rows per block
+} mm_job;
+
+static void mm_task(void *ctx, int ith, int nth) {
+    const mm_job *j = ctx;
+    const rm_mm *m = j->m;
+    long b, e;
+    if (j->split_x) {
+        rm_split_range(m->n, ith, nth, &b, &e);
+        for (long c = b; c < e; c += j->xb) j->k(m, 0, m->out, (int)c, (int)(c + j->xb < e ? c + j->xb : e));
+        return;
+    }
+    rm_split_range((m->out + 3) / 4, ith, nth, &b, &e);
+    int64_t r0 = 4 * (int64_t)b, r1 = 4 * (int64_t)e < m->out ? 4 * (int64_t)e : m->out;
+    if (r0 >= r1) return;
+    for (int c = 0; c < m->n; c += j->xb) j->k(m, r0, r1, c, c + j->xb < m->n ? c + j->xb : m->n);
+}
+
+static void quantize_task(void *ctx, int ith, int nth) {
+    const rm_mm *m = ctx;
+    long b, e;
+    rm_split_range(m->n, ith, nth, &b, &e);
+    rm_quantize_x(m, (int)b, (int)e);
+}
+
+void rm_matmul(rm_threadpool *tp, const rm_tensor *W, const float *x, int64_t ldx, float *y, int64_t ldy,
+               int n, int accumulate) {
+    rm_mm m;
+    if (mm_setup(&m, W, x, ldx, y, ldy, n, accumulate) != RM_OK || n == 0) return;
+    int qblk;
+    mm_job job = {&m, pick_kernel(m.type, &qblk), 0, 0};
+    void *qbuf = NULL;
+    size_t row_bytes; // bytes per activation row the kernel streams
+    if (qblk) {
+        m.qx.blk = qblk;
+        size_t nq = (size_t)n * (size_t)m.in, nd = nq / (size_t)qblk, ns = nq / 32;
+        size_t off_d = (nq + 63) & ~(size_t)63, off_s = off_d + ((nd * 4 + 63) & ~(size_t)63);
+        size_t total = off_s + ((ns * 2 + 63) & ~(size_t)63);
+        qbuf = aligned_alloc(64, total);
+        if (!qbuf) {
+            // Out of memory for the int8 copy: fall back to the float kernel.
+            job.k = mm_scalar;
+        } else {
+            m.qx.q = qbuf;
+            m.qx.d = (float *)((char *)qbuf + off_d);
+            m.qx.sum = (int16_t *)((char *)qbuf + off_s);
+            if (n >= 16 && tp) rm_threadpool_run(tp, quantize_task, &m);
+            else rm_quantize_x(&m, 0, n);
+        }
+    }
+    row_bytes = qbuf ? (size_t)m.in : (size_t)m.in * sizeof(float);
+    int nth = rm_threadpool_size(tp);
+    long xb = (long)((192 * 1024) / row_bytes) & ~3L;
+    job.xb = (int)(xb < 4 ? 4 : xb > n ? n : xb);
+    job.split_x = m.out < 16L * nth && n >= 4L * nth;
+    rm_threadpool_run(tp, mm_task, &job);
+    free(qbuf);
+}
+
+// ---------------------------------------------------------------------------
+// Vector helpers.
+
+static int use_avx2(void) {
+    const rm_cpu_features *f = rm_cpu();
+    return f->avx2 && f->fma && f->f16c;
+}
+
+float rm_dot_f32(const float *a, const float *b, int64_t n) {
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+void rm_axpy_f32(float *y, float a, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
+}
+
+// ---------------------------------------------------------------------------
+// Read bandwidth: every worker sums its slice of a 1 GiB buffer; best of 3.
+
+typedef struct {
+    const float *buf;
+    long n;
+    double sums[1024];
+} bw_job;
+
+static void bw_task(void *ctx, int ith, int nth) {
+    bw_job *j = ctx;
+    long b, e;
+    rm_split_range(j->n, ith, nth, &b, &e);
+    double s = 0;
+    for (long i = b; i < e; i++) s += j->buf[i];
+    j->sums[ith & 1023] = s;
+}
+
+static void bw_fill(void *ctx, int ith, int nth) {
+    bw_job *j = ctx;
+    long b, e;
+    rm_split_range(j->n, ith, nth, &b, &e);
+    float *p = (float *)j->buf;
+    for (long i = b; i < e; i++) p[i] = (float)(i & 7);
+}
+
+double rm_measure_read_bandwidth(rm_threadpool *tp) {
+    size_t bytes = (size_t)1 << 30;
+    bw_job *j = calloc(1, sizeof *j);
+    float *buf = j ? aligned_alloc(64, bytes) : NULL;
+    if (!buf) {
+        free(j);
+        rm_errorf(RM_ENOMEM, "bandwidth probe: cannot allocate 1 GiB");
+        return 0;
+    }
+    j->buf = buf;
+    j->n = (long)(bytes / sizeof(float));
+    rm_threadpool_run(tp, bw_fill, j); // first touch from the workers
+    double best = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        double t0 = rm_now();
+        rm_threadpool_run(tp, bw_task, j);
+        double dt = rm_now() - t0;
+        if (dt > 0 && (double)bytes / dt / 1e9 > best) best = (double)bytes / dt / 1e9;
+    }
+    free(buf);
+    free(j);
+    (void)use_avx2;
+    return best;
+}

@@ -1,0 +1,492 @@
+// test_kernels.c — tensor types, quantization, matmul kernels, thread pool, CPU dispatch.
+//
+// Matmul tolerance (SIMD path vs rm_matmul_ref, which dequantizes W and sums
+// in double): quantized W quantizes the activations to int8 with scale
+// d_b = amax_b/127 per activation block b (32 elements; 256 for q4_K), which
+// moves each x_i by at most d_b/2. So
+//   |y - y_ref| <= sum_b 0.51*d_b * sum_{i in b} |w_i|  +  1e-4 * sum_i |x_i w_i|
+// (the second term covers f32 accumulation order). Float W (f32/f16/bf16)
+// gets only the second term.
+#include "testing.h"
+#include "base/cpu.h"
+#include "base/err.h"
+#include "base/fp16.h"
+#include "base/threadpool.h"
+#include "tensor/tensor.h"
+
+#include <immintrin.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const rm_type k_types[] = {RM_TYPE_F32, RM_TYPE_F16, RM_TYPE_BF16, RM_TYPE_Q8_0, RM_TYPE_Q4_0, RM_TYPE_Q4_K};
+#define N_TYPES ((int)(sizeof k_types / sizeof k_types[0]))
+
+static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+static float frand(void) { // uniform in [-1, 1)
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (float)((g_rng >> 40) * (1.0 / 8388608.0)) - 1.0f;
+}
+
+// Random data with some structure: a few large outliers and exact zeros.
+static void fill(float *v, int64_t n, float scale) {
+    for (int64_t i = 0; i < n; i++) {
+        float r = frand();
+        v[i] = scale * r;
+        if (i % 97 == 5) v[i] *= 8;
+        if (i % 61 == 7) v[i] = 0;
+    }
+}
+
+// ---------------------------------------------------------------------------
+// fp16 / bf16
+
+__attribute__((target("f16c"))) static float f16c_to_f32(uint16_t h) {
+    return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h)));
+}
+__attribute__((target("f16c"))) static uint16_t f16c_from_f32(float f) {
+    return (uint16_t)_mm_extract_epi16(_mm_cvtps_ph(_mm_set_ss(f), _MM_FROUND_TO_NEAREST_INT), 0);
+}
+
+TEST(kernel_f16_all_halves) {
+    int have = rm_cpu()->f16c;
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = rm_f16_to_f32((rm_f16)h);
+        uint16_t back = rm_f32_to_f16(f);
+        int nan = ((h >> 10) & 31) == 31 && (h & 0x3ff);
+        if (nan) {
+            CHECKF(isnan(f) && ((back >> 10) & 31) == 31 && (back & 0x3ff), "nan %04x", h);
+        } else {
+            CHECKF(back == h, "round trip %04x -> %g -> %04x", h, f, back);
+        }
+        if (have && !nan) {
+            float g = f16c_to_f32((uint16_t)h);
+            CHECKF(memcmp(&f, &g, 4) == 0, "f16c %04x: %g vs %g", h, f, g);
+        }
+    }
+    if (!have) return;
+    // f32 -> f16 rounding vs F16C on halfway points, subnormals, overflow.
+    for (uint32_t h = 0; h < 0x7c00; h += 7) {
+        float a = rm_f16_to_f32((rm_f16)h), b = rm_f16_to_f32((rm_f16)(h + 1));
+        float probes[] = {a, (a + b) / 2, nextafterf((a + b) / 2, 0), nextafterf((a + b) / 2, 1e9f), -a, -(a + b) / 2};
+        for (int k = 0; k < 6; k++) {
+            uint16_t mine = rm_f32_to_f16(probes[k]), ref = f16c_from_f32(probes[k]);
+            CHECKF(mine == ref, "f32 %a -> %04x, f16c %04x", probes[k], mine, ref);
+        }
+    }
+    float edges[] = {65504.0f, 65519.0f, 65520.0f, 1e10f, -1e10f, 5.96e-8f, 2.98e-8f, 2.99e-8f, 1e-10f, -0.0f, INFINITY, -INFINITY};
+    for (int k = 0; k < (int)(sizeof edges / sizeof edges[0]); k++)
+        CHECKF(rm_f32_to_f16(edges[k]) == f16c_from_f32(edges[k]), "edge %g", edges[k]);
+}
+
+TEST(kernel_bf16) {
+    for (uint32_t h = 0; h < 65536; h++) {
+        float f = rm_bf16_to_f32((rm_bf16)h);
+        if (isnan(f)) continue;
+        CHECKF(rm_f32_to_bf16(f) == h, "bf16 round trip %04x", h);
+    }
+    CHECK(rm_f32_to_bf16(1.0f) == 0x3f80);
+    CHECK(rm_f32_to_bf16(1.00390625f) == 0x3f80);      // halfway, round to even (down)
+    CHECK(rm_f32_to_bf16(1.01171875f) == 0x3f82);      // halfway, round to even (up)
+    CHECK(rm_f32_to_bf16(nextafterf(1.00390625f, 2)) == 0x3f81); // just above halfway
+    CHECK(isnan(rm_bf16_to_f32(rm_f32_to_bf16(NAN))));
+    CHECK(rm_f32_to_bf16(INFINITY) == 0x7f80);
+}
+
+// ---------------------------------------------------------------------------
+// types and sizes
+
+TEST(kernel_type_table) {
+    CHECK(strcmp(rm_type_name(RM_TYPE_Q4_K), "q4_k") == 0 || strcmp(rm_type_name(RM_TYPE_Q4_K), "q4_K") == 0);
+    CHECK(strcmp(rm_type_name(77), "?") == 0);
+    CHECK(!rm_type_supported(3) && !rm_type_supported(-1) && rm_type_supported(30));
+    for (int i = 0; i < N_TYPES; i++) {
+        rm_type t;
+        CHECK_OK(rm_type_parse(rm_type_name(k_types[i]), &t));
+        CHECK(t == k_types[i]);
+    }
+    rm_type t;
+    CHECK_OK(rm_type_parse("Q8_0", &t));
+    CHECK(t == RM_TYPE_Q8_0);
+    CHECK(rm_type_parse("q5_1", &t) == RM_EINVAL);
+    CHECK(rm_type_block_elems(RM_TYPE_Q4_K) == 256 && rm_type_block_bytes(RM_TYPE_Q4_K) == 144);
+    CHECK(rm_type_block_elems(RM_TYPE_Q8_0) == 32 && rm_type_block_bytes(RM_TYPE_Q8_0) == 34);
+    CHECK(rm_type_block_elems(RM_TYPE_Q4_0) == 32 && rm_type_block_bytes(RM_TYPE_Q4_0) == 18);
+    CHECK(rm_row_size(RM_TYPE_F16, 7) == 14);
+    CHECK(rm_row_size(RM_TYPE_Q8_0, 4096) == 128 * 34);
+    CHECK(rm_row_size(RM_TYPE_Q8_0, 33) == 0);
+    CHECK(rm_row_size(RM_TYPE_Q4_K, 512) == 288);
+}
+
+TEST(kernel_tensor_nbytes_overflow) {
+    int64_t ne[4] = {2048, 5632, 1, 1};
+    CHECK(rm_tensor_nbytes(RM_TYPE_Q8_0, 2, ne) == (size_t)64 * 34 * 5632);
+    CHECK(rm_tensor_nbytes(RM_TYPE_F32, 4, ne) == (size_t)2048 * 5632 * 4);
+    int64_t big[4] = {INT64_MAX / 2 + 1, 4, 1, 1};
+    CHECK(rm_tensor_nbytes(RM_TYPE_F32, 1, big) == 0);
+    int64_t big2[4] = {1 << 20, 1 << 20, 1 << 20, 1 << 20};
+    rm_clear_error();
+    CHECK(rm_tensor_nbytes(RM_TYPE_F16, 4, big2) == 0);
+    CHECK(strlen(rm_last_error()) > 0);
+    int64_t big3[4] = {256, INT64_MAX, 1, 1};
+    CHECK(rm_tensor_nbytes(RM_TYPE_Q4_K, 2, big3) == 0);
+    int64_t odd[4] = {100, 2, 1, 1};
+    CHECK(rm_tensor_nbytes(RM_TYPE_Q8_0, 2, odd) == 0);
+    int64_t neg[4] = {32, -1, 1, 1};
+    CHECK(rm_tensor_nbytes(RM_TYPE_Q8_0, 2, neg) == 0);
+    CHECK(rm_tensor_nbytes(RM_TYPE_Q8_0, 5, ne) == 0);
+}
+
+// ---------------------------------------------------------------------------
+// hand-built blocks decode to values computed from the spec
+
+static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+
+TEST(kernel_known_blocks) {
+    float out[256];
+    // q8_0: d = 0.5 (f16 0x3800), q[j] = j - 16  ->  x[j] = (j-16)/2
+    uint8_t q8[34];
+    put16(q8, 0x3800);
+    for (int j = 0; j < 32; j++) q8[2 + j] = (uint8_t)(int8_t)(j - 16);
+    rm_dequantize_row(RM_TYPE_Q8_0, q8, out, 32);
+    for (int j = 0; j < 32; j++) CHECK_NEAR(out[j], (j - 16) * 0.5, 0);
+    // q4_0: d = 2 (0x4000), byte j = (lo=j, hi=15-j): x[j] = 2*(j-8), x[j+16] = 2*(7-j)
+    uint8_t q4[18];
+    put16(q4, 0x4000);
+    for (int j = 0; j < 16; j++) q4[2 + j] = (uint8_t)(j | ((15 - j) << 4));
+    rm_dequantize_row(RM_TYPE_Q4_0, q4, out, 32);
+    for (int j = 0; j < 16; j++) {
+        CHECK_NEAR(out[j], 2.0 * (j - 8), 0);
+        CHECK_NEAR(out[j + 16], 2.0 * (7 - j), 0);
+    }
+    // q4_K: d = 1 (0x3c00), dmin = 0.25 (0x3400).
+    // Scales/mins chosen: ls = {1,2,3,4, 17,33,63,5}, lm = {0,1,2,3, 16,20,40,63}.
+    // Packing: bytes 0..3 = ls[0..3] | (ls[4..7]>>4)<<6; bytes 4..7 = lm[0..3] | (lm[4..7]>>4)<<6;
+    // bytes 8..11 = (ls[4..7]&15) | (lm[4..7]&15)<<4.
+    uint8_t k4[144];
+    memset(k4, 0, sizeof k4);
+    put16(k4, 0x3c00);
+    put16(k4 + 2, 0x3400);
+    int ls[8] = {1, 2, 3, 4, 17, 33, 63, 5}, lm[8] = {0, 1, 2, 3, 16, 20, 40, 63};
+    uint8_t sc[12] = {
+        1 | (1 << 6), 2 | (2 << 6), 3 | (3 << 6), 4 | (0 << 6),  // ls[4..7]>>4 = 1,2,3,0
+        0 | (1 << 6), 1 | (1 << 6), 2 | (2 << 6), 3 | (3 << 6),  // lm[4..7]>>4 = 1,1,2,3
+        1 | (0 << 4), 1 | (4 << 4), 15 | (8 << 4), 5 | (15 << 4), // low nibbles
+    };
+    memcpy(k4 + 4, sc, 12);
+    // quants: sub-block s element j = (j + s) % 16; pairs (2k, 2k+1) share bytes 32k..32k+31.
+    for (int s = 0; s < 8; s++)
+        for (int j = 0; j < 32; j++) k4[16 + 32 * (s / 2) + j] |= (uint8_t)(((j + s) % 16) << (4 * (s % 2)));
+    rm_dequantize_row(RM_TYPE_Q4_K, k4, out, 256);
+    for (int s = 0; s < 8; s++)
+        for (int j = 0; j < 32; j++) {
+            double want = 1.0 * ls[s] * ((j + s) % 16) - 0.25 * lm[s];
+            CHECKF(out[32 * s + j] == want, "q4_K s=%d j=%d: %g vs %g", s, j, out[32 * s + j], want);
+        }
+}
+
+// ---------------------------------------------------------------------------
+// quantize / dequantize round trip
+
+TEST(kernel_quant_roundtrip) {
+    enum { N = 4096 };
+    float *x = malloc(N * 4), *y = malloc(N * 4);
+    uint8_t *buf = malloc(N * 4);
+    fill(x, N, 1.0f);
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        rm_type t = k_types[ti];
+        rm_quantize_row(t, x, buf, N);
+        rm_dequantize_row(t, buf, y, N);
+        int blk = rm_type_block_elems(t);
+        for (int b = 0; b < N / blk; b++) {
+            float amax = 0, lo = 0, hi = 0;
+            for (int j = 0; j < blk; j++) {
+                float v = x[b * blk + j];
+                amax = fmaxf(amax, fabsf(v));
+                lo = fminf(lo, v);
+                hi = fmaxf(hi, v);
+            }
+            // Per-element bound: half a step (plus f16 rounding of the scale).
+            double tol;
+            switch (t) {
+            case RM_TYPE_F32: tol = 0; break;
+            case RM_TYPE_F16: tol = amax * 0x1p-11; break;
+            case RM_TYPE_BF16: tol = amax * 0x1p-8; break;
+            case RM_TYPE_Q8_0: tol = amax / 127 * 0.5 * 1.01 + amax * 1e-3; break;
+            case RM_TYPE_Q4_0: tol = amax / 8 * 1.01 + amax * 1e-3; break; // +max clips at 7/8
+            default: tol = (hi - lo) / 15 * 0.6 * 1.3 + (hi - lo) * 0.02; break; // 6-bit scales cost a little
+            }
+            for (int j = 0; j < blk; j++) {
+                int i = b * blk + j;
+                if (!(fabs(y[i] - x[i]) <= tol)) {
+                    CHECKF(0, "%s: x[%d] = %g -> %g (tol %g)", rm_type_name(t), i, x[i], y[i], tol);
+                    b = N; // one report per type
+                    break;
+                }
+            }
+        }
+    }
+    // Exact cases: q8_0 round-to-nearest with d = amax/127.
+    float v[32];
+    for (int j = 0; j < 32; j++) v[j] = (float)(j - 16) * 0.25f;
+    v[31] = 31.75f; // amax -> d = 0.25, exact in f16
+    v[0] = -31.75f;
+    uint8_t b8[34];
+    rm_quantize_row(RM_TYPE_Q8_0, v, b8, 32);
+    CHECK(b8[0] == 0x00 && b8[1] == 0x34); // f16(0.25) = 0x3400
+    CHECK((int8_t)b8[2] == -127 && (int8_t)b8[33] == 127 && (int8_t)b8[2 + 16] == 0 && (int8_t)b8[2 + 17] == 1);
+    // q4_0: signed max -8 maps to q = 0; d = max/-8.
+    for (int j = 0; j < 32; j++) v[j] = (float)(j % 16) - 7.0f; // -7..8, max magnitude 8 (positive)
+    uint8_t b4[18];
+    rm_quantize_row(RM_TYPE_Q4_0, v, b4, 32);
+    float d = rm_f16_to_f32((rm_f16)(b4[0] | b4[1] << 8));
+    CHECK(d == -1.0f);
+    CHECK((b4[2 + 15] & 15) == 0); // x = 8 -> q - 8 = -8
+    rm_dequantize_row(RM_TYPE_Q4_0, b4, y, 32);
+    for (int j = 0; j < 32; j++) CHECK_NEAR(y[j], v[j], 0);
+    free(x);
+    free(y);
+    free(buf);
+}
+
+// ---------------------------------------------------------------------------
+// matmul: SIMD paths vs the reference
+
+typedef struct {
+    rm_tensor W;
+    float *wf;     // the dequantized weights (for the tolerance)
+    float *x, *y, *yref;
+    int in, out, n;
+} mm_case;
+
+static int case_init(mm_case *c, rm_type t, int in, int out, int n) {
+    memset(c, 0, sizeof *c);
+    if (in % rm_type_block_elems(t)) return 0;
+    c->in = in, c->out = out, c->n = n;
+    size_t rs = rm_row_size(t, in);
+    c->W.type = t;
+    c->W.n_dims = 2;
+    c->W.ne[0] = in, c->W.ne[1] = out, c->W.ne[2] = c->W.ne[3] = 1;
+    c->W.data = malloc(rs * out);
+    c->wf = malloc(sizeof(float) * in * out);
+    float *tmp = malloc(sizeof(float) * in);
+    for (int r = 0; r < out; r++) {
+        fill(tmp, in, 0.05f);
+        rm_quantize_row(t, tmp, (uint8_t *)c->W.data + rs * r, in);
+        rm_dequantize_row(t, (uint8_t *)c->W.data + rs * r, c->wf + (size_t)in * r, in);
+    }
+    free(tmp);
+    int ldx = in + 3, ldy = out + 1;
+    c->x = malloc(sizeof(float) * ldx * n);
+    fill(c->x, (int64_t)ldx * n, 1.0f);
+    c->y = malloc(sizeof(float) * ldy * n);
+    c->yref = malloc(sizeof(float) * ldy * n);
+    return 1;
+}
+
+static void case_free(mm_case *c) {
+    free(c->W.data);
+    free(c->wf);
+    free(c->x);
+    free(c->y);
+    free(c->yref);
+}
+
+static double case_tol(const mm_case *c, int r, int i) {
+    rm_type t = c->W.type;
+    int qb = t == RM_TYPE_Q4_K ? 256 : 32;
+    int quant = t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0 || t == RM_TYPE_Q4_K;
+    const float *x = c->x + (size_t)i * (c->in + 3), *w = c->wf + (size_t)r * c->in;
+    double tol = 1e-30, mag = 0;
+    for (int b = 0; b < c->in / qb; b++) {
+        double amax = 0, sw = 0;
+        for (int j = 0; j < qb; j++) {
+            amax = fmax(amax, fabs(x[b * qb + j]));
+            sw += fabs(w[b * qb + j]);
+            mag += fabs(x[b * qb + j] * w[b * qb + j]);
+        }
+        if (quant) tol += 0.51 * amax / 127 * sw;
+    }
+    return tol + 1e-4 * mag;
+}
+
+// Runs rm_matmul (with pool tp) and the reference; returns the number of
+// elements out of tolerance (reports the first).
+static int case_check(mm_case *c, rm_threadpool *tp, int accumulate) {
+    int ldx = c->in + 3, ldy = c->out + 1, bad = 0;
+    for (int i = 0; i < ldy * c->n; i++) c->y[i] = c->yref[i] = (float)(i % 5) - 2;
+    rm_matmul(tp, &c->W, c->x, ldx, c->y, ldy, c->n, accumulate);
+    rm_matmul_ref(&c->W, c->x, ldx, c->yref, ldy, c->n, accumulate);
+    for (int i = 0; i < c->n; i++) {
+        for (int r = 0; r < ldy; r++) {
+            float a = c->y[(size_t)i * ldy + r], b = c->yref[(size_t)i * ldy + r];
+            if (r == c->out) { // padding column must be untouched
+                if (a != (float)(((size_t)i * ldy + r) % 5) - 2 && !bad++) CHECKF(0, "padding overwritten");
+                continue;
+            }
+            double tol = case_tol(c, r, i);
+            if (!(fabs(a - b) <= tol) && !bad++)
+                CHECKF(0, "%s in=%d out=%d n=%d acc=%d: y[%d,%d] = %.7g vs ref %.7g (tol %g) isa=%s",
+                       rm_type_name(c->W.type), c->in, c->out, c->n, accumulate, i, r, a, b, tol, rm_cpu_describe());
+        }
+    }
+    return bad;
+}
+
+static void matmul_vs_ref(const char *isa, int big) {
+    rm_cpu_force(isa);
+    int ins[] = {32, 64, 768, 4352};
+    int ns[] = {1, 3, 7, 32, 33};
+    int outs[] = {1, 5, 67};
+    rm_threadpool *tp = rm_threadpool_create(2);
+    for (int ti = 0; ti < N_TYPES; ti++)
+        for (int a = 0; a < 4; a++)
+            for (int b = 0; b < 5; b++)
+                for (int o = 0; o < 3; o++) {
+                    if (!big && ins[a] > 1000 && ns[b] > 7) continue;
+                    mm_case c;
+                    if (!case_init(&c, k_types[ti], ins[a], outs[o], ns[b])) continue;
+                    case_check(&c, (b + o) % 2 ? tp : NULL, (a + b) % 2);
+                    case_free(&c);
+                }
+    rm_threadpool_free(tp);
+    rm_cpu_force(NULL);
+}
+
+TEST(kernel_matmul_scalar_vs_ref) { matmul_vs_ref("scalar", 0); }
+TEST(kernel_matmul_avx2_vs_ref) {
+    if (!rm_cpu()->avx2) SKIP("no avx2");
+    matmul_vs_ref("avx2", !rm_test_sanitized());
+}
+TEST(kernel_matmul_avx512_vs_ref) {
+    if (!rm_cpu()->avx512bw) SKIP("no avx512 on this machine");
+    matmul_vs_ref("avx512", !rm_test_sanitized());
+}
+
+// Large batch (prefill-like) through the tiled path.
+TEST(kernel_matmul_prefill_shape) {
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        mm_case c;
+        if (!case_init(&c, k_types[ti], 512, 70, rm_test_sanitized() ? 40 : 130)) continue;
+        rm_threadpool *tp = rm_threadpool_create(2);
+        case_check(&c, tp, 0);
+        rm_threadpool_free(tp);
+        case_free(&c);
+    }
+}
+
+// 1, 2 and 3 threads give bitwise the same result as no pool.
+TEST(kernel_matmul_threads_bitwise) {
+    int shapes[][3] = {{256, 67, 33}, {512, 5, 33}, {256, 9, 1}, {768, 130, 8}};
+    for (int ti = 0; ti < N_TYPES; ti++)
+        for (int s = 0; s < 4; s++) {
+            mm_case c;
+            if (!case_init(&c, k_types[ti], shapes[s][0], shapes[s][1], shapes[s][2])) continue;
+            int ldx = c.in + 3, ldy = c.out + 1;
+            rm_matmul(NULL, &c.W, c.x, ldx, c.yref, ldy, c.n, 0);
+            for (int nt = 1; nt <= 3; nt++) {
+                rm_threadpool *tp = rm_threadpool_create(nt);
+                REQUIRE(tp && rm_threadpool_size(tp) == nt);
+                memset(c.y, 0, sizeof(float) * ldy * c.n);
+                rm_matmul(tp, &c.W, c.x, ldx, c.y, ldy, c.n, 0);
+                int same = 1;
+                for (int i = 0; i < c.n; i++)
+                    same &= memcmp(c.y + (size_t)i * ldy, c.yref + (size_t)i * ldy, sizeof(float) * c.out) == 0;
+                CHECKF(same, "%s %dx%d n=%d: %d threads differ", rm_type_name(c.W.type), c.out, c.in, c.n, nt);
+                rm_threadpool_free(tp);
+            }
+            case_free(&c);
+        }
+}
+
+TEST(kernel_matmul_accumulate) {
+    mm_case c;
+    REQUIRE(case_init(&c, RM_TYPE_Q8_0, 64, 5, 3));
+    int ldx = c.in + 3, ldy = c.out + 1;
+    rm_matmul(NULL, &c.W, c.x, ldx, c.yref, ldy, c.n, 0);
+    for (int i = 0; i < ldy * c.n; i++) c.y[i] = 1.5f;
+    rm_matmul(NULL, &c.W, c.x, ldx, c.y, ldy, c.n, 1);
+    for (int i = 0; i < c.n; i++)
+        for (int r = 0; r < c.out; r++) CHECK_NEAR(c.y[i * ldy + r], c.yref[i * ldy + r] + 1.5f, 1e-5);
+    case_free(&c);
+}
+
+// ---------------------------------------------------------------------------
+// dot / axpy
+
+TEST(kernel_dot_axpy) {
+    const char *isas[] = {"scalar", "avx2", "avx512"};
+    float a[1031], b[1031], y[1031], y2[1031];
+    fill(a, 1031, 1);
+    fill(b, 1031, 1);
+    for (int k = 0; k < 3; k++) {
+        rm_cpu_force(isas[k]);
+        for (int n = 0; n <= 1031; n += (n < 40 ? 1 : 97)) {
+            double ref = 0, mag = 0;
+            for (int i = 0; i < n; i++) ref += (double)a[i] * b[i], mag += fabs((double)a[i] * b[i]);
+            CHECK_NEAR(rm_dot_f32(a, b, n), ref, 1e-6 * mag + 1e-30);
+            memcpy(y, b, sizeof y);
+            memcpy(y2, b, sizeof y);
+            rm_axpy_f32(y, 0.75f, a, n);
+            for (int i = 0; i < n; i++) y2[i] += 0.75f * a[i];
+            int same = 1;
+            for (int i = 0; i < 1031; i++) same &= fabsf(y[i] - y2[i]) <= 1e-6f * (fabsf(y2[i]) + 1);
+            CHECKF(same, "axpy n=%d isa=%s", n, isas[k]);
+        }
+    }
+    rm_cpu_force(NULL);
+}
+
+// ---------------------------------------------------------------------------
+// thread pool and cpu
+
+typedef struct { atomic_int hits[8]; atomic_long total; } tp_ctx;
+static void tp_task(void *p, int ith, int nth) {
+    tp_ctx *c = p;
+    atomic_fetch_add(&c->hits[ith], 1);
+    atomic_fetch_add(&c->total, nth);
+}
+
+TEST(kernel_threadpool) {
+    for (int nt = 1; nt <= 4; nt++) {
+        rm_threadpool *tp = rm_threadpool_create(nt);
+        REQUIRE(tp);
+        CHECK(rm_threadpool_size(tp) == nt);
+        tp_ctx c;
+        memset(&c, 0, sizeof c);
+        for (int rep = 0; rep < 2000; rep++) rm_threadpool_run(tp, tp_task, &c);
+        for (int i = 0; i < nt; i++) CHECK(atomic_load(&c.hits[i]) == 2000);
+        CHECK(atomic_load(&c.total) == 2000L * nt * nt);
+        rm_threadpool_free(tp);
+    }
+    tp_ctx c;
+    memset(&c, 0, sizeof c);
+    rm_threadpool_run(NULL, tp_task, &c);
+    CHECK(atomic_load(&c.hits[0]) == 1);
+    rm_threadpool *tp = rm_threadpool_create(0);
+    CHECK(tp && rm_threadpool_size(tp) >= 1);
+    rm_threadpool_free(tp);
+    long b, e, prev = 0;
+    for (int i = 0; i < 3; i++) {
+        rm_split_range(10, i, 3, &b, &e);
+        CHECK(b == prev && e > b);
+        prev = e;
+    }
+    CHECK(prev == 10);
+}
+
+TEST(kernel_cpu_force) {
+    const rm_cpu_features *f = rm_cpu();
+    int avx2 = f->avx2;
+    rm_cpu_force("scalar");
+    CHECK(rm_cpu()->avx2 == 0 && rm_cpu()->avx512f == 0);
+    CHECK(strcmp(rm_cpu_describe(), "scalar") == 0);
+    rm_cpu_force("avx2");
+    CHECK(rm_cpu()->avx2 == avx2 && rm_cpu()->avx512f == 0);
+    rm_cpu_force(NULL);
+    CHECK(rm_cpu()->avx2 == avx2);
+    CHECK(strlen(rm_cpu_describe()) > 0);
+}
