@@ -73,7 +73,6 @@ bench: $(B)/ramole $(B)/ramole-bench
 
 # The main job on a bundled default: build a tiny model and generate from it.
 run: $(B)/ramole
-	./scripts/deps.sh
 	./$(B)/ramole synth --shape tiny --type q8_0 $(B)/tiny.gguf
 	./$(B)/ramole generate -m $(B)/tiny.gguf -p "Once upon a time" -n 48 --seed 1
 
