@@ -92,6 +92,15 @@ const gguf_tensor_info *gguf_find_tensor(const gguf_file *g, const char *name);
 // Wraps a tensor info as an rm_tensor (fails if the type is unsupported).
 int gguf_tensor_view(const gguf_file *g, const gguf_tensor_info *ti, rm_tensor *out);
 
+// Names of GGML tensor types ("q4_K", "iq2_xs", ...; NULL if the id is not a
+// GGML type) and of GGUF value types ("u32", "str", "arr", ...; "?" if unknown).
+const char *gguf_ggml_type_name(int ggml_type);
+const char *gguf_value_type_name(int gguf_type);
+// Bytes of a tensor of any GGML type (not only those ramole computes with):
+// 0 when the type is unknown, ne[0] is not a multiple of its block, a
+// dimension is not positive or the size overflows.
+size_t gguf_ggml_nbytes(int ggml_type, int n_dims, const int64_t *ne);
+
 // ---- writer ----
 typedef struct gguf_writer gguf_writer;
 gguf_writer *gguf_writer_new(void);
@@ -112,6 +121,13 @@ int gguf_set_value(gguf_writer *w, const char *key, const gguf_value *v);
 // Adds a tensor. data is NOT copied: it must stay valid until gguf_write.
 int gguf_add_tensor(gguf_writer *w, const char *name, rm_type type, int n_dims, const int64_t *ne,
                     const void *data);
+// Adds a tensor whose bytes are produced at write time: gguf_write calls
+// fill(ctx, dst, nbytes) once, in the order tensors were added, with a buffer
+// to fill completely; a non-zero return aborts the write with that status
+// (fill sets the message). Keeps memory at one tensor for large conversions.
+typedef int (*gguf_fill_fn)(void *ctx, void *dst, size_t nbytes);
+int gguf_add_tensor_fill(gguf_writer *w, const char *name, rm_type type, int n_dims, const int64_t *ne,
+                         gguf_fill_fn fill, void *ctx);
 // Writes version 3 with the alignment (general.alignment if set, else 32), to
 // path via a temporary file renamed into place.
 int gguf_write(gguf_writer *w, const char *path);
