@@ -16,12 +16,11 @@
 #include "format/gguf.h"
 #include "base/err.h"
 #include "base/json.h"
+#include "format/outfile.h"
 
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #define GGUF_MAGIC "GGUF"
 #define GGUF_MAX_ARRAY_DEPTH 8   // arrays of arrays nest at most this deep
@@ -889,24 +888,7 @@ static int writer_alignment(const gguf_writer *w, size_t *out) {
     return RM_OK;
 }
 
-static int write_all(FILE *f, const void *p, size_t n, const char *path) {
-    if (n && fwrite(p, 1, n, f) != n) return rm_errorf(RM_EIO, "%s: write failed: %s", path, strerror(errno));
-    return RM_OK;
-}
-
-static int write_pad(FILE *f, uint64_t pos, size_t align, const char *path) {
-    static const char zeros[256];
-    size_t pad = (size_t)(align_up(pos, align) - pos);
-    while (pad) {
-        size_t k = pad < sizeof zeros ? pad : sizeof zeros;
-        int rc = write_all(f, zeros, k, path);
-        if (rc != RM_OK) return rc;
-        pad -= k;
-    }
-    return RM_OK;
-}
-
-static int write_tensors(gguf_writer *w, FILE *f, size_t align, const char *path) {
+static int write_tensors(gguf_writer *w, fmt_out *o, size_t align) {
     size_t scratch_cap = 0;
     void *scratch = NULL;
     int rc = RM_OK;
@@ -918,14 +900,14 @@ static int write_tensors(gguf_writer *w, FILE *f, size_t align, const char *path
                 free(scratch);
                 scratch = malloc(t->nbytes);
                 scratch_cap = scratch ? t->nbytes : 0;
-                if (!scratch) { rc = rm_errorf(RM_ENOMEM, "%s: out of memory for tensor %s", path, t->name); break; }
+                if (!scratch) { rc = rm_errorf(RM_ENOMEM, "%s: out of memory for tensor %s", o->path, t->name); break; }
             }
             memset(scratch, 0, t->nbytes);
             if ((rc = t->fill(t->fill_ctx, scratch, t->nbytes)) != RM_OK) break;
             src = scratch;
         }
-        if ((rc = write_all(f, src, t->nbytes, path)) != RM_OK) break;
-        rc = write_pad(f, t->offset + t->nbytes, align, path);
+        if ((rc = fmt_out_write(o, src, t->nbytes)) != RM_OK) break;
+        rc = fmt_out_pad(o, align);
     }
     free(scratch);
     return rc;
@@ -965,29 +947,13 @@ int gguf_write(gguf_writer *w, const char *path) {
         return rm_errorf(RM_ENOMEM, "%s: out of memory building the GGUF header", path);
     }
 
-    size_t pl = strlen(path);
-    char *tmp = malloc(pl + 24);
-    if (!tmp) {
-        rm_sb_free(&h);
-        return rm_errorf(RM_ENOMEM, "out of memory");
-    }
-    snprintf(tmp, pl + 24, "%s.tmp%d", path, (int)getpid());
-    FILE *f = fopen(tmp, "wb");
-    if (!f) {
-        rc = rm_errorf(RM_EIO, "%s: cannot create: %s", tmp, strerror(errno));
-    } else {
-        setvbuf(f, NULL, _IOFBF, 1 << 20);
-        rc = write_all(f, h.buf, h.len, path);
-        if (rc == RM_OK) rc = write_pad(f, h.len, align, path);
-        if (rc == RM_OK) rc = write_tensors(w, f, align, path);
-        if (rc == RM_OK && (fflush(f) != 0 || fsync(fileno(f)) != 0))
-            rc = rm_errorf(RM_EIO, "%s: write failed: %s", path, strerror(errno));
-        if (fclose(f) != 0 && rc == RM_OK) rc = rm_errorf(RM_EIO, "%s: close failed: %s", path, strerror(errno));
-        if (rc == RM_OK && rename(tmp, path) != 0)
-            rc = rm_errorf(RM_EIO, "%s: cannot rename into place: %s", path, strerror(errno));
-        if (rc != RM_OK) unlink(tmp);
-    }
-    free(tmp);
+    fmt_out o;
+    rc = fmt_out_open(&o, path);
+    if (rc == RM_OK) rc = fmt_out_write(&o, h.buf, h.len);
+    if (rc == RM_OK) rc = fmt_out_pad(&o, align);
+    if (rc == RM_OK) rc = write_tensors(w, &o, align);
+    if (rc == RM_OK) rc = fmt_out_commit(&o);
+    else fmt_out_abort(&o);
     rm_sb_free(&h);
     return rc;
 }
