@@ -55,4 +55,12 @@ int rm_detok_flush(rm_detok *d, char *out, int cap);
 // adding the assistant prefix. Returns a malloc'd string or NULL (error set).
 typedef struct rm_chat_msg { const char *role, *content; } rm_chat_msg;
 char *rm_chat_render(const rm_tokenizer *t, const char *template_str, const rm_chat_msg *msgs, int n);
+// ---- extras ----
+// Longest token text in bytes; "spm", "bpe" or "wordpiece"; id of an exact
+// token text (-1 if none).
+int rm_tokenizer_max_token_len(const rm_tokenizer *t);
+const char *rm_tokenizer_kind(const rm_tokenizer *t);
+int32_t rm_tokenizer_find(const rm_tokenizer *t, const char *text);
+// An `out` buffer of this many bytes always holds one rm_detok_push result.
+int rm_detok_max_bytes(const rm_tokenizer *t);
 #endif

@@ -1,0 +1,106 @@
+// tokenizer_impl.h — internals shared by the tokenizer files (not public).
+//
+//   tokenizer.c       vocabulary, GGUF loading, special-token splitting,
+//                     rm_tokenize dispatch, decoding, streaming detokenizer
+//   tokenizer_spm.c   SentencePiece BPE (score-driven merges, byte fallback)
+//   tokenizer_bpe.c   byte-level BPE (rank-ordered merges) + regex pre-tokenizers
+//   tokenizer_wpm.c   WordPiece (BERT basic tokenization + greedy longest match)
+//   tokenizer_hf.c    Hugging Face tokenizer.json
+//   tokenizer_chat.c  chat templates
+#ifndef RM_MODEL_TOKENIZER_IMPL_H
+#define RM_MODEL_TOKENIZER_IMPL_H
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/tokenizer.h"
+
+// GGUF tokenizer.ggml.token_type values.
+enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER = 4, TOK_UNUSED = 5, TOK_BYTE = 6 };
+enum { TOK_KIND_SPM, TOK_KIND_BPE, TOK_KIND_WPM };
+
+// ---- string -> int map (open addressing; keys are not owned) ----
+typedef struct tok_slot { const char *key; uint32_t len, hash; int32_t val; } tok_slot;
+typedef struct tok_map { tok_slot *slots; uint32_t mask, n; } tok_map;
+uint32_t tok_hash(const char *s, size_t n);
+int tok_map_init(tok_map *m, size_t expected);
+void tok_map_free(tok_map *m);
+// Inserts or replaces. Returns 0 or RM_ENOMEM.
+int tok_map_put(tok_map *m, const char *key, size_t len, int32_t val);
+// Value for key, or -1.
+int32_t tok_map_get(const tok_map *m, const char *key, size_t len);
+
+// ---- growable id buffer used while encoding ----
+typedef struct tok_ids { int32_t *v; int n, cap; int oom; } tok_ids;
+void tok_ids_push(tok_ids *o, int32_t id);
+
+// ---- merge candidates: a binary min-heap on (key, left) ----
+// SPM pushes key = -score, BPE key = merge rank; ties go to the leftmost pair.
+typedef struct tok_cand { double key; int32_t left, right, a, b, c; } tok_cand;
+typedef struct tok_heap { tok_cand *v; size_t n, cap; int oom; } tok_heap;
+void tok_heap_push(tok_heap *h, tok_cand c);
+tok_cand tok_heap_pop(tok_heap *h); // h->n > 0
+
+// ---- byte-level BPE state (tokenizer_bpe.c) ----
+typedef struct tok_bpe tok_bpe;
+// ---- WordPiece state (tokenizer_wpm.c) ----
+
+struct rm_tokenizer {
+    int kind;                 // TOK_KIND_*
+    int n_vocab;
+    char **text;              // token strings (NUL-terminated copies)
+    uint32_t *len;
+    float *score;
+    uint8_t *type;            // TOK_*
+    tok_map vocab;            // text -> id (last id wins on duplicates)
+    char **piece;             // decoded bytes of each token (render_special form)
+    uint32_t *piece_len;
+    int max_token_len;
+
+    int32_t bos, eos, unk, sep, pad, cls, eot, eom;
+    int add_bos, add_eos, add_space_prefix, ignore_merges;
+    uint8_t *eog;             // n_vocab flags
+
+    // Strings split out of the text before the model runs: control, user
+    // defined and unknown tokens, longest first.
+    int32_t *special;
+    int n_special;
+    uint8_t special_first[256]; // first bytes of special token texts
+
+    int32_t byte_tok[256];    // SPM <0xNN> tokens (-1 when absent)
+    tok_bpe *bpe;             // byte-level BPE, NULL otherwise
+    int bpe_byte_level;       // 1: gpt2-style byte mapping (0: HF BPE with byte fallback)
+    char pre_name[64];
+    char *chat_template;      // tokenizer.chat_template or NULL
+};
+
+// Creates the core tokenizer with n tokens (arrays zeroed). texts copied by tok_set_token.
+int tok_alloc(rm_tokenizer **out, int kind, int n);
+int tok_set_token(rm_tokenizer *t, int id, const char *s, size_t len, float score, int type);
+// After all tokens are set: builds the vocab map, specials, byte tokens, pieces, EOG set.
+int tok_finish(rm_tokenizer *t);
+
+// Encoders of one raw-text fragment (no specials inside). Append to out.
+int tok_spm_encode(const rm_tokenizer *t, const char *s, size_t n, tok_ids *out);
+int tok_bpe_encode(const rm_tokenizer *t, const char *s, size_t n, tok_ids *out);
+int tok_wpm_encode(const rm_tokenizer *t, const char *s, size_t n, tok_ids *out);
+
+// Byte-level BPE setup. merges[i] = "left right"; pre = tokenizer.ggml.pre
+// name (NULL/"" = default). Unknown pre names fail with RM_EUNSUPPORTED.
+int tok_bpe_init(rm_tokenizer *t, const char *const *merges, const size_t *merge_lens, size_t n_merges,
+                 const char *pre);
+// Pre-tokenizer from explicit regexes (tokenizer.json); n_regex may be 0 (no split).
+int tok_bpe_init_regex(rm_tokenizer *t, const char *const *merges, const size_t *merge_lens, size_t n_merges,
+                       const char *const *regex, int n_regex);
+void tok_bpe_free(tok_bpe *b);
+// Byte-level decoding of a token string (GPT-2 byte<->unicode mapping);
+// characters outside the mapping are copied as they are. Returns length.
+size_t tok_bpe_decode_text(const char *s, size_t n, char *out);
+// The GPT-2 byte-to-unicode mapping: UTF-8 of the char standing for byte b.
+int tok_byte_to_unicode(int b, char out[4]);
+
+// UTF-8 helpers.
+int tok_utf8_len(unsigned char c);           // sequence length from the lead byte (1 for invalid)
+// Decodes one code point at s[0..n); sets *adv (>= 1). Invalid -> 0xFFFD.
+uint32_t tok_utf8_decode(const char *s, size_t n, int *adv);
+int tok_utf8_encode(uint32_t cp, char *out);  // returns 1..4
+#endif

@@ -1,0 +1,377 @@
+// test_tokenizer.c — tokenizers against llama.cpp's reference vocab tests
+// (../shared/data/tokenizers: *.gguf, *.gguf.inp strings, *.gguf.out ids).
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/err.h"
+#include "base/file.h"
+#include "format/gguf.h"
+#include "model/tokenizer.h"
+#include "model/tokenizer_impl.h"
+#include "testing.h"
+
+// ---- reference data ----
+
+typedef struct vocab_case {
+    gguf_file g;
+    rm_tokenizer *tok;
+    char *inp, *out;          // file contents
+    int n;                    // number of test strings
+    const char *str[128];     // into inp (separator bytes overwritten by NUL)
+    size_t len[128];
+    const char *ref[128];     // lines of out (NUL-terminated)
+} vocab_case;
+
+static void case_free(vocab_case *c) {
+    if (c->tok) rm_tokenizer_free(c->tok);
+    gguf_close(&c->g);
+    free(c->inp);
+    free(c->out);
+}
+
+// Loads ../shared/data/tokenizers/ggml-vocab-NAME.gguf and its test files.
+// Returns 0 when the data is absent (caller skips), 1 when loaded, -1 on error.
+static int case_load(vocab_case *c, const char *name) {
+    memset(c, 0, sizeof *c);
+    const char *shared = rm_test_shared();
+    if (!shared) return 0;
+    char path[512];
+    snprintf(path, sizeof path, "%s/data/tokenizers/ggml-vocab-%s.gguf", shared, name);
+    if (!rm_file_exists(path)) return 0;
+    if (gguf_open(&c->g, path) != RM_OK) { rm_test_fail(__FILE__, __LINE__, "%s", rm_last_error()); return -1; }
+    if (rm_tokenizer_from_gguf(&c->tok, &c->g) != RM_OK) {
+        rm_test_fail(__FILE__, __LINE__, "%s: %s", name, rm_last_error());
+        return -1;
+    }
+    size_t li, lo;
+    char p2[600];
+    snprintf(p2, sizeof p2, "%s.inp", path);
+    if (rm_read_file(p2, &c->inp, &li) != RM_OK) return -1;
+    snprintf(p2, sizeof p2, "%s.out", path);
+    if (rm_read_file(p2, &c->out, &lo) != RM_OK) return -1;
+    static const char sep[] = "\n__ggml_vocab_test__\n";
+    for (size_t pos = 0; pos < li && c->n < 128;) {
+        char *hit = memmem(c->inp + pos, li - pos, sep, sizeof sep - 1);
+        size_t end = hit ? (size_t)(hit - c->inp) : li;
+        c->str[c->n] = c->inp + pos;
+        c->len[c->n] = end - pos;
+        c->n++;
+        if (!hit) break;
+        *hit = 0;
+        pos = end + sizeof sep - 1;
+    }
+    int k = 0;
+    for (char *line = c->out; line && *line && k < 128; k++) {
+        c->ref[k] = line;
+        char *nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        line = nl ? nl + 1 : NULL;
+    }
+    if (k != c->n) {
+        rm_test_fail(__FILE__, __LINE__, "%s: %d test strings but %d reference lines", name, c->n, k);
+        return -1;
+    }
+    return 1;
+}
+
+// Loads case c or leaves the test (skipped without ../shared, failed on error).
+#define OPEN_CASE(c, name)                                     \
+    do {                                                       \
+        int r_ = case_load(&(c), name);                        \
+        if (r_ == 0) SKIP("no ../shared/data/tokenizers");     \
+        if (r_ < 0) { case_free(&(c)); return; }               \
+    } while (0)
+
+// " 1 2 3" form of ids, as in the .out files.
+static void fmt_ids(const int32_t *ids, int n, char *buf, size_t cap) {
+    size_t o = 0;
+    buf[0] = 0;
+    for (int i = 0; i < n && o + 16 < cap; i++) o += (size_t)snprintf(buf + o, cap - o, " %d", (int)ids[i]);
+}
+
+static void check_vocab(const char *name) {
+    vocab_case c;
+    OPEN_CASE(c, name);
+    int exact = 0;
+    for (int i = 0; i < c.n; i++) {
+        int32_t ids[1024];
+        int n = rm_tokenize(c.tok, c.str[i], c.len[i], 0, 0, ids, 1024);
+        CHECKF(n >= 0 && n <= 1024, "%s: string %d: rm_tokenize -> %d (%s)", name, i, n, rm_last_error());
+        if (n < 0 || n > 1024) continue;
+        char got[8192];
+        fmt_ids(ids, n, got, sizeof got);
+        if (!strcmp(got, c.ref[i])) exact++;
+        else rm_test_fail(__FILE__, __LINE__, "%s: string %d '%.*s'\n      got '%s'\n     want '%s'", name, i,
+                          (int)c.len[i], c.str[i], got, c.ref[i]);
+    }
+    fprintf(stderr, "    %s: %d/%d strings exact\n", name, exact, c.n);
+    case_free(&c);
+}
+
+TEST(tokenizer_vocab_llama_spm) { check_vocab("llama-spm"); }
+TEST(tokenizer_vocab_gpt2) { check_vocab("gpt-2"); }
+TEST(tokenizer_vocab_deepseek_coder) { check_vocab("deepseek-coder"); }
+TEST(tokenizer_vocab_falcon) { check_vocab("falcon"); }
+TEST(tokenizer_vocab_bert_bge) { check_vocab("bert-bge"); }
+
+// ---- round trip ----
+
+// Decodes ids with the streaming detokenizer into buf; returns the length.
+static size_t detok_all(const rm_tokenizer *t, const int32_t *ids, int n, char *buf, size_t cap) {
+    rm_detok d;
+    rm_detok_init(&d, t);
+    size_t o = 0;
+    int need = rm_detok_max_bytes(t);
+    for (int i = 0; i < n && o + (size_t)need < cap; i++) o += (size_t)rm_detok_push(&d, ids[i], buf + o, need);
+    if (o + 8 < cap) o += (size_t)rm_detok_flush(&d, buf + o, 8);
+    return o;
+}
+
+static void check_roundtrip(const char *name) {
+    vocab_case c;
+    OPEN_CASE(c, name);
+    for (int i = 0; i < c.n; i++) {
+        for (int bos = 0; bos < 2; bos++) {
+            int32_t ids[1024];
+            int n = rm_tokenize(c.tok, c.str[i], c.len[i], bos, 0, ids, 1024);
+            REQUIRE(n >= 0 && n <= 1024);
+            char buf[16384];
+            size_t m = detok_all(c.tok, ids, n, buf, sizeof buf);
+            CHECKF(m == c.len[i] && !memcmp(buf, c.str[i], m), "%s: string %d (bos %d) decodes to '%.*s'", name, i,
+                   bos, (int)m, buf);
+        }
+    }
+    case_free(&c);
+}
+
+TEST(tokenizer_roundtrip_spm) { check_roundtrip("llama-spm"); }
+TEST(tokenizer_roundtrip_gpt2) { check_roundtrip("gpt-2"); }
+TEST(tokenizer_roundtrip_deepseek_coder) { check_roundtrip("deepseek-coder"); }
+TEST(tokenizer_roundtrip_falcon) { check_roundtrip("falcon"); }
+
+// ---- random bytes ----
+
+static uint64_t rng_next(uint64_t *s) {
+    *s ^= *s << 13;
+    *s ^= *s >> 7;
+    *s ^= *s << 17;
+    return *s;
+}
+
+// Random byte strings (mostly invalid UTF-8) never crash; byte-exact
+// tokenizers give every byte back through rm_token_to_bytes.
+static void check_fuzz(const char *name, int bytes_exact) {
+    vocab_case c;
+    OPEN_CASE(c, name);
+    uint64_t s = 0x9E3779B97F4A7C15ull;
+    int iters = rm_test_sanitized() ? 150 : 600;
+    // How each byte alone decodes: itself, nothing (falcon lacks a few control
+    // bytes) or the text of a user-defined token (deepseek-coder spells bytes
+    // that never occur in UTF-8, like 0xF5, with added tokens such as "õ").
+    char spell[256][8];
+    int spell_n[256];
+    for (int b = 0; b < 256; b++) {
+        char ch = (char)b;
+        int32_t id[4];
+        int n = rm_tokenize(c.tok, &ch, 1, 0, 0, id, 4);
+        spell_n[b] = 0;
+        for (int k = 0; k < n && k < 4; k++) {
+            int m = rm_token_to_bytes(c.tok, id[k], 0, spell[b] + spell_n[b], 8 - spell_n[b]);
+            if (m > 0 && spell_n[b] + m <= 8) spell_n[b] += m;
+        }
+    }
+    static const char alphabet[] = " \t\n'sHello,.!0123456789<>|\xe2\x96\x81\xc3\xa9\xf0\x9f\xa6\x99";
+    for (int it = 0; it < iters; it++) {
+        char text[200];
+        int len = (int)(rng_next(&s) % sizeof text);
+        int mode = it % 3; // 0: any byte, 1: from a text-like alphabet, 2: mixed
+        for (int k = 0; k < len; k++) {
+            uint64_t x = rng_next(&s);
+            text[k] = mode == 0 || (mode == 2 && x % 4 == 0) ? (char)(x >> 8) : alphabet[(x >> 8) % (sizeof alphabet - 1)];
+        }
+        int32_t ids[1024];
+        int n = rm_tokenize(c.tok, text, (size_t)len, it & 1, it % 5 == 0, ids, 1024);
+        REQUIRE(n >= 0 && n <= 1024);
+        for (int k = 0; k < n; k++) CHECK(ids[k] >= 0 && ids[k] < rm_tokenizer_n_vocab(c.tok));
+        char out[8192];
+        size_t m = detok_all(c.tok, ids, n, out, sizeof out);
+        (void)m;
+        if (bytes_exact && !(it % 5 == 0)) {
+            size_t o = 0;
+            for (int k = 0; k < n; k++) {
+                int b = rm_token_to_bytes(c.tok, ids[k], 0, out + o, (int)(sizeof out - o));
+                REQUIRE(b >= 0 && o + (size_t)b < sizeof out);
+                o += (size_t)b;
+            }
+            // Expected: the input less bytes the vocabulary cannot spell (falcon
+            // lacks a few control bytes), SPM's space marker read as a space.
+            char want[2048];
+            size_t nw = 0;
+            for (int k = 0; k < len; k++) {
+                if (bytes_exact == 2 && k + 2 < len && !memcmp(text + k, "\xe2\x96\x81", 3)) {
+                    want[nw++] = ' ';
+                    k += 2;
+                } else if (bytes_exact == 2) {
+                    want[nw++] = text[k];
+                } else {
+                    memcpy(want + nw, spell[(uint8_t)text[k]], (size_t)spell_n[(uint8_t)text[k]]);
+                    nw += (size_t)spell_n[(uint8_t)text[k]];
+                }
+            }
+            const char *p = out;
+            if (bytes_exact == 2 && o > 0 && out[0] == ' ') { p++; o--; } // SPM's dummy prefix
+            CHECKF(o == nw && !memcmp(p, want, o), "%s: random string %d does not come back", name, it);
+        }
+    }
+    case_free(&c);
+}
+
+TEST(tokenizer_fuzz_spm) { check_fuzz("llama-spm", 2); }
+TEST(tokenizer_fuzz_gpt2) { check_fuzz("gpt-2", 1); }
+TEST(tokenizer_fuzz_deepseek_coder) { check_fuzz("deepseek-coder", 1); }
+TEST(tokenizer_fuzz_falcon) { check_fuzz("falcon", 1); }
+TEST(tokenizer_fuzz_bert) { check_fuzz("bert-bge", 0); }
+
+// ---- other behaviour ----
+
+TEST(tokenizer_streaming_utf8) {
+    vocab_case c;
+    OPEN_CASE(c, "gpt-2");
+    // "🦙" is split over several byte tokens: nothing comes out until it is complete.
+    const char *s = "a\xf0\x9f\xa6\x99z";
+    int32_t ids[16];
+    int n = rm_tokenize(c.tok, s, strlen(s), 0, 0, ids, 16);
+    REQUIRE(n >= 3);
+    rm_detok d;
+    rm_detok_init(&d, c.tok);
+    char out[64], buf[256];
+    size_t o = 0;
+    for (int i = 0; i < n; i++) {
+        int k = rm_detok_push(&d, ids[i], buf, (int)sizeof buf);
+        for (int j = 0; j < k; j++) CHECK((unsigned char)buf[j] < 0x80 || k >= 4 || j > 0);
+        memcpy(out + o, buf, (size_t)k);
+        o += (size_t)k;
+    }
+    CHECK(o == strlen(s) && !memcmp(out, s, o));
+    // A dangling lead byte is flushed as U+FFFD.
+    rm_detok_init(&d, c.tok);
+    int32_t id = -1;
+    CHECK(rm_tokenize(c.tok, "\xe2", 1, 0, 0, &id, 1) == 1);
+    CHECK(rm_detok_push(&d, id, buf, (int)sizeof buf) == 0);
+    CHECK(rm_detok_flush(&d, buf, (int)sizeof buf) == 3 && !memcmp(buf, "\xef\xbf\xbd", 3));
+    case_free(&c);
+}
+
+TEST(tokenizer_special_tokens) {
+    vocab_case c;
+    OPEN_CASE(c, "llama-spm");
+    int32_t ids[64];
+    // Parsed: <s> and </s> become ids 1 and 2; not parsed: plain text.
+    int n = rm_tokenize(c.tok, "<s>Hi</s>", 9, 0, 1, ids, 64);
+    REQUIRE(n >= 3);
+    CHECK(ids[0] == 1 && ids[n - 1] == 2);
+    n = rm_tokenize(c.tok, "<s>Hi</s>", 9, 0, 0, ids, 64);
+    REQUIRE(n > 0);
+    for (int i = 0; i < n; i++) CHECK(ids[i] != 1 && ids[i] != 2);
+    // BOS on request only; EOG for </s>.
+    n = rm_tokenize(c.tok, "Hello", 5, 1, 0, ids, 64);
+    CHECK(n == 2 && ids[0] == 1 && ids[1] == 15043);
+    CHECK(rm_tokenizer_is_eog(c.tok, 2) && !rm_tokenizer_is_eog(c.tok, 1));
+    CHECK(rm_tokenizer_add_bos(c.tok) == 1);
+    // Control tokens render only on request; byte tokens give their byte.
+    char b[16];
+    CHECK(rm_token_to_bytes(c.tok, 1, 0, b, 16) == 0);
+    CHECK(rm_token_to_bytes(c.tok, 1, 1, b, 16) == 3 && !memcmp(b, "<s>", 3));
+    CHECK(rm_token_to_bytes(c.tok, 3 + 0x41, 0, b, 16) == 1 && b[0] == 'A');
+    CHECK(rm_token_to_bytes(c.tok, 15043, 0, b, 16) == 6 && !memcmp(b, " Hello", 6));
+    CHECK(rm_token_to_bytes(c.tok, -1, 0, b, 16) < 0);
+    // Too small a buffer: the full count comes back.
+    CHECK(rm_tokenize(c.tok, "Hello world", 11, 0, 0, ids, 1) == 2 && ids[0] == 15043);
+    case_free(&c);
+}
+
+TEST(tokenizer_bert_cls_sep) {
+    vocab_case c;
+    OPEN_CASE(c, "bert-bge");
+    int32_t ids[16];
+    int n = rm_tokenize(c.tok, "Hello world", 11, 1, 0, ids, 16);
+    CHECK(n == 4 && ids[0] == 101 && ids[1] == 7592 && ids[2] == 2088 && ids[3] == 102);
+    // Accents stripped, lower-cased: "Héllo" reads as "hello".
+    n = rm_tokenize(c.tok, "H\xc3\xa9llo", 6, 0, 0, ids, 16);
+    CHECK(n == 1 && ids[0] == 7592);
+    case_free(&c);
+}
+
+// The vocabulary `ramole synth` writes: 256 byte-level characters, <s>, </s>, no merges.
+TEST(tokenizer_synth_byte_vocab) {
+    gguf_writer *w = gguf_writer_new();
+    REQUIRE(w);
+    const char *toks[258];
+    char store[256][8];
+    int32_t types[258];
+    for (int b = 0; b < 256; b++) {
+        int l = tok_byte_to_unicode(b, store[b]);
+        store[b][l] = 0;
+        toks[b] = store[b];
+        types[b] = 1;
+    }
+    toks[256] = "<s>";
+    toks[257] = "</s>";
+    types[256] = types[257] = 3;
+    CHECK_OK(gguf_set_str(w, "tokenizer.ggml.model", "gpt2"));
+    CHECK_OK(gguf_set_str(w, "tokenizer.ggml.pre", "default"));
+    CHECK_OK(gguf_set_arr_str(w, "tokenizer.ggml.tokens", toks, 258));
+    CHECK_OK(gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, 258));
+    CHECK_OK(gguf_set_arr_str(w, "tokenizer.ggml.merges", NULL, 0));
+    CHECK_OK(gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 256));
+    CHECK_OK(gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 257));
+    char path[512];
+    snprintf(path, sizeof path, "%s/synth-vocab.gguf", rm_test_tmpdir());
+    CHECK_OK(gguf_write(w, path));
+    gguf_writer_free(w);
+    gguf_file g;
+    REQUIRE(gguf_open(&g, path) == RM_OK);
+    rm_tokenizer *t = NULL;
+    CHECK_OK(rm_tokenizer_from_gguf(&t, &g));
+    gguf_close(&g);
+    REQUIRE(t);
+    const char *s = "Hi \xc3\xa9!\n";
+    int32_t ids[32];
+    int n = rm_tokenize(t, s, strlen(s), 1, 0, ids, 32);
+    REQUIRE(n == (int)strlen(s) + 1);
+    CHECK(ids[0] == 256);
+    for (int i = 1; i < n; i++) CHECK(ids[i] == (uint8_t)s[i - 1]);
+    CHECK(rm_tokenizer_is_eog(t, 257));
+    char out[64];
+    CHECK(detok_all(t, ids, n, out, sizeof out) == strlen(s) && !memcmp(out, s, strlen(s)));
+    rm_tokenizer_free(t);
+}
+
+// ---- CLI ----
+
+static void check_cli(const char *name) {
+    const char *shared = rm_test_shared();
+    if (!shared) SKIP("no ../shared");
+    char cmd[1400], ref[600];
+    snprintf(ref, sizeof ref, "%s/data/tokenizers/ggml-vocab-%s.gguf", shared, name);
+    snprintf(cmd, sizeof cmd, "%s tokenize -m '%s' --vocab-test '%s.inp' > '%s/%s.out'", rm_test_bin(), ref, ref,
+             rm_test_tmpdir(), name);
+    REQUIRE(system(cmd) == 0);
+    char *got, *want, p[700];
+    size_t lg, lw;
+    snprintf(p, sizeof p, "%s/%s.out", rm_test_tmpdir(), name);
+    REQUIRE(rm_read_file(p, &got, &lg) == RM_OK);
+    snprintf(p, sizeof p, "%s.out", ref);
+    REQUIRE(rm_read_file(p, &want, &lw) == RM_OK);
+    CHECKF(lg == lw && !memcmp(got, want, lg), "%s: ramole tokenize --vocab-test differs from the .out file", name);
+    free(got);
+    free(want);
+}
+
+TEST(tokenizer_cli_vocab_test) {
+    static const char *names[] = {"llama-spm", "gpt-2", "deepseek-coder", "falcon", "bert-bge"};
+    for (int i = 0; i < 5; i++) check_cli(names[i]);
+}
