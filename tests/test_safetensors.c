@@ -238,3 +238,20 @@ TEST(safetensors_open_errors) {
     CHECK(st_open(&f, path) == RM_EFORMAT);
     CHECK(strstr(rm_last_error(), "empty.safetensors") != NULL);
 }
+
+TEST(safetensors_to_f32_range) {
+    char path[512];
+    st_tmp(path, sizeof path, "range.safetensors");
+    REQUIRE(write_st_sample(path) == 0);
+    st_file f;
+    REQUIRE(st_open(&f, path) == RM_OK);
+    float out[6];
+    CHECK_OK(st_to_f32_range(st_find(&f, "w.f32"), 2, 3, out));
+    CHECK(out[0] == 3.5f && out[1] == 0 && out[2] == 1e-3f);
+    CHECK_OK(st_to_f32_range(st_find(&f, "w.f16"), 3, 1, out));
+    CHECK(out[0] == 1.5f);
+    CHECK_OK(st_to_f32_range(st_find(&f, "w.f32"), 6, 0, out));
+    CHECK(st_to_f32_range(st_find(&f, "w.f32"), 4, 3, out) == RM_EINVAL);
+    CHECK(st_to_f32_range(st_find(&f, "w.f32"), (size_t)-1, 2, out) == RM_EINVAL);
+    st_close(&f);
+}

@@ -254,9 +254,11 @@ const st_tensor *st_find(const st_file *f, const char *name) {
     return NULL;
 }
 
-int st_to_f32(const st_tensor *t, float *out) {
-    size_t es = st_dtype_size(t->dtype), n = es ? t->nbytes / es : 0;
-    const uint8_t *p = t->data; // may be unaligned: the header length is arbitrary
+int st_to_f32_range(const st_tensor *t, size_t first, size_t n, float *out) {
+    size_t es = st_dtype_size(t->dtype), total = es ? t->nbytes / es : 0;
+    if (first > total || n > total - first)
+        return rm_errorf(RM_EINVAL, "tensor %s: elements %zu..%zu out of range (%zu)", t->name, first, first + n, total);
+    const uint8_t *p = (const uint8_t *)t->data + first * es; // may be unaligned: the header length is arbitrary
     switch (t->dtype) {
     case ST_F32:
         if (n) memcpy(out, p, n * 4);
@@ -280,6 +282,11 @@ int st_to_f32(const st_tensor *t, float *out) {
         return rm_errorf(RM_EUNSUPPORTED, "tensor %s: cannot convert dtype %s to f32", t->name,
                          st_dtype_name(t->dtype));
     }
+}
+
+int st_to_f32(const st_tensor *t, float *out) {
+    size_t es = st_dtype_size(t->dtype);
+    return st_to_f32_range(t, 0, es ? t->nbytes / es : 0, out);
 }
 
 // ---------------------------------------------------------------------------

@@ -37,8 +37,10 @@ void st_close(st_file *f);
 const st_tensor *st_find(const st_file *f, const char *name);
 const char *st_dtype_name(st_dtype t);
 size_t st_dtype_size(st_dtype t);
-// Converts element i..i+n of a F32/F16/BF16 tensor to f32.
-int st_to_f32(const st_tensor *t, float *out);  // whole tensor; RM_EUNSUPPORTED for other dtypes
+// Converts a F32/F16/BF16/F64 tensor to f32: the whole tensor, or elements
+// first..first+n (RM_EINVAL if out of range). RM_EUNSUPPORTED for other dtypes.
+int st_to_f32(const st_tensor *t, float *out);
+int st_to_f32_range(const st_tensor *t, size_t first, size_t n, float *out);
 
 typedef struct st_writer st_writer;
 st_writer *st_writer_new(void);
