@@ -22,7 +22,13 @@ int rm_error_prefix(int code, const char *fmt, ...) {
     vsnprintf(prefix, sizeof prefix, fmt, ap);
     va_end(ap);
     memcpy(old, g_msg, sizeof old);
-    snprintf(g_msg, sizeof g_msg, "%s: %s", prefix, old);
+    size_t np = strlen(prefix), no = strlen(old);
+    if (np > sizeof g_msg - 3) np = sizeof g_msg - 3;
+    if (no > sizeof g_msg - 3 - np) no = sizeof g_msg - 3 - np;
+    memcpy(g_msg, prefix, np);
+    memcpy(g_msg + np, ": ", 2);
+    memcpy(g_msg + np + 2, old, no);
+    g_msg[np + 2 + no] = 0;
     return code;
 }
 
