@@ -47,7 +47,8 @@ int llama2c_convert(const char *in_path, const char *out_path) {
     }
     int hs = dim / nh, kvd = nkv * hs;
     l2c_cursor c = {map.data, map.size, 28, in_path};
-    const float *emb, *rms_att, *wq, *wk, *wv, *wo, *rms_ffn, *w1, *w2, *w3, *rms_final, *fr, *fi, *wcls;
+    const float *emb = NULL, *rms_att = NULL, *wq = NULL, *wk = NULL, *wv = NULL, *wo = NULL, *rms_ffn = NULL;
+    const float *w1 = NULL, *w2 = NULL, *w3 = NULL, *rms_final = NULL, *fr = NULL, *fi = NULL, *wcls = NULL;
     uint64_t L = (uint64_t)nl, D = (uint64_t)dim, F = (uint64_t)hidden;
     if ((rc = take(&c, (uint64_t)vocab * D, &emb, "token embedding")) || (rc = take(&c, L * D, &rms_att, "rms_att")) ||
         (rc = take(&c, L * D * D, &wq, "wq")) || (rc = take(&c, L * D * kvd, &wk, "wk")) ||

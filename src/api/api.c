@@ -1,0 +1,129 @@
+// api.c — the public API of include/ramole.h over the internal modules.
+#include "ramole.h"
+#include "base/err.h"
+#include "model/generate.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+struct rm_model {
+    rm_llama *llama;
+    rm_threadpool *tp;
+    rm_kvcache kv;
+    int n_ctx;
+};
+
+const char *rm_version(void) { return "0.1.0"; }
+
+rm_model_params rm_model_default_params(void) {
+    rm_model_params p = {0, 0};
+    return p;
+}
+
+int rm_model_load(const char *path, const rm_model_params *params, rm_model **out) {
+    *out = NULL;
+    rm_model_params p = params ? *params : rm_model_default_params();
+    rm_model *m = calloc(1, sizeof *m);
+    if (!m) return rm_errorf(RM_ENOMEM, "out of memory");
+    int rc = rm_llama_load(&m->llama, path);
+    if (rc) { free(m); return rc; }
+    const rm_llama_hparams *hp = &m->llama->hp;
+    m->n_ctx = p.n_ctx > 0 ? p.n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
+    m->tp = rm_threadpool_create(p.n_threads);
+    if (!m->tp) rc = rm_errorf(RM_ENOMEM, "cannot start threads");
+    if (!rc) rc = rm_kvcache_init(&m->kv, hp->n_layer, 1, m->n_ctx, hp->n_head_kv * hp->head_dim);
+    if (rc) { rm_model_free(m); return rc; }
+    *out = m;
+    return RM_OK;
+}
+
+void rm_model_free(rm_model *m) {
+    if (!m) return;
+    rm_kvcache_free(&m->kv);
+    rm_threadpool_free(m->tp);
+    rm_llama_free(m->llama);
+    free(m);
+}
+
+void rm_model_get_info(const rm_model *m, rm_model_info *out) {
+    const rm_llama_hparams *hp = &m->llama->hp;
+    out->arch = hp->arch == RM_ARCH_QWEN2 ? "qwen2" : "llama";
+    out->n_vocab = hp->n_vocab;
+    out->n_embd = hp->n_embd;
+    out->n_layer = hp->n_layer;
+    out->n_head = hp->n_head;
+    out->n_head_kv = hp->n_head_kv;
+    out->n_ff = hp->n_ff;
+    out->n_ctx_train = hp->n_ctx_train;
+    out->weight_bytes = m->llama->weight_bytes;
+    out->has_tokenizer = m->llama->tok != NULL;
+}
+
+int rm_model_tokenize(const rm_model *m, const char *text, int add_bos, int32_t *ids, int cap) {
+    if (!m->llama->tok) return rm_errorf(RM_EUNSUPPORTED, "%s has no tokenizer", m->llama->path);
+    return rm_tokenize(m->llama->tok, text, strlen(text), add_bos && m->llama->add_bos, 0, ids, cap);
+}
+
+rm_generate_params rm_generate_default_params(void) {
+    rm_sampler_params s = rm_sampler_default_params();
+    rm_generate_params p = {64, s.temperature, s.top_k, s.top_p, s.min_p, s.repeat_penalty, s.seed};
+    return p;
+}
+
+typedef struct api_cb { rm_model *m; rm_text_cb cb; void *ctx; rm_detok detok; } api_cb;
+
+static int api_on_token(void *ctx, int32_t id) {
+    api_cb *a = ctx;
+    char buf[256];
+    int n = 0;
+    if (a->m->llama->tok) {
+        n = rm_detok_push(&a->detok, id, buf, sizeof buf);
+        if (n > (int)sizeof buf - 1) n = (int)sizeof buf - 1;
+    }
+    buf[n < 0 ? 0 : n] = 0;
+    return a->cb ? a->cb(a->ctx, buf, n < 0 ? 0 : n, id) : 0;
+}
+
+int rm_model_generate_ids(rm_model *m, const int32_t *ids, int n_ids, const rm_generate_params *params,
+                          rm_text_cb cb, void *ctx, rm_generate_stats *stats) {
+    rm_generate_params g = params ? *params : rm_generate_default_params();
+    rm_sampler_params sp = rm_sampler_default_params();
+    sp.temperature = g.temperature;
+    sp.top_k = g.top_k;
+    sp.top_p = g.top_p;
+    sp.min_p = g.min_p;
+    sp.repeat_penalty = g.repeat_penalty;
+    sp.seed = g.seed;
+    for (int i = 0; i < n_ids; i++)
+        if (ids[i] < 0 || ids[i] >= m->llama->hp.n_vocab)
+            return rm_errorf(RM_EINVAL, "prompt id %d is outside the vocabulary [0, %d)", ids[i], m->llama->hp.n_vocab);
+    api_cb a = {m, cb, ctx, {0}};
+    if (m->llama->tok) rm_detok_init(&a.detok, m->llama->tok);
+    rm_gen_stats st;
+    int rc = rm_generate(m->llama, &m->kv, m->tp, ids, n_ids, g.n_predict, &sp, NULL, NULL, 0, api_on_token, &a, &st);
+    if (rc) return rc;
+    if (m->llama->tok && cb) {
+        char buf[64];
+        int n = rm_detok_flush(&a.detok, buf, sizeof buf - 1);
+        if (n > 0) { buf[n] = 0; cb(ctx, buf, n, -1); }
+    }
+    if (stats) {
+        stats->n_prompt = st.n_prompt;
+        stats->n_generated = st.n_gen;
+        stats->prompt_tps = st.prompt_s > 0 ? st.n_prompt / st.prompt_s : 0;
+        stats->generate_tps = st.gen_s > 0 && st.n_gen > 1 ? (st.n_gen - 1) / st.gen_s : 0;
+    }
+    return RM_OK;
+}
+
+int rm_model_generate(rm_model *m, const char *prompt, const rm_generate_params *params, rm_text_cb cb,
+                      void *ctx, rm_generate_stats *stats) {
+    int n = rm_model_tokenize(m, prompt, 1, NULL, 0);
+    if (n < 0) return n;
+    int32_t *ids = malloc((size_t)(n + 1) * sizeof(int32_t));
+    if (!ids) return rm_errorf(RM_ENOMEM, "out of memory");
+    rm_model_tokenize(m, prompt, 1, ids, n + 1);
+    int rc = rm_model_generate_ids(m, ids, n, params, cb, ctx, stats);
+    free(ids);
+    return rc;
+}

@@ -1,0 +1,41 @@
+// cmd_convert.c — `ramole convert`: other model formats to GGUF.
+#include "cli.h"
+#include "base/err.h"
+#include "format/llama2c.h"
+
+#include <string.h>
+
+static int cmd_convert(int argc, char **argv) {
+    const char *from = NULL, *type = NULL, *in = NULL, *out = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (cli_flag(argc, argv, &i, "--help", "-h")) {
+            printf("usage: ramole convert --from llama2c IN.bin OUT.gguf\n"
+                   "       ramole convert --from hf DIR OUT.gguf [--type f32|f16|bf16|q8_0|q4_0|q4_k]\n");
+            return 0;
+        } else if (cli_str(argc, argv, &i, "--from", NULL, &from)) {
+        } else if (cli_str(argc, argv, &i, "--type", NULL, &type)) {
+        } else if (argv[i][0] == '-' && argv[i][1]) {
+            fprintf(stderr, "ramole convert: unknown option '%s'\n", argv[i]);
+            return 2;
+        } else if (!in) {
+            in = argv[i];
+        } else if (!out) {
+            out = argv[i];
+        } else {
+            fprintf(stderr, "ramole convert: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!from || !in || !out) { fprintf(stderr, "ramole convert: need --from FORMAT IN OUT (see --help)\n"); return 2; }
+    if (!strcmp(from, "llama2c")) {
+        if (type) { fprintf(stderr, "ramole convert: --type is not supported with --from llama2c\n"); return 2; }
+        if (llama2c_convert(in, out)) return cli_fail("convert");
+    } else {
+        fprintf(stderr, "ramole convert: unknown source format '%s' (llama2c, hf)\n", from);
+        return 2;
+    }
+    fprintf(stderr, "wrote %s\n", out);
+    return 0;
+}
+
+RM_COMMAND(convert, "convert llama2.c checkpoints or Hugging Face model dirs to GGUF", cmd_convert)

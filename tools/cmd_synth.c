@@ -1,0 +1,48 @@
+// cmd_synth.c — `ramole synth`: random-weight models of real shapes.
+#include "cli.h"
+#include "base/err.h"
+#include "base/progress.h"
+#include "model/synth.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void on_progress(void *ctx, long done, long total) {
+    (void)total;
+    rm_progress_update(ctx, done, 0);
+}
+
+static int cmd_synth(int argc, char **argv) {
+    const char *shape = "tiny", *type = "q8_0", *out = NULL;
+    long seed = 1;
+    for (int i = 1; i < argc; i++) {
+        if (cli_flag(argc, argv, &i, "--help", "-h")) {
+            printf("usage: ramole synth [--shape %s] [--type f32|f16|bf16|q8_0|q4_0|q4_k] [--seed S] OUT.gguf\n\n"
+                   "Writes a model of a real model's shape with random weights and a byte-level tokenizer,\n"
+                   "for benchmarks and tests (its text is gibberish).\n",
+                   rm_synth_names());
+            return 0;
+        } else if (cli_str(argc, argv, &i, "--shape", NULL, &shape)) {
+        } else if (cli_str(argc, argv, &i, "--type", NULL, &type)) {
+        } else if (cli_int(argc, argv, &i, "--seed", NULL, &seed)) {
+        } else if (argv[i][0] == '-' || out) {
+            fprintf(stderr, "ramole synth: unexpected argument '%s'\n", argv[i]);
+            return 2;
+        } else {
+            out = argv[i];
+        }
+    }
+    if (!out) { fprintf(stderr, "ramole synth: OUT.gguf is required\n"); return 2; }
+    const rm_synth_shape *s = rm_synth_find(shape);
+    if (!s) { fprintf(stderr, "ramole synth: unknown shape '%s' (known: %s)\n", shape, rm_synth_names()); return 2; }
+    rm_type t;
+    if (rm_type_parse(type, &t)) return cli_fail("--type");
+    rm_progress p;
+    rm_progress_start(&p, "synth", "tensors", 2 + 9L * s->n_layer);
+    if (rm_synth_write(s, t, (uint64_t)seed, out, on_progress, &p)) return cli_fail("synth");
+    rm_progress_finish(&p, 2 + 9L * s->n_layer);
+    fprintf(stderr, "wrote %s (%s, %s)\n", out, s->name, rm_type_name(t));
+    return 0;
+}
+
+RM_COMMAND(synth, "write a random-weight model of a real shape", cmd_synth)
