@@ -219,6 +219,7 @@ int tok_alloc(rm_tokenizer **out, int kind, int n) {
         return rm_errorf(RM_ENOMEM, "tokenizer: out of memory (%d tokens)", n);
     }
     t->bos = t->eos = t->unk = t->sep = t->pad = t->cls = t->eot = t->eom = -1;
+    pthread_mutex_init(&t->cache_mu, NULL);
     for (int b = 0; b < 256; b++) t->byte_tok[b] = -1;
     *out = t;
     return RM_OK;
@@ -328,6 +329,18 @@ int tok_finish(rm_tokenizer *t) {
     }
     for (int i = 0; i < t->n_vocab; i++)
         if ((rc = build_piece(t, i)) != RM_OK) return rc;
+    // SPM text may be cut before every space marker that follows another
+    // character when no token spans such a boundary (merges cannot cross it).
+    t->spm_split = 1;
+    for (int i = 0; i < t->n_vocab && t->spm_split; i++) {
+        const char *s = t->text[i];
+        for (uint32_t k = 1; k + 3 <= t->len[i]; k++)
+            if (!memcmp(s + k, "\xe2\x96\x81", 3) && (k < 3 || memcmp(s + k - 3, "\xe2\x96\x81", 3))) {
+                t->spm_split = 0;
+                break;
+            }
+    }
+    if (t->kind != TOK_KIND_WPM) t->cache = tok_cache_new(); // NULL is fine: no cache
     int32_t ends[3] = {t->eos, t->eot, t->eom};
     for (int k = 0; k < 3; k++)
         if (ends[k] >= 0 && ends[k] < t->n_vocab) t->eog[ends[k]] = 1;
@@ -354,6 +367,8 @@ void rm_tokenizer_free(rm_tokenizer *t) {
     free(t->special);
     tok_map_free(&t->vocab);
     tok_bpe_free(t->bpe);
+    tok_cache_free(t->cache);
+    pthread_mutex_destroy(&t->cache_mu);
     free(t->chat_template);
     free(t);
 }
@@ -565,19 +580,20 @@ static int split_specials(const rm_tokenizer *t, const char *text, size_t len, i
     return rc ? rm_errorf(RM_ENOMEM, "tokenizer: out of memory") : RM_OK;
 }
 
-static int encode_fragment(const rm_tokenizer *t, const char *s, size_t n, int prefix_space, tok_ids *out) {
+static int encode_fragment(const rm_tokenizer *t, const char *s, size_t n, int prefix_space, tok_cache *cache,
+                           tok_ids *out) {
     switch (t->kind) {
     case TOK_KIND_SPM: {
-        if (!prefix_space) return tok_spm_encode(t, s, n, out);
+        if (!prefix_space) return tok_spm_encode(t, s, n, cache, out);
         char *buf = malloc(n + 1);
         if (!buf) return rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
         buf[0] = ' ';
         memcpy(buf + 1, s, n);
-        int rc = tok_spm_encode(t, buf, n + 1, out);
+        int rc = tok_spm_encode(t, buf, n + 1, cache, out);
         free(buf);
         return rc;
     }
-    case TOK_KIND_BPE: return tok_bpe_encode(t, s, n, out);
+    case TOK_KIND_BPE: return tok_bpe_encode(t, s, n, cache, out);
     default: return tok_wpm_encode(t, s, n, out);
     }
 }
@@ -591,6 +607,8 @@ int rm_tokenize(const rm_tokenizer *t, const char *text, size_t len, int add_bos
     int32_t bos = rm_tokenizer_bos(t);
     if (add_bos && bos >= 0) tok_ids_push(&out, bos);
     if (len > 0) {
+        rm_tokenizer *mut = (rm_tokenizer *)t; // the cache is the only mutable part
+        tok_cache *cache = t->cache && pthread_mutex_trylock(&mut->cache_mu) == 0 ? t->cache : NULL;
         if (frags_push(&fr, (frag){0, len, -1}) != RM_OK) rc = rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
         if (rc == RM_OK && t->n_special) rc = split_specials(t, text, len, parse_special, &fr);
         // SentencePiece adds its dummy prefix at the start and after every special token.
@@ -600,10 +618,12 @@ int rm_tokenize(const rm_tokenizer *t, const char *text, size_t len, int add_bos
                 tok_ids_push(&out, fr.v[i].id);
                 prev_special = 1;
             } else {
-                rc = encode_fragment(t, text + fr.v[i].off, fr.v[i].len, t->add_space_prefix && prev_special, &out);
+                rc = encode_fragment(t, text + fr.v[i].off, fr.v[i].len, t->add_space_prefix && prev_special, cache,
+                                     &out);
                 prev_special = 0;
             }
         }
+        if (cache) pthread_mutex_unlock(&mut->cache_mu);
     }
     if (rc == RM_OK && add_bos && t->kind == TOK_KIND_WPM && t->sep >= 0) tok_ids_push(&out, t->sep);
     free(fr.v);

@@ -443,7 +443,7 @@ static void bpe_word(const rm_tokenizer *t, bpe_work *w, const char *s, size_t n
     }
 }
 
-int tok_bpe_encode(const rm_tokenizer *t, const char *s, size_t n, tok_ids *out) {
+int tok_bpe_encode(const rm_tokenizer *t, const char *s, size_t n, tok_cache *cache, tok_ids *out) {
     const tok_bpe *b = t->bpe;
     if (!b) return rm_errorf(RM_EINVAL, "tokenizer: BPE state missing");
     if (n == 0) return RM_OK;
@@ -459,7 +459,14 @@ int tok_bpe_encode(const rm_tokenizer *t, const char *s, size_t n, tok_ids *out)
         c = tmp;
     }
     bpe_work w = {0};
-    for (size_t k = 0; k < a.n && rc == RM_OK && !w.oom; k++) bpe_word(t, &w, s + a.v[k].off, a.v[k].len, out);
+    for (size_t k = 0; k < a.n && rc == RM_OK && !w.oom && !out->oom; k++) {
+        const char *word = s + a.v[k].off;
+        size_t len = a.v[k].len;
+        if (tok_cache_get(cache, word, len, out)) continue;
+        int before = out->n;
+        bpe_word(t, &w, word, len, out);
+        if (!w.oom && !out->oom) tok_cache_put(cache, word, len, out->v + before, out->n - before);
+    }
     if (rc == RM_OK && (w.oom || w.heap.oom)) rc = rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
     free(w.sym);
     free(w.heap.v);

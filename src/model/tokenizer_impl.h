@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <pthread.h>
+
 #include "model/tokenizer.h"
 
 // GGUF tokenizer.ggml.token_type values.
@@ -32,6 +34,15 @@ int32_t tok_map_get(const tok_map *m, const char *key, size_t len);
 // ---- growable id buffer used while encoding ----
 typedef struct tok_ids { int32_t *v; int n, cap; int oom; } tok_ids;
 void tok_ids_push(tok_ids *o, int32_t id);
+
+// ---- word -> ids cache (tokenizer_cache.c); NULL-safe ----
+#define TOK_CACHE_MAX_WORD 64
+typedef struct tok_cache tok_cache;
+tok_cache *tok_cache_new(void);
+void tok_cache_free(tok_cache *c);
+// Appends the cached ids of word w to out and returns 1, or returns 0.
+int tok_cache_get(const tok_cache *c, const char *w, size_t n, tok_ids *out);
+void tok_cache_put(tok_cache *c, const char *w, size_t n, const int32_t *ids, int n_ids);
 
 // ---- merge candidates: a binary min-heap on (key, left) ----
 // SPM pushes key = -score, BPE key = merge rank; ties go to the leftmost pair.
@@ -69,6 +80,9 @@ struct rm_tokenizer {
     int32_t byte_tok[256];    // SPM <0xNN> tokens (-1 when absent)
     tok_bpe *bpe;             // byte-level BPE, NULL otherwise
     int bpe_byte_level;       // 1: gpt2-style byte mapping (0: HF BPE with byte fallback)
+    int spm_split;            // SPM: no token has a space marker after another char
+    tok_cache *cache;         // guarded by cache_mu (try-lock; busy -> no cache)
+    pthread_mutex_t cache_mu;
     char pre_name[64];
     char *chat_template;      // tokenizer.chat_template or NULL
 };
@@ -80,8 +94,9 @@ int tok_set_token(rm_tokenizer *t, int id, const char *s, size_t len, float scor
 int tok_finish(rm_tokenizer *t);
 
 // Encoders of one raw-text fragment (no specials inside). Append to out.
-int tok_spm_encode(const rm_tokenizer *t, const char *s, size_t n, tok_ids *out);
-int tok_bpe_encode(const rm_tokenizer *t, const char *s, size_t n, tok_ids *out);
+// cache may be NULL.
+int tok_spm_encode(const rm_tokenizer *t, const char *s, size_t n, tok_cache *cache, tok_ids *out);
+int tok_bpe_encode(const rm_tokenizer *t, const char *s, size_t n, tok_cache *cache, tok_ids *out);
 int tok_wpm_encode(const rm_tokenizer *t, const char *s, size_t n, tok_ids *out);
 
 // Byte-level BPE setup. merges[i] = "left right"; pre = tokenizer.ggml.pre
