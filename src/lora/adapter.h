@@ -1,0 +1,99 @@
+// adapter.h — LoRA adapters: loaded from PEFT directories or GGUF LoRA files
+// into f32, validated against (bound to) a base model, saved in either format
+// and merged into a base for export.
+//
+// An adapter adds, to linear layer (l, which) of the base, the term
+//     y += s * B (A x)          A [r, in], B [out, r], s = alpha / r
+// (alpha / sqrt(r) with rsLoRA; per-module alpha/rank from PEFT's patterns).
+// Adapters are never merged into the base for serving: lora/batch applies
+// them through the model's linear hook on any base weight type.
+#ifndef RM_LORA_ADAPTER_H
+#define RM_LORA_ADAPTER_H
+#include <stdint.h>
+
+#include "model/llama.h"
+
+#define RM_LORA_MAX_RANK 1024
+
+typedef struct rm_lora_mod {
+    int r;            // rank; 0 = no LoRA on this linear
+    int64_t in, out;  // the base weight's W[out, in]
+    float scale;      // s
+    float *A;         // [r, in]
+    float *Bt;        // [r, out]: B transposed (the kernels stream its rows)
+} rm_lora_mod;
+
+typedef struct rm_lora {
+    char *path;           // where it came from (messages), "" for in-memory adapters
+    char arch[32];        // "llama", "qwen2", ... ; "" when unknown (PEFT, until bound)
+    int n_layer;          // layers it covers: mods has n_layer * RM_LIN_COUNT entries
+    rm_lora_mod *mods;    // [layer * RM_LIN_COUNT + which]
+    // Row order of B for q_proj / k_proj: 0 = Hugging Face (RoPE pairs i, i+d/2),
+    // 1 = permuted to GGUF llama order (pairs 2i, 2i+1). Binding to a base makes
+    // it match the base.
+    int qk_permuted;
+    float alpha;          // nominal alpha and rank (from the file, for `lora info`)
+    int rank;
+    int rslora;
+    uint64_t uid;         // unique per process: keys caches and orders batch groups
+    const rm_llama *base; // set by rm_lora_bind
+    int n_head, n_head_kv, head_dim; // of the base it was bound to (0 before)
+} rm_lora;
+
+// Loads a PEFT adapter (a directory with adapter_config.json and
+// adapter_model.safetensors, or the .safetensors file itself) or a GGUF LoRA
+// file. Weights become f32; NaN/Inf, DoRA, modules_to_save, embedding LoRAs,
+// bad names and inconsistent shapes are refused with a message naming the
+// file and the tensor.
+int rm_lora_load(rm_lora **out, const char *path);
+// The two formats explicitly (rm_lora_load picks by what path is).
+int rm_lora_load_peft(rm_lora **out, const char *path);
+int rm_lora_load_gguf(rm_lora **out, const char *path);
+void rm_lora_free(rm_lora *a);
+
+// Validates a against the base (architecture, layer count, every shape, rank
+// limits) and then brings B's Q/K rows into the base's RoPE order. On
+// failure a is unchanged. Binding again to the same base is a no-op.
+int rm_lora_bind(rm_lora *a, const rm_llama *m);
+
+// An empty adapter covering n_layer layers (for builders); mods are zeroed.
+int rm_lora_new(rm_lora **out, int n_layer);
+// Allocates A and Bt of one module (zeroed).
+int rm_lora_mod_alloc(rm_lora_mod *mod, int r, int64_t in, int64_t out, float scale);
+
+// Bit mask of linear targets (1u << rm_linear_id). Parses "q,v", "q_proj,v_proj",
+// "all" (all seven), "attn" (q,k,v,o), "mlp" (gate,up,down).
+int rm_lora_parse_targets(const char *s, unsigned *mask);
+unsigned rm_lora_targets(const rm_lora *a);
+// Largest rank over the modules.
+int rm_lora_max_rank(const rm_lora *a);
+
+// A random adapter bound to m: rank r on the targets of every layer, A and B
+// uniform with magnitudes that make s*B*A comparable to a few percent of W.
+// Shared by tests and `ramole bench-lora`.
+int rm_lora_random(rm_lora **out, const rm_llama *m, int r, unsigned targets, uint64_t seed);
+
+// Permutes one vector of n_head * head_dim output rows between Hugging Face
+// RoPE order and GGUF llama order (inverse = 0: HF -> GGUF).
+void rm_lora_qk_permute(float *v, int n_head, int head_dim, int inverse);
+
+// Writes a llama.cpp-compatible GGUF LoRA file (general.type=adapter,
+// adapter.type=lora, adapter.lora.alpha, blk.N.<linear>.weight.lora_a/_b,
+// f32). Per-module scales that one alpha cannot express are folded into B.
+int rm_lora_save_gguf(const rm_lora *a, const char *path);
+// Writes a PEFT directory (adapter_config.json with rank/alpha patterns where
+// modules differ, adapter_model.safetensors in f32, Hugging Face Q/K order).
+int rm_lora_save_peft(const rm_lora *a, const char *dir);
+
+// Writes a copy of the base GGUF with W' = W + sum_i w_i s_i B_i A_i baked
+// into its linear weights, every adapter bound to m. type < 0 keeps each
+// weight's type (requantizing), otherwise every changed weight gets `type`.
+int rm_lora_merge(const rm_llama *m, int n, rm_lora *const *a, const float *w, int type, const char *out_path);
+
+// Internal helpers shared by the loaders (lora/*.c only).
+// B [out, r] of module i (layer * RM_LIN_COUNT + which) in a new buffer, its Q/K
+// rows in GGUF order if permuted else Hugging Face order, times factor.
+int rm_lora_export_b(const rm_lora *a, int i, int permuted, float factor, float **out);
+uint64_t rm_lora_next_uid(void);
+int rm_lora_check_finite(const float *v, int64_t n, const char *path, const char *name);
+#endif

@@ -1,0 +1,180 @@
+// batch.c — the batched LoRA hook (see batch.h).
+//
+// Shapes per linear: x [n, in] (rows ldx apart), y [n, out] (ldy apart).
+// A term is one (row, adapter module, coefficient w*s); terms are sorted by
+// (adapter uid, row) so that equal adapters form contiguous groups.
+#include "lora/batch.h"
+#include "base/err.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct lb_term {
+    uint64_t uid;
+    const rm_lora_mod *mod;
+    int row;
+    float coef;
+    size_t t_off;   // this term's r floats in T
+} lb_term;
+
+typedef struct lb_group { int first, count; } lb_group;  // terms [first, first+count)
+typedef struct lb_unit { int group, j; } lb_unit;        // one rank row of one group
+
+struct rm_lora_batch {
+    rm_threadpool *tp;
+    int status;
+    char msg[256];
+    lb_term *terms;
+    lb_group *groups;
+    lb_unit *units;
+    float *T;
+    size_t terms_cap, groups_cap, units_cap, T_cap;
+};
+
+typedef struct lb_job {
+    const rm_lora_batch *lb;
+    int n_groups, n_units;
+    const float *x;
+    int64_t ldx;
+    float *y;
+    int64_t ldy, out;
+} lb_job;
+
+rm_lora_batch *rm_lora_batch_new(rm_threadpool *tp) {
+    rm_lora_batch *lb = calloc(1, sizeof *lb);
+    if (lb) lb->tp = tp;
+    return lb;
+}
+
+void rm_lora_batch_free(rm_lora_batch *lb) {
+    if (!lb) return;
+    free(lb->terms);
+    free(lb->groups);
+    free(lb->units);
+    free(lb->T);
+    free(lb);
+}
+
+int rm_lora_batch_status(rm_lora_batch *lb) {
+    int rc = lb->status;
+    if (rc) rm_errorf(rc, "%s", lb->msg);
+    lb->status = RM_OK;
+    return rc;
+}
+
+// Grows *p to hold n elements of size sz.
+static int grow(void *p, size_t *cap, size_t n, size_t sz) {
+    if (n <= *cap) return 0;
+    size_t c = *cap ? *cap : 64;
+    while (c < n) c *= 2;
+    void *q = realloc(*(void **)p, c * sz);
+    if (!q) return -1;
+    *(void **)p = q;
+    *cap = c;
+    return 0;
+}
+
+static int term_cmp(const void *pa, const void *pb) {
+    const lb_term *a = pa, *b = pb;
+    if (a->uid != b->uid) return a->uid < b->uid ? -1 : 1;
+    return (a->row > b->row) - (a->row < b->row);
+}
+
+// T[term, j] = coef * x[row] . A[j]   for each (group, j) unit in this worker's share
+static void down_task(void *ctx, int ith, int nth) {
+    const lb_job *J = ctx;
+    const rm_lora_batch *lb = J->lb;
+    long begin, end;
+    rm_split_range(J->n_units, ith, nth, &begin, &end);
+    for (long u = begin; u < end; u++) {
+        const lb_group *g = &lb->groups[lb->units[u].group];
+        int j = lb->units[u].j;
+        const rm_lora_mod *m = lb->terms[g->first].mod;
+        const float *aj = m->A + (size_t)j * m->in;
+        for (int t = g->first; t < g->first + g->count; t++) {
+            const lb_term *tm = &lb->terms[t];
+            lb->T[tm->t_off + j] = tm->coef * rm_dot_f32(J->x + (size_t)tm->row * J->ldx, aj, m->in);
+        }
+    }
+}
+
+// y[row, o0:o1] += sum_j T[term, j] * Bt[j, o0:o1], groups in uid order, for
+// this worker's column range (multiples of 16 floats).
+static void up_task(void *ctx, int ith, int nth) {
+    const lb_job *J = ctx;
+    const rm_lora_batch *lb = J->lb;
+    long nblk = (long)((J->out + 15) / 16), b0, b1;
+    rm_split_range(nblk, ith, nth, &b0, &b1);
+    int64_t o0 = b0 * 16, o1 = b1 * 16 < J->out ? b1 * 16 : J->out;
+    if (o0 >= o1) return;
+    for (int gi = 0; gi < J->n_groups; gi++) {
+        const lb_group *g = &lb->groups[gi];
+        const rm_lora_mod *m = lb->terms[g->first].mod;
+        for (int t = g->first; t < g->first + g->count; t++) {
+            const lb_term *tm = &lb->terms[t];
+            float *yr = J->y + (size_t)tm->row * J->ldy + o0;
+            for (int j = 0; j < m->r; j++) rm_axpy_f32(yr, lb->T[tm->t_off + j], m->Bt + (size_t)j * m->out + o0, o1 - o0);
+        }
+    }
+}
+
+static void fail(rm_lora_batch *lb, const char *what) {
+    if (!lb->status) {
+        lb->status = RM_ENOMEM;
+        snprintf(lb->msg, sizeof lb->msg, "lora: out of memory for %s; the LoRA terms were skipped", what);
+    }
+}
+
+static void hook_apply(void *ctx, const rm_batch *b, int layer, rm_linear_id which, const float *x, int64_t ldx, float *y,
+                       int64_t ldy) {
+    rm_lora_batch *lb = ctx;
+    if (!b->plan) return;
+    // 1. the terms of every row
+    int n_terms = 0;
+    int64_t out = 0;
+    for (int r = 0; r < b->n; r++) {
+        const rm_lora_plan *p = b->plan[r];
+        if (!p) continue;
+        const rm_lora *ls[RM_PLAN_MAX];
+        float ws[RM_PLAN_MAX];
+        int k = rm_lora_plan_terms(p, ls, ws);
+        if (grow(&lb->terms, &lb->terms_cap, (size_t)n_terms + (size_t)k, sizeof *lb->terms)) { fail(lb, "terms"); return; }
+        for (int i = 0; i < k; i++) {
+            if (layer >= ls[i]->n_layer) continue;
+            const rm_lora_mod *m = &ls[i]->mods[layer * RM_LIN_COUNT + which];
+            if (!m->r) continue;
+            out = m->out;
+            lb->terms[n_terms++] = (lb_term){ls[i]->uid, m, r, ws[i] * m->scale, 0};
+        }
+    }
+    if (!n_terms) return;
+    qsort(lb->terms, (size_t)n_terms, sizeof *lb->terms, term_cmp);
+    // 2. groups, work units and T offsets
+    int n_groups = 0, n_units = 0;
+    size_t t_size = 0;
+    for (int t = 0; t < n_terms; t++) {
+        lb_term *tm = &lb->terms[t];
+        if (t == 0 || tm->uid != lb->terms[t - 1].uid) {
+            if (grow(&lb->groups, &lb->groups_cap, (size_t)n_groups + 1, sizeof *lb->groups) ||
+                grow(&lb->units, &lb->units_cap, (size_t)n_units + (size_t)tm->mod->r, sizeof *lb->units))
+                { fail(lb, "groups"); return; }
+            lb->groups[n_groups] = (lb_group){t, 0};
+            for (int j = 0; j < tm->mod->r; j++) lb->units[n_units++] = (lb_unit){n_groups, j};
+            n_groups++;
+        }
+        lb->groups[n_groups - 1].count++;
+        tm->t_off = t_size;
+        t_size += (size_t)tm->mod->r;
+    }
+    if (grow(&lb->T, &lb->T_cap, t_size, sizeof *lb->T)) { fail(lb, "T"); return; }
+    // 3. T = coef * X A^T, then Y += T B^T
+    lb_job job = {lb, n_groups, n_units, x, ldx, y, ldy, out};
+    rm_threadpool_run(lb->tp, down_task, &job);
+    rm_threadpool_run(lb->tp, up_task, &job);
+}
+
+rm_linear_hook rm_lora_batch_hook(rm_lora_batch *lb) {
+    rm_linear_hook h = {hook_apply, lb};
+    return h;
+}

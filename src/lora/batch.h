@@ -1,0 +1,28 @@
+// batch.h — heterogeneous batched LoRA: the model's linear hook for a ragged
+// batch whose rows carry different composition plans (b->plan[r] points to an
+// rm_lora_plan, NULL = base model only).
+//
+// For each linear, after the base product for all rows, the rows' terms are
+// grouped by adapter (the union of the batch's plans: the paper's b x p
+// mapping matrix M, kept sparse): for each adapter, T = (w s) X_rows A^T
+// [rows, r], then Y_rows += T B^T. Each adapter's A and B are read once per
+// batch, and only the adapters a row uses are computed for it.
+//
+// Every row's terms are added in the same order whatever its batch mates
+// (adapters by uid), so a sequence's outputs do not depend on them.
+#ifndef RM_LORA_BATCH_H
+#define RM_LORA_BATCH_H
+#include "lora/compose.h"
+
+typedef struct rm_lora_batch rm_lora_batch;
+
+// tp may be NULL (one thread). Returns NULL when out of memory.
+rm_lora_batch *rm_lora_batch_new(rm_threadpool *tp);
+void rm_lora_batch_free(rm_lora_batch *lb);
+// The hook to pass to rm_llama_forward / rm_generate.
+rm_linear_hook rm_lora_batch_hook(rm_lora_batch *lb);
+// The hook cannot return an error: on one (out of memory) it skips the
+// LoRA terms and records it. Returns RM_OK or that failure (message set) and
+// clears it; check after a forward pass.
+int rm_lora_batch_status(rm_lora_batch *lb);
+#endif
