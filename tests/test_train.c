@@ -11,6 +11,7 @@
 #include "base/err.h"
 #include "model/ops.h"
 #include "model/synth.h"
+#include "train/train.h"
 
 // ---------------------------------------------------------------- helpers
 
@@ -222,4 +223,304 @@ TEST(train_op_attention_backward) {
         free(a.q); free(a.k); free(a.v); free(a.dy); free(a.out); free(gq); free(gk); free(gv);
         free(q); free(k); free(v); free(dy); free(out); free(att); free(dq); free(dk); free(dv);
     }
+}
+
+// ---------------------------------------------------------------- the whole model
+
+// A random llama model of the given shape (byte-level vocabulary) in the test's tmpdir.
+static rm_llama *tiny_model(const char *name, int V, int d, int L, int H, int Hk, int f, rm_type type, uint64_t seed) {
+    rm_synth_shape s = {name, V, d, L, H, Hk, f, 256};
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.gguf", rm_test_tmpdir(), name);
+    rm_llama *m = NULL;
+    int rc = rm_synth_write(&s, type, seed, path, NULL, NULL);
+    if (!rc) rc = rm_llama_load(&m, path);
+    if (rc) rm_test_fail(__FILE__, __LINE__, "tiny model: %s", rm_last_error());
+    return m;
+}
+
+// A trainer over m with B x T micro-batches; steps/lr 0 keep the defaults.
+static rm_trainer *new_trainer(rm_llama *m, int B, int T, int threads, int full, int steps, float lr) {
+    rm_train_params p;
+    rm_train_default_params(&p);
+    p.batch = B;
+    p.seq = T;
+    p.threads = threads;
+    if (steps) p.steps = steps;
+    if (lr > 0) p.lr = lr;
+    p.warmup = p.steps / 10 > 1 ? p.steps / 10 : 1;
+    rm_trainer *t = NULL;
+    if (rm_trainer_create(&t, m, &p) || (full && rm_trainer_full(t))) {
+        rm_test_fail(__FILE__, __LINE__, "trainer: %s", rm_last_error());
+        rm_trainer_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+static void random_batch(rm_tbatch *b, int V, uint64_t seed) {
+    uint64_t s = seed;
+    for (int r = 0; r < b->B * b->T; r++) {
+        b->token[r] = (int32_t)(rm_rng_next(&s) % (uint64_t)V);
+        b->pos[r] = r % b->T;
+        b->start[r] = r - r % b->T;
+    }
+    for (int r = 0; r < b->B * b->T; r++) b->target[r] = r % b->T == b->T - 1 ? -1 : b->token[r + 1];
+}
+
+TEST(train_forward_matches_inference) {
+    rm_llama *m = tiny_model("fwd", 64, 32, 2, 4, 2, 48, RM_TYPE_F32, 3);
+    REQUIRE(m);
+    rm_trainer *t = new_trainer(m, 1, 9, 2, 0, 0, 0);
+    REQUIRE(t);
+    rm_tbatch b;
+    CHECK_OK(rm_tbatch_alloc(&b, 1, 9));
+    random_batch(&b, 64, 5);
+    float *lt = malloc(9 * 64 * sizeof(float)), *li = malloc(9 * 64 * sizeof(float));
+    double loss;
+    CHECK_OK(rm_trainer_forward(t, &b, (float)rm_tbatch_count(&b), 0, &loss, lt));
+    CHECK(loss > 3.0 && loss < 6.0);
+    rm_kvcache kv;
+    CHECK_OK(rm_kvcache_init(&kv, 2, 1, 16, 2 * 8));
+    int32_t slot[9] = {0};
+    rm_batch ib = {.n = 9, .token = b.token, .pos = b.pos, .slot = slot};
+    CHECK_OK(rm_llama_forward(m, &kv, NULL, &ib, NULL, li));
+    double mx = 0;
+    for (int i = 0; i < 9 * 64; i++) mx = fmax(mx, fabs(lt[i] - li[i]));
+    CHECKF(mx < 1e-4, "training and serving logits differ by %g", mx);
+    rm_kvcache_free(&kv);
+    free(lt); free(li);
+    rm_tbatch_free(&b);
+    rm_trainer_free(t);
+    rm_llama_free(m);
+}
+
+// Finite differences of the (float) model loss for a few entries of every
+// parameter tensor: the entry with the largest analytic gradient and two
+// random ones. Tolerances allow for float forward passes.
+static void model_grad_check(rm_trainer *t, const rm_tbatch *b, int *n_checked) {
+    float norm = (float)rm_tbatch_count(b);
+    double loss;
+    rm_trainer_zero_grad(t);
+    CHECK_OK(rm_trainer_forward(t, b, norm, 1, &loss, NULL));
+    int np;
+    rm_tparam *ps = rm_trainer_params(t, &np);
+    uint64_t s = 11;
+    double worst = 0;
+    const char *worst_name = "";
+    for (int i = 0; i < np; i++) {
+        rm_tparam *p = &ps[i];
+        size_t idx[3] = {0, rm_rng_next(&s) % p->n, rm_rng_next(&s) % p->n};
+        for (size_t j = 0; j < p->n; j++) if (fabsf(p->g[j]) > fabsf(p->g[idx[0]])) idx[0] = j;
+        for (int k = 0; k < 3; k++) {
+            float w0 = p->w[idx[k]], h = 1e-2f * fmaxf(1.0f, fabsf(w0));
+            double lp, lm;
+            p->w[idx[k]] = w0 + h;
+            CHECK_OK(rm_trainer_forward(t, b, norm, 0, &lp, NULL));
+            p->w[idx[k]] = w0 - h;
+            CHECK_OK(rm_trainer_forward(t, b, norm, 0, &lm, NULL));
+            p->w[idx[k]] = w0;
+            double fd = (lp - lm) / (2.0 * ((double)(w0 + h) - (double)w0)), an = p->g[idx[k]];
+            double err = fabs(fd - an) / (1e-3 + fabs(fd));
+            if (fabs(fd - an) > 2e-4 && err > worst) { worst = err; worst_name = p->name; }
+            (*n_checked)++;
+        }
+    }
+    CHECKF(worst < 0.05, "worst relative gradient error %.3g in %s", worst, worst_name);
+}
+
+TEST(train_model_grad_full) {
+    rm_llama *m = tiny_model("gradfull", 40, 16, 2, 4, 2, 24, RM_TYPE_F32, 4);
+    REQUIRE(m);
+    rm_trainer *t = new_trainer(m, 2, 6, 1, 1, 0, 0);
+    REQUIRE(t);
+    rm_tbatch b;
+    CHECK_OK(rm_tbatch_alloc(&b, 2, 6));
+    random_batch(&b, 40, 9);
+    b.start[9] = 8; // the second sequence packs two examples
+    b.start[10] = 8;
+    b.start[11] = 8;
+    b.pos[8] = 0; b.pos[9] = 1; b.pos[10] = 2; b.pos[11] = 3;
+    int n = 0;
+    model_grad_check(t, &b, &n);
+    CHECK(n >= 3 * (2 + 2 * 9)); // tied classifier: embedding, final norm, 9 per layer
+    rm_tbatch_free(&b);
+    rm_trainer_free(t);
+    rm_llama_free(m);
+}
+
+TEST(train_model_grad_lora) {
+    rm_llama *m = tiny_model("gradlora", 40, 16, 2, 4, 2, 24, RM_TYPE_F32, 5);
+    REQUIRE(m);
+    rm_trainer *t = new_trainer(m, 2, 6, 1, 0, 0, 0);
+    REQUIRE(t);
+    CHECK_OK(rm_trainer_add_lora(t, (1u << RM_LIN_COUNT) - 1, 3, 6.0f, 0));
+    // B starts at zero (PEFT init), which would make dA vanish: randomise it
+    int np;
+    rm_tparam *ps = rm_trainer_params(t, &np);
+    CHECK(np == 2 * 7 * 2);
+    uint64_t s = 3;
+    for (int i = 0; i < np; i++)
+        for (size_t j = 0; j < ps[i].n; j++) ps[i].w[j] = 0.3f * (2.0f * rm_rng_uniform(&s) - 1.0f);
+    rm_tbatch b;
+    CHECK_OK(rm_tbatch_alloc(&b, 2, 6));
+    random_batch(&b, 40, 10);
+    int n = 0;
+    model_grad_check(t, &b, &n);
+    CHECK(n == 3 * np);
+    rm_tbatch_free(&b);
+    rm_trainer_free(t);
+    rm_llama_free(m);
+}
+
+// ---------------------------------------------------------------- optimizer, accumulation, checkpoints
+
+TEST(train_lr_schedule) {
+    rm_train_params p;
+    rm_train_default_params(&p);
+    p.lr = 1.0f;
+    p.warmup = 4;
+    p.steps = 14;
+    p.min_lr_ratio = 0.1f;
+    CHECK_NEAR(rm_train_lr(&p, 0), 0.25, 1e-6);
+    CHECK_NEAR(rm_train_lr(&p, 3), 1.0, 1e-6);
+    CHECK_NEAR(rm_train_lr(&p, 9), 0.55, 1e-6);  // half way down the cosine
+    CHECK_NEAR(rm_train_lr(&p, 14), 0.1, 1e-6);
+    CHECK_NEAR(rm_train_lr(&p, 100), 0.1, 1e-6);
+}
+
+static const char *k_text = "the quick brown fox jumps over the lazy dog. pack my box with five dozen liquor jugs! ";
+
+static void text_batch(rm_tbatch *b, int offset) {
+    int L = (int)strlen(k_text);
+    for (int r = 0; r < b->B * b->T; r++) {
+        int t = r % b->T, s = r / b->T;
+        b->token[r] = (unsigned char)k_text[(offset + s * 7 + t) % L];
+        b->target[r] = (unsigned char)k_text[(offset + s * 7 + t + 1) % L];
+        b->pos[r] = t;
+        b->start[r] = r - t;
+    }
+}
+
+TEST(train_accumulation_matches_big_batch) {
+    rm_llama *m = tiny_model("accum", 128, 16, 1, 2, 1, 32, RM_TYPE_F32, 6);
+    REQUIRE(m);
+    rm_trainer *t = new_trainer(m, 2, 8, 1, 1, 0, 0);
+    REQUIRE(t);
+    rm_tbatch big, half[2];
+    CHECK_OK(rm_tbatch_alloc(&big, 2, 8));
+    text_batch(&big, 0);
+    for (int i = 0; i < 2; i++) {
+        CHECK_OK(rm_tbatch_alloc(&half[i], 1, 8));
+        memcpy(half[i].token, big.token + 8 * i, 8 * sizeof(int32_t));
+        memcpy(half[i].target, big.target + 8 * i, 8 * sizeof(int32_t));
+        memcpy(half[i].pos, big.pos, 8 * sizeof(int32_t));
+        memcpy(half[i].start, big.start, 8 * sizeof(int32_t));
+    }
+    int np;
+    rm_tparam *ps = rm_trainer_params(t, &np);
+    double l1, l2;
+    rm_trainer_zero_grad(t);
+    CHECK_OK(rm_trainer_forward(t, &big, 16.0f, 1, &l1, NULL));
+    size_t total = rm_trainer_n_trainable(t), k = 0;
+    float *g1 = malloc(total * sizeof(float));
+    for (int i = 0; i < np; i++) for (size_t j = 0; j < ps[i].n; j++) g1[k++] = ps[i].g[j];
+    rm_trainer_zero_grad(t);
+    CHECK_OK(rm_trainer_forward(t, &half[0], 16.0f, 1, &l2, NULL));
+    double l3;
+    CHECK_OK(rm_trainer_forward(t, &half[1], 16.0f, 1, &l3, NULL));
+    CHECK_NEAR(l1, l2 + l3, 1e-5);
+    double mx = 0;
+    k = 0;
+    for (int i = 0; i < np; i++) for (size_t j = 0; j < ps[i].n; j++) mx = fmax(mx, fabs(g1[k++] - ps[i].g[j]));
+    CHECKF(mx < 1e-5, "accumulated gradients differ by %g", mx);
+    free(g1);
+    rm_tbatch_free(&big);
+    rm_tbatch_free(&half[0]);
+    rm_tbatch_free(&half[1]);
+    rm_trainer_free(t);
+    rm_llama_free(m);
+}
+
+// Trains `steps` full steps from the model file, optionally saving a
+// checkpoint after `save_at` steps or resuming from one; returns all weights.
+static float *train_run(const char *path, int steps, int save_at, const char *ckpt, int resume, size_t *n) {
+    rm_llama *m;
+    if (rm_llama_load(&m, path)) return NULL;
+    rm_train_params p;
+    rm_train_default_params(&p);
+    p.batch = 2;
+    p.seq = 8;
+    p.steps = steps;
+    p.warmup = 2;
+    p.lr = 3e-3f;
+    p.weight_decay = 0.1f;
+    p.threads = 2;
+    rm_trainer *t;
+    float *out = NULL;
+    if (rm_trainer_create(&t, m, &p) == RM_OK && rm_trainer_full(t) == RM_OK) {
+        rm_tbatch b;
+        rm_tbatch_alloc(&b, 2, 8);
+        int s0 = 0;
+        if (resume) {
+            CHECK_OK(rm_trainer_load_checkpoint(t, ckpt));
+            s0 = rm_trainer_step_count(t);
+        }
+        for (int s = s0; s < steps; s++) {
+            if (s == save_at) CHECK_OK(rm_trainer_save_checkpoint(t, ckpt));
+            text_batch(&b, s * 3);
+            double loss;
+            CHECK_OK(rm_trainer_step(t, &b, 1, &loss, NULL));
+        }
+        *n = rm_trainer_n_trainable(t);
+        out = malloc(*n * sizeof(float));
+        int np;
+        rm_tparam *ps = rm_trainer_params(t, &np);
+        size_t k = 0;
+        for (int i = 0; i < np; i++) { memcpy(out + k, ps[i].w, ps[i].n * sizeof(float)); k += ps[i].n; }
+        rm_tbatch_free(&b);
+    }
+    rm_trainer_free(t);
+    rm_llama_free(m);
+    return out;
+}
+
+TEST(train_checkpoint_resumes_bit_for_bit) {
+    rm_llama *m = tiny_model("ckpt", 128, 16, 2, 2, 1, 32, RM_TYPE_F32, 8);
+    REQUIRE(m);
+    rm_llama_free(m);
+    char path[512], ckpt[512];
+    snprintf(path, sizeof path, "%s/ckpt.gguf", rm_test_tmpdir());
+    snprintf(ckpt, sizeof ckpt, "%s/ckpt.train.gguf", rm_test_tmpdir());
+    size_t n1 = 0, n2 = 0;
+    float *a = train_run(path, 6, 3, ckpt, 0, &n1);
+    float *b = train_run(path, 6, -1, ckpt, 1, &n2);
+    REQUIRE(a && b && n1 == n2);
+    CHECK(memcmp(a, b, n1 * sizeof(float)) == 0);
+    free(a);
+    free(b);
+}
+
+// ---------------------------------------------------------------- overfitting
+
+TEST(train_tiny_model_overfits) {
+    int san = rm_test_sanitized();
+    rm_llama *m = tiny_model("overfit", 128, 32, 2, 4, 2, 64, RM_TYPE_F32, 9);
+    REQUIRE(m);
+    int steps = san ? 120 : 200;
+    rm_trainer *t = new_trainer(m, 4, 24, 2, 1, steps, 1e-2f);
+    REQUIRE(t);
+    rm_tbatch b;
+    CHECK_OK(rm_tbatch_alloc(&b, 4, 24));
+    text_batch(&b, 0);
+    double first = 0, loss = 0;
+    for (int s = 0; s < steps; s++) {
+        CHECK_OK(rm_trainer_step(t, &b, 1, &loss, NULL));
+        if (s == 0) first = loss;
+    }
+    fprintf(stderr, "    overfit: loss %.4f -> %.5f in %d steps\n", first, loss, steps);
+    CHECKF(first > 3.0 && loss < 0.05, "loss %.4f -> %.4f", first, loss);
+    rm_tbatch_free(&b);
+    rm_trainer_free(t);
+    rm_llama_free(m);
 }

@@ -1,0 +1,406 @@
+// data.c — training data: prompt templates, tokenized examples, packed
+// micro-batches, held-out loss and exact-match accuracy.
+#include "train/train_impl.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/err.h"
+#include "base/file.h"
+#include "base/json.h"
+
+// ---------------------------------------------------------------- batches
+
+int rm_tbatch_alloc(rm_tbatch *b, int B, int T) {
+    memset(b, 0, sizeof *b);
+    size_t N = (size_t)B * T;
+    b->B = B;
+    b->T = T;
+    b->token = calloc(N, sizeof(int32_t));
+    b->target = calloc(N, sizeof(int32_t));
+    b->pos = calloc(N, sizeof(int32_t));
+    b->start = calloc(N, sizeof(int32_t));
+    if (!b->token || !b->target || !b->pos || !b->start) {
+        rm_tbatch_free(b);
+        return rm_errorf(RM_ENOMEM, "out of memory");
+    }
+    return RM_OK;
+}
+
+void rm_tbatch_free(rm_tbatch *b) {
+    free(b->token);
+    free(b->target);
+    free(b->pos);
+    free(b->start);
+    memset(b, 0, sizeof *b);
+}
+
+long rm_tbatch_count(const rm_tbatch *b) {
+    long n = 0;
+    for (long r = 0; r < (long)b->B * b->T; r++) n += b->target[r] >= 0;
+    return n;
+}
+
+// ---------------------------------------------------------------- examples
+
+void rm_tdata_free(rm_tdata *d) {
+    for (int i = 0; i < d->n; i++) free(d->ex[i].ids);
+    free(d->ex);
+    memset(d, 0, sizeof *d);
+}
+
+int rm_tdata_add(rm_tdata *d, const int32_t *ids, int n, int n_prompt) {
+    if (n <= 0 || n_prompt < 0 || n_prompt > n) return rm_errorf(RM_EINVAL, "data: bad example (%d tokens, prompt %d)", n, n_prompt);
+    if (d->n == d->cap) {
+        int cap = d->cap ? 2 * d->cap : 64;
+        rm_texample *ne = realloc(d->ex, (size_t)cap * sizeof *ne);
+        if (!ne) return rm_errorf(RM_ENOMEM, "out of memory");
+        d->ex = ne;
+        d->cap = cap;
+    }
+    rm_texample *e = &d->ex[d->n];
+    e->ids = malloc((size_t)n * sizeof(int32_t));
+    if (!e->ids) return rm_errorf(RM_ENOMEM, "out of memory");
+    memcpy(e->ids, ids, (size_t)n * sizeof(int32_t));
+    e->n = n;
+    e->n_prompt = n_prompt;
+    d->n++;
+    return RM_OK;
+}
+
+const char *const rm_alpaca_template =
+    "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
+    "### Instruction:\n{inputs}\n\n### Response:\n";
+
+char *rm_template_render(const char *tmpl, const char *inputs) {
+    const char *mark = "{inputs}";
+    size_t ml = strlen(mark), il = strlen(inputs), n = 0;
+    for (const char *p = strstr(tmpl, mark); p; p = strstr(p + ml, mark)) n++;
+    size_t len = strlen(tmpl) + (n ? n * il - n * ml : il) + 1;
+    char *out = malloc(len), *o = out;
+    if (!out) {
+        rm_errorf(RM_ENOMEM, "out of memory");
+        return NULL;
+    }
+    const char *p = tmpl;
+    for (const char *q; (q = strstr(p, mark)); p = q + ml) {
+        memcpy(o, p, (size_t)(q - p));
+        o += q - p;
+        memcpy(o, inputs, il);
+        o += il;
+    }
+    strcpy(o, p);
+    if (!n) strcat(o, inputs);
+    return out;
+}
+
+int rm_tokenize_text(const rm_tokenizer *tok, const char *text, int32_t **ids, int *n) {
+    size_t len = strlen(text);
+    if (len > (1u << 28)) return rm_errorf(RM_EINVAL, "data: text of %zu bytes is too long", len);
+    int cap = (int)len + 16;
+    int32_t *buf = malloc((size_t)cap * sizeof(int32_t));
+    if (!buf) return rm_errorf(RM_ENOMEM, "out of memory");
+    int got;
+    if (!tok) {
+        for (size_t i = 0; i < len; i++) buf[i] = (unsigned char)text[i];
+        got = (int)len;
+    } else {
+        got = rm_tokenize(tok, text, len, 0, 0, buf, cap);
+        if (got > cap) {
+            int32_t *nb = realloc(buf, (size_t)got * sizeof(int32_t));
+            if (!nb) { free(buf); return rm_errorf(RM_ENOMEM, "out of memory"); }
+            buf = nb;
+            got = rm_tokenize(tok, text, len, 0, 0, buf, got);
+        }
+        if (got < 0) { free(buf); return got; }
+    }
+    *ids = buf;
+    *n = got;
+    return RM_OK;
+}
+
+// [bos] prompt target [eos], loss on target + eos; skipped (returns 1) when it cannot fit max_len.
+static int add_pair(rm_tdata *d, const char *tmpl, const char *inputs, const char *targets, const rm_tokenizer *tok,
+                    int32_t bos, int32_t eos, int max_len) {
+    char *prompt = rm_template_render(tmpl ? tmpl : rm_alpaca_template, inputs);
+    if (!prompt) return RM_ENOMEM;
+    int32_t *p = NULL, *g = NULL;
+    int np = 0, ng = 0;
+    int rc = rm_tokenize_text(tok, prompt, &p, &np);
+    free(prompt);
+    if (!rc) rc = rm_tokenize_text(tok, targets, &g, &ng);
+    int nb = bos >= 0, ne = eos >= 0;
+    int32_t *ids = NULL;
+    if (!rc && nb + ne + ng + 1 > max_len) rc = 1; // target alone does not fit: skip
+    if (!rc) {
+        int keep = np;
+        if (nb + keep + ng + ne > max_len) keep = max_len - nb - ng - ne; // keep the prompt's end
+        ids = malloc((size_t)(nb + keep + ng + ne) * sizeof(int32_t));
+        if (!ids) rc = rm_errorf(RM_ENOMEM, "out of memory");
+        else {
+            int n = 0;
+            if (nb) ids[n++] = bos;
+            memcpy(ids + n, p + (np - keep), (size_t)keep * sizeof(int32_t));
+            n += keep;
+            int n_prompt = n;
+            memcpy(ids + n, g, (size_t)ng * sizeof(int32_t));
+            n += ng;
+            if (ne) ids[n++] = eos;
+            rc = rm_tdata_add(d, ids, n, n_prompt);
+        }
+    }
+    free(ids);
+    free(p);
+    free(g);
+    return rc;
+}
+
+static int add_json_example(rm_tdata *d, const rm_json *o, const char *path, long line, const char *tmpl,
+                            const rm_tokenizer *tok, int32_t bos, int32_t eos, int max_len, int *skipped) {
+    const char *in = rm_json_get_str(o, "inputs", NULL), *out = rm_json_get_str(o, "targets", NULL);
+    if (!in || !out) return rm_errorf(RM_EFORMAT, "%s: example %ld has no string \"inputs\" and \"targets\"", path, line);
+    int rc = add_pair(d, tmpl, in, out, tok, bos, eos, max_len);
+    if (rc == 1) { (*skipped)++; rc = RM_OK; }
+    return rc;
+}
+
+int rm_tdata_load_jsonl(rm_tdata *d, const char *path, const char *tmpl, const rm_tokenizer *tok, int32_t bos,
+                        int32_t eos, int max_len) {
+    char *text;
+    size_t len;
+    int rc = rm_read_file(path, &text, &len), skipped = 0;
+    if (rc) return rc;
+    d->has_eos = eos >= 0;
+    d->eos = eos;
+    size_t i = 0;
+    while (i < len && (text[i] == ' ' || text[i] == '\n' || text[i] == '\r' || text[i] == '\t')) i++;
+    if (i < len && text[i] == '[') { // one JSON array (the Flan files)
+        rm_json *j;
+        rc = rm_json_parse(text, len, path, &j);
+        for (size_t k = 0; !rc && k < j->n; k++)
+            rc = add_json_example(d, &j->items[k], path, (long)k + 1, tmpl, tok, bos, eos, max_len, &skipped);
+        if (j) rm_json_free(j);
+    } else { // JSON lines
+        long line = 0;
+        for (size_t s = 0; s < len && !rc;) {
+            size_t e = s;
+            while (e < len && text[e] != '\n') e++;
+            line++;
+            size_t a = s;
+            while (a < e && (text[a] == ' ' || text[a] == '\r' || text[a] == '\t')) a++;
+            if (a < e) {
+                rm_json *j;
+                char what[600];
+                snprintf(what, sizeof what, "%s:%ld", path, line);
+                rc = rm_json_parse(text + a, e - a, what, &j);
+                if (!rc) {
+                    rc = add_json_example(d, j, path, line, tmpl, tok, bos, eos, max_len, &skipped);
+                    rm_json_free(j);
+                }
+            }
+            s = e + 1;
+        }
+    }
+    free(text);
+    if (!rc && d->n == 0) rc = rm_errorf(RM_EFORMAT, "%s: no usable examples (%d too long for %d tokens)", path, skipped, max_len);
+    return rc;
+}
+
+int rm_tdata_load_text(rm_tdata *d, const char *path, const rm_tokenizer *tok, int32_t bos, int max_len) {
+    char *text;
+    size_t len;
+    int rc = rm_read_file(path, &text, &len);
+    if (rc) return rc;
+    int32_t *ids;
+    int n;
+    rc = rm_tokenize_text(tok, text, &ids, &n);
+    free(text);
+    if (rc) return rc;
+    int nb = bos >= 0, chunk = max_len - nb;
+    if (chunk < 2) {
+        free(ids);
+        return rm_errorf(RM_EINVAL, "data: sequence length %d too short", max_len);
+    }
+    int32_t *buf = malloc((size_t)max_len * sizeof(int32_t));
+    if (!buf) rc = rm_errorf(RM_ENOMEM, "out of memory");
+    for (int s = 0; !rc && s + 1 < n; s += chunk) {
+        int k = n - s < chunk ? n - s : chunk;
+        if (nb) buf[0] = bos;
+        memcpy(buf + nb, ids + s, (size_t)k * sizeof(int32_t));
+        rc = rm_tdata_add(d, buf, k + nb, nb);
+    }
+    free(buf);
+    free(ids);
+    if (!rc && d->n == 0) rc = rm_errorf(RM_EFORMAT, "%s: no text", path);
+    return rc;
+}
+
+// ---------------------------------------------------------------- batch filling
+
+void rm_shuffle(int *order, int n, uint64_t *rng) {
+    for (int i = n - 1; i > 0; i--) {
+        int j = (int)(rm_rng_next(rng) % (uint64_t)(i + 1)), tmp = order[i];
+        order[i] = order[j];
+        order[j] = tmp;
+    }
+}
+
+// Rows [row0, row0+k) get example e from position 0.
+static void place(rm_tbatch *b, int row0, const rm_texample *e, int k) {
+    for (int i = 0; i < k; i++) {
+        int r = row0 + i;
+        b->token[r] = e->ids[i];
+        b->pos[r] = i;
+        b->start[r] = row0;
+        b->target[r] = i + 1 < e->n && i + 1 >= e->n_prompt ? e->ids[i + 1] : -1;
+    }
+}
+
+// Padding rows: attend to themselves, no loss.
+static void pad_rows(rm_tbatch *b, int r0, int r1) {
+    for (int r = r0; r < r1; r++) {
+        b->token[r] = 0;
+        b->pos[r] = 0;
+        b->start[r] = r;
+        b->target[r] = -1;
+    }
+}
+
+int rm_tbatch_fill(rm_tbatch *b, const rm_tdata *d, int *order, int *cursor, int pack, uint64_t *rng, int *epoch) {
+    int used = 0;
+    for (int s = 0; s < b->B; s++) {
+        int o = 0, row0 = s * b->T;
+        do {
+            const rm_texample *e = &d->ex[order[*cursor]];
+            if (o > 0 && o + e->n > b->T) break;
+            int k = e->n < b->T - o ? e->n : b->T - o;
+            place(b, row0 + o, e, k);
+            o += k;
+            used++;
+            if (++*cursor == d->n) {
+                *cursor = 0;
+                if (epoch) (*epoch)++;
+                if (rng) rm_shuffle(order, d->n, rng);
+            }
+        } while (pack && o < b->T && used < d->n);
+        pad_rows(b, row0 + o, row0 + b->T);
+    }
+    return used;
+}
+
+int rm_trainer_next_batch(rm_trainer *t, const rm_tdata *d, rm_tbatch *b, int pack, int *epoch) {
+    if (d->n == 0) return rm_errorf(RM_EINVAL, "data: no examples");
+    if (!t->order || t->n_order != d->n) {
+        free(t->order);
+        t->order = malloc((size_t)d->n * sizeof(int));
+        if (!t->order) return rm_errorf(RM_ENOMEM, "out of memory");
+        t->n_order = d->n;
+        for (int i = 0; i < d->n; i++) t->order[i] = i;
+        rm_shuffle(t->order, d->n, &t->rng);
+        t->cursor = 0;
+    }
+    rm_tbatch_fill(b, d, t->order, &t->cursor, pack, &t->rng, &t->epoch);
+    if (epoch) *epoch = t->epoch;
+    return RM_OK;
+}
+
+// ---------------------------------------------------------------- evaluation
+
+int rm_trainer_eval_loss(rm_trainer *t, const rm_tdata *d, double *loss) {
+    rm_tbatch b;
+    int rc = rm_tbatch_alloc(&b, t->p.batch, t->p.seq);
+    if (rc) return rc;
+    double total = 0.0;
+    long count = 0;
+    for (int i = 0; !rc && i < d->n;) {
+        for (int s = 0; s < b.B; s++, i++) {
+            if (i >= d->n) { pad_rows(&b, s * b.T, (s + 1) * b.T); continue; }
+            int k = d->ex[i].n < b.T ? d->ex[i].n : b.T;
+            place(&b, s * b.T, &d->ex[i], k);
+            pad_rows(&b, s * b.T + k, (s + 1) * b.T);
+        }
+        double l;
+        rc = rm_trainer_forward(t, &b, 1.0f, 0, &l, NULL);
+        total += l;
+        count += rm_tbatch_count(&b);
+    }
+    rm_tbatch_free(&b);
+    *loss = count ? total / (double)count : 0.0;
+    return rc;
+}
+
+int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, double *em) {
+    rm_llama *m = t->m;
+    int n = max_examples > 0 && max_examples < d->n ? max_examples : d->n;
+    const int S = 32;
+    int max_len = 0;
+    for (int i = 0; i < n; i++) max_len = d->ex[i].n > max_len ? d->ex[i].n : max_len;
+    rm_kvcache kv;
+    int rc = rm_kvcache_init(&kv, m->hp.n_layer, S, max_len + 8, m->hp.n_head_kv * m->hp.head_dim);
+    if (rc) return rc;
+    size_t rows = (size_t)S * (max_len + 8);
+    int32_t *tok = malloc(rows * sizeof(int32_t)), *pos = malloc(rows * sizeof(int32_t)), *slot = malloc(rows * sizeof(int32_t));
+    uint8_t *want = malloc(rows);
+    float *logits = malloc((size_t)S * m->hp.n_vocab * sizeof(float));
+    int32_t *gen = malloc((size_t)S * (max_len + 8) * sizeof(int32_t));
+    int *ngen = calloc(S, sizeof(int)), *done = calloc(S, sizeof(int));
+    rm_linear_hook hook = rm_trainer_hook(t);
+    int correct = 0;
+    if (!tok || !pos || !slot || !want || !logits || !gen || !ngen || !done) rc = rm_errorf(RM_ENOMEM, "out of memory");
+    for (int c0 = 0; !rc && c0 < n; c0 += S) {
+        int c1 = c0 + S < n ? c0 + S : n, nr = 0;
+        for (int s = 0; s < c1 - c0; s++) {
+            rm_kvcache_clear_slot(&kv, s);
+            const rm_texample *e = &d->ex[c0 + s];
+            for (int i = 0; i < e->n_prompt; i++, nr++) {
+                tok[nr] = e->ids[i];
+                pos[nr] = i;
+                slot[nr] = s;
+                want[nr] = i == e->n_prompt - 1;
+            }
+            ngen[s] = 0;
+            done[s] = e->n_prompt == 0;
+        }
+        rm_batch b = {.n = nr, .token = tok, .pos = pos, .slot = slot, .want = want};
+        if (nr == 0) continue;
+        rc = rm_llama_forward(m, &kv, t->tp, &b, hook.apply ? &hook : NULL, logits);
+        for (int step = 0; !rc; step++) {
+            // pick the argmax of each live sequence, then feed the picks
+            int k = 0;
+            nr = 0;
+            for (int s = 0; s < c1 - c0; s++) {
+                if (done[s]) continue;
+                const rm_texample *e = &d->ex[c0 + s];
+                const float *z = logits + (size_t)k++ * m->hp.n_vocab;
+                int best = 0;
+                for (int v = 1; v < m->hp.n_vocab; v++) best = z[v] > z[best] ? v : best;
+                int limit = e->n - e->n_prompt + 4;
+                if ((d->has_eos && best == d->eos) || (m->tok && rm_tokenizer_is_eog(m->tok, best))) {
+                    done[s] = 1;
+                    continue;
+                }
+                gen[s * (max_len + 8) + ngen[s]++] = best;
+                if (ngen[s] >= limit || e->n_prompt + ngen[s] >= max_len + 8) { done[s] = 1; continue; }
+                tok[nr] = best;
+                pos[nr] = e->n_prompt + ngen[s] - 1;
+                slot[nr] = s;
+                want[nr] = 1;
+                nr++;
+            }
+            if (nr == 0) break;
+            b.n = nr;
+            rc = rm_llama_forward(m, &kv, t->tp, &b, hook.apply ? &hook : NULL, logits);
+        }
+        for (int s = 0; !rc && s < c1 - c0; s++) {
+            const rm_texample *e = &d->ex[c0 + s];
+            int tl = e->n - e->n_prompt - (d->has_eos ? 1 : 0); // the target without its EOS
+            correct += ngen[s] == tl && !memcmp(gen + s * (max_len + 8), e->ids + e->n_prompt, (size_t)tl * sizeof(int32_t));
+        }
+    }
+    free(tok); free(pos); free(slot); free(want); free(logits); free(gen); free(ngen); free(done);
+    rm_kvcache_free(&kv);
+    *em = n ? (double)correct / n : 0.0;
+    return rc;
+}

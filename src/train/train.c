@@ -1,0 +1,569 @@
+// train.c — the trainer: parameters, the training forward pass (activations
+// kept), its backward pass, cross-entropy and the serving hook for LoRA.
+//
+// Shapes: N = B*T rows, d = n_embd, qd = H*hd, kvd = Hk*hd, f = n_ff, V = n_vocab.
+// Every op is the shared one from model/ops.h with its backward beside it;
+// every product goes through rm_matmul (y = x W^T), the two backward
+// products through transposed copies:
+//   dx[N,in]   += dy[N,out] W[out,in]     = dy (W^T)^T     (W^T materialised, F32)
+//   dW[out,in] += dy^T x                  = (dy^T)(x^T)^T  (dy^T, x^T materialised)
+#include "train/train_impl.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/err.h"
+#include "model/ops.h"
+
+void rm_train_default_params(rm_train_params *p) {
+    *p = (rm_train_params){.batch = 4, .seq = 64, .accum = 1, .steps = 100, .warmup = 10, .lr = 1e-3f,
+                           .min_lr_ratio = 0.1f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
+                           .weight_decay = 0.0f, .clip = 1.0f, .seed = 1, .threads = 0};
+}
+
+// ---------------------------------------------------------------- RNG (splitmix64)
+
+uint64_t rm_rng_next(uint64_t *s) {
+    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+
+float rm_rng_uniform(uint64_t *s) { return (float)(rm_rng_next(s) >> 40) / (float)(1ull << 24); }
+
+// ---------------------------------------------------------------- scratch and products
+
+float *train_scratch(rm_trainer *t, int i, size_t floats) {
+    if (floats > t->sc_cap[i]) {
+        free(t->sc[i]);
+        t->sc[i] = malloc(floats * sizeof(float));
+        t->sc_cap[i] = t->sc[i] ? floats : 0;
+    }
+    return t->sc[i];
+}
+
+// dst[cols, rows] = src[rows, cols]^T, in tiles so both sides stay in cache.
+static void transpose(float *dst, const float *src, int64_t rows, int64_t cols) {
+    const int64_t TB = 32;
+    for (int64_t r0 = 0; r0 < rows; r0 += TB)
+        for (int64_t c0 = 0; c0 < cols; c0 += TB) {
+            int64_t r1 = r0 + TB < rows ? r0 + TB : rows, c1 = c0 + TB < cols ? c0 + TB : cols;
+            for (int64_t r = r0; r < r1; r++)
+                for (int64_t c = c0; c < c1; c++) dst[c * rows + r] = src[r * cols + c];
+        }
+}
+
+static rm_tensor f32_tensor(const float *w, int64_t out, int64_t in) {
+    return (rm_tensor){.type = RM_TYPE_F32, .n_dims = 2, .ne = {in, out, 1, 1}, .data = (void *)w};
+}
+
+// y[N,out] (+)= x[N,in] W[out,in]^T, W in f32
+static void mm_nt(rm_threadpool *tp, float *y, const float *x, const float *W, int N, int in, int out, int acc) {
+    rm_tensor t = f32_tensor(W, out, in);
+    rm_matmul(tp, &t, x, in, y, out, N, acc);
+}
+
+// y[N,out] += x[N,k] W[k,out]   (W^T goes to scratch 0)
+static int mm_nn(rm_trainer *t, float *y, const float *x, const float *W, int N, int k, int out) {
+    float *wt = train_scratch(t, 0, (size_t)k * out);
+    if (!wt) return rm_errorf(RM_ENOMEM, "train: out of memory");
+    transpose(wt, W, k, out);
+    mm_nt(t->tp, y, x, wt, N, k, out, 1);
+    return RM_OK;
+}
+
+// dw[out,in] += dy[N,out]^T x[N,in]   (dy^T, x^T go to scratch 0 and 1)
+static int mm_tn(rm_trainer *t, float *dw, const float *dy, const float *x, int N, int out, int in) {
+    float *dyt = train_scratch(t, 0, (size_t)out * N), *xt = train_scratch(t, 1, (size_t)in * N);
+    if (!dyt || !xt) return rm_errorf(RM_ENOMEM, "train: out of memory");
+    transpose(dyt, dy, N, out);
+    transpose(xt, x, N, in);
+    mm_nt(t->tp, dw, dyt, xt, out, N, in, 1);
+    return RM_OK;
+}
+
+// W^T[in,out] in f32 for any weight type (frozen quantized bases included).
+static const float *weight_transposed(rm_trainer *t, const rm_tensor *w) {
+    int64_t in = w->ne[0], out = w->ne[1];
+    float *wt = train_scratch(t, 0, (size_t)in * out);
+    if (!wt) return NULL;
+    if (w->type == RM_TYPE_F32) {
+        transpose(wt, w->data, out, in);
+        return wt;
+    }
+    const int64_t TB = 16;
+    float *rows = train_scratch(t, 1, (size_t)TB * in);
+    if (!rows) return NULL;
+    size_t rb = rm_row_size(w->type, in);
+    for (int64_t o0 = 0; o0 < out; o0 += TB) {
+        int64_t n = o0 + TB < out ? TB : out - o0;
+        for (int64_t o = 0; o < n; o++) rm_dequantize_row(w->type, (const uint8_t *)w->data + (o0 + o) * rb, rows + o * in, in);
+        for (int64_t i = 0; i < in; i++)
+            for (int64_t o = 0; o < n; o++) wt[i * out + o0 + o] = rows[o * in + i];
+    }
+    return wt;
+}
+
+// ---------------------------------------------------------------- linear (+ LoRA), forward / backward
+
+// y[N,out] (+)= x W^T + s (x A^T) B^T;  hs[N,r] = s x A^T is kept for backward
+static void linear_forward(rm_trainer *t, const rm_tlinear *L, const float *x, float *y, float *hs, int N, int acc) {
+    rm_matmul(t->tp, L->w, x, L->in, y, L->out, N, acc);
+    if (!L->rank) return;
+    mm_nt(t->tp, hs, x, L->A, N, L->in, L->rank, 0);
+    for (size_t i = 0; i < (size_t)N * L->rank; i++) hs[i] *= L->scale;
+    mm_nt(t->tp, y, hs, L->B, N, L->rank, L->out, 1);
+}
+
+// dW += dy^T x;  dx += dy W;  dB += dy^T hs;  dA += s (dy B)^T x;  dx += s (dy B) A
+static int linear_backward(rm_trainer *t, const rm_tlinear *L, const float *x, const float *hs, const float *dy,
+                           float *dx, int N) {
+    int rc;
+    if (L->dw && (rc = mm_tn(t, L->dw, dy, x, N, L->out, L->in))) return rc;
+    if (dx) {
+        const float *wt = weight_transposed(t, L->w);
+        if (!wt) return rm_errorf(RM_ENOMEM, "train: out of memory");
+        mm_nt(t->tp, dx, dy, wt, N, L->out, L->in, 1);
+    }
+    if (!L->rank) return RM_OK;
+    float *dhs = train_scratch(t, 2, (size_t)N * L->rank);
+    if (!dhs) return rm_errorf(RM_ENOMEM, "train: out of memory");
+    if ((rc = mm_tn(t, L->dB, dy, hs, N, L->out, L->rank))) return rc;
+    memset(dhs, 0, (size_t)N * L->rank * sizeof(float));
+    if ((rc = mm_nn(t, dhs, dy, L->B, N, L->out, L->rank))) return rc;
+    for (size_t i = 0; i < (size_t)N * L->rank; i++) dhs[i] *= L->scale;
+    if ((rc = mm_tn(t, L->dA, dhs, x, N, L->rank, L->in))) return rc;
+    if (dx && (rc = mm_nn(t, dx, dhs, L->A, N, L->rank, L->in))) return rc;
+    return RM_OK;
+}
+
+// ---------------------------------------------------------------- embedding, cross-entropy
+
+// x[N,d] = E[token[r], :]
+static void embedding_forward(const rm_tensor *E, const int32_t *token, float *x, int N, int d) {
+    size_t rb = rm_row_size(E->type, d);
+    for (int r = 0; r < N; r++) rm_dequantize_row(E->type, (const uint8_t *)E->data + (size_t)token[r] * rb, x + (size_t)r * d, d);
+}
+
+// dE[token[r], :] += dx[r, :]
+static void embedding_backward(float *dE, const int32_t *token, const float *dx, int N, int d) {
+    for (int r = 0; r < N; r++)
+        for (int i = 0; i < d; i++) dE[(size_t)token[r] * d + i] += dx[(size_t)r * d + i];
+}
+
+// Returns sum over target rows of -log softmax(logits[r])[target[r]]; with
+// backward, logits[N,V] become d(loss/norm)/d(logits) (zero for rows without target).
+static double cross_entropy_forward_backward(float *logits, const int32_t *target, int N, int V, float norm,
+                                             int backward) {
+    double loss = 0.0;
+    for (int r = 0; r < N; r++) {
+        float *z = logits + (size_t)r * V;
+        if (target[r] < 0) {
+            if (backward) memset(z, 0, (size_t)V * sizeof(float));
+            continue;
+        }
+        float mx = -INFINITY;
+        for (int i = 0; i < V; i++) mx = z[i] > mx ? z[i] : mx;
+        double sum = 0.0;
+        for (int i = 0; i < V; i++) sum += exp((double)(z[i] - mx));
+        loss += log(sum) + mx - z[target[r]];
+        if (!backward) continue;
+        float inv = (float)(1.0 / sum) / norm;
+        for (int i = 0; i < V; i++) z[i] = expf(z[i] - mx) * inv;
+        z[target[r]] -= 1.0f / norm;
+    }
+    return loss;
+}
+
+// ---------------------------------------------------------------- parameters
+
+static int add_param(rm_trainer *t, const char *name, float *w, size_t n, int decay, int own_w, float **grad) {
+    if (t->n_params == t->cap_params) {
+        int cap = t->cap_params ? 2 * t->cap_params : 64;
+        rm_tparam *np = realloc(t->params, (size_t)cap * sizeof *np);
+        if (!np) return rm_errorf(RM_ENOMEM, "train: out of memory");
+        t->params = np;
+        t->cap_params = cap;
+    }
+    rm_tparam *p = &t->params[t->n_params];
+    memset(p, 0, sizeof *p);
+    snprintf(p->name, sizeof p->name, "%s", name);
+    p->w = w;
+    p->n = n;
+    p->decay = decay;
+    p->own_w = own_w;
+    p->g = calloc(n, sizeof(float));
+    p->m = calloc(n, sizeof(float));
+    p->v = calloc(n, sizeof(float));
+    if (!p->g || !p->m || !p->v) {
+        free(p->g); free(p->m); free(p->v);
+        return rm_errorf(RM_ENOMEM, "train: out of memory for %s (%zu floats)", name, n);
+    }
+    t->n_params++;
+    if (grad) *grad = p->g;
+    return RM_OK;
+}
+
+int rm_trainer_create(rm_trainer **out, rm_llama *base, const rm_train_params *p) {
+    *out = NULL;
+    const rm_llama_hparams *hp = &base->hp;
+    if (p->batch <= 0 || p->seq <= 0 || p->accum <= 0)
+        return rm_errorf(RM_EINVAL, "train: batch %d, seq %d and accum %d must be positive", p->batch, p->seq, p->accum);
+    if (p->seq > 8192) return rm_errorf(RM_EINVAL, "train: seq %d exceeds 8192", p->seq);
+    rm_trainer *t = calloc(1, sizeof *t);
+    if (!t) return rm_errorf(RM_ENOMEM, "out of memory");
+    t->m = base;
+    t->p = *p;
+    t->rng = p->seed;
+    t->L = hp->n_layer;
+    t->lin = calloc((size_t)hp->n_layer * RM_LIN_COUNT, sizeof *t->lin);
+    t->d_attn_norm = calloc((size_t)hp->n_layer, sizeof(float *));
+    t->d_ffn_norm = calloc((size_t)hp->n_layer, sizeof(float *));
+    t->d_bias = calloc((size_t)hp->n_layer * 3, sizeof(float *));
+    if (!t->lin || !t->d_attn_norm || !t->d_ffn_norm || !t->d_bias) {
+        rm_trainer_free(t);
+        return rm_errorf(RM_ENOMEM, "out of memory");
+    }
+    if (p->threads != 1) {
+        t->tp = rm_threadpool_create(p->threads);
+        if (!t->tp) {
+            rm_trainer_free(t);
+            return rm_errorf(RM_ENOMEM, "train: cannot start the thread pool");
+        }
+    }
+    for (int l = 0; l < t->L; l++)
+        for (int w = 0; w < RM_LIN_COUNT; w++) {
+            rm_tlinear *L = &t->lin[l * RM_LIN_COUNT + w];
+            L->w = &base->layers[l].w[w];
+            L->in = (int)L->w->ne[0];
+            L->out = (int)L->w->ne[1];
+        }
+    t->out.w = &base->output;
+    t->out.in = hp->n_embd;
+    t->out.out = hp->n_vocab;
+    *out = t;
+    return RM_OK;
+}
+
+// Replaces the base's view *w by a trained F32 copy (the original is kept to restore on free).
+static int make_trainable(rm_trainer *t, rm_tensor *w, const char *name, float **grad) {
+    int64_t in = w->ne[0], out = w->ne[1];
+    float *f = malloc((size_t)in * out * sizeof(float));
+    if (!f) return rm_errorf(RM_ENOMEM, "train: out of memory for %s", name);
+    size_t rb = rm_row_size(w->type, in);
+    for (int64_t o = 0; o < out; o++) rm_dequantize_row(w->type, (const uint8_t *)w->data + o * rb, f + o * in, in);
+    int rc = add_param(t, name, f, (size_t)in * out, 1, 1, grad);
+    if (rc) { free(f); return rc; }
+    t->saved[t->n_saved].where = w;
+    t->saved[t->n_saved++].orig = *w;
+    *w = f32_tensor(f, out, in);
+    return RM_OK;
+}
+
+int rm_trainer_full(rm_trainer *t) {
+    if (t->full) return RM_OK;
+    rm_llama *m = t->m;
+    const rm_llama_hparams *hp = &m->hp;
+    int tied = m->output.data == m->tok_embd.data;
+    t->saved = calloc((size_t)hp->n_layer * RM_LIN_COUNT + 2, sizeof *t->saved);
+    if (!t->saved) return rm_errorf(RM_ENOMEM, "out of memory");
+    char name[96];
+    int rc;
+    if ((rc = make_trainable(t, &m->tok_embd, "token_embd.weight", &t->d_tok_embd))) return rc;
+    t->tied = tied;
+    if (tied) {
+        m->output = m->tok_embd;
+        t->out.dw = t->d_tok_embd;
+    } else if ((rc = make_trainable(t, &m->output, "output.weight", &t->out.dw))) {
+        return rc;
+    }
+    if ((rc = add_param(t, "output_norm.weight", m->output_norm, (size_t)hp->n_embd, 0, 0, &t->d_output_norm))) return rc;
+    for (int l = 0; l < hp->n_layer; l++) {
+        rm_llama_layer *Ly = &m->layers[l];
+        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
+        if ((rc = add_param(t, name, Ly->attn_norm, (size_t)hp->n_embd, 0, 0, &t->d_attn_norm[l]))) return rc;
+        snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
+        if ((rc = add_param(t, name, Ly->ffn_norm, (size_t)hp->n_embd, 0, 0, &t->d_ffn_norm[l]))) return rc;
+        for (int w = 0; w < RM_LIN_COUNT; w++) {
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, rm_linear_gguf[w]);
+            if ((rc = make_trainable(t, &Ly->w[w], name, &t->lin[l * RM_LIN_COUNT + w].dw))) return rc;
+        }
+        float *bias[3] = {Ly->bq, Ly->bk, Ly->bv};
+        for (int w = 0; w < 3; w++) {
+            if (!bias[w]) continue;
+            snprintf(name, sizeof name, "blk.%d.%s.bias", l, rm_linear_gguf[w]);
+            if ((rc = add_param(t, name, bias[w], (size_t)t->lin[l * RM_LIN_COUNT + w].out, 0, 0, &t->d_bias[l * 3 + w])))
+                return rc;
+        }
+    }
+    t->full = 1;
+    return RM_OK;
+}
+
+int rm_trainer_add_lora(rm_trainer *t, unsigned targets, int rank, float alpha, int rslora) {
+    if (rank <= 0 || rank > 4096) return rm_errorf(RM_EINVAL, "lora: rank %d out of range", rank);
+    if (t->lora_rank) return rm_errorf(RM_EINVAL, "lora: adapters were already added");
+    t->lora_rank = rank;
+    t->lora_targets = targets;
+    t->lora_alpha = alpha;
+    t->lora_rslora = rslora;
+    char name[96];
+    for (int l = 0; l < t->L; l++)
+        for (int w = 0; w < RM_LIN_COUNT; w++) {
+            if (!(targets & (1u << w))) continue;
+            rm_tlinear *L = &t->lin[l * RM_LIN_COUNT + w];
+            L->rank = rank;
+            L->scale = rslora ? alpha / sqrtf((float)rank) : alpha / (float)rank;
+            L->A = malloc((size_t)rank * L->in * sizeof(float));
+            L->B = calloc((size_t)L->out * rank, sizeof(float));
+            if (!L->A || !L->B) {
+                free(L->A); free(L->B);
+                L->A = L->B = NULL;
+                L->rank = 0;
+                return rm_errorf(RM_ENOMEM, "lora: out of memory");
+            }
+            float a = 1.0f / sqrtf((float)L->in);
+            for (size_t i = 0; i < (size_t)rank * L->in; i++) L->A[i] = (2.0f * rm_rng_uniform(&t->rng) - 1.0f) * a;
+            int rc;
+            snprintf(name, sizeof name, "blk.%d.%s.lora_a", l, rm_linear_gguf[w]);
+            if ((rc = add_param(t, name, L->A, (size_t)rank * L->in, 0, 1, &L->dA))) { free(L->B); L->B = NULL; return rc; }
+            snprintf(name, sizeof name, "blk.%d.%s.lora_b", l, rm_linear_gguf[w]);
+            if ((rc = add_param(t, name, L->B, (size_t)L->out * rank, 0, 1, &L->dB))) return rc;
+        }
+    return RM_OK;
+}
+
+void rm_trainer_free(rm_trainer *t) {
+    if (!t) return;
+    for (int i = t->n_saved - 1; i >= 0; i--) *t->saved[i].where = t->saved[i].orig;
+    if (t->tied) t->m->output = t->m->tok_embd; // restore the alias
+    for (int i = 0; i < t->n_params; i++) {
+        if (t->params[i].own_w) free(t->params[i].w);
+        free(t->params[i].g);
+        free(t->params[i].m);
+        free(t->params[i].v);
+    }
+    free(t->params);
+    free(t->saved);
+    free(t->lin);
+    free(t->d_attn_norm);
+    free(t->d_ffn_norm);
+    free(t->d_bias);
+    free(t->act);
+    free(t->la);
+    free(t->order);
+    free(t->hook_buf);
+    for (int i = 0; i < 3; i++) free(t->sc[i]);
+    if (t->tp) rm_threadpool_free(t->tp);
+    free(t);
+}
+
+rm_tparam *rm_trainer_params(rm_trainer *t, int *n) {
+    *n = t->n_params;
+    return t->params;
+}
+
+size_t rm_trainer_n_trainable(const rm_trainer *t) {
+    size_t n = 0;
+    for (int i = 0; i < t->n_params; i++) n += t->params[i].n;
+    return n;
+}
+
+rm_tlinear *rm_trainer_linear(rm_trainer *t, int layer, rm_linear_id which) {
+    return &t->lin[layer * RM_LIN_COUNT + which];
+}
+rm_threadpool *rm_trainer_pool(rm_trainer *t) { return t->tp; }
+int rm_trainer_step_count(const rm_trainer *t) { return t->step; }
+const rm_train_params *rm_trainer_get_params(const rm_trainer *t) { return &t->p; }
+
+void rm_trainer_zero_grad(rm_trainer *t) {
+    for (int i = 0; i < t->n_params; i++) memset(t->params[i].g, 0, t->params[i].n * sizeof(float));
+}
+
+// ---------------------------------------------------------------- activations
+
+// Carves the activation buffer for N = B*T rows (allocated once, grown on demand).
+static int acts_alloc(rm_trainer *t, int B, int T) {
+    const rm_llama_hparams *hp = &t->m->hp;
+    size_t N = (size_t)B * T, d = hp->n_embd, qd = (size_t)hp->n_head * hp->head_dim;
+    size_t kvd = (size_t)hp->n_head_kv * hp->head_dim, f = hp->n_ff, r = (size_t)t->lora_rank;
+    size_t att = (size_t)B * hp->n_head * T * T;
+    size_t nlora = 0;
+    for (int w = 0; w < RM_LIN_COUNT; w++) nlora += (t->lora_targets >> w) & 1;
+    size_t per_layer = N * (4 * d + 2 * qd + 2 * kvd + 3 * f + nlora * r) + att;
+    size_t total = (size_t)t->L * per_layer + N * (3 * d + (size_t)hp->n_vocab + (size_t)hp->rope_dim + r) +
+                   N * (3 * d + 2 * qd + 2 * kvd + 3 * f);
+    if (total > t->act_cap || t->act_N != N || t->act_B != B) {
+        free(t->act);
+        t->act = malloc(total * sizeof(float));
+        t->act_cap = t->act ? total : 0;
+        if (!t->act) return rm_errorf(RM_ENOMEM, "train: cannot allocate %zu MB of activations", total * 4 >> 20);
+    }
+    t->act_N = N;
+    t->act_B = B;
+    float *p = t->act;
+#define TAKE(ptr, count) do { (ptr) = p; p += (count); } while (0)
+    for (int l = 0; l < t->L; l++) {
+        train_layer_acts *a = &t->la[l];
+        TAKE(a->res, N * d); TAKE(a->xb1, N * d); TAKE(a->q, N * qd); TAKE(a->k, N * kvd); TAKE(a->v, N * kvd);
+        TAKE(a->att, att); TAKE(a->ao, N * qd); TAKE(a->xmid, N * d); TAKE(a->xb2, N * d);
+        TAKE(a->g, N * f); TAKE(a->u, N * f); TAKE(a->h, N * f);
+        for (int w = 0; w < RM_LIN_COUNT; w++) {
+            a->hs[w] = NULL;
+            if ((t->lora_targets >> w) & 1) TAKE(a->hs[w], N * r);
+        }
+    }
+    TAKE(t->res_final, N * d); TAKE(t->xf, N * d); TAKE(t->logits, N * (size_t)hp->n_vocab); TAKE(t->cs, N * (size_t)hp->rope_dim);
+    TAKE(t->hs_out, N * r);
+    TAKE(t->dres, N * d); TAKE(t->dxb, N * d); TAKE(t->dxf, N * d); TAKE(t->dq, N * qd); TAKE(t->dao, N * qd);
+    TAKE(t->dk, N * kvd); TAKE(t->dv, N * kvd); TAKE(t->dg, N * f); TAKE(t->du, N * f); TAKE(t->dh, N * f);
+#undef TAKE
+    return RM_OK;
+}
+
+// ---------------------------------------------------------------- the model, forward and backward
+
+static void model_forward(rm_trainer *t, const rm_tbatch *b) {
+    const rm_llama *m = t->m;
+    const rm_llama_hparams *hp = &m->hp;
+    int N = b->B * b->T, d = hp->n_embd, H = hp->n_head, Hk = hp->n_head_kv, hd = hp->head_dim, f = hp->n_ff;
+    size_t qd = (size_t)H * hd, kvd = (size_t)Hk * hd;
+    embedding_forward(&m->tok_embd, b->token, t->la[0].res, N, d);
+    for (int r = 0; r < N; r++) rm_rope_angles(hp, b->pos[r], t->cs + (size_t)r * hp->rope_dim);
+    for (int l = 0; l < t->L; l++) {
+        const rm_llama_layer *Ly = &m->layers[l];
+        train_layer_acts *a = &t->la[l];
+        const rm_tlinear *L = &t->lin[l * RM_LIN_COUNT];
+        float *next = l + 1 < t->L ? t->la[l + 1].res : t->res_final;
+        rm_rmsnorm_forward(a->xb1, a->res, Ly->attn_norm, N, d, hp->rms_eps);
+        linear_forward(t, &L[RM_LIN_Q], a->xb1, a->q, a->hs[RM_LIN_Q], N, 0);
+        linear_forward(t, &L[RM_LIN_K], a->xb1, a->k, a->hs[RM_LIN_K], N, 0);
+        linear_forward(t, &L[RM_LIN_V], a->xb1, a->v, a->hs[RM_LIN_V], N, 0);
+        if (Ly->bq) rm_bias_add(a->q, Ly->bq, N, (int)qd);
+        if (Ly->bk) rm_bias_add(a->k, Ly->bk, N, (int)kvd);
+        if (Ly->bv) rm_bias_add(a->v, Ly->bv, N, (int)kvd);
+        for (int r = 0; r < N; r++) {
+            rm_rope_forward(hp, a->q + r * qd, H, t->cs + (size_t)r * hp->rope_dim);
+            rm_rope_forward(hp, a->k + r * kvd, Hk, t->cs + (size_t)r * hp->rope_dim);
+        }
+        rm_attention_forward(t->tp, a->ao, a->att, a->q, a->k, a->v, b->start, b->B, b->T, H, Hk, hd);
+        memcpy(a->xmid, a->res, (size_t)N * d * sizeof(float));
+        linear_forward(t, &L[RM_LIN_O], a->ao, a->xmid, a->hs[RM_LIN_O], N, 1);
+        rm_rmsnorm_forward(a->xb2, a->xmid, Ly->ffn_norm, N, d, hp->rms_eps);
+        linear_forward(t, &L[RM_LIN_GATE], a->xb2, a->g, a->hs[RM_LIN_GATE], N, 0);
+        linear_forward(t, &L[RM_LIN_UP], a->xb2, a->u, a->hs[RM_LIN_UP], N, 0);
+        rm_swiglu_forward(a->h, a->g, a->u, (size_t)N * f);
+        memcpy(next, a->xmid, (size_t)N * d * sizeof(float));
+        linear_forward(t, &L[RM_LIN_DOWN], a->h, next, a->hs[RM_LIN_DOWN], N, 1);
+    }
+    rm_rmsnorm_forward(t->xf, t->res_final, m->output_norm, N, d, hp->rms_eps);
+    linear_forward(t, &t->out, t->xf, t->logits, t->hs_out, N, 0);
+}
+
+// From d(loss)/d(logits) in t->logits back to every parameter gradient.
+static int model_backward(rm_trainer *t, const rm_tbatch *b) {
+    const rm_llama *m = t->m;
+    const rm_llama_hparams *hp = &m->hp;
+    int N = b->B * b->T, d = hp->n_embd, H = hp->n_head, Hk = hp->n_head_kv, hd = hp->head_dim, f = hp->n_ff;
+    size_t qd = (size_t)H * hd, kvd = (size_t)Hk * hd, nd = (size_t)N * d * sizeof(float);
+    int rc;
+    memset(t->dxf, 0, nd);
+    if ((rc = linear_backward(t, &t->out, t->xf, t->hs_out, t->logits, t->dxf, N))) return rc;
+    memset(t->dres, 0, nd);
+    rm_rmsnorm_backward(t->dres, t->d_output_norm, t->dxf, t->res_final, m->output_norm, N, d, hp->rms_eps);
+    for (int l = t->L - 1; l >= 0; l--) {
+        const rm_llama_layer *Ly = &m->layers[l];
+        train_layer_acts *a = &t->la[l];
+        const rm_tlinear *L = &t->lin[l * RM_LIN_COUNT];
+        // feed-forward block: res[l+1] = xmid + down(swiglu(gate(xb2), up(xb2)))
+        memset(t->dh, 0, (size_t)N * f * sizeof(float));
+        if ((rc = linear_backward(t, &L[RM_LIN_DOWN], a->h, a->hs[RM_LIN_DOWN], t->dres, t->dh, N))) return rc;
+        memset(t->dg, 0, (size_t)N * f * sizeof(float));
+        memset(t->du, 0, (size_t)N * f * sizeof(float));
+        rm_swiglu_backward(t->dg, t->du, t->dh, a->g, a->u, (size_t)N * f);
+        memset(t->dxb, 0, nd);
+        if ((rc = linear_backward(t, &L[RM_LIN_GATE], a->xb2, a->hs[RM_LIN_GATE], t->dg, t->dxb, N)) ||
+            (rc = linear_backward(t, &L[RM_LIN_UP], a->xb2, a->hs[RM_LIN_UP], t->du, t->dxb, N)))
+            return rc;
+        rm_rmsnorm_backward(t->dres, t->d_ffn_norm[l], t->dxb, a->xmid, Ly->ffn_norm, N, d, hp->rms_eps);
+        // attention block: xmid = res[l] + o(attention(rope(q(xb1)), rope(k(xb1)), v(xb1)))
+        memset(t->dao, 0, (size_t)N * qd * sizeof(float));
+        if ((rc = linear_backward(t, &L[RM_LIN_O], a->ao, a->hs[RM_LIN_O], t->dres, t->dao, N))) return rc;
+        memset(t->dq, 0, (size_t)N * qd * sizeof(float));
+        memset(t->dk, 0, (size_t)N * kvd * sizeof(float));
+        memset(t->dv, 0, (size_t)N * kvd * sizeof(float));
+        rm_attention_backward(t->tp, t->dq, t->dk, t->dv, t->dao, a->att, a->q, a->k, a->v, b->start, b->B, b->T, H, Hk, hd);
+        for (int r = 0; r < N; r++) {
+            rm_rope_backward(hp, t->dq + r * qd, H, t->cs + (size_t)r * hp->rope_dim);
+            rm_rope_backward(hp, t->dk + r * kvd, Hk, t->cs + (size_t)r * hp->rope_dim);
+        }
+        if (t->d_bias[l * 3 + 0]) rm_bias_backward(t->d_bias[l * 3 + 0], t->dq, N, (int)qd);
+        if (t->d_bias[l * 3 + 1]) rm_bias_backward(t->d_bias[l * 3 + 1], t->dk, N, (int)kvd);
+        if (t->d_bias[l * 3 + 2]) rm_bias_backward(t->d_bias[l * 3 + 2], t->dv, N, (int)kvd);
+        memset(t->dxb, 0, nd);
+        if ((rc = linear_backward(t, &L[RM_LIN_Q], a->xb1, a->hs[RM_LIN_Q], t->dq, t->dxb, N)) ||
+            (rc = linear_backward(t, &L[RM_LIN_K], a->xb1, a->hs[RM_LIN_K], t->dk, t->dxb, N)) ||
+            (rc = linear_backward(t, &L[RM_LIN_V], a->xb1, a->hs[RM_LIN_V], t->dv, t->dxb, N)))
+            return rc;
+        rm_rmsnorm_backward(t->dres, t->d_attn_norm[l], t->dxb, a->res, Ly->attn_norm, N, d, hp->rms_eps);
+    }
+    if (t->d_tok_embd) embedding_backward(t->d_tok_embd, b->token, t->dres, N, d);
+    return RM_OK;
+}
+
+static int check_tbatch(const rm_trainer *t, const rm_tbatch *b) {
+    int V = t->m->hp.n_vocab, N = b->B * b->T;
+    for (int r = 0; r < N; r++) {
+        if (b->token[r] < 0 || b->token[r] >= V) return rm_errorf(RM_EINVAL, "train: row %d: token %d out of range", r, b->token[r]);
+        if (b->target[r] >= V) return rm_errorf(RM_EINVAL, "train: row %d: target %d out of range", r, b->target[r]);
+        int s = b->start ? b->start[r] : r - r % b->T;
+        if (s > r || s < r - r % b->T) return rm_errorf(RM_EINVAL, "train: row %d: bad attention start %d", r, s);
+    }
+    return RM_OK;
+}
+
+int rm_trainer_forward(rm_trainer *t, const rm_tbatch *b, float norm, int backward, double *loss,
+                       float *logits_out) {
+    int rc = check_tbatch(t, b);
+    if (rc) return rc;
+    if (!t->la) {
+        t->la = calloc((size_t)t->L, sizeof *t->la);
+        if (!t->la) return rm_errorf(RM_ENOMEM, "out of memory");
+    }
+    if ((rc = acts_alloc(t, b->B, b->T))) return rc;
+    model_forward(t, b);
+    int N = b->B * b->T, V = t->m->hp.n_vocab;
+    if (logits_out) memcpy(logits_out, t->logits, (size_t)N * V * sizeof(float));
+    double l = cross_entropy_forward_backward(t->logits, b->target, N, V, norm, backward);
+    *loss = l / norm;
+    return backward ? model_backward(t, b) : RM_OK;
+}
+
+// ---------------------------------------------------------------- the serving hook (LoRA on rm_llama_forward)
+
+// y[n,out] += s (x A^T) B^T for the linears that carry an adapter
+static void trainer_hook_apply(void *ctx, const rm_batch *b, int layer, rm_linear_id which, const float *x,
+                               int64_t ldx, float *y, int64_t ldy) {
+    rm_trainer *t = ctx;
+    const rm_tlinear *L = &t->lin[layer * RM_LIN_COUNT + which];
+    if (!L->rank) return;
+    size_t need = (size_t)b->n * L->rank;
+    if (need > t->hook_cap) {
+        float *nb = realloc(t->hook_buf, need * sizeof(float));
+        if (!nb) return; // no error channel in the hook; the adapter is skipped
+        t->hook_buf = nb;
+        t->hook_cap = need;
+    }
+    rm_tensor A = f32_tensor(L->A, L->rank, L->in), B = f32_tensor(L->B, L->out, L->rank);
+    rm_matmul(NULL, &A, x, ldx, t->hook_buf, L->rank, b->n, 0);
+    for (size_t i = 0; i < need; i++) t->hook_buf[i] *= L->scale;
+    rm_matmul(NULL, &B, t->hook_buf, L->rank, y, ldy, b->n, 1);
+}
+
+rm_linear_hook rm_trainer_hook(rm_trainer *t) {
+    rm_linear_hook h = {t->lora_rank ? trainer_hook_apply : NULL, t};
+    return h;
+}

@@ -1,0 +1,173 @@
+// train.h — training on top of the Llama model: a forward pass that keeps its
+// activations, the backward pass, cross-entropy, AdamW, LoRA, data batches.
+//
+// A trainer wraps a loaded rm_llama (the base). What is trained:
+//   - full training: every weight becomes an F32 parameter; the base's tensor
+//     views are pointed at the trained copies and its norm vectors are
+//     trained in place, so rm_llama_forward (serving, generation) runs the
+//     trained model as it is;
+//   - LoRA: the base stays frozen in whatever type it has (F32, F16, Q8_0,
+//     ...); gradients flow through it (dx = dy W with W dequantized to F32 one
+//     matrix at a time) into the adapters' A[r,in] and B[out,r].
+// Activation rows are B sequences of T tokens (a batch), as in llm.c.
+#ifndef RM_TRAIN_TRAIN_H
+#define RM_TRAIN_TRAIN_H
+#include <stdint.h>
+
+#include "base/threadpool.h"
+#include "model/llama.h"
+
+// ---------------------------------------------------------------- parameters
+
+// One trainable tensor with its gradient and AdamW moments.
+typedef struct rm_tparam {
+    char name[96];
+    float *w, *g, *m, *v;
+    size_t n;
+    int decay;     // 1: weight decay applies (matrices), 0: norms, biases
+    int own_w;     // w was allocated by the trainer
+} rm_tparam;
+
+// A linear layer as training sees it: W[out,in] (the base's view), its
+// gradient when trained, and an optional LoRA term s (x A^T) B^T.
+typedef struct rm_tlinear {
+    rm_tensor *w;        // points into the base model
+    float *dw;           // [out,in] or NULL (frozen)
+    int in, out;
+    int rank;            // 0: no LoRA
+    float scale;         // alpha/r, or alpha/sqrt(r) with rsLoRA
+    float *A, *B, *dA, *dB;
+} rm_tlinear;
+
+typedef struct rm_train_params {
+    int batch;           // sequences per micro-batch (B)
+    int seq;             // tokens per sequence (T)
+    int accum;           // micro-batches per optimizer step
+    int steps;           // optimizer steps (for the schedule)
+    int warmup;          // linear warm-up steps
+    float lr, min_lr_ratio; // cosine decays lr to lr*min_lr_ratio
+    float beta1, beta2, eps, weight_decay;
+    float clip;          // global gradient-norm clip (<= 0: off)
+    uint64_t seed;
+    int threads;
+} rm_train_params;
+void rm_train_default_params(rm_train_params *p);
+
+// One micro-batch: B*T rows. target[r] = -1 means "no loss on this row".
+// pos[r] is the row's position in its example; start[r] the first row it may
+// attend to (packing); NULL start = the sequence's first row.
+typedef struct rm_tbatch {
+    int B, T;
+    int32_t *token, *target, *pos, *start;
+} rm_tbatch;
+int rm_tbatch_alloc(rm_tbatch *b, int B, int T);
+void rm_tbatch_free(rm_tbatch *b);
+// Target rows with a loss.
+long rm_tbatch_count(const rm_tbatch *b);
+
+typedef struct rm_trainer rm_trainer;
+
+// A trainer over `base` (not owned; must outlive the trainer). Nothing is
+// trainable until rm_trainer_full or rm_trainer_add_lora.
+int rm_trainer_create(rm_trainer **out, rm_llama *base, const rm_train_params *p);
+void rm_trainer_free(rm_trainer *t);
+// Makes every weight of the base an F32 parameter (dequantizing when needed).
+int rm_trainer_full(rm_trainer *t);
+// Adds LoRA adapters of `rank` on the linears in `targets` (bit i = rm_linear_id
+// i, see rm_lora_parse_targets) of every layer. A ~ U(-1/sqrt(in), 1/sqrt(in)) from the seed, B = 0.
+int rm_trainer_add_lora(rm_trainer *t, unsigned targets, int rank, float alpha, int rslora);
+
+rm_tparam *rm_trainer_params(rm_trainer *t, int *n);
+size_t rm_trainer_n_trainable(const rm_trainer *t);
+rm_tlinear *rm_trainer_linear(rm_trainer *t, int layer, rm_linear_id which);
+rm_threadpool *rm_trainer_pool(rm_trainer *t);
+int rm_trainer_step_count(const rm_trainer *t);
+const rm_train_params *rm_trainer_get_params(const rm_trainer *t);
+
+// Forward over a micro-batch, keeping activations; *loss = summed CE over
+// target rows divided by `norm` (usually the batch's target count). With
+// backward, also accumulates d(loss)/d(params) into the gradients. logits_out
+// (optional) receives [B*T, V].
+int rm_trainer_forward(rm_trainer *t, const rm_tbatch *b, float norm, int backward, double *loss,
+                       float *logits_out);
+void rm_trainer_zero_grad(rm_trainer *t);
+// The learning rate of step s (0-based) under warm-up + cosine decay.
+float rm_train_lr(const rm_train_params *p, int step);
+// Clips (global norm) and applies one AdamW update; returns the pre-clip norm.
+float rm_trainer_update(rm_trainer *t);
+// One full optimizer step over `n` micro-batches (gradient accumulation),
+// loss normalized by their total target count. *loss = mean CE per target.
+int rm_trainer_step(rm_trainer *t, const rm_tbatch *mb, int n, double *loss, float *grad_norm);
+
+// The serving hook that applies the trainer's LoRA (so rm_llama_forward and
+// generation run base + adapters); NULL apply when there is none.
+rm_linear_hook rm_trainer_hook(rm_trainer *t);
+
+// Checkpoints: parameters, AdamW moments, step and RNG state, as a GGUF
+// file; resuming continues bit-for-bit.
+int rm_trainer_save_checkpoint(rm_trainer *t, const char *path);
+int rm_trainer_load_checkpoint(rm_trainer *t, const char *path);
+// Writes the (fully trained) model as a GGUF llama model: the base's
+// metadata (tokenizer included) and F32 weights.
+int rm_trainer_save_model(rm_trainer *t, const char *path);
+
+// ---------------------------------------------------------------- LoRA export
+
+typedef struct rm_lora rm_lora;
+// The trained adapters as an rm_lora bound to the base (B in the base's RoPE
+// row order; lora/ un-permutes Q/K rows when saving PEFT: rm_lora_save_peft,
+// rm_lora_save_gguf).
+int rm_trainer_export_lora(rm_trainer *t, rm_lora **out);
+
+// ---------------------------------------------------------------- data
+
+// One tokenized example: ids[0..n), loss on ids[n_prompt..n).
+typedef struct rm_texample { int32_t *ids; int n, n_prompt; } rm_texample;
+typedef struct rm_tdata {
+    rm_texample *ex;
+    int n, cap;
+    int has_eos;    // examples end with eos (exact match stops there)
+    int32_t eos;
+} rm_tdata;
+void rm_tdata_free(rm_tdata *d);
+int rm_tdata_add(rm_tdata *d, const int32_t *ids, int n, int n_prompt);
+
+// The Alpaca prompt (no-input variant) of the RAMoLE paper; {inputs} is replaced.
+extern const char *const rm_alpaca_template;
+// Renders `tmpl` with inputs (every "{inputs}" replaced; a template without it
+// gets the text appended). Returns malloc'd text or NULL.
+char *rm_template_render(const char *tmpl, const char *inputs);
+// Tokenizes text: with the model's tokenizer, or bytes as ids when tok is NULL.
+int rm_tokenize_text(const rm_tokenizer *tok, const char *text, int32_t **ids, int *n);
+// Reads {"inputs", "targets"} examples from a JSONL file or a JSON array
+// (the Flan files), renders inputs through tmpl (NULL = Alpaca), appends the
+// target and EOS; loss on the target + EOS only. Examples longer than
+// max_len keep their last max_len tokens... of the prompt side (targets are
+// never cut; too-long targets are skipped).
+int rm_tdata_load_jsonl(rm_tdata *d, const char *path, const char *tmpl, const rm_tokenizer *tok, int32_t bos,
+                        int32_t eos, int max_len);
+// Plain text for language modelling: the token stream cut into examples of
+// max_len tokens, loss everywhere.
+int rm_tdata_load_text(rm_tdata *d, const char *path, const rm_tokenizer *tok, int32_t bos, int max_len);
+
+// Fills a micro-batch from examples order[*cursor...], packing several short
+// examples into one sequence when pack; wraps around (and reshuffles with
+// *rng at each new epoch when shuffle). Returns the number of examples used.
+int rm_tbatch_fill(rm_tbatch *b, const rm_tdata *d, int *order, int *cursor, int pack, uint64_t *rng, int *epoch);
+// Shuffles order[0..n) with rng (Fisher-Yates).
+void rm_shuffle(int *order, int n, uint64_t *rng);
+uint64_t rm_rng_next(uint64_t *s);
+float rm_rng_uniform(uint64_t *s); // [0, 1)
+
+// The next micro-batch of d for this trainer: examples in an order shuffled
+// from the trainer's seed at every epoch, packed when pack. The position in
+// the data is part of the checkpoint. *epoch (optional) gets the epoch.
+int rm_trainer_next_batch(rm_trainer *t, const rm_tdata *d, rm_tbatch *b, int pack, int *epoch);
+
+// Mean CE per target token over all of d (no gradients).
+int rm_trainer_eval_loss(rm_trainer *t, const rm_tdata *d, double *loss);
+// Greedy-decodes each example's prompt (up to the target length + 8 tokens or
+// EOS) through rm_llama_forward + the trainer's hook and counts exact matches
+// of the generated ids with the target ids (EOS excluded).
+int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, double *em);
+#endif

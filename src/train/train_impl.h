@@ -1,0 +1,53 @@
+// train_impl.h — the trainer's internals, shared by the files of src/train/.
+#ifndef RM_TRAIN_TRAIN_IMPL_H
+#define RM_TRAIN_TRAIN_IMPL_H
+#include "train/train.h"
+
+// Activations of one layer kept for backward (N rows).
+typedef struct train_layer_acts {
+    float *res;            // [N,d] residual stream entering the layer
+    float *xb1, *xb2;      // [N,d] attention / ffn norm outputs
+    float *q, *k, *v;      // [N,qd], [N,kvd] x2 (q, k after RoPE)
+    float *att;            // [B,H,T,T] attention probabilities
+    float *ao;             // [N,qd] attention output (input of o_proj)
+    float *xmid;           // [N,d] residual after attention
+    float *g, *u, *h;      // [N,f] gate, up, silu(gate)*up
+    float *hs[RM_LIN_COUNT]; // [N,r] s x A^T of each LoRA linear, or NULL
+} train_layer_acts;
+
+struct rm_trainer {
+    rm_llama *m;
+    rm_train_params p;
+    rm_threadpool *tp;
+    int L;
+    int step;              // optimizer steps taken
+    uint64_t rng;
+    int full, tied;
+    rm_tparam *params;
+    int n_params, cap_params;
+    rm_tlinear *lin;       // [L][RM_LIN_COUNT]
+    rm_tlinear out;        // classifier
+    float *d_tok_embd, *d_output_norm, **d_attn_norm, **d_ffn_norm, **d_bias; // NULL = frozen
+    int lora_rank, lora_rslora;
+    float lora_alpha;
+    unsigned lora_targets;
+    struct { rm_tensor *where; rm_tensor orig; } *saved; // base views replaced by full training
+    int n_saved;
+    // activations (one allocation carved per layer) and backward scratch
+    float *act;
+    size_t act_cap, act_N;
+    int act_B;
+    train_layer_acts *la;
+    float *res_final, *xf, *logits, *cs, *hs_out;
+    float *dres, *dxb, *dxf, *dq, *dk, *dv, *dao, *dg, *du, *dh;
+    float *sc[3];
+    size_t sc_cap[3];
+    float *hook_buf;
+    size_t hook_cap;
+    // data order (saved in checkpoints so that a resumed run sees the same batches)
+    int *order;
+    int n_order, cursor, epoch;
+};
+
+float *train_scratch(rm_trainer *t, int i, size_t floats);
+#endif
