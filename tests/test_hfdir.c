@@ -14,6 +14,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 // Model shape: vocab 10, hidden 64, 4 heads of 16, 2 KV heads, ffn 96, 2 layers.
@@ -497,4 +498,48 @@ TEST(hfdir_read_config_defaults) {
                                            "\"num_attention_heads\": 4, \"vocab_size\": 10, \"head_dim\": 32}") == 0);
     CHECK_OK(hfdir_read_config(dir, &c));
     CHECK(c.head_dim == 32 && c.head_dim_explicit && strcmp(c.arch, "qwen2") == 0);
+}
+
+// Runs `ramole info ARGS` and returns its exit status; stdout into out.
+static int run_info(const char *args, char *out, size_t cap) {
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "%s info %s 2>/dev/null", rm_test_bin(), args);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    size_t n = fread(out, 1, cap - 1, p);
+    out[n] = 0;
+    int st = pclose(p);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+TEST(hfdir_cli_info) {
+    if (access(rm_test_bin(), X_OK) != 0) SKIP("no ramole binary");
+    mopts o = {.hf_arch = "Qwen2ForCausalLM", .qwen_bias = 1, .lm_head = 1};
+    gguf_file g;
+    REQUIRE(convert_model("info_model", &o, RM_TYPE_Q8_0, NULL, &g) == 0);
+    gguf_close(&g);
+    static char out[1 << 16];
+    char args[1024], dir[512];
+    snprintf(dir, sizeof dir, "%s/info_model", rm_test_tmpdir());
+    snprintf(args, sizeof args, "--tensors %s/info_model.gguf", rm_test_tmpdir());
+    CHECK(run_info(args, out, sizeof out) == 0);
+    CHECK(strstr(out, "architecture:  qwen2") != NULL);
+    CHECK(strstr(out, "block_count") != NULL);
+    CHECK(strstr(out, "q8_0") != NULL && strstr(out, "tensors:       27") != NULL);
+    CHECK(strstr(out, "blk.1.attn_k.bias") != NULL && strstr(out, "[64, 32]") != NULL);
+    snprintf(args, sizeof args, "%s/model.safetensors", dir);
+    CHECK(run_info(args, out, sizeof out) == 0);
+    CHECK(strstr(out, "model.layers.0.self_attn.q_proj.weight") != NULL && strstr(out, "BF16") != NULL);
+    CHECK(run_info(dir, out, sizeof out) == 0);
+    CHECK(strstr(out, "Qwen2ForCausalLM") != NULL && strstr(out, "num_key_value_heads") != NULL);
+    // A corrupt file: exit status 1.
+    char bad[600];
+    snprintf(bad, sizeof bad, "%s/corrupt.gguf", rm_test_tmpdir());
+    REQUIRE(rm_write_file_atomic(bad, "GGUF\x03\0\0\0\xff\xff\xff\xff\xff\xff\xff\x7f", 16) == RM_OK);
+    CHECK(run_info(bad, out, sizeof out) == 1);
+    snprintf(bad, sizeof bad, "%s/corrupt.safetensors", rm_test_tmpdir());
+    REQUIRE(rm_write_file_atomic(bad, "\x10\0\0\0\0\0\0\0{", 9) == RM_OK);
+    CHECK(run_info(bad, out, sizeof out) == 1);
+    CHECK(run_info("--help", out, sizeof out) == 0);
+    gen_free();
 }
