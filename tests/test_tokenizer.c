@@ -8,6 +8,7 @@
 
 #include "base/err.h"
 #include "base/file.h"
+#include "base/json.h"
 #include "format/gguf.h"
 #include "model/tokenizer.h"
 #include "model/tokenizer_impl.h"
@@ -374,4 +375,150 @@ static void check_cli(const char *name) {
 TEST(tokenizer_cli_vocab_test) {
     static const char *names[] = {"llama-spm", "gpt-2", "deepseek-coder", "falcon", "bert-bge"};
     for (int i = 0; i < 5; i++) check_cli(names[i]);
+}
+
+// ---- tokenizer.json ----
+
+// Writes a Hugging Face tokenizer.json holding the vocabulary of a reference
+// GGUF: WordPiece pieces get their "##" back, BPE gets its merges; `extra`
+// is the rest of the top-level object (pre_tokenizer, normalizer, ...).
+static int write_hf_json(const gguf_file *g, const char *model_type, const char *extra, const char *path) {
+    const gguf_value *toks, *types, *merges = NULL;
+    if (gguf_get_arr(g, "tokenizer.ggml.tokens", &toks) || gguf_get_arr(g, "tokenizer.ggml.token_type", &types))
+        return -1;
+    int wpm = !strcmp(model_type, "WordPiece");
+    if (!wpm && gguf_get_arr(g, "tokenizer.ggml.merges", &merges)) return -1;
+    rm_sb sb;
+    rm_sb_init(&sb);
+    rm_sb_printf(&sb, "{\"version\":\"1.0\",%s,\"added_tokens\":[", extra);
+    int first = 1;
+    for (uint64_t i = 0; i < toks->arr.n; i++) {
+        int64_t ty = gguf_arr_i64(types, i);
+        if (ty != 3 && ty != 4) continue;
+        rm_sb_printf(&sb, "%s{\"id\":%llu,\"content\":", first ? "" : ",", (unsigned long long)i);
+        rm_sb_json_str(&sb, toks->arr.strs[i].ptr, (size_t)toks->arr.strs[i].len);
+        rm_sb_printf(&sb, ",\"special\":%s}", ty == 3 ? "true" : "false");
+        first = 0;
+    }
+    rm_sb_printf(&sb, "],\"model\":{\"type\":\"%s\",\"unk_token\":\"[UNK]\",\"vocab\":{", model_type);
+    for (uint64_t i = 0; i < toks->arr.n; i++) {
+        const char *s = toks->arr.strs[i].ptr;
+        size_t n = (size_t)toks->arr.strs[i].len;
+        if (i) rm_sb_putn(&sb, ",", 1);
+        if (wpm && gguf_arr_i64(types, i) == 1) { // "▁x" -> "x", "x" -> "##x"
+            char tmp[512];
+            if (n >= 3 && !memcmp(s, "\xe2\x96\x81", 3)) rm_sb_json_str(&sb, s + 3, n - 3);
+            else if (n < 500) {
+                memcpy(tmp, "##", 2);
+                memcpy(tmp + 2, s, n);
+                rm_sb_json_str(&sb, tmp, n + 2);
+            }
+        } else {
+            rm_sb_json_str(&sb, s, n);
+        }
+        rm_sb_printf(&sb, ":%llu", (unsigned long long)i);
+    }
+    rm_sb_puts(&sb, "}");
+    if (merges) {
+        rm_sb_puts(&sb, ",\"merges\":[");
+        for (uint64_t i = 0; i < merges->arr.n; i++) {
+            if (i) rm_sb_putn(&sb, ",", 1);
+            rm_sb_json_str(&sb, merges->arr.strs[i].ptr, (size_t)merges->arr.strs[i].len);
+        }
+        rm_sb_puts(&sb, "]");
+    }
+    rm_sb_puts(&sb, "}}");
+    int rc = sb.oom ? -1 : rm_write_file_atomic(path, sb.buf, sb.len);
+    rm_sb_free(&sb);
+    return rc;
+}
+
+static void check_hf(const char *name, const char *model_type, const char *extra) {
+    vocab_case c;
+    OPEN_CASE(c, name);
+    char dir[512], path[600];
+    snprintf(dir, sizeof dir, "%s/hf-%s", rm_test_tmpdir(), name);
+    REQUIRE(rm_mkdirs(dir) == RM_OK);
+    snprintf(path, sizeof path, "%s/tokenizer.json", dir);
+    REQUIRE(write_hf_json(&c.g, model_type, extra, path) == 0);
+    rm_tokenizer *t = NULL;
+    CHECK_OK(rm_tokenizer_from_hf(&t, path));
+    if (!t) { case_free(&c); return; }
+    CHECK(rm_tokenizer_n_vocab(t) == rm_tokenizer_n_vocab(c.tok));
+    int exact = 0;
+    for (int i = 0; i < c.n; i++) {
+        int32_t ids[1024];
+        int n = rm_tokenize(t, c.str[i], c.len[i], 0, 0, ids, 1024);
+        char got[8192];
+        fmt_ids(ids, n < 0 ? 0 : n, got, sizeof got);
+        if (n >= 0 && !strcmp(got, c.ref[i])) exact++;
+        else rm_test_fail(__FILE__, __LINE__, "%s (tokenizer.json): string %d: got '%s' want '%s'", name, i, got, c.ref[i]);
+    }
+    fprintf(stderr, "    %s via tokenizer.json: %d/%d strings exact\n", name, exact, c.n);
+    rm_tokenizer_free(t);
+    case_free(&c);
+}
+
+TEST(tokenizer_hf_gpt2) {
+    check_hf("gpt-2", "BPE", "\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true}");
+}
+
+TEST(tokenizer_hf_deepseek_coder) {
+    check_hf("deepseek-coder", "BPE",
+             "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":["
+             "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"[\\r\\n]\"},\"behavior\":\"Isolated\"},"
+             "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"\\\\s?\\\\p{L}+\"},\"behavior\":\"Isolated\"},"
+             "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"\\\\s?\\\\p{P}+\"},\"behavior\":\"Isolated\"},"
+             "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"[一-龥ࠀ-一가-퟿]+\"},\"behavior\":\"Isolated\"},"
+             "{\"type\":\"Digits\",\"individual_digits\":true},"
+             "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":false}]}");
+}
+
+TEST(tokenizer_hf_bert) {
+    check_hf("bert-bge", "WordPiece",
+             "\"normalizer\":{\"type\":\"BertNormalizer\",\"clean_text\":true,\"handle_chinese_chars\":true,"
+             "\"strip_accents\":null,\"lowercase\":true},\"pre_tokenizer\":{\"type\":\"BertPreTokenizer\"}");
+}
+
+// ---- chat templates ----
+
+TEST(tokenizer_chat_templates) {
+    const rm_chat_msg msgs[] = {{"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello!"}, {"user", "2+2?"}};
+    static const struct { const char *tmpl, *want; } cases[] = {
+        {"{% for m in messages %}{{'<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n'}}{% endfor %}",
+         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!"
+         "<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"},
+        {"{{ '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' }}",
+         "<|start_header_id|>system<|end_header_id|>\n\nBe brief.<|eot_id|><|start_header_id|>user<|end_header_id|>\n\n"
+         "Hi<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\nHello!<|eot_id|><|start_header_id|>user"
+         "<|end_header_id|>\n\n2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"},
+        {"{{ bos_token + '[INST] ' + '<<SYS>>\\n' + system_message }}",
+         "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello! </s><s>[INST] 2+2? [/INST]"},
+        {"{{ '[INST] ' + message['content'] + ' [/INST]' }}", "[INST] Be brief.\n\nHi [/INST]Hello!</s>[INST] 2+2? [/INST]"},
+        {"{{ '<start_of_turn>' + role + '\\n' }}",
+         "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n"
+         "<start_of_turn>user\n2+2?<end_of_turn>\n<start_of_turn>model\n"},
+        {NULL, "System: Be brief.\n\nUser: Hi\n\nAssistant: Hello!\n\nUser: 2+2?\n\nAssistant:"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        char *s = rm_chat_render(NULL, cases[i].tmpl, msgs, 4);
+        REQUIRE(s);
+        CHECKF(!strcmp(s, cases[i].want), "template %zu rendered:\n%s", i, s);
+        free(s);
+    }
+    CHECK(!strcmp(rm_chat_family(NULL, "{{ unknown }}"), "plain"));
+    CHECK(rm_chat_render(NULL, NULL, NULL, -1) == NULL);
+    // Rendered Llama 2 chat tokenizes with </s> and <s> as single ids.
+    vocab_case c;
+    OPEN_CASE(c, "llama-spm");
+    char *s = rm_chat_render(c.tok, cases[2].tmpl, msgs, 4);
+    REQUIRE(s);
+    int32_t ids[128];
+    int n = rm_tokenize(c.tok, s, strlen(s), 1, 1, ids, 128);
+    REQUIRE(n > 0 && n <= 128);
+    int eos = 0, bos = 0;
+    for (int i = 0; i < n; i++) { eos += ids[i] == 2; bos += ids[i] == 1; }
+    CHECK(eos == 1 && bos == 2);
+    free(s);
+    case_free(&c);
 }

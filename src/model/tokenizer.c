@@ -220,6 +220,8 @@ int tok_alloc(rm_tokenizer **out, int kind, int n) {
     }
     t->bos = t->eos = t->unk = t->sep = t->pad = t->cls = t->eot = t->eom = -1;
     pthread_mutex_init(&t->cache_mu, NULL);
+    t->wpm_lowercase = t->wpm_strip_accents = 1;
+    t->wpm_max_chars = 100;
     for (int b = 0; b < 256; b++) t->byte_tok[b] = -1;
     *out = t;
     return RM_OK;
@@ -580,22 +582,49 @@ static int split_specials(const rm_tokenizer *t, const char *text, size_t len, i
     return rc ? rm_errorf(RM_ENOMEM, "tokenizer: out of memory") : RM_OK;
 }
 
+static int is_marker(const char *s, size_t i, size_t m) { return i + 3 <= m && !memcmp(s + i, "\xe2\x96\x81", 3); }
+
+// SentencePiece-style text (SPM, and BPE with byte fallback from a
+// tokenizer.json): spaces become U+2581, with one in front when prefix.
+// Segments start where a run of markers starts (when the vocabulary allows
+// cutting there, see tok_finish) and are encoded (and cached) one by one.
+static int encode_escaped(const rm_tokenizer *t, const char *s, size_t n, int prefix, tok_cache *cache,
+                          tok_ids *out) {
+    if (n > SIZE_MAX / 4) return rm_errorf(RM_EINVAL, "tokenizer: text too long");
+    char *buf = malloc(3 * n + 3);
+    if (!buf) return rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
+    size_t m = 0;
+    if (prefix) { memcpy(buf, "\xe2\x96\x81", 3); m = 3; }
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == ' ') { memcpy(buf + m, "\xe2\x96\x81", 3); m += 3; }
+        else buf[m++] = s[i];
+    }
+    int rc = RM_OK;
+    for (size_t a = 0; a < m && rc == RM_OK && !out->oom;) {
+        size_t b = a;
+        while (b < m && is_marker(buf, b, m)) b += 3;
+        if (t->spm_split) {
+            while (b < m && !is_marker(buf, b, m)) b++;
+        } else {
+            b = m;
+        }
+        if (!tok_cache_get(cache, buf + a, b - a, out)) {
+            int before = out->n;
+            rc = t->kind == TOK_KIND_SPM ? tok_spm_encode(t, buf + a, b - a, out)
+                                         : tok_bpe_encode_plain(t, buf + a, b - a, out);
+            if (rc == RM_OK && !out->oom) tok_cache_put(cache, buf + a, b - a, out->v + before, out->n - before);
+        }
+        a = b;
+    }
+    free(buf);
+    return rc;
+}
+
 static int encode_fragment(const rm_tokenizer *t, const char *s, size_t n, int prefix_space, tok_cache *cache,
                            tok_ids *out) {
-    switch (t->kind) {
-    case TOK_KIND_SPM: {
-        if (!prefix_space) return tok_spm_encode(t, s, n, cache, out);
-        char *buf = malloc(n + 1);
-        if (!buf) return rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
-        buf[0] = ' ';
-        memcpy(buf + 1, s, n);
-        int rc = tok_spm_encode(t, buf, n + 1, cache, out);
-        free(buf);
-        return rc;
-    }
-    case TOK_KIND_BPE: return tok_bpe_encode(t, s, n, cache, out);
-    default: return tok_wpm_encode(t, s, n, out);
-    }
+    if (t->kind == TOK_KIND_WPM) return tok_wpm_encode(t, s, n, out);
+    if (t->kind == TOK_KIND_BPE && t->bpe_byte_level) return tok_bpe_encode(t, s, n, cache, out);
+    return encode_escaped(t, s, n, prefix_space, cache, out);
 }
 
 int rm_tokenize(const rm_tokenizer *t, const char *text, size_t len, int add_bos, int parse_special, int32_t *ids,
@@ -683,7 +712,7 @@ int rm_detok_push(rm_detok *d, int32_t id, char *out, int cap) {
     if (n == 0) return 0;
     // The dummy prefix SentencePiece/WordPiece put before the first word.
     if (d->n_emitted == 0 && d->n_pending == 0 && p[0] == ' ' &&
-        ((t->kind == TOK_KIND_SPM && t->add_space_prefix) || t->kind == TOK_KIND_WPM)) {
+        ((t->kind != TOK_KIND_BPE || !t->bpe_byte_level) && (t->add_space_prefix || t->kind == TOK_KIND_WPM))) {
         p++;
         n--;
         d->n_emitted++; // counts as output: the strip happens once

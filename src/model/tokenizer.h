@@ -63,4 +63,10 @@ const char *rm_tokenizer_kind(const rm_tokenizer *t);
 int32_t rm_tokenizer_find(const rm_tokenizer *t, const char *text);
 // An `out` buffer of this many bytes always holds one rm_detok_push result.
 int rm_detok_max_bytes(const rm_tokenizer *t);
+// tokenizer.chat_template of the model (NULL if none), and the family
+// rm_chat_render would use: "chatml", "llama3", "llama2", "mistral", "gemma"
+// or "plain" (unknown or no template: "System: ...\n\nUser: ...\n\n" then
+// "Assistant:"). template_str NULL means the model's.
+const char *rm_tokenizer_chat_template(const rm_tokenizer *t);
+const char *rm_chat_family(const rm_tokenizer *t, const char *template_str);
 #endif

@@ -443,6 +443,18 @@ static void bpe_word(const rm_tokenizer *t, bpe_work *w, const char *s, size_t n
     }
 }
 
+int tok_bpe_encode_plain(const rm_tokenizer *t, const char *s, size_t n, tok_ids *out) {
+    if (!t->bpe) return rm_errorf(RM_EINVAL, "tokenizer: BPE state missing");
+    bpe_work w = {0};
+    bpe_word(t, &w, s, n, out);
+    free(w.sym);
+    free(w.heap.v);
+    free(w.mapped);
+    return w.oom || w.heap.oom ? rm_errorf(RM_ENOMEM, "tokenizer: out of memory") : RM_OK;
+}
+
+const char *tok_bpe_gpt2_regex(void) { return RX_GPT2; }
+
 int tok_bpe_encode(const rm_tokenizer *t, const char *s, size_t n, tok_cache *cache, tok_ids *out) {
     const tok_bpe *b = t->bpe;
     if (!b) return rm_errorf(RM_EINVAL, "tokenizer: BPE state missing");

@@ -81,6 +81,7 @@ struct rm_tokenizer {
     tok_bpe *bpe;             // byte-level BPE, NULL otherwise
     int bpe_byte_level;       // 1: gpt2-style byte mapping (0: HF BPE with byte fallback)
     int spm_split;            // SPM: no token has a space marker after another char
+    int wpm_lowercase, wpm_strip_accents, wpm_max_chars;
     tok_cache *cache;         // guarded by cache_mu (try-lock; busy -> no cache)
     pthread_mutex_t cache_mu;
     char pre_name[64];
@@ -94,10 +95,13 @@ int tok_set_token(rm_tokenizer *t, int id, const char *s, size_t len, float scor
 int tok_finish(rm_tokenizer *t);
 
 // Encoders of one raw-text fragment (no specials inside). Append to out.
-// cache may be NULL.
-int tok_spm_encode(const rm_tokenizer *t, const char *s, size_t n, tok_cache *cache, tok_ids *out);
+// SPM and plain (non-byte-level) BPE get text whose spaces are already
+// U+2581 (see encode_escaped in tokenizer.c).
+int tok_spm_encode(const rm_tokenizer *t, const char *s, size_t n, tok_ids *out);
+int tok_bpe_encode_plain(const rm_tokenizer *t, const char *s, size_t n, tok_ids *out);
 int tok_bpe_encode(const rm_tokenizer *t, const char *s, size_t n, tok_cache *cache, tok_ids *out);
 int tok_wpm_encode(const rm_tokenizer *t, const char *s, size_t n, tok_ids *out);
+const char *tok_bpe_gpt2_regex(void);
 
 // Byte-level BPE setup. merges[i] = "left right"; pre = tokenizer.ggml.pre
 // name (NULL/"" = default). Unknown pre names fail with RM_EUNSUPPORTED.

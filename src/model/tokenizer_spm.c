@@ -1,6 +1,7 @@
 // tokenizer_spm.c — SentencePiece BPE (tokenizer.ggml.model = "llama").
 //
-// Spaces become U+2581; the text starts as one symbol per UTF-8 character.
+// Spaces have become U+2581 (tokenizer.c escapes them and cuts the text
+// into segments); a segment starts as one symbol per UTF-8 character.
 // Repeatedly the adjacent pair whose concatenation is a vocabulary token with
 // the highest score is merged (ties: leftmost pair first). Symbols that end
 // up not being tokens are emitted byte by byte as <0xNN> tokens.
@@ -22,7 +23,7 @@ static void try_pair(const rm_tokenizer *t, const char *buf, const spm_sym *sym,
     tok_heap_push(h, (tok_cand){-(double)t->score[id], left, right, (int32_t)size, 0, 0});
 }
 
-// Merges one segment buf[0..m) and appends its tokens.
+// Merges buf[0..m) and appends its tokens.
 static void spm_segment(const rm_tokenizer *t, const char *buf, size_t m, spm_sym *sym, tok_heap *h, tok_ids *out) {
     int ns = 0;
     for (size_t off = 0; off < m;) {
@@ -62,41 +63,14 @@ static void spm_segment(const rm_tokenizer *t, const char *buf, size_t m, spm_sy
     }
 }
 
-static int is_marker(const char *s, size_t i, size_t m) { return i + 3 <= m && !memcmp(s + i, "\xe2\x96\x81", 3); }
-
-int tok_spm_encode(const rm_tokenizer *t, const char *s, size_t n, tok_cache *cache, tok_ids *out) {
+int tok_spm_encode(const rm_tokenizer *t, const char *s, size_t n, tok_ids *out) {
     if (n == 0) return RM_OK;
-    if (n > (size_t)INT32_MAX / 4) return rm_errorf(RM_EINVAL, "tokenizer: text too long (%zu bytes)", n);
-    // Escape spaces as U+2581.
-    char *buf = malloc(3 * n);
-    spm_sym *sym = malloc(3 * n * sizeof *sym);
+    if (n > (size_t)INT32_MAX / 2) return rm_errorf(RM_EINVAL, "tokenizer: text too long (%zu bytes)", n);
+    spm_sym *sym = malloc(n * sizeof *sym);
+    if (!sym) return rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
     tok_heap h = {0};
-    if (!buf || !sym) { free(buf); free(sym); return rm_errorf(RM_ENOMEM, "tokenizer: out of memory"); }
-    size_t m = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] == ' ') { memcpy(buf + m, "\xe2\x96\x81", 3); m += 3; }
-        else buf[m++] = s[i];
-    }
-    // Segments start where a run of space markers starts (when the vocabulary
-    // allows cutting there, see tok_finish); each is merged on its own.
-    for (size_t a = 0; a < m && !h.oom && !out->oom;) {
-        size_t b = a;
-        while (b < m && is_marker(buf, b, m)) b += 3;
-        if (t->spm_split) {
-            while (b < m && !is_marker(buf, b, m)) b++;
-        } else {
-            b = m;
-        }
-        if (!tok_cache_get(cache, buf + a, b - a, out)) {
-            int before = out->n;
-            spm_segment(t, buf + a, b - a, sym, &h, out);
-            if (!out->oom) tok_cache_put(cache, buf + a, b - a, out->v + before, out->n - before);
-        }
-        a = b;
-    }
-    int rc = h.oom ? rm_errorf(RM_ENOMEM, "tokenizer: out of memory") : RM_OK;
+    spm_segment(t, s, n, sym, &h, out);
     free(h.v);
     free(sym);
-    free(buf);
-    return rc;
+    return h.oom ? rm_errorf(RM_ENOMEM, "tokenizer: out of memory") : RM_OK;
 }

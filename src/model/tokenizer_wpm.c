@@ -3,7 +3,8 @@
 // Basic tokenization as Hugging Face's BertNormalizer + BertPreTokenizer do
 // it (clean_text, CJK isolation, NFD accent stripping, lower-casing; split on
 // whitespace and punctuation), then greedy longest-match-first WordPiece per
-// word, [UNK] for a word that cannot be covered or is over 100 characters.
+// word, [UNK] for a word that cannot be covered or is over 100 characters
+// (lower-casing, accent stripping and that limit can be set by tokenizer.json).
 //
 // GGUF stores the vocabulary the llama.cpp way: word-initial pieces carry a
 // U+2581 prefix ("▁hello") and continuation pieces are bare ("hrer" instead
@@ -14,8 +15,6 @@
 
 #include "base/err.h"
 #include "model/tokenizer_impl.h"
-
-#define WPM_MAX_WORD_CHARS 100
 
 static int is_chinese(uint32_t c) {
     return (c >= 0x4E00 && c <= 0x9FFF) || (c >= 0x3400 && c <= 0x4DBF) || (c >= 0x20000 && c <= 0x2A6DF) ||
@@ -61,7 +60,7 @@ static int buf_put(wpm_buf *b, uint32_t cp) {
 static int wpm_word(const rm_tokenizer *t, const char *w, size_t n, int nchars, wpm_buf *key, tok_ids *out) {
     if (n == 0) return RM_OK;
     int start_n = out->n;
-    if (nchars > WPM_MAX_WORD_CHARS) goto unknown;
+    if (nchars > t->wpm_max_chars) goto unknown;
     if (key->cap < n + 4) {
         char *v = realloc(key->v, n + 4);
         if (!v) return RM_ENOMEM;
@@ -108,12 +107,16 @@ int tok_wpm_encode(const rm_tokenizer *t, const char *s, size_t n, tok_ids *out)
         }
         utf8proc_int32_t dec[32];
         int last_bound = 0;
-        utf8proc_ssize_t nd = utf8proc_decompose_char((utf8proc_int32_t)cp, dec, 32, UTF8PROC_DECOMPOSE, &last_bound);
-        if (nd < 0 || nd > 32) { dec[0] = (utf8proc_int32_t)cp; nd = 1; }
+        utf8proc_ssize_t nd = 1;
+        dec[0] = (utf8proc_int32_t)cp;
+        if (t->wpm_strip_accents) {
+            nd = utf8proc_decompose_char((utf8proc_int32_t)cp, dec, 32, UTF8PROC_DECOMPOSE, &last_bound);
+            if (nd < 0 || nd > 32) { dec[0] = (utf8proc_int32_t)cp; nd = 1; }
+        }
         int alone = is_chinese(cp);
         for (utf8proc_ssize_t k = 0; k < nd && rc == RM_OK; k++) {
-            if (utf8proc_category(dec[k]) == UTF8PROC_CATEGORY_MN) continue; // accents go
-            uint32_t c = (uint32_t)utf8proc_tolower(dec[k]);
+            if (t->wpm_strip_accents && utf8proc_category(dec[k]) == UTF8PROC_CATEGORY_MN) continue; // accents go
+            uint32_t c = (uint32_t)(t->wpm_lowercase ? utf8proc_tolower(dec[k]) : dec[k]);
             if (alone || is_punct(c)) { // a word of its own
                 rc = wpm_word(t, word.v, word.n, word.nchars, &key, out);
                 word.n = 0;
