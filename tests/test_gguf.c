@@ -219,6 +219,8 @@ TEST(gguf_roundtrip) {
     CHECK(gguf_arr_f64(a, 0) == 18446744073709551615.0);
     CHECK_OK(gguf_get_arr(&g, "a.f64", &a));
     CHECK(gguf_arr_f64(a, 0) == 1e300 && gguf_arr_i64(a, 1) == -2);
+    CHECK(gguf_arr_i64(a, 0) == INT64_MAX); // saturates
+    CHECK(gguf_arr_i64(a, 2) == 0 && gguf_arr_f64(a, 2) == 0); // out of bounds
     CHECK_OK(gguf_get_arr(&g, "a.bool", &a));
     CHECK(a->arr.type == GGUF_TYPE_BOOL && gguf_arr_i64(a, 0) == 1 && gguf_arr_i64(a, 1) == 0);
     CHECK_OK(gguf_get_arr(&g, "a.empty", &a));

@@ -580,7 +580,13 @@ int64_t gguf_arr_i64(const gguf_value *arr, uint64_t i) {
     int64_t si = 0;
     double f = 0;
     int kind = arr_elem(arr, i, &si, &f);
-    return kind == 2 ? (int64_t)f : si;
+    if (kind != 2) return si;
+    // Float elements: truncated; NaN gives 0 and out-of-range values saturate
+    // (a plain cast would be undefined for them).
+    if (f != f) return 0;
+    if (f >= 9223372036854775807.0) return INT64_MAX;
+    if (f <= -9223372036854775808.0) return INT64_MIN;
+    return (int64_t)f;
 }
 
 int gguf_tensor_view(const gguf_file *g, const gguf_tensor_info *ti, rm_tensor *out) {
