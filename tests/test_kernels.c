@@ -13,6 +13,7 @@
 #include "base/fp16.h"
 #include "base/threadpool.h"
 #include "tensor/tensor.h"
+#include "tensor/kernels.h"
 
 #include <immintrin.h>
 #include <stdatomic.h>
@@ -412,6 +413,29 @@ TEST(kernel_matmul_accumulate) {
     for (int i = 0; i < c.n; i++)
         for (int r = 0; r < c.out; r++) CHECK_NEAR(c.y[i * ldy + r], c.yref[i * ldy + r] + 1.5f, 1e-5);
     case_free(&c);
+}
+
+// The AVX2 activation quantizer produces the same bytes as the scalar one.
+TEST(kernel_quantize_x_avx2_matches_scalar) {
+    if (!rm_cpu()->avx2 || !rm_cpu()->fma) SKIP("no avx2");
+    enum { IN = 768, N = 3 };
+    float *x = malloc(sizeof(float) * IN * N);
+    fill(x, IN * N, 3.0f);
+    for (int j = 0; j < 32; j++) x[IN + j] = 0; // an all-zero block
+    x[5] = 1e-30f;
+    for (int blk = 32; blk <= 256; blk *= 8) {
+        int8_t q1[IN * N], q2[IN * N];
+        float d1[IN * N / 32], d2[IN * N / 32];
+        int16_t s1[IN * N / 32], s2[IN * N / 32];
+        rm_mm m = {.in = IN, .n = N, .x = x, .ldx = IN, .qx = {blk, q1, d1, s1}};
+        rm_quantize_x(&m, 0, N);
+        m.qx = (rm_qx){blk, q2, d2, s2};
+        rm_quantize_x_avx2(&m, 0, N);
+        CHECK(memcmp(q1, q2, sizeof q1) == 0);
+        CHECK(memcmp(d1, d2, sizeof(float) * IN * N / blk) == 0);
+        CHECK(memcmp(s1, s2, sizeof s1) == 0);
+    }
+    free(x);
 }
 
 // ---------------------------------------------------------------------------

@@ -14,8 +14,18 @@ _Static_assert(sizeof(rm_block_q8_0) == 34, "q8_0 block is 34 bytes");
 _Static_assert(sizeof(rm_block_q4_0) == 18, "q4_0 block is 18 bytes");
 _Static_assert(sizeof(rm_block_q4_k) == 144, "q4_K block is 144 bytes");
 
-// Unpacks the 6-bit scale and min of sub-block s (0..7) of a q4_K block.
-void rm_q4k_scale_min(const uint8_t *scales, int s, int *ls, int *lm);
+// Unpacks the 6-bit scale ls and min lm of sub-block s (0..7) of a q4_K block:
+//   s < 4:  ls = sc[s] & 63,                            lm = sc[s+4] & 63
+//   s >= 4: ls = (sc[s+4] & 15) | (sc[s-4] >> 6) << 4,  lm = (sc[s+4] >> 4) | (sc[s] >> 6) << 4
+static inline void rm_q4k_scale_min(const uint8_t *sc, int s, int *ls, int *lm) {
+    if (s < 4) {
+        *ls = sc[s] & 63;
+        *lm = sc[s + 4] & 63;
+    } else {
+        *ls = (sc[s + 4] & 15) | ((sc[s - 4] >> 6) << 4);
+        *lm = (sc[s + 4] >> 4) | ((sc[s] >> 6) << 4);
+    }
+}
 
 // Activations quantized to int8: row c, element i is q[c*in + i]; every `blk`
 // elements (32 for q8_0/q4_0 weights, 256 for q4_K) share the scale
@@ -54,7 +64,8 @@ static inline void rm_mm_store(const rm_mm *m, int c, int64_t r, float v) {
     *p = m->accumulate ? *p + v : v;
 }
 
-// Quantizes activation rows [c0, c1) of m->x into m->qx (scalar; shared by all ISAs).
+// Quantizes activation rows [c0, c1) of m->x into m->qx (the scalar version;
+// rm_quantize_x_avx2 gives the same bytes).
 void rm_quantize_x(const rm_mm *m, int c0, int c1);
 
 void rm_mm_f32_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
@@ -66,6 +77,7 @@ void rm_mm_q4_k_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 float rm_dot_f32_avx2(const float *a, const float *b, int64_t n);
 void rm_axpy_f32_avx2(float *y, float a, const float *x, int64_t n);
 double rm_sum_f32_avx2(const float *a, int64_t n);
+void rm_quantize_x_avx2(const rm_mm *m, int c0, int c1);
 
 void rm_mm_q8_0_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 float rm_dot_f32_avx512(const float *a, const float *b, int64_t n);

@@ -79,7 +79,10 @@ void rm_quantize_x(const rm_mm *m, int c0, int c1) {
         int8_t *q = m->qx.q + (int64_t)c * m->in;
         for (int64_t b = 0; b < nb; b++) {
             float amax = 0;
-            for (int j = 0; j < blk; j++) amax = fmaxf(amax, fabsf(x[b * blk + j]));
+            for (int j = 0; j < blk; j++) {
+                float a = fabsf(x[b * blk + j]);
+                amax = a > amax ? a : amax;
+            }
             float d = amax / 127.0f, id = amax > 0 ? 127.0f / amax : 0;
             m->qx.d[c * nb + b] = d;
             for (int j = 0; j < blk; j++) q[b * blk + j] = (int8_t)lrintf(x[b * blk + j] * id);
@@ -95,9 +98,29 @@ void rm_quantize_x(const rm_mm *m, int c0, int c1) {
 // ---------------------------------------------------------------------------
 // Dispatch and threading.
 
+static int use_avx2(void) {
+    const rm_cpu_features *f = rm_cpu();
+    return f->avx2 && f->fma && f->f16c;
+}
+
+static int use_avx512(void) {
+    const rm_cpu_features *f = rm_cpu();
+    return f->avx512f && f->avx512bw && f->avx512vl && use_avx2();
+}
+
+// The kernel for W's type on this CPU; *qblk = activation quantization block
+// (0 when the kernel reads f32 activations).
 static rm_mm_kernel pick_kernel(rm_type t, int *qblk) {
     *qblk = 0;
-    (void)t;
+    if (!use_avx2()) return mm_scalar;
+    switch (t) {
+    case RM_TYPE_F32: return rm_mm_f32_avx2;
+    case RM_TYPE_F16: return rm_mm_f16_avx2;
+    case RM_TYPE_BF16: return rm_mm_bf16_avx2;
+    case RM_TYPE_Q8_0: *qblk = 32; return use_avx512() ? rm_mm_q8_0_avx512 : rm_mm_q8_0_avx2;
+    case RM_TYPE_Q4_0: *qblk = 32; return rm_mm_q4_0_avx2;
+    case RM_TYPE_Q4_K: *qblk = 256; return rm_mm_q4_k_avx2;
+    }
     return mm_scalar;
 }
 
@@ -127,7 +150,8 @@ static void quantize_task(void *ctx, int ith, int nth) {
     const rm_mm *m = ctx;
     long b, e;
     rm_split_range(m->n, ith, nth, &b, &e);
-    rm_quantize_x(m, (int)b, (int)e);
+    if (use_avx2()) rm_quantize_x_avx2(m, (int)b, (int)e);
+    else rm_quantize_x(m, (int)b, (int)e);
 }
 
 void rm_matmul(rm_threadpool *tp, const rm_tensor *W, const float *x, int64_t ldx, float *y, int64_t ldy,
@@ -152,7 +176,7 @@ void rm_matmul(rm_threadpool *tp, const rm_tensor *W, const float *x, int64_t ld
             m.qx.d = (float *)((char *)qbuf + off_d);
             m.qx.sum = (int16_t *)((char *)qbuf + off_s);
             if (n >= 16 && tp) rm_threadpool_run(tp, quantize_task, &m);
-            else rm_quantize_x(&m, 0, n);
+            else quantize_task(&m, 0, 1);
         }
     }
     row_bytes = qbuf ? (size_t)m.in : (size_t)m.in * sizeof(float);
@@ -167,18 +191,19 @@ void rm_matmul(rm_threadpool *tp, const rm_tensor *W, const float *x, int64_t ld
 // ---------------------------------------------------------------------------
 // Vector helpers.
 
-static int use_avx2(void) {
-    const rm_cpu_features *f = rm_cpu();
-    return f->avx2 && f->fma && f->f16c;
-}
-
 float rm_dot_f32(const float *a, const float *b, int64_t n) {
+    if (use_avx512()) return rm_dot_f32_avx512(a, b, n);
+    if (use_avx2()) return rm_dot_f32_avx2(a, b, n);
     float s = 0;
     for (int64_t i = 0; i < n; i++) s += a[i] * b[i];
     return s;
 }
 
 void rm_axpy_f32(float *y, float a, const float *x, int64_t n) {
+    if (use_avx2()) {
+        rm_axpy_f32_avx2(y, a, x, n);
+        return;
+    }
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
@@ -196,7 +221,11 @@ static void bw_task(void *ctx, int ith, int nth) {
     long b, e;
     rm_split_range(j->n, ith, nth, &b, &e);
     double s = 0;
-    for (long i = b; i < e; i++) s += j->buf[i];
+    if (use_avx2()) {
+        s = rm_sum_f32_avx2(j->buf + b, e - b);
+    } else {
+        for (long i = b; i < e; i++) s += j->buf[i];
+    }
     j->sums[ith & 1023] = s;
 }
 
@@ -229,6 +258,5 @@ double rm_measure_read_bandwidth(rm_threadpool *tp) {
     }
     free(buf);
     free(j);
-    (void)use_avx2;
     return best;
 }

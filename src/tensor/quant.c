@@ -104,19 +104,8 @@ overflow:
 }
 
 // ---------------------------------------------------------------------------
-// q4_K scale packing: 8 (scale, min) pairs of 6 bits in 12 bytes.
-//   s < 4: ls = sc[s] & 63,                           lm = sc[s+4] & 63
-//   s >= 4: ls = (sc[s+4] & 15) | (sc[s-4] >> 6) << 4, lm = (sc[s+4] >> 4) | (sc[s] >> 6) << 4
-
-void rm_q4k_scale_min(const uint8_t *sc, int s, int *ls, int *lm) {
-    if (s < 4) {
-        *ls = sc[s] & 63;
-        *lm = sc[s + 4] & 63;
-    } else {
-        *ls = (sc[s + 4] & 15) | ((sc[s - 4] >> 6) << 4);
-        *lm = (sc[s + 4] >> 4) | ((sc[s] >> 6) << 4);
-    }
-}
+// q4_K scale packing: 8 (scale, min) pairs of 6 bits in 12 bytes; the
+// layout is spelled out at rm_q4k_scale_min (kernels.h), which unpacks it.
 
 static void q4k_pack_scales(const int *ls, const int *lm, uint8_t *sc) {
     for (int s = 0; s < 4; s++) {

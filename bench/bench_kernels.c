@@ -1,0 +1,154 @@
+// bench_kernels.c — rm_matmul speed per weight type on TinyLlama shapes.
+//
+//   ramole-bench kernels [--quick] [--types q8_0,f16] [--n 1,8,32,512] [--threads 1,2]
+//
+// Prints, per (shape, type, n, threads): median time per call, GFLOP/s
+// (2*n*in*out per call; integer ops count the same) and GB/s of weight bytes
+// streamed. Weights are cycled through enough copies (>= 192 MiB) that every
+// call reads them from DRAM, as decode does. Also prints the machine's read
+// bandwidth (rm_measure_read_bandwidth) and, for n = 1, the fraction of it.
+#include "bench.h"
+#include "base/cpu.h"
+#include "base/file.h"
+#include "base/threadpool.h"
+#include "tensor/tensor.h"
+
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int parse_list(const char *s, int *out, int max) {
+    int n = 0;
+    while (*s && n < max) {
+        out[n++] = atoi(s);
+        const char *c = strchr(s, ',');
+        if (!c) break;
+        s = c + 1;
+    }
+    return n;
+}
+
+typedef struct {
+    rm_tensor *W; // copies
+    int ncopies;
+    size_t bytes; // one copy
+} weights;
+
+static int weights_make(weights *w, rm_type t, int in, int out) {
+    w->bytes = rm_row_size(t, in) * (size_t)out;
+    w->ncopies = (int)((192u << 20) / w->bytes) + 1;
+    if (w->ncopies > 64) w->ncopies = 64;
+    w->W = calloc((size_t)w->ncopies, sizeof *w->W);
+    float *row = malloc(sizeof(float) * in);
+    uint8_t *first = malloc(w->bytes);
+    if (!w->W || !row || !first) return -1;
+    uint32_t s = 12345;
+    for (int r = 0; r < out; r++) {
+        for (int i = 0; i < in; i++) {
+            s = s * 1664525u + 1013904223u;
+            row[i] = ((float)(s >> 8) / 16777216.0f - 0.5f) * 0.1f;
+        }
+        rm_quantize_row(t, row, first + rm_row_size(t, in) * r, in);
+    }
+    for (int k = 0; k < w->ncopies; k++) {
+        w->W[k] = (rm_tensor){.type = t, .n_dims = 2, .ne = {in, out, 1, 1}};
+        w->W[k].data = k == 0 ? first : malloc(w->bytes);
+        if (!w->W[k].data) return -1;
+        if (k) memcpy(w->W[k].data, first, w->bytes);
+    }
+    free(row);
+    return 0;
+}
+
+static void weights_free(weights *w) {
+    for (int k = 0; k < w->ncopies && w->W; k++) free(w->W[k].data);
+    free(w->W);
+}
+
+// Median seconds per rm_matmul call.
+static double time_matmul(rm_threadpool *tp, weights *w, const float *x, float *y, int n, int quick) {
+    int in = (int)w->W[0].ne[0], out = (int)w->W[0].ne[1];
+    double ops = 2.0 * n * in * out;
+    int reps = (int)(3e9 / (ops + 1e6)); // about a second at 3 GOP/s (less on fast paths)
+    if (quick) reps /= 4;
+    if (reps < 3) reps = 3;
+    if (reps > 400) reps = 400;
+    double *t = malloc(sizeof(double) * reps);
+    rm_matmul(tp, &w->W[0], x, in, y, out, n, 0); // warm-up
+    for (int i = 0; i < reps; i++) {
+        const rm_tensor *W = &w->W[(i + 1) % w->ncopies];
+        double t0 = rm_now();
+        rm_matmul(tp, W, x, in, y, out, n, 0);
+        t[i] = rm_now() - t0;
+    }
+    double med = rm_bench_median(t, reps);
+    free(t);
+    return med;
+}
+
+static int bench_kernels(int argc, char **argv) {
+    const char *types_arg = "f32,f16,bf16,q8_0,q4_0,q4_k";
+    int ns[8] = {1, 8, 32, 512}, nn = 4, ths[4] = {1, 2}, nth = 2, quick = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--quick")) quick = 1;
+        else if (!strcmp(argv[i], "--types") && i + 1 < argc) types_arg = argv[++i];
+        else if (!strcmp(argv[i], "--n") && i + 1 < argc) nn = parse_list(argv[++i], ns, 8);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) nth = parse_list(argv[++i], ths, 4);
+        else {
+            fprintf(stderr, "usage: ramole-bench kernels [--quick] [--types a,b] [--n 1,8] [--threads 1,2]\n");
+            return strcmp(argv[i], "--help") ? 2 : 0;
+        }
+    }
+    const int shapes[][2] = {{2048, 2048}, {2048, 5632}, {5632, 2048}}; // {in, out}
+    double bw[4] = {0};
+    printf("cpu: %s\n", rm_cpu_describe());
+    for (int k = 0; k < nth; k++) {
+        rm_threadpool *tp = rm_threadpool_create(ths[k]);
+        bw[k] = rm_measure_read_bandwidth(tp);
+        rm_threadpool_free(tp);
+        printf("read bandwidth, %d thread%s: %.1f GB/s\n", ths[k], ths[k] > 1 ? "s" : "", bw[k]);
+    }
+    printf("\n%-11s %-5s %4s %3s %10s %9s %8s %7s\n", "W[out,in]", "type", "n", "thr", "ms/call", "GFLOP/s", "GB/s",
+           "%bw");
+    int maxn = 0;
+    for (int i = 0; i < nn; i++) maxn = ns[i] > maxn ? ns[i] : maxn;
+    for (int s = 0; s < 3; s++) {
+        int in = shapes[s][0], out = shapes[s][1];
+        float *x = malloc(sizeof(float) * (size_t)in * maxn), *y = malloc(sizeof(float) * (size_t)out * maxn);
+        for (size_t i = 0; i < (size_t)in * maxn; i++) x[i] = (float)((i * 2654435761u) % 1000) / 500.0f - 1.0f;
+        char tbuf[128];
+        snprintf(tbuf, sizeof tbuf, "%s", types_arg);
+        for (char *tok = strtok(tbuf, ","); tok; tok = strtok(NULL, ",")) {
+            rm_type t;
+            if (rm_type_parse(tok, &t) != 0) {
+                fprintf(stderr, "unknown type %s\n", tok);
+                continue;
+            }
+            weights w;
+            if (weights_make(&w, t, in, out) != 0) {
+                fprintf(stderr, "out of memory\n");
+                weights_free(&w);
+                continue;
+            }
+            for (int k = 0; k < nth; k++) {
+                rm_threadpool *tp = rm_threadpool_create(ths[k]);
+                for (int i = 0; i < nn; i++) {
+                    double sec = time_matmul(tp, &w, x, y, ns[i], quick);
+                    double gbs = (double)w.bytes / sec / 1e9;
+                    char pct[16] = "";
+                    if (ns[i] == 1 && bw[k] > 0) snprintf(pct, sizeof pct, "%.0f%%", 100 * gbs / bw[k]);
+                    printf("%5dx%-5d %-5s %4d %3d %10.3f %9.1f %8.1f %7s\n", out, in, rm_type_name(t), ns[i], ths[k],
+                           sec * 1e3, 2.0 * ns[i] * in * out / sec / 1e9, gbs, pct);
+                    fflush(stdout);
+                }
+                rm_threadpool_free(tp);
+            }
+            weights_free(&w);
+        }
+        free(x);
+        free(y);
+    }
+    return 0;
+}
+RM_BENCH(kernels, "rm_matmul GFLOP/s and GB/s per weight type on TinyLlama shapes", bench_kernels)

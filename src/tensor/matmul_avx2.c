@@ -1,0 +1,386 @@
+// matmul_avx2.c — AVX2 + FMA + F16C matmul kernels (compiled with -mavx2 -mfma
+// -mf16c; called only when base/cpu.h reports all three).
+//
+// Every kernel computes y[c, r] for a rectangle of weight rows r and
+// activation rows c with register tiles of RR weight rows x CC activation
+// rows: each loaded weight block is used CC times and each activation block
+// RR times. The tile function is always inlined with constant RR/CC, so the
+// accumulators live in registers; every (r, c) dot product goes through the
+// same operations whatever the tile shape, which keeps results bitwise
+// independent of how rows are split across threads.
+//
+// Integer dot products (quantized W, int8 activations):
+//   q8_0: maddubs(|w|, sign(x, w)) -> 16 x int16 pair sums, madd(., 1) -> 8 x int32
+//   q4_0: maddubs(q, x) - maddubs(8, x) = pairs of (q-8)*x   (q unsigned 0..15)
+//   q4_K: maddubs(q, x) then madd with the 6-bit sub-block scale; summed in int32
+//         over the 256-element super-block (activations use one scale per 256)
+// then one cvt + FMA per block with the float scale d_w * d_x.
+#include "tensor/kernels.h"
+#include "base/fp16.h"
+
+#include <immintrin.h>
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+INLINE float f16(uint16_t h) { return _cvtsh_ss(h); }
+
+// Decode streams W once; rows of a tile are short (2 KiB at in = 2048), too
+// short for the hardware prefetcher to ramp up, so fetch the same place in
+// the next tile's rows (the rows that follow these, RR rows further on).
+INLINE void prefetch_next_rows(const rm_mm *m, const void *p, int RR) {
+    _mm_prefetch((const char *)p + (size_t)3 * RR * m->w_row, _MM_HINT_T0);
+}
+
+// Generates the driver `name(m, r0, r1, c0, c1)` that covers the rectangle
+// with TILE(m, r, c, RR, CC) calls: full RR x CC tiles, then the edges with
+// tiles of one row and/or one column.
+#define DEFINE_DRIVER(name, TILE, RR, CC)                                                   \
+    void name(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1) {                     \
+        int64_t r = r0;                                                                     \
+        for (; r + RR <= r1; r += RR) {                                                     \
+            int c = c0;                                                                     \
+            for (; c + CC <= c1; c += CC) TILE(m, r, c, RR, CC);                            \
+            for (; c < c1; c++) TILE(m, r, c, RR, 1);                                       \
+        }                                                                                   \
+        for (; r < r1; r++) {                                                               \
+            int c = c0;                                                                     \
+            for (; c + CC <= c1; c += CC) TILE(m, r, c, 1, CC);                             \
+            for (; c < c1; c++) TILE(m, r, c, 1, 1);                                        \
+        }                                                                                   \
+    }
+
+// ---------------------------------------------------------------------------
+// Shared tile set-up for the quantized kernels: row pointers of the RR weight
+// rows, the CC activation rows (int8 values, scales per qx.blk, sums per 32)
+// and zeroed accumulators; tile_finish adds the horizontal sums (minus an
+// optional per-pair offset) to y.
+
+typedef struct {
+    const uint8_t *w[4];
+    const int8_t *xq[4];
+    const float *xd[4];
+    const int16_t *xs[4];
+    __m256 acc[4][4];
+} qtile;
+
+INLINE void tile_start(qtile *t, const rm_mm *m, int64_t r, int c, const int RR, const int CC) {
+    const int64_t nb = m->in / m->qx.blk;
+#pragma GCC unroll 4
+    for (int i = 0; i < RR; i++) t->w[i] = m->w + (size_t)(r + i) * m->w_row;
+#pragma GCC unroll 4
+    for (int j = 0; j < CC; j++) {
+        t->xq[j] = m->qx.q + (int64_t)(c + j) * m->in;
+        t->xd[j] = m->qx.d + (int64_t)(c + j) * nb;
+        t->xs[j] = m->qx.sum + (int64_t)(c + j) * (m->in / 32);
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++) t->acc[i][j] = _mm256_setzero_ps();
+    }
+}
+
+INLINE void tile_finish(const qtile *t, const rm_mm *m, int64_t r, int c, const int RR, const int CC,
+                        const float (*off)[4]) {
+#pragma GCC unroll 4
+    for (int i = 0; i < RR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < CC; j++) rm_mm_store(m, c + j, r + i, hsum8(t->acc[i][j]) - (off ? off[i][j] : 0));
+}
+
+// ---------------------------------------------------------------------------
+// q8_0 weights x int8 activations (32-element blocks)
+
+INLINE void tile_q8_0(const rm_mm *m, int64_t r, int c, const int RR, const int CC) {
+    qtile t;
+    tile_start(&t, m, r, c, RR, CC);
+    const int64_t nb = m->in / m->qx.blk;
+    const rm_block_q8_0 *w[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < RR; i++) w[i] = (const rm_block_q8_0 *)t.w[i];
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i wv[4], aw[4];
+        __m256 dw[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++) {
+            prefetch_next_rows(m, &w[i][b], RR);
+            wv[i] = _mm256_loadu_si256((const __m256i *)w[i][b].qs);
+            aw[i] = _mm256_abs_epi8(wv[i]);
+            dw[i] = _mm256_set1_ps(f16(w[i][b].d));
+        }
+#pragma GCC unroll 4
+        for (int j = 0; j < CC; j++) {
+            __m256i xv = _mm256_loadu_si256((const __m256i *)(t.xq[j] + 32 * b));
+            __m256 dx = _mm256_broadcast_ss(t.xd[j] + b);
+#pragma GCC unroll 4
+            for (int i = 0; i < RR; i++) {
+                __m256i p = _mm256_maddubs_epi16(aw[i], _mm256_sign_epi8(xv, wv[i]));
+                __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+                t.acc[i][j] = _mm256_fmadd_ps(s, _mm256_mul_ps(dw[i], dx), t.acc[i][j]);
+            }
+        }
+    }
+        tile_finish(&t, m, r, c, RR, CC, NULL);
+}
+
+#ifndef Q8_RR // tile shape; others can be tried with -DQ8_RR=4 -DQ8_CC=2
+#define Q8_RR 3
+#define Q8_CC 4
+#endif
+DEFINE_DRIVER(rm_mm_q8_0_avx2, tile_q8_0, Q8_RR, Q8_CC)
+
+// ---------------------------------------------------------------------------
+// q4_0 weights x int8 activations (32-element blocks)
+
+INLINE __m256i q4_0_unpack(const uint8_t *qs) {
+    __m128i v = _mm_loadu_si128((const __m128i *)qs), lo4 = _mm_set1_epi8(15);
+    __m128i lo = _mm_and_si128(v, lo4), hi = _mm_and_si128(_mm_srli_epi16(v, 4), lo4);
+    return _mm256_set_m128i(hi, lo); // elements 0..15 low nibbles, 16..31 high nibbles
+}
+
+INLINE void tile_q4_0(const rm_mm *m, int64_t r, int c, const int RR, const int CC) {
+    qtile t;
+    tile_start(&t, m, r, c, RR, CC);
+    const int64_t nb = m->in / m->qx.blk;
+    const rm_block_q4_0 *w[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < RR; i++) w[i] = (const rm_block_q4_0 *)t.w[i];
+    const __m256i ones = _mm256_set1_epi16(1), eight = _mm256_set1_epi8(8);
+    for (int64_t b = 0; b < nb; b++) {
+        __m256i wq[4];
+        __m256 dw[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++) {
+            prefetch_next_rows(m, &w[i][b], RR);
+            wq[i] = q4_0_unpack(w[i][b].qs);
+            dw[i] = _mm256_set1_ps(f16(w[i][b].d));
+        }
+#pragma GCC unroll 4
+        for (int j = 0; j < CC; j++) {
+            __m256i xv = _mm256_loadu_si256((const __m256i *)(t.xq[j] + 32 * b));
+            __m256i off = _mm256_maddubs_epi16(eight, xv);
+            __m256 dx = _mm256_broadcast_ss(t.xd[j] + b);
+#pragma GCC unroll 4
+            for (int i = 0; i < RR; i++) {
+                __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(wq[i], xv), off);
+                __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
+                t.acc[i][j] = _mm256_fmadd_ps(s, _mm256_mul_ps(dw[i], dx), t.acc[i][j]);
+            }
+        }
+    }
+        tile_finish(&t, m, r, c, RR, CC, NULL);
+}
+
+DEFINE_DRIVER(rm_mm_q4_0_avx2, tile_q4_0, 4, 2)
+
+// ---------------------------------------------------------------------------
+// q4_K weights x int8 activations (one scale per 256; sums per 32)
+
+INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int CC) {
+    qtile t;
+    tile_start(&t, m, r, c, RR, CC);
+    const int64_t nb = m->in / m->qx.blk;
+    const rm_block_q4_k *w[4];
+#pragma GCC unroll 4
+    for (int i = 0; i < RR; i++) w[i] = (const rm_block_q4_k *)t.w[i];
+    float macc[4][4] = {{0}}; // the dmin * min terms
+    const __m256i lo4 = _mm256_set1_epi8(15);
+    for (int64_t b = 0; b < nb; b++) {
+        int ls[4][8], lm[4][8];
+        float d[4], dmin[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++) {
+#pragma GCC unroll 8
+            for (int s = 0; s < 8; s++) rm_q4k_scale_min(w[i][b].scales, s, &ls[i][s], &lm[i][s]);
+            d[i] = f16(w[i][b].d);
+            dmin[i] = f16(w[i][b].dmin);
+        }
+        __m256i isum[4][4];
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++)
+#pragma GCC unroll 4
+            for (int j = 0; j < CC; j++) isum[i][j] = _mm256_setzero_si256();
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) { // 64 elements: sub-blocks 2k (low nibbles), 2k+1 (high)
+            __m256i ql[4], qh[4];
+#pragma GCC unroll 4
+            for (int i = 0; i < RR; i++) {
+                prefetch_next_rows(m, w[i][b].qs + 32 * k, RR);
+                __m256i v = _mm256_loadu_si256((const __m256i *)(w[i][b].qs + 32 * k));
+                ql[i] = _mm256_and_si256(v, lo4);
+                qh[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+            }
+#pragma GCC unroll 4
+            for (int j = 0; j < CC; j++) {
+                const int8_t *xp = t.xq[j] + 256 * b + 64 * k;
+                __m256i x0 = _mm256_loadu_si256((const __m256i *)xp);
+                __m256i x1 = _mm256_loadu_si256((const __m256i *)(xp + 32));
+#pragma GCC unroll 4
+                for (int i = 0; i < RR; i++) {
+                    __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(ql[i], x0), _mm256_set1_epi16((short)ls[i][2 * k]));
+                    __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(qh[i], x1), _mm256_set1_epi16((short)ls[i][2 * k + 1]));
+                    isum[i][j] = _mm256_add_epi32(isum[i][j], _mm256_add_epi32(p0, p1));
+                }
+            }
+        }
+#pragma GCC unroll 4
+        for (int j = 0; j < CC; j++) {
+            float dx = t.xd[j][b];
+            const int16_t *bs = t.xs[j] + 8 * b;
+#pragma GCC unroll 4
+            for (int i = 0; i < RR; i++) {
+                t.acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][j]), _mm256_set1_ps(d[i] * dx), t.acc[i][j]);
+                int msum = 0;
+#pragma GCC unroll 8
+                for (int s = 0; s < 8; s++) msum += lm[i][s] * bs[s];
+                macc[i][j] += dmin[i] * dx * (float)msum;
+            }
+        }
+    }
+    tile_finish(&t, m, r, c, RR, CC, (const float(*)[4])macc);
+}
+
+DEFINE_DRIVER(rm_mm_q4_k_avx2, tile_q4_k, 2, 2)
+
+// ---------------------------------------------------------------------------
+// f32 / f16 / bf16 weights x f32 activations
+
+INLINE __m256 load_w(rm_type t, const uint8_t *row, int64_t k) {
+    if (t == RM_TYPE_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(row + 2 * k)));
+    if (t == RM_TYPE_BF16) {
+        __m256i h = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i *)(row + 2 * k)));
+        return _mm256_castsi256_ps(_mm256_slli_epi32(h, 16));
+    }
+    return _mm256_loadu_ps((const float *)row + k);
+}
+
+INLINE float load_w1(rm_type t, const uint8_t *row, int64_t k) {
+    if (t == RM_TYPE_F16) return f16(((const uint16_t *)row)[k]);
+    if (t == RM_TYPE_BF16) return rm_bf16_to_f32(((const uint16_t *)row)[k]);
+    return ((const float *)row)[k];
+}
+
+INLINE void tile_float(const rm_mm *m, rm_type t, int64_t r, int c, const int RR, const int CC) {
+    const uint8_t *w[4];
+    const float *x[4];
+    __m256 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < RR; i++) w[i] = m->w + (size_t)(r + i) * m->w_row;
+#pragma GCC unroll 4
+    for (int j = 0; j < CC; j++) {
+        x[j] = m->x + (int64_t)(c + j) * m->ldx;
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++) acc[i][j] = _mm256_setzero_ps();
+    }
+    int64_t k = 0;
+    for (; k + 8 <= m->in; k += 8) {
+        __m256 wv[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++) wv[i] = load_w(t, w[i], k);
+#pragma GCC unroll 4
+        for (int j = 0; j < CC; j++) {
+            __m256 xv = _mm256_loadu_ps(x[j] + k);
+#pragma GCC unroll 4
+            for (int i = 0; i < RR; i++) acc[i][j] = _mm256_fmadd_ps(wv[i], xv, acc[i][j]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < RR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < CC; j++) {
+            float s = hsum8(acc[i][j]);
+            for (int64_t kk = k; kk < m->in; kk++) s += load_w1(t, w[i], kk) * x[j][kk];
+            rm_mm_store(m, c + j, r + i, s);
+        }
+}
+
+#define TILE_F32(m, r, c, RR, CC) tile_float(m, RM_TYPE_F32, r, c, RR, CC)
+#define TILE_F16(m, r, c, RR, CC) tile_float(m, RM_TYPE_F16, r, c, RR, CC)
+#define TILE_BF16(m, r, c, RR, CC) tile_float(m, RM_TYPE_BF16, r, c, RR, CC)
+DEFINE_DRIVER(rm_mm_f32_avx2, TILE_F32, 4, 3)
+DEFINE_DRIVER(rm_mm_f16_avx2, TILE_F16, 4, 3)
+DEFINE_DRIVER(rm_mm_bf16_avx2, TILE_BF16, 4, 3)
+
+// ---------------------------------------------------------------------------
+// vector helpers
+
+float rm_dot_f32_avx2(const float *a, const float *b, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i + 8), _mm256_loadu_ps(b + i + 8), s1);
+    }
+    for (; i + 8 <= n; i += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i), s0);
+    float s = hsum8(_mm256_add_ps(s0, s1));
+    for (; i < n; i++) s += a[i] * b[i];
+    return s;
+}
+
+void rm_axpy_f32_avx2(float *y, float a, const float *x, int64_t n) {
+    __m256 av = _mm256_set1_ps(a);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i < n; i++) y[i] += a * x[i];
+}
+
+double rm_sum_f32_avx2(const float *a, int64_t n) {
+    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 32 <= n; i += 32) {
+        s0 = _mm256_add_ps(s0, _mm256_loadu_ps(a + i));
+        s1 = _mm256_add_ps(s1, _mm256_loadu_ps(a + i + 8));
+        s2 = _mm256_add_ps(s2, _mm256_loadu_ps(a + i + 16));
+        s3 = _mm256_add_ps(s3, _mm256_loadu_ps(a + i + 24));
+    }
+    double s = hsum8(_mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3)));
+    for (; i < n; i++) s += a[i];
+    return s;
+}
+
+// ---------------------------------------------------------------------------
+// activation quantization: same arithmetic as rm_quantize_x (max |x|, scale
+// 127/amax, round to nearest even), so results match it bit for bit.
+
+INLINE __m256i pack_32_i8(__m256i a, __m256i b, __m256i c, __m256i d) {
+    __m256i ab = _mm256_packs_epi32(a, b), cd = _mm256_packs_epi32(c, d);
+    __m256i abcd = _mm256_packs_epi16(ab, cd); // 4-byte groups in order a0 b0 c0 d0 a1 b1 c1 d1
+    return _mm256_permutevar8x32_epi32(abcd, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+void rm_quantize_x_avx2(const rm_mm *m, int c0, int c1) {
+    const int blk = m->qx.blk;
+    const int64_t nb = m->in / blk, ns = m->in / 32;
+    const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    for (int c = c0; c < c1; c++) {
+        const float *x = m->x + (int64_t)c * m->ldx;
+        int8_t *q = m->qx.q + (int64_t)c * m->in;
+        int16_t *sum = m->qx.sum + (int64_t)c * ns;
+        for (int64_t b = 0; b < nb; b++) {
+            const float *xb = x + b * blk;
+            __m256 mx = _mm256_setzero_ps();
+            for (int j = 0; j < blk; j += 8) mx = _mm256_max_ps(mx, _mm256_and_ps(_mm256_loadu_ps(xb + j), abs_mask));
+            __m128 h = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+            h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+            h = _mm_max_ss(h, _mm_movehdup_ps(h));
+            float amax = _mm_cvtss_f32(h);
+            m->qx.d[c * nb + b] = amax / 127.0f;
+            __m256 id = _mm256_set1_ps(amax > 0 ? 127.0f / amax : 0);
+            for (int j = 0; j < blk; j += 32) {
+                __m256i v[4];
+                for (int k = 0; k < 4; k++) v[k] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + j + 8 * k), id));
+                _mm256_storeu_si256((__m256i *)(q + b * blk + j), pack_32_i8(v[0], v[1], v[2], v[3]));
+                __m256i s = _mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3]));
+                __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));
+                s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+                s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+                sum[(b * blk + j) / 32] = (int16_t)_mm_cvtsi128_si32(s4);
+            }
+        }
+    }
+}
