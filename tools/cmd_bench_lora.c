@@ -1,0 +1,276 @@
+// cmd_bench_lora.c — `ramole bench-lora`: heterogeneous batched LoRA cost.
+//
+// N random adapters; each of B sequences gets its own random set of K of them
+// (a different set per row). The same batch runs with and without the LoRA
+// hook, alternately: prefill (all B prompts in one forward) and decode (B
+// rows per step), and the tokens/s of both are reported with their ratio.
+#include "cli.h"
+#include "base/err.h"
+#include "base/file.h"
+#include "lora/batch.h"
+#include "model/sampler.h"
+#include "model/synth.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void help(void) {
+    printf("usage: ramole bench-lora (-m MODEL | --synth [SHAPE]) [options]\n\n"
+           "  -m, --model PATH     GGUF base model\n"
+           "  --synth SHAPE        write (once, in $TMPDIR) a random model of SHAPE (%s)\n"
+           "  --type T             weight type of the --synth model (default q8_0)\n"
+           "  --adapters N         random adapters (default 48)\n"
+           "  --rank R             their rank (default 6)\n"
+           "  --targets LIST       q,v | all | any of q,k,v,o,gate,up,down (default q,v)\n"
+           "  --batch B            sequences in the batch (default 32)\n"
+           "  --k K                adapters per sequence (default 3; selection uses 1)\n"
+           "  --compose MODE       selection | mixture | fusion (default mixture)\n"
+           "  --prompt P           prompt tokens per sequence for prefill (default 16)\n"
+           "  --steps S            decode steps (default 8; the best step is reported)\n"
+           "  --reps N             prefill repetitions (default 1; the best is reported)\n"
+           "  -t, --threads N      threads (default: all cores)\n"
+           "  --seed S             adapters and sets (default 1)\n"
+           "  --json               print {\"decode_tps\", \"decode_tps_base\", \"decode_ratio\", \"prefill_tps\",\n"
+           "                       \"prefill_tps_base\", \"prefill_ratio\"} on stdout\n",
+           rm_synth_names());
+}
+
+typedef struct bl_run {
+    rm_llama *m;
+    rm_kvcache kv;
+    rm_threadpool *tp;
+    int batch, prompt, steps;
+    int32_t *tok, *pos, *slot;
+    uint8_t *want;
+    const void **plans;
+    float *logits;
+} bl_run;
+
+// Fills rows [0, n) of R for sequences [s0, s0+ns) (slot base + s) at
+// positions [p0, p0+np): prompt tokens when p0 == 0, else the argmax of the
+// previous logits of that sequence (logit row lrow0 + s - s0).
+static void fill_rows(bl_run *R, int s0, int ns, int p0, int np, int slot_base, const void *const *plans, int lrow0) {
+    int V = R->m->hp.n_vocab;
+    for (int s = s0; s < s0 + ns; s++)
+        for (int i = 0; i < np; i++) {
+            int r = (s - s0) * np + i;
+            R->tok[r] = p0 == 0 ? (int32_t)((s * 7919 + i * 104729 + 13) % V)
+                                : rm_argmax(R->logits + ((size_t)lrow0 + s - s0) * V, V);
+            R->pos[r] = p0 + i;
+            R->slot[r] = slot_base + s;
+            R->want[r] = i == np - 1;
+            R->plans[r] = plans ? plans[s] : NULL;
+        }
+}
+
+static int timed_forward(bl_run *R, int rows, const rm_linear_hook *hook, int with_plans, float *logits, double *dt) {
+    rm_batch b = {rows, R->tok, R->pos, R->slot, R->want, with_plans ? R->plans : NULL};
+    double t0 = rm_now();
+    int rc = rm_llama_forward(R->m, &R->kv, R->tp, &b, hook, logits);
+    *dt = rm_now() - t0;
+    return rc;
+}
+
+// The base batch (slots [0, B)) and the LoRA batch (slots [B, 2B)) run
+// alternately, so that both see the same machine: prefill of every prompt in
+// one forward per variant (best of `reps`), then `steps` decode steps each
+// (best step: on a shared machine the least disturbed one is the figure that
+// repeats). Results: [0] base, [1] with adapters.
+static int bench(bl_run *R, const rm_linear_hook *hook, const void *const *plans, int reps, double prefill_tps[2],
+                 double decode_tps[2]) {
+    int B = R->batch, P = R->prompt, V = R->m->hp.n_vocab, rc = RM_OK;
+    float *last = R->logits + (size_t)B * V; // second half: the LoRA batch's logits
+    double best[2] = {1e30, 1e30}, dt;
+    for (int rep = 0; rep < reps && !rc; rep++)
+        for (int v = 0; v < 2 && !rc; v++) {
+            for (int s = 0; s < B; s++) rm_kvcache_clear_slot(&R->kv, v * B + s);
+            fill_rows(R, 0, B, 0, P, v * B, v ? plans : NULL, 0);
+            rc = timed_forward(R, B * P, v ? hook : NULL, v, v ? last : R->logits, &dt);
+            if (dt < best[v]) best[v] = dt;
+        }
+    double step[2] = {1e30, 1e30};
+    for (int st = 0; st < R->steps && !rc; st++)
+        for (int v = 0; v < 2 && !rc; v++) {
+            fill_rows(R, 0, B, P + st, 1, v * B, v ? plans : NULL, v * B);
+            rc = timed_forward(R, B, v ? hook : NULL, v, v ? last : R->logits, &dt);
+            if (dt < step[v]) step[v] = dt;
+        }
+    for (int v = 0; v < 2; v++) {
+        prefill_tps[v] = B * P / best[v];
+        decode_tps[v] = B / step[v];
+    }
+    return rc;
+}
+
+// K distinct adapter ids per row, no two rows with the same set (when there
+// are enough sets), from a seeded generator.
+static void random_sets(int *sets, int B, int K, int N, uint64_t seed) {
+    uint64_t st = seed ^ 0x5851f42d4c957f2dull;
+    for (int r = 0; r < B; r++) {
+        int *set = sets + (size_t)r * K;
+        for (int tries = 0; tries < 1000; tries++) {
+            for (int i = 0; i < K; i++) {
+                int dup;
+                do {
+                    set[i] = (int)(rm_rand_f32(&st) * (float)N) % N;
+                    dup = 0;
+                    for (int j = 0; j < i; j++) dup |= set[j] == set[i];
+                } while (dup);
+            }
+            int same = 0; // compare as sets (order-free) with earlier rows
+            for (int q = 0; q < r && !same; q++) {
+                int hits = 0;
+                for (int i = 0; i < K; i++)
+                    for (int j = 0; j < K; j++) hits += set[i] == sets[(size_t)q * K + j];
+                same = hits == K;
+            }
+            if (!same) break;
+        }
+    }
+}
+
+static int cmd_bench_lora(int argc, char **argv) {
+    const char *model = NULL, *synth = NULL, *type_s = "q8_0", *targets_s = "q,v", *compose_s = "mixture";
+    long n_ad = 48, rank = 6, batch = 32, k = 3, prompt = 16, steps = 8, threads = 0, seed = 1, reps = 1;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
+        else if (cli_str(argc, argv, &i, "--model", "-m", &model)) {}
+        else if (cli_flag(argc, argv, &i, "--synth", NULL)) {
+            synth = (i + 1 < argc && argv[i + 1][0] != '-') ? argv[++i] : "tinyllama-1.1b";
+        }
+        else if (cli_str(argc, argv, &i, "--type", NULL, &type_s)) {}
+        else if (cli_int(argc, argv, &i, "--adapters", NULL, &n_ad)) {}
+        else if (cli_int(argc, argv, &i, "--rank", NULL, &rank)) {}
+        else if (cli_str(argc, argv, &i, "--targets", NULL, &targets_s)) {}
+        else if (cli_int(argc, argv, &i, "--batch", NULL, &batch)) {}
+        else if (cli_int(argc, argv, &i, "--k", NULL, &k)) {}
+        else if (cli_str(argc, argv, &i, "--compose", NULL, &compose_s)) {}
+        else if (cli_int(argc, argv, &i, "--prompt", NULL, &prompt)) {}
+        else if (cli_int(argc, argv, &i, "--steps", NULL, &steps)) {}
+        else if (cli_int(argc, argv, &i, "--threads", "-t", &threads)) {}
+        else if (cli_int(argc, argv, &i, "--seed", NULL, &seed)) {}
+        else if (cli_int(argc, argv, &i, "--reps", NULL, &reps)) {}
+        else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
+        else { fprintf(stderr, "ramole bench-lora: unknown option '%s' (see --help)\n", argv[i]); return 2; }
+    }
+    rm_compose_mode mode;
+    unsigned targets;
+    if (rm_compose_parse(compose_s, &mode)) return cli_fail("--compose");
+    if (rm_lora_parse_targets(targets_s, &targets)) return cli_fail("--targets");
+    if (mode == RM_COMPOSE_SELECTION) k = 1;
+    if (!model == !synth) { fprintf(stderr, "ramole bench-lora: give -m MODEL or --synth [SHAPE]\n"); return 2; }
+    if (n_ad < 1 || rank < 1 || rank > RM_LORA_MAX_RANK || batch < 1 || batch > 4096 || k < 1 || k > RM_PLAN_MAX ||
+        k > n_ad || prompt < 1 || steps < 1 || reps < 1) {
+        fprintf(stderr, "ramole bench-lora: bad sizes (need 1 <= k <= min(adapters, %d), rank <= %d, batch, prompt, steps >= 1)\n",
+                RM_PLAN_MAX, RM_LORA_MAX_RANK);
+        return 2;
+    }
+    char synth_path[1024];
+    if (synth) {
+        const rm_synth_shape *sh = rm_synth_find(synth);
+        rm_type t;
+        if (!sh) { fprintf(stderr, "ramole bench-lora: unknown shape '%s' (%s)\n", synth, rm_synth_names()); return 2; }
+        if (rm_type_parse(type_s, &t)) return cli_fail("--type");
+        const char *tmp = getenv("TMPDIR");
+        snprintf(synth_path, sizeof synth_path, "%s/ramole-synth-%s-%s.gguf", tmp ? tmp : "/tmp", synth, rm_type_name(t));
+        if (!rm_file_exists(synth_path)) {
+            fprintf(stderr, "bench-lora: writing %s\n", synth_path);
+            if (rm_synth_write(sh, t, 1, synth_path, NULL, NULL)) return cli_fail("cannot write the synthetic model");
+        }
+        model = synth_path;
+    }
+
+    bl_run R = {0};
+    rm_lora **ad = NULL;
+    rm_lora_plan *plans = NULL;
+    const void **plan_ptrs = NULL;
+    int *sets = NULL;
+    rm_fusion_cache *fc = NULL;
+    rm_lora_batch *lb = NULL;
+    int rc = 1;
+    if (rm_llama_load(&R.m, model)) return cli_fail("cannot load model");
+    R.batch = (int)batch;
+    R.prompt = (int)prompt;
+    R.steps = (int)steps;
+    size_t rows = (size_t)batch * (size_t)prompt;
+    R.tp = rm_threadpool_create((int)threads);
+    R.tok = malloc(rows * sizeof(int32_t));
+    R.pos = malloc(rows * sizeof(int32_t));
+    R.slot = malloc(rows * sizeof(int32_t));
+    R.want = malloc(rows);
+    R.plans = malloc(rows * sizeof(void *));
+    R.logits = malloc((size_t)batch * 2 * R.m->hp.n_vocab * sizeof(float));
+    ad = calloc((size_t)n_ad, sizeof *ad);
+    plans = calloc((size_t)batch, sizeof *plans);
+    plan_ptrs = calloc((size_t)batch, sizeof *plan_ptrs);
+    sets = malloc((size_t)batch * (size_t)k * sizeof(int));
+    fc = rm_fusion_cache_new(0);
+    lb = rm_lora_batch_new(R.tp);
+    if (!R.tp || !R.tok || !R.pos || !R.slot || !R.want || !R.plans || !R.logits || !ad || !plans || !plan_ptrs || !sets ||
+        !fc || !lb) {
+        fprintf(stderr, "ramole bench-lora: out of memory\n");
+        goto out;
+    }
+    if (rm_kvcache_init(&R.kv, R.m->hp.n_layer, 2 * (int)batch, (int)(prompt + steps), R.m->hp.n_head_kv * R.m->hp.head_dim)) {
+        cli_fail("kv cache");
+        goto out;
+    }
+    fprintf(stderr, "bench-lora: %s, %d threads; %ld adapters rank %ld on %s, batch %ld, k %ld, %s\n", model,
+            rm_threadpool_size(R.tp), n_ad, rank, targets_s, batch, k, rm_compose_name(mode));
+    for (long i = 0; i < n_ad; i++)
+        if (rm_lora_random(&ad[i], R.m, (int)rank, targets, (uint64_t)seed * 1000003u + (uint64_t)i)) {
+            cli_fail("random adapter");
+            goto out;
+        }
+    random_sets(sets, (int)batch, (int)k, (int)n_ad, (uint64_t)seed);
+    for (long s = 0; s < batch; s++) {
+        rm_lora *pick[RM_PLAN_MAX];
+        for (long i = 0; i < k; i++) pick[i] = ad[sets[s * k + i]];
+        if (rm_lora_plan_init(&plans[s], mode, (int)k, pick, NULL, fc)) {
+            cli_fail("plan");
+            goto out;
+        }
+        plan_ptrs[s] = &plans[s];
+    }
+    rm_linear_hook hook = rm_lora_batch_hook(lb);
+    double ptps[2], dtps[2];
+    if (bench(&R, &hook, plan_ptrs, (int)reps, ptps, dtps) || rm_lora_batch_status(lb)) {
+        cli_fail("forward");
+        goto out;
+    }
+    double pb = ptps[0], pl = ptps[1], db = dtps[0], dl = dtps[1];
+    fprintf(stderr, "  prefill  %9.2f tok/s with adapters, %9.2f without: %.3fx\n", pl, pb, pl / pb);
+    fprintf(stderr, "  decode   %9.2f tok/s with adapters, %9.2f without: %.3fx\n", dl, db, dl / db);
+    if (json)
+        printf("{\"decode_tps\": %.3f, \"decode_tps_base\": %.3f, \"decode_ratio\": %.4f, \"prefill_tps\": %.3f, "
+               "\"prefill_tps_base\": %.3f, \"prefill_ratio\": %.4f}\n",
+               dl, db, dl / db, pl, pb, pl / pb);
+    rc = 0;
+out:
+    if (plans)
+        for (long s = 0; s < batch; s++) rm_lora_plan_free(&plans[s]);
+    if (ad)
+        for (long i = 0; i < n_ad; i++) rm_lora_free(ad[i]);
+    free(ad);
+    free(plans);
+    free(plan_ptrs);
+    free(sets);
+    rm_fusion_cache_free(fc);
+    rm_lora_batch_free(lb);
+    rm_kvcache_free(&R.kv);
+    rm_threadpool_free(R.tp);
+    free(R.tok);
+    free(R.pos);
+    free(R.slot);
+    free(R.want);
+    free(R.plans);
+    free(R.logits);
+    rm_llama_free(R.m);
+    return rc;
+}
+
+// The command name has a dash, which RM_COMMAND cannot spell.
+__attribute__((constructor)) static void register_cmd_bench_lora(void) {
+    rm_cli_register("bench-lora", "speed of heterogeneous batched LoRA (with vs without adapters)", cmd_bench_lora);
+}
