@@ -4,11 +4,13 @@
 // requests) and the tokenizer test strings, shuffled deterministically and
 // repeated to a few MB. Each document is one rm_tokenize call, as prompts
 // are in serving. One thread.
+//   ramole-bench tokenizer [--mb 4] [--reps 3] [--vocab gpt-2]
 #define _GNU_SOURCE
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "base/err.h"
 #include "base/file.h"
@@ -56,6 +58,13 @@ static void add_inputs(corpus *c, const rm_json *j) {
     }
 }
 
+// CPU seconds of this thread: the machine may be shared, the figure is per core.
+static double cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static const char *k_vocabs[] = {"llama-spm", "gpt-2", "deepseek-coder", "falcon", "bert-bge"};
 
 static uint64_t rng(uint64_t *s) {
@@ -94,8 +103,10 @@ static int load_corpus(const char *shared, corpus *c, rm_json **js, int *n_js) {
 static int bench_tokenizer(int argc, char **argv) {
     double target_mb = 4.0;
     int reps = 3;
+    const char *only = NULL;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--mb") && i + 1 < argc) target_mb = atof(argv[++i]);
+        if (!strcmp(argv[i], "--vocab") && i + 1 < argc) only = argv[++i];
+        else if (!strcmp(argv[i], "--mb") && i + 1 < argc) target_mb = atof(argv[++i]);
         else if (!strcmp(argv[i], "--reps") && i + 1 < argc) reps = atoi(argv[++i]);
     }
     const char *shared = getenv("RAMOLE_SHARED") ? getenv("RAMOLE_SHARED") : "../shared";
@@ -125,12 +136,15 @@ static int bench_tokenizer(int argc, char **argv) {
         for (size_t i = 0; i < base.n && (double)text.bytes < target_mb * 1e6; i++)
             corpus_add(&text, base.v[i].s, base.v[i].n);
     }
-    printf("text: %zu documents, %.2f MB (Flan inputs + tokenizer test strings, shuffled)\n", text.n, text.bytes / 1e6);
-    printf("%-16s %-10s %10s %12s %12s %12s\n", "vocab", "kind", "tokens", "bytes/token", "encode MB/s", "decode MB/s");
+    printf("text: %zu documents, %.2f MB (Flan inputs + tokenizer test strings, shuffled); MB/s per CPU-second\n",
+           text.n, text.bytes / 1e6);
+    printf("%-16s %-10s %-6s %10s %12s %12s %12s\n", "vocab", "kind", "cache", "tokens", "bytes/token", "encode MB/s",
+           "decode MB/s");
     int32_t *ids = malloc(((size_t)1 << 20) * sizeof *ids);
     char *out = malloc(1 << 22);
     int rc = 0;
     for (size_t v = 0; v < sizeof k_vocabs / sizeof *k_vocabs && ids && out; v++) {
+        if (only && strcmp(only, k_vocabs[v])) continue;
         char path[512];
         snprintf(path, sizeof path, "%s/data/tokenizers/ggml-vocab-%s.gguf", shared, k_vocabs[v]);
         gguf_file g;
@@ -141,29 +155,34 @@ static int bench_tokenizer(int argc, char **argv) {
             continue;
         }
         gguf_close(&g);
-        double enc[16], dec[16];
-        long n_tok = 0;
-        if (reps > 16) reps = 16;
-        for (int r = 0; r < reps; r++) {
-            n_tok = 0;
-            double t0 = rm_now(), t_dec = 0;
-            for (size_t i = 0; i < text.n; i++) {
-                int n = rm_tokenize(t, text.v[i].s, text.v[i].n, 0, 0, ids, 1 << 20);
-                if (n < 0 || n > (1 << 20)) { rc = 1; break; }
-                n_tok += n;
-                double t1 = rm_now();
-                rm_detok d;
-                rm_detok_init(&d, t);
-                int o = 0, cap = rm_detok_max_bytes(t);
-                for (int k = 0; k < n && o + cap < (1 << 22); k++) o += rm_detok_push(&d, ids[k], out + o, cap);
-                t_dec += rm_now() - t1;
+        for (int cached = 1; cached >= 0; cached--) {
+            rm_tokenizer_set_cache(t, cached);
+            double enc[16], dec[16];
+            long n_tok = 0;
+            if (reps > 16) reps = 16;
+            for (int r = 0; r < reps; r++) {
+                n_tok = 0;
+                double t0 = cpu_now(), t_dec = 0;
+                for (size_t i = 0; i < text.n; i++) {
+                    int n = rm_tokenize(t, text.v[i].s, text.v[i].n, 0, 0, ids, 1 << 20);
+                    if (n < 0 || n > (1 << 20)) { rc = 1; break; }
+                    n_tok += n;
+                    double t1 = cpu_now();
+                    rm_detok d;
+                    rm_detok_init(&d, t);
+                    int o = 0, cap = rm_detok_max_bytes(t);
+                    for (int k = 0; k < n && o + cap < (1 << 22); k++) o += rm_detok_push(&d, ids[k], out + o, cap);
+                    t_dec += cpu_now() - t1;
+                }
+                double total = cpu_now() - t0;
+                enc[r] = text.bytes / 1e6 / (total - t_dec);
+                dec[r] = text.bytes / 1e6 / t_dec;
             }
-            double total = rm_now() - t0;
-            enc[r] = text.bytes / 1e6 / (total - t_dec);
-            dec[r] = text.bytes / 1e6 / t_dec;
+            printf("%-16s %-10s %-6s %10ld %12.2f %12.1f %12.1f\n", k_vocabs[v], rm_tokenizer_kind(t),
+                   cached ? "on" : "off", n_tok, (double)text.bytes / (double)(n_tok ? n_tok : 1),
+                   rm_bench_median(enc, reps), rm_bench_median(dec, reps));
+            if (!strcmp(rm_tokenizer_kind(t), "wordpiece")) break; // WordPiece has no cache
         }
-        printf("%-16s %-10s %10ld %12.2f %12.1f %12.1f\n", k_vocabs[v], rm_tokenizer_kind(t), n_tok,
-               (double)text.bytes / (double)(n_tok ? n_tok : 1), rm_bench_median(enc, reps), rm_bench_median(dec, reps));
         rm_tokenizer_free(t);
     }
     free(ids);

@@ -18,73 +18,99 @@
 // string map
 // ------------------------------------------------------------------------
 
+// The first min(n, 8) bytes of s as a zero-padded little-endian word.
+static uint64_t key_head(const char *s, size_t n) {
+    uint64_t w = 0;
+    memcpy(&w, s, n < 8 ? n : 8);
+    return w;
+}
+
 uint32_t tok_hash(const char *s, size_t n) {
-    // FNV-1a with a final avalanche; keys are short token strings.
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 16777619u;
-    h ^= h >> 15;
-    h *= 0x2c1b3c6du;
-    h ^= h >> 12;
-    return h;
+    // Eight bytes at a time, multiply-xorshift mixing; keys are token strings.
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (uint64_t)n;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w;
+        memcpy(&w, s + i, 8);
+        h = (h ^ w) * 0xff51afd7ed558ccdull;
+        h ^= h >> 32;
+    }
+    h = (h ^ key_head(s + i, n - i)) * 0xc4ceb9fe1a85ec53ull;
+    h ^= h >> 29;
+    return (uint32_t)h;
 }
 
 int tok_map_init(tok_map *m, size_t expected) {
+    memset(m, 0, sizeof *m);
     size_t cap = 16;
     while (cap < expected * 2 + 16) cap <<= 1;
     m->slots = calloc(cap, sizeof *m->slots);
     if (!m->slots) return rm_errorf(RM_ENOMEM, "tokenizer: out of memory (map of %zu)", expected);
     m->mask = (uint32_t)(cap - 1);
-    m->n = 0;
     return RM_OK;
 }
 
 void tok_map_free(tok_map *m) {
     free(m->slots);
-    m->slots = NULL;
-    m->mask = m->n = 0;
+    free(m->keyp);
+    free(m->keyl);
+    memset(m, 0, sizeof *m);
 }
 
 static int map_grow(tok_map *m) {
-    tok_map g;
-    if (tok_map_init(&g, (size_t)(m->mask + 1)) != RM_OK) return RM_ENOMEM;
-    for (uint32_t i = 0; i <= m->mask; i++) {
-        tok_slot *s = &m->slots[i];
-        if (!s->key) continue;
-        uint32_t j = s->hash & g.mask;
-        while (g.slots[j].key) j = (j + 1) & g.mask;
-        g.slots[j] = *s;
-        g.n++;
+    size_t cap = ((size_t)m->mask + 1) * 2;
+    uint64_t *slots = calloc(cap, sizeof *slots);
+    if (!slots) return RM_ENOMEM;
+    for (size_t i = 0; i <= m->mask; i++) {
+        uint64_t sl = m->slots[i];
+        if (!sl) continue;
+        size_t j = (sl >> 32) & (cap - 1);
+        while (slots[j]) j = (j + 1) & (cap - 1);
+        slots[j] = sl;
     }
     free(m->slots);
-    *m = g;
+    m->slots = slots;
+    m->mask = (uint32_t)(cap - 1);
     return RM_OK;
 }
 
-int tok_map_put(tok_map *m, const char *key, size_t len, int32_t val) {
-    if ((m->n + 1) * 2 > m->mask + 1 && map_grow(m) != RM_OK) return RM_ENOMEM;
-    uint32_t h = tok_hash(key, len), j = h & m->mask;
-    for (;; j = (j + 1) & m->mask) {
-        tok_slot *s = &m->slots[j];
-        if (!s->key) {
-            *s = (tok_slot){key, (uint32_t)len, h, val};
-            m->n++;
-            return RM_OK;
-        }
-        if (s->hash == h && s->len == len && memcmp(s->key, key, len) == 0) {
-            s->val = val;
-            return RM_OK;
-        }
+// Slot index holding key, or of the empty slot where it would go.
+static uint32_t map_find(const tok_map *m, const char *key, size_t len, uint32_t h) {
+    for (uint32_t j = h & m->mask;; j = (j + 1) & m->mask) {
+        uint64_t sl = m->slots[j];
+        if (!sl) return j;
+        if ((uint32_t)(sl >> 32) != h) continue;
+        uint32_t v = (uint32_t)sl - 1;
+        if (m->keyl[v] == len && !memcmp(m->keyp[v], key, len)) return j;
     }
+}
+
+int tok_map_put(tok_map *m, const char *key, size_t len, int32_t val) {
+    if (val < 0) return RM_EINVAL;
+    if ((size_t)val >= m->cap_keys) {
+        size_t cap = m->cap_keys ? m->cap_keys : 256;
+        while (cap <= (size_t)val) cap *= 2;
+        const char **kp = realloc(m->keyp, cap * sizeof *kp);
+        if (!kp) return RM_ENOMEM;
+        m->keyp = kp;
+        uint32_t *kl = realloc(m->keyl, cap * sizeof *kl);
+        if (!kl) return RM_ENOMEM;
+        m->keyl = kl;
+        m->cap_keys = cap;
+    }
+    if ((m->n + 1) * 2 > m->mask + 1 && map_grow(m) != RM_OK) return RM_ENOMEM;
+    uint32_t h = tok_hash(key, len), j = map_find(m, key, len, h);
+    if (!m->slots[j]) m->n++;
+    m->slots[j] = ((uint64_t)h << 32) | (uint32_t)(val + 1);
+    m->keyp[val] = key;
+    m->keyl[val] = (uint32_t)len;
+    return RM_OK;
 }
 
 int32_t tok_map_get(const tok_map *m, const char *key, size_t len) {
     if (!m->slots) return -1;
-    uint32_t h = tok_hash(key, len), j = h & m->mask;
-    for (;; j = (j + 1) & m->mask) {
-        const tok_slot *s = &m->slots[j];
-        if (!s->key) return -1;
-        if (s->hash == h && s->len == len && memcmp(s->key, key, len) == 0) return s->val;
-    }
+    uint64_t sl = m->slots[map_find(m, key, len, tok_hash(key, len))];
+    return sl ? (int32_t)((uint32_t)sl - 1) : -1;
 }
 
 void tok_ids_push(tok_ids *o, int32_t id) {
@@ -512,6 +538,14 @@ int32_t rm_tokenizer_eos(const rm_tokenizer *t) { return t->kind == TOK_KIND_WPM
 int rm_tokenizer_add_bos(const rm_tokenizer *t) { return t->add_bos && rm_tokenizer_bos(t) >= 0; }
 int rm_tokenizer_is_eog(const rm_tokenizer *t, int32_t id) { return id >= 0 && id < t->n_vocab && t->eog[id]; }
 int rm_tokenizer_max_token_len(const rm_tokenizer *t) { return t->max_token_len; }
+
+void rm_tokenizer_set_cache(rm_tokenizer *t, int on) {
+    if (on && !t->cache && t->kind != TOK_KIND_WPM) t->cache = tok_cache_new();
+    if (!on) {
+        tok_cache_free(t->cache);
+        t->cache = NULL;
+    }
+}
 
 const char *rm_tokenizer_kind(const rm_tokenizer *t) {
     return t->kind == TOK_KIND_SPM ? "spm" : t->kind == TOK_KIND_WPM ? "wordpiece" : "bpe";

@@ -21,8 +21,17 @@ enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_USER = 4, TOK_UNUSE
 enum { TOK_KIND_SPM, TOK_KIND_BPE, TOK_KIND_WPM };
 
 // ---- string -> int map (open addressing; keys are not owned) ----
-typedef struct tok_slot { const char *key; uint32_t len, hash; int32_t val; } tok_slot;
-typedef struct tok_map { tok_slot *slots; uint32_t mask, n; } tok_map;
+// Values are small non-negative ints (token ids, symbol ids). A slot is
+// hash << 32 | (val + 1), 0 when empty: 8 bytes, so that the probes of
+// absent keys (most SPM pair lookups) stay within a cache-friendly table.
+// The key of a value is kept in keyp/keyl, indexed by the value.
+typedef struct tok_map {
+    uint64_t *slots;
+    uint32_t mask, n;
+    const char **keyp;
+    uint32_t *keyl;
+    size_t cap_keys;
+} tok_map;
 uint32_t tok_hash(const char *s, size_t n);
 int tok_map_init(tok_map *m, size_t expected);
 void tok_map_free(tok_map *m);
