@@ -552,3 +552,65 @@ TEST(lora_rejects_bad_adapters) {
     rm_lora_free(a);
     rm_llama_free(m);
 }
+
+// ---------------------------------------------------------------- CLI
+
+static int run_cli(const char *args) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s >%s/cli.out 2>&1", rm_test_bin(), args, rm_test_tmpdir());
+    return system(cmd);
+}
+
+TEST(lora_cli_info_convert_merge) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    rm_llama *m = tiny_model(RM_TYPE_F32);
+    REQUIRE(m);
+    rm_lora *a = NULL;
+    CHECK_OK(rm_lora_random(&a, m, 3, 0x7f, 95));
+    REQUIRE(a);
+    char g[512], dir[512], g2[512], merged[512], args[3000];
+    tmp_path(g, sizeof g, "cli.gguf");
+    tmp_path(dir, sizeof dir, "cli-peft");
+    tmp_path(g2, sizeof g2, "cli2.gguf");
+    tmp_path(merged, sizeof merged, "cli-merged.gguf");
+    CHECK_OK(rm_lora_save_gguf(a, g));
+    snprintf(args, sizeof args, "lora convert %s %s", g, dir);
+    CHECK(run_cli(args) != 0); // q/k order needs the base
+    snprintf(args, sizeof args, "lora convert %s %s --base %s", g, dir, m->path);
+    CHECK(run_cli(args) == 0);
+    snprintf(args, sizeof args, "lora convert %s %s --base %s", dir, g2, m->path);
+    CHECK(run_cli(args) == 0);
+    snprintf(args, sizeof args, "lora info %s --base %s", dir, m->path);
+    CHECK(run_cli(args) == 0);
+    snprintf(args, sizeof args, "lora merge --base %s --lora %s:0.5 --type f32 %s", m->path, g2, merged);
+    CHECK(run_cli(args) == 0);
+    // the merged file equals a half-weight selection through the hook
+    rm_lora *b = NULL;
+    CHECK_OK(rm_lora_load(&b, g2));
+    REQUIRE(b);
+    CHECK_OK(rm_lora_bind(b, m));
+    rm_lora_plan p;
+    CHECK_OK(rm_lora_plan_init(&p, RM_COMPOSE_MIXTURE, 1, &b, (const float[]){0.5f}, NULL));
+    rm_llama *ref = NULL;
+    CHECK_OK(rm_llama_load(&ref, merged));
+    REQUIRE(ref);
+    size_t per = SEQ_LEN * (size_t)m->hp.n_vocab;
+    float *lh = malloc(per * sizeof(float)), *lr = malloc(per * sizeof(float));
+    rm_lora_batch *bt = rm_lora_batch_new(NULL);
+    rm_linear_hook hook = rm_lora_batch_hook(bt);
+    int seq = 4;
+    const rm_lora_plan *pl[1] = {&p};
+    CHECK_OK(run_batch(m, &hook, 1, &seq, pl, lh));
+    CHECK_OK(run_batch(ref, NULL, 1, &seq, NULL, lr));
+    CHECKF(rel_diff(lh, lr, per) < 2e-5, "cli merge vs hook: %g", rel_diff(lh, lr, per));
+    snprintf(args, sizeof args, "lora info %s/nothing-here", rm_test_tmpdir());
+    CHECK(run_cli(args) != 0);
+    rm_lora_batch_free(bt);
+    free(lh);
+    free(lr);
+    rm_lora_plan_free(&p);
+    rm_lora_free(b);
+    rm_lora_free(a);
+    rm_llama_free(ref);
+    rm_llama_free(m);
+}

@@ -33,6 +33,7 @@ int rm_lora_new(rm_lora **out, int n_layer) {
     }
     a->n_layer = n_layer;
     a->uid = rm_lora_next_uid();
+    a->format = "memory";
     *out = a;
     return RM_OK;
 }
@@ -114,6 +115,25 @@ int rm_lora_max_rank(const rm_lora *a) {
     for (int i = 0; i < a->n_layer * RM_LIN_COUNT; i++)
         if (a->mods[i].r > r) r = a->mods[i].r;
     return r;
+}
+
+int rm_lora_parse_spec(const char *spec, char *path, size_t cap, float *weight, int *has_weight) {
+    const char *colon = strrchr(spec, ':');
+    size_t n = strlen(spec);
+    *has_weight = 0;
+    if (colon && colon[1]) {
+        char *end;
+        double w = strtod(colon + 1, &end);
+        if (*end == 0 && isfinite(w)) {
+            *weight = (float)w;
+            *has_weight = 1;
+            n = (size_t)(colon - spec);
+        }
+    }
+    if (n == 0 || n >= cap) return rm_errorf(RM_EINVAL, "lora: bad adapter spec '%s' (PATH[:WEIGHT])", spec);
+    memcpy(path, spec, n);
+    path[n] = 0;
+    return RM_OK;
 }
 
 // ---------------------------------------------------------------- binding

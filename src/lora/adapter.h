@@ -9,6 +9,7 @@
 // them through the model's linear hook on any base weight type.
 #ifndef RM_LORA_ADAPTER_H
 #define RM_LORA_ADAPTER_H
+#include <stddef.h>
 #include <stdint.h>
 
 #include "model/llama.h"
@@ -25,6 +26,7 @@ typedef struct rm_lora_mod {
 
 typedef struct rm_lora {
     char *path;           // where it came from (messages), "" for in-memory adapters
+    const char *format;   // "peft", "gguf" or "memory"
     char arch[32];        // "llama", "qwen2", ... ; "" when unknown (PEFT, until bound)
     int n_layer;          // layers it covers: mods has n_layer * RM_LIN_COUNT entries
     rm_lora_mod *mods;    // [layer * RM_LIN_COUNT + which]
@@ -67,6 +69,11 @@ int rm_lora_parse_targets(const char *s, unsigned *mask);
 unsigned rm_lora_targets(const rm_lora *a);
 // Largest rank over the modules.
 int rm_lora_max_rank(const rm_lora *a);
+
+// Splits "PATH[:WEIGHT]" (the weight is taken only when the text after the
+// last ':' is a number). path gets a copy (NUL-terminated, cap bytes);
+// *has_weight says whether a weight was given.
+int rm_lora_parse_spec(const char *spec, char *path, size_t cap, float *weight, int *has_weight);
 
 // A random adapter bound to m: rank r on the targets of every layer, A and B
 // uniform with magnitudes that make s*B*A comparable to a few percent of W.

@@ -149,6 +149,7 @@ int rm_lora_load_gguf(rm_lora **out, const char *path) {
     if (!(a->path = strdup(path))) { rc = rm_errorf(RM_ENOMEM, "out of memory"); goto done; }
     a->alpha = alpha;
     a->qk_permuted = arch_wants_permuted(a->arch);
+    a->format = "gguf";
 done:
     if (rc) rm_lora_free(a);
     else *out = a;

@@ -294,6 +294,7 @@ int rm_lora_load_peft(rm_lora **out, const char *path) {
     a->rank = c.r;
     a->rslora = c.rslora;
     a->qk_permuted = 0;
+    a->format = "peft";
 done:
     if (rc) rm_lora_free(a);
     else *out = a;
