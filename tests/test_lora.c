@@ -61,6 +61,18 @@ static int run_batch(rm_llama *m, const rm_linear_hook *hook, int n, const int *
     return rc;
 }
 
+// One sequence under plan p (through a fresh hook), or with no hook when p is NULL.
+static int run_one(rm_llama *m, const rm_lora_plan *p, int seq, float *logits) {
+    rm_lora_batch *bt = rm_lora_batch_new(NULL);
+    if (!bt) return RM_ENOMEM;
+    rm_linear_hook hook = rm_lora_batch_hook(bt);
+    const rm_lora_plan *pl[1] = {p};
+    int rc = run_batch(m, p ? &hook : NULL, 1, &seq, p ? pl : NULL, logits);
+    if (!rc) rc = rm_lora_batch_status(bt);
+    rm_lora_batch_free(bt);
+    return rc;
+}
+
 // max |a - b| / max(1, max |b|)
 static double rel_diff(const float *a, const float *b, size_t n) {
     double d = 0, mx = 1;
@@ -81,15 +93,10 @@ static double vs_dense(rm_llama *m, const rm_lora_plan *p, int n, rm_lora *const
     if (rm_llama_load(&ref, path)) return 1e9;
     size_t V = (size_t)m->hp.n_vocab;
     float *la = malloc(SEQ_LEN * V * sizeof(float)), *lb = malloc(SEQ_LEN * V * sizeof(float));
-    rm_lora_batch *bt = rm_lora_batch_new(NULL);
-    rm_linear_hook hook = rm_lora_batch_hook(bt);
-    int seq = 3;
-    const rm_lora_plan *plans[1] = {p};
     double d = 1e9;
-    if (!run_batch(m, &hook, 1, &seq, plans, la) && !run_batch(ref, NULL, 1, &seq, NULL, lb)) d = rel_diff(la, lb, SEQ_LEN * V);
+    if (!run_one(m, p, 3, la) && !run_one(ref, NULL, 3, lb)) d = rel_diff(la, lb, SEQ_LEN * V);
     // the adapter must have changed something
-    if (!run_batch(m, NULL, 1, &seq, NULL, lb) && rel_diff(la, lb, SEQ_LEN * V) < 1e-3) d = 2e9;
-    rm_lora_batch_free(bt);
+    if (!run_one(m, NULL, 3, lb) && rel_diff(la, lb, SEQ_LEN * V) < 1e-3) d = 2e9;
     free(la);
     free(lb);
     rm_llama_free(ref);
@@ -327,18 +334,13 @@ TEST(lora_quantized_base) {
     REQUIRE(ref);
     size_t per = SEQ_LEN * (size_t)m->hp.n_vocab;
     float *lh = malloc(per * sizeof(float)), *lb = malloc(per * sizeof(float)), *lr = malloc(per * sizeof(float));
-    rm_lora_batch *bt = rm_lora_batch_new(NULL);
-    rm_linear_hook hook = rm_lora_batch_hook(bt);
-    int seq = 1;
-    const rm_lora_plan *pl[1] = {&p};
-    CHECK_OK(run_batch(m, &hook, 1, &seq, pl, lh));
-    CHECK_OK(run_batch(m, NULL, 1, &seq, NULL, lb));
-    CHECK_OK(run_batch(ref, NULL, 1, &seq, NULL, lr));
+    CHECK_OK(run_one(m, &p, 1, lh));
+    CHECK_OK(run_one(m, NULL, 1, lb));
+    CHECK_OK(run_one(ref, NULL, 1, lr));
     // q8 activations make it approximate; the hooked q8 model must be much
     // closer to the merged reference than the plain q8 model is.
     double dh = rel_diff(lh, lr, per), db = rel_diff(lb, lr, per);
     CHECKF(dh < 0.3 * db, "hooked %g vs base %g", dh, db);
-    rm_lora_batch_free(bt);
     free(lh);
     free(lb);
     free(lr);
@@ -379,18 +381,13 @@ TEST(lora_peft_and_gguf_give_same_logits) {
     rm_lora *set[4] = {a, g, p, g2};
     size_t per = SEQ_LEN * (size_t)m->hp.n_vocab;
     float *ref = malloc(per * sizeof(float)), *got = malloc(per * sizeof(float));
-    rm_lora_batch *bt = rm_lora_batch_new(NULL);
-    rm_linear_hook hook = rm_lora_batch_hook(bt);
-    int seq = 2;
     for (int i = 0; i < 4; i++) {
         rm_lora_plan pl;
         CHECK_OK(rm_lora_plan_init(&pl, RM_COMPOSE_SELECTION, 1, &set[i], NULL, NULL));
-        const rm_lora_plan *pp[1] = {&pl};
-        CHECK_OK(run_batch(m, &hook, 1, &seq, pp, i == 0 ? ref : got));
+        CHECK_OK(run_one(m, &pl, 2, i == 0 ? ref : got));
         if (i) CHECKF(rel_diff(got, ref, per) < 1e-5, "adapter %d: %g", i, rel_diff(got, ref, per));
         rm_lora_plan_free(&pl);
     }
-    rm_lora_batch_free(bt);
     free(ref);
     free(got);
     rm_lora_free(a);
@@ -596,16 +593,11 @@ TEST(lora_cli_info_convert_merge) {
     REQUIRE(ref);
     size_t per = SEQ_LEN * (size_t)m->hp.n_vocab;
     float *lh = malloc(per * sizeof(float)), *lr = malloc(per * sizeof(float));
-    rm_lora_batch *bt = rm_lora_batch_new(NULL);
-    rm_linear_hook hook = rm_lora_batch_hook(bt);
-    int seq = 4;
-    const rm_lora_plan *pl[1] = {&p};
-    CHECK_OK(run_batch(m, &hook, 1, &seq, pl, lh));
-    CHECK_OK(run_batch(ref, NULL, 1, &seq, NULL, lr));
+    CHECK_OK(run_one(m, &p, 4, lh));
+    CHECK_OK(run_one(ref, NULL, 4, lr));
     CHECKF(rel_diff(lh, lr, per) < 2e-5, "cli merge vs hook: %g", rel_diff(lh, lr, per));
     snprintf(args, sizeof args, "lora info %s/nothing-here", rm_test_tmpdir());
     CHECK(run_cli(args) != 0);
-    rm_lora_batch_free(bt);
     free(lh);
     free(lr);
     rm_lora_plan_free(&p);
