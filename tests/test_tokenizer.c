@@ -306,38 +306,53 @@ TEST(tokenizer_bert_cls_sep) {
     case_free(&c);
 }
 
-// The vocabulary `ramole synth` writes: 256 byte-level characters, <s>, </s>, no merges.
-TEST(tokenizer_synth_byte_vocab) {
+// A byte-level BPE vocabulary like the one `ramole synth` writes: the 256
+// byte characters, <s>, </s>, then `extra` tokens; with the given merges.
+static rm_tokenizer *synth_tokenizer(const char *pre, const char *const *extra, int n_extra,
+                                     const char *const *merges, int n_merges) {
     gguf_writer *w = gguf_writer_new();
-    REQUIRE(w);
-    const char *toks[258];
+    if (!w) return NULL;
+    const char *toks[300];
     char store[256][8];
-    int32_t types[258];
-    for (int b = 0; b < 256; b++) {
+    int32_t types[300];
+    int n = 0;
+    for (int b = 0; b < 256; b++, n++) {
         int l = tok_byte_to_unicode(b, store[b]);
         store[b][l] = 0;
-        toks[b] = store[b];
-        types[b] = 1;
+        toks[n] = store[b];
+        types[n] = 1;
     }
-    toks[256] = "<s>";
-    toks[257] = "</s>";
-    types[256] = types[257] = 3;
-    CHECK_OK(gguf_set_str(w, "tokenizer.ggml.model", "gpt2"));
-    CHECK_OK(gguf_set_str(w, "tokenizer.ggml.pre", "default"));
-    CHECK_OK(gguf_set_arr_str(w, "tokenizer.ggml.tokens", toks, 258));
-    CHECK_OK(gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, 258));
-    CHECK_OK(gguf_set_arr_str(w, "tokenizer.ggml.merges", NULL, 0));
-    CHECK_OK(gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 256));
-    CHECK_OK(gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 257));
+    toks[n] = "<s>";
+    types[n++] = 3;
+    toks[n] = "</s>";
+    types[n++] = 3;
+    for (int i = 0; i < n_extra && n < 300; i++, n++) {
+        toks[n] = extra[i];
+        types[n] = 1;
+    }
+    int rc = gguf_set_str(w, "tokenizer.ggml.model", "gpt2");
+    if (!rc) rc = gguf_set_str(w, "tokenizer.ggml.pre", pre);
+    if (!rc) rc = gguf_set_arr_str(w, "tokenizer.ggml.tokens", toks, (uint64_t)n);
+    if (!rc) rc = gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, (uint64_t)n);
+    if (!rc) rc = gguf_set_arr_str(w, "tokenizer.ggml.merges", merges, (uint64_t)n_merges);
+    if (!rc) rc = gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 256);
+    if (!rc) rc = gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 257);
     char path[512];
-    snprintf(path, sizeof path, "%s/synth-vocab.gguf", rm_test_tmpdir());
-    CHECK_OK(gguf_write(w, path));
+    snprintf(path, sizeof path, "%s/synth-%s.gguf", rm_test_tmpdir(), pre);
+    if (!rc) rc = gguf_write(w, path);
     gguf_writer_free(w);
-    gguf_file g;
-    REQUIRE(gguf_open(&g, path) == RM_OK);
     rm_tokenizer *t = NULL;
-    CHECK_OK(rm_tokenizer_from_gguf(&t, &g));
-    gguf_close(&g);
+    gguf_file g;
+    if (!rc && gguf_open(&g, path) == RM_OK) {
+        if (rm_tokenizer_from_gguf(&t, &g) != RM_OK) t = NULL; // callers check
+        gguf_close(&g);
+    }
+    return t;
+}
+
+// The vocabulary `ramole synth` writes: no merges, every byte its own token.
+TEST(tokenizer_synth_byte_vocab) {
+    rm_tokenizer *t = synth_tokenizer("default", NULL, 0, NULL, 0);
     REQUIRE(t);
     const char *s = "Hi \xc3\xa9!\n";
     int32_t ids[32];
@@ -349,6 +364,69 @@ TEST(tokenizer_synth_byte_vocab) {
     char out[64];
     CHECK(detok_all(t, ids, n, out, sizeof out) == strlen(s) && !memcmp(out, s, strlen(s)));
     rm_tokenizer_free(t);
+}
+
+// Merges apply by rank, lowest first, whatever their position in the word.
+TEST(tokenizer_bpe_merge_order) {
+    static const char *const extra[] = {"He", "ll", "llo", "Hello", "el"};
+    static const char *const merges[] = {"H e", "l l", "ll o", "He llo", "e l"};
+    rm_tokenizer *t = synth_tokenizer("gpt-2", extra, 5, merges, 5);
+    REQUIRE(t);
+    static const struct { const char *s; int n; int32_t ids[4]; } cases[] = {
+        {"Hello", 1, {261}},               // H e -> He, l l -> ll, ll o -> llo, He llo -> Hello
+        {"Hell", 2, {258, 259}},           // He + ll
+        {"ell", 2, {'e', 259}},            // l l (rank 1) wins over e l (rank 4); byte ids = byte values
+        {"el", 1, {262}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int32_t ids[8];
+        int n = rm_tokenize(t, cases[i].s, strlen(cases[i].s), 0, 0, ids, 8);
+        CHECKF(n == cases[i].n, "'%s': %d tokens", cases[i].s, n);
+        for (int k = 0; k < n && k < cases[i].n; k++)
+            CHECKF(ids[k] == cases[i].ids[k], "'%s': token %d is %d, want %d", cases[i].s, k, ids[k], cases[i].ids[k]);
+    }
+    rm_tokenizer_free(t);
+}
+
+// Pre-tokenizer splits per tokenizer.ggml.pre, worked out from the regexes.
+TEST(tokenizer_pretokenizers) {
+    static const struct { const char *pre, *text, *pieces; } cases[] = {
+        {"gpt-2", "Hello world  123 I'm", "Hello| world| | 123| I|'m"},
+        {"mpt", "Hello world  123 I'm", "Hello| world| | 123| I|'m"},
+        {"gpt-neox", "it's  ok", "it|'s| | ok"},
+        {"llama-bpe", "Hello world  12345 I'M\n\n", "Hello| world| | |123|45| I|'M|\n\n"},
+        {"qwen2", "Hi 12345!", "Hi| |1|2|3|4|5|!"},
+        {"starcoder", "a12 b", "a|1|2| b"},
+        {"refact", "x=10", "x|=|1|0"},
+        {"falcon", "Hi!! $5 1234", "Hi|!!| |$|5| |123|4"},
+        {"deepseek-llm", "Hi there!\n12", "Hi| there|!|\n|12"},
+        {"default", "a+b=12345", "a|+|b|=|123|45"},
+        {"bloom", "Hi, you.", "Hi|,| you|."},
+        {"viking", "ab12", "ab|1|2"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        rm_tokenizer *t = synth_tokenizer(cases[i].pre, NULL, 0, NULL, 0);
+        CHECKF(t != NULL, "pre %s", cases[i].pre);
+        if (!t) continue;
+        size_t ends[64], n = strlen(cases[i].text);
+        int k = tok_bpe_split(t, cases[i].text, n, ends, 64);
+        char got[256];
+        size_t o = 0, start = 0;
+        for (int j = 0; j < k && j < 64 && o + 40 < sizeof got; j++) {
+            if (j) got[o++] = '|';
+            memcpy(got + o, cases[i].text + start, ends[j] - start);
+            o += ends[j] - start;
+            start = ends[j];
+        }
+        got[o] = 0;
+        CHECKF(!strcmp(got, cases[i].pieces), "pre %s: '%s' splits as '%s', want '%s'", cases[i].pre, cases[i].text,
+               got, cases[i].pieces);
+        rm_tokenizer_free(t);
+    }
+    // An unknown pre-tokenizer is an error, not a silent fallback.
+    rm_clear_error();
+    rm_tokenizer *t = synth_tokenizer("no-such-pre", NULL, 0, NULL, 0);
+    CHECK(t == NULL && strstr(rm_last_error(), "no-such-pre"));
 }
 
 // ---- CLI ----
@@ -521,4 +599,40 @@ TEST(tokenizer_chat_templates) {
     CHECK(eos == 1 && bos == 2);
     free(s);
     case_free(&c);
+}
+
+// A Llama-2-style tokenizer.json: BPE over "▁"-escaped text, byte fallback.
+TEST(tokenizer_hf_byte_fallback) {
+    rm_sb sb;
+    rm_sb_init(&sb);
+    rm_sb_puts(&sb, "{\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Prepend\",\"prepend\":\"\xe2\x96\x81\"},"
+                    "{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"\xe2\x96\x81\"}]},"
+                    "\"pre_tokenizer\":null,\"added_tokens\":[{\"id\":0,\"content\":\"<unk>\",\"special\":true},"
+                    "{\"id\":1,\"content\":\"<s>\",\"special\":true},{\"id\":2,\"content\":\"</s>\",\"special\":true}],"
+                    "\"model\":{\"type\":\"BPE\",\"byte_fallback\":true,\"unk_token\":\"<unk>\",\"vocab\":{"
+                    "\"<unk>\":0,\"<s>\":1,\"</s>\":2");
+    for (int b = 0; b < 256; b++) rm_sb_printf(&sb, ",\"<0x%02X>\":%d", b, 3 + b);
+    // 259 "▁", 260 "H", 261 "i", 262 "▁H", 263 "▁Hi", 264 "▁i"
+    rm_sb_puts(&sb, ",\"\xe2\x96\x81\":259,\"H\":260,\"i\":261,\"\xe2\x96\x81H\":262,\"\xe2\x96\x81Hi\":263,"
+                    "\"\xe2\x96\x81i\":264},\"merges\":[\"\xe2\x96\x81 H\",[\"\xe2\x96\x81H\",\"i\"],\"\xe2\x96\x81 i\"]}}");
+    REQUIRE(!sb.oom);
+    char path[512];
+    snprintf(path, sizeof path, "%s/spm-tokenizer.json", rm_test_tmpdir());
+    REQUIRE(rm_write_file_atomic(path, sb.buf, sb.len) == RM_OK);
+    rm_sb_free(&sb);
+    rm_tokenizer *t = NULL;
+    CHECK_OK(rm_tokenizer_from_hf(&t, path));
+    REQUIRE(t);
+    const char *s = "Hi i\xc3\xa9";
+    int32_t ids[16];
+    int n = rm_tokenize(t, s, strlen(s), 1, 0, ids, 16);
+    // <s> ▁Hi ▁i <0xC3> <0xA9>
+    CHECK(n == 5 && ids[0] == 1 && ids[1] == 263 && ids[2] == 264 && ids[3] == 3 + 0xC3 && ids[4] == 3 + 0xA9);
+    char out[64];
+    CHECK(detok_all(t, ids, n < 0 ? 0 : n, out, sizeof out) == strlen(s) && !memcmp(out, s, strlen(s)));
+    // After a special token the prefix space comes again (as SentencePiece does).
+    n = rm_tokenize(t, "</s>Hi", 6, 0, 1, ids, 16);
+    CHECK(n == 2 && ids[0] == 2 && ids[1] == 263);
+    CHECK(rm_tokenizer_bos(t) == 1 && rm_tokenizer_eos(t) == 2 && rm_tokenizer_is_eog(t, 2));
+    rm_tokenizer_free(t);
 }

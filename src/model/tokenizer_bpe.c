@@ -37,9 +37,16 @@
 #define RX_BLOOM " ?[^(\\s|.,!?…。，、।۔،)]+"
 // DeepSeek LLM's explicit list of cased-letter ranges.
 #define RX_DEEPSEEK_LETTERS                                                                                    \
-    "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-" \
-    "ὗὙὛὝὟ-ώᾀ-ᾴᾶ-ᾼιῂ-ῄῆ-ῌῐ-ΐῖ-Ίῠ-Ῥῲ-ῴῶ-ῼℂℇℊ-ℓℕℙ-ℝℤΩℨK-ℭℯ-ℴℹℼ-ℿⅅ-ⅉⅎↃↄⰀ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-" \
-    "ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+"
+    "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗ" \
+    /* Greek Extended and letterlike symbols as escapes: some of these code points */                       \
+    /* (U+1F7D, U+1FBE, U+2126, U+212A, ...) have singleton canonical decompositions */                      \
+    /* and an editor or copy that normalizes the text would silently change them. */                         \
+    "\\x{1F59}\\x{1F5B}\\x{1F5D}\\x{1F5F}-\\x{1F7D}\\x{1F80}-\\x{1FB4}\\x{1FB6}-\\x{1FBC}\\x{1FBE}"                 \
+    "\\x{1FC2}-\\x{1FC4}\\x{1FC6}-\\x{1FCC}\\x{1FD0}-\\x{1FD3}\\x{1FD6}-\\x{1FDB}\\x{1FE0}-\\x{1FEC}"            \
+    "\\x{1FF2}-\\x{1FF4}\\x{1FF6}-\\x{1FFC}\\x{2102}\\x{2107}\\x{210A}-\\x{2113}\\x{2115}\\x{2119}-\\x{211D}"   \
+    "\\x{2124}\\x{2126}\\x{2128}\\x{212A}-\\x{212D}\\x{212F}-\\x{2134}\\x{2139}\\x{213C}-\\x{213F}"             \
+    "\\x{2145}-\\x{2149}\\x{214E}\\x{2183}\\x{2184}"                                                          \
+    "Ⰰ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+"
 
 typedef struct pre_def { const char *names; const char *rx[6]; } pre_def;
 
@@ -443,6 +450,35 @@ static void bpe_word(const rm_tokenizer *t, bpe_work *w, const char *s, size_t n
     }
 }
 
+// Runs the pre-tokenizer regexes over s[0..n); the pieces end up in *out
+// (caller frees out->v).
+static int pretokenize(const tok_bpe *b, const char *s, size_t n, spans *out) {
+    spans c = {0};
+    *out = (spans){0};
+    int rc = spans_push(out, 0, n) ? rm_errorf(RM_ENOMEM, "tokenizer: out of memory") : RM_OK;
+    pcre2_match_data *md = b->n_rx ? pcre2_match_data_create(1, NULL) : NULL;
+    if (b->n_rx && !md) rc = rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
+    for (int k = 0; k < b->n_rx && rc == RM_OK; k++) {
+        rc = split_by(b->rx[k], md, s, out, &c);
+        spans tmp = *out;
+        *out = c;
+        c = tmp;
+    }
+    if (md) pcre2_match_data_free(md);
+    free(c.v);
+    return rc;
+}
+
+int tok_bpe_split(const rm_tokenizer *t, const char *s, size_t n, size_t *ends, int cap) {
+    if (!t->bpe) return rm_errorf(RM_EINVAL, "tokenizer: not a BPE tokenizer");
+    spans a;
+    int rc = pretokenize(t->bpe, s, n, &a), count = 0;
+    for (size_t k = 0; k < a.n && rc == RM_OK; k++, count++)
+        if (count < cap) ends[count] = a.v[k].off + a.v[k].len;
+    free(a.v);
+    return rc == RM_OK ? count : rc;
+}
+
 int tok_bpe_encode_plain(const rm_tokenizer *t, const char *s, size_t n, tok_ids *out) {
     if (!t->bpe) return rm_errorf(RM_EINVAL, "tokenizer: BPE state missing");
     bpe_work w = {0};
@@ -459,17 +495,8 @@ int tok_bpe_encode(const rm_tokenizer *t, const char *s, size_t n, tok_cache *ca
     const tok_bpe *b = t->bpe;
     if (!b) return rm_errorf(RM_EINVAL, "tokenizer: BPE state missing");
     if (n == 0) return RM_OK;
-    spans a = {0}, c = {0};
-    int rc = RM_OK;
-    if (spans_push(&a, 0, n)) rc = rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
-    pcre2_match_data *md = b->n_rx ? pcre2_match_data_create(1, NULL) : NULL;
-    if (b->n_rx && !md) rc = rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
-    for (int k = 0; k < b->n_rx && rc == RM_OK; k++) {
-        rc = split_by(b->rx[k], md, s, &a, &c);
-        spans tmp = a;
-        a = c;
-        c = tmp;
-    }
+    spans a;
+    int rc = pretokenize(b, s, n, &a);
     bpe_work w = {0};
     for (size_t k = 0; k < a.n && rc == RM_OK && !w.oom && !out->oom; k++) {
         const char *word = s + a.v[k].off;
@@ -483,8 +510,6 @@ int tok_bpe_encode(const rm_tokenizer *t, const char *s, size_t n, tok_cache *ca
     free(w.sym);
     free(w.heap.v);
     free(w.mapped);
-    if (md) pcre2_match_data_free(md);
     free(a.v);
-    free(c.v);
     return rc;
 }
