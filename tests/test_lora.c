@@ -558,6 +558,18 @@ static int run_cli(const char *args) {
     return system(cmd);
 }
 
+// The stdout+stderr of the last run_cli, NUL-terminated; returns its length.
+static int read_cli_out(char *buf, size_t cap) {
+    char path[512];
+    tmp_path(path, sizeof path, "cli.out");
+    FILE *f = fopen(path, "rb");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, cap - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    return (int)n;
+}
+
 TEST(lora_cli_info_convert_merge) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
     rm_llama *m = tiny_model(RM_TYPE_F32);
@@ -597,6 +609,15 @@ TEST(lora_cli_info_convert_merge) {
     CHECK_OK(run_one(ref, NULL, 4, lr));
     CHECKF(rel_diff(lh, lr, per) < 2e-5, "cli merge vs hook: %g", rel_diff(lh, lr, per));
     snprintf(args, sizeof args, "lora info %s/nothing-here", rm_test_tmpdir());
+    CHECK(run_cli(args) != 0);
+    // generate --lora A:0.5 picks the same greedy tokens as the merged model
+    char out1[8192] = "", out2[8192] = "";
+    snprintf(args, sizeof args, "generate -m %s --prompt-ids '5 6 7' -n 12 --temp 0 --ids --lora %s:0.5 -t 1", m->path, dir);
+    CHECK(run_cli(args) == 0 && read_cli_out(out1, sizeof out1) > 0);
+    snprintf(args, sizeof args, "generate -m %s --prompt-ids '5 6 7' -n 12 --temp 0 --ids -t 1", merged);
+    CHECK(run_cli(args) == 0 && read_cli_out(out2, sizeof out2) > 0);
+    CHECKF(!strcmp(out1, out2), "'%s' vs '%s'", out1, out2);
+    snprintf(args, sizeof args, "generate -m %s --prompt-ids '5' -n 2 --lora %s --lora %s --compose selection", m->path, g, g2);
     CHECK(run_cli(args) != 0);
     free(lh);
     free(lr);

@@ -1,6 +1,7 @@
 // cmd_generate.c — `ramole generate`: text or ids in, new tokens out.
 #include "cli.h"
 #include "base/err.h"
+#include "lora/session.h"
 #include "model/generate.h"
 
 #include <stdlib.h>
@@ -20,7 +21,10 @@ static void help(void) {
            "  --seed S              sampling seed (default 24301)\n"
            "  -t, --threads N       threads (default: all cores)\n"
            "  -c, --ctx N           context size (default: min(model, 4096))\n"
-           "  --ids                 print the new token ids on one line, nothing else on stdout\n");
+           "  --ids                 print the new token ids on one line, nothing else on stdout\n"
+           "  --lora PATH[:WEIGHT]  apply a LoRA adapter (PEFT dir or GGUF); repeat for several (up to 16)\n"
+           "  --compose MODE        selection | mixture | fusion (default: selection for one adapter,\n"
+           "                        mixture for more); weights default to 1/k\n");
 }
 
 typedef struct gen_out {
@@ -70,7 +74,9 @@ static int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *prompt_ids = NULL;
     long n_new = 64, threads = 0, ctx = 0, top_k = 40, last_n = 64, seed = 24301;
     double temp = 0.8, top_p = 0.95, min_p = 0.05, rep = 1.0;
-    int ids_mode = 0;
+    int ids_mode = 0, n_lora = 0, compose = -1;
+    const char *lora[RM_PLAN_MAX], *compose_s = NULL;
+    rm_lora_session ls = {0};
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
         else if (cli_str(argc, argv, &i, "--model", "-m", &model)) {}
@@ -87,11 +93,19 @@ static int cmd_generate(int argc, char **argv) {
         else if (cli_float(argc, argv, &i, "--min-p", NULL, &min_p)) {}
         else if (cli_float(argc, argv, &i, "--repeat-penalty", NULL, &rep)) {}
         else if (cli_flag(argc, argv, &i, "--ids", NULL)) ids_mode = 1;
+        else if (cli_str(argc, argv, &i, "--lora", NULL, &lora[n_lora < RM_PLAN_MAX ? n_lora : 0])) n_lora++;
+        else if (cli_str(argc, argv, &i, "--compose", NULL, &compose_s)) {}
         else { fprintf(stderr, "ramole generate: unknown option '%s' (see --help)\n", argv[i]); return 2; }
     }
     if (!model) { fprintf(stderr, "ramole generate: -m MODEL is required\n"); return 2; }
     if (prompt && prompt_ids) { fprintf(stderr, "ramole generate: give -p or --prompt-ids, not both\n"); return 2; }
     if (n_new < 0) { fprintf(stderr, "ramole generate: -n must be >= 0\n"); return 2; }
+    if (n_lora > RM_PLAN_MAX) { fprintf(stderr, "ramole generate: at most %d --lora\n", RM_PLAN_MAX); return 2; }
+    if (compose_s) {
+        rm_compose_mode cm;
+        if (rm_compose_parse(compose_s, &cm)) return cli_fail("--compose");
+        compose = (int)cm;
+    }
 
     rm_llama *m;
     if (rm_llama_load(&m, model)) return cli_fail("cannot load model");
@@ -128,6 +142,7 @@ static int cmd_generate(int argc, char **argv) {
     tp = rm_threadpool_create((int)threads);
     if (!tp) { fprintf(stderr, "ramole generate: cannot start threads\n"); goto out; }
     if (rm_kvcache_init(&kv, m->hp.n_layer, 1, (int)ctx, m->hp.n_head_kv * m->hp.head_dim)) { cli_fail("kv cache"); goto out; }
+    if (n_lora && rm_lora_session_init(&ls, m, tp, n_lora, lora, compose)) { cli_fail("--lora"); goto out; }
 
     rm_sampler_params sp = rm_sampler_default_params();
     sp.temperature = (float)temp;
@@ -141,7 +156,9 @@ static int cmd_generate(int argc, char **argv) {
     if (m->tok) rm_detok_init(&o.detok, m->tok);
     if (!ids_mode && prompt) { fputs(prompt, stdout); fflush(stdout); }
     rm_gen_stats st;
-    if (n_new > 0 && rm_generate(m, &kv, tp, ids, n_ids, (int)n_new, &sp, NULL, NULL, 0, on_token, &o, &st)) {
+    if (n_new > 0 && (rm_generate(m, &kv, tp, ids, n_ids, (int)n_new, &sp, n_lora ? &ls.hook : NULL,
+                                  n_lora ? &ls.plan : NULL, 0, on_token, &o, &st) ||
+                      (n_lora && rm_lora_batch_status(ls.batch)))) {
         cli_fail("generation failed");
         goto out;
     }
@@ -161,6 +178,7 @@ static int cmd_generate(int argc, char **argv) {
     }
     rc = 0;
 out:
+    rm_lora_session_free(&ls);
     rm_kvcache_free(&kv);
     rm_threadpool_free(tp);
     free(ids);
