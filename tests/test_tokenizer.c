@@ -450,6 +450,25 @@ static void check_cli(const char *name) {
     free(want);
 }
 
+TEST(tokenizer_cli_prompt) {
+    const char *shared = rm_test_shared();
+    if (!shared) SKIP("no ../shared");
+    char cmd[1200], p[600];
+    snprintf(p, sizeof p, "%s/cli-ids.txt", rm_test_tmpdir());
+    snprintf(cmd, sizeof cmd, "%s tokenize -m '%s/data/tokenizers/ggml-vocab-llama-spm.gguf' -p 'Hello world' --ids --bos > '%s'",
+             rm_test_bin(), shared, p);
+    REQUIRE(system(cmd) == 0);
+    char *got;
+    size_t n;
+    REQUIRE(rm_read_file(p, &got, &n) == RM_OK);
+    CHECKF(!strcmp(got, "1 15043 3186\n"), "got '%s'", got);
+    free(got);
+    snprintf(cmd, sizeof cmd, "%s tokenize --help > /dev/null", rm_test_bin());
+    CHECK(system(cmd) == 0);
+    snprintf(cmd, sizeof cmd, "%s tokenize -m /nonexistent.gguf -p x 2> /dev/null", rm_test_bin());
+    CHECK(system(cmd) != 0);
+}
+
 TEST(tokenizer_cli_vocab_test) {
     static const char *names[] = {"llama-spm", "gpt-2", "deepseek-coder", "falcon", "bert-bge"};
     for (int i = 0; i < 5; i++) check_cli(names[i]);

@@ -14,6 +14,7 @@
 #define _GNU_SOURCE
 #define PCRE2_CODE_UNIT_WIDTH 8
 #include <pcre2.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -214,19 +215,22 @@ static int byte_cp(int b) {
 
 int tok_byte_to_unicode(int b, char out[4]) { return tok_utf8_encode((uint32_t)byte_cp(b & 255), out); }
 
+static int16_t g_cp_byte[324]; // code point -> byte, -1 for characters outside the mapping
+static pthread_once_t g_cp_byte_once = PTHREAD_ONCE_INIT;
+
+static void init_cp_byte(void) {
+    for (int i = 0; i < 324; i++) g_cp_byte[i] = -1;
+    for (int b = 0; b < 256; b++) g_cp_byte[byte_cp(b)] = (int16_t)b;
+}
+
 size_t tok_bpe_decode_text(const char *s, size_t n, char *out) {
-    static int16_t cp_byte[324];
-    static int ready;
-    if (!ready) { // idempotent; a race writes the same values
-        for (int i = 0; i < 324; i++) cp_byte[i] = -1;
-        for (int b = 0; b < 256; b++) cp_byte[byte_cp(b)] = (int16_t)b;
-        ready = 1;
-    }
+    pthread_once(&g_cp_byte_once, init_cp_byte);
+    const int16_t *cp_byte = g_cp_byte;
     size_t o = 0;
     for (size_t i = 0; i < n;) {
         int adv;
         uint32_t cp = tok_utf8_decode(s + i, n - i, &adv);
-        if (cp < 324 && cp_byte[cp] >= 0 && !(cp == 0xFFFD)) out[o++] = (char)cp_byte[cp];
+        if (cp < 324 && cp_byte[cp] >= 0) out[o++] = (char)cp_byte[cp];
         else { memcpy(out + o, s + i, (size_t)adv); o += (size_t)adv; }
         i += (size_t)adv;
     }
