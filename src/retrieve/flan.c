@@ -1,0 +1,240 @@
+// flan.c — see flan.h.
+#include "retrieve/flan.h"
+#include "base/err.h"
+#include "base/json.h"
+#include "retrieve/rng.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+const int rm_eval_ks[RM_EVAL_NK] = {1, 3, 5, 8};
+
+static char *dup_str(const rm_json *j) {
+    if (!j || j->type != RM_JSON_STRING) return NULL;
+    char *s = malloc(j->len + 1);
+    if (s) { memcpy(s, j->str, j->len); s[j->len] = 0; }
+    return s;
+}
+
+static void free_task(rm_flan_task *t) {
+    for (int i = 0; i < t->n; i++) {
+        free(t->inputs[i]);
+        free(t->targets[i]);
+    }
+    free(t->inputs);
+    free(t->targets);
+    free(t->name);
+    free(t->domain);
+}
+
+void rm_flan_free_pool(rm_flan_pool *p) {
+    for (int i = 0; i < p->n; i++) free_task(&p->tasks[i]);
+    free(p->tasks);
+    memset(p, 0, sizeof *p);
+}
+
+static int load_task(const char *path, const rm_json *o, const char *key, rm_flan_task *t) {
+    memset(t, 0, sizeof *t);
+    if (o->type != RM_JSON_OBJECT) return rm_errorf(RM_EFORMAT, "%s: a pool entry is not an object", path);
+    const rm_json *name = rm_json_get(o, "model_name");
+    t->name = name ? dup_str(name) : key ? strdup(key) : NULL;
+    if (!t->name) return rm_errorf(RM_EFORMAT, "%s: a pool entry has no string model_name", path);
+    const rm_json *dom = rm_json_get(o, "domain");
+    t->domain = dom ? dup_str(dom) : strdup("");
+    if (!t->domain) return rm_errorf(RM_EFORMAT, "%s: %s: domain is not a string", path, t->name);
+    const rm_json *s = rm_json_get(o, "sample");
+    if (!s || s->type != RM_JSON_ARRAY || s->n == 0)
+        return rm_errorf(RM_EFORMAT, "%s: %s: 'sample' is not a non-empty list", path, t->name);
+    if (s->n > 100000) return rm_errorf(RM_EFORMAT, "%s: %s: too many samples", path, t->name);
+    t->inputs = calloc(s->n, sizeof *t->inputs);
+    t->targets = calloc(s->n, sizeof *t->targets);
+    if (!t->inputs || !t->targets) return rm_errorf(RM_ENOMEM, "%s: out of memory", path);
+    for (size_t i = 0; i < s->n; i++) {
+        const rm_json *in = rm_json_get(&s->items[i], "inputs"), *tg = rm_json_get(&s->items[i], "targets");
+        t->inputs[i] = dup_str(in);
+        t->targets[i] = tg ? dup_str(tg) : strdup("");
+        t->n = (int)i + 1;
+        if (!t->inputs[i] || !t->targets[i])
+            return rm_errorf(RM_EFORMAT, "%s: %s: sample %zu lacks string inputs/targets", path, t->name, i);
+    }
+    return RM_OK;
+}
+
+int rm_flan_load_pool(const char *path, rm_flan_pool *out) {
+    memset(out, 0, sizeof *out);
+    rm_json *j = NULL;
+    int rc = rm_json_parse_file(path, &j);
+    if (rc) return rc;
+    if (j->type != RM_JSON_ARRAY && j->type != RM_JSON_OBJECT) {
+        rm_json_free(j);
+        return rm_errorf(RM_EFORMAT, "%s: expected a list (or object) of tasks", path);
+    }
+    out->tasks = calloc(j->n ? j->n : 1, sizeof *out->tasks);
+    if (!out->tasks) rc = rm_errorf(RM_ENOMEM, "%s: out of memory", path);
+    for (size_t i = 0; i < j->n && !rc; i++) {
+        rc = load_task(path, &j->items[i], j->type == RM_JSON_OBJECT ? j->keys[i] : NULL, &out->tasks[i]);
+        out->n = (int)i + 1;
+        for (int k = 0; k < (int)i && !rc; k++)
+            if (!strcmp(out->tasks[k].name, out->tasks[i].name))
+                rc = rm_errorf(RM_EFORMAT, "%s: task '%s' appears twice", path, out->tasks[i].name);
+    }
+    if (!rc && out->n == 0) rc = rm_errorf(RM_EFORMAT, "%s: no tasks", path);
+    rm_json_free(j);
+    if (rc) rm_flan_free_pool(out);
+    return rc;
+}
+
+void rm_flan_free_test(rm_flan_request *r, int n) {
+    if (!r) return;
+    for (int i = 0; i < n; i++) {
+        free(r[i].inputs);
+        free(r[i].task);
+        free(r[i].domain);
+    }
+    free(r);
+}
+
+int rm_flan_load_test(const char *path, const rm_flan_pool *pool, rm_flan_request **out, int *n) {
+    *out = NULL;
+    *n = 0;
+    rm_json *j = NULL;
+    int rc = rm_json_parse_file(path, &j);
+    if (rc) return rc;
+    rm_flan_request *r = NULL;
+    if (j->type != RM_JSON_ARRAY) rc = rm_errorf(RM_EFORMAT, "%s: expected a list of requests", path);
+    else if (!(r = calloc(j->n ? j->n : 1, sizeof *r))) rc = rm_errorf(RM_ENOMEM, "%s: out of memory", path);
+    int m = 0;
+    for (size_t i = 0; !rc && i < j->n; i++) {
+        const rm_json *o = &j->items[i];
+        r[i].inputs = dup_str(rm_json_get(o, "inputs"));
+        r[i].task = dup_str(rm_json_get(o, "task"));
+        const rm_json *dom = rm_json_get(o, "domain");
+        r[i].domain = dom ? dup_str(dom) : strdup("");
+        m = (int)i + 1;
+        if (!r[i].inputs || !r[i].task || !r[i].domain) {
+            rc = rm_errorf(RM_EFORMAT, "%s: request %zu lacks string inputs/task/domain", path, i);
+            break;
+        }
+        r[i].task_idx = -1;
+        for (int t = 0; t < pool->n; t++)
+            if (!strcmp(pool->tasks[t].name, r[i].task)) r[i].task_idx = t;
+        if (r[i].task_idx < 0) rc = rm_errorf(RM_EMISMATCH, "%s: request %zu: task '%s' is not in the pool", path, i, r[i].task);
+    }
+    rm_json_free(j);
+    if (rc) { rm_flan_free_test(r, m); return rc; }
+    *out = r;
+    *n = m;
+    return RM_OK;
+}
+
+void rm_flan_split(int n_tasks, double frac, uint64_t seed, unsigned char *seen) {
+    int *perm = malloc((size_t)(n_tasks > 0 ? n_tasks : 1) * sizeof *perm);
+    int n_seen = (int)(frac * n_tasks + 1e-9);
+    if (n_seen < 0) n_seen = 0;
+    if (n_seen > n_tasks) n_seen = n_tasks;
+    memset(seen, 0, (size_t)(n_tasks > 0 ? n_tasks : 0));
+    if (!perm) { // cannot shuffle: take the first ones (deterministic still)
+        for (int i = 0; i < n_seen; i++) seen[i] = 1;
+        return;
+    }
+    for (int i = 0; i < n_tasks; i++) perm[i] = i;
+    uint64_t s = seed;
+    retr_shuffle_prefix(perm, n_tasks, n_seen, &s);
+    for (int i = 0; i < n_seen; i++) seen[perm[i]] = 1;
+    free(perm);
+}
+
+// ---------------------------------------------------------------------------
+// The benchmark
+
+void rm_eval_result_free(rm_eval_result *r) {
+    free(r->confusion);
+    free(r->task_hits1);
+    free(r->task_n);
+    memset(r, 0, sizeof *r);
+}
+
+static int build_keys(const rm_embedder *e, const rm_flan_pool *pool, const rm_eval_params *p, rm_index *ix) {
+    float *key = malloc((size_t)e->dim * sizeof *key);
+    if (!key) return rm_errorf(RM_ENOMEM, "eval: out of memory");
+    int rc = RM_OK;
+    for (int t = 0; t < pool->n && !rc; t++) {
+        rc = rm_embedder_key(e, (const char *const *)pool->tasks[t].inputs, pool->tasks[t].n, key, p->n_threads);
+        if (!rc) rc = rm_index_add(ix, t, key);
+    }
+    free(key);
+    return rc;
+}
+
+static void score_request(const rm_flan_pool *pool, const rm_flan_request *r, const rm_hit *h, int nh, int ood,
+                          int is_seen, rm_eval_result *res) {
+    int rank = -1;
+    for (int i = 0; i < nh; i++)
+        if (h[i].id == r->task_idx) { rank = i; break; }
+    for (int k = 0; k < RM_EVAL_NK; k++) {
+        int hit = rank >= 0 && rank < rm_eval_ks[k];
+        res->all[k] += hit;
+        (is_seen ? res->seen : res->unseen)[k] += hit;
+        if (ood) {
+            int same = 0, m = nh < rm_eval_ks[k] ? nh : rm_eval_ks[k];
+            for (int i = 0; i < m; i++) same += !strcmp(pool->tasks[h[i].id].domain, r->domain);
+            res->ood_any[k] += same > 0;
+            res->ood_frac[k] += m ? (double)same / m : 0;
+        }
+    }
+    res->task_n[r->task_idx]++;
+    if (nh > 0 && rank == 0) res->task_hits1[r->task_idx]++;
+    else if (nh > 0) res->confusion[(size_t)r->task_idx * pool->n + (size_t)h[0].id]++;
+}
+
+int rm_flan_eval(const rm_embedder *e, const rm_flan_pool *pool, const rm_flan_request *req, int n_req,
+                 const unsigned char *seen, const rm_eval_params *p, rm_eval_result *res) {
+    enum { KMAX = 8, CHUNK = 64 };
+    memset(res, 0, sizeof *res);
+    res->n_tasks = pool->n;
+    res->confusion = calloc((size_t)pool->n * pool->n, sizeof *res->confusion);
+    res->task_hits1 = calloc((size_t)pool->n, sizeof *res->task_hits1);
+    res->task_n = calloc((size_t)pool->n, sizeof *res->task_n);
+    rm_index *ix = NULL;
+    float *q = malloc((size_t)CHUNK * e->dim * sizeof *q);
+    rm_hit *hits = malloc((size_t)CHUNK * KMAX * sizeof *hits);
+    int rc = RM_OK;
+    if (!res->confusion || !res->task_hits1 || !res->task_n || !q || !hits) rc = rm_errorf(RM_ENOMEM, "eval: out of memory");
+    if (!rc) rc = rm_index_create(e->dim, p->key_type, &ix);
+    if (!rc) rc = build_keys(e, pool, p, ix);
+    for (int c0 = 0; c0 < n_req && !rc; c0 += CHUNK) {
+        int m = n_req - c0 < CHUNK ? n_req - c0 : CHUNK;
+        const char *texts[CHUNK];
+        int64_t own[CHUNK];
+        const int64_t *ex[CHUNK];
+        int n_ex[CHUNK], n_hits[CHUNK];
+        for (int i = 0; i < m; i++) {
+            texts[i] = req[c0 + i].inputs;
+            own[i] = req[c0 + i].task_idx;
+            ex[i] = &own[i];
+            n_ex[i] = p->ood ? 1 : 0;
+        }
+        rc = rm_embedder_embed_many(e, texts, m, q, p->n_threads);
+        if (!rc) rc = rm_index_search_batch(ix, q, m, KMAX, ex, n_ex, hits, n_hits);
+        for (int i = 0; i < m && !rc; i++) {
+            const rm_flan_request *r = &req[c0 + i];
+            int is_seen = seen && seen[r->task_idx];
+            score_request(pool, r, hits + (size_t)i * KMAX, n_hits[i], p->ood, is_seen, res);
+            res->n++;
+            if (is_seen) res->n_seen++;
+            else res->n_unseen++;
+        }
+    }
+    for (int k = 0; k < RM_EVAL_NK && !rc; k++) {
+        res->all[k] /= res->n > 0 ? res->n : 1;
+        res->seen[k] /= res->n_seen > 0 ? res->n_seen : 1;
+        res->unseen[k] /= res->n_unseen > 0 ? res->n_unseen : 1;
+        res->ood_any[k] /= res->n > 0 ? res->n : 1;
+        res->ood_frac[k] /= res->n > 0 ? res->n : 1;
+    }
+    rm_index_free(ix);
+    free(q);
+    free(hits);
+    if (rc) rm_eval_result_free(res);
+    return rc;
+}

@@ -1,0 +1,522 @@
+// pool.c — see pool.h.
+//
+// Schema (pool.db):
+//   meta(key TEXT PRIMARY KEY, value TEXT)          format version
+//   adapters(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE NOT NULL,
+//            task, domain, base_model, rank, targets, weights, created REAL)
+//   samples(adapter_id, idx, input TEXT NOT NULL, target TEXT)
+//   keys(adapter_id INTEGER PRIMARY KEY, embedder TEXT, fingerprint INTEGER,
+//        dim INTEGER, vec BLOB)                      f32 little-endian
+#include "retrieve/pool.h"
+#include "base/err.h"
+#include "base/file.h"
+
+#include <sqlite3.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define POOL_FORMAT "1"
+
+typedef struct { int64_t id; char *name; } pool_entry;
+
+struct rm_pool {
+    char *dir, *db_path, *emb_path;
+    sqlite3 *db;
+    rm_pool_params params;
+    rm_embedder *emb;
+    int64_t fingerprint;    // of embedder.bin (its checksum)
+    rm_index *ix;
+    pool_entry *ents;       // sorted by id
+    int n, cap;
+};
+
+static void (*g_test_hook)(void);
+void rm_pool_set_test_hook(void (*hook)(void)) { g_test_hook = hook; }
+
+rm_pool_params rm_pool_default_params(void) { return (rm_pool_params){.key_type = RM_KEY_F32, .n_threads = 1}; }
+
+static int db_fail(rm_pool *p, const char *what) {
+    return rm_errorf(RM_EIO, "%s: %s: %s", p->db_path, what, sqlite3_errmsg(p->db));
+}
+
+static int db_exec(rm_pool *p, const char *sql) {
+    char *msg = NULL;
+    if (sqlite3_exec(p->db, sql, NULL, NULL, &msg) != SQLITE_OK) {
+        int rc = rm_errorf(RM_EIO, "%s: %s: %s", p->db_path, sql, msg ? msg : "error");
+        sqlite3_free(msg);
+        return rc;
+    }
+    return RM_OK;
+}
+
+static int db_prepare(rm_pool *p, const char *sql, sqlite3_stmt **st) {
+    if (sqlite3_prepare_v2(p->db, sql, -1, st, NULL) != SQLITE_OK) return db_fail(p, "prepare");
+    return RM_OK;
+}
+
+static void bind_text(sqlite3_stmt *st, int i, const char *s) {
+    if (s) sqlite3_bind_text(st, i, s, -1, SQLITE_TRANSIENT);
+    else sqlite3_bind_null(st, i);
+}
+
+// ---------------------------------------------------------------------------
+// In-memory entries
+
+static int ent_find(const rm_pool *p, int64_t id) {
+    int lo = 0, hi = p->n - 1;
+    while (lo <= hi) {
+        int mid = (lo + hi) / 2;
+        if (p->ents[mid].id == id) return mid;
+        if (p->ents[mid].id < id) lo = mid + 1;
+        else hi = mid - 1;
+    }
+    return -1;
+}
+
+static int ent_add(rm_pool *p, int64_t id, const char *name) {
+    if (p->n == p->cap) {
+        int cap = p->cap ? p->cap * 2 : 64;
+        pool_entry *e = realloc(p->ents, (size_t)cap * sizeof *e);
+        if (!e) return rm_errorf(RM_ENOMEM, "pool: out of memory");
+        p->ents = e;
+        p->cap = cap;
+    }
+    char *nm = strdup(name);
+    if (!nm) return rm_errorf(RM_ENOMEM, "pool: out of memory");
+    int at = p->n;
+    while (at > 0 && p->ents[at - 1].id > id) at--;
+    memmove(p->ents + at + 1, p->ents + at, (size_t)(p->n - at) * sizeof *p->ents);
+    p->ents[at] = (pool_entry){id, nm};
+    p->n++;
+    return RM_OK;
+}
+
+static void ent_remove(rm_pool *p, int64_t id) {
+    int at = ent_find(p, id);
+    if (at < 0) return;
+    free(p->ents[at].name);
+    memmove(p->ents + at, p->ents + at + 1, (size_t)(p->n - at - 1) * sizeof *p->ents);
+    p->n--;
+}
+
+const char *rm_pool_name(const rm_pool *p, int64_t id) {
+    int at = ent_find(p, id);
+    return at < 0 ? NULL : p->ents[at].name;
+}
+
+int64_t rm_pool_id(const rm_pool *p, const char *name) {
+    for (int i = 0; i < p->n; i++)
+        if (!strcmp(p->ents[i].name, name)) return p->ents[i].id;
+    return -1;
+}
+
+int rm_pool_size(const rm_pool *p) { return p->n; }
+const rm_embedder *rm_pool_embedder(const rm_pool *p) { return p->emb; }
+
+// ---------------------------------------------------------------------------
+// Keys
+
+static char **sample_inputs(rm_pool *p, int64_t id, int *n, int *rc);
+
+// Makes adapter id's key from its stored samples and writes it (no transaction
+// of its own; the caller's or autocommit).
+static int store_key(rm_pool *p, int64_t id, const float *key) {
+    sqlite3_stmt *st;
+    int rc = db_prepare(p, "INSERT OR REPLACE INTO keys(adapter_id, embedder, fingerprint, dim, vec) VALUES(?,?,?,?,?)", &st);
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, id);
+    bind_text(st, 2, p->emb->name);
+    sqlite3_bind_int64(st, 3, p->fingerprint);
+    sqlite3_bind_int(st, 4, p->emb->dim);
+    sqlite3_bind_blob(st, 5, key, (int)((size_t)p->emb->dim * sizeof(float)), SQLITE_TRANSIENT);
+    rc = sqlite3_step(st) == SQLITE_DONE ? RM_OK : db_fail(p, "writing a key");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+static int rekey(rm_pool *p, int64_t id, float *key) {
+    int n, rc;
+    char **in = sample_inputs(p, id, &n, &rc);
+    if (rc) return rc;
+    rc = rm_embedder_key(p->emb, (const char *const *)in, n, key, p->params.n_threads);
+    rm_pool_free_strs(in, n);
+    if (!rc) rc = store_key(p, id, key);
+    if (!rc) rc = rm_index_add(p->ix, id, key);
+    return rc;
+}
+
+// Loads entries and keys; re-keys those of another embedder (one transaction).
+static int load_all(rm_pool *p) {
+    sqlite3_stmt *st;
+    int rc = db_prepare(p, "SELECT a.id, a.name, k.fingerprint, k.dim, k.vec FROM adapters a LEFT JOIN keys k ON k.adapter_id = a.id ORDER BY a.id", &st);
+    if (rc) return rc;
+    int64_t *stale = NULL;
+    int n_stale = 0, s;
+    while (!rc && (s = sqlite3_step(st)) == SQLITE_ROW) {
+        int64_t id = sqlite3_column_int64(st, 0);
+        const char *name = (const char *)sqlite3_column_text(st, 1);
+        rc = ent_add(p, id, name ? name : "");
+        if (rc || !p->emb) continue;
+        int ok = sqlite3_column_type(st, 2) != SQLITE_NULL && sqlite3_column_int64(st, 2) == p->fingerprint &&
+                 sqlite3_column_int(st, 3) == p->emb->dim &&
+                 sqlite3_column_bytes(st, 4) == (int)((size_t)p->emb->dim * sizeof(float));
+        if (ok) {
+            float *key = malloc((size_t)p->emb->dim * sizeof *key);
+            if (!key) { rc = rm_errorf(RM_ENOMEM, "pool: out of memory"); break; }
+            memcpy(key, sqlite3_column_blob(st, 4), (size_t)p->emb->dim * sizeof *key);
+            rc = rm_index_add(p->ix, id, key);
+            free(key);
+        } else {
+            int64_t *ns = realloc(stale, (size_t)(n_stale + 1) * sizeof *ns);
+            if (!ns) { rc = rm_errorf(RM_ENOMEM, "pool: out of memory"); break; }
+            stale = ns;
+            stale[n_stale++] = id;
+        }
+    }
+    if (!rc && s != SQLITE_DONE) rc = db_fail(p, "reading adapters");
+    sqlite3_finalize(st);
+    if (!rc && n_stale) {
+        float *key = malloc((size_t)p->emb->dim * sizeof *key);
+        rc = key ? db_exec(p, "BEGIN IMMEDIATE") : rm_errorf(RM_ENOMEM, "pool: out of memory");
+        for (int i = 0; i < n_stale && !rc; i++) rc = rekey(p, stale[i], key);
+        if (key) rc = rc ? (db_exec(p, "ROLLBACK"), rc) : db_exec(p, "COMMIT");
+        free(key);
+    }
+    free(stale);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
+// Open / close
+
+static char *join(const char *dir, const char *file) {
+    size_t n = strlen(dir) + strlen(file) + 2;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, "%s/%s", dir, file);
+    return s;
+}
+
+static int load_embedder(rm_pool *p) {
+    if (!rm_file_exists(p->emb_path)) return RM_OK;
+    rm_mmap m;
+    int rc = rm_mmap_open(&m, p->emb_path);
+    if (rc) return rc;
+    rc = rm_embedder_from_bytes(m.data, m.size, p->emb_path, &p->emb);
+    if (!rc) memcpy(&p->fingerprint, m.data + m.size - 8, 8); // the file's checksum
+    rm_mmap_close(&m);
+    if (!rc) rc = rm_index_create(p->emb->dim, p->params.key_type, &p->ix);
+    if (!rc) rm_index_set_threads(p->ix, p->params.n_threads);
+    return rc;
+}
+
+int rm_pool_open(const char *dir, const rm_pool_params *params, rm_pool **out) {
+    *out = NULL;
+    rm_pool *p = calloc(1, sizeof *p);
+    if (!p) return rm_errorf(RM_ENOMEM, "pool: out of memory");
+    p->params = params ? *params : rm_pool_default_params();
+    if (p->params.n_threads < 1) p->params.n_threads = 1;
+    p->dir = strdup(dir);
+    p->db_path = join(dir, "pool.db");
+    p->emb_path = join(dir, "embedder.bin");
+    int rc = p->dir && p->db_path && p->emb_path ? RM_OK : rm_errorf(RM_ENOMEM, "pool: out of memory");
+    if (!rc && !rm_is_dir(dir)) rc = rm_mkdirs(dir);
+    if (!rc && sqlite3_open_v2(p->db_path, &p->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK)
+        rc = rm_errorf(RM_EIO, "%s: cannot open: %s", p->db_path, p->db ? sqlite3_errmsg(p->db) : "out of memory");
+    if (!rc) sqlite3_busy_timeout(p->db, 10000);
+    if (!rc) rc = db_exec(p, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
+    if (!rc)
+        rc = db_exec(p,
+                     "BEGIN IMMEDIATE;"
+                     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
+                     "INSERT OR IGNORE INTO meta(key, value) VALUES('format', '" POOL_FORMAT "');"
+                     "CREATE TABLE IF NOT EXISTS adapters(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE NOT NULL,"
+                     " task TEXT, domain TEXT, base_model TEXT, rank INTEGER, targets TEXT, weights TEXT, created REAL);"
+                     "CREATE TABLE IF NOT EXISTS samples(adapter_id INTEGER NOT NULL REFERENCES adapters(id) ON DELETE CASCADE,"
+                     " idx INTEGER NOT NULL, input TEXT NOT NULL, target TEXT, PRIMARY KEY(adapter_id, idx));"
+                     "CREATE TABLE IF NOT EXISTS keys(adapter_id INTEGER PRIMARY KEY REFERENCES adapters(id) ON DELETE CASCADE,"
+                     " embedder TEXT, fingerprint INTEGER, dim INTEGER, vec BLOB);"
+                     "COMMIT;");
+    if (!rc) {
+        sqlite3_stmt *st;
+        rc = db_prepare(p, "SELECT value FROM meta WHERE key = 'format'", &st);
+        if (!rc && sqlite3_step(st) == SQLITE_ROW) {
+            const char *v = (const char *)sqlite3_column_text(st, 0);
+            if (!v || strcmp(v, POOL_FORMAT)) rc = rm_errorf(RM_EUNSUPPORTED, "%s: pool format '%s' (want " POOL_FORMAT ")", p->db_path, v ? v : "?");
+        }
+        if (!rc || st) sqlite3_finalize(st);
+    }
+    if (!rc) rc = load_embedder(p);
+    if (!rc) rc = load_all(p);
+    if (rc) { rm_pool_close(p); return rc; }
+    *out = p;
+    return RM_OK;
+}
+
+void rm_pool_close(rm_pool *p) {
+    if (!p) return;
+    if (p->db) sqlite3_close(p->db);
+    rm_index_free(p->ix);
+    rm_embedder_free(p->emb);
+    for (int i = 0; i < p->n; i++) free(p->ents[i].name);
+    free(p->ents);
+    free(p->dir);
+    free(p->db_path);
+    free(p->emb_path);
+    free(p);
+}
+
+int rm_pool_set_embedder(rm_pool *p, rm_embedder *e) {
+    rm_bytes b = {0};
+    int rc = rm_embedder_to_bytes(e, &b);
+    if (!rc) rc = rm_write_file_atomic(p->emb_path, b.p, b.n);
+    rm_index *ix = NULL;
+    if (!rc) rc = rm_index_create(e->dim, p->params.key_type, &ix);
+    if (rc) { rm_bytes_free(&b); rm_embedder_free(e); return rc; }
+    rm_index_set_threads(ix, p->params.n_threads);
+    memcpy(&p->fingerprint, b.p + b.n - 8, 8);
+    rm_bytes_free(&b);
+    rm_embedder_free(p->emb);
+    rm_index_free(p->ix);
+    p->emb = e;
+    p->ix = ix;
+    // re-key everything (load_all finds every key stale now)
+    for (int i = 0; i < p->n; i++) free(p->ents[i].name);
+    p->n = 0;
+    return load_all(p);
+}
+
+// ---------------------------------------------------------------------------
+// Add / remove
+
+static int insert_rows(rm_pool *p, const rm_adapter_info *info, const char *const *inputs, const char *const *targets,
+                       int n, int64_t *id) {
+    sqlite3_stmt *st;
+    int rc = db_prepare(p, "INSERT INTO adapters(name, task, domain, base_model, rank, targets, weights, created) VALUES(?,?,?,?,?,?,?,?)", &st);
+    if (rc) return rc;
+    bind_text(st, 1, info->name);
+    bind_text(st, 2, info->task);
+    bind_text(st, 3, info->domain);
+    bind_text(st, 4, info->base_model);
+    sqlite3_bind_int(st, 5, info->rank);
+    bind_text(st, 6, info->targets);
+    bind_text(st, 7, info->weights);
+    sqlite3_bind_double(st, 8, (double)time(NULL));
+    rc = sqlite3_step(st) == SQLITE_DONE ? RM_OK : db_fail(p, "adding an adapter");
+    sqlite3_finalize(st);
+    if (rc) return rc;
+    *id = sqlite3_last_insert_rowid(p->db);
+    if ((rc = db_prepare(p, "INSERT INTO samples(adapter_id, idx, input, target) VALUES(?,?,?,?)", &st))) return rc;
+    for (int i = 0; i < n && !rc; i++) {
+        sqlite3_reset(st);
+        sqlite3_bind_int64(st, 1, *id);
+        sqlite3_bind_int(st, 2, i);
+        bind_text(st, 3, inputs[i]);
+        bind_text(st, 4, targets ? targets[i] : NULL);
+        if (sqlite3_step(st) != SQLITE_DONE) rc = db_fail(p, "adding a sample");
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int rm_pool_add(rm_pool *p, const rm_adapter_info *info, const char *const *inputs, const char *const *targets, int n,
+                int64_t *id_out) {
+    if (!info->name || !info->name[0]) return rm_errorf(RM_EINVAL, "pool add: the adapter needs a name");
+    if (!p->emb) return rm_errorf(RM_EINVAL, "%s: the pool has no embedder yet (set one first)", p->dir);
+    if (n < 1) return rm_errorf(RM_EINVAL, "pool add: %s: no sample inputs", info->name);
+    if (rm_pool_id(p, info->name) >= 0) return rm_errorf(RM_EINVAL, "pool add: an adapter named '%s' exists", info->name);
+    for (int i = 0; i < n; i++)
+        if (!inputs[i]) return rm_errorf(RM_EINVAL, "pool add: %s: sample %d has no input", info->name, i);
+    float *key = malloc((size_t)p->emb->dim * sizeof *key);
+    if (!key) return rm_errorf(RM_ENOMEM, "pool: out of memory");
+    int64_t id = -1;
+    int rc = rm_embedder_key(p->emb, inputs, n, key, p->params.n_threads); // before the transaction: keep it short
+    if (!rc) rc = db_exec(p, "BEGIN IMMEDIATE");
+    if (!rc) {
+        rc = insert_rows(p, info, inputs, targets, n, &id);
+        if (!rc) rc = store_key(p, id, key);
+        if (!rc && g_test_hook) g_test_hook();
+        if (rc) db_exec(p, "ROLLBACK");
+        else rc = db_exec(p, "COMMIT");
+    }
+    if (!rc) rc = ent_add(p, id, info->name);
+    if (!rc) rc = rm_index_add(p->ix, id, key);
+    free(key);
+    if (!rc && id_out) *id_out = id;
+    return rc;
+}
+
+int rm_pool_remove(rm_pool *p, const char *name) {
+    int64_t id = rm_pool_id(p, name);
+    if (id < 0) return rm_errorf(RM_ENOTFOUND, "%s: no adapter named '%s'", p->dir, name);
+    sqlite3_stmt *st;
+    int rc = db_prepare(p, "DELETE FROM adapters WHERE id = ?", &st); // samples and key cascade
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, id);
+    rc = sqlite3_step(st) == SQLITE_DONE ? RM_OK : db_fail(p, "removing an adapter");
+    sqlite3_finalize(st);
+    if (rc) return rc;
+    ent_remove(p, id);
+    if (p->ix) rm_index_remove(p->ix, id);
+    return RM_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Reading
+
+static char *col_dup(sqlite3_stmt *st, int i) {
+    const char *s = (const char *)sqlite3_column_text(st, i);
+    return s ? strdup(s) : NULL;
+}
+
+void rm_pool_free_strs(char **s, int n) {
+    if (!s) return;
+    for (int i = 0; i < n; i++) free(s[i]);
+    free(s);
+}
+
+static char **sample_inputs(rm_pool *p, int64_t id, int *n, int *rc) {
+    sqlite3_stmt *st;
+    *n = 0;
+    if ((*rc = db_prepare(p, "SELECT input FROM samples WHERE adapter_id = ? ORDER BY idx", &st))) return NULL;
+    sqlite3_bind_int64(st, 1, id);
+    char **v = NULL;
+    int s;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        char **nv = realloc(v, (size_t)(*n + 1) * sizeof *nv);
+        char *str = nv ? col_dup(st, 0) : NULL;
+        if (nv) v = nv;
+        if (!str) { *rc = rm_errorf(RM_ENOMEM, "pool: out of memory"); break; }
+        v[(*n)++] = str;
+    }
+    if (!*rc && s != SQLITE_DONE) *rc = db_fail(p, "reading samples");
+    if (!*rc && *n == 0) *rc = rm_errorf(RM_EFORMAT, "%s: adapter %lld has no samples", p->db_path, (long long)id);
+    sqlite3_finalize(st);
+    if (*rc) { rm_pool_free_strs(v, *n); *n = 0; return NULL; }
+    return v;
+}
+
+#define INFO_SQL "SELECT a.id, a.name, a.task, a.domain, a.base_model, a.rank, a.targets, a.weights," \
+                 " (SELECT COUNT(*) FROM samples s WHERE s.adapter_id = a.id) FROM adapters a"
+
+static void info_from_row(sqlite3_stmt *st, rm_adapter_info *a) {
+    a->id = sqlite3_column_int64(st, 0);
+    a->name = col_dup(st, 1);
+    a->task = col_dup(st, 2);
+    a->domain = col_dup(st, 3);
+    a->base_model = col_dup(st, 4);
+    a->rank = sqlite3_column_int(st, 5);
+    a->targets = col_dup(st, 6);
+    a->weights = col_dup(st, 7);
+    a->n_samples = sqlite3_column_int(st, 8);
+}
+
+void rm_pool_free_list(rm_adapter_info *list, int n) {
+    if (!list) return;
+    for (int i = 0; i < n; i++) {
+        free((char *)list[i].name);
+        free((char *)list[i].task);
+        free((char *)list[i].domain);
+        free((char *)list[i].base_model);
+        free((char *)list[i].targets);
+        free((char *)list[i].weights);
+    }
+    free(list);
+}
+
+static int query_infos(rm_pool *p, const char *sql, const char *name, rm_adapter_info **out, int *n) {
+    *out = NULL;
+    *n = 0;
+    sqlite3_stmt *st;
+    int rc = db_prepare(p, sql, &st);
+    if (rc) return rc;
+    if (name) bind_text(st, 1, name);
+    rm_adapter_info *v = NULL;
+    int s;
+    while ((s = sqlite3_step(st)) == SQLITE_ROW) {
+        rm_adapter_info *nv = realloc(v, (size_t)(*n + 1) * sizeof *nv);
+        if (!nv) { rc = rm_errorf(RM_ENOMEM, "pool: out of memory"); break; }
+        v = nv;
+        memset(&v[*n], 0, sizeof v[*n]);
+        info_from_row(st, &v[(*n)++]);
+    }
+    if (!rc && s != SQLITE_DONE) rc = db_fail(p, "reading adapters");
+    sqlite3_finalize(st);
+    if (rc) { rm_pool_free_list(v, *n); *n = 0; return rc; }
+    *out = v;
+    return RM_OK;
+}
+
+int rm_pool_list(rm_pool *p, rm_adapter_info **out, int *n) { return query_infos(p, INFO_SQL " ORDER BY a.id", NULL, out, n); }
+
+int rm_pool_get(rm_pool *p, const char *name, rm_adapter_info **info, char ***inputs) {
+    int n, rc = query_infos(p, INFO_SQL " WHERE a.name = ?", name, info, &n);
+    if (rc) return rc;
+    if (n == 0) { rm_pool_free_list(*info, 0); *info = NULL; return rm_errorf(RM_ENOTFOUND, "%s: no adapter named '%s'", p->dir, name); }
+    if (inputs) {
+        int m;
+        *inputs = sample_inputs(p, (*info)->id, &m, &rc);
+        if (rc) { rm_pool_free_list(*info, 1); *info = NULL; }
+    }
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
+// Search and checks
+
+int rm_pool_search_batch(rm_pool *p, const char *const *queries, int nq, int k, rm_hit *out, int *n_out) {
+    if (!p->emb) return rm_errorf(RM_EINVAL, "%s: the pool has no embedder", p->dir);
+    float *q = malloc((size_t)(nq > 0 ? nq : 1) * (size_t)p->emb->dim * sizeof *q);
+    if (!q) return rm_errorf(RM_ENOMEM, "pool: out of memory");
+    int rc = rm_embedder_embed_many(p->emb, queries, nq, q, p->params.n_threads);
+    if (!rc) rc = rm_index_search_batch(p->ix, q, nq, k, NULL, NULL, out, n_out);
+    free(q);
+    return rc;
+}
+
+int rm_pool_search(rm_pool *p, const char *query, int k, const char *const *exclude, int n_exclude, rm_hit *out,
+                   int *n_out) {
+    if (!p->emb) return rm_errorf(RM_EINVAL, "%s: the pool has no embedder", p->dir);
+    float *q = malloc((size_t)p->emb->dim * sizeof *q);
+    int64_t *ex = malloc((size_t)(n_exclude > 0 ? n_exclude : 1) * sizeof *ex);
+    int n_ex = 0, rc = q && ex ? RM_OK : rm_errorf(RM_ENOMEM, "pool: out of memory");
+    for (int i = 0; i < n_exclude && !rc; i++) {
+        int64_t id = rm_pool_id(p, exclude[i]);
+        if (id >= 0) ex[n_ex++] = id; // unknown names exclude nothing
+    }
+    if (!rc) rc = rm_embedder_embed(p->emb, query, q);
+    if (!rc) rc = rm_index_search(p->ix, q, k, ex, n_ex, out, n_out);
+    free(q);
+    free(ex);
+    return rc;
+}
+
+int rm_pool_check(rm_pool *p) {
+    sqlite3_stmt *st;
+    int rc = db_prepare(p, "PRAGMA integrity_check", &st);
+    if (rc) return rc;
+    if (sqlite3_step(st) != SQLITE_ROW) rc = db_fail(p, "integrity check");
+    else {
+        const char *v = (const char *)sqlite3_column_text(st, 0);
+        if (!v || strcmp(v, "ok")) rc = rm_errorf(RM_EFORMAT, "%s: integrity check: %s", p->db_path, v ? v : "?");
+    }
+    sqlite3_finalize(st);
+    if (rc) return rc;
+    rc = db_prepare(p, "SELECT a.name, (SELECT COUNT(*) FROM samples s WHERE s.adapter_id = a.id), k.fingerprint"
+                       " FROM adapters a LEFT JOIN keys k ON k.adapter_id = a.id", &st);
+    if (rc) return rc;
+    int n = 0;
+    while (!rc && sqlite3_step(st) == SQLITE_ROW) {
+        const char *name = (const char *)sqlite3_column_text(st, 0);
+        n++;
+        if (sqlite3_column_int(st, 1) < 1) rc = rm_errorf(RM_EFORMAT, "%s: adapter '%s' has no samples", p->db_path, name);
+        else if (p->emb && (sqlite3_column_type(st, 2) == SQLITE_NULL || sqlite3_column_int64(st, 2) != p->fingerprint))
+            rc = rm_errorf(RM_EFORMAT, "%s: adapter '%s' has no key of the current embedder", p->db_path, name);
+    }
+    sqlite3_finalize(st);
+    if (!rc && n != p->n) rc = rm_errorf(RM_EFORMAT, "%s: %d adapters on disk, %d in memory", p->db_path, n, p->n);
+    if (!rc && p->ix && (int)rm_index_size(p->ix) != p->n)
+        rc = rm_errorf(RM_EFORMAT, "%s: %zu keys indexed for %d adapters", p->db_path, rm_index_size(p->ix), p->n);
+    return rc;
+}

@@ -1,0 +1,83 @@
+// pool.h — the persistent adapter pool: entries with metadata and sample
+// inputs, their key vectors, and the embedder that made them.
+//
+// A pool is a directory holding pool.db (SQLite, WAL journal, synchronous
+// FULL) and embedder.bin (the embedder, embed.h format). Each add runs in
+// one transaction (adapter row, its samples, its key), so a writer that dies
+// midway leaves the earlier entries intact and no half entry behind. Keys
+// are kept in memory in an index (index.h) as well: an added adapter is
+// retrievable at once. Keys record the embedder fingerprint (a checksum of
+// embedder.bin); keys made by another embedder are re-made on open and by
+// rm_pool_set_embedder.
+//
+// One rm_pool per process and thread at a time; several processes may open
+// the same pool (SQLite locks; each sees the others' adds on reopen).
+#ifndef RM_RETRIEVE_POOL_H
+#define RM_RETRIEVE_POOL_H
+#include <stdint.h>
+
+#include "retrieve/embed.h"
+#include "retrieve/index.h"
+
+typedef struct rm_pool rm_pool;
+
+typedef struct rm_adapter_info {
+    int64_t id;          // assigned by the pool
+    const char *name;    // unique, required
+    const char *task, *domain, *base_model, *targets, *weights; // may be NULL
+    int rank;            // 0 if unknown
+    int n_samples;       // filled by list/get
+} rm_adapter_info;
+
+typedef struct rm_pool_params {
+    rm_key_type key_type;  // in-memory key storage (default F32)
+    int n_threads;         // for embedding and search (default 1)
+} rm_pool_params;
+rm_pool_params rm_pool_default_params(void);
+
+// Opens the pool in dir, creating dir and an empty pool when absent.
+int rm_pool_open(const char *dir, const rm_pool_params *params, rm_pool **out);
+void rm_pool_close(rm_pool *p);
+
+// The pool's embedder, NULL until one is set.
+const rm_embedder *rm_pool_embedder(const rm_pool *p);
+// Makes e the pool's embedder (the pool takes ownership, also on failure),
+// saves it to embedder.bin and re-keys every adapter.
+int rm_pool_set_embedder(rm_pool *p, rm_embedder *e);
+
+// Adds an adapter with n sample inputs (targets may be NULL). Fails with
+// RM_EINVAL if the name exists or there is no embedder. *id (may be NULL)
+// receives the new id.
+int rm_pool_add(rm_pool *p, const rm_adapter_info *info, const char *const *inputs, const char *const *targets, int n,
+                int64_t *id);
+// RM_ENOTFOUND when absent.
+int rm_pool_remove(rm_pool *p, const char *name);
+int rm_pool_size(const rm_pool *p);
+
+// Every adapter (ordered by id); free with rm_pool_free_list. Strings live
+// as long as the list.
+int rm_pool_list(rm_pool *p, rm_adapter_info **out, int *n);
+void rm_pool_free_list(rm_adapter_info *list, int n);
+// One adapter and its sample inputs (*inputs: n_samples strings, may be NULL
+// if not wanted); free with rm_pool_free_list(info, 1) and rm_pool_free_strs.
+int rm_pool_get(rm_pool *p, const char *name, rm_adapter_info **info, char ***inputs);
+void rm_pool_free_strs(char **s, int n);
+// Name of adapter id (NULL if unknown); valid until the next add/remove.
+const char *rm_pool_name(const rm_pool *p, int64_t id);
+// id of adapter name or -1.
+int64_t rm_pool_id(const rm_pool *p, const char *name);
+
+// Top-k adapters for a query text, skipping the named adapters.
+int rm_pool_search(rm_pool *p, const char *query, int k, const char *const *exclude, int n_exclude, rm_hit *out,
+                   int *n_out);
+// Batch: nq queries, out[qi * k + j], n_out[qi].
+int rm_pool_search_batch(rm_pool *p, const char *const *queries, int nq, int k, rm_hit *out, int *n_out);
+
+// SQLite integrity check plus: every adapter has samples and a key of the
+// current embedder. RM_EFORMAT with the first problem otherwise.
+int rm_pool_check(rm_pool *p);
+
+// For crash tests: called inside rm_pool_add's transaction after the rows
+// are written and before COMMIT (NULL: none).
+void rm_pool_set_test_hook(void (*hook)(void));
+#endif

@@ -1,0 +1,33 @@
+// recipe.h — the named embedder configurations of the Flan benchmark: how
+// each is fitted and trained from a pool and a seen/unseen task split.
+//
+//   "lexical"   TF-IDF; its IDF is fitted on every pool sample input (the
+//               indexed corpus; no labels are used).
+//   "hashproj"  learned projection; IDF and contrastive training use only the
+//               sample inputs of the seen tasks.
+//   "hybrid"    lexical + hybrid_weight x hashproj (cosine scores summed).
+// Unseen tasks' samples only ever build their keys (and the lexical IDF).
+#ifndef RM_RETRIEVE_RECIPE_H
+#define RM_RETRIEVE_RECIPE_H
+#include "retrieve/embed.h"
+#include "retrieve/flan.h"
+#include "retrieve/train.h"
+
+#define RM_RECIPE_DEFAULT "lexical"
+
+typedef struct rm_recipe_params {
+    rm_feat_params lex;
+    rm_hashproj_params proj;
+    rm_contrastive_params train;
+    int center_lex, center_proj; // centre by the corpus mean (rm_embedder_fit_center)
+    float hybrid_weight;     // weight of the learned part in "hybrid" (lexical: 1)
+    int residual;            // hybrid: train the projection for the hybrid's score
+                             // (lexical score fixed), not on its own
+    const char *prefix;      // NULL: RM_EMBED_DEFAULT_PREFIX
+} rm_recipe_params;
+
+rm_recipe_params rm_recipe_default_params(void);
+// seen[t] marks the training tasks (may be NULL: none).
+int rm_recipe_build(const char *name, const rm_flan_pool *pool, const unsigned char *seen, const rm_recipe_params *p,
+                    rm_embedder **out);
+#endif

@@ -1,0 +1,74 @@
+// cmd_retrieve.c — `ramole retrieve`: the top-k adapters of a pool for a prompt.
+#include "cli.h"
+#include "base/err.h"
+#include "base/json.h"
+#include "retrieve/pool.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: ramole retrieve --pool DIR -p TEXT [-k K] [options]\n\n"
+            "Embeds the prompt with the pool's embedder and prints the k adapters whose\n"
+            "keys are most similar (cosine), best first.\n\n"
+            "  -k K               how many (default 3)\n"
+            "  --exclude a,b      adapter names that must not be returned\n"
+            "  --keys T           key storage f32 | f16 | int8 (default f32)\n"
+            "  --json             JSON on stdout\n");
+}
+
+int cmd_retrieve(int argc, char **argv) {
+    const char *dir = NULL, *prompt = NULL, *excl = NULL, *keys = "f32";
+    long k = 3;
+    int json = 0;
+    for (int i = 1; i < argc; i++) {
+        if (cli_flag(argc, argv, &i, "--help", "-h")) { usage(stdout); return 0; }
+        else if (cli_str(argc, argv, &i, "--pool", NULL, &dir)) {}
+        else if (cli_str(argc, argv, &i, "--prompt", "-p", &prompt)) {}
+        else if (cli_int(argc, argv, &i, "--top-k", "-k", &k)) {}
+        else if (cli_str(argc, argv, &i, "--exclude", NULL, &excl)) {}
+        else if (cli_str(argc, argv, &i, "--keys", NULL, &keys)) {}
+        else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
+        else { fprintf(stderr, "ramole retrieve: unknown option '%s'\n", argv[i]); usage(stderr); return 2; }
+    }
+    if (!dir || !prompt || k < 1 || k > 100000) { usage(stderr); return 2; }
+    rm_pool_params pp = rm_pool_default_params();
+    if (rm_key_type_parse(keys, &pp.key_type)) return cli_fail("--keys");
+    // split --exclude on commas
+    char *ex_buf = excl ? strdup(excl) : NULL;
+    const char *ex[256];
+    int n_ex = 0;
+    for (char *s = ex_buf, *tok; s && (tok = strsep(&s, ",")) && n_ex < 256;)
+        if (*tok) ex[n_ex++] = tok;
+    rm_pool *p = NULL;
+    rm_hit *hits = malloc((size_t)k * sizeof *hits);
+    int n = 0, ret = 0;
+    if (!hits) { free(ex_buf); return 1; }
+    if (rm_pool_open(dir, &pp, &p)) ret = cli_fail("opening the pool");
+    else if (rm_pool_search(p, prompt, (int)k, ex, n_ex, hits, &n)) ret = cli_fail("retrieving");
+    else if (json) {
+        rm_sb sb;
+        rm_sb_init(&sb);
+        rm_sb_puts(&sb, "[");
+        for (int i = 0; i < n; i++) {
+            const char *name = rm_pool_name(p, hits[i].id);
+            rm_sb_printf(&sb, "%s{\"id\": %lld, \"name\": ", i ? ", " : "", (long long)hits[i].id);
+            rm_sb_json_str(&sb, name, strlen(name));
+            rm_sb_puts(&sb, ", \"score\": ");
+            rm_sb_json_num(&sb, hits[i].score);
+            rm_sb_puts(&sb, "}");
+        }
+        rm_sb_puts(&sb, "]\n");
+        fputs(sb.buf, stdout);
+        rm_sb_free(&sb);
+    } else {
+        for (int i = 0; i < n; i++) printf("%2d  %.4f  %s\n", i + 1, hits[i].score, rm_pool_name(p, hits[i].id));
+    }
+    rm_pool_close(p);
+    free(hits);
+    free(ex_buf);
+    return ret;
+}
+
+RM_COMMAND(retrieve, "retrieve the top-k adapters of a pool for a prompt", cmd_retrieve)

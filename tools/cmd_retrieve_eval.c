@@ -1,0 +1,190 @@
+// cmd_retrieve_eval.c — `ramole retrieve-eval`: the paper's retrieval
+// benchmark (Table 2) on the Flan pool and test files.
+#include "cli.h"
+#include "base/err.h"
+#include "base/file.h"
+#include "base/json.h"
+#include "retrieve/flan.h"
+#include "retrieve/recipe.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: ramole retrieve-eval --pool config2.json --test combined_test.json [options]\n\n"
+            "Builds every pool task's key (mean embedding of its sample inputs), retrieves\n"
+            "the top 8 for every test request and prints the share whose own task adapter\n"
+            "is in the top 1/3/5/8, over all tasks and split into seen/unseen (the tasks the\n"
+            "learned embedder was trained on, a seeded share of them).\n\n"
+            "  --embedder NAME     lexical | hashproj | hybrid (default: %s)\n"
+            "  --train-frac F      share of tasks used for training (default 0.4)\n"
+            "  --seed S            seed of the task split and the training (default 1)\n"
+            "  --ood               exclude each request's own task adapter; report where the\n"
+            "                      top k come from (same domain or not)\n"
+            "  --keys T            key storage f32 | f16 | int8 (default f32)\n"
+            "  --json              print the figures as JSON on stdout\n"
+            "  --confusions        list the wrong top-1 (true -> retrieved) pairs\n"
+            "  --save-embedder P   save the (trained) embedder to P\n"
+            "  --threads N         threads (default 2)\n"
+            "  --steps N --temp T --lr L --dim D --bits B --alpha A   training / model knobs\n"
+            "  --wmax N --cmin N --cmax N --word-weight W            feature knobs\n",
+            RM_RECIPE_DEFAULT);
+}
+
+static void print_row(const char *label, const double *v, int n) {
+    printf("%-8s", label);
+    for (int k = 0; k < RM_EVAL_NK; k++) printf("  %6.1f", 100 * v[k]);
+    printf("   (n=%d)\n", n);
+}
+
+static void json_block(rm_sb *sb, const double *v) {
+    for (int k = 0; k < RM_EVAL_NK; k++) {
+        rm_sb_printf(sb, "%s\"top%d\": ", k ? ", " : "", rm_eval_ks[k]);
+        rm_sb_json_num(sb, 100 * v[k]);
+    }
+}
+
+static void print_json(const rm_eval_result *r, const char *name, int ood) {
+    rm_sb sb;
+    rm_sb_init(&sb);
+    rm_sb_puts(&sb, "{\"embedder\": ");
+    rm_sb_json_str(&sb, name, strlen(name));
+    rm_sb_puts(&sb, ", ");
+    json_block(&sb, r->all);
+    rm_sb_printf(&sb, ", \"n\": %d, \"seen\": {", r->n);
+    json_block(&sb, r->seen);
+    rm_sb_printf(&sb, ", \"n\": %d}, \"unseen\": {", r->n_seen);
+    json_block(&sb, r->unseen);
+    rm_sb_printf(&sb, ", \"n\": %d}", r->n_unseen);
+    if (ood) {
+        rm_sb_puts(&sb, ", \"ood_same_domain_any\": {");
+        json_block(&sb, r->ood_any);
+        rm_sb_puts(&sb, "}, \"ood_same_domain_share\": {");
+        json_block(&sb, r->ood_frac);
+        rm_sb_puts(&sb, "}");
+    }
+    rm_sb_puts(&sb, "}\n");
+    fputs(sb.buf ? sb.buf : "{}\n", stdout);
+    rm_sb_free(&sb);
+}
+
+typedef struct { int n, t, p; } conf_pair;
+static int cmp_conf(const void *a, const void *b) { return ((const conf_pair *)b)->n - ((const conf_pair *)a)->n; }
+
+static void print_confusions(const rm_eval_result *r, const rm_flan_pool *pool, const unsigned char *seen) {
+    int nt = r->n_tasks, m = 0;
+    conf_pair *c = malloc((size_t)nt * nt * sizeof *c);
+    if (!c) return;
+    for (int t = 0; t < nt; t++)
+        for (int p = 0; p < nt; p++)
+            if (r->confusion[t * nt + p]) c[m++] = (conf_pair){r->confusion[t * nt + p], t, p};
+    qsort(c, (size_t)m, sizeof *c, cmp_conf);
+    printf("\nwrong top-1 (true task -> retrieved, count of %d requests per task):\n", nt ? r->n / nt : 0);
+    for (int i = 0; i < m; i++)
+        printf("  %3d  %-28s -> %-28s%s\n", c[i].n, pool->tasks[c[i].t].name, pool->tasks[c[i].p].name,
+               seen[c[i].t] ? "  (seen)" : "");
+    free(c);
+}
+
+int cmd_retrieve_eval(int argc, char **argv) {
+    const char *pool_path = NULL, *test_path = NULL, *name = RM_RECIPE_DEFAULT, *keys = "f32", *save = NULL;
+    double frac = 0.4;
+    long seed = 1, threads = 2;
+    int ood = 0, json = 0, confusions = 0;
+    rm_recipe_params rp = rm_recipe_default_params();
+    for (int i = 1; i < argc; i++) {
+        long lv;
+        double dv;
+        if (cli_flag(argc, argv, &i, "--help", "-h")) { usage(stdout); return 0; }
+        else if (cli_str(argc, argv, &i, "--pool", NULL, &pool_path)) {}
+        else if (cli_str(argc, argv, &i, "--test", NULL, &test_path)) {}
+        else if (cli_str(argc, argv, &i, "--embedder", "-e", &name)) {}
+        else if (cli_float(argc, argv, &i, "--train-frac", NULL, &frac)) {}
+        else if (cli_int(argc, argv, &i, "--seed", NULL, &seed)) {}
+        else if (cli_flag(argc, argv, &i, "--ood", NULL)) ood = 1;
+        else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
+        else if (cli_flag(argc, argv, &i, "--confusions", NULL)) confusions = 1;
+        else if (cli_str(argc, argv, &i, "--keys", NULL, &keys)) {}
+        else if (cli_str(argc, argv, &i, "--save-embedder", NULL, &save)) {}
+        else if (cli_int(argc, argv, &i, "--threads", "-t", &threads)) {}
+        else if (cli_int(argc, argv, &i, "--steps", NULL, &lv)) rp.train.steps = (int)lv;
+        else if (cli_float(argc, argv, &i, "--temp", NULL, &dv)) rp.train.temperature = (float)dv;
+        else if (cli_float(argc, argv, &i, "--lr", NULL, &dv)) rp.train.lr = (float)dv;
+        else if (cli_float(argc, argv, &i, "--alpha", NULL, &dv)) rp.hybrid_weight = (float)dv;
+        else if (cli_int(argc, argv, &i, "--dim", NULL, &lv)) rp.proj.dim = (int)lv;
+        else if (cli_int(argc, argv, &i, "--center-lex", NULL, &lv)) rp.center_lex = (int)lv;
+        else if (cli_int(argc, argv, &i, "--center-proj", NULL, &lv)) rp.center_proj = (int)lv;
+        else if (cli_int(argc, argv, &i, "--per-task", NULL, &lv)) rp.train.per_task = (int)lv;
+        else if (cli_int(argc, argv, &i, "--batch-tasks", NULL, &lv)) rp.train.tasks_per_batch = (int)lv;
+        else if (cli_float(argc, argv, &i, "--wd", NULL, &dv)) rp.train.weight_decay = (float)dv;
+        else if (cli_int(argc, argv, &i, "--min-df", NULL, &lv)) rp.train.min_df = (int)lv;
+        else if (cli_int(argc, argv, &i, "--residual", NULL, &lv)) rp.residual = (int)lv;
+        else if (cli_int(argc, argv, &i, "--edge", NULL, &lv)) { rp.lex.edge = (int)lv; rp.proj.feat.edge = (int)lv; }
+        else if (cli_float(argc, argv, &i, "--mid-weight", NULL, &dv)) { rp.lex.mid_weight = (float)dv; rp.proj.feat.mid_weight = (float)dv; }
+        else if (cli_int(argc, argv, &i, "--lowercase", NULL, &lv)) { rp.lex.lowercase = (int)lv; rp.proj.feat.lowercase = (int)lv; }
+        else if (cli_int(argc, argv, &i, "--bits", NULL, &lv)) rp.proj.feat.bits = (int)lv;
+        else if (cli_int(argc, argv, &i, "--wmax", NULL, &lv)) { rp.lex.wmax = (int)lv; rp.proj.feat.wmax = (int)lv; }
+        else if (cli_int(argc, argv, &i, "--cmin", NULL, &lv)) { rp.lex.cmin = (int)lv; rp.proj.feat.cmin = (int)lv; }
+        else if (cli_int(argc, argv, &i, "--cmax", NULL, &lv)) { rp.lex.cmax = (int)lv; rp.proj.feat.cmax = (int)lv; }
+        else if (cli_float(argc, argv, &i, "--word-weight", NULL, &dv)) { rp.lex.word_weight = (float)dv; rp.proj.feat.word_weight = (float)dv; }
+        else { fprintf(stderr, "ramole retrieve-eval: unknown option '%s'\n", argv[i]); usage(stderr); return 2; }
+    }
+    if (!pool_path || !test_path) { usage(stderr); return 2; }
+    rm_key_type kt;
+    if (rm_key_type_parse(keys, &kt)) return cli_fail("--keys");
+    if (!(frac >= 0 && frac <= 1)) { fprintf(stderr, "ramole retrieve-eval: --train-frac must be in [0, 1]\n"); return 2; }
+    rp.train.seed = (uint64_t)seed;
+    rp.train.n_threads = (int)threads;
+    rp.train.progress = 1;
+
+    rm_flan_pool pool;
+    rm_flan_request *req = NULL;
+    int n_req = 0;
+    if (rm_flan_load_pool(pool_path, &pool)) return cli_fail("reading the pool");
+    if (rm_flan_load_test(test_path, &pool, &req, &n_req)) { rm_flan_free_pool(&pool); return cli_fail("reading the test set"); }
+    unsigned char *seen = calloc((size_t)pool.n, 1);
+    rm_embedder *e = NULL;
+    rm_eval_result res = {0};
+    int ret = 0;
+    if (!seen) { ret = 1; goto done; }
+    rm_flan_split(pool.n, frac, (uint64_t)seed, seen);
+    double t0 = rm_now();
+    if (rm_recipe_build(name, &pool, seen, &rp, &e)) { ret = cli_fail("building the embedder"); goto done; }
+    double t1 = rm_now();
+    if (save && rm_embedder_save(e, save)) { ret = cli_fail("saving the embedder"); goto done; }
+    rm_eval_params ep = {.ood = ood, .n_threads = (int)threads, .key_type = kt};
+    if (rm_flan_eval(e, &pool, req, n_req, seen, &ep, &res)) { ret = cli_fail("evaluating"); goto done; }
+    double t2 = rm_now();
+    if (json) {
+        print_json(&res, e->name, ood);
+    } else {
+        int n_seen = 0;
+        for (int t = 0; t < pool.n; t++) n_seen += seen[t];
+        printf("embedder %s (dim %d, keys %s), %d tasks (%d seen in training, seed %ld), %d requests%s\n", e->name,
+               e->dim, rm_key_type_name(kt), pool.n, n_seen, seed, n_req, ood ? ", own adapter excluded (OOD)" : "");
+        printf("build %.1f s, eval %.1f s\n\n", t1 - t0, t2 - t1);
+        printf("%-8s  %6s  %6s  %6s  %6s\n", ood ? "own in" : "", "top1", "top3", "top5", "top8");
+        print_row("all", res.all, res.n);
+        print_row("seen", res.seen, res.n_seen);
+        print_row("unseen", res.unseen, res.n_unseen);
+        if (ood) {
+            printf("\nOOD: where the top k come from (own task excluded)\n");
+            print_row("any-dom", res.ood_any, res.n);
+            print_row("dom-shr", res.ood_frac, res.n);
+        }
+        if (confusions) print_confusions(&res, &pool, seen);
+    }
+done:
+    rm_eval_result_free(&res);
+    rm_embedder_free(e);
+    free(seen);
+    rm_flan_free_test(req, n_req);
+    rm_flan_free_pool(&pool);
+    return ret;
+}
+
+// The name has a dash, which RM_COMMAND cannot paste into an identifier.
+__attribute__((constructor)) static void register_cmd_retrieve_eval(void) {
+    rm_cli_register("retrieve-eval", "the paper's LoRA retrieval benchmark (top-1/3/5/8, seen/unseen)", cmd_retrieve_eval);
+}
