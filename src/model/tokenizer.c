@@ -343,11 +343,20 @@ int tok_finish(rm_tokenizer *t) {
     t->special = malloc((size_t)(n_special ? n_special : 1) * sizeof *t->special);
     if (!t->special) return rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
     for (int i = 0; i < t->n_vocab; i++)
-        if (t->len[i] && is_special_type(t->type[i])) {
-            t->special[t->n_special++] = i;
-            t->special_first[(uint8_t)t->text[i][0]] = 1;
-        }
+        if (t->len[i] && is_special_type(t->type[i])) t->special[t->n_special++] = i;
     qsort_r(t->special, (size_t)t->n_special, sizeof *t->special, cmp_special, t);
+    for (int g = 0; g < 2; g++) { // bucket the positions by first byte (counting sort keeps their order)
+        t->spec_pos[g] = malloc((size_t)(n_special ? n_special : 1) * sizeof *t->spec_pos[g]);
+        if (!t->spec_pos[g]) return rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
+        uint32_t *st = t->spec_start[g];
+        for (int k = 0; k < t->n_special; k++)
+            if (g == 0 || t->type[t->special[k]] == TOK_USER) st[(uint8_t)t->text[t->special[k]][0] + 1]++;
+        for (int b = 0; b < 256; b++) st[b + 1] += st[b];
+        uint32_t fill[256];
+        memcpy(fill, st, sizeof fill);
+        for (int k = 0; k < t->n_special; k++)
+            if (g == 0 || t->type[t->special[k]] == TOK_USER) t->spec_pos[g][fill[(uint8_t)t->text[t->special[k]][0]]++] = k;
+    }
     if (t->kind == TOK_KIND_SPM || (t->kind == TOK_KIND_BPE && !t->bpe_byte_level)) {
         for (int b = 0; b < 256; b++) {
             char name[8];
@@ -393,6 +402,8 @@ void rm_tokenizer_free(rm_tokenizer *t) {
     free(t->piece_len);
     free(t->eog);
     free(t->special);
+    free(t->spec_pos[0]);
+    free(t->spec_pos[1]);
     tok_map_free(&t->vocab);
     tok_bpe_free(t->bpe);
     tok_cache_free(t->cache);
@@ -578,17 +589,34 @@ static int frags_push(frags *f, frag x) {
 // Cuts special tokens out of the raw fragments, one token at a time, longest
 // first (so the longer of two overlapping candidates wins). Without
 // parse_special only user-defined tokens are cut (as Hugging Face does).
+static int cmp_int32(const void *a, const void *b) {
+    int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
+    return (x > y) - (x < y);
+}
+
 static int split_specials(const rm_tokenizer *t, const char *text, size_t len, int parse_special, frags *cur) {
+    // Candidates: the special tokens whose first byte occurs in the text, in priority order.
     uint8_t present[256] = {0};
     for (size_t i = 0; i < len; i++) present[(uint8_t)text[i]] = 1;
+    int g = parse_special ? 0 : 1;
+    const uint32_t *st = t->spec_start[g];
+    size_t n_cand = 0;
+    for (int b = 0; b < 256; b++)
+        if (present[b]) n_cand += st[b + 1] - st[b];
+    if (n_cand == 0) return RM_OK;
+    int32_t *cand = malloc(n_cand * sizeof *cand);
+    if (!cand) return rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
+    n_cand = 0;
+    for (int b = 0; b < 256; b++)
+        if (present[b])
+            for (uint32_t k = st[b]; k < st[b + 1]; k++) cand[n_cand++] = t->spec_pos[g][k];
+    qsort(cand, n_cand, sizeof *cand, cmp_int32);
     frags nxt = {0};
     int rc = RM_OK;
-    for (int k = 0; k < t->n_special && rc == RM_OK; k++) {
-        int32_t id = t->special[k];
-        if (!parse_special && t->type[id] != TOK_USER) continue;
+    for (size_t c = 0; c < n_cand && rc == RM_OK; c++) {
+        int32_t id = t->special[cand[c]];
         const char *tx = t->text[id];
         size_t tl = t->len[id];
-        if (!present[(uint8_t)tx[0]]) continue;
         nxt.n = 0;
         int hit = 0;
         for (size_t f = 0; f < cur->n && rc == RM_OK; f++) {
@@ -613,6 +641,7 @@ static int split_specials(const rm_tokenizer *t, const char *text, size_t len, i
         }
     }
     free(nxt.v);
+    free(cand);
     return rc ? rm_errorf(RM_ENOMEM, "tokenizer: out of memory") : RM_OK;
 }
 
@@ -673,7 +702,7 @@ int rm_tokenize(const rm_tokenizer *t, const char *text, size_t len, int add_bos
         rm_tokenizer *mut = (rm_tokenizer *)t; // the cache is the only mutable part
         tok_cache *cache = t->cache && pthread_mutex_trylock(&mut->cache_mu) == 0 ? t->cache : NULL;
         if (frags_push(&fr, (frag){0, len, -1}) != RM_OK) rc = rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
-        if (rc == RM_OK && t->n_special) rc = split_specials(t, text, len, parse_special, &fr);
+        if (rc == RM_OK) rc = split_specials(t, text, len, parse_special, &fr);
         // SentencePiece adds its dummy prefix at the start and after every special token.
         int prev_special = 1;
         for (size_t i = 0; i < fr.n && rc == RM_OK; i++) {

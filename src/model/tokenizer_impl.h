@@ -84,7 +84,9 @@ struct rm_tokenizer {
     // defined and unknown tokens, longest first.
     int32_t *special;
     int n_special;
-    uint8_t special_first[256]; // first bytes of special token texts
+    // Positions in `special` grouped by first byte: [0] all, [1] user-defined only.
+    int32_t *spec_pos[2];
+    uint32_t spec_start[2][257];
 
     int32_t byte_tok[256];    // SPM <0xNN> tokens (-1 when absent)
     tok_bpe *bpe;             // byte-level BPE, NULL otherwise
