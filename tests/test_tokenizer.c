@@ -388,6 +388,20 @@ TEST(tokenizer_bpe_merge_order) {
     rm_tokenizer_free(t);
 }
 
+// Llama 3 (llama-bpe) takes a word that is a token whole, merges or not.
+TEST(tokenizer_bpe_ignore_merges) {
+    static const char *const extra[] = {"Hello"};
+    rm_tokenizer *a = synth_tokenizer("llama-bpe", extra, 1, NULL, 0);
+    rm_tokenizer *b = synth_tokenizer("gpt-2", extra, 1, NULL, 0);
+    REQUIRE(a && b);
+    int32_t ids[8];
+    CHECK(rm_tokenize(a, "Hello", 5, 0, 0, ids, 8) == 1 && ids[0] == 258);
+    CHECK(rm_tokenize(b, "Hello", 5, 0, 0, ids, 8) == 5 && ids[0] == 'H');
+    CHECK(rm_tokenizer_add_bos(a) == 1 && rm_tokenizer_add_bos(b) == 0);
+    rm_tokenizer_free(a);
+    rm_tokenizer_free(b);
+}
+
 // Pre-tokenizer splits per tokenizer.ggml.pre, worked out from the regexes.
 TEST(tokenizer_pretokenizers) {
     static const struct { const char *pre, *text, *pieces; } cases[] = {
