@@ -1,6 +1,7 @@
 // test_tokenizer.c — tokenizers against llama.cpp's reference vocab tests
 // (../shared/data/tokenizers: *.gguf, *.gguf.inp strings, *.gguf.out ids).
 #define _GNU_SOURCE
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -668,4 +669,40 @@ TEST(tokenizer_hf_byte_fallback) {
     CHECK(n == 2 && ids[0] == 2 && ids[1] == 263);
     CHECK(rm_tokenizer_bos(t) == 1 && rm_tokenizer_eos(t) == 2 && rm_tokenizer_is_eog(t, 2));
     rm_tokenizer_free(t);
+}
+
+// ---- threads ----
+
+typedef struct par_job { vocab_case *c; int ok; } par_job;
+
+static void *par_encode(void *arg) {
+    par_job *j = arg;
+    j->ok = 1;
+    for (int rep = 0; rep < 20; rep++)
+        for (int i = 0; i < j->c->n; i++) {
+            int32_t ids[1024];
+            int n = rm_tokenize(j->c->tok, j->c->str[i], j->c->len[i], 0, 0, ids, 1024);
+            char got[8192];
+            fmt_ids(ids, n < 0 ? 0 : n, got, sizeof got);
+            if (n < 0 || strcmp(got, j->c->ref[i])) j->ok = 0;
+        }
+    return NULL;
+}
+
+// Concurrent rm_tokenize calls on one tokenizer (one holds the word cache,
+// the others run without it) all give the reference ids.
+TEST(tokenizer_threads) {
+    vocab_case c;
+    OPEN_CASE(c, "gpt-2");
+    pthread_t th[3];
+    par_job jobs[3];
+    for (int k = 0; k < 3; k++) {
+        jobs[k] = (par_job){&c, 0};
+        REQUIRE(pthread_create(&th[k], NULL, par_encode, &jobs[k]) == 0);
+    }
+    for (int k = 0; k < 3; k++) {
+        pthread_join(th[k], NULL);
+        CHECK(jobs[k].ok);
+    }
+    case_free(&c);
 }
