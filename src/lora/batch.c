@@ -5,6 +5,7 @@
 // (adapter uid, row) so that equal adapters form contiguous groups.
 #include "lora/batch.h"
 #include "base/err.h"
+#include "base/file.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@ typedef struct lb_unit { int group, j; } lb_unit;        // one rank row of one 
 
 struct rm_lora_batch {
     rm_threadpool *tp;
+    double seconds;
     int status;
     char msg[256];
     lb_term *terms;
@@ -54,6 +56,12 @@ void rm_lora_batch_free(rm_lora_batch *lb) {
     free(lb->units);
     free(lb->T);
     free(lb);
+}
+
+double rm_lora_batch_seconds(rm_lora_batch *lb) {
+    double s = lb->seconds;
+    lb->seconds = 0;
+    return s;
 }
 
 int rm_lora_batch_status(rm_lora_batch *lb) {
@@ -130,6 +138,7 @@ static void hook_apply(void *ctx, const rm_batch *b, int layer, rm_linear_id whi
                        int64_t ldy) {
     rm_lora_batch *lb = ctx;
     if (!b->plan) return;
+    double t0 = rm_now();
     // 1. the terms of every row
     int n_terms = 0;
     int64_t out = 0;
@@ -172,6 +181,7 @@ static void hook_apply(void *ctx, const rm_batch *b, int layer, rm_linear_id whi
     lb_job job = {lb, n_groups, n_units, x, ldx, y, ldy, out};
     rm_threadpool_run(lb->tp, down_task, &job);
     rm_threadpool_run(lb->tp, up_task, &job);
+    lb->seconds += rm_now() - t0;
 }
 
 rm_linear_hook rm_lora_batch_hook(rm_lora_batch *lb) {

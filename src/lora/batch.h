@@ -25,4 +25,7 @@ rm_linear_hook rm_lora_batch_hook(rm_lora_batch *lb);
 // LoRA terms and records it. Returns RM_OK or that failure (message set) and
 // clears it; check after a forward pass.
 int rm_lora_batch_status(rm_lora_batch *lb);
+// Wall seconds spent applying LoRA terms since the last call (for benchmarks:
+// the share of a forward pass that the adapters cost).
+double rm_lora_batch_seconds(rm_lora_batch *lb);
 #endif
