@@ -240,7 +240,7 @@ static int cmd_bench_lora(int argc, char **argv) {
         plan_ptrs[s] = &plans[s];
     }
     rm_linear_hook hook = rm_lora_batch_hook(lb);
-    double ptps[2], dtps[2], share[2];
+    double ptps[2], dtps[2], share[2] = {0, 0};
     if (bench(&R, &hook, plan_ptrs, (int)reps, ptps, dtps, share) || rm_lora_batch_status(lb)) {
         cli_fail("forward");
         goto out;
