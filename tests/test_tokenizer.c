@@ -669,6 +669,28 @@ TEST(tokenizer_hf_byte_fallback) {
     CHECK(n == 2 && ids[0] == 2 && ids[1] == 263);
     CHECK(rm_tokenizer_bos(t) == 1 && rm_tokenizer_eos(t) == 2 && rm_tokenizer_is_eog(t, 2));
     rm_tokenizer_free(t);
+    // Metaspace with prepend_scheme "first": no prefix after a special token.
+    char *json;
+    size_t len;
+    REQUIRE(rm_read_file(path, &json, &len) == RM_OK);
+    char *norm = strstr(json, "\"normalizer\"");
+    char *model = strstr(json, "\"added_tokens\"");
+    REQUIRE(norm && model);
+    rm_sb_init(&sb);
+    rm_sb_putn(&sb, json, (size_t)(norm - json));
+    rm_sb_puts(&sb, "\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"Metaspace\",\"replacement\":\"\xe2\x96\x81\","
+                    "\"prepend_scheme\":\"first\",\"split\":false},");
+    rm_sb_puts(&sb, model);
+    free(json);
+    REQUIRE(!sb.oom && rm_write_file_atomic(path, sb.buf, sb.len) == RM_OK);
+    rm_sb_free(&sb);
+    CHECK_OK(rm_tokenizer_from_hf(&t, path));
+    REQUIRE(t);
+    n = rm_tokenize(t, "Hi", 2, 0, 1, ids, 16);
+    CHECK(n == 1 && ids[0] == 263);
+    n = rm_tokenize(t, "</s>Hi", 6, 0, 1, ids, 16);
+    CHECK(n == 3 && ids[0] == 2 && ids[1] == 260 && ids[2] == 261);
+    rm_tokenizer_free(t);
 }
 
 // ---- threads ----

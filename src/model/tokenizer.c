@@ -710,7 +710,8 @@ int rm_tokenize(const rm_tokenizer *t, const char *text, size_t len, int add_bos
                 tok_ids_push(&out, fr.v[i].id);
                 prev_special = 1;
             } else {
-                rc = encode_fragment(t, text + fr.v[i].off, fr.v[i].len, t->add_space_prefix && prev_special, cache,
+                int prefix = t->add_space_prefix && prev_special && (!t->prefix_first_only || fr.v[i].off == 0);
+                rc = encode_fragment(t, text + fr.v[i].off, fr.v[i].len, prefix, cache,
                                      &out);
                 prev_special = 0;
             }

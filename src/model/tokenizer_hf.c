@@ -226,6 +226,7 @@ static int load_hf(rm_tokenizer **out, const rm_json *j, const rm_json *cfg, con
         const char *dflt = rm_json_get_bool(ms_pre, "add_prefix_space", 1) ? "always" : "never";
         const char *scheme = rm_json_get_str(ms_pre, "prepend_scheme", dflt);
         t->add_space_prefix = has_type(norm, "Prepend") || (ms_pre && strcmp(scheme, "never") != 0);
+        t->prefix_first_only = ms_pre && !strcmp(scheme, "first"); // Metaspace "first": not after special tokens
     }
     if ((rc = tok_finish(t)) != RM_OK) goto done;
     const char *unk = rm_json_get_str(model, "unk_token", NULL);

@@ -78,6 +78,7 @@ struct rm_tokenizer {
 
     int32_t bos, eos, unk, sep, pad, cls, eot, eom;
     int add_bos, add_eos, add_space_prefix, ignore_merges;
+    int prefix_first_only;    // the space prefix only at the start of the text, not after specials
     uint8_t *eog;             // n_vocab flags
 
     // Strings split out of the text before the model runs: control, user
