@@ -627,3 +627,22 @@ TEST(lora_cli_info_convert_merge) {
     rm_llama_free(ref);
     rm_llama_free(m);
 }
+
+TEST(lora_hook_refuses_mixed_shapes) {
+    rm_llama *m = tiny_model(RM_TYPE_F32);
+    REQUIRE(m);
+    rm_lora *a[2] = {0};
+    for (int i = 0; i < 2; i++) CHECK_OK(rm_lora_random(&a[i], m, 2, 0x1, 99 + i));
+    REQUIRE(a[0] && a[1]);
+    a[1]->mods[0].in = 128; // as if bound to another model
+    rm_lora_plan p;
+    CHECK_OK(rm_lora_plan_init(&p, RM_COMPOSE_MIXTURE, 2, a, NULL, NULL));
+    float *lg = malloc(SEQ_LEN * (size_t)m->hp.n_vocab * sizeof(float));
+    int rc = run_one(m, &p, 0, lg);
+    CHECK(rc == RM_EMISMATCH && strstr(rm_last_error(), "different shapes"));
+    a[1]->mods[0].in = 256;
+    free(lg);
+    rm_lora_plan_free(&p);
+    for (int i = 0; i < 2; i++) rm_lora_free(a[i]);
+    rm_llama_free(m);
+}

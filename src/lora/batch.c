@@ -153,6 +153,15 @@ static void hook_apply(void *ctx, const rm_batch *b, int layer, rm_linear_id whi
             if (layer >= ls[i]->n_layer) continue;
             const rm_lora_mod *m = &ls[i]->mods[layer * RM_LIN_COUNT + which];
             if (!m->r) continue;
+            const rm_lora_mod *m0 = n_terms ? lb->terms[0].mod : m;
+            if (m->in != m0->in || m->out != m0->out || m->in > ldx || m->out > ldy) {
+                if (!lb->status) {
+                    lb->status = RM_EMISMATCH;
+                    snprintf(lb->msg, sizeof lb->msg, "lora: layer %d %s: adapters of different shapes in one batch "
+                             "(bound to another model?); the LoRA terms were skipped", layer, rm_linear_names[which]);
+                }
+                return;
+            }
             out = m->out;
             lb->terms[n_terms++] = (lb_term){ls[i]->uid, m, r, ws[i] * m->scale, 0};
         }
