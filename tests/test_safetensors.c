@@ -255,3 +255,35 @@ TEST(safetensors_to_f32_range) {
     CHECK(st_to_f32_range(st_find(&f, "w.f32"), (size_t)-1, 2, out) == RM_EINVAL);
     st_close(&f);
 }
+
+// Random byte mutations of the header: every parse succeeds or fails cleanly.
+TEST(safetensors_random_mutations) {
+    char path[512];
+    st_tmp(path, sizeof path, "mut.safetensors");
+    REQUIRE(write_st_sample(path) == 0);
+    char *orig;
+    size_t n;
+    REQUIRE(rm_read_file(path, &orig, &n) == RM_OK);
+    uint64_t hlen;
+    memcpy(&hlen, orig, 8);
+    char *buf = malloc(n);
+    REQUIRE(buf);
+    uint32_t seed = 7;
+    int iters = rm_test_sanitized() ? 2000 : 10000, ok = 0;
+    for (int it = 0; it < iters; it++) {
+        memcpy(buf, orig, n);
+        for (int e = 0; e < 1 + it % 3; e++) {
+            seed = seed * 1664525u + 1013904223u;
+            size_t at = (seed >> 7) % (8 + hlen);
+            seed = seed * 1664525u + 1013904223u;
+            const char vals[] = {'0', '9', '[', ']', ',', '"', '-', '{', (char)(seed >> 24)};
+            buf[at] = vals[(seed >> 13) % sizeof vals];
+        }
+        int rc = st_parse_copy(buf, n);
+        CHECKF(rc == RM_OK || rc == RM_EFORMAT || rc == RM_EUNSUPPORTED, "iteration %d: rc %d", it, rc);
+        ok += rc == RM_OK;
+    }
+    CHECK(ok < iters);
+    free(buf);
+    free(orig);
+}
