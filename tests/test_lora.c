@@ -521,6 +521,7 @@ TEST(lora_rejects_bad_adapters) {
         {{g_good_config, 1, 2, 2, 256, 0.5f, "base_model.model.model.layers.0.self_attn.q_proj.lora_A.bias"}, RM_EFORMAT,
          "unexpected tensor"},
         {{"{\"r\": 4, \"target_modules\": \"(\"}", 1, 2, 2, 256, 0.5f, NULL}, RM_EFORMAT, "bad pattern"},
+        {{g_good_config, 1, 2, 2, 256, 0.5f, "base_model.model.lm_head.lora_A.weight"}, RM_EUNSUPPORTED, "lm_head"},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char name[32];

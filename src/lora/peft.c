@@ -57,6 +57,8 @@ static int parse_tensor_name(const char *path, const char *name, int *layer, int
         return rm_errorf(RM_EUNSUPPORTED, "%s: tensor %s: embedding LoRAs are not supported", path, name);
     if (strstr(name, "lora_magnitude_vector"))
         return rm_errorf(RM_EUNSUPPORTED, "%s: tensor %s: DoRA adapters are not supported", path, name);
+    if (strstr(name, "lm_head."))
+        return rm_errorf(RM_EUNSUPPORTED, "%s: tensor %s: LoRA on the output layer (lm_head) is not supported", path, name);
     if (strstr(name, "modules_to_save"))
         return rm_errorf(RM_EUNSUPPORTED, "%s: tensor %s: modules_to_save (fully trained layers) are not supported", path, name);
     const char *s = name;
