@@ -10,7 +10,11 @@
 
 #include "base/err.h"
 #include "model/ops.h"
+#include "format/safetensors.h"
+#include "lora/adapter.h"
+#include "lora/batch.h"
 #include "model/synth.h"
+#include "train/gemm.h"
 #include "train/train.h"
 
 // ---------------------------------------------------------------- helpers
@@ -225,6 +229,36 @@ TEST(train_op_attention_backward) {
     }
 }
 
+// ---------------------------------------------------------------- the backward products
+
+TEST(train_gemm_nn_matches_reference) {
+    rm_threadpool *tp = rm_threadpool_create(2);
+    const int shapes[][3] = {{1, 1, 1}, {7, 13, 5}, {6, 16, 300}, {37, 41, 29}, {64, 72, 520}, {5, 8, 1000}, {300, 3, 17}};
+    for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+        int M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
+        int lda = K + 3, ldb = N + 1, ldc = N + 2;
+        double *ad = malloc((size_t)M * lda * sizeof(double)), *bd = malloc((size_t)K * ldb * sizeof(double));
+        double *cd = malloc((size_t)M * ldc * sizeof(double));
+        fill(ad, (size_t)M * lda, 1.0); fill(bd, (size_t)K * ldb, 1.0); fill(cd, (size_t)M * ldc, 1.0);
+        float *A = to_f32(ad, (size_t)M * lda), *B = to_f32(bd, (size_t)K * ldb);
+        float *C1 = to_f32(cd, (size_t)M * ldc), *C2 = to_f32(cd, (size_t)M * ldc);
+        rm_gemm_nn_ref(C1, ldc, A, lda, B, ldb, M, N, K);
+        rm_gemm_nn(tp, C2, ldc, A, lda, B, ldb, M, N, K);
+        double mx = 0;
+        for (int i = 0; i < M; i++)
+            for (int j = 0; j < ldc; j++) mx = fmax(mx, fabs(C1[i * ldc + j] - C2[i * ldc + j]));
+        CHECKF(mx < 1e-4 * sqrt((double)K), "%dx%dx%d: differs by %g", M, N, K, mx);
+        float *T = malloc((size_t)N * K * sizeof(float));
+        rm_transpose(tp, T, B, ldb, K, N);
+        int bad = 0;
+        for (int k = 0; k < K; k++)
+            for (int j = 0; j < N; j++) bad += T[j * K + k] != B[k * ldb + j];
+        CHECK(bad == 0);
+        free(ad); free(bd); free(cd); free(A); free(B); free(C1); free(C2); free(T);
+    }
+    rm_threadpool_free(tp);
+}
+
 // ---------------------------------------------------------------- the whole model
 
 // A random llama model of the given shape (byte-level vocabulary) in the test's tmpdir.
@@ -256,6 +290,15 @@ static rm_trainer *new_trainer(rm_llama *m, int B, int T, int threads, int full,
         return NULL;
     }
     return t;
+}
+
+// Every trainable value uniform in [-a, a); returns the number of tensors.
+static int randomize_params(rm_trainer *t, float a, uint64_t seed) {
+    int np;
+    rm_tparam *ps = rm_trainer_params(t, &np);
+    for (int i = 0; i < np; i++)
+        for (size_t j = 0; j < ps[i].n; j++) ps[i].w[j] = a * (2.0f * rm_rng_uniform(&seed) - 1.0f);
+    return np;
 }
 
 static void random_batch(rm_tbatch *b, int V, uint64_t seed) {
@@ -356,12 +399,8 @@ TEST(train_model_grad_lora) {
     REQUIRE(t);
     CHECK_OK(rm_trainer_add_lora(t, (1u << RM_LIN_COUNT) - 1, 3, 6.0f, 0));
     // B starts at zero (PEFT init), which would make dA vanish: randomise it
-    int np;
-    rm_tparam *ps = rm_trainer_params(t, &np);
+    int np = randomize_params(t, 0.3f, 3);
     CHECK(np == 2 * 7 * 2);
-    uint64_t s = 3;
-    for (int i = 0; i < np; i++)
-        for (size_t j = 0; j < ps[i].n; j++) ps[i].w[j] = 0.3f * (2.0f * rm_rng_uniform(&s) - 1.0f);
     rm_tbatch b;
     CHECK_OK(rm_tbatch_alloc(&b, 2, 6));
     random_batch(&b, 40, 10);
@@ -523,4 +562,217 @@ TEST(train_tiny_model_overfits) {
     rm_tbatch_free(&b);
     rm_trainer_free(t);
     rm_llama_free(m);
+}
+
+// ---------------------------------------------------------------- LoRA: frozen bases, export round trip
+
+TEST(train_lora_on_quantized_base_learns) {
+    rm_llama *m = tiny_model("loraq8", 128, 64, 2, 4, 2, 96, RM_TYPE_Q8_0, 12);
+    REQUIRE(m);
+    rm_trainer *t = new_trainer(m, 4, 24, 2, 0, 60, 1e-2f);
+    REQUIRE(t);
+    unsigned mask;
+    CHECK_OK(rm_lora_parse_targets("q,v,down", &mask));
+    CHECK_OK(rm_trainer_add_lora(t, mask, 4, 8.0f, 0));
+    CHECK(rm_trainer_n_trainable(t) == (size_t)2 * 4 * ((64 + 64) + (64 + 32) + (96 + 64)));
+    rm_tbatch b;
+    CHECK_OK(rm_tbatch_alloc(&b, 4, 24));
+    text_batch(&b, 0);
+    double first = 0, loss = 0;
+    for (int s = 0; s < 60; s++) {
+        CHECK_OK(rm_trainer_step(t, &b, 1, &loss, NULL));
+        if (s == 0) first = loss;
+    }
+    fprintf(stderr, "    lora on q8_0: loss %.4f -> %.4f\n", first, loss);
+    CHECKF(loss < 0.6 * first, "loss %.4f -> %.4f", first, loss);
+    rm_tbatch_free(&b);
+    rm_trainer_free(t);
+    rm_llama_free(m);
+}
+
+// Logits of all rows of b's first sequence through rm_llama_forward with the adapter a.
+static void serve_logits(rm_llama *m, rm_lora *a, const rm_tbatch *b, float *logits) {
+    rm_lora_plan plan;
+    CHECK_OK(rm_lora_plan_init(&plan, RM_COMPOSE_SELECTION, 1, &a, NULL, NULL));
+    rm_lora_batch *lb = rm_lora_batch_new(NULL);
+    rm_linear_hook hook = rm_lora_batch_hook(lb);
+    rm_kvcache kv;
+    CHECK_OK(rm_kvcache_init(&kv, m->hp.n_layer, 1, b->T, m->hp.n_head_kv * m->hp.head_dim));
+    int32_t slot[64] = {0};
+    const void *plans[64];
+    for (int i = 0; i < b->T; i++) plans[i] = &plan;
+    rm_batch ib = {.n = b->T, .token = b->token, .pos = b->pos, .slot = slot, .plan = plans};
+    CHECK_OK(rm_llama_forward(m, &kv, NULL, &ib, &hook, logits));
+    CHECK_OK(rm_lora_batch_status(lb));
+    rm_kvcache_free(&kv);
+    rm_lora_batch_free(lb);
+    rm_lora_plan_free(&plan);
+}
+
+TEST(train_lora_export_roundtrip_peft_gguf) {
+    rm_llama *m = tiny_model("lorart", 64, 32, 2, 4, 2, 48, RM_TYPE_F32, 13);
+    REQUIRE(m);
+    rm_trainer *t = new_trainer(m, 1, 10, 1, 0, 0, 0);
+    REQUIRE(t);
+    CHECK_OK(rm_trainer_add_lora(t, (1u << RM_LIN_COUNT) - 1, 4, 8.0f, 0));
+    randomize_params(t, 0.2f, 5); // trained-looking adapters: B != 0
+    rm_tbatch b;
+    CHECK_OK(rm_tbatch_alloc(&b, 1, 10));
+    random_batch(&b, 64, 21);
+    float *ref = malloc(10 * 64 * sizeof(float)), *got = malloc(10 * 64 * sizeof(float));
+    double loss;
+    CHECK_OK(rm_trainer_forward(t, &b, 1.0f, 0, &loss, ref));
+
+    rm_lora *a;
+    CHECK_OK(rm_trainer_export_lora(t, &a));
+    char dir[512], gg[512], st[600];
+    snprintf(dir, sizeof dir, "%s/peft-rt", rm_test_tmpdir());
+    snprintf(gg, sizeof gg, "%s/lora-rt.gguf", rm_test_tmpdir());
+    CHECK_OK(rm_lora_save_peft(a, dir));
+    CHECK_OK(rm_lora_save_gguf(a, gg));
+    rm_lora_free(a);
+
+    // PEFT layout: A [r, in], B [out, r] with q_proj rows in Hugging Face RoPE
+    // order: HF row h*hd + j*hd/2 + i is our (GGUF) row h*hd + 2i + j.
+    snprintf(st, sizeof st, "%s/adapter_model.safetensors", dir);
+    st_file f;
+    CHECK_OK(st_open(&f, st));
+    const st_tensor *qa = st_find(&f, "base_model.model.model.layers.1.self_attn.q_proj.lora_A.weight");
+    const st_tensor *qb = st_find(&f, "base_model.model.model.layers.1.self_attn.q_proj.lora_B.weight");
+    REQUIRE(qa && qb);
+    CHECK(qa->n_dims == 2 && qa->shape[0] == 4 && qa->shape[1] == 32);
+    CHECK(qb->n_dims == 2 && qb->shape[0] == 32 && qb->shape[1] == 4);
+    const rm_tlinear *L = rm_trainer_linear(t, 1, RM_LIN_Q);
+    float *bh = malloc(32 * 4 * sizeof(float));
+    CHECK_OK(st_to_f32(qb, bh));
+    int hd = 8, half = 4, bad = 0;
+    for (int h = 0; h < 4; h++)
+        for (int i = 0; i < half; i++)
+            for (int j = 0; j < 2; j++)
+                for (int c = 0; c < 4; c++)
+                    bad += bh[(h * hd + j * half + i) * 4 + c] != L->B[(h * hd + 2 * i + j) * 4 + c];
+    CHECK(bad == 0);
+    free(bh);
+    st_close(&f);
+
+    const char *paths[2] = {dir, gg};
+    for (int k = 0; k < 2; k++) {
+        rm_lora *back;
+        CHECK_OK(rm_lora_load(&back, paths[k]));
+        CHECK_OK(rm_lora_bind(back, m));
+        serve_logits(m, back, &b, got);
+        double mx = 0;
+        for (int i = 0; i < 10 * 64; i++) mx = fmax(mx, fabs(got[i] - ref[i]));
+        CHECKF(mx < 1e-4, "%s: logits differ from the trainer's by %g", k ? "gguf" : "peft", mx);
+        rm_lora_free(back);
+    }
+    free(ref);
+    free(got);
+    rm_tbatch_free(&b);
+    rm_trainer_free(t);
+    rm_llama_free(m);
+}
+
+// ---------------------------------------------------------------- the toy task: reverse a 5-letter word
+
+// n words of distinct lowercase letters as JSONL {"inputs", "targets"}:
+// task 'r' reverses a 5-letter word; task 'b' (the base's curriculum)
+// alternates copying a word of 3 to 7 letters (so that copying needs an
+// induction head, not a fixed offset) and naming the letter before a given
+// one ("abcde?c" -> "b").
+static void write_words(const char *path, int n, uint64_t seed, char task) {
+    FILE *f = fopen(path, "w");
+    uint64_t s = seed;
+    for (int i = 0; i < n; i++) {
+        char w[8] = {0}, r[6] = {0};
+        int len = task == 'r' ? 5 : 3 + (int)(rm_rng_next(&s) % 5);
+        for (int k = 0; k < len; k++) {
+            int again;
+            do {
+                w[k] = (char)('a' + rm_rng_next(&s) % 26);
+                again = 0;
+                for (int j = 0; j < k; j++) again |= w[j] == w[k];
+            } while (again);
+        }
+        if (task == 'r') {
+            for (int k = 0; k < 5; k++) r[k] = w[4 - k];
+            fprintf(f, "{\"inputs\": \"%s\", \"targets\": \"%s\"}\n", w, r);
+        } else if (i % 2 == 0) {
+            fprintf(f, "{\"inputs\": \"%s\", \"targets\": \"%s\"}\n", w, w);
+        } else {
+            int k = 1 + (int)(rm_rng_next(&s) % (uint64_t)(len - 1));
+            fprintf(f, "{\"inputs\": \"%s?%c\", \"targets\": \"%c\"}\n", w, w[k], w[k - 1]);
+        }
+    }
+    fclose(f);
+}
+
+static int train_steps(rm_trainer *t, const rm_tdata *d, int steps, double *first, double *last) {
+    rm_tbatch b;
+    int rc = rm_tbatch_alloc(&b, rm_trainer_get_params(t)->batch, rm_trainer_get_params(t)->seq);
+    for (int s = 0; !rc && s < steps; s++) {
+        double loss;
+        rc = rm_trainer_next_batch(t, d, &b, 1, NULL);
+        if (!rc) rc = rm_trainer_step(t, &b, 1, &loss, NULL);
+        if (s == 0) *first = loss;
+        *last = loss;
+    }
+    rm_tbatch_free(&b);
+    return rc;
+}
+
+TEST(train_lora_toy_reverse_word) {
+    int san = rm_test_sanitized();
+    const char *tmp = rm_test_tmpdir();
+    char copy_path[512], rev_path[512], held_path[512], base_path[512];
+    snprintf(copy_path, sizeof copy_path, "%s/copy.jsonl", tmp);
+    snprintf(rev_path, sizeof rev_path, "%s/reverse.jsonl", tmp);
+    snprintf(held_path, sizeof held_path, "%s/reverse-heldout.jsonl", tmp);
+    snprintf(base_path, sizeof base_path, "%s/toy-base.gguf", tmp);
+    write_words(copy_path, 4000, 1, 'b');
+    write_words(rev_path, 2000, 2, 'r');
+    write_words(held_path, san ? 32 : 100, 3, 'r'); // other words (a different seed)
+    const char *tmpl = "{inputs}=";
+    // Opt: a full run (~20 s on one core). Sanitized: the same pipeline, shorter.
+    int base_steps = san ? 25 : 300, lora_steps = san ? 30 : 600, B = san ? 4 : 8;
+
+    // 1. a base that copies words and knows which letter comes before which: a
+    //    tiny byte-level model trained from scratch
+    rm_llama *m = tiny_model("toy-init", 258, 64, 2, 4, 2, 128, RM_TYPE_F32, 14);
+    REQUIRE(m);
+    rm_tdata copy = {0}, rev = {0}, held = {0};
+    CHECK_OK(rm_tdata_load_jsonl(&copy, copy_path, tmpl, NULL, -1, 257, 64));
+    CHECK_OK(rm_tdata_load_jsonl(&rev, rev_path, tmpl, NULL, -1, 257, 64));
+    CHECK_OK(rm_tdata_load_jsonl(&held, held_path, tmpl, NULL, -1, 257, 64));
+    REQUIRE(copy.n == 4000 && rev.ex[0].n == 12 && rev.ex[0].n_prompt == 6);
+    rm_trainer *t = new_trainer(m, B, 64, 1, 1, base_steps, 1e-2f);
+    REQUIRE(t);
+    double first = 0, last = 0, em_base = 1, em_lora = 0;
+    CHECK_OK(train_steps(t, &copy, base_steps, &first, &last));
+    fprintf(stderr, "    base (copy + letter before): loss %.3f -> %.4f\n", first, last);
+    CHECK_OK(rm_trainer_save_model(t, base_path));
+    rm_trainer_free(t);
+    rm_llama_free(m);
+
+    // 2. the base reverses almost nothing; a LoRA on the frozen base learns to
+    REQUIRE(rm_llama_load(&m, base_path) == RM_OK);
+    t = new_trainer(m, B, 64, 1, 0, lora_steps, 1e-2f);
+    REQUIRE(t);
+    CHECK_OK(rm_trainer_eval_em(t, &held, 0, &em_base));
+    unsigned all = (1u << RM_LIN_COUNT) - 1;
+    CHECK_OK(rm_trainer_add_lora(t, all, 16, 32.0f, 0));
+    CHECK_OK(train_steps(t, &rev, lora_steps, &first, &last));
+    CHECK_OK(rm_trainer_eval_em(t, &held, 0, &em_lora));
+    double eval_loss;
+    CHECK_OK(rm_trainer_eval_loss(t, &held, &eval_loss));
+    fprintf(stderr, "    lora (reverse): loss %.3f -> %.4f, held-out loss %.4f, EM base %.2f -> lora %.2f\n", first,
+            last, eval_loss, em_base, em_lora);
+    CHECK(em_base < 0.05);
+    if (san) CHECKF(last < 0.9 * first, "LoRA loss %.3f -> %.3f", first, last);
+    else CHECKF(em_lora > 0.9, "held-out EM %.2f", em_lora);
+    rm_trainer_free(t);
+    rm_llama_free(m);
+    rm_tdata_free(&copy);
+    rm_tdata_free(&rev);
+    rm_tdata_free(&held);
 }

@@ -3,10 +3,10 @@
 //
 // Shapes: N = B*T rows, d = n_embd, qd = H*hd, kvd = Hk*hd, f = n_ff, V = n_vocab.
 // Every op is the shared one from model/ops.h with its backward beside it;
-// every product goes through rm_matmul (y = x W^T), the two backward
-// products through transposed copies:
-//   dx[N,in]   += dy[N,out] W[out,in]     = dy (W^T)^T     (W^T materialised, F32)
-//   dW[out,in] += dy^T x                  = (dy^T)(x^T)^T  (dy^T, x^T materialised)
+// the forward products go through rm_matmul (y = x W^T), the backward ones
+// through rm_gemm_nn (train/gemm.h):
+//   dx[N,in]   += dy[N,out] W[out,in]     (quantized W dequantized by blocks of rows)
+//   dW[out,in] += dy^T x                  (dy^T materialised once per linear)
 #include "train/train_impl.h"
 
 #include <math.h>
@@ -16,6 +16,7 @@
 
 #include "base/err.h"
 #include "model/ops.h"
+#include "train/gemm.h"
 
 void rm_train_default_params(rm_train_params *p) {
     *p = (rm_train_params){.batch = 4, .seq = 64, .accum = 1, .steps = 100, .warmup = 10, .lr = 1e-3f,
@@ -45,17 +46,6 @@ float *train_scratch(rm_trainer *t, int i, size_t floats) {
     return t->sc[i];
 }
 
-// dst[cols, rows] = src[rows, cols]^T, in tiles so both sides stay in cache.
-static void transpose(float *dst, const float *src, int64_t rows, int64_t cols) {
-    const int64_t TB = 32;
-    for (int64_t r0 = 0; r0 < rows; r0 += TB)
-        for (int64_t c0 = 0; c0 < cols; c0 += TB) {
-            int64_t r1 = r0 + TB < rows ? r0 + TB : rows, c1 = c0 + TB < cols ? c0 + TB : cols;
-            for (int64_t r = r0; r < r1; r++)
-                for (int64_t c = c0; c < c1; c++) dst[c * rows + r] = src[r * cols + c];
-        }
-}
-
 static rm_tensor f32_tensor(const float *w, int64_t out, int64_t in) {
     return (rm_tensor){.type = RM_TYPE_F32, .n_dims = 2, .ne = {in, out, 1, 1}, .data = (void *)w};
 }
@@ -66,45 +56,24 @@ static void mm_nt(rm_threadpool *tp, float *y, const float *x, const float *W, i
     rm_matmul(tp, &t, x, in, y, out, N, acc);
 }
 
-// y[N,out] += x[N,k] W[k,out]   (W^T goes to scratch 0)
-static int mm_nn(rm_trainer *t, float *y, const float *x, const float *W, int N, int k, int out) {
-    float *wt = train_scratch(t, 0, (size_t)k * out);
-    if (!wt) return rm_errorf(RM_ENOMEM, "train: out of memory");
-    transpose(wt, W, k, out);
-    mm_nt(t->tp, y, x, wt, N, k, out, 1);
-    return RM_OK;
-}
-
-// dw[out,in] += dy[N,out]^T x[N,in]   (dy^T, x^T go to scratch 0 and 1)
-static int mm_tn(rm_trainer *t, float *dw, const float *dy, const float *x, int N, int out, int in) {
-    float *dyt = train_scratch(t, 0, (size_t)out * N), *xt = train_scratch(t, 1, (size_t)in * N);
-    if (!dyt || !xt) return rm_errorf(RM_ENOMEM, "train: out of memory");
-    transpose(dyt, dy, N, out);
-    transpose(xt, x, N, in);
-    mm_nt(t->tp, dw, dyt, xt, out, N, in, 1);
-    return RM_OK;
-}
-
-// W^T[in,out] in f32 for any weight type (frozen quantized bases included).
-static const float *weight_transposed(rm_trainer *t, const rm_tensor *w) {
-    int64_t in = w->ne[0], out = w->ne[1];
-    float *wt = train_scratch(t, 0, (size_t)in * out);
-    if (!wt) return NULL;
+// dx[N,in] += dy[N,out] W[out,in] for any weight type: f32 directly, others
+// dequantized a block of rows at a time into scratch 1.
+static int backward_through_weight(rm_trainer *t, const rm_tensor *w, const float *dy, float *dx, int N) {
+    int in = (int)w->ne[0], out = (int)w->ne[1];
     if (w->type == RM_TYPE_F32) {
-        transpose(wt, w->data, out, in);
-        return wt;
+        rm_gemm_nn(t->tp, dx, in, dy, out, w->data, in, N, in, out);
+        return RM_OK;
     }
-    const int64_t TB = 16;
-    float *rows = train_scratch(t, 1, (size_t)TB * in);
-    if (!rows) return NULL;
+    const int KB = 64;
+    float *rows = train_scratch(t, 1, (size_t)KB * in);
+    if (!rows) return rm_errorf(RM_ENOMEM, "train: out of memory");
     size_t rb = rm_row_size(w->type, in);
-    for (int64_t o0 = 0; o0 < out; o0 += TB) {
-        int64_t n = o0 + TB < out ? TB : out - o0;
-        for (int64_t o = 0; o < n; o++) rm_dequantize_row(w->type, (const uint8_t *)w->data + (o0 + o) * rb, rows + o * in, in);
-        for (int64_t i = 0; i < in; i++)
-            for (int64_t o = 0; o < n; o++) wt[i * out + o0 + o] = rows[o * in + i];
+    for (int k0 = 0; k0 < out; k0 += KB) {
+        int kn = out - k0 < KB ? out - k0 : KB;
+        for (int k = 0; k < kn; k++) rm_dequantize_row(w->type, (const uint8_t *)w->data + (size_t)(k0 + k) * rb, rows + (size_t)k * in, in);
+        rm_gemm_nn(t->tp, dx, in, dy + k0, out, rows, in, N, in, kn);
     }
-    return wt;
+    return RM_OK;
 }
 
 // ---------------------------------------------------------------- linear (+ LoRA), forward / backward
@@ -119,24 +88,27 @@ static void linear_forward(rm_trainer *t, const rm_tlinear *L, const float *x, f
 }
 
 // dW += dy^T x;  dx += dy W;  dB += dy^T hs;  dA += s (dy B)^T x;  dx += s (dy B) A
+// (dy^T in scratch 0, (s dy B) in scratch 2 and its transpose in scratch 1)
 static int linear_backward(rm_trainer *t, const rm_tlinear *L, const float *x, const float *hs, const float *dy,
                            float *dx, int N) {
-    int rc;
-    if (L->dw && (rc = mm_tn(t, L->dw, dy, x, N, L->out, L->in))) return rc;
-    if (dx) {
-        const float *wt = weight_transposed(t, L->w);
-        if (!wt) return rm_errorf(RM_ENOMEM, "train: out of memory");
-        mm_nt(t->tp, dx, dy, wt, N, L->out, L->in, 1);
+    int in = L->in, out = L->out, r = L->rank, rc;
+    float *dyt = NULL;
+    if (L->dw || r) {
+        if (!(dyt = train_scratch(t, 0, (size_t)out * N))) return rm_errorf(RM_ENOMEM, "train: out of memory");
+        rm_transpose(t->tp, dyt, dy, out, N, out);
     }
-    if (!L->rank) return RM_OK;
-    float *dhs = train_scratch(t, 2, (size_t)N * L->rank);
-    if (!dhs) return rm_errorf(RM_ENOMEM, "train: out of memory");
-    if ((rc = mm_tn(t, L->dB, dy, hs, N, L->out, L->rank))) return rc;
-    memset(dhs, 0, (size_t)N * L->rank * sizeof(float));
-    if ((rc = mm_nn(t, dhs, dy, L->B, N, L->out, L->rank))) return rc;
-    for (size_t i = 0; i < (size_t)N * L->rank; i++) dhs[i] *= L->scale;
-    if ((rc = mm_tn(t, L->dA, dhs, x, N, L->rank, L->in))) return rc;
-    if (dx && (rc = mm_nn(t, dx, dhs, L->A, N, L->rank, L->in))) return rc;
+    if (L->dw) rm_gemm_nn(t->tp, L->dw, in, dyt, N, x, in, out, in, N);
+    if (dx && (rc = backward_through_weight(t, L->w, dy, dx, N))) return rc;
+    if (!r) return RM_OK;
+    rm_gemm_nn(t->tp, L->dB, r, dyt, N, hs, r, out, r, N);
+    float *dhs = train_scratch(t, 2, (size_t)N * r), *dhst = train_scratch(t, 1, (size_t)N * r);
+    if (!dhs || !dhst) return rm_errorf(RM_ENOMEM, "train: out of memory");
+    memset(dhs, 0, (size_t)N * r * sizeof(float));
+    rm_gemm_nn(t->tp, dhs, r, dy, out, L->B, r, N, r, out);
+    for (size_t i = 0; i < (size_t)N * r; i++) dhs[i] *= L->scale;
+    rm_transpose(t->tp, dhst, dhs, r, N, r);
+    rm_gemm_nn(t->tp, L->dA, in, dhst, N, x, in, r, in, N);
+    if (dx) rm_gemm_nn(t->tp, dx, in, dhs, r, L->A, in, N, in, r);
     return RM_OK;
 }
 

@@ -1,0 +1,92 @@
+// gemm.c — see gemm.h: cache blocking, threading and the scalar reference.
+#include "train/gemm.h"
+
+#include <stddef.h>
+
+#include "base/cpu.h"
+
+// C[M,N] += A[M,K] B[K,N]
+void rm_gemm_nn_ref(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int M, int N,
+                    int K) {
+    for (int i = 0; i < M; i++)
+        for (int k = 0; k < K; k++) {
+            float a = A[i * lda + k];
+            for (int j = 0; j < N; j++) C[i * ldc + j] += a * B[k * ldb + j];
+        }
+}
+
+static void block_scalar(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int i0,
+                         int i1, int j0, int j1, int k0, int k1) {
+    for (int i = i0; i < i1; i++)
+        for (int k = k0; k < k1; k++) {
+            float a = A[i * lda + k];
+            for (int j = j0; j < j1; j++) C[i * ldc + j] += a * B[k * ldb + j];
+        }
+}
+
+typedef void (*gemm_block_fn)(float *, int64_t, const float *, int64_t, const float *, int64_t, int, int, int, int,
+                              int, int);
+
+typedef struct gemm_job {
+    float *C;
+    const float *A, *B;
+    int64_t ldc, lda, ldb;
+    int M, N, K;
+    int split_rows;   // 1: workers split C's rows, 0: its columns
+    gemm_block_fn fn;
+} gemm_job;
+
+enum { KB = 256, NB = 256, MR = 6 }; // B blocks of KB x NB floats stay in L2
+
+static void gemm_task(void *ctx, int ith, int nth) {
+    const gemm_job *j = ctx;
+    long b, e;
+    int i0 = 0, i1 = j->M, c0 = 0, c1 = j->N;
+    if (j->split_rows) {
+        rm_split_range((j->M + MR - 1) / MR, ith, nth, &b, &e);
+        i0 = (int)b * MR;
+        i1 = (int)e * MR < j->M ? (int)e * MR : j->M;
+    } else {
+        rm_split_range((j->N + 15) / 16, ith, nth, &b, &e);
+        c0 = (int)b * 16;
+        c1 = (int)e * 16 < j->N ? (int)e * 16 : j->N;
+    }
+    if (i0 >= i1 || c0 >= c1) return;
+    for (int k0 = 0; k0 < j->K; k0 += KB)
+        for (int n0 = c0; n0 < c1; n0 += NB)
+            j->fn(j->C, j->ldc, j->A, j->lda, j->B, j->ldb, i0, i1, n0, n0 + NB < c1 ? n0 + NB : c1, k0,
+                  k0 + KB < j->K ? k0 + KB : j->K);
+}
+
+void rm_gemm_nn(rm_threadpool *tp, float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,
+                int M, int N, int K) {
+    if (M <= 0 || N <= 0 || K <= 0) return;
+    const rm_cpu_features *f = rm_cpu();
+    int nth = tp ? rm_threadpool_size(tp) : 1;
+    gemm_job j = {C, A, B, ldc, lda, ldb, M, N, K, M >= 4 * MR * nth || N < 16 * nth,
+                  f->avx2 && f->fma ? rm_gemm_block_avx2 : block_scalar};
+    if ((double)M * N * K < 32768.0) tp = NULL; // too small to be worth waking the workers
+    rm_threadpool_run(tp, gemm_task, &j);
+}
+
+typedef struct transpose_job { float *dst; const float *src; int64_t lds; int rows, cols; } transpose_job;
+
+// Each worker writes a range of dst rows (= src columns), in 32 x 32 tiles.
+static void transpose_task(void *ctx, int ith, int nth) {
+    const transpose_job *j = ctx;
+    long b, e;
+    rm_split_range((j->cols + 31) / 32, ith, nth, &b, &e);
+    int c_end = (int)e * 32 < j->cols ? (int)e * 32 : j->cols;
+    for (int c0 = (int)b * 32; c0 < c_end; c0 += 32)
+        for (int r0 = 0; r0 < j->rows; r0 += 32) {
+            int r1 = r0 + 32 < j->rows ? r0 + 32 : j->rows, c1 = c0 + 32 < c_end ? c0 + 32 : c_end;
+            for (int r = r0; r < r1; r++)
+                for (int c = c0; c < c1; c++) j->dst[(int64_t)c * j->rows + r] = j->src[r * j->lds + c];
+        }
+}
+
+void rm_transpose(rm_threadpool *tp, float *dst, const float *src, int64_t lds, int rows, int cols) {
+    transpose_job j = {dst, src, lds, rows, cols};
+    if ((double)rows * cols < 65536.0) tp = NULL;
+    rm_threadpool_run(tp, transpose_task, &j);
+}
