@@ -23,10 +23,13 @@ int rm_tokenizer_add_bos(const rm_tokenizer *t);   // model's default for add_bo
 // 1 if id ends generation (EOS, EOT, <|im_end|>, ...).
 int rm_tokenizer_is_eog(const rm_tokenizer *t, int32_t id);
 
-// Encodes text[0..len). add_bos/add_eos add the special tokens; parse_special
-// lets special-token strings in the text (e.g. "<|im_start|>") become single
-// ids. Writes at most cap ids; returns the total count (call again with a
-// larger buffer if > cap) or a negative status.
+// Encodes text[0..len). add_bos adds BOS (WordPiece: [CLS] before and [SEP]
+// after); parse_special lets control-token strings in the text (e.g.
+// "<|im_start|>") become single ids (user-defined tokens always do, as in
+// Hugging Face). Writes at most cap ids (ids may be NULL with cap 0);
+// returns the total count (call again with a larger buffer if > cap) or a
+// negative status. Any bytes are accepted (ill-formed UTF-8 included).
+// Safe to call from several threads on one tokenizer.
 int rm_tokenize(const rm_tokenizer *t, const char *text, size_t len, int add_bos, int parse_special,
                 int32_t *ids, int cap);
 
