@@ -1,9 +1,18 @@
 // cmd_convert.c — `ramole convert`: other model formats to GGUF.
 #include "cli.h"
 #include "base/err.h"
+#include "base/progress.h"
+#include "format/hfdir.h"
 #include "format/llama2c.h"
+#include "tensor/tensor.h"
 
 #include <string.h>
+
+static void on_progress(void *ctx, int done, int total) {
+    rm_progress *p = ctx;
+    p->total = total;
+    rm_progress_update(p, done, done == total);
+}
 
 static int cmd_convert(int argc, char **argv) {
     const char *from = NULL, *type = NULL, *in = NULL, *out = NULL;
@@ -30,6 +39,20 @@ static int cmd_convert(int argc, char **argv) {
     if (!strcmp(from, "llama2c")) {
         if (type) { fprintf(stderr, "ramole convert: --type is not supported with --from llama2c\n"); return 2; }
         if (llama2c_convert(in, out)) return cli_fail("convert");
+    } else if (!strcmp(from, "hf")) {
+        int out_type = -1;
+        if (type) {
+            rm_type t;
+            if (rm_type_parse(type, &t)) return cli_fail("--type");
+            out_type = (int)t;
+        }
+        rm_progress p;
+        rm_progress_start(&p, "convert", "tensors", 0);
+        if (hfdir_convert_to_gguf(in, out, out_type, on_progress, &p)) {
+            if (p.enabled) fputc('\n', stderr);
+            return cli_fail("convert");
+        }
+        rm_progress_finish(&p, p.total);
     } else {
         fprintf(stderr, "ramole convert: unknown source format '%s' (llama2c, hf)\n", from);
         return 2;

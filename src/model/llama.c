@@ -6,11 +6,14 @@
 #include "base/err.h"
 #include "base/fp16.h"
 #include "model/ops.h"
+#include "format/hfdir.h"
+#include "base/file.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 const char *const rm_linear_names[RM_LIN_COUNT] = {"q_proj", "k_proj", "v_proj", "o_proj",
                                                    "gate_proj", "up_proj", "down_proj"};
@@ -193,12 +196,39 @@ static int load_weights(rm_llama *m) {
     return RM_OK;
 }
 
+// A Hugging Face model directory is converted to a temporary GGUF (weights
+// kept in their stored type), mapped, and the file unlinked at once.
+static int open_model_file(rm_llama *m, const char *path) {
+    if (!rm_is_dir(path)) return gguf_open(&m->gguf, path);
+    const char *tmpdir = getenv("TMPDIR");
+    char tmp[4096];
+    snprintf(tmp, sizeof tmp, "%s/ramole-hf-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
+    int fd = mkstemp(tmp);
+    if (fd < 0) return rm_errorf(RM_EIO, "%s: cannot create a temporary file for the conversion", tmp);
+    close(fd);
+    int rc = hfdir_convert_to_gguf(path, tmp, -1, NULL, NULL);
+    if (!rc) rc = gguf_open(&m->gguf, tmp);
+    unlink(tmp);
+    return rc;
+}
+
+// The tokenizer: GGUF metadata, else the tokenizer.json a conversion noted.
+static int load_tokenizer(rm_llama *m) {
+    if (gguf_find(&m->gguf, "tokenizer.ggml.tokens")) return rm_tokenizer_from_gguf(&m->tok, &m->gguf);
+    gguf_str p;
+    if (gguf_get_str(&m->gguf, "ramole.hf_tokenizer_path", &p) != RM_OK) return RM_OK;
+    char path[4096];
+    gguf_str_copy(p, path, sizeof path);
+    if (!rm_file_exists(path)) return RM_OK; // moved away: the model is still usable with ids
+    return rm_tokenizer_from_hf(&m->tok, path);
+}
+
 int rm_llama_load(rm_llama **out, const char *path) {
     *out = NULL;
     rm_llama *m = calloc(1, sizeof *m);
     if (!m) return rm_errorf(RM_ENOMEM, "out of memory");
     m->path = strdup(path);
-    int rc = gguf_open(&m->gguf, path);
+    int rc = open_model_file(m, path);
     if (!rc) rc = read_hparams(m);
     if (!rc) rc = load_weights(m);
     if (rc) {
@@ -211,12 +241,16 @@ int rm_llama_load(rm_llama **out, const char *path) {
     m->add_bos = m->bos >= 0;
     int ab;
     if (gguf_get_bool(&m->gguf, "tokenizer.ggml.add_bos_token", &ab) == RM_OK) m->add_bos = ab && m->bos >= 0;
-    if (gguf_find(&m->gguf, "tokenizer.ggml.tokens")) {
-        rc = rm_tokenizer_from_gguf(&m->tok, &m->gguf);
-        if (rc) {
-            rm_error_prefix(rc, "%s: tokenizer", path);
-            rm_llama_free(m);
-            return rc;
+    rc = load_tokenizer(m);
+    if (rc) {
+        rm_error_prefix(rc, "%s: tokenizer", path);
+        rm_llama_free(m);
+        return rc;
+    }
+    if (m->tok) {
+        if (m->bos < 0) {
+            m->bos = rm_tokenizer_bos(m->tok);
+            m->add_bos = m->bos >= 0 && rm_tokenizer_add_bos(m->tok);
         }
         if (rm_tokenizer_n_vocab(m->tok) > m->hp.n_vocab) {
             rc = rm_errorf(RM_EFORMAT, "%s: tokenizer has %d tokens but the model only %d", path,
