@@ -134,26 +134,35 @@ int embed_features(const rm_feat_params *fp, const float *idf, const char *text,
     return RM_OK;
 }
 
-int embed_fit_idf(const rm_feat_params *fp, const char *const *corpus, int n, const char *prefix, int oov_keep,
-                  float **idf) {
+int embed_fit_idf(const rm_feat_params *fp, const char *const *corpus, const int *group, int n, const char *prefix,
+                  int oov_keep, float **idf) {
     size_t nb = (size_t)1 << fp->bits;
     uint32_t *df = calloc(nb, sizeof *df);
+    int *last = group ? malloc(nb * sizeof *last) : NULL; // last group counted per bucket
     float *w = malloc(nb * sizeof *w);
     rm_sparse s = {0};
-    int rc = (df && w) ? RM_OK : rm_errorf(RM_ENOMEM, "idf: out of memory");
+    int rc = (df && w && (!group || last)) ? RM_OK : rm_errorf(RM_ENOMEM, "idf: out of memory");
+    int n_docs = group ? 0 : n;
+    for (size_t b = 0; last && b < nb; b++) last[b] = -1;
+    for (int i = 0; group && i < n; i++) n_docs += i == 0 || group[i] != group[i - 1];
     for (int i = 0; i < n && !rc; i++) {
         size_t len;
         char *t = with_prefix(prefix, corpus[i], strlen(corpus[i]), &len);
         if (!t) { rc = rm_errorf(RM_ENOMEM, "idf: out of memory"); break; }
         rc = rm_feat_extract(fp, t, len, &s);
         free(t);
-        for (size_t j = 0; !rc && j < s.n; j++) df[s.idx[j]]++;
+        for (size_t j = 0; !rc && j < s.n; j++) {
+            if (last && last[s.idx[j]] == group[i]) continue;
+            df[s.idx[j]]++;
+            if (last) last[s.idx[j]] = group[i];
+        }
     }
     if (!rc)
         for (size_t b = 0; b < nb; b++)
-            w[b] = df[b] || oov_keep ? logf((float)(n + 1) / (float)(df[b] + 1)) + 1.0f : 0.0f;
+            w[b] = df[b] || oov_keep ? logf((float)(n_docs + 1) / (float)(df[b] + 1)) + 1.0f : 0.0f;
     rm_sparse_free(&s);
     free(df);
+    free(last);
     if (rc) { free(w); return rc; }
     *idf = w;
     return RM_OK;

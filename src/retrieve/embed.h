@@ -97,7 +97,9 @@ int rm_embedder_open(const char *spec, rm_embedder **out);
 // ---- lexical ----------------------------------------------------------------
 // Fits the IDF table on corpus texts (each with the prefix, like queries):
 // idf = ln((N+1)/(df+1)) + 1 for buckets seen in the corpus, 0 for the rest.
-int rm_lexical_create(const rm_feat_params *fp, const char *const *corpus, int n, const char *prefix,
+// group (may be NULL) puts the texts in documents (e.g. the samples of one
+// adapter; a group's texts contiguous): N and df then count documents.
+int rm_lexical_create(const rm_feat_params *fp, const char *const *corpus, const int *group, int n, const char *prefix,
                       rm_embedder **out);
 
 // ---- hashproj (learned) ------------------------------------------------------

@@ -118,7 +118,7 @@ int rm_hashproj_create(const rm_hashproj_params *p, const char *const *corpus, i
     rc = embed_alloc(&rm_hashproj_ops, "hashproj", p->dim, prefix, &e);
     if (rc) { free(h); return rc; }
     e->impl = h;
-    rc = embed_fit_idf(&h->fp, corpus, n, e->prefix, 1, &h->idf);
+    rc = embed_fit_idf(&h->fp, corpus, NULL, n, e->prefix, 1, &h->idf);
     if (!rc) rc = hashproj_alloc(h, p->dim);
     if (rc) { rm_embedder_free(e); return rc; }
     uint64_t s = p->seed;

@@ -17,9 +17,10 @@ int embed_get_feat(rm_reader *r, rm_feat_params *p);
 // idf[b] = ln((N+1)/(df+1)) + 1 over the buckets seen in the n corpus texts
 // (each with prefix); buckets the corpus never saw get 0 (dropped) when
 // oov_keep is 0, else the largest idf ln(N+1) + 1 (kept as the rarest).
-// *idf is malloc'd, 2^bits entries.
-int embed_fit_idf(const rm_feat_params *fp, const char *const *corpus, int n, const char *prefix, int oov_keep,
-                  float **idf);
+// With group (may be NULL; texts of a group contiguous) N and df count
+// groups, not texts. *idf is malloc'd, 2^bits entries.
+int embed_fit_idf(const rm_feat_params *fp, const char *const *corpus, const int *group, int n, const char *prefix,
+                  int oov_keep, float **idf);
 // Features of prefix+text, TF-IDF weighted and unit length.
 int embed_features(const rm_feat_params *fp, const float *idf, const char *text, size_t len, rm_sparse *out);
 #endif

@@ -56,7 +56,8 @@ static void lexical_free(rm_embedder *e) {
 
 const rm_embedder_ops rm_lexical_ops = {"lexical", lexical_embed, lexical_save, lexical_load, lexical_free};
 
-int rm_lexical_create(const rm_feat_params *fp, const char *const *corpus, int n, const char *prefix, rm_embedder **out) {
+int rm_lexical_create(const rm_feat_params *fp, const char *const *corpus, const int *group, int n, const char *prefix,
+                      rm_embedder **out) {
     *out = NULL;
     int rc = rm_feat_check(fp);
     if (rc) return rc;
@@ -68,7 +69,7 @@ int rm_lexical_create(const rm_feat_params *fp, const char *const *corpus, int n
     rc = embed_alloc(&rm_lexical_ops, "lexical", 1 << fp->bits, prefix, &e);
     if (rc) { free(lx); return rc; }
     e->impl = lx;
-    rc = embed_fit_idf(fp, corpus, n, e->prefix, 0, &lx->idf);
+    rc = embed_fit_idf(fp, corpus, group, n, e->prefix, 0, &lx->idf);
     if (rc) { rm_embedder_free(e); return rc; }
     *out = e;
     return RM_OK;

@@ -49,7 +49,7 @@ static int build_lexical(const rm_flan_pool *pool, const rm_recipe_params *p, rm
     int *labels, n;
     int rc = gather(pool, NULL, &texts, &labels, &n);
     if (rc) return rc;
-    rc = rm_lexical_create(&p->lex, texts, n, p->prefix, out);
+    rc = rm_lexical_create(&p->lex, texts, p->idf_by_adapter ? labels : NULL, n, p->prefix, out);
     if (!rc && p->center_lex) rc = rm_embedder_fit_center(*out, texts, n, p->train.n_threads);
     if (rc) { rm_embedder_free(*out); *out = NULL; }
     free(texts);

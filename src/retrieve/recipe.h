@@ -19,6 +19,7 @@ typedef struct rm_recipe_params {
     rm_feat_params lex;
     rm_hashproj_params proj;
     rm_contrastive_params train;
+    int idf_by_adapter;      // lexical IDF counts adapters (sample groups), not samples
     int center_lex, center_proj; // centre by the corpus mean (rm_embedder_fit_center)
     float hybrid_weight;     // weight of the learned part in "hybrid" (lexical: 1)
     int residual;            // hybrid: train the projection for the hybrid's score
