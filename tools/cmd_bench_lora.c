@@ -82,6 +82,12 @@ static int bench(bl_run *R, const rm_linear_hook *hook, const void *const *plans
     int B = R->batch, P = R->prompt, V = R->m->hp.n_vocab, rc = RM_OK;
     float *last = R->logits + (size_t)B * V; // second half: the LoRA batch's logits
     double best[2] = {1e30, 1e30}, dt;
+    // warm-up: page in the weights and the adapters, grow the scratch buffers
+    for (int v = 0; v < 2 && !rc; v++) {
+        fill_rows(R, 0, B, 0, 1, v * B, v ? plans : NULL, 0);
+        rc = timed_forward(R, B, v ? hook : NULL, v, R->logits, &dt);
+        for (int s = 0; s < B; s++) rm_kvcache_clear_slot(&R->kv, v * B + s);
+    }
     for (int rep = 0; rep < reps && !rc; rep++)
         for (int v = 0; v < 2 && !rc; v++) {
             for (int s = 0; s < B; s++) rm_kvcache_clear_slot(&R->kv, v * B + s);
