@@ -9,6 +9,8 @@
 #include <string.h>
 
 #include "base/err.h"
+#include "base/file.h"
+#include "base/json.h"
 #include "model/ops.h"
 #include "format/safetensors.h"
 #include "lora/adapter.h"
@@ -775,4 +777,62 @@ TEST(train_lora_toy_reverse_word) {
     rm_tdata_free(&copy);
     rm_tdata_free(&rev);
     rm_tdata_free(&held);
+}
+
+// ---------------------------------------------------------------- the CLI
+
+// Runs `ramole ARGS`; returns the exit status and the last stdout line in last.
+static int run_cli(const char *args, char *last, size_t cap) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s %s 2>%s/cli.err", rm_test_bin(), args, rm_test_tmpdir());
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    char line[4096];
+    last[0] = 0;
+    while (fgets(line, sizeof line, p)) snprintf(last, cap, "%s", line);
+    return pclose(p);
+}
+
+TEST(train_cli_lora_train_writes_peft) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    const char *tmp = rm_test_tmpdir();
+    rm_llama *m = tiny_model("cli-base", 258, 32, 2, 4, 2, 64, RM_TYPE_Q8_0, 15);
+    REQUIRE(m);
+    char data[512], tmpl[512], args[3072], last[4096], out[512];
+    snprintf(data, sizeof data, "%s/cli-words.jsonl", tmp);
+    snprintf(tmpl, sizeof tmpl, "%s/cli-template.txt", tmp);
+    snprintf(out, sizeof out, "%s/cli-adapter", tmp);
+    write_words(data, 60, 4, 'r');
+    FILE *f = fopen(tmpl, "w");
+    fputs("reverse {inputs}: ", f);
+    fclose(f);
+    snprintf(args, sizeof args,
+             "lora train --base %s/cli-base.gguf --data %s --template %s --rank 4 --alpha 8 --targets q,v,down "
+             "--steps 4 --batch 2 --lr 1e-2 --seed 3 --threads 1 --eval-em 4 --gguf --json --out %s",
+             tmp, data, tmpl, out);
+    REQUIRE(run_cli(args, last, sizeof last) == 0);
+    rm_json *j = NULL;
+    CHECK_OK(rm_json_parse(last, strlen(last), "stdout", &j));
+    REQUIRE(j);
+    CHECK(rm_json_get_int(j, "steps", 0) == 4);
+    CHECK(rm_json_get_num(j, "final_loss", 0) > 0 && rm_json_get_num(j, "initial_loss", 0) > 0);
+    CHECK(rm_json_get_num(j, "eval_loss", -1) > 0 && rm_json_get_num(j, "eval_em", -1) >= 0);
+    CHECK(rm_json_get_num(j, "tokens_per_s", 0) > 0);
+    rm_json_free(j);
+    char p[700];
+    snprintf(p, sizeof p, "%s/loss.svg", out);
+    CHECK(rm_file_exists(p));
+    rm_lora *a = NULL, *g = NULL;
+    CHECK_OK(rm_lora_load(&a, out));
+    snprintf(p, sizeof p, "%s/adapter.gguf", out);
+    CHECK_OK(rm_lora_load(&g, p));
+    if (a && g) {
+        CHECK_OK(rm_lora_bind(a, m));
+        CHECK_OK(rm_lora_bind(g, m));
+        CHECK(rm_lora_targets(a) == ((1u << RM_LIN_Q) | (1u << RM_LIN_V) | (1u << RM_LIN_DOWN)));
+        CHECK(a->rank == 4 && rm_lora_max_rank(g) == 4);
+    }
+    rm_lora_free(a);
+    rm_lora_free(g);
+    rm_llama_free(m);
 }

@@ -11,7 +11,8 @@
 static void help(void) {
     printf("usage: ramole lora info DIR|FILE [--base MODEL]\n"
            "       ramole lora convert IN OUT [--base MODEL]\n"
-           "       ramole lora merge --base MODEL --lora PATH[:WEIGHT] [--lora ...] [--type T] OUT.gguf\n\n"
+           "       ramole lora merge --base MODEL --lora PATH[:WEIGHT] [--lora ...] [--type T] OUT.gguf\n"
+           "       ramole lora train --base MODEL --data FILE.jsonl --out DIR [options] (see lora train --help)\n\n"
            "Adapters are PEFT directories (adapter_config.json + adapter_model.safetensors) or\n"
            "llama.cpp GGUF LoRA files.\n"
            "  info     format, architecture, layers, targets, ranks, scales, size; with --base it is\n"
@@ -163,6 +164,8 @@ out:
     return rc;
 }
 
+int rm_cmd_lora_train(int argc, char **argv);
+
 static int cmd_lora(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         help();
@@ -170,6 +173,7 @@ static int cmd_lora(int argc, char **argv) {
     }
     const char *sub = argv[1];
     if (!strcmp(sub, "merge")) return lora_merge(argc, argv);
+    if (!strcmp(sub, "train")) return rm_cmd_lora_train(argc - 1, argv + 1); // tools/cmd_lora_train.c
     const char *pos[2] = {NULL, NULL}, *base = NULL;
     int np = 0;
     for (int i = 2; i < argc; i++) {

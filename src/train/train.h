@@ -170,4 +170,35 @@ int rm_trainer_eval_loss(rm_trainer *t, const rm_tdata *d, double *loss);
 // EOS) through rm_llama_forward + the trainer's hook and counts exact matches
 // of the generated ids with the target ids (EOS excluded).
 int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, double *em);
+
+// ---------------------------------------------------------------- the training loop
+
+typedef struct rm_train_run_opts {
+    int steps;          // optimizer steps (see rm_train_steps_for_epochs)
+    int pack;           // pack short examples into one sequence
+    int eval_every;     // eval loss every N steps (0: at the end only)
+    int eval_em_max;    // examples scored for exact match at the end (0: none)
+    const char *checkpoint; // written every save_every steps and at the end (NULL: never)
+    int save_every;
+    int progress;       // a progress line on stderr (step, loss, tokens/s, ETA)
+} rm_train_run_opts;
+
+typedef struct rm_train_report {
+    int steps;
+    double initial_loss, final_loss, eval_loss, eval_em; // eval_* NaN when not measured
+    double tokens_per_s, seconds;
+    long tokens;        // tokens processed (B*T per micro-batch)
+    double *step_x, *loss; int n_loss;     // per step
+    double *eval_x, *eval_y; int n_eval;   // per evaluation
+} rm_train_report;
+
+// Optimizer steps that make `epochs` passes over d (packing simulated).
+int rm_train_steps_for_epochs(const rm_tdata *d, int B, int T, int accum, int pack, double epochs);
+// Trains from the trainer's current step up to o->steps on `train`, with
+// eval (may be NULL) for held-out loss and exact match.
+int rm_train_run(rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, const rm_train_run_opts *o,
+                 rm_train_report *rep);
+void rm_train_report_free(rm_train_report *r);
+// The loss curve (train per step, eval points) as an SVG.
+int rm_train_write_curve(const rm_train_report *r, const char *path, const char *title);
 #endif

@@ -1,0 +1,191 @@
+// cmd_lora_train.c — `ramole lora train`: trains a LoRA adapter on a frozen
+// base (any weight type) from {"inputs", "targets"} data and writes a PEFT
+// directory (and a GGUF LoRA with --gguf).
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/err.h"
+#include "base/file.h"
+#include "cli.h"
+#include "lora/adapter.h"
+#include "train/train.h"
+
+// Reached as `ramole lora train` through tools/cmd_lora.c.
+int rm_cmd_lora_train(int argc, char **argv);
+
+static void help(void) {
+    printf("usage: ramole lora train --base MODEL.gguf --data FILE.jsonl --out DIR [options]\n\n"
+           "Trains a LoRA adapter on the frozen base (f32, f16, q8_0, ... weights) with the\n"
+           "loss on the target tokens of {\"inputs\", \"targets\"} examples (JSON lines or a JSON\n"
+           "array, e.g. the Flan files) rendered through a prompt template, and writes DIR\n"
+           "(adapter_config.json + adapter_model.safetensors, PEFT layout) and DIR/loss.svg.\n\n"
+           "  --eval FILE          held-out examples (default: 10%% of --data, at most 200)\n"
+           "  --rank R             LoRA rank (8)\n"
+           "  --alpha A            LoRA alpha (2*rank); scale alpha/r, alpha/sqrt(r) with --rslora\n"
+           "  --targets LIST       q,k,v,o,gate,up,down | attn | mlp | all (q,v)\n"
+           "  --rslora             rank-stabilised scaling\n"
+           "  --epochs E | --steps N   length of training (1 epoch)\n"
+           "  --lr LR              peak learning rate (2e-4), linear warm-up then cosine\n"
+           "  --warmup N           warm-up steps (3%% of the steps)\n"
+           "  --batch B            sequences per micro-batch (4)\n"
+           "  --accum K            micro-batches per step (1)\n"
+           "  --seq T              tokens per sequence (longest example, at most 512)\n"
+           "  --no-pack            one example per sequence (default: pack short ones)\n"
+           "  --weight-decay W     AdamW decoupled weight decay (0)\n"
+           "  --clip C             gradient-norm clip (1.0; 0 = off)\n"
+           "  --seed S             seed of the adapter init and data order (1)\n"
+           "  --threads N          threads (all cores)\n"
+           "  --template FILE      prompt template with {inputs} (default: the Alpaca template)\n"
+           "  --eval-em N          examples scored for exact match (200; 0 = none)\n"
+           "  --checkpoint FILE    save (every --save-every steps and at the end) / --resume FILE\n"
+           "  --gguf               also write DIR/adapter.gguf (llama.cpp LoRA)\n"
+           "  --json               last stdout line: {\"steps\", \"initial_loss\", \"final_loss\",\n"
+           "                       \"eval_loss\", \"eval_em\", \"tokens_per_s\"}\n");
+}
+
+static void put_num(double v) {
+    if (isfinite(v)) printf("%.6g", v);
+    else printf("null");
+}
+
+// Moves the last examples of d into e (a held-out split).
+static int split_holdout(rm_tdata *d, rm_tdata *e, int n) {
+    for (int i = d->n - n; i < d->n; i++) {
+        int rc = rm_tdata_add(e, d->ex[i].ids, d->ex[i].n, d->ex[i].n_prompt);
+        if (rc) return rc;
+        free(d->ex[i].ids);
+    }
+    d->n -= n;
+    e->has_eos = d->has_eos;
+    e->eos = d->eos;
+    return RM_OK;
+}
+
+int rm_cmd_lora_train(int argc, char **argv) {
+    const char *base = NULL, *data = NULL, *eval_path = NULL, *out = NULL, *targets_s = "q,v", *tmpl_path = NULL;
+    const char *ckpt = NULL, *resume = NULL;
+    long rank = 8, steps = 0, batch = 4, accum = 1, seq = 0, seed = 1, threads = 0, warmup = -1, em_max = 200;
+    long save_every = 0;
+    double alpha = -1, epochs = 1, lr = 2e-4, wd = 0, clip = 1.0;
+    int rslora = 0, gguf = 0, json = 0, pack = 1;
+    for (int i = 1; i < argc; i++) {
+        if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
+        else if (cli_str(argc, argv, &i, "--base", "-m", &base)) {}
+        else if (cli_str(argc, argv, &i, "--data", NULL, &data)) {}
+        else if (cli_str(argc, argv, &i, "--eval", NULL, &eval_path)) {}
+        else if (cli_str(argc, argv, &i, "--out", "-o", &out)) {}
+        else if (cli_str(argc, argv, &i, "--targets", NULL, &targets_s)) {}
+        else if (cli_str(argc, argv, &i, "--template", NULL, &tmpl_path)) {}
+        else if (cli_str(argc, argv, &i, "--checkpoint", NULL, &ckpt)) {}
+        else if (cli_str(argc, argv, &i, "--resume", NULL, &resume)) {}
+        else if (cli_int(argc, argv, &i, "--rank", "-r", &rank)) {}
+        else if (cli_int(argc, argv, &i, "--steps", NULL, &steps)) {}
+        else if (cli_int(argc, argv, &i, "--batch", NULL, &batch)) {}
+        else if (cli_int(argc, argv, &i, "--accum", NULL, &accum)) {}
+        else if (cli_int(argc, argv, &i, "--seq", NULL, &seq)) {}
+        else if (cli_int(argc, argv, &i, "--seed", NULL, &seed)) {}
+        else if (cli_int(argc, argv, &i, "--threads", "-t", &threads)) {}
+        else if (cli_int(argc, argv, &i, "--warmup", NULL, &warmup)) {}
+        else if (cli_int(argc, argv, &i, "--eval-em", NULL, &em_max)) {}
+        else if (cli_int(argc, argv, &i, "--save-every", NULL, &save_every)) {}
+        else if (cli_float(argc, argv, &i, "--alpha", NULL, &alpha)) {}
+        else if (cli_float(argc, argv, &i, "--epochs", NULL, &epochs)) {}
+        else if (cli_float(argc, argv, &i, "--lr", NULL, &lr)) {}
+        else if (cli_float(argc, argv, &i, "--weight-decay", NULL, &wd)) {}
+        else if (cli_float(argc, argv, &i, "--clip", NULL, &clip)) {}
+        else if (cli_flag(argc, argv, &i, "--rslora", NULL)) rslora = 1;
+        else if (cli_flag(argc, argv, &i, "--gguf", NULL)) gguf = 1;
+        else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
+        else if (cli_flag(argc, argv, &i, "--no-pack", NULL)) pack = 0;
+        else { fprintf(stderr, "ramole lora train: unknown argument '%s' (see --help)\n", argv[i]); return 2; }
+    }
+    if (!base || !data || !out) {
+        fprintf(stderr, "ramole lora train: --base, --data and --out are required (see --help)\n");
+        return 2;
+    }
+    if (rank <= 0 || batch <= 0 || accum <= 0 || seq < 0 || steps < 0 || !(lr > 0)) {
+        fprintf(stderr, "ramole lora train: rank, batch, accum, steps and lr must be positive\n");
+        return 2;
+    }
+    unsigned targets;
+    if (rm_lora_parse_targets(targets_s, &targets)) return cli_fail("--targets");
+    char *tmpl = NULL;
+    size_t tlen;
+    if (tmpl_path && rm_read_file(tmpl_path, &tmpl, &tlen)) return cli_fail("--template");
+
+    int rc = 1;
+    rm_llama *m = NULL;
+    rm_trainer *t = NULL;
+    rm_tdata train = {0}, eval = {0};
+    rm_train_report rep = {0};
+    rm_lora *lora = NULL;
+    if (rm_llama_load(&m, base)) { cli_fail(base); goto done; }
+    int32_t bos = m->add_bos ? m->bos : -1, eos = m->tok ? rm_tokenizer_eos(m->tok) : -1;
+    int max_len = seq > 0 ? (int)seq : 512;
+    if (rm_tdata_load_jsonl(&train, data, tmpl, m->tok, bos, eos, max_len)) { cli_fail(data); goto done; }
+    if (eval_path) {
+        if (rm_tdata_load_jsonl(&eval, eval_path, tmpl, m->tok, bos, eos, max_len)) { cli_fail(eval_path); goto done; }
+    } else if (train.n >= 20) {
+        int n = train.n / 10 < 200 ? train.n / 10 : 200;
+        if (split_holdout(&train, &eval, n)) { cli_fail("held-out split"); goto done; }
+    }
+    if (seq == 0) { // the longest example
+        for (int i = 0; i < train.n; i++) seq = train.ex[i].n > seq ? train.ex[i].n : seq;
+    }
+    rm_train_params p;
+    rm_train_default_params(&p);
+    p.batch = (int)batch;
+    p.seq = (int)seq;
+    p.accum = (int)accum;
+    p.lr = (float)lr;
+    p.weight_decay = (float)wd;
+    p.clip = (float)clip;
+    p.seed = (uint64_t)seed;
+    p.threads = (int)threads;
+    p.steps = steps ? (int)steps : rm_train_steps_for_epochs(&train, p.batch, p.seq, p.accum, pack, epochs);
+    p.warmup = warmup >= 0 ? (int)warmup : (int)ceil(0.03 * p.steps);
+    if (rm_trainer_create(&t, m, &p) || rm_trainer_add_lora(t, targets, (int)rank, alpha > 0 ? (float)alpha : 2.0f * rank, rslora)) {
+        cli_fail("trainer");
+        goto done;
+    }
+    if (resume && rm_trainer_load_checkpoint(t, resume)) { cli_fail(resume); goto done; }
+    fprintf(stderr, "lora train: %d examples (%d held out), rank %ld on %s, %zu trainable parameters, %d steps of %d x %d x %d tokens\n",
+            train.n, eval.n, rank, targets_s, rm_trainer_n_trainable(t), p.steps, p.accum, p.batch, p.seq);
+    rm_train_run_opts o = {.steps = p.steps, .pack = pack, .eval_em_max = (int)em_max, .checkpoint = ckpt,
+                           .save_every = (int)save_every, .progress = 1};
+    if (rm_train_run(t, &train, eval.n ? &eval : NULL, &o, &rep)) { cli_fail("training"); goto done; }
+    if (rm_trainer_export_lora(t, &lora) || rm_lora_save_peft(lora, out)) { cli_fail(out); goto done; }
+    char path[4096];
+    if (gguf) {
+        snprintf(path, sizeof path, "%s/adapter.gguf", out);
+        if (rm_lora_save_gguf(lora, path)) { cli_fail(path); goto done; }
+    }
+    snprintf(path, sizeof path, "%s/loss.svg", out);
+    if (rm_train_write_curve(&rep, path, "LoRA training loss")) { cli_fail(path); goto done; }
+    fprintf(stderr, "lora train: %d steps, loss %.4f -> %.4f, eval loss %.4f, eval EM %.3f, %.0f tokens/s; wrote %s\n",
+            rep.steps, rep.initial_loss, rep.final_loss, rep.eval_loss, rep.eval_em, rep.tokens_per_s, out);
+    if (json) {
+        printf("{\"steps\": %d, \"initial_loss\": ", rep.steps);
+        put_num(rep.initial_loss);
+        printf(", \"final_loss\": ");
+        put_num(rep.final_loss);
+        printf(", \"eval_loss\": ");
+        put_num(rep.eval_loss);
+        printf(", \"eval_em\": ");
+        put_num(rep.eval_em);
+        printf(", \"tokens_per_s\": ");
+        put_num(rep.tokens_per_s);
+        printf("}\n");
+    }
+    rc = 0;
+done:
+    rm_lora_free(lora);
+    rm_train_report_free(&rep);
+    rm_trainer_free(t);
+    rm_tdata_free(&train);
+    rm_tdata_free(&eval);
+    rm_llama_free(m);
+    free(tmpl);
+    return rc;
+}
