@@ -836,3 +836,33 @@ TEST(train_cli_lora_train_writes_peft) {
     rm_lora_free(g);
     rm_llama_free(m);
 }
+
+TEST(train_cli_train_from_scratch) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    const char *tmp = rm_test_tmpdir();
+    char cfg[512], text[512], out[512], args[2048], last[4096];
+    snprintf(cfg, sizeof cfg, "%s/scratch.json", tmp);
+    snprintf(text, sizeof text, "%s/scratch.txt", tmp);
+    snprintf(out, sizeof out, "%s/scratch.gguf", tmp);
+    FILE *f = fopen(cfg, "w");
+    fputs("{\"n_embd\": 32, \"n_layer\": 2, \"n_head\": 4, \"n_head_kv\": 2, \"n_ff\": 64, \"seq\": 32, \"batch\": 4, "
+          "\"steps\": 40, \"lr\": 1e-2, \"warmup\": 4}", f);
+    fclose(f);
+    f = fopen(text, "w");
+    for (int i = 0; i < 40; i++) fputs(k_text, f);
+    fclose(f);
+    snprintf(args, sizeof args, "train --config %s --data %s --out %s --threads 1 --json", cfg, text, out);
+    REQUIRE(run_cli(args, last, sizeof last) == 0);
+    rm_json *j = NULL;
+    CHECK_OK(rm_json_parse(last, strlen(last), "stdout", &j));
+    REQUIRE(j);
+    CHECK(rm_json_get_int(j, "steps", 0) == 40);
+    double l0 = rm_json_get_num(j, "initial_loss", 0), l1 = rm_json_get_num(j, "final_loss", 99);
+    CHECKF(l0 > 4.0 && l1 < 0.5 * l0, "loss %.3f -> %.3f", l0, l1);
+    CHECK(rm_json_get_int(j, "params", 0) == 258 * 32 + 32 + 2 * (2 * 32 + 32 * 32 * 2 + 2 * 32 * 16 + 3 * 32 * 64));
+    rm_json_free(j);
+    rm_llama *m = NULL;
+    CHECK_OK(rm_llama_load(&m, out)); // the trained model serves
+    if (m) CHECK(m->hp.n_layer == 2 && m->hp.n_head_kv == 2 && m->tok_embd.type == RM_TYPE_F32);
+    rm_llama_free(m);
+}

@@ -7,6 +7,7 @@
 
 #include "base/err.h"
 #include "base/file.h"
+#include "base/json.h"
 #include "cli.h"
 #include "lora/adapter.h"
 #include "train/train.h"
@@ -44,10 +45,6 @@ static void help(void) {
            "                       \"eval_loss\", \"eval_em\", \"tokens_per_s\"}\n");
 }
 
-static void put_num(double v) {
-    if (isfinite(v)) printf("%.6g", v);
-    else printf("null");
-}
 
 // Moves the last examples of d into e (a held-out split).
 static int split_holdout(rm_tdata *d, rm_tdata *e, int n) {
@@ -166,17 +163,11 @@ int rm_cmd_lora_train(int argc, char **argv) {
     fprintf(stderr, "lora train: %d steps, loss %.4f -> %.4f, eval loss %.4f, eval EM %.3f, %.0f tokens/s; wrote %s\n",
             rep.steps, rep.initial_loss, rep.final_loss, rep.eval_loss, rep.eval_em, rep.tokens_per_s, out);
     if (json) {
-        printf("{\"steps\": %d, \"initial_loss\": ", rep.steps);
-        put_num(rep.initial_loss);
-        printf(", \"final_loss\": ");
-        put_num(rep.final_loss);
-        printf(", \"eval_loss\": ");
-        put_num(rep.eval_loss);
-        printf(", \"eval_em\": ");
-        put_num(rep.eval_em);
-        printf(", \"tokens_per_s\": ");
-        put_num(rep.tokens_per_s);
-        printf("}\n");
+        rm_sb sb;
+        rm_sb_init(&sb);
+        rm_train_report_json(&rep, -1, &sb);
+        printf("%s\n", sb.buf ? sb.buf : "{}");
+        rm_sb_free(&sb);
     }
     rc = 0;
 done:

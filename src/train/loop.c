@@ -9,6 +9,7 @@
 
 #include "base/err.h"
 #include "base/file.h"
+#include "base/json.h"
 #include "base/progress.h"
 #include "base/svg.h"
 
@@ -99,4 +100,16 @@ int rm_train_run(rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, con
 int rm_train_write_curve(const rm_train_report *r, const char *path, const char *title) {
     rm_svg_series s[2] = {{"train loss", r->step_x, r->loss, r->n_loss}, {"eval loss", r->eval_x, r->eval_y, r->n_eval}};
     return rm_svg_plot(path, title, "step", "cross-entropy (nats/token)", s, r->n_eval ? 2 : 1, 0);
+}
+
+void rm_train_report_json(const rm_train_report *r, long params, rm_sb *sb) {
+    const char *names[5] = {"initial_loss", "final_loss", "eval_loss", "eval_em", "tokens_per_s"};
+    double v[5] = {r->initial_loss, r->final_loss, r->eval_loss, r->eval_em, r->tokens_per_s};
+    rm_sb_printf(sb, "{\"steps\": %d", r->steps);
+    for (int i = 0; i < 5; i++) {
+        rm_sb_printf(sb, ", \"%s\": ", names[i]);
+        rm_sb_json_num(sb, v[i]);
+    }
+    if (params >= 0) rm_sb_printf(sb, ", \"params\": %ld", params);
+    rm_sb_puts(sb, "}");
 }

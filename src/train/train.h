@@ -199,6 +199,10 @@ int rm_train_steps_for_epochs(const rm_tdata *d, int B, int T, int accum, int pa
 int rm_train_run(rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, const rm_train_run_opts *o,
                  rm_train_report *rep);
 void rm_train_report_free(rm_train_report *r);
+// Appends {"steps", "initial_loss", "final_loss", "eval_loss", "eval_em",
+// "tokens_per_s"[, "params"]} (params < 0: left out; NaN: null).
+struct rm_sb;
+void rm_train_report_json(const rm_train_report *r, long params, struct rm_sb *sb);
 // The loss curve (train per step, eval points) as an SVG.
 int rm_train_write_curve(const rm_train_report *r, const char *path, const char *title);
 #endif
