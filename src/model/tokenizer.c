@@ -113,15 +113,20 @@ int32_t tok_map_get(const tok_map *m, const char *key, size_t len) {
     return sl ? (int32_t)((uint32_t)sl - 1) : -1;
 }
 
+int tok_reserve(void **v, size_t *cap, size_t need, size_t elem) {
+    if (need <= *cap) return 0;
+    size_t c = *cap ? *cap : 64;
+    while (c < need) c *= 2;
+    void *nv = realloc(*v, c * elem);
+    if (!nv) return -1;
+    *v = nv;
+    *cap = c;
+    return 0;
+}
+
 void tok_ids_push(tok_ids *o, int32_t id) {
     if (o->oom) return;
-    if (o->n == o->cap) {
-        int cap = o->cap ? o->cap * 2 : 64;
-        int32_t *v = realloc(o->v, (size_t)cap * sizeof *v);
-        if (!v) { o->oom = 1; return; }
-        o->v = v;
-        o->cap = cap;
-    }
+    if (tok_reserve((void **)&o->v, &o->cap, (size_t)o->n + 1, sizeof *o->v)) { o->oom = 1; return; }
     o->v[o->n++] = id;
 }
 
@@ -130,13 +135,7 @@ static int cand_before(const tok_cand *a, const tok_cand *b) {
 }
 
 void tok_heap_push(tok_heap *h, tok_cand c) {
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? h->cap * 2 : 64;
-        tok_cand *v = realloc(h->v, cap * sizeof *v);
-        if (!v) { h->oom = 1; return; }
-        h->v = v;
-        h->cap = cap;
-    }
+    if (tok_reserve((void **)&h->v, &h->cap, h->n + 1, sizeof *h->v)) { h->oom = 1; return; }
     size_t i = h->n++;
     while (i > 0) {
         size_t up = (i - 1) / 2;
@@ -575,13 +574,7 @@ typedef struct frag { size_t off, len; int32_t id; } frag;
 typedef struct frags { frag *v; size_t n, cap; } frags;
 
 static int frags_push(frags *f, frag x) {
-    if (f->n == f->cap) {
-        size_t cap = f->cap ? f->cap * 2 : 16;
-        frag *v = realloc(f->v, cap * sizeof *v);
-        if (!v) return RM_ENOMEM;
-        f->v = v;
-        f->cap = cap;
-    }
+    if (tok_reserve((void **)&f->v, &f->cap, f->n + 1, sizeof *f->v)) return RM_ENOMEM;
     f->v[f->n++] = x;
     return RM_OK;
 }

@@ -320,13 +320,7 @@ typedef struct spans { span *v; size_t n, cap; } spans;
 
 static int spans_push(spans *s, size_t off, size_t len) {
     if (len == 0) return RM_OK;
-    if (s->n == s->cap) {
-        size_t cap = s->cap ? s->cap * 2 : 64;
-        span *v = realloc(s->v, cap * sizeof *v);
-        if (!v) return RM_ENOMEM;
-        s->v = v;
-        s->cap = cap;
-    }
+    if (tok_reserve((void **)&s->v, &s->cap, s->n + 1, sizeof *s->v)) return RM_ENOMEM;
     s->v[s->n++] = (span){off, len};
     return RM_OK;
 }
@@ -391,22 +385,11 @@ static void emit_fallback(const rm_tokenizer *t, const char *s, uint32_t start, 
     }
 }
 
-static int ensure(void **p, size_t *cap, size_t need, size_t elem) {
-    if (need <= *cap) return 1;
-    size_t c = *cap ? *cap : 64;
-    while (c < need) c *= 2;
-    void *v = realloc(*p, c * elem);
-    if (!v) return 0;
-    *p = v;
-    *cap = c;
-    return 1;
-}
-
 static void bpe_word(const rm_tokenizer *t, bpe_work *w, const char *s, size_t n, tok_ids *out) {
     const tok_bpe *b = t->bpe;
-    if (!ensure((void **)&w->sym, &w->cap_sym, n, sizeof *w->sym)) { w->oom = 1; return; }
+    if (tok_reserve((void **)&w->sym, &w->cap_sym, n, sizeof *w->sym)) { w->oom = 1; return; }
     if (t->ignore_merges && t->bpe_byte_level) { // Llama 3: a word that is a token is taken whole
-        if (!ensure((void **)&w->mapped, &w->cap_mapped, 4 * n, 1)) { w->oom = 1; return; }
+        if (tok_reserve((void **)&w->mapped, &w->cap_mapped, 4 * n, 1)) { w->oom = 1; return; }
         size_t m = 0;
         for (size_t i = 0; i < n; i++) m += (size_t)tok_byte_to_unicode((uint8_t)s[i], w->mapped + m);
         int32_t id = tok_map_get(&t->vocab, w->mapped, m);

@@ -40,8 +40,12 @@ int tok_map_put(tok_map *m, const char *key, size_t len, int32_t val);
 // Value for key, or -1.
 int32_t tok_map_get(const tok_map *m, const char *key, size_t len);
 
+// Grows the array *v (elements of `elem` bytes, capacity *cap) to hold at
+// least `need` elements, doubling from 64. Returns 0, or -1 when out of memory.
+int tok_reserve(void **v, size_t *cap, size_t need, size_t elem);
+
 // ---- growable id buffer used while encoding ----
-typedef struct tok_ids { int32_t *v; int n, cap; int oom; } tok_ids;
+typedef struct tok_ids { int32_t *v; int n; size_t cap; int oom; } tok_ids;
 void tok_ids_push(tok_ids *o, int32_t id);
 
 // ---- word -> ids cache (tokenizer_cache.c); NULL-safe ----

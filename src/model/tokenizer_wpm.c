@@ -44,13 +44,7 @@ static int is_punct(uint32_t c) {
 typedef struct wpm_buf { char *v; size_t n, cap; int nchars; } wpm_buf;
 
 static int buf_put(wpm_buf *b, uint32_t cp) {
-    if (b->n + 4 > b->cap) {
-        size_t cap = b->cap ? b->cap * 2 : 64;
-        char *v = realloc(b->v, cap);
-        if (!v) return RM_ENOMEM;
-        b->v = v;
-        b->cap = cap;
-    }
+    if (tok_reserve((void **)&b->v, &b->cap, b->n + 4, 1)) return RM_ENOMEM;
     b->n += (size_t)tok_utf8_encode(cp, b->v + b->n);
     b->nchars++;
     return RM_OK;
@@ -61,12 +55,7 @@ static int wpm_word(const rm_tokenizer *t, const char *w, size_t n, int nchars, 
     if (n == 0) return RM_OK;
     int start_n = out->n;
     if (nchars > t->wpm_max_chars) goto unknown;
-    if (key->cap < n + 4) {
-        char *v = realloc(key->v, n + 4);
-        if (!v) return RM_ENOMEM;
-        key->v = v;
-        key->cap = n + 4;
-    }
+    if (tok_reserve((void **)&key->v, &key->cap, n + 4, 1)) return RM_ENOMEM;
     for (size_t start = 0; start < n;) {
         // The prefix marks a word-initial piece.
         size_t pre = start == 0 ? 3 : 0;
