@@ -19,6 +19,7 @@
 #include "base/fp16.h"
 
 #include <immintrin.h>
+#include <string.h>
 
 #define INLINE static inline __attribute__((always_inline))
 
@@ -38,23 +39,67 @@ INLINE void prefetch_next_rows(const rm_mm *m, const void *p, int RR) {
     _mm_prefetch((const char *)p + (size_t)3 * RR * m->w_row, _MM_HINT_T0);
 }
 
+// Per-weight-tile data a kernel may precompute once and reuse while the tile
+// sweeps many activation rows (f32 block scales, unpacked q4_K scales).
+// AUX_N floats per weight row; rows too long for it skip the precomputation.
+#define AUX_N 1024
+typedef struct { // one q4_K super-block, unpacked
+    float d, dmin;
+    int16_t ls[8], lm[8];
+} q4k_prep;
+typedef union {
+    float f[4][AUX_N];              // q8_0 / q4_0: block scales
+    q4k_prep k[4][AUX_N / 10];      // q4_K: super-blocks
+} tile_aux;
+
 // Generates the driver `name(m, r0, r1, c0, c1)` that covers the rectangle
-// with TILE(m, r, c, RR, CC) calls: full RR x CC tiles, then the edges with
-// tiles of one row and/or one column.
-#define DEFINE_DRIVER(name, TILE, RR, CC)                                                   \
+// with TILE(m, r, c, RR, CC, aux, PREPPED) calls: full RR x CC tiles, then
+// the edges with tiles of one row and/or one column. When a weight tile meets
+// more than one activation tile, PREP(m, r, RR, aux) fills aux first (it
+// returns 0 when the row does not fit) and the tiles read it.
+#define DEFINE_DRIVER(name, TILE, PREP, RR, CC)                                             \
     void name(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1) {                     \
+        tile_aux aux[1];                                                                    \
         int64_t r = r0;                                                                     \
         for (; r + RR <= r1; r += RR) {                                                     \
             int c = c0;                                                                     \
-            for (; c + CC <= c1; c += CC) TILE(m, r, c, RR, CC);                            \
-            for (; c < c1; c++) TILE(m, r, c, RR, 1);                                       \
+            if (c1 - c0 > CC && PREP(m, r, RR, aux)) {                                      \
+                for (; c + CC <= c1; c += CC) TILE(m, r, c, RR, CC, aux, 1);                \
+                for (; c < c1; c++) TILE(m, r, c, RR, 1, aux, 1);                           \
+            }                                                                               \
+            for (; c + CC <= c1; c += CC) TILE(m, r, c, RR, CC, NULL, 0);                   \
+            for (; c < c1; c++) TILE(m, r, c, RR, 1, NULL, 0);                              \
         }                                                                                   \
         for (; r < r1; r++) {                                                               \
             int c = c0;                                                                     \
-            for (; c + CC <= c1; c += CC) TILE(m, r, c, 1, CC);                             \
-            for (; c < c1; c++) TILE(m, r, c, 1, 1);                                        \
+            if (c1 - c0 > CC && PREP(m, r, 1, aux)) {                                       \
+                for (; c + CC <= c1; c += CC) TILE(m, r, c, 1, CC, aux, 1);                 \
+                for (; c < c1; c++) TILE(m, r, c, 1, 1, aux, 1);                            \
+            }                                                                               \
+            for (; c + CC <= c1; c += CC) TILE(m, r, c, 1, CC, NULL, 0);                    \
+            for (; c < c1; c++) TILE(m, r, c, 1, 1, NULL, 0);                               \
         }                                                                                   \
     }
+
+// No precomputation (float kernels).
+#define NO_PREP(m, r, RR, aux) ((void)(aux), 0)
+
+// aux[i][b] = f32 scale of block b of weight row r+i, for the 32-element
+// block types (q8_0 and q4_0 both start their blocks with the f16 scale).
+static int prep_block_scales(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
+    const int64_t nb = m->in / 32;
+    const size_t bbytes = rm_type_block_bytes(m->type);
+    if (nb > AUX_N) return 0;
+    for (int i = 0; i < RR; i++) {
+        const uint8_t *row = m->w + (size_t)(r + i) * m->w_row;
+        for (int64_t b = 0; b < nb; b++) {
+            uint16_t h;
+            memcpy(&h, row + b * bbytes, 2);
+            aux->f[i][b] = f16(h);
+        }
+    }
+    return 1;
+}
 
 // ---------------------------------------------------------------------------
 // Shared tile set-up for the quantized kernels: row pointers of the RR weight
@@ -93,49 +138,12 @@ INLINE void tile_finish(const qtile *t, const rm_mm *m, int64_t r, int c, const 
 }
 
 // ---------------------------------------------------------------------------
-// q8_0 weights x int8 activations (32-element blocks)
+// q8_0 and q4_0 weights x int8 activations: 32-element blocks that both start
+// with the f16 scale, followed by the quants (at byte 2).
+//   q8_0: maddubs(|w|, sign(x, w))         = pairs of w*x
+//   q4_0: maddubs(q, x) - maddubs(8, x)    = pairs of (q-8)*x   (q unsigned nibble)
 
-INLINE void tile_q8_0(const rm_mm *m, int64_t r, int c, const int RR, const int CC) {
-    qtile t;
-    tile_start(&t, m, r, c, RR, CC);
-    const int64_t nb = m->in / m->qx.blk;
-    const rm_block_q8_0 *w[4];
-#pragma GCC unroll 4
-    for (int i = 0; i < RR; i++) w[i] = (const rm_block_q8_0 *)t.w[i];
-    const __m256i ones = _mm256_set1_epi16(1);
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i wv[4], aw[4];
-        __m256 dw[4];
-#pragma GCC unroll 4
-        for (int i = 0; i < RR; i++) {
-            prefetch_next_rows(m, &w[i][b], RR);
-            wv[i] = _mm256_loadu_si256((const __m256i *)w[i][b].qs);
-            aw[i] = _mm256_abs_epi8(wv[i]);
-            dw[i] = _mm256_set1_ps(f16(w[i][b].d));
-        }
-#pragma GCC unroll 4
-        for (int j = 0; j < CC; j++) {
-            __m256i xv = _mm256_loadu_si256((const __m256i *)(t.xq[j] + 32 * b));
-            __m256 dx = _mm256_broadcast_ss(t.xd[j] + b);
-#pragma GCC unroll 4
-            for (int i = 0; i < RR; i++) {
-                __m256i p = _mm256_maddubs_epi16(aw[i], _mm256_sign_epi8(xv, wv[i]));
-                __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
-                t.acc[i][j] = _mm256_fmadd_ps(s, _mm256_mul_ps(dw[i], dx), t.acc[i][j]);
-            }
-        }
-    }
-        tile_finish(&t, m, r, c, RR, CC, NULL);
-}
-
-#ifndef Q8_RR // tile shape; others can be tried with -DQ8_RR=4 -DQ8_CC=2
-#define Q8_RR 3
-#define Q8_CC 4
-#endif
-DEFINE_DRIVER(rm_mm_q8_0_avx2, tile_q8_0, Q8_RR, Q8_CC)
-
-// ---------------------------------------------------------------------------
-// q4_0 weights x int8 activations (32-element blocks)
+enum { KIND_Q8_0, KIND_Q4_0 };
 
 INLINE __m256i q4_0_unpack(const uint8_t *qs) {
     __m128i v = _mm_loadu_si128((const __m128i *)qs), lo4 = _mm_set1_epi8(15);
@@ -143,45 +151,108 @@ INLINE __m256i q4_0_unpack(const uint8_t *qs) {
     return _mm256_set_m128i(hi, lo); // elements 0..15 low nibbles, 16..31 high nibbles
 }
 
-INLINE void tile_q4_0(const rm_mm *m, int64_t r, int c, const int RR, const int CC) {
+// Block b for every pair of the tile; SCALE (an expression of i, j) is d_w * d_x.
+#define BLOCK32(b, SCALE)                                                                       \
+    do {                                                                                        \
+        __m256i wv_[4];                                                                         \
+        _Pragma("GCC unroll 4") for (int i = 0; i < RR; i++) {                                  \
+            const uint8_t *qs = t.w[i] + (b) * BB + 2;                                          \
+            prefetch_next_rows(m, qs, RR);                                                      \
+            wv_[i] = KIND == KIND_Q8_0 ? _mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)qs)) \
+                                       : q4_0_unpack(qs);                                       \
+        }                                                                                       \
+        _Pragma("GCC unroll 4") for (int j = 0; j < CC; j++) {                                  \
+            __m256i xv = _mm256_loadu_si256((const __m256i *)(t.xq[j] + 32 * (b)));             \
+            __m256i off = KIND == KIND_Q4_0 ? _mm256_maddubs_epi16(eight, xv) : xv;             \
+            _Pragma("GCC unroll 4") for (int i = 0; i < RR; i++) {                              \
+                __m256i p;                                                                      \
+                if (KIND == KIND_Q8_0) {                                                        \
+                    __m256i w8 = _mm256_loadu_si256((const __m256i *)(t.w[i] + (b) * BB + 2));  \
+                    p = _mm256_maddubs_epi16(wv_[i], _mm256_sign_epi8(xv, w8));                 \
+                } else {                                                                        \
+                    p = _mm256_sub_epi16(_mm256_maddubs_epi16(wv_[i], xv), off);                \
+                }                                                                               \
+                __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));                      \
+                t.acc[i][j] = _mm256_fmadd_ps(s, SCALE, t.acc[i][j]);                           \
+            }                                                                                   \
+        }                                                                                       \
+    } while (0)
+
+INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux,
+                       const int PREPPED, const int KIND) {
+    const int64_t BB = KIND == KIND_Q8_0 ? (int64_t)sizeof(rm_block_q8_0) : (int64_t)sizeof(rm_block_q4_0);
     qtile t;
     tile_start(&t, m, r, c, RR, CC);
-    const int64_t nb = m->in / m->qx.blk;
-    const rm_block_q4_0 *w[4];
-#pragma GCC unroll 4
-    for (int i = 0; i < RR; i++) w[i] = (const rm_block_q4_0 *)t.w[i];
+    const int64_t nb = m->in / 32;
     const __m256i ones = _mm256_set1_epi16(1), eight = _mm256_set1_epi8(8);
-    for (int64_t b = 0; b < nb; b++) {
-        __m256i wq[4];
+    (void)eight;
+    int64_t b = 0;
+    if (PREPPED) {
+        // Scale products for 8 blocks at once (one multiply per pair per 8
+        // blocks), read back as broadcasts: the same products as below.
+        for (; b + 8 <= nb; b += 8) {
+            float sc[4][4][8] __attribute__((aligned(32)));
+#pragma GCC unroll 4
+            for (int i = 0; i < RR; i++)
+#pragma GCC unroll 4
+                for (int j = 0; j < CC; j++)
+                    _mm256_store_ps(sc[i][j], _mm256_mul_ps(_mm256_loadu_ps(&aux->f[i][b]), _mm256_loadu_ps(t.xd[j] + b)));
+            for (int k = 0; k < 8; k++) BLOCK32(b + k, _mm256_broadcast_ss(&sc[i][j][k]));
+        }
+    }
+    for (; b < nb; b++) {
         __m256 dw[4];
 #pragma GCC unroll 4
         for (int i = 0; i < RR; i++) {
-            prefetch_next_rows(m, &w[i][b], RR);
-            wq[i] = q4_0_unpack(w[i][b].qs);
-            dw[i] = _mm256_set1_ps(f16(w[i][b].d));
+            uint16_t h;
+            memcpy(&h, t.w[i] + b * BB, 2);
+            dw[i] = _mm256_set1_ps(f16(h));
         }
-#pragma GCC unroll 4
-        for (int j = 0; j < CC; j++) {
-            __m256i xv = _mm256_loadu_si256((const __m256i *)(t.xq[j] + 32 * b));
-            __m256i off = _mm256_maddubs_epi16(eight, xv);
-            __m256 dx = _mm256_broadcast_ss(t.xd[j] + b);
-#pragma GCC unroll 4
-            for (int i = 0; i < RR; i++) {
-                __m256i p = _mm256_sub_epi16(_mm256_maddubs_epi16(wq[i], xv), off);
-                __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));
-                t.acc[i][j] = _mm256_fmadd_ps(s, _mm256_mul_ps(dw[i], dx), t.acc[i][j]);
-            }
-        }
+        BLOCK32(b, _mm256_mul_ps(dw[i], _mm256_broadcast_ss(t.xd[j] + b)));
     }
-        tile_finish(&t, m, r, c, RR, CC, NULL);
+    tile_finish(&t, m, r, c, RR, CC, NULL);
 }
 
-DEFINE_DRIVER(rm_mm_q4_0_avx2, tile_q4_0, 4, 2)
+#define TILE_Q8_0(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q8_0)
+#define TILE_Q4_0(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q4_0)
+#ifndef Q8_RR // tile shapes; others can be tried with -DQ8_RR=4 -DQ8_CC=2
+#define Q8_RR 3
+#define Q8_CC 4
+#endif
+#ifndef Q40_RR
+#define Q40_RR 3
+#define Q40_CC 4
+#endif
+DEFINE_DRIVER(rm_mm_q8_0_avx2, TILE_Q8_0, prep_block_scales, Q8_RR, Q8_CC)
+DEFINE_DRIVER(rm_mm_q4_0_avx2, TILE_Q4_0, prep_block_scales, Q40_RR, Q40_CC)
 
 // ---------------------------------------------------------------------------
 // q4_K weights x int8 activations (one scale per 256; sums per 32)
 
-INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int CC) {
+INLINE void q4k_unpack(const rm_block_q4_k *b, q4k_prep *p) {
+    p->d = f16(b->d);
+    p->dmin = f16(b->dmin);
+#pragma GCC unroll 8
+    for (int s = 0; s < 8; s++) {
+        int ls, lm;
+        rm_q4k_scale_min(b->scales, s, &ls, &lm);
+        p->ls[s] = (int16_t)ls;
+        p->lm[s] = (int16_t)lm;
+    }
+}
+
+static int prep_q4k(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
+    const int64_t nb = m->in / 256;
+    if (nb > AUX_N / 10) return 0;
+    for (int i = 0; i < RR; i++) {
+        const rm_block_q4_k *w = (const rm_block_q4_k *)(m->w + (size_t)(r + i) * m->w_row);
+        for (int64_t b = 0; b < nb; b++) q4k_unpack(&w[b], &aux->k[i][b]);
+    }
+    return 1;
+}
+
+INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux,
+                      const int PREPPED) {
     qtile t;
     tile_start(&t, m, r, c, RR, CC);
     const int64_t nb = m->in / m->qx.blk;
@@ -191,14 +262,16 @@ INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
     float macc[4][4] = {{0}}; // the dmin * min terms
     const __m256i lo4 = _mm256_set1_epi8(15);
     for (int64_t b = 0; b < nb; b++) {
-        int ls[4][8], lm[4][8];
-        float d[4], dmin[4];
+        q4k_prep local[4];
+        const q4k_prep *sc[4];
 #pragma GCC unroll 4
         for (int i = 0; i < RR; i++) {
-#pragma GCC unroll 8
-            for (int s = 0; s < 8; s++) rm_q4k_scale_min(w[i][b].scales, s, &ls[i][s], &lm[i][s]);
-            d[i] = f16(w[i][b].d);
-            dmin[i] = f16(w[i][b].dmin);
+            if (PREPPED) {
+                sc[i] = &aux->k[i][b];
+            } else {
+                q4k_unpack(&w[i][b], &local[i]);
+                sc[i] = &local[i];
+            }
         }
         __m256i isum[4][4];
 #pragma GCC unroll 4
@@ -207,13 +280,15 @@ INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
             for (int j = 0; j < CC; j++) isum[i][j] = _mm256_setzero_si256();
 #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) { // 64 elements: sub-blocks 2k (low nibbles), 2k+1 (high)
-            __m256i ql[4], qh[4];
+            __m256i ql[4], qh[4], s0[4], s1[4];
 #pragma GCC unroll 4
             for (int i = 0; i < RR; i++) {
                 prefetch_next_rows(m, w[i][b].qs + 32 * k, RR);
                 __m256i v = _mm256_loadu_si256((const __m256i *)(w[i][b].qs + 32 * k));
                 ql[i] = _mm256_and_si256(v, lo4);
                 qh[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+                s0[i] = _mm256_set1_epi16(sc[i]->ls[2 * k]);
+                s1[i] = _mm256_set1_epi16(sc[i]->ls[2 * k + 1]);
             }
 #pragma GCC unroll 4
             for (int j = 0; j < CC; j++) {
@@ -222,8 +297,8 @@ INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
                 __m256i x1 = _mm256_loadu_si256((const __m256i *)(xp + 32));
 #pragma GCC unroll 4
                 for (int i = 0; i < RR; i++) {
-                    __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(ql[i], x0), _mm256_set1_epi16((short)ls[i][2 * k]));
-                    __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(qh[i], x1), _mm256_set1_epi16((short)ls[i][2 * k + 1]));
+                    __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(ql[i], x0), s0[i]);
+                    __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(qh[i], x1), s1[i]);
                     isum[i][j] = _mm256_add_epi32(isum[i][j], _mm256_add_epi32(p0, p1));
                 }
             }
@@ -234,18 +309,22 @@ INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
             const int16_t *bs = t.xs[j] + 8 * b;
 #pragma GCC unroll 4
             for (int i = 0; i < RR; i++) {
-                t.acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][j]), _mm256_set1_ps(d[i] * dx), t.acc[i][j]);
+                t.acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][j]), _mm256_set1_ps(sc[i]->d * dx), t.acc[i][j]);
                 int msum = 0;
 #pragma GCC unroll 8
-                for (int s = 0; s < 8; s++) msum += lm[i][s] * bs[s];
-                macc[i][j] += dmin[i] * dx * (float)msum;
+                for (int s = 0; s < 8; s++) msum += sc[i]->lm[s] * bs[s];
+                macc[i][j] += sc[i]->dmin * dx * (float)msum;
             }
         }
     }
     tile_finish(&t, m, r, c, RR, CC, (const float(*)[4])macc);
 }
 
-DEFINE_DRIVER(rm_mm_q4_k_avx2, tile_q4_k, 2, 2)
+#ifndef Q4K_RR
+#define Q4K_RR 3
+#define Q4K_CC 2
+#endif
+DEFINE_DRIVER(rm_mm_q4_k_avx2, tile_q4_k, prep_q4k, Q4K_RR, Q4K_CC)
 
 // ---------------------------------------------------------------------------
 // f32 / f16 / bf16 weights x f32 activations
@@ -299,12 +378,12 @@ INLINE void tile_float(const rm_mm *m, rm_type t, int64_t r, int c, const int RR
         }
 }
 
-#define TILE_F32(m, r, c, RR, CC) tile_float(m, RM_TYPE_F32, r, c, RR, CC)
-#define TILE_F16(m, r, c, RR, CC) tile_float(m, RM_TYPE_F16, r, c, RR, CC)
-#define TILE_BF16(m, r, c, RR, CC) tile_float(m, RM_TYPE_BF16, r, c, RR, CC)
-DEFINE_DRIVER(rm_mm_f32_avx2, TILE_F32, 4, 3)
-DEFINE_DRIVER(rm_mm_f16_avx2, TILE_F16, 4, 3)
-DEFINE_DRIVER(rm_mm_bf16_avx2, TILE_BF16, 4, 3)
+#define TILE_F32(m, r, c, RR, CC, aux, P) tile_float(m, RM_TYPE_F32, r, c, RR, CC)
+#define TILE_F16(m, r, c, RR, CC, aux, P) tile_float(m, RM_TYPE_F16, r, c, RR, CC)
+#define TILE_BF16(m, r, c, RR, CC, aux, P) tile_float(m, RM_TYPE_BF16, r, c, RR, CC)
+DEFINE_DRIVER(rm_mm_f32_avx2, TILE_F32, NO_PREP, 4, 3)
+DEFINE_DRIVER(rm_mm_f16_avx2, TILE_F16, NO_PREP, 4, 3)
+DEFINE_DRIVER(rm_mm_bf16_avx2, TILE_BF16, NO_PREP, 4, 3)
 
 // ---------------------------------------------------------------------------
 // vector helpers
