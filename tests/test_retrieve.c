@@ -292,7 +292,7 @@ TEST(retr_embedder_files_roundtrip_and_damage) {
     data[0] = 'X';
     CHECK(rm_embedder_from_bytes((const uint8_t *)data, len, "magic", &back) == RM_EFORMAT && !back);
     free(data);
-    CHECK(rm_embedder_open("bert:model.gguf", &back) == RM_EUNSUPPORTED);
+    CHECK(rm_embedder_open("bert:/nonexistent/model.gguf", &back) != RM_OK && !back);
     rm_embedder_free(hyb);
 }
 

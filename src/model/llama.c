@@ -366,6 +366,11 @@ static void linear(rm_threadpool *tp, const rm_linear_hook *hook, const rm_batch
 
 int rm_llama_forward(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, const rm_batch *b,
                      const rm_linear_hook *hook, float *logits) {
+    return rm_llama_forward_hidden(m, kv, tp, b, hook, logits, NULL);
+}
+
+int rm_llama_forward_hidden(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, const rm_batch *b,
+                            const rm_linear_hook *hook, float *logits, float *hidden) {
     const rm_llama_hparams *hp = &m->hp;
     int32_t *len = malloc((size_t)kv->n_slots * sizeof(int32_t));
     if (!len) return rm_errorf(RM_ENOMEM, "out of memory");
@@ -424,6 +429,7 @@ int rm_llama_forward(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, const rm_ba
         rm_rmsnorm_forward(xb + (size_t)n_out * d, x + (size_t)r * d, m->output_norm, 1, d, hp->rms_eps);
         n_out++;
     }
+    if (n_out > 0 && hidden) memcpy(hidden, xb, (size_t)n_out * d * sizeof(float));
     if (n_out > 0 && logits) rm_matmul(tp, &m->output, xb, d, logits, hp->n_vocab, n_out, 0);
     return RM_OK;
 }

@@ -93,4 +93,9 @@ size_t rm_llama_bytes_per_token(const rm_llama *m);
 // earlier in this batch). hook may be NULL. tp may be NULL.
 int rm_llama_forward(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, const rm_batch *b,
                      const rm_linear_hook *hook, float *logits);
+// The same, and (hidden non-NULL) the final hidden states of the wanted rows
+// after the final RMSNorm, in row order, to hidden [n_out, n_embd] (the
+// embedders' view of the model). logits may be NULL.
+int rm_llama_forward_hidden(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, const rm_batch *b,
+                            const rm_linear_hook *hook, float *logits, float *hidden);
 #endif

@@ -7,6 +7,7 @@
 //   u64 payload size + payload (kind-specific, see the kind's save function)
 //   u64 FNV-1a 64 checksum of every byte before it
 #include "retrieve/embed_impl.h"
+#include "retrieve/embed_tf.h"
 #include "base/err.h"
 #include "base/file.h"
 
@@ -325,7 +326,7 @@ static const rm_embedder_ops *ops_by_kind(const char *kind) {
     const rm_embedder_ops *all[] = {&rm_lexical_ops, &rm_hashproj_ops, &rm_hybrid_ops};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (!strcmp(all[i]->kind, kind)) return all[i];
-    return NULL;
+    return tf_ops_by_kind(kind); // "bert", "llama" (embed_tf.h)
 }
 
 int rm_embedder_from_bytes(const uint8_t *data, size_t size, const char *what, rm_embedder **out) {
@@ -386,7 +387,7 @@ int rm_embedder_load(const char *path, rm_embedder **out) {
 
 int rm_embedder_open(const char *spec, rm_embedder **out) {
     *out = NULL;
-    if (!strncmp(spec, "bert:", 5) || !strncmp(spec, "llama:", 6))
-        return rm_errorf(RM_EUNSUPPORTED, "%s: transformer-encoder embedders are not implemented yet", spec);
+    if (!strncmp(spec, "bert:", 5)) return rm_bert_embedder_create(spec + 5, RM_POOL_DEFAULT, NULL, out);
+    if (!strncmp(spec, "llama:", 6)) return rm_llama_embedder_create(spec + 6, NULL, out);
     return rm_embedder_load(spec, out);
 }

@@ -16,8 +16,8 @@
 //              vector is the concatenation of the parts' unit vectors scaled
 //              by sqrt(weight), so a dot product is sum_i w_i cos_i.
 // Optionally an embedder subtracts a fitted mean (rm_embedder_fit_center).
-//   "bert", "llama" (transformer encoders from GGUF) have a slot here but are
-//              not implemented yet: rm_embedder_open reports RM_EUNSUPPORTED.
+//   "bert", "llama" transformer encoders from GGUF (embed_tf.h): a BERT-family
+//              sentence encoder, or mean-pooled Llama hidden states.
 //
 // Embedders are immutable once built, so one may be used from many threads.
 // They serialise to a small binary file (rm_embedder_save / _load) that
@@ -91,7 +91,7 @@ int rm_embedder_to_bytes(const rm_embedder *e, rm_bytes *b);
 int rm_embedder_from_bytes(const uint8_t *data, size_t size, const char *what, rm_embedder **out);
 
 // Opens an embedder from a spec: a path to a saved embedder file, or
-// "bert:MODEL.gguf" / "llama:MODEL.gguf" (not implemented yet: RM_EUNSUPPORTED).
+// "bert:MODEL.gguf" / "llama:MODEL.gguf" (embed_tf.h; default prefix).
 int rm_embedder_open(const char *spec, rm_embedder **out);
 
 // ---- lexical ----------------------------------------------------------------

@@ -110,6 +110,7 @@ static int build_hashproj(const rm_flan_pool *pool, const unsigned char *seen, c
 int rm_recipe_build(const char *name, const rm_flan_pool *pool, const unsigned char *seen, const rm_recipe_params *p,
                     rm_embedder **out) {
     *out = NULL;
+    if (!strncmp(name, "bert:", 5) || !strncmp(name, "llama:", 6)) return rm_embedder_open(name, out);
     if (!strcmp(name, "lexical")) return build_lexical(pool, p, out);
     if (!strcmp(name, "hashproj")) return build_hashproj(pool, seen, p, NULL, out);
     if (!strcmp(name, "hybrid")) {
