@@ -198,9 +198,16 @@ TEST(retr_kernels_avx2_match_scalar) {
     enum { N = 37, NQ = 3, ST = 96 };
     float q[NQ * ST], k[N * ST], s1[NQ * N], s2[NQ * N], qs[NQ], ks[N];
     uint16_t k16[N * ST];
-    int8_t q8[NQ * ST], k8[N * ST];
-    for (int i = 0; i < NQ * ST; i++) { q[i] = (float)(urand() - 0.5); q8[i] = (int8_t)(urand() * 254 - 127); }
-    for (int i = 0; i < N * ST; i++) { k[i] = (float)(urand() - 0.5); k16[i] = (uint16_t)(0x3000 + (int)(urand() * 0x0fff)); k8[i] = (int8_t)(urand() * 254 - 127); }
+    int8_t q8[NQ * ST];
+    uint8_t k8[N * ST];
+    int32_t qsum[NQ] = {0};
+    for (int i = 0; i < NQ * ST; i++) {
+        q[i] = (float)(urand() - 0.5);
+        q8[i] = i < 2 ? 64 : (int8_t)(urand() * 128 - 64); // extremes: the largest pair sums
+        qsum[i / ST] += q8[i];
+    }
+    for (int i = 0; i < N * ST; i++) { k[i] = (float)(urand() - 0.5); k16[i] = (uint16_t)(0x3000 + (int)(urand() * 0x0fff)); k8[i] = (uint8_t)(1 + urand() * 254); }
+    k8[0] = k8[1] = 255;
     for (int i = 0; i < NQ; i++) qs[i] = (float)urand();
     for (int i = 0; i < N; i++) ks[i] = (float)urand();
     const char *isa = getenv("RAMOLE_ISA");
@@ -212,8 +219,8 @@ TEST(retr_kernels_avx2_match_scalar) {
     index_scores_f16(q, NQ, k16, N, ST, s1);
     index_scores_f16_avx2(q, NQ, k16, N, ST, s2);
     for (int i = 0; i < NQ * N; i++) CHECK_NEAR(s1[i], s2[i], 1e-3 * (1 + fabsf(s1[i])));
-    index_scores_i8(q8, qs, NQ, k8, ks, N, ST, s1);
-    index_scores_i8_avx2(q8, qs, NQ, k8, ks, N, ST, s2);
+    index_scores_i8(q8, qsum, qs, NQ, k8, ks, N, ST, s1);
+    index_scores_i8_avx2(q8, qsum, qs, NQ, k8, ks, N, ST, s2);
     for (int i = 0; i < NQ * N; i++) CHECK(s1[i] == s2[i]); // integer dot products: exact
 }
 

@@ -12,6 +12,7 @@
 //              table is fitted on a corpus (the pool's samples), no labels.
 //   "hashproj" learned sparse-to-dense: the same TF-IDF features projected by
 //              a matrix [buckets x dim] trained contrastively (train.h).
+//   "shape"    surface form (length, lines, character classes), for hybrids.
 //   "hybrid"   a weighted sum of cosine scores of several embedders: its
 //              vector is the concatenation of the parts' unit vectors scaled
 //              by sqrt(weight), so a dot product is sum_i w_i cos_i.
@@ -119,6 +120,12 @@ int rm_hashproj_features(const rm_embedder *e, const char *text, rm_sparse *out)
 float *rm_hashproj_weights(rm_embedder *e, size_t *n_buckets);
 // Embeds already-extracted features: out[dim] = normalise(x @ W).
 void rm_hashproj_project(const rm_embedder *e, const rm_sparse *x, float *out);
+
+// ---- shape -------------------------------------------------------------------
+// Surface shape of the text after the prefix (length, lines, shares of
+// capitals / digits / non-ASCII / punctuation) as soft one-hot blocks; for
+// hybrids. No fitting.
+int rm_shape_create(const char *prefix, rm_embedder **out);
 
 // ---- hybrid ------------------------------------------------------------------
 // Takes ownership of the parts (also on failure). Weights must be > 0.

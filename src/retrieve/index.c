@@ -72,24 +72,31 @@ void index_scores_f16(const float *q, int nq, const uint16_t *keys, size_t n, in
         }
 }
 
-// s[qi][j] = (q8[qi] . keys[j]) * qscale[qi] * kscale[j]
-void index_scores_i8(const int8_t *q8, const float *qscale, int nq, const int8_t *keys, const float *kscale,
-                     size_t n, int stride, float *s) {
+// s[qi][j] = (u8[j] . q8[qi] - 128 qsum[qi]) * qscale[qi] * kscale[j]
+void index_scores_i8(const int8_t *q8, const int32_t *qsum, const float *qscale, int nq, const uint8_t *keys,
+                     const float *kscale, size_t n, int stride, float *s) {
     for (size_t j = 0; j < n; j++)
         for (int qi = 0; qi < nq; qi++) {
-            const int8_t *a = q8 + (size_t)qi * stride, *b = keys + j * stride;
+            const int8_t *a = q8 + (size_t)qi * stride;
+            const uint8_t *b = keys + j * stride;
             int32_t acc = 0;
-            for (int d = 0; d < stride; d++) acc += (int32_t)a[d] * b[d];
-            s[(size_t)qi * n + j] = (float)acc * qscale[qi] * kscale[j];
+            for (int d = 0; d < stride; d++) acc += (int32_t)b[d] * a[d];
+            s[(size_t)qi * n + j] = (float)(acc - 128 * qsum[qi]) * qscale[qi] * kscale[j];
         }
 }
 
-// Symmetric int8: x ~ q * scale with q in [-127, 127].
-static float quantise_i8(const float *x, int dim, int stride, int8_t *q) {
+// Symmetric quantisation: x ~ q * scale with q in [-qmax, qmax]; padding 0.
+// Returns the scale; *sum (may be NULL) gets the sum of q.
+static float quantise(const float *x, int dim, int stride, int qmax, int8_t *q, int32_t *sum) {
     float amax = 0;
     for (int d = 0; d < dim; d++) amax = fmaxf(amax, fabsf(x[d]));
-    float scale = amax > 0 ? amax / 127.0f : 1.0f, inv = 1.0f / scale;
-    for (int d = 0; d < stride; d++) q[d] = d < dim ? (int8_t)lrintf(x[d] * inv) : 0;
+    float scale = amax > 0 ? amax / (float)qmax : 1.0f, inv = 1.0f / scale;
+    int32_t s = 0;
+    for (int d = 0; d < stride; d++) {
+        q[d] = d < dim ? (int8_t)lrintf(x[d] * inv) : 0;
+        s += q[d];
+    }
+    if (sum) *sum = s;
     return scale;
 }
 
@@ -191,7 +198,9 @@ static void store_row(rm_index *ix, size_t r, const float *key) {
         for (int d = 0; d < ix->stride; d++) k[d] = d < ix->dim ? rm_f32_to_f16(key[d]) : 0;
         ix->kscale[r] = 1.0f;
     } else {
-        ix->kscale[r] = quantise_i8(key, ix->dim, ix->stride, (int8_t *)ix->keys + r * st);
+        uint8_t *k = (uint8_t *)ix->keys + r * st;
+        ix->kscale[r] = quantise(key, ix->dim, ix->stride, 127, (int8_t *)k, NULL);
+        for (int d = 0; d < ix->stride; d++) k[d] = (uint8_t)((int8_t)k[d] + 128); // biased storage
     }
 }
 
@@ -256,6 +265,7 @@ typedef struct {
     const rm_index *ix;
     const float *q;       // [nq][stride] padded queries
     const int8_t *q8;     // INT8: quantised queries
+    const int32_t *qsum;
     const float *qscale;
     int nq, k, avx2;
     const int64_t *const *exclude;
@@ -275,8 +285,9 @@ static void score_block(const search_job *j, size_t r0, size_t n, float *s) {
         const uint16_t *k = (const uint16_t *)ix->keys + r0 * st;
         (j->avx2 ? index_scores_f16_avx2 : index_scores_f16)(j->q, j->nq, k, n, ix->stride, s);
     } else {
-        const int8_t *k = (const int8_t *)ix->keys + r0 * st;
-        (j->avx2 ? index_scores_i8_avx2 : index_scores_i8)(j->q8, j->qscale, j->nq, k, ix->kscale + r0, n, ix->stride, s);
+        const uint8_t *k = (const uint8_t *)ix->keys + r0 * st;
+        (j->avx2 ? index_scores_i8_avx2 : index_scores_i8)(j->q8, j->qsum, j->qscale, j->nq, k, ix->kscale + r0, n,
+                                                         ix->stride, s);
     }
 }
 
@@ -317,21 +328,23 @@ int rm_index_search_batch(const rm_index *ix, const float *q, int nq, int k, con
     float *qp = calloc((size_t)nq * st, sizeof *qp);
     int8_t *q8 = ix->type == RM_KEY_I8 ? malloc((size_t)nq * st) : NULL;
     float *qscale = malloc((size_t)nq * sizeof *qscale);
+    int32_t *qsum = malloc((size_t)nq * sizeof *qsum);
     rm_hit *hits = malloc((size_t)nth * (size_t)nq * (size_t)k * sizeof *hits);
     int *n_hits = malloc((size_t)nth * (size_t)nq * sizeof *n_hits);
     float *scratch = malloc((size_t)nth * (size_t)nq * BLOCK * sizeof *scratch);
     int rc = RM_OK;
-    if (!qp || !qscale || !hits || !n_hits || !scratch || (ix->type == RM_KEY_I8 && !q8)) {
+    if (!qp || !qscale || !qsum || !hits || !n_hits || !scratch || (ix->type == RM_KEY_I8 && !q8)) {
         rc = rm_errorf(RM_ENOMEM, "index search: out of memory");
         goto done;
     }
     for (int qi = 0; qi < nq; qi++) {
         memcpy(qp + (size_t)qi * st, q + (size_t)qi * (size_t)ix->dim, (size_t)ix->dim * sizeof *qp);
-        if (q8) qscale[qi] = quantise_i8(q + (size_t)qi * (size_t)ix->dim, ix->dim, ix->stride, q8 + (size_t)qi * st);
+        if (q8) qscale[qi] = quantise(q + (size_t)qi * (size_t)ix->dim, ix->dim, ix->stride, 64, q8 + (size_t)qi * st, &qsum[qi]);
     }
     j.q = qp;
     j.q8 = q8;
     j.qscale = qscale;
+    j.qsum = qsum;
     j.hits = hits;
     j.n_hits = n_hits;
     j.scratch = scratch;
@@ -352,6 +365,7 @@ done:
     free(qp);
     free(q8);
     free(qscale);
+    free(qsum);
     free(hits);
     free(n_hits);
     free(scratch);

@@ -2,7 +2,7 @@
 //
 // Keys and queries are unit vectors from one embedder (embed.h), so the dot
 // product is the cosine. Keys are stored as F32, F16 or INT8 (symmetric,
-// one scale per key; the query is quantised the same way and the dot product
+// one scale per key; the query is quantised to [-64, 64] and the dot product
 // is taken in integers). Search scans every key (SIMD when the CPU has AVX2,
 // scalar otherwise; both give the same ranking up to rounding), optionally
 // on several threads, and skips excluded ids (the paper's out-of-domain

@@ -113,13 +113,19 @@ int rm_recipe_build(const char *name, const rm_flan_pool *pool, const unsigned c
     if (!strncmp(name, "bert:", 5) || !strncmp(name, "llama:", 6)) return rm_embedder_open(name, out);
     if (!strcmp(name, "lexical")) return build_lexical(pool, p, out);
     if (!strcmp(name, "hashproj")) return build_hashproj(pool, seen, p, NULL, out);
+    if (!strcmp(name, "shape")) return rm_shape_create(p->prefix, out);
     if (!strcmp(name, "hybrid")) {
-        rm_embedder *parts[2] = {NULL, NULL};
+        rm_embedder *parts[3] = {NULL, NULL, NULL};
+        float w[3] = {1.0f, p->shape_weight, p->hybrid_weight};
+        int n = 1;
         int rc = build_lexical(pool, p, &parts[0]);
-        if (!rc) rc = build_hashproj(pool, seen, p, p->residual ? parts[0] : NULL, &parts[1]);
-        if (rc) { rm_embedder_free(parts[0]); return rc; }
-        float w[2] = {1.0f, p->hybrid_weight};
-        return rm_hybrid_create(parts, w, 2, out);
+        if (!rc && p->shape_weight > 0) { rc = rm_shape_create(p->prefix, &parts[n]); w[n++] = p->shape_weight; }
+        if (!rc && p->hybrid_weight > 0) {
+            rc = build_hashproj(pool, seen, p, p->residual ? parts[0] : NULL, &parts[n]);
+            w[n++] = p->hybrid_weight;
+        }
+        if (rc) { for (int i = 0; i < 3; i++) rm_embedder_free(parts[i]); return rc; }
+        return rm_hybrid_create(parts, w, n, out);
     }
-    return rm_errorf(RM_EINVAL, "unknown embedder '%s' (lexical, hashproj, hybrid; bert/llama are not implemented yet)", name);
+    return rm_errorf(RM_EINVAL, "unknown embedder '%s' (lexical, hashproj, shape, hybrid; bert/llama are not implemented yet)", name);
 }
