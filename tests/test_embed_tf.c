@@ -5,6 +5,7 @@
 #include "testing.h"
 #include "base/err.h"
 #include "base/file.h"
+#include "format/gguf.h"
 #include "model/kvcache.h"
 #include "model/llama.h"
 #include "model/synth.h"
@@ -214,6 +215,77 @@ TEST(embed_tf_bert_errors) {
     int rc = rm_bert_load(&m, p); // the right architecture but no weights
     CHECK(rc == RM_EFORMAT && !m);
     CHECK(strstr(rm_last_error(), "missing") != NULL);
+}
+
+// The reference model with its block matrices requantized to `type` (the
+// embeddings, norms and biases kept), written to path.
+static int requantize(const char *path, rm_type type) {
+    gguf_file g;
+    int rc = gguf_open(&g, BERT_GGUF);
+    if (rc) return rc;
+    gguf_writer *w = gguf_writer_new();
+    void *bufs[64] = {0};
+    char key[256];
+    for (uint64_t i = 0; !rc && i < g.n_kv; i++) {
+        gguf_str_copy(g.kv[i].key, key, sizeof key);
+        rc = gguf_set_value(w, key, &g.kv[i].val);
+    }
+    for (uint64_t i = 0; !rc && i < g.n_tensors && i < 64; i++) {
+        const gguf_tensor_info *ti = &g.tensors[i];
+        gguf_str_copy(ti->name, key, sizeof key);
+        if (ti->n_dims != 2 || strncmp(key, "blk.", 4)) {
+            rc = gguf_add_tensor(w, key, (rm_type)ti->type, ti->n_dims, ti->ne, ti->data);
+            continue;
+        }
+        int64_t in = ti->ne[0], rows = ti->ne[1];
+        size_t src_row = rm_row_size((rm_type)ti->type, in), dst_row = rm_row_size(type, in);
+        float *tmp = malloc((size_t)in * sizeof *tmp);
+        uint8_t *q = bufs[i] = malloc(dst_row * (size_t)rows);
+        for (int64_t r = 0; r < rows; r++) {
+            rm_dequantize_row((rm_type)ti->type, (const uint8_t *)ti->data + (size_t)r * src_row, tmp, in);
+            rm_quantize_row(type, tmp, q + (size_t)r * dst_row, in);
+        }
+        free(tmp);
+        rc = gguf_add_tensor(w, key, type, 2, ti->ne, q);
+    }
+    if (!rc) rc = gguf_write(w, path);
+    gguf_writer_free(w);
+    for (int i = 0; i < 64; i++) free(bufs[i]);
+    gguf_close(&g);
+    return rc;
+}
+
+static double cosine(const float *a, const float *b, int d) {
+    double ab = 0, aa = 0, bb = 0;
+    for (int i = 0; i < d; i++) { ab += (double)a[i] * b[i]; aa += (double)a[i] * a[i]; bb += (double)b[i] * b[i]; }
+    return ab / sqrt(aa * bb);
+}
+
+// Quantized matrices go through the same rm_matmul: the pooled vectors stay
+// close to the f32/f16 reference.
+TEST(embed_tf_bert_quantized_weights) {
+    golden g;
+    REQUIRE(golden_read(&g) == 0);
+    const rm_type types[] = {RM_TYPE_F32, RM_TYPE_BF16, RM_TYPE_Q8_0, RM_TYPE_Q4_0};
+    const double min_cos[] = {0.999999, 0.99999, 0.9995, 0.98};
+    float *h = malloc(64 * (size_t)g.d * sizeof *h), pooled[256];
+    for (int k = 0; k < 4; k++) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/bert-%s.gguf", rm_test_tmpdir(), rm_type_name(types[k]));
+        CHECK_OK(requantize(path, types[k]));
+        rm_bert *m = NULL;
+        CHECK_OK(rm_bert_load(&m, path));
+        if (!m) continue;
+        for (int i = 0; i < g.n; i++) {
+            CHECK_OK(rm_bert_forward(m, NULL, g.s[i].ids, &g.s[i].len, 1, h));
+            rm_tf_pool(h, &g.s[i].len, 1, g.d, RM_POOL_MEAN, pooled);
+            double c = cosine(pooled, g.s[i].mean, g.d);
+            CHECKF(c >= min_cos[k], "%s weights, sequence %d: cosine %.7f to the reference", rm_type_name(types[k]), i, c);
+        }
+        rm_bert_free(m);
+    }
+    free(h);
+    golden_free(&g);
 }
 
 // ---------------------------------------------------------------------------
