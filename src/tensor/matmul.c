@@ -2,7 +2,7 @@
 // kernels, activation quantization, threading; plus dot/axpy and the
 // read-bandwidth probe.
 //
-// Threading: the weight rows are split across workers in groups of 4 (every
+// Threading: the weight rows are split across workers in groups of 12 (every
 // worker streams its own slice of W once per activation block; decode is
 // memory-bound, so this is what matters). When W has too few rows to share,
 // the activation rows are split instead. Activation rows are processed in
@@ -48,9 +48,10 @@ static int mm_setup(rm_mm *m, const rm_tensor *W, const float *x, int64_t ldx, f
     m->in = W->ne[0];
     m->out = W->ne[1];
     m->w_row = rm_row_size(W->type, m->in);
-    if (m->in <= 0 || m->out <= 0 || m->w_row == 0 || n < 0 || ldx < m->in || ldy < m->out)
+    if (m->in <= 0 || m->out <= 0 || m->w_row == 0 || n < 0 || (n > 1 && (ldx < m->in || ldy < m->out)))
         return rm_errorf(RM_EINVAL, "matmul: bad shape in=%lld out=%lld n=%d", (long long)m->in,
                          (long long)m->out, n);
+    if (n > 0 && (!W->data || !x || !y)) return rm_errorf(RM_EINVAL, "matmul: NULL data");
     m->w = W->data;
     m->n = n;
     m->x = x;
@@ -71,6 +72,7 @@ void rm_matmul_ref(const rm_tensor *W, const float *x, int64_t ldx, float *y, in
 // ---------------------------------------------------------------------------
 // Activation quantization (int8, scale amax/127 per m->qx.blk elements).
 
+// qx[n,in] int8 = quantize(x[n,in]), rows [c0,c1)
 void rm_quantize_x(const rm_mm *m, int c0, int c1) {
     int blk = m->qx.blk;
     int64_t nb = m->in / blk, ns = m->in / 32;
@@ -140,8 +142,9 @@ static void mm_task(void *ctx, int ith, int nth) {
         for (long c = b; c < e; c += j->xb) j->k(m, 0, m->out, (int)c, (int)(c + j->xb < e ? c + j->xb : e));
         return;
     }
-    rm_split_range((m->out + 3) / 4, ith, nth, &b, &e);
-    int64_t r0 = 4 * (int64_t)b, r1 = 4 * (int64_t)e < m->out ? 4 * (int64_t)e : m->out;
+    // Groups of 12 rows: a multiple of every kernel's register tile height.
+    rm_split_range((m->out + 11) / 12, ith, nth, &b, &e);
+    int64_t r0 = 12 * (int64_t)b, r1 = 12 * (int64_t)e < m->out ? 12 * (int64_t)e : m->out;
     if (r0 >= r1) return;
     for (int c = 0; c < m->n; c += j->xb) j->k(m, r0, r1, c, c + j->xb < m->n ? c + j->xb : m->n);
 }

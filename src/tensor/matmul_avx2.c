@@ -154,12 +154,16 @@ INLINE __m256i q4_0_unpack(const uint8_t *qs) {
 // Block b for every pair of the tile; SCALE (an expression of i, j) is d_w * d_x.
 #define BLOCK32(b, SCALE)                                                                       \
     do {                                                                                        \
-        __m256i wv_[4];                                                                         \
+        __m256i wv_[4], w8_[4];                                                                 \
         _Pragma("GCC unroll 4") for (int i = 0; i < RR; i++) {                                  \
             const uint8_t *qs = t.w[i] + (b) * BB + 2;                                          \
             prefetch_next_rows(m, qs, RR);                                                      \
-            wv_[i] = KIND == KIND_Q8_0 ? _mm256_abs_epi8(_mm256_loadu_si256((const __m256i *)qs)) \
-                                       : q4_0_unpack(qs);                                       \
+            if (KIND == KIND_Q8_0) {                                                            \
+                w8_[i] = _mm256_loadu_si256((const __m256i *)qs);                               \
+                wv_[i] = _mm256_abs_epi8(w8_[i]);                                               \
+            } else {                                                                            \
+                wv_[i] = q4_0_unpack(qs);                                                       \
+            }                                                                                   \
         }                                                                                       \
         _Pragma("GCC unroll 4") for (int j = 0; j < CC; j++) {                                  \
             __m256i xv = _mm256_loadu_si256((const __m256i *)(t.xq[j] + 32 * (b)));             \
@@ -167,7 +171,8 @@ INLINE __m256i q4_0_unpack(const uint8_t *qs) {
             _Pragma("GCC unroll 4") for (int i = 0; i < RR; i++) {                              \
                 __m256i p;                                                                      \
                 if (KIND == KIND_Q8_0) {                                                        \
-                    __m256i w8 = _mm256_loadu_si256((const __m256i *)(t.w[i] + (b) * BB + 2));  \
+                    /* small tiles keep w in a register; big ones reload it (fewer spills) */   \
+                    __m256i w8 = CC <= 2 ? w8_[i] : _mm256_loadu_si256((const __m256i *)(t.w[i] + (b) * BB + 2)); \
                     p = _mm256_maddubs_epi16(wv_[i], _mm256_sign_epi8(xv, w8));                 \
                 } else {                                                                        \
                     p = _mm256_sub_epi16(_mm256_maddubs_epi16(wv_[i], xv), off);                \
@@ -178,6 +183,14 @@ INLINE __m256i q4_0_unpack(const uint8_t *qs) {
         }                                                                                       \
     } while (0)
 
+// The f16 scales of 8 consecutive blocks (bb bytes apart) as 8 floats.
+INLINE __m256 scales8(const uint8_t *p, int64_t bb) {
+    uint16_t h[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k++) memcpy(&h[k], p + k * bb, 2);
+    return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+}
+
 INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux,
                        const int PREPPED, const int KIND) {
     const int64_t BB = KIND == KIND_Q8_0 ? (int64_t)sizeof(rm_block_q8_0) : (int64_t)sizeof(rm_block_q4_0);
@@ -187,18 +200,19 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
     const __m256i ones = _mm256_set1_epi16(1), eight = _mm256_set1_epi8(8);
     (void)eight;
     int64_t b = 0;
-    if (PREPPED) {
-        // Scale products for 8 blocks at once (one multiply per pair per 8
-        // blocks), read back as broadcasts: the same products as below.
-        for (; b + 8 <= nb; b += 8) {
-            float sc[4][4][8] __attribute__((aligned(32)));
+    // Scale products d_w * d_x for 8 blocks at once (one multiply per pair
+    // per 8 blocks), read back as broadcasts; the tail does them one by one
+    // (the same products, so the result does not depend on the path).
+    for (; b + 8 <= nb; b += 8) {
+        float sc[4][4][8] __attribute__((aligned(32)));
+        __m256 dw[4];
 #pragma GCC unroll 4
-            for (int i = 0; i < RR; i++)
+        for (int i = 0; i < RR; i++) dw[i] = PREPPED ? _mm256_loadu_ps(&aux->f[i][b]) : scales8(t.w[i] + b * BB, BB);
 #pragma GCC unroll 4
-                for (int j = 0; j < CC; j++)
-                    _mm256_store_ps(sc[i][j], _mm256_mul_ps(_mm256_loadu_ps(&aux->f[i][b]), _mm256_loadu_ps(t.xd[j] + b)));
-            for (int k = 0; k < 8; k++) BLOCK32(b + k, _mm256_broadcast_ss(&sc[i][j][k]));
-        }
+        for (int i = 0; i < RR; i++)
+#pragma GCC unroll 4
+            for (int j = 0; j < CC; j++) _mm256_store_ps(sc[i][j], _mm256_mul_ps(dw[i], _mm256_loadu_ps(t.xd[j] + b)));
+        for (int k = 0; k < 8; k++) BLOCK32(b + k, _mm256_broadcast_ss(&sc[i][j][k]));
     }
     for (; b < nb; b++) {
         __m256 dw[4];
@@ -223,7 +237,9 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
 #define Q40_RR 3
 #define Q40_CC 4
 #endif
+// y[n,out] = x[n,in] @ W[out,in]^T, W q8_0, x int8 (rm_qx, blk 32)
 DEFINE_DRIVER(rm_mm_q8_0_avx2, TILE_Q8_0, prep_block_scales, Q8_RR, Q8_CC)
+// y[n,out] = x[n,in] @ W[out,in]^T, W q4_0, x int8 (rm_qx, blk 32)
 DEFINE_DRIVER(rm_mm_q4_0_avx2, TILE_Q4_0, prep_block_scales, Q40_RR, Q40_CC)
 
 // ---------------------------------------------------------------------------
@@ -324,6 +340,7 @@ INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
 #define Q4K_RR 3
 #define Q4K_CC 2
 #endif
+// y[n,out] = x[n,in] @ W[out,in]^T, W q4_K, x int8 (rm_qx, blk 256)
 DEFINE_DRIVER(rm_mm_q4_k_avx2, tile_q4_k, prep_q4k, Q4K_RR, Q4K_CC)
 
 // ---------------------------------------------------------------------------
@@ -381,6 +398,7 @@ INLINE void tile_float(const rm_mm *m, rm_type t, int64_t r, int c, const int RR
 #define TILE_F32(m, r, c, RR, CC, aux, P) tile_float(m, RM_TYPE_F32, r, c, RR, CC)
 #define TILE_F16(m, r, c, RR, CC, aux, P) tile_float(m, RM_TYPE_F16, r, c, RR, CC)
 #define TILE_BF16(m, r, c, RR, CC, aux, P) tile_float(m, RM_TYPE_BF16, r, c, RR, CC)
+// y[n,out] = x[n,in] @ W[out,in]^T, W f32 / f16 / bf16, x f32
 DEFINE_DRIVER(rm_mm_f32_avx2, TILE_F32, NO_PREP, 4, 3)
 DEFINE_DRIVER(rm_mm_f16_avx2, TILE_F16, NO_PREP, 4, 3)
 DEFINE_DRIVER(rm_mm_bf16_avx2, TILE_BF16, NO_PREP, 4, 3)
@@ -388,6 +406,7 @@ DEFINE_DRIVER(rm_mm_bf16_avx2, TILE_BF16, NO_PREP, 4, 3)
 // ---------------------------------------------------------------------------
 // vector helpers
 
+// sum_i a[i]*b[i]
 float rm_dot_f32_avx2(const float *a, const float *b, int64_t n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
     int64_t i = 0;
@@ -401,6 +420,7 @@ float rm_dot_f32_avx2(const float *a, const float *b, int64_t n) {
     return s;
 }
 
+// y[i] += a*x[i]
 void rm_axpy_f32_avx2(float *y, float a, const float *x, int64_t n) {
     __m256 av = _mm256_set1_ps(a);
     int64_t i = 0;
@@ -408,6 +428,7 @@ void rm_axpy_f32_avx2(float *y, float a, const float *x, int64_t n) {
     for (; i < n; i++) y[i] += a * x[i];
 }
 
+// sum_i a[i] (the bandwidth probe)
 double rm_sum_f32_avx2(const float *a, int64_t n) {
     __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps(), s2 = _mm256_setzero_ps(), s3 = _mm256_setzero_ps();
     int64_t i = 0;
@@ -432,6 +453,7 @@ INLINE __m256i pack_32_i8(__m256i a, __m256i b, __m256i c, __m256i d) {
     return _mm256_permutevar8x32_epi32(abcd, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
+// qx[n,in] int8 = quantize(x[n,in]) per qx.blk
 void rm_quantize_x_avx2(const rm_mm *m, int c0, int c1) {
     const int blk = m->qx.blk;
     const int64_t nb = m->in / blk, ns = m->in / 32;
