@@ -647,3 +647,34 @@ TEST(lora_hook_refuses_mixed_shapes) {
     for (int i = 0; i < 2; i++) rm_lora_free(a[i]);
     rm_llama_free(m);
 }
+
+TEST(lora_peft_fan_in_fan_out_transposed) {
+    // fan_in_fan_out: lora_A stored [in, r], lora_B [r, out]
+    char dir[512], path[600];
+    tmp_path(dir, sizeof dir, "fx-fifo");
+    REQUIRE(rm_mkdirs(dir) == 0);
+    const char *cfg = "{\"r\": 2, \"lora_alpha\": 4, \"fan_in_fan_out\": true, \"target_modules\": [\"v_proj\"]}";
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    REQUIRE(rm_write_file_atomic(path, cfg, strlen(cfg)) == 0);
+    static float at[256][2], bt[2][128];
+    for (int i = 0; i < 256; i++)
+        for (int j = 0; j < 2; j++) at[i][j] = (float)(i * 2 + j);
+    for (int j = 0; j < 2; j++)
+        for (int o = 0; o < 128; o++) bt[j][o] = (float)(1000 + j * 128 + o);
+    st_writer *w = st_writer_new();
+    int64_t sa[2] = {256, 2}, sb[2] = {2, 128};
+    CHECK_OK(st_writer_add(w, "base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight", ST_F32, 2, sa, at));
+    CHECK_OK(st_writer_add(w, "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight", ST_F32, 2, sb, bt));
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    CHECK_OK(st_write(w, path));
+    st_writer_free(w);
+    rm_lora *a = NULL;
+    CHECK_OK(rm_lora_load(&a, dir));
+    REQUIRE(a);
+    const rm_lora_mod *v = &a->mods[RM_LIN_V];
+    CHECK(v->r == 2 && v->in == 256 && v->out == 128);
+    CHECK_NEAR(v->scale, 2.0, 0);
+    CHECK_NEAR(v->A[1 * 256 + 7], at[7][1], 0);   // A[j=1][i=7]
+    CHECK_NEAR(v->Bt[1 * 128 + 5], bt[1][5], 0);  // B[o=5][j=1]
+    rm_lora_free(a);
+}
