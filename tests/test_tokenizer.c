@@ -231,6 +231,37 @@ static void check_fuzz(const char *name, int bytes_exact) {
     case_free(&c);
 }
 
+// The scan (short words) and heap (long words) merge paths agree: every
+// vocabulary test string and random text again with the heap path only.
+static void check_merge_paths(const char *name) {
+    vocab_case c;
+    OPEN_CASE(c, name);
+    rm_tokenizer_set_cache(c.tok, 0);
+    uint64_t s = 12345;
+    for (int i = 0; i < c.n + 200; i++) {
+        char text[400];
+        const char *str = i < c.n ? c.str[i] : text;
+        size_t len = i < c.n ? c.len[i] : 0;
+        if (i >= c.n) { // words of up to 40 letters/digits/punctuation
+            static const char al[] = "abcdefghijklmnopqrstuvwxyzeeeaaoo0123456789.,!'-";
+            len = (size_t)(rng_next(&s) % 300);
+            for (size_t k = 0; k < len; k++) text[k] = rng_next(&s) % 9 == 0 ? ' ' : al[rng_next(&s) % (sizeof al - 1)];
+        }
+        int32_t a[1024], b[1024];
+        tok_short_words = TOK_SHORT_MAX;
+        int na = rm_tokenize(c.tok, str, len, 0, 0, a, 1024);
+        tok_short_words = 0;
+        int nb = rm_tokenize(c.tok, str, len, 0, 0, b, 1024);
+        tok_short_words = TOK_SHORT_MAX;
+        CHECKF(na == nb && na >= 0 && na <= 1024 && !memcmp(a, b, (size_t)na * sizeof *a),
+               "%s: string %d: scan and heap merges differ", name, i);
+    }
+    case_free(&c);
+}
+
+TEST(tokenizer_merge_paths_spm) { check_merge_paths("llama-spm"); }
+TEST(tokenizer_merge_paths_bpe) { check_merge_paths("gpt-2"); }
+
 TEST(tokenizer_fuzz_spm) { check_fuzz("llama-spm", 2); }
 TEST(tokenizer_fuzz_gpt2) { check_fuzz("gpt-2", 1); }
 TEST(tokenizer_fuzz_deepseek_coder) { check_fuzz("deepseek-coder", 1); }

@@ -130,6 +130,8 @@ void tok_ids_push(tok_ids *o, int32_t id) {
     o->v[o->n++] = id;
 }
 
+int tok_short_words = TOK_SHORT_MAX;
+
 static int cand_before(const tok_cand *a, const tok_cand *b) {
     return a->key < b->key || (a->key == b->key && a->left < b->left);
 }

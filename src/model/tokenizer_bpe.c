@@ -385,6 +385,18 @@ static void emit_fallback(const rm_tokenizer *t, const char *s, uint32_t start, 
     }
 }
 
+// Rank and merged sid of the pair (i, next of i); INT32_MAX when not a merge.
+static void pair_rank(const tok_bpe *b, const bpe_sym *sym, int i, int32_t *rank, int32_t *merged) {
+    int r = sym[i].next;
+    const pair_slot *p = r >= 0 && sym[i].sid >= 0 && sym[r].sid >= 0 ? pair_get(b, sym[i].sid, sym[r].sid) : NULL;
+    *rank = p ? p->rank : INT32_MAX;
+    *merged = p ? p->merged : -1;
+}
+
+static void merge_short(const tok_bpe *b, bpe_sym *sym, int ns);
+static void merge_long(const tok_bpe *b, bpe_work *w, int ns);
+static void emit_word(const rm_tokenizer *t, const bpe_sym *sym, int ns, const char *s, tok_ids *out);
+
 static void bpe_word(const rm_tokenizer *t, bpe_work *w, const char *s, size_t n, tok_ids *out) {
     const tok_bpe *b = t->bpe;
     if (tok_reserve((void **)&w->sym, &w->cap_sym, n, sizeof *w->sym)) { w->oom = 1; return; }
@@ -412,6 +424,35 @@ static void bpe_word(const rm_tokenizer *t, bpe_work *w, const char *s, size_t n
         ns++;
         i += l;
     }
+    if (ns <= tok_short_words && ns <= TOK_SHORT_MAX) merge_short(b, w->sym, ns);
+    else merge_long(b, w, ns);
+    emit_word(t, w->sym, ns, s, out);
+}
+
+// Short words: a scan for the lowest-rank adjacent pair (leftmost on ties)
+// beats keeping a heap.
+static void merge_short(const tok_bpe *b, bpe_sym *sym, int ns) {
+    int32_t rank[TOK_SHORT_MAX], merged[TOK_SHORT_MAX];
+    for (int i = 0; i < ns; i++) pair_rank(b, sym, i, &rank[i], &merged[i]);
+    for (;;) {
+        int best = -1;
+        int32_t br = INT32_MAX;
+        for (int i = 0; i >= 0; i = sym[i].next)
+            if (rank[i] < br) { br = rank[i]; best = i; }
+        if (best < 0) break;
+        bpe_sym *L = &sym[best], *R = &sym[L->next];
+        L->sid = merged[best];
+        L->end = R->end;
+        L->next = R->next;
+        if (R->next >= 0) sym[R->next].prev = best;
+        R->sid = -2; // dead
+        pair_rank(b, sym, best, &rank[best], &merged[best]);
+        if (L->prev >= 0) pair_rank(b, sym, L->prev, &rank[L->prev], &merged[L->prev]);
+    }
+}
+
+// Long words: candidate pairs in a heap; entries made stale by a merge are skipped.
+static void merge_long(const tok_bpe *b, bpe_work *w, int ns) {
     w->heap.n = 0;
     for (int i = 1; i < ns; i++) try_merge(b, w, i - 1, i);
     while (w->heap.n > 0) {
@@ -426,8 +467,13 @@ static void bpe_word(const rm_tokenizer *t, bpe_work *w, const char *s, size_t n
         try_merge(b, w, L->prev, c.left);
         try_merge(b, w, c.left, L->next);
     }
-    for (int i = 0; i >= 0 && ns > 0; i = w->sym[i].next) {
-        const bpe_sym *y = &w->sym[i];
+}
+
+// Appends the tokens of the merged symbols of a word.
+static void emit_word(const rm_tokenizer *t, const bpe_sym *sym, int ns, const char *s, tok_ids *out) {
+    const tok_bpe *b = t->bpe;
+    for (int i = 0; i >= 0 && ns > 0; i = sym[i].next) {
+        const bpe_sym *y = &sym[i];
         int32_t id = y->sid >= 0 ? b->sid_tok[y->sid] : -1;
         if (id < 0 && y->sid >= 0 && !t->bpe_byte_level)
             id = tok_map_get(&t->vocab, b->sid_str[y->sid], b->sid_len[y->sid]);

@@ -57,6 +57,12 @@ void tok_cache_free(tok_cache *c);
 int tok_cache_get(const tok_cache *c, const char *w, size_t n, tok_ids *out);
 void tok_cache_put(tok_cache *c, const char *w, size_t n, const int32_t *ids, int n_ids);
 
+// Words/segments of at most this many symbols (and at most TOK_SHORT_MAX)
+// are merged by scanning, longer ones through the heap. Both give the same
+// tokens; tests lower it to 0 to run the heap path everywhere.
+#define TOK_SHORT_MAX 24
+extern int tok_short_words;
+
 // ---- merge candidates: a binary min-heap on (key, left) ----
 // SPM pushes key = -score, BPE key = merge rank; ties go to the leftmost pair.
 typedef struct tok_cand { double key; int32_t left, right, a, b, c; } tok_cand;

@@ -23,6 +23,9 @@ static void try_pair(const rm_tokenizer *t, const char *buf, const spm_sym *sym,
     tok_heap_push(h, (tok_cand){-(double)t->score[id], left, right, (int32_t)size, 0, 0});
 }
 
+static void merge_short(const rm_tokenizer *t, const char *buf, spm_sym *sym, int ns);
+static void merge_long(const rm_tokenizer *t, const char *buf, spm_sym *sym, int ns, tok_heap *h);
+
 // Merges buf[0..m) and appends its tokens.
 static void spm_segment(const rm_tokenizer *t, const char *buf, size_t m, spm_sym *sym, tok_heap *h, tok_ids *out) {
     int ns = 0;
@@ -36,6 +39,51 @@ static void spm_segment(const rm_tokenizer *t, const char *buf, size_t m, spm_sy
         ns++;
         off += (size_t)l;
     }
+    if (ns <= tok_short_words && ns <= TOK_SHORT_MAX) merge_short(t, buf, sym, ns);
+    else merge_long(t, buf, sym, ns, h);
+    for (int i = 0; i >= 0 && i < ns; i = sym[i].next) {
+        const char *txt = buf + sym[i].off;
+        int32_t id = tok_map_get(&t->vocab, txt, sym[i].n);
+        if (id >= 0) { tok_ids_push(out, id); continue; }
+        for (uint32_t k = 0; k < sym[i].n; k++) {
+            int32_t b = t->byte_tok[(uint8_t)txt[k]];
+            if (b < 0) b = t->unk;
+            if (b >= 0) tok_ids_push(out, b);
+        }
+    }
+}
+
+// The token that symbol i and the next one make together (-1: none) and its score.
+static int32_t pair_token(const rm_tokenizer *t, const char *buf, const spm_sym *sym, int i, float *score) {
+    int r = sym[i].next;
+    int32_t id = r < 0 ? -1 : tok_map_get(&t->vocab, buf + sym[i].off, sym[i].n + sym[r].n);
+    *score = id < 0 ? 0.0f : t->score[id];
+    return id;
+}
+
+// Short segments: a scan for the best pair (highest score, leftmost on ties)
+// beats keeping a heap.
+static void merge_short(const rm_tokenizer *t, const char *buf, spm_sym *sym, int ns) {
+    int32_t tok[TOK_SHORT_MAX]; // the token of the pair (i, next of i), -1: none
+    float score[TOK_SHORT_MAX];
+    for (int i = 0; i < ns; i++) tok[i] = pair_token(t, buf, sym, i, &score[i]);
+    for (;;) {
+        int best = -1;
+        for (int i = 0; i >= 0; i = sym[i].next)
+            if (tok[i] >= 0 && (best < 0 || score[i] > score[best])) best = i;
+        if (best < 0) break;
+        spm_sym *l = &sym[best], *r = &sym[l->next];
+        l->n += r->n;
+        r->n = 0;
+        l->next = r->next;
+        if (r->next >= 0) sym[r->next].prev = best;
+        tok[best] = pair_token(t, buf, sym, best, &score[best]);
+        if (l->prev >= 0) tok[l->prev] = pair_token(t, buf, sym, l->prev, &score[l->prev]);
+    }
+}
+
+// Long segments: candidate pairs in a heap; entries made stale by a merge are skipped.
+static void merge_long(const rm_tokenizer *t, const char *buf, spm_sym *sym, int ns, tok_heap *h) {
     h->n = 0;
     for (int i = 1; i < ns; i++) try_pair(t, buf, sym, i - 1, i, h);
     while (h->n > 0) {
@@ -50,16 +98,6 @@ static void spm_segment(const rm_tokenizer *t, const char *buf, size_t m, spm_sy
         if (r->next >= 0) sym[r->next].prev = p.left;
         try_pair(t, buf, sym, l->prev, p.left, h);
         try_pair(t, buf, sym, p.left, l->next, h);
-    }
-    for (int i = 0; i >= 0 && i < ns; i = sym[i].next) {
-        const char *txt = buf + sym[i].off;
-        int32_t id = tok_map_get(&t->vocab, txt, sym[i].n);
-        if (id >= 0) { tok_ids_push(out, id); continue; }
-        for (uint32_t k = 0; k < sym[i].n; k++) {
-            int32_t b = t->byte_tok[(uint8_t)txt[k]];
-            if (b < 0) b = t->unk;
-            if (b >= 0) tok_ids_push(out, b);
-        }
     }
 }
 
