@@ -107,7 +107,7 @@ static int use_avx2(void) {
 
 static int use_avx512(void) {
     const rm_cpu_features *f = rm_cpu();
-    return f->avx512f && f->avx512bw && f->avx512vl && use_avx2();
+    return f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq && use_avx2();
 }
 
 // The kernel for W's type on this CPU; *qblk = activation quantization block

@@ -25,7 +25,7 @@ static const struct {
 } g_types[] = {
     {RM_TYPE_F32, "f32", 1, 4},       {RM_TYPE_F16, "f16", 1, 2},
     {RM_TYPE_BF16, "bf16", 1, 2},     {RM_TYPE_Q8_0, "q8_0", 32, sizeof(rm_block_q8_0)},
-    {RM_TYPE_Q4_0, "q4_0", 32, sizeof(rm_block_q4_0)}, {RM_TYPE_Q4_K, "q4_k", 256, sizeof(rm_block_q4_k)},
+    {RM_TYPE_Q4_0, "q4_0", 32, sizeof(rm_block_q4_0)}, {RM_TYPE_Q4_K, "q4_K", 256, sizeof(rm_block_q4_k)},
 };
 #define N_TYPES ((int)(sizeof g_types / sizeof g_types[0]))
 

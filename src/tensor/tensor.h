@@ -46,7 +46,8 @@ void rm_quantize_row(rm_type t, const float *src, void *dst, int64_t n);
 void rm_dequantize_row(rm_type t, const void *src, float *dst, int64_t n);
 
 // y[n,out] = x[n,in] @ W[out,in]^T   (+= when accumulate)
-// x rows are ldx floats apart, y rows ldy floats apart. in = W->ne[0],
+// x rows are ldx floats apart, y rows ldy floats apart (x and y must not
+// overlap; ldx/ldy are ignored when n == 1). in = W->ne[0],
 // out = W->ne[1]. Any supported W type; quantized W quantizes x on the fly
 // (Q8 activations). Threads split the work; tp may be NULL (one thread).
 void rm_matmul(rm_threadpool *tp, const rm_tensor *W, const float *x, int64_t ldx, float *y, int64_t ldy,
