@@ -104,11 +104,12 @@ static void merge_long(const rm_tokenizer *t, const char *buf, spm_sym *sym, int
 int tok_spm_encode(const rm_tokenizer *t, const char *s, size_t n, tok_ids *out) {
     if (n == 0) return RM_OK;
     if (n > (size_t)INT32_MAX / 2) return rm_errorf(RM_EINVAL, "tokenizer: text too long (%zu bytes)", n);
-    spm_sym *sym = malloc(n * sizeof *sym);
+    spm_sym local[64]; // most segments are a word: no allocation
+    spm_sym *sym = n <= 64 ? local : malloc(n * sizeof *sym);
     if (!sym) return rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
     tok_heap h = {0};
     spm_segment(t, s, n, sym, &h, out);
     free(h.v);
-    free(sym);
+    if (sym != local) free(sym);
     return h.oom ? rm_errorf(RM_ENOMEM, "tokenizer: out of memory") : RM_OK;
 }
