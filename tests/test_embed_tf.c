@@ -392,6 +392,13 @@ TEST(embed_tf_llama) {
     CHECK_OK(rm_embedder_embed(back, text, want));
     CHECK(max_abs_diff(v, want, (size_t)d) == 0);
     rm_embedder_free(back);
+    back = NULL;
+    // the spec form, as --embedder takes it
+    char spec[1100];
+    snprintf(spec, sizeof spec, "llama:%s", path);
+    CHECK_OK(rm_embedder_open(spec, &back));
+    CHECK(back && back->dim == d && !strcmp(back->ops->kind, "llama") && !strcmp(back->name, "llama:tiny-embed.gguf"));
+    rm_embedder_free(back);
     rm_kvcache_free(&kv);
     rm_llama_free(m);
     rm_embedder_free(e);
