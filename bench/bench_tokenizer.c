@@ -178,11 +178,9 @@ static int bench_tokenizer(int argc, char **argv) {
                 enc[r] = text.bytes / 1e6 / (total - t_dec);
                 dec[r] = text.bytes / 1e6 / t_dec;
             }
-            int wpm = !strcmp(rm_tokenizer_kind(t), "wordpiece"); // WordPiece has no cache
             printf("%-16s %-10s %-6s %10ld %12.2f %12.1f %12.1f\n", k_vocabs[v], rm_tokenizer_kind(t),
-                   wpm ? "-" : cached ? "on" : "off", n_tok, (double)text.bytes / (double)(n_tok ? n_tok : 1),
+                   cached ? "on" : "off", n_tok, (double)text.bytes / (double)(n_tok ? n_tok : 1),
                    rm_bench_median(enc, reps), rm_bench_median(dec, reps));
-            if (wpm) break;
         }
         rm_tokenizer_free(t);
     }

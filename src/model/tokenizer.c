@@ -378,7 +378,7 @@ int tok_finish(rm_tokenizer *t) {
                 break;
             }
     }
-    if (t->kind != TOK_KIND_WPM) t->cache = tok_cache_new(); // NULL is fine: no cache
+    t->cache = tok_cache_new(); // NULL is fine: no cache
     int32_t ends[3] = {t->eos, t->eot, t->eom};
     for (int k = 0; k < 3; k++)
         if (ends[k] >= 0 && ends[k] < t->n_vocab) t->eog[ends[k]] = 1;
@@ -552,7 +552,7 @@ int rm_tokenizer_is_eog(const rm_tokenizer *t, int32_t id) { return id >= 0 && i
 int rm_tokenizer_max_token_len(const rm_tokenizer *t) { return t->max_token_len; }
 
 void rm_tokenizer_set_cache(rm_tokenizer *t, int on) {
-    if (on && !t->cache && t->kind != TOK_KIND_WPM) t->cache = tok_cache_new();
+    if (on && !t->cache) t->cache = tok_cache_new();
     if (!on) {
         tok_cache_free(t->cache);
         t->cache = NULL;
@@ -680,7 +680,7 @@ static int encode_escaped(const rm_tokenizer *t, const char *s, size_t n, int pr
 
 static int encode_fragment(const rm_tokenizer *t, const char *s, size_t n, int prefix_space, tok_cache *cache,
                            tok_ids *out) {
-    if (t->kind == TOK_KIND_WPM) return tok_wpm_encode(t, s, n, out);
+    if (t->kind == TOK_KIND_WPM) return tok_wpm_encode(t, s, n, cache, out);
     if (t->kind == TOK_KIND_BPE && t->bpe_byte_level) return tok_bpe_encode(t, s, n, cache, out);
     return encode_escaped(t, s, n, prefix_space, cache, out);
 }

@@ -64,7 +64,7 @@ char *rm_chat_render(const rm_tokenizer *t, const char *template_str, const rm_c
 int rm_tokenizer_max_token_len(const rm_tokenizer *t);
 const char *rm_tokenizer_kind(const rm_tokenizer *t);
 int32_t rm_tokenizer_find(const rm_tokenizer *t, const char *text);
-// The word cache (on by default for SPM/BPE, ~2 MB): off frees it. Not
+// The word cache (on by default, ~3 MB): off frees it. Not
 // thread-safe against concurrent rm_tokenize calls; set it up front.
 void rm_tokenizer_set_cache(rm_tokenizer *t, int on);
 // An `out` buffer of this many bytes always holds one rm_detok_push result.

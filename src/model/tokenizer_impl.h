@@ -122,7 +122,7 @@ int tok_finish(rm_tokenizer *t);
 int tok_spm_encode(const rm_tokenizer *t, const char *s, size_t n, tok_ids *out);
 int tok_bpe_encode_plain(const rm_tokenizer *t, const char *s, size_t n, tok_ids *out);
 int tok_bpe_encode(const rm_tokenizer *t, const char *s, size_t n, tok_cache *cache, tok_ids *out);
-int tok_wpm_encode(const rm_tokenizer *t, const char *s, size_t n, tok_ids *out);
+int tok_wpm_encode(const rm_tokenizer *t, const char *s, size_t n, tok_cache *cache, tok_ids *out);
 const char *tok_bpe_gpt2_regex(void);
 // The pre-tokenizer pieces of s[0..n): writes up to cap piece end offsets and
 // returns the piece count (tests look at the splitting with it).

@@ -80,18 +80,47 @@ unknown:
     return RM_OK;
 }
 
-int tok_wpm_encode(const rm_tokenizer *t, const char *s, size_t n, tok_ids *out) {
+// WordPiece of the word collected so far (through the cache), then empties it.
+static int flush_word(const rm_tokenizer *t, wpm_buf *word, wpm_buf *key, tok_cache *cache, tok_ids *out) {
+    int rc = RM_OK;
+    if (word->n > 0 && !tok_cache_get(cache, word->v, word->n, out)) {
+        int before = out->n;
+        rc = wpm_word(t, word->v, word->n, word->nchars, key, out);
+        if (rc == RM_OK && !out->oom) tok_cache_put(cache, word->v, word->n, out->v + before, out->n - before);
+    }
+    word->n = 0;
+    word->nchars = 0;
+    return rc;
+}
+
+// Adds normalized character c: to the word, or as a word of its own.
+static int add_char(const rm_tokenizer *t, uint32_t c, int alone, wpm_buf *word, wpm_buf *key, tok_cache *cache,
+                    tok_ids *out) {
+    if (!alone && !is_punct(c)) return buf_put(word, c);
+    int rc = flush_word(t, word, key, cache, out);
+    if (rc == RM_OK) rc = buf_put(word, c);
+    if (rc == RM_OK) rc = flush_word(t, word, key, cache, out);
+    return rc;
+}
+
+int tok_wpm_encode(const rm_tokenizer *t, const char *s, size_t n, tok_cache *cache, tok_ids *out) {
     wpm_buf word = {0}, key = {0};
     int rc = RM_OK;
     for (size_t i = 0; i < n && rc == RM_OK;) {
+        unsigned char a = (unsigned char)s[i];
+        if (a < 0x80) { // ASCII: no accents, no CJK, table-free classes
+            i++;
+            if (a == ' ' || a == '\t' || a == '\n' || a == '\r') rc = flush_word(t, &word, &key, cache, out);
+            else if (a >= 0x20 && a != 0x7F) // other C0 controls are dropped
+                rc = add_char(t, t->wpm_lowercase && a >= 'A' && a <= 'Z' ? a + 32u : a, 0, &word, &key, cache, out);
+            continue;
+        }
         int adv;
         uint32_t cp = tok_utf8_decode(s + i, n - i, &adv);
         i += (size_t)adv;
-        if (cp == 0 || cp == 0xFFFD || is_control(cp)) continue;
+        if (cp == 0xFFFD || is_control(cp)) continue;
         if (is_space(cp)) {
-            rc = wpm_word(t, word.v, word.n, word.nchars, &key, out);
-            word.n = 0;
-            word.nchars = 0;
+            rc = flush_word(t, &word, &key, cache, out);
             continue;
         }
         utf8proc_int32_t dec[32];
@@ -106,20 +135,10 @@ int tok_wpm_encode(const rm_tokenizer *t, const char *s, size_t n, tok_ids *out)
         for (utf8proc_ssize_t k = 0; k < nd && rc == RM_OK; k++) {
             if (t->wpm_strip_accents && utf8proc_category(dec[k]) == UTF8PROC_CATEGORY_MN) continue; // accents go
             uint32_t c = (uint32_t)(t->wpm_lowercase ? utf8proc_tolower(dec[k]) : dec[k]);
-            if (alone || is_punct(c)) { // a word of its own
-                rc = wpm_word(t, word.v, word.n, word.nchars, &key, out);
-                word.n = 0;
-                word.nchars = 0;
-                if (rc == RM_OK && (rc = buf_put(&word, c)) == RM_OK)
-                    rc = wpm_word(t, word.v, word.n, word.nchars, &key, out);
-                word.n = 0;
-                word.nchars = 0;
-            } else {
-                rc = buf_put(&word, c);
-            }
+            rc = add_char(t, c, alone, &word, &key, cache, out);
         }
     }
-    if (rc == RM_OK) rc = wpm_word(t, word.v, word.n, word.nchars, &key, out);
+    if (rc == RM_OK) rc = flush_word(t, &word, &key, cache, out);
     free(word.v);
     free(key.v);
     return rc == RM_OK ? RM_OK : rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
