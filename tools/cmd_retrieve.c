@@ -1,6 +1,7 @@
 // cmd_retrieve.c — `ramole retrieve`: the top-k adapters of a pool for a prompt.
 #include "cli.h"
 #include "base/err.h"
+#include "base/file.h"
 #include "base/json.h"
 #include "retrieve/pool.h"
 
@@ -9,17 +10,51 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: ramole retrieve --pool DIR -p TEXT [-k K] [options]\n\n"
+            "usage: ramole retrieve --pool DIR (-p TEXT | --prompts FILE) [-k K] [options]\n\n"
             "Embeds the prompt with the pool's embedder and prints the k adapters whose\n"
             "keys are most similar (cosine), best first.\n\n"
             "  -k K               how many (default 3)\n"
+            "  --prompts FILE     one prompt per line, retrieved as one batch\n"
+            "                     (prints: line number, rank, score, name)\n"
             "  --exclude a,b      adapter names that must not be returned\n"
             "  --keys T           key storage f32 | f16 | int8 (default f32)\n"
             "  --json             JSON on stdout\n");
 }
 
+// --prompts: every line of the file is a query; one batched search.
+static int retrieve_batch(const char *dir, const rm_pool_params *pp, const char *path, int k) {
+    char *text;
+    size_t len;
+    if (rm_read_file(path, &text, &len)) return cli_fail("reading the prompts");
+    int nq = 0, ret = 0;
+    for (size_t i = 0; i < len; i++) nq += text[i] == '\n';
+    nq += len > 0 && text[len - 1] != '\n';
+    const char **q = malloc((size_t)(nq ? nq : 1) * sizeof *q);
+    rm_hit *hits = malloc((size_t)(nq ? nq : 1) * (size_t)k * sizeof *hits);
+    int *n_hits = malloc((size_t)(nq ? nq : 1) * sizeof *n_hits);
+    rm_pool *p = NULL;
+    if (!q || !hits || !n_hits) { ret = 1; goto done; }
+    nq = 0;
+    for (char *s = text, *line; (line = strsep(&s, "\n"));)
+        if (*line || s) q[nq++] = line;
+    if (nq > 0 && !*q[nq - 1]) nq--; // the empty piece after a final newline
+    if (rm_pool_open(dir, pp, &p)) ret = cli_fail("opening the pool");
+    else if (rm_pool_search_batch(p, q, nq, k, hits, n_hits)) ret = cli_fail("retrieving");
+    else
+        for (int i = 0; i < nq; i++)
+            for (int r = 0; r < n_hits[i]; r++)
+                printf("%d\t%d\t%.4f\t%s\n", i + 1, r + 1, hits[(size_t)i * k + r].score, rm_pool_name(p, hits[(size_t)i * k + r].id));
+done:
+    rm_pool_close(p);
+    free(q);
+    free(hits);
+    free(n_hits);
+    free(text);
+    return ret;
+}
+
 int cmd_retrieve(int argc, char **argv) {
-    const char *dir = NULL, *prompt = NULL, *excl = NULL, *keys = "f32";
+    const char *dir = NULL, *prompt = NULL, *excl = NULL, *keys = "f32", *prompts = NULL;
     long k = 3;
     int json = 0;
     for (int i = 1; i < argc; i++) {
@@ -28,13 +63,15 @@ int cmd_retrieve(int argc, char **argv) {
         else if (cli_str(argc, argv, &i, "--prompt", "-p", &prompt)) {}
         else if (cli_int(argc, argv, &i, "--top-k", "-k", &k)) {}
         else if (cli_str(argc, argv, &i, "--exclude", NULL, &excl)) {}
+        else if (cli_str(argc, argv, &i, "--prompts", NULL, &prompts)) {}
         else if (cli_str(argc, argv, &i, "--keys", NULL, &keys)) {}
         else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
         else { fprintf(stderr, "ramole retrieve: unknown option '%s'\n", argv[i]); usage(stderr); return 2; }
     }
-    if (!dir || !prompt || k < 1 || k > 100000) { usage(stderr); return 2; }
+    if (!dir || !(prompt || prompts) || k < 1 || k > 100000) { usage(stderr); return 2; }
     rm_pool_params pp = rm_pool_default_params();
     if (rm_key_type_parse(keys, &pp.key_type)) return cli_fail("--keys");
+    if (prompts) return retrieve_batch(dir, &pp, prompts, (int)k);
     // split --exclude on commas
     char *ex_buf = excl ? strdup(excl) : NULL;
     const char *ex[256];

@@ -121,6 +121,8 @@ int cmd_retrieve_eval(int argc, char **argv) {
         else if (cli_int(argc, argv, &i, "--min-df", NULL, &lv)) rp.train.min_df = (int)lv;
         else if (cli_int(argc, argv, &i, "--residual", NULL, &lv)) rp.residual = (int)lv;
         else if (cli_float(argc, argv, &i, "--shape", NULL, &dv)) rp.shape_weight = (float)dv;
+        else if (cli_int(argc, argv, &i, "--rare-df", NULL, &lv)) rp.lex.rare_df = (int)lv;
+        else if (cli_float(argc, argv, &i, "--rare-weight", NULL, &dv)) rp.lex.rare_weight = (float)dv;
         else if (cli_int(argc, argv, &i, "--idf-groups", NULL, &lv)) rp.idf_by_adapter = (int)lv;
         else if (cli_int(argc, argv, &i, "--edge", NULL, &lv)) { rp.lex.edge = (int)lv; rp.proj.feat.edge = (int)lv; }
         else if (cli_float(argc, argv, &i, "--mid-weight", NULL, &dv)) { rp.lex.mid_weight = (float)dv; rp.proj.feat.mid_weight = (float)dv; }

@@ -1,7 +1,7 @@
 // embed.c — the embedder interface: prefixing, keys, threads, (de)serialisation.
 //
 // File format of a saved embedder (little-endian):
-//   "RMEMBED\0"  u32 format (1)
+//   "RMEMBED\0"  u32 format (2)
 //   u32 len + kind   u32 len + name   u32 version   u32 dim   u32 len + prefix
 //   u32 has_center + (has_center ? f32 center[dim] : nothing)
 //   u64 payload size + payload (kind-specific, see the kind's save function)
@@ -18,7 +18,7 @@
 #include <string.h>
 
 #define EMBED_MAGIC "RMEMBED"
-#define EMBED_FORMAT 1u
+#define EMBED_FORMAT 2u
 
 // ---------------------------------------------------------------------------
 // Byte buffers
@@ -99,19 +99,22 @@ int embed_alloc(const rm_embedder_ops *ops, const char *name, int dim, const cha
 }
 
 void embed_put_feat(rm_bytes *b, const rm_feat_params *p) {
-    int32_t v[7] = {p->bits, p->wmin, p->wmax, p->cmin, p->cmax, p->lowercase, p->edge};
+    int32_t v[8] = {p->bits, p->wmin, p->wmax, p->cmin, p->cmax, p->lowercase, p->edge, p->rare_df};
     rm_bytes_put(b, v, sizeof v);
     rm_bytes_put(b, &p->word_weight, 4);
     rm_bytes_put(b, &p->mid_weight, 4);
+    rm_bytes_put(b, &p->rare_weight, 4);
 }
 
 int embed_get_feat(rm_reader *r, rm_feat_params *p) {
-    int32_t v[7];
+    int32_t v[8];
     int rc = rm_reader_get(r, v, sizeof v);
     if (!rc) rc = rm_reader_get(r, &p->word_weight, 4);
     if (!rc) rc = rm_reader_get(r, &p->mid_weight, 4);
+    if (!rc) rc = rm_reader_get(r, &p->rare_weight, 4);
     if (rc) return rc;
     p->bits = v[0]; p->wmin = v[1]; p->wmax = v[2]; p->cmin = v[3]; p->cmax = v[4]; p->lowercase = v[5]; p->edge = v[6];
+    p->rare_df = v[7];
     rc = rm_feat_check(p);
     return rc ? rm_error_prefix(rc, "%s", r->what) : RM_OK;
 }
@@ -158,9 +161,10 @@ int embed_fit_idf(const rm_feat_params *fp, const char *const *corpus, const int
             if (last) last[s.idx[j]] = group[i];
         }
     }
-    if (!rc)
-        for (size_t b = 0; b < nb; b++)
-            w[b] = df[b] || oov_keep ? logf((float)(n_docs + 1) / (float)(df[b] + 1)) + 1.0f : 0.0f;
+    for (size_t b = 0; b < nb && !rc; b++) {
+        w[b] = df[b] || oov_keep ? logf((float)(n_docs + 1) / (float)(df[b] + 1)) + 1.0f : 0.0f;
+        if (df[b] && df[b] < (uint32_t)fp->rare_df) w[b] *= fp->rare_weight;
+    }
     rm_sparse_free(&s);
     free(df);
     free(last);
@@ -323,7 +327,7 @@ int rm_embedder_save(const rm_embedder *e, const char *path) {
 }
 
 static const rm_embedder_ops *ops_by_kind(const char *kind) {
-    const rm_embedder_ops *all[] = {&rm_lexical_ops, &rm_hashproj_ops, &rm_hybrid_ops};
+    const rm_embedder_ops *all[] = {&rm_lexical_ops, &rm_hashproj_ops, &rm_hybrid_ops, &rm_shape_ops};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (!strcmp(all[i]->kind, kind)) return all[i];
     return tf_ops_by_kind(kind); // "bert", "llama" (embed_tf.h)

@@ -11,7 +11,7 @@ int embed_alloc(const rm_embedder_ops *ops, const char *name, int dim, const cha
 // The embedding of an already prefixed text: the kind's vector, normalised,
 // centred and normalised again (what rm_embedder_embed does after prefixing).
 int embed_prefixed(const rm_embedder *e, const char *text, size_t len, float *out);
-// Feature parameters on the wire (9 x 4 bytes).
+// Feature parameters on the wire (11 x 4 bytes).
 void embed_put_feat(rm_bytes *b, const rm_feat_params *p);
 int embed_get_feat(rm_reader *r, rm_feat_params *p);
 // idf[b] = ln((N+1)/(df+1)) + 1 over the buckets seen in the n corpus texts

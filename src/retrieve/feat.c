@@ -8,7 +8,7 @@
 
 rm_feat_params rm_feat_default_params(void) {
     return (rm_feat_params){.bits = 18, .wmin = 1, .wmax = 2, .cmin = 3, .cmax = 5, .word_weight = 1.0f, .lowercase = 1,
-                            .edge = 0, .mid_weight = 1.0f};
+                            .edge = 0, .mid_weight = 1.0f, .rare_df = 0, .rare_weight = 1.0f};
 }
 
 int rm_feat_check(const rm_feat_params *p) {
@@ -20,6 +20,7 @@ int rm_feat_check(const rm_feat_params *p) {
     if (p->wmax == 0 && p->cmax == 0) return rm_errorf(RM_EINVAL, "features: neither word nor char n-grams");
     if (!(p->word_weight > 0) || p->word_weight > 100) return rm_errorf(RM_EINVAL, "features: bad word weight");
     if (p->edge < 0 || !(p->mid_weight > 0) || p->mid_weight > 1) return rm_errorf(RM_EINVAL, "features: bad edge %d / mid weight", p->edge);
+    if (p->rare_df < 0 || !(p->rare_weight >= 0) || p->rare_weight > 1) return rm_errorf(RM_EINVAL, "features: bad rare df %d / weight", p->rare_df);
     return RM_OK;
 }
 

@@ -21,6 +21,8 @@ typedef struct rm_feat_params {
     int lowercase;      // fold ASCII case
     int edge;           // > 0: n-grams starting more than `edge` bytes from both
     float mid_weight;   //   ends of the text count mid_weight (instructions sit at the ends)
+    int rare_df;        // IDF fitting: buckets in fewer than rare_df corpus documents
+    float rare_weight;  //   get their idf times rare_weight (one-off content, not instructions)
 } rm_feat_params;
 
 rm_feat_params rm_feat_default_params(void);
