@@ -117,7 +117,11 @@ static int lora_merge(int argc, char **argv) {
     if (!specs) return 1;
     for (int i = 2; i < argc; i++) {
         const char *v;
-        if (cli_str(argc, argv, &i, "--base", "-m", &base)) {
+        if (cli_flag(argc, argv, &i, "--help", "-h")) {
+            help();
+            free(specs);
+            return 0;
+        } else if (cli_str(argc, argv, &i, "--base", "-m", &base)) {
         } else if (cli_str(argc, argv, &i, "--lora", NULL, &v)) {
             specs[n++] = (char *)v;
         } else if (cli_str(argc, argv, &i, "--type", NULL, &type_s)) {
