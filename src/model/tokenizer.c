@@ -53,7 +53,7 @@ int tok_map_init(tok_map *m, size_t expected) {
 void tok_map_free(tok_map *m) {
     free(m->slots);
     free(m->keyp);
-    free(m->keyl);
+    free(m->keyr);
     memset(m, 0, sizeof *m);
 }
 
@@ -74,14 +74,24 @@ static int map_grow(tok_map *m) {
     return RM_OK;
 }
 
+static tok_keyrec key_rec(const char *key, size_t len) {
+    tok_keyrec r = {key_head(key, len), 0, (uint32_t)len};
+    if (len > 8) memcpy(&r.hi, key + 8, len - 8 < 4 ? len - 8 : 4);
+    return r;
+}
+
 // Slot index holding key, or of the empty slot where it would go.
 static uint32_t map_find(const tok_map *m, const char *key, size_t len, uint32_t h) {
+    tok_keyrec q = key_rec(key, len);
     for (uint32_t j = h & m->mask;; j = (j + 1) & m->mask) {
         uint64_t sl = m->slots[j];
         if (!sl) return j;
         if ((uint32_t)(sl >> 32) != h) continue;
         uint32_t v = (uint32_t)sl - 1;
-        if (m->keyl[v] == len && !memcmp(m->keyp[v], key, len)) return j;
+        const tok_keyrec *r = &m->keyr[v];
+        if (r->len == q.len && r->lo == q.lo && r->hi == q.hi &&
+            (len <= 12 || !memcmp(m->keyp[v] + 12, key + 12, len - 12)))
+            return j;
     }
 }
 
@@ -93,9 +103,9 @@ int tok_map_put(tok_map *m, const char *key, size_t len, int32_t val) {
         const char **kp = realloc(m->keyp, cap * sizeof *kp);
         if (!kp) return RM_ENOMEM;
         m->keyp = kp;
-        uint32_t *kl = realloc(m->keyl, cap * sizeof *kl);
-        if (!kl) return RM_ENOMEM;
-        m->keyl = kl;
+        tok_keyrec *kr = realloc(m->keyr, cap * sizeof *kr);
+        if (!kr) return RM_ENOMEM;
+        m->keyr = kr;
         m->cap_keys = cap;
     }
     if ((m->n + 1) * 2 > m->mask + 1 && map_grow(m) != RM_OK) return RM_ENOMEM;
@@ -103,7 +113,7 @@ int tok_map_put(tok_map *m, const char *key, size_t len, int32_t val) {
     if (!m->slots[j]) m->n++;
     m->slots[j] = ((uint64_t)h << 32) | (uint32_t)(val + 1);
     m->keyp[val] = key;
-    m->keyl[val] = (uint32_t)len;
+    m->keyr[val] = key_rec(key, len);
     return RM_OK;
 }
 

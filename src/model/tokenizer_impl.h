@@ -24,12 +24,14 @@ enum { TOK_KIND_SPM, TOK_KIND_BPE, TOK_KIND_WPM };
 // Values are small non-negative ints (token ids, symbol ids). A slot is
 // hash << 32 | (val + 1), 0 when empty: 8 bytes, so that the probes of
 // absent keys (most SPM pair lookups) stay within a cache-friendly table.
-// The key of a value is kept in keyp/keyl, indexed by the value.
+// The key of a value is kept in keyp/keyr, indexed by the value; keyr holds
+// the length and first 12 bytes, so that short keys compare in one record.
+typedef struct tok_keyrec { uint64_t lo; uint32_t hi, len; } tok_keyrec;
 typedef struct tok_map {
     uint64_t *slots;
     uint32_t mask, n;
     const char **keyp;
-    uint32_t *keyl;
+    tok_keyrec *keyr;
     size_t cap_keys;
 } tok_map;
 uint32_t tok_hash(const char *s, size_t n);
