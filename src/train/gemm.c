@@ -2,6 +2,8 @@
 #include "train/gemm.h"
 
 #include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "base/cpu.h"
 
@@ -38,6 +40,13 @@ typedef struct gemm_job {
 
 enum { KB = 256, NB = 256, MR = 6 }; // B blocks of KB x NB floats stay in L2
 
+// B[k0:k0+kn, j0:j0+16*n] into n strips of kn x 16 (see rm_gemm_packed_avx2)
+static void pack_b(float *Bp, const float *B, int64_t ldb, int k0, int kn, int j0, int n) {
+    for (int s = 0; s < n; s++)
+        for (int k = 0; k < kn; k++)
+            memcpy(Bp + ((size_t)s * kn + k) * 16, B + (k0 + k) * ldb + j0 + 16 * s, 16 * sizeof(float));
+}
+
 static void gemm_task(void *ctx, int ith, int nth) {
     const gemm_job *j = ctx;
     long b, e;
@@ -52,6 +61,23 @@ static void gemm_task(void *ctx, int ith, int nth) {
         c1 = (int)e * 16 < j->N ? (int)e * 16 : j->N;
     }
     if (i0 >= i1 || c0 >= c1) return;
+    // AVX2 with enough rows to amortise it: pack each B block once, then the
+    // columns left over (< 16) unpacked.
+    float *Bp = j->fn == rm_gemm_block_avx2 && i1 - i0 >= 12 ? aligned_alloc(32, (size_t)KB * NB * sizeof(float)) : NULL;
+    if (Bp) {
+        int full = c0 + (c1 - c0) / 16 * 16;
+        for (int k0 = 0; k0 < j->K; k0 += KB) {
+            int kn = k0 + KB < j->K ? KB : j->K - k0;
+            for (int n0 = c0; n0 < full; n0 += NB) {
+                int ns = (n0 + NB < full ? NB : full - n0) / 16;
+                pack_b(Bp, j->B, j->ldb, k0, kn, n0, ns);
+                rm_gemm_packed_avx2(j->C, j->ldc, j->A, j->lda, Bp, i0, i1, n0, ns, k0, kn);
+            }
+            if (full < c1) j->fn(j->C, j->ldc, j->A, j->lda, j->B, j->ldb, i0, i1, full, c1, k0, k0 + kn);
+        }
+        free(Bp);
+        return;
+    }
     for (int k0 = 0; k0 < j->K; k0 += KB)
         for (int n0 = c0; n0 < c1; n0 += NB)
             j->fn(j->C, j->ldc, j->A, j->lda, j->B, j->ldb, i0, i1, n0, n0 + NB < c1 ? n0 + NB : c1, k0,

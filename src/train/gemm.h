@@ -22,4 +22,8 @@ void rm_transpose(rm_threadpool *tp, float *dst, const float *src, int64_t lds, 
 // The AVX2 block kernel: C[i0:i1, j0:j1] += A[i0:i1, k0:k1] B[k0:k1, j0:j1].
 void rm_gemm_block_avx2(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int i0,
                         int i1, int j0, int j1, int k0, int k1);
+// The same with B[k0:k0+kn, j0:j0+16*n_strips] packed in strips of 16 columns,
+// k-major (strip s at Bp + s*kn*16), 32-byte aligned.
+void rm_gemm_packed_avx2(float *C, int64_t ldc, const float *A, int64_t lda, const float *Bp, int i0, int i1, int j0,
+                         int n_strips, int k0, int kn);
 #endif
