@@ -40,10 +40,13 @@ static int on_token(void *ctx, int32_t id) {
         o->first = 0;
         return 0;
     }
-    char buf[256];
-    int n = rm_detok_push(&o->detok, id, buf, sizeof buf);
-    if (n > 0) fwrite(buf, 1, (size_t)(n < (int)sizeof buf ? n : (int)sizeof buf), stdout);
+    int cap = rm_detok_max_bytes(o->detok.t);
+    char small[256], *buf = cap <= (int)sizeof small ? small : malloc((size_t)cap);
+    if (!buf) return 1;
+    int n = rm_detok_push(&o->detok, id, buf, cap);
+    if (n > 0) fwrite(buf, 1, (size_t)(n < cap ? n : cap), stdout);
     fflush(stdout);
+    if (buf != small) free(buf);
     return 0;
 }
 

@@ -74,14 +74,19 @@ typedef struct api_cb { rm_model *m; rm_text_cb cb; void *ctx; rm_detok detok; }
 
 static int api_on_token(void *ctx, int32_t id) {
     api_cb *a = ctx;
-    char buf[256];
+    int cap = a->m->llama->tok ? rm_detok_max_bytes(a->m->llama->tok) + 1 : 1;
+    char small[256], *buf = cap <= (int)sizeof small ? small : malloc((size_t)cap);
+    if (!buf) return 1;
     int n = 0;
     if (a->m->llama->tok) {
-        n = rm_detok_push(&a->detok, id, buf, sizeof buf);
-        if (n > (int)sizeof buf - 1) n = (int)sizeof buf - 1;
+        n = rm_detok_push(&a->detok, id, buf, cap - 1);
+        if (n > cap - 1) n = cap - 1;
     }
-    buf[n < 0 ? 0 : n] = 0;
-    return a->cb ? a->cb(a->ctx, buf, n < 0 ? 0 : n, id) : 0;
+    if (n < 0) n = 0;
+    buf[n] = 0;
+    int stop = a->cb ? a->cb(a->ctx, buf, n, id) : 0;
+    if (buf != small) free(buf);
+    return stop;
 }
 
 int rm_model_generate_ids(rm_model *m, const int32_t *ids, int n_ids, const rm_generate_params *params,
