@@ -245,16 +245,24 @@ DEFINE_DRIVER(rm_mm_q4_0_avx2, TILE_Q4_0, prep_block_scales, Q40_RR, Q40_CC)
 // ---------------------------------------------------------------------------
 // q4_K weights x int8 activations (one scale per 256; sums per 32)
 
+// Unpacks the 12 bytes of 6-bit scales/mins (layout at rm_q4k_scale_min) four
+// at a time with 32-bit word operations: with u0, u1, u2 the words of bytes
+// 0-3, 4-7, 8-11, the bytes of
+//   ls[0..3] = u0 & 63                     lm[0..3] = u1 & 63
+//   ls[4..7] = (u2 & 15) | (u0 >> 6) << 4  lm[4..7] = (u2 >> 4) | (u1 >> 6) << 4
 INLINE void q4k_unpack(const rm_block_q4_k *b, q4k_prep *p) {
+    uint32_t u0, u1, u2;
+    memcpy(&u0, b->scales, 4);
+    memcpy(&u1, b->scales + 4, 4);
+    memcpy(&u2, b->scales + 8, 4);
+    uint32_t ls_lo = u0 & 0x3f3f3f3fu, lm_lo = u1 & 0x3f3f3f3fu;
+    uint32_t ls_hi = (u2 & 0x0f0f0f0fu) | ((u0 >> 2) & 0x30303030u);
+    uint32_t lm_hi = ((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 2) & 0x30303030u);
+    __m128i v = _mm_setr_epi32((int)ls_lo, (int)ls_hi, (int)lm_lo, (int)lm_hi); // bytes ls[0..7], lm[0..7]
+    _mm_storeu_si128((__m128i *)p->ls, _mm_cvtepu8_epi16(v));
+    _mm_storeu_si128((__m128i *)p->lm, _mm_cvtepu8_epi16(_mm_srli_si128(v, 8)));
     p->d = f16(b->d);
     p->dmin = f16(b->dmin);
-#pragma GCC unroll 8
-    for (int s = 0; s < 8; s++) {
-        int ls, lm;
-        rm_q4k_scale_min(b->scales, s, &ls, &lm);
-        p->ls[s] = (int16_t)ls;
-        p->lm[s] = (int16_t)lm;
-    }
 }
 
 static int prep_q4k(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
@@ -294,8 +302,14 @@ INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
         for (int i = 0; i < RR; i++)
 #pragma GCC unroll 4
             for (int j = 0; j < CC; j++) isum[i][j] = _mm256_setzero_si256();
+        __m256i ls[4]; // the 8 sub-block scales as int16, in both 128-bit lanes
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++) ls[i] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)sc[i]->ls));
 #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) { // 64 elements: sub-blocks 2k (low nibbles), 2k+1 (high)
+            // pshufb masks that broadcast int16 number 2k / 2k+1 of a lane
+            const __m256i pick0 = _mm256_set1_epi16((short)(0x0100 * (4 * k + 1) + 4 * k));
+            const __m256i pick1 = _mm256_set1_epi16((short)(0x0100 * (4 * k + 3) + 4 * k + 2));
             __m256i ql[4], qh[4], s0[4], s1[4];
 #pragma GCC unroll 4
             for (int i = 0; i < RR; i++) {
@@ -303,8 +317,8 @@ INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
                 __m256i v = _mm256_loadu_si256((const __m256i *)(w[i][b].qs + 32 * k));
                 ql[i] = _mm256_and_si256(v, lo4);
                 qh[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
-                s0[i] = _mm256_set1_epi16(sc[i]->ls[2 * k]);
-                s1[i] = _mm256_set1_epi16(sc[i]->ls[2 * k + 1]);
+                s0[i] = _mm256_shuffle_epi8(ls[i], pick0);
+                s1[i] = _mm256_shuffle_epi8(ls[i], pick1);
             }
 #pragma GCC unroll 4
             for (int j = 0; j < CC; j++) {
@@ -322,14 +336,14 @@ INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
 #pragma GCC unroll 4
         for (int j = 0; j < CC; j++) {
             float dx = t.xd[j][b];
-            const int16_t *bs = t.xs[j] + 8 * b;
+            const __m128i bs = _mm_loadu_si128((const __m128i *)(t.xs[j] + 8 * b)); // sums of x per sub-block
 #pragma GCC unroll 4
             for (int i = 0; i < RR; i++) {
                 t.acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][j]), _mm256_set1_ps(sc[i]->d * dx), t.acc[i][j]);
-                int msum = 0;
-#pragma GCC unroll 8
-                for (int s = 0; s < 8; s++) msum += sc[i]->lm[s] * bs[s];
-                macc[i][j] += sc[i]->dmin * dx * (float)msum;
+                __m128i ms = _mm_madd_epi16(_mm_loadu_si128((const __m128i *)sc[i]->lm), bs); // sum_s lm[s] * bs[s]
+                ms = _mm_add_epi32(ms, _mm_shuffle_epi32(ms, 0x4e));
+                ms = _mm_add_epi32(ms, _mm_shuffle_epi32(ms, 0xb1));
+                macc[i][j] += sc[i]->dmin * dx * (float)_mm_cvtsi128_si32(ms);
             }
         }
     }
@@ -338,7 +352,7 @@ INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
 
 #ifndef Q4K_RR
 #define Q4K_RR 3
-#define Q4K_CC 2
+#define Q4K_CC 3
 #endif
 // y[n,out] = x[n,in] @ W[out,in]^T, W q4_K, x int8 (rm_qx, blk 256)
 DEFINE_DRIVER(rm_mm_q4_k_avx2, tile_q4_k, prep_q4k, Q4K_RR, Q4K_CC)
