@@ -182,11 +182,30 @@ TEST(kernel_known_blocks) {
     for (int s = 0; s < 8; s++)
         for (int j = 0; j < 32; j++) k4[16 + 32 * (s / 2) + j] |= (uint8_t)(((j + s) % 16) << (4 * (s % 2)));
     rm_dequantize_row(RM_TYPE_Q4_K, k4, out, 256);
+    double k4_sum = 0;
     for (int s = 0; s < 8; s++)
         for (int j = 0; j < 32; j++) {
             double want = 1.0 * ls[s] * ((j + s) % 16) - 0.25 * lm[s];
+            k4_sum += want;
             CHECKF(out[32 * s + j] == want, "q4_K s=%d j=%d: %g vs %g", s, j, out[32 * s + j], want);
         }
+    // The same blocks through rm_matmul on every ISA with x = 1 (exact in
+    // int8): y = the sum of the values above. q8_0: 0.5 * sum(j-16) = -8;
+    // q4_0: 2 * (sum_{j<16} (j-8) + sum_{j<16} (7-j)) = 2 * (-8 - 8) = -32.
+    float ones[256], y = 0;
+    for (int j = 0; j < 256; j++) ones[j] = 1;
+    const char *isas[] = {"scalar", "avx2", NULL};
+    struct { rm_type t; void *data; int in; double want; } cases[] = {
+        {RM_TYPE_Q8_0, q8, 32, -8}, {RM_TYPE_Q4_0, q4, 32, -32}, {RM_TYPE_Q4_K, k4, 256, k4_sum}};
+    for (int k = 0; k < 3; k++) {
+        rm_cpu_force(isas[k]);
+        for (int c = 0; c < 3; c++) {
+            rm_tensor W = {.type = cases[c].t, .n_dims = 2, .ne = {cases[c].in, 1, 1, 1}, .data = cases[c].data};
+            rm_matmul(NULL, &W, ones, cases[c].in, &y, 1, 1, 0);
+            CHECK_NEAR(y, cases[c].want, 1e-5 * fabs(cases[c].want) + 1e-6);
+        }
+    }
+    rm_cpu_force(NULL);
 }
 
 // ---------------------------------------------------------------------------
