@@ -17,7 +17,8 @@ static void usage(FILE *f) {
             "the top 8 for every test request and prints the share whose own task adapter\n"
             "is in the top 1/3/5/8, over all tasks and split into seen/unseen (the tasks the\n"
             "learned embedder was trained on, a seeded share of them).\n\n"
-            "  --embedder NAME     lexical | hashproj | hybrid (default: %s)\n"
+            "  --embedder NAME     lexical | hashproj | shape | hybrid | hybrid-learned\n"
+            "                      (default: %s)\n"
             "  --train-frac F      share of tasks used for training (default 0.4)\n"
             "  --seed S            seed of the task split and the training (default 1)\n"
             "  --ood               exclude each request's own task adapter; report where the\n"
@@ -121,6 +122,7 @@ int cmd_retrieve_eval(int argc, char **argv) {
         else if (cli_int(argc, argv, &i, "--min-df", NULL, &lv)) rp.train.min_df = (int)lv;
         else if (cli_int(argc, argv, &i, "--residual", NULL, &lv)) rp.residual = (int)lv;
         else if (cli_float(argc, argv, &i, "--shape", NULL, &dv)) rp.shape_weight = (float)dv;
+        else if (cli_int(argc, argv, &i, "--lex-bits", NULL, &lv)) rp.lex.bits = (int)lv;
         else if (cli_int(argc, argv, &i, "--rare-df", NULL, &lv)) rp.lex.rare_df = (int)lv;
         else if (cli_float(argc, argv, &i, "--rare-weight", NULL, &dv)) rp.lex.rare_weight = (float)dv;
         else if (cli_int(argc, argv, &i, "--idf-groups", NULL, &lv)) rp.idf_by_adapter = (int)lv;

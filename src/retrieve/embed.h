@@ -111,7 +111,9 @@ typedef struct rm_hashproj_params {
 } rm_hashproj_params;
 rm_hashproj_params rm_hashproj_default_params(void);
 // An untrained projection (random Gaussian, i.e. a Johnson-Lindenstrauss sketch
-// of the TF-IDF vector) with IDF fitted on corpus. Train it with train.h.
+// of the TF-IDF vector) with IDF fitted on corpus; buckets the corpus never
+// saw keep the largest idf (so tasks unlike the training corpus still have
+// their features). Train it with train.h.
 int rm_hashproj_create(const rm_hashproj_params *p, const char *const *corpus, int n, const char *prefix,
                        rm_embedder **out);
 // Access for the trainer: features of a text (prefix applied, TF-IDF weighted,

@@ -6,11 +6,12 @@
 #include <string.h>
 
 // The defaults are the best configuration measured on the paper's benchmark
-// (docs in the retrieve-eval report): case kept, char 2..5-grams, word 1..2,
-// n-grams more than 200 bytes from both ends count 0.3, centred.
+// (docs/retrieval.md): case kept, char 2..5-grams, word 1..2, n-grams more
+// than 200 bytes from both ends count 0.3, centred; shape at weight 0.1.
 rm_recipe_params rm_recipe_default_params(void) {
     rm_recipe_params p = {.lex = rm_feat_default_params(), .proj = rm_hashproj_default_params(),
-                          .train = rm_contrastive_default_params(), .hybrid_weight = 1.0f, .center_lex = 1};
+                          .train = rm_contrastive_default_params(), .hybrid_weight = 0.0f, .shape_weight = 0.1f,
+                          .center_lex = 1};
     p.lex.bits = 16;
     p.lex.cmin = 2;
     p.lex.lowercase = 0;
@@ -114,6 +115,12 @@ int rm_recipe_build(const char *name, const rm_flan_pool *pool, const unsigned c
     if (!strcmp(name, "lexical")) return build_lexical(pool, p, out);
     if (!strcmp(name, "hashproj")) return build_hashproj(pool, seen, p, NULL, out);
     if (!strcmp(name, "shape")) return rm_shape_create(p->prefix, out);
+    if (!strcmp(name, "hybrid-learned")) {
+        rm_recipe_params q = *p;
+        if (!(q.hybrid_weight > 0)) q.hybrid_weight = 0.3f;
+        q.residual = 1;
+        return rm_recipe_build("hybrid", pool, seen, &q, out);
+    }
     if (!strcmp(name, "hybrid")) {
         rm_embedder *parts[3] = {NULL, NULL, NULL};
         float w[3] = {1.0f, p->shape_weight, p->hybrid_weight};
@@ -127,5 +134,5 @@ int rm_recipe_build(const char *name, const rm_flan_pool *pool, const unsigned c
         if (rc) { for (int i = 0; i < 3; i++) rm_embedder_free(parts[i]); return rc; }
         return rm_hybrid_create(parts, w, n, out);
     }
-    return rm_errorf(RM_EINVAL, "unknown embedder '%s' (lexical, hashproj, shape, hybrid; bert/llama are not implemented yet)", name);
+    return rm_errorf(RM_EINVAL, "unknown embedder '%s' (lexical, hashproj, shape, hybrid, hybrid-learned)", name);
 }

@@ -5,7 +5,10 @@
 //               indexed corpus; no labels are used).
 //   "hashproj"  learned projection; IDF and contrastive training use only the
 //               sample inputs of the seen tasks.
-//   "hybrid"    lexical + hybrid_weight x hashproj (cosine scores summed).
+//   "hybrid"    lexical + shape_weight x shape (+ hybrid_weight x hashproj
+//               when hybrid_weight > 0); cosine scores summed.
+//   "hybrid-learned"  "hybrid" with the learned part on (hybrid_weight 0.3 if
+//               unset) trained for the hybrid's score (residual).
 // Unseen tasks' samples only ever build their keys (and the lexical IDF).
 #ifndef RM_RETRIEVE_RECIPE_H
 #define RM_RETRIEVE_RECIPE_H
@@ -13,7 +16,7 @@
 #include "retrieve/flan.h"
 #include "retrieve/train.h"
 
-#define RM_RECIPE_DEFAULT "lexical"
+#define RM_RECIPE_DEFAULT "hybrid"
 
 typedef struct rm_recipe_params {
     rm_feat_params lex;
