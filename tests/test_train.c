@@ -658,6 +658,7 @@ TEST(train_lora_export_roundtrip_peft_gguf) {
     st_close(&f);
 
     const char *paths[2] = {dir, gg};
+    float *peft_logits = malloc(10 * 64 * sizeof(float));
     for (int k = 0; k < 2; k++) {
         rm_lora *back;
         CHECK_OK(rm_lora_load(&back, paths[k]));
@@ -666,8 +667,11 @@ TEST(train_lora_export_roundtrip_peft_gguf) {
         double mx = 0;
         for (int i = 0; i < 10 * 64; i++) mx = fmax(mx, fabs(got[i] - ref[i]));
         CHECKF(mx < 1e-4, "%s: logits differ from the trainer's by %g", k ? "gguf" : "peft", mx);
+        if (k == 0) memcpy(peft_logits, got, 10 * 64 * sizeof(float));
+        else CHECK(memcmp(peft_logits, got, 10 * 64 * sizeof(float)) == 0); // PEFT and GGUF: identical
         rm_lora_free(back);
     }
+    free(peft_logits);
     free(ref);
     free(got);
     rm_tbatch_free(&b);

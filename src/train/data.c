@@ -10,6 +10,7 @@
 #include "base/err.h"
 #include "base/file.h"
 #include "base/json.h"
+#include "lora/batch.h"
 
 // ---------------------------------------------------------------- batches
 
@@ -346,9 +347,23 @@ int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, doubl
     float *logits = malloc((size_t)S * m->hp.n_vocab * sizeof(float));
     int32_t *gen = malloc((size_t)S * (max_len + 8) * sizeof(int32_t));
     int *ngen = calloc(S, sizeof(int)), *done = calloc(S, sizeof(int));
-    rm_linear_hook hook = rm_trainer_hook(t);
+    // the adapters as the server applies them: an rm_lora through lora/batch's hook
+    rm_lora *lora = NULL;
+    rm_lora_plan plan = {0};
+    rm_lora_batch *lb = NULL;
+    rm_linear_hook hook = {0};
+    const void **plans = malloc(rows * sizeof(void *));
+    int rc_l = t->lora_rank ? rm_trainer_export_lora(t, &lora) : RM_OK;
+    if (!rc_l && lora && !(rc_l = rm_lora_plan_init(&plan, RM_COMPOSE_SELECTION, 1, &lora, NULL, NULL))) {
+        lb = rm_lora_batch_new(t->tp);
+        if (lb) hook = rm_lora_batch_hook(lb);
+        else rc_l = rm_errorf(RM_ENOMEM, "out of memory");
+    }
+    if (!rc) rc = rc_l;
     int correct = 0;
-    if (!tok || !pos || !slot || !want || !logits || !gen || !ngen || !done) rc = rm_errorf(RM_ENOMEM, "out of memory");
+    if (!rc && (!tok || !pos || !slot || !want || !logits || !gen || !ngen || !done || !plans))
+        rc = rm_errorf(RM_ENOMEM, "out of memory");
+    for (size_t i = 0; plans && i < rows; i++) plans[i] = lora ? &plan : NULL;
     for (int c0 = 0; !rc && c0 < n; c0 += S) {
         int c1 = c0 + S < n ? c0 + S : n, nr = 0;
         for (int s = 0; s < c1 - c0; s++) {
@@ -363,9 +378,10 @@ int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, doubl
             ngen[s] = 0;
             done[s] = e->n_prompt == 0;
         }
-        rm_batch b = {.n = nr, .token = tok, .pos = pos, .slot = slot, .want = want};
+        rm_batch b = {.n = nr, .token = tok, .pos = pos, .slot = slot, .want = want, .plan = plans};
         if (nr == 0) continue;
         rc = rm_llama_forward(m, &kv, t->tp, &b, hook.apply ? &hook : NULL, logits);
+        if (!rc && lb) rc = rm_lora_batch_status(lb);
         for (int step = 0; !rc; step++) {
             // pick the argmax of each live sequence, then feed the picks
             int k = 0;
@@ -392,6 +408,7 @@ int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, doubl
             if (nr == 0) break;
             b.n = nr;
             rc = rm_llama_forward(m, &kv, t->tp, &b, hook.apply ? &hook : NULL, logits);
+            if (!rc && lb) rc = rm_lora_batch_status(lb);
         }
         for (int s = 0; !rc && s < c1 - c0; s++) {
             const rm_texample *e = &d->ex[c0 + s];
@@ -399,7 +416,12 @@ int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, doubl
             correct += ngen[s] == tl && !memcmp(gen + s * (max_len + 8), e->ids + e->n_prompt, (size_t)tl * sizeof(int32_t));
         }
     }
-    free(tok); free(pos); free(slot); free(want); free(logits); free(gen); free(ngen); free(done);
+    free(tok); free(pos); free(slot); free(want); free(logits); free(gen); free(ngen); free(done); free(plans);
+    if (lb) rm_lora_batch_free(lb);
+    if (lora) {
+        if (plan.n) rm_lora_plan_free(&plan);
+        rm_lora_free(lora);
+    }
     rm_kvcache_free(&kv);
     *em = n ? (double)correct / n : 0.0;
     return rc;

@@ -1,5 +1,5 @@
 // train.c — the trainer: parameters, the training forward pass (activations
-// kept), its backward pass, cross-entropy and the serving hook for LoRA.
+// kept), its backward pass and cross-entropy.
 //
 // Shapes: N = B*T rows, d = n_embd, qd = H*hd, kvd = Hk*hd, f = n_ff, V = n_vocab.
 // Every op is the shared one from model/ops.h with its backward beside it;
@@ -327,7 +327,6 @@ void rm_trainer_free(rm_trainer *t) {
     free(t->act);
     free(t->la);
     free(t->order);
-    free(t->hook_buf);
     for (int i = 0; i < 3; i++) free(t->sc[i]);
     if (t->tp) rm_threadpool_free(t->tp);
     free(t);
@@ -512,30 +511,4 @@ int rm_trainer_forward(rm_trainer *t, const rm_tbatch *b, float norm, int backwa
     double l = cross_entropy_forward_backward(t->logits, b->target, N, V, norm, backward);
     *loss = l / norm;
     return backward ? model_backward(t, b) : RM_OK;
-}
-
-// ---------------------------------------------------------------- the serving hook (LoRA on rm_llama_forward)
-
-// y[n,out] += s (x A^T) B^T for the linears that carry an adapter
-static void trainer_hook_apply(void *ctx, const rm_batch *b, int layer, rm_linear_id which, const float *x,
-                               int64_t ldx, float *y, int64_t ldy) {
-    rm_trainer *t = ctx;
-    const rm_tlinear *L = &t->lin[layer * RM_LIN_COUNT + which];
-    if (!L->rank) return;
-    size_t need = (size_t)b->n * L->rank;
-    if (need > t->hook_cap) {
-        float *nb = realloc(t->hook_buf, need * sizeof(float));
-        if (!nb) return; // no error channel in the hook; the adapter is skipped
-        t->hook_buf = nb;
-        t->hook_cap = need;
-    }
-    rm_tensor A = f32_tensor(L->A, L->rank, L->in), B = f32_tensor(L->B, L->out, L->rank);
-    rm_matmul(NULL, &A, x, ldx, t->hook_buf, L->rank, b->n, 0);
-    for (size_t i = 0; i < need; i++) t->hook_buf[i] *= L->scale;
-    rm_matmul(NULL, &B, t->hook_buf, L->rank, y, ldy, b->n, 1);
-}
-
-rm_linear_hook rm_trainer_hook(rm_trainer *t) {
-    rm_linear_hook h = {t->lora_rank ? trainer_hook_apply : NULL, t};
-    return h;
 }

@@ -99,9 +99,6 @@ float rm_trainer_update(rm_trainer *t);
 // loss normalized by their total target count. *loss = mean CE per target.
 int rm_trainer_step(rm_trainer *t, const rm_tbatch *mb, int n, double *loss, float *grad_norm);
 
-// The serving hook that applies the trainer's LoRA (so rm_llama_forward and
-// generation run base + adapters); NULL apply when there is none.
-rm_linear_hook rm_trainer_hook(rm_trainer *t);
 
 // Checkpoints: parameters, AdamW moments, step and RNG state, as a GGUF
 // file; resuming continues bit-for-bit.
@@ -167,7 +164,8 @@ int rm_trainer_next_batch(rm_trainer *t, const rm_tdata *d, rm_tbatch *b, int pa
 // Mean CE per target token over all of d (no gradients).
 int rm_trainer_eval_loss(rm_trainer *t, const rm_tdata *d, double *loss);
 // Greedy-decodes each example's prompt (up to the target length + 8 tokens or
-// EOS) through rm_llama_forward + the trainer's hook and counts exact matches
+// EOS) through rm_llama_forward, the adapters (exported) applied by lora/batch as
+// when serving, and counts exact matches
 // of the generated ids with the target ids (EOS excluded).
 int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, double *em);
 

@@ -42,8 +42,6 @@ struct rm_trainer {
     float *dres, *dxb, *dxf, *dq, *dk, *dv, *dao, *dg, *du, *dh;
     float *sc[3];
     size_t sc_cap[3];
-    float *hook_buf;
-    size_t hook_cap;
     // data order (saved in checkpoints so that a resumed run sees the same batches)
     int *order;
     int n_order, cursor, epoch;
