@@ -4,6 +4,7 @@
 #include "base/progress.h"
 #include "format/hfdir.h"
 #include "format/llama2c.h"
+#include "model/tokenizer.h"
 #include "tensor/tensor.h"
 
 #include <string.h>
@@ -48,7 +49,7 @@ static int cmd_convert(int argc, char **argv) {
         }
         rm_progress p;
         rm_progress_start(&p, "convert", "tensors", 0);
-        if (hfdir_convert_to_gguf(in, out, out_type, on_progress, &p)) {
+        if (hfdir_convert_to_gguf_ex(in, out, out_type, on_progress, &p, rm_tokenizer_hfdir_meta, (void *)in)) {
             if (p.enabled) fputc('\n', stderr);
             return cli_fail("convert");
         }

@@ -392,7 +392,7 @@ static int file_type_id(int out_type) {
     }
 }
 
-static int write_metadata(gguf_writer *w, const hf_config *c, const char *dir, int out_type) {
+static int write_metadata(gguf_writer *w, const hf_config *c, const char *dir, int out_type, int tok_path) {
     const char *a = c->arch;
     int rc = 0;
     rc |= gguf_set_str(w, "general.architecture", a);
@@ -425,7 +425,7 @@ static int write_metadata(gguf_writer *w, const hf_config *c, const char *dir, i
     }
     char tok[4096];
     snprintf(tok, sizeof tok, "%s/tokenizer.json", dir);
-    if (rm_file_exists(tok)) {
+    if (tok_path && rm_file_exists(tok)) {
         char *abs = realpath(tok, NULL);
         rc |= gguf_set_str(w, "ramole.hf_tokenizer_path", abs ? abs : tok);
         free(abs);
@@ -435,6 +435,12 @@ static int write_metadata(gguf_writer *w, const hf_config *c, const char *dir, i
 
 int hfdir_convert_to_gguf(const char *dir, const char *out_path, int out_type, void (*progress)(void *, int, int),
                           void *ctx) {
+    return hfdir_convert_to_gguf_ex(dir, out_path, out_type, progress, ctx, NULL, NULL);
+}
+
+int hfdir_convert_to_gguf_ex(const char *dir, const char *out_path, int out_type,
+                             void (*progress)(void *, int, int), void *ctx,
+                             int (*add_meta)(void *mctx, gguf_writer *w), void *mctx) {
     if (!dir || !out_path) return rm_errorf(RM_EINVAL, "hfdir_convert_to_gguf: NULL argument");
     if (out_type >= 0 && !rm_type_supported(out_type))
         return rm_errorf(RM_EINVAL, "hfdir_convert_to_gguf: unsupported output type %d", out_type);
@@ -448,7 +454,8 @@ int hfdir_convert_to_gguf(const char *dir, const char *out_path, int out_type, v
     p.cap_jobs = (size_t)cfg.n_layers * 13 + 3;
     p.jobs = calloc(p.cap_jobs, sizeof *p.jobs);
     if (!p.w || !p.jobs) rc = rm_errorf(RM_ENOMEM, "out of memory");
-    if (rc == RM_OK) rc = write_metadata(p.w, &cfg, dir, out_type);
+    if (rc == RM_OK) rc = write_metadata(p.w, &cfg, dir, out_type, add_meta == NULL);
+    if (rc == RM_OK && add_meta) rc = add_meta(mctx, p.w);
     if (rc == RM_OK) rc = plan_tensor(&p, "model.embed_tokens.weight", "token_embd.weight", cfg.vocab_size,
                                       cfg.hidden_size, 0, 0);
     for (int64_t L = 0; L < cfg.n_layers && rc == RM_OK; L++) rc = plan_layer(&p, L);

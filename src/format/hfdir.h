@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "format/gguf.h"
+
 // The hyperparameters of config.json that a conversion needs.
 typedef struct hf_config {
     char hf_arch[64];        // architectures[0], e.g. "LlamaForCausalLM"
@@ -37,6 +39,15 @@ int hfdir_read_config(const char *dir, hf_config *cfg);
 // called as progress(ctx, done, total) after each tensor.
 int hfdir_convert_to_gguf(const char *dir, const char *out_path, int out_type, void (*progress)(void *, int, int),
                           void *ctx);
+// The same, with a hook for layers above: add_meta(mctx, w) (may be NULL) is
+// called after the model metadata is set and before the file is written, to
+// add keys (e.g. the tokenizer: see rm_tokenizer_hfdir_meta); a non-zero
+// return aborts the conversion with that status. With a hook the
+// ramole.hf_tokenizer_path key (the tokenizer.json beside the weights, which
+// hfdir_convert_to_gguf writes for older readers) is left out.
+int hfdir_convert_to_gguf_ex(const char *dir, const char *out_path, int out_type,
+                             void (*progress)(void *, int, int), void *ctx,
+                             int (*add_meta)(void *mctx, gguf_writer *w), void *mctx);
 
 // Row order of a Q or K projection for GGUF llama: Hugging Face rotates the
 // RoPE pairs (i, i + d/2) of each head, GGUF llama the pairs (2i, 2i+1). For

@@ -197,7 +197,8 @@ static int load_weights(rm_llama *m) {
 }
 
 // A Hugging Face model directory is converted to a temporary GGUF (weights
-// kept in their stored type), mapped, and the file unlinked at once.
+// kept in their stored type, the tokenizer.json as GGUF metadata), mapped,
+// and the file unlinked at once.
 static int open_model_file(rm_llama *m, const char *path) {
     if (!rm_is_dir(path)) return gguf_open(&m->gguf, path);
     const char *tmpdir = getenv("TMPDIR");
@@ -206,13 +207,13 @@ static int open_model_file(rm_llama *m, const char *path) {
     int fd = mkstemp(tmp);
     if (fd < 0) return rm_errorf(RM_EIO, "%s: cannot create a temporary file for the conversion", tmp);
     close(fd);
-    int rc = hfdir_convert_to_gguf(path, tmp, -1, NULL, NULL);
+    int rc = hfdir_convert_to_gguf_ex(path, tmp, -1, NULL, NULL, rm_tokenizer_hfdir_meta, (void *)path);
     if (!rc) rc = gguf_open(&m->gguf, tmp);
     unlink(tmp);
     return rc;
 }
 
-// The tokenizer: GGUF metadata, else the tokenizer.json a conversion noted.
+// The tokenizer: GGUF metadata, else the tokenizer.json an older conversion noted.
 static int load_tokenizer(rm_llama *m) {
     if (gguf_find(&m->gguf, "tokenizer.ggml.tokens")) return rm_tokenizer_from_gguf(&m->tok, &m->gguf);
     gguf_str p;

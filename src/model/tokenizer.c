@@ -466,7 +466,8 @@ static int load_merges(const gguf_file *g, rm_tokenizer *t, const char *pre) {
     size_t *ml = malloc((n ? n : 1) * sizeof *ml);
     if (!ms || !ml) { free(ms); free(ml); return rm_errorf(RM_ENOMEM, "tokenizer: out of memory"); }
     for (size_t i = 0; i < n; i++) { ms[i] = m->arr.strs[i].ptr; ml[i] = (size_t)m->arr.strs[i].len; }
-    rc = tok_bpe_init(t, ms, ml, n, pre);
+    if (!t->bpe_byte_level || gguf_find(g, "ramole.tokenizer.pre_regex")) rc = tok_gguf_bpe_init(t, g, ms, ml, n);
+    else rc = tok_bpe_init(t, ms, ml, n, pre);
     free(ms);
     free(ml);
     return rc;
@@ -496,6 +497,9 @@ int rm_tokenizer_from_gguf(rm_tokenizer **out, const gguf_file *g) {
     const gguf_value *scores, *types;
     if ((rc = gguf_num_array(g, "tokenizer.ggml.scores", toks->arr.n, &scores)) != RM_OK) return rc;
     if ((rc = gguf_num_array(g, "tokenizer.ggml.token_type", toks->arr.n, &types)) != RM_OK) return rc;
+    int spm = kind == TOK_KIND_SPM; // the defaults of a "llama" vocabulary apply
+    int spm_merges = spm && gguf_flag(g, "ramole.tokenizer.spm_merges", 0);
+    if (spm_merges) kind = TOK_KIND_BPE;
 
     rm_tokenizer *t;
     if ((rc = tok_alloc(&t, kind, n)) != RM_OK) return rc;
@@ -510,7 +514,6 @@ int rm_tokenizer_from_gguf(rm_tokenizer **out, const gguf_file *g) {
     if (gguf_get_str(g, "tokenizer.ggml.pre", &pre) != RM_OK) { rm_clear_error(); pre.len = 0; }
     gguf_str_copy(pre, t->pre_name, sizeof t->pre_name);
 
-    int spm = kind == TOK_KIND_SPM;
     t->bos = gguf_token_id(g, "tokenizer.ggml.bos_token_id", n, spm && n > 1 ? 1 : -1);
     t->eos = gguf_token_id(g, "tokenizer.ggml.eos_token_id", n, spm && n > 2 ? 2 : -1);
     t->unk = gguf_token_id(g, "tokenizer.ggml.unknown_token_id", n, spm ? 0 : -1);
@@ -529,6 +532,7 @@ int rm_tokenizer_from_gguf(rm_tokenizer **out, const gguf_file *g) {
     t->add_eos = gguf_flag(g, "tokenizer.ggml.add_eos_token", kind == TOK_KIND_WPM);
     t->add_space_prefix = gguf_flag(g, "tokenizer.ggml.add_space_prefix", spm);
     t->ignore_merges = llama3;
+    tok_gguf_read_options(t, g);
     gguf_str tmpl;
     if (gguf_get_str(g, "tokenizer.chat_template", &tmpl) == RM_OK) {
         t->chat_template = malloc((size_t)tmpl.len + 1);
@@ -539,7 +543,7 @@ int rm_tokenizer_from_gguf(rm_tokenizer **out, const gguf_file *g) {
         rm_clear_error();
     }
 
-    t->bpe_byte_level = kind == TOK_KIND_BPE;
+    t->bpe_byte_level = kind == TOK_KIND_BPE && !spm_merges;
     if ((rc = tok_finish(t)) != RM_OK) goto fail;
     if (kind == TOK_KIND_BPE && (rc = load_merges(g, t, t->pre_name)) != RM_OK) goto fail;
     *out = t;

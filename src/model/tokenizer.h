@@ -15,6 +15,14 @@ typedef struct rm_tokenizer rm_tokenizer;
 int rm_tokenizer_from_gguf(rm_tokenizer **out, const gguf_file *g);
 int rm_tokenizer_from_hf(rm_tokenizer **out, const char *tokenizer_json_path);
 void rm_tokenizer_free(rm_tokenizer *t);
+// Writes the tokenizer as tokenizer.ggml.* metadata (plus ramole.tokenizer.*
+// keys for what those cannot express, see tokenizer_impl.h), so that
+// rm_tokenizer_from_gguf on the written file gives the same tokenizer.
+int rm_tokenizer_write_gguf(const rm_tokenizer *t, gguf_writer *w);
+// An add_meta hook for hfdir_convert_to_gguf_ex: `dir` (a const char *) is the
+// model directory; writes DIR/tokenizer.json, when present, with
+// rm_tokenizer_write_gguf.
+int rm_tokenizer_hfdir_meta(void *dir, gguf_writer *w);
 
 int rm_tokenizer_n_vocab(const rm_tokenizer *t);
 int32_t rm_tokenizer_bos(const rm_tokenizer *t);   // -1 if none

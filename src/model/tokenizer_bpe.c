@@ -100,6 +100,7 @@ struct tok_bpe {
     size_t n_pairs;
     int32_t byte_sid[256];  // byte-level: sid of the character standing for each byte
     pcre2_code *rx[8];
+    char *rx_src[8];        // the pattern of each rx (for writing the tokenizer out)
     int n_rx;
 };
 
@@ -197,7 +198,10 @@ void tok_bpe_free(tok_bpe *b) {
     for (int i = 0; i < b->n_chunks; i++) free(b->chunks[i]);
     free(b->chunks);
     free(b->pairs);
-    for (int i = 0; i < b->n_rx; i++) pcre2_code_free(b->rx[i]);
+    for (int i = 0; i < b->n_rx; i++) {
+        pcre2_code_free(b->rx[i]);
+        free(b->rx_src[i]);
+    }
     free(b);
 }
 
@@ -256,6 +260,9 @@ static int compile_regexes(tok_bpe *b, const char *const *rx, int n) {
         }
         pcre2_jit_compile(c, PCRE2_JIT_COMPLETE); // falls back to the interpreter if JIT is unavailable
         if (b->n_rx == (int)(sizeof b->rx / sizeof b->rx[0])) { pcre2_code_free(c); break; }
+        char *src = strdup(rx[i]);
+        if (!src) { pcre2_code_free(c); return rm_errorf(RM_ENOMEM, "tokenizer: out of memory"); }
+        b->rx_src[b->n_rx] = src;
         b->rx[b->n_rx++] = c;
     }
     return RM_OK;
@@ -309,6 +316,66 @@ int tok_bpe_init(rm_tokenizer *t, const char *const *merges, const size_t *merge
             return tok_bpe_init_regex(t, merges, merge_lens, n_merges, k_pre[i].rx, n);
         }
     return rm_errorf(RM_EUNSUPPORTED, "tokenizer: unknown pre-tokenizer '%s' (tokenizer.ggml.pre)", name);
+}
+
+int tok_bpe_regexes(const rm_tokenizer *t, const char *const **rx) {
+    *rx = t->bpe ? (const char *const *)t->bpe->rx_src : NULL;
+    return t->bpe ? t->bpe->n_rx : 0;
+}
+
+int tok_bpe_known_pre(const rm_tokenizer *t, char *name, size_t cap) {
+    const tok_bpe *b = t->bpe;
+    if (!b || cap == 0) return 0;
+    for (size_t i = 0; i < sizeof k_pre / sizeof k_pre[0]; i++) {
+        int n = 0;
+        while (n < 6 && k_pre[i].rx[n]) n++;
+        int same = n == b->n_rx;
+        for (int k = 0; k < n && same; k++) same = !strcmp(k_pre[i].rx[k], b->rx_src[k]);
+        if (!same) continue;
+        const char *bar = strchr(k_pre[i].names, '|');
+        size_t l = bar ? (size_t)(bar - k_pre[i].names) : strlen(k_pre[i].names);
+        if (l >= cap) return 0;
+        memcpy(name, k_pre[i].names, l);
+        name[l] = 0;
+        return 1;
+    }
+    return 0;
+}
+
+static int cmp_rank(const void *a, const void *b) {
+    int32_t x = (*(pair_slot *const *)a)->rank, y = (*(pair_slot *const *)b)->rank;
+    return (x > y) - (x < y);
+}
+
+int tok_bpe_merges(const rm_tokenizer *t, char ***out, size_t *n_out) {
+    *out = NULL;
+    *n_out = 0;
+    const tok_bpe *b = t->bpe;
+    if (!b || !b->n_pairs) return RM_OK;
+    const pair_slot **ps = malloc(b->n_pairs * sizeof *ps);
+    char **ms = calloc(b->n_pairs, sizeof *ms);
+    if (!ps || !ms) { free(ps); free(ms); return rm_errorf(RM_ENOMEM, "tokenizer: out of memory"); }
+    size_t n = 0;
+    for (uint64_t j = 0; j <= b->pair_mask; j++)
+        if (b->pairs[j].key != PAIR_EMPTY && n < b->n_pairs) ps[n++] = &b->pairs[j];
+    qsort(ps, n, sizeof *ps, cmp_rank);
+    for (size_t i = 0; i < n; i++) {
+        int32_t l = (int32_t)(ps[i]->key >> 32), r = (int32_t)(uint32_t)ps[i]->key;
+        size_t nl = b->sid_len[l], nr = b->sid_len[r];
+        if (!(ms[i] = malloc(nl + nr + 2))) {
+            for (size_t k = 0; k < i; k++) free(ms[k]);
+            free(ms);
+            free(ps);
+            return rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
+        }
+        memcpy(ms[i], b->sid_str[l], nl);
+        ms[i][nl] = ' ';
+        memcpy(ms[i] + nl + 1, b->sid_str[r], nr + 1);
+    }
+    free(ps);
+    *out = ms;
+    *n_out = n;
+    return RM_OK;
 }
 
 // ------------------------------------------------------------------------

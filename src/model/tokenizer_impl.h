@@ -138,6 +138,27 @@ int tok_bpe_init(rm_tokenizer *t, const char *const *merges, const size_t *merge
 int tok_bpe_init_regex(rm_tokenizer *t, const char *const *merges, const size_t *merge_lens, size_t n_merges,
                        const char *const *regex, int n_regex);
 void tok_bpe_free(tok_bpe *b);
+// The pre-tokenizer regexes (patterns as given to tok_bpe_init*); returns the count.
+int tok_bpe_regexes(const rm_tokenizer *t, const char *const **rx);
+// 1 and the tokenizer.ggml.pre name (llama.cpp's) when the regexes are
+// exactly those of a known pre-tokenizer, else 0.
+int tok_bpe_known_pre(const rm_tokenizer *t, char *name, size_t cap);
+// The merges in rank order as "left right" strings (malloc'd, as the array).
+int tok_bpe_merges(const rm_tokenizer *t, char ***out, size_t *n);
+
+// ---- ramole's own GGUF keys (tokenizer_gguf.c) ----
+// What tokenizer.ggml.* cannot say about a tokenizer.json tokenizer:
+//   ramole.tokenizer.spm_merges     bool  a "llama" vocabulary that is BPE with ranked
+//                                         tokenizer.ggml.merges over "▁"-escaped text
+//   ramole.tokenizer.pre_regex      str[] pre-tokenizer regexes (over tokenizer.ggml.pre)
+//   ramole.tokenizer.ignore_merges  bool
+//   ramole.tokenizer.prefix_first_only bool
+//   ramole.tokenizer.wpm_lowercase / wpm_strip_accents bool, wpm_max_chars u32
+// Reads the options above that apply after construction.
+void tok_gguf_read_options(rm_tokenizer *t, const gguf_file *g);
+// tok_bpe_init_regex with the regexes of ramole.tokenizer.pre_regex (none if absent).
+int tok_gguf_bpe_init(rm_tokenizer *t, const gguf_file *g, const char *const *merges, const size_t *merge_lens,
+                      size_t n_merges);
 // Byte-level decoding of a token string (GPT-2 byte<->unicode mapping);
 // characters outside the mapping are copied as they are. Returns length.
 size_t tok_bpe_decode_text(const char *s, size_t n, char *out);
