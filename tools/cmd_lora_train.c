@@ -10,6 +10,7 @@
 #include "base/json.h"
 #include "cli.h"
 #include "lora/adapter.h"
+#include "train_args.h"
 #include "train/train.h"
 
 // Reached as `ramole lora train` through tools/cmd_lora.c.
@@ -60,48 +61,31 @@ static int split_holdout(rm_tdata *d, rm_tdata *e, int n) {
 }
 
 int rm_cmd_lora_train(int argc, char **argv) {
-    const char *base = NULL, *data = NULL, *eval_path = NULL, *out = NULL, *targets_s = "q,v", *tmpl_path = NULL;
-    const char *ckpt = NULL, *resume = NULL;
-    long rank = 8, steps = 0, batch = 4, accum = 1, seq = 0, seed = 1, threads = 0, warmup = -1, em_max = 200;
-    long save_every = 0;
-    double alpha = -1, epochs = 1, lr = 2e-4, wd = 0, clip = 1.0;
-    int rslora = 0, gguf = 0, json = 0, pack = 1;
+    const char *base = NULL, *targets_s = "q,v";
+    long rank = 8, em_max = 200;
+    double alpha = -1;
+    int rslora = 0, gguf = 0, pack = 1;
+    train_args a = {.batch = 4, .accum = 1, .seed = 1, .warmup = -1, .epochs = 1, .lr = 2e-4, .clip = 1.0};
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
+        else if (train_args_match(argc, argv, &i, &a)) {}
         else if (cli_str(argc, argv, &i, "--base", "-m", &base)) {}
-        else if (cli_str(argc, argv, &i, "--data", NULL, &data)) {}
-        else if (cli_str(argc, argv, &i, "--eval", NULL, &eval_path)) {}
-        else if (cli_str(argc, argv, &i, "--out", "-o", &out)) {}
         else if (cli_str(argc, argv, &i, "--targets", NULL, &targets_s)) {}
-        else if (cli_str(argc, argv, &i, "--template", NULL, &tmpl_path)) {}
-        else if (cli_str(argc, argv, &i, "--checkpoint", NULL, &ckpt)) {}
-        else if (cli_str(argc, argv, &i, "--resume", NULL, &resume)) {}
         else if (cli_int(argc, argv, &i, "--rank", "-r", &rank)) {}
-        else if (cli_int(argc, argv, &i, "--steps", NULL, &steps)) {}
-        else if (cli_int(argc, argv, &i, "--batch", NULL, &batch)) {}
-        else if (cli_int(argc, argv, &i, "--accum", NULL, &accum)) {}
-        else if (cli_int(argc, argv, &i, "--seq", NULL, &seq)) {}
-        else if (cli_int(argc, argv, &i, "--seed", NULL, &seed)) {}
-        else if (cli_int(argc, argv, &i, "--threads", "-t", &threads)) {}
-        else if (cli_int(argc, argv, &i, "--warmup", NULL, &warmup)) {}
         else if (cli_int(argc, argv, &i, "--eval-em", NULL, &em_max)) {}
-        else if (cli_int(argc, argv, &i, "--save-every", NULL, &save_every)) {}
         else if (cli_float(argc, argv, &i, "--alpha", NULL, &alpha)) {}
-        else if (cli_float(argc, argv, &i, "--epochs", NULL, &epochs)) {}
-        else if (cli_float(argc, argv, &i, "--lr", NULL, &lr)) {}
-        else if (cli_float(argc, argv, &i, "--weight-decay", NULL, &wd)) {}
-        else if (cli_float(argc, argv, &i, "--clip", NULL, &clip)) {}
         else if (cli_flag(argc, argv, &i, "--rslora", NULL)) rslora = 1;
         else if (cli_flag(argc, argv, &i, "--gguf", NULL)) gguf = 1;
-        else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
         else if (cli_flag(argc, argv, &i, "--no-pack", NULL)) pack = 0;
         else { fprintf(stderr, "ramole lora train: unknown argument '%s' (see --help)\n", argv[i]); return 2; }
     }
+    const char *data = a.data, *out = a.out, *eval_path = a.eval, *tmpl_path = a.template_path;
+    long steps = a.steps, batch = a.batch, accum = a.accum, seq = a.seq, warmup = a.warmup;
     if (!base || !data || !out) {
         fprintf(stderr, "ramole lora train: --base, --data and --out are required (see --help)\n");
         return 2;
     }
-    if (rank <= 0 || batch <= 0 || accum <= 0 || seq < 0 || steps < 0 || !(lr > 0)) {
+    if (rank <= 0 || batch <= 0 || accum <= 0 || seq < 0 || steps < 0 || !(a.lr > 0)) {
         fprintf(stderr, "ramole lora train: rank, batch, accum, steps and lr must be positive\n");
         return 2;
     }
@@ -135,22 +119,22 @@ int rm_cmd_lora_train(int argc, char **argv) {
     p.batch = (int)batch;
     p.seq = (int)seq;
     p.accum = (int)accum;
-    p.lr = (float)lr;
-    p.weight_decay = (float)wd;
-    p.clip = (float)clip;
-    p.seed = (uint64_t)seed;
-    p.threads = (int)threads;
-    p.steps = steps ? (int)steps : rm_train_steps_for_epochs(&train, p.batch, p.seq, p.accum, pack, epochs);
+    p.lr = (float)a.lr;
+    p.weight_decay = (float)a.weight_decay;
+    p.clip = (float)a.clip;
+    p.seed = (uint64_t)a.seed;
+    p.threads = (int)a.threads;
+    p.steps = steps ? (int)steps : rm_train_steps_for_epochs(&train, p.batch, p.seq, p.accum, pack, a.epochs);
     p.warmup = warmup >= 0 ? (int)warmup : (int)ceil(0.03 * p.steps);
     if (rm_trainer_create(&t, m, &p) || rm_trainer_add_lora(t, targets, (int)rank, alpha > 0 ? (float)alpha : 2.0f * rank, rslora)) {
         cli_fail("trainer");
         goto done;
     }
-    if (resume && rm_trainer_load_checkpoint(t, resume)) { cli_fail(resume); goto done; }
+    if (a.resume && rm_trainer_load_checkpoint(t, a.resume)) { cli_fail(a.resume); goto done; }
     fprintf(stderr, "lora train: %d examples (%d held out), rank %ld on %s, %zu trainable parameters, %d steps of %d x %d x %d tokens\n",
             train.n, eval.n, rank, targets_s, rm_trainer_n_trainable(t), p.steps, p.accum, p.batch, p.seq);
-    rm_train_run_opts o = {.steps = p.steps, .pack = pack, .eval_em_max = (int)em_max, .checkpoint = ckpt,
-                           .save_every = (int)save_every, .progress = 1};
+    rm_train_run_opts o = {.steps = p.steps, .pack = pack, .eval_em_max = (int)em_max, .checkpoint = a.checkpoint,
+                           .save_every = (int)a.save_every, .progress = 1};
     if (rm_train_run(t, &train, eval.n ? &eval : NULL, &o, &rep)) { cli_fail("training"); goto done; }
     if (rm_trainer_export_lora(t, &lora) || rm_lora_save_peft(lora, out)) { cli_fail(out); goto done; }
     char path[4096];
@@ -162,7 +146,7 @@ int rm_cmd_lora_train(int argc, char **argv) {
     if (rm_train_write_curve(&rep, path, "LoRA training loss")) { cli_fail(path); goto done; }
     fprintf(stderr, "lora train: %d steps, loss %.4f -> %.4f, eval loss %.4f, eval EM %.3f, %.0f tokens/s; wrote %s\n",
             rep.steps, rep.initial_loss, rep.final_loss, rep.eval_loss, rep.eval_em, rep.tokens_per_s, out);
-    if (json) {
+    if (a.json) {
         rm_sb sb;
         rm_sb_init(&sb);
         rm_train_report_json(&rep, -1, &sb);

@@ -9,6 +9,7 @@
 #include "base/json.h"
 #include "cli.h"
 #include "model/synth.h"
+#include "train_args.h"
 #include "train/train.h"
 
 static void help(void) {
@@ -21,7 +22,8 @@ static void help(void) {
            "  n_vocab [258] n_embd [256] n_layer [4] n_head [8] n_head_kv [n_head] n_ff [4*n_embd*2/3]\n"
            "  n_ctx [seq] seq [256] batch [8] accum [1] steps | epochs [1] lr [1e-3] warmup [steps/20]\n"
            "  min_lr_ratio [0.1] weight_decay [0.1] clip [1.0] seed [1]\n\n"
-           "  --steps N / --epochs E / --lr LR / --seed S   override the config\n"
+           "  --steps N / --epochs E / --lr LR / --seed S / --batch B / --accum K / --seq T /\n"
+           "  --warmup N / --weight-decay W / --clip C    override the config\n"
            "  --eval FILE          held-out data for eval loss (and exact match for JSONL)\n"
            "  --template FILE      prompt template with {inputs} for JSONL (default: Alpaca)\n"
            "  --threads N          threads (all cores)\n"
@@ -42,29 +44,17 @@ static int load_data(rm_tdata *d, const char *path, const char *tmpl, int seq) {
 
 
 static int cmd_train(int argc, char **argv) {
-    const char *cfg_path = NULL, *data = NULL, *out = NULL, *eval_path = NULL, *tmpl_path = NULL, *ckpt = NULL,
-               *resume = NULL;
-    long steps = -1, seed = -1, threads = 0, save_every = 0;
-    double epochs = -1, lr = -1;
-    int json = 0;
+    const char *cfg_path = NULL;
+    // -1: take the value from the config
+    train_args a = {.steps = -1, .seed = -1, .batch = -1, .accum = -1, .seq = -1, .warmup = -1, .epochs = -1,
+                    .lr = -1, .weight_decay = -1, .clip = -1};
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
+        else if (train_args_match(argc, argv, &i, &a)) {}
         else if (cli_str(argc, argv, &i, "--config", "-c", &cfg_path)) {}
-        else if (cli_str(argc, argv, &i, "--data", NULL, &data)) {}
-        else if (cli_str(argc, argv, &i, "--out", "-o", &out)) {}
-        else if (cli_str(argc, argv, &i, "--eval", NULL, &eval_path)) {}
-        else if (cli_str(argc, argv, &i, "--template", NULL, &tmpl_path)) {}
-        else if (cli_str(argc, argv, &i, "--checkpoint", NULL, &ckpt)) {}
-        else if (cli_str(argc, argv, &i, "--resume", NULL, &resume)) {}
-        else if (cli_int(argc, argv, &i, "--steps", NULL, &steps)) {}
-        else if (cli_int(argc, argv, &i, "--seed", NULL, &seed)) {}
-        else if (cli_int(argc, argv, &i, "--threads", "-t", &threads)) {}
-        else if (cli_int(argc, argv, &i, "--save-every", NULL, &save_every)) {}
-        else if (cli_float(argc, argv, &i, "--epochs", NULL, &epochs)) {}
-        else if (cli_float(argc, argv, &i, "--lr", NULL, &lr)) {}
-        else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
         else { fprintf(stderr, "ramole train: unknown argument '%s' (see --help)\n", argv[i]); return 2; }
     }
+    const char *data = a.data, *out = a.out;
     if (!cfg_path || !data || !out) {
         fprintf(stderr, "ramole train: --config, --data and --out are required (see --help)\n");
         return 2;
@@ -72,7 +62,7 @@ static int cmd_train(int argc, char **argv) {
     rm_json *cfg;
     if (rm_json_parse_file(cfg_path, &cfg)) return cli_fail(cfg_path);
     int d = (int)rm_json_get_int(cfg, "n_embd", 256), H = (int)rm_json_get_int(cfg, "n_head", 8);
-    int seq = (int)rm_json_get_int(cfg, "seq", 256);
+    int seq = a.seq > 0 ? (int)a.seq : (int)rm_json_get_int(cfg, "seq", 256);
     rm_synth_shape shape = {
         "train", (int)rm_json_get_int(cfg, "n_vocab", 258), d, (int)rm_json_get_int(cfg, "n_layer", 4), H,
         (int)rm_json_get_int(cfg, "n_head_kv", H), (int)rm_json_get_int(cfg, "n_ff", (8 * d / 3 + 31) / 32 * 32),
@@ -80,16 +70,17 @@ static int cmd_train(int argc, char **argv) {
     rm_train_params p;
     rm_train_default_params(&p);
     p.seq = seq;
-    p.batch = (int)rm_json_get_int(cfg, "batch", 8);
-    p.accum = (int)rm_json_get_int(cfg, "accum", 1);
-    p.lr = lr > 0 ? (float)lr : (float)rm_json_get_num(cfg, "lr", 1e-3);
+    p.batch = a.batch > 0 ? (int)a.batch : (int)rm_json_get_int(cfg, "batch", 8);
+    p.accum = a.accum > 0 ? (int)a.accum : (int)rm_json_get_int(cfg, "accum", 1);
+    p.lr = a.lr > 0 ? (float)a.lr : (float)rm_json_get_num(cfg, "lr", 1e-3);
     p.min_lr_ratio = (float)rm_json_get_num(cfg, "min_lr_ratio", 0.1);
-    p.weight_decay = (float)rm_json_get_num(cfg, "weight_decay", 0.1);
-    p.clip = (float)rm_json_get_num(cfg, "clip", 1.0);
-    p.seed = seed >= 0 ? (uint64_t)seed : (uint64_t)rm_json_get_int(cfg, "seed", 1);
-    p.threads = (int)threads;
-    long cfg_steps = rm_json_get_int(cfg, "steps", 0), warmup = rm_json_get_int(cfg, "warmup", -1);
-    if (epochs < 0) epochs = rm_json_get_num(cfg, "epochs", 1.0);
+    p.weight_decay = a.weight_decay >= 0 ? (float)a.weight_decay : (float)rm_json_get_num(cfg, "weight_decay", 0.1);
+    p.clip = a.clip >= 0 ? (float)a.clip : (float)rm_json_get_num(cfg, "clip", 1.0);
+    p.seed = a.seed >= 0 ? (uint64_t)a.seed : (uint64_t)rm_json_get_int(cfg, "seed", 1);
+    p.threads = (int)a.threads;
+    long steps = a.steps, cfg_steps = rm_json_get_int(cfg, "steps", 0);
+    long warmup = a.warmup >= 0 ? a.warmup : rm_json_get_int(cfg, "warmup", -1);
+    double epochs = a.epochs >= 0 ? a.epochs : rm_json_get_num(cfg, "epochs", 1.0);
     rm_json_free(cfg);
     if (shape.n_vocab < 258 || d <= 0 || H <= 0 || shape.n_head_kv <= 0 || H % shape.n_head_kv || d % H ||
         shape.n_layer <= 0 || shape.n_ff <= 0 || seq <= 1 || seq > shape.n_ctx || p.batch <= 0 || p.accum <= 0) {
@@ -99,7 +90,7 @@ static int cmd_train(int argc, char **argv) {
     }
     char *tmpl = NULL, init[4096], svg[4096];
     size_t tlen;
-    if (tmpl_path && rm_read_file(tmpl_path, &tmpl, &tlen)) return cli_fail(tmpl_path);
+    if (a.template_path && rm_read_file(a.template_path, &tmpl, &tlen)) return cli_fail(a.template_path);
     snprintf(init, sizeof init, "%s.init.tmp", out);
     snprintf(svg, sizeof svg, "%.*s.loss.svg", (int)(strlen(out) - (ends_with(out, ".gguf") ? 5 : 0)), out);
 
@@ -112,24 +103,24 @@ static int cmd_train(int argc, char **argv) {
     if (rm_synth_write(&shape, RM_TYPE_F32, p.seed, init, NULL, NULL) || rm_llama_load(&m, init)) { cli_fail("init"); goto done; }
     unlink(init);
     if (load_data(&train, data, tmpl, seq)) { cli_fail(data); goto done; }
-    if (eval_path && load_data(&eval, eval_path, tmpl, seq)) { cli_fail(eval_path); goto done; }
+    if (a.eval && load_data(&eval, a.eval, tmpl, seq)) { cli_fail(a.eval); goto done; }
     p.steps = steps > 0 ? (int)steps : cfg_steps > 0 ? (int)cfg_steps
                                                      : rm_train_steps_for_epochs(&train, p.batch, p.seq, p.accum, 1, epochs);
     p.warmup = warmup >= 0 ? (int)warmup : p.steps / 20;
     if (rm_trainer_create(&t, m, &p) || rm_trainer_full(t)) { cli_fail("trainer"); goto done; }
-    if (resume && rm_trainer_load_checkpoint(t, resume)) { cli_fail(resume); goto done; }
+    if (a.resume && rm_trainer_load_checkpoint(t, a.resume)) { cli_fail(a.resume); goto done; }
     fprintf(stderr, "train: %zu parameters (%d layers, %d dims, %d heads/%d kv, ff %d, vocab %d), %d examples, %d steps of %d x %d x %d tokens\n",
             rm_trainer_n_trainable(t), shape.n_layer, d, H, shape.n_head_kv, shape.n_ff, shape.n_vocab, train.n, p.steps,
             p.accum, p.batch, p.seq);
     rm_train_run_opts o = {.steps = p.steps, .pack = 1, .eval_every = eval.n ? (p.steps + 9) / 10 : 0,
-                           .eval_em_max = eval.n && train.ex[0].n_prompt > 1 ? 200 : 0, .checkpoint = ckpt,
-                           .save_every = (int)save_every, .progress = 1};
+                           .eval_em_max = eval.n && train.ex[0].n_prompt > 1 ? 200 : 0, .checkpoint = a.checkpoint,
+                           .save_every = (int)a.save_every, .progress = 1};
     if (rm_train_run(t, &train, eval.n ? &eval : NULL, &o, &rep)) { cli_fail("training"); goto done; }
     if (rm_trainer_save_model(t, out)) { cli_fail(out); goto done; }
     if (rm_train_write_curve(&rep, svg, "training loss")) { cli_fail(svg); goto done; }
     fprintf(stderr, "train: %d steps, loss %.4f -> %.4f, eval loss %.4f, %.0f tokens/s; wrote %s and %s\n", rep.steps,
             rep.initial_loss, rep.final_loss, rep.eval_loss, rep.tokens_per_s, out, svg);
-    if (json) {
+    if (a.json) {
         rm_sb sb;
         rm_sb_init(&sb);
         rm_train_report_json(&rep, (long)rm_trainer_n_trainable(t), &sb);

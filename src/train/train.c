@@ -64,7 +64,7 @@ static int backward_through_weight(rm_trainer *t, const rm_tensor *w, const floa
         rm_gemm_nn(t->tp, dx, in, dy, out, w->data, in, N, in, out);
         return RM_OK;
     }
-    const int KB = 64;
+    const int KB = 256; // rows per block: fewer passes over dx, block still cache-sized
     float *rows = train_scratch(t, 1, (size_t)KB * in);
     if (!rows) return rm_errorf(RM_ENOMEM, "train: out of memory");
     size_t rb = rm_row_size(w->type, in);
