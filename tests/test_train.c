@@ -870,3 +870,42 @@ TEST(train_cli_train_from_scratch) {
     if (m) CHECK(m->hp.n_layer == 2 && m->hp.n_head_kv == 2 && m->tok_embd.type == RM_TYPE_F32);
     rm_llama_free(m);
 }
+
+// ---------------------------------------------------------------- data
+
+TEST(train_data_flan_alpaca_packing) {
+    char *r = rm_template_render(rm_alpaca_template, "Say hi");
+    REQUIRE(r);
+    CHECK(strstr(r, "### Instruction:\nSay hi\n\n### Response:\n") != NULL);
+    CHECK(!strncmp(r, "Below is an instruction that describes a task.", 46));
+    free(r);
+    r = rm_template_render("no placeholder: ", "x");
+    CHECK(r && !strcmp(r, "no placeholder: x"));
+    free(r);
+    const char *shared = rm_test_shared();
+    if (!shared) SKIP("no ../shared (Flan data)");
+    char path[512];
+    snprintf(path, sizeof path, "%s/data/flan/combined_test.dev.json", shared);
+    rm_tdata d = {0};
+    CHECK_OK(rm_tdata_load_jsonl(&d, path, NULL, NULL, 256, 257, 1024)); // a JSON array, bytes as ids
+    CHECK(d.n > 1100 && d.n <= 1200);
+    if (d.n > 0) { // <s> Alpaca prompt ... target </s>, loss on the target and </s>
+        const rm_texample *e = &d.ex[0];
+        CHECK(e->ids[0] == 256 && e->ids[e->n - 1] == 257 && e->n_prompt > 100);
+        CHECK(e->ids[1] == 'B' && e->ids[e->n_prompt] == 'A'); // "Below is ..." / "Abraham A. Ribicoff ..."
+    }
+    // packing: several short examples share a row, each attending only to itself
+    rm_tdata s = {0};
+    int32_t ids[6] = {1, 2, 3, 4, 5, 6};
+    for (int i = 0; i < 5; i++) CHECK_OK(rm_tdata_add(&s, ids, 3 + i % 2, 1));
+    rm_tbatch b;
+    CHECK_OK(rm_tbatch_alloc(&b, 2, 8));
+    int order[5] = {0, 1, 2, 3, 4}, cursor = 0, epoch = 0;
+    int used = rm_tbatch_fill(&b, &s, order, &cursor, 1, NULL, &epoch);
+    CHECK(used == 4 && cursor == 4); // 3+4 in row 0 (1 pad), 3+4 in row 1 (1 pad)
+    CHECK(b.pos[3] == 0 && b.start[3] == 3 && b.start[6] == 3 && b.target[7] == -1 && b.start[7] == 7);
+    CHECK(b.target[0] == 2 && b.target[1] == 3 && b.target[2] == -1); // example end: no target across it
+    rm_tbatch_free(&b);
+    rm_tdata_free(&s);
+    rm_tdata_free(&d);
+}
