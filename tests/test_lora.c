@@ -110,6 +110,15 @@ static int selection_of_random(rm_llama *m, int r, uint64_t seed, rm_lora **a, r
     return rc;
 }
 
+// n random adapters of rank r on targets t, seeds seed, seed+1, ...
+static int random_adapters(rm_llama *m, int n, int r, unsigned t, uint64_t seed, rm_lora **a) {
+    for (int i = 0; i < n; i++) {
+        int rc = rm_lora_random(&a[i], m, r, t, seed + (uint64_t)i);
+        if (rc) return rc;
+    }
+    return RM_OK;
+}
+
 // ---------------------------------------------------------------- basics
 
 TEST(lora_qk_permute_golden) {
@@ -206,7 +215,7 @@ TEST(lora_fusion_equals_dense) {
     rm_llama *m = tiny_model(RM_TYPE_F32);
     REQUIRE(m);
     rm_lora *a[3] = {0};
-    for (int i = 0; i < 3; i++) CHECK_OK(rm_lora_random(&a[i], m, 4, 0x7f, 20 + i));
+    CHECK_OK(random_adapters(m, 3, 4, 0x7f, 20, a));
     REQUIRE(a[0] && a[1] && a[2]);
     a[1]->mods[0].scale *= 1.5f; // unequal scales: each rides on its B
     const float w[3] = {0.6f, 0.25f, 0.15f};
@@ -295,7 +304,7 @@ TEST(lora_fusion_cache_shares_pairs) {
     rm_llama *m = tiny_model(RM_TYPE_F32);
     REQUIRE(m);
     rm_lora *a[2] = {0};
-    for (int i = 0; i < 2; i++) CHECK_OK(rm_lora_random(&a[i], m, 2, 0x5, 60 + i));
+    CHECK_OK(random_adapters(m, 2, 2, 0x5, 60, a));
     REQUIRE(a[0] && a[1]);
     rm_fusion_cache *fc = rm_fusion_cache_new(1);
     rm_lora_plan p1, p2, p3;
@@ -633,7 +642,7 @@ TEST(lora_hook_refuses_mixed_shapes) {
     rm_llama *m = tiny_model(RM_TYPE_F32);
     REQUIRE(m);
     rm_lora *a[2] = {0};
-    for (int i = 0; i < 2; i++) CHECK_OK(rm_lora_random(&a[i], m, 2, 0x1, 99 + i));
+    CHECK_OK(random_adapters(m, 2, 2, 0x1, 99, a));
     REQUIRE(a[0] && a[1]);
     a[1]->mods[0].in = 128; // as if bound to another model
     rm_lora_plan p;
