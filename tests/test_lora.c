@@ -687,3 +687,50 @@ TEST(lora_peft_fan_in_fan_out_transposed) {
     CHECK_NEAR(v->Bt[1 * 128 + 5], bt[1][5], 0);  // B[o=5][j=1]
     rm_lora_free(a);
 }
+
+TEST(lora_f16_mirrors) {
+    rm_llama *m = tiny_model(RM_TYPE_F32);
+    REQUIRE(m);
+    rm_lora *a[3] = {0};
+    CHECK_OK(random_adapters(m, 3, 4, 0x7f, 120, a));
+    REQUIRE(a[0] && a[1] && a[2]);
+    rm_lora_plan p;
+    CHECK_OK(rm_lora_plan_init(&p, RM_COMPOSE_MIXTURE, 3, a, NULL, NULL));
+    size_t per = SEQ_LEN * (size_t)m->hp.n_vocab;
+    float *l32 = malloc(per * sizeof(float)), *l16 = malloc(per * sizeof(float)), *lb = malloc(per * sizeof(float));
+    CHECK_OK(run_one(m, &p, 3, l32));
+    CHECK_OK(rm_lora_make_f16(a[0]));
+    CHECK_OK(rm_lora_make_f16(a[2]));
+    CHECK_OK(rm_lora_make_f16(a[2])); // twice: no-op
+    CHECK(a[0]->mods[0].A16 && !a[1]->mods[0].A16);
+    CHECK_OK(run_one(m, &p, 3, l16));
+    double d = rel_diff(l16, l32, per);
+    CHECKF(d < 5e-4 && d > 0, "f16 mirrors vs f32: %g", d);
+    // batch invariance holds with mirrors too
+    const rm_lora_plan *pl[2] = {NULL, &p};
+    int seqs[2] = {1, 3};
+    float *two = malloc(2 * per * sizeof(float));
+    rm_lora_batch *bt = rm_lora_batch_new(NULL);
+    rm_linear_hook hook = rm_lora_batch_hook(bt);
+    CHECK_OK(run_batch(m, &hook, 2, seqs, pl, two));
+    CHECK(rel_diff(two + per, l16, per) == 0);
+    // the merged reference of the same adapters is close to the f16 path
+    float w[3] = {1.0f / 3, 1.0f / 3, 1.0f / 3};
+    char path[512];
+    tmp_path(path, sizeof path, "f16-ref.gguf");
+    CHECK_OK(rm_lora_merge(m, 3, a, w, RM_TYPE_F32, path));
+    rm_llama *ref = NULL;
+    CHECK_OK(rm_llama_load(&ref, path));
+    REQUIRE(ref);
+    CHECK_OK(run_one(ref, NULL, 3, lb));
+    CHECKF(rel_diff(l16, lb, per) < 5e-4, "f16 vs dense: %g", rel_diff(l16, lb, per));
+    rm_lora_batch_free(bt);
+    free(two);
+    free(l32);
+    free(l16);
+    free(lb);
+    rm_lora_plan_free(&p);
+    for (int i = 0; i < 3; i++) rm_lora_free(a[i]);
+    rm_llama_free(ref);
+    rm_llama_free(m);
+}

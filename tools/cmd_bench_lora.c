@@ -30,6 +30,7 @@ static void help(void) {
            "  --reps N             prefill repetitions (default 1; the best is reported)\n"
            "  -t, --threads N      threads (default: all cores)\n"
            "  --seed S             adapters and sets (default 1)\n"
+           "  --f16                the hook reads f16 mirrors of A and B (half the traffic)\n"
            "  --json               print {\"decode_tps\", \"decode_tps_base\", \"decode_ratio\", \"prefill_tps\",\n"
            "                       \"prefill_tps_base\", \"prefill_ratio\"} on stdout\n",
            rm_synth_names());
@@ -144,7 +145,7 @@ static void random_sets(int *sets, int B, int K, int N, uint64_t seed) {
 static int cmd_bench_lora(int argc, char **argv) {
     const char *model = NULL, *synth = NULL, *type_s = "q8_0", *targets_s = "q,v", *compose_s = "mixture";
     long n_ad = 48, rank = 6, batch = 32, k = 3, prompt = 16, steps = 8, threads = 0, seed = 1, reps = 1;
-    int json = 0;
+    int json = 0, f16 = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
         else if (cli_str(argc, argv, &i, "--model", "-m", &model)) {}
@@ -164,6 +165,7 @@ static int cmd_bench_lora(int argc, char **argv) {
         else if (cli_int(argc, argv, &i, "--seed", NULL, &seed)) {}
         else if (cli_int(argc, argv, &i, "--reps", NULL, &reps)) {}
         else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
+        else if (cli_flag(argc, argv, &i, "--f16", NULL)) f16 = 1;
         else { fprintf(stderr, "ramole bench-lora: unknown option '%s' (see --help)\n", argv[i]); return 2; }
     }
     rm_compose_mode mode;
@@ -228,10 +230,11 @@ static int cmd_bench_lora(int argc, char **argv) {
         cli_fail("kv cache");
         goto out;
     }
-    fprintf(stderr, "bench-lora: %s, %d threads; %ld adapters rank %ld on %s, batch %ld, k %ld, %s\n", model,
-            rm_threadpool_size(R.tp), n_ad, rank, targets_s, batch, k, rm_compose_name(mode));
+    fprintf(stderr, "bench-lora: %s, %d threads; %ld adapters rank %ld on %s, batch %ld, k %ld, %s%s\n", model,
+            rm_threadpool_size(R.tp), n_ad, rank, targets_s, batch, k, rm_compose_name(mode), f16 ? ", f16 mirrors" : "");
     for (long i = 0; i < n_ad; i++)
-        if (rm_lora_random(&ad[i], R.m, (int)rank, targets, (uint64_t)seed * 1000003u + (uint64_t)i)) {
+        if (rm_lora_random(&ad[i], R.m, (int)rank, targets, (uint64_t)seed * 1000003u + (uint64_t)i) ||
+            (f16 && rm_lora_make_f16(ad[i]))) {
             cli_fail("random adapter");
             goto out;
         }
@@ -239,7 +242,8 @@ static int cmd_bench_lora(int argc, char **argv) {
     for (long s = 0; s < batch; s++) {
         rm_lora *pick[RM_PLAN_MAX];
         for (long i = 0; i < k; i++) pick[i] = ad[sets[s * k + i]];
-        if (rm_lora_plan_init(&plans[s], mode, (int)k, pick, NULL, fc)) {
+        if (rm_lora_plan_init(&plans[s], mode, (int)k, pick, NULL, fc) ||
+            (f16 && plans[s].fused && rm_lora_make_f16(plans[s].fused))) {
             cli_fail("plan");
             goto out;
         }

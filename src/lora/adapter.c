@@ -3,6 +3,7 @@
 // are in peft.c and gguf_lora.c, merging in merge.c.
 #include "lora/adapter.h"
 #include "base/err.h"
+#include "base/fp16.h"
 #include "model/sampler.h"
 
 #include <math.h>
@@ -38,9 +39,34 @@ int rm_lora_new(rm_lora **out, int n_layer) {
     return RM_OK;
 }
 
+static void drop_f16(rm_lora_mod *mod) {
+    free(mod->A16);
+    free(mod->Bt16);
+    mod->A16 = mod->Bt16 = NULL;
+}
+
+int rm_lora_make_f16(rm_lora *a) {
+    if (!a->base) return rm_errorf(RM_EINVAL, "%s: bind the adapter before making f16 mirrors", a->path);
+    for (int i = 0; i < a->n_layer * RM_LIN_COUNT; i++) {
+        rm_lora_mod *m = &a->mods[i];
+        if (!m->r || m->A16) continue;
+        size_t na = (size_t)m->r * (size_t)m->in, nb = (size_t)m->r * (size_t)m->out;
+        m->A16 = malloc(na * sizeof(uint16_t));
+        m->Bt16 = malloc(nb * sizeof(uint16_t));
+        if (!m->A16 || !m->Bt16) {
+            drop_f16(m);
+            return rm_errorf(RM_ENOMEM, "out of memory");
+        }
+        for (size_t k = 0; k < na; k++) m->A16[k] = rm_f32_to_f16(m->A[k]);
+        for (size_t k = 0; k < nb; k++) m->Bt16[k] = rm_f32_to_f16(m->Bt[k]);
+    }
+    return RM_OK;
+}
+
 int rm_lora_mod_alloc(rm_lora_mod *mod, int r, int64_t in, int64_t out, float scale) {
     if (r <= 0 || r > RM_LORA_MAX_RANK || in <= 0 || out <= 0 || in > (1 << 24) || out > (1 << 24))
         return rm_errorf(RM_EINVAL, "lora: bad module shape r=%d in=%lld out=%lld", r, (long long)in, (long long)out);
+    drop_f16(mod);
     free(mod->A);
     free(mod->Bt);
     mod->A = calloc((size_t)r * (size_t)in, sizeof(float));
@@ -62,6 +88,7 @@ void rm_lora_free(rm_lora *a) {
     if (!a) return;
     if (a->mods)
         for (int i = 0; i < a->n_layer * RM_LIN_COUNT; i++) {
+            drop_f16(&a->mods[i]);
             free(a->mods[i].A);
             free(a->mods[i].Bt);
         }
@@ -205,6 +232,7 @@ int rm_lora_bind(rm_lora *a, const rm_llama *m) {
             int w = i % RM_LIN_COUNT;
             if (!mod->r || (w != RM_LIN_Q && w != RM_LIN_K)) continue;
             int heads = w == RM_LIN_Q ? hp->n_head : hp->n_head_kv;
+            drop_f16(mod);
             for (int j = 0; j < mod->r; j++) rm_lora_qk_permute(mod->Bt + (size_t)j * mod->out, heads, hp->head_dim, !want_perm);
         }
         a->qk_permuted = want_perm;

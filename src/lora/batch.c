@@ -4,8 +4,11 @@
 // A term is one (row, adapter module, coefficient w*s); terms are sorted by
 // (adapter uid, row) so that equal adapters form contiguous groups.
 #include "lora/batch.h"
+#include "base/cpu.h"
 #include "base/err.h"
 #include "base/file.h"
+#include "base/fp16.h"
+#include "lora/batch_impl.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -36,6 +39,7 @@ struct rm_lora_batch {
 
 typedef struct lb_job {
     const rm_lora_batch *lb;
+    int avx2;
     int n_groups, n_units;
     const float *x;
     int64_t ldx;
@@ -89,6 +93,23 @@ static int term_cmp(const void *pa, const void *pb) {
     return (a->row > b->row) - (a->row < b->row);
 }
 
+// sum_i x[i] * a[i]   x f32, a f16 (scalar reference of lora_dot_f16_avx2)
+static float dot_f16(int avx2, const float *x, const uint16_t *a, int64_t n) {
+    if (avx2) return lora_dot_f16_avx2(x, a, n);
+    float s = 0;
+    for (int64_t i = 0; i < n; i++) s += x[i] * rm_f16_to_f32(a[i]);
+    return s;
+}
+
+// y[i] += t * b[i]   b f16 (scalar reference of lora_axpy_f16_avx2)
+static void axpy_f16(int avx2, float *y, float t, const uint16_t *b, int64_t n) {
+    if (avx2) {
+        lora_axpy_f16_avx2(y, t, b, n);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) y[i] += t * rm_f16_to_f32(b[i]);
+}
+
 // T[term, j] = coef * x[row] . A[j]   for each (group, j) unit in this worker's share
 static void down_task(void *ctx, int ith, int nth) {
     const lb_job *J = ctx;
@@ -100,9 +121,11 @@ static void down_task(void *ctx, int ith, int nth) {
         int j = lb->units[u].j;
         const rm_lora_mod *m = lb->terms[g->first].mod;
         const float *aj = m->A + (size_t)j * m->in;
+        const uint16_t *aj16 = m->A16 ? m->A16 + (size_t)j * m->in : NULL;
         for (int t = g->first; t < g->first + g->count; t++) {
             const lb_term *tm = &lb->terms[t];
-            lb->T[tm->t_off + j] = tm->coef * rm_dot_f32(J->x + (size_t)tm->row * J->ldx, aj, m->in);
+            const float *xr = J->x + (size_t)tm->row * J->ldx;
+            lb->T[tm->t_off + j] = tm->coef * (aj16 ? dot_f16(J->avx2, xr, aj16, m->in) : rm_dot_f32(xr, aj, m->in));
         }
     }
 }
@@ -122,7 +145,11 @@ static void up_task(void *ctx, int ith, int nth) {
         for (int t = g->first; t < g->first + g->count; t++) {
             const lb_term *tm = &lb->terms[t];
             float *yr = J->y + (size_t)tm->row * J->ldy + o0;
-            for (int j = 0; j < m->r; j++) rm_axpy_f32(yr, lb->T[tm->t_off + j], m->Bt + (size_t)j * m->out + o0, o1 - o0);
+            for (int j = 0; j < m->r; j++) {
+                size_t off = (size_t)j * m->out + (size_t)o0;
+                if (m->Bt16) axpy_f16(J->avx2, yr, lb->T[tm->t_off + j], m->Bt16 + off, o1 - o0);
+                else rm_axpy_f32(yr, lb->T[tm->t_off + j], m->Bt + off, o1 - o0);
+            }
         }
     }
 }
@@ -187,7 +214,8 @@ static void hook_apply(void *ctx, const rm_batch *b, int layer, rm_linear_id whi
     }
     if (grow(&lb->T, &lb->T_cap, t_size, sizeof *lb->T)) { fail(lb, "T"); return; }
     // 3. T = coef * X A^T, then Y += T B^T
-    lb_job job = {lb, n_groups, n_units, x, ldx, y, ldy, out};
+    const rm_cpu_features *cpu = rm_cpu();
+    lb_job job = {lb, cpu->avx2 && cpu->fma && cpu->f16c, n_groups, n_units, x, ldx, y, ldy, out};
     rm_threadpool_run(lb->tp, down_task, &job);
     rm_threadpool_run(lb->tp, up_task, &job);
     lb->seconds += rm_now() - t0;
