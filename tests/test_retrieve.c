@@ -567,6 +567,6 @@ TEST(retr_flan_accuracy_floor_default) {
 
 TEST(retr_flan_accuracy_floor_learned) {
     if (rm_test_sanitized()) SKIP("training the projection takes minutes under the sanitizers");
-    floors f = {66.0, 88.0, 66.0, 90.0}; // measured 70.7 / 92.6, unseen 71.3 / 95.0
+    floors f = {66.0, 88.0, 66.0, 90.0}; // measured 71.3 / 92.9, unseen 72.1 / 95.2
     check_flan("hashproj", &f);
 }

@@ -18,7 +18,7 @@ rm_recipe_params rm_recipe_default_params(void) {
     p.lex.edge = 200;
     p.lex.mid_weight = 0.3f;
     p.proj.feat = p.lex;
-    p.train.steps = 100;
+    p.train.steps = 50;
     p.train.per_task = 10;
     p.train.min_df = 20;
     return p;
