@@ -83,13 +83,14 @@ static void brute_topk(const float *keys, int n, int dim, const float *q, int k,
     }
 }
 
-static void check_index_vs_brute(int force_scalar) {
-    enum { N = 700, DIM = 100, NQ = 20, K = 10 };
+static void check_index_vs_brute(int force_scalar, int n_threads) {
+    enum { N = 2700, DIM = 100, NQ = 20, K = 10 }; // > 4 blocks: threads split the scan
     rm_index_force_scalar(force_scalar);
     float *keys = malloc(sizeof(float) * N * DIM), q[NQ * DIM];
     rm_index *ix;
     REQUIRE(keys);
     CHECK_OK(rm_index_create(DIM, RM_KEY_F32, &ix));
+    rm_index_set_threads(ix, n_threads);
     for (int j = 0; j < N; j++) { random_unit(keys + (size_t)j * DIM, DIM); CHECK_OK(rm_index_add(ix, j, keys + (size_t)j * DIM)); }
     for (int i = 0; i < NQ; i++) random_unit(q + i * DIM, DIM);
     rm_hit hits[NQ * K];
@@ -117,8 +118,9 @@ static void check_index_vs_brute(int force_scalar) {
     rm_index_force_scalar(0);
 }
 
-TEST(retr_index_topk_vs_bruteforce_simd) { check_index_vs_brute(0); }
-TEST(retr_index_topk_vs_bruteforce_scalar) { check_index_vs_brute(1); }
+TEST(retr_index_topk_vs_bruteforce_simd) { check_index_vs_brute(0, 1); }
+TEST(retr_index_topk_vs_bruteforce_scalar) { check_index_vs_brute(1, 1); }
+TEST(retr_index_topk_vs_bruteforce_threads) { check_index_vs_brute(0, 2); }
 
 TEST(retr_index_exclusion_remove_small) {
     enum { DIM = 8 };
