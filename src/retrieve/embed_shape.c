@@ -1,6 +1,6 @@
 // embed_shape.c — a small dense embedder of a text's surface shape: length,
 // line count and the shares of capitals, digits, non-ASCII bytes and
-// punctuation, each as a soft one-hot block. Alone it retrieves little; in a
+// punctuation, each as a soft one-hot block, and its letter profile. Alone it retrieves little; in a
 // hybrid it separates tasks whose instructions read alike but whose inputs
 // differ in form (long movie reviews vs short phrases, lowercased search
 // queries vs trivia questions, non-Latin scripts). The instruction prefix is
@@ -11,8 +11,8 @@
 #include <math.h>
 #include <string.h>
 
-enum { LEN_B = 32, LINE_B = 16, RATIO_B = 10, N_RATIOS = 4 };
-#define SHAPE_DIM (LEN_B + LINE_B + N_RATIOS * RATIO_B)
+enum { LEN_B = 32, LINE_B = 16, RATIO_B = 10, N_RATIOS = 4, LETTER_B = 32 };
+#define SHAPE_DIM (LEN_B + LINE_B + N_RATIOS * RATIO_B + LETTER_B)
 
 // Adds 1 at bucket b of a block of n, 0.5 at its neighbours.
 static void soft_onehot(float *block, int n, int b) {
@@ -27,9 +27,12 @@ static int shape_embed(const rm_embedder *e, const char *text, size_t len, float
     size_t pl = strlen(e->prefix);
     if (len >= pl && !memcmp(text, e->prefix, pl)) { text += pl; len -= pl; }
     size_t letters = 0, upper = 0, digits = 0, nonascii = 0, punct = 0, visible = 0, lines = 1;
+    double freq[LETTER_B] = {0}; // a-z folded, then UTF-8 lead bytes in 6 bins
     for (size_t i = 0; i < len; i++) {
         unsigned char c = (unsigned char)text[i];
         if (c == '\n') lines++;
+        if ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') freq[(c | 0x20) - 'a'] += 1;
+        else if (c >= 0xc0) freq[26 + c % 6] += 1;
         if (c <= ' ') continue;
         visible++;
         if (c >= 0x80) nonascii++;
@@ -47,6 +50,10 @@ static int shape_embed(const rm_embedder *e, const char *text, size_t len, float
     double ratios[N_RATIOS] = {letters ? (double)upper / letters : 0, visible ? (double)digits / visible : 0,
                                visible ? (double)nonascii / visible : 0, visible ? (double)punct / visible : 0};
     for (int r = 0; r < N_RATIOS; r++, o += RATIO_B) soft_onehot(o, RATIO_B, (int)(sqrt(ratios[r]) * RATIO_B));
+    // the letter profile (a language's fingerprint) as sqrt frequencies: unit length
+    double total = 0;
+    for (int b = 0; b < LETTER_B; b++) total += freq[b];
+    for (int b = 0; b < LETTER_B && total > 0; b++) o[b] = (float)sqrt(freq[b] / total);
     return RM_OK;
 }
 

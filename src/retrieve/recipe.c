@@ -7,10 +7,10 @@
 
 // The defaults are the best configuration measured on the paper's benchmark
 // (docs/retrieval.md): case kept, char 2..5-grams, word 1..2, n-grams more
-// than 200 bytes from both ends count 0.3, centred; shape at weight 0.1.
+// than 200 bytes from both ends count 0.3, centred; shape at weight 0.2.
 rm_recipe_params rm_recipe_default_params(void) {
     rm_recipe_params p = {.lex = rm_feat_default_params(), .proj = rm_hashproj_default_params(),
-                          .train = rm_contrastive_default_params(), .hybrid_weight = 0.0f, .shape_weight = 0.1f,
+                          .train = rm_contrastive_default_params(), .hybrid_weight = 0.0f, .shape_weight = 0.2f,
                           .center_lex = 1};
     p.lex.bits = 16;
     p.lex.cmin = 2;
