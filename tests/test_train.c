@@ -219,9 +219,9 @@ TEST(train_op_attention_backward) {
         float *out = calloc(nq, sizeof(float)), *att = calloc((size_t)a.B * a.H * a.T * a.T, sizeof(float));
         float *dq = calloc(nq, sizeof(float)), *dk = calloc(nk, sizeof(float)), *dv = calloc(nk, sizeof(float));
         rm_threadpool *tp = rm_threadpool_create(2);
-        rm_attention_forward(tp, out, att, q, k, v, a.start, a.B, a.T, a.H, a.Hk, a.hd);
+        CHECK_OK(rm_attention_forward(tp, out, att, q, k, v, a.start, a.B, a.T, a.H, a.Hk, a.hd));
         for (size_t i = 0; i < nq; i++) CHECK_NEAR(out[i], a.out[i], 1e-5);
-        rm_attention_backward(tp, dq, dk, dv, dy, att, q, k, v, a.start, a.B, a.T, a.H, a.Hk, a.hd);
+        CHECK_OK(rm_attention_backward(tp, dq, dk, dv, dy, att, q, k, v, a.start, a.B, a.T, a.H, a.Hk, a.hd));
         CHECKF(grad_err(dq, gq, nq) < 1e-4, "packed %d dq err %g", packed, grad_err(dq, gq, nq));
         CHECKF(grad_err(dk, gk, nk) < 1e-4, "packed %d dk err %g", packed, grad_err(dk, gk, nk));
         CHECKF(grad_err(dv, gv, nk) < 1e-4, "packed %d dv err %g", packed, grad_err(dv, gv, nk));
@@ -739,8 +739,9 @@ TEST(train_lora_toy_reverse_word) {
     write_words(rev_path, 2000, 2, 'r');
     write_words(held_path, san ? 32 : 100, 3, 'r'); // other words (a different seed)
     const char *tmpl = "{inputs}=";
-    // Opt: a full run (~20 s on one core). Sanitized: the same pipeline, shorter.
-    int base_steps = san ? 25 : 300, lora_steps = san ? 30 : 600, B = san ? 4 : 8;
+    // Opt: a full run (~15 s on one core; EM 1.00 with model seeds 14, 15, 16).
+    // Sanitized: the same pipeline, shorter.
+    int base_steps = san ? 25 : 500, lora_steps = san ? 30 : 800, B = san ? 4 : 8;
 
     // 1. a base that copies words and knows which letter comes before which: a
     //    tiny byte-level model trained from scratch

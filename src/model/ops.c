@@ -6,6 +6,9 @@
 #include <math.h>
 #include <string.h>
 
+#include <stdlib.h>
+
+#include "base/err.h"
 #include "tensor/tensor.h"
 
 // y[n,d] = x[n,d] / rms(x) * w[d]
@@ -114,99 +117,123 @@ void rm_swiglu_backward(float *dg, float *du, const float *dh, const float *g, c
 }
 
 // ---------------------------------------------------------------- attention (training)
+//
+// Per sequence b and head h the products are T x T matrices through rm_matmul
+// (y = x W^T) on contiguous copies of the head's K/V slices: the masked half
+// is computed and zeroed, which costs less than row-by-row dot products.
 
 typedef struct train_attn_job {
     float *out, *att, *dq, *dk, *dv;
     const float *q, *k, *v, *dout, *att_in;
     const int32_t *start;
     int B, T, H, Hk, hd;
+    int failed;            // a worker could not allocate its scratch
 } train_attn_job;
 
-// One task = one (sequence, query head); writes only its own rows of out and att.
-static void attention_forward_task(void *ctx, int ith, int nth) {
-    const train_attn_job *j = ctx;
-    int T = j->T, H = j->H, hd = j->hd, group = H / j->Hk;
-    size_t qd = (size_t)H * hd, kvd = (size_t)j->Hk * hd;
-    float scale = 1.0f / sqrtf((float)hd);
-    long begin, end;
-    rm_split_range((long)j->B * H, ith, nth, &begin, &end);
-    for (long task = begin; task < end; task++) {
-        int b = (int)(task / H), h = (int)(task % H), kvh = h / group;
-        for (int t = 0; t < T; t++) {
-            size_t r = (size_t)b * T + t;
-            int t0 = j->start ? j->start[r] - b * T : 0;
-            const float *q = j->q + r * qd + (size_t)h * hd;
-            float *p = j->att + (((size_t)b * H + h) * T + t) * T;
-            float mx = -INFINITY, sum = 0.0f;
-            for (int t2 = 0; t2 < t0; t2++) p[t2] = 0.0f;
-            for (int t2 = t0; t2 <= t; t2++) {
-                p[t2] = rm_dot_f32(q, j->k + ((size_t)b * T + t2) * kvd + (size_t)kvh * hd, hd) * scale;
-                if (p[t2] > mx) mx = p[t2];
-            }
-            for (int t2 = t0; t2 <= t; t2++) {
-                p[t2] = expf(p[t2] - mx);
-                sum += p[t2];
-            }
-            float inv = 1.0f / sum, *o = j->out + r * qd + (size_t)h * hd;
-            memset(o, 0, (size_t)hd * sizeof(float));
-            for (int t2 = t0; t2 <= t; t2++) {
-                p[t2] *= inv;
-                rm_axpy_f32(o, p[t2], j->v + ((size_t)b * T + t2) * kvd + (size_t)kvh * hd, hd);
-            }
-            for (int t2 = t + 1; t2 < T; t2++) p[t2] = 0.0f;
+// dst[rows, cols] (contiguous) = src rows of cols floats, lds apart; transposed when tr.
+static void gather(float *dst, const float *src, int64_t lds, int rows, int cols, int tr) {
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < cols; c++) {
+            if (tr) dst[(size_t)c * rows + r] = src[r * lds + c];
+            else dst[(size_t)r * cols + c] = src[r * lds + c];
         }
-    }
 }
 
-void rm_attention_forward(rm_threadpool *tp, float *out, float *att, const float *q, const float *k, const float *v,
-                          const int32_t *start, int B, int T, int H, int Hk, int hd) {
-    train_attn_job j = {.out = out, .att = att, .q = q, .k = k, .v = v, .start = start,
-                        .B = B, .T = T, .H = H, .Hk = Hk, .hd = hd};
-    rm_threadpool_run(tp, attention_forward_task, &j);
+// y[n, out] (+)= x[n, in] W^T with W = f32 rows [out, in]
+static void mm(const float *W, int out, int in, const float *x, int64_t ldx, float *y, int64_t ldy, int n, int acc) {
+    rm_tensor t = {.type = RM_TYPE_F32, .n_dims = 2, .ne = {in, out, 1, 1}, .data = (void *)W};
+    rm_matmul(NULL, &t, x, ldx, y, ldy, n, acc);
 }
 
-// One task = one (sequence, KV head) and all query heads of its group, so
-// that no two tasks write the same rows of dk/dv. Per query row t:
-//   datt[t2] = dout[t] . v[t2];  dpre[t2] = att[t2] (datt[t2] - sum_j att[j] datt[j])
-//   dq[t] += scale dpre[t2] k[t2];  dk[t2] += scale dpre[t2] q[t];  dv[t2] += att[t2] dout[t]
-static void attention_backward_task(void *ctx, int ith, int nth) {
-    const train_attn_job *j = ctx;
-    int T = j->T, H = j->H, hd = j->hd, Hk = j->Hk, group = H / Hk;
+// One task = one (sequence, KV head) with all the query heads of its group,
+// so that no two tasks write the same rows of dk/dv.
+static void attention_forward_task(void *ctx, int ith, int nth) {
+    train_attn_job *j = ctx;
+    int T = j->T, H = j->H, Hk = j->Hk, hd = j->hd, group = H / Hk;
     size_t qd = (size_t)H * hd, kvd = (size_t)Hk * hd;
     float scale = 1.0f / sqrtf((float)hd);
-    float datt[T];
+    float *kc = malloc(2 * (size_t)T * hd * sizeof(float)), *vt = kc ? kc + (size_t)T * hd : NULL;
+    if (!kc) { j->failed = 1; return; }
     long begin, end;
     rm_split_range((long)j->B * Hk, ith, nth, &begin, &end);
     for (long task = begin; task < end; task++) {
         int b = (int)(task / Hk), kvh = (int)(task % Hk);
+        size_t row0 = (size_t)b * T;
+        gather(kc, j->k + row0 * kvd + (size_t)kvh * hd, kvd, T, hd, 0); // K [T, hd]
+        gather(vt, j->v + row0 * kvd + (size_t)kvh * hd, kvd, T, hd, 1); // V^T [hd, T]
         for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-            for (int t = 0; t < T; t++) {
-                size_t r = (size_t)b * T + t;
-                int t0 = j->start ? j->start[r] - b * T : 0;
-                const float *p = j->att_in + (((size_t)b * H + h) * T + t) * T;
-                const float *dout = j->dout + r * qd + (size_t)h * hd, *q = j->q + r * qd + (size_t)h * hd;
-                float *dq = j->dq + r * qd + (size_t)h * hd, dot = 0.0f;
-                for (int t2 = t0; t2 <= t; t2++) {
-                    size_t kv = ((size_t)b * T + t2) * kvd + (size_t)kvh * hd;
-                    datt[t2] = rm_dot_f32(dout, j->v + kv, hd);
-                    dot += p[t2] * datt[t2];
-                    rm_axpy_f32(j->dv + kv, p[t2], dout, hd);
-                }
-                for (int t2 = t0; t2 <= t; t2++) {
-                    size_t kv = ((size_t)b * T + t2) * kvd + (size_t)kvh * hd;
-                    float dpre = p[t2] * (datt[t2] - dot) * scale;
-                    rm_axpy_f32(dq, dpre, j->k + kv, hd);
-                    rm_axpy_f32(j->dk + kv, dpre, q, hd);
-                }
+            float *P = j->att + ((size_t)b * H + h) * T * T;
+            mm(kc, T, hd, j->q + row0 * qd + (size_t)h * hd, qd, P, T, T, 0); // P = Q K^T
+            for (int t = 0; t < T; t++) { // causal (and packed) softmax of row t
+                float *p = P + (size_t)t * T, mx = -INFINITY, sum = 0.0f;
+                int t0 = j->start ? j->start[row0 + t] - b * T : 0;
+                for (int t2 = t0; t2 <= t; t2++) mx = fmaxf(mx, p[t2] * scale);
+                for (int t2 = t0; t2 <= t; t2++) sum += (p[t2] = expf(p[t2] * scale - mx));
+                float inv = 1.0f / sum;
+                for (int t2 = 0; t2 < T; t2++) p[t2] = t2 >= t0 && t2 <= t ? p[t2] * inv : 0.0f;
             }
+            mm(vt, hd, T, P, T, j->out + row0 * qd + (size_t)h * hd, qd, T, 0); // O = P V
         }
     }
+    free(kc);
 }
 
-void rm_attention_backward(rm_threadpool *tp, float *dq, float *dk, float *dv, const float *dout, const float *att,
-                           const float *q, const float *k, const float *v, const int32_t *start, int B, int T, int H,
-                           int Hk, int hd) {
+int rm_attention_forward(rm_threadpool *tp, float *out, float *att, const float *q, const float *k, const float *v,
+                         const int32_t *start, int B, int T, int H, int Hk, int hd) {
+    train_attn_job j = {.out = out, .att = att, .q = q, .k = k, .v = v, .start = start,
+                        .B = B, .T = T, .H = H, .Hk = Hk, .hd = hd};
+    rm_threadpool_run(tp, attention_forward_task, &j);
+    return j.failed ? rm_errorf(RM_ENOMEM, "attention: out of memory") : RM_OK;
+}
+
+// Per head, with P the probabilities and s = 1/sqrt(hd):
+//   dP = dO V^T;  dS = s P * (dP - rowsum(P * dP));  dQ += dS K;  dK += dS^T Q;  dV += P^T dO
+static void attention_backward_task(void *ctx, int ith, int nth) {
+    train_attn_job *j = ctx;
+    int T = j->T, H = j->H, Hk = j->Hk, hd = j->hd, group = H / Hk;
+    size_t qd = (size_t)H * hd, kvd = (size_t)Hk * hd, th = (size_t)T * hd, tt = (size_t)T * T;
+    float scale = 1.0f / sqrtf((float)hd);
+    float *buf = malloc((5 * th + 3 * tt) * sizeof(float));
+    if (!buf) { j->failed = 1; return; }
+    float *kt = buf, *vc = kt + th, *qt = vc + th, *dot = qt + th, *kc = dot + th;
+    float *dP = kc + th, *dSt = dP + tt, *Pt = dSt + tt;
+    long begin, end;
+    rm_split_range((long)j->B * Hk, ith, nth, &begin, &end);
+    for (long task = begin; task < end; task++) {
+        int b = (int)(task / Hk), kvh = (int)(task % Hk);
+        size_t row0 = (size_t)b * T;
+        const float *K = j->k + row0 * kvd + (size_t)kvh * hd;
+        gather(kt, K, kvd, T, hd, 1);                                     // K^T [hd, T]
+        gather(kc, K, kvd, T, hd, 0);                                     // K [T, hd]
+        gather(vc, j->v + row0 * kvd + (size_t)kvh * hd, kvd, T, hd, 0);  // V [T, hd]
+        float *dK = j->dk + row0 * kvd + (size_t)kvh * hd, *dV = j->dv + row0 * kvd + (size_t)kvh * hd;
+        for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+            const float *P = j->att_in + ((size_t)b * H + h) * tt;
+            const float *dO = j->dout + row0 * qd + (size_t)h * hd, *Q = j->q + row0 * qd + (size_t)h * hd;
+            mm(vc, T, hd, dO, qd, dP, T, T, 0); // dP = dO V^T
+            for (int t = 0; t < T; t++) {       // dP becomes dS
+                const float *p = P + (size_t)t * T;
+                float *d = dP + (size_t)t * T, rs = 0.0f;
+                for (int t2 = 0; t2 <= t; t2++) rs += p[t2] * d[t2];
+                for (int t2 = 0; t2 < T; t2++) d[t2] = t2 <= t ? scale * p[t2] * (d[t2] - rs) : 0.0f;
+            }
+            mm(kt, hd, T, dP, T, j->dq + row0 * qd + (size_t)h * hd, qd, T, 1); // dQ += dS K
+            gather(dSt, dP, T, T, T, 1);
+            gather(qt, Q, qd, T, hd, 1);
+            mm(qt, hd, T, dSt, T, dK, kvd, T, 1); // dK += dS^T Q
+            gather(Pt, P, T, T, T, 1);
+            gather(dot, dO, qd, T, hd, 1);
+            mm(dot, hd, T, Pt, T, dV, kvd, T, 1); // dV += P^T dO
+        }
+    }
+    free(buf);
+}
+
+int rm_attention_backward(rm_threadpool *tp, float *dq, float *dk, float *dv, const float *dout, const float *att,
+                          const float *q, const float *k, const float *v, const int32_t *start, int B, int T, int H,
+                          int Hk, int hd) {
     train_attn_job j = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .att_in = att, .q = q, .k = k, .v = v,
                         .start = start, .B = B, .T = T, .H = H, .Hk = Hk, .hd = hd};
     rm_threadpool_run(tp, attention_backward_task, &j);
+    return j.failed ? rm_errorf(RM_ENOMEM, "attention backward: out of memory") : RM_OK;
 }

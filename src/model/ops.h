@@ -38,10 +38,11 @@ void rm_swiglu_backward(float *dg, float *du, const float *dh, const float *g, c
 // be NULL: the sequence's first row), which lets packed examples not see one
 // another. Head h reads K/V head h / (H/Hk) (GQA).
 //   q[B*T, H*hd], k, v[B*T, Hk*hd] -> out[B*T, H*hd]; att[B, H, T, T] keeps the probabilities
-void rm_attention_forward(rm_threadpool *tp, float *out, float *att, const float *q, const float *k, const float *v,
-                          const int32_t *start, int B, int T, int H, int Hk, int hd);
+// Both return RM_OK or RM_ENOMEM (per-worker scratch of a few T x T matrices).
+int rm_attention_forward(rm_threadpool *tp, float *out, float *att, const float *q, const float *k, const float *v,
+                         const int32_t *start, int B, int T, int H, int Hk, int hd);
 // dq += , dk += , dv += from dout[B*T, H*hd], with the forward's att, q, k, v
-void rm_attention_backward(rm_threadpool *tp, float *dq, float *dk, float *dv, const float *dout, const float *att,
-                           const float *q, const float *k, const float *v, const int32_t *start, int B, int T, int H,
-                           int Hk, int hd);
+int rm_attention_backward(rm_threadpool *tp, float *dq, float *dk, float *dv, const float *dout, const float *att,
+                          const float *q, const float *k, const float *v, const int32_t *start, int B, int T, int H,
+                          int Hk, int hd);
 #endif

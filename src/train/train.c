@@ -397,7 +397,7 @@ static int acts_alloc(rm_trainer *t, int B, int T) {
 
 // ---------------------------------------------------------------- the model, forward and backward
 
-static void model_forward(rm_trainer *t, const rm_tbatch *b) {
+static int model_forward(rm_trainer *t, const rm_tbatch *b) {
     const rm_llama *m = t->m;
     const rm_llama_hparams *hp = &m->hp;
     int N = b->B * b->T, d = hp->n_embd, H = hp->n_head, Hk = hp->n_head_kv, hd = hp->head_dim, f = hp->n_ff;
@@ -420,7 +420,8 @@ static void model_forward(rm_trainer *t, const rm_tbatch *b) {
             rm_rope_forward(hp, a->q + r * qd, H, t->cs + (size_t)r * hp->rope_dim);
             rm_rope_forward(hp, a->k + r * kvd, Hk, t->cs + (size_t)r * hp->rope_dim);
         }
-        rm_attention_forward(t->tp, a->ao, a->att, a->q, a->k, a->v, b->start, b->B, b->T, H, Hk, hd);
+        int rc = rm_attention_forward(t->tp, a->ao, a->att, a->q, a->k, a->v, b->start, b->B, b->T, H, Hk, hd);
+        if (rc) return rc;
         memcpy(a->xmid, a->res, (size_t)N * d * sizeof(float));
         linear_forward(t, &L[RM_LIN_O], a->ao, a->xmid, a->hs[RM_LIN_O], N, 1);
         rm_rmsnorm_forward(a->xb2, a->xmid, Ly->ffn_norm, N, d, hp->rms_eps);
@@ -432,6 +433,7 @@ static void model_forward(rm_trainer *t, const rm_tbatch *b) {
     }
     rm_rmsnorm_forward(t->xf, t->res_final, m->output_norm, N, d, hp->rms_eps);
     linear_forward(t, &t->out, t->xf, t->logits, t->hs_out, N, 0);
+    return RM_OK;
 }
 
 // From d(loss)/d(logits) in t->logits back to every parameter gradient.
@@ -466,7 +468,9 @@ static int model_backward(rm_trainer *t, const rm_tbatch *b) {
         memset(t->dq, 0, (size_t)N * qd * sizeof(float));
         memset(t->dk, 0, (size_t)N * kvd * sizeof(float));
         memset(t->dv, 0, (size_t)N * kvd * sizeof(float));
-        rm_attention_backward(t->tp, t->dq, t->dk, t->dv, t->dao, a->att, a->q, a->k, a->v, b->start, b->B, b->T, H, Hk, hd);
+        if ((rc = rm_attention_backward(t->tp, t->dq, t->dk, t->dv, t->dao, a->att, a->q, a->k, a->v, b->start, b->B,
+                                        b->T, H, Hk, hd)))
+            return rc;
         for (int r = 0; r < N; r++) {
             rm_rope_backward(hp, t->dq + r * qd, H, t->cs + (size_t)r * hp->rope_dim);
             rm_rope_backward(hp, t->dk + r * kvd, Hk, t->cs + (size_t)r * hp->rope_dim);
@@ -505,7 +509,7 @@ int rm_trainer_forward(rm_trainer *t, const rm_tbatch *b, float norm, int backwa
         if (!t->la) return rm_errorf(RM_ENOMEM, "out of memory");
     }
     if ((rc = acts_alloc(t, b->B, b->T))) return rc;
-    model_forward(t, b);
+    if ((rc = model_forward(t, b))) return rc;
     int N = b->B * b->T, V = t->m->hp.n_vocab;
     if (logits_out) memcpy(logits_out, t->logits, (size_t)N * V * sizeof(float));
     double l = cross_entropy_forward_backward(t->logits, b->target, N, V, norm, backward);
