@@ -2,11 +2,12 @@
 // kernels, activation quantization, threading; plus dot/axpy and the
 // read-bandwidth probe.
 //
-// Threading: the weight rows are split across workers in groups of 12 (every
-// worker streams its own slice of W once per activation block; decode is
-// memory-bound, so this is what matters). When W has too few rows to share,
-// the activation rows are split instead. Activation rows are processed in
-// blocks small enough to stay in L2 while a weight tile sweeps them.
+// Threading: workers take chunks of weight rows (multiples of 12, about 8
+// chunks per worker) from a shared counter; each chunk streams its slice of W
+// once per activation block (decode is memory-bound, so this is what
+// matters). When W has too few rows to share, the activation rows are split
+// instead. Activation rows are processed in blocks small enough to stay in L2
+// while a weight tile sweeps them.
 #include "tensor/tensor.h"
 #include "tensor/kernels.h"
 #include "base/cpu.h"
@@ -14,6 +15,7 @@
 #include "base/file.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -129,24 +131,30 @@ static rm_mm_kernel pick_kernel(rm_type t, int *qblk) {
 typedef struct {
     const rm_mm *m;
     rm_mm_kernel k;
-    int split_x; // 1: split activation rows across workers, 0: weight rows
-    int xb;      // activation rows per block
+    int split_x;       // 1: split activation rows across workers, 0: weight rows
+    int xb;            // activation rows per block
+    long chunk;        // weight rows per work item (a multiple of 12)
+    atomic_long next;  // next work item
 } mm_job;
 
 static void mm_task(void *ctx, int ith, int nth) {
-    const mm_job *j = ctx;
+    mm_job *j = ctx;
     const rm_mm *m = j->m;
-    long b, e;
     if (j->split_x) {
+        long b, e;
         rm_split_range(m->n, ith, nth, &b, &e);
         for (long c = b; c < e; c += j->xb) j->k(m, 0, m->out, (int)c, (int)(c + j->xb < e ? c + j->xb : e));
         return;
     }
-    // Groups of 12 rows: a multiple of every kernel's register tile height.
-    rm_split_range((m->out + 11) / 12, ith, nth, &b, &e);
-    int64_t r0 = 12 * (int64_t)b, r1 = 12 * (int64_t)e < m->out ? 12 * (int64_t)e : m->out;
-    if (r0 >= r1) return;
-    for (int c = 0; c < m->n; c += j->xb) j->k(m, r0, r1, c, c + j->xb < m->n ? c + j->xb : m->n);
+    // Workers take chunks of weight rows from a shared counter, so a worker
+    // that starts late (woken from sleep, or sharing its core with another
+    // process) takes fewer chunks instead of holding everyone up.
+    for (;;) {
+        int64_t r0 = (int64_t)atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed) * j->chunk;
+        if (r0 >= m->out) return;
+        int64_t r1 = r0 + j->chunk < m->out ? r0 + j->chunk : m->out;
+        for (int c = 0; c < m->n; c += j->xb) j->k(m, r0, r1, c, c + j->xb < m->n ? c + j->xb : m->n);
+    }
 }
 
 static void quantize_task(void *ctx, int ith, int nth) {
@@ -162,7 +170,7 @@ void rm_matmul(rm_threadpool *tp, const rm_tensor *W, const float *x, int64_t ld
     rm_mm m;
     if (mm_setup(&m, W, x, ldx, y, ldy, n, accumulate) != RM_OK || n == 0) return;
     int qblk;
-    mm_job job = {&m, pick_kernel(m.type, &qblk), 0, 0};
+    mm_job job = {.m = &m, .k = pick_kernel(m.type, &qblk)};
     void *qbuf = NULL;
     size_t row_bytes; // bytes per activation row the kernel streams
     if (qblk) {
@@ -187,6 +195,10 @@ void rm_matmul(rm_threadpool *tp, const rm_tensor *W, const float *x, int64_t ld
     long xb = (long)((192 * 1024) / row_bytes) & ~3L;
     job.xb = (int)(xb < 4 ? 4 : xb > n ? n : xb);
     job.split_x = m.out < 16L * nth && n >= 4L * nth;
+    // About 8 chunks per worker, in groups of 12 rows (a multiple of every
+    // kernel's register tile height).
+    job.chunk = ((m.out + 8L * nth - 1) / (8L * nth) + 11) / 12 * 12;
+    atomic_init(&job.next, 0);
     rm_threadpool_run(tp, mm_task, &job);
     free(qbuf);
 }
