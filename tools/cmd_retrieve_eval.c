@@ -17,10 +17,13 @@ static void usage(FILE *f) {
             "the top 8 for every test request and prints the share whose own task adapter\n"
             "is in the top 1/3/5/8, over all tasks and split into seen/unseen (the tasks the\n"
             "learned embedder was trained on, a seeded share of them).\n\n"
-            "  --embedder NAME     lexical | hashproj | shape | hybrid | hybrid-learned\n"
+            "  --embedder NAME     lexical | hashproj | shape | script | hybrid | hybrid-learned\n"
             "                      (default: %s)\n"
             "  --train-frac F      share of tasks used for training (default 0.4)\n"
             "  --seed S            seed of the task split and the training (default 1)\n"
+            "  --pool-loo          tuning objective without the test file: leave-one-out on\n"
+            "                      the pool (each sample input is a query; its own task's key\n"
+            "                      is made from the task's other samples); --test not needed\n"
             "  --ood               exclude each request's own task adapter; report where the\n"
             "                      top k come from (same domain or not)\n"
             "  --keys T            key storage f32 | f16 | int8 (default f32)\n"
@@ -29,7 +32,8 @@ static void usage(FILE *f) {
             "  --save-embedder P   save the (trained) embedder to P\n"
             "  --threads N         threads (default 2)\n"
             "  --steps N --temp T --lr L --dim D --bits B --alpha A   training / model knobs\n"
-            "  --wmax N --cmin N --cmax N --word-weight W            feature knobs\n",
+            "  --wmax N --cmin N --cmax N --word-weight W            feature knobs\n"
+            "  --shape W --script W                                  hybrid part weights (0: off)\n",
             RM_RECIPE_DEFAULT);
 }
 
@@ -81,7 +85,7 @@ static void print_confusions(const rm_eval_result *r, const rm_flan_pool *pool, 
         for (int p = 0; p < nt; p++)
             if (r->confusion[t * nt + p]) c[m++] = (conf_pair){r->confusion[t * nt + p], t, p};
     qsort(c, (size_t)m, sizeof *c, cmp_conf);
-    printf("\nwrong top-1 (true task -> retrieved, count of %d requests per task):\n", nt ? r->n / nt : 0);
+    printf("\nwrong top-1 (true task -> retrieved, count of %d queries per task):\n", nt ? r->n / nt : 0);
     for (int i = 0; i < m; i++)
         printf("  %3d  %-28s -> %-28s%s\n", c[i].n, pool->tasks[c[i].t].name, pool->tasks[c[i].p].name,
                seen[c[i].t] ? "  (seen)" : "");
@@ -92,7 +96,7 @@ int cmd_retrieve_eval(int argc, char **argv) {
     const char *pool_path = NULL, *test_path = NULL, *name = RM_RECIPE_DEFAULT, *keys = "f32", *save = NULL;
     double frac = 0.4;
     long seed = 1, threads = 2;
-    int ood = 0, json = 0, confusions = 0;
+    int ood = 0, json = 0, confusions = 0, loo = 0;
     rm_recipe_params rp = rm_recipe_default_params();
     for (int i = 1; i < argc; i++) {
         long lv;
@@ -104,6 +108,7 @@ int cmd_retrieve_eval(int argc, char **argv) {
         else if (cli_float(argc, argv, &i, "--train-frac", NULL, &frac)) {}
         else if (cli_int(argc, argv, &i, "--seed", NULL, &seed)) {}
         else if (cli_flag(argc, argv, &i, "--ood", NULL)) ood = 1;
+        else if (cli_flag(argc, argv, &i, "--pool-loo", NULL)) loo = 1;
         else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
         else if (cli_flag(argc, argv, &i, "--confusions", NULL)) confusions = 1;
         else if (cli_str(argc, argv, &i, "--keys", NULL, &keys)) {}
@@ -122,6 +127,7 @@ int cmd_retrieve_eval(int argc, char **argv) {
         else if (cli_int(argc, argv, &i, "--min-df", NULL, &lv)) rp.train.min_df = (int)lv;
         else if (cli_int(argc, argv, &i, "--residual", NULL, &lv)) rp.residual = (int)lv;
         else if (cli_float(argc, argv, &i, "--shape", NULL, &dv)) rp.shape_weight = (float)dv;
+        else if (cli_float(argc, argv, &i, "--script", NULL, &dv)) rp.script_weight = (float)dv;
         else if (cli_int(argc, argv, &i, "--lex-bits", NULL, &lv)) rp.lex.bits = (int)lv;
         else if (cli_int(argc, argv, &i, "--rare-df", NULL, &lv)) rp.lex.rare_df = (int)lv;
         else if (cli_float(argc, argv, &i, "--rare-weight", NULL, &dv)) rp.lex.rare_weight = (float)dv;
@@ -136,7 +142,8 @@ int cmd_retrieve_eval(int argc, char **argv) {
         else if (cli_float(argc, argv, &i, "--word-weight", NULL, &dv)) { rp.lex.word_weight = (float)dv; rp.proj.feat.word_weight = (float)dv; }
         else { fprintf(stderr, "ramole retrieve-eval: unknown option '%s'\n", argv[i]); usage(stderr); return 2; }
     }
-    if (!pool_path || !test_path) { usage(stderr); return 2; }
+    if (!pool_path || (!test_path && !loo)) { usage(stderr); return 2; }
+    if (loo && ood) { fprintf(stderr, "ramole retrieve-eval: --pool-loo and --ood do not combine\n"); return 2; }
     rm_key_type kt;
     if (rm_key_type_parse(keys, &kt)) return cli_fail("--keys");
     if (!(frac >= 0 && frac <= 1)) { fprintf(stderr, "ramole retrieve-eval: --train-frac must be in [0, 1]\n"); return 2; }
@@ -148,7 +155,7 @@ int cmd_retrieve_eval(int argc, char **argv) {
     rm_flan_request *req = NULL;
     int n_req = 0;
     if (rm_flan_load_pool(pool_path, &pool)) return cli_fail("reading the pool");
-    if (rm_flan_load_test(test_path, &pool, &req, &n_req)) { rm_flan_free_pool(&pool); return cli_fail("reading the test set"); }
+    if (!loo && rm_flan_load_test(test_path, &pool, &req, &n_req)) { rm_flan_free_pool(&pool); return cli_fail("reading the test set"); }
     unsigned char *seen = calloc((size_t)pool.n, 1);
     rm_embedder *e = NULL;
     rm_eval_result res = {0};
@@ -160,15 +167,19 @@ int cmd_retrieve_eval(int argc, char **argv) {
     double t1 = rm_now();
     if (save && rm_embedder_save(e, save)) { ret = cli_fail("saving the embedder"); goto done; }
     rm_eval_params ep = {.ood = ood, .n_threads = (int)threads, .key_type = kt};
-    if (rm_flan_eval(e, &pool, req, n_req, seen, &ep, &res)) { ret = cli_fail("evaluating"); goto done; }
+    if (loo ? rm_flan_eval_pool_loo(e, &pool, seen, &ep, &res) : rm_flan_eval(e, &pool, req, n_req, seen, &ep, &res)) {
+        ret = cli_fail("evaluating");
+        goto done;
+    }
     double t2 = rm_now();
     if (json) {
         print_json(&res, e->name, ood);
     } else {
         int n_seen = 0;
         for (int t = 0; t < pool.n; t++) n_seen += seen[t];
-        printf("embedder %s (dim %d, keys %s), %d tasks (%d seen in training, seed %ld), %d requests%s\n", e->name,
-               e->dim, rm_key_type_name(kt), pool.n, n_seen, seed, n_req, ood ? ", own adapter excluded (OOD)" : "");
+        printf("embedder %s (dim %d, keys %s), %d tasks (%d seen in training, seed %ld), %d %s%s\n", e->name, e->dim,
+               rm_key_type_name(kt), pool.n, n_seen, seed, loo ? res.n : n_req,
+               loo ? "pool samples, leave-one-out" : "requests", ood ? ", own adapter excluded (OOD)" : "");
         printf("build %.1f s, eval %.1f s\n\n", t1 - t0, t2 - t1);
         printf("%-8s  %6s  %6s  %6s  %6s\n", ood ? "own in" : "", "top1", "top3", "top5", "top8");
         print_row("all", res.all, res.n);

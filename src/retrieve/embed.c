@@ -327,7 +327,7 @@ int rm_embedder_save(const rm_embedder *e, const char *path) {
 }
 
 static const rm_embedder_ops *ops_by_kind(const char *kind) {
-    const rm_embedder_ops *all[] = {&rm_lexical_ops, &rm_hashproj_ops, &rm_hybrid_ops, &rm_shape_ops};
+    const rm_embedder_ops *all[] = {&rm_lexical_ops, &rm_hashproj_ops, &rm_hybrid_ops, &rm_shape_ops, &rm_script_ops};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (!strcmp(all[i]->kind, kind)) return all[i];
     return tf_ops_by_kind(kind); // "bert", "llama" (embed_tf.h)

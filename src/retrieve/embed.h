@@ -129,6 +129,11 @@ void rm_hashproj_project(const rm_embedder *e, const rm_sparse *x, float *out);
 // hybrids. No fitting.
 int rm_shape_create(const char *prefix, rm_embedder **out);
 
+// ---- script ------------------------------------------------------------------
+// The non-ASCII characters of the text after the prefix and their neighbours,
+// hashed into 1024 buckets (sqrt counts; zero for plain ASCII); for hybrids.
+int rm_script_create(const char *prefix, rm_embedder **out);
+
 // ---- hybrid ------------------------------------------------------------------
 // Takes ownership of the parts (also on failure). Weights must be > 0.
 int rm_hybrid_create(rm_embedder **parts, const float *weights, int n, rm_embedder **out);

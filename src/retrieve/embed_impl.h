@@ -4,7 +4,7 @@
 #define RM_RETRIEVE_EMBED_IMPL_H
 #include "retrieve/embed.h"
 
-extern const rm_embedder_ops rm_lexical_ops, rm_hashproj_ops, rm_hybrid_ops, rm_shape_ops;
+extern const rm_embedder_ops rm_lexical_ops, rm_hashproj_ops, rm_hybrid_ops, rm_shape_ops, rm_script_ops;
 
 // A zeroed embedder with ops, name, dim and a copy of prefix (NULL: default).
 int embed_alloc(const rm_embedder_ops *ops, const char *name, int dim, const char *prefix, rm_embedder **out);

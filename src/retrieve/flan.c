@@ -182,24 +182,43 @@ static void score_request(const rm_flan_pool *pool, const rm_flan_request *r, co
             res->ood_frac[k] += m ? (double)same / m : 0;
         }
     }
+    res->n++;
+    if (is_seen) res->n_seen++;
+    else res->n_unseen++;
     res->task_n[r->task_idx]++;
     if (nh > 0 && rank == 0) res->task_hits1[r->task_idx]++;
     else if (nh > 0) res->confusion[(size_t)r->task_idx * pool->n + (size_t)h[0].id]++;
 }
 
-int rm_flan_eval(const rm_embedder *e, const rm_flan_pool *pool, const rm_flan_request *req, int n_req,
-                 const unsigned char *seen, const rm_eval_params *p, rm_eval_result *res) {
-    enum { KMAX = 8, CHUNK = 64 };
+static int eval_alloc(const rm_flan_pool *pool, rm_eval_result *res) {
     memset(res, 0, sizeof *res);
     res->n_tasks = pool->n;
     res->confusion = calloc((size_t)pool->n * pool->n, sizeof *res->confusion);
     res->task_hits1 = calloc((size_t)pool->n, sizeof *res->task_hits1);
     res->task_n = calloc((size_t)pool->n, sizeof *res->task_n);
+    if (!res->confusion || !res->task_hits1 || !res->task_n) return rm_errorf(RM_ENOMEM, "eval: out of memory");
+    return RM_OK;
+}
+
+// Counts to shares.
+static void finish_shares(rm_eval_result *res) {
+    for (int k = 0; k < RM_EVAL_NK; k++) {
+        res->all[k] /= res->n > 0 ? res->n : 1;
+        res->seen[k] /= res->n_seen > 0 ? res->n_seen : 1;
+        res->unseen[k] /= res->n_unseen > 0 ? res->n_unseen : 1;
+        res->ood_any[k] /= res->n > 0 ? res->n : 1;
+        res->ood_frac[k] /= res->n > 0 ? res->n : 1;
+    }
+}
+
+int rm_flan_eval(const rm_embedder *e, const rm_flan_pool *pool, const rm_flan_request *req, int n_req,
+                 const unsigned char *seen, const rm_eval_params *p, rm_eval_result *res) {
+    enum { KMAX = 8, CHUNK = 64 };
+    int rc = eval_alloc(pool, res);
     rm_index *ix = NULL;
     float *q = malloc((size_t)CHUNK * e->dim * sizeof *q);
     rm_hit *hits = malloc((size_t)CHUNK * KMAX * sizeof *hits);
-    int rc = RM_OK;
-    if (!res->confusion || !res->task_hits1 || !res->task_n || !q || !hits) rc = rm_errorf(RM_ENOMEM, "eval: out of memory");
+    if (!rc && (!q || !hits)) rc = rm_errorf(RM_ENOMEM, "eval: out of memory");
     if (!rc) rc = rm_index_create(e->dim, p->key_type, &ix);
     if (!rc) rc = build_keys(e, pool, p, ix);
     for (int c0 = 0; c0 < n_req && !rc; c0 += CHUNK) {
@@ -220,20 +239,99 @@ int rm_flan_eval(const rm_embedder *e, const rm_flan_pool *pool, const rm_flan_r
             const rm_flan_request *r = &req[c0 + i];
             int is_seen = seen && seen[r->task_idx];
             score_request(pool, r, hits + (size_t)i * KMAX, n_hits[i], p->ood, is_seen, res);
-            res->n++;
-            if (is_seen) res->n_seen++;
-            else res->n_unseen++;
         }
     }
-    for (int k = 0; k < RM_EVAL_NK && !rc; k++) {
-        res->all[k] /= res->n > 0 ? res->n : 1;
-        res->seen[k] /= res->n_seen > 0 ? res->n_seen : 1;
-        res->unseen[k] /= res->n_unseen > 0 ? res->n_unseen : 1;
-        res->ood_any[k] /= res->n > 0 ? res->n : 1;
-        res->ood_frac[k] /= res->n > 0 ? res->n : 1;
-    }
+    if (!rc) finish_shares(res);
     rm_index_free(ix);
     free(q);
+    free(hits);
+    if (rc) rm_eval_result_free(res);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
+// Leave-one-out on the pool
+
+
+// sum[t*dim..] = sum of the embeddings of task t's samples (emb: CHUNK*dim scratch).
+static int loo_sums(const rm_embedder *e, const rm_flan_pool *pool, int chunk, int n_threads, float *emb, float *sum) {
+    size_t dim = (size_t)e->dim;
+    for (int t = 0; t < pool->n; t++) {
+        float *s = sum + (size_t)t * dim;
+        memset(s, 0, dim * sizeof *s);
+        for (int c0 = 0; c0 < pool->tasks[t].n; c0 += chunk) {
+            int m = pool->tasks[t].n - c0 < chunk ? pool->tasks[t].n - c0 : chunk;
+            int rc = rm_embedder_embed_many(e, (const char *const *)pool->tasks[t].inputs + c0, m, emb, n_threads);
+            if (rc) return rc;
+            for (int i = 0; i < m; i++)
+                for (size_t d = 0; d < dim; d++) s[d] += emb[(size_t)i * dim + d];
+        }
+    }
+    return RM_OK;
+}
+
+int rm_flan_eval_pool_loo(const rm_embedder *e, const rm_flan_pool *pool, const unsigned char *seen,
+                          const rm_eval_params *p, rm_eval_result *res) {
+    enum { KMAX = 8, CHUNK = 32 };
+    size_t dim = (size_t)e->dim;
+    int rc = eval_alloc(pool, res);
+    float *sum = malloc((size_t)pool->n * dim * sizeof *sum);
+    float *emb = malloc((size_t)CHUNK * dim * sizeof *emb);
+    float *own_key = malloc(dim * sizeof *own_key);
+    rm_hit *hits = malloc((size_t)CHUNK * KMAX * sizeof *hits);
+    rm_index *ix = NULL;
+    if (!rc && (!sum || !emb || !own_key || !hits)) rc = rm_errorf(RM_ENOMEM, "pool-loo: out of memory");
+    if (!rc) rc = rm_index_create(e->dim, p->key_type, &ix);
+    if (!rc) rm_index_set_threads(ix, p->n_threads);
+    if (!rc) rc = loo_sums(e, pool, CHUNK, p->n_threads, emb, sum);
+    for (int t = 0; t < pool->n && !rc; t++) { // the full keys: normalised sums = normalised means
+        memcpy(own_key, sum + (size_t)t * dim, dim * sizeof *own_key);
+        rm_embedder_normalise(e, own_key);
+        rc = rm_index_add(ix, t, own_key);
+    }
+    for (int t = 0; t < pool->n && !rc; t++) {
+        const rm_flan_task *task = &pool->tasks[t];
+        if (task->n < 2) continue;
+        int64_t own = t;
+        const int64_t *ex[CHUNK];
+        int n_ex[CHUNK], n_hits[CHUNK];
+        for (int i = 0; i < CHUNK; i++) { ex[i] = &own; n_ex[i] = 1; }
+        for (int c0 = 0; c0 < task->n && !rc; c0 += CHUNK) {
+            int m = task->n - c0 < CHUNK ? task->n - c0 : CHUNK;
+            rc = rm_embedder_embed_many(e, (const char *const *)task->inputs + c0, m, emb, p->n_threads);
+            if (!rc) rc = rm_index_search_batch(ix, emb, m, KMAX, ex, n_ex, hits, n_hits);
+            for (int i = 0; i < m && !rc; i++) {
+                const float *q = emb + (size_t)i * dim;
+                const float *s = sum + (size_t)t * dim;
+                for (size_t d = 0; d < dim; d++) own_key[d] = s[d] - q[d]; // the key without this sample
+                rm_embedder_normalise(e, own_key);
+                double sc = 0;
+                for (size_t d = 0; d < dim; d++) sc += (double)q[d] * own_key[d];
+                // the own task enters the other tasks' ranking (ties to the smaller id, as the index)
+                rm_hit merged[KMAX + 1];
+                const rm_hit *h = hits + (size_t)i * KMAX;
+                int nm = 0, placed = 0;
+                for (int j = 0; j < n_hits[i] && nm < KMAX; j++) {
+                    if (!placed && ((float)sc > h[j].score || ((float)sc == h[j].score && own < h[j].id))) {
+                        merged[nm++] = (rm_hit){own, (float)sc};
+                        placed = 1;
+                        if (nm == KMAX) break;
+                    }
+                    merged[nm++] = h[j];
+                }
+                if (!placed && nm < KMAX) merged[nm++] = (rm_hit){own, (float)sc};
+                rm_flan_request r = {.inputs = task->inputs[c0 + i], .task = task->name, .domain = task->domain,
+                                     .task_idx = t};
+                int is_seen = seen && seen[t];
+                score_request(pool, &r, merged, nm, 0, is_seen, res);
+            }
+        }
+    }
+    if (!rc) finish_shares(res);
+    rm_index_free(ix);
+    free(sum);
+    free(emb);
+    free(own_key);
     free(hits);
     if (rc) rm_eval_result_free(res);
     return rc;

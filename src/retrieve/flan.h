@@ -68,5 +68,12 @@ typedef struct rm_eval_result {
 // retrieves for every request and scores. seen may be NULL (all unseen).
 int rm_flan_eval(const rm_embedder *e, const rm_flan_pool *pool, const rm_flan_request *req, int n_req,
                  const unsigned char *seen, const rm_eval_params *p, rm_eval_result *res);
+// Leave-one-out on the pool, a tuning objective that never reads the test
+// requests: every sample input of every task is a query; its own task's key is
+// the mean of that task's other samples, every other task's key is the mean of
+// all its samples. Figures as rm_flan_eval (n = pool samples; seen/unseen by
+// the sample's task). Tasks with one sample are skipped; p->ood is ignored.
+int rm_flan_eval_pool_loo(const rm_embedder *e, const rm_flan_pool *pool, const unsigned char *seen,
+                          const rm_eval_params *p, rm_eval_result *res);
 void rm_eval_result_free(rm_eval_result *r);
 #endif

@@ -5,8 +5,10 @@
 //               indexed corpus; no labels are used).
 //   "hashproj"  learned projection; IDF and contrastive training use only the
 //               sample inputs of the seen tasks.
-//   "hybrid"    lexical + shape_weight x shape (+ hybrid_weight x hashproj
-//               when hybrid_weight > 0); cosine scores summed.
+//   "script"    the non-ASCII characters of a text (embed.h), for hybrids.
+//   "hybrid"    lexical + shape_weight x shape + script_weight x script
+//               (+ hybrid_weight x hashproj when hybrid_weight > 0); cosine
+//               scores summed.
 //   "hybrid-learned"  "hybrid" with the learned part on (hybrid_weight 0.3 if
 //               unset) trained for the hybrid's score (residual).
 // Unseen tasks' samples only ever build their keys (and the lexical IDF).
@@ -26,6 +28,7 @@ typedef struct rm_recipe_params {
     int center_lex, center_proj; // centre by the corpus mean (rm_embedder_fit_center)
     float hybrid_weight;     // weight of the learned part in "hybrid" (lexical: 1; 0: none)
     float shape_weight;      // weight of the shape part in "hybrid" (0: none)
+    float script_weight;     // weight of the script part in "hybrid" (0: none)
     int residual;            // hybrid: train the projection for the hybrid's score
                              // (lexical score fixed), not on its own
     const char *prefix;      // NULL: RM_EMBED_DEFAULT_PREFIX
