@@ -14,8 +14,7 @@
 #include <unistd.h>
 
 int rm_mmap_open(rm_mmap *m, const char *path) {
-    m->data = NULL;
-    m->size = 0;
+    memset(m, 0, sizeof *m);
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) return rm_errorf(RM_EIO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
@@ -42,10 +41,49 @@ int rm_mmap_open(rm_mmap *m, const char *path) {
     return RM_OK;
 }
 
+int rm_mmap_open_resident(rm_mmap *m, const char *path) {
+    memset(m, 0, sizeof *m);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return rm_errorf(RM_EIO, "%s: cannot open: %s", path, strerror(errno));
+    struct stat st;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return rm_errorf(RM_EIO, "%s: not a regular file", path);
+    }
+    size_t size = (size_t)st.st_size, huge = (size_t)2 << 20;
+    if (size == 0) { close(fd); return RM_OK; }
+    size_t cap = (size + huge - 1) & ~(huge - 1);
+    void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) {
+        close(fd);
+        return rm_errorf(RM_ENOMEM, "%s: cannot allocate %zu MiB to hold the file", path, cap >> 20);
+    }
+    madvise(p, cap, MADV_HUGEPAGE); // advisory: fine if the kernel says no
+    size_t off = 0;
+    while (off < size) {
+        ssize_t r = pread(fd, (char *)p + off, size - off, (off_t)off);
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0) {
+            int e = r < 0 ? errno : EIO;
+            munmap(p, cap);
+            close(fd);
+            return rm_errorf(RM_EIO, "%s: read failed at byte %zu: %s", path, off, strerror(e));
+        }
+        off += (size_t)r;
+    }
+    close(fd);
+    mprotect(p, cap, PROT_READ); // weights are never written: make stray writes fault
+    m->data = p;
+    m->size = size;
+    m->mapped = cap;
+    return RM_OK;
+}
+
 void rm_mmap_close(rm_mmap *m) {
-    if (m->data) munmap((void *)m->data, m->size);
+    if (m->data) munmap((void *)m->data, m->mapped > m->size ? m->mapped : m->size);
     m->data = NULL;
     m->size = 0;
+    m->mapped = 0;
 }
 
 int rm_read_file(const char *path, char **out, size_t *len) {

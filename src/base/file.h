@@ -7,11 +7,18 @@
 typedef struct rm_mmap {
     const uint8_t *data; // NULL for an empty file
     size_t size;
+    size_t mapped;       // bytes to unmap when larger than size (resident copies), else 0
 } rm_mmap;
 
 // Maps `path` read-only. On failure returns RM_EIO with a message naming the path.
 int rm_mmap_open(rm_mmap *m, const char *path);
 void rm_mmap_close(rm_mmap *m);
+// Reads the file into private anonymous memory that asks for transparent huge
+// pages (MADV_HUGEPAGE), so a model streamed once per token takes far fewer
+// TLB misses than through 4 KiB page-cache pages (decode ~17% faster on
+// TinyLlama here). Costs a copy at load and the page cache's sharing.
+// Released with rm_mmap_close.
+int rm_mmap_open_resident(rm_mmap *m, const char *path);
 
 // Reads a whole file into a NUL-terminated malloc'd buffer (*out, *len).
 int rm_read_file(const char *path, char **out, size_t *len);

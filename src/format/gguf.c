@@ -409,10 +409,10 @@ int gguf_parse(gguf_file *g, const void *data, size_t size, const char *name) {
     return rc;
 }
 
-int gguf_open(gguf_file *g, const char *path) {
+static int gguf_open_with(gguf_file *g, const char *path, int resident) {
     rm_mmap m;
     memset(g, 0, sizeof *g);
-    int rc = rm_mmap_open(&m, path);
+    int rc = resident ? rm_mmap_open_resident(&m, path) : rm_mmap_open(&m, path);
     if (rc != RM_OK) return rc;
     rc = gguf_parse(g, m.data, m.size, path);
     if (rc != RM_OK) {
@@ -422,6 +422,9 @@ int gguf_open(gguf_file *g, const char *path) {
     g->map = m;
     return RM_OK;
 }
+
+int gguf_open(gguf_file *g, const char *path) { return gguf_open_with(g, path, 0); }
+int gguf_open_resident(gguf_file *g, const char *path) { return gguf_open_with(g, path, 1); }
 
 static void value_free(gguf_value *v) {
     if (v->type != GGUF_TYPE_ARRAY) return;

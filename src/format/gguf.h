@@ -65,6 +65,9 @@ typedef struct gguf_file {
 } gguf_file;
 
 int gguf_open(gguf_file *g, const char *path);
+// The same, reading the file into huge-page-backed memory (rm_mmap_open_resident)
+// instead of mapping it: for model weights streamed every token.
+int gguf_open_resident(gguf_file *g, const char *path);
 // Parses a buffer that the caller keeps alive; `name` is used in messages.
 int gguf_parse(gguf_file *g, const void *data, size_t size, const char *name);
 void gguf_close(gguf_file *g);

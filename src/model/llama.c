@@ -199,8 +199,13 @@ static int load_weights(rm_llama *m) {
 // A Hugging Face model directory is converted to a temporary GGUF (weights
 // kept in their stored type, the tokenizer.json as GGUF metadata), mapped,
 // and the file unlinked at once.
+static int open_model_gguf(rm_llama *m, const char *path) {
+    const char *mm = getenv("RAMOLE_MMAP");
+    return mm && *mm && strcmp(mm, "0") ? gguf_open(&m->gguf, path) : gguf_open_resident(&m->gguf, path);
+}
+
 static int open_model_file(rm_llama *m, const char *path) {
-    if (!rm_is_dir(path)) return gguf_open(&m->gguf, path);
+    if (!rm_is_dir(path)) return open_model_gguf(m, path);
     const char *tmpdir = getenv("TMPDIR");
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s/ramole-hf-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
@@ -208,7 +213,7 @@ static int open_model_file(rm_llama *m, const char *path) {
     if (fd < 0) return rm_errorf(RM_EIO, "%s: cannot create a temporary file for the conversion", tmp);
     close(fd);
     int rc = hfdir_convert_to_gguf_ex(path, tmp, -1, NULL, NULL, rm_tokenizer_hfdir_meta, (void *)path);
-    if (!rc) rc = gguf_open(&m->gguf, tmp);
+    if (!rc) rc = open_model_gguf(m, tmp);
     unlink(tmp);
     return rc;
 }
