@@ -118,8 +118,10 @@ static int cmd_train(int argc, char **argv) {
     if (rm_train_run(t, &train, eval.n ? &eval : NULL, &o, &rep)) { cli_fail("training"); goto done; }
     if (rm_trainer_save_model(t, out)) { cli_fail(out); goto done; }
     if (rm_train_write_curve(&rep, svg, "training loss")) { cli_fail(svg); goto done; }
-    fprintf(stderr, "train: %d steps, loss %.4f -> %.4f, eval loss %.4f, %.0f tokens/s; wrote %s and %s\n", rep.steps,
-            rep.initial_loss, rep.final_loss, rep.eval_loss, rep.tokens_per_s, out, svg);
+    char ev[48] = "";
+    if (eval.n) snprintf(ev, sizeof ev, ", eval loss %.4f", rep.eval_loss);
+    fprintf(stderr, "train: %d steps, loss %.4f -> %.4f%s, %.0f tokens/s; wrote %s and %s\n", rep.steps,
+            rep.initial_loss, rep.final_loss, ev, rep.tokens_per_s, out, svg);
     if (a.json) {
         rm_sb sb;
         rm_sb_init(&sb);
