@@ -33,7 +33,10 @@ static void usage(FILE *f) {
             "  --threads N         threads (default 2)\n"
             "  --steps N --temp T --lr L --dim D --bits B --alpha A   training / model knobs\n"
             "  --wmax N --cmin N --cmax N --word-weight W            feature knobs\n"
-            "  --shape W --script W                                  hybrid part weights (0: off)\n",
+            "  --shape W --script W                                  hybrid part weights (0: off)\n"
+            "  --rerank K --rerank-w W --rerank-top M   second stage (rerank.h): the top K\n"
+            "                      re-scored as score + W x mean of the M best query-sample\n"
+            "                      similarities (default 5 / 1 / 1; --rerank 0: keys only)\n",
             RM_RECIPE_DEFAULT);
 }
 
@@ -97,6 +100,7 @@ int cmd_retrieve_eval(int argc, char **argv) {
     double frac = 0.4;
     long seed = 1, threads = 2;
     int ood = 0, json = 0, confusions = 0, loo = 0;
+    rm_rerank_params rr = rm_rerank_default_params();
     rm_recipe_params rp = rm_recipe_default_params();
     for (int i = 1; i < argc; i++) {
         long lv;
@@ -109,6 +113,9 @@ int cmd_retrieve_eval(int argc, char **argv) {
         else if (cli_int(argc, argv, &i, "--seed", NULL, &seed)) {}
         else if (cli_flag(argc, argv, &i, "--ood", NULL)) ood = 1;
         else if (cli_flag(argc, argv, &i, "--pool-loo", NULL)) loo = 1;
+        else if (cli_int(argc, argv, &i, "--rerank", NULL, &lv)) rr.k = (int)lv;
+        else if (cli_int(argc, argv, &i, "--rerank-top", NULL, &lv)) rr.top = (int)lv;
+        else if (cli_float(argc, argv, &i, "--rerank-w", NULL, &dv)) rr.w = (float)dv;
         else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
         else if (cli_flag(argc, argv, &i, "--confusions", NULL)) confusions = 1;
         else if (cli_str(argc, argv, &i, "--keys", NULL, &keys)) {}
@@ -166,7 +173,7 @@ int cmd_retrieve_eval(int argc, char **argv) {
     if (rm_recipe_build(name, &pool, seen, &rp, &e)) { ret = cli_fail("building the embedder"); goto done; }
     double t1 = rm_now();
     if (save && rm_embedder_save(e, save)) { ret = cli_fail("saving the embedder"); goto done; }
-    rm_eval_params ep = {.ood = ood, .n_threads = (int)threads, .key_type = kt};
+    rm_eval_params ep = {.ood = ood, .n_threads = (int)threads, .key_type = kt, .rerank = rr};
     if (loo ? rm_flan_eval_pool_loo(e, &pool, seen, &ep, &res) : rm_flan_eval(e, &pool, req, n_req, seen, &ep, &res)) {
         ret = cli_fail("evaluating");
         goto done;

@@ -166,6 +166,44 @@ static int build_keys(const rm_embedder *e, const rm_flan_pool *pool, const rm_e
     return rc;
 }
 
+// ---------------------------------------------------------------------------
+// Second stage: re-ranking by the similarity to individual samples
+
+// emb[off[t] + i] (rows of dim) = embedding of task t's sample i.
+static int sample_embeddings(const rm_embedder *e, const rm_flan_pool *pool, int n_threads, float **emb, int **off) {
+    *emb = NULL;
+    *off = malloc((size_t)(pool->n + 1) * sizeof **off);
+    if (!*off) return rm_errorf(RM_ENOMEM, "eval: out of memory");
+    (*off)[0] = 0;
+    for (int t = 0; t < pool->n; t++) (*off)[t + 1] = (*off)[t] + pool->tasks[t].n;
+    int n = (*off)[pool->n];
+    *emb = malloc((size_t)(n ? n : 1) * (size_t)e->dim * sizeof **emb);
+    if (!*emb) { free(*off); *off = NULL; return rm_errorf(RM_ENOMEM, "eval: out of memory"); }
+    for (int t = 0; t < pool->n; t++) {
+        int rc = rm_embedder_embed_many(e, (const char *const *)pool->tasks[t].inputs, pool->tasks[t].n,
+                                        *emb + (size_t)(*off)[t] * (size_t)e->dim, n_threads);
+        if (rc) { free(*emb); free(*off); *emb = NULL; *off = NULL; return rc; }
+    }
+    return RM_OK;
+}
+
+// The second stage for query q over h[nh] (skip_task / skip_idx: a sample
+// left out of its task, -1: none).
+static void rerank(const rm_rerank_params *p, int dim, const float *emb, const int *off, const float *q, rm_hit *h,
+                   int nh, int skip_task, int skip_idx) {
+    float term[64];
+    int k = p->k < nh ? p->k : nh;
+    if (k > 64) k = 64;
+    for (int c = 0; c < k; c++) {
+        int t = (int)h[c].id;
+        term[c] = rm_rerank_term(p, dim, q, emb + (size_t)off[t] * (size_t)dim, off[t + 1] - off[t],
+                                 t == skip_task ? skip_idx : -1);
+    }
+    rm_rerank_params p2 = *p;
+    p2.k = k;
+    rm_rerank_apply(&p2, h, nh, term);
+}
+
 static void score_request(const rm_flan_pool *pool, const rm_flan_request *r, const rm_hit *h, int nh, int ood,
                           int is_seen, rm_eval_result *res) {
     int rank = -1;
@@ -220,7 +258,21 @@ int rm_flan_eval(const rm_embedder *e, const rm_flan_pool *pool, const rm_flan_r
     rm_hit *hits = malloc((size_t)CHUNK * KMAX * sizeof *hits);
     if (!rc && (!q || !hits)) rc = rm_errorf(RM_ENOMEM, "eval: out of memory");
     if (!rc) rc = rm_index_create(e->dim, p->key_type, &ix);
-    if (!rc) rc = build_keys(e, pool, p, ix);
+    float *semb = NULL;
+    int *soff = NULL;
+    if (!rc && p->rerank.k > 0) { // the keys from the sample embeddings the second stage needs anyway
+        rc = sample_embeddings(e, pool, p->n_threads, &semb, &soff);
+        for (int t = 0; t < pool->n && !rc; t++) {
+            float *key = q; // scratch (CHUNK rows)
+            memset(key, 0, (size_t)e->dim * sizeof *key);
+            for (int i = soff[t]; i < soff[t + 1]; i++)
+                for (int d = 0; d < e->dim; d++) key[d] += semb[(size_t)i * (size_t)e->dim + (size_t)d];
+            rm_embedder_normalise(e, key); // normalised sum = normalised mean (rm_embedder_key)
+            rc = rm_index_add(ix, t, key);
+        }
+    } else if (!rc) {
+        rc = build_keys(e, pool, p, ix);
+    }
     for (int c0 = 0; c0 < n_req && !rc; c0 += CHUNK) {
         int m = n_req - c0 < CHUNK ? n_req - c0 : CHUNK;
         const char *texts[CHUNK];
@@ -238,10 +290,13 @@ int rm_flan_eval(const rm_embedder *e, const rm_flan_pool *pool, const rm_flan_r
         for (int i = 0; i < m && !rc; i++) {
             const rm_flan_request *r = &req[c0 + i];
             int is_seen = seen && seen[r->task_idx];
+            if (semb) rerank(&p->rerank, e->dim, semb, soff, q + (size_t)i * e->dim, hits + (size_t)i * KMAX, n_hits[i], -1, -1);
             score_request(pool, r, hits + (size_t)i * KMAX, n_hits[i], p->ood, is_seen, res);
         }
     }
     if (!rc) finish_shares(res);
+    free(semb);
+    free(soff);
     rm_index_free(ix);
     free(q);
     free(hits);
@@ -284,6 +339,9 @@ int rm_flan_eval_pool_loo(const rm_embedder *e, const rm_flan_pool *pool, const 
     if (!rc) rc = rm_index_create(e->dim, p->key_type, &ix);
     if (!rc) rm_index_set_threads(ix, p->n_threads);
     if (!rc) rc = loo_sums(e, pool, CHUNK, p->n_threads, emb, sum);
+    float *semb = NULL;
+    int *soff = NULL;
+    if (!rc && p->rerank.k > 0) rc = sample_embeddings(e, pool, p->n_threads, &semb, &soff);
     for (int t = 0; t < pool->n && !rc; t++) { // the full keys: normalised sums = normalised means
         memcpy(own_key, sum + (size_t)t * dim, dim * sizeof *own_key);
         rm_embedder_normalise(e, own_key);
@@ -323,11 +381,14 @@ int rm_flan_eval_pool_loo(const rm_embedder *e, const rm_flan_pool *pool, const 
                 rm_flan_request r = {.inputs = task->inputs[c0 + i], .task = task->name, .domain = task->domain,
                                      .task_idx = t};
                 int is_seen = seen && seen[t];
+                if (semb) rerank(&p->rerank, e->dim, semb, soff, q, merged, nm, t, c0 + i);
                 score_request(pool, &r, merged, nm, 0, is_seen, res);
             }
         }
     }
     if (!rc) finish_shares(res);
+    free(semb);
+    free(soff);
     rm_index_free(ix);
     free(sum);
     free(emb);

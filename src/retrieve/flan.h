@@ -14,6 +14,7 @@
 
 #include "retrieve/embed.h"
 #include "retrieve/index.h"
+#include "retrieve/rerank.h"
 
 typedef struct rm_flan_task {
     char *name, *domain;
@@ -49,6 +50,7 @@ typedef struct rm_eval_params {
     int ood;                 // exclude each request's own task adapter
     int n_threads;
     rm_key_type key_type;
+    rm_rerank_params rerank; // second stage (rerank.h; k 0: off)
 } rm_eval_params;
 
 typedef struct rm_eval_result {

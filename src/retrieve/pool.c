@@ -35,7 +35,9 @@ struct rm_pool {
 static void (*g_test_hook)(void);
 void rm_pool_set_test_hook(void (*hook)(void)) { g_test_hook = hook; }
 
-rm_pool_params rm_pool_default_params(void) { return (rm_pool_params){.key_type = RM_KEY_F32, .n_threads = 1}; }
+rm_pool_params rm_pool_default_params(void) {
+    return (rm_pool_params){.key_type = RM_KEY_F32, .n_threads = 1, .rerank = rm_rerank_default_params()};
+}
 
 static int db_fail(rm_pool *p, const char *what) {
     return rm_errorf(RM_EIO, "%s: %s: %s", p->db_path, what, sqlite3_errmsg(p->db));
@@ -465,12 +467,51 @@ int rm_pool_get(rm_pool *p, const char *name, rm_adapter_info **info, char ***in
 // ---------------------------------------------------------------------------
 // Search and checks
 
+// The second stage for query q over h[nh] (rerank.h), with the candidates'
+// samples read from the database and embedded.
+static int pool_rerank(rm_pool *p, const float *q, rm_hit *h, int nh) {
+    const rm_rerank_params *rr = &p->params.rerank;
+    int k = rr->k < nh ? rr->k : nh, dim = p->emb->dim;
+    if (k <= 0) return RM_OK;
+    float *term = malloc((size_t)k * sizeof *term);
+    float *emb = NULL;
+    int cap = 0, rc = term ? RM_OK : rm_errorf(RM_ENOMEM, "pool: out of memory");
+    for (int c = 0; c < k && !rc; c++) {
+        int n = 0;
+        char **in = sample_inputs(p, h[c].id, &n, &rc);
+        if (!rc && n > cap) {
+            float *ne = realloc(emb, (size_t)n * (size_t)dim * sizeof *ne);
+            if (!ne) rc = rm_errorf(RM_ENOMEM, "pool: out of memory");
+            else { emb = ne; cap = n; }
+        }
+        if (!rc && n > 0) rc = rm_embedder_embed_many(p->emb, (const char *const *)in, n, emb, p->params.n_threads);
+        if (!rc) term[c] = rm_rerank_term(rr, dim, q, emb, n, -1);
+        rm_pool_free_strs(in, n);
+    }
+    if (!rc) {
+        rm_rerank_params r2 = *rr;
+        r2.k = k;
+        rm_rerank_apply(&r2, h, nh, term);
+    }
+    free(term);
+    free(emb);
+    return rc;
+}
+
 int rm_pool_search_batch(rm_pool *p, const char *const *queries, int nq, int k, rm_hit *out, int *n_out) {
     if (!p->emb) return rm_errorf(RM_EINVAL, "%s: the pool has no embedder", p->dir);
+    int k2 = k > p->params.rerank.k ? k : p->params.rerank.k; // the second stage needs its k candidates
     float *q = malloc((size_t)(nq > 0 ? nq : 1) * (size_t)p->emb->dim * sizeof *q);
-    if (!q) return rm_errorf(RM_ENOMEM, "pool: out of memory");
-    int rc = rm_embedder_embed_many(p->emb, queries, nq, q, p->params.n_threads);
-    if (!rc) rc = rm_index_search_batch(p->ix, q, nq, k, NULL, NULL, out, n_out);
+    rm_hit *h = k2 > k ? malloc((size_t)(nq > 0 ? nq : 1) * (size_t)k2 * sizeof *h) : out;
+    int rc = q && h ? RM_OK : rm_errorf(RM_ENOMEM, "pool: out of memory");
+    if (!rc) rc = rm_embedder_embed_many(p->emb, queries, nq, q, p->params.n_threads);
+    if (!rc) rc = rm_index_search_batch(p->ix, q, nq, k2, NULL, NULL, h, n_out);
+    for (int i = 0; i < nq && !rc; i++) {
+        rc = pool_rerank(p, q + (size_t)i * (size_t)p->emb->dim, h + (size_t)i * (size_t)k2, n_out[i]);
+        if (n_out[i] > k) n_out[i] = k;
+        if (h != out) memcpy(out + (size_t)i * (size_t)k, h + (size_t)i * (size_t)k2, (size_t)n_out[i] * sizeof *h);
+    }
+    if (h != out) free(h);
     free(q);
     return rc;
 }
@@ -478,15 +519,21 @@ int rm_pool_search_batch(rm_pool *p, const char *const *queries, int nq, int k, 
 int rm_pool_search(rm_pool *p, const char *query, int k, const char *const *exclude, int n_exclude, rm_hit *out,
                    int *n_out) {
     if (!p->emb) return rm_errorf(RM_EINVAL, "%s: the pool has no embedder", p->dir);
+    int k2 = k > p->params.rerank.k ? k : p->params.rerank.k; // the second stage needs its k candidates
     float *q = malloc((size_t)p->emb->dim * sizeof *q);
     int64_t *ex = malloc((size_t)(n_exclude > 0 ? n_exclude : 1) * sizeof *ex);
-    int n_ex = 0, rc = q && ex ? RM_OK : rm_errorf(RM_ENOMEM, "pool: out of memory");
+    rm_hit *h = k2 > k ? malloc((size_t)k2 * sizeof *h) : out;
+    int n_ex = 0, rc = q && ex && h ? RM_OK : rm_errorf(RM_ENOMEM, "pool: out of memory");
     for (int i = 0; i < n_exclude && !rc; i++) {
         int64_t id = rm_pool_id(p, exclude[i]);
         if (id >= 0) ex[n_ex++] = id; // unknown names exclude nothing
     }
     if (!rc) rc = rm_embedder_embed(p->emb, query, q);
-    if (!rc) rc = rm_index_search(p->ix, q, k, ex, n_ex, out, n_out);
+    if (!rc) rc = rm_index_search(p->ix, q, k2, ex, n_ex, h, n_out);
+    if (!rc) rc = pool_rerank(p, q, h, *n_out);
+    if (!rc && *n_out > k) *n_out = k;
+    if (!rc && h != out) memcpy(out, h, (size_t)*n_out * sizeof *h);
+    if (h != out) free(h);
     free(q);
     free(ex);
     return rc;

@@ -18,6 +18,7 @@
 
 #include "retrieve/embed.h"
 #include "retrieve/index.h"
+#include "retrieve/rerank.h"
 
 typedef struct rm_pool rm_pool;
 
@@ -32,6 +33,8 @@ typedef struct rm_adapter_info {
 typedef struct rm_pool_params {
     rm_key_type key_type;  // in-memory key storage (default F32)
     int n_threads;         // for embedding and search (default 1)
+    rm_rerank_params rerank; // second stage over the stored samples (default
+                           // rm_rerank_default_params(); k 0: keys only)
 } rm_pool_params;
 rm_pool_params rm_pool_default_params(void);
 
@@ -67,7 +70,10 @@ const char *rm_pool_name(const rm_pool *p, int64_t id);
 // id of adapter name or -1.
 int64_t rm_pool_id(const rm_pool *p, const char *name);
 
-// Top-k adapters for a query text, skipping the named adapters.
+// Top-k adapters for a query text, skipping the named adapters. With
+// params.rerank.k > 0 the first rerank.k hits of the key search are re-scored
+// by the query's similarity to their stored samples (rerank.h; the samples are
+// read and embedded per query).
 int rm_pool_search(rm_pool *p, const char *query, int k, const char *const *exclude, int n_exclude, rm_hit *out,
                    int *n_out);
 // Batch: nq queries, out[qi * k + j], n_out[qi].
