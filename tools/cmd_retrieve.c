@@ -18,6 +18,8 @@ static void usage(FILE *f) {
             "                     (prints: line number, rank, score, name)\n"
             "  --exclude a,b      adapter names that must not be returned\n"
             "  --keys T           key storage f32 | f16 | int8 (default f32)\n"
+            "  --rerank K         re-score the best K by the query's similarity to their\n"
+            "                     stored samples (default 5; 0 = keys only, sub-millisecond)\n"
             "  --json             JSON on stdout\n");
 }
 
@@ -55,7 +57,7 @@ done:
 
 int cmd_retrieve(int argc, char **argv) {
     const char *dir = NULL, *prompt = NULL, *excl = NULL, *keys = "f32", *prompts = NULL;
-    long k = 3;
+    long k = 3, rerank = -1;
     int json = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) { usage(stdout); return 0; }
@@ -65,12 +67,15 @@ int cmd_retrieve(int argc, char **argv) {
         else if (cli_str(argc, argv, &i, "--exclude", NULL, &excl)) {}
         else if (cli_str(argc, argv, &i, "--prompts", NULL, &prompts)) {}
         else if (cli_str(argc, argv, &i, "--keys", NULL, &keys)) {}
+        else if (cli_int(argc, argv, &i, "--rerank", NULL, &rerank)) {}
         else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
         else { fprintf(stderr, "ramole retrieve: unknown option '%s'\n", argv[i]); usage(stderr); return 2; }
     }
     if (!dir || !(prompt || prompts) || k < 1 || k > 100000) { usage(stderr); return 2; }
     rm_pool_params pp = rm_pool_default_params();
     if (rm_key_type_parse(keys, &pp.key_type)) return cli_fail("--keys");
+    if (rerank > 1000) { fprintf(stderr, "ramole retrieve: --rerank wants 0..1000\n"); return 2; }
+    if (rerank >= 0) pp.rerank.k = (int)rerank;
     if (prompts) return retrieve_batch(dir, &pp, prompts, (int)k);
     // split --exclude on commas
     char *ex_buf = excl ? strdup(excl) : NULL;
