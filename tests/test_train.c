@@ -16,7 +16,7 @@
 #include "lora/adapter.h"
 #include "lora/batch.h"
 #include "model/synth.h"
-#include "train/gemm.h"
+#include "tensor/gemm.h"
 #include "train/train.h"
 
 // ---------------------------------------------------------------- helpers

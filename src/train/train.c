@@ -16,7 +16,7 @@
 
 #include "base/err.h"
 #include "model/ops.h"
-#include "train/gemm.h"
+#include "tensor/gemm.h"
 
 void rm_train_default_params(rm_train_params *p) {
     *p = (rm_train_params){.batch = 4, .seq = 64, .accum = 1, .steps = 100, .warmup = 10, .lr = 1e-3f,

@@ -3,7 +3,7 @@
 // per step of k.
 #include <immintrin.h>
 
-#include "train/gemm.h"
+#include "tensor/gemm.h"
 
 #define INLINE static inline __attribute__((always_inline))
 // The row loops below are unrolled so that C's tile lives in registers (at -O2

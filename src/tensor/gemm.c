@@ -1,5 +1,5 @@
 // gemm.c — see gemm.h: cache blocking, threading and the scalar reference.
-#include "train/gemm.h"
+#include "tensor/gemm.h"
 
 #include <stddef.h>
 #include <stdlib.h>

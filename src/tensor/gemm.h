@@ -4,8 +4,8 @@
 // transposed once, dW = dy^T x, without materialising transposed weights.
 // The scalar version is the specification; the AVX2 one (gemm_avx2.c) is
 // picked at run time and tested against it.
-#ifndef RM_TRAIN_GEMM_H
-#define RM_TRAIN_GEMM_H
+#ifndef RM_TENSOR_GEMM_H
+#define RM_TENSOR_GEMM_H
 #include <stdint.h>
 
 #include "base/threadpool.h"
