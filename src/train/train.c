@@ -4,7 +4,7 @@
 // Shapes: N = B*T rows, d = n_embd, qd = H*hd, kvd = Hk*hd, f = n_ff, V = n_vocab.
 // Every op is the shared one from model/ops.h with its backward beside it;
 // the forward products go through rm_matmul (y = x W^T), the backward ones
-// through rm_gemm_nn (train/gemm.h):
+// through rm_gemm_nn (tensor/gemm.h):
 //   dx[N,in]   += dy[N,out] W[out,in]     (quantized W dequantized by blocks of rows)
 //   dW[out,in] += dy^T x                  (dy^T materialised once per linear)
 #include "train/train_impl.h"
