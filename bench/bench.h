@@ -17,6 +17,6 @@ void rm_bench_register(const char *name, const char *summary, rm_bench_fn fn);
         rm_bench_register(#name, summary, fn);                                           \
     }
 
-// Median of v[0..n) (reorders v).
-double rm_bench_median(double *v, int n);
+// Medians: rm_median (base/stats.h).
+#include "base/stats.h"
 #endif

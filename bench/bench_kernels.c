@@ -83,7 +83,7 @@ static double time_matmul(rm_threadpool *tp, weights *w, const float *x, float *
         t[i] = rm_now() - t0;
         if (i == 0 || t[i] < *best) *best = t[i];
     }
-    double med = rm_bench_median(t, reps);
+    double med = rm_median(t, reps);
     free(t);
     return med;
 }

@@ -13,17 +13,6 @@ void rm_bench_register(const char *name, const char *summary, rm_bench_fn fn) {
     if (g_n_benches < 64) g_benches[g_n_benches++] = (bench_entry){name, summary, fn};
 }
 
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return (x > y) - (x < y);
-}
-
-double rm_bench_median(double *v, int n) {
-    if (n <= 0) return 0;
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
-
 static void usage(void) {
     fprintf(stderr, "usage: ramole-bench [NAME [args...]]   (no NAME: run all)\n");
     for (int i = 0; i < g_n_benches; i++) fprintf(stderr, "  %-12s %s\n", g_benches[i].name, g_benches[i].summary);

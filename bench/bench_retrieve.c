@@ -73,7 +73,7 @@ int bench_retrieve(int argc, char **argv) {
         rm_embedder_embed(e, g_queries[i % N_Q], q + (size_t)i * dim);
         t[i] = rm_now() - t0;
     }
-    double embed_us = 1e6 * rm_bench_median(t, nq);
+    double embed_us = 1e6 * rm_median(t, nq);
     printf("retrieval latency: hashproj embedder (%d-d, 2^%d buckets), exact top-8 search, medians\n", dim, hp.feat.bits);
     printf("embed one query: %.1f us\n\n", embed_us);
     printf("%8s %5s %3s %10s %10s %13s %12s %9s %8s\n", "adapters", "keys", "thr", "search us", "cpu us", "embed+search",
@@ -96,7 +96,7 @@ int bench_retrieve(int argc, char **argv) {
                     t[i] = rm_now() - t0;
                     tc[i] = cpu_now() - c0;
                 }
-                double search_us = 1e6 * rm_bench_median(t, reps), search_cpu = 1e6 * rm_bench_median(tc, reps);
+                double search_us = 1e6 * rm_median(t, reps), search_cpu = 1e6 * rm_median(tc, reps);
                 int breps = 10;
                 for (int i = 0; i < breps; i++) {
                     double t0 = rm_now(), c0 = cpu_now();
@@ -104,7 +104,7 @@ int bench_retrieve(int argc, char **argv) {
                     t[i] = (rm_now() - t0) / (32 <= nq ? 32 : nq);
                     tc[i] = (cpu_now() - c0) / (32 <= nq ? 32 : nq);
                 }
-                double batch_us = 1e6 * rm_bench_median(t, breps), batch_cpu = 1e6 * rm_bench_median(tc, breps);
+                double batch_us = 1e6 * rm_median(t, breps), batch_cpu = 1e6 * rm_median(tc, breps);
                 char c1[16] = "-", c2[16] = "-"; // CPU time of the calling thread only means something on 1 thread
                 if (th == 1) { snprintf(c1, sizeof c1, "%.1f", search_cpu); snprintf(c2, sizeof c2, "%.1f", batch_cpu); }
                 printf("%8d %5s %3d %10.1f %10s %13.1f %12.1f %9s %8.1f\n", n, rm_key_type_name(types[ti]), th, search_us, c1,

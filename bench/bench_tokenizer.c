@@ -180,7 +180,7 @@ static int bench_tokenizer(int argc, char **argv) {
             }
             printf("%-16s %-10s %-6s %10ld %12.2f %12.1f %12.1f\n", k_vocabs[v], rm_tokenizer_kind(t),
                    cached ? "on" : "off", n_tok, (double)text.bytes / (double)(n_tok ? n_tok : 1),
-                   rm_bench_median(enc, reps), rm_bench_median(dec, reps));
+                   rm_median(enc, reps), rm_median(dec, reps));
         }
         rm_tokenizer_free(t);
     }

@@ -30,7 +30,7 @@ static int measure(rm_trainer *t, int steps, double *tps, double *loss) {
         rc = rm_trainer_step(t, &b, 1, loss, NULL);
         if (i > 0) v[i - 1] = (double)p->batch * p->seq / (rm_now() - t0);
     }
-    if (!rc) *tps = rm_bench_median(v, steps);
+    if (!rc) *tps = rm_median(v, steps);
     free(v);
     rm_tbatch_free(&b);
     return rc;

@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "base/err.h"
 #include "base/file.h"
+#include "base/stats.h"
 #include "model/llama.h"
 
 #include <stdlib.h>
@@ -16,16 +17,6 @@ typedef struct bench_ctx {
     int32_t *tok, *pos, *slot;
     uint8_t *want;
 } bench_ctx;
-
-static int cmp_double(const void *a, const void *b) {
-    double x = *(const double *)a, y = *(const double *)b;
-    return x < y ? -1 : x > y;
-}
-
-static double median(double *v, int n) {
-    qsort(v, (size_t)n, sizeof *v, cmp_double);
-    return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
-}
 
 // Prefill of n tokens in slot 0 as one batch; returns tokens/s.
 static double run_prefill(bench_ctx *c, int n) {
@@ -114,14 +105,14 @@ static int cmd_bench(int argc, char **argv) {
     fprintf(stderr, "bench: %s, %d threads, %ld runs\n", model, nt, runs);
     double bw = 0;
     for (int i = 0; i < runs; i++) v[i] = rm_measure_read_bandwidth(c.tp);
-    bw = median(v, (int)runs);
+    bw = rm_median(v, (int)runs);
     double bound = bw * 1e9 / (double)rm_llama_bytes_per_token(c.m);
     const int what[6][2] = {{0, 64}, {0, 512}, {1, 1}, {1, 8}, {1, 32}, {0, 0}};
     const char *names[5] = {"prefill 64", "prefill 512", "decode b=1", "decode b=8", "decode b=32"};
     run_decode(&c, 1, 2); // warm-up: page in the weights
     for (int k = 0; k < 5; k++) {
         for (int i = 0; i < runs; i++) v[i] = what[k][0] ? run_decode(&c, what[k][1], (int)steps) : run_prefill(&c, what[k][1]);
-        r[k] = median(v, (int)runs);
+        r[k] = rm_median(v, (int)runs);
         if (r[k] < 0) { cli_fail("forward"); free(v); goto out; }
         fprintf(stderr, "  %-12s %9.2f tok/s\n", names[k], r[k]);
     }

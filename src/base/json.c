@@ -137,7 +137,7 @@ static int hex4(const json_parser *p, size_t at, unsigned *out) {
     return 0;
 }
 
-// Decodes one \uXXXX escape (plus its low surrogate when it is a high one)
+// Decodes one \u escape of four hex digits (plus its low surrogate when it is a high one)
 // starting at the 'u'; advances p->pos past it and writes UTF-8 to buf.
 static int json_unicode_escape(json_parser *p, char *buf, size_t *n) {
     size_t start = p->pos - 1; // the backslash

@@ -25,6 +25,12 @@ static int take(l2c_cursor *c, uint64_t count, const float **out, const char *wh
     return RM_OK;
 }
 
+// Adds an f32 tensor [n1 rows of n0] (1-D when n1 == 1) referencing data in place.
+static int add_f32(gguf_writer *w, const char *name, const float *data, int n0, int n1) {
+    int64_t ne[2] = {n0, n1};
+    return gguf_add_tensor(w, name, RM_TYPE_F32, n1 > 1 ? 2 : 1, ne, data);
+}
+
 int llama2c_convert(const char *in_path, const char *out_path) {
     rm_mmap map;
     int rc = rm_mmap_open(&map, in_path);
@@ -84,38 +90,22 @@ int llama2c_convert(const char *in_path, const char *out_path) {
         (rc = gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 2)) ||
         (rc = gguf_set_bool(w, "tokenizer.ggml.add_bos_token", 1)))
         goto done;
-    int64_t ne[2];
+    // Per-layer arrays: [n_layer][n1][n0] in the file, one GGUF tensor per layer.
+    const struct { const char *name; const float *base; int n0, n1; } per_layer[9] = {
+        {"attn_norm", rms_att, dim, 1},  {"attn_q", wq, dim, dim},        {"attn_k", wk, dim, kvd},
+        {"attn_v", wv, dim, kvd},        {"attn_output", wo, dim, dim},   {"ffn_norm", rms_ffn, dim, 1},
+        {"ffn_gate", w1, dim, hidden},   {"ffn_down", w2, hidden, dim},   {"ffn_up", w3, dim, hidden},
+    };
+    if ((rc = add_f32(w, "token_embd.weight", emb, dim, vocab)) || (rc = add_f32(w, "output_norm.weight", rms_final, dim, 1)) ||
+        (!shared && (rc = add_f32(w, "output.weight", wcls, dim, vocab))))
+        goto done;
     char name[96];
-#define ADD(nm, ptr, n0, n1)                                                             \
-    do {                                                                                 \
-        ne[0] = (n0);                                                                    \
-        ne[1] = (n1);                                                                    \
-        if ((rc = gguf_add_tensor(w, nm, RM_TYPE_F32, (n1) > 1 ? 2 : 1, ne, ptr))) goto done; \
-    } while (0)
-    ADD("token_embd.weight", emb, dim, vocab);
-    ADD("output_norm.weight", rms_final, dim, 1);
-    if (!shared) ADD("output.weight", wcls, dim, vocab);
-    for (int l = 0; l < nl; l++) {
-        snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
-        ADD(name, rms_att + (size_t)l * dim, dim, 1);
-        snprintf(name, sizeof name, "blk.%d.attn_q.weight", l);
-        ADD(name, wq + (size_t)l * dim * dim, dim, dim);
-        snprintf(name, sizeof name, "blk.%d.attn_k.weight", l);
-        ADD(name, wk + (size_t)l * dim * kvd, dim, kvd);
-        snprintf(name, sizeof name, "blk.%d.attn_v.weight", l);
-        ADD(name, wv + (size_t)l * dim * kvd, dim, kvd);
-        snprintf(name, sizeof name, "blk.%d.attn_output.weight", l);
-        ADD(name, wo + (size_t)l * dim * dim, dim, dim);
-        snprintf(name, sizeof name, "blk.%d.ffn_norm.weight", l);
-        ADD(name, rms_ffn + (size_t)l * dim, dim, 1);
-        snprintf(name, sizeof name, "blk.%d.ffn_gate.weight", l);
-        ADD(name, w1 + (size_t)l * dim * hidden, dim, hidden);
-        snprintf(name, sizeof name, "blk.%d.ffn_down.weight", l);
-        ADD(name, w2 + (size_t)l * dim * hidden, hidden, dim);
-        snprintf(name, sizeof name, "blk.%d.ffn_up.weight", l);
-        ADD(name, w3 + (size_t)l * dim * hidden, dim, hidden);
-    }
-#undef ADD
+    for (int l = 0; l < nl; l++)
+        for (int t = 0; t < 9; t++) {
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, per_layer[t].name);
+            size_t per = (size_t)per_layer[t].n0 * per_layer[t].n1;
+            if ((rc = add_f32(w, name, per_layer[t].base + (size_t)l * per, per_layer[t].n0, per_layer[t].n1))) goto done;
+        }
     rc = gguf_write(w, out_path);
 done:
     gguf_writer_free(w);

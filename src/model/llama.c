@@ -237,6 +237,11 @@ int rm_llama_load(rm_llama **out, const char *path) {
     int rc = open_model_file(m, path);
     if (!rc) rc = read_hparams(m);
     if (!rc) rc = load_weights(m);
+    if (!rc) {
+        m->rope_freq = malloc((size_t)(m->hp.rope_dim / 2) * sizeof(float));
+        if (!m->rope_freq) rc = rm_errorf(RM_ENOMEM, "out of memory");
+        else rm_rope_freqs(&m->hp, m->rope_freq);
+    }
     if (rc) {
         rm_llama_free(m);
         return rc;
@@ -283,6 +288,8 @@ void rm_llama_free(rm_llama *m) {
         free(m->layers);
     }
     free(m->output_norm);
+    free(m->rope_freq);
+    free(m->slot_len);
     if (m->tok) rm_tokenizer_free(m->tok);
     gguf_close(&m->gguf);
     free(m->buf);
@@ -378,17 +385,22 @@ int rm_llama_forward(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, const rm_ba
 int rm_llama_forward_hidden(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, const rm_batch *b,
                             const rm_linear_hook *hook, float *logits, float *hidden) {
     const rm_llama_hparams *hp = &m->hp;
-    int32_t *len = malloc((size_t)kv->n_slots * sizeof(int32_t));
-    if (!len) return rm_errorf(RM_ENOMEM, "out of memory");
+    if (kv->n_slots > m->slot_len_cap) {
+        int32_t *nl = realloc(m->slot_len, (size_t)kv->n_slots * sizeof(int32_t));
+        if (!nl) return rm_errorf(RM_ENOMEM, "out of memory");
+        m->slot_len = nl;
+        m->slot_len_cap = kv->n_slots;
+    }
+    int32_t *len = m->slot_len;
     int rc = check_batch(m, kv, b, len);
-    if (rc) { free(len); return rc; }
+    if (rc) return rc;
 
     int n = b->n, d = hp->n_embd, hd = hp->head_dim, H = hp->n_head, Hk = hp->n_head_kv, f = hp->n_ff;
     size_t qd = (size_t)H * hd, kvd = (size_t)Hk * hd;
     int nth = tp ? rm_threadpool_size(tp) : 1;
     size_t need = (size_t)n * (2 * d + 2 * qd + 2 * kvd + 2 * (size_t)f + (size_t)hp->rope_dim) + (size_t)nth * kv->n_ctx;
     float *buf = scratch(m, need);
-    if (!buf) { free(len); return rm_errorf(RM_ENOMEM, "forward: cannot allocate scratch for %d rows", n); }
+    if (!buf) return rm_errorf(RM_ENOMEM, "forward: cannot allocate scratch for %d rows", n);
     float *x = buf, *xb = x + (size_t)n * d, *q = xb + (size_t)n * d, *att = q + (size_t)n * qd;
     float *k = att + (size_t)n * qd, *v = k + (size_t)n * kvd, *g = v + (size_t)n * kvd;
     float *u = g + (size_t)n * f, *cs = u + (size_t)n * f, *scores = cs + (size_t)n * hp->rope_dim;
@@ -396,7 +408,7 @@ int rm_llama_forward_hidden(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, cons
     size_t erow = rm_row_size(m->tok_embd.type, d);
     for (int r = 0; r < n; r++) {
         rm_dequantize_row(m->tok_embd.type, (const uint8_t *)m->tok_embd.data + (size_t)b->token[r] * erow, x + (size_t)r * d, d);
-        rm_rope_angles(hp, b->pos[r], cs + (size_t)r * hp->rope_dim);
+        rm_rope_angles_freq(m->rope_freq, hp->rope_dim / 2, b->pos[r], cs + (size_t)r * hp->rope_dim);
     }
 
     for (int l = 0; l < hp->n_layer; l++) {
@@ -426,7 +438,6 @@ int rm_llama_forward_hidden(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, cons
         linear(tp, hook, b, L, l, RM_LIN_DOWN, g, f, x, d, 1); // x += h Wdown^T
     }
     memcpy(kv->len, len, (size_t)kv->n_slots * sizeof(int32_t));
-    free(len);
 
     // final norm and classifier for the wanted rows only
     int n_out = 0;

@@ -72,9 +72,12 @@ typedef struct rm_llama {
     int add_bos;
     int32_t bos;
     size_t weight_bytes;         // bytes of all weights
+    float *rope_freq;            // [rope_dim/2] rotation frequency of each pair
     // scratch for forward (grown on demand)
     float *buf;
     size_t buf_cap;
+    int32_t *slot_len;           // per KV slot: positions filled once the batch is in
+    int slot_len_cap;
 } rm_llama;
 
 // Loads a GGUF model (architectures "llama", "mistral", "qwen2"). A file with

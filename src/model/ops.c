@@ -53,28 +53,43 @@ void rm_bias_backward(float *db, const float *dy, int n, int dim) {
         for (int i = 0; i < dim; i++) db[i] += dy[(size_t)r * dim + i];
 }
 
-// Rotation angles of one position: cs[2*i] = cos, cs[2*i+1] = sin, i < rope_dim/2.
-void rm_rope_angles(const rm_llama_hparams *hp, int pos, float *cs) {
-    int half = hp->rope_dim / 2;
-    for (int i = 0; i < half; i++) {
-        float freq = 1.0f / powf(hp->rope_base, (float)(2 * i) / (float)hp->rope_dim);
-        if (hp->rope_scaling == RM_ROPE_SCALING_LINEAR) {
+// Rotation frequency of pair i, with the model's base and scaling.
+static float rope_freq(const rm_llama_hparams *hp, int i) {
+    float freq = 1.0f / powf(hp->rope_base, (float)(2 * i) / (float)hp->rope_dim);
+    if (hp->rope_scaling == RM_ROPE_SCALING_LINEAR) {
+        freq /= hp->rope_factor;
+    } else if (hp->rope_scaling == RM_ROPE_SCALING_LLAMA3) {
+        float wavelen = 2.0f * (float)M_PI / freq;
+        float lo_wl = (float)hp->rope_orig_ctx / hp->rope_low_freq;
+        float hi_wl = (float)hp->rope_orig_ctx / hp->rope_high_freq;
+        if (wavelen > lo_wl) {
             freq /= hp->rope_factor;
-        } else if (hp->rope_scaling == RM_ROPE_SCALING_LLAMA3) {
-            float wavelen = 2.0f * (float)M_PI / freq;
-            float lo_wl = (float)hp->rope_orig_ctx / hp->rope_low_freq;
-            float hi_wl = (float)hp->rope_orig_ctx / hp->rope_high_freq;
-            if (wavelen > lo_wl) {
-                freq /= hp->rope_factor;
-            } else if (wavelen >= hi_wl) {
-                float smooth = ((float)hp->rope_orig_ctx / wavelen - hp->rope_low_freq) /
-                               (hp->rope_high_freq - hp->rope_low_freq);
-                freq = (1.0f - smooth) * freq / hp->rope_factor + smooth * freq;
-            }
+        } else if (wavelen >= hi_wl) {
+            float smooth = ((float)hp->rope_orig_ctx / wavelen - hp->rope_low_freq) /
+                           (hp->rope_high_freq - hp->rope_low_freq);
+            freq = (1.0f - smooth) * freq / hp->rope_factor + smooth * freq;
         }
-        float a = (float)pos * freq;
+    }
+    return freq;
+}
+
+void rm_rope_freqs(const rm_llama_hparams *hp, float *freq) {
+    for (int i = 0; i < hp->rope_dim / 2; i++) freq[i] = rope_freq(hp, i);
+}
+
+void rm_rope_angles_freq(const float *freq, int half, int pos, float *cs) {
+    for (int i = 0; i < half; i++) {
+        float a = (float)pos * freq[i];
         cs[2 * i] = cosf(a);
         cs[2 * i + 1] = sinf(a);
+    }
+}
+
+// Rotation angles of one position: cs[2*i] = cos, cs[2*i+1] = sin, i < rope_dim/2.
+void rm_rope_angles(const rm_llama_hparams *hp, int pos, float *cs) {
+    for (int i = 0; i < hp->rope_dim / 2; i++) {
+        float f = rope_freq(hp, i);
+        rm_rope_angles_freq(&f, 1, pos, cs + 2 * i);
     }
 }
 

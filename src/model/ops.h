@@ -12,6 +12,10 @@ void rm_rmsnorm_forward(float *y, const float *x, const float *w, int n, int d, 
 void rm_bias_add(float *x, const float *b, int n, int dim);
 // cs[rope_dim] = (cos, sin) of position pos for each rotated pair, with the model's base and scaling
 void rm_rope_angles(const rm_llama_hparams *hp, int pos, float *cs);
+// The same in two steps, so a model computes its frequencies once:
+// freq[rope_dim/2] of the pairs, then cs[2*half] for a position.
+void rm_rope_freqs(const rm_llama_hparams *hp, float *freq);
+void rm_rope_angles_freq(const float *freq, int half, int pos, float *cs);
 // v[n_heads, head_dim] rotated in place by cs, pairing (2i, 2i+1) or (i, i+rope_dim/2) when rope_neox
 void rm_rope_forward(const rm_llama_hparams *hp, float *v, int n_heads, const float *cs);
 // h[count] = silu(g) * u
