@@ -7,6 +7,7 @@
 #include "format/llama2c.h"
 #include "model/generate.h"
 #include "model/llama.h"
+#include "model/ops.h"
 #include "model/sampler.h"
 #include "model/synth.h"
 
@@ -355,4 +356,56 @@ TEST(cli_generate_ids_matches_reference) {
     out = run_capture(cmd);
     CHECK(out == NULL); // non-zero exit
     free(out);
+}
+
+// Weights read resident (the default) and mapped in place (RAMOLE_MMAP=1)
+// give the same logits.
+TEST(llama_mmap_and_resident_loads_agree) {
+    rm_llama *a = synth_model(RM_TYPE_Q8_0);
+    REQUIRE(a);
+    setenv("RAMOLE_MMAP", "1", 1);
+    rm_llama *b = NULL;
+    CHECK_OK(rm_llama_load(&b, a->path));
+    unsetenv("RAMOLE_MMAP");
+    REQUIRE(b);
+    CHECK(a->gguf.map.mapped > 0 && b->gguf.map.mapped == 0); // resident copy vs file mapping
+    float *la = malloc((size_t)a->hp.n_vocab * sizeof(float)), *lb = malloc((size_t)b->hp.n_vocab * sizeof(float));
+    int32_t seq[5] = {3, 77, 12, 200, 9};
+    run_alone(a, NULL, seq, 5, la);
+    run_alone(b, NULL, seq, 5, lb);
+    CHECK(memcmp(la, lb, (size_t)a->hp.n_vocab * sizeof(float)) == 0);
+    free(la);
+    free(lb);
+    rm_llama_free(a);
+    rm_llama_free(b);
+}
+
+// RoPE frequencies with scaling, against values worked out from the formulas
+// (Llama 3.1: factor 8, low 1, high 4, original context 8192, base 500000).
+TEST(llama_rope_scaling_frequencies) {
+    rm_llama_hparams hp = {.rope_dim = 128, .rope_base = 500000.0f, .rope_factor = 8.0f,
+                           .rope_scaling = RM_ROPE_SCALING_LLAMA3, .rope_low_freq = 1.0f, .rope_high_freq = 4.0f,
+                           .rope_orig_ctx = 8192};
+    float f[64];
+    rm_rope_freqs(&hp, f);
+    for (int i = 0; i < 64; i++) {
+        double base = pow(500000.0, -2.0 * i / 128.0), wl = 2 * M_PI / base, want;
+        if (wl < 8192.0 / 4) want = base;          // high frequencies kept
+        else if (wl > 8192.0 / 1) want = base / 8; // low frequencies divided by the factor
+        else {
+            double smooth = (8192.0 / wl - 1) / (4 - 1);
+            want = (1 - smooth) * base / 8 + smooth * base;
+        }
+        CHECKF(fabs(f[i] - want) <= 1e-5 * want, "pair %d: %g vs %g", i, f[i], want);
+    }
+    hp.rope_scaling = RM_ROPE_SCALING_LINEAR;
+    hp.rope_factor = 4.0f;
+    rm_rope_freqs(&hp, f);
+    CHECK_NEAR(f[0], 0.25, 1e-7);
+    CHECK_NEAR(f[10] * 4.0, pow(500000.0, -20.0 / 128.0), 1e-6);
+    // rm_rope_angles is the two steps in one
+    float cs1[128], cs2[128];
+    rm_rope_angles(&hp, 37, cs1);
+    rm_rope_angles_freq(f, 64, 37, cs2);
+    CHECK(memcmp(cs1, cs2, sizeof cs1) == 0);
 }

@@ -669,6 +669,19 @@ TEST(retr_cli_pool_add_retrieve) {
         if (j->n == 2) CHECK(!strcmp(rm_json_get_str(&j->items[0], "name", ""), "a2"));
         rm_json_free(j);
     }
+    // keys only (--rerank 0) gives the same best adapter; a bad --rerank is refused
+    snprintf(cmd, sizeof cmd, "%s retrieve --pool %s/cli -p 'Answer this question: who painted it?' -k 1 --rerank 0 --json > %s/out0.json", bin, tmp, tmp);
+    REQUIRE(system(cmd) == 0);
+    snprintf(path, sizeof path, "%s/out0.json", tmp);
+    j = NULL;
+    CHECK_OK(rm_json_parse_file(path, &j));
+    if (j) {
+        CHECK(j->type == RM_JSON_ARRAY && j->n == 1);
+        if (j->n == 1) CHECK(!strcmp(rm_json_get_str(&j->items[0], "name", ""), "a2"));
+        rm_json_free(j);
+    }
+    snprintf(cmd, sizeof cmd, "%s retrieve --pool %s/cli -p x --rerank 5000 2>/dev/null", bin, tmp);
+    CHECK(system(cmd) != 0);
     snprintf(cmd, sizeof cmd, "%s pool remove --pool %s/cli --name a1 && %s pool check --pool %s/cli > /dev/null", bin, tmp, bin, tmp);
     CHECK(system(cmd) == 0);
     snprintf(cmd, sizeof cmd, "%s pool remove --pool %s/cli --name a1 2>/dev/null", bin, tmp);
