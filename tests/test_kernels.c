@@ -359,12 +359,12 @@ static int case_check(mm_case *c, rm_threadpool *tp, int accumulate) {
 static void matmul_vs_ref(const char *isa, int big) {
     rm_cpu_force(isa);
     int ins[] = {32, 64, 768, 4352};
-    int ns[] = {1, 3, 7, 32, 33};
+    int ns[] = {1, 2, 3, 7, 32, 33};
     int outs[] = {1, 5, 67};
     rm_threadpool *tp = rm_threadpool_create(2);
     for (int ti = 0; ti < N_TYPES; ti++)
         for (int a = 0; a < 4; a++)
-            for (int b = 0; b < 5; b++)
+            for (int b = 0; b < 6; b++)
                 for (int o = 0; o < 3; o++) {
                     if (!big && ins[a] > 1000 && ns[b] > 7) continue;
                     mm_case c;
@@ -420,6 +420,25 @@ TEST(kernel_matmul_threads_bitwise) {
             }
             case_free(&c);
         }
+}
+
+// A row's result does not depend on how many activation rows share the call:
+// decode (1 or 2 rows: weight rows walked one at a time) and the tiled path
+// (register tiles of several weight and activation rows, narrower tiles at
+// the edges) give the same bits.
+TEST(kernel_matmul_rows_alone_bitwise) {
+    for (int ti = 0; ti < N_TYPES; ti++) {
+        mm_case c;
+        if (!case_init(&c, k_types[ti], 512, 37, 11)) continue;
+        rm_matmul(NULL, &c.W, c.x, c.in, c.yref, c.out, c.n, 0);
+        for (int w = 1; w <= 3; w++)
+            for (int i = 0; i + w <= c.n; i += w) {
+                rm_matmul(NULL, &c.W, c.x + (size_t)i * c.in, c.in, c.y, c.out, w, 0);
+                CHECKF(memcmp(c.y, c.yref + (size_t)i * c.out, sizeof(float) * c.out * w) == 0,
+                       "%s: rows %d..%d alone differ from the batch of %d", rm_type_name(c.W.type), i, i + w - 1, c.n);
+            }
+        case_free(&c);
+    }
 }
 
 TEST(kernel_matmul_accumulate) {
