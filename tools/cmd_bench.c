@@ -70,7 +70,8 @@ static int cmd_bench(int argc, char **argv) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) {
             printf("usage: ramole bench -m MODEL [-t THREADS] [--runs R] [--steps N] [--json]\n\n"
                    "Prompt processing (64 and 512 tokens), decode at batch 1, 8 and 32, and this machine's\n"
-                   "read bandwidth with the decode bound it implies (weight bytes per token / bandwidth).\n"
+                   "read bandwidth with the decode bound it implies (weight bytes per token / bandwidth),\n"
+                   "and its int8 multiply-add peak with the prefill and batched-decode bounds it implies.\n"
                    "Figures are medians over R runs (default 3). --json prints one JSON object on stdout.\n");
             return 0;
         } else if (cli_str(argc, argv, &i, "--model", "-m", &model)) {
@@ -120,10 +121,24 @@ static int cmd_bench(int argc, char **argv) {
     fprintf(stderr, "  bandwidth    %9.2f GB/s -> decode bound %.2f tok/s (%.1f MB/token); decode b=1 at %.0f%% of it\n", bw,
             bound, rm_llama_bytes_per_token(c.m) / 1e6, 100.0 * r[2] / bound);
     fprintf(stderr, "  batch 32 / batch 1 = %.2fx\n", r[4] / r[2]);
+    // Compute ceilings: int8 multiply-add rate of this machine over the ops a
+    // token needs (2 per weight of the layers' linears; plus the output head
+    // for decode, where every row wants logits; attention not counted).
+    double kern_gops, bare_gops, lin = 0;
+    rm_measure_int8_peak(c.tp, &kern_gops, &bare_gops);
+    for (int l = 0; l < c.m->hp.n_layer; l++)
+        for (int w = 0; w < RM_LIN_COUNT; w++) lin += (double)c.m->layers[l].w[w].ne[0] * (double)c.m->layers[l].w[w].ne[1];
+    double head = (double)c.m->output.ne[0] * (double)c.m->output.ne[1];
+    double pf_bound = kern_gops * 1e9 / (2 * lin), batch_bound = kern_gops * 1e9 / (2 * (lin + head));
+    fprintf(stderr,
+            "  int8 peak    %9.1f GOP/s (the q8_0/q4_0 kernels' per-block sequence; bare maddubs+madd %.1f), %.2f GOP/token\n"
+            "               -> prefill bound %.1f tok/s (prefill 512 at %.0f%%), batched-decode bound %.1f tok/s = %.2fx decode b=1\n",
+            kern_gops, bare_gops, 2 * lin / 1e9, pf_bound, 100.0 * r[1] / pf_bound, batch_bound, batch_bound / r[2]);
     if (json)
         printf("{\"bandwidth_gbs\": %.3f, \"decode_bound_tps\": %.3f, \"decode_tps\": %.3f, \"prefill64_tps\": %.3f, "
-               "\"prefill512_tps\": %.3f, \"batch8_tps\": %.3f, \"batch32_tps\": %.3f, \"threads\": %d}\n",
-               bw, bound, r[2], r[0], r[1], r[3], r[4], nt);
+               "\"prefill512_tps\": %.3f, \"batch8_tps\": %.3f, \"batch32_tps\": %.3f, \"threads\": %d, "
+               "\"int8_peak_gops\": %.3f, \"int8_bare_gops\": %.3f, \"prefill_bound_tps\": %.3f, \"batch_bound_tps\": %.3f}\n",
+               bw, bound, r[2], r[0], r[1], r[3], r[4], nt, kern_gops, bare_gops, pf_bound, batch_bound);
     rc = 0;
 out:
     rm_kvcache_free(&c.kv);

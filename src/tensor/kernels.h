@@ -78,6 +78,9 @@ float rm_dot_f32_avx2(const float *a, const float *b, int64_t n);
 void rm_axpy_f32_avx2(float *y, float a, const float *x, int64_t n);
 double rm_sum_f32_avx2(const float *a, int64_t n);
 void rm_quantize_x_avx2(const rm_mm *m, int c0, int c1);
+// iters x 10 int8 blocks of 32 in registers (see matmul_avx2.c); full = 1 the
+// q8_0 kernel's per-pair sequence, 0 the bare maddubs + madd.
+float rm_int8_peak_avx2(long iters, int full);
 
 void rm_mm_q8_0_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 float rm_dot_f32_avx512(const float *a, const float *b, int64_t n);

@@ -275,3 +275,41 @@ double rm_measure_read_bandwidth(rm_threadpool *tp) {
     free(j);
     return best;
 }
+
+// ---------------------------------------------------------------------------
+// int8 compute ceiling: every worker runs the register-only loop; the rate is
+// the total over the slowest worker's time (workers start together).
+
+typedef struct {
+    long iters;
+    int full;
+    double t[1024];
+    float sink[1024];
+} peak_job;
+
+static void peak_task(void *ctx, int ith, int nth) {
+    peak_job *j = ctx;
+    double t0 = rm_now();
+    j->sink[ith & 1023] = rm_int8_peak_avx2(j->iters, j->full);
+    j->t[ith & 1023] = rm_now() - t0;
+}
+
+void rm_measure_int8_peak(rm_threadpool *tp, double *kernel_gops, double *bare_gops) {
+    *kernel_gops = *bare_gops = 0;
+    if (!use_avx2()) return;
+    int nth = rm_threadpool_size(tp);
+    if (nth > 1024) nth = 1024;
+    for (int full = 0; full <= 1; full++) {
+        double best = 0;
+        for (int rep = 0; rep < 3; rep++) {
+            peak_job j = {.iters = 4000000, .full = full};
+            rm_threadpool_run(tp, peak_task, &j);
+            double slowest = 0;
+            for (int i = 0; i < nth; i++) slowest = j.t[i] > slowest ? j.t[i] : slowest;
+            // 10 blocks of 32 multiply-adds per iteration, 2 ops each
+            double gops = slowest > 0 ? (double)nth * (double)j.iters * 10 * 32 * 2 / slowest / 1e9 : 0;
+            if (gops > best) best = gops;
+        }
+        *(full ? kernel_gops : bare_gops) = best;
+    }
+}

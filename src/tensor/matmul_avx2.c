@@ -514,3 +514,41 @@ void rm_quantize_x_avx2(const rm_mm *m, int c0, int c1) {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Compute ceiling probes: `iters` rounds of 10 independent chains, every
+// operand in registers, so nothing but the execution ports limits them.
+//   full = 1: what the q8_0 / q4_0 kernels do per (weight block, activation
+//             block) pair: sign, maddubs, madd, cvt, fma
+//   full = 0: maddubs + madd + add, the least any int8 dot product needs on
+//             AVX2 without VNNI (vpdpbusd does it in one instruction)
+// Returns a value derived from every chain so that none is optimised away.
+float rm_int8_peak_avx2(long iters, int full) {
+    __m256i x = _mm256_set1_epi8(3), w = _mm256_set1_epi8(-5), ones = _mm256_set1_epi16(1);
+    __m256 s = _mm256_set1_ps(1e-7f);
+    __m256 f[10];
+    __m256i a[10];
+    for (int k = 0; k < 10; k++) f[k] = _mm256_setzero_ps(), a[k] = _mm256_setzero_si256();
+    if (full) {
+        __m256i aw = _mm256_abs_epi8(w);
+        for (long it = 0; it < iters; it++) {
+#pragma GCC unroll 10
+            for (int k = 0; k < 10; k++) {
+                __m256i p = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(x, w));
+                f[k] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones)), s, f[k]);
+                __asm__ volatile("" : "+x"(x)); // a new x each time: nothing to hoist
+            }
+        }
+    } else {
+        for (long it = 0; it < iters; it++) {
+#pragma GCC unroll 10
+            for (int k = 0; k < 10; k++) {
+                a[k] = _mm256_add_epi32(a[k], _mm256_madd_epi16(_mm256_maddubs_epi16(x, w), ones));
+                __asm__ volatile("" : "+x"(x));
+            }
+        }
+    }
+    __m256 t = _mm256_setzero_ps();
+    for (int k = 0; k < 10; k++) t = _mm256_add_ps(t, _mm256_add_ps(f[k], _mm256_cvtepi32_ps(a[k])));
+    return hsum8(t);
+}

@@ -71,4 +71,10 @@ void rm_axpy_f32(float *y, float a, const float *x, int64_t n);
 // Measures this machine's sustainable read bandwidth in GB/s with the pool's
 // threads (streams a buffer much larger than the last-level cache).
 double rm_measure_read_bandwidth(rm_threadpool *tp);
+
+// Measures this machine's int8 multiply-add ceiling in GOP/s (2 ops per
+// multiply-add) with all the pool's threads, operands in registers:
+// *kernel_gops for the sequence the q8_0 / q4_0 kernels run per 32-element
+// block pair, *bare_gops for maddubs + madd alone. Both are 0 without AVX2.
+void rm_measure_int8_peak(rm_threadpool *tp, double *kernel_gops, double *bare_gops);
 #endif
