@@ -20,6 +20,7 @@ static void usage(FILE *f) {
             "  --keys T           key storage f32 | f16 | int8 (default f32)\n"
             "  --rerank K         re-score the best K by the query's similarity to their\n"
             "                     stored samples (default 5; 0 = keys only, sub-millisecond)\n"
+            "  --bm25-w W         weight of the second stage's BM25 term (default 0.5; 0: none)\n"
             "  --json             JSON on stdout\n");
 }
 
@@ -58,6 +59,7 @@ done:
 int cmd_retrieve(int argc, char **argv) {
     const char *dir = NULL, *prompt = NULL, *excl = NULL, *keys = "f32", *prompts = NULL;
     long k = 3, rerank = -1;
+    double bm25_w = -1;
     int json = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) { usage(stdout); return 0; }
@@ -68,6 +70,7 @@ int cmd_retrieve(int argc, char **argv) {
         else if (cli_str(argc, argv, &i, "--prompts", NULL, &prompts)) {}
         else if (cli_str(argc, argv, &i, "--keys", NULL, &keys)) {}
         else if (cli_int(argc, argv, &i, "--rerank", NULL, &rerank)) {}
+        else if (cli_float(argc, argv, &i, "--bm25-w", NULL, &bm25_w)) {}
         else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
         else { fprintf(stderr, "ramole retrieve: unknown option '%s'\n", argv[i]); usage(stderr); return 2; }
     }
@@ -76,6 +79,8 @@ int cmd_retrieve(int argc, char **argv) {
     if (rm_key_type_parse(keys, &pp.key_type)) return cli_fail("--keys");
     if (rerank > 1000) { fprintf(stderr, "ramole retrieve: --rerank wants 0..1000\n"); return 2; }
     if (rerank >= 0) pp.rerank.k = (int)rerank;
+    if (bm25_w > 100) { fprintf(stderr, "ramole retrieve: --bm25-w wants 0..100\n"); return 2; }
+    if (bm25_w >= 0) pp.rerank.bm25.w = (float)bm25_w;
     if (prompts) return retrieve_batch(dir, &pp, prompts, (int)k);
     // split --exclude on commas
     char *ex_buf = excl ? strdup(excl) : NULL;

@@ -36,7 +36,12 @@ static void usage(FILE *f) {
             "  --shape W --script W                                  hybrid part weights (0: off)\n"
             "  --rerank K --rerank-w W --rerank-top M   second stage (rerank.h): the top K\n"
             "                      re-scored as score + W x mean of the M best query-sample\n"
-            "                      similarities (default 5 / 1 / 1; --rerank 0: keys only)\n",
+            "                      similarities (default 5 / 1 / 1; --rerank 0: keys only)\n"
+            "  --bm25-w W --bm25-k1 K --bm25-b B   the second stage's BM25 term (bm25.h):\n"
+            "                      + W x BM25 of the query against the adapter's samples,\n"
+            "                      normalised to [0, 1] (default 0.5 / 1.2 / 0.75; W 0: off)\n"
+            "  --bm25-wmax N --bm25-cmax N   BM25 word / char n-gram lengths (0: none;\n"
+            "                      default 2 / 5, the lexical settings)\n",
             RM_RECIPE_DEFAULT);
 }
 
@@ -92,6 +97,12 @@ static void print_confusions(const rm_eval_result *r, const rm_flan_pool *pool, 
     for (int i = 0; i < m; i++)
         printf("  %3d  %-28s -> %-28s%s\n", c[i].n, pool->tasks[c[i].t].name, pool->tasks[c[i].p].name,
                seen[c[i].t] ? "  (seen)" : "");
+    m = 0;
+    for (int t = 0; t < nt; t++)
+        if (r->task_miss3[t]) c[m++] = (conf_pair){r->task_miss3[t], t, t};
+    qsort(c, (size_t)m, sizeof *c, cmp_conf);
+    printf("\nown adapter not in the top 3:\n");
+    for (int i = 0; i < m; i++) printf("  %3d  %-28s%s\n", c[i].n, pool->tasks[c[i].t].name, seen[c[i].t] ? "  (seen)" : "");
     free(c);
 }
 
@@ -116,6 +127,11 @@ int cmd_retrieve_eval(int argc, char **argv) {
         else if (cli_int(argc, argv, &i, "--rerank", NULL, &lv)) rr.k = (int)lv;
         else if (cli_int(argc, argv, &i, "--rerank-top", NULL, &lv)) rr.top = (int)lv;
         else if (cli_float(argc, argv, &i, "--rerank-w", NULL, &dv)) rr.w = (float)dv;
+        else if (cli_float(argc, argv, &i, "--bm25-w", NULL, &dv)) rr.bm25.w = (float)dv;
+        else if (cli_float(argc, argv, &i, "--bm25-k1", NULL, &dv)) rr.bm25.k1 = (float)dv;
+        else if (cli_float(argc, argv, &i, "--bm25-b", NULL, &dv)) rr.bm25.b = (float)dv;
+        else if (cli_int(argc, argv, &i, "--bm25-wmax", NULL, &lv)) rr.bm25.feat.wmax = (int)lv;
+        else if (cli_int(argc, argv, &i, "--bm25-cmax", NULL, &lv)) rr.bm25.feat.cmax = (int)lv;
         else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
         else if (cli_flag(argc, argv, &i, "--confusions", NULL)) confusions = 1;
         else if (cli_str(argc, argv, &i, "--keys", NULL, &keys)) {}

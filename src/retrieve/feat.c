@@ -11,6 +11,16 @@ rm_feat_params rm_feat_default_params(void) {
                             .edge = 0, .mid_weight = 1.0f, .rare_df = 0, .rare_weight = 1.0f};
 }
 
+rm_feat_params rm_feat_lexical_params(void) {
+    rm_feat_params p = rm_feat_default_params();
+    p.bits = 16;
+    p.cmin = 2;
+    p.lowercase = 0;
+    p.edge = 200;
+    p.mid_weight = 0.3f;
+    return p;
+}
+
 int rm_feat_check(const rm_feat_params *p) {
     if (p->bits < 8 || p->bits > 24) return rm_errorf(RM_EINVAL, "features: bits %d not in 8..24", p->bits);
     if (p->wmax < 0 || p->wmax > 4 || (p->wmax > 0 && (p->wmin < 1 || p->wmin > p->wmax)))

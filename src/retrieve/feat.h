@@ -26,6 +26,10 @@ typedef struct rm_feat_params {
 } rm_feat_params;
 
 rm_feat_params rm_feat_default_params(void);
+// The settings of the lexical embedder in the default recipe (and of BM25):
+// 2^16 buckets, case kept, word 1..2 and char 2..5-grams, n-grams more than
+// 200 bytes from both ends counting 0.3 (docs/retrieval.md).
+rm_feat_params rm_feat_lexical_params(void);
 // RM_EINVAL with a message when a field is out of range.
 int rm_feat_check(const rm_feat_params *p);
 

@@ -151,6 +151,7 @@ void rm_eval_result_free(rm_eval_result *r) {
     free(r->confusion);
     free(r->task_hits1);
     free(r->task_n);
+    free(r->task_miss3);
     memset(r, 0, sizeof *r);
 }
 
@@ -187,21 +188,63 @@ static int sample_embeddings(const rm_embedder *e, const rm_flan_pool *pool, int
     return RM_OK;
 }
 
+// BM25 over the pool tasks (bm25.h): every sample's features (for the
+// leave-one-out documents), every task's document and the corpus statistics.
+typedef struct {
+    rm_sparse *feat;  // [off[t] + i]
+    rm_sparse *doc;   // [t]
+    int n_feat, n_doc;
+    rm_bm25_stats st;
+} bm25_state;
+
+static void bm25_free(bm25_state *b) {
+    for (int i = 0; b->feat && i < b->n_feat; i++) rm_sparse_free(&b->feat[i]);
+    for (int t = 0; b->doc && t < b->n_doc; t++) rm_sparse_free(&b->doc[t]);
+    free(b->feat);
+    free(b->doc);
+    rm_bm25_stats_free(&b->st);
+    memset(b, 0, sizeof *b);
+}
+
+static int bm25_build(const rm_bm25_params *p, const rm_flan_pool *pool, const int *off, bm25_state *b) {
+    memset(b, 0, sizeof *b);
+    int rc = rm_bm25_check(p);
+    if (rc) return rc;
+    b->feat = calloc((size_t)(off[pool->n] ? off[pool->n] : 1), sizeof *b->feat);
+    b->doc = calloc((size_t)pool->n, sizeof *b->doc);
+    if (!b->feat || !b->doc) { bm25_free(b); return rm_errorf(RM_ENOMEM, "eval: out of memory"); }
+    b->n_feat = off[pool->n];
+    b->n_doc = pool->n;
+    rc = rm_bm25_stats_init(&b->st, p->feat.bits);
+    for (int t = 0; t < pool->n && !rc; t++) {
+        for (int i = 0; i < pool->tasks[t].n && !rc; i++)
+            rc = rm_feat_extract(&p->feat, pool->tasks[t].inputs[i], strlen(pool->tasks[t].inputs[i]), &b->feat[off[t] + i]);
+        if (!rc) rc = rm_bm25_doc_sum(b->feat + off[t], pool->tasks[t].n, -1, p->feat.bits, &b->doc[t]);
+        if (!rc) rm_bm25_stats_update(&b->st, &b->doc[t], +1);
+    }
+    if (rc) bm25_free(b);
+    return rc;
+}
+
 // The second stage for query q over h[nh] (skip_task / skip_idx: a sample
-// left out of its task, -1: none).
+// left out of its task, -1: none). With bs (may be NULL), bq is the query's
+// BM25 buckets and skip_task's document is own_doc (the statistics are those
+// of the corpus with own_doc in its place).
 static void rerank(const rm_rerank_params *p, int dim, const float *emb, const int *off, const float *q, rm_hit *h,
-                   int nh, int skip_task, int skip_idx) {
-    float term[64];
+                   int nh, int skip_task, int skip_idx, const bm25_state *bs, const rm_sparse *bq,
+                   const rm_sparse *own_doc) {
+    float term[64], bterm[64];
     int k = p->k < nh ? p->k : nh;
     if (k > 64) k = 64;
     for (int c = 0; c < k; c++) {
         int t = (int)h[c].id;
         term[c] = rm_rerank_term(p, dim, q, emb + (size_t)off[t] * (size_t)dim, off[t + 1] - off[t],
                                  t == skip_task ? skip_idx : -1);
+        if (bs) bterm[c] = rm_bm25_score(&p->bm25, &bs->st, bq, t == skip_task && own_doc ? own_doc : &bs->doc[t]);
     }
     rm_rerank_params p2 = *p;
     p2.k = k;
-    rm_rerank_apply(&p2, h, nh, term);
+    rm_rerank_apply(&p2, h, nh, term, bs ? bterm : NULL);
 }
 
 static void score_request(const rm_flan_pool *pool, const rm_flan_request *r, const rm_hit *h, int nh, int ood,
@@ -224,6 +267,7 @@ static void score_request(const rm_flan_pool *pool, const rm_flan_request *r, co
     if (is_seen) res->n_seen++;
     else res->n_unseen++;
     res->task_n[r->task_idx]++;
+    if (rank < 0 || rank >= 3) res->task_miss3[r->task_idx]++;
     if (nh > 0 && rank == 0) res->task_hits1[r->task_idx]++;
     else if (nh > 0) res->confusion[(size_t)r->task_idx * pool->n + (size_t)h[0].id]++;
 }
@@ -234,7 +278,8 @@ static int eval_alloc(const rm_flan_pool *pool, rm_eval_result *res) {
     res->confusion = calloc((size_t)pool->n * pool->n, sizeof *res->confusion);
     res->task_hits1 = calloc((size_t)pool->n, sizeof *res->task_hits1);
     res->task_n = calloc((size_t)pool->n, sizeof *res->task_n);
-    if (!res->confusion || !res->task_hits1 || !res->task_n) return rm_errorf(RM_ENOMEM, "eval: out of memory");
+    res->task_miss3 = calloc((size_t)pool->n, sizeof *res->task_miss3);
+    if (!res->confusion || !res->task_hits1 || !res->task_n || !res->task_miss3) return rm_errorf(RM_ENOMEM, "eval: out of memory");
     return RM_OK;
 }
 
@@ -260,8 +305,12 @@ int rm_flan_eval(const rm_embedder *e, const rm_flan_pool *pool, const rm_flan_r
     if (!rc) rc = rm_index_create(e->dim, p->key_type, &ix);
     float *semb = NULL;
     int *soff = NULL;
+    bm25_state bs = {0};
+    rm_sparse bq = {0};
+    int use_bm25 = p->rerank.k > 0 && p->rerank.bm25.w > 0;
     if (!rc && p->rerank.k > 0) { // the keys from the sample embeddings the second stage needs anyway
         rc = sample_embeddings(e, pool, p->n_threads, &semb, &soff);
+        if (!rc && use_bm25) rc = bm25_build(&p->rerank.bm25, pool, soff, &bs);
         for (int t = 0; t < pool->n && !rc; t++) {
             float *key = q; // scratch (CHUNK rows)
             memset(key, 0, (size_t)e->dim * sizeof *key);
@@ -290,11 +339,17 @@ int rm_flan_eval(const rm_embedder *e, const rm_flan_pool *pool, const rm_flan_r
         for (int i = 0; i < m && !rc; i++) {
             const rm_flan_request *r = &req[c0 + i];
             int is_seen = seen && seen[r->task_idx];
-            if (semb) rerank(&p->rerank, e->dim, semb, soff, q + (size_t)i * e->dim, hits + (size_t)i * KMAX, n_hits[i], -1, -1);
+            if (use_bm25) rc = rm_bm25_query(&p->rerank.bm25.feat, r->inputs, &bq);
+            if (rc) break;
+            if (semb)
+                rerank(&p->rerank, e->dim, semb, soff, q + (size_t)i * e->dim, hits + (size_t)i * KMAX, n_hits[i], -1, -1,
+                       use_bm25 ? &bs : NULL, &bq, NULL);
             score_request(pool, r, hits + (size_t)i * KMAX, n_hits[i], p->ood, is_seen, res);
         }
     }
     if (!rc) finish_shares(res);
+    bm25_free(&bs);
+    rm_sparse_free(&bq);
     free(semb);
     free(soff);
     rm_index_free(ix);
@@ -341,7 +396,11 @@ int rm_flan_eval_pool_loo(const rm_embedder *e, const rm_flan_pool *pool, const 
     if (!rc) rc = loo_sums(e, pool, CHUNK, p->n_threads, emb, sum);
     float *semb = NULL;
     int *soff = NULL;
+    bm25_state bs = {0};
+    rm_sparse own_doc = {0};
+    int use_bm25 = p->rerank.k > 0 && p->rerank.bm25.w > 0;
     if (!rc && p->rerank.k > 0) rc = sample_embeddings(e, pool, p->n_threads, &semb, &soff);
+    if (!rc && use_bm25) rc = bm25_build(&p->rerank.bm25, pool, soff, &bs);
     for (int t = 0; t < pool->n && !rc; t++) { // the full keys: normalised sums = normalised means
         memcpy(own_key, sum + (size_t)t * dim, dim * sizeof *own_key);
         rm_embedder_normalise(e, own_key);
@@ -381,12 +440,26 @@ int rm_flan_eval_pool_loo(const rm_embedder *e, const rm_flan_pool *pool, const 
                 rm_flan_request r = {.inputs = task->inputs[c0 + i], .task = task->name, .domain = task->domain,
                                      .task_idx = t};
                 int is_seen = seen && seen[t];
-                if (semb) rerank(&p->rerank, e->dim, semb, soff, q, merged, nm, t, c0 + i);
+                if (use_bm25) { // the corpus with task t's document made without this sample
+                    rc = rm_bm25_doc_sum(bs.feat + soff[t], task->n, c0 + i, p->rerank.bm25.feat.bits, &own_doc);
+                    if (rc) break;
+                    rm_bm25_stats_update(&bs.st, &bs.doc[t], -1);
+                    rm_bm25_stats_update(&bs.st, &own_doc, +1);
+                }
+                if (semb)
+                    rerank(&p->rerank, e->dim, semb, soff, q, merged, nm, t, c0 + i, use_bm25 ? &bs : NULL,
+                           use_bm25 ? &bs.feat[soff[t] + c0 + i] : NULL, &own_doc);
+                if (use_bm25) {
+                    rm_bm25_stats_update(&bs.st, &own_doc, -1);
+                    rm_bm25_stats_update(&bs.st, &bs.doc[t], +1);
+                }
                 score_request(pool, &r, merged, nm, 0, is_seen, res);
             }
         }
     }
     if (!rc) finish_shares(res);
+    bm25_free(&bs);
+    rm_sparse_free(&own_doc);
     free(semb);
     free(soff);
     rm_index_free(ix);

@@ -64,6 +64,7 @@ typedef struct rm_eval_result {
     int *confusion;          // [true task][top-1 task] counts (malloc'd)
     int *task_hits1;         // [task] requests whose top-1 is right
     int *task_n;             // [task] requests
+    int *task_miss3;         // [task] requests whose own adapter is not in the top 3
 } rm_eval_result;
 
 // Builds every pool task's key with e (mean of its sample inputs), then

@@ -7,6 +7,9 @@
 //   samples(adapter_id, idx, input TEXT NOT NULL, target TEXT)
 //   keys(adapter_id INTEGER PRIMARY KEY, embedder TEXT, fingerprint INTEGER,
 //        dim INTEGER, vec BLOB)                      f32 little-endian
+//   bm25docs(adapter_id INTEGER PRIMARY KEY, feat INTEGER, doc BLOB)
+//                                                    the adapter's BM25 document
+//                                                    (bm25.h; feat: rm_bm25_feat_id)
 #include "retrieve/pool.h"
 #include "base/err.h"
 #include "base/file.h"
@@ -30,6 +33,8 @@ struct rm_pool {
     rm_index *ix;
     pool_entry *ents;       // sorted by id
     int n, cap;
+    int bm25_on;            // the second stage has a BM25 term: bm holds the
+    rm_bm25_stats bm;       //   statistics of every adapter's document
 };
 
 static void (*g_test_hook)(void);
@@ -191,6 +196,71 @@ static int load_all(rm_pool *p) {
 }
 
 // ---------------------------------------------------------------------------
+// BM25 documents
+
+// Writes adapter id's BM25 document (no transaction of its own).
+static int store_bm25_doc(rm_pool *p, int64_t id, const rm_sparse *doc) {
+    const rm_feat_params *fp = &p->params.rerank.bm25.feat;
+    void *blob = malloc(rm_bm25_doc_bytes(doc));
+    int rc = blob ? RM_OK : rm_errorf(RM_ENOMEM, "pool: out of memory");
+    sqlite3_stmt *st = NULL;
+    if (!rc) rc = db_prepare(p, "INSERT OR REPLACE INTO bm25docs(adapter_id, feat, doc) VALUES(?,?,?)", &st);
+    if (!rc) {
+        rm_bm25_doc_pack(doc, blob);
+        sqlite3_bind_int64(st, 1, id);
+        sqlite3_bind_int64(st, 2, rm_bm25_feat_id(fp));
+        sqlite3_bind_blob(st, 3, blob, (int)rm_bm25_doc_bytes(doc), SQLITE_TRANSIENT);
+        rc = sqlite3_step(st) == SQLITE_DONE ? RM_OK : db_fail(p, "writing a BM25 document");
+    }
+    sqlite3_finalize(st);
+    free(blob);
+    return rc;
+}
+
+// Adapter id's stored BM25 document (RM_ENOTFOUND when it has none of the
+// current feature parameters).
+static int read_bm25_doc(rm_pool *p, int64_t id, rm_sparse *doc) {
+    sqlite3_stmt *st;
+    int rc = db_prepare(p, "SELECT feat, doc FROM bm25docs WHERE adapter_id = ?", &st);
+    if (rc) return rc;
+    sqlite3_bind_int64(st, 1, id);
+    int s = sqlite3_step(st);
+    if (s == SQLITE_ROW && sqlite3_column_int64(st, 0) == rm_bm25_feat_id(&p->params.rerank.bm25.feat))
+        rc = rm_bm25_doc_unpack(sqlite3_column_blob(st, 1), (size_t)sqlite3_column_bytes(st, 1),
+                                p->params.rerank.bm25.feat.bits, doc);
+    else if (s == SQLITE_ROW || s == SQLITE_DONE)
+        rc = RM_ENOTFOUND;
+    else
+        rc = db_fail(p, "reading a BM25 document");
+    sqlite3_finalize(st);
+    return rc;
+}
+
+// The corpus statistics from every adapter's stored document; documents
+// missing or of other feature parameters are re-made from the stored samples
+// (one transaction).
+static int load_bm25(rm_pool *p) {
+    rm_sparse doc = {0};
+    int rc = RM_OK, in_tx = 0;
+    for (int i = 0; i < p->n && !rc; i++) {
+        rc = read_bm25_doc(p, p->ents[i].id, &doc);
+        if (rc == RM_ENOTFOUND) {
+            int n = 0;
+            rc = in_tx ? RM_OK : db_exec(p, "BEGIN IMMEDIATE");
+            in_tx = 1;
+            char **in = rc ? NULL : sample_inputs(p, p->ents[i].id, &n, &rc);
+            if (!rc) rc = rm_bm25_doc(&p->params.rerank.bm25.feat, (const char *const *)in, n, &doc);
+            if (!rc) rc = store_bm25_doc(p, p->ents[i].id, &doc);
+            rm_pool_free_strs(in, n);
+        }
+        if (!rc) rm_bm25_stats_update(&p->bm, &doc, +1);
+    }
+    if (in_tx) rc = rc ? (db_exec(p, "ROLLBACK"), rc) : db_exec(p, "COMMIT");
+    rm_sparse_free(&doc);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
 // Open / close
 
 static char *join(const char *dir, const char *file) {
@@ -219,6 +289,10 @@ int rm_pool_open(const char *dir, const rm_pool_params *params, rm_pool **out) {
     if (!p) return rm_errorf(RM_ENOMEM, "pool: out of memory");
     p->params = params ? *params : rm_pool_default_params();
     if (p->params.n_threads < 1) p->params.n_threads = 1;
+    p->bm25_on = p->params.rerank.k > 0 && p->params.rerank.bm25.w > 0;
+    int rc0 = rm_bm25_check(&p->params.rerank.bm25);
+    if (!rc0 && p->bm25_on) rc0 = rm_bm25_stats_init(&p->bm, p->params.rerank.bm25.feat.bits);
+    if (rc0) { free(p); return rc0; }
     p->dir = strdup(dir);
     p->db_path = join(dir, "pool.db");
     p->emb_path = join(dir, "embedder.bin");
@@ -239,6 +313,8 @@ int rm_pool_open(const char *dir, const rm_pool_params *params, rm_pool **out) {
                      " idx INTEGER NOT NULL, input TEXT NOT NULL, target TEXT, PRIMARY KEY(adapter_id, idx));"
                      "CREATE TABLE IF NOT EXISTS keys(adapter_id INTEGER PRIMARY KEY REFERENCES adapters(id) ON DELETE CASCADE,"
                      " embedder TEXT, fingerprint INTEGER, dim INTEGER, vec BLOB);"
+                     "CREATE TABLE IF NOT EXISTS bm25docs(adapter_id INTEGER PRIMARY KEY REFERENCES adapters(id) ON DELETE CASCADE,"
+                     " feat INTEGER, doc BLOB);"
                      "COMMIT;");
     if (!rc) {
         sqlite3_stmt *st;
@@ -251,6 +327,7 @@ int rm_pool_open(const char *dir, const rm_pool_params *params, rm_pool **out) {
     }
     if (!rc) rc = load_embedder(p);
     if (!rc) rc = load_all(p);
+    if (!rc && p->bm25_on) rc = load_bm25(p);
     if (rc) { rm_pool_close(p); return rc; }
     *out = p;
     return RM_OK;
@@ -259,6 +336,7 @@ int rm_pool_open(const char *dir, const rm_pool_params *params, rm_pool **out) {
 void rm_pool_close(rm_pool *p) {
     if (!p) return;
     if (p->db) sqlite3_close(p->db);
+    rm_bm25_stats_free(&p->bm);
     rm_index_free(p->ix);
     rm_embedder_free(p->emb);
     for (int i = 0; i < p->n; i++) free(p->ents[i].name);
@@ -333,17 +411,22 @@ int rm_pool_add(rm_pool *p, const rm_adapter_info *info, const char *const *inpu
     float *key = malloc((size_t)p->emb->dim * sizeof *key);
     if (!key) return rm_errorf(RM_ENOMEM, "pool: out of memory");
     int64_t id = -1;
+    rm_sparse doc = {0};
     int rc = rm_embedder_key(p->emb, inputs, n, key, p->params.n_threads); // before the transaction: keep it short
+    if (!rc) rc = rm_bm25_doc(&p->params.rerank.bm25.feat, inputs, n, &doc);
     if (!rc) rc = db_exec(p, "BEGIN IMMEDIATE");
     if (!rc) {
         rc = insert_rows(p, info, inputs, targets, n, &id);
         if (!rc) rc = store_key(p, id, key);
+        if (!rc) rc = store_bm25_doc(p, id, &doc);
         if (!rc && g_test_hook) g_test_hook();
         if (rc) db_exec(p, "ROLLBACK");
         else rc = db_exec(p, "COMMIT");
     }
     if (!rc) rc = ent_add(p, id, info->name);
     if (!rc) rc = rm_index_add(p->ix, id, key);
+    if (!rc && p->bm25_on) rm_bm25_stats_update(&p->bm, &doc, +1);
+    rm_sparse_free(&doc);
     free(key);
     if (!rc && id_out) *id_out = id;
     return rc;
@@ -352,12 +435,18 @@ int rm_pool_add(rm_pool *p, const rm_adapter_info *info, const char *const *inpu
 int rm_pool_remove(rm_pool *p, const char *name) {
     int64_t id = rm_pool_id(p, name);
     if (id < 0) return rm_errorf(RM_ENOTFOUND, "%s: no adapter named '%s'", p->dir, name);
-    sqlite3_stmt *st;
-    int rc = db_prepare(p, "DELETE FROM adapters WHERE id = ?", &st); // samples and key cascade
-    if (rc) return rc;
-    sqlite3_bind_int64(st, 1, id);
-    rc = sqlite3_step(st) == SQLITE_DONE ? RM_OK : db_fail(p, "removing an adapter");
+    rm_sparse doc = {0}; // what the adapter adds to the BM25 statistics
+    int rc = p->bm25_on ? read_bm25_doc(p, id, &doc) : RM_OK;
+    if (rc == RM_ENOTFOUND) rc = rm_errorf(RM_EFORMAT, "%s: adapter '%s' has no BM25 document", p->db_path, name);
+    sqlite3_stmt *st = NULL;
+    if (!rc) rc = db_prepare(p, "DELETE FROM adapters WHERE id = ?", &st); // samples, key and document cascade
+    if (!rc) {
+        sqlite3_bind_int64(st, 1, id);
+        rc = sqlite3_step(st) == SQLITE_DONE ? RM_OK : db_fail(p, "removing an adapter");
+    }
     sqlite3_finalize(st);
+    if (!rc && p->bm25_on) rm_bm25_stats_update(&p->bm, &doc, -1);
+    rm_sparse_free(&doc);
     if (rc) return rc;
     ent_remove(p, id);
     if (p->ix) rm_index_remove(p->ix, id);
@@ -469,13 +558,15 @@ int rm_pool_get(rm_pool *p, const char *name, rm_adapter_info **info, char ***in
 
 // The second stage for query q over h[nh] (rerank.h), with the candidates'
 // samples read from the database and embedded.
-static int pool_rerank(rm_pool *p, const float *q, rm_hit *h, int nh) {
+static int pool_rerank(rm_pool *p, const char *query, const float *q, rm_hit *h, int nh) {
     const rm_rerank_params *rr = &p->params.rerank;
     int k = rr->k < nh ? rr->k : nh, dim = p->emb->dim;
     if (k <= 0) return RM_OK;
-    float *term = malloc((size_t)k * sizeof *term);
+    float *term = malloc((size_t)k * sizeof *term), *bterm = malloc((size_t)k * sizeof *bterm);
     float *emb = NULL;
-    int cap = 0, rc = term ? RM_OK : rm_errorf(RM_ENOMEM, "pool: out of memory");
+    rm_sparse bq = {0}, doc = {0};
+    int cap = 0, rc = term && bterm ? RM_OK : rm_errorf(RM_ENOMEM, "pool: out of memory");
+    if (!rc && p->bm25_on) rc = rm_bm25_query(&rr->bm25.feat, query, &bq);
     for (int c = 0; c < k && !rc; c++) {
         int n = 0;
         char **in = sample_inputs(p, h[c].id, &n, &rc);
@@ -487,13 +578,21 @@ static int pool_rerank(rm_pool *p, const float *q, rm_hit *h, int nh) {
         if (!rc && n > 0) rc = rm_embedder_embed_many(p->emb, (const char *const *)in, n, emb, p->params.n_threads);
         if (!rc) term[c] = rm_rerank_term(rr, dim, q, emb, n, -1);
         rm_pool_free_strs(in, n);
+        if (!rc && p->bm25_on) {
+            rc = read_bm25_doc(p, h[c].id, &doc);
+            if (rc == RM_ENOTFOUND) rc = rm_errorf(RM_EFORMAT, "%s: adapter %lld has no BM25 document", p->db_path, (long long)h[c].id);
+            if (!rc) bterm[c] = rm_bm25_score(&rr->bm25, &p->bm, &bq, &doc);
+        }
     }
     if (!rc) {
         rm_rerank_params r2 = *rr;
         r2.k = k;
-        rm_rerank_apply(&r2, h, nh, term);
+        rm_rerank_apply(&r2, h, nh, term, p->bm25_on ? bterm : NULL);
     }
+    rm_sparse_free(&bq);
+    rm_sparse_free(&doc);
     free(term);
+    free(bterm);
     free(emb);
     return rc;
 }
@@ -507,7 +606,7 @@ int rm_pool_search_batch(rm_pool *p, const char *const *queries, int nq, int k, 
     if (!rc) rc = rm_embedder_embed_many(p->emb, queries, nq, q, p->params.n_threads);
     if (!rc) rc = rm_index_search_batch(p->ix, q, nq, k2, NULL, NULL, h, n_out);
     for (int i = 0; i < nq && !rc; i++) {
-        rc = pool_rerank(p, q + (size_t)i * (size_t)p->emb->dim, h + (size_t)i * (size_t)k2, n_out[i]);
+        rc = pool_rerank(p, queries[i], q + (size_t)i * (size_t)p->emb->dim, h + (size_t)i * (size_t)k2, n_out[i]);
         if (n_out[i] > k) n_out[i] = k;
         if (h != out) memcpy(out + (size_t)i * (size_t)k, h + (size_t)i * (size_t)k2, (size_t)n_out[i] * sizeof *h);
     }
@@ -530,7 +629,7 @@ int rm_pool_search(rm_pool *p, const char *query, int k, const char *const *excl
     }
     if (!rc) rc = rm_embedder_embed(p->emb, query, q);
     if (!rc) rc = rm_index_search(p->ix, q, k2, ex, n_ex, h, n_out);
-    if (!rc) rc = pool_rerank(p, q, h, *n_out);
+    if (!rc) rc = pool_rerank(p, query, q, h, *n_out);
     if (!rc && *n_out > k) *n_out = k;
     if (!rc && h != out) memcpy(out, h, (size_t)*n_out * sizeof *h);
     if (h != out) free(h);
@@ -563,6 +662,8 @@ int rm_pool_check(rm_pool *p) {
     }
     sqlite3_finalize(st);
     if (!rc && n != p->n) rc = rm_errorf(RM_EFORMAT, "%s: %d adapters on disk, %d in memory", p->db_path, n, p->n);
+    if (!rc && p->bm25_on && p->bm.n_docs != p->n)
+        rc = rm_errorf(RM_EFORMAT, "%s: %lld BM25 documents counted for %d adapters", p->db_path, (long long)p->bm.n_docs, p->n);
     if (!rc && p->ix && (int)rm_index_size(p->ix) != p->n)
         rc = rm_errorf(RM_EFORMAT, "%s: %zu keys indexed for %d adapters", p->db_path, rm_index_size(p->ix), p->n);
     return rc;

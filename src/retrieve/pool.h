@@ -8,7 +8,11 @@
 // are kept in memory in an index (index.h) as well: an added adapter is
 // retrievable at once. Keys record the embedder fingerprint (a checksum of
 // embedder.bin); keys made by another embedder are re-made on open and by
-// rm_pool_set_embedder.
+// rm_pool_set_embedder. Each adapter's BM25 document (bm25.h: the summed
+// features of its samples) is stored with it; the corpus statistics BM25
+// needs (document frequencies, lengths) are kept in memory, updated by every
+// add and remove and rebuilt from the stored documents on open (documents
+// missing or made with other feature settings are re-made from the samples).
 //
 // One rm_pool per process and thread at a time; several processes may open
 // the same pool (SQLite locks; each sees the others' adds on reopen).
@@ -34,7 +38,8 @@ typedef struct rm_pool_params {
     rm_key_type key_type;  // in-memory key storage (default F32)
     int n_threads;         // for embedding and search (default 1)
     rm_rerank_params rerank; // second stage over the stored samples (default
-                           // rm_rerank_default_params(); k 0: keys only)
+                           // rm_rerank_default_params(); k 0: keys only;
+                           // rerank.bm25.w 0: no BM25 term)
 } rm_pool_params;
 rm_pool_params rm_pool_default_params(void);
 
@@ -73,7 +78,7 @@ int64_t rm_pool_id(const rm_pool *p, const char *name);
 // Top-k adapters for a query text, skipping the named adapters. With
 // params.rerank.k > 0 the first rerank.k hits of the key search are re-scored
 // by the query's similarity to their stored samples (rerank.h; the samples are
-// read and embedded per query).
+// read and embedded per query) and by BM25 against their stored documents.
 int rm_pool_search(rm_pool *p, const char *query, int k, const char *const *exclude, int n_exclude, rm_hit *out,
                    int *n_out);
 // Batch: nq queries, out[qi * k + j], n_out[qi].

@@ -11,14 +11,9 @@
 // chosen on the dev test file); script at weight 0.1 (chosen by the pool
 // leave-one-out figure, rm_flan_eval_pool_loo).
 rm_recipe_params rm_recipe_default_params(void) {
-    rm_recipe_params p = {.lex = rm_feat_default_params(), .proj = rm_hashproj_default_params(),
+    rm_recipe_params p = {.lex = rm_feat_lexical_params(), .proj = rm_hashproj_default_params(),
                           .train = rm_contrastive_default_params(), .hybrid_weight = 0.0f, .shape_weight = 0.2f,
                           .script_weight = 0.1f, .center_lex = 1};
-    p.lex.bits = 16;
-    p.lex.cmin = 2;
-    p.lex.lowercase = 0;
-    p.lex.edge = 200;
-    p.lex.mid_weight = 0.3f;
     p.proj.feat = p.lex;
     p.train.steps = 50;
     p.train.per_task = 10;

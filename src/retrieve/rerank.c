@@ -13,7 +13,9 @@ static float dot8(const float *q, const float *v, int dim) {
     return s;
 }
 
-rm_rerank_params rm_rerank_default_params(void) { return (rm_rerank_params){.k = 5, .top = 1, .w = 1.0f}; }
+rm_rerank_params rm_rerank_default_params(void) {
+    return (rm_rerank_params){.k = 5, .top = 1, .w = 1.0f, .bm25 = rm_bm25_default_params()};
+}
 
 float rm_rerank_term(const rm_rerank_params *p, int dim, const float *q, const float *samples, int n, int skip) {
     int m = p->top < 1 ? 1 : p->top > RM_RERANK_TOPMAX ? RM_RERANK_TOPMAX : p->top;
@@ -34,9 +36,9 @@ float rm_rerank_term(const rm_rerank_params *p, int dim, const float *q, const f
     return nb ? sum / (float)nb : 0.0f;
 }
 
-void rm_rerank_apply(const rm_rerank_params *p, rm_hit *h, int nh, const float *term) {
+void rm_rerank_apply(const rm_rerank_params *p, rm_hit *h, int nh, const float *term, const float *bm25) {
     int k = p->k < nh ? p->k : nh;
-    for (int c = 0; c < k; c++) h[c].score += p->w * term[c];
+    for (int c = 0; c < k; c++) h[c].score += p->w * term[c] + (bm25 ? p->bm25.w * bm25[c] : 0.0f);
     for (int c = 1; c < k; c++) {
         rm_hit x = h[c];
         int j = c;
