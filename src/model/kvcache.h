@@ -6,7 +6,8 @@
 
 typedef struct rm_kvcache {
     int n_layer, n_slots, n_ctx, kv_dim;
-    float *k, *v;        // [n_layer][n_slots][n_ctx][kv_dim]
+    float *k;            // [n_layer][n_slots][kv_dim][n_ctx]: K transposed, a position is a column
+    float *v;            // [n_layer][n_slots][n_ctx][kv_dim]
     int32_t *len;        // [n_slots] positions filled (max pos written + 1)
 } rm_kvcache;
 
@@ -16,8 +17,15 @@ void rm_kvcache_free(rm_kvcache *kv);
 void rm_kvcache_clear_slot(rm_kvcache *kv, int slot);
 size_t rm_kvcache_bytes(const rm_kvcache *kv);
 
-static inline float *rm_kv_k(const rm_kvcache *kv, int layer, int slot, int pos) {
-    return kv->k + (((size_t)layer * kv->n_slots + slot) * kv->n_ctx + pos) * kv->kv_dim;
+// K^T of (layer, slot): element (i, pos) at [i * n_ctx + pos], i < kv_dim.
+// Stored transposed so that attention's Q K^T reads rows of positions.
+static inline float *rm_kv_kt(const rm_kvcache *kv, int layer, int slot) {
+    return kv->k + ((size_t)layer * kv->n_slots + slot) * kv->n_ctx * kv->kv_dim;
+}
+// Stores the key row k[kv_dim] of (layer, slot, pos).
+static inline void rm_kv_put_k(const rm_kvcache *kv, int layer, int slot, int pos, const float *k) {
+    float *kt = rm_kv_kt(kv, layer, slot) + pos;
+    for (int i = 0; i < kv->kv_dim; i++) kt[(size_t)i * kv->n_ctx] = k[i];
 }
 static inline float *rm_kv_v(const rm_kvcache *kv, int layer, int slot, int pos) {
     return kv->v + (((size_t)layer * kv->n_slots + slot) * kv->n_ctx + pos) * kv->kv_dim;

@@ -3,6 +3,7 @@
 // Shapes: n = rows in the batch, d = n_embd, hd = head_dim, H = n_head,
 // Hk = n_head_kv, kvd = Hk*hd, f = n_ff, V = n_vocab.
 #include "model/llama.h"
+#include "model/attn.h"
 #include "base/err.h"
 #include "base/fp16.h"
 #include "model/ops.h"
@@ -305,46 +306,6 @@ size_t rm_llama_bytes_per_token(const rm_llama *m) {
     return total;
 }
 
-typedef struct attn_job {
-    const rm_llama_hparams *hp;
-    const rm_kvcache *kv;
-    const rm_batch *b;
-    int layer;
-    const float *q;   // [n, H*hd]
-    float *out;       // [n, H*hd]
-    float *scores;    // [nth][n_ctx]
-} attn_job;
-
-// out[r, h] = softmax(q[r,h] . K[slot, 0..pos] / sqrt(hd)) V[slot, 0..pos], one (row, head) per task
-static void attention_task(void *ctx, int ith, int nth) {
-    const attn_job *j = ctx;
-    const rm_llama_hparams *hp = j->hp;
-    int H = hp->n_head, hd = hp->head_dim, group = hp->n_head / hp->n_head_kv;
-    long begin, end;
-    rm_split_range((long)j->b->n * H, ith, nth, &begin, &end);
-    float *sc = j->scores + (size_t)ith * j->kv->n_ctx;
-    float scale = 1.0f / sqrtf((float)hd);
-    for (long task = begin; task < end; task++) {
-        int r = (int)(task / H), h = (int)(task % H), kvh = h / group;
-        int slot = j->b->slot[r], pos = j->b->pos[r];
-        const float *q = j->q + (size_t)r * H * hd + (size_t)h * hd;
-        float *o = j->out + (size_t)r * H * hd + (size_t)h * hd;
-        float mx = -INFINITY;
-        for (int t = 0; t <= pos; t++) {
-            sc[t] = rm_dot_f32(q, rm_kv_k(j->kv, j->layer, slot, t) + (size_t)kvh * hd, hd) * scale;
-            if (sc[t] > mx) mx = sc[t];
-        }
-        float sum = 0.0f;
-        for (int t = 0; t <= pos; t++) {
-            sc[t] = expf(sc[t] - mx);
-            sum += sc[t];
-        }
-        memset(o, 0, (size_t)hd * sizeof(float));
-        float inv = 1.0f / sum;
-        for (int t = 0; t <= pos; t++) rm_axpy_f32(o, sc[t] * inv, rm_kv_v(j->kv, j->layer, slot, t) + (size_t)kvh * hd, hd);
-    }
-}
-
 // Checks every row against the model and the cache before anything is written.
 static int check_batch(const rm_llama *m, const rm_kvcache *kv, const rm_batch *b, int32_t *len) {
     if (b->n <= 0) return rm_errorf(RM_EINVAL, "forward: empty batch");
@@ -398,7 +359,7 @@ int rm_llama_forward_hidden(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, cons
     int n = b->n, d = hp->n_embd, hd = hp->head_dim, H = hp->n_head, Hk = hp->n_head_kv, f = hp->n_ff;
     size_t qd = (size_t)H * hd, kvd = (size_t)Hk * hd;
     int nth = tp ? rm_threadpool_size(tp) : 1;
-    size_t need = (size_t)n * (2 * d + 2 * qd + 2 * kvd + 2 * (size_t)f + (size_t)hp->rope_dim) + (size_t)nth * kv->n_ctx;
+    size_t need = (size_t)n * (2 * d + 2 * qd + 2 * kvd + 2 * (size_t)f + (size_t)hp->rope_dim) + rm_attention_scratch(hp, kv, nth, n);
     float *buf = scratch(m, need);
     if (!buf) return rm_errorf(RM_ENOMEM, "forward: cannot allocate scratch for %d rows", n);
     float *x = buf, *xb = x + (size_t)n * d, *q = xb + (size_t)n * d, *att = q + (size_t)n * qd;
@@ -424,11 +385,10 @@ int rm_llama_forward_hidden(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, cons
         for (int r = 0; r < n; r++) {
             rm_rope_forward(hp, q + (size_t)r * qd, H, cs + (size_t)r * hp->rope_dim);
             rm_rope_forward(hp, k + (size_t)r * kvd, Hk, cs + (size_t)r * hp->rope_dim);
-            memcpy(rm_kv_k(kv, l, b->slot[r], b->pos[r]), k + (size_t)r * kvd, kvd * sizeof(float));
+            rm_kv_put_k(kv, l, b->slot[r], b->pos[r], k + (size_t)r * kvd);
             memcpy(rm_kv_v(kv, l, b->slot[r], b->pos[r]), v + (size_t)r * kvd, kvd * sizeof(float));
         }
-        attn_job job = {hp, kv, b, l, q, att, scores};
-        rm_threadpool_run(tp, attention_task, &job);
+        rm_attention_serve(tp, hp, kv, b, l, q, att, scores);
         linear(tp, hook, b, L, l, RM_LIN_O, att, (int64_t)qd, x, d, 1); // x += att Wo^T
         // feed-forward block
         rm_rmsnorm_forward(xb, x, L->ffn_norm, n, d, hp->rms_eps);

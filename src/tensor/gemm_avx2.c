@@ -2,6 +2,7 @@
 // of C in 12 registers, one row of B (two vectors) and six broadcasts of A
 // per step of k.
 #include <immintrin.h>
+#include <math.h>
 
 #include "tensor/gemm.h"
 
@@ -122,8 +123,8 @@ void rm_gemm_block_avx2(float *C, int64_t ldc, const float *A, int64_t lda, cons
         for (; j + 8 <= j1; j += 8) rows_tile8(C, ldc, A, lda, B, ldb, i, R, j, k0, k1);
         for (; j < j1; j++) // the last columns, one at a time
             for (int r = i; r < i + R; r++) {
-                float s = C[r * ldc + j];
-                for (int k = k0; k < k1; k++) s += A[r * lda + k] * B[k * ldb + j];
+                float s = C[r * ldc + j]; // fused like the vector path, so a column's bits do not depend on the tiling
+                for (int k = k0; k < k1; k++) s = fmaf(A[r * lda + k], B[k * ldb + j], s);
                 C[r * ldc + j] = s;
             }
     }

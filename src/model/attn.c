@@ -1,0 +1,106 @@
+// attn.c — serving attention (see attn.h).
+//
+// The batch is cut into blocks of at most BLOCK consecutive rows of one slot
+// (a prompt being prefilled gives long runs, a decode step one row per slot).
+// For a block and one KV head, for each query head of its group:
+//   S = Q K^T   (Q: the block's rows of that head; K^T read in place from the
+//               cache, which stores K transposed; positions 0..len-1 where
+//               len - 1 is the block's largest position)
+//   P = softmax(S / sqrt(hd)) per row over its own positions 0..pos (0 beyond)
+//   O = P V
+// Both products go through rm_gemm_nn, which computes every element as one
+// chain of FMAs in index order whatever the matrix sizes, and a weight of 0
+// adds exactly 0. So a row's output does not depend on which rows share its
+// block, how a prompt is cut into forward calls, or prefill vs decode: the
+// results are bitwise the same, and every K and V element read serves all
+// rows of the block at once.
+#include "model/attn.h"
+#include "tensor/gemm.h"
+
+#include <math.h>
+#include <string.h>
+
+enum { BLOCK = 48 };
+
+size_t rm_attention_scratch(const rm_llama_hparams *hp, const rm_kvcache *kv, int nth, int n_rows) {
+    _Static_assert(sizeof(int) == sizeof(float), "the block table shares the float scratch");
+    return (size_t)nth * BLOCK * (size_t)kv->n_ctx + 2 * (size_t)n_rows;
+}
+
+// Scales s[0..len) and turns it into softmax weights over t <= pos; the
+// weights of t > pos (other rows' future in the same block) become 0.
+static void softmax_row(float *s, int len, int pos, float scale) {
+    float mx = -INFINITY;
+    for (int t = 0; t <= pos; t++) {
+        s[t] *= scale;
+        if (s[t] > mx) mx = s[t];
+    }
+    float sum = 0.0f;
+    for (int t = 0; t <= pos; t++) sum += (s[t] = expf(s[t] - mx));
+    float inv = 1.0f / sum;
+    for (int t = 0; t <= pos; t++) s[t] *= inv;
+    for (int t = pos + 1; t < len; t++) s[t] = 0.0f;
+}
+
+typedef struct {
+    const rm_llama_hparams *hp;
+    const rm_kvcache *kv;
+    const rm_batch *b;
+    int layer;
+    const float *q;
+    float *out;
+    float *scratch;
+    const int *blocks; // [n_blocks][2]: first row, rows
+    int n_blocks;
+} attn_job;
+
+// Rows r0..r0+nr-1 (one slot), KV head kvh: all the query heads of its group.
+static void block_kvhead(const attn_job *j, float *s, int r0, int nr, int kvh) {
+    const rm_llama_hparams *hp = j->hp;
+    const int hd = hp->head_dim, H = hp->n_head, group = H / hp->n_head_kv, n_ctx = j->kv->n_ctx;
+    const int slot = j->b->slot[r0];
+    int len = 0;
+    for (int i = 0; i < nr; i++) len = j->b->pos[r0 + i] + 1 > len ? j->b->pos[r0 + i] + 1 : len;
+    const float *kt = rm_kv_kt(j->kv, j->layer, slot) + (size_t)kvh * hd * n_ctx;
+    const float *v = rm_kv_v(j->kv, j->layer, slot, 0) + (size_t)kvh * hd;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const size_t qd = (size_t)H * hd;
+    for (int h = kvh * group; h < (kvh + 1) * group; h++) {
+        memset(s, 0, sizeof(float) * (size_t)nr * len);
+        rm_gemm_nn(NULL, s, len, j->q + r0 * qd + (size_t)h * hd, (int64_t)qd, kt, n_ctx, nr, len, hd);
+        for (int i = 0; i < nr; i++) softmax_row(s + (size_t)i * len, len, j->b->pos[r0 + i], scale);
+        float *o = j->out + r0 * qd + (size_t)h * hd;
+        for (int i = 0; i < nr; i++) memset(o + i * qd, 0, sizeof(float) * hd);
+        rm_gemm_nn(NULL, o, (int64_t)qd, s, len, v, j->kv->kv_dim, nr, hd, len);
+    }
+}
+
+// Work items are (block, KV head) pairs; each worker takes a contiguous range.
+static void attn_task(void *ctx, int ith, int nth) {
+    const attn_job *j = ctx;
+    const int Hk = j->hp->n_head_kv;
+    float *s = j->scratch + (size_t)ith * BLOCK * j->kv->n_ctx;
+    long begin, end;
+    rm_split_range((long)j->n_blocks * Hk, ith, nth, &begin, &end);
+    for (long it = begin; it < end; it++) {
+        const int *blk = j->blocks + 2 * (it / Hk);
+        block_kvhead(j, s, blk[0], blk[1], (int)(it % Hk));
+    }
+}
+
+void rm_attention_serve(rm_threadpool *tp, const rm_llama_hparams *hp, const rm_kvcache *kv, const rm_batch *b,
+                        int layer, const float *q, float *out, float *scratch) {
+    // The block table follows the per-thread score areas in the scratch.
+    const int n = b->n, nth = rm_threadpool_size(tp);
+    int *blocks = (int *)(scratch + (size_t)nth * BLOCK * kv->n_ctx), n_blocks = 0;
+    for (int r0 = 0; r0 < n;) {
+        int r1 = r0 + 1;
+        while (r1 < n && r1 - r0 < BLOCK && b->slot[r1] == b->slot[r0]) r1++;
+        blocks[2 * n_blocks] = r0;
+        blocks[2 * n_blocks + 1] = r1 - r0;
+        n_blocks++;
+        r0 = r1;
+    }
+    attn_job j = {hp, kv, b, layer, q, out, scratch, blocks, n_blocks};
+    rm_threadpool_run(tp, attn_task, &j);
+}
