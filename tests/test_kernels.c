@@ -441,6 +441,35 @@ TEST(kernel_matmul_rows_alone_bitwise) {
     }
 }
 
+// rm_matmul_many gives each matrix exactly what rm_matmul gives it: a group
+// of one type (one job), and a group whose last member has another type or
+// input size (it runs alone).
+TEST(kernel_matmul_many_equals_single) {
+    rm_threadpool *tp = rm_threadpool_create(2);
+    const int ns[] = {1, 2, 5, 40};
+    for (int ni = 0; ni < 4; ni++) {
+        int n = ns[ni];
+        mm_case a, b, c, d;
+        REQUIRE(case_init(&a, RM_TYPE_Q8_0, 256, 67, n) && case_init(&b, RM_TYPE_Q8_0, 256, 9, n));
+        REQUIRE(case_init(&c, RM_TYPE_Q8_0, 256, 130, n) && case_init(&d, RM_TYPE_F16, 256, 20, n));
+        mm_case *cs[4] = {&a, &b, &c, &d};
+        for (int g = 0; g < 4; g++) memcpy(cs[g]->x, a.x, sizeof(float) * 256 * n); // one x for all
+        for (int g = 0; g < 4; g++) rm_matmul(tp, &cs[g]->W, a.x, 256, cs[g]->yref, cs[g]->out, n, 0);
+        const rm_tensor *W3[3] = {&a.W, &b.W, &c.W}, *W2[2] = {&b.W, &d.W};
+        float *y3[3] = {a.y, b.y, c.y}, *y2[2] = {b.y, d.y};
+        int64_t l3[3] = {a.out, b.out, c.out}, l2[2] = {b.out, d.out};
+        rm_matmul_many(tp, 3, W3, a.x, 256, y3, l3, n, 0);
+        for (int g = 0; g < 3; g++)
+            CHECKF(memcmp(cs[g]->y, cs[g]->yref, sizeof(float) * cs[g]->out * n) == 0, "n=%d: matrix %d of 3 differs", n, g);
+        memset(b.y, 0, sizeof(float) * b.out * n);
+        rm_matmul_many(NULL, 2, W2, a.x, 256, y2, l2, n, 0);
+        CHECKF(memcmp(b.y, b.yref, sizeof(float) * b.out * n) == 0 && memcmp(d.y, d.yref, sizeof(float) * d.out * n) == 0,
+               "n=%d: q8_0 + f16 group differs", n);
+        for (int g = 0; g < 4; g++) case_free(cs[g]);
+    }
+    rm_threadpool_free(tp);
+}
+
 TEST(kernel_matmul_accumulate) {
     mm_case c;
     REQUIRE(case_init(&c, RM_TYPE_Q8_0, 64, 5, 3));

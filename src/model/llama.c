@@ -338,6 +338,17 @@ static void linear(rm_threadpool *tp, const rm_linear_hook *hook, const rm_batch
     if (hook && hook->apply) hook->apply(hook->ctx, b, layer, w, x, ldx, y, ldy);
 }
 
+// Several linears of one layer reading the same x (Q, K, V; gate, up): one
+// matmul job, then each one's hook.
+static void linears(rm_threadpool *tp, const rm_linear_hook *hook, const rm_batch *b, const rm_llama_layer *L,
+                    int layer, int count, const rm_linear_id *w, const float *x, int64_t ldx, float *const *y,
+                    const int64_t *ldy) {
+    const rm_tensor *W[RM_MATMUL_MAX];
+    for (int i = 0; i < count; i++) W[i] = &L->w[w[i]];
+    rm_matmul_many(tp, count, W, x, ldx, y, ldy, b->n, 0);
+    for (int i = 0; hook && hook->apply && i < count; i++) hook->apply(hook->ctx, b, layer, w[i], x, ldx, y[i], ldy[i]);
+}
+
 int rm_llama_forward(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, const rm_batch *b,
                      const rm_linear_hook *hook, float *logits) {
     return rm_llama_forward_hidden(m, kv, tp, b, hook, logits, NULL);
@@ -372,13 +383,12 @@ int rm_llama_forward_hidden(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, cons
         rm_rope_angles_freq(m->rope_freq, hp->rope_dim / 2, b->pos[r], cs + (size_t)r * hp->rope_dim);
     }
 
+    static const rm_linear_id qkv_ids[3] = {RM_LIN_Q, RM_LIN_K, RM_LIN_V}, gate_up_ids[2] = {RM_LIN_GATE, RM_LIN_UP};
     for (int l = 0; l < hp->n_layer; l++) {
         const rm_llama_layer *L = &m->layers[l];
         // attention block
         rm_rmsnorm_forward(xb, x, L->attn_norm, n, d, hp->rms_eps);
-        linear(tp, hook, b, L, l, RM_LIN_Q, xb, d, q, (int64_t)qd, 0);
-        linear(tp, hook, b, L, l, RM_LIN_K, xb, d, k, (int64_t)kvd, 0);
-        linear(tp, hook, b, L, l, RM_LIN_V, xb, d, v, (int64_t)kvd, 0);
+        linears(tp, hook, b, L, l, 3, qkv_ids, xb, d, (float *const[]){q, k, v}, (const int64_t[]){(int64_t)qd, (int64_t)kvd, (int64_t)kvd});
         if (L->bq) rm_bias_add(q, L->bq, n, (int)qd);
         if (L->bk) rm_bias_add(k, L->bk, n, (int)kvd);
         if (L->bv) rm_bias_add(v, L->bv, n, (int)kvd);
@@ -392,8 +402,7 @@ int rm_llama_forward_hidden(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, cons
         linear(tp, hook, b, L, l, RM_LIN_O, att, (int64_t)qd, x, d, 1); // x += att Wo^T
         // feed-forward block
         rm_rmsnorm_forward(xb, x, L->ffn_norm, n, d, hp->rms_eps);
-        linear(tp, hook, b, L, l, RM_LIN_GATE, xb, d, g, f, 0);
-        linear(tp, hook, b, L, l, RM_LIN_UP, xb, d, u, f, 0);
+        linears(tp, hook, b, L, l, 2, gate_up_ids, xb, d, (float *const[]){g, u}, (const int64_t[]){f, f});
         rm_swiglu_forward(g, g, u, (size_t)n * f);
         linear(tp, hook, b, L, l, RM_LIN_DOWN, g, f, x, d, 1); // x += h Wdown^T
     }

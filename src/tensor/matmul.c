@@ -129,31 +129,37 @@ static rm_mm_kernel pick_kernel(rm_type t, int *qblk) {
 }
 
 typedef struct {
-    const rm_mm *m;
+    rm_mm m[RM_MATMUL_MAX];
+    int count;
     rm_mm_kernel k;
-    int split_x;       // 1: split activation rows across workers, 0: weight rows
-    int xb;            // activation rows per block
-    long chunk;        // weight rows per work item (a multiple of 12)
-    atomic_long next;  // next work item
+    int split_x;                       // 1: split activation rows across workers, 0: weight rows
+    int xb;                            // activation rows per block
+    long chunk[RM_MATMUL_MAX];         // weight rows per work item (a multiple of 12), per matrix
+    long first[RM_MATMUL_MAX + 1];     // work items of matrix g: [first[g], first[g+1])
+    atomic_long next;                  // next work item
 } mm_job;
 
 static void mm_task(void *ctx, int ith, int nth) {
     mm_job *j = ctx;
-    const rm_mm *m = j->m;
+    const int n = j->m[0].n;
     if (j->split_x) {
         long b, e;
-        rm_split_range(m->n, ith, nth, &b, &e);
-        for (long c = b; c < e; c += j->xb) j->k(m, 0, m->out, (int)c, (int)(c + j->xb < e ? c + j->xb : e));
+        rm_split_range(n, ith, nth, &b, &e);
+        for (int g = 0; g < j->count; g++)
+            for (long c = b; c < e; c += j->xb) j->k(&j->m[g], 0, j->m[g].out, (int)c, (int)(c + j->xb < e ? c + j->xb : e));
         return;
     }
     // Workers take chunks of weight rows from a shared counter, so a worker
     // that starts late (woken from sleep, or sharing its core with another
     // process) takes fewer chunks instead of holding everyone up.
-    for (;;) {
-        int64_t r0 = (int64_t)atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed) * j->chunk;
-        if (r0 >= m->out) return;
-        int64_t r1 = r0 + j->chunk < m->out ? r0 + j->chunk : m->out;
-        for (int c = 0; c < m->n; c += j->xb) j->k(m, r0, r1, c, c + j->xb < m->n ? c + j->xb : m->n);
+    for (int g = 0;;) {
+        long item = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        while (g < j->count && item >= j->first[g + 1]) g++;
+        if (g == j->count) return;
+        const rm_mm *m = &j->m[g];
+        int64_t r0 = (int64_t)(item - j->first[g]) * j->chunk[g];
+        int64_t r1 = r0 + j->chunk[g] < m->out ? r0 + j->chunk[g] : m->out;
+        for (int c = 0; c < n; c += j->xb) j->k(m, r0, r1, c, c + j->xb < n ? c + j->xb : n);
     }
 }
 
@@ -165,42 +171,72 @@ static void quantize_task(void *ctx, int ith, int nth) {
     else rm_quantize_x(m, (int)b, (int)e);
 }
 
-void rm_matmul(rm_threadpool *tp, const rm_tensor *W, const float *x, int64_t ldx, float *y, int64_t ldy,
-               int n, int accumulate) {
-    rm_mm m;
-    if (mm_setup(&m, W, x, ldx, y, ldy, n, accumulate) != RM_OK || n == 0) return;
+// The matrices of j->m (same type and input size, one x) in one pass of the
+// pool: x is quantized once and the workers share one queue of row chunks.
+static void matmul_group(rm_threadpool *tp, mm_job *job) {
+    rm_mm *m0 = &job->m[0];
+    const int n = m0->n;
     int qblk;
-    mm_job job = {.m = &m, .k = pick_kernel(m.type, &qblk)};
+    job->k = pick_kernel(m0->type, &qblk);
     void *qbuf = NULL;
-    size_t row_bytes; // bytes per activation row the kernel streams
     if (qblk) {
-        m.qx.blk = qblk;
-        size_t nq = (size_t)n * (size_t)m.in, nd = nq / (size_t)qblk, ns = nq / 32;
+        size_t nq = (size_t)n * (size_t)m0->in, nd = nq / (size_t)qblk, ns = nq / 32;
         size_t off_d = (nq + 63) & ~(size_t)63, off_s = off_d + ((nd * 4 + 63) & ~(size_t)63);
         size_t total = off_s + ((ns * 2 + 63) & ~(size_t)63);
         qbuf = aligned_alloc(64, total);
         if (!qbuf) {
             // Out of memory for the int8 copy: fall back to the float kernel.
-            job.k = mm_scalar;
+            job->k = mm_scalar;
         } else {
-            m.qx.q = qbuf;
-            m.qx.d = (float *)((char *)qbuf + off_d);
-            m.qx.sum = (int16_t *)((char *)qbuf + off_s);
-            if (n >= 16 && tp) rm_threadpool_run(tp, quantize_task, &m);
-            else quantize_task(&m, 0, 1);
+            rm_qx qx = {qblk, qbuf, (float *)((char *)qbuf + off_d), (int16_t *)((char *)qbuf + off_s)};
+            for (int g = 0; g < job->count; g++) job->m[g].qx = qx;
+            if (n >= 16 && tp) rm_threadpool_run(tp, quantize_task, m0);
+            else quantize_task(m0, 0, 1);
         }
     }
-    row_bytes = qbuf ? (size_t)m.in : (size_t)m.in * sizeof(float);
+    size_t row_bytes = qbuf ? (size_t)m0->in : (size_t)m0->in * sizeof(float); // per activation row streamed
     int nth = rm_threadpool_size(tp);
-    long xb = (long)((192 * 1024) / row_bytes) & ~3L;
-    job.xb = (int)(xb < 4 ? 4 : xb > n ? n : xb);
-    job.split_x = m.out < 16L * nth && n >= 4L * nth;
-    // About 8 chunks per worker, in groups of 12 rows (a multiple of every
-    // kernel's register tile height).
-    job.chunk = ((m.out + 8L * nth - 1) / (8L * nth) + 11) / 12 * 12;
-    atomic_init(&job.next, 0);
-    rm_threadpool_run(tp, mm_task, &job);
+    long xb = (long)((192 * 1024) / row_bytes) & ~3L, out = 0;
+    job->xb = (int)(xb < 4 ? 4 : xb > n ? n : xb);
+    for (int g = 0; g < job->count; g++) out += job->m[g].out;
+    job->split_x = out < 16L * nth && n >= 4L * nth;
+    // About 8 chunks per worker over all the matrices, in groups of 12 rows
+    // (a multiple of every kernel's register tile height).
+    job->first[0] = 0;
+    for (int g = 0; g < job->count; g++) {
+        long share = (job->m[g].out * 8L * nth + out - 1) / out; // this matrix's part of the chunks
+        long chunk = ((job->m[g].out + share - 1) / share + 11) / 12 * 12;
+        job->chunk[g] = chunk;
+        job->first[g + 1] = job->first[g] + (job->m[g].out + chunk - 1) / chunk;
+    }
+    atomic_init(&job->next, 0);
+    rm_threadpool_run(tp, mm_task, job);
     free(qbuf);
+}
+
+void rm_matmul(rm_threadpool *tp, const rm_tensor *W, const float *x, int64_t ldx, float *y, int64_t ldy,
+               int n, int accumulate) {
+    rm_matmul_many(tp, 1, &W, x, ldx, &y, &ldy, n, accumulate);
+}
+
+void rm_matmul_many(rm_threadpool *tp, int count, const rm_tensor *const *W, const float *x, int64_t ldx,
+                    float *const *y, const int64_t *ldy, int n, int accumulate) {
+    mm_job job;
+    job.count = 0;
+    for (int g = 0; g < count; g++) {
+        rm_mm *m = &job.m[job.count];
+        if (mm_setup(m, W[g], x, ldx, y[g], ldy[g], n, accumulate) != RM_OK || n == 0) continue;
+        // a matrix that cannot join the group (another type or input size) goes alone
+        if (job.count > 0 && (m->type != job.m[0].type || m->in != job.m[0].in || job.count == RM_MATMUL_MAX)) {
+            mm_job one;
+            one.count = 1;
+            one.m[0] = *m;
+            matmul_group(tp, &one);
+            continue;
+        }
+        job.count++;
+    }
+    if (job.count) matmul_group(tp, &job);
 }
 
 // ---------------------------------------------------------------------------

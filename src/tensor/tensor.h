@@ -53,6 +53,14 @@ void rm_dequantize_row(rm_type t, const void *src, float *dst, int64_t n);
 void rm_matmul(rm_threadpool *tp, const rm_tensor *W, const float *x, int64_t ldx, float *y, int64_t ldy,
                int n, int accumulate);
 
+// rm_matmul of up to RM_MATMUL_MAX matrices by the same x: y[g] = x W[g]^T.
+// Those of one type and input size (Q, K, V; gate, up) run as one job: x is
+// quantized once and the threads share one queue of row chunks (one wake-up
+// and one wait instead of one per matrix). Each y[g] is what rm_matmul gives.
+#define RM_MATMUL_MAX 3
+void rm_matmul_many(rm_threadpool *tp, int count, const rm_tensor *const *W, const float *x, int64_t ldx,
+                    float *const *y, const int64_t *ldy, int n, int accumulate);
+
 // Reference (scalar, single-thread) version of rm_matmul: the specification
 // that the SIMD paths are tested against. It dequantizes W and sums in double.
 // rm_matmul differs from it by at most, per output,
