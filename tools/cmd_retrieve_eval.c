@@ -36,12 +36,14 @@ static void usage(FILE *f) {
             "  --shape W --script W                                  hybrid part weights (0: off)\n"
             "  --rerank K --rerank-w W --rerank-top M   second stage (rerank.h): the top K\n"
             "                      re-scored as score + W x mean of the M best query-sample\n"
-            "                      similarities (default 5 / 1 / 1; --rerank 0: keys only)\n"
+            "                      similarities (default 5 / 1 / 1, K up to 64; 0: keys only)\n"
             "  --bm25-w W --bm25-k1 K --bm25-b B   the second stage's BM25 term (bm25.h):\n"
             "                      + W x BM25 of the query against the adapter's samples,\n"
             "                      normalised to [0, 1] (default 0.5 / 1.2 / 0.75; W 0: off)\n"
-            "  --bm25-wmax N --bm25-cmax N   BM25 word / char n-gram lengths (0: none;\n"
-            "                      default 2 / 5, the lexical settings)\n",
+            "  --bm25-wmax N --bm25-cmin N --bm25-cmax N --bm25-edge N --bm25-lower 0|1\n"
+            "                      BM25 features: word n-grams up to N, char n-grams N..N\n"
+            "                      (max 0: none), edge weighting, case folding (default\n"
+            "                      2, 2..5, 200, 0: the lexical settings)\n",
             RM_RECIPE_DEFAULT);
 }
 
@@ -132,6 +134,9 @@ int cmd_retrieve_eval(int argc, char **argv) {
         else if (cli_float(argc, argv, &i, "--bm25-b", NULL, &dv)) rr.bm25.b = (float)dv;
         else if (cli_int(argc, argv, &i, "--bm25-wmax", NULL, &lv)) rr.bm25.feat.wmax = (int)lv;
         else if (cli_int(argc, argv, &i, "--bm25-cmax", NULL, &lv)) rr.bm25.feat.cmax = (int)lv;
+        else if (cli_int(argc, argv, &i, "--bm25-cmin", NULL, &lv)) rr.bm25.feat.cmin = (int)lv;
+        else if (cli_int(argc, argv, &i, "--bm25-edge", NULL, &lv)) rr.bm25.feat.edge = (int)lv;
+        else if (cli_int(argc, argv, &i, "--bm25-lower", NULL, &lv)) rr.bm25.feat.lowercase = (int)lv;
         else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
         else if (cli_flag(argc, argv, &i, "--confusions", NULL)) confusions = 1;
         else if (cli_str(argc, argv, &i, "--keys", NULL, &keys)) {}

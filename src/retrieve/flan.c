@@ -296,7 +296,7 @@ static void finish_shares(rm_eval_result *res) {
 
 int rm_flan_eval(const rm_embedder *e, const rm_flan_pool *pool, const rm_flan_request *req, int n_req,
                  const unsigned char *seen, const rm_eval_params *p, rm_eval_result *res) {
-    enum { KMAX = 8, CHUNK = 64 };
+    enum { KMAX = 64, CHUNK = 64 }; // hits kept per query: the second stage may re-score up to 64
     int rc = eval_alloc(pool, res);
     rm_index *ix = NULL;
     float *q = malloc((size_t)CHUNK * e->dim * sizeof *q);
@@ -382,7 +382,7 @@ static int loo_sums(const rm_embedder *e, const rm_flan_pool *pool, int chunk, i
 
 int rm_flan_eval_pool_loo(const rm_embedder *e, const rm_flan_pool *pool, const unsigned char *seen,
                           const rm_eval_params *p, rm_eval_result *res) {
-    enum { KMAX = 8, CHUNK = 32 };
+    enum { KMAX = 64, CHUNK = 32 };
     size_t dim = (size_t)e->dim;
     int rc = eval_alloc(pool, res);
     float *sum = malloc((size_t)pool->n * dim * sizeof *sum);
