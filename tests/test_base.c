@@ -1,8 +1,12 @@
-// test_base.c — base helpers: error messages, resident file loading, medians.
+// test_base.c — base helpers: error messages, resident file loading, medians, charts.
 #include "testing.h"
 #include "base/err.h"
 #include "base/file.h"
 #include "base/stats.h"
+#include "base/svg.h"
+
+#include <math.h>
+#include <stdlib.h>
 
 #include <string.h>
 
@@ -51,4 +55,34 @@ TEST(base_median) {
     CHECK_NEAR(rm_median(even, 4), 6, 0);
     CHECK_NEAR(rm_median(one, 1), 7, 0);
     CHECK_NEAR(rm_median(one, 0), 0, 0);
+}
+
+// Bar chart: one <rect> per finite value, heights proportional to the values
+// (the axis is rounded up to a tick: 40 -> 40), labels escaped.
+TEST(base_svg_bars) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/bars.svg", rm_test_tmpdir());
+    const char *groups[2] = {"a<b", "c"}, *series[2] = {"x", "y & z"};
+    double v[4] = {10, 20, NAN, 40};
+    REQUIRE(rm_svg_bars(path, "t", "tok/s", groups, 2, series, 2, v) == RM_OK);
+    char *svg = NULL;
+    size_t len = 0;
+    REQUIRE(rm_read_file(path, &svg, &len) == RM_OK);
+    CHECK(strstr(svg, "a&lt;b") && strstr(svg, "y &amp; z") && !strstr(svg, "a<b"));
+    double h[4];
+    int nb = 0;
+    for (const char *p = svg; (p = strstr(p, "<rect x=")) != NULL; p++) {
+        const char *hp = strstr(p, "height=\"");
+        const char *fill = strstr(p, "fill=\"#");
+        if (!hp || !fill || fill > strchr(p, '>')) continue; // the frame has fill="none"
+        if (nb < 4) h[nb] = atof(hp + 8);
+        nb++;
+    }
+    CHECK(nb == 3);
+    if (nb == 3) {
+        CHECK_NEAR(h[1] / h[0], 2.0, 1e-2);
+        CHECK_NEAR(h[2] / h[0], 4.0, 1e-2);
+        CHECK_NEAR(h[2], 420 - 40 - 50, 0.11); // the largest value reaches the top of the plot area
+    }
+    free(svg);
 }

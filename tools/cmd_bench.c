@@ -4,6 +4,7 @@
 #include "base/err.h"
 #include "base/file.h"
 #include "base/stats.h"
+#include "base/svg.h"
 #include "model/llama.h"
 
 #include <stdlib.h>
@@ -63,21 +64,23 @@ static double run_decode(bench_ctx *c, int batch, int steps) {
 }
 
 static int cmd_bench(int argc, char **argv) {
-    const char *model = NULL;
+    const char *model = NULL, *svg = NULL;
     long threads = 0, runs = 3, steps = 16;
     int json = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) {
-            printf("usage: ramole bench -m MODEL [-t THREADS] [--runs R] [--steps N] [--json]\n\n"
+            printf("usage: ramole bench -m MODEL [-t THREADS] [--runs R] [--steps N] [--json] [--svg FILE]\n\n"
                    "Prompt processing (64 and 512 tokens), decode at batch 1, 8 and 32, and this machine's\n"
                    "read bandwidth with the decode bound it implies (weight bytes per token / bandwidth),\n"
                    "and its int8 multiply-add peak with the prefill and batched-decode bounds it implies.\n"
-                   "Figures are medians over R runs (default 3). --json prints one JSON object on stdout.\n");
+                   "Figures are medians over R runs (default 3). --json prints one JSON object on stdout;\n"
+                   "--svg FILE draws the figures next to their bounds as a bar chart.\n");
             return 0;
         } else if (cli_str(argc, argv, &i, "--model", "-m", &model)) {
         } else if (cli_int(argc, argv, &i, "--threads", "-t", &threads)) {
         } else if (cli_int(argc, argv, &i, "--runs", NULL, &runs)) {
         } else if (cli_int(argc, argv, &i, "--steps", NULL, &steps)) {
+        } else if (cli_str(argc, argv, &i, "--svg", NULL, &svg)) {
         } else if (cli_flag(argc, argv, &i, "--json", NULL)) {
             json = 1;
         } else {
@@ -139,6 +142,15 @@ static int cmd_bench(int argc, char **argv) {
                "\"prefill512_tps\": %.3f, \"batch8_tps\": %.3f, \"batch32_tps\": %.3f, \"threads\": %d, "
                "\"int8_peak_gops\": %.3f, \"int8_bare_gops\": %.3f, \"prefill_bound_tps\": %.3f, \"batch_bound_tps\": %.3f}\n",
                bw, bound, r[2], r[0], r[1], r[3], r[4], nt, kern_gops, bare_gops, pf_bound, batch_bound);
+    if (svg) {
+        const char *groups[4] = {"decode b=1", "prefill 512", "decode b=8", "decode b=32"};
+        const char *series[2] = {"measured", "bound (bandwidth / int8 peak)"};
+        double vals[8] = {r[2], bound, r[1], pf_bound, r[3], batch_bound, r[4], batch_bound};
+        char title[256];
+        snprintf(title, sizeof title, "ramole bench, %d threads: tok/s", nt);
+        if (rm_svg_bars(svg, title, "tokens / s", groups, 4, series, 2, vals)) { cli_fail("svg"); goto out; }
+        fprintf(stderr, "  chart: %s\n", svg);
+    }
     rc = 0;
 out:
     rm_kvcache_free(&c.kv);

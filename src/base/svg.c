@@ -30,6 +30,34 @@ static double nice_step(double span, int n) {
     return (f < 1.5 ? 1 : f < 3.5 ? 2 : f < 7.5 ? 5 : 10) * p;
 }
 
+// The document, its white background and the title.
+static void begin(rm_sb *sb, const char *title) {
+    rm_sb_init(sb);
+    rm_sb_printf(sb, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
+                     "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W, H);
+    rm_sb_printf(sb, "<text x=\"%d\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">", W / 2);
+    put_text(sb, title);
+    rm_sb_puts(sb, "</text>\n");
+}
+
+// Legend entry s (a colour swatch and the name) with its left edge at x.
+static void legend(rm_sb *sb, int x, int s, const char *color, const char *name) {
+    rm_sb_printf(sb, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"%s\" stroke-width=\"%d\"/><text x=\"%d\" "
+                     "y=\"%d\">", x, MT + 16 + 16 * s, x + 20, MT + 16 + 16 * s, color, 4, x + 26, MT + 20 + 16 * s);
+    put_text(sb, name);
+    rm_sb_puts(sb, "</text>\n");
+}
+
+// Closes the document and writes it atomically.
+static int finish(rm_sb *sb, const char *path) {
+    rm_sb_puts(sb, "</svg>\n");
+    int rc = sb->oom ? rm_errorf(RM_ENOMEM, "svg: out of memory") : rm_write_file_atomic(path, sb->buf, sb->len);
+    rm_sb_free(sb);
+    return rc;
+}
+
+static const char *color_of(int s) { return k_colors[s % (int)(sizeof k_colors / sizeof k_colors[0])]; }
+
 int rm_svg_plot(const char *path, const char *title, const char *xlabel, const char *ylabel,
                 const rm_svg_series *series, int n_series, int log_y) {
     double x0 = INFINITY, x1 = -INFINITY, y0 = INFINITY, y1 = -INFINITY;
@@ -47,12 +75,7 @@ int rm_svg_plot(const char *path, const char *title, const char *xlabel, const c
 #define PX(x) (ML + ((x) - x0) / (x1 - x0) * pw)
 #define PY(y) (MT + ph - ((y) - y0) / (y1 - y0) * ph)
     rm_sb sb;
-    rm_sb_init(&sb);
-    rm_sb_printf(&sb, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
-                      "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W, H);
-    rm_sb_printf(&sb, "<text x=\"%d\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">", W / 2);
-    put_text(&sb, title);
-    rm_sb_puts(&sb, "</text>\n");
+    begin(&sb, title);
     // ticks and grid
     double xs = nice_step(x1 - x0, 8), ys = nice_step(y1 - y0, 6);
     for (double x = ceil(x0 / xs) * xs; x <= x1 + 1e-9 * xs; x += xs)
@@ -71,23 +94,55 @@ int rm_svg_plot(const char *path, const char *title, const char *xlabel, const c
     rm_sb_puts(&sb, log_y ? " (log)</text>\n" : "</text>\n");
     // series and legend
     for (int s = 0; s < n_series; s++) {
-        const char *color = k_colors[s % (int)(sizeof k_colors / sizeof k_colors[0])];
+        const char *color = color_of(s);
         rm_sb_printf(&sb, "<polyline fill=\"none\" stroke=\"%s\" stroke-width=\"1.5\" points=\"", color);
         for (int i = 0; i < series[s].n; i++) {
             double x = series[s].x[i], y = series[s].y[i];
             if (usable(x, y, log_y)) rm_sb_printf(&sb, "%.1f,%.1f ", PX(x), PY(log_y ? log10(y) : y));
         }
         rm_sb_puts(&sb, "\"/>\n");
-        rm_sb_printf(&sb, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"%s\" stroke-width=\"2\"/><text x=\"%d\" "
-                          "y=\"%d\">", W - MR - 150, MT + 16 + 16 * s, W - MR - 130, MT + 16 + 16 * s, color,
-                     W - MR - 124, MT + 20 + 16 * s);
-        put_text(&sb, series[s].name);
-        rm_sb_puts(&sb, "</text>\n");
+        legend(&sb, W - MR - 150, s, color, series[s].name); // top right
     }
-    rm_sb_puts(&sb, "</svg>\n");
 #undef PX
 #undef PY
-    int rc = sb.oom ? rm_errorf(RM_ENOMEM, "svg: out of memory") : rm_write_file_atomic(path, sb.buf, sb.len);
-    rm_sb_free(&sb);
-    return rc;
+    return finish(&sb, path);
+}
+
+int rm_svg_bars(const char *path, const char *title, const char *ylabel, const char *const *groups, int n_groups,
+                const char *const *series, int n_series, const double *values) {
+    double y1 = 0;
+    for (int i = 0; i < n_groups * n_series; i++)
+        if (isfinite(values[i]) && values[i] > y1) y1 = values[i];
+    if (y1 <= 0) y1 = 1;
+    double ys = nice_step(y1, 6);
+    y1 = ceil(y1 / ys) * ys;
+    const double pw = W - ML - MR, ph = H - MT - MB, gw = pw / (n_groups > 0 ? n_groups : 1);
+    const double bw = gw * 0.7 / (n_series > 0 ? n_series : 1);
+#define PY(y) (MT + ph - (y) / y1 * ph)
+    rm_sb sb;
+    begin(&sb, title);
+    for (double y = 0; y <= y1 + 1e-9 * ys; y += ys)
+        rm_sb_printf(&sb, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#ddd\"/><text x=\"%d\" y=\"%.1f\" "
+                          "text-anchor=\"end\">%.4g</text>\n", ML, PY(y), W - MR, PY(y), ML - 6, PY(y) + 4, y);
+    for (int g = 0; g < n_groups; g++) {
+        double gx = ML + g * gw + gw * 0.15;
+        for (int s = 0; s < n_series; s++) {
+            double v = values[g * n_series + s];
+            if (!isfinite(v) || v < 0) continue;
+            rm_sb_printf(&sb, "<rect x=\"%.1f\" y=\"%.1f\" width=\"%.1f\" height=\"%.1f\" fill=\"%s\"/><text x=\"%.1f\" "
+                              "y=\"%.1f\" text-anchor=\"middle\" font-size=\"10\">%.3g</text>\n", gx + s * bw, PY(v), bw * 0.92,
+                         PY(0) - PY(v), color_of(s), gx + s * bw + bw * 0.46, PY(v) - 3, v);
+        }
+        rm_sb_printf(&sb, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">", ML + g * gw + gw / 2, H - MB + 16);
+        put_text(&sb, groups[g]);
+        rm_sb_puts(&sb, "</text>\n");
+    }
+    rm_sb_printf(&sb, "<rect x=\"%d\" y=\"%d\" width=\"%.0f\" height=\"%.0f\" fill=\"none\" stroke=\"black\"/>\n", ML, MT, pw, ph);
+    rm_sb_printf(&sb, "<text x=\"16\" y=\"%.0f\" text-anchor=\"middle\" transform=\"rotate(-90 16 %.0f)\">", MT + ph / 2,
+                 MT + ph / 2);
+    put_text(&sb, ylabel);
+    rm_sb_puts(&sb, "</text>\n");
+    for (int s = 0; s < n_series; s++) legend(&sb, ML + 10, s, color_of(s), series[s]); // top left
+#undef PY
+    return finish(&sb, path);
 }

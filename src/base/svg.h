@@ -1,5 +1,6 @@
-// svg.h — a small line-plot writer (loss curves and the like) with no
-// dependencies: axes with ticks, one polyline per series, a legend.
+// svg.h — small chart writers with no dependencies: a line plot (loss curves
+// and the like: axes with ticks, one polyline per series, a legend) and a
+// grouped bar chart (benchmark figures next to their bounds).
 #ifndef RM_BASE_SVG_H
 #define RM_BASE_SVG_H
 
@@ -13,4 +14,10 @@ typedef struct rm_svg_series {
 // y on a log10 scale (points <= 0 are skipped).
 int rm_svg_plot(const char *path, const char *title, const char *xlabel, const char *ylabel,
                 const rm_svg_series *series, int n_series, int log_y);
+
+// Writes a 720x420 grouped bar chart: n_groups groups along x (labels
+// groups[g]), one bar per series in each, values[g * n_series + s] (bars
+// with a negative or non-finite value are left out), y from 0.
+int rm_svg_bars(const char *path, const char *title, const char *ylabel, const char *const *groups, int n_groups,
+                const char *const *series, int n_series, const double *values);
 #endif
