@@ -61,13 +61,15 @@ typedef union {
 // meets more than one activation tile, PREP(m, r, RR, aux) fills aux first (it
 // returns 0 when the row does not fit) and the tiles read it.
 //
-// With at most DECODE_N activation rows (decode) the driver walks the weight
+// With at most ROWS1_N activation rows (decode) the driver may walk the weight
 // rows one at a time instead: W is then read as one sequential stream, which
 // the prefetchers follow at full bandwidth, where RR interleaved streams of
-// short rows (2 KiB at in = 2048) stalled at about 75% of it (measured with
-// `ramole-bench kernels --n 1`: 2048x2048 q8_0 0.25 -> 0.20 ms on one thread).
-// Per (r, c) the operations are the same, so the results are too.
-#define DECODE_N 2
+// short rows (2 KiB at in = 2048) stalled at about 75% of it (q8_0 2048x2048,
+// n = 1, one thread: 0.25 -> 0.20 ms, `ramole-bench kernels --n 1`). It pays
+// only where one row's chain of FMAs (one accumulator) still outruns memory:
+// q8_0 (34 bytes per FMA) and q4_K; f16 (16 bytes per FMA) and q4_0 (18)
+// are faster with RR rows in flight (f16 0.40 vs 0.61 ms), so they pass 0.
+// Per (r, c) the operations are the same either way, so the results are too.
 #define DEFINE_COLS(name, TILE, PREP, RR, CC)                                               \
     static inline __attribute__((always_inline)) void name(const rm_mm *m, int64_t r, int c0, \
                                                             int c1, tile_aux *aux) {         \
@@ -81,13 +83,13 @@ typedef union {
         if (CC > 2 && c + 2 <= c1) TILE(m, r, c, RR, 2, NULL, 0), c += 2;                   \
         for (; c < c1; c++) TILE(m, r, c, RR, 1, NULL, 0);                                  \
     }
-#define DEFINE_DRIVER(name, TILE, PREP, RR, CC)                                             \
+#define DEFINE_DRIVER(name, TILE, PREP, RR, CC, ROWS1_N)                                    \
     DEFINE_COLS(name##_cols, TILE, PREP, RR, CC)                                            \
     DEFINE_COLS(name##_cols1, TILE, PREP, 1, CC)                                            \
     void name(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1) {                     \
         tile_aux aux[1];                                                                    \
         int64_t r = r0;                                                                     \
-        if (c1 - c0 > DECODE_N)                                                             \
+        if (c1 - c0 > ROWS1_N)                                                              \
             for (; r + RR <= r1; r += RR) name##_cols(m, r, c0, c1, aux);                   \
         for (; r < r1; r++) name##_cols1(m, r, c0, c1, aux);                                \
     }
@@ -251,9 +253,9 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
 #define Q40_CC 4
 #endif
 // y[n,out] = x[n,in] @ W[out,in]^T, W q8_0, x int8 (rm_qx, blk 32)
-DEFINE_DRIVER(rm_mm_q8_0_avx2, TILE_Q8_0, prep_block_scales, Q8_RR, Q8_CC)
+DEFINE_DRIVER(rm_mm_q8_0_avx2, TILE_Q8_0, prep_block_scales, Q8_RR, Q8_CC, 2)
 // y[n,out] = x[n,in] @ W[out,in]^T, W q4_0, x int8 (rm_qx, blk 32)
-DEFINE_DRIVER(rm_mm_q4_0_avx2, TILE_Q4_0, prep_block_scales, Q40_RR, Q40_CC)
+DEFINE_DRIVER(rm_mm_q4_0_avx2, TILE_Q4_0, prep_block_scales, Q40_RR, Q40_CC, 0)
 
 // ---------------------------------------------------------------------------
 // q4_K weights x int8 activations (one scale per 256; sums per 32)
@@ -368,7 +370,7 @@ INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
 #define Q4K_CC 3
 #endif
 // y[n,out] = x[n,in] @ W[out,in]^T, W q4_K, x int8 (rm_qx, blk 256)
-DEFINE_DRIVER(rm_mm_q4_k_avx2, tile_q4_k, prep_q4k, Q4K_RR, Q4K_CC)
+DEFINE_DRIVER(rm_mm_q4_k_avx2, tile_q4_k, prep_q4k, Q4K_RR, Q4K_CC, 2)
 
 // ---------------------------------------------------------------------------
 // f32 / f16 / bf16 weights x f32 activations
@@ -428,9 +430,9 @@ INLINE void tile_float(const rm_mm *m, rm_type t, int64_t r, int c, const int RR
 // y[n,out] = x[n,in] @ W[out,in]^T, W f32 / f16 / bf16, x f32
 // (tile shapes measured: 4x3 best for f32, 3x4 for the 16-bit types, whose
 // conversions need registers too)
-DEFINE_DRIVER(rm_mm_f32_avx2, TILE_F32, NO_PREP, 4, 3)
-DEFINE_DRIVER(rm_mm_f16_avx2, TILE_F16, NO_PREP, 3, 4)
-DEFINE_DRIVER(rm_mm_bf16_avx2, TILE_BF16, NO_PREP, 3, 4)
+DEFINE_DRIVER(rm_mm_f32_avx2, TILE_F32, NO_PREP, 4, 3, 0)
+DEFINE_DRIVER(rm_mm_f16_avx2, TILE_F16, NO_PREP, 3, 4, 0)
+DEFINE_DRIVER(rm_mm_bf16_avx2, TILE_BF16, NO_PREP, 3, 4, 0)
 
 // ---------------------------------------------------------------------------
 // vector helpers
