@@ -3,6 +3,10 @@
 #include "base/err.h"
 #include "lora/session.h"
 #include "model/generate.h"
+#include "base/file.h"
+#include "retrieve/pool.h"
+
+#include <stdio.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -24,7 +28,12 @@ static void help(void) {
            "  --ids                 print the new token ids on one line, nothing else on stdout\n"
            "  --lora PATH[:WEIGHT]  apply a LoRA adapter (PEFT dir or GGUF); repeat for several (up to 16)\n"
            "  --compose MODE        selection | mixture | fusion (default: selection for one adapter,\n"
-           "                        mixture for more); weights default to 1/k\n");
+           "                        mixture for more); weights default to 1/k\n"
+           "  --pool DIR            RAMoLE: retrieve the adapters for the prompt (-p) from this pool\n"
+           "                        (`ramole pool`) and compose them as if given with --lora; the\n"
+           "                        retrieved ones are named on stderr. Adapters without weights are\n"
+           "                        passed over.\n"
+           "  --retrieve K          how many adapters to take from the pool (default 3)\n");
 }
 
 typedef struct gen_out {
@@ -73,12 +82,49 @@ static int parse_ids(const char *s, int32_t **out) {
     return n;
 }
 
+// Retrieves the k adapters of the pool in dir that best fit text and have
+// weights; their paths go to paths[] (malloc'd, freed by the caller). Returns
+// how many, or -1 with the reason printed.
+static int retrieve_adapters(const char *dir, const char *text, int k, char **paths) {
+    char db[4096];
+    snprintf(db, sizeof db, "%s/pool.db", dir);
+    if (!rm_file_exists(db)) { fprintf(stderr, "ramole generate: %s is not a pool (no pool.db)\n", dir); return -1; }
+    rm_pool *pool = NULL;
+    rm_pool_params pp = rm_pool_default_params();
+    if (rm_pool_open(dir, &pp, &pool)) { cli_fail("opening the pool"); return -1; }
+    // ask for more than k: adapters without weights are passed over
+    int want = rm_pool_size(pool) < 4 * k ? rm_pool_size(pool) : 4 * k, n_hits = 0, n = 0;
+    rm_hit *hits = want > 0 ? malloc((size_t)want * sizeof *hits) : NULL;
+    if (want > 0 && (!hits || rm_pool_search(pool, text, want, NULL, 0, hits, &n_hits))) {
+        if (hits) cli_fail("retrieving");
+        else fprintf(stderr, "ramole generate: out of memory\n");
+        n_hits = 0, n = -1;
+    }
+    for (int i = 0; i < n_hits && n >= 0 && n < k; i++) {
+        const char *name = rm_pool_name(pool, hits[i].id);
+        rm_adapter_info *info = NULL;
+        if (!name || rm_pool_get(pool, name, &info, NULL)) continue;
+        if (info->weights && *info->weights) {
+            paths[n] = strdup(info->weights);
+            if (paths[n]) fprintf(stderr, "%s %s (%.3f)", n ? "," : "retrieved:", name, hits[i].score), n++;
+        }
+        rm_pool_free_list(info, 1);
+    }
+    if (n > 0) fputc('\n', stderr);
+    if (n == 0) fprintf(stderr, "ramole generate: no adapter with weights in the pool's best %d for this prompt\n", n_hits);
+    free(hits);
+    rm_pool_close(pool);
+    return n > 0 ? n : -1;
+}
+
 static int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *prompt_ids = NULL;
     long n_new = 64, threads = 0, ctx = 0, top_k = 40, last_n = 64, seed = 24301;
     double temp = 0.8, top_p = 0.95, min_p = 0.05, rep = 1.0;
-    int ids_mode = 0, n_lora = 0, compose = -1;
-    const char *lora[RM_PLAN_MAX], *compose_s = NULL;
+    int ids_mode = 0, n_lora = 0, compose = -1, n_pooled = 0;
+    const char *lora[RM_PLAN_MAX], *compose_s = NULL, *pool_dir = NULL;
+    char *pooled[RM_PLAN_MAX];
+    long k_retrieve = 3;
     rm_lora_session ls = {0};
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
@@ -98,6 +144,8 @@ static int cmd_generate(int argc, char **argv) {
         else if (cli_flag(argc, argv, &i, "--ids", NULL)) ids_mode = 1;
         else if (cli_str(argc, argv, &i, "--lora", NULL, &lora[n_lora < RM_PLAN_MAX ? n_lora : 0])) n_lora++;
         else if (cli_str(argc, argv, &i, "--compose", NULL, &compose_s)) {}
+        else if (cli_str(argc, argv, &i, "--pool", NULL, &pool_dir)) {}
+        else if (cli_int(argc, argv, &i, "--retrieve", NULL, &k_retrieve)) {}
         else { fprintf(stderr, "ramole generate: unknown option '%s' (see --help)\n", argv[i]); return 2; }
     }
     if (!model) { fprintf(stderr, "ramole generate: -m MODEL is required\n"); return 2; }
@@ -108,6 +156,14 @@ static int cmd_generate(int argc, char **argv) {
         rm_compose_mode cm;
         if (rm_compose_parse(compose_s, &cm)) return cli_fail("--compose");
         compose = (int)cm;
+    }
+    if (pool_dir) {
+        if (n_lora) { fprintf(stderr, "ramole generate: give --pool or --lora, not both\n"); return 2; }
+        if (!prompt) { fprintf(stderr, "ramole generate: --pool retrieves by the prompt text: give -p TEXT\n"); return 2; }
+        if (k_retrieve < 1 || k_retrieve > RM_PLAN_MAX) {
+            fprintf(stderr, "ramole generate: --retrieve must be 1..%d\n", RM_PLAN_MAX);
+            return 2;
+        }
     }
 
     rm_llama *m;
@@ -145,7 +201,15 @@ static int cmd_generate(int argc, char **argv) {
     tp = rm_threadpool_create((int)threads);
     if (!tp) { fprintf(stderr, "ramole generate: cannot start threads\n"); goto out; }
     if (rm_kvcache_init(&kv, m->hp.n_layer, 1, (int)ctx, m->hp.n_head_kv * m->hp.head_dim)) { cli_fail("kv cache"); goto out; }
-    if (n_lora && rm_lora_session_init(&ls, m, tp, n_lora, lora, compose)) { cli_fail("--lora"); goto out; }
+    if (pool_dir) {
+        int n = retrieve_adapters(pool_dir, prompt, (int)k_retrieve, pooled);
+        if (n < 0) goto out;
+        for (n_pooled = n_lora = 0; n_lora < n; n_lora++, n_pooled++) lora[n_lora] = pooled[n_lora];
+    }
+    if (n_lora && rm_lora_session_init(&ls, m, tp, n_lora, lora, compose)) {
+        cli_fail(pool_dir ? "the retrieved adapters" : "--lora");
+        goto out;
+    }
 
     rm_sampler_params sp = rm_sampler_default_params();
     sp.temperature = (float)temp;
@@ -181,6 +245,7 @@ static int cmd_generate(int argc, char **argv) {
     }
     rc = 0;
 out:
+    for (int i = 0; i < n_pooled; i++) free(pooled[i]);
     rm_lora_session_free(&ls);
     rm_kvcache_free(&kv);
     rm_threadpool_free(tp);
