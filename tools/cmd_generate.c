@@ -4,7 +4,7 @@
 #include "lora/session.h"
 #include "model/generate.h"
 #include "base/file.h"
-#include "retrieve/pool.h"
+#include "pool_pick.h"
 
 #include <stdio.h>
 
@@ -82,48 +82,32 @@ static int parse_ids(const char *s, int32_t **out) {
     return n;
 }
 
-// Retrieves the k adapters of the pool in dir that best fit text and have
-// weights; their paths go to paths[] (malloc'd, freed by the caller). Returns
-// how many, or -1 with the reason printed.
-static int retrieve_adapters(const char *dir, const char *text, int k, char **paths) {
+// The k adapters of the pool in dir that best fit text and have weights,
+// named on stderr. Returns how many (paths in pk->weights), or -1 with the
+// reason printed.
+static int retrieve_adapters(const char *dir, const char *text, int k, pool_pick *pk) {
     char db[4096];
     snprintf(db, sizeof db, "%s/pool.db", dir);
     if (!rm_file_exists(db)) { fprintf(stderr, "ramole generate: %s is not a pool (no pool.db)\n", dir); return -1; }
     rm_pool *pool = NULL;
     rm_pool_params pp = rm_pool_default_params();
     if (rm_pool_open(dir, &pp, &pool)) { cli_fail("opening the pool"); return -1; }
-    // ask for more than k: adapters without weights are passed over
-    int want = rm_pool_size(pool) < 4 * k ? rm_pool_size(pool) : 4 * k, n_hits = 0, n = 0;
-    rm_hit *hits = want > 0 ? malloc((size_t)want * sizeof *hits) : NULL;
-    if (want > 0 && (!hits || rm_pool_search(pool, text, want, NULL, 0, hits, &n_hits))) {
-        if (hits) cli_fail("retrieving");
-        else fprintf(stderr, "ramole generate: out of memory\n");
-        n_hits = 0, n = -1;
-    }
-    for (int i = 0; i < n_hits && n >= 0 && n < k; i++) {
-        const char *name = rm_pool_name(pool, hits[i].id);
-        rm_adapter_info *info = NULL;
-        if (!name || rm_pool_get(pool, name, &info, NULL)) continue;
-        if (info->weights && *info->weights) {
-            paths[n] = strdup(info->weights);
-            if (paths[n]) fprintf(stderr, "%s %s (%.3f)", n ? "," : "retrieved:", name, hits[i].score), n++;
-        }
-        rm_pool_free_list(info, 1);
-    }
-    if (n > 0) fputc('\n', stderr);
-    if (n == 0) fprintf(stderr, "ramole generate: no adapter with weights in the pool's best %d for this prompt\n", n_hits);
-    free(hits);
+    int rc = pool_pick_run(pool, text, k, pk);
     rm_pool_close(pool);
-    return n > 0 ? n : -1;
+    if (rc) { cli_fail("retrieving"); return -1; }
+    if (pk->n == 0) { fprintf(stderr, "ramole generate: no adapter with weights among the pool's best for this prompt\n"); return -1; }
+    for (int i = 0; i < pk->n; i++) fprintf(stderr, "%s %s (%.3f)", i ? "," : "retrieved:", pk->name[i], pk->score[i]);
+    fputc('\n', stderr);
+    return pk->n;
 }
 
 static int cmd_generate(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *prompt_ids = NULL;
     long n_new = 64, threads = 0, ctx = 0, top_k = 40, last_n = 64, seed = 24301;
     double temp = 0.8, top_p = 0.95, min_p = 0.05, rep = 1.0;
-    int ids_mode = 0, n_lora = 0, compose = -1, n_pooled = 0;
+    int ids_mode = 0, n_lora = 0, compose = -1;
     const char *lora[RM_PLAN_MAX], *compose_s = NULL, *pool_dir = NULL;
-    char *pooled[RM_PLAN_MAX];
+    pool_pick pooled = {0};
     long k_retrieve = 3;
     rm_lora_session ls = {0};
     for (int i = 1; i < argc; i++) {
@@ -202,9 +186,9 @@ static int cmd_generate(int argc, char **argv) {
     if (!tp) { fprintf(stderr, "ramole generate: cannot start threads\n"); goto out; }
     if (rm_kvcache_init(&kv, m->hp.n_layer, 1, (int)ctx, m->hp.n_head_kv * m->hp.head_dim)) { cli_fail("kv cache"); goto out; }
     if (pool_dir) {
-        int n = retrieve_adapters(pool_dir, prompt, (int)k_retrieve, pooled);
+        int n = retrieve_adapters(pool_dir, prompt, (int)k_retrieve, &pooled);
         if (n < 0) goto out;
-        for (n_pooled = n_lora = 0; n_lora < n; n_lora++, n_pooled++) lora[n_lora] = pooled[n_lora];
+        for (n_lora = 0; n_lora < n; n_lora++) lora[n_lora] = pooled.weights[n_lora];
     }
     if (n_lora && rm_lora_session_init(&ls, m, tp, n_lora, lora, compose)) {
         cli_fail(pool_dir ? "the retrieved adapters" : "--lora");
@@ -245,7 +229,7 @@ static int cmd_generate(int argc, char **argv) {
     }
     rc = 0;
 out:
-    for (int i = 0; i < n_pooled; i++) free(pooled[i]);
+    pool_pick_free(&pooled);
     rm_lora_session_free(&ls);
     rm_kvcache_free(&kv);
     rm_threadpool_free(tp);

@@ -1,0 +1,39 @@
+// engine.h — continuous batching: many sequences, each with its own sampler
+// and LoRA composition plan, advanced together one forward pass at a time.
+//
+// A step puts every running sequence's next row in one ragged batch (decode
+// rows) plus the next prompt chunk of sequences still prefilling, up to a
+// row budget; the batched LoRA hook applies each row's plan. A sequence's
+// tokens do not depend on what else runs (the forward pass and the hook are
+// batch-invariant bit for bit), so a served completion equals `ramole
+// generate` with the same prompt, adapters and sampler settings.
+#ifndef RM_SERVE_ENGINE_H
+#define RM_SERVE_ENGINE_H
+#include "lora/batch.h"
+#include "model/llama.h"
+#include "model/sampler.h"
+
+typedef struct rm_engine rm_engine;
+
+// Called once per finished sequence: its new tokens and why it stopped
+// ("stop": end-of-generation token, "length": max_new reached), or, with
+// tokens == NULL, the error that ended it (message in rm_last_error()).
+typedef void (*rm_engine_done_cb)(void *user, const int32_t *tokens, int n, const char *finish_reason);
+
+// n_slots sequences at once, each up to n_ctx positions; rows_per_step is the
+// batch row budget (prompt chunks share it). tp may be NULL.
+int rm_engine_new(rm_engine **out, rm_llama *m, rm_threadpool *tp, int n_slots, int n_ctx, int rows_per_step);
+void rm_engine_free(rm_engine *e);
+
+// Queues a sequence (prompt must hold BOS when wanted). lora[0..n_lora) must
+// be bound to the engine's model and outlive the sequence (n_lora 0: base
+// model). Returns RM_OK, or an error for a request that cannot run (too long,
+// bad plan) without queueing it.
+int rm_engine_submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new, const rm_sampler_params *sp,
+                     rm_lora *const *lora, int n_lora, rm_compose_mode mode, rm_engine_done_cb done, void *user);
+
+// Runs one forward pass over the waiting and running sequences; calls done
+// for those that finish. Returns the number still queued or running, or a
+// negative error (the forward pass failed: every sequence is ended with it).
+int rm_engine_step(rm_engine *e);
+#endif

@@ -1,0 +1,295 @@
+// test_serve.c — `ramole serve` end to end: a server process on a free port,
+// requests over real sockets. Served completions must equal `ramole generate`
+// with the same prompt, adapters and settings (token for token, also when the
+// requests run together), adapters are retrieved from the prompt, uploads are
+// checked against the model and become retrievable at once, bad requests get
+// clear errors, and the server stops cleanly on SIGTERM.
+#include "testing.h"
+#include "base/err.h"
+#include "base/file.h"
+#include "base/json.h"
+#include "format/safetensors.h"
+#include "lora/adapter.h"
+#include "model/synth.h"
+#include "retrieve/embed.h"
+#include "retrieve/pool.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct {
+    pid_t pid;
+    int port;
+} server_proc;
+
+// Starts `ramole serve ARGS --port 0` and reads the port from its stderr.
+static int server_start(server_proc *sp, const char *args) {
+    char log[512], cmd[4096];
+    snprintf(log, sizeof log, "%s/serve.log", rm_test_tmpdir());
+    unlink(log);
+    snprintf(cmd, sizeof cmd, "exec %s serve %s --port 0 2>%s", rm_test_bin(), args, log);
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    sp->pid = pid, sp->port = 0;
+    for (int t = 0; t < 600 && !sp->port; t++) { // up to 60 s (sanitized builds load slowly)
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        char *text = NULL;
+        size_t len = 0;
+        if (rm_read_file(log, &text, &len) == 0 && text) {
+            const char *p = strstr(text, "http://127.0.0.1:");
+            if (p) sp->port = atoi(p + 17);
+            free(text);
+        }
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) return -1; // it died
+    }
+    return sp->port ? 0 : -1;
+}
+
+// Stops it with SIGTERM; returns its exit status (0 when it shut down cleanly).
+static int server_stop(server_proc *sp) {
+    kill(sp->pid, SIGTERM);
+    int st = 0;
+    waitpid(sp->pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+static int connect_to(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static int send_request(int fd, const char *method, const char *path, const char *body) {
+    char head[512];
+    size_t bl = body ? strlen(body) : 0;
+    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", method, path, bl);
+    if (write(fd, head, (size_t)n) != n) return -1;
+    return bl && write(fd, body, bl) != (ssize_t)bl ? -1 : 0;
+}
+
+// Reads the whole response; returns the status, *json the parsed body (or NULL).
+static int read_response(int fd, rm_json **json) {
+    rm_sb sb;
+    rm_sb_init(&sb);
+    char buf[4096];
+    ssize_t r;
+    while ((r = read(fd, buf, sizeof buf)) > 0) rm_sb_putn(&sb, buf, (size_t)r);
+    close(fd);
+    int status = 0;
+    *json = NULL;
+    if (sb.buf && sscanf(sb.buf, "HTTP/1.1 %d", &status) == 1) {
+        const char *body = strstr(sb.buf, "\r\n\r\n");
+        if (body) rm_json_parse(body + 4, strlen(body + 4), "response", json);
+    }
+    rm_sb_free(&sb);
+    return status;
+}
+
+static int http(int port, const char *method, const char *path, const char *body, rm_json **json) {
+    int fd = connect_to(port);
+    if (fd < 0 || send_request(fd, method, path, body)) return -1;
+    return read_response(fd, json);
+}
+
+// "token_ids" of a completion as "1 2 3".
+static void ids_of(const rm_json *j, char *out, size_t cap) {
+    out[0] = 0;
+    const rm_json *ch = j ? rm_json_get(j, "choices") : NULL;
+    const rm_json *ids = ch && ch->n ? rm_json_get(&ch->items[0], "token_ids") : NULL;
+    size_t len = 0;
+    for (size_t i = 0; ids && i < ids->n && len + 16 < cap; i++)
+        len += (size_t)snprintf(out + len, cap - len, i ? " %lld" : "%lld", (long long)ids->items[i].inum);
+}
+
+// The first adapter a completion reports, or "".
+static const char *first_adapter(const rm_json *j) {
+    const rm_json *a = j ? rm_json_get(j, "adapters") : NULL;
+    return a && a->n ? rm_json_get_str(&a->items[0], "name", "") : "";
+}
+
+// `ramole generate ARGS --ids` -> its stdout line.
+static int generate_ids(const char *args, char *out, size_t cap) {
+    char cmd[4096];
+    snprintf(cmd, sizeof cmd, "%s generate %s --ids 2>/dev/null", rm_test_bin(), args);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    out[0] = 0;
+    if (!fgets(out, (int)cap, p)) out[0] = 0;
+    out[strcspn(out, "\n")] = 0;
+    return pclose(p);
+}
+
+static const char *k_samples[4][3] = {
+    {"Translate to German: the house is red.", "Translate to German: good morning, friend.", "Translate to German: where is the station?"},
+    {"Review: a wonderful film, I loved it. Is this review positive or negative?",
+     "Review: boring plot and bad acting. Is this review positive or negative?",
+     "Review: the soup was cold. Is this review positive or negative?"},
+    {"What is 7 plus 5? Answer with a number.", "What is 12 minus 4? Answer with a number.", "What is 3 times 9? Answer with a number."},
+    {"Will it rain in Paris tomorrow? Give the weather forecast.", "Is it sunny in Rome today? Give the weather forecast.",
+     "How cold will Oslo be tonight? Give the weather forecast."},
+};
+static const char *k_names[4] = {"german", "sentiment", "arith", "weather"};
+
+TEST(serve_completions_adapters_uploads) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    const char *tmp = rm_test_tmpdir();
+    char model[512], pool_dir[512], w[4][512], bad[512], path[700], cmd[2048];
+    snprintf(model, sizeof model, "%s/serve-tiny.gguf", tmp);
+    REQUIRE(rm_synth_write(rm_synth_find("tiny"), RM_TYPE_F32, 7, model, NULL, NULL) == RM_OK);
+    rm_llama *m = NULL;
+    REQUIRE(rm_llama_load(&m, model) == RM_OK);
+    // four adapters; the pool starts with the first three (the fourth is uploaded)
+    for (int a = 0; a < 4; a++) {
+        rm_lora *l = NULL;
+        REQUIRE(rm_lora_random(&l, m, 4, 0x7f, 500 + (uint64_t)a) == RM_OK);
+        snprintf(w[a], sizeof w[a], "%s/serve-%s.gguf", tmp, k_names[a]);
+        CHECK_OK(rm_lora_save_gguf(l, w[a]));
+        rm_lora_free(l);
+    }
+    rm_llama_free(m);
+    // an adapter for another base: v_proj with input size 100 (the model's is 256)
+    snprintf(bad, sizeof bad, "%s/serve-bad", tmp);
+    REQUIRE(rm_mkdirs(bad) == 0);
+    const char *cfg = "{\"r\": 2, \"lora_alpha\": 4, \"target_modules\": [\"v_proj\"]}";
+    snprintf(path, sizeof path, "%s/adapter_config.json", bad);
+    REQUIRE(rm_write_file_atomic(path, cfg, strlen(cfg)) == 0);
+    static float at[2][100], bt[64][2];
+    st_writer *sw = st_writer_new();
+    int64_t sa[2] = {2, 100}, sb2[2] = {64, 2};
+    CHECK_OK(st_writer_add(sw, "base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight", ST_F32, 2, sa, at));
+    CHECK_OK(st_writer_add(sw, "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight", ST_F32, 2, sb2, bt));
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", bad);
+    CHECK_OK(st_write(sw, path));
+    st_writer_free(sw);
+
+    snprintf(pool_dir, sizeof pool_dir, "%s/serve-pool", tmp);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", pool_dir);
+    REQUIRE(system(cmd) == 0);
+    rm_pool *pool = NULL;
+    rm_pool_params pp = rm_pool_default_params();
+    REQUIRE(rm_pool_open(pool_dir, &pp, &pool) == RM_OK);
+    const char *corpus[12];
+    for (int a = 0; a < 4; a++)
+        for (int i = 0; i < 3; i++) corpus[3 * a + i] = k_samples[a][i];
+    rm_feat_params fp = rm_feat_default_params();
+    fp.bits = 12;
+    rm_embedder *e = NULL;
+    CHECK_OK(rm_lexical_create(&fp, corpus, NULL, 12, NULL, &e));
+    REQUIRE(e);
+    CHECK_OK(rm_pool_set_embedder(pool, e));
+    for (int a = 0; a < 3; a++) {
+        rm_adapter_info info = {.name = k_names[a], .weights = w[a]};
+        CHECK_OK(rm_pool_add(pool, &info, k_samples[a], NULL, 3, NULL));
+    }
+    rm_pool_close(pool);
+
+    server_proc sp;
+    snprintf(cmd, sizeof cmd, "-m %s --pool %s -t 1 --slots 3 --ctx 128", model, pool_dir);
+    REQUIRE(server_start(&sp, cmd) == 0);
+    rm_json *j = NULL;
+    CHECK(http(sp.port, "GET", "/health", NULL, &j) == 200 && j && !strcmp(rm_json_get_str(j, "status", ""), "ok"));
+    rm_json_free(j);
+
+    // four completions sent together (3 slots: one waits), read afterwards;
+    // each must equal `ramole generate` with the same adapters
+    const char *prompts[4] = {"Once upon a time", "The cat sat", "Review: the food was terrible. Is this review positive or negative?",
+                              "What is 2 plus 2?"};
+    const char *extra[4] = {"", ", \"adapters\": [\"german\"]", ", \"retrieve\": 2",
+                            ", \"adapters\": [\"arith\", \"german\"], \"compose\": \"fusion\""};
+    char gen_extra[4][1600];
+    snprintf(gen_extra[0], sizeof gen_extra[0], "%s", "");
+    snprintf(gen_extra[1], sizeof gen_extra[1], "--lora %s", w[0]);
+    snprintf(gen_extra[2], sizeof gen_extra[2], "--pool %s --retrieve 2", pool_dir);
+    snprintf(gen_extra[3], sizeof gen_extra[3], "--lora %s --lora %s --compose fusion", w[2], w[0]);
+    int fds[4];
+    for (int r = 0; r < 4; r++) {
+        char body[1024];
+        snprintf(body, sizeof body, "{\"prompt\": \"%s\", \"max_tokens\": 10, \"temperature\": 0%s}", prompts[r], extra[r]);
+        fds[r] = connect_to(sp.port);
+        CHECK(fds[r] >= 0 && send_request(fds[r], "POST", "/v1/completions", body) == 0);
+    }
+    for (int r = 0; r < 4; r++) {
+        char got[1024], want[1024], args[8192];
+        CHECK(read_response(fds[r], &j) == 200);
+        ids_of(j, got, sizeof got);
+        if (r == 2) CHECKF(!strcmp(first_adapter(j), "sentiment"), "retrieved '%s'", first_adapter(j));
+        snprintf(args, sizeof args, "-m %s -p '%s' -n 10 --temp 0 -t 1 %s", model, prompts[r], gen_extra[r]);
+        CHECK(generate_ids(args, want, sizeof want) == 0);
+        CHECKF(got[0] && !strcmp(got, want), "request %d: served '%s', generate '%s'", r, got, want);
+        if (r > 0) { // the adapters matter: the base model's tokens differ
+            char base_ids[1024];
+            snprintf(args, sizeof args, "-m %s -p '%s' -n 10 --temp 0 -t 1", model, prompts[r]);
+            CHECK(generate_ids(args, base_ids, sizeof base_ids) == 0);
+            CHECKF(strcmp(base_ids, got) != 0, "request %d: the adapters change nothing (%s)", r, got);
+        }
+        rm_json_free(j);
+    }
+    // an adapter for another base is refused, and the pool keeps its three
+    char body[2048];
+    snprintf(body, sizeof body, "{\"name\": \"bad\", \"weights\": \"%s\", \"samples\": [\"x\"]}", bad);
+    CHECK(http(sp.port, "POST", "/v1/adapters", body, &j) == 400);
+    if (j) {
+        const rm_json *err = rm_json_get(j, "error");
+        const char *msg = err ? rm_json_get_str(err, "message", "") : "";
+        CHECKF(strstr(msg, "refused") != NULL, "message: %s", msg);
+    }
+    rm_json_free(j);
+    CHECK(http(sp.port, "GET", "/v1/adapters", NULL, &j) == 200);
+    const rm_json *data = j ? rm_json_get(j, "data") : NULL;
+    CHECK(data && data->n == 3);
+    rm_json_free(j);
+
+    // a good upload becomes retrievable at once
+    rm_sb up;
+    rm_sb_init(&up);
+    rm_sb_puts(&up, "{\"name\": \"weather\", \"weights\": ");
+    rm_sb_json_str(&up, w[3], strlen(w[3]));
+    rm_sb_puts(&up, ", \"samples\": [");
+    for (int i = 0; i < 3; i++) {
+        if (i) rm_sb_puts(&up, ", ");
+        rm_sb_json_str(&up, k_samples[3][i], strlen(k_samples[3][i]));
+    }
+    rm_sb_puts(&up, "]}");
+    CHECK(http(sp.port, "POST", "/v1/adapters", up.buf, &j) == 201);
+    rm_json_free(j);
+    CHECK(http(sp.port, "POST", "/v1/adapters", up.buf, &j) == 400); // the same name again
+    rm_json_free(j);
+    rm_sb_free(&up);
+    CHECK(http(sp.port, "POST", "/v1/completions",
+               "{\"prompt\": \"Will it snow in Berlin? Give the weather forecast.\", \"max_tokens\": 4, \"retrieve\": 1}", &j) == 200);
+    CHECKF(!strcmp(first_adapter(j), "weather"), "retrieved '%s' after the upload", first_adapter(j));
+    rm_json_free(j);
+
+    // bad requests
+    CHECK(http(sp.port, "POST", "/v1/completions", "{\"prompt\": ", &j) == 400);
+    rm_json_free(j);
+    CHECK(http(sp.port, "POST", "/v1/completions", "{\"max_tokens\": 3}", &j) == 400);
+    rm_json_free(j);
+    CHECK(http(sp.port, "POST", "/v1/completions", "{\"prompt\": \"x\", \"adapters\": [\"nope\"]}", &j) == 404);
+    rm_json_free(j);
+    CHECK(http(sp.port, "POST", "/v1/completions", "{\"prompt\": \"x\", \"max_tokens\": 100000}", &j) == 400);
+    rm_json_free(j);
+    CHECK(http(sp.port, "GET", "/v1/nothing", NULL, &j) == 404);
+    rm_json_free(j);
+    CHECK(http(sp.port, "GET", "/v1/completions", NULL, &j) == 405);
+    rm_json_free(j);
+    CHECK(server_stop(&sp) == 0);
+}

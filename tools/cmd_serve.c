@@ -1,0 +1,508 @@
+// cmd_serve.c — `ramole serve`: an HTTP server for one base model and a pool
+// of LoRA adapters (RAMoLE): each completion request names its adapters or
+// has them retrieved from its prompt; all running requests advance together
+// in one batched forward pass per step (src/serve/engine.c); adapters can be
+// uploaded into the pool while it runs.
+//
+// One thread runs the event loop (poll) and the engine; the forward pass
+// uses the thread pool. HTTP/1.1, one request per connection.
+#include "cli.h"
+#include "pool_pick.h"
+#include "base/err.h"
+#include "base/file.h"
+#include "base/json.h"
+#include "lora/adapter.h"
+#include "serve/engine.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+enum { MAX_CLIENTS = 256, MAX_HEAD = 16384, MAX_BODY = 4 << 20, MAX_ADAPTERS = 16 };
+
+static volatile sig_atomic_t g_stop;
+static void on_signal(int sig) { (void)sig; g_stop = 1; }
+
+typedef struct client {
+    int fd;                 // -1 once the peer is gone (the struct lives on while its request runs)
+    int state;              // 0 reading, 1 running in the engine, 2 writing
+    rm_sb in, out;
+    size_t sent;
+    long id;
+    int n_prompt;
+    pool_pick pick;         // adapters by name and score (retrieved or named)
+    struct server *srv;
+} client;
+
+typedef struct adapter_entry { char *name; rm_lora *lora; } adapter_entry;
+
+typedef struct server {
+    rm_llama *m;
+    rm_engine *eng;
+    rm_pool *pool;
+    const char *model_path;
+    adapter_entry *cache;   // adapters loaded and bound to the model, by name
+    int n_cache, cap_cache;
+    client *cl[MAX_CLIENTS];
+    long next_id;
+} server;
+
+// ---- responses ---------------------------------------------------------------
+
+static const char *status_text(int code) {
+    switch (code) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 400: return "Bad Request";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 413: return "Payload Too Large";
+    case 503: return "Service Unavailable";
+    default: return "Internal Server Error";
+    }
+}
+
+static void respond(client *c, int code, const rm_sb *body) {
+    rm_sb_printf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
+                 code, status_text(code), body->len);
+    rm_sb_putn(&c->out, body->buf ? body->buf : "", body->len);
+    c->state = 2;
+}
+
+static void respond_error(client *c, int code, const char *msg) {
+    rm_sb b;
+    rm_sb_init(&b);
+    rm_sb_puts(&b, "{\"error\": {\"message\": ");
+    rm_sb_json_str(&b, msg, strlen(msg));
+    rm_sb_printf(&b, ", \"code\": %d}}\n", code);
+    respond(c, code, &b);
+    rm_sb_free(&b);
+}
+
+// ---- adapters ------------------------------------------------------------------
+
+// The adapter called name, loaded from weights and bound to the model on
+// first use; NULL with the reason in rm_last_error().
+static rm_lora *adapter_get(server *s, const char *name, const char *weights) {
+    for (int i = 0; i < s->n_cache; i++)
+        if (!strcmp(s->cache[i].name, name)) return s->cache[i].lora;
+    rm_lora *l = NULL;
+    int rc = rm_lora_load(&l, weights);
+    if (!rc) rc = rm_lora_bind(l, s->m);
+    if (rc) {
+        rm_error_prefix(rc, "adapter '%s'", name);
+        rm_lora_free(l);
+        return NULL;
+    }
+    if (s->n_cache == s->cap_cache) {
+        int cap = s->cap_cache ? 2 * s->cap_cache : 16;
+        adapter_entry *c = realloc(s->cache, (size_t)cap * sizeof *c);
+        if (!c) { rm_lora_free(l); rm_errorf(RM_ENOMEM, "out of memory"); return NULL; }
+        s->cache = c, s->cap_cache = cap;
+    }
+    char *nm = strdup(name);
+    if (!nm) { rm_lora_free(l); rm_errorf(RM_ENOMEM, "out of memory"); return NULL; }
+    s->cache[s->n_cache++] = (adapter_entry){nm, l};
+    return l;
+}
+
+// ---- POST /v1/completions ------------------------------------------------------
+
+static void completion_done(void *user, const int32_t *tokens, int n, const char *reason) {
+    client *c = user;
+    server *s = c->srv;
+    if (!tokens) {
+        respond_error(c, 500, rm_last_error());
+    } else {
+        rm_sb text, b;
+        rm_sb_init(&text);
+        rm_sb_init(&b);
+        if (s->m->tok) {
+            rm_detok d;
+            rm_detok_init(&d, s->m->tok);
+            int cap = rm_detok_max_bytes(s->m->tok);
+            char *buf = malloc((size_t)cap);
+            for (int i = 0; buf && i < n; i++) {
+                if (rm_tokenizer_is_eog(s->m->tok, tokens[i])) continue;
+                int k = rm_detok_push(&d, tokens[i], buf, cap);
+                if (k > 0) rm_sb_putn(&text, buf, (size_t)(k < cap ? k : cap));
+            }
+            int k = buf ? rm_detok_flush(&d, buf, cap) : 0;
+            if (k > 0) rm_sb_putn(&text, buf, (size_t)(k < cap ? k : cap));
+            free(buf);
+        }
+        rm_sb_printf(&b, "{\"id\": \"cmpl-%ld\", \"object\": \"text_completion\", \"model\": ", c->id);
+        rm_sb_json_str(&b, s->model_path, strlen(s->model_path));
+        rm_sb_puts(&b, ", \"choices\": [{\"index\": 0, \"text\": ");
+        rm_sb_json_str(&b, text.buf ? text.buf : "", text.len);
+        rm_sb_printf(&b, ", \"finish_reason\": \"%s\", \"token_ids\": [", reason);
+        for (int i = 0; i < n; i++) rm_sb_printf(&b, i ? ", %d" : "%d", tokens[i]);
+        rm_sb_printf(&b, "]}], \"usage\": {\"prompt_tokens\": %d, \"completion_tokens\": %d, \"total_tokens\": %d}, \"adapters\": [",
+                     c->n_prompt, n, c->n_prompt + n);
+        for (int i = 0; i < c->pick.n; i++) {
+            rm_sb_puts(&b, i ? ", {\"name\": " : "{\"name\": ");
+            rm_sb_json_str(&b, c->pick.name[i], strlen(c->pick.name[i]));
+            rm_sb_puts(&b, ", \"score\": ");
+            rm_sb_json_num(&b, c->pick.score[i]);
+            rm_sb_puts(&b, "}");
+        }
+        rm_sb_puts(&b, "]}\n");
+        respond(c, 200, &b);
+        rm_sb_free(&text);
+        rm_sb_free(&b);
+    }
+}
+
+// Fills c->pick from "adapters": [names] or "retrieve": k; 0 or an HTTP status (message set).
+static int choose_adapters(server *s, client *c, const rm_json *req, const char *prompt) {
+    const rm_json *names = rm_json_get(req, "adapters");
+    int64_t k = rm_json_get_int(req, "retrieve", 0);
+    if (!names && k == 0) return 0;
+    if (!s->pool) return rm_errorf(RM_EINVAL, "this server has no adapter pool (start it with --pool DIR)"), 400;
+    if (names) {
+        if (names->type != RM_JSON_ARRAY || names->n > MAX_ADAPTERS)
+            return rm_errorf(RM_EINVAL, "\"adapters\" must be an array of at most %d names", MAX_ADAPTERS), 400;
+        for (size_t i = 0; i < names->n; i++) {
+            const rm_json *v = &names->items[i];
+            rm_adapter_info *info = NULL;
+            if (v->type != RM_JSON_STRING) return rm_errorf(RM_EINVAL, "\"adapters\" must hold names"), 400;
+            if (rm_pool_get(s->pool, v->str, &info, NULL)) return rm_errorf(RM_EINVAL, "no adapter '%s' in the pool", v->str), 404;
+            int ok = info->weights && *info->weights;
+            if (ok) {
+                c->pick.name[c->pick.n] = strdup(v->str);
+                c->pick.weights[c->pick.n] = strdup(info->weights);
+                c->pick.score[c->pick.n++] = 1.0f;
+            }
+            rm_pool_free_list(info, 1);
+            if (!ok) return rm_errorf(RM_EINVAL, "adapter '%s' has no weights", v->str), 400;
+            if (!c->pick.name[c->pick.n - 1] || !c->pick.weights[c->pick.n - 1]) return rm_errorf(RM_ENOMEM, "out of memory"), 500;
+        }
+        return 0;
+    }
+    if (k < 0 || k > MAX_ADAPTERS) return rm_errorf(RM_EINVAL, "\"retrieve\" must be 0..%d", MAX_ADAPTERS), 400;
+    if (pool_pick_run(s->pool, prompt, (int)k, &c->pick)) return 500;
+    return 0;
+}
+
+static void handle_completion(server *s, client *c, const rm_json *req) {
+    const char *prompt = rm_json_get_str(req, "prompt", NULL);
+    if (!prompt) return respond_error(c, 400, "\"prompt\" (a string) is required");
+    if (!s->m->tok) return respond_error(c, 400, "the model has no tokenizer");
+    rm_sampler_params sp = rm_sampler_default_params();
+    sp.temperature = (float)rm_json_get_num(req, "temperature", sp.temperature);
+    sp.top_p = (float)rm_json_get_num(req, "top_p", sp.top_p);
+    sp.top_k = (int)rm_json_get_int(req, "top_k", sp.top_k);
+    sp.min_p = (float)rm_json_get_num(req, "min_p", sp.min_p);
+    sp.repeat_penalty = (float)rm_json_get_num(req, "repeat_penalty", sp.repeat_penalty);
+    sp.seed = (uint64_t)rm_json_get_int(req, "seed", (int64_t)sp.seed);
+    int64_t max_new = rm_json_get_int(req, "max_tokens", 16);
+    if (max_new < 0 || max_new > (1 << 20)) return respond_error(c, 400, "\"max_tokens\" must be 0..1048576");
+    rm_compose_mode mode = RM_COMPOSE_MIXTURE;
+    const char *cs = rm_json_get_str(req, "compose", NULL);
+    if (cs && rm_compose_parse(cs, &mode)) return respond_error(c, 400, rm_last_error());
+    int code = choose_adapters(s, c, req, prompt);
+    if (code) return respond_error(c, code, rm_last_error());
+    if (!cs && c->pick.n == 1) mode = RM_COMPOSE_SELECTION;
+    rm_lora *lora[MAX_ADAPTERS];
+    for (int i = 0; i < c->pick.n; i++)
+        if (!(lora[i] = adapter_get(s, c->pick.name[i], c->pick.weights[i]))) return respond_error(c, 400, rm_last_error());
+    size_t len = strlen(prompt);
+    int n = rm_tokenize(s->m->tok, prompt, len, s->m->add_bos, 0, NULL, 0);
+    int32_t *ids = n >= 0 ? malloc(((size_t)n + 1) * sizeof(int32_t)) : NULL;
+    if (!ids) return respond_error(c, n < 0 ? 400 : 500, n < 0 ? rm_last_error() : "out of memory");
+    n = rm_tokenize(s->m->tok, prompt, len, s->m->add_bos, 0, ids, n + 1);
+    c->n_prompt = n;
+    c->state = 1; // the engine owns the request until completion_done
+    if (rm_engine_submit(s->eng, ids, n, (int)max_new, &sp, lora, c->pick.n, mode, completion_done, c)) {
+        c->state = 0;
+        respond_error(c, 400, rm_last_error());
+    }
+    free(ids);
+}
+
+// ---- /v1/adapters ----------------------------------------------------------------
+
+static void handle_list(server *s, client *c) {
+    if (!s->pool) return respond_error(c, 400, "this server has no adapter pool (start it with --pool DIR)");
+    rm_adapter_info *v;
+    int n;
+    if (rm_pool_list(s->pool, &v, &n)) return respond_error(c, 500, rm_last_error());
+    rm_sb b;
+    rm_sb_init(&b);
+    rm_sb_puts(&b, "{\"object\": \"list\", \"data\": [");
+    for (int i = 0; i < n; i++) {
+        const char *f[4][2] = {{"name", v[i].name}, {"task", v[i].task}, {"domain", v[i].domain}, {"weights", v[i].weights}};
+        rm_sb_puts(&b, i ? ", {" : "{");
+        for (int k = 0; k < 4; k++) {
+            rm_sb_printf(&b, "%s\"%s\": ", k ? ", " : "", f[k][0]);
+            if (f[k][1]) rm_sb_json_str(&b, f[k][1], strlen(f[k][1]));
+            else rm_sb_puts(&b, "null");
+        }
+        rm_sb_printf(&b, ", \"n_samples\": %d}", v[i].n_samples);
+    }
+    rm_sb_puts(&b, "]}\n");
+    rm_pool_free_list(v, n);
+    respond(c, 200, &b);
+    rm_sb_free(&b);
+}
+
+// Upload: {"name", "samples": [texts], "weights": path, "task"?, "domain"?}.
+// The adapter is loaded and checked against the model before the pool stores
+// it; a bad one is refused with the reason and nothing changes.
+static void handle_upload(server *s, client *c, const rm_json *req) {
+    if (!s->pool) return respond_error(c, 400, "this server has no adapter pool (start it with --pool DIR)");
+    const char *name = rm_json_get_str(req, "name", NULL), *weights = rm_json_get_str(req, "weights", NULL);
+    const rm_json *samples = rm_json_get(req, "samples");
+    if (!name || !*name || !weights) return respond_error(c, 400, "\"name\" and \"weights\" (strings) are required");
+    if (!samples || samples->type != RM_JSON_ARRAY || samples->n == 0 || samples->n > 1000)
+        return respond_error(c, 400, "\"samples\" must be an array of 1..1000 sample inputs");
+    const char **in = malloc(samples->n * sizeof *in);
+    if (!in) return respond_error(c, 500, "out of memory");
+    for (size_t i = 0; i < samples->n; i++) {
+        if (samples->items[i].type != RM_JSON_STRING) { free(in); return respond_error(c, 400, "\"samples\" must hold strings"); }
+        in[i] = samples->items[i].str;
+    }
+    if (rm_pool_id(s->pool, name) >= 0) { free(in); return respond_error(c, 400, "an adapter with this name is already in the pool"); }
+    rm_lora *l = NULL;
+    int lrc = rm_lora_load(&l, weights);
+    if (!lrc) lrc = rm_lora_bind(l, s->m);
+    if (lrc) {
+        rm_error_prefix(lrc, "adapter '%s' refused", name);
+        rm_lora_free(l);
+        free(in);
+        return respond_error(c, 400, rm_last_error());
+    }
+    rm_lora_free(l); // loaded again (and kept) on first use
+    rm_adapter_info info = {.name = name, .weights = weights, .task = rm_json_get_str(req, "task", NULL),
+                            .domain = rm_json_get_str(req, "domain", NULL), .base_model = s->model_path};
+    int64_t id = -1;
+    int rc = rm_pool_add(s->pool, &info, in, NULL, (int)samples->n, &id);
+    free(in);
+    if (rc) return respond_error(c, 400, rm_last_error());
+    rm_sb b;
+    rm_sb_init(&b);
+    rm_sb_printf(&b, "{\"id\": %lld, \"name\": ", (long long)id);
+    rm_sb_json_str(&b, name, strlen(name));
+    rm_sb_printf(&b, ", \"pool_size\": %d}\n", rm_pool_size(s->pool));
+    respond(c, 201, &b);
+    rm_sb_free(&b);
+}
+
+// ---- HTTP ------------------------------------------------------------------------
+
+// Once a whole request is in c->in: dispatches it. Returns 0 while incomplete.
+static int try_request(server *s, client *c) {
+    const char *buf = c->in.buf;
+    if (!buf) return 0;
+    const char *end = strstr(buf, "\r\n\r\n");
+    if (!end) {
+        if (c->in.len > MAX_HEAD) return respond_error(c, 413, "request head too large"), 1;
+        return 0;
+    }
+    size_t head = (size_t)(end - buf) + 4, body_len = 0;
+    char method[16] = "", path[256] = "";
+    if (sscanf(buf, "%15s %255s", method, path) != 2) return respond_error(c, 400, "malformed request line"), 1;
+    for (const char *h = strstr(buf, "\r\n"); h && h < end; h = strstr(h + 2, "\r\n"))
+        if (!strncasecmp(h + 2, "Content-Length:", 15)) {
+            char *e;
+            long long v = strtoll(h + 17, &e, 10);
+            if (v < 0 || e == h + 17) return respond_error(c, 400, "bad Content-Length"), 1;
+            if (v > MAX_BODY) return respond_error(c, 413, "request body too large"), 1;
+            body_len = (size_t)v;
+        }
+    if (c->in.len < head + body_len) return 0;
+    char *q = strchr(path, '?');
+    if (q) *q = 0;
+    int is_get = !strcmp(method, "GET"), is_post = !strcmp(method, "POST");
+    if (!strcmp(path, "/health") && is_get) {
+        rm_sb b;
+        rm_sb_init(&b);
+        rm_sb_printf(&b, "{\"status\": \"ok\", \"adapters\": %d, \"model\": ", s->pool ? rm_pool_size(s->pool) : 0);
+        rm_sb_json_str(&b, s->model_path, strlen(s->model_path));
+        rm_sb_puts(&b, "}\n");
+        respond(c, 200, &b);
+        rm_sb_free(&b);
+        return 1;
+    }
+    if (!strcmp(path, "/v1/adapters") && is_get) return handle_list(s, c), 1;
+    int known = !strcmp(path, "/v1/completions") || !strcmp(path, "/v1/adapters");
+    if (!known) return respond_error(c, 404, "unknown path (POST /v1/completions, GET|POST /v1/adapters, GET /health)"), 1;
+    if (!is_post) return respond_error(c, 405, "use POST"), 1;
+    rm_json *req = NULL;
+    if (rm_json_parse(buf + head, body_len, "request body", &req)) return respond_error(c, 400, rm_last_error()), 1;
+    if (req->type != RM_JSON_OBJECT) respond_error(c, 400, "the request body must be a JSON object");
+    else if (!strcmp(path, "/v1/completions")) handle_completion(s, c, req);
+    else handle_upload(s, c, req);
+    rm_json_free(req);
+    return 1;
+}
+
+static void client_free(server *s, int i) {
+    client *c = s->cl[i];
+    if (c->fd >= 0) close(c->fd);
+    rm_sb_free(&c->in);
+    rm_sb_free(&c->out);
+    pool_pick_free(&c->pick);
+    free(c);
+    s->cl[i] = NULL;
+}
+
+static int listen_on(const char *host, int port, int *out_port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    if (fd < 0) return -1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    if (inet_pton(AF_INET, host, &a.sin_addr) != 1 || bind(fd, (struct sockaddr *)&a, sizeof a) || listen(fd, 64)) {
+        close(fd);
+        return -1;
+    }
+    socklen_t al = sizeof a;
+    getsockname(fd, (struct sockaddr *)&a, &al);
+    *out_port = ntohs(a.sin_port);
+    fcntl(fd, F_SETFL, O_NONBLOCK);
+    return fd;
+}
+
+static void serve_loop(server *s, int lfd) {
+    int busy = 0;
+    while (!g_stop) {
+        struct pollfd pf[MAX_CLIENTS + 1];
+        int map[MAX_CLIENTS + 1], np = 0;
+        pf[np] = (struct pollfd){.fd = lfd, .events = POLLIN};
+        map[np++] = -1;
+        for (int i = 0; i < MAX_CLIENTS; i++) {
+            client *c = s->cl[i];
+            if (!c || c->fd < 0 || c->state == 1) continue;
+            pf[np] = (struct pollfd){.fd = c->fd, .events = c->state == 0 ? POLLIN : POLLOUT};
+            map[np++] = i;
+        }
+        if (poll(pf, (nfds_t)np, busy ? 0 : 500) < 0 && errno != EINTR) break;
+        if (pf[0].revents & POLLIN) {
+            int fd;
+            while ((fd = accept(lfd, NULL, NULL)) >= 0) {
+                int slot = -1;
+                for (int i = 0; i < MAX_CLIENTS && slot < 0; i++)
+                    if (!s->cl[i]) slot = i;
+                client *c = slot >= 0 ? calloc(1, sizeof *c) : NULL;
+                if (!c) { close(fd); continue; }
+                fcntl(fd, F_SETFL, O_NONBLOCK);
+                c->fd = fd, c->srv = s, c->id = ++s->next_id;
+                rm_sb_init(&c->in);
+                rm_sb_init(&c->out);
+                s->cl[slot] = c;
+            }
+        }
+        for (int k = 1; k < np; k++) {
+            client *c = s->cl[map[k]];
+            if (!c || !pf[k].revents) continue;
+            if (c->state == 0) {
+                char buf[65536];
+                ssize_t r = recv(c->fd, buf, sizeof buf, 0);
+                if (r <= 0) {
+                    if (r < 0 && (errno == EAGAIN || errno == EINTR)) continue;
+                    client_free(s, map[k]);
+                    continue;
+                }
+                rm_sb_putn(&c->in, buf, (size_t)r);
+                if (c->in.oom) { client_free(s, map[k]); continue; }
+                try_request(s, c);
+            } else if (c->state == 2) {
+                ssize_t w = send(c->fd, c->out.buf + c->sent, c->out.len - c->sent, MSG_NOSIGNAL);
+                if (w > 0) c->sent += (size_t)w;
+                if ((w < 0 && errno != EAGAIN && errno != EINTR) || c->sent == c->out.len) client_free(s, map[k]);
+            }
+        }
+        int r = rm_engine_step(s->eng);
+        if (r < 0) fprintf(stderr, "ramole serve: forward pass failed: %s\n", rm_last_error());
+        busy = r > 0;
+    }
+}
+
+static int cmd_serve(int argc, char **argv) {
+    const char *model = NULL, *pool_dir = NULL, *host = "127.0.0.1";
+    long port = 8080, threads = 0, slots = 8, ctx = 2048, rows = 512;
+    for (int i = 1; i < argc; i++) {
+        if (cli_flag(argc, argv, &i, "--help", "-h")) {
+            printf("usage: ramole serve -m MODEL [--pool DIR] [--host H] [--port P] [-t N] [--slots S] [--ctx N]\n\n"
+                   "HTTP API (JSON; one request per connection):\n"
+                   "  POST /v1/completions  {\"prompt\", \"max_tokens\" (16), \"temperature\", \"top_p\", \"top_k\",\n"
+                   "                         \"min_p\", \"repeat_penalty\", \"seed\",\n"
+                   "                         \"adapters\": [names] | \"retrieve\": K, \"compose\": \"mixture\"|\"fusion\"|\"selection\"}\n"
+                   "                        -> OpenAI-style text_completion, plus token_ids and the adapters used\n"
+                   "  POST /v1/adapters     {\"name\", \"samples\": [inputs], \"weights\": path, \"task\", \"domain\"}:\n"
+                   "                        checked against the model, then added to the pool (retrievable at once)\n"
+                   "  GET  /v1/adapters     the pool's adapters\n"
+                   "  GET  /health\n\n"
+                   "Running requests advance together, one batched forward pass per step (--slots at once;\n"
+                   "--ctx positions each; prompts are fed in chunks). --port 0 picks a free port; the address\n"
+                   "is printed on stderr. SIGINT / SIGTERM stop the server.\n");
+            return 0;
+        } else if (cli_str(argc, argv, &i, "--model", "-m", &model)) {
+        } else if (cli_str(argc, argv, &i, "--pool", NULL, &pool_dir)) {
+        } else if (cli_str(argc, argv, &i, "--host", NULL, &host)) {
+        } else if (cli_int(argc, argv, &i, "--port", NULL, &port)) {
+        } else if (cli_int(argc, argv, &i, "--threads", "-t", &threads)) {
+        } else if (cli_int(argc, argv, &i, "--slots", NULL, &slots)) {
+        } else if (cli_int(argc, argv, &i, "--ctx", "-c", &ctx)) {
+        } else {
+            fprintf(stderr, "ramole serve: unknown option '%s' (see --help)\n", argv[i]);
+            return 2;
+        }
+    }
+    if (!model) { fprintf(stderr, "ramole serve: -m MODEL is required\n"); return 2; }
+    if (port < 0 || port > 65535 || slots < 1 || slots > 1024 || ctx < 2) {
+        fprintf(stderr, "ramole serve: bad --port, --slots or --ctx\n");
+        return 2;
+    }
+    server s = {.model_path = model};
+    int rc = 1, lfd = -1, bound_port = 0;
+    rm_threadpool *tp = NULL;
+    if (rm_llama_load(&s.m, model)) return cli_fail("cannot load model");
+    if (ctx > s.m->hp.n_ctx_train && s.m->hp.n_ctx_train > 0) ctx = s.m->hp.n_ctx_train;
+    if (pool_dir) {
+        char db[4096];
+        snprintf(db, sizeof db, "%s/pool.db", pool_dir);
+        rm_pool_params pp = rm_pool_default_params();
+        if (!rm_file_exists(db)) { fprintf(stderr, "ramole serve: %s is not a pool (make one with `ramole pool`)\n", pool_dir); goto out; }
+        if (rm_pool_open(pool_dir, &pp, &s.pool)) { cli_fail("opening the pool"); goto out; }
+    }
+    if (!(tp = rm_threadpool_create((int)threads))) { fprintf(stderr, "ramole serve: cannot start threads\n"); goto out; }
+    if (rm_engine_new(&s.eng, s.m, tp, (int)slots, (int)ctx, (int)rows)) { cli_fail("engine"); goto out; }
+    if ((lfd = listen_on(host, (int)port, &bound_port)) < 0) {
+        fprintf(stderr, "ramole serve: cannot listen on %s:%ld: %s\n", host, port, strerror(errno));
+        goto out;
+    }
+    struct sigaction sa = {.sa_handler = on_signal};
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    fprintf(stderr, "ramole serve: listening on http://%s:%d (%ld slots x %ld positions, %d threads%s%s)\n", host,
+            bound_port, slots, ctx, rm_threadpool_size(tp), s.pool ? ", pool " : "", s.pool ? pool_dir : "");
+    serve_loop(&s, lfd);
+    fprintf(stderr, "ramole serve: stopping\n");
+    rc = 0;
+out:
+    if (lfd >= 0) close(lfd);
+    rm_engine_free(s.eng); // ends nothing: requests still running are dropped with their clients
+    for (int i = 0; i < MAX_CLIENTS; i++)
+        if (s.cl[i]) client_free(&s, i);
+    for (int i = 0; i < s.n_cache; i++) {
+        free(s.cache[i].name);
+        rm_lora_free(s.cache[i].lora);
+    }
+    free(s.cache);
+    if (s.pool) rm_pool_close(s.pool);
+    rm_threadpool_free(tp);
+    rm_llama_free(s.m);
+    return rc;
+}
+
+RM_COMMAND(serve, "HTTP server: completions with retrieved or named LoRA adapters, uploads at run time", cmd_serve)

@@ -1,0 +1,41 @@
+// pool_pick.c — see pool_pick.h.
+#include "pool_pick.h"
+#include "base/err.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int pool_pick_run(rm_pool *pool, const char *text, int k, pool_pick *pk) {
+    memset(pk, 0, sizeof *pk);
+    if (k < 1 || k > 16) return rm_errorf(RM_EINVAL, "retrieve: k = %d (1..16)", k);
+    // ask for more than k: adapters without weights are passed over
+    int size = rm_pool_size(pool), want = size < 4 * k ? size : 4 * k, n_hits = 0;
+    if (want == 0) return RM_OK;
+    rm_hit *hits = malloc((size_t)want * sizeof *hits);
+    if (!hits) return rm_errorf(RM_ENOMEM, "out of memory");
+    int rc = rm_pool_search(pool, text, want, NULL, 0, hits, &n_hits);
+    for (int i = 0; !rc && i < n_hits && pk->n < k; i++) {
+        const char *name = rm_pool_name(pool, hits[i].id);
+        rm_adapter_info *info = NULL;
+        if (!name || rm_pool_get(pool, name, &info, NULL)) continue;
+        if (info->weights && *info->weights) {
+            pk->name[pk->n] = strdup(name);
+            pk->weights[pk->n] = strdup(info->weights);
+            pk->score[pk->n] = hits[i].score;
+            if (!pk->name[pk->n] || !pk->weights[pk->n]) rc = rm_errorf(RM_ENOMEM, "out of memory");
+            pk->n++;
+        }
+        rm_pool_free_list(info, 1);
+    }
+    free(hits);
+    if (rc) pool_pick_free(pk);
+    return rc;
+}
+
+void pool_pick_free(pool_pick *pk) {
+    for (int i = 0; i < pk->n; i++) {
+        free(pk->name[i]);
+        free(pk->weights[i]);
+    }
+    memset(pk, 0, sizeof *pk);
+}
