@@ -242,6 +242,27 @@ TEST(serve_completions_adapters_uploads) {
         }
         rm_json_free(j);
     }
+    // chat: the model has no chat template, so the documented plain format
+    // applies ("User: ...\n\nAssistant:"); the adapter is retrieved by the user message
+    {
+        const char *user = "Review: the food was terrible. Is this review positive or negative?";
+        char body[1024], got[1024], want[1024], args[4096];
+        snprintf(body, sizeof body, "{\"messages\": [{\"role\": \"user\", \"content\": \"%s\"}], \"max_tokens\": 8, \"temperature\": 0, \"retrieve\": 1}", user);
+        CHECK(http(sp.port, "POST", "/v1/chat/completions", body, &j) == 200);
+        CHECK(j && !strcmp(rm_json_get_str(j, "object", ""), "chat.completion"));
+        CHECKF(!strcmp(first_adapter(j), "sentiment"), "chat retrieved '%s'", first_adapter(j));
+        const rm_json *ch = j ? rm_json_get(j, "choices") : NULL;
+        const rm_json *msg = ch && ch->n ? rm_json_get(&ch->items[0], "message") : NULL;
+        CHECK(msg && !strcmp(rm_json_get_str(msg, "role", ""), "assistant") && rm_json_get(msg, "content"));
+        ids_of(j, got, sizeof got);
+        snprintf(args, sizeof args, "-m %s -p 'User: %s\n\nAssistant:' -n 8 --temp 0 -t 1 --lora %s", model, user, w[1]);
+        CHECK(generate_ids(args, want, sizeof want) == 0);
+        CHECKF(got[0] && !strcmp(got, want), "chat: served '%s', generate '%s'", got, want);
+        rm_json_free(j);
+        CHECK(http(sp.port, "POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}", &j) == 400);
+        rm_json_free(j);
+    }
+
     // an adapter for another base is refused, and the pool keeps its three
     char body[2048];
     snprintf(body, sizeof body, "{\"name\": \"bad\", \"weights\": \"%s\", \"samples\": [\"x\"]}", bad);

@@ -38,6 +38,7 @@ typedef struct client {
     size_t sent;
     long id;
     int n_prompt;
+    int chat;               // answer as chat.completion (else text_completion)
     pool_pick pick;         // adapters by name and score (retrieved or named)
     struct server *srv;
 } client;
@@ -139,10 +140,13 @@ static void completion_done(void *user, const int32_t *tokens, int n, const char
             if (k > 0) rm_sb_putn(&text, buf, (size_t)(k < cap ? k : cap));
             free(buf);
         }
-        rm_sb_printf(&b, "{\"id\": \"cmpl-%ld\", \"object\": \"text_completion\", \"model\": ", c->id);
+        rm_sb_printf(&b, "{\"id\": \"%s-%ld\", \"object\": \"%s\", \"model\": ", c->chat ? "chatcmpl" : "cmpl", c->id,
+                     c->chat ? "chat.completion" : "text_completion");
         rm_sb_json_str(&b, s->model_path, strlen(s->model_path));
-        rm_sb_puts(&b, ", \"choices\": [{\"index\": 0, \"text\": ");
+        rm_sb_puts(&b, c->chat ? ", \"choices\": [{\"index\": 0, \"message\": {\"role\": \"assistant\", \"content\": "
+                               : ", \"choices\": [{\"index\": 0, \"text\": ");
         rm_sb_json_str(&b, text.buf ? text.buf : "", text.len);
+        if (c->chat) rm_sb_puts(&b, "}");
         rm_sb_printf(&b, ", \"finish_reason\": \"%s\", \"token_ids\": [", reason);
         for (int i = 0; i < n; i++) rm_sb_printf(&b, i ? ", %d" : "%d", tokens[i]);
         rm_sb_printf(&b, "]}], \"usage\": {\"prompt_tokens\": %d, \"completion_tokens\": %d, \"total_tokens\": %d}, \"adapters\": [",
@@ -192,10 +196,9 @@ static int choose_adapters(server *s, client *c, const rm_json *req, const char 
     return 0;
 }
 
-static void handle_completion(server *s, client *c, const rm_json *req) {
-    const char *prompt = rm_json_get_str(req, "prompt", NULL);
-    if (!prompt) return respond_error(c, 400, "\"prompt\" (a string) is required");
-    if (!s->m->tok) return respond_error(c, 400, "the model has no tokenizer");
+// Runs a request: prompt is the text the model continues (special tokens
+// parsed when `special`), query the text adapters are retrieved by.
+static void start_request(server *s, client *c, const rm_json *req, const char *prompt, const char *query, int special) {
     rm_sampler_params sp = rm_sampler_default_params();
     sp.temperature = (float)rm_json_get_num(req, "temperature", sp.temperature);
     sp.top_p = (float)rm_json_get_num(req, "top_p", sp.top_p);
@@ -208,17 +211,18 @@ static void handle_completion(server *s, client *c, const rm_json *req) {
     rm_compose_mode mode = RM_COMPOSE_MIXTURE;
     const char *cs = rm_json_get_str(req, "compose", NULL);
     if (cs && rm_compose_parse(cs, &mode)) return respond_error(c, 400, rm_last_error());
-    int code = choose_adapters(s, c, req, prompt);
+    int code = choose_adapters(s, c, req, query);
     if (code) return respond_error(c, code, rm_last_error());
     if (!cs && c->pick.n == 1) mode = RM_COMPOSE_SELECTION;
     rm_lora *lora[MAX_ADAPTERS];
     for (int i = 0; i < c->pick.n; i++)
         if (!(lora[i] = adapter_get(s, c->pick.name[i], c->pick.weights[i]))) return respond_error(c, 400, rm_last_error());
     size_t len = strlen(prompt);
-    int n = rm_tokenize(s->m->tok, prompt, len, s->m->add_bos, 0, NULL, 0);
+    int n = rm_tokenize(s->m->tok, prompt, len, s->m->add_bos, special, NULL, 0);
     int32_t *ids = n >= 0 ? malloc(((size_t)n + 1) * sizeof(int32_t)) : NULL;
     if (!ids) return respond_error(c, n < 0 ? 400 : 500, n < 0 ? rm_last_error() : "out of memory");
-    n = rm_tokenize(s->m->tok, prompt, len, s->m->add_bos, 0, ids, n + 1);
+    n = rm_tokenize(s->m->tok, prompt, len, s->m->add_bos, special, ids, n + 1);
+    if (n >= 2 && s->m->add_bos && ids[0] == ids[1]) memmove(ids, ids + 1, (size_t)--n * sizeof(int32_t)); // template's own BOS
     c->n_prompt = n;
     c->state = 1; // the engine owns the request until completion_done
     if (rm_engine_submit(s->eng, ids, n, (int)max_new, &sp, lora, c->pick.n, mode, completion_done, c)) {
@@ -226,6 +230,42 @@ static void handle_completion(server *s, client *c, const rm_json *req) {
         respond_error(c, 400, rm_last_error());
     }
     free(ids);
+}
+
+static void handle_completion(server *s, client *c, const rm_json *req) {
+    const char *prompt = rm_json_get_str(req, "prompt", NULL);
+    if (!prompt) return respond_error(c, 400, "\"prompt\" (a string) is required");
+    if (!s->m->tok) return respond_error(c, 400, "the model has no tokenizer");
+    start_request(s, c, req, prompt, prompt, 0);
+}
+
+// {"messages": [{"role": "system"|"user"|"assistant", "content"}...]}: the
+// model's chat template renders them; adapters are retrieved by the last
+// user message (the request's input, as LoraRetriever embeds it).
+static void handle_chat(server *s, client *c, const rm_json *req) {
+    const rm_json *msgs = rm_json_get(req, "messages");
+    if (!msgs || msgs->type != RM_JSON_ARRAY || msgs->n == 0 || msgs->n > 1024)
+        return respond_error(c, 400, "\"messages\" must be an array of 1..1024 {\"role\", \"content\"} objects");
+    if (!s->m->tok) return respond_error(c, 400, "the model has no tokenizer");
+    rm_chat_msg *cm = malloc(msgs->n * sizeof *cm);
+    if (!cm) return respond_error(c, 500, "out of memory");
+    const char *query = NULL;
+    for (size_t i = 0; i < msgs->n; i++) {
+        cm[i].role = rm_json_get_str(&msgs->items[i], "role", NULL);
+        cm[i].content = rm_json_get_str(&msgs->items[i], "content", NULL);
+        if (!cm[i].role || !cm[i].content ||
+            (strcmp(cm[i].role, "system") && strcmp(cm[i].role, "user") && strcmp(cm[i].role, "assistant"))) {
+            free(cm);
+            return respond_error(c, 400, "each message needs \"role\" (system, user or assistant) and \"content\" strings");
+        }
+        if (!strcmp(cm[i].role, "user")) query = cm[i].content;
+    }
+    char *prompt = rm_chat_render(s->m->tok, NULL, cm, (int)msgs->n);
+    free(cm);
+    if (!prompt) return respond_error(c, 400, rm_last_error());
+    c->chat = 1;
+    start_request(s, c, req, prompt, query ? query : prompt, 1);
+    free(prompt);
 }
 
 // ---- /v1/adapters ----------------------------------------------------------------
@@ -333,13 +373,15 @@ static int try_request(server *s, client *c) {
         return 1;
     }
     if (!strcmp(path, "/v1/adapters") && is_get) return handle_list(s, c), 1;
-    int known = !strcmp(path, "/v1/completions") || !strcmp(path, "/v1/adapters");
-    if (!known) return respond_error(c, 404, "unknown path (POST /v1/completions, GET|POST /v1/adapters, GET /health)"), 1;
+    int known = !strcmp(path, "/v1/completions") || !strcmp(path, "/v1/chat/completions") || !strcmp(path, "/v1/adapters");
+    if (!known)
+        return respond_error(c, 404, "unknown path (POST /v1/completions, POST /v1/chat/completions, GET|POST /v1/adapters, GET /health)"), 1;
     if (!is_post) return respond_error(c, 405, "use POST"), 1;
     rm_json *req = NULL;
     if (rm_json_parse(buf + head, body_len, "request body", &req)) return respond_error(c, 400, rm_last_error()), 1;
     if (req->type != RM_JSON_OBJECT) respond_error(c, 400, "the request body must be a JSON object");
     else if (!strcmp(path, "/v1/completions")) handle_completion(s, c, req);
+    else if (!strcmp(path, "/v1/chat/completions")) handle_chat(s, c, req);
     else handle_upload(s, c, req);
     rm_json_free(req);
     return 1;
@@ -437,6 +479,8 @@ static int cmd_serve(int argc, char **argv) {
                    "                         \"min_p\", \"repeat_penalty\", \"seed\",\n"
                    "                         \"adapters\": [names] | \"retrieve\": K, \"compose\": \"mixture\"|\"fusion\"|\"selection\"}\n"
                    "                        -> OpenAI-style text_completion, plus token_ids and the adapters used\n"
+                   "  POST /v1/chat/completions  the same with {\"messages\": [{\"role\", \"content\"}...]} instead of\n"
+                   "                        \"prompt\" (the model's chat template; adapters retrieved by the last user message)\n"
                    "  POST /v1/adapters     {\"name\", \"samples\": [inputs], \"weights\": path, \"task\", \"domain\"}:\n"
                    "                        checked against the model, then added to the pool (retrievable at once)\n"
                    "  GET  /v1/adapters     the pool's adapters\n"
