@@ -41,7 +41,8 @@ static double serve_all(rm_llama *m, rm_threadpool *tp, int slots, int R, int P,
         for (int i = 0; i < P; i++) prompt[i] = (int32_t)((r * 131 + i * 17 + 3) % m->hp.n_vocab);
         rm_lora *set[16];
         for (int j = 0; j < k; j++) set[j] = ad[sets[r * k + j]];
-        if (rm_engine_submit(e, prompt, P, N, &sp, set, k, RM_COMPOSE_MIXTURE, on_done, &t)) break;
+        rm_engine_cbs cb = {on_done, NULL, &t};
+        if (rm_engine_submit(e, prompt, P, N, &sp, set, k, RM_COMPOSE_MIXTURE, &cb)) break;
     }
     while (rm_engine_step(e) > 0) {}
     double dt = rm_now() - t0;

@@ -103,6 +103,17 @@ static int read_response(int fd, rm_json **json) {
     return status;
 }
 
+// The whole raw response (head and body) in sb.
+static int http_raw(int port, const char *method, const char *path, const char *body, rm_sb *sb) {
+    int fd = connect_to(port);
+    if (fd < 0 || send_request(fd, method, path, body)) return -1;
+    char buf[4096];
+    ssize_t r;
+    while ((r = read(fd, buf, sizeof buf)) > 0) rm_sb_putn(sb, buf, (size_t)r);
+    close(fd);
+    return 0;
+}
+
 static int http(int port, const char *method, const char *path, const char *body, rm_json **json) {
     int fd = connect_to(port);
     if (fd < 0 || send_request(fd, method, path, body)) return -1;
@@ -260,6 +271,42 @@ TEST(serve_completions_adapters_uploads) {
         CHECKF(got[0] && !strcmp(got, want), "chat: served '%s', generate '%s'", got, want);
         rm_json_free(j);
         CHECK(http(sp.port, "POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}", &j) == 400);
+        rm_json_free(j);
+    }
+
+    // streaming: the events' text pieces put together are the whole completion's text
+    {
+        const char *req = "{\"prompt\": \"Once upon a time\", \"max_tokens\": 12, \"temperature\": 0, \"adapters\": [\"arith\"]%s}";
+        char body[512];
+        snprintf(body, sizeof body, req, "");
+        CHECK(http(sp.port, "POST", "/v1/completions", body, &j) == 200);
+        const rm_json *ch = j ? rm_json_get(j, "choices") : NULL;
+        const char *whole = ch && ch->n ? rm_json_get_str(&ch->items[0], "text", NULL) : NULL;
+        CHECK(whole && *whole);
+        snprintf(body, sizeof body, req, ", \"stream\": true");
+        rm_sb raw, pieces;
+        rm_sb_init(&raw);
+        rm_sb_init(&pieces);
+        CHECK(http_raw(sp.port, "POST", "/v1/completions", body, &raw) == 0);
+        CHECK(raw.buf && strstr(raw.buf, "text/event-stream") && strstr(raw.buf, "data: [DONE]"));
+        int events = 0, finished = 0;
+        for (const char *e = raw.buf ? strstr(raw.buf, "data: {") : NULL; e; e = strstr(e + 1, "data: {")) {
+            const char *end = strstr(e, "\n\n");
+            rm_json *ev = NULL;
+            if (!end || rm_json_parse(e + 6, (size_t)(end - e - 6), "event", &ev)) break;
+            const rm_json *c0 = rm_json_get(ev, "choices");
+            if (c0 && c0->n) {
+                const rm_json *t = rm_json_get(&c0->items[0], "text");
+                if (t && t->type == RM_JSON_STRING) rm_sb_putn(&pieces, t->str, t->len);
+                finished += !strcmp(rm_json_get_str(&c0->items[0], "finish_reason", ""), "length");
+            }
+            events++;
+            rm_json_free(ev);
+        }
+        CHECKF(events >= 2 && finished == 1, "%d events, %d with a finish reason", events, finished);
+        CHECKF(whole && pieces.buf && !strcmp(pieces.buf, whole), "streamed '%s' vs '%s'", pieces.buf ? pieces.buf : "", whole ? whole : "");
+        rm_sb_free(&raw);
+        rm_sb_free(&pieces);
         rm_json_free(j);
     }
 

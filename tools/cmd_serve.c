@@ -33,12 +33,14 @@ static void on_signal(int sig) { (void)sig; g_stop = 1; }
 
 typedef struct client {
     int fd;                 // -1 once the peer is gone (the struct lives on while its request runs)
-    int state;              // 0 reading, 1 running in the engine, 2 writing
+    int state;              // 0 reading, 1 running in the engine, 2 writing, 3 running and streaming
     rm_sb in, out;
     size_t sent;
     long id;
     int n_prompt;
     int chat;               // answer as chat.completion (else text_completion)
+    int stream;             // server-sent events, a chunk per piece of text
+    rm_detok detok;         // streaming: text so far (partial UTF-8 held back)
     pool_pick pick;         // adapters by name and score (retrieved or named)
     struct server *srv;
 } client;
@@ -117,9 +119,44 @@ static rm_lora *adapter_get(server *s, const char *name, const char *weights) {
 
 // ---- POST /v1/completions ------------------------------------------------------
 
+// One server-sent event with a piece of text (and the finish reason at the end).
+static void stream_event(client *c, const char *text, size_t len, const char *reason) {
+    rm_sb *b = &c->out;
+    rm_sb_printf(b, "data: {\"id\": \"%s-%ld\", \"object\": \"%s\", \"choices\": [{\"index\": 0, ", c->chat ? "chatcmpl" : "cmpl",
+                 c->id, c->chat ? "chat.completion.chunk" : "text_completion");
+    rm_sb_puts(b, c->chat ? "\"delta\": {\"content\": " : "\"text\": ");
+    rm_sb_json_str(b, text, len);
+    rm_sb_puts(b, c->chat ? "}" : "");
+    if (reason) rm_sb_printf(b, ", \"finish_reason\": \"%s\"}]}\n\n", reason);
+    else rm_sb_puts(b, ", \"finish_reason\": null}]}\n\n");
+}
+
+static void stream_token(void *user, int32_t id) {
+    client *c = user;
+    const rm_tokenizer *t = c->srv->m->tok;
+    if (c->fd < 0 || rm_tokenizer_is_eog(t, id)) return;
+    char buf[1024];
+    int cap = rm_detok_max_bytes(t), k;
+    char *p = cap <= (int)sizeof buf ? buf : malloc((size_t)cap);
+    if (p && (k = rm_detok_push(&c->detok, id, p, cap)) > 0) stream_event(c, p, (size_t)(k < cap ? k : cap), NULL);
+    if (p != buf) free(p);
+}
+
 static void completion_done(void *user, const int32_t *tokens, int n, const char *reason) {
     client *c = user;
     server *s = c->srv;
+    if (c->stream) {
+        char buf[1024];
+        int cap = rm_detok_max_bytes(s->m->tok), k = 0;
+        char *p = cap <= (int)sizeof buf ? buf : malloc((size_t)cap);
+        if (tokens && p) k = rm_detok_flush(&c->detok, p, cap);
+        if (!tokens) rm_sb_puts(&c->out, "data: {\"error\": {\"message\": \"the forward pass failed\", \"code\": 500}}\n\n");
+        else stream_event(c, p ? p : "", k > 0 ? (size_t)(k < cap ? k : cap) : 0, reason);
+        if (p != buf) free(p);
+        rm_sb_puts(&c->out, "data: [DONE]\n\n");
+        c->state = 2;
+        return;
+    }
     if (!tokens) {
         respond_error(c, 500, rm_last_error());
     } else {
@@ -224,9 +261,16 @@ static void start_request(server *s, client *c, const rm_json *req, const char *
     n = rm_tokenize(s->m->tok, prompt, len, s->m->add_bos, special, ids, n + 1);
     if (n >= 2 && s->m->add_bos && ids[0] == ids[1]) memmove(ids, ids + 1, (size_t)--n * sizeof(int32_t)); // template's own BOS
     c->n_prompt = n;
-    c->state = 1; // the engine owns the request until completion_done
-    if (rm_engine_submit(s->eng, ids, n, (int)max_new, &sp, lora, c->pick.n, mode, completion_done, c)) {
-        c->state = 0;
+    c->stream = rm_json_get_bool(req, "stream", 0);
+    if (c->stream) {
+        rm_detok_init(&c->detok, s->m->tok);
+        rm_sb_puts(&c->out, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n");
+    }
+    c->state = c->stream ? 3 : 1; // the engine owns the request until completion_done
+    rm_engine_cbs cb = {completion_done, c->stream ? stream_token : NULL, c};
+    if (rm_engine_submit(s->eng, ids, n, (int)max_new, &sp, lora, c->pick.n, mode, &cb)) {
+        c->state = 0, c->stream = 0;
+        c->out.len = 0;
         respond_error(c, 400, rm_last_error());
     }
     free(ids);
@@ -422,7 +466,8 @@ static void serve_loop(server *s, int lfd) {
         map[np++] = -1;
         for (int i = 0; i < MAX_CLIENTS; i++) {
             client *c = s->cl[i];
-            if (!c || c->fd < 0 || c->state == 1) continue;
+            if (c && c->fd < 0 && c->state == 2) client_free(s, i); // answered a peer that left
+            if (!(c = s->cl[i]) || c->fd < 0 || c->state == 1 || (c->state == 3 && c->sent == c->out.len)) continue;
             pf[np] = (struct pollfd){.fd = c->fd, .events = c->state == 0 ? POLLIN : POLLOUT};
             map[np++] = i;
         }
@@ -456,10 +501,12 @@ static void serve_loop(server *s, int lfd) {
                 rm_sb_putn(&c->in, buf, (size_t)r);
                 if (c->in.oom) { client_free(s, map[k]); continue; }
                 try_request(s, c);
-            } else if (c->state == 2) {
+            } else {
                 ssize_t w = send(c->fd, c->out.buf + c->sent, c->out.len - c->sent, MSG_NOSIGNAL);
                 if (w > 0) c->sent += (size_t)w;
-                if ((w < 0 && errno != EAGAIN && errno != EINTR) || c->sent == c->out.len) client_free(s, map[k]);
+                int failed = w < 0 && errno != EAGAIN && errno != EINTR;
+                if (c->state == 2 && (failed || c->sent == c->out.len)) client_free(s, map[k]);
+                else if (failed) close(c->fd), c->fd = -1; // streaming: the request runs on, unheard
             }
         }
         int r = rm_engine_step(s->eng);
@@ -483,6 +530,7 @@ static int cmd_serve(int argc, char **argv) {
                    "                        \"prompt\" (the model's chat template; adapters retrieved by the last user message)\n"
                    "  POST /v1/adapters     {\"name\", \"samples\": [inputs], \"weights\": path, \"task\", \"domain\"}:\n"
                    "                        checked against the model, then added to the pool (retrievable at once)\n"
+                   "  \"stream\": true       server-sent events, one chunk per piece of text, then data: [DONE]\n"
                    "  GET  /v1/adapters     the pool's adapters\n"
                    "  GET  /health\n\n"
                    "Running requests advance together, one batched forward pass per step (--slots at once;\n"

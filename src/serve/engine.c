@@ -11,8 +11,7 @@ typedef struct seq {
     rm_sampler smp;
     rm_lora_plan plan;
     int has_plan;
-    rm_engine_done_cb done;
-    void *user;
+    rm_engine_cbs cb;
 } seq;
 
 struct rm_engine {
@@ -73,7 +72,7 @@ static void seq_free(seq *s) {
 
 // Ends s: tells its owner (tokens NULL: ended by an error) and frees it.
 static void seq_end(seq *s, const char *reason, int failed) {
-    s->done(s->user, failed ? NULL : s->out, failed ? 0 : s->n_out, reason);
+    s->cb.done(s->cb.user, failed ? NULL : s->out, failed ? 0 : s->n_out, reason);
     seq_free(s);
 }
 
@@ -96,7 +95,8 @@ void rm_engine_free(rm_engine *e) {
 }
 
 int rm_engine_submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new, const rm_sampler_params *sp,
-                     rm_lora *const *lora, int n_lora, rm_compose_mode mode, rm_engine_done_cb done, void *user) {
+                     rm_lora *const *lora, int n_lora, rm_compose_mode mode, const rm_engine_cbs *cbs) {
+    if (!cbs || !cbs->done) return rm_errorf(RM_EINVAL, "engine: no done callback");
     if (n_prompt < 1) return rm_errorf(RM_EINVAL, "empty prompt (the model needs at least one token)");
     if (max_new < 0) return rm_errorf(RM_EINVAL, "max_tokens must be >= 0");
     if ((int64_t)n_prompt + max_new > e->kv.n_ctx)
@@ -124,7 +124,7 @@ int rm_engine_submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_
     }
     memcpy(s->prompt, prompt, (size_t)n_prompt * sizeof(int32_t));
     for (int i = 0; i < n_prompt; i++) rm_sampler_accept(&s->smp, prompt[i]);
-    s->n_prompt = n_prompt, s->max_new = max_new, s->done = done, s->user = user;
+    s->n_prompt = n_prompt, s->max_new = max_new, s->cb = *cbs;
     if (max_new == 0) {
         seq_end(s, "length", 0);
         return RM_OK;
@@ -176,6 +176,7 @@ int rm_engine_step(rm_engine *e) {
         int32_t next = rm_sampler_sample(&s->smp, e->logits + (size_t)k * e->m->hp.n_vocab);
         rm_sampler_accept(&s->smp, next);
         s->out[s->n_out++] = next;
+        if (s->cb.token) s->cb.token(s->cb.user, next);
         const char *reason = e->m->tok && rm_tokenizer_is_eog(e->m->tok, next) ? "stop"
                              : s->n_out >= s->max_new                            ? "length"
                                                                                  : NULL;

@@ -19,6 +19,14 @@ typedef struct rm_engine rm_engine;
 // ("stop": end-of-generation token, "length": max_new reached), or, with
 // tokens == NULL, the error that ended it (message in rm_last_error()).
 typedef void (*rm_engine_done_cb)(void *user, const int32_t *tokens, int n, const char *finish_reason);
+// Called for every new token as it is sampled (before done), when given.
+typedef void (*rm_engine_token_cb)(void *user, int32_t token);
+
+typedef struct rm_engine_cbs {
+    rm_engine_done_cb done;   // required
+    rm_engine_token_cb token; // may be NULL
+    void *user;
+} rm_engine_cbs;
 
 // n_slots sequences at once, each up to n_ctx positions; rows_per_step is the
 // batch row budget (prompt chunks share it). tp may be NULL.
@@ -30,7 +38,7 @@ void rm_engine_free(rm_engine *e);
 // model). Returns RM_OK, or an error for a request that cannot run (too long,
 // bad plan) without queueing it.
 int rm_engine_submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new, const rm_sampler_params *sp,
-                     rm_lora *const *lora, int n_lora, rm_compose_mode mode, rm_engine_done_cb done, void *user);
+                     rm_lora *const *lora, int n_lora, rm_compose_mode mode, const rm_engine_cbs *cbs);
 
 // Runs one forward pass over the waiting and running sequences; calls done
 // for those that finish. Returns the number still queued or running, or a
