@@ -361,3 +361,52 @@ TEST(serve_completions_adapters_uploads) {
     rm_json_free(j);
     CHECK(server_stop(&sp) == 0);
 }
+
+// `ramole pool init` gives a new pool an embedder fitted on a corpus, so that
+// adapters can be added and retrieved without the paper's files.
+TEST(serve_pool_init_cli) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    const char *tmp = rm_test_tmpdir(), *bin = rm_test_bin();
+    char corpus[512], pool_dir[512], cmd[4096], out[1024];
+    snprintf(corpus, sizeof corpus, "%s/init-corpus.jsonl", tmp);
+    snprintf(pool_dir, sizeof pool_dir, "%s/init-pool", tmp);
+    FILE *f = fopen(corpus, "w");
+    REQUIRE(f);
+    for (int a = 0; a < 4; a++) {
+        for (int i = 0; i < 3; i++) fprintf(f, "{\"inputs\": \"%s\"}\n", k_samples[a][i]);
+    }
+    fclose(f);
+    snprintf(cmd, sizeof cmd, "rm -rf %s && %s pool add --pool %s --name x --samples %s 2>/dev/null", pool_dir, bin, pool_dir, corpus);
+    CHECK(system(cmd) != 0); // no embedder yet
+    snprintf(cmd, sizeof cmd, "%s pool init --pool %s --corpus %s --embedder hashproj 2>/dev/null", bin, pool_dir, corpus);
+    CHECK(system(cmd) != 0); // trained: needs labelled tasks
+    snprintf(cmd, sizeof cmd, "%s pool init --pool %s --corpus /dev/null 2>/dev/null", bin, pool_dir);
+    CHECK(system(cmd) != 0); // no texts
+    snprintf(cmd, sizeof cmd, "%s pool init --pool %s --corpus %s 2>/dev/null", bin, pool_dir, corpus);
+    REQUIRE(system(cmd) == 0);
+    for (int a = 0; a < 4; a++) {
+        char s[512];
+        snprintf(s, sizeof s, "%s/init-%d.jsonl", tmp, a);
+        f = fopen(s, "w");
+        REQUIRE(f);
+        for (int i = 0; i < 3; i++) fprintf(f, "{\"inputs\": \"%s\"}\n", k_samples[a][i]);
+        fclose(f);
+        snprintf(cmd, sizeof cmd, "%s pool add --pool %s --name %s --samples %s 2>/dev/null", bin, pool_dir, k_names[a], s);
+        CHECK(system(cmd) == 0);
+    }
+    const char *queries[4] = {"Translate to German: the dog sleeps.", "Review: I hated every minute. Is this review positive or negative?",
+                              "What is 9 minus 2? Answer with a number.", "Will it be windy in Madrid? Give the weather forecast."};
+    for (int a = 0; a < 4; a++) {
+        snprintf(cmd, sizeof cmd, "%s retrieve --pool %s -p '%s' -k 1 --json 2>/dev/null", bin, pool_dir, queries[a]);
+        FILE *p = popen(cmd, "r");
+        REQUIRE(p);
+        size_t n = fread(out, 1, sizeof out - 1, p);
+        out[n] = 0;
+        pclose(p);
+        rm_json *j = NULL;
+        CHECK_OK(rm_json_parse(out, n, "retrieve output", &j));
+        const char *got = j && j->type == RM_JSON_ARRAY && j->n ? rm_json_get_str(&j->items[0], "name", "") : "";
+        CHECKF(!strcmp(got, k_names[a]), "query %d retrieved '%s', want '%s'", a, got, k_names[a]);
+        rm_json_free(j);
+    }
+}

@@ -23,6 +23,11 @@ static void usage(FILE *f) {
             "  import-flan --config config2.json [--embedder NAME --train-frac F --seed S]\n"
             "                      build the embedder (trained on the seeded share of the tasks)\n"
             "                      and add every task of the paper's pool\n"
+            "  init --corpus FILE [--embedder NAME]\n"
+            "                      give the pool an embedder fitted on FILE's texts (same formats as\n"
+            "                      --samples; e.g. the sample inputs of the adapters to come): NAME is\n"
+            "                      hybrid (default), lexical, shape or script (the trained ones need\n"
+            "                      labelled tasks: import-flan); re-keys every adapter already in\n"
             "  set-embedder --embedder FILE   use a saved embedder (re-keys every adapter)\n"
             "  check               verify the database and that every adapter has a current key\n");
 }
@@ -190,6 +195,28 @@ static int pool_show(rm_pool *p, const char *name, int json) {
     return 0;
 }
 
+// The untrained recipes fitted on a corpus of texts (its statistics only: IDF).
+static int pool_init(rm_pool *p, const char *corpus, const char *name) {
+    if (!corpus) { fprintf(stderr, "ramole pool init: --corpus FILE is required\n"); return 2; }
+    if (strcmp(name, "hybrid") && strcmp(name, "lexical") && strcmp(name, "shape") && strcmp(name, "script")) {
+        fprintf(stderr, "ramole pool init: '%s' is not an untrained embedder (hybrid, lexical, shape, script)\n", name);
+        return 2;
+    }
+    sample_list s;
+    if (read_samples(corpus, &s)) return cli_fail("reading the corpus");
+    rm_flan_task task = {.name = "corpus", .domain = "", .n = s.n, .inputs = s.in, .targets = s.tg};
+    rm_flan_pool fp = {&task, 1};
+    rm_recipe_params rp = rm_recipe_default_params();
+    rm_embedder *e = NULL;
+    int ret = 0;
+    if (s.n == 0) ret = (fprintf(stderr, "ramole pool init: %s holds no texts\n", corpus), 2);
+    else if (rm_recipe_build(name, &fp, NULL, &rp, &e)) ret = cli_fail("building the embedder");
+    else if (rm_pool_set_embedder(p, e)) ret = cli_fail("setting the embedder");
+    else fprintf(stderr, "embedder %s fitted on %d texts\n", rm_pool_embedder(p)->name, s.n);
+    samples_free(&s);
+    return ret;
+}
+
 static int pool_import_flan(rm_pool *p, const char *config, const char *name, double frac, long seed) {
     if (!config) { fprintf(stderr, "ramole pool import-flan: --config is required\n"); return 2; }
     rm_flan_pool fp;
@@ -234,6 +261,7 @@ int cmd_pool(int argc, char **argv) {
         else if (cli_str(argc, argv, &i, "--pool", NULL, &dir)) {}
         else if (cli_str(argc, argv, &i, "--name", NULL, &info.name)) {}
         else if (cli_str(argc, argv, &i, "--samples", NULL, &samples)) {}
+        else if (cli_str(argc, argv, &i, "--corpus", NULL, &samples)) {}
         else if (cli_str(argc, argv, &i, "--task", NULL, &info.task)) {}
         else if (cli_str(argc, argv, &i, "--domain", NULL, &info.domain)) {}
         else if (cli_str(argc, argv, &i, "--base", NULL, &info.base_model)) {}
@@ -264,6 +292,7 @@ int cmd_pool(int argc, char **argv) {
         ret = !info.name ? (fprintf(stderr, "ramole pool remove: --name is required\n"), 2)
                          : rm_pool_remove(p, info.name) ? cli_fail("remove") : 0;
     } else if (!strcmp(sub, "import-flan")) ret = pool_import_flan(p, config, emb ? emb : embedder_name, frac, seed);
+    else if (!strcmp(sub, "init")) ret = pool_init(p, samples ? samples : config, emb ? emb : embedder_name);
     else if (!strcmp(sub, "set-embedder")) {
         rm_embedder *e = NULL;
         if (!emb) ret = (fprintf(stderr, "ramole pool set-embedder: --embedder FILE is required\n"), 2);
