@@ -15,6 +15,7 @@
 #include "retrieve/index.h"
 #include "retrieve/index_kernels.h"
 #include "retrieve/pool.h"
+#include "retrieve/proto.h"
 #include "retrieve/recipe.h"
 #include "retrieve/rerank.h"
 #include "retrieve/train.h"
@@ -350,7 +351,32 @@ TEST(retr_script_embedder) {
 // Pool leave-one-out against a direct computation: each sample's own key
 // from rm_embedder_key over the other samples, the other tasks' full keys,
 // ranks by double-precision dot products.
-TEST(retr_flan_pool_loo_matches_direct) {
+// A task's score for q directly: with prototypes the best of
+// rm_proto_kmeans's over the task's samples but skip (mix 1), else the mean key.
+static double direct_score(const rm_embedder *e, const rm_flan_task *k, int skip, const rm_proto_params *pp,
+                           const float *q, float *emb, float *protos) {
+    int dim = e->dim, np = 0;
+    const char *rest[16];
+    int m = 0;
+    for (int j = 0; j < k->n; j++)
+        if (j != skip) rest[m++] = k->inputs[j];
+    if (!rm_proto_on(pp)) {
+        CHECK_OK(rm_embedder_key(e, rest, m, protos, 1));
+        return dot(q, protos, dim);
+    }
+    CHECK_OK(rm_embedder_embed_many(e, (const char *const *)k->inputs, k->n, emb, 1));
+    CHECK_OK(rm_proto_kmeans(e, dim, emb, k->n, skip, pp, protos, &np, NULL));
+    double best = -10;
+    for (int j = 0; j < np; j++) {
+        double s = dot(q, protos + (size_t)j * dim, dim);
+        if (s > best) best = s;
+    }
+    return best;
+}
+
+// The pool leave-one-out against a direct computation: every sample's own
+// task keyed (mean key, or prototypes) without that sample.
+static void check_loo_direct(const rm_proto_params *pp) {
     enum { NT = 5, NS = 6 };
     static const char *tmpl[NT] = {"Translate to German: %s", "Is this review positive? %s", "Summarize: %s ...",
                                    "Question: what is %s?\nAnswer:", "%s\n\nWhich language is this?"};
@@ -383,39 +409,50 @@ TEST(retr_flan_pool_loo_matches_direct) {
     CHECK_OK(rm_lexical_create(&fp, all, NULL, NT * NS, NULL, &e));
     REQUIRE(e);
     int dim = e->dim;
-    float *keys = malloc(sizeof(float) * dim * NT), *own = malloc(sizeof(float) * dim), *q = malloc(sizeof(float) * dim);
-    REQUIRE(keys && own && q);
-    for (int t = 0; t < NT; t++)
-        CHECK_OK(rm_embedder_key(e, (const char *const *)pool.tasks[t].inputs, NS, keys + (size_t)t * dim, 1));
-    double hits[RM_EVAL_NK] = {0};
+    float *emb = malloc(sizeof(float) * dim * NS), *pr = malloc(sizeof(float) * dim * RM_PROTO_MAX);
+    float *q = malloc(sizeof(float) * dim);
+    REQUIRE(emb && pr && q);
+    double full[NT][NT * NS], hits[RM_EVAL_NK] = {0};
+    for (int u = 0; u < NT; u++)
+        for (int j = 0; j < NT * NS; j++) {
+            CHECK_OK(rm_embedder_embed(e, all[j], q));
+            full[u][j] = direct_score(e, &pool.tasks[u], -1, pp, q, emb, pr);
+        }
     for (int t = 0; t < NT; t++)
         for (int i = 0; i < NS; i++) {
-            const char *rest[NS - 1];
-            for (int j = 0, m = 0; j < NS; j++)
-                if (j != i) rest[m++] = pool.tasks[t].inputs[j];
-            CHECK_OK(rm_embedder_key(e, rest, NS - 1, own, 1));
             CHECK_OK(rm_embedder_embed(e, pool.tasks[t].inputs[i], q));
-            double s_own = dot(q, own, dim);
+            double s_own = direct_score(e, &pool.tasks[t], i, pp, q, emb, pr);
             int rank = 0;
             for (int u = 0; u < NT; u++) {
-                double s = dot(q, keys + (size_t)u * dim, dim);
+                double s = full[u][t * NS + i];
                 rank += u != t && (s > s_own || (s == s_own && u < t));
             }
             for (int k = 0; k < RM_EVAL_NK; k++) hits[k] += rank < rm_eval_ks[k];
         }
     unsigned char seen[NT] = {1, 0, 1, 0, 0};
-    rm_eval_params ep = {.n_threads = 2, .key_type = RM_KEY_F32};
+    rm_eval_params ep = {.n_threads = 2, .key_type = RM_KEY_F32, .proto = *pp};
     rm_eval_result r = {0};
     CHECK_OK(rm_flan_eval_pool_loo(e, &pool, seen, &ep, &r));
     CHECK(r.n == NT * NS && r.n_seen == 2 * NS && r.n_unseen == 3 * NS);
     CHECKF(hits[0] < NT * NS, "the direct top-1 is perfect: the test would not see the own key being made without the sample");
     for (int k = 0; k < RM_EVAL_NK; k++) CHECK_NEAR(r.all[k] * NT * NS, hits[k], 1e-6);
     rm_eval_result_free(&r);
-    free(keys);
-    free(own);
+    free(emb);
+    free(pr);
     free(q);
     rm_embedder_free(e);
     rm_flan_free_pool(&pool);
+}
+
+TEST(retr_flan_pool_loo_matches_direct) {
+    rm_proto_params off = rm_proto_default_params();
+    check_loo_direct(&off);
+}
+
+TEST(retr_flan_pool_loo_prototypes_match_direct) {
+    rm_proto_params p = rm_proto_default_params();
+    p.n = 2;
+    check_loo_direct(&p);
 }
 
 // Two template families with content from a shared vocabulary: training
@@ -888,6 +925,108 @@ TEST(retr_bm25_documents_match_reference) {
     rm_sparse_free(&a);
     rm_sparse_free(&q);
     rm_bm25_stats_free(&st);
+}
+
+// ---------------------------------------------------------------------------
+// Prototypes (proto.h)
+
+// Two groups on the unit sphere, worked out by hand: A = a1, a2, a3 around
+// (1,0,0), B = b1, b2 around (0,1,1)/sqrt 2. The mean is nearest a2 (seed 0),
+// the point least like a2 is b1 (seed 1); k-means keeps the groups.
+TEST(retr_proto_kmeans_hand_example) {
+    static const float x[5][3] = {{1, 0, 0}, {0.96f, 0.28f, 0}, {0.96f, -0.28f, 0}, {0, 0.6f, 0.8f}, {0, 0.8f, 0.6f}};
+    const float r = (float)sqrt(0.5);
+    rm_proto_params p = rm_proto_default_params();
+    p.n = 2;
+    float out[RM_PROTO_MAX * 3], again[RM_PROTO_MAX * 3];
+    int n = 0, n2 = 0, as[5], as2[5];
+    CHECK_OK(rm_proto_kmeans(NULL, 3, &x[0][0], 5, -1, &p, out, &n, as));
+    REQUIRE(n == 2);
+    CHECK(as[0] == 0 && as[1] == 0 && as[2] == 0 && as[3] == 1 && as[4] == 1);
+    // A sums to (2.92, 0, 0), B to (0, 1.4, 1.4)
+    CHECK_NEAR(out[0], 1, 1e-6); CHECK_NEAR(out[1], 0, 1e-6); CHECK_NEAR(out[2], 0, 1e-6);
+    CHECK_NEAR(out[3], 0, 1e-6); CHECK_NEAR(out[4], r, 1e-6); CHECK_NEAR(out[5], r, 1e-6);
+    CHECK_OK(rm_proto_kmeans(NULL, 3, &x[0][0], 5, -1, &p, again, &n2, as2)); // deterministic, bit for bit
+    CHECK(n2 == n && !memcmp(out, again, sizeof(float) * 6) && !memcmp(as, as2, sizeof as));
+    // without b2: B is b1 alone
+    CHECK_OK(rm_proto_kmeans(NULL, 3, &x[0][0], 5, 4, &p, out, &n, as));
+    REQUIRE(n == 2);
+    CHECK(as[4] == -1 && as[3] == 1);
+    CHECK_NEAR(out[4], 0.6, 1e-6); CHECK_NEAR(out[5], 0.8, 1e-6);
+    // three centres: seeds a2, b1 and then a3 (its best similarity 0.8432 is
+    // the smallest); a1 ties between a2 and a3 (0.96) and goes to a2's.
+    p.n = 3;
+    CHECK_OK(rm_proto_kmeans(NULL, 3, &x[0][0], 5, -1, &p, out, &n, as));
+    REQUIRE(n == 3);
+    CHECK(as[0] == 0 && as[1] == 0 && as[2] == 2 && as[3] == 1 && as[4] == 1);
+    double l = sqrt(1.96 * 1.96 + 0.28 * 0.28); // a1 + a2 = (1.96, 0.28, 0)
+    CHECK_NEAR(out[0], 1.96 / l, 1e-6); CHECK_NEAR(out[1], 0.28 / l, 1e-6);
+    CHECK_NEAR(out[6], 0.96, 1e-6); CHECK_NEAR(out[7], -0.28, 1e-6);
+    // clusters of one are not allowed with min_size 2: back to the two groups
+    p.min_size = 2;
+    CHECK_OK(rm_proto_kmeans(NULL, 3, &x[0][0], 5, -1, &p, out, &n, as));
+    CHECK(n == 2 && as[2] == 0 && as[3] == 1);
+    CHECK_NEAR(out[0], 1, 1e-6); CHECK_NEAR(out[5], r, 1e-6);
+    // min_size 3 leaves one prototype: the mean
+    p.min_size = 3;
+    CHECK_OK(rm_proto_kmeans(NULL, 3, &x[0][0], 5, -1, &p, out, &n, as));
+    REQUIRE(n == 1);
+    double m = sqrt(2.92 * 2.92 + 1.4 * 1.4 * 2);
+    CHECK_NEAR(out[0], 2.92 / m, 1e-6); CHECK_NEAR(out[1], 1.4 / m, 1e-6); CHECK_NEAR(out[2], 1.4 / m, 1e-6);
+}
+
+// An index of prototype rows searched in full and merged = the adapter
+// scores computed directly in double precision.
+TEST(retr_proto_search_vs_bruteforce) {
+    enum { NA = 60, DIM = 24, NQ = 8, K = 12 };
+    float *rows = malloc(sizeof(float) * NA * (1 + RM_PROTO_MAX) * DIM), q[NQ * DIM];
+    int np[NA];
+    REQUIRE(rows);
+    static const float mixes[3] = {1.0f, 0.5f, 0.0f};
+    for (int mi = 0; mi < 3; mi++) {
+        rm_proto_params p = rm_proto_default_params();
+        p.n = 3;
+        p.mix = mixes[mi];
+        rm_index *ix;
+        CHECK_OK(rm_index_create(DIM, RM_KEY_F32, &ix));
+        for (int a = 0; a < NA; a++) {
+            np[a] = 1 + a % 3;
+            for (int j = 0; j <= np[a]; j++) { // j 0: the mean key
+                float *v = rows + ((size_t)a * (1 + RM_PROTO_MAX) + j) * DIM;
+                random_unit(v, DIM);
+                if (j > 0 || !rm_proto_skip_mean(&p)) CHECK_OK(rm_index_add(ix, (int64_t)a * RM_PROTO_ROWS + j, v));
+            }
+        }
+        for (int i = 0; i < NQ * DIM; i += DIM) random_unit(q + i, DIM);
+        for (int i = 0; i < NQ; i++) {
+            rm_hit all[NA * (1 + RM_PROTO_MAX)], hits[K];
+            int n_all = 0, n = 0;
+            CHECK_OK(rm_index_search(ix, q + i * DIM, (int)rm_index_size(ix), NULL, 0, all, &n_all));
+            CHECK_OK(rm_proto_merge(&p, all, n_all, K, hits, &n));
+            REQUIRE(n == K);
+            double ref[NA];
+            for (int a = 0; a < NA; a++) {
+                double best = -2, mean = 0;
+                for (int j = 0; j <= np[a]; j++) {
+                    double s = 0;
+                    for (int d = 0; d < DIM; d++) s += (double)q[i * DIM + d] * rows[((size_t)a * (1 + RM_PROTO_MAX) + j) * DIM + d];
+                    if (j == 0) mean = s;
+                    else if (s > best) best = s;
+                }
+                ref[a] = (1 - p.mix) * mean + p.mix * best;
+            }
+            for (int r = 0; r < K; r++) {
+                int a = (int)hits[r].id, better = 0;
+                REQUIRE(a >= 0 && a < NA);
+                CHECK_NEAR(hits[r].score, ref[a], 1e-5);
+                for (int b = 0; b < NA; b++) better += ref[b] > ref[a] + 1e-5;
+                CHECKF(better <= r, "mix %.1f query %d rank %d: %d adapters score higher", p.mix, i, r, better);
+                if (r > 0) CHECK(hits[r - 1].score >= hits[r].score);
+            }
+        }
+        rm_index_free(ix);
+    }
+    free(rows);
 }
 
 // ---------------------------------------------------------------------------

@@ -37,6 +37,12 @@ static void usage(FILE *f) {
             "  --rerank K --rerank-w W --rerank-top M   second stage (rerank.h): the top K\n"
             "                      re-scored as score + W x mean of the M best query-sample\n"
             "                      similarities (default 5 / 1 / 1, K up to 64; 0: keys only)\n"
+            "  --protos N --proto-mix X --proto-min M --proto-iters I   first stage over up to\n"
+            "                      N prototypes per task (proto.h: spherical k-means of its\n"
+            "                      samples); a task scores (1 - X) x mean key + X x best\n"
+            "                      prototype; clusters under M samples dropped (default 1:\n"
+            "                      off / 1 / 1 / 20); --proto-tau T: a soft best,\n"
+            "                      T ln mean exp(score / T) (default 0: the max)\n"
             "  --bm25-w W --bm25-k1 K --bm25-b B   the second stage's BM25 term (bm25.h):\n"
             "                      + W x BM25 of the query against the adapter's samples,\n"
             "                      normalised to [0, 1] (default 0.5 / 1.2 / 0.75; W 0: off)\n"
@@ -114,6 +120,7 @@ int cmd_retrieve_eval(int argc, char **argv) {
     long seed = 1, threads = 2;
     int ood = 0, json = 0, confusions = 0, loo = 0;
     rm_rerank_params rr = rm_rerank_default_params();
+    rm_proto_params pr = rm_proto_default_params();
     rm_recipe_params rp = rm_recipe_default_params();
     for (int i = 1; i < argc; i++) {
         long lv;
@@ -129,6 +136,11 @@ int cmd_retrieve_eval(int argc, char **argv) {
         else if (cli_int(argc, argv, &i, "--rerank", NULL, &lv)) rr.k = (int)lv;
         else if (cli_int(argc, argv, &i, "--rerank-top", NULL, &lv)) rr.top = (int)lv;
         else if (cli_float(argc, argv, &i, "--rerank-w", NULL, &dv)) rr.w = (float)dv;
+        else if (cli_int(argc, argv, &i, "--protos", NULL, &lv)) pr.n = (int)lv;
+        else if (cli_float(argc, argv, &i, "--proto-mix", NULL, &dv)) pr.mix = (float)dv;
+        else if (cli_int(argc, argv, &i, "--proto-min", NULL, &lv)) pr.min_size = (int)lv;
+        else if (cli_float(argc, argv, &i, "--proto-tau", NULL, &dv)) pr.tau = (float)dv;
+        else if (cli_int(argc, argv, &i, "--proto-iters", NULL, &lv)) pr.iters = (int)lv;
         else if (cli_float(argc, argv, &i, "--bm25-w", NULL, &dv)) rr.bm25.w = (float)dv;
         else if (cli_float(argc, argv, &i, "--bm25-k1", NULL, &dv)) rr.bm25.k1 = (float)dv;
         else if (cli_float(argc, argv, &i, "--bm25-b", NULL, &dv)) rr.bm25.b = (float)dv;
@@ -194,7 +206,12 @@ int cmd_retrieve_eval(int argc, char **argv) {
     if (rm_recipe_build(name, &pool, seen, &rp, &e)) { ret = cli_fail("building the embedder"); goto done; }
     double t1 = rm_now();
     if (save && rm_embedder_save(e, save)) { ret = cli_fail("saving the embedder"); goto done; }
-    rm_eval_params ep = {.ood = ood, .n_threads = (int)threads, .key_type = kt, .rerank = rr};
+    if (pr.n > RM_PROTO_MAX || pr.min_size < 1 || pr.iters < 0 || !(pr.mix >= 0 && pr.mix <= 1)) {
+        fprintf(stderr, "ramole retrieve-eval: --protos wants 1..%d, --proto-min >= 1, --proto-mix 0..1\n", RM_PROTO_MAX);
+        ret = 2;
+        goto done;
+    }
+    rm_eval_params ep = {.ood = ood, .n_threads = (int)threads, .key_type = kt, .rerank = rr, .proto = pr};
     if (loo ? rm_flan_eval_pool_loo(e, &pool, seen, &ep, &res) : rm_flan_eval(e, &pool, req, n_req, seen, &ep, &res)) {
         ret = cli_fail("evaluating");
         goto done;

@@ -9,6 +9,8 @@
 
 const int rm_eval_ks[RM_EVAL_NK] = {1, 3, 5, 8};
 
+#define CHUNK_MAX 64 // queries per batch in the evaluations
+
 static char *dup_str(const rm_json *j) {
     if (!j || j->type != RM_JSON_STRING) return NULL;
     char *s = malloc(j->len + 1);
@@ -188,6 +190,57 @@ static int sample_embeddings(const rm_embedder *e, const rm_flan_pool *pool, int
     return RM_OK;
 }
 
+// The key vectors of a task from its sample embeddings rows[n] (row skip
+// left out, -1: none): out[0] = the mean key (normalised sum), out[1..] its
+// prototypes when pp asks for them (proto.h). out holds 1 + RM_PROTO_MAX rows.
+static int task_keys(const rm_embedder *e, const float *rows, int n, int skip, const rm_proto_params *pp, float *out,
+                     int *n_out) {
+    size_t dim = (size_t)e->dim;
+    memset(out, 0, dim * sizeof *out);
+    for (int i = 0; i < n; i++)
+        if (i != skip)
+            for (size_t d = 0; d < dim; d++) out[d] += rows[(size_t)i * dim + d];
+    rm_embedder_normalise(e, out);
+    *n_out = 1;
+    if (!rm_proto_on(pp)) return RM_OK;
+    int np = 0;
+    int rc = rm_proto_kmeans(e, e->dim, rows, n, skip, pp, out + dim, &np, NULL);
+    *n_out += np;
+    return rc;
+}
+
+// Adds task t's key rows (task_keys) to ix: under id t, or with prototypes
+// under t * RM_PROTO_ROWS + j (j 0: the mean key).
+static int add_task_rows(rm_index *ix, const rm_embedder *e, const float *rows, int n, const rm_proto_params *pp, int t,
+                         float *scratch) {
+    int nk;
+    int rc = task_keys(e, rows, n, -1, pp, scratch, &nk);
+    int64_t base = rm_proto_on(pp) ? (int64_t)t * RM_PROTO_ROWS : t;
+    for (int j = rm_proto_skip_mean(pp); j < nk && !rc; j++) rc = rm_index_add(ix, base + j, scratch + (size_t)j * (size_t)e->dim);
+    return rc;
+}
+
+// The first stage with prototypes: every row of ix scored for the nq queries
+// (rows: nq x rm_index_size(ix) scratch), merged into adapter hits
+// hits[qi * kmax ..], n_hits[qi]. ex[qi] (n_ex[qi] 0 or 1) excludes a task.
+static int proto_search(const rm_index *ix, const rm_proto_params *pp, const float *q, int nq, int kmax,
+                        const int64_t *const *ex, const int *n_ex, rm_hit *rows, rm_hit *hits, int *n_hits) {
+    int nr = (int)rm_index_size(ix);
+    int64_t exr[CHUNK_MAX][RM_PROTO_ROWS];
+    const int64_t *exl[CHUNK_MAX];
+    int nexp[CHUNK_MAX], n_rows[CHUNK_MAX];
+    if (nq > CHUNK_MAX) return rm_errorf(RM_EINVAL, "eval: %d queries in one batch", nq);
+    for (int i = 0; i < nq; i++) {
+        nexp[i] = ex && n_ex && n_ex[i] > 0 ? RM_PROTO_ROWS : 0;
+        for (int j = 0; j < nexp[i]; j++) exr[i][j] = ex[i][0] * RM_PROTO_ROWS + j;
+        exl[i] = exr[i];
+    }
+    int rc = rm_index_search_batch(ix, q, nq, nr, exl, nexp, rows, n_rows);
+    for (int i = 0; i < nq && !rc; i++)
+        rc = rm_proto_merge(pp, rows + (size_t)i * (size_t)nr, n_rows[i], kmax, hits + (size_t)i * (size_t)kmax, &n_hits[i]);
+    return rc;
+}
+
 // BM25 over the pool tasks (bm25.h): every sample's features (for the
 // leave-one-out documents), every task's document and the corpus statistics.
 typedef struct {
@@ -296,7 +349,7 @@ static void finish_shares(rm_eval_result *res) {
 
 int rm_flan_eval(const rm_embedder *e, const rm_flan_pool *pool, const rm_flan_request *req, int n_req,
                  const unsigned char *seen, const rm_eval_params *p, rm_eval_result *res) {
-    enum { KMAX = 64, CHUNK = 64 }; // hits kept per query: the second stage may re-score up to 64
+    enum { KMAX = 64, CHUNK = CHUNK_MAX }; // hits kept per query: the second stage may re-score up to 64
     int rc = eval_alloc(pool, res);
     rm_index *ix = NULL;
     float *q = malloc((size_t)CHUNK * e->dim * sizeof *q);
@@ -307,18 +360,18 @@ int rm_flan_eval(const rm_embedder *e, const rm_flan_pool *pool, const rm_flan_r
     int *soff = NULL;
     bm25_state bs = {0};
     rm_sparse bq = {0};
-    int use_bm25 = p->rerank.k > 0 && p->rerank.bm25.w > 0;
-    if (!rc && p->rerank.k > 0) { // the keys from the sample embeddings the second stage needs anyway
+    int use_bm25 = p->rerank.k > 0 && p->rerank.bm25.w > 0, use_proto = rm_proto_on(&p->proto);
+    rm_hit *rows = NULL; // with prototypes: every index row scored, per query
+    if (!rc && (p->rerank.k > 0 || use_proto)) { // the keys from the sample embeddings the second stage needs anyway
         rc = sample_embeddings(e, pool, p->n_threads, &semb, &soff);
         if (!rc && use_bm25) rc = bm25_build(&p->rerank.bm25, pool, soff, &bs);
-        for (int t = 0; t < pool->n && !rc; t++) {
-            float *key = q; // scratch (CHUNK rows)
-            memset(key, 0, (size_t)e->dim * sizeof *key);
-            for (int i = soff[t]; i < soff[t + 1]; i++)
-                for (int d = 0; d < e->dim; d++) key[d] += semb[(size_t)i * (size_t)e->dim + (size_t)d];
-            rm_embedder_normalise(e, key); // normalised sum = normalised mean (rm_embedder_key)
-            rc = rm_index_add(ix, t, key);
-        }
+        float *scratch = rc ? NULL : malloc((size_t)(1 + RM_PROTO_MAX) * (size_t)e->dim * sizeof *scratch);
+        if (!rc && !scratch) rc = rm_errorf(RM_ENOMEM, "eval: out of memory");
+        for (int t = 0; t < pool->n && !rc; t++) // normalised sums = normalised means (rm_embedder_key)
+            rc = add_task_rows(ix, e, semb + (size_t)soff[t] * (size_t)e->dim, soff[t + 1] - soff[t], &p->proto, t, scratch);
+        free(scratch);
+        if (!rc && use_proto && !(rows = malloc((size_t)CHUNK * rm_index_size(ix) * sizeof *rows)))
+            rc = rm_errorf(RM_ENOMEM, "eval: out of memory");
     } else if (!rc) {
         rc = build_keys(e, pool, p, ix);
     }
@@ -335,19 +388,21 @@ int rm_flan_eval(const rm_embedder *e, const rm_flan_pool *pool, const rm_flan_r
             n_ex[i] = p->ood ? 1 : 0;
         }
         rc = rm_embedder_embed_many(e, texts, m, q, p->n_threads);
-        if (!rc) rc = rm_index_search_batch(ix, q, m, KMAX, ex, n_ex, hits, n_hits);
+        if (!rc && use_proto) rc = proto_search(ix, &p->proto, q, m, KMAX, ex, n_ex, rows, hits, n_hits);
+        else if (!rc) rc = rm_index_search_batch(ix, q, m, KMAX, ex, n_ex, hits, n_hits);
         for (int i = 0; i < m && !rc; i++) {
             const rm_flan_request *r = &req[c0 + i];
             int is_seen = seen && seen[r->task_idx];
             if (use_bm25) rc = rm_bm25_query(&p->rerank.bm25.feat, r->inputs, &bq);
             if (rc) break;
-            if (semb)
+            if (p->rerank.k > 0)
                 rerank(&p->rerank, e->dim, semb, soff, q + (size_t)i * e->dim, hits + (size_t)i * KMAX, n_hits[i], -1, -1,
                        use_bm25 ? &bs : NULL, &bq, NULL);
             score_request(pool, r, hits + (size_t)i * KMAX, n_hits[i], p->ood, is_seen, res);
         }
     }
     if (!rc) finish_shares(res);
+    free(rows);
     bm25_free(&bs);
     rm_sparse_free(&bq);
     free(semb);
@@ -383,6 +438,7 @@ static int loo_sums(const rm_embedder *e, const rm_flan_pool *pool, int chunk, i
 int rm_flan_eval_pool_loo(const rm_embedder *e, const rm_flan_pool *pool, const unsigned char *seen,
                           const rm_eval_params *p, rm_eval_result *res) {
     enum { KMAX = 64, CHUNK = 32 };
+    _Static_assert(CHUNK <= CHUNK_MAX, "proto_search batches");
     size_t dim = (size_t)e->dim;
     int rc = eval_alloc(pool, res);
     float *sum = malloc((size_t)pool->n * dim * sizeof *sum);
@@ -398,10 +454,19 @@ int rm_flan_eval_pool_loo(const rm_embedder *e, const rm_flan_pool *pool, const 
     int *soff = NULL;
     bm25_state bs = {0};
     rm_sparse own_doc = {0};
-    int use_bm25 = p->rerank.k > 0 && p->rerank.bm25.w > 0;
-    if (!rc && p->rerank.k > 0) rc = sample_embeddings(e, pool, p->n_threads, &semb, &soff);
+    int use_bm25 = p->rerank.k > 0 && p->rerank.bm25.w > 0, use_proto = rm_proto_on(&p->proto);
+    float *pk = NULL;    // with prototypes: a task's key rows (task_keys)
+    rm_hit *rows = NULL; // and every index row scored, per query
+    if (!rc && (p->rerank.k > 0 || use_proto)) rc = sample_embeddings(e, pool, p->n_threads, &semb, &soff);
     if (!rc && use_bm25) rc = bm25_build(&p->rerank.bm25, pool, soff, &bs);
-    for (int t = 0; t < pool->n && !rc; t++) { // the full keys: normalised sums = normalised means
+    if (!rc && use_proto) {
+        if (!(pk = malloc((size_t)(1 + RM_PROTO_MAX) * dim * sizeof *pk))) rc = rm_errorf(RM_ENOMEM, "pool-loo: out of memory");
+        for (int t = 0; t < pool->n && !rc; t++)
+            rc = add_task_rows(ix, e, semb + (size_t)soff[t] * dim, soff[t + 1] - soff[t], &p->proto, t, pk);
+        if (!rc && !(rows = malloc((size_t)CHUNK * rm_index_size(ix) * sizeof *rows)))
+            rc = rm_errorf(RM_ENOMEM, "pool-loo: out of memory");
+    }
+    for (int t = 0; t < pool->n && !rc && !use_proto; t++) { // the full keys: normalised sums = normalised means
         memcpy(own_key, sum + (size_t)t * dim, dim * sizeof *own_key);
         rm_embedder_normalise(e, own_key);
         rc = rm_index_add(ix, t, own_key);
@@ -416,14 +481,30 @@ int rm_flan_eval_pool_loo(const rm_embedder *e, const rm_flan_pool *pool, const 
         for (int c0 = 0; c0 < task->n && !rc; c0 += CHUNK) {
             int m = task->n - c0 < CHUNK ? task->n - c0 : CHUNK;
             rc = rm_embedder_embed_many(e, (const char *const *)task->inputs + c0, m, emb, p->n_threads);
-            if (!rc) rc = rm_index_search_batch(ix, emb, m, KMAX, ex, n_ex, hits, n_hits);
+            if (!rc && use_proto) rc = proto_search(ix, &p->proto, emb, m, KMAX, ex, n_ex, rows, hits, n_hits);
+            else if (!rc) rc = rm_index_search_batch(ix, emb, m, KMAX, ex, n_ex, hits, n_hits);
             for (int i = 0; i < m && !rc; i++) {
                 const float *q = emb + (size_t)i * dim;
-                const float *s = sum + (size_t)t * dim;
-                for (size_t d = 0; d < dim; d++) own_key[d] = s[d] - q[d]; // the key without this sample
-                rm_embedder_normalise(e, own_key);
                 double sc = 0;
-                for (size_t d = 0; d < dim; d++) sc += (double)q[d] * own_key[d];
+                if (use_proto) { // the own task's mean key and prototypes without this sample
+                    int nk = 0, one = 0;
+                    rm_hit own_rows[1 + RM_PROTO_MAX], merged1;
+                    rc = task_keys(e, semb + (size_t)soff[t] * dim, task->n, c0 + i, &p->proto, pk, &nk);
+                    int j0 = rm_proto_skip_mean(&p->proto);
+                    for (int j = j0; j < nk; j++) {
+                        double d = 0;
+                        for (size_t x = 0; x < dim; x++) d += (double)q[x] * pk[(size_t)j * dim + x];
+                        own_rows[j] = (rm_hit){(int64_t)t * RM_PROTO_ROWS + j, (float)d};
+                    }
+                    if (!rc) rc = rm_proto_merge(&p->proto, own_rows + j0, nk - j0, 1, &merged1, &one);
+                    if (rc) break;
+                    sc = merged1.score;
+                } else {
+                    const float *s = sum + (size_t)t * dim;
+                    for (size_t d = 0; d < dim; d++) own_key[d] = s[d] - q[d]; // the key without this sample
+                    rm_embedder_normalise(e, own_key);
+                    for (size_t d = 0; d < dim; d++) sc += (double)q[d] * own_key[d];
+                }
                 // the own task enters the other tasks' ranking (ties to the smaller id, as the index)
                 rm_hit merged[KMAX + 1];
                 const rm_hit *h = hits + (size_t)i * KMAX;
@@ -446,7 +527,7 @@ int rm_flan_eval_pool_loo(const rm_embedder *e, const rm_flan_pool *pool, const 
                     rm_bm25_stats_update(&bs.st, &bs.doc[t], -1);
                     rm_bm25_stats_update(&bs.st, &own_doc, +1);
                 }
-                if (semb)
+                if (p->rerank.k > 0)
                     rerank(&p->rerank, e->dim, semb, soff, q, merged, nm, t, c0 + i, use_bm25 ? &bs : NULL,
                            use_bm25 ? &bs.feat[soff[t] + c0 + i] : NULL, &own_doc);
                 if (use_bm25) {
@@ -458,6 +539,8 @@ int rm_flan_eval_pool_loo(const rm_embedder *e, const rm_flan_pool *pool, const 
         }
     }
     if (!rc) finish_shares(res);
+    free(pk);
+    free(rows);
     bm25_free(&bs);
     rm_sparse_free(&own_doc);
     free(semb);

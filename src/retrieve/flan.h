@@ -14,6 +14,7 @@
 
 #include "retrieve/embed.h"
 #include "retrieve/index.h"
+#include "retrieve/proto.h"
 #include "retrieve/rerank.h"
 
 typedef struct rm_flan_task {
@@ -51,6 +52,8 @@ typedef struct rm_eval_params {
     int n_threads;
     rm_key_type key_type;
     rm_rerank_params rerank; // second stage (rerank.h; k 0: off)
+    rm_proto_params proto;   // first stage over several prototypes per task
+                             // (proto.h; n <= 1 or zeroed: the mean key alone)
 } rm_eval_params;
 
 typedef struct rm_eval_result {
