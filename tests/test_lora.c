@@ -13,8 +13,6 @@
 #include "format/safetensors.h"
 #include "lora/batch.h"
 #include "model/synth.h"
-#include "retrieve/embed.h"
-#include "retrieve/pool.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -734,113 +732,5 @@ TEST(lora_f16_mirrors) {
     rm_lora_plan_free(&p);
     for (int i = 0; i < 3; i++) rm_lora_free(a[i]);
     rm_llama_free(ref);
-    rm_llama_free(m);
-}
-
-// ---------------------------------------------------------------------------
-// RAMoLE from the CLI: `generate --pool DIR --retrieve K -p TEXT` retrieves the
-// adapters for the prompt and composes them; the result must be exactly that
-// of naming the same adapters with --lora (mixture, weights 1/k), and the
-// adapters must matter (the output differs from the base model's).
-
-// Runs `ramole ARGS`, stdout to out (first line), stderr to err; returns the exit status.
-static int run_cli2(const char *args, char *out, size_t out_cap, char *err, size_t err_cap) {
-    char cmd[4096], po[512], pe[512];
-    tmp_path(po, sizeof po, "cli2.out");
-    tmp_path(pe, sizeof pe, "cli2.err");
-    snprintf(cmd, sizeof cmd, "%s %s >%s 2>%s", rm_test_bin(), args, po, pe);
-    int rc = system(cmd);
-    char *bufs[2] = {out, err};
-    size_t caps[2] = {out_cap, err_cap};
-    const char *paths[2] = {po, pe};
-    for (int i = 0; i < 2; i++) {
-        bufs[i][0] = 0;
-        FILE *f = fopen(paths[i], "rb");
-        if (!f) continue;
-        size_t n = fread(bufs[i], 1, caps[i] - 1, f);
-        bufs[i][n] = 0;
-        fclose(f);
-    }
-    return rc;
-}
-
-TEST(lora_cli_generate_from_pool) {
-    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
-    static const char *samples[4][3] = {
-        {"Translate to German: the house is red.", "Translate to German: good morning, friend.", "Translate to German: where is the station?"},
-        {"Review: a wonderful film, I loved it. Is this review positive or negative?",
-         "Review: boring plot and bad acting. Is this review positive or negative?",
-         "Review: the soup was cold. Is this review positive or negative?"},
-        {"What is 7 plus 5? Answer with a number.", "What is 12 minus 4? Answer with a number.", "What is 3 times 9? Answer with a number."},
-        {"Review: the food was awful and slow. Is this review positive or negative?",
-         "Review: the food was great. Is this review positive or negative?",
-         "Review: the food was fine, nothing more. Is this review positive or negative?"},
-    };
-    static const char *names[4] = {"german", "sentiment", "arith", "no-weights"};
-    rm_llama *m = tiny_model(RM_TYPE_F32);
-    REQUIRE(m);
-    char dir[512], wpath[3][512], args[4096];
-    tmp_path(dir, sizeof dir, "ramole-pool");
-    char cmd[600];
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    REQUIRE(system(cmd) == 0);
-    rm_pool *pool = NULL;
-    rm_pool_params pp = rm_pool_default_params();
-    CHECK_OK(rm_pool_open(dir, &pp, &pool));
-    REQUIRE(pool);
-    const char *corpus[12];
-    for (int a = 0; a < 4; a++)
-        for (int i = 0; i < 3; i++) corpus[3 * a + i] = samples[a][i];
-    rm_feat_params fp = rm_feat_default_params();
-    fp.bits = 12;
-    rm_embedder *e = NULL;
-    CHECK_OK(rm_lexical_create(&fp, corpus, NULL, 12, NULL, &e));
-    REQUIRE(e);
-    CHECK_OK(rm_pool_set_embedder(pool, e));
-    for (int a = 0; a < 4; a++) {
-        rm_adapter_info info = {.name = names[a], .rank = 4, .targets = "all"};
-        if (a < 3) {
-            rm_lora *l = NULL;
-            CHECK_OK(rm_lora_random(&l, m, 4, 0x7f, 300 + (uint64_t)a));
-            REQUIRE(l);
-            snprintf(wpath[a], sizeof wpath[a], "%s/%s.gguf", rm_test_tmpdir(), names[a]);
-            CHECK_OK(rm_lora_save_gguf(l, wpath[a]));
-            rm_lora_free(l);
-            info.weights = wpath[a];
-        }
-        CHECK_OK(rm_pool_add(pool, &info, samples[a], NULL, 3, NULL));
-    }
-    rm_pool_close(pool);
-
-    const char *query = "Review: the service was awful. Is this review positive or negative?";
-    char out_pool[4096], err_pool[4096], out_lora[4096], out_base[4096], err[4096];
-    snprintf(args, sizeof args, "generate -m %s --pool %s --retrieve 2 -p '%s' -n 12 --temp 0 --ids -t 1", m->path, dir, query);
-    CHECK(run_cli2(args, out_pool, sizeof out_pool, err_pool, sizeof err_pool) == 0);
-    // the adapter without weights is passed over; the sentiment one comes first
-    const char *r = strstr(err_pool, "retrieved: ");
-    CHECKF(r && !strncmp(r + 11, "sentiment (", 11), "stderr: %s", err_pool);
-    CHECKF(!strstr(err_pool, "no-weights"), "stderr: %s", err_pool);
-    // the second retrieved adapter, by name
-    int second = -1;
-    const char *c = r ? strstr(r, ", ") : NULL;
-    for (int a = 0; c && a < 3; a++)
-        if (!strncmp(c + 2, names[a], strlen(names[a])) && c[2 + strlen(names[a])] == ' ') second = a;
-    CHECKF(second >= 0 && second != 1, "stderr: %s", err_pool);
-    if (second >= 0) {
-        snprintf(args, sizeof args, "generate -m %s --lora %s --lora %s -p '%s' -n 12 --temp 0 --ids -t 1", m->path, wpath[1],
-                 wpath[second], query);
-        CHECK(run_cli2(args, out_lora, sizeof out_lora, err, sizeof err) == 0);
-        CHECKF(out_pool[0] && !strcmp(out_pool, out_lora), "--pool '%s' vs --lora '%s'", out_pool, out_lora);
-    }
-    snprintf(args, sizeof args, "generate -m %s -p '%s' -n 12 --temp 0 --ids -t 1", m->path, query);
-    CHECK(run_cli2(args, out_base, sizeof out_base, err, sizeof err) == 0);
-    CHECKF(strcmp(out_pool, out_base) != 0, "the retrieved adapters changed nothing: '%s'", out_base);
-    // errors: not a pool; no prompt text; both --pool and --lora
-    snprintf(args, sizeof args, "generate -m %s --pool %s/none -p x -n 1", m->path, rm_test_tmpdir());
-    CHECK(run_cli2(args, out_base, sizeof out_base, err, sizeof err) != 0 && strstr(err, "not a pool"));
-    snprintf(args, sizeof args, "generate -m %s --pool %s --prompt-ids '5 6' -n 1", m->path, dir);
-    CHECK(run_cli2(args, out_base, sizeof out_base, err, sizeof err) != 0 && strstr(err, "-p TEXT"));
-    snprintf(args, sizeof args, "generate -m %s --pool %s --lora %s -p x -n 1", m->path, dir, wpath[0]);
-    CHECK(run_cli2(args, out_base, sizeof out_base, err, sizeof err) != 0);
     rm_llama_free(m);
 }

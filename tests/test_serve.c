@@ -136,10 +136,10 @@ static const char *first_adapter(const rm_json *j) {
     return a && a->n ? rm_json_get_str(&a->items[0], "name", "") : "";
 }
 
-// `ramole generate ARGS --ids` -> its stdout line.
-static int generate_ids(const char *args, char *out, size_t cap) {
+// `ramole generate ARGS --ids` -> its stdout line; stderr to err_path (NULL: dropped).
+static int generate_ids_err(const char *args, char *out, size_t cap, const char *err_path) {
     char cmd[4096];
-    snprintf(cmd, sizeof cmd, "%s generate %s --ids 2>/dev/null", rm_test_bin(), args);
+    snprintf(cmd, sizeof cmd, "%s generate %s --ids 2>%s", rm_test_bin(), args, err_path ? err_path : "/dev/null");
     FILE *p = popen(cmd, "r");
     if (!p) return -1;
     out[0] = 0;
@@ -148,7 +148,9 @@ static int generate_ids(const char *args, char *out, size_t cap) {
     return pclose(p);
 }
 
-static const char *k_samples[4][3] = {
+static int generate_ids(const char *args, char *out, size_t cap) { return generate_ids_err(args, out, cap, NULL); }
+
+static const char *k_samples[5][3] = {
     {"Translate to German: the house is red.", "Translate to German: good morning, friend.", "Translate to German: where is the station?"},
     {"Review: a wonderful film, I loved it. Is this review positive or negative?",
      "Review: boring plot and bad acting. Is this review positive or negative?",
@@ -156,26 +158,72 @@ static const char *k_samples[4][3] = {
     {"What is 7 plus 5? Answer with a number.", "What is 12 minus 4? Answer with a number.", "What is 3 times 9? Answer with a number."},
     {"Will it rain in Paris tomorrow? Give the weather forecast.", "Is it sunny in Rome today? Give the weather forecast.",
      "How cold will Oslo be tonight? Give the weather forecast."},
+    {"Review: the food was awful and slow. Is this review positive or negative?",
+     "Review: the food was great. Is this review positive or negative?",
+     "Review: the food was fine, nothing more. Is this review positive or negative?"},
 };
-static const char *k_names[4] = {"german", "sentiment", "arith", "weather"};
+static const char *k_names[5] = {"german", "sentiment", "arith", "weather", "food"};
+
+// A fresh pool in dir with a lexical embedder fitted on all the samples above,
+// holding adapter a (k_names[a], k_samples[a]) for every a with want[a]; its
+// weights are weights[a] (NULL: an adapter without weights).
+static int make_pool(const char *dir, const int *want, char (*weights)[512]) {
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    if (system(cmd) != 0) return -1;
+    rm_pool *pool = NULL;
+    rm_pool_params pp = rm_pool_default_params();
+    int rc = rm_pool_open(dir, &pp, &pool);
+    const char *corpus[15];
+    for (int a = 0; a < 5; a++)
+        for (int i = 0; i < 3; i++) corpus[3 * a + i] = k_samples[a][i];
+    rm_feat_params fp = rm_feat_default_params();
+    fp.bits = 12;
+    rm_embedder *e = NULL;
+    if (!rc) rc = rm_lexical_create(&fp, corpus, NULL, 15, NULL, &e);
+    if (!rc) rc = rm_pool_set_embedder(pool, e);
+    for (int a = 0; a < 5 && !rc; a++) {
+        if (!want[a]) continue;
+        rm_adapter_info info = {.name = k_names[a], .weights = weights && weights[a][0] ? weights[a] : NULL};
+        rc = rm_pool_add(pool, &info, k_samples[a], NULL, 3, NULL);
+    }
+    if (pool) rm_pool_close(pool);
+    return rc;
+}
+
+// Random rank-4 adapters for every name, saved as GGUF files (paths in w).
+static int make_adapters(const char *model, char (*w)[512]) {
+    rm_llama *m = NULL;
+    int rc = rm_llama_load(&m, model);
+    for (int a = 0; a < 5 && !rc; a++) {
+        rm_lora *l = NULL;
+        rc = rm_lora_random(&l, m, 4, 0x7f, 500 + (uint64_t)a);
+        snprintf(w[a], 512, "%s/serve-%s.gguf", rm_test_tmpdir(), k_names[a]);
+        if (!rc) rc = rm_lora_save_gguf(l, w[a]);
+        rm_lora_free(l);
+    }
+    rm_llama_free(m);
+    return rc;
+}
+
+// The tiny synthetic model shared by these tests.
+static const char *tiny_model_path(void) {
+    static char path[512];
+    if (!path[0]) {
+        snprintf(path, sizeof path, "%s/serve-tiny.gguf", rm_test_tmpdir());
+        if (rm_synth_write(rm_synth_find("tiny"), RM_TYPE_F32, 7, path, NULL, NULL) != RM_OK) path[0] = 0;
+    }
+    return path[0] ? path : NULL;
+}
 
 TEST(serve_completions_adapters_uploads) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
     const char *tmp = rm_test_tmpdir();
-    char model[512], pool_dir[512], w[4][512], bad[512], path[700], cmd[2048];
-    snprintf(model, sizeof model, "%s/serve-tiny.gguf", tmp);
-    REQUIRE(rm_synth_write(rm_synth_find("tiny"), RM_TYPE_F32, 7, model, NULL, NULL) == RM_OK);
-    rm_llama *m = NULL;
-    REQUIRE(rm_llama_load(&m, model) == RM_OK);
-    // four adapters; the pool starts with the first three (the fourth is uploaded)
-    for (int a = 0; a < 4; a++) {
-        rm_lora *l = NULL;
-        REQUIRE(rm_lora_random(&l, m, 4, 0x7f, 500 + (uint64_t)a) == RM_OK);
-        snprintf(w[a], sizeof w[a], "%s/serve-%s.gguf", tmp, k_names[a]);
-        CHECK_OK(rm_lora_save_gguf(l, w[a]));
-        rm_lora_free(l);
-    }
-    rm_llama_free(m);
+    char model[512], pool_dir[512], w[5][512], bad[512], path[700], cmd[2048];
+    REQUIRE(tiny_model_path());
+    snprintf(model, sizeof model, "%s", tiny_model_path());
+    // five adapters; the pool starts with the first three (weather is uploaded later)
+    REQUIRE(make_adapters(model, w) == RM_OK);
     // an adapter for another base: v_proj with input size 100 (the model's is 256)
     snprintf(bad, sizeof bad, "%s/serve-bad", tmp);
     REQUIRE(rm_mkdirs(bad) == 0);
@@ -192,25 +240,7 @@ TEST(serve_completions_adapters_uploads) {
     st_writer_free(sw);
 
     snprintf(pool_dir, sizeof pool_dir, "%s/serve-pool", tmp);
-    snprintf(cmd, sizeof cmd, "rm -rf %s", pool_dir);
-    REQUIRE(system(cmd) == 0);
-    rm_pool *pool = NULL;
-    rm_pool_params pp = rm_pool_default_params();
-    REQUIRE(rm_pool_open(pool_dir, &pp, &pool) == RM_OK);
-    const char *corpus[12];
-    for (int a = 0; a < 4; a++)
-        for (int i = 0; i < 3; i++) corpus[3 * a + i] = k_samples[a][i];
-    rm_feat_params fp = rm_feat_default_params();
-    fp.bits = 12;
-    rm_embedder *e = NULL;
-    CHECK_OK(rm_lexical_create(&fp, corpus, NULL, 12, NULL, &e));
-    REQUIRE(e);
-    CHECK_OK(rm_pool_set_embedder(pool, e));
-    for (int a = 0; a < 3; a++) {
-        rm_adapter_info info = {.name = k_names[a], .weights = w[a]};
-        CHECK_OK(rm_pool_add(pool, &info, k_samples[a], NULL, 3, NULL));
-    }
-    rm_pool_close(pool);
+    REQUIRE(make_pool(pool_dir, (const int[]){1, 1, 1, 0, 0}, w) == RM_OK);
 
     server_proc sp;
     snprintf(cmd, sizeof cmd, "-m %s --pool %s -t 1 --slots 3 --ctx 128", model, pool_dir);
@@ -409,4 +439,52 @@ TEST(serve_pool_init_cli) {
         CHECKF(!strcmp(got, k_names[a]), "query %d retrieved '%s', want '%s'", a, got, k_names[a]);
         rm_json_free(j);
     }
+}
+
+// RAMoLE from the CLI: `generate --pool DIR --retrieve K -p TEXT` retrieves the
+// adapters for the prompt and composes them; the result must be exactly that
+// of naming the same adapters with --lora (mixture, weights 1/k), and the
+// adapters must matter (the output differs from the base model's). An
+// adapter without weights (here the closest one) is passed over.
+TEST(serve_generate_from_pool_cli) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    REQUIRE(tiny_model_path());
+    const char *model = tiny_model_path();
+    char w[5][512], dir[512], args[4096], out_pool[1024], out_lora[1024], out_base[1024];
+    REQUIRE(make_adapters(model, w) == RM_OK);
+    w[4][0] = 0; // "food": no weights
+    snprintf(dir, sizeof dir, "%s/gen-pool", rm_test_tmpdir());
+    REQUIRE(make_pool(dir, (const int[]){1, 1, 1, 0, 1}, w) == RM_OK);
+    const char *query = "Review: the service was awful. Is this review positive or negative?";
+    char err_path[600];
+    snprintf(err_path, sizeof err_path, "%s/gen-pool.err", rm_test_tmpdir());
+    snprintf(args, sizeof args, "-m %s --pool %s --retrieve 2 -p '%s' -n 12 --temp 0 -t 1", model, dir, query);
+    REQUIRE(generate_ids_err(args, out_pool, sizeof out_pool, err_path) == 0);
+    char *err = NULL;
+    size_t len = 0;
+    REQUIRE(rm_read_file(err_path, &err, &len) == RM_OK && err);
+    const char *r = strstr(err, "retrieved: ");
+    CHECKF(r && !strncmp(r + 11, "sentiment (", 11), "stderr: %s", err);
+    CHECKF(!strstr(err, "food"), "the adapter without weights was used: %s", err);
+    int second = -1; // the second retrieved adapter, by name
+    const char *c = r ? strstr(r, ", ") : NULL;
+    for (int a = 0; c && a < 5; a++)
+        if (!strncmp(c + 2, k_names[a], strlen(k_names[a])) && c[2 + strlen(k_names[a])] == ' ') second = a;
+    CHECKF(second >= 0 && second != 1 && second != 4, "stderr: %s", err);
+    free(err);
+    if (second >= 0) {
+        snprintf(args, sizeof args, "-m %s --lora %s --lora %s -p '%s' -n 12 --temp 0 -t 1", model, w[1], w[second], query);
+        CHECK(generate_ids(args, out_lora, sizeof out_lora) == 0);
+        CHECKF(out_pool[0] && !strcmp(out_pool, out_lora), "--pool '%s' vs --lora '%s'", out_pool, out_lora);
+    }
+    snprintf(args, sizeof args, "-m %s -p '%s' -n 12 --temp 0 -t 1", model, query);
+    CHECK(generate_ids(args, out_base, sizeof out_base) == 0);
+    CHECKF(strcmp(out_pool, out_base) != 0, "the retrieved adapters changed nothing: '%s'", out_base);
+    // errors: not a pool; no prompt text; both --pool and --lora
+    snprintf(args, sizeof args, "-m %s --pool %s/none -p x -n 1", model, rm_test_tmpdir());
+    CHECK(generate_ids(args, out_base, sizeof out_base) != 0);
+    snprintf(args, sizeof args, "-m %s --pool %s --prompt-ids '5 6' -n 1", model, dir);
+    CHECK(generate_ids(args, out_base, sizeof out_base) != 0);
+    snprintf(args, sizeof args, "-m %s --pool %s --lora %s -p x -n 1", model, dir, w[0]);
+    CHECK(generate_ids(args, out_base, sizeof out_base) != 0);
 }
