@@ -15,13 +15,18 @@
 // the mean, every further one the sample farthest from the centres so far
 // (its best similarity to them the smallest; ties to the smaller index);
 // then Lloyd iterations (each sample to its most similar centre, ties to the
-// smaller centre; centres = normalised sums) until no assignment changes.
+// smaller centre; centres = normalised sums) until no assignment changes
+// (or iters).
 // When a cluster has fewer than min_size members, the clustering is re-run
 // with one centre less (down to 1: the mean key).
 //
 // In an index, an adapter's rows carry the ids adapter x RM_PROTO_ROWS + j:
 // j 0 its mean key, 1..n its prototypes; rm_proto_merge turns scored rows
 // back into adapter hits.
+//
+// Status (docs/retrieval.md): an evaluation option (`retrieve-eval --protos`),
+// not the default; two prototypes gained 4 top-3 queries of 960 in the pool
+// leave-one-out, below the bar for adoption, so the pool keeps one mean key.
 #ifndef RM_RETRIEVE_PROTO_H
 #define RM_RETRIEVE_PROTO_H
 #include "retrieve/embed.h"
