@@ -19,6 +19,7 @@
 #include "base/fp16.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #define INLINE static inline __attribute__((always_inline))
@@ -180,7 +181,6 @@ INLINE __m256i q4_0_unpack(const uint8_t *qs) {
         }                                                                                       \
         _Pragma("GCC unroll 4") for (int j = 0; j < CC; j++) {                                  \
             __m256i xv = _mm256_loadu_si256((const __m256i *)(t.xq[j] + 32 * (b)));             \
-            __m256i off = KIND == KIND_Q4_0 ? _mm256_maddubs_epi16(eight, xv) : xv;             \
             _Pragma("GCC unroll 4") for (int i = 0; i < RR; i++) {                              \
                 __m256i p;                                                                      \
                 if (KIND == KIND_Q8_0) {                                                        \
@@ -188,7 +188,7 @@ INLINE __m256i q4_0_unpack(const uint8_t *qs) {
                     __m256i w8 = CC <= 2 ? w8_[i] : _mm256_loadu_si256((const __m256i *)(t.w[i] + (b) * BB + 2)); \
                     p = _mm256_maddubs_epi16(wv_[i], _mm256_sign_epi8(xv, w8));                 \
                 } else {                                                                        \
-                    p = _mm256_sub_epi16(_mm256_maddubs_epi16(wv_[i], xv), off);                \
+                    p = _mm256_maddubs_epi16(wv_[i], xv); /* q*x; the -8*x part: see tile_blk32 */ \
                 }                                                                               \
                 __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));                      \
                 t.acc[i][j] = _mm256_fmadd_ps(s, SCALE, t.acc[i][j]);                           \
@@ -210,12 +210,19 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
     qtile t;
     tile_start(&t, m, r, c, RR, CC);
     const int64_t nb = m->in / 32;
-    const __m256i ones = _mm256_set1_epi16(1), eight = _mm256_set1_epi8(8);
-    (void)eight;
+    const __m256i ones = _mm256_set1_epi16(1);
     int64_t b = 0;
     // Scale products d_w * d_x for 8 blocks at once (one multiply per pair
     // per 8 blocks), read back as broadcasts; the tail does them one by one
     // (the same products, so the result does not depend on the path).
+    // q4_0: sum (q-8) x = sum q x - 8 sum x; the blocks' sum x are in qx.sum,
+    // so the -8 sum x terms are summed apart (scaled, 8 blocks per FMA) and
+    // taken off once at the end instead of per pair and block.
+    float corr[4][4][8] __attribute__((aligned(32)));
+    float corr_tail[4][4] = {{0}};
+    if (KIND == KIND_Q4_0)
+        for (int i = 0; i < RR; i++)
+            for (int j = 0; j < CC; j++) _mm256_store_ps(corr[i][j], _mm256_setzero_ps());
     for (; b + 8 <= nb; b += 8) {
         float sc[4][4][8] __attribute__((aligned(32)));
         __m256 dw[4];
@@ -225,19 +232,40 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
         for (int i = 0; i < RR; i++)
 #pragma GCC unroll 4
             for (int j = 0; j < CC; j++) _mm256_store_ps(sc[i][j], _mm256_mul_ps(dw[i], _mm256_loadu_ps(t.xd[j] + b)));
+        if (KIND == KIND_Q4_0) {
+#pragma GCC unroll 4
+            for (int j = 0; j < CC; j++) {
+                __m256 xs = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(t.xs[j] + b))));
+#pragma GCC unroll 4
+                for (int i = 0; i < RR; i++)
+                    _mm256_store_ps(corr[i][j], _mm256_fmadd_ps(_mm256_load_ps(sc[i][j]), xs, _mm256_load_ps(corr[i][j])));
+            }
+        }
         for (int k = 0; k < 8; k++) BLOCK32(b + k, _mm256_broadcast_ss(&sc[i][j][k]));
     }
     for (; b < nb; b++) {
         __m256 dw[4];
+        float dws[4];
 #pragma GCC unroll 4
         for (int i = 0; i < RR; i++) {
             uint16_t h;
             memcpy(&h, t.w[i] + b * BB, 2);
-            dw[i] = _mm256_set1_ps(f16(h));
+            dws[i] = f16(h);
+            dw[i] = _mm256_set1_ps(dws[i]);
         }
+        if (KIND == KIND_Q4_0)
+            for (int i = 0; i < RR; i++)
+                for (int j = 0; j < CC; j++) corr_tail[i][j] = fmaf(dws[i] * t.xd[j][b], (float)t.xs[j][b], corr_tail[i][j]);
         BLOCK32(b, _mm256_mul_ps(dw[i], _mm256_broadcast_ss(t.xd[j] + b)));
     }
-    tile_finish(&t, m, r, c, RR, CC, NULL);
+    if (KIND == KIND_Q4_0) {
+        float off[4][4];
+        for (int i = 0; i < RR; i++)
+            for (int j = 0; j < CC; j++) off[i][j] = 8.0f * (hsum8(_mm256_load_ps(corr[i][j])) + corr_tail[i][j]);
+        tile_finish(&t, m, r, c, RR, CC, (const float (*)[4])off);
+    } else {
+        tile_finish(&t, m, r, c, RR, CC, NULL);
+    }
 }
 
 #define TILE_Q8_0(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q8_0)
