@@ -45,14 +45,14 @@ typedef struct client {
     struct server *srv;
 } client;
 
-typedef struct adapter_entry { char *name; rm_lora *lora; } adapter_entry;
+typedef struct adapter_entry { char *name, *weights; rm_lora *lora; } adapter_entry;
 
 typedef struct server {
     rm_llama *m;
     rm_engine *eng;
     rm_pool *pool;
     const char *model_path;
-    adapter_entry *cache;   // adapters loaded and bound to the model, by name
+    adapter_entry *cache;   // adapters loaded and bound to the model, by name and weights path
     int n_cache, cap_cache;
     client *cl[MAX_CLIENTS];
     long next_id;
@@ -93,10 +93,11 @@ static void respond_error(client *c, int code, const char *msg) {
 // ---- adapters ------------------------------------------------------------------
 
 // The adapter called name, loaded from weights and bound to the model on
-// first use; NULL with the reason in rm_last_error().
+// first use; NULL with the reason in rm_last_error(). (Keyed by the path too:
+// a name removed from the pool and uploaded again may point elsewhere.)
 static rm_lora *adapter_get(server *s, const char *name, const char *weights) {
     for (int i = 0; i < s->n_cache; i++)
-        if (!strcmp(s->cache[i].name, name)) return s->cache[i].lora;
+        if (!strcmp(s->cache[i].name, name) && !strcmp(s->cache[i].weights, weights)) return s->cache[i].lora;
     rm_lora *l = NULL;
     int rc = rm_lora_load(&l, weights);
     if (!rc) rc = rm_lora_bind(l, s->m);
@@ -111,9 +112,15 @@ static rm_lora *adapter_get(server *s, const char *name, const char *weights) {
         if (!c) { rm_lora_free(l); rm_errorf(RM_ENOMEM, "out of memory"); return NULL; }
         s->cache = c, s->cap_cache = cap;
     }
-    char *nm = strdup(name);
-    if (!nm) { rm_lora_free(l); rm_errorf(RM_ENOMEM, "out of memory"); return NULL; }
-    s->cache[s->n_cache++] = (adapter_entry){nm, l};
+    char *nm = strdup(name), *wp = strdup(weights);
+    if (!nm || !wp) {
+        free(nm);
+        free(wp);
+        rm_lora_free(l);
+        rm_errorf(RM_ENOMEM, "out of memory");
+        return NULL;
+    }
+    s->cache[s->n_cache++] = (adapter_entry){nm, wp, l};
     return l;
 }
 
@@ -588,6 +595,7 @@ out:
         if (s.cl[i]) client_free(&s, i);
     for (int i = 0; i < s.n_cache; i++) {
         free(s.cache[i].name);
+        free(s.cache[i].weights);
         rm_lora_free(s.cache[i].lora);
     }
     free(s.cache);
