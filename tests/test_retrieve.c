@@ -14,6 +14,7 @@
 #include "retrieve/flan.h"
 #include "retrieve/index.h"
 #include "retrieve/index_kernels.h"
+#include "retrieve/sampcache.h"
 #include "retrieve/pool.h"
 #include "retrieve/proto.h"
 #include "retrieve/recipe.h"
@@ -615,6 +616,92 @@ static void pool_scores(const char *dir, rm_hit *h) {
 // adapter added and removed scores exactly like one that never had it, also
 // when reopened, and so does a pool whose BM25 documents are re-made on open
 // (a pool written before they existed).
+// The sample-embedding cache: rows are kept sparse (the nonzeros) when that
+// is smaller, else dense; beyond the budget the least recently used entry
+// goes; drop and clear. The sparse term equals the dense one up to rounding.
+TEST(retr_sampcache_lru) {
+    enum { DIM = 40 };
+    float emb[2][DIM] = {{0}}, full[2][DIM];
+    emb[0][3] = 0.5f, emb[0][17] = -1.25f, emb[1][0] = 2.0f, emb[1][39] = 0.125f, emb[1][20] = 1e-3f;
+    for (int i = 0; i < 2; i++)
+        for (int d = 0; d < DIM; d++) full[i][d] = (float)(i + 1) * 0.01f * (float)(d + 1);
+    rm_samples_view v;
+    rm_sampcache *c = rm_sampcache_new(1 << 20);
+    REQUIRE(c && rm_sampcache_put(c, 1, &emb[0][0], 2, DIM, &v) == RM_OK);
+    size_t one = rm_sampcache_bytes(c); // one entry of these two rows
+    REQUIRE(v.s && !v.d && v.n == 2);
+    CHECK(v.s[0].n == 2 && v.s[0].idx[0] == 3 && v.s[0].val[0] == 0.5f && v.s[0].idx[1] == 17 && v.s[0].val[1] == -1.25f);
+    CHECK(v.s[1].n == 3 && v.s[1].idx[0] == 0 && v.s[1].idx[1] == 20 && v.s[1].idx[2] == 39 && v.s[1].val[2] == 0.125f);
+    CHECK(rm_sampcache_put(c, 2, &full[0][0], 2, DIM, &v) == RM_OK && v.d && !v.s); // no zeros: dense
+    if (v.d) CHECK(memcmp(v.d, full, sizeof full) == 0);
+    rm_sampcache_free(c);
+    c = rm_sampcache_new(2 * one + one / 2); // room for two sparse entries
+    REQUIRE(c);
+    CHECK(rm_sampcache_put(c, 7, &emb[0][0], 2, DIM, &v) == RM_OK);
+    CHECK(rm_sampcache_put(c, 8, &emb[0][0], 2, DIM, &v) == RM_OK);
+    CHECK(rm_sampcache_get(c, 7, &v) == 1 && v.n == 2); // 7 is now the most recently used
+    CHECK(rm_sampcache_put(c, 9, &emb[0][0], 2, DIM, &v) == RM_OK); // over budget: 8 goes
+    CHECK(rm_sampcache_count(c) == 2);
+    CHECK(rm_sampcache_get(c, 8, &v) == 0 && rm_sampcache_get(c, 7, &v) == 1 && rm_sampcache_get(c, 9, &v) == 1);
+    rm_sampcache_drop(c, 7);
+    CHECK(rm_sampcache_get(c, 7, &v) == 0 && rm_sampcache_count(c) == 1);
+    rm_sampcache_clear(c);
+    CHECK(rm_sampcache_count(c) == 0 && rm_sampcache_bytes(c) == 0);
+    rm_sampcache_free(c);
+    rm_rerank_params rr = rm_rerank_default_params();
+    float q[DIM];
+    for (int d = 0; d < DIM; d++) q[d] = (float)((d * 7) % 11) / 11.0f - 0.4f;
+    c = rm_sampcache_new(1 << 20);
+    REQUIRE(c && rm_sampcache_put(c, 1, &emb[0][0], 2, DIM, &v) == RM_OK && v.s);
+    for (int top = 1; top <= 2; top++) {
+        rr.top = top;
+        CHECK_NEAR(rm_rerank_term_sparse(&rr, q, v.s, 2), rm_rerank_term(&rr, DIM, q, &emb[0][0], 2, -1), 1e-6);
+    }
+    rm_sampcache_free(c);
+}
+
+// The cache changes nothing: a pool whose cache holds nothing (budget 0)
+// scores as one that keeps every candidate, on first and repeated queries,
+// and after an adapter is removed and another added.
+TEST(retr_pool_sample_cache_invisible) {
+    char dir[512], dir2[512];
+    make_pool3("pool_cache", dir, sizeof dir);
+    make_pool3("pool_nocache", dir2, sizeof dir2);
+    rm_pool_params none = rm_pool_default_params();
+    none.sample_cache_bytes = 0;
+    rm_pool *pc = NULL, *pn = NULL;
+    CHECK_OK(rm_pool_open(dir, NULL, &pc));
+    CHECK_OK(rm_pool_open(dir2, &none, &pn));
+    REQUIRE(pc && pn);
+    const char *queries[3] = {"Translate to English: Es regnet.", "Answer this question: who wrote it?", "great movie, positive?"};
+    for (int round = 0; round < 3; round++) {
+        if (round == 2) { // replace the last adapter in both pools the same way
+            for (int k = 0; k < 2; k++) {
+                rm_pool *p = k ? pn : pc;
+                const char *name = rm_pool_name(p, 3);
+                REQUIRE(name);
+                char nm[64];
+                snprintf(nm, sizeof nm, "%s", name);
+                CHECK_OK(rm_pool_remove(p, nm));
+                rm_adapter_info info = {.name = "fresh"};
+                CHECK_OK(rm_pool_add(p, &info, g_corpus, NULL, 2, NULL));
+            }
+        }
+        for (int i = 0; i < 3; i++) {
+            rm_hit a[3], b[3];
+            int na, nb;
+            CHECK_OK(rm_pool_search(pc, queries[i], 3, NULL, 0, a, &na));
+            CHECK_OK(rm_pool_search(pn, queries[i], 3, NULL, 0, b, &nb));
+            CHECK(na == nb);
+            for (int j = 0; j < na && j < nb; j++)
+                CHECKF(a[j].id == b[j].id && a[j].score == b[j].score, "round %d query %d hit %d: %lld %g vs %lld %g", round, i, j,
+                       (long long)a[j].id, a[j].score, (long long)b[j].id, b[j].score);
+        }
+    }
+    rm_pool_close(pc);
+    rm_pool_close(pn);
+}
+
 TEST(retr_pool_bm25_add_remove_reopen) {
     static const char *extra[2] = {"Translate to English: Guten Morgen.", "Summarize: the ocean is wide and deep."};
     char da[512], db[512];

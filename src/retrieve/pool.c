@@ -11,6 +11,7 @@
 //                                                    the adapter's BM25 document
 //                                                    (bm25.h; feat: rm_bm25_feat_id)
 #include "retrieve/pool.h"
+#include "retrieve/sampcache.h"
 #include "base/err.h"
 #include "base/file.h"
 
@@ -35,13 +36,15 @@ struct rm_pool {
     int n, cap;
     int bm25_on;            // the second stage has a BM25 term: bm holds the
     rm_bm25_stats bm;       //   statistics of every adapter's document
+    rm_sampcache *samples;  // the second stage's sample embeddings, by adapter id
 };
 
 static void (*g_test_hook)(void);
 void rm_pool_set_test_hook(void (*hook)(void)) { g_test_hook = hook; }
 
 rm_pool_params rm_pool_default_params(void) {
-    return (rm_pool_params){.key_type = RM_KEY_F32, .n_threads = 1, .rerank = rm_rerank_default_params()};
+    return (rm_pool_params){.key_type = RM_KEY_F32, .n_threads = 1, .rerank = rm_rerank_default_params(),
+                            .sample_cache_bytes = (size_t)256 << 20};
 }
 
 static int db_fail(rm_pool *p, const char *what) {
@@ -291,6 +294,7 @@ int rm_pool_open(const char *dir, const rm_pool_params *params, rm_pool **out) {
     if (p->params.n_threads < 1) p->params.n_threads = 1;
     p->bm25_on = p->params.rerank.k > 0 && p->params.rerank.bm25.w > 0;
     int rc0 = rm_bm25_check(&p->params.rerank.bm25);
+    if (!rc0 && !(p->samples = rm_sampcache_new(p->params.sample_cache_bytes))) rc0 = rm_errorf(RM_ENOMEM, "pool: out of memory");
     if (!rc0 && p->bm25_on) rc0 = rm_bm25_stats_init(&p->bm, p->params.rerank.bm25.feat.bits);
     if (rc0) { free(p); return rc0; }
     p->dir = strdup(dir);
@@ -337,6 +341,7 @@ void rm_pool_close(rm_pool *p) {
     if (!p) return;
     if (p->db) sqlite3_close(p->db);
     rm_bm25_stats_free(&p->bm);
+    rm_sampcache_free(p->samples);
     rm_index_free(p->ix);
     rm_embedder_free(p->emb);
     for (int i = 0; i < p->n; i++) free(p->ents[i].name);
@@ -359,6 +364,7 @@ int rm_pool_set_embedder(rm_pool *p, rm_embedder *e) {
     rm_bytes_free(&b);
     rm_embedder_free(p->emb);
     rm_index_free(p->ix);
+    rm_sampcache_clear(p->samples); // embeddings of the old embedder
     p->emb = e;
     p->ix = ix;
     // re-key everything (load_all finds every key stale now)
@@ -450,6 +456,7 @@ int rm_pool_remove(rm_pool *p, const char *name) {
     if (rc) return rc;
     ent_remove(p, id);
     if (p->ix) rm_index_remove(p->ix, id);
+    rm_sampcache_drop(p->samples, id); // its embeddings are of no further use (ids are never reused)
     return RM_OK;
 }
 
@@ -569,15 +576,19 @@ static int pool_rerank(rm_pool *p, const char *query, const float *q, rm_hit *h,
     if (!rc && p->bm25_on) rc = rm_bm25_query(&rr->bm25.feat, query, &bq);
     for (int c = 0; c < k && !rc; c++) {
         int n = 0;
-        char **in = sample_inputs(p, h[c].id, &n, &rc);
-        if (!rc && n > cap) {
-            float *ne = realloc(emb, (size_t)n * (size_t)dim * sizeof *ne);
-            if (!ne) rc = rm_errorf(RM_ENOMEM, "pool: out of memory");
-            else { emb = ne; cap = n; }
+        rm_samples_view sv;
+        if (!rm_sampcache_get(p->samples, h[c].id, &sv)) { // embed the samples once; later queries only take dot products
+            char **in = sample_inputs(p, h[c].id, &n, &rc);
+            if (!rc && n > cap) {
+                float *ne = realloc(emb, (size_t)n * (size_t)dim * sizeof *ne);
+                if (!ne) rc = rm_errorf(RM_ENOMEM, "pool: out of memory");
+                else { emb = ne; cap = n; }
+            }
+            if (!rc && n > 0) rc = rm_embedder_embed_many(p->emb, (const char *const *)in, n, emb, p->params.n_threads);
+            if (!rc) rc = rm_sampcache_put(p->samples, h[c].id, emb, n, dim, &sv);
+            rm_pool_free_strs(in, n);
         }
-        if (!rc && n > 0) rc = rm_embedder_embed_many(p->emb, (const char *const *)in, n, emb, p->params.n_threads);
-        if (!rc) term[c] = rm_rerank_term(rr, dim, q, emb, n, -1);
-        rm_pool_free_strs(in, n);
+        if (!rc) term[c] = sv.s ? rm_rerank_term_sparse(rr, q, sv.s, sv.n) : rm_rerank_term(rr, dim, q, sv.d, sv.n, -1);
         if (!rc && p->bm25_on) {
             rc = read_bm25_doc(p, h[c].id, &doc);
             if (rc == RM_ENOTFOUND) rc = rm_errorf(RM_EFORMAT, "%s: adapter %lld has no BM25 document", p->db_path, (long long)h[c].id);

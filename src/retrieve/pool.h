@@ -40,6 +40,9 @@ typedef struct rm_pool_params {
     rm_rerank_params rerank; // second stage over the stored samples (default
                            // rm_rerank_default_params(); k 0: keys only;
                            // rerank.bm25.w 0: no BM25 term)
+    size_t sample_cache_bytes; // the second stage keeps candidates' sample
+                           // embeddings (sparse) up to this many bytes
+                           // (default 256 MiB; sampcache.h)
 } rm_pool_params;
 rm_pool_params rm_pool_default_params(void);
 

@@ -28,6 +28,9 @@ rm_rerank_params rm_rerank_default_params(void);
 // The mean of the p->top largest dot products of q[dim] with the n rows of
 // samples[n][dim], skipping row `skip` (-1: none); 0 without rows.
 float rm_rerank_term(const rm_rerank_params *p, int dim, const float *q, const float *samples, int n, int skip);
+// The same over n sparse sample embeddings (their nonzero entries; sums in
+// index order, so within float rounding of the dense version).
+float rm_rerank_term_sparse(const rm_rerank_params *p, const float *q, const rm_sparse *samples, int n);
 // Adds w x term[i] + bm25.w x bm25[i] (bm25 may be NULL: none) to h[i].score
 // for i < min(p->k, nh) and re-sorts those hits by score (descending, stable).
 void rm_rerank_apply(const rm_rerank_params *p, rm_hit *h, int nh, const float *term, const float *bm25);
