@@ -248,6 +248,8 @@ TEST(serve_completions_adapters_uploads) {
     rm_json *j = NULL;
     CHECK(http(sp.port, "GET", "/health", NULL, &j) == 200 && j && !strcmp(rm_json_get_str(j, "status", ""), "ok"));
     rm_json_free(j);
+    CHECK(http(sp.port, "GET", "/v1/models", NULL, &j) == 200 && j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 1);
+    rm_json_free(j);
 
     // four completions sent together (3 slots: one waits), read afterwards;
     // each must equal `ramole generate` with the same adapters

@@ -424,9 +424,19 @@ static int try_request(server *s, client *c) {
         return 1;
     }
     if (!strcmp(path, "/v1/adapters") && is_get) return handle_list(s, c), 1;
+    if (!strcmp(path, "/v1/models") && is_get) { // what OpenAI clients ask first: the one base model
+        rm_sb b;
+        rm_sb_init(&b);
+        rm_sb_puts(&b, "{\"object\": \"list\", \"data\": [{\"id\": ");
+        rm_sb_json_str(&b, s->model_path, strlen(s->model_path));
+        rm_sb_puts(&b, ", \"object\": \"model\", \"owned_by\": \"ramole\"}]}\n");
+        respond(c, 200, &b);
+        rm_sb_free(&b);
+        return 1;
+    }
     int known = !strcmp(path, "/v1/completions") || !strcmp(path, "/v1/chat/completions") || !strcmp(path, "/v1/adapters");
     if (!known)
-        return respond_error(c, 404, "unknown path (POST /v1/completions, POST /v1/chat/completions, GET|POST /v1/adapters, GET /health)"), 1;
+        return respond_error(c, 404, "unknown path (POST /v1/completions, POST /v1/chat/completions, GET|POST /v1/adapters, GET /v1/models, GET /health)"), 1;
     if (!is_post) return respond_error(c, 405, "use POST"), 1;
     rm_json *req = NULL;
     if (rm_json_parse(buf + head, body_len, "request body", &req)) return respond_error(c, 400, rm_last_error()), 1;
@@ -539,6 +549,7 @@ static int cmd_serve(int argc, char **argv) {
                    "                        checked against the model, then added to the pool (retrievable at once)\n"
                    "  \"stream\": true       server-sent events, one chunk per piece of text, then data: [DONE]\n"
                    "  GET  /v1/adapters     the pool's adapters\n"
+                   "  GET  /v1/models       the base model (for OpenAI clients)\n"
                    "  GET  /health\n\n"
                    "Running requests advance together, one batched forward pass per step (--slots at once;\n"
                    "--ctx positions each; prompts are fed in chunks). --port 0 picks a free port; the address\n"
