@@ -306,6 +306,20 @@ TEST(serve_completions_adapters_uploads) {
         rm_json_free(j);
     }
 
+    // "min_score" above every adapter's score: no adapter, the base model's tokens
+    {
+        char body[512], got[1024], want[1024], args[4096];
+        snprintf(body, sizeof body, "{\"prompt\": \"%s\", \"max_tokens\": 10, \"temperature\": 0, \"retrieve\": 2, \"min_score\": 1000}", prompts[2]);
+        CHECK(http(sp.port, "POST", "/v1/completions", body, &j) == 200);
+        const rm_json *ad = j ? rm_json_get(j, "adapters") : NULL;
+        CHECK(ad && ad->n == 0);
+        ids_of(j, got, sizeof got);
+        snprintf(args, sizeof args, "-m %s -p '%s' -n 10 --temp 0 -t 1", model, prompts[2]);
+        CHECK(generate_ids(args, want, sizeof want) == 0);
+        CHECKF(got[0] && !strcmp(got, want), "min_score: served '%s', base model '%s'", got, want);
+        rm_json_free(j);
+    }
+
     // streaming: the events' text pieces put together are the whole completion's text
     {
         const char *req = "{\"prompt\": \"Once upon a time\", \"max_tokens\": 12, \"temperature\": 0, \"adapters\": [\"arith\"]%s}";
@@ -482,6 +496,14 @@ TEST(serve_generate_from_pool_cli) {
     snprintf(args, sizeof args, "-m %s -p '%s' -n 12 --temp 0 -t 1", model, query);
     CHECK(generate_ids(args, out_base, sizeof out_base) == 0);
     CHECKF(strcmp(out_pool, out_base) != 0, "the retrieved adapters changed nothing: '%s'", out_base);
+    // no adapter scores that high: the base model answers, and says so
+    char out_min[1024];
+    snprintf(args, sizeof args, "-m %s --pool %s --retrieve 2 --min-score 1000 -p '%s' -n 12 --temp 0 -t 1", model, dir, query);
+    CHECK(generate_ids_err(args, out_min, sizeof out_min, err_path) == 0);
+    CHECKF(!strcmp(out_min, out_base), "--min-score 1000: '%s' vs the base model '%s'", out_min, out_base);
+    err = NULL;
+    CHECK(rm_read_file(err_path, &err, &len) == RM_OK && err && strstr(err, "retrieved: none"));
+    free(err);
     // errors: not a pool; no prompt text; both --pool and --lora
     snprintf(args, sizeof args, "-m %s --pool %s/none -p x -n 1", model, rm_test_tmpdir());
     CHECK(generate_ids(args, out_base, sizeof out_base) != 0);

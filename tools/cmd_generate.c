@@ -8,6 +8,7 @@
 
 #include <stdio.h>
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -33,7 +34,9 @@ static void help(void) {
            "                        (`ramole pool`) and compose them as if given with --lora; the\n"
            "                        retrieved ones are named on stderr. Adapters without weights are\n"
            "                        passed over.\n"
-           "  --retrieve K          how many adapters to take from the pool (default 3)\n");
+           "  --retrieve K          how many adapters to take from the pool (default 3)\n"
+           "  --min-score S         only adapters whose retrieval score is S or more; with none, the\n"
+           "                        base model answers (a request no adapter fits)\n");
 }
 
 typedef struct gen_out {
@@ -85,17 +88,20 @@ static int parse_ids(const char *s, int32_t **out) {
 // The k adapters of the pool in dir that best fit text and have weights,
 // named on stderr. Returns how many (paths in pk->weights), or -1 with the
 // reason printed.
-static int retrieve_adapters(const char *dir, const char *text, int k, pool_pick *pk) {
+static int retrieve_adapters(const char *dir, const char *text, int k, float min_score, pool_pick *pk) {
     char db[4096];
     snprintf(db, sizeof db, "%s/pool.db", dir);
     if (!rm_file_exists(db)) { fprintf(stderr, "ramole generate: %s is not a pool (no pool.db)\n", dir); return -1; }
     rm_pool *pool = NULL;
     rm_pool_params pp = rm_pool_default_params();
     if (rm_pool_open(dir, &pp, &pool)) { cli_fail("opening the pool"); return -1; }
-    int rc = pool_pick_run(pool, text, k, pk);
+    int rc = pool_pick_run(pool, text, k, min_score, pk);
     rm_pool_close(pool);
     if (rc) { cli_fail("retrieving"); return -1; }
-    if (pk->n == 0) { fprintf(stderr, "ramole generate: no adapter with weights among the pool's best for this prompt\n"); return -1; }
+    if (pk->n == 0) {
+        fprintf(stderr, "retrieved: none (no adapter with weights scores %g or more); the base model answers\n", min_score);
+        return 0;
+    }
     for (int i = 0; i < pk->n; i++) fprintf(stderr, "%s %s (%.3f)", i ? "," : "retrieved:", pk->name[i], pk->score[i]);
     fputc('\n', stderr);
     return pk->n;
@@ -109,6 +115,7 @@ static int cmd_generate(int argc, char **argv) {
     const char *lora[RM_PLAN_MAX], *compose_s = NULL, *pool_dir = NULL;
     pool_pick pooled = {0};
     long k_retrieve = 3;
+    double min_score = -INFINITY;
     rm_lora_session ls = {0};
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
@@ -130,6 +137,7 @@ static int cmd_generate(int argc, char **argv) {
         else if (cli_str(argc, argv, &i, "--compose", NULL, &compose_s)) {}
         else if (cli_str(argc, argv, &i, "--pool", NULL, &pool_dir)) {}
         else if (cli_int(argc, argv, &i, "--retrieve", NULL, &k_retrieve)) {}
+        else if (cli_float(argc, argv, &i, "--min-score", NULL, &min_score)) {}
         else { fprintf(stderr, "ramole generate: unknown option '%s' (see --help)\n", argv[i]); return 2; }
     }
     if (!model) { fprintf(stderr, "ramole generate: -m MODEL is required\n"); return 2; }
@@ -186,7 +194,7 @@ static int cmd_generate(int argc, char **argv) {
     if (!tp) { fprintf(stderr, "ramole generate: cannot start threads\n"); goto out; }
     if (rm_kvcache_init(&kv, m->hp.n_layer, 1, (int)ctx, m->hp.n_head_kv * m->hp.head_dim)) { cli_fail("kv cache"); goto out; }
     if (pool_dir) {
-        int n = retrieve_adapters(pool_dir, prompt, (int)k_retrieve, &pooled);
+        int n = retrieve_adapters(pool_dir, prompt, (int)k_retrieve, (float)min_score, &pooled);
         if (n < 0) goto out;
         for (n_lora = 0; n_lora < n; n_lora++) lora[n_lora] = pooled.weights[n_lora];
     }

@@ -17,6 +17,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
@@ -236,7 +237,8 @@ static int choose_adapters(server *s, client *c, const rm_json *req, const char 
         return 0;
     }
     if (k < 0 || k > MAX_ADAPTERS) return rm_errorf(RM_EINVAL, "\"retrieve\" must be 0..%d", MAX_ADAPTERS), 400;
-    if (pool_pick_run(s->pool, prompt, (int)k, &c->pick)) return 500;
+    float min_score = (float)rm_json_get_num(req, "min_score", -INFINITY);
+    if (pool_pick_run(s->pool, prompt, (int)k, min_score, &c->pick)) return 500;
     return 0;
 }
 
@@ -541,7 +543,8 @@ static int cmd_serve(int argc, char **argv) {
                    "HTTP API (JSON; one request per connection):\n"
                    "  POST /v1/completions  {\"prompt\", \"max_tokens\" (16), \"temperature\", \"top_p\", \"top_k\",\n"
                    "                         \"min_p\", \"repeat_penalty\", \"seed\",\n"
-                   "                         \"adapters\": [names] | \"retrieve\": K, \"compose\": \"mixture\"|\"fusion\"|\"selection\"}\n"
+                   "                         \"adapters\": [names] | \"retrieve\": K (+ \"min_score\": S: only adapters scoring S\n"
+                   "                         or more; none: the base model), \"compose\": \"mixture\"|\"fusion\"|\"selection\"}\n"
                    "                        -> OpenAI-style text_completion, plus token_ids and the adapters used\n"
                    "  POST /v1/chat/completions  the same with {\"messages\": [{\"role\", \"content\"}...]} instead of\n"
                    "                        \"prompt\" (the model's chat template; adapters retrieved by the last user message)\n"

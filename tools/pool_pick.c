@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-int pool_pick_run(rm_pool *pool, const char *text, int k, pool_pick *pk) {
+int pool_pick_run(rm_pool *pool, const char *text, int k, float min_score, pool_pick *pk) {
     memset(pk, 0, sizeof *pk);
     if (k < 1 || k > 16) return rm_errorf(RM_EINVAL, "retrieve: k = %d (1..16)", k);
     // ask for more than k: adapters without weights are passed over
@@ -14,7 +14,7 @@ int pool_pick_run(rm_pool *pool, const char *text, int k, pool_pick *pk) {
     rm_hit *hits = malloc((size_t)want * sizeof *hits);
     if (!hits) return rm_errorf(RM_ENOMEM, "out of memory");
     int rc = rm_pool_search(pool, text, want, NULL, 0, hits, &n_hits);
-    for (int i = 0; !rc && i < n_hits && pk->n < k; i++) {
+    for (int i = 0; !rc && i < n_hits && pk->n < k && hits[i].score >= min_score; i++) { // best first
         const char *name = rm_pool_name(pool, hits[i].id);
         rm_adapter_info *info = NULL;
         if (!name || rm_pool_get(pool, name, &info, NULL)) continue;

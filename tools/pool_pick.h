@@ -12,7 +12,9 @@ typedef struct pool_pick {
 } pool_pick;
 
 // Retrieves the k (<= 16) adapters that best fit text among those with
-// weights. Returns RM_OK (pk->n may be 0) or an error; free with pool_pick_free.
-int pool_pick_run(rm_pool *pool, const char *text, int k, pool_pick *pk);
+// weights and a score of at least min_score (-INFINITY: any). Returns RM_OK
+// (pk->n may be 0: no adapter fits, the base model serves the request) or an
+// error; free with pool_pick_free.
+int pool_pick_run(rm_pool *pool, const char *text, int k, float min_score, pool_pick *pk);
 void pool_pick_free(pool_pick *pk);
 #endif
