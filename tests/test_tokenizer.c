@@ -144,6 +144,16 @@ static void check_roundtrip(const char *name) {
             size_t m = detok_all(c.tok, ids, n, buf, sizeof buf);
             CHECKF(m == c.len[i] && !memcmp(buf, c.str[i], m), "%s: string %d (bos %d) decodes to '%.*s'", name, i,
                    bos, (int)m, buf);
+            // the same through rm_detok_push_sb (id -1 flushes)
+            rm_detok d;
+            rm_detok_init(&d, c.tok);
+            rm_sb sb;
+            rm_sb_init(&sb);
+            for (int k = 0; k < n; k++) CHECK(rm_detok_push_sb(&d, ids[k], &sb) >= 0);
+            CHECK(rm_detok_push_sb(&d, -1, &sb) >= 0);
+            CHECKF(sb.len == c.len[i] && (sb.len == 0 || !memcmp(sb.buf, c.str[i], sb.len)),
+                   "%s: string %d (bos %d) decodes through the builder to '%.*s'", name, i, bos, (int)sb.len, sb.buf ? sb.buf : "");
+            rm_sb_free(&sb);
         }
     }
     case_free(&c);
@@ -295,6 +305,12 @@ TEST(tokenizer_streaming_utf8) {
     CHECK(rm_tokenize(c.tok, "\xe2", 1, 0, 0, &id, 1) == 1);
     CHECK(rm_detok_push(&d, id, buf, (int)sizeof buf) == 0);
     CHECK(rm_detok_flush(&d, buf, (int)sizeof buf) == 3 && !memcmp(buf, "\xef\xbf\xbd", 3));
+    rm_detok_init(&d, c.tok);
+    rm_sb sb;
+    rm_sb_init(&sb);
+    CHECK(rm_detok_push_sb(&d, id, &sb) == 0 && rm_detok_push_sb(&d, -1, &sb) == 3);
+    CHECK(sb.len == 3 && !memcmp(sb.buf, "\xef\xbf\xbd", 3));
+    rm_sb_free(&sb);
     case_free(&c);
 }
 

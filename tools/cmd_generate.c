@@ -1,6 +1,7 @@
 // cmd_generate.c — `ramole generate`: text or ids in, new tokens out.
 #include "cli.h"
 #include "base/err.h"
+#include "base/json.h"
 #include "lora/session.h"
 #include "model/generate.h"
 #include "base/file.h"
@@ -52,14 +53,13 @@ static int on_token(void *ctx, int32_t id) {
         o->first = 0;
         return 0;
     }
-    int cap = rm_detok_max_bytes(o->detok.t);
-    char small[256], *buf = cap <= (int)sizeof small ? small : malloc((size_t)cap);
-    if (!buf) return 1;
-    int n = rm_detok_push(&o->detok, id, buf, cap);
-    if (n > 0) fwrite(buf, 1, (size_t)(n < cap ? n : cap), stdout);
+    rm_sb piece;
+    rm_sb_init(&piece);
+    int n = rm_detok_push_sb(&o->detok, id, &piece);
+    if (n > 0) fwrite(piece.buf, 1, piece.len, stdout);
     fflush(stdout);
-    if (buf != small) free(buf);
-    return 0;
+    rm_sb_free(&piece);
+    return n < 0;
 }
 
 // Parses "1 2 3" into ids; returns count or -1.

@@ -139,28 +139,26 @@ static void stream_event(client *c, const char *text, size_t len, const char *re
     else rm_sb_puts(b, ", \"finish_reason\": null}]}\n\n");
 }
 
+// The text of id (id < 0: the held-back bytes) as one event, when there is any.
+static void stream_text(client *c, int32_t id, const char *reason) {
+    rm_sb piece;
+    rm_sb_init(&piece);
+    rm_detok_push_sb(&c->detok, id, &piece);
+    if (piece.len || reason) stream_event(c, piece.buf ? piece.buf : "", piece.len, reason);
+    rm_sb_free(&piece);
+}
+
 static void stream_token(void *user, int32_t id) {
     client *c = user;
-    const rm_tokenizer *t = c->srv->m->tok;
-    if (c->fd < 0 || rm_tokenizer_is_eog(t, id)) return;
-    char buf[1024];
-    int cap = rm_detok_max_bytes(t), k;
-    char *p = cap <= (int)sizeof buf ? buf : malloc((size_t)cap);
-    if (p && (k = rm_detok_push(&c->detok, id, p, cap)) > 0) stream_event(c, p, (size_t)(k < cap ? k : cap), NULL);
-    if (p != buf) free(p);
+    if (c->fd >= 0 && !rm_tokenizer_is_eog(c->srv->m->tok, id)) stream_text(c, id, NULL);
 }
 
 static void completion_done(void *user, const int32_t *tokens, int n, const char *reason) {
     client *c = user;
     server *s = c->srv;
     if (c->stream) {
-        char buf[1024];
-        int cap = rm_detok_max_bytes(s->m->tok), k = 0;
-        char *p = cap <= (int)sizeof buf ? buf : malloc((size_t)cap);
-        if (tokens && p) k = rm_detok_flush(&c->detok, p, cap);
         if (!tokens) rm_sb_puts(&c->out, "data: {\"error\": {\"message\": \"the forward pass failed\", \"code\": 500}}\n\n");
-        else stream_event(c, p ? p : "", k > 0 ? (size_t)(k < cap ? k : cap) : 0, reason);
-        if (p != buf) free(p);
+        else stream_text(c, -1, reason);
         rm_sb_puts(&c->out, "data: [DONE]\n\n");
         c->state = 2;
         return;
@@ -174,16 +172,9 @@ static void completion_done(void *user, const int32_t *tokens, int n, const char
         if (s->m->tok) {
             rm_detok d;
             rm_detok_init(&d, s->m->tok);
-            int cap = rm_detok_max_bytes(s->m->tok);
-            char *buf = malloc((size_t)cap);
-            for (int i = 0; buf && i < n; i++) {
-                if (rm_tokenizer_is_eog(s->m->tok, tokens[i])) continue;
-                int k = rm_detok_push(&d, tokens[i], buf, cap);
-                if (k > 0) rm_sb_putn(&text, buf, (size_t)(k < cap ? k : cap));
-            }
-            int k = buf ? rm_detok_flush(&d, buf, cap) : 0;
-            if (k > 0) rm_sb_putn(&text, buf, (size_t)(k < cap ? k : cap));
-            free(buf);
+            for (int i = 0; i < n; i++)
+                if (!rm_tokenizer_is_eog(s->m->tok, tokens[i])) rm_detok_push_sb(&d, tokens[i], &text);
+            rm_detok_push_sb(&d, -1, &text);
         }
         rm_sb_printf(&b, "{\"id\": \"%s-%ld\", \"object\": \"%s\", \"model\": ", c->chat ? "chatcmpl" : "cmpl", c->id,
                      c->chat ? "chat.completion" : "text_completion");

@@ -1,6 +1,7 @@
 // api.c — the public API of include/ramole.h over the internal modules.
 #include "ramole.h"
 #include "base/err.h"
+#include "base/json.h"
 #include "model/generate.h"
 
 #include <stdlib.h>
@@ -74,18 +75,11 @@ typedef struct api_cb { rm_model *m; rm_text_cb cb; void *ctx; rm_detok detok; }
 
 static int api_on_token(void *ctx, int32_t id) {
     api_cb *a = ctx;
-    int cap = a->m->llama->tok ? rm_detok_max_bytes(a->m->llama->tok) + 1 : 1;
-    char small[256], *buf = cap <= (int)sizeof small ? small : malloc((size_t)cap);
-    if (!buf) return 1;
-    int n = 0;
-    if (a->m->llama->tok) {
-        n = rm_detok_push(&a->detok, id, buf, cap - 1);
-        if (n > cap - 1) n = cap - 1;
-    }
-    if (n < 0) n = 0;
-    buf[n] = 0;
-    int stop = a->cb ? a->cb(a->ctx, buf, n, id) : 0;
-    if (buf != small) free(buf);
+    rm_sb piece;
+    rm_sb_init(&piece);
+    int n = a->m->llama->tok ? rm_detok_push_sb(&a->detok, id, &piece) : 0;
+    int stop = n < 0 ? 1 : a->cb ? a->cb(a->ctx, piece.buf ? piece.buf : "", (int)piece.len, id) : 0;
+    rm_sb_free(&piece);
     return stop;
 }
 

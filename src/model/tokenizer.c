@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "base/err.h"
+#include "base/json.h"
 
 // ------------------------------------------------------------------------
 // string map
@@ -812,6 +813,18 @@ int rm_detok_push(rm_detok *d, int32_t id, char *out, int cap) {
     }
     d->n_emitted += o;
     return o;
+}
+
+int rm_detok_push_sb(rm_detok *d, int32_t id, rm_sb *sb) {
+    char small[256];
+    int cap = d->t ? rm_detok_max_bytes(d->t) : 16;
+    char *buf = cap <= (int)sizeof small ? small : malloc((size_t)cap);
+    if (!buf) return -1;
+    int n = id < 0 ? rm_detok_flush(d, buf, cap) : rm_detok_push(d, id, buf, cap);
+    if (n > cap) n = cap;
+    if (n > 0) rm_sb_putn(sb, buf, (size_t)n);
+    if (buf != small) free(buf);
+    return sb->oom ? -1 : n;
 }
 
 int rm_detok_flush(rm_detok *d, char *out, int cap) {

@@ -60,6 +60,11 @@ void rm_detok_init(rm_detok *d, const rm_tokenizer *t);
 int rm_detok_push(rm_detok *d, int32_t id, char *out, int cap);
 // Flushes any held-back bytes (invalid UTF-8 is replaced by U+FFFD).
 int rm_detok_flush(rm_detok *d, char *out, int cap);
+// The same two appending to a string builder (no buffer to size): the text
+// for `id`, or with id < 0 the held-back bytes. Returns the bytes appended,
+// -1 when out of memory.
+struct rm_sb;
+int rm_detok_push_sb(rm_detok *d, int32_t id, struct rm_sb *sb);
 
 // Renders a chat (roles "system"/"user"/"assistant") with the model's chat
 // template (known families matched; unknown -> documented plain format),
