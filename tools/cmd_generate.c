@@ -89,12 +89,8 @@ static int parse_ids(const char *s, int32_t **out) {
 // named on stderr. Returns how many (paths in pk->weights), or -1 with the
 // reason printed.
 static int retrieve_adapters(const char *dir, const char *text, int k, float min_score, pool_pick *pk) {
-    char db[4096];
-    snprintf(db, sizeof db, "%s/pool.db", dir);
-    if (!rm_file_exists(db)) { fprintf(stderr, "ramole generate: %s is not a pool (no pool.db)\n", dir); return -1; }
     rm_pool *pool = NULL;
-    rm_pool_params pp = rm_pool_default_params();
-    if (rm_pool_open(dir, &pp, &pool)) { cli_fail("opening the pool"); return -1; }
+    if (pool_open_existing(dir, &pool)) { cli_fail("--pool"); return -1; }
     int rc = pool_pick_run(pool, text, k, min_score, pk);
     rm_pool_close(pool);
     if (rc) { cli_fail("retrieving"); return -1; }

@@ -27,7 +27,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
-enum { MAX_CLIENTS = 256, MAX_HEAD = 16384, MAX_BODY = 4 << 20, MAX_ADAPTERS = 16 };
+enum { MAX_CLIENTS = 256, MAX_HEAD = 16384, MAX_BODY = 4 << 20, MAX_ADAPTERS = RM_PLAN_MAX };
 
 static volatile sig_atomic_t g_stop;
 static void on_signal(int sig) { (void)sig; g_stop = 1; }
@@ -103,7 +103,7 @@ static rm_lora *adapter_get(server *s, const char *name, const char *weights) {
     int rc = rm_lora_load(&l, weights);
     if (!rc) rc = rm_lora_bind(l, s->m);
     if (rc) {
-        rm_error_prefix(rc, "adapter '%s'", name);
+        rm_error_prefix(rc, "adapter '%s' refused", name);
         rm_lora_free(l);
         return NULL;
     }
@@ -259,7 +259,8 @@ static void start_request(server *s, client *c, const rm_json *req, const char *
     int32_t *ids = n >= 0 ? malloc(((size_t)n + 1) * sizeof(int32_t)) : NULL;
     if (!ids) return respond_error(c, n < 0 ? 400 : 500, n < 0 ? rm_last_error() : "out of memory");
     n = rm_tokenize(s->m->tok, prompt, len, s->m->add_bos, special, ids, n + 1);
-    if (n >= 2 && s->m->add_bos && ids[0] == ids[1]) memmove(ids, ids + 1, (size_t)--n * sizeof(int32_t)); // template's own BOS
+    // a chat template that writes the BOS text itself gives it twice
+    if (special && n >= 2 && s->m->add_bos && ids[0] == ids[1]) memmove(ids, ids + 1, (size_t)--n * sizeof(int32_t));
     c->n_prompt = n;
     c->stream = rm_json_get_bool(req, "stream", 0);
     if (c->stream) {
@@ -355,16 +356,10 @@ static void handle_upload(server *s, client *c, const rm_json *req) {
         in[i] = samples->items[i].str;
     }
     if (rm_pool_id(s->pool, name) >= 0) { free(in); return respond_error(c, 400, "an adapter with this name is already in the pool"); }
-    rm_lora *l = NULL;
-    int lrc = rm_lora_load(&l, weights);
-    if (!lrc) lrc = rm_lora_bind(l, s->m);
-    if (lrc) {
-        rm_error_prefix(lrc, "adapter '%s' refused", name);
-        rm_lora_free(l);
+    if (!adapter_get(s, name, weights)) { // loaded, checked against the model and kept for its first request
         free(in);
         return respond_error(c, 400, rm_last_error());
     }
-    rm_lora_free(l); // loaded again (and kept) on first use
     rm_adapter_info info = {.name = name, .weights = weights, .task = rm_json_get_str(req, "task", NULL),
                             .domain = rm_json_get_str(req, "domain", NULL), .base_model = s->model_path};
     int64_t id = -1;
@@ -571,13 +566,7 @@ static int cmd_serve(int argc, char **argv) {
     rm_threadpool *tp = NULL;
     if (rm_llama_load(&s.m, model)) return cli_fail("cannot load model");
     if (ctx > s.m->hp.n_ctx_train && s.m->hp.n_ctx_train > 0) ctx = s.m->hp.n_ctx_train;
-    if (pool_dir) {
-        char db[4096];
-        snprintf(db, sizeof db, "%s/pool.db", pool_dir);
-        rm_pool_params pp = rm_pool_default_params();
-        if (!rm_file_exists(db)) { fprintf(stderr, "ramole serve: %s is not a pool (make one with `ramole pool`)\n", pool_dir); goto out; }
-        if (rm_pool_open(pool_dir, &pp, &s.pool)) { cli_fail("opening the pool"); goto out; }
-    }
+    if (pool_dir && pool_open_existing(pool_dir, &s.pool)) { cli_fail("--pool"); goto out; }
     if (!(tp = rm_threadpool_create((int)threads))) { fprintf(stderr, "ramole serve: cannot start threads\n"); goto out; }
     if (rm_engine_new(&s.eng, s.m, tp, (int)slots, (int)ctx, (int)rows)) { cli_fail("engine"); goto out; }
     if ((lfd = listen_on(host, (int)port, &bound_port)) < 0) {

@@ -1,13 +1,16 @@
 // pool_pick.c — see pool_pick.h.
 #include "pool_pick.h"
 #include "base/err.h"
+#include "base/file.h"
+
+#include <stdio.h>
 
 #include <stdlib.h>
 #include <string.h>
 
 int pool_pick_run(rm_pool *pool, const char *text, int k, float min_score, pool_pick *pk) {
     memset(pk, 0, sizeof *pk);
-    if (k < 1 || k > 16) return rm_errorf(RM_EINVAL, "retrieve: k = %d (1..16)", k);
+    if (k < 1 || k > RM_PLAN_MAX) return rm_errorf(RM_EINVAL, "retrieve: k = %d (1..%d)", k, RM_PLAN_MAX);
     // ask for more than k: adapters without weights are passed over
     int size = rm_pool_size(pool), want = size < 4 * k ? size : 4 * k, n_hits = 0;
     if (want == 0) return RM_OK;
@@ -38,4 +41,13 @@ void pool_pick_free(pool_pick *pk) {
         free(pk->weights[i]);
     }
     memset(pk, 0, sizeof *pk);
+}
+
+int pool_open_existing(const char *dir, rm_pool **out) {
+    char db[4096];
+    snprintf(db, sizeof db, "%s/pool.db", dir);
+    *out = NULL;
+    if (!rm_file_exists(db)) return rm_errorf(RM_ENOTFOUND, "%s is not a pool (no pool.db; make one with `ramole pool`)", dir);
+    rm_pool_params pp = rm_pool_default_params();
+    return rm_pool_open(dir, &pp, out);
 }

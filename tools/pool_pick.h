@@ -3,15 +3,20 @@
 // `serve`).
 #ifndef RM_TOOLS_POOL_PICK_H
 #define RM_TOOLS_POOL_PICK_H
+#include "lora/compose.h"
 #include "retrieve/pool.h"
 
 typedef struct pool_pick {
     int n;
-    char *name[16], *weights[16];
-    float score[16];
+    char *name[RM_PLAN_MAX], *weights[RM_PLAN_MAX];
+    float score[RM_PLAN_MAX];
 } pool_pick;
 
-// Retrieves the k (<= 16) adapters that best fit text among those with
+// Opens an existing pool (one `ramole pool` made: dir/pool.db), never
+// creating one; the error names dir.
+int pool_open_existing(const char *dir, rm_pool **out);
+
+// Retrieves the k (<= RM_PLAN_MAX) adapters that best fit text among those with
 // weights and a score of at least min_score (-INFINITY: any). Returns RM_OK
 // (pk->n may be 0: no adapter fits, the base model serves the request) or an
 // error; free with pool_pick_free.
