@@ -627,20 +627,27 @@ TEST(retr_sampcache_lru) {
         for (int d = 0; d < DIM; d++) full[i][d] = (float)(i + 1) * 0.01f * (float)(d + 1);
     rm_samples_view v;
     rm_sampcache *c = rm_sampcache_new(1 << 20);
-    REQUIRE(c && rm_sampcache_put(c, 1, &emb[0][0], 2, DIM, &v) == RM_OK);
+    REQUIRE(c && rm_sampcache_put(c, 1, &emb[0][0], 2, DIM, NULL, &v) == RM_OK);
     size_t one = rm_sampcache_bytes(c); // one entry of these two rows
     REQUIRE(v.s && !v.d && v.n == 2);
     CHECK(v.s[0].n == 2 && v.s[0].idx[0] == 3 && v.s[0].val[0] == 0.5f && v.s[0].idx[1] == 17 && v.s[0].val[1] == -1.25f);
     CHECK(v.s[1].n == 3 && v.s[1].idx[0] == 0 && v.s[1].idx[1] == 20 && v.s[1].idx[2] == 39 && v.s[1].val[2] == 0.125f);
-    CHECK(rm_sampcache_put(c, 2, &full[0][0], 2, DIM, &v) == RM_OK && v.d && !v.s); // no zeros: dense
+    CHECK(rm_sampcache_put(c, 2, &full[0][0], 2, DIM, NULL, &v) == RM_OK && v.d && !v.s && !v.doc); // no zeros: dense
     if (v.d) CHECK(memcmp(v.d, full, sizeof full) == 0);
+    // a BM25 document is taken over: the entry has it, the caller's is empty
+    rm_sparse doc = {malloc(2 * sizeof(uint32_t)), malloc(2 * sizeof(float)), 2, 2};
+    REQUIRE(doc.idx && doc.val);
+    doc.idx[0] = 4, doc.idx[1] = 9, doc.val[0] = 1, doc.val[1] = 3;
+    CHECK(rm_sampcache_put(c, 3, &emb[0][0], 2, DIM, &doc, &v) == RM_OK && v.doc && doc.idx == NULL && doc.n == 0);
+    if (v.doc) CHECK(v.doc->n == 2 && v.doc->idx[1] == 9 && v.doc->val[1] == 3);
+    CHECK(rm_sampcache_get(c, 3, &v) == 1 && v.doc && v.doc->val[0] == 1);
     rm_sampcache_free(c);
     c = rm_sampcache_new(2 * one + one / 2); // room for two sparse entries
     REQUIRE(c);
-    CHECK(rm_sampcache_put(c, 7, &emb[0][0], 2, DIM, &v) == RM_OK);
-    CHECK(rm_sampcache_put(c, 8, &emb[0][0], 2, DIM, &v) == RM_OK);
+    CHECK(rm_sampcache_put(c, 7, &emb[0][0], 2, DIM, NULL, &v) == RM_OK);
+    CHECK(rm_sampcache_put(c, 8, &emb[0][0], 2, DIM, NULL, &v) == RM_OK);
     CHECK(rm_sampcache_get(c, 7, &v) == 1 && v.n == 2); // 7 is now the most recently used
-    CHECK(rm_sampcache_put(c, 9, &emb[0][0], 2, DIM, &v) == RM_OK); // over budget: 8 goes
+    CHECK(rm_sampcache_put(c, 9, &emb[0][0], 2, DIM, NULL, &v) == RM_OK); // over budget: 8 goes
     CHECK(rm_sampcache_count(c) == 2);
     CHECK(rm_sampcache_get(c, 8, &v) == 0 && rm_sampcache_get(c, 7, &v) == 1 && rm_sampcache_get(c, 9, &v) == 1);
     rm_sampcache_drop(c, 7);
@@ -652,7 +659,7 @@ TEST(retr_sampcache_lru) {
     float q[DIM];
     for (int d = 0; d < DIM; d++) q[d] = (float)((d * 7) % 11) / 11.0f - 0.4f;
     c = rm_sampcache_new(1 << 20);
-    REQUIRE(c && rm_sampcache_put(c, 1, &emb[0][0], 2, DIM, &v) == RM_OK && v.s);
+    REQUIRE(c && rm_sampcache_put(c, 1, &emb[0][0], 2, DIM, NULL, &v) == RM_OK && v.s);
     for (int top = 1; top <= 2; top++) {
         rr.top = top;
         CHECK_NEAR(rm_rerank_term_sparse(&rr, q, v.s, 2), rm_rerank_term(&rr, DIM, q, &emb[0][0], 2, -1), 1e-6);

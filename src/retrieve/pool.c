@@ -563,8 +563,9 @@ int rm_pool_get(rm_pool *p, const char *name, rm_adapter_info **info, char ***in
 // ---------------------------------------------------------------------------
 // Search and checks
 
-// The second stage for query q over h[nh] (rerank.h), with the candidates'
-// samples read from the database and embedded.
+// The second stage for query q over h[nh] (rerank.h): the candidates'
+// samples are read from the database and embedded, and their BM25 documents
+// read, the first time they are candidates (kept in p->samples).
 static int pool_rerank(rm_pool *p, const char *query, const float *q, rm_hit *h, int nh) {
     const rm_rerank_params *rr = &p->params.rerank;
     int k = rr->k < nh ? rr->k : nh, dim = p->emb->dim;
@@ -585,15 +586,15 @@ static int pool_rerank(rm_pool *p, const char *query, const float *q, rm_hit *h,
                 else { emb = ne; cap = n; }
             }
             if (!rc && n > 0) rc = rm_embedder_embed_many(p->emb, (const char *const *)in, n, emb, p->params.n_threads);
-            if (!rc) rc = rm_sampcache_put(p->samples, h[c].id, emb, n, dim, &sv);
+            if (!rc && p->bm25_on) { // and its BM25 document, read once too
+                rc = read_bm25_doc(p, h[c].id, &doc);
+                if (rc == RM_ENOTFOUND) rc = rm_errorf(RM_EFORMAT, "%s: adapter %lld has no BM25 document", p->db_path, (long long)h[c].id);
+            }
+            if (!rc) rc = rm_sampcache_put(p->samples, h[c].id, emb, n, dim, p->bm25_on ? &doc : NULL, &sv);
             rm_pool_free_strs(in, n);
         }
         if (!rc) term[c] = sv.s ? rm_rerank_term_sparse(rr, q, sv.s, sv.n) : rm_rerank_term(rr, dim, q, sv.d, sv.n, -1);
-        if (!rc && p->bm25_on) {
-            rc = read_bm25_doc(p, h[c].id, &doc);
-            if (rc == RM_ENOTFOUND) rc = rm_errorf(RM_EFORMAT, "%s: adapter %lld has no BM25 document", p->db_path, (long long)h[c].id);
-            if (!rc) bterm[c] = rm_bm25_score(&rr->bm25, &p->bm, &bq, &doc);
-        }
+        if (!rc && p->bm25_on) bterm[c] = rm_bm25_score(&rr->bm25, &p->bm, &bq, sv.doc);
     }
     if (!rc) {
         rm_rerank_params r2 = *rr;

@@ -10,6 +10,8 @@ typedef struct {
     int n;
     rm_sparse *s;   // n sparse embeddings, or
     float *d;       // n dense rows
+    rm_sparse doc;  // BM25 document (n 0 and has_doc 0: none)
+    int has_doc;
     size_t bytes;
     uint64_t used;  // tick of the last get / put
 } entry;
@@ -31,6 +33,7 @@ static void entry_free(entry *x) {
     for (int i = 0; x->s && i < x->n; i++) rm_sparse_free(&x->s[i]);
     free(x->s);
     free(x->d);
+    rm_sparse_free(&x->doc);
 }
 
 static void remove_at(rm_sampcache *c, int i) {
@@ -61,7 +64,9 @@ void rm_sampcache_drop(rm_sampcache *c, int64_t id) {
     if (i >= 0) remove_at(c, i);
 }
 
-static void view_of(const entry *x, rm_samples_view *v) { *v = (rm_samples_view){x->n, x->s, x->d}; }
+static void view_of(const entry *x, rm_samples_view *v) {
+    *v = (rm_samples_view){x->n, x->s, x->d, x->has_doc ? &x->doc : NULL};
+}
 
 int rm_sampcache_get(rm_sampcache *c, int64_t id, rm_samples_view *v) {
     int i = find(c, id);
@@ -85,19 +90,24 @@ static int to_sparse(const float *v, int dim, rm_sparse *s) {
     return 0;
 }
 
-int rm_sampcache_put(rm_sampcache *c, int64_t id, const float *emb, int n, int dim, rm_samples_view *v) {
+int rm_sampcache_put(rm_sampcache *c, int64_t id, const float *emb, int n, int dim, rm_sparse *doc, rm_samples_view *v) {
     rm_sampcache_drop(c, id);
     size_t nz = 0, total = (size_t)n * (size_t)dim;
     for (size_t k = 0; k < total; k++) nz += emb[k] != 0.0f;
     entry x = {.id = id, .n = n, .used = ++c->tick};
+    if (doc) { // moved in
+        x.doc = *doc, x.has_doc = 1;
+        *doc = (rm_sparse){0};
+        x.bytes += x.doc.cap * (sizeof(uint32_t) + sizeof(float));
+    }
     if (nz * (sizeof(uint32_t) + sizeof(float)) >= total * sizeof(float)) { // dense is smaller
         x.d = malloc((total ? total : 1) * sizeof(float));
-        if (!x.d) return rm_errorf(RM_ENOMEM, "sample cache: out of memory");
+        if (!x.d) { entry_free(&x); return rm_errorf(RM_ENOMEM, "sample cache: out of memory"); }
         if (total) memcpy(x.d, emb, total * sizeof(float));
-        x.bytes = total * sizeof(float);
+        x.bytes += total * sizeof(float);
     } else {
         x.s = calloc((size_t)(n > 0 ? n : 1), sizeof(rm_sparse));
-        if (!x.s) return rm_errorf(RM_ENOMEM, "sample cache: out of memory");
+        if (!x.s) { entry_free(&x); return rm_errorf(RM_ENOMEM, "sample cache: out of memory"); }
         for (int i = 0; i < n; i++) {
             if (to_sparse(emb + (size_t)i * (size_t)dim, dim, &x.s[i])) {
                 entry_free(&x);

@@ -23,14 +23,16 @@ typedef struct rm_samples_view {
     int n;
     const rm_sparse *s;  // NULL when dense
     const float *d;      // NULL when sparse
+    const rm_sparse *doc; // the adapter's BM25 document, NULL if none was put
 } rm_samples_view;
 
 // Adapter id's samples; 0 when not cached.
 int rm_sampcache_get(rm_sampcache *c, int64_t id, rm_samples_view *v);
 // Stores the n embeddings emb[n][dim] of adapter id (replacing an older
-// entry) and fills v; RM_ENOMEM when out of memory. The entry may be
-// dropped by the next put when it exceeds the budget.
-int rm_sampcache_put(rm_sampcache *c, int64_t id, const float *emb, int n, int dim, rm_samples_view *v);
+// entry), and takes over *doc (its BM25 document; may be NULL; *doc is left
+// empty, also on failure, when it is freed), and fills v; RM_ENOMEM when out
+// of memory. The entry may be dropped by the next put when it exceeds the budget.
+int rm_sampcache_put(rm_sampcache *c, int64_t id, const float *emb, int n, int dim, rm_sparse *doc, rm_samples_view *v);
 size_t rm_sampcache_bytes(const rm_sampcache *c);
 int rm_sampcache_count(const rm_sampcache *c);
 #endif
