@@ -581,3 +581,21 @@ TEST(kernel_cpu_force) {
     CHECK(rm_cpu()->avx2 == avx2);
     CHECK(strlen(rm_cpu_describe()) > 0);
 }
+
+// The int8 peak probe (ramole bench's compute bound) runs on every thread of
+// the pool and reports a rate; without AVX2 it reports 0 (no such kernels).
+// Only that it runs and what it returns are checked, never how fast.
+TEST(kernel_int8_peak_probe) {
+    rm_threadpool *tp = rm_threadpool_create(2);
+    REQUIRE(tp);
+    double k = -1, b = -1;
+    rm_cpu_force("scalar");
+    rm_measure_int8_peak(tp, &k, &b);
+    CHECK(k == 0 && b == 0);
+    rm_cpu_force(NULL);
+    if (rm_cpu()->avx2 && rm_cpu()->fma && rm_cpu()->f16c) {
+        rm_measure_int8_peak(tp, &k, &b);
+        CHECK(k > 0 && b > 0 && k < 1e7 && b < 1e7); // GOP/s: positive and finite
+    }
+    rm_threadpool_free(tp);
+}

@@ -13,6 +13,7 @@
 #include "model/synth.h"
 #include "retrieve/embed.h"
 #include "retrieve/pool.h"
+#include "serve/engine.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -511,4 +512,60 @@ TEST(serve_generate_from_pool_cli) {
     CHECK(generate_ids(args, out_base, sizeof out_base) != 0);
     snprintf(args, sizeof args, "-m %s --pool %s --lora %s -p x -n 1", model, dir, w[0]);
     CHECK(generate_ids(args, out_base, sizeof out_base) != 0);
+}
+
+// The engine alone: max_tokens 0 ends at once with no tokens; a request that
+// cannot run (empty, too long for the context, a token outside the
+// vocabulary) is refused with the reason and nothing is queued; greedy
+// sequences run together equal each one run alone.
+typedef struct { int calls, n; char reason[16]; int32_t tok[64]; } done_rec;
+static void rec_done(void *user, const int32_t *t, int n, const char *reason) {
+    done_rec *r = user;
+    r->calls++;
+    r->n = n;
+    snprintf(r->reason, sizeof r->reason, "%s", reason ? reason : "error");
+    for (int i = 0; i < n && i < 64; i++) r->tok[i] = t[i];
+}
+
+TEST(serve_engine_edges) {
+    REQUIRE(tiny_model_path());
+    rm_llama *m = NULL;
+    REQUIRE(rm_llama_load(&m, tiny_model_path()) == RM_OK);
+    rm_engine *e = NULL;
+    REQUIRE(rm_engine_new(&e, m, NULL, 2, 32, 8) == RM_OK);
+    rm_sampler_params sp = rm_sampler_default_params();
+    sp.temperature = 0;
+    int32_t p[40];
+    for (int i = 0; i < 40; i++) p[i] = 5 + i;
+    done_rec r0 = {0}, ra = {0}, rb = {0}, rc = {0}, alone[3] = {{0}};
+    rm_engine_cbs cb0 = {rec_done, NULL, &r0};
+    CHECK_OK(rm_engine_submit(e, p, 3, 0, &sp, NULL, 0, RM_COMPOSE_MIXTURE, &cb0));
+    CHECK(r0.calls == 1 && r0.n == 0 && !strcmp(r0.reason, "length"));
+    CHECK(rm_engine_submit(e, p, 0, 4, &sp, NULL, 0, RM_COMPOSE_MIXTURE, &cb0) == RM_EINVAL);
+    CHECK(rm_engine_submit(e, p, 30, 4, &sp, NULL, 0, RM_COMPOSE_MIXTURE, &cb0) == RM_EFULL && strstr(rm_last_error(), "context"));
+    int32_t bad[2] = {1, 1 << 30};
+    CHECK(rm_engine_submit(e, bad, 2, 4, &sp, NULL, 0, RM_COMPOSE_MIXTURE, &cb0) == RM_EINVAL && strstr(rm_last_error(), "vocabulary"));
+    CHECK(rm_engine_submit(e, p, 3, 4, &sp, NULL, 0, RM_COMPOSE_MIXTURE, NULL) == RM_EINVAL);
+    CHECK(rm_engine_step(e) == 0 && r0.calls == 1); // nothing was queued
+    // three sequences, two slots (one waits), prompts longer than the 8-row budget
+    rm_engine_cbs ca = {rec_done, NULL, &ra}, cbb = {rec_done, NULL, &rb}, cc = {rec_done, NULL, &rc};
+    CHECK_OK(rm_engine_submit(e, p, 11, 6, &sp, NULL, 0, RM_COMPOSE_MIXTURE, &ca));
+    CHECK_OK(rm_engine_submit(e, p + 3, 5, 6, &sp, NULL, 0, RM_COMPOSE_MIXTURE, &cbb));
+    CHECK_OK(rm_engine_submit(e, p + 7, 9, 6, &sp, NULL, 0, RM_COMPOSE_MIXTURE, &cc));
+    int steps = 0;
+    while (rm_engine_step(e) > 0 && steps < 100) steps++;
+    CHECK(ra.calls == 1 && rb.calls == 1 && rc.calls == 1);
+    rm_engine_free(e);
+    const int off[3] = {0, 3, 7}, len[3] = {11, 5, 9};
+    done_rec *together[3] = {&ra, &rb, &rc};
+    for (int s = 0; s < 3; s++) {
+        REQUIRE(rm_engine_new(&e, m, NULL, 1, 32, 512) == RM_OK);
+        rm_engine_cbs c1 = {rec_done, NULL, &alone[s]};
+        CHECK_OK(rm_engine_submit(e, p + off[s], len[s], 6, &sp, NULL, 0, RM_COMPOSE_MIXTURE, &c1));
+        while (rm_engine_step(e) > 0) {}
+        rm_engine_free(e);
+        CHECKF(alone[s].n == together[s]->n && alone[s].n > 0 && !memcmp(alone[s].tok, together[s]->tok, sizeof(int32_t) * (size_t)alone[s].n),
+               "sequence %d: alone %d tokens, together %d", s, alone[s].n, together[s]->n);
+    }
+    rm_llama_free(m);
 }
