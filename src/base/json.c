@@ -428,6 +428,41 @@ int rm_json_parse_file(const char *path, rm_json **out) {
     return rc;
 }
 
+int rm_json_each_record(const char *path, int (*fn)(void *user, const rm_json *rec, long index), void *user) {
+    char *text;
+    size_t len;
+    int rc = rm_read_file(path, &text, &len);
+    if (rc) return rc;
+    size_t i = 0;
+    while (i < len && (text[i] == ' ' || text[i] == '\n' || text[i] == '\r' || text[i] == '\t')) i++;
+    if (i < len && text[i] == '[') { // one JSON array
+        rm_json *j = NULL;
+        rc = rm_json_parse(text, len, path, &j);
+        for (size_t k = 0; !rc && k < j->n; k++) rc = fn(user, &j->items[k], (long)k + 1);
+        rm_json_free(j);
+    } else { // JSON lines; blank lines are skipped
+        long line = 0;
+        for (size_t s = 0; s < len && !rc;) {
+            size_t e = s;
+            while (e < len && text[e] != '\n') e++;
+            line++;
+            size_t a = s;
+            while (a < e && (text[a] == ' ' || text[a] == '\r' || text[a] == '\t')) a++;
+            if (a < e) {
+                rm_json *j = NULL;
+                char what[600];
+                snprintf(what, sizeof what, "%s:%ld", path, line);
+                rc = rm_json_parse(text + a, e - a, what, &j);
+                if (!rc) rc = fn(user, j, line);
+                rm_json_free(j);
+            }
+            s = e + 1;
+        }
+    }
+    free(text);
+    return rc;
+}
+
 // ---------------------------------------------------------------------------
 // Accessors
 // ---------------------------------------------------------------------------

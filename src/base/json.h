@@ -32,6 +32,11 @@ int rm_json_parse(const char *text, size_t len, const char *what, rm_json **out)
 // Reads and parses a file.
 int rm_json_parse_file(const char *path, rm_json **out);
 void rm_json_free(rm_json *j);
+// Calls fn for every record of a file that holds one JSON array (each item)
+// or JSON lines (each non-blank line; a parse error names path:line); index
+// is the item's or line's 1-based number. Stops at fn's first non-zero return
+// and returns it.
+int rm_json_each_record(const char *path, int (*fn)(void *user, const rm_json *rec, long index), void *user);
 
 // Object member by key (first match), or NULL. NULL-safe on obj.
 const rm_json *rm_json_get(const rm_json *obj, const char *key);

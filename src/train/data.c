@@ -158,54 +158,30 @@ static int add_pair(rm_tdata *d, const char *tmpl, const char *inputs, const cha
     return rc;
 }
 
-static int add_json_example(rm_tdata *d, const rm_json *o, const char *path, long line, const char *tmpl,
-                            const rm_tokenizer *tok, int32_t bos, int32_t eos, int max_len, int *skipped) {
+typedef struct load_ctx {
+    rm_tdata *d;
+    const char *path, *tmpl;
+    const rm_tokenizer *tok;
+    int32_t bos, eos;
+    int max_len, skipped;
+} load_ctx;
+
+static int add_json_example(void *user, const rm_json *o, long index) {
+    load_ctx *c = user;
     const char *in = rm_json_get_str(o, "inputs", NULL), *out = rm_json_get_str(o, "targets", NULL);
-    if (!in || !out) return rm_errorf(RM_EFORMAT, "%s: example %ld has no string \"inputs\" and \"targets\"", path, line);
-    int rc = add_pair(d, tmpl, in, out, tok, bos, eos, max_len);
-    if (rc == 1) { (*skipped)++; rc = RM_OK; }
+    if (!in || !out) return rm_errorf(RM_EFORMAT, "%s: example %ld has no string \"inputs\" and \"targets\"", c->path, index);
+    int rc = add_pair(c->d, c->tmpl, in, out, c->tok, c->bos, c->eos, c->max_len);
+    if (rc == 1) { c->skipped++; rc = RM_OK; }
     return rc;
 }
 
 int rm_tdata_load_jsonl(rm_tdata *d, const char *path, const char *tmpl, const rm_tokenizer *tok, int32_t bos,
                         int32_t eos, int max_len) {
-    char *text;
-    size_t len;
-    int rc = rm_read_file(path, &text, &len), skipped = 0;
-    if (rc) return rc;
     d->has_eos = eos >= 0;
     d->eos = eos;
-    size_t i = 0;
-    while (i < len && (text[i] == ' ' || text[i] == '\n' || text[i] == '\r' || text[i] == '\t')) i++;
-    if (i < len && text[i] == '[') { // one JSON array (the Flan files)
-        rm_json *j;
-        rc = rm_json_parse(text, len, path, &j);
-        for (size_t k = 0; !rc && k < j->n; k++)
-            rc = add_json_example(d, &j->items[k], path, (long)k + 1, tmpl, tok, bos, eos, max_len, &skipped);
-        if (j) rm_json_free(j);
-    } else { // JSON lines
-        long line = 0;
-        for (size_t s = 0; s < len && !rc;) {
-            size_t e = s;
-            while (e < len && text[e] != '\n') e++;
-            line++;
-            size_t a = s;
-            while (a < e && (text[a] == ' ' || text[a] == '\r' || text[a] == '\t')) a++;
-            if (a < e) {
-                rm_json *j;
-                char what[600];
-                snprintf(what, sizeof what, "%s:%ld", path, line);
-                rc = rm_json_parse(text + a, e - a, what, &j);
-                if (!rc) {
-                    rc = add_json_example(d, j, path, line, tmpl, tok, bos, eos, max_len, &skipped);
-                    rm_json_free(j);
-                }
-            }
-            s = e + 1;
-        }
-    }
-    free(text);
-    if (!rc && d->n == 0) rc = rm_errorf(RM_EFORMAT, "%s: no usable examples (%d too long for %d tokens)", path, skipped, max_len);
+    load_ctx c = {d, path, tmpl, tok, bos, eos, max_len, 0};
+    int rc = rm_json_each_record(path, add_json_example, &c);
+    if (!rc && d->n == 0) rc = rm_errorf(RM_EFORMAT, "%s: no usable examples (%d too long for %d tokens)", path, c.skipped, max_len);
     return rc;
 }
 
