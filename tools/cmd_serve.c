@@ -46,15 +46,12 @@ typedef struct client {
     struct server *srv;
 } client;
 
-typedef struct adapter_entry { char *name, *weights; rm_lora *lora; } adapter_entry;
-
 typedef struct server {
     rm_llama *m;
     rm_engine *eng;
     rm_pool *pool;
     const char *model_path;
-    adapter_entry *cache;   // adapters loaded and bound to the model, by name and weights path
-    int n_cache, cap_cache;
+    adapter_cache cache;    // adapters loaded and bound to the model
     client *cl[MAX_CLIENTS];
     long next_id;
 } server;
@@ -89,40 +86,6 @@ static void respond_error(client *c, int code, const char *msg) {
     rm_sb_printf(&b, ", \"code\": %d}}\n", code);
     respond(c, code, &b);
     rm_sb_free(&b);
-}
-
-// ---- adapters ------------------------------------------------------------------
-
-// The adapter called name, loaded from weights and bound to the model on
-// first use; NULL with the reason in rm_last_error(). (Keyed by the path too:
-// a name removed from the pool and uploaded again may point elsewhere.)
-static rm_lora *adapter_get(server *s, const char *name, const char *weights) {
-    for (int i = 0; i < s->n_cache; i++)
-        if (!strcmp(s->cache[i].name, name) && !strcmp(s->cache[i].weights, weights)) return s->cache[i].lora;
-    rm_lora *l = NULL;
-    int rc = rm_lora_load(&l, weights);
-    if (!rc) rc = rm_lora_bind(l, s->m);
-    if (rc) {
-        rm_error_prefix(rc, "adapter '%s' refused", name);
-        rm_lora_free(l);
-        return NULL;
-    }
-    if (s->n_cache == s->cap_cache) {
-        int cap = s->cap_cache ? 2 * s->cap_cache : 16;
-        adapter_entry *c = realloc(s->cache, (size_t)cap * sizeof *c);
-        if (!c) { rm_lora_free(l); rm_errorf(RM_ENOMEM, "out of memory"); return NULL; }
-        s->cache = c, s->cap_cache = cap;
-    }
-    char *nm = strdup(name), *wp = strdup(weights);
-    if (!nm || !wp) {
-        free(nm);
-        free(wp);
-        rm_lora_free(l);
-        rm_errorf(RM_ENOMEM, "out of memory");
-        return NULL;
-    }
-    s->cache[s->n_cache++] = (adapter_entry){nm, wp, l};
-    return l;
 }
 
 // ---- POST /v1/completions ------------------------------------------------------
@@ -253,7 +216,7 @@ static void start_request(server *s, client *c, const rm_json *req, const char *
     if (!cs && c->pick.n == 1) mode = RM_COMPOSE_SELECTION;
     rm_lora *lora[MAX_ADAPTERS];
     for (int i = 0; i < c->pick.n; i++)
-        if (!(lora[i] = adapter_get(s, c->pick.name[i], c->pick.weights[i]))) return respond_error(c, 400, rm_last_error());
+        if (!(lora[i] = adapter_cache_get(&s->cache, c->pick.name[i], c->pick.weights[i]))) return respond_error(c, 400, rm_last_error());
     size_t len = strlen(prompt);
     int n = rm_tokenize(s->m->tok, prompt, len, s->m->add_bos, special, NULL, 0);
     int32_t *ids = n >= 0 ? malloc(((size_t)n + 1) * sizeof(int32_t)) : NULL;
@@ -356,7 +319,7 @@ static void handle_upload(server *s, client *c, const rm_json *req) {
         in[i] = samples->items[i].str;
     }
     if (rm_pool_id(s->pool, name) >= 0) { free(in); return respond_error(c, 400, "an adapter with this name is already in the pool"); }
-    if (!adapter_get(s, name, weights)) { // loaded, checked against the model and kept for its first request
+    if (!adapter_cache_get(&s->cache, name, weights)) { // loaded, checked against the model and kept for its first request
         free(in);
         return respond_error(c, 400, rm_last_error());
     }
@@ -565,6 +528,7 @@ static int cmd_serve(int argc, char **argv) {
     int rc = 1, lfd = -1, bound_port = 0;
     rm_threadpool *tp = NULL;
     if (rm_llama_load(&s.m, model)) return cli_fail("cannot load model");
+    s.cache.m = s.m;
     if (ctx > s.m->hp.n_ctx_train && s.m->hp.n_ctx_train > 0) ctx = s.m->hp.n_ctx_train;
     if (pool_dir && pool_open_existing(pool_dir, &s.pool)) { cli_fail("--pool"); goto out; }
     if (!(tp = rm_threadpool_create((int)threads))) { fprintf(stderr, "ramole serve: cannot start threads\n"); goto out; }
@@ -587,12 +551,7 @@ out:
     rm_engine_free(s.eng); // ends nothing: requests still running are dropped with their clients
     for (int i = 0; i < MAX_CLIENTS; i++)
         if (s.cl[i]) client_free(&s, i);
-    for (int i = 0; i < s.n_cache; i++) {
-        free(s.cache[i].name);
-        free(s.cache[i].weights);
-        rm_lora_free(s.cache[i].lora);
-    }
-    free(s.cache);
+    adapter_cache_free(&s.cache);
     if (s.pool) rm_pool_close(s.pool);
     rm_threadpool_free(tp);
     rm_llama_free(s.m);
