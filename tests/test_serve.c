@@ -572,3 +572,146 @@ TEST(serve_engine_edges) {
     }
     rm_llama_free(m);
 }
+
+// ---- ramole eval ----------------------------------------------------------------
+
+// stdout of `ramole CMD ARGS` (stderr to err_path or dropped) into a malloc'd
+// string; returns the exit status.
+static int run_capture(const char *cmd_args, const char *err_path, char **out) {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s %s 2>%s", rm_test_bin(), cmd_args, err_path ? err_path : "/dev/null");
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    rm_sb sb;
+    rm_sb_init(&sb);
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof buf, p)) > 0) rm_sb_putn(&sb, buf, n);
+    rm_sb_putn(&sb, "", 0);
+    *out = sb.buf;
+    return pclose(p);
+}
+
+// The continuation `ramole generate` prints after the prompt, white space trimmed.
+static char *generate_text(const char *args, const char *prompt) {
+    char a[4096], *out = NULL;
+    snprintf(a, sizeof a, "generate %s -p '%s'", args, prompt);
+    if (run_capture(a, NULL, &out) != 0 || !out || strncmp(out, prompt, strlen(prompt))) { free(out); return NULL; }
+    char *s = out + strlen(prompt);
+    while (*s == ' ' || *s == '\n') s++;
+    size_t len = strlen(s);
+    while (len && (s[len - 1] == ' ' || s[len - 1] == '\n')) len--;
+    memmove(out, s, len);
+    out[len] = 0;
+    return out;
+}
+
+typedef struct { int n; char pred[8][512], adapter[8][64]; } eval_lines;
+static int eval_line(void *user, const rm_json *rec, long index) {
+    eval_lines *e = user;
+    if (e->n >= 8) return -1;
+    snprintf(e->pred[e->n], 512, "%s", rm_json_get_str(rec, "prediction", "?"));
+    const rm_json *ad = rm_json_get(rec, "adapters");
+    snprintf(e->adapter[e->n], 64, "%s", ad && ad->n ? ad->items[0].str : "");
+    e->n++;
+    return 0;
+}
+
+// `ramole eval` against `ramole generate`: the predictions it scores are
+// generate's greedy continuations with the same adapters (retrieved, the
+// task's own, or none), and the scores follow from targets set to them.
+TEST(serve_eval_cli) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    REQUIRE(tiny_model_path());
+    const char *model = tiny_model_path();
+    char w[5][512], dir[512], args[4096];
+    REQUIRE(make_adapters(model, w) == RM_OK);
+    snprintf(dir, sizeof dir, "%s/eval-pool", rm_test_tmpdir());
+    REQUIRE(make_pool(dir, (const int[]){1, 1, 1, 1, 0}, w) == RM_OK);
+    const char *in[4] = {"Translate to German: the cat is black.", "Translate to German: see you tomorrow.",
+                         "Review: a dull and tiring film. Is this review positive or negative?",
+                         "Review: what a lovely evening. Is this review positive or negative?"};
+    const char *task[4] = {"german", "german", "sentiment", "sentiment"};
+    char *ref[4] = {0}, *base[4] = {0};
+    for (int i = 0; i < 4; i++) {
+        snprintf(args, sizeof args, "-m %s --pool %s --retrieve 1 -n 6 --temp 0 -t 1", model, dir);
+        ref[i] = generate_text(args, in[i]);
+        snprintf(args, sizeof args, "-m %s -n 6 --temp 0 -t 1", model);
+        base[i] = generate_text(args, in[i]);
+        REQUIRE(ref[i] && base[i]);
+    }
+    // targets: generate's text for requests 0 and 2, something else for 1 and 3
+    char path[600];
+    snprintf(path, sizeof path, "%s/eval-set.jsonl", rm_test_tmpdir());
+    FILE *f = fopen(path, "w");
+    REQUIRE(f);
+    for (int i = 0; i < 4; i++) {
+        rm_sb l;
+        rm_sb_init(&l);
+        rm_sb_puts(&l, "{\"inputs\": ");
+        rm_sb_json_str(&l, in[i], strlen(in[i]));
+        rm_sb_puts(&l, ", \"targets\": ");
+        const char *t = i % 2 == 0 ? ref[i] : "zzz qqq";
+        rm_sb_json_str(&l, t, strlen(t));
+        rm_sb_printf(&l, ", \"task\": \"%s\", \"metric\": \"em\"}\n", task[i]);
+        fputs(l.buf, f);
+        rm_sb_free(&l);
+    }
+    fclose(f);
+    char out_path[600], *js = NULL;
+    snprintf(out_path, sizeof out_path, "%s/eval-out.jsonl", rm_test_tmpdir());
+    const char *ways[3] = {"--pool %s --retrieve 1", "--pool %s --oracle", ""};
+    for (int w_i = 0; w_i < 3; w_i++) {
+        char way[700];
+        snprintf(way, sizeof way, ways[w_i], dir);
+        snprintf(args, sizeof args, "eval -m %s --test %s --template '{inputs}' -n 6 -t 1 --slots 3 --json --out %s %s", model,
+                 path, out_path, way);
+        free(js);
+        js = NULL;
+        CHECK(run_capture(args, NULL, &js) == 0);
+        rm_json *j = NULL;
+        REQUIRE(js && rm_json_parse(js, strlen(js), "eval --json", &j) == RM_OK);
+        eval_lines el = {0};
+        CHECK_OK(rm_json_each_record(out_path, eval_line, &el));
+        REQUIRE(el.n == 4);
+        for (int i = 0; i < 4; i++) {
+            const char *want = w_i < 2 ? ref[i] : base[i];
+            CHECKF(!strcmp(el.pred[i], want), "%s: request %d predicted '%s', generate gave '%s'", way, i, el.pred[i], want);
+            CHECKF(!strcmp(el.adapter[i], w_i < 2 ? task[i] : ""), "%s: request %d used '%s'", way, i, el.adapter[i]);
+        }
+        if (w_i < 2) { // half of each task's targets are the predictions
+            CHECK_NEAR(rm_json_get_num(rm_json_get(rm_json_get(j, "tasks"), "german"), "score", -1), 50, 1e-9);
+            CHECK_NEAR(rm_json_get_num(rm_json_get(rm_json_get(j, "tasks"), "sentiment"), "score", -1), 50, 1e-9);
+            CHECK_NEAR(rm_json_get_num(j, "em", -1), 50, 1e-9);
+            CHECK_NEAR(rm_json_get_num(j, "mean", -1), 50, 1e-9);
+        }
+        if (w_i == 0) CHECK_NEAR(rm_json_get_num(j, "own_adapter_retrieved", -1), 100, 1e-9);
+        CHECK(rm_json_get_int(j, "requests", 0) == 4);
+        rm_json_free(j);
+    }
+    int differs = 0;
+    for (int i = 0; i < 4; i++) differs |= strcmp(ref[i], base[i]) != 0;
+    CHECKF(differs, "the adapters changed no prediction");
+    // bad input: a missing file, a task the pool has no adapter for, ways mixed
+    char err_path[600], *err = NULL;
+    size_t len;
+    snprintf(err_path, sizeof err_path, "%s/eval.err", rm_test_tmpdir());
+    snprintf(args, sizeof args, "eval -m %s --test %s/nothere.json", model, rm_test_tmpdir());
+    free(js);
+    CHECK(run_capture(args, err_path, &js) != 0);
+    CHECK(rm_read_file(err_path, &err, &len) == RM_OK && err && strstr(err, "nothere.json"));
+    free(err);
+    err = NULL;
+    f = fopen(path, "a");
+    if (f) { fputs("{\"inputs\": \"x\", \"targets\": \"y\", \"task\": \"poetry\"}\n", f); fclose(f); }
+    snprintf(args, sizeof args, "eval -m %s --test %s --pool %s --oracle -n 2", model, path, dir);
+    free(js);
+    CHECK(run_capture(args, err_path, &js) != 0);
+    CHECK(rm_read_file(err_path, &err, &len) == RM_OK && err && strstr(err, "'poetry'"));
+    free(err);
+    snprintf(args, sizeof args, "eval -m %s --test %s --retrieve 2", model, path);
+    free(js);
+    CHECK(run_capture(args, NULL, &js) != 0);
+    free(js);
+    for (int i = 0; i < 4; i++) { free(ref[i]); free(base[i]); }
+}
