@@ -12,7 +12,7 @@ set -e
 R=./build/ramole
 D=build/ramole-demo
 mkdir -p $D
-gen() { awk -v task="$1" -v n="$2" -v seed="$3" -f scripts/demo-data/words.awk > "$4"; }
+gen() { awk -v task="$1" -v n="$2" -v seed="$3" -f scripts/demo-data/words.awk > "${4:-/dev/stdout}"; }
 gen cp 4000 1 $D/base.jsonl
 gen rev 2000 2 $D/reverse.jsonl
 gen rot 2000 3 $D/rotate.jsonl
@@ -52,3 +52,18 @@ for line in $(cat $D/mixed.jsonl $D/mixed2.jsonl | sed 's/[{} "]//g'); do
     printf '  %-12s -> adapter %-8s -> %-6s (%-5s)   base model alone: %s\n' "$input" "$adapter" "$out" "$mark" "$base"
 done
 echo "RAMoLE on $n mixed requests: the right adapter retrieved for $picked, the right answer for $right (base model alone: $base_right)"
+
+echo "== 5. the same scored in one batched run (\`ramole eval\`): 60 more new requests, exact match by task"
+gen rev 30 50 | sed 's/}$/, "task": "reverse"}/' > $D/eval.jsonl
+gen rot 30 51 | sed 's/}$/, "task": "rotate"}/' >> $D/eval.jsonl
+score() { # label, then the adapter options
+    label=$1; shift
+    $R eval -m $D/base.gguf --test $D/eval.jsonl --template-file $D/template.txt -n 8 -t 2 --json "$@" 2>/dev/null |
+        sed 's/.*"reverse": {[^}]*"score": \([0-9.]*\)}.*"rotate": {[^}]*"score": \([0-9.]*\)}.*/\1 \2/' |
+        { read rev rot; printf '  %-44s reverse %5s   rotate %5s\n' "$label" "$rev" "$rot"; }
+}
+score "base model alone"
+score "RAMoLE, retrieve 1 (selection)" --pool $D/pool --retrieve 1
+score "each request's own adapter (oracle)" --pool $D/pool --oracle
+score "both adapters, mixture (average of outputs)" --pool $D/pool --retrieve 2 --compose mixture
+score "both adapters, fusion (average of weights)" --pool $D/pool --retrieve 2 --compose fusion
