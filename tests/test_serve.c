@@ -81,7 +81,8 @@ static int connect_to(int port) {
 static int send_request(int fd, const char *method, const char *path, const char *body) {
     char head[512];
     size_t bl = body ? strlen(body) : 0;
-    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: x\r\nContent-Length: %zu\r\n\r\n", method, path, bl);
+    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n",
+                     method, path, bl);
     if (write(fd, head, (size_t)n) != n) return -1;
     return bl && write(fd, body, bl) != (ssize_t)bl ? -1 : 0;
 }
@@ -102,6 +103,33 @@ static int read_response(int fd, rm_json **json) {
     }
     rm_sb_free(&sb);
     return status;
+}
+
+// One response from a kept connection (by its Content-Length; bytes read
+// beyond it stay in carry for the next). Returns the status.
+static int read_one(int fd, rm_sb *carry, rm_json **json) {
+    *json = NULL;
+    for (;;) {
+        const char *end = carry->buf ? strstr(carry->buf, "\r\n\r\n") : NULL;
+        if (end) {
+            const char *cl = strstr(carry->buf, "Content-Length: ");
+            size_t head = (size_t)(end - carry->buf) + 4, body = cl && cl < end ? (size_t)atol(cl + 16) : 0;
+            if (carry->len >= head + body) {
+                int status = 0;
+                sscanf(carry->buf, "HTTP/1.1 %d", &status);
+                rm_json_parse(carry->buf + head, body, "response", json);
+                size_t rest = carry->len - head - body;
+                memmove(carry->buf, carry->buf + head + body, rest);
+                carry->len = rest;
+                carry->buf[rest] = 0;
+                return status;
+            }
+        }
+        char buf[4096];
+        ssize_t r = read(fd, buf, sizeof buf);
+        if (r <= 0) return -1;
+        rm_sb_putn(carry, buf, (size_t)r);
+    }
 }
 
 // The whole raw response (head and body) in sb.
@@ -249,7 +277,13 @@ TEST(serve_completions_adapters_uploads) {
     rm_json *j = NULL;
     CHECK(http(sp.port, "GET", "/health", NULL, &j) == 200 && j && !strcmp(rm_json_get_str(j, "status", ""), "ok"));
     rm_json_free(j);
-    CHECK(http(sp.port, "GET", "/v1/models", NULL, &j) == 200 && j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 1);
+    // the base model and the three adapters with weights, as OpenAI "models"
+    CHECK(http(sp.port, "GET", "/v1/models", NULL, &j) == 200 && j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 4);
+    if (j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 4) {
+        const rm_json *d = rm_json_get(j, "data");
+        CHECK(!strcmp(rm_json_get_str(&d->items[0], "id", ""), model));
+        CHECK(!strcmp(rm_json_get_str(&d->items[1], "id", ""), "german") && !strcmp(rm_json_get_str(&d->items[1], "parent", ""), model));
+    }
     rm_json_free(j);
 
     // four completions sent together (3 slots: one waits), read afterwards;
@@ -406,6 +440,45 @@ TEST(serve_completions_adapters_uploads) {
     rm_json_free(j);
     CHECK(http(sp.port, "GET", "/v1/completions", NULL, &j) == 405);
     rm_json_free(j);
+
+    // keep-alive: several requests on one connection, answered in order;
+    // "model" naming an adapter selects it (OpenAI / vLLM style)
+    {
+        int fd = connect_to(sp.port);
+        REQUIRE(fd >= 0);
+        rm_sb carry;
+        rm_sb_init(&carry);
+        char req[1024], got[1024], want[1024], args[4096];
+        snprintf(req, sizeof req, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+        CHECK(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
+        CHECK(read_one(fd, &carry, &j) == 200 && j && !strcmp(rm_json_get_str(j, "status", ""), "ok"));
+        rm_json_free(j);
+        const char *body = "{\"model\": \"german\", \"prompt\": \"The cat sat\", \"max_tokens\": 10, \"temperature\": 0}";
+        snprintf(req, sizeof req, "POST /v1/completions HTTP/1.1\r\nContent-Length: %zu\r\n\r\n%s", strlen(body), body);
+        CHECK(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
+        CHECK(read_one(fd, &carry, &j) == 200);
+        ids_of(j, got, sizeof got);
+        CHECKF(!strcmp(first_adapter(j), "german"), "\"model\": \"german\" used '%s'", first_adapter(j));
+        rm_json_free(j);
+        snprintf(args, sizeof args, "-m %s -p 'The cat sat' -n 10 --temp 0 -t 1 --lora %s", model, w[0]);
+        CHECK(generate_ids(args, want, sizeof want) == 0);
+        CHECKF(got[0] && !strcmp(got, want), "model as adapter: served '%s', generate '%s'", got, want);
+        // two requests in one write, the second closing the connection
+        snprintf(req, sizeof req, "GET /v1/adapters HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
+        CHECK(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
+        CHECK(read_one(fd, &carry, &j) == 200 && j && rm_json_get(j, "data"));
+        rm_json_free(j);
+        CHECK(read_one(fd, &carry, &j) == 200 && j && rm_json_get(j, "status"));
+        rm_json_free(j);
+        char byte;
+        CHECK(read(fd, &byte, 1) == 0); // closed after the second
+        close(fd);
+        rm_sb_free(&carry);
+        // a "model" that is no adapter (the base model's name, or any other) leaves the request as it was
+        CHECK(http(sp.port, "POST", "/v1/completions", "{\"model\": \"gpt-3.5\", \"prompt\": \"x\", \"max_tokens\": 2}", &j) == 200);
+        CHECK(j && rm_json_get(j, "adapters") && rm_json_get(j, "adapters")->n == 0);
+        rm_json_free(j);
+    }
     CHECK(server_stop(&sp) == 0);
 }
 

@@ -5,7 +5,8 @@
 // uploaded into the pool while it runs.
 //
 // One thread runs the event loop (poll) and the engine; the forward pass
-// uses the thread pool. HTTP/1.1, one request per connection.
+// uses the thread pool. HTTP/1.1 with keep-alive (requests on one connection
+// are answered in order; streamed answers close it).
 #include "cli.h"
 #include "pool_pick.h"
 #include "base/err.h"
@@ -25,9 +26,10 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
-enum { MAX_CLIENTS = 256, MAX_HEAD = 16384, MAX_BODY = 4 << 20, MAX_ADAPTERS = RM_PLAN_MAX };
+enum { MAX_CLIENTS = 256, MAX_HEAD = 16384, MAX_BODY = 4 << 20, MAX_ADAPTERS = RM_PLAN_MAX, IDLE_SECONDS = 60 };
 
 static volatile sig_atomic_t g_stop;
 static void on_signal(int sig) { (void)sig; g_stop = 1; }
@@ -43,6 +45,9 @@ typedef struct client {
     int stream;             // server-sent events, a chunk per piece of text
     rm_detok detok;         // streaming: text so far (partial UTF-8 held back)
     pool_pick pick;         // adapters by name and score (retrieved or named)
+    int keep;               // keep the connection open after this response (HTTP/1.1 keep-alive)
+    time_t last;            // last bytes read or written: a connection idle for IDLE_SECONDS while reading is closed
+    size_t consumed;        // bytes of c->in that made this request (the next may follow)
     struct server *srv;
 } client;
 
@@ -72,8 +77,8 @@ static const char *status_text(int code) {
 }
 
 static void respond(client *c, int code, const rm_sb *body) {
-    rm_sb_printf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n",
-                 code, status_text(code), body->len);
+    rm_sb_printf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n",
+                 code, status_text(code), body->len, c->keep ? "keep-alive" : "close");
     rm_sb_putn(&c->out, body->buf ? body->buf : "", body->len);
     c->state = 2;
 }
@@ -168,6 +173,21 @@ static void completion_done(void *user, const int32_t *tokens, int n, const char
 static int choose_adapters(server *s, client *c, const rm_json *req, const char *prompt) {
     const rm_json *names = rm_json_get(req, "adapters");
     int64_t k = rm_json_get_int(req, "retrieve", 0);
+    const char *model = rm_json_get_str(req, "model", NULL);
+    if (!names && k == 0 && model && s->pool && rm_pool_id(s->pool, model) >= 0) { // OpenAI style: the adapter as the model
+        rm_adapter_info *info = NULL;
+        if (rm_pool_get(s->pool, model, &info, NULL)) return 500;
+        int ok = info->weights && *info->weights;
+        if (ok) {
+            c->pick.name[0] = strdup(model);
+            c->pick.weights[0] = strdup(info->weights);
+            c->pick.score[0] = 1.0f;
+            c->pick.n = 1;
+        }
+        rm_pool_free_list(info, 1);
+        if (!ok) return rm_errorf(RM_EINVAL, "adapter '%s' has no weights", model), 400;
+        return c->pick.name[0] && c->pick.weights[0] ? 0 : (rm_errorf(RM_ENOMEM, "out of memory"), 500);
+    }
     if (!names && k == 0) return 0;
     if (!s->pool) return rm_errorf(RM_EINVAL, "this server has no adapter pool (start it with --pool DIR)"), 400;
     if (names) {
@@ -226,7 +246,8 @@ static void start_request(server *s, client *c, const rm_json *req, const char *
     if (special && n >= 2 && s->m->add_bos && ids[0] == ids[1]) memmove(ids, ids + 1, (size_t)--n * sizeof(int32_t));
     c->n_prompt = n;
     c->stream = rm_json_get_bool(req, "stream", 0);
-    if (c->stream) {
+    if (c->stream) { // events until the connection closes
+        c->keep = 0;
         rm_detok_init(&c->detok, s->m->tok);
         rm_sb_puts(&c->out, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n");
     }
@@ -350,9 +371,16 @@ static int try_request(server *s, client *c) {
         return 0;
     }
     size_t head = (size_t)(end - buf) + 4, body_len = 0;
-    char method[16] = "", path[256] = "";
-    if (sscanf(buf, "%15s %255s", method, path) != 2) return respond_error(c, 400, "malformed request line"), 1;
-    for (const char *h = strstr(buf, "\r\n"); h && h < end; h = strstr(h + 2, "\r\n"))
+    char method[16] = "", path[256] = "", version[16] = "";
+    if (sscanf(buf, "%15s %255s %15s", method, path, version) != 3) return respond_error(c, 400, "malformed request line"), 1;
+    int keep = !strcmp(version, "HTTP/1.1"); // HTTP/1.1 keeps the connection unless told otherwise; 1.0 closes
+    for (const char *h = strstr(buf, "\r\n"); h && h < end; h = strstr(h + 2, "\r\n")) {
+        if (!strncasecmp(h + 2, "Connection:", 11)) {
+            const char *v = h + 13;
+            while (*v == ' ' || *v == '\t') v++;
+            if (!strncasecmp(v, "close", 5)) keep = 0;
+            else if (!strncasecmp(v, "keep-alive", 10)) keep = 1;
+        }
         if (!strncasecmp(h + 2, "Content-Length:", 15)) {
             char *e;
             long long v = strtoll(h + 17, &e, 10);
@@ -360,7 +388,10 @@ static int try_request(server *s, client *c) {
             if (v > MAX_BODY) return respond_error(c, 413, "request body too large"), 1;
             body_len = (size_t)v;
         }
+    }
     if (c->in.len < head + body_len) return 0;
+    c->keep = keep;
+    c->consumed = head + body_len;
     char *q = strchr(path, '?');
     if (q) *q = 0;
     int is_get = !strcmp(method, "GET"), is_post = !strcmp(method, "POST");
@@ -380,7 +411,21 @@ static int try_request(server *s, client *c) {
         rm_sb_init(&b);
         rm_sb_puts(&b, "{\"object\": \"list\", \"data\": [{\"id\": ");
         rm_sb_json_str(&b, s->model_path, strlen(s->model_path));
-        rm_sb_puts(&b, ", \"object\": \"model\", \"owned_by\": \"ramole\"}]}\n");
+        rm_sb_puts(&b, ", \"object\": \"model\", \"owned_by\": \"ramole\"}");
+        rm_adapter_info *list = NULL;
+        int n = 0;
+        if (s->pool && !rm_pool_list(s->pool, &list, &n)) { // each adapter with weights is a model too (vLLM's LoRA modules)
+            for (int i = 0; i < n; i++) {
+                if (!list[i].weights || !*list[i].weights) continue;
+                rm_sb_puts(&b, ", {\"id\": ");
+                rm_sb_json_str(&b, list[i].name, strlen(list[i].name));
+                rm_sb_puts(&b, ", \"object\": \"model\", \"owned_by\": \"ramole\", \"parent\": ");
+                rm_sb_json_str(&b, s->model_path, strlen(s->model_path));
+                rm_sb_puts(&b, "}");
+            }
+            rm_pool_free_list(list, n);
+        }
+        rm_sb_puts(&b, "]}\n");
         respond(c, 200, &b);
         rm_sb_free(&b);
         return 1;
@@ -397,6 +442,20 @@ static int try_request(server *s, client *c) {
     else handle_upload(s, c, req);
     rm_json_free(req);
     return 1;
+}
+
+// After a response on a kept connection: ready for the next request, which
+// may already be (partly) in c->in.
+static void client_reset(server *s, client *c) {
+    size_t rest = c->in.len - c->consumed;
+    memmove(c->in.buf, c->in.buf + c->consumed, rest);
+    c->in.len = rest;
+    c->in.buf[rest] = 0;
+    c->out.len = 0;
+    c->sent = 0;
+    pool_pick_free(&c->pick);
+    c->state = 0, c->chat = 0, c->stream = 0, c->n_prompt = 0, c->keep = 0, c->consumed = 0;
+    c->id = ++s->next_id;
 }
 
 static void client_free(server *s, int i) {
@@ -435,6 +494,7 @@ static void serve_loop(server *s, int lfd) {
         for (int i = 0; i < MAX_CLIENTS; i++) {
             client *c = s->cl[i];
             if (c && c->fd < 0 && c->state == 2) client_free(s, i); // answered a peer that left
+            else if (c && c->state == 0 && time(NULL) - c->last > IDLE_SECONDS) client_free(s, i); // idle
             if (!(c = s->cl[i]) || c->fd < 0 || c->state == 1 || (c->state == 3 && c->sent == c->out.len)) continue;
             pf[np] = (struct pollfd){.fd = c->fd, .events = c->state == 0 ? POLLIN : POLLOUT};
             map[np++] = i;
@@ -449,7 +509,7 @@ static void serve_loop(server *s, int lfd) {
                 client *c = slot >= 0 ? calloc(1, sizeof *c) : NULL;
                 if (!c) { close(fd); continue; }
                 fcntl(fd, F_SETFL, O_NONBLOCK);
-                c->fd = fd, c->srv = s, c->id = ++s->next_id;
+                c->fd = fd, c->srv = s, c->id = ++s->next_id, c->last = time(NULL);
                 rm_sb_init(&c->in);
                 rm_sb_init(&c->out);
                 s->cl[slot] = c;
@@ -467,13 +527,17 @@ static void serve_loop(server *s, int lfd) {
                     continue;
                 }
                 rm_sb_putn(&c->in, buf, (size_t)r);
+                c->last = time(NULL);
                 if (c->in.oom) { client_free(s, map[k]); continue; }
                 try_request(s, c);
             } else {
                 ssize_t w = send(c->fd, c->out.buf + c->sent, c->out.len - c->sent, MSG_NOSIGNAL);
-                if (w > 0) c->sent += (size_t)w;
+                if (w > 0) c->sent += (size_t)w, c->last = time(NULL);
                 int failed = w < 0 && errno != EAGAIN && errno != EINTR;
-                if (c->state == 2 && (failed || c->sent == c->out.len)) client_free(s, map[k]);
+                if (c->state == 2 && !failed && c->sent == c->out.len && c->keep) {
+                    client_reset(s, c);
+                    if (c->in.len) try_request(s, c); // a request sent behind the last one
+                } else if (c->state == 2 && (failed || c->sent == c->out.len)) client_free(s, map[k]);
                 else if (failed) close(c->fd), c->fd = -1; // streaming: the request runs on, unheard
             }
         }
@@ -489,11 +553,12 @@ static int cmd_serve(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) {
             printf("usage: ramole serve -m MODEL [--pool DIR] [--host H] [--port P] [-t N] [--slots S] [--ctx N]\n\n"
-                   "HTTP API (JSON; one request per connection):\n"
+                   "HTTP API (JSON; HTTP/1.1 connections are kept open unless \"Connection: close\"):\n"
                    "  POST /v1/completions  {\"prompt\", \"max_tokens\" (16), \"temperature\", \"top_p\", \"top_k\",\n"
                    "                         \"min_p\", \"repeat_penalty\", \"seed\",\n"
                    "                         \"adapters\": [names] | \"retrieve\": K (+ \"min_score\": S: only adapters scoring S\n"
-                   "                         or more; none: the base model), \"compose\": \"mixture\"|\"fusion\"|\"selection\"}\n"
+                   "                         or more; none: the base model), \"compose\": \"mixture\"|\"fusion\"|\"selection\",\n"
+                   "                         \"model\": an adapter's name selects it (OpenAI / vLLM style)}\n"
                    "                        -> OpenAI-style text_completion, plus token_ids and the adapters used\n"
                    "  POST /v1/chat/completions  the same with {\"messages\": [{\"role\", \"content\"}...]} instead of\n"
                    "                        \"prompt\" (the model's chat template; adapters retrieved by the last user message)\n"
@@ -501,7 +566,7 @@ static int cmd_serve(int argc, char **argv) {
                    "                        checked against the model, then added to the pool (retrievable at once)\n"
                    "  \"stream\": true       server-sent events, one chunk per piece of text, then data: [DONE]\n"
                    "  GET  /v1/adapters     the pool's adapters\n"
-                   "  GET  /v1/models       the base model (for OpenAI clients)\n"
+                   "  GET  /v1/models       the base model and every adapter with weights (for OpenAI clients)\n"
                    "  GET  /health\n\n"
                    "Running requests advance together, one batched forward pass per step (--slots at once;\n"
                    "--ctx positions each; prompts are fed in chunks). --port 0 picks a free port; the address\n"
