@@ -132,6 +132,14 @@ static int read_one(int fd, rm_sb *carry, rm_json **json) {
     }
 }
 
+// The value of ramole_NAME in a /metrics answer (NAN when absent).
+static double metric_value(const char *text, const char *name) {
+    char key[128];
+    snprintf(key, sizeof key, "\nramole_%s ", name);
+    const char *p = strstr(text, key);
+    return p ? atof(p + strlen(key)) : NAN;
+}
+
 // The whole raw response (head and body) in sb.
 static int http_raw(int port, const char *method, const char *path, const char *body, rm_sb *sb) {
     int fd = connect_to(port);
@@ -298,6 +306,7 @@ TEST(serve_completions_adapters_uploads) {
     snprintf(gen_extra[2], sizeof gen_extra[2], "--pool %s --retrieve 2", pool_dir);
     snprintf(gen_extra[3], sizeof gen_extra[3], "--lora %s --lora %s --compose fusion", w[2], w[0]);
     int fds[4];
+    long long n_prompt_tok = 0, n_gen_tok = 0;
     for (int r = 0; r < 4; r++) {
         char body[1024];
         snprintf(body, sizeof body, "{\"prompt\": \"%s\", \"max_tokens\": 10, \"temperature\": 0%s}", prompts[r], extra[r]);
@@ -308,6 +317,8 @@ TEST(serve_completions_adapters_uploads) {
         char got[1024], want[1024], args[8192];
         CHECK(read_response(fds[r], &j) == 200);
         ids_of(j, got, sizeof got);
+        n_prompt_tok += rm_json_get_int(rm_json_get(j, "usage"), "prompt_tokens", -1000);
+        n_gen_tok += rm_json_get_int(rm_json_get(j, "usage"), "completion_tokens", -1000);
         if (r == 2) CHECKF(!strcmp(first_adapter(j), "sentiment"), "retrieved '%s'", first_adapter(j));
         snprintf(args, sizeof args, "-m %s -p '%s' -n 10 --temp 0 -t 1 %s", model, prompts[r], gen_extra[r]);
         CHECK(generate_ids(args, want, sizeof want) == 0);
@@ -320,6 +331,21 @@ TEST(serve_completions_adapters_uploads) {
         }
         rm_json_free(j);
     }
+    // GET /metrics (Prometheus text): the four requests' counts
+    {
+        rm_sb raw;
+        rm_sb_init(&raw);
+        CHECK(http_raw(sp.port, "GET", "/metrics", NULL, &raw) == 0 && raw.buf && strstr(raw.buf, "HTTP/1.1 200"));
+        CHECK(raw.buf && strstr(raw.buf, "# TYPE ramole_requests_total counter"));
+        CHECK(metric_value(raw.buf, "requests_total") == 4 && metric_value(raw.buf, "requests_finished_total") == 4);
+        CHECK(metric_value(raw.buf, "errors_total") == 0 && metric_value(raw.buf, "requests_running") == 0);
+        CHECKF(metric_value(raw.buf, "prompt_tokens_total") == n_prompt_tok, "prompt tokens %g vs %lld",
+               metric_value(raw.buf, "prompt_tokens_total"), n_prompt_tok);
+        CHECK(metric_value(raw.buf, "generation_tokens_total") == n_gen_tok && n_gen_tok > 0);
+        CHECK(metric_value(raw.buf, "adapters") == 3 && metric_value(raw.buf, "slots") == 3);
+        rm_sb_free(&raw);
+    }
+
     // chat: the model has no chat template, so the documented plain format
     // applies ("User: ...\n\nAssistant:"); the adapter is retrieved by the user message
     {
@@ -628,9 +654,22 @@ TEST(serve_engine_edges) {
     CHECK_OK(rm_engine_submit(e, p, 11, 6, &sp, NULL, 0, RM_COMPOSE_MIXTURE, &ca));
     CHECK_OK(rm_engine_submit(e, p + 3, 5, 6, &sp, NULL, 0, RM_COMPOSE_MIXTURE, &cbb));
     CHECK_OK(rm_engine_submit(e, p + 7, 9, 6, &sp, NULL, 0, RM_COMPOSE_MIXTURE, &cc));
-    int steps = 0;
+    rm_engine_stats st;
+    rm_engine_get_stats(e, &st);
+    CHECK(st.running == 0 && st.waiting == 3 && st.slots == 2 && st.steps == 0);
+    CHECK(rm_engine_step(e) == 3);
+    rm_engine_get_stats(e, &st);
+    CHECK(st.running == 2 && st.waiting == 1 && st.steps == 1 && st.rows == 8 && st.prompt_tokens == 8); // the row budget
+    int steps = 1;
     while (rm_engine_step(e) > 0 && steps < 100) steps++;
     CHECK(ra.calls == 1 && rb.calls == 1 && rc.calls == 1);
+    // counters: every prompt row fed once; each sequence's first token comes from its last
+    // prompt row, every later one from a decode row of its own
+    rm_engine_get_stats(e, &st);
+    long long gen = ra.n + rb.n + rc.n;
+    CHECK(st.running == 0 && st.waiting == 0 && st.finished == 3 && st.steps == steps + 1);
+    CHECK(st.prompt_tokens == 11 + 5 + 9 && st.generated_tokens == gen);
+    CHECKF(st.rows == st.prompt_tokens + gen - 3, "rows %lld, prompt %lld, generated %lld", st.rows, st.prompt_tokens, gen);
     rm_engine_free(e);
     const int off[3] = {0, 3, 7}, len[3] = {11, 5, 9};
     done_rec *together[3] = {&ra, &rb, &rc};

@@ -59,6 +59,8 @@ typedef struct server {
     adapter_cache cache;    // adapters loaded and bound to the model
     client *cl[MAX_CLIENTS];
     long next_id;
+    time_t started;
+    long long n_completions, n_uploads, n_errors; // for GET /metrics
 } server;
 
 // ---- responses ---------------------------------------------------------------
@@ -77,6 +79,7 @@ static const char *status_text(int code) {
 }
 
 static void respond(client *c, int code, const rm_sb *body) {
+    if (code >= 400) c->srv->n_errors++;
     rm_sb_printf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n",
                  code, status_text(code), body->len, c->keep ? "keep-alive" : "close");
     rm_sb_putn(&c->out, body->buf ? body->buf : "", body->len);
@@ -252,6 +255,7 @@ static void start_request(server *s, client *c, const rm_json *req, const char *
         rm_sb_puts(&c->out, "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nConnection: close\r\n\r\n");
     }
     c->state = c->stream ? 3 : 1; // the engine owns the request until completion_done
+    s->n_completions++;
     rm_engine_cbs cb = {completion_done, c->stream ? stream_token : NULL, c};
     if (rm_engine_submit(s->eng, ids, n, (int)max_new, &sp, lora, c->pick.n, mode, &cb)) {
         c->state = 0, c->stream = 0;
@@ -355,7 +359,41 @@ static void handle_upload(server *s, client *c, const rm_json *req) {
     rm_sb_printf(&b, "{\"id\": %lld, \"name\": ", (long long)id);
     rm_sb_json_str(&b, name, strlen(name));
     rm_sb_printf(&b, ", \"pool_size\": %d}\n", rm_pool_size(s->pool));
+    s->n_uploads++;
     respond(c, 201, &b);
+    rm_sb_free(&b);
+}
+
+// ---- GET /metrics ----------------------------------------------------------------
+
+// One counter or gauge in the Prometheus text format.
+static void metric(rm_sb *b, const char *name, const char *type, const char *help, double v) {
+    rm_sb_printf(b, "# HELP ramole_%s %s\n# TYPE ramole_%s %s\nramole_%s %.17g\n", name, help, name, type, name, v);
+}
+
+static void handle_metrics(server *s, client *c) {
+    rm_engine_stats st;
+    rm_engine_get_stats(s->eng, &st);
+    rm_sb b;
+    rm_sb_init(&b);
+    metric(&b, "requests_running", "gauge", "Sequences in a slot of the engine.", st.running);
+    metric(&b, "requests_waiting", "gauge", "Sequences queued for a free slot.", st.waiting);
+    metric(&b, "slots", "gauge", "Sequences the engine runs at once (--slots).", st.slots);
+    metric(&b, "requests_total", "counter", "Completions accepted (plain and chat, streamed or not).", (double)s->n_completions);
+    metric(&b, "requests_finished_total", "counter", "Sequences that ended at a stop token or max_tokens.", (double)st.finished);
+    metric(&b, "errors_total", "counter", "Answers with an HTTP status of 400 or more.", (double)s->n_errors);
+    metric(&b, "uploads_total", "counter", "Adapters added through POST /v1/adapters.", (double)s->n_uploads);
+    metric(&b, "prompt_tokens_total", "counter", "Prompt tokens fed through the model.", (double)st.prompt_tokens);
+    metric(&b, "generation_tokens_total", "counter", "Tokens sampled.", (double)st.generated_tokens);
+    metric(&b, "forward_passes_total", "counter", "Batched forward passes (engine steps).", (double)st.steps);
+    metric(&b, "batch_rows_total", "counter", "Rows carried by those passes (mean batch = rows / passes).", (double)st.rows);
+    metric(&b, "adapters", "gauge", "Adapters in the pool.", s->pool ? rm_pool_size(s->pool) : 0);
+    metric(&b, "adapters_loaded", "gauge", "Adapters loaded and bound to the model.", s->cache.n);
+    metric(&b, "uptime_seconds", "gauge", "Seconds since the server started.", (double)(time(NULL) - s->started));
+    rm_sb_printf(&c->out, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n",
+                 b.len, c->keep ? "keep-alive" : "close");
+    rm_sb_putn(&c->out, b.buf ? b.buf : "", b.len);
+    c->state = 2;
     rm_sb_free(&b);
 }
 
@@ -406,6 +444,7 @@ static int try_request(server *s, client *c) {
         return 1;
     }
     if (!strcmp(path, "/v1/adapters") && is_get) return handle_list(s, c), 1;
+    if (!strcmp(path, "/metrics") && is_get) return handle_metrics(s, c), 1;
     if (!strcmp(path, "/v1/models") && is_get) { // what OpenAI clients ask first: the one base model
         rm_sb b;
         rm_sb_init(&b);
@@ -432,7 +471,7 @@ static int try_request(server *s, client *c) {
     }
     int known = !strcmp(path, "/v1/completions") || !strcmp(path, "/v1/chat/completions") || !strcmp(path, "/v1/adapters");
     if (!known)
-        return respond_error(c, 404, "unknown path (POST /v1/completions, POST /v1/chat/completions, GET|POST /v1/adapters, GET /v1/models, GET /health)"), 1;
+        return respond_error(c, 404, "unknown path (POST /v1/completions, POST /v1/chat/completions, GET|POST /v1/adapters, GET /v1/models, GET /health, GET /metrics)"), 1;
     if (!is_post) return respond_error(c, 405, "use POST"), 1;
     rm_json *req = NULL;
     if (rm_json_parse(buf + head, body_len, "request body", &req)) return respond_error(c, 400, rm_last_error()), 1;
@@ -567,7 +606,8 @@ static int cmd_serve(int argc, char **argv) {
                    "  \"stream\": true       server-sent events, one chunk per piece of text, then data: [DONE]\n"
                    "  GET  /v1/adapters     the pool's adapters\n"
                    "  GET  /v1/models       the base model and every adapter with weights (for OpenAI clients)\n"
-                   "  GET  /health\n\n"
+                   "  GET  /health\n"
+                   "  GET  /metrics         counters and gauges in the Prometheus text format\n\n"
                    "Running requests advance together, one batched forward pass per step (--slots at once;\n"
                    "--ctx positions each; prompts are fed in chunks). --port 0 picks a free port; the address\n"
                    "is printed on stderr. SIGINT / SIGTERM stop the server.\n");
@@ -589,7 +629,7 @@ static int cmd_serve(int argc, char **argv) {
         fprintf(stderr, "ramole serve: bad --port, --slots or --ctx\n");
         return 2;
     }
-    server s = {.model_path = model};
+    server s = {.model_path = model, .started = time(NULL)};
     int rc = 1, lfd = -1, bound_port = 0;
     rm_threadpool *tp = NULL;
     if (rm_llama_load(&s.m, model)) return cli_fail("cannot load model");

@@ -29,6 +29,7 @@ struct rm_engine {
     const void **plans;
     int *want_slot;          // slot of the k-th wanted row
     float *logits;
+    long long steps, n_rows, n_prompt_tok, n_gen_tok, n_finished;
 };
 
 int rm_engine_new(rm_engine **out, rm_llama *m, rm_threadpool *tp, int n_slots, int n_ctx, int rows_per_step) {
@@ -142,7 +143,7 @@ int rm_engine_step(rm_engine *e) {
             rm_kvcache_clear_slot(&e->kv, i);
         }
     // decode rows first (one each), then prompt chunks in the remaining budget
-    int n = 0, n_want = 0;
+    int n = 0, n_want = 0, n_decode = 0;
     for (int pass = 0; pass < 2; pass++)
         for (int i = 0; i < e->n_slots; i++) {
             seq *s = e->slot[i];
@@ -158,11 +159,13 @@ int rm_engine_step(rm_engine *e) {
                 if (e->want[n]) e->want_slot[n_want++] = i;
             }
             if (pass == 1) s->n_fed += c;
+            else n_decode += c;
         }
     if (n == 0) return e->nq;
     rm_batch b = {n, e->tok, e->pos, e->row_slot, e->want, e->plans};
     int rc = rm_llama_forward(e->m, &e->kv, e->tp, &b, &e->hook, e->logits);
     if (!rc) rc = rm_lora_batch_status(e->lb);
+    e->steps++, e->n_rows += n, e->n_prompt_tok += n - n_decode;
     if (rc) {
         for (int i = 0; i < e->n_slots; i++)
             if (e->slot[i]) seq_end(e->slot[i], NULL, 1), e->slot[i] = NULL;
@@ -176,15 +179,25 @@ int rm_engine_step(rm_engine *e) {
         int32_t next = rm_sampler_sample(&s->smp, e->logits + (size_t)k * e->m->hp.n_vocab);
         rm_sampler_accept(&s->smp, next);
         s->out[s->n_out++] = next;
+        e->n_gen_tok++;
         if (s->cb.token) s->cb.token(s->cb.user, next);
         const char *reason = e->m->tok && rm_tokenizer_is_eog(e->m->tok, next) ? "stop"
                              : s->n_out >= s->max_new                            ? "length"
                                                                                  : NULL;
         if (reason) {
             e->slot[i] = NULL;
+            e->n_finished++;
             seq_end(s, reason, 0);
         }
     }
     for (int i = 0; i < e->n_slots; i++) running += e->slot[i] != NULL;
     return running;
+}
+
+void rm_engine_get_stats(const rm_engine *e, rm_engine_stats *st) {
+    memset(st, 0, sizeof *st);
+    for (int i = 0; i < e->n_slots; i++) st->running += e->slot[i] != NULL;
+    st->waiting = e->nq, st->slots = e->n_slots;
+    st->steps = e->steps, st->rows = e->n_rows;
+    st->prompt_tokens = e->n_prompt_tok, st->generated_tokens = e->n_gen_tok, st->finished = e->n_finished;
 }

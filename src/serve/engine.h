@@ -44,4 +44,13 @@ int rm_engine_submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_
 // for those that finish. Returns the number still queued or running, or a
 // negative error (the forward pass failed: every sequence is ended with it).
 int rm_engine_step(rm_engine *e);
+
+// What the engine holds now and has done since it was made (for a server's
+// metrics).
+typedef struct rm_engine_stats {
+    int running, waiting, slots;
+    long long steps, rows;            // forward passes and the batch rows they carried
+    long long prompt_tokens, generated_tokens, finished;
+} rm_engine_stats;
+void rm_engine_get_stats(const rm_engine *e, rm_engine_stats *st);
 #endif
