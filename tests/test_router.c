@@ -1,0 +1,291 @@
+// test_router.c — RouterLoRA: the batched hook's router rows against a plain
+// double-precision reference written here, router = mixture at B_r = 0, batch
+// invariance, router files (round trip and every refusal), the trainer's
+// router gradients against finite differences, and the toy experiment
+// (router beats mixture on mixed requests).
+#include "testing.h"
+#include "base/err.h"
+#include "base/file.h"
+#include "lora/batch.h"
+#include "lora/router.h"
+#include "model/synth.h"
+#include "train/train.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#define SEQ_LEN 6
+
+// A small random llama of the given shape in the test's tmpdir (byte vocabulary).
+static rm_llama *shaped_model(const char *name, int V, int d, int L, int f, uint64_t seed) {
+    rm_synth_shape s = {name, V, d, L, 4, 2, f, 256};
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.gguf", rm_test_tmpdir(), name);
+    rm_llama *m = NULL;
+    if (!rm_file_exists(path) && rm_synth_write(&s, RM_TYPE_F32, seed, path, NULL, NULL)) return NULL;
+    if (rm_llama_load(&m, path)) return NULL;
+    return m;
+}
+
+static rm_llama *tiny(void) { return shaped_model("router-tiny", 260, 32, 2, 48, 7); }
+
+// k random experts on all linears (ranks 3 and 5 alternating) and a random
+// router of rank 4 whose B is scaled by router_gain (0: the init, B_r = 0).
+static int random_set(rm_llama *m, int k, float router_gain, rm_lora **ex, rm_lora **router) {
+    unsigned all = (1u << RM_LIN_COUNT) - 1;
+    for (int i = 0; i < k; i++)
+        if (rm_lora_random(&ex[i], m, i % 2 ? 5 : 3, i == 2 ? 0x5 : all, 100 + (uint64_t)i)) return -1;
+    if (rm_lora_random(router, m, 4, all, 7)) return -1;
+    rm_lora *r = *router;
+    for (int i = 0; i < r->n_layer * RM_LIN_COUNT; i++)
+        for (int64_t j = 0; j < (int64_t)r->mods[i].r * r->mods[i].out; j++) r->mods[i].Bt[j] *= router_gain;
+    return 0;
+}
+
+static void free_set(int k, rm_lora **ex, rm_lora *router) {
+    for (int i = 0; i < k; i++) rm_lora_free(ex[i]);
+    rm_lora_free(router);
+}
+
+// e[out] = s B (A x) in double
+static void ref_lora(const rm_lora_mod *m, const float *x, double *e) {
+    for (int64_t o = 0; o < m->out; o++) e[o] = 0;
+    for (int j = 0; j < m->r; j++) {
+        double h = 0;
+        for (int64_t i = 0; i < m->in; i++) h += (double)m->A[j * m->in + i] * x[i];
+        for (int64_t o = 0; o < m->out; o++) e[o] += m->scale * h * m->Bt[j * m->out + o];
+    }
+}
+
+// The RouterLoRA formula for one row, straight from its definition.
+static void ref_router(const rm_lora_plan *p, int layer, int which, const float *x, int64_t out, double *y) {
+    double E[RM_PLAN_MAX][64], q[64] = {0}, z[RM_PLAN_MAX], mx = -1e300, sum = 0;
+    for (int i = 0; i < p->n; i++) {
+        const rm_lora_mod *m = &p->lora[i]->mods[layer * RM_LIN_COUNT + which];
+        if (m->r) ref_lora(m, x, E[i]);
+        else for (int64_t o = 0; o < out; o++) E[i][o] = 0;
+    }
+    const rm_lora_mod *rm_ = &p->router->mods[layer * RM_LIN_COUNT + which];
+    if (rm_->r) ref_lora(rm_, x, q);
+    for (int i = 0; i < p->n; i++) {
+        z[i] = 0;
+        for (int64_t o = 0; o < out; o++) z[i] += q[o] * E[i][o];
+        z[i] /= sqrt((double)out);
+        mx = z[i] > mx ? z[i] : mx;
+    }
+    for (int i = 0; i < p->n; i++) sum += exp(z[i] - mx);
+    for (int i = 0; i < p->n; i++)
+        for (int64_t o = 0; o < out; o++) y[o] += exp(z[i] - mx) / sum * E[i][o];
+}
+
+TEST(router_hook_matches_reference) {
+    rm_llama *m = tiny();
+    REQUIRE(m);
+    enum { K = 3, N = 5 };
+    rm_lora *ex[K] = {0}, *router = NULL;
+    REQUIRE(random_set(m, K, 2000.0f, ex, &router) == 0);
+    rm_lora_plan p;
+    CHECK_OK(rm_lora_plan_init_router(&p, K, ex, router));
+    rm_lora_batch *lb = rm_lora_batch_new(NULL);
+    rm_linear_hook hook = rm_lora_batch_hook(lb);
+    uint64_t s = 3;
+    double worst = 0, spread = 0;
+    int ids[2] = {RM_LIN_V, RM_LIN_UP}; // v: expert 2 has it; up: expert 2 has none (E_2 = 0)
+    for (int c = 0; c < 2; c++) {
+        int which = ids[c], layer = 1;
+        const rm_tensor *W = &m->layers[layer].w[which];
+        int64_t in = W->ne[0], out = W->ne[1];
+        REQUIRE(out <= 64);
+        float *x = malloc(N * in * sizeof(float)), *y = calloc(N * out, sizeof(float));
+        for (int64_t i = 0; i < N * in; i++) x[i] = 2.0f * rm_rng_uniform(&s) - 1.0f;
+        const void *plans[N] = {&p, NULL, &p, &p, NULL};
+        int32_t zero[N] = {0};
+        rm_batch b = {N, zero, zero, zero, NULL, plans};
+        hook.apply(hook.ctx, &b, layer, which, x, in, y, out);
+        CHECK_OK(rm_lora_batch_status(lb));
+        for (int r = 0; r < N; r++) {
+            double ref[64] = {0};
+            if (plans[r]) ref_router(&p, layer, which, x + r * in, out, ref);
+            for (int64_t o = 0; o < out; o++) worst = fmax(worst, fabs(y[r * out + o] - ref[o]) / (1e-3 + fabs(ref[o])));
+        }
+        // the weights are far from uniform (the test would not see the softmax otherwise)
+        double E[K][64], q[64];
+        for (int i = 0; i < 2; i++) ref_lora(&ex[i]->mods[layer * RM_LIN_COUNT + which], x, E[i]);
+        ref_lora(&router->mods[layer * RM_LIN_COUNT + which], x, q);
+        double z0 = 0, z1 = 0;
+        for (int64_t o = 0; o < out; o++) z0 += q[o] * E[0][o], z1 += q[o] * E[1][o];
+        spread = fmax(spread, fabs(z0 - z1) / sqrt((double)out));
+        free(x);
+        free(y);
+    }
+    CHECKF(worst < 1e-4, "router row vs reference: relative error %g", worst);
+    CHECKF(spread > 0.5, "router scores too close to tell (%g)", spread);
+    rm_lora_batch_free(lb);
+    rm_lora_plan_free(&p);
+    free_set(K, ex, router);
+    rm_llama_free(m);
+}
+
+// Logits of one sequence (SEQ_LEN tokens) per plan, all in one batch.
+static int run_rows(rm_llama *m, rm_threadpool *tp, const rm_linear_hook *hook, int n, const int *seqs,
+                    const rm_lora_plan *const *plans, float *logits) {
+    rm_kvcache kv;
+    int rc = rm_kvcache_init(&kv, m->hp.n_layer, n, SEQ_LEN, m->hp.n_head_kv * m->hp.head_dim);
+    if (rc) return rc;
+    int rows = n * SEQ_LEN;
+    int32_t tok[64], pos[64], slot[64];
+    const void *pl[64];
+    for (int k = 0; k < n; k++)
+        for (int i = 0; i < SEQ_LEN; i++) {
+            int r = k * SEQ_LEN + i;
+            tok[r] = (int32_t)((seqs[k] * 37 + i * 11 + 5) % 256);
+            pos[r] = i;
+            slot[r] = k;
+            pl[r] = plans[k];
+        }
+    rm_batch b = {rows, tok, pos, slot, NULL, pl};
+    rc = rm_llama_forward(m, &kv, tp, &b, hook, logits);
+    rm_kvcache_free(&kv);
+    return rc;
+}
+
+TEST(router_init_equals_mixture) {
+    rm_llama *m = tiny();
+    REQUIRE(m);
+    enum { K = 3 };
+    rm_lora *ex[K] = {0}, *router = NULL;
+    REQUIRE(random_set(m, K, 0.0f, ex, &router) == 0); // B_r = 0: q = 0, alpha = 1/k
+    rm_lora_plan pr, pm;
+    CHECK_OK(rm_lora_plan_init_router(&pr, K, ex, router));
+    CHECK_OK(rm_lora_plan_init(&pm, RM_COMPOSE_MIXTURE, K, ex, NULL, NULL));
+    rm_lora_batch *lb = rm_lora_batch_new(NULL);
+    rm_linear_hook hook = rm_lora_batch_hook(lb);
+    size_t n = SEQ_LEN * (size_t)m->hp.n_vocab;
+    float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float)), *c = malloc(n * sizeof(float));
+    int seq = 4;
+    const rm_lora_plan *one[1] = {&pr}, *two[1] = {&pm}, *none[1] = {NULL};
+    CHECK_OK(run_rows(m, NULL, &hook, 1, &seq, one, a));
+    CHECK_OK(run_rows(m, NULL, &hook, 1, &seq, two, b));
+    CHECK_OK(run_rows(m, NULL, &hook, 1, &seq, none, c));
+    CHECK_OK(rm_lora_batch_status(lb));
+    double d = 0, moved = 0;
+    for (size_t i = 0; i < n; i++) d = fmax(d, fabs(a[i] - b[i])), moved = fmax(moved, fabs(b[i] - c[i]));
+    CHECKF(d < 1e-5, "router at init vs mixture: %g", d);
+    CHECKF(moved > 1e-3, "the mixture changed nothing (%g)", moved);
+    // router plans refuse a missing router, a router of another base, and plain plan_init
+    rm_lora_plan bad;
+    CHECK(rm_lora_plan_init(&bad, RM_COMPOSE_ROUTER, K, ex, NULL, NULL) == RM_EINVAL && strstr(rm_last_error(), "--router"));
+    CHECK(rm_lora_plan_init_router(&bad, K, ex, NULL) == RM_EMISMATCH);
+    rm_compose_mode cm;
+    CHECK(rm_compose_parse("router", &cm) == RM_OK && cm == RM_COMPOSE_ROUTER && !strcmp(rm_compose_name(cm), "router"));
+    free(a); free(b); free(c);
+    rm_lora_batch_free(lb);
+    rm_lora_plan_free(&pr);
+    rm_lora_plan_free(&pm);
+    free_set(K, ex, router);
+    rm_llama_free(m);
+}
+
+TEST(router_batch_invariance) {
+    rm_llama *m = tiny();
+    REQUIRE(m);
+    enum { K = 3, NS = 5 };
+    rm_lora *ex[K] = {0}, *router = NULL;
+    REQUIRE(random_set(m, K, 2000.0f, ex, &router) == 0);
+    rm_lora_plan p[4];
+    rm_lora *two[2] = {ex[1], ex[0]};
+    CHECK_OK(rm_lora_plan_init_router(&p[0], K, ex, router));
+    CHECK_OK(rm_lora_plan_init_router(&p[1], 2, two, router));
+    CHECK_OK(rm_lora_plan_init(&p[2], RM_COMPOSE_MIXTURE, K, ex, NULL, NULL));
+    CHECK_OK(rm_lora_plan_init(&p[3], RM_COMPOSE_SELECTION, 1, &ex[2], NULL, NULL));
+    const rm_lora_plan *plans[NS] = {&p[0], &p[2], &p[1], NULL, &p[3]};
+    int seqs[NS] = {0, 1, 2, 3, 4};
+    size_t per = SEQ_LEN * (size_t)m->hp.n_vocab;
+    float *all = malloc(NS * per * sizeof(float)), *one = malloc(per * sizeof(float));
+    rm_threadpool *tp = rm_threadpool_create(2);
+    rm_lora_batch *lb = rm_lora_batch_new(tp);
+    rm_linear_hook hook = rm_lora_batch_hook(lb);
+    CHECK_OK(run_rows(m, tp, &hook, NS, seqs, plans, all));
+    for (int k = 0; k < NS; k++) {
+        CHECK_OK(run_rows(m, NULL, &hook, 1, &seqs[k], &plans[k], one));
+        CHECKF(memcmp(one, all + k * per, per * sizeof(float)) == 0, "sequence %d alone vs in the batch differs", k);
+    }
+    // other mates, other order: the router rows are still bit for bit the same
+    const rm_lora_plan *rev[3] = {&p[1], &p[3], &p[0]};
+    int rs[3] = {2, 4, 0};
+    CHECK_OK(run_rows(m, tp, &hook, 3, rs, rev, all));
+    for (int k = 0; k < 3; k++) {
+        CHECK_OK(run_rows(m, tp, &hook, 1, &rs[k], &rev[k], one));
+        CHECKF(memcmp(one, all + k * per, per * sizeof(float)) == 0, "reversed batch, sequence %d", rs[k]);
+    }
+    CHECK_OK(rm_lora_batch_status(lb));
+    // the router changes the answer (it is not the mixture)
+    const rm_lora_plan *mix[1] = {&p[2]};
+    CHECK_OK(run_rows(m, NULL, &hook, 1, &seqs[0], mix, one));
+    CHECK(memcmp(one, all + 2 * per, per * sizeof(float)) != 0);
+    free(all);
+    free(one);
+    rm_lora_batch_free(lb);
+    rm_threadpool_free(tp);
+    for (int i = 0; i < 4; i++) rm_lora_plan_free(&p[i]);
+    free_set(K, ex, router);
+    rm_llama_free(m);
+}
+
+// ---------------------------------------------------------------- router files
+
+TEST(router_file_roundtrip_and_refusals) {
+    rm_llama *m = tiny();
+    REQUIRE(m);
+    rm_lora *ex[2] = {0}, *router = NULL;
+    REQUIRE(random_set(m, 2, 10.0f, ex, &router) == 0);
+    char path[512], bad[600], lora_path[600];
+    snprintf(path, sizeof path, "%s/router.gguf", rm_test_tmpdir());
+    CHECK_OK(rm_router_save(router, m, 2, path));
+    rm_lora *back = NULL;
+    CHECK_OK(rm_router_load(&back, path, m));
+    REQUIRE(back);
+    int same = back->n_layer == router->n_layer;
+    for (int i = 0; same && i < router->n_layer * RM_LIN_COUNT; i++) {
+        const rm_lora_mod *a = &router->mods[i], *b = &back->mods[i];
+        same = a->r == b->r && a->scale == b->scale &&
+               !memcmp(a->A, b->A, (size_t)a->r * a->in * sizeof(float)) &&
+               !memcmp(a->Bt, b->Bt, (size_t)a->r * a->out * sizeof(float));
+    }
+    CHECK(same);
+    rm_lora_free(back);
+
+    // missing file
+    snprintf(bad, sizeof bad, "%s/no-such-router.gguf", rm_test_tmpdir());
+    CHECK(rm_router_load(&back, bad, m) != RM_OK && strstr(rm_last_error(), "no-such-router.gguf"));
+    // truncated at several points
+    char *data;
+    size_t n;
+    REQUIRE(rm_read_file(path, &data, &n) == RM_OK);
+    size_t cuts[4] = {3, 20, n / 2, n - 1};
+    snprintf(bad, sizeof bad, "%s/router-cut.gguf", rm_test_tmpdir());
+    for (int c = 0; c < 4; c++) {
+        REQUIRE(rm_write_file_atomic(bad, data, cuts[c]) == RM_OK);
+        CHECKF(rm_router_load(&back, bad, m) != RM_OK && back == NULL && strstr(rm_last_error(), "router-cut.gguf"),
+               "cut at %zu: %s", cuts[c], rm_last_error());
+    }
+    free(data);
+    // an adapter is no router, and a router is no adapter
+    snprintf(lora_path, sizeof lora_path, "%s/adapter.gguf", rm_test_tmpdir());
+    CHECK_OK(rm_lora_save_gguf(ex[0], lora_path));
+    CHECK(rm_router_load(&back, lora_path, m) == RM_EFORMAT && strstr(rm_last_error(), "not a ramole router"));
+    CHECK(rm_lora_load(&back, path) == RM_EFORMAT && strstr(rm_last_error(), "is a ramole router"));
+    // another base of the same shape (other weights), and of another shape
+    rm_llama *other = shaped_model("router-other", 260, 32, 2, 48, 8);
+    rm_llama *wide = shaped_model("router-wide", 260, 48, 2, 48, 7);
+    REQUIRE(other && wide);
+    CHECK(rm_router_base_fingerprint(other) != rm_router_base_fingerprint(m));
+    CHECK(rm_router_load(&back, path, other) == RM_EMISMATCH && strstr(rm_last_error(), "another base model"));
+    CHECK(rm_router_load(&back, path, wide) == RM_EMISMATCH && strstr(rm_last_error(), "n_embd 32; this base has 48"));
+    rm_llama_free(other);
+    rm_llama_free(wide);
+    rm_lora_free(router);
+    rm_lora_free(ex[0]);
+    rm_lora_free(ex[1]);
+    rm_llama_free(m);
+}
