@@ -289,3 +289,108 @@ TEST(router_file_roundtrip_and_refusals) {
     rm_lora_free(ex[1]);
     rm_llama_free(m);
 }
+
+// ---------------------------------------------------------------- training: gradients
+
+// The loss of b as the trainer computes it (no gradients).
+static double loss_of(rm_trainer *t, const rm_tbatch *b, float norm) {
+    double l = 0;
+    if (rm_trainer_forward(t, b, norm, 0, &l, NULL)) rm_test_fail(__FILE__, __LINE__, "forward: %s", rm_last_error());
+    return l;
+}
+
+// Central differences of the model loss against the analytic gradient for a
+// few entries (the largest and two random) of every trainable tensor.
+static double router_param_grad_err(rm_trainer *t, const rm_tbatch *b, int *checked) {
+    float norm = (float)rm_tbatch_count(b);
+    double loss, worst = 0;
+    rm_trainer_zero_grad(t);
+    CHECK_OK(rm_trainer_forward(t, b, norm, 1, &loss, NULL));
+    int np;
+    rm_tparam *ps = rm_trainer_params(t, &np);
+    uint64_t s = 5;
+    for (int i = 0; i < np; i++) {
+        rm_tparam *p = &ps[i];
+        size_t idx[3] = {0, rm_rng_next(&s) % p->n, rm_rng_next(&s) % p->n};
+        for (size_t j = 0; j < p->n; j++) if (fabsf(p->g[j]) > fabsf(p->g[idx[0]])) idx[0] = j;
+        for (int c = 0; c < 3; c++) {
+            float w0 = p->w[idx[c]], h = 1e-2f * fmaxf(1.0f, fabsf(w0));
+            p->w[idx[c]] = w0 + h;
+            double lp = loss_of(t, b, norm);
+            p->w[idx[c]] = w0 - h;
+            double lm = loss_of(t, b, norm);
+            p->w[idx[c]] = w0;
+            double fd = (lp - lm) / (2.0 * ((double)(w0 + h) - (double)w0)), an = p->g[idx[c]];
+            if (fabs(fd - an) > 2e-4) worst = fmax(worst, fabs(fd - an) / (1e-3 + fabs(fd)));
+            (*checked)++;
+        }
+    }
+    return worst;
+}
+
+TEST(router_train_grad_matches_finite_differences) {
+    rm_llama *m = shaped_model("router-grad", 40, 16, 2, 24, 5);
+    REQUIRE(m);
+    enum { K = 3 };
+    unsigned all = (1u << RM_LIN_COUNT) - 1;
+    rm_lora *ex[K] = {0};
+    // experts with big outputs (so that dx through them matters); one on q,v only
+    for (int i = 0; i < K; i++) {
+        CHECK_OK(rm_lora_random(&ex[i], m, 2 + i, i == 2 ? 0x5 : all, 30 + (uint64_t)i));
+        REQUIRE(ex[i]);
+        for (int j = 0; j < ex[i]->n_layer * RM_LIN_COUNT; j++)
+            for (int64_t v = 0; v < (int64_t)ex[i]->mods[j].r * ex[i]->mods[j].out; v++) ex[i]->mods[j].Bt[v] *= 8.0f;
+    }
+    rm_train_params p;
+    rm_train_default_params(&p);
+    p.batch = 2;
+    p.seq = 6;
+    p.threads = 1;
+    rm_trainer *t = NULL;
+    CHECK_OK(rm_trainer_create(&t, m, &p));
+    REQUIRE(t);
+    CHECK_OK(rm_trainer_add_router(t, K, ex, 3, 6.0f));
+    // B_r starts at zero: randomise the router (else dA_r vanishes and alpha is uniform)
+    int np;
+    rm_tparam *ps = rm_trainer_params(t, &np);
+    CHECK(np == 2 * 7 * 2);
+    uint64_t s = 9;
+    for (int i = 0; i < np; i++)
+        for (size_t j = 0; j < ps[i].n; j++) ps[i].w[j] = 0.6f * (2.0f * rm_rng_uniform(&s) - 1.0f);
+    rm_tbatch b;
+    CHECK_OK(rm_tbatch_alloc(&b, 2, 6));
+    uint64_t bs = 4;
+    for (int r = 0; r < 12; r++) {
+        b.token[r] = (int32_t)(rm_rng_next(&bs) % 40);
+        b.pos[r] = r % 6;
+        b.start[r] = r - r % 6;
+    }
+    for (int r = 0; r < 12; r++) b.target[r] = r % 6 == 5 ? -1 : b.token[r + 1];
+    int n = 0;
+    double err = router_param_grad_err(t, &b, &n);
+    CHECKF(err < 0.05, "router parameters: worst relative gradient error %g", err);
+    CHECK(n == 3 * np);
+
+    rm_trainer_free(t);
+
+    // dx: with the base trainable too, the gradients of the embedding, the
+    // norms and the earlier layers' weights flow through every router linear's
+    // dx (through W, the experts' outputs and the router's query)
+    CHECK_OK(rm_trainer_create(&t, m, &p));
+    REQUIRE(t);
+    CHECK_OK(rm_trainer_full(t));
+    int n_base;
+    rm_trainer_params(t, &n_base);
+    CHECK_OK(rm_trainer_add_router(t, K, ex, 3, 6.0f));
+    ps = rm_trainer_params(t, &np);
+    for (int i = n_base; i < np; i++)
+        for (size_t j = 0; j < ps[i].n; j++) ps[i].w[j] = 0.6f * (2.0f * rm_rng_uniform(&s) - 1.0f);
+    n = 0;
+    err = router_param_grad_err(t, &b, &n);
+    CHECKF(err < 0.05, "base parameters under the router: worst relative gradient error %g", err);
+    CHECK(n == 3 * np);
+    rm_trainer_free(t);
+    for (int i = 0; i < K; i++) rm_lora_free(ex[i]);
+    rm_tbatch_free(&b);
+    rm_llama_free(m);
+}
