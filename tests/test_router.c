@@ -8,6 +8,7 @@
 #include "base/file.h"
 #include "lora/batch.h"
 #include "lora/router.h"
+#include "model/generate.h"
 #include "model/synth.h"
 #include "train/train.h"
 
@@ -392,5 +393,269 @@ TEST(router_train_grad_matches_finite_differences) {
     rm_trainer_free(t);
     for (int i = 0; i < K; i++) rm_lora_free(ex[i]);
     rm_tbatch_free(&b);
+    rm_llama_free(m);
+}
+
+// ---------------------------------------------------------------- the toy experiment
+
+// Appends n examples of demo-ramole.sh's tasks as JSONL to f: "cp" (the
+// base's curriculum: copy a word of 3-7 letters, or name the letter before
+// one), "rev" (reverse a 5-letter word), "rot" (rotate it left by one); words
+// of distinct letters. *s is the generator's state.
+static void write_task(FILE *f, const char *task, int n, uint64_t *s) {
+    for (int i = 0; i < n; i++) {
+        char w[8] = {0}, t[8] = {0};
+        int len = strcmp(task, "cp") ? 5 : 3 + (int)(rm_rng_next(s) % 5);
+        for (int k = 0; k < len; k++) {
+            int again;
+            do {
+                w[k] = (char)('a' + rm_rng_next(s) % 26);
+                again = 0;
+                for (int j = 0; j < k; j++) again |= w[j] == w[k];
+            } while (again);
+        }
+        if (!strcmp(task, "cp") && i % 2) {
+            int k = 1 + (int)(rm_rng_next(s) % (uint64_t)(len - 1));
+            fprintf(f, "{\"inputs\": \"pv:%s?%c\", \"targets\": \"%c\"}\n", w, w[k], w[k - 1]);
+            continue;
+        }
+        for (int k = 0; k < len; k++) t[k] = !strcmp(task, "rev") ? w[len - 1 - k] : !strcmp(task, "rot") ? w[(k + 1) % len] : w[k];
+        fprintf(f, "{\"inputs\": \"%s:%s\", \"targets\": \"%s\"}\n", task, w, t);
+    }
+}
+
+// Writes tmpdir/name: n examples of task a, or (b given) alternating n of a and n of b.
+static const char *task_file(const char *name, const char *a, const char *b, int n, uint64_t seed) {
+    static char path[8][512];
+    static int next;
+    char *p = path[next++ % 8];
+    snprintf(p, 512, "%s/%s", rm_test_tmpdir(), name);
+    FILE *f = fopen(p, "w");
+    if (!f) return p;
+    uint64_t s = seed;
+    for (int i = 0; i < n; i++) {
+        write_task(f, a, 1, &s);
+        if (b) write_task(f, b, 1, &s);
+    }
+    fclose(f);
+    return p;
+}
+
+// Runs `ramole ARGS` (stderr to tmpdir/cli.err); returns its exit status.
+static int run_cli(const char *args) {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s %s >/dev/null 2>%s/cli.err", rm_test_bin(), args, rm_test_tmpdir());
+    return system(cmd);
+}
+
+// The text of tmpdir/cli.err (static buffer).
+static const char *cli_err(void) {
+    static char buf[2048];
+    char path[512];
+    snprintf(path, sizeof path, "%s/cli.err", rm_test_tmpdir());
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = 0;
+    return buf;
+}
+
+typedef struct em_out { int32_t ids[16]; int n; } em_out;
+static int collect(void *ctx, int32_t id) {
+    em_out *o = ctx;
+    if (o->n < 16) o->ids[o->n++] = id;
+    return o->n >= 16;
+}
+
+// Exact match of greedy answers (through rm_generate and the batched hook,
+// as when serving) over d's examples under plan p (NULL: the base).
+static double exact_match(rm_llama *m, const rm_tdata *d, const rm_lora_plan *p) {
+    rm_kvcache kv;
+    if (rm_kvcache_init(&kv, m->hp.n_layer, 1, 64, m->hp.n_head_kv * m->hp.head_dim)) return -1;
+    rm_lora_batch *lb = rm_lora_batch_new(NULL);
+    rm_linear_hook hook = rm_lora_batch_hook(lb);
+    rm_sampler_params sp = rm_sampler_default_params();
+    sp.temperature = 0;
+    int right = 0;
+    for (int i = 0; i < d->n; i++) {
+        const rm_texample *e = &d->ex[i];
+        em_out o = {{0}, 0};
+        int want = e->n - e->n_prompt; // the target and EOS
+        if (rm_generate(m, &kv, NULL, e->ids, e->n_prompt, want + 2, &sp, p ? &hook : NULL, p, 0, collect, &o, NULL)) break;
+        right += o.n == want && !memcmp(o.ids, e->ids + e->n_prompt, (size_t)want * sizeof(int32_t));
+    }
+    CHECK_OK(rm_lora_batch_status(lb));
+    rm_lora_batch_free(lb);
+    rm_kvcache_free(&kv);
+    return (double)right / d->n;
+}
+
+TEST(router_toy_tasks_beat_mixture) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    int san = rm_test_sanitized();
+    // Opt: the recipe of scripts/demo-ramole.sh and demo-router.sh through the
+    // CLI (~45 s on 2 cores). Sanitized: the same pipeline, a few steps each;
+    // only the losses are compared.
+    int base_steps = san ? 4 : 1500, lora_steps = san ? 4 : 800, router_steps = san ? 30 : 1500, n_held = san ? 6 : 50;
+    const char *tmp = rm_test_tmpdir();
+    char tmpl[512], base[512], rev[512], rot[512], router[512], args[4096];
+    snprintf(tmpl, sizeof tmpl, "%s/toy-template.txt", tmp);
+    snprintf(base, sizeof base, "%s/toy-base.gguf", tmp);
+    snprintf(rev, sizeof rev, "%s/toy-reverse", tmp);
+    snprintf(rot, sizeof rot, "%s/toy-rotate", tmp);
+    snprintf(router, sizeof router, "%s/toy-router.gguf", tmp);
+    FILE *f = fopen(tmpl, "w");
+    REQUIRE(f);
+    fputs("{inputs}=", f);
+    fclose(f);
+    snprintf(args, sizeof args, "train --config scripts/demo-data/toy-base.json --data %s --template %s --out %s --steps %d",
+             task_file("toy-cp.jsonl", "cp", NULL, 4000, 1), tmpl, base, base_steps);
+    REQUIRE(run_cli(args) == 0);
+    const char *dirs[2] = {rev, rot}, *tasks[2] = {"rev", "rot"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(args, sizeof args, "lora train --base %s --data %s --template %s --out %s --rank 16 --targets all --steps %d "
+                 "--lr 1e-2 --batch 8 --seq 64 --eval-em 0", base, task_file("toy-task.jsonl", tasks[k], NULL, 2000, 2 + k),
+                 tmpl, dirs[k], lora_steps);
+        REQUIRE(run_cli(args) == 0);
+    }
+    snprintf(args, sizeof args, "router train --base %s --lora %s,%s --data %s --template %s --out %s --rank 4 --alpha 8 "
+             "--steps %d --lr 1e-3 --batch 8 --seq 64 --eval-em 0 --threads 2", base, rev, rot,
+             task_file("toy-mixed.jsonl", "rev", "rot", 1000, 20), tmpl, router, router_steps);
+    REQUIRE(run_cli(args) == 0);
+    CHECK(strstr(cli_err(), "router train: 2 examples") == NULL && strstr(cli_err(), "2 experts, rank 4"));
+
+    // held-out requests (other words), half of each task; every one gets both adapters
+    rm_llama *m = NULL;
+    REQUIRE(rm_llama_load(&m, base) == RM_OK);
+    rm_tdata held = {0}, one[2] = {{0}};
+    REQUIRE(m->tok);
+    CHECK_OK(rm_tdata_load_jsonl(&held, task_file("toy-held.jsonl", "rev", "rot", n_held, 50), "{inputs}=", m->tok,
+                                 m->add_bos ? m->bos : -1, rm_tokenizer_eos(m->tok), 64));
+    for (int k = 0; k < 2; k++)
+        for (int i = k; i < held.n; i += 2) CHECK_OK(rm_tdata_add(&one[k], held.ex[i].ids, held.ex[i].n, held.ex[i].n_prompt));
+    rm_lora *ex[2] = {0}, *r = NULL;
+    for (int k = 0; k < 2; k++) CHECK_OK(rm_lora_load(&ex[k], dirs[k]));
+    REQUIRE(ex[0] && ex[1]);
+    CHECK_OK(rm_lora_bind(ex[0], m));
+    CHECK_OK(rm_lora_bind(ex[1], m));
+    CHECK_OK(rm_router_load(&r, router, m));
+    REQUIRE(r);
+    rm_lora_plan sel[2], mix, fus, rp;
+    for (int k = 0; k < 2; k++) CHECK_OK(rm_lora_plan_init(&sel[k], RM_COMPOSE_SELECTION, 1, &ex[k], NULL, NULL));
+    CHECK_OK(rm_lora_plan_init(&mix, RM_COMPOSE_MIXTURE, 2, ex, NULL, NULL));
+    CHECK_OK(rm_lora_plan_init(&fus, RM_COMPOSE_FUSION, 2, ex, NULL, NULL));
+    CHECK_OK(rm_lora_plan_init_router(&rp, 2, ex, r));
+
+    // the router's loss against the mixture's (= a router at init) on held-out requests
+    rm_train_params tp;
+    rm_train_default_params(&tp);
+    tp.batch = 8;
+    tp.seq = 64;
+    rm_trainer *t = NULL;
+    CHECK_OK(rm_trainer_create(&t, m, &tp));
+    REQUIRE(t);
+    CHECK_OK(rm_trainer_add_router(t, 2, ex, 4, 8.0f));
+    double loss_mix = 0, loss_router = 0;
+    CHECK_OK(rm_trainer_eval_loss(t, &held, &loss_mix));
+    for (int i = 0; i < m->hp.n_layer * RM_LIN_COUNT; i++) { // the trained router into the trainer
+        const rm_lora_mod *rm_ = &r->mods[i];
+        rm_tlinear *L = rm_trainer_linear(t, i / RM_LIN_COUNT, (rm_linear_id)(i % RM_LIN_COUNT));
+        if (!rm_->r || L->rank != rm_->r) continue;
+        memcpy(L->A, rm_->A, (size_t)rm_->r * rm_->in * sizeof(float));
+        for (int64_t o = 0; o < rm_->out; o++)
+            for (int j = 0; j < rm_->r; j++) L->B[o * rm_->r + j] = rm_->Bt[(int64_t)j * rm_->out + o];
+    }
+    CHECK_OK(rm_trainer_eval_loss(t, &held, &loss_router));
+    CHECKF(loss_router < (san ? 1.0 : 0.5) * loss_mix, "held-out loss: router %.3f vs mixture %.3f", loss_router, loss_mix);
+    if (san) {
+        fprintf(stderr, "    held-out loss: mixture %.3f, router %.3f\n", loss_mix, loss_router);
+        rm_test_skip("sanitized: a few steps only; exact match is measured in the optimized run");
+    } else {
+        double oracle = (exact_match(m, &one[0], &sel[0]) + exact_match(m, &one[1], &sel[1])) / 2;
+        double em_mix = exact_match(m, &held, &mix), em_fus = exact_match(m, &held, &fus), em_r = exact_match(m, &held, &rp);
+        fprintf(stderr, "    %d held-out requests, both adapters each: EM oracle %.2f, mixture %.2f, fusion %.2f, router %.2f; "
+                "loss mixture %.3f, router %.3f\n", held.n, oracle, em_mix, em_fus, em_r, loss_mix, loss_router);
+        CHECKF(oracle > 0.9, "the experts did not learn their tasks (oracle EM %.2f)", oracle);
+        CHECKF(em_mix < 0.2, "mixture EM %.2f: the experiment expects it to fail", em_mix);
+        // measured 0.47 here (0.59-0.69 on the demo's base and adapters, docs/router.md)
+        CHECKF(em_r > 0.4 && em_r > em_mix + 0.35, "router EM %.2f vs mixture %.2f", em_r, em_mix);
+    }
+    rm_trainer_free(t);
+    for (int k = 0; k < 2; k++) rm_lora_plan_free(&sel[k]);
+    rm_lora_plan_free(&mix);
+    rm_lora_plan_free(&fus);
+    rm_lora_plan_free(&rp);
+    rm_lora_free(r);
+    rm_lora_free(ex[0]);
+    rm_lora_free(ex[1]);
+    rm_tdata_free(&held);
+    rm_tdata_free(&one[0]);
+    rm_tdata_free(&one[1]);
+    rm_llama_free(m);
+}
+
+TEST(router_cli_refuses_bad_input) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    rm_llama *m = tiny();
+    REQUIRE(m);
+    rm_lora *ex[2] = {0}, *router = NULL;
+    REQUIRE(random_set(m, 2, 10.0f, ex, &router) == 0);
+    const char *tmp = rm_test_tmpdir();
+    char a[512], b[512], rf[512], model[512], args[4096];
+    snprintf(a, sizeof a, "%s/cli-a.gguf", tmp);
+    snprintf(b, sizeof b, "%s/cli-b.gguf", tmp);
+    snprintf(rf, sizeof rf, "%s/cli-router.gguf", tmp);
+    snprintf(model, sizeof model, "%s/router-tiny.gguf", tmp);
+    CHECK_OK(rm_lora_save_gguf(ex[0], a));
+    CHECK_OK(rm_lora_save_gguf(ex[1], b));
+    CHECK_OK(rm_router_save(router, m, 2, rf));
+    const char *gen = "generate -m %s --lora %s --lora %s -p ab -n 2 --temp 0";
+    // the router works through generate
+    snprintf(args, sizeof args, "generate -m %s --lora %s --lora %s -p ab -n 2 --temp 0 --compose router --router %s", model, a, b, rf);
+    CHECK(run_cli(args) == 0);
+    // --compose router without a router, and a router without --compose router
+    snprintf(args, sizeof args, gen, model, a, b);
+    strcat(args, " --compose router");
+    CHECK(run_cli(args) != 0 && strstr(cli_err(), "needs --router FILE"));
+    snprintf(args, sizeof args, gen, model, a, b);
+    snprintf(args + strlen(args), sizeof args - strlen(args), " --router %s", rf);
+    CHECK(run_cli(args) != 0 && strstr(cli_err(), "--router goes with --compose router"));
+    // a missing router file, an adapter given as the router, a truncated router
+    snprintf(args, sizeof args, gen, model, a, b);
+    snprintf(args + strlen(args), sizeof args - strlen(args), " --compose router --router %s/none.gguf", tmp);
+    CHECK(run_cli(args) != 0 && strstr(cli_err(), "none.gguf"));
+    snprintf(args, sizeof args, gen, model, a, b);
+    snprintf(args + strlen(args), sizeof args - strlen(args), " --compose router --router %s", a);
+    CHECK(run_cli(args) != 0 && strstr(cli_err(), "not a ramole router"));
+    char *data;
+    size_t n;
+    REQUIRE(rm_read_file(rf, &data, &n) == RM_OK);
+    char cut[600];
+    snprintf(cut, sizeof cut, "%s/cli-router-cut.gguf", tmp);
+    REQUIRE(rm_write_file_atomic(cut, data, n - 7) == RM_OK);
+    free(data);
+    snprintf(args, sizeof args, gen, model, a, b);
+    snprintf(args + strlen(args), sizeof args - strlen(args), " --compose router --router %s", cut);
+    CHECK(run_cli(args) != 0 && strstr(cli_err(), "cli-router-cut.gguf"));
+    // a router of another base
+    rm_llama *other = shaped_model("router-other", 260, 32, 2, 48, 8);
+    REQUIRE(other);
+    snprintf(args, sizeof args, gen, other->path, a, b);
+    snprintf(args + strlen(args), sizeof args - strlen(args), " --compose router --router %s", rf);
+    CHECK(run_cli(args) != 0 && strstr(cli_err(), "another base model"));
+    // more adapters than a plan holds; router train with one adapter or none
+    args[0] = 0;
+    snprintf(args, sizeof args, "generate -m %s -p ab -n 1 --compose router --router %s", model, rf);
+    for (int i = 0; i <= RM_PLAN_MAX; i++) snprintf(args + strlen(args), sizeof args - strlen(args), " --lora %s", a);
+    CHECK(run_cli(args) == 2 * 256 && strstr(cli_err(), "at most 16"));
+    snprintf(args, sizeof args, "router train --base %s --lora %s --data x.jsonl --out %s/r.gguf", model, a, tmp);
+    CHECK(run_cli(args) != 0 && strstr(cli_err(), "2 or more adapters"));
+    snprintf(args, sizeof args, "router train --base %s --data x.jsonl --out %s/r.gguf", model, tmp);
+    CHECK(run_cli(args) != 0 && strstr(cli_err(), "required"));
+    // router info names what it holds
+    snprintf(args, sizeof args, "router info %s --base %s", rf, model);
+    CHECK(run_cli(args) == 0);
+    rm_llama_free(other);
+    free_set(2, ex, router);
     rm_llama_free(m);
 }
