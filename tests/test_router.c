@@ -496,7 +496,7 @@ TEST(router_toy_tasks_beat_mixture) {
     // Opt: the recipe of scripts/demo-ramole.sh and demo-router.sh through the
     // CLI (~45 s on 2 cores). Sanitized: the same pipeline, a few steps each;
     // only the losses are compared.
-    int base_steps = san ? 4 : 1500, lora_steps = san ? 4 : 800, router_steps = san ? 30 : 1500, n_held = san ? 6 : 50;
+    int base_steps = san ? 4 : 1500, lora_steps = san ? 4 : 800, router_steps = san ? 100 : 1500, n_held = san ? 6 : 50;
     const char *tmp = rm_test_tmpdir();
     char tmpl[512], base[512], rev[512], rot[512], router[512], args[4096];
     snprintf(tmpl, sizeof tmpl, "%s/toy-template.txt", tmp);
