@@ -12,7 +12,7 @@ set -e
 R=./build/ramole
 D=build/ramole-demo
 N=${N:-50}            # held-out requests per task
-STEPS=${STEPS:-2000}  # router training steps
+STEPS=${STEPS:-3000}  # router training steps
 mkdir -p $D
 gen() { awk -v task="$1" -v n="$2" -v seed="$3" -f scripts/demo-data/words.awk > "$4"; }
 printf '{inputs}=' > $D/template.txt
@@ -26,7 +26,7 @@ for task in reverse rotate; do
             --out $D/$task --rank 16 --targets all --steps 800 --lr 1e-2 --batch 8 --seq 64 --eval-em 50; }
 done
 # the router's training set: new words of both tasks, interleaved; held-out: others again
-gen rev 1000 20 $D/mix-a.jsonl; gen rot 1000 21 $D/mix-b.jsonl
+gen rev 5000 20 $D/mix-a.jsonl; gen rot 5000 21 $D/mix-b.jsonl
 paste -d'\n' $D/mix-a.jsonl $D/mix-b.jsonl > $D/mixed-train.jsonl
 gen rev $N 50 $D/held-rev.jsonl; gen rot $N 51 $D/held-rot.jsonl
 
