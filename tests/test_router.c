@@ -293,41 +293,9 @@ TEST(router_file_roundtrip_and_refusals) {
 
 // ---------------------------------------------------------------- training: gradients
 
-// The loss of b as the trainer computes it (no gradients).
-static double loss_of(rm_trainer *t, const rm_tbatch *b, float norm) {
-    double l = 0;
-    if (rm_trainer_forward(t, b, norm, 0, &l, NULL)) rm_test_fail(__FILE__, __LINE__, "forward: %s", rm_last_error());
-    return l;
-}
-
-// Central differences of the model loss against the analytic gradient for a
-// few entries (the largest and two random) of every trainable tensor.
-static double router_param_grad_err(rm_trainer *t, const rm_tbatch *b, int *checked) {
-    float norm = (float)rm_tbatch_count(b);
-    double loss, worst = 0;
-    rm_trainer_zero_grad(t);
-    CHECK_OK(rm_trainer_forward(t, b, norm, 1, &loss, NULL));
-    int np;
-    rm_tparam *ps = rm_trainer_params(t, &np);
-    uint64_t s = 5;
-    for (int i = 0; i < np; i++) {
-        rm_tparam *p = &ps[i];
-        size_t idx[3] = {0, rm_rng_next(&s) % p->n, rm_rng_next(&s) % p->n};
-        for (size_t j = 0; j < p->n; j++) if (fabsf(p->g[j]) > fabsf(p->g[idx[0]])) idx[0] = j;
-        for (int c = 0; c < 3; c++) {
-            float w0 = p->w[idx[c]], h = 1e-2f * fmaxf(1.0f, fabsf(w0));
-            p->w[idx[c]] = w0 + h;
-            double lp = loss_of(t, b, norm);
-            p->w[idx[c]] = w0 - h;
-            double lm = loss_of(t, b, norm);
-            p->w[idx[c]] = w0;
-            double fd = (lp - lm) / (2.0 * ((double)(w0 + h) - (double)w0)), an = p->g[idx[c]];
-            if (fabs(fd - an) > 2e-4) worst = fmax(worst, fabs(fd - an) / (1e-3 + fabs(fd)));
-            (*checked)++;
-        }
-    }
-    return worst;
-}
+// Central differences of the model loss against the analytic gradient for
+// three entries of every trainable tensor (tests/test_train.c).
+void train_model_grad_check(rm_trainer *t, const rm_tbatch *b, int *n_checked);
 
 TEST(router_train_grad_matches_finite_differences) {
     rm_llama *m = shaped_model("router-grad", 40, 16, 2, 24, 5);
@@ -368,8 +336,7 @@ TEST(router_train_grad_matches_finite_differences) {
     }
     for (int r = 0; r < 12; r++) b.target[r] = r % 6 == 5 ? -1 : b.token[r + 1];
     int n = 0;
-    double err = router_param_grad_err(t, &b, &n);
-    CHECKF(err < 0.05, "router parameters: worst relative gradient error %g", err);
+    train_model_grad_check(t, &b, &n);
     CHECK(n == 3 * np);
 
     rm_trainer_free(t);
@@ -387,8 +354,7 @@ TEST(router_train_grad_matches_finite_differences) {
     for (int i = n_base; i < np; i++)
         for (size_t j = 0; j < ps[i].n; j++) ps[i].w[j] = 0.6f * (2.0f * rm_rng_uniform(&s) - 1.0f);
     n = 0;
-    err = router_param_grad_err(t, &b, &n);
-    CHECKF(err < 0.05, "base parameters under the router: worst relative gradient error %g", err);
+    train_model_grad_check(t, &b, &n);
     CHECK(n == 3 * np);
     rm_trainer_free(t);
     for (int i = 0; i < K; i++) rm_lora_free(ex[i]);

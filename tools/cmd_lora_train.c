@@ -96,12 +96,9 @@ int rm_cmd_lora_train(int argc, char **argv) {
         cli_fail("trainer");
         goto done;
     }
-    if (a.resume && rm_trainer_load_checkpoint(t, a.resume)) { cli_fail(a.resume); goto done; }
     fprintf(stderr, "lora train: %d examples (%d held out), rank %ld on %s, %zu trainable parameters, %d steps of %d x %d x %d tokens\n",
             train.n, eval.n, rank, targets_s, rm_trainer_n_trainable(t), p.steps, p.accum, p.batch, p.seq);
-    rm_train_run_opts o = {.steps = p.steps, .pack = pack, .eval_em_max = (int)em_max, .checkpoint = a.checkpoint,
-                           .save_every = (int)a.save_every, .progress = 1};
-    if (rm_train_run(t, &train, eval.n ? &eval : NULL, &o, &rep)) { cli_fail("training"); goto done; }
+    if (train_args_run(&a, t, &train, &eval, pack, (int)em_max, &rep)) goto done;
     if (rm_trainer_export_lora(t, &lora) || rm_lora_save_peft(lora, out)) { cli_fail(out); goto done; }
     char path[4096];
     if (gguf) {

@@ -104,12 +104,9 @@ static int router_train(int argc, char **argv) {
         cli_fail("trainer");
         goto done;
     }
-    if (a.resume && rm_trainer_load_checkpoint(t, a.resume)) { cli_fail(a.resume); goto done; }
     fprintf(stderr, "router train: %d examples (%d held out), %d experts, rank %ld, %zu trainable parameters, %d steps of %d x %d x %d tokens\n",
             train.n, eval.n, n_exp, rank, rm_trainer_n_trainable(t), p.steps, p.accum, p.batch, p.seq);
-    rm_train_run_opts o = {.steps = p.steps, .pack = pack, .eval_em_max = (int)em_max, .checkpoint = a.checkpoint,
-                           .save_every = (int)a.save_every, .progress = 1};
-    if (rm_train_run(t, &train, eval.n ? &eval : NULL, &o, &rep)) { cli_fail("training"); goto done; }
+    if (train_args_run(&a, t, &train, &eval, pack, (int)em_max, &rep)) goto done;
     if (rm_trainer_export_lora(t, &router) || rm_router_save(router, m, n_exp, a.out)) { cli_fail(a.out); goto done; }
     fprintf(stderr, "router train: %d steps, loss %.4f -> %.4f, eval loss %.4f, eval EM %.3f, %.0f tokens/s; wrote %s\n",
             rep.steps, rep.initial_loss, rep.final_loss, rep.eval_loss, rep.eval_em, rep.tokens_per_s, a.out);

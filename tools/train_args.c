@@ -71,6 +71,15 @@ void train_args_params(const train_args *a, const rm_tdata *train, int pack, rm_
     p->warmup = a->warmup >= 0 ? (int)a->warmup : (int)ceil(0.03 * p->steps);
 }
 
+int train_args_run(const train_args *a, rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, int pack, int em_max,
+                   rm_train_report *rep) {
+    if (a->resume && rm_trainer_load_checkpoint(t, a->resume)) return cli_fail(a->resume);
+    rm_train_run_opts o = {.steps = rm_trainer_get_params(t)->steps, .pack = pack, .eval_em_max = em_max,
+                           .checkpoint = a->checkpoint, .save_every = (int)a->save_every, .progress = 1};
+    if (rm_train_run(t, train, eval->n ? eval : NULL, &o, rep)) return cli_fail("training");
+    return 0;
+}
+
 int train_args_finish(const train_args *a, const rm_train_report *rep, const char *curve, const char *title) {
     if (rm_train_write_curve(rep, curve, title)) return cli_fail(curve);
     if (a->json) {

@@ -25,6 +25,11 @@ typedef struct rm_train_report rm_train_report;
 int train_args_load_data(train_args *a, const rm_llama *m, const char *tmpl, rm_tdata *train, rm_tdata *eval);
 // Training parameters from a (steps from --epochs when --steps is not given).
 void train_args_params(const train_args *a, const rm_tdata *train, int pack, rm_train_params *p);
+// Resumes t from --resume when given, then trains it (progress on stderr;
+// em_max held-out examples scored for exact match at the end).
+typedef struct rm_trainer rm_trainer;
+int train_args_run(const train_args *a, rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, int pack, int em_max,
+                   rm_train_report *rep);
 // Writes the loss curve to curve (titled) and, with --json, the report line.
 int train_args_finish(const train_args *a, const rm_train_report *rep, const char *curve, const char *title);
 #endif
