@@ -10,6 +10,7 @@
 #include "lora/router.h"
 #include "model/generate.h"
 #include "model/synth.h"
+#include "serve/engine.h"
 #include "train/train.h"
 
 #include <stdlib.h>
@@ -622,6 +623,56 @@ TEST(router_cli_refuses_bad_input) {
     snprintf(args, sizeof args, "router info %s --base %s", rf, model);
     CHECK(run_cli(args) == 0);
     rm_llama_free(other);
+    free_set(2, ex, router);
+    rm_llama_free(m);
+}
+
+// ---------------------------------------------------------------- the serving engine
+
+typedef struct { int calls, n; int32_t tok[16]; } eng_rec;
+static void eng_done(void *user, const int32_t *t, int n, const char *reason) {
+    eng_rec *r = user;
+    r->calls++;
+    r->n = t ? n : -1;
+    for (int i = 0; t && i < n && i < 16; i++) r->tok[i] = t[i];
+}
+
+// Router requests run in the engine next to mixture ones and give the tokens
+// they give alone; an engine without a router refuses them with the reason.
+TEST(router_engine_requests) {
+    rm_llama *m = tiny();
+    REQUIRE(m);
+    rm_lora *ex[2] = {0}, *router = NULL;
+    REQUIRE(random_set(m, 2, 2000.0f, ex, &router) == 0);
+    rm_sampler_params sp = rm_sampler_default_params();
+    sp.temperature = 0;
+    int32_t p[12];
+    for (int i = 0; i < 12; i++) p[i] = 3 + 7 * i;
+    rm_engine *e = NULL;
+    REQUIRE(rm_engine_new(&e, m, NULL, 2, 32, 64) == RM_OK);
+    eng_rec r0 = {0};
+    rm_engine_cbs c0 = {eng_done, NULL, &r0};
+    CHECK(rm_engine_submit(e, p, 5, 4, &sp, ex, 2, RM_COMPOSE_ROUTER, &c0) == RM_EINVAL &&
+          strstr(rm_last_error(), "no router"));
+    rm_engine_set_router(e, router);
+    eng_rec together[2] = {{0}}, alone[2] = {{0}};
+    rm_compose_mode modes[2] = {RM_COMPOSE_ROUTER, RM_COMPOSE_MIXTURE};
+    for (int s = 0; s < 2; s++) {
+        rm_engine_cbs c = {eng_done, NULL, &together[s]};
+        CHECK_OK(rm_engine_submit(e, p + s, 7, 8, &sp, ex, 2, modes[s], &c));
+    }
+    while (rm_engine_step(e) > 0) {}
+    rm_engine_free(e);
+    for (int s = 0; s < 2; s++) {
+        REQUIRE(rm_engine_new(&e, m, NULL, 1, 32, 64) == RM_OK);
+        rm_engine_set_router(e, router);
+        rm_engine_cbs c = {eng_done, NULL, &alone[s]};
+        CHECK_OK(rm_engine_submit(e, p + s, 7, 8, &sp, ex, 2, modes[s], &c));
+        while (rm_engine_step(e) > 0) {}
+        rm_engine_free(e);
+        CHECKF(alone[s].n > 0 && alone[s].n == together[s].n && !memcmp(alone[s].tok, together[s].tok, (size_t)alone[s].n * 4),
+               "%s request: alone %d tokens, together %d", rm_compose_name(modes[s]), alone[s].n, together[s].n);
+    }
     free_set(2, ex, router);
     rm_llama_free(m);
 }
