@@ -342,8 +342,10 @@ TEST(train_forward_matches_inference) {
 
 // Finite differences of the (float) model loss for a few entries of every
 // parameter tensor: the entry with the largest analytic gradient and two
-// random ones. Tolerances allow for float forward passes.
-static void model_grad_check(rm_trainer *t, const rm_tbatch *b, int *n_checked) {
+// random ones. Tolerances allow for float forward passes. (Also used by
+// test_router.c for the router's parameters.)
+void train_model_grad_check(rm_trainer *t, const rm_tbatch *b, int *n_checked);
+void train_model_grad_check(rm_trainer *t, const rm_tbatch *b, int *n_checked) {
     float norm = (float)rm_tbatch_count(b);
     double loss;
     rm_trainer_zero_grad(t);
@@ -387,7 +389,7 @@ TEST(train_model_grad_full) {
     b.start[11] = 8;
     b.pos[8] = 0; b.pos[9] = 1; b.pos[10] = 2; b.pos[11] = 3;
     int n = 0;
-    model_grad_check(t, &b, &n);
+    train_model_grad_check(t, &b, &n);
     CHECK(n >= 3 * (2 + 2 * 9)); // tied classifier: embedding, final norm, 9 per layer
     rm_tbatch_free(&b);
     rm_trainer_free(t);
@@ -407,7 +409,7 @@ TEST(train_model_grad_lora) {
     CHECK_OK(rm_tbatch_alloc(&b, 2, 6));
     random_batch(&b, 40, 10);
     int n = 0;
-    model_grad_check(t, &b, &n);
+    train_model_grad_check(t, &b, &n);
     CHECK(n == 3 * np);
     rm_tbatch_free(&b);
     rm_trainer_free(t);

@@ -29,8 +29,9 @@ static void help(void) {
            "  -c, --ctx N           context size (default: min(model, 4096))\n"
            "  --ids                 print the new token ids on one line, nothing else on stdout\n"
            "  --lora PATH[:WEIGHT]  apply a LoRA adapter (PEFT dir or GGUF); repeat for several (up to 16)\n"
-           "  --compose MODE        selection | mixture | fusion (default: selection for one adapter,\n"
-           "                        mixture for more); weights default to 1/k\n"
+           "  --compose MODE        selection | mixture | fusion | router (default: selection for one\n"
+           "                        adapter, mixture for more); weights default to 1/k\n"
+           "  --router FILE         the trained router for --compose router (`ramole router train`)\n"
            "  --pool DIR            RAMoLE: retrieve the adapters for the prompt (-p) from this pool\n"
            "                        (`ramole pool`) and compose them as if given with --lora; the\n"
            "                        retrieved ones are named on stderr. Adapters without weights are\n"
@@ -108,7 +109,7 @@ static int cmd_generate(int argc, char **argv) {
     long n_new = 64, threads = 0, ctx = 0, top_k = 40, last_n = 64, seed = 24301;
     double temp = 0.8, top_p = 0.95, min_p = 0.05, rep = 1.0;
     int ids_mode = 0, n_lora = 0, compose = -1;
-    const char *lora[RM_PLAN_MAX], *compose_s = NULL, *pool_dir = NULL;
+    const char *lora[RM_PLAN_MAX], *compose_s = NULL, *pool_dir = NULL, *router = NULL;
     pool_pick pooled = {0};
     long k_retrieve = 3;
     double min_score = -INFINITY;
@@ -132,6 +133,7 @@ static int cmd_generate(int argc, char **argv) {
         else if (cli_str(argc, argv, &i, "--lora", NULL, &lora[n_lora < RM_PLAN_MAX ? n_lora : 0])) n_lora++;
         else if (cli_str(argc, argv, &i, "--compose", NULL, &compose_s)) {}
         else if (cli_str(argc, argv, &i, "--pool", NULL, &pool_dir)) {}
+        else if (cli_str(argc, argv, &i, "--router", NULL, &router)) {}
         else if (cli_int(argc, argv, &i, "--retrieve", NULL, &k_retrieve)) {}
         else if (cli_float(argc, argv, &i, "--min-score", NULL, &min_score)) {}
         else { fprintf(stderr, "ramole generate: unknown option '%s' (see --help)\n", argv[i]); return 2; }
@@ -144,6 +146,10 @@ static int cmd_generate(int argc, char **argv) {
         rm_compose_mode cm;
         if (rm_compose_parse(compose_s, &cm)) return cli_fail("--compose");
         compose = (int)cm;
+    }
+    if ((compose == RM_COMPOSE_ROUTER) != (router != NULL)) {
+        fprintf(stderr, "ramole generate: %s\n", router ? "--router goes with --compose router" : "--compose router needs --router FILE");
+        return 2;
     }
     if (pool_dir) {
         if (n_lora) { fprintf(stderr, "ramole generate: give --pool or --lora, not both\n"); return 2; }
@@ -194,7 +200,7 @@ static int cmd_generate(int argc, char **argv) {
         if (n < 0) goto out;
         for (n_lora = 0; n_lora < n; n_lora++) lora[n_lora] = pooled.weights[n_lora];
     }
-    if (n_lora && rm_lora_session_init(&ls, m, tp, n_lora, lora, compose)) {
+    if (n_lora && rm_lora_session_init(&ls, m, tp, n_lora, lora, compose, router)) {
         cli_fail(pool_dir ? "the retrieved adapters" : "--lora");
         goto out;
     }

@@ -47,19 +47,6 @@ static void help(void) {
 }
 
 
-// Moves the last examples of d into e (a held-out split).
-static int split_holdout(rm_tdata *d, rm_tdata *e, int n) {
-    for (int i = d->n - n; i < d->n; i++) {
-        int rc = rm_tdata_add(e, d->ex[i].ids, d->ex[i].n, d->ex[i].n_prompt);
-        if (rc) return rc;
-        free(d->ex[i].ids);
-    }
-    d->n -= n;
-    e->has_eos = d->has_eos;
-    e->eos = d->eos;
-    return RM_OK;
-}
-
 int rm_cmd_lora_train(int argc, char **argv) {
     const char *base = NULL, *targets_s = "q,v";
     long rank = 8, em_max = 200;
@@ -79,8 +66,8 @@ int rm_cmd_lora_train(int argc, char **argv) {
         else if (cli_flag(argc, argv, &i, "--no-pack", NULL)) pack = 0;
         else { fprintf(stderr, "ramole lora train: unknown argument '%s' (see --help)\n", argv[i]); return 2; }
     }
-    const char *data = a.data, *out = a.out, *eval_path = a.eval, *tmpl_path = a.template_path;
-    long steps = a.steps, batch = a.batch, accum = a.accum, seq = a.seq, warmup = a.warmup;
+    const char *data = a.data, *out = a.out, *tmpl_path = a.template_path;
+    long steps = a.steps, batch = a.batch, accum = a.accum, seq = a.seq;
     if (!base || !data || !out) {
         fprintf(stderr, "ramole lora train: --base, --data and --out are required (see --help)\n");
         return 2;
@@ -102,40 +89,16 @@ int rm_cmd_lora_train(int argc, char **argv) {
     rm_train_report rep = {0};
     rm_lora *lora = NULL;
     if (rm_llama_load(&m, base)) { cli_fail(base); goto done; }
-    int32_t bos = m->add_bos ? m->bos : -1, eos = m->tok ? rm_tokenizer_eos(m->tok) : -1;
-    int max_len = seq > 0 ? (int)seq : 512;
-    if (rm_tdata_load_jsonl(&train, data, tmpl, m->tok, bos, eos, max_len)) { cli_fail(data); goto done; }
-    if (eval_path) {
-        if (rm_tdata_load_jsonl(&eval, eval_path, tmpl, m->tok, bos, eos, max_len)) { cli_fail(eval_path); goto done; }
-    } else if (train.n >= 20) {
-        int n = train.n / 10 < 200 ? train.n / 10 : 200;
-        if (split_holdout(&train, &eval, n)) { cli_fail("held-out split"); goto done; }
-    }
-    if (seq == 0) { // the longest example
-        for (int i = 0; i < train.n; i++) seq = train.ex[i].n > seq ? train.ex[i].n : seq;
-    }
+    if (train_args_load_data(&a, m, tmpl, &train, &eval)) goto done;
     rm_train_params p;
-    rm_train_default_params(&p);
-    p.batch = (int)batch;
-    p.seq = (int)seq;
-    p.accum = (int)accum;
-    p.lr = (float)a.lr;
-    p.weight_decay = (float)a.weight_decay;
-    p.clip = (float)a.clip;
-    p.seed = (uint64_t)a.seed;
-    p.threads = (int)a.threads;
-    p.steps = steps ? (int)steps : rm_train_steps_for_epochs(&train, p.batch, p.seq, p.accum, pack, a.epochs);
-    p.warmup = warmup >= 0 ? (int)warmup : (int)ceil(0.03 * p.steps);
+    train_args_params(&a, &train, pack, &p);
     if (rm_trainer_create(&t, m, &p) || rm_trainer_add_lora(t, targets, (int)rank, alpha > 0 ? (float)alpha : 2.0f * rank, rslora)) {
         cli_fail("trainer");
         goto done;
     }
-    if (a.resume && rm_trainer_load_checkpoint(t, a.resume)) { cli_fail(a.resume); goto done; }
     fprintf(stderr, "lora train: %d examples (%d held out), rank %ld on %s, %zu trainable parameters, %d steps of %d x %d x %d tokens\n",
             train.n, eval.n, rank, targets_s, rm_trainer_n_trainable(t), p.steps, p.accum, p.batch, p.seq);
-    rm_train_run_opts o = {.steps = p.steps, .pack = pack, .eval_em_max = (int)em_max, .checkpoint = a.checkpoint,
-                           .save_every = (int)a.save_every, .progress = 1};
-    if (rm_train_run(t, &train, eval.n ? &eval : NULL, &o, &rep)) { cli_fail("training"); goto done; }
+    if (train_args_run(&a, t, &train, &eval, pack, (int)em_max, &rep)) goto done;
     if (rm_trainer_export_lora(t, &lora) || rm_lora_save_peft(lora, out)) { cli_fail(out); goto done; }
     char path[4096];
     if (gguf) {
@@ -143,16 +106,9 @@ int rm_cmd_lora_train(int argc, char **argv) {
         if (rm_lora_save_gguf(lora, path)) { cli_fail(path); goto done; }
     }
     snprintf(path, sizeof path, "%s/loss.svg", out);
-    if (rm_train_write_curve(&rep, path, "LoRA training loss")) { cli_fail(path); goto done; }
     fprintf(stderr, "lora train: %d steps, loss %.4f -> %.4f, eval loss %.4f, eval EM %.3f, %.0f tokens/s; wrote %s\n",
             rep.steps, rep.initial_loss, rep.final_loss, rep.eval_loss, rep.eval_em, rep.tokens_per_s, out);
-    if (a.json) {
-        rm_sb sb;
-        rm_sb_init(&sb);
-        rm_train_report_json(&rep, -1, &sb);
-        printf("%s\n", sb.buf ? sb.buf : "{}");
-        rm_sb_free(&sb);
-    }
+    if (train_args_finish(&a, &rep, path, "LoRA training loss")) goto done;
     rc = 0;
 done:
     rm_lora_free(lora);

@@ -8,6 +8,7 @@
 // uses the thread pool. HTTP/1.1 with keep-alive (requests on one connection
 // are answered in order; streamed answers close it).
 #include "cli.h"
+#include "lora/router.h"
 #include "pool_pick.h"
 #include "base/err.h"
 #include "base/file.h"
@@ -587,17 +588,18 @@ static void serve_loop(server *s, int lfd) {
 }
 
 static int cmd_serve(int argc, char **argv) {
-    const char *model = NULL, *pool_dir = NULL, *host = "127.0.0.1";
+    const char *model = NULL, *pool_dir = NULL, *host = "127.0.0.1", *router_path = NULL;
     long port = 8080, threads = 0, slots = 8, ctx = 2048, rows = 512;
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) {
-            printf("usage: ramole serve -m MODEL [--pool DIR] [--host H] [--port P] [-t N] [--slots S] [--ctx N]\n\n"
+            printf("usage: ramole serve -m MODEL [--pool DIR] [--router FILE] [--host H] [--port P] [-t N] [--slots S] [--ctx N]\n\n"
                    "HTTP API (JSON; HTTP/1.1 connections are kept open unless \"Connection: close\"):\n"
                    "  POST /v1/completions  {\"prompt\", \"max_tokens\" (16), \"temperature\", \"top_p\", \"top_k\",\n"
                    "                         \"min_p\", \"repeat_penalty\", \"seed\",\n"
                    "                         \"adapters\": [names] | \"retrieve\": K (+ \"min_score\": S: only adapters scoring S\n"
-                   "                         or more; none: the base model), \"compose\": \"mixture\"|\"fusion\"|\"selection\",\n"
+                   "                         or more; none: the base model), \"compose\": \"mixture\"|\"fusion\"|\"selection\"|\"router\",\n"
                    "                         \"model\": an adapter's name selects it (OpenAI / vLLM style)}\n"
+                   "                         (\"router\": the RouterLoRA given with --router, `ramole router train`)\n"
                    "                        -> OpenAI-style text_completion, plus token_ids and the adapters used\n"
                    "  POST /v1/chat/completions  the same with {\"messages\": [{\"role\", \"content\"}...]} instead of\n"
                    "                        \"prompt\" (the model's chat template; adapters retrieved by the last user message)\n"
@@ -614,6 +616,7 @@ static int cmd_serve(int argc, char **argv) {
             return 0;
         } else if (cli_str(argc, argv, &i, "--model", "-m", &model)) {
         } else if (cli_str(argc, argv, &i, "--pool", NULL, &pool_dir)) {
+        } else if (cli_str(argc, argv, &i, "--router", NULL, &router_path)) {
         } else if (cli_str(argc, argv, &i, "--host", NULL, &host)) {
         } else if (cli_int(argc, argv, &i, "--port", NULL, &port)) {
         } else if (cli_int(argc, argv, &i, "--threads", "-t", &threads)) {
@@ -632,12 +635,15 @@ static int cmd_serve(int argc, char **argv) {
     server s = {.model_path = model, .started = time(NULL)};
     int rc = 1, lfd = -1, bound_port = 0;
     rm_threadpool *tp = NULL;
+    rm_lora *router = NULL;
     if (rm_llama_load(&s.m, model)) return cli_fail("cannot load model");
     s.cache.m = s.m;
+    if (router_path && rm_router_load(&router, router_path, s.m)) { cli_fail("--router"); goto out; }
     if (ctx > s.m->hp.n_ctx_train && s.m->hp.n_ctx_train > 0) ctx = s.m->hp.n_ctx_train;
     if (pool_dir && pool_open_existing(pool_dir, &s.pool)) { cli_fail("--pool"); goto out; }
     if (!(tp = rm_threadpool_create((int)threads))) { fprintf(stderr, "ramole serve: cannot start threads\n"); goto out; }
     if (rm_engine_new(&s.eng, s.m, tp, (int)slots, (int)ctx, (int)rows)) { cli_fail("engine"); goto out; }
+    rm_engine_set_router(s.eng, router);
     if ((lfd = listen_on(host, (int)port, &bound_port)) < 0) {
         fprintf(stderr, "ramole serve: cannot listen on %s:%ld: %s\n", host, port, strerror(errno));
         goto out;
@@ -659,6 +665,7 @@ out:
     adapter_cache_free(&s.cache);
     if (s.pool) rm_pool_close(s.pool);
     rm_threadpool_free(tp);
+    rm_lora_free(router);
     rm_llama_free(s.m);
     return rc;
 }

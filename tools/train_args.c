@@ -1,7 +1,14 @@
 // train_args.c — see train_args.h.
 #include "train_args.h"
 
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "base/err.h"
+#include "base/json.h"
 #include "cli.h"
+#include "train/train.h"
 
 int train_args_match(int argc, char **argv, int *i, train_args *a) {
     if (cli_flag(argc, argv, i, "--json", NULL)) {
@@ -20,4 +27,67 @@ int train_args_match(int argc, char **argv, int *i, train_args *a) {
            cli_float(argc, argv, i, "--epochs", NULL, &a->epochs) || cli_float(argc, argv, i, "--lr", NULL, &a->lr) ||
            cli_float(argc, argv, i, "--weight-decay", NULL, &a->weight_decay) ||
            cli_float(argc, argv, i, "--clip", NULL, &a->clip);
+}
+
+// Moves the last n examples of d into e (a held-out split).
+static int split_holdout(rm_tdata *d, rm_tdata *e, int n) {
+    for (int i = d->n - n; i < d->n; i++) {
+        int rc = rm_tdata_add(e, d->ex[i].ids, d->ex[i].n, d->ex[i].n_prompt);
+        if (rc) return rc;
+        free(d->ex[i].ids);
+    }
+    d->n -= n;
+    e->has_eos = d->has_eos;
+    e->eos = d->eos;
+    return RM_OK;
+}
+
+int train_args_load_data(train_args *a, const rm_llama *m, const char *tmpl, rm_tdata *train, rm_tdata *eval) {
+    int32_t bos = m->add_bos ? m->bos : -1, eos = m->tok ? rm_tokenizer_eos(m->tok) : -1;
+    int max_len = a->seq > 0 ? (int)a->seq : 512;
+    if (rm_tdata_load_jsonl(train, a->data, tmpl, m->tok, bos, eos, max_len)) return cli_fail(a->data);
+    if (a->eval) {
+        if (rm_tdata_load_jsonl(eval, a->eval, tmpl, m->tok, bos, eos, max_len)) return cli_fail(a->eval);
+    } else if (train->n >= 20) {
+        int n = train->n / 10 < 200 ? train->n / 10 : 200;
+        if (split_holdout(train, eval, n)) return cli_fail("held-out split");
+    }
+    if (a->seq == 0) // the longest example
+        for (int i = 0; i < train->n; i++) a->seq = train->ex[i].n > a->seq ? train->ex[i].n : a->seq;
+    return 0;
+}
+
+void train_args_params(const train_args *a, const rm_tdata *train, int pack, rm_train_params *p) {
+    rm_train_default_params(p);
+    p->batch = (int)a->batch;
+    p->seq = (int)a->seq;
+    p->accum = (int)a->accum;
+    p->lr = (float)a->lr;
+    p->weight_decay = (float)a->weight_decay;
+    p->clip = (float)a->clip;
+    p->seed = (uint64_t)a->seed;
+    p->threads = (int)a->threads;
+    p->steps = a->steps ? (int)a->steps : rm_train_steps_for_epochs(train, p->batch, p->seq, p->accum, pack, a->epochs);
+    p->warmup = a->warmup >= 0 ? (int)a->warmup : (int)ceil(0.03 * p->steps);
+}
+
+int train_args_run(const train_args *a, rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, int pack, int em_max,
+                   rm_train_report *rep) {
+    if (a->resume && rm_trainer_load_checkpoint(t, a->resume)) return cli_fail(a->resume);
+    rm_train_run_opts o = {.steps = rm_trainer_get_params(t)->steps, .pack = pack, .eval_em_max = em_max,
+                           .checkpoint = a->checkpoint, .save_every = (int)a->save_every, .progress = 1};
+    if (rm_train_run(t, train, eval->n ? eval : NULL, &o, rep)) return cli_fail("training");
+    return 0;
+}
+
+int train_args_finish(const train_args *a, const rm_train_report *rep, const char *curve, const char *title) {
+    if (rm_train_write_curve(rep, curve, title)) return cli_fail(curve);
+    if (a->json) {
+        rm_sb sb;
+        rm_sb_init(&sb);
+        rm_train_report_json(rep, -1, &sb);
+        printf("%s\n", sb.buf ? sb.buf : "{}");
+        rm_sb_free(&sb);
+    }
+    return 0;
 }

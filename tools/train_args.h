@@ -13,4 +13,23 @@ typedef struct train_args {
 // --resume --steps --seed --threads/-t --save-every --batch --accum --seq
 // --warmup --epochs --lr --weight-decay --clip --json (see cli.h helpers).
 int train_args_match(int argc, char **argv, int *i, train_args *a);
+
+// For the adapter trainers (`lora train`, `router train`): loads a->data (and
+// a->eval, or holds out 10% of the data, at most 200, when it has 20 or more
+// examples) rendered through tmpl with m's tokenizer; sets a->seq to the
+// longest example when it is 0. Prints the reason and returns 1 on failure.
+typedef struct rm_llama rm_llama;
+typedef struct rm_tdata rm_tdata;
+typedef struct rm_train_params rm_train_params;
+typedef struct rm_train_report rm_train_report;
+int train_args_load_data(train_args *a, const rm_llama *m, const char *tmpl, rm_tdata *train, rm_tdata *eval);
+// Training parameters from a (steps from --epochs when --steps is not given).
+void train_args_params(const train_args *a, const rm_tdata *train, int pack, rm_train_params *p);
+// Resumes t from --resume when given, then trains it (progress on stderr;
+// em_max held-out examples scored for exact match at the end).
+typedef struct rm_trainer rm_trainer;
+int train_args_run(const train_args *a, rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, int pack, int em_max,
+                   rm_train_report *rep);
+// Writes the loss curve to curve (titled) and, with --json, the report line.
+int train_args_finish(const train_args *a, const rm_train_report *rep, const char *curve, const char *title);
 #endif

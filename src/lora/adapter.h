@@ -105,6 +105,13 @@ int rm_lora_save_peft(const rm_lora *a, const char *dir);
 int rm_lora_merge(const rm_llama *m, int n, rm_lora *const *a, const float *w, int type, const char *out_path);
 
 // Internal helpers shared by the loaders (lora/*.c only).
+// The GGUF LoRA writer with meta(gw, ctx) adding (or replacing) keys after the
+// adapter's own; the reader of an opened GGUF LoRA (general.type not checked).
+struct gguf_writer;
+struct gguf_file;
+int rm_lora_save_gguf_with(const rm_lora *a, const char *path, int (*meta)(struct gguf_writer *, const void *),
+                           const void *ctx);
+int rm_lora_read_gguf(rm_lora **out, const struct gguf_file *g);
 // B [out, r] of module i (layer * RM_LIN_COUNT + which) in a new buffer, its Q/K
 // rows in GGUF order if permuted else Hugging Face order, times factor.
 int rm_lora_export_b(const rm_lora *a, int i, int permuted, float factor, float **out);

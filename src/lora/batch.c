@@ -10,6 +10,7 @@
 #include "base/fp16.h"
 #include "lora/batch_impl.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,9 @@ struct rm_lora_batch {
     lb_unit *units;
     float *T;
     size_t terms_cap, groups_cap, units_cap, T_cap;
+    int *rrows;     // rows with router plans
+    float *R;       // router scratch, one share per worker
+    size_t rrows_cap, R_cap;
 };
 
 typedef struct lb_job {
@@ -59,6 +63,8 @@ void rm_lora_batch_free(rm_lora_batch *lb) {
     free(lb->groups);
     free(lb->units);
     free(lb->T);
+    free(lb->rrows);
+    free(lb->R);
     free(lb);
 }
 
@@ -161,11 +167,121 @@ static void fail(rm_lora_batch *lb, const char *what) {
     }
 }
 
-static void hook_apply(void *ctx, const rm_batch *b, int layer, rm_linear_id which, const float *x, int64_t ldx, float *y,
-                       int64_t ldy) {
-    rm_lora_batch *lb = ctx;
-    if (!b->plan) return;
-    double t0 = rm_now();
+// ---------------------------------------------------------------- router rows
+
+typedef struct lb_rjob {
+    const rm_lora_batch *lb;
+    const rm_batch *b;
+    int avx2, layer, which, n_rows;
+    size_t share; // floats of scratch per worker
+    const float *x;
+    int64_t ldx;
+    float *y;
+    int64_t ldy;
+} lb_rjob;
+
+// The module of adapter a on linear (layer, which), or NULL.
+static const rm_lora_mod *mod_of(const rm_lora *a, int layer, int which) {
+    if (layer >= a->n_layer) return NULL;
+    const rm_lora_mod *m = &a->mods[layer * RM_LIN_COUNT + which];
+    return m->r ? m : NULL;
+}
+
+// e[out] = s B (A x)   (h[r] scratch)
+static void lora_out(int avx2, const rm_lora_mod *m, const float *x, float *h, float *e) {
+    for (int j = 0; j < m->r; j++) {
+        size_t off = (size_t)j * m->in;
+        h[j] = m->scale * (m->A16 ? dot_f16(avx2, x, m->A16 + off, m->in) : rm_dot_f32(x, m->A + off, m->in));
+    }
+    memset(e, 0, (size_t)m->out * sizeof(float));
+    for (int j = 0; j < m->r; j++) {
+        size_t off = (size_t)j * m->out;
+        if (m->Bt16) axpy_f16(avx2, e, h[j], m->Bt16 + off, m->out);
+        else rm_axpy_f32(e, h[j], m->Bt + off, m->out);
+    }
+}
+
+// RouterLoRA for one row: E_i = s_i B_i A_i x, q = s_r B_r A_r x,
+// alpha = softmax(q . E_i / sqrt(out)), y += sum_i alpha_i E_i. The row is
+// computed alone, in plan order, whatever its batch mates.
+void rm_lora_router_row(int avx2, const rm_lora_plan *p, int layer, int which, const float *x, float *y, float *scratch) {
+    int k = p->n;
+    const rm_lora_mod *e[RM_PLAN_MAX], *any = NULL;
+    for (int i = 0; i < k; i++) {
+        e[i] = mod_of(p->lora[i], layer, which);
+        if (e[i]) any = e[i];
+    }
+    if (!any) return;
+    int64_t out = any->out;
+    float *E = scratch, *q = E + (size_t)k * out, *h = q + out;
+    for (int i = 0; i < k; i++) {
+        if (e[i]) lora_out(avx2, e[i], x, h, E + (size_t)i * out);
+        else memset(E + (size_t)i * out, 0, (size_t)out * sizeof(float));
+    }
+    const rm_lora_mod *rq = mod_of(p->router, layer, which);
+    float z[RM_PLAN_MAX], mx = -INFINITY, sum = 0.0f;
+    if (rq) lora_out(avx2, rq, x, h, q);
+    for (int i = 0; i < k; i++) {
+        z[i] = rq ? rm_dot_f32(q, E + (size_t)i * out, out) / sqrtf((float)out) : 0.0f;
+        mx = z[i] > mx ? z[i] : mx;
+    }
+    for (int i = 0; i < k; i++) sum += (z[i] = expf(z[i] - mx));
+    for (int i = 0; i < k; i++) rm_axpy_f32(y, z[i] / sum, E + (size_t)i * out, out);
+}
+
+// Floats of scratch rm_lora_router_row needs for k experts on a linear of
+// out outputs and ranks up to r.
+size_t rm_lora_router_scratch(int k, int64_t out, int r) { return (size_t)(k + 1) * (size_t)out + (size_t)r; }
+
+static void router_task(void *ctx, int ith, int nth) {
+    const lb_rjob *J = ctx;
+    long begin, end;
+    rm_split_range(J->n_rows, ith, nth, &begin, &end);
+    float *scratch = J->lb->R + (size_t)ith * J->share;
+    for (long i = begin; i < end; i++) {
+        int r = J->lb->rrows[i];
+        rm_lora_router_row(J->avx2, J->b->plan[r], J->layer, J->which, J->x + (size_t)r * J->ldx, J->y + (size_t)r * J->ldy,
+                           scratch);
+    }
+}
+
+// Applies the router plans of b's rows to (layer, which).
+static void router_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_linear_id which, const float *x, int64_t ldx,
+                         float *y, int64_t ldy, int avx2) {
+    int n = 0, k = 0, r = 0;
+    int64_t out = 0;
+    for (int row = 0; row < b->n; row++) {
+        const rm_lora_plan *p = b->plan[row];
+        if (!p || p->mode != RM_COMPOSE_ROUTER) continue;
+        if (grow(&lb->rrows, &lb->rrows_cap, (size_t)n + 1, sizeof *lb->rrows)) { fail(lb, "router rows"); return; }
+        lb->rrows[n++] = row;
+        k = p->n > k ? p->n : k;
+        const rm_lora_mod *ms[RM_PLAN_MAX + 1];
+        for (int i = 0; i <= p->n; i++) ms[i] = mod_of(i < p->n ? p->lora[i] : p->router, layer, which);
+        for (int i = 0; i <= p->n; i++) {
+            if (!ms[i]) continue;
+            if (ms[i]->in > ldx || ms[i]->out > ldy) {
+                if (!lb->status) {
+                    lb->status = RM_EMISMATCH;
+                    snprintf(lb->msg, sizeof lb->msg, "lora: layer %d %s: router plan of another model's shapes; the LoRA "
+                             "terms were skipped", layer, rm_linear_names[which]);
+                }
+                return;
+            }
+            out = ms[i]->out > out ? ms[i]->out : out;
+            r = ms[i]->r > r ? ms[i]->r : r;
+        }
+    }
+    if (!n || !out) return;
+    int nth = rm_threadpool_size(lb->tp);
+    lb_rjob job = {lb, b, avx2, layer, which, n, rm_lora_router_scratch(k, out, r), x, ldx, y, ldy};
+    if (grow(&lb->R, &lb->R_cap, job.share * (size_t)nth, sizeof *lb->R)) { fail(lb, "router scratch"); return; }
+    rm_threadpool_run(lb->tp, router_task, &job);
+}
+
+// The selection / mixture / fusion terms of b's rows, grouped by adapter.
+static void terms_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_linear_id which, const float *x, int64_t ldx,
+                        float *y, int64_t ldy, int avx2) {
     // 1. the terms of every row
     int n_terms = 0;
     int64_t out = 0;
@@ -214,10 +330,20 @@ static void hook_apply(void *ctx, const rm_batch *b, int layer, rm_linear_id whi
     }
     if (grow(&lb->T, &lb->T_cap, t_size, sizeof *lb->T)) { fail(lb, "T"); return; }
     // 3. T = coef * X A^T, then Y += T B^T
-    const rm_cpu_features *cpu = rm_cpu();
-    lb_job job = {lb, cpu->avx2 && cpu->fma && cpu->f16c, n_groups, n_units, x, ldx, y, ldy, out};
+    lb_job job = {lb, avx2, n_groups, n_units, x, ldx, y, ldy, out};
     rm_threadpool_run(lb->tp, down_task, &job);
     rm_threadpool_run(lb->tp, up_task, &job);
+}
+
+static void hook_apply(void *ctx, const rm_batch *b, int layer, rm_linear_id which, const float *x, int64_t ldx, float *y,
+                       int64_t ldy) {
+    rm_lora_batch *lb = ctx;
+    if (!b->plan) return;
+    double t0 = rm_now();
+    const rm_cpu_features *cpu = rm_cpu();
+    int avx2 = cpu->avx2 && cpu->fma && cpu->f16c;
+    terms_apply(lb, b, layer, which, x, ldx, y, ldy, avx2);
+    router_apply(lb, b, layer, which, x, ldx, y, ldy, avx2);
     lb->seconds += rm_now() - t0;
 }
 

@@ -10,6 +10,10 @@
 //
 // Every row's terms are added in the same order whatever its batch mates
 // (adapters by uid), so a sequence's outputs do not depend on them.
+//
+// Rows with a router plan (RouterLoRA) are computed row by row, each by one
+// worker: the k experts' outputs E_i, the router's query, the softmax over
+// q . E_i / sqrt(out) and the weighted sum (rm_lora_router_row).
 #ifndef RM_LORA_BATCH_H
 #define RM_LORA_BATCH_H
 #include "lora/compose.h"
@@ -28,4 +32,12 @@ int rm_lora_batch_status(rm_lora_batch *lb);
 // Wall seconds spent applying LoRA terms since the last call (for benchmarks:
 // the share of a forward pass that the adapters cost).
 double rm_lora_batch_seconds(rm_lora_batch *lb);
+
+// RouterLoRA on one row of linear (layer, which): y[out] += sum_i alpha_i E_i(x)
+// for the router plan p. avx2 selects the f16-mirror kernels (the hook
+// passes what the CPU has). scratch holds rm_lora_router_scratch(k, out, r)
+// floats (k experts, the linear's out, the largest rank among the experts
+// and the router).
+void rm_lora_router_row(int avx2, const rm_lora_plan *p, int layer, int which, const float *x, float *y, float *scratch);
+size_t rm_lora_router_scratch(int k, int64_t out, int r);
 #endif

@@ -7,18 +7,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const g_mode_names[] = {"selection", "mixture", "fusion"};
+static const char *const g_mode_names[] = {"selection", "mixture", "fusion", "router"};
 
 int rm_compose_parse(const char *s, rm_compose_mode *out) {
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 4; i++)
         if (!strcmp(s, g_mode_names[i])) {
             *out = (rm_compose_mode)i;
             return RM_OK;
         }
-    return rm_errorf(RM_EINVAL, "unknown composition mode '%s' (selection, mixture, fusion)", s);
+    return rm_errorf(RM_EINVAL, "unknown composition mode '%s' (selection, mixture, fusion, router)", s);
 }
 
-const char *rm_compose_name(rm_compose_mode m) { return (unsigned)m < 3 ? g_mode_names[m] : "?"; }
+const char *rm_compose_name(rm_compose_mode m) { return (unsigned)m < 4 ? g_mode_names[m] : "?"; }
 
 // ---------------------------------------------------------------- fusion
 
@@ -184,6 +184,8 @@ static void cache_put(rm_fusion_cache *c, const rm_lora *fused) {
 int rm_lora_plan_init(rm_lora_plan *p, rm_compose_mode mode, int n, rm_lora *const *lora, const float *weight,
                       rm_fusion_cache *cache) {
     memset(p, 0, sizeof *p);
+    if (mode == RM_COMPOSE_ROUTER)
+        return rm_errorf(RM_EINVAL, "plan: the router composition needs a trained router (--router FILE)");
     if ((unsigned)mode > RM_COMPOSE_FUSION) return rm_errorf(RM_EINVAL, "plan: bad composition mode %d", (int)mode);
     if (n < 1 || n > RM_PLAN_MAX) return rm_errorf(RM_EINVAL, "plan: %d adapters (1..%d)", n, RM_PLAN_MAX);
     if (mode == RM_COMPOSE_SELECTION && n != 1)
@@ -213,6 +215,20 @@ int rm_lora_plan_init(rm_lora_plan *p, rm_compose_mode mode, int n, rm_lora *con
     return rc;
 }
 
+int rm_lora_plan_init_router(rm_lora_plan *p, int n, rm_lora *const *lora, const rm_lora *router) {
+    int rc = rm_lora_plan_init(p, RM_COMPOSE_MIXTURE, n, lora, NULL, NULL);
+    if (rc) return rc;
+    if (!router || router->base != lora[0]->base) {
+        memset(p, 0, sizeof *p);
+        return rm_errorf(RM_EMISMATCH, "plan: the router %s is not bound to the adapters' base model",
+                         router ? router->path : "(none)");
+    }
+    // bound to the same base: every module has the base's shapes (rm_lora_bind checked)
+    p->mode = RM_COMPOSE_ROUTER;
+    p->router = router;
+    return RM_OK;
+}
+
 void rm_lora_plan_free(rm_lora_plan *p) {
     if (p->fused) {
         if (p->cache) cache_put(p->cache, p->fused);
@@ -222,6 +238,7 @@ void rm_lora_plan_free(rm_lora_plan *p) {
 }
 
 int rm_lora_plan_terms(const rm_lora_plan *p, const rm_lora **lora, float *weight) {
+    if (p->mode == RM_COMPOSE_ROUTER) return 0;
     if (p->mode == RM_COMPOSE_FUSION) {
         lora[0] = p->fused;
         weight[0] = 1.0f;

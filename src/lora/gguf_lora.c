@@ -95,15 +95,29 @@ int rm_lora_load_gguf(rm_lora **out, const char *path) {
     gguf_file g;
     int rc = gguf_open(&g, path);
     if (rc) return rc;
+    gguf_str s;
+    char buf[64];
+    if (gguf_get_str(&g, "general.type", &s) == RM_OK && gguf_str_eq(s, "ramole.router"))
+        rc = rm_errorf(RM_EFORMAT, "%s: is a ramole router, not an adapter (give it with --router)", path);
+    else if (gguf_get_str(&g, "general.type", &s) == RM_OK && !gguf_str_eq(s, "adapter")) {
+        gguf_str_copy(s, buf, sizeof buf);
+        rc = rm_errorf(RM_EFORMAT, "%s: general.type is '%s': not an adapter", path, buf);
+    } else {
+        rc = rm_lora_read_gguf(out, &g);
+    }
+    gguf_close(&g);
+    return rc;
+}
+
+int rm_lora_read_gguf(rm_lora **out, const struct gguf_file *gf) {
+    *out = NULL;
+    const gguf_file g = *gf;
+    const char *path = g.path;
+    int rc = RM_OK;
     rm_lora *a = NULL;
     const gguf_tensor_info **pairs = NULL;
     gguf_str s;
     char buf[64];
-    if (gguf_get_str(&g, "general.type", &s) == RM_OK && !gguf_str_eq(s, "adapter")) {
-        gguf_str_copy(s, buf, sizeof buf);
-        rc = rm_errorf(RM_EFORMAT, "%s: general.type is '%s': not an adapter", path, buf);
-        goto done;
-    }
     if (gguf_get_str(&g, "adapter.type", &s) != RM_OK) {
         rc = rm_errorf(RM_EFORMAT, "%s: no adapter.type: not an adapter (a model file?)", path);
         goto done;
@@ -154,11 +168,13 @@ done:
     if (rc) rm_lora_free(a);
     else *out = a;
     free(pairs);
-    gguf_close(&g);
     return rc;
 }
 
-int rm_lora_save_gguf(const rm_lora *a, const char *path) {
+int rm_lora_save_gguf(const rm_lora *a, const char *path) { return rm_lora_save_gguf_with(a, path, NULL, NULL); }
+
+int rm_lora_save_gguf_with(const rm_lora *a, const char *path, int (*meta)(struct gguf_writer *, const void *),
+                           const void *ctx) {
     const rm_lora_mod *first = NULL;
     for (int i = 0; i < a->n_layer * RM_LIN_COUNT && !first; i++)
         if (a->mods[i].r) first = &a->mods[i];
@@ -173,7 +189,8 @@ int rm_lora_save_gguf(const rm_lora *a, const char *path) {
     float **bufs = calloc((size_t)a->n_layer * RM_LIN_COUNT, sizeof *bufs);
     if (!gw || !bufs) { rc = rm_errorf(RM_ENOMEM, "out of memory"); goto done; }
     if ((rc = gguf_set_str(gw, "general.architecture", arch)) || (rc = gguf_set_str(gw, "general.type", "adapter")) ||
-        (rc = gguf_set_str(gw, "adapter.type", "lora")) || (rc = gguf_set_f32(gw, "adapter.lora.alpha", alpha)))
+        (rc = gguf_set_str(gw, "adapter.type", "lora")) || (rc = gguf_set_f32(gw, "adapter.lora.alpha", alpha)) ||
+        (meta && (rc = meta(gw, ctx))))
         goto done;
     for (int i = 0; i < a->n_layer * RM_LIN_COUNT; i++) {
         const rm_lora_mod *m = &a->mods[i];

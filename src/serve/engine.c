@@ -20,6 +20,7 @@ struct rm_engine {
     rm_kvcache kv;
     rm_lora_batch *lb;
     rm_linear_hook hook;
+    const rm_lora *router;   // for router plans, or NULL
     int n_slots, rows;
     seq **slot;              // [n_slots], NULL = free
     seq **queue;             // waiting for a slot, FIFO
@@ -95,6 +96,8 @@ void rm_engine_free(rm_engine *e) {
     free(e);
 }
 
+void rm_engine_set_router(rm_engine *e, const rm_lora *router) { e->router = router; }
+
 int rm_engine_submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new, const rm_sampler_params *sp,
                      rm_lora *const *lora, int n_lora, rm_compose_mode mode, const rm_engine_cbs *cbs) {
     if (!cbs || !cbs->done) return rm_errorf(RM_EINVAL, "engine: no done callback");
@@ -116,7 +119,9 @@ int rm_engine_submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_
     s->out = malloc(((size_t)max_new + 1) * sizeof(int32_t));
     int rc = !s->prompt || !s->out ? rm_errorf(RM_ENOMEM, "out of memory") : rm_sampler_init(&s->smp, sp, e->m->hp.n_vocab);
     if (!rc && n_lora > 0) {
-        rc = rm_lora_plan_init(&s->plan, mode, n_lora, lora, NULL, NULL);
+        if (mode != RM_COMPOSE_ROUTER) rc = rm_lora_plan_init(&s->plan, mode, n_lora, lora, NULL, NULL);
+        else if (!e->router) rc = rm_errorf(RM_EINVAL, "this server has no router (start it with --router FILE)");
+        else rc = rm_lora_plan_init_router(&s->plan, n_lora, lora, e->router);
         s->has_plan = rc == RM_OK;
     }
     if (rc) {

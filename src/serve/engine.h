@@ -33,6 +33,10 @@ typedef struct rm_engine_cbs {
 int rm_engine_new(rm_engine **out, rm_llama *m, rm_threadpool *tp, int n_slots, int n_ctx, int rows_per_step);
 void rm_engine_free(rm_engine *e);
 
+// The router (lora/router.h, bound to the engine's model; not owned, must
+// outlive the engine) that sequences submitted with RM_COMPOSE_ROUTER use.
+void rm_engine_set_router(rm_engine *e, const rm_lora *router);
+
 // Queues a sequence (prompt must hold BOS when wanted). lora[0..n_lora) must
 // be bound to the engine's model and outlive the sequence (n_lora 0: base
 // model). Returns RM_OK, or an error for a request that cannot run (too long,

@@ -330,7 +330,9 @@ int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, doubl
     rm_linear_hook hook = {0};
     const void **plans = malloc(rows * sizeof(void *));
     int rc_l = t->lora_rank ? rm_trainer_export_lora(t, &lora) : RM_OK;
-    if (!rc_l && lora && !(rc_l = rm_lora_plan_init(&plan, RM_COMPOSE_SELECTION, 1, &lora, NULL, NULL))) {
+    if (!rc_l && lora && t->router_k) rc_l = rm_lora_plan_init_router(&plan, t->router_k, t->experts, lora);
+    else if (!rc_l && lora) rc_l = rm_lora_plan_init(&plan, RM_COMPOSE_SELECTION, 1, &lora, NULL, NULL);
+    if (!rc_l && lora) {
         lb = rm_lora_batch_new(t->tp);
         if (lb) hook = rm_lora_batch_hook(lb);
         else rc_l = rm_errorf(RM_ENOMEM, "out of memory");

@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "base/err.h"
+#include "lora/adapter.h"
 #include "model/ops.h"
 #include "tensor/gemm.h"
 
@@ -78,38 +79,137 @@ static int backward_through_weight(rm_trainer *t, const rm_tensor *w, const floa
 
 // ---------------------------------------------------------------- linear (+ LoRA), forward / backward
 
-// y[N,out] (+)= x W^T + s (x A^T) B^T;  hs[N,r] = s x A^T is kept for backward
-static void linear_forward(rm_trainer *t, const rm_tlinear *L, const float *x, float *y, float *hs, int N, int acc) {
-    rm_matmul(t->tp, L->w, x, L->in, y, L->out, N, acc);
-    if (!L->rank) return;
-    mm_nt(t->tp, hs, x, L->A, N, L->in, L->rank, 0);
-    for (size_t i = 0; i < (size_t)N * L->rank; i++) hs[i] *= L->scale;
-    mm_nt(t->tp, y, hs, L->B, N, L->rank, L->out, 1);
+// The router state of linear L, or NULL (not in router mode, or the classifier).
+static const train_router *router_of(const rm_trainer *t, const rm_tlinear *L) {
+    if (!t->rt || L < t->lin || L >= t->lin + (size_t)t->L * RM_LIN_COUNT) return NULL;
+    const train_router *R = &t->rt[L - t->lin];
+    return R->n_exp ? R : NULL;
 }
 
-// dW += dy^T x;  dx += dy W;  dB += dy^T hs;  dA += s (dy B)^T x;  dx += s (dy B) A
-// (dy^T in scratch 0, (s dy B) in scratch 2 and its transpose in scratch 1)
-static int linear_backward(rm_trainer *t, const rm_tlinear *L, const float *x, const float *hs, const float *dy,
-                           float *dx, int N) {
-    int in = L->in, out = L->out, r = L->rank, rc;
-    float *dyt = NULL;
-    if (L->dw || r) {
-        if (!(dyt = train_scratch(t, 0, (size_t)out * N))) return rm_errorf(RM_ENOMEM, "train: out of memory");
-        rm_transpose(t->tp, dyt, dy, out, N, out);
+// y[N,out] (+)= s (x A^T) B^T;  hs[N,r] = s x A^T
+static void lora_forward(rm_trainer *t, const float *A, const float *B, int r, float scale, int in, int out, const float *x,
+                         float *y, float *hs, int N, int acc) {
+    mm_nt(t->tp, hs, x, A, N, in, r, 0);
+    for (size_t i = 0; i < (size_t)N * r; i++) hs[i] *= scale;
+    mm_nt(t->tp, y, hs, B, N, r, out, acc);
+}
+
+// RouterLoRA, after y = x W^T: E_i = s_i B_i A_i x; q = s_r B_r A_r x (hs =
+// s_r x A_r^T kept); alpha = softmax(q.E_i / sqrt(out)); y += sum_i alpha_i E_i.
+static void router_forward(rm_trainer *t, const rm_tlinear *L, const train_router *R, const float *x, float *y, float *hs,
+                           int N) {
+    int k = R->n_exp, out = L->out;
+    size_t per = (size_t)N * out;
+    for (int i = 0; i < k; i++) {
+        const train_expert *e = &R->exp[i];
+        if (e->r) lora_forward(t, e->A, e->B, e->r, e->scale, L->in, out, x, R->E + i * per, t->rh, N, 0);
+        else memset(R->E + i * per, 0, per * sizeof(float));
     }
-    if (L->dw) rm_gemm_nn(t->tp, L->dw, in, dyt, N, x, in, out, in, N);
-    if (dx && (rc = backward_through_weight(t, L->w, dy, dx, N))) return rc;
-    if (!r) return RM_OK;
-    rm_gemm_nn(t->tp, L->dB, r, dyt, N, hs, r, out, r, N);
+    if (L->rank) lora_forward(t, L->A, L->B, L->rank, L->scale, L->in, out, x, R->q, hs, N, 0);
+    else memset(R->q, 0, per * sizeof(float));
+    float inv = 1.0f / sqrtf((float)out);
+    for (int n = 0; n < N; n++) {
+        float *al = R->alpha + (size_t)n * k, mx = -INFINITY, sum = 0.0f;
+        for (int i = 0; i < k; i++) {
+            al[i] = rm_dot_f32(R->q + (size_t)n * out, R->E + i * per + (size_t)n * out, out) * inv;
+            mx = al[i] > mx ? al[i] : mx;
+        }
+        for (int i = 0; i < k; i++) sum += (al[i] = expf(al[i] - mx));
+        for (int i = 0; i < k; i++) {
+            al[i] /= sum;
+            rm_axpy_f32(y + (size_t)n * out, al[i], R->E + i * per + (size_t)n * out, out);
+        }
+    }
+}
+
+// y[N,out] (+)= x W^T + s (x A^T) B^T;  hs[N,r] = s x A^T is kept for backward
+// (router linears: router_forward instead of the LoRA term)
+static void linear_forward(rm_trainer *t, const rm_tlinear *L, const float *x, float *y, float *hs, int N, int acc) {
+    rm_matmul(t->tp, L->w, x, L->in, y, L->out, N, acc);
+    const train_router *R = router_of(t, L);
+    if (R) router_forward(t, L, R, x, y, hs, N);
+    else if (L->rank) lora_forward(t, L->A, L->B, L->rank, L->scale, L->in, L->out, x, y, hs, N, 1);
+}
+
+// Backward of y += s (x A^T) B^T for dy[N,out]: dB += dy^T hs;  dA += s (dy B)^T x;
+// dx += s (dy B) A. dA, dB, dx may be NULL (frozen: only dx). dy^T in scratch
+// 0, (s dy B) in scratch 2 and its transpose in scratch 1.
+static int lora_backward(rm_trainer *t, const float *A, const float *B, float *dA, float *dB, int r, float scale, int in,
+                         int out, const float *x, const float *hs, const float *dy, float *dx, int N) {
+    if (dB) {
+        float *dyt = train_scratch(t, 0, (size_t)out * N);
+        if (!dyt) return rm_errorf(RM_ENOMEM, "train: out of memory");
+        rm_transpose(t->tp, dyt, dy, out, N, out);
+        rm_gemm_nn(t->tp, dB, r, dyt, N, hs, r, out, r, N);
+    }
     float *dhs = train_scratch(t, 2, (size_t)N * r), *dhst = train_scratch(t, 1, (size_t)N * r);
     if (!dhs || !dhst) return rm_errorf(RM_ENOMEM, "train: out of memory");
     memset(dhs, 0, (size_t)N * r * sizeof(float));
-    rm_gemm_nn(t->tp, dhs, r, dy, out, L->B, r, N, r, out);
-    for (size_t i = 0; i < (size_t)N * r; i++) dhs[i] *= L->scale;
-    rm_transpose(t->tp, dhst, dhs, r, N, r);
-    rm_gemm_nn(t->tp, L->dA, in, dhst, N, x, in, r, in, N);
-    if (dx) rm_gemm_nn(t->tp, dx, in, dhs, r, L->A, in, N, in, r);
+    rm_gemm_nn(t->tp, dhs, r, dy, out, B, r, N, r, out);
+    for (size_t i = 0; i < (size_t)N * r; i++) dhs[i] *= scale;
+    if (dA) {
+        rm_transpose(t->tp, dhst, dhs, r, N, r);
+        rm_gemm_nn(t->tp, dA, in, dhst, N, x, in, r, in, N);
+    }
+    if (dx) rm_gemm_nn(t->tp, dx, in, dhs, r, A, in, N, in, r);
     return RM_OK;
+}
+
+// Backward of router_forward for g = dy[N,out]:
+//   dalpha_i = g.E_i;  dz_i = alpha_i (dalpha_i - sum_j alpha_j dalpha_j);
+//   dq = sum_i dz_i E_i / sqrt(out) -> the router's A_r, B_r and x;
+//   dE_i = alpha_i g + dz_i q / sqrt(out) -> x through the frozen expert.
+// dq in scratch 3, dE_i and dz [N,k] in scratch 4.
+static int router_backward(rm_trainer *t, const rm_tlinear *L, const train_router *R, const float *x, const float *hs,
+                           const float *g, float *dx, int N) {
+    int k = R->n_exp, in = L->in, out = L->out, rc;
+    size_t per = (size_t)N * out;
+    float inv = 1.0f / sqrtf((float)out);
+    float *dq = train_scratch(t, 3, per), *dE = train_scratch(t, 4, per + (size_t)N * k);
+    if (!dq || !dE) return rm_errorf(RM_ENOMEM, "train: out of memory");
+    float *dz = dE + per;
+    memset(dq, 0, per * sizeof(float));
+    for (int n = 0; n < N; n++) {
+        const float *al = R->alpha + (size_t)n * k, *gn = g + (size_t)n * out;
+        float *dzn = dz + (size_t)n * k, s = 0.0f;
+        for (int i = 0; i < k; i++) s += al[i] * (dzn[i] = rm_dot_f32(gn, R->E + i * per + (size_t)n * out, out));
+        for (int i = 0; i < k; i++) {
+            dzn[i] = al[i] * (dzn[i] - s);
+            rm_axpy_f32(dq + (size_t)n * out, dzn[i] * inv, R->E + i * per + (size_t)n * out, out);
+        }
+    }
+    if (L->rank && (rc = lora_backward(t, L->A, L->B, L->dA, L->dB, L->rank, L->scale, in, out, x, hs, dq, dx, N)))
+        return rc;
+    for (int i = 0; dx && i < k; i++) {
+        const train_expert *e = &R->exp[i];
+        if (!e->r) continue;
+        for (int n = 0; n < N; n++) {
+            float *d = dE + (size_t)n * out;
+            const float *gn = g + (size_t)n * out;
+            float a = R->alpha[(size_t)n * k + i], c = dz[(size_t)n * k + i] * inv;
+            for (int o = 0; o < out; o++) d[o] = a * gn[o] + c * R->q[(size_t)n * out + o];
+        }
+        if ((rc = lora_backward(t, e->A, e->B, NULL, NULL, e->r, e->scale, in, out, x, NULL, dE, dx, N))) return rc;
+    }
+    return RM_OK;
+}
+
+// dW += dy^T x;  dx += dy W;  then the LoRA (or router) term's backward
+// (dy^T in scratch 0)
+static int linear_backward(rm_trainer *t, const rm_tlinear *L, const float *x, const float *hs, const float *dy,
+                           float *dx, int N) {
+    int in = L->in, out = L->out, rc;
+    if (L->dw) {
+        float *dyt = train_scratch(t, 0, (size_t)out * N);
+        if (!dyt) return rm_errorf(RM_ENOMEM, "train: out of memory");
+        rm_transpose(t->tp, dyt, dy, out, N, out);
+        rm_gemm_nn(t->tp, L->dw, in, dyt, N, x, in, out, in, N);
+    }
+    if (dx && (rc = backward_through_weight(t, L->w, dy, dx, N))) return rc;
+    const train_router *R = router_of(t, L);
+    if (R) return router_backward(t, L, R, x, hs, dy, dx, N);
+    if (!L->rank) return RM_OK;
+    return lora_backward(t, L->A, L->B, L->dA, L->dB, L->rank, L->scale, in, out, x, hs, dy, dx, N);
 }
 
 // ---------------------------------------------------------------- embedding, cross-entropy
@@ -275,6 +375,29 @@ int rm_trainer_full(rm_trainer *t) {
     return RM_OK;
 }
 
+// Allocates and registers the LoRA pair of linear L (layer l, which w): A ~
+// U(-1/sqrt(in), 1/sqrt(in)), B = 0; tensors named blk.l.<linear>.<kind>_a/_b.
+static int add_pair(rm_trainer *t, rm_tlinear *L, int l, int w, int rank, float scale, const char *kind) {
+    L->rank = rank;
+    L->scale = scale;
+    L->A = malloc((size_t)rank * L->in * sizeof(float));
+    L->B = calloc((size_t)L->out * rank, sizeof(float));
+    if (!L->A || !L->B) {
+        free(L->A); free(L->B);
+        L->A = L->B = NULL;
+        L->rank = 0;
+        return rm_errorf(RM_ENOMEM, "%s: out of memory", kind);
+    }
+    float a = 1.0f / sqrtf((float)L->in);
+    for (size_t i = 0; i < (size_t)rank * L->in; i++) L->A[i] = (2.0f * rm_rng_uniform(&t->rng) - 1.0f) * a;
+    char name[96];
+    int rc;
+    snprintf(name, sizeof name, "blk.%d.%s.%s_a", l, rm_linear_gguf[w], kind);
+    if ((rc = add_param(t, name, L->A, (size_t)rank * L->in, 0, 1, &L->dA))) { free(L->B); L->B = NULL; return rc; }
+    snprintf(name, sizeof name, "blk.%d.%s.%s_b", l, rm_linear_gguf[w], kind);
+    return add_param(t, name, L->B, (size_t)L->out * rank, 0, 1, &L->dB);
+}
+
 int rm_trainer_add_lora(rm_trainer *t, unsigned targets, int rank, float alpha, int rslora) {
     if (rank <= 0 || rank > 4096) return rm_errorf(RM_EINVAL, "lora: rank %d out of range", rank);
     if (t->lora_rank) return rm_errorf(RM_EINVAL, "lora: adapters were already added");
@@ -282,28 +405,52 @@ int rm_trainer_add_lora(rm_trainer *t, unsigned targets, int rank, float alpha, 
     t->lora_targets = targets;
     t->lora_alpha = alpha;
     t->lora_rslora = rslora;
-    char name[96];
+    float scale = rslora ? alpha / sqrtf((float)rank) : alpha / (float)rank;
+    for (int l = 0; l < t->L; l++)
+        for (int w = 0; w < RM_LIN_COUNT; w++) {
+            if (!(targets & (1u << w))) continue;
+            int rc = add_pair(t, &t->lin[l * RM_LIN_COUNT + w], l, w, rank, scale, "lora");
+            if (rc) return rc;
+        }
+    return RM_OK;
+}
+
+int rm_trainer_add_router(rm_trainer *t, int k, rm_lora *const *experts, int rank, float alpha) {
+    if (rank <= 0 || rank > 4096) return rm_errorf(RM_EINVAL, "router: rank %d out of range", rank);
+    if (k < 1 || k > RM_PLAN_MAX) return rm_errorf(RM_EINVAL, "router: %d experts (1..%d)", k, RM_PLAN_MAX);
+    if (t->lora_rank) return rm_errorf(RM_EINVAL, "router: adapters were already added");
+    for (int i = 0; i < k; i++)
+        if (experts[i]->base != t->m)
+            return rm_errorf(RM_EMISMATCH, "router: expert %s is not bound to the trainer's base", experts[i]->path);
+    unsigned targets = 0;
+    for (int i = 0; i < k; i++) targets |= rm_lora_targets(experts[i]);
+    if (!targets) return rm_errorf(RM_EINVAL, "router: the experts adapt no linear");
+    t->rt = calloc((size_t)t->L * RM_LIN_COUNT, sizeof *t->rt);
+    if (!t->rt) return rm_errorf(RM_ENOMEM, "router: out of memory");
+    t->lora_rank = rank;
+    t->lora_targets = targets;
+    t->lora_alpha = alpha;
+    t->router_k = k;
+    for (int i = 0; i < k; i++) t->experts[i] = experts[i];
     for (int l = 0; l < t->L; l++)
         for (int w = 0; w < RM_LIN_COUNT; w++) {
             if (!(targets & (1u << w))) continue;
             rm_tlinear *L = &t->lin[l * RM_LIN_COUNT + w];
-            L->rank = rank;
-            L->scale = rslora ? alpha / sqrtf((float)rank) : alpha / (float)rank;
-            L->A = malloc((size_t)rank * L->in * sizeof(float));
-            L->B = calloc((size_t)L->out * rank, sizeof(float));
-            if (!L->A || !L->B) {
-                free(L->A); free(L->B);
-                L->A = L->B = NULL;
-                L->rank = 0;
-                return rm_errorf(RM_ENOMEM, "lora: out of memory");
+            train_router *R = &t->rt[l * RM_LIN_COUNT + w];
+            R->n_exp = k;
+            for (int i = 0; i < k; i++) {
+                const rm_lora_mod *m = l < experts[i]->n_layer ? &experts[i]->mods[l * RM_LIN_COUNT + w] : NULL;
+                if (!m || !m->r) continue;
+                train_expert *e = &R->exp[i];
+                if (!(e->B = malloc((size_t)m->r * L->out * sizeof(float)))) return rm_errorf(RM_ENOMEM, "router: out of memory");
+                for (int o = 0; o < L->out; o++) // B[out, r] = Bt[r, out]^T
+                    for (int j = 0; j < m->r; j++) e->B[(size_t)o * m->r + j] = m->Bt[(size_t)j * L->out + o];
+                e->r = m->r;
+                e->scale = m->scale;
+                e->A = m->A;
             }
-            float a = 1.0f / sqrtf((float)L->in);
-            for (size_t i = 0; i < (size_t)rank * L->in; i++) L->A[i] = (2.0f * rm_rng_uniform(&t->rng) - 1.0f) * a;
-            int rc;
-            snprintf(name, sizeof name, "blk.%d.%s.lora_a", l, rm_linear_gguf[w]);
-            if ((rc = add_param(t, name, L->A, (size_t)rank * L->in, 0, 1, &L->dA))) { free(L->B); L->B = NULL; return rc; }
-            snprintf(name, sizeof name, "blk.%d.%s.lora_b", l, rm_linear_gguf[w]);
-            if ((rc = add_param(t, name, L->B, (size_t)L->out * rank, 0, 1, &L->dB))) return rc;
+            int rc = add_pair(t, L, l, w, rank, alpha / (float)rank, "router");
+            if (rc) return rc;
         }
     return RM_OK;
 }
@@ -327,7 +474,10 @@ void rm_trainer_free(rm_trainer *t) {
     free(t->act);
     free(t->la);
     free(t->order);
-    for (int i = 0; i < 3; i++) free(t->sc[i]);
+    for (int i = 0; i < 5; i++) free(t->sc[i]);
+    for (int i = 0; t->rt && i < t->L * RM_LIN_COUNT; i++)
+        for (int e = 0; e < t->rt[i].n_exp; e++) free(t->rt[i].exp[e].B);
+    free(t->rt);
     if (t->tp) rm_threadpool_free(t->tp);
     free(t);
 }
@@ -362,10 +512,15 @@ static int acts_alloc(rm_trainer *t, int B, int T) {
     size_t N = (size_t)B * T, d = hp->n_embd, qd = (size_t)hp->n_head * hp->head_dim;
     size_t kvd = (size_t)hp->n_head_kv * hp->head_dim, f = hp->n_ff, r = (size_t)t->lora_rank;
     size_t att = (size_t)B * hp->n_head * T * T;
-    size_t nlora = 0;
-    for (int w = 0; w < RM_LIN_COUNT; w++) nlora += (t->lora_targets >> w) & 1;
-    size_t per_layer = N * (4 * d + 2 * qd + 2 * kvd + 3 * f + nlora * r) + att;
-    size_t total = (size_t)t->L * per_layer + N * (3 * d + (size_t)hp->n_vocab + (size_t)hp->rope_dim + r) +
+    size_t nlora = 0, router = 0, k = (size_t)t->router_k, rh = 0;
+    for (int w = 0; w < RM_LIN_COUNT; w++) {
+        nlora += (t->lora_targets >> w) & 1;
+        if (t->rt && t->rt[w].n_exp) router += k * t->lin[w].out + t->lin[w].out + k; // E, q, alpha
+    }
+    for (int i = 0; t->rt && i < t->L * RM_LIN_COUNT; i++)
+        for (int e = 0; e < t->rt[i].n_exp; e++) rh = (size_t)t->rt[i].exp[e].r > rh ? (size_t)t->rt[i].exp[e].r : rh;
+    size_t per_layer = N * (4 * d + 2 * qd + 2 * kvd + 3 * f + nlora * r + router) + att;
+    size_t total = (size_t)t->L * per_layer + N * (3 * d + (size_t)hp->n_vocab + (size_t)hp->rope_dim + r + rh) +
                    N * (3 * d + 2 * qd + 2 * kvd + 3 * f);
     if (total > t->act_cap || t->act_N != N || t->act_B != B) {
         free(t->act);
@@ -385,10 +540,15 @@ static int acts_alloc(rm_trainer *t, int B, int T) {
         for (int w = 0; w < RM_LIN_COUNT; w++) {
             a->hs[w] = NULL;
             if ((t->lora_targets >> w) & 1) TAKE(a->hs[w], N * r);
+            train_router *R = t->rt ? &t->rt[l * RM_LIN_COUNT + w] : NULL;
+            if (R && R->n_exp) {
+                size_t out = (size_t)t->lin[w].out;
+                TAKE(R->E, N * k * out); TAKE(R->q, N * out); TAKE(R->alpha, N * k);
+            }
         }
     }
     TAKE(t->res_final, N * d); TAKE(t->xf, N * d); TAKE(t->logits, N * (size_t)hp->n_vocab); TAKE(t->cs, N * (size_t)hp->rope_dim);
-    TAKE(t->hs_out, N * r);
+    TAKE(t->hs_out, N * r); TAKE(t->rh, N * rh);
     TAKE(t->dres, N * d); TAKE(t->dxb, N * d); TAKE(t->dxf, N * d); TAKE(t->dq, N * qd); TAKE(t->dao, N * qd);
     TAKE(t->dk, N * kvd); TAKE(t->dv, N * kvd); TAKE(t->dg, N * f); TAKE(t->du, N * f); TAKE(t->dh, N * f);
 #undef TAKE

@@ -76,6 +76,16 @@ int rm_trainer_full(rm_trainer *t);
 // Adds LoRA adapters of `rank` on the linears in `targets` (bit i = rm_linear_id
 // i, see rm_lora_parse_targets) of every layer. A ~ U(-1/sqrt(in), 1/sqrt(in)) from the seed, B = 0.
 int rm_trainer_add_lora(rm_trainer *t, unsigned targets, int rank, float alpha, int rslora);
+typedef struct rm_lora rm_lora;
+// RouterLoRA: the k frozen experts (bound to the base, not owned, must outlive
+// the trainer) are composed on every linear any of them adapts by a trained
+// router of `rank` there (its A_r, B_r are the linears' A, B, initialised as
+// by rm_trainer_add_lora: B_r = 0, so training starts from the mixture):
+//   E_i = s_i B_i A_i x,  q = s_r B_r A_r x,  alpha = softmax_i(q.E_i/sqrt(out)),
+//   y = W x + sum_i alpha_i E_i.
+// Backward reaches A_r, B_r and x (through W, the experts and the query).
+// rm_trainer_export_lora then exports the router; eval uses router plans.
+int rm_trainer_add_router(rm_trainer *t, int k, rm_lora *const *experts, int rank, float alpha);
 
 rm_tparam *rm_trainer_params(rm_trainer *t, int *n);
 size_t rm_trainer_n_trainable(const rm_trainer *t);
@@ -165,7 +175,7 @@ int rm_trainer_next_batch(rm_trainer *t, const rm_tdata *d, rm_tbatch *b, int pa
 int rm_trainer_eval_loss(rm_trainer *t, const rm_tdata *d, double *loss);
 // Greedy-decodes each example's prompt (up to the target length + 8 tokens or
 // EOS) through rm_llama_forward, the adapters (exported) applied by lora/batch as
-// when serving, and counts exact matches
+// when serving (router mode: a router plan over the experts), and counts exact matches
 // of the generated ids with the target ids (EOS excluded).
 int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, double *em);
 

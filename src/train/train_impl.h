@@ -1,7 +1,26 @@
 // train_impl.h — the trainer's internals, shared by the files of src/train/.
 #ifndef RM_TRAIN_TRAIN_IMPL_H
 #define RM_TRAIN_TRAIN_IMPL_H
+#include "lora/compose.h"
 #include "train/train.h"
+
+// One frozen expert module of a router linear: E = s (x A^T) B^T.
+typedef struct train_expert {
+    int r;                 // 0: this expert has no module here (E = 0)
+    float scale;
+    const float *A;        // [r,in], the adapter's own
+    float *B;              // [out,r], a copy (adapters keep B transposed)
+} train_expert;
+
+// A linear in router mode (RouterLoRA): its rm_tlinear's A, B are the
+// router's A_r, B_r; these are the k experts and the activations backward needs.
+typedef struct train_router {
+    int n_exp;             // 0: not a router linear
+    train_expert exp[RM_PLAN_MAX];
+    float *E;              // [k][N,out] expert outputs
+    float *alpha;          // [N,k] softmax weights
+    float *q;              // [N,out] router query
+} train_router;
 
 // Activations of one layer kept for backward (N rows).
 typedef struct train_layer_acts {
@@ -40,8 +59,13 @@ struct rm_trainer {
     train_layer_acts *la;
     float *res_final, *xf, *logits, *cs, *hs_out;
     float *dres, *dxb, *dxf, *dq, *dk, *dv, *dao, *dg, *du, *dh;
-    float *sc[3];
-    size_t sc_cap[3];
+    float *sc[5];
+    size_t sc_cap[5];
+    // router mode: per linear [L][RM_LIN_COUNT] (NULL: no router), its experts
+    train_router *rt;
+    int router_k;
+    rm_lora *experts[RM_PLAN_MAX]; // not owned
+    float *rh;             // [N, max expert rank] forward scratch
     // data order (saved in checkpoints so that a resumed run sees the same batches)
     int *order;
     int n_order, cursor, epoch;

@@ -1,0 +1,128 @@
+// router.c — RouterLoRA files (see router.h).
+#include "lora/router.h"
+#include "base/err.h"
+#include "format/gguf.h"
+
+#include <stdio.h>
+#include <string.h>
+
+// FNV-1a over n bytes, continuing from h.
+static uint64_t fnv(uint64_t h, const void *p, size_t n) {
+    const unsigned char *b = p;
+    for (size_t i = 0; i < n; i++) h = (h ^ b[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static const char *arch_name(const rm_llama *m) { return m->hp.arch == RM_ARCH_QWEN2 ? "qwen2" : "llama"; }
+
+uint64_t rm_router_base_fingerprint(const rm_llama *m) {
+    const rm_llama_hparams *hp = &m->hp;
+    int shape[5] = {hp->n_vocab, hp->n_embd, hp->n_layer, hp->n_ff, (int)hp->arch};
+    uint64_t h = fnv(0xcbf29ce484222325ull, shape, sizeof shape);
+    size_t emb = rm_row_size(m->tok_embd.type, hp->n_embd) * (size_t)hp->n_vocab;
+    h = fnv(h, m->tok_embd.data, emb < (1u << 20) ? emb : (1u << 20));
+    h = fnv(h, m->output_norm, (size_t)hp->n_embd * sizeof(float));
+    for (int l = 0; l < hp->n_layer; l++) h = fnv(h, m->layers[l].attn_norm, (size_t)hp->n_embd * sizeof(float));
+    return h;
+}
+
+typedef struct router_meta {
+    const rm_llama *base;
+    int rank, trained_k;
+    char targets[64];
+} router_meta;
+
+static int write_meta(gguf_writer *gw, const void *ctx) {
+    const router_meta *rm = ctx;
+    const rm_llama_hparams *hp = &rm->base->hp;
+    int rc;
+    if ((rc = gguf_set_str(gw, "general.type", "ramole.router")) || (rc = gguf_set_u32(gw, "ramole.router.version", 1)) ||
+        (rc = gguf_set_u32(gw, "ramole.router.rank", (uint32_t)rm->rank)) ||
+        (rc = gguf_set_str(gw, "ramole.router.targets", rm->targets)) ||
+        (rc = gguf_set_u32(gw, "ramole.router.trained_k", (uint32_t)rm->trained_k)) ||
+        (rc = gguf_set_str(gw, "ramole.router.base.architecture", arch_name(rm->base))) ||
+        (rc = gguf_set_u32(gw, "ramole.router.base.n_layer", (uint32_t)hp->n_layer)) ||
+        (rc = gguf_set_u32(gw, "ramole.router.base.n_embd", (uint32_t)hp->n_embd)) ||
+        (rc = gguf_set_u32(gw, "ramole.router.base.n_ff", (uint32_t)hp->n_ff)) ||
+        (rc = gguf_set_u32(gw, "ramole.router.base.n_vocab", (uint32_t)hp->n_vocab)) ||
+        (rc = gguf_set_u64(gw, "ramole.router.base.fingerprint", rm_router_base_fingerprint(rm->base))))
+        return rc;
+    return RM_OK;
+}
+
+int rm_router_save(const rm_lora *router, const rm_llama *base, int trained_k, const char *path) {
+    if (router->base != base) return rm_errorf(RM_EINVAL, "%s: the router is not bound to this base model", path);
+    router_meta meta = {base, rm_lora_max_rank(router), trained_k, ""};
+    static const char *const short_names[RM_LIN_COUNT] = {"q", "k", "v", "o", "gate", "up", "down"};
+    unsigned t = rm_lora_targets(router);
+    for (int w = 0; w < RM_LIN_COUNT; w++)
+        if (t & (1u << w))
+            snprintf(meta.targets + strlen(meta.targets), sizeof meta.targets - strlen(meta.targets), "%s%s",
+                     meta.targets[0] ? "," : "", short_names[w]);
+    return rm_lora_save_gguf_with(router, path, write_meta, &meta);
+}
+
+// Checks one u32 key of the file against the base's value.
+static int check_u32(const gguf_file *g, const char *key, const char *what, uint32_t want) {
+    uint32_t v;
+    int rc = gguf_get_u32(g, key, &v);
+    if (rc == RM_ENOTFOUND) return rm_errorf(RM_EFORMAT, "%s: router without %s", g->path, key);
+    if (rc) return rc;
+    if (v != want)
+        return rm_errorf(RM_EMISMATCH, "%s: the router was trained for a base with %s %u; this base has %u", g->path, what,
+                         v, want);
+    return RM_OK;
+}
+
+int rm_router_load(rm_lora **out, const char *path, const rm_llama *base) {
+    *out = NULL;
+    gguf_file g;
+    int rc = gguf_open(&g, path);
+    if (rc) return rc;
+    const rm_llama_hparams *hp = &base->hp;
+    gguf_str s;
+    char buf[64];
+    uint32_t version = 0;
+    uint64_t fp = 0;
+    rm_lora *a = NULL;
+    if (gguf_get_str(&g, "general.type", &s) != RM_OK || !gguf_str_eq(s, "ramole.router")) {
+        rc = rm_errorf(RM_EFORMAT, "%s: not a ramole router (general.type is not 'ramole.router'; train one with "
+                       "`ramole router train`)", path);
+        goto done;
+    }
+    if ((rc = gguf_get_u32(&g, "ramole.router.version", &version)) || version != 1) {
+        rc = rm_errorf(RM_EUNSUPPORTED, "%s: router version %u is not supported (1)", path, version);
+        goto done;
+    }
+    if (gguf_get_str(&g, "ramole.router.base.architecture", &s) != RM_OK) {
+        rc = rm_errorf(RM_EFORMAT, "%s: router without ramole.router.base.architecture", path);
+        goto done;
+    }
+    gguf_str_copy(s, buf, sizeof buf);
+    if (strcmp(buf, arch_name(base))) {
+        rc = rm_errorf(RM_EMISMATCH, "%s: the router was trained for a %s base; this base is %s", path, buf, arch_name(base));
+        goto done;
+    }
+    if ((rc = check_u32(&g, "ramole.router.base.n_layer", "n_layer", (uint32_t)hp->n_layer)) ||
+        (rc = check_u32(&g, "ramole.router.base.n_embd", "n_embd", (uint32_t)hp->n_embd)) ||
+        (rc = check_u32(&g, "ramole.router.base.n_ff", "n_ff", (uint32_t)hp->n_ff)) ||
+        (rc = check_u32(&g, "ramole.router.base.n_vocab", "n_vocab", (uint32_t)hp->n_vocab)))
+        goto done;
+    if ((rc = gguf_get_u64(&g, "ramole.router.base.fingerprint", &fp))) {
+        if (rc == RM_ENOTFOUND) rc = rm_errorf(RM_EFORMAT, "%s: router without ramole.router.base.fingerprint", path);
+        goto done;
+    }
+    if (fp != rm_router_base_fingerprint(base)) {
+        rc = rm_errorf(RM_EMISMATCH, "%s: the router was trained on another base model of the same shape (fingerprint "
+                       "%016llx, this base %016llx); train one for this base", path, (unsigned long long)fp,
+                       (unsigned long long)rm_router_base_fingerprint(base));
+        goto done;
+    }
+    if ((rc = rm_lora_read_gguf(&a, &g)) || (rc = rm_lora_bind(a, base))) goto done;
+    *out = a;
+    a = NULL;
+done:
+    rm_lora_free(a);
+    gguf_close(&g);
+    return rc;
+}

@@ -1,0 +1,34 @@
+// router.h — RouterLoRA files: the trained router of the RAMoLE paper, one
+// small LoRA per adapted linear (A_r [r, in], B_r [out, r], scale s_r) whose
+// output is the query that weighs the k retrieved adapters' outputs (see
+// compose.h, router mode, and docs/router.md).
+//
+// In memory a router is an rm_lora (its modules are the router's A_r, B_r,
+// s_r); it never acts as an adapter itself, only through a router plan.
+//
+// File: a GGUF LoRA file (tensors blk.N.<linear>.weight.lora_a / lora_b,
+// adapter.lora.alpha) whose general.type is "ramole.router", with
+//   ramole.router.version       u32  1
+//   ramole.router.rank          u32  the router's rank
+//   ramole.router.targets       str  "q,v", ... the linears it covers
+//   ramole.router.trained_k     u32  experts per token in training (information)
+//   ramole.router.base.*        the base it was trained on: architecture (str),
+//                               n_layer, n_embd, n_ff, n_vocab (u32) and
+//                               fingerprint (u64, rm_router_base_fingerprint)
+// Loading checks all of them against the base it is given.
+#ifndef RM_LORA_ROUTER_H
+#define RM_LORA_ROUTER_H
+#include "lora/adapter.h"
+
+// A checksum of the base's identity: its shape and the bytes of its token
+// embedding (first MiB) and norm weights. Equal for the same model file
+// whatever the path; differs for another model of the same shape.
+uint64_t rm_router_base_fingerprint(const rm_llama *m);
+
+// Writes router (bound to base) to path; trained_k is recorded.
+int rm_router_save(const rm_lora *router, const rm_llama *base, int trained_k, const char *path);
+// Loads a router file and binds it to base. A file that is no router, a
+// router of another base (shape or fingerprint) or a corrupt file is refused
+// with a message naming the file and the difference.
+int rm_router_load(rm_lora **out, const char *path, const rm_llama *base);
+#endif
