@@ -30,17 +30,11 @@ gen rev 5000 20 $D/mix-a.jsonl; gen rot 5000 21 $D/mix-b.jsonl
 paste -d'\n' $D/mix-a.jsonl $D/mix-b.jsonl > $D/mixed-train.jsonl
 gen rev $N 50 $D/held-rev.jsonl; gen rot $N 51 $D/held-rot.jsonl
 
-# em FILE ARGS...: exact match (percent) of greedy answers over FILE's requests
+# em FILE ARGS...: exact match (percent) of greedy answers over FILE's requests (`ramole eval`)
 em() {
     file=$1; shift
-    n=0; right=0
-    for line in $(sed 's/[{} "]//g' $file); do
-        input=$(echo "$line" | sed 's/inputs:\([^,]*\),targets:.*/\1/')
-        want=$(echo "$line" | sed 's/.*targets://')
-        out=$($R generate -m $D/base.gguf "$@" -p "$input=" -n 8 --temp 0 -t 1 2>/dev/null | sed "s/^$input=//")
-        n=$((n + 1)); [ "$out" = "$want" ] && right=$((right + 1))
-    done
-    echo $((100 * right / n))
+    $R eval -m $D/base.gguf --test $file --template-file $D/template.txt -n 8 -t 2 --json "$@" 2>/dev/null |
+        sed 's/.*"em": \([0-9.]*\).*/\1/' | xargs printf '%.0f'
 }
 both="--lora $D/reverse --lora $D/rotate"
 oracle=$(( ($(em $D/held-rev.jsonl --lora $D/reverse) + $(em $D/held-rot.jsonl --lora $D/rotate)) / 2 ))

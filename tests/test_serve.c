@@ -10,6 +10,7 @@
 #include "base/json.h"
 #include "format/safetensors.h"
 #include "lora/adapter.h"
+#include "lora/router.h"
 #include "model/synth.h"
 #include "retrieve/embed.h"
 #include "retrieve/pool.h"
@@ -804,6 +805,39 @@ TEST(serve_eval_cli) {
     int differs = 0;
     for (int i = 0; i < 4; i++) differs |= strcmp(ref[i], base[i]) != 0;
     CHECKF(differs, "the adapters changed no prediction");
+    // a (random) RouterLoRA over two fixed adapters: eval equals generate with the same router
+    {
+        char rpath[600];
+        snprintf(rpath, sizeof rpath, "%s/eval-router.gguf", rm_test_tmpdir());
+        rm_llama *m = NULL;
+        rm_lora *r = NULL;
+        REQUIRE(rm_llama_load(&m, model) == RM_OK);
+        CHECK_OK(rm_lora_random(&r, m, 2, 0x7f, 77));
+        CHECK_OK(rm_router_save(r, m, 2, rpath));
+        rm_lora_free(r);
+        rm_llama_free(m);
+        char both[1800];
+        snprintf(both, sizeof both, "--lora %s --lora %s --compose router --router %s", w[0], w[1], rpath);
+        snprintf(args, sizeof args, "eval -m %s --test %s --template '{inputs}' -n 6 -t 1 --slots 2 --json --out %s %s", model,
+                 path, out_path, both);
+        free(js);
+        js = NULL;
+        CHECK(run_capture(args, NULL, &js) == 0);
+        eval_lines el = {0};
+        CHECK_OK(rm_json_each_record(out_path, eval_line, &el));
+        REQUIRE(el.n == 4);
+        for (int i = 0; i < 4; i++) {
+            snprintf(args, sizeof args, "-m %s -n 6 --temp 0 -t 1 %s", model, both);
+            char *want = generate_text(args, in[i]);
+            CHECKF(want && !strcmp(el.pred[i], want), "router: request %d predicted '%s', generate gave '%s'", i, el.pred[i],
+                   want ? want : "(failed)");
+            free(want);
+        }
+        snprintf(args, sizeof args, "eval -m %s --test %s --lora %s --lora %s --compose router -n 2", model, path, w[0], w[1]);
+        free(js);
+        js = NULL;
+        CHECK(run_capture(args, NULL, &js) == 2 << 8); // --compose router without --router: usage error
+    }
     // bad input: a missing file, a task the pool has no adapter for, ways mixed
     char err_path[600], *err = NULL;
     size_t len;

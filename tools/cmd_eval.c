@@ -9,6 +9,7 @@
 #include "base/json.h"
 #include "base/progress.h"
 #include "eval/evalset.h"
+#include "lora/router.h"
 #include "pool_pick.h"
 #include "serve/engine.h"
 #include "train/train.h"
@@ -30,8 +31,9 @@ static void help(void) {
            "  --pool DIR --oracle   each request gets its own task's adapter (the pool entry whose task,\n"
            "                        or else name, equals the request's \"task\"): the upper bound\n"
            "  --lora PATH           the same adapter for every request; repeat for several\n"
-           "  --compose MODE        selection | mixture | fusion (default: selection for one adapter,\n"
-           "                        mixture for more)\n"
+           "  --compose MODE        selection | mixture | fusion | router (default: selection for one\n"
+           "                        adapter, mixture for more)\n"
+           "  --router FILE         the trained RouterLoRA for --compose router (`ramole router train`)\n"
            "options:\n"
            "  --template T          the prompt, \"{inputs}\" replaced by the request's input (default:\n"
            "                        the Alpaca prompt of the paper, as `ramole lora train`)\n"
@@ -202,7 +204,7 @@ static void print_report(const rm_scoreboard *sb, const item *items, int n, int 
 
 static int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *test = NULL, *pool_dir = NULL, *compose_s = NULL, *tmpl_arg = NULL, *tmpl_file = NULL;
-    const char *metric_s = "em", *out_path = NULL, *lora[RM_PLAN_MAX];
+    const char *metric_s = "em", *out_path = NULL, *lora[RM_PLAN_MAX], *router_path = NULL;
     long k = 0, max_new = 64, limit = 0, slots = 8, threads = 0, ctx = 0;
     double min_score = -INFINITY;
     int oracle = 0, json = 0, n_lora = 0;
@@ -216,6 +218,7 @@ static int cmd_eval(int argc, char **argv) {
         else if (cli_flag(argc, argv, &i, "--oracle", NULL)) oracle = 1;
         else if (cli_str(argc, argv, &i, "--lora", NULL, &lora[n_lora < RM_PLAN_MAX ? n_lora : 0])) n_lora++;
         else if (cli_str(argc, argv, &i, "--compose", NULL, &compose_s)) {}
+        else if (cli_str(argc, argv, &i, "--router", NULL, &router_path)) {}
         else if (cli_str(argc, argv, &i, "--template", NULL, &tmpl_arg)) {}
         else if (cli_str(argc, argv, &i, "--template-file", NULL, &tmpl_file)) {}
         else if (cli_str(argc, argv, &i, "--metric", NULL, &metric_s)) {}
@@ -233,6 +236,10 @@ static int cmd_eval(int argc, char **argv) {
     if (rm_metric_parse(metric_s, &dflt)) { fprintf(stderr, "ramole eval: --metric must be em, rouge or bleu\n"); return 2; }
     rm_compose_mode mode = RM_COMPOSE_MIXTURE;
     if (compose_s && rm_compose_parse(compose_s, &mode)) return cli_fail("--compose");
+    if ((compose_s && mode == RM_COMPOSE_ROUTER) != (router_path != NULL)) {
+        fprintf(stderr, "ramole eval: %s\n", router_path ? "--router goes with --compose router" : "--compose router needs --router FILE");
+        return 2;
+    }
     int ways = (k > 0) + oracle + (n_lora > 0);
     if (ways > 1) { fprintf(stderr, "ramole eval: give one of --retrieve, --oracle and --lora\n"); return 2; }
     if ((k > 0 || oracle) && !pool_dir) { fprintf(stderr, "ramole eval: --retrieve and --oracle need --pool DIR\n"); return 2; }
@@ -256,6 +263,7 @@ static int cmd_eval(int argc, char **argv) {
     int n_list = 0;
     rm_threadpool *tp = NULL;
     rm_engine *eng = NULL;
+    rm_lora *router = NULL;
     adapter_cache cache = {0};
     item *items = NULL;
     rm_scoreboard sb = {0};
@@ -275,6 +283,10 @@ static int cmd_eval(int argc, char **argv) {
     if (ctx <= max_new + 1) { fprintf(stderr, "ramole eval: --ctx %ld leaves no room for a prompt\n", ctx); goto done; }
     if (!(tp = rm_threadpool_create((int)threads))) { fprintf(stderr, "ramole eval: cannot start threads\n"); goto done; }
     if (rm_engine_new(&eng, m, tp, (int)slots, (int)ctx, 512)) { cli_fail("engine"); goto done; }
+    if (router_path) {
+        if (rm_router_load(&router, router_path, m)) { cli_fail("--router"); goto done; }
+        rm_engine_set_router(eng, router);
+    }
     if (!(items = calloc((size_t)set.n, sizeof *items))) { fprintf(stderr, "ramole eval: out of memory\n"); goto done; }
     if (out_path && !(out = fopen(out_path, "w"))) { fprintf(stderr, "ramole eval: cannot write %s\n", out_path); goto done; }
 
@@ -364,6 +376,7 @@ done:
     free(items);
     rm_scoreboard_free(&sb);
     rm_engine_free(eng);
+    rm_lora_free(router);
     adapter_cache_free(&cache);
     rm_threadpool_free(tp);
     if (list) rm_pool_free_list(list, n_list);
