@@ -114,7 +114,8 @@ int rm_router_load(rm_lora **out, const char *path, const rm_llama *base) {
     }
     if (fp != rm_router_base_fingerprint(base)) {
         rc = rm_errorf(RM_EMISMATCH, "%s: the router was trained on another base model of the same shape (fingerprint "
-                       "%016llx, this base %016llx); train one for this base", path, (unsigned long long)fp,
+                       "%016llx, this base %016llx; the same model in another weight type counts as another base); train one "
+                       "for this base", path, (unsigned long long)fp,
                        (unsigned long long)rm_router_base_fingerprint(base));
         goto done;
     }
