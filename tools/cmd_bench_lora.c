@@ -24,7 +24,8 @@ static void help(void) {
            "  --targets LIST       q,v | all | any of q,k,v,o,gate,up,down (default q,v)\n"
            "  --batch B            sequences in the batch (default 32)\n"
            "  --k K                adapters per sequence (default 3; selection uses 1)\n"
-           "  --compose MODE       selection | mixture | fusion (default mixture)\n"
+           "  --compose MODE       selection | mixture | fusion | router (default mixture; router: a random\n"
+           "                       RouterLoRA of rank --router-rank (4) over every row's k adapters)\n"
            "  --prompt P           prompt tokens per sequence for prefill (default 16)\n"
            "  --steps S            decode steps (default 8; the best step is reported)\n"
            "  --reps N             prefill repetitions (default 1; the best is reported)\n"
@@ -144,7 +145,7 @@ static void random_sets(int *sets, int B, int K, int N, uint64_t seed) {
 
 static int cmd_bench_lora(int argc, char **argv) {
     const char *model = NULL, *synth = NULL, *type_s = "q8_0", *targets_s = "q,v", *compose_s = "mixture";
-    long n_ad = 48, rank = 6, batch = 32, k = 3, prompt = 16, steps = 8, threads = 0, seed = 1, reps = 1;
+    long n_ad = 48, rank = 6, batch = 32, k = 3, prompt = 16, steps = 8, threads = 0, seed = 1, reps = 1, router_rank = 4;
     int json = 0, f16 = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
@@ -164,6 +165,7 @@ static int cmd_bench_lora(int argc, char **argv) {
         else if (cli_int(argc, argv, &i, "--threads", "-t", &threads)) {}
         else if (cli_int(argc, argv, &i, "--seed", NULL, &seed)) {}
         else if (cli_int(argc, argv, &i, "--reps", NULL, &reps)) {}
+        else if (cli_int(argc, argv, &i, "--router-rank", NULL, &router_rank)) {}
         else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
         else if (cli_flag(argc, argv, &i, "--f16", NULL)) f16 = 1;
         else { fprintf(stderr, "ramole bench-lora: unknown option '%s' (see --help)\n", argv[i]); return 2; }
@@ -202,6 +204,7 @@ static int cmd_bench_lora(int argc, char **argv) {
     int *sets = NULL;
     rm_fusion_cache *fc = NULL;
     rm_lora_batch *lb = NULL;
+    rm_lora *router = NULL;
     int rc = 1;
     if (rm_llama_load(&R.m, model)) return cli_fail("cannot load model");
     R.batch = (int)batch;
@@ -238,11 +241,16 @@ static int cmd_bench_lora(int argc, char **argv) {
             cli_fail("random adapter");
             goto out;
         }
+    if (mode == RM_COMPOSE_ROUTER && rm_lora_random(&router, R.m, (int)router_rank, targets, (uint64_t)seed + 77)) {
+        cli_fail("random router");
+        goto out;
+    }
     random_sets(sets, (int)batch, (int)k, (int)n_ad, (uint64_t)seed);
     for (long s = 0; s < batch; s++) {
         rm_lora *pick[RM_PLAN_MAX];
         for (long i = 0; i < k; i++) pick[i] = ad[sets[s * k + i]];
-        if (rm_lora_plan_init(&plans[s], mode, (int)k, pick, NULL, fc) ||
+        if ((mode == RM_COMPOSE_ROUTER ? rm_lora_plan_init_router(&plans[s], (int)k, pick, router)
+                                       : rm_lora_plan_init(&plans[s], mode, (int)k, pick, NULL, fc)) ||
             (f16 && plans[s].fused && rm_lora_make_f16(plans[s].fused))) {
             cli_fail("plan");
             goto out;
@@ -277,6 +285,7 @@ out:
     free(plan_ptrs);
     free(sets);
     rm_fusion_cache_free(fc);
+    rm_lora_free(router);
     rm_lora_batch_free(lb);
     rm_kvcache_free(&R.kv);
     rm_threadpool_free(R.tp);
