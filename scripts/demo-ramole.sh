@@ -60,10 +60,19 @@ score() { # label, then the adapter options
     label=$1; shift
     $R eval -m $D/base.gguf --test $D/eval.jsonl --template-file $D/template.txt -n 8 -t 2 --json "$@" 2>/dev/null |
         sed 's/.*"reverse": {[^}]*"score": \([0-9.]*\)}.*"rotate": {[^}]*"score": \([0-9.]*\)}.*/\1 \2/' |
-        { read rev rot; printf '  %-44s reverse %5s   rotate %5s\n' "$label" "$rev" "$rot"; }
+        { read rev rot; printf '  %-44s reverse %5.1f   rotate %5.1f\n' "$label" "$rev" "$rot"; }
 }
 score "base model alone"
 score "RAMoLE, retrieve 1 (selection)" --pool $D/pool --retrieve 1
 score "each request's own adapter (oracle)" --pool $D/pool --oracle
 score "both adapters, mixture (average of outputs)" --pool $D/pool --retrieve 2 --compose mixture
 score "both adapters, fusion (average of weights)" --pool $D/pool --retrieve 2 --compose fusion
+
+echo "== 6. RouterLoRA: a router learns to weigh the two adapters per token (\`ramole router train\`, ~1 min)"
+if [ ! -f $D/router-demo.gguf ]; then
+    gen rev 5000 20 $D/mix-a.jsonl; gen rot 5000 21 $D/mix-b.jsonl
+    paste -d'\n' $D/mix-a.jsonl $D/mix-b.jsonl > $D/mixed-train.jsonl
+    $R router train --base $D/base.gguf --lora $D/reverse,$D/rotate --data $D/mixed-train.jsonl --template $D/template.txt \
+        --out $D/router-demo.gguf --rank 4 --alpha 8 --steps 3000 --lr 1e-3 --batch 8 --seq 64 --seed 1 --eval-em 0 2>&1 | tail -1
+fi
+score "both adapters, RouterLoRA (learned weights)" --pool $D/pool --retrieve 2 --compose router --router $D/router-demo.gguf
