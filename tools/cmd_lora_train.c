@@ -106,9 +106,7 @@ int rm_cmd_lora_train(int argc, char **argv) {
         if (rm_lora_save_gguf(lora, path)) { cli_fail(path); goto done; }
     }
     snprintf(path, sizeof path, "%s/loss.svg", out);
-    fprintf(stderr, "lora train: %d steps, loss %.4f -> %.4f, eval loss %.4f, eval EM %.3f, %.0f tokens/s; wrote %s\n",
-            rep.steps, rep.initial_loss, rep.final_loss, rep.eval_loss, rep.eval_em, rep.tokens_per_s, out);
-    if (train_args_finish(&a, &rep, path, "LoRA training loss")) goto done;
+    if (train_args_finish(&a, &rep, "lora train", out, path, "LoRA training loss")) goto done;
     rc = 0;
 done:
     rm_lora_free(lora);

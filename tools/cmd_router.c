@@ -108,11 +108,9 @@ static int router_train(int argc, char **argv) {
             train.n, eval.n, n_exp, rank, rm_trainer_n_trainable(t), p.steps, p.accum, p.batch, p.seq);
     if (train_args_run(&a, t, &train, &eval, pack, (int)em_max, &rep)) goto done;
     if (rm_trainer_export_lora(t, &router) || rm_router_save(router, m, n_exp, a.out)) { cli_fail(a.out); goto done; }
-    fprintf(stderr, "router train: %d steps, loss %.4f -> %.4f, eval loss %.4f, eval EM %.3f, %.0f tokens/s; wrote %s\n",
-            rep.steps, rep.initial_loss, rep.final_loss, rep.eval_loss, rep.eval_em, rep.tokens_per_s, a.out);
     char curve[4200];
     snprintf(curve, sizeof curve, "%s.svg", a.out);
-    if (train_args_finish(&a, &rep, curve, "RouterLoRA training loss")) goto done;
+    if (train_args_finish(&a, &rep, "router train", a.out, curve, "RouterLoRA training loss")) goto done;
     rc = 0;
 done:
     rm_lora_free(router);

@@ -80,7 +80,12 @@ int train_args_run(const train_args *a, rm_trainer *t, const rm_tdata *train, co
     return 0;
 }
 
-int train_args_finish(const train_args *a, const rm_train_report *rep, const char *curve, const char *title) {
+int train_args_finish(const train_args *a, const rm_train_report *rep, const char *who, const char *out, const char *curve,
+                      const char *title) {
+    char em[48] = "";
+    if (rep->eval_em == rep->eval_em) snprintf(em, sizeof em, ", eval EM %.3f", rep->eval_em); // NaN: not measured
+    fprintf(stderr, "%s: %d steps, loss %.4f -> %.4f, eval loss %.4f%s, %.0f tokens/s; wrote %s\n", who, rep->steps,
+            rep->initial_loss, rep->final_loss, rep->eval_loss, em, rep->tokens_per_s, out);
     if (rm_train_write_curve(rep, curve, title)) return cli_fail(curve);
     if (a->json) {
         rm_sb sb;

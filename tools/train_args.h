@@ -30,6 +30,9 @@ void train_args_params(const train_args *a, const rm_tdata *train, int pack, rm_
 typedef struct rm_trainer rm_trainer;
 int train_args_run(const train_args *a, rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, int pack, int em_max,
                    rm_train_report *rep);
-// Writes the loss curve to curve (titled) and, with --json, the report line.
-int train_args_finish(const train_args *a, const rm_train_report *rep, const char *curve, const char *title);
+// Prints "<who>: N steps, loss a -> b, eval loss c[, eval EM d], T tokens/s; wrote <out>" on
+// stderr (the exact match only when it was measured), writes the loss curve
+// to curve (titled) and, with --json, the report line.
+int train_args_finish(const train_args *a, const rm_train_report *rep, const char *who, const char *out, const char *curve,
+                      const char *title);
 #endif
