@@ -10,7 +10,8 @@
 #include "base/progress.h"
 #include "eval/evalset.h"
 #include "lora/router.h"
-#include "pool_pick.h"
+#include "adapter_cache.h"
+#include "retrieve/pick.h"
 #include "serve/engine.h"
 #include "train/train.h"
 
@@ -52,7 +53,7 @@ static void help(void) {
 
 typedef struct item {
     const rm_eval_req *req;
-    pool_pick pick;     // adapters applied (names and scores)
+    rm_pick pick;     // adapters applied (names and scores)
     int own_in_pick;    // the request's task adapter was among them (retrieval)
     int32_t *out;
     int n_out, done, failed;
@@ -101,7 +102,7 @@ static const rm_adapter_info *task_adapter(const rm_adapter_info *list, int n, c
     return NULL;
 }
 
-static int pick_one(pool_pick *pk, const char *name, const char *weights, float score) {
+static int pick_one(rm_pick *pk, const char *name, const char *weights, float score) {
     pk->name[pk->n] = strdup(name);
     pk->weights[pk->n] = strdup(weights);
     pk->score[pk->n] = score;
@@ -277,7 +278,7 @@ static int cmd_eval(int argc, char **argv) {
     if (rm_llama_load(&m, model)) { cli_fail("cannot load model"); goto done; }
     if (!m->tok) { fprintf(stderr, "ramole eval: %s has no tokenizer\n", model); goto done; }
     cache.m = m;
-    if (pool_dir && pool_open_existing(pool_dir, &pool)) { cli_fail("--pool"); goto done; }
+    if (pool_dir && rm_pool_open_existing(pool_dir, &pool)) { cli_fail("--pool"); goto done; }
     if (oracle && rm_pool_list(pool, &list, &n_list)) { cli_fail("--pool"); goto done; }
     if (ctx <= 0) ctx = m->hp.n_ctx_train > 0 && m->hp.n_ctx_train < 2048 ? m->hp.n_ctx_train : 2048;
     if (ctx <= max_new + 1) { fprintf(stderr, "ramole eval: --ctx %ld leaves no room for a prompt\n", ctx); goto done; }
@@ -304,7 +305,7 @@ static int cmd_eval(int argc, char **argv) {
         it->req = r;
         int e = 0;
         if (k > 0) {
-            e = pool_pick_run(pool, r->inputs, (int)k, (float)min_score, &it->pick);
+            e = rm_pool_pick(pool, r->inputs, (int)k, (float)min_score, &it->pick);
             for (int j = 0; !e && j < it->pick.n; j++) {
                 rm_adapter_info *info = NULL;
                 if (rm_pool_get(pool, it->pick.name[j], &info, NULL)) continue;
@@ -369,7 +370,7 @@ static int cmd_eval(int argc, char **argv) {
 done:
     if (out) fclose(out);
     for (int i = 0; items && i < set.n; i++) {
-        pool_pick_free(&items[i].pick);
+        rm_pick_free(&items[i].pick);
         free(items[i].out);
         free(items[i].pred);
     }

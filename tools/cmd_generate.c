@@ -5,7 +5,8 @@
 #include "lora/session.h"
 #include "model/generate.h"
 #include "base/file.h"
-#include "pool_pick.h"
+#include "adapter_cache.h"
+#include "retrieve/pick.h"
 
 #include <stdio.h>
 
@@ -89,10 +90,10 @@ static int parse_ids(const char *s, int32_t **out) {
 // The k adapters of the pool in dir that best fit text and have weights,
 // named on stderr. Returns how many (paths in pk->weights), or -1 with the
 // reason printed.
-static int retrieve_adapters(const char *dir, const char *text, int k, float min_score, pool_pick *pk) {
+static int retrieve_adapters(const char *dir, const char *text, int k, float min_score, rm_pick *pk) {
     rm_pool *pool = NULL;
-    if (pool_open_existing(dir, &pool)) { cli_fail("--pool"); return -1; }
-    int rc = pool_pick_run(pool, text, k, min_score, pk);
+    if (rm_pool_open_existing(dir, &pool)) { cli_fail("--pool"); return -1; }
+    int rc = rm_pool_pick(pool, text, k, min_score, pk);
     rm_pool_close(pool);
     if (rc) { cli_fail("retrieving"); return -1; }
     if (pk->n == 0) {
@@ -110,7 +111,7 @@ static int cmd_generate(int argc, char **argv) {
     double temp = 0.8, top_p = 0.95, min_p = 0.05, rep = 1.0;
     int ids_mode = 0, n_lora = 0, compose = -1;
     const char *lora[RM_PLAN_MAX], *compose_s = NULL, *pool_dir = NULL, *router = NULL;
-    pool_pick pooled = {0};
+    rm_pick pooled = {0};
     long k_retrieve = 3;
     double min_score = -INFINITY;
     rm_lora_session ls = {0};
@@ -239,7 +240,7 @@ static int cmd_generate(int argc, char **argv) {
     }
     rc = 0;
 out:
-    pool_pick_free(&pooled);
+    rm_pick_free(&pooled);
     rm_lora_session_free(&ls);
     rm_kvcache_free(&kv);
     rm_threadpool_free(tp);

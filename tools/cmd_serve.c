@@ -9,7 +9,8 @@
 // are answered in order; streamed answers close it).
 #include "cli.h"
 #include "lora/router.h"
-#include "pool_pick.h"
+#include "adapter_cache.h"
+#include "retrieve/pick.h"
 #include "base/err.h"
 #include "base/file.h"
 #include "base/json.h"
@@ -45,7 +46,7 @@ typedef struct client {
     int chat;               // answer as chat.completion (else text_completion)
     int stream;             // server-sent events, a chunk per piece of text
     rm_detok detok;         // streaming: text so far (partial UTF-8 held back)
-    pool_pick pick;         // adapters by name and score (retrieved or named)
+    rm_pick pick;         // adapters by name and score (retrieved or named)
     int keep;               // keep the connection open after this response (HTTP/1.1 keep-alive)
     time_t last;            // last bytes read or written: a connection idle for IDLE_SECONDS while reading is closed
     size_t consumed;        // bytes of c->in that made this request (the next may follow)
@@ -216,7 +217,7 @@ static int choose_adapters(server *s, client *c, const rm_json *req, const char 
     }
     if (k < 0 || k > MAX_ADAPTERS) return rm_errorf(RM_EINVAL, "\"retrieve\" must be 0..%d", MAX_ADAPTERS), 400;
     float min_score = (float)rm_json_get_num(req, "min_score", -INFINITY);
-    if (pool_pick_run(s->pool, prompt, (int)k, min_score, &c->pick)) return 500;
+    if (rm_pool_pick(s->pool, prompt, (int)k, min_score, &c->pick)) return 500;
     return 0;
 }
 
@@ -493,7 +494,7 @@ static void client_reset(server *s, client *c) {
     c->in.buf[rest] = 0;
     c->out.len = 0;
     c->sent = 0;
-    pool_pick_free(&c->pick);
+    rm_pick_free(&c->pick);
     c->state = 0, c->chat = 0, c->stream = 0, c->n_prompt = 0, c->keep = 0, c->consumed = 0;
     c->id = ++s->next_id;
 }
@@ -503,7 +504,7 @@ static void client_free(server *s, int i) {
     if (c->fd >= 0) close(c->fd);
     rm_sb_free(&c->in);
     rm_sb_free(&c->out);
-    pool_pick_free(&c->pick);
+    rm_pick_free(&c->pick);
     free(c);
     s->cl[i] = NULL;
 }
@@ -640,7 +641,7 @@ static int cmd_serve(int argc, char **argv) {
     s.cache.m = s.m;
     if (router_path && rm_router_load(&router, router_path, s.m)) { cli_fail("--router"); goto out; }
     if (ctx > s.m->hp.n_ctx_train && s.m->hp.n_ctx_train > 0) ctx = s.m->hp.n_ctx_train;
-    if (pool_dir && pool_open_existing(pool_dir, &s.pool)) { cli_fail("--pool"); goto out; }
+    if (pool_dir && rm_pool_open_existing(pool_dir, &s.pool)) { cli_fail("--pool"); goto out; }
     if (!(tp = rm_threadpool_create((int)threads))) { fprintf(stderr, "ramole serve: cannot start threads\n"); goto out; }
     if (rm_engine_new(&s.eng, s.m, tp, (int)slots, (int)ctx, (int)rows)) { cli_fail("engine"); goto out; }
     rm_engine_set_router(s.eng, router);

@@ -1,0 +1,25 @@
+// pick.h — the adapters of a pool to apply to a request: the best matches of
+// its text that have weights (used by `generate --pool`, `serve`, `eval` and
+// the public API).
+#ifndef RM_RETRIEVE_PICK_H
+#define RM_RETRIEVE_PICK_H
+#include "lora/compose.h"
+#include "retrieve/pool.h"
+
+typedef struct rm_pick {
+    int n;
+    char *name[RM_PLAN_MAX], *weights[RM_PLAN_MAX];
+    float score[RM_PLAN_MAX];
+} rm_pick;
+
+// Opens an existing pool (one `ramole pool` made: dir/pool.db), never
+// creating one; the error names dir.
+int rm_pool_open_existing(const char *dir, rm_pool **out);
+
+// Retrieves the k (<= RM_PLAN_MAX) adapters that best fit text among those with
+// weights and a score of at least min_score (-INFINITY: any). Returns RM_OK
+// (pk->n may be 0: no adapter fits, the base model serves the request) or an
+// error; free with rm_pick_free.
+int rm_pool_pick(rm_pool *pool, const char *text, int k, float min_score, rm_pick *pk);
+void rm_pick_free(rm_pick *pk);
+#endif

@@ -1,0 +1,45 @@
+// adapter_cache.c — see adapter_cache.h.
+#include "adapter_cache.h"
+#include "base/err.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+rm_lora *adapter_cache_get(adapter_cache *c, const char *name, const char *weights) {
+    for (int i = 0; i < c->n; i++)
+        if (!strcmp(c->e[i].name, name) && !strcmp(c->e[i].weights, weights)) return c->e[i].lora;
+    rm_lora *l = NULL;
+    int rc = rm_lora_load(&l, weights);
+    if (!rc) rc = rm_lora_bind(l, c->m);
+    if (rc) {
+        rm_error_prefix(rc, "adapter '%s' refused", name);
+        rm_lora_free(l);
+        return NULL;
+    }
+    if (c->n == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 16;
+        adapter_entry *e = realloc(c->e, (size_t)cap * sizeof *e);
+        if (!e) { rm_lora_free(l); rm_errorf(RM_ENOMEM, "out of memory"); return NULL; }
+        c->e = e, c->cap = cap;
+    }
+    char *nm = strdup(name), *wp = strdup(weights);
+    if (!nm || !wp) {
+        free(nm);
+        free(wp);
+        rm_lora_free(l);
+        rm_errorf(RM_ENOMEM, "out of memory");
+        return NULL;
+    }
+    c->e[c->n++] = (adapter_entry){nm, wp, l};
+    return l;
+}
+
+void adapter_cache_free(adapter_cache *c) {
+    for (int i = 0; i < c->n; i++) {
+        free(c->e[i].name);
+        free(c->e[i].weights);
+        rm_lora_free(c->e[i].lora);
+    }
+    free(c->e);
+    memset(c, 0, sizeof *c);
+}
