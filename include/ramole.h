@@ -61,6 +61,17 @@ void rm_model_get_info(const rm_model *m, rm_model_info *out);
 /* Text -> ids. Returns the count (may exceed cap: call again) or < 0. */
 int rm_model_tokenize(const rm_model *m, const char *text, int add_bos, int32_t *ids, int cap);
 
+typedef struct rm_adapter rm_adapter;
+
+/* How the adapters of one generation are composed (the RAMoLE paper's four ways). */
+enum {
+    RM_COMPOSITION_AUTO = -1,    /* selection for one adapter, mixture for more */
+    RM_COMPOSITION_SELECTION,    /* one adapter: y = W x + s B A x */
+    RM_COMPOSITION_MIXTURE,      /* the average of the adapters' outputs */
+    RM_COMPOSITION_FUSION,       /* one adapter of the averaged A and B */
+    RM_COMPOSITION_ROUTER        /* a trained RouterLoRA weighs their outputs per token (needs router) */
+};
+
 typedef struct rm_generate_params {
     int n_predict;           /* new tokens (default 64) */
     float temperature;       /* <= 0: greedy (default 0.8) */
@@ -69,6 +80,10 @@ typedef struct rm_generate_params {
     float min_p;             /* default 0.05; 0 = off */
     float repeat_penalty;    /* default 1 = off */
     uint64_t seed;
+    const rm_adapter *const *adapters; /* LoRA adapters to apply (NULL: the base model alone) */
+    int n_adapters;          /* up to 16 */
+    int composition;         /* RM_COMPOSITION_* (default AUTO) */
+    const rm_adapter *router;/* for RM_COMPOSITION_ROUTER (rm_model_load_router) */
 } rm_generate_params;
 rm_generate_params rm_generate_default_params(void);
 
@@ -87,6 +102,42 @@ int rm_model_generate(rm_model *m, const char *prompt, const rm_generate_params 
 /* The same from token ids (used as given: include BOS yourself). */
 int rm_model_generate_ids(rm_model *m, const int32_t *ids, int n_ids, const rm_generate_params *params,
                           rm_text_cb cb, void *ctx, rm_generate_stats *stats);
+
+/* ---- LoRA adapters and the adapter pool (RAMoLE) -------------------------------- */
+
+/* Loads a LoRA adapter (a PEFT directory or a GGUF LoRA file) and checks it
+ * against the model: one made for another base is refused with the reason.
+ * It stays valid until rm_adapter_free, which must come after the model's
+ * last generation with it and before rm_model_free. */
+int rm_model_load_adapter(rm_model *m, const char *path, rm_adapter **out);
+/* Loads a RouterLoRA (`ramole router train`) trained on this model. */
+int rm_model_load_router(rm_model *m, const char *path, rm_adapter **out);
+void rm_adapter_free(rm_adapter *a);
+
+/* A pool of adapters on disk (`ramole pool ...`): each with sample inputs of
+ * its training data, retrieved by the similarity of a request to them
+ * (LoraRetriever). */
+typedef struct rm_adapter_pool rm_adapter_pool;
+/* Opens an existing pool directory (never creates one). */
+int rm_adapter_pool_open(const char *dir, rm_adapter_pool **out);
+void rm_adapter_pool_close(rm_adapter_pool *p);
+
+typedef struct rm_retrieved {
+    const char *name;     /* the adapter's name in the pool */
+    const char *weights;  /* where its weights are: pass to rm_model_load_adapter */
+    float score;          /* retrieval score (higher is closer) */
+} rm_retrieved;
+/* The up to k (<= 16) best adapters with weights for a request's text and a
+ * score of at least min_score (-INFINITY: any), best first, into out[k].
+ * Returns how many (0: none fits; the base model should answer) or < 0. The
+ * strings stay valid until the next retrieval from p or its close. */
+int rm_adapter_pool_retrieve(rm_adapter_pool *p, const char *text, int k, float min_score, rm_retrieved *out);
+/* Adds an adapter: its name (unique), where its weights are, and its sample
+ * inputs (embedded now; the adapter is retrievable at once). With m, the
+ * weights are loaded and checked against that model first, and nothing is
+ * stored when they do not fit. */
+int rm_adapter_pool_add(rm_adapter_pool *p, rm_model *m, const char *name, const char *weights,
+                        const char *const *samples, int n_samples);
 
 #ifdef __cplusplus
 }

@@ -4,6 +4,12 @@
 #include "ramole.h"
 #include "base/file.h"
 #include "format/llama2c.h"
+#include "lora/adapter.h"
+#include "lora/router.h"
+#include "model/synth.h"
+
+#include <math.h>
+#include <stdio.h>
 
 #include <stdlib.h>
 #include <string.h>
@@ -62,4 +68,145 @@ TEST(api_generate_ids_matches_reference) {
     rm_model_free(m);
     CHECK(rm_model_load("/nonexistent.gguf", &mp, &m) == RM_EIO && m == NULL);
     CHECK(strstr(rm_last_error(), "/nonexistent.gguf") != NULL);
+}
+
+// ---- adapters, compositions and the pool through the public API -------------------
+
+// ids the CLI prints for `ramole generate ARGS --ids` (an independent assembly of the same parts)
+static int cli_ids(const char *args, int32_t *ids, int cap) {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s generate %s --ids 2>/dev/null", rm_test_bin(), args);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    int n = 0;
+    long v;
+    while (n < cap && fscanf(p, "%ld", &v) == 1) ids[n++] = (int32_t)v;
+    return pclose(p) == 0 ? n : -1;
+}
+
+static int same_ids(const collected *c, const int32_t *ids, int n) {
+    return c->n == n && n > 0 && !memcmp(c->ids, ids, (size_t)n * sizeof *ids);
+}
+
+TEST(api_adapters_compositions_and_pool) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    const char *tmp = rm_test_tmpdir();
+    char model[512], w[2][512], rpath[512], other[512], wother[512];
+    snprintf(model, sizeof model, "%s/api-tiny.gguf", tmp);
+    snprintf(other, sizeof other, "%s/api-other.gguf", tmp);
+    REQUIRE(rm_synth_write(rm_synth_find("tiny"), RM_TYPE_F32, 7, model, NULL, NULL) == RM_OK);
+    rm_synth_shape wide = *rm_synth_find("tiny");
+    wide.n_ff *= 2;
+    REQUIRE(rm_synth_write(&wide, RM_TYPE_F32, 8, other, NULL, NULL) == RM_OK);
+    { // two random adapters and a random router for the model, one adapter for the other shape (internal API)
+        rm_llama *lm = NULL, *lo = NULL;
+        REQUIRE(rm_llama_load(&lm, model) == RM_OK && rm_llama_load(&lo, other) == RM_OK);
+        for (int i = 0; i < 2; i++) {
+            rm_lora *l = NULL;
+            snprintf(w[i], sizeof w[i], "%s/api-ad%d.gguf", tmp, i);
+            CHECK_OK(rm_lora_random(&l, lm, 4, 0x7f, 40 + (uint64_t)i));
+            CHECK_OK(rm_lora_save_gguf(l, w[i]));
+            rm_lora_free(l);
+        }
+        rm_lora *r = NULL, *lx = NULL;
+        snprintf(rpath, sizeof rpath, "%s/api-router.gguf", tmp);
+        CHECK_OK(rm_lora_random(&r, lm, 2, 0x7f, 99));
+        CHECK_OK(rm_router_save(r, lm, 2, rpath));
+        snprintf(wother, sizeof wother, "%s/api-other-ad.gguf", tmp);
+        CHECK_OK(rm_lora_random(&lx, lo, 4, 0x7f, 5));
+        CHECK_OK(rm_lora_save_gguf(lx, wother));
+        rm_lora_free(r);
+        rm_lora_free(lx);
+        rm_llama_free(lm);
+        rm_llama_free(lo);
+    }
+    rm_model_params mp = rm_model_default_params();
+    mp.n_threads = 1;
+    mp.n_ctx = 64;
+    rm_model *m = NULL;
+    REQUIRE(rm_model_load(model, &mp, &m) == RM_OK);
+    rm_adapter *ad[2] = {NULL, NULL}, *router = NULL, *bad = NULL;
+    CHECK_OK(rm_model_load_adapter(m, w[0], &ad[0]));
+    CHECK_OK(rm_model_load_adapter(m, w[1], &ad[1]));
+    CHECK_OK(rm_model_load_router(m, rpath, &router));
+    REQUIRE(ad[0] && ad[1] && router);
+    CHECK(rm_model_load_adapter(m, wother, &bad) != RM_OK && bad == NULL); // made for another base
+    CHECK(rm_model_load_router(m, w[0], &bad) != RM_OK && strstr(rm_last_error(), "router"));
+
+    // each composition equals `ramole generate` with the same adapters
+    int32_t prompt[4] = {256, 70, 71, 72}; // BOS of the synthetic byte tokenizer, as the CLI adds it
+    const char *cli[5] = {"", "--lora %s", "--lora %s --lora %s", "--lora %s --lora %s --compose fusion",
+                          "--lora %s --lora %s --compose router --router %s"};
+    const int n_ad[5] = {0, 1, 2, 2, 2}, comp[5] = {RM_COMPOSITION_AUTO, RM_COMPOSITION_AUTO, RM_COMPOSITION_AUTO,
+                                                    RM_COMPOSITION_FUSION, RM_COMPOSITION_ROUTER};
+    int32_t base_ids[16];
+    int n_base = 0;
+    for (int c = 0; c < 5; c++) {
+        rm_generate_params gp = rm_generate_default_params();
+        gp.temperature = 0;
+        gp.n_predict = 10;
+        gp.adapters = (const rm_adapter *const *)ad;
+        gp.n_adapters = n_ad[c];
+        gp.composition = comp[c];
+        gp.router = router;
+        collected got = {{0}, 0};
+        CHECK_OK(rm_model_generate_ids(m, prompt, 4, &gp, collect, &got, NULL));
+        char extra[2048], args[4096];
+        snprintf(extra, sizeof extra, cli[c], w[0], w[1], rpath);
+        snprintf(args, sizeof args, "-m %s --prompt-ids '70 71 72' -n 10 --temp 0 -t 1 %s", model, extra);
+        int32_t want[16];
+        int n = cli_ids(args, want, 16);
+        CHECKF(same_ids(&got, want, n), "composition %d: %d ids from the API, %d from the CLI", c, got.n, n);
+        if (c == 0) { memcpy(base_ids, want, sizeof want); n_base = n; }
+        else if (c != 3) CHECKF(!same_ids(&got, base_ids, n_base), "composition %d changed nothing", c);
+        // (fusion of two random adapters, (mean B)(mean A), is too small here to move the greedy ids)
+    }
+    // bad plans are refused with the reason
+    rm_generate_params gp = rm_generate_default_params();
+    gp.adapters = (const rm_adapter *const *)ad;
+    gp.n_adapters = 2;
+    gp.composition = RM_COMPOSITION_ROUTER; // no router
+    CHECK(rm_model_generate_ids(m, prompt, 4, &gp, NULL, NULL, NULL) == RM_EINVAL && strstr(rm_last_error(), "router"));
+    gp.composition = RM_COMPOSITION_SELECTION; // two adapters
+    CHECK(rm_model_generate_ids(m, prompt, 4, &gp, NULL, NULL, NULL) != RM_OK);
+    gp.n_adapters = 17;
+    CHECK(rm_model_generate_ids(m, prompt, 4, &gp, NULL, NULL, NULL) == RM_EINVAL);
+
+    // the pool: made by the CLI, filled and searched through the API
+    char corpus[600], pool_dir[600], cmd[2048];
+    snprintf(corpus, sizeof corpus, "%s/api-corpus.jsonl", tmp);
+    snprintf(pool_dir, sizeof pool_dir, "%s/api-pool", tmp);
+    const char *german[3] = {"Translate to German: the house is red.", "Translate to German: good morning.",
+                             "Translate to German: where is the station?"};
+    const char *senti[3] = {"Review: a wonderful film. Is this review positive or negative?",
+                            "Review: boring plot. Is this review positive or negative?",
+                            "Review: the soup was cold. Is this review positive or negative?"};
+    FILE *f = fopen(corpus, "w");
+    REQUIRE(f);
+    for (int i = 0; i < 3; i++) fprintf(f, "{\"inputs\": \"%s\"}\n{\"inputs\": \"%s\"}\n", german[i], senti[i]);
+    fclose(f);
+    rm_adapter_pool *pool = NULL;
+    CHECK(rm_adapter_pool_open(pool_dir, &pool) == RM_ENOTFOUND && pool == NULL && strstr(rm_last_error(), "not a pool"));
+    snprintf(cmd, sizeof cmd, "%s pool init --pool %s --corpus %s 2>/dev/null", rm_test_bin(), pool_dir, corpus);
+    REQUIRE(system(cmd) == 0);
+    REQUIRE(rm_adapter_pool_open(pool_dir, &pool) == RM_OK);
+    CHECK_OK(rm_adapter_pool_add(pool, m, "german", w[0], german, 3));
+    CHECK_OK(rm_adapter_pool_add(pool, m, "sentiment", w[1], senti, 3));
+    CHECK(rm_adapter_pool_add(pool, m, "wrong", wother, senti, 3) != RM_OK && strstr(rm_last_error(), "'wrong' refused"));
+    rm_retrieved r[4];
+    int n = rm_adapter_pool_retrieve(pool, "Review: the film was dull. Is this review positive or negative?", 4, -INFINITY, r);
+    CHECK(n == 2); // "wrong" was not stored
+    CHECK(n >= 1 && !strcmp(r[0].name, "sentiment") && !strcmp(r[0].weights, w[1]) && r[0].score > r[1].score);
+    CHECK(rm_adapter_pool_retrieve(pool, "Translate to German: the cat sleeps.", 1, -INFINITY, r) == 1 && !strcmp(r[0].name, "german"));
+    CHECK(rm_adapter_pool_retrieve(pool, "Translate to German: the cat sleeps.", 1, 1000.0f, r) == 0);
+    rm_adapter_pool_close(pool);
+    // reopened, the adapters are still there (and the CLI agrees on the best one)
+    REQUIRE(rm_adapter_pool_open(pool_dir, &pool) == RM_OK);
+    CHECK(rm_adapter_pool_retrieve(pool, "Review: great acting. Is this review positive or negative?", 1, -INFINITY, r) == 1 &&
+          !strcmp(r[0].name, "sentiment"));
+    rm_adapter_pool_close(pool);
+    rm_adapter_free(ad[0]);
+    rm_adapter_free(ad[1]);
+    rm_adapter_free(router);
+    rm_model_free(m);
 }
