@@ -9,11 +9,9 @@ rm_lora *adapter_cache_get(adapter_cache *c, const char *name, const char *weigh
     for (int i = 0; i < c->n; i++)
         if (!strcmp(c->e[i].name, name) && !strcmp(c->e[i].weights, weights)) return c->e[i].lora;
     rm_lora *l = NULL;
-    int rc = rm_lora_load(&l, weights);
-    if (!rc) rc = rm_lora_bind(l, c->m);
+    int rc = rm_lora_load_for(&l, weights, c->m);
     if (rc) {
         rm_error_prefix(rc, "adapter '%s' refused", name);
-        rm_lora_free(l);
         return NULL;
     }
     if (c->n == c->cap) {

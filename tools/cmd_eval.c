@@ -56,13 +56,14 @@ typedef struct item {
     rm_pick pick;     // adapters applied (names and scores)
     int own_in_pick;    // the request's task adapter was among them (retrieval)
     int32_t *out;
-    int n_out, done, failed;
+    int n_out, failed;
+    int *n_done;        // the run's count of finished requests
     char *pred;
 } item;
 
 static void on_done(void *user, const int32_t *tokens, int n, const char *reason) {
     item *it = user;
-    it->done = 1;
+    ++*it->n_done;
     if (!tokens) { it->failed = 1; return; }
     it->out = malloc((size_t)(n ? n : 1) * sizeof *it->out);
     if (!it->out) { it->failed = 1; return; }
@@ -100,14 +101,6 @@ static const rm_adapter_info *task_adapter(const rm_adapter_info *list, int n, c
             if (key && !strcmp(key, task) && list[i].weights && *list[i].weights) return &list[i];
         }
     return NULL;
-}
-
-static int pick_one(rm_pick *pk, const char *name, const char *weights, float score) {
-    pk->name[pk->n] = strdup(name);
-    pk->weights[pk->n] = strdup(weights);
-    pk->score[pk->n] = score;
-    pk->n++;
-    return pk->name[pk->n - 1] && pk->weights[pk->n - 1] ? RM_OK : rm_errorf(RM_ENOMEM, "out of memory");
 }
 
 // Prompt ids for a request: [BOS] + the rendered template, cut to keep its
@@ -255,7 +248,7 @@ static int cmd_eval(int argc, char **argv) {
     }
     if (tmpl_arg && tmpl_file) { fprintf(stderr, "ramole eval: give --template or --template-file, not both\n"); return 2; }
 
-    int rc = 1, n_cut = 0, n_items = 0, retrieving = k > 0;
+    int rc = 1, n_cut = 0, n_items = 0, n_done = 0, retrieving = k > 0;
     char *tmpl_text = NULL;
     rm_evalset set = {0};
     rm_llama *m = NULL;
@@ -302,23 +295,17 @@ static int cmd_eval(int argc, char **argv) {
             if (seen >= limit) continue;
         }
         item *it = &items[n_items++];
-        it->req = r;
+        it->req = r, it->n_done = &n_done;
         int e = 0;
         if (k > 0) {
             e = rm_pool_pick(pool, r->inputs, (int)k, (float)min_score, &it->pick);
-            for (int j = 0; !e && j < it->pick.n; j++) {
-                rm_adapter_info *info = NULL;
-                if (rm_pool_get(pool, it->pick.name[j], &info, NULL)) continue;
-                const char *tk = info->task ? info->task : info->name;
-                if (!strcmp(tk, r->task)) it->own_in_pick = 1;
-                rm_pool_free_list(info, 1);
-            }
+            for (int j = 0; !e && j < it->pick.n; j++) it->own_in_pick |= !strcmp(it->pick.task[j], r->task);
         } else if (oracle) {
             const rm_adapter_info *a = task_adapter(list, n_list, r->task);
             if (!a) { fprintf(stderr, "ramole eval: the pool has no adapter with weights for task '%s'\n", r->task); goto done; }
-            e = pick_one(&it->pick, a->name, a->weights, 1.0f);
+            e = rm_pick_push(&it->pick, a->name, a->weights, a->task, 1.0f);
         } else {
-            for (int j = 0; !e && j < n_lora; j++) e = pick_one(&it->pick, lora[j], lora[j], 1.0f);
+            for (int j = 0; !e && j < n_lora; j++) e = rm_pick_push(&it->pick, lora[j], lora[j], NULL, 1.0f);
         }
         if (e) { cli_fail("adapters"); goto done; }
         rm_lora *ls[RM_PLAN_MAX];
@@ -347,9 +334,7 @@ static int cmd_eval(int argc, char **argv) {
     for (;;) {
         int left = rm_engine_step(eng);
         if (left < 0) { cli_fail("forward pass"); goto done; }
-        int finished = 0;
-        for (int i = 0; i < n_items; i++) finished += items[i].done;
-        rm_progress_update(&pg, finished, 0);
+        rm_progress_update(&pg, n_done, 0);
         if (left == 0) break;
     }
     clock_gettime(CLOCK_MONOTONIC, &t1);

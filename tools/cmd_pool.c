@@ -68,39 +68,31 @@ static int samples_push(sample_list *s, const rm_json *j, const char *path) {
     return RM_OK;
 }
 
+typedef struct { sample_list *s; const char *path; } jsonl_ctx;
+
+static int push_line(void *user, const rm_json *j, long line) {
+    jsonl_ctx *c = user;
+    int rc = samples_push(c->s, j, c->path);
+    if (rc) rm_error_prefix(rc, "line %ld", line);
+    return rc;
+}
+
 static int read_samples(const char *path, sample_list *s) {
     memset(s, 0, sizeof *s);
-    char *text;
-    size_t len;
-    int rc = rm_read_file(path, &text, &len);
-    if (rc) return rc;
     size_t pl = strlen(path);
+    int rc;
     if (pl > 6 && !strcmp(path + pl - 6, ".jsonl")) {
-        int line = 0;
-        for (char *p = text; *p && !rc; line++) {
-            char *e = strchr(p, '\n');
-            size_t n = e ? (size_t)(e - p) : strlen(p);
-            size_t k = 0;
-            while (k < n && (p[k] == ' ' || p[k] == '\t' || p[k] == '\r')) k++;
-            if (k < n) {
-                rm_json *j = NULL;
-                rc = rm_json_parse(p, n, path, &j);
-                if (!rc) rc = samples_push(s, j, path);
-                if (rc) rm_error_prefix(rc, "line %d", line + 1);
-                rm_json_free(j);
-            }
-            p += n + (e ? 1 : 0);
-        }
+        jsonl_ctx c = {s, path};
+        rc = rm_json_each_record(path, push_line, &c);
     } else {
         rm_json *j = NULL;
-        rc = rm_json_parse(text, len, path, &j);
+        rc = rm_json_parse_file(path, &j);
         const rm_json *list = j && j->type == RM_JSON_OBJECT ? rm_json_get(j, "sample") : j;
         if (!rc && (!list || list->type != RM_JSON_ARRAY))
             rc = rm_errorf(RM_EFORMAT, "%s: expected a list of samples or an object with \"sample\"", path);
         for (size_t i = 0; !rc && i < list->n; i++) rc = samples_push(s, &list->items[i], path);
         rm_json_free(j);
     }
-    free(text);
     if (!rc && s->n == 0) rc = rm_errorf(RM_EFORMAT, "%s: no samples", path);
     if (rc) samples_free(s);
     return rc;

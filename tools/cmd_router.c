@@ -95,7 +95,7 @@ static int router_train(int argc, char **argv) {
     rm_train_report rep = {0};
     if (rm_llama_load(&m, base)) { cli_fail(base); goto done; }
     for (int i = 0; i < n_exp; i++)
-        if (rm_lora_load(&ex[i], paths[i]) || rm_lora_bind(ex[i], m)) { cli_fail(paths[i]); goto done; }
+        if (rm_lora_load_for(&ex[i], paths[i], m)) { cli_fail(paths[i]); goto done; }
     if (train_args_load_data(&a, m, tmpl, &train, &eval)) goto done;
     rm_train_params p;
     train_args_params(&a, &train, pack, &p);

@@ -80,13 +80,16 @@ static const char *status_text(int code) {
     }
 }
 
-static void respond(client *c, int code, const rm_sb *body) {
+// The whole answer (head and body) into c->out; the connection writes it next.
+static void respond_as(client *c, int code, const char *type, const rm_sb *body) {
     if (code >= 400) c->srv->n_errors++;
-    rm_sb_printf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: application/json\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n",
-                 code, status_text(code), body->len, c->keep ? "keep-alive" : "close");
+    rm_sb_printf(&c->out, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n", code,
+                 status_text(code), type, body->len, c->keep ? "keep-alive" : "close");
     rm_sb_putn(&c->out, body->buf ? body->buf : "", body->len);
     c->state = 2;
 }
+
+static void respond(client *c, int code, const rm_sb *body) { respond_as(c, code, "application/json", body); }
 
 static void respond_error(client *c, int code, const char *msg) {
     rm_sb b;
@@ -174,25 +177,19 @@ static void completion_done(void *user, const int32_t *tokens, int n, const char
     }
 }
 
+// The HTTP status of a pick's result: 0, 404 (no such adapter), 400 (one
+// without weights, too many), 500.
+static int pick_status(int rc) {
+    return rc == RM_OK ? 0 : rc == RM_ENOTFOUND ? 404 : rc == RM_EINVAL || rc == RM_EFULL ? 400 : 500;
+}
+
 // Fills c->pick from "adapters": [names] or "retrieve": k; 0 or an HTTP status (message set).
 static int choose_adapters(server *s, client *c, const rm_json *req, const char *prompt) {
     const rm_json *names = rm_json_get(req, "adapters");
     int64_t k = rm_json_get_int(req, "retrieve", 0);
     const char *model = rm_json_get_str(req, "model", NULL);
-    if (!names && k == 0 && model && s->pool && rm_pool_id(s->pool, model) >= 0) { // OpenAI style: the adapter as the model
-        rm_adapter_info *info = NULL;
-        if (rm_pool_get(s->pool, model, &info, NULL)) return 500;
-        int ok = info->weights && *info->weights;
-        if (ok) {
-            c->pick.name[0] = strdup(model);
-            c->pick.weights[0] = strdup(info->weights);
-            c->pick.score[0] = 1.0f;
-            c->pick.n = 1;
-        }
-        rm_pool_free_list(info, 1);
-        if (!ok) return rm_errorf(RM_EINVAL, "adapter '%s' has no weights", model), 400;
-        return c->pick.name[0] && c->pick.weights[0] ? 0 : (rm_errorf(RM_ENOMEM, "out of memory"), 500);
-    }
+    if (!names && k == 0 && model && s->pool && rm_pool_id(s->pool, model) >= 0) // OpenAI style: the adapter as the model
+        return pick_status(rm_pool_pick_named(s->pool, model, &c->pick));
     if (!names && k == 0) return 0;
     if (!s->pool) return rm_errorf(RM_EINVAL, "this server has no adapter pool (start it with --pool DIR)"), 400;
     if (names) {
@@ -200,18 +197,9 @@ static int choose_adapters(server *s, client *c, const rm_json *req, const char 
             return rm_errorf(RM_EINVAL, "\"adapters\" must be an array of at most %d names", MAX_ADAPTERS), 400;
         for (size_t i = 0; i < names->n; i++) {
             const rm_json *v = &names->items[i];
-            rm_adapter_info *info = NULL;
             if (v->type != RM_JSON_STRING) return rm_errorf(RM_EINVAL, "\"adapters\" must hold names"), 400;
-            if (rm_pool_get(s->pool, v->str, &info, NULL)) return rm_errorf(RM_EINVAL, "no adapter '%s' in the pool", v->str), 404;
-            int ok = info->weights && *info->weights;
-            if (ok) {
-                c->pick.name[c->pick.n] = strdup(v->str);
-                c->pick.weights[c->pick.n] = strdup(info->weights);
-                c->pick.score[c->pick.n++] = 1.0f;
-            }
-            rm_pool_free_list(info, 1);
-            if (!ok) return rm_errorf(RM_EINVAL, "adapter '%s' has no weights", v->str), 400;
-            if (!c->pick.name[c->pick.n - 1] || !c->pick.weights[c->pick.n - 1]) return rm_errorf(RM_ENOMEM, "out of memory"), 500;
+            int code = pick_status(rm_pool_pick_named(s->pool, v->str, &c->pick));
+            if (code) return code;
         }
         return 0;
     }
@@ -392,10 +380,7 @@ static void handle_metrics(server *s, client *c) {
     metric(&b, "adapters", "gauge", "Adapters in the pool.", s->pool ? rm_pool_size(s->pool) : 0);
     metric(&b, "adapters_loaded", "gauge", "Adapters loaded and bound to the model.", s->cache.n);
     metric(&b, "uptime_seconds", "gauge", "Seconds since the server started.", (double)(time(NULL) - s->started));
-    rm_sb_printf(&c->out, "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: %zu\r\nConnection: %s\r\n\r\n",
-                 b.len, c->keep ? "keep-alive" : "close");
-    rm_sb_putn(&c->out, b.buf ? b.buf : "", b.len);
-    c->state = 2;
+    respond_as(c, 200, "text/plain; version=0.0.4", &b);
     rm_sb_free(&b);
 }
 

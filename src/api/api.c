@@ -114,16 +114,13 @@ static int plan_for(const rm_model *m, const rm_generate_params *g, rm_lora_plan
     }
     int c = g->composition == RM_COMPOSITION_AUTO ? (g->n_adapters == 1 ? RM_COMPOSITION_SELECTION : RM_COMPOSITION_MIXTURE)
                                                   : g->composition;
-    switch (c) {
-    case RM_COMPOSITION_SELECTION: return rm_lora_plan_init(plan, RM_COMPOSE_SELECTION, g->n_adapters, l, NULL, NULL);
-    case RM_COMPOSITION_MIXTURE: return rm_lora_plan_init(plan, RM_COMPOSE_MIXTURE, g->n_adapters, l, NULL, NULL);
-    case RM_COMPOSITION_FUSION: return rm_lora_plan_init(plan, RM_COMPOSE_FUSION, g->n_adapters, l, NULL, NULL);
-    case RM_COMPOSITION_ROUTER:
-        if (!g->router || !g->router->is_router) return rm_errorf(RM_EINVAL, "the router composition needs a router (rm_model_load_router)");
-        if (g->router->lora->base != m->llama) return rm_errorf(RM_EINVAL, "the router was loaded for another model");
-        return rm_lora_plan_init_router(plan, g->n_adapters, l, g->router->lora);
-    default: return rm_errorf(RM_EINVAL, "composition %d (RM_COMPOSITION_*)", g->composition);
-    }
+    static const rm_compose_mode modes[3] = {RM_COMPOSE_SELECTION, RM_COMPOSE_MIXTURE, RM_COMPOSE_FUSION};
+    if (c >= RM_COMPOSITION_SELECTION && c <= RM_COMPOSITION_FUSION)
+        return rm_lora_plan_init(plan, modes[c - RM_COMPOSITION_SELECTION], g->n_adapters, l, NULL, NULL);
+    if (c != RM_COMPOSITION_ROUTER) return rm_errorf(RM_EINVAL, "composition %d (RM_COMPOSITION_*)", g->composition);
+    if (!g->router || !g->router->is_router) return rm_errorf(RM_EINVAL, "the router composition needs a router (rm_model_load_router)");
+    if (g->router->lora->base != m->llama) return rm_errorf(RM_EINVAL, "the router was loaded for another model");
+    return rm_lora_plan_init_router(plan, g->n_adapters, l, g->router->lora);
 }
 
 int rm_model_generate_ids(rm_model *m, const int32_t *ids, int n_ids, const rm_generate_params *params,
@@ -197,10 +194,8 @@ static int adapter_wrap(rm_lora *l, int is_router, rm_adapter **out) {
 int rm_model_load_adapter(rm_model *m, const char *path, rm_adapter **out) {
     *out = NULL;
     rm_lora *l = NULL;
-    int rc = rm_lora_load(&l, path);
-    if (!rc) rc = rm_lora_bind(l, m->llama);
-    if (rc) { rm_lora_free(l); return rc; }
-    return adapter_wrap(l, 0, out);
+    int rc = rm_lora_load_for(&l, path, m->llama);
+    return rc ? rc : adapter_wrap(l, 0, out);
 }
 
 int rm_model_load_router(rm_model *m, const char *path, rm_adapter **out) {
@@ -232,6 +227,7 @@ void rm_adapter_pool_close(rm_adapter_pool *p) {
 }
 
 int rm_adapter_pool_retrieve(rm_adapter_pool *p, const char *text, int k, float min_score, rm_retrieved *out) {
+    if (!p || !text || !out) return rm_errorf(RM_EINVAL, "retrieve: no pool, text or output array");
     rm_pick_free(&p->last);
     int rc = rm_pool_pick(p->pool, text, k, min_score, &p->last);
     if (rc) return rc;
@@ -241,6 +237,8 @@ int rm_adapter_pool_retrieve(rm_adapter_pool *p, const char *text, int k, float 
 
 int rm_adapter_pool_add(rm_adapter_pool *p, rm_model *m, const char *name, const char *weights,
                         const char *const *samples, int n_samples) {
+    if (!p || !name || !weights || (!samples && n_samples > 0))
+        return rm_errorf(RM_EINVAL, "pool add: no pool, name, weights or samples");
     if (m) { // the weights must fit the model before the pool stores anything
         rm_adapter *a = NULL;
         int rc = rm_model_load_adapter(m, weights, &a);

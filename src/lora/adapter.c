@@ -191,6 +191,15 @@ static int arch_family(const char *arch) {
     return -1;
 }
 
+int rm_lora_load_for(rm_lora **out, const char *path, const rm_llama *m) {
+    int rc = rm_lora_load(out, path);
+    if (!rc && (rc = rm_lora_bind(*out, m))) {
+        rm_lora_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 int rm_lora_bind(rm_lora *a, const rm_llama *m) {
     const rm_llama_hparams *hp = &m->hp;
     if (a->base == m) return RM_OK;

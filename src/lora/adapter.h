@@ -58,6 +58,9 @@ void rm_lora_free(rm_lora *a);
 // limits) and then brings B's Q/K rows into the base's RoPE order. On
 // failure a is unchanged. Binding again to the same base is a no-op.
 int rm_lora_bind(rm_lora *a, const rm_llama *m);
+// rm_lora_load then rm_lora_bind to m; on failure *out is NULL and nothing is
+// left allocated.
+int rm_lora_load_for(rm_lora **out, const char *path, const rm_llama *m);
 
 // Adds f16 mirrors of A and B that the batched hook then reads instead of
 // the f32 weights: half the memory traffic per batch, at f16 precision (a

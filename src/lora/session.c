@@ -18,9 +18,8 @@ int rm_lora_session_init(rm_lora_session *s, const rm_llama *m, rm_threadpool *t
         if (!rc && has_w && mode == RM_COMPOSE_ROUTER)
             rc = rm_errorf(RM_EINVAL, "lora: %s: the router weighs the adapters itself; give no weight", specs[i]);
         if (!rc && !has_w) w[i] = 1.0f / (float)n;
-        if (!rc) rc = rm_lora_load(&s->lora[i], path);
+        if (!rc) rc = rm_lora_load_for(&s->lora[i], path, m);
         if (!rc) s->n = i + 1;
-        if (!rc) rc = rm_lora_bind(s->lora[i], m);
     }
     if (!rc && mode == RM_COMPOSE_ROUTER) {
         if (!router_path) rc = rm_errorf(RM_EINVAL, "lora: the router composition needs a router file (--router FILE)");

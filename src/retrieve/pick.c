@@ -20,13 +20,7 @@ int rm_pool_pick(rm_pool *pool, const char *text, int k, float min_score, rm_pic
         const char *name = rm_pool_name(pool, hits[i].id);
         rm_adapter_info *info = NULL;
         if (!name || rm_pool_get(pool, name, &info, NULL)) continue;
-        if (info->weights && *info->weights) {
-            pk->name[pk->n] = strdup(name);
-            pk->weights[pk->n] = strdup(info->weights);
-            pk->score[pk->n] = hits[i].score;
-            if (!pk->name[pk->n] || !pk->weights[pk->n]) rc = rm_errorf(RM_ENOMEM, "out of memory");
-            pk->n++;
-        }
+        if (info->weights && *info->weights) rc = rm_pick_push(pk, name, info->weights, info->task, hits[i].score);
         rm_pool_free_list(info, 1);
     }
     free(hits);
@@ -38,8 +32,28 @@ void rm_pick_free(rm_pick *pk) {
     for (int i = 0; i < pk->n; i++) {
         free(pk->name[i]);
         free(pk->weights[i]);
+        free(pk->task[i]);
     }
     memset(pk, 0, sizeof *pk);
+}
+
+int rm_pick_push(rm_pick *pk, const char *name, const char *weights, const char *task, float score) {
+    if (pk->n >= RM_PLAN_MAX) return rm_errorf(RM_EFULL, "more than %d adapters for one request", RM_PLAN_MAX);
+    int i = pk->n++;
+    pk->name[i] = strdup(name);
+    pk->weights[i] = strdup(weights);
+    pk->task[i] = strdup(task ? task : name);
+    pk->score[i] = score;
+    return pk->name[i] && pk->weights[i] && pk->task[i] ? RM_OK : rm_errorf(RM_ENOMEM, "out of memory");
+}
+
+int rm_pool_pick_named(rm_pool *pool, const char *name, rm_pick *pk) {
+    rm_adapter_info *info = NULL;
+    if (rm_pool_get(pool, name, &info, NULL)) return rm_errorf(RM_ENOTFOUND, "no adapter '%s' in the pool", name);
+    int rc = info->weights && *info->weights ? rm_pick_push(pk, name, info->weights, info->task, 1.0f)
+                                             : rm_errorf(RM_EINVAL, "adapter '%s' has no weights", name);
+    rm_pool_free_list(info, 1);
+    return rc;
 }
 
 int rm_pool_open_existing(const char *dir, rm_pool **out) {

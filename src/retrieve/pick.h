@@ -8,7 +8,7 @@
 
 typedef struct rm_pick {
     int n;
-    char *name[RM_PLAN_MAX], *weights[RM_PLAN_MAX];
+    char *name[RM_PLAN_MAX], *weights[RM_PLAN_MAX], *task[RM_PLAN_MAX]; // task: the adapter's, or its name
     float score[RM_PLAN_MAX];
 } rm_pick;
 
@@ -22,4 +22,9 @@ int rm_pool_open_existing(const char *dir, rm_pool **out);
 // error; free with rm_pick_free.
 int rm_pool_pick(rm_pool *pool, const char *text, int k, float min_score, rm_pick *pk);
 void rm_pick_free(rm_pick *pk);
+// Appends an adapter (copies; task NULL: its name); RM_EFULL beyond RM_PLAN_MAX.
+int rm_pick_push(rm_pick *pk, const char *name, const char *weights, const char *task, float score);
+// Appends the pool's adapter called name, with score 1: RM_ENOTFOUND when the
+// pool has none, RM_EINVAL when it has no weights (the message names it).
+int rm_pool_pick_named(rm_pool *pool, const char *name, rm_pick *pk);
 #endif
