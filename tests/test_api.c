@@ -199,6 +199,8 @@ TEST(api_adapters_compositions_and_pool) {
     CHECK(n >= 1 && !strcmp(r[0].name, "sentiment") && !strcmp(r[0].weights, w[1]) && r[0].score > r[1].score);
     CHECK(rm_adapter_pool_retrieve(pool, "Translate to German: the cat sleeps.", 1, -INFINITY, r) == 1 && !strcmp(r[0].name, "german"));
     CHECK(rm_adapter_pool_retrieve(pool, "Translate to German: the cat sleeps.", 1, 1000.0f, r) == 0);
+    CHECK(rm_adapter_pool_retrieve(pool, NULL, 1, -INFINITY, r) == RM_EINVAL);
+    CHECK(rm_adapter_pool_add(pool, m, "x", NULL, senti, 3) == RM_EINVAL);
     rm_adapter_pool_close(pool);
     // reopened, the adapters are still there (and the CLI agrees on the best one)
     REQUIRE(rm_adapter_pool_open(pool_dir, &pool) == RM_OK);

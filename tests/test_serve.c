@@ -805,6 +805,27 @@ TEST(serve_eval_cli) {
     int differs = 0;
     for (int i = 0; i < 4; i++) differs |= strcmp(ref[i], base[i]) != 0;
     CHECKF(differs, "the adapters changed no prediction");
+    // --limit 1: the first request of each task; --min-score above every score: no adapter, the base model
+    {
+        snprintf(args, sizeof args, "eval -m %s --test %s --template '{inputs}' -n 6 -t 1 --json --out %s --pool %s --retrieve 1 "
+                 "--min-score 1000 --limit 1", model, path, out_path, dir);
+        free(js);
+        js = NULL;
+        CHECK(run_capture(args, NULL, &js) == 0);
+        rm_json *j = NULL;
+        REQUIRE(js && rm_json_parse(js, strlen(js), "eval --json", &j) == RM_OK);
+        CHECK(rm_json_get_int(j, "requests", 0) == 2);
+        CHECK_NEAR(rm_json_get_num(j, "own_adapter_retrieved", -1), 0, 0);
+        rm_json_free(j);
+        eval_lines el = {0};
+        CHECK_OK(rm_json_each_record(out_path, eval_line, &el));
+        REQUIRE(el.n == 2);
+        for (int i = 0; i < 2; i++) { // requests 0 and 2 (german, sentiment)
+            CHECKF(!strcmp(el.pred[i], base[2 * i]), "--min-score: request %d predicted '%s', the base model '%s'", 2 * i,
+                   el.pred[i], base[2 * i]);
+            CHECK(el.adapter[i][0] == 0);
+        }
+    }
     // a (random) RouterLoRA over two fixed adapters: eval equals generate with the same router
     {
         char rpath[600];
