@@ -2,6 +2,7 @@
 // by inference (llama.c) and training (src/train/), each forward next to its
 // backward where training needs one.
 #include "model/ops.h"
+#include "tensor/gemm.h"
 
 #include <math.h>
 #include <string.h>
@@ -145,13 +146,14 @@ typedef struct train_attn_job {
     int failed;            // a worker could not allocate its scratch
 } train_attn_job;
 
-// dst[rows, cols] (contiguous) = src rows of cols floats, lds apart; transposed when tr.
+// dst[rows, cols] (contiguous) = src rows of cols floats, lds apart; transposed
+// (dst[cols, rows]) when tr.
 static void gather(float *dst, const float *src, int64_t lds, int rows, int cols, int tr) {
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < cols; c++) {
-            if (tr) dst[(size_t)c * rows + r] = src[r * lds + c];
-            else dst[(size_t)r * cols + c] = src[r * lds + c];
-        }
+    if (tr) {
+        rm_transpose(NULL, dst, src, lds, rows, cols);
+        return;
+    }
+    for (int r = 0; r < rows; r++) memcpy(dst + (size_t)r * cols, src + r * lds, (size_t)cols * sizeof(float));
 }
 
 // y[n, out] (+)= x[n, in] W^T with W = f32 rows [out, in]

@@ -97,18 +97,20 @@ void rm_gemm_nn(rm_threadpool *tp, float *C, int64_t ldc, const float *A, int64_
 
 typedef struct transpose_job { float *dst; const float *src; int64_t lds; int rows, cols; } transpose_job;
 
-// Each worker writes a range of dst rows (= src columns), in 32 x 32 tiles.
+// Each worker writes a range of dst rows (= src columns), 8 at a time: the 8
+// dst rows advance together one float per src row, so only 8 dst cache lines
+// are open at once even when rows is a power of two (whose stride would map
+// wider tiles to one cache set and thrash it).
 static void transpose_task(void *ctx, int ith, int nth) {
     const transpose_job *j = ctx;
     long b, e;
-    rm_split_range((j->cols + 31) / 32, ith, nth, &b, &e);
-    int c_end = (int)e * 32 < j->cols ? (int)e * 32 : j->cols;
-    for (int c0 = (int)b * 32; c0 < c_end; c0 += 32)
-        for (int r0 = 0; r0 < j->rows; r0 += 32) {
-            int r1 = r0 + 32 < j->rows ? r0 + 32 : j->rows, c1 = c0 + 32 < c_end ? c0 + 32 : c_end;
-            for (int r = r0; r < r1; r++)
-                for (int c = c0; c < c1; c++) j->dst[(int64_t)c * j->rows + r] = j->src[r * j->lds + c];
-        }
+    rm_split_range((j->cols + 7) / 8, ith, nth, &b, &e);
+    int c_end = (int)e * 8 < j->cols ? (int)e * 8 : j->cols;
+    for (int c0 = (int)b * 8; c0 < c_end; c0 += 8) {
+        int c1 = c0 + 8 < c_end ? c0 + 8 : c_end;
+        for (int r = 0; r < j->rows; r++)
+            for (int c = c0; c < c1; c++) j->dst[(int64_t)c * j->rows + r] = j->src[r * j->lds + c];
+    }
 }
 
 void rm_transpose(rm_threadpool *tp, float *dst, const float *src, int64_t lds, int rows, int cols) {
