@@ -1192,3 +1192,28 @@ TEST(retr_flan_accuracy_floor_learned) {
     floors f = {66.0, 88.0, 66.0, 90.0, 0, 0}; // measured 71.3 / 92.9, unseen 72.1 / 95.2
     check_flan("hashproj", &f, 0);
 }
+
+// An adapter added with a relative weights path is stored with its absolute
+// path, so the pool's weights are found from any working directory.
+TEST(retr_pool_weights_stored_absolute) {
+    char dir[512], wdir[600], cwd[4096];
+    rm_pool *p = open_tmp_pool("pool_abs", dir, sizeof dir);
+    REQUIRE(p);
+    CHECK_OK(rm_pool_set_embedder(p, small_lexical()));
+    snprintf(wdir, sizeof wdir, "%s/adapters/a1", rm_test_tmpdir());
+    CHECK_OK(rm_mkdirs(wdir));
+    REQUIRE(getcwd(cwd, sizeof cwd));
+    REQUIRE(chdir(rm_test_tmpdir()) == 0);
+    rm_adapter_info info = {.name = "a1", .weights = "adapters/a1"}, info2 = {.name = "a2", .weights = "not/there"};
+    CHECK_OK(rm_pool_add(p, &info, g_corpus, NULL, 3, NULL));
+    CHECK_OK(rm_pool_add(p, &info2, g_corpus + 3, NULL, 3, NULL));
+    REQUIRE(chdir(cwd) == 0);
+    rm_adapter_info *list = NULL;
+    int n = 0;
+    CHECK_OK(rm_pool_list(p, &list, &n));
+    REQUIRE(n == 2);
+    CHECK(list[0].weights[0] == '/' && rm_is_dir(list[0].weights));
+    CHECKF(list[1].weights[0] == '/' && strstr(list[1].weights, "/not/there"), "%s", list[1].weights);
+    rm_pool_free_list(list, n);
+    rm_pool_close(p);
+}

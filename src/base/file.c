@@ -182,3 +182,16 @@ double rm_now(void) {
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
+
+char *rm_path_absolute(const char *path) {
+    if (path[0] == '/') return strdup(path);
+    char *r = realpath(path, NULL);
+    if (r) return r;
+    char *cwd = getcwd(NULL, 0);
+    if (!cwd) return NULL;
+    size_t n = strlen(cwd) + strlen(path) + 2;
+    char *out = malloc(n);
+    if (out) snprintf(out, n, "%s/%s", cwd, path);
+    free(cwd);
+    return out;
+}

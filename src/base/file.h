@@ -28,6 +28,10 @@ int rm_file_exists(const char *path);
 int rm_is_dir(const char *path);
 // mkdir -p
 int rm_mkdirs(const char *path);
+// The absolute form of path (malloc'd): the resolved path when it exists,
+// else the current directory joined with it; NULL when out of memory or the
+// current directory cannot be read. An absolute path is returned as given.
+char *rm_path_absolute(const char *path);
 
 // Monotonic seconds.
 double rm_now(void);

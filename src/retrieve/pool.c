@@ -387,10 +387,17 @@ static int insert_rows(rm_pool *p, const rm_adapter_info *info, const char *cons
     bind_text(st, 4, info->base_model);
     sqlite3_bind_int(st, 5, info->rank);
     bind_text(st, 6, info->targets);
-    bind_text(st, 7, info->weights);
+    // weights are stored absolute, so the pool works from any working directory
+    char *weights = info->weights && *info->weights ? rm_path_absolute(info->weights) : NULL;
+    if (info->weights && *info->weights && !weights) {
+        sqlite3_finalize(st);
+        return rm_errorf(RM_ENOMEM, "pool: cannot make %s absolute", info->weights);
+    }
+    bind_text(st, 7, weights ? weights : info->weights);
     sqlite3_bind_double(st, 8, (double)time(NULL));
     rc = sqlite3_step(st) == SQLITE_DONE ? RM_OK : db_fail(p, "adding an adapter");
     sqlite3_finalize(st);
+    free(weights);
     if (rc) return rc;
     *id = sqlite3_last_insert_rowid(p->db);
     if ((rc = db_prepare(p, "INSERT INTO samples(adapter_id, idx, input, target) VALUES(?,?,?,?)", &st))) return rc;
