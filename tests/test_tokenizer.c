@@ -11,6 +11,8 @@
 #include "base/file.h"
 #include "base/json.h"
 #include "format/gguf.h"
+#include "model/llama.h"
+#include "model/synth.h"
 #include "model/tokenizer.h"
 #include "model/tokenizer_impl.h"
 #include "testing.h"
@@ -774,4 +776,44 @@ TEST(tokenizer_threads) {
         CHECK(jobs[k].ok);
     }
     case_free(&c);
+}
+
+// BPE merges learned from a text worked out by hand: "ab ab ab abc abc" is cut
+// by the GPT-2 pre-tokenizer into "ab", " ab" x2, " abc" x2; the pair counts
+// make (a, b) first (5), then (space, ab) (4), then (" ab", c) (2); nothing is
+// left that occurs twice, so asking for 10 gives 3. A model written with them
+// tokenizes with the new tokens and decodes back to the text.
+TEST(tok_bpe_learn_merges_by_hand) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/bpe-bytes.gguf", rm_test_tmpdir());
+    rm_synth_shape shape = {"bpe", 258, 16, 1, 2, 2, 32, 64};
+    CHECK_OK(rm_synth_write(&shape, RM_TYPE_F32, 1, path, NULL, NULL));
+    rm_llama *m = NULL;
+    CHECK_OK(rm_llama_load(&m, path));
+    REQUIRE(m && m->tok);
+    const char *text = "ab ab ab abc abc";
+    char **merges = NULL;
+    int n = 0;
+    CHECK_OK(rm_bpe_learn(m->tok, text, strlen(text), 10, &merges, &n));
+    rm_llama_free(m);
+    REQUIRE(n == 3);
+    CHECK(!strcmp(merges[0], "a b"));
+    CHECK(!strcmp(merges[1], "\xc4\xa0 ab")); // U+0120 stands for the space byte
+    CHECK(!strcmp(merges[2], "\xc4\xa0" "ab c"));
+    shape.n_vocab = 260;
+    snprintf(path, sizeof path, "%s/bpe-merged.gguf", rm_test_tmpdir());
+    CHECK(rm_synth_write_bpe(&shape, (const char *const *)merges, n, RM_TYPE_F32, 1, path, NULL, NULL) == RM_EINVAL);
+    shape.n_vocab = 261;
+    CHECK_OK(rm_synth_write_bpe(&shape, (const char *const *)merges, n, RM_TYPE_F32, 1, path, NULL, NULL));
+    for (int i = 0; i < n; i++) free(merges[i]);
+    free(merges);
+    REQUIRE(rm_llama_load(&m, path) == RM_OK);
+    int32_t ids[16];
+    CHECK(rm_tokenize(m->tok, " abc ab", 7, 0, 0, ids, 16) == 2);
+    CHECK(ids[0] == 260 && ids[1] == 259);
+    CHECK(rm_tokenize(m->tok, "ab", 2, 0, 0, ids, 16) == 1 && ids[0] == 258);
+    CHECK(rm_tokenize(m->tok, "ba", 2, 0, 0, ids, 16) == 2 && ids[0] == 'b' && ids[1] == 'a');
+    char buf[16];
+    CHECK(rm_token_to_bytes(m->tok, 260, 0, buf, sizeof buf) == 4 && !memcmp(buf, " abc", 4));
+    rm_llama_free(m);
 }

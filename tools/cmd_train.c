@@ -21,7 +21,9 @@ static void help(void) {
            "The config is a JSON object (defaults in brackets):\n"
            "  n_vocab [258] n_embd [256] n_layer [4] n_head [8] n_head_kv [n_head] n_ff [4*n_embd*2/3]\n"
            "  n_ctx [seq] seq [256] batch [8] accum [1] steps | epochs [1] lr [1e-3] warmup [steps/20]\n"
-           "  min_lr_ratio [0.1] weight_decay [0.1] clip [1.0] seed [1]\n\n"
+           "  min_lr_ratio [0.1] weight_decay [0.1] clip [1.0] seed [1]\n"
+           "  bpe_merges [0]: learn that many byte-level BPE merges from the data first (GPT-2\n"
+           "  pre-tokenizer); they become tokens 258... of the model's vocabulary\n\n"
            "  --steps N / --epochs E / --lr LR / --seed S / --batch B / --accum K / --seq T /\n"
            "  --warmup N / --weight-decay W / --clip C    override the config\n"
            "  --eval FILE          held-out data for eval loss (and exact match for JSONL)\n"
@@ -37,9 +39,24 @@ static int ends_with(const char *s, const char *suffix) {
     return a >= b && !strcmp(s + a - b, suffix);
 }
 
-static int load_data(rm_tdata *d, const char *path, const char *tmpl, int seq) {
-    if (ends_with(path, ".jsonl") || ends_with(path, ".json")) return rm_tdata_load_jsonl(d, path, tmpl, NULL, 256, 257, seq);
-    return rm_tdata_load_text(d, path, NULL, 256, seq + 1 > 2 ? seq : 2);
+// tok: the model's tokenizer when it has merges (NULL: bytes are the ids).
+static int load_data(rm_tdata *d, const char *path, const char *tmpl, const rm_tokenizer *tok, int seq) {
+    if (ends_with(path, ".jsonl") || ends_with(path, ".json")) return rm_tdata_load_jsonl(d, path, tmpl, tok, 256, 257, seq);
+    return rm_tdata_load_text(d, path, tok, 256, seq + 1 > 2 ? seq : 2);
+}
+
+// The merges of a byte-level BPE of n_merges learned from the text of path,
+// cut by the pre-tokenizer of the byte-level model at init.
+static int learn_merges(const char *init, const char *path, int n_merges, char ***merges, int *n) {
+    rm_llama *m = NULL;
+    char *text = NULL;
+    size_t len;
+    int rc = rm_llama_load(&m, init);
+    if (!rc) rc = rm_read_file(path, &text, &len);
+    if (!rc) rc = rm_bpe_learn(m->tok, text, len, n_merges, merges, n);
+    free(text);
+    rm_llama_free(m);
+    return rc;
 }
 
 
@@ -78,10 +95,14 @@ static int cmd_train(int argc, char **argv) {
     p.clip = a.clip >= 0 ? (float)a.clip : (float)rm_json_get_num(cfg, "clip", 1.0);
     p.seed = a.seed >= 0 ? (uint64_t)a.seed : (uint64_t)rm_json_get_int(cfg, "seed", 1);
     p.threads = (int)a.threads;
-    long steps = a.steps, cfg_steps = rm_json_get_int(cfg, "steps", 0);
+    long steps = a.steps, cfg_steps = rm_json_get_int(cfg, "steps", 0), bpe = rm_json_get_int(cfg, "bpe_merges", 0);
     long warmup = a.warmup >= 0 ? a.warmup : rm_json_get_int(cfg, "warmup", -1);
     double epochs = a.epochs >= 0 ? a.epochs : rm_json_get_num(cfg, "epochs", 1.0);
     rm_json_free(cfg);
+    if (bpe < 0 || bpe > 100000) {
+        fprintf(stderr, "ramole train: %s: bpe_merges must be 0..100000\n", cfg_path);
+        return 2;
+    }
     if (shape.n_vocab < 258 || d <= 0 || H <= 0 || shape.n_head_kv <= 0 || H % shape.n_head_kv || d % H ||
         shape.n_layer <= 0 || shape.n_ff <= 0 || seq <= 1 || seq > shape.n_ctx || p.batch <= 0 || p.accum <= 0) {
         fprintf(stderr, "ramole train: %s: inconsistent shape or batch (n_vocab >= 258, n_embd %% n_head == 0, "
@@ -99,11 +120,29 @@ static int cmd_train(int argc, char **argv) {
     rm_trainer *t = NULL;
     rm_tdata train = {0}, eval = {0};
     rm_train_report rep = {0};
-    // random init (uniform, 1/sqrt(fan_in)) and the byte-level vocabulary, via the synth writer
-    if (rm_synth_write(&shape, RM_TYPE_F32, p.seed, init, NULL, NULL) || rm_llama_load(&m, init)) { cli_fail("init"); goto done; }
+    // random init (uniform, 1/sqrt(fan_in)) and the byte-level vocabulary, via the synth writer;
+    // with bpe_merges, the merges are learned from the data first and become tokens 258...
+    char **merges = NULL;
+    int n_merges = 0;
+    if (bpe > 0) {
+        rm_synth_shape bytes = shape;
+        bytes.n_vocab = 258;
+        if (rm_synth_write(&bytes, RM_TYPE_F32, p.seed, init, NULL, NULL) || learn_merges(init, data, (int)bpe, &merges, &n_merges)) {
+            cli_fail("learning the BPE");
+            goto done;
+        }
+        if (shape.n_vocab < 258 + n_merges) shape.n_vocab = 258 + n_merges;
+        fprintf(stderr, "train: %d BPE merges learned from %s (vocabulary %d)\n", n_merges, data, shape.n_vocab);
+    }
+    if (rm_synth_write_bpe(&shape, (const char *const *)merges, n_merges, RM_TYPE_F32, p.seed, init, NULL, NULL) ||
+        rm_llama_load(&m, init)) {
+        cli_fail("init");
+        goto done;
+    }
     unlink(init);
-    if (load_data(&train, data, tmpl, seq)) { cli_fail(data); goto done; }
-    if (a.eval && load_data(&eval, a.eval, tmpl, seq)) { cli_fail(a.eval); goto done; }
+    const rm_tokenizer *tok = n_merges ? m->tok : NULL;
+    if (load_data(&train, data, tmpl, tok, seq)) { cli_fail(data); goto done; }
+    if (a.eval && load_data(&eval, a.eval, tmpl, tok, seq)) { cli_fail(a.eval); goto done; }
     p.steps = steps > 0 ? (int)steps : cfg_steps > 0 ? (int)cfg_steps
                                                      : rm_train_steps_for_epochs(&train, p.batch, p.seq, p.accum, 1, epochs);
     p.warmup = warmup >= 0 ? (int)warmup : p.steps / 20;
@@ -131,6 +170,8 @@ static int cmd_train(int argc, char **argv) {
     }
     rc = 0;
 done:
+    for (int i = 0; i < n_merges; i++) free(merges[i]);
+    free(merges);
     rm_train_report_free(&rep);
     rm_trainer_free(t);
     rm_tdata_free(&train);

@@ -38,26 +38,33 @@ static void utf8_encode(int cp, char *out) {
     else { out[0] = (char)(0xe0 | (cp >> 12)); out[1] = (char)(0x80 | ((cp >> 6) & 0x3f)); out[2] = (char)(0x80 | (cp & 0x3f)); out[3] = 0; }
 }
 
-static int write_tokenizer(gguf_writer *w, int n_vocab) {
+static int write_tokenizer(gguf_writer *w, int n_vocab, const char *const *merges, int n_merges) {
     char **toks = calloc((size_t)n_vocab, sizeof(char *));
     int32_t *types = calloc((size_t)n_vocab, sizeof(int32_t));
     float *scores = calloc((size_t)n_vocab, sizeof(float));
     int rc = RM_OK;
     if (!toks || !types || !scores) { rc = rm_errorf(RM_ENOMEM, "out of memory"); goto done; }
     for (int i = 0; i < n_vocab; i++) {
-        toks[i] = malloc(24);
+        int mi = i - 258;
+        toks[i] = malloc(mi >= 0 && mi < n_merges ? strlen(merges[mi]) + 1 : 24);
         if (!toks[i]) { rc = rm_errorf(RM_ENOMEM, "out of memory"); goto done; }
         if (i < 256) { utf8_encode(byte_to_codepoint(i), toks[i]); types[i] = 1; }
         else if (i == 256) { strcpy(toks[i], "<s>"); types[i] = 3; }
         else if (i == 257) { strcpy(toks[i], "</s>"); types[i] = 3; }
-        else { snprintf(toks[i], 24, "<unused_%d>", i - 258); types[i] = 3; }
+        else if (mi < n_merges) { // the merge's two parts joined
+            char *o = toks[i];
+            for (const char *c = merges[mi]; *c; c++)
+                if (*c != ' ') *o++ = *c;
+            *o = 0;
+            types[i] = 1;
+        } else { snprintf(toks[i], 24, "<unused_%d>", i - 258); types[i] = 3; }
         scores[i] = -(float)i;
     }
     if ((rc = gguf_set_str(w, "tokenizer.ggml.model", "gpt2")) || (rc = gguf_set_str(w, "tokenizer.ggml.pre", "default")) ||
         (rc = gguf_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)toks, (uint64_t)n_vocab)) ||
         (rc = gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, types, (uint64_t)n_vocab)) ||
         (rc = gguf_set_arr(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, scores, (uint64_t)n_vocab)) ||
-        (rc = gguf_set_arr_str(w, "tokenizer.ggml.merges", NULL, 0)) ||
+        (rc = gguf_set_arr_str(w, "tokenizer.ggml.merges", merges, (uint64_t)n_merges)) ||
         (rc = gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 256)) || (rc = gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 257)) ||
         (rc = gguf_set_bool(w, "tokenizer.ggml.add_bos_token", 1)))
         goto done;
@@ -91,6 +98,13 @@ static int fill_tensor(synth_tensor *t, uint64_t *rng, int is_norm) {
 
 int rm_synth_write(const rm_synth_shape *s, rm_type type, uint64_t seed, const char *out_path,
                    void (*progress)(void *ctx, long done, long total), void *ctx) {
+    return rm_synth_write_bpe(s, NULL, 0, type, seed, out_path, progress, ctx);
+}
+
+int rm_synth_write_bpe(const rm_synth_shape *s, const char *const *merges, int n_merges, rm_type type, uint64_t seed,
+                       const char *out_path, void (*progress)(void *ctx, long done, long total), void *ctx) {
+    if (n_merges < 0 || s->n_vocab < 258 + n_merges)
+        return rm_errorf(RM_EINVAL, "synth: a vocabulary of %d cannot hold 258 + %d merged tokens", s->n_vocab, n_merges);
     int hd = s->n_embd / s->n_head, kvd = s->n_head_kv * hd;
     int n_t = 2 + 9 * s->n_layer;
     synth_tensor *ts = calloc((size_t)n_t, sizeof *ts);
@@ -139,7 +153,7 @@ int rm_synth_write(const rm_synth_shape *s, rm_type type, uint64_t seed, const c
         (rc = gguf_set_u32(w, "llama.rope.dimension_count", (uint32_t)hd)) ||
         (rc = gguf_set_u32(w, "llama.vocab_size", (uint32_t)s->n_vocab)) ||
         (rc = gguf_set_f32(w, "llama.attention.layer_norm_rms_epsilon", 1e-5f)) ||
-        (rc = gguf_set_f32(w, "llama.rope.freq_base", 10000.0f)) || (rc = write_tokenizer(w, s->n_vocab)))
+        (rc = gguf_set_f32(w, "llama.rope.freq_base", 10000.0f)) || (rc = write_tokenizer(w, s->n_vocab, merges, n_merges)))
         goto done;
     uint64_t rng = seed;
     for (int i = 0; i < n_t; i++) {

@@ -82,6 +82,15 @@ int32_t rm_tokenizer_find(const rm_tokenizer *t, const char *text);
 void rm_tokenizer_set_cache(rm_tokenizer *t, int on);
 // An `out` buffer of this many bytes always holds one rm_detok_push result.
 int rm_detok_max_bytes(const rm_tokenizer *t);
+
+// Learns up to n_merges byte-level BPE merges from text[0..len), cut into
+// pieces by t's pre-tokenizer (t: a byte-level BPE tokenizer, e.g. the byte
+// vocabulary of `ramole train`): greedily the most frequent adjacent pair of
+// symbols, weighted by piece counts, ties to the smaller ids; stops early when
+// no pair occurs twice. *merges gets them in rank order in the GGUF form
+// "left right" (GPT-2 byte-to-unicode mapping), *n their count; free each
+// string and the array.
+int rm_bpe_learn(const rm_tokenizer *t, const char *text, size_t len, int n_merges, char ***merges, int *n);
 // tokenizer.chat_template of the model (NULL if none), and the family
 // rm_chat_render would use: "chatml", "llama3", "llama2", "mistral", "gemma"
 // or "plain" (unknown or no template: "System: ...\n\nUser: ...\n\n" then
