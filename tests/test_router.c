@@ -2,7 +2,9 @@
 // double-precision reference written here, router = mixture at B_r = 0, batch
 // invariance, router files (round trip and every refusal), the trainer's
 // router gradients against finite differences, and the toy experiment
-// (router beats mixture on mixed requests).
+// (router beats mixture on mixed requests). Training as in the paper: rows
+// with their own expert sets (against each example alone with its fixed set,
+// and finite differences) and lora dropout.
 #include "testing.h"
 #include "base/err.h"
 #include "base/file.h"
@@ -675,4 +677,263 @@ TEST(router_engine_requests) {
     }
     free_set(2, ex, router);
     rm_llama_free(m);
+}
+
+// ---------------------------------------------------------------- training with a set of experts per row
+
+// The per-row-set tests' experts: four on the router-grad shape, one on q,v
+// only, with outputs scaled up (so that dx through them matters).
+enum { SETS_N = 4, SETS_K = 3 };
+static rm_llama *sets_model(rm_lora **ex) {
+    rm_llama *m = shaped_model("router-sets", 40, 16, 2, 24, 6);
+    unsigned all = (1u << RM_LIN_COUNT) - 1;
+    for (int i = 0; m && i < SETS_N; i++) {
+        if (rm_lora_random(&ex[i], m, 2 + i % 3, i == 2 ? 0x5 : all, 60 + (uint64_t)i)) return NULL;
+        for (int j = 0; j < ex[i]->n_layer * RM_LIN_COUNT; j++)
+            for (int64_t v = 0; v < (int64_t)ex[i]->mods[j].r * ex[i]->mods[j].out; v++) ex[i]->mods[j].Bt[v] *= 8.0f;
+    }
+    return m;
+}
+
+// Three examples packed into 2 sequences of 8 rows: a (rows 0-4) and b (5-7)
+// in the first, c (8-13) and two padding rows in the second; each with its
+// own experts (slots, -1 empty; expert 2 is the q,v-only one).
+typedef struct { int row0, len, set[SETS_K]; } sets_example;
+static const sets_example k_sets_ex[3] = {{0, 5, {0, 2, -1}}, {5, 3, {3, 1, 2}}, {8, 6, {2, 0, 3}}};
+
+static void sets_free(rm_lora **ex, rm_llama *m) {
+    for (int i = 0; i < SETS_N; i++) rm_lora_free(ex[i]);
+    rm_llama_free(m);
+}
+
+static void sets_fill(rm_tbatch *b, uint64_t seed) {
+    for (int r = 0; r < 16; r++) { // padding first, then the examples over it
+        b->token[r] = 0;
+        b->pos[r] = 0;
+        b->start[r] = r;
+        b->target[r] = -1;
+        for (int j = 0; j < SETS_K; j++) b->exp[r * SETS_K + j] = -1;
+    }
+    for (int x = 0; x < 3; x++) {
+        const sets_example *e = &k_sets_ex[x];
+        for (int i = 0; i < e->len; i++) {
+            int r = e->row0 + i;
+            b->token[r] = (int32_t)(rm_rng_next(&seed) % 40);
+            b->pos[r] = i;
+            b->start[r] = e->row0;
+            for (int j = 0; j < SETS_K; j++) b->exp[r * SETS_K + j] = e->set[j];
+        }
+        for (int i = 0; i + 1 < e->len; i++) b->target[e->row0 + i] = b->token[e->row0 + i + 1];
+    }
+}
+
+// A batch of k_sets_ex (tokens from seed).
+static int sets_batch(rm_tbatch *b, uint64_t seed) {
+    int rc = rm_tbatch_alloc(b, 2, 8);
+    if (!rc) rc = rm_tbatch_alloc_sets(b, SETS_K);
+    if (!rc) sets_fill(b, seed);
+    return rc;
+}
+
+// A trainer of B x T rows (threads, lora dropout: p's others defaults),
+// with the base made trainable first when full, and a router of rank 3 over
+// the n experts, k a row.
+static rm_trainer *router_trainer(rm_llama *m, const rm_train_params *p, int full, int n, rm_lora **ex, int k) {
+    rm_trainer *t = NULL;
+    if (rm_trainer_create(&t, m, p)) return NULL;
+    if ((full && rm_trainer_full(t)) || rm_trainer_add_router_table(t, n, ex, k, 3, 6.0f)) {
+        rm_trainer_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+static rm_train_params sets_params(int B, int T, int threads) {
+    rm_train_params p;
+    rm_train_default_params(&p);
+    p.batch = B;
+    p.seq = T;
+    p.threads = threads;
+    return p;
+}
+
+// A trainer over the table with a random router (B_r = 0 would make alpha uniform).
+static rm_trainer *sets_trainer(rm_llama *m, rm_lora **ex, int threads, int full) {
+    rm_train_params p = sets_params(2, 8, threads);
+    rm_trainer *t = router_trainer(m, &p, full, SETS_N, ex, SETS_K);
+    if (!t) return NULL;
+    int np;
+    rm_tparam *ps = rm_trainer_params(t, &np);
+    uint64_t s = 21;
+    for (int i = 0; i < np; i++)
+        for (size_t j = 0; strstr(ps[i].name, ".router_") && j < ps[i].n; j++) ps[i].w[j] = 0.6f * (2.0f * rm_rng_uniform(&s) - 1.0f);
+    return t;
+}
+
+// A batch whose rows each have their own experts gives, example by example,
+// the logits and the router gradients of that example alone through the
+// fixed-set router over its experts (the path the earlier tests check).
+TEST(router_sets_rows_equal_each_alone) {
+    rm_lora *ex[SETS_N] = {0};
+    rm_llama *m = sets_model(ex);
+    REQUIRE(m && ex[SETS_N - 1]);
+    rm_trainer *t = sets_trainer(m, ex, 2, 0);
+    REQUIRE(t);
+    rm_tbatch b;
+    CHECK_OK(sets_batch(&b, 5));
+    int V = m->hp.n_vocab, np;
+    float *logits = malloc(16 * (size_t)V * sizeof(float)), *one = malloc(8 * (size_t)V * sizeof(float));
+    double loss;
+    rm_trainer_zero_grad(t);
+    CHECK_OK(rm_trainer_forward(t, &b, 1.0f, 1, &loss, logits));
+    rm_tparam *ps = rm_trainer_params(t, &np);
+    size_t total = 0;
+    for (int i = 0; i < np; i++) total += ps[i].n;
+    double *sum = calloc(total, sizeof(double)), worst_l = 0, worst_g = 0, big = 1;
+    for (int x = 0; x < 3; x++) {
+        const sets_example *e = &k_sets_ex[x];
+        rm_lora *mine[SETS_K];
+        int k = 0;
+        for (int j = 0; j < SETS_K; j++)
+            if (e->set[j] >= 0) mine[k++] = ex[e->set[j]];
+        rm_train_params p = sets_params(1, e->len, 1);
+        rm_trainer *f = router_trainer(m, &p, 0, k, mine, k); // the fixed set: every row all k
+        REQUIRE(f);
+        int nf;
+        rm_tparam *pf = rm_trainer_params(f, &nf);
+        REQUIRE(nf == np);
+        for (int i = 0; i < np; i++) {
+            REQUIRE(!strcmp(pf[i].name, ps[i].name) && pf[i].n == ps[i].n);
+            memcpy(pf[i].w, ps[i].w, ps[i].n * sizeof(float));
+        }
+        rm_tbatch a;
+        CHECK_OK(rm_tbatch_alloc(&a, 1, e->len));
+        for (int i = 0; i < e->len; i++) {
+            a.token[i] = b.token[e->row0 + i];
+            a.target[i] = b.target[e->row0 + i];
+            a.pos[i] = i;
+            a.start[i] = 0;
+        }
+        rm_trainer_zero_grad(f);
+        CHECK_OK(rm_trainer_forward(f, &a, 1.0f, 1, &loss, one));
+        for (size_t i = 0; i < (size_t)e->len * V; i++)
+            worst_l = fmax(worst_l, fabs(one[i] - logits[(size_t)e->row0 * V + i]) / (1.0 + fabs(one[i])));
+        for (int i = 0, o = 0; i < np; o += (int)pf[i].n, i++)
+            for (size_t j = 0; j < pf[i].n; j++) sum[o + j] += pf[i].g[j];
+        rm_tbatch_free(&a);
+        rm_trainer_free(f);
+    }
+    for (int i = 0, o = 0; i < np; o += (int)ps[i].n, i++)
+        for (size_t j = 0; j < ps[i].n; j++) big = fmax(big, fabs(sum[o + j]));
+    for (int i = 0, o = 0; i < np; o += (int)ps[i].n, i++)
+        for (size_t j = 0; j < ps[i].n; j++) worst_g = fmax(worst_g, fabs(ps[i].g[j] - sum[o + j]) / big);
+    CHECKF(worst_l < 1e-5, "logits: per-row sets vs each example alone differ by %g", worst_l);
+    CHECKF(worst_g < 1e-5, "router gradients: per-row sets vs the sum over examples alone differ by %g (of %g)", worst_g, big);
+    CHECKF(big > 1e-3, "the gradients are too small to compare (%g)", big);
+    // a table of more experts than a row holds needs the rows' sets
+    free(b.exp);
+    b.exp = NULL;
+    CHECK(rm_trainer_forward(t, &b, 1.0f, 0, &loss, NULL) == RM_EINVAL && strstr(rm_last_error(), "no expert sets"));
+    // and refuses a set naming an expert twice or one out of the table
+    CHECK_OK(rm_tbatch_alloc_sets(&b, SETS_K));
+    sets_fill(&b, 5);
+    b.exp[1] = b.exp[0];
+    CHECK(rm_trainer_forward(t, &b, 1.0f, 0, &loss, NULL) == RM_EINVAL && strstr(rm_last_error(), "twice"));
+    b.exp[1] = SETS_N;
+    CHECK(rm_trainer_forward(t, &b, 1.0f, 0, &loss, NULL) == RM_EINVAL && strstr(rm_last_error(), "out of range"));
+    free(sum);
+    free(logits);
+    free(one);
+    rm_tbatch_free(&b);
+    rm_trainer_free(t);
+    sets_free(ex, m);
+}
+
+TEST(router_sets_grad_matches_finite_differences) {
+    rm_lora *ex[SETS_N] = {0};
+    rm_llama *m = sets_model(ex);
+    REQUIRE(m && ex[SETS_N - 1]);
+    rm_tbatch b;
+    CHECK_OK(sets_batch(&b, 7));
+    // the router's A_r, B_r; then with the base trainable too, every earlier
+    // weight through the rows' own experts' and query's dx paths
+    for (int full = 0; full < 2; full++) {
+        rm_trainer *t = sets_trainer(m, ex, 1, full);
+        REQUIRE(t);
+        int np, n = 0;
+        rm_trainer_params(t, &np);
+        train_model_grad_check(t, &b, &n);
+        CHECK(n == 3 * np);
+        rm_trainer_free(t);
+    }
+    rm_tbatch_free(&b);
+    sets_free(ex, m);
+}
+
+// Lora dropout in the batch filler: each example placed in a batch gets its
+// set without its own adapter with probability P (P = 0 never, 1 always, 0.5
+// within 4 sigma of the binomial), and a resumed trainer draws on bit for bit.
+TEST(router_sets_dropout_rate) {
+    rm_lora *ex[SETS_N] = {0};
+    rm_llama *m = sets_model(ex);
+    REQUIRE(m && ex[SETS_N - 1]);
+    // 40 examples of 3 tokens (the first names the example); own adapter i % 4
+    rm_tdata d = {0};
+    for (int i = 0; i < 40; i++) {
+        int32_t ids[3] = {i, 1, 2};
+        CHECK_OK(rm_tdata_add(&d, ids, 3, 1));
+        rm_texample *e = &d.ex[d.n - 1];
+        for (int j = 0; j < 2; j++) {
+            e->set[0][j] = (i + j) % SETS_N;     // own first
+            e->set[1][j] = (i + j + 1) % SETS_N; // own left out
+        }
+    }
+    d.set_k = 2;
+    const float rates[3] = {0.0f, 1.0f, 0.5f};
+    char ck[600];
+    snprintf(ck, sizeof ck, "%s/sets-dropout.ckpt", rm_test_tmpdir());
+    for (int c = 0; c < 3; c++) {
+        rm_train_params p = sets_params(4, 8, 1); // two examples a sequence: a draw per example, not per row
+        p.lora_dropout = rates[c];
+        p.seed = 3;
+        rm_trainer *t = router_trainer(m, &p, 0, SETS_N, ex, 2);
+        REQUIRE(t);
+        rm_tbatch b;
+        CHECK_OK(rm_tbatch_alloc(&b, 4, 8));
+        CHECK_OK(rm_tbatch_alloc_sets(&b, 2));
+        long placed = 0, dropped = 0;
+        int n_batches = 500;
+        for (int s = 0; s < n_batches; s++) {
+            CHECK_OK(rm_trainer_next_batch(t, &d, &b, 1, NULL));
+            for (int r = 0; r < 32; r++) {
+                const int32_t *set = b.exp + r * 2;
+                if (set[0] < 0) continue; // padding
+                int own = b.token[r - b.pos[r]] % SETS_N, has = set[0] == own || set[1] == own;
+                if (b.pos[r] == 0) {
+                    placed++;
+                    dropped += !has;
+                }
+                CHECK(b.pos[r] == 0 || !memcmp(set, set - 2, 2 * sizeof *set)); // one set per example
+            }
+            if (c == 2 && s == n_batches - 51) CHECK_OK(rm_trainer_save_checkpoint(t, ck));
+        }
+        double want = rates[c] * placed, sd = sqrt(placed * rates[c] * (1 - rates[c]));
+        CHECKF(fabs(dropped - want) <= 4 * sd, "lora dropout %.1f: %ld of %ld examples without their own adapter",
+               rates[c], dropped, placed);
+        if (c == 2) { // resume from 50 batches before the end: the same batches and draws
+            int32_t *last = malloc(32 * 2 * sizeof(int32_t));
+            memcpy(last, b.exp, 32 * 2 * sizeof(int32_t));
+            rm_trainer *t2 = router_trainer(m, &p, 0, SETS_N, ex, 2);
+            REQUIRE(t2);
+            CHECK_OK(rm_trainer_load_checkpoint(t2, ck));
+            for (int s = 0; s < 50; s++) CHECK_OK(rm_trainer_next_batch(t2, &d, &b, 1, NULL));
+            CHECK(!memcmp(last, b.exp, 32 * 2 * sizeof(int32_t)));
+            free(last);
+            rm_trainer_free(t2);
+        }
+        rm_tbatch_free(&b);
+        rm_trainer_free(t);
+    }
+    rm_tdata_free(&d);
+    sets_free(ex, m);
 }
