@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "base/err.h"
+#include "base/progress.h"
 #include "cli.h"
 #include "format/gguf.h"
 #include "base/file.h"
@@ -224,6 +225,20 @@ static int load_experts(const router_opts *o, router_run *r) {
     return 0;
 }
 
+// rm_pick_table_retrieve with a progress line (two retrievals an example).
+typedef struct counted_pick {
+    rm_pick_table *tab;
+    rm_progress pg;
+    long done;
+} counted_pick;
+
+static int pick_counted(void *user, const char *text, const char *exclude_task, int k, int *idx, int *n) {
+    counted_pick *c = user;
+    int rc = rm_pick_table_retrieve(c->tab, text, exclude_task, k, idx, n);
+    rm_progress_update(&c->pg, ++c->done, 0);
+    return rc;
+}
+
 // Loads the data; in retrieval, each example's two sets (own adapter allowed / left out).
 static int load_data(router_opts *o, router_run *r, const char *tmpl) {
     if (!o->retrieval) return train_args_load_data(&o->a, r->m, tmpl, &r->train, &r->eval);
@@ -232,10 +247,12 @@ static int load_data(router_opts *o, router_run *r, const char *tmpl) {
         return 1;
     fprintf(stderr, "router train: retrieving %ld of %d adapters for %d examples (%d held out) of %d tasks\n", o->k,
             r->n_ex, r->train.n + r->eval.n, r->eval.n, r->train.n_tasks);
-    if (rm_tdata_retrieve(&r->train, (int)o->k, rm_pick_table_retrieve, &r->tab) ||
-        (r->eval.n && rm_tdata_retrieve(&r->eval, (int)o->k, rm_pick_table_retrieve, &r->tab)))
-        return cli_fail("retrieval");
-    return 0;
+    counted_pick c = {.tab = &r->tab};
+    rm_progress_start(&c.pg, "retrieve", "queries", 2L * (r->train.n + r->eval.n));
+    int rc = rm_tdata_retrieve(&r->train, (int)o->k, pick_counted, &c);
+    if (!rc && r->eval.n) rc = rm_tdata_retrieve(&r->eval, (int)o->k, pick_counted, &c);
+    rm_progress_finish(&c.pg, c.done);
+    return rc ? cli_fail("retrieval") : 0;
 }
 
 static int router_train(int argc, char **argv) {

@@ -86,12 +86,18 @@ static const train_router *router_of(const rm_trainer *t, const rm_tlinear *L) {
     return R->n_exp ? R : NULL;
 }
 
-// y[N,out] (+)= s (x A^T) B^T;  hs[N,r] = s x A^T
-static void lora_forward(rm_trainer *t, const float *A, const float *B, int r, float scale, int in, int out, const float *x,
-                         float *y, float *hs, int N, int acc) {
-    mm_nt(t->tp, hs, x, A, N, in, r, 0);
+// y[N,out] (+)= s (x A^T) B^T;  hs[N,r] = s x A^T  (tp NULL: on this thread)
+static void lora_forward(rm_threadpool *tp, const float *A, const float *B, int r, float scale, int in, int out,
+                         const float *x, float *y, float *hs, int N, int acc) {
+    mm_nt(tp, hs, x, A, N, in, r, 0);
     for (size_t i = 0; i < (size_t)N * r; i++) hs[i] *= scale;
-    mm_nt(t->tp, y, hs, B, N, r, out, acc);
+    mm_nt(tp, y, hs, B, N, r, out, acc);
+}
+
+// The pool for one expert's product over m gathered rows: none when it is
+// small (waking the workers for it would cost more than it saves).
+static rm_threadpool *rows_pool(const rm_trainer *t, int m, int r, int in, int out) {
+    return (double)m * r * (in + out) < (double)(1 << 20) ? NULL : t->tp;
 }
 
 // E of slot j, row n (E is [K][N,out])
@@ -117,7 +123,8 @@ static void router_forward(rm_trainer *t, const rm_tlinear *L, const train_route
                 for (int j = 0; j < m; j++) memcpy(t->gx + (size_t)j * in, x + (size_t)u->row[u0 + j] * in, row_in);
                 xs = t->gx;
             }
-            lora_forward(t, ex->A, ex->B, ex->r, ex->scale, in, out, xs, t->gy, t->rh, m, 0);
+            rm_threadpool *tp = m < N ? rows_pool(t, m, ex->r, in, out) : t->tp;
+            lora_forward(tp, ex->A, ex->B, ex->r, ex->scale, in, out, xs, t->gy, t->rh, m, 0);
         }
         for (int j = 0; j < m; j++) {
             float *E = SLOT_ROW(R->E, u->at[u0 + j], u->row[u0 + j], N, out);
@@ -125,7 +132,7 @@ static void router_forward(rm_trainer *t, const rm_tlinear *L, const train_route
             else memset(E, 0, row_out);
         }
     }
-    if (L->rank) lora_forward(t, L->A, L->B, L->rank, L->scale, in, out, x, R->q, hs, N, 0);
+    if (L->rank) lora_forward(t->tp, L->A, L->B, L->rank, L->scale, in, out, x, R->q, hs, N, 0);
     else memset(R->q, 0, (size_t)N * row_out);
     float inv = 1.0f / sqrtf((float)out);
     for (int n = 0; n < N; n++) {
@@ -151,30 +158,30 @@ static void linear_forward(rm_trainer *t, const rm_tlinear *L, const float *x, f
     rm_matmul(t->tp, L->w, x, L->in, y, L->out, N, acc);
     const train_router *R = router_of(t, L);
     if (R) router_forward(t, L, R, x, y, hs, N);
-    else if (L->rank) lora_forward(t, L->A, L->B, L->rank, L->scale, L->in, L->out, x, y, hs, N, 1);
+    else if (L->rank) lora_forward(t->tp, L->A, L->B, L->rank, L->scale, L->in, L->out, x, y, hs, N, 1);
 }
 
 // Backward of y += s (x A^T) B^T for dy[N,out]: dB += dy^T hs;  dA += s (dy B)^T x;
 // dx += s (dy B) A. dA, dB, dx may be NULL (frozen: only dx). dy^T in scratch
-// 0, (s dy B) in scratch 2 and its transpose in scratch 1.
-static int lora_backward(rm_trainer *t, const float *A, const float *B, float *dA, float *dB, int r, float scale, int in,
-                         int out, const float *x, const float *hs, const float *dy, float *dx, int N) {
+// 0, (s dy B) in scratch 2 and its transpose in scratch 1; products on tp.
+static int lora_backward(rm_trainer *t, rm_threadpool *tp, const float *A, const float *B, float *dA, float *dB, int r,
+                         float scale, int in, int out, const float *x, const float *hs, const float *dy, float *dx, int N) {
     if (dB) {
         float *dyt = train_scratch(t, 0, (size_t)out * N);
         if (!dyt) return rm_errorf(RM_ENOMEM, "train: out of memory");
-        rm_transpose(t->tp, dyt, dy, out, N, out);
-        rm_gemm_nn(t->tp, dB, r, dyt, N, hs, r, out, r, N);
+        rm_transpose(tp, dyt, dy, out, N, out);
+        rm_gemm_nn(tp, dB, r, dyt, N, hs, r, out, r, N);
     }
     float *dhs = train_scratch(t, 2, (size_t)N * r), *dhst = train_scratch(t, 1, (size_t)N * r);
     if (!dhs || !dhst) return rm_errorf(RM_ENOMEM, "train: out of memory");
     memset(dhs, 0, (size_t)N * r * sizeof(float));
-    rm_gemm_nn(t->tp, dhs, r, dy, out, B, r, N, r, out);
+    rm_gemm_nn(tp, dhs, r, dy, out, B, r, N, r, out);
     for (size_t i = 0; i < (size_t)N * r; i++) dhs[i] *= scale;
     if (dA) {
-        rm_transpose(t->tp, dhst, dhs, r, N, r);
-        rm_gemm_nn(t->tp, dA, in, dhst, N, x, in, r, in, N);
+        rm_transpose(tp, dhst, dhs, r, N, r);
+        rm_gemm_nn(tp, dA, in, dhst, N, x, in, r, in, N);
     }
-    if (dx) rm_gemm_nn(t->tp, dx, in, dhs, r, A, in, N, in, r);
+    if (dx) rm_gemm_nn(tp, dx, in, dhs, r, A, in, N, in, r);
     return RM_OK;
 }
 
@@ -207,7 +214,7 @@ static int router_backward(rm_trainer *t, const rm_tlinear *L, const train_route
             rm_axpy_f32(dq + (size_t)n * out, dzn[j] * inv, SLOT_ROW(R->E, j, n, N, out), out);
         }
     }
-    if (L->rank && (rc = lora_backward(t, L->A, L->B, L->dA, L->dB, L->rank, L->scale, in, out, x, hs, dq, dx, N)))
+    if (L->rank && (rc = lora_backward(t, t->tp, L->A, L->B, L->dA, L->dB, L->rank, L->scale, in, out, x, hs, dq, dx, N)))
         return rc;
     for (int e = 0; dx && e < R->n_exp; e++) {
         const train_expert *ex = &R->exp[e];
@@ -221,11 +228,13 @@ static int router_backward(rm_trainer *t, const rm_tlinear *L, const train_route
             for (int o = 0; o < out; o++) d[o] = a * gn[o] + c * qn[o];
         }
         if (m == N) { // every row: straight into dx
-            if ((rc = lora_backward(t, ex->A, ex->B, NULL, NULL, ex->r, ex->scale, in, out, x, NULL, dE, dx, N))) return rc;
+            if ((rc = lora_backward(t, t->tp, ex->A, ex->B, NULL, NULL, ex->r, ex->scale, in, out, x, NULL, dE, dx, N)))
+                return rc;
             continue;
         }
         memset(t->gy, 0, (size_t)m * in * sizeof(float));
-        if ((rc = lora_backward(t, ex->A, ex->B, NULL, NULL, ex->r, ex->scale, in, out, NULL, NULL, dE, t->gy, m))) return rc;
+        rm_threadpool *tp = rows_pool(t, m, ex->r, in, out);
+        if ((rc = lora_backward(t, tp, ex->A, ex->B, NULL, NULL, ex->r, ex->scale, in, out, NULL, NULL, dE, t->gy, m))) return rc;
         for (int j = 0; j < m; j++) rm_axpy_f32(dx + (size_t)u->row[u0 + j] * in, 1.0f, t->gy + (size_t)j * in, in);
     }
     return RM_OK;
@@ -246,7 +255,7 @@ static int linear_backward(rm_trainer *t, const rm_tlinear *L, const float *x, c
     const train_router *R = router_of(t, L);
     if (R) return router_backward(t, L, R, x, hs, dy, dx, N);
     if (!L->rank) return RM_OK;
-    return lora_backward(t, L->A, L->B, L->dA, L->dB, L->rank, L->scale, in, out, x, hs, dy, dx, N);
+    return lora_backward(t, t->tp, L->A, L->B, L->dA, L->dB, L->rank, L->scale, in, out, x, hs, dy, dx, N);
 }
 
 // ---------------------------------------------------------------- embedding, cross-entropy
