@@ -2,14 +2,20 @@
 // double-precision reference written here, router = mixture at B_r = 0, batch
 // invariance, router files (round trip and every refusal), the trainer's
 // router gradients against finite differences, and the toy experiment
-// (router beats mixture on mixed requests).
+// (router beats mixture on mixed requests). Training as in the paper: rows
+// with their own expert sets (against each example alone with its fixed set,
+// and finite differences), lora dropout, each example's own retrieved
+// adapters from a pool, and `router train --pool` (refusals, a smoke run).
 #include "testing.h"
 #include "base/err.h"
 #include "base/file.h"
+#include "base/json.h"
 #include "lora/batch.h"
 #include "lora/router.h"
 #include "model/generate.h"
 #include "model/synth.h"
+#include "retrieve/embed.h"
+#include "retrieve/pick.h"
 #include "serve/engine.h"
 #include "train/train.h"
 
@@ -674,5 +680,487 @@ TEST(router_engine_requests) {
                "%s request: alone %d tokens, together %d", rm_compose_name(modes[s]), alone[s].n, together[s].n);
     }
     free_set(2, ex, router);
+    rm_llama_free(m);
+}
+
+// ---------------------------------------------------------------- training with a set of experts per row
+
+// The per-row-set tests' experts: four on the router-grad shape, one on q,v
+// only, with outputs scaled up (so that dx through them matters).
+enum { SETS_N = 4, SETS_K = 3 };
+static rm_llama *sets_model(rm_lora **ex) {
+    rm_llama *m = shaped_model("router-sets", 40, 16, 2, 24, 6);
+    unsigned all = (1u << RM_LIN_COUNT) - 1;
+    for (int i = 0; m && i < SETS_N; i++) {
+        if (rm_lora_random(&ex[i], m, 2 + i % 3, i == 2 ? 0x5 : all, 60 + (uint64_t)i)) return NULL;
+        for (int j = 0; j < ex[i]->n_layer * RM_LIN_COUNT; j++)
+            for (int64_t v = 0; v < (int64_t)ex[i]->mods[j].r * ex[i]->mods[j].out; v++) ex[i]->mods[j].Bt[v] *= 8.0f;
+    }
+    return m;
+}
+
+// Three examples packed into 2 sequences of 8 rows: a (rows 0-4) and b (5-7)
+// in the first, c (8-13) and two padding rows in the second; each with its
+// own experts (slots, -1 empty; expert 2 is the q,v-only one).
+typedef struct { int row0, len, set[SETS_K]; } sets_example;
+static const sets_example k_sets_ex[3] = {{0, 5, {0, 2, -1}}, {5, 3, {3, 1, 2}}, {8, 6, {2, 0, 3}}};
+
+static void sets_free(rm_lora **ex, rm_llama *m) {
+    for (int i = 0; i < SETS_N; i++) rm_lora_free(ex[i]);
+    rm_llama_free(m);
+}
+
+static void sets_fill(rm_tbatch *b, uint64_t seed) {
+    for (int r = 0; r < 16; r++) { // padding first, then the examples over it
+        b->token[r] = 0;
+        b->pos[r] = 0;
+        b->start[r] = r;
+        b->target[r] = -1;
+        for (int j = 0; j < SETS_K; j++) b->exp[r * SETS_K + j] = -1;
+    }
+    for (int x = 0; x < 3; x++) {
+        const sets_example *e = &k_sets_ex[x];
+        for (int i = 0; i < e->len; i++) {
+            int r = e->row0 + i;
+            b->token[r] = (int32_t)(rm_rng_next(&seed) % 40);
+            b->pos[r] = i;
+            b->start[r] = e->row0;
+            for (int j = 0; j < SETS_K; j++) b->exp[r * SETS_K + j] = e->set[j];
+        }
+        for (int i = 0; i + 1 < e->len; i++) b->target[e->row0 + i] = b->token[e->row0 + i + 1];
+    }
+}
+
+// A batch of k_sets_ex (tokens from seed).
+static int sets_batch(rm_tbatch *b, uint64_t seed) {
+    int rc = rm_tbatch_alloc(b, 2, 8);
+    if (!rc) rc = rm_tbatch_alloc_sets(b, SETS_K);
+    if (!rc) sets_fill(b, seed);
+    return rc;
+}
+
+// A trainer of B x T rows (threads, lora dropout: p's others defaults),
+// with the base made trainable first when full, and a router of rank 3 over
+// the n experts, k a row.
+static rm_trainer *router_trainer(rm_llama *m, const rm_train_params *p, int full, int n, rm_lora **ex, int k) {
+    rm_trainer *t = NULL;
+    if (rm_trainer_create(&t, m, p)) return NULL;
+    if ((full && rm_trainer_full(t)) || rm_trainer_add_router_table(t, n, ex, k, 3, 6.0f)) {
+        rm_trainer_free(t);
+        return NULL;
+    }
+    return t;
+}
+
+static rm_train_params sets_params(int B, int T, int threads) {
+    rm_train_params p;
+    rm_train_default_params(&p);
+    p.batch = B;
+    p.seq = T;
+    p.threads = threads;
+    return p;
+}
+
+// A trainer over the table with a random router (B_r = 0 would make alpha uniform).
+static rm_trainer *sets_trainer(rm_llama *m, rm_lora **ex, int threads, int full) {
+    rm_train_params p = sets_params(2, 8, threads);
+    rm_trainer *t = router_trainer(m, &p, full, SETS_N, ex, SETS_K);
+    if (!t) return NULL;
+    int np;
+    rm_tparam *ps = rm_trainer_params(t, &np);
+    uint64_t s = 21;
+    for (int i = 0; i < np; i++)
+        for (size_t j = 0; strstr(ps[i].name, ".router_") && j < ps[i].n; j++) ps[i].w[j] = 0.6f * (2.0f * rm_rng_uniform(&s) - 1.0f);
+    return t;
+}
+
+// A batch whose rows each have their own experts gives, example by example,
+// the logits and the router gradients of that example alone through the
+// fixed-set router over its experts (the path the earlier tests check).
+TEST(router_sets_rows_equal_each_alone) {
+    rm_lora *ex[SETS_N] = {0};
+    rm_llama *m = sets_model(ex);
+    REQUIRE(m && ex[SETS_N - 1]);
+    rm_trainer *t = sets_trainer(m, ex, 2, 0);
+    REQUIRE(t);
+    rm_tbatch b;
+    CHECK_OK(sets_batch(&b, 5));
+    int V = m->hp.n_vocab, np;
+    float *logits = malloc(16 * (size_t)V * sizeof(float)), *one = malloc(8 * (size_t)V * sizeof(float));
+    double loss;
+    rm_trainer_zero_grad(t);
+    CHECK_OK(rm_trainer_forward(t, &b, 1.0f, 1, &loss, logits));
+    rm_tparam *ps = rm_trainer_params(t, &np);
+    size_t total = 0;
+    for (int i = 0; i < np; i++) total += ps[i].n;
+    double *sum = calloc(total, sizeof(double)), worst_l = 0, worst_g = 0, big = 1;
+    for (int x = 0; x < 3; x++) {
+        const sets_example *e = &k_sets_ex[x];
+        rm_lora *mine[SETS_K];
+        int k = 0;
+        for (int j = 0; j < SETS_K; j++)
+            if (e->set[j] >= 0) mine[k++] = ex[e->set[j]];
+        rm_train_params p = sets_params(1, e->len, 1);
+        rm_trainer *f = router_trainer(m, &p, 0, k, mine, k); // the fixed set: every row all k
+        REQUIRE(f);
+        int nf;
+        rm_tparam *pf = rm_trainer_params(f, &nf);
+        REQUIRE(nf == np);
+        for (int i = 0; i < np; i++) {
+            REQUIRE(!strcmp(pf[i].name, ps[i].name) && pf[i].n == ps[i].n);
+            memcpy(pf[i].w, ps[i].w, ps[i].n * sizeof(float));
+        }
+        rm_tbatch a;
+        CHECK_OK(rm_tbatch_alloc(&a, 1, e->len));
+        for (int i = 0; i < e->len; i++) {
+            a.token[i] = b.token[e->row0 + i];
+            a.target[i] = b.target[e->row0 + i];
+            a.pos[i] = i;
+            a.start[i] = 0;
+        }
+        rm_trainer_zero_grad(f);
+        CHECK_OK(rm_trainer_forward(f, &a, 1.0f, 1, &loss, one));
+        for (size_t i = 0; i < (size_t)e->len * V; i++)
+            worst_l = fmax(worst_l, fabs(one[i] - logits[(size_t)e->row0 * V + i]) / (1.0 + fabs(one[i])));
+        for (int i = 0, o = 0; i < np; o += (int)pf[i].n, i++)
+            for (size_t j = 0; j < pf[i].n; j++) sum[o + j] += pf[i].g[j];
+        rm_tbatch_free(&a);
+        rm_trainer_free(f);
+    }
+    for (int i = 0, o = 0; i < np; o += (int)ps[i].n, i++)
+        for (size_t j = 0; j < ps[i].n; j++) big = fmax(big, fabs(sum[o + j]));
+    for (int i = 0, o = 0; i < np; o += (int)ps[i].n, i++)
+        for (size_t j = 0; j < ps[i].n; j++) worst_g = fmax(worst_g, fabs(ps[i].g[j] - sum[o + j]) / big);
+    CHECKF(worst_l < 1e-5, "logits: per-row sets vs each example alone differ by %g", worst_l);
+    CHECKF(worst_g < 1e-5, "router gradients: per-row sets vs the sum over examples alone differ by %g (of %g)", worst_g, big);
+    CHECKF(big > 1e-3, "the gradients are too small to compare (%g)", big);
+    // a table of more experts than a row holds needs the rows' sets
+    free(b.exp);
+    b.exp = NULL;
+    CHECK(rm_trainer_forward(t, &b, 1.0f, 0, &loss, NULL) == RM_EINVAL && strstr(rm_last_error(), "no expert sets"));
+    // and refuses a set naming an expert twice or one out of the table
+    CHECK_OK(rm_tbatch_alloc_sets(&b, SETS_K));
+    sets_fill(&b, 5);
+    b.exp[1] = b.exp[0];
+    CHECK(rm_trainer_forward(t, &b, 1.0f, 0, &loss, NULL) == RM_EINVAL && strstr(rm_last_error(), "twice"));
+    b.exp[1] = SETS_N;
+    CHECK(rm_trainer_forward(t, &b, 1.0f, 0, &loss, NULL) == RM_EINVAL && strstr(rm_last_error(), "out of range"));
+    free(sum);
+    free(logits);
+    free(one);
+    rm_tbatch_free(&b);
+    rm_trainer_free(t);
+    sets_free(ex, m);
+}
+
+TEST(router_sets_grad_matches_finite_differences) {
+    rm_lora *ex[SETS_N] = {0};
+    rm_llama *m = sets_model(ex);
+    REQUIRE(m && ex[SETS_N - 1]);
+    rm_tbatch b;
+    CHECK_OK(sets_batch(&b, 7));
+    // the router's A_r, B_r; then with the base trainable too, every earlier
+    // weight through the rows' own experts' and query's dx paths
+    for (int full = 0; full < 2; full++) {
+        rm_trainer *t = sets_trainer(m, ex, 1, full);
+        REQUIRE(t);
+        int np, n = 0;
+        rm_trainer_params(t, &np);
+        train_model_grad_check(t, &b, &n);
+        CHECK(n == 3 * np);
+        rm_trainer_free(t);
+    }
+    rm_tbatch_free(&b);
+    sets_free(ex, m);
+}
+
+// Lora dropout in the batch filler: each example placed in a batch gets its
+// set without its own adapter with probability P (P = 0 never, 1 always, 0.5
+// within 4 sigma of the binomial), and a resumed trainer draws on bit for bit.
+TEST(router_sets_dropout_rate) {
+    rm_lora *ex[SETS_N] = {0};
+    rm_llama *m = sets_model(ex);
+    REQUIRE(m && ex[SETS_N - 1]);
+    // 40 examples of 3 tokens (the first names the example); own adapter i % 4
+    rm_tdata d = {0};
+    for (int i = 0; i < 40; i++) {
+        int32_t ids[3] = {i, 1, 2};
+        CHECK_OK(rm_tdata_add(&d, ids, 3, 1));
+        rm_texample *e = &d.ex[d.n - 1];
+        for (int j = 0; j < 2; j++) {
+            e->set[0][j] = (i + j) % SETS_N;     // own first
+            e->set[1][j] = (i + j + 1) % SETS_N; // own left out
+        }
+    }
+    d.set_k = 2;
+    const float rates[3] = {0.0f, 1.0f, 0.5f};
+    char ck[600];
+    snprintf(ck, sizeof ck, "%s/sets-dropout.ckpt", rm_test_tmpdir());
+    for (int c = 0; c < 3; c++) {
+        rm_train_params p = sets_params(4, 8, 1); // two examples a sequence: a draw per example, not per row
+        p.lora_dropout = rates[c];
+        p.seed = 3;
+        rm_trainer *t = router_trainer(m, &p, 0, SETS_N, ex, 2);
+        REQUIRE(t);
+        rm_tbatch b;
+        CHECK_OK(rm_tbatch_alloc(&b, 4, 8));
+        CHECK_OK(rm_tbatch_alloc_sets(&b, 2));
+        long placed = 0, dropped = 0;
+        int n_batches = 500;
+        for (int s = 0; s < n_batches; s++) {
+            CHECK_OK(rm_trainer_next_batch(t, &d, &b, 1, NULL));
+            for (int r = 0; r < 32; r++) {
+                const int32_t *set = b.exp + r * 2;
+                if (set[0] < 0) continue; // padding
+                int own = b.token[r - b.pos[r]] % SETS_N, has = set[0] == own || set[1] == own;
+                if (b.pos[r] == 0) {
+                    placed++;
+                    dropped += !has;
+                }
+                CHECK(b.pos[r] == 0 || !memcmp(set, set - 2, 2 * sizeof *set)); // one set per example
+            }
+            if (c == 2 && s == n_batches - 51) CHECK_OK(rm_trainer_save_checkpoint(t, ck));
+        }
+        double want = rates[c] * placed, sd = sqrt(placed * rates[c] * (1 - rates[c]));
+        CHECKF(fabs(dropped - want) <= 4 * sd, "lora dropout %.1f: %ld of %ld examples without their own adapter",
+               rates[c], dropped, placed);
+        if (c == 2) { // resume from 50 batches before the end: the same batches and draws
+            int32_t *last = malloc(32 * 2 * sizeof(int32_t));
+            memcpy(last, b.exp, 32 * 2 * sizeof(int32_t));
+            rm_trainer *t2 = router_trainer(m, &p, 0, SETS_N, ex, 2);
+            REQUIRE(t2);
+            CHECK_OK(rm_trainer_load_checkpoint(t2, ck));
+            for (int s = 0; s < 50; s++) CHECK_OK(rm_trainer_next_batch(t2, &d, &b, 1, NULL));
+            CHECK(!memcmp(last, b.exp, 32 * 2 * sizeof(int32_t)));
+            free(last);
+            rm_trainer_free(t2);
+        }
+        rm_tbatch_free(&b);
+        rm_trainer_free(t);
+    }
+    rm_tdata_free(&d);
+    sets_free(ex, m);
+}
+
+// ---------------------------------------------------------------- training with retrieval from a pool
+
+static const char *const k_pool_tasks[4] = {"rev", "rot", "up", "mid"};
+
+// Writes tmpdir/name into path: n rounds of one example of each task
+// (write_task's lines, with "task" added when with_task).
+static void tasks_file(char *path, size_t cap, const char *name, const char *const *tasks, int n_tasks, int n, uint64_t seed,
+                       int with_task) {
+    snprintf(path, cap, "%s/%s", rm_test_tmpdir(), name);
+    FILE *f = fopen(path, "w");
+    uint64_t s = seed;
+    for (int i = 0; f && i < n; i++)
+        for (int t = 0; t < n_tasks; t++) {
+            char *line = NULL;
+            size_t len = 0;
+            FILE *mf = open_memstream(&line, &len);
+            if (!mf) break;
+            write_task(mf, tasks[t], 1, &s);
+            fclose(mf);
+            if (with_task && len > 2) fprintf(f, "%.*s, \"task\": \"%s\"}\n", (int)len - 2, line, tasks[t]);
+            else fputs(line, f);
+            free(line);
+        }
+    if (f) fclose(f);
+}
+
+typedef struct { char *in[64]; int n; } sample_texts;
+static int take_input(void *user, const rm_json *rec, long index) {
+    sample_texts *st = user;
+    const char *in = rm_json_get_str(rec, "inputs", NULL);
+    if (in && st->n < 64) st->in[st->n++] = strdup(in);
+    return RM_OK;
+}
+
+// A pool in tmpdir/dir with a lexical embedder fitted on the samples and an
+// adapter per task of k_pool_tasks (named and tasked so, 4 sample inputs of
+// its task): a random adapter for m saved as GGUF, none when !weights, and
+// for the last task one made for the model foreign when given.
+static int sets_pool(const char *dir, rm_llama *m, int weights, rm_llama *foreign) {
+    char path[700], cmd[800];
+    snprintf(path, sizeof path, "%s/%s", rm_test_tmpdir(), dir);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", path);
+    if (system(cmd) != 0) return -1;
+    sample_texts st = {{0}, 0};
+    char samples[600];
+    for (int t = 0; t < 4; t++) {
+        tasks_file(samples, sizeof samples, "sets-samples.jsonl", &k_pool_tasks[t], 1, 4, 90 + (uint64_t)t, 0);
+        if (rm_json_each_record(samples, take_input, &st)) return -1;
+    }
+    rm_pool *pool = NULL;
+    rm_pool_params pp = rm_pool_default_params();
+    rm_feat_params fp = rm_feat_default_params();
+    fp.bits = 12;
+    rm_embedder *e = NULL;
+    int rc = rm_pool_open(path, &pp, &pool);
+    if (!rc) rc = st.n == 16 ? rm_lexical_create(&fp, (const char *const *)st.in, NULL, 16, NULL, &e) : -1;
+    if (!rc) rc = rm_pool_set_embedder(pool, e);
+    for (int t = 0; !rc && t < 4; t++) {
+        char w[700];
+        rm_lora *l = NULL;
+        rm_llama *owner = foreign && t == 3 ? foreign : m;
+        snprintf(w, sizeof w, "%s/sets-%s-%s.gguf", rm_test_tmpdir(), owner == m ? "own" : "foreign", k_pool_tasks[t]);
+        rc = rm_lora_random(&l, owner, 2 + t % 2, t == 1 ? 0x5 : (1u << RM_LIN_COUNT) - 1, 300 + (uint64_t)t);
+        if (!rc) rc = rm_lora_save_gguf(l, w);
+        rm_lora_free(l);
+        rm_adapter_info info = {.name = k_pool_tasks[t], .task = k_pool_tasks[t], .weights = weights ? w : NULL};
+        if (!rc) rc = rm_pool_add(pool, &info, (const char *const *)st.in + 4 * t, NULL, 4, NULL);
+    }
+    if (pool) rm_pool_close(pool);
+    for (int i = 0; i < st.n; i++) free(st.in[i]);
+    return rc;
+}
+
+// Each training example gets its own retrieved adapters: its own task's among
+// them in set[0] and never in set[1]; a batch packs examples with different sets.
+TEST(router_sets_retrieval_per_example) {
+    rm_llama *m = tiny();
+    REQUIRE(m);
+    REQUIRE(sets_pool("sets-pool", m, 1, NULL) == 0);
+    char data[600], dir[600];
+    tasks_file(data, sizeof data, "sets-mixed.jsonl", k_pool_tasks, 4, 6, 5, 1);
+    snprintf(dir, sizeof dir, "%s/sets-pool", rm_test_tmpdir());
+    rm_tdata d = {0};
+    CHECK_OK(rm_tdata_load_tasks(&d, data, "{inputs}=", m->tok, -1, rm_tokenizer_eos(m->tok), 64, NULL, 0));
+    CHECK(d.n == 24 && d.n_tasks == 4 && rm_tdata_task_count(&d, "rot") == 6);
+    rm_pool *pool = NULL;
+    rm_pick_table tab;
+    CHECK_OK(rm_pool_open_existing(dir, &pool));
+    REQUIRE(pool);
+    CHECK_OK(rm_pick_table_init(&tab, pool));
+    REQUIRE(tab.n == 4);
+    CHECK_OK(rm_tdata_retrieve(&d, 2, rm_pick_table_retrieve, &tab));
+    int own_in = 0, own_out = 0;
+    for (int i = 0; i < d.n; i++) {
+        const rm_texample *e = &d.ex[i];
+        int own = rm_pick_table_find(&tab, d.tasks[e->task]), in0 = 0, in1 = 0;
+        for (int j = 0; j < 2; j++) in0 |= e->set[0][j] == own, in1 |= e->set[1][j] == own;
+        own_in += in0;
+        own_out += !in1 && e->set[1][1] >= 0 && e->set[0][2] < 0;
+    }
+    CHECKF(own_in == d.n, "own task's adapter retrieved for %d of %d examples", own_in, d.n);
+    CHECKF(own_out == d.n, "own task's adapter left out (2 others retrieved) for %d of %d", own_out, d.n);
+    // packed batches of a trainer over the pool's adapters: several sets among the rows
+    rm_lora *ex[4] = {0};
+    for (int i = 0; i < 4; i++) CHECK_OK(rm_lora_load_for(&ex[i], tab.weights[i], m));
+    REQUIRE(ex[3]);
+    rm_train_params p = sets_params(2, 32, 1);
+    rm_trainer *t = router_trainer(m, &p, 0, 4, ex, 2);
+    REQUIRE(t);
+    rm_tbatch b;
+    CHECK_OK(rm_tbatch_alloc(&b, 2, 32));
+    CHECK_OK(rm_tbatch_alloc_sets(&b, 2));
+    CHECK_OK(rm_trainer_next_batch(t, &d, &b, 1, NULL));
+    int distinct = 0;
+    for (int r = 0; r < 64; r++) {
+        int seen = b.exp[2 * r] < 0;
+        for (int q = 0; !seen && q < r; q++) seen = !memcmp(b.exp + 2 * q, b.exp + 2 * r, 2 * sizeof(int32_t));
+        distinct += !seen;
+    }
+    CHECKF(distinct >= 2, "%d distinct expert sets among the rows of a batch", distinct);
+    double loss;
+    CHECK_OK(rm_trainer_forward(t, &b, 1.0f, 1, &loss, NULL));
+    rm_tbatch_free(&b);
+    rm_trainer_free(t);
+    for (int i = 0; i < 4; i++) rm_lora_free(ex[i]);
+    rm_pick_table_free(&tab);
+    rm_pool_close(pool);
+    rm_tdata_free(&d);
+    rm_llama_free(m);
+}
+
+// `router train --pool`: a short run over the pool's adapters with one data
+// file per task and the seen tasks from a file; the router file loads and
+// says it was trained with retrieval (and its k and lora dropout).
+TEST(router_sets_cli_train_with_retrieval) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    int san = rm_test_sanitized();
+    rm_llama *m = tiny();
+    REQUIRE(m);
+    REQUIRE(sets_pool("sets-cli-pool", m, 1, NULL) == 0);
+    const char *tmp = rm_test_tmpdir();
+    char files[4][256], held[256], tasks[256], tmpl[256], out[256], args[4096];
+    for (int t = 0; t < 4; t++) {
+        char name[64];
+        snprintf(name, sizeof name, "sets-cli-%s.jsonl", k_pool_tasks[t]);
+        tasks_file(files[t], sizeof files[t], name, &k_pool_tasks[t], 1, san ? 6 : 30, 40 + (uint64_t)t, 1);
+    }
+    tasks_file(held, sizeof held, "sets-cli-held.jsonl", k_pool_tasks, 4, 3, 77, 1);
+    snprintf(tasks, sizeof tasks, "%s/sets-cli-tasks.txt", tmp);
+    snprintf(tmpl, sizeof tmpl, "%s/sets-cli-template.txt", tmp);
+    snprintf(out, sizeof out, "%s/sets-cli-router.gguf", tmp);
+    FILE *f = fopen(tasks, "w");
+    REQUIRE(f);
+    fputs("rev\n  rot \n\nup\n", f); // the seen tasks: 3 of 4
+    fclose(f);
+    REQUIRE((f = fopen(tmpl, "w")));
+    fputs("{inputs}=", f);
+    fclose(f);
+    snprintf(args, sizeof args, "router train --base %s/router-tiny.gguf --pool %s/sets-cli-pool --retrieve 2 --lora-dropout 0.25 "
+             "--data %s,%s --data %s --data %s --train-tasks @%s --eval %s --template %s --out %s --steps %d --batch 2 --seq 32 "
+             "--eval-em 4 --threads 2 --json", tmp, tmp, files[0], files[1], files[2], files[3], tasks, held, tmpl, out, san ? 2 : 6);
+    CHECKF(run_cli(args) == 0, "%s", cli_err());
+    const char *err = cli_err();
+    CHECKF(strstr(err, "2 of 4 pool adapters per example, lora dropout 0.25"), "%s", err);
+    CHECKF(strstr(err, "for 99 examples (9 held out) of 3 tasks") || san, "%s", err); // 3 x 30 seen + 3 x 3 held
+    CHECKF(strstr(err, "(own adapter present; dropped ") && strstr(err, "eval EM"), "%s", err);
+    rm_lora *r = NULL;
+    CHECK_OK(rm_router_load(&r, out, m));
+    rm_router_training tr;
+    CHECK_OK(rm_router_read_training(out, &tr));
+    CHECK(!strcmp(tr.with, "retrieval") && tr.trained_k == 2 && fabsf(tr.lora_dropout - 0.25f) < 1e-6f);
+    rm_lora_free(r);
+    // a fixed-set router says so; a file from before the key says nothing
+    char fixed[700];
+    snprintf(fixed, sizeof fixed, "%s/sets-cli-fixed.gguf", tmp);
+    rm_lora *ex[2] = {0}, *router = NULL;
+    REQUIRE(random_set(m, 2, 1.0f, ex, &router) == 0);
+    CHECK_OK(rm_router_save(router, m, 2, fixed));
+    CHECK_OK(rm_router_read_training(fixed, &tr));
+    CHECK(!strcmp(tr.with, "fixed") && tr.trained_k == 2 && isnan(tr.lora_dropout));
+    free_set(2, ex, router);
+    rm_llama_free(m);
+}
+
+// `router train --pool` refuses, saying why: a --train-tasks task no example
+// has, an example without a task (naming file and record), --retrieve out of
+// range, a pool whose adapters have no weights, and an adapter made for
+// another base; and the options that go with one mode given in the other.
+TEST(router_sets_cli_refusals) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    rm_llama *m = tiny(), *wide = shaped_model("router-wide", 260, 48, 2, 48, 7);
+    REQUIRE(m && wide);
+    REQUIRE(sets_pool("sets-bad-ok", m, 1, NULL) == 0);
+    REQUIRE(sets_pool("sets-bad-noweights", m, 0, NULL) == 0);
+    REQUIRE(sets_pool("sets-bad-foreign", m, 1, wide) == 0);
+    const char *tmp = rm_test_tmpdir();
+    char data[600], notask[600], args[4096];
+    tasks_file(data, sizeof data, "sets-bad.jsonl", k_pool_tasks, 4, 2, 3, 1);
+    tasks_file(notask, sizeof notask, "sets-bad-notask.jsonl", k_pool_tasks, 2, 1, 3, 0);
+    const char *head = "router train --base %s/router-tiny.gguf --pool %s/%s --data %s --out %s/sets-bad.gguf --steps 1 --seq 32";
+    struct { const char *pool, *data, *extra, *says; } cases[] = {
+        {"sets-bad-ok", data, "--train-tasks rev,nope", "no example of the --data files has task 'nope'"},
+        {"sets-bad-ok", notask, "", "sets-bad-notask.jsonl: example 1 has no string \"task\""},
+        {"sets-bad-ok", data, "--retrieve 1", "--retrieve 1 is out of range (2..16"},
+        {"sets-bad-ok", data, "--retrieve 17", "--retrieve 17 is out of range"},
+        {"sets-bad-ok", data, "--retrieve 5", "--retrieve 5 is out of range: the pool"},
+        {"sets-bad-ok", data, "--lora-dropout 1.5", "--lora-dropout is a probability"},
+        {"sets-bad-noweights", data, "", "has no adapter with weights"},
+        {"sets-bad-foreign", data, "", "pool adapter mid"},
+        {"sets-bad-ok", data, "--lora x.gguf", "exclude each other"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        int n = snprintf(args, sizeof args, head, tmp, tmp, cases[c].pool, cases[c].data, tmp);
+        snprintf(args + n, sizeof args - n, " %s", cases[c].extra);
+        CHECKF(run_cli(args) != 0 && strstr(cli_err(), cases[c].says), "case %zu: %s", c, cli_err());
+    }
+    snprintf(args, sizeof args, "router train --base %s/router-tiny.gguf --lora a.gguf,b.gguf --retrieve 2 --data %s --out x.gguf",
+             tmp, data);
+    CHECK(run_cli(args) != 0 && strstr(cli_err(), "go with --pool"));
+    rm_llama_free(wide);
     rm_llama_free(m);
 }

@@ -1,125 +1,315 @@
 // cmd_router.c — `ramole router train|info`: RouterLoRA, the learned
 // composition of k adapters (docs/router.md). `train` trains a router over
-// frozen expert adapters on a frozen base; `info` shows a router file.
+// frozen expert adapters on a frozen base, either a fixed set for every
+// example (--lora) or each example's own retrieved set from a pool (--pool,
+// with lora dropout, as in the paper); `info` shows a router file.
+#include <ctype.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/err.h"
+#include "base/progress.h"
 #include "cli.h"
 #include "format/gguf.h"
 #include "base/file.h"
 #include "lora/compose.h"
 #include "lora/router.h"
+#include "retrieve/pick.h"
 #include "train/train.h"
 #include "train_args.h"
 
 static void help(void) {
     printf("usage: ramole router train --base MODEL.gguf --lora DIR --lora DIR [...] --data FILE.jsonl --out ROUTER.gguf [options]\n"
+           "       ramole router train --base MODEL.gguf --pool DIR [--retrieve K] [--lora-dropout P]\n"
+           "                           --data FILE[,FILE...] [--train-tasks T1,T2,...|@FILE] --out ROUTER.gguf [options]\n"
            "       ramole router info ROUTER.gguf [--base MODEL.gguf]\n\n"
-           "train: learns RouterLoRA (the RAMoLE paper's router) for the frozen base and the frozen\n"
-           "expert adapters given with --lora (PEFT dirs or GGUF LoRA files; 2 to 16; every training\n"
-           "example gets all of them, as if retrieval returned them): per token and adapted linear,\n"
+           "train: learns RouterLoRA (the RAMoLE paper's router) for the frozen base over frozen expert\n"
+           "adapters: per token and adapted linear, over the example's experts i,\n"
            "  E_i = s_i B_i A_i x,  q = s_r B_r A_r x,  alpha = softmax_i(q.E_i / sqrt(out)),\n"
            "  y = W x + sum_i alpha_i E_i\n"
-           "with only the router's A_r, B_r trained (B_r = 0 at the start: the mixture). Data: mixed\n"
-           "{\"inputs\", \"targets\"} examples (JSON lines or array). Writes ROUTER.gguf and ROUTER.gguf.svg\n"
-           "(loss curve). Serve with `generate --lora A --lora B --compose router --router ROUTER.gguf`.\n\n"
-           "  --lora PATH          an expert adapter (repeat, or comma-separated)\n"
+           "with only the router's A_r, B_r trained (B_r = 0 at the start: the mixture). Writes\n"
+           "ROUTER.gguf and ROUTER.gguf.svg (loss curve).\n\n"
+           "Fixed set (--lora, 2 to 16 adapters, PEFT dirs or GGUF LoRA files): every example gets\n"
+           "all of them, as if retrieval returned them. Data: {\"inputs\", \"targets\"} examples (JSON\n"
+           "lines or array). Serve with `generate --lora A --lora B --compose router --router ROUTER.gguf`.\n\n"
+           "Retrieval, as in the paper (--pool): every adapter of the pool that has weights is loaded,\n"
+           "and each example gets its own top K of them retrieved by its inputs. With probability P,\n"
+           "drawn afresh each time the example enters a batch, the adapter of the example's own task\n"
+           "(the pool entry whose task, else name, is the example's task) is left out of the pool\n"
+           "before retrieval, so that the router learns to compose when the right expert is missing.\n"
+           "Data: mixed-task {\"inputs\", \"targets\", \"task\"} examples (a record without \"task\" is an\n"
+           "error), one file or several (e.g. one per task). Choose hyper-parameters on held-out\n"
+           "examples of the seen tasks (--eval, or the default split), never on test requests. Serve\n"
+           "with `generate --pool DIR --retrieve K --compose router --router ROUTER.gguf`.\n\n"
+           "  --lora PATH          fixed set: an expert adapter (repeat, or comma-separated)\n"
+           "  --pool DIR           retrieval: the adapter pool (`ramole pool`)\n"
+           "  --retrieve K         adapters retrieved per example (3; 2..%d and at most the pool's\n"
+           "                       adapters with weights)\n"
+           "  --lora-dropout P     probability of leaving out the example's own adapter (0.5; 0..1)\n"
+           "  --train-tasks LIST   keep only examples of these tasks (the seen tasks): comma-separated,\n"
+           "                       or @FILE with one name a line; each must have an example\n"
+           "  --data FILE          training examples (retrieval: repeat or comma-separate for several)\n"
+           "  --eval FILE          held-out examples (retrieval: of the --train-tasks too; repeat or\n"
+           "                       comma-separate). Default: 10%% of the data (at most 200; retrieval:\n"
+           "                       taken evenly across the files). The summary gives the held-out loss\n"
+           "                       with each example's own retrieved adapters and, in retrieval, also\n"
+           "                       with its own task's adapter left out\n"
            "  --rank R             router rank (4)\n"
            "  --alpha A            router alpha (2*rank; scale alpha/r)\n"
-           "  --eval FILE          held-out examples (default: 10%% of --data, at most 200)\n"
            "  --epochs E | --steps N   length of training (1 epoch)\n"
            "  --lr LR              peak learning rate (1e-3), linear warm-up then cosine\n"
            "  --warmup N  --batch B (4)  --accum K (1)  --seq T  --no-pack  --weight-decay W  --clip C\n"
-           "  --seed S  --threads N  --template FILE  --checkpoint FILE  --resume FILE  --json\n"
-           "  --eval-em N          held-out examples scored for exact match with the router (200; 0 = none)\n");
+           "  --seed S             seed of the router init, the data order and the dropout draws (1)\n"
+           "  --threads N  --template FILE  --checkpoint FILE  --resume FILE  --json\n"
+           "  --eval-em N          held-out examples scored for exact match with the router, through the\n"
+           "                       serving hook with each example's own adapters (200; 0 = none)\n",
+           RM_PLAN_MAX);
 }
 
-// Splits "a,b" specs into paths; returns 0, or prints why and returns 2.
-static int add_experts(const char *spec, char paths[][4096], int *n) {
-    const char *s = spec;
-    while (*s) {
+// A list of strings from repeated, comma-separated options.
+typedef struct strlist {
+    char **s;
+    int n;
+} strlist;
+
+static void strlist_free(strlist *l) {
+    for (int i = 0; i < l->n; i++) free(l->s[i]);
+    free(l->s);
+    memset(l, 0, sizeof *l);
+}
+
+// Appends the n bytes at p; returns 0, or prints why and returns 2.
+static int strlist_push(strlist *l, const char *p, size_t n, const char *what) {
+    char **ns = realloc(l->s, ((size_t)l->n + 1) * sizeof *ns);
+    char *v = n ? strndup(p, n) : NULL;
+    if (ns) l->s = ns;
+    if (!ns || !v) {
+        free(v);
+        fprintf(stderr, "ramole router train: %s\n", n ? "out of memory" : what);
+        return 2;
+    }
+    l->s[l->n++] = v;
+    return 0;
+}
+
+// Appends the items of "a,b,..."; an empty item is an error naming opt.
+static int strlist_add(strlist *l, const char *spec, const char *opt) {
+    char what[160];
+    snprintf(what, sizeof what, "empty item in %s '%s'", opt, spec);
+    for (const char *s = spec;;) {
         const char *e = strchr(s, ',');
         size_t len = e ? (size_t)(e - s) : strlen(s);
-        if (*n == RM_PLAN_MAX) {
-            fprintf(stderr, "ramole router train: at most %d adapters (--lora)\n", RM_PLAN_MAX);
-            return 2;
+        if (strlist_push(l, s, len, what)) return 2;
+        if (!e) return 0;
+        s = e + 1;
+    }
+}
+
+// --train-tasks @FILE: one task a line (blank lines skipped, spaces trimmed).
+static int strlist_read(strlist *l, const char *path) {
+    char *text;
+    size_t len;
+    if (rm_read_file(path, &text, &len)) return cli_fail("--train-tasks");
+    int rc = 0;
+    for (char *s = text, *line; !rc && (line = strsep(&s, "\n"));) {
+        while (isspace((unsigned char)*line)) line++;
+        size_t n = strlen(line);
+        while (n && isspace((unsigned char)line[n - 1])) n--;
+        if (n) rc = strlist_push(l, line, n, "");
+    }
+    free(text);
+    return rc;
+}
+
+typedef struct router_opts {
+    train_args a;
+    const char *base, *pool;
+    strlist lora, data, eval, tasks;
+    long rank, em_max, k;
+    double alpha, dropout;
+    int pack, retrieval;
+} router_opts;
+
+// Parses and checks the options; returns 0, 1 (--help shown) or 2 (usage error, said why).
+static int parse_opts(int argc, char **argv, router_opts *o) {
+    const char *spec;
+    int got_k = 0, got_drop = 0;
+    for (int i = 2; i < argc; i++) {
+        if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 1; }
+        else if (cli_str(argc, argv, &i, "--data", NULL, &spec)) { if (strlist_add(&o->data, spec, "--data")) return 2; }
+        else if (cli_str(argc, argv, &i, "--eval", NULL, &spec)) { if (strlist_add(&o->eval, spec, "--eval")) return 2; }
+        else if (train_args_match(argc, argv, &i, &o->a)) {}
+        else if (cli_str(argc, argv, &i, "--base", "-m", &o->base)) {}
+        else if (cli_str(argc, argv, &i, "--lora", NULL, &spec)) { if (strlist_add(&o->lora, spec, "--lora")) return 2; }
+        else if (cli_str(argc, argv, &i, "--pool", NULL, &o->pool)) {}
+        else if (cli_int(argc, argv, &i, "--retrieve", "-k", &o->k)) got_k = 1;
+        else if (cli_float(argc, argv, &i, "--lora-dropout", NULL, &o->dropout)) got_drop = 1;
+        else if (cli_str(argc, argv, &i, "--train-tasks", NULL, &spec)) {
+            if (spec[0] == '@' ? strlist_read(&o->tasks, spec + 1) : strlist_add(&o->tasks, spec, "--train-tasks")) return 2;
         }
-        if (len == 0 || len >= 4096) {
-            fprintf(stderr, "ramole router train: bad --lora '%s'\n", spec);
-            return 2;
+        else if (cli_int(argc, argv, &i, "--rank", "-r", &o->rank)) {}
+        else if (cli_int(argc, argv, &i, "--eval-em", NULL, &o->em_max)) {}
+        else if (cli_float(argc, argv, &i, "--alpha", NULL, &o->alpha)) {}
+        else if (cli_flag(argc, argv, &i, "--no-pack", NULL)) o->pack = 0;
+        else { fprintf(stderr, "ramole router train: unknown argument '%s' (see --help)\n", argv[i]); return 2; }
+    }
+    const train_args *a = &o->a;
+    o->retrieval = o->pool != NULL;
+    o->a.data = o->data.n ? o->data.s[0] : NULL;
+    o->a.eval = o->eval.n ? o->eval.s[0] : NULL;
+    char buf[160];
+    const char *why = NULL;
+    if (!o->base || !a->data || !a->out || (!o->lora.n && !o->pool))
+        why = "--base, --lora (or --pool), --data and --out are required (see --help)";
+    else if (o->lora.n && o->pool) why = "--lora (a fixed set) and --pool (retrieval) exclude each other";
+    else if (!o->retrieval && (got_k || got_drop || o->tasks.n)) why = "--retrieve, --lora-dropout and --train-tasks go with --pool";
+    else if (!o->retrieval && (o->data.n > 1 || o->eval.n > 1)) why = "several --data or --eval files go with --pool";
+    else if (!o->retrieval && o->lora.n < 2) why = "a router composes 2 or more adapters (--lora)";
+    else if (o->lora.n > RM_PLAN_MAX) why = buf, snprintf(buf, sizeof buf, "at most %d adapters (--lora)", RM_PLAN_MAX);
+    else if (o->retrieval && (o->k < 2 || o->k > RM_PLAN_MAX))
+        why = buf, snprintf(buf, sizeof buf, "--retrieve %ld is out of range (2..%d: a router composes 2 or more adapters, "
+                            "a plan holds %d)", o->k, RM_PLAN_MAX, RM_PLAN_MAX);
+    else if (!(o->dropout >= 0 && o->dropout <= 1)) why = "--lora-dropout is a probability (0..1)";
+    else if (o->rank <= 0 || a->batch <= 0 || a->accum <= 0 || a->seq < 0 || a->steps < 0 || !(a->lr > 0))
+        why = "rank, batch, accum, steps and lr must be positive";
+    if (why) fprintf(stderr, "ramole router train: %s\n", why);
+    return why ? 2 : 0;
+}
+
+typedef struct router_run {
+    rm_llama *m;
+    rm_pool *pool;
+    rm_pick_table tab;
+    rm_lora **ex;
+    int n_ex;
+    rm_tdata train, eval;
+} router_run;
+
+static void run_free(router_run *r) {
+    for (int i = 0; i < r->n_ex; i++) rm_lora_free(r->ex[i]);
+    free(r->ex);
+    rm_pick_table_free(&r->tab);
+    if (r->pool) rm_pool_close(r->pool);
+    rm_tdata_free(&r->train);
+    rm_tdata_free(&r->eval);
+    rm_llama_free(r->m);
+}
+
+// Loads the experts (bound to the base): --lora's, or every pool adapter with weights.
+static int load_experts(const router_opts *o, router_run *r) {
+    int n = o->lora.n;
+    if (o->retrieval) {
+        if (rm_pool_open_existing(o->pool, &r->pool) || rm_pick_table_init(&r->tab, r->pool)) return cli_fail(o->pool);
+        if (!(n = r->tab.n)) {
+            fprintf(stderr, "ramole router train: the pool %s has no adapter with weights (add them with `ramole pool add "
+                    "--weights`)\n", o->pool);
+            return 1;
         }
-        memcpy(paths[*n], s, len);
-        paths[(*n)++][len] = 0;
-        s += len + (e ? 1 : 0);
+        if (o->k > n) {
+            fprintf(stderr, "ramole router train: --retrieve %ld is out of range: the pool %s has %d adapters with weights\n",
+                    o->k, o->pool, n);
+            return 1;
+        }
+    }
+    if (!(r->ex = calloc((size_t)n, sizeof *r->ex))) return cli_fail("experts");
+    for (; r->n_ex < n; r->n_ex++) {
+        const char *path = o->retrieval ? r->tab.weights[r->n_ex] : o->lora.s[r->n_ex];
+        if (rm_lora_load_for(&r->ex[r->n_ex], path, r->m)) {
+            if (!o->retrieval) return cli_fail(path);
+            char what[300];
+            snprintf(what, sizeof what, "pool adapter %s", r->tab.name[r->n_ex]);
+            return cli_fail(what);
+        }
     }
     return 0;
 }
 
+// rm_pick_table_retrieve with a progress line (two retrievals an example).
+typedef struct counted_pick {
+    rm_pick_table *tab;
+    rm_progress pg;
+    long done;
+} counted_pick;
+
+static int pick_counted(void *user, const char *text, const char *exclude_task, int k, int *idx, int *n) {
+    counted_pick *c = user;
+    int rc = rm_pick_table_retrieve(c->tab, text, exclude_task, k, idx, n);
+    rm_progress_update(&c->pg, ++c->done, 0);
+    return rc;
+}
+
+// Loads the data; in retrieval, each example's two sets (own adapter allowed / left out).
+static int load_data(router_opts *o, router_run *r, const char *tmpl) {
+    if (!o->retrieval) return train_args_load_data(&o->a, r->m, tmpl, &r->train, &r->eval);
+    if (train_args_load_tasks(&o->a, r->m, tmpl, (const char *const *)o->data.s, o->data.n, (const char *const *)o->eval.s,
+                              o->eval.n, (const char *const *)o->tasks.s, o->tasks.n, &r->train, &r->eval))
+        return 1;
+    fprintf(stderr, "router train: retrieving %ld of %d adapters for %d examples (%d held out) of %d tasks\n", o->k,
+            r->n_ex, r->train.n + r->eval.n, r->eval.n, r->train.n_tasks);
+    counted_pick c = {.tab = &r->tab};
+    rm_progress_start(&c.pg, "retrieve", "queries", 2L * (r->train.n + r->eval.n));
+    int rc = rm_tdata_retrieve(&r->train, (int)o->k, pick_counted, &c);
+    if (!rc && r->eval.n) rc = rm_tdata_retrieve(&r->eval, (int)o->k, pick_counted, &c);
+    rm_progress_finish(&c.pg, c.done);
+    return rc ? cli_fail("retrieval") : 0;
+}
+
 static int router_train(int argc, char **argv) {
-    const char *base = NULL, *spec;
-    static char paths[RM_PLAN_MAX][4096];
-    int n_exp = 0, pack = 1;
-    long rank = 4, em_max = 200;
-    double alpha = -1;
-    train_args a = {.batch = 4, .accum = 1, .seed = 1, .warmup = -1, .epochs = 1, .lr = 1e-3, .clip = 1.0};
-    for (int i = 2; i < argc; i++) {
-        if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
-        else if (train_args_match(argc, argv, &i, &a)) {}
-        else if (cli_str(argc, argv, &i, "--base", "-m", &base)) {}
-        else if (cli_str(argc, argv, &i, "--lora", NULL, &spec)) { if (add_experts(spec, paths, &n_exp)) return 2; }
-        else if (cli_int(argc, argv, &i, "--rank", "-r", &rank)) {}
-        else if (cli_int(argc, argv, &i, "--eval-em", NULL, &em_max)) {}
-        else if (cli_float(argc, argv, &i, "--alpha", NULL, &alpha)) {}
-        else if (cli_flag(argc, argv, &i, "--no-pack", NULL)) pack = 0;
-        else { fprintf(stderr, "ramole router train: unknown argument '%s' (see --help)\n", argv[i]); return 2; }
-    }
-    if (!base || !a.data || !a.out || n_exp == 0) {
-        fprintf(stderr, "ramole router train: --base, --lora, --data and --out are required (see --help)\n");
-        return 2;
-    }
-    if (n_exp < 2) { fprintf(stderr, "ramole router train: a router composes 2 or more adapters (--lora)\n"); return 2; }
-    if (rank <= 0 || a.batch <= 0 || a.accum <= 0 || a.seq < 0 || a.steps < 0 || !(a.lr > 0)) {
-        fprintf(stderr, "ramole router train: rank, batch, accum, steps and lr must be positive\n");
-        return 2;
-    }
+    router_opts o = {.a = {.batch = 4, .accum = 1, .seed = 1, .warmup = -1, .epochs = 1, .lr = 1e-3, .clip = 1.0},
+                     .rank = 4, .em_max = 200, .k = 3, .alpha = -1, .dropout = 0.5, .pack = 1};
+    router_run r = {0};
+    rm_trainer *t = NULL;
+    rm_lora *router = NULL;
+    rm_train_report rep = {0};
     char *tmpl = NULL;
     size_t tlen;
-    if (a.template_path && rm_read_file(a.template_path, &tmpl, &tlen)) return cli_fail("--template");
-
-    int rc = 1;
-    rm_llama *m = NULL;
-    rm_lora *ex[RM_PLAN_MAX] = {0}, *router = NULL;
-    rm_trainer *t = NULL;
-    rm_tdata train = {0}, eval = {0};
-    rm_train_report rep = {0};
-    if (rm_llama_load(&m, base)) { cli_fail(base); goto done; }
-    for (int i = 0; i < n_exp; i++)
-        if (rm_lora_load_for(&ex[i], paths[i], m)) { cli_fail(paths[i]); goto done; }
-    if (train_args_load_data(&a, m, tmpl, &train, &eval)) goto done;
+    int rc = parse_opts(argc, argv, &o);
+    if (rc) {
+        rc = rc == 1 ? 0 : 2;
+        goto done;
+    }
+    rc = 1;
+    if (o.a.template_path && rm_read_file(o.a.template_path, &tmpl, &tlen)) { cli_fail("--template"); goto done; }
+    if (rm_llama_load(&r.m, o.base)) { cli_fail(o.base); goto done; }
+    if (load_experts(&o, &r) || load_data(&o, &r, tmpl)) goto done;
+    int k = o.retrieval ? (int)o.k : r.n_ex;
     rm_train_params p;
-    train_args_params(&a, &train, pack, &p);
-    if (rm_trainer_create(&t, m, &p) ||
-        rm_trainer_add_router(t, n_exp, ex, (int)rank, alpha > 0 ? (float)alpha : 2.0f * (float)rank)) {
+    train_args_params(&o.a, &r.train, o.pack, &p);
+    p.lora_dropout = o.retrieval ? (float)o.dropout : 0.0f;
+    float alpha = o.alpha > 0 ? (float)o.alpha : 2.0f * (float)o.rank;
+    if (rm_trainer_create(&t, r.m, &p) || rm_trainer_add_router_table(t, r.n_ex, r.ex, k, (int)o.rank, alpha)) {
         cli_fail("trainer");
         goto done;
     }
-    fprintf(stderr, "router train: %d examples (%d held out), %d experts, rank %ld, %zu trainable parameters, %d steps of %d x %d x %d tokens\n",
-            train.n, eval.n, n_exp, rank, rm_trainer_n_trainable(t), p.steps, p.accum, p.batch, p.seq);
-    if (train_args_run(&a, t, &train, &eval, pack, (int)em_max, &rep)) goto done;
-    if (rm_trainer_export_lora(t, &router) || rm_router_save(router, m, n_exp, a.out)) { cli_fail(a.out); goto done; }
+    if (o.retrieval)
+        fprintf(stderr, "router train: %d examples (%d held out), %d of %d pool adapters per example, lora dropout %.2f, "
+                "rank %ld, %zu trainable parameters, %d steps of %d x %d x %d tokens\n", r.train.n, r.eval.n, k, r.n_ex,
+                o.dropout, o.rank, rm_trainer_n_trainable(t), p.steps, p.accum, p.batch, p.seq);
+    else
+        fprintf(stderr, "router train: %d examples (%d held out), %d experts, rank %ld, %zu trainable parameters, %d steps "
+                "of %d x %d x %d tokens\n", r.train.n, r.eval.n, k, o.rank, rm_trainer_n_trainable(t), p.steps, p.accum,
+                p.batch, p.seq);
+    if (train_args_run(&o.a, t, &r.train, &r.eval, o.pack, (int)o.em_max, &rep)) goto done;
+    rm_router_training tr = {k, "fixed", NAN};
+    if (o.retrieval) {
+        snprintf(tr.with, sizeof tr.with, "retrieval");
+        tr.lora_dropout = (float)o.dropout;
+    }
+    if (rm_trainer_export_lora(t, &router) || rm_router_save_trained(router, r.m, &tr, o.a.out)) { cli_fail(o.a.out); goto done; }
     char curve[4200];
-    snprintf(curve, sizeof curve, "%s.svg", a.out);
-    if (train_args_finish(&a, &rep, "router train", a.out, curve, "RouterLoRA training loss")) goto done;
+    snprintf(curve, sizeof curve, "%s.svg", o.a.out);
+    if (train_args_finish(&o.a, &rep, "router train", o.a.out, curve, "RouterLoRA training loss")) goto done;
     rc = 0;
 done:
     rm_lora_free(router);
     rm_train_report_free(&rep);
     rm_trainer_free(t);
-    for (int i = 0; i < n_exp; i++) rm_lora_free(ex[i]);
-    rm_tdata_free(&train);
-    rm_tdata_free(&eval);
-    rm_llama_free(m);
+    run_free(&r);
+    strlist_free(&o.lora);
+    strlist_free(&o.data);
+    strlist_free(&o.eval);
+    strlist_free(&o.tasks);
     free(tmpl);
     return rc;
 }
@@ -146,6 +336,7 @@ static int router_info(int argc, char **argv) {
         printf("%-34.*s ", (int)kv->key.len, kv->key.ptr);
         if (kv->val.type == GGUF_TYPE_STRING) printf("%.*s\n", (int)kv->val.s.len, kv->val.s.ptr);
         else if (kv->val.type == GGUF_TYPE_UINT64) printf("%016llx\n", (unsigned long long)kv->val.u);
+        else if (kv->val.type == GGUF_TYPE_FLOAT32) printf("%g\n", kv->val.f);
         else printf("%llu\n", (unsigned long long)kv->val.u);
     }
     printf("%-34s %llu\n", "tensors", (unsigned long long)g.n_tensors);

@@ -42,18 +42,63 @@ static int split_holdout(rm_tdata *d, rm_tdata *e, int n) {
     return RM_OK;
 }
 
+// The ids around each example for m (BOS when it adds one, its EOS) and the
+// longest example (--seq, else 512).
+static void data_tokens(const train_args *a, const rm_llama *m, int32_t *bos, int32_t *eos, int *max_len) {
+    *bos = m->add_bos ? m->bos : -1;
+    *eos = m->tok ? rm_tokenizer_eos(m->tok) : -1;
+    *max_len = a->seq > 0 ? (int)a->seq : 512;
+}
+
+// --seq 0: the longest training example.
+static void seq_from_data(train_args *a, const rm_tdata *train) {
+    if (a->seq == 0)
+        for (int i = 0; i < train->n; i++) a->seq = train->ex[i].n > a->seq ? train->ex[i].n : a->seq;
+}
+
+// The held-out share of data of n examples: 10%, at most 200 (none under 20).
+static int holdout_size(int n) { return n < 20 ? 0 : n / 10 < 200 ? n / 10 : 200; }
+
 int train_args_load_data(train_args *a, const rm_llama *m, const char *tmpl, rm_tdata *train, rm_tdata *eval) {
-    int32_t bos = m->add_bos ? m->bos : -1, eos = m->tok ? rm_tokenizer_eos(m->tok) : -1;
-    int max_len = a->seq > 0 ? (int)a->seq : 512;
+    int32_t bos, eos;
+    int max_len;
+    data_tokens(a, m, &bos, &eos, &max_len);
     if (rm_tdata_load_jsonl(train, a->data, tmpl, m->tok, bos, eos, max_len)) return cli_fail(a->data);
     if (a->eval) {
         if (rm_tdata_load_jsonl(eval, a->eval, tmpl, m->tok, bos, eos, max_len)) return cli_fail(a->eval);
-    } else if (train->n >= 20) {
-        int n = train->n / 10 < 200 ? train->n / 10 : 200;
-        if (split_holdout(train, eval, n)) return cli_fail("held-out split");
+    } else if (holdout_size(train->n) && split_holdout(train, eval, holdout_size(train->n))) {
+        return cli_fail("held-out split");
     }
-    if (a->seq == 0) // the longest example
-        for (int i = 0; i < train->n; i++) a->seq = train->ex[i].n > a->seq ? train->ex[i].n : a->seq;
+    seq_from_data(a, train);
+    return 0;
+}
+
+int train_args_load_tasks(train_args *a, const rm_llama *m, const char *tmpl, const char *const *data, int n_data,
+                          const char *const *evals, int n_evals, const char *const *keep, int n_keep, rm_tdata *train,
+                          rm_tdata *eval) {
+    int32_t bos, eos;
+    int max_len;
+    data_tokens(a, m, &bos, &eos, &max_len);
+    const char *const *k = n_keep ? keep : NULL;
+    for (int i = 0; i < n_data; i++)
+        if (rm_tdata_load_tasks(train, data[i], tmpl, m->tok, bos, eos, max_len, k, n_keep)) return cli_fail("--data");
+    for (int i = 0; i < n_keep; i++)
+        if (!rm_tdata_task_count(train, keep[i])) {
+            fprintf(stderr, "ramole: --train-tasks: no example of the --data files has task '%s'\n", keep[i]);
+            return 1;
+        }
+    if (train->n == 0) {
+        fprintf(stderr, "ramole: no usable example in the --data files (too long for %d tokens?)\n", max_len);
+        return 1;
+    }
+    for (int i = 0; i < n_evals; i++)
+        if (rm_tdata_load_tasks(eval, evals[i], tmpl, m->tok, bos, eos, max_len, k, n_keep)) return cli_fail("--eval");
+    if (n_evals && eval->n == 0) {
+        fprintf(stderr, "ramole: no usable example in the --eval files%s\n", n_keep ? " of the --train-tasks tasks" : "");
+        return 1;
+    }
+    if (!n_evals && rm_tdata_split_spread(train, eval, holdout_size(train->n))) return cli_fail("held-out split");
+    seq_from_data(a, train);
     return 0;
 }
 
@@ -82,10 +127,12 @@ int train_args_run(const train_args *a, rm_trainer *t, const rm_tdata *train, co
 
 int train_args_finish(const train_args *a, const rm_train_report *rep, const char *who, const char *out, const char *curve,
                       const char *title) {
-    char em[48] = "";
-    if (rep->eval_em == rep->eval_em) snprintf(em, sizeof em, ", eval EM %.3f", rep->eval_em); // NaN: not measured
-    fprintf(stderr, "%s: %d steps, loss %.4f -> %.4f, eval loss %.4f%s, %.0f tokens/s; wrote %s\n", who, rep->steps,
-            rep->initial_loss, rep->final_loss, rep->eval_loss, em, rep->tokens_per_s, out);
+    char em[48] = "", dropped[64] = ""; // NaN: not measured
+    if (rep->eval_em == rep->eval_em) snprintf(em, sizeof em, ", eval EM %.3f", rep->eval_em);
+    if (rep->eval_loss_dropped == rep->eval_loss_dropped)
+        snprintf(dropped, sizeof dropped, " (own adapter present; dropped %.4f)", rep->eval_loss_dropped);
+    fprintf(stderr, "%s: %d steps, loss %.4f -> %.4f, eval loss %.4f%s%s, %.0f tokens/s; wrote %s\n", who, rep->steps,
+            rep->initial_loss, rep->final_loss, rep->eval_loss, dropped, em, rep->tokens_per_s, out);
     if (rm_train_write_curve(rep, curve, title)) return cli_fail(curve);
     if (a->json) {
         rm_sb sb;

@@ -23,6 +23,13 @@ typedef struct rm_tdata rm_tdata;
 typedef struct rm_train_params rm_train_params;
 typedef struct rm_train_report rm_train_report;
 int train_args_load_data(train_args *a, const rm_llama *m, const char *tmpl, rm_tdata *train, rm_tdata *eval);
+// The same for mixed-task data (`router train --pool`): every record of the
+// data[0..n_data) files needs a "task"; only the keep tasks are taken (n_keep
+// 0: all), and each must have an example. Held out: the evals files (same
+// filter), else 10% of the data (at most 200) taken evenly across it.
+int train_args_load_tasks(train_args *a, const rm_llama *m, const char *tmpl, const char *const *data, int n_data,
+                          const char *const *evals, int n_evals, const char *const *keep, int n_keep, rm_tdata *train,
+                          rm_tdata *eval);
 // Training parameters from a (steps from --epochs when --steps is not given).
 void train_args_params(const train_args *a, const rm_tdata *train, int pack, rm_train_params *p);
 // Resumes t from --resume when given, then trains it (progress on stderr;
@@ -30,8 +37,9 @@ void train_args_params(const train_args *a, const rm_tdata *train, int pack, rm_
 typedef struct rm_trainer rm_trainer;
 int train_args_run(const train_args *a, rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, int pack, int em_max,
                    rm_train_report *rep);
-// Prints "<who>: N steps, loss a -> b, eval loss c[, eval EM d], T tokens/s; wrote <out>" on
-// stderr (the exact match only when it was measured), writes the loss curve
+// Prints "<who>: N steps, loss a -> b, eval loss c[ (own adapter present;
+// dropped c2)][, eval EM d], T tokens/s; wrote <out>" on stderr (the loss with
+// the own adapter dropped and the exact match only when measured), writes the loss curve
 // to curve (titled) and, with --json, the report line.
 int train_args_finish(const train_args *a, const rm_train_report *rep, const char *who, const char *out, const char *curve,
                       const char *title);

@@ -3,6 +3,7 @@
 #include "base/err.h"
 #include "format/gguf.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -28,7 +29,8 @@ uint64_t rm_router_base_fingerprint(const rm_llama *m) {
 
 typedef struct router_meta {
     const rm_llama *base;
-    int rank, trained_k;
+    int rank;
+    const rm_router_training *tr;
     char targets[64];
 } router_meta;
 
@@ -39,7 +41,10 @@ static int write_meta(gguf_writer *gw, const void *ctx) {
     if ((rc = gguf_set_str(gw, "general.type", "ramole.router")) || (rc = gguf_set_u32(gw, "ramole.router.version", 1)) ||
         (rc = gguf_set_u32(gw, "ramole.router.rank", (uint32_t)rm->rank)) ||
         (rc = gguf_set_str(gw, "ramole.router.targets", rm->targets)) ||
-        (rc = gguf_set_u32(gw, "ramole.router.trained_k", (uint32_t)rm->trained_k)) ||
+        (rc = gguf_set_u32(gw, "ramole.router.trained_k", (uint32_t)rm->tr->trained_k)) ||
+        (rc = gguf_set_str(gw, "ramole.router.trained_with", rm->tr->with)) ||
+        (!strcmp(rm->tr->with, "retrieval") &&
+         (rc = gguf_set_f32(gw, "ramole.router.lora_dropout", rm->tr->lora_dropout))) ||
         (rc = gguf_set_str(gw, "ramole.router.base.architecture", arch_name(rm->base))) ||
         (rc = gguf_set_u32(gw, "ramole.router.base.n_layer", (uint32_t)hp->n_layer)) ||
         (rc = gguf_set_u32(gw, "ramole.router.base.n_embd", (uint32_t)hp->n_embd)) ||
@@ -51,8 +56,15 @@ static int write_meta(gguf_writer *gw, const void *ctx) {
 }
 
 int rm_router_save(const rm_lora *router, const rm_llama *base, int trained_k, const char *path) {
+    rm_router_training tr = {trained_k, "fixed", NAN};
+    return rm_router_save_trained(router, base, &tr, path);
+}
+
+int rm_router_save_trained(const rm_lora *router, const rm_llama *base, const rm_router_training *tr, const char *path) {
     if (router->base != base) return rm_errorf(RM_EINVAL, "%s: the router is not bound to this base model", path);
-    router_meta meta = {base, rm_lora_max_rank(router), trained_k, ""};
+    if (strcmp(tr->with, "fixed") && strcmp(tr->with, "retrieval"))
+        return rm_errorf(RM_EINVAL, "%s: trained with '%s' (fixed or retrieval)", path, tr->with);
+    router_meta meta = {base, rm_lora_max_rank(router), tr, ""};
     static const char *const short_names[RM_LIN_COUNT] = {"q", "k", "v", "o", "gate", "up", "down"};
     unsigned t = rm_lora_targets(router);
     for (int w = 0; w < RM_LIN_COUNT; w++)
@@ -60,6 +72,25 @@ int rm_router_save(const rm_lora *router, const rm_llama *base, int trained_k, c
             snprintf(meta.targets + strlen(meta.targets), sizeof meta.targets - strlen(meta.targets), "%s%s",
                      meta.targets[0] ? "," : "", short_names[w]);
     return rm_lora_save_gguf_with(router, path, write_meta, &meta);
+}
+
+int rm_router_read_training(const char *path, rm_router_training *tr) {
+    memset(tr, 0, sizeof *tr);
+    tr->lora_dropout = NAN;
+    gguf_file g;
+    int rc = gguf_open(&g, path);
+    if (rc) return rc;
+    gguf_str s;
+    uint32_t k = 0;
+    if (gguf_get_str(&g, "general.type", &s) != RM_OK || !gguf_str_eq(s, "ramole.router")) {
+        gguf_close(&g);
+        return rm_errorf(RM_EFORMAT, "%s: not a ramole router", path);
+    }
+    if (gguf_get_u32(&g, "ramole.router.trained_k", &k) == RM_OK) tr->trained_k = (int)k;
+    if (gguf_get_str(&g, "ramole.router.trained_with", &s) == RM_OK) gguf_str_copy(s, tr->with, sizeof tr->with);
+    gguf_get_f32(&g, "ramole.router.lora_dropout", &tr->lora_dropout);
+    gguf_close(&g);
+    return RM_OK;
 }
 
 // Checks one u32 key of the file against the base's value.

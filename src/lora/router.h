@@ -12,6 +12,11 @@
 //   ramole.router.rank          u32  the router's rank
 //   ramole.router.targets       str  "q,v", ... the linears it covers
 //   ramole.router.trained_k     u32  experts per token in training (information)
+//   ramole.router.trained_with  str  "fixed" (the same experts for every
+//                               example) or "retrieval" (each example's own
+//                               top-k from a pool); files from before it lack it
+//   ramole.router.lora_dropout  f32  retrieval: the probability an example's
+//                               own task's adapter was left out of the pool
 //   ramole.router.base.*        the base it was trained on: architecture (str),
 //                               n_layer, n_embd, n_ff, n_vocab (u32) and
 //                               fingerprint (u64, rm_router_base_fingerprint)
@@ -25,8 +30,19 @@
 // whatever the path; differs for another model of the same shape.
 uint64_t rm_router_base_fingerprint(const rm_llama *m);
 
-// Writes router (bound to base) to path; trained_k is recorded.
+// How a router was trained (information the file records).
+typedef struct rm_router_training {
+    int trained_k;         // experts per token (0: not recorded)
+    char with[16];         // "fixed", "retrieval", or "" (not recorded)
+    float lora_dropout;    // retrieval: the lora dropout (NaN: not recorded)
+} rm_router_training;
+
+// Writes router (bound to base) to path, trained with a fixed set of trained_k experts.
 int rm_router_save(const rm_lora *router, const rm_llama *base, int trained_k, const char *path);
+// The same recording how it was trained (tr->with "fixed" or "retrieval").
+int rm_router_save_trained(const rm_lora *router, const rm_llama *base, const rm_router_training *tr, const char *path);
+// Reads what a router file records about its training (keys it lacks: 0, "", NaN).
+int rm_router_read_training(const char *path, rm_router_training *tr);
 // Loads a router file and binds it to base. A file that is no router, a
 // router of another base (shape or fingerprint) or a corrupt file is refused
 // with a message naming the file and the difference.

@@ -3,11 +3,17 @@
 #include "base/err.h"
 #include "base/file.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 int rm_pool_pick(rm_pool *pool, const char *text, int k, float min_score, rm_pick *pk) {
+    return rm_pool_pick_excluding(pool, text, k, min_score, NULL, 0, pk);
+}
+
+int rm_pool_pick_excluding(rm_pool *pool, const char *text, int k, float min_score, const char *const *exclude,
+                           int n_exclude, rm_pick *pk) {
     memset(pk, 0, sizeof *pk);
     if (k < 1 || k > RM_PLAN_MAX) return rm_errorf(RM_EINVAL, "retrieve: k = %d (1..%d)", k, RM_PLAN_MAX);
     // ask for more than k: adapters without weights are passed over
@@ -15,7 +21,7 @@ int rm_pool_pick(rm_pool *pool, const char *text, int k, float min_score, rm_pic
     if (want == 0) return RM_OK;
     rm_hit *hits = malloc((size_t)want * sizeof *hits);
     if (!hits) return rm_errorf(RM_ENOMEM, "out of memory");
-    int rc = rm_pool_search(pool, text, want, NULL, 0, hits, &n_hits);
+    int rc = rm_pool_search(pool, text, want, exclude, n_exclude, hits, &n_hits);
     for (int i = 0; !rc && i < n_hits && pk->n < k && hits[i].score >= min_score; i++) { // best first
         const char *name = rm_pool_name(pool, hits[i].id);
         rm_adapter_info *info = NULL;
@@ -63,4 +69,68 @@ int rm_pool_open_existing(const char *dir, rm_pool **out) {
     if (!rm_file_exists(db)) return rm_errorf(RM_ENOTFOUND, "%s is not a pool (no pool.db; make one with `ramole pool`)", dir);
     rm_pool_params pp = rm_pool_default_params();
     return rm_pool_open(dir, &pp, out);
+}
+
+// ---------------------------------------------------------------- a table of the adapters with weights
+
+void rm_pick_table_free(rm_pick_table *tab) {
+    for (int i = 0; i < tab->n; i++) {
+        free(tab->name[i]);
+        free(tab->weights[i]);
+        free(tab->task[i]);
+    }
+    free(tab->name);
+    free(tab->weights);
+    free(tab->task);
+    memset(tab, 0, sizeof *tab);
+}
+
+int rm_pick_table_init(rm_pick_table *tab, rm_pool *pool) {
+    memset(tab, 0, sizeof *tab);
+    tab->pool = pool;
+    rm_adapter_info *list = NULL;
+    int n = 0, rc = rm_pool_list(pool, &list, &n);
+    if (rc) return rc;
+    tab->name = calloc((size_t)n + 1, sizeof *tab->name);
+    tab->weights = calloc((size_t)n + 1, sizeof *tab->weights);
+    tab->task = calloc((size_t)n + 1, sizeof *tab->task);
+    if (!tab->name || !tab->weights || !tab->task) rc = rm_errorf(RM_ENOMEM, "out of memory");
+    for (int i = 0; !rc && i < n; i++) {
+        const rm_adapter_info *a = &list[i];
+        if (!a->weights || !*a->weights) continue;
+        int j = tab->n++;
+        tab->name[j] = strdup(a->name);
+        tab->weights[j] = strdup(a->weights);
+        tab->task[j] = strdup(a->task && *a->task ? a->task : a->name);
+        if (!tab->name[j] || !tab->weights[j] || !tab->task[j]) rc = rm_errorf(RM_ENOMEM, "out of memory");
+    }
+    rm_pool_free_list(list, n);
+    if (rc) rm_pick_table_free(tab);
+    return rc;
+}
+
+int rm_pick_table_find(const rm_pick_table *tab, const char *name) {
+    for (int i = 0; i < tab->n; i++)
+        if (!strcmp(tab->name[i], name)) return i;
+    return -1;
+}
+
+int rm_pick_table_retrieve(void *tab_, const char *text, const char *exclude_task, int k, int *idx, int *n) {
+    const rm_pick_table *tab = tab_;
+    const char **ex = malloc(((size_t)tab->n + 1) * sizeof *ex);
+    if (!ex) return rm_errorf(RM_ENOMEM, "out of memory");
+    int n_ex = 0;
+    for (int i = 0; exclude_task && i < tab->n; i++)
+        if (!strcmp(tab->task[i], exclude_task)) ex[n_ex++] = tab->name[i];
+    rm_pick pk;
+    int rc = rm_pool_pick_excluding(tab->pool, text, k, -INFINITY, ex, n_ex, &pk);
+    free(ex);
+    *n = 0;
+    for (int i = 0; !rc && i < pk.n; i++) {
+        idx[i] = rm_pick_table_find(tab, pk.name[i]);
+        if (idx[i] < 0) rc = rm_errorf(RM_ENOTFOUND, "retrieve: adapter '%s' came into the pool after its table was made", pk.name[i]);
+        else *n = i + 1;
+    }
+    rm_pick_free(&pk);
+    return rc;
 }

@@ -51,7 +51,7 @@ static int record_eval(rm_trainer *t, const rm_tdata *eval, rm_train_report *r) 
 int rm_train_run(rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, const rm_train_run_opts *o,
                  rm_train_report *r) {
     memset(r, 0, sizeof *r);
-    r->eval_loss = r->eval_em = NAN;
+    r->eval_loss = r->eval_em = r->eval_loss_dropped = NAN;
     int todo = o->steps - t->step, accum = t->p.accum;
     if (todo < 0) todo = 0;
     int n_evals = (o->eval_every > 0 ? todo / o->eval_every : 0) + 2;
@@ -61,7 +61,10 @@ int rm_train_run(rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, con
     r->eval_y = malloc((size_t)n_evals * sizeof(double));
     rm_tbatch *mb = calloc((size_t)accum, sizeof *mb);
     int rc = !r->step_x || !r->loss || !r->eval_x || !r->eval_y || !mb ? rm_errorf(RM_ENOMEM, "out of memory") : RM_OK;
-    for (int i = 0; !rc && i < accum; i++) rc = rm_tbatch_alloc(&mb[i], t->p.batch, t->p.seq);
+    for (int i = 0; !rc && i < accum; i++) {
+        rc = rm_tbatch_alloc(&mb[i], t->p.batch, t->p.seq);
+        if (!rc && train->set_k) rc = rm_tbatch_alloc_sets(&mb[i], t->router_k > train->set_k ? t->router_k : train->set_k);
+    }
     rm_progress pg;
     rm_progress_start(&pg, t->router_k ? "router train" : t->lora_rank ? "lora train" : "train", "steps", todo);
     if (!o->progress) pg.enabled = 0;
@@ -90,6 +93,7 @@ int rm_train_run(rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, con
     r->seconds = rm_now() - t0;
     r->steps = t->step;
     if (!rc && eval && eval->n) rc = record_eval(t, eval, r);
+    if (!rc && eval && eval->n && eval->set_k) rc = rm_trainer_eval_loss_set(t, eval, 1, &r->eval_loss_dropped);
     if (!rc && eval && eval->n && o->eval_em_max > 0) rc = rm_trainer_eval_em(t, eval, o->eval_em_max, &r->eval_em);
     if (!rc && o->checkpoint) rc = rm_trainer_save_checkpoint(t, o->checkpoint);
     for (int i = 0; mb && i < accum; i++) rm_tbatch_free(&mb[i]);
@@ -109,6 +113,10 @@ void rm_train_report_json(const rm_train_report *r, long params, rm_sb *sb) {
     for (int i = 0; i < 5; i++) {
         rm_sb_printf(sb, ", \"%s\": ", names[i]);
         rm_sb_json_num(sb, v[i]);
+    }
+    if (r->eval_loss_dropped == r->eval_loss_dropped) { // NaN: not measured
+        rm_sb_puts(sb, ", \"eval_loss_dropped\": ");
+        rm_sb_json_num(sb, r->eval_loss_dropped);
     }
     if (params >= 0) rm_sb_printf(sb, ", \"params\": %ld", params);
     rm_sb_puts(sb, "}");

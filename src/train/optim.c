@@ -71,6 +71,7 @@ int rm_trainer_save_checkpoint(rm_trainer *t, const char *path) {
     int rc = gguf_set_str(w, "general.type", "ramole.train.checkpoint");
     if (!rc) rc = gguf_set_u32(w, "train.step", (uint32_t)t->step);
     if (!rc) rc = gguf_set_u64(w, "train.rng", t->rng);
+    if (!rc) rc = gguf_set_u64(w, "train.drop_rng", t->drop_rng);
     if (!rc) rc = gguf_set_u32(w, "train.n_params", (uint32_t)t->n_params);
     if (!rc && t->order) rc = gguf_set_arr(w, "train.order", GGUF_TYPE_INT32, t->order, (uint64_t)t->n_order);
     if (!rc) rc = gguf_set_i32(w, "train.cursor", t->cursor);
@@ -139,6 +140,7 @@ int rm_trainer_load_checkpoint(rm_trainer *t, const char *path) {
     if (!rc) {
         gguf_get_i32(&g, "train.cursor", &cursor);
         gguf_get_i32(&g, "train.epoch", &epoch);
+        gguf_get_u64(&g, "train.drop_rng", &t->drop_rng); // absent in checkpoints from before it: no draws were made
         t->step = (int)step;
         t->rng = rng;
         t->cursor = cursor;

@@ -22,7 +22,7 @@
 void rm_train_default_params(rm_train_params *p) {
     *p = (rm_train_params){.batch = 4, .seq = 64, .accum = 1, .steps = 100, .warmup = 10, .lr = 1e-3f,
                            .min_lr_ratio = 0.1f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
-                           .weight_decay = 0.0f, .clip = 1.0f, .seed = 1, .threads = 0};
+                           .weight_decay = 0.0f, .clip = 1.0f, .seed = 1, .threads = 0, .lora_dropout = 0.0f};
 }
 
 // ---------------------------------------------------------------- RNG (splitmix64)
@@ -86,38 +86,68 @@ static const train_router *router_of(const rm_trainer *t, const rm_tlinear *L) {
     return R->n_exp ? R : NULL;
 }
 
-// y[N,out] (+)= s (x A^T) B^T;  hs[N,r] = s x A^T
-static void lora_forward(rm_trainer *t, const float *A, const float *B, int r, float scale, int in, int out, const float *x,
-                         float *y, float *hs, int N, int acc) {
-    mm_nt(t->tp, hs, x, A, N, in, r, 0);
+// y[N,out] (+)= s (x A^T) B^T;  hs[N,r] = s x A^T  (tp NULL: on this thread)
+static void lora_forward(rm_threadpool *tp, const float *A, const float *B, int r, float scale, int in, int out,
+                         const float *x, float *y, float *hs, int N, int acc) {
+    mm_nt(tp, hs, x, A, N, in, r, 0);
     for (size_t i = 0; i < (size_t)N * r; i++) hs[i] *= scale;
-    mm_nt(t->tp, y, hs, B, N, r, out, acc);
+    mm_nt(tp, y, hs, B, N, r, out, acc);
 }
 
-// RouterLoRA, after y = x W^T: E_i = s_i B_i A_i x; q = s_r B_r A_r x (hs =
-// s_r x A_r^T kept); alpha = softmax(q.E_i / sqrt(out)); y += sum_i alpha_i E_i.
+// The pool for one expert's product over m gathered rows: none when it is
+// small (waking the workers for it would cost more than it saves).
+static rm_threadpool *rows_pool(const rm_trainer *t, int m, int r, int in, int out) {
+    return (double)m * r * (in + out) < (double)(1 << 20) ? NULL : t->tp;
+}
+
+// E of slot j, row n (E is [K][N,out])
+#define SLOT_ROW(E, j, n, N, out) ((E) + ((size_t)(j) * (N) + (size_t)(n)) * (out))
+
+// RouterLoRA, after y = x W^T, for rows that each use their own experts
+// (t->uses): E_j = s_e B_e A_e x for the expert e in slot j, each expert's
+// product over the rows that use it only (gathered, then scattered into its
+// slots); q = s_r B_r A_r x (hs = s_r x A_r^T kept); alpha = softmax over the
+// row's filled slots of q.E_j / sqrt(out); y += sum_j alpha_j E_j. An expert
+// used by every row (the fixed set) runs on x itself.
 static void router_forward(rm_trainer *t, const rm_tlinear *L, const train_router *R, const float *x, float *y, float *hs,
                            int N) {
-    int k = R->n_exp, out = L->out;
-    size_t per = (size_t)N * out;
-    for (int i = 0; i < k; i++) {
-        const train_expert *e = &R->exp[i];
-        if (e->r) lora_forward(t, e->A, e->B, e->r, e->scale, L->in, out, x, R->E + i * per, t->rh, N, 0);
-        else memset(R->E + i * per, 0, per * sizeof(float));
+    const train_uses *u = &t->uses;
+    int K = t->router_k, in = L->in, out = L->out;
+    size_t row_in = (size_t)in * sizeof(float), row_out = (size_t)out * sizeof(float);
+    for (int e = 0; e < R->n_exp; e++) {
+        const train_expert *ex = &R->exp[e];
+        int u0 = u->off[e], m = u->off[e + 1] - u0;
+        if (m && ex->r) {
+            const float *xs = x;
+            if (m < N) {
+                for (int j = 0; j < m; j++) memcpy(t->gx + (size_t)j * in, x + (size_t)u->row[u0 + j] * in, row_in);
+                xs = t->gx;
+            }
+            rm_threadpool *tp = m < N ? rows_pool(t, m, ex->r, in, out) : t->tp;
+            lora_forward(tp, ex->A, ex->B, ex->r, ex->scale, in, out, xs, t->gy, t->rh, m, 0);
+        }
+        for (int j = 0; j < m; j++) {
+            float *E = SLOT_ROW(R->E, u->at[u0 + j], u->row[u0 + j], N, out);
+            if (ex->r) memcpy(E, t->gy + (size_t)j * out, row_out);
+            else memset(E, 0, row_out);
+        }
     }
-    if (L->rank) lora_forward(t, L->A, L->B, L->rank, L->scale, L->in, out, x, R->q, hs, N, 0);
-    else memset(R->q, 0, per * sizeof(float));
+    if (L->rank) lora_forward(t->tp, L->A, L->B, L->rank, L->scale, in, out, x, R->q, hs, N, 0);
+    else memset(R->q, 0, (size_t)N * row_out);
     float inv = 1.0f / sqrtf((float)out);
     for (int n = 0; n < N; n++) {
-        float *al = R->alpha + (size_t)n * k, mx = -INFINITY, sum = 0.0f;
-        for (int i = 0; i < k; i++) {
-            al[i] = rm_dot_f32(R->q + (size_t)n * out, R->E + i * per + (size_t)n * out, out) * inv;
-            mx = al[i] > mx ? al[i] : mx;
+        const int32_t *sl = u->slot + (size_t)n * K;
+        float *al = R->alpha + (size_t)n * K, mx = -INFINITY, sum = 0.0f;
+        for (int j = 0; j < K; j++) {
+            al[j] = sl[j] < 0 ? 0.0f : rm_dot_f32(R->q + (size_t)n * out, SLOT_ROW(R->E, j, n, N, out), out) * inv;
+            if (sl[j] >= 0) mx = al[j] > mx ? al[j] : mx;
         }
-        for (int i = 0; i < k; i++) sum += (al[i] = expf(al[i] - mx));
-        for (int i = 0; i < k; i++) {
-            al[i] /= sum;
-            rm_axpy_f32(y + (size_t)n * out, al[i], R->E + i * per + (size_t)n * out, out);
+        for (int j = 0; j < K; j++)
+            if (sl[j] >= 0) sum += (al[j] = expf(al[j] - mx));
+        for (int j = 0; j < K; j++) {
+            if (sl[j] < 0) continue;
+            al[j] /= sum;
+            rm_axpy_f32(y + (size_t)n * out, al[j], SLOT_ROW(R->E, j, n, N, out), out);
         }
     }
 }
@@ -128,68 +158,84 @@ static void linear_forward(rm_trainer *t, const rm_tlinear *L, const float *x, f
     rm_matmul(t->tp, L->w, x, L->in, y, L->out, N, acc);
     const train_router *R = router_of(t, L);
     if (R) router_forward(t, L, R, x, y, hs, N);
-    else if (L->rank) lora_forward(t, L->A, L->B, L->rank, L->scale, L->in, L->out, x, y, hs, N, 1);
+    else if (L->rank) lora_forward(t->tp, L->A, L->B, L->rank, L->scale, L->in, L->out, x, y, hs, N, 1);
 }
 
 // Backward of y += s (x A^T) B^T for dy[N,out]: dB += dy^T hs;  dA += s (dy B)^T x;
 // dx += s (dy B) A. dA, dB, dx may be NULL (frozen: only dx). dy^T in scratch
-// 0, (s dy B) in scratch 2 and its transpose in scratch 1.
-static int lora_backward(rm_trainer *t, const float *A, const float *B, float *dA, float *dB, int r, float scale, int in,
-                         int out, const float *x, const float *hs, const float *dy, float *dx, int N) {
+// 0, (s dy B) in scratch 2 and its transpose in scratch 1; products on tp.
+static int lora_backward(rm_trainer *t, rm_threadpool *tp, const float *A, const float *B, float *dA, float *dB, int r,
+                         float scale, int in, int out, const float *x, const float *hs, const float *dy, float *dx, int N) {
     if (dB) {
         float *dyt = train_scratch(t, 0, (size_t)out * N);
         if (!dyt) return rm_errorf(RM_ENOMEM, "train: out of memory");
-        rm_transpose(t->tp, dyt, dy, out, N, out);
-        rm_gemm_nn(t->tp, dB, r, dyt, N, hs, r, out, r, N);
+        rm_transpose(tp, dyt, dy, out, N, out);
+        rm_gemm_nn(tp, dB, r, dyt, N, hs, r, out, r, N);
     }
     float *dhs = train_scratch(t, 2, (size_t)N * r), *dhst = train_scratch(t, 1, (size_t)N * r);
     if (!dhs || !dhst) return rm_errorf(RM_ENOMEM, "train: out of memory");
     memset(dhs, 0, (size_t)N * r * sizeof(float));
-    rm_gemm_nn(t->tp, dhs, r, dy, out, B, r, N, r, out);
+    rm_gemm_nn(tp, dhs, r, dy, out, B, r, N, r, out);
     for (size_t i = 0; i < (size_t)N * r; i++) dhs[i] *= scale;
     if (dA) {
-        rm_transpose(t->tp, dhst, dhs, r, N, r);
-        rm_gemm_nn(t->tp, dA, in, dhst, N, x, in, r, in, N);
+        rm_transpose(tp, dhst, dhs, r, N, r);
+        rm_gemm_nn(tp, dA, in, dhst, N, x, in, r, in, N);
     }
-    if (dx) rm_gemm_nn(t->tp, dx, in, dhs, r, A, in, N, in, r);
+    if (dx) rm_gemm_nn(tp, dx, in, dhs, r, A, in, N, in, r);
     return RM_OK;
 }
 
-// Backward of router_forward for g = dy[N,out]:
-//   dalpha_i = g.E_i;  dz_i = alpha_i (dalpha_i - sum_j alpha_j dalpha_j);
-//   dq = sum_i dz_i E_i / sqrt(out) -> the router's A_r, B_r and x;
-//   dE_i = alpha_i g + dz_i q / sqrt(out) -> x through the frozen expert.
-// dq in scratch 3, dE_i and dz [N,k] in scratch 4.
+// Backward of router_forward for g = dy[N,out], over each row's filled slots j:
+//   dalpha_j = g.E_j;  dz_j = alpha_j (dalpha_j - sum_i alpha_i dalpha_i);
+//   dq = sum_j dz_j E_j / sqrt(out) -> the router's A_r, B_r and x;
+//   dE_j = alpha_j g + dz_j q / sqrt(out) -> x through the frozen expert in
+//   slot j, for each expert over the rows that use it (dx of those rows
+//   gathered in t->gy and added back; all rows: dx itself).
+// dq in scratch 3, the rows' dE and dz [N,K] in scratch 4.
 static int router_backward(rm_trainer *t, const rm_tlinear *L, const train_router *R, const float *x, const float *hs,
                            const float *g, float *dx, int N) {
-    int k = R->n_exp, in = L->in, out = L->out, rc;
+    const train_uses *u = &t->uses;
+    int K = t->router_k, in = L->in, out = L->out, rc;
     size_t per = (size_t)N * out;
     float inv = 1.0f / sqrtf((float)out);
-    float *dq = train_scratch(t, 3, per), *dE = train_scratch(t, 4, per + (size_t)N * k);
+    float *dq = train_scratch(t, 3, per), *dE = train_scratch(t, 4, per + (size_t)N * K);
     if (!dq || !dE) return rm_errorf(RM_ENOMEM, "train: out of memory");
     float *dz = dE + per;
     memset(dq, 0, per * sizeof(float));
     for (int n = 0; n < N; n++) {
-        const float *al = R->alpha + (size_t)n * k, *gn = g + (size_t)n * out;
-        float *dzn = dz + (size_t)n * k, s = 0.0f;
-        for (int i = 0; i < k; i++) s += al[i] * (dzn[i] = rm_dot_f32(gn, R->E + i * per + (size_t)n * out, out));
-        for (int i = 0; i < k; i++) {
-            dzn[i] = al[i] * (dzn[i] - s);
-            rm_axpy_f32(dq + (size_t)n * out, dzn[i] * inv, R->E + i * per + (size_t)n * out, out);
+        const int32_t *sl = u->slot + (size_t)n * K;
+        const float *al = R->alpha + (size_t)n * K, *gn = g + (size_t)n * out;
+        float *dzn = dz + (size_t)n * K, s = 0.0f;
+        for (int j = 0; j < K; j++)
+            if (sl[j] >= 0) s += al[j] * (dzn[j] = rm_dot_f32(gn, SLOT_ROW(R->E, j, n, N, out), out));
+        for (int j = 0; j < K; j++) {
+            if (sl[j] < 0) continue;
+            dzn[j] = al[j] * (dzn[j] - s);
+            rm_axpy_f32(dq + (size_t)n * out, dzn[j] * inv, SLOT_ROW(R->E, j, n, N, out), out);
         }
     }
-    if (L->rank && (rc = lora_backward(t, L->A, L->B, L->dA, L->dB, L->rank, L->scale, in, out, x, hs, dq, dx, N)))
+    if (L->rank && (rc = lora_backward(t, t->tp, L->A, L->B, L->dA, L->dB, L->rank, L->scale, in, out, x, hs, dq, dx, N)))
         return rc;
-    for (int i = 0; dx && i < k; i++) {
-        const train_expert *e = &R->exp[i];
-        if (!e->r) continue;
-        for (int n = 0; n < N; n++) {
-            float *d = dE + (size_t)n * out;
-            const float *gn = g + (size_t)n * out;
-            float a = R->alpha[(size_t)n * k + i], c = dz[(size_t)n * k + i] * inv;
-            for (int o = 0; o < out; o++) d[o] = a * gn[o] + c * R->q[(size_t)n * out + o];
+    for (int e = 0; dx && e < R->n_exp; e++) {
+        const train_expert *ex = &R->exp[e];
+        int u0 = u->off[e], m = u->off[e + 1] - u0;
+        if (!ex->r || !m) continue;
+        for (int j = 0; j < m; j++) {
+            int n = u->row[u0 + j], i = u->at[u0 + j];
+            float *d = dE + (size_t)j * out;
+            const float *gn = g + (size_t)n * out, *qn = R->q + (size_t)n * out;
+            float a = R->alpha[(size_t)n * K + i], c = dz[(size_t)n * K + i] * inv;
+            for (int o = 0; o < out; o++) d[o] = a * gn[o] + c * qn[o];
         }
-        if ((rc = lora_backward(t, e->A, e->B, NULL, NULL, e->r, e->scale, in, out, x, NULL, dE, dx, N))) return rc;
+        if (m == N) { // every row: straight into dx
+            if ((rc = lora_backward(t, t->tp, ex->A, ex->B, NULL, NULL, ex->r, ex->scale, in, out, x, NULL, dE, dx, N)))
+                return rc;
+            continue;
+        }
+        memset(t->gy, 0, (size_t)m * in * sizeof(float));
+        rm_threadpool *tp = rows_pool(t, m, ex->r, in, out);
+        if ((rc = lora_backward(t, tp, ex->A, ex->B, NULL, NULL, ex->r, ex->scale, in, out, NULL, NULL, dE, t->gy, m))) return rc;
+        for (int j = 0; j < m; j++) rm_axpy_f32(dx + (size_t)u->row[u0 + j] * in, 1.0f, t->gy + (size_t)j * in, in);
     }
     return RM_OK;
 }
@@ -209,7 +255,7 @@ static int linear_backward(rm_trainer *t, const rm_tlinear *L, const float *x, c
     const train_router *R = router_of(t, L);
     if (R) return router_backward(t, L, R, x, hs, dy, dx, N);
     if (!L->rank) return RM_OK;
-    return lora_backward(t, L->A, L->B, L->dA, L->dB, L->rank, L->scale, in, out, x, hs, dy, dx, N);
+    return lora_backward(t, t->tp, L->A, L->B, L->dA, L->dB, L->rank, L->scale, in, out, x, hs, dy, dx, N);
 }
 
 // ---------------------------------------------------------------- embedding, cross-entropy
@@ -290,6 +336,7 @@ int rm_trainer_create(rm_trainer **out, rm_llama *base, const rm_train_params *p
     t->m = base;
     t->p = *p;
     t->rng = p->seed;
+    t->drop_rng = p->seed ^ 0x64726f706f757421ull; // a stream of its own: the data order does not depend on the draws
     t->L = hp->n_layer;
     t->lin = calloc((size_t)hp->n_layer * RM_LIN_COUNT, sizeof *t->lin);
     t->d_attn_norm = calloc((size_t)hp->n_layer, sizeof(float *));
@@ -416,29 +463,39 @@ int rm_trainer_add_lora(rm_trainer *t, unsigned targets, int rank, float alpha, 
 }
 
 int rm_trainer_add_router(rm_trainer *t, int k, rm_lora *const *experts, int rank, float alpha) {
+    return rm_trainer_add_router_table(t, k, experts, k, rank, alpha);
+}
+
+int rm_trainer_add_router_table(rm_trainer *t, int n, rm_lora *const *experts, int k, int rank, float alpha) {
     if (rank <= 0 || rank > 4096) return rm_errorf(RM_EINVAL, "router: rank %d out of range", rank);
-    if (k < 1 || k > RM_PLAN_MAX) return rm_errorf(RM_EINVAL, "router: %d experts (1..%d)", k, RM_PLAN_MAX);
+    if (k < 1 || k > RM_PLAN_MAX) return rm_errorf(RM_EINVAL, "router: %d experts per row (1..%d)", k, RM_PLAN_MAX);
+    if (n < k || n > RM_TRAIN_EXPERTS_MAX)
+        return rm_errorf(RM_EINVAL, "router: a table of %d experts for %d a row (%d..%d)", n, k, k, RM_TRAIN_EXPERTS_MAX);
     if (t->lora_rank) return rm_errorf(RM_EINVAL, "router: adapters were already added");
-    for (int i = 0; i < k; i++)
+    for (int i = 0; i < n; i++)
         if (experts[i]->base != t->m)
             return rm_errorf(RM_EMISMATCH, "router: expert %s is not bound to the trainer's base", experts[i]->path);
     unsigned targets = 0;
-    for (int i = 0; i < k; i++) targets |= rm_lora_targets(experts[i]);
+    for (int i = 0; i < n; i++) targets |= rm_lora_targets(experts[i]);
     if (!targets) return rm_errorf(RM_EINVAL, "router: the experts adapt no linear");
     t->rt = calloc((size_t)t->L * RM_LIN_COUNT, sizeof *t->rt);
-    if (!t->rt) return rm_errorf(RM_ENOMEM, "router: out of memory");
+    t->experts = malloc((size_t)n * sizeof *t->experts);
+    t->uses.off = malloc(((size_t)n + 1) * sizeof *t->uses.off);
+    if (!t->rt || !t->experts || !t->uses.off) return rm_errorf(RM_ENOMEM, "router: out of memory");
     t->lora_rank = rank;
     t->lora_targets = targets;
     t->lora_alpha = alpha;
     t->router_k = k;
-    for (int i = 0; i < k; i++) t->experts[i] = experts[i];
+    t->n_experts = n;
+    for (int i = 0; i < n; i++) t->experts[i] = experts[i];
     for (int l = 0; l < t->L; l++)
         for (int w = 0; w < RM_LIN_COUNT; w++) {
             if (!(targets & (1u << w))) continue;
             rm_tlinear *L = &t->lin[l * RM_LIN_COUNT + w];
             train_router *R = &t->rt[l * RM_LIN_COUNT + w];
-            R->n_exp = k;
-            for (int i = 0; i < k; i++) {
+            if (!(R->exp = calloc((size_t)n, sizeof *R->exp))) return rm_errorf(RM_ENOMEM, "router: out of memory");
+            R->n_exp = n;
+            for (int i = 0; i < n; i++) {
                 const rm_lora_mod *m = l < experts[i]->n_layer ? &experts[i]->mods[l * RM_LIN_COUNT + w] : NULL;
                 if (!m || !m->r) continue;
                 train_expert *e = &R->exp[i];
@@ -475,9 +532,16 @@ void rm_trainer_free(rm_trainer *t) {
     free(t->la);
     free(t->order);
     for (int i = 0; i < 5; i++) free(t->sc[i]);
-    for (int i = 0; t->rt && i < t->L * RM_LIN_COUNT; i++)
+    for (int i = 0; t->rt && i < t->L * RM_LIN_COUNT; i++) {
         for (int e = 0; e < t->rt[i].n_exp; e++) free(t->rt[i].exp[e].B);
+        free(t->rt[i].exp);
+    }
     free(t->rt);
+    free(t->experts);
+    free(t->uses.slot);
+    free(t->uses.off);
+    free(t->uses.row);
+    free(t->uses.at);
     if (t->tp) rm_threadpool_free(t->tp);
     free(t);
 }
@@ -512,15 +576,18 @@ static int acts_alloc(rm_trainer *t, int B, int T) {
     size_t N = (size_t)B * T, d = hp->n_embd, qd = (size_t)hp->n_head * hp->head_dim;
     size_t kvd = (size_t)hp->n_head_kv * hp->head_dim, f = hp->n_ff, r = (size_t)t->lora_rank;
     size_t att = (size_t)B * hp->n_head * T * T;
-    size_t nlora = 0, router = 0, k = (size_t)t->router_k, rh = 0;
+    size_t nlora = 0, router = 0, k = (size_t)t->router_k, rh = 0, wide = 0;
     for (int w = 0; w < RM_LIN_COUNT; w++) {
         nlora += (t->lora_targets >> w) & 1;
-        if (t->rt && t->rt[w].n_exp) router += k * t->lin[w].out + t->lin[w].out + k; // E, q, alpha
+        if (!t->rt || !t->rt[w].n_exp) continue;
+        router += k * t->lin[w].out + t->lin[w].out + k; // E, q, alpha
+        wide = (size_t)t->lin[w].out > wide ? (size_t)t->lin[w].out : wide;
+        wide = (size_t)t->lin[w].in > wide ? (size_t)t->lin[w].in : wide;
     }
     for (int i = 0; t->rt && i < t->L * RM_LIN_COUNT; i++)
         for (int e = 0; e < t->rt[i].n_exp; e++) rh = (size_t)t->rt[i].exp[e].r > rh ? (size_t)t->rt[i].exp[e].r : rh;
     size_t per_layer = N * (4 * d + 2 * qd + 2 * kvd + 3 * f + nlora * r + router) + att;
-    size_t total = (size_t)t->L * per_layer + N * (3 * d + (size_t)hp->n_vocab + (size_t)hp->rope_dim + r + rh) +
+    size_t total = (size_t)t->L * per_layer + N * (3 * d + (size_t)hp->n_vocab + (size_t)hp->rope_dim + r + rh + 2 * wide) +
                    N * (3 * d + 2 * qd + 2 * kvd + 3 * f);
     if (total > t->act_cap || t->act_N != N || t->act_B != B) {
         free(t->act);
@@ -548,7 +615,7 @@ static int acts_alloc(rm_trainer *t, int B, int T) {
         }
     }
     TAKE(t->res_final, N * d); TAKE(t->xf, N * d); TAKE(t->logits, N * (size_t)hp->n_vocab); TAKE(t->cs, N * (size_t)hp->rope_dim);
-    TAKE(t->hs_out, N * r); TAKE(t->rh, N * rh);
+    TAKE(t->hs_out, N * r); TAKE(t->rh, N * rh); TAKE(t->gx, N * wide); TAKE(t->gy, N * wide);
     TAKE(t->dres, N * d); TAKE(t->dxb, N * d); TAKE(t->dxf, N * d); TAKE(t->dq, N * qd); TAKE(t->dao, N * qd);
     TAKE(t->dk, N * kvd); TAKE(t->dv, N * kvd); TAKE(t->dg, N * f); TAKE(t->du, N * f); TAKE(t->dh, N * f);
 #undef TAKE
@@ -649,14 +716,61 @@ static int model_backward(rm_trainer *t, const rm_tbatch *b) {
     return RM_OK;
 }
 
+// Checks a row's expert set (K slots: table indices or -1, none twice).
+static int check_set(const rm_trainer *t, const int32_t *set, int r) {
+    for (int j = 0; j < t->router_k; j++) {
+        if (set[j] < -1 || set[j] >= t->n_experts)
+            return rm_errorf(RM_EINVAL, "train: row %d: expert %d out of range (table of %d)", r, set[j], t->n_experts);
+        for (int i = 0; set[j] >= 0 && i < j; i++)
+            if (set[i] == set[j]) return rm_errorf(RM_EINVAL, "train: row %d: expert %d twice", r, set[j]);
+    }
+    return RM_OK;
+}
+
 static int check_tbatch(const rm_trainer *t, const rm_tbatch *b) {
-    int V = t->m->hp.n_vocab, N = b->B * b->T;
+    int V = t->m->hp.n_vocab, N = b->B * b->T, rc;
+    if (t->rt && !b->exp && t->n_experts != t->router_k)
+        return rm_errorf(RM_EINVAL, "train: the batch has no expert sets (the router's table has %d experts, %d a row)",
+                         t->n_experts, t->router_k);
+    if (t->rt && b->exp && b->K != t->router_k)
+        return rm_errorf(RM_EINVAL, "train: the batch has %d expert slots a row, the router %d", b->K, t->router_k);
     for (int r = 0; r < N; r++) {
         if (b->token[r] < 0 || b->token[r] >= V) return rm_errorf(RM_EINVAL, "train: row %d: token %d out of range", r, b->token[r]);
         if (b->target[r] >= V) return rm_errorf(RM_EINVAL, "train: row %d: target %d out of range", r, b->target[r]);
         int s = b->start ? b->start[r] : r - r % b->T;
         if (s > r || s < r - r % b->T) return rm_errorf(RM_EINVAL, "train: row %d: bad attention start %d", r, s);
+        if (t->rt && b->exp && (rc = check_set(t, b->exp + (size_t)r * b->K, r))) return rc;
     }
+    return RM_OK;
+}
+
+// t->uses for batch b: every row's slots (b->exp, or the fixed set 0..K-1)
+// and, by a counting sort, each expert's rows (increasing) and slots.
+static int router_uses(rm_trainer *t, const rm_tbatch *b) {
+    train_uses *u = &t->uses;
+    int K = t->router_k, n = t->n_experts;
+    size_t NK = (size_t)b->B * b->T * K;
+    if (NK > u->cap) {
+        free(u->slot); free(u->row); free(u->at);
+        u->slot = malloc(NK * sizeof *u->slot);
+        u->row = malloc(NK * sizeof *u->row);
+        u->at = malloc(NK * sizeof *u->at);
+        u->cap = u->slot && u->row && u->at ? NK : 0;
+        if (!u->cap) return rm_errorf(RM_ENOMEM, "train: out of memory for the expert sets");
+    }
+    for (size_t i = 0; i < NK; i++) u->slot[i] = b->exp ? b->exp[i] : (int32_t)(i % K);
+    memset(u->off, 0, ((size_t)n + 1) * sizeof *u->off);
+    for (size_t i = 0; i < NK; i++)
+        if (u->slot[i] >= 0) u->off[u->slot[i] + 1]++;
+    for (int e = 0; e < n; e++) u->off[e + 1] += u->off[e];
+    for (size_t i = 0; i < NK; i++) { // off[e] moves to the end of e's uses ...
+        int e = u->slot[i];
+        if (e < 0) continue;
+        u->row[u->off[e]] = (int)(i / K);
+        u->at[u->off[e]++] = (int)(i % K);
+    }
+    for (int e = n; e > 0; e--) u->off[e] = u->off[e - 1]; // ... and back to its start
+    u->off[0] = 0;
     return RM_OK;
 }
 
@@ -669,6 +783,7 @@ int rm_trainer_forward(rm_trainer *t, const rm_tbatch *b, float norm, int backwa
         if (!t->la) return rm_errorf(RM_ENOMEM, "out of memory");
     }
     if ((rc = acts_alloc(t, b->B, b->T))) return rc;
+    if (t->rt && (rc = router_uses(t, b))) return rc;
     if ((rc = model_forward(t, b))) return rc;
     int N = b->B * b->T, V = t->m->hp.n_vocab;
     if (logits_out) memcpy(logits_out, t->logits, (size_t)N * V * sizeof(float));

@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "base/threadpool.h"
+#include "lora/compose.h"
 #include "model/llama.h"
 
 // ---------------------------------------------------------------- parameters
@@ -50,17 +51,29 @@ typedef struct rm_train_params {
     float clip;          // global gradient-norm clip (<= 0: off)
     uint64_t seed;
     int threads;
+    float lora_dropout;  // router training with per-example expert sets: the
+                         // probability that an example, each time it enters a
+                         // batch, gets its set without its own task's adapter
+                         // (rm_texample.set[1]); default 0
 } rm_train_params;
 void rm_train_default_params(rm_train_params *p);
 
 // One micro-batch: B*T rows. target[r] = -1 means "no loss on this row".
 // pos[r] is the row's position in its example; start[r] the first row it may
 // attend to (packing); NULL start = the sequence's first row.
+// Router mode with a table of experts: exp[r*K + j] is the expert (index in
+// the trainer's table) in row r's slot j, -1 for none; rows of one example
+// share a set, padding rows have none. exp NULL: every row uses the K
+// experts of a fixed-set router (rm_trainer_add_router).
 typedef struct rm_tbatch {
     int B, T;
     int32_t *token, *target, *pos, *start;
+    int K;
+    int32_t *exp;
 } rm_tbatch;
 int rm_tbatch_alloc(rm_tbatch *b, int B, int T);
+// Adds the per-row expert sets (K slots a row, all -1) to an allocated batch.
+int rm_tbatch_alloc_sets(rm_tbatch *b, int K);
 void rm_tbatch_free(rm_tbatch *b);
 // Target rows with a loss.
 long rm_tbatch_count(const rm_tbatch *b);
@@ -85,7 +98,16 @@ typedef struct rm_lora rm_lora;
 //   y = W x + sum_i alpha_i E_i.
 // Backward reaches A_r, B_r and x (through W, the experts and the query).
 // rm_trainer_export_lora then exports the router; eval uses router plans.
+// Every row uses all k (1..RM_PLAN_MAX) experts.
 int rm_trainer_add_router(rm_trainer *t, int k, rm_lora *const *experts, int rank, float alpha);
+// The same router over a table of n (1..RM_TRAIN_EXPERTS_MAX) experts of
+// which each row uses its own set of up to k (1..RM_PLAN_MAX): the batch's
+// exp (rm_tbatch_alloc_sets), filled from the examples' sets by the batch
+// filler. The softmax of a row runs over its own experts only; each expert's
+// output is computed for the rows that use it alone. The fixed-set router is
+// the case n = k with every row using all of them.
+#define RM_TRAIN_EXPERTS_MAX 65536
+int rm_trainer_add_router_table(rm_trainer *t, int n, rm_lora *const *experts, int k, int rank, float alpha);
 
 rm_tparam *rm_trainer_params(rm_trainer *t, int *n);
 size_t rm_trainer_n_trainable(const rm_trainer *t);
@@ -129,15 +151,33 @@ int rm_trainer_export_lora(rm_trainer *t, rm_lora **out);
 // ---------------------------------------------------------------- data
 
 // One tokenized example: ids[0..n), loss on ids[n_prompt..n).
-typedef struct rm_texample { int32_t *ids; int n, n_prompt; } rm_texample;
+// Mixed-task data (rm_tdata_load_tasks) also keeps the example's task (index
+// in rm_tdata.tasks) and its inputs text; other examples have -1 and NULL.
+// Router training with retrieval (rm_tdata_retrieve) gives it two expert
+// sets, indices in the trainer's table, -1 padded: set[0] retrieved from the
+// whole pool, set[1] with its own task's adapter left out before retrieval.
+typedef struct rm_texample {
+    int32_t *ids;
+    int n, n_prompt;
+    int task;
+    char *inputs;
+    int32_t set[2][RM_PLAN_MAX];
+} rm_texample;
 typedef struct rm_tdata {
     rm_texample *ex;
     int n, cap;
     int has_eos;    // examples end with eos (exact match stops there)
     int32_t eos;
+    char **tasks;   // task names (mixed-task data), n_tasks of them
+    int n_tasks;
+    int set_k;      // slots of the examples' expert sets (0: none)
 } rm_tdata;
 void rm_tdata_free(rm_tdata *d);
 int rm_tdata_add(rm_tdata *d, const int32_t *ids, int n, int n_prompt);
+// Moves n examples of d, spread evenly over it (every d->n/n-th), into held
+// (appended in order; task names and sets come along): a held-out split that
+// takes from every part of data made of one file per task.
+int rm_tdata_split_spread(rm_tdata *d, rm_tdata *held, int n);
 
 // The Alpaca prompt (no-input variant) of the RAMoLE paper; {inputs} is replaced.
 extern const char *const rm_alpaca_template;
@@ -153,29 +193,56 @@ int rm_tokenize_text(const rm_tokenizer *tok, const char *text, int32_t **ids, i
 // never cut; too-long targets are skipped).
 int rm_tdata_load_jsonl(rm_tdata *d, const char *path, const char *tmpl, const rm_tokenizer *tok, int32_t bos,
                         int32_t eos, int max_len);
+// Mixed-task data: as rm_tdata_load_jsonl (appending to d), each record also
+// needs a string "task" (a record without one is an error naming path and
+// record); only records of the keep[0..n_keep) tasks are taken (keep NULL:
+// all). Examples keep their task and inputs; d->tasks lists the tasks met.
+int rm_tdata_load_tasks(rm_tdata *d, const char *path, const char *tmpl, const rm_tokenizer *tok, int32_t bos,
+                        int32_t eos, int max_len, const char *const *keep, int n_keep);
+// Examples of task name in d (0 when d has no such task).
+int rm_tdata_task_count(const rm_tdata *d, const char *name);
+// Retrieval for router training: for every example (which needs its inputs
+// and task), set[0] = the top k for its inputs, set[1] = the same with
+// adapters of its own task left out. fn writes up to k table indices to idx
+// and their number to *n; exclude_task NULL means leave out nothing.
+// (retrieve/pick.h: rm_pick_table_retrieve is such a function over a pool.)
+typedef int (*rm_tdata_retrieve_fn)(void *user, const char *inputs, const char *exclude_task, int k, int *idx, int *n);
+int rm_tdata_retrieve(rm_tdata *d, int k, rm_tdata_retrieve_fn fn, void *user);
+
 // Plain text for language modelling: the token stream cut into examples of
 // max_len tokens, loss everywhere.
 int rm_tdata_load_text(rm_tdata *d, const char *path, const rm_tokenizer *tok, int32_t bos, int max_len);
 
 // Fills a micro-batch from examples order[*cursor...], packing several short
 // examples into one sequence when pack; wraps around (and reshuffles with
-// *rng at each new epoch when shuffle). Returns the number of examples used.
+// *rng at each new epoch when rng is not NULL). With expert sets (d->set_k
+// and b->exp) each example's rows get its set[0]. Returns the number of
+// examples used.
 int rm_tbatch_fill(rm_tbatch *b, const rm_tdata *d, int *order, int *cursor, int pack, uint64_t *rng, int *epoch);
+// The same with lora dropout: each example placed gets set[1] (its own task's
+// adapter left out) with probability drop, one draw from *drop_rng each time.
+int rm_tbatch_fill_dropout(rm_tbatch *b, const rm_tdata *d, int *order, int *cursor, int pack, uint64_t *rng, int *epoch,
+                           float drop, uint64_t *drop_rng);
 // Shuffles order[0..n) with rng (Fisher-Yates).
 void rm_shuffle(int *order, int n, uint64_t *rng);
 uint64_t rm_rng_next(uint64_t *s);
 float rm_rng_uniform(uint64_t *s); // [0, 1)
 
 // The next micro-batch of d for this trainer: examples in an order shuffled
-// from the trainer's seed at every epoch, packed when pack. The position in
-// the data is part of the checkpoint. *epoch (optional) gets the epoch.
+// from the trainer's seed at every epoch, packed when pack; with expert sets,
+// the lora-dropout draws of rm_train_params. The position in the data and the
+// draws' generator are part of the checkpoint. *epoch (optional) gets the epoch.
 int rm_trainer_next_batch(rm_trainer *t, const rm_tdata *d, rm_tbatch *b, int pack, int *epoch);
 
-// Mean CE per target token over all of d (no gradients).
+// Mean CE per target token over all of d (no gradients); examples with
+// expert sets use set[0] (their own task's adapter allowed).
 int rm_trainer_eval_loss(rm_trainer *t, const rm_tdata *d, double *loss);
+// The same with set[which] of every example (1: own task's adapter left out).
+int rm_trainer_eval_loss_set(rm_trainer *t, const rm_tdata *d, int which, double *loss);
 // Greedy-decodes each example's prompt (up to the target length + 8 tokens or
 // EOS) through rm_llama_forward, the adapters (exported) applied by lora/batch as
-// when serving (router mode: a router plan over the experts), and counts exact matches
+// when serving (router mode: a router plan over the experts, each example's
+// own set[0] when it has sets), and counts exact matches
 // of the generated ids with the target ids (EOS excluded).
 int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, double *em);
 
@@ -194,6 +261,7 @@ typedef struct rm_train_run_opts {
 typedef struct rm_train_report {
     int steps;
     double initial_loss, final_loss, eval_loss, eval_em; // eval_* NaN when not measured
+    double eval_loss_dropped; // expert sets: eval loss with set[1] (NaN: not measured)
     double tokens_per_s, seconds;
     long tokens;        // tokens processed (B*T per micro-batch)
     double *step_x, *loss; int n_loss;     // per step
@@ -208,7 +276,8 @@ int rm_train_run(rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, con
                  rm_train_report *rep);
 void rm_train_report_free(rm_train_report *r);
 // Appends {"steps", "initial_loss", "final_loss", "eval_loss", "eval_em",
-// "tokens_per_s"[, "params"]} (params < 0: left out; NaN: null).
+// "tokens_per_s"[, "eval_loss_dropped"][, "params"]} (params < 0: left out;
+// eval_loss_dropped only when measured; NaN: null).
 struct rm_sb;
 void rm_train_report_json(const rm_train_report *r, long params, struct rm_sb *sb);
 // The loss curve (train per step, eval points) as an SVG.

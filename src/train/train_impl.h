@@ -13,14 +13,26 @@ typedef struct train_expert {
 } train_expert;
 
 // A linear in router mode (RouterLoRA): its rm_tlinear's A, B are the
-// router's A_r, B_r; these are the k experts and the activations backward needs.
+// router's A_r, B_r; exp holds this linear's module of every expert of the
+// trainer's table, E / alpha / q the activations backward needs. Row n uses
+// the experts in its K slots (train_uses); E of an empty slot is never read.
 typedef struct train_router {
-    int n_exp;             // 0: not a router linear
-    train_expert exp[RM_PLAN_MAX];
-    float *E;              // [k][N,out] expert outputs
-    float *alpha;          // [N,k] softmax weights
+    int n_exp;             // 0: not a router linear, else the table's size
+    train_expert *exp;     // [n_exp]
+    float *E;              // [K][N,out] expert outputs by slot
+    float *alpha;          // [N,K] softmax weights (0 in empty slots)
     float *q;              // [N,out] router query
 } train_router;
+
+// The current batch's expert sets in router mode: slot[n*K + j] is the table
+// index of the expert in row n's slot j (-1: empty); the uses off[e] ..
+// off[e+1]-1 of expert e give its rows (increasing) and their slots.
+typedef struct train_uses {
+    int32_t *slot;         // [N*K]
+    int *off;              // [n_experts + 1]
+    int *row, *at;         // [N*K] row and slot of each use
+    size_t cap;            // N*K allocated
+} train_uses;
 
 // Activations of one layer kept for backward (N rows).
 typedef struct train_layer_acts {
@@ -63,9 +75,13 @@ struct rm_trainer {
     size_t sc_cap[5];
     // router mode: per linear [L][RM_LIN_COUNT] (NULL: no router), its experts
     train_router *rt;
-    int router_k;
-    rm_lora *experts[RM_PLAN_MAX]; // not owned
+    int router_k;          // K: expert slots per row
+    int n_experts;         // the table (fixed set: K experts that every row uses)
+    rm_lora **experts;     // [n_experts], not owned
+    train_uses uses;
+    uint64_t drop_rng;     // the lora-dropout draws (rm_train_params.lora_dropout)
     float *rh;             // [N, max expert rank] forward scratch
+    float *gx, *gy;        // [N, widest router linear] row gathers of one expert
     // data order (saved in checkpoints so that a resumed run sees the same batches)
     int *order;
     int n_order, cursor, epoch;
