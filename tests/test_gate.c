@@ -1,0 +1,496 @@
+// test_gate.c — the baselines over a fixed adapter set (docs/baselines.md):
+// MoE gates (soft, topk, top1), SMEAR and Arrow in the batched hook against
+// plain double-precision references written here, Arrow's prototypes against
+// a dense power iteration, exclusion, batch invariance (hook, model, engine),
+// gate files, the trainer's gate gradients against finite differences, and
+// `ramole gate train` + `ramole eval --compose moe|arrow` end to end.
+#include "testing.h"
+#include "base/err.h"
+#include "base/file.h"
+#include "format/gguf.h"
+#include "lora/batch.h"
+#include "lora/router.h"
+#include "model/synth.h"
+#include "serve/engine.h"
+#include "train/train.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+enum { NA = 5 }; // adapters in the test sets
+
+// ---------------------------------------------------------------- fixtures
+
+// The small random llama `name` (byte vocabulary, 2 layers, n_ff 48) of width d.
+static rm_llama *gate_model(const char *name, int V, int d, uint64_t seed) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s.gguf", rm_test_tmpdir(), name);
+    if (!rm_file_exists(path)) {
+        rm_synth_shape shape = {name, V, d, 2, 4, 2, 48, 256};
+        if (rm_synth_write(&shape, RM_TYPE_F32, seed, path, NULL, NULL)) return NULL;
+    }
+    rm_llama *m = NULL;
+    return rm_llama_load(&m, path) ? NULL : m;
+}
+
+// n random adapters: ranks 2, 3, 4, 2, 3, ... (all 4 when equal), adapter 2
+// only on q and v; B scaled by gain (bigger outputs).
+static int random_adapters(rm_llama *m, int n, int equal, float gain, rm_lora **out) {
+    unsigned all = (1u << RM_LIN_COUNT) - 1;
+    for (int i = 0; i < n; i++) {
+        if (rm_lora_random(&out[i], m, equal ? 4 : 2 + i % 3, i == 2 ? 0x5 : all, 40 + (uint64_t)i)) return -1;
+        for (int j = 0; j < out[i]->n_layer * RM_LIN_COUNT; j++)
+            for (int64_t v = 0; v < (int64_t)out[i]->mods[j].r * out[i]->mods[j].out; v++) out[i]->mods[j].Bt[v] *= gain;
+    }
+    return 0;
+}
+
+// A set (not owning) of the adapters ad[idx[0..n)], named "ad<i>", task "task<i>".
+static rm_lora_set *set_of(rm_lora **ad, const int *idx, int n) {
+    rm_lora *l[NA];
+    char names[NA][16], tasks[NA][16];
+    const char *np[NA], *tp[NA];
+    for (int k = 0; k < n; k++) {
+        l[k] = ad[idx[k]];
+        snprintf(names[k], 16, "ad%d", idx[k]);
+        snprintf(tasks[k], 16, "task%d", idx[k]);
+        np[k] = names[k];
+        tp[k] = tasks[k];
+    }
+    rm_lora_set *s = NULL;
+    return rm_lora_set_new(&s, n, l, np, tp, 0) ? NULL : s;
+}
+
+static const int k_all[NA] = {0, 1, 2, 3, 4};
+
+// The tiny model, NA random adapters (equal: all of rank 4) and their set.
+typedef struct fx {
+    rm_llama *m;
+    rm_lora *ad[NA];
+    rm_lora_set *set;
+} fx;
+
+static int fx_init(fx *f, int equal) {
+    memset(f, 0, sizeof *f);
+    f->m = gate_model("gate-tiny", 260, 32, 7);
+    if (!f->m || random_adapters(f->m, NA, equal, 1.0f, f->ad)) return -1;
+    f->set = set_of(f->ad, k_all, NA);
+    return f->set ? 0 : -1;
+}
+
+static void fx_free(fx *f) {
+    rm_lora_set_free(f->set);
+    for (int i = 0; i < NA; i++) rm_lora_free(f->ad[i]);
+    rm_llama_free(f->m);
+}
+
+// A gate of kind over s with uniform random W_g of magnitude gain.
+static rm_gate *random_gate(const rm_lora_set *s, rm_gate_kind kind, int k, float gain, uint64_t seed) {
+    rm_gate *g = NULL;
+    if (rm_gate_new(&g, s, kind, k)) return NULL;
+    for (int i = 0; i < g->n_layer * RM_LIN_COUNT; i++) {
+        if (!g->w[i]) continue;
+        int64_t in = s->base->layers[i / RM_LIN_COUNT].w[i % RM_LIN_COUNT].ne[0];
+        for (int64_t j = 0; j < in * g->n; j++) g->w[i][j] = gain * (2.0f * rm_rng_uniform(&seed) - 1.0f);
+    }
+    return g;
+}
+
+// The same gate over the set without adapter `drop` (W_g row removed).
+static rm_gate *gate_without(const rm_gate *g, const rm_lora_set *smaller, int drop) {
+    rm_gate *h = NULL;
+    if (rm_gate_new(&h, smaller, g->kind, g->kind == RM_GATE_TOPK ? g->k : 1)) return NULL;
+    for (int i = 0; i < g->n_layer * RM_LIN_COUNT; i++) {
+        if (!g->w[i]) continue;
+        int64_t in = g->base->layers[i / RM_LIN_COUNT].w[i % RM_LIN_COUNT].ne[0];
+        for (int a = 0, b = 0; a < g->n; a++)
+            if (a != drop) memcpy(h->w[i] + (b++) * in, g->w[i] + a * in, (size_t)in * sizeof(float));
+    }
+    return h;
+}
+
+// ---------------------------------------------------------------- the reference, in double
+
+// e[out] = s B (A x); zero without a module
+static void ref_E(const rm_lora_mod *m, const float *x, int64_t out, double *e) {
+    for (int64_t o = 0; o < out; o++) e[o] = 0;
+    for (int j = 0; m && j < m->r; j++) {
+        double h = 0;
+        for (int64_t i = 0; i < m->in; i++) h += (double)m->A[j * m->in + i] * x[i];
+        for (int64_t o = 0; o < out; o++) e[o] += m->scale * h * m->Bt[j * m->out + o];
+    }
+}
+
+// alpha[n] by the definitions: softmax over the allowed adapters (soft,
+// smear), over the k largest allowed logits (topk, ties: lower index), or
+// the argmax weighted by its softmax probability (top1).
+static void ref_route(rm_gate_kind kind, int k, int n, const double *z, const int *allowed, double *alpha) {
+    int chosen[64] = {0}, nc = 0;
+    if (kind == RM_GATE_TOPK || kind == RM_GATE_TOP1) {
+        int want = kind == RM_GATE_TOP1 ? 1 : k;
+        for (int c = 0; c < want; c++) {
+            int best = -1;
+            for (int i = 0; i < n; i++)
+                if (allowed[i] && !chosen[i] && (best < 0 || z[i] > z[best])) best = i;
+            if (best >= 0) chosen[best] = 1, nc++;
+        }
+    }
+    double mx = -1e300, sum = 0;
+    int over_chosen = kind == RM_GATE_TOPK;
+    for (int i = 0; i < n; i++)
+        if (allowed[i] && (!over_chosen || chosen[i])) mx = z[i] > mx ? z[i] : mx;
+    for (int i = 0; i < n; i++)
+        if (allowed[i] && (!over_chosen || chosen[i])) sum += exp(z[i] - mx);
+    for (int i = 0; i < n; i++) {
+        alpha[i] = allowed[i] && (!over_chosen || chosen[i]) ? exp(z[i] - mx) / sum : 0;
+        if (kind == RM_GATE_TOP1 && !chosen[i]) alpha[i] = 0;
+    }
+    (void)nc;
+}
+
+// The composed term of plan p for one row on (layer, which), added to y[out]
+// (double): x the row, xbar the mean of its sequence so far (smear).
+static void ref_row(const rm_lora_plan *p, int layer, int which, const float *x, const double *xbar, int64_t in, int64_t out,
+                    double *y) {
+    const rm_lora_set *s = p->set;
+    int n = s->n, allowed[64] = {0};
+    double z[64] = {0}, alpha[64], E[64];
+    const rm_lora_mod *mods[64];
+    for (int i = 0; i < n; i++) {
+        mods[i] = layer < s->lora[i]->n_layer && s->lora[i]->mods[layer * RM_LIN_COUNT + which].r
+                      ? &s->lora[i]->mods[layer * RM_LIN_COUNT + which] : NULL;
+        allowed[i] = !(p->excluded && p->excluded[i]);
+    }
+    rm_gate_kind kind = p->mode == RM_COMPOSE_ARROW ? RM_GATE_TOPK : p->gate->kind;
+    int k = p->mode == RM_COMPOSE_ARROW ? p->topk : p->gate->k;
+    for (int i = 0; i < n; i++) {
+        z[i] = 0;
+        if (p->mode == RM_COMPOSE_ARROW) {
+            const float *v = s->arrow[layer * RM_LIN_COUNT + which] + i * in;
+            for (int64_t j = 0; j < in; j++) z[i] += (double)v[j] * x[j];
+            z[i] = fabs(z[i]);
+            allowed[i] &= mods[i] != NULL;
+        } else {
+            const float *w = p->gate->w[layer * RM_LIN_COUNT + which] + i * in;
+            for (int64_t j = 0; j < in; j++) z[i] += (double)w[j] * (kind == RM_GATE_SMEAR ? xbar[j] : x[j]);
+        }
+    }
+    ref_route(kind, k, n, z, allowed, alpha);
+    if (kind != RM_GATE_SMEAR) {
+        for (int i = 0; i < n; i++) {
+            ref_E(mods[i], x, out, E);
+            for (int64_t o = 0; o < out; o++) y[o] += alpha[i] * E[o];
+        }
+        return;
+    }
+    // smear: the merged parameters A_m = sum alpha_i A_i [r, in], B_m = sum alpha_i s_i B_i [out, r]
+    int r = 0;
+    for (int i = 0; i < n; i++) r = mods[i] ? mods[i]->r : r;
+    double *Am = calloc((size_t)r * in, sizeof(double)), *Bm = calloc((size_t)out * r, sizeof(double));
+    for (int i = 0; i < n; i++) {
+        if (!mods[i]) continue;
+        for (int64_t j = 0; j < r * in; j++) Am[j] += alpha[i] * mods[i]->A[j];
+        for (int j = 0; j < r; j++)
+            for (int64_t o = 0; o < out; o++) Bm[o * r + j] += alpha[i] * mods[i]->scale * mods[i]->Bt[j * out + o];
+    }
+    for (int j = 0; j < r; j++) {
+        double h = 0;
+        for (int64_t i = 0; i < in; i++) h += Am[j * in + i] * x[i];
+        for (int64_t o = 0; o < out; o++) y[o] += Bm[o * r + j] * h;
+    }
+    free(Am);
+    free(Bm);
+}
+
+// ---------------------------------------------------------------- the hook's rows
+
+// Applies the hook once to rows x [n, in] with plans and positions; y [n, out] zeroed first.
+static int hook_rows(rm_lora_batch *lb, int n, const void *const *plans, const int32_t *pos, int layer, int which,
+                     const float *x, int64_t in, float *y, int64_t out) {
+    rm_linear_hook hook = rm_lora_batch_hook(lb);
+    int32_t zero[64] = {0};
+    rm_batch b = {n, zero, pos ? pos : zero, zero, NULL, plans};
+    memset(y, 0, (size_t)n * out * sizeof(float));
+    hook.apply(hook.ctx, &b, layer, (rm_linear_id)which, x, in, y, out);
+    return rm_lora_batch_status(lb);
+}
+
+// Largest |a - b| over n values, relative to 1 + max |b|.
+static double worst_diff(const float *a, const double *b, int64_t n) {
+    double w = 0, scale = 1;
+    for (int64_t i = 0; i < n; i++) scale = fmax(scale, fabs(b[i]));
+    for (int64_t i = 0; i < n; i++) w = fmax(w, fabs(a[i] - b[i]));
+    return w / scale;
+}
+
+TEST(gate_hook_rows_match_reference) {
+    fx f;
+    REQUIRE(fx_init(&f, 0) == 0);
+    rm_llama *m = f.m;
+    rm_lora_set *s = f.set;
+    rm_gate *g[3] = {random_gate(s, RM_GATE_SOFT, 0, 1.5f, 1), random_gate(s, RM_GATE_TOPK, 2, 1.5f, 2),
+                     random_gate(s, RM_GATE_TOP1, 0, 1.5f, 3)};
+    REQUIRE(g[0] && g[1] && g[2]);
+    uint8_t ex[NA] = {0, 0, 0, 1, 0};
+    rm_lora_plan p[5];
+    for (int i = 0; i < 3; i++) CHECK_OK(rm_lora_plan_init_gate(&p[i], s, g[i], NULL));
+    CHECK_OK(rm_lora_plan_init_arrow(&p[3], s, 2, NULL));
+    CHECK_OK(rm_lora_plan_init_gate(&p[4], s, g[1], ex)); // topk with adapter 3 left out
+    rm_lora_batch *lb = rm_lora_batch_new(NULL);
+    enum { N = 6 };
+    const void *plans[N] = {&p[0], &p[1], NULL, &p[2], &p[3], &p[4]};
+    uint64_t seed = 5;
+    int ids[3] = {RM_LIN_V, RM_LIN_UP, RM_LIN_DOWN}; // adapter 2 adapts v, not up or down
+    double worst = 0;
+    int spread = 0;
+    for (int c = 0; c < 3; c++) {
+        int layer = c % 2, which = ids[c];
+        int64_t in = m->layers[layer].w[which].ne[0], out = m->layers[layer].w[which].ne[1];
+        float *x = malloc(N * in * sizeof(float)), *y = malloc(N * out * sizeof(float));
+        double *ref = malloc(out * sizeof(double));
+        for (int64_t i = 0; i < N * in; i++) x[i] = 2.0f * rm_rng_uniform(&seed) - 1.0f;
+        CHECK_OK(hook_rows(lb, N, plans, NULL, layer, which, x, in, y, out));
+        for (int r = 0; r < N; r++) {
+            for (int64_t o = 0; o < out; o++) ref[o] = 0;
+            if (plans[r]) ref_row(plans[r], layer, which, x + r * in, NULL, in, out, ref);
+            worst = fmax(worst, worst_diff(y + r * out, ref, out));
+        }
+        // the soft weights are far from uniform (else the test would not see the gate)
+        double z[NA], a[NA];
+        int allowed[NA] = {1, 1, 1, 1, 1};
+        for (int i = 0; i < NA; i++) {
+            z[i] = 0;
+            for (int64_t j = 0; j < in; j++) z[i] += (double)g[0]->w[layer * RM_LIN_COUNT + which][i * in + j] * x[j];
+        }
+        ref_route(RM_GATE_SOFT, 0, NA, z, allowed, a);
+        double lo = 1, hi = 0;
+        for (int i = 0; i < NA; i++) lo = fmin(lo, a[i]), hi = fmax(hi, a[i]);
+        spread += hi > 2 * lo;
+        free(x);
+        free(y);
+        free(ref);
+    }
+    CHECKF(worst < 1e-5, "hook rows vs reference: %g", worst);
+    CHECKF(spread == 3, "soft weights nearly uniform in %d of 3 linears", 3 - spread);
+    rm_lora_batch_free(lb);
+    for (int i = 0; i < 5; i++) rm_lora_plan_free(&p[i]);
+    for (int i = 0; i < 3; i++) rm_gate_free(g[i]);
+    fx_free(&f);
+}
+
+// SMEAR routes by the mean of the sequence's inputs so far: rows fed in one
+// chunk, in chunks of 1, 2 and 4, one at a time, or interleaved with another
+// sequence's rows give the same bits, and match the merged-parameter formula.
+TEST(gate_smear_running_mean_any_chunking) {
+    fx f, mixed;
+    REQUIRE(fx_init(&f, 1) == 0 && fx_init(&mixed, 0) == 0);
+    rm_llama *m = f.m;
+    rm_lora_set *s = f.set;
+    rm_gate *g = random_gate(s, RM_GATE_SMEAR, 0, 2.0f, 4);
+    REQUIRE(g);
+    // smear needs equal ranks: refused over the mixed-rank adapters
+    rm_gate *bad = NULL;
+    CHECK(rm_gate_new(&bad, mixed.set, RM_GATE_SMEAR, 0) == RM_EMISMATCH && strstr(rm_last_error(), "equal ranks"));
+    enum { T = 7 };
+    int layer = 1, which = RM_LIN_O;
+    int64_t in = m->layers[layer].w[which].ne[0], out = m->layers[layer].w[which].ne[1];
+    float x[2 * T * 64], y[2 * T * 64], one[T * 64], other[T * 64];
+    uint64_t seed = 8;
+    for (int64_t i = 0; i < 2 * T * in; i++) x[i] = 2.0f * rm_rng_uniform(&seed) - 1.0f;
+    rm_lora_plan p, q;
+    CHECK_OK(rm_lora_plan_init_gate(&p, s, g, NULL));
+    CHECK_OK(rm_lora_plan_init_gate(&q, s, g, NULL));
+    rm_lora_batch *lb = rm_lora_batch_new(NULL);
+    const void *plans[2 * T];
+    int32_t pos[2 * T];
+    for (int i = 0; i < 2 * T; i++) plans[i] = &p, pos[i] = i;
+    CHECK_OK(hook_rows(lb, T, plans, pos, layer, which, x, in, one, out)); // one chunk
+    // the reference: the mean of rows 0..t, then the merged adapter
+    double worst = 0, ref[64], mean[64];
+    for (int t = 0; t < T; t++) {
+        for (int64_t j = 0; j < in; j++) {
+            mean[j] = 0;
+            for (int u = 0; u <= t; u++) mean[j] += x[u * in + j];
+            mean[j] /= t + 1;
+        }
+        for (int64_t o = 0; o < out; o++) ref[o] = 0;
+        ref_row(&p, layer, which, x + t * in, mean, in, out, ref);
+        worst = fmax(worst, worst_diff(one + t * out, ref, out));
+    }
+    CHECKF(worst < 1e-5, "smear rows vs the merged-parameter reference: %g", worst);
+    // chunks of 1, 2, 4; then one row at a time
+    int chunkings[2][T] = {{1, 2, 4}, {1, 1, 1, 1, 1, 1, 1}};
+    for (int c = 0; c < 2; c++) {
+        for (int t0 = 0, k = 0; t0 < T; t0 += chunkings[c][k++])
+            CHECK_OK(hook_rows(lb, chunkings[c][k], plans + t0, pos + t0, layer, which, x + t0 * in, in, y + t0 * out, out));
+        CHECKF(!memcmp(y, one, T * out * sizeof(float)), "chunking %d differs from one chunk", c);
+    }
+    // interleaved with a second sequence (plan q, other rows): each as alone
+    CHECK_OK(hook_rows(lb, T, plans, pos, layer, which, x + T * in, in, other, out)); // q's rows alone (through p)
+    float xi[2 * T * 64];
+    int32_t posi[2 * T];
+    const void *pli[2 * T];
+    for (int t = 0; t < T; t++) {
+        memcpy(xi + (2 * t) * in, x + t * in, in * sizeof(float));
+        memcpy(xi + (2 * t + 1) * in, x + (T + t) * in, in * sizeof(float));
+        posi[2 * t] = posi[2 * t + 1] = t;
+        pli[2 * t] = &p;
+        pli[2 * t + 1] = &q;
+    }
+    CHECK_OK(hook_rows(lb, 2 * T, pli, posi, layer, which, xi, in, y, out));
+    int same = 1;
+    for (int t = 0; t < T; t++)
+        same &= !memcmp(y + 2 * t * out, one + t * out, out * sizeof(float)) &&
+                !memcmp(y + (2 * t + 1) * out, other + t * out, out * sizeof(float));
+    CHECK(same);
+    // one plan for two sequences in one batch is refused (their positions clash)
+    const void *twice[2] = {&p, &p};
+    int32_t p01[2] = {0, 0};
+    CHECK(hook_rows(lb, 2, twice, p01, layer, which, x, in, y, out) == RM_EMISMATCH && strstr(rm_last_error(), "out of order"));
+    rm_lora_batch_free(lb);
+    rm_lora_plan_free(&p);
+    rm_lora_plan_free(&q);
+    rm_gate_free(g);
+    fx_free(&f);
+    fx_free(&mixed);
+}
+
+// Arrow's prototype of a module is its leading right singular vector: unit
+// length, and ||dW v|| is the largest singular value of the dense dW = s B A
+// found here by power iteration on dW^T dW (double).
+TEST(gate_arrow_prototypes_are_top_singular_vectors) {
+    fx f;
+    REQUIRE(fx_init(&f, 0) == 0);
+    rm_lora **ad = f.ad;
+    // a rank-deficient module too: adapter 4's layer 0 q has two equal rows of A
+    rm_lora_mod *dep = &ad[4]->mods[RM_LIN_Q];
+    REQUIRE(dep->r >= 2);
+    memcpy(dep->A + dep->in, dep->A, dep->in * sizeof(float));
+    rm_lora_set *s = set_of(ad, k_all, NA); // prototypes computed again, with that module
+    REQUIRE(s);
+    double worst = 0;
+    int checked = 0;
+    for (int i = 0; i < NA; i++)
+        for (int mi = 0; mi < s->n_layer * RM_LIN_COUNT; mi++) {
+            const rm_lora_mod *md = &ad[i]->mods[mi];
+            if (!md->r) continue;
+            int64_t in = md->in, out = md->out;
+            double *dW = calloc(out * in, sizeof(double)), *u = malloc(in * sizeof(double)), *t = malloc(out * sizeof(double));
+            for (int64_t o = 0; o < out; o++)
+                for (int64_t c = 0; c < in; c++)
+                    for (int j = 0; j < md->r; j++) dW[o * in + c] += md->scale * md->Bt[j * out + o] * md->A[j * in + c];
+            for (int64_t c = 0; c < in; c++) u[c] = 1.0 + 0.01 * c;
+            double sigma = 0;
+            for (int it = 0; it < 3000; it++) { // u <- dW^T dW u / |.|
+                for (int64_t o = 0; o < out; o++) {
+                    t[o] = 0;
+                    for (int64_t c = 0; c < in; c++) t[o] += dW[o * in + c] * u[c];
+                }
+                double nu = 0;
+                for (int64_t c = 0; c < in; c++) {
+                    u[c] = 0;
+                    for (int64_t o = 0; o < out; o++) u[c] += dW[o * in + c] * t[o];
+                    nu += u[c] * u[c];
+                }
+                nu = sqrt(nu);
+                for (int64_t c = 0; c < in; c++) u[c] /= nu;
+                sigma = sqrt(nu);
+            }
+            const float *v = s->arrow[mi] + i * in;
+            double nv = 0, nd = 0;
+            for (int64_t c = 0; c < in; c++) nv += (double)v[c] * v[c];
+            for (int64_t o = 0; o < out; o++) {
+                double a = 0;
+                for (int64_t c = 0; c < in; c++) a += dW[o * in + c] * v[c];
+                nd += a * a;
+            }
+            worst = fmax(worst, fabs(sqrt(nd) - sigma) / sigma);
+            worst = fmax(worst, fabs(sqrt(nv) - 1));
+            float w[64];
+            double sg;
+            CHECK_OK(rm_lora_mod_top_singular(md, w, &sg));
+            worst = fmax(worst, fabs(sg - sigma) / sigma);
+            checked++;
+            free(dW);
+            free(u);
+            free(t);
+        }
+    CHECK(checked == 4 * 2 * 7 + 2 * 2);
+    CHECKF(worst < 1e-5, "prototype vs dense power iteration: relative error %g", worst);
+    // a zero module has no direction
+    rm_lora_mod z = *dep;
+    float *zb = calloc(z.r * z.out, sizeof(float)), w[64];
+    z.Bt = zb;
+    double sg = 1;
+    CHECK_OK(rm_lora_mod_top_singular(&z, w, &sg));
+    CHECK(sg == 0 && w[0] == 0 && w[7] == 0);
+    free(zb);
+    rm_lora_set_free(s);
+    fx_free(&f);
+}
+
+// An excluded adapter never contributes: a plan over the set with adapter j
+// left out gives the bits of the same plan over the set without j (the gate
+// without j's row), for every routing; its routing weight is exactly 0.
+TEST(gate_exclusion_equals_set_without) {
+    fx f, e;
+    REQUIRE(fx_init(&f, 0) == 0 && fx_init(&e, 1) == 0);
+    rm_llama *m = f.m;
+    const int drop = 1, rest[NA - 1] = {0, 2, 3, 4};
+    rm_lora_set *full = f.set, *less = set_of(f.ad, rest, NA - 1), *efull = e.set, *eless = set_of(e.ad, rest, NA - 1);
+    REQUIRE(less && eless);
+    CHECK(rm_lora_set_find_task(full, "task1") == drop && rm_lora_set_find_task(full, "ad3") == 3 &&
+          rm_lora_set_find_task(full, "nope") == -1);
+    uint8_t ex[NA] = {0};
+    ex[drop] = 1;
+    rm_gate_kind kinds[4] = {RM_GATE_SOFT, RM_GATE_TOPK, RM_GATE_TOP1, RM_GATE_SMEAR};
+    rm_lora_batch *lb = rm_lora_batch_new(NULL);
+    enum { N = 5 };
+    uint64_t seed = 21;
+    for (int c = 0; c < 5; c++) { // four gate kinds, then arrow
+        int smear = c == 3;
+        const rm_lora_set *a = smear ? efull : full, *b = smear ? eless : less;
+        rm_gate *ga = c < 4 ? random_gate(a, kinds[c], 2, 1.5f, 30 + c) : NULL, *gb = ga ? gate_without(ga, b, drop) : NULL;
+        rm_lora_plan pa, pb;
+        if (c < 4) {
+            REQUIRE(ga && gb);
+            CHECK_OK(rm_lora_plan_init_gate(&pa, a, ga, ex));
+            CHECK_OK(rm_lora_plan_init_gate(&pb, b, gb, NULL));
+        } else {
+            CHECK_OK(rm_lora_plan_init_arrow(&pa, a, 2, ex));
+            CHECK_OK(rm_lora_plan_init_arrow(&pb, b, 2, NULL));
+        }
+        int layer = 0, which = RM_LIN_V;
+        int64_t in = m->layers[layer].w[which].ne[0], out = m->layers[layer].w[which].ne[1];
+        float x[N * 64], ya[N * 64], yb[N * 64];
+        for (int64_t i = 0; i < N * in; i++) x[i] = 2.0f * rm_rng_uniform(&seed) - 1.0f;
+        const void *pla[N], *plb[N];
+        int32_t pos[N];
+        for (int r = 0; r < N; r++) pla[r] = &pa, plb[r] = &pb, pos[r] = r; // one sequence (smear)
+        CHECK_OK(hook_rows(lb, N, pla, pos, layer, which, x, in, ya, out));
+        CHECK_OK(hook_rows(lb, N, plb, pos, layer, which, x, in, yb, out));
+        CHECKF(!memcmp(ya, yb, N * out * sizeof(float)), "composition %d: excluding adapter %d differs from the set without it", c,
+               drop);
+        if (ga) { // the routing weight of an excluded adapter is 0, whatever its logit
+            float z[NA] = {0, 50, 0, 0, 0}, al[NA], pr[NA];
+            CHECK(rm_gate_route(ga->kind, ga->k, NA, z, ex, al, pr) >= 1 && al[drop] == 0.0f);
+        }
+        rm_lora_plan_free(&pa);
+        rm_lora_plan_free(&pb);
+        rm_gate_free(ga);
+        rm_gate_free(gb);
+    }
+    // every adapter excluded: refused
+    uint8_t all[NA] = {1, 1, 1, 1, 1};
+    rm_lora_plan p;
+    CHECK(rm_lora_plan_init_arrow(&p, full, 2, all) == RM_EINVAL && strstr(rm_last_error(), "every adapter"));
+    // a gate used with a set it was not trained over
+    rm_gate *g = random_gate(full, RM_GATE_SOFT, 0, 1, 1);
+    CHECK(rm_lora_plan_init_gate(&p, less, g, NULL) == RM_EMISMATCH && strstr(rm_last_error(), "trained over 5 adapters"));
+    rm_gate_free(g);
+    rm_lora_batch_free(lb);
+    rm_lora_set_free(less);
+    rm_lora_set_free(eless);
+    fx_free(&f);
+    fx_free(&e);
+}
