@@ -494,3 +494,241 @@ TEST(gate_exclusion_equals_set_without) {
     fx_free(&f);
     fx_free(&e);
 }
+
+// ---------------------------------------------------------------- batch invariance
+
+enum { SEQ = 6 };
+
+// Logits [n][SEQ, V] of n sequences (sequence k's tokens drawn from seeds[k])
+// with plans[k], all in one forward pass.
+static int forward_seqs(rm_llama *m, rm_threadpool *tp, rm_lora_batch *lb, int n, const int *seeds,
+                        const rm_lora_plan *const *plans, float *logits) {
+    rm_kvcache kv;
+    int rc = rm_kvcache_init(&kv, m->hp.n_layer, n, SEQ, m->hp.n_head_kv * m->hp.head_dim);
+    if (rc) return rc;
+    int32_t tok[16 * SEQ], pos[16 * SEQ], slot[16 * SEQ];
+    const void *pl[16 * SEQ];
+    for (int r = 0; r < n * SEQ; r++) {
+        uint64_t s = (uint64_t)seeds[r / SEQ] * 1000 + (uint64_t)(r % SEQ);
+        tok[r] = (int32_t)(rm_rng_next(&s) % 256);
+        pos[r] = r % SEQ;
+        slot[r] = r / SEQ;
+        pl[r] = plans[r / SEQ];
+    }
+    rm_linear_hook hook = rm_lora_batch_hook(lb);
+    rm_batch b = {n * SEQ, tok, pos, slot, NULL, pl};
+    rc = rm_llama_forward(m, &kv, tp, &b, &hook, logits);
+    rm_kvcache_free(&kv);
+    return rc ? rc : rm_lora_batch_status(lb);
+}
+
+// Every row's logits are the same bits alone and in a batch of other plans
+// (gates, SMEAR, Arrow next to mixture, selection and base rows), with two threads.
+TEST(gate_batch_invariance) {
+    fx f, e;
+    REQUIRE(fx_init(&f, 0) == 0 && fx_init(&e, 1) == 0);
+    rm_llama *m = f.m;
+    rm_gate *g[4] = {random_gate(f.set, RM_GATE_SOFT, 0, 2, 11), random_gate(f.set, RM_GATE_TOPK, 2, 2, 12),
+                     random_gate(f.set, RM_GATE_TOP1, 0, 2, 13), random_gate(e.set, RM_GATE_SMEAR, 0, 2, 14)};
+    REQUIRE(g[0] && g[1] && g[2] && g[3]);
+    uint8_t ex[NA] = {1, 0, 0, 0, 0};
+    enum { NP = 9 };
+    rm_lora_plan p[NP - 1];
+    CHECK_OK(rm_lora_plan_init_gate(&p[0], f.set, g[0], NULL));
+    CHECK_OK(rm_lora_plan_init_gate(&p[1], f.set, g[1], ex));
+    CHECK_OK(rm_lora_plan_init_gate(&p[2], f.set, g[2], NULL));
+    CHECK_OK(rm_lora_plan_init_gate(&p[3], e.set, g[3], NULL));
+    CHECK_OK(rm_lora_plan_init_gate(&p[4], e.set, g[3], ex)); // a second smear sequence
+    CHECK_OK(rm_lora_plan_init_arrow(&p[5], f.set, 2, ex));
+    CHECK_OK(rm_lora_plan_init(&p[6], RM_COMPOSE_MIXTURE, 3, f.ad, NULL, NULL));
+    CHECK_OK(rm_lora_plan_init(&p[7], RM_COMPOSE_SELECTION, 1, &f.ad[2], NULL, NULL));
+    const rm_lora_plan *plans[NP] = {&p[0], &p[6], &p[3], &p[1], NULL, &p[5], &p[2], &p[7], &p[4]};
+    int seeds[NP] = {0, 1, 2, 3, 4, 5, 6, 7, 8};
+    size_t per = SEQ * (size_t)m->hp.n_vocab;
+    float *all = malloc(NP * per * sizeof(float)), *one = malloc(per * sizeof(float));
+    rm_threadpool *tp = rm_threadpool_create(2);
+    rm_lora_batch *lb = rm_lora_batch_new(tp);
+    CHECK_OK(forward_seqs(m, tp, lb, NP, seeds, plans, all));
+    for (int k = 0; k < NP; k++) {
+        CHECK_OK(forward_seqs(m, NULL, lb, 1, &seeds[k], &plans[k], one));
+        CHECKF(!memcmp(one, all + k * per, per * sizeof(float)), "sequence %d alone vs in the batch differs", k);
+    }
+    // other mates in another order
+    const rm_lora_plan *rev[4] = {&p[5], &p[3], &p[7], &p[0]};
+    int rs[4] = {5, 2, 7, 0};
+    CHECK_OK(forward_seqs(m, tp, lb, 4, rs, rev, all));
+    for (int k = 0; k < 4; k++) {
+        CHECK_OK(forward_seqs(m, tp, lb, 1, &rs[k], &rev[k], one));
+        CHECKF(!memcmp(one, all + k * per, per * sizeof(float)), "reversed batch, sequence %d", rs[k]);
+    }
+    // and the compositions matter: the soft gate is not the base model
+    const rm_lora_plan *none[1] = {NULL};
+    CHECK_OK(forward_seqs(m, NULL, lb, 1, &seeds[0], none, one));
+    CHECK_OK(forward_seqs(m, NULL, lb, 1, &seeds[0], plans, all));
+    CHECK(memcmp(one, all, per * sizeof(float)) != 0);
+    free(all);
+    free(one);
+    rm_lora_batch_free(lb);
+    rm_threadpool_free(tp);
+    for (int i = 0; i < NP - 1; i++) rm_lora_plan_free(&p[i]);
+    for (int i = 0; i < 4; i++) rm_gate_free(g[i]);
+    fx_free(&f);
+    fx_free(&e);
+}
+
+typedef struct { int calls, n; int32_t tok[16]; } done_rec;
+static void on_done(void *user, const int32_t *t, int n, const char *reason) {
+    done_rec *r = user;
+    r->calls++;
+    r->n = t ? n : -1;
+    for (int i = 0; t && i < n && i < 16; i++) r->tok[i] = t[i];
+}
+
+// Submits request k (0 smear, 1 arrow, 2 soft gate, 3 mixture) of 9 prompt
+// tokens and 6 new ones, with a fresh plan as a server makes one per request.
+static int submit_kind(rm_engine *eng, int k, const fx *f, const fx *e, rm_gate *const *g, const int32_t *prompt,
+                       done_rec *rec) {
+    rm_sampler_params sp = rm_sampler_default_params();
+    sp.temperature = 0;
+    rm_engine_cbs cb = {on_done, NULL, rec};
+    if (k == 3) return rm_engine_submit(eng, prompt, 9, 6, &sp, (rm_lora *const *)f->ad, 2, RM_COMPOSE_MIXTURE, &cb);
+    rm_lora_plan p;
+    int rc = k == 1 ? rm_lora_plan_init_arrow(&p, f->set, 3, NULL)
+                    : rm_lora_plan_init_gate(&p, k == 0 ? e->set : f->set, g[k == 0 ? 1 : 0], NULL);
+    return rc ? rc : rm_engine_submit_plan(eng, prompt, 9, 6, &sp, &p, &cb);
+}
+
+// In the serving engine, with prompts cut into chunks by a small row budget
+// and several requests in flight, set requests give the tokens they give alone.
+TEST(gate_engine_requests) {
+    fx f, e;
+    REQUIRE(fx_init(&f, 0) == 0 && fx_init(&e, 1) == 0);
+    rm_gate *g[2] = {random_gate(f.set, RM_GATE_SOFT, 0, 2, 21), random_gate(e.set, RM_GATE_SMEAR, 0, 2, 22)};
+    REQUIRE(g[0] && g[1]);
+    int32_t prompt[16];
+    for (int i = 0; i < 16; i++) prompt[i] = 5 + 9 * i;
+    done_rec together[4] = {{0}}, alone[4] = {{0}};
+    rm_engine *eng = NULL;
+    REQUIRE(rm_engine_new(&eng, f.m, NULL, 4, 32, 5) == RM_OK); // 5 rows a step: prompts of 9 go in pieces
+    for (int k = 0; k < 4; k++) CHECK_OK(submit_kind(eng, k, &f, &e, g, prompt + k, &together[k]));
+    while (rm_engine_step(eng) > 0) {}
+    rm_engine_free(eng);
+    for (int k = 0; k < 4; k++) {
+        REQUIRE(rm_engine_new(&eng, f.m, NULL, 1, 32, 64) == RM_OK);
+        CHECK_OK(submit_kind(eng, k, &f, &e, g, prompt + k, &alone[k]));
+        while (rm_engine_step(eng) > 0) {}
+        rm_engine_free(eng);
+        CHECKF(alone[k].n == 6 && together[k].n == 6 && !memcmp(alone[k].tok, together[k].tok, 6 * sizeof(int32_t)),
+               "request %d: alone %d tokens, together %d", k, alone[k].n, together[k].n);
+    }
+    // a refused request frees the plan it was given (the sanitizers would see a leak)
+    REQUIRE(rm_engine_new(&eng, f.m, NULL, 1, 8, 8) == RM_OK);
+    CHECK(submit_kind(eng, 0, &f, &e, g, prompt, &alone[0]) == RM_EFULL);
+    rm_engine_free(eng);
+    rm_gate_free(g[0]);
+    rm_gate_free(g[1]);
+    fx_free(&f);
+    fx_free(&e);
+}
+
+// ---------------------------------------------------------------- gate files
+
+// Writes a copy of the GGUF file src to dst with key `key` set to the u32 v
+// (key NULL: none changed), its tensors taken from tsrc when not NULL.
+static int copy_with_u32(const char *src, const char *dst, const char *key, uint32_t v, const char *tsrc) {
+    gguf_file g, t;
+    int rc = gguf_open(&g, src);
+    if (rc) return rc;
+    if ((rc = gguf_open(&t, tsrc ? tsrc : src))) {
+        gguf_close(&g);
+        return rc;
+    }
+    gguf_writer *w = gguf_writer_new();
+    char name[256];
+    for (uint64_t i = 0; !rc && i < g.n_kv; i++) {
+        gguf_str_copy(g.kv[i].key, name, sizeof name);
+        rc = key && !strcmp(name, key) ? gguf_set_u32(w, name, v) : gguf_set_value(w, name, &g.kv[i].val);
+    }
+    for (uint64_t i = 0; !rc && i < t.n_tensors; i++) {
+        const gguf_tensor_info *ti = &t.tensors[i];
+        gguf_str_copy(ti->name, name, sizeof name);
+        rc = gguf_add_tensor(w, name, (rm_type)ti->type, ti->n_dims, ti->ne, ti->data);
+    }
+    if (!rc) rc = gguf_write(w, dst);
+    gguf_writer_free(w);
+    gguf_close(&g);
+    gguf_close(&t);
+    return rc;
+}
+
+TEST(gate_file_roundtrip_and_refusals) {
+    fx f;
+    REQUIRE(fx_init(&f, 0) == 0);
+    rm_gate *g = random_gate(f.set, RM_GATE_TOPK, 3, 1, 31);
+    REQUIRE(g);
+    const char *tmp = rm_test_tmpdir();
+    char path[512], bad[600];
+    snprintf(path, sizeof path, "%s/gate.gguf", tmp);
+    CHECK_OK(rm_gate_save(g, path));
+    rm_gate *back = NULL;
+    CHECK_OK(rm_gate_load(&back, path, f.m));
+    REQUIRE(back);
+    int same = back->kind == RM_GATE_TOPK && back->k == 3 && back->n == NA;
+    for (int i = 0; same && i < NA; i++) same = !strcmp(back->names[i], f.set->name[i]);
+    for (int i = 0; same && i < g->n_layer * RM_LIN_COUNT; i++) {
+        int64_t in = f.m->layers[i / RM_LIN_COUNT].w[i % RM_LIN_COUNT].ne[0];
+        same = !g->w[i] == !back->w[i] && (!g->w[i] || !memcmp(g->w[i], back->w[i], in * NA * sizeof(float)));
+    }
+    CHECK(same);
+    CHECK_OK(rm_gate_check_set(back, f.set));
+    rm_gate_free(back);
+    // missing, truncated at several points
+    snprintf(bad, sizeof bad, "%s/no-such-gate.gguf", tmp);
+    CHECK(rm_gate_load(&back, bad, f.m) != RM_OK && strstr(rm_last_error(), "no-such-gate.gguf"));
+    char *data;
+    size_t n;
+    REQUIRE(rm_read_file(path, &data, &n) == RM_OK);
+    size_t cuts[4] = {3, 40, n / 2, n - 1};
+    snprintf(bad, sizeof bad, "%s/gate-cut.gguf", tmp);
+    for (int c = 0; c < 4; c++) {
+        REQUIRE(rm_write_file_atomic(bad, data, cuts[c]) == RM_OK);
+        CHECKF(rm_gate_load(&back, bad, f.m) != RM_OK && !back && strstr(rm_last_error(), "gate-cut.gguf"), "cut at %zu: %s",
+               cuts[c], rm_last_error());
+    }
+    free(data);
+    // an adapter is no gate, nor is a router; a gate is neither
+    snprintf(bad, sizeof bad, "%s/gate-adapter.gguf", tmp);
+    CHECK_OK(rm_lora_save_gguf(f.ad[0], bad));
+    CHECK(rm_gate_load(&back, bad, f.m) == RM_EFORMAT && strstr(rm_last_error(), "not a ramole gate"));
+    rm_lora *l = NULL;
+    CHECK(rm_lora_load(&l, path) == RM_EFORMAT && strstr(rm_last_error(), "not an adapter"));
+    CHECK(rm_router_load(&l, path, f.m) == RM_EFORMAT && strstr(rm_last_error(), "not a ramole router"));
+    // the adapter count disagrees with the names listed, or with the tensors
+    snprintf(bad, sizeof bad, "%s/gate-count.gguf", tmp);
+    CHECK_OK(copy_with_u32(path, bad, "ramole.gate.n_adapters", NA + 1, NULL));
+    CHECK(rm_gate_load(&back, bad, f.m) == RM_EFORMAT && strstr(rm_last_error(), "adapter count mismatch") &&
+          strstr(rm_last_error(), "gate-count.gguf"));
+    rm_lora_set *four = set_of(f.ad, k_all, NA - 1); // five names over the tensors of a gate of four
+    rm_gate *g4 = four ? random_gate(four, RM_GATE_SOFT, 0, 1, 3) : NULL;
+    REQUIRE(g4);
+    char four_path[600];
+    snprintf(four_path, sizeof four_path, "%s/gate-four.gguf", tmp);
+    CHECK_OK(rm_gate_save(g4, four_path));
+    CHECK_OK(copy_with_u32(path, bad, NULL, 0, four_path));
+    CHECK(rm_gate_load(&back, bad, f.m) == RM_EFORMAT && strstr(rm_last_error(), "adapter count or base shape mismatch"));
+    rm_gate_free(g4);
+    rm_lora_set_free(four);
+    // another version
+    snprintf(bad, sizeof bad, "%s/gate-version.gguf", tmp);
+    CHECK_OK(copy_with_u32(path, bad, "ramole.gate.version", 2, NULL));
+    CHECK(rm_gate_load(&back, bad, f.m) == RM_EUNSUPPORTED && strstr(rm_last_error(), "version 2"));
+    // another base of the same shape, and of another shape
+    rm_llama *other = gate_model("gate-other", 260, 32, 8), *wide = gate_model("gate-wide", 260, 48, 7);
+    REQUIRE(other && wide);
+    CHECK(rm_gate_load(&back, path, other) == RM_EMISMATCH && strstr(rm_last_error(), "another base model"));
+    CHECK(rm_gate_load(&back, path, wide) == RM_EMISMATCH && strstr(rm_last_error(), "n_embd 32; this base has 48"));
+    rm_llama_free(other);
+    rm_llama_free(wide);
+    rm_gate_free(g);
+    fx_free(&f);
+}
