@@ -732,3 +732,149 @@ TEST(gate_file_roundtrip_and_refusals) {
     rm_gate_free(g);
     fx_free(&f);
 }
+
+// A new (zero) soft gate routes uniformly: the mixture of all the set's adapters with weights 1/n.
+TEST(gate_zero_soft_gate_is_mixture) {
+    fx f;
+    REQUIRE(fx_init(&f, 0) == 0);
+    rm_gate *g = NULL;
+    CHECK_OK(rm_gate_new(&g, f.set, RM_GATE_SOFT, 0));
+    rm_lora_plan p[2];
+    CHECK_OK(rm_lora_plan_init_gate(&p[0], f.set, g, NULL));
+    CHECK_OK(rm_lora_plan_init(&p[1], RM_COMPOSE_MIXTURE, NA, f.ad, NULL, NULL));
+    size_t per = SEQ * (size_t)f.m->hp.n_vocab;
+    float *a = malloc(per * sizeof(float)), *b = malloc(per * sizeof(float));
+    rm_lora_batch *lb = rm_lora_batch_new(NULL);
+    int seed = 3;
+    const rm_lora_plan *pa[1] = {&p[0]}, *pb[1] = {&p[1]};
+    CHECK_OK(forward_seqs(f.m, NULL, lb, 1, &seed, pa, a));
+    CHECK_OK(forward_seqs(f.m, NULL, lb, 1, &seed, pb, b));
+    double d = 0;
+    for (size_t i = 0; i < per; i++) d = fmax(d, fabs(a[i] - b[i]));
+    CHECKF(d < 1e-5, "zero soft gate vs mixture: %g", d);
+    free(a);
+    free(b);
+    rm_lora_batch_free(lb);
+    rm_lora_plan_free(&p[0]);
+    rm_lora_plan_free(&p[1]);
+    rm_gate_free(g);
+    fx_free(&f);
+}
+
+// ---------------------------------------------------------------- training
+
+// Central differences of the model loss against the analytic gradient for
+// three entries of every trainable tensor (tests/test_train.c).
+void train_model_grad_check(rm_trainer *t, const rm_tbatch *b, int *n_checked);
+// The same, passing over entries where the loss has a kink (top-k choices change).
+void train_model_grad_check_kinks(rm_trainer *t, const rm_tbatch *b, int *n_checked, int *n_kinks);
+
+// Randomises the trainable tensors from index `from` on (the gates start at 0).
+static void randomize_from(rm_trainer *t, int from, float gain, uint64_t seed) {
+    int np;
+    rm_tparam *ps = rm_trainer_params(t, &np);
+    for (int i = from; i < np; i++)
+        for (size_t j = 0; j < ps[i].n; j++) ps[i].w[j] = gain * (2.0f * rm_rng_uniform(&seed) - 1.0f);
+}
+
+// Two sequences of 6 tokens; with pack, the second holds two examples (rows 6-7, 8-11).
+static void small_batch(rm_tbatch *b, int V, int pack, uint64_t seed) {
+    for (int r = 0; r < 12; r++) {
+        b->token[r] = (int32_t)(rm_rng_next(&seed) % (uint64_t)V);
+        b->start[r] = pack && r >= 8 ? 8 : r - r % 6;
+        b->pos[r] = r - b->start[r];
+        b->target[r] = r % 6 == 5 || (pack && r == 7) ? -1 : 0;
+    }
+    for (int r = 0; r < 12; r++)
+        if (b->target[r] == 0) b->target[r] = b->token[r + 1];
+}
+
+// The trainer's logits for an unpacked batch equal those of the serving hook
+// with the exported gate (one plan per sequence): the same composition.
+static double trainer_vs_hook(rm_trainer *t, rm_llama *m, const rm_lora_set *set, const rm_tbatch *b) {
+    int V = m->hp.n_vocab;
+    float *lt = malloc(12 * (size_t)V * sizeof(float)), *ls = malloc(12 * (size_t)V * sizeof(float));
+    double loss, worst = -1;
+    rm_gate *g = NULL;
+    rm_lora_plan p[2];
+    if (rm_trainer_forward(t, b, 1.0f, 0, &loss, lt) || rm_trainer_export_gate(t, &g) ||
+        rm_lora_plan_init_gate(&p[0], set, g, NULL) || rm_lora_plan_init_gate(&p[1], set, g, NULL))
+        goto done;
+    rm_kvcache kv;
+    if (rm_kvcache_init(&kv, m->hp.n_layer, 2, 6, m->hp.n_head_kv * m->hp.head_dim)) goto done;
+    int32_t slot[12];
+    const void *pl[12];
+    for (int r = 0; r < 12; r++) slot[r] = r / 6, pl[r] = &p[r / 6];
+    rm_lora_batch *lb = rm_lora_batch_new(NULL);
+    rm_linear_hook hook = rm_lora_batch_hook(lb);
+    rm_batch bb = {12, b->token, b->pos, slot, NULL, pl};
+    if (!rm_llama_forward(m, &kv, NULL, &bb, &hook, ls) && !rm_lora_batch_status(lb)) {
+        worst = 0;
+        for (size_t i = 0; i < 12 * (size_t)V; i++) worst = fmax(worst, fabs(lt[i] - ls[i]));
+    }
+    rm_lora_batch_free(lb);
+    rm_kvcache_free(&kv);
+    rm_lora_plan_free(&p[0]);
+    rm_lora_plan_free(&p[1]);
+done:
+    rm_gate_free(g);
+    free(lt);
+    free(ls);
+    return worst;
+}
+
+// The gates' and SMEAR's gradients (dW_g, and with the base trainable too every
+// earlier weight, whose gradients flow through the gated linears' dx: through
+// W, the experts, the gate and SMEAR's running mean) against central differences,
+// on packed batches; and the trainer's forward against the serving hook.
+TEST(gate_train_grads_match_finite_differences) {
+    rm_llama *m = gate_model("gate-grad", 40, 16, 5);
+    REQUIRE(m);
+    rm_gate_kind kinds[4] = {RM_GATE_SOFT, RM_GATE_TOPK, RM_GATE_TOP1, RM_GATE_SMEAR};
+    rm_train_params p;
+    rm_train_default_params(&p);
+    p.batch = 2;
+    p.seq = 6;
+    p.threads = 1;
+    rm_tbatch b, plain;
+    CHECK_OK(rm_tbatch_alloc(&b, 2, 6));
+    CHECK_OK(rm_tbatch_alloc(&plain, 2, 6));
+    small_batch(&b, 40, 1, 4);
+    small_batch(&plain, 40, 0, 5);
+    for (int c = 0; c < 4; c++) {
+        rm_lora *ad[NA] = {0};
+        REQUIRE(random_adapters(m, NA, kinds[c] == RM_GATE_SMEAR, 8.0f, ad) == 0); // big outputs: dx through them matters
+        rm_lora_set *set = set_of(ad, k_all, NA);
+        REQUIRE(set);
+        for (int full = 0; full < 2; full++) {
+            rm_trainer *t = NULL;
+            CHECK_OK(rm_trainer_create(&t, m, &p));
+            REQUIRE(t);
+            int n_base = 0;
+            if (full) {
+                CHECK_OK(rm_trainer_full(t));
+                rm_trainer_params(t, &n_base);
+            }
+            CHECK_OK(rm_trainer_add_gate(t, set, kinds[c], 2));
+            int np;
+            rm_trainer_params(t, &np);
+            CHECK(np - n_base == 2 * 7);
+            int n = 0, kinks = 0, smooth = kinds[c] == RM_GATE_SOFT || kinds[c] == RM_GATE_SMEAR;
+            randomize_from(t, n_base, smooth ? 1.0f : 3.0f, 9 + (uint64_t)c); // top-k: wide gaps, few kinks
+            if (smooth) train_model_grad_check(t, &b, &n);
+            else train_model_grad_check_kinks(t, &b, &n, &kinks);
+            CHECKF(n + kinks == 3 * np && kinks <= np / 4, "%s: %d of %d checked, %d at kinks", rm_gate_kind_name(kinds[c]), n,
+                   3 * np, kinks);
+            if (!full) {
+                double d = trainer_vs_hook(t, m, set, &plain);
+                CHECKF(d >= 0 && d < 1e-4, "%s: trainer vs serving hook logits differ by %g", rm_gate_kind_name(kinds[c]), d);
+            }
+            rm_trainer_free(t);
+        }
+        rm_lora_set_free(set);
+        for (int i = 0; i < NA; i++) rm_lora_free(ad[i]);
+    }
+    rm_tbatch_free(&b);
+    rm_tbatch_free(&plain);
+    rm_llama_free(m);
+}

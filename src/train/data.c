@@ -325,14 +325,15 @@ int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, doubl
     int *ngen = calloc(S, sizeof(int)), *done = calloc(S, sizeof(int));
     // the adapters as the server applies them: an rm_lora through lora/batch's hook
     rm_lora *lora = NULL;
-    rm_lora_plan plan = {0};
+    rm_lora_plan plan = {0}, *gplans = NULL; // gate mode: a plan per slot (SMEAR keeps each sequence's sums)
+    rm_gate *gate = NULL;
     rm_lora_batch *lb = NULL;
     rm_linear_hook hook = {0};
     const void **plans = malloc(rows * sizeof(void *));
-    int rc_l = t->lora_rank ? rm_trainer_export_lora(t, &lora) : RM_OK;
+    int rc_l = t->gate ? train_gate_plans(t, S, &gate, &gplans) : t->lora_rank ? rm_trainer_export_lora(t, &lora) : RM_OK;
     if (!rc_l && lora && t->router_k) rc_l = rm_lora_plan_init_router(&plan, t->router_k, t->experts, lora);
     else if (!rc_l && lora) rc_l = rm_lora_plan_init(&plan, RM_COMPOSE_SELECTION, 1, &lora, NULL, NULL);
-    if (!rc_l && lora) {
+    if (!rc_l && (lora || gplans)) {
         lb = rm_lora_batch_new(t->tp);
         if (lb) hook = rm_lora_batch_hook(lb);
         else rc_l = rm_errorf(RM_ENOMEM, "out of memory");
@@ -341,7 +342,6 @@ int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, doubl
     int correct = 0;
     if (!rc && (!tok || !pos || !slot || !want || !logits || !gen || !ngen || !done || !plans))
         rc = rm_errorf(RM_ENOMEM, "out of memory");
-    for (size_t i = 0; plans && i < rows; i++) plans[i] = lora ? &plan : NULL;
     for (int c0 = 0; !rc && c0 < n; c0 += S) {
         int c1 = c0 + S < n ? c0 + S : n, nr = 0;
         for (int s = 0; s < c1 - c0; s++) {
@@ -351,6 +351,7 @@ int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, doubl
                 tok[nr] = e->ids[i];
                 pos[nr] = i;
                 slot[nr] = s;
+                plans[nr] = gplans ? &gplans[s] : lora ? &plan : NULL;
                 want[nr] = i == e->n_prompt - 1;
             }
             ngen[s] = 0;
@@ -380,6 +381,7 @@ int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, doubl
                 tok[nr] = best;
                 pos[nr] = e->n_prompt + ngen[s] - 1;
                 slot[nr] = s;
+                plans[nr] = gplans ? &gplans[s] : lora ? &plan : NULL;
                 want[nr] = 1;
                 nr++;
             }
@@ -396,6 +398,7 @@ int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, doubl
     }
     free(tok); free(pos); free(slot); free(want); free(logits); free(gen); free(ngen); free(done); free(plans);
     if (lb) rm_lora_batch_free(lb);
+    train_gate_plans_free(gate, gplans, S);
     if (lora) {
         if (plan.n) rm_lora_plan_free(&plan);
         rm_lora_free(lora);

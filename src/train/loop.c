@@ -63,7 +63,7 @@ int rm_train_run(rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, con
     int rc = !r->step_x || !r->loss || !r->eval_x || !r->eval_y || !mb ? rm_errorf(RM_ENOMEM, "out of memory") : RM_OK;
     for (int i = 0; !rc && i < accum; i++) rc = rm_tbatch_alloc(&mb[i], t->p.batch, t->p.seq);
     rm_progress pg;
-    rm_progress_start(&pg, t->router_k ? "router train" : t->lora_rank ? "lora train" : "train", "steps", todo);
+    rm_progress_start(&pg, t->gate ? "gate train" : t->router_k ? "router train" : t->lora_rank ? "lora train" : "train", "steps", todo);
     if (!o->progress) pg.enabled = 0;
     double t0 = rm_now();
     for (int s = 0; !rc && s < todo; s++) {

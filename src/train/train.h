@@ -15,6 +15,7 @@
 #include <stdint.h>
 
 #include "base/threadpool.h"
+#include "lora/gate.h"
 #include "model/llama.h"
 
 // ---------------------------------------------------------------- parameters
@@ -86,6 +87,14 @@ typedef struct rm_lora rm_lora;
 // Backward reaches A_r, B_r and x (through W, the experts and the query).
 // rm_trainer_export_lora then exports the router; eval uses router plans.
 int rm_trainer_add_router(rm_trainer *t, int k, rm_lora *const *experts, int rank, float alpha);
+// Gates over a fixed adapter set (lora/gate.h: soft, topk with k, top1, smear;
+// the set is bound to the base, not owned, must outlive the trainer): a gate
+// W_g [n, in] on every linear the set adapts, initialised to 0 (uniform soft
+// routing), the only trained parameters; base and adapters frozen. Backward
+// reaches W_g and x (through W, the experts, the gate and SMEAR's mean).
+int rm_trainer_add_gate(rm_trainer *t, const rm_lora_set *set, rm_gate_kind kind, int k);
+// The trained gate (a copy, over the trainer's set).
+int rm_trainer_export_gate(rm_trainer *t, rm_gate **out);
 
 rm_tparam *rm_trainer_params(rm_trainer *t, int *n);
 size_t rm_trainer_n_trainable(const rm_trainer *t);
@@ -175,7 +184,8 @@ int rm_trainer_next_batch(rm_trainer *t, const rm_tdata *d, rm_tbatch *b, int pa
 int rm_trainer_eval_loss(rm_trainer *t, const rm_tdata *d, double *loss);
 // Greedy-decodes each example's prompt (up to the target length + 8 tokens or
 // EOS) through rm_llama_forward, the adapters (exported) applied by lora/batch as
-// when serving (router mode: a router plan over the experts), and counts exact matches
+// when serving (router mode: a router plan over the experts; gate mode: a gate
+// plan per sequence), and counts exact matches
 // of the generated ids with the target ids (EOS excluded).
 int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, double *em);
 
