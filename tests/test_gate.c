@@ -7,6 +7,7 @@
 #include "testing.h"
 #include "base/err.h"
 #include "base/file.h"
+#include "base/json.h"
 #include "format/gguf.h"
 #include "lora/batch.h"
 #include "lora/router.h"
@@ -877,4 +878,175 @@ TEST(gate_train_grads_match_finite_differences) {
     rm_tbatch_free(&b);
     rm_tbatch_free(&plain);
     rm_llama_free(m);
+}
+
+// ---------------------------------------------------------------- the CLI, end to end
+
+// Runs `ramole ARGS` with stdout to tmpdir/gate-cli.out and stderr to
+// tmpdir/gate-cli.err; returns the exit status (WEXITSTATUS).
+static int cli(const char *args) {
+    char cmd[8192];
+    snprintf(cmd, sizeof cmd, "%s %s >%s/gate-cli.out 2>%s/gate-cli.err", rm_test_bin(), args, rm_test_tmpdir(),
+             rm_test_tmpdir());
+    int st = system(cmd);
+    return st == -1 ? -1 : (st >> 8) & 0xff;
+}
+
+// The text of tmpdir/gate-cli.<what> (static buffer).
+static const char *cli_text(const char *what) {
+    static char buf[8192];
+    char path[512];
+    snprintf(path, sizeof path, "%s/gate-cli.%s", rm_test_tmpdir(), what);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = 0;
+    return buf;
+}
+
+static const char *k_tasks[3] = {"upper", "reverse", "double"};
+
+// tmpdir/name: n words of each task as {"inputs", "targets", "task"} lines.
+static const char *task_data(const char *name, int n, uint64_t seed) {
+    static char path[2][512];
+    static int next;
+    char *p = path[next++ % 2];
+    snprintf(p, 512, "%s/%s", rm_test_tmpdir(), name);
+    FILE *f = fopen(p, "w");
+    for (int i = 0; f && i < n; i++) {
+        char w[6] = {0}, t[12] = {0};
+        for (int j = 0; j < 5; j++) w[j] = (char)('a' + rm_rng_next(&seed) % 8);
+        for (int k = 0; k < 3; k++) {
+            for (int j = 0; j < 5; j++) t[j] = k == 0 ? (char)(w[j] - 32) : k == 1 ? w[4 - j] : w[j];
+            if (k == 2) memcpy(t + 5, w, 6);
+            else t[5] = 0;
+            fprintf(f, "{\"inputs\": \"%s:%s\", \"targets\": \"%s\", \"task\": \"%s\"}\n", k_tasks[k], w, t, k_tasks[k]);
+        }
+    }
+    if (f) fclose(f);
+    return p;
+}
+
+// A pool of three random adapters (one per task) for the model at model_path.
+static int make_pool(const char *model_path, const char *dir) {
+    rm_llama *m = NULL;
+    int rc = rm_llama_load(&m, model_path);
+    char path[600], args[2048], corpus[600];
+    snprintf(corpus, sizeof corpus, "%s/gate-corpus.jsonl", rm_test_tmpdir());
+    FILE *f = fopen(corpus, "w");
+    for (int k = 0; f && k < 3; k++) fprintf(f, "{\"inputs\": \"%s:abcde\"}\n{\"inputs\": \"%s:hgfed\"}\n", k_tasks[k], k_tasks[k]);
+    if (f) fclose(f);
+    snprintf(args, sizeof args, "pool init --pool %s --corpus %s", dir, corpus);
+    if (!rc && cli(args)) rc = -1;
+    for (int k = 0; !rc && k < 3; k++) {
+        rm_lora *l = NULL;
+        snprintf(path, sizeof path, "%s/gate-ad-%s.gguf", rm_test_tmpdir(), k_tasks[k]);
+        if (!(rc = rm_lora_random(&l, m, 4, 0x5, 70 + (uint64_t)k))) rc = rm_lora_save_gguf(l, path);
+        rm_lora_free(l);
+        snprintf(args, sizeof args, "pool add --pool %s --name ad-%s --task %s --samples %s --weights %s", dir, k_tasks[k],
+                 k_tasks[k], corpus, path);
+        if (!rc && cli(args)) rc = -1;
+    }
+    rm_llama_free(m);
+    return rc;
+}
+
+// The mean score of an `eval --json` summary on stdout, or -1.
+static double eval_mean(int *requests) {
+    rm_json *j = NULL;
+    const char *out = cli_text("out");
+    if (rm_json_parse(out, strlen(out), "eval --json", &j)) return -1;
+    double mean = rm_json_get_num(j, "mean", -1);
+    *requests = (int)rm_json_get_int(j, "requests", 0);
+    rm_json_free(j);
+    return mean;
+}
+
+// `ramole gate train` a few steps, then `ramole eval --compose moe` with the
+// gate (own adapters excluded) and `--compose arrow`; the runs must succeed
+// with finite scores; and the CLI's refusals.
+TEST(gate_cli_train_and_eval) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    int san = rm_test_sanitized();
+    const char *tmp = rm_test_tmpdir();
+    char model[512], pool[512], gate[512], args[4096];
+    snprintf(model, sizeof model, "%s/gate-cli-base.gguf", tmp);
+    snprintf(pool, sizeof pool, "%s/gate-pool", tmp);
+    snprintf(gate, sizeof gate, "%s/gate-soft.gguf", tmp);
+    rm_synth_shape shape = *rm_synth_find("tiny");
+    if (san) shape.n_layer = 2;
+    REQUIRE(rm_synth_write(&shape, RM_TYPE_F32, 3, model, NULL, NULL) == RM_OK);
+    REQUIRE(make_pool(model, pool) == 0);
+    const char *data = task_data("gate-train.jsonl", san ? 20 : 60, 1), *test = task_data("gate-test.jsonl", 3, 2);
+    char tmpl[600];
+    snprintf(tmpl, sizeof tmpl, "%s/gate-template.txt", tmp);
+    REQUIRE(rm_write_file_atomic(tmpl, "{inputs}=", 9) == RM_OK);
+    snprintf(args, sizeof args, "gate train --base %s --pool %s --adapters-of-tasks upper,reverse,double --data %s "
+             "--train-tasks upper,reverse --kind soft --out %s --steps %d --batch 2 --seq 32 --template %s "
+             "--eval-em %d --threads 2", model, pool, data, gate, san ? 2 : 12, tmpl, san ? 0 : 4);
+    int st = cli(args);
+    CHECKF(st == 0, "gate train: %d: %s", st, cli_text("err"));
+    if (st) return;
+    CHECKF(strstr(cli_text("err"), "soft gate over 3 adapters") && strstr(cli_text("err"), "wrote"), "%s", cli_text("err"));
+    snprintf(args, sizeof args, "gate info %s --base %s", gate, model);
+    CHECK(cli(args) == 0 && strstr(cli_text("out"), "ad-upper,ad-reverse,ad-double") && strstr(cli_text("out"), "fits base"));
+    // the set from a file of names, in its order; SMEAR
+    char names[600], smear[600];
+    snprintf(names, sizeof names, "%s/gate-names.txt", tmp);
+    snprintf(smear, sizeof smear, "%s/gate-smear.gguf", tmp);
+    REQUIRE(rm_write_file_atomic(names, "ad-double\n ad-upper \n", 21) == RM_OK);
+    snprintf(args, sizeof args, "gate train --base %s --pool %s --adapters @%s --data %s --kind smear --out %s --steps 1 "
+             "--batch 2 --seq 32 --template %s --eval-em 0", model, pool, names, data, smear, tmpl);
+    CHECK(cli(args) == 0);
+    snprintf(args, sizeof args, "gate info %s", smear);
+    CHECK(cli(args) == 0 && strstr(cli_text("out"), "ad-double,ad-upper\n") && strstr(cli_text("out"), "smear"));
+    int n = 0;
+    double mean;
+    snprintf(args, sizeof args, "eval -m %s --test %s --template '{inputs}=' -n 4 -t 2 --json --compose moe --gate %s --pool %s "
+             "--exclude-own", model, test, gate, pool);
+    CHECK(cli(args) == 0);
+    mean = eval_mean(&n);
+    CHECKF(n == 9 && mean >= 0 && mean <= 100, "moe: %d requests, mean %g: %s", n, mean, cli_text("err"));
+    CHECKF(strstr(cli_text("err"), "left out of the set for 9 of 9 requests"), "%s", cli_text("err"));
+    snprintf(args, sizeof args, "eval -m %s --test %s --template '{inputs}=' -n 4 -t 2 --json --compose arrow --pool %s "
+             "--arrow-k 2 --exclude-own --limit 1", model, test, pool);
+    CHECK(cli(args) == 0);
+    mean = eval_mean(&n);
+    CHECKF(n == 3 && mean >= 0 && mean <= 100, "arrow: %d requests, mean %g: %s", n, mean, cli_text("err"));
+
+    // refusals: moe without a gate, a gate without moe; a gate whose adapter left the pool; a
+    // gate of another base; an adapter given as the gate; unknown adapters, kinds and tasks
+    snprintf(args, sizeof args, "eval -m %s --test %s --compose moe --pool %s -n 2", model, test, pool);
+    CHECK(cli(args) == 2 && strstr(cli_text("err"), "--gate FILE"));
+    snprintf(args, sizeof args, "eval -m %s --test %s --gate %s --pool %s --retrieve 1 -n 2", model, test, gate, pool);
+    CHECK(cli(args) == 2);
+    snprintf(args, sizeof args, "eval -m %s --test %s --pool %s --retrieve 1 --exclude-own -n 2", model, test, pool);
+    CHECK(cli(args) == 2);
+    char pool2[600];
+    snprintf(pool2, sizeof pool2, "%s/gate-pool-less", tmp);
+    snprintf(args, sizeof args, "cp -r %s %s", pool, pool2);
+    REQUIRE(system(args) == 0);
+    snprintf(args, sizeof args, "pool remove --pool %s --name ad-reverse", pool2);
+    REQUIRE(cli(args) == 0);
+    snprintf(args, sizeof args, "eval -m %s --test %s --compose moe --gate %s --pool %s -n 2", model, test, gate, pool2);
+    CHECK(cli(args) == 1 && strstr(cli_text("err"), "no adapter called 'ad-reverse'") && strstr(cli_text("err"), "gate-soft.gguf"));
+    rm_llama *other = gate_model("gate-tiny", 260, 32, 7);
+    REQUIRE(other);
+    snprintf(args, sizeof args, "eval -m %s --test %s --compose moe --gate %s --pool %s -n 2", other->path, test, gate, pool);
+    CHECK(cli(args) == 1 && strstr(cli_text("err"), "gate-soft.gguf") && strstr(cli_text("err"), "this base has"));
+    rm_llama_free(other);
+    snprintf(args, sizeof args, "eval -m %s --test %s --compose moe --gate %s/gate-ad-upper.gguf --pool %s -n 2", model, test, tmp,
+             pool);
+    CHECK(cli(args) == 1 && strstr(cli_text("err"), "not a ramole gate"));
+    snprintf(args, sizeof args, "gate train --base %s --pool %s --adapters ad-upper,nope --data %s --kind soft --out %s/x.gguf",
+             model, pool, data, tmp);
+    CHECK(cli(args) == 1 && strstr(cli_text("err"), "'nope'"));
+    snprintf(args, sizeof args, "gate train --base %s --pool %s --adapters ad-upper --data %s --kind hard --out %s/x.gguf", model,
+             pool, data, tmp);
+    CHECK(cli(args) == 2 && strstr(cli_text("err"), "unknown gate kind 'hard'"));
+    snprintf(args, sizeof args, "gate train --base %s --pool %s --adapters ad-upper --data %s --kind soft --train-tasks poetry "
+             "--out %s/x.gguf", model, pool, data, tmp);
+    CHECK(cli(args) == 1 && strstr(cli_text("err"), "no usable examples"));
+    snprintf(args, sizeof args, "gate info %s/gate-ad-upper.gguf", tmp);
+    CHECK(cli(args) == 1 && strstr(cli_text("err"), "not a ramole gate"));
 }

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/err.h"
 #include "base/json.h"
@@ -42,12 +43,30 @@ static int split_holdout(rm_tdata *d, rm_tdata *e, int n) {
     return RM_OK;
 }
 
-int train_args_load_data(train_args *a, const rm_llama *m, const char *tmpl, rm_tdata *train, rm_tdata *eval) {
+// Loads the comma-separated files of list into d.
+static int load_files(const train_args *a, const char *list, const rm_llama *m, const char *tmpl, int max_len, rm_tdata *d) {
     int32_t bos = m->add_bos ? m->bos : -1, eos = m->tok ? rm_tokenizer_eos(m->tok) : -1;
+    char path[4096];
+    for (const char *s = list; *s;) {
+        const char *e = strchr(s, ',');
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        if (len == 0 || len >= sizeof path) {
+            fprintf(stderr, "ramole: bad data file list '%s'\n", list);
+            return 1;
+        }
+        memcpy(path, s, len);
+        path[len] = 0;
+        if (rm_tdata_load_jsonl_tasks(d, path, tmpl, m->tok, bos, eos, max_len, a->tasks, a->n_tasks)) return cli_fail(path);
+        s += len + (e ? 1 : 0);
+    }
+    return 0;
+}
+
+int train_args_load_data(train_args *a, const rm_llama *m, const char *tmpl, rm_tdata *train, rm_tdata *eval) {
     int max_len = a->seq > 0 ? (int)a->seq : 512;
-    if (rm_tdata_load_jsonl(train, a->data, tmpl, m->tok, bos, eos, max_len)) return cli_fail(a->data);
+    if (load_files(a, a->data, m, tmpl, max_len, train)) return 1;
     if (a->eval) {
-        if (rm_tdata_load_jsonl(eval, a->eval, tmpl, m->tok, bos, eos, max_len)) return cli_fail(a->eval);
+        if (load_files(a, a->eval, m, tmpl, max_len, eval)) return 1;
     } else if (train->n >= 20) {
         int n = train->n / 10 < 200 ? train->n / 10 : 200;
         if (split_holdout(train, eval, n)) return cli_fail("held-out split");

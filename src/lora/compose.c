@@ -311,6 +311,18 @@ int rm_lora_plan_init_arrow(rm_lora_plan *p, const rm_lora_set *set, int k, cons
     return RM_OK;
 }
 
+int rm_lora_plan_init_for_task(rm_lora_plan *p, const rm_lora_set *set, const rm_gate *gate, int k, const char *task,
+                               int exclude_own, int *excluded) {
+    int own = exclude_own && task ? rm_lora_set_find_task(set, task) : -1;
+    uint8_t *mask = own >= 0 ? calloc((size_t)set->n, 1) : NULL;
+    if (own >= 0 && !mask) return rm_errorf(RM_ENOMEM, "out of memory");
+    if (mask) mask[own] = 1;
+    if (excluded) *excluded = own >= 0;
+    int rc = gate ? rm_lora_plan_init_gate(p, set, gate, mask) : rm_lora_plan_init_arrow(p, set, k, mask);
+    free(mask);
+    return rc;
+}
+
 void rm_lora_plan_free(rm_lora_plan *p) {
     free(p->excluded);
     smear_free(p->smear);

@@ -81,6 +81,12 @@ int rm_lora_plan_init_router(rm_lora_plan *p, int n, rm_lora *const *lora, const
 // sums restart at position 0).
 int rm_lora_plan_init_gate(rm_lora_plan *p, const rm_lora_set *set, const rm_gate *gate, const uint8_t *excluded);
 int rm_lora_plan_init_arrow(rm_lora_plan *p, const rm_lora_set *set, int k, const uint8_t *excluded);
+// The plan over set for a request of task `task`: moe with gate when given,
+// else arrow with k. exclude_own: the set's adapter of that task
+// (rm_lora_set_find_task) is left out, and *excluded (when not NULL) says
+// whether the set had one.
+int rm_lora_plan_init_for_task(rm_lora_plan *p, const rm_lora_set *set, const rm_gate *gate, int k, const char *task,
+                               int exclude_own, int *excluded);
 
 // The terms the batched hook applies for this plan: (adapter, weight) pairs,
 // the fused adapter with weight 1 for fusion, none for router, moe and arrow

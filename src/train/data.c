@@ -164,10 +164,22 @@ typedef struct load_ctx {
     const rm_tokenizer *tok;
     int32_t bos, eos;
     int max_len, skipped;
+    const char *const *tasks;
+    int n_tasks;
 } load_ctx;
+
+// Whether example o's "task" is one of c's tasks (all pass when none are given).
+static int task_wanted(const load_ctx *c, const rm_json *o) {
+    if (c->n_tasks == 0) return 1;
+    const char *task = rm_json_get_str(o, "task", NULL);
+    for (int i = 0; task && i < c->n_tasks; i++)
+        if (!strcmp(task, c->tasks[i])) return 1;
+    return 0;
+}
 
 static int add_json_example(void *user, const rm_json *o, long index) {
     load_ctx *c = user;
+    if (!task_wanted(c, o)) return RM_OK;
     const char *in = rm_json_get_str(o, "inputs", NULL), *out = rm_json_get_str(o, "targets", NULL);
     if (!in || !out) return rm_errorf(RM_EFORMAT, "%s: example %ld has no string \"inputs\" and \"targets\"", c->path, index);
     int rc = add_pair(c->d, c->tmpl, in, out, c->tok, c->bos, c->eos, c->max_len);
@@ -175,14 +187,21 @@ static int add_json_example(void *user, const rm_json *o, long index) {
     return rc;
 }
 
-int rm_tdata_load_jsonl(rm_tdata *d, const char *path, const char *tmpl, const rm_tokenizer *tok, int32_t bos,
-                        int32_t eos, int max_len) {
+int rm_tdata_load_jsonl_tasks(rm_tdata *d, const char *path, const char *tmpl, const rm_tokenizer *tok, int32_t bos,
+                              int32_t eos, int max_len, const char *const *tasks, int n_tasks) {
     d->has_eos = eos >= 0;
     d->eos = eos;
-    load_ctx c = {d, path, tmpl, tok, bos, eos, max_len, 0};
+    load_ctx c = {d, path, tmpl, tok, bos, eos, max_len, 0, tasks, n_tasks};
     int rc = rm_json_each_record(path, add_json_example, &c);
-    if (!rc && d->n == 0) rc = rm_errorf(RM_EFORMAT, "%s: no usable examples (%d too long for %d tokens)", path, c.skipped, max_len);
+    if (!rc && d->n == 0)
+        rc = rm_errorf(RM_EFORMAT, "%s: no usable examples (%d too long for %d tokens%s)", path, c.skipped, max_len,
+                       n_tasks ? "; the others of other tasks" : "");
     return rc;
+}
+
+int rm_tdata_load_jsonl(rm_tdata *d, const char *path, const char *tmpl, const rm_tokenizer *tok, int32_t bos,
+                        int32_t eos, int max_len) {
+    return rm_tdata_load_jsonl_tasks(d, path, tmpl, tok, bos, eos, max_len, NULL, 0);
 }
 
 int rm_tdata_load_text(rm_tdata *d, const char *path, const rm_tokenizer *tok, int32_t bos, int max_len) {

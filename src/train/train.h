@@ -162,6 +162,10 @@ int rm_tokenize_text(const rm_tokenizer *tok, const char *text, int32_t **ids, i
 // never cut; too-long targets are skipped).
 int rm_tdata_load_jsonl(rm_tdata *d, const char *path, const char *tmpl, const rm_tokenizer *tok, int32_t bos,
                         int32_t eos, int max_len);
+// The same, keeping only the examples whose "task" is one of tasks[0..n_tasks)
+// (n_tasks 0: every example). Examples are appended to d.
+int rm_tdata_load_jsonl_tasks(rm_tdata *d, const char *path, const char *tmpl, const rm_tokenizer *tok, int32_t bos,
+                              int32_t eos, int max_len, const char *const *tasks, int n_tasks);
 // Plain text for language modelling: the token stream cut into examples of
 // max_len tokens, loss everywhere.
 int rm_tdata_load_text(rm_tdata *d, const char *path, const rm_tokenizer *tok, int32_t bos, int max_len);
