@@ -887,12 +887,7 @@ static double gate_run(const fx *f, rm_gate_kind kind, int steps, int save_at, c
                        size_t n) {
     rm_train_params p;
     rm_train_default_params(&p);
-    p.batch = 2;
-    p.seq = 6;
-    p.steps = steps;
-    p.warmup = 2;
-    p.lr = 3e-2f;
-    p.threads = 2;
+    p.batch = 2, p.seq = 6, p.steps = steps, p.warmup = 2, p.lr = 3e-2f, p.threads = 2;
     rm_trainer *t = NULL;
     rm_tbatch b;
     double loss = -1;
