@@ -851,10 +851,15 @@ TEST(gate_train_grads_match_finite_differences) {
             rm_trainer *t = NULL;
             CHECK_OK(rm_trainer_create(&t, m, &p));
             REQUIRE(t);
-            int n_base = 0;
+            int n_base = 0, np_before = 0;
             if (full) {
                 CHECK_OK(rm_trainer_full(t));
                 rm_trainer_params(t, &n_base);
+            }
+            if (kinds[c] == RM_GATE_TOPK) { // SMEAR over adapters of unequal ranks: refused, the trainer unchanged
+                CHECK(rm_trainer_add_gate(t, set, RM_GATE_SMEAR, 0) == RM_EMISMATCH);
+                rm_trainer_params(t, &np_before);
+                CHECK(np_before == n_base);
             }
             CHECK_OK(rm_trainer_add_gate(t, set, kinds[c], 2));
             int np;

@@ -112,6 +112,7 @@ int rm_trainer_add_gate(rm_trainer *t, const rm_lora_set *set, rm_gate_kind kind
     if (set->base != t->m) return rm_errorf(RM_EMISMATCH, "gate: the adapter set is not bound to the trainer's base");
     struct train_gate *G = calloc(1, sizeof *G);
     if (!G) return rm_errorf(RM_ENOMEM, "out of memory");
+    int n_params0 = t->n_params;
     t->gate = G;
     G->set = set;
     int rc = rm_gate_new(&G->g, set, kind, k);
@@ -125,7 +126,11 @@ int rm_trainer_add_gate(rm_trainer *t, const rm_lora_set *set, rm_gate_kind kind
         snprintf(name, sizeof name, "blk.%d.%s.gate", i / RM_LIN_COUNT, rm_linear_gguf[i % RM_LIN_COUNT]);
         rc = train_add_param(t, name, gl->W, (size_t)set->n * t->lin[i].in, &gl->dW);
     }
-    if (rc) train_gate_free(t);
+    if (rc) { // the trainer as it was: no gate, none of its parameters
+        for (int i = n_params0; i < t->n_params; i++) free(t->params[i].g), free(t->params[i].m), free(t->params[i].v);
+        t->n_params = n_params0;
+        train_gate_free(t);
+    }
     return rc;
 }
 
