@@ -25,4 +25,15 @@ int cli_int(int argc, char **argv, int *i, const char *name, const char *alias, 
 int cli_float(int argc, char **argv, int *i, const char *name, const char *alias, double *out);
 // Prints "ramole: <msg>: <rm_last_error()>" to stderr and returns 1.
 int cli_fail(const char *what);
+// Prints a GGUF file's ramole.* keys (one a line; string arrays joined by
+// commas, u64 in hex) and its tensor count, for `router info` and `gate info`.
+struct gguf_file;
+void cli_print_ramole_keys(const struct gguf_file *g);
+// `ramole CMD info FILE [--base MODEL]` for a file of general.type `type`
+// tied to a base (a router, a gate): prints its ramole.* keys; with --base,
+// fits(FILE, model) loads it against that model and "fits base MODEL" is
+// printed. Returns the exit code.
+struct rm_llama;
+int cli_info_tied(int argc, char **argv, const char *cmd, const char *type,
+                  int (*fits)(const char *path, const struct rm_llama *m));
 #endif

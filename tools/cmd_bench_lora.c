@@ -24,8 +24,10 @@ static void help(void) {
            "  --targets LIST       q,v | all | any of q,k,v,o,gate,up,down (default q,v)\n"
            "  --batch B            sequences in the batch (default 32)\n"
            "  --k K                adapters per sequence (default 3; selection uses 1)\n"
-           "  --compose MODE       selection | mixture | fusion | router (default mixture; router: a random\n"
-           "                       RouterLoRA of rank --router-rank (4) over every row's k adapters)\n"
+           "  --compose MODE       selection | mixture | fusion | router | moe | arrow (default mixture;\n"
+           "                       router: a random RouterLoRA of rank --router-rank (4) over every row's\n"
+           "                       k adapters; moe: a random gate of --gate-kind (soft) over all the\n"
+           "                       adapters, k for topk; arrow: the k best of all the adapters per token)\n"
            "  --prompt P           prompt tokens per sequence for prefill (default 16)\n"
            "  --steps S            decode steps (default 8; the best step is reported)\n"
            "  --reps N             prefill repetitions (default 1; the best is reported)\n"
@@ -144,7 +146,7 @@ static void random_sets(int *sets, int B, int K, int N, uint64_t seed) {
 }
 
 static int cmd_bench_lora(int argc, char **argv) {
-    const char *model = NULL, *synth = NULL, *type_s = "q8_0", *targets_s = "q,v", *compose_s = "mixture";
+    const char *model = NULL, *synth = NULL, *type_s = "q8_0", *targets_s = "q,v", *compose_s = "mixture", *kind_s = "soft";
     long n_ad = 48, rank = 6, batch = 32, k = 3, prompt = 16, steps = 8, threads = 0, seed = 1, reps = 1, router_rank = 4;
     int json = 0, f16 = 0;
     for (int i = 1; i < argc; i++) {
@@ -166,13 +168,16 @@ static int cmd_bench_lora(int argc, char **argv) {
         else if (cli_int(argc, argv, &i, "--seed", NULL, &seed)) {}
         else if (cli_int(argc, argv, &i, "--reps", NULL, &reps)) {}
         else if (cli_int(argc, argv, &i, "--router-rank", NULL, &router_rank)) {}
+        else if (cli_str(argc, argv, &i, "--gate-kind", NULL, &kind_s)) {}
         else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
         else if (cli_flag(argc, argv, &i, "--f16", NULL)) f16 = 1;
         else { fprintf(stderr, "ramole bench-lora: unknown option '%s' (see --help)\n", argv[i]); return 2; }
     }
     rm_compose_mode mode;
+    rm_gate_kind kind;
     unsigned targets;
     if (rm_compose_parse(compose_s, &mode)) return cli_fail("--compose");
+    if (rm_gate_kind_parse(kind_s, &kind)) return cli_fail("--gate-kind");
     if (rm_lora_parse_targets(targets_s, &targets)) return cli_fail("--targets");
     if (mode == RM_COMPOSE_SELECTION) k = 1;
     if (!model == !synth) { fprintf(stderr, "ramole bench-lora: give -m MODEL or --synth [SHAPE]\n"); return 2; }
@@ -205,6 +210,8 @@ static int cmd_bench_lora(int argc, char **argv) {
     rm_fusion_cache *fc = NULL;
     rm_lora_batch *lb = NULL;
     rm_lora *router = NULL;
+    rm_lora_set *set = NULL; // moe, arrow: all the adapters
+    rm_gate *gate = NULL;
     int rc = 1;
     if (rm_llama_load(&R.m, model)) return cli_fail("cannot load model");
     R.batch = (int)batch;
@@ -245,11 +252,23 @@ static int cmd_bench_lora(int argc, char **argv) {
         cli_fail("random router");
         goto out;
     }
+    if ((mode == RM_COMPOSE_MOE || mode == RM_COMPOSE_ARROW) && rm_lora_set_new(&set, (int)n_ad, ad, NULL, NULL, 0)) {
+        cli_fail("adapter set");
+        goto out;
+    }
+    if (mode == RM_COMPOSE_MOE) {
+        if (rm_gate_new(&gate, set, kind, (int)k)) { cli_fail("gate"); goto out; }
+        uint64_t st = (uint64_t)seed + 99;
+        for (int i = 0; i < gate->n_layer * RM_LIN_COUNT; i++)
+            for (int64_t j = 0; gate->w[i] && j < (int64_t)n_ad * R.m->layers[i / RM_LIN_COUNT].w[i % RM_LIN_COUNT].ne[0]; j++)
+                gate->w[i][j] = 0.1f * (2.0f * rm_rand_f32(&st) - 1.0f);
+    }
     random_sets(sets, (int)batch, (int)k, (int)n_ad, (uint64_t)seed);
     for (long s = 0; s < batch; s++) {
         rm_lora *pick[RM_PLAN_MAX];
         for (long i = 0; i < k; i++) pick[i] = ad[sets[s * k + i]];
         if ((mode == RM_COMPOSE_ROUTER ? rm_lora_plan_init_router(&plans[s], (int)k, pick, router)
+             : set                     ? rm_lora_plan_init_for_task(&plans[s], set, gate, (int)k, NULL, 0, NULL)
                                        : rm_lora_plan_init(&plans[s], mode, (int)k, pick, NULL, fc)) ||
             (f16 && plans[s].fused && rm_lora_make_f16(plans[s].fused))) {
             cli_fail("plan");
@@ -286,6 +305,8 @@ out:
     free(sets);
     rm_fusion_cache_free(fc);
     rm_lora_free(router);
+    rm_gate_free(gate);
+    rm_lora_set_free(set);
     rm_lora_batch_free(lb);
     rm_kvcache_free(&R.kv);
     rm_threadpool_free(R.tp);

@@ -12,6 +12,7 @@
 #include "lora/router.h"
 #include "adapter_cache.h"
 #include "retrieve/pick.h"
+#include "retrieve/poolset.h"
 #include "serve/engine.h"
 #include "train/train.h"
 
@@ -35,6 +36,11 @@ static void help(void) {
            "  --compose MODE        selection | mixture | fusion | router (default: selection for one\n"
            "                        adapter, mixture for more)\n"
            "  --router FILE         the trained RouterLoRA for --compose router (`ramole router train`)\n"
+           "  --compose moe --gate FILE --pool DIR   a trained gate over a fixed set of the pool's\n"
+           "                        adapters (soft, topk, top1 or smear: `ramole gate train`)\n"
+           "  --compose arrow --pool DIR [--arrow-k K]   Arrow: per token, the K (3) adapters of the\n"
+           "                        pool whose leading singular vectors best fit the input\n"
+           "  --exclude-own         moe / arrow: each request's own task's adapter is left out\n"
            "options:\n"
            "  --template T          the prompt, \"{inputs}\" replaced by the request's input (default:\n"
            "                        the Alpaca prompt of the paper, as `ramole lora train`)\n"
@@ -90,17 +96,6 @@ static char *detokenize(const rm_tokenizer *tok, const int32_t *ids, int n) {
     memmove(sb.buf, sb.buf + a, b - a);
     sb.buf[b - a] = 0;
     return sb.buf;
-}
-
-// The pool entry for a task: the adapter whose task metadata, or else name,
-// equals it (with weights); NULL when none.
-static const rm_adapter_info *task_adapter(const rm_adapter_info *list, int n, const char *task) {
-    for (int pass = 0; pass < 2; pass++)
-        for (int i = 0; i < n; i++) {
-            const char *key = pass == 0 ? list[i].task : list[i].name;
-            if (key && !strcmp(key, task) && list[i].weights && *list[i].weights) return &list[i];
-        }
-    return NULL;
 }
 
 // Prompt ids for a request: [BOS] + the rendered template, cut to keep its
@@ -198,10 +193,10 @@ static void print_report(const rm_scoreboard *sb, const item *items, int n, int 
 
 static int cmd_eval(int argc, char **argv) {
     const char *model = NULL, *test = NULL, *pool_dir = NULL, *compose_s = NULL, *tmpl_arg = NULL, *tmpl_file = NULL;
-    const char *metric_s = "em", *out_path = NULL, *lora[RM_PLAN_MAX], *router_path = NULL;
-    long k = 0, max_new = 64, limit = 0, slots = 8, threads = 0, ctx = 0;
+    const char *metric_s = "em", *out_path = NULL, *lora[RM_PLAN_MAX], *router_path = NULL, *gate_path = NULL;
+    long k = 0, max_new = 64, limit = 0, slots = 8, threads = 0, ctx = 0, arrow_k = 3;
     double min_score = -INFINITY;
-    int oracle = 0, json = 0, n_lora = 0;
+    int oracle = 0, json = 0, n_lora = 0, exclude_own = 0, n_excluded = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
         else if (cli_str(argc, argv, &i, "--model", "-m", &model)) {}
@@ -213,6 +208,9 @@ static int cmd_eval(int argc, char **argv) {
         else if (cli_str(argc, argv, &i, "--lora", NULL, &lora[n_lora < RM_PLAN_MAX ? n_lora : 0])) n_lora++;
         else if (cli_str(argc, argv, &i, "--compose", NULL, &compose_s)) {}
         else if (cli_str(argc, argv, &i, "--router", NULL, &router_path)) {}
+        else if (cli_str(argc, argv, &i, "--gate", NULL, &gate_path)) {}
+        else if (cli_int(argc, argv, &i, "--arrow-k", NULL, &arrow_k)) {}
+        else if (cli_flag(argc, argv, &i, "--exclude-own", NULL)) exclude_own = 1;
         else if (cli_str(argc, argv, &i, "--template", NULL, &tmpl_arg)) {}
         else if (cli_str(argc, argv, &i, "--template-file", NULL, &tmpl_file)) {}
         else if (cli_str(argc, argv, &i, "--metric", NULL, &metric_s)) {}
@@ -234,10 +232,20 @@ static int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "ramole eval: %s\n", router_path ? "--router goes with --compose router" : "--compose router needs --router FILE");
         return 2;
     }
-    int ways = (k > 0) + oracle + (n_lora > 0);
-    if (ways > 1) { fprintf(stderr, "ramole eval: give one of --retrieve, --oracle and --lora\n"); return 2; }
+    int over_set = compose_s && (mode == RM_COMPOSE_MOE || mode == RM_COMPOSE_ARROW);
+    if ((compose_s && mode == RM_COMPOSE_MOE) != (gate_path != NULL) || ((exclude_own || arrow_k != 3) && !over_set) ||
+        (over_set && !pool_dir) || arrow_k < 1) {
+        fprintf(stderr, "ramole eval: --compose moe takes --gate FILE and --pool DIR, --compose arrow --pool DIR and "
+                "--arrow-k K >= 1; --exclude-own goes with them\n");
+        return 2;
+    }
+    int ways = (k > 0) + oracle + (n_lora > 0) + over_set;
+    if (ways > 1) { fprintf(stderr, "ramole eval: give one of --retrieve, --oracle, --lora and --compose moe|arrow\n"); return 2; }
     if ((k > 0 || oracle) && !pool_dir) { fprintf(stderr, "ramole eval: --retrieve and --oracle need --pool DIR\n"); return 2; }
-    if (pool_dir && !k && !oracle) { fprintf(stderr, "ramole eval: with --pool, say --retrieve K or --oracle\n"); return 2; }
+    if (pool_dir && !k && !oracle && !over_set) {
+        fprintf(stderr, "ramole eval: with --pool, say --retrieve K, --oracle or --compose moe|arrow\n");
+        return 2;
+    }
     if (k < 0 || k > RM_PLAN_MAX || n_lora > RM_PLAN_MAX) {
         fprintf(stderr, "ramole eval: at most %d adapters a request\n", RM_PLAN_MAX);
         return 2;
@@ -258,6 +266,8 @@ static int cmd_eval(int argc, char **argv) {
     rm_threadpool *tp = NULL;
     rm_engine *eng = NULL;
     rm_lora *router = NULL;
+    rm_gate *gate = NULL;
+    rm_lora_set *fixed = NULL; // moe, arrow: the fixed adapter set
     adapter_cache cache = {0};
     item *items = NULL;
     rm_scoreboard sb = {0};
@@ -281,6 +291,10 @@ static int cmd_eval(int argc, char **argv) {
         if (rm_router_load(&router, router_path, m)) { cli_fail("--router"); goto done; }
         rm_engine_set_router(eng, router);
     }
+    if (over_set && (gate_path ? rm_pool_load_gate(pool, m, gate_path, &gate, &fixed) : rm_pool_load_set_all(pool, m, &fixed))) {
+        cli_fail(gate_path ? "--gate" : "--pool");
+        goto done;
+    }
     if (!(items = calloc((size_t)set.n, sizeof *items))) { fprintf(stderr, "ramole eval: out of memory\n"); goto done; }
     if (out_path && !(out = fopen(out_path, "w"))) { fprintf(stderr, "ramole eval: cannot write %s\n", out_path); goto done; }
 
@@ -301,7 +315,7 @@ static int cmd_eval(int argc, char **argv) {
             e = rm_pool_pick(pool, r->inputs, (int)k, (float)min_score, &it->pick);
             for (int j = 0; !e && j < it->pick.n; j++) it->own_in_pick |= !strcmp(it->pick.task[j], r->task);
         } else if (oracle) {
-            const rm_adapter_info *a = task_adapter(list, n_list, r->task);
+            const rm_adapter_info *a = rm_pool_task_entry(list, n_list, r->task);
             if (!a) { fprintf(stderr, "ramole eval: the pool has no adapter with weights for task '%s'\n", r->task); goto done; }
             e = rm_pick_push(&it->pick, a->name, a->weights, a->task, 1.0f);
         } else {
@@ -319,12 +333,19 @@ static int cmd_eval(int argc, char **argv) {
         sp.temperature = 0;
         rm_compose_mode md = compose_s ? mode : it->pick.n == 1 ? RM_COMPOSE_SELECTION : RM_COMPOSE_MIXTURE;
         rm_engine_cbs cb = {on_done, NULL, it};
-        e = rm_engine_submit(eng, ids, n_ids, (int)max_new, &sp, ls, it->pick.n, md, &cb);
+        rm_lora_plan plan;
+        int ex = 0;
+        if (fixed && !(e = rm_lora_plan_init_for_task(&plan, fixed, gate, (int)arrow_k, r->task, exclude_own, &ex)))
+            e = rm_engine_submit_plan(eng, ids, n_ids, (int)max_new, &sp, &plan, &cb);
+        else if (!fixed)
+            e = rm_engine_submit(eng, ids, n_ids, (int)max_new, &sp, ls, it->pick.n, md, &cb);
+        n_excluded += ex;
         free(ids);
         if (e) { rm_error_prefix(e, "request %d (task %s)", i + 1, r->task); cli_fail("eval"); goto done; }
         rm_progress_update(&pg, i + 1, 0);
     }
     rm_progress_finish(&pg, set.n);
+    if (exclude_own) fprintf(stderr, "eval: own adapter left out of the set for %d of %d requests\n", n_excluded, n_items);
 
     // run them all, continuously batched
     struct timespec t0, t1;
@@ -363,6 +384,8 @@ done:
     rm_scoreboard_free(&sb);
     rm_engine_free(eng);
     rm_lora_free(router);
+    rm_lora_set_free(fixed);
+    rm_gate_free(gate);
     adapter_cache_free(&cache);
     rm_threadpool_free(tp);
     if (list) rm_pool_free_list(list, n_list);

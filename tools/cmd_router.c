@@ -314,49 +314,18 @@ done:
     return rc;
 }
 
-static int router_info(int argc, char **argv) {
-    const char *path = NULL, *base = NULL;
-    for (int i = 2; i < argc; i++) {
-        if (cli_str(argc, argv, &i, "--base", "-m", &base)) {}
-        else if (!path && argv[i][0] != '-') path = argv[i];
-        else { fprintf(stderr, "ramole router info: unknown argument '%s'\n", argv[i]); return 2; }
-    }
-    if (!path) { fprintf(stderr, "ramole router info: give a router file\n"); return 2; }
-    gguf_file g;
-    if (gguf_open(&g, path)) return cli_fail(path);
-    gguf_str s;
-    if (gguf_get_str(&g, "general.type", &s) != RM_OK || !gguf_str_eq(s, "ramole.router")) {
-        gguf_close(&g);
-        fprintf(stderr, "ramole router info: %s is not a ramole router\n", path);
-        return 1;
-    }
-    for (uint64_t i = 0; i < g.n_kv; i++) {
-        const gguf_kv *kv = &g.kv[i];
-        if (kv->key.len < 7 || strncmp(kv->key.ptr, "ramole.", 7)) continue;
-        printf("%-34.*s ", (int)kv->key.len, kv->key.ptr);
-        if (kv->val.type == GGUF_TYPE_STRING) printf("%.*s\n", (int)kv->val.s.len, kv->val.s.ptr);
-        else if (kv->val.type == GGUF_TYPE_UINT64) printf("%016llx\n", (unsigned long long)kv->val.u);
-        else if (kv->val.type == GGUF_TYPE_FLOAT32) printf("%g\n", kv->val.f);
-        else printf("%llu\n", (unsigned long long)kv->val.u);
-    }
-    printf("%-34s %llu\n", "tensors", (unsigned long long)g.n_tensors);
-    gguf_close(&g);
-    if (!base) return 0;
-    rm_llama *m = NULL;
+// Loads the router at path against m (for `router info --base`).
+static int router_fits(const char *path, const rm_llama *m) {
     rm_lora *r = NULL;
-    if (rm_llama_load(&m, base)) return cli_fail(base);
     int rc = rm_router_load(&r, path, m);
-    if (rc) cli_fail("router");
-    else printf("fits base %s\n", base);
     rm_lora_free(r);
-    rm_llama_free(m);
-    return rc ? 1 : 0;
+    return rc;
 }
 
 static int cmd_router(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) { help(); return argc < 2 ? 2 : 0; }
     if (!strcmp(argv[1], "train")) return router_train(argc, argv);
-    if (!strcmp(argv[1], "info")) return router_info(argc, argv);
+    if (!strcmp(argv[1], "info")) return cli_info_tied(argc, argv, "router", "ramole.router", router_fits);
     fprintf(stderr, "ramole router: unknown subcommand '%s' (train, info)\n", argv[1]);
     return 2;
 }

@@ -4,6 +4,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "base/err.h"
 #include "base/json.h"
@@ -59,13 +60,31 @@ static void seq_from_data(train_args *a, const rm_tdata *train) {
 // The held-out share of data of n examples: 10%, at most 200 (none under 20).
 static int holdout_size(int n) { return n < 20 ? 0 : n / 10 < 200 ? n / 10 : 200; }
 
-int train_args_load_data(train_args *a, const rm_llama *m, const char *tmpl, rm_tdata *train, rm_tdata *eval) {
+// Loads the comma-separated files of list into d (only a->tasks when given).
+static int load_files(const train_args *a, const char *list, const rm_llama *m, const char *tmpl, rm_tdata *d) {
     int32_t bos, eos;
     int max_len;
     data_tokens(a, m, &bos, &eos, &max_len);
-    if (rm_tdata_load_jsonl(train, a->data, tmpl, m->tok, bos, eos, max_len)) return cli_fail(a->data);
+    char path[4096];
+    for (const char *s = list; *s;) {
+        const char *e = strchr(s, ',');
+        size_t len = e ? (size_t)(e - s) : strlen(s);
+        if (len == 0 || len >= sizeof path) {
+            fprintf(stderr, "ramole: bad data file list '%s'\n", list);
+            return 1;
+        }
+        memcpy(path, s, len);
+        path[len] = 0;
+        if (rm_tdata_load_jsonl_tasks(d, path, tmpl, m->tok, bos, eos, max_len, a->tasks, a->n_tasks)) return cli_fail(path);
+        s += len + (e ? 1 : 0);
+    }
+    return 0;
+}
+
+int train_args_load_data(train_args *a, const rm_llama *m, const char *tmpl, rm_tdata *train, rm_tdata *eval) {
+    if (load_files(a, a->data, m, tmpl, train)) return 1;
     if (a->eval) {
-        if (rm_tdata_load_jsonl(eval, a->eval, tmpl, m->tok, bos, eos, max_len)) return cli_fail(a->eval);
+        if (load_files(a, a->eval, m, tmpl, eval)) return 1;
     } else if (holdout_size(train->n) && split_holdout(train, eval, holdout_size(train->n))) {
         return cli_fail("held-out split");
     }

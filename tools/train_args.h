@@ -7,6 +7,8 @@ typedef struct train_args {
     long steps, seed, threads, save_every, batch, accum, seq, warmup;
     double epochs, lr, weight_decay, clip;
     int json;
+    const char *const *tasks; // only examples of these tasks (n_tasks 0: all)
+    int n_tasks;
 } train_args;
 
 // Matches argv[*i] against --data --out/-o --eval --template --checkpoint
@@ -14,10 +16,11 @@ typedef struct train_args {
 // --warmup --epochs --lr --weight-decay --clip --json (see cli.h helpers).
 int train_args_match(int argc, char **argv, int *i, train_args *a);
 
-// For the adapter trainers (`lora train`, `router train`): loads a->data (and
-// a->eval, or holds out 10% of the data, at most 200, when it has 20 or more
-// examples) rendered through tmpl with m's tokenizer; sets a->seq to the
-// longest example when it is 0. Prints the reason and returns 1 on failure.
+// For the adapter trainers (`lora train`, `router train`, `gate train`): loads
+// a->data (FILE[,FILE...]) and a->eval, or holds out 10% of the data (the
+// last examples, at most 200) when it has 20 or more examples, rendered through
+// tmpl with m's tokenizer, keeping only a->tasks when given; sets a->seq to
+// the longest example when it is 0. Prints the reason and returns 1 on failure.
 typedef struct rm_llama rm_llama;
 typedef struct rm_tdata rm_tdata;
 typedef struct rm_train_params rm_train_params;

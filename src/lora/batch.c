@@ -15,32 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct lb_term {
-    uint64_t uid;
-    const rm_lora_mod *mod;
-    int row;
-    float coef;
-    size_t t_off;   // this term's r floats in T
-} lb_term;
-
-typedef struct lb_group { int first, count; } lb_group;  // terms [first, first+count)
-typedef struct lb_unit { int group, j; } lb_unit;        // one rank row of one group
-
-struct rm_lora_batch {
-    rm_threadpool *tp;
-    double seconds;
-    int status;
-    char msg[256];
-    lb_term *terms;
-    lb_group *groups;
-    lb_unit *units;
-    float *T;
-    size_t terms_cap, groups_cap, units_cap, T_cap;
-    int *rrows;     // rows with router plans
-    float *R;       // router scratch, one share per worker
-    size_t rrows_cap, R_cap;
-};
-
 typedef struct lb_job {
     const rm_lora_batch *lb;
     int avx2;
@@ -65,6 +39,9 @@ void rm_lora_batch_free(rm_lora_batch *lb) {
     free(lb->T);
     free(lb->rrows);
     free(lb->R);
+    free(lb->srows);
+    free(lb->S);
+    free(lb->XB);
     free(lb);
 }
 
@@ -81,8 +58,7 @@ int rm_lora_batch_status(rm_lora_batch *lb) {
     return rc;
 }
 
-// Grows *p to hold n elements of size sz.
-static int grow(void *p, size_t *cap, size_t n, size_t sz) {
+int lb_grow(void *p, size_t *cap, size_t n, size_t sz) {
     if (n <= *cap) return 0;
     size_t c = *cap ? *cap : 64;
     while (c < n) c *= 2;
@@ -160,25 +136,22 @@ static void up_task(void *ctx, int ith, int nth) {
     }
 }
 
-static void fail(rm_lora_batch *lb, const char *what) {
+void lb_fail(rm_lora_batch *lb, const char *what) {
     if (!lb->status) {
         lb->status = RM_ENOMEM;
         snprintf(lb->msg, sizeof lb->msg, "lora: out of memory for %s; the LoRA terms were skipped", what);
     }
 }
 
-// ---------------------------------------------------------------- router rows
+void lb_mismatch(rm_lora_batch *lb, int layer, int which, const char *what) {
+    if (!lb->status) {
+        lb->status = RM_EMISMATCH;
+        snprintf(lb->msg, sizeof lb->msg, "lora: layer %d %s: %s; the LoRA terms were skipped", layer, rm_linear_names[which],
+                 what);
+    }
+}
 
-typedef struct lb_rjob {
-    const rm_lora_batch *lb;
-    const rm_batch *b;
-    int avx2, layer, which, n_rows;
-    size_t share; // floats of scratch per worker
-    const float *x;
-    int64_t ldx;
-    float *y;
-    int64_t ldy;
-} lb_rjob;
+// ---------------------------------------------------------------- router rows
 
 // The module of adapter a on linear (layer, which), or NULL.
 static const rm_lora_mod *mod_of(const rm_lora *a, int layer, int which) {
@@ -187,18 +160,26 @@ static const rm_lora_mod *mod_of(const rm_lora *a, int layer, int which) {
     return m->r ? m : NULL;
 }
 
-// e[out] = s B (A x)   (h[r] scratch)
-static void lora_out(int avx2, const rm_lora_mod *m, const float *x, float *h, float *e) {
+void lora_mod_down(int avx2, const rm_lora_mod *m, const float *x, float *h) {
     for (int j = 0; j < m->r; j++) {
         size_t off = (size_t)j * m->in;
-        h[j] = m->scale * (m->A16 ? dot_f16(avx2, x, m->A16 + off, m->in) : rm_dot_f32(x, m->A + off, m->in));
+        h[j] = m->A16 ? dot_f16(avx2, x, m->A16 + off, m->in) : rm_dot_f32(x, m->A + off, m->in);
     }
-    memset(e, 0, (size_t)m->out * sizeof(float));
+}
+
+void lora_mod_up(int avx2, const rm_lora_mod *m, const float *h, float c, float *y) {
     for (int j = 0; j < m->r; j++) {
         size_t off = (size_t)j * m->out;
-        if (m->Bt16) axpy_f16(avx2, e, h[j], m->Bt16 + off, m->out);
-        else rm_axpy_f32(e, h[j], m->Bt + off, m->out);
+        if (m->Bt16) axpy_f16(avx2, y, c * h[j], m->Bt16 + off, m->out);
+        else rm_axpy_f32(y, c * h[j], m->Bt + off, m->out);
     }
+}
+
+// e[out] = s B (A x)   (h[r] scratch)
+static void lora_out(int avx2, const rm_lora_mod *m, const float *x, float *h, float *e) {
+    lora_mod_down(avx2, m, x, h);
+    memset(e, 0, (size_t)m->out * sizeof(float));
+    lora_mod_up(avx2, m, h, m->scale, e);
 }
 
 // RouterLoRA for one row: E_i = s_i B_i A_i x, q = s_r B_r A_r x,
@@ -234,7 +215,7 @@ void rm_lora_router_row(int avx2, const rm_lora_plan *p, int layer, int which, c
 size_t rm_lora_router_scratch(int k, int64_t out, int r) { return (size_t)(k + 1) * (size_t)out + (size_t)r; }
 
 static void router_task(void *ctx, int ith, int nth) {
-    const lb_rjob *J = ctx;
+    const lb_rowjob *J = ctx;
     long begin, end;
     rm_split_range(J->n_rows, ith, nth, &begin, &end);
     float *scratch = J->lb->R + (size_t)ith * J->share;
@@ -253,7 +234,7 @@ static void router_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_lin
     for (int row = 0; row < b->n; row++) {
         const rm_lora_plan *p = b->plan[row];
         if (!p || p->mode != RM_COMPOSE_ROUTER) continue;
-        if (grow(&lb->rrows, &lb->rrows_cap, (size_t)n + 1, sizeof *lb->rrows)) { fail(lb, "router rows"); return; }
+        if (lb_grow(&lb->rrows, &lb->rrows_cap, (size_t)n + 1, sizeof *lb->rrows)) { lb_fail(lb, "router rows"); return; }
         lb->rrows[n++] = row;
         k = p->n > k ? p->n : k;
         const rm_lora_mod *ms[RM_PLAN_MAX + 1];
@@ -261,11 +242,7 @@ static void router_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_lin
         for (int i = 0; i <= p->n; i++) {
             if (!ms[i]) continue;
             if (ms[i]->in > ldx || ms[i]->out > ldy) {
-                if (!lb->status) {
-                    lb->status = RM_EMISMATCH;
-                    snprintf(lb->msg, sizeof lb->msg, "lora: layer %d %s: router plan of another model's shapes; the LoRA "
-                             "terms were skipped", layer, rm_linear_names[which]);
-                }
+                lb_mismatch(lb, layer, which, "router plan of another model's shapes");
                 return;
             }
             out = ms[i]->out > out ? ms[i]->out : out;
@@ -274,8 +251,8 @@ static void router_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_lin
     }
     if (!n || !out) return;
     int nth = rm_threadpool_size(lb->tp);
-    lb_rjob job = {lb, b, avx2, layer, which, n, rm_lora_router_scratch(k, out, r), x, ldx, y, ldy};
-    if (grow(&lb->R, &lb->R_cap, job.share * (size_t)nth, sizeof *lb->R)) { fail(lb, "router scratch"); return; }
+    lb_rowjob job = {lb, b, avx2, layer, which, n, rm_lora_router_scratch(k, out, r), x, ldx, y, ldy};
+    if (lb_grow(&lb->R, &lb->R_cap, job.share * (size_t)nth, sizeof *lb->R)) { lb_fail(lb, "router scratch"); return; }
     rm_threadpool_run(lb->tp, router_task, &job);
 }
 
@@ -291,18 +268,14 @@ static void terms_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_line
         const rm_lora *ls[RM_PLAN_MAX];
         float ws[RM_PLAN_MAX];
         int k = rm_lora_plan_terms(p, ls, ws);
-        if (grow(&lb->terms, &lb->terms_cap, (size_t)n_terms + (size_t)k, sizeof *lb->terms)) { fail(lb, "terms"); return; }
+        if (lb_grow(&lb->terms, &lb->terms_cap, (size_t)n_terms + (size_t)k, sizeof *lb->terms)) { lb_fail(lb, "terms"); return; }
         for (int i = 0; i < k; i++) {
             if (layer >= ls[i]->n_layer) continue;
             const rm_lora_mod *m = &ls[i]->mods[layer * RM_LIN_COUNT + which];
             if (!m->r) continue;
             const rm_lora_mod *m0 = n_terms ? lb->terms[0].mod : m;
             if (m->in != m0->in || m->out != m0->out || m->in > ldx || m->out > ldy) {
-                if (!lb->status) {
-                    lb->status = RM_EMISMATCH;
-                    snprintf(lb->msg, sizeof lb->msg, "lora: layer %d %s: adapters of different shapes in one batch "
-                             "(bound to another model?); the LoRA terms were skipped", layer, rm_linear_names[which]);
-                }
+                lb_mismatch(lb, layer, which, "adapters of different shapes in one batch (bound to another model?)");
                 return;
             }
             out = m->out;
@@ -317,9 +290,9 @@ static void terms_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_line
     for (int t = 0; t < n_terms; t++) {
         lb_term *tm = &lb->terms[t];
         if (t == 0 || tm->uid != lb->terms[t - 1].uid) {
-            if (grow(&lb->groups, &lb->groups_cap, (size_t)n_groups + 1, sizeof *lb->groups) ||
-                grow(&lb->units, &lb->units_cap, (size_t)n_units + (size_t)tm->mod->r, sizeof *lb->units))
-                { fail(lb, "groups"); return; }
+            if (lb_grow(&lb->groups, &lb->groups_cap, (size_t)n_groups + 1, sizeof *lb->groups) ||
+                lb_grow(&lb->units, &lb->units_cap, (size_t)n_units + (size_t)tm->mod->r, sizeof *lb->units))
+                { lb_fail(lb, "groups"); return; }
             lb->groups[n_groups] = (lb_group){t, 0};
             for (int j = 0; j < tm->mod->r; j++) lb->units[n_units++] = (lb_unit){n_groups, j};
             n_groups++;
@@ -328,7 +301,7 @@ static void terms_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_line
         tm->t_off = t_size;
         t_size += (size_t)tm->mod->r;
     }
-    if (grow(&lb->T, &lb->T_cap, t_size, sizeof *lb->T)) { fail(lb, "T"); return; }
+    if (lb_grow(&lb->T, &lb->T_cap, t_size, sizeof *lb->T)) { lb_fail(lb, "T"); return; }
     // 3. T = coef * X A^T, then Y += T B^T
     lb_job job = {lb, avx2, n_groups, n_units, x, ldx, y, ldy, out};
     rm_threadpool_run(lb->tp, down_task, &job);
@@ -344,6 +317,7 @@ static void hook_apply(void *ctx, const rm_batch *b, int layer, rm_linear_id whi
     int avx2 = cpu->avx2 && cpu->fma && cpu->f16c;
     terms_apply(lb, b, layer, which, x, ldx, y, ldy, avx2);
     router_apply(lb, b, layer, which, x, ldx, y, ldy, avx2);
+    lb_set_apply(lb, b, layer, which, x, ldx, y, ldy, avx2);
     lb->seconds += rm_now() - t0;
 }
 

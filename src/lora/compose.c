@@ -4,21 +4,23 @@
 
 #include <math.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
-static const char *const g_mode_names[] = {"selection", "mixture", "fusion", "router"};
+static const char *const g_mode_names[] = {"selection", "mixture", "fusion", "router", "moe", "arrow"};
+#define N_MODES (int)(sizeof g_mode_names / sizeof *g_mode_names)
 
 int rm_compose_parse(const char *s, rm_compose_mode *out) {
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < N_MODES; i++)
         if (!strcmp(s, g_mode_names[i])) {
             *out = (rm_compose_mode)i;
             return RM_OK;
         }
-    return rm_errorf(RM_EINVAL, "unknown composition mode '%s' (selection, mixture, fusion, router)", s);
+    return rm_errorf(RM_EINVAL, "unknown composition mode '%s' (selection, mixture, fusion, router, moe, arrow)", s);
 }
 
-const char *rm_compose_name(rm_compose_mode m) { return (unsigned)m < 4 ? g_mode_names[m] : "?"; }
+const char *rm_compose_name(rm_compose_mode m) { return (unsigned)m < N_MODES ? g_mode_names[m] : "?"; }
 
 // ---------------------------------------------------------------- fusion
 
@@ -186,6 +188,10 @@ int rm_lora_plan_init(rm_lora_plan *p, rm_compose_mode mode, int n, rm_lora *con
     memset(p, 0, sizeof *p);
     if (mode == RM_COMPOSE_ROUTER)
         return rm_errorf(RM_EINVAL, "plan: the router composition needs a trained router (--router FILE)");
+    if (mode == RM_COMPOSE_MOE || mode == RM_COMPOSE_ARROW)
+        return rm_errorf(RM_EINVAL, "plan: the %s composition routes over a fixed adapter set%s", g_mode_names[mode],
+                         mode == RM_COMPOSE_MOE ? " with a trained gate (ramole eval --compose moe --gate FILE --pool DIR)"
+                                                : " (ramole eval --compose arrow --pool DIR)");
     if ((unsigned)mode > RM_COMPOSE_FUSION) return rm_errorf(RM_EINVAL, "plan: bad composition mode %d", (int)mode);
     if (n < 1 || n > RM_PLAN_MAX) return rm_errorf(RM_EINVAL, "plan: %d adapters (1..%d)", n, RM_PLAN_MAX);
     if (mode == RM_COMPOSE_SELECTION && n != 1)
@@ -229,7 +235,97 @@ int rm_lora_plan_init_router(rm_lora_plan *p, int n, rm_lora *const *lora, const
     return RM_OK;
 }
 
+// ---------------------------------------------------------------- plans over a set
+
+static void smear_free(rm_smear_state *s) {
+    if (!s) return;
+    free(s->sum);
+    free(s->off);
+    free(s->count);
+    free(s->call);
+    free(s);
+}
+
+// Zeroed running sums for every linear the gate covers.
+static int smear_new(const rm_gate *g, rm_smear_state **out) {
+    rm_smear_state *s = calloc(1, sizeof *s);
+    size_t nl = (size_t)g->n_layer * RM_LIN_COUNT, total = 0;
+    if (s) {
+        s->off = malloc(nl * sizeof *s->off);
+        s->count = calloc(nl, sizeof *s->count);
+        s->call = calloc(nl, sizeof *s->call);
+    }
+    if (!s || !s->off || !s->count || !s->call) {
+        smear_free(s);
+        return rm_errorf(RM_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; i < nl; i++) {
+        s->off[i] = g->w[i] ? total : SIZE_MAX;
+        if (g->w[i]) total += (size_t)g->base->layers[i / RM_LIN_COUNT].w[i % RM_LIN_COUNT].ne[0];
+    }
+    if (!(s->sum = calloc(total ? total : 1, sizeof(float)))) {
+        smear_free(s);
+        return rm_errorf(RM_ENOMEM, "out of memory");
+    }
+    *out = s;
+    return RM_OK;
+}
+
+// The parts a gate and an arrow plan share: the set and a copy of the mask.
+static int set_plan(rm_lora_plan *p, rm_compose_mode mode, const rm_lora_set *set, const uint8_t *excluded) {
+    memset(p, 0, sizeof *p);
+    if (!set) return rm_errorf(RM_EINVAL, "plan: %s needs an adapter set", g_mode_names[mode]);
+    int left = set->n;
+    for (int i = 0; excluded && i < set->n; i++) left -= excluded[i] != 0;
+    if (left == 0) return rm_errorf(RM_EINVAL, "plan: every adapter of the set is excluded");
+    if (excluded) {
+        if (!(p->excluded = malloc((size_t)set->n))) return rm_errorf(RM_ENOMEM, "out of memory");
+        for (int i = 0; i < set->n; i++) p->excluded[i] = excluded[i] != 0;
+    }
+    p->mode = mode;
+    p->set = set;
+    return RM_OK;
+}
+
+int rm_lora_plan_init_gate(rm_lora_plan *p, const rm_lora_set *set, const rm_gate *gate, const uint8_t *excluded) {
+    int rc = set_plan(p, RM_COMPOSE_MOE, set, excluded);
+    if (!rc && !gate) rc = rm_errorf(RM_EINVAL, "plan: moe needs a trained gate");
+    if (!rc) rc = rm_gate_check_set(gate, set);
+    if (!rc && gate->kind == RM_GATE_SMEAR) rc = smear_new(gate, &p->smear);
+    if (rc) {
+        rm_lora_plan_free(p);
+        return rc;
+    }
+    p->gate = gate;
+    return RM_OK;
+}
+
+int rm_lora_plan_init_arrow(rm_lora_plan *p, const rm_lora_set *set, int k, const uint8_t *excluded) {
+    int rc = set_plan(p, RM_COMPOSE_ARROW, set, excluded);
+    if (!rc && k < 1) rc = rm_errorf(RM_EINVAL, "plan: arrow with k = %d (1 or more)", k);
+    if (rc) {
+        rm_lora_plan_free(p);
+        return rc;
+    }
+    p->topk = k < set->n ? k : set->n;
+    return RM_OK;
+}
+
+int rm_lora_plan_init_for_task(rm_lora_plan *p, const rm_lora_set *set, const rm_gate *gate, int k, const char *task,
+                               int exclude_own, int *excluded) {
+    int own = exclude_own && task ? rm_lora_set_find_task(set, task) : -1;
+    uint8_t *mask = own >= 0 ? calloc((size_t)set->n, 1) : NULL;
+    if (own >= 0 && !mask) return rm_errorf(RM_ENOMEM, "out of memory");
+    if (mask) mask[own] = 1;
+    if (excluded) *excluded = own >= 0;
+    int rc = gate ? rm_lora_plan_init_gate(p, set, gate, mask) : rm_lora_plan_init_arrow(p, set, k, mask);
+    free(mask);
+    return rc;
+}
+
 void rm_lora_plan_free(rm_lora_plan *p) {
+    free(p->excluded);
+    smear_free(p->smear);
     if (p->fused) {
         if (p->cache) cache_put(p->cache, p->fused);
         else rm_lora_free(p->fused);
@@ -238,7 +334,7 @@ void rm_lora_plan_free(rm_lora_plan *p) {
 }
 
 int rm_lora_plan_terms(const rm_lora_plan *p, const rm_lora **lora, float *weight) {
-    if (p->mode == RM_COMPOSE_ROUTER) return 0;
+    if (p->mode == RM_COMPOSE_ROUTER || p->mode == RM_COMPOSE_MOE || p->mode == RM_COMPOSE_ARROW) return 0;
     if (p->mode == RM_COMPOSE_FUSION) {
         lora[0] = p->fused;
         weight[0] = 1.0f;

@@ -34,9 +34,23 @@ typedef struct router_meta {
     char targets[64];
 } router_meta;
 
+int rm_base_meta_write(gguf_writer *gw, const char *prefix, const rm_llama *base) {
+    const rm_llama_hparams *hp = &base->hp;
+    const char *names[4] = {"n_layer", "n_embd", "n_ff", "n_vocab"};
+    uint32_t vals[4] = {(uint32_t)hp->n_layer, (uint32_t)hp->n_embd, (uint32_t)hp->n_ff, (uint32_t)hp->n_vocab};
+    char key[128];
+    snprintf(key, sizeof key, "%s.base.architecture", prefix);
+    int rc = gguf_set_str(gw, key, arch_name(base));
+    for (int i = 0; i < 4 && !rc; i++) {
+        snprintf(key, sizeof key, "%s.base.%s", prefix, names[i]);
+        rc = gguf_set_u32(gw, key, vals[i]);
+    }
+    snprintf(key, sizeof key, "%s.base.fingerprint", prefix);
+    return rc ? rc : gguf_set_u64(gw, key, rm_router_base_fingerprint(base));
+}
+
 static int write_meta(gguf_writer *gw, const void *ctx) {
     const router_meta *rm = ctx;
-    const rm_llama_hparams *hp = &rm->base->hp;
     int rc;
     if ((rc = gguf_set_str(gw, "general.type", "ramole.router")) || (rc = gguf_set_u32(gw, "ramole.router.version", 1)) ||
         (rc = gguf_set_u32(gw, "ramole.router.rank", (uint32_t)rm->rank)) ||
@@ -44,15 +58,9 @@ static int write_meta(gguf_writer *gw, const void *ctx) {
         (rc = gguf_set_u32(gw, "ramole.router.trained_k", (uint32_t)rm->tr->trained_k)) ||
         (rc = gguf_set_str(gw, "ramole.router.trained_with", rm->tr->with)) ||
         (!strcmp(rm->tr->with, "retrieval") &&
-         (rc = gguf_set_f32(gw, "ramole.router.lora_dropout", rm->tr->lora_dropout))) ||
-        (rc = gguf_set_str(gw, "ramole.router.base.architecture", arch_name(rm->base))) ||
-        (rc = gguf_set_u32(gw, "ramole.router.base.n_layer", (uint32_t)hp->n_layer)) ||
-        (rc = gguf_set_u32(gw, "ramole.router.base.n_embd", (uint32_t)hp->n_embd)) ||
-        (rc = gguf_set_u32(gw, "ramole.router.base.n_ff", (uint32_t)hp->n_ff)) ||
-        (rc = gguf_set_u32(gw, "ramole.router.base.n_vocab", (uint32_t)hp->n_vocab)) ||
-        (rc = gguf_set_u64(gw, "ramole.router.base.fingerprint", rm_router_base_fingerprint(rm->base))))
+         (rc = gguf_set_f32(gw, "ramole.router.lora_dropout", rm->tr->lora_dropout))))
         return rc;
-    return RM_OK;
+    return rm_base_meta_write(gw, "ramole.router", rm->base);
 }
 
 int rm_router_save(const rm_lora *router, const rm_llama *base, int trained_k, const char *path) {
@@ -94,14 +102,46 @@ int rm_router_read_training(const char *path, rm_router_training *tr) {
 }
 
 // Checks one u32 key of the file against the base's value.
-static int check_u32(const gguf_file *g, const char *key, const char *what, uint32_t want) {
+static int check_u32(const gguf_file *g, const char *prefix, const char *what, const char *name, uint32_t want) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.base.%s", prefix, name);
     uint32_t v;
     int rc = gguf_get_u32(g, key, &v);
-    if (rc == RM_ENOTFOUND) return rm_errorf(RM_EFORMAT, "%s: router without %s", g->path, key);
+    if (rc == RM_ENOTFOUND) return rm_errorf(RM_EFORMAT, "%s: %s without %s", g->path, what, key);
     if (rc) return rc;
     if (v != want)
-        return rm_errorf(RM_EMISMATCH, "%s: the router was trained for a base with %s %u; this base has %u", g->path, what,
+        return rm_errorf(RM_EMISMATCH, "%s: the %s was trained for a base with %s %u; this base has %u", g->path, what, name,
                          v, want);
+    return RM_OK;
+}
+
+int rm_base_meta_check(const gguf_file *g, const char *prefix, const char *what, const rm_llama *base) {
+    const rm_llama_hparams *hp = &base->hp;
+    char key[128], buf[64];
+    gguf_str s;
+    snprintf(key, sizeof key, "%s.base.architecture", prefix);
+    if (gguf_get_str(g, key, &s) != RM_OK) return rm_errorf(RM_EFORMAT, "%s: %s without %s", g->path, what, key);
+    gguf_str_copy(s, buf, sizeof buf);
+    if (strcmp(buf, arch_name(base)))
+        return rm_errorf(RM_EMISMATCH, "%s: the %s was trained for a %s base; this base is %s", g->path, what, buf,
+                         arch_name(base));
+    int rc;
+    if ((rc = check_u32(g, prefix, what, "n_layer", (uint32_t)hp->n_layer)) ||
+        (rc = check_u32(g, prefix, what, "n_embd", (uint32_t)hp->n_embd)) ||
+        (rc = check_u32(g, prefix, what, "n_ff", (uint32_t)hp->n_ff)) ||
+        (rc = check_u32(g, prefix, what, "n_vocab", (uint32_t)hp->n_vocab)))
+        return rc;
+    uint64_t fp = 0;
+    snprintf(key, sizeof key, "%s.base.fingerprint", prefix);
+    if ((rc = gguf_get_u64(g, key, &fp))) {
+        if (rc == RM_ENOTFOUND) rc = rm_errorf(RM_EFORMAT, "%s: %s without %s", g->path, what, key);
+        return rc;
+    }
+    uint64_t mine = rm_router_base_fingerprint(base);
+    if (fp != mine)
+        return rm_errorf(RM_EMISMATCH, "%s: the %s was trained on another base model of the same shape (fingerprint "
+                         "%016llx, this base %016llx; the same model in another weight type counts as another base); train "
+                         "one for this base", g->path, what, (unsigned long long)fp, (unsigned long long)mine);
     return RM_OK;
 }
 
@@ -110,11 +150,8 @@ int rm_router_load(rm_lora **out, const char *path, const rm_llama *base) {
     gguf_file g;
     int rc = gguf_open(&g, path);
     if (rc) return rc;
-    const rm_llama_hparams *hp = &base->hp;
     gguf_str s;
-    char buf[64];
     uint32_t version = 0;
-    uint64_t fp = 0;
     rm_lora *a = NULL;
     if (gguf_get_str(&g, "general.type", &s) != RM_OK || !gguf_str_eq(s, "ramole.router")) {
         rc = rm_errorf(RM_EFORMAT, "%s: not a ramole router (general.type is not 'ramole.router'; train one with "
@@ -125,31 +162,7 @@ int rm_router_load(rm_lora **out, const char *path, const rm_llama *base) {
         rc = rm_errorf(RM_EUNSUPPORTED, "%s: router version %u is not supported (1)", path, version);
         goto done;
     }
-    if (gguf_get_str(&g, "ramole.router.base.architecture", &s) != RM_OK) {
-        rc = rm_errorf(RM_EFORMAT, "%s: router without ramole.router.base.architecture", path);
-        goto done;
-    }
-    gguf_str_copy(s, buf, sizeof buf);
-    if (strcmp(buf, arch_name(base))) {
-        rc = rm_errorf(RM_EMISMATCH, "%s: the router was trained for a %s base; this base is %s", path, buf, arch_name(base));
-        goto done;
-    }
-    if ((rc = check_u32(&g, "ramole.router.base.n_layer", "n_layer", (uint32_t)hp->n_layer)) ||
-        (rc = check_u32(&g, "ramole.router.base.n_embd", "n_embd", (uint32_t)hp->n_embd)) ||
-        (rc = check_u32(&g, "ramole.router.base.n_ff", "n_ff", (uint32_t)hp->n_ff)) ||
-        (rc = check_u32(&g, "ramole.router.base.n_vocab", "n_vocab", (uint32_t)hp->n_vocab)))
-        goto done;
-    if ((rc = gguf_get_u64(&g, "ramole.router.base.fingerprint", &fp))) {
-        if (rc == RM_ENOTFOUND) rc = rm_errorf(RM_EFORMAT, "%s: router without ramole.router.base.fingerprint", path);
-        goto done;
-    }
-    if (fp != rm_router_base_fingerprint(base)) {
-        rc = rm_errorf(RM_EMISMATCH, "%s: the router was trained on another base model of the same shape (fingerprint "
-                       "%016llx, this base %016llx; the same model in another weight type counts as another base); train one "
-                       "for this base", path, (unsigned long long)fp,
-                       (unsigned long long)rm_router_base_fingerprint(base));
-        goto done;
-    }
+    if ((rc = rm_base_meta_check(&g, "ramole.router", "router", base))) goto done;
     if ((rc = rm_lora_read_gguf(&a, &g)) || (rc = rm_lora_bind(a, base))) goto done;
     *out = a;
     a = NULL;

@@ -47,4 +47,13 @@ int rm_router_read_training(const char *path, rm_router_training *tr);
 // router of another base (shape or fingerprint) or a corrupt file is refused
 // with a message naming the file and the difference.
 int rm_router_load(rm_lora **out, const char *path, const rm_llama *base);
+
+// The base-model keys a file tied to a base carries (routers, gates):
+// <prefix>.base.architecture (str), .n_layer, .n_embd, .n_ff, .n_vocab (u32)
+// and .fingerprint (u64). Check refuses a file of another base with a message
+// naming the file, `what` it is ("router", "gate") and the difference.
+struct gguf_writer;
+struct gguf_file;
+int rm_base_meta_write(struct gguf_writer *gw, const char *prefix, const rm_llama *base);
+int rm_base_meta_check(const struct gguf_file *g, const char *prefix, const char *what, const rm_llama *base);
 #endif

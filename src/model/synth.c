@@ -103,7 +103,7 @@ int rm_synth_write(const rm_synth_shape *s, rm_type type, uint64_t seed, const c
 
 int rm_synth_write_bpe(const rm_synth_shape *s, const char *const *merges, int n_merges, rm_type type, uint64_t seed,
                        const char *out_path, void (*progress)(void *ctx, long done, long total), void *ctx) {
-    if (n_merges < 0 || s->n_vocab < 258 + n_merges)
+    if (n_merges < 0 || (n_merges > 0 && s->n_vocab < 258 + n_merges))
         return rm_errorf(RM_EINVAL, "synth: a vocabulary of %d cannot hold 258 + %d merged tokens", s->n_vocab, n_merges);
     int hd = s->n_embd / s->n_head, kvd = s->n_head_kv * hd;
     int n_t = 2 + 9 * s->n_layer;

@@ -98,34 +98,39 @@ void rm_engine_free(rm_engine *e) {
 
 void rm_engine_set_router(rm_engine *e, const rm_lora *router) { e->router = router; }
 
-int rm_engine_submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new, const rm_sampler_params *sp,
-                     rm_lora *const *lora, int n_lora, rm_compose_mode mode, const rm_engine_cbs *cbs) {
-    if (!cbs || !cbs->done) return rm_errorf(RM_EINVAL, "engine: no done callback");
-    if (n_prompt < 1) return rm_errorf(RM_EINVAL, "empty prompt (the model needs at least one token)");
-    if (max_new < 0) return rm_errorf(RM_EINVAL, "max_tokens must be >= 0");
-    if ((int64_t)n_prompt + max_new > e->kv.n_ctx)
-        return rm_errorf(RM_EFULL, "prompt %d + max_tokens %d exceed the context of %d", n_prompt, max_new, e->kv.n_ctx);
-    for (int i = 0; i < n_prompt; i++)
-        if (prompt[i] < 0 || prompt[i] >= e->m->hp.n_vocab) return rm_errorf(RM_EINVAL, "token id %d outside the vocabulary", prompt[i]);
-    if (e->nq == e->capq) {
+// Queues a sequence whose plan (has_plan) is moved in: on failure it is freed.
+static int submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new, const rm_sampler_params *sp,
+                  rm_lora_plan *plan, int has_plan, const rm_engine_cbs *cbs) {
+    int rc = RM_OK;
+    if (!cbs || !cbs->done) rc = rm_errorf(RM_EINVAL, "engine: no done callback");
+    else if (n_prompt < 1) rc = rm_errorf(RM_EINVAL, "empty prompt (the model needs at least one token)");
+    else if (max_new < 0) rc = rm_errorf(RM_EINVAL, "max_tokens must be >= 0");
+    else if ((int64_t)n_prompt + max_new > e->kv.n_ctx)
+        rc = rm_errorf(RM_EFULL, "prompt %d + max_tokens %d exceed the context of %d", n_prompt, max_new, e->kv.n_ctx);
+    for (int i = 0; !rc && i < n_prompt; i++)
+        if (prompt[i] < 0 || prompt[i] >= e->m->hp.n_vocab) rc = rm_errorf(RM_EINVAL, "token id %d outside the vocabulary", prompt[i]);
+    if (!rc && e->nq == e->capq) {
         int cap = e->capq ? 2 * e->capq : 16;
         seq **q = realloc(e->queue, (size_t)cap * sizeof *q);
-        if (!q) return rm_errorf(RM_ENOMEM, "out of memory");
-        e->queue = q, e->capq = cap;
+        if (!q) rc = rm_errorf(RM_ENOMEM, "out of memory");
+        else e->queue = q, e->capq = cap;
     }
-    seq *s = calloc(1, sizeof *s);
-    if (!s) return rm_errorf(RM_ENOMEM, "out of memory");
+    seq *s = rc ? NULL : calloc(1, sizeof *s);
+    if (!rc && !s) rc = rm_errorf(RM_ENOMEM, "out of memory");
+    if (rc) {
+        if (has_plan) rm_lora_plan_free(plan);
+        return rc;
+    }
+    if (has_plan) {
+        s->plan = *plan;
+        s->has_plan = 1;
+        memset(plan, 0, sizeof *plan);
+    }
     s->prompt = malloc((size_t)n_prompt * sizeof(int32_t));
     s->out = malloc(((size_t)max_new + 1) * sizeof(int32_t));
-    int rc = !s->prompt || !s->out ? rm_errorf(RM_ENOMEM, "out of memory") : rm_sampler_init(&s->smp, sp, e->m->hp.n_vocab);
-    if (!rc && n_lora > 0) {
-        if (mode != RM_COMPOSE_ROUTER) rc = rm_lora_plan_init(&s->plan, mode, n_lora, lora, NULL, NULL);
-        else if (!e->router) rc = rm_errorf(RM_EINVAL, "this server has no router (start it with --router FILE)");
-        else rc = rm_lora_plan_init_router(&s->plan, n_lora, lora, e->router);
-        s->has_plan = rc == RM_OK;
-    }
+    rc = !s->prompt || !s->out ? rm_errorf(RM_ENOMEM, "out of memory") : rm_sampler_init(&s->smp, sp, e->m->hp.n_vocab);
     if (rc) {
-        seq_free(s); // the sampler and the plan are zeroed or valid
+        seq_free(s); // the sampler is zeroed or valid
         return rc;
     }
     memcpy(s->prompt, prompt, (size_t)n_prompt * sizeof(int32_t));
@@ -137,6 +142,25 @@ int rm_engine_submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_
     }
     e->queue[e->nq++] = s;
     return RM_OK;
+}
+
+int rm_engine_submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new, const rm_sampler_params *sp,
+                     rm_lora *const *lora, int n_lora, rm_compose_mode mode, const rm_engine_cbs *cbs) {
+    rm_lora_plan plan;
+    memset(&plan, 0, sizeof plan);
+    int rc = RM_OK;
+    if (n_lora > 0) {
+        if (mode != RM_COMPOSE_ROUTER) rc = rm_lora_plan_init(&plan, mode, n_lora, lora, NULL, NULL);
+        else if (!e->router) rc = rm_errorf(RM_EINVAL, "this server has no router (start it with --router FILE)");
+        else rc = rm_lora_plan_init_router(&plan, n_lora, lora, e->router);
+    }
+    if (rc) return rc;
+    return submit(e, prompt, n_prompt, max_new, sp, &plan, n_lora > 0, cbs);
+}
+
+int rm_engine_submit_plan(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new, const rm_sampler_params *sp,
+                          rm_lora_plan *plan, const rm_engine_cbs *cbs) {
+    return submit(e, prompt, n_prompt, max_new, sp, plan, plan != NULL, cbs);
 }
 
 int rm_engine_step(rm_engine *e) {

@@ -44,6 +44,14 @@ void rm_engine_set_router(rm_engine *e, const rm_lora *router);
 int rm_engine_submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new, const rm_sampler_params *sp,
                      rm_lora *const *lora, int n_lora, rm_compose_mode mode, const rm_engine_cbs *cbs);
 
+// The same with a plan the caller made (any composition, e.g. moe or arrow
+// over an adapter set), which the engine takes over: *plan is moved into the
+// sequence (and zeroed) or, when the request is refused, freed. One plan per
+// sequence (a smear plan holds the sequence's running sums). NULL: the base
+// model.
+int rm_engine_submit_plan(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new, const rm_sampler_params *sp,
+                          rm_lora_plan *plan, const rm_engine_cbs *cbs);
+
 // Runs one forward pass over the waiting and running sequences; calls done
 // for those that finish. Returns the number still queued or running, or a
 // negative error (the forward pass failed: every sequence is ended with it).

@@ -240,10 +240,10 @@ static int add_json_example(void *user, const rm_json *o, long index) {
     load_ctx *c = user;
     const char *in = rm_json_get_str(o, "inputs", NULL), *out = rm_json_get_str(o, "targets", NULL);
     if (!in || !out) return rm_errorf(RM_EFORMAT, "%s: example %ld has no string \"inputs\" and \"targets\"", c->path, index);
-    const char *task = c->tasks ? rm_json_get_str(o, "task", NULL) : NULL;
+    const char *task = c->tasks || c->keep ? rm_json_get_str(o, "task", NULL) : NULL;
     if (c->tasks && !task) return rm_errorf(RM_EFORMAT, "%s: example %ld has no string \"task\"", c->path, index);
     int wanted = !c->keep;
-    for (int i = 0; !wanted && i < c->n_keep; i++) wanted = !strcmp(c->keep[i], task);
+    for (int i = 0; !wanted && task && i < c->n_keep; i++) wanted = !strcmp(c->keep[i], task);
     if (!wanted) return RM_OK;
     int n0 = c->d->n, rc = add_pair(c->d, c->tmpl, in, out, c->tok, c->bos, c->eos, c->max_len);
     if (rc == 1) { c->skipped++; return RM_OK; }
@@ -259,14 +259,20 @@ static int load_records(load_ctx *c) {
     return rm_json_each_record(c->path, add_json_example, c);
 }
 
-int rm_tdata_load_jsonl(rm_tdata *d, const char *path, const char *tmpl, const rm_tokenizer *tok, int32_t bos,
-                        int32_t eos, int max_len) {
-    load_ctx c = {d, path, tmpl, tok, bos, eos, max_len, 0, 0, NULL, 0};
+int rm_tdata_load_jsonl_tasks(rm_tdata *d, const char *path, const char *tmpl, const rm_tokenizer *tok, int32_t bos,
+                              int32_t eos, int max_len, const char *const *tasks, int n_tasks) {
+    load_ctx c = {d, path, tmpl, tok, bos, eos, max_len, 0, 0, n_tasks ? tasks : NULL, n_tasks};
     int rc = load_records(&c);
-    if (!rc && d->n == 0) rc = rm_errorf(RM_EFORMAT, "%s: no usable examples (%d too long for %d tokens)", path, c.skipped, max_len);
+    if (!rc && d->n == 0)
+        rc = rm_errorf(RM_EFORMAT, "%s: no usable examples (%d too long for %d tokens%s)", path, c.skipped, max_len,
+                       n_tasks ? "; the others of other tasks" : "");
     return rc;
 }
 
+int rm_tdata_load_jsonl(rm_tdata *d, const char *path, const char *tmpl, const rm_tokenizer *tok, int32_t bos,
+                        int32_t eos, int max_len) {
+    return rm_tdata_load_jsonl_tasks(d, path, tmpl, tok, bos, eos, max_len, NULL, 0);
+}
 int rm_tdata_load_tasks(rm_tdata *d, const char *path, const char *tmpl, const rm_tokenizer *tok, int32_t bos,
                         int32_t eos, int max_len, const char *const *keep, int n_keep) {
     load_ctx c = {d, path, tmpl, tok, bos, eos, max_len, 0, 1, keep, n_keep};
@@ -452,19 +458,20 @@ int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, doubl
     // hook, one plan for all (LoRA, fixed-set router) or a router plan per
     // example over its own experts (expert sets)
     rm_lora *lora = NULL;
-    rm_lora_plan plan = {0}, own[S];
+    rm_lora_plan plan = {0}, own[S], *gplans = NULL; // gate mode: a plan per slot (SMEAR keeps each sequence's sums)
+    rm_gate *gate = NULL;
     const void *seq_plan[S];
     rm_lora_batch *lb = NULL;
     rm_linear_hook hook = {0};
     const void **plans = malloc(rows * sizeof(void *));
     int per_example = t->rt && d->set_k;
     memset(own, 0, sizeof own);
-    int rc_l = t->lora_rank ? rm_trainer_export_lora(t, &lora) : RM_OK;
+    int rc_l = t->gate ? train_gate_plans(t, S, &gate, &gplans) : t->lora_rank ? rm_trainer_export_lora(t, &lora) : RM_OK;
     if (!rc_l && t->rt && !per_example && t->n_experts != t->router_k)
         rc_l = rm_errorf(RM_EINVAL, "eval: the examples have no expert sets (the router's table has %d experts)", t->n_experts);
     if (!rc_l && lora && t->router_k && !per_example) rc_l = rm_lora_plan_init_router(&plan, t->router_k, t->experts, lora);
     else if (!rc_l && lora && !t->router_k) rc_l = rm_lora_plan_init(&plan, RM_COMPOSE_SELECTION, 1, &lora, NULL, NULL);
-    if (!rc_l && lora) {
+    if (!rc_l && (lora || gplans)) {
         lb = rm_lora_batch_new(t->tp);
         if (lb) hook = rm_lora_batch_hook(lb);
         else rc_l = rm_errorf(RM_ENOMEM, "out of memory");
@@ -473,7 +480,7 @@ int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, doubl
     int correct = 0;
     if (!rc && (!tok || !pos || !slot || !want || !logits || !gen || !ngen || !done || !plans))
         rc = rm_errorf(RM_ENOMEM, "out of memory");
-    for (int s = 0; s < S; s++) seq_plan[s] = lora && !per_example ? &plan : NULL;
+    for (int s = 0; s < S; s++) seq_plan[s] = gplans ? (const void *)&gplans[s] : lora && !per_example ? (const void *)&plan : NULL;
     for (int c0 = 0; !rc && c0 < n; c0 += S) {
         int c1 = c0 + S < n ? c0 + S : n, nr = 0;
         for (int s = 0; !rc && per_example && lora && s < c1 - c0; s++) {
@@ -541,6 +548,7 @@ int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, doubl
     free(tok); free(pos); free(slot); free(want); free(logits); free(gen); free(ngen); free(done); free(plans);
     if (lb) rm_lora_batch_free(lb);
     for (int s = 0; s < S; s++) rm_lora_plan_free(&own[s]);
+    train_gate_plans_free(gate, gplans, S);
     if (lora) {
         if (plan.n) rm_lora_plan_free(&plan);
         rm_lora_free(lora);

@@ -66,7 +66,7 @@ int rm_train_run(rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, con
         if (!rc && train->set_k) rc = rm_tbatch_alloc_sets(&mb[i], t->router_k > train->set_k ? t->router_k : train->set_k);
     }
     rm_progress pg;
-    rm_progress_start(&pg, t->router_k ? "router train" : t->lora_rank ? "lora train" : "train", "steps", todo);
+    rm_progress_start(&pg, t->gate ? "gate train" : t->router_k ? "router train" : t->lora_rank ? "lora train" : "train", "steps", todo);
     if (!o->progress) pg.enabled = 0;
     double t0 = rm_now();
     for (int s = 0; !rc && s < todo; s++) {

@@ -158,6 +158,7 @@ static void linear_forward(rm_trainer *t, const rm_tlinear *L, const float *x, f
     rm_matmul(t->tp, L->w, x, L->in, y, L->out, N, acc);
     const train_router *R = router_of(t, L);
     if (R) router_forward(t, L, R, x, y, hs, N);
+    else if (train_gate_of(t, L)) train_gate_forward(t, L, x, y, N);
     else if (L->rank) lora_forward(t->tp, L->A, L->B, L->rank, L->scale, L->in, L->out, x, y, hs, N, 1);
 }
 
@@ -254,6 +255,7 @@ static int linear_backward(rm_trainer *t, const rm_tlinear *L, const float *x, c
     if (dx && (rc = backward_through_weight(t, L->w, dy, dx, N))) return rc;
     const train_router *R = router_of(t, L);
     if (R) return router_backward(t, L, R, x, hs, dy, dx, N);
+    if (train_gate_of(t, L)) return train_gate_backward(t, L, x, dy, dx, N);
     if (!L->rank) return RM_OK;
     return lora_backward(t, t->tp, L->A, L->B, L->dA, L->dB, L->rank, L->scale, in, out, x, hs, dy, dx, N);
 }
@@ -445,9 +447,13 @@ static int add_pair(rm_trainer *t, rm_tlinear *L, int l, int w, int rank, float 
     return add_param(t, name, L->B, (size_t)L->out * rank, 0, 1, &L->dB);
 }
 
+int train_add_param(rm_trainer *t, const char *name, float *w, size_t n, float **grad) {
+    return add_param(t, name, w, n, 0, 0, grad);
+}
+
 int rm_trainer_add_lora(rm_trainer *t, unsigned targets, int rank, float alpha, int rslora) {
     if (rank <= 0 || rank > 4096) return rm_errorf(RM_EINVAL, "lora: rank %d out of range", rank);
-    if (t->lora_rank) return rm_errorf(RM_EINVAL, "lora: adapters were already added");
+    if (t->lora_rank || t->gate) return rm_errorf(RM_EINVAL, "lora: adapters were already added");
     t->lora_rank = rank;
     t->lora_targets = targets;
     t->lora_alpha = alpha;
@@ -471,7 +477,7 @@ int rm_trainer_add_router_table(rm_trainer *t, int n, rm_lora *const *experts, i
     if (k < 1 || k > RM_PLAN_MAX) return rm_errorf(RM_EINVAL, "router: %d experts per row (1..%d)", k, RM_PLAN_MAX);
     if (n < k || n > RM_TRAIN_EXPERTS_MAX)
         return rm_errorf(RM_EINVAL, "router: a table of %d experts for %d a row (%d..%d)", n, k, k, RM_TRAIN_EXPERTS_MAX);
-    if (t->lora_rank) return rm_errorf(RM_EINVAL, "router: adapters were already added");
+    if (t->lora_rank || t->gate) return rm_errorf(RM_EINVAL, "router: adapters were already added");
     for (int i = 0; i < n; i++)
         if (experts[i]->base != t->m)
             return rm_errorf(RM_EMISMATCH, "router: expert %s is not bound to the trainer's base", experts[i]->path);
@@ -542,6 +548,7 @@ void rm_trainer_free(rm_trainer *t) {
     free(t->uses.off);
     free(t->uses.row);
     free(t->uses.at);
+    train_gate_free(t);
     if (t->tp) rm_threadpool_free(t->tp);
     free(t);
 }
@@ -784,6 +791,7 @@ int rm_trainer_forward(rm_trainer *t, const rm_tbatch *b, float norm, int backwa
     }
     if ((rc = acts_alloc(t, b->B, b->T))) return rc;
     if (t->rt && (rc = router_uses(t, b))) return rc;
+    if (t->gate && (rc = train_gate_begin(t, b))) return rc;
     if ((rc = model_forward(t, b))) return rc;
     int N = b->B * b->T, V = t->m->hp.n_vocab;
     if (logits_out) memcpy(logits_out, t->logits, (size_t)N * V * sizeof(float));

@@ -16,6 +16,7 @@
 
 #include "base/threadpool.h"
 #include "lora/compose.h"
+#include "lora/gate.h"
 #include "model/llama.h"
 
 // ---------------------------------------------------------------- parameters
@@ -108,6 +109,14 @@ int rm_trainer_add_router(rm_trainer *t, int k, rm_lora *const *experts, int ran
 // the case n = k with every row using all of them.
 #define RM_TRAIN_EXPERTS_MAX 65536
 int rm_trainer_add_router_table(rm_trainer *t, int n, rm_lora *const *experts, int k, int rank, float alpha);
+// Gates over a fixed adapter set (lora/gate.h: soft, topk with k, top1, smear;
+// the set is bound to the base, not owned, must outlive the trainer): a gate
+// W_g [n, in] on every linear the set adapts, initialised to 0 (uniform soft
+// routing), the only trained parameters; base and adapters frozen. Backward
+// reaches W_g and x (through W, the experts, the gate and SMEAR's mean).
+int rm_trainer_add_gate(rm_trainer *t, const rm_lora_set *set, rm_gate_kind kind, int k);
+// The trained gate (a copy, over the trainer's set).
+int rm_trainer_export_gate(rm_trainer *t, rm_gate **out);
 
 rm_tparam *rm_trainer_params(rm_trainer *t, int *n);
 size_t rm_trainer_n_trainable(const rm_trainer *t);
@@ -209,6 +218,10 @@ int rm_tdata_task_count(const rm_tdata *d, const char *name);
 typedef int (*rm_tdata_retrieve_fn)(void *user, const char *inputs, const char *exclude_task, int k, int *idx, int *n);
 int rm_tdata_retrieve(rm_tdata *d, int k, rm_tdata_retrieve_fn fn, void *user);
 
+// The same, keeping only the examples whose "task" is one of tasks[0..n_tasks)
+// (n_tasks 0: every example). Examples are appended to d.
+int rm_tdata_load_jsonl_tasks(rm_tdata *d, const char *path, const char *tmpl, const rm_tokenizer *tok, int32_t bos,
+                              int32_t eos, int max_len, const char *const *tasks, int n_tasks);
 // Plain text for language modelling: the token stream cut into examples of
 // max_len tokens, loss everywhere.
 int rm_tdata_load_text(rm_tdata *d, const char *path, const rm_tokenizer *tok, int32_t bos, int max_len);
@@ -242,7 +255,7 @@ int rm_trainer_eval_loss_set(rm_trainer *t, const rm_tdata *d, int which, double
 // Greedy-decodes each example's prompt (up to the target length + 8 tokens or
 // EOS) through rm_llama_forward, the adapters (exported) applied by lora/batch as
 // when serving (router mode: a router plan over the experts, each example's
-// own set[0] when it has sets), and counts exact matches
+// own set[0] when it has sets; gate mode: a gate plan per sequence), and counts exact matches
 // of the generated ids with the target ids (EOS excluded).
 int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, double *em);
 

@@ -82,10 +82,27 @@ struct rm_trainer {
     uint64_t drop_rng;     // the lora-dropout draws (rm_train_params.lora_dropout)
     float *rh;             // [N, max expert rank] forward scratch
     float *gx, *gy;        // [N, widest router linear] row gathers of one expert
+    struct train_gate *gate; // gate mode (gate.c): MoE gates / SMEAR over an adapter set, else NULL
     // data order (saved in checkpoints so that a resumed run sees the same batches)
     int *order;
     int n_order, cursor, epoch;
 };
 
 float *train_scratch(rm_trainer *t, int i, size_t floats);
+// Registers a trainable tensor the caller owns (w), its gradient in *grad.
+int train_add_param(rm_trainer *t, const char *name, float *w, size_t n, float **grad);
+
+// Gate mode (gate.c). The linear's gate, if any, replaces its LoRA term:
+// forward adds the composed experts to y (after y = x W^T), backward
+// accumulates dW_g and dx (after the base weight's part).
+int train_gate_of(const rm_trainer *t, const rm_tlinear *L);
+void train_gate_forward(rm_trainer *t, const rm_tlinear *L, const float *x, float *y, int N);
+int train_gate_backward(rm_trainer *t, const rm_tlinear *L, const float *x, const float *dy, float *dx, int N);
+// Before a forward pass over b: activations, segments (SMEAR's running means).
+int train_gate_begin(rm_trainer *t, const rm_tbatch *b);
+void train_gate_free(rm_trainer *t);
+// n plans over the trained gate (exported into *gate), one per sequence, for
+// evaluation through the serving hook; free with train_gate_plans_free.
+int train_gate_plans(rm_trainer *t, int n, rm_gate **gate, rm_lora_plan **plans);
+void train_gate_plans_free(rm_gate *gate, rm_lora_plan *plans, int n);
 #endif
