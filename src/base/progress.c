@@ -24,21 +24,27 @@ static void fmt_secs(char *buf, size_t n, double s) {
     else snprintf(buf, n, "%lds", t);
 }
 
+// "12.3 steps/s", or per minute when slower than one a second.
+static void fmt_rate(char *buf, size_t n, double rate, const char *unit) {
+    if (rate > 0 && rate < 1) snprintf(buf, n, "%.1f %s/min", rate * 60, unit);
+    else snprintf(buf, n, "%.1f %s/s", rate, unit);
+}
+
 void rm_progress_update(rm_progress *p, long done, int force) {
     if (!p->enabled) return;
     double now = rm_now();
     if (!force && now - p->t_last < 0.1) return;
     p->t_last = now;
     double el = now - p->t0, rate = el > 0 ? done / el : 0;
-    char eta[32] = "?", elapsed[32];
+    char eta[32] = "?", elapsed[32], rt[64];
     fmt_secs(elapsed, sizeof elapsed, el);
+    fmt_rate(rt, sizeof rt, rate, p->unit);
     if (p->total > 0 && rate > 0) fmt_secs(eta, sizeof eta, (p->total - done) / rate);
     if (p->total > 0)
-        fprintf(stderr, "\r%s %ld/%ld %s (%.0f%%) %.1f %s/s elapsed %s ETA %s %s\033[K", p->label, done,
-                p->total, p->unit, 100.0 * done / p->total, rate, p->unit, elapsed, eta, p->extra);
+        fprintf(stderr, "\r%s %ld/%ld %s (%.0f%%) %s elapsed %s ETA %s %s\033[K", p->label, done, p->total, p->unit,
+                100.0 * done / p->total, rt, elapsed, eta, p->extra);
     else
-        fprintf(stderr, "\r%s %ld %s %.1f %s/s elapsed %s %s\033[K", p->label, done, p->unit, rate, p->unit,
-                elapsed, p->extra);
+        fprintf(stderr, "\r%s %ld %s %s elapsed %s %s\033[K", p->label, done, p->unit, rt, elapsed, p->extra);
     fflush(stderr);
 }
 
