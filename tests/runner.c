@@ -6,6 +6,7 @@
 
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -58,6 +59,37 @@ int rm_test_sanitized(void) { return getenv("RAMOLE_SANITIZED") != NULL; }
 const char *rm_test_bin(void) {
     const char *p = getenv("RAMOLE_BIN");
     return p ? p : "build/ramole";
+}
+
+int rm_test_cli(const char *args) {
+    size_t n = strlen(rm_test_bin()) + strlen(args) + strlen(rm_test_tmpdir()) + 64;
+    char *cmd = malloc(n);
+    if (!cmd) return -1;
+    snprintf(cmd, n, "%s %s >%s/cli.out 2>%s/cli.err", rm_test_bin(), args, rm_test_tmpdir(), rm_test_tmpdir());
+    int rc = system(cmd);
+    free(cmd);
+    return rc == -1 ? -1 : WIFEXITED(rc) ? WEXITSTATUS(rc) : 128 + WTERMSIG(rc);
+}
+
+// The text of tmpdir/<name> (at most 64 KiB; a static buffer per name).
+static const char *read_cli_file(const char *name, char *buf, size_t cap) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", rm_test_tmpdir(), name);
+    FILE *f = fopen(path, "r");
+    size_t n = f ? fread(buf, 1, cap - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = 0;
+    return buf;
+}
+
+const char *rm_test_cli_out(void) {
+    static char buf[1 << 16];
+    return read_cli_file("cli.out", buf, sizeof buf);
+}
+
+const char *rm_test_cli_err(void) {
+    static char buf[1 << 16];
+    return read_cli_file("cli.err", buf, sizeof buf);
 }
 
 static int cmp_tests(const void *a, const void *b) {

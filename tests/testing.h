@@ -24,6 +24,12 @@ const char *rm_test_tmpdir(void);
 int rm_test_sanitized(void);
 // The ramole binary under test (env RAMOLE_BIN), for CLI tests.
 const char *rm_test_bin(void);
+// Runs `ramole ARGS` (args as a shell would split them) with stdout and
+// stderr in the test's tmpdir; returns its exit status (-1: could not run).
+int rm_test_cli(const char *args);
+// What the last rm_test_cli printed on stdout / stderr.
+const char *rm_test_cli_out(void);
+const char *rm_test_cli_err(void);
 
 #define TEST(name)                                                                       \
     static void test_##name(void);                                                      \

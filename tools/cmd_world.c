@@ -16,6 +16,7 @@
 #include "base/progress.h"
 #include "cli.h"
 #include "eval/world.h"
+#include "train/train.h"
 
 static void help(void) {
     printf("usage: ramole world make --out DIR [--seed S] [--size small|full]\n"
@@ -32,8 +33,16 @@ static void help(void) {
            "from world.json), and the pool (`ramole pool init` + `pool add` per adapter -> DIR/pool/).\n"
            "A step whose inputs and settings are unchanged since its last run is reused (stamps in\n"
            "DIR/build/); each step's output is in DIR/build/*.log.\n"
+           "Then the experiment of the paper for a split of the tasks (DIR/experiment/split-S/): 40%% of\n"
+           "the tasks are seen (split.json, seen.txt; stratified by cluster), the RouterLoRA is trained on\n"
+           "them as in the paper (`ramole router train --pool`: each example's own retrieved adapters, its\n"
+           "own adapter dropped at random) and the MoE / SMEAR gates over their adapters (`ramole gate\n"
+           "train`: moe-soft, moe-topk, moe-top1, smear), validated on the seen tasks' validation splits;\n"
+           "`ramole eval --table DIR` then runs the comparison.\n"
            "  -t, --threads N   threads in all (default: all cores)\n"
-           "  -j, --jobs J      adapters trained at once (default: as many as threads, each 1 thread)\n");
+           "  -j, --jobs J      trainings at once (default: as many as threads, each 1 thread)\n"
+           "  --split-seed S    the split of the experiment (default 1)\n"
+           "  --no-experiment   stop after the pool\n");
 }
 
 static int world_make(int argc, char **argv) {
@@ -48,7 +57,7 @@ static int world_make(int argc, char **argv) {
     }
     rm_world_size size;
     if (!out) { fprintf(stderr, "ramole world make: --out DIR is required\n"); return 2; }
-    if (rm_world_size_parse(size_s, &size)) return cli_fail("--size");
+    if (rm_world_size_parse(size_s, &size)) { fprintf(stderr, "ramole world make: %s\n", rm_last_error()); return 2; }
     if (seed < 0) { fprintf(stderr, "ramole world make: --seed must be 0 or more\n"); return 2; }
     rm_world_report r;
     if (rm_world_make(out, (uint64_t)seed, size, &r)) return cli_fail("world make");
@@ -60,6 +69,18 @@ static int world_make(int argc, char **argv) {
 }
 
 // ---------------------------------------------------------------- build
+
+#define PATHN 4608
+
+// snprintf into a path buffer of PATHN bytes; returns buf.
+static char *pathf(char *buf, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static char *pathf(char *buf, const char *fmt, ...) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, PATHN, fmt, ap);
+    va_end(ap);
+    return buf;
+}
 
 // A step's key: FNV-1a over its command line and its input files' bytes.
 typedef struct stamp { uint64_t h; } stamp;
@@ -82,20 +103,18 @@ static int stamp_file(stamp *s, const char *path) {
 
 // 1 when dir/build/<name>.stamp holds key (the step is done), else 0.
 static int stamp_ok(const char *dir, const char *name, uint64_t key) {
-    char path[4200], *buf;
+    char path[PATHN], *buf;
     size_t len;
-    snprintf(path, sizeof path, "%s/build/%s.stamp", dir, name);
-    if (rm_read_file(path, &buf, &len)) return 0;
+    if (rm_read_file(pathf(path, "%s/build/%s.stamp", dir, name), &buf, &len)) return 0;
     int ok = strtoull(buf, NULL, 16) == key;
     free(buf);
     return ok;
 }
 
 static int stamp_write(const char *dir, const char *name, uint64_t key) {
-    char path[4200], text[32];
-    snprintf(path, sizeof path, "%s/build/%s.stamp", dir, name);
+    char path[PATHN], text[32];
     snprintf(text, sizeof text, "%016llx\n", (unsigned long long)key);
-    return rm_write_file_atomic(path, text, strlen(text));
+    return rm_write_file_atomic(pathf(path, "%s/build/%s.stamp", dir, name), text, strlen(text));
 }
 
 // Starts this program with argv (argv[0] is replaced by /proc/self/exe), its
@@ -140,9 +159,14 @@ typedef struct wtask { char *name, *cluster; } wtask;
 typedef struct wconf {
     wtask *t;
     int n;
-    long rank, steps, batch, seed;
+    long rank, steps, batch, seed;     // the adapters' training
     double alpha, lr;
     char targets[64];
+    double seen_fraction;              // the experiment: tasks the router and gates train on
+    long r_rank, r_k, r_steps, r_batch; // RouterLoRA
+    double r_alpha, r_dropout, r_lr;
+    long g_k, g_steps, g_batch;         // MoE / SMEAR gates
+    double g_lr;
 } wconf;
 
 static void wconf_free(wconf *c) {
@@ -170,6 +194,12 @@ static int wconf_load(const char *dir, wconf *c) {
             rc = 1;
             break;
         }
+        for (int k = 0; k < c->n; k++)
+            if (!strcmp(c->t[k].name, name)) {
+                fprintf(stderr, "ramole world build: %s: task %zu: the name \"%s\" is taken by task %d\n", path, i + 1, name, k + 1);
+                rc = 1;
+            }
+        if (rc) break;
         c->t[c->n].name = strdup(name);
         c->t[c->n++].cluster = strdup(cl);
     }
@@ -181,6 +211,23 @@ static int wconf_load(const char *dir, wconf *c) {
         c->lr = rm_json_get_num(ad, "lr", 5e-3);
         c->seed = rm_json_get_int(j, "seed", 1);
         snprintf(c->targets, sizeof c->targets, "%s", rm_json_get_str(ad, "targets", "all"));
+        const rm_json *ex = rm_json_get(j, "experiment"), *r = rm_json_get(ex, "router"), *g = rm_json_get(ex, "gates");
+        c->seen_fraction = rm_json_get_num(ex, "seen_fraction", 0.4);
+        c->r_rank = rm_json_get_int(r, "rank", 4);
+        c->r_alpha = rm_json_get_num(r, "alpha", 8);
+        c->r_k = rm_json_get_int(r, "retrieve", 3);
+        c->r_dropout = rm_json_get_num(r, "lora_dropout", 0.5);
+        c->r_steps = rm_json_get_int(r, "steps", 400);
+        c->r_batch = rm_json_get_int(r, "batch", 8);
+        c->r_lr = rm_json_get_num(r, "lr", 2e-3);
+        c->g_k = rm_json_get_int(g, "k", 3);
+        c->g_steps = rm_json_get_int(g, "steps", 300);
+        c->g_batch = rm_json_get_int(g, "batch", 8);
+        c->g_lr = rm_json_get_num(g, "lr", 5e-3);
+        if (!(c->seen_fraction > 0 && c->seen_fraction < 1)) {
+            fprintf(stderr, "ramole world build: %s: experiment.seen_fraction must be between 0 and 1\n", path);
+            rc = 1;
+        }
     }
     rm_json_free(j);
     if (rc) wconf_free(c);
@@ -202,17 +249,6 @@ static double log_eval_em(const char *log) {
     return em;
 }
 
-#define PATHN 4608
-
-// snprintf into a path buffer of PATHN bytes; returns buf.
-static char *pathf(char *buf, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static char *pathf(char *buf, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(buf, PATHN, fmt, ap);
-    va_end(ap);
-    return buf;
-}
 
 // Step 1: the base model, `ramole train` on the world's text.
 static int build_base(const char *dir, const char *threads, stamp *key) {
@@ -237,77 +273,56 @@ static int build_base(const char *dir, const char *threads, stamp *key) {
     return 0;
 }
 
-// The key of task i's adapter: the base's, the training settings and the task's data.
-static int adapter_key(const char *dir, const wconf *c, int i, const stamp *base, uint64_t *key) {
-    char data[PATHN], valid[PATHN], tmpl[PATHN];
-    stamp s = *base;
-    stamp_str(&s, c->t[i].name);
-    long v[4] = {c->rank, c->steps, c->batch, c->seed};
-    double f[2] = {c->alpha, c->lr};
-    stamp_bytes(&s, v, sizeof v);
-    stamp_bytes(&s, f, sizeof f);
-    stamp_str(&s, c->targets);
-    if (stamp_file(&s, pathf(data, "%s/tasks/%s.jsonl", dir, c->t[i].name)) ||
-        stamp_file(&s, pathf(valid, "%s/tasks/%s.valid.jsonl", dir, c->t[i].name)) ||
-        stamp_file(&s, pathf(tmpl, "%s/template.txt", dir)))
-        return cli_fail("task data");
-    *key = s.h;
-    return 0;
+// ---- jobs: ramole commands run as child processes, some at a time
+
+#define JOB_ARGS 64
+
+typedef struct job {
+    char *argv[JOB_ARGS + 1]; // owned, NULL-terminated
+    int argc;
+    char log[PATHN], stamp[PATHN], label[PATHN];
+    uint64_t key;
+    int failed_alloc;
+} job;
+
+static void job_free(job *j) {
+    for (int i = 0; i < j->argc; i++) free(j->argv[i]);
+    memset(j, 0, sizeof *j);
 }
 
-// Starts `ramole lora train` for task i (the world's adapter settings; the
-// task's validation split held out and scored for exact match).
-static pid_t start_adapter(const char *dir, const wconf *c, int i, const char *threads) {
-    char base[PATHN], data[PATHN], valid[PATHN], tmpl[PATHN], out[PATHN], log[PATHN];
-    char rank[24], alpha[32], steps[24], batch[24], lr[32], seed[32];
-    snprintf(rank, sizeof rank, "%ld", c->rank);
-    snprintf(alpha, sizeof alpha, "%g", c->alpha);
-    snprintf(steps, sizeof steps, "%ld", c->steps);
-    snprintf(batch, sizeof batch, "%ld", c->batch);
-    snprintf(lr, sizeof lr, "%g", c->lr);
-    snprintf(seed, sizeof seed, "%ld", c->seed * 1000 + i);
-    char *av[] = {"ramole", "lora", "train", "--base", pathf(base, "%s/base.gguf", dir),
-                  "--data", pathf(data, "%s/tasks/%s.jsonl", dir, c->t[i].name),
-                  "--eval", pathf(valid, "%s/tasks/%s.valid.jsonl", dir, c->t[i].name),
-                  "--template", pathf(tmpl, "%s/template.txt", dir), "--out", pathf(out, "%s/adapters/%s", dir, c->t[i].name),
-                  "--rank", rank, "--alpha", alpha, "--targets", (char *)c->targets, "--steps", steps, "--batch", batch,
-                  "--lr", lr, "--seed", seed, "--threads", (char *)threads, "--json", NULL};
-    setenv("RAMOLE_PROGRESS", "0", 1);
-    return spawn(av, pathf(log, "%s/build/adapter-%s.log", dir, c->t[i].name));
+// Appends one formatted argument.
+static void job_arg(job *j, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void job_arg(job *j, const char *fmt, ...) {
+    char buf[PATHN];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    if (j->argc == JOB_ARGS || !(j->argv[j->argc] = strdup(buf))) { j->failed_alloc = 1; return; }
+    j->argv[++j->argc] = NULL;
 }
 
-// Step 2: one adapter per task, `jobs` trainings at once. key[i] gets each
-// adapter's key; *mean_em the mean validation exact match of those trained.
-static int build_adapters(const char *dir, const wconf *c, const stamp *base, long jobs, const char *threads,
-                          uint64_t *key, double *mean_em) {
-    char path[PATHN], name[PATHN];
-    int *todo = calloc((size_t)c->n, sizeof *todo), n_todo = 0, rc = 1;
-    pid_t *pid = calloc((size_t)jobs, sizeof *pid);
-    int *task_of = calloc((size_t)jobs, sizeof *task_of);
-    *mean_em = -1;
-    if (!todo || !pid || !task_of) { fprintf(stderr, "ramole world build: out of memory\n"); goto done; }
-    for (int i = 0; i < c->n; i++) {
-        if (adapter_key(dir, c, i, base, &key[i])) goto done;
-        pathf(path, "%s/adapters/%s/adapter_model.safetensors", dir, c->t[i].name);
-        if (!(stamp_ok(dir, pathf(name, "adapter-%s", c->t[i].name), key[i]) && rm_file_exists(path))) todo[n_todo++] = i;
-    }
-    if (!n_todo) {
-        fprintf(stderr, "world build: %d adapters: up to date\n", c->n);
-        rc = 0;
-        goto done;
-    }
-    fprintf(stderr, "world build: training %d adapters (`ramole lora train`, %ld at a time; logs in %s/build/)\n", n_todo, jobs, dir);
-    rm_progress pg;
-    rm_progress_start(&pg, "adapters", "adapters", n_todo);
-    pg.enabled = 1;
+// Runs jobs[0..n), `parallel` at a time (each child's output in its log);
+// writes each one's stamp when it succeeds. With em, the mean held-out exact
+// match the children reported (`--json` lines; -1 when none) goes there.
+static int run_jobs(job *jobs, int n, long parallel, const char *what, const char *dir, double *em) {
+    pid_t *pid = calloc((size_t)parallel, sizeof *pid);
+    int *of = calloc((size_t)parallel, sizeof *of), rc = 1, next = 0, finished = 0, running = 0, em_n = 0;
     double em_sum = 0;
-    int next = 0, finished = 0, running = 0, em_n = 0;
-    while (finished < n_todo) {
-        for (; running < jobs && next < n_todo; next++, running++) {
+    if (em) *em = -1;
+    if (!pid || !of) { fprintf(stderr, "ramole world build: out of memory\n"); goto done; }
+    for (int i = 0; i < n; i++)
+        if (jobs[i].failed_alloc) { fprintf(stderr, "ramole world build: out of memory\n"); goto done; }
+    rm_progress pg;
+    rm_progress_start(&pg, what, what, n);
+    pg.enabled = 1;
+    while (finished < n) {
+        for (; running < parallel && next < n; next++, running++) {
             int s = 0;
             while (pid[s]) s++;
-            task_of[s] = todo[next];
-            if ((pid[s] = start_adapter(dir, c, todo[next], threads)) < 0) {
+            of[s] = next;
+            setenv("RAMOLE_PROGRESS", parallel > 1 ? "0" : "1", 1);
+            if ((pid[s] = spawn(jobs[next].argv, jobs[next].log)) < 0) {
                 pid[s] = 0;
                 fprintf(stderr, "ramole world build: cannot start a process: %s\n", strerror(errno));
                 goto done;
@@ -316,33 +331,88 @@ static int build_adapters(const char *dir, const wconf *c, const stamp *base, lo
         int status, s = 0;
         pid_t p = wait(&status);
         if (p < 0) { fprintf(stderr, "ramole world build: wait: %s\n", strerror(errno)); goto done; }
-        while (s < jobs && pid[s] != p) s++;
-        if (s == jobs) continue;
-        int i = task_of[s];
+        while (s < parallel && pid[s] != p) s++;
+        if (s == parallel) continue;
+        job *j = &jobs[of[s]];
         pid[s] = 0;
         running--;
-        pathf(path, "%s/build/adapter-%s.log", dir, c->t[i].name);
-        if (check_exit(status, c->t[i].name, path) || stamp_write(dir, pathf(name, "adapter-%s", c->t[i].name), key[i])) goto done;
-        double em = log_eval_em(path);
-        if (em >= 0) em_sum += em, em_n++;
-        snprintf(pg.extra, sizeof pg.extra, "%s done; mean validation EM so far %.1f", c->t[i].name, em_n ? 100 * em_sum / em_n : 0.0);
+        if (check_exit(status, j->label, j->log) || stamp_write(dir, j->stamp, j->key)) goto done;
+        double e = em ? log_eval_em(j->log) : -1;
+        if (e >= 0) em_sum += e, em_n++;
+        if (em_n) snprintf(pg.extra, sizeof pg.extra, "%.60s done; mean held-out EM so far %.1f", j->label, 100 * em_sum / em_n);
+        else snprintf(pg.extra, sizeof pg.extra, "%.60s done", j->label);
         rm_progress_update(&pg, ++finished, 1);
     }
     rm_progress_finish(&pg, finished);
-    if (em_n) *mean_em = 100 * em_sum / em_n;
+    if (em && em_n) *em = 100 * em_sum / em_n;
     rc = 0;
 done:
-    for (int s = 0; pid && s < jobs; s++)
+    for (int s = 0; pid && s < parallel; s++)
         if (pid[s] > 0) { kill(pid[s], SIGTERM); waitpid(pid[s], NULL, 0); }
     free(pid);
-    free(task_of);
-    free(todo);
+    free(of);
+    return rc;
+}
+
+// Step 2: one adapter per task (`ramole lora train` with the world's adapter
+// settings, the task's validation split held out and scored for exact match),
+// `parallel` at a time. key[i] gets each adapter's key.
+static int build_adapters(const char *dir, const wconf *c, const stamp *base, long parallel, const char *threads,
+                          uint64_t *key, double *mean_em) {
+    job *jobs = calloc((size_t)c->n, sizeof *jobs);
+    int n = 0, rc = 1;
+    *mean_em = -1;
+    if (!jobs) { fprintf(stderr, "ramole world build: out of memory\n"); return 1; }
+    for (int i = 0; i < c->n; i++) {
+        const char *t = c->t[i].name;
+        char data[PATHN], valid[PATHN], tmpl[PATHN], weights[PATHN], sname[PATHN];
+        stamp s = *base;
+        stamp_str(&s, t);
+        long v[4] = {c->rank, c->steps, c->batch, c->seed};
+        double f[2] = {c->alpha, c->lr};
+        stamp_bytes(&s, v, sizeof v);
+        stamp_bytes(&s, f, sizeof f);
+        stamp_str(&s, c->targets);
+        if (stamp_file(&s, pathf(data, "%s/tasks/%s.jsonl", dir, t)) || stamp_file(&s, pathf(valid, "%s/tasks/%s.valid.jsonl", dir, t)) ||
+            stamp_file(&s, pathf(tmpl, "%s/template.txt", dir))) {
+            cli_fail("task data");
+            goto done;
+        }
+        key[i] = s.h;
+        pathf(sname, "adapter-%s", t);
+        if (stamp_ok(dir, sname, s.h) && rm_file_exists(pathf(weights, "%s/adapters/%s/adapter_model.safetensors", dir, t))) continue;
+        job *j = &jobs[n++];
+        j->key = s.h;
+        snprintf(j->stamp, sizeof j->stamp, "%s", sname);
+        snprintf(j->label, sizeof j->label, "%s", t);
+        pathf(j->log, "%s/build/adapter-%s.log", dir, t);
+        const char *fixed[] = {"ramole", "lora", "train", "--base"};
+        for (int k = 0; k < 4; k++) job_arg(j, "%s", fixed[k]);
+        job_arg(j, "%s/base.gguf", dir);
+        job_arg(j, "--data"), job_arg(j, "%s", data), job_arg(j, "--eval"), job_arg(j, "%s", valid);
+        job_arg(j, "--template"), job_arg(j, "%s", tmpl), job_arg(j, "--out"), job_arg(j, "%s/adapters/%s", dir, t);
+        job_arg(j, "--rank"), job_arg(j, "%ld", c->rank), job_arg(j, "--alpha"), job_arg(j, "%g", c->alpha);
+        job_arg(j, "--targets"), job_arg(j, "%s", c->targets), job_arg(j, "--steps"), job_arg(j, "%ld", c->steps);
+        job_arg(j, "--batch"), job_arg(j, "%ld", c->batch), job_arg(j, "--lr"), job_arg(j, "%g", c->lr);
+        job_arg(j, "--seed"), job_arg(j, "%ld", c->seed * 1000 + i), job_arg(j, "--threads"), job_arg(j, "%s", threads);
+        job_arg(j, "--json");
+    }
+    if (!n) {
+        fprintf(stderr, "world build: %d adapters: up to date\n", c->n);
+        rc = 0;
+    } else {
+        fprintf(stderr, "world build: training %d adapters (`ramole lora train`, %ld at a time; logs in %s/build/)\n", n, parallel, dir);
+        rc = run_jobs(jobs, n, parallel, "adapters", dir, mean_em);
+    }
+done:
+    for (int i = 0; i < n; i++) job_free(&jobs[i]);
+    free(jobs);
     return rc;
 }
 
 // Step 3: the pool: an embedder fitted on every adapter's samples (`pool
 // init`), then each adapter added the way a contributor adds one (`pool add`).
-static int build_pool(const char *dir, const wconf *c, const uint64_t *akey) {
+static int build_pool(const char *dir, const wconf *c, const uint64_t *akey, uint64_t *pool_key) {
     char pool[PATHN], db[PATHN], path[PATHN], corpus[PATHN], log[PATHN], weights[PATHN];
     stamp key = {0xcbf29ce484222325ull};
     stamp_str(&key, "pool v1");
@@ -350,6 +420,7 @@ static int build_pool(const char *dir, const wconf *c, const uint64_t *akey) {
     for (int i = 0; i < c->n; i++)
         if (stamp_file(&key, pathf(path, "%s/samples/%s.jsonl", dir, c->t[i].name))) return cli_fail("samples");
     pathf(pool, "%s/pool", dir);
+    *pool_key = key.h;
     if (stamp_ok(dir, "pool", key.h) && rm_file_exists(pathf(db, "%s/pool.db", pool))) {
         fprintf(stderr, "world build: pool: up to date (%s)\n", pool);
         return 0;
@@ -383,16 +454,165 @@ static int build_pool(const char *dir, const wconf *c, const uint64_t *akey) {
     return 0;
 }
 
+// The seen tasks of split seed S: round(fraction x n) of them, spread over the
+// clusters in proportion to their sizes (largest remainders, ties at random),
+// every cluster of two or more tasks keeping at least one seen and one unseen
+// task; which tasks within a cluster, at random. seen[i] set for task i.
+static void world_split(const wconf *c, long split_seed, int *seen) {
+    uint64_t rng = (uint64_t)split_seed * 0x9e3779b97f4a7c15ull + 0x73706c6974ull;
+    int n_cl = 0, *first = calloc((size_t)c->n, sizeof *first), *size = calloc((size_t)c->n, sizeof *size);
+    int *quota = calloc((size_t)c->n, sizeof *quota), *order = calloc((size_t)c->n, sizeof *order);
+    double *rem = calloc((size_t)c->n, sizeof *rem);
+    memset(seen, 0, (size_t)c->n * sizeof *seen);
+    if (!first || !size || !quota || !order || !rem) goto done; // nothing seen: the trainers then refuse
+    for (int i = 0; i < c->n; i++) {
+        if (i == 0 || strcmp(c->t[i].cluster, c->t[i - 1].cluster)) first[n_cl++] = i;
+        size[n_cl - 1]++;
+    }
+    int want = (int)(c->seen_fraction * c->n + 0.5), got = 0;
+    for (int k = 0; k < n_cl; k++) {
+        double q = c->seen_fraction * size[k];
+        quota[k] = (int)q;
+        rem[k] = q - quota[k] + 1e-9 * (double)(rm_rng_next(&rng) % 1000);
+        if (size[k] >= 2 && quota[k] < 1) quota[k] = 1, rem[k] = -1;
+        if (size[k] >= 2 && quota[k] > size[k] - 1) quota[k] = size[k] - 1;
+        got += quota[k];
+        order[k] = k;
+    }
+    for (int a = 0; a < n_cl; a++) // clusters by decreasing remainder
+        for (int b = a + 1; b < n_cl; b++)
+            if (rem[order[b]] > rem[order[a]]) { int t = order[a]; order[a] = order[b]; order[b] = t; }
+    for (int a = 0; got < want && a < n_cl; a++) {
+        int k = order[a];
+        if (quota[k] < size[k] - (size[k] >= 2)) quota[k]++, got++;
+    }
+    for (int k = 0; k < n_cl; k++) {
+        int idx[64], m = size[k] < 64 ? size[k] : 64;
+        for (int i = 0; i < m; i++) idx[i] = first[k] + i;
+        rm_shuffle(idx, m, &rng);
+        for (int i = 0; i < quota[k] && i < m; i++) seen[idx[i]] = 1;
+    }
+done:
+    free(first); free(size); free(quota); free(order); free(rem);
+}
+
+// Step 4: the experiment of split seed S in DIR/experiment/split-S/: the split
+// (split.json, seen.txt), the RouterLoRA trained the paper's way (`ramole
+// router train --pool`: each example's own retrieved adapters, its own adapter
+// dropped at random, the seen tasks only) and the MoE / SMEAR gates over the
+// seen tasks' adapters (`ramole gate train`), validated on the seen tasks'
+// validation splits.
+static int build_experiment(const char *dir, const wconf *c, long split_seed, uint64_t pool_key, long parallel,
+                            const char *threads) {
+    char xdir[PATHN], path[PATHN], seenf[PATHN], data[PATHN * 2], valid[PATHN * 2];
+    int *seen = calloc((size_t)c->n, sizeof *seen), rc = 1, n_seen = 0;
+    rm_sb js = {0}, list = {0}, files = {0}, vfiles = {0};
+    job jobs[5];
+    int n_jobs = 0;
+    memset(jobs, 0, sizeof jobs);
+    if (!seen) { fprintf(stderr, "ramole world build: out of memory\n"); return 1; }
+    world_split(c, split_seed, seen);
+    pathf(xdir, "%s/experiment/split-%ld", dir, split_seed);
+    if (rm_mkdirs(xdir)) { cli_fail(xdir); goto done; }
+    rm_sb_printf(&js, "{\"seed\": %ld, \"seen_fraction\": %g, \"seen\": [", split_seed, c->seen_fraction);
+    for (int pass = 0; pass < 2; pass++) {
+        if (pass) rm_sb_puts(&js, "], \"unseen\": [");
+        for (int i = 0, first = 1; i < c->n; i++) {
+            if (seen[i] != !pass) continue;
+            rm_sb_puts(&js, first ? "" : ", ");
+            rm_sb_json_str(&js, c->t[i].name, strlen(c->t[i].name));
+            first = 0;
+        }
+    }
+    rm_sb_puts(&js, "]}\n");
+    for (int i = 0; i < c->n; i++) {
+        if (!seen[i]) continue;
+        rm_sb_printf(&list, "%s\n", c->t[i].name);
+        rm_sb_printf(&files, "%s%s/tasks/%s.jsonl", n_seen ? "," : "", dir, c->t[i].name);
+        rm_sb_printf(&vfiles, "%s%s/tasks/%s.valid.jsonl", n_seen ? "," : "", dir, c->t[i].name);
+        n_seen++;
+    }
+    if (js.oom || list.oom || files.oom || vfiles.oom || strlen(files.buf) >= sizeof data || strlen(vfiles.buf) >= sizeof valid) {
+        fprintf(stderr, "ramole world build: out of memory (or a world too large for one command line)\n");
+        goto done;
+    }
+    snprintf(data, sizeof data, "%s", files.buf);
+    snprintf(valid, sizeof valid, "%s", vfiles.buf);
+    if (rm_write_file_atomic(pathf(path, "%s/split.json", xdir), js.buf, js.len) ||
+        rm_write_file_atomic(pathf(seenf, "%s/seen.txt", xdir), list.buf, list.len)) {
+        cli_fail(xdir);
+        goto done;
+    }
+    static const char *const KIND[5] = {"router", "soft", "topk", "top1", "smear"};
+    static const char *const OUT[5] = {"router", "moe-soft", "moe-topk", "moe-top1", "smear"};
+    for (int k = 0; k < 5; k++) {
+        stamp s = {pool_key};
+        stamp_str(&s, KIND[k]);
+        stamp_str(&s, js.buf);
+        long v[9] = {c->r_rank, c->r_k, c->r_steps, c->r_batch, c->g_k, c->g_steps, c->g_batch, c->seed, split_seed};
+        double f[4] = {c->r_alpha, c->r_dropout, c->r_lr, c->g_lr};
+        stamp_bytes(&s, v, sizeof v);
+        stamp_bytes(&s, f, sizeof f);
+        char sname[PATHN], out[PATHN];
+        pathf(sname, "split-%ld-%s", split_seed, OUT[k]);
+        pathf(out, "%s/%s.gguf", xdir, OUT[k]);
+        if (stamp_ok(dir, sname, s.h) && rm_file_exists(out)) continue;
+        job *j = &jobs[n_jobs++];
+        j->key = s.h;
+        snprintf(j->stamp, sizeof j->stamp, "%s", sname);
+        snprintf(j->label, sizeof j->label, "%s", OUT[k]);
+        pathf(j->log, "%s/build/%s.log", dir, sname);
+        job_arg(j, "ramole"), job_arg(j, k ? "gate" : "router"), job_arg(j, "train");
+        job_arg(j, "--base"), job_arg(j, "%s/base.gguf", dir), job_arg(j, "--pool"), job_arg(j, "%s/pool", dir);
+        if (k == 0) {
+            job_arg(j, "--retrieve"), job_arg(j, "%ld", c->r_k), job_arg(j, "--lora-dropout"), job_arg(j, "%g", c->r_dropout);
+            job_arg(j, "--train-tasks"), job_arg(j, "@%s", seenf);
+            job_arg(j, "--rank"), job_arg(j, "%ld", c->r_rank), job_arg(j, "--alpha"), job_arg(j, "%g", c->r_alpha);
+            job_arg(j, "--steps"), job_arg(j, "%ld", c->r_steps), job_arg(j, "--batch"), job_arg(j, "%ld", c->r_batch);
+            job_arg(j, "--lr"), job_arg(j, "%g", c->r_lr);
+        } else {
+            job_arg(j, "--adapters-of-tasks"), job_arg(j, "@%s", seenf), job_arg(j, "--kind"), job_arg(j, "%s", KIND[k]);
+            if (k == 2) job_arg(j, "--k"), job_arg(j, "%ld", c->g_k);
+            job_arg(j, "--steps"), job_arg(j, "%ld", c->g_steps), job_arg(j, "--batch"), job_arg(j, "%ld", c->g_batch);
+            job_arg(j, "--lr"), job_arg(j, "%g", c->g_lr);
+        }
+        job_arg(j, "--data"), job_arg(j, "%s", data), job_arg(j, "--eval"), job_arg(j, "%s", valid);
+        job_arg(j, "--template"), job_arg(j, "%s/template.txt", dir), job_arg(j, "--out"), job_arg(j, "%s", out);
+        job_arg(j, "--seed"), job_arg(j, "%ld", c->seed * 1000 + 900 + k), job_arg(j, "--threads"), job_arg(j, "%s", threads);
+        job_arg(j, "--json");
+    }
+    if (!n_jobs) {
+        fprintf(stderr, "world build: experiment split %ld (%d seen tasks): up to date (%s)\n", split_seed, n_seen, xdir);
+        rc = 0;
+    } else {
+        fprintf(stderr, "world build: experiment split %ld: %d of %d tasks seen; training %d of the router and the 4 gates\n",
+                split_seed, n_seen, c->n, n_jobs);
+        rc = run_jobs(jobs, n_jobs, parallel, "trainings", dir, NULL);
+    }
+done:
+    for (int k = 0; k < n_jobs; k++) job_free(&jobs[k]);
+    rm_sb_free(&js);
+    rm_sb_free(&list);
+    rm_sb_free(&files);
+    rm_sb_free(&vfiles);
+    free(seen);
+    return rc;
+}
+
 static int world_build(int argc, char **argv) {
     const char *dir = NULL;
-    long threads = 0, jobs = 0;
+    long threads = 0, jobs = 0, split_seed = 1;
+    int experiment = 1;
     for (int i = 2; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
         else if (cli_int(argc, argv, &i, "--threads", "-t", &threads)) {}
         else if (cli_int(argc, argv, &i, "--jobs", "-j", &jobs)) {}
+        else if (cli_int(argc, argv, &i, "--split-seed", NULL, &split_seed)) {}
+        else if (cli_flag(argc, argv, &i, "--no-experiment", NULL)) experiment = 0;
         else if (!dir && argv[i][0] != '-') dir = argv[i];
         else { fprintf(stderr, "ramole world build: unknown argument '%s' (see --help)\n", argv[i]); return 2; }
     }
+    if (split_seed < 0) { fprintf(stderr, "ramole world build: --split-seed must be 0 or more\n"); return 2; }
     if (!dir) { fprintf(stderr, "ramole world build: give the world's directory (from `ramole world make`)\n"); return 2; }
     if (strlen(dir) > 3000) { fprintf(stderr, "ramole world build: directory name too long\n"); return 2; }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
@@ -405,13 +625,15 @@ static int world_build(int argc, char **argv) {
     if (wconf_load(dir, &c)) return 1;
     int rc = 1;
     double t0 = rm_now(), em = -1;
-    uint64_t *akey = calloc((size_t)c.n, sizeof *akey);
+    uint64_t *akey = calloc((size_t)c.n, sizeof *akey), pool_key = 0;
     stamp base;
     if (!akey) fprintf(stderr, "ramole world build: out of memory\n");
     else if (rm_mkdirs(pathf(path, "%s/build", dir)) || rm_mkdirs(pathf(path, "%s/adapters", dir))) cli_fail(dir);
     else if (!build_base(dir, all_t, &base) && !build_adapters(dir, &c, &base, jobs, job_t, akey, &em) &&
-             !build_pool(dir, &c, akey)) {
-        printf("world build: %s ready in %.0f s: base.gguf, %d adapters in adapters/, pool/", dir, rm_now() - t0, c.n);
+             !build_pool(dir, &c, akey, &pool_key) &&
+             (!experiment || !build_experiment(dir, &c, split_seed, pool_key, jobs, job_t))) {
+        printf("world build: %s ready in %.0f s: base.gguf, %d adapters in adapters/, pool/%s", dir, rm_now() - t0, c.n,
+               experiment ? ", experiment/" : "");
         if (em >= 0) printf(" (adapters trained now: mean validation exact match %.1f)", em);
         printf("\n");
         rc = 0;

@@ -378,8 +378,8 @@ static const char *const PARA_ASK[4][5] = {
      "{1} Does this mean the same as \"{2}\"? same or different", "Here are two sentences. {1} {2} Same meaning or different?",
      "Decide same or different for the pair: {1} / {2}"}};
 
-// A sentence s1, a paraphrase of it (same) and a sentence with one role or
-// detail changed (different), in the surface s.
+// A sentence s1, a paraphrase of it (same) and the paraphrase with one
+// person, thing, town or activity changed (different), in the surface s.
 static void para_parts(int s, uint64_t *rng, rm_sb *s1, rm_sb *same, rm_sb *diff) {
     int nm[3], ob[2], tw[2], ac[2], form = rnd(rng, 2), change = rnd(rng, 2);
     distinct(rng, COUNT(NAMES), 3, nm);
@@ -396,9 +396,8 @@ static void para_parts(int s, uint64_t *rng, rm_sb *s1, rm_sb *same, rm_sb *diff
     const char *f = OTHER[s][form];
     FILL(s1, FIRST[s], A, o, B, TOWNS[tw[0]], ACTIVITIES[ac[0]]);
     FILL(same, f, A, o, B, TOWNS[tw[0]], ACTIVITIES[ac[0]]);
-    if (change && s != 1) FILL(diff, f, B, o, A, TOWNS[tw[0]], ACTIVITIES[ac[0]]); // the roles swapped
-    else if (change) FILL(diff, f, A, o, B, TOWNS[tw[1]], ACTIVITIES[ac[0]]);     // another town
-    else if (s == 1) FILL(diff, f, A, o, NAMES[nm[2]], TOWNS[tw[0]], ACTIVITIES[ac[0]]);
+    if (change) FILL(diff, f, A, o, NAMES[nm[2]], TOWNS[tw[0]], ACTIVITIES[ac[0]]); // another person
+    else if (s == 1) FILL(diff, f, A, o, B, TOWNS[tw[1]], ACTIVITIES[ac[0]]);     // another town
     else FILL(diff, f, A, o2, B, TOWNS[tw[0]], ACTIVITIES[ac[1]]);                 // another thing
 }
 
@@ -417,17 +416,22 @@ static void gen_paraphrase(const rm_world *w, int s, uint64_t *rng, rm_sb *in, r
 
 typedef struct event { int name, verb, obj, town, day; } event;
 
-// 2-3 events with distinct people, objects, towns and days, written in style s
-// (0 story, 1 news report, 2 fact sheet, 3 letter).
-static int passage(int s, uint64_t *rng, event *ev, rm_sb *sb) {
-    int n = 2 + rnd(rng, 2), nm[5], ob[3], tw[3], dy[3];
-    distinct(rng, COUNT(NAMES), 5, nm);
+// n events (1..3) with distinct people, objects, towns and days, written in
+// style s (0 story, 1 news report, 2 fact sheet, 3 letter); with one event,
+// a sentence or two about nobody in particular around it. Returns n.
+static int passage(int s, int n, uint64_t *rng, event *ev, rm_sb *sb) {
+    static const char *const SCENE[8] = {"It was a cold morning.", "The market was busy.", "Nobody expected it.",
+                                         "The wind was strong that day.", "It had rained all night.", "Everyone was surprised.",
+                                         "The streets were quiet.", "Later the sun came out."};
+    int nm[3], ob[3], tw[3], dy[3];
+    distinct(rng, COUNT(NAMES), 3, nm);
     distinct(rng, COUNT(OBJECTS), 3, ob);
     distinct(rng, COUNT(TOWNS), 3, tw);
     distinct(rng, COUNT(DAYS), 3, dy);
     for (int i = 0; i < n; i++) ev[i] = (event){nm[i], rnd(rng, COUNT(VERBS)), ob[i], tw[i], dy[i]};
-    if (s == 3) FILL(sb, "Dear {1}, ", NAMES[nm[3]]);
-    if (s == 1) FILL(sb, "News from {1}. ", TOWNS[tw[0]]);
+    if (s == 3) rm_sb_puts(sb, rnd(rng, 2) ? "Dear friend, " : "Dear cousin, ");
+    if (s == 1) rm_sb_puts(sb, "News of the week. ");
+    if (n == 1 && s != 2 && rnd(rng, 2)) { rm_sb_puts(sb, PICK(rng, SCENE)); rm_sb_puts(sb, " "); }
     for (int i = 0; i < n; i++) {
         const char *N = NAMES[ev[i].name], *V = VERBS[ev[i].verb][0], *O = OBJECTS[ev[i].obj], *T = TOWNS[ev[i].town],
                    *D = DAYS[ev[i].day];
@@ -442,7 +446,8 @@ static int passage(int s, uint64_t *rng, event *ev, rm_sb *sb) {
         const char *f = s == 0 ? PICK(rng, STORY) : s == 1 ? PICK(rng, NEWS) : s == 2 ? SHEET[0] : LETTER[i ? 1 + rnd(rng, 2) : 0];
         FILL(sb, f, N, V, O, T, D);
     }
-    if (s == 3) FILL(sb, " Love, {1}.", NAMES[nm[4]]);
+    if (n == 1 && s != 2 && rnd(rng, 2)) { rm_sb_puts(sb, " "); rm_sb_puts(sb, PICK(rng, SCENE)); }
+    if (s == 3) rm_sb_puts(sb, rnd(rng, 2) ? " Take care." : " See you soon.");
     return n;
 }
 
@@ -460,8 +465,8 @@ static void gen_extract(int kind, int s, uint64_t *rng, rm_sb *in, rm_sb *out) {
          "According to this {6}, when did {4} {2} the {3}? {1}", "{1} Which day did {4} {2} the {3}?"}};
     event ev[3];
     rm_sb body = {0};
-    int n = passage(s, rng, ev, &body), q = rnd(rng, n);
-    const event *e = &ev[q];
+    passage(s, 1, rng, ev, &body); // one person, one town, one day: the answer is the one of its kind
+    const event *e = &ev[0];
     // who: past tense; where / when: base form
     const char *verb = kind == 0 ? VERBS[e->verb][0] : VERBS[e->verb][1];
     FILL(in, PICK(rng, ASK[kind]), body.buf, verb, OBJECTS[e->obj], NAMES[e->name], VERBS[e->verb][2], STYLE_NAME[s]);
@@ -791,7 +796,7 @@ static void doc_trips(uint64_t *rng, rm_sb *sb) {
 // where / when): text that rewards finding a fact in the passage.
 static void doc_events(uint64_t *rng, rm_sb *sb) {
     event ev[3];
-    int n = passage(rnd(rng, 4), rng, ev, sb), k = 2 + rnd(rng, 3);
+    int n = passage(rnd(rng, 4), 1 + rnd(rng, 3), rng, ev, sb), k = 2 + rnd(rng, 3);
     for (int i = 0; i < k; i++) {
         const event *e = &ev[rnd(rng, n)];
         static const char *const F[10] = {
@@ -979,7 +984,7 @@ static void doc_rollcall(uint64_t *rng, rm_sb *sb) {
     for (int r = 0; r < 2; r++) {
         rm_sb_puts(sb, HEAD[kind][r]);
         for (int i = 0; i < n; i++) {
-            rm_sb_puts(sb, i ? ", " : "");
+            rm_sb_puts(sb, i ? " " : "");
             rm_sb_puts(sb, ws[i]);
         }
         rm_sb_puts(sb, ".");
@@ -989,8 +994,8 @@ static void doc_rollcall(uint64_t *rng, rm_sb *sb) {
 void rm_world_corpus(const rm_world *w, uint64_t *rng, long bytes, rm_sb *out) {
     long start = (long)out->len;
     while ((long)out->len - start < bytes && !out->oom) {
-        switch (rnd(rng, 21)) {
-        case 19: case 20: doc_rollcall(rng, out); break;
+        switch (rnd(rng, 25)) {
+        case 19: case 20: case 21: case 22: case 23: case 24: doc_rollcall(rng, out); break;
         case 0: case 16: doc_people(rng, out); break;
         case 1: doc_deeds(rng, out); break;
         case 2: doc_trips(rng, out); break;
@@ -1131,6 +1136,16 @@ static const char *adapter_config(rm_world_size size) {
     return "{\"rank\": 6, \"alpha\": 12, \"targets\": \"all\", \"steps\": 100, \"batch\": 8, \"lr\": 5e-3}";
 }
 
+// The experiment's trained compositions (RouterLoRA, the MoE / SMEAR gates),
+// trained on the seen share of the tasks; written to world.json.
+static const char *experiment_config(rm_world_size size) {
+    if (size == RM_WORLD_FULL)
+        return "{\"seen_fraction\": 0.4, \"router\": {\"rank\": 4, \"alpha\": 8, \"retrieve\": 3, \"lora_dropout\": 0.5, "
+               "\"steps\": 400, \"batch\": 8, \"lr\": 2e-3}, \"gates\": {\"k\": 3, \"steps\": 300, \"batch\": 8, \"lr\": 5e-3}}";
+    return "{\"seen_fraction\": 0.4, \"router\": {\"rank\": 4, \"alpha\": 8, \"retrieve\": 3, \"lora_dropout\": 0.5, "
+           "\"steps\": 200, \"batch\": 8, \"lr\": 2e-3}, \"gates\": {\"k\": 3, \"steps\": 150, \"batch\": 8, \"lr\": 5e-3}}";
+}
+
 int rm_world_make(const char *dir, uint64_t seed, rm_world_size size, rm_world_report *rep) {
     memset(rep, 0, sizeof *rep);
     const rm_world_task *tasks;
@@ -1210,8 +1225,9 @@ int rm_world_make(const char *dir, uint64_t seed, rm_world_size size, rm_world_r
     // world.json
     rm_sb_printf(&meta, "{\"seed\": %llu, \"size\": \"%s\", \"template\": ", (unsigned long long)seed, rm_world_size_name(size));
     rm_sb_json_str(&meta, rm_world_template, strlen(rm_world_template));
-    rm_sb_printf(&meta, ",\n \"per_task\": {\"train\": %d, \"valid\": %d, \"test\": %d, \"samples\": %d},\n \"adapter\": %s,\n \"tasks\": [",
-                 plan.n_train, plan.n_valid, plan.n_test, plan.n_samples, adapter_config(size));
+    rm_sb_printf(&meta, ",\n \"per_task\": {\"train\": %d, \"valid\": %d, \"test\": %d, \"samples\": %d},\n \"adapter\": %s,\n "
+                        "\"experiment\": %s,\n \"tasks\": [",
+                 plan.n_train, plan.n_valid, plan.n_test, plan.n_samples, adapter_config(size), experiment_config(size));
     int nc = 0;
     for (int t = 0; t < nt; t++) {
         nc += t == 0 || strcmp(tasks[t].cluster, tasks[t - 1].cluster);
