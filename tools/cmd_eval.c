@@ -10,7 +10,7 @@
 #include "base/progress.h"
 #include "eval/evalset.h"
 #include "lora/router.h"
-#include "adapter_cache.h"
+#include "lora/cache.h"
 #include "retrieve/pick.h"
 #include "retrieve/poolset.h"
 #include "serve/engine.h"
@@ -268,7 +268,7 @@ static int cmd_eval(int argc, char **argv) {
     rm_lora *router = NULL;
     rm_gate *gate = NULL;
     rm_lora_set *fixed = NULL; // moe, arrow: the fixed adapter set
-    adapter_cache cache = {0};
+    rm_lora_cache cache = {0};
     item *items = NULL;
     rm_scoreboard sb = {0};
     FILE *out = NULL;
@@ -324,7 +324,7 @@ static int cmd_eval(int argc, char **argv) {
         if (e) { cli_fail("adapters"); goto done; }
         rm_lora *ls[RM_PLAN_MAX];
         for (int j = 0; j < it->pick.n; j++)
-            if (!(ls[j] = adapter_cache_get(&cache, it->pick.name[j], it->pick.weights[j]))) { cli_fail("adapters"); goto done; }
+            if (!(ls[j] = rm_lora_cache_get(&cache, it->pick.name[j], it->pick.weights[j]))) { cli_fail("adapters"); goto done; }
         int32_t *ids = NULL;
         int n_ids = 0, cut = 0;
         if (prompt_ids(m, tmpl, r->inputs, (int)(ctx - max_new), &ids, &n_ids, &cut)) { cli_fail("prompt"); goto done; }
@@ -386,7 +386,7 @@ done:
     rm_lora_free(router);
     rm_lora_set_free(fixed);
     rm_gate_free(gate);
-    adapter_cache_free(&cache);
+    rm_lora_cache_free(&cache);
     rm_threadpool_free(tp);
     if (list) rm_pool_free_list(list, n_list);
     if (pool) rm_pool_close(pool);

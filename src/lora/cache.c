@@ -1,11 +1,11 @@
-// adapter_cache.c — see adapter_cache.h.
-#include "adapter_cache.h"
+// cache.c — see cache.h.
+#include "lora/cache.h"
 #include "base/err.h"
 
 #include <stdlib.h>
 #include <string.h>
 
-rm_lora *adapter_cache_get(adapter_cache *c, const char *name, const char *weights) {
+rm_lora *rm_lora_cache_get(rm_lora_cache *c, const char *name, const char *weights) {
     for (int i = 0; i < c->n; i++)
         if (!strcmp(c->e[i].name, name) && !strcmp(c->e[i].weights, weights)) return c->e[i].lora;
     rm_lora *l = NULL;
@@ -16,7 +16,7 @@ rm_lora *adapter_cache_get(adapter_cache *c, const char *name, const char *weigh
     }
     if (c->n == c->cap) {
         int cap = c->cap ? 2 * c->cap : 16;
-        adapter_entry *e = realloc(c->e, (size_t)cap * sizeof *e);
+        rm_lora_cache_entry *e = realloc(c->e, (size_t)cap * sizeof *e);
         if (!e) { rm_lora_free(l); rm_errorf(RM_ENOMEM, "out of memory"); return NULL; }
         c->e = e, c->cap = cap;
     }
@@ -28,11 +28,11 @@ rm_lora *adapter_cache_get(adapter_cache *c, const char *name, const char *weigh
         rm_errorf(RM_ENOMEM, "out of memory");
         return NULL;
     }
-    c->e[c->n++] = (adapter_entry){nm, wp, l};
+    c->e[c->n++] = (rm_lora_cache_entry){nm, wp, l};
     return l;
 }
 
-void adapter_cache_free(adapter_cache *c) {
+void rm_lora_cache_free(rm_lora_cache *c) {
     for (int i = 0; i < c->n; i++) {
         free(c->e[i].name);
         free(c->e[i].weights);
