@@ -88,6 +88,21 @@ TEST(base_svg_bars) {
     free(svg);
 }
 
+// Slanted labels when they are wider than their group: the picture grows taller.
+TEST(base_svg_bars_long_labels) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/bars-long.svg", rm_test_tmpdir());
+    const char *groups[13], *series[1] = {"x"};
+    double v[13];
+    for (int g = 0; g < 13; g++) groups[g] = "a rather long method label", v[g] = g;
+    REQUIRE(rm_svg_bars(path, "t", "y", groups, 13, series, 1, v) == RM_OK);
+    char *svg = NULL;
+    size_t len = 0;
+    REQUIRE(rm_read_file(path, &svg, &len) == RM_OK);
+    CHECK(strstr(svg, "rotate(-35") && !strstr(svg, "height=\"420\" font-family"));
+    free(svg);
+}
+
 // An ill-conditioned quadratic, minimum at c, and the points it was asked about.
 typedef struct quad { int calls, points, outside; double c[6]; } quad;
 
