@@ -324,7 +324,7 @@ static int cmd_eval(int argc, char **argv) {
         if (e) { cli_fail("adapters"); goto done; }
         rm_lora *ls[RM_PLAN_MAX];
         for (int j = 0; j < it->pick.n; j++)
-            if (!(ls[j] = rm_lora_cache_get(&cache, it->pick.name[j], it->pick.weights[j]))) { cli_fail("adapters"); goto done; }
+            if (rm_lora_cache_get(&cache, it->pick.name[j], it->pick.weights[j], &ls[j])) { cli_fail("adapters"); goto done; }
         int32_t *ids = NULL;
         int n_ids = 0, cut = 0;
         if (prompt_ids(m, tmpl, r->inputs, (int)(ctx - max_new), &ids, &n_ids, &cut)) { cli_fail("prompt"); goto done; }

@@ -229,7 +229,7 @@ static void start_request(server *s, client *c, const rm_json *req, const char *
     if (!cs && c->pick.n == 1) mode = RM_COMPOSE_SELECTION;
     rm_lora *lora[MAX_ADAPTERS];
     for (int i = 0; i < c->pick.n; i++)
-        if (!(lora[i] = rm_lora_cache_get(&s->cache, c->pick.name[i], c->pick.weights[i]))) return respond_error(c, 400, rm_last_error());
+        if (rm_lora_cache_get(&s->cache, c->pick.name[i], c->pick.weights[i], &lora[i])) return respond_error(c, 400, rm_last_error());
     size_t len = strlen(prompt);
     int n = rm_tokenize(s->m->tok, prompt, len, s->m->add_bos, special, NULL, 0);
     int32_t *ids = n >= 0 ? malloc(((size_t)n + 1) * sizeof(int32_t)) : NULL;
@@ -334,7 +334,8 @@ static void handle_upload(server *s, client *c, const rm_json *req) {
         in[i] = samples->items[i].str;
     }
     if (rm_pool_id(s->pool, name) >= 0) { free(in); return respond_error(c, 400, "an adapter with this name is already in the pool"); }
-    if (!rm_lora_cache_get(&s->cache, name, weights)) { // loaded, checked against the model and kept for its first request
+    rm_lora *loaded;
+    if (rm_lora_cache_get(&s->cache, name, weights, &loaded)) { // loaded, checked against the model and kept for its first request
         free(in);
         return respond_error(c, 400, rm_last_error());
     }

@@ -5,19 +5,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-rm_lora *rm_lora_cache_get(rm_lora_cache *c, const char *name, const char *weights) {
+int rm_lora_cache_get(rm_lora_cache *c, const char *name, const char *weights, rm_lora **out) {
+    *out = NULL;
     for (int i = 0; i < c->n; i++)
-        if (!strcmp(c->e[i].name, name) && !strcmp(c->e[i].weights, weights)) return c->e[i].lora;
+        if (!strcmp(c->e[i].name, name) && !strcmp(c->e[i].weights, weights)) {
+            *out = c->e[i].lora;
+            return RM_OK;
+        }
     rm_lora *l = NULL;
     int rc = rm_lora_load_for(&l, weights, c->m);
-    if (rc) {
-        rm_error_prefix(rc, "adapter '%s' refused", name);
-        return NULL;
-    }
+    if (rc) return rm_error_prefix(rc, "adapter '%s' refused", name);
     if (c->n == c->cap) {
         int cap = c->cap ? 2 * c->cap : 16;
         rm_lora_cache_entry *e = realloc(c->e, (size_t)cap * sizeof *e);
-        if (!e) { rm_lora_free(l); rm_errorf(RM_ENOMEM, "out of memory"); return NULL; }
+        if (!e) { rm_lora_free(l); return rm_errorf(RM_ENOMEM, "out of memory"); }
         c->e = e, c->cap = cap;
     }
     char *nm = strdup(name), *wp = strdup(weights);
@@ -25,11 +26,11 @@ rm_lora *rm_lora_cache_get(rm_lora_cache *c, const char *name, const char *weigh
         free(nm);
         free(wp);
         rm_lora_free(l);
-        rm_errorf(RM_ENOMEM, "out of memory");
-        return NULL;
+        return rm_errorf(RM_ENOMEM, "out of memory");
     }
     c->e[c->n++] = (rm_lora_cache_entry){nm, wp, l};
-    return l;
+    *out = l;
+    return RM_OK;
 }
 
 void rm_lora_cache_free(rm_lora_cache *c) {

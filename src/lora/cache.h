@@ -13,9 +13,9 @@ typedef struct rm_lora_cache {
     int n, cap;
 } rm_lora_cache;
 
-// The adapter called name, loaded from weights and bound to c->m on first
-// use (the cache owns it); NULL with the reason (naming the adapter) in
-// rm_last_error().
-rm_lora *rm_lora_cache_get(rm_lora_cache *c, const char *name, const char *weights);
+// *out = the adapter called name, loaded from weights and bound to c->m on
+// first use (the cache owns it). Fails (the message names the adapter) when
+// it cannot be loaded or does not fit the model.
+int rm_lora_cache_get(rm_lora_cache *c, const char *name, const char *weights, rm_lora **out);
 void rm_lora_cache_free(rm_lora_cache *c);
 #endif
