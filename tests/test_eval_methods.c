@@ -4,12 +4,15 @@
 // fusion`; LoraHub's merged adapter against plain sums, its objective against
 // the cross-entropy of each example computed alone, its search (lower than the
 // uniform start, deterministic, own adapter never a candidate out of
-// distribution); exclusion for every method, request by request.
+// distribution); exclusion for every method, request by request; and the table
+// on a tiny world made here, whose numbers and answers must equal each method
+// run alone through `ramole eval`.
 #include "testing.h"
 #include "base/err.h"
 #include "base/file.h"
 #include "base/json.h"
 #include "eval/run.h"
+#include "eval/table.h"
 #include "lora/batch.h"
 #include "lora/router.h"
 #include "model/synth.h"
@@ -569,4 +572,161 @@ TEST(eval_exclude_own_for_every_method) {
     oracle.exclude_own = 1;
     CHECK(rm_eval_run(f.env, &f.set, &oracle, 1, &res) == RM_EINVAL && strstr(rm_last_error(), "oracle"));
     fixture_close(&f);
+}
+
+// ---------------------------------------------------------------- the table
+
+// The predictions of an --out file, in its order, as (method, ood, prediction) lines.
+typedef struct preds { int n; char method[256][16]; int ood[256]; char pred[256][64]; } preds;
+
+static int take_pred(void *user, const rm_json *rec, long index) {
+    preds *p = user;
+    if (p->n >= 256) return -1;
+    snprintf(p->method[p->n], 16, "%s", rm_json_get_str(rec, "method", ""));
+    p->ood[p->n] = rm_json_get_bool(rec, "ood", 0);
+    snprintf(p->pred[p->n], 64, "%s", rm_json_get_str(rec, "prediction", "?"));
+    p->n++;
+    return 0;
+}
+
+static const char *const k_small_lorahub = "--lorahub-iterations 4 --lorahub-examples 2";
+
+// The table on the tiny world: every method in both blocks, the documented
+// JSON keys; each number and each answer equal to the method run alone by
+// `ramole eval --method`; markdown, chart; missing files skipped with a note.
+TEST(eval_table_equals_each_method_alone) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    REQUIRE(tiny_world());
+    char args[8192], out[700], one[700], svg[700];
+    snprintf(out, sizeof out, "%s/evm-table.jsonl", rm_test_tmpdir());
+    snprintf(one, sizeof one, "%s/evm-one.jsonl", rm_test_tmpdir());
+    snprintf(svg, sizeof svg, "%s/evm-table.svg", rm_test_tmpdir());
+    // targets that some answers meet: the base model's answer for the first request of each task,
+    // selection's for the second (so that the scores are not all 0)
+    static char targets[NT * N_TEST][64];
+    for (int w = 0; w < 2; w++) {
+        snprintf(args, sizeof args, "eval -m %s/base.gguf --test %s/combined_test.json --template-file %s/template.txt "
+                 "--method %s --pool %s/pool -n 4 -t 2 --out %s", g_dir, g_dir, g_dir, w ? "selection" : "base", g_dir, one);
+        REQUIRE(cli(args) == 0);
+        preds got = {0};
+        CHECK_OK(rm_json_each_record(one, take_pred, &got));
+        REQUIRE(got.n == NT * N_TEST);
+        for (int t = 0; t < NT; t++) snprintf(targets[w * NT + t], 64, "%s", got.pred[w * NT + t]);
+    }
+    REQUIRE(write_test_set(targets) == 0);
+    snprintf(args, sizeof args, "eval --table %s -k 2 -n 4 -t 2 --slots 6 %s --json --out %s --svg %s", g_dir, k_small_lorahub,
+             out, svg);
+    int st = cli(args);
+    char *text = cli_text("out"), *err = cli_text("err");
+    CHECKF(st == 0, "eval --table: %d: %s", st, err);
+    rm_json *j = NULL;
+    REQUIRE(rm_json_parse(text, strlen(text), "eval --table --json", &j) == RM_OK);
+    const rm_json *iid = rm_json_get(j, "iid"), *ood = rm_json_get(j, "ood"), *rpf = rm_json_get(j, "rows_per_forward");
+    REQUIRE(iid && ood && rpf);
+    CHECK(rm_json_get_int(j, "split_seed", 0) == 1 && rm_json_get_int(j, "k", 0) == 2 && rm_json_get_int(j, "requests", 0) == 8);
+    CHECK(rm_json_get_num(rpf, "ramole", 0) > 1 && rm_json_get_num(rpf, "others", 0) > 1);
+    const rm_json *labels = rm_json_get(j, "uses_task_labels"), *skipped = rm_json_get(j, "skipped");
+    CHECK(labels && labels->n == 1 && !strcmp(labels->items[0].str, "lorahub") && skipped && skipped->n == 0);
+    CHECK(rm_json_get(j, "seen") && rm_json_get(j, "seen")->n == 3 && rm_json_get(j, "unseen")->n == 1);
+    preds tab = {0};
+    CHECK_OK(rm_json_each_record(out, take_pred, &tab));
+    CHECK(tab.n == (2 * RM_METHOD_N_NAMED - 2) * NT * N_TEST);
+    for (int i = 0; i < RM_METHOD_N_NAMED; i++) {
+        const char *name = rm_method_names[i];
+        int trains = !strcmp(name, "ramole") || !strcmp(name, "lorahub") || !strncmp(name, "moe-", 4) || !strcmp(name, "smear");
+        for (int b = 0; b < 2; b++) {
+            const rm_json *cell = rm_json_get(b ? ood : iid, name);
+            if (b && !strcmp(name, "oracle")) { CHECK(cell && cell->type == RM_JSON_NULL); continue; }
+            REQUIRE(cell && cell->type == RM_JSON_OBJECT);
+            CHECKF(rm_json_get(cell, "mean") && rm_json_get(cell, "case") && rm_json_get(cell, "order"), "%s: keys", name);
+            CHECKF(!rm_json_get(cell, "seen") == !trains && !rm_json_get(cell, "unseen") == !trains, "%s: seen / unseen", name);
+            if (b && !strcmp(name, "base")) { // one run for both blocks
+                CHECK_NEAR(rm_json_get_num(cell, "mean", -1), rm_json_get_num(rm_json_get(iid, "base"), "mean", -2), 0);
+                continue;
+            }
+            // the same method alone
+            char extra[1600] = "";
+            if (!strcmp(name, "ramole")) snprintf(extra, sizeof extra, "--router %s/experiment/split-1/router.gguf", g_dir);
+            if (trains && strcmp(name, "ramole") && strcmp(name, "lorahub"))
+                snprintf(extra, sizeof extra, "--gate %s/experiment/split-1/%s.gguf", g_dir, name);
+            if (!strcmp(name, "lorahub")) snprintf(extra, sizeof extra, "--task-data %s/tasks %s", g_dir, k_small_lorahub);
+            snprintf(args, sizeof args, "eval -m %s/base.gguf --test %s/combined_test.json --pool %s/pool --template-file "
+                     "%s/template.txt --method %s -k 2 -n 4 -t 2 --slots 3 %s %s --json --out %s", g_dir, g_dir, g_dir, g_dir,
+                     name, extra, b ? "--exclude-own" : "", one);
+            st = cli(args);
+            char *alone = cli_text("out");
+            rm_json *a = NULL;
+            CHECKF(st == 0 && rm_json_parse(alone, strlen(alone), "eval --json", &a) == RM_OK, "%s alone: %d", name, st);
+            free(alone);
+            if (!a) continue;
+            CHECKF(rm_json_get_num(a, "mean", -1) == rm_json_get_num(cell, "mean", -2), "%s%s: table %.9g, alone %.9g", name,
+                   b ? " (ood)" : "", rm_json_get_num(cell, "mean", -2), rm_json_get_num(a, "mean", -1));
+            // per cluster: the mean of its tasks' scores
+            for (int c = 0; c < 2; c++) {
+                double s = 0;
+                for (int t = 2 * c; t < 2 * c + 2; t++)
+                    s += rm_json_get_num(rm_json_get(rm_json_get(a, "tasks"), k_task[t]), "score", NAN) / 2;
+                CHECK_NEAR(s, rm_json_get_num(cell, k_cluster[2 * c], -1), 1e-9);
+            }
+            rm_json_free(a);
+            preds solo = {0};
+            CHECK_OK(rm_json_each_record(one, take_pred, &solo));
+            REQUIRE(solo.n == NT * N_TEST);
+            int k = 0;
+            for (int r = 0; r < tab.n; r++) {
+                if (strcmp(tab.method[r], name) || tab.ood[r] != b) continue;
+                CHECKF(k < solo.n && !strcmp(tab.pred[r], solo.pred[k]), "%s%s request %d: table '%s', alone '%s'", name,
+                       b ? " (ood)" : "", k, tab.pred[r], k < solo.n ? solo.pred[k] : "?");
+                k++;
+            }
+            CHECKF(k == NT * N_TEST, "%s: %d answers in the table", name, k);
+        }
+    }
+    rm_json_free(j);
+    free(text);
+    free(err);
+    char *pic = NULL;
+    size_t len;
+    CHECK(rm_read_file(svg, &pic, &len) == RM_OK && pic && strstr(pic, "<svg") && strstr(pic, "Perfect selection") &&
+          strstr(pic, "out of distribution"));
+    free(pic);
+    // markdown; a split without trained files: those methods skipped, with a note
+    snprintf(args, sizeof args, "eval --table %s -k 2 -n 4 -t 2 --methods oracle,lorahub,ramole %s", g_dir, k_small_lorahub);
+    CHECK(cli(args) == 0);
+    text = cli_text("out");
+    CHECKF(strstr(text, "| LoraHub (uses task labels) |") && strstr(text, "| Perfect selection | - |") &&
+           strstr(text, "| method | case | order | mean | seen | unseen |") && strstr(text, "Rows per forward pass"), "%s", text);
+    free(text);
+    char split2[700];
+    const char *sj = "{\"seed\": 2, \"seen\": [\"upper\"], \"unseen\": [\"lower\", \"reverse\", \"double\"]}";
+    snprintf(split2, sizeof split2, "%s/experiment/split-2", g_dir);
+    REQUIRE(rm_mkdirs(split2) == 0);
+    strcat(split2, "/split.json");
+    REQUIRE(rm_write_file_atomic(split2, sj, strlen(sj)) == 0);
+    snprintf(args, sizeof args, "eval --table %s --split-seed 2 --methods smear,base,ramole -n 2 -t 2 --json", g_dir);
+    CHECK(cli(args) == 0);
+    text = cli_text("out"), err = cli_text("err");
+    j = NULL;
+    CHECK(rm_json_parse(text, strlen(text), "json", &j) == RM_OK);
+    const rm_json *sk = rm_json_get(j, "skipped");
+    CHECK(sk && rm_json_get(sk, "smear") && rm_json_get(sk, "ramole") && rm_json_get(rm_json_get(j, "iid"), "base") &&
+          !rm_json_get(rm_json_get(j, "iid"), "smear"));
+    CHECKF(strstr(err, "smear skipped") && strstr(err, "split-2/smear.gguf not found"), "%s", err);
+    rm_json_free(j);
+    free(text);
+    free(err);
+    // refusals
+    snprintf(args, sizeof args, "eval --table %s --test %s/combined_test.json", g_dir, g_dir);
+    CHECK(cli(args) == 2);
+    snprintf(args, sizeof args, "eval --table %s --methods base,nope", g_dir);
+    CHECK(cli(args) == 1 && strstr((err = cli_text("err")), "unknown method 'nope'"));
+    free(err);
+    snprintf(args, sizeof args, "eval -m %s/base.gguf --test %s/combined_test.json --pool %s/pool --method oracle --exclude-own",
+             g_dir, g_dir, g_dir);
+    CHECK(cli(args) == 2 && strstr((err = cli_text("err")), "oracle has no out-of-distribution form"));
+    free(err);
+    snprintf(args, sizeof args, "eval -m %s/base.gguf --test %s/combined_test.json --pool %s/pool --method lorahub", g_dir, g_dir,
+             g_dir);
+    CHECK(cli(args) == 2 && strstr((err = cli_text("err")), "--task-data"));
+    free(err);
 }

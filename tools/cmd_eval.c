@@ -1,8 +1,9 @@
 // cmd_eval.c — `ramole eval`: a test set of requests through the model, each
 // with the adapters a method gives it (retrieved from a pool, its own task's,
 // fixed, a gate's set, AdapterSoup, LoraHub, Arrow, or none), decoded greedily
-// in one continuously batched run and scored per task by the request's metric.
-// The work is the library's (src/eval/run.h, method.h); this file parses,
+// in one continuously batched run and scored per task by the request's metric;
+// `--table DIR` runs every method of the paper's table on a built world. The
+// work is the library's (src/eval/run.h, method.h, table.h); this file parses,
 // checks, and prints.
 #include "cli.h"
 #include "base/err.h"
@@ -10,6 +11,7 @@
 #include "base/json.h"
 #include "base/progress.h"
 #include "eval/run.h"
+#include "eval/table.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -17,7 +19,8 @@
 #include <string.h>
 
 static void help(void) {
-    printf("usage: ramole eval -m MODEL --test FILE [adapters] [options]\n\n"
+    printf("usage: ramole eval -m MODEL --test FILE [adapters] [options]\n"
+           "       ramole eval --table DIR [table options]\n\n"
            "FILE: a JSON array or JSON lines of {\"inputs\", \"targets\"[, \"task\", \"metric\"]}, metric\n"
            "em | rouge | bleu (the paper's combined_test.json reads as it is).\n\n"
            "adapters (one way; none: the base model alone):\n"
@@ -53,13 +56,25 @@ static void help(void) {
            "  --metric M            for requests without \"metric\" (default em)\n"
            "  -n, --max-new N       new tokens per request, greedy (default 64)\n"
            "  --limit N             the first N requests of each task (default: all)\n"
-           "  --slots S             requests decoded together (default 8)\n"
+           "  --slots S             requests decoded together (default 8; the table 64)\n"
            "  -t, --threads N       threads (default: all cores)\n"
            "  -c, --ctx N           positions per request (default min(model, 2048)); longer prompts\n"
            "                        keep their end (counted in the report)\n"
            "  --out FILE            one JSON line per request: task, metric, inputs, targets,\n"
            "                        prediction, adapters, score\n"
-           "  --json                the summary as JSON on stdout\n");
+           "  --json                the summary as JSON on stdout\n\n"
+           "the table (--table DIR: a world from `ramole world make` + `world build`): every method\n"
+           "above on DIR/combined_test.json with DIR/pool and DIR/template.txt, in distribution (own\n"
+           "adapters in the pool) and out of it (--exclude-own); the trained parts from\n"
+           "DIR/experiment/split-S/ (split.json, router.gguf, moe-soft.gguf, moe-topk.gguf,\n"
+           "moe-top1.gguf, smear.gguf; a method whose file is missing is skipped with a note).\n"
+           "A markdown table on stdout (--json: JSON instead).\n"
+           "  --split-seed S        the experiment's split (default 1)\n"
+           "  --methods LIST        only these methods (comma-separated names)\n"
+           "  -k K                  adapters a request (a token for Arrow), default 3\n"
+           "  --svg FILE            a bar chart of each method's mean, in and out of distribution\n"
+           "  -m MODEL              default DIR/base.gguf; --limit, -n, --slots, -t, -c, --out, --json\n"
+           "                        and the lorahub options as above\n");
 }
 
 // ---------------------------------------------------------------- progress lines
@@ -154,9 +169,9 @@ static int write_items(const char *path, const rm_run_result *r, rm_method *cons
 
 typedef struct eval_args {
     const char *model, *test, *pool_dir, *compose_s, *tmpl_arg, *tmpl_file, *metric_s, *out_path, *router, *gate;
-    const char *method, *task_data;
+    const char *method, *task_data, *table, *methods, *svg;
     const char *lora[RM_PLAN_MAX];
-    long k, max_new, limit, slots, threads, ctx, arrow_k, method_k, lh_examples, lh_cands, lh_iters, seed;
+    long k, max_new, limit, slots, threads, ctx, arrow_k, method_k, split_seed, lh_examples, lh_cands, lh_iters, seed;
     double min_score;
     int oracle, json, n_lora, exclude_own;
 } eval_args;
@@ -239,7 +254,7 @@ static int check_args(const eval_args *a) {
 static rm_run_params params_of(const eval_args *a, progress_line *pl) {
     rm_run_params p = rm_run_default_params();
     p.max_new = (int)a->max_new, p.ctx = (int)a->ctx, p.limit = (int)a->limit, p.task_data = a->task_data;
-    p.slots = a->slots > 0 ? (int)a->slots : 8;
+    p.slots = a->slots > 0 ? (int)a->slots : a->table ? 64 : 8;
     p.progress = on_progress, p.user = pl;
     return p;
 }
@@ -295,8 +310,43 @@ done:
     return rc;
 }
 
+// ---------------------------------------------------------------- the table
+
+static int eval_table(const eval_args *a) {
+    progress_line pl = {0};
+    rm_table_params tp = rm_table_default_params();
+    tp.dir = a->table, tp.model = a->model, tp.split_seed = (int)a->split_seed, tp.k = (int)a->method_k;
+    tp.methods = a->methods, tp.threads = (int)a->threads;
+    tp.eval = params_of(a, &pl);
+    tp.lorahub.n_examples = (int)a->lh_examples, tp.lorahub.n_candidates = (int)a->lh_cands;
+    tp.lorahub.iterations = (int)a->lh_iters, tp.lorahub.seed = (uint64_t)a->seed;
+    rm_table t;
+    if (rm_table_run(&tp, &t)) {
+        progress_end(&pl);
+        return cli_fail("eval --table");
+    }
+    progress_end(&pl);
+    for (int i = 0; i < t.n_notes; i++) fprintf(stderr, "eval --table: %s\n", t.notes[i]);
+    int rc = 0;
+    rm_run_result runs[2];
+    rm_method *methods[2];
+    int n_runs = 0;
+    for (int r = 0; r < 2; r++)
+        if (t.ran_run[r]) runs[n_runs] = t.runs[r], methods[n_runs++] = t.run_methods[r];
+    if (a->out_path) rc = write_items(a->out_path, runs, methods, n_runs);
+    rm_sb b;
+    rm_sb_init(&b);
+    if (a->json) rm_table_json(&t, &b);
+    else rm_table_markdown(&t, &b);
+    if (b.buf) fputs(b.buf, stdout);
+    rm_sb_free(&b);
+    if (a->svg && rm_table_svg(&t, a->svg)) rc = cli_fail("--svg");
+    rm_table_free(&t);
+    return rc ? 1 : 0;
+}
+
 static int cmd_eval(int argc, char **argv) {
-    eval_args a = {.metric_s = "em", .max_new = 64, .arrow_k = 3, .method_k = 3, .min_score = -INFINITY,
+    eval_args a = {.metric_s = "em", .max_new = 64, .arrow_k = 3, .method_k = 3, .split_seed = 1, .min_score = -INFINITY,
                    .lh_examples = 5, .lh_cands = 20, .lh_iters = 40, .seed = 1};
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
@@ -319,6 +369,10 @@ static int cmd_eval(int argc, char **argv) {
         else if (cli_int(argc, argv, &i, "--lorahub-candidates", NULL, &a.lh_cands)) {}
         else if (cli_int(argc, argv, &i, "--lorahub-iterations", NULL, &a.lh_iters)) {}
         else if (cli_int(argc, argv, &i, "--seed", NULL, &a.seed)) {}
+        else if (cli_str(argc, argv, &i, "--table", NULL, &a.table)) {}
+        else if (cli_int(argc, argv, &i, "--split-seed", NULL, &a.split_seed)) {}
+        else if (cli_str(argc, argv, &i, "--methods", NULL, &a.methods)) {}
+        else if (cli_str(argc, argv, &i, "--svg", NULL, &a.svg)) {}
         else if (cli_str(argc, argv, &i, "--template", NULL, &a.tmpl_arg)) {}
         else if (cli_str(argc, argv, &i, "--template-file", NULL, &a.tmpl_file)) {}
         else if (cli_str(argc, argv, &i, "--metric", NULL, &a.metric_s)) {}
@@ -332,15 +386,26 @@ static int cmd_eval(int argc, char **argv) {
         else { fprintf(stderr, "ramole eval: unknown option '%s' (see --help)\n", argv[i]); return 2; }
     }
     if (a.max_new < 1 || a.max_new > 65536 || a.slots < 0 || a.slots > 1024 || a.limit < 0 || a.method_k < 1 ||
-        a.lh_examples < 1 || a.lh_cands < 1 || a.lh_iters < 1 || a.seed < 0 || a.ctx < 0) {
+        a.lh_examples < 1 || a.lh_cands < 1 || a.lh_iters < 1 || a.seed < 0 || a.split_seed < 0 || a.ctx < 0) {
         fprintf(stderr, "ramole eval: bad --max-new, --slots, --limit, -k, --ctx, --seed or lorahub option\n");
         return 2;
     }
+    if (a.slots == 0 && a.table == NULL) a.slots = 8;
     if (a.tmpl_arg && a.tmpl_file) { fprintf(stderr, "ramole eval: give --template or --template-file, not both\n"); return 2; }
+    if (a.table) {
+        if (a.test || a.pool_dir || a.method || a.compose_s || a.k || a.oracle || a.n_lora || a.router || a.gate ||
+            a.exclude_own || a.tmpl_arg || a.tmpl_file || a.task_data) {
+            fprintf(stderr, "ramole eval: --table DIR takes its test set, pool, template, router and gates from DIR "
+                            "(every method, both blocks)\n");
+            return 2;
+        }
+        return eval_table(&a);
+    }
+    if (a.methods || a.svg) { fprintf(stderr, "ramole eval: --methods and --svg go with --table DIR\n"); return 2; }
     if (!a.model || !a.test) { fprintf(stderr, "ramole eval: -m MODEL and --test FILE are required\n"); return 2; }
     int bad = check_args(&a);
     return bad ? bad : eval_one(&a);
 }
 
-RM_COMMAND(eval, "score a model (with retrieved, oracle, fixed adapters or any of the paper's methods) on a test set",
-           cmd_eval)
+RM_COMMAND(eval, "score a model (with retrieved, oracle, fixed adapters or any of the paper's methods) on a test set, "
+                 "or the paper's table (--table)", cmd_eval)
