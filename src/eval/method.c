@@ -226,9 +226,16 @@ static int env_adapter(rm_eval_env *e, const char *name, rm_lora **out) {
 
 // ---------------------------------------------------------------- LoraHub per task
 
+static int same_search(const rm_lorahub_params *a, const rm_lorahub_params *b) {
+    return a->n_examples == b->n_examples && a->n_candidates == b->n_candidates && a->iterations == b->iterations &&
+           a->l1 == b->l1 && a->sigma == b->sigma && a->bound == b->bound && a->seed == b->seed;
+}
+
 const rm_eval_lorahub *rm_eval_env_lorahub(const rm_eval_env *e, const rm_method *method, const char *task) {
     for (int i = 0; i < e->n_lh; i++)
-        if (!strcmp(e->lh[i].task, task) && e->lh[i].exclude_own == (method->exclude_own != 0)) return &e->lh[i];
+        if (!strcmp(e->lh[i].task, task) && e->lh[i].exclude_own == (method->exclude_own != 0) &&
+            same_search(&e->lh[i].params, &method->lorahub))
+            return &e->lh[i];
     return NULL;
 }
 
@@ -237,6 +244,7 @@ static int lorahub_task(rm_eval_env *e, const rm_method *method, const char *tas
     const rm_lorahub_params *p = &method->lorahub;
     memset(h, 0, sizeof *h);
     h->exclude_own = method->exclude_own != 0;
+    h->params = *p;
     if (!(h->task = strdup(task))) return rm_errorf(RM_ENOMEM, "out of memory");
     if (!e->p.task_data) return rm_errorf(RM_EINVAL, "lorahub needs the tasks' training data (a directory of NAME.jsonl)");
     char path[4096];
@@ -347,7 +355,7 @@ int rm_eval_choose(rm_eval_env *e, const rm_method *method, const rm_eval_req *r
     case RM_METHOD_ORACLE: {
         const rm_adapter_info *a = rm_pool_task_entry(e->list, e->n_list, r->task);
         if (!a) rc = rm_errorf(RM_ENOTFOUND, "the pool has no adapter with weights for task '%s'", r->task);
-        else rc = rm_pick_push(&c->pick, a->name, a->weights, a->task, 1.0f);
+        else rc = rm_pick_push(&c->pick, a->name, a->weights, task_or_name(a->task, a->name), 1.0f);
         break;
     }
     case RM_METHOD_RETRIEVE:

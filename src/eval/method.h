@@ -126,6 +126,7 @@ int rm_eval_plan(rm_eval_env *e, const rm_method *method, const rm_eval_req *r, 
 typedef struct rm_eval_lorahub {
     char *task;
     int exclude_own;
+    rm_lorahub_params params;  // the search's settings (an entry per task, block and settings)
     char **names;              // the candidates, best first
     int n;
     rm_lorahub_result res;     // res.w: their weights
