@@ -44,7 +44,7 @@ static void example(int t, const char *w, char *in, char *out) {
     if (t == 3) strcat(out, w);
 }
 
-// Writes n "task:word" examples of task t as JSON lines (targets too when with_targets).
+// Writes n "task:word" examples of task t as {"inputs", "targets", "task"} lines.
 static int write_examples(const char *path, int t, int n, uint64_t seed) {
     FILE *f = fopen(path, "w");
     if (!f) return -1;
@@ -211,11 +211,9 @@ static int fixture_open(fixture *f) {
     memset(f, 0, sizeof *f);
     char p[700];
     if (!tiny_world()) return -1;
+    static char tasks[700]; // the environment keeps the pointer
     rm_run_params rp = rm_run_default_params();
-    rp.tmpl = "{inputs}=", rp.max_new = 4, rp.task_data = wpath(p, "tasks");
-    static char tasks[700];
-    snprintf(tasks, sizeof tasks, "%s", p);
-    rp.task_data = tasks;
+    rp.tmpl = "{inputs}=", rp.max_new = 4, rp.task_data = wpath(tasks, "tasks");
     int rc = rm_llama_load(&f->m, wpath(p, "base.gguf"));
     if (!rc) rc = rm_pool_open_existing(wpath(p, "pool"), &f->pool);
     if (!rc) rc = rm_evalset_load(wpath(p, "combined_test.json"), RM_METRIC_EM, &f->set);
