@@ -1,5 +1,6 @@
-// test_base.c — base helpers: error messages, resident file loading, medians, charts.
+// test_base.c — base helpers: error messages, resident file loading, medians, charts, CMA-ES.
 #include "testing.h"
+#include "base/cmaes.h"
 #include "base/err.h"
 #include "base/file.h"
 #include "base/stats.h"
@@ -85,4 +86,62 @@ TEST(base_svg_bars) {
         CHECK_NEAR(h[2], 420 - 40 - 50, 0.11); // the largest value reaches the top of the plot area
     }
     free(svg);
+}
+
+// Slanted labels when they are wider than their group: the picture grows taller.
+TEST(base_svg_bars_long_labels) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/bars-long.svg", rm_test_tmpdir());
+    const char *groups[13], *series[1] = {"x"};
+    double v[13];
+    for (int g = 0; g < 13; g++) groups[g] = "a rather long method label", v[g] = g;
+    REQUIRE(rm_svg_bars(path, "t", "y", groups, 13, series, 1, v) == RM_OK);
+    char *svg = NULL;
+    size_t len = 0;
+    REQUIRE(rm_read_file(path, &svg, &len) == RM_OK);
+    CHECK(strstr(svg, "rotate(-35") && !strstr(svg, "height=\"420\" font-family"));
+    free(svg);
+}
+
+// An ill-conditioned quadratic, minimum at c, and the points it was asked about.
+typedef struct quad { int calls, points, outside; double c[6]; } quad;
+
+static int quad_fn(void *user, int n, int dim, const double *x, double *f) {
+    quad *q = user;
+    q->calls++;
+    q->points += n;
+    for (int k = 0; k < n; k++) {
+        double s = 0;
+        for (int i = 0; i < dim; i++) {
+            double d = x[k * dim + i] - q->c[i];
+            s += pow(10.0, i) * d * d; // axis scales 1 .. 1e5
+            q->outside += fabs(x[k * dim + i]) > 1.5;
+        }
+        f[k] = s;
+    }
+    return 0;
+}
+
+// CMA-ES finds the minimum of a badly scaled quadratic (its covariance has to
+// learn the scales), spends exactly its budget, keeps every point in the box,
+// never returns worse than the start, and gives the same bits for a seed.
+TEST(base_cmaes_quadratic) {
+    quad q = {0, 0, 0, {0.3, -0.7, 1.1, 0.2, -0.4, 0.9}};
+    double x0[6] = {0}, best[6], best2[6];
+    rm_cmaes_params p = rm_cmaes_default_params();
+    p.budget = 3000, p.sigma = 0.5, p.lo = -1.5, p.hi = 1.5, p.seed = 7;
+    rm_cmaes_result r, r2;
+    CHECK_OK(rm_cmaes_minimize(6, x0, &p, quad_fn, &q, best, &r));
+    CHECK(q.points == 3000 && r.evaluations == 3000 && q.outside == 0);
+    CHECKF(r.best_f < 1e-8 && r.best_f <= r.f0, "best %g from %g", r.best_f, r.f0);
+    for (int i = 0; i < 6; i++) CHECK_NEAR(best[i], q.c[i], 1e-3);
+    quad q2 = q;
+    CHECK_OK(rm_cmaes_minimize(6, x0, &p, quad_fn, &q2, best2, &r2));
+    CHECK(r2.best_f == r.best_f && !memcmp(best, best2, sizeof best));
+    // a budget of one: the start itself; a tiny budget: still never worse than it
+    p.budget = 1;
+    CHECK_OK(rm_cmaes_minimize(6, x0, &p, quad_fn, &q, best, &r));
+    CHECK(r.evaluations == 1 && r.best_f == r.f0 && best[0] == 0);
+    p.budget = 0;
+    CHECK(rm_cmaes_minimize(6, x0, &p, quad_fn, &q, best, &r) == RM_EINVAL);
 }

@@ -5,7 +5,6 @@
 #include "lora/session.h"
 #include "model/generate.h"
 #include "base/file.h"
-#include "adapter_cache.h"
 #include "retrieve/pick.h"
 
 #include <stdio.h>

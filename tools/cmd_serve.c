@@ -9,7 +9,7 @@
 // are answered in order; streamed answers close it).
 #include "cli.h"
 #include "lora/router.h"
-#include "adapter_cache.h"
+#include "lora/cache.h"
 #include "retrieve/pick.h"
 #include "base/err.h"
 #include "base/file.h"
@@ -58,7 +58,7 @@ typedef struct server {
     rm_engine *eng;
     rm_pool *pool;
     const char *model_path;
-    adapter_cache cache;    // adapters loaded and bound to the model
+    rm_lora_cache cache;    // adapters loaded and bound to the model
     client *cl[MAX_CLIENTS];
     long next_id;
     time_t started;
@@ -229,7 +229,7 @@ static void start_request(server *s, client *c, const rm_json *req, const char *
     if (!cs && c->pick.n == 1) mode = RM_COMPOSE_SELECTION;
     rm_lora *lora[MAX_ADAPTERS];
     for (int i = 0; i < c->pick.n; i++)
-        if (!(lora[i] = adapter_cache_get(&s->cache, c->pick.name[i], c->pick.weights[i]))) return respond_error(c, 400, rm_last_error());
+        if (rm_lora_cache_get(&s->cache, c->pick.name[i], c->pick.weights[i], &lora[i])) return respond_error(c, 400, rm_last_error());
     size_t len = strlen(prompt);
     int n = rm_tokenize(s->m->tok, prompt, len, s->m->add_bos, special, NULL, 0);
     int32_t *ids = n >= 0 ? malloc(((size_t)n + 1) * sizeof(int32_t)) : NULL;
@@ -334,7 +334,8 @@ static void handle_upload(server *s, client *c, const rm_json *req) {
         in[i] = samples->items[i].str;
     }
     if (rm_pool_id(s->pool, name) >= 0) { free(in); return respond_error(c, 400, "an adapter with this name is already in the pool"); }
-    if (!adapter_cache_get(&s->cache, name, weights)) { // loaded, checked against the model and kept for its first request
+    rm_lora *loaded;
+    if (rm_lora_cache_get(&s->cache, name, weights, &loaded)) { // loaded, checked against the model and kept for its first request
         free(in);
         return respond_error(c, 400, rm_last_error());
     }
@@ -648,7 +649,7 @@ out:
     rm_engine_free(s.eng); // ends nothing: requests still running are dropped with their clients
     for (int i = 0; i < MAX_CLIENTS; i++)
         if (s.cl[i]) client_free(&s, i);
-    adapter_cache_free(&s.cache);
+    rm_lora_cache_free(&s.cache);
     if (s.pool) rm_pool_close(s.pool);
     rm_threadpool_free(tp);
     rm_lora_free(router);

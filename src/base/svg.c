@@ -3,6 +3,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "base/err.h"
 #include "base/file.h"
@@ -30,11 +31,11 @@ static double nice_step(double span, int n) {
     return (f < 1.5 ? 1 : f < 3.5 ? 2 : f < 7.5 ? 5 : 10) * p;
 }
 
-// The document, its white background and the title.
-static void begin(rm_sb *sb, const char *title) {
+// The document (w x h), its white background and the title.
+static void begin(rm_sb *sb, const char *title, int w, int h) {
     rm_sb_init(sb);
     rm_sb_printf(sb, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" font-family=\"sans-serif\" "
-                     "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", W, H);
+                     "font-size=\"12\">\n<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n", w, h);
     rm_sb_printf(sb, "<text x=\"%d\" y=\"22\" text-anchor=\"middle\" font-size=\"15\">", W / 2);
     put_text(sb, title);
     rm_sb_puts(sb, "</text>\n");
@@ -75,7 +76,7 @@ int rm_svg_plot(const char *path, const char *title, const char *xlabel, const c
 #define PX(x) (ML + ((x) - x0) / (x1 - x0) * pw)
 #define PY(y) (MT + ph - ((y) - y0) / (y1 - y0) * ph)
     rm_sb sb;
-    begin(&sb, title);
+    begin(&sb, title, W, H);
     // ticks and grid
     double xs = nice_step(x1 - x0, 8), ys = nice_step(y1 - y0, 6);
     for (double x = ceil(x0 / xs) * xs; x <= x1 + 1e-9 * xs; x += xs)
@@ -118,9 +119,13 @@ int rm_svg_bars(const char *path, const char *title, const char *ylabel, const c
     y1 = ceil(y1 / ys) * ys;
     const double pw = W - ML - MR, ph = H - MT - MB, gw = pw / (n_groups > 0 ? n_groups : 1);
     const double bw = gw * 0.7 / (n_series > 0 ? n_series : 1);
+    // labels wider than their group (about 7 px a character) are slanted, the picture made taller for them
+    size_t longest = 0;
+    for (int g = 0; g < n_groups; g++) longest = strlen(groups[g]) > longest ? strlen(groups[g]) : longest;
+    const int slant = 7.0 * (double)longest > gw, extra = slant ? (int)(7.0 * (double)longest * 0.6) : 0;
 #define PY(y) (MT + ph - (y) / y1 * ph)
     rm_sb sb;
-    begin(&sb, title);
+    begin(&sb, title, W, H + extra);
     for (double y = 0; y <= y1 + 1e-9 * ys; y += ys)
         rm_sb_printf(&sb, "<line x1=\"%d\" y1=\"%.1f\" x2=\"%d\" y2=\"%.1f\" stroke=\"#ddd\"/><text x=\"%d\" y=\"%.1f\" "
                           "text-anchor=\"end\">%.4g</text>\n", ML, PY(y), W - MR, PY(y), ML - 6, PY(y) + 4, y);
@@ -133,7 +138,12 @@ int rm_svg_bars(const char *path, const char *title, const char *ylabel, const c
                               "y=\"%.1f\" text-anchor=\"middle\" font-size=\"10\">%.3g</text>\n", gx + s * bw, PY(v), bw * 0.92,
                          PY(0) - PY(v), color_of(s), gx + s * bw + bw * 0.46, PY(v) - 3, v);
         }
-        rm_sb_printf(&sb, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">", ML + g * gw + gw / 2, H - MB + 16);
+        double lx = ML + g * gw + gw / 2;
+        if (slant)
+            rm_sb_printf(&sb, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"end\" transform=\"rotate(-35 %.1f %d)\">", lx,
+                         H - MB + 14, lx, H - MB + 14);
+        else
+            rm_sb_printf(&sb, "<text x=\"%.1f\" y=\"%d\" text-anchor=\"middle\">", lx, H - MB + 16);
         put_text(&sb, groups[g]);
         rm_sb_puts(&sb, "</text>\n");
     }

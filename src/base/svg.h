@@ -17,7 +17,8 @@ int rm_svg_plot(const char *path, const char *title, const char *xlabel, const c
 
 // Writes a 720x420 grouped bar chart: n_groups groups along x (labels
 // groups[g]), one bar per series in each, values[g * n_series + s] (bars
-// with a negative or non-finite value are left out), y from 0.
+// with a negative or non-finite value are left out), y from 0. Labels too
+// wide for their group are slanted and the picture grows taller for them.
 int rm_svg_bars(const char *path, const char *title, const char *ylabel, const char *const *groups, int n_groups,
                 const char *const *series, int n_series, const double *values);
 #endif

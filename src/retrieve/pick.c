@@ -12,8 +12,9 @@ int rm_pool_pick(rm_pool *pool, const char *text, int k, float min_score, rm_pic
     return rm_pool_pick_excluding(pool, text, k, min_score, NULL, 0, pk);
 }
 
-int rm_pool_pick_excluding(rm_pool *pool, const char *text, int k, float min_score, const char *const *exclude,
-                           int n_exclude, rm_pick *pk) {
+// The pick by the pool's two-stage search, or by its key search alone (keys_only).
+static int pick(rm_pool *pool, const char *text, int k, float min_score, const char *const *exclude, int n_exclude,
+                int keys_only, rm_pick *pk) {
     memset(pk, 0, sizeof *pk);
     if (k < 1 || k > RM_PLAN_MAX) return rm_errorf(RM_EINVAL, "retrieve: k = %d (1..%d)", k, RM_PLAN_MAX);
     // ask for more than k: adapters without weights are passed over
@@ -21,7 +22,8 @@ int rm_pool_pick_excluding(rm_pool *pool, const char *text, int k, float min_sco
     if (want == 0) return RM_OK;
     rm_hit *hits = malloc((size_t)want * sizeof *hits);
     if (!hits) return rm_errorf(RM_ENOMEM, "out of memory");
-    int rc = rm_pool_search(pool, text, want, exclude, n_exclude, hits, &n_hits);
+    int rc = keys_only ? rm_pool_search_keys(pool, text, want, exclude, n_exclude, hits, &n_hits)
+                       : rm_pool_search(pool, text, want, exclude, n_exclude, hits, &n_hits);
     for (int i = 0; !rc && i < n_hits && pk->n < k && hits[i].score >= min_score; i++) { // best first
         const char *name = rm_pool_name(pool, hits[i].id);
         rm_adapter_info *info = NULL;
@@ -32,6 +34,15 @@ int rm_pool_pick_excluding(rm_pool *pool, const char *text, int k, float min_sco
     free(hits);
     if (rc) rm_pick_free(pk);
     return rc;
+}
+
+int rm_pool_pick_excluding(rm_pool *pool, const char *text, int k, float min_score, const char *const *exclude,
+                           int n_exclude, rm_pick *pk) {
+    return pick(pool, text, k, min_score, exclude, n_exclude, 0, pk);
+}
+
+int rm_pool_pick_keys(rm_pool *pool, const char *text, int k, const char *const *exclude, int n_exclude, rm_pick *pk) {
+    return pick(pool, text, k, -INFINITY, exclude, n_exclude, 1, pk);
 }
 
 void rm_pick_free(rm_pick *pk) {

@@ -24,6 +24,10 @@ int rm_pool_pick(rm_pool *pool, const char *text, int k, float min_score, rm_pic
 // The same with the named adapters left out before retrieval (rm_pool_search's exclude).
 int rm_pool_pick_excluding(rm_pool *pool, const char *text, int k, float min_score, const char *const *exclude,
                            int n_exclude, rm_pick *pk);
+// The k adapters with weights whose pool keys are nearest to text's embedding:
+// the pool's first stage alone, without the second stage's re-scoring by the
+// adapters' samples (AdapterSoup's choice, src/eval/method.h).
+int rm_pool_pick_keys(rm_pool *pool, const char *text, int k, const char *const *exclude, int n_exclude, rm_pick *pk);
 void rm_pick_free(rm_pick *pk);
 // Appends an adapter (copies; task NULL: its name); RM_EFULL beyond RM_PLAN_MAX.
 int rm_pick_push(rm_pick *pk, const char *name, const char *weights, const char *task, float score);

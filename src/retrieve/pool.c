@@ -634,10 +634,11 @@ int rm_pool_search_batch(rm_pool *p, const char *const *queries, int nq, int k, 
     return rc;
 }
 
-int rm_pool_search(rm_pool *p, const char *query, int k, const char *const *exclude, int n_exclude, rm_hit *out,
-                   int *n_out) {
+// rm_pool_search, with the second stage when rerank (else the key search alone).
+static int pool_search(rm_pool *p, const char *query, int k, const char *const *exclude, int n_exclude, int rerank,
+                       rm_hit *out, int *n_out) {
     if (!p->emb) return rm_errorf(RM_EINVAL, "%s: the pool has no embedder", p->dir);
-    int k2 = k > p->params.rerank.k ? k : p->params.rerank.k; // the second stage needs its k candidates
+    int k2 = rerank && k < p->params.rerank.k ? p->params.rerank.k : k; // the second stage needs its k candidates
     float *q = malloc((size_t)p->emb->dim * sizeof *q);
     int64_t *ex = malloc((size_t)(n_exclude > 0 ? n_exclude : 1) * sizeof *ex);
     rm_hit *h = k2 > k ? malloc((size_t)k2 * sizeof *h) : out;
@@ -648,13 +649,23 @@ int rm_pool_search(rm_pool *p, const char *query, int k, const char *const *excl
     }
     if (!rc) rc = rm_embedder_embed(p->emb, query, q);
     if (!rc) rc = rm_index_search(p->ix, q, k2, ex, n_ex, h, n_out);
-    if (!rc) rc = pool_rerank(p, query, q, h, *n_out);
+    if (!rc && rerank) rc = pool_rerank(p, query, q, h, *n_out);
     if (!rc && *n_out > k) *n_out = k;
     if (!rc && h != out) memcpy(out, h, (size_t)*n_out * sizeof *h);
     if (h != out) free(h);
     free(q);
     free(ex);
     return rc;
+}
+
+int rm_pool_search(rm_pool *p, const char *query, int k, const char *const *exclude, int n_exclude, rm_hit *out,
+                   int *n_out) {
+    return pool_search(p, query, k, exclude, n_exclude, 1, out, n_out);
+}
+
+int rm_pool_search_keys(rm_pool *p, const char *query, int k, const char *const *exclude, int n_exclude, rm_hit *out,
+                        int *n_out) {
+    return pool_search(p, query, k, exclude, n_exclude, 0, out, n_out);
 }
 
 int rm_pool_check(rm_pool *p) {

@@ -84,6 +84,10 @@ int64_t rm_pool_id(const rm_pool *p, const char *name);
 // read and embedded per query) and by BM25 against their stored documents.
 int rm_pool_search(rm_pool *p, const char *query, int k, const char *const *exclude, int n_exclude, rm_hit *out,
                    int *n_out);
+// The first stage alone: the k adapters whose keys are nearest to the
+// query's embedding (no re-scoring by samples or BM25).
+int rm_pool_search_keys(rm_pool *p, const char *query, int k, const char *const *exclude, int n_exclude, rm_hit *out,
+                        int *n_out);
 // Batch: nq queries, out[qi * k + j], n_out[qi].
 int rm_pool_search_batch(rm_pool *p, const char *const *queries, int nq, int k, rm_hit *out, int *n_out);
 

@@ -1,0 +1,44 @@
+// cache.c — see cache.h.
+#include "lora/cache.h"
+#include "base/err.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+int rm_lora_cache_get(rm_lora_cache *c, const char *name, const char *weights, rm_lora **out) {
+    *out = NULL;
+    for (int i = 0; i < c->n; i++)
+        if (!strcmp(c->e[i].name, name) && !strcmp(c->e[i].weights, weights)) {
+            *out = c->e[i].lora;
+            return RM_OK;
+        }
+    rm_lora *l = NULL;
+    int rc = rm_lora_load_for(&l, weights, c->m);
+    if (rc) return rm_error_prefix(rc, "adapter '%s' refused", name);
+    if (c->n == c->cap) {
+        int cap = c->cap ? 2 * c->cap : 16;
+        rm_lora_cache_entry *e = realloc(c->e, (size_t)cap * sizeof *e);
+        if (!e) { rm_lora_free(l); return rm_errorf(RM_ENOMEM, "out of memory"); }
+        c->e = e, c->cap = cap;
+    }
+    char *nm = strdup(name), *wp = strdup(weights);
+    if (!nm || !wp) {
+        free(nm);
+        free(wp);
+        rm_lora_free(l);
+        return rm_errorf(RM_ENOMEM, "out of memory");
+    }
+    c->e[c->n++] = (rm_lora_cache_entry){nm, wp, l};
+    *out = l;
+    return RM_OK;
+}
+
+void rm_lora_cache_free(rm_lora_cache *c) {
+    for (int i = 0; i < c->n; i++) {
+        free(c->e[i].name);
+        free(c->e[i].weights);
+        rm_lora_free(c->e[i].lora);
+    }
+    free(c->e);
+    memset(c, 0, sizeof *c);
+}
