@@ -23,7 +23,9 @@ static void help(void) {
            "  n_ctx [seq] seq [256] batch [8] accum [1] steps | epochs [1] lr [1e-3] warmup [steps/20]\n"
            "  min_lr_ratio [0.1] weight_decay [0.1] clip [1.0] seed [1]\n"
            "  bpe_merges [0]: learn that many byte-level BPE merges from the data first (GPT-2\n"
-           "  pre-tokenizer); they become tokens 258... of the model's vocabulary\n\n"
+           "  pre-tokenizer); they become tokens 258... of the model's vocabulary\n"
+           "  curriculum {\"data\": FILE, \"steps\": N}: the first N steps train on FILE (a path relative\n"
+           "  to the config's folder), the rest on --data\n\n"
            "  --steps N / --epochs E / --lr LR / --seed S / --batch B / --accum K / --seq T /\n"
            "  --warmup N / --weight-decay W / --clip C    override the config\n"
            "  --eval FILE          held-out data for eval loss (and exact match for JSONL)\n"
@@ -96,9 +98,23 @@ static int cmd_train(int argc, char **argv) {
     p.seed = a.seed >= 0 ? (uint64_t)a.seed : (uint64_t)rm_json_get_int(cfg, "seed", 1);
     p.threads = (int)a.threads;
     long steps = a.steps, cfg_steps = rm_json_get_int(cfg, "steps", 0), bpe = rm_json_get_int(cfg, "bpe_merges", 0);
+    // a curriculum: the first warm_steps steps on another text (a path relative to the config's folder)
+    const rm_json *cur = rm_json_get(cfg, "curriculum");
+    long warm_steps = rm_json_get_int(cur, "steps", 0);
+    char warm_path[4096] = "";
+    const char *wd = rm_json_get_str(cur, "data", NULL);
+    if (wd) {
+        const char *slash = strrchr(cfg_path, '/');
+        if (wd[0] == '/' || !slash) snprintf(warm_path, sizeof warm_path, "%s", wd);
+        else snprintf(warm_path, sizeof warm_path, "%.*s/%s", (int)(slash - cfg_path), cfg_path, wd);
+    }
     long warmup = a.warmup >= 0 ? a.warmup : rm_json_get_int(cfg, "warmup", -1);
     double epochs = a.epochs >= 0 ? a.epochs : rm_json_get_num(cfg, "epochs", 1.0);
     rm_json_free(cfg);
+    if ((cur && (!wd || warm_steps <= 0)) || (!cur && warm_steps)) {
+        fprintf(stderr, "ramole train: %s: curriculum needs \"data\" and \"steps\" > 0\n", cfg_path);
+        return 2;
+    }
     if (bpe < 0 || bpe > 100000) {
         fprintf(stderr, "ramole train: %s: bpe_merges must be 0..100000\n", cfg_path);
         return 2;
@@ -118,7 +134,7 @@ static int cmd_train(int argc, char **argv) {
     int rc = 1;
     rm_llama *m = NULL;
     rm_trainer *t = NULL;
-    rm_tdata train = {0}, eval = {0};
+    rm_tdata train = {0}, eval = {0}, warm = {0};
     rm_train_report rep = {0};
     // random init (uniform, 1/sqrt(fan_in)) and the byte-level vocabulary, via the synth writer;
     // with bpe_merges, the merges are learned from the data first and become tokens 258...
@@ -143,6 +159,7 @@ static int cmd_train(int argc, char **argv) {
     const rm_tokenizer *tok = n_merges ? m->tok : NULL;
     if (load_data(&train, data, tmpl, tok, seq)) { cli_fail(data); goto done; }
     if (a.eval && load_data(&eval, a.eval, tmpl, tok, seq)) { cli_fail(a.eval); goto done; }
+    if (warm_path[0] && load_data(&warm, warm_path, tmpl, tok, seq)) { cli_fail(warm_path); goto done; }
     p.steps = steps > 0 ? (int)steps : cfg_steps > 0 ? (int)cfg_steps
                                                      : rm_train_steps_for_epochs(&train, p.batch, p.seq, p.accum, 1, epochs);
     p.warmup = warmup >= 0 ? (int)warmup : p.steps / 20;
@@ -153,7 +170,9 @@ static int cmd_train(int argc, char **argv) {
             p.accum, p.batch, p.seq);
     rm_train_run_opts o = {.steps = p.steps, .pack = 1, .eval_every = eval.n ? (p.steps + 9) / 10 : 0,
                            .eval_em_max = eval.n && train.ex[0].n_prompt > 1 ? 200 : 0, .checkpoint = a.checkpoint,
-                           .save_every = (int)a.save_every, .progress = 1};
+                           .save_every = (int)a.save_every, .progress = 1, .warm = warm.n ? &warm : NULL,
+                           .warm_steps = (int)warm_steps};
+    if (warm.n) fprintf(stderr, "train: the first %ld steps on %s (%d examples)\n", warm_steps, warm_path, warm.n);
     if (rm_train_run(t, &train, eval.n ? &eval : NULL, &o, &rep)) { cli_fail("training"); goto done; }
     if (rm_trainer_save_model(t, out)) { cli_fail(out); goto done; }
     if (rm_train_write_curve(&rep, svg, "training loss")) { cli_fail(svg); goto done; }
@@ -176,6 +195,7 @@ done:
     rm_trainer_free(t);
     rm_tdata_free(&train);
     rm_tdata_free(&eval);
+    rm_tdata_free(&warm);
     rm_llama_free(m);
     free(tmpl);
     return rc;

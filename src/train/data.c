@@ -389,6 +389,12 @@ int rm_tbatch_fill_dropout(rm_tbatch *b, const rm_tdata *d, int *order, int *cur
     return used;
 }
 
+void rm_trainer_reset_order(rm_trainer *t) {
+    free(t->order);
+    t->order = NULL;
+    t->n_order = t->cursor = 0;
+}
+
 int rm_trainer_next_batch(rm_trainer *t, const rm_tdata *d, rm_tbatch *b, int pack, int *epoch) {
     if (d->n == 0) return rm_errorf(RM_EINVAL, "data: no examples");
     if (!t->order || t->n_order != d->n) {

@@ -70,7 +70,9 @@ int rm_train_run(rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, con
     if (!o->progress) pg.enabled = 0;
     double t0 = rm_now();
     for (int s = 0; !rc && s < todo; s++) {
-        for (int i = 0; !rc && i < accum; i++) rc = rm_trainer_next_batch(t, train, &mb[i], o->pack, NULL);
+        const rm_tdata *src = o->warm && t->step < o->warm_steps ? o->warm : train;
+        if (o->warm && t->step == o->warm_steps && s > 0) rm_trainer_reset_order(t); // the curriculum's end
+        for (int i = 0; !rc && i < accum; i++) rc = rm_trainer_next_batch(t, src, &mb[i], o->pack, NULL);
         double loss;
         float gn;
         if (!rc) rc = rm_trainer_step(t, mb, accum, &loss, &gn);

@@ -247,6 +247,10 @@ float rm_rng_uniform(uint64_t *s); // [0, 1)
 // draws' generator are part of the checkpoint. *epoch (optional) gets the epoch.
 int rm_trainer_next_batch(rm_trainer *t, const rm_tdata *d, rm_tbatch *b, int pack, int *epoch);
 
+// Forgets the data order, so that the next batch starts a new shuffled pass
+// (over whatever data it is drawn from).
+void rm_trainer_reset_order(rm_trainer *t);
+
 // Mean CE per target token over all of d (no gradients); examples with
 // expert sets use set[0] (their own task's adapter allowed).
 int rm_trainer_eval_loss(rm_trainer *t, const rm_tdata *d, double *loss);
@@ -269,6 +273,8 @@ typedef struct rm_train_run_opts {
     const char *checkpoint; // written every save_every steps and at the end (NULL: never)
     int save_every;
     int progress;       // a progress line on stderr (step, loss, tokens/s, ETA)
+    const rm_tdata *warm; // a curriculum: the steps before warm_steps draw from warm (NULL: none)
+    int warm_steps;
 } rm_train_run_opts;
 
 typedef struct rm_train_report {
