@@ -15,12 +15,15 @@
 #include "base/json.h"
 #include "base/progress.h"
 #include "cli.h"
+#include "base/svg.h"
 #include "eval/world.h"
+#include "eval/worldcheck.h"
 #include "train/train.h"
 
 static void help(void) {
     printf("usage: ramole world make --out DIR [--seed S] [--size small|full]\n"
-           "       ramole world build DIR [-t N]\n\n"
+           "       ramole world build DIR [-t N] [-j J] [--split-seed S] [--no-experiment]\n"
+           "       ramole world check DIR [--limit N] [-t N] [--json] [--svg FILE]\n\n"
            "make: writes a mixed-task world: its tasks in clusters, each task's training data\n"
            "(DIR/tasks/NAME.jsonl) and validation split (NAME.valid.jsonl), the pool in the\n"
            "paper's format (DIR/config.json: 20 sample inputs per task), the mixed test requests\n"
@@ -42,7 +45,12 @@ static void help(void) {
            "  -t, --threads N   threads in all (default: all cores)\n"
            "  -j, --jobs J      trainings at once (default: as many as threads, each 1 thread)\n"
            "  --split-seed S    the split of the experiment (default 1)\n"
-           "  --no-experiment   stop after the pool\n");
+           "  --no-experiment   stop after the pool\n\n"
+           "check: the world's sanity figures: every task's test requests with the base model alone and\n"
+           "with each adapter alone, in one batched run: the base's mean, each task's own adapter, the\n"
+           "best adapter of its cluster other than its own, the best and mean adapter of the other\n"
+           "clusters; a table by task and a heat map of the whole matrix (--svg, default DIR/check.svg).\n"
+           "  --limit N         the first N test requests of each task (default: all)\n");
 }
 
 static int world_make(int argc, char **argv) {
@@ -159,6 +167,7 @@ typedef struct wtask { char *name, *cluster; } wtask;
 typedef struct wconf {
     wtask *t;
     int n;
+    char **names, **clusters;          // t[i] points into these
     long rank, steps, batch, seed;     // the adapters' training
     double alpha, lr;
     char targets[64];
@@ -170,68 +179,50 @@ typedef struct wconf {
 } wconf;
 
 static void wconf_free(wconf *c) {
-    for (int i = 0; i < c->n; i++) { free(c->t[i].name); free(c->t[i].cluster); }
+    rm_world_free_tasks(c->names, c->clusters, c->n);
     free(c->t);
+    memset(c, 0, sizeof *c);
 }
 
 static int wconf_load(const char *dir, wconf *c) {
-    char path[4200];
-    snprintf(path, sizeof path, "%s/world.json", dir);
-    rm_json *j = NULL;
-    if (rm_json_parse_file(path, &j)) return cli_fail("world.json");
-    const rm_json *tasks = rm_json_get(j, "tasks"), *ad = rm_json_get(j, "adapter");
-    int rc = 0;
     memset(c, 0, sizeof *c);
-    if (!tasks || tasks->type != RM_JSON_ARRAY || !tasks->n || !ad || ad->type != RM_JSON_OBJECT) {
-        fprintf(stderr, "ramole world build: %s has no \"tasks\" list or \"adapter\" settings\n", path);
-        rc = 1;
+    if (rm_world_read_tasks(dir, &c->names, &c->clusters, &c->n)) {
+        fprintf(stderr, "ramole world build: %s\n", rm_last_error());
+        return 1;
     }
-    if (!rc && !(c->t = calloc(tasks->n, sizeof *c->t))) { fprintf(stderr, "ramole world build: out of memory\n"); rc = 1; }
-    for (size_t i = 0; !rc && i < tasks->n; i++) {
-        const char *name = rm_json_get_str(&tasks->items[i], "name", NULL), *cl = rm_json_get_str(&tasks->items[i], "cluster", NULL);
-        if (!name || !cl || !*name || strchr(name, '/')) {
-            fprintf(stderr, "ramole world build: %s: task %zu has no usable \"name\" and \"cluster\"\n", path, i + 1);
-            rc = 1;
-            break;
-        }
-        for (int k = 0; k < c->n; k++)
-            if (!strcmp(c->t[k].name, name)) {
-                fprintf(stderr, "ramole world build: %s: task %zu: the name \"%s\" is taken by task %d\n", path, i + 1, name, k + 1);
-                rc = 1;
-            }
-        if (rc) break;
-        c->t[c->n].name = strdup(name);
-        c->t[c->n++].cluster = strdup(cl);
-    }
-    if (!rc) {
-        c->rank = rm_json_get_int(ad, "rank", 6);
-        c->alpha = rm_json_get_num(ad, "alpha", 12);
-        c->steps = rm_json_get_int(ad, "steps", 150);
-        c->batch = rm_json_get_int(ad, "batch", 8);
-        c->lr = rm_json_get_num(ad, "lr", 5e-3);
-        c->seed = rm_json_get_int(j, "seed", 1);
-        snprintf(c->targets, sizeof c->targets, "%s", rm_json_get_str(ad, "targets", "all"));
-        const rm_json *ex = rm_json_get(j, "experiment"), *r = rm_json_get(ex, "router"), *g = rm_json_get(ex, "gates");
-        c->seen_fraction = rm_json_get_num(ex, "seen_fraction", 0.4);
-        c->r_rank = rm_json_get_int(r, "rank", 4);
-        c->r_alpha = rm_json_get_num(r, "alpha", 8);
-        c->r_k = rm_json_get_int(r, "retrieve", 3);
-        c->r_dropout = rm_json_get_num(r, "lora_dropout", 0.5);
-        c->r_steps = rm_json_get_int(r, "steps", 400);
-        c->r_batch = rm_json_get_int(r, "batch", 8);
-        c->r_lr = rm_json_get_num(r, "lr", 2e-3);
-        c->g_k = rm_json_get_int(g, "k", 3);
-        c->g_steps = rm_json_get_int(g, "steps", 300);
-        c->g_batch = rm_json_get_int(g, "batch", 8);
-        c->g_lr = rm_json_get_num(g, "lr", 5e-3);
-        if (!(c->seen_fraction > 0 && c->seen_fraction < 1)) {
-            fprintf(stderr, "ramole world build: %s: experiment.seen_fraction must be between 0 and 1\n", path);
-            rc = 1;
-        }
-    }
+    if (!(c->t = calloc((size_t)c->n, sizeof *c->t))) { fprintf(stderr, "ramole world build: out of memory\n"); wconf_free(c); return 1; }
+    for (int i = 0; i < c->n; i++) c->t[i] = (wtask){c->names[i], c->clusters[i]};
+    char path[PATHN];
+    rm_json *j = NULL;
+    if (rm_json_parse_file(pathf(path, "%s/world.json", dir), &j)) { wconf_free(c); return cli_fail("world.json"); }
+    const rm_json *ad = rm_json_get(j, "adapter");
+    c->rank = rm_json_get_int(ad, "rank", 6);
+    c->alpha = rm_json_get_num(ad, "alpha", 12);
+    c->steps = rm_json_get_int(ad, "steps", 150);
+    c->batch = rm_json_get_int(ad, "batch", 8);
+    c->lr = rm_json_get_num(ad, "lr", 5e-3);
+    c->seed = rm_json_get_int(j, "seed", 1);
+    snprintf(c->targets, sizeof c->targets, "%s", rm_json_get_str(ad, "targets", "all"));
+    const rm_json *ex = rm_json_get(j, "experiment"), *r = rm_json_get(ex, "router"), *g = rm_json_get(ex, "gates");
+    c->seen_fraction = rm_json_get_num(ex, "seen_fraction", 0.4);
+    c->r_rank = rm_json_get_int(r, "rank", 4);
+    c->r_alpha = rm_json_get_num(r, "alpha", 8);
+    c->r_k = rm_json_get_int(r, "retrieve", 3);
+    c->r_dropout = rm_json_get_num(r, "lora_dropout", 0.5);
+    c->r_steps = rm_json_get_int(r, "steps", 400);
+    c->r_batch = rm_json_get_int(r, "batch", 8);
+    c->r_lr = rm_json_get_num(r, "lr", 2e-3);
+    c->g_k = rm_json_get_int(g, "k", 3);
+    c->g_steps = rm_json_get_int(g, "steps", 300);
+    c->g_batch = rm_json_get_int(g, "batch", 8);
+    c->g_lr = rm_json_get_num(g, "lr", 5e-3);
     rm_json_free(j);
-    if (rc) wconf_free(c);
-    return rc;
+    if (!(c->seen_fraction > 0 && c->seen_fraction < 1)) {
+        fprintf(stderr, "ramole world build: %s: experiment.seen_fraction must be between 0 and 1\n", path);
+        wconf_free(c);
+        return 1;
+    }
+    return 0;
 }
 
 // The held-out exact match an adapter's `lora train --json` reported (its log's last line), or -1.
@@ -645,11 +636,106 @@ static int world_build(int argc, char **argv) {
     return rc;
 }
 
+// ---------------------------------------------------------------- check
+
+static void check_progress(void *user, const char *stage, long done, long total) {
+    rm_progress *pg = user;
+    if (pg->total != total || strcmp(pg->label, stage)) {
+        if (pg->label) rm_progress_finish(pg, pg->total);
+        rm_progress_start(pg, stage, "requests", total);
+    }
+    rm_progress_update(pg, done, done == total);
+}
+
+static int world_check(int argc, char **argv) {
+    const char *dir = NULL, *svg = NULL;
+    long threads = 0, limit = 0;
+    int json = 0;
+    for (int i = 2; i < argc; i++) {
+        if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
+        else if (cli_int(argc, argv, &i, "--threads", "-t", &threads)) {}
+        else if (cli_int(argc, argv, &i, "--limit", NULL, &limit)) {}
+        else if (cli_str(argc, argv, &i, "--svg", NULL, &svg)) {}
+        else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
+        else if (!dir && argv[i][0] != '-') dir = argv[i];
+        else { fprintf(stderr, "ramole world check: unknown argument '%s' (see --help)\n", argv[i]); return 2; }
+    }
+    if (!dir) { fprintf(stderr, "ramole world check: give a built world's directory\n"); return 2; }
+    if (limit < 0 || threads < 0) { fprintf(stderr, "ramole world check: bad --limit or --threads\n"); return 2; }
+    rm_world_check_params p = rm_world_check_default_params();
+    rm_progress pg = {0};
+    p.dir = dir;
+    p.threads = (int)threads;
+    p.eval.limit = (int)limit;
+    p.eval.progress = check_progress;
+    p.eval.user = &pg;
+    rm_world_check c;
+    int rc = rm_world_check_run(&p, &c);
+    if (pg.label) rm_progress_finish(&pg, pg.total);
+    if (rc) return cli_fail("world check");
+    rm_world_sanity s;
+    rm_world_check_sanity(&c, &s);
+    int n = c.n;
+    rm_sb sb = {0};
+    if (json) {
+        rm_sb_printf(&sb, "{\"base\": %.2f, \"own\": %.2f, \"own_min\": %.2f, \"own_min_task\": ", s.base, s.own, s.own_min);
+        rm_sb_json_str(&sb, c.task[s.own_min_task], strlen(c.task[s.own_min_task]));
+        rm_sb_printf(&sb, ", \"sibling\": %.2f, \"sibling_gain\": %.2f, \"foreign_best\": %.2f, \"foreign_best_gain\": %.2f, "
+                          "\"foreign_mean\": %.2f, \"foreign_mean_gain\": %.2f, \"requests\": %d, \"tasks\": {",
+                     s.sibling, s.sibling_gain, s.foreign_best, s.foreign_best_gain, s.foreign_mean, s.foreign_mean_gain, c.requests);
+        for (int t = 0; t < n; t++) {
+            rm_sb_puts(&sb, t ? ", " : "");
+            rm_sb_json_str(&sb, c.task[t], strlen(c.task[t]));
+            rm_sb_printf(&sb, ": {\"cluster\": \"%s\", \"base\": %.2f, \"adapters\": [", c.cluster[t], c.base[t]);
+            for (int a = 0; a < n; a++) rm_sb_printf(&sb, "%s%.2f", a ? ", " : "", c.score[(size_t)t * n + a]);
+            rm_sb_puts(&sb, "]}");
+        }
+        rm_sb_puts(&sb, "}}\n");
+    } else {
+        rm_sb_printf(&sb, "| task | cluster | base | own adapter | best sibling | best foreign |\n| --- | --- | --- | --- | --- | --- |\n");
+        for (int t = 0; t < n; t++) {
+            int bs = -1, bf = -1;
+            for (int a = 0; a < n; a++) {
+                if (a == t) continue;
+                int same = !strcmp(c.cluster[a], c.cluster[t]);
+                int *b = same ? &bs : &bf;
+                if (*b < 0 || c.score[(size_t)t * n + a] > c.score[(size_t)t * n + *b]) *b = a;
+            }
+            rm_sb_printf(&sb, "| %s | %s | %.1f | %.1f | ", c.task[t], c.cluster[t], c.base[t], c.score[(size_t)t * n + t]);
+            if (bs >= 0) rm_sb_printf(&sb, "%.1f (%s) | ", c.score[(size_t)t * n + bs], c.task[bs]);
+            else rm_sb_puts(&sb, "- | ");
+            if (bf >= 0) rm_sb_printf(&sb, "%.1f (%s) |\n", c.score[(size_t)t * n + bf], c.task[bf]);
+            else rm_sb_puts(&sb, "- |\n");
+        }
+        rm_sb_printf(&sb, "\nmeans over %d tasks (%d test requests for each of base + %d adapters, %.0f s, %.0f rows per forward pass):\n"
+                          "  base model alone                       %6.1f\n"
+                          "  own adapter (perfect selection)        %6.1f   lowest task %.1f (%s)\n"
+                          "  best sibling adapter (same cluster)    %6.1f   base + %.1f\n"
+                          "  best foreign adapter (other clusters)  %6.1f   base + %.1f\n"
+                          "  mean foreign adapter                   %6.1f   base + %.1f\n",
+                     n, c.requests, n, c.seconds, c.rows_per_forward, s.base, s.own, s.own_min, c.task[s.own_min_task],
+                     s.sibling, s.sibling_gain, s.foreign_best, s.foreign_best_gain, s.foreign_mean, s.foreign_mean_gain);
+    }
+    if (!sb.oom && sb.buf) fputs(sb.buf, stdout);
+    rm_sb_free(&sb);
+    char svg_path[PATHN];
+    if (!svg) svg = pathf(svg_path, "%s/check.svg", dir);
+    if (rm_svg_heatmap(svg, "score of each task's test requests (rows) with each adapter alone (columns)",
+                       (const char *const *)c.task, n, (const char *const *)c.task, n, c.score, 0, 100)) {
+        rm_world_check_free(&c);
+        return cli_fail(svg);
+    }
+    if (!json) printf("heat map: %s\n", svg);
+    rm_world_check_free(&c);
+    return 0;
+}
+
 static int cmd_world(int argc, char **argv) {
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) { help(); return argc < 2 ? 2 : 0; }
     if (!strcmp(argv[1], "make")) return world_make(argc, argv);
     if (!strcmp(argv[1], "build")) return world_build(argc, argv);
-    fprintf(stderr, "ramole world: unknown subcommand '%s' (make, build)\n", argv[1]);
+    if (!strcmp(argv[1], "check")) return world_check(argc, argv);
+    fprintf(stderr, "ramole world: unknown subcommand '%s' (make, build, check)\n", argv[1]);
     return 2;
 }
 

@@ -156,3 +156,40 @@ int rm_svg_bars(const char *path, const char *title, const char *ylabel, const c
 #undef PY
     return finish(&sb, path);
 }
+
+int rm_svg_heatmap(const char *path, const char *title, const char *const *rows, int n_rows, const char *const *cols,
+                   int n_cols, const double *values, double lo, double hi) {
+    size_t lr = 0, lc = 0;
+    for (int r = 0; r < n_rows; r++) lr = strlen(rows[r]) > lr ? strlen(rows[r]) : lr;
+    for (int c = 0; c < n_cols; c++) lc = strlen(cols[c]) > lc ? strlen(cols[c]) : lc;
+    const int cell = n_rows > 24 || n_cols > 24 ? 14 : 28, left = 10 + 7 * (int)lr, top = 40 + (int)(6.0 * (double)lc);
+    const int w = left + cell * n_cols + 20, h = top + cell * n_rows + 20;
+    rm_sb sb;
+    begin(&sb, title, w > W ? w : W, h);
+    for (int c = 0; c < n_cols; c++) { // column labels, turned upwards
+        double x = left + cell * c + cell * 0.5 + 4;
+        rm_sb_printf(&sb, "<text x=\"%.1f\" y=\"%d\" transform=\"rotate(-90 %.1f %d)\" font-size=\"%d\">", x, top - 4, x, top - 4,
+                     cell > 20 ? 11 : 9);
+        put_text(&sb, cols[c]);
+        rm_sb_puts(&sb, "</text>\n");
+    }
+    for (int r = 0; r < n_rows; r++) {
+        rm_sb_printf(&sb, "<text x=\"%d\" y=\"%d\" text-anchor=\"end\" font-size=\"%d\">", left - 4, top + cell * r + cell / 2 + 4,
+                     cell > 20 ? 11 : 9);
+        put_text(&sb, rows[r]);
+        rm_sb_puts(&sb, "</text>\n");
+        for (int c = 0; c < n_cols; c++) {
+            double v = values[(size_t)r * n_cols + c], f = hi > lo ? (v - lo) / (hi - lo) : 0;
+            f = f < 0 ? 0 : f > 1 ? 1 : f;
+            int R = (int)(255 - 222 * f), G = (int)(255 - 190 * f), B = (int)(255 - 75 * f);
+            if (isfinite(v)) rm_sb_printf(&sb, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"rgb(%d,%d,%d)\"/>", left + cell * c,
+                                          top + cell * r, cell, cell, R, G, B);
+            else rm_sb_printf(&sb, "<rect x=\"%d\" y=\"%d\" width=\"%d\" height=\"%d\" fill=\"#bbb\"/>", left + cell * c, top + cell * r, cell, cell);
+            if (cell > 20 && isfinite(v))
+                rm_sb_printf(&sb, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" font-size=\"9\" fill=\"%s\">%.0f</text>",
+                             left + cell * c + cell / 2, top + cell * r + cell / 2 + 3, f > 0.55 ? "white" : "black", v);
+            rm_sb_puts(&sb, "\n");
+        }
+    }
+    return finish(&sb, path);
+}

@@ -21,4 +21,10 @@ int rm_svg_plot(const char *path, const char *title, const char *xlabel, const c
 // wide for their group are slanted and the picture grows taller for them.
 int rm_svg_bars(const char *path, const char *title, const char *ylabel, const char *const *groups, int n_groups,
                 const char *const *series, int n_series, const double *values);
+
+// Writes a heat map: n_rows x n_cols cells, values[r * n_cols + c] in [lo, hi]
+// shaded from white to dark blue (non-finite: grey), the value printed in
+// each cell when the cells are large enough, rows and columns labelled.
+int rm_svg_heatmap(const char *path, const char *title, const char *const *rows, int n_rows, const char *const *cols,
+                   int n_cols, const double *values, double lo, double hi);
 #endif

@@ -1279,3 +1279,53 @@ done:
     rm_world_free(w);
     return rc;
 }
+
+void rm_world_free_tasks(char **names, char **clusters, int n) {
+    for (int i = 0; i < n; i++) {
+        if (names) free(names[i]);
+        if (clusters) free(clusters[i]);
+    }
+    free(names);
+    free(clusters);
+}
+
+int rm_world_read_tasks(const char *dir, char ***names_out, char ***clusters_out, int *n_out) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/world.json", dir);
+    *names_out = *clusters_out = NULL;
+    *n_out = 0;
+    rm_json *j = NULL;
+    int rc = rm_json_parse_file(path, &j);
+    if (rc) return rc;
+    const rm_json *tasks = rm_json_get(j, "tasks");
+    char **names = NULL, **clusters = NULL;
+    int n = 0;
+    if (!tasks || tasks->type != RM_JSON_ARRAY || tasks->n == 0) {
+        rc = rm_errorf(RM_EFORMAT, "%s: no \"tasks\" list", path);
+    } else if (!(names = calloc(tasks->n, sizeof *names)) || !(clusters = calloc(tasks->n, sizeof *clusters))) {
+        rc = rm_errorf(RM_ENOMEM, "out of memory");
+    }
+    for (size_t i = 0; !rc && i < tasks->n; i++) {
+        const char *name = rm_json_get_str(&tasks->items[i], "name", NULL), *cl = rm_json_get_str(&tasks->items[i], "cluster", NULL);
+        if (!name || !cl || !*name || strchr(name, '/') || name[0] == '.') {
+            rc = rm_errorf(RM_EFORMAT, "%s: task %zu has no usable \"name\" and \"cluster\"", path, i + 1);
+            break;
+        }
+        for (int k = 0; k < n && !rc; k++)
+            if (!strcmp(names[k], name)) rc = rm_errorf(RM_EFORMAT, "%s: task %zu: the name \"%s\" is taken by task %d", path, i + 1, name, k + 1);
+        if (rc) break;
+        names[n] = strdup(name);
+        clusters[n] = strdup(cl);
+        if (!names[n] || !clusters[n]) { free(names[n]); free(clusters[n]); rc = rm_errorf(RM_ENOMEM, "out of memory"); break; }
+        n++;
+    }
+    rm_json_free(j);
+    if (rc) {
+        rm_world_free_tasks(names, clusters, n);
+        return rc;
+    }
+    *names_out = names;
+    *clusters_out = clusters;
+    *n_out = n;
+    return RM_OK;
+}

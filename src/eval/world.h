@@ -75,6 +75,13 @@ typedef struct rm_world_report {
 // Writes a world of this size and seed into dir (see the file list above).
 int rm_world_make(const char *dir, uint64_t seed, rm_world_size size, rm_world_report *rep);
 
+// The tasks of the world in dir (its world.json), in order: names[i] and
+// clusters[i] (malloc'd, free with rm_world_free_tasks). A task without a
+// usable name or cluster, or a name given twice, is refused naming the file
+// and the task.
+int rm_world_read_tasks(const char *dir, char ***names, char ***clusters, int *n);
+void rm_world_free_tasks(char **names, char **clusters, int n);
+
 // The prompt template of every world ({inputs} replaced by the request).
 extern const char *const rm_world_template;
 #endif
