@@ -1080,7 +1080,7 @@ TEST(gate_cli_train_and_eval) {
     CHECK(cli(args) == 2 && strstr(cli_text("err"), "--gate FILE"));
     snprintf(args, sizeof args, "eval -m %s --test %s --gate %s --pool %s --retrieve 1 -n 2", model, test, gate, pool);
     CHECK(cli(args) == 2);
-    snprintf(args, sizeof args, "eval -m %s --test %s --pool %s --retrieve 1 --exclude-own -n 2", model, test, pool);
+    snprintf(args, sizeof args, "eval -m %s --test %s --pool %s --oracle --exclude-own -n 2", model, test, pool);
     CHECK(cli(args) == 2);
     char pool2[600];
     snprintf(pool2, sizeof pool2, "%s/gate-pool-less", tmp);

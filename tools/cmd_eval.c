@@ -37,7 +37,7 @@ static void help(void) {
            "                        adapters (soft, topk, top1 or smear: `ramole gate train`)\n"
            "  --compose arrow --pool DIR [--arrow-k K]   Arrow: per token, the K (3) adapters of the\n"
            "                        pool whose leading singular vectors best fit the input\n"
-           "  --exclude-own         moe / arrow / --method: each request's own task's adapter is left out\n"
+           "  --exclude-own         --retrieve / moe / arrow / --method: each request's own task's adapter is left out\n"
            "  --method NAME --pool DIR [-k K]   one of the paper's methods by name (docs/eval.md):\n"
            "                        base, oracle, selection, mixture, fusion, ramole (--router FILE),\n"
            "                        moe-top1, moe-topk, moe-soft, smear (--gate FILE), adaptersoup,\n"
@@ -227,11 +227,10 @@ static int check_args(const eval_args *a) {
         fprintf(stderr, "ramole eval: %s\n", a->router ? "--router goes with --compose router" : "--compose router needs --router FILE");
         return 2;
     }
-    if ((a->compose_s && mode == RM_COMPOSE_MOE) != (a->gate != NULL) || ((a->exclude_own || a->arrow_k != 3) && !set_mode) ||
-        (set_mode && !a->pool_dir) || a->arrow_k < 1) {
+    if ((a->compose_s && mode == RM_COMPOSE_MOE) != (a->gate != NULL) || (a->exclude_own && !set_mode && a->k <= 0) ||
+        (a->arrow_k != 3 && !set_mode) || (set_mode && !a->pool_dir) || a->arrow_k < 1) {
         fprintf(stderr, "ramole eval: --compose moe takes --gate FILE and --pool DIR, --compose arrow --pool DIR and "
-                        "--arrow-k K >= 1; --exclude-own goes with them or with --method (retrieval out of "
-                        "distribution: --method selection|mixture|fusion|ramole --exclude-own)\n");
+                        "--arrow-k K >= 1; --exclude-own goes with them, with --retrieve K or with --method\n");
         return 2;
     }
     if ((a->k > 0) + a->oracle + (a->n_lora > 0) + set_mode > 1) {
