@@ -36,4 +36,13 @@ void cli_print_ramole_keys(const struct gguf_file *g);
 struct rm_llama;
 int cli_info_tied(int argc, char **argv, const char *cmd, const char *type,
                   int (*fits)(const char *path, const struct rm_llama *m));
+
+// A list given as "a,b,c" (the option may be repeated: items accumulate) or
+// @FILE (items separated by commas or new lines; spaces trimmed, blank lines
+// skipped). Items are malloc'd; free with cli_list_free.
+typedef struct cli_list { char **item; int n; } cli_list;
+// Appends spec's items; prints why (naming opt) and returns 2 on an empty
+// item, an unreadable or empty file, or no memory.
+int cli_list_add(cli_list *l, const char *opt, const char *spec);
+void cli_list_free(cli_list *l);
 #endif

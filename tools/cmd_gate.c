@@ -40,47 +40,6 @@ static void help(void) {
            "  --eval-em N            held-out examples scored for exact match with the gate (200; 0 = none)\n");
 }
 
-// A list of names: "a,b,c" or @FILE (names separated by commas or new lines).
-typedef struct name_list {
-    char *buf;
-    char **item;
-    int n;
-} name_list;
-
-static void name_list_free(name_list *l) {
-    free(l->buf);
-    free(l->item);
-    memset(l, 0, sizeof *l);
-}
-
-// Fills l from spec; prints why and returns 2 when it is empty or unreadable.
-static int name_list_read(const char *what, const char *spec, name_list *l) {
-    size_t len;
-    if (spec[0] == '@') {
-        if (rm_read_file(spec + 1, &l->buf, &len)) {
-            cli_fail(what);
-            return 2;
-        }
-    } else if (!(l->buf = strdup(spec))) {
-        return 2;
-    }
-    len = strlen(l->buf);
-    l->item = malloc((len / 2 + 2) * sizeof *l->item);
-    if (!l->item) return 2;
-    char *save = NULL;
-    for (char *tok = strtok_r(l->buf, ",\n\r", &save); tok; tok = strtok_r(NULL, ",\n\r", &save)) {
-        while (*tok == ' ' || *tok == '\t') tok++;
-        char *end = tok + strlen(tok);
-        while (end > tok && (end[-1] == ' ' || end[-1] == '\t')) *--end = 0;
-        if (*tok) l->item[l->n++] = tok;
-    }
-    if (l->n == 0) {
-        fprintf(stderr, "ramole gate train: %s names nothing\n", what);
-        return 2;
-    }
-    return 0;
-}
-
 static int gate_train(int argc, char **argv) {
     const char *base = NULL, *pool_dir = NULL, *adapters = NULL, *of_tasks = NULL, *train_tasks = NULL, *kind_s = NULL;
     int pack = 1;
@@ -114,15 +73,15 @@ static int gate_train(int argc, char **argv) {
         fprintf(stderr, "ramole gate train: k, batch, accum, steps and lr must be positive\n");
         return 2;
     }
-    name_list names = {0}, tasks = {0};
+    cli_list names = {0}, tasks = {0};
     char *tmpl = NULL;
     size_t tlen;
-    int rc = name_list_read(adapters ? "--adapters" : "--adapters-of-tasks", adapters ? adapters : of_tasks, &names);
-    if (!rc && train_tasks) rc = name_list_read("--train-tasks", train_tasks, &tasks);
+    int rc = cli_list_add(&names, adapters ? "--adapters" : "--adapters-of-tasks", adapters ? adapters : of_tasks);
+    if (!rc && train_tasks) rc = cli_list_add(&tasks, "--train-tasks", train_tasks);
     if (!rc && a.template_path && rm_read_file(a.template_path, &tmpl, &tlen)) rc = cli_fail("--template");
     if (rc) {
-        name_list_free(&names);
-        name_list_free(&tasks);
+        cli_list_free(&names);
+        cli_list_free(&tasks);
         return rc;
     }
     a.tasks = (const char *const *)tasks.item;
@@ -164,8 +123,8 @@ done:
     rm_tdata_free(&train);
     rm_tdata_free(&eval);
     rm_llama_free(m);
-    name_list_free(&names);
-    name_list_free(&tasks);
+    cli_list_free(&names);
+    cli_list_free(&tasks);
     free(tmpl);
     return rc;
 }

@@ -3,7 +3,6 @@
 // frozen expert adapters on a frozen base, either a fixed set for every
 // example (--lora) or each example's own retrieved set from a pool (--pool,
 // with lora dropout, as in the paper); `info` shows a router file.
-#include <ctype.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,64 +67,10 @@ static void help(void) {
 }
 
 // A list of strings from repeated, comma-separated options.
-typedef struct strlist {
-    char **s;
-    int n;
-} strlist;
-
-static void strlist_free(strlist *l) {
-    for (int i = 0; i < l->n; i++) free(l->s[i]);
-    free(l->s);
-    memset(l, 0, sizeof *l);
-}
-
-// Appends the n bytes at p; returns 0, or prints why and returns 2.
-static int strlist_push(strlist *l, const char *p, size_t n, const char *what) {
-    char **ns = realloc(l->s, ((size_t)l->n + 1) * sizeof *ns);
-    char *v = n ? strndup(p, n) : NULL;
-    if (ns) l->s = ns;
-    if (!ns || !v) {
-        free(v);
-        fprintf(stderr, "ramole router train: %s\n", n ? "out of memory" : what);
-        return 2;
-    }
-    l->s[l->n++] = v;
-    return 0;
-}
-
-// Appends the items of "a,b,..."; an empty item is an error naming opt.
-static int strlist_add(strlist *l, const char *spec, const char *opt) {
-    char what[160];
-    snprintf(what, sizeof what, "empty item in %s '%s'", opt, spec);
-    for (const char *s = spec;;) {
-        const char *e = strchr(s, ',');
-        size_t len = e ? (size_t)(e - s) : strlen(s);
-        if (strlist_push(l, s, len, what)) return 2;
-        if (!e) return 0;
-        s = e + 1;
-    }
-}
-
-// --train-tasks @FILE: one task a line (blank lines skipped, spaces trimmed).
-static int strlist_read(strlist *l, const char *path) {
-    char *text;
-    size_t len;
-    if (rm_read_file(path, &text, &len)) return cli_fail("--train-tasks");
-    int rc = 0;
-    for (char *s = text, *line; !rc && (line = strsep(&s, "\n"));) {
-        while (isspace((unsigned char)*line)) line++;
-        size_t n = strlen(line);
-        while (n && isspace((unsigned char)line[n - 1])) n--;
-        if (n) rc = strlist_push(l, line, n, "");
-    }
-    free(text);
-    return rc;
-}
-
 typedef struct router_opts {
     train_args a;
     const char *base, *pool;
-    strlist lora, data, eval, tasks;
+    cli_list lora, data, eval, tasks;
     long rank, em_max, k;
     double alpha, dropout;
     int pack, retrieval;
@@ -137,16 +82,16 @@ static int parse_opts(int argc, char **argv, router_opts *o) {
     int got_k = 0, got_drop = 0;
     for (int i = 2; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 1; }
-        else if (cli_str(argc, argv, &i, "--data", NULL, &spec)) { if (strlist_add(&o->data, spec, "--data")) return 2; }
-        else if (cli_str(argc, argv, &i, "--eval", NULL, &spec)) { if (strlist_add(&o->eval, spec, "--eval")) return 2; }
+        else if (cli_str(argc, argv, &i, "--data", NULL, &spec)) { if (cli_list_add(&o->data, "--data", spec)) return 2; }
+        else if (cli_str(argc, argv, &i, "--eval", NULL, &spec)) { if (cli_list_add(&o->eval, "--eval", spec)) return 2; }
         else if (train_args_match(argc, argv, &i, &o->a)) {}
         else if (cli_str(argc, argv, &i, "--base", "-m", &o->base)) {}
-        else if (cli_str(argc, argv, &i, "--lora", NULL, &spec)) { if (strlist_add(&o->lora, spec, "--lora")) return 2; }
+        else if (cli_str(argc, argv, &i, "--lora", NULL, &spec)) { if (cli_list_add(&o->lora, "--lora", spec)) return 2; }
         else if (cli_str(argc, argv, &i, "--pool", NULL, &o->pool)) {}
         else if (cli_int(argc, argv, &i, "--retrieve", "-k", &o->k)) got_k = 1;
         else if (cli_float(argc, argv, &i, "--lora-dropout", NULL, &o->dropout)) got_drop = 1;
         else if (cli_str(argc, argv, &i, "--train-tasks", NULL, &spec)) {
-            if (spec[0] == '@' ? strlist_read(&o->tasks, spec + 1) : strlist_add(&o->tasks, spec, "--train-tasks")) return 2;
+            if (cli_list_add(&o->tasks, "--train-tasks", spec)) return 2;
         }
         else if (cli_int(argc, argv, &i, "--rank", "-r", &o->rank)) {}
         else if (cli_int(argc, argv, &i, "--eval-em", NULL, &o->em_max)) {}
@@ -156,8 +101,8 @@ static int parse_opts(int argc, char **argv, router_opts *o) {
     }
     const train_args *a = &o->a;
     o->retrieval = o->pool != NULL;
-    o->a.data = o->data.n ? o->data.s[0] : NULL;
-    o->a.eval = o->eval.n ? o->eval.s[0] : NULL;
+    o->a.data = o->data.n ? o->data.item[0] : NULL;
+    o->a.eval = o->eval.n ? o->eval.item[0] : NULL;
     char buf[160];
     const char *why = NULL;
     if (!o->base || !a->data || !a->out || (!o->lora.n && !o->pool))
@@ -214,7 +159,7 @@ static int load_experts(const router_opts *o, router_run *r) {
     }
     if (!(r->ex = calloc((size_t)n, sizeof *r->ex))) return cli_fail("experts");
     for (; r->n_ex < n; r->n_ex++) {
-        const char *path = o->retrieval ? r->tab.weights[r->n_ex] : o->lora.s[r->n_ex];
+        const char *path = o->retrieval ? r->tab.weights[r->n_ex] : o->lora.item[r->n_ex];
         if (rm_lora_load_for(&r->ex[r->n_ex], path, r->m)) {
             if (!o->retrieval) return cli_fail(path);
             char what[300];
@@ -242,8 +187,8 @@ static int pick_counted(void *user, const char *text, const char *exclude_task, 
 // Loads the data; in retrieval, each example's two sets (own adapter allowed / left out).
 static int load_data(router_opts *o, router_run *r, const char *tmpl) {
     if (!o->retrieval) return train_args_load_data(&o->a, r->m, tmpl, &r->train, &r->eval);
-    if (train_args_load_tasks(&o->a, r->m, tmpl, (const char *const *)o->data.s, o->data.n, (const char *const *)o->eval.s,
-                              o->eval.n, (const char *const *)o->tasks.s, o->tasks.n, &r->train, &r->eval))
+    if (train_args_load_tasks(&o->a, r->m, tmpl, (const char *const *)o->data.item, o->data.n, (const char *const *)o->eval.item,
+                              o->eval.n, (const char *const *)o->tasks.item, o->tasks.n, &r->train, &r->eval))
         return 1;
     fprintf(stderr, "router train: retrieving %ld of %d adapters for %d examples (%d held out) of %d tasks\n", o->k,
             r->n_ex, r->train.n + r->eval.n, r->eval.n, r->train.n_tasks);
@@ -306,10 +251,10 @@ done:
     rm_train_report_free(&rep);
     rm_trainer_free(t);
     run_free(&r);
-    strlist_free(&o.lora);
-    strlist_free(&o.data);
-    strlist_free(&o.eval);
-    strlist_free(&o.tasks);
+    cli_list_free(&o.lora);
+    cli_list_free(&o.data);
+    cli_list_free(&o.eval);
+    cli_list_free(&o.tasks);
     free(tmpl);
     return rc;
 }
