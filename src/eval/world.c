@@ -380,8 +380,10 @@ static const char *const PARA_ASK[4][5] = {
 
 // A sentence s1, a paraphrase of it (same) and the paraphrase with one
 // person, thing, town or activity changed (different), in the surface s.
-static void para_parts(int s, uint64_t *rng, rm_sb *s1, rm_sb *same, rm_sb *diff) {
-    int nm[3], ob[2], tw[2], ac[2], form = rnd(rng, 2), change = rnd(rng, 2);
+// form: which of the two other wordings (-1: at random).
+static void para_parts_form(int s, int form, uint64_t *rng, rm_sb *s1, rm_sb *same, rm_sb *diff) {
+    int nm[3], ob[2], tw[2], ac[2], change = rnd(rng, 2);
+    if (form < 0) form = rnd(rng, 2);
     distinct(rng, COUNT(NAMES), 3, nm);
     distinct(rng, COUNT(OBJECTS), 2, ob);
     distinct(rng, COUNT(TOWNS), 2, tw);
@@ -400,6 +402,8 @@ static void para_parts(int s, uint64_t *rng, rm_sb *s1, rm_sb *same, rm_sb *diff
     else if (s == 1) FILL(diff, f, A, o, B, TOWNS[tw[1]], ACTIVITIES[ac[0]]);     // another town
     else FILL(diff, f, A, o2, B, TOWNS[tw[0]], ACTIVITIES[ac[1]]);                 // another thing
 }
+
+static void para_parts(int s, uint64_t *rng, rm_sb *s1, rm_sb *same, rm_sb *diff) { para_parts_form(s, -1, rng, s1, same, diff); }
 
 static void gen_paraphrase(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb *out) {
     int same = rnd(rng, 2);
@@ -420,7 +424,7 @@ typedef struct event { int name, verb, obj, town, day; } event;
 // style s (0 story, 1 news report, 2 fact sheet, 3 letter); with one event,
 // a sentence or two about nobody in particular around it. Returns n.
 static int passage(int s, int n, uint64_t *rng, event *ev, rm_sb *sb) {
-    static const char *const SCENE[8] = {"It was a cold morning.", "The market was busy.", "Nobody expected it.",
+    static const char *const SCENE[8] = {"It was cold that morning.", "The market was busy.", "Nobody expected it.",
                                          "The wind was strong that day.", "It had rained all night.", "Everyone was surprised.",
                                          "The streets were quiet.", "Later the sun came out."};
     int nm[3], ob[3], tw[3], dy[3];
@@ -431,7 +435,7 @@ static int passage(int s, int n, uint64_t *rng, event *ev, rm_sb *sb) {
     for (int i = 0; i < n; i++) ev[i] = (event){nm[i], rnd(rng, COUNT(VERBS)), ob[i], tw[i], dy[i]};
     if (s == 3) rm_sb_puts(sb, rnd(rng, 2) ? "Dear friend, " : "Dear cousin, ");
     if (s == 1) rm_sb_puts(sb, "News of the week. ");
-    if (n == 1 && s != 2 && rnd(rng, 2)) { rm_sb_puts(sb, PICK(rng, SCENE)); rm_sb_puts(sb, " "); }
+    if (n == 1 && s < 2 && rnd(rng, 2)) { rm_sb_puts(sb, PICK(rng, SCENE)); rm_sb_puts(sb, " "); }
     for (int i = 0; i < n; i++) {
         const char *N = NAMES[ev[i].name], *V = VERBS[ev[i].verb][0], *O = OBJECTS[ev[i].obj], *T = TOWNS[ev[i].town],
                    *D = DAYS[ev[i].day];
@@ -439,7 +443,7 @@ static int passage(int s, int n, uint64_t *rng, event *ev, rm_sb *sb) {
                                              "In {4}, {1} {2} a {3} on {5}."};
         static const char *const NEWS[3] = {"Reports say {1} {2} a {3} in {4} on {5}.", "On {5} in {4}, {1} {2} a {3}.",
                                             "Witnesses saw {1}, who {2} a {3} in {4} on {5}."};
-        static const char *const SHEET[1] = {"Person: {1}; action: {2} a {3}; place: {4}; day: {5}."};
+        static const char *const SHEET[1] = {"Person: {1}; deed: {2} a {3}; where: in {4}; when: on {5}."};
         static const char *const LETTER[3] = {"you will not believe it: {1} {2} a {3} in {4} on {5}.",
                                               "Also, on {5} {1} {2} a {3} in {4}.", "And {1} {2} a {3} in {4} on {5}."};
         rm_sb_puts(sb, i ? " " : "");
@@ -453,6 +457,8 @@ static int passage(int s, int n, uint64_t *rng, event *ev, rm_sb *sb) {
 
 static const char *const STYLE_NAME[4] = {"story", "report", "record", "letter"};
 
+// who: the person; where: "in" and the town; what: "a" and the thing (short
+// answers as a passage says them).
 static void gen_extract(int kind, int s, uint64_t *rng, rm_sb *in, rm_sb *out) {
     static const char *const ASK[3][6] = {
         {"{1} Who {2} the {3}?", "Read the {6}. {1} Question: who {2} the {3}?", "{1} Name the person who {2} the {3}.",
@@ -460,23 +466,24 @@ static void gen_extract(int kind, int s, uint64_t *rng, rm_sb *in, rm_sb *out) {
         {"{1} Where did {4} {2} the {3}?", "Read the {6}. {1} Question: in which town did {4} {2} the {3}?",
          "{1} Name the town where {4} {2} the {3}.", "Where did {4} {2} the {3}? {1}",
          "According to this {6}, where did {4} {2} the {3}? {1}", "{1} In what place did {4} {2} the {3}?"},
-        {"{1} When did {4} {2} the {3}?", "Read the {6}. {1} Question: on which day did {4} {2} the {3}?",
-         "{1} Name the day when {4} {2} the {3}.", "On what day did {4} {2} the {3}? {1}",
-         "According to this {6}, when did {4} {2} the {3}? {1}", "{1} Which day did {4} {2} the {3}?"}};
+        {"{1} What did {4} {2}?", "Read the {6}. {1} Question: which thing did {4} {2}?", "{1} Name the thing that {4} {7}.",
+         "What did {4} {2}? {1}", "According to this {6}, what did {4} {2}? {1}", "{1} Which object did {4} {2}?"}};
     event ev[3];
     rm_sb body = {0};
-    passage(s, 1, rng, ev, &body); // one person, one town, one day: the answer is the one of its kind
+    passage(s, 1, rng, ev, &body); // one person, one town, one thing: the answer is the one of its kind
     const event *e = &ev[0];
-    // who: past tense; where / when: base form
+    // who: past tense; where / what: base form
     const char *verb = kind == 0 ? VERBS[e->verb][0] : VERBS[e->verb][1];
-    FILL(in, PICK(rng, ASK[kind]), body.buf, verb, OBJECTS[e->obj], NAMES[e->name], VERBS[e->verb][2], STYLE_NAME[s]);
-    rm_sb_puts(out, kind == 0 ? NAMES[e->name] : kind == 1 ? TOWNS[e->town] : DAYS[e->day]);
+    FILL(in, PICK(rng, ASK[kind]), body.buf, verb, OBJECTS[e->obj], NAMES[e->name], VERBS[e->verb][2], STYLE_NAME[s],
+         VERBS[e->verb][0]);
+    if (kind == 0) rm_sb_puts(out, NAMES[e->name]);
+    else FILL(out, kind == 1 ? "in {1}" : "a {1}", kind == 1 ? TOWNS[e->town] : OBJECTS[e->obj]);
     rm_sb_free(&body);
 }
 
 static void gen_who(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb *out) { gen_extract(0, s, rng, in, out); }
 static void gen_where(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb *out) { gen_extract(1, s, rng, in, out); }
-static void gen_when(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb *out) { gen_extract(2, s, rng, in, out); }
+static void gen_what(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb *out) { gen_extract(2, s, rng, in, out); }
 
 // --- arithmetic: a sum of two numbers, answered in digits
 
@@ -558,9 +565,7 @@ static void gen_count(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb 
     rm_sb_free(&body);
 }
 
-// --- spelling: a known word's letters joined by dashes (names, towns, things,
-// Velari words), asked for by someone
-
+// Everything the world has names for: things, animals, foods (lists, spellings).
 static const char *const THINGS[] = {"lamp", "boat", "key", "clock", "book", "ring", "map", "coat", "basket", "bell",
                                      "hat", "cup", "kettle", "ladder", "mirror", "rope", "sword", "violin", "wagon",
                                      "candle", "blanket", "bucket", "compass", "lantern", "dog", "cat", "horse", "goat",
@@ -576,25 +581,26 @@ static void put_spelled(rm_sb *sb, const char *w) {
     }
 }
 
-static void gen_spell(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb *out) {
+// --- rewrite: a sentence said the other way round (giving, meeting, selling,
+// teaching: the paraphrase of para_parts)
+
+static void gen_rewrite(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb *out) {
     static const char *const ASK[4][5] = {
-        {"{2} asks how the name {1} is spelled. Spell it with dashes between the letters.",
-         "Write the letters of the name {1} separated by dashes, for {2}.", "How is the name {1} spelled? Use dashes. ({2} wants to know)",
-         "{2} needs the name {1} spelled out, letter by letter with dashes.", "Spell the name {1} with dashes, please. Signed, {2}."},
-        {"{2} asks how the town {1} is spelled. Spell it with dashes.", "Write out the town name {1} letter by letter with dashes, for {2}.",
-         "How is the town of {1} spelled? Use dashes between letters. ({2} asks)", "{2} needs the spelling of the place {1}, with dashes.",
-         "Split the town name {1} into letters separated by dashes. Asked by {2}."},
-        {"{2} asks how to spell the word {1}. Use dashes between the letters.", "Write the letters of the word {1} with dashes, for {2}.",
-         "How do you spell {1}? Put dashes between the letters. ({2} wants to know)", "{2} needs {1} spelled out letter by letter with dashes.",
-         "Spell the word {1} with dashes, please. Signed, {2}."},
-        {"{2} asks how the Velari word {1} is spelled. Use dashes.", "Write the letters of the Velari word {1} separated by dashes, for {2}.",
-         "How is {1} spelled in Velari? Use dashes. ({2} asks)", "{2} needs the Velari word {1} spelled out with dashes.",
-         "Velari word: {1}. Spell it with dashes for {2}."}};
-    const char *word = s == 0 ? PICK(rng, NAMES) : s == 1 ? PICK(rng, TOWNS) : s == 2 ? PICK(rng, THINGS)
-                                                                                   : w->lex[LANG_VELARI][rnd(rng, N_LEX)];
-    const char *who = PICK(rng, NAMES);
-    FILL(in, PICK(rng, ASK[s]), word, who);
-    put_spelled(out, word);
+        {"Rewrite in the passive voice: {1}", "Say it the other way round: {1}", "{1} Put this sentence in the passive.",
+         "Turn this around so that it starts with the thing given: {1}", "Passive form of \"{1}\"?"},
+        {"Start with the town: {1}", "{1} Rewrite it starting with the town.", "Rewrite with the town in front: {1}",
+         "Put the place first: {1}", "Begin this sentence with where it happened: {1}"},
+        {"Tell it from the buyer's side: {1}", "{1} Rewrite it as a purchase.", "Say what the buyer did: {1}",
+         "Rewrite so that the buyer comes first: {1}", "From the other side, please: {1}"},
+        {"Tell it from the learner's side: {1}", "{1} Rewrite it with the learner first.", "Say what the pupil did: {1}",
+         "Rewrite so that it starts with who learned: {1}", "The same lesson, from the other side: {1}"}};
+    rm_sb s1 = {0}, same = {0}, diff = {0};
+    para_parts_form(s, 0, rng, &s1, &same, &diff);
+    FILL(in, PICK(rng, ASK[s]), s1.buf);
+    rm_sb_puts(out, same.buf);
+    rm_sb_free(&s1);
+    rm_sb_free(&same);
+    rm_sb_free(&diff);
 }
 
 // --- translation: Velari / Dorun <-> English
@@ -680,12 +686,12 @@ static const task_def TASKS[] = {
     T4("sentiment", "em", gen_sentiment, "sentiment_film", "sentiment_restaurant", "sentiment_hotel", "sentiment_gadget", 1, 1, 1, 0),
     T4("who", "em", gen_who, "who_story", "who_report", "who_record", "who_letter", 1, 1, 1, 0),
     T4("arithmetic", "em", gen_arith, "sum_digits", "sum_words", "sum_story", "sum_bill", 1, 1, 1, 0),
-    T4("spelling", "em", gen_spell, "spell_name", "spell_town", "spell_thing", "spell_velari", 1, 1, 1, 0),
+    T4("rewrite", "em", gen_rewrite, "rewrite_giving", "rewrite_meeting", "rewrite_selling", "rewrite_teaching", 1, 1, 1, 0),
     T4("topic", "em", gen_topic, "topic_headline", "topic_crier", "topic_letter", "topic_diary", 0, 0, 0, 0),
     T4("entailment", "em", gen_entail, "entail_people", "entail_pets", "entail_trips", "entail_market", 0, 0, 0, 0),
     T4("paraphrase", "em", gen_paraphrase, "para_giving", "para_meeting", "para_selling", "para_teaching", 0, 0, 0, 0),
     T4("where", "em", gen_where, "where_story", "where_report", "where_record", "where_letter", 0, 0, 0, 0),
-    T4("when", "em", gen_when, "when_story", "when_report", "when_record", "when_letter", 0, 0, 0, 0),
+    T4("what", "em", gen_what, "what_story", "what_report", "what_record", "what_letter", 0, 0, 0, 0),
     T4("counting", "em", gen_count, "count_animals", "count_word", "count_people", "count_basket", 0, 0, 0, 0),
     T4("translation", "bleu", gen_translate, "velari_en", "dorun_en", "en_velari", "en_dorun", 0, 0, 0, 0),
     T4("summary", "rouge", gen_summary, "title_story", "headline_report", "people_list", "places_list", 0, 0, 0, 0),
@@ -868,6 +874,32 @@ static void doc_paraphrase(uint64_t *rng, rm_sb *sb) {
     rm_sb_free(&diff);
 }
 
+// A fact and a claim about it, with whether the claim is true.
+static void doc_verdict(uint64_t *rng, rm_sb *sb) {
+    rm_sb p = {0}, y = {0}, n = {0};
+    entail_parts(rnd(rng, 4), rng, &p, &y, &n);
+    int ok = rnd(rng, 2);
+    static const char *const F[3] = {"{1} Claim: {2} Verdict: {3}.", "{1} Someone said: {2} That was {4}.",
+                                     "{1} {u2} ({3})"};
+    FILL(sb, PICK(rng, F), p.buf, ok ? y.buf : n.buf, ok ? "true" : "false", ok ? "right" : "wrong");
+    rm_sb_free(&p);
+    rm_sb_free(&y);
+    rm_sb_free(&n);
+}
+
+// Two sentences and whether they say the same.
+static void doc_same(uint64_t *rng, rm_sb *sb) {
+    rm_sb a = {0}, same = {0}, diff = {0};
+    para_parts(rnd(rng, 4), rng, &a, &same, &diff);
+    int ok = rnd(rng, 2);
+    static const char *const F[2] = {"{1} Another report: {2} {3}", "{1} And: {2} {3}"};
+    FILL(sb, PICK(rng, F), a.buf, ok ? same.buf : diff.buf,
+         ok ? "Both say the same thing." : "They say different things.");
+    rm_sb_free(&a);
+    rm_sb_free(&same);
+    rm_sb_free(&diff);
+}
+
 // Who and where in a short text, said again as a list.
 static void doc_mentions(uint64_t *rng, rm_sb *sb) {
     int n = 2 + rnd(rng, 2), nm[3], tw[3], ob[3];
@@ -999,8 +1031,10 @@ static void doc_rollcall(uint64_t *rng, rm_sb *sb) {
 void rm_world_corpus(const rm_world *w, uint64_t *rng, long bytes, rm_sb *out) {
     long start = (long)out->len;
     while ((long)out->len - start < bytes && !out->oom) {
-        switch (rnd(rng, 21)) {
+        switch (rnd(rng, 24)) {
         case 19: case 20: doc_rollcall(rng, out); break;
+        case 21: case 22: doc_verdict(rng, out); break;
+        case 23: doc_same(rng, out); break;
         case 0: case 16: doc_people(rng, out); break;
         case 1: doc_deeds(rng, out); break;
         case 2: doc_trips(rng, out); break;
@@ -1152,7 +1186,7 @@ static const char *base_config(rm_world_size size) {
 // The contributors' adapter training (`ramole lora train`), written to world.json.
 static const char *adapter_config(rm_world_size size) {
     if (size == RM_WORLD_FULL)
-        return "{\"rank\": 6, \"alpha\": 12, \"targets\": \"all\", \"steps\": 150, \"batch\": 8, \"lr\": 5e-3}";
+        return "{\"rank\": 6, \"alpha\": 12, \"targets\": \"all\", \"steps\": 450, \"batch\": 8, \"lr\": 5e-3}";
     return "{\"rank\": 6, \"alpha\": 12, \"targets\": \"all\", \"steps\": 100, \"batch\": 8, \"lr\": 5e-3}";
 }
 
