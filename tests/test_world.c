@@ -161,7 +161,7 @@ TEST(world_is_a_function_of_its_seed) {
     rm_world_report rep;
     CHECK_OK(rm_world_make(again, 7, RM_WORLD_SMALL, &rep));
     CHECK_OK(rm_world_make(other, 8, RM_WORLD_SMALL, &rep));
-    const char *files[] = {"combined_test.json", "config.json", "corpus.txt", "tasks/sum_digits.jsonl", "world.json"};
+    const char *files[] = {"combined_test.json", "config.json", "corpus.txt", "tasks/count_animals.jsonl", "world.json"};
     for (int k = 0; k < 5; k++) {
         snprintf(a, sizeof a, "%s/%s", dir, files[k]);
         snprintf(b, sizeof b, "%s/%s", again, files[k]);

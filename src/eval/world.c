@@ -684,15 +684,15 @@ typedef struct task_def {
 
 static const task_def TASKS[] = {
     T4("sentiment", "em", gen_sentiment, "sentiment_film", "sentiment_restaurant", "sentiment_hotel", "sentiment_gadget", 1, 1, 1, 0),
-    T4("who", "em", gen_who, "who_story", "who_report", "who_record", "who_letter", 1, 1, 1, 0),
-    T4("arithmetic", "em", gen_arith, "sum_digits", "sum_words", "sum_story", "sum_bill", 1, 1, 1, 0),
+    T4("who", "em", gen_who, "who_story", "who_report", "who_record", "who_letter", 0, 0, 0, 0),
+    T4("arithmetic", "em", gen_arith, "sum_digits", "sum_words", "sum_story", "sum_bill", 0, 0, 0, 0),
     T4("rewrite", "em", gen_rewrite, "rewrite_giving", "rewrite_meeting", "rewrite_selling", "rewrite_teaching", 1, 1, 1, 0),
-    T4("topic", "em", gen_topic, "topic_headline", "topic_crier", "topic_letter", "topic_diary", 0, 0, 0, 0),
+    T4("topic", "em", gen_topic, "topic_headline", "topic_crier", "topic_letter", "topic_diary", 1, 1, 1, 0),
     T4("entailment", "em", gen_entail, "entail_people", "entail_pets", "entail_trips", "entail_market", 0, 0, 0, 0),
     T4("paraphrase", "em", gen_paraphrase, "para_giving", "para_meeting", "para_selling", "para_teaching", 0, 0, 0, 0),
     T4("where", "em", gen_where, "where_story", "where_report", "where_record", "where_letter", 0, 0, 0, 0),
     T4("what", "em", gen_what, "what_story", "what_report", "what_record", "what_letter", 0, 0, 0, 0),
-    T4("counting", "em", gen_count, "count_animals", "count_word", "count_people", "count_basket", 0, 0, 0, 0),
+    T4("counting", "em", gen_count, "count_animals", "count_word", "count_people", "count_basket", 1, 1, 1, 0),
     T4("translation", "bleu", gen_translate, "velari_en", "dorun_en", "en_velari", "en_dorun", 0, 0, 0, 0),
     T4("summary", "rouge", gen_summary, "title_story", "headline_report", "people_list", "places_list", 0, 0, 0, 0),
 };
@@ -735,7 +735,7 @@ rm_world_plan rm_world_plan_for(rm_world_size size) {
         return (rm_world_plan){.n_train = 1500, .n_valid = 40, .n_test = 25, .n_samples = 20, .corpus_bytes = 15000000,
                                .copying_bytes = 2500000};
     return (rm_world_plan){.n_train = 1000, .n_valid = 30, .n_test = 25, .n_samples = 20, .corpus_bytes = 4500000,
-                           .copying_bytes = 1600000};
+                           .copying_bytes = 3000000};
 }
 
 int rm_world_example(const rm_world *w, const char *task, uint64_t *rng, rm_sb *in, rm_sb *out) {
@@ -1178,16 +1178,16 @@ static const char *base_config(rm_world_size size) {
         return "{\"n_embd\": 128, \"n_layer\": 4, \"n_head\": 8, \"n_head_kv\": 8, \"n_ff\": 352, \"seq\": 128, \"batch\": 16, "
                "\"steps\": 3000, \"warmup\": 30, \"lr\": 3e-3, \"min_lr_ratio\": 0.1, \"seed\": 1, \"bpe_merges\": 1000, "
                "\"curriculum\": {\"data\": \"copying.txt\", \"steps\": 1000}}\n";
-    return "{\"n_embd\": 128, \"n_layer\": 4, \"n_head\": 8, \"n_head_kv\": 8, \"n_ff\": 352, \"seq\": 128, \"batch\": 16, "
-           "\"steps\": 600, \"warmup\": 50, \"lr\": 3e-3, \"min_lr_ratio\": 0.1, \"seed\": 1, \"bpe_merges\": 600, "
-           "\"curriculum\": {\"data\": \"copying.txt\", \"steps\": 200}}\n";
+    return "{\"n_embd\": 64, \"n_layer\": 4, \"n_head\": 4, \"n_head_kv\": 4, \"n_ff\": 176, \"seq\": 128, \"batch\": 16, "
+           "\"steps\": 1000, \"warmup\": 30, \"lr\": 4e-3, \"min_lr_ratio\": 0.1, \"seed\": 1, \"bpe_merges\": 600, "
+           "\"curriculum\": {\"data\": \"copying.txt\", \"steps\": 600}}\n";
 }
 
 // The contributors' adapter training (`ramole lora train`), written to world.json.
 static const char *adapter_config(rm_world_size size) {
     if (size == RM_WORLD_FULL)
         return "{\"rank\": 6, \"alpha\": 12, \"targets\": \"all\", \"steps\": 450, \"batch\": 8, \"lr\": 5e-3}";
-    return "{\"rank\": 6, \"alpha\": 12, \"targets\": \"all\", \"steps\": 100, \"batch\": 8, \"lr\": 5e-3}";
+    return "{\"rank\": 6, \"alpha\": 12, \"targets\": \"all\", \"steps\": 300, \"batch\": 8, \"lr\": 5e-3}";
 }
 
 // The experiment's trained compositions (RouterLoRA, the MoE / SMEAR gates),
