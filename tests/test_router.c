@@ -485,11 +485,22 @@ TEST(router_toy_tasks_beat_mixture) {
              task_file("toy-cp.jsonl", "cp", NULL, 4000, 1), tmpl, base, base_steps);
     REQUIRE(run_cli(args) == 0);
     const char *dirs[2] = {rev, rot}, *tasks[2] = {"rev", "rot"};
+    // Reversal on this tiny base lands in a plateau (held-out loss ~0.5,
+    // one position wrong) for some seeds of the adapter's init and order; a
+    // contributor would retrain, so each expert takes the first of three
+    // seeds whose held-out loss (its training file's own split) is below 0.05.
     for (int k = 0; k < 2; k++) {
-        snprintf(args, sizeof args, "lora train --base %s --data %s --template %s --out %s --rank 16 --targets all --steps %d "
-                 "--lr 1e-2 --batch 8 --seq 64 --eval-em 0", base, task_file("toy-task.jsonl", tasks[k], NULL, 2000, 2 + k),
-                 tmpl, dirs[k], lora_steps);
-        REQUIRE(run_cli(args) == 0);
+        const char *data = task_file("toy-task.jsonl", tasks[k], NULL, 2000, 2 + k);
+        for (int seed = 1; seed <= 3; seed++) {
+            snprintf(args, sizeof args, "lora train --base %s --data %s --template %s --out %s --rank 16 --targets all "
+                     "--steps %d --lr 1e-2 --batch 8 --seq 64 --eval-em 0 --seed %d", base, data, tmpl, dirs[k], lora_steps,
+                     seed);
+            REQUIRE(run_cli(args) == 0);
+            const char *ev = strstr(cli_err(), "eval loss ");
+            double held_loss = ev ? atof(ev + 10) : 1e9;
+            fprintf(stderr, "    %s expert, seed %d: held-out loss %.4f\n", tasks[k], seed, held_loss);
+            if (san || held_loss < 0.05) break;
+        }
     }
     snprintf(args, sizeof args, "router train --base %s --lora %s,%s --data %s --template %s --out %s --rank 4 --alpha 8 "
              "--steps %d --lr 1e-3 --batch 8 --seq 64 --eval-em 0 --threads 2", base, rev, rot,
@@ -544,13 +555,14 @@ TEST(router_toy_tasks_beat_mixture) {
         fprintf(stderr, "    held-out loss: mixture %.3f, router %.3f\n", loss_mix, loss_router);
         rm_test_skip("sanitized: a few steps only; exact match is measured in the optimized run");
     } else {
-        double oracle = (exact_match(m, &one[0], &sel[0]) + exact_match(m, &one[1], &sel[1])) / 2;
+        double o0 = exact_match(m, &one[0], &sel[0]), o1 = exact_match(m, &one[1], &sel[1]), oracle = (o0 + o1) / 2;
+        fprintf(stderr, "    oracle reverse %.2f, rotate %.2f\n", o0, o1);
         double em_mix = exact_match(m, &held, &mix), em_fus = exact_match(m, &held, &fus), em_r = exact_match(m, &held, &rp);
         fprintf(stderr, "    %d held-out requests, both adapters each: EM oracle %.2f, mixture %.2f, fusion %.2f, router %.2f; "
                 "loss mixture %.3f, router %.3f\n", held.n, oracle, em_mix, em_fus, em_r, loss_mix, loss_router);
         CHECKF(oracle > 0.9, "the experts did not learn their tasks (oracle EM %.2f)", oracle);
         CHECKF(em_mix < 0.2, "mixture EM %.2f: the experiment expects it to fail", em_mix);
-        // measured 0.47 here (0.59-0.69 on the demo's base and adapters, docs/router.md)
+        // measured 0.42-0.47 here (0.59-0.69 on the demo's base and adapters, docs/router.md)
         CHECKF(em_r > 0.4 && em_r > em_mix + 0.35, "router EM %.2f vs mixture %.2f", em_r, em_mix);
     }
     rm_trainer_free(t);

@@ -1,4 +1,5 @@
-// gemm.c — see gemm.h: cache blocking, threading and the scalar reference.
+// gemm.c — see gemm.h: the scalar reference and kernels, B packing, cache
+// blocking, the choice of kernel and the threading.
 #include "tensor/gemm.h"
 
 #include <stddef.h>
@@ -7,92 +8,187 @@
 
 #include "base/cpu.h"
 
+#define MIN(a, b) ((a) < (b) ? (a) : (b))
+#define MAX(a, b) ((a) > (b) ? (a) : (b))
+
+// C[M,N] (+)= A[M,K] B[K,N]
+void rm_gemm_ref(float *C, int64_t ldc, rm_gmat A, rm_gmat B, int M, int N, int K, unsigned flags) {
+    for (int i = 0; i < M; i++)
+        for (int j = 0; j < N; j++) {
+            float s = flags & RM_GEMM_ACC ? C[i * ldc + j] : 0.0f;
+            for (int k = 0; k < K; k++) s += A.p[i * A.rs + k * A.cs] * B.p[k * B.rs + j * B.cs];
+            C[i * ldc + j] = s;
+        }
+}
+
 // C[M,N] += A[M,K] B[K,N]
 void rm_gemm_nn_ref(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int M, int N,
                     int K) {
-    for (int i = 0; i < M; i++)
-        for (int k = 0; k < K; k++) {
-            float a = A[i * lda + k];
-            for (int j = 0; j < N; j++) C[i * ldc + j] += a * B[k * ldb + j];
+    rm_gemm_ref(C, ldc, rm_gmat_n(A, lda), rm_gmat_n(B, ldb), M, N, K, RM_GEMM_ACC);
+}
+
+// C[0:R, 0:nc] = (load ? C : 0) + A[0:R, 0:kn] B[0:kn, 0:nc] (the reference's
+// order of operations, so the scalar path is the reference)
+static void tile_scalar(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
+                        int kn, int R, int nc, int load) {
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < nc; c++) {
+            float s = load ? C[r * ldc + c] : 0.0f;
+            for (int k = 0; k < kn; k++) s += a[r * ars + k * acs] * b[k * ldb + c];
+            C[r * ldc + c] = s;
         }
 }
 
-static void block_scalar(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int i0,
-                         int i1, int j0, int j1, int k0, int k1) {
-    for (int i = i0; i < i1; i++)
-        for (int k = k0; k < k1; k++) {
-            float a = A[i * lda + k];
-            for (int j = j0; j < j1; j++) C[i * ldc + j] += a * B[k * ldb + j];
-        }
+// C[i0:i1, 0:n] (+)= A[i0:i1, 0:K] W[0:n, 0:K]^T
+static void dots_scalar(float *C, int64_t ldc, const float *A, int64_t lda, const float *W, int64_t ldw, int i0, int i1,
+                        int n, int K, int acc) {
+    rm_gemm_ref(C + i0 * ldc, ldc, rm_gmat_n(A + i0 * lda, lda), rm_gmat_t(W, ldw), i1 - i0, n, K,
+                acc ? RM_GEMM_ACC : 0);
 }
 
-typedef void (*gemm_block_fn)(float *, int64_t, const float *, int64_t, const float *, int64_t, int, int, int, int,
-                              int, int);
+// The kernels of this CPU: a tile of MR x NR (and, on AVX-512, a narrower one
+// for products at most 16 columns wide) and the dot-product kernel.
+typedef struct gemm_isa {
+    rm_gemm_tile_fn tile, tile16;
+    int MR, NR;
+    rm_gemm_dots_fn dots;
+} gemm_isa;
+
+static gemm_isa pick_isa(int N) {
+    const rm_cpu_features *f = rm_cpu();
+    if (f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq && f->avx2 && f->fma) {
+        if (N <= 16) return (gemm_isa){rm_gemm_tile16_avx512, NULL, 12, 16, rm_gemm_dots_avx512};
+        return (gemm_isa){rm_gemm_tile_avx512, NULL, 12, 32, rm_gemm_dots_avx512};
+    }
+    if (f->avx2 && f->fma) return (gemm_isa){rm_gemm_tile_avx2, NULL, 6, 16, rm_gemm_dots_avx2};
+    return (gemm_isa){tile_scalar, NULL, 6, 16, dots_scalar};
+}
+
+enum { KB = 256, NB = 256 }; // a packed block of B (KB x NB floats) stays in L2
 
 typedef struct gemm_job {
     float *C;
-    const float *A, *B;
-    int64_t ldc, lda, ldb;
+    int64_t ldc;
+    rm_gmat A, B;
     int M, N, K;
+    unsigned flags;
+    gemm_isa isa;
+    int pack;         // 1: B packed into strips, 0: read in place
     int split_rows;   // 1: workers split C's rows, 0: its columns
-    gemm_block_fn fn;
 } gemm_job;
 
-enum { KB = 256, NB = 256, MR = 6 }; // B blocks of KB x NB floats stay in L2
+// B[k0:k0+kn, n0:n0+nn] into strips of NR columns, k-major (strip s at
+// Bp + s*kn*NR, row k of it at + k*NR), the last strip padded with zeros.
+static void pack_b(float *Bp, rm_gmat B, int k0, int kn, int n0, int nn, int NR) {
+    for (int s = 0; s * NR < nn; s++) {
+        float *d = Bp + (size_t)s * kn * NR;
+        int j0 = n0 + s * NR, w = MIN(NR, n0 + nn - j0);
+        if (B.cs == 1) {
+            for (int k = 0; k < kn; k++) {
+                memcpy(d + (size_t)k * NR, B.p + (k0 + k) * B.rs + j0, (size_t)w * sizeof(float));
+                memset(d + (size_t)k * NR + w, 0, (size_t)(NR - w) * sizeof(float));
+            }
+            continue;
+        }
+        if (w < NR) memset(d, 0, (size_t)kn * NR * sizeof(float));
+        for (int c = 0; c < w; c++) { // B stored transposed: its columns are contiguous
+            const float *src = B.p + (j0 + c) * B.cs + k0 * B.rs;
+            for (int k = 0; k < kn; k++) d[(size_t)k * NR + c] = src[k * B.rs];
+        }
+    }
+}
 
-// B[k0:k0+kn, j0:j0+16*n] into n strips of kn x 16 (see rm_gemm_packed_avx2)
-static void pack_b(float *Bp, const float *B, int64_t ldb, int k0, int kn, int j0, int n) {
-    for (int s = 0; s < n; s++)
-        for (int k = 0; k < kn; k++)
-            memcpy(Bp + ((size_t)s * kn + k) * 16, B + (k0 + k) * ldb + j0 + 16 * s, 16 * sizeof(float));
+// The tile of rows i..i+R and columns col..col+nc over k0..k0+kn, B's rows
+// of that range at b (ldb apart), with the terms the flags allow skipped.
+static void tile_at(const gemm_job *j, int i, int R, int col, int nc, int k0, int kn, const float *b, int64_t ldb) {
+    unsigned f = j->flags;
+    if ((f & RM_GEMM_CAUSAL) && col > i + R - 1) return; // every column of the tile is above the diagonal
+    int ka = k0, kb = k0 + kn;
+    if (f & RM_GEMM_A_LOWER) kb = MIN(kb, i + R);
+    if (f & RM_GEMM_A_UPPER) ka = MAX(ka, i);
+    if (kb < ka) kb = ka;
+    int load = (f & RM_GEMM_ACC) || k0 > 0;
+    if (kb == ka && load) return;
+    j->isa.tile(j->C + i * j->ldc + col, j->ldc, j->A.p + i * j->A.rs + (int64_t)ka * j->A.cs, j->A.rs, j->A.cs,
+                b + (int64_t)(ka - k0) * ldb, ldb, kb - ka, R, nc, load);
+}
+
+// This worker's rows [*i0, *i1) and columns [*c0, *c1) of C.
+static void worker_range(const gemm_job *j, int ith, int nth, int *i0, int *i1, int *c0, int *c1) {
+    long b, e;
+    int MR = j->isa.MR, NR = j->isa.NR;
+    *i0 = 0, *i1 = j->M, *c0 = 0, *c1 = j->N;
+    if (j->split_rows) {
+        rm_split_range((j->M + MR - 1) / MR, ith, nth, &b, &e);
+        *i0 = (int)b * MR;
+        *i1 = MIN((int)e * MR, j->M);
+    } else {
+        rm_split_range((j->N + NR - 1) / NR, ith, nth, &b, &e);
+        *c0 = (int)b * NR;
+        *c1 = MIN((int)e * NR, j->N);
+    }
 }
 
 static void gemm_task(void *ctx, int ith, int nth) {
     const gemm_job *j = ctx;
-    long b, e;
-    int i0 = 0, i1 = j->M, c0 = 0, c1 = j->N;
-    if (j->split_rows) {
-        rm_split_range((j->M + MR - 1) / MR, ith, nth, &b, &e);
-        i0 = (int)b * MR;
-        i1 = (int)e * MR < j->M ? (int)e * MR : j->M;
-    } else {
-        rm_split_range((j->N + 15) / 16, ith, nth, &b, &e);
-        c0 = (int)b * 16;
-        c1 = (int)e * 16 < j->N ? (int)e * 16 : j->N;
-    }
+    int i0, i1, c0, c1, MR = j->isa.MR, NR = j->isa.NR;
+    worker_range(j, ith, nth, &i0, &i1, &c0, &c1);
     if (i0 >= i1 || c0 >= c1) return;
-    // AVX2 with enough rows to amortise it: pack each B block once, then the
-    // columns left over (< 16) unpacked.
-    float *Bp = j->fn == rm_gemm_block_avx2 && i1 - i0 >= 12 ? aligned_alloc(32, (size_t)KB * NB * sizeof(float)) : NULL;
-    if (Bp) {
-        int full = c0 + (c1 - c0) / 16 * 16;
-        for (int k0 = 0; k0 < j->K; k0 += KB) {
-            int kn = k0 + KB < j->K ? KB : j->K - k0;
-            for (int n0 = c0; n0 < full; n0 += NB) {
-                int ns = (n0 + NB < full ? NB : full - n0) / 16;
-                pack_b(Bp, j->B, j->ldb, k0, kn, n0, ns);
-                rm_gemm_packed_avx2(j->C, j->ldc, j->A, j->lda, Bp, i0, i1, n0, ns, k0, kn);
-            }
-            if (full < c1) j->fn(j->C, j->ldc, j->A, j->lda, j->B, j->ldb, i0, i1, full, c1, k0, k0 + kn);
-        }
-        free(Bp);
+    if (j->isa.dots) {
+        j->isa.dots(j->C, j->ldc, j->A.p, j->A.rs, j->B.p, j->B.cs, i0, i1, j->N, j->K, j->flags & RM_GEMM_ACC);
         return;
     }
-    for (int k0 = 0; k0 < j->K; k0 += KB)
-        for (int n0 = c0; n0 < c1; n0 += NB)
-            j->fn(j->C, j->ldc, j->A, j->lda, j->B, j->ldb, i0, i1, n0, n0 + NB < c1 ? n0 + NB : c1, k0,
-                  k0 + KB < j->K ? k0 + KB : j->K);
+    if (!j->pack) { // B in place: strips of its rows, every panel of rows against each
+        for (int col = c0; col < c1; col += NR)
+            for (int i = i0; i < i1; i += MR)
+                tile_at(j, i, MIN(MR, i1 - i), col, MIN(NR, c1 - col), 0, j->K, j->B.p + col, j->B.rs);
+        return;
+    }
+    int kb_max = MIN(KB, j->K), nb_max = MIN(NB, (c1 - c0 + NR - 1) / NR * NR);
+    float *Bp = aligned_alloc(64, (size_t)kb_max * nb_max * sizeof(float));
+    if (!Bp) { // out of memory for the packed block: B in place (row-major) or the reference
+        if (j->B.cs == 1) {
+            gemm_job in_place = *j;
+            in_place.pack = 0;
+            gemm_task(&in_place, ith, nth);
+        } else {
+            rm_gemm_ref(j->C + i0 * j->ldc + c0, j->ldc, (rm_gmat){j->A.p + i0 * j->A.rs, j->A.rs, j->A.cs},
+                        (rm_gmat){j->B.p + c0 * j->B.cs, j->B.rs, j->B.cs}, i1 - i0, c1 - c0, j->K, j->flags);
+        }
+        return;
+    }
+    for (int k0 = 0; k0 < j->K; k0 += KB) {
+        int kn = MIN(KB, j->K - k0);
+        for (int n0 = c0; n0 < c1; n0 += NB) {
+            int nn = MIN(NB, c1 - n0);
+            pack_b(Bp, j->B, k0, kn, n0, nn, NR);
+            for (int s = 0; s * NR < nn; s++)
+                for (int i = i0; i < i1; i += MR)
+                    tile_at(j, i, MIN(MR, i1 - i), n0 + s * NR, MIN(NR, nn - s * NR), k0, kn, Bp + (size_t)s * kn * NR, NR);
+        }
+    }
+    free(Bp);
+}
+
+void rm_gemm(rm_threadpool *tp, float *C, int64_t ldc, rm_gmat A, rm_gmat B, int M, int N, int K, unsigned flags) {
+    if (M <= 0 || N <= 0) return;
+    gemm_job j = {C, ldc, A, B, M, N, K < 0 ? 0 : K, flags, pick_isa(N), 0, 1};
+    int b_rows = B.cs == 1; // B stored [K,N] (else transposed)
+    if (b_rows || N > 16 || A.cs != 1) j.isa.dots = NULL;
+    else j.isa.MR = 1; // dots: workers split single rows
+    // B read in place when each of its elements serves few tiles of rows
+    // (packing would cost as much as it saves) or it is one strip wide
+    // (which stays in L1 anyway); stored transposed it is always packed.
+    j.pack = !j.isa.dots && (!b_rows || (M > 2 * j.isa.MR && K > 16 && N > j.isa.NR));
+    int nth = tp ? rm_threadpool_size(tp) : 1;
+    j.split_rows = j.isa.dots || M >= 4 * j.isa.MR * nth || N < j.isa.NR * nth;
+    if ((double)M * N * (K + 1) < 65536.0) tp = NULL; // too small to be worth waking the workers
+    rm_threadpool_run(tp, gemm_task, &j);
 }
 
 void rm_gemm_nn(rm_threadpool *tp, float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,
                 int M, int N, int K) {
-    if (M <= 0 || N <= 0 || K <= 0) return;
-    const rm_cpu_features *f = rm_cpu();
-    int nth = tp ? rm_threadpool_size(tp) : 1;
-    gemm_job j = {C, A, B, ldc, lda, ldb, M, N, K, M >= 4 * MR * nth || N < 16 * nth,
-                  f->avx2 && f->fma ? rm_gemm_block_avx2 : block_scalar};
-    if ((double)M * N * K < 32768.0) tp = NULL; // too small to be worth waking the workers
-    rm_threadpool_run(tp, gemm_task, &j);
+    rm_gemm(tp, C, ldc, rm_gmat_n(A, lda), rm_gmat_n(B, ldb), M, N, K, RM_GEMM_ACC);
 }
 
 typedef struct transpose_job { float *dst; const float *src; int64_t lds; int rows, cols; } transpose_job;

@@ -1,16 +1,50 @@
-// gemm.h — the "no transpose" product training's backward pass needs:
-//   C[M,N] += A[M,K] B[K,N]      (all row-major, with leading dimensions)
-// rm_matmul (tensor/) computes x W^T; this one gives dx = dy W and, with dy
-// transposed once, dW = dy^T x, without materialising transposed weights.
-// The scalar version is the specification; the AVX2 one (gemm_avx2.c) is
-// picked at run time and tested against it.
+// gemm.h — the float products training (and serving's attention) need:
+//   C[M,N] (+)= A[M,K] B[K,N]
+// where A and B are each read as stored or transposed (rm_gmat), so that
+// dx = dy W, dW = dy^T x, y = x W^T and attention's products need no
+// transposed copies. The scalar version is the specification; the AVX2 and
+// AVX-512 kernels (gemm_avx2.c, gemm_avx512.c) are picked at run time and
+// tested against it.
+//
+// Kernels by shape (rm_gemm picks one):
+//   tiles:  register tiles of C (AVX2 6 x 16, AVX-512 12 x 32 or 12 x 16)
+//           over B read in place (B stored [K,N] with few rows of C, or K
+//           small) or packed into strips (otherwise, and whenever B is
+//           stored transposed); each element of C is one chain of FMAs over
+//           k in increasing order, from C's value (RM_GEMM_ACC) or 0;
+//   dots:   B stored transposed with at most 16 columns (LoRA's x A^T): each
+//           element a dot product of two contiguous rows (a tree sum).
+// Either way an element's value depends only on its row of A and its column
+// of B, never on M, on the other rows or on the threads.
 #ifndef RM_TENSOR_GEMM_H
 #define RM_TENSOR_GEMM_H
 #include <stdint.h>
 
 #include "base/threadpool.h"
 
-// C[M,N] += A[M,K] B[K,N]; threads split C. tp may be NULL.
+// A matrix operand: element (i, j) at p[i*rs + j*cs] (rs or cs is 1).
+typedef struct rm_gmat {
+    const float *p;
+    int64_t rs, cs;
+} rm_gmat;
+// A row-major matrix with rows ld floats apart, as stored / transposed.
+static inline rm_gmat rm_gmat_n(const float *p, int64_t ld) { return (rm_gmat){p, ld, 1}; }
+static inline rm_gmat rm_gmat_t(const float *p, int64_t ld) { return (rm_gmat){p, 1, ld}; }
+
+enum {
+    RM_GEMM_ACC = 1,     // C += A B (else C = A B)
+    RM_GEMM_CAUSAL = 2,  // only C[i,j] with j <= i is wanted: the others may be skipped or written anything
+    RM_GEMM_A_LOWER = 4, // the caller promises A[i,k] = 0 for k > i: those terms may be skipped
+    RM_GEMM_A_UPPER = 8, // the caller promises A[i,k] = 0 for k < i: those terms may be skipped
+};
+
+// C[M,N] (+)= A[M,K] B[K,N], C row-major (rows ldc apart); threads split C.
+// tp may be NULL (this thread).
+void rm_gemm(rm_threadpool *tp, float *C, int64_t ldc, rm_gmat A, rm_gmat B, int M, int N, int K, unsigned flags);
+// Scalar reference of rm_gemm (one thread; computes every element whatever the flags).
+void rm_gemm_ref(float *C, int64_t ldc, rm_gmat A, rm_gmat B, int M, int N, int K, unsigned flags);
+
+// C[M,N] += A[M,K] B[K,N], all row-major: rm_gemm with RM_GEMM_ACC.
 void rm_gemm_nn(rm_threadpool *tp, float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,
                 int M, int N, int K);
 // Scalar reference of rm_gemm_nn (one thread).
@@ -19,11 +53,25 @@ void rm_gemm_nn_ref(float *C, int64_t ldc, const float *A, int64_t lda, const fl
 // dst[cols, rows] = src[rows, cols]^T (src rows lds apart), threads split dst rows.
 void rm_transpose(rm_threadpool *tp, float *dst, const float *src, int64_t lds, int rows, int cols);
 
-// The AVX2 block kernel: C[i0:i1, j0:j1] += A[i0:i1, k0:k1] B[k0:k1, j0:j1].
-void rm_gemm_block_avx2(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int i0,
-                        int i1, int j0, int j1, int k0, int k1);
-// The same with B[k0:k0+kn, j0:j0+16*n_strips] packed in strips of 16 columns,
-// k-major (strip s at Bp + s*kn*16), 32-byte aligned.
-void rm_gemm_packed_avx2(float *C, int64_t ldc, const float *A, int64_t lda, const float *Bp, int i0, int i1, int j0,
-                         int n_strips, int k0, int kn);
+// ---- kernels (internal to gemm*.c; declared here for the ISA files)
+
+// One register tile: C[0:R, 0:nc] = (load ? C : 0) + sum_{k<kn} A(r,k) B(k,c),
+// A(r,k) = a[r*ars + k*acs], B(k,c) = b[k*ldb + c]; R <= the kernel's rows,
+// nc <= its columns (only those columns of B and C are touched).
+typedef void (*rm_gemm_tile_fn)(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b,
+                                int64_t ldb, int kn, int R, int nc, int load);
+void rm_gemm_tile_avx2(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
+                       int kn, int R, int nc, int load);                // 6 x 16
+void rm_gemm_tile_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
+                         int kn, int R, int nc, int load);              // 12 x 32
+void rm_gemm_tile16_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b,
+                           int64_t ldb, int kn, int R, int nc, int load); // 12 x 16
+// Rows i0..i1 of C[M,n] (+)= A[M,K] W[n,K]^T, n <= 16, A and W row-major:
+// each element a dot product of a row of A and a row of W.
+typedef void (*rm_gemm_dots_fn)(float *C, int64_t ldc, const float *A, int64_t lda, const float *W, int64_t ldw, int i0,
+                                int i1, int n, int K, int acc);
+void rm_gemm_dots_avx2(float *C, int64_t ldc, const float *A, int64_t lda, const float *W, int64_t ldw, int i0, int i1,
+                       int n, int K, int acc);
+void rm_gemm_dots_avx512(float *C, int64_t ldc, const float *A, int64_t lda, const float *W, int64_t ldw, int i0,
+                         int i1, int n, int K, int acc);
 #endif

@@ -1,131 +1,45 @@
-// gemm_avx2.c — the AVX2/FMA block kernel of rm_gemm_nn: 6 rows x 16 columns
-// of C in 12 registers, one row of B (two vectors) and six broadcasts of A
-// per step of k.
+// gemm_avx2.c — the AVX2/FMA kernels of rm_gemm (bodies in gemm_simd.h): a
+// 6 x 16 register tile (12 accumulators; per step of k one row of B in two
+// vectors and six broadcasts of A) and the dot-product kernel for narrow
+// products with B stored transposed, two rows at a time.
 #include <immintrin.h>
-#include <math.h>
 
 #include "tensor/gemm.h"
 
-#define INLINE static inline __attribute__((always_inline))
-// The row loops below are unrolled so that C's tile lives in registers (at -O2
-// GCC would otherwise keep the array on the stack).
+#define VF __m256
+#define W 8
+#define MASK_T __m256i
+#define MASK(n) _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7))
+#define LOAD(p) _mm256_loadu_ps(p)
+#define STORE(p, v) _mm256_storeu_ps(p, v)
+#define LOADM(p, m) _mm256_maskload_ps(p, m)
+#define STOREM(p, m, v) _mm256_maskstore_ps(p, m, v)
+#define ZERO() _mm256_setzero_ps()
+#define SET1(x) _mm256_set1_ps(x)
+#define FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define HSUM4(v0, v1, v2, v3) hsum4x8(v0, v1, v2, v3)
 
-// C[i:i+R, j:j+16] += A[i:i+R, k0:k1] B[k0:k1, j:j+16], R <= 6 (constant after inlining)
-INLINE void tile16(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int i, int j,
-                   int k0, int k1, const int R) {
-    __m256 c[6][2];
-    #pragma GCC unroll 6
-    for (int r = 0; r < R; r++) {
-        c[r][0] = _mm256_loadu_ps(C + (i + r) * ldc + j);
-        c[r][1] = _mm256_loadu_ps(C + (i + r) * ldc + j + 8);
-    }
-    for (int k = k0; k < k1; k++) {
-        __m256 b0 = _mm256_loadu_ps(B + k * ldb + j), b1 = _mm256_loadu_ps(B + k * ldb + j + 8);
-        #pragma GCC unroll 6
-        for (int r = 0; r < R; r++) {
-            __m256 a = _mm256_broadcast_ss(A + (i + r) * lda + k);
-            c[r][0] = _mm256_fmadd_ps(a, b0, c[r][0]);
-            c[r][1] = _mm256_fmadd_ps(a, b1, c[r][1]);
-        }
-    }
-    #pragma GCC unroll 6
-    for (int r = 0; r < R; r++) {
-        _mm256_storeu_ps(C + (i + r) * ldc + j, c[r][0]);
-        _mm256_storeu_ps(C + (i + r) * ldc + j + 8, c[r][1]);
+// The sums of the four vectors' lanes: {sum v0, sum v1, sum v2, sum v3}.
+static inline __attribute__((always_inline)) __m128 hsum4x8(__m256 v0, __m256 v1, __m256 v2, __m256 v3) {
+    __m256 t = _mm256_hadd_ps(_mm256_hadd_ps(v0, v1), _mm256_hadd_ps(v2, v3));
+    return _mm_add_ps(_mm256_castps256_ps128(t), _mm256_extractf128_ps(t, 1));
+}
+
+#include "tensor/gemm_simd.h"
+
+// C[0:R, 0:nc] (+)= A[0:R, 0:kn] B[0:kn, 0:nc], R <= 6, nc <= 16 (masked
+// loads and stores, slow on AMD before Zen 4, only at the right edge)
+void rm_gemm_tile_avx2(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
+                       int kn, int R, int nc, int load) {
+    if (nc >= 16) {
+        SIMD_TILE_ROWS(SIMD_TILE_ARGS, 2, 0)
+    } else {
+        SIMD_TILE_ROWS(SIMD_TILE_ARGS, 2, 1)
     }
 }
 
-// The same for 8 columns.
-INLINE void tile8(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int i, int j,
-                  int k0, int k1, const int R) {
-    __m256 c[6];
-    #pragma GCC unroll 6
-    for (int r = 0; r < R; r++) c[r] = _mm256_loadu_ps(C + (i + r) * ldc + j);
-    for (int k = k0; k < k1; k++) {
-        __m256 b0 = _mm256_loadu_ps(B + k * ldb + j);
-        #pragma GCC unroll 6
-        for (int r = 0; r < R; r++) c[r] = _mm256_fmadd_ps(_mm256_broadcast_ss(A + (i + r) * lda + k), b0, c[r]);
-    }
-    #pragma GCC unroll 6
-    for (int r = 0; r < R; r++) _mm256_storeu_ps(C + (i + r) * ldc + j, c[r]);
-}
-
-// Packed B: a strip of 16 columns stored k-major (Bp[k*16 + c]), contiguous,
-// so that the 16-float rows the kernel reads never collide in L1.
-INLINE void ptile16(float *C, int64_t ldc, const float *A, int64_t lda, const float *Bp, int i, int j, int k0, int kn,
-                    const int R) {
-    __m256 c[6][2];
-    #pragma GCC unroll 6
-    for (int r = 0; r < R; r++) {
-        c[r][0] = _mm256_loadu_ps(C + (i + r) * ldc + j);
-        c[r][1] = _mm256_loadu_ps(C + (i + r) * ldc + j + 8);
-    }
-    const float *a = A + i * lda + k0;
-    for (int k = 0; k < kn; k++) {
-        __m256 b0 = _mm256_load_ps(Bp + k * 16), b1 = _mm256_load_ps(Bp + k * 16 + 8);
-        #pragma GCC unroll 6
-        for (int r = 0; r < R; r++) {
-            __m256 av = _mm256_broadcast_ss(a + r * lda + k);
-            c[r][0] = _mm256_fmadd_ps(av, b0, c[r][0]);
-            c[r][1] = _mm256_fmadd_ps(av, b1, c[r][1]);
-        }
-    }
-    #pragma GCC unroll 6
-    for (int r = 0; r < R; r++) {
-        _mm256_storeu_ps(C + (i + r) * ldc + j, c[r][0]);
-        _mm256_storeu_ps(C + (i + r) * ldc + j + 8, c[r][1]);
-    }
-}
-
-// name(..., i, R, ...) runs tile with the row count R as a compile-time constant.
-#define DEFINE_ROWS(name, tile)                                                                                     \
-    static void name(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int i, int R, \
-                     int j, int k0, int k1) {                                                                       \
-        switch (R) {                                                                                                \
-        case 6: tile(C, ldc, A, lda, B, ldb, i, j, k0, k1, 6); break;                                               \
-        case 5: tile(C, ldc, A, lda, B, ldb, i, j, k0, k1, 5); break;                                               \
-        case 4: tile(C, ldc, A, lda, B, ldb, i, j, k0, k1, 4); break;                                               \
-        case 3: tile(C, ldc, A, lda, B, ldb, i, j, k0, k1, 3); break;                                               \
-        case 2: tile(C, ldc, A, lda, B, ldb, i, j, k0, k1, 2); break;                                               \
-        default: tile(C, ldc, A, lda, B, ldb, i, j, k0, k1, 1); break;                                              \
-        }                                                                                                           \
-    }
-DEFINE_ROWS(rows_tile16, tile16)
-DEFINE_ROWS(rows_tile8, tile8)
-
-// C[i0:i1, j0:j0+16*n_strips] += A[i0:i1, k0:k0+kn] Bp, Bp = n_strips packed strips
-// of kn x 16 (32-byte aligned); 6 rows at a time, every strip per row block.
-void rm_gemm_packed_avx2(float *C, int64_t ldc, const float *A, int64_t lda, const float *Bp, int i0, int i1, int j0,
-                         int n_strips, int k0, int kn) {
-    for (int i = i0; i < i1; i += 6) {
-        int R = i1 - i < 6 ? i1 - i : 6;
-        for (int s = 0; s < n_strips; s++) {
-            const float *b = Bp + (size_t)s * kn * 16;
-            int j = j0 + 16 * s;
-            switch (R) {
-            case 6: ptile16(C, ldc, A, lda, b, i, j, k0, kn, 6); break;
-            case 5: ptile16(C, ldc, A, lda, b, i, j, k0, kn, 5); break;
-            case 4: ptile16(C, ldc, A, lda, b, i, j, k0, kn, 4); break;
-            case 3: ptile16(C, ldc, A, lda, b, i, j, k0, kn, 3); break;
-            case 2: ptile16(C, ldc, A, lda, b, i, j, k0, kn, 2); break;
-            default: ptile16(C, ldc, A, lda, b, i, j, k0, kn, 1); break;
-            }
-        }
-    }
-}
-
-// C[i0:i1, j0:j1] += A[i0:i1, k0:k1] B[k0:k1, j0:j1]
-void rm_gemm_block_avx2(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int i0,
-                        int i1, int j0, int j1, int k0, int k1) {
-    for (int i = i0; i < i1; i += 6) {
-        int R = i1 - i < 6 ? i1 - i : 6, j = j0;
-        for (; j + 16 <= j1; j += 16) rows_tile16(C, ldc, A, lda, B, ldb, i, R, j, k0, k1);
-        for (; j + 8 <= j1; j += 8) rows_tile8(C, ldc, A, lda, B, ldb, i, R, j, k0, k1);
-        for (; j < j1; j++) // the last columns, one at a time
-            for (int r = i; r < i + R; r++) {
-                float s = C[r * ldc + j]; // fused like the vector path, so a column's bits do not depend on the tiling
-                for (int k = k0; k < k1; k++) s = fmaf(A[r * lda + k], B[k * ldb + j], s);
-                C[r * ldc + j] = s;
-            }
-    }
+// C[i0:i1, 0:n] (+)= A[i0:i1, 0:K] W[0:n, 0:K]^T, n <= 16
+void rm_gemm_dots_avx2(float *C, int64_t ldc, const float *A, int64_t lda, const float *W_, int64_t ldw, int i0, int i1,
+                       int n, int K, int acc) {
+    SIMD_DOTS_BODY(2)
 }

@@ -3,10 +3,11 @@
 //
 // Shapes: N = B*T rows, d = n_embd, qd = H*hd, kvd = Hk*hd, f = n_ff, V = n_vocab.
 // Every op is the shared one from model/ops.h with its backward beside it;
-// the forward products go through rm_matmul (y = x W^T), the backward ones
-// through rm_gemm_nn (tensor/gemm.h):
+// the products go through rm_gemm (tensor/gemm.h), which reads either operand
+// transposed in place:
+//   y[N,out]   (+)= x[N,in] W[out,in]^T  (W not f32: rm_matmul, the serving kernels)
 //   dx[N,in]   += dy[N,out] W[out,in]     (quantized W dequantized by blocks of rows)
-//   dW[out,in] += dy^T x                  (dy^T materialised once per linear)
+//   dW[out,in] += dy^T x
 #include "train/train_impl.h"
 
 #include <math.h>
@@ -51,12 +52,6 @@ static rm_tensor f32_tensor(const float *w, int64_t out, int64_t in) {
     return (rm_tensor){.type = RM_TYPE_F32, .n_dims = 2, .ne = {in, out, 1, 1}, .data = (void *)w};
 }
 
-// y[N,out] (+)= x[N,in] W[out,in]^T, W in f32
-static void mm_nt(rm_threadpool *tp, float *y, const float *x, const float *W, int N, int in, int out, int acc) {
-    rm_tensor t = f32_tensor(W, out, in);
-    rm_matmul(tp, &t, x, in, y, out, N, acc);
-}
-
 // dx[N,in] += dy[N,out] W[out,in] for any weight type: f32 directly, others
 // dequantized a block of rows at a time into scratch 1.
 static int backward_through_weight(rm_trainer *t, const rm_tensor *w, const float *dy, float *dx, int N) {
@@ -86,12 +81,13 @@ static const train_router *router_of(const rm_trainer *t, const rm_tlinear *L) {
     return R->n_exp ? R : NULL;
 }
 
-// y[N,out] (+)= s (x A^T) B^T;  hs[N,r] = s x A^T  (tp NULL: on this thread)
+// y[N,out] (+)= s (x A^T) B^T;  hs[N,r] = s x A^T  (tp NULL: on this thread).
+// x A^T is r dot products a row (rm_gemm's dots), hs B^T a tile product with K = r.
 static void lora_forward(rm_threadpool *tp, const float *A, const float *B, int r, float scale, int in, int out,
                          const float *x, float *y, float *hs, int N, int acc) {
-    mm_nt(tp, hs, x, A, N, in, r, 0);
+    rm_gemm(tp, hs, r, rm_gmat_n(x, in), rm_gmat_t(A, in), N, r, in, 0);
     for (size_t i = 0; i < (size_t)N * r; i++) hs[i] *= scale;
-    mm_nt(tp, y, hs, B, N, r, out, acc);
+    rm_gemm(tp, y, out, rm_gmat_n(hs, r), rm_gmat_t(B, r), N, out, r, acc ? RM_GEMM_ACC : 0);
 }
 
 // The pool for one expert's product over m gathered rows: none when it is
@@ -155,7 +151,11 @@ static void router_forward(rm_trainer *t, const rm_tlinear *L, const train_route
 // y[N,out] (+)= x W^T + s (x A^T) B^T;  hs[N,r] = s x A^T is kept for backward
 // (router linears: router_forward instead of the LoRA term)
 static void linear_forward(rm_trainer *t, const rm_tlinear *L, const float *x, float *y, float *hs, int N, int acc) {
-    rm_matmul(t->tp, L->w, x, L->in, y, L->out, N, acc);
+    if (L->w->type == RM_TYPE_F32)
+        rm_gemm(t->tp, y, L->out, rm_gmat_n(x, L->in), rm_gmat_t(L->w->data, L->in), N, L->out, L->in,
+                acc ? RM_GEMM_ACC : 0);
+    else
+        rm_matmul(t->tp, L->w, x, L->in, y, L->out, N, acc);
     const train_router *R = router_of(t, L);
     if (R) router_forward(t, L, R, x, y, hs, N);
     else if (train_gate_of(t, L)) train_gate_forward(t, L, x, y, N);
@@ -163,25 +163,24 @@ static void linear_forward(rm_trainer *t, const rm_tlinear *L, const float *x, f
 }
 
 // Backward of y += s (x A^T) B^T for dy[N,out]: dB += dy^T hs;  dA += s (dy B)^T x;
-// dx += s (dy B) A. dA, dB, dx may be NULL (frozen: only dx). dy^T in scratch
-// 0, (s dy B) in scratch 2 and its transpose in scratch 1; products on tp.
+// dx += s (dy B) A. dA, dB, dx may be NULL (frozen: only dx). The products
+// with r columns are made r rows tall or r dot products a row: B^T [r,out]
+// and dB^T [r,out] in scratch 0, dhs = s dy B [N,r] in scratch 2; on tp.
 static int lora_backward(rm_trainer *t, rm_threadpool *tp, const float *A, const float *B, float *dA, float *dB, int r,
                          float scale, int in, int out, const float *x, const float *hs, const float *dy, float *dx, int N) {
-    if (dB) {
-        float *dyt = train_scratch(t, 0, (size_t)out * N);
-        if (!dyt) return rm_errorf(RM_ENOMEM, "train: out of memory");
-        rm_transpose(tp, dyt, dy, out, N, out);
-        rm_gemm_nn(tp, dB, r, dyt, N, hs, r, out, r, N);
+    float *Bt = train_scratch(t, 0, 2 * (size_t)r * out), *dBt = Bt + (size_t)r * out;
+    float *dhs = train_scratch(t, 2, (size_t)N * r);
+    if (!Bt || !dhs) return rm_errorf(RM_ENOMEM, "train: out of memory");
+    if (dB) { // dB^T = hs^T dy, then added transposed
+        rm_gemm(tp, dBt, out, rm_gmat_t(hs, r), rm_gmat_n(dy, out), r, out, N, 0);
+        for (int o = 0; o < out; o++)
+            for (int j = 0; j < r; j++) dB[(size_t)o * r + j] += dBt[(size_t)j * out + o];
     }
-    float *dhs = train_scratch(t, 2, (size_t)N * r), *dhst = train_scratch(t, 1, (size_t)N * r);
-    if (!dhs || !dhst) return rm_errorf(RM_ENOMEM, "train: out of memory");
-    memset(dhs, 0, (size_t)N * r * sizeof(float));
-    rm_gemm_nn(tp, dhs, r, dy, out, B, r, N, r, out);
+    for (int o = 0; o < out; o++)
+        for (int j = 0; j < r; j++) Bt[(size_t)j * out + o] = B[(size_t)o * r + j];
+    rm_gemm(tp, dhs, r, rm_gmat_n(dy, out), rm_gmat_t(Bt, out), N, r, out, 0);
     for (size_t i = 0; i < (size_t)N * r; i++) dhs[i] *= scale;
-    if (dA) {
-        rm_transpose(tp, dhst, dhs, r, N, r);
-        rm_gemm_nn(tp, dA, in, dhst, N, x, in, r, in, N);
-    }
+    if (dA) rm_gemm(tp, dA, in, rm_gmat_t(dhs, r), rm_gmat_n(x, in), r, in, N, RM_GEMM_ACC);
     if (dx) rm_gemm_nn(tp, dx, in, dhs, r, A, in, N, in, r);
     return RM_OK;
 }
@@ -242,16 +241,10 @@ static int router_backward(rm_trainer *t, const rm_tlinear *L, const train_route
 }
 
 // dW += dy^T x;  dx += dy W;  then the LoRA (or router) term's backward
-// (dy^T in scratch 0)
 static int linear_backward(rm_trainer *t, const rm_tlinear *L, const float *x, const float *hs, const float *dy,
                            float *dx, int N) {
     int in = L->in, out = L->out, rc;
-    if (L->dw) {
-        float *dyt = train_scratch(t, 0, (size_t)out * N);
-        if (!dyt) return rm_errorf(RM_ENOMEM, "train: out of memory");
-        rm_transpose(t->tp, dyt, dy, out, N, out);
-        rm_gemm_nn(t->tp, L->dw, in, dyt, N, x, in, out, in, N);
-    }
+    if (L->dw) rm_gemm(t->tp, L->dw, in, rm_gmat_t(dy, out), rm_gmat_n(x, in), out, in, N, RM_GEMM_ACC);
     if (dx && (rc = backward_through_weight(t, L->w, dy, dx, N))) return rc;
     const train_router *R = router_of(t, L);
     if (R) return router_backward(t, L, R, x, hs, dy, dx, N);

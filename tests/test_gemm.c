@@ -1,0 +1,176 @@
+// test_gemm.c — rm_gemm (tensor/gemm.h) against its scalar reference on every
+// ISA, for both layouts of each operand, the flags, threads and the shapes
+// that pick each kernel; and the promises its header makes: an element does
+// not depend on the other rows or the threads, and the FMA-chain kernels give
+// the same bits on AVX2 and AVX-512.
+#include "testing.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/cpu.h"
+#include "tensor/gemm.h"
+
+static uint64_t g_rng = 3;
+static float frand(void) { // uniform [-1, 1)
+    g_rng = g_rng * 6364136223846793005ull + 1442695040888963407ull;
+    return (float)((double)(g_rng >> 11) / (double)(1ull << 52) - 1.0);
+}
+
+// One product: operands with padded leading dimensions, C with a padding
+// column that must stay untouched.
+typedef struct gcase {
+    int M, N, K, ta, tb;
+    unsigned flags;
+    float *A, *B, *C0;
+    int64_t lda, ldb, ldc;
+    rm_gmat a, b;
+} gcase;
+
+static void gcase_init(gcase *g, int M, int N, int K, int ta, int tb, unsigned flags) {
+    *g = (gcase){.M = M, .N = N, .K = K, .ta = ta, .tb = tb, .flags = flags};
+    int ar = ta ? K : M, ac = ta ? M : K, br = tb ? N : K, bc = tb ? K : N;
+    g->lda = ac + 3;
+    g->ldb = bc + 1;
+    g->ldc = N + 1;
+    g->A = malloc(((size_t)ar * g->lda + 1) * sizeof(float));
+    g->B = malloc(((size_t)br * g->ldb + 1) * sizeof(float));
+    g->C0 = malloc((size_t)M * g->ldc * sizeof(float));
+    for (size_t i = 0; i < (size_t)ar * g->lda + 1; i++) g->A[i] = frand();
+    for (size_t i = 0; i < (size_t)br * g->ldb + 1; i++) g->B[i] = frand();
+    for (size_t i = 0; i < (size_t)M * g->ldc; i++) g->C0[i] = frand();
+    g->a = ta ? rm_gmat_t(g->A, g->lda) : rm_gmat_n(g->A, g->lda);
+    g->b = tb ? rm_gmat_t(g->B, g->ldb) : rm_gmat_n(g->B, g->ldb);
+    // the zeros the triangular flags promise
+    for (int i = 0; i < M; i++)
+        for (int k = 0; k < K; k++)
+            if (((flags & RM_GEMM_A_LOWER) && k > i) || ((flags & RM_GEMM_A_UPPER) && k < i))
+                g->A[i * g->a.rs + k * g->a.cs] = 0.0f;
+}
+
+static void gcase_free(gcase *g) {
+    free(g->A);
+    free(g->B);
+    free(g->C0);
+}
+
+// C = C0, then the product through rm_gemm (tp) into a fresh copy.
+static float *gcase_run(const gcase *g, rm_threadpool *tp) {
+    float *C = malloc((size_t)g->M * g->ldc * sizeof(float));
+    memcpy(C, g->C0, (size_t)g->M * g->ldc * sizeof(float));
+    rm_gemm(tp, C, g->ldc, g->a, g->b, g->M, g->N, g->K, g->flags);
+    return C;
+}
+
+// Checks C against the reference, element by element, within the
+// worst-case rounding bound of a K-term sum; returns the number of misses.
+static int gcase_check(const gcase *g, const float *C, const char *what) {
+    float *R = malloc((size_t)g->M * g->ldc * sizeof(float));
+    memcpy(R, g->C0, (size_t)g->M * g->ldc * sizeof(float));
+    rm_gemm_ref(R, g->ldc, g->a, g->b, g->M, g->N, g->K, g->flags);
+    int bad = 0;
+    for (int i = 0; i < g->M; i++) {
+        if (C[i * g->ldc + g->N] != g->C0[i * g->ldc + g->N] && !bad++) CHECKF(0, "%s: padding overwritten", what);
+        for (int j = 0; j < g->N; j++) {
+            if ((g->flags & RM_GEMM_CAUSAL) && j > i) continue;
+            double mag = g->flags & RM_GEMM_ACC ? fabs(g->C0[i * g->ldc + j]) : 0.0;
+            for (int k = 0; k < g->K; k++) mag += fabs(g->a.p[i * g->a.rs + k * g->a.cs] * g->b.p[k * g->b.rs + j * g->b.cs]);
+            double tol = 1e-6 * (g->K + 2) * mag + 1e-30;
+            float c = C[i * g->ldc + j], r = R[i * g->ldc + j];
+            if (!(fabs(c - r) <= tol) && !bad++)
+                CHECKF(0, "%s: %dx%dx%d ta=%d tb=%d flags=%u isa=%s: C[%d,%d] = %.8g vs ref %.8g (tol %.3g)", what, g->M,
+                       g->N, g->K, g->ta, g->tb, g->flags, rm_cpu_describe(), i, j, c, r, tol);
+        }
+    }
+    free(R);
+    return bad;
+}
+
+static const int k_shapes[][3] = {
+    {1, 1, 1},    {1, 5, 0},    {7, 13, 5},    {6, 16, 300},  {13, 6, 40},  {37, 41, 29}, {64, 72, 520},
+    {5, 8, 1000}, {300, 3, 17}, {100, 6, 128}, {6, 130, 100}, {70, 16, 70}, {70, 70, 16}, {25, 33, 6},
+};
+
+static void gemm_vs_ref(const char *isa) {
+    rm_cpu_force(isa);
+    rm_threadpool *tp = rm_threadpool_create(2);
+    const unsigned flag_sets[] = {0, RM_GEMM_ACC, RM_GEMM_CAUSAL, RM_GEMM_A_LOWER | RM_GEMM_ACC, RM_GEMM_A_UPPER};
+    int n = 0;
+    for (size_t s = 0; s < sizeof k_shapes / sizeof k_shapes[0]; s++)
+        for (int layout = 0; layout < 4; layout++)
+            for (size_t f = 0; f < sizeof flag_sets / sizeof flag_sets[0]; f++, n++) {
+                int M = k_shapes[s][0], N = k_shapes[s][1], K = k_shapes[s][2];
+                unsigned flags = flag_sets[f];
+                if ((flags & (RM_GEMM_A_LOWER | RM_GEMM_A_UPPER)) && K != M) continue; // square A only
+                gcase g;
+                gcase_init(&g, M, N, K, layout & 1, layout >> 1, flags);
+                float *C = gcase_run(&g, n % 2 ? tp : NULL);
+                gcase_check(&g, C, "rm_gemm");
+                free(C);
+                gcase_free(&g);
+            }
+    rm_threadpool_free(tp);
+    rm_cpu_force(NULL);
+}
+
+TEST(gemm_scalar_vs_ref) { gemm_vs_ref("scalar"); }
+TEST(gemm_avx2_vs_ref) {
+    if (!rm_cpu()->avx2) SKIP("no avx2");
+    gemm_vs_ref("avx2");
+}
+TEST(gemm_avx512_vs_ref) {
+    if (!rm_cpu()->avx512bw) SKIP("no avx512 on this machine");
+    gemm_vs_ref("avx512");
+}
+
+// Every row computed alone (M = 1) and with two threads gives the bits of
+// the whole product on one thread, on each ISA, for every kernel (tiles with
+// B in place or packed, dots).
+TEST(gemm_rows_alone_and_threads_bitwise) {
+    const char *isas[] = {"scalar", "avx2", "avx512"};
+    const int shapes[][5] = {{40, 70, 200, 0, 0}, {40, 70, 200, 1, 1}, {40, 6, 128, 0, 1}, {40, 16, 64, 1, 0},
+                             {9, 300, 30, 0, 1}};
+    rm_threadpool *tp = rm_threadpool_create(2);
+    for (int ii = 0; ii < 3; ii++) {
+        rm_cpu_force(isas[ii]);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            gcase g;
+            gcase_init(&g, shapes[s][0], shapes[s][1], shapes[s][2], shapes[s][3], shapes[s][4], RM_GEMM_ACC);
+            float *C1 = gcase_run(&g, NULL), *C2 = gcase_run(&g, tp);
+            float *C3 = malloc((size_t)g.M * g.ldc * sizeof(float));
+            memcpy(C3, g.C0, (size_t)g.M * g.ldc * sizeof(float));
+            for (int i = 0; i < g.M; i++)
+                rm_gemm(NULL, C3 + i * g.ldc, g.ldc, (rm_gmat){g.a.p + i * g.a.rs, g.a.rs, g.a.cs}, g.b, 1, g.N, g.K,
+                        RM_GEMM_ACC);
+            size_t bytes = (size_t)g.M * g.ldc * sizeof(float);
+            CHECKF(memcmp(C1, C2, bytes) == 0, "isa %s shape %zu: threads change the bits", isas[ii], s);
+            CHECKF(memcmp(C1, C3, bytes) == 0, "isa %s shape %zu: rows alone change the bits", isas[ii], s);
+            free(C1); free(C2); free(C3);
+            gcase_free(&g);
+        }
+    }
+    rm_threadpool_free(tp);
+    rm_cpu_force(NULL);
+}
+
+// The tile kernels are FMA chains over k in order: AVX2 and AVX-512 agree
+// bit for bit (serving's attention relies on the chain, see model/attn.c).
+TEST(gemm_avx2_avx512_chains_bitwise) {
+    if (!rm_cpu()->avx512bw) SKIP("no avx512 on this machine");
+    const int shapes[][3] = {{37, 41, 29}, {64, 72, 520}, {70, 16, 70}, {3, 300, 9}};
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+        for (int layout = 0; layout < 4; layout++) {
+            if (layout == 2 && shapes[s][1] <= 16) continue; // the dots kernel: tree sums of 8 or 16 lanes
+            gcase g;
+            gcase_init(&g, shapes[s][0], shapes[s][1], shapes[s][2], layout & 1, layout >> 1, RM_GEMM_ACC);
+            rm_cpu_force("avx2");
+            float *C1 = gcase_run(&g, NULL);
+            rm_cpu_force("avx512");
+            float *C2 = gcase_run(&g, NULL);
+            CHECKF(memcmp(C1, C2, (size_t)g.M * g.ldc * sizeof(float)) == 0, "shape %zu layout %d differs", s, layout);
+            free(C1); free(C2);
+            gcase_free(&g);
+        }
+    rm_cpu_force(NULL);
+}
