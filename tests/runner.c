@@ -3,9 +3,15 @@
 #define _GNU_SOURCE
 #include "testing.h"
 #include "base/err.h"
+#include "base/file.h"
+#include "base/json.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -96,6 +102,89 @@ static int cmp_tests(const void *a, const void *b) {
     const test_entry *x = a, *y = b;
     int c = strcmp(x->file, y->file);
     return c ? c : strcmp(x->name, y->name);
+}
+
+// ---- `ramole serve` in a child process, spoken to over loopback sockets
+
+// Starts `ramole serve ARGS --port 0` and reads the port from its stderr.
+int rm_test_server_start(rm_test_server *sp, const char *args) {
+    char log[512], cmd[4096];
+    snprintf(log, sizeof log, "%s/serve.log", rm_test_tmpdir());
+    unlink(log);
+    snprintf(cmd, sizeof cmd, "exec %s serve %s --port 0 2>%s", rm_test_bin(), args, log);
+    pid_t pid = fork();
+    if (pid < 0) return -1;
+    if (pid == 0) {
+        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
+        _exit(127);
+    }
+    sp->pid = pid, sp->port = 0;
+    for (int t = 0; t < 600 && !sp->port; t++) { // up to 60 s (sanitized builds load slowly)
+        struct timespec ts = {0, 100 * 1000 * 1000};
+        nanosleep(&ts, NULL);
+        char *text = NULL;
+        size_t len = 0;
+        if (rm_read_file(log, &text, &len) == 0 && text) {
+            const char *p = strstr(text, "http://127.0.0.1:");
+            if (p) sp->port = atoi(p + 17);
+            free(text);
+        }
+        int st;
+        if (waitpid(pid, &st, WNOHANG) == pid) return -1; // it died
+    }
+    return sp->port ? 0 : -1;
+}
+
+// Stops it with SIGTERM; returns its exit status (0 when it shut down cleanly).
+int rm_test_server_stop(rm_test_server *sp) {
+    kill(sp->pid, SIGTERM);
+    int st = 0;
+    waitpid(sp->pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
+}
+
+int rm_test_connect(int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int rm_test_send(int fd, const char *method, const char *path, const char *body) {
+    char head[512];
+    size_t bl = body ? strlen(body) : 0;
+    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n",
+                     method, path, bl);
+    if (write(fd, head, (size_t)n) != n) return -1;
+    return bl && write(fd, body, bl) != (ssize_t)bl ? -1 : 0;
+}
+
+// Reads the whole response; returns the status, *json the parsed body (or NULL).
+int rm_test_read_response(int fd, rm_json **json) {
+    rm_sb sb;
+    rm_sb_init(&sb);
+    char buf[4096];
+    ssize_t r;
+    while ((r = read(fd, buf, sizeof buf)) > 0) rm_sb_putn(&sb, buf, (size_t)r);
+    close(fd);
+    int status = 0;
+    *json = NULL;
+    if (sb.buf && sscanf(sb.buf, "HTTP/1.1 %d", &status) == 1) {
+        const char *body = strstr(sb.buf, "\r\n\r\n");
+        if (body) rm_json_parse(body + 4, strlen(body + 4), "response", json);
+    }
+    rm_sb_free(&sb);
+    return status;
+}
+
+int rm_test_http(int port, const char *method, const char *path, const char *body, rm_json **json) {
+    int fd = rm_test_connect(port);
+    if (fd < 0 || rm_test_send(fd, method, path, body)) return -1;
+    return rm_test_read_response(fd, json);
 }
 
 int main(int argc, char **argv) {

@@ -26,86 +26,6 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef struct {
-    pid_t pid;
-    int port;
-} server_proc;
-
-// Starts `ramole serve ARGS --port 0` and reads the port from its stderr.
-static int server_start(server_proc *sp, const char *args) {
-    char log[512], cmd[4096];
-    snprintf(log, sizeof log, "%s/serve.log", rm_test_tmpdir());
-    unlink(log);
-    snprintf(cmd, sizeof cmd, "exec %s serve %s --port 0 2>%s", rm_test_bin(), args, log);
-    pid_t pid = fork();
-    if (pid < 0) return -1;
-    if (pid == 0) {
-        execl("/bin/sh", "sh", "-c", cmd, (char *)NULL);
-        _exit(127);
-    }
-    sp->pid = pid, sp->port = 0;
-    for (int t = 0; t < 600 && !sp->port; t++) { // up to 60 s (sanitized builds load slowly)
-        struct timespec ts = {0, 100 * 1000 * 1000};
-        nanosleep(&ts, NULL);
-        char *text = NULL;
-        size_t len = 0;
-        if (rm_read_file(log, &text, &len) == 0 && text) {
-            const char *p = strstr(text, "http://127.0.0.1:");
-            if (p) sp->port = atoi(p + 17);
-            free(text);
-        }
-        int st;
-        if (waitpid(pid, &st, WNOHANG) == pid) return -1; // it died
-    }
-    return sp->port ? 0 : -1;
-}
-
-// Stops it with SIGTERM; returns its exit status (0 when it shut down cleanly).
-static int server_stop(server_proc *sp) {
-    kill(sp->pid, SIGTERM);
-    int st = 0;
-    waitpid(sp->pid, &st, 0);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : 128;
-}
-
-static int connect_to(int port) {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    if (fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a)) {
-        close(fd);
-        return -1;
-    }
-    return fd;
-}
-
-static int send_request(int fd, const char *method, const char *path, const char *body) {
-    char head[512];
-    size_t bl = body ? strlen(body) : 0;
-    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n",
-                     method, path, bl);
-    if (write(fd, head, (size_t)n) != n) return -1;
-    return bl && write(fd, body, bl) != (ssize_t)bl ? -1 : 0;
-}
-
-// Reads the whole response; returns the status, *json the parsed body (or NULL).
-static int read_response(int fd, rm_json **json) {
-    rm_sb sb;
-    rm_sb_init(&sb);
-    char buf[4096];
-    ssize_t r;
-    while ((r = read(fd, buf, sizeof buf)) > 0) rm_sb_putn(&sb, buf, (size_t)r);
-    close(fd);
-    int status = 0;
-    *json = NULL;
-    if (sb.buf && sscanf(sb.buf, "HTTP/1.1 %d", &status) == 1) {
-        const char *body = strstr(sb.buf, "\r\n\r\n");
-        if (body) rm_json_parse(body + 4, strlen(body + 4), "response", json);
-    }
-    rm_sb_free(&sb);
-    return status;
-}
-
 // One response from a kept connection (by its Content-Length; bytes read
 // beyond it stay in carry for the next). Returns the status.
 static int read_one(int fd, rm_sb *carry, rm_json **json) {
@@ -143,8 +63,8 @@ static double metric_value(const char *text, const char *name) {
 
 // The whole raw response (head and body) in sb.
 static int http_raw(int port, const char *method, const char *path, const char *body, rm_sb *sb) {
-    int fd = connect_to(port);
-    if (fd < 0 || send_request(fd, method, path, body)) return -1;
+    int fd = rm_test_connect(port);
+    if (fd < 0 || rm_test_send(fd, method, path, body)) return -1;
     char buf[4096];
     ssize_t r;
     while ((r = read(fd, buf, sizeof buf)) > 0) rm_sb_putn(sb, buf, (size_t)r);
@@ -152,11 +72,6 @@ static int http_raw(int port, const char *method, const char *path, const char *
     return 0;
 }
 
-static int http(int port, const char *method, const char *path, const char *body, rm_json **json) {
-    int fd = connect_to(port);
-    if (fd < 0 || send_request(fd, method, path, body)) return -1;
-    return read_response(fd, json);
-}
 
 // "token_ids" of a completion as "1 2 3".
 static void ids_of(const rm_json *j, char *out, size_t cap) {
@@ -280,14 +195,14 @@ TEST(serve_completions_adapters_uploads) {
     snprintf(pool_dir, sizeof pool_dir, "%s/serve-pool", tmp);
     REQUIRE(make_pool(pool_dir, (const int[]){1, 1, 1, 0, 0}, w) == RM_OK);
 
-    server_proc sp;
+    rm_test_server sp;
     snprintf(cmd, sizeof cmd, "-m %s --pool %s -t 1 --slots 3 --ctx 128", model, pool_dir);
-    REQUIRE(server_start(&sp, cmd) == 0);
+    REQUIRE(rm_test_server_start(&sp, cmd) == 0);
     rm_json *j = NULL;
-    CHECK(http(sp.port, "GET", "/health", NULL, &j) == 200 && j && !strcmp(rm_json_get_str(j, "status", ""), "ok"));
+    CHECK(rm_test_http(sp.port, "GET", "/health", NULL, &j) == 200 && j && !strcmp(rm_json_get_str(j, "status", ""), "ok"));
     rm_json_free(j);
     // the base model and the three adapters with weights, as OpenAI "models"
-    CHECK(http(sp.port, "GET", "/v1/models", NULL, &j) == 200 && j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 4);
+    CHECK(rm_test_http(sp.port, "GET", "/v1/models", NULL, &j) == 200 && j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 4);
     if (j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 4) {
         const rm_json *d = rm_json_get(j, "data");
         CHECK(!strcmp(rm_json_get_str(&d->items[0], "id", ""), model));
@@ -311,12 +226,12 @@ TEST(serve_completions_adapters_uploads) {
     for (int r = 0; r < 4; r++) {
         char body[1024];
         snprintf(body, sizeof body, "{\"prompt\": \"%s\", \"max_tokens\": 10, \"temperature\": 0%s}", prompts[r], extra[r]);
-        fds[r] = connect_to(sp.port);
-        CHECK(fds[r] >= 0 && send_request(fds[r], "POST", "/v1/completions", body) == 0);
+        fds[r] = rm_test_connect(sp.port);
+        CHECK(fds[r] >= 0 && rm_test_send(fds[r], "POST", "/v1/completions", body) == 0);
     }
     for (int r = 0; r < 4; r++) {
         char got[1024], want[1024], args[8192];
-        CHECK(read_response(fds[r], &j) == 200);
+        CHECK(rm_test_read_response(fds[r], &j) == 200);
         ids_of(j, got, sizeof got);
         n_prompt_tok += rm_json_get_int(rm_json_get(j, "usage"), "prompt_tokens", -1000);
         n_gen_tok += rm_json_get_int(rm_json_get(j, "usage"), "completion_tokens", -1000);
@@ -353,7 +268,7 @@ TEST(serve_completions_adapters_uploads) {
         const char *user = "Review: the food was terrible. Is this review positive or negative?";
         char body[1024], got[1024], want[1024], args[4096];
         snprintf(body, sizeof body, "{\"messages\": [{\"role\": \"user\", \"content\": \"%s\"}], \"max_tokens\": 8, \"temperature\": 0, \"retrieve\": 1}", user);
-        CHECK(http(sp.port, "POST", "/v1/chat/completions", body, &j) == 200);
+        CHECK(rm_test_http(sp.port, "POST", "/v1/chat/completions", body, &j) == 200);
         CHECK(j && !strcmp(rm_json_get_str(j, "object", ""), "chat.completion"));
         CHECKF(!strcmp(first_adapter(j), "sentiment"), "chat retrieved '%s'", first_adapter(j));
         const rm_json *ch = j ? rm_json_get(j, "choices") : NULL;
@@ -364,7 +279,7 @@ TEST(serve_completions_adapters_uploads) {
         CHECK(generate_ids(args, want, sizeof want) == 0);
         CHECKF(got[0] && !strcmp(got, want), "chat: served '%s', generate '%s'", got, want);
         rm_json_free(j);
-        CHECK(http(sp.port, "POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}", &j) == 400);
+        CHECK(rm_test_http(sp.port, "POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}", &j) == 400);
         rm_json_free(j);
     }
 
@@ -372,7 +287,7 @@ TEST(serve_completions_adapters_uploads) {
     {
         char body[512], got[1024], want[1024], args[4096];
         snprintf(body, sizeof body, "{\"prompt\": \"%s\", \"max_tokens\": 10, \"temperature\": 0, \"retrieve\": 2, \"min_score\": 1000}", prompts[2]);
-        CHECK(http(sp.port, "POST", "/v1/completions", body, &j) == 200);
+        CHECK(rm_test_http(sp.port, "POST", "/v1/completions", body, &j) == 200);
         const rm_json *ad = j ? rm_json_get(j, "adapters") : NULL;
         CHECK(ad && ad->n == 0);
         ids_of(j, got, sizeof got);
@@ -387,7 +302,7 @@ TEST(serve_completions_adapters_uploads) {
         const char *req = "{\"prompt\": \"Once upon a time\", \"max_tokens\": 12, \"temperature\": 0, \"adapters\": [\"arith\"]%s}";
         char body[512];
         snprintf(body, sizeof body, req, "");
-        CHECK(http(sp.port, "POST", "/v1/completions", body, &j) == 200);
+        CHECK(rm_test_http(sp.port, "POST", "/v1/completions", body, &j) == 200);
         const rm_json *ch = j ? rm_json_get(j, "choices") : NULL;
         const char *whole = ch && ch->n ? rm_json_get_str(&ch->items[0], "text", NULL) : NULL;
         CHECK(whole && *whole);
@@ -421,14 +336,14 @@ TEST(serve_completions_adapters_uploads) {
     // an adapter for another base is refused, and the pool keeps its three
     char body[2048];
     snprintf(body, sizeof body, "{\"name\": \"bad\", \"weights\": \"%s\", \"samples\": [\"x\"]}", bad);
-    CHECK(http(sp.port, "POST", "/v1/adapters", body, &j) == 400);
+    CHECK(rm_test_http(sp.port, "POST", "/v1/adapters", body, &j) == 400);
     if (j) {
         const rm_json *err = rm_json_get(j, "error");
         const char *msg = err ? rm_json_get_str(err, "message", "") : "";
         CHECKF(strstr(msg, "refused") != NULL, "message: %s", msg);
     }
     rm_json_free(j);
-    CHECK(http(sp.port, "GET", "/v1/adapters", NULL, &j) == 200);
+    CHECK(rm_test_http(sp.port, "GET", "/v1/adapters", NULL, &j) == 200);
     const rm_json *data = j ? rm_json_get(j, "data") : NULL;
     CHECK(data && data->n == 3);
     rm_json_free(j);
@@ -444,34 +359,34 @@ TEST(serve_completions_adapters_uploads) {
         rm_sb_json_str(&up, k_samples[3][i], strlen(k_samples[3][i]));
     }
     rm_sb_puts(&up, "]}");
-    CHECK(http(sp.port, "POST", "/v1/adapters", up.buf, &j) == 201);
+    CHECK(rm_test_http(sp.port, "POST", "/v1/adapters", up.buf, &j) == 201);
     rm_json_free(j);
-    CHECK(http(sp.port, "POST", "/v1/adapters", up.buf, &j) == 400); // the same name again
+    CHECK(rm_test_http(sp.port, "POST", "/v1/adapters", up.buf, &j) == 400); // the same name again
     rm_json_free(j);
     rm_sb_free(&up);
-    CHECK(http(sp.port, "POST", "/v1/completions",
+    CHECK(rm_test_http(sp.port, "POST", "/v1/completions",
                "{\"prompt\": \"Will it snow in Berlin? Give the weather forecast.\", \"max_tokens\": 4, \"retrieve\": 1}", &j) == 200);
     CHECKF(!strcmp(first_adapter(j), "weather"), "retrieved '%s' after the upload", first_adapter(j));
     rm_json_free(j);
 
     // bad requests
-    CHECK(http(sp.port, "POST", "/v1/completions", "{\"prompt\": ", &j) == 400);
+    CHECK(rm_test_http(sp.port, "POST", "/v1/completions", "{\"prompt\": ", &j) == 400);
     rm_json_free(j);
-    CHECK(http(sp.port, "POST", "/v1/completions", "{\"max_tokens\": 3}", &j) == 400);
+    CHECK(rm_test_http(sp.port, "POST", "/v1/completions", "{\"max_tokens\": 3}", &j) == 400);
     rm_json_free(j);
-    CHECK(http(sp.port, "POST", "/v1/completions", "{\"prompt\": \"x\", \"adapters\": [\"nope\"]}", &j) == 404);
+    CHECK(rm_test_http(sp.port, "POST", "/v1/completions", "{\"prompt\": \"x\", \"adapters\": [\"nope\"]}", &j) == 404);
     rm_json_free(j);
-    CHECK(http(sp.port, "POST", "/v1/completions", "{\"prompt\": \"x\", \"max_tokens\": 100000}", &j) == 400);
+    CHECK(rm_test_http(sp.port, "POST", "/v1/completions", "{\"prompt\": \"x\", \"max_tokens\": 100000}", &j) == 400);
     rm_json_free(j);
-    CHECK(http(sp.port, "GET", "/v1/nothing", NULL, &j) == 404);
+    CHECK(rm_test_http(sp.port, "GET", "/v1/nothing", NULL, &j) == 404);
     rm_json_free(j);
-    CHECK(http(sp.port, "GET", "/v1/completions", NULL, &j) == 405);
+    CHECK(rm_test_http(sp.port, "GET", "/v1/completions", NULL, &j) == 405);
     rm_json_free(j);
 
     // keep-alive: several requests on one connection, answered in order;
     // "model" naming an adapter selects it (OpenAI / vLLM style)
     {
-        int fd = connect_to(sp.port);
+        int fd = rm_test_connect(sp.port);
         REQUIRE(fd >= 0);
         rm_sb carry;
         rm_sb_init(&carry);
@@ -502,11 +417,11 @@ TEST(serve_completions_adapters_uploads) {
         close(fd);
         rm_sb_free(&carry);
         // a "model" that is no adapter (the base model's name, or any other) leaves the request as it was
-        CHECK(http(sp.port, "POST", "/v1/completions", "{\"model\": \"gpt-3.5\", \"prompt\": \"x\", \"max_tokens\": 2}", &j) == 200);
+        CHECK(rm_test_http(sp.port, "POST", "/v1/completions", "{\"model\": \"gpt-3.5\", \"prompt\": \"x\", \"max_tokens\": 2}", &j) == 200);
         CHECK(j && rm_json_get(j, "adapters") && rm_json_get(j, "adapters")->n == 0);
         rm_json_free(j);
     }
-    CHECK(server_stop(&sp) == 0);
+    CHECK(rm_test_server_stop(&sp) == 0);
 }
 
 // `ramole pool init` gives a new pool an embedder fitted on a corpus, so that

@@ -10,6 +10,7 @@
 #define RM_TESTING_H
 #include <math.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 typedef void (*rm_test_fn)(void);
 void rm_test_register(const char *name, const char *file, rm_test_fn fn);
@@ -30,6 +31,24 @@ int rm_test_cli(const char *args);
 // What the last rm_test_cli printed on stdout / stderr.
 const char *rm_test_cli_out(void);
 const char *rm_test_cli_err(void);
+
+// `ramole serve ARGS --port 0` started in a child process (its stderr in
+// tmpdir/serve.log); the port is read from that log.
+typedef struct rm_test_server {
+    pid_t pid;
+    int port;
+} rm_test_server;
+int rm_test_server_start(rm_test_server *sp, const char *args);
+// SIGTERM; its exit status (0: it shut down cleanly).
+int rm_test_server_stop(rm_test_server *sp);
+// A loopback connection to port (-1 on failure); one request on it; the whole
+// response read to its end (status returned, *json the parsed body or NULL).
+int rm_test_connect(int port);
+int rm_test_send(int fd, const char *method, const char *path, const char *body);
+struct rm_json;
+int rm_test_read_response(int fd, struct rm_json **json);
+// One request on a new connection: its status, *json the body.
+int rm_test_http(int port, const char *method, const char *path, const char *body, struct rm_json **json);
 
 #define TEST(name)                                                                       \
     static void test_##name(void);                                                      \
