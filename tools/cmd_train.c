@@ -24,8 +24,9 @@ static void help(void) {
            "  min_lr_ratio [0.1] weight_decay [0.1] clip [1.0] seed [1]\n"
            "  bpe_merges [0]: learn that many byte-level BPE merges from the data first (GPT-2\n"
            "  pre-tokenizer); they become tokens 258... of the model's vocabulary\n"
-           "  curriculum {\"data\": FILE, \"steps\": N}: the first N steps train on FILE (a path relative\n"
-           "  to the config's folder), the rest on --data\n\n"
+           "  curriculum {\"data\": FILE, \"steps\": N[, \"template\": T]}: the first N steps train on FILE (a path relative\n"
+           "  to the config's folder; JSONL: the loss on the targets only, prompts made with T, a\n"
+           "  template text such as \"{inputs}\"), the rest on --data\n\n"
            "  --steps N / --epochs E / --lr LR / --seed S / --batch B / --accum K / --seq T /\n"
            "  --warmup N / --weight-decay W / --clip C    override the config\n"
            "  --eval FILE          held-out data for eval loss (and exact match for JSONL)\n"
@@ -102,7 +103,9 @@ static int cmd_train(int argc, char **argv) {
     const rm_json *cur = rm_json_get(cfg, "curriculum");
     long warm_steps = rm_json_get_int(cur, "steps", 0);
     char warm_path[4096] = "";
-    const char *wd = rm_json_get_str(cur, "data", NULL);
+    const char *wd = rm_json_get_str(cur, "data", NULL), *wt = rm_json_get_str(cur, "template", NULL);
+    char warm_tmpl[1024] = "";
+    int wt_ok = !wt || snprintf(warm_tmpl, sizeof warm_tmpl, "%s", wt) < (int)sizeof warm_tmpl;
     if (wd) {
         const char *slash = strrchr(cfg_path, '/');
         if (wd[0] == '/' || !slash) snprintf(warm_path, sizeof warm_path, "%s", wd);
@@ -111,8 +114,9 @@ static int cmd_train(int argc, char **argv) {
     long warmup = a.warmup >= 0 ? a.warmup : rm_json_get_int(cfg, "warmup", -1);
     double epochs = a.epochs >= 0 ? a.epochs : rm_json_get_num(cfg, "epochs", 1.0);
     rm_json_free(cfg);
-    if ((cur && (!wd || warm_steps <= 0)) || (!cur && warm_steps)) {
-        fprintf(stderr, "ramole train: %s: curriculum needs \"data\" and \"steps\" > 0\n", cfg_path);
+    if ((cur && (!wd || warm_steps <= 0)) || (!cur && warm_steps) || !wt_ok) {
+        fprintf(stderr, "ramole train: %s: curriculum needs \"data\" and \"steps\" > 0 (and a template under 1024 bytes)\n",
+                cfg_path);
         return 2;
     }
     if (bpe < 0 || bpe > 100000) {
@@ -159,7 +163,7 @@ static int cmd_train(int argc, char **argv) {
     const rm_tokenizer *tok = n_merges ? m->tok : NULL;
     if (load_data(&train, data, tmpl, tok, seq)) { cli_fail(data); goto done; }
     if (a.eval && load_data(&eval, a.eval, tmpl, tok, seq)) { cli_fail(a.eval); goto done; }
-    if (warm_path[0] && load_data(&warm, warm_path, tmpl, tok, seq)) { cli_fail(warm_path); goto done; }
+    if (warm_path[0] && load_data(&warm, warm_path, warm_tmpl[0] ? warm_tmpl : tmpl, tok, seq)) { cli_fail(warm_path); goto done; }
     p.steps = steps > 0 ? (int)steps : cfg_steps > 0 ? (int)cfg_steps
                                                      : rm_train_steps_for_epochs(&train, p.batch, p.seq, p.accum, 1, epochs);
     p.warmup = warmup >= 0 ? (int)warmup : p.steps / 20;
