@@ -73,6 +73,7 @@ static void help(void) {
            "  --methods LIST        only these methods (comma-separated names)\n"
            "  -k K                  adapters a request (a token for Arrow), default 3\n"
            "  --svg FILE            a bar chart of each method's mean, in and out of distribution\n"
+           "  --md FILE             the markdown table also to FILE (with --json on stdout)\n"
            "  -m MODEL              default DIR/base.gguf; --limit, -n, --slots, -t, -c, --out, --json\n"
            "                        and the lorahub options as above\n");
 }
@@ -169,7 +170,7 @@ static int write_items(const char *path, const rm_run_result *r, rm_method *cons
 
 typedef struct eval_args {
     const char *model, *test, *pool_dir, *compose_s, *tmpl_arg, *tmpl_file, *metric_s, *out_path, *router, *gate;
-    const char *method, *task_data, *table, *methods, *svg;
+    const char *method, *task_data, *table, *methods, *svg, *md;
     const char *lora[RM_PLAN_MAX];
     long k, max_new, limit, slots, threads, ctx, arrow_k, method_k, split_seed, lh_examples, lh_cands, lh_iters, seed;
     double min_score;
@@ -338,6 +339,11 @@ static int eval_table(const eval_args *a) {
     if (a->json) rm_table_json(&t, &b);
     else rm_table_markdown(&t, &b);
     if (b.buf) fputs(b.buf, stdout);
+    if (a->md) { // the markdown beside --json's answer
+        b.len = 0;
+        rm_table_markdown(&t, &b);
+        if (b.oom || rm_write_file_atomic(a->md, b.buf ? b.buf : "", b.len)) rc = cli_fail("--md");
+    }
     rm_sb_free(&b);
     if (a->svg && rm_table_svg(&t, a->svg)) rc = cli_fail("--svg");
     rm_table_free(&t);
@@ -372,6 +378,7 @@ static int cmd_eval(int argc, char **argv) {
         else if (cli_int(argc, argv, &i, "--split-seed", NULL, &a.split_seed)) {}
         else if (cli_str(argc, argv, &i, "--methods", NULL, &a.methods)) {}
         else if (cli_str(argc, argv, &i, "--svg", NULL, &a.svg)) {}
+        else if (cli_str(argc, argv, &i, "--md", NULL, &a.md)) {}
         else if (cli_str(argc, argv, &i, "--template", NULL, &a.tmpl_arg)) {}
         else if (cli_str(argc, argv, &i, "--template-file", NULL, &a.tmpl_file)) {}
         else if (cli_str(argc, argv, &i, "--metric", NULL, &a.metric_s)) {}
@@ -400,7 +407,7 @@ static int cmd_eval(int argc, char **argv) {
         }
         return eval_table(&a);
     }
-    if (a.methods || a.svg) { fprintf(stderr, "ramole eval: --methods and --svg go with --table DIR\n"); return 2; }
+    if (a.methods || a.svg || a.md) { fprintf(stderr, "ramole eval: --methods, --svg and --md go with --table DIR\n"); return 2; }
     if (!a.model || !a.test) { fprintf(stderr, "ramole eval: -m MODEL and --test FILE are required\n"); return 2; }
     int bad = check_args(&a);
     return bad ? bad : eval_one(&a);
