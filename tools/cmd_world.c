@@ -252,7 +252,7 @@ static int build_base(const char *dir, const char *threads, stamp *key) {
     stamp_str(key, "train v1");
     if (stamp_file(key, cfg) || stamp_file(key, text)) return cli_fail("the world's base.json / corpus.txt");
     char copying[PATHN];
-    if (rm_file_exists(pathf(copying, "%s/copying.txt", dir)) && stamp_file(key, copying)) return cli_fail(copying);
+    if (rm_file_exists(pathf(copying, "%s/copying.jsonl", dir)) && stamp_file(key, copying)) return cli_fail(copying);
     if (stamp_ok(dir, "base", key->h) && rm_file_exists(out)) {
         fprintf(stderr, "world build: base model: up to date (%s)\n", out);
         return 0;

@@ -733,9 +733,9 @@ rm_world_plan rm_world_plan_for(rm_world_size size) {
     // passages many times learns them by heart instead of learning to read them
     if (size == RM_WORLD_FULL)
         return (rm_world_plan){.n_train = 1500, .n_valid = 40, .n_test = 25, .n_samples = 20, .corpus_bytes = 15000000,
-                               .copying_bytes = 2500000};
+                               .copying_bytes = 4000000};
     return (rm_world_plan){.n_train = 1000, .n_valid = 30, .n_test = 25, .n_samples = 20, .corpus_bytes = 4500000,
-                           .copying_bytes = 3000000};
+                           .copying_bytes = 2000000};
 }
 
 int rm_world_example(const rm_world *w, const char *task, uint64_t *rng, rm_sb *in, rm_sb *out) {
@@ -969,10 +969,12 @@ static void doc_numbers(uint64_t *rng, rm_sb *sb) {
         snprintf(da, sizeof da, "%d", a);
         snprintf(db, sizeof db, "%d", b);
         snprintf(dc, sizeof dc, "%d", a + b);
-        static const char *const F[4] = {"{1} and {2} make {3}.", "{u4} and {5} make {6}.", "{1} more than {2} is {3}.",
-                                         "{u4} together with {5} is {6}."};
+        static const char *const F[7] = {"{1} and {2} make {3}.", "{u4} and {5} make {6}.", "{1} more than {2} is {3}.",
+                                         "{u4} together with {5} is {6}.", "{u4} and {5} make {3}, written {6}.",
+                                         "{7} had {1} and got {2} more, so {7} had {3}.",
+                                         "At {1} coins and {2} coins, the two cost {3} coins."};
         FILL(sb, i ? " " : "", "");
-        FILL(sb, PICK(rng, F), da, db, dc, NUMWORDS[a], NUMWORDS[b], NUMWORDS[a + b]);
+        FILL(sb, PICK(rng, F), da, db, dc, NUMWORDS[a], NUMWORDS[b], NUMWORDS[a + b], PICK(rng, NAMES));
     }
 }
 
@@ -1012,12 +1014,17 @@ static void doc_spelled(const rm_world *w, uint64_t *rng, rm_sb *sb) {
 // A list read out and then read again (a roll call, a shopping list, a
 // route): text where what comes next is what came after the same word before.
 static void doc_rollcall(uint64_t *rng, rm_sb *sb) {
-    static const char *const HEAD[3][2] = {{"Roll call: ", " Once more: "}, {"To buy: ", " Again, to buy: "},
-                                           {"The route: ", " Back the same way: "}};
-    int kind = rnd(rng, 3), n = 4 + rnd(rng, 5), idx[8];
-    distinct(rng, kind == 0 ? COUNT(NAMES) : kind == 1 ? COUNT(THINGS) : COUNT(TOWNS), n, idx);
-    const char *ws[8];
-    for (int i = 0; i < n; i++) ws[i] = kind == 0 ? NAMES[idx[i]] : kind == 1 ? THINGS[idx[i]] : TOWNS[idx[i]];
+    static const char *const HEAD[4][2] = {{"Roll call: ", " Once more: "}, {"To buy: ", " Again, to buy: "},
+                                           {"The route: ", " Back the same way: "}, {"Seen today: ", " Again: "}};
+    int kind = rnd(rng, 4), n = kind == 3 ? 8 + rnd(rng, 9) : 4 + rnd(rng, 5), idx[16];
+    int nn = COUNT(NAMES), nt = COUNT(THINGS), nw = COUNT(TOWNS);
+    distinct(rng, kind == 0 ? nn : kind == 1 ? nt : kind == 2 ? nw : nn + nt + nw, n, idx);
+    const char *ws[16];
+    for (int i = 0; i < n; i++) {
+        int k = idx[i];
+        ws[i] = kind == 0 ? NAMES[k] : kind == 1 ? THINGS[k] : kind == 2 ? TOWNS[k]
+                : k < nn ? NAMES[k] : k < nn + nt ? THINGS[k - nn] : TOWNS[k - nn - nt];
+    }
     for (int r = 0; r < 2; r++) {
         rm_sb_puts(sb, HEAD[kind][r]);
         for (int i = 0; i < n; i++) {
@@ -1055,16 +1062,48 @@ void rm_world_corpus(const rm_world *w, uint64_t *rng, long bytes, rm_sb *out) {
     }
 }
 
-// The text of the base model's first steps: lists read twice (people, things,
-// towns), text where half the words are the ones read just before, so that
-// the model learns first to look back at what it has read.
+static void put_record(rm_sb *out, const char *in, size_t in_len, const char *target) {
+    rm_sb_puts(out, "{\"inputs\": ");
+    rm_sb_json_str(out, in, in_len);
+    rm_sb_puts(out, ", \"targets\": ");
+    rm_sb_json_str(out, target, strlen(target));
+    rm_sb_puts(out, "}\n");
+}
+
+// The base model's first steps, as JSON lines {"inputs", "targets"} so that
+// the loss is on what can be known from what was just read: half of them a
+// list read twice (people, things, towns, or all mixed; the targets the second
+// reading), so that the model learns first to look back at what it has read;
+// a quarter a fact with a claim about it (targets its verdict, true or
+// false), a quarter two sentences (targets whether they say the same thing).
+// The verdicts are the corpus's own forms, never a task's instruction.
 void rm_world_copying_corpus(const rm_world *w, uint64_t *rng, long bytes, rm_sb *out) {
     (void)w;
     long start = (long)out->len;
-    while ((long)out->len - start < bytes && !out->oom) {
-        doc_rollcall(rng, out);
-        rm_sb_puts(out, "\n\n");
+    rm_sb doc = {0}, a = {0}, y = {0}, n = {0};
+    while ((long)out->len - start < bytes && !out->oom && !doc.oom && !a.oom && !y.oom && !n.oom) {
+        doc.len = a.len = y.len = n.len = 0;
+        int kind = rnd(rng, 4), ok = rnd(rng, 2);
+        if (kind < 2) {
+            doc_rollcall(rng, &doc);
+            if (doc.oom) break;
+            // "HEAD: w1 ... wn. HEAD2: w1 ... wn." -> inputs up to HEAD2's colon, targets the rest
+            const char *second = strstr(doc.buf, ". ") + 2, *colon = strchr(second, ':') + 1;
+            put_record(out, doc.buf, (size_t)(colon - doc.buf), colon);
+        } else if (kind == 2) {
+            entail_parts(rnd(rng, 4), rng, &a, &y, &n);
+            FILL(&doc, "{1} Claim: {2} Verdict:", a.buf, ok ? y.buf : n.buf);
+            put_record(out, doc.buf, doc.len, ok ? " true." : " false.");
+        } else {
+            para_parts(rnd(rng, 4), rng, &a, &y, &n);
+            FILL(&doc, "{1} And: {2}", a.buf, ok ? y.buf : n.buf);
+            put_record(out, doc.buf, doc.len, ok ? " Both say the same thing." : " They say different things.");
+        }
     }
+    rm_sb_free(&doc);
+    rm_sb_free(&a);
+    rm_sb_free(&y);
+    rm_sb_free(&n);
 }
 
 // ---------------------------------------------------------------- writing a world
@@ -1172,15 +1211,16 @@ static int write_lines(const char *dir, const char *name, const wex *ex, int n, 
 }
 
 // The base model of each size: shape and optimisation for `ramole train` (a
-// byte-level BPE learned from the corpus; the first steps on copying.txt).
+// byte-level BPE learned from the corpus; the first steps on copying.jsonl,
+// the loss on the second reading of each list only).
 static const char *base_config(rm_world_size size) {
     if (size == RM_WORLD_FULL)
         return "{\"n_embd\": 128, \"n_layer\": 4, \"n_head\": 8, \"n_head_kv\": 8, \"n_ff\": 352, \"seq\": 128, \"batch\": 16, "
                "\"steps\": 3000, \"warmup\": 30, \"lr\": 3e-3, \"min_lr_ratio\": 0.1, \"seed\": 1, \"bpe_merges\": 1000, "
-               "\"curriculum\": {\"data\": \"copying.txt\", \"steps\": 1000}}\n";
+               "\"curriculum\": {\"data\": \"copying.jsonl\", \"steps\": 800, \"template\": \"{inputs}\"}}\n";
     return "{\"n_embd\": 64, \"n_layer\": 4, \"n_head\": 4, \"n_head_kv\": 4, \"n_ff\": 176, \"seq\": 128, \"batch\": 16, "
            "\"steps\": 1000, \"warmup\": 30, \"lr\": 4e-3, \"min_lr_ratio\": 0.1, \"seed\": 1, \"bpe_merges\": 600, "
-           "\"curriculum\": {\"data\": \"copying.txt\", \"steps\": 600}}\n";
+           "\"curriculum\": {\"data\": \"copying.jsonl\", \"steps\": 500, \"template\": \"{inputs}\"}}\n";
 }
 
 // The contributors' adapter training (`ramole lora train`), written to world.json.
@@ -1191,13 +1231,15 @@ static const char *adapter_config(rm_world_size size) {
 }
 
 // The experiment's trained compositions (RouterLoRA, the MoE / SMEAR gates),
-// trained on the seen share of the tasks; written to world.json.
+// trained on the seen share of the tasks; written to world.json. The full
+// router's learning rate, steps and rank were chosen on the seen tasks'
+// validation splits (docs/results.md): 3e-3 x 2000 steps, rank 4.
 static const char *experiment_config(rm_world_size size) {
     if (size == RM_WORLD_FULL)
         return "{\"seen_fraction\": 0.4, \"router\": {\"rank\": 4, \"alpha\": 8, \"retrieve\": 3, \"lora_dropout\": 0.5, "
-               "\"steps\": 400, \"batch\": 8, \"lr\": 2e-3}, \"gates\": {\"k\": 3, \"steps\": 300, \"batch\": 8, \"lr\": 5e-3}}";
+               "\"steps\": 2000, \"batch\": 8, \"lr\": 3e-3}, \"gates\": {\"k\": 3, \"steps\": 300, \"batch\": 8, \"lr\": 5e-3}}";
     return "{\"seen_fraction\": 0.4, \"router\": {\"rank\": 4, \"alpha\": 8, \"retrieve\": 3, \"lora_dropout\": 0.5, "
-           "\"steps\": 200, \"batch\": 8, \"lr\": 2e-3}, \"gates\": {\"k\": 3, \"steps\": 150, \"batch\": 8, \"lr\": 5e-3}}";
+           "\"steps\": 800, \"batch\": 8, \"lr\": 3e-3}, \"gates\": {\"k\": 3, \"steps\": 150, \"batch\": 8, \"lr\": 5e-3}}";
 }
 
 int rm_world_make(const char *dir, uint64_t seed, rm_world_size size, rm_world_report *rep) {
@@ -1273,7 +1315,7 @@ int rm_world_make(const char *dir, uint64_t seed, rm_world_size size, rm_world_r
         corpus_bytes = (long)corpus.len;
         rm_sb_free(&corpus);
         rm_world_copying_corpus(w, &rng, plan.copying_bytes, &corpus);
-        if ((rc = write_sb(dir, "copying.txt", &corpus))) goto done;
+        if ((rc = write_sb(dir, "copying.jsonl", &corpus))) goto done;
         const char *bc = base_config(size);
         char path[4096];
         snprintf(path, sizeof path, "%s/base.json", dir);

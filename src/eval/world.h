@@ -25,7 +25,7 @@
 //   tasks/NAME.valid.jsonl  a validation split of each task (same shape)
 //   samples/NAME.jsonl   the 20 pool samples of each task ({"inputs", "targets"})
 //   corpus.txt           the base model's training text
-//   copying.txt          the text of its first steps (the curriculum of base.json)
+//   copying.jsonl        its first steps: lists read twice (the curriculum of base.json)
 //   base.json            the base model's shape and optimisation (`ramole train`)
 //   template.txt         the prompt template ({inputs} replaced)
 #ifndef RM_EVAL_WORLD_H
@@ -62,9 +62,10 @@ void rm_world_free(rm_world *w);
 int rm_world_example(const rm_world *w, const char *task, uint64_t *rng, rm_sb *in, rm_sb *out);
 // Appends about `bytes` of base-model text (documents separated by blank lines).
 void rm_world_corpus(const rm_world *w, uint64_t *rng, long bytes, rm_sb *out);
-// The base model's first text (its curriculum, `ramole train`'s
-// "curriculum"): lists read twice, passages and people with their facts
-// restated, so that it learns early to look back at what it has read.
+// The base model's first data (its curriculum, `ramole train`'s
+// "curriculum"): lists read twice as JSON lines, the first reading the
+// inputs and the second the targets, so that it learns early to look back
+// at what it has read.
 void rm_world_copying_corpus(const rm_world *w, uint64_t *rng, long bytes, rm_sb *out);
 
 // What rm_world_make wrote.
