@@ -9,6 +9,7 @@
 #include "base/json.h"
 #include "eval/evalset.h"
 #include "eval/world.h"
+#include "eval/worldcheck.h"
 #include "retrieve/flan.h"
 
 #include <stdlib.h>
@@ -208,4 +209,159 @@ TEST(world_bad_input_is_named) {
     snprintf(args, sizeof args, "eval -m %s --test %s", model, data);
     CHECK(rm_test_cli(args) != 0 && strstr(rm_test_cli_err(), "bad-test.json") && strstr(rm_test_cli_err(), "request 1") &&
           strstr(rm_test_cli_err(), "meteor"));
+}
+
+// ---- the small world built and scored end to end (optimized suite only)
+
+// The score of method m's block b ("iid"/"ood") key k in the table's JSON (NAN: absent).
+static double table_num(const rm_json *t, const char *b, const char *m, const char *k) {
+    const rm_json *blk = rm_json_get(t, b), *row = blk ? rm_json_get(blk, m) : NULL, *v = row ? rm_json_get(row, k) : NULL;
+    return v && v->type == RM_JSON_NUMBER ? v->num : NAN;
+}
+
+// dir/rel in buf.
+static const char *pathf_(char *buf, size_t cap, const char *dir, const char *rel) {
+    snprintf(buf, cap, "%s/%s", dir, rel);
+    return buf;
+}
+
+// One JSON object from stdout of the last CLI run (NULL when it is none).
+static rm_json *cli_json(void) {
+    const char *out = rm_test_cli_out();
+    rm_json *j = NULL;
+    if (!out || rm_json_parse(out, strlen(out), "stdout", &j)) return NULL;
+    return j;
+}
+
+// `world make` + `world build` of the small world, then what must hold for
+// the paper's experiment to mean anything: each task's own adapter far above
+// the base model, a sibling's adapter above a foreign one; the generator's
+// files read by `retrieve-eval` with retrieval far above chance; the table
+// with orderings that break when a method does (perfect selection far above
+// the base, selection above mixture where the adapters conflict, RAMoLE out
+// of distribution above the base); an adapter uploaded through a running
+// server's POST /v1/adapters into the world's pool retrieved for its task's
+// requests at once; a vanished adapter file named when it is needed.
+TEST(world_small_built_and_scored) {
+    if (rm_test_sanitized()) SKIP("sanitized: the build trains a model and 12 adapters (minutes); the optimized run does it");
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    char dir[600], args[4096], path[900];
+    snprintf(dir, sizeof dir, "%s/world-built", rm_test_tmpdir());
+    snprintf(args, sizeof args, "world make --out %s --seed 7 --size small", dir);
+    REQUIRE(rm_test_cli(args) == 0);
+    snprintf(args, sizeof args, "world build %s -t 2", dir);
+    REQUIRE(rm_test_cli(args) == 0);
+    const char *must[] = {"config.json", "combined_test.json", "base.gguf", "pool/pool.db", "experiment/split-1/router.gguf"};
+    for (int k = 0; k < 5; k++) CHECKF(rm_file_exists(pathf_(path, sizeof path, dir, must[k])), "no %s", must[k]);
+
+    // sanity figures: base, own, sibling, foreign
+    rm_world_check_params cp = rm_world_check_default_params();
+    cp.dir = dir;
+    cp.threads = 2;
+    rm_world_check wc = {0};
+    CHECK_OK(rm_world_check_run(&cp, &wc));
+    rm_world_sanity s;
+    rm_world_check_sanity(&wc, &s);
+    fprintf(stderr, "    small world: base %.1f, own %.1f (lowest %.1f), best sibling %+.1f over base, best foreign %+.1f, "
+            "foreign mean %+.1f\n", s.base, s.own, s.own_min, s.sibling_gain, s.foreign_best_gain, s.foreign_mean_gain);
+    CHECKF(s.own >= s.base + 50, "own adapters %.1f vs base %.1f", s.own, s.base);
+    CHECKF(s.sibling_gain > s.foreign_mean_gain + 10, "sibling %+.1f vs foreign %+.1f", s.sibling_gain, s.foreign_mean_gain);
+    rm_world_check_free(&wc);
+
+    // the paper's files as the generator wrote them, read by retrieve-eval (12 tasks: chance is 8% top-1)
+    snprintf(args, sizeof args, "retrieve-eval --pool %s/config.json --test %s/combined_test.json --json", dir, dir);
+    CHECK(rm_test_cli(args) == 0);
+    rm_json *r = cli_json();
+    const rm_json *top1 = r ? rm_json_get(r, "top1") : NULL, *top3 = r ? rm_json_get(r, "top3") : NULL;
+    double t1 = top1 ? top1->num : 0, t3 = top3 ? top3->num : 0;
+    fprintf(stderr, "    retrieval: top1 %.1f, top3 %.1f\n", t1, t3);
+    CHECKF(t1 >= 50 && t3 >= 80, "top1 %.1f top3 %.1f", t1, t3);
+    rm_json_free(r);
+
+    // the table
+    snprintf(args, sizeof args, "eval --table %s --json -t 2", dir);
+    CHECK(rm_test_cli(args) == 0);
+    rm_json *t = cli_json();
+    REQUIRE(t);
+    double base = table_num(t, "iid", "base", "mean"), oracle = table_num(t, "iid", "oracle", "mean"),
+           sel = table_num(t, "iid", "selection", "mean"), mix = table_num(t, "iid", "mixture", "mean"),
+           ram_iid = table_num(t, "iid", "ramole", "mean"), ram_ood = table_num(t, "ood", "ramole", "mean"),
+           base_ood = table_num(t, "ood", "base", "mean");
+    fprintf(stderr, "    table: base %.1f, oracle %.1f, selection %.1f, mixture %.1f, RAMoLE %.1f; OOD: base %.1f, RAMoLE %.1f\n",
+            base, oracle, sel, mix, ram_iid, base_ood, ram_ood);
+    CHECKF(oracle >= base + 50, "perfect selection %.1f vs base %.1f", oracle, base);
+    CHECKF(sel > mix + 5, "selection %.1f vs mixture %.1f", sel, mix);
+    CHECKF(ram_iid >= base + 30, "RAMoLE %.1f vs base %.1f", ram_iid, base);
+    CHECKF(ram_ood >= base_ood + 10, "RAMoLE out of distribution %.1f vs base %.1f", ram_ood, base_ood);
+    const rm_json *rpf = rm_json_get(t, "rows_per_forward"), *rr = rpf ? rm_json_get(rpf, "ramole") : NULL;
+    CHECKF(rr && rr->num > 1.5, "RAMoLE's requests did not share forward passes");
+    rm_json_free(t);
+
+    // an upload through a running server: one task's adapter removed from the
+    // world's pool, the server started on it, the adapter posted back
+    rm_flan_pool pool = {0};
+    CHECK_OK(rm_flan_load_pool(pathf_(path, sizeof path, dir, "config.json"), &pool));
+    REQUIRE(pool.n == 12);
+    const rm_flan_task *up = &pool.tasks[pool.n - 1];
+    snprintf(args, sizeof args, "pool remove --pool %s/pool --name %s", dir, up->name);
+    CHECK(rm_test_cli(args) == 0);
+    rm_test_server sp;
+    snprintf(args, sizeof args, "-m %s/base.gguf --pool %s/pool -t 2", dir, dir);
+    REQUIRE(rm_test_server_start(&sp, args) == 0);
+    rm_sb body;
+    rm_sb_init(&body);
+    rm_sb_puts(&body, "{\"name\": ");
+    rm_sb_json_str(&body, up->name, strlen(up->name));
+    rm_sb_printf(&body, ", \"weights\": \"%s/adapters/%s\", \"task\": \"%s\", \"domain\": \"%s\", \"samples\": [", dir, up->name,
+                 up->name, up->domain);
+    for (int i = 0; i < up->n; i++) {
+        if (i) rm_sb_puts(&body, ", ");
+        rm_sb_json_str(&body, up->inputs[i], strlen(up->inputs[i]));
+    }
+    rm_sb_puts(&body, "]}");
+    rm_json *j = NULL;
+    CHECK(rm_test_http(sp.port, "POST", "/v1/adapters", body.buf, &j) == 201);
+    rm_json_free(j);
+    rm_sb_free(&body);
+    CHECK(rm_test_http(sp.port, "GET", "/v1/adapters", NULL, &j) == 200);
+    const rm_json *data = j ? rm_json_get(j, "data") : NULL;
+    CHECKF(data && data->n == 12, "%d adapters after the upload", data ? (int)data->n : -1);
+    rm_json_free(j);
+    // its task's test requests retrieve it first
+    rm_flan_request *req = NULL;
+    int nr = 0, asked = 0, found = 0;
+    CHECK_OK(rm_flan_load_test(pathf_(path, sizeof path, dir, "combined_test.json"), &pool, &req, &nr));
+    for (int i = 0; i < nr && asked < 10; i++) {
+        if (strcmp(req[i].task, up->name)) continue;
+        rm_sb q;
+        rm_sb_init(&q);
+        rm_sb_puts(&q, "{\"prompt\": ");
+        rm_sb_json_str(&q, req[i].inputs, strlen(req[i].inputs));
+        rm_sb_puts(&q, ", \"max_tokens\": 2, \"retrieve\": 1}");
+        if (rm_test_http(sp.port, "POST", "/v1/completions", q.buf, &j) == 200) {
+            const rm_json *ad = j ? rm_json_get(j, "adapters") : NULL;
+            const char *name = ad && ad->n ? (ad->items[0].type == RM_JSON_STRING ? ad->items[0].str
+                                                                                  : rm_json_get_str(&ad->items[0], "name", ""))
+                                           : "";
+            found += !strcmp(name, up->name);
+        }
+        asked++;
+        rm_json_free(j);
+        rm_sb_free(&q);
+    }
+    CHECKF(asked == 10 && found >= 8, "the uploaded %s retrieved first for %d of %d of its requests", up->name, found, asked);
+    CHECK(rm_test_server_stop(&sp) == 0);
+    rm_flan_free_test(req, nr);
+
+    // a pool whose adapter file vanished: the method that needs it names it
+    char moved[1000];
+    snprintf(path, sizeof path, "%s/adapters/%s", dir, pool.tasks[0].name);
+    snprintf(moved, sizeof moved, "%s.gone", path);
+    REQUIRE(rename(path, moved) == 0);
+    snprintf(args, sizeof args, "eval --method selection --pool %s/pool -m %s/base.gguf --test %s/combined_test.json "
+             "--template %s/template.txt --limit 40", dir, dir, dir, dir);
+    CHECK(rm_test_cli(args) != 0 && strstr(rm_test_cli_err(), pool.tasks[0].name));
+    fprintf(stderr, "    vanished adapter: %s", rm_test_cli_err());
+    rename(moved, path);
+    rm_flan_free_pool(&pool);
 }
