@@ -1088,8 +1088,9 @@ void rm_world_copying_corpus(const rm_world *w, uint64_t *rng, long bytes, rm_sb
             doc_rollcall(rng, &doc);
             if (doc.oom) break;
             // "HEAD: w1 ... wn. HEAD2: w1 ... wn." -> inputs up to HEAD2's colon, targets the rest
-            const char *second = strstr(doc.buf, ". ") + 2, *colon = strchr(second, ':') + 1;
-            put_record(out, doc.buf, (size_t)(colon - doc.buf), colon);
+            const char *dot = strstr(doc.buf, ". "), *colon = dot ? strchr(dot + 2, ':') : NULL;
+            if (!colon) continue; // every list has both readings; never taken
+            put_record(out, doc.buf, (size_t)(colon + 1 - doc.buf), colon + 1);
         } else if (kind == 2) {
             entail_parts(rnd(rng, 4), rng, &a, &y, &n);
             FILL(&doc, "{1} Claim: {2} Verdict:", a.buf, ok ? y.buf : n.buf);
