@@ -894,6 +894,42 @@ TEST(train_cli_train_from_scratch) {
     rm_llama_free(m);
 }
 
+// A curriculum with its own template: the first steps' prompts are made with
+// it (counted by hand: [bos] "abc" = 4 tokens, "xy" [eos] = 3, two records),
+// not with the main data's; a template that is not a string is refused.
+TEST(train_cli_curriculum_template) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    const char *tmp = rm_test_tmpdir();
+    char cfg[512], text[512], cur[512], out[512], args[2048];
+    snprintf(text, sizeof text, "%s/cur-main.txt", tmp);
+    snprintf(cur, sizeof cur, "%s/cur.jsonl", tmp);
+    snprintf(out, sizeof out, "%s/cur.gguf", tmp);
+    FILE *f = fopen(text, "w");
+    REQUIRE(f);
+    for (int i = 0; i < 4; i++) fputs(k_text, f);
+    fclose(f);
+    f = fopen(cur, "w");
+    REQUIRE(f);
+    fputs("{\"inputs\": \"abc\", \"targets\": \"xy\"}\n{\"inputs\": \"abc\", \"targets\": \"xy\"}\n", f);
+    fclose(f);
+    const char *tmpls[2] = {"\"{inputs}\"", "5"};
+    for (int k = 0; k < 2; k++) {
+        snprintf(cfg, sizeof cfg, "%s/cur%d.json", tmp, k);
+        f = fopen(cfg, "w");
+        REQUIRE(f);
+        fprintf(f, "{\"n_embd\": 16, \"n_layer\": 1, \"n_head\": 2, \"n_ff\": 32, \"seq\": 32, \"batch\": 2, \"steps\": 2, "
+                   "\"curriculum\": {\"data\": \"cur.jsonl\", \"steps\": 1, \"template\": %s}}", tmpls[k]);
+        fclose(f);
+        snprintf(args, sizeof args, "train --config %s --data %s --out %s --threads 1", cfg, text, out);
+        if (k == 0) {
+            CHECK(rm_test_cli(args) == 0);
+            CHECKF(strstr(rm_test_cli_err(), "(2 examples, 8 prompt and 6 target tokens)"), "%s", rm_test_cli_err());
+        } else {
+            CHECK(rm_test_cli(args) == 2 && strstr(rm_test_cli_err(), "cur1.json") && strstr(rm_test_cli_err(), "\"template\""));
+        }
+    }
+}
+
 // ---------------------------------------------------------------- data
 
 TEST(train_data_flan_alpaca_packing) {

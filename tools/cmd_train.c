@@ -105,7 +105,8 @@ static int cmd_train(int argc, char **argv) {
     char warm_path[4096] = "";
     const char *wd = rm_json_get_str(cur, "data", NULL), *wt = rm_json_get_str(cur, "template", NULL);
     char warm_tmpl[1024] = "";
-    int wt_ok = !wt || snprintf(warm_tmpl, sizeof warm_tmpl, "%s", wt) < (int)sizeof warm_tmpl;
+    int wt_ok = (wt || !rm_json_get(cur, "template")) &&
+                (!wt || snprintf(warm_tmpl, sizeof warm_tmpl, "%s", wt) < (int)sizeof warm_tmpl);
     if (wd) {
         const char *slash = strrchr(cfg_path, '/');
         if (wd[0] == '/' || !slash) snprintf(warm_path, sizeof warm_path, "%s", wd);
@@ -115,7 +116,7 @@ static int cmd_train(int argc, char **argv) {
     double epochs = a.epochs >= 0 ? a.epochs : rm_json_get_num(cfg, "epochs", 1.0);
     rm_json_free(cfg);
     if ((cur && (!wd || warm_steps <= 0)) || (!cur && warm_steps) || !wt_ok) {
-        fprintf(stderr, "ramole train: %s: curriculum needs \"data\" and \"steps\" > 0 (and a template under 1024 bytes)\n",
+        fprintf(stderr, "ramole train: %s: curriculum needs \"data\" and \"steps\" > 0 (and \"template\", if any, a string under 1024 bytes)\n",
                 cfg_path);
         return 2;
     }
@@ -176,7 +177,12 @@ static int cmd_train(int argc, char **argv) {
                            .eval_em_max = eval.n && train.ex[0].n_prompt > 1 ? 200 : 0, .checkpoint = a.checkpoint,
                            .save_every = (int)a.save_every, .progress = 1, .warm = warm.n ? &warm : NULL,
                            .warm_steps = (int)warm_steps};
-    if (warm.n) fprintf(stderr, "train: the first %ld steps on %s (%d examples)\n", warm_steps, warm_path, warm.n);
+    if (warm.n) {
+        long n_prompt = 0, n_all = 0;
+        for (int i = 0; i < warm.n; i++) n_prompt += warm.ex[i].n_prompt, n_all += warm.ex[i].n;
+        fprintf(stderr, "train: the first %ld steps on %s (%d examples, %ld prompt and %ld target tokens)\n", warm_steps,
+                warm_path, warm.n, n_prompt, n_all - n_prompt);
+    }
     if (rm_train_run(t, &train, eval.n ? &eval : NULL, &o, &rep)) { cli_fail("training"); goto done; }
     if (rm_trainer_save_model(t, out)) { cli_fail(out); goto done; }
     if (rm_train_write_curve(&rep, svg, "training loss")) { cli_fail(svg); goto done; }
