@@ -209,9 +209,9 @@ static int wconf_load(const char *dir, wconf *c) {
     c->r_alpha = rm_json_get_num(r, "alpha", 8);
     c->r_k = rm_json_get_int(r, "retrieve", 3);
     c->r_dropout = rm_json_get_num(r, "lora_dropout", 0.5);
-    c->r_steps = rm_json_get_int(r, "steps", 400);
+    c->r_steps = rm_json_get_int(r, "steps", 2000);
     c->r_batch = rm_json_get_int(r, "batch", 8);
-    c->r_lr = rm_json_get_num(r, "lr", 2e-3);
+    c->r_lr = rm_json_get_num(r, "lr", 3e-3);
     c->g_k = rm_json_get_int(g, "k", 3);
     c->g_steps = rm_json_get_int(g, "steps", 300);
     c->g_batch = rm_json_get_int(g, "batch", 8);
@@ -542,8 +542,10 @@ static int build_experiment(const char *dir, const wconf *c, long split_seed, ui
         stamp s = {pool_key};
         stamp_str(&s, KIND[k]);
         stamp_str(&s, js.buf);
-        long v[9] = {c->r_rank, c->r_k, c->r_steps, c->r_batch, c->g_k, c->g_steps, c->g_batch, c->seed, split_seed};
-        double f[4] = {c->r_alpha, c->r_dropout, c->r_lr, c->g_lr};
+        // each training's stamp holds its own settings only: a new router setting retrains the router, not the gates
+        long v[6] = {k ? 0 : c->r_rank, k ? c->g_k : c->r_k, k ? c->g_steps : c->r_steps, k ? c->g_batch : c->r_batch, c->seed,
+                     split_seed};
+        double f[3] = {k ? 0 : c->r_alpha, k ? 0 : c->r_dropout, k ? c->g_lr : c->r_lr};
         stamp_bytes(&s, v, sizeof v);
         stamp_bytes(&s, f, sizeof f);
         char sname[PATHN], out[PATHN];

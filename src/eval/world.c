@@ -887,14 +887,16 @@ static void doc_verdict(uint64_t *rng, rm_sb *sb) {
     rm_sb_free(&n);
 }
 
+// What the world's text says after two sentences: [0] they differ, [1] the same.
+static const char *const SAME_SAYS[2] = {"They say different things.", "Both say the same thing."};
+
 // Two sentences and whether they say the same.
 static void doc_same(uint64_t *rng, rm_sb *sb) {
     rm_sb a = {0}, same = {0}, diff = {0};
     para_parts(rnd(rng, 4), rng, &a, &same, &diff);
     int ok = rnd(rng, 2);
     static const char *const F[2] = {"{1} Another report: {2} {3}", "{1} And: {2} {3}"};
-    FILL(sb, PICK(rng, F), a.buf, ok ? same.buf : diff.buf,
-         ok ? "Both say the same thing." : "They say different things.");
+    FILL(sb, PICK(rng, F), a.buf, ok ? same.buf : diff.buf, SAME_SAYS[ok]);
     rm_sb_free(&a);
     rm_sb_free(&same);
     rm_sb_free(&diff);
@@ -1098,7 +1100,9 @@ void rm_world_copying_corpus(const rm_world *w, uint64_t *rng, long bytes, rm_sb
         } else {
             para_parts(rnd(rng, 4), rng, &a, &y, &n);
             FILL(&doc, "{1} And: {2}", a.buf, ok ? y.buf : n.buf);
-            put_record(out, doc.buf, doc.len, ok ? " Both say the same thing." : " They say different things.");
+            char says[64];
+            snprintf(says, sizeof says, " %s", SAME_SAYS[ok]);
+            put_record(out, doc.buf, doc.len, says);
         }
     }
     rm_sb_free(&doc);
