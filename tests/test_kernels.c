@@ -386,6 +386,35 @@ TEST(kernel_matmul_avx512_vs_ref) {
     matmul_vs_ref("avx512", !rm_test_sanitized());
 }
 
+// Every activation row count 1..64 (each tile shape and edge, the decode
+// path, the prepacked path) for every type, with inputs that leave partial
+// groups: 15 and 33 blocks of 32 (the AVX-512 kernels take 16 at a time),
+// 3 super-blocks for q4_K, 100 floats (not a multiple of 16) for the float
+// types; per family this CPU runs.
+static void all_row_counts(const char *isa) {
+    rm_cpu_force(isa);
+    rm_threadpool *tp = rm_threadpool_create(2);
+    const int ins[] = {100, 480, 768, 1056};
+    for (int ti = 0; ti < N_TYPES; ti++)
+        for (int a = 0; a < 4; a++)
+            for (int n = 1; n <= 64; n += rm_test_sanitized() ? 7 : 1) {
+                mm_case c;
+                if (!case_init(&c, k_types[ti], ins[a], 13, n)) continue;
+                case_check(&c, n % 2 ? tp : NULL, n % 3 == 0);
+                case_free(&c);
+            }
+    rm_threadpool_free(tp);
+    rm_cpu_force(NULL);
+}
+TEST(kernel_matmul_all_row_counts_avx2) {
+    if (!(rm_cpu()->avx2 && rm_cpu()->fma && rm_cpu()->f16c)) SKIP("no avx2 on this machine");
+    all_row_counts("avx2");
+}
+TEST(kernel_matmul_all_row_counts_avx512) {
+    if (!(rm_cpu()->avx512bw && rm_cpu()->avx512vnni && rm_cpu()->avx2)) SKIP("no avx512 with vnni on this machine");
+    all_row_counts("avx512");
+}
+
 // Large batch (prefill-like) through the tiled path.
 TEST(kernel_matmul_prefill_shape) {
     for (int ti = 0; ti < N_TYPES; ti++) {
@@ -399,7 +428,8 @@ TEST(kernel_matmul_prefill_shape) {
 }
 
 // 1, 2 and 3 threads give bitwise the same result as no pool.
-TEST(kernel_matmul_threads_bitwise) {
+static void threads_bitwise(const char *isa) {
+    rm_cpu_force(isa);
     int shapes[][3] = {{256, 67, 33}, {512, 5, 33}, {256, 9, 1}, {768, 130, 8}};
     for (int ti = 0; ti < N_TYPES; ti++)
         for (int s = 0; s < 4; s++) {
@@ -415,18 +445,20 @@ TEST(kernel_matmul_threads_bitwise) {
                 int same = 1;
                 for (int i = 0; i < c.n; i++)
                     same &= memcmp(c.y + (size_t)i * ldy, c.yref + (size_t)i * ldy, sizeof(float) * c.out) == 0;
-                CHECKF(same, "%s %dx%d n=%d: %d threads differ", rm_type_name(c.W.type), c.out, c.in, c.n, nt);
+                CHECKF(same, "%s %s %dx%d n=%d: %d threads differ", isa, rm_type_name(c.W.type), c.out, c.in, c.n, nt);
                 rm_threadpool_free(tp);
             }
             case_free(&c);
         }
+    rm_cpu_force(NULL);
 }
 
 // A row's result does not depend on how many activation rows share the call:
 // decode (1 or 2 rows: weight rows walked one at a time) and the tiled path
 // (register tiles of several weight and activation rows, narrower tiles at
 // the edges) give the same bits.
-TEST(kernel_matmul_rows_alone_bitwise) {
+static void rows_alone_bitwise(const char *isa) {
+    rm_cpu_force(isa);
     for (int ti = 0; ti < N_TYPES; ti++) {
         mm_case c;
         if (!case_init(&c, k_types[ti], 512, 37, 11)) continue;
@@ -435,10 +467,27 @@ TEST(kernel_matmul_rows_alone_bitwise) {
             for (int i = 0; i + w <= c.n; i += w) {
                 rm_matmul(NULL, &c.W, c.x + (size_t)i * c.in, c.in, c.y, c.out, w, 0);
                 CHECKF(memcmp(c.y, c.yref + (size_t)i * c.out, sizeof(float) * c.out * w) == 0,
-                       "%s: rows %d..%d alone differ from the batch of %d", rm_type_name(c.W.type), i, i + w - 1, c.n);
+                       "%s %s: rows %d..%d alone differ from the batch of %d", isa, rm_type_name(c.W.type), i, i + w - 1, c.n);
             }
         case_free(&c);
     }
+    rm_cpu_force(NULL);
+}
+
+// Both properties hold for every kernel family this CPU can run.
+static int family_runs(const char *isa) {
+    if (strcmp(isa, "avx2") == 0) return rm_cpu()->avx2 && rm_cpu()->fma && rm_cpu()->f16c;
+    if (strcmp(isa, "avx512") == 0) return rm_cpu()->avx512bw && rm_cpu()->avx2;
+    return 1;
+}
+static const char *k_isas[] = {"scalar", "avx2", "avx512"};
+TEST(kernel_matmul_threads_bitwise) {
+    for (int k = 0; k < 3; k++)
+        if (family_runs(k_isas[k])) threads_bitwise(k_isas[k]);
+}
+TEST(kernel_matmul_rows_alone_bitwise) {
+    for (int k = 0; k < 3; k++)
+        if (family_runs(k_isas[k])) rows_alone_bitwise(k_isas[k]);
 }
 
 // rm_matmul_many gives each matrix exactly what rm_matmul gives it: a group
@@ -496,7 +545,7 @@ TEST(kernel_quantize_x_avx2_matches_scalar) {
         int16_t s1[IN * N / 32], s2[IN * N / 32];
         rm_mm m = {.in = IN, .n = N, .x = x, .ldx = IN, .qx = {blk, q1, d1, s1}};
         rm_quantize_x(&m, 0, N);
-        m.qx = (rm_qx){blk, q2, d2, s2};
+        m.qx = (rm_qx){.blk = blk, .q = q2, .d = d2, .sum = s2};
         rm_quantize_x_avx2(&m, 0, N);
         CHECK(memcmp(q1, q2, sizeof q1) == 0);
         CHECK(memcmp(d1, d2, sizeof(float) * IN * N / blk) == 0);
@@ -575,9 +624,15 @@ TEST(kernel_cpu_force) {
     rm_cpu_force("scalar");
     CHECK(rm_cpu()->avx2 == 0 && rm_cpu()->avx512f == 0);
     CHECK(strcmp(rm_cpu_describe(), "scalar") == 0);
+    CHECK(strcmp(rm_matmul_family(RM_TYPE_Q8_0), "scalar") == 0);
     rm_cpu_force("avx2");
     CHECK(rm_cpu()->avx2 == avx2 && rm_cpu()->avx512f == 0);
+    CHECK(strcmp(rm_matmul_family(RM_TYPE_Q4_0), avx2 ? "avx2" : "scalar") == 0);
     rm_cpu_force(NULL);
+    if (f->avx512bw && f->avx512vnni && avx2) {
+        CHECK(strcmp(rm_matmul_family(RM_TYPE_Q4_K), "avx512-vnni") == 0);
+        CHECK(strcmp(rm_matmul_family(RM_TYPE_F16), "avx512") == 0);
+    }
     CHECK(rm_cpu()->avx2 == avx2);
     CHECK(strlen(rm_cpu_describe()) > 0);
 }

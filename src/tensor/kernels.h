@@ -31,11 +31,21 @@ static inline void rm_q4k_scale_min(const uint8_t *sc, int s, int *ls, int *lm) 
 // elements (32 for q8_0/q4_0 weights, 256 for q4_K) share the scale
 // d[c*(in/blk) + b] = amax/127; sum[c*(in/32) + k] is the sum of q over the
 // k-th group of 32 (for the offset terms of q4_0 and q4_K).
+//
+// The AVX-512 q8_0 / q4_0 kernels read a second copy made from it
+// (rm_qx_t16_avx512), in groups of 16 blocks: for row c and group G,
+// tq + (c*groups + G)*512 holds 8 vectors of 64 bytes, vector g's 4-byte
+// lane l being bytes 4g..4g+3 of block 16G+l (zeros past the last block);
+// td and ts hold the 16 blocks' scales and sums at (c*groups + G)*16.
 typedef struct rm_qx {
     int blk;
     int8_t *q;
     float *d;
     int16_t *sum;
+    int64_t groups; // 0: no 16-block copy
+    int8_t *tq;
+    float *td;
+    int16_t *ts;
 } rm_qx;
 
 // One matmul call, as the kernels see it.
@@ -82,6 +92,16 @@ void rm_quantize_x_avx2(const rm_mm *m, int c0, int c1);
 // q8_0 kernel's per-pair sequence, 0 the bare maddubs + madd.
 float rm_int8_peak_avx2(long iters, int full);
 
+void rm_mm_f16_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+void rm_mm_bf16_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+// the quantized AVX-512 kernels need VNNI (vpdpbusd, vpdpwssd)
 void rm_mm_q8_0_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+void rm_mm_q4_0_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+void rm_mm_q4_k_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 float rm_dot_f32_avx512(const float *a, const float *b, int64_t n);
+// iters x 10 steps in registers; full = 1 the q8_0 kernel's step (512 int8
+// products), 0 vpdpbusd alone (64).
+float rm_int8_peak_avx512(long iters, int full);
+// Fills the 16-block copy (qx.tq, td, ts) of activation rows [c0, c1).
+void rm_qx_t16_avx512(const rm_mm *m, int c0, int c1);
 #endif

@@ -112,18 +112,38 @@ static int use_avx512(void) {
     return f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq && use_avx2();
 }
 
+// The int8 kernels for AVX-512 need VNNI too; without it (Skylake-X) the AVX2
+// ones run.
+static int use_avx512_vnni(void) { return use_avx512() && rm_cpu()->avx512vnni; }
+
+static int is_quantized(rm_type t) { return t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0 || t == RM_TYPE_Q4_K; }
+
+const char *rm_matmul_family(rm_type t) {
+    if (!use_avx2()) return "scalar";
+    if (is_quantized(t)) return use_avx512_vnni() ? "avx512-vnni" : "avx2";
+    return use_avx512() && t != RM_TYPE_F32 ? "avx512" : "avx2";
+}
+
 // The kernel for W's type on this CPU; *qblk = activation quantization block
-// (0 when the kernel reads f32 activations).
-static rm_mm_kernel pick_kernel(rm_type t, int *qblk) {
+// (0 when the kernel reads f32 activations); *t16 = 1 when it reads the
+// 16-block copy of the activations too (rm_qx).
+static rm_mm_kernel pick_kernel(rm_type t, int *qblk, int *t16) {
     *qblk = 0;
+    *t16 = (t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0) && use_avx2() && use_avx512_vnni();
     if (!use_avx2()) return mm_scalar;
+    const int v512 = use_avx512(), q512 = use_avx512_vnni();
     switch (t) {
+    // f32 weights stay on AVX2:
+    // rm_matmul meets them only in training's attention products, whose
+    // summation order training runs are sensitive to (a toy adapter that
+    // learns with one order can stall with another), so they keep the order
+    // they had
     case RM_TYPE_F32: return rm_mm_f32_avx2;
-    case RM_TYPE_F16: return rm_mm_f16_avx2;
-    case RM_TYPE_BF16: return rm_mm_bf16_avx2;
-    case RM_TYPE_Q8_0: *qblk = 32; return use_avx512() ? rm_mm_q8_0_avx512 : rm_mm_q8_0_avx2;
-    case RM_TYPE_Q4_0: *qblk = 32; return rm_mm_q4_0_avx2;
-    case RM_TYPE_Q4_K: *qblk = 256; return rm_mm_q4_k_avx2;
+    case RM_TYPE_F16: return v512 ? rm_mm_f16_avx512 : rm_mm_f16_avx2;
+    case RM_TYPE_BF16: return v512 ? rm_mm_bf16_avx512 : rm_mm_bf16_avx2;
+    case RM_TYPE_Q8_0: *qblk = 32; return q512 ? rm_mm_q8_0_avx512 : rm_mm_q8_0_avx2;
+    case RM_TYPE_Q4_0: *qblk = 32; return q512 ? rm_mm_q4_0_avx512 : rm_mm_q4_0_avx2;
+    case RM_TYPE_Q4_K: *qblk = 256; return q512 ? rm_mm_q4_k_avx512 : rm_mm_q4_k_avx2;
     }
     return mm_scalar;
 }
@@ -169,6 +189,7 @@ static void quantize_task(void *ctx, int ith, int nth) {
     rm_split_range(m->n, ith, nth, &b, &e);
     if (use_avx2()) rm_quantize_x_avx2(m, (int)b, (int)e);
     else rm_quantize_x(m, (int)b, (int)e);
+    if (m->qx.groups) rm_qx_t16_avx512(m, (int)b, (int)e);
 }
 
 // The matrices of j->m (same type and input size, one x) in one pass of the
@@ -176,19 +197,23 @@ static void quantize_task(void *ctx, int ith, int nth) {
 static void matmul_group(rm_threadpool *tp, mm_job *job) {
     rm_mm *m0 = &job->m[0];
     const int n = m0->n;
-    int qblk;
-    job->k = pick_kernel(m0->type, &qblk);
+    int qblk, t16;
+    job->k = pick_kernel(m0->type, &qblk, &t16);
     void *qbuf = NULL;
     if (qblk) {
         size_t nq = (size_t)n * (size_t)m0->in, nd = nq / (size_t)qblk, ns = nq / 32;
+        size_t groups = t16 ? ((size_t)m0->in / 32 + 15) / 16 : 0, ng = (size_t)n * groups;
         size_t off_d = (nq + 63) & ~(size_t)63, off_s = off_d + ((nd * 4 + 63) & ~(size_t)63);
-        size_t total = off_s + ((ns * 2 + 63) & ~(size_t)63);
+        size_t off_tq = off_s + ((ns * 2 + 63) & ~(size_t)63), off_td = off_tq + ng * 512;
+        size_t off_ts = off_td + ng * 64, total = (off_ts + ng * 32 + 63) & ~(size_t)63;
         qbuf = aligned_alloc(64, total);
         if (!qbuf) {
             // Out of memory for the int8 copy: fall back to the float kernel.
             job->k = mm_scalar;
         } else {
-            rm_qx qx = {qblk, qbuf, (float *)((char *)qbuf + off_d), (int16_t *)((char *)qbuf + off_s)};
+            char *qb = qbuf;
+            rm_qx qx = {qblk, qbuf, (float *)(qb + off_d), (int16_t *)(qb + off_s), (int64_t)groups,
+                        (int8_t *)(qb + off_tq), (float *)(qb + off_td), (int16_t *)(qb + off_ts)};
             for (int g = 0; g < job->count; g++) job->m[g].qx = qx;
             if (n >= 16 && tp) rm_threadpool_run(tp, quantize_task, m0);
             else quantize_task(m0, 0, 1);
@@ -318,7 +343,7 @@ double rm_measure_read_bandwidth(rm_threadpool *tp) {
 
 typedef struct {
     long iters;
-    int full;
+    int full, avx512;
     double t[1024];
     float sink[1024];
 } peak_job;
@@ -326,24 +351,28 @@ typedef struct {
 static void peak_task(void *ctx, int ith, int nth) {
     peak_job *j = ctx;
     double t0 = rm_now();
-    j->sink[ith & 1023] = rm_int8_peak_avx2(j->iters, j->full);
+    j->sink[ith & 1023] = j->avx512 ? rm_int8_peak_avx512(j->iters, j->full) : rm_int8_peak_avx2(j->iters, j->full);
     j->t[ith & 1023] = rm_now() - t0;
 }
 
 void rm_measure_int8_peak(rm_threadpool *tp, double *kernel_gops, double *bare_gops) {
     *kernel_gops = *bare_gops = 0;
     if (!use_avx2()) return;
+    const int avx512 = use_avx512_vnni();
+    // int8 products per chain step: AVX2 32; AVX-512 512 (a kernel step: 16
+    // blocks) or 64 (one vpdpbusd)
     int nth = rm_threadpool_size(tp);
     if (nth > 1024) nth = 1024;
     for (int full = 0; full <= 1; full++) {
         double best = 0;
         for (int rep = 0; rep < 3; rep++) {
-            peak_job j = {.iters = 4000000, .full = full};
+            const double per_step = !avx512 ? 32 : full ? 512 : 64;
+            peak_job j = {.iters = per_step > 64 ? 500000 : 4000000, .full = full, .avx512 = avx512};
             rm_threadpool_run(tp, peak_task, &j);
             double slowest = 0;
             for (int i = 0; i < nth; i++) slowest = j.t[i] > slowest ? j.t[i] : slowest;
-            // 10 blocks of 32 multiply-adds per iteration, 2 ops each
-            double gops = slowest > 0 ? (double)nth * (double)j.iters * 10 * 32 * 2 / slowest / 1e9 : 0;
+            // 10 chains of per_step multiply-adds per iteration, 2 ops each
+            double gops = slowest > 0 ? (double)nth * (double)j.iters * 10 * per_step * 2 / slowest / 1e9 : 0;
             if (gops > best) best = gops;
         }
         *(full ? kernel_gops : bare_gops) = best;

@@ -15,104 +15,18 @@
 //   q4_K: maddubs(q, x) then madd with the 6-bit sub-block scale; summed in int32
 //         over the 256-element super-block (activations use one scale per 256)
 // then one cvt + FMA per block with the float scale d_w * d_x.
-#include "tensor/kernels.h"
+#include "tensor/mm_tile.h"
 #include "base/fp16.h"
 
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
 
-#define INLINE static inline __attribute__((always_inline))
-
 INLINE float hsum8(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
     s = _mm_add_ss(s, _mm_movehdup_ps(s));
     return _mm_cvtss_f32(s);
-}
-
-INLINE float f16(uint16_t h) { return _cvtsh_ss(h); }
-
-// Decode streams W once; rows of a tile are short (2 KiB at in = 2048), too
-// short for the hardware prefetcher to ramp up, so fetch the same place in
-// the rows three tiles ahead (3*RR rows further on; measured best of 1..4).
-#ifndef PF_TILES
-#define PF_TILES 3
-#endif
-INLINE void prefetch_next_rows(const rm_mm *m, const void *p, int RR) {
-    _mm_prefetch((const char *)p + (size_t)PF_TILES * RR * m->w_row, _MM_HINT_T0);
-}
-
-// Per-weight-tile data a kernel may precompute once and reuse while the tile
-// sweeps many activation rows (f32 block scales, unpacked q4_K scales).
-// AUX_N floats per weight row; rows too long for it skip the precomputation.
-#define AUX_N 1024
-typedef struct { // one q4_K super-block, unpacked
-    float d, dmin;
-    int16_t ls[8], lm[8];
-} q4k_prep;
-typedef union {
-    float f[4][AUX_N];              // q8_0 / q4_0: block scales
-    q4k_prep k[4][AUX_N / 10];      // q4_K: super-blocks
-} tile_aux;
-
-// Generates the driver `name(m, r0, r1, c0, c1)` that covers the rectangle
-// with TILE(m, r, c, RR, CC, aux, PREPPED) calls: full RR x CC tiles, then
-// the edges with tiles of one row and/or fewer columns. When a weight tile
-// meets more than one activation tile, PREP(m, r, RR, aux) fills aux first (it
-// returns 0 when the row does not fit) and the tiles read it.
-//
-// With at most ROWS1_N activation rows (decode) the driver may walk the weight
-// rows one at a time instead: W is then read as one sequential stream, which
-// the prefetchers follow at full bandwidth, where RR interleaved streams of
-// short rows (2 KiB at in = 2048) stalled at about 75% of it (q8_0 2048x2048,
-// n = 1, one thread: 0.25 -> 0.20 ms, `ramole-bench kernels --n 1`). It pays
-// only where one row's chain of FMAs (one accumulator) still outruns memory:
-// q8_0 (34 bytes per FMA) and q4_K; f16 (16 bytes per FMA) and q4_0 (18)
-// are faster with RR rows in flight (f16 0.40 vs 0.61 ms), so they pass 0.
-// Per (r, c) the operations are the same either way, so the results are too.
-#define DEFINE_COLS(name, TILE, PREP, RR, CC)                                               \
-    static inline __attribute__((always_inline)) void name(const rm_mm *m, int64_t r, int c0, \
-                                                            int c1, tile_aux *aux) {         \
-        int c = c0;                                                                         \
-        if (c1 - c0 > CC && PREP(m, r, RR, aux)) {                                          \
-            for (; c + CC <= c1; c += CC) TILE(m, r, c, RR, CC, aux, 1);                    \
-            if (CC > 2 && c + 2 <= c1) TILE(m, r, c, RR, 2, aux, 1), c += 2;                \
-            for (; c < c1; c++) TILE(m, r, c, RR, 1, aux, 1);                               \
-        }                                                                                   \
-        for (; c + CC <= c1; c += CC) TILE(m, r, c, RR, CC, NULL, 0);                       \
-        if (CC > 2 && c + 2 <= c1) TILE(m, r, c, RR, 2, NULL, 0), c += 2;                   \
-        for (; c < c1; c++) TILE(m, r, c, RR, 1, NULL, 0);                                  \
-    }
-#define DEFINE_DRIVER(name, TILE, PREP, RR, CC, ROWS1_N)                                    \
-    DEFINE_COLS(name##_cols, TILE, PREP, RR, CC)                                            \
-    DEFINE_COLS(name##_cols1, TILE, PREP, 1, CC)                                            \
-    void name(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1) {                     \
-        tile_aux aux[1];                                                                    \
-        int64_t r = r0;                                                                     \
-        if (c1 - c0 > ROWS1_N)                                                              \
-            for (; r + RR <= r1; r += RR) name##_cols(m, r, c0, c1, aux);                   \
-        for (; r < r1; r++) name##_cols1(m, r, c0, c1, aux);                                \
-    }
-
-// No precomputation (float kernels).
-#define NO_PREP(m, r, RR, aux) ((void)(aux), 0)
-
-// aux[i][b] = f32 scale of block b of weight row r+i, for the 32-element
-// block types (q8_0 and q4_0 both start their blocks with the f16 scale).
-static int prep_block_scales(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
-    const int64_t nb = m->in / 32;
-    const size_t bbytes = rm_type_block_bytes(m->type);
-    if (nb > AUX_N) return 0;
-    for (int i = 0; i < RR; i++) {
-        const uint8_t *row = m->w + (size_t)(r + i) * m->w_row;
-        for (int64_t b = 0; b < nb; b++) {
-            uint16_t h;
-            memcpy(&h, row + b * bbytes, 2);
-            aux->f[i][b] = f16(h);
-        }
-    }
-    return 1;
 }
 
 // ---------------------------------------------------------------------------
@@ -287,36 +201,6 @@ DEFINE_DRIVER(rm_mm_q4_0_avx2, TILE_Q4_0, prep_block_scales, Q40_RR, Q40_CC, 0)
 
 // ---------------------------------------------------------------------------
 // q4_K weights x int8 activations (one scale per 256; sums per 32)
-
-// Unpacks the 12 bytes of 6-bit scales/mins (layout at rm_q4k_scale_min) four
-// at a time with 32-bit word operations: with u0, u1, u2 the words of bytes
-// 0-3, 4-7, 8-11, the bytes of
-//   ls[0..3] = u0 & 63                     lm[0..3] = u1 & 63
-//   ls[4..7] = (u2 & 15) | (u0 >> 6) << 4  lm[4..7] = (u2 >> 4) | (u1 >> 6) << 4
-INLINE void q4k_unpack(const rm_block_q4_k *b, q4k_prep *p) {
-    uint32_t u0, u1, u2;
-    memcpy(&u0, b->scales, 4);
-    memcpy(&u1, b->scales + 4, 4);
-    memcpy(&u2, b->scales + 8, 4);
-    uint32_t ls_lo = u0 & 0x3f3f3f3fu, lm_lo = u1 & 0x3f3f3f3fu;
-    uint32_t ls_hi = (u2 & 0x0f0f0f0fu) | ((u0 >> 2) & 0x30303030u);
-    uint32_t lm_hi = ((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 2) & 0x30303030u);
-    __m128i v = _mm_setr_epi32((int)ls_lo, (int)ls_hi, (int)lm_lo, (int)lm_hi); // bytes ls[0..7], lm[0..7]
-    _mm_storeu_si128((__m128i *)p->ls, _mm_cvtepu8_epi16(v));
-    _mm_storeu_si128((__m128i *)p->lm, _mm_cvtepu8_epi16(_mm_srli_si128(v, 8)));
-    p->d = f16(b->d);
-    p->dmin = f16(b->dmin);
-}
-
-static int prep_q4k(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
-    const int64_t nb = m->in / 256;
-    if (nb > AUX_N / 10) return 0;
-    for (int i = 0; i < RR; i++) {
-        const rm_block_q4_k *w = (const rm_block_q4_k *)(m->w + (size_t)(r + i) * m->w_row);
-        for (int64_t b = 0; b < nb; b++) q4k_unpack(&w[b], &aux->k[i][b]);
-    }
-    return 1;
-}
 
 INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux,
                       const int PREPPED) {

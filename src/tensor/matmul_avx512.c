@@ -1,56 +1,463 @@
-// matmul_avx512.c — AVX-512 versions of the q8_0 matmul and the f32 dot
-// (compiled with the AVX-512 flags; called only when base/cpu.h reports
-// avx512f/bw/vl). Untested on the development machine (Zen 3 has no AVX-512):
-// kept small and structured like the AVX2 kernels, which they mirror with two
-// q8_0 blocks per 512-bit register.
-#include "tensor/kernels.h"
+// matmul_avx512.c — AVX-512 matmul kernels (compiled with the AVX-512 flags;
+// the quantized ones are called only when base/cpu.h reports avx512vnni too,
+// the float ones when it reports avx512f/bw/vl/dq).
+//
+// Same shape as the AVX2 kernels (mm_tile.h): register tiles of RR weight rows
+// x CC activation rows, every (r, c) dot through the same operations whatever
+// the tile, so results do not depend on how rows are split. With 32 vector
+// registers the tiles are bigger (4 x 4) and each register holds 64 int8
+// products.
+//
+// q8_0 and q4_0 weights x int8 activations, 16 blocks of 32 per step:
+//   - the weights become unsigned bytes (q8_0: w + 128; q4_0: the nibble q,
+//     which is w + 8) so that vpdpbusd (unsigned x signed bytes, four
+//     products summed into each int32 lane) does the multiply-adds;
+//   - 16 blocks are transposed so that 32-bit lane l of eight vectors holds
+//     block l (activations once per call, rm_qx_t16_avx512; weights once per
+//     tile when the tile meets many activation rows, else on the fly): eight
+//     vpdpbusd leave in lane l the integer dot of block l;
+//   - the offset is taken off exactly, in integers: the int32 accumulator
+//     starts at -128 * sum(x) (q8_0) or -8 * sum(x) (q4_0) of each block;
+//   - one cvt, one multiply by the 16 scale products d_w * d_x and one FMA
+//     per 16 blocks finish the step, so the float work is 1/8 of a block
+//     pair's and vpdpbusd sets the pace (prefill about 3x the AVX2 kernel).
+// The block scales are gathered with one vpgatherdd (16 scalar loads and a
+// vector reload cost a store-forwarding stall per step: decode at 50% of the
+// read bandwidth instead of 80-90%).
+// q4_K: vpmaddubsw (nibble x int8 -> int16 pairs) then vpdpwssd with the
+// 6-bit sub-block scales, 64 elements per step, summed in int32 over the
+// 256-element super-block, as the AVX2 kernel does with 32.
+#include "tensor/mm_tile.h"
+#include "base/fp16.h"
 
 #include <immintrin.h>
+#include <string.h>
 
-// y[n,out] = x[n,in] @ W[out,in]^T  for q8_0 W, one weight row x one activation row at a time.
-// Two blocks per step: lanes 0..7 hold block b, lanes 8..15 block b+1.
-void rm_mm_q8_0_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1) {
-    const int64_t nb = m->in / 32;
-    const __m512i ones = _mm512_set1_epi16(1);
-    for (int64_t r = r0; r < r1; r++) {
-        const rm_block_q8_0 *w = (const rm_block_q8_0 *)(m->w + (size_t)r * m->w_row);
-        for (int c = c0; c < c1; c++) {
-            const int8_t *xq = m->qx.q + (int64_t)c * m->in;
-            const float *xd = m->qx.d + (int64_t)c * nb;
-            __m512 acc = _mm512_setzero_ps();
-            int64_t b = 0;
-            for (; b + 2 <= nb; b += 2) {
-                __m256i w0 = _mm256_loadu_si256((const __m256i *)w[b].qs);
-                __m256i w1 = _mm256_loadu_si256((const __m256i *)w[b + 1].qs);
-                __m512i wv = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
-                __m512i xv = _mm512_loadu_si512((const void *)(xq + 32 * b));
-                // |w| * sign(x, w): negate x where w < 0, zero it where w == 0.
-                __m512i aw = _mm512_abs_epi8(wv);
-                __mmask64 neg = _mm512_movepi8_mask(wv), zero = _mm512_testn_epi8_mask(wv, wv);
-                __m512i sx = _mm512_mask_sub_epi8(xv, neg, _mm512_setzero_si512(), xv);
-                sx = _mm512_maskz_mov_epi8(~zero, sx);
-                __m512i s = _mm512_madd_epi16(_mm512_maddubs_epi16(aw, sx), ones);
-                __m256 d0 = _mm256_set1_ps(_cvtsh_ss(w[b].d) * xd[b]);
-                __m256 d1 = _mm256_set1_ps(_cvtsh_ss(w[b + 1].d) * xd[b + 1]);
-                __m512 d = _mm512_insertf32x8(_mm512_castps256_ps512(d0), d1, 1);
-                acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(s), d, acc);
-            }
-            float sum = _mm512_reduce_add_ps(acc);
-            for (; b < nb; b++) {
-                int isum = 0;
-                for (int k = 0; k < 32; k++) isum += w[b].qs[k] * xq[32 * b + k];
-                sum += (float)isum * (_cvtsh_ss(w[b].d) * xd[b]);
-            }
-            rm_mm_store(m, c, r, sum);
-        }
+INLINE float hsum16(__m512 v) {
+    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+enum { KIND_Q8_0, KIND_Q4_0 };
+
+// The 8 x 8 transposition of 32-bit groups in each 256-bit half: in[m] holds
+// block m in its low half and block m+8 in its high half (8 groups each);
+// out[g] gets group g of block l in lane l (l = 0..15).
+INLINE void transpose16(const __m512i in[8], __m512i out[8]) {
+    __m512i t[8], u[8];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        t[2 * k] = _mm512_unpacklo_epi32(in[2 * k], in[2 * k + 1]);
+        t[2 * k + 1] = _mm512_unpackhi_epi32(in[2 * k], in[2 * k + 1]);
+    }
+#pragma GCC unroll 2
+    for (int h = 0; h < 2; h++) { // blocks 0-3 (h = 0) and 4-7 of each half
+        __m512i *a = t + 4 * h, *o = u + 4 * h;
+        o[0] = _mm512_unpacklo_epi64(a[0], a[2]);
+        o[1] = _mm512_unpackhi_epi64(a[0], a[2]);
+        o[2] = _mm512_unpacklo_epi64(a[1], a[3]);
+        o[3] = _mm512_unpackhi_epi64(a[1], a[3]);
+    }
+    // u[k] 128-bit lanes: group k (blocks 0-3), group k+4 (0-3), group k (8-11), group k+4 (8-11);
+    // u[k+4] the same for blocks 4-7 and 12-15.
+    const __m512i lo = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13), hi = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) {
+        out[k] = _mm512_permutex2var_epi64(u[k], lo, u[k + 4]);
+        out[k + 4] = _mm512_permutex2var_epi64(u[k], hi, u[k + 4]);
     }
 }
+
+// 32 bytes of block l (l < nk; zeros from nk on) of a row whose blocks of 32
+// values sit BB bytes apart from p, as unsigned bytes (q8_0: w + 128; q4_0:
+// the nibble q, that is w + 8), transposed as in rm_qx. x (KIND_X) is the
+// same with signed bytes, 32 bytes apart.
+INLINE void load16(const uint8_t *p, int64_t BB, int nk, const int KIND, __m512i out[8]) {
+    __m512i in[8];
+    if (KIND == KIND_Q4_0) {
+        // q4_0 quants are 16 bytes a block, byte k holding values k (low
+        // nibble) and k+16: transpose the packed bytes (a 4 x 4 transposition
+        // of 32-bit groups in each 128-bit lane, lane q holding blocks 4q..4q+3),
+        // then split: out[g] and out[g+4] (g < 4) take values 4g.. and 16+4g..,
+        // the same places as x's vectors g and g+4.
+        __m512i a[4], t[4];
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) {
+#define QS16(q) (4 * (q) + k < nk ? _mm_loadu_si128((const __m128i *)(p + (4 * (q) + k) * BB)) : _mm_setzero_si128())
+            __m512i v = _mm512_castsi128_si512(QS16(0));
+            v = _mm512_inserti32x4(v, QS16(1), 1);
+            v = _mm512_inserti32x4(v, QS16(2), 2);
+            a[k] = _mm512_inserti32x4(v, QS16(3), 3);
+#undef QS16
+        }
+        t[0] = _mm512_unpacklo_epi32(a[0], a[1]);
+        t[1] = _mm512_unpackhi_epi32(a[0], a[1]);
+        t[2] = _mm512_unpacklo_epi32(a[2], a[3]);
+        t[3] = _mm512_unpackhi_epi32(a[2], a[3]);
+        __m512i g4[4] = {_mm512_unpacklo_epi64(t[0], t[2]), _mm512_unpackhi_epi64(t[0], t[2]),
+                         _mm512_unpacklo_epi64(t[1], t[3]), _mm512_unpackhi_epi64(t[1], t[3])};
+        const __m512i lo4 = _mm512_set1_epi8(15);
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; g++) {
+            out[g] = _mm512_and_si512(g4[g], lo4);
+            out[g + 4] = _mm512_and_si512(_mm512_srli_epi16(g4[g], 4), lo4);
+        }
+        return;
+    }
+    for (int m = 0; m < 8; m++) {
+        const uint8_t *a = p + m * BB, *b = p + (m + 8) * BB;
+        __m256i va = m < nk ? _mm256_loadu_si256((const __m256i *)a) : _mm256_setzero_si256();
+        __m256i vb = m + 8 < nk ? _mm256_loadu_si256((const __m256i *)b) : _mm256_setzero_si256();
+        in[m] = _mm512_inserti64x4(_mm512_castsi256_si512(va), vb, 1);
+    }
+    transpose16(in, out);
+    if (KIND == KIND_Q8_0)
+#pragma GCC unroll 8
+        for (int g = 0; g < 8; g++) out[g] = _mm512_xor_si512(out[g], _mm512_set1_epi8((char)0x80));
+}
+#define KIND_X (-1)
+
+// The f32 scales of blocks b .. b+nk-1 of a weight row (zeros after).
+INLINE __m512 scales16(const uint8_t *row, int64_t b, int64_t BB, int nk) {
+    if (nk == 16) { // one gather of the 4 bytes at each block's start, the scale being the low 2
+        const __m512i at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                              _mm512_set1_epi32((int)BB));
+        __m512i v = _mm512_i32gather_epi32(at, (const void *)(row + b * BB), 1);
+        return _mm512_cvtph_ps(_mm512_cvtepi32_epi16(v));
+    }
+    uint16_t h[16];
+#pragma GCC unroll 16
+    for (int k = 0; k < 16; k++) {
+        h[k] = 0;
+        if (k < nk) memcpy(&h[k], row + (b + k) * BB, 2);
+    }
+    return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)h));
+}
+
+void rm_qx_t16_avx512(const rm_mm *m, int c0, int c1) {
+    const rm_qx *qx = &m->qx;
+    const int64_t nb = m->in / 32;
+    for (int c = c0; c < c1; c++)
+        for (int64_t G = 0; G < qx->groups; G++) {
+            const int64_t b = 16 * G, at = c * qx->groups + G;
+            const int nk = nb - b < 16 ? (int)(nb - b) : 16;
+            __m512i v[8];
+            load16((const uint8_t *)(qx->q + c * m->in + 32 * b), 32, nk, KIND_X, v);
+            for (int g = 0; g < 8; g++) _mm512_store_si512((void *)(qx->tq + at * 512 + 64 * g), v[g]);
+            for (int k = 0; k < 16; k++) {
+                qx->td[at * 16 + k] = k < nk ? qx->d[c * nb + b + k] : 0;
+                qx->ts[at * 16 + k] = k < nk ? qx->sum[c * nb + b + k] : 0;
+            }
+        }
+}
+
+// aux->t16: the transposed unsigned quants and f32 scales of weight rows
+// r .. r+RR-1 (groups of 16 blocks, zero-padded).
+static int prep_t16(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const int KIND) {
+    const int64_t nb = m->in / 32, BB = (int64_t)rm_type_block_bytes(m->type);
+    const int64_t groups = (nb + 15) / 16;
+    if (groups * 16 > AUX_N) return 0;
+    for (int i = 0; i < RR; i++) {
+        const uint8_t *row = m->w + (size_t)(r + i) * m->w_row;
+        for (int64_t G = 0; G < groups; G++) {
+            const int64_t b = 16 * G;
+            const int nk = nb - b < 16 ? (int)(nb - b) : 16;
+            __m512i v[8];
+            load16(row + b * BB + 2, BB, nk, KIND, v);
+            for (int g = 0; g < 8; g++) _mm512_store_si512((void *)(aux->t16.q[i] + G * 512 + 64 * g), v[g]);
+            _mm512_storeu_ps(&aux->t16.d[i][b], scales16(row, b, BB, nk));
+        }
+    }
+    return 1;
+}
+static int prep_t16_q8_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) { return prep_t16(m, r, RR, aux, KIND_Q8_0); }
+static int prep_t16_q4_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) { return prep_t16(m, r, RR, aux, KIND_Q4_0); }
+
+// One tile, 16 blocks per step. Per (weight row i, activation row j) and
+// group: an int32 vector starts at -OFF * sum(x) of each block (OFF = 128 for
+// q8_0, 8 for q4_0), eight vpdpbusd add the unsigned weights times x, which
+// leaves lane l = the exact integer dot of block 16G+l; one cvt, one multiply
+// by d_w * d_x and one FMA add it to the f32 lanes. The weights come from aux
+// (PREPPED) or are transposed here; the integer sums are the same either way,
+// so the bits are too.
+INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux,
+                       const int PREPPED, const int KIND) {
+    const int64_t BB = KIND == KIND_Q8_0 ? (int64_t)sizeof(rm_block_q8_0) : (int64_t)sizeof(rm_block_q4_0);
+    const int SH = KIND == KIND_Q8_0 ? 7 : 3;
+    const int64_t nb = m->in / 32, groups = m->qx.groups;
+    const uint8_t *w[4];
+    const int8_t *xq[4];
+    const float *xd[4];
+    const int16_t *xs[4];
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < RR; i++) w[i] = m->w + (size_t)(r + i) * m->w_row;
+#pragma GCC unroll 4
+    for (int j = 0; j < CC; j++) {
+        xq[j] = m->qx.tq + (int64_t)(c + j) * groups * 512;
+        xd[j] = m->qx.td + (int64_t)(c + j) * groups * 16;
+        xs[j] = m->qx.ts + (int64_t)(c + j) * groups * 16;
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++) acc[i][j] = _mm512_setzero_ps();
+    }
+    for (int64_t G = 0; G < groups; G++) {
+        const int64_t b = 16 * G;
+        const int nk = nb - b < 16 ? (int)(nb - b) : 16;
+        __m512i off[4], isum[4][4];
+        __m512 dx[4], dw[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < CC; j++) {
+            __m512i sx = _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(xs[j] + b)));
+            off[j] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sx, SH));
+            dx[j] = _mm512_loadu_ps(xd[j] + b);
+        }
+        if (PREPPED) {
+#pragma GCC unroll 4
+            for (int i = 0; i < RR; i++) {
+                dw[i] = _mm512_loadu_ps(&aux->t16.d[i][b]);
+#pragma GCC unroll 4
+                for (int j = 0; j < CC; j++) isum[i][j] = off[j];
+            }
+#pragma GCC unroll 8
+            for (int g = 0; g < 8; g++)
+#pragma GCC unroll 4
+                for (int j = 0; j < CC; j++) {
+                    __m512i xv = _mm512_load_si512((const void *)(xq[j] + b * 32 + 64 * g));
+#pragma GCC unroll 4
+                    for (int i = 0; i < RR; i++) {
+                        __m512i wv = _mm512_load_si512((const void *)(aux->t16.q[i] + b * 32 + 64 * g));
+                        isum[i][j] = _mm512_dpbusd_epi32(isum[i][j], wv, xv);
+                    }
+                }
+        } else {
+#pragma GCC unroll 4
+            for (int i = 0; i < RR; i++) {
+                const uint8_t *qs = w[i] + b * BB + 2;
+                for (int64_t pf = 0; pf < 16 * BB; pf += 64) prefetch_next_rows(m, qs + pf, RR);
+                __m512i wv[8];
+                load16(qs, BB, nk, KIND, wv);
+                dw[i] = scales16(w[i], b, BB, nk);
+#pragma GCC unroll 4
+                for (int j = 0; j < CC; j++) {
+                    isum[i][j] = off[j];
+#pragma GCC unroll 8
+                    for (int g = 0; g < 8; g++)
+                        isum[i][j] = _mm512_dpbusd_epi32(isum[i][j], wv[g], _mm512_load_si512((const void *)(xq[j] + b * 32 + 64 * g)));
+                }
+            }
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++)
+#pragma GCC unroll 4
+            for (int j = 0; j < CC; j++)
+                acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i][j]), _mm512_mul_ps(dw[i], dx[j]), acc[i][j]);
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < RR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < CC; j++) rm_mm_store(m, c + j, r + i, hsum16(acc[i][j]));
+}
+
+#define TILE_Q8_0(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q8_0)
+#define TILE_Q4_0(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q4_0)
+// y[n,out] = x[n,in] @ W[out,in]^T, W q8_0 / q4_0, x int8 (rm_qx with its 16-block copy)
+DEFINE_DRIVER(rm_mm_q8_0_avx512, TILE_Q8_0, prep_t16_q8_0, 4, 4, 2)
+DEFINE_DRIVER(rm_mm_q4_0_avx512, TILE_Q4_0, prep_t16_q4_0, 4, 4, 2)
+
+// ---------------------------------------------------------------------------
+// q4_K weights x int8 activations (one scale per 256; sums per 32)
+
+INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux,
+                      const int PREPPED) {
+    const int64_t nb = m->in / 256;
+    const rm_block_q4_k *w[4];
+    const int8_t *xq[4];
+    const float *xd[4];
+    const int16_t *xs[4];
+    __m512 acc[4][4];
+    float macc[4][4] = {{0}}; // the dmin * min terms
+#pragma GCC unroll 4
+    for (int i = 0; i < RR; i++) w[i] = (const rm_block_q4_k *)(m->w + (size_t)(r + i) * m->w_row);
+#pragma GCC unroll 4
+    for (int j = 0; j < CC; j++) {
+        xq[j] = m->qx.q + (int64_t)(c + j) * m->in;
+        xd[j] = m->qx.d + (int64_t)(c + j) * nb;
+        xs[j] = m->qx.sum + (int64_t)(c + j) * (m->in / 32);
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++) acc[i][j] = _mm512_setzero_ps();
+    }
+    const __m512i lo4 = _mm512_set1_epi8(15);
+    for (int64_t b = 0; b < nb; b++) {
+        q4k_prep local[4];
+        const q4k_prep *sc[4];
+        __m512i ls[4]; // the 8 sub-block scales as int16, in every 128-bit lane
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++) {
+            if (PREPPED) {
+                sc[i] = &aux->k[i][b];
+            } else {
+                q4k_unpack(&w[i][b], &local[i]);
+                sc[i] = &local[i];
+            }
+            ls[i] = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)sc[i]->ls));
+        }
+        __m512i isum[4][4];
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++)
+#pragma GCC unroll 4
+            for (int j = 0; j < CC; j++) isum[i][j] = _mm512_setzero_si512();
+#pragma GCC unroll 4
+        for (int k = 0; k < 4; k++) { // elements 64k..64k+63: sub-blocks 2k (low nibbles), 2k+1 (high)
+            // int16 lanes 0..15 take scale 2k, 16..31 scale 2k+1
+            const __m512i pick = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * k)), _mm256_set1_epi16((short)(2 * k + 1)), 1);
+            __m512i q[4], s[4];
+#pragma GCC unroll 4
+            for (int i = 0; i < RR; i++) {
+                prefetch_next_rows(m, w[i][b].qs + 32 * k, RR);
+                __m256i v = _mm256_loadu_si256((const __m256i *)(w[i][b].qs + 32 * k));
+                q[i] = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1), lo4);
+                s[i] = _mm512_permutexvar_epi16(pick, ls[i]);
+            }
+#pragma GCC unroll 4
+            for (int j = 0; j < CC; j++) {
+                __m512i xv = _mm512_loadu_si512((const void *)(xq[j] + 256 * b + 64 * k));
+#pragma GCC unroll 4
+                for (int i = 0; i < RR; i++) isum[i][j] = _mm512_dpwssd_epi32(isum[i][j], _mm512_maddubs_epi16(q[i], xv), s[i]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int j = 0; j < CC; j++) {
+            float dx = xd[j][b];
+            const __m128i bs = _mm_loadu_si128((const __m128i *)(xs[j] + 8 * b)); // sums of x per sub-block
+#pragma GCC unroll 4
+            for (int i = 0; i < RR; i++) {
+                acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i][j]), _mm512_set1_ps(sc[i]->d * dx), acc[i][j]);
+                __m128i ms = _mm_madd_epi16(_mm_loadu_si128((const __m128i *)sc[i]->lm), bs); // sum_s lm[s] * bs[s]
+                ms = _mm_add_epi32(ms, _mm_shuffle_epi32(ms, 0x4e));
+                ms = _mm_add_epi32(ms, _mm_shuffle_epi32(ms, 0xb1));
+                macc[i][j] += sc[i]->dmin * dx * (float)_mm_cvtsi128_si32(ms);
+            }
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < RR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < CC; j++) rm_mm_store(m, c + j, r + i, hsum16(acc[i][j]) - macc[i][j]);
+}
+
+// y[n,out] = x[n,in] @ W[out,in]^T, W q4_K, x int8 (rm_qx, blk 256)
+DEFINE_DRIVER(rm_mm_q4_k_avx512, tile_q4_k, prep_q4k, 4, 4, 2)
+
+// ---------------------------------------------------------------------------
+// f16 / bf16 weights x f32 activations, 16 elements per step
+
+INLINE __m512 load_w(rm_type t, const uint8_t *row, int64_t k) {
+    if (t == RM_TYPE_F16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + 2 * k)));
+    if (t == RM_TYPE_BF16) {
+        __m512i h = _mm512_cvtepu16_epi32(_mm256_loadu_si256((const __m256i *)(row + 2 * k)));
+        return _mm512_castsi512_ps(_mm512_slli_epi32(h, 16));
+    }
+    return _mm512_loadu_ps((const float *)row + k);
+}
+
+INLINE float load_w1(rm_type t, const uint8_t *row, int64_t k) {
+    if (t == RM_TYPE_F16) return _cvtsh_ss(((const uint16_t *)row)[k]);
+    if (t == RM_TYPE_BF16) return rm_bf16_to_f32(((const uint16_t *)row)[k]);
+    return ((const float *)row)[k];
+}
+
+INLINE void tile_float(const rm_mm *m, rm_type t, int64_t r, int c, const int RR, const int CC) {
+    const uint8_t *w[4];
+    const float *x[4];
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < RR; i++) w[i] = m->w + (size_t)(r + i) * m->w_row;
+#pragma GCC unroll 4
+    for (int j = 0; j < CC; j++) {
+        x[j] = m->x + (int64_t)(c + j) * m->ldx;
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++) acc[i][j] = _mm512_setzero_ps();
+    }
+    int64_t k = 0;
+    for (; k + 16 <= m->in; k += 16) {
+        __m512 wv[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++) {
+            prefetch_next_rows(m, w[i] + k * (t == RM_TYPE_F32 ? 4 : 2), RR);
+            wv[i] = load_w(t, w[i], k);
+        }
+#pragma GCC unroll 4
+        for (int j = 0; j < CC; j++) {
+            __m512 xv = _mm512_loadu_ps(x[j] + k);
+#pragma GCC unroll 4
+            for (int i = 0; i < RR; i++) acc[i][j] = _mm512_fmadd_ps(wv[i], xv, acc[i][j]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < RR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < CC; j++) {
+            float s = hsum16(acc[i][j]);
+            for (int64_t kk = k; kk < m->in; kk++) s += load_w1(t, w[i], kk) * x[j][kk];
+            rm_mm_store(m, c + j, r + i, s);
+        }
+}
+
+#define TILE_F16(m, r, c, RR, CC, aux, P) tile_float(m, RM_TYPE_F16, r, c, RR, CC)
+#define TILE_BF16(m, r, c, RR, CC, aux, P) tile_float(m, RM_TYPE_BF16, r, c, RR, CC)
+// y[n,out] = x[n,in] @ W[out,in]^T, W f16 / bf16, x f32 (f32 W: the AVX2 kernel, see matmul.c)
+DEFINE_DRIVER(rm_mm_f16_avx512, TILE_F16, NO_PREP, 4, 4, 0)
+DEFINE_DRIVER(rm_mm_bf16_avx512, TILE_BF16, NO_PREP, 4, 4, 0)
+
+// ---------------------------------------------------------------------------
+// vector helpers
 
 float rm_dot_f32_avx512(const float *a, const float *b, int64_t n) {
     __m512 s = _mm512_setzero_ps();
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) s = _mm512_fmadd_ps(_mm512_loadu_ps(a + i), _mm512_loadu_ps(b + i), s);
-    float r = _mm512_reduce_add_ps(s);
+    float r = hsum16(s);
     for (; i < n; i++) r += a[i] * b[i];
     return r;
+}
+
+// Compute ceiling probe, as rm_int8_peak_avx2 with the AVX-512 kernels'
+// instructions: full = 1 the q8_0 / q4_0 kernels' step per (weight row,
+// activation row) and 16 blocks (eight vpdpbusd into one accumulator, cvt,
+// multiply, FMA: 512 products), full = 0 vpdpbusd alone (64 products).
+float rm_int8_peak_avx512(long iters, int full) {
+    __m512i x = _mm512_set1_epi8(3), w = _mm512_set1_epi8(5);
+    __m512 s = _mm512_set1_ps(1e-7f), d = _mm512_set1_ps(0.5f);
+    __m512 f[10];
+    __m512i a[10];
+    for (int k = 0; k < 10; k++) f[k] = _mm512_setzero_ps(), a[k] = _mm512_setzero_si512();
+    if (full) {
+        const __m512i init = _mm512_set1_epi32(-7);
+        for (long it = 0; it < iters; it++) {
+#pragma GCC unroll 10
+            for (int k = 0; k < 10; k++) {
+                __m512i t = init;
+#pragma GCC unroll 8
+                for (int g = 0; g < 8; g++) {
+                    t = _mm512_dpbusd_epi32(t, w, x);
+                    __asm__ volatile("" : "+v"(x)); // a new x each time: nothing to hoist
+                }
+                f[k] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(t), _mm512_mul_ps(s, d), f[k]);
+            }
+        }
+    } else {
+        for (long it = 0; it < iters; it++) {
+#pragma GCC unroll 10
+            for (int k = 0; k < 10; k++) {
+                a[k] = _mm512_dpbusd_epi32(a[k], w, x);
+                __asm__ volatile("" : "+v"(x));
+            }
+        }
+    }
+    __m512 t = _mm512_setzero_ps();
+    for (int k = 0; k < 10; k++) t = _mm512_add_ps(t, _mm512_add_ps(f[k], _mm512_cvtepi32_ps(a[k])));
+    return hsum16(t);
 }

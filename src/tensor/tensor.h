@@ -71,6 +71,11 @@ void rm_matmul_many(rm_threadpool *tp, int count, const rm_tensor *const *W, con
 void rm_matmul_ref(const rm_tensor *W, const float *x, int64_t ldx, float *y, int64_t ldy, int n,
                    int accumulate);
 
+// The kernel family rm_matmul runs for weights of type t on this CPU (after
+// RAMOLE_ISA / rm_cpu_force): "scalar", "avx2", "avx512" (float weights) or
+// "avx512-vnni" (quantized weights).
+const char *rm_matmul_family(rm_type t);
+
 // sum_i a[i]*b[i], SIMD-dispatched (attention uses it).
 float rm_dot_f32(const float *a, const float *b, int64_t n);
 // y[i] += a * x[i]
@@ -81,8 +86,11 @@ void rm_axpy_f32(float *y, float a, const float *x, int64_t n);
 double rm_measure_read_bandwidth(rm_threadpool *tp);
 
 // Measures this machine's int8 multiply-add ceiling in GOP/s (2 ops per
-// multiply-add) with all the pool's threads, operands in registers:
-// *kernel_gops for the sequence the q8_0 / q4_0 kernels run per 32-element
-// block pair, *bare_gops for maddubs + madd alone. Both are 0 without AVX2.
+// multiply-add) with all the pool's threads, operands in registers, with the
+// instructions of the kernel family rm_matmul_family reports for q8_0:
+// *kernel_gops for the sequence the q8_0 / q4_0 kernels run per step
+// (AVX2: sign, maddubs, madd, cvt, FMA per 32 products; AVX-512 VNNI:
+// vpdpbusd, cvt, FMA per 64), *bare_gops for the bare dot product (maddubs +
+// madd; vpdpbusd). Both are 0 without AVX2.
 void rm_measure_int8_peak(rm_threadpool *tp, double *kernel_gops, double *bare_gops);
 #endif
