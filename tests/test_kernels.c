@@ -11,15 +11,18 @@
 #include "base/cpu.h"
 #include "base/err.h"
 #include "base/fp16.h"
+#include "base/json.h"
 #include "base/threadpool.h"
 #include "tensor/tensor.h"
 #include "tensor/kernels.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static const rm_type k_types[] = {RM_TYPE_F32, RM_TYPE_F16, RM_TYPE_BF16, RM_TYPE_Q8_0, RM_TYPE_Q4_0, RM_TYPE_Q4_K};
 #define N_TYPES ((int)(sizeof k_types / sizeof k_types[0]))
@@ -653,4 +656,50 @@ TEST(kernel_int8_peak_probe) {
         CHECK(k > 0 && b > 0 && k < 1e7 && b < 1e7); // GOP/s: positive and finite
     }
     rm_threadpool_free(tp);
+}
+
+// `ramole bench` names the kernel family that ran (the one rm_matmul_family
+// reports here, for the same CPU and RAMOLE_ISA) and, with --compare
+// llamacpp, reads the driver's second run and divides by it: a stand-in
+// driver prints a warm-up line to be skipped and known rates.
+TEST(cli_bench_kernels_and_compare) {
+    const char *tmp = rm_test_tmpdir();
+    char args[2048], lc[512], lb[600];
+    snprintf(args, sizeof args, "synth --shape tiny --type q4_0 %s/bench-tiny.gguf", tmp);
+    REQUIRE(rm_test_cli(args) == 0);
+    snprintf(lc, sizeof lc, "%s/fake-llamacpp", tmp);
+    snprintf(lb, sizeof lb, "%s/lb", lc);
+    REQUIRE(mkdir(lc, 0755) == 0);
+    FILE *f = fopen(lb, "w");
+    REQUIRE(f);
+    fputs("#!/bin/sh\n"
+          "echo '{\"run\": 0, \"prefill64_tps\": 1, \"prefill512_tps\": 1, \"decode_tps\": 1, \"batch8_tps\": 1, \"batch32_tps\": 1}'\n"
+          "echo '{\"run\": 1, \"prefill64_tps\": 10, \"prefill512_tps\": 20, \"decode_tps\": 30, \"batch8_tps\": 40, \"batch32_tps\": 50}'\n",
+          f);
+    fclose(f);
+    REQUIRE(chmod(lb, 0755) == 0);
+    snprintf(args, sizeof args, "bench -m %s/bench-tiny.gguf -t 2 --runs 1 --steps 1 --json --compare llamacpp --llamacpp-dir %s",
+             tmp, lc);
+    REQUIRE(rm_test_cli(args) == 0);
+    rm_json *j = NULL;
+    const char *out = rm_test_cli_out();
+    REQUIRE(rm_json_parse(out, strlen(out), "bench output", &j) == RM_OK);
+    CHECKF(strcmp(rm_json_get_str(j, "kernels", ""), rm_matmul_family(RM_TYPE_Q4_0)) == 0, "kernels '%s', expected '%s'",
+           rm_json_get_str(j, "kernels", ""), rm_matmul_family(RM_TYPE_Q4_0));
+    CHECK(strstr(rm_test_cli_err(), rm_matmul_family(RM_TYPE_Q4_0)) != NULL);
+    const char *keys[5] = {"prefill64_tps", "prefill512_tps", "decode_tps", "batch8_tps", "batch32_tps"};
+    const rm_json *l = rm_json_get(j, "llamacpp"), *ratio = rm_json_get(j, "ratio");
+    REQUIRE(l && ratio);
+    for (int k = 0; k < 5; k++) {
+        double ours = rm_json_get_num(j, keys[k], -1), theirs = rm_json_get_num(l, keys[k], -1);
+        CHECKF(theirs == 10.0 * (k + 1), "%s: llama.cpp %g (the driver's second line says %d)", keys[k], theirs, 10 * (k + 1));
+        CHECKF(ours > 0 && fabs(rm_json_get_num(ratio, keys[k], -1) - ours / theirs) <= 1e-3 * ours / theirs,
+               "%s: ratio %g for %g / %g", keys[k], rm_json_get_num(ratio, keys[k], -1), ours, theirs);
+    }
+    rm_json_free(j);
+    // a missing driver and an unknown engine are refused before any work
+    snprintf(args, sizeof args, "bench -m %s/bench-tiny.gguf --compare llamacpp --llamacpp-dir %s/nowhere", tmp, tmp);
+    CHECK(rm_test_cli(args) == 2 && strstr(rm_test_cli_err(), "no llama.cpp bench driver at"));
+    snprintf(args, sizeof args, "bench -m %s/bench-tiny.gguf --compare vllm", tmp);
+    CHECK(rm_test_cli(args) == 2 && strstr(rm_test_cli_err(), "--compare takes 'llamacpp'"));
 }
