@@ -7,6 +7,7 @@
 // and finite differences), lora dropout, each example's own retrieved
 // adapters from a pool, and `router train --pool` (refusals, a smoke run).
 #include "testing.h"
+#include "base/cpu.h"
 #include "base/err.h"
 #include "base/file.h"
 #include "base/json.h"
@@ -111,6 +112,18 @@ TEST(router_hook_matches_reference) {
         rm_batch b = {N, zero, zero, zero, NULL, plans};
         hook.apply(hook.ctx, &b, layer, which, x, in, y, out);
         CHECK_OK(rm_lora_batch_status(lb));
+        // the hook groups the router rows' experts by adapter; each row's
+        // result is bit for bit the row computed alone
+        float *scratch = malloc(rm_lora_router_scratch(K, out, 64) * sizeof(float)), alone[64];
+        REQUIRE(scratch);
+        const rm_cpu_features *cpu = rm_cpu();
+        for (int r = 0; r < N; r++) {
+            if (!plans[r]) continue;
+            memset(alone, 0, sizeof alone);
+            rm_lora_router_row(cpu->avx2 && cpu->fma && cpu->f16c, &p, layer, which, x + r * in, alone, scratch);
+            CHECKF(memcmp(alone, y + r * out, (size_t)out * sizeof(float)) == 0, "row %d: grouped differs from alone", r);
+        }
+        free(scratch);
         for (int r = 0; r < N; r++) {
             double ref[64] = {0};
             if (plans[r]) ref_router(&p, layer, which, x + r * in, out, ref);

@@ -126,7 +126,7 @@ static void up_task(void *ctx, int ith, int nth) {
         const rm_lora_mod *m = lb->terms[g->first].mod;
         for (int t = g->first; t < g->first + g->count; t++) {
             const lb_term *tm = &lb->terms[t];
-            float *yr = J->y + (size_t)tm->row * J->ldy + o0;
+            float *yr = (tm->dst ? tm->dst : J->y + (size_t)tm->row * J->ldy) + o0;
             for (int j = 0; j < m->r; j++) {
                 size_t off = (size_t)j * m->out + (size_t)o0;
                 if (m->Bt16) axpy_f16(J->avx2, yr, lb->T[tm->t_off + j], m->Bt16 + off, o1 - o0);
@@ -182,6 +182,18 @@ static void lora_out(int avx2, const rm_lora_mod *m, const float *x, float *h, f
     lora_mod_up(avx2, m, h, m->scale, e);
 }
 
+// y[out] += sum_i softmax(z)_i E_i over the k vectors E (out floats apart),
+// z_i = q . E_i / sqrt(out) (all 0 without a query).
+static void router_mix_row(int k, const float *q, const float *E, int64_t out, float *y) {
+    float z[RM_PLAN_MAX], mx = -INFINITY, sum = 0.0f;
+    for (int i = 0; i < k; i++) {
+        z[i] = q ? rm_dot_f32(q, E + (size_t)i * out, out) / sqrtf((float)out) : 0.0f;
+        mx = z[i] > mx ? z[i] : mx;
+    }
+    for (int i = 0; i < k; i++) sum += (z[i] = expf(z[i] - mx));
+    for (int i = 0; i < k; i++) rm_axpy_f32(y, z[i] / sum, E + (size_t)i * out, out);
+}
+
 // RouterLoRA for one row: E_i = s_i B_i A_i x, q = s_r B_r A_r x,
 // alpha = softmax(q . E_i / sqrt(out)), y += sum_i alpha_i E_i. The row is
 // computed alone, in plan order, whatever its batch mates.
@@ -200,36 +212,59 @@ void rm_lora_router_row(int avx2, const rm_lora_plan *p, int layer, int which, c
         else memset(E + (size_t)i * out, 0, (size_t)out * sizeof(float));
     }
     const rm_lora_mod *rq = mod_of(p->router, layer, which);
-    float z[RM_PLAN_MAX], mx = -INFINITY, sum = 0.0f;
     if (rq) lora_out(avx2, rq, x, h, q);
-    for (int i = 0; i < k; i++) {
-        z[i] = rq ? rm_dot_f32(q, E + (size_t)i * out, out) / sqrtf((float)out) : 0.0f;
-        mx = z[i] > mx ? z[i] : mx;
-    }
-    for (int i = 0; i < k; i++) sum += (z[i] = expf(z[i] - mx));
-    for (int i = 0; i < k; i++) rm_axpy_f32(y, z[i] / sum, E + (size_t)i * out, out);
+    router_mix_row(k, rq ? q : NULL, E, out, y);
 }
 
 // Floats of scratch rm_lora_router_row needs for k experts on a linear of
 // out outputs and ranks up to r.
 size_t rm_lora_router_scratch(int k, int64_t out, int r) { return (size_t)(k + 1) * (size_t)out + (size_t)r; }
 
-static void router_task(void *ctx, int ith, int nth) {
-    const lb_rowjob *J = ctx;
+// Router rows: each row's slot in R holds k + 1 vectors of out floats, the
+// experts' E_i = s_i B_i A_i x and the router's q = s_r B_r A_r x; they are
+// computed as terms grouped by adapter like the mixture's (run_terms), then
+// each row mixes its own slot: z_i = q . E_i / sqrt(out), y += softmax(z)_i E_i.
+// Per row the operations are rm_lora_router_row's, so the bits are too.
+typedef struct router_mix {
+    const rm_lora_batch *lb;
+    const rm_batch *b;
+    int layer, which, n_rows, k;
+    int64_t out;
+    float *y;
+    int64_t ldy;
+} router_mix;
+
+static void router_mix_task(void *ctx, int ith, int nth) {
+    const router_mix *J = ctx;
     long begin, end;
     rm_split_range(J->n_rows, ith, nth, &begin, &end);
-    float *scratch = J->lb->R + (size_t)ith * J->share;
-    for (long i = begin; i < end; i++) {
-        int r = J->lb->rrows[i];
-        rm_lora_router_row(J->avx2, J->b->plan[r], J->layer, J->which, J->x + (size_t)r * J->ldx, J->y + (size_t)r * J->ldy,
-                           scratch);
+    for (long n = begin; n < end; n++) {
+        int row = J->lb->rrows[n];
+        const rm_lora_plan *p = J->b->plan[row];
+        const float *E = J->lb->R + (size_t)n * (size_t)(J->k + 1) * (size_t)J->out, *q = E + (size_t)J->k * J->out;
+        const rm_lora_mod *rq = mod_of(p->router, J->layer, J->which);
+        router_mix_row(p->n, rq ? q : NULL, E, J->out, J->y + (size_t)row * J->ldy);
     }
+}
+
+static void run_terms(rm_lora_batch *lb, int n_terms, const float *x, int64_t ldx, float *y, int64_t ldy, int64_t out,
+                      int avx2);
+
+// Adds term (adapter a's module on this linear, row, coefficient s, into dst)
+// unless a has no such module; -1 on a shape that does not fit.
+static int router_term(rm_lora_batch *lb, int *n_terms, const rm_lora *a, int layer, int which, int row, float *dst,
+                       int64_t ldx, int64_t out) {
+    const rm_lora_mod *m = mod_of(a, layer, which);
+    if (!m) return 0;
+    if (m->in > ldx || m->out != out) return -1;
+    lb->terms[(*n_terms)++] = (lb_term){a->uid, m, row, m->scale, 0, dst};
+    return 0;
 }
 
 // Applies the router plans of b's rows to (layer, which).
 static void router_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_linear_id which, const float *x, int64_t ldx,
                          float *y, int64_t ldy, int avx2) {
-    int n = 0, k = 0, r = 0;
+    int n = 0, k = 0;
     int64_t out = 0;
     for (int row = 0; row < b->n; row++) {
         const rm_lora_plan *p = b->plan[row];
@@ -237,23 +272,40 @@ static void router_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_lin
         if (lb_grow(&lb->rrows, &lb->rrows_cap, (size_t)n + 1, sizeof *lb->rrows)) { lb_fail(lb, "router rows"); return; }
         lb->rrows[n++] = row;
         k = p->n > k ? p->n : k;
-        const rm_lora_mod *ms[RM_PLAN_MAX + 1];
-        for (int i = 0; i <= p->n; i++) ms[i] = mod_of(i < p->n ? p->lora[i] : p->router, layer, which);
         for (int i = 0; i <= p->n; i++) {
-            if (!ms[i]) continue;
-            if (ms[i]->in > ldx || ms[i]->out > ldy) {
-                lb_mismatch(lb, layer, which, "router plan of another model's shapes");
-                return;
-            }
-            out = ms[i]->out > out ? ms[i]->out : out;
-            r = ms[i]->r > r ? ms[i]->r : r;
+            const rm_lora_mod *m = mod_of(i < p->n ? p->lora[i] : p->router, layer, which);
+            if (m && m->out > out) out = m->out;
         }
     }
     if (!n || !out) return;
-    int nth = rm_threadpool_size(lb->tp);
-    lb_rowjob job = {lb, b, avx2, layer, which, n, rm_lora_router_scratch(k, out, r), x, ldx, y, ldy};
-    if (lb_grow(&lb->R, &lb->R_cap, job.share * (size_t)nth, sizeof *lb->R)) { lb_fail(lb, "router scratch"); return; }
-    rm_threadpool_run(lb->tp, router_task, &job);
+    if (out > ldy) {
+        lb_mismatch(lb, layer, which, "router plan of another model's shapes");
+        return;
+    }
+    size_t slot = (size_t)(k + 1) * (size_t)out;
+    if (lb_grow(&lb->R, &lb->R_cap, slot * (size_t)n, sizeof *lb->R) ||
+        lb_grow(&lb->terms, &lb->terms_cap, (size_t)n * (size_t)(k + 1), sizeof *lb->terms)) {
+        lb_fail(lb, "router scratch");
+        return;
+    }
+    memset(lb->R, 0, slot * (size_t)n * sizeof *lb->R);
+    int n_terms = 0;
+    for (int i = 0; i < n; i++) {
+        const rm_lora_plan *p = b->plan[lb->rrows[i]];
+        float *E = lb->R + (size_t)i * slot;
+        int bad = 0;
+        for (int e = 0; e < p->n; e++)
+            bad |= router_term(lb, &n_terms, p->lora[e], layer, which, lb->rrows[i], E + (size_t)e * out, ldx, out);
+        bad |= router_term(lb, &n_terms, p->router, layer, which, lb->rrows[i], E + (size_t)k * out, ldx, out);
+        if (bad) {
+            lb_mismatch(lb, layer, which, "router plan of another model's shapes");
+            return;
+        }
+    }
+    if (n_terms) run_terms(lb, n_terms, x, ldx, y, ldy, out, avx2);
+    if (lb->status) return;
+    router_mix mix = {lb, b, layer, which, n, k, out, y, ldy};
+    rm_threadpool_run(lb->tp, router_mix_task, &mix);
 }
 
 // The selection / mixture / fusion terms of b's rows, grouped by adapter.
@@ -279,10 +331,17 @@ static void terms_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_line
                 return;
             }
             out = m->out;
-            lb->terms[n_terms++] = (lb_term){ls[i]->uid, m, r, ws[i] * m->scale, 0};
+            lb->terms[n_terms++] = (lb_term){ls[i]->uid, m, r, ws[i] * m->scale, 0, NULL};
         }
     }
-    if (!n_terms) return;
+    if (n_terms) run_terms(lb, n_terms, x, ldx, y, ldy, out, avx2);
+}
+
+// The n_terms terms in lb->terms (one shape of A and B; out outputs): sorted
+// by (adapter, row), grouped, T = coef X A^T per group, then B T added to
+// each term's destination.
+static void run_terms(rm_lora_batch *lb, int n_terms, const float *x, int64_t ldx, float *y, int64_t ldy, int64_t out,
+                      int avx2) {
     qsort(lb->terms, (size_t)n_terms, sizeof *lb->terms, term_cmp);
     // 2. groups, work units and T offsets
     int n_groups = 0, n_units = 0;

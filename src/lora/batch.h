@@ -11,9 +11,11 @@
 // Every row's terms are added in the same order whatever its batch mates
 // (adapters by uid), so a sequence's outputs do not depend on them.
 //
-// Rows with a router plan (RouterLoRA) are computed row by row, each by one
-// worker: the k experts' outputs E_i, the router's query, the softmax over
-// q . E_i / sqrt(out) and the weighted sum (rm_lora_router_row).
+// Rows with a router plan (RouterLoRA): the k experts' outputs E_i and the
+// router's query q of every such row are computed as terms grouped by adapter
+// like the mixture's (each adapter's A and B read once per batch), then each
+// row takes the softmax over q . E_i / sqrt(out) and adds the weighted sum;
+// per row these are the operations of rm_lora_router_row, bit for bit.
 #ifndef RM_LORA_BATCH_H
 #define RM_LORA_BATCH_H
 #include "lora/compose.h"

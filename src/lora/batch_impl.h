@@ -12,6 +12,7 @@ typedef struct lb_term {
     int row;
     float coef;
     size_t t_off;   // this term's r floats in T
+    float *dst;     // where B T goes: NULL = y's row `row`; else out floats (a router row's E_i or q)
 } lb_term;
 
 typedef struct lb_group { int first, count; } lb_group;  // terms [first, first+count)
