@@ -658,26 +658,31 @@ TEST(kernel_int8_peak_probe) {
     rm_threadpool_free(tp);
 }
 
+// Writes the executable shell script dir/name (dir is created); 0 on success.
+static int write_script(const char *dir, const char *name, const char *text) {
+    char path[1024];
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    if (mkdir(dir, 0755) != 0) return -1;
+    FILE *f = fopen(path, "w");
+    if (!f) return -1;
+    fputs(text, f);
+    return fclose(f) == 0 && chmod(path, 0755) == 0 ? 0 : -1;
+}
+
 // `ramole bench` names the kernel family that ran (the one rm_matmul_family
 // reports here, for the same CPU and RAMOLE_ISA) and, with --compare
 // llamacpp, reads the driver's second run and divides by it: a stand-in
 // driver prints a warm-up line to be skipped and known rates.
 TEST(cli_bench_kernels_and_compare) {
     const char *tmp = rm_test_tmpdir();
-    char args[2048], lc[512], lb[600];
+    char args[2048], lc[512];
     snprintf(args, sizeof args, "synth --shape tiny --type q4_0 %s/bench-tiny.gguf", tmp);
     REQUIRE(rm_test_cli(args) == 0);
     snprintf(lc, sizeof lc, "%s/fake-llamacpp", tmp);
-    snprintf(lb, sizeof lb, "%s/lb", lc);
-    REQUIRE(mkdir(lc, 0755) == 0);
-    FILE *f = fopen(lb, "w");
-    REQUIRE(f);
-    fputs("#!/bin/sh\n"
-          "echo '{\"run\": 0, \"prefill64_tps\": 1, \"prefill512_tps\": 1, \"decode_tps\": 1, \"batch8_tps\": 1, \"batch32_tps\": 1}'\n"
-          "echo '{\"run\": 1, \"prefill64_tps\": 10, \"prefill512_tps\": 20, \"decode_tps\": 30, \"batch8_tps\": 40, \"batch32_tps\": 50}'\n",
-          f);
-    fclose(f);
-    REQUIRE(chmod(lb, 0755) == 0);
+    REQUIRE(write_script(lc, "lb",
+                         "#!/bin/sh\n"
+                         "echo '{\"run\": 0, \"prefill64_tps\": 1, \"prefill512_tps\": 1, \"decode_tps\": 1, \"batch8_tps\": 1, \"batch32_tps\": 1}'\n"
+                         "echo '{\"run\": 1, \"prefill64_tps\": 10, \"prefill512_tps\": 20, \"decode_tps\": 30, \"batch8_tps\": 40, \"batch32_tps\": 50}'\n") == 0);
     snprintf(args, sizeof args, "bench -m %s/bench-tiny.gguf -t 2 --runs 1 --steps 1 --json --compare llamacpp --llamacpp-dir %s",
              tmp, lc);
     REQUIRE(rm_test_cli(args) == 0);
@@ -702,4 +707,52 @@ TEST(cli_bench_kernels_and_compare) {
     CHECK(rm_test_cli(args) == 2 && strstr(rm_test_cli_err(), "no llama.cpp bench driver at"));
     snprintf(args, sizeof args, "bench -m %s/bench-tiny.gguf --compare vllm", tmp);
     CHECK(rm_test_cli(args) == 2 && strstr(rm_test_cli_err(), "--compare takes 'llamacpp'"));
+}
+
+// `ramole bench-lora --compare llamacpp` hands llama.cpp's driver the same
+// workload it serves (a sets file of B lines of k adapter numbers, each
+// adapter written as a<i>.gguf beside it) and divides by the rate the driver
+// prints; the stand-in driver answers only when what it was handed is
+// complete, and the folder is gone afterwards.
+TEST(cli_bench_lora_compare) {
+    const char *tmp = rm_test_tmpdir();
+    char args[2048], lc[512];
+    snprintf(args, sizeof args, "synth --shape tiny --type q8_0 %s/bl-tiny.gguf", tmp);
+    REQUIRE(rm_test_cli(args) == 0);
+    snprintf(lc, sizeof lc, "%s/fake-lbl", tmp);
+    REQUIRE(write_script(lc, "lbl",
+          "#!/bin/sh\n"
+          "# MODEL BINDIR THREADS ADAPTER_DIR SETS PROMPT STEPS\n"
+          "[ \"$6\" = 5 ] && [ \"$7\" = 3 ] || exit 1\n"
+          "[ \"$(wc -l < \"$5\")\" -eq 4 ] || exit 1\n"
+          "for n in $(cat \"$5\"); do [ -s \"$4/a$n.gguf\" ] || exit 1; done\n"
+          "awk 'NF != 2 { bad = 1 } END { exit bad }' \"$5\" || exit 1\n"
+          "echo \"$4\" > \"$(dirname \"$0\")/seen\"\n"
+          "echo '{\"engine\": \"llama.cpp\", \"tps\": 100}'\n") == 0);
+    snprintf(args, sizeof args, "bench-lora -m %s/bl-tiny.gguf --adapters 6 --batch 4 --k 2 --rank 4 --prompt 5 --steps 3 "
+             "--reps 2 -t 2 --json --compare llamacpp --llamacpp-dir %s", tmp, lc);
+    int rc = rm_test_cli(args);
+    CHECKF(rc == 0, "bench-lora --compare: exit %d: %s", rc, rm_test_cli_err());
+    rm_json *j = NULL;
+    const char *out = rm_test_cli_out();
+    REQUIRE(rm_json_parse(out, strlen(out), "bench-lora output", &j) == RM_OK);
+    double ours = rm_json_get_num(j, "workload_tps", -1);
+    CHECK(rm_json_get_num(j, "llamacpp_workload_tps", -1) == 100);
+    CHECKF(ours > 0 && fabs(rm_json_get_num(j, "workload_ratio", -1) - ours / 100) <= 1e-3 * ours / 100, "ratio %g for %g / 100",
+           rm_json_get_num(j, "workload_ratio", -1), ours);
+    rm_json_free(j);
+    char seen[600], dir[600] = "";
+    snprintf(seen, sizeof seen, "%s/seen", lc);
+    FILE *f = fopen(seen, "r");
+    REQUIRE(f);
+    CHECK(fgets(dir, sizeof dir, f) != NULL);
+    fclose(f);
+    dir[strcspn(dir, "\n")] = 0;
+    struct stat st;
+    CHECKF(dir[0] && stat(dir, &st) != 0, "the workload folder %s is left behind", dir);
+    // only compositions llama.cpp has
+    snprintf(args, sizeof args, "bench-lora -m %s/bl-tiny.gguf --compose router --compare llamacpp --llamacpp-dir %s", tmp, lc);
+    CHECK(rm_test_cli(args) == 2 && strstr(rm_test_cli_err(), "needs --compose mixture or selection"));
+    snprintf(args, sizeof args, "bench-lora -m %s/bl-tiny.gguf --compare llamacpp --llamacpp-dir %s/nowhere", tmp, tmp);
+    CHECK(rm_test_cli(args) == 2 && strstr(rm_test_cli_err(), "no llama.cpp LoRA driver at"));
 }

@@ -7,12 +7,15 @@
 #include "cli.h"
 #include "base/err.h"
 #include "base/file.h"
+#include "base/json.h"
+#include "base/stats.h"
 #include "lora/batch.h"
 #include "model/sampler.h"
 #include "model/synth.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 static void help(void) {
     printf("usage: ramole bench-lora (-m MODEL | --synth [SHAPE]) [options]\n\n"
@@ -35,7 +38,14 @@ static void help(void) {
            "  --seed S             adapters and sets (default 1)\n"
            "  --f16                the hook reads f16 mirrors of A and B (half the traffic)\n"
            "  --json               print {\"decode_tps\", \"decode_tps_base\", \"decode_ratio\", \"prefill_tps\",\n"
-           "                       \"prefill_tps_base\", \"prefill_ratio\"} on stdout\n",
+           "                       \"prefill_tps_base\", \"prefill_ratio\"} on stdout\n"
+           "  --compare llamacpp   also serve the B requests as a workload (each its prompt, then --steps\n"
+           "                       greedy tokens) in ramole (one batch) and in llama.cpp (one request at a\n"
+           "                       time, its adapters set with llama_set_adapters_lora, scale 1/k), --reps\n"
+           "                       times interleaved (default 3), and print both throughputs and the ratio\n"
+           "                       (mixture or selection; needs scripts/llamacpp-lora.sh's driver)\n"
+           "  --llamacpp-dir DIR   where that driver (lbl) and llama.cpp are (default\n"
+           "                       $RAMOLE_LLAMACPP_BENCH, else ~/.cache/ramole-llamacpp-bench)\n",
            rm_synth_names());
 }
 
@@ -145,10 +155,73 @@ static void random_sets(int *sets, int B, int K, int N, uint64_t seed) {
     }
 }
 
+// ---------------------------------------------------------------------------
+// --compare llamacpp: the B requests as a serving workload, timed whole.
+
+// ramole: every prompt in one forward, then `steps` greedy steps of all B rows
+// (slots [B, 2B), the LoRA batch's); returns the seconds, < 0 on failure.
+static double workload(bl_run *R, const rm_linear_hook *hook, const void *const *plans) {
+    int B = R->batch, P = R->prompt;
+    double dt, total = 0;
+    for (int s = 0; s < B; s++) rm_kvcache_clear_slot(&R->kv, B + s);
+    fill_rows(R, 0, B, 0, P, B, plans, 0);
+    if (timed_forward(R, B * P, hook, 1, R->logits, &dt)) return -1;
+    total += dt;
+    for (int st = 0; st < R->steps; st++) {
+        fill_rows(R, 0, B, P + st, 1, B, plans, 0);
+        if (timed_forward(R, B, hook, 1, R->logits, &dt)) return -1;
+        total += dt;
+    }
+    return total;
+}
+
+// Writes the adapters the sets use as DIR/a<i>.gguf and the sets as DIR/sets.txt.
+static int write_workload(const char *dir, rm_lora **ad, const int *sets, int B, int K) {
+    char path[4200];
+    snprintf(path, sizeof path, "%s/sets.txt", dir);
+    FILE *f = fopen(path, "w");
+    if (!f) return rm_errorf(RM_EIO, "%s: cannot write", path);
+    for (int r = 0; r < B; r++)
+        for (int i = 0; i < K; i++) fprintf(f, "%d%c", sets[r * K + i], i + 1 < K ? ' ' : '\n');
+    if (fclose(f)) return rm_errorf(RM_EIO, "%s: cannot write", path);
+    for (int r = 0; r < B; r++)
+        for (int i = 0; i < K; i++) {
+            snprintf(path, sizeof path, "%s/a%d.gguf", dir, sets[r * K + i]);
+            if (!rm_file_exists(path) && rm_lora_save_gguf(ad[sets[r * K + i]], path)) return RM_EIO;
+        }
+    return RM_OK;
+}
+
+// One run of llama.cpp's driver on the workload in dir; its throughput.
+static double llamacpp_workload(const char *lcdir, const char *model, const char *dir, int threads, int prompt, int steps) {
+    char cmd[16384];
+    snprintf(cmd, sizeof cmd, "'%s/lbl' '%s' '%s/bins/package/bins/linux-x64' %d '%s' '%s/sets.txt' %d %d 2>&1", lcdir, model,
+             lcdir, threads, dir, dir, prompt, steps);
+    FILE *p = popen(cmd, "r");
+    if (!p) return -1;
+    char line[2048];
+    double tps = -1;
+    while (fgets(line, sizeof line, p)) {
+        rm_json *j = NULL;
+        if (line[0] == '{' && rm_json_parse(line, strlen(line), "llama.cpp lora output", &j) == RM_OK) {
+            tps = rm_json_get_num(j, "tps", -1);
+            rm_json_free(j);
+        } else if (strncmp(line, "lbl:", 4) == 0) {
+            fprintf(stderr, "  llama.cpp: %s", line);
+        }
+    }
+    pclose(p);
+    return tps;
+}
+
+static int is_safe_path(const char *s) { return !strchr(s, '\''); }
+
 static int cmd_bench_lora(int argc, char **argv) {
     const char *model = NULL, *synth = NULL, *type_s = "q8_0", *targets_s = "q,v", *compose_s = "mixture", *kind_s = "soft";
     long n_ad = 48, rank = 6, batch = 32, k = 3, prompt = 16, steps = 8, threads = 0, seed = 1, reps = 1, router_rank = 4;
     int json = 0, f16 = 0;
+    const char *compare = NULL, *lcdir = NULL;
+    int reps_given = 0;
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
         else if (cli_str(argc, argv, &i, "--model", "-m", &model)) {}
@@ -166,7 +239,9 @@ static int cmd_bench_lora(int argc, char **argv) {
         else if (cli_int(argc, argv, &i, "--steps", NULL, &steps)) {}
         else if (cli_int(argc, argv, &i, "--threads", "-t", &threads)) {}
         else if (cli_int(argc, argv, &i, "--seed", NULL, &seed)) {}
-        else if (cli_int(argc, argv, &i, "--reps", NULL, &reps)) {}
+        else if (cli_int(argc, argv, &i, "--reps", NULL, &reps)) reps_given = 1;
+        else if (cli_str(argc, argv, &i, "--compare", NULL, &compare)) {}
+        else if (cli_str(argc, argv, &i, "--llamacpp-dir", NULL, &lcdir)) {}
         else if (cli_int(argc, argv, &i, "--router-rank", NULL, &router_rank)) {}
         else if (cli_str(argc, argv, &i, "--gate-kind", NULL, &kind_s)) {}
         else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
@@ -180,6 +255,32 @@ static int cmd_bench_lora(int argc, char **argv) {
     if (rm_gate_kind_parse(kind_s, &kind)) return cli_fail("--gate-kind");
     if (rm_lora_parse_targets(targets_s, &targets)) return cli_fail("--targets");
     if (mode == RM_COMPOSE_SELECTION) k = 1;
+    char lcbuf[4096], lbl[4200], wdir[4096] = "";
+    if (compare) {
+        if (strcmp(compare, "llamacpp") != 0) {
+            fprintf(stderr, "ramole bench-lora: --compare takes 'llamacpp' (got '%s')\n", compare);
+            return 2;
+        }
+        if (mode != RM_COMPOSE_MIXTURE && mode != RM_COMPOSE_SELECTION) {
+            fprintf(stderr, "ramole bench-lora: --compare llamacpp needs --compose mixture or selection (llama.cpp sums "
+                            "scaled adapters; it has no %s)\n", compose_s);
+            return 2;
+        }
+        if (!lcdir) {
+            const char *env = getenv("RAMOLE_LLAMACPP_BENCH"), *home = getenv("HOME");
+            if (env && *env) lcdir = env;
+            else snprintf(lcbuf, sizeof lcbuf, "%s/.cache/ramole-llamacpp-bench", home ? home : "."), lcdir = lcbuf;
+        }
+        snprintf(lbl, sizeof lbl, "%s/lbl", lcdir);
+        if (!rm_file_exists(lbl)) {
+            fprintf(stderr, "ramole bench-lora: no llama.cpp LoRA driver at %s (build it with scripts/llamacpp-lora.sh)\n", lbl);
+            return 2;
+        }
+        if (!reps_given) reps = 3;
+    } else if (lcdir) {
+        fprintf(stderr, "ramole bench-lora: --llamacpp-dir goes with --compare llamacpp\n");
+        return 2;
+    }
     if (!model == !synth) { fprintf(stderr, "ramole bench-lora: give -m MODEL or --synth [SHAPE]\n"); return 2; }
     if (n_ad < 1 || rank < 1 || rank > RM_LORA_MAX_RANK || batch < 1 || batch > 4096 || k < 1 || k > RM_PLAN_MAX ||
         k > n_ad || prompt < 1 || steps < 1 || reps < 1) {
@@ -289,12 +390,58 @@ static int cmd_bench_lora(int argc, char **argv) {
     // it holds up on a busy machine where the two timings above may not.
     fprintf(stderr, "  LoRA terms take %.1f%% of the prefill and %.1f%% of a decode step (implied ratios %.3fx, %.3fx)\n",
             100 * share[0], 100 * share[1], 1 - share[0], 1 - share[1]);
-    if (json)
+    double w_ours = 0, w_lc = 0;
+    if (compare) {
+        const char *tmp = getenv("TMPDIR");
+        snprintf(wdir, sizeof wdir, "%s/ramole-bench-lora-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+        if (!mkdtemp(wdir)) { wdir[0] = 0; fprintf(stderr, "ramole bench-lora: cannot make a temporary folder\n"); goto out; }
+        if (!is_safe_path(wdir) || !is_safe_path(lcdir) || !is_safe_path(model)) {
+            fprintf(stderr, "ramole bench-lora: paths with a quote (') cannot be passed to the driver\n");
+            goto out;
+        }
+        if (write_workload(wdir, ad, sets, (int)batch, (int)k)) { cli_fail("adapters for llama.cpp"); goto out; }
+        double *v = malloc(2 * (size_t)reps * sizeof(double));
+        if (!v) goto out;
+        long tokens = batch * (prompt + steps);
+        for (long r = 0; r < reps; r++) {
+            double secs = workload(&R, &hook, plan_ptrs);
+            v[r] = secs > 0 ? (double)tokens / secs : -1;
+            v[reps + r] = llamacpp_workload(lcdir, model, wdir, rm_threadpool_size(R.tp), (int)prompt, (int)steps);
+            if (v[r] <= 0 || v[reps + r] <= 0) {
+                fprintf(stderr, "ramole bench-lora: the %s workload failed\n", v[r] <= 0 ? "ramole" : "llama.cpp");
+                free(v);
+                goto out;
+            }
+            fprintf(stderr, "  workload run %ld/%ld: ramole %.1f tok/s, llama.cpp %.1f tok/s\n", r + 1, reps, v[r], v[reps + r]);
+        }
+        w_ours = rm_median(v, (int)reps);
+        w_lc = rm_median(v + reps, (int)reps);
+        free(v);
+        fprintf(stderr, "  workload (%ld requests, each %ld prompt + %ld generated tokens, its own %ld adapters): ramole %.1f "
+                        "tok/s in one batch, llama.cpp %.1f tok/s one request at a time: %.2fx\n",
+                batch, prompt, steps, k, w_ours, w_lc, w_ours / w_lc);
+    }
+    if (json) {
         printf("{\"decode_tps\": %.3f, \"decode_tps_base\": %.3f, \"decode_ratio\": %.4f, \"prefill_tps\": %.3f, "
-               "\"prefill_tps_base\": %.3f, \"prefill_ratio\": %.4f}\n",
+               "\"prefill_tps_base\": %.3f, \"prefill_ratio\": %.4f",
                dl, db, dl / db, pl, pb, pl / pb);
+        if (compare)
+            printf(", \"workload_tps\": %.3f, \"llamacpp_workload_tps\": %.3f, \"workload_ratio\": %.4f", w_ours, w_lc,
+                   w_ours / w_lc);
+        printf("}\n");
+    }
     rc = 0;
 out:
+    if (wdir[0]) { // the adapters written for llama.cpp
+        char path[4200];
+        for (long i = 0; i < n_ad; i++) {
+            snprintf(path, sizeof path, "%s/a%ld.gguf", wdir, i);
+            remove(path);
+        }
+        snprintf(path, sizeof path, "%s/sets.txt", wdir);
+        remove(path);
+        rmdir(wdir);
+    }
     if (plans)
         for (long s = 0; s < batch; s++) rm_lora_plan_free(&plans[s]);
     if (ad)
