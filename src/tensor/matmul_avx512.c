@@ -156,7 +156,7 @@ void rm_qx_t16_avx512(const rm_mm *m, int c0, int c1) {
 
 // aux->t16: the transposed unsigned quants and f32 scales of weight rows
 // r .. r+RR-1 (groups of 16 blocks, zero-padded).
-static int prep_t16(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const int KIND) {
+INLINE int prep_t16(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const int KIND) {
     const int64_t nb = m->in / 32, BB = (int64_t)rm_type_block_bytes(m->type);
     const int64_t groups = (nb + 15) / 16;
     if (groups * 16 > AUX_N) return 0;
@@ -166,6 +166,9 @@ static int prep_t16(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const int 
             const int64_t b = 16 * G;
             const int nk = nb - b < 16 ? (int)(nb - b) : 16;
             __m512i v[8];
+            // the next tiles' rows: the prefetchers do not follow RR
+            // interleaved streams of short rows on their own
+            for (int64_t pf = 0; pf < 16 * BB; pf += 64) prefetch_next_rows(m, row + b * BB + pf, RR);
             load16(row + b * BB + 2, BB, nk, KIND, v);
             for (int g = 0; g < 8; g++) _mm512_store_si512((void *)(aux->t16.q[i] + G * 512 + 64 * g), v[g]);
             _mm512_storeu_ps(&aux->t16.d[i][b], scales16(row, b, BB, nk));
