@@ -241,6 +241,9 @@ static void router_mix_task(void *ctx, int ith, int nth) {
     for (long n = begin; n < end; n++) {
         int row = J->lb->rrows[n];
         const rm_lora_plan *p = J->b->plan[row];
+        int any = 0; // as rm_lora_router_row: a row none of whose experts has this linear is left alone
+        for (int i = 0; i < p->n; i++) any |= mod_of(p->lora[i], J->layer, J->which) != NULL;
+        if (!any) continue;
         const float *E = J->lb->R + (size_t)n * (size_t)(J->k + 1) * (size_t)J->out, *q = E + (size_t)J->k * J->out;
         const rm_lora_mod *rq = mod_of(p->router, J->layer, J->which);
         router_mix_row(p->n, rq ? q : NULL, E, J->out, J->y + (size_t)row * J->ldy);
