@@ -281,7 +281,6 @@ INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
     const float *xd[4];
     const int16_t *xs[4];
     __m512 acc[4][4];
-    float macc[4][4] = {{0}}; // the dmin * min terms
 #pragma GCC unroll 4
     for (int i = 0; i < RR; i++) w[i] = (const rm_block_q4_k *)(m->w + (size_t)(r + i) * m->w_row);
 #pragma GCC unroll 4
@@ -331,24 +330,30 @@ INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
                 for (int i = 0; i < RR; i++) isum[i][j] = _mm512_dpwssd_epi32(isum[i][j], _mm512_maddubs_epi16(q[i], xv), s[i]);
             }
         }
+        // the min terms, sum_s (dmin lm[s]) (dx sum x of sub-block s), go into
+        // the same accumulator: lanes 0..7 take one sub-block each
+        __m512 lmd[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++) {
+            __m256 lm = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)sc[i]->lm)));
+            lmd[i] = _mm512_zextps256_ps512(_mm256_mul_ps(lm, _mm256_set1_ps(sc[i]->dmin)));
+        }
 #pragma GCC unroll 4
         for (int j = 0; j < CC; j++) {
             float dx = xd[j][b];
-            const __m128i bs = _mm_loadu_si128((const __m128i *)(xs[j] + 8 * b)); // sums of x per sub-block
+            __m256 bs = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(xs[j] + 8 * b))));
+            __m512 bsx = _mm512_zextps256_ps512(_mm256_mul_ps(bs, _mm256_set1_ps(dx)));
 #pragma GCC unroll 4
             for (int i = 0; i < RR; i++) {
                 acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i][j]), _mm512_set1_ps(sc[i]->d * dx), acc[i][j]);
-                __m128i ms = _mm_madd_epi16(_mm_loadu_si128((const __m128i *)sc[i]->lm), bs); // sum_s lm[s] * bs[s]
-                ms = _mm_add_epi32(ms, _mm_shuffle_epi32(ms, 0x4e));
-                ms = _mm_add_epi32(ms, _mm_shuffle_epi32(ms, 0xb1));
-                macc[i][j] += sc[i]->dmin * dx * (float)_mm_cvtsi128_si32(ms);
+                acc[i][j] = _mm512_fnmadd_ps(lmd[i], bsx, acc[i][j]);
             }
         }
     }
 #pragma GCC unroll 4
     for (int i = 0; i < RR; i++)
 #pragma GCC unroll 4
-        for (int j = 0; j < CC; j++) rm_mm_store(m, c + j, r + i, hsum16(acc[i][j]) - macc[i][j]);
+        for (int j = 0; j < CC; j++) rm_mm_store(m, c + j, r + i, hsum16(acc[i][j]));
 }
 
 // y[n,out] = x[n,in] @ W[out,in]^T, W q4_K, x int8 (rm_qx, blk 256)
