@@ -7,7 +7,7 @@ CC      ?= gcc
 PREFIX  ?= /usr/local
 WARN     = -Wall -Wextra -Werror -Wno-unused-parameter
 CSTD     = -std=gnu11
-INC      = -Iinclude -Isrc -Itools
+INC      = -Iinclude -Isrc -Itools -Ifuzz
 OPT      = -O2 -g -fno-omit-frame-pointer -fPIC
 LIBS     = -lm -lpthread -lsqlite3 -lpcre2-8 -lutf8proc
 
@@ -18,7 +18,7 @@ AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx2 -m
 
 SRC_LIB   = $(sort $(wildcard src/*/*.c))
 SRC_TOOLS = $(sort $(wildcard tools/*.c))
-SRC_TESTS = $(sort $(wildcard tests/*.c))
+SRC_TESTS = $(sort $(wildcard tests/*.c)) fuzz/targets.c
 SRC_BENCH = $(sort $(wildcard bench/*.c))
 
 # $(call objs,BUILDDIR,SOURCES)
