@@ -144,6 +144,16 @@ int rm_lora_max_rank(const rm_lora *a) {
     return r;
 }
 
+size_t rm_lora_bytes(const rm_lora *a) {
+    size_t b = sizeof *a + (size_t)a->n_layer * RM_LIN_COUNT * sizeof *a->mods;
+    for (int i = 0; i < a->n_layer * RM_LIN_COUNT; i++) {
+        const rm_lora_mod *m = &a->mods[i];
+        size_t n = (size_t)m->r * (size_t)(m->in + m->out);
+        b += n * sizeof(float) + (m->A16 ? n * sizeof(uint16_t) : 0);
+    }
+    return b;
+}
+
 int rm_lora_parse_spec(const char *spec, char *path, size_t cap, float *weight, int *has_weight) {
     const char *colon = strrchr(spec, ':');
     size_t n = strlen(spec);

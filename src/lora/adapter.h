@@ -104,6 +104,8 @@ int rm_lora_parse_targets(const char *s, unsigned *mask);
 unsigned rm_lora_targets(const rm_lora *a);
 // Largest rank over the modules.
 int rm_lora_max_rank(const rm_lora *a);
+// Bytes the adapter holds in memory (A, B and their f16 mirrors, the module table).
+size_t rm_lora_bytes(const rm_lora *a);
 
 // Splits "PATH[:WEIGHT]" (the weight is taken only when the text after the
 // last ':' is a number). path gets a copy (NUL-terminated, cap bytes);
