@@ -294,3 +294,11 @@ TEST(regress_request_sampling_fields_strict) {
     CHECK(rm_sampler_init(&s, &p, 10) == RM_EINVAL);
     rm_sampler_free(&s);
 }
+
+// A tokenizer.json of a few bytes declaring token id 16777215: its tables
+// (sized by the largest id) are refused before they are allocated.
+TEST(regress_tokenizer_json_sparse_ids_refused) {
+    rm_tokenizer *t = NULL;
+    CHECK(rm_tokenizer_from_hf(&t, "tests/regress/tokenizer_json/vocab-sparse-ids.json") == RM_EFORMAT && !t);
+    CHECKF(strstr(rm_last_error(), "ids must be dense"), "%s", rm_last_error());
+}
