@@ -3,11 +3,12 @@
 #   make test       unit/integration tests, optimized, then under ASan+UBSan
 #   make bench      benchmarks (tables on stdout)
 #   make install PREFIX=/usr/local
+#   make fuzz       libFuzzer harnesses (clang) in build-fuzz/; make fuzz-smoke runs each briefly
 CC      ?= gcc
 PREFIX  ?= /usr/local
 WARN     = -Wall -Wextra -Werror -Wno-unused-parameter
 CSTD     = -std=gnu11
-INC      = -Iinclude -Isrc -Itools
+INC      = -Iinclude -Isrc -Itools -Ifuzz
 OPT      = -O2 -g -fno-omit-frame-pointer -fPIC
 LIBS     = -lm -lpthread -lsqlite3 -lpcre2-8 -lutf8proc
 
@@ -18,7 +19,7 @@ AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx2 -m
 
 SRC_LIB   = $(sort $(wildcard src/*/*.c))
 SRC_TOOLS = $(sort $(wildcard tools/*.c))
-SRC_TESTS = $(sort $(wildcard tests/*.c))
+SRC_TESTS = $(sort $(wildcard tests/*.c)) fuzz/targets.c
 SRC_BENCH = $(sort $(wildcard bench/*.c))
 
 # $(call objs,BUILDDIR,SOURCES)
@@ -28,7 +29,7 @@ comma := ,
 B  ?= build
 SAN ?= build-san
 
-.PHONY: all test test-opt test-san bench install clean run
+.PHONY: all test test-opt test-san bench install clean run fuzz fuzz-smoke fuzz-lib
 all: $(B)/ramole $(B)/libramole.a $(B)/libramole.so
 
 define build_rules
@@ -88,5 +89,23 @@ install: all
 	install -m 644 include/ramole.h $(DESTDIR)$(PREFIX)/include/ramole.h
 	sed -e 's|@PREFIX@|$(PREFIX)|g' scripts/ramole.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/ramole.pc
 
+# Fuzzing (fuzz/README.md): the library rebuilt by clang with libFuzzer's
+# coverage and ASan+UBSan; one binary per target of fuzz/targets.c.
+FUZZ_CC    ?= clang
+FUZZB      ?= build-fuzz
+FUZZ_FLAGS  = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+FUZZ_TARGETS = json gguf lora_gguf safetensors peft tokenizer_json tokenize llama2c
+FUZZ_BINS   = $(patsubst %,$(FUZZB)/fuzz_%,$(FUZZ_TARGETS))
+FUZZ_SECS  ?= 20
+fuzz-lib:
+	@command -v $(FUZZ_CC) >/dev/null || { echo "make fuzz needs $(FUZZ_CC) and libFuzzer: scripts/deps.sh fuzz (as root)" >&2; exit 1; }
+	$(MAKE) --no-print-directory CC=$(FUZZ_CC) B=$(FUZZB) OPT="$(FUZZ_FLAGS) -fsanitize=fuzzer-no-link" $(FUZZB)/libramole.a
+$(FUZZB)/fuzz_%: fuzz/driver.c fuzz/targets.c fuzz/targets.h fuzz-lib
+	$(FUZZ_CC) $(CSTD) $(WARN) $(INC) $(FUZZ_FLAGS) -fsanitize=fuzzer -DRM_FUZZ_TARGET=$* -o $@ \
+	    fuzz/driver.c fuzz/targets.c $(FUZZB)/libramole.a $(LIBS)
+fuzz: $(FUZZ_BINS)
+fuzz-smoke: fuzz $(B)/ramole
+	RAMOLE_BIN=$(B)/ramole ./fuzz/run.sh -t $(FUZZ_SECS) $(FUZZ_BINS)
+
 clean:
-	rm -rf build build-san
+	rm -rf build build-san build-fuzz

@@ -30,6 +30,7 @@ enum {
     RM_EMISMATCH = -6,    /* does not fit the base model / other input */
     RM_ENOTFOUND = -7,    /* named thing does not exist */
     RM_EFULL = -8,        /* capacity exhausted (KV slots, context) */
+    RM_ETOOBIG = -9,      /* input over a size limit (an upload's samples or bytes): HTTP 413 */
 };
 #endif
 

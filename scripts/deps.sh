@@ -1,8 +1,9 @@
 #!/bin/sh
 # deps.sh — make sure the Debian packages ramole builds with are present.
 # As root it installs what is missing; otherwise it prints the apt-get line
-# to run and exits 1.
+# to run and exits 1. `deps.sh fuzz` also wants clang and libFuzzer (make fuzz).
 PKGS="build-essential libsqlite3-dev pkg-config libpcre2-dev libutf8proc-dev"
+[ "$1" = fuzz ] && PKGS="$PKGS clang libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

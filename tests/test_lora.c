@@ -12,6 +12,7 @@
 #include "format/gguf.h"
 #include "format/safetensors.h"
 #include "lora/batch.h"
+#include "lora/cache.h"
 #include "model/synth.h"
 
 #include <stdlib.h>
@@ -732,5 +733,61 @@ TEST(lora_f16_mirrors) {
     rm_lora_plan_free(&p);
     for (int i = 0; i < 3; i++) rm_lora_free(a[i]);
     rm_llama_free(ref);
+    rm_llama_free(m);
+}
+
+// The adapter cache under a byte budget: least recently used adapters nobody
+// holds are evicted; held ones never are (the cache then stays over budget
+// until they are given back); counters add up.
+TEST(lora_cache_lru_budget) {
+    rm_llama *m = tiny_model(RM_TYPE_F32);
+    REQUIRE(m);
+    char path[4][512];
+    size_t bytes = 0;
+    for (int i = 0; i < 4; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "cache-%d.gguf", i);
+        tmp_path(path[i], sizeof path[i], name);
+        rm_lora *a = NULL;
+        REQUIRE(rm_lora_random(&a, m, 4, (1u << RM_LIN_Q) | (1u << RM_LIN_V), (uint64_t)i + 1) == RM_OK);
+        bytes = rm_lora_bytes(a);
+        CHECK_OK(rm_lora_save_gguf(a, path[i]));
+        rm_lora_free(a);
+    }
+    rm_lora_cache c = {.m = m};
+    rm_lora_cache_set_budget(&c, bytes * 5 / 2); // room for two
+    rm_lora *l[4] = {0}, *again = NULL;
+    static const char *names[4] = {"a0", "a1", "a2", "a3"};
+    CHECK_OK(rm_lora_cache_get(&c, names[0], path[0], &l[0]));
+    CHECK_OK(rm_lora_cache_get(&c, names[1], path[1], &l[1]));
+    rm_lora_cache_release(&c, l[0]);
+    rm_lora_cache_release(&c, l[1]);
+    CHECK_OK(rm_lora_cache_get(&c, names[0], path[0], &again)); // a hit: a0 is now the most recent
+    CHECK(again == l[0]);
+    rm_lora_cache_release(&c, again);
+    CHECK_OK(rm_lora_cache_get(&c, names[2], path[2], &l[2])); // a1, the least recent, goes
+    rm_lora_cache_stats st = rm_lora_cache_stats_get(&c);
+    CHECK(st.hits == 1 && st.misses == 3 && st.loads == 3 && st.evictions == 1 && st.loaded == 2 && st.in_use == 1);
+    CHECK(st.bytes == 2 * bytes && st.bytes <= c.budget);
+    // a0 and a2 held: loading a3 cannot make room and goes over budget.
+    CHECK_OK(rm_lora_cache_get(&c, names[0], path[0], &again));
+    CHECK_OK(rm_lora_cache_get(&c, names[3], path[3], &l[3]));
+    st = rm_lora_cache_stats_get(&c);
+    CHECK(st.loaded == 3 && st.in_use == 3 && st.evictions == 1 && st.bytes == 3 * bytes);
+    // Given back, the least recent unheld (a2) goes; a0, still held, stays valid.
+    rm_lora_cache_release(&c, l[2]);
+    rm_lora_cache_release(&c, l[3]);
+    st = rm_lora_cache_stats_get(&c);
+    CHECK(st.loaded == 2 && st.in_use == 1 && st.evictions == 2 && st.bytes <= c.budget);
+    CHECK(again == l[0] && again->n_layer == m->hp.n_layer);
+    // a1 comes back on demand (a miss and a load); a bad path is a miss, not a load.
+    rm_lora_cache_release(&c, again);
+    CHECK_OK(rm_lora_cache_get(&c, names[1], path[1], &l[1]));
+    rm_lora_cache_release(&c, l[1]);
+    CHECK(rm_lora_cache_get(&c, "missing", "/nonexistent/adapter.gguf", &again) != RM_OK && !again);
+    CHECKF(strstr(rm_last_error(), "adapter 'missing' refused"), "%s", rm_last_error());
+    st = rm_lora_cache_stats_get(&c);
+    CHECK(st.misses == 6 && st.loads == 5 && st.hits == 2 && st.in_use == 0 && st.bytes <= c.budget);
+    rm_lora_cache_free(&c);
     rm_llama_free(m);
 }

@@ -827,6 +827,103 @@ TEST(retr_pool_survives_writer_dying_midway) {
     rm_pool_close(p);
 }
 
+// Two handles on one pool (as a server and a CLI): each sees the other's adds
+// and removes without reopening; a search right after a remove by the other
+// does not fail; a name taken elsewhere is refused naming the process.
+TEST(retr_pool_two_handles_see_each_other) {
+    char dir[512];
+    make_pool3("pool_shared", dir, sizeof dir);
+    rm_pool *a = NULL, *b = NULL, *c = NULL;
+    CHECK_OK(rm_pool_open(dir, NULL, &a));
+    CHECK_OK(rm_pool_open(dir, NULL, &b));
+    CHECK_OK(rm_pool_open(dir, NULL, &c));
+    REQUIRE(a && b && c);
+    int changed = -1;
+    CHECK_OK(rm_pool_refresh(a, &changed));
+    CHECK(changed == 0); // nothing happened yet
+    rm_adapter_info extra = {.name = "extra"};
+    CHECK_OK(rm_pool_add(b, &extra, g_corpus + 6, NULL, 3, NULL));
+    CHECK_OK(rm_pool_refresh(a, &changed));
+    CHECK(changed == 1 && rm_pool_size(a) == 4 && rm_pool_id(a, "extra") >= 0);
+    CHECK_OK(rm_pool_check(a));
+    CHECK_OK(rm_pool_refresh_if_changed(a, &changed)); // within the second: not even checked
+    CHECK(changed == 0);
+    // b removes what a query ranks first. c, whose state predates the remove
+    // and which has not read that adapter's samples yet, meets the missing
+    // rows in its search: it refreshes and answers without it. a, which has
+    // (cached), answers too, and is in step after its next refresh.
+    const char *query = "Translate to English: Das Wetter ist heute schön.";
+    rm_hit h[4];
+    int n = 0;
+    CHECK_OK(rm_pool_search(a, query, 4, NULL, 0, h, &n));
+    REQUIRE(n > 0);
+    int64_t top = h[0].id;
+    char top_name[64];
+    snprintf(top_name, sizeof top_name, "%s", rm_pool_name(a, top));
+    CHECK(rm_pool_size(c) == 3); // c has not refreshed since before "extra"
+    CHECK_OK(rm_pool_remove(b, top_name));
+    CHECK_OK(rm_pool_search(c, query, 4, NULL, 0, h, &n));
+    for (int i = 0; i < n; i++) CHECK(h[i].id != top);
+    CHECK(rm_pool_size(c) == 3 && rm_pool_id(c, "extra") >= 0 && rm_pool_id(c, top_name) < 0);
+    CHECK_OK(rm_pool_search(a, query, 4, NULL, 0, h, &n));
+    CHECK_OK(rm_pool_refresh(a, &changed));
+    CHECK(changed == 1 && rm_pool_size(a) == 3);
+    CHECK_OK(rm_pool_check(a));
+    CHECK_OK(rm_pool_check(c));
+    // a removes what b added, b then searches and adds fine.
+    CHECK_OK(rm_pool_remove(a, "extra"));
+    CHECK_OK(rm_pool_search(b, query, 4, NULL, 0, h, &n));
+    CHECK(rm_pool_size(b) == 2);
+    // Another process adds "child"; a (not refreshed) refuses the same name naming it.
+    fflush(NULL);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        rm_pool *c;
+        rm_adapter_info info = {.name = "child"};
+        _exit(rm_pool_open(dir, NULL, &c) || rm_pool_add(c, &info, g_corpus, NULL, 3, NULL) ? 1 : 0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    rm_adapter_info again = {.name = "child"};
+    CHECK(rm_pool_add(a, &again, g_corpus, NULL, 3, NULL) == RM_EINVAL);
+    char want[64];
+    snprintf(want, sizeof want, "added by pid %d", (int)pid);
+    CHECKF(strstr(rm_last_error(), want), "%s (want %s)", rm_last_error(), want);
+    CHECK(rm_pool_size(a) == 3 && rm_pool_id(a, "child") >= 0); // the add refreshed a
+    rm_pool_close(a);
+    rm_pool_close(b);
+    rm_pool_close(c);
+}
+
+// Per-add limits: too many samples or too many bytes is RM_ETOOBIG (a
+// server's 413) naming the limit, and nothing is stored.
+TEST(retr_pool_add_limits) {
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s/pool_limits", rm_test_tmpdir());
+    rm_pool_params pp = rm_pool_default_params();
+    CHECK(pp.max_samples == RM_POOL_MAX_SAMPLES && pp.max_add_bytes == RM_POOL_MAX_ADD_BYTES);
+    pp.max_samples = 2;
+    pp.max_add_bytes = 150;
+    rm_pool *p = NULL;
+    CHECK_OK(rm_pool_open(dir, &pp, &p));
+    REQUIRE(p);
+    CHECK_OK(rm_pool_set_embedder(p, small_lexical()));
+    rm_adapter_info info = {.name = "big"};
+    CHECK(rm_pool_add(p, &info, g_corpus, NULL, 3, NULL) == RM_ETOOBIG);
+    CHECKF(strstr(rm_last_error(), "3 samples, over the limit of 2"), "%s", rm_last_error());
+    const char *long_inputs[2] = {g_corpus[0], "0123456789012345678901234567890123456789012345678901234567890123456789"
+                                               "0123456789012345678901234567890123456789"};
+    CHECK(rm_pool_add(p, &info, long_inputs, NULL, 2, NULL) == RM_ETOOBIG);
+    CHECKF(strstr(rm_last_error(), "over the limit of 150"), "%s", rm_last_error());
+    CHECK(rm_pool_size(p) == 0);
+    CHECK_OK(rm_pool_add(p, &info, g_corpus, NULL, 2, NULL));
+    CHECK(rm_pool_size(p) == 1);
+    CHECK_OK(rm_pool_check(p));
+    rm_pool_close(p);
+}
+
 // ---------------------------------------------------------------------------
 // CLI
 

@@ -237,13 +237,8 @@ static int cmd_info(int argc, char **argv) {
     }
     if (rm_is_dir(path)) return info_hfdir(path);
     char magic[4] = {0};
-    FILE *f = fopen(path, "rb");
-    if (!f) {
-        rm_errorf(RM_EIO, "%s: cannot open", path);
-        return cli_fail("info");
-    }
-    size_t got = fread(magic, 1, 4, f);
-    fclose(f);
+    int got = rm_read_head(path, magic, 4);
+    if (got < 0) return cli_fail("info");
     if (got == 4 && memcmp(magic, "GGUF", 4) == 0) return info_gguf(path, list_tensors);
     size_t n = strlen(path);
     if (n >= 12 && strcmp(path + n - 12, ".safetensors") == 0) return info_safetensors(path);

@@ -24,13 +24,16 @@ static void help(void) {
            "           default to 1); --type sets the type of the changed weights (default: kept)\n");
 }
 
-// Loads an adapter and, with a base, binds it (prints the error and returns NULL on failure).
-static rm_lora *load_adapter(const char *path, const rm_llama *m) {
+// Loads an adapter (its shapes checked against m before reading, when given)
+// and, with a base, binds it (prints the error and returns NULL on failure).
+// *file_order (may be NULL): its Q/K row order as in the file, before binding.
+static rm_lora *load_adapter(const char *path, const rm_llama *m, int *file_order) {
     rm_lora *a;
-    if (rm_lora_load(&a, path)) {
-        cli_fail("cannot load the adapter");
+    if (rm_lora_load_checked(&a, path, m)) {
+        cli_fail(m ? "the adapter does not fit the base model" : "cannot load the adapter");
         return NULL;
     }
+    if (file_order) *file_order = a->qk_permuted;
     if (m && rm_lora_bind(a, m)) {
         cli_fail("the adapter does not fit the base model");
         rm_lora_free(a);
@@ -42,13 +45,8 @@ static rm_lora *load_adapter(const char *path, const rm_llama *m) {
 static int lora_info(const char *path, const char *base) {
     rm_llama *m = NULL;
     if (base && rm_llama_load(&m, base)) return cli_fail("cannot load the base model");
-    rm_lora *a = load_adapter(path, NULL);
-    int file_order = a ? a->qk_permuted : 0; // before binding reorders it
-    if (a && m && rm_lora_bind(a, m)) {
-        cli_fail("the adapter does not fit the base model");
-        rm_lora_free(a);
-        a = NULL;
-    }
+    int file_order = 0;
+    rm_lora *a = load_adapter(path, m, &file_order);
     if (!a) {
         rm_llama_free(m);
         return 1;
@@ -95,7 +93,7 @@ static int ends_with(const char *s, const char *suffix) {
 static int lora_convert(const char *in, const char *out, const char *base) {
     rm_llama *m = NULL;
     if (base && rm_llama_load(&m, base)) return cli_fail("cannot load the base model");
-    rm_lora *a = load_adapter(in, m);
+    rm_lora *a = load_adapter(in, m, NULL);
     int rc = 1;
     if (a) {
         int st = ends_with(out, ".gguf") ? rm_lora_save_gguf(a, out) : rm_lora_save_peft(a, out);
@@ -153,7 +151,7 @@ static int lora_merge(int argc, char **argv) {
         int has_w;
         if (rm_lora_parse_spec(specs[i], path, sizeof path, &w[i], &has_w)) { cli_fail("--lora"); goto out; }
         if (!has_w) w[i] = 1.0f;
-        if (!(ad[i] = load_adapter(path, m))) goto out;
+        if (!(ad[i] = load_adapter(path, m, NULL))) goto out;
     }
     if (rm_lora_merge(m, n, ad, w, type_s ? (int)type : -1, out)) { cli_fail("merge failed"); goto out; }
     fprintf(stderr, "wrote %s (%d adapter%s baked in)\n", out, n, n > 1 ? "s" : "");

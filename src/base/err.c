@@ -46,6 +46,7 @@ const char *rm_status_name(int code) {
     case RM_EMISMATCH: return "mismatch";
     case RM_ENOTFOUND: return "not found";
     case RM_EFULL: return "capacity exhausted";
+    case RM_ETOOBIG: return "too large";
     default: return "error";
     }
 }

@@ -10,32 +10,66 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
-int rm_mmap_open(rm_mmap *m, const char *path) {
-    memset(m, 0, sizeof *m);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+// Kernel pseudo-filesystems whose "regular" files are not data at rest.
+#define FS_PROC 0x9fa0
+#define FS_SYSFS 0x62656572
+#define FS_DEBUGFS 0x64626720
+#define FS_SECURITYFS 0x73636673
+
+int rm_open_regular(const char *path, int *fd_out, size_t *size) {
+    *fd_out = -1;
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer.
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOCTTY);
     if (fd < 0) return rm_errorf(RM_EIO, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0) {
-        int e = errno;
+    struct statfs sf;
+    const char *bad = NULL;
+    if (fstat(fd, &st) != 0 || fstatfs(fd, &sf) != 0) bad = "cannot stat it";
+    else if (S_ISDIR(st.st_mode)) bad = "is a directory";
+    else if (!S_ISREG(st.st_mode)) bad = "not a regular file (a FIFO, socket or device)";
+    else if (sf.f_type == FS_PROC || sf.f_type == FS_SYSFS || sf.f_type == FS_DEBUGFS || sf.f_type == FS_SECURITYFS)
+        bad = "a kernel pseudo-file (/proc, /sys), not a data file";
+    else if (fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK) != 0) bad = "cannot set it blocking";
+    if (bad) {
         close(fd);
-        return rm_errorf(RM_EIO, "%s: cannot stat: %s", path, strerror(e));
+        return rm_errorf(RM_EIO, "%s: %s", path, bad);
     }
-    if (!S_ISREG(st.st_mode)) {
-        close(fd);
-        return rm_errorf(RM_EIO, "%s: not a regular file", path);
-    }
-    if (st.st_size > 0) {
-        void *p = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+    *fd_out = fd;
+    *size = (size_t)st.st_size;
+    return RM_OK;
+}
+
+int rm_read_head(const char *path, void *buf, size_t n) {
+    int fd;
+    size_t size;
+    int rc = rm_open_regular(path, &fd, &size);
+    if (rc) return rc;
+    ssize_t got;
+    do got = pread(fd, buf, n, 0); while (got < 0 && errno == EINTR);
+    int e = errno;
+    close(fd);
+    return got < 0 ? rm_errorf(RM_EIO, "%s: read failed: %s", path, strerror(e)) : (int)got;
+}
+
+int rm_mmap_open(rm_mmap *m, const char *path) {
+    memset(m, 0, sizeof *m);
+    int fd;
+    size_t size;
+    int rc = rm_open_regular(path, &fd, &size);
+    if (rc) return rc;
+    if (size > 0) {
+        void *p = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (p == MAP_FAILED) {
             int e = errno;
             close(fd);
             return rm_errorf(RM_EIO, "%s: cannot mmap: %s", path, strerror(e));
         }
         m->data = p;
-        m->size = (size_t)st.st_size;
+        m->size = size;
     }
     close(fd);
     return RM_OK;
@@ -43,14 +77,10 @@ int rm_mmap_open(rm_mmap *m, const char *path) {
 
 int rm_mmap_open_resident(rm_mmap *m, const char *path) {
     memset(m, 0, sizeof *m);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) return rm_errorf(RM_EIO, "%s: cannot open: %s", path, strerror(errno));
-    struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return rm_errorf(RM_EIO, "%s: not a regular file", path);
-    }
-    size_t size = (size_t)st.st_size, huge = (size_t)2 << 20;
+    int fd;
+    size_t size, huge = (size_t)2 << 20;
+    int rc = rm_open_regular(path, &fd, &size);
+    if (rc) return rc;
     if (size == 0) { close(fd); return RM_OK; }
     size_t cap = (size + huge - 1) & ~(huge - 1);
     void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -89,8 +119,12 @@ void rm_mmap_close(rm_mmap *m) {
 int rm_read_file(const char *path, char **out, size_t *len) {
     *out = NULL;
     if (len) *len = 0;
-    FILE *f = fopen(path, "rb");
-    if (!f) return rm_errorf(RM_EIO, "%s: cannot open: %s", path, strerror(errno));
+    int fd;
+    size_t size;
+    int rc = rm_open_regular(path, &fd, &size);
+    if (rc) return rc;
+    FILE *f = fdopen(fd, "rb");
+    if (!f) { close(fd); return rm_errorf(RM_ENOMEM, "%s: out of memory", path); }
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap + 1);
     if (!buf) { fclose(f); return rm_errorf(RM_ENOMEM, "%s: out of memory", path); }

@@ -10,7 +10,17 @@ typedef struct rm_mmap {
     size_t mapped;       // bytes to unmap when larger than size (resident copies), else 0
 } rm_mmap;
 
-// Maps `path` read-only. On failure returns RM_EIO with a message naming the path.
+// Opens `path` for reading only when it is a regular file holding data: a
+// FIFO (which would block the open), socket, device, directory or a /proc or
+// /sys pseudo-file is refused with RM_EIO naming what it is. *fd and *size
+// (its size) on success. Every loader
+// opens files through this.
+int rm_open_regular(const char *path, int *fd, size_t *size);
+// Reads the first n bytes of a regular file (rm_open_regular's checks) into
+// buf: the count read (< n for a shorter file), or a negative status.
+int rm_read_head(const char *path, void *buf, size_t n);
+// Maps `path` read-only (rm_open_regular's checks). On failure returns RM_EIO
+// with a message naming the path.
 int rm_mmap_open(rm_mmap *m, const char *path);
 void rm_mmap_close(rm_mmap *m);
 // Reads the file into private anonymous memory that asks for transparent huge

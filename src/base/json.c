@@ -493,6 +493,42 @@ int64_t rm_json_get_int(const rm_json *obj, const char *key, int64_t dflt) {
     return dflt;
 }
 
+// The field's number, or dflt when absent/null (*have 0); RM_EINVAL when it is
+// not a finite number.
+static int field_number(const rm_json *obj, const char *key, double *num, int *have) {
+    const rm_json *v = rm_json_get(obj, key);
+    *have = v && v->type != RM_JSON_NULL;
+    if (!*have) return RM_OK;
+    if (v->type != RM_JSON_NUMBER) return rm_errorf(RM_EINVAL, "\"%s\" must be a number", key);
+    if (!isfinite(v->num)) return rm_errorf(RM_EINVAL, "\"%s\" must be a finite number", key);
+    *num = v->num;
+    return RM_OK;
+}
+
+int rm_json_field_int(const rm_json *obj, const char *key, int64_t lo, int64_t hi, int64_t dflt, int64_t *out) {
+    *out = dflt;
+    double num = 0.0;
+    int have, rc = field_number(obj, key, &num, &have);
+    if (rc || !have) return rc;
+    const rm_json *v = rm_json_get(obj, key);
+    int integral = v->is_int || num == floor(num);
+    if (!integral || num < (double)lo || num > (double)hi)
+        return rm_errorf(RM_EINVAL, "\"%s\" must be an integer in [%lld, %lld], not %.17g", key, (long long)lo, (long long)hi,
+                         num);
+    *out = v->is_int ? v->inum : (int64_t)num;
+    return RM_OK;
+}
+
+int rm_json_field_num(const rm_json *obj, const char *key, double lo, double hi, double dflt, double *out) {
+    *out = dflt;
+    double num = 0.0;
+    int have, rc = field_number(obj, key, &num, &have);
+    if (rc || !have) return rc;
+    if (num < lo || num > hi) return rm_errorf(RM_EINVAL, "\"%s\" must be in [%g, %g], not %.17g", key, lo, hi, num);
+    *out = num;
+    return RM_OK;
+}
+
 int rm_json_get_bool(const rm_json *obj, const char *key, int dflt) {
     const rm_json *v = rm_json_get(obj, key);
     return v && v->type == RM_JSON_BOOL ? v->boolean : dflt;

@@ -45,6 +45,12 @@ const char *rm_json_get_str(const rm_json *obj, const char *key, const char *dfl
 double rm_json_get_num(const rm_json *obj, const char *key, double dflt);
 int64_t rm_json_get_int(const rm_json *obj, const char *key, int64_t dflt);
 int rm_json_get_bool(const rm_json *obj, const char *key, int dflt);
+// Strict readers for request fields: an absent or null key gives dflt; a
+// value of another type, or a number not finite, not integral (for _int; 4.0
+// and 1e3 are integral) or outside [lo, hi], is RM_EINVAL with a message
+// naming the key, what it must be and the value given (a server's 400).
+int rm_json_field_int(const rm_json *obj, const char *key, int64_t lo, int64_t hi, int64_t dflt, int64_t *out);
+int rm_json_field_num(const rm_json *obj, const char *key, double lo, double hi, double dflt, double *out);
 
 // Growable string buffer (for writing JSON, HTTP bodies, ...).
 typedef struct rm_sb {

@@ -42,13 +42,25 @@ int llama2c_convert(const char *in_path, const char *out_path) {
     }
     int32_t h[7];
     memcpy(h, map.data, sizeof h);
-    int dim = h[0], hidden = h[1], nl = h[2], nh = h[3], nkv = h[4], vocab = h[5] < 0 ? -h[5] : h[5], seq = h[6];
+    // A negative vocab size means a separate classifier. INT32_MIN has no
+    // positive counterpart: it is refused below as out of range (0) instead of
+    // being negated.
+    int dim = h[0], hidden = h[1], nl = h[2], nh = h[3], nkv = h[4], seq = h[6];
+    int vocab = h[5] == INT32_MIN ? 0 : h[5] < 0 ? -h[5] : h[5];
     int shared = h[5] > 0;
-    if (dim <= 0 || hidden <= 0 || nl <= 0 || nh <= 0 || nkv <= 0 || vocab <= 0 || seq <= 0 || dim > 65536 ||
-        hidden > 1 << 20 || nl > 1024 || nh > dim || nkv > nh || vocab > 1 << 24 || seq > 1 << 24 || dim % nh ||
-        nh % nkv) {
-        rc = rm_errorf(RM_EFORMAT, "%s: implausible llama2.c header (dim %d hidden %d layers %d heads %d kv %d vocab %d seq %d)",
-                       in_path, h[0], h[1], h[2], h[3], h[4], h[5], h[6]);
+    // The file has no magic: until the header is plausible nothing of it is
+    // echoed (an arbitrary file's first bytes stay out of the message), only
+    // which field is wrong.
+    const char *bad = dim <= 0 || dim > 65536               ? "dim outside [1, 65536]"
+                      : hidden <= 0 || hidden > 1 << 20     ? "hidden_dim outside [1, 2^20]"
+                      : nl <= 0 || nl > 1024                ? "n_layers outside [1, 1024]"
+                      : nh <= 0 || nh > dim || dim % nh     ? "n_heads not a divisor of dim"
+                      : nkv <= 0 || nkv > nh || nh % nkv    ? "n_kv_heads not a divisor of n_heads"
+                      : vocab <= 0 || vocab > 1 << 24       ? "vocab_size outside [1, 2^24] (sign aside)"
+                      : seq <= 0 || seq > 1 << 24           ? "seq_len outside [1, 2^24]"
+                                                            : NULL;
+    if (bad) {
+        rc = rm_errorf(RM_EFORMAT, "%s: not a llama2.c checkpoint: header field %s", in_path, bad);
         goto done;
     }
     int hs = dim / nh, kvd = nkv * hs;

@@ -163,14 +163,16 @@ static int check_unique_names(st_file *f) {
 
 static int st_parse_header(st_file *f, const uint8_t *data, size_t size) {
     if (size < 8) return rm_errorf(RM_EFORMAT, "%s: too short for a safetensors file (%zu bytes)", f->path, size);
+    // The format has no magic: the first 8 bytes of any file read as a length,
+    // so they are not echoed (a path naming a private file must not leak them).
     uint64_t hlen;
     memcpy(&hlen, data, 8);
     if (hlen > size - 8)
-        return rm_errorf(RM_EFORMAT, "%s: header length %llu exceeds the file (%zu bytes)", f->path,
-                         (unsigned long long)hlen, size);
+        return rm_errorf(RM_EFORMAT, "%s: not a safetensors file: its header length field exceeds the file (%zu bytes)",
+                         f->path, size);
     if (hlen > ST_MAX_HEADER)
-        return rm_errorf(RM_EFORMAT, "%s: header length %llu is over the %u-byte limit", f->path,
-                         (unsigned long long)hlen, ST_MAX_HEADER);
+        return rm_errorf(RM_EFORMAT, "%s: not a safetensors file: its header length field is over the %u-byte limit",
+                         f->path, ST_MAX_HEADER);
     size_t data_start = 8 + (size_t)hlen, data_size = size - data_start;
     rm_json *h;
     int rc = rm_json_parse((const char *)data + 8, (size_t)hlen, f->path, &h);

@@ -144,6 +144,16 @@ int rm_lora_max_rank(const rm_lora *a) {
     return r;
 }
 
+size_t rm_lora_bytes(const rm_lora *a) {
+    size_t b = sizeof *a + (size_t)a->n_layer * RM_LIN_COUNT * sizeof *a->mods;
+    for (int i = 0; i < a->n_layer * RM_LIN_COUNT; i++) {
+        const rm_lora_mod *m = &a->mods[i];
+        size_t n = (size_t)m->r * (size_t)(m->in + m->out);
+        b += n * sizeof(float) + (m->A16 ? n * sizeof(uint16_t) : 0);
+    }
+    return b;
+}
+
 int rm_lora_parse_spec(const char *spec, char *path, size_t cap, float *weight, int *has_weight) {
     const char *colon = strrchr(spec, ':');
     size_t n = strlen(spec);
@@ -191,14 +201,103 @@ static int arch_family(const char *arch) {
     return -1;
 }
 
+int rm_lora_check_shape(const rm_llama *m, const char *path, int l, int w, int64_t r, int64_t in, int64_t out) {
+    if (r <= 0 || r > RM_LORA_MAX_RANK)
+        return rm_errorf(RM_EFORMAT, "%s: layer %d %s: rank %lld outside [1, %d]", path, l, rm_linear_names[w], (long long)r,
+                         RM_LORA_MAX_RANK);
+    if (in <= 0 || out <= 0 || in > RM_LORA_MAX_DIM || out > RM_LORA_MAX_DIM)
+        return rm_errorf(RM_EFORMAT, "%s: layer %d %s: declared shape [%lld, %lld] (out, in) is outside [1, %d]", path, l,
+                         rm_linear_names[w], (long long)out, (long long)in, RM_LORA_MAX_DIM);
+    if (!m) return RM_OK;
+    if (l >= m->hp.n_layer)
+        return rm_errorf(RM_EMISMATCH, "%s: adapter has weights for layer %d, the base model has %d layers", path, l,
+                         m->hp.n_layer);
+    const rm_tensor *W = &m->layers[l].w[w];
+    if (in != W->ne[0] || out != W->ne[1])
+        return rm_errorf(RM_EMISMATCH,
+                         "%s: layer %d %s: adapter shape [%lld, %lld] (out, in) does not match the base weight [%lld, %lld]",
+                         path, l, rm_linear_names[w], (long long)out, (long long)in, (long long)W->ne[1],
+                         (long long)W->ne[0]);
+    if (r > in || r > out)
+        return rm_errorf(RM_EMISMATCH, "%s: layer %d %s: rank %lld exceeds min(in, out)", path, l, rm_linear_names[w],
+                         (long long)r);
+    return RM_OK;
+}
+
 int rm_lora_load_for(rm_lora **out, const char *path, const rm_llama *m) {
-    int rc = rm_lora_load(out, path);
+    int rc = rm_lora_load_checked(out, path, m);
     if (!rc && (rc = rm_lora_bind(*out, m))) {
         rm_lora_free(*out);
         *out = NULL;
     }
     return rc;
 }
+
+// ---------------------------------------------------------------- scale
+
+// Frobenius norm of W, estimated from up to 64 rows spread evenly over it
+// (exact for up to 64 rows): cheap on any weight type.
+static double weight_norm(const rm_tensor *W) {
+    int64_t rows = W->ne[1], step = rows > 64 ? rows / 64 : 1, seen = 0;
+    size_t row_bytes = rm_row_size(W->type, W->ne[0]);
+    float *buf = malloc((size_t)W->ne[0] * sizeof *buf);
+    if (!buf) return -1.0;
+    double sum = 0.0;
+    for (int64_t r = 0; r < rows && seen < 64; r += step, seen++) {
+        rm_dequantize_row(W->type, (const uint8_t *)W->data + (size_t)r * row_bytes, buf, W->ne[0]);
+        for (int64_t i = 0; i < W->ne[0]; i++) sum += (double)buf[i] * buf[i];
+    }
+    free(buf);
+    return sqrt(sum * (double)rows / (double)seen);
+}
+
+// Sum of squares of n floats, in double (f32 weights near FLT_MAX square fine).
+static double sum_sq(const float *v, size_t n) {
+    double s = 0.0;
+    for (size_t i = 0; i < n; i++) s += (double)v[i] * v[i];
+    return s;
+}
+
+static double dot_d(const float *x, const float *y, int64_t n) {
+    double s = 0.0;
+    for (int64_t i = 0; i < n; i++) s += (double)x[i] * y[i];
+    return s;
+}
+
+// ||s B A||_F, exactly: ||BA||_F^2 = sum_ij (B^T B)_ij (A A^T)_ij, r x r Gram
+// matrices of Bt's and A's rows; an upper bound s ||B|| ||A|| is returned
+// when that is already under `enough` (most adapters: no r^2 pass).
+static double update_norm(const rm_lora_mod *m, double enough) {
+    double bound = fabs((double)m->scale) * sqrt(sum_sq(m->A, (size_t)m->r * (size_t)m->in)) *
+                   sqrt(sum_sq(m->Bt, (size_t)m->r * (size_t)m->out));
+    if (bound <= enough) return bound;
+    double s2 = 0.0;
+    for (int i = 0; i < m->r; i++)
+        for (int j = 0; j < m->r; j++)
+            s2 += dot_d(m->Bt + (size_t)i * m->out, m->Bt + (size_t)j * m->out, m->out) *
+                  dot_d(m->A + (size_t)i * m->in, m->A + (size_t)j * m->in, m->in);
+    return fabs((double)m->scale) * sqrt(s2 > 0.0 ? s2 : 0.0);
+}
+
+int rm_lora_check_scale(const rm_lora *a, const rm_llama *m) {
+    for (int i = 0; i < a->n_layer * RM_LIN_COUNT; i++) {
+        const rm_lora_mod *mod = &a->mods[i];
+        if (!mod->r) continue;
+        int l = i / RM_LIN_COUNT, w = i % RM_LIN_COUNT;
+        double wn = weight_norm(&m->layers[l].w[w]);
+        if (wn < 0.0) return rm_errorf(RM_ENOMEM, "out of memory");
+        if (wn == 0.0) continue; // nothing to be relative to
+        double un = update_norm(mod, RM_LORA_MAX_REL_NORM * wn);
+        if (!(un <= RM_LORA_MAX_REL_NORM * wn))
+            return rm_errorf(RM_EFORMAT,
+                             "%s: layer %d %s: the adapter's update s*B*A has norm %.3g, %.3g times the base weight's (%.3g); "
+                             "over %g times is refused as corrupt",
+                             a->path, l, rm_linear_names[w], un, un / wn, wn, RM_LORA_MAX_REL_NORM);
+    }
+    return RM_OK;
+}
+
+// ---------------------------------------------------------------- binding (cont.)
 
 int rm_lora_bind(rm_lora *a, const rm_llama *m) {
     const rm_llama_hparams *hp = &m->hp;
@@ -217,20 +316,15 @@ int rm_lora_bind(rm_lora *a, const rm_llama *m) {
         const rm_lora_mod *mod = &a->mods[i];
         if (!mod->r) continue;
         int l = i / RM_LIN_COUNT, w = i % RM_LIN_COUNT;
-        const rm_tensor *W = &m->layers[l].w[w];
-        if (mod->in != W->ne[0] || mod->out != W->ne[1])
-            return rm_errorf(RM_EMISMATCH,
-                             "%s: layer %d %s: adapter shape [%lld, %lld] (out, in) does not match the base weight [%lld, %lld]",
-                             a->path, l, rm_linear_names[w], (long long)mod->out, (long long)mod->in, (long long)W->ne[1],
-                             (long long)W->ne[0]);
-        if (mod->r > RM_LORA_MAX_RANK || mod->r > mod->in || mod->r > mod->out)
-            return rm_errorf(RM_EMISMATCH, "%s: layer %d %s: rank %d exceeds the limit (%d, and min(in, out))", a->path, l,
-                             rm_linear_names[w], mod->r, RM_LORA_MAX_RANK);
+        int rc = rm_lora_check_shape(m, a->path, l, w, mod->r, mod->in, mod->out);
+        if (rc) return rc;
         if (!isfinite(mod->scale))
             return rm_errorf(RM_EFORMAT, "%s: layer %d %s: scale is not finite", a->path, l, rm_linear_names[w]);
         n_mod++;
     }
     if (!n_mod) return rm_errorf(RM_EFORMAT, "%s: adapter has no LoRA weights", a->path);
+    int rc = rm_lora_check_scale(a, m);
+    if (rc) return rc;
     if (hp->head_dim % 2 || hp->head_dim > 2048)
         return rm_errorf(RM_EUNSUPPORTED, "%s: head size %d cannot be permuted", a->path, hp->head_dim);
     // Everything checked: now change the adapter.

@@ -15,6 +15,9 @@
 #include "model/llama.h"
 
 #define RM_LORA_MAX_RANK 1024
+// The largest in / out dimension an adapter may declare (no LLM linear is
+// wider; a larger one is a hostile file, refused before allocating).
+#define RM_LORA_MAX_DIM (1 << 18)
 
 typedef struct rm_lora_mod {
     int r;            // rank; 0 = no LoRA on this linear
@@ -52,14 +55,36 @@ int rm_lora_load(rm_lora **out, const char *path);
 // The two formats explicitly (rm_lora_load picks by what path is).
 int rm_lora_load_peft(rm_lora **out, const char *path);
 int rm_lora_load_gguf(rm_lora **out, const char *path);
+// The same with every module's declared shape checked against m (NULL: only
+// the generic limits) before any tensor is read or allocated: a file
+// declaring a huge or foreign shape is refused at once.
+int rm_lora_load_checked(rm_lora **out, const char *path, const rm_llama *m);
+int rm_lora_load_peft_checked(rm_lora **out, const char *path, const rm_llama *m);
+int rm_lora_load_gguf_checked(rm_lora **out, const char *path, const rm_llama *m);
+// One module's declared shape: rank in [1, RM_LORA_MAX_RANK], in and out in
+// [1, RM_LORA_MAX_DIM]; with m, the layer exists, (in, out) is m's weight
+// shape and r <= min(in, out). Messages name path, layer and linear.
+int rm_lora_check_shape(const rm_llama *m, const char *path, int layer, int which, int64_t r, int64_t in, int64_t out);
 void rm_lora_free(rm_lora *a);
 
 // Validates a against the base (architecture, layer count, every shape, rank
-// limits) and then brings B's Q/K rows into the base's RoPE order. On
-// failure a is unchanged. Binding again to the same base is a no-op.
+// limits, scale: rm_lora_check_scale) and then brings B's Q/K rows into the
+// base's RoPE order. On failure a is unchanged. Binding again to the same
+// base is a no-op.
 int rm_lora_bind(rm_lora *a, const rm_llama *m);
-// rm_lora_load then rm_lora_bind to m; on failure *out is NULL and nothing is
-// left allocated.
+
+// The largest ||s B A||_F / ||W||_F an adapter may have on any linear.
+// Trained adapters change a weight by a small fraction of it; 10 leaves room
+// for any sane one and refuses garbage (finite weights of 3e38 made every
+// answer token 0).
+#define RM_LORA_MAX_REL_NORM 10.0
+// Refuses (RM_EFORMAT, naming the layer, the linear and the measured ratio)
+// an adapter whose update on some linear is over RM_LORA_MAX_REL_NORM times
+// the base weight's norm (estimated from 64 rows; weights of norm 0 are not
+// checked). Shapes must already match m.
+int rm_lora_check_scale(const rm_lora *a, const rm_llama *m);
+// rm_lora_load_checked then rm_lora_bind to m; on failure *out is NULL and
+// nothing is left allocated.
 int rm_lora_load_for(rm_lora **out, const char *path, const rm_llama *m);
 
 // Adds f16 mirrors of A and B that the batched hook then reads instead of
@@ -79,6 +104,8 @@ int rm_lora_parse_targets(const char *s, unsigned *mask);
 unsigned rm_lora_targets(const rm_lora *a);
 // Largest rank over the modules.
 int rm_lora_max_rank(const rm_lora *a);
+// Bytes the adapter holds in memory (A, B and their f16 mirrors, the module table).
+size_t rm_lora_bytes(const rm_lora *a);
 
 // Splits "PATH[:WEIGHT]" (the weight is taken only when the text after the
 // last ':' is a number). path gets a copy (NUL-terminated, cap bytes);
@@ -114,7 +141,7 @@ struct gguf_writer;
 struct gguf_file;
 int rm_lora_save_gguf_with(const rm_lora *a, const char *path, int (*meta)(struct gguf_writer *, const void *),
                            const void *ctx);
-int rm_lora_read_gguf(rm_lora **out, const struct gguf_file *g);
+int rm_lora_read_gguf(rm_lora **out, const struct gguf_file *g, const rm_llama *m);
 // B [out, r] of module i (layer * RM_LIN_COUNT + which) in a new buffer, its Q/K
 // rows in GGUF order if permuted else Hugging Face order, times factor.
 int rm_lora_export_b(const rm_lora *a, int i, int permuted, float factor, float **out);

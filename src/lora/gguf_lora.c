@@ -64,20 +64,26 @@ static int read_f32(const gguf_file *g, const gguf_tensor_info *ti, float **out)
     return rc;
 }
 
-static int load_module(rm_lora_mod *mod, const gguf_file *g, const gguf_tensor_info *ta, const gguf_tensor_info *tb,
-                       float alpha, int l, int w) {
+// The module's declared rank and shape, checked (against m when not NULL)
+// from the tensor infos alone: nothing is read or allocated.
+static int module_shape(const gguf_file *g, const gguf_tensor_info *ta, const gguf_tensor_info *tb, int l, int w,
+                        const rm_llama *m, int64_t *r, int64_t *in, int64_t *out) {
     const char *path = g->path;
     if (ta->n_dims > 2 || tb->n_dims > 2 || ta->ne[2] != 1 || tb->ne[2] != 1 || ta->ne[3] != 1 || tb->ne[3] != 1)
         return rm_errorf(RM_EFORMAT, "%s: blk.%d.%s: lora_a and lora_b must be 2-D", path, l, rm_linear_gguf[w]);
-    int64_t in = ta->ne[0], r = ta->ne[1], out = tb->ne[1];
-    if (tb->ne[0] != r)
+    *in = ta->ne[0], *r = ta->ne[1], *out = tb->ne[1];
+    if (tb->ne[0] != *r)
         return rm_errorf(RM_EFORMAT, "%s: blk.%d.%s: lora_a [%lld, %lld] and lora_b [%lld, %lld] do not share a rank", path, l,
                          rm_linear_gguf[w], (long long)ta->ne[0], (long long)ta->ne[1], (long long)tb->ne[0],
                          (long long)tb->ne[1]);
-    if (r <= 0 || r > RM_LORA_MAX_RANK)
-        return rm_errorf(RM_EFORMAT, "%s: blk.%d.%s: rank %lld outside [1, %d]", path, l, rm_linear_gguf[w], (long long)r,
-                         RM_LORA_MAX_RANK);
-    int rc = rm_lora_mod_alloc(mod, (int)r, in, out, alpha != 0.0f ? alpha / (float)r : 1.0f);
+    return rm_lora_check_shape(m, path, l, w, *r, *in, *out);
+}
+
+static int load_module(rm_lora_mod *mod, const gguf_file *g, const gguf_tensor_info *ta, const gguf_tensor_info *tb,
+                       float alpha, int l, int w) {
+    int64_t r, in, out;
+    int rc = module_shape(g, ta, tb, l, w, NULL, &r, &in, &out);
+    if (!rc) rc = rm_lora_mod_alloc(mod, (int)r, in, out, alpha != 0.0f ? alpha / (float)r : 1.0f);
     if (rc) return rc;
     float *fa = NULL, *fb = NULL;
     if ((rc = read_f32(g, ta, &fa)) || (rc = read_f32(g, tb, &fb))) goto done;
@@ -90,7 +96,9 @@ done:
     return rc;
 }
 
-int rm_lora_load_gguf(rm_lora **out, const char *path) {
+int rm_lora_load_gguf(rm_lora **out, const char *path) { return rm_lora_load_gguf_checked(out, path, NULL); }
+
+int rm_lora_load_gguf_checked(rm_lora **out, const char *path, const rm_llama *m) {
     *out = NULL;
     gguf_file g;
     int rc = gguf_open(&g, path);
@@ -103,13 +111,13 @@ int rm_lora_load_gguf(rm_lora **out, const char *path) {
         gguf_str_copy(s, buf, sizeof buf);
         rc = rm_errorf(RM_EFORMAT, "%s: general.type is '%s': not an adapter", path, buf);
     } else {
-        rc = rm_lora_read_gguf(out, &g);
+        rc = rm_lora_read_gguf(out, &g, m);
     }
     gguf_close(&g);
     return rc;
 }
 
-int rm_lora_read_gguf(rm_lora **out, const struct gguf_file *gf) {
+int rm_lora_read_gguf(rm_lora **out, const struct gguf_file *gf, const rm_llama *m) {
     *out = NULL;
     const gguf_file g = *gf;
     const char *path = g.path;
@@ -145,6 +153,12 @@ int rm_lora_read_gguf(rm_lora **out, const struct gguf_file *gf) {
         if (l + 1 > n_layer) n_layer = l + 1;
     }
     if (!n_layer) { rc = rm_errorf(RM_EFORMAT, "%s: no LoRA tensors", path); goto done; }
+    // Every module's declared shape is checked before any tensor is read.
+    for (int i = 0; i < n_layer * RM_LIN_COUNT; i++) {
+        const gguf_tensor_info *ta = pairs[(size_t)i * 2], *tb = pairs[(size_t)i * 2 + 1];
+        int64_t r, in, o;
+        if (ta && tb && (rc = module_shape(&g, ta, tb, i / RM_LIN_COUNT, i % RM_LIN_COUNT, m, &r, &in, &o))) goto done;
+    }
     if ((rc = rm_lora_new(&a, n_layer))) goto done;
     if (gguf_get_str(&g, "general.architecture", &s) == RM_OK) gguf_str_copy(s, a->arch, sizeof a->arch);
     for (int i = 0; i < n_layer * RM_LIN_COUNT; i++) {
@@ -216,16 +230,16 @@ done:
 
 // ---------------------------------------------------------------- dispatch
 
-int rm_lora_load(rm_lora **out, const char *path) {
+int rm_lora_load(rm_lora **out, const char *path) { return rm_lora_load_checked(out, path, NULL); }
+
+int rm_lora_load_checked(rm_lora **out, const char *path, const rm_llama *m) {
     *out = NULL;
-    if (rm_is_dir(path)) return rm_lora_load_peft(out, path);
+    if (rm_is_dir(path)) return rm_lora_load_peft_checked(out, path, m);
     size_t n = strlen(path);
-    if (n >= 12 && !strcmp(path + n - 12, ".safetensors")) return rm_lora_load_peft(out, path);
-    FILE *f = fopen(path, "rb");
-    if (!f) return rm_errorf(RM_EIO, "%s: cannot open", path);
+    if (n >= 12 && !strcmp(path + n - 12, ".safetensors")) return rm_lora_load_peft_checked(out, path, m);
     char magic[4] = {0};
-    size_t got = fread(magic, 1, 4, f);
-    fclose(f);
-    if (got == 4 && !memcmp(magic, "GGUF", 4)) return rm_lora_load_gguf(out, path);
+    int got = rm_read_head(path, magic, 4);
+    if (got < 0) return got;
+    if (got == 4 && !memcmp(magic, "GGUF", 4)) return rm_lora_load_gguf_checked(out, path, m);
     return rm_errorf(RM_EFORMAT, "%s: neither a PEFT adapter directory nor a GGUF LoRA file", path);
 }

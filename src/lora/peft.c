@@ -188,27 +188,35 @@ static int tensor_f32(const char *path, const st_tensor *t, float **out) {
     return rc;
 }
 
-// Fills one module from its lora_A and lora_B tensors.
-static int load_module(rm_lora_mod *mod, const peft_cfg *c, const char *path, const char *module, const st_tensor *ta,
-                       const st_tensor *tb, double alpha) {
+// A module's declared rank and shape from the two tensors' headers (nothing
+// read), checked against m when not NULL.
+static int module_shape(const peft_cfg *c, const char *path, const char *module, int l, int w, const st_tensor *ta,
+                        const st_tensor *tb, const rm_llama *m, int64_t *r, int64_t *in, int64_t *out, int *transposed) {
     if (ta->n_dims != 2 || tb->n_dims != 2)
         return rm_errorf(RM_EFORMAT, "%s: %s: lora_A and lora_B must be 2-D", path, module);
     int64_t a0 = ta->shape[0], a1 = ta->shape[1], b0 = tb->shape[0], b1 = tb->shape[1];
-    int transposed = 0;
-    int64_t r, in, out;
+    *transposed = 0;
     if (a0 == b1) {
-        r = a0, in = a1, out = b0;
+        *r = a0, *in = a1, *out = b0;
     } else if (c->fan_in_fan_out && a1 == b0) {
-        transposed = 1; // stored as [in, r] and [r, out]
-        r = a1, in = a0, out = b1;
+        *transposed = 1; // stored as [in, r] and [r, out]
+        *r = a1, *in = a0, *out = b1;
     } else {
         return rm_errorf(RM_EFORMAT, "%s: %s: lora_A [%lld, %lld] and lora_B [%lld, %lld] do not share a rank", path, module,
                          (long long)a0, (long long)a1, (long long)b0, (long long)b1);
     }
-    if (r <= 0 || r > RM_LORA_MAX_RANK)
-        return rm_errorf(RM_EFORMAT, "%s: %s: rank %lld outside [1, %d]", path, module, (long long)r, RM_LORA_MAX_RANK);
+    return rm_lora_check_shape(m, path, l, w, *r, *in, *out);
+}
+
+// Fills one module from its lora_A and lora_B tensors.
+static int load_module(rm_lora_mod *mod, const peft_cfg *c, const char *path, const char *module, int l, int w,
+                       const st_tensor *ta, const st_tensor *tb, double alpha) {
+    int64_t r, in, out;
+    int transposed;
+    int rc = module_shape(c, path, module, l, w, ta, tb, NULL, &r, &in, &out, &transposed);
+    if (rc) return rc;
     float s = (float)(alpha / (c->rslora ? sqrt((double)r) : (double)r));
-    int rc = rm_lora_mod_alloc(mod, (int)r, in, out, s);
+    rc = rm_lora_mod_alloc(mod, (int)r, in, out, s);
     if (rc) return rm_error_prefix(rc, "%s: %s", path, module);
     float *fa = NULL, *fb = NULL;
     if ((rc = tensor_f32(path, ta, &fa)) || (rc = tensor_f32(path, tb, &fb))) goto done;
@@ -243,7 +251,9 @@ static int peft_paths(const char *path, char **st_path, char **cfg_path) {
     return RM_OK;
 }
 
-int rm_lora_load_peft(rm_lora **out, const char *path) {
+int rm_lora_load_peft(rm_lora **out, const char *path) { return rm_lora_load_peft_checked(out, path, NULL); }
+
+int rm_lora_load_peft_checked(rm_lora **out, const char *path, const rm_llama *m) {
     *out = NULL;
     char *st_path = NULL, *cfg_path = NULL;
     peft_cfg c = {0};
@@ -268,6 +278,16 @@ int rm_lora_load_peft(rm_lora **out, const char *path) {
         if (l + 1 > n_layer) n_layer = l + 1;
     }
     if (!n_layer) { rc = rm_errorf(RM_EFORMAT, "%s: no LoRA tensors", st_path); goto done; }
+    // Every module's declared shape is checked before any tensor is read.
+    for (int i = 0; i < n_layer * RM_LIN_COUNT; i++) {
+        const st_tensor *ta = pairs[(size_t)i * 2], *tb = pairs[(size_t)i * 2 + 1];
+        int64_t r, in, o;
+        int tr;
+        char module[96];
+        module_name(i / RM_LIN_COUNT, i % RM_LIN_COUNT, module, sizeof module);
+        if (ta && tb && (rc = module_shape(&c, st_path, module, i / RM_LIN_COUNT, i % RM_LIN_COUNT, ta, tb, m, &r, &in, &o, &tr)))
+            goto done;
+    }
     if ((rc = rm_lora_new(&a, n_layer))) goto done;
     for (int l = 0; l < n_layer; l++)
         for (int w = 0; w < RM_LIN_COUNT; w++) {
@@ -287,7 +307,7 @@ int rm_lora_load_peft(rm_lora **out, const char *path) {
             }
             double alpha;
             if ((rc = pattern_value(c.alpha_pattern, module, c.alpha, &alpha, cfg_path))) goto done;
-            if ((rc = load_module(&a->mods[l * RM_LIN_COUNT + w], &c, st_path, module, ta, tb, alpha))) goto done;
+            if ((rc = load_module(&a->mods[l * RM_LIN_COUNT + w], &c, st_path, module, l, w, ta, tb, alpha))) goto done;
         }
     free(a->path);
     a->path = strdup(path);

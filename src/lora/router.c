@@ -163,7 +163,7 @@ int rm_router_load(rm_lora **out, const char *path, const rm_llama *base) {
         goto done;
     }
     if ((rc = rm_base_meta_check(&g, "ramole.router", "router", base))) goto done;
-    if ((rc = rm_lora_read_gguf(&a, &g)) || (rc = rm_lora_bind(a, base))) goto done;
+    if ((rc = rm_lora_read_gguf(&a, &g, base)) || (rc = rm_lora_bind(a, base))) goto done;
     *out = a;
     a = NULL;
 done:

@@ -2,6 +2,7 @@
 // temperature -> top-k -> softmax -> top-p -> min-p -> draw.
 #include "model/sampler.h"
 #include "base/err.h"
+#include "base/json.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -28,8 +29,42 @@ static uint64_t splitmix64(uint64_t *s) {
 
 float rm_rand_f32(uint64_t *state) { return (float)(splitmix64(state) >> 40) / 16777216.0f; }
 
+int rm_sampler_params_check(const rm_sampler_params *p) {
+    if (!(p->temperature >= 0.0f && p->temperature <= 100.0f))
+        return rm_errorf(RM_EINVAL, "temperature must be in [0, 100] (0: greedy), not %g", (double)p->temperature);
+    if (p->top_k < 0) return rm_errorf(RM_EINVAL, "top_k must be >= 0 (0: off), not %d", p->top_k);
+    if (!(p->top_p > 0.0f && p->top_p <= 1.0f))
+        return rm_errorf(RM_EINVAL, "top_p must be in (0, 1] (1: off), not %g", (double)p->top_p);
+    if (!(p->min_p >= 0.0f && p->min_p <= 1.0f))
+        return rm_errorf(RM_EINVAL, "min_p must be in [0, 1] (0: off), not %g", (double)p->min_p);
+    if (!(p->repeat_penalty > 0.0f && p->repeat_penalty <= 100.0f))
+        return rm_errorf(RM_EINVAL, "repeat_penalty must be in (0, 100] (1: off), not %g", (double)p->repeat_penalty);
+    if (p->repeat_last_n < 0 || p->repeat_last_n > (1 << 20))
+        return rm_errorf(RM_EINVAL, "repeat_last_n must be in [0, 1048576], not %d", p->repeat_last_n);
+    return RM_OK;
+}
+
+int rm_sampler_params_from_json(rm_sampler_params *p, const rm_json *req) {
+    double t, tp, mp, rp;
+    int64_t k, seed;
+    int rc;
+    if ((rc = rm_json_field_num(req, "temperature", 0.0, 100.0, p->temperature, &t)) ||
+        (rc = rm_json_field_num(req, "top_p", 1e-30, 1.0, p->top_p, &tp)) ||
+        (rc = rm_json_field_int(req, "top_k", 0, INT32_MAX, p->top_k, &k)) ||
+        (rc = rm_json_field_num(req, "min_p", 0.0, 1.0, p->min_p, &mp)) ||
+        (rc = rm_json_field_num(req, "repeat_penalty", 1e-30, 100.0, p->repeat_penalty, &rp)) ||
+        (rc = rm_json_field_int(req, "seed", 0, INT64_MAX, -1, &seed)))
+        return rc;
+    p->temperature = (float)t, p->top_p = (float)tp, p->top_k = (int)k, p->min_p = (float)mp;
+    p->repeat_penalty = (float)rp;
+    if (seed >= 0) p->seed = (uint64_t)seed; // -1: absent
+    return rm_sampler_params_check(p);
+}
+
 int rm_sampler_init(rm_sampler *s, const rm_sampler_params *p, int n_vocab) {
     memset(s, 0, sizeof *s);
+    int rc = rm_sampler_params_check(p);
+    if (rc) return rc;
     s->p = *p;
     if (s->p.repeat_last_n < 0) s->p.repeat_last_n = 0;
     s->rng = p->seed;

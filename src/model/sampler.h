@@ -15,6 +15,17 @@ typedef struct rm_sampler_params {
 } rm_sampler_params;
 
 rm_sampler_params rm_sampler_default_params(void);
+// Checks every field: temperature finite in [0, 100] (0: greedy), top_k >= 0
+// (0: off), top_p in (0, 1] (1: off), min_p in [0, 1], repeat_penalty in
+// (0, 100], repeat_last_n in [0, 2^20]. RM_EINVAL naming the field and value.
+// rm_sampler_init refuses what this refuses.
+int rm_sampler_params_check(const rm_sampler_params *p);
+struct rm_json;
+// Reads the sampling fields of a request body (temperature, top_p, top_k,
+// min_p, repeat_penalty, seed; absent ones keep p's value) strictly (wrong
+// type, non-integral top_k/seed, out of range: RM_EINVAL with a message a
+// server returns as its 400), then rm_sampler_params_check.
+int rm_sampler_params_from_json(rm_sampler_params *p, const struct rm_json *req);
 
 typedef struct rm_sampler {
     rm_sampler_params p;

@@ -135,6 +135,10 @@ int tok_reserve(void **v, size_t *cap, size_t need, size_t elem) {
     return 0;
 }
 
+void tok_ids_unspellable(tok_ids *o, uint8_t c) {
+    if (!o->unspellable) o->unspellable = 1 + c;
+}
+
 void tok_ids_push(tok_ids *o, int32_t id) {
     if (o->oom) return;
     if (tok_reserve((void **)&o->v, &o->cap, (size_t)o->n + 1, sizeof *o->v)) { o->oom = 1; return; }
@@ -685,7 +689,7 @@ static int encode_escaped(const rm_tokenizer *t, const char *s, size_t n, int pr
             int before = out->n;
             rc = t->kind == TOK_KIND_SPM ? tok_spm_encode(t, buf + a, b - a, out)
                                          : tok_bpe_encode_plain(t, buf + a, b - a, out);
-            if (rc == RM_OK && !out->oom) tok_cache_put(cache, buf + a, b - a, out->v + before, out->n - before);
+            if (rc == RM_OK) tok_cache_put(cache, buf + a, b - a, out, before);
         }
         a = b;
     }
@@ -731,6 +735,9 @@ int rm_tokenize(const rm_tokenizer *t, const char *text, size_t len, int add_bos
     if (rc == RM_OK && add_bos && t->kind == TOK_KIND_WPM && t->sep >= 0) tok_ids_push(&out, t->sep);
     free(fr.v);
     if (rc == RM_OK && out.oom) rc = rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
+    if (rc == RM_OK && out.unspellable)
+        rc = rm_errorf(RM_EINVAL, "tokenizer: the text holds byte 0x%02x, which no token of this vocabulary spells (and "
+                       "it has no unknown token)", out.unspellable - 1);
     if (rc != RM_OK) { free(out.v); return rc; }
     int n = out.n;
     if (ids && cap > 0 && n > 0) memcpy(ids, out.v, (size_t)(n < cap ? n : cap) * sizeof *ids);

@@ -449,6 +449,7 @@ static void emit_fallback(const rm_tokenizer *t, const char *s, uint32_t start, 
         int32_t id = t->bpe_byte_level ? b->sid_tok[b->byte_sid[c]] : t->byte_tok[c];
         if (id < 0) id = t->unk;
         if (id >= 0) tok_ids_push(out, id);
+        else tok_ids_unspellable(out, c);
     }
 }
 
@@ -604,7 +605,7 @@ int tok_bpe_encode(const rm_tokenizer *t, const char *s, size_t n, tok_cache *ca
         if (tok_cache_get(cache, word, len, out)) continue;
         int before = out->n;
         bpe_word(t, &w, word, len, out);
-        if (!w.oom && !out->oom) tok_cache_put(cache, word, len, out->v + before, out->n - before);
+        if (!w.oom) tok_cache_put(cache, word, len, out, before);
     }
     if (rc == RM_OK && (w.oom || w.heap.oom)) rc = rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
     free(w.sym);

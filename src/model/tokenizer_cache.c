@@ -58,8 +58,10 @@ int tok_cache_get(const tok_cache *c, const char *w, size_t n, tok_ids *out) {
     }
 }
 
-void tok_cache_put(tok_cache *c, const char *w, size_t n, const int32_t *ids, int n_ids) {
-    if (!c || n == 0 || n > TOK_CACHE_MAX_WORD || n_ids <= 0 || n_ids > 0xFFFF) return;
+void tok_cache_put(tok_cache *c, const char *w, size_t n, const tok_ids *out, int from) {
+    int n_ids = out->n - from;
+    if (!c || n == 0 || n > TOK_CACHE_MAX_WORD || out->oom || out->unspellable || n_ids <= 0 || n_ids > 0xFFFF) return;
+    const int32_t *ids = out->v + from; // out->v is not NULL: n_ids > 0
     if (c->n_entries + 1 > CACHE_MAX_ENTRIES || c->key_used + n > CACHE_KEY_BYTES ||
         c->ids_used + (uint32_t)n_ids > CACHE_ID_COUNT) {
         memset(c->slots, 0, CACHE_SLOTS * sizeof *c->slots); // full: start over

@@ -197,11 +197,17 @@ static int load_hf(rm_tokenizer **out, const rm_json *j, const rm_json *cfg, con
             return rm_errorf(RM_EFORMAT, "%s: model.vocab[\"%s\"] is not a token id", path, vocab->keys[i]);
         if (v->inum + 1 > n) n = v->inum + 1;
     }
-    for (size_t i = 0; added && added->type == RM_JSON_ARRAY && i < added->n; i++) {
+    size_t n_added = added && added->type == RM_JSON_ARRAY ? added->n : 0;
+    for (size_t i = 0; i < n_added; i++) {
         int64_t id = rm_json_get_int(&added->items[i], "id", -1);
         if (id >= (1 << 24)) return rm_errorf(RM_EFORMAT, "%s: added token id %lld too large", path, (long long)id);
         if (id + 1 > n) n = id + 1;
     }
+    // Ids are dense in real vocabularies; tables are sized by the largest id,
+    // so a few bytes declaring id 16777215 must not buy 16M entries.
+    if ((uint64_t)n > 2 * ((uint64_t)vocab->n + n_added) + 1024)
+        return rm_errorf(RM_EFORMAT, "%s: token ids reach %lld for only %zu tokens (the ids must be dense)", path,
+                         (long long)(n - 1), vocab->n + n_added);
     rm_tokenizer *t;
     int rc = tok_alloc(&t, kind, (int)n);
     if (rc != RM_OK) return rc;

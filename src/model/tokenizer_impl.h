@@ -47,8 +47,12 @@ int32_t tok_map_get(const tok_map *m, const char *key, size_t len);
 int tok_reserve(void **v, size_t *cap, size_t need, size_t elem);
 
 // ---- growable id buffer used while encoding ----
-typedef struct tok_ids { int32_t *v; int n; size_t cap; int oom; } tok_ids;
+// unspellable: 1 + the first byte that neither a token nor the unknown token
+// could stand for (0: none); rm_tokenize then fails instead of dropping it.
+typedef struct tok_ids { int32_t *v; int n; size_t cap; int oom, unspellable; } tok_ids;
 void tok_ids_push(tok_ids *o, int32_t id);
+// Records that byte c could not be spelled (the first such byte is kept).
+void tok_ids_unspellable(tok_ids *o, uint8_t c);
 
 // ---- word -> ids cache (tokenizer_cache.c); NULL-safe ----
 #define TOK_CACHE_MAX_WORD 64
@@ -57,7 +61,9 @@ tok_cache *tok_cache_new(void);
 void tok_cache_free(tok_cache *c);
 // Appends the cached ids of word w to out and returns 1, or returns 0.
 int tok_cache_get(const tok_cache *c, const char *w, size_t n, tok_ids *out);
-void tok_cache_put(tok_cache *c, const char *w, size_t n, const int32_t *ids, int n_ids);
+// Caches word w as the ids out holds from index `from` on; nothing when out
+// ran out of memory or met an unspellable byte.
+void tok_cache_put(tok_cache *c, const char *w, size_t n, const tok_ids *out, int from);
 
 // Words/segments of at most this many symbols (and at most TOK_SHORT_MAX)
 // are merged by scanning, longer ones through the heap. Both give the same

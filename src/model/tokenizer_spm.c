@@ -49,6 +49,7 @@ static void spm_segment(const rm_tokenizer *t, const char *buf, size_t m, spm_sy
             int32_t b = t->byte_tok[(uint8_t)txt[k]];
             if (b < 0) b = t->unk;
             if (b >= 0) tok_ids_push(out, b);
+            else tok_ids_unspellable(out, (uint8_t)txt[k]);
         }
     }
 }

@@ -86,7 +86,7 @@ static int flush_word(const rm_tokenizer *t, wpm_buf *word, wpm_buf *key, tok_ca
     if (word->n > 0 && !tok_cache_get(cache, word->v, word->n, out)) {
         int before = out->n;
         rc = wpm_word(t, word->v, word->n, word->nchars, key, out);
-        if (rc == RM_OK && !out->oom) tok_cache_put(cache, word->v, word->n, out->v + before, out->n - before);
+        if (rc == RM_OK) tok_cache_put(cache, word->v, word->n, out, before);
     }
     word->n = 0;
     word->nchars = 0;

@@ -10,16 +10,25 @@
 //   bm25docs(adapter_id INTEGER PRIMARY KEY, feat INTEGER, doc BLOB)
 //                                                    the adapter's BM25 document
 //                                                    (bm25.h; feat: rm_bm25_feat_id)
+// adapters.origin (added to older pools on open): "pid N (program) on HOST"
+// of the process that added it, for name-conflict messages.
+//
+// Other processes: PRAGMA data_version changes when another connection
+// commits; the in-memory state (entries, index, BM25 statistics) is then
+// reloaded from the database (rm_pool_refresh).
+#define _GNU_SOURCE
 #include "retrieve/pool.h"
 #include "retrieve/sampcache.h"
 #include "base/err.h"
 #include "base/file.h"
 
+#include <errno.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #define POOL_FORMAT "1"
 
@@ -37,6 +46,9 @@ struct rm_pool {
     int bm25_on;            // the second stage has a BM25 term: bm holds the
     rm_bm25_stats bm;       //   statistics of every adapter's document
     rm_sampcache *samples;  // the second stage's sample embeddings, by adapter id
+    int64_t data_version;   // PRAGMA data_version when the memory state was last in step
+    double last_check;      // rm_now() of the last data_version check
+    int vanished;           // a search met an adapter another process removed
 };
 
 static void (*g_test_hook)(void);
@@ -44,7 +56,8 @@ void rm_pool_set_test_hook(void (*hook)(void)) { g_test_hook = hook; }
 
 rm_pool_params rm_pool_default_params(void) {
     return (rm_pool_params){.key_type = RM_KEY_F32, .n_threads = 1, .rerank = rm_rerank_default_params(),
-                            .sample_cache_bytes = (size_t)256 << 20};
+                            .sample_cache_bytes = (size_t)256 << 20, .max_samples = RM_POOL_MAX_SAMPLES,
+                            .max_add_bytes = RM_POOL_MAX_ADD_BYTES};
 }
 
 static int db_fail(rm_pool *p, const char *what) {
@@ -273,6 +286,27 @@ static char *join(const char *dir, const char *file) {
     return s;
 }
 
+// Pools made before the origin column get it (NULL for their adapters).
+static int add_origin_column(rm_pool *p) {
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(p->db, "SELECT origin FROM adapters LIMIT 0", -1, &st, NULL) == SQLITE_OK) {
+        sqlite3_finalize(st);
+        return RM_OK;
+    }
+    sqlite3_finalize(st);
+    return db_exec(p, "ALTER TABLE adapters ADD COLUMN origin TEXT");
+}
+
+static int read_data_version(rm_pool *p, int64_t *v) {
+    sqlite3_stmt *st;
+    int rc = db_prepare(p, "PRAGMA data_version", &st);
+    if (rc) return rc;
+    rc = sqlite3_step(st) == SQLITE_ROW ? RM_OK : db_fail(p, "reading data_version");
+    if (!rc) *v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return rc;
+}
+
 static int load_embedder(rm_pool *p) {
     if (!rm_file_exists(p->emb_path)) return RM_OK;
     rm_mmap m;
@@ -329,10 +363,13 @@ int rm_pool_open(const char *dir, const rm_pool_params *params, rm_pool **out) {
         }
         if (!rc || st) sqlite3_finalize(st);
     }
+    if (!rc) rc = add_origin_column(p);
+    if (!rc) rc = read_data_version(p, &p->data_version);
     if (!rc) rc = load_embedder(p);
     if (!rc) rc = load_all(p);
     if (!rc && p->bm25_on) rc = load_bm25(p);
     if (rc) { rm_pool_close(p); return rc; }
+    p->last_check = rm_now();
     *out = p;
     return RM_OK;
 }
@@ -374,12 +411,129 @@ int rm_pool_set_embedder(rm_pool *p, rm_embedder *e) {
 }
 
 // ---------------------------------------------------------------------------
+// Changes by other processes
+
+// The checksum embedder.bin ends with (0 when there is none).
+static int read_fingerprint(rm_pool *p, int64_t *fp) {
+    *fp = 0;
+    if (!rm_file_exists(p->emb_path)) return RM_OK;
+    int fd;
+    size_t size;
+    int rc = rm_open_regular(p->emb_path, &fd, &size);
+    if (rc) return rc;
+    if (size < 8 || pread(fd, fp, 8, (off_t)(size - 8)) != 8) rc = rm_errorf(RM_EIO, "%s: cannot read its checksum", p->emb_path);
+    close(fd);
+    return rc;
+}
+
+// Rebuilds entries, index and BM25 statistics from the database; on failure
+// the previous state is kept.
+static int pool_reload(rm_pool *p) {
+    int64_t fp;
+    int rc = read_fingerprint(p, &fp);
+    if (!rc && p->emb && fp != p->fingerprint)
+        rc = rm_errorf(RM_EMISMATCH, "%s: another process gave the pool a new embedder: reopen the pool", p->dir);
+    if (!rc && !p->emb && fp)
+        rc = rm_errorf(RM_EMISMATCH, "%s: another process gave the pool an embedder: reopen the pool", p->dir);
+    if (rc) return rc;
+    pool_entry *old_ents = p->ents;
+    int old_n = p->n, old_cap = p->cap;
+    rm_index *old_ix = p->ix;
+    rm_bm25_stats old_bm = p->bm;
+    p->ents = NULL, p->n = p->cap = 0, p->ix = NULL;
+    memset(&p->bm, 0, sizeof p->bm);
+    if (p->emb) rc = rm_index_create(p->emb->dim, p->params.key_type, &p->ix);
+    if (!rc && p->ix) rm_index_set_threads(p->ix, p->params.n_threads);
+    if (!rc) rc = load_all(p);
+    if (!rc && p->bm25_on) rc = rm_bm25_stats_init(&p->bm, p->params.rerank.bm25.feat.bits);
+    if (!rc && p->bm25_on) rc = load_bm25(p);
+    // The one to free: the old state on success, the new one on failure.
+    pool_entry *drop_ents = rc ? p->ents : old_ents;
+    int drop_n = rc ? p->n : old_n;
+    rm_index *drop_ix = rc ? p->ix : old_ix;
+    rm_bm25_stats drop_bm = rc ? p->bm : old_bm;
+    if (rc) p->ents = old_ents, p->n = old_n, p->cap = old_cap, p->ix = old_ix, p->bm = old_bm;
+    for (int i = 0; i < drop_n; i++) free(drop_ents[i].name);
+    free(drop_ents);
+    rm_index_free(drop_ix);
+    rm_bm25_stats_free(&drop_bm);
+    return rc;
+}
+
+int rm_pool_refresh(rm_pool *p, int *changed) {
+    int64_t v;
+    if (changed) *changed = 0;
+    p->last_check = rm_now();
+    int rc = read_data_version(p, &v);
+    if (rc || (v == p->data_version && !p->vanished)) return rc;
+    if ((rc = pool_reload(p))) return rc;
+    p->data_version = v;
+    p->vanished = 0;
+    if (changed) *changed = 1;
+    return RM_OK;
+}
+
+int rm_pool_refresh_if_changed(rm_pool *p, int *changed) {
+    if (changed) *changed = 0;
+    if (!p->vanished && rm_now() - p->last_check < 1.0) return RM_OK;
+    return rm_pool_refresh(p, changed);
+}
+
+// "pid N (program) on HOST": who adds an adapter, for conflict messages.
+static void origin_text(char *buf, size_t cap) {
+    char host[128] = "?";
+    if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "?");
+    host[sizeof host - 1] = 0;
+    snprintf(buf, cap, "pid %d (%s) on %s", (int)getpid(), program_invocation_short_name, host);
+}
+
+// RM_EINVAL when the database already holds an adapter called name, saying
+// which process added it and when.
+static int name_conflict(rm_pool *p, const char *name) {
+    sqlite3_stmt *st;
+    int rc = db_prepare(p, "SELECT origin, created FROM adapters WHERE name = ?", &st);
+    if (rc) return rc;
+    bind_text(st, 1, name);
+    int s = sqlite3_step(st);
+    if (s == SQLITE_ROW) {
+        const char *origin = (const char *)sqlite3_column_text(st, 0);
+        time_t t = (time_t)sqlite3_column_double(st, 1);
+        char when[32] = "?";
+        struct tm tm;
+        if (gmtime_r(&t, &tm)) strftime(when, sizeof when, "%Y-%m-%d %H:%M:%S UTC", &tm);
+        rc = rm_errorf(RM_EINVAL, "pool add: an adapter named '%s' exists (added by %s at %s)", name,
+                       origin ? origin : "an earlier ramole", when);
+    } else if (s != SQLITE_DONE) {
+        rc = db_fail(p, "looking up a name");
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+// ---------------------------------------------------------------------------
 // Add / remove
+
+// The per-add limits: sample count, then the bytes of every text stored.
+static int check_add_size(const rm_pool *p, const rm_adapter_info *info, const char *const *inputs,
+                          const char *const *targets, int n) {
+    if (p->params.max_samples > 0 && n > p->params.max_samples)
+        return rm_errorf(RM_ETOOBIG, "pool add: %s: %d samples, over the limit of %d per adapter", info->name, n,
+                         p->params.max_samples);
+    if (!p->params.max_add_bytes) return RM_OK;
+    const char *meta[6] = {info->name, info->task, info->domain, info->base_model, info->targets, info->weights};
+    size_t bytes = 0;
+    for (int i = 0; i < 6; i++) bytes += meta[i] ? strlen(meta[i]) : 0;
+    for (int i = 0; i < n; i++) bytes += strlen(inputs[i]) + (targets && targets[i] ? strlen(targets[i]) : 0);
+    if (bytes > p->params.max_add_bytes)
+        return rm_errorf(RM_ETOOBIG, "pool add: %s: %zu bytes of samples and metadata, over the limit of %zu per adapter",
+                         info->name, bytes, p->params.max_add_bytes);
+    return RM_OK;
+}
 
 static int insert_rows(rm_pool *p, const rm_adapter_info *info, const char *const *inputs, const char *const *targets,
                        int n, int64_t *id) {
     sqlite3_stmt *st;
-    int rc = db_prepare(p, "INSERT INTO adapters(name, task, domain, base_model, rank, targets, weights, created) VALUES(?,?,?,?,?,?,?,?)", &st);
+    int rc = db_prepare(p, "INSERT INTO adapters(name, task, domain, base_model, rank, targets, weights, created, origin) VALUES(?,?,?,?,?,?,?,?,?)", &st);
     if (rc) return rc;
     bind_text(st, 1, info->name);
     bind_text(st, 2, info->task);
@@ -395,6 +549,9 @@ static int insert_rows(rm_pool *p, const rm_adapter_info *info, const char *cons
     }
     bind_text(st, 7, weights ? weights : info->weights);
     sqlite3_bind_double(st, 8, (double)time(NULL));
+    char origin[200];
+    origin_text(origin, sizeof origin);
+    bind_text(st, 9, origin);
     rc = sqlite3_step(st) == SQLITE_DONE ? RM_OK : db_fail(p, "adding an adapter");
     sqlite3_finalize(st);
     free(weights);
@@ -418,18 +575,22 @@ int rm_pool_add(rm_pool *p, const rm_adapter_info *info, const char *const *inpu
     if (!info->name || !info->name[0]) return rm_errorf(RM_EINVAL, "pool add: the adapter needs a name");
     if (!p->emb) return rm_errorf(RM_EINVAL, "%s: the pool has no embedder yet (set one first)", p->dir);
     if (n < 1) return rm_errorf(RM_EINVAL, "pool add: %s: no sample inputs", info->name);
-    if (rm_pool_id(p, info->name) >= 0) return rm_errorf(RM_EINVAL, "pool add: an adapter named '%s' exists", info->name);
     for (int i = 0; i < n; i++)
         if (!inputs[i]) return rm_errorf(RM_EINVAL, "pool add: %s: sample %d has no input", info->name, i);
+    int rc = check_add_size(p, info, inputs, targets, n);
+    if (!rc) rc = rm_pool_refresh(p, NULL); // other processes' adds and removes first
+    if (!rc) rc = name_conflict(p, info->name);
+    if (rc) return rc;
     float *key = malloc((size_t)p->emb->dim * sizeof *key);
     if (!key) return rm_errorf(RM_ENOMEM, "pool: out of memory");
     int64_t id = -1;
     rm_sparse doc = {0};
-    int rc = rm_embedder_key(p->emb, inputs, n, key, p->params.n_threads); // before the transaction: keep it short
+    rc = rm_embedder_key(p->emb, inputs, n, key, p->params.n_threads); // before the transaction: keep it short
     if (!rc) rc = rm_bm25_doc(&p->params.rerank.bm25.feat, inputs, n, &doc);
     if (!rc) rc = db_exec(p, "BEGIN IMMEDIATE");
     if (!rc) {
-        rc = insert_rows(p, info, inputs, targets, n, &id);
+        rc = name_conflict(p, info->name); // another process may have taken it since
+        if (!rc) rc = insert_rows(p, info, inputs, targets, n, &id);
         if (!rc) rc = store_key(p, id, key);
         if (!rc) rc = store_bm25_doc(p, id, &doc);
         if (!rc && g_test_hook) g_test_hook();
@@ -446,6 +607,8 @@ int rm_pool_add(rm_pool *p, const rm_adapter_info *info, const char *const *inpu
 }
 
 int rm_pool_remove(rm_pool *p, const char *name) {
+    int rc0 = rm_pool_refresh(p, NULL); // it may be another process's adapter, or gone already
+    if (rc0) return rc0;
     int64_t id = rm_pool_id(p, name);
     if (id < 0) return rm_errorf(RM_ENOTFOUND, "%s: no adapter named '%s'", p->dir, name);
     rm_sparse doc = {0}; // what the adapter adds to the BM25 statistics
@@ -587,6 +750,7 @@ static int pool_rerank(rm_pool *p, const char *query, const float *q, rm_hit *h,
         rm_samples_view sv;
         if (!rm_sampcache_get(p->samples, h[c].id, &sv)) { // embed the samples once; later queries only take dot products
             char **in = sample_inputs(p, h[c].id, &n, &rc);
+            if (rc == RM_EFORMAT && n == 0) p->vanished = 1; // removed by another process since the last refresh?
             if (!rc && n > cap) {
                 float *ne = realloc(emb, (size_t)n * (size_t)dim * sizeof *ne);
                 if (!ne) rc = rm_errorf(RM_ENOMEM, "pool: out of memory");
@@ -616,8 +780,7 @@ static int pool_rerank(rm_pool *p, const char *query, const float *q, rm_hit *h,
     return rc;
 }
 
-int rm_pool_search_batch(rm_pool *p, const char *const *queries, int nq, int k, rm_hit *out, int *n_out) {
-    if (!p->emb) return rm_errorf(RM_EINVAL, "%s: the pool has no embedder", p->dir);
+static int search_batch_once(rm_pool *p, const char *const *queries, int nq, int k, rm_hit *out, int *n_out) {
     int k2 = k > p->params.rerank.k ? k : p->params.rerank.k; // the second stage needs its k candidates
     float *q = malloc((size_t)(nq > 0 ? nq : 1) * (size_t)p->emb->dim * sizeof *q);
     rm_hit *h = k2 > k ? malloc((size_t)(nq > 0 ? nq : 1) * (size_t)k2 * sizeof *h) : out;
@@ -634,10 +797,30 @@ int rm_pool_search_batch(rm_pool *p, const char *const *queries, int nq, int k, 
     return rc;
 }
 
-// rm_pool_search, with the second stage when rerank (else the key search alone).
+int rm_pool_search_batch(rm_pool *p, const char *const *queries, int nq, int k, rm_hit *out, int *n_out) {
+    if (!p->emb) return rm_errorf(RM_EINVAL, "%s: the pool has no embedder", p->dir);
+    int rc = rm_pool_refresh_if_changed(p, NULL);
+    if (!rc) rc = search_batch_once(p, queries, nq, k, out, n_out);
+    if (rc && p->vanished && !rm_pool_refresh(p, NULL)) rc = search_batch_once(p, queries, nq, k, out, n_out);
+    return rc;
+}
+
+// rm_pool_search, with the second stage when rerank (else the key search
+// alone); once again after a refresh when a candidate was removed meanwhile.
+static int search_once(rm_pool *p, const char *query, int k, const char *const *exclude, int n_exclude, int rerank,
+                       rm_hit *out, int *n_out);
+
 static int pool_search(rm_pool *p, const char *query, int k, const char *const *exclude, int n_exclude, int rerank,
                        rm_hit *out, int *n_out) {
     if (!p->emb) return rm_errorf(RM_EINVAL, "%s: the pool has no embedder", p->dir);
+    int rc = rm_pool_refresh_if_changed(p, NULL);
+    if (!rc) rc = search_once(p, query, k, exclude, n_exclude, rerank, out, n_out);
+    if (rc && p->vanished && !rm_pool_refresh(p, NULL)) rc = search_once(p, query, k, exclude, n_exclude, rerank, out, n_out);
+    return rc;
+}
+
+static int search_once(rm_pool *p, const char *query, int k, const char *const *exclude, int n_exclude, int rerank,
+                       rm_hit *out, int *n_out) {
     int k2 = rerank && k < p->params.rerank.k ? p->params.rerank.k : k; // the second stage needs its k candidates
     float *q = malloc((size_t)p->emb->dim * sizeof *q);
     int64_t *ex = malloc((size_t)(n_exclude > 0 ? n_exclude : 1) * sizeof *ex);

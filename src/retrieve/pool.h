@@ -15,7 +15,10 @@
 // missing or made with other feature settings are re-made from the samples).
 //
 // One rm_pool per process and thread at a time; several processes may open
-// the same pool (SQLite locks; each sees the others' adds on reopen).
+// the same pool (SQLite locks). A handle notices the others' adds and removes
+// through rm_pool_refresh_if_changed (searches call it; a server's loop should
+// too), and add / remove refresh first, so a name taken by another process is
+// refused naming that process.
 #ifndef RM_RETRIEVE_POOL_H
 #define RM_RETRIEVE_POOL_H
 #include <stdint.h>
@@ -43,7 +46,13 @@ typedef struct rm_pool_params {
     size_t sample_cache_bytes; // the second stage keeps candidates' sample
                            // embeddings (sparse) up to this many bytes
                            // (default 256 MiB; sampcache.h)
+    int max_samples;       // per add: at most this many samples (default
+                           // RM_POOL_MAX_SAMPLES; <= 0: no limit)
+    size_t max_add_bytes;  // per add: inputs, targets and metadata at most
+                           // this many bytes (default RM_POOL_MAX_ADD_BYTES; 0: no limit)
 } rm_pool_params;
+#define RM_POOL_MAX_SAMPLES 10000
+#define RM_POOL_MAX_ADD_BYTES ((size_t)8 << 20)
 rm_pool_params rm_pool_default_params(void);
 
 // Opens the pool in dir, creating dir and an empty pool when absent.
@@ -57,12 +66,24 @@ const rm_embedder *rm_pool_embedder(const rm_pool *p);
 int rm_pool_set_embedder(rm_pool *p, rm_embedder *e);
 
 // Adds an adapter with n sample inputs (targets may be NULL). Fails with
-// RM_EINVAL if the name exists or there is no embedder. *id (may be NULL)
-// receives the new id.
+// RM_EINVAL if the name exists (naming the process that added it) or there
+// is no embedder, RM_ETOOBIG over the pool's per-add limits (max_samples,
+// max_add_bytes; the message gives the limit and the size). *id (may be
+// NULL) receives the new id.
 int rm_pool_add(rm_pool *p, const rm_adapter_info *info, const char *const *inputs, const char *const *targets, int n,
                 int64_t *id);
 // RM_ENOTFOUND when absent.
 int rm_pool_remove(rm_pool *p, const char *name);
+
+// Brings the in-memory state (entries, key index, BM25 statistics) in step
+// with changes other processes committed to the pool since (SQLite's
+// data_version; a reload from the database when it moved). *changed (may be
+// NULL) says whether anything was reloaded. A new embedder set by another
+// process is RM_EMISMATCH (reopen the pool). On failure the state is as it was.
+int rm_pool_refresh(rm_pool *p, int *changed);
+// The same at most once a second (cheap to call per request): the check is
+// one PRAGMA, the reload happens only after another process's commit.
+int rm_pool_refresh_if_changed(rm_pool *p, int *changed);
 int rm_pool_size(const rm_pool *p);
 
 // Every adapter (ordered by id); free with rm_pool_free_list. Strings live
