@@ -2,7 +2,7 @@
 # deps.sh — make sure the Debian packages ramole builds with are present.
 # As root it installs what is missing; otherwise it prints the apt-get line
 # to run and exits 1.
-PKGS="build-essential libsqlite3-dev pkg-config libpcre2-dev libutf8proc-dev"
+PKGS="build-essential libsqlite3-dev pkg-config libpcre2-dev libutf8proc-dev libmicrohttpd-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -5,6 +5,7 @@
 // checked against the model and become retrievable at once, bad requests get
 // clear errors, and the server stops cleanly on SIGTERM.
 #include "testing.h"
+#include "serve_helpers.h"
 #include "base/err.h"
 #include "base/file.h"
 #include "base/json.h"
@@ -103,7 +104,7 @@ static int generate_ids_err(const char *args, char *out, size_t cap, const char 
 
 static int generate_ids(const char *args, char *out, size_t cap) { return generate_ids_err(args, out, cap, NULL); }
 
-static const char *k_samples[5][3] = {
+const char *serve_samples[5][3] = {
     {"Translate to German: the house is red.", "Translate to German: good morning, friend.", "Translate to German: where is the station?"},
     {"Review: a wonderful film, I loved it. Is this review positive or negative?",
      "Review: boring plot and bad acting. Is this review positive or negative?",
@@ -115,12 +116,12 @@ static const char *k_samples[5][3] = {
      "Review: the food was great. Is this review positive or negative?",
      "Review: the food was fine, nothing more. Is this review positive or negative?"},
 };
-static const char *k_names[5] = {"german", "sentiment", "arith", "weather", "food"};
+const char *serve_names[5] = {"german", "sentiment", "arith", "weather", "food"};
 
 // A fresh pool in dir with a lexical embedder fitted on all the samples above,
-// holding adapter a (k_names[a], k_samples[a]) for every a with want[a]; its
+// holding adapter a (serve_names[a], serve_samples[a]) for every a with want[a]; its
 // weights are weights[a] (NULL: an adapter without weights).
-static int make_pool(const char *dir, const int *want, char (*weights)[512]) {
+int serve_make_pool(const char *dir, const int *want, char (*weights)[512]) {
     char cmd[700];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) return -1;
@@ -129,7 +130,7 @@ static int make_pool(const char *dir, const int *want, char (*weights)[512]) {
     int rc = rm_pool_open(dir, &pp, &pool);
     const char *corpus[15];
     for (int a = 0; a < 5; a++)
-        for (int i = 0; i < 3; i++) corpus[3 * a + i] = k_samples[a][i];
+        for (int i = 0; i < 3; i++) corpus[3 * a + i] = serve_samples[a][i];
     rm_feat_params fp = rm_feat_default_params();
     fp.bits = 12;
     rm_embedder *e = NULL;
@@ -137,21 +138,21 @@ static int make_pool(const char *dir, const int *want, char (*weights)[512]) {
     if (!rc) rc = rm_pool_set_embedder(pool, e);
     for (int a = 0; a < 5 && !rc; a++) {
         if (!want[a]) continue;
-        rm_adapter_info info = {.name = k_names[a], .weights = weights && weights[a][0] ? weights[a] : NULL};
-        rc = rm_pool_add(pool, &info, k_samples[a], NULL, 3, NULL);
+        rm_adapter_info info = {.name = serve_names[a], .weights = weights && weights[a][0] ? weights[a] : NULL};
+        rc = rm_pool_add(pool, &info, serve_samples[a], NULL, 3, NULL);
     }
     if (pool) rm_pool_close(pool);
     return rc;
 }
 
 // Random rank-4 adapters for every name, saved as GGUF files (paths in w).
-static int make_adapters(const char *model, char (*w)[512]) {
+int serve_make_adapters(const char *model, char (*w)[512]) {
     rm_llama *m = NULL;
     int rc = rm_llama_load(&m, model);
     for (int a = 0; a < 5 && !rc; a++) {
         rm_lora *l = NULL;
         rc = rm_lora_random(&l, m, 4, 0x7f, 500 + (uint64_t)a);
-        snprintf(w[a], 512, "%s/serve-%s.gguf", rm_test_tmpdir(), k_names[a]);
+        snprintf(w[a], 512, "%s/serve-%s.gguf", rm_test_tmpdir(), serve_names[a]);
         if (!rc) rc = rm_lora_save_gguf(l, w[a]);
         rm_lora_free(l);
     }
@@ -160,7 +161,7 @@ static int make_adapters(const char *model, char (*w)[512]) {
 }
 
 // The tiny synthetic model shared by these tests.
-static const char *tiny_model_path(void) {
+const char *serve_tiny_model(void) {
     static char path[512];
     if (!path[0]) {
         snprintf(path, sizeof path, "%s/serve-tiny.gguf", rm_test_tmpdir());
@@ -173,10 +174,10 @@ TEST(serve_completions_adapters_uploads) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
     const char *tmp = rm_test_tmpdir();
     char model[512], pool_dir[512], w[5][512], bad[512], path[700], cmd[2048];
-    REQUIRE(tiny_model_path());
-    snprintf(model, sizeof model, "%s", tiny_model_path());
+    REQUIRE(serve_tiny_model());
+    snprintf(model, sizeof model, "%s", serve_tiny_model());
     // five adapters; the pool starts with the first three (weather is uploaded later)
-    REQUIRE(make_adapters(model, w) == RM_OK);
+    REQUIRE(serve_make_adapters(model, w) == RM_OK);
     // an adapter for another base: v_proj with input size 100 (the model's is 256)
     snprintf(bad, sizeof bad, "%s/serve-bad", tmp);
     REQUIRE(rm_mkdirs(bad) == 0);
@@ -193,7 +194,7 @@ TEST(serve_completions_adapters_uploads) {
     st_writer_free(sw);
 
     snprintf(pool_dir, sizeof pool_dir, "%s/serve-pool", tmp);
-    REQUIRE(make_pool(pool_dir, (const int[]){1, 1, 1, 0, 0}, w) == RM_OK);
+    REQUIRE(serve_make_pool(pool_dir, (const int[]){1, 1, 1, 0, 0}, w) == RM_OK);
 
     rm_test_server sp;
     snprintf(cmd, sizeof cmd, "-m %s --pool %s -t 1 --slots 3 --ctx 128", model, pool_dir);
@@ -356,7 +357,7 @@ TEST(serve_completions_adapters_uploads) {
     rm_sb_puts(&up, ", \"samples\": [");
     for (int i = 0; i < 3; i++) {
         if (i) rm_sb_puts(&up, ", ");
-        rm_sb_json_str(&up, k_samples[3][i], strlen(k_samples[3][i]));
+        rm_sb_json_str(&up, serve_samples[3][i], strlen(serve_samples[3][i]));
     }
     rm_sb_puts(&up, "]}");
     CHECK(rm_test_http(sp.port, "POST", "/v1/adapters", up.buf, &j) == 201);
@@ -435,7 +436,7 @@ TEST(serve_pool_init_cli) {
     FILE *f = fopen(corpus, "w");
     REQUIRE(f);
     for (int a = 0; a < 4; a++) {
-        for (int i = 0; i < 3; i++) fprintf(f, "{\"inputs\": \"%s\"}\n", k_samples[a][i]);
+        for (int i = 0; i < 3; i++) fprintf(f, "{\"inputs\": \"%s\"}\n", serve_samples[a][i]);
     }
     fclose(f);
     snprintf(cmd, sizeof cmd, "rm -rf %s && %s pool add --pool %s --name x --samples %s 2>/dev/null", pool_dir, bin, pool_dir, corpus);
@@ -451,9 +452,9 @@ TEST(serve_pool_init_cli) {
         snprintf(s, sizeof s, "%s/init-%d.jsonl", tmp, a);
         f = fopen(s, "w");
         REQUIRE(f);
-        for (int i = 0; i < 3; i++) fprintf(f, "{\"inputs\": \"%s\"}\n", k_samples[a][i]);
+        for (int i = 0; i < 3; i++) fprintf(f, "{\"inputs\": \"%s\"}\n", serve_samples[a][i]);
         fclose(f);
-        snprintf(cmd, sizeof cmd, "%s pool add --pool %s --name %s --samples %s 2>/dev/null", bin, pool_dir, k_names[a], s);
+        snprintf(cmd, sizeof cmd, "%s pool add --pool %s --name %s --samples %s 2>/dev/null", bin, pool_dir, serve_names[a], s);
         CHECK(system(cmd) == 0);
     }
     const char *queries[4] = {"Translate to German: the dog sleeps.", "Review: I hated every minute. Is this review positive or negative?",
@@ -468,7 +469,7 @@ TEST(serve_pool_init_cli) {
         rm_json *j = NULL;
         CHECK_OK(rm_json_parse(out, n, "retrieve output", &j));
         const char *got = j && j->type == RM_JSON_ARRAY && j->n ? rm_json_get_str(&j->items[0], "name", "") : "";
-        CHECKF(!strcmp(got, k_names[a]), "query %d retrieved '%s', want '%s'", a, got, k_names[a]);
+        CHECKF(!strcmp(got, serve_names[a]), "query %d retrieved '%s', want '%s'", a, got, serve_names[a]);
         rm_json_free(j);
     }
 }
@@ -480,13 +481,13 @@ TEST(serve_pool_init_cli) {
 // adapter without weights (here the closest one) is passed over.
 TEST(serve_generate_from_pool_cli) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
-    REQUIRE(tiny_model_path());
-    const char *model = tiny_model_path();
+    REQUIRE(serve_tiny_model());
+    const char *model = serve_tiny_model();
     char w[5][512], dir[512], args[4096], out_pool[1024], out_lora[1024], out_base[1024];
-    REQUIRE(make_adapters(model, w) == RM_OK);
+    REQUIRE(serve_make_adapters(model, w) == RM_OK);
     w[4][0] = 0; // "food": no weights
     snprintf(dir, sizeof dir, "%s/gen-pool", rm_test_tmpdir());
-    REQUIRE(make_pool(dir, (const int[]){1, 1, 1, 0, 1}, w) == RM_OK);
+    REQUIRE(serve_make_pool(dir, (const int[]){1, 1, 1, 0, 1}, w) == RM_OK);
     const char *query = "Review: the service was awful. Is this review positive or negative?";
     char err_path[600];
     snprintf(err_path, sizeof err_path, "%s/gen-pool.err", rm_test_tmpdir());
@@ -501,7 +502,7 @@ TEST(serve_generate_from_pool_cli) {
     int second = -1; // the second retrieved adapter, by name
     const char *c = r ? strstr(r, ", ") : NULL;
     for (int a = 0; c && a < 5; a++)
-        if (!strncmp(c + 2, k_names[a], strlen(k_names[a])) && c[2 + strlen(k_names[a])] == ' ') second = a;
+        if (!strncmp(c + 2, serve_names[a], strlen(serve_names[a])) && c[2 + strlen(serve_names[a])] == ' ') second = a;
     CHECKF(second >= 0 && second != 1 && second != 4, "stderr: %s", err);
     free(err);
     if (second >= 0) {
@@ -546,9 +547,9 @@ static void rec_done(void *user, const int32_t *t, int n, const char *reason) {
 }
 
 TEST(serve_engine_edges) {
-    REQUIRE(tiny_model_path());
+    REQUIRE(serve_tiny_model());
     rm_llama *m = NULL;
-    REQUIRE(rm_llama_load(&m, tiny_model_path()) == RM_OK);
+    REQUIRE(rm_llama_load(&m, serve_tiny_model()) == RM_OK);
     rm_engine *e = NULL;
     REQUIRE(rm_engine_new(&e, m, NULL, 2, 32, 8) == RM_OK);
     rm_sampler_params sp = rm_sampler_default_params();
@@ -650,12 +651,12 @@ static int eval_line(void *user, const rm_json *rec, long index) {
 // task's own, or none), and the scores follow from targets set to them.
 TEST(serve_eval_cli) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
-    REQUIRE(tiny_model_path());
-    const char *model = tiny_model_path();
+    REQUIRE(serve_tiny_model());
+    const char *model = serve_tiny_model();
     char w[5][512], dir[512], args[4096];
-    REQUIRE(make_adapters(model, w) == RM_OK);
+    REQUIRE(serve_make_adapters(model, w) == RM_OK);
     snprintf(dir, sizeof dir, "%s/eval-pool", rm_test_tmpdir());
-    REQUIRE(make_pool(dir, (const int[]){1, 1, 1, 1, 0}, w) == RM_OK);
+    REQUIRE(serve_make_pool(dir, (const int[]){1, 1, 1, 1, 0}, w) == RM_OK);
     const char *in[4] = {"Translate to German: the cat is black.", "Translate to German: see you tomorrow.",
                          "Review: a dull and tiring film. Is this review positive or negative?",
                          "Review: what a lovely evening. Is this review positive or negative?"};

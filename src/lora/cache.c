@@ -5,16 +5,13 @@
 #include <stdlib.h>
 #include <string.h>
 
-int rm_lora_cache_get(rm_lora_cache *c, const char *name, const char *weights, rm_lora **out) {
-    *out = NULL;
+rm_lora *rm_lora_cache_find(const rm_lora_cache *c, const char *name, const char *weights) {
     for (int i = 0; i < c->n; i++)
-        if (!strcmp(c->e[i].name, name) && !strcmp(c->e[i].weights, weights)) {
-            *out = c->e[i].lora;
-            return RM_OK;
-        }
-    rm_lora *l = NULL;
-    int rc = rm_lora_load_for(&l, weights, c->m);
-    if (rc) return rm_error_prefix(rc, "adapter '%s' refused", name);
+        if (!strcmp(c->e[i].name, name) && !strcmp(c->e[i].weights, weights)) return c->e[i].lora;
+    return NULL;
+}
+
+int rm_lora_cache_put(rm_lora_cache *c, const char *name, const char *weights, rm_lora *l) {
     if (c->n == c->cap) {
         int cap = c->cap ? 2 * c->cap : 16;
         rm_lora_cache_entry *e = realloc(c->e, (size_t)cap * sizeof *e);
@@ -29,6 +26,15 @@ int rm_lora_cache_get(rm_lora_cache *c, const char *name, const char *weights, r
         return rm_errorf(RM_ENOMEM, "out of memory");
     }
     c->e[c->n++] = (rm_lora_cache_entry){nm, wp, l};
+    return RM_OK;
+}
+
+int rm_lora_cache_get(rm_lora_cache *c, const char *name, const char *weights, rm_lora **out) {
+    if ((*out = rm_lora_cache_find(c, name, weights))) return RM_OK;
+    rm_lora *l = NULL;
+    int rc = rm_lora_load_for(&l, weights, c->m);
+    if (rc) return rm_error_prefix(rc, "adapter '%s' refused", name);
+    if ((rc = rm_lora_cache_put(c, name, weights, l))) return rc;
     *out = l;
     return RM_OK;
 }

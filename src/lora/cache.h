@@ -17,5 +17,10 @@ typedef struct rm_lora_cache {
 // first use (the cache owns it). Fails (the message names the adapter) when
 // it cannot be loaded or does not fit the model.
 int rm_lora_cache_get(rm_lora_cache *c, const char *name, const char *weights, rm_lora **out);
+// The two halves of rm_lora_cache_get, for callers that load without holding
+// a lock around the cache: the cached adapter or NULL; and adding a loaded,
+// bound adapter l (the cache takes it over, and frees it on failure).
+rm_lora *rm_lora_cache_find(const rm_lora_cache *c, const char *name, const char *weights);
+int rm_lora_cache_put(rm_lora_cache *c, const char *name, const char *weights, rm_lora *l);
 void rm_lora_cache_free(rm_lora_cache *c);
 #endif

@@ -2,6 +2,7 @@
 #include "serve/engine.h"
 #include "base/err.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -163,6 +164,22 @@ int rm_engine_submit_plan(rm_engine *e, const int32_t *prompt, int n_prompt, int
     return submit(e, prompt, n_prompt, max_new, sp, plan, plan != NULL, cbs);
 }
 
+// Ends every sequence as failed, the message set anew before each done call
+// (a callback may set its own).
+static void end_all(rm_engine *e, int rc, const char *why) {
+    for (int i = 0; i < e->n_slots; i++)
+        if (e->slot[i]) {
+            rm_errorf(rc, "%s", why);
+            seq_end(e->slot[i], NULL, 1), e->slot[i] = NULL;
+        }
+    while (e->nq > 0) {
+        rm_errorf(rc, "%s", why);
+        seq_end(e->queue[--e->nq], NULL, 1);
+    }
+}
+
+void rm_engine_abort(rm_engine *e, const char *why) { end_all(e, RM_EINVAL, why); }
+
 int rm_engine_step(rm_engine *e) {
     // admit waiting sequences into free slots, first come first served
     for (int i = 0; i < e->n_slots && e->nq > 0; i++)
@@ -196,9 +213,9 @@ int rm_engine_step(rm_engine *e) {
     if (!rc) rc = rm_lora_batch_status(e->lb);
     e->steps++, e->n_rows += n, e->n_prompt_tok += n - n_decode;
     if (rc) {
-        for (int i = 0; i < e->n_slots; i++)
-            if (e->slot[i]) seq_end(e->slot[i], NULL, 1), e->slot[i] = NULL;
-        while (e->nq > 0) seq_end(e->queue[--e->nq], NULL, 1);
+        char why[512];
+        snprintf(why, sizeof why, "%s", rm_last_error());
+        end_all(e, rc, why);
         return rc;
     }
     int running = e->nq;

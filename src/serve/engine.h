@@ -57,6 +57,10 @@ int rm_engine_submit_plan(rm_engine *e, const int32_t *prompt, int n_prompt, int
 // negative error (the forward pass failed: every sequence is ended with it).
 int rm_engine_step(rm_engine *e);
 
+// Ends every queued and running sequence as failed (done is called with
+// tokens NULL; rm_last_error() says why): a server that cannot wait longer.
+void rm_engine_abort(rm_engine *e, const char *why);
+
 // What the engine holds now and has done since it was made (for a server's
 // metrics).
 typedef struct rm_engine_stats {

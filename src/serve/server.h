@@ -1,0 +1,38 @@
+// server.h — `ramole serve` as a library: one base model, a pool of LoRA
+// adapters, the continuous-batching engine and the HTTP API over them.
+//
+// Threads: libmicrohttpd's I/O threads (http.h) parse requests and answer the
+// quick ones; two workers do the slow parts of a request (retrieval and its
+// embedding, loading an adapter, tokenizing) and a third the uploads, so no
+// client waits behind them; one engine thread runs the batched forward
+// passes (on the compute thread pool) and streams tokens out.
+#ifndef RM_SERVE_SERVER_H
+#define RM_SERVE_SERVER_H
+#include "serve/http.h"
+
+typedef struct rm_server rm_server;
+
+typedef struct rm_server_params {
+    const char *model;         // the base model (GGUF or what rm_llama_load reads)
+    const char *pool;          // an existing pool directory, or NULL
+    const char *router;        // a RouterLoRA file for "compose": "router", or NULL
+    int compute_threads;       // the forward pass's thread pool (0: one per core)
+    int slots, ctx, rows;      // sequences at once, positions each, batch rows per step
+    rm_http_params http;       // address, I/O threads, limits (handler set by the server)
+} rm_server_params;
+rm_server_params rm_server_default_params(void);
+
+// Loads everything and starts listening.
+int rm_server_start(const rm_server_params *p, rm_server **out);
+const char *rm_server_url(const rm_server *s);
+// Graceful stop, part one: new requests get 503 from now on (rm_server_drain
+// does this first too).
+void rm_server_refuse_new(rm_server *s);
+// Part two: new requests get 503; returns once every request
+// received has been answered, or after timeout seconds (or when *force
+// becomes non-zero), when the requests still running are ended with an
+// error. Returns the number of requests that had to be ended.
+int rm_server_drain(rm_server *s, double timeout, volatile int *force);
+// Part three: stops every thread and frees everything.
+void rm_server_free(rm_server *s);
+#endif

@@ -1,0 +1,87 @@
+// server_impl.h — what the files of the server share (server.c: threads and
+// lifecycle; routes.c: the API; openai.c: answers in OpenAI's formats;
+// metrics.c: GET /metrics). Not a public header.
+#ifndef RM_SERVE_SERVER_IMPL_H
+#define RM_SERVE_SERVER_IMPL_H
+#include "serve/server.h"
+#include "serve/engine.h"
+#include "lora/cache.h"
+#include "retrieve/pick.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
+// A queue of jobs done by a few threads of their own.
+typedef void (*workq_fn)(void *arg);
+typedef struct workq_item { workq_fn fn; void *arg; struct workq_item *next; } workq_item;
+typedef struct workq {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    workq_item *head, *tail;
+    pthread_t th[4];
+    int n_threads, stop;
+} workq;
+int workq_start(workq *q, int n_threads);
+// RM_ENOMEM when the job cannot be queued (the caller answers for it).
+int workq_push(workq *q, workq_fn fn, void *arg);
+// Runs what is queued, then joins the threads.
+void workq_stop(workq *q);
+
+// One completion request, from its worker to the engine's last callback.
+typedef struct job {
+    rm_server *s;
+    rm_http_req *r;
+    long id;
+    int chat, stream;
+    int n_prompt, max_new;
+    int32_t *ids;
+    rm_sampler_params sp;
+    rm_lora *lora[RM_PLAN_MAX];
+    rm_compose_mode mode;
+    rm_pick pick;
+    rm_detok detok;
+    struct job *next;       // in the engine's list of submissions
+} job;
+void job_free(job *j);
+
+struct rm_server {
+    rm_server_params p;
+    rm_llama *m;
+    rm_lora *router;
+    rm_threadpool *tp;
+    rm_pool *pool;             // SQLite and an embedder: one thread at a time (pool_mu)
+    pthread_mutex_t pool_mu;
+    atomic_int pool_size;      // read without the lock (metrics, health)
+    rm_lora_cache cache;       // adapters bound to the model (cache_mu)
+    pthread_mutex_t cache_mu;
+    atomic_int n_loaded;       // cache.n, read without the lock
+    rm_engine *eng;            // the engine thread's alone
+    pthread_t eng_thread;
+    int eng_started;
+    pthread_mutex_t eng_mu;    // guards what follows
+    pthread_cond_t eng_cv;
+    job *sub_head, *sub_tail;  // submitted, not yet in the engine
+    int eng_busy, eng_stop, eng_abort;
+    rm_engine_stats eng_stats; // after the last step
+    workq fast, slow;          // request preparation; uploads
+    rm_http *http;
+    atomic_long next_id;
+    time_t started;
+    atomic_llong n_completions, n_uploads;
+};
+
+// Hands a prepared job to the engine thread (which answers it from then on).
+void server_submit(rm_server *s, job *j);
+// The engine's stats after its last step.
+void server_engine_stats(rm_server *s, rm_engine_stats *st);
+
+// routes.c: the HTTP handler.
+void routes_handle(void *user, rm_http_req *r);
+// openai.c: a finished completion, an error that ended it, a stream's pieces.
+void openai_answer(job *j, const int32_t *tokens, int n, const char *reason);
+void openai_stream_token(void *user, int32_t id);
+void openai_stream_done(job *j, const int32_t *tokens, const char *reason);
+// metrics.c: GET /metrics.
+void metrics_answer(rm_server *s, rm_http_req *r);
+#endif
