@@ -438,3 +438,43 @@ TEST(serve_http_slow_work_and_drain) {
     rm_sb_free(&raw);
     rm_sb_free(&a);
 }
+
+// The official OpenAI Node SDK against the server (tests/openai_sdk.cjs):
+// installed with npm under the build directory on first use; skipped with
+// the reason when node or npm (the registry) is not there.
+TEST(serve_openai_sdk) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    if (system("node --version >/dev/null 2>&1") != 0) SKIP("node is not installed (Debian: apt-get install nodejs npm)");
+    char sdk[600], probe[700], cmd[4096], log[700];
+    const char *bin = rm_test_bin(), *slash = strrchr(bin, '/');
+    snprintf(sdk, sizeof sdk, "%.*s/npm-openai", slash ? (int)(slash - bin) : 1, slash ? bin : ".");
+    snprintf(probe, sizeof probe, "%s/node_modules/openai/package.json", sdk);
+    snprintf(log, sizeof log, "%s/npm.log", rm_test_tmpdir());
+    if (!rm_file_exists(probe)) {
+        snprintf(cmd, sizeof cmd, "mkdir -p %s && timeout 600 npm install --prefix %s --no-audit --no-fund --loglevel=error openai@6.30.1 >%s 2>&1",
+                 sdk, sdk, log);
+        if (system(cmd) != 0 || !rm_file_exists(probe)) {
+            snprintf(cmd, sizeof cmd, "npm could not install the openai package (no registry?); see `npm install openai@6.30.1`");
+            SKIP(cmd);
+        }
+    }
+    REQUIRE(serve_tiny_model());
+    char w[5][512], pool[512], args[2048];
+    REQUIRE(serve_make_adapters(serve_tiny_model(), w) == RM_OK);
+    snprintf(pool, sizeof pool, "%s/sdk-pool", rm_test_tmpdir());
+    REQUIRE(serve_make_pool(pool, (const int[]){1, 1, 0, 0, 0}, w) == RM_OK);
+    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 512", serve_tiny_model(), pool);
+    rm_test_server sp;
+    REQUIRE(rm_test_server_start(&sp, args) == 0);
+    char out[700];
+    snprintf(out, sizeof out, "%s/sdk.out", rm_test_tmpdir());
+    snprintf(cmd, sizeof cmd, "timeout 600 node tests/openai_sdk.cjs %s http://127.0.0.1:%d/v1 %s german >%s 2>&1", sdk, sp.port,
+             serve_tiny_model(), out);
+    int rc = system(cmd);
+    char *text = NULL;
+    size_t len = 0;
+    rm_read_file(out, &text, &len);
+    CHECKF(rc == 0 && text && strstr(text, "ok "), "the SDK test said: %s", text ? text : "(nothing)");
+    free(text);
+    CHECK(rm_test_server_stop(&sp) == 0);
+}

@@ -226,10 +226,10 @@ int rm_engine_step(rm_engine *e) {
         rm_sampler_accept(&s->smp, next);
         s->out[s->n_out++] = next;
         e->n_gen_tok++;
-        if (s->cb.token) s->cb.token(s->cb.user, next);
-        const char *reason = e->m->tok && rm_tokenizer_is_eog(e->m->tok, next) ? "stop"
-                             : s->n_out >= s->max_new                            ? "length"
-                                                                                 : NULL;
+        int told_stop = s->cb.token && s->cb.token(s->cb.user, next, e->logits + (size_t)k * e->m->hp.n_vocab);
+        const char *reason = told_stop || (e->m->tok && rm_tokenizer_is_eog(e->m->tok, next)) ? "stop"
+                             : s->n_out >= s->max_new                                          ? "length"
+                                                                                               : NULL;
         if (reason) {
             e->slot[i] = NULL;
             e->n_finished++;

@@ -19,8 +19,11 @@ typedef struct rm_engine rm_engine;
 // ("stop": end-of-generation token, "length": max_new reached), or, with
 // tokens == NULL, the error that ended it (message in rm_last_error()).
 typedef void (*rm_engine_done_cb)(void *user, const int32_t *tokens, int n, const char *finish_reason);
-// Called for every new token as it is sampled (before done), when given.
-typedef void (*rm_engine_token_cb)(void *user, int32_t token);
+// Called for every new token as it is sampled (before done), when given,
+// with the logits it was sampled from (after the repetition penalty; n_vocab
+// of them). Returning non-zero ends the sequence there, finish reason "stop"
+// (a stop string was met).
+typedef int (*rm_engine_token_cb)(void *user, int32_t token, const float *logits);
 
 typedef struct rm_engine_cbs {
     rm_engine_done_cb done;   // required

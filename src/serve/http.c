@@ -175,26 +175,34 @@ static enum MHD_Result queue(struct MHD_Connection *conn, int status, const char
 }
 
 // The error shape every answer of ours uses (OpenAI's).
-void rm_http_error_json(rm_sb *b, int status, const char *msg) {
+void rm_http_error_json(rm_sb *b, int status, const char *param, const char *code, const char *msg) {
     const char *type = status == 401 ? "authentication_error" : status >= 500 ? "server_error" : "invalid_request_error";
     rm_sb_puts(b, "{\"error\": {\"message\": ");
     rm_sb_json_str(b, msg, strlen(msg));
-    rm_sb_printf(b, ", \"type\": \"%s\", \"param\": null, \"code\": %d}}\n", type, status);
+    rm_sb_printf(b, ", \"type\": \"%s\", \"param\": ", type);
+    if (param && *param) rm_sb_json_str(b, param, strlen(param));
+    else rm_sb_puts(b, "null");
+    rm_sb_puts(b, ", \"code\": ");
+    if (code && *code) rm_sb_json_str(b, code, strlen(code));
+    else rm_sb_puts(b, "null");
+    rm_sb_puts(b, "}}\n");
 }
 
-void rm_http_reply_error(rm_http_req *r, int status, const char *msg) {
+void rm_http_reply_error_at(rm_http_req *r, int status, const char *param, const char *code, const char *msg) {
     rm_sb b;
     rm_sb_init(&b);
-    rm_http_error_json(&b, status, msg);
+    rm_http_error_json(&b, status, param, code, msg);
     rm_http_reply(r, b.oom ? 500 : status, "application/json", b.buf ? b.buf : "", b.len);
     rm_sb_free(&b);
 }
+
+void rm_http_reply_error(rm_http_req *r, int status, const char *msg) { rm_http_reply_error_at(r, status, NULL, NULL, msg); }
 
 // An error answered by this layer itself, before the handler sees the request.
 static enum MHD_Result queue_error(rm_http *h, struct MHD_Connection *conn, int status, const char *msg) {
     rm_sb b;
     rm_sb_init(&b);
-    rm_http_error_json(&b, status, msg);
+    rm_http_error_json(&b, status, NULL, NULL, msg);
     enum MHD_Result ok = b.oom ? MHD_NO : queue(conn, status, "application/json", b.buf, b.len);
     rm_sb_free(&b);
     if (ok == MHD_YES) count_answer(h, status);

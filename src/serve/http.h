@@ -68,8 +68,10 @@ void rm_http_stream_open(rm_http_req *r, int status, const char *content_type);
 int rm_http_stream_write(rm_http_req *r, const char *data, size_t len);
 void rm_http_stream_close(rm_http_req *r);
 
-// OpenAI's error shape, {"error": {"message", "type", "param", "code"}},
-// appended to b; and answered with it.
-void rm_http_error_json(rm_sb *b, int status, const char *msg);
+// OpenAI's error shape, {"error": {"message", "type", "param", "code"}}
+// (param: the request field at fault, code: a short name such as
+// "model_not_found"; NULL or "": null), appended to b; and answered with it.
+void rm_http_error_json(rm_sb *b, int status, const char *param, const char *code, const char *msg);
+void rm_http_reply_error_at(rm_http_req *r, int status, const char *param, const char *code, const char *msg);
 void rm_http_reply_error(rm_http_req *r, int status, const char *msg);
 #endif

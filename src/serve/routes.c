@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 enum { MAX_ADAPTERS = RM_PLAN_MAX };
 
@@ -27,7 +28,7 @@ static int pick_status(int rc) {
 
 // The adapter called name from weights, bound to the model: from the cache,
 // or loaded (without holding the cache's lock: a slow load blocks no one).
-static int adapter_get(rm_server *s, const char *name, const char *weights, rm_lora **out) {
+int server_adapter_get(rm_server *s, const char *name, const char *weights, rm_lora **out) {
     pthread_mutex_lock(&s->cache_mu);
     *out = rm_lora_cache_find(&s->cache, name, weights);
     pthread_mutex_unlock(&s->cache_mu);
@@ -44,13 +45,17 @@ static int adapter_get(rm_server *s, const char *name, const char *weights, rm_l
 }
 
 // Fills j->pick from "adapters": [names] or "retrieve": k (pool lock held);
-// 0 or an HTTP status (message set).
-static int choose_adapters(rm_server *s, job *j, const rm_json *req, const char *query) {
-    const rm_json *names = rm_json_get(req, "adapters");
+// 0 or an HTTP status (message set, j->param the field).
+static int choose(rm_server *s, job *j, const rm_json *req, const char *query) {
+    const rm_json *names = rm_json_get(req, "adapters"), *kv = rm_json_get(req, "retrieve");
+    if (kv && kv->type != RM_JSON_NULL && (kv->type != RM_JSON_NUMBER || !kv->is_int))
+        return snprintf(j->param, sizeof j->param, "retrieve"), rm_errorf(RM_EINVAL, "\"retrieve\" must be an integer"), 400;
+    if (names) snprintf(j->param, sizeof j->param, "adapters");
+    else if (kv) snprintf(j->param, sizeof j->param, "retrieve");
     int64_t k = rm_json_get_int(req, "retrieve", 0);
     const char *model = rm_json_get_str(req, "model", NULL);
     if (!names && k == 0 && model && s->pool && rm_pool_id(s->pool, model) >= 0) // OpenAI style: the adapter as the model
-        return pick_status(rm_pool_pick_named(s->pool, model, &j->pick));
+        return snprintf(j->param, sizeof j->param, "model"), pick_status(rm_pool_pick_named(s->pool, model, &j->pick));
     if (!names && k == 0) return 0;
     if (!s->pool) return rm_errorf(RM_EINVAL, "this server has no adapter pool (start it with --pool DIR)"), 400;
     if (names) {
@@ -70,99 +75,31 @@ static int choose_adapters(rm_server *s, job *j, const rm_json *req, const char 
     return 0;
 }
 
-// Everything but the forward pass: settings, adapters (retrieved, loaded,
-// checked), the prompt's tokens. 0 or an HTTP status (message set).
-static int prepare(rm_server *s, job *j, const rm_json *req, const char *prompt, const char *query, int special) {
-    rm_sampler_params sp = rm_sampler_default_params();
-    sp.temperature = (float)rm_json_get_num(req, "temperature", sp.temperature);
-    sp.top_p = (float)rm_json_get_num(req, "top_p", sp.top_p);
-    sp.top_k = (int)rm_json_get_int(req, "top_k", sp.top_k);
-    sp.min_p = (float)rm_json_get_num(req, "min_p", sp.min_p);
-    sp.repeat_penalty = (float)rm_json_get_num(req, "repeat_penalty", sp.repeat_penalty);
-    sp.seed = (uint64_t)rm_json_get_int(req, "seed", (int64_t)sp.seed);
-    j->sp = sp;
-    int64_t max_new = rm_json_get_int(req, "max_tokens", 16);
-    if (max_new < 0 || max_new > (1 << 20)) return rm_errorf(RM_EINVAL, "\"max_tokens\" must be 0..1048576"), 400;
-    j->max_new = (int)max_new;
-    j->mode = RM_COMPOSE_MIXTURE;
-    const char *cs = rm_json_get_str(req, "compose", NULL);
-    if (cs && rm_compose_parse(cs, &j->mode)) return 400;
+int routes_choose_adapters(rm_server *s, job *j, const rm_json *req, const char *query) {
     pthread_mutex_lock(&s->pool_mu);
-    int code = choose_adapters(s, j, req, query);
+    int rc = choose(s, j, req, query);
     pthread_mutex_unlock(&s->pool_mu);
-    if (code) return code;
-    if (!cs && j->pick.n == 1) j->mode = RM_COMPOSE_SELECTION;
-    if (j->mode == RM_COMPOSE_ROUTER && j->pick.n && !s->router)
-        return rm_errorf(RM_EINVAL, "this server has no router (start it with --router FILE)"), 400;
-    for (int i = 0; i < j->pick.n; i++)
-        if (adapter_get(s, j->pick.name[i], j->pick.weights[i], &j->lora[i])) return 400;
-    const rm_tokenizer *tok = s->m->tok;
-    size_t len = strlen(prompt);
-    int n = rm_tokenize(tok, prompt, len, s->m->add_bos, special, NULL, 0);
-    if (n < 0) return 400;
-    if (!(j->ids = malloc(((size_t)n + 1) * sizeof(int32_t)))) return rm_errorf(RM_ENOMEM, "out of memory"), 500;
-    n = rm_tokenize(tok, prompt, len, s->m->add_bos, special, j->ids, n + 1);
-    // a chat template that writes the BOS text itself gives it twice
-    if (special && n >= 2 && s->m->add_bos && j->ids[0] == j->ids[1]) memmove(j->ids, j->ids + 1, (size_t)--n * sizeof(int32_t));
-    j->n_prompt = n;
-    if ((int64_t)n + max_new > s->p.ctx)
-        return rm_errorf(RM_EFULL, "prompt %d + max_tokens %d exceed the context of %d", n, (int)max_new, s->p.ctx), 400;
-    j->stream = rm_json_get_bool(req, "stream", 0);
-    return 0;
-}
-
-// {"messages": [{"role": "system"|"user"|"assistant", "content"}...]}: the
-// model's chat template renders them; adapters are retrieved by the last
-// user message (the request's input, as LoraRetriever embeds it).
-static int prepare_chat(rm_server *s, job *j, const rm_json *req) {
-    const rm_json *msgs = rm_json_get(req, "messages");
-    if (!msgs || msgs->type != RM_JSON_ARRAY || msgs->n == 0 || msgs->n > 1024)
-        return rm_errorf(RM_EINVAL, "\"messages\" must be an array of 1..1024 {\"role\", \"content\"} objects"), 400;
-    rm_chat_msg *cm = malloc(msgs->n * sizeof *cm);
-    if (!cm) return rm_errorf(RM_ENOMEM, "out of memory"), 500;
-    const char *query = NULL;
-    for (size_t i = 0; i < msgs->n; i++) {
-        cm[i].role = rm_json_get_str(&msgs->items[i], "role", NULL);
-        cm[i].content = rm_json_get_str(&msgs->items[i], "content", NULL);
-        if (!cm[i].role || !cm[i].content ||
-            (strcmp(cm[i].role, "system") && strcmp(cm[i].role, "user") && strcmp(cm[i].role, "assistant"))) {
-            free(cm);
-            return rm_errorf(RM_EINVAL, "each message needs \"role\" (system, user or assistant) and \"content\" strings"), 400;
-        }
-        if (!strcmp(cm[i].role, "user")) query = cm[i].content;
-    }
-    char *prompt = rm_chat_render(s->m->tok, NULL, cm, (int)msgs->n);
-    free(cm);
-    if (!prompt) return 400;
-    j->chat = 1;
-    int code = prepare(s, j, req, prompt, query ? query : prompt, 1);
-    free(prompt);
-    return code;
+    if (!rc) j->param[0] = 0;
+    return rc;
 }
 
 // A worker's part of POST /v1/completions and /v1/chat/completions.
 static void completion_work(void *arg) {
     job *j = arg;
-    rm_server *s = j->s;
     size_t len;
     const char *body = rm_http_body(j->r, &len);
     rm_json *req = NULL;
-    int code = 0;
-    int chat = !strcmp(rm_http_path(j->r), "/v1/chat/completions");
-    if (rm_json_parse(body, len, "request body", &req)) code = 400;
-    else if (req->type != RM_JSON_OBJECT) code = 400, rm_errorf(RM_EINVAL, "the request body must be a JSON object");
-    else if (!s->m->tok) code = 400, rm_errorf(RM_EINVAL, "the model has no tokenizer");
-    else if (chat) code = prepare_chat(s, j, req);
-    else if (!rm_json_get_str(req, "prompt", NULL)) code = 400, rm_errorf(RM_EINVAL, "\"prompt\" (a string) is required");
-    else code = prepare(s, j, req, rm_json_get_str(req, "prompt", ""), rm_json_get_str(req, "prompt", ""), 0);
+    j->chat = !strcmp(rm_http_path(j->r), "/v1/chat/completions");
+    j->created = (long long)time(NULL);
+    int code = rm_json_parse(body, len, "request body", &req) ? 400 : openai_prepare(j, req);
     rm_json_free(req);
     if (code) {
-        rm_http_reply_error(j->r, code, rm_last_error());
+        openai_reply_error(j, code, rm_last_error());
         job_free(j);
         return;
     }
-    atomic_fetch_add(&s->n_completions, 1);
-    server_submit(s, j);
+    atomic_fetch_add(&j->s->n_completions, 1);
+    server_submit(j->s, j);
 }
 
 // ---- adapters and models ---------------------------------------------------------
@@ -251,7 +188,7 @@ static int upload(rm_server *s, const rm_json *req, rm_sb *b) {
     pthread_mutex_unlock(&s->pool_mu);
     if (taken) return rm_errorf(RM_EINVAL, "an adapter with this name is already in the pool"), 400;
     rm_lora *loaded; // loaded, checked against the model and kept for its first request
-    int rc = adapter_get(s, name, weights, &loaded);
+    int rc = server_adapter_get(s, name, weights, &loaded);
     if (rc) return 400;
     const char **in = malloc(samples->n * sizeof *in);
     if (!in) return rm_errorf(RM_ENOMEM, "out of memory"), 500;

@@ -72,36 +72,38 @@ void workq_stop(workq *q) {
 
 void job_free(job *j) {
     if (!j) return;
+    for (int i = 0; j->ch && i < j->n_choices; i++) {
+        choice *c = &j->ch[i];
+        free(c->ids);
+        free(c->echo);
+        free(c->out);
+        rm_sb_free(&c->text);
+        rm_sb_free(&c->lp), rm_sb_free(&c->lp_tok), rm_sb_free(&c->lp_top), rm_sb_free(&c->lp_off);
+    }
+    free(j->ch);
+    for (int i = 0; i < j->n_stop; i++) free(j->stop[i]);
+    free(j->model);
     rm_pick_free(&j->pick);
-    free(j->ids);
     free(j);
 }
 
-static void on_done(void *user, const int32_t *tokens, int n, const char *reason) {
-    job *j = user;
-    if (j->stream) openai_stream_done(j, tokens, reason);
-    else if (!tokens) rm_http_reply_error(j->r, 500, rm_last_error());
-    else openai_answer(j, tokens, n, reason);
-    job_free(j);
-}
-
-// A submitted job into the engine (or answered at once when it cannot run).
+// A submitted job's choices into the engine (or answered at once when they
+// cannot run). The last choice's done frees j.
 static void engine_take(rm_server *s, job *j, int abort) {
     if (abort) {
         rm_http_reply_error(j->r, 503, "the server is shutting down");
         job_free(j);
         return;
     }
-    rm_engine_cbs cb = {on_done, j->stream ? openai_stream_token : NULL, j};
-    if (j->stream) {
-        rm_detok_init(&j->detok, s->m->tok);
-        rm_http_stream_open(j->r, 200, "text/event-stream");
-    }
-    // done may run inside submit (max_tokens 0): j is gone after it
-    if (rm_engine_submit(s->eng, j->ids, j->n_prompt, j->max_new, &j->sp, j->lora, j->pick.n, j->mode, &cb)) {
-        if (j->stream) openai_stream_done(j, NULL, NULL);
-        else rm_http_reply_error(j->r, 400, rm_last_error());
-        job_free(j);
+    if (j->stream) openai_stream_open(j);
+    int n = j->n_choices;
+    for (int i = 0; i < n; i++) {
+        choice *c = &j->ch[i];
+        rm_sampler_params sp = j->sp;
+        sp.seed += (uint64_t)(i % j->n_samples); // the samples of a prompt differ; the first is what the seed gives
+        rm_engine_cbs cb = {openai_done, openai_token, c};
+        if (rm_engine_submit(s->eng, c->ids, c->n_prompt, j->max_new, &sp, j->lora, j->pick.n, j->mode, &cb))
+            openai_done(c, NULL, 0, NULL);
     }
 }
 

@@ -28,20 +28,47 @@ int workq_push(workq *q, workq_fn fn, void *arg);
 // Runs what is queued, then joins the threads.
 void workq_stop(workq *q);
 
+// One answer of a completion request (a prompt, one of its n samples): an
+// engine sequence of its own.
+typedef struct choice {
+    struct job *j;
+    int index;
+    int32_t *ids;              // the prompt's tokens
+    int n_prompt;
+    char *echo;                // the prompt's text when echoed (completions), else NULL
+    rm_detok detok;
+    rm_sb text;                // the text generated so far, cut before a stop string
+    size_t sent;               // streaming: bytes of text sent
+    rm_sb lp, lp_tok, lp_top, lp_off; // logprobs not yet answered (chat: lp; completions: the four arrays)
+    int n_lp;                  // entries in them
+    int32_t *out;              // the tokens generated
+    int n_out;
+    const char *finish;        // "stop", "length"
+    int stopped;               // a stop string ended it
+} choice;
+
 // One completion request, from its worker to the engine's last callback.
 typedef struct job {
     rm_server *s;
     rm_http_req *r;
     long id;
-    int chat, stream;
-    int n_prompt, max_new;
-    int32_t *ids;
+    long long created;
+    int chat, stream, include_usage, echo;
+    int logprobs, n_top;       // logprobs asked for, and how many alternatives per token
+    char *model;               // the "model" answers report: what was asked for
+    char *stop[4];
+    int n_stop;
+    size_t max_stop;
+    int max_new;
     rm_sampler_params sp;
     rm_lora *lora[RM_PLAN_MAX];
     rm_compose_mode mode;
     rm_pick pick;
-    rm_detok detok;
-    struct job *next;       // in the engine's list of submissions
+    choice *ch;
+    int n_choices, n_samples, n_done, failed; // choices: prompts x samples ("n")
+    char param[64];            // the request field an error is about ("" none)
+    char err[256];             // the first error that ended a choice
+    struct job *next;          // in the engine's list of submissions
 } job;
 void job_free(job *j);
 
@@ -76,12 +103,21 @@ void server_submit(rm_server *s, job *j);
 // The engine's stats after its last step.
 void server_engine_stats(rm_server *s, rm_engine_stats *st);
 
-// routes.c: the HTTP handler.
+// routes.c: the HTTP handler; the adapters of a request (pool lock taken
+// inside; 0 or an HTTP status, message set); an adapter bound to the model
+// (from the cache, or loaded without holding its lock).
 void routes_handle(void *user, rm_http_req *r);
-// openai.c: a finished completion, an error that ended it, a stream's pieces.
-void openai_answer(job *j, const int32_t *tokens, int n, const char *reason);
-void openai_stream_token(void *user, int32_t id);
-void openai_stream_done(job *j, const int32_t *tokens, const char *reason);
+int routes_choose_adapters(rm_server *s, job *j, const rm_json *req, const char *query);
+int server_adapter_get(rm_server *s, const char *name, const char *weights, rm_lora **out);
+// openai.c: a completion request checked and made ready for the engine (0
+// or an HTTP status, message set, j->param the field at fault); the engine's
+// callbacks for each choice; the stream's opening.
+int openai_prepare(job *j, const rm_json *req);
+int openai_token(void *user, int32_t id, const float *logits);
+void openai_done(void *user, const int32_t *tokens, int n, const char *reason);
+void openai_stream_open(job *j);
+// An error in OpenAI's shape about j's field param (may be "").
+void openai_reply_error(job *j, int status, const char *msg);
 // metrics.c: GET /metrics.
 void metrics_answer(rm_server *s, rm_http_req *r);
 #endif
