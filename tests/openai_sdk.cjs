@@ -35,7 +35,17 @@ async function main() {
   // models
   const models = [];
   for await (const m of client.models.list()) models.push(m.id);
-  check(models.includes(model) && models.includes(adapter), `models list has ${model} and ${adapter}: ${models}`);
+  check(models.includes(model) && models.includes(adapter) && models.includes('ramole-auto'), `models list: ${models}`);
+  const auto = await client.models.retrieve('ramole-auto');
+  check(auto.id === 'ramole-auto' && auto.object === 'model' && isInt(auto.created), 'one model by id');
+  try {
+    await client.completions.create({ model: 'no-such-model', prompt: 'x', max_tokens: 1 });
+    check(false, 'an unknown model answered');
+  } catch (e) {
+    check(e instanceof OpenAI.NotFoundError && e.code === 'model_not_found' && e.param === 'model', `unknown model: ${e}`);
+  }
+  const ra = await client.chat.completions.create({ model: 'ramole-auto', messages: [{ role: 'user', content: 'Translate to German: hello' }], max_tokens: 3 });
+  check(ra.model === 'ramole-auto' && Array.isArray(ra.adapters) && ra.adapters.length > 0 && ra.adapters[0].name === 'german', 'ramole-auto retrieves');
 
   // a completion: every field, model = what was asked for
   const base = { model, prompt: 'The cat sat on', max_tokens: 24, temperature: 0 };
@@ -119,6 +129,17 @@ async function main() {
   // the adapter as the model
   const ad = await client.completions.create({ ...base, model: adapter });
   check(ad.model === adapter && ad.choices[0].text !== text, 'an adapter by model name changes the answer');
+
+  // embeddings: the SDK asks for base64 by default and decodes it
+  const em = await client.embeddings.create({ model, input: ['hello there', 'hello there', 'something else'] });
+  const v = em.data.map((d) => d.embedding);
+  const norm = (a) => Math.sqrt(a.reduce((s, x) => s + x * x, 0));
+  check(em.object === 'list' && v.length === 3 && v[0].length > 8 && Math.abs(norm(v[0]) - 1) < 1e-5, 'embeddings: unit vectors');
+  check(v[0].every((x, i) => x === v[1][i]) && v[0].some((x, i) => x !== v[2][i]) && em.usage.prompt_tokens > 0, 'embeddings: same input, same vector');
+  const ef = await client.embeddings.create({ model, input: 'hello there', encoding_format: 'float' });
+  check(ef.data[0].embedding.every((x, i) => Math.abs(x - v[0][i]) < 1e-6), 'embeddings: float and base64 agree');
+  const er = await client.embeddings.create({ model: 'ramole-retriever', input: 'Translate to German: hello' });
+  check(er.data.length === 1 && Math.abs(norm(er.data[0].embedding) - 1) < 1e-4, 'retriever embeddings');
 
   // refused in OpenAI's error shape, the field named
   await expect400({ model, messages: msg, temperature: 'hot' }, 'temperature', 'a string temperature');

@@ -14,6 +14,8 @@
 #include "lora/router.h"
 #include "model/synth.h"
 #include "retrieve/embed.h"
+#include "retrieve/embed_tf.h"
+#include "retrieve/pick.h"
 #include "retrieve/pool.h"
 #include "serve/engine.h"
 
@@ -202,12 +204,13 @@ TEST(serve_completions_adapters_uploads) {
     rm_json *j = NULL;
     CHECK(rm_test_http(sp.port, "GET", "/health", NULL, &j) == 200 && j && !strcmp(rm_json_get_str(j, "status", ""), "ok"));
     rm_json_free(j);
-    // the base model and the three adapters with weights, as OpenAI "models"
-    CHECK(rm_test_http(sp.port, "GET", "/v1/models", NULL, &j) == 200 && j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 4);
-    if (j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 4) {
+    // the base model (by its file's name), the auto model and the three adapters with weights, as OpenAI "models"
+    CHECK(rm_test_http(sp.port, "GET", "/v1/models", NULL, &j) == 200 && j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 5);
+    if (j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 5) {
         const rm_json *d = rm_json_get(j, "data");
-        CHECK(!strcmp(rm_json_get_str(&d->items[0], "id", ""), model));
-        CHECK(!strcmp(rm_json_get_str(&d->items[1], "id", ""), "german") && !strcmp(rm_json_get_str(&d->items[1], "parent", ""), model));
+        CHECK(!strcmp(rm_json_get_str(&d->items[0], "id", ""), "serve-tiny"));
+        CHECK(!strcmp(rm_json_get_str(&d->items[1], "id", ""), "ramole-auto"));
+        CHECK(!strcmp(rm_json_get_str(&d->items[2], "id", ""), "german") && !strcmp(rm_json_get_str(&d->items[2], "parent", ""), "serve-tiny"));
     }
     rm_json_free(j);
 
@@ -417,12 +420,184 @@ TEST(serve_completions_adapters_uploads) {
         CHECK(read(fd, &byte, 1) == 0); // closed after the second
         close(fd);
         rm_sb_free(&carry);
-        // a "model" that is no adapter (the base model's name, or any other) leaves the request as it was
-        CHECK(rm_test_http(sp.port, "POST", "/v1/completions", "{\"model\": \"gpt-3.5\", \"prompt\": \"x\", \"max_tokens\": 2}", &j) == 200);
-        CHECK(j && rm_json_get(j, "adapters") && rm_json_get(j, "adapters")->n == 0);
+        // the base model's name: no adapter; a model this server does not have: 404, as with OpenAI
+        CHECK(rm_test_http(sp.port, "POST", "/v1/completions", "{\"model\": \"serve-tiny\", \"prompt\": \"x\", \"max_tokens\": 2}", &j) == 200);
+        CHECK(j && rm_json_get(j, "adapters") && rm_json_get(j, "adapters")->n == 0 && !strcmp(rm_json_get_str(j, "model", ""), "serve-tiny"));
+        rm_json_free(j);
+        CHECK(rm_test_http(sp.port, "POST", "/v1/completions", "{\"model\": \"gpt-3.5\", \"prompt\": \"x\", \"max_tokens\": 2}", &j) == 404);
+        const rm_json *err = j ? rm_json_get(j, "error") : NULL;
+        CHECK(err && !strcmp(rm_json_get_str(err, "code", ""), "model_not_found") && !strcmp(rm_json_get_str(err, "param", ""), "model"));
         rm_json_free(j);
     }
     CHECK(rm_test_server_stop(&sp) == 0);
+}
+
+// A random RouterLoRA of rank 2 for the model, saved at path.
+static int save_random_router(const char *model, const char *path, uint64_t seed) {
+    rm_llama *m = NULL;
+    rm_lora *r = NULL;
+    int rc = rm_llama_load(&m, model);
+    if (!rc) rc = rm_lora_random(&r, m, 2, 0x7f, seed);
+    if (!rc) rc = rm_router_save(r, m, 2, path);
+    rm_lora_free(r);
+    rm_llama_free(m);
+    return rc;
+}
+
+// RAMoLE for plain OpenAI clients: "model": "ramole-auto" retrieves the
+// request's adapters (--retrieve K) and composes them with the server's
+// default composition (mixture; the router when one is loaded), token for
+// token what `ramole generate --pool` gives; the model list and one model by
+// id; --default-model and --unknown-model default; /tokenize and /detokenize.
+TEST(serve_auto_model) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    REQUIRE(serve_tiny_model());
+    const char *model = serve_tiny_model(), *tmp = rm_test_tmpdir();
+    char w[5][512], pool[512], router[600], args[4096], got[1024], want[1024];
+    REQUIRE(serve_make_adapters(model, w) == RM_OK);
+    snprintf(pool, sizeof pool, "%s/auto-pool", tmp);
+    REQUIRE(serve_make_pool(pool, (const int[]){1, 1, 1, 1, 0}, w) == RM_OK);
+    snprintf(router, sizeof router, "%s/auto-router.gguf", tmp);
+    REQUIRE(save_random_router(model, router, 91) == RM_OK);
+    const char *prompt = "Review: the food was terrible. Is this review positive or negative?";
+    char body[1024];
+    snprintf(body, sizeof body, "{\"model\": \"ramole-auto\", \"prompt\": \"%s\", \"max_tokens\": 10, \"temperature\": 0}", prompt);
+    rm_json *j = NULL;
+    for (int with_router = 0; with_router < 2; with_router++) {
+        rm_test_server sp;
+        snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 256 %s", model, pool,
+                 with_router ? "--retrieve 2 --router " : "");
+        if (with_router) strncat(args, router, sizeof args - strlen(args) - 1);
+        REQUIRE(rm_test_server_start(&sp, args) == 0);
+        CHECK(rm_test_http(sp.port, "POST", "/v1/completions", body, &j) == 200);
+        const rm_json *ad = j ? rm_json_get(j, "adapters") : NULL;
+        CHECKF(ad && (int)ad->n == (with_router ? 2 : 3) && !strcmp(rm_json_get_str(&ad->items[0], "name", ""), "sentiment"),
+               "auto model: %zu adapters", ad ? ad->n : 0);
+        CHECK(j && !strcmp(rm_json_get_str(j, "model", ""), "ramole-auto"));
+        const rm_json *ch = j ? rm_json_get(j, "choices") : NULL;
+        const rm_json *ids = ch && ch->n ? rm_json_get(&ch->items[0], "token_ids") : NULL;
+        size_t len = 0;
+        got[0] = 0;
+        for (size_t i = 0; ids && i < ids->n && len + 16 < sizeof got; i++)
+            len += (size_t)snprintf(got + len, sizeof got - len, i ? " %lld" : "%lld", (long long)ids->items[i].inum);
+        rm_json_free(j);
+        snprintf(args, sizeof args, "%s generate -m %s --pool %s --retrieve %d -p '%s' -n 10 --temp 0 -t 1 --ids %s%s 2>/dev/null",
+                 rm_test_bin(), model, pool, with_router ? 2 : 3, prompt, with_router ? "--compose router --router " : "",
+                 with_router ? router : "");
+        FILE *p = popen(args, "r");
+        REQUIRE(p);
+        if (!fgets(want, sizeof want, p)) want[0] = 0;
+        want[strcspn(want, "\n")] = 0;
+        CHECK(pclose(p) == 0);
+        CHECKF(got[0] && !strcmp(got, want), "%s: served '%s', generate '%s'", with_router ? "router" : "mixture", got, want);
+        // one model by id
+        CHECK(rm_test_http(sp.port, "GET", "/v1/models/ramole-auto", NULL, &j) == 200 && j &&
+              !strcmp(rm_json_get_str(j, "parent", ""), "serve-tiny"));
+        rm_json_free(j);
+        CHECK(rm_test_http(sp.port, "GET", "/v1/models/weather", NULL, &j) == 200 && j && !strcmp(rm_json_get_str(j, "id", ""), "weather"));
+        rm_json_free(j);
+        CHECK(rm_test_http(sp.port, "GET", "/v1/models/nothing", NULL, &j) == 404);
+        rm_json_free(j);
+        CHECK(rm_test_server_stop(&sp) == 0);
+    }
+    // the auto model as the default, and for names this server does not know
+    rm_test_server sp;
+    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 256 --model-name base --default-model ramole-auto --unknown-model default",
+             model, pool);
+    REQUIRE(rm_test_server_start(&sp, args) == 0);
+    const char *asks[3] = {"", "\"model\": \"gpt-4o\", ", "\"model\": \"base\", "};
+    for (int a = 0; a < 3; a++) {
+        snprintf(body, sizeof body, "{%s\"prompt\": \"%s\", \"max_tokens\": 2}", asks[a], prompt);
+        CHECK(rm_test_http(sp.port, "POST", "/v1/completions", body, &j) == 200);
+        const rm_json *ad = j ? rm_json_get(j, "adapters") : NULL;
+        CHECKF(ad && (int)ad->n == (a == 2 ? 0 : 3), "ask %d: %zu adapters", a, ad ? ad->n : 0);
+        rm_json_free(j);
+    }
+    // /tokenize and /detokenize: the prompt's tokens as a completion counts them, and back to the text
+    snprintf(body, sizeof body, "{\"model\": \"base\", \"prompt\": \"%s\", \"max_tokens\": 1}", prompt);
+    CHECK(rm_test_http(sp.port, "POST", "/v1/completions", body, &j) == 200);
+    int64_t n_prompt = rm_json_get_int(j ? rm_json_get(j, "usage") : NULL, "prompt_tokens", -1);
+    rm_json_free(j);
+    snprintf(body, sizeof body, "{\"model\": \"base\", \"prompt\": \"%s\"}", prompt);
+    CHECK(rm_test_http(sp.port, "POST", "/tokenize", body, &j) == 200);
+    const rm_json *toks = j ? rm_json_get(j, "tokens") : NULL;
+    CHECK(toks && (int64_t)toks->n == n_prompt && rm_json_get_int(j, "count", -1) == n_prompt && rm_json_get_int(j, "max_model_len", 0) == 256);
+    rm_json_free(j);
+    snprintf(body, sizeof body, "{\"prompt\": \"%s\", \"add_special_tokens\": false}", prompt);
+    CHECK(rm_test_http(sp.port, "POST", "/tokenize", body, &j) == 200);
+    toks = j ? rm_json_get(j, "tokens") : NULL;
+    rm_sb ids;
+    rm_sb_init(&ids);
+    rm_sb_puts(&ids, "{\"tokens\": [");
+    for (size_t i = 0; toks && i < toks->n; i++) rm_sb_printf(&ids, i ? ", %lld" : "%lld", (long long)toks->items[i].inum);
+    rm_sb_puts(&ids, "]}");
+    rm_json_free(j);
+    CHECK(rm_test_http(sp.port, "POST", "/detokenize", ids.buf, &j) == 200);
+    CHECKF(j && !strcmp(rm_json_get_str(j, "prompt", ""), prompt), "detokenized: %s", j ? rm_json_get_str(j, "prompt", "?") : "?");
+    rm_json_free(j);
+    rm_sb_free(&ids);
+    CHECK(rm_test_http(sp.port, "POST", "/detokenize", "{\"tokens\": [1, -4]}", &j) == 400);
+    CHECK(j && !strcmp(rm_json_get_str(rm_json_get(j, "error"), "param", ""), "tokens"));
+    rm_json_free(j);
+    CHECK(rm_test_server_stop(&sp) == 0);
+    // a default model the server does not have: refused at start
+    snprintf(args, sizeof args, "-m %s -t 1 --default-model nothing", model);
+    CHECK(rm_test_server_start(&sp, args) != 0);
+}
+
+// POST /v1/embeddings: with the base model's name, the vectors the library's
+// "llama" embedder (mean-pooled final hidden states, no prefix) makes; with
+// "ramole-retriever", the pool's embedder's own.
+TEST(serve_embeddings) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    REQUIRE(serve_tiny_model());
+    const char *model = serve_tiny_model();
+    char pool[512], args[2048];
+    snprintf(pool, sizeof pool, "%s/emb-pool", rm_test_tmpdir());
+    REQUIRE(serve_make_pool(pool, (const int[]){1, 1, 0, 0, 0}, NULL) == RM_OK);
+    rm_embedder *lib = NULL;
+    REQUIRE(rm_llama_embedder_create(model, "", &lib) == RM_OK);
+    rm_pool *p = NULL;
+    REQUIRE(rm_pool_open_existing(pool, &p) == RM_OK);
+    const rm_embedder *ret = rm_pool_embedder(p);
+    REQUIRE(ret);
+    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 256", model, pool);
+    rm_test_server sp;
+    REQUIRE(rm_test_server_start(&sp, args) == 0);
+    const char *texts[2] = {"Translate to German: the house is red.", "What is 7 plus 5?"};
+    const char *models[2] = {"serve-tiny", "ramole-retriever"};
+    for (int m = 0; m < 2; m++) {
+        const rm_embedder *e = m ? ret : lib;
+        char body[512];
+        snprintf(body, sizeof body, "{\"model\": \"%s\", \"input\": [\"%s\", \"%s\"], \"encoding_format\": \"float\"}", models[m], texts[0], texts[1]);
+        rm_json *j = NULL;
+        CHECK(rm_test_http(sp.port, "POST", "/v1/embeddings", body, &j) == 200);
+        const rm_json *data = j ? rm_json_get(j, "data") : NULL;
+        REQUIRE(data && data->n == 2);
+        float *want = malloc((size_t)e->dim * sizeof *want);
+        REQUIRE(want);
+        for (int i = 0; i < 2; i++) {
+            const rm_json *v = rm_json_get(&data->items[i], "embedding");
+            CHECK(rm_json_get_int(&data->items[i], "index", -1) == i);
+            CHECK_OK(rm_embedder_embed(e, texts[i], want));
+            REQUIRE(v && (int)v->n == e->dim);
+            double worst = 0;
+            for (int k = 0; k < e->dim; k++) worst = fmax(worst, fabs(v->items[k].num - want[k]));
+            CHECKF(worst < 1e-5, "%s, input %d: differs by %g from the library's embedder", models[m], i, worst);
+        }
+        CHECK(!strcmp(rm_json_get_str(j, "model", ""), models[m]));
+        free(want);
+        rm_json_free(j);
+    }
+    rm_json *j = NULL;
+    CHECK(rm_test_http(sp.port, "POST", "/v1/embeddings", "{\"model\": \"nothing\", \"input\": \"x\"}", &j) == 404);
+    rm_json_free(j);
+    CHECK(rm_test_http(sp.port, "POST", "/v1/embeddings", "{\"model\": \"serve-tiny\", \"input\": 5}", &j) == 400);
+    CHECK(j && !strcmp(rm_json_get_str(rm_json_get(j, "error"), "param", ""), "input"));
+    rm_json_free(j);
+    CHECK(rm_test_server_stop(&sp) == 0);
+    rm_pool_close(p);
+    rm_embedder_free(lib);
 }
 
 // `ramole pool init` gives a new pool an embedder fitted on a corpus, so that
@@ -746,13 +921,7 @@ TEST(serve_eval_cli) {
     {
         char rpath[600];
         snprintf(rpath, sizeof rpath, "%s/eval-router.gguf", rm_test_tmpdir());
-        rm_llama *m = NULL;
-        rm_lora *r = NULL;
-        REQUIRE(rm_llama_load(&m, model) == RM_OK);
-        CHECK_OK(rm_lora_random(&r, m, 2, 0x7f, 77));
-        CHECK_OK(rm_router_save(r, m, 2, rpath));
-        rm_lora_free(r);
-        rm_llama_free(m);
+        REQUIRE(save_random_router(model, rpath, 77) == RM_OK);
         char both[1800];
         snprintf(both, sizeof both, "--lora %s --lora %s --compose router --router %s", w[0], w[1], rpath);
         snprintf(args, sizeof args, "eval -m %s --test %s --template '{inputs}' -n 6 -t 1 --slots 2 --json --out %s %s", model,

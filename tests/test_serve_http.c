@@ -134,14 +134,15 @@ static void ids_in(const rm_sb *body, char *out, size_t cap) {
     rm_json_free(j);
 }
 
-// One request on a new connection (Connection: close): its status.
-static int ask(int family, int port, const char *method, const char *path, const char *body, rm_sb *answer) {
+// One request on a new connection (Connection: close), with an extra header
+// line when given: its status.
+static int ask_with(int family, int port, const char *method, const char *path, const char *body, const char *header, rm_sb *answer) {
     int fd = connect_to(family, port);
     if (fd < 0) return -1;
-    char head[512];
+    char head[1024];
     size_t bl = body ? strlen(body) : 0;
-    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n", method,
-                     path, bl);
+    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%s%sContent-Length: %zu\r\n\r\n", method,
+                     path, header ? header : "", header ? "\r\n" : "", bl);
     rm_sb raw;
     rm_sb_init(&raw);
     int status = -1;
@@ -152,6 +153,10 @@ static int ask(int family, int port, const char *method, const char *path, const
     rm_sb_free(&raw);
     close(fd);
     return status;
+}
+
+static int ask(int family, int port, const char *method, const char *path, const char *body, rm_sb *answer) {
+    return ask_with(family, port, method, path, body, NULL, answer);
 }
 
 static const char *k_req = "{\"prompt\": \"The cat sat\", \"max_tokens\": 6, \"temperature\": 0}";
@@ -468,8 +473,8 @@ TEST(serve_openai_sdk) {
     REQUIRE(rm_test_server_start(&sp, args) == 0);
     char out[700];
     snprintf(out, sizeof out, "%s/sdk.out", rm_test_tmpdir());
-    snprintf(cmd, sizeof cmd, "timeout 600 node tests/openai_sdk.cjs %s http://127.0.0.1:%d/v1 %s german >%s 2>&1", sdk, sp.port,
-             serve_tiny_model(), out);
+    snprintf(cmd, sizeof cmd, "timeout 600 node tests/openai_sdk.cjs %s http://127.0.0.1:%d/v1 serve-tiny german >%s 2>&1", sdk, sp.port,
+             out);
     int rc = system(cmd);
     char *text = NULL;
     size_t len = 0;
@@ -477,4 +482,86 @@ TEST(serve_openai_sdk) {
     CHECKF(rc == 0 && text && strstr(text, "ok "), "the SDK test said: %s", text ? text : "(nothing)");
     free(text);
     CHECK(rm_test_server_stop(&sp) == 0);
+}
+
+// Keys: every endpoint without a key, with a wrong one, with the api key and
+// with the admin key (401 in OpenAI's shape, or served); then the request
+// log: one JSON line per request, with the fields, and no key in it.
+TEST(serve_keys_and_log) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    REQUIRE(serve_tiny_model());
+    char w[5][512], pool[512], args[2048];
+    REQUIRE(serve_make_adapters(serve_tiny_model(), w) == RM_OK);
+    snprintf(pool, sizeof pool, "%s/keys-pool", rm_test_tmpdir());
+    REQUIRE(serve_make_pool(pool, (const int[]){1, 1, 0, 0, 0}, w) == RM_OK);
+    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 256 --api-key user-key-123 --admin-key admin-key-456 --log-format json",
+             serve_tiny_model(), pool);
+    rm_test_server sp;
+    REQUIRE(rm_test_server_start(&sp, args) == 0);
+    struct { const char *method, *path, *body; int admin; } ep[] = {
+        {"POST", "/v1/completions", "{\"prompt\": \"x\", \"max_tokens\": 2}", 0},
+        {"POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": 2}", 0},
+        {"POST", "/v1/embeddings", "{\"model\": \"serve-tiny\", \"input\": \"x\"}", 0},
+        {"POST", "/tokenize", "{\"prompt\": \"x\"}", 0},
+        {"POST", "/detokenize", "{\"tokens\": [70]}", 0},
+        {"GET", "/v1/models", NULL, 0},
+        {"GET", "/v1/models/ramole-auto", NULL, 0},
+        {"GET", "/v1/adapters", NULL, 0},
+        {"GET", "/metrics", NULL, 0},
+        {"POST", "/v1/adapters", "{}", 1}, // the admin key's: a bad upload, 400 once let in
+    };
+    const char *auth[4] = {NULL, "Authorization: Bearer wrong-key", "Authorization: Bearer user-key-123", "Authorization: Bearer admin-key-456"};
+    int n_requests = 0;
+    rm_sb a;
+    rm_sb_init(&a);
+    for (size_t e = 0; e < sizeof ep / sizeof ep[0]; e++)
+        for (int k = 0; k < 4; k++) {
+            sb_clear(&a);
+            int st = ask_with(AF_INET, sp.port, ep[e].method, ep[e].path, ep[e].body, auth[k], &a);
+            n_requests++;
+            int let_in = k == 3 || (k == 2 && !ep[e].admin);
+            if (let_in) {
+                CHECKF(st >= 200 && st != 401 && st < 500, "%s %s with key %d: %d", ep[e].method, ep[e].path, k, st);
+                if (ep[e].admin) CHECK(st == 400);
+            } else {
+                CHECKF(st == 401, "%s %s with key %d: %d", ep[e].method, ep[e].path, k, st);
+                CHECK(a.buf && strstr(a.buf, "\"invalid_api_key\"") && strstr(a.buf, "\"message\""));
+                CHECK(a.buf && !strstr(a.buf, "user-key-123") && !strstr(a.buf, "admin-key-456"));
+            }
+        }
+    sb_clear(&a);
+    CHECK(ask(AF_INET, sp.port, "GET", "/health", NULL, &a) == 200); // open: load balancers ask it
+    n_requests++;
+    rm_sb_free(&a);
+    CHECK(rm_test_server_stop(&sp) == 0);
+
+    // the log: a JSON object a line for each request, keys nowhere
+    char path[600], *log = NULL;
+    size_t len;
+    snprintf(path, sizeof path, "%s/serve.log", rm_test_tmpdir());
+    REQUIRE(rm_read_file(path, &log, &len) == RM_OK && log);
+    CHECK(!strstr(log, "user-key-123") && !strstr(log, "admin-key-456"));
+    int lines = 0, completions = 0, unauthorized = 0;
+    for (char *line = log; line && *line;) {
+        char *end = strchr(line, '\n');
+        if (end) *end = 0;
+        const char *obj = strstr(line, "ramole serve: {");
+        rm_json *j = NULL;
+        if (obj && rm_json_parse(obj + 14, strlen(obj + 14), "log line", &j) == RM_OK) {
+            lines++;
+            CHECK(rm_json_get_int(j, "id", 0) > 0 && rm_json_get_num(j, "total_s", -1) >= 0 && rm_json_get_str(j, "path", NULL));
+            int st = (int)rm_json_get_int(j, "status", 0);
+            unauthorized += st == 401;
+            if (st == 200 && !strcmp(rm_json_get_str(j, "path", ""), "/v1/completions")) {
+                completions++;
+                CHECK(!strcmp(rm_json_get_str(j, "model", ""), "serve-tiny") && rm_json_get_int(j, "generated_tokens", 0) == 2);
+                CHECK(rm_json_get_int(j, "prompt_tokens", 0) > 0 && rm_json_get_num(j, "ttft_s", -1) >= 0 && rm_json_get(j, "adapters"));
+            }
+        }
+        rm_json_free(j);
+        line = end ? end + 1 : NULL;
+    }
+    CHECKF(lines == n_requests, "%d log lines for %d requests", lines, n_requests);
+    CHECKF(completions == 2 && unauthorized == 2 * 10 + 1, "%d completions, %d refused", completions, unauthorized); // the upload with the api key too
+    free(log);
 }

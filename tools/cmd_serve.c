@@ -20,6 +20,15 @@ static void on_signal(int sig) {
     if (++g_signals > 1) g_force = 1;
 }
 
+// The request log: one line each, whole (the server's threads write at once).
+static pthread_mutex_t g_log_mu = PTHREAD_MUTEX_INITIALIZER;
+static void log_line(void *user, const char *line) {
+    (void)user;
+    pthread_mutex_lock(&g_log_mu);
+    fprintf(stderr, "ramole serve: %s\n", line);
+    pthread_mutex_unlock(&g_log_mu);
+}
+
 static void usage(void) {
     printf("usage: ramole serve -m MODEL [--pool DIR] [--router FILE] [--host H] [--port P] [-t N] [--threads N]\n"
            "                    [--slots S] [--ctx N] [--max-connections N] [--timeout S] [--max-body BYTES]\n"
@@ -33,13 +42,23 @@ static void usage(void) {
            "  --max-connections N open connections at once (256); more are refused\n"
            "  --timeout S         seconds a connection may stay silent: idle, or sending its request (60)\n"
            "  --max-body BYTES    request bodies above this get 413 (4194304)\n"
-           "  --drain-timeout S   on SIGTERM, seconds running requests get to finish (30)\n\n"
+           "  --drain-timeout S   on SIGTERM, seconds running requests get to finish (30)\n"
+           "  --model-name NAME   the base model's name for clients (the file's name without .gguf)\n"
+           "  --auto-model NAME   the model name that means RAMoLE: retrieve the request's adapters and compose\n"
+           "                      them (router with --router, else mixture) (ramole-auto)\n"
+           "  --retrieve K, --min-score S  what the auto model retrieves: K adapters (3) scoring S or more\n"
+           "  --default-model NAME  what a request without \"model\" gets (the base model)\n"
+           "  --unknown-model 404|default  an unknown \"model\": 404 as OpenAI (404), or the default model\n"
+           "  --api-key KEY       inference needs \"Authorization: Bearer KEY\" (or the admin key); also RAMOLE_API_KEY\n"
+           "  --admin-key KEY     uploads and deletes need it (without it: the api key); also RAMOLE_ADMIN_KEY\n"
+           "                      (GET /health is always open; keys are compared in constant time, never logged)\n"
+           "  --log-format F      one line per request on stderr: text (default), json or none\n\n"
            "HTTP API (JSON; HTTP/1.1 keep-alive and pipelining, chunked request bodies):\n"
            "  POST /v1/completions  {\"prompt\", \"max_tokens\" (16), \"temperature\", \"top_p\", \"top_k\",\n"
            "                         \"min_p\", \"repeat_penalty\", \"seed\",\n"
            "                         \"adapters\": [names] | \"retrieve\": K (+ \"min_score\": S: only adapters scoring S\n"
            "                         or more; none: the base model), \"compose\": \"mixture\"|\"fusion\"|\"selection\"|\"router\",\n"
-           "                         \"model\": an adapter's name selects it (OpenAI / vLLM style)}\n"
+           "                         \"model\": the base model's name, the auto model's, or an adapter's (vLLM style)}\n"
            "                         (\"router\": the RouterLoRA given with --router, `ramole router train`)\n"
            "                        -> OpenAI-style text_completion, plus token_ids and the adapters used\n"
            "  POST /v1/chat/completions  the same with {\"messages\": [{\"role\", \"content\"}...]} instead of\n"
@@ -48,7 +67,7 @@ static void usage(void) {
            "                        checked against the model, then added to the pool (retrievable at once)\n"
            "  \"stream\": true       server-sent events, one chunk per piece of text, then data: [DONE]\n"
            "  GET  /v1/adapters     the pool's adapters\n"
-           "  GET  /v1/models       the base model and every adapter with weights (for OpenAI clients)\n"
+           "  GET  /v1/models[/ID]  the base model, the auto model and every adapter with weights\n"
            "  GET  /health\n"
            "  GET  /metrics         counters and gauges in the Prometheus text format\n\n"
            "Running requests advance together, one batched forward pass per step (--slots at once;\n"
@@ -57,6 +76,9 @@ static void usage(void) {
 
 static int cmd_serve(int argc, char **argv) {
     rm_server_params p = rm_server_default_params();
+    const char *min_score = NULL, *unknown = "404", *log_format = "text";
+    p.api_key = getenv("RAMOLE_API_KEY"), p.admin_key = getenv("RAMOLE_ADMIN_KEY");
+    long auto_k = p.auto_k;
     long port = p.http.port, threads = 0, io = p.http.threads, slots = p.slots, ctx = p.ctx, conns = p.http.max_connections,
          timeout = p.http.timeout, body = (long)p.http.max_body, drain = 30;
     for (int i = 1; i < argc; i++) {
@@ -76,6 +98,15 @@ static int cmd_serve(int argc, char **argv) {
         } else if (cli_int(argc, argv, &i, "--timeout", NULL, &timeout)) {
         } else if (cli_int(argc, argv, &i, "--max-body", NULL, &body)) {
         } else if (cli_int(argc, argv, &i, "--drain-timeout", NULL, &drain)) {
+        } else if (cli_str(argc, argv, &i, "--model-name", NULL, &p.model_name)) {
+        } else if (cli_str(argc, argv, &i, "--auto-model", NULL, &p.auto_name)) {
+        } else if (cli_str(argc, argv, &i, "--default-model", NULL, &p.default_model)) {
+        } else if (cli_str(argc, argv, &i, "--unknown-model", NULL, &unknown)) {
+        } else if (cli_int(argc, argv, &i, "--retrieve", NULL, &auto_k)) {
+        } else if (cli_str(argc, argv, &i, "--min-score", NULL, &min_score)) {
+        } else if (cli_str(argc, argv, &i, "--api-key", NULL, &p.api_key)) {
+        } else if (cli_str(argc, argv, &i, "--admin-key", NULL, &p.admin_key)) {
+        } else if (cli_str(argc, argv, &i, "--log-format", NULL, &log_format)) {
         } else {
             fprintf(stderr, "ramole serve: unknown option '%s' (see --help)\n", argv[i]);
             return 2;
@@ -88,6 +119,20 @@ static int cmd_serve(int argc, char **argv) {
                         "--drain-timeout (see --help)\n");
         return 2;
     }
+    char *end = NULL;
+    if (min_score) p.auto_min_score = strtof(min_score, &end);
+    if ((min_score && (end == min_score || *end)) || (strcmp(unknown, "404") && strcmp(unknown, "default")) || auto_k < 1 ||
+        auto_k > 8) {
+        fprintf(stderr, "ramole serve: bad --min-score (a number), --unknown-model (404 or default) or --retrieve (1..8)\n");
+        return 2;
+    }
+    p.unknown_is_default = !strcmp(unknown, "default"), p.auto_k = (int)auto_k;
+    if ((p.api_key && !*p.api_key) || (p.admin_key && !*p.admin_key) ||
+        (strcmp(log_format, "text") && strcmp(log_format, "json") && strcmp(log_format, "none"))) {
+        fprintf(stderr, "ramole serve: an empty --api-key / --admin-key, or a --log-format other than text, json, none\n");
+        return 2;
+    }
+    if (strcmp(log_format, "none")) p.log_line = log_line, p.log_json = !strcmp(log_format, "json");
     p.http.port = (int)port, p.http.threads = (int)io, p.http.max_connections = (int)conns, p.http.timeout = (int)timeout;
     p.http.max_body = (size_t)body;
     p.compute_threads = (int)threads, p.slots = (int)slots, p.ctx = (int)ctx;
@@ -107,8 +152,8 @@ static int cmd_serve(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    fprintf(stderr, "ramole serve: listening on %s (%d slots x %d positions, %ld I/O threads%s%s)\n", rm_server_url(s), p.slots,
-            p.ctx, io, p.pool ? ", pool " : "", p.pool ? p.pool : "");
+    fprintf(stderr, "ramole serve: listening on %s (%d slots x %d positions, %ld I/O threads%s%s%s)\n", rm_server_url(s), p.slots,
+            p.ctx, io, p.pool ? ", pool " : "", p.pool ? p.pool : "", p.api_key || p.admin_key ? ", keys required" : "");
     while (!g_signals) {
         struct timespec ts = {0, 200 * 1000 * 1000};
         nanosleep(&ts, NULL);

@@ -26,6 +26,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 enum { ST_RECEIVING, ST_WAITING, ST_REPLY, ST_STREAM, ST_ANSWERED };
@@ -45,6 +46,11 @@ struct rm_http_req {
     rm_sb out;                   // the answer, or the stream's pieces not yet sent
     size_t out_sent;
     int stream_done;
+    long id;
+    double t0;                   // when the head came (rm_http_now)
+    int answered;                // the status queued, 0 until then
+    void *log_data;
+    void (*log_free)(void *);
 };
 
 struct rm_http {
@@ -54,6 +60,7 @@ struct rm_http {
     char url[128];
     atomic_int draining, busy;
     atomic_llong n_requests, n_errors;
+    atomic_long next_id;
 };
 
 rm_http_params rm_http_default_params(void) {
@@ -63,11 +70,28 @@ rm_http_params rm_http_default_params(void) {
 
 // ---- requests ------------------------------------------------------------------
 
+double rm_http_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+long rm_http_id(const rm_http_req *r) { return r->id; }
+double rm_http_started(const rm_http_req *r) { return r->t0; }
+
+void rm_http_set_log(rm_http_req *r, void *data, void (*free_fn)(void *)) {
+    pthread_mutex_lock(&r->mu);
+    if (r->log_free) r->log_free(r->log_data);
+    r->log_data = data, r->log_free = free_fn;
+    pthread_mutex_unlock(&r->mu);
+}
+
 static void req_unref(rm_http_req *r) {
     pthread_mutex_lock(&r->mu);
     int left = --r->refs;
     pthread_mutex_unlock(&r->mu);
     if (left) return;
+    if (r->log_free) r->log_free(r->log_data);
     pthread_mutex_destroy(&r->mu);
     free(r->path);
     rm_sb_free(&r->body);
@@ -93,7 +117,8 @@ const char *rm_http_header(rm_http_req *r, const char *name) {
     return r->conn ? MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name) : NULL;
 }
 
-static void count_answer(rm_http *h, int status) {
+static void count_answer(rm_http *h, rm_http_req *r, int status) {
+    r->answered = status;
     atomic_fetch_add(&h->n_requests, 1);
     if (status >= 400) atomic_fetch_add(&h->n_errors, 1);
 }
@@ -176,7 +201,7 @@ static enum MHD_Result queue(struct MHD_Connection *conn, int status, const char
 
 // The error shape every answer of ours uses (OpenAI's).
 void rm_http_error_json(rm_sb *b, int status, const char *param, const char *code, const char *msg) {
-    const char *type = status == 401 ? "authentication_error" : status >= 500 ? "server_error" : "invalid_request_error";
+    const char *type = status >= 500 ? "server_error" : "invalid_request_error"; // OpenAI's 401 too
     rm_sb_puts(b, "{\"error\": {\"message\": ");
     rm_sb_json_str(b, msg, strlen(msg));
     rm_sb_printf(b, ", \"type\": \"%s\", \"param\": ", type);
@@ -199,13 +224,13 @@ void rm_http_reply_error_at(rm_http_req *r, int status, const char *param, const
 void rm_http_reply_error(rm_http_req *r, int status, const char *msg) { rm_http_reply_error_at(r, status, NULL, NULL, msg); }
 
 // An error answered by this layer itself, before the handler sees the request.
-static enum MHD_Result queue_error(rm_http *h, struct MHD_Connection *conn, int status, const char *msg) {
+static enum MHD_Result queue_error(rm_http *h, rm_http_req *r, struct MHD_Connection *conn, int status, const char *msg) {
     rm_sb b;
     rm_sb_init(&b);
     rm_http_error_json(&b, status, NULL, NULL, msg);
     enum MHD_Result ok = b.oom ? MHD_NO : queue(conn, status, "application/json", b.buf, b.len);
     rm_sb_free(&b);
-    if (ok == MHD_YES) count_answer(h, status);
+    if (ok == MHD_YES) count_answer(h, r, status);
     return ok;
 }
 
@@ -231,21 +256,22 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         }
         pthread_mutex_init(&r->mu, NULL);
         r->refs = 1, r->h = h, r->conn = conn;
+        r->id = atomic_fetch_add(&h->next_id, 1) + 1, r->t0 = rm_http_now();
         snprintf(r->method, sizeof r->method, "%s", method);
         rm_sb_init(&r->body);
         rm_sb_init(&r->out);
         *con_cls = r;
         atomic_fetch_add(&h->busy, 1);
-        if (atomic_load(&h->draining)) return queue_error(h, conn, 503, "the server is shutting down");
+        if (atomic_load(&h->draining)) return queue_error(h, r, conn, 503, "the server is shutting down");
         framing f = {0};
         MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
         if (f.n_length > 1 || (f.n_length && f.chunked)) // a request smuggler's favourites (RFC 9112 6.3)
-            return queue_error(h, conn, 400, "a request needs one Content-Length, or Transfer-Encoding: chunked, not both or two");
+            return queue_error(h, r, conn, 400, "a request needs one Content-Length, or Transfer-Encoding: chunked, not both or two");
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > h->p.max_body) {
             char msg[96];
             snprintf(msg, sizeof msg, "request body too large (limit %zu bytes)", h->p.max_body);
-            return queue_error(h, conn, 413, msg);
+            return queue_error(h, r, conn, 413, msg);
         }
         return MHD_YES;
     }
@@ -266,7 +292,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     enum MHD_Result ok = MHD_YES;
     if (r->state == ST_REPLY) {
         ok = queue(conn, r->status, r->type, r->out.buf ? r->out.buf : "", r->out.len);
-        if (ok == MHD_YES) count_answer(h, r->status);
+        if (ok == MHD_YES) count_answer(h, r, r->status);
         r->state = ST_ANSWERED;
     } else if (r->state == ST_STREAM) {
         struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 << 10, stream_read, r, stream_free);
@@ -276,7 +302,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
             ok = MHD_queue_response(conn, (unsigned)r->status, resp);
             MHD_destroy_response(resp);
-            if (ok == MHD_YES) count_answer(h, r->status);
+            if (ok == MHD_YES) count_answer(h, r, r->status);
         } else {
             ok = MHD_NO;
         }
@@ -290,14 +316,17 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode why) {
-    (void)conn, (void)why;
+    (void)conn;
     rm_http *h = cls;
     rm_http_req *r = *con_cls;
     if (!r) return;
     *con_cls = NULL;
     pthread_mutex_lock(&r->mu);
     r->conn = NULL, r->suspended = 0;
+    void *data = r->log_data;
+    int status = why == MHD_REQUEST_TERMINATED_COMPLETED_OK ? r->answered : 0;
     pthread_mutex_unlock(&r->mu);
+    if (h->p.log) h->p.log(h->p.user, r, status, rm_http_now() - r->t0, data);
     atomic_fetch_sub(&h->busy, 1);
     req_unref(r);
 }

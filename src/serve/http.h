@@ -31,6 +31,10 @@ typedef struct rm_http_params {
     size_t max_head;        // memory per connection for the request line and headers (larger: 431)
     rm_http_handler handler;
     void *user;
+    // Called once per request when it is over (answered, or its client gone:
+    // status 0), on an I/O thread: its status, seconds since its head came,
+    // and what rm_http_set_log attached (NULL if nothing). May be NULL.
+    void (*log)(void *user, const rm_http_req *r, int status, double seconds, void *data);
 } rm_http_params;
 rm_http_params rm_http_default_params(void);
 
@@ -56,6 +60,14 @@ void rm_http_get_stats(rm_http *h, rm_http_stats *st);
 const char *rm_http_method(const rm_http_req *r);
 const char *rm_http_path(const rm_http_req *r);   // without the query string
 const char *rm_http_body(const rm_http_req *r, size_t *len); // NUL-terminated
+// The request's number (1, 2, ... in the order heads arrive), and the
+// monotonic time its head arrived (seconds; see rm_http_now).
+long rm_http_id(const rm_http_req *r);
+double rm_http_started(const rm_http_req *r);
+double rm_http_now(void);
+// Attaches data for the log callback (freed with free_fn after it; replaces
+// what was attached). Any thread, before the answer is given.
+void rm_http_set_log(rm_http_req *r, void *data, void (*free_fn)(void *));
 // A request header (case-insensitive name), or NULL. Only in the handler call.
 const char *rm_http_header(rm_http_req *r, const char *name);
 

@@ -183,7 +183,7 @@ static char *content_text(const rm_json *content) {
 
 // The chat's messages rendered with the model's template into *prompt, the
 // last user message (what adapters are retrieved by) into *query.
-static int chat_prompt(job *j, const rm_json *req, char **prompt, char **query) {
+int openai_chat_prompt(job *j, const rm_json *req, char **prompt, char **query) {
     const rm_json *msgs = rm_json_get(req, "messages");
     if (!msgs || msgs->type != RM_JSON_ARRAY || msgs->n == 0 || msgs->n > 1024)
         return bad(j, "messages", "\"%s\" must be a list of 1 to 1024 {\"role\", \"content\"} objects%s", "");
@@ -233,7 +233,7 @@ static int make_choices(job *j, const rm_json *req, int n) {
         choice *c = &j->ch[i * (size_t)n];
         const rm_json *one = list_of_texts ? &p->items[i] : p;
         if (j->chat) {
-            rc = chat_prompt(j, req, &prompt, &query);
+            rc = openai_chat_prompt(j, req, &prompt, &query);
             if (!rc) rc = tokenize_into(j, c, prompt, 1);
         } else if (one->type == RM_JSON_STRING) {
             rc = tokenize_into(j, c, one->str, 0);
@@ -287,7 +287,7 @@ int openai_prepare(job *j, const rm_json *req) {
         (rc = want_type(j, req, "stream_options", RM_JSON_OBJECT, "an object")) || (rc = unsupported(j, req)) || (rc = get_stop(j, req)))
         return rc;
     const char *model = rm_json_get_str(req, "model", NULL);
-    if (!(j->model = strdup(model ? model : s->p.model))) return oom();
+    if (!(j->model = strdup(model ? model : s->p.default_model ? s->p.default_model : s->base_name))) return oom();
     double temp, top_p, min_p, rep, min_score;
     int64_t top_k, seed, n, max_new, max_c, best_of, lp_n = 0;
     rm_sampler_params sp = rm_sampler_default_params();
@@ -329,7 +329,8 @@ int openai_prepare(job *j, const rm_json *req) {
     if (cs && rm_compose_parse(cs, &j->mode)) return snprintf(j->param, sizeof j->param, "compose"), 400;
     if (!s->m->tok) return rm_errorf(RM_EINVAL, "the model has no tokenizer"), 400;
     if ((rc = make_choices(j, req, (int)n))) return rc;
-    if (!cs && j->pick.n == 1) j->mode = RM_COMPOSE_SELECTION;
+    if (!cs && j->auto_compose && s->router) j->mode = RM_COMPOSE_ROUTER; // the server's default composition
+    else if (!cs && j->pick.n == 1) j->mode = RM_COMPOSE_SELECTION;
     if (j->mode == RM_COMPOSE_ROUTER && j->pick.n && !s->router)
         return bad(j, "compose", "\"%s\": this server has no router (start it with --router FILE)%s", "");
     for (int i = 0; i < j->pick.n; i++)
@@ -565,6 +566,7 @@ static int cut_at_stop(choice *c, size_t fresh) {
 int openai_token(void *user, int32_t id, const float *logits) {
     choice *c = user;
     job *j = c->j;
+    if (j->t_first == 0) j->t_first = rm_http_now();
     if (c->stopped || rm_tokenizer_is_eog(j->s->m->tok, id)) return 0;
     if (j->logprobs) add_logprob(c, id, logits);
     size_t before = c->text.len;
@@ -597,6 +599,7 @@ void openai_done(void *user, const int32_t *tokens, int n, const char *reason) {
         }
     }
     if (++j->n_done < j->n_choices) return;
+    server_log_job(j);
     if (j->stream) {
         if (j->failed) {
             rm_sb b;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 enum { MAX_ADAPTERS = RM_PLAN_MAX };
@@ -44,19 +45,38 @@ int server_adapter_get(rm_server *s, const char *name, const char *weights, rm_l
     return rc;
 }
 
-// Fills j->pick from "adapters": [names] or "retrieve": k (pool lock held);
-// 0 or an HTTP status (message set, j->param the field).
+int server_model_kind(rm_server *s, const char *name) {
+    if (!strcmp(name, s->base_name) || !strcmp(name, s->p.model)) return MODEL_BASE;
+    if (s->pool && !strcmp(name, s->p.auto_name)) return MODEL_AUTO;
+    if (s->pool && rm_pool_id(s->pool, name) >= 0) return MODEL_ADAPTER;
+    return MODEL_NONE;
+}
+
+// Fills j->pick (pool lock held) from the request's "adapters": [names] or
+// "retrieve": k when it has them, else from its "model": the base alone, the
+// auto model (retrieval), or an adapter of the pool (as vLLM names LoRA
+// modules). 0 or an HTTP status (message set, j->param the field).
 static int choose(rm_server *s, job *j, const rm_json *req, const char *query) {
     const rm_json *names = rm_json_get(req, "adapters"), *kv = rm_json_get(req, "retrieve");
     if (kv && kv->type != RM_JSON_NULL && (kv->type != RM_JSON_NUMBER || !kv->is_int))
         return snprintf(j->param, sizeof j->param, "retrieve"), rm_errorf(RM_EINVAL, "\"retrieve\" must be an integer"), 400;
-    if (names) snprintf(j->param, sizeof j->param, "adapters");
-    else if (kv) snprintf(j->param, sizeof j->param, "retrieve");
+    const char *dflt = s->p.default_model ? s->p.default_model : s->base_name;
+    const char *model = rm_json_get_str(req, "model", dflt);
+    int kind = server_model_kind(s, model);
+    if (kind == MODEL_NONE && s->p.unknown_is_default) kind = server_model_kind(s, model = dflt);
+    snprintf(j->param, sizeof j->param, "model");
+    if (kind == MODEL_NONE)
+        return rm_errorf(RM_ENOTFOUND, "The model '%s' does not exist (GET /v1/models lists this server's)", model), 404;
     int64_t k = rm_json_get_int(req, "retrieve", 0);
-    const char *model = rm_json_get_str(req, "model", NULL);
-    if (!names && k == 0 && model && s->pool && rm_pool_id(s->pool, model) >= 0) // OpenAI style: the adapter as the model
-        return snprintf(j->param, sizeof j->param, "model"), pick_status(rm_pool_pick_named(s->pool, model, &j->pick));
-    if (!names && k == 0) return 0;
+    if (!names && k == 0) { // the model decides
+        if (kind == MODEL_ADAPTER) return pick_status(rm_pool_pick_named(s->pool, model, &j->pick));
+        if (kind == MODEL_AUTO) {
+            j->auto_compose = 1;
+            return rm_pool_pick(s->pool, query, s->p.auto_k, s->p.auto_min_score, &j->pick) ? 500 : 0;
+        }
+        return 0;
+    }
+    snprintf(j->param, sizeof j->param, names ? "adapters" : "retrieve");
     if (!s->pool) return rm_errorf(RM_EINVAL, "this server has no adapter pool (start it with --pool DIR)"), 400;
     if (names) {
         if (names->type != RM_JSON_ARRAY || names->n > MAX_ADAPTERS)
@@ -94,6 +114,7 @@ static void completion_work(void *arg) {
     int code = rm_json_parse(body, len, "request body", &req) ? 400 : openai_prepare(j, req);
     rm_json_free(req);
     if (code) {
+        server_log_job(j);
         openai_reply_error(j, code, rm_last_error());
         job_free(j);
         return;
@@ -140,33 +161,62 @@ static void list_work(void *arg) {
     job_free(j);
 }
 
-// What OpenAI clients ask first: the base model, and each adapter with
-// weights as a model of its own (vLLM's LoRA modules).
+// One model object: {"id", "object", "created", "owned_by"[, "parent"]}.
+static void model_json(rm_sb *b, const rm_server *s, const char *id, const char *parent) {
+    rm_sb_puts(b, "{\"id\": ");
+    rm_sb_json_str(b, id, strlen(id));
+    rm_sb_printf(b, ", \"object\": \"model\", \"created\": %lld, \"owned_by\": \"ramole\"", (long long)s->started);
+    if (parent) {
+        rm_sb_puts(b, ", \"parent\": ");
+        rm_sb_json_str(b, parent, strlen(parent));
+    }
+    rm_sb_puts(b, "}");
+}
+
+// GET /v1/models: what OpenAI clients ask first: the base model, the auto
+// model (with a pool), and each adapter with weights as a model of its own
+// (vLLM's LoRA modules). GET /v1/models/ID: one of them, or 404.
 static void models_work(void *arg) {
     job *j = arg;
     rm_server *s = j->s;
-    const char *base = s->p.model;
+    const char *path = rm_http_path(j->r), *one = !strncmp(path, "/v1/models/", 11) ? path + 11 : NULL;
     rm_sb b;
     rm_sb_init(&b);
-    rm_sb_puts(&b, "{\"object\": \"list\", \"data\": [{\"id\": ");
-    rm_sb_json_str(&b, base, strlen(base));
-    rm_sb_puts(&b, ", \"object\": \"model\", \"owned_by\": \"ramole\"}");
     rm_adapter_info *list = NULL;
-    int n = 0;
+    int n = 0, kind = MODEL_NONE;
     pthread_mutex_lock(&s->pool_mu);
     int rc = s->pool ? rm_pool_list(s->pool, &list, &n) : RM_ENOTFOUND;
+    if (one) kind = server_model_kind(s, one);
     pthread_mutex_unlock(&s->pool_mu);
-    for (int i = 0; !rc && i < n; i++) {
-        if (!list[i].weights || !*list[i].weights) continue;
-        rm_sb_puts(&b, ", {\"id\": ");
-        rm_sb_json_str(&b, list[i].name, strlen(list[i].name));
-        rm_sb_puts(&b, ", \"object\": \"model\", \"owned_by\": \"ramole\", \"parent\": ");
-        rm_sb_json_str(&b, base, strlen(base));
-        rm_sb_puts(&b, "}");
+    if (one) {
+        int has_weights = 0;
+        for (int i = 0; !rc && i < n; i++)
+            if (!strcmp(list[i].name, one)) has_weights = list[i].weights && *list[i].weights;
+        if (kind == MODEL_BASE) model_json(&b, s, s->base_name, NULL);
+        else if (kind == MODEL_AUTO || (kind == MODEL_ADAPTER && has_weights)) model_json(&b, s, one, s->base_name);
+    } else {
+        rm_sb_puts(&b, "{\"object\": \"list\", \"data\": [");
+        model_json(&b, s, s->base_name, NULL);
+        if (s->pool) {
+            rm_sb_puts(&b, ", ");
+            model_json(&b, s, s->p.auto_name, s->base_name);
+        }
+        for (int i = 0; !rc && i < n; i++) {
+            if (!list[i].weights || !*list[i].weights) continue;
+            rm_sb_puts(&b, ", ");
+            model_json(&b, s, list[i].name, s->base_name);
+        }
+        rm_sb_puts(&b, "]}");
     }
     if (!rc) rm_pool_free_list(list, n);
-    rm_sb_puts(&b, "]}\n");
-    reply_json(j->r, 200, &b);
+    if (one && !b.len) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "The model '%.200s' does not exist", one);
+        rm_http_reply_error_at(j->r, 404, "model", "model_not_found", msg);
+    } else {
+        rm_sb_puts(&b, "\n");
+        reply_json(j->r, 200, &b);
+    }
     rm_sb_free(&b);
     job_free(j);
 }
@@ -174,7 +224,8 @@ static void models_work(void *arg) {
 // Upload: {"name", "samples": [texts], "weights": path, "task"?, "domain"?}.
 // The adapter is loaded and checked against the model before the pool stores
 // it; a bad one is refused with the reason and nothing changes.
-static int upload(rm_server *s, const rm_json *req, rm_sb *b) {
+static int upload(job *j, const rm_json *req, rm_sb *b) {
+    rm_server *s = j->s;
     if (!s->pool) return rm_errorf(RM_EINVAL, "this server has no adapter pool (start it with --pool DIR)"), 400;
     const char *name = rm_json_get_str(req, "name", NULL), *weights = rm_json_get_str(req, "weights", NULL);
     const rm_json *samples = rm_json_get(req, "samples");
@@ -210,8 +261,9 @@ static int upload(rm_server *s, const rm_json *req, rm_sb *b) {
     return 0;
 }
 
-static void upload_work(void *arg) {
-    job *j = arg;
+// Parses the request's body as a JSON object and answers with what fn
+// writes (status ok), or with its error.
+static void json_work(job *j, int (*fn)(job *j, const rm_json *req, rm_sb *b), int ok) {
     size_t len;
     const char *body = rm_http_body(j->r, &len);
     rm_json *req = NULL;
@@ -219,12 +271,103 @@ static void upload_work(void *arg) {
     rm_sb_init(&b);
     int code = rm_json_parse(body, len, "request body", &req) ? 400 : 0;
     if (!code && req->type != RM_JSON_OBJECT) code = 400, rm_errorf(RM_EINVAL, "the request body must be a JSON object");
-    if (!code) code = upload(j->s, req, &b);
+    if (!code) code = fn(j, req, &b);
     rm_json_free(req);
-    if (code) rm_http_reply_error(j->r, code, rm_last_error());
-    else reply_json(j->r, 201, &b);
+    if (code) openai_reply_error(j, code, rm_last_error());
+    else reply_json(j->r, ok, &b);
     rm_sb_free(&b);
     job_free(j);
+}
+
+static void upload_work(void *arg) { json_work(arg, upload, 201); }
+
+// ---- /tokenize and /detokenize (vLLM's) ------------------------------------------
+
+// 0 when req's "model" (if any) is one of this server's, else 404 (message set).
+static int known_model(job *j, const rm_json *req) {
+    const char *model = rm_json_get_str(req, "model", NULL);
+    if (!model) return 0;
+    pthread_mutex_lock(&j->s->pool_mu);
+    int kind = server_model_kind(j->s, model);
+    pthread_mutex_unlock(&j->s->pool_mu);
+    if (kind != MODEL_NONE || j->s->p.unknown_is_default) return 0;
+    snprintf(j->param, sizeof j->param, "model");
+    return rm_errorf(RM_ENOTFOUND, "The model '%s' does not exist", model), 404;
+}
+
+// {"prompt"} or {"messages"} (rendered as for chat), "add_special_tokens"
+// (true: BOS as the model adds it) -> {"tokens", "count", "max_model_len"}.
+static int tokenize(job *j, const rm_json *req, rm_sb *b) {
+    rm_server *s = j->s;
+    const rm_json *add = rm_json_get(req, "add_special_tokens");
+    const char *text = rm_json_get_str(req, "prompt", NULL);
+    if (add && add->type != RM_JSON_BOOL) return snprintf(j->param, sizeof j->param, "add_special_tokens"), rm_errorf(RM_EINVAL, "\"add_special_tokens\" must be true or false"), 400;
+    char *prompt = NULL, *query = NULL;
+    int chat = rm_json_get(req, "messages") != NULL, rc = known_model(j, req);
+    if (!rc && chat) rc = openai_chat_prompt(j, req, &prompt, &query);
+    else if (!rc && !text) rc = (snprintf(j->param, sizeof j->param, "prompt"), rm_errorf(RM_EINVAL, "\"prompt\" (a string) or \"messages\" is required"), 400);
+    if (!rc && !s->m->tok) rc = (rm_errorf(RM_EINVAL, "the model has no tokenizer"), 400);
+    const char *t = chat ? prompt : text;
+    int bos = (add ? add->boolean : 1) && s->m->add_bos;
+    int n = rc ? 0 : rm_tokenize(s->m->tok, t, strlen(t), bos, chat, NULL, 0);
+    int32_t *ids = !rc && n >= 0 ? malloc(((size_t)n + 1) * sizeof *ids) : NULL;
+    if (!rc && n < 0) rc = 400;
+    else if (!rc && !ids) rc = (rm_errorf(RM_ENOMEM, "out of memory"), 500);
+    if (!rc) {
+        n = rm_tokenize(s->m->tok, t, strlen(t), bos, chat, ids, n + 1);
+        rm_sb_puts(b, "{\"tokens\": [");
+        for (int i = 0; i < n; i++) rm_sb_printf(b, i ? ", %d" : "%d", ids[i]);
+        rm_sb_printf(b, "], \"count\": %d, \"max_model_len\": %d}\n", n, s->p.ctx);
+    }
+    free(ids);
+    free(prompt);
+    free(query);
+    return rc;
+}
+
+// {"tokens": [ids]} -> {"prompt": their text}.
+static int detokenize(job *j, const rm_json *req, rm_sb *b) {
+    rm_server *s = j->s;
+    const rm_json *ids = rm_json_get(req, "tokens");
+    int rc = known_model(j, req);
+    if (rc) return rc;
+    snprintf(j->param, sizeof j->param, "tokens");
+    if (!ids || ids->type != RM_JSON_ARRAY) return rm_errorf(RM_EINVAL, "\"tokens\" (a list of token ids) is required"), 400;
+    if (!s->m->tok) return rm_errorf(RM_EINVAL, "the model has no tokenizer"), 400;
+    rm_sb text;
+    rm_sb_init(&text);
+    rm_detok d;
+    rm_detok_init(&d, s->m->tok);
+    for (size_t i = 0; i < ids->n && !rc; i++) {
+        const rm_json *t = &ids->items[i];
+        if (t->type != RM_JSON_NUMBER || !t->is_int || t->inum < 0 || t->inum >= s->m->hp.n_vocab)
+            rc = (rm_errorf(RM_EINVAL, "\"tokens\" holds an id outside the vocabulary"), 400);
+        else rm_detok_push_sb(&d, (int32_t)t->inum, &text);
+    }
+    rm_detok_push_sb(&d, -1, &text);
+    if (!rc) {
+        rm_sb_puts(b, "{\"prompt\": ");
+        rm_sb_json_str(b, text.buf ? text.buf : "", text.len);
+        rm_sb_puts(b, "}\n");
+    }
+    rm_sb_free(&text);
+    return rc;
+}
+
+static void embeddings_work(void *arg) {
+    job *j = arg;
+    size_t len;
+    const char *body = rm_http_body(j->r, &len);
+    rm_json *req = NULL;
+    int code = rm_json_parse(body, len, "request body", &req) ? 400 : embeddings_prepare(j, req);
+    rm_json_free(req);
+    if (code) openai_reply_error(j, code, rm_last_error());
+    job_free(j);
+}
+
+static void tokens_work(void *arg) {
+    job *j = arg;
+    json_work(j, !strcmp(rm_http_path(j->r), "/tokenize") ? tokenize : detokenize, 200);
 }
 
 // ---- dispatch --------------------------------------------------------------------
@@ -233,34 +376,68 @@ static void health(rm_server *s, rm_http_req *r) {
     rm_sb b;
     rm_sb_init(&b);
     rm_sb_printf(&b, "{\"status\": \"ok\", \"adapters\": %d, \"model\": ", atomic_load(&s->pool_size));
+    rm_sb_json_str(&b, s->base_name, strlen(s->base_name));
+    rm_sb_puts(&b, ", \"model_file\": ");
     rm_sb_json_str(&b, s->p.model, strlen(s->p.model));
     rm_sb_puts(&b, "}\n");
     reply_json(r, 200, &b);
     rm_sb_free(&b);
 }
 
+enum { OPEN, INFER, ADMIN }; // who may: anyone; the api or admin key; the admin key
+
 typedef struct route {
     const char *method, *path;
+    int access;
     workq_fn work;   // done on a worker (slow: the upload queue)
     int slow;
     void (*now)(rm_server *s, rm_http_req *r); // quick: answered on the I/O thread
 } route;
 
 static const route k_routes[] = {
-    {"POST", "/v1/completions", completion_work, 0, NULL},
-    {"POST", "/v1/chat/completions", completion_work, 0, NULL},
-    {"POST", "/v1/adapters", upload_work, 1, NULL},
-    {"GET", "/v1/adapters", list_work, 0, NULL},
-    {"GET", "/v1/models", models_work, 0, NULL},
-    {"GET", "/health", NULL, 0, health},
-    {"GET", "/metrics", NULL, 0, metrics_answer},
+    {"POST", "/v1/completions", INFER, completion_work, 0, NULL},
+    {"POST", "/v1/chat/completions", INFER, completion_work, 0, NULL},
+    {"POST", "/v1/adapters", ADMIN, upload_work, 1, NULL},
+    {"GET", "/v1/adapters", INFER, list_work, 0, NULL},
+    {"GET", "/v1/models", INFER, models_work, 0, NULL},
+    {"GET", "/v1/models/*", INFER, models_work, 0, NULL},
+    {"POST", "/v1/embeddings", INFER, embeddings_work, 0, NULL},
+    {"POST", "/tokenize", INFER, tokens_work, 0, NULL},
+    {"POST", "/detokenize", INFER, tokens_work, 0, NULL},
+    {"GET", "/health", OPEN, NULL, 0, health},
+    {"GET", "/metrics", INFER, NULL, 0, metrics_answer},
 };
+
+// 1 when given equals key, in a time that does not depend on where they
+// differ (only on the key's length).
+static int same_key(const char *given, const char *key) {
+    size_t gl = strlen(given), kl = strlen(key);
+    volatile unsigned char diff = gl != kl;
+    for (size_t i = 0; i < kl; i++) diff |= (unsigned char)(key[i] ^ (gl ? given[i < gl ? i : 0] : 0));
+    return diff == 0;
+}
+
+// 0 when the request's "Authorization: Bearer KEY" grants access, else 401
+// (answered). Keys never appear in answers or logs.
+static int authorize(rm_server *s, rm_http_req *r, int access) {
+    const char *need = access == ADMIN && s->p.admin_key ? s->p.admin_key : s->p.api_key; // no admin key: the api key's
+    if (access == OPEN || !need) return 0;
+    const char *h = rm_http_header(r, "Authorization");
+    const char *given = h && !strncasecmp(h, "Bearer ", 7) ? h + 7 : NULL;
+    if (given && (same_key(given, need) | (access == INFER && s->p.admin_key && same_key(given, s->p.admin_key)))) return 0;
+    rm_http_reply_error_at(r, 401, NULL, "invalid_api_key",
+                           !given ? "You didn't provide an API key (Authorization: Bearer KEY)"
+                           : access == ADMIN ? "Incorrect API key provided: this needs the admin key"
+                                             : "Incorrect API key provided");
+    return 401;
+}
 
 void routes_handle(void *user, rm_http_req *r) {
     rm_server *s = user;
     const char *path = rm_http_path(r), *method = rm_http_method(r);
     const route *hit = NULL;
     int path_known = 0;
+    if (!strncmp(path, "/v1/models/", 11) && path[11]) path = "/v1/models/*"; // one model, by id
     for (size_t i = 0; i < sizeof k_routes / sizeof k_routes[0]; i++) {
         if (strcmp(k_routes[i].path, path)) continue;
         path_known = 1;
@@ -268,12 +445,13 @@ void routes_handle(void *user, rm_http_req *r) {
     }
     if (!hit && path_known) {
         char msg[160];
-        snprintf(msg, sizeof msg, "%.16s is not allowed on %.100s", method, path);
+        snprintf(msg, sizeof msg, "%.16s is not allowed on %.100s", method, rm_http_path(r));
         return rm_http_reply_error(r, 405, msg);
     }
     if (!hit)
         return rm_http_reply_error(r, 404, "unknown path (POST /v1/completions, POST /v1/chat/completions, GET|POST /v1/adapters, "
-                                           "GET /v1/models, GET /health, GET /metrics)");
+                                           "GET /v1/models[/ID], POST /v1/embeddings, POST /tokenize, POST /detokenize, GET /health, GET /metrics)");
+    if (authorize(s, r, hit->access)) return;
     if (hit->now) return hit->now(s, r);
     job *j = calloc(1, sizeof *j);
     if (!j) return rm_http_reply_error(r, 500, "out of memory");

@@ -4,6 +4,8 @@
 #include "base/err.h"
 #include "lora/router.h"
 
+#include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -112,9 +114,11 @@ static void *engine_main(void *arg) {
     pthread_mutex_lock(&s->eng_mu);
     for (;;) {
         job *sub = s->sub_head;
+        embed_task *emb = s->emb_head;
         s->sub_head = s->sub_tail = NULL;
+        s->emb_head = s->emb_tail = NULL;
         int abort = s->eng_abort;
-        if (!sub && !s->eng_busy && !(abort && s->eng_stats.running + s->eng_stats.waiting)) {
+        if (!sub && !emb && !s->eng_busy && !(abort && s->eng_stats.running + s->eng_stats.waiting)) {
             if (s->eng_stop) break;
             pthread_cond_wait(&s->eng_cv, &s->eng_mu);
             continue;
@@ -124,6 +128,16 @@ static void *engine_main(void *arg) {
             job *j = sub;
             sub = sub->next;
             engine_take(s, j, abort);
+        }
+        while (emb) {
+            embed_task *t = emb;
+            emb = emb->next;
+            if (abort) {
+                rm_http_reply_error(t->r, 503, "the server is shutting down");
+                embed_task_free(t);
+            } else {
+                embeddings_run(s, t);
+            }
         }
         if (abort) rm_engine_abort(s->eng, "the server is shutting down");
         int r = rm_engine_step(s->eng); // a failed pass ends its sequences with the reason
@@ -145,16 +159,104 @@ void server_submit(rm_server *s, job *j) {
     pthread_mutex_unlock(&s->eng_mu);
 }
 
+void server_submit_embedding(rm_server *s, embed_task *t) {
+    t->next = NULL;
+    pthread_mutex_lock(&s->eng_mu);
+    if (s->emb_tail) s->emb_tail->next = t;
+    else s->emb_head = t;
+    s->emb_tail = t;
+    pthread_cond_signal(&s->eng_cv);
+    pthread_mutex_unlock(&s->eng_mu);
+}
+
 void server_engine_stats(rm_server *s, rm_engine_stats *st) {
     pthread_mutex_lock(&s->eng_mu);
     *st = s->eng_stats;
     pthread_mutex_unlock(&s->eng_mu);
 }
 
+// ---- the request log ----
+
+void server_log_job(job *j) {
+    req_log *l = calloc(1, sizeof *l);
+    if (!l) return;
+    snprintf(l->model, sizeof l->model, "%s", j->model ? j->model : "");
+    size_t at = 0;
+    for (int i = 0; i < j->pick.n && at + 2 < sizeof l->adapters; i++)
+        at += (size_t)snprintf(l->adapters + at, sizeof l->adapters - at, "%s%s", i ? "," : "", j->pick.name[i]);
+    l->prompt_tokens = l->generated_tokens = 0;
+    for (int i = 0; i < j->n_choices; i++) {
+        l->generated_tokens += j->ch[i].n_out;
+        if (i % j->n_samples == 0) l->prompt_tokens += j->ch[i].n_prompt;
+    }
+    l->ttft = j->t_first > 0 ? j->t_first - rm_http_started(j->r) : -1;
+    rm_http_set_log(j->r, l, free);
+}
+
+void server_log(void *user, const rm_http_req *r, int status, double seconds, void *data) {
+    rm_server *s = user;
+    const req_log *l = data;
+    rm_sb b;
+    rm_sb_init(&b);
+    const char *method = rm_http_method(r), *path = rm_http_path(r);
+    if (s->p.log_json) {
+        rm_sb_printf(&b, "{\"id\": %ld, \"method\": ", rm_http_id(r));
+        rm_sb_json_str(&b, method, strlen(method));
+        rm_sb_puts(&b, ", \"path\": ");
+        rm_sb_json_str(&b, path, strlen(path));
+        rm_sb_printf(&b, ", \"status\": %d", status);
+        if (l) {
+            rm_sb_puts(&b, ", \"model\": ");
+            rm_sb_json_str(&b, l->model, strlen(l->model));
+            rm_sb_puts(&b, ", \"adapters\": [");
+            for (const char *a = l->adapters; *a;) {
+                size_t n = strcspn(a, ",");
+                if (a != l->adapters) rm_sb_puts(&b, ", ");
+                rm_sb_json_str(&b, a, n);
+                a += n + (a[n] == ',');
+            }
+            rm_sb_printf(&b, "], \"prompt_tokens\": %lld, \"generated_tokens\": %lld, \"ttft_s\": ", l->prompt_tokens, l->generated_tokens);
+            if (l->ttft >= 0) rm_sb_printf(&b, "%.6f", l->ttft);
+            else rm_sb_puts(&b, "null");
+        }
+        rm_sb_printf(&b, ", \"total_s\": %.6f}", seconds);
+    } else {
+        rm_sb_printf(&b, "request %ld %.16s %.200s %d", rm_http_id(r), method, path, status);
+        if (l) {
+            rm_sb_printf(&b, " model=%s adapters=%s prompt=%lld generated=%lld ttft=", l->model, *l->adapters ? l->adapters : "-",
+                         l->prompt_tokens, l->generated_tokens);
+            if (l->ttft >= 0) rm_sb_printf(&b, "%.3fs", l->ttft);
+            else rm_sb_puts(&b, "-");
+        }
+        rm_sb_printf(&b, " total=%.3fs", seconds);
+    }
+    if (!b.oom) s->p.log_line(s->p.log_user, b.buf);
+    rm_sb_free(&b);
+}
+
 // ---- lifecycle -------------------------------------------------------------------
 
+// The base model's name for clients: given, or the file's name without its
+// folder and .gguf; the auto model's name must differ from it.
+static int server_names(rm_server *s) {
+    const char *given = s->p.model_name, *path = s->p.model;
+    if (!path) return rm_errorf(RM_EINVAL, "no model given");
+    const char *slash = strrchr(path, '/');
+    const char *file = slash && slash[1] ? slash + 1 : path;
+    size_t len = strlen(file);
+    if (!given && len > 5 && !strcmp(file + len - 5, ".gguf")) len -= 5;
+    s->base_name = given ? strdup(given) : strndup(file, len);
+    if (!s->base_name) return rm_errorf(RM_ENOMEM, "out of memory");
+    if (!*s->base_name || !s->p.auto_name || !*s->p.auto_name || !strcmp(s->base_name, s->p.auto_name))
+        return rm_errorf(RM_EINVAL, "the base model's name '%s' and the auto model's '%s' must differ and not be empty", s->base_name,
+                         s->p.auto_name ? s->p.auto_name : "");
+    if (s->p.auto_k < 1 || s->p.auto_k > RM_PLAN_MAX) return rm_errorf(RM_EINVAL, "the auto model's k must be 1..%d", RM_PLAN_MAX);
+    return RM_OK;
+}
+
 rm_server_params rm_server_default_params(void) {
-    return (rm_server_params){.compute_threads = 0, .slots = 8, .ctx = 2048, .rows = 512, .http = rm_http_default_params()};
+    return (rm_server_params){.auto_name = "ramole-auto", .auto_k = 3, .auto_min_score = -INFINITY, .compute_threads = 0,
+                              .slots = 8, .ctx = 2048, .rows = 512, .http = rm_http_default_params()};
 }
 
 int rm_server_start(const rm_server_params *p, rm_server **out) {
@@ -167,8 +269,8 @@ int rm_server_start(const rm_server_params *p, rm_server **out) {
     pthread_mutex_init(&s->cache_mu, NULL);
     pthread_mutex_init(&s->eng_mu, NULL);
     pthread_cond_init(&s->eng_cv, NULL);
-    int rc = rm_llama_load(&s->m, p->model);
-    if (rc) rm_error_prefix(rc, "cannot load the model");
+    int rc = server_names(s);
+    if (!rc && (rc = rm_llama_load(&s->m, p->model))) rm_error_prefix(rc, "cannot load the model");
     s->cache.m = s->m;
     if (!rc && p->router && (rc = rm_router_load(&s->router, p->router, s->m))) rm_error_prefix(rc, "--router");
     int ctx = p->ctx;
@@ -176,6 +278,9 @@ int rm_server_start(const rm_server_params *p, rm_server **out) {
     s->p.ctx = ctx;
     if (!rc && p->pool && (rc = rm_pool_open_existing(p->pool, &s->pool))) rm_error_prefix(rc, "--pool");
     if (s->pool) atomic_store(&s->pool_size, rm_pool_size(s->pool));
+    if (!rc && p->default_model && server_model_kind(s, p->default_model) == MODEL_NONE)
+        rc = rm_errorf(RM_EINVAL, "--default-model '%s' is not the base model '%s', the auto model (with a pool) or an adapter of the pool",
+                       p->default_model, s->base_name);
     if (!rc && !(s->tp = rm_threadpool_create(p->compute_threads))) rc = rm_errorf(RM_ENOMEM, "cannot start the compute threads");
     if (!rc) rc = rm_engine_new(&s->eng, s->m, s->tp, p->slots, ctx, p->rows);
     if (!rc) rm_engine_set_router(s->eng, s->router);
@@ -184,7 +289,7 @@ int rm_server_start(const rm_server_params *p, rm_server **out) {
     if (!rc) rc = workq_start(&s->fast, 2);
     if (!rc) rc = workq_start(&s->slow, 1);
     rm_http_params hp = p->http;
-    hp.handler = routes_handle, hp.user = s;
+    hp.handler = routes_handle, hp.user = s, hp.log = p->log_line ? server_log : NULL;
     if (!rc) rc = rm_http_start(&hp, &s->http);
     if (rc) {
         rm_server_free(s);
@@ -240,5 +345,6 @@ void rm_server_free(rm_server *s) {
     pthread_mutex_destroy(&s->cache_mu);
     pthread_mutex_destroy(&s->eng_mu);
     pthread_cond_destroy(&s->eng_cv);
+    free(s->base_name);
     free(s);
 }

@@ -16,9 +16,22 @@ typedef struct rm_server_params {
     const char *model;         // the base model (GGUF or what rm_llama_load reads)
     const char *pool;          // an existing pool directory, or NULL
     const char *router;        // a RouterLoRA file for "compose": "router", or NULL
+    const char *model_name;    // the base model's name for clients (NULL: the file's name without .gguf)
+    const char *auto_name;     // the model name that means RAMoLE: retrieve and compose ("ramole-auto")
+    const char *default_model; // what a request without "model" gets (NULL: the base model)
+    int unknown_is_default;    // an unknown "model" gets the default model (0: 404, as OpenAI)
+    int auto_k;                // adapters the auto model retrieves (3)
+    float auto_min_score;      // and the score they need (-INFINITY: any)
     int compute_threads;       // the forward pass's thread pool (0: one per core)
     int slots, ctx, rows;      // sequences at once, positions each, batch rows per step
-    rm_http_params http;       // address, I/O threads, limits (handler set by the server)
+    rm_http_params http;       // address, I/O threads, limits (handler and log set by the server)
+    const char *api_key;       // inference needs "Authorization: Bearer KEY" (this or the admin key); NULL: open
+    const char *admin_key;     // uploads and deletes need it (NULL: the api key, if any, else open)
+    // One line per request (no newline), from any thread; NULL: no log.
+    // log_json: a JSON object per line, else text.
+    void (*log_line)(void *user, const char *line);
+    void *log_user;
+    int log_json;
 } rm_server_params;
 rm_server_params rm_server_default_params(void);
 

@@ -55,6 +55,7 @@ typedef struct job {
     long long created;
     int chat, stream, include_usage, echo;
     int logprobs, n_top;       // logprobs asked for, and how many alternatives per token
+    int auto_compose;          // the auto model chose the adapters: its default composition applies
     char *model;               // the "model" answers report: what was asked for
     char *stop[4];
     int n_stop;
@@ -68,9 +69,27 @@ typedef struct job {
     int n_choices, n_samples, n_done, failed; // choices: prompts x samples ("n")
     char param[64];            // the request field an error is about ("" none)
     char err[256];             // the first error that ended a choice
+    double t_first;            // when the first token came (rm_http_now; 0: none yet)
     struct job *next;          // in the engine's list of submissions
 } job;
 void job_free(job *j);
+
+// The model name of the pool's retrieval embedder in POST /v1/embeddings.
+#define RM_RETRIEVER_MODEL "ramole-retriever"
+
+// A POST /v1/embeddings of the base model, for the engine thread.
+typedef struct embed_task {
+    rm_server *s;
+    rm_http_req *r;
+    char *model;
+    int n, dim, b64;
+    int32_t **ids;             // [n] each input's tokens (base model)
+    int *len;
+    char **text;               // [n] each input's text (NULL for token ids)
+    float *vec;                // [n][dim]
+    struct embed_task *next;
+} embed_task;
+void embed_task_free(embed_task *t);
 
 struct rm_server {
     rm_server_params p;
@@ -89,17 +108,34 @@ struct rm_server {
     pthread_mutex_t eng_mu;    // guards what follows
     pthread_cond_t eng_cv;
     job *sub_head, *sub_tail;  // submitted, not yet in the engine
+    embed_task *emb_head, *emb_tail; // base-model embeddings to compute between two steps
     int eng_busy, eng_stop, eng_abort;
     rm_engine_stats eng_stats; // after the last step
     workq fast, slow;          // request preparation; uploads
     rm_http *http;
+    char *base_name;           // p.model_name, or derived from the file name
     atomic_long next_id;
     time_t started;
     atomic_llong n_completions, n_uploads;
 };
 
+// What the request log says of a request beside its line, path, status and
+// time (attached to it with rm_http_set_log).
+typedef struct req_log {
+    char model[128];
+    char adapters[512];        // names, comma-separated
+    long long prompt_tokens, generated_tokens; // -1: not a completion
+    double ttft;               // seconds from the head to the first token (-1: none)
+} req_log;
+// Attaches j's log fields to its request (before its answer).
+void server_log_job(job *j);
+// The http layer's log callback: formats and writes the line.
+void server_log(void *user, const rm_http_req *r, int status, double seconds, void *data);
+
 // Hands a prepared job to the engine thread (which answers it from then on).
 void server_submit(rm_server *s, job *j);
+// Hands a base-model embedding to the engine thread (which answers it).
+void server_submit_embedding(rm_server *s, embed_task *t);
 // The engine's stats after its last step.
 void server_engine_stats(rm_server *s, rm_engine_stats *st);
 
@@ -109,15 +145,26 @@ void server_engine_stats(rm_server *s, rm_engine_stats *st);
 void routes_handle(void *user, rm_http_req *r);
 int routes_choose_adapters(rm_server *s, job *j, const rm_json *req, const char *query);
 int server_adapter_get(rm_server *s, const char *name, const char *weights, rm_lora **out);
+// What a model name means here (pool lock held, or before serving starts).
+enum { MODEL_NONE = -1, MODEL_BASE, MODEL_AUTO, MODEL_ADAPTER };
+int server_model_kind(rm_server *s, const char *name);
 // openai.c: a completion request checked and made ready for the engine (0
 // or an HTTP status, message set, j->param the field at fault); the engine's
 // callbacks for each choice; the stream's opening.
 int openai_prepare(job *j, const rm_json *req);
+// A chat's "messages" rendered with the model's template (*prompt) and its
+// last user message (*query); both malloc'd. 0 or an HTTP status.
+int openai_chat_prompt(job *j, const rm_json *req, char **prompt, char **query);
 int openai_token(void *user, int32_t id, const float *logits);
 void openai_done(void *user, const int32_t *tokens, int n, const char *reason);
 void openai_stream_open(job *j);
 // An error in OpenAI's shape about j's field param (may be "").
 void openai_reply_error(job *j, int status, const char *msg);
+// embeddings.c: a request checked (0 or an HTTP status, message set, j->param
+// the field; the retriever's answered at once, the base model's handed to the
+// engine thread); the engine thread's part.
+int embeddings_prepare(job *j, const rm_json *req);
+void embeddings_run(rm_server *s, embed_task *t);
 // metrics.c: GET /metrics.
 void metrics_answer(rm_server *s, rm_http_req *r);
 #endif
