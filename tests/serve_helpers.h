@@ -12,4 +12,7 @@ int serve_make_adapters(const char *model, char (*w)[512]);
 // A fresh pool in dir (lexical embedder fitted on every sample) holding task
 // a's adapter for every a with want[a], weights w[a] (NULL: none).
 int serve_make_pool(const char *dir, const int *want, char (*weights)[512]);
+// A PEFT adapter for another base (v_proj with input size 100; the tiny
+// model's is 256) in dir.
+int serve_make_bad_peft(const char *dir);
 #endif

@@ -162,6 +162,22 @@ int serve_make_adapters(const char *model, char (*w)[512]) {
     return rc;
 }
 
+int serve_make_bad_peft(const char *dir) {
+    char path[700];
+    static float at[2][100], bt[64][2];
+    const char *cfg = "{\"r\": 2, \"lora_alpha\": 4, \"target_modules\": [\"v_proj\"]}";
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    int rc = rm_mkdirs(dir) || rm_write_file_atomic(path, cfg, strlen(cfg)) ? RM_EIO : RM_OK;
+    st_writer *sw = rc ? NULL : st_writer_new();
+    int64_t sa[2] = {2, 100}, sb[2] = {64, 2};
+    if (!rc) rc = st_writer_add(sw, "base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight", ST_F32, 2, sa, at);
+    if (!rc) rc = st_writer_add(sw, "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight", ST_F32, 2, sb, bt);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    if (!rc) rc = st_write(sw, path);
+    st_writer_free(sw);
+    return rc;
+}
+
 // The tiny synthetic model shared by these tests.
 const char *serve_tiny_model(void) {
     static char path[512];
@@ -175,31 +191,20 @@ const char *serve_tiny_model(void) {
 TEST(serve_completions_adapters_uploads) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
     const char *tmp = rm_test_tmpdir();
-    char model[512], pool_dir[512], w[5][512], bad[512], path[700], cmd[2048];
+    char model[512], pool_dir[512], w[5][512], bad[512], cmd[2048];
     REQUIRE(serve_tiny_model());
     snprintf(model, sizeof model, "%s", serve_tiny_model());
     // five adapters; the pool starts with the first three (weather is uploaded later)
     REQUIRE(serve_make_adapters(model, w) == RM_OK);
     // an adapter for another base: v_proj with input size 100 (the model's is 256)
     snprintf(bad, sizeof bad, "%s/serve-bad", tmp);
-    REQUIRE(rm_mkdirs(bad) == 0);
-    const char *cfg = "{\"r\": 2, \"lora_alpha\": 4, \"target_modules\": [\"v_proj\"]}";
-    snprintf(path, sizeof path, "%s/adapter_config.json", bad);
-    REQUIRE(rm_write_file_atomic(path, cfg, strlen(cfg)) == 0);
-    static float at[2][100], bt[64][2];
-    st_writer *sw = st_writer_new();
-    int64_t sa[2] = {2, 100}, sb2[2] = {64, 2};
-    CHECK_OK(st_writer_add(sw, "base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight", ST_F32, 2, sa, at));
-    CHECK_OK(st_writer_add(sw, "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight", ST_F32, 2, sb2, bt));
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", bad);
-    CHECK_OK(st_write(sw, path));
-    st_writer_free(sw);
+    REQUIRE(serve_make_bad_peft(bad) == RM_OK);
 
     snprintf(pool_dir, sizeof pool_dir, "%s/serve-pool", tmp);
     REQUIRE(serve_make_pool(pool_dir, (const int[]){1, 1, 1, 0, 0}, w) == RM_OK);
 
     rm_test_server sp;
-    snprintf(cmd, sizeof cmd, "-m %s --pool %s -t 1 --slots 3 --ctx 128", model, pool_dir);
+    snprintf(cmd, sizeof cmd, "-m %s --pool %s -t 1 --slots 3 --ctx 128 --adapter-dir %s", model, pool_dir, tmp);
     REQUIRE(rm_test_server_start(&sp, cmd) == 0);
     rm_json *j = NULL;
     CHECK(rm_test_http(sp.port, "GET", "/health", NULL, &j) == 200 && j && !strcmp(rm_json_get_str(j, "status", ""), "ok"));

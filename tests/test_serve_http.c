@@ -9,6 +9,7 @@
 #define _GNU_SOURCE
 #include "testing.h"
 #include "serve_helpers.h"
+#include "serve/multipart.h"
 #include "base/err.h"
 #include "base/file.h"
 #include "base/json.h"
@@ -368,7 +369,7 @@ TEST(serve_http_slow_work_and_drain) {
     snprintf(fifo, sizeof fifo, "%s/adapter_config.json", slow);
     unlink(fifo);
     REQUIRE(mkfifo(fifo, 0600) == 0);
-    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 512", serve_tiny_model(), pool);
+    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 512 --adapter-dir %s", serve_tiny_model(), pool, tmp);
     rm_test_server sp;
     REQUIRE(rm_test_server_start(&sp, args) == 0);
     rm_sb a;
@@ -564,4 +565,232 @@ TEST(serve_keys_and_log) {
     CHECKF(lines == n_requests, "%d log lines for %d requests", lines, n_requests);
     CHECKF(completions == 2 && unauthorized == 2 * 10 + 1, "%d completions, %d refused", completions, unauthorized); // the upload with the api key too
     free(log);
+}
+
+// Appends a multipart part: a field, or a file (filename non-NULL) with data.
+static void part(rm_sb *b, const char *name, const char *filename, const char *data, size_t len) {
+    rm_sb_printf(b, "--XyZzy42\r\nContent-Disposition: form-data; name=\"%s\"", name);
+    if (filename) rm_sb_printf(b, "; filename=\"%s\"\r\nContent-Type: application/octet-stream", filename);
+    rm_sb_puts(b, "\r\n\r\n");
+    rm_sb_putn(b, data, len);
+    rm_sb_puts(b, "\r\n");
+}
+
+// Appends the file at path as a part.
+static int file_part(rm_sb *b, const char *name, const char *filename, const char *path) {
+    char *data = NULL;
+    size_t len = 0;
+    if (rm_read_file(path, &data, &len)) return -1;
+    part(b, name, filename, data, len);
+    free(data);
+    return 0;
+}
+
+// POSTs a multipart body to /v1/adapters; the status, the answer in a.
+static int upload_multipart(int port, const rm_sb *body, rm_sb *a) {
+    int fd = connect_to(AF_INET, port);
+    if (fd < 0) return -1;
+    char head[512];
+    int n = snprintf(head, sizeof head, "POST /v1/adapters HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                     "Content-Type: multipart/form-data; boundary=XyZzy42\r\nContent-Length: %zu\r\n\r\n", body->len);
+    rm_sb raw;
+    rm_sb_init(&raw);
+    int status = -1;
+    if (!send_all(fd, head, (size_t)n) && !send_all(fd, body->buf, body->len) && read_to_close(fd, &raw)) {
+        const char *p = raw.buf;
+        status = next_answer(&p, a);
+    }
+    rm_sb_free(&raw);
+    close(fd);
+    return status;
+}
+
+// What is in dir (names, sorted, space-separated).
+static void list_dir(const char *dir, char *out, size_t cap) {
+    char cmd[700];
+    snprintf(cmd, sizeof cmd, "ls -A %s 2>/dev/null | tr '\\n' ' '", dir);
+    FILE *p = popen(cmd, "r");
+    out[0] = 0;
+    if (p && !fgets(out, (int)cap, p)) out[0] = 0;
+    if (p) pclose(p);
+}
+
+// Uploads by content from this (another) process: the GGUF file's bytes in
+// a multipart body are stored in the pool's folder under their SHA-256 (as
+// sha256sum says), retrievable at once and token for token the same adapter;
+// an adapter for another base is refused with nothing stored; the same
+// content twice is stored once; bad bodies get 400 or 413; a path upload
+// needs --adapter-dir; and the pool works from another folder afterwards.
+TEST(serve_upload_by_content) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    REQUIRE(serve_tiny_model());
+    const char *tmp = rm_test_tmpdir();
+    char w[5][512], pool[512], args[2048], bad[512], store[600];
+    REQUIRE(serve_make_adapters(serve_tiny_model(), w) == RM_OK);
+    snprintf(pool, sizeof pool, "%s/up-pool", tmp);
+    REQUIRE(serve_make_pool(pool, (const int[]){1, 1, 1, 0, 0}, w) == RM_OK);
+    snprintf(bad, sizeof bad, "%s/up-bad", tmp);
+    REQUIRE(serve_make_bad_peft(bad) == RM_OK);
+    snprintf(store, sizeof store, "%s/adapters", pool);
+    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 256 --max-upload 4000000", serve_tiny_model(), pool);
+    rm_test_server sp;
+    REQUIRE(rm_test_server_start(&sp, args) == 0);
+
+    rm_sb body, a, samples;
+    rm_sb_init(&body), rm_sb_init(&a), rm_sb_init(&samples);
+    rm_sb_puts(&samples, "[");
+    for (int i = 0; i < 3; i++) {
+        if (i) rm_sb_puts(&samples, ", ");
+        rm_sb_json_str(&samples, serve_samples[3][i], strlen(serve_samples[3][i]));
+    }
+    rm_sb_puts(&samples, "]");
+    part(&body, "name", NULL, "weather", 7);
+    part(&body, "samples", NULL, samples.buf, samples.len);
+    part(&body, "task", NULL, "forecast", 8);
+    REQUIRE(file_part(&body, "file", "weather-adapter.gguf", w[3]) == 0);
+    rm_sb_puts(&body, "--XyZzy42--\r\n");
+    CHECK(upload_multipart(sp.port, &body, &a) == 201);
+    // stored under sha256sum's hash of the file
+    char cmd[800], sum[80] = "", want_path[800];
+    snprintf(cmd, sizeof cmd, "sha256sum %s", w[3]);
+    FILE *p = popen(cmd, "r");
+    if (p && !fgets(sum, sizeof sum, p)) sum[0] = 0;
+    if (p) pclose(p);
+    REQUIRE(strlen(sum) > 64);
+    char *abs_pool = realpath(pool, NULL);
+    REQUIRE(abs_pool);
+    snprintf(want_path, sizeof want_path, "%s/adapters/%.64s/adapter.gguf", abs_pool, sum);
+    rm_json *j = NULL;
+    CHECK(a.buf && rm_json_parse(a.buf, a.len, "answer", &j) == RM_OK);
+    CHECKF(j && !strcmp(rm_json_get_str(j, "weights", ""), want_path), "stored at %s, want %s", j ? rm_json_get_str(j, "weights", "") : "?", want_path);
+    rm_json_free(j);
+    j = NULL;
+    CHECK(rm_file_exists(want_path));
+
+    // retrievable at once, and the same adapter as the file
+    const char *q = "Will it snow in Berlin? Give the weather forecast.";
+    char req[512], got[512], want[512];
+    snprintf(req, sizeof req, "{\"prompt\": \"%s\", \"retrieve\": 1, \"max_tokens\": 8, \"temperature\": 0}", q);
+    sb_clear(&a);
+    CHECK(ask(AF_INET, sp.port, "POST", "/v1/completions", req, &a) == 200);
+    CHECK(a.buf && strstr(a.buf, "\"name\": \"weather\""));
+    ids_in(&a, got, sizeof got);
+
+    // the same content again, under another name: stored once
+    rm_sb body2;
+    rm_sb_init(&body2);
+    part(&body2, "name", NULL, "weather-again", 13);
+    part(&body2, "samples", NULL, samples.buf, samples.len);
+    REQUIRE(file_part(&body2, "file", "x.gguf", w[3]) == 0);
+    rm_sb_puts(&body2, "--XyZzy42--\r\n");
+    sb_clear(&a);
+    CHECK(upload_multipart(sp.port, &body2, &a) == 201);
+    CHECK(a.buf && strstr(a.buf, want_path));
+    char listing[1024], before[1024];
+    list_dir(store, before, sizeof before);
+
+    // an adapter for another base: refused, nothing stored, the pool as it was
+    rm_sb body3;
+    rm_sb_init(&body3);
+    char cfg_path[600], st_path[600];
+    snprintf(cfg_path, sizeof cfg_path, "%s/adapter_config.json", bad);
+    snprintf(st_path, sizeof st_path, "%s/adapter_model.safetensors", bad);
+    part(&body3, "name", NULL, "bad", 3);
+    part(&body3, "samples", NULL, "[\"x\"]", 5);
+    REQUIRE(file_part(&body3, "f1", "adapter_config.json", cfg_path) == 0);
+    REQUIRE(file_part(&body3, "f2", "adapter_model.safetensors", st_path) == 0);
+    rm_sb_puts(&body3, "--XyZzy42--\r\n");
+    sb_clear(&a);
+    CHECK(upload_multipart(sp.port, &body3, &a) == 400);
+    CHECK(a.buf && strstr(a.buf, "refused"));
+    list_dir(store, listing, sizeof listing);
+    CHECKF(!strcmp(listing, before), "stored after a refusal: '%s' (before: '%s')", listing, before);
+    sb_clear(&a);
+    CHECK(ask(AF_INET, sp.port, "GET", "/v1/adapters", NULL, &a) == 200);
+    CHECK(a.buf && rm_json_parse(a.buf, a.len, "list", &j) == RM_OK && j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 5);
+    rm_json_free(j);
+    j = NULL;
+
+    // bad bodies: unclosed multipart, no files, too large; a server path without --adapter-dir
+    rm_sb junk;
+    rm_sb_init(&junk);
+    part(&junk, "name", NULL, "x", 1); // never closed by the boundary's end
+    rm_sb_puts(&junk, "tail");
+    sb_clear(&a);
+    CHECK(upload_multipart(sp.port, &junk, &a) == 400);
+    junk.len = 0;
+    part(&junk, "name", NULL, "x", 1);
+    part(&junk, "samples", NULL, "[\"y\"]", 5);
+    rm_sb_puts(&junk, "--XyZzy42--\r\n");
+    sb_clear(&a);
+    CHECK(upload_multipart(sp.port, &junk, &a) == 400 && a.buf && strstr(a.buf, ".gguf"));
+    const char *huge = "POST /v1/adapters HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=XyZzy42\r\n"
+                       "Content-Length: 5000000\r\n\r\n";
+    sb_clear(&a);
+    CHECK(exchange(sp.port, huge, strlen(huge), &a) == 413);
+    char jreq[800];
+    snprintf(jreq, sizeof jreq, "{\"name\": \"bypath\", \"weights\": \"%s\", \"samples\": [\"x\"]}", w[4]);
+    sb_clear(&a);
+    CHECK(ask(AF_INET, sp.port, "POST", "/v1/adapters", jreq, &a) == 400 && a.buf && strstr(a.buf, "adapter-dir"));
+    CHECK(rm_test_server_stop(&sp) == 0);
+
+    // the pool from another folder: the stored paths are absolute
+    char *abs_bin = realpath(rm_test_bin(), NULL), *abs_model = realpath(serve_tiny_model(), NULL);
+    REQUIRE(abs_bin && abs_model);
+    snprintf(cmd, sizeof cmd, "cd / && %s generate -m %s --pool %s --retrieve 1 -p '%s' -n 8 --temp 0 -t 1 --ids 2>/dev/null", abs_bin,
+             abs_model, abs_pool, q);
+    p = popen(cmd, "r");
+    want[0] = 0;
+    if (p && !fgets(want, sizeof want, p)) want[0] = 0;
+    if (p) pclose(p);
+    want[strcspn(want, "\n")] = 0;
+    CHECKF(got[0] && !strcmp(got, want), "served '%s', generate from / '%s'", got, want);
+    free(abs_bin), free(abs_model), free(abs_pool);
+    rm_sb_free(&body), rm_sb_free(&body2), rm_sb_free(&body3), rm_sb_free(&junk), rm_sb_free(&a), rm_sb_free(&samples);
+}
+
+// The multipart parser on hostile bodies: a valid body cut at every byte,
+// with every byte flipped, and odd Content-Types: an answer every time (the
+// sanitized run catches any read out of bounds), the whole body parsed right.
+TEST(serve_multipart_hostile) {
+    rm_sb b;
+    rm_sb_init(&b);
+    rm_sb_puts(&b, "preamble\r\n");
+    part(&b, "name", NULL, "abc", 3);
+    part(&b, "file", "a \"q\".gguf", "\r\n--XyZzy4\r\n", 12);
+    rm_sb_puts(&b, "--XyZzy42--\r\nepilogue");
+    const char *ct = "multipart/form-data; boundary=XyZzy42";
+    rm_part parts[8];
+    int n = 0;
+    CHECK_OK(rm_multipart_parse(ct, b.buf, b.len, parts, 8, &n));
+    REQUIRE(n == 2);
+    CHECK(!strcmp(parts[0].name, "name") && parts[0].len == 3 && !memcmp(parts[0].data, "abc", 3) && !parts[0].has_filename);
+    CHECK(!strcmp(parts[1].name, "file") && parts[1].has_filename && parts[1].len == 12 && !memcmp(parts[1].data, "\r\n--XyZzy4\r\n", 12));
+    CHECK(rm_multipart_find(parts, n, "file") == &parts[1] && !rm_multipart_find(parts, n, "none"));
+    CHECK(rm_multipart_parse(ct, b.buf, b.len, parts, 1, &n) != RM_OK); // more parts than room
+    int ok = 0;
+    for (size_t cut = 0; cut < b.len; cut++) {
+        char *copy = malloc(cut + 1); // exactly cut bytes readable (and a NUL the parser must not need)
+        REQUIRE(copy);
+        memcpy(copy, b.buf, cut);
+        copy[cut] = 0;
+        ok += rm_multipart_parse(ct, copy, cut, parts, 8, &n) == RM_OK;
+        free(copy);
+    }
+    CHECKF(ok <= 12, "%d truncations parsed", ok); // only cuts inside the epilogue or its closing line
+    for (size_t i = 0; i < b.len; i++) {
+        char *copy = malloc(b.len);
+        REQUIRE(copy);
+        memcpy(copy, b.buf, b.len);
+        copy[i] ^= 0x5a;
+        rm_multipart_parse(ct, copy, b.len, parts, 8, &n);
+        free(copy);
+    }
+    const char *cts[] = {NULL, "text/plain", "multipart/form-data", "multipart/form-data; boundary=", "multipart/form-data; boundary=\"",
+                         "multipart/form-data; boundary=\"XyZzy42\"", "multipart/form-data; boundary=" /* 80 chars follow */
+                         "01234567890123456789012345678901234567890123456789012345678901234567890123456789"};
+    const int good[] = {0, 0, 0, 0, 0, 1, 0};
+    for (size_t i = 0; i < sizeof cts / sizeof cts[0]; i++)
+        CHECKF((rm_multipart_parse(cts[i], b.buf, b.len, parts, 8, &n) == RM_OK) == good[i], "content type %zu", i);
+    rm_sb_free(&b);
 }

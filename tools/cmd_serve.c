@@ -52,7 +52,9 @@ static void usage(void) {
            "  --api-key KEY       inference needs \"Authorization: Bearer KEY\" (or the admin key); also RAMOLE_API_KEY\n"
            "  --admin-key KEY     uploads and deletes need it (without it: the api key); also RAMOLE_ADMIN_KEY\n"
            "                      (GET /health is always open; keys are compared in constant time, never logged)\n"
-           "  --log-format F      one line per request on stderr: text (default), json or none\n\n"
+           "  --log-format F      one line per request on stderr: text (default), json or none\n"
+           "  --adapter-dir DIR   uploads naming a server path (JSON \"weights\") must lie inside DIR (none: refused)\n"
+           "  --max-upload BYTES  bodies of file uploads (multipart POST /v1/adapters) up to this (268435456)\n\n"
            "HTTP API (JSON; HTTP/1.1 keep-alive and pipelining, chunked request bodies):\n"
            "  POST /v1/completions  {\"prompt\", \"max_tokens\" (16), \"temperature\", \"top_p\", \"top_k\",\n"
            "                         \"min_p\", \"repeat_penalty\", \"seed\",\n"
@@ -63,8 +65,10 @@ static void usage(void) {
            "                        -> OpenAI-style text_completion, plus token_ids and the adapters used\n"
            "  POST /v1/chat/completions  the same with {\"messages\": [{\"role\", \"content\"}...]} instead of\n"
            "                        \"prompt\" (the model's chat template; adapters retrieved by the last user message)\n"
-           "  POST /v1/adapters     {\"name\", \"samples\": [inputs], \"weights\": path, \"task\", \"domain\"}:\n"
-           "                        checked against the model, then added to the pool (retrievable at once)\n"
+           "  POST /v1/adapters     multipart/form-data: fields name, samples (a JSON list), task, domain and the files\n"
+           "                        (one .gguf, or adapter_config.json + adapter_model.safetensors), kept in the pool's\n"
+           "                        folder under their SHA-256; or JSON {\"name\", \"samples\", \"weights\": a path inside\n"
+           "                        --adapter-dir}. Checked against the model, then added (retrievable at once)\n"
            "  \"stream\": true       server-sent events, one chunk per piece of text, then data: [DONE]\n"
            "  GET  /v1/adapters     the pool's adapters\n"
            "  GET  /v1/models[/ID]  the base model, the auto model and every adapter with weights\n"
@@ -78,7 +82,7 @@ static int cmd_serve(int argc, char **argv) {
     rm_server_params p = rm_server_default_params();
     const char *min_score = NULL, *unknown = "404", *log_format = "text";
     p.api_key = getenv("RAMOLE_API_KEY"), p.admin_key = getenv("RAMOLE_ADMIN_KEY");
-    long auto_k = p.auto_k;
+    long auto_k = p.auto_k, max_upload = (long)p.max_upload;
     long port = p.http.port, threads = 0, io = p.http.threads, slots = p.slots, ctx = p.ctx, conns = p.http.max_connections,
          timeout = p.http.timeout, body = (long)p.http.max_body, drain = 30;
     for (int i = 1; i < argc; i++) {
@@ -107,6 +111,8 @@ static int cmd_serve(int argc, char **argv) {
         } else if (cli_str(argc, argv, &i, "--api-key", NULL, &p.api_key)) {
         } else if (cli_str(argc, argv, &i, "--admin-key", NULL, &p.admin_key)) {
         } else if (cli_str(argc, argv, &i, "--log-format", NULL, &log_format)) {
+        } else if (cli_str(argc, argv, &i, "--adapter-dir", NULL, &p.adapter_dir)) {
+        } else if (cli_int(argc, argv, &i, "--max-upload", NULL, &max_upload)) {
         } else {
             fprintf(stderr, "ramole serve: unknown option '%s' (see --help)\n", argv[i]);
             return 2;
@@ -122,11 +128,11 @@ static int cmd_serve(int argc, char **argv) {
     char *end = NULL;
     if (min_score) p.auto_min_score = strtof(min_score, &end);
     if ((min_score && (end == min_score || *end)) || (strcmp(unknown, "404") && strcmp(unknown, "default")) || auto_k < 1 ||
-        auto_k > 8) {
-        fprintf(stderr, "ramole serve: bad --min-score (a number), --unknown-model (404 or default) or --retrieve (1..8)\n");
+        auto_k > 8 || max_upload < 1) {
+        fprintf(stderr, "ramole serve: bad --min-score (a number), --unknown-model (404 or default), --retrieve (1..8) or --max-upload\n");
         return 2;
     }
-    p.unknown_is_default = !strcmp(unknown, "default"), p.auto_k = (int)auto_k;
+    p.unknown_is_default = !strcmp(unknown, "default"), p.auto_k = (int)auto_k, p.max_upload = (size_t)max_upload;
     if ((p.api_key && !*p.api_key) || (p.admin_key && !*p.admin_key) ||
         (strcmp(log_format, "text") && strcmp(log_format, "json") && strcmp(log_format, "none"))) {
         fprintf(stderr, "ramole serve: an empty --api-key / --admin-key, or a --log-format other than text, json, none\n");

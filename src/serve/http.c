@@ -47,6 +47,7 @@ struct rm_http_req {
     size_t out_sent;
     int stream_done;
     long id;
+    size_t limit;                // of the body
     double t0;                   // when the head came (rm_http_now)
     int answered;                // the status queued, 0 until then
     void *log_data;
@@ -267,16 +268,17 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
         if (f.n_length > 1 || (f.n_length && f.chunked)) // a request smuggler's favourites (RFC 9112 6.3)
             return queue_error(h, r, conn, 400, "a request needs one Content-Length, or Transfer-Encoding: chunked, not both or two");
+        r->limit = h->p.body_limit ? h->p.body_limit(h->p.user, method, url) : h->p.max_body;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
-        if (cl && strtoull(cl, NULL, 10) > h->p.max_body) {
+        if (cl && strtoull(cl, NULL, 10) > r->limit) {
             char msg[96];
-            snprintf(msg, sizeof msg, "request body too large (limit %zu bytes)", h->p.max_body);
+            snprintf(msg, sizeof msg, "request body too large (limit %zu bytes)", r->limit);
             return queue_error(h, r, conn, 413, msg);
         }
         return MHD_YES;
     }
     if (*upload_size) { // a piece of the body (chunked bodies arrive decoded)
-        if (r->body.len + *upload_size > h->p.max_body) return MHD_NO; // a chunked body past the limit: the connection is closed
+        if (r->body.len + *upload_size > r->limit) return MHD_NO; // a chunked body past the limit: the connection is closed
         rm_sb_putn(&r->body, upload, *upload_size);
         *upload_size = 0;
         return r->body.oom ? MHD_NO : MHD_YES;

@@ -35,6 +35,8 @@ typedef struct rm_http_params {
     // status 0), on an I/O thread: its status, seconds since its head came,
     // and what rm_http_set_log attached (NULL if nothing). May be NULL.
     void (*log)(void *user, const rm_http_req *r, int status, double seconds, void *data);
+    // The body limit of a request (from its head), instead of max_body. May be NULL.
+    size_t (*body_limit)(void *user, const char *method, const char *path);
 } rm_http_params;
 rm_http_params rm_http_default_params(void);
 

@@ -221,6 +221,17 @@ static void models_work(void *arg) {
     job_free(j);
 }
 
+// 1 when path (resolved: links and "..") lies inside --adapter-dir.
+static int inside_adapter_dir(const rm_server *s, const char *path) {
+    if (!s->p.adapter_dir) return 0;
+    char *dir = realpath(s->p.adapter_dir, NULL), *p = realpath(path, NULL);
+    size_t dl = dir ? strlen(dir) : 0;
+    int in = dir && p && !strncmp(p, dir, dl) && (p[dl] == '/' || (dl == 1 && dir[0] == '/'));
+    free(dir);
+    free(p);
+    return in;
+}
+
 // Upload: {"name", "samples": [texts], "weights": path, "task"?, "domain"?}.
 // The adapter is loaded and checked against the model before the pool stores
 // it; a bad one is refused with the reason and nothing changes.
@@ -230,6 +241,10 @@ static int upload(job *j, const rm_json *req, rm_sb *b) {
     const char *name = rm_json_get_str(req, "name", NULL), *weights = rm_json_get_str(req, "weights", NULL);
     const rm_json *samples = rm_json_get(req, "samples");
     if (!name || !*name || !weights) return rm_errorf(RM_EINVAL, "\"name\" and \"weights\" (strings) are required"), 400;
+    if (!inside_adapter_dir(s, weights))
+        return snprintf(j->param, sizeof j->param, "weights"),
+               rm_errorf(RM_EINVAL, "\"weights\" must be a path inside the server's --adapter-dir%s (or upload the files: multipart/form-data)",
+                         s->p.adapter_dir ? "" : ", and this server has none"), 400;
     if (!samples || samples->type != RM_JSON_ARRAY || samples->n == 0 || samples->n > 1000)
         return rm_errorf(RM_EINVAL, "\"samples\" must be an array of 1..1000 sample inputs"), 400;
     for (size_t i = 0; i < samples->n; i++)
@@ -279,7 +294,26 @@ static void json_work(job *j, int (*fn)(job *j, const rm_json *req, rm_sb *b), i
     job_free(j);
 }
 
-static void upload_work(void *arg) { json_work(arg, upload, 201); }
+// POST /v1/adapters: the files in the body (multipart/form-data), or JSON
+// naming a path inside --adapter-dir.
+static void upload_work(void *arg) {
+    job *j = arg;
+    if (strncasecmp(j->ctype, "multipart/form-data", 19)) return json_work(j, upload, 201);
+    size_t len;
+    const char *body = rm_http_body(j->r, &len);
+    rm_sb b;
+    rm_sb_init(&b);
+    int code = upload_content(j, body, len, &b);
+    if (code) openai_reply_error(j, code, rm_last_error());
+    else reply_json(j->r, 201, &b);
+    rm_sb_free(&b);
+    job_free(j);
+}
+
+size_t routes_body_limit(void *user, const char *method, const char *path) {
+    rm_server *s = user;
+    return !strcmp(method, "POST") && !strcmp(path, "/v1/adapters") ? s->p.max_upload : s->p.http.max_body;
+}
 
 // ---- /tokenize and /detokenize (vLLM's) ------------------------------------------
 
@@ -456,6 +490,8 @@ void routes_handle(void *user, rm_http_req *r) {
     job *j = calloc(1, sizeof *j);
     if (!j) return rm_http_reply_error(r, 500, "out of memory");
     j->s = s, j->r = r, j->id = atomic_fetch_add(&s->next_id, 1) + 1;
+    const char *ct = rm_http_header(r, "Content-Type");
+    snprintf(j->ctype, sizeof j->ctype, "%s", ct ? ct : "");
     if (workq_push(hit->slow ? &s->slow : &s->fast, hit->work, j)) {
         free(j);
         rm_http_reply_error(r, 503, "out of memory");

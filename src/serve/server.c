@@ -255,7 +255,7 @@ static int server_names(rm_server *s) {
 }
 
 rm_server_params rm_server_default_params(void) {
-    return (rm_server_params){.auto_name = "ramole-auto", .auto_k = 3, .auto_min_score = -INFINITY, .compute_threads = 0,
+    return (rm_server_params){.auto_name = "ramole-auto", .auto_k = 3, .max_upload = (size_t)256 << 20, .auto_min_score = -INFINITY, .compute_threads = 0,
                               .slots = 8, .ctx = 2048, .rows = 512, .http = rm_http_default_params()};
 }
 
@@ -289,7 +289,7 @@ int rm_server_start(const rm_server_params *p, rm_server **out) {
     if (!rc) rc = workq_start(&s->fast, 2);
     if (!rc) rc = workq_start(&s->slow, 1);
     rm_http_params hp = p->http;
-    hp.handler = routes_handle, hp.user = s, hp.log = p->log_line ? server_log : NULL;
+    hp.handler = routes_handle, hp.user = s, hp.log = p->log_line ? server_log : NULL, hp.body_limit = routes_body_limit;
     if (!rc) rc = rm_http_start(&hp, &s->http);
     if (rc) {
         rm_server_free(s);

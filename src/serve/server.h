@@ -25,6 +25,8 @@ typedef struct rm_server_params {
     int compute_threads;       // the forward pass's thread pool (0: one per core)
     int slots, ctx, rows;      // sequences at once, positions each, batch rows per step
     rm_http_params http;       // address, I/O threads, limits (handler and log set by the server)
+    const char *adapter_dir;   // uploads by server path must lie inside it (NULL: none allowed)
+    size_t max_upload;         // bodies of POST /v1/adapters (files) up to this (256 MiB)
     const char *api_key;       // inference needs "Authorization: Bearer KEY" (this or the admin key); NULL: open
     const char *admin_key;     // uploads and deletes need it (NULL: the api key, if any, else open)
     // One line per request (no newline), from any thread; NULL: no log.

@@ -68,6 +68,7 @@ typedef struct job {
     choice *ch;
     int n_choices, n_samples, n_done, failed; // choices: prompts x samples ("n")
     char param[64];            // the request field an error is about ("" none)
+    char ctype[256];           // the request's Content-Type
     char err[256];             // the first error that ended a choice
     double t_first;            // when the first token came (rm_http_now; 0: none yet)
     struct job *next;          // in the engine's list of submissions
@@ -143,6 +144,7 @@ void server_engine_stats(rm_server *s, rm_engine_stats *st);
 // inside; 0 or an HTTP status, message set); an adapter bound to the model
 // (from the cache, or loaded without holding its lock).
 void routes_handle(void *user, rm_http_req *r);
+size_t routes_body_limit(void *user, const char *method, const char *path);
 int routes_choose_adapters(rm_server *s, job *j, const rm_json *req, const char *query);
 int server_adapter_get(rm_server *s, const char *name, const char *weights, rm_lora **out);
 // What a model name means here (pool lock held, or before serving starts).
@@ -165,6 +167,9 @@ void openai_reply_error(job *j, int status, const char *msg);
 // engine thread); the engine thread's part.
 int embeddings_prepare(job *j, const rm_json *req);
 void embeddings_run(rm_server *s, embed_task *t);
+// upload.c: POST /v1/adapters with the files in a multipart/form-data body
+// (0 or an HTTP status, message set; the answer's JSON in b).
+int upload_content(job *j, const char *body, size_t len, rm_sb *b);
 // metrics.c: GET /metrics.
 void metrics_answer(rm_server *s, rm_http_req *r);
 #endif
