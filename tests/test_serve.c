@@ -495,6 +495,38 @@ TEST(serve_auto_model) {
         want[strcspn(want, "\n")] = 0;
         CHECK(pclose(p) == 0);
         CHECKF(got[0] && !strcmp(got, want), "%s: served '%s', generate '%s'", with_router ? "router" : "mixture", got, want);
+        // "return_routing": the router's mean weight per adapter per layer (they sum to 1 in each layer); the tokens as before
+        {
+            char rbody[1200], rgot[1024];
+            snprintf(rbody, sizeof rbody, "{\"model\": \"ramole-auto\", \"prompt\": \"%s\", \"max_tokens\": 10, \"temperature\": 0, "
+                     "\"return_routing\": true}", prompt);
+            CHECK(rm_test_http(sp.port, "POST", "/v1/completions", rbody, &j) == 200);
+            const rm_json *c0 = j && rm_json_get(j, "choices") ? &rm_json_get(j, "choices")->items[0] : NULL;
+            const rm_json *rt = c0 ? rm_json_get(c0, "routing") : NULL, *ids2 = c0 ? rm_json_get(c0, "token_ids") : NULL;
+            size_t l2 = 0;
+            rgot[0] = 0;
+            for (size_t i = 0; ids2 && i < ids2->n && l2 + 16 < sizeof rgot; i++)
+                l2 += (size_t)snprintf(rgot + l2, sizeof rgot - l2, i ? " %lld" : "%lld", (long long)ids2->items[i].inum);
+            CHECK(!strcmp(rgot, got));
+            if (!with_router) {
+                CHECK(rt && rt->type == RM_JSON_NULL); // mixture: nothing routed
+            } else {
+                const rm_json *layers = rt ? rm_json_get(rt, "layers") : NULL, *names = rt ? rm_json_get(rt, "adapters") : NULL;
+                CHECK(names && names->n == 2 && !strcmp(names->items[0].str, "sentiment"));
+                CHECK(layers && layers->n == 4); // the tiny model has 4 layers
+                int spread = 0;
+                for (size_t l = 0; layers && l < layers->n; l++) {
+                    const rm_json *w2 = &layers->items[l];
+                    REQUIRE(w2->type == RM_JSON_ARRAY && w2->n == 2);
+                    CHECK_NEAR(w2->items[0].num + w2->items[1].num, 1.0, 1e-6);
+                    CHECK(w2->items[0].num > 0 && w2->items[1].num > 0);
+                    spread |= fabs(w2->items[0].num - 0.5) > 1e-4;
+                }
+                CHECK(spread); // a random router does not weigh them evenly
+            }
+            rm_json_free(j);
+            j = NULL;
+        }
         // one model by id
         CHECK(rm_test_http(sp.port, "GET", "/v1/models/ramole-auto", NULL, &j) == 200 && j &&
               !strcmp(rm_json_get_str(j, "parent", ""), "serve-tiny"));

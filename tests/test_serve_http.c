@@ -160,6 +160,12 @@ static int ask(int family, int port, const char *method, const char *path, const
     return ask_with(family, port, method, path, body, NULL, answer);
 }
 
+// ask on IPv4 with the answer's buffer emptied first.
+static int ask_fresh(int port, const char *method, const char *path, const char *body, rm_sb *answer) {
+    sb_clear(answer);
+    return ask(AF_INET, port, method, path, body, answer);
+}
+
 static const char *k_req = "{\"prompt\": \"The cat sat\", \"max_tokens\": 6, \"temperature\": 0}";
 
 TEST(serve_http_abuse) {
@@ -185,8 +191,7 @@ TEST(serve_http_abuse) {
         fprintf(stderr, "    note: no IPv6 loopback here, the IPv6 check is left out\n");
     }
     char want[512], got[512];
-    sb_clear(&a);
-    CHECK(ask(AF_INET, sp.port, "POST", "/v1/completions", k_req, &a) == 200);
+    CHECK(ask_fresh(sp.port, "POST", "/v1/completions", k_req, &a) == 200);
     ids_in(&a, want, sizeof want);
     REQUIRE(want[0]);
 
@@ -329,12 +334,10 @@ TEST(serve_http_abuse) {
     }
 
     // still serving, the same answer; the refusals above were counted
-    sb_clear(&a);
-    CHECK(ask(AF_INET, sp.port, "POST", "/v1/completions", k_req, &a) == 200);
+    CHECK(ask_fresh(sp.port, "POST", "/v1/completions", k_req, &a) == 200);
     ids_in(&a, got, sizeof got);
     CHECKF(!strcmp(got, want), "after the abuse: '%s' vs '%s'", got, want);
-    sb_clear(&a);
-    CHECK(ask(AF_INET, sp.port, "GET", "/metrics", NULL, &a) == 200);
+    CHECK(ask_fresh(sp.port, "GET", "/metrics", NULL, &a) == 200);
     const char *e = a.buf ? strstr(a.buf, "\nramole_errors_total ") : NULL;
     // ours: the two ambiguous framings, the 413 and the pipelined 404 (libmicrohttpd answers the rest itself)
     CHECKF(e && atof(e + 21) >= 4, "errors_total: %s", e ? e + 21 : "(none)");
@@ -384,10 +387,8 @@ TEST(serve_http_slow_work_and_drain) {
                      strlen(body), body);
     CHECK(send_all(up, req, (size_t)n) == 0);
     CHECK(ask(AF_INET, sp.port, "GET", "/health", NULL, &a) == 200);
-    sb_clear(&a);
-    CHECK(ask(AF_INET, sp.port, "GET", "/v1/models", NULL, &a) == 200);
-    sb_clear(&a);
-    CHECK(ask(AF_INET, sp.port, "POST", "/v1/completions", "{\"prompt\": \"Translate to German: hello\", \"retrieve\": 1, \"max_tokens\": 3}",
+    CHECK(ask_fresh(sp.port, "GET", "/v1/models", NULL, &a) == 200);
+    CHECK(ask_fresh(sp.port, "POST", "/v1/completions", "{\"prompt\": \"Translate to German: hello\", \"retrieve\": 1, \"max_tokens\": 3}",
               &a) == 200);
     CHECK(a.buf && strstr(a.buf, "\"german\""));
     int wfd = -1; // the upload is reading the FIFO (opening it without a reader fails)
@@ -418,13 +419,11 @@ TEST(serve_http_slow_work_and_drain) {
     CHECK(send_all(stream, req, (size_t)n) == 0);
     char buf[64];
     CHECK(read(stream, buf, sizeof buf) > 0); // it runs
-    sb_clear(&a);
-    CHECK(ask(AF_INET, sp.port, "GET", "/health", NULL, &a) == 200); // the half request has been seen by now
+    CHECK(ask_fresh(sp.port, "GET", "/health", NULL, &a) == 200); // the half request has been seen by now
     kill(sp.pid, SIGTERM);
     for (int t = 0; t < 600 && !log_has("draining"); t++) usleep(100000);
     CHECK(log_has("draining"));
-    sb_clear(&a);
-    CHECK(ask(AF_INET, sp.port, "POST", "/v1/completions", k_req, &a) == 503);
+    CHECK(ask_fresh(sp.port, "POST", "/v1/completions", k_req, &a) == 503);
     CHECK(a.buf && strstr(a.buf, "shutting down"));
     CHECK(send_all(half, k_req + 10, strlen(k_req) - 10) == 0); // the running one finishes
     sb_clear(&raw);
@@ -530,8 +529,7 @@ TEST(serve_keys_and_log) {
                 CHECK(a.buf && !strstr(a.buf, "user-key-123") && !strstr(a.buf, "admin-key-456"));
             }
         }
-    sb_clear(&a);
-    CHECK(ask(AF_INET, sp.port, "GET", "/health", NULL, &a) == 200); // open: load balancers ask it
+    CHECK(ask_fresh(sp.port, "GET", "/health", NULL, &a) == 200); // open: load balancers ask it
     n_requests++;
     rm_sb_free(&a);
     CHECK(rm_test_server_stop(&sp) == 0);
@@ -620,7 +618,8 @@ static void list_dir(const char *dir, char *out, size_t cap) {
 // sha256sum says), retrievable at once and token for token the same adapter;
 // an adapter for another base is refused with nothing stored; the same
 // content twice is stored once; bad bodies get 400 or 413; a path upload
-// needs --adapter-dir; and the pool works from another folder afterwards.
+// must lie inside --adapter-dir; vLLM's load / unload; DELETE, also of an
+// adapter a running stream uses; and the pool works from another folder.
 TEST(serve_upload_by_content) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
     REQUIRE(serve_tiny_model());
@@ -632,7 +631,7 @@ TEST(serve_upload_by_content) {
     snprintf(bad, sizeof bad, "%s/up-bad", tmp);
     REQUIRE(serve_make_bad_peft(bad) == RM_OK);
     snprintf(store, sizeof store, "%s/adapters", pool);
-    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 256 --max-upload 4000000", serve_tiny_model(), pool);
+    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 256 --max-upload 4000000 --adapter-dir %s", serve_tiny_model(), pool, tmp);
     rm_test_server sp;
     REQUIRE(rm_test_server_start(&sp, args) == 0);
 
@@ -671,8 +670,7 @@ TEST(serve_upload_by_content) {
     const char *q = "Will it snow in Berlin? Give the weather forecast.";
     char req[512], got[512], want[512];
     snprintf(req, sizeof req, "{\"prompt\": \"%s\", \"retrieve\": 1, \"max_tokens\": 8, \"temperature\": 0}", q);
-    sb_clear(&a);
-    CHECK(ask(AF_INET, sp.port, "POST", "/v1/completions", req, &a) == 200);
+    CHECK(ask_fresh(sp.port, "POST", "/v1/completions", req, &a) == 200);
     CHECK(a.buf && strstr(a.buf, "\"name\": \"weather\""));
     ids_in(&a, got, sizeof got);
 
@@ -705,8 +703,7 @@ TEST(serve_upload_by_content) {
     CHECK(a.buf && strstr(a.buf, "refused"));
     list_dir(store, listing, sizeof listing);
     CHECKF(!strcmp(listing, before), "stored after a refusal: '%s' (before: '%s')", listing, before);
-    sb_clear(&a);
-    CHECK(ask(AF_INET, sp.port, "GET", "/v1/adapters", NULL, &a) == 200);
+    CHECK(ask_fresh(sp.port, "GET", "/v1/adapters", NULL, &a) == 200);
     CHECK(a.buf && rm_json_parse(a.buf, a.len, "list", &j) == RM_OK && j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 5);
     rm_json_free(j);
     j = NULL;
@@ -728,10 +725,38 @@ TEST(serve_upload_by_content) {
                        "Content-Length: 5000000\r\n\r\n";
     sb_clear(&a);
     CHECK(exchange(sp.port, huge, strlen(huge), &a) == 413);
+    CHECK(ask_fresh(sp.port, "POST", "/v1/adapters", "{\"name\": \"bypath\", \"weights\": \"/dev/null\", \"samples\": [\"x\"]}", &a) == 400 &&
+          a.buf && strstr(a.buf, "adapter-dir"));
+
+    // vLLM's load / unload by path (inside --adapter-dir), and DELETE
     char jreq[800];
-    snprintf(jreq, sizeof jreq, "{\"name\": \"bypath\", \"weights\": \"%s\", \"samples\": [\"x\"]}", w[4]);
-    sb_clear(&a);
-    CHECK(ask(AF_INET, sp.port, "POST", "/v1/adapters", jreq, &a) == 400 && a.buf && strstr(a.buf, "adapter-dir"));
+    snprintf(jreq, sizeof jreq, "{\"lora_name\": \"food\", \"lora_path\": \"%s\"}", w[4]);
+    CHECK(ask_fresh(sp.port, "POST", "/v1/load_lora_adapter", jreq, &a) == 200);
+    CHECK(ask_fresh(sp.port, "GET", "/v1/models/food", NULL, &a) == 200);
+    CHECK(ask_fresh(sp.port, "POST", "/v1/unload_lora_adapter", "{\"lora_name\": \"food\"}", &a) == 200);
+    CHECK(ask_fresh(sp.port, "GET", "/v1/models/food", NULL, &a) == 404);
+    // deleting an adapter a running stream uses: the stream ends well, then the name is gone
+    int st_fd = connect_to(AF_INET, sp.port);
+    REQUIRE(st_fd >= 0);
+    const char *sbody = "{\"prompt\": \"Once\", \"max_tokens\": 150, \"stream\": true, \"adapters\": [\"german\"]}";
+    int n = snprintf(jreq, sizeof jreq, "POST /v1/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
+                     strlen(sbody), sbody);
+    CHECK(send_all(st_fd, jreq, (size_t)n) == 0);
+    char first[64];
+    CHECK(read(st_fd, first, sizeof first) > 0);
+    CHECK(ask_fresh(sp.port, "DELETE", "/v1/adapters/german", NULL, &a) == 200 && a.buf && strstr(a.buf, "\"deleted\": true"));
+    rm_sb rest;
+    rm_sb_init(&rest);
+    CHECK(read_to_close(st_fd, &rest) && rest.buf && strstr(rest.buf, "data: [DONE]") && !strstr(rest.buf, "\"error\""));
+    rm_sb_free(&rest);
+    close(st_fd);
+    CHECK(ask_fresh(sp.port, "DELETE", "/v1/adapters/german", NULL, &a) == 404);
+    CHECK(ask_fresh(sp.port, "POST", "/v1/completions", "{\"prompt\": \"x\", \"adapters\": [\"german\"]}", &a) == 404);
+    CHECK(ask_fresh(sp.port, "DELETE", "/v1/adapters/weather-again", NULL, &a) == 200);
+    CHECK(ask_fresh(sp.port, "GET", "/v1/adapters", NULL, &a) == 200);
+    CHECK(a.buf && rm_json_parse(a.buf, a.len, "list", &j) == RM_OK && j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 3);
+    rm_json_free(j);
+    j = NULL;
     CHECK(rm_test_server_stop(&sp) == 0);
 
     // the pool from another folder: the stored paths are absolute

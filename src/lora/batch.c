@@ -185,7 +185,7 @@ static void lora_out(int avx2, const rm_lora_mod *m, const float *x, float *h, f
 // RouterLoRA for one row: E_i = s_i B_i A_i x, q = s_r B_r A_r x,
 // alpha = softmax(q . E_i / sqrt(out)), y += sum_i alpha_i E_i. The row is
 // computed alone, in plan order, whatever its batch mates.
-void rm_lora_router_row(int avx2, const rm_lora_plan *p, int layer, int which, const float *x, float *y, float *scratch) {
+void rm_lora_router_row(int avx2, const rm_lora_plan *p, int layer, int which, const float *x, float *y, float *scratch, float *alpha) {
     int k = p->n;
     const rm_lora_mod *e[RM_PLAN_MAX], *any = NULL;
     for (int i = 0; i < k; i++) {
@@ -208,6 +208,7 @@ void rm_lora_router_row(int avx2, const rm_lora_plan *p, int layer, int which, c
     }
     for (int i = 0; i < k; i++) sum += (z[i] = expf(z[i] - mx));
     for (int i = 0; i < k; i++) rm_axpy_f32(y, z[i] / sum, E + (size_t)i * out, out);
+    for (int i = 0; alpha && i < k; i++) alpha[i] = z[i] / sum;
 }
 
 // Floats of scratch rm_lora_router_row needs for k experts on a linear of
@@ -221,8 +222,16 @@ static void router_task(void *ctx, int ith, int nth) {
     float *scratch = J->lb->R + (size_t)ith * J->share;
     for (long i = begin; i < end; i++) {
         int r = J->lb->rrows[i];
-        rm_lora_router_row(J->avx2, J->b->plan[r], J->layer, J->which, J->x + (size_t)r * J->ldx, J->y + (size_t)r * J->ldy,
-                           scratch);
+        const rm_lora_plan *p = J->b->plan[r];
+        rm_route_stats *st = p->route && (!J->b->want || J->b->want[r]) && J->layer < p->route->n_layer ? p->route : NULL;
+        float alpha[RM_PLAN_MAX];
+        alpha[0] = -1; // stays when the linear has no expert module (nothing routed)
+        rm_lora_router_row(J->avx2, p, J->layer, J->which, J->x + (size_t)r * J->ldx, J->y + (size_t)r * J->ldy, scratch,
+                           st ? alpha : NULL);
+        if (st && alpha[0] >= 0) { // one row of this plan asks for logits in a step: one writer
+            for (int e = 0; e < p->n && e < st->k; e++) st->sum[(size_t)J->layer * st->k + e] += alpha[e];
+            st->n[J->layer]++;
+        }
     }
 }
 

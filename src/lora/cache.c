@@ -29,6 +29,18 @@ int rm_lora_cache_put(rm_lora_cache *c, const char *name, const char *weights, r
     return RM_OK;
 }
 
+rm_lora *rm_lora_cache_take(rm_lora_cache *c, const char *name) {
+    for (int i = 0; i < c->n; i++)
+        if (!strcmp(c->e[i].name, name)) {
+            rm_lora *l = c->e[i].lora;
+            free(c->e[i].name);
+            free(c->e[i].weights);
+            c->e[i] = c->e[--c->n];
+            return l;
+        }
+    return NULL;
+}
+
 int rm_lora_cache_get(rm_lora_cache *c, const char *name, const char *weights, rm_lora **out) {
     if ((*out = rm_lora_cache_find(c, name, weights))) return RM_OK;
     rm_lora *l = NULL;

@@ -22,5 +22,8 @@ int rm_lora_cache_get(rm_lora_cache *c, const char *name, const char *weights, r
 // bound adapter l (the cache takes it over, and frees it on failure).
 rm_lora *rm_lora_cache_find(const rm_lora_cache *c, const char *name, const char *weights);
 int rm_lora_cache_put(rm_lora_cache *c, const char *name, const char *weights, rm_lora *l);
+// Removes an entry called name and hands its adapter to the caller (NULL:
+// none left); call until NULL for every weights path of that name.
+rm_lora *rm_lora_cache_take(rm_lora_cache *c, const char *name);
 void rm_lora_cache_free(rm_lora_cache *c);
 #endif

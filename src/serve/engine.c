@@ -75,6 +75,7 @@ static void seq_free(seq *s) {
 
 // Ends s: tells its owner (tokens NULL: ended by an error) and frees it.
 static void seq_end(seq *s, const char *reason, int failed) {
+    if (s->has_plan) rm_lora_plan_free(&s->plan), s->has_plan = 0; // before done: the owner may free the adapters then
     s->cb.done(s->cb.user, failed ? NULL : s->out, failed ? 0 : s->n_out, reason);
     seq_free(s);
 }
@@ -147,6 +148,11 @@ static int submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new
 
 int rm_engine_submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new, const rm_sampler_params *sp,
                      rm_lora *const *lora, int n_lora, rm_compose_mode mode, const rm_engine_cbs *cbs) {
+    return rm_engine_submit_routed(e, prompt, n_prompt, max_new, sp, lora, n_lora, mode, cbs, NULL);
+}
+
+int rm_engine_submit_routed(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new, const rm_sampler_params *sp,
+                            rm_lora *const *lora, int n_lora, rm_compose_mode mode, const rm_engine_cbs *cbs, rm_route_stats *route) {
     rm_lora_plan plan;
     memset(&plan, 0, sizeof plan);
     int rc = RM_OK;
@@ -154,6 +160,7 @@ int rm_engine_submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_
         if (mode != RM_COMPOSE_ROUTER) rc = rm_lora_plan_init(&plan, mode, n_lora, lora, NULL, NULL);
         else if (!e->router) rc = rm_errorf(RM_EINVAL, "this server has no router (start it with --router FILE)");
         else rc = rm_lora_plan_init_router(&plan, n_lora, lora, e->router);
+        if (!rc && mode == RM_COMPOSE_ROUTER) plan.route = route;
     }
     if (rc) return rc;
     return submit(e, prompt, n_prompt, max_new, sp, &plan, n_lora > 0, cbs);

@@ -47,6 +47,11 @@ void rm_engine_set_router(rm_engine *e, const rm_lora *router);
 int rm_engine_submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new, const rm_sampler_params *sp,
                      rm_lora *const *lora, int n_lora, rm_compose_mode mode, const rm_engine_cbs *cbs);
 
+// The same, and a router sequence adds its rows' expert weights to *route
+// (lora/compose.h; the caller's, outliving the sequence; NULL: not kept).
+int rm_engine_submit_routed(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new, const rm_sampler_params *sp,
+                            rm_lora *const *lora, int n_lora, rm_compose_mode mode, const rm_engine_cbs *cbs, rm_route_stats *route);
+
 // The same with a plan the caller made (any composition, e.g. moe or arrow
 // over an adapter set), which the engine takes over: *plan is moved into the
 // sequence (and zeroed) or, when the request is refused, freed. One plan per

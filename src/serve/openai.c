@@ -77,7 +77,8 @@ static int want_type(job *j, const rm_json *req, const char *key, rm_json_type t
 // Fields a request may have: OpenAI's, then ours.
 static const char *const k_common[] = {"model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop",
                                        "seed", "user", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
-                                       "top_k", "min_p", "repeat_penalty", "adapters", "retrieve", "min_score", "compose", NULL};
+                                       "top_k", "min_p", "repeat_penalty", "adapters", "retrieve", "min_score", "compose",
+                                       "return_routing", NULL};
 static const char *const k_completion[] = {"prompt", "echo", "best_of", "suffix", NULL};
 static const char *const k_chat[] = {"messages", "max_completion_tokens", "top_logprobs", "response_format", "tools",
                                      "tool_choice", "parallel_tool_calls", "store", "metadata", "service_tier", NULL};
@@ -333,6 +334,15 @@ int openai_prepare(job *j, const rm_json *req) {
     else if (!cs && j->pick.n == 1) j->mode = RM_COMPOSE_SELECTION;
     if (j->mode == RM_COMPOSE_ROUTER && j->pick.n && !s->router)
         return bad(j, "compose", "\"%s\": this server has no router (start it with --router FILE)%s", "");
+    if ((rc = get_bool(j, req, "return_routing", &j->return_routing))) return rc;
+    for (int i = 0; j->return_routing && j->mode == RM_COMPOSE_ROUTER && j->pick.n && i < j->n_choices; i++) {
+        rm_route_stats *r = &j->ch[i].route;
+        r->n_layer = s->m->hp.n_layer, r->k = j->pick.n;
+        r->sum = calloc((size_t)r->n_layer * (size_t)r->k, sizeof *r->sum);
+        r->n = calloc((size_t)r->n_layer, sizeof *r->n);
+        if (!r->sum || !r->n) return oom();
+    }
+    if (j->pick.n) server_hold(s, j);
     for (int i = 0; i < j->pick.n; i++)
         if (server_adapter_get(s, j->pick.name[i], j->pick.weights[i], &j->lora[i])) return 400;
     return 0;
@@ -397,6 +407,32 @@ static void logprobs_json(rm_sb *b, choice *c) {
     c->n_lp = 0;
 }
 
+// "routing": the router's mean weight of each adapter in each layer over the
+// rows it routed (the answer's tokens), or null.
+static void routing_json(rm_sb *b, const choice *c) {
+    const rm_route_stats *r = &c->route;
+    rm_sb_puts(b, "\"routing\": ");
+    if (!r->sum) {
+        rm_sb_puts(b, "null");
+        return;
+    }
+    rm_sb_puts(b, "{\"adapters\": [");
+    for (int i = 0; i < r->k; i++) {
+        if (i) rm_sb_puts(b, ", ");
+        rm_sb_json_str(b, c->j->pick.name[i], strlen(c->j->pick.name[i]));
+    }
+    rm_sb_puts(b, "], \"layers\": [");
+    for (int l = 0; l < r->n_layer; l++) {
+        rm_sb_puts(b, l ? ", [" : "[");
+        for (int i = 0; i < r->k; i++) {
+            if (i) rm_sb_puts(b, ", ");
+            rm_sb_json_num(b, r->n[l] ? r->sum[(size_t)l * r->k + i] / (double)r->n[l] : 0);
+        }
+        rm_sb_puts(b, "]");
+    }
+    rm_sb_puts(b, "]}");
+}
+
 static void answer(job *j) {
     rm_sb b;
     rm_sb_init(&b);
@@ -417,7 +453,12 @@ static void answer(job *j) {
         logprobs_json(&b, c);
         rm_sb_printf(&b, ", \"finish_reason\": \"%s\", \"token_ids\": [", c->finish);
         for (int k = 0; k < c->n_out; k++) rm_sb_printf(&b, k ? ", %d" : "%d", c->out[k]);
-        rm_sb_puts(&b, "]}");
+        rm_sb_puts(&b, "]");
+        if (j->return_routing) {
+            rm_sb_puts(&b, ", ");
+            routing_json(&b, c);
+        }
+        rm_sb_puts(&b, "}");
     }
     rm_sb_puts(&b, "], ");
     usage_json(&b, j);
@@ -453,6 +494,10 @@ static void chunk(choice *c, const char *text, size_t len, int role, const char 
     rm_sb_puts(&b, ", \"logprobs\": ");
     if (c->n_lp) logprobs_json(&b, c);
     else rm_sb_puts(&b, "null");
+    if (finish && j->return_routing) {
+        rm_sb_puts(&b, ", ");
+        routing_json(&b, c);
+    }
     if (finish) rm_sb_printf(&b, ", \"finish_reason\": \"%s\"}]", finish);
     else rm_sb_puts(&b, ", \"finish_reason\": null}]");
     rm_sb_puts(&b, j->include_usage ? ", \"usage\": null}\n\n" : "}\n\n");

@@ -238,9 +238,14 @@ static int inside_adapter_dir(const rm_server *s, const char *path) {
 static int upload(job *j, const rm_json *req, rm_sb *b) {
     rm_server *s = j->s;
     if (!s->pool) return rm_errorf(RM_EINVAL, "this server has no adapter pool (start it with --pool DIR)"), 400;
-    const char *name = rm_json_get_str(req, "name", NULL), *weights = rm_json_get_str(req, "weights", NULL);
+    int vllm = !strcmp(rm_http_path(j->r), "/v1/load_lora_adapter"); // vLLM's names for the same
+    const char *name = rm_json_get_str(req, vllm ? "lora_name" : "name", NULL), *weights = rm_json_get_str(req, vllm ? "lora_path" : "weights", NULL);
     const rm_json *samples = rm_json_get(req, "samples");
-    if (!name || !*name || !weights) return rm_errorf(RM_EINVAL, "\"name\" and \"weights\" (strings) are required"), 400;
+    if (!name || !*name || !weights)
+        return rm_errorf(RM_EINVAL, vllm ? "\"lora_name\" and \"lora_path\" (strings) are required" : "\"name\" and \"weights\" (strings) are required"), 400;
+    rm_json name_only = {.type = RM_JSON_STRING, .str = (char *)name, .len = strlen(name)};
+    rm_json one = {.type = RM_JSON_ARRAY, .n = 1, .items = &name_only};
+    if (vllm && !samples) samples = &one; // vLLM sends none: the name is the one sample (retrieved by it only)
     if (!inside_adapter_dir(s, weights))
         return snprintf(j->param, sizeof j->param, "weights"),
                rm_errorf(RM_EINVAL, "\"weights\" must be a path inside the server's --adapter-dir%s (or upload the files: multipart/form-data)",
@@ -309,6 +314,56 @@ static void upload_work(void *arg) {
     rm_sb_free(&b);
     job_free(j);
 }
+
+// DELETE /v1/adapters/NAME (and vLLM's POST /v1/unload_lora_adapter
+// {"lora_name"}): out of the pool at once; its weights are freed once no
+// running request uses them; its stored files stay (they may serve others).
+static int delete_adapter(job *j, const rm_json *req, rm_sb *b) {
+    rm_server *s = j->s;
+    const char *path = rm_http_path(j->r);
+    const char *name = req ? rm_json_get_str(req, "lora_name", NULL) : path + strlen("/v1/adapters/");
+    if (!name || !*name) return snprintf(j->param, sizeof j->param, "lora_name"), rm_errorf(RM_EINVAL, "\"lora_name\" (a string) is required"), 400;
+    if (!s->pool) return rm_errorf(RM_EINVAL, "this server has no adapter pool (start it with --pool DIR)"), 400;
+    pthread_mutex_lock(&s->pool_mu);
+    int rc = rm_pool_remove(s->pool, name), size = rm_pool_size(s->pool);
+    pthread_mutex_unlock(&s->pool_mu);
+    if (rc) return rc == RM_ENOTFOUND ? 404 : 500;
+    atomic_store(&s->pool_size, size);
+    pthread_mutex_lock(&s->cache_mu);
+    for (rm_lora *l; (l = rm_lora_cache_take(&s->cache, name));) {
+        if (s->n_holding == 0) {
+            rm_lora_free(l);
+            continue;
+        }
+        if (s->n_retired == s->cap_retired) {
+            int cap = s->cap_retired ? 2 * s->cap_retired : 8;
+            rm_lora **r = realloc(s->retired, (size_t)cap * sizeof *r);
+            if (!r) continue; // out of memory: left allocated rather than freed under a running request
+            s->retired = r, s->cap_retired = cap;
+        }
+        s->retired[s->n_retired++] = l;
+    }
+    atomic_store(&s->n_loaded, s->cache.n);
+    pthread_mutex_unlock(&s->cache_mu);
+    rm_sb_puts(b, "{\"id\": ");
+    rm_sb_json_str(b, name, strlen(name));
+    rm_sb_printf(b, ", \"object\": \"adapter\", \"deleted\": true, \"pool_size\": %d}\n", size);
+    return 0;
+}
+
+static void delete_work(void *arg) {
+    job *j = arg;
+    if (strcmp(rm_http_method(j->r), "DELETE")) return json_work(j, delete_adapter, 200);
+    rm_sb b;
+    rm_sb_init(&b);
+    int code = delete_adapter(j, NULL, &b);
+    if (code) openai_reply_error(j, code, rm_last_error());
+    else reply_json(j->r, 200, &b);
+    rm_sb_free(&b);
+    job_free(j);
+}
+
+static void load_work(void *arg) { json_work(arg, upload, 200); }
 
 size_t routes_body_limit(void *user, const char *method, const char *path) {
     rm_server *s = user;
@@ -433,6 +488,9 @@ static const route k_routes[] = {
     {"POST", "/v1/chat/completions", INFER, completion_work, 0, NULL},
     {"POST", "/v1/adapters", ADMIN, upload_work, 1, NULL},
     {"GET", "/v1/adapters", INFER, list_work, 0, NULL},
+    {"DELETE", "/v1/adapters/*", ADMIN, delete_work, 1, NULL},
+    {"POST", "/v1/load_lora_adapter", ADMIN, load_work, 1, NULL},
+    {"POST", "/v1/unload_lora_adapter", ADMIN, delete_work, 1, NULL},
     {"GET", "/v1/models", INFER, models_work, 0, NULL},
     {"GET", "/v1/models/*", INFER, models_work, 0, NULL},
     {"POST", "/v1/embeddings", INFER, embeddings_work, 0, NULL},
@@ -472,6 +530,7 @@ void routes_handle(void *user, rm_http_req *r) {
     const route *hit = NULL;
     int path_known = 0;
     if (!strncmp(path, "/v1/models/", 11) && path[11]) path = "/v1/models/*"; // one model, by id
+    if (!strncmp(path, "/v1/adapters/", 13) && path[13]) path = "/v1/adapters/*";
     for (size_t i = 0; i < sizeof k_routes / sizeof k_routes[0]; i++) {
         if (strcmp(k_routes[i].path, path)) continue;
         path_known = 1;

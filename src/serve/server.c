@@ -72,8 +72,25 @@ void workq_stop(workq *q) {
 
 // ---- the engine thread -----------------------------------------------------------
 
+void server_hold(rm_server *s, job *j) {
+    pthread_mutex_lock(&s->cache_mu);
+    if (!j->holds) j->holds = 1, s->n_holding++;
+    pthread_mutex_unlock(&s->cache_mu);
+}
+
+void server_release(rm_server *s, job *j) {
+    pthread_mutex_lock(&s->cache_mu);
+    if (j->holds && --s->n_holding == 0) {
+        for (int i = 0; i < s->n_retired; i++) rm_lora_free(s->retired[i]);
+        s->n_retired = 0;
+    }
+    j->holds = 0;
+    pthread_mutex_unlock(&s->cache_mu);
+}
+
 void job_free(job *j) {
     if (!j) return;
+    if (j->holds) server_release(j->s, j);
     for (int i = 0; j->ch && i < j->n_choices; i++) {
         choice *c = &j->ch[i];
         free(c->ids);
@@ -81,6 +98,8 @@ void job_free(job *j) {
         free(c->out);
         rm_sb_free(&c->text);
         rm_sb_free(&c->lp), rm_sb_free(&c->lp_tok), rm_sb_free(&c->lp_top), rm_sb_free(&c->lp_off);
+        free(c->route.sum);
+        free(c->route.n);
     }
     free(j->ch);
     for (int i = 0; i < j->n_stop; i++) free(j->stop[i]);
@@ -104,7 +123,8 @@ static void engine_take(rm_server *s, job *j, int abort) {
         rm_sampler_params sp = j->sp;
         sp.seed += (uint64_t)(i % j->n_samples); // the samples of a prompt differ; the first is what the seed gives
         rm_engine_cbs cb = {openai_done, openai_token, c};
-        if (rm_engine_submit(s->eng, c->ids, c->n_prompt, j->max_new, &sp, j->lora, j->pick.n, j->mode, &cb))
+        if (rm_engine_submit_routed(s->eng, c->ids, c->n_prompt, j->max_new, &sp, j->lora, j->pick.n, j->mode, &cb,
+                                    c->route.sum ? &c->route : NULL))
             openai_done(c, NULL, 0, NULL);
     }
 }
@@ -337,6 +357,8 @@ void rm_server_free(rm_server *s) {
     }
     rm_engine_free(s->eng);
     rm_lora_cache_free(&s->cache);
+    for (int i = 0; i < s->n_retired; i++) rm_lora_free(s->retired[i]);
+    free(s->retired);
     if (s->pool) rm_pool_close(s->pool);
     rm_threadpool_free(s->tp);
     rm_lora_free(s->router);

@@ -45,6 +45,7 @@ typedef struct choice {
     int n_out;
     const char *finish;        // "stop", "length"
     int stopped;               // a stop string ended it
+    rm_route_stats route;      // with "return_routing" and the router: its weights (sum, n NULL otherwise)
 } choice;
 
 // One completion request, from its worker to the engine's last callback.
@@ -56,6 +57,7 @@ typedef struct job {
     int chat, stream, include_usage, echo;
     int logprobs, n_top;       // logprobs asked for, and how many alternatives per token
     int auto_compose;          // the auto model chose the adapters: its default composition applies
+    int return_routing;        // "return_routing": true
     char *model;               // the "model" answers report: what was asked for
     char *stop[4];
     int n_stop;
@@ -71,6 +73,7 @@ typedef struct job {
     char ctype[256];           // the request's Content-Type
     char err[256];             // the first error that ended a choice
     double t_first;            // when the first token came (rm_http_now; 0: none yet)
+    int holds;                 // counted in n_holding: may hold adapters of the cache
     struct job *next;          // in the engine's list of submissions
 } job;
 void job_free(job *j);
@@ -103,6 +106,9 @@ struct rm_server {
     rm_lora_cache cache;       // adapters bound to the model (cache_mu)
     pthread_mutex_t cache_mu;
     atomic_int n_loaded;       // cache.n, read without the lock
+    int n_holding;             // jobs holding adapters of the cache (cache_mu)
+    rm_lora **retired;         // deleted adapters, freed once no job holds any (cache_mu)
+    int n_retired, cap_retired;
     rm_engine *eng;            // the engine thread's alone
     pthread_t eng_thread;
     int eng_started;
@@ -147,6 +153,10 @@ void routes_handle(void *user, rm_http_req *r);
 size_t routes_body_limit(void *user, const char *method, const char *path);
 int routes_choose_adapters(rm_server *s, job *j, const rm_json *req, const char *query);
 int server_adapter_get(rm_server *s, const char *name, const char *weights, rm_lora **out);
+// A job about to hold adapters from the cache says so first (job_free ends
+// it); adapters deleted meanwhile are freed only once no job holds any.
+void server_hold(rm_server *s, job *j);
+void server_release(rm_server *s, job *j);
 // What a model name means here (pool lock held, or before serving starts).
 enum { MODEL_NONE = -1, MODEL_BASE, MODEL_AUTO, MODEL_ADAPTER };
 int server_model_kind(rm_server *s, const char *name);
