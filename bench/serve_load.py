@@ -104,6 +104,10 @@ def main():
     threads = [threading.Thread(target=client, args=(i,)) for i in range(a.clients)]
     for t in threads:
         t.start()
+    samples = []  # RSS every tenth of the run: flat, or growing?
+    while any(t.is_alive() for t in threads):
+        time.sleep(a.seconds / 10)
+        samples.append(rss_kib(srv.pid))
     for t in threads:
         t.join()
     wall = time.monotonic() - t0
@@ -114,7 +118,8 @@ def main():
     print(f"clients {a.clients}, {wall:.0f} s, requests {len(ttfts)}, errors {len(errors)}")
     print(f"time to first token: p50 {1000 * q[49]:.0f} ms, p99 {1000 * q[98]:.0f} ms")
     print(f"generated tokens/s: {tokens[0] / wall:.1f}")
-    print(f"server RSS: start {rss_start / 1024:.1f} MiB, end {rss_end / 1024:.1f} MiB")
+    print(f"server RSS: start {rss_start / 1024:.1f} MiB, end {rss_end / 1024:.1f} MiB; every tenth of the run: "
+          + " ".join(f"{x / 1024:.1f}" for x in samples))
     for e in errors[:5]:
         print("error:", e)
     sys.exit(1 if errors else 0)
