@@ -10,7 +10,7 @@ WARN     = -Wall -Wextra -Werror -Wno-unused-parameter
 CSTD     = -std=gnu11
 INC      = -Iinclude -Isrc -Itools -Ifuzz
 OPT      = -O2 -g -fno-omit-frame-pointer -fPIC
-LIBS     = -lm -lpthread -lsqlite3 -lpcre2-8 -lutf8proc
+LIBS     = -lm -lpthread -lsqlite3 -lpcre2-8 -lutf8proc -lmicrohttpd
 
 # Kernels for one ISA live in files named *_avx2.c / *_avx512.c and are only
 # called after a run-time CPUID check (src/base/cpu.c).

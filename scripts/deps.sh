@@ -2,7 +2,7 @@
 # deps.sh — make sure the Debian packages ramole builds with are present.
 # As root it installs what is missing; otherwise it prints the apt-get line
 # to run and exits 1. `deps.sh fuzz` also wants clang and libFuzzer (make fuzz).
-PKGS="build-essential libsqlite3-dev pkg-config libpcre2-dev libutf8proc-dev"
+PKGS="build-essential libsqlite3-dev pkg-config libpcre2-dev libutf8proc-dev libmicrohttpd-dev"
 [ "$1" = fuzz ] && PKGS="$PKGS clang libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do

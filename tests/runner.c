@@ -125,8 +125,10 @@ int rm_test_server_start(rm_test_server *sp, const char *args) {
         char *text = NULL;
         size_t len = 0;
         if (rm_read_file(log, &text, &len) == 0 && text) {
-            const char *p = strstr(text, "http://127.0.0.1:");
-            if (p) sp->port = atoi(p + 17);
+            const char *p = strstr(text, "listening on http://"); // http://127.0.0.1:P or http://[::1]:P
+            const char *colon = p ? strchr(p + 20, p[20] == '[' ? ']' : ':') : NULL;
+            if (colon && *colon == ']') colon++;
+            if (colon && *colon == ':') sp->port = atoi(colon + 1);
             free(text);
         }
         int st;

@@ -1,5 +1,6 @@
 // test_base.c — base helpers: error messages, resident file loading, medians, charts, CMA-ES.
 #include "testing.h"
+#include "base/sha256.h"
 #include "base/cmaes.h"
 #include "base/err.h"
 #include "base/file.h"
@@ -144,4 +145,48 @@ TEST(base_cmaes_quadratic) {
     CHECK(r.evaluations == 1 && r.best_f == r.f0 && best[0] == 0);
     p.budget = 0;
     CHECK(rm_cmaes_minimize(6, x0, &p, quad_fn, &q, best, &r) == RM_EINVAL);
+}
+
+// SHA-256 against coreutils' sha256sum (an independent implementation) for
+// lengths around every padding edge, a long input fed in odd pieces, and
+// FIPS 180's "abc".
+TEST(base_sha256) {
+    char path[600], cmd[800], want[80], got[65];
+    snprintf(path, sizeof path, "%s/sha-input", rm_test_tmpdir());
+    const size_t lens[] = {0, 1, 3, 55, 56, 57, 63, 64, 65, 119, 120, 128, 1000, 100003};
+    static unsigned char data[100003];
+    for (size_t i = 0; i < sizeof data; i++) data[i] = (unsigned char)(i * 2654435761u >> 13);
+    memcpy(data, "abc", 3);
+    for (size_t t = 0; t < sizeof lens / sizeof lens[0]; t++) {
+        FILE *f = fopen(path, "wb");
+        REQUIRE(f);
+        CHECK(fwrite(data, 1, lens[t], f) == lens[t]);
+        fclose(f);
+        snprintf(cmd, sizeof cmd, "sha256sum %s", path);
+        FILE *p = popen(cmd, "r");
+        if (!p || !fgets(want, sizeof want, p)) {
+            if (p) pclose(p);
+            SKIP("sha256sum (coreutils) is not there");
+        }
+        pclose(p);
+        rm_sha256 s;
+        rm_sha256_init(&s);
+        for (size_t at = 0; at < lens[t];) { // pieces of 1, 7, 64, 200, ... bytes
+            size_t n = (at % 5 == 0 ? 1 : at % 3 == 0 ? 7 : at % 2 == 0 ? 64 : 200);
+            if (n > lens[t] - at) n = lens[t] - at;
+            rm_sha256_update(&s, data + at, n);
+            at += n;
+        }
+        uint8_t d[32];
+        rm_sha256_final(&s, d);
+        rm_sha256_hex(d, got);
+        CHECKF(!strncmp(got, want, 64), "length %zu: %s vs sha256sum %.64s", lens[t], got, want);
+    }
+    rm_sha256 s;
+    rm_sha256_init(&s);
+    rm_sha256_update(&s, "abc", 3);
+    uint8_t d[32];
+    rm_sha256_final(&s, d);
+    rm_sha256_hex(d, got);
+    CHECK(!strcmp(got, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"));
 }

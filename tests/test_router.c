@@ -120,7 +120,7 @@ TEST(router_hook_matches_reference) {
         for (int r = 0; r < N; r++) {
             if (!plans[r]) continue;
             memset(alone, 0, sizeof alone);
-            rm_lora_router_row(cpu->avx2 && cpu->fma && cpu->f16c, &p, layer, which, x + r * in, alone, scratch);
+            rm_lora_router_row(cpu->avx2 && cpu->fma && cpu->f16c, &p, layer, which, x + r * in, alone, scratch, NULL);
             CHECKF(memcmp(alone, y + r * out, (size_t)out * sizeof(float)) == 0, "row %d: grouped differs from alone", r);
         }
         free(scratch);

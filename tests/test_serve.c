@@ -5,6 +5,7 @@
 // checked against the model and become retrievable at once, bad requests get
 // clear errors, and the server stops cleanly on SIGTERM.
 #include "testing.h"
+#include "serve_helpers.h"
 #include "base/err.h"
 #include "base/file.h"
 #include "base/json.h"
@@ -13,6 +14,8 @@
 #include "lora/router.h"
 #include "model/synth.h"
 #include "retrieve/embed.h"
+#include "retrieve/embed_tf.h"
+#include "retrieve/pick.h"
 #include "retrieve/pool.h"
 #include "serve/engine.h"
 
@@ -103,7 +106,7 @@ static int generate_ids_err(const char *args, char *out, size_t cap, const char 
 
 static int generate_ids(const char *args, char *out, size_t cap) { return generate_ids_err(args, out, cap, NULL); }
 
-static const char *k_samples[5][3] = {
+const char *serve_samples[5][3] = {
     {"Translate to German: the house is red.", "Translate to German: good morning, friend.", "Translate to German: where is the station?"},
     {"Review: a wonderful film, I loved it. Is this review positive or negative?",
      "Review: boring plot and bad acting. Is this review positive or negative?",
@@ -115,12 +118,12 @@ static const char *k_samples[5][3] = {
      "Review: the food was great. Is this review positive or negative?",
      "Review: the food was fine, nothing more. Is this review positive or negative?"},
 };
-static const char *k_names[5] = {"german", "sentiment", "arith", "weather", "food"};
+const char *serve_names[5] = {"german", "sentiment", "arith", "weather", "food"};
 
 // A fresh pool in dir with a lexical embedder fitted on all the samples above,
-// holding adapter a (k_names[a], k_samples[a]) for every a with want[a]; its
+// holding adapter a (serve_names[a], serve_samples[a]) for every a with want[a]; its
 // weights are weights[a] (NULL: an adapter without weights).
-static int make_pool(const char *dir, const int *want, char (*weights)[512]) {
+int serve_make_pool(const char *dir, const int *want, char (*weights)[512]) {
     char cmd[700];
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     if (system(cmd) != 0) return -1;
@@ -129,7 +132,7 @@ static int make_pool(const char *dir, const int *want, char (*weights)[512]) {
     int rc = rm_pool_open(dir, &pp, &pool);
     const char *corpus[15];
     for (int a = 0; a < 5; a++)
-        for (int i = 0; i < 3; i++) corpus[3 * a + i] = k_samples[a][i];
+        for (int i = 0; i < 3; i++) corpus[3 * a + i] = serve_samples[a][i];
     rm_feat_params fp = rm_feat_default_params();
     fp.bits = 12;
     rm_embedder *e = NULL;
@@ -137,21 +140,21 @@ static int make_pool(const char *dir, const int *want, char (*weights)[512]) {
     if (!rc) rc = rm_pool_set_embedder(pool, e);
     for (int a = 0; a < 5 && !rc; a++) {
         if (!want[a]) continue;
-        rm_adapter_info info = {.name = k_names[a], .weights = weights && weights[a][0] ? weights[a] : NULL};
-        rc = rm_pool_add(pool, &info, k_samples[a], NULL, 3, NULL);
+        rm_adapter_info info = {.name = serve_names[a], .weights = weights && weights[a][0] ? weights[a] : NULL};
+        rc = rm_pool_add(pool, &info, serve_samples[a], NULL, 3, NULL);
     }
     if (pool) rm_pool_close(pool);
     return rc;
 }
 
 // Random rank-4 adapters for every name, saved as GGUF files (paths in w).
-static int make_adapters(const char *model, char (*w)[512]) {
+int serve_make_adapters(const char *model, char (*w)[512]) {
     rm_llama *m = NULL;
     int rc = rm_llama_load(&m, model);
     for (int a = 0; a < 5 && !rc; a++) {
         rm_lora *l = NULL;
         rc = rm_lora_random(&l, m, 4, 0x7f, 500 + (uint64_t)a);
-        snprintf(w[a], 512, "%s/serve-%s.gguf", rm_test_tmpdir(), k_names[a]);
+        snprintf(w[a], 512, "%s/serve-%s.gguf", rm_test_tmpdir(), serve_names[a]);
         if (!rc) rc = rm_lora_save_gguf(l, w[a]);
         rm_lora_free(l);
     }
@@ -159,8 +162,24 @@ static int make_adapters(const char *model, char (*w)[512]) {
     return rc;
 }
 
+int serve_make_bad_peft(const char *dir) {
+    char path[700];
+    static float at[2][100], bt[64][2];
+    const char *cfg = "{\"r\": 2, \"lora_alpha\": 4, \"target_modules\": [\"v_proj\"]}";
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    int rc = rm_mkdirs(dir) || rm_write_file_atomic(path, cfg, strlen(cfg)) ? RM_EIO : RM_OK;
+    st_writer *sw = rc ? NULL : st_writer_new();
+    int64_t sa[2] = {2, 100}, sb[2] = {64, 2};
+    if (!rc) rc = st_writer_add(sw, "base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight", ST_F32, 2, sa, at);
+    if (!rc) rc = st_writer_add(sw, "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight", ST_F32, 2, sb, bt);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    if (!rc) rc = st_write(sw, path);
+    st_writer_free(sw);
+    return rc;
+}
+
 // The tiny synthetic model shared by these tests.
-static const char *tiny_model_path(void) {
+const char *serve_tiny_model(void) {
     static char path[512];
     if (!path[0]) {
         snprintf(path, sizeof path, "%s/serve-tiny.gguf", rm_test_tmpdir());
@@ -172,41 +191,31 @@ static const char *tiny_model_path(void) {
 TEST(serve_completions_adapters_uploads) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
     const char *tmp = rm_test_tmpdir();
-    char model[512], pool_dir[512], w[5][512], bad[512], path[700], cmd[2048];
-    REQUIRE(tiny_model_path());
-    snprintf(model, sizeof model, "%s", tiny_model_path());
+    char model[512], pool_dir[512], w[5][512], bad[512], cmd[2048];
+    REQUIRE(serve_tiny_model());
+    snprintf(model, sizeof model, "%s", serve_tiny_model());
     // five adapters; the pool starts with the first three (weather is uploaded later)
-    REQUIRE(make_adapters(model, w) == RM_OK);
+    REQUIRE(serve_make_adapters(model, w) == RM_OK);
     // an adapter for another base: v_proj with input size 100 (the model's is 256)
     snprintf(bad, sizeof bad, "%s/serve-bad", tmp);
-    REQUIRE(rm_mkdirs(bad) == 0);
-    const char *cfg = "{\"r\": 2, \"lora_alpha\": 4, \"target_modules\": [\"v_proj\"]}";
-    snprintf(path, sizeof path, "%s/adapter_config.json", bad);
-    REQUIRE(rm_write_file_atomic(path, cfg, strlen(cfg)) == 0);
-    static float at[2][100], bt[64][2];
-    st_writer *sw = st_writer_new();
-    int64_t sa[2] = {2, 100}, sb2[2] = {64, 2};
-    CHECK_OK(st_writer_add(sw, "base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight", ST_F32, 2, sa, at));
-    CHECK_OK(st_writer_add(sw, "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight", ST_F32, 2, sb2, bt));
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", bad);
-    CHECK_OK(st_write(sw, path));
-    st_writer_free(sw);
+    REQUIRE(serve_make_bad_peft(bad) == RM_OK);
 
     snprintf(pool_dir, sizeof pool_dir, "%s/serve-pool", tmp);
-    REQUIRE(make_pool(pool_dir, (const int[]){1, 1, 1, 0, 0}, w) == RM_OK);
+    REQUIRE(serve_make_pool(pool_dir, (const int[]){1, 1, 1, 0, 0}, w) == RM_OK);
 
     rm_test_server sp;
-    snprintf(cmd, sizeof cmd, "-m %s --pool %s -t 1 --slots 3 --ctx 128", model, pool_dir);
+    snprintf(cmd, sizeof cmd, "-m %s --pool %s -t 1 --slots 3 --ctx 128 --adapter-dir %s", model, pool_dir, tmp);
     REQUIRE(rm_test_server_start(&sp, cmd) == 0);
     rm_json *j = NULL;
     CHECK(rm_test_http(sp.port, "GET", "/health", NULL, &j) == 200 && j && !strcmp(rm_json_get_str(j, "status", ""), "ok"));
     rm_json_free(j);
-    // the base model and the three adapters with weights, as OpenAI "models"
-    CHECK(rm_test_http(sp.port, "GET", "/v1/models", NULL, &j) == 200 && j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 4);
-    if (j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 4) {
+    // the base model (by its file's name), the auto model and the three adapters with weights, as OpenAI "models"
+    CHECK(rm_test_http(sp.port, "GET", "/v1/models", NULL, &j) == 200 && j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 5);
+    if (j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 5) {
         const rm_json *d = rm_json_get(j, "data");
-        CHECK(!strcmp(rm_json_get_str(&d->items[0], "id", ""), model));
-        CHECK(!strcmp(rm_json_get_str(&d->items[1], "id", ""), "german") && !strcmp(rm_json_get_str(&d->items[1], "parent", ""), model));
+        CHECK(!strcmp(rm_json_get_str(&d->items[0], "id", ""), "serve-tiny"));
+        CHECK(!strcmp(rm_json_get_str(&d->items[1], "id", ""), "ramole-auto"));
+        CHECK(!strcmp(rm_json_get_str(&d->items[2], "id", ""), "german") && !strcmp(rm_json_get_str(&d->items[2], "parent", ""), "serve-tiny"));
     }
     rm_json_free(j);
 
@@ -356,7 +365,7 @@ TEST(serve_completions_adapters_uploads) {
     rm_sb_puts(&up, ", \"samples\": [");
     for (int i = 0; i < 3; i++) {
         if (i) rm_sb_puts(&up, ", ");
-        rm_sb_json_str(&up, k_samples[3][i], strlen(k_samples[3][i]));
+        rm_sb_json_str(&up, serve_samples[3][i], strlen(serve_samples[3][i]));
     }
     rm_sb_puts(&up, "]}");
     CHECK(rm_test_http(sp.port, "POST", "/v1/adapters", up.buf, &j) == 201);
@@ -416,12 +425,216 @@ TEST(serve_completions_adapters_uploads) {
         CHECK(read(fd, &byte, 1) == 0); // closed after the second
         close(fd);
         rm_sb_free(&carry);
-        // a "model" that is no adapter (the base model's name, or any other) leaves the request as it was
-        CHECK(rm_test_http(sp.port, "POST", "/v1/completions", "{\"model\": \"gpt-3.5\", \"prompt\": \"x\", \"max_tokens\": 2}", &j) == 200);
-        CHECK(j && rm_json_get(j, "adapters") && rm_json_get(j, "adapters")->n == 0);
+        // the base model's name: no adapter; a model this server does not have: 404, as with OpenAI
+        CHECK(rm_test_http(sp.port, "POST", "/v1/completions", "{\"model\": \"serve-tiny\", \"prompt\": \"x\", \"max_tokens\": 2}", &j) == 200);
+        CHECK(j && rm_json_get(j, "adapters") && rm_json_get(j, "adapters")->n == 0 && !strcmp(rm_json_get_str(j, "model", ""), "serve-tiny"));
+        rm_json_free(j);
+        CHECK(rm_test_http(sp.port, "POST", "/v1/completions", "{\"model\": \"gpt-3.5\", \"prompt\": \"x\", \"max_tokens\": 2}", &j) == 404);
+        const rm_json *err = j ? rm_json_get(j, "error") : NULL;
+        CHECK(err && !strcmp(rm_json_get_str(err, "code", ""), "model_not_found") && !strcmp(rm_json_get_str(err, "param", ""), "model"));
         rm_json_free(j);
     }
     CHECK(rm_test_server_stop(&sp) == 0);
+}
+
+// A random RouterLoRA of rank 2 for the model, saved at path.
+static int save_random_router(const char *model, const char *path, uint64_t seed) {
+    rm_llama *m = NULL;
+    rm_lora *r = NULL;
+    int rc = rm_llama_load(&m, model);
+    if (!rc) rc = rm_lora_random(&r, m, 2, 0x7f, seed);
+    if (!rc) rc = rm_router_save(r, m, 2, path);
+    rm_lora_free(r);
+    rm_llama_free(m);
+    return rc;
+}
+
+// RAMoLE for plain OpenAI clients: "model": "ramole-auto" retrieves the
+// request's adapters (--retrieve K) and composes them with the server's
+// default composition (mixture; the router when one is loaded), token for
+// token what `ramole generate --pool` gives; the model list and one model by
+// id; --default-model and --unknown-model default; /tokenize and /detokenize.
+TEST(serve_auto_model) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    REQUIRE(serve_tiny_model());
+    const char *model = serve_tiny_model(), *tmp = rm_test_tmpdir();
+    char w[5][512], pool[512], router[600], args[4096], got[1024], want[1024];
+    REQUIRE(serve_make_adapters(model, w) == RM_OK);
+    snprintf(pool, sizeof pool, "%s/auto-pool", tmp);
+    REQUIRE(serve_make_pool(pool, (const int[]){1, 1, 1, 1, 0}, w) == RM_OK);
+    snprintf(router, sizeof router, "%s/auto-router.gguf", tmp);
+    REQUIRE(save_random_router(model, router, 91) == RM_OK);
+    const char *prompt = "Review: the food was terrible. Is this review positive or negative?";
+    char body[1024];
+    snprintf(body, sizeof body, "{\"model\": \"ramole-auto\", \"prompt\": \"%s\", \"max_tokens\": 10, \"temperature\": 0}", prompt);
+    rm_json *j = NULL;
+    for (int with_router = 0; with_router < 2; with_router++) {
+        rm_test_server sp;
+        snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 256 %s", model, pool,
+                 with_router ? "--retrieve 2 --router " : "");
+        if (with_router) strncat(args, router, sizeof args - strlen(args) - 1);
+        REQUIRE(rm_test_server_start(&sp, args) == 0);
+        CHECK(rm_test_http(sp.port, "POST", "/v1/completions", body, &j) == 200);
+        const rm_json *ad = j ? rm_json_get(j, "adapters") : NULL;
+        CHECKF(ad && (int)ad->n == (with_router ? 2 : 3) && !strcmp(rm_json_get_str(&ad->items[0], "name", ""), "sentiment"),
+               "auto model: %zu adapters", ad ? ad->n : 0);
+        CHECK(j && !strcmp(rm_json_get_str(j, "model", ""), "ramole-auto"));
+        const rm_json *ch = j ? rm_json_get(j, "choices") : NULL;
+        const rm_json *ids = ch && ch->n ? rm_json_get(&ch->items[0], "token_ids") : NULL;
+        size_t len = 0;
+        got[0] = 0;
+        for (size_t i = 0; ids && i < ids->n && len + 16 < sizeof got; i++)
+            len += (size_t)snprintf(got + len, sizeof got - len, i ? " %lld" : "%lld", (long long)ids->items[i].inum);
+        rm_json_free(j);
+        snprintf(args, sizeof args, "%s generate -m %s --pool %s --retrieve %d -p '%s' -n 10 --temp 0 -t 1 --ids %s%s 2>/dev/null",
+                 rm_test_bin(), model, pool, with_router ? 2 : 3, prompt, with_router ? "--compose router --router " : "",
+                 with_router ? router : "");
+        FILE *p = popen(args, "r");
+        REQUIRE(p);
+        if (!fgets(want, sizeof want, p)) want[0] = 0;
+        want[strcspn(want, "\n")] = 0;
+        CHECK(pclose(p) == 0);
+        CHECKF(got[0] && !strcmp(got, want), "%s: served '%s', generate '%s'", with_router ? "router" : "mixture", got, want);
+        // "return_routing": the router's mean weight per adapter per layer (they sum to 1 in each layer); the tokens as before
+        {
+            char rbody[1200], rgot[1024];
+            snprintf(rbody, sizeof rbody, "{\"model\": \"ramole-auto\", \"prompt\": \"%s\", \"max_tokens\": 10, \"temperature\": 0, "
+                     "\"return_routing\": true}", prompt);
+            CHECK(rm_test_http(sp.port, "POST", "/v1/completions", rbody, &j) == 200);
+            const rm_json *c0 = j && rm_json_get(j, "choices") ? &rm_json_get(j, "choices")->items[0] : NULL;
+            const rm_json *rt = c0 ? rm_json_get(c0, "routing") : NULL, *ids2 = c0 ? rm_json_get(c0, "token_ids") : NULL;
+            size_t l2 = 0;
+            rgot[0] = 0;
+            for (size_t i = 0; ids2 && i < ids2->n && l2 + 16 < sizeof rgot; i++)
+                l2 += (size_t)snprintf(rgot + l2, sizeof rgot - l2, i ? " %lld" : "%lld", (long long)ids2->items[i].inum);
+            CHECK(!strcmp(rgot, got));
+            if (!with_router) {
+                CHECK(rt && rt->type == RM_JSON_NULL); // mixture: nothing routed
+            } else {
+                const rm_json *layers = rt ? rm_json_get(rt, "layers") : NULL, *names = rt ? rm_json_get(rt, "adapters") : NULL;
+                CHECK(names && names->n == 2 && !strcmp(names->items[0].str, "sentiment"));
+                CHECK(layers && layers->n == 4); // the tiny model has 4 layers
+                int spread = 0;
+                for (size_t l = 0; layers && l < layers->n; l++) {
+                    const rm_json *w2 = &layers->items[l];
+                    REQUIRE(w2->type == RM_JSON_ARRAY && w2->n == 2);
+                    CHECK_NEAR(w2->items[0].num + w2->items[1].num, 1.0, 1e-6);
+                    CHECK(w2->items[0].num > 0 && w2->items[1].num > 0);
+                    spread |= fabs(w2->items[0].num - 0.5) > 1e-4;
+                }
+                CHECK(spread); // a random router does not weigh them evenly
+            }
+            rm_json_free(j);
+            j = NULL;
+        }
+        // one model by id
+        CHECK(rm_test_http(sp.port, "GET", "/v1/models/ramole-auto", NULL, &j) == 200 && j &&
+              !strcmp(rm_json_get_str(j, "parent", ""), "serve-tiny"));
+        rm_json_free(j);
+        CHECK(rm_test_http(sp.port, "GET", "/v1/models/weather", NULL, &j) == 200 && j && !strcmp(rm_json_get_str(j, "id", ""), "weather"));
+        rm_json_free(j);
+        CHECK(rm_test_http(sp.port, "GET", "/v1/models/nothing", NULL, &j) == 404);
+        rm_json_free(j);
+        CHECK(rm_test_server_stop(&sp) == 0);
+    }
+    // the auto model as the default, and for names this server does not know
+    rm_test_server sp;
+    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 256 --model-name base --default-model ramole-auto --unknown-model default",
+             model, pool);
+    REQUIRE(rm_test_server_start(&sp, args) == 0);
+    const char *asks[3] = {"", "\"model\": \"gpt-4o\", ", "\"model\": \"base\", "};
+    for (int a = 0; a < 3; a++) {
+        snprintf(body, sizeof body, "{%s\"prompt\": \"%s\", \"max_tokens\": 2}", asks[a], prompt);
+        CHECK(rm_test_http(sp.port, "POST", "/v1/completions", body, &j) == 200);
+        const rm_json *ad = j ? rm_json_get(j, "adapters") : NULL;
+        CHECKF(ad && (int)ad->n == (a == 2 ? 0 : 3), "ask %d: %zu adapters", a, ad ? ad->n : 0);
+        rm_json_free(j);
+    }
+    // /tokenize and /detokenize: the prompt's tokens as a completion counts them, and back to the text
+    snprintf(body, sizeof body, "{\"model\": \"base\", \"prompt\": \"%s\", \"max_tokens\": 1}", prompt);
+    CHECK(rm_test_http(sp.port, "POST", "/v1/completions", body, &j) == 200);
+    int64_t n_prompt = rm_json_get_int(j ? rm_json_get(j, "usage") : NULL, "prompt_tokens", -1);
+    rm_json_free(j);
+    snprintf(body, sizeof body, "{\"model\": \"base\", \"prompt\": \"%s\"}", prompt);
+    CHECK(rm_test_http(sp.port, "POST", "/tokenize", body, &j) == 200);
+    const rm_json *toks = j ? rm_json_get(j, "tokens") : NULL;
+    CHECK(toks && (int64_t)toks->n == n_prompt && rm_json_get_int(j, "count", -1) == n_prompt && rm_json_get_int(j, "max_model_len", 0) == 256);
+    rm_json_free(j);
+    snprintf(body, sizeof body, "{\"prompt\": \"%s\", \"add_special_tokens\": false}", prompt);
+    CHECK(rm_test_http(sp.port, "POST", "/tokenize", body, &j) == 200);
+    toks = j ? rm_json_get(j, "tokens") : NULL;
+    rm_sb ids;
+    rm_sb_init(&ids);
+    rm_sb_puts(&ids, "{\"tokens\": [");
+    for (size_t i = 0; toks && i < toks->n; i++) rm_sb_printf(&ids, i ? ", %lld" : "%lld", (long long)toks->items[i].inum);
+    rm_sb_puts(&ids, "]}");
+    rm_json_free(j);
+    CHECK(rm_test_http(sp.port, "POST", "/detokenize", ids.buf, &j) == 200);
+    CHECKF(j && !strcmp(rm_json_get_str(j, "prompt", ""), prompt), "detokenized: %s", j ? rm_json_get_str(j, "prompt", "?") : "?");
+    rm_json_free(j);
+    rm_sb_free(&ids);
+    CHECK(rm_test_http(sp.port, "POST", "/detokenize", "{\"tokens\": [1, -4]}", &j) == 400);
+    CHECK(j && !strcmp(rm_json_get_str(rm_json_get(j, "error"), "param", ""), "tokens"));
+    rm_json_free(j);
+    CHECK(rm_test_server_stop(&sp) == 0);
+    // a default model the server does not have: refused at start
+    snprintf(args, sizeof args, "-m %s -t 1 --default-model nothing", model);
+    CHECK(rm_test_server_start(&sp, args) != 0);
+}
+
+// POST /v1/embeddings: with the base model's name, the vectors the library's
+// "llama" embedder (mean-pooled final hidden states, no prefix) makes; with
+// "ramole-retriever", the pool's embedder's own.
+TEST(serve_embeddings) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    REQUIRE(serve_tiny_model());
+    const char *model = serve_tiny_model();
+    char pool[512], args[2048];
+    snprintf(pool, sizeof pool, "%s/emb-pool", rm_test_tmpdir());
+    REQUIRE(serve_make_pool(pool, (const int[]){1, 1, 0, 0, 0}, NULL) == RM_OK);
+    rm_embedder *lib = NULL;
+    REQUIRE(rm_llama_embedder_create(model, "", &lib) == RM_OK);
+    rm_pool *p = NULL;
+    REQUIRE(rm_pool_open_existing(pool, &p) == RM_OK);
+    const rm_embedder *ret = rm_pool_embedder(p);
+    REQUIRE(ret);
+    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 256", model, pool);
+    rm_test_server sp;
+    REQUIRE(rm_test_server_start(&sp, args) == 0);
+    const char *texts[2] = {"Translate to German: the house is red.", "What is 7 plus 5?"};
+    const char *models[2] = {"serve-tiny", "ramole-retriever"};
+    for (int m = 0; m < 2; m++) {
+        const rm_embedder *e = m ? ret : lib;
+        char body[512];
+        snprintf(body, sizeof body, "{\"model\": \"%s\", \"input\": [\"%s\", \"%s\"], \"encoding_format\": \"float\"}", models[m], texts[0], texts[1]);
+        rm_json *j = NULL;
+        CHECK(rm_test_http(sp.port, "POST", "/v1/embeddings", body, &j) == 200);
+        const rm_json *data = j ? rm_json_get(j, "data") : NULL;
+        REQUIRE(data && data->n == 2);
+        float *want = malloc((size_t)e->dim * sizeof *want);
+        REQUIRE(want);
+        for (int i = 0; i < 2; i++) {
+            const rm_json *v = rm_json_get(&data->items[i], "embedding");
+            CHECK(rm_json_get_int(&data->items[i], "index", -1) == i);
+            CHECK_OK(rm_embedder_embed(e, texts[i], want));
+            REQUIRE(v && (int)v->n == e->dim);
+            double worst = 0;
+            for (int k = 0; k < e->dim; k++) worst = fmax(worst, fabs(v->items[k].num - want[k]));
+            CHECKF(worst < 1e-5, "%s, input %d: differs by %g from the library's embedder", models[m], i, worst);
+        }
+        CHECK(!strcmp(rm_json_get_str(j, "model", ""), models[m]));
+        free(want);
+        rm_json_free(j);
+    }
+    rm_json *j = NULL;
+    CHECK(rm_test_http(sp.port, "POST", "/v1/embeddings", "{\"model\": \"nothing\", \"input\": \"x\"}", &j) == 404);
+    rm_json_free(j);
+    CHECK(rm_test_http(sp.port, "POST", "/v1/embeddings", "{\"model\": \"serve-tiny\", \"input\": 5}", &j) == 400);
+    CHECK(j && !strcmp(rm_json_get_str(rm_json_get(j, "error"), "param", ""), "input"));
+    rm_json_free(j);
+    CHECK(rm_test_server_stop(&sp) == 0);
+    rm_pool_close(p);
+    rm_embedder_free(lib);
 }
 
 // `ramole pool init` gives a new pool an embedder fitted on a corpus, so that
@@ -435,7 +648,7 @@ TEST(serve_pool_init_cli) {
     FILE *f = fopen(corpus, "w");
     REQUIRE(f);
     for (int a = 0; a < 4; a++) {
-        for (int i = 0; i < 3; i++) fprintf(f, "{\"inputs\": \"%s\"}\n", k_samples[a][i]);
+        for (int i = 0; i < 3; i++) fprintf(f, "{\"inputs\": \"%s\"}\n", serve_samples[a][i]);
     }
     fclose(f);
     snprintf(cmd, sizeof cmd, "rm -rf %s && %s pool add --pool %s --name x --samples %s 2>/dev/null", pool_dir, bin, pool_dir, corpus);
@@ -451,9 +664,9 @@ TEST(serve_pool_init_cli) {
         snprintf(s, sizeof s, "%s/init-%d.jsonl", tmp, a);
         f = fopen(s, "w");
         REQUIRE(f);
-        for (int i = 0; i < 3; i++) fprintf(f, "{\"inputs\": \"%s\"}\n", k_samples[a][i]);
+        for (int i = 0; i < 3; i++) fprintf(f, "{\"inputs\": \"%s\"}\n", serve_samples[a][i]);
         fclose(f);
-        snprintf(cmd, sizeof cmd, "%s pool add --pool %s --name %s --samples %s 2>/dev/null", bin, pool_dir, k_names[a], s);
+        snprintf(cmd, sizeof cmd, "%s pool add --pool %s --name %s --samples %s 2>/dev/null", bin, pool_dir, serve_names[a], s);
         CHECK(system(cmd) == 0);
     }
     const char *queries[4] = {"Translate to German: the dog sleeps.", "Review: I hated every minute. Is this review positive or negative?",
@@ -468,7 +681,7 @@ TEST(serve_pool_init_cli) {
         rm_json *j = NULL;
         CHECK_OK(rm_json_parse(out, n, "retrieve output", &j));
         const char *got = j && j->type == RM_JSON_ARRAY && j->n ? rm_json_get_str(&j->items[0], "name", "") : "";
-        CHECKF(!strcmp(got, k_names[a]), "query %d retrieved '%s', want '%s'", a, got, k_names[a]);
+        CHECKF(!strcmp(got, serve_names[a]), "query %d retrieved '%s', want '%s'", a, got, serve_names[a]);
         rm_json_free(j);
     }
 }
@@ -480,13 +693,13 @@ TEST(serve_pool_init_cli) {
 // adapter without weights (here the closest one) is passed over.
 TEST(serve_generate_from_pool_cli) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
-    REQUIRE(tiny_model_path());
-    const char *model = tiny_model_path();
+    REQUIRE(serve_tiny_model());
+    const char *model = serve_tiny_model();
     char w[5][512], dir[512], args[4096], out_pool[1024], out_lora[1024], out_base[1024];
-    REQUIRE(make_adapters(model, w) == RM_OK);
+    REQUIRE(serve_make_adapters(model, w) == RM_OK);
     w[4][0] = 0; // "food": no weights
     snprintf(dir, sizeof dir, "%s/gen-pool", rm_test_tmpdir());
-    REQUIRE(make_pool(dir, (const int[]){1, 1, 1, 0, 1}, w) == RM_OK);
+    REQUIRE(serve_make_pool(dir, (const int[]){1, 1, 1, 0, 1}, w) == RM_OK);
     const char *query = "Review: the service was awful. Is this review positive or negative?";
     char err_path[600];
     snprintf(err_path, sizeof err_path, "%s/gen-pool.err", rm_test_tmpdir());
@@ -501,7 +714,7 @@ TEST(serve_generate_from_pool_cli) {
     int second = -1; // the second retrieved adapter, by name
     const char *c = r ? strstr(r, ", ") : NULL;
     for (int a = 0; c && a < 5; a++)
-        if (!strncmp(c + 2, k_names[a], strlen(k_names[a])) && c[2 + strlen(k_names[a])] == ' ') second = a;
+        if (!strncmp(c + 2, serve_names[a], strlen(serve_names[a])) && c[2 + strlen(serve_names[a])] == ' ') second = a;
     CHECKF(second >= 0 && second != 1 && second != 4, "stderr: %s", err);
     free(err);
     if (second >= 0) {
@@ -546,9 +759,9 @@ static void rec_done(void *user, const int32_t *t, int n, const char *reason) {
 }
 
 TEST(serve_engine_edges) {
-    REQUIRE(tiny_model_path());
+    REQUIRE(serve_tiny_model());
     rm_llama *m = NULL;
-    REQUIRE(rm_llama_load(&m, tiny_model_path()) == RM_OK);
+    REQUIRE(rm_llama_load(&m, serve_tiny_model()) == RM_OK);
     rm_engine *e = NULL;
     REQUIRE(rm_engine_new(&e, m, NULL, 2, 32, 8) == RM_OK);
     rm_sampler_params sp = rm_sampler_default_params();
@@ -650,12 +863,12 @@ static int eval_line(void *user, const rm_json *rec, long index) {
 // task's own, or none), and the scores follow from targets set to them.
 TEST(serve_eval_cli) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
-    REQUIRE(tiny_model_path());
-    const char *model = tiny_model_path();
+    REQUIRE(serve_tiny_model());
+    const char *model = serve_tiny_model();
     char w[5][512], dir[512], args[4096];
-    REQUIRE(make_adapters(model, w) == RM_OK);
+    REQUIRE(serve_make_adapters(model, w) == RM_OK);
     snprintf(dir, sizeof dir, "%s/eval-pool", rm_test_tmpdir());
-    REQUIRE(make_pool(dir, (const int[]){1, 1, 1, 1, 0}, w) == RM_OK);
+    REQUIRE(serve_make_pool(dir, (const int[]){1, 1, 1, 1, 0}, w) == RM_OK);
     const char *in[4] = {"Translate to German: the cat is black.", "Translate to German: see you tomorrow.",
                          "Review: a dull and tiring film. Is this review positive or negative?",
                          "Review: what a lovely evening. Is this review positive or negative?"};
@@ -745,13 +958,7 @@ TEST(serve_eval_cli) {
     {
         char rpath[600];
         snprintf(rpath, sizeof rpath, "%s/eval-router.gguf", rm_test_tmpdir());
-        rm_llama *m = NULL;
-        rm_lora *r = NULL;
-        REQUIRE(rm_llama_load(&m, model) == RM_OK);
-        CHECK_OK(rm_lora_random(&r, m, 2, 0x7f, 77));
-        CHECK_OK(rm_router_save(r, m, 2, rpath));
-        rm_lora_free(r);
-        rm_llama_free(m);
+        REQUIRE(save_random_router(model, rpath, 77) == RM_OK);
         char both[1800];
         snprintf(both, sizeof both, "--lora %s --lora %s --compose router --router %s", w[0], w[1], rpath);
         snprintf(args, sizeof args, "eval -m %s --test %s --template '{inputs}' -n 6 -t 1 --slots 2 --json --out %s %s", model,

@@ -306,7 +306,7 @@ TEST(world_small_built_and_scored) {
     snprintf(args, sizeof args, "pool remove --pool %s/pool --name %s", dir, up->name);
     CHECK(rm_test_cli(args) == 0);
     rm_test_server sp;
-    snprintf(args, sizeof args, "-m %s/base.gguf --pool %s/pool -t 2", dir, dir);
+    snprintf(args, sizeof args, "-m %s/base.gguf --pool %s/pool -t 2 --adapter-dir %s/adapters", dir, dir, dir);
     REQUIRE(rm_test_server_start(&sp, args) == 0);
     rm_sb body;
     rm_sb_init(&body);

@@ -183,8 +183,9 @@ static void lora_out(int avx2, const rm_lora_mod *m, const float *x, float *h, f
 }
 
 // y[out] += sum_i softmax(z)_i E_i over the k vectors E (out floats apart),
-// z_i = q . E_i / sqrt(out) (all 0 without a query).
-static void router_mix_row(int k, const float *q, const float *E, int64_t out, float *y) {
+// z_i = q . E_i / sqrt(out) (all 0 without a query); alpha (may be NULL)
+// gets the k weights.
+static void router_mix_row(int k, const float *q, const float *E, int64_t out, float *y, float *alpha) {
     float z[RM_PLAN_MAX], mx = -INFINITY, sum = 0.0f;
     for (int i = 0; i < k; i++) {
         z[i] = q ? rm_dot_f32(q, E + (size_t)i * out, out) / sqrtf((float)out) : 0.0f;
@@ -192,12 +193,13 @@ static void router_mix_row(int k, const float *q, const float *E, int64_t out, f
     }
     for (int i = 0; i < k; i++) sum += (z[i] = expf(z[i] - mx));
     for (int i = 0; i < k; i++) rm_axpy_f32(y, z[i] / sum, E + (size_t)i * out, out);
+    for (int i = 0; alpha && i < k; i++) alpha[i] = z[i] / sum;
 }
 
 // RouterLoRA for one row: E_i = s_i B_i A_i x, q = s_r B_r A_r x,
 // alpha = softmax(q . E_i / sqrt(out)), y += sum_i alpha_i E_i. The row is
 // computed alone, in plan order, whatever its batch mates.
-void rm_lora_router_row(int avx2, const rm_lora_plan *p, int layer, int which, const float *x, float *y, float *scratch) {
+void rm_lora_router_row(int avx2, const rm_lora_plan *p, int layer, int which, const float *x, float *y, float *scratch, float *alpha) {
     int k = p->n;
     const rm_lora_mod *e[RM_PLAN_MAX], *any = NULL;
     for (int i = 0; i < k; i++) {
@@ -213,7 +215,7 @@ void rm_lora_router_row(int avx2, const rm_lora_plan *p, int layer, int which, c
     }
     const rm_lora_mod *rq = mod_of(p->router, layer, which);
     if (rq) lora_out(avx2, rq, x, h, q);
-    router_mix_row(k, rq ? q : NULL, E, out, y);
+    router_mix_row(k, rq ? q : NULL, E, out, y, alpha);
 }
 
 // Floats of scratch rm_lora_router_row needs for k experts on a linear of
@@ -246,7 +248,13 @@ static void router_mix_task(void *ctx, int ith, int nth) {
         if (!any) continue;
         const float *E = J->lb->R + (size_t)n * (size_t)(J->k + 1) * (size_t)J->out, *q = E + (size_t)J->k * J->out;
         const rm_lora_mod *rq = mod_of(p->router, J->layer, J->which);
-        router_mix_row(p->n, rq ? q : NULL, E, J->out, J->y + (size_t)row * J->ldy);
+        rm_route_stats *st = p->route && (!J->b->want || J->b->want[row]) && J->layer < p->route->n_layer ? p->route : NULL;
+        float alpha[RM_PLAN_MAX];
+        router_mix_row(p->n, rq ? q : NULL, E, J->out, J->y + (size_t)row * J->ldy, st ? alpha : NULL);
+        if (st) { // one row of this plan asks for logits in a step: one writer
+            for (int e = 0; e < p->n && e < st->k; e++) st->sum[(size_t)J->layer * st->k + e] += alpha[e];
+            st->n[J->layer]++;
+        }
     }
 }
 

@@ -40,6 +40,7 @@ double rm_lora_batch_seconds(rm_lora_batch *lb);
 // passes what the CPU has). scratch holds rm_lora_router_scratch(k, out, r)
 // floats (k experts, the linear's out, the largest rank among the experts
 // and the router).
-void rm_lora_router_row(int avx2, const rm_lora_plan *p, int layer, int which, const float *x, float *y, float *scratch);
+// alpha (may be NULL) gets the row's k expert weights.
+void rm_lora_router_row(int avx2, const rm_lora_plan *p, int layer, int which, const float *x, float *y, float *scratch, float *alpha);
 size_t rm_lora_router_scratch(int k, int64_t out, int r);
 #endif

@@ -31,21 +31,26 @@ static void evict_for(rm_lora_cache *c, size_t need) {
     }
 }
 
-int rm_lora_cache_get(rm_lora_cache *c, const char *name, const char *weights, rm_lora **out) {
-    *out = NULL;
+static int find_entry(const rm_lora_cache *c, const char *name, const char *weights) {
     for (int i = 0; i < c->n; i++)
-        if (!strcmp(c->e[i].name, name) && !strcmp(c->e[i].weights, weights)) {
-            rm_lora_cache_entry *e = &c->e[i];
-            if (!e->refs++) c->st.in_use++;
-            e->last_use = ++c->clock;
-            c->st.hits++;
-            *out = e->lora;
-            return RM_OK;
-        }
-    c->st.misses++;
-    rm_lora *l = NULL;
-    int rc = rm_lora_load_for(&l, weights, c->m);
-    if (rc) return rm_error_prefix(rc, "adapter '%s' refused", name);
+        if (!strcmp(c->e[i].name, name) && !strcmp(c->e[i].weights, weights)) return i;
+    return -1;
+}
+
+rm_lora *rm_lora_cache_find(rm_lora_cache *c, const char *name, const char *weights) {
+    int i = find_entry(c, name, weights);
+    if (i < 0) {
+        c->st.misses++;
+        return NULL;
+    }
+    c->e[i].last_use = ++c->clock;
+    c->st.hits++;
+    return c->e[i].lora;
+}
+
+// Adds l (loaded and bound) with `refs` references; the cache owns l from
+// here, and frees it on failure.
+static int add_entry(rm_lora_cache *c, const char *name, const char *weights, rm_lora *l, int refs) {
     size_t bytes = rm_lora_bytes(l);
     evict_for(c, bytes);
     if (c->n == c->cap) {
@@ -61,11 +66,50 @@ int rm_lora_cache_get(rm_lora_cache *c, const char *name, const char *weights, r
         rm_lora_free(l);
         return rm_errorf(RM_ENOMEM, "out of memory");
     }
-    c->e[c->n++] = (rm_lora_cache_entry){nm, wp, l, bytes, 1, ++c->clock};
+    c->e[c->n++] = (rm_lora_cache_entry){nm, wp, l, bytes, refs, ++c->clock};
     c->st.loads++;
     c->st.loaded++;
-    c->st.in_use++;
+    c->st.in_use += refs > 0;
     c->st.bytes += bytes;
+    return RM_OK;
+}
+
+int rm_lora_cache_put(rm_lora_cache *c, const char *name, const char *weights, rm_lora *l) {
+    return add_entry(c, name, weights, l, 0);
+}
+
+rm_lora *rm_lora_cache_take(rm_lora_cache *c, const char *name) {
+    for (int i = 0; i < c->n; i++)
+        if (!strcmp(c->e[i].name, name)) {
+            rm_lora_cache_entry *e = &c->e[i];
+            rm_lora *l = e->lora;
+            c->st.bytes -= e->bytes;
+            c->st.loaded--;
+            c->st.in_use -= e->refs > 0;
+            free(e->name);
+            free(e->weights);
+            c->e[i] = c->e[--c->n];
+            return l;
+        }
+    return NULL;
+}
+
+int rm_lora_cache_get(rm_lora_cache *c, const char *name, const char *weights, rm_lora **out) {
+    *out = NULL;
+    int i = find_entry(c, name, weights);
+    if (i >= 0) {
+        rm_lora_cache_entry *e = &c->e[i];
+        if (!e->refs++) c->st.in_use++;
+        e->last_use = ++c->clock;
+        c->st.hits++;
+        *out = e->lora;
+        return RM_OK;
+    }
+    c->st.misses++;
+    rm_lora *l = NULL;
+    int rc = rm_lora_load_for(&l, weights, c->m);
+    if (rc) return rm_error_prefix(rc, "adapter '%s' refused", name);
+    if ((rc = add_entry(c, name, weights, l, 1))) return rc;
     *out = l;
     return RM_OK;
 }

@@ -52,5 +52,16 @@ void rm_lora_cache_release(rm_lora_cache *c, const rm_lora *lora);
 // Sets the budget (bytes, 0: none) and evicts what it must at once.
 void rm_lora_cache_set_budget(rm_lora_cache *c, size_t bytes);
 rm_lora_cache_stats rm_lora_cache_stats_get(const rm_lora_cache *c);
+// The two halves of rm_lora_cache_get, for callers that load without holding
+// a lock around the cache (the server): the cached adapter or NULL (no
+// reference taken; a hit or a miss counted); and adding a loaded, bound
+// adapter l (the cache takes it over, and frees it on failure; no reference
+// taken either). Adapters reached only this way are never held, so such a
+// caller keeps the budget at 0 or holds them with rm_lora_cache_get.
+rm_lora *rm_lora_cache_find(rm_lora_cache *c, const char *name, const char *weights);
+int rm_lora_cache_put(rm_lora_cache *c, const char *name, const char *weights, rm_lora *l);
+// Removes an entry called name and hands its adapter to the caller (NULL:
+// none left); call until NULL for every weights path of that name.
+rm_lora *rm_lora_cache_take(rm_lora_cache *c, const char *name);
 void rm_lora_cache_free(rm_lora_cache *c);
 #endif

@@ -45,8 +45,20 @@ typedef struct rm_smear_state {
     uint64_t *call;      // [n_layer * RM_LIN_COUNT]: the hook call that last added a row
 } rm_smear_state;
 
+// What a router plan's rows weighed: for each layer, the sum over the rows
+// counted (those asking for logits: a sequence's decode rows and last prompt
+// row) and over the layer's linears of each expert's weight, and how many
+// (row, linear) pairs were counted; mean weight = sum / n. Filled by the
+// batched LoRA hook when a plan points to one (one writer per plan).
+typedef struct rm_route_stats {
+    int n_layer, k;
+    double *sum;       // [n_layer * k]
+    long long *n;      // [n_layer]
+} rm_route_stats;
+
 typedef struct rm_lora_plan {
     rm_compose_mode mode;
+    rm_route_stats *route;      // router: where to add the rows' weights (not owned), or NULL
     int n;
     rm_lora *lora[RM_PLAN_MAX]; // not owned; must outlive the plan
     float weight[RM_PLAN_MAX];

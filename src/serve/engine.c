@@ -2,6 +2,7 @@
 #include "serve/engine.h"
 #include "base/err.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -74,6 +75,7 @@ static void seq_free(seq *s) {
 
 // Ends s: tells its owner (tokens NULL: ended by an error) and frees it.
 static void seq_end(seq *s, const char *reason, int failed) {
+    if (s->has_plan) rm_lora_plan_free(&s->plan), s->has_plan = 0; // before done: the owner may free the adapters then
     s->cb.done(s->cb.user, failed ? NULL : s->out, failed ? 0 : s->n_out, reason);
     seq_free(s);
 }
@@ -146,6 +148,11 @@ static int submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new
 
 int rm_engine_submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new, const rm_sampler_params *sp,
                      rm_lora *const *lora, int n_lora, rm_compose_mode mode, const rm_engine_cbs *cbs) {
+    return rm_engine_submit_routed(e, prompt, n_prompt, max_new, sp, lora, n_lora, mode, cbs, NULL);
+}
+
+int rm_engine_submit_routed(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new, const rm_sampler_params *sp,
+                            rm_lora *const *lora, int n_lora, rm_compose_mode mode, const rm_engine_cbs *cbs, rm_route_stats *route) {
     rm_lora_plan plan;
     memset(&plan, 0, sizeof plan);
     int rc = RM_OK;
@@ -153,6 +160,7 @@ int rm_engine_submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_
         if (mode != RM_COMPOSE_ROUTER) rc = rm_lora_plan_init(&plan, mode, n_lora, lora, NULL, NULL);
         else if (!e->router) rc = rm_errorf(RM_EINVAL, "this server has no router (start it with --router FILE)");
         else rc = rm_lora_plan_init_router(&plan, n_lora, lora, e->router);
+        if (!rc && mode == RM_COMPOSE_ROUTER) plan.route = route;
     }
     if (rc) return rc;
     return submit(e, prompt, n_prompt, max_new, sp, &plan, n_lora > 0, cbs);
@@ -162,6 +170,22 @@ int rm_engine_submit_plan(rm_engine *e, const int32_t *prompt, int n_prompt, int
                           rm_lora_plan *plan, const rm_engine_cbs *cbs) {
     return submit(e, prompt, n_prompt, max_new, sp, plan, plan != NULL, cbs);
 }
+
+// Ends every sequence as failed, the message set anew before each done call
+// (a callback may set its own).
+static void end_all(rm_engine *e, int rc, const char *why) {
+    for (int i = 0; i < e->n_slots; i++)
+        if (e->slot[i]) {
+            rm_errorf(rc, "%s", why);
+            seq_end(e->slot[i], NULL, 1), e->slot[i] = NULL;
+        }
+    while (e->nq > 0) {
+        rm_errorf(rc, "%s", why);
+        seq_end(e->queue[--e->nq], NULL, 1);
+    }
+}
+
+void rm_engine_abort(rm_engine *e, const char *why) { end_all(e, RM_EINVAL, why); }
 
 int rm_engine_step(rm_engine *e) {
     // admit waiting sequences into free slots, first come first served
@@ -196,9 +220,9 @@ int rm_engine_step(rm_engine *e) {
     if (!rc) rc = rm_lora_batch_status(e->lb);
     e->steps++, e->n_rows += n, e->n_prompt_tok += n - n_decode;
     if (rc) {
-        for (int i = 0; i < e->n_slots; i++)
-            if (e->slot[i]) seq_end(e->slot[i], NULL, 1), e->slot[i] = NULL;
-        while (e->nq > 0) seq_end(e->queue[--e->nq], NULL, 1);
+        char why[512];
+        snprintf(why, sizeof why, "%s", rm_last_error());
+        end_all(e, rc, why);
         return rc;
     }
     int running = e->nq;
@@ -209,10 +233,10 @@ int rm_engine_step(rm_engine *e) {
         rm_sampler_accept(&s->smp, next);
         s->out[s->n_out++] = next;
         e->n_gen_tok++;
-        if (s->cb.token) s->cb.token(s->cb.user, next);
-        const char *reason = e->m->tok && rm_tokenizer_is_eog(e->m->tok, next) ? "stop"
-                             : s->n_out >= s->max_new                            ? "length"
-                                                                                 : NULL;
+        int told_stop = s->cb.token && s->cb.token(s->cb.user, next, e->logits + (size_t)k * e->m->hp.n_vocab);
+        const char *reason = told_stop || (e->m->tok && rm_tokenizer_is_eog(e->m->tok, next)) ? "stop"
+                             : s->n_out >= s->max_new                                          ? "length"
+                                                                                               : NULL;
         if (reason) {
             e->slot[i] = NULL;
             e->n_finished++;

@@ -19,8 +19,11 @@ typedef struct rm_engine rm_engine;
 // ("stop": end-of-generation token, "length": max_new reached), or, with
 // tokens == NULL, the error that ended it (message in rm_last_error()).
 typedef void (*rm_engine_done_cb)(void *user, const int32_t *tokens, int n, const char *finish_reason);
-// Called for every new token as it is sampled (before done), when given.
-typedef void (*rm_engine_token_cb)(void *user, int32_t token);
+// Called for every new token as it is sampled (before done), when given,
+// with the logits it was sampled from (after the repetition penalty; n_vocab
+// of them). Returning non-zero ends the sequence there, finish reason "stop"
+// (a stop string was met).
+typedef int (*rm_engine_token_cb)(void *user, int32_t token, const float *logits);
 
 typedef struct rm_engine_cbs {
     rm_engine_done_cb done;   // required
@@ -44,6 +47,11 @@ void rm_engine_set_router(rm_engine *e, const rm_lora *router);
 int rm_engine_submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new, const rm_sampler_params *sp,
                      rm_lora *const *lora, int n_lora, rm_compose_mode mode, const rm_engine_cbs *cbs);
 
+// The same, and a router sequence adds its rows' expert weights to *route
+// (lora/compose.h; the caller's, outliving the sequence; NULL: not kept).
+int rm_engine_submit_routed(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new, const rm_sampler_params *sp,
+                            rm_lora *const *lora, int n_lora, rm_compose_mode mode, const rm_engine_cbs *cbs, rm_route_stats *route);
+
 // The same with a plan the caller made (any composition, e.g. moe or arrow
 // over an adapter set), which the engine takes over: *plan is moved into the
 // sequence (and zeroed) or, when the request is refused, freed. One plan per
@@ -56,6 +64,10 @@ int rm_engine_submit_plan(rm_engine *e, const int32_t *prompt, int n_prompt, int
 // for those that finish. Returns the number still queued or running, or a
 // negative error (the forward pass failed: every sequence is ended with it).
 int rm_engine_step(rm_engine *e);
+
+// Ends every queued and running sequence as failed (done is called with
+// tokens NULL; rm_last_error() says why): a server that cannot wait longer.
+void rm_engine_abort(rm_engine *e, const char *why);
 
 // What the engine holds now and has done since it was made (for a server's
 // metrics).

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+# serve_load.py — a load figure for `ramole serve`: C concurrent clients,
+# each sending streamed completions one after another for S seconds; prints
+# errors, time to first token (p50 / p99), generated tokens per second and
+# the server's RSS at the start and the end.
+#
+#   python3 bench/serve_load.py --bin build/ramole --model tl.gguf [--clients 32] [--seconds 120]
+#                               [--max-tokens 32] [--slots 32] [-t 2] [--pool DIR --retrieve]
+#
+# The server is started here (--port 0) and stopped with SIGTERM at the end.
+import argparse
+import json
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return -1
+
+
+def one_request(port, body, timeout):
+    """One streamed completion; returns (ttft seconds, tokens) or raises."""
+    data = json.dumps(body).encode()
+    head = (f"POST /v1/completions HTTP/1.1\r\nHost: b\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\n\r\n").encode()
+    t0 = time.monotonic()
+    s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+    s.sendall(head + data)
+    buf, ttft, tokens = b"", None, 0
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        buf += d
+        if ttft is None and b'"text": "' in buf.split(b"\r\n\r\n", 1)[-1]:
+            ttft = time.monotonic() - t0
+    s.close()
+    if not buf.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(buf[:200])
+    if b"data: [DONE]" not in buf:
+        raise RuntimeError("stream cut: " + buf[-200:].decode(errors="replace"))
+    m = re.search(rb'"completion_tokens": (\d+)', buf)
+    tokens = int(m.group(1)) if m else 0
+    return (ttft if ttft is not None else time.monotonic() - t0), tokens
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--bin", default="build/ramole")
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--clients", type=int, default=32)
+    ap.add_argument("--seconds", type=float, default=120)
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--slots", type=int, default=32)
+    ap.add_argument("-t", type=int, default=2)
+    ap.add_argument("--pool")
+    a = ap.parse_args()
+    args = [a.bin, "serve", "-m", a.model, "--port", "0", "-t", str(a.t), "--slots", str(a.slots), "--log-format", "none",
+            "--max-connections", str(max(64, 2 * a.clients))]
+    if a.pool:
+        args += ["--pool", a.pool]
+    srv = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    port = None
+    for line in srv.stderr:
+        m = re.search(r"listening on http://[^ ]*:(\d+)", line)
+        if m:
+            port = int(m.group(1))
+            break
+    if not port:
+        sys.exit("the server did not start")
+    threading.Thread(target=lambda: [None for _ in srv.stderr], daemon=True).start()
+    rss_start = rss_kib(srv.pid)
+    body = {"prompt": "Once upon a time, in a small town by the sea,", "max_tokens": a.max_tokens, "temperature": 0.8,
+            "stream": True, "stream_options": {"include_usage": True}}
+    if a.pool:
+        body["model"] = "ramole-auto"
+    ttfts, tokens, errors, lock = [], [0], [], threading.Lock()
+    t_end = time.monotonic() + a.seconds
+
+    def client(i):
+        n = 0
+        while time.monotonic() < t_end:
+            try:
+                tt, tk = one_request(port, dict(body, seed=1000 * i + n), 120)
+                with lock:
+                    ttfts.append(tt)
+                    tokens[0] += tk
+            except Exception as e:  # counted, not fatal
+                with lock:
+                    errors.append(str(e)[:200])
+            n += 1
+
+    t0 = time.monotonic()
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(a.clients)]
+    for t in threads:
+        t.start()
+    samples = []  # RSS every tenth of the run: flat, or growing?
+    while any(t.is_alive() for t in threads):
+        time.sleep(a.seconds / 10)
+        samples.append(rss_kib(srv.pid))
+    for t in threads:
+        t.join()
+    wall = time.monotonic() - t0
+    rss_end = rss_kib(srv.pid)
+    srv.send_signal(signal.SIGTERM)
+    srv.wait(timeout=60)
+    q = statistics.quantiles(ttfts, n=100) if len(ttfts) >= 2 else [float("nan")] * 99
+    print(f"clients {a.clients}, {wall:.0f} s, requests {len(ttfts)}, errors {len(errors)}")
+    print(f"time to first token: p50 {1000 * q[49]:.0f} ms, p99 {1000 * q[98]:.0f} ms")
+    print(f"generated tokens/s: {tokens[0] / wall:.1f}")
+    print(f"server RSS: start {rss_start / 1024:.1f} MiB, end {rss_end / 1024:.1f} MiB; every tenth of the run: "
+          + " ".join(f"{x / 1024:.1f}" for x in samples))
+    for e in errors[:5]:
+        print("error:", e)
+    sys.exit(1 if errors else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,428 @@
+// http.c — see http.h.
+//
+// A request lives in an rm_http_req held by up to three owners, counted in
+// refs: libmicrohttpd's connection (until it reports the request completed),
+// the handler (until the answer is given) and a streamed response (until
+// libmicrohttpd destroys it). Whoever drops the last reference frees it.
+//
+// Answers given from other threads wake the connection: it is suspended
+// (libmicrohttpd stops polling it) whenever it waits for us, and resumed
+// when there is something to send. Both happen under the request's lock, so
+// a connection is resumed only while it is suspended and no wake-up is lost.
+#define _GNU_SOURCE
+#include "serve/http.h"
+#include "base/err.h"
+#include "base/json.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <microhttpd.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+enum { ST_RECEIVING, ST_WAITING, ST_REPLY, ST_STREAM, ST_ANSWERED };
+
+struct rm_http_req {
+    pthread_mutex_t mu;
+    int refs;
+    rm_http *h;
+    struct MHD_Connection *conn; // NULL once the client is gone
+    char method[16];
+    char *path;
+    rm_sb body;
+    int state;                   // ST_*
+    int suspended;               // the connection waits for wake()
+    int status;
+    char type[64];
+    rm_sb out;                   // the answer, or the stream's pieces not yet sent
+    size_t out_sent;
+    int stream_done;
+    long id;
+    size_t limit;                // of the body
+    double t0;                   // when the head came (rm_http_now)
+    int answered;                // the status queued, 0 until then
+    void *log_data;
+    void (*log_free)(void *);
+};
+
+struct rm_http {
+    rm_http_params p;
+    struct MHD_Daemon *d;
+    int fd, port;
+    char url[128];
+    atomic_int draining, busy;
+    atomic_llong n_requests, n_errors;
+    atomic_long next_id;
+};
+
+rm_http_params rm_http_default_params(void) {
+    return (rm_http_params){.host = "127.0.0.1", .port = 8080, .threads = 2, .max_connections = 256, .timeout = 60,
+                            .max_body = 4 << 20, .max_head = 64 << 10};
+}
+
+// ---- requests ------------------------------------------------------------------
+
+double rm_http_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+long rm_http_id(const rm_http_req *r) { return r->id; }
+double rm_http_started(const rm_http_req *r) { return r->t0; }
+
+void rm_http_set_log(rm_http_req *r, void *data, void (*free_fn)(void *)) {
+    pthread_mutex_lock(&r->mu);
+    if (r->log_free) r->log_free(r->log_data);
+    r->log_data = data, r->log_free = free_fn;
+    pthread_mutex_unlock(&r->mu);
+}
+
+static void req_unref(rm_http_req *r) {
+    pthread_mutex_lock(&r->mu);
+    int left = --r->refs;
+    pthread_mutex_unlock(&r->mu);
+    if (left) return;
+    if (r->log_free) r->log_free(r->log_data);
+    pthread_mutex_destroy(&r->mu);
+    free(r->path);
+    rm_sb_free(&r->body);
+    rm_sb_free(&r->out);
+    free(r);
+}
+
+// Resumes the connection when it waits for us (lock held).
+static void wake(rm_http_req *r) {
+    if (r->suspended && r->conn) {
+        r->suspended = 0;
+        MHD_resume_connection(r->conn);
+    }
+}
+
+const char *rm_http_method(const rm_http_req *r) { return r->method; }
+const char *rm_http_path(const rm_http_req *r) { return r->path; }
+const char *rm_http_body(const rm_http_req *r, size_t *len) {
+    *len = r->body.len;
+    return r->body.buf ? r->body.buf : "";
+}
+const char *rm_http_header(rm_http_req *r, const char *name) {
+    return r->conn ? MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name) : NULL;
+}
+
+static void count_answer(rm_http *h, rm_http_req *r, int status) {
+    r->answered = status;
+    atomic_fetch_add(&h->n_requests, 1);
+    if (status >= 400) atomic_fetch_add(&h->n_errors, 1);
+}
+
+void rm_http_reply(rm_http_req *r, int status, const char *content_type, const char *body, size_t len) {
+    pthread_mutex_lock(&r->mu);
+    r->status = status;
+    snprintf(r->type, sizeof r->type, "%s", content_type);
+    rm_sb_putn(&r->out, body, len);
+    r->state = ST_REPLY;
+    wake(r);
+    pthread_mutex_unlock(&r->mu);
+    req_unref(r); // the handler's reference
+}
+
+void rm_http_stream_open(rm_http_req *r, int status, const char *content_type) {
+    pthread_mutex_lock(&r->mu);
+    r->status = status;
+    snprintf(r->type, sizeof r->type, "%s", content_type);
+    r->state = ST_STREAM;
+    wake(r);
+    pthread_mutex_unlock(&r->mu);
+}
+
+int rm_http_stream_write(rm_http_req *r, const char *data, size_t len) {
+    pthread_mutex_lock(&r->mu);
+    int gone = !r->conn;
+    if (!gone) {
+        rm_sb_putn(&r->out, data, len);
+        wake(r);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return gone ? -1 : 0;
+}
+
+void rm_http_stream_close(rm_http_req *r) {
+    pthread_mutex_lock(&r->mu);
+    r->stream_done = 1;
+    wake(r);
+    pthread_mutex_unlock(&r->mu);
+    req_unref(r);
+}
+
+// ---- libmicrohttpd callbacks -----------------------------------------------------
+
+// The stream's next bytes; none yet: the connection sleeps until a write.
+static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    (void)pos;
+    rm_http_req *r = cls;
+    ssize_t n = 0;
+    pthread_mutex_lock(&r->mu);
+    size_t have = r->out.len - r->out_sent;
+    if (have) {
+        n = (ssize_t)(have < max ? have : max);
+        memcpy(buf, r->out.buf + r->out_sent, (size_t)n);
+        r->out_sent += (size_t)n;
+        if (r->out_sent == r->out.len) r->out.len = r->out_sent = 0;
+    } else if (r->stream_done) {
+        n = MHD_CONTENT_READER_END_OF_STREAM;
+    } else if (r->conn) {
+        r->suspended = 1;
+        MHD_suspend_connection(r->conn);
+    } else {
+        n = MHD_CONTENT_READER_END_WITH_ERROR;
+    }
+    pthread_mutex_unlock(&r->mu);
+    return n;
+}
+
+static void stream_free(void *cls) { req_unref(cls); }
+
+static enum MHD_Result queue(struct MHD_Connection *conn, int status, const char *type, const char *body, size_t len) {
+    struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
+    if (!resp) return MHD_NO;
+    MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    enum MHD_Result ok = MHD_queue_response(conn, (unsigned)status, resp);
+    MHD_destroy_response(resp);
+    return ok;
+}
+
+// The error shape every answer of ours uses (OpenAI's).
+void rm_http_error_json(rm_sb *b, int status, const char *param, const char *code, const char *msg) {
+    const char *type = status >= 500 ? "server_error" : "invalid_request_error"; // OpenAI's 401 too
+    rm_sb_puts(b, "{\"error\": {\"message\": ");
+    rm_sb_json_str(b, msg, strlen(msg));
+    rm_sb_printf(b, ", \"type\": \"%s\", \"param\": ", type);
+    if (param && *param) rm_sb_json_str(b, param, strlen(param));
+    else rm_sb_puts(b, "null");
+    rm_sb_puts(b, ", \"code\": ");
+    if (code && *code) rm_sb_json_str(b, code, strlen(code));
+    else rm_sb_puts(b, "null");
+    rm_sb_puts(b, "}}\n");
+}
+
+void rm_http_reply_error_at(rm_http_req *r, int status, const char *param, const char *code, const char *msg) {
+    rm_sb b;
+    rm_sb_init(&b);
+    rm_http_error_json(&b, status, param, code, msg);
+    rm_http_reply(r, b.oom ? 500 : status, "application/json", b.buf ? b.buf : "", b.len);
+    rm_sb_free(&b);
+}
+
+void rm_http_reply_error(rm_http_req *r, int status, const char *msg) { rm_http_reply_error_at(r, status, NULL, NULL, msg); }
+
+// An error answered by this layer itself, before the handler sees the request.
+static enum MHD_Result queue_error(rm_http *h, rm_http_req *r, struct MHD_Connection *conn, int status, const char *msg) {
+    rm_sb b;
+    rm_sb_init(&b);
+    rm_http_error_json(&b, status, NULL, NULL, msg);
+    enum MHD_Result ok = b.oom ? MHD_NO : queue(conn, status, "application/json", b.buf, b.len);
+    rm_sb_free(&b);
+    if (ok == MHD_YES) count_answer(h, r, status);
+    return ok;
+}
+
+// How a request says where its body ends.
+typedef struct framing { int n_length, chunked; } framing;
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
+    (void)kind;
+    framing *f = cls;
+    if (!strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH)) f->n_length++;
+    if (!strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) && value && strcasestr(value, "chunked")) f->chunked = 1;
+    return MHD_YES;
+}
+
+static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+                                 const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+    (void)version;
+    rm_http *h = cls;
+    rm_http_req *r = *con_cls;
+    if (!r) { // the head is in
+        if (!(r = calloc(1, sizeof *r)) || !(r->path = strdup(url))) {
+            free(r);
+            return MHD_NO;
+        }
+        pthread_mutex_init(&r->mu, NULL);
+        r->refs = 1, r->h = h, r->conn = conn;
+        r->id = atomic_fetch_add(&h->next_id, 1) + 1, r->t0 = rm_http_now();
+        snprintf(r->method, sizeof r->method, "%s", method);
+        rm_sb_init(&r->body);
+        rm_sb_init(&r->out);
+        *con_cls = r;
+        atomic_fetch_add(&h->busy, 1);
+        if (atomic_load(&h->draining)) return queue_error(h, r, conn, 503, "the server is shutting down");
+        framing f = {0};
+        MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
+        if (f.n_length > 1 || (f.n_length && f.chunked)) // a request smuggler's favourites (RFC 9112 6.3)
+            return queue_error(h, r, conn, 400, "a request needs one Content-Length, or Transfer-Encoding: chunked, not both or two");
+        r->limit = h->p.body_limit ? h->p.body_limit(h->p.user, method, url) : h->p.max_body;
+        const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+        if (cl && strtoull(cl, NULL, 10) > r->limit) {
+            char msg[96];
+            snprintf(msg, sizeof msg, "request body too large (limit %zu bytes)", r->limit);
+            return queue_error(h, r, conn, 413, msg);
+        }
+        return MHD_YES;
+    }
+    if (*upload_size) { // a piece of the body (chunked bodies arrive decoded)
+        if (r->body.len + *upload_size > r->limit) return MHD_NO; // a chunked body past the limit: the connection is closed
+        rm_sb_putn(&r->body, upload, *upload_size);
+        *upload_size = 0;
+        return r->body.oom ? MHD_NO : MHD_YES;
+    }
+    pthread_mutex_lock(&r->mu);
+    if (r->state == ST_RECEIVING) { // the whole request is in: the handler takes it
+        r->state = ST_WAITING;
+        r->refs++;
+        pthread_mutex_unlock(&r->mu);
+        h->p.handler(h->p.user, r);
+        pthread_mutex_lock(&r->mu);
+    }
+    enum MHD_Result ok = MHD_YES;
+    if (r->state == ST_REPLY) {
+        ok = queue(conn, r->status, r->type, r->out.buf ? r->out.buf : "", r->out.len);
+        if (ok == MHD_YES) count_answer(h, r, r->status);
+        r->state = ST_ANSWERED;
+    } else if (r->state == ST_STREAM) {
+        struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 << 10, stream_read, r, stream_free);
+        if (resp) {
+            r->refs++; // the response's, dropped by stream_free
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->type);
+            MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+            ok = MHD_queue_response(conn, (unsigned)r->status, resp);
+            MHD_destroy_response(resp);
+            if (ok == MHD_YES) count_answer(h, r, r->status);
+        } else {
+            ok = MHD_NO;
+        }
+        r->state = ST_ANSWERED;
+    } else if (r->state == ST_WAITING) { // answered later, from another thread
+        r->suspended = 1;
+        MHD_suspend_connection(conn);
+    }
+    pthread_mutex_unlock(&r->mu);
+    return ok;
+}
+
+static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode why) {
+    (void)conn;
+    rm_http *h = cls;
+    rm_http_req *r = *con_cls;
+    if (!r) return;
+    *con_cls = NULL;
+    pthread_mutex_lock(&r->mu);
+    r->conn = NULL, r->suspended = 0;
+    void *data = r->log_data;
+    int status = why == MHD_REQUEST_TERMINATED_COMPLETED_OK ? r->answered : 0;
+    pthread_mutex_unlock(&r->mu);
+    if (h->p.log) h->p.log(h->p.user, r, status, rm_http_now() - r->t0, data);
+    atomic_fetch_sub(&h->busy, 1);
+    req_unref(r);
+}
+
+// ---- the daemon ------------------------------------------------------------------
+
+// A listening socket on host:port (IPv6 sockets also take IPv4 when the host is "::").
+static int listen_on(rm_http *h, const char *host, int port) {
+    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV}, *res;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    int e = getaddrinfo(host, ps, &hints, &res);
+    if (e) return rm_errorf(RM_EINVAL, "cannot listen on %s: %s", host, gai_strerror(e));
+    int fd = -1, err = 0;
+    for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
+        fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, 0);
+        if (fd < 0) { err = errno; continue; }
+        int one = 1, zero = 0;
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (a->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
+        if (bind(fd, a->ai_addr, a->ai_addrlen) || listen(fd, 128)) {
+            err = errno;
+            close(fd);
+            fd = -1;
+        }
+    }
+    freeaddrinfo(res);
+    if (fd < 0) return rm_errorf(RM_EIO, "cannot listen on %s port %d: %s", host, port, strerror(err));
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char addr[INET6_ADDRSTRLEN] = "?";
+    getsockname(fd, (struct sockaddr *)&ss, &sl);
+    if (ss.ss_family == AF_INET6) {
+        struct sockaddr_in6 *a6 = (struct sockaddr_in6 *)&ss;
+        inet_ntop(AF_INET6, &a6->sin6_addr, addr, sizeof addr);
+        h->port = ntohs(a6->sin6_port);
+        snprintf(h->url, sizeof h->url, "http://[%s]:%d", addr, h->port);
+    } else {
+        struct sockaddr_in *a4 = (struct sockaddr_in *)&ss;
+        inet_ntop(AF_INET, &a4->sin_addr, addr, sizeof addr);
+        h->port = ntohs(a4->sin_port);
+        snprintf(h->url, sizeof h->url, "http://%s:%d", addr, h->port);
+    }
+    h->fd = fd;
+    return RM_OK;
+}
+
+int rm_http_start(const rm_http_params *p, rm_http **out) {
+    *out = NULL;
+    if (!p->handler || p->threads < 1 || p->max_connections < 1 || p->timeout < 1 || p->max_head < 4096)
+        return rm_errorf(RM_EINVAL, "http: bad parameters (threads %d, connections %d, timeout %d, head %zu)", p->threads,
+                         p->max_connections, p->timeout, p->max_head);
+    rm_http *h = calloc(1, sizeof *h);
+    if (!h) return rm_errorf(RM_ENOMEM, "out of memory");
+    h->p = *p;
+    h->fd = -1;
+    int rc = listen_on(h, p->host ? p->host : "127.0.0.1", p->port);
+    if (rc) {
+        free(h);
+        return rc;
+    }
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+    struct MHD_OptionItem opts[] = {
+        {MHD_OPTION_LISTEN_SOCKET, h->fd, NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, p->max_connections, NULL},
+        {MHD_OPTION_CONNECTION_TIMEOUT, p->timeout, NULL},
+        {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)p->max_head, NULL},
+        {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h},
+        {p->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, p->threads, NULL},
+        {MHD_OPTION_END, 0, NULL},
+    };
+    h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, h, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
+    if (!h->d) {
+        close(h->fd);
+        free(h);
+        return rm_errorf(RM_EIO, "http: cannot start the server threads");
+    }
+    *out = h;
+    return RM_OK;
+}
+
+int rm_http_port(const rm_http *h) { return h->port; }
+const char *rm_http_url(const rm_http *h) { return h->url; }
+void rm_http_drain(rm_http *h) { atomic_store(&h->draining, 1); }
+int rm_http_busy(rm_http *h) { return atomic_load(&h->busy); }
+
+void rm_http_get_stats(rm_http *h, rm_http_stats *st) {
+    st->requests = atomic_load(&h->n_requests);
+    st->errors = atomic_load(&h->n_errors);
+}
+
+void rm_http_stop(rm_http *h) {
+    if (!h) return;
+    MHD_stop_daemon(h->d);
+    close(h->fd);
+    free(h);
+}

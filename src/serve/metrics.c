@@ -1,0 +1,38 @@
+// metrics.c — GET /metrics: the server's counters and gauges in the
+// Prometheus text format.
+#include "serve/server_impl.h"
+#include "base/json.h"
+
+// One counter or gauge.
+static void metric(rm_sb *b, const char *name, const char *type, const char *help, double v) {
+    rm_sb_printf(b, "# HELP ramole_%s %s\n# TYPE ramole_%s %s\nramole_%s %.17g\n", name, help, name, type, name, v);
+}
+
+void metrics_answer(rm_server *s, rm_http_req *r) {
+    rm_engine_stats st;
+    server_engine_stats(s, &st);
+    rm_http_stats hs;
+    rm_http_get_stats(s->http, &hs);
+    int loaded = atomic_load(&s->n_loaded);
+    rm_sb b;
+    rm_sb_init(&b);
+    metric(&b, "requests_running", "gauge", "Sequences in a slot of the engine.", st.running);
+    metric(&b, "requests_waiting", "gauge", "Sequences queued for a free slot.", st.waiting);
+    metric(&b, "slots", "gauge", "Sequences the engine runs at once (--slots).", s->p.slots);
+    metric(&b, "requests_total", "counter", "Completions accepted (plain and chat, streamed or not).",
+           (double)atomic_load(&s->n_completions));
+    metric(&b, "requests_finished_total", "counter", "Sequences that ended at a stop token or max_tokens.", (double)st.finished);
+    metric(&b, "http_requests_total", "counter", "HTTP requests answered (any path and status).", (double)hs.requests);
+    metric(&b, "errors_total", "counter", "Answers with an HTTP status of 400 or more.", (double)hs.errors);
+    metric(&b, "uploads_total", "counter", "Adapters added through POST /v1/adapters.", (double)atomic_load(&s->n_uploads));
+    metric(&b, "prompt_tokens_total", "counter", "Prompt tokens fed through the model.", (double)st.prompt_tokens);
+    metric(&b, "generation_tokens_total", "counter", "Tokens sampled.", (double)st.generated_tokens);
+    metric(&b, "forward_passes_total", "counter", "Batched forward passes (engine steps).", (double)st.steps);
+    metric(&b, "batch_rows_total", "counter", "Rows carried by those passes (mean batch = rows / passes).", (double)st.rows);
+    metric(&b, "adapters", "gauge", "Adapters in the pool.", atomic_load(&s->pool_size));
+    metric(&b, "adapters_loaded", "gauge", "Adapters loaded and bound to the model.", loaded);
+    metric(&b, "uptime_seconds", "gauge", "Seconds since the server started.", (double)(time(NULL) - s->started));
+    if (b.oom) rm_http_reply_error(r, 500, "out of memory");
+    else rm_http_reply(r, 200, "text/plain; version=0.0.4", b.buf, b.len);
+    rm_sb_free(&b);
+}
