@@ -147,6 +147,45 @@ TEST(router_hook_matches_reference) {
     rm_llama_free(m);
 }
 
+// A router row none of whose experts has the linear is left as it is (bit
+// for bit: -0 stays -0), beside a row whose experts do have it.
+TEST(router_row_without_the_linear_untouched) {
+    rm_llama *m = tiny();
+    REQUIRE(m);
+    enum { K = 3 };
+    rm_lora *ex[K] = {0}, *router = NULL;
+    REQUIRE(random_set(m, K, 2000.0f, ex, &router) == 0);
+    rm_lora_plan none, all;
+    CHECK_OK(rm_lora_plan_init_router(&none, 1, &ex[2], router)); // expert 2 has no ffn up
+    CHECK_OK(rm_lora_plan_init_router(&all, K, ex, router));
+    rm_lora_batch *lb = rm_lora_batch_new(NULL);
+    rm_linear_hook hook = rm_lora_batch_hook(lb);
+    const int layer = 1, which = RM_LIN_UP;
+    const rm_tensor *W = &m->layers[layer].w[which];
+    int64_t in = W->ne[0], out = W->ne[1];
+    float *x = malloc(2 * in * sizeof(float)), *y = malloc(2 * out * sizeof(float));
+    REQUIRE(x && y);
+    for (int64_t i = 0; i < 2 * in; i++) x[i] = (float)(i % 7) * 0.25f - 0.75f;
+    for (int64_t o = 0; o < 2 * out; o++) y[o] = -0.0f;
+    const void *plans[2] = {&none, &all};
+    int32_t zero[2] = {0};
+    rm_batch b = {2, zero, zero, zero, NULL, plans};
+    hook.apply(hook.ctx, &b, layer, which, x, in, y, out);
+    CHECK_OK(rm_lora_batch_status(lb));
+    int untouched = 1, changed = 0;
+    for (int64_t o = 0; o < out; o++) untouched &= y[o] == 0.0f && signbit(y[o]);
+    for (int64_t o = 0; o < out; o++) changed |= y[out + o] != 0.0f;
+    CHECK(untouched);
+    CHECK(changed);
+    free(x);
+    free(y);
+    rm_lora_batch_free(lb);
+    rm_lora_plan_free(&none);
+    rm_lora_plan_free(&all);
+    free_set(K, ex, router);
+    rm_llama_free(m);
+}
+
 // Logits of one sequence (SEQ_LEN tokens) per plan, all in one batch.
 static int run_rows(rm_llama *m, rm_threadpool *tp, const rm_linear_hook *hook, int n, const int *seqs,
                     const rm_lora_plan *const *plans, float *logits) {

@@ -23,6 +23,11 @@ int cli_flag(int argc, char **argv, int *i, const char *name, const char *alias)
 int cli_str(int argc, char **argv, int *i, const char *name, const char *alias, const char **out);
 int cli_int(int argc, char **argv, int *i, const char *name, const char *alias, long *out);
 int cli_float(int argc, char **argv, int *i, const char *name, const char *alias, double *out);
+// The folder of llama.cpp's bench drivers: given, else $RAMOLE_LLAMACPP_BENCH,
+// else ~/.cache/ramole-llamacpp-bench (written into buf).
+const char *cli_llamacpp_dir(const char *given, char *buf, size_t cap);
+// s in single quotes for /bin/sh (' as '\''); -1 when it does not fit in cap.
+int cli_sh_quote(const char *s, char *out, size_t cap);
 // Prints "ramole: <msg>: <rm_last_error()>" to stderr and returns 1.
 int cli_fail(const char *what);
 // Prints a GGUF file's ramole.* keys (one a line; string arrays joined by

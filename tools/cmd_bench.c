@@ -17,7 +17,6 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 
 enum { N_MEASURES = 5 };
 static const char *k_names[N_MEASURES] = {"prefill 64", "prefill 512", "decode b=1", "decode b=8", "decode b=32"};
@@ -96,37 +95,6 @@ static int run_once(bench_ctx *c, int steps, double out[N_MEASURES]) {
 // llama.cpp, through the driver of ../shared/tools/llamacpp-bench: DIR/lb and
 // the prebuilt libraries under DIR/bins/package/bins/linux-x64.
 
-static int is_file(const char *p) {
-    struct stat st;
-    return stat(p, &st) == 0 && S_ISREG(st.st_mode);
-}
-
-static const char *default_llamacpp_dir(char *buf, size_t cap) {
-    const char *env = getenv("RAMOLE_LLAMACPP_BENCH");
-    if (env && *env) return env;
-    const char *home = getenv("HOME");
-    snprintf(buf, cap, "%s/.cache/ramole-llamacpp-bench", home ? home : ".");
-    return buf;
-}
-
-// Quotes s for /bin/sh into out (single quotes; ' as '\'').
-static int sh_quote(const char *s, char *out, size_t cap) {
-    size_t n = 0;
-    if (cap < 3) return -1;
-    out[n++] = '\'';
-    for (; *s; s++) {
-        const char *piece = *s == '\'' ? "'\\''" : NULL;
-        size_t len = piece ? 4 : 1;
-        if (n + len + 2 > cap) return -1;
-        if (piece) memcpy(out + n, piece, len);
-        else out[n] = *s;
-        n += len;
-    }
-    out[n++] = '\'';
-    out[n] = 0;
-    return 0;
-}
-
 // One run of llama.cpp's five measures on `model`: the driver prints a JSON
 // line per run ("run": 0, 1, ...) with the same keys as ramole's.
 static int llamacpp_once(const bench_opts *o, int threads, double out[N_MEASURES]) {
@@ -136,7 +104,7 @@ static int llamacpp_once(const bench_opts *o, int threads, double out[N_MEASURES
     char thr[32], steps[32];
     snprintf(thr, sizeof thr, "%d", threads);
     snprintf(steps, sizeof steps, "%ld", o->steps);
-    if (sh_quote(lb, q[0], sizeof q[0]) || sh_quote(o->model, q[1], sizeof q[1]) || sh_quote(bins, q[2], sizeof q[2]))
+    if (cli_sh_quote(lb, q[0], sizeof q[0]) || cli_sh_quote(o->model, q[1], sizeof q[1]) || cli_sh_quote(bins, q[2], sizeof q[2]))
         return rm_errorf(RM_EINVAL, "llama.cpp bench: path too long");
     // two runs, the first discarded: llama.cpp sizes its compute graphs on
     // first use, which a fresh process would otherwise pay inside the timing
@@ -285,9 +253,9 @@ static int cmd_bench(int argc, char **argv) {
     if (rc) return rc;
     char dirbuf[4096], lb[4200];
     if (o.compare) {
-        if (!o.compare_dir) o.compare_dir = default_llamacpp_dir(dirbuf, sizeof dirbuf);
+        o.compare_dir = cli_llamacpp_dir(o.compare_dir, dirbuf, sizeof dirbuf);
         snprintf(lb, sizeof lb, "%s/lb", o.compare_dir);
-        if (!is_file(lb)) {
+        if (!rm_file_exists(lb)) {
             fprintf(stderr, "ramole bench: no llama.cpp bench driver at %s (build it with ../shared/tools/llamacpp-bench/build.sh, "
                             "or give --llamacpp-dir DIR)\n", lb);
             return 2;

@@ -194,9 +194,16 @@ static int write_workload(const char *dir, rm_lora **ad, const int *sets, int B,
 
 // One run of llama.cpp's driver on the workload in dir; its throughput.
 static double llamacpp_workload(const char *lcdir, const char *model, const char *dir, int threads, int prompt, int steps) {
-    char cmd[16384];
-    snprintf(cmd, sizeof cmd, "'%s/lbl' '%s' '%s/bins/package/bins/linux-x64' %d '%s' '%s/sets.txt' %d %d 2>&1", lcdir, model,
-             lcdir, threads, dir, dir, prompt, steps);
+    // the driver, llama.cpp's libraries, the model, the workload folder, its sets file
+    char path[5][4200], q[5][8500], cmd[5 * 8500 + 64];
+    snprintf(path[0], sizeof path[0], "%s/lbl", lcdir);
+    snprintf(path[1], sizeof path[1], "%s/bins/package/bins/linux-x64", lcdir);
+    snprintf(path[2], sizeof path[2], "%s", model);
+    snprintf(path[3], sizeof path[3], "%s", dir);
+    snprintf(path[4], sizeof path[4], "%s/sets.txt", dir);
+    for (int i = 0; i < 5; i++)
+        if (cli_sh_quote(path[i], q[i], sizeof q[i])) return -1;
+    snprintf(cmd, sizeof cmd, "%s %s %s %d %s %s %d %d 2>&1", q[0], q[2], q[1], threads, q[3], q[4], prompt, steps);
     FILE *p = popen(cmd, "r");
     if (!p) return -1;
     char line[2048];
@@ -213,8 +220,6 @@ static double llamacpp_workload(const char *lcdir, const char *model, const char
     pclose(p);
     return tps;
 }
-
-static int is_safe_path(const char *s) { return !strchr(s, '\''); }
 
 static int cmd_bench_lora(int argc, char **argv) {
     const char *model = NULL, *synth = NULL, *type_s = "q8_0", *targets_s = "q,v", *compose_s = "mixture", *kind_s = "soft";
@@ -266,11 +271,7 @@ static int cmd_bench_lora(int argc, char **argv) {
                             "scaled adapters; it has no %s)\n", compose_s);
             return 2;
         }
-        if (!lcdir) {
-            const char *env = getenv("RAMOLE_LLAMACPP_BENCH"), *home = getenv("HOME");
-            if (env && *env) lcdir = env;
-            else snprintf(lcbuf, sizeof lcbuf, "%s/.cache/ramole-llamacpp-bench", home ? home : "."), lcdir = lcbuf;
-        }
+        lcdir = cli_llamacpp_dir(lcdir, lcbuf, sizeof lcbuf);
         snprintf(lbl, sizeof lbl, "%s/lbl", lcdir);
         if (!rm_file_exists(lbl)) {
             fprintf(stderr, "ramole bench-lora: no llama.cpp LoRA driver at %s (build it with scripts/llamacpp-lora.sh)\n", lbl);
@@ -395,10 +396,6 @@ static int cmd_bench_lora(int argc, char **argv) {
         const char *tmp = getenv("TMPDIR");
         snprintf(wdir, sizeof wdir, "%s/ramole-bench-lora-XXXXXX", tmp && *tmp ? tmp : "/tmp");
         if (!mkdtemp(wdir)) { wdir[0] = 0; fprintf(stderr, "ramole bench-lora: cannot make a temporary folder\n"); goto out; }
-        if (!is_safe_path(wdir) || !is_safe_path(lcdir) || !is_safe_path(model)) {
-            fprintf(stderr, "ramole bench-lora: paths with a quote (') cannot be passed to the driver\n");
-            goto out;
-        }
         if (write_workload(wdir, ad, sets, (int)batch, (int)k)) { cli_fail("adapters for llama.cpp"); goto out; }
         double *v = malloc(2 * (size_t)reps * sizeof(double));
         if (!v) goto out;

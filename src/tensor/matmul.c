@@ -130,7 +130,7 @@ const char *rm_matmul_family(rm_type t) {
 // 16-block copy of the activations too (rm_qx).
 static rm_mm_kernel pick_kernel(rm_type t, int *qblk, int *t16) {
     *qblk = 0;
-    *t16 = (t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0) && use_avx2() && use_avx512_vnni();
+    *t16 = (t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0) && use_avx512_vnni();
     if (!use_avx2()) return mm_scalar;
     const int v512 = use_avx512(), q512 = use_avx512_vnni();
     switch (t) {

@@ -120,6 +120,12 @@ INLINE void load16(const uint8_t *p, int64_t BB, int nk, const int KIND, __m512i
 }
 #define KIND_X (-1)
 
+// Prefetches a 16-block group (from p) of the rows the next tiles take:
+// the prefetchers do not follow RR interleaved streams of short rows.
+INLINE void prefetch_group(const rm_mm *m, const uint8_t *p, int64_t BB, int RR) {
+    for (int64_t pf = 0; pf < 16 * BB; pf += 64) prefetch_next_rows(m, p + pf, RR);
+}
+
 // The f32 scales of blocks b .. b+nk-1 of a weight row (zeros after).
 INLINE __m512 scales16(const uint8_t *row, int64_t b, int64_t BB, int nk) {
     if (nk == 16) { // one gather of the 4 bytes at each block's start, the scale being the low 2
@@ -166,9 +172,7 @@ INLINE int prep_t16(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const int 
             const int64_t b = 16 * G;
             const int nk = nb - b < 16 ? (int)(nb - b) : 16;
             __m512i v[8];
-            // the next tiles' rows: the prefetchers do not follow RR
-            // interleaved streams of short rows on their own
-            for (int64_t pf = 0; pf < 16 * BB; pf += 64) prefetch_next_rows(m, row + b * BB + pf, RR);
+            prefetch_group(m, row + b * BB, BB, RR);
             load16(row + b * BB + 2, BB, nk, KIND, v);
             for (int g = 0; g < 8; g++) _mm512_store_si512((void *)(aux->t16.q[i] + G * 512 + 64 * g), v[g]);
             _mm512_storeu_ps(&aux->t16.d[i][b], scales16(row, b, BB, nk));
@@ -239,7 +243,7 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
 #pragma GCC unroll 4
             for (int i = 0; i < RR; i++) {
                 const uint8_t *qs = w[i] + b * BB + 2;
-                for (int64_t pf = 0; pf < 16 * BB; pf += 64) prefetch_next_rows(m, qs + pf, RR);
+                prefetch_group(m, qs, BB, RR);
                 __m512i wv[8];
                 load16(qs, BB, nk, KIND, wv);
                 dw[i] = scales16(w[i], b, BB, nk);
