@@ -7,6 +7,8 @@
 // weight bytes streamed, both from the median. Weights are cycled through enough copies (>= 192 MiB) that every
 // call reads them from DRAM, as decode does. Also prints the machine's read
 // bandwidth (rm_measure_read_bandwidth) and, for n = 1, the fraction of it.
+// The weights are repacked as a model's are at load where this CPU's kernels
+// want it (type shown as q8_0-r16 / q4_0-r16; RAMOLE_REPACK=0 keeps them as stored).
 #include "bench.h"
 #include "base/cpu.h"
 #include "base/file.h"
@@ -56,6 +58,7 @@ static int weights_make(weights *w, rm_type t, int in, int out) {
         w->W[k].data = k == 0 ? first : malloc(w->bytes);
         if (!w->W[k].data) return -1;
         if (k) memcpy(w->W[k].data, first, w->bytes);
+        rm_repack_for_kernels(&w->W[k], NULL); // as a model's weights at load (RAMOLE_REPACK=0: as stored)
     }
     free(row);
     return 0;

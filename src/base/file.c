@@ -109,6 +109,11 @@ int rm_mmap_open_resident(rm_mmap *m, const char *path) {
     return RM_OK;
 }
 
+int rm_mmap_set_writable(rm_mmap *m, int writable) {
+    if (!m->data || !m->mapped) return -1;
+    return mprotect((void *)m->data, m->mapped, writable ? PROT_READ | PROT_WRITE : PROT_READ);
+}
+
 void rm_mmap_close(rm_mmap *m) {
     if (m->data) munmap((void *)m->data, m->mapped > m->size ? m->mapped : m->size);
     m->data = NULL;

@@ -29,6 +29,9 @@ void rm_mmap_close(rm_mmap *m);
 // TinyLlama here). Costs a copy at load and the page cache's sharing.
 // Released with rm_mmap_close.
 int rm_mmap_open_resident(rm_mmap *m, const char *path);
+// Lets a resident copy be written (writable = 1) or makes it read-only again.
+// Returns 0, or -1 for a plain mapping of the file (never writable).
+int rm_mmap_set_writable(rm_mmap *m, int writable);
 
 // Reads a whole file into a NUL-terminated malloc'd buffer (*out, *len).
 int rm_read_file(const char *path, char **out, size_t *len);

@@ -42,6 +42,17 @@ static int merge_fill(void *ctx, void *dst, size_t nbytes) {
     return RM_OK;
 }
 
+// A matrix the model holds repacked (rm_repack_for_kernels) that no adapter
+// touches: its rows back in the file's layout, byte for byte.
+static int unpack_fill(void *ctx, void *dst, size_t nbytes) {
+    const rm_tensor *W = ctx;
+    size_t row = rm_row_size(W->type, W->ne[0]);
+    if (row * (size_t)W->ne[1] != nbytes) return rm_errorf(RM_EINVAL, "merge: size mismatch for a repacked matrix");
+    for (int64_t o = 0; o < W->ne[1]; o++)
+        rm_r16_unpack_row(W->type, (const uint8_t *)W->data + (size_t)o * row, (uint8_t *)dst + (size_t)o * row, W->ne[0]);
+    return RM_OK;
+}
+
 int rm_lora_merge(const rm_llama *m, int n, rm_lora *const *a, const float *w, int type, const char *out_path) {
     for (int i = 0; i < n; i++)
         if (a[i]->base != m) return rm_errorf(RM_EINVAL, "merge: %s is not bound to %s", a[i]->path, m->path);
@@ -71,12 +82,16 @@ int rm_lora_merge(const rm_llama *m, int n, rm_lora *const *a, const float *w, i
         int touched = 0;
         for (int i = 0; wh >= 0 && i < n; i++)
             if (l < a[i]->n_layer && a[i]->mods[l * RM_LIN_COUNT + wh].r) touched = 1;
+        const rm_tensor *held = wh >= 0 ? &m->layers[l].w[wh] : ti->data == m->output.data ? &m->output : NULL;
         if (!touched) {
-            rc = gguf_add_tensor(gw, name, (rm_type)ti->type, ti->n_dims, ti->ne, ti->data);
+            if (held && rm_type_r16_base(held->type) >= 0)
+                rc = gguf_add_tensor_fill(gw, name, (rm_type)ti->type, ti->n_dims, ti->ne, unpack_fill, (void *)held);
+            else
+                rc = gguf_add_tensor(gw, name, (rm_type)ti->type, ti->n_dims, ti->ne, ti->data);
             continue;
         }
         merge_job *J = &jobs[l * RM_LIN_COUNT + wh];
-        *J = (merge_job){m, l, wh, n, a, w, (rm_type)ti->type, type >= 0 ? (rm_type)type : (rm_type)ti->type, ti->data};
+        *J = (merge_job){m, l, wh, n, a, w, held->type, type >= 0 ? (rm_type)type : (rm_type)ti->type, ti->data};
         if (rm_row_size(J->dst_type, ti->ne[0]) == 0) {
             rc = rm_errorf(RM_EINVAL, "merge: %s: rows of %lld do not fit type %s", name, (long long)ti->ne[0],
                            rm_type_name(J->dst_type));

@@ -197,6 +197,18 @@ static int load_weights(rm_llama *m) {
     return RM_OK;
 }
 
+// The matrices decode streams, rearranged for this CPU's kernels where that
+// pays (rm_repack_for_kernels): only in a resident copy (a mapped file stays
+// as it is), and not the classifier when it is the embedding table (rows of
+// that are read one token at a time).
+static void repack_weights(rm_llama *m) {
+    if (rm_mmap_set_writable(&m->gguf.map, 1) != 0) return;
+    for (int l = 0; l < m->hp.n_layer; l++)
+        for (int w = 0; w < RM_LIN_COUNT; w++) rm_repack_for_kernels(&m->layers[l].w[w], NULL);
+    if (m->output.data != m->tok_embd.data) rm_repack_for_kernels(&m->output, NULL);
+    rm_mmap_set_writable(&m->gguf.map, 0);
+}
+
 // A Hugging Face model directory is converted to a temporary GGUF (weights
 // kept in their stored type, the tokenizer.json as GGUF metadata), mapped,
 // and the file unlinked at once.
@@ -238,6 +250,7 @@ int rm_llama_load(rm_llama **out, const char *path) {
     int rc = open_model_file(m, path);
     if (!rc) rc = read_hparams(m);
     if (!rc) rc = load_weights(m);
+    if (!rc) repack_weights(m);
     if (!rc) {
         m->rope_freq = malloc((size_t)(m->hp.rope_dim / 2) * sizeof(float));
         if (!m->rope_freq) rc = rm_errorf(RM_ENOMEM, "out of memory");

@@ -102,6 +102,12 @@ float rm_dot_f32_avx512(const float *a, const float *b, int64_t n);
 // iters x 10 steps in registers; full = 1 the q8_0 kernel's step (512 int8
 // products), 0 vpdpbusd alone (64).
 float rm_int8_peak_avx512(long iters, int full);
+// The same on weights in the r16 layout (repack.c).
+void rm_mm_q8_0_r16_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+void rm_mm_q4_0_r16_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+// Rows [r0, r1) of a q8_0 / q4_0 matrix (rows w_row bytes apart, `in`
+// elements) into the r16 layout in place; tmp: scratch of one row.
+void rm_r16_pack_rows_avx512(int base, uint8_t *w, size_t w_row, int64_t in, int64_t r0, int64_t r1, uint8_t *tmp);
 // Fills the 16-block copy (qx.tq, td, ts) of activation rows [c0, c1).
 void rm_qx_t16_avx512(const rm_mm *m, int c0, int c1);
 #endif

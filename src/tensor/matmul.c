@@ -25,7 +25,13 @@
 // accumulates the dot product in double.
 
 // y[n,out] = x[n,in] @ W[out,in]^T   (rows [r0,r1) of W, rows [c0,c1) of x)
+static void mm_scalar_rows(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+
 static void mm_scalar(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1) {
+    if (rm_type_r16_base(m->type) >= 0) {
+        mm_scalar_rows(m, r0, r1, c0, c1);
+        return;
+    }
     int blk = rm_type_block_elems(m->type);
     size_t bbytes = rm_type_block_bytes(m->type);
     float wbuf[256];
@@ -43,10 +49,30 @@ static void mm_scalar(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1) {
     }
 }
 
+// The same for weights that dequantize only a whole row at a time (r16):
+// the row once, then the same sums in double.
+static void mm_scalar_rows(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1) {
+    float *wrow = malloc((size_t)m->in * sizeof(float));
+    if (!wrow) {
+        rm_errorf(RM_ENOMEM, "matmul: out of memory for a row of %lld", (long long)m->in);
+        return;
+    }
+    for (int64_t r = r0; r < r1; r++) {
+        rm_dequantize_row(m->type, m->w + (size_t)r * m->w_row, wrow, m->in);
+        for (int c = c0; c < c1; c++) {
+            const float *x = m->x + (int64_t)c * m->ldx;
+            double acc = 0;
+            for (int64_t i = 0; i < m->in; i++) acc += (double)wrow[i] * (double)x[i];
+            rm_mm_store(m, c, r, (float)acc);
+        }
+    }
+    free(wrow);
+}
+
 static int mm_setup(rm_mm *m, const rm_tensor *W, const float *x, int64_t ldx, float *y, int64_t ldy, int n,
                     int accumulate) {
     memset(m, 0, sizeof *m);
-    if (!W || !rm_type_supported(W->type)) return rm_errorf(RM_EUNSUPPORTED, "matmul: unsupported weight type");
+    if (!W || !rm_type_block_elems(W->type)) return rm_errorf(RM_EUNSUPPORTED, "matmul: unsupported weight type");
     m->type = W->type;
     m->in = W->ne[0];
     m->out = W->ne[1];
@@ -117,10 +143,12 @@ static int use_avx512(void) {
 // ones run.
 static int use_avx512_vnni(void) { return use_avx512() && rm_cpu()->avx512vnni; }
 
-static int is_quantized(rm_type t) { return t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0 || t == RM_TYPE_Q4_K; }
+static int is_quantized(rm_type t) {
+    return t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0 || t == RM_TYPE_Q4_K || rm_type_r16_base(t) >= 0;
+}
 
 const char *rm_matmul_family(rm_type t) {
-    if (!use_avx2()) return "scalar";
+    if (!use_avx2() || (rm_type_r16_base(t) >= 0 && !use_avx512_vnni())) return "scalar";
     if (is_quantized(t)) return use_avx512_vnni() ? "avx512-vnni" : "avx2";
     return use_avx512() && t != RM_TYPE_F32 ? "avx512" : "avx2";
 }
@@ -130,7 +158,11 @@ const char *rm_matmul_family(rm_type t) {
 // 16-block copy of the activations too (rm_qx).
 static rm_mm_kernel pick_kernel(rm_type t, int *qblk, int *t16) {
     *qblk = 0;
-    *t16 = (t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0) && use_avx512_vnni();
+    *t16 = (t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0 || rm_type_r16_base(t) >= 0) && use_avx512_vnni();
+    if (rm_type_r16_base(t) >= 0) { // repacked for the VNNI kernels; another family (forced later) reads them slowly
+        *qblk = *t16 ? 32 : 0;
+        return !*t16 ? mm_scalar : t == RM_TYPE_Q8_0_R16 ? rm_mm_q8_0_r16_avx512 : rm_mm_q4_0_r16_avx512;
+    }
     if (!use_avx2()) return mm_scalar;
     const int v512 = use_avx512(), q512 = use_avx512_vnni();
     switch (t) {
@@ -145,8 +177,39 @@ static rm_mm_kernel pick_kernel(rm_type t, int *qblk, int *t16) {
     case RM_TYPE_Q8_0: *qblk = 32; return q512 ? rm_mm_q8_0_avx512 : rm_mm_q8_0_avx2;
     case RM_TYPE_Q4_0: *qblk = 32; return q512 ? rm_mm_q4_0_avx512 : rm_mm_q4_0_avx2;
     case RM_TYPE_Q4_K: *qblk = 256; return q512 ? rm_mm_q4_k_avx512 : rm_mm_q4_k_avx2;
+    default: break;
     }
     return mm_scalar;
+}
+
+// ---------------------------------------------------------------------------
+// Repacking weights at load (repack.c has the layout).
+
+typedef struct {
+    rm_tensor *W;
+    size_t w_row;
+    uint8_t *tmp; // a row per worker
+} repack_job;
+
+static void repack_task(void *ctx, int ith, int nth) {
+    repack_job *j = ctx;
+    long b, e;
+    rm_split_range(j->W->ne[1], ith, nth, &b, &e);
+    rm_r16_pack_rows_avx512(j->W->type, j->W->data, j->w_row, j->W->ne[0], b, e, j->tmp + (size_t)ith * j->w_row);
+}
+
+int rm_repack_for_kernels(rm_tensor *W, rm_threadpool *tp) {
+    const char *env = getenv("RAMOLE_REPACK");
+    if ((env && strcmp(env, "0") == 0) || !use_avx512_vnni()) return 0;
+    if ((W->type != RM_TYPE_Q8_0 && W->type != RM_TYPE_Q4_0) || W->n_dims != 2 || W->ne[0] < 16 * 32 || !W->data)
+        return 0;
+    repack_job j = {W, rm_row_size(W->type, W->ne[0]), NULL};
+    j.tmp = malloc(j.w_row * (size_t)rm_threadpool_size(tp));
+    if (!j.tmp) return 0; // the kernels read the base layout just as well, only slower
+    rm_threadpool_run(tp, repack_task, &j);
+    free(j.tmp);
+    W->type = W->type == RM_TYPE_Q8_0 ? RM_TYPE_Q8_0_R16 : RM_TYPE_Q4_0_R16;
+    return 1;
 }
 
 typedef struct {

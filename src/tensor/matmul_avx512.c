@@ -160,11 +160,31 @@ void rm_qx_t16_avx512(const rm_mm *m, int c0, int c1) {
         }
 }
 
+// Weights stored in the r16 layout (repack.c): group G of a row's full
+// groups is already what load16 makes of it, the q4_0 nibbles still packed
+// (split here: two operations per 64 bytes).
+INLINE void load_r16(const uint8_t *q, const int KIND, __m512i out[8]) {
+    if (KIND == KIND_Q4_0) {
+        const __m512i lo4 = _mm512_set1_epi8(15);
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; g++) {
+            __m512i v = _mm512_loadu_si512((const void *)(q + 64 * g));
+            out[g] = _mm512_and_si512(v, lo4);
+            out[g + 4] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+        }
+        return;
+    }
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; g++) out[g] = _mm512_loadu_si512((const void *)(q + 64 * g));
+}
+
 // aux->t16: the transposed unsigned quants and f32 scales of weight rows
-// r .. r+RR-1 (groups of 16 blocks, zero-padded).
-INLINE int prep_t16(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const int KIND) {
-    const int64_t nb = m->in / 32, BB = (int64_t)rm_type_block_bytes(m->type);
-    const int64_t groups = (nb + 15) / 16;
+// r .. r+RR-1 (groups of 16 blocks, zero-padded). R16: the row's full groups
+// are stored that way already (repack.c) and are only copied (aligned, the
+// q4_0 nibbles split).
+INLINE int prep_t16(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const int KIND, const int R16) {
+    const int64_t nb = m->in / 32, BB = KIND == KIND_Q8_0 ? (int64_t)sizeof(rm_block_q8_0) : (int64_t)sizeof(rm_block_q4_0);
+    const int64_t groups = (nb + 15) / 16, GQ = KIND == KIND_Q8_0 ? 512 : 256, F = R16 ? nb / 16 : 0;
     if (groups * 16 > AUX_N) return 0;
     for (int i = 0; i < RR; i++) {
         const uint8_t *row = m->w + (size_t)(r + i) * m->w_row;
@@ -172,16 +192,53 @@ INLINE int prep_t16(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const int 
             const int64_t b = 16 * G;
             const int nk = nb - b < 16 ? (int)(nb - b) : 16;
             __m512i v[8];
-            prefetch_group(m, row + b * BB, BB, RR);
-            load16(row + b * BB + 2, BB, nk, KIND, v);
+            if (G < F) {
+                load_r16(row + G * GQ, KIND, v);
+                _mm512_storeu_ps(&aux->t16.d[i][b], _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + F * GQ + 32 * G))));
+            } else {
+                prefetch_group(m, row + b * BB, BB, RR);
+                load16(row + b * BB + 2, BB, nk, KIND, v);
+                _mm512_storeu_ps(&aux->t16.d[i][b], scales16(row, b, BB, nk));
+            }
             for (int g = 0; g < 8; g++) _mm512_store_si512((void *)(aux->t16.q[i] + G * 512 + 64 * g), v[g]);
-            _mm512_storeu_ps(&aux->t16.d[i][b], scales16(row, b, BB, nk));
         }
     }
     return 1;
 }
-static int prep_t16_q8_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) { return prep_t16(m, r, RR, aux, KIND_Q8_0); }
-static int prep_t16_q4_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) { return prep_t16(m, r, RR, aux, KIND_Q4_0); }
+static int prep_t16_q8_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) { return prep_t16(m, r, RR, aux, KIND_Q8_0, 0); }
+static int prep_t16_q4_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) { return prep_t16(m, r, RR, aux, KIND_Q4_0, 0); }
+static int prep_r16_q8_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) { return prep_t16(m, r, RR, aux, KIND_Q8_0, 1); }
+static int prep_r16_q4_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) { return prep_t16(m, r, RR, aux, KIND_Q4_0, 1); }
+
+// Rows [r0, r1) of W (q8_0 / q4_0, `in` elements) into the r16 layout, in
+// place; tmp holds one row. The quants go through load16 (the layout the
+// kernels transpose to on the fly), the scales are gathered as f16.
+void rm_r16_pack_rows_avx512(int base, uint8_t *w, size_t w_row, int64_t in, int64_t r0, int64_t r1, uint8_t *tmp) {
+    const int KQ4 = base == RM_TYPE_Q4_0;
+    const int64_t BB = KQ4 ? (int64_t)sizeof(rm_block_q4_0) : (int64_t)sizeof(rm_block_q8_0);
+    const int64_t GQ = KQ4 ? 256 : 512, F = in / 32 / 16;
+    const __m512i at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                          _mm512_set1_epi32((int)BB));
+    for (int64_t r = r0; r < r1; r++) {
+        uint8_t *row = w + (size_t)r * w_row;
+        memcpy(tmp, row, (size_t)(16 * F * BB));
+        for (int64_t G = 0; G < F; G++) {
+            const uint8_t *src = tmp + 16 * G * BB;
+            uint8_t *q = row + G * GQ;
+            __m512i v[8];
+            if (KQ4) { // load16 splits the nibbles; store them packed again
+                load16(src + 2, BB, 16, KIND_Q4_0, v);
+                for (int g = 0; g < 4; g++)
+                    _mm512_storeu_si512((void *)(q + 64 * g), _mm512_or_si512(v[g], _mm512_slli_epi16(v[g + 4], 4)));
+            } else {
+                load16(src + 2, BB, 16, KIND_Q8_0, v);
+                for (int g = 0; g < 8; g++) _mm512_storeu_si512((void *)(q + 64 * g), v[g]);
+            }
+            __m512i d = _mm512_i32gather_epi32(at, (const void *)src, 1);
+            _mm256_storeu_si256((__m256i *)(row + F * GQ + 32 * G), _mm512_cvtepi32_epi16(d));
+        }
+    }
+}
 
 // One tile, 16 blocks per step. Per (weight row i, activation row j) and
 // group: an int32 vector starts at -OFF * sum(x) of each block (OFF = 128 for
@@ -191,10 +248,11 @@ static int prep_t16_q4_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) { ret
 // (PREPPED) or are transposed here; the integer sums are the same either way,
 // so the bits are too.
 INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux,
-                       const int PREPPED, const int KIND) {
+                       const int PREPPED, const int KIND, const int R16) {
     const int64_t BB = KIND == KIND_Q8_0 ? (int64_t)sizeof(rm_block_q8_0) : (int64_t)sizeof(rm_block_q4_0);
     const int SH = KIND == KIND_Q8_0 ? 7 : 3;
     const int64_t nb = m->in / 32, groups = m->qx.groups;
+    const int64_t GQ = KIND == KIND_Q8_0 ? 512 : 256, F = R16 ? nb / 16 : 0; // r16: full groups rearranged
     const uint8_t *w[4];
     const int8_t *xq[4];
     const float *xd[4];
@@ -242,11 +300,19 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
         } else {
 #pragma GCC unroll 4
             for (int i = 0; i < RR; i++) {
-                const uint8_t *qs = w[i] + b * BB + 2;
-                prefetch_group(m, qs, BB, RR);
                 __m512i wv[8];
-                load16(qs, BB, nk, KIND, wv);
-                dw[i] = scales16(w[i], b, BB, nk);
+                if (G < F) {
+                    const uint8_t *q = w[i] + G * GQ, *sc = w[i] + F * GQ + 32 * G;
+                    for (int64_t pf = 0; pf < GQ; pf += 64) prefetch_next_rows(m, q + pf, RR);
+                    prefetch_next_rows(m, sc, RR);
+                    load_r16(q, KIND, wv);
+                    dw[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sc));
+                } else { // the blocks as stored (a row's last nb % 16 stay so in r16 too)
+                    const uint8_t *qs = w[i] + b * BB + 2;
+                    prefetch_group(m, qs, BB, RR);
+                    load16(qs, BB, nk, KIND, wv);
+                    dw[i] = scales16(w[i], b, BB, nk);
+                }
 #pragma GCC unroll 4
                 for (int j = 0; j < CC; j++) {
                     isum[i][j] = off[j];
@@ -268,14 +334,20 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
         for (int j = 0; j < CC; j++) rm_mm_store(m, c + j, r + i, hsum16(acc[i][j]));
 }
 
-#define TILE_Q8_0(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q8_0)
-#define TILE_Q4_0(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q4_0)
+#define TILE_Q8_0(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q8_0, 0)
+#define TILE_Q4_0(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q4_0, 0)
+#define TILE_Q8_0_R16(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q8_0, 1)
+#define TILE_Q4_0_R16(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q4_0, 1)
 // y[n,out] = x[n,in] @ W[out,in]^T, W q8_0 / q4_0, x int8 (rm_qx with its 16-block copy).
 // Tiles of 4 x 3: the 12 float and 12 int32 accumulators and the operands fit
 // the 32 registers (4 x 4 spilled: ~8% slower at 32 and 512 rows, 4 x 2 within
 // 2% of 4 x 3; perf cpu-clock shares against fixed work on a busy machine).
 DEFINE_DRIVER(rm_mm_q8_0_avx512, TILE_Q8_0, prep_t16_q8_0, 4, 3, 2)
 DEFINE_DRIVER(rm_mm_q4_0_avx512, TILE_Q4_0, prep_t16_q4_0, 4, 3, 2)
+// r16 weights: decode reads them where they are, wider batches from the
+// aligned per-tile copy (a plain copy now).
+DEFINE_DRIVER(rm_mm_q8_0_r16_avx512, TILE_Q8_0_R16, prep_r16_q8_0, 4, 3, 2)
+DEFINE_DRIVER(rm_mm_q4_0_r16_avx512, TILE_Q4_0_R16, prep_r16_q4_0, 4, 3, 2)
 
 // ---------------------------------------------------------------------------
 // q4_K weights x int8 activations (one scale per 256; sums per 32)

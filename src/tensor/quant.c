@@ -14,6 +14,7 @@
 #include "base/fp16.h"
 
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -22,10 +23,16 @@ static const struct {
     const char *name;
     int blk;
     size_t bytes;
+    int file; // 0: in memory only
 } g_types[] = {
-    {RM_TYPE_F32, "f32", 1, 4},       {RM_TYPE_F16, "f16", 1, 2},
-    {RM_TYPE_BF16, "bf16", 1, 2},     {RM_TYPE_Q8_0, "q8_0", 32, sizeof(rm_block_q8_0)},
-    {RM_TYPE_Q4_0, "q4_0", 32, sizeof(rm_block_q4_0)}, {RM_TYPE_Q4_K, "q4_K", 256, sizeof(rm_block_q4_k)},
+    {RM_TYPE_F32, "f32", 1, 4, 1},
+    {RM_TYPE_F16, "f16", 1, 2, 1},
+    {RM_TYPE_BF16, "bf16", 1, 2, 1},
+    {RM_TYPE_Q8_0, "q8_0", 32, sizeof(rm_block_q8_0), 1},
+    {RM_TYPE_Q4_0, "q4_0", 32, sizeof(rm_block_q4_0), 1},
+    {RM_TYPE_Q4_K, "q4_K", 256, sizeof(rm_block_q4_k), 1},
+    {RM_TYPE_Q8_0_R16, "q8_0-r16", 32, sizeof(rm_block_q8_0), 0},
+    {RM_TYPE_Q4_0_R16, "q4_0-r16", 32, sizeof(rm_block_q4_0), 0},
 };
 #define N_TYPES ((int)(sizeof g_types / sizeof g_types[0]))
 
@@ -35,7 +42,10 @@ static int type_index(int type) {
     return -1;
 }
 
-int rm_type_supported(int type) { return type_index(type) >= 0; }
+int rm_type_supported(int type) {
+    int i = type_index(type);
+    return i >= 0 && g_types[i].file;
+}
 
 const char *rm_type_name(int type) {
     int i = type_index(type);
@@ -44,7 +54,7 @@ const char *rm_type_name(int type) {
 
 int rm_type_parse(const char *name, rm_type *out) {
     for (int i = 0; name && i < N_TYPES; i++) {
-        if (strcasecmp(name, g_types[i].name) == 0) {
+        if (g_types[i].file && strcasecmp(name, g_types[i].name) == 0) {
             *out = (rm_type)g_types[i].type;
             return RM_OK;
         }
@@ -230,6 +240,19 @@ void rm_quantize_row(rm_type t, const float *src, void *dst, int64_t n) {
     case RM_TYPE_Q8_0: quantize_q8_0(src, dst, n / 32); break;
     case RM_TYPE_Q4_0: quantize_q4_0(src, dst, n / 32); break;
     case RM_TYPE_Q4_K: quantize_q4_k(src, dst, n / 256); break;
+    case RM_TYPE_Q8_0_R16: // the row in the base type, then rearranged
+    case RM_TYPE_Q4_0_R16: {
+        int base = rm_type_r16_base(t);
+        void *tmp = malloc(rm_row_size((rm_type)base, n));
+        if (!tmp) {
+            rm_errorf(RM_ENOMEM, "quantize: out of memory for a row of %lld", (long long)n);
+            break;
+        }
+        rm_quantize_row((rm_type)base, src, tmp, n);
+        rm_r16_pack_row(base, tmp, dst, n);
+        free(tmp);
+        break;
+    }
     }
 }
 
@@ -276,5 +299,7 @@ void rm_dequantize_row(rm_type t, const void *src, float *dst, int64_t n) {
         }
         break;
     }
+    case RM_TYPE_Q8_0_R16:
+    case RM_TYPE_Q4_0_R16: rm_r16_dequantize_row(t, src, dst, n); break;
     }
 }
