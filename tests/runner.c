@@ -105,7 +105,7 @@ const char *rm_test_bin(void) {
 }
 
 int rm_test_cli(const char *args) {
-    size_t n = strlen(rm_test_bin()) + strlen(args) + strlen(rm_test_tmpdir()) + 64;
+    size_t n = strlen(rm_test_bin()) + strlen(args) + 2 * strlen(rm_test_tmpdir()) + 64;
     char *cmd = malloc(n);
     if (!cmd) return -1;
     snprintf(cmd, n, "%s %s >%s/cli.out 2>%s/cli.err", rm_test_bin(), args, rm_test_tmpdir(), rm_test_tmpdir());
