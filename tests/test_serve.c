@@ -791,11 +791,11 @@ TEST(serve_generate_from_pool_cli) {
     err = NULL;
     CHECK(rm_read_file(err_path, &err, &len) == RM_OK && err && strstr(err, "retrieved: none"));
     free(err);
-    // errors: not a pool; no prompt text; both --pool and --lora
+    // errors: no pool there (and none made); no prompt text; both --pool and --lora
     snprintf(args, sizeof args, "-m %s --pool %s/none -p x -n 1", model, rm_test_tmpdir());
     CHECK(generate_ids_err(args, out_base, sizeof out_base, err_path) != 0);
     err = NULL;
-    CHECK(rm_read_file(err_path, &err, &len) == RM_OK && err && strstr(err, "not a pool"));
+    CHECK(rm_read_file(err_path, &err, &len) == RM_OK && err && strstr(err, "no pool at"));
     free(err);
     snprintf(args, sizeof args, "-m %s --pool %s --prompt-ids '5 6' -n 1", model, dir);
     CHECK(generate_ids(args, out_base, sizeof out_base) != 0);
