@@ -138,7 +138,7 @@ static void random_sets(int *sets, int B, int K, int N, uint64_t seed) {
             for (int i = 0; i < K; i++) {
                 int dup;
                 do {
-                    set[i] = (int)(rm_rand_f32(&st) * (float)N) % N;
+                    set[i] = (int)(rm_rng_uniform(&st) * (float)N) % N;
                     dup = 0;
                     for (int j = 0; j < i; j++) dup |= set[j] == set[i];
                 } while (dup);
@@ -426,7 +426,7 @@ static int setup(const bl_args *a, bl_state *st) {
         for (int i = 0; i < gate->n_layer * RM_LIN_COUNT; i++)
             for (int64_t j = 0; gate->w[i] && j < (int64_t)a->n_ad * R->m->layers[i / RM_LIN_COUNT].w[i % RM_LIN_COUNT].ne[0];
                  j++)
-                gate->w[i][j] = 0.1f * (2.0f * rm_rand_f32(&g) - 1.0f);
+                gate->w[i][j] = 0.1f * (2.0f * rm_rng_uniform(&g) - 1.0f);
     }
     random_sets(st->sets, (int)a->batch, (int)a->k, (int)a->n_ad, (uint64_t)a->seed);
     for (long s = 0; s < a->batch; s++) {

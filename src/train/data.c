@@ -329,14 +329,6 @@ int rm_tdata_load_text(rm_tdata *d, const char *path, const rm_tokenizer *tok, i
 
 // ---------------------------------------------------------------- batch filling
 
-void rm_shuffle(int *order, int n, uint64_t *rng) {
-    for (int i = n - 1; i > 0; i--) {
-        int j = (int)(rm_rng_next(rng) % (uint64_t)(i + 1)), tmp = order[i];
-        order[i] = order[j];
-        order[j] = tmp;
-    }
-}
-
 // Rows [row0, row0+k) get example e from position 0, and its expert set
 // set[which] when the batch has sets (slots beyond d's set_k stay empty).
 static void place(rm_tbatch *b, int row0, const rm_texample *e, int k, int which) {
