@@ -2,6 +2,7 @@
 #include "adapter_args.h"
 #include "cli.h"
 #include "base/err.h"
+#include "base/grow.h"
 #include "base/json.h"
 #include "lora/session.h"
 #include "model/generate.h"
@@ -75,10 +76,9 @@ static int parse_ids(const char *s, int32_t **out) {
         char *end;
         long v = strtol(s, &end, 10);
         if (end == s || v < 0 || v > 0x7fffffff) { free(ids); return -1; }
-        if (n == cap) {
-            int32_t *nb = realloc(ids, (size_t)(cap *= 2) * sizeof(int32_t));
-            if (!nb) { free(ids); return -1; }
-            ids = nb;
+        if (RM_GROW(ids, n, cap, 16)) {
+            free(ids);
+            return -1;
         }
         ids[n++] = (int32_t)v;
         s = end;
