@@ -4,9 +4,9 @@
 #include "base/err.h"
 #include "base/file.h"
 #include "base/json.h"
-#include "retrieve/flan.h"
+#include "eval/flan.h"
 #include "retrieve/pool.h"
-#include "retrieve/recipe.h"
+#include "eval/recipe.h"
 
 #include <stdlib.h>
 #include <string.h>

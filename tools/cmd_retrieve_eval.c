@@ -4,8 +4,8 @@
 #include "base/err.h"
 #include "base/file.h"
 #include "base/json.h"
-#include "retrieve/flan.h"
-#include "retrieve/recipe.h"
+#include "eval/flan.h"
+#include "eval/recipe.h"
 
 #include <stdlib.h>
 #include <string.h>

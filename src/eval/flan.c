@@ -1,5 +1,5 @@
 // flan.c — see flan.h.
-#include "retrieve/flan.h"
+#include "eval/flan.h"
 #include "base/err.h"
 #include "base/json.h"
 #include "base/rng.h"
