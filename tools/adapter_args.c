@@ -24,7 +24,8 @@ int adapter_args_match(int argc, char **argv, int *i, adapter_args *a) {
         a->n_lora++;
         return 1;
     }
-    return cli_str(argc, argv, i, "--pool", NULL, &a->pool) || cli_str(argc, argv, i, "--compose", NULL, &a->compose_s) ||
+    return cli_str(argc, argv, i, "--pool", NULL, &a->pool) ||
+           cli_str(argc, argv, i, "--compose", NULL, &a->compose_s) ||
            cli_str(argc, argv, i, "--router", NULL, &a->router) || cli_int(argc, argv, i, "--retrieve", NULL, &a->k) ||
            cli_float(argc, argv, i, "--min-score", NULL, &a->min_score);
 }

@@ -8,12 +8,12 @@
 
 typedef struct adapter_args {
     const char *lora[RM_PLAN_MAX];
-    int n_lora;          // how many --lora were given (may exceed RM_PLAN_MAX: refused by the check)
+    int n_lora; // how many --lora were given (may exceed RM_PLAN_MAX: refused by the check)
     const char *pool, *compose_s, *router;
-    long k;              // --retrieve
-    long k_min;          // the least --retrieve taken (generate 1; eval 0, "not retrieving")
-    double min_score;    // --min-score (-INFINITY: any)
-    int compose;         // after adapter_args_check: -1 (not given) or an rm_compose_mode
+    long k;           // --retrieve
+    long k_min;       // the least --retrieve taken (generate 1; eval 0, "not retrieving")
+    double min_score; // --min-score (-INFINITY: any)
+    int compose;      // after adapter_args_check: -1 (not given) or an rm_compose_mode
 } adapter_args;
 
 // Defaults: no adapters, --retrieve k (k_min the least one may give).
