@@ -131,3 +131,31 @@ TEST(cli_convert_llama2c_with_tokenizer) {
     snprintf(args, sizeof args, "convert --from llama2c %s %s/other.gguf --tokenizer %s", bin, tmp, tok);
     CHECK(rm_test_cli(args) == 1 && strstr(rm_test_cli_err(), "another vocabulary"));
 }
+
+// libramole.so beside the ramole binary under test exports the rm_ functions
+// of include/ramole.h and nothing else.
+TEST(cli_library_exports_only_the_api) {
+    char so[1024], cmd[1200];
+    snprintf(so, sizeof so, "%s", rm_test_bin());
+    char *slash = strrchr(so, '/');
+    snprintf(slash ? slash + 1 : so, sizeof so - (size_t)(slash ? slash + 1 - so : 0), "libramole.so");
+    if (!rm_file_exists(so)) SKIP("no libramole.so beside the ramole binary (the sanitized build has none)");
+    if (system("command -v nm >/dev/null 2>&1") != 0) SKIP("no nm");
+    snprintf(cmd, sizeof cmd, "nm -D --defined-only '%s'", so);
+    FILE *p = popen(cmd, "r");
+    REQUIRE(p);
+    char line[512];
+    int n = 0, other = 0, has_load = 0;
+    while (fgets(line, sizeof line, p)) {
+        char addr[64], type[8], name[256];
+        if (sscanf(line, "%63s %7s %255s", addr, type, name) != 3) continue;
+        n++;
+        if (strncmp(name, "rm_", 3) != 0) {
+            if (other++ < 5) rm_test_fail(__FILE__, __LINE__, "libramole.so exports %s", name);
+        }
+        has_load |= !strcmp(name, "rm_model_load");
+    }
+    CHECK(pclose(p) == 0);
+    CHECKF(n > 0 && other == 0 && has_load, "%d exported, %d without the rm_ prefix", n, other);
+    CHECKF(n < 40, "%d symbols exported: internal rm_ functions too?", n);
+}
