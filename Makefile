@@ -8,6 +8,8 @@ CC      ?= gcc
 PREFIX  ?= /usr/local
 WARN     = -Wall -Wextra -Werror -Wno-unused-parameter
 CSTD     = -std=gnu11
+# Only what include/ramole.h marks RM_API is exported from libramole.so.
+VIS      = -fvisibility=hidden
 INC      = -Iinclude -Isrc -Itools -Ifuzz
 OPT      = -O2 -g -fno-omit-frame-pointer -fPIC
 LIBS     = -lm -lpthread -lsqlite3 -lpcre2-8 -lutf8proc -lmicrohttpd
@@ -26,6 +28,7 @@ SRC_BENCH = $(sort $(wildcard bench/*.c))
 objs = $(patsubst %.c,$(1)/%.o,$(2))
 
 comma := ,
+VERSION := $(shell sed -n 's/^\#define RM_VERSION "\(.*\)"/\1/p' include/ramole.h)
 B  ?= build
 SAN ?= build-san
 
@@ -35,13 +38,13 @@ all: $(B)/ramole $(B)/libramole.a $(B)/libramole.so
 define build_rules
 $(1)/%_avx2.o: %_avx2.c
 	@mkdir -p $$(dir $$@)
-	$$(CC) $$(CSTD) $$(WARN) $$(INC) $(2) $$(AVX2_FLAGS) -MMD -c $$< -o $$@
+	$$(CC) $$(CSTD) $$(VIS) $$(WARN) $$(INC) $(2) $$(AVX2_FLAGS) -MMD -c $$< -o $$@
 $(1)/%_avx512.o: %_avx512.c
 	@mkdir -p $$(dir $$@)
-	$$(CC) $$(CSTD) $$(WARN) $$(INC) $(2) $$(AVX512_FLAGS) -MMD -c $$< -o $$@
+	$$(CC) $$(CSTD) $$(VIS) $$(WARN) $$(INC) $(2) $$(AVX512_FLAGS) -MMD -c $$< -o $$@
 $(1)/%.o: %.c
 	@mkdir -p $$(dir $$@)
-	$$(CC) $$(CSTD) $$(WARN) $$(INC) $(2) -MMD -c $$< -o $$@
+	$$(CC) $$(CSTD) $$(VIS) $$(WARN) $$(INC) $(2) -MMD -c $$< -o $$@
 $(1)/libramole.a: $(call objs,$(1),$(SRC_LIB))
 	@rm -f $$@
 	ar rcs $$@ $$^
@@ -87,7 +90,7 @@ install: all
 	install -m 644 $(B)/libramole.a $(DESTDIR)$(PREFIX)/lib/libramole.a
 	install -m 755 $(B)/libramole.so $(DESTDIR)$(PREFIX)/lib/libramole.so
 	install -m 644 include/ramole.h $(DESTDIR)$(PREFIX)/include/ramole.h
-	sed -e 's|@PREFIX@|$(PREFIX)|g' scripts/ramole.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/ramole.pc
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' scripts/ramole.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/ramole.pc
 
 # Fuzzing (fuzz/README.md): the library rebuilt by clang with libFuzzer's
 # coverage and ASan+UBSan; one binary per target of fuzz/targets.c.

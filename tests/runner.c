@@ -1,5 +1,12 @@
 // runner.c — runs every registered test (optionally only those whose name
 // contains argv[1]) and ends with the line "N passed, N failed, N skipped".
+//
+// Each test runs in a child process of its own (RAMOLE_TEST_NOFORK=1 runs
+// them in this process, for a debugger): a crash or a sanitizer report ends
+// that test only and is reported with its name. A child whose test passed
+// leaves by exit(), so LeakSanitizer still checks it for leaks (a leak fails
+// the test); one whose test failed leaves by _exit(), since a REQUIRE that
+// returned early leaves its test's memory behind by design.
 #define _GNU_SOURCE
 #include "testing.h"
 #include "base/err.h"
@@ -7,6 +14,7 @@
 #include "base/json.h"
 
 #include <arpa/inet.h>
+#include <errno.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -19,13 +27,23 @@
 #include <unistd.h>
 
 typedef struct { const char *name, *file; rm_test_fn fn; } test_entry;
-static test_entry g_tests[1024];
-static int g_n_tests, g_cur_failed, g_cur_skipped;
-static char g_tmpdir[256];
+static test_entry *g_tests;
+static int g_n_tests, g_cap_tests, g_cur_failed, g_cur_skipped;
+static char g_rootdir[256]; // this run's folder: one folder per test inside it
+static char g_tmpdir[512];  // the running test's folder (made on first use)
+static const char *g_cur_name = "";
 
 void rm_test_register(const char *name, const char *file, rm_test_fn fn) {
-    if (g_n_tests < (int)(sizeof g_tests / sizeof g_tests[0]))
-        g_tests[g_n_tests++] = (test_entry){name, file, fn};
+    if (g_n_tests == g_cap_tests) {
+        int cap = g_cap_tests ? 2 * g_cap_tests : 256;
+        test_entry *t = realloc(g_tests, (size_t)cap * sizeof *t);
+        if (!t) {
+            fprintf(stderr, "ramole-tests: no memory to register test %s\n", name);
+            exit(2);
+        }
+        g_tests = t, g_cap_tests = cap;
+    }
+    g_tests[g_n_tests++] = (test_entry){name, file, fn};
 }
 
 void rm_test_fail(const char *file, int line, const char *fmt, ...) {
@@ -52,12 +70,31 @@ const char *rm_test_shared(void) {
     return stat(probe, &st) == 0 ? p : NULL;
 }
 
+// The run's folder holds one folder per test, named after it.
 const char *rm_test_tmpdir(void) {
     if (!g_tmpdir[0]) {
-        snprintf(g_tmpdir, sizeof g_tmpdir, "/tmp/ramole-test-XXXXXX");
-        if (!mkdtemp(g_tmpdir)) { perror("mkdtemp"); exit(2); }
+        if (!g_rootdir[0]) {
+            snprintf(g_rootdir, sizeof g_rootdir, "/tmp/ramole-test-XXXXXX");
+            if (!mkdtemp(g_rootdir)) {
+                perror("mkdtemp");
+                exit(2);
+            }
+        }
+        snprintf(g_tmpdir, sizeof g_tmpdir, "%s/%s", g_rootdir, g_cur_name);
+        if (mkdir(g_tmpdir, 0700) && errno != EEXIST) {
+            perror(g_tmpdir);
+            exit(2);
+        }
     }
     return g_tmpdir;
+}
+
+// rm -rf path (nothing when path is empty).
+static void remove_tree(const char *path) {
+    if (!path[0]) return;
+    char cmd[600];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", path);
+    if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", path);
 }
 
 int rm_test_sanitized(void) { return getenv("RAMOLE_SANITIZED") != NULL; }
@@ -68,7 +105,7 @@ const char *rm_test_bin(void) {
 }
 
 int rm_test_cli(const char *args) {
-    size_t n = strlen(rm_test_bin()) + strlen(args) + strlen(rm_test_tmpdir()) + 64;
+    size_t n = strlen(rm_test_bin()) + strlen(args) + 2 * strlen(rm_test_tmpdir()) + 64;
     char *cmd = malloc(n);
     if (!cmd) return -1;
     snprintf(cmd, n, "%s %s >%s/cli.out 2>%s/cli.err", rm_test_bin(), args, rm_test_tmpdir(), rm_test_tmpdir());
@@ -189,32 +226,90 @@ int rm_test_http(int port, const char *method, const char *path, const char *bod
     return rm_test_read_response(fd, json);
 }
 
+// A child's exit status (apart from 1, which sanitizers use).
+enum { VERDICT_PASS = 0, VERDICT_FAIL = 76, VERDICT_SKIP = 77 };
+
+// Runs test t in this process; its verdict.
+static int run_here(const test_entry *t) {
+    g_cur_failed = 0;
+    g_cur_skipped = 0;
+    rm_clear_error();
+    t->fn();
+    return g_cur_failed ? VERDICT_FAIL : g_cur_skipped ? VERDICT_SKIP : VERDICT_PASS;
+}
+
+static volatile sig_atomic_t g_child; // the running test's process group, for a signal to this runner
+
+static void forward_signal(int sig) {
+    if (g_child > 0) kill(-g_child, SIGKILL);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+// Runs test t in a child process (its own process group: whatever the test
+// started and left running is ended with it); its verdict, the reason
+// printed when it did not end by itself.
+static int run_forked(const test_entry *t) {
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        perror("fork");
+        return VERDICT_FAIL;
+    }
+    if (pid == 0) {
+        setpgid(0, 0);
+        int v = run_here(t);
+        fflush(stdout);
+        fflush(stderr);
+        if (v == VERDICT_FAIL) _exit(v); // no leak check: a failed REQUIRE returns with its memory
+        exit(v);                         // leak check (sanitized builds): a leak makes the exit status nonzero
+    }
+    setpgid(pid, pid);
+    g_child = pid;
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+    g_child = 0;
+    kill(-pid, SIGKILL); // servers and other children the test left behind
+    if (WIFSIGNALED(st)) {
+        fprintf(stderr, "    FAIL %s: killed by signal %d (%s)\n", t->name, WTERMSIG(st), strsignal(WTERMSIG(st)));
+        return VERDICT_FAIL;
+    }
+    int code = WEXITSTATUS(st);
+    if (code == VERDICT_PASS || code == VERDICT_SKIP || code == VERDICT_FAIL) return code;
+    fprintf(stderr, "    FAIL %s: exited with status %d (a sanitizer report or leak above?)\n", t->name, code);
+    return VERDICT_FAIL;
+}
+
 int main(int argc, char **argv) {
     const char *filter = argc > 1 ? argv[1] : NULL;
-    qsort(g_tests, (size_t)g_n_tests, sizeof g_tests[0], cmp_tests);
+    int fork_each = !getenv("RAMOLE_TEST_NOFORK");
+    if (fork_each) {
+        signal(SIGINT, forward_signal);
+        signal(SIGTERM, forward_signal);
+    }
+    if (g_n_tests) qsort(g_tests, (size_t)g_n_tests, sizeof g_tests[0], cmp_tests);
     int passed = 0, failed = 0, skipped = 0;
     for (int i = 0; i < g_n_tests; i++) {
         if (filter && !strstr(g_tests[i].name, filter)) continue;
-        g_cur_failed = 0;
-        g_cur_skipped = 0;
-        rm_clear_error();
+        g_cur_name = g_tests[i].name;
+        g_tmpdir[0] = 0;
+        if (fork_each) rm_test_tmpdir(); // made here, so that this process can remove it
         struct timespec t0, t1;
         clock_gettime(CLOCK_MONOTONIC, &t0);
-        g_tests[i].fn();
+        int v = fork_each ? run_forked(&g_tests[i]) : run_here(&g_tests[i]);
         clock_gettime(CLOCK_MONOTONIC, &t1);
+        remove_tree(g_tmpdir);
         double ms = (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6;
-        const char *verdict = g_cur_failed ? "FAIL" : g_cur_skipped ? "skip" : "ok";
+        const char *verdict = v == VERDICT_FAIL ? "FAIL" : v == VERDICT_SKIP ? "skip" : "ok";
         fprintf(stderr, "%-4s %-40s %8.1f ms\n", verdict, g_tests[i].name, ms);
-        if (g_cur_failed) failed++;
-        else if (g_cur_skipped) skipped++;
+        if (v == VERDICT_FAIL) failed++;
+        else if (v == VERDICT_SKIP) skipped++;
         else passed++;
     }
-    if (g_tmpdir[0]) {
-        char cmd[300];
-        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmpdir);
-        if (system(cmd) != 0) fprintf(stderr, "warning: could not remove %s\n", g_tmpdir);
-    }
+    if (g_rootdir[0] && rmdir(g_rootdir)) remove_tree(g_rootdir);
     fflush(stderr);
     printf("%d passed, %d failed, %d skipped\n", passed, failed, skipped);
+    free(g_tests);
     return failed ? 1 : 0;
 }

@@ -178,263 +178,321 @@ int serve_make_bad_peft(const char *dir) {
     return rc;
 }
 
-// The tiny synthetic model shared by these tests.
+// The tiny synthetic model shared by these tests, written into the running
+// test's tmpdir on first use.
 const char *serve_tiny_model(void) {
     static char path[512];
-    if (!path[0]) {
-        snprintf(path, sizeof path, "%s/serve-tiny.gguf", rm_test_tmpdir());
+    char want[512];
+    snprintf(want, sizeof want, "%s/serve-tiny.gguf", rm_test_tmpdir());
+    if (strcmp(path, want) != 0) {
+        snprintf(path, sizeof path, "%s", want);
         if (rm_synth_write(rm_synth_find("tiny"), RM_TYPE_F32, 7, path, NULL, NULL) != RM_OK) path[0] = 0;
     }
     return path[0] ? path : NULL;
 }
 
-TEST(serve_completions_adapters_uploads) {
-    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
-    const char *tmp = rm_test_tmpdir();
-    char model[512], pool_dir[512], w[5][512], bad[512], cmd[2048];
-    REQUIRE(serve_tiny_model());
-    snprintf(model, sizeof model, "%s", serve_tiny_model());
-    // five adapters; the pool starts with the first three (weather is uploaded later)
-    REQUIRE(serve_make_adapters(model, w) == RM_OK);
-    // an adapter for another base: v_proj with input size 100 (the model's is 256)
-    snprintf(bad, sizeof bad, "%s/serve-bad", tmp);
-    REQUIRE(serve_make_bad_peft(bad) == RM_OK);
-
-    snprintf(pool_dir, sizeof pool_dir, "%s/serve-pool", tmp);
-    REQUIRE(serve_make_pool(pool_dir, (const int[]){1, 1, 1, 0, 0}, w) == RM_OK);
-
+// What the completion tests below run against: the tiny model, five adapters
+// (w), a pool holding the first three (weather is uploaded by one test) and a
+// server over them with 3 slots.
+typedef struct serve_fixture {
+    char model[512], pool_dir[512], w[5][512];
     rm_test_server sp;
-    snprintf(cmd, sizeof cmd, "-m %s --pool %s -t 1 --slots 3 --ctx 128 --adapter-dir %s", model, pool_dir, tmp);
-    REQUIRE(rm_test_server_start(&sp, cmd) == 0);
+} serve_fixture;
+
+static int fixture_start(serve_fixture *f) {
+    const char *tmp = rm_test_tmpdir();
+    if (!serve_tiny_model()) return -1;
+    snprintf(f->model, sizeof f->model, "%s", serve_tiny_model());
+    if (serve_make_adapters(f->model, f->w) != RM_OK) return -1;
+    snprintf(f->pool_dir, sizeof f->pool_dir, "%s/serve-pool", tmp);
+    if (serve_make_pool(f->pool_dir, (const int[]){1, 1, 1, 0, 0}, f->w) != RM_OK) return -1;
+    char cmd[2048];
+    snprintf(cmd, sizeof cmd, "-m %s --pool %s -t 1 --slots 3 --ctx 128 --adapter-dir %s", f->model, f->pool_dir, tmp);
+    return rm_test_server_start(&f->sp, cmd);
+}
+
+// Checks served ids (got) against `ramole generate -p PROMPT -n N --temp 0 -t 1 EXTRA`.
+static void check_as_generate(const serve_fixture *f, const char *got, const char *prompt, int n, const char *extra,
+                              const char *what) {
+    char args[8192], want[1024];
+    snprintf(args, sizeof args, "-m %s -p '%s' -n %d --temp 0 -t 1 %s", f->model, prompt, n, extra);
+    CHECK(generate_ids(args, want, sizeof want) == 0);
+    CHECKF(got[0] && !strcmp(got, want), "%s: served '%s', generate '%s'", what, got, want);
+}
+
+#define SERVE_FIXTURE(f)                                                   \
+    serve_fixture f;                                                       \
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");          \
+    REQUIRE(fixture_start(&f) == 0)
+
+TEST(serve_health_and_models) {
+    SERVE_FIXTURE(f);
     rm_json *j = NULL;
-    CHECK(rm_test_http(sp.port, "GET", "/health", NULL, &j) == 200 && j && !strcmp(rm_json_get_str(j, "status", ""), "ok"));
+    CHECK(rm_test_http(f.sp.port, "GET", "/health", NULL, &j) == 200 && j && !strcmp(rm_json_get_str(j, "status", ""), "ok"));
     rm_json_free(j);
     // the base model (by its file's name), the auto model and the three adapters with weights, as OpenAI "models"
-    CHECK(rm_test_http(sp.port, "GET", "/v1/models", NULL, &j) == 200 && j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 5);
+    CHECK(rm_test_http(f.sp.port, "GET", "/v1/models", NULL, &j) == 200 && j && rm_json_get(j, "data") &&
+          rm_json_get(j, "data")->n == 5);
     if (j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 5) {
         const rm_json *d = rm_json_get(j, "data");
         CHECK(!strcmp(rm_json_get_str(&d->items[0], "id", ""), "serve-tiny"));
         CHECK(!strcmp(rm_json_get_str(&d->items[1], "id", ""), "ramole-auto"));
-        CHECK(!strcmp(rm_json_get_str(&d->items[2], "id", ""), "german") && !strcmp(rm_json_get_str(&d->items[2], "parent", ""), "serve-tiny"));
+        CHECK(!strcmp(rm_json_get_str(&d->items[2], "id", ""), "german") &&
+              !strcmp(rm_json_get_str(&d->items[2], "parent", ""), "serve-tiny"));
     }
     rm_json_free(j);
+    CHECK(rm_test_server_stop(&f.sp) == 0);
+}
 
-    // four completions sent together (3 slots: one waits), read afterwards;
-    // each must equal `ramole generate` with the same adapters
-    const char *prompts[4] = {"Once upon a time", "The cat sat", "Review: the food was terrible. Is this review positive or negative?",
-                              "What is 2 plus 2?"};
+static const char *k_review = "Review: the food was terrible. Is this review positive or negative?";
+
+// Four completions sent together (3 slots: one waits), read afterwards; each
+// must equal `ramole generate` with the same adapters. Then GET /metrics
+// (Prometheus text) counts the four.
+TEST(serve_completions_together_as_generate) {
+    SERVE_FIXTURE(f);
+    rm_json *j = NULL;
+    const char *prompts[4] = {"Once upon a time", "The cat sat", k_review, "What is 2 plus 2?"};
     const char *extra[4] = {"", ", \"adapters\": [\"german\"]", ", \"retrieve\": 2",
                             ", \"adapters\": [\"arith\", \"german\"], \"compose\": \"fusion\""};
     char gen_extra[4][1600];
     snprintf(gen_extra[0], sizeof gen_extra[0], "%s", "");
-    snprintf(gen_extra[1], sizeof gen_extra[1], "--lora %s", w[0]);
-    snprintf(gen_extra[2], sizeof gen_extra[2], "--pool %s --retrieve 2", pool_dir);
-    snprintf(gen_extra[3], sizeof gen_extra[3], "--lora %s --lora %s --compose fusion", w[2], w[0]);
+    snprintf(gen_extra[1], sizeof gen_extra[1], "--lora %s", f.w[0]);
+    snprintf(gen_extra[2], sizeof gen_extra[2], "--pool %s --retrieve 2", f.pool_dir);
+    snprintf(gen_extra[3], sizeof gen_extra[3], "--lora %s --lora %s --compose fusion", f.w[2], f.w[0]);
     int fds[4];
     long long n_prompt_tok = 0, n_gen_tok = 0;
     for (int r = 0; r < 4; r++) {
         char body[1024];
         snprintf(body, sizeof body, "{\"prompt\": \"%s\", \"max_tokens\": 10, \"temperature\": 0%s}", prompts[r], extra[r]);
-        fds[r] = rm_test_connect(sp.port);
+        fds[r] = rm_test_connect(f.sp.port);
         CHECK(fds[r] >= 0 && rm_test_send(fds[r], "POST", "/v1/completions", body) == 0);
     }
     for (int r = 0; r < 4; r++) {
-        char got[1024], want[1024], args[8192];
+        char got[1024], what[32];
         CHECK(rm_test_read_response(fds[r], &j) == 200);
         ids_of(j, got, sizeof got);
         n_prompt_tok += rm_json_get_int(rm_json_get(j, "usage"), "prompt_tokens", -1000);
         n_gen_tok += rm_json_get_int(rm_json_get(j, "usage"), "completion_tokens", -1000);
         if (r == 2) CHECKF(!strcmp(first_adapter(j), "sentiment"), "retrieved '%s'", first_adapter(j));
-        snprintf(args, sizeof args, "-m %s -p '%s' -n 10 --temp 0 -t 1 %s", model, prompts[r], gen_extra[r]);
-        CHECK(generate_ids(args, want, sizeof want) == 0);
-        CHECKF(got[0] && !strcmp(got, want), "request %d: served '%s', generate '%s'", r, got, want);
+        snprintf(what, sizeof what, "request %d", r);
+        check_as_generate(&f, got, prompts[r], 10, gen_extra[r], what);
         if (r > 0) { // the adapters matter: the base model's tokens differ
-            char base_ids[1024];
-            snprintf(args, sizeof args, "-m %s -p '%s' -n 10 --temp 0 -t 1", model, prompts[r]);
+            char base_ids[1024], args[8192];
+            snprintf(args, sizeof args, "-m %s -p '%s' -n 10 --temp 0 -t 1", f.model, prompts[r]);
             CHECK(generate_ids(args, base_ids, sizeof base_ids) == 0);
             CHECKF(strcmp(base_ids, got) != 0, "request %d: the adapters change nothing (%s)", r, got);
         }
         rm_json_free(j);
     }
-    // GET /metrics (Prometheus text): the four requests' counts
-    {
-        rm_sb raw;
-        rm_sb_init(&raw);
-        CHECK(http_raw(sp.port, "GET", "/metrics", NULL, &raw) == 0 && raw.buf && strstr(raw.buf, "HTTP/1.1 200"));
-        CHECK(raw.buf && strstr(raw.buf, "# TYPE ramole_requests_total counter"));
-        CHECK(metric_value(raw.buf, "requests_total") == 4 && metric_value(raw.buf, "requests_finished_total") == 4);
-        CHECK(metric_value(raw.buf, "errors_total") == 0 && metric_value(raw.buf, "requests_running") == 0);
-        CHECKF(metric_value(raw.buf, "prompt_tokens_total") == n_prompt_tok, "prompt tokens %g vs %lld",
-               metric_value(raw.buf, "prompt_tokens_total"), n_prompt_tok);
-        CHECK(metric_value(raw.buf, "generation_tokens_total") == n_gen_tok && n_gen_tok > 0);
-        CHECK(metric_value(raw.buf, "adapters") == 3 && metric_value(raw.buf, "slots") == 3);
-        rm_sb_free(&raw);
-    }
+    rm_sb raw;
+    rm_sb_init(&raw);
+    CHECK(http_raw(f.sp.port, "GET", "/metrics", NULL, &raw) == 0 && raw.buf && strstr(raw.buf, "HTTP/1.1 200"));
+    CHECK(raw.buf && strstr(raw.buf, "# TYPE ramole_requests_total counter"));
+    CHECK(metric_value(raw.buf, "requests_total") == 4 && metric_value(raw.buf, "requests_finished_total") == 4);
+    CHECK(metric_value(raw.buf, "errors_total") == 0 && metric_value(raw.buf, "requests_running") == 0);
+    CHECKF(metric_value(raw.buf, "prompt_tokens_total") == n_prompt_tok, "prompt tokens %g vs %lld",
+           metric_value(raw.buf, "prompt_tokens_total"), n_prompt_tok);
+    CHECK(metric_value(raw.buf, "generation_tokens_total") == n_gen_tok && n_gen_tok > 0);
+    CHECK(metric_value(raw.buf, "adapters") == 3 && metric_value(raw.buf, "slots") == 3);
+    rm_sb_free(&raw);
+    CHECK(rm_test_server_stop(&f.sp) == 0);
+}
 
-    // chat: the model has no chat template, so the documented plain format
-    // applies ("User: ...\n\nAssistant:"); the adapter is retrieved by the user message
-    {
-        const char *user = "Review: the food was terrible. Is this review positive or negative?";
-        char body[1024], got[1024], want[1024], args[4096];
-        snprintf(body, sizeof body, "{\"messages\": [{\"role\": \"user\", \"content\": \"%s\"}], \"max_tokens\": 8, \"temperature\": 0, \"retrieve\": 1}", user);
-        CHECK(rm_test_http(sp.port, "POST", "/v1/chat/completions", body, &j) == 200);
-        CHECK(j && !strcmp(rm_json_get_str(j, "object", ""), "chat.completion"));
-        CHECKF(!strcmp(first_adapter(j), "sentiment"), "chat retrieved '%s'", first_adapter(j));
-        const rm_json *ch = j ? rm_json_get(j, "choices") : NULL;
-        const rm_json *msg = ch && ch->n ? rm_json_get(&ch->items[0], "message") : NULL;
-        CHECK(msg && !strcmp(rm_json_get_str(msg, "role", ""), "assistant") && rm_json_get(msg, "content"));
-        ids_of(j, got, sizeof got);
-        snprintf(args, sizeof args, "-m %s -p 'User: %s\n\nAssistant:' -n 8 --temp 0 -t 1 --lora %s", model, user, w[1]);
-        CHECK(generate_ids(args, want, sizeof want) == 0);
-        CHECKF(got[0] && !strcmp(got, want), "chat: served '%s', generate '%s'", got, want);
-        rm_json_free(j);
-        CHECK(rm_test_http(sp.port, "POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}", &j) == 400);
-        rm_json_free(j);
-    }
+// Chat: the model has no chat template, so the documented plain format
+// applies ("User: ...\n\nAssistant:"); the adapter is retrieved by the user message.
+TEST(serve_chat_plain_format) {
+    SERVE_FIXTURE(f);
+    rm_json *j = NULL;
+    char body[1024], got[1024], prompt[1024], extra[700];
+    snprintf(body, sizeof body,
+             "{\"messages\": [{\"role\": \"user\", \"content\": \"%s\"}], \"max_tokens\": 8, \"temperature\": 0, "
+             "\"retrieve\": 1}",
+             k_review);
+    CHECK(rm_test_http(f.sp.port, "POST", "/v1/chat/completions", body, &j) == 200);
+    CHECK(j && !strcmp(rm_json_get_str(j, "object", ""), "chat.completion"));
+    CHECKF(!strcmp(first_adapter(j), "sentiment"), "chat retrieved '%s'", first_adapter(j));
+    const rm_json *ch = j ? rm_json_get(j, "choices") : NULL;
+    const rm_json *msg = ch && ch->n ? rm_json_get(&ch->items[0], "message") : NULL;
+    CHECK(msg && !strcmp(rm_json_get_str(msg, "role", ""), "assistant") && rm_json_get(msg, "content"));
+    ids_of(j, got, sizeof got);
+    snprintf(prompt, sizeof prompt, "User: %s\n\nAssistant:", k_review);
+    snprintf(extra, sizeof extra, "--lora %s", f.w[1]);
+    check_as_generate(&f, got, prompt, 8, extra, "chat");
+    rm_json_free(j);
+    CHECK(rm_test_http(f.sp.port, "POST", "/v1/chat/completions",
+                       "{\"messages\": [{\"role\": \"robot\", \"content\": \"x\"}]}", &j) == 400);
+    rm_json_free(j);
+    CHECK(rm_test_server_stop(&f.sp) == 0);
+}
 
-    // "min_score" above every adapter's score: no adapter, the base model's tokens
-    {
-        char body[512], got[1024], want[1024], args[4096];
-        snprintf(body, sizeof body, "{\"prompt\": \"%s\", \"max_tokens\": 10, \"temperature\": 0, \"retrieve\": 2, \"min_score\": 1000}", prompts[2]);
-        CHECK(rm_test_http(sp.port, "POST", "/v1/completions", body, &j) == 200);
-        const rm_json *ad = j ? rm_json_get(j, "adapters") : NULL;
-        CHECK(ad && ad->n == 0);
-        ids_of(j, got, sizeof got);
-        snprintf(args, sizeof args, "-m %s -p '%s' -n 10 --temp 0 -t 1", model, prompts[2]);
-        CHECK(generate_ids(args, want, sizeof want) == 0);
-        CHECKF(got[0] && !strcmp(got, want), "min_score: served '%s', base model '%s'", got, want);
-        rm_json_free(j);
-    }
+// "min_score" above every adapter's score: no adapter, the base model's tokens.
+TEST(serve_min_score_base_model) {
+    SERVE_FIXTURE(f);
+    rm_json *j = NULL;
+    char body[512], got[1024];
+    snprintf(body, sizeof body,
+             "{\"prompt\": \"%s\", \"max_tokens\": 10, \"temperature\": 0, \"retrieve\": 2, \"min_score\": 1000}", k_review);
+    CHECK(rm_test_http(f.sp.port, "POST", "/v1/completions", body, &j) == 200);
+    const rm_json *ad = j ? rm_json_get(j, "adapters") : NULL;
+    CHECK(ad && ad->n == 0);
+    ids_of(j, got, sizeof got);
+    check_as_generate(&f, got, k_review, 10, "", "min_score");
+    rm_json_free(j);
+    CHECK(rm_test_server_stop(&f.sp) == 0);
+}
 
-    // streaming: the events' text pieces put together are the whole completion's text
-    {
-        const char *req = "{\"prompt\": \"Once upon a time\", \"max_tokens\": 12, \"temperature\": 0, \"adapters\": [\"arith\"]%s}";
-        char body[512];
-        snprintf(body, sizeof body, req, "");
-        CHECK(rm_test_http(sp.port, "POST", "/v1/completions", body, &j) == 200);
-        const rm_json *ch = j ? rm_json_get(j, "choices") : NULL;
-        const char *whole = ch && ch->n ? rm_json_get_str(&ch->items[0], "text", NULL) : NULL;
-        CHECK(whole && *whole);
-        snprintf(body, sizeof body, req, ", \"stream\": true");
-        rm_sb raw, pieces;
-        rm_sb_init(&raw);
-        rm_sb_init(&pieces);
-        CHECK(http_raw(sp.port, "POST", "/v1/completions", body, &raw) == 0);
-        CHECK(raw.buf && strstr(raw.buf, "text/event-stream") && strstr(raw.buf, "data: [DONE]"));
-        int events = 0, finished = 0;
-        for (const char *e = raw.buf ? strstr(raw.buf, "data: {") : NULL; e; e = strstr(e + 1, "data: {")) {
-            const char *end = strstr(e, "\n\n");
-            rm_json *ev = NULL;
-            if (!end || rm_json_parse(e + 6, (size_t)(end - e - 6), "event", &ev)) break;
-            const rm_json *c0 = rm_json_get(ev, "choices");
-            if (c0 && c0->n) {
-                const rm_json *t = rm_json_get(&c0->items[0], "text");
-                if (t && t->type == RM_JSON_STRING) rm_sb_putn(&pieces, t->str, t->len);
-                finished += !strcmp(rm_json_get_str(&c0->items[0], "finish_reason", ""), "length");
-            }
-            events++;
-            rm_json_free(ev);
+// Streaming: the events' text pieces put together are the whole completion's text.
+TEST(serve_streaming_pieces_make_the_whole) {
+    SERVE_FIXTURE(f);
+    rm_json *j = NULL;
+    const char *req = "{\"prompt\": \"Once upon a time\", \"max_tokens\": 12, \"temperature\": 0, \"adapters\": [\"arith\"]%s}";
+    char body[512];
+    snprintf(body, sizeof body, req, "");
+    CHECK(rm_test_http(f.sp.port, "POST", "/v1/completions", body, &j) == 200);
+    const rm_json *ch = j ? rm_json_get(j, "choices") : NULL;
+    const char *whole = ch && ch->n ? rm_json_get_str(&ch->items[0], "text", NULL) : NULL;
+    CHECK(whole && *whole);
+    snprintf(body, sizeof body, req, ", \"stream\": true");
+    rm_sb raw, pieces;
+    rm_sb_init(&raw);
+    rm_sb_init(&pieces);
+    CHECK(http_raw(f.sp.port, "POST", "/v1/completions", body, &raw) == 0);
+    CHECK(raw.buf && strstr(raw.buf, "text/event-stream") && strstr(raw.buf, "data: [DONE]"));
+    int events = 0, finished = 0;
+    for (const char *e = raw.buf ? strstr(raw.buf, "data: {") : NULL; e; e = strstr(e + 1, "data: {")) {
+        const char *end = strstr(e, "\n\n");
+        rm_json *ev = NULL;
+        if (!end || rm_json_parse(e + 6, (size_t)(end - e - 6), "event", &ev)) break;
+        const rm_json *c0 = rm_json_get(ev, "choices");
+        if (c0 && c0->n) {
+            const rm_json *t = rm_json_get(&c0->items[0], "text");
+            if (t && t->type == RM_JSON_STRING) rm_sb_putn(&pieces, t->str, t->len);
+            finished += !strcmp(rm_json_get_str(&c0->items[0], "finish_reason", ""), "length");
         }
-        CHECKF(events >= 2 && finished == 1, "%d events, %d with a finish reason", events, finished);
-        CHECKF(whole && pieces.buf && !strcmp(pieces.buf, whole), "streamed '%s' vs '%s'", pieces.buf ? pieces.buf : "", whole ? whole : "");
-        rm_sb_free(&raw);
-        rm_sb_free(&pieces);
-        rm_json_free(j);
+        events++;
+        rm_json_free(ev);
     }
+    CHECKF(events >= 2 && finished == 1, "%d events, %d with a finish reason", events, finished);
+    CHECKF(whole && pieces.buf && !strcmp(pieces.buf, whole), "streamed '%s' vs '%s'", pieces.buf ? pieces.buf : "",
+           whole ? whole : "");
+    rm_sb_free(&raw);
+    rm_sb_free(&pieces);
+    rm_json_free(j);
+    CHECK(rm_test_server_stop(&f.sp) == 0);
+}
 
-    // an adapter for another base is refused, and the pool keeps its three
-    char body[2048];
+// An adapter for another base is refused and the pool keeps its three; a good
+// upload becomes retrievable at once; the same name again is refused.
+TEST(serve_adapter_uploads) {
+    SERVE_FIXTURE(f);
+    rm_json *j = NULL;
+    char bad[700], body[2048];
+    snprintf(bad, sizeof bad, "%s/serve-bad", rm_test_tmpdir());
+    REQUIRE(serve_make_bad_peft(bad) == RM_OK);
     snprintf(body, sizeof body, "{\"name\": \"bad\", \"weights\": \"%s\", \"samples\": [\"x\"]}", bad);
-    CHECK(rm_test_http(sp.port, "POST", "/v1/adapters", body, &j) == 400);
+    CHECK(rm_test_http(f.sp.port, "POST", "/v1/adapters", body, &j) == 400);
     if (j) {
         const rm_json *err = rm_json_get(j, "error");
         const char *msg = err ? rm_json_get_str(err, "message", "") : "";
         CHECKF(strstr(msg, "refused") != NULL, "message: %s", msg);
     }
     rm_json_free(j);
-    CHECK(rm_test_http(sp.port, "GET", "/v1/adapters", NULL, &j) == 200);
+    CHECK(rm_test_http(f.sp.port, "GET", "/v1/adapters", NULL, &j) == 200);
     const rm_json *data = j ? rm_json_get(j, "data") : NULL;
     CHECK(data && data->n == 3);
     rm_json_free(j);
 
-    // a good upload becomes retrievable at once
     rm_sb up;
     rm_sb_init(&up);
     rm_sb_puts(&up, "{\"name\": \"weather\", \"weights\": ");
-    rm_sb_json_str(&up, w[3], strlen(w[3]));
+    rm_sb_json_str(&up, f.w[3], strlen(f.w[3]));
     rm_sb_puts(&up, ", \"samples\": [");
     for (int i = 0; i < 3; i++) {
         if (i) rm_sb_puts(&up, ", ");
         rm_sb_json_str(&up, serve_samples[3][i], strlen(serve_samples[3][i]));
     }
     rm_sb_puts(&up, "]}");
-    CHECK(rm_test_http(sp.port, "POST", "/v1/adapters", up.buf, &j) == 201);
+    CHECK(rm_test_http(f.sp.port, "POST", "/v1/adapters", up.buf, &j) == 201);
     rm_json_free(j);
-    CHECK(rm_test_http(sp.port, "POST", "/v1/adapters", up.buf, &j) == 400); // the same name again
+    CHECK(rm_test_http(f.sp.port, "POST", "/v1/adapters", up.buf, &j) == 400); // the same name again
     rm_json_free(j);
     rm_sb_free(&up);
-    CHECK(rm_test_http(sp.port, "POST", "/v1/completions",
-               "{\"prompt\": \"Will it snow in Berlin? Give the weather forecast.\", \"max_tokens\": 4, \"retrieve\": 1}", &j) == 200);
+    CHECK(rm_test_http(f.sp.port, "POST", "/v1/completions",
+                       "{\"prompt\": \"Will it snow in Berlin? Give the weather forecast.\", \"max_tokens\": 4, \"retrieve\": 1}",
+                       &j) == 200);
     CHECKF(!strcmp(first_adapter(j), "weather"), "retrieved '%s' after the upload", first_adapter(j));
     rm_json_free(j);
+    CHECK(rm_test_server_stop(&f.sp) == 0);
+}
 
-    // bad requests
-    CHECK(rm_test_http(sp.port, "POST", "/v1/completions", "{\"prompt\": ", &j) == 400);
-    rm_json_free(j);
-    CHECK(rm_test_http(sp.port, "POST", "/v1/completions", "{\"max_tokens\": 3}", &j) == 400);
-    rm_json_free(j);
-    CHECK(rm_test_http(sp.port, "POST", "/v1/completions", "{\"prompt\": \"x\", \"adapters\": [\"nope\"]}", &j) == 404);
-    rm_json_free(j);
-    CHECK(rm_test_http(sp.port, "POST", "/v1/completions", "{\"prompt\": \"x\", \"max_tokens\": 100000}", &j) == 400);
-    rm_json_free(j);
-    CHECK(rm_test_http(sp.port, "GET", "/v1/nothing", NULL, &j) == 404);
-    rm_json_free(j);
-    CHECK(rm_test_http(sp.port, "GET", "/v1/completions", NULL, &j) == 405);
-    rm_json_free(j);
-
-    // keep-alive: several requests on one connection, answered in order;
-    // "model" naming an adapter selects it (OpenAI / vLLM style)
-    {
-        int fd = rm_test_connect(sp.port);
-        REQUIRE(fd >= 0);
-        rm_sb carry;
-        rm_sb_init(&carry);
-        char req[1024], got[1024], want[1024], args[4096];
-        snprintf(req, sizeof req, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
-        CHECK(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
-        CHECK(read_one(fd, &carry, &j) == 200 && j && !strcmp(rm_json_get_str(j, "status", ""), "ok"));
-        rm_json_free(j);
-        const char *body = "{\"model\": \"german\", \"prompt\": \"The cat sat\", \"max_tokens\": 10, \"temperature\": 0}";
-        snprintf(req, sizeof req, "POST /v1/completions HTTP/1.1\r\nContent-Length: %zu\r\n\r\n%s", strlen(body), body);
-        CHECK(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
-        CHECK(read_one(fd, &carry, &j) == 200);
-        ids_of(j, got, sizeof got);
-        CHECKF(!strcmp(first_adapter(j), "german"), "\"model\": \"german\" used '%s'", first_adapter(j));
-        rm_json_free(j);
-        snprintf(args, sizeof args, "-m %s -p 'The cat sat' -n 10 --temp 0 -t 1 --lora %s", model, w[0]);
-        CHECK(generate_ids(args, want, sizeof want) == 0);
-        CHECKF(got[0] && !strcmp(got, want), "model as adapter: served '%s', generate '%s'", got, want);
-        // two requests in one write, the second closing the connection
-        snprintf(req, sizeof req, "GET /v1/adapters HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
-        CHECK(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
-        CHECK(read_one(fd, &carry, &j) == 200 && j && rm_json_get(j, "data"));
-        rm_json_free(j);
-        CHECK(read_one(fd, &carry, &j) == 200 && j && rm_json_get(j, "status"));
-        rm_json_free(j);
-        char byte;
-        CHECK(read(fd, &byte, 1) == 0); // closed after the second
-        close(fd);
-        rm_sb_free(&carry);
-        // the base model's name: no adapter; a model this server does not have: 404, as with OpenAI
-        CHECK(rm_test_http(sp.port, "POST", "/v1/completions", "{\"model\": \"serve-tiny\", \"prompt\": \"x\", \"max_tokens\": 2}", &j) == 200);
-        CHECK(j && rm_json_get(j, "adapters") && rm_json_get(j, "adapters")->n == 0 && !strcmp(rm_json_get_str(j, "model", ""), "serve-tiny"));
-        rm_json_free(j);
-        CHECK(rm_test_http(sp.port, "POST", "/v1/completions", "{\"model\": \"gpt-3.5\", \"prompt\": \"x\", \"max_tokens\": 2}", &j) == 404);
-        const rm_json *err = j ? rm_json_get(j, "error") : NULL;
-        CHECK(err && !strcmp(rm_json_get_str(err, "code", ""), "model_not_found") && !strcmp(rm_json_get_str(err, "param", ""), "model"));
+TEST(serve_bad_requests) {
+    SERVE_FIXTURE(f);
+    static const struct { const char *method, *path, *body; int status; } bad[] = {
+        {"POST", "/v1/completions", "{\"prompt\": ", 400},
+        {"POST", "/v1/completions", "{\"max_tokens\": 3}", 400},
+        {"POST", "/v1/completions", "{\"prompt\": \"x\", \"adapters\": [\"nope\"]}", 404},
+        {"POST", "/v1/completions", "{\"prompt\": \"x\", \"max_tokens\": 100000}", 400},
+        {"GET", "/v1/nothing", NULL, 404},
+        {"GET", "/v1/completions", NULL, 405},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        rm_json *j = NULL;
+        int status = rm_test_http(f.sp.port, bad[i].method, bad[i].path, bad[i].body, &j);
+        CHECKF(status == bad[i].status, "%s %s %s: %d, want %d", bad[i].method, bad[i].path, bad[i].body ? bad[i].body : "",
+               status, bad[i].status);
         rm_json_free(j);
     }
-    CHECK(rm_test_server_stop(&sp) == 0);
+    CHECK(rm_test_server_stop(&f.sp) == 0);
+}
+
+// Keep-alive: several requests on one connection, answered in order; "model"
+// naming an adapter selects it (OpenAI / vLLM style), the base model's name
+// none, and a model this server does not have gets 404, as with OpenAI.
+TEST(serve_keep_alive_and_model_names) {
+    SERVE_FIXTURE(f);
+    rm_json *j = NULL;
+    int fd = rm_test_connect(f.sp.port);
+    REQUIRE(fd >= 0);
+    rm_sb carry;
+    rm_sb_init(&carry);
+    char req[1024], got[1024], extra[700];
+    snprintf(req, sizeof req, "GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+    CHECK(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
+    CHECK(read_one(fd, &carry, &j) == 200 && j && !strcmp(rm_json_get_str(j, "status", ""), "ok"));
+    rm_json_free(j);
+    const char *body = "{\"model\": \"german\", \"prompt\": \"The cat sat\", \"max_tokens\": 10, \"temperature\": 0}";
+    snprintf(req, sizeof req, "POST /v1/completions HTTP/1.1\r\nContent-Length: %zu\r\n\r\n%s", strlen(body), body);
+    CHECK(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
+    CHECK(read_one(fd, &carry, &j) == 200);
+    ids_of(j, got, sizeof got);
+    CHECKF(!strcmp(first_adapter(j), "german"), "\"model\": \"german\" used '%s'", first_adapter(j));
+    rm_json_free(j);
+    snprintf(extra, sizeof extra, "--lora %s", f.w[0]);
+    check_as_generate(&f, got, "The cat sat", 10, extra, "model as adapter");
+    // two requests in one write, the second closing the connection
+    snprintf(req, sizeof req, "GET /v1/adapters HTTP/1.1\r\n\r\nGET /health HTTP/1.1\r\nConnection: close\r\n\r\n");
+    CHECK(write(fd, req, strlen(req)) == (ssize_t)strlen(req));
+    CHECK(read_one(fd, &carry, &j) == 200 && j && rm_json_get(j, "data"));
+    rm_json_free(j);
+    CHECK(read_one(fd, &carry, &j) == 200 && j && rm_json_get(j, "status"));
+    rm_json_free(j);
+    char byte;
+    CHECK(read(fd, &byte, 1) == 0); // closed after the second
+    close(fd);
+    rm_sb_free(&carry);
+    CHECK(rm_test_http(f.sp.port, "POST", "/v1/completions", "{\"model\": \"serve-tiny\", \"prompt\": \"x\", \"max_tokens\": 2}",
+                       &j) == 200);
+    CHECK(j && rm_json_get(j, "adapters") && rm_json_get(j, "adapters")->n == 0 &&
+          !strcmp(rm_json_get_str(j, "model", ""), "serve-tiny"));
+    rm_json_free(j);
+    CHECK(rm_test_http(f.sp.port, "POST", "/v1/completions", "{\"model\": \"gpt-3.5\", \"prompt\": \"x\", \"max_tokens\": 2}", &j) ==
+          404);
+    const rm_json *err = j ? rm_json_get(j, "error") : NULL;
+    CHECK(err && !strcmp(rm_json_get_str(err, "code", ""), "model_not_found") &&
+          !strcmp(rm_json_get_str(err, "param", ""), "model"));
+    rm_json_free(j);
+    CHECK(rm_test_server_stop(&f.sp) == 0);
 }
 
 // A random RouterLoRA of rank 2 for the model, saved at path.
@@ -733,11 +791,11 @@ TEST(serve_generate_from_pool_cli) {
     err = NULL;
     CHECK(rm_read_file(err_path, &err, &len) == RM_OK && err && strstr(err, "retrieved: none"));
     free(err);
-    // errors: not a pool; no prompt text; both --pool and --lora
+    // errors: no pool there (and none made); no prompt text; both --pool and --lora
     snprintf(args, sizeof args, "-m %s --pool %s/none -p x -n 1", model, rm_test_tmpdir());
     CHECK(generate_ids_err(args, out_base, sizeof out_base, err_path) != 0);
     err = NULL;
-    CHECK(rm_read_file(err_path, &err, &len) == RM_OK && err && strstr(err, "not a pool"));
+    CHECK(rm_read_file(err_path, &err, &len) == RM_OK && err && strstr(err, "no pool at"));
     free(err);
     snprintf(args, sizeof args, "-m %s --pool %s --prompt-ids '5 6' -n 1", model, dir);
     CHECK(generate_ids(args, out_base, sizeof out_base) != 0);

@@ -10,7 +10,7 @@
 #include "eval/evalset.h"
 #include "eval/world.h"
 #include "eval/worldcheck.h"
-#include "retrieve/flan.h"
+#include "eval/flan.h"
 
 #include <stdlib.h>
 #include <string.h>

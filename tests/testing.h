@@ -6,6 +6,13 @@
 //
 // A failed CHECK reports file:line and marks the test failed (the test goes
 // on, so one run shows every broken check). REQUIRE returns on failure.
+//
+// Every test runs in a child process of its own (tests/runner.c): a crash
+// fails that test only, and what a test leaves in memory or running is gone
+// with its process. What a test allocated before a failing REQUIRE is not
+// reported as a leak (the child of a failed test skips the leak check); a
+// leak in a test that passes fails it under ASan. RAMOLE_TEST_NOFORK=1 runs
+// the tests in one process (for a debugger).
 #ifndef RM_TESTING_H
 #define RM_TESTING_H
 #include <math.h>
@@ -19,7 +26,8 @@ void rm_test_skip(const char *why);
 // Path of the shared reference data ("../shared" by default, env RAMOLE_SHARED),
 // or NULL when it is absent.
 const char *rm_test_shared(void);
-// Path of a fresh temporary directory for this test (removed at exit).
+// Path of a fresh temporary directory of this test's own (removed when the
+// test ends).
 const char *rm_test_tmpdir(void);
 // 1 when running under sanitizers (make test-san): long tests may shrink.
 int rm_test_sanitized(void);

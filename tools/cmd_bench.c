@@ -247,74 +247,102 @@ static void report(const bench_opts *o, const bench_ctx *c, const char *family, 
     }
 }
 
-static int cmd_bench(int argc, char **argv) {
-    bench_opts o;
-    int rc = parse_args(argc, argv, &o);
-    if (rc) return rc;
-    char dirbuf[4096], lb[4200];
-    if (o.compare) {
-        o.compare_dir = cli_llamacpp_dir(o.compare_dir, dirbuf, sizeof dirbuf);
-        snprintf(lb, sizeof lb, "%s/lb", o.compare_dir);
-        if (!rm_file_exists(lb)) {
-            fprintf(stderr, "ramole bench: no llama.cpp bench driver at %s (build it with ../shared/tools/llamacpp-bench/build.sh, "
-                            "or give --llamacpp-dir DIR)\n", lb);
-            return 2;
-        }
-    }
-    bench_ctx c = {0};
-    if (rm_llama_load(&c.m, o.model)) return cli_fail("cannot load model");
-    rc = 1;
+// --compare llamacpp needs llama.cpp's bench driver (dirbuf holds its
+// folder): 2 with the reason when it is not there.
+static int check_args(bench_opts *o, char *dirbuf, size_t cap) {
+    if (!o->compare) return 0;
+    char lb[4200];
+    o->compare_dir = cli_llamacpp_dir(o->compare_dir, dirbuf, cap);
+    snprintf(lb, sizeof lb, "%s/lb", o->compare_dir);
+    if (rm_file_exists(lb)) return 0;
+    fprintf(stderr, "ramole bench: no llama.cpp bench driver at %s (build it with ../shared/tools/llamacpp-bench/build.sh, "
+                    "or give --llamacpp-dir DIR)\n", lb);
+    return 2;
+}
+
+// The model, its threads, KV cache and buffers for every measure; 1 on failure (printed).
+static int ctx_init(const bench_opts *o, bench_ctx *c) {
+    if (rm_llama_load(&c->m, o->model)) return cli_fail("cannot load model");
     int max_batch = 32, ctx = 512 + 16;
-    double *v = NULL, *runs_r = NULL, *runs_l = NULL;
-    c.tp = rm_threadpool_create((int)o.threads);
-    c.logits = malloc((size_t)512 * c.m->hp.n_vocab * sizeof(float));
-    c.tok = malloc(512 * sizeof(int32_t));
-    c.pos = malloc(512 * sizeof(int32_t));
-    c.slot = malloc(512 * sizeof(int32_t));
-    c.want = malloc(512);
-    v = malloc((size_t)o.runs * sizeof(double));
-    runs_r = malloc((size_t)o.runs * N_MEASURES * sizeof(double));
-    runs_l = malloc((size_t)o.runs * N_MEASURES * sizeof(double));
-    if (!c.tp || !c.logits || !c.tok || !c.pos || !c.slot || !c.want || !v || !runs_r || !runs_l) {
+    c->tp = rm_threadpool_create((int)o->threads);
+    c->logits = malloc((size_t)512 * c->m->hp.n_vocab * sizeof(float));
+    c->tok = malloc(512 * sizeof(int32_t));
+    c->pos = malloc(512 * sizeof(int32_t));
+    c->slot = malloc(512 * sizeof(int32_t));
+    c->want = malloc(512);
+    if (!c->tp || !c->logits || !c->tok || !c->pos || !c->slot || !c->want) {
+        fprintf(stderr, "ramole bench: out of memory\n");
+        return 1;
+    }
+    if (16 + o->steps > ctx) ctx = 16 + (int)o->steps;
+    if (rm_kvcache_init(&c->kv, c->m->hp.n_layer, max_batch, ctx, c->m->hp.n_head_kv * c->m->hp.head_dim))
+        return cli_fail("kv cache");
+    return 0;
+}
+
+static void ctx_free(bench_ctx *c) {
+    rm_kvcache_free(&c->kv);
+    rm_threadpool_free(c->tp);
+    free(c->logits);
+    free(c->tok);
+    free(c->pos);
+    free(c->slot);
+    free(c->want);
+    rm_llama_free(c->m);
+}
+
+// o->runs runs of every measure (llama.cpp's interleaved with --compare), the
+// median of each into r (and lc), the read bandwidth's into *bw. 1 on failure (printed).
+static int measure(const bench_opts *o, bench_ctx *c, double r[N_MEASURES], double lc[N_MEASURES], double *bw) {
+    int rc = 1, nt = rm_threadpool_size(c->tp);
+    double *v = malloc((size_t)o->runs * sizeof(double));
+    double *runs_r = malloc((size_t)o->runs * N_MEASURES * sizeof(double));
+    double *runs_l = malloc((size_t)o->runs * N_MEASURES * sizeof(double));
+    if (!v || !runs_r || !runs_l) {
         fprintf(stderr, "ramole bench: out of memory\n");
         goto out;
     }
-    if (16 + o.steps > ctx) ctx = 16 + (int)o.steps;
-    if (rm_kvcache_init(&c.kv, c.m->hp.n_layer, max_batch, ctx, c.m->hp.n_head_kv * c.m->hp.head_dim)) { cli_fail("kv cache"); goto out; }
-
-    const char *family = rm_matmul_family(c.m->layers[0].w[0].type);
-    int nt = rm_threadpool_size(c.tp);
-    fprintf(stderr, "bench: %s, %d threads, %ld runs, %s kernels for %s weights (cpu: %s)%s\n", o.model, nt, o.runs, family,
-            rm_type_name(c.m->layers[0].w[0].type), rm_cpu_describe(), o.compare ? ", interleaved with llama.cpp" : "");
-    for (int i = 0; i < o.runs; i++) v[i] = rm_measure_read_bandwidth(c.tp);
-    double bw = rm_median(v, (int)o.runs);
-    run_decode(&c, 1, 2); // warm-up: page in the weights
-    for (int i = 0; i < o.runs; i++) {
-        if (run_once(&c, (int)o.steps, runs_r + i * N_MEASURES)) { cli_fail("forward"); goto out; }
-        if (o.compare && llamacpp_once(&o, nt, runs_l + i * N_MEASURES)) { cli_fail("compare"); goto out; }
-        if (o.runs > 1) fprintf(stderr, "  run %d/%ld done\n", i + 1, o.runs);
+    fprintf(stderr, "bench: %s, %d threads, %ld runs, %s kernels for %s weights (cpu: %s)%s\n", o->model, nt, o->runs,
+            rm_matmul_family(c->m->layers[0].w[0].type), rm_type_name(c->m->layers[0].w[0].type), rm_cpu_describe(),
+            o->compare ? ", interleaved with llama.cpp" : "");
+    for (int i = 0; i < o->runs; i++) v[i] = rm_measure_read_bandwidth(c->tp);
+    *bw = rm_median(v, (int)o->runs);
+    run_decode(c, 1, 2); // warm-up: page in the weights
+    for (int i = 0; i < o->runs; i++) {
+        if (run_once(c, (int)o->steps, runs_r + i * N_MEASURES)) {
+            cli_fail("forward");
+            goto out;
+        }
+        if (o->compare && llamacpp_once(o, nt, runs_l + i * N_MEASURES)) {
+            cli_fail("compare");
+            goto out;
+        }
+        if (o->runs > 1) fprintf(stderr, "  run %d/%ld done\n", i + 1, o->runs);
     }
-    double r[N_MEASURES], lc[N_MEASURES];
     for (int k = 0; k < N_MEASURES; k++) {
-        for (int i = 0; i < o.runs; i++) v[i] = runs_r[i * N_MEASURES + k];
-        r[k] = rm_median(v, (int)o.runs);
-        for (int i = 0; o.compare && i < o.runs; i++) v[i] = runs_l[i * N_MEASURES + k];
-        lc[k] = o.compare ? rm_median(v, (int)o.runs) : 0;
+        for (int i = 0; i < o->runs; i++) v[i] = runs_r[i * N_MEASURES + k];
+        r[k] = rm_median(v, (int)o->runs);
+        for (int i = 0; o->compare && i < o->runs; i++) v[i] = runs_l[i * N_MEASURES + k];
+        lc[k] = o->compare ? rm_median(v, (int)o->runs) : 0;
     }
-    report(&o, &c, family, r, o.compare ? lc : NULL, bw);
     rc = 0;
 out:
     free(v);
     free(runs_r);
     free(runs_l);
-    rm_kvcache_free(&c.kv);
-    rm_threadpool_free(c.tp);
-    free(c.logits);
-    free(c.tok);
-    free(c.pos);
-    free(c.slot);
-    free(c.want);
-    rm_llama_free(c.m);
+    return rc;
+}
+
+static int cmd_bench(int argc, char **argv) {
+    bench_opts o;
+    char dirbuf[4096];
+    int rc = parse_args(argc, argv, &o);
+    if (rc || (rc = check_args(&o, dirbuf, sizeof dirbuf))) return rc;
+    bench_ctx c = {0};
+    double r[N_MEASURES], lc[N_MEASURES], bw = 0;
+    rc = ctx_init(&o, &c) || measure(&o, &c, r, lc, &bw);
+    if (!rc) report(&o, &c, rm_matmul_family(c.m->layers[0].w[0].type), r, o.compare ? lc : NULL, bw);
+    ctx_free(&c);
     return rc;
 }
 

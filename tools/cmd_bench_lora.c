@@ -138,7 +138,7 @@ static void random_sets(int *sets, int B, int K, int N, uint64_t seed) {
             for (int i = 0; i < K; i++) {
                 int dup;
                 do {
-                    set[i] = (int)(rm_rand_f32(&st) * (float)N) % N;
+                    set[i] = (int)(rm_rng_uniform(&st) * (float)N) % N;
                     dup = 0;
                     for (int j = 0; j < i; j++) dup |= set[j] == set[i];
                 } while (dup);
@@ -221,246 +221,306 @@ static double llamacpp_workload(const char *lcdir, const char *model, const char
     return tps;
 }
 
-static int cmd_bench_lora(int argc, char **argv) {
-    const char *model = NULL, *synth = NULL, *type_s = "q8_0", *targets_s = "q,v", *compose_s = "mixture", *kind_s = "soft";
-    long n_ad = 48, rank = 6, batch = 32, k = 3, prompt = 16, steps = 8, threads = 0, seed = 1, reps = 1, router_rank = 4;
-    int json = 0, f16 = 0;
-    const char *compare = NULL, *lcdir = NULL;
-    int reps_given = 0;
-    for (int i = 1; i < argc; i++) {
-        if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
-        else if (cli_str(argc, argv, &i, "--model", "-m", &model)) {}
-        else if (cli_flag(argc, argv, &i, "--synth", NULL)) {
-            synth = (i + 1 < argc && argv[i + 1][0] != '-') ? argv[++i] : "tinyllama-1.1b";
-        }
-        else if (cli_str(argc, argv, &i, "--type", NULL, &type_s)) {}
-        else if (cli_int(argc, argv, &i, "--adapters", NULL, &n_ad)) {}
-        else if (cli_int(argc, argv, &i, "--rank", NULL, &rank)) {}
-        else if (cli_str(argc, argv, &i, "--targets", NULL, &targets_s)) {}
-        else if (cli_int(argc, argv, &i, "--batch", NULL, &batch)) {}
-        else if (cli_int(argc, argv, &i, "--k", NULL, &k)) {}
-        else if (cli_str(argc, argv, &i, "--compose", NULL, &compose_s)) {}
-        else if (cli_int(argc, argv, &i, "--prompt", NULL, &prompt)) {}
-        else if (cli_int(argc, argv, &i, "--steps", NULL, &steps)) {}
-        else if (cli_int(argc, argv, &i, "--threads", "-t", &threads)) {}
-        else if (cli_int(argc, argv, &i, "--seed", NULL, &seed)) {}
-        else if (cli_int(argc, argv, &i, "--reps", NULL, &reps)) reps_given = 1;
-        else if (cli_str(argc, argv, &i, "--compare", NULL, &compare)) {}
-        else if (cli_str(argc, argv, &i, "--llamacpp-dir", NULL, &lcdir)) {}
-        else if (cli_int(argc, argv, &i, "--router-rank", NULL, &router_rank)) {}
-        else if (cli_str(argc, argv, &i, "--gate-kind", NULL, &kind_s)) {}
-        else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
-        else if (cli_flag(argc, argv, &i, "--f16", NULL)) f16 = 1;
-        else { fprintf(stderr, "ramole bench-lora: unknown option '%s' (see --help)\n", argv[i]); return 2; }
-    }
-    rm_compose_mode mode;
+typedef struct bl_args {
+    const char *model, *synth, *type_s, *targets_s, *compose_s, *kind_s, *compare, *lcdir;
+    long n_ad, rank, batch, k, prompt, steps, threads, seed, reps, router_rank;
+    int json, f16, reps_given;
+    rm_compose_mode mode; // parsed by check_args
     rm_gate_kind kind;
     unsigned targets;
-    if (rm_compose_parse(compose_s, &mode)) return cli_fail("--compose");
-    if (rm_gate_kind_parse(kind_s, &kind)) return cli_fail("--gate-kind");
-    if (rm_lora_parse_targets(targets_s, &targets)) return cli_fail("--targets");
-    if (mode == RM_COMPOSE_SELECTION) k = 1;
-    char lcbuf[4096], lbl[4200], wdir[4096] = "";
-    if (compare) {
-        if (strcmp(compare, "llamacpp") != 0) {
-            fprintf(stderr, "ramole bench-lora: --compare takes 'llamacpp' (got '%s')\n", compare);
+    char lcbuf[4096], synth_path[1024];
+} bl_args;
+
+// The command line into a; 1 after --help, 2 on an unknown option.
+static int parse_args(int argc, char **argv, bl_args *a) {
+    *a = (bl_args){.type_s = "q8_0", .targets_s = "q,v", .compose_s = "mixture", .kind_s = "soft", .n_ad = 48, .rank = 6,
+                   .batch = 32, .k = 3, .prompt = 16, .steps = 8, .seed = 1, .reps = 1, .router_rank = 4};
+    for (int i = 1; i < argc; i++) {
+        if (cli_flag(argc, argv, &i, "--help", "-h")) {
+            help();
+            return 1;
+        }
+        if (cli_flag(argc, argv, &i, "--synth", NULL)) a->synth = (i + 1 < argc && argv[i + 1][0] != '-') ? argv[++i] : "tinyllama-1.1b";
+        else if (cli_int(argc, argv, &i, "--reps", NULL, &a->reps)) a->reps_given = 1;
+        else if (cli_flag(argc, argv, &i, "--json", NULL)) a->json = 1;
+        else if (cli_flag(argc, argv, &i, "--f16", NULL)) a->f16 = 1;
+        else if (!(cli_str(argc, argv, &i, "--model", "-m", &a->model) || cli_str(argc, argv, &i, "--type", NULL, &a->type_s) ||
+                   cli_int(argc, argv, &i, "--adapters", NULL, &a->n_ad) || cli_int(argc, argv, &i, "--rank", NULL, &a->rank) ||
+                   cli_str(argc, argv, &i, "--targets", NULL, &a->targets_s) ||
+                   cli_int(argc, argv, &i, "--batch", NULL, &a->batch) || cli_int(argc, argv, &i, "--k", NULL, &a->k) ||
+                   cli_str(argc, argv, &i, "--compose", NULL, &a->compose_s) ||
+                   cli_int(argc, argv, &i, "--prompt", NULL, &a->prompt) || cli_int(argc, argv, &i, "--steps", NULL, &a->steps) ||
+                   cli_int(argc, argv, &i, "--threads", "-t", &a->threads) || cli_int(argc, argv, &i, "--seed", NULL, &a->seed) ||
+                   cli_str(argc, argv, &i, "--compare", NULL, &a->compare) ||
+                   cli_str(argc, argv, &i, "--llamacpp-dir", NULL, &a->lcdir) ||
+                   cli_int(argc, argv, &i, "--router-rank", NULL, &a->router_rank) ||
+                   cli_str(argc, argv, &i, "--gate-kind", NULL, &a->kind_s))) {
+            fprintf(stderr, "ramole bench-lora: unknown option '%s' (see --help)\n", argv[i]);
             return 2;
         }
-        if (mode != RM_COMPOSE_MIXTURE && mode != RM_COMPOSE_SELECTION) {
-            fprintf(stderr, "ramole bench-lora: --compare llamacpp needs --compose mixture or selection (llama.cpp sums "
-                            "scaled adapters; it has no %s)\n", compose_s);
-            return 2;
-        }
-        lcdir = cli_llamacpp_dir(lcdir, lcbuf, sizeof lcbuf);
-        snprintf(lbl, sizeof lbl, "%s/lbl", lcdir);
-        if (!rm_file_exists(lbl)) {
-            fprintf(stderr, "ramole bench-lora: no llama.cpp LoRA driver at %s (build it with scripts/llamacpp-lora.sh)\n", lbl);
-            return 2;
-        }
-        if (!reps_given) reps = 3;
-    } else if (lcdir) {
+    }
+    return 0;
+}
+
+// --compare llamacpp: the composition llama.cpp has and its LoRA driver, or 2 with the reason.
+static int check_compare(bl_args *a) {
+    if (!a->compare) {
+        if (!a->lcdir) return 0;
         fprintf(stderr, "ramole bench-lora: --llamacpp-dir goes with --compare llamacpp\n");
         return 2;
     }
-    if (!model == !synth) { fprintf(stderr, "ramole bench-lora: give -m MODEL or --synth [SHAPE]\n"); return 2; }
-    if (n_ad < 1 || rank < 1 || rank > RM_LORA_MAX_RANK || batch < 1 || batch > 4096 || k < 1 || k > RM_PLAN_MAX ||
-        k > n_ad || prompt < 1 || steps < 1 || reps < 1) {
+    if (strcmp(a->compare, "llamacpp") != 0) {
+        fprintf(stderr, "ramole bench-lora: --compare takes 'llamacpp' (got '%s')\n", a->compare);
+        return 2;
+    }
+    if (a->mode != RM_COMPOSE_MIXTURE && a->mode != RM_COMPOSE_SELECTION) {
+        fprintf(stderr, "ramole bench-lora: --compare llamacpp needs --compose mixture or selection (llama.cpp sums "
+                        "scaled adapters; it has no %s)\n", a->compose_s);
+        return 2;
+    }
+    char lbl[4200];
+    a->lcdir = cli_llamacpp_dir(a->lcdir, a->lcbuf, sizeof a->lcbuf);
+    snprintf(lbl, sizeof lbl, "%s/lbl", a->lcdir);
+    if (!rm_file_exists(lbl)) {
+        fprintf(stderr, "ramole bench-lora: no llama.cpp LoRA driver at %s (build it with scripts/llamacpp-lora.sh)\n", lbl);
+        return 2;
+    }
+    if (!a->reps_given) a->reps = 3;
+    return 0;
+}
+
+// Refuses, with the reason, what cannot run (2); 0 when a can. --synth
+// writes its model (once, in $TMPDIR) and names it a->model.
+static int check_args(bl_args *a) {
+    if (rm_compose_parse(a->compose_s, &a->mode)) return cli_fail("--compose") + 1;
+    if (rm_gate_kind_parse(a->kind_s, &a->kind)) return cli_fail("--gate-kind") + 1;
+    if (rm_lora_parse_targets(a->targets_s, &a->targets)) return cli_fail("--targets") + 1;
+    if (a->mode == RM_COMPOSE_SELECTION) a->k = 1;
+    int rc = check_compare(a);
+    if (rc) return rc;
+    if (!a->model == !a->synth) {
+        fprintf(stderr, "ramole bench-lora: give -m MODEL or --synth [SHAPE]\n");
+        return 2;
+    }
+    if (a->n_ad < 1 || a->rank < 1 || a->rank > RM_LORA_MAX_RANK || a->batch < 1 || a->batch > 4096 || a->k < 1 ||
+        a->k > RM_PLAN_MAX || a->k > a->n_ad || a->prompt < 1 || a->steps < 1 || a->reps < 1) {
         fprintf(stderr, "ramole bench-lora: bad sizes (need 1 <= k <= min(adapters, %d), rank <= %d, batch, prompt, steps >= 1)\n",
                 RM_PLAN_MAX, RM_LORA_MAX_RANK);
         return 2;
     }
-    char synth_path[1024];
-    if (synth) {
-        const rm_synth_shape *sh = rm_synth_find(synth);
-        rm_type t;
-        if (!sh) { fprintf(stderr, "ramole bench-lora: unknown shape '%s' (%s)\n", synth, rm_synth_names()); return 2; }
-        if (rm_type_parse(type_s, &t)) return cli_fail("--type");
-        const char *tmp = getenv("TMPDIR");
-        snprintf(synth_path, sizeof synth_path, "%s/ramole-synth-%s-%s.gguf", tmp ? tmp : "/tmp", synth, rm_type_name(t));
-        if (!rm_file_exists(synth_path)) {
-            fprintf(stderr, "bench-lora: writing %s\n", synth_path);
-            if (rm_synth_write(sh, t, 1, synth_path, NULL, NULL)) return cli_fail("cannot write the synthetic model");
-        }
-        model = synth_path;
+    if (!a->synth) return 0;
+    const rm_synth_shape *sh = rm_synth_find(a->synth);
+    rm_type t;
+    if (!sh) {
+        fprintf(stderr, "ramole bench-lora: unknown shape '%s' (%s)\n", a->synth, rm_synth_names());
+        return 2;
     }
+    if (rm_type_parse(a->type_s, &t)) return cli_fail("--type") + 1;
+    const char *tmp = getenv("TMPDIR");
+    snprintf(a->synth_path, sizeof a->synth_path, "%s/ramole-synth-%s-%s.gguf", tmp ? tmp : "/tmp", a->synth, rm_type_name(t));
+    if (!rm_file_exists(a->synth_path)) {
+        fprintf(stderr, "bench-lora: writing %s\n", a->synth_path);
+        if (rm_synth_write(sh, t, 1, a->synth_path, NULL, NULL)) return cli_fail("cannot write the synthetic model");
+    }
+    a->model = a->synth_path;
+    return 0;
+}
 
-    bl_run R = {0};
-    rm_lora **ad = NULL;
-    rm_lora_plan *plans = NULL;
-    const void **plan_ptrs = NULL;
-    int *sets = NULL;
-    rm_fusion_cache *fc = NULL;
-    rm_lora_batch *lb = NULL;
-    rm_lora *router = NULL;
-    rm_lora_set *set = NULL; // moe, arrow: all the adapters
-    rm_gate *gate = NULL;
-    int rc = 1;
-    if (rm_llama_load(&R.m, model)) return cli_fail("cannot load model");
-    R.batch = (int)batch;
-    R.prompt = (int)prompt;
-    R.steps = (int)steps;
-    size_t rows = (size_t)batch * (size_t)prompt;
-    R.tp = rm_threadpool_create((int)threads);
-    R.tok = malloc(rows * sizeof(int32_t));
-    R.pos = malloc(rows * sizeof(int32_t));
-    R.slot = malloc(rows * sizeof(int32_t));
-    R.want = malloc(rows);
-    R.plans = malloc(rows * sizeof(void *));
-    R.logits = malloc((size_t)batch * 2 * R.m->hp.n_vocab * sizeof(float));
-    ad = calloc((size_t)n_ad, sizeof *ad);
-    plans = calloc((size_t)batch, sizeof *plans);
-    plan_ptrs = calloc((size_t)batch, sizeof *plan_ptrs);
-    sets = malloc((size_t)batch * (size_t)k * sizeof(int));
-    fc = rm_fusion_cache_new(0);
-    lb = rm_lora_batch_new(R.tp);
-    if (!R.tp || !R.tok || !R.pos || !R.slot || !R.want || !R.plans || !R.logits || !ad || !plans || !plan_ptrs || !sets ||
-        !fc || !lb) {
+// What a run holds (zero-initialized), freed by state_free.
+typedef struct bl_state {
+    bl_run R;
+    rm_lora **ad;
+    rm_lora_plan *plans;
+    const void **plan_ptrs;
+    int *sets;
+    rm_fusion_cache *fc;
+    rm_lora_batch *lb;
+    rm_lora *router;
+    rm_lora_set *set; // moe, arrow: all the adapters
+    rm_gate *gate;
+    rm_linear_hook hook;
+    char wdir[4096]; // the adapters written for llama.cpp
+} bl_state;
+
+static void state_free(const bl_args *a, bl_state *st) {
+    if (st->wdir[0]) {
+        char path[4200];
+        for (long i = 0; i < a->n_ad; i++) {
+            snprintf(path, sizeof path, "%s/a%ld.gguf", st->wdir, i);
+            remove(path);
+        }
+        snprintf(path, sizeof path, "%s/sets.txt", st->wdir);
+        remove(path);
+        rmdir(st->wdir);
+    }
+    if (st->plans)
+        for (long s = 0; s < a->batch; s++) rm_lora_plan_free(&st->plans[s]);
+    if (st->ad)
+        for (long i = 0; i < a->n_ad; i++) rm_lora_free(st->ad[i]);
+    free(st->ad);
+    free(st->plans);
+    free(st->plan_ptrs);
+    free(st->sets);
+    rm_fusion_cache_free(st->fc);
+    rm_lora_free(st->router);
+    rm_gate_free(st->gate);
+    rm_lora_set_free(st->set);
+    rm_lora_batch_free(st->lb);
+    bl_run *R = &st->R;
+    rm_kvcache_free(&R->kv);
+    rm_threadpool_free(R->tp);
+    free(R->tok);
+    free(R->pos);
+    free(R->slot);
+    free(R->want);
+    free(R->plans);
+    free(R->logits);
+    rm_llama_free(R->m);
+}
+
+// The model, buffers, random adapters (and router or gate) and one plan per
+// sequence of its own k adapters. 1 on failure (printed).
+static int setup(const bl_args *a, bl_state *st) {
+    bl_run *R = &st->R;
+    if (rm_llama_load(&R->m, a->model)) return cli_fail("cannot load model");
+    R->batch = (int)a->batch, R->prompt = (int)a->prompt, R->steps = (int)a->steps;
+    size_t rows = (size_t)a->batch * (size_t)a->prompt;
+    R->tp = rm_threadpool_create((int)a->threads);
+    R->tok = malloc(rows * sizeof(int32_t));
+    R->pos = malloc(rows * sizeof(int32_t));
+    R->slot = malloc(rows * sizeof(int32_t));
+    R->want = malloc(rows);
+    R->plans = malloc(rows * sizeof(void *));
+    R->logits = malloc((size_t)a->batch * 2 * R->m->hp.n_vocab * sizeof(float));
+    st->ad = calloc((size_t)a->n_ad, sizeof *st->ad);
+    st->plans = calloc((size_t)a->batch, sizeof *st->plans);
+    st->plan_ptrs = calloc((size_t)a->batch, sizeof *st->plan_ptrs);
+    st->sets = malloc((size_t)a->batch * (size_t)a->k * sizeof(int));
+    st->fc = rm_fusion_cache_new(0);
+    st->lb = rm_lora_batch_new(R->tp);
+    if (!R->tp || !R->tok || !R->pos || !R->slot || !R->want || !R->plans || !R->logits || !st->ad || !st->plans ||
+        !st->plan_ptrs || !st->sets || !st->fc || !st->lb) {
         fprintf(stderr, "ramole bench-lora: out of memory\n");
-        goto out;
+        return 1;
     }
-    if (rm_kvcache_init(&R.kv, R.m->hp.n_layer, 2 * (int)batch, (int)(prompt + steps), R.m->hp.n_head_kv * R.m->hp.head_dim)) {
-        cli_fail("kv cache");
-        goto out;
-    }
-    fprintf(stderr, "bench-lora: %s, %d threads; %ld adapters rank %ld on %s, batch %ld, k %ld, %s%s\n", model,
-            rm_threadpool_size(R.tp), n_ad, rank, targets_s, batch, k, rm_compose_name(mode), f16 ? ", f16 mirrors" : "");
-    for (long i = 0; i < n_ad; i++)
-        if (rm_lora_random(&ad[i], R.m, (int)rank, targets, (uint64_t)seed * 1000003u + (uint64_t)i) ||
-            (f16 && rm_lora_make_f16(ad[i]))) {
-            cli_fail("random adapter");
-            goto out;
-        }
-    if (mode == RM_COMPOSE_ROUTER && rm_lora_random(&router, R.m, (int)router_rank, targets, (uint64_t)seed + 77)) {
-        cli_fail("random router");
-        goto out;
-    }
-    if ((mode == RM_COMPOSE_MOE || mode == RM_COMPOSE_ARROW) && rm_lora_set_new(&set, (int)n_ad, ad, NULL, NULL, 0)) {
-        cli_fail("adapter set");
-        goto out;
-    }
-    if (mode == RM_COMPOSE_MOE) {
-        if (rm_gate_new(&gate, set, kind, (int)k)) { cli_fail("gate"); goto out; }
-        uint64_t st = (uint64_t)seed + 99;
+    st->hook = rm_lora_batch_hook(st->lb);
+    if (rm_kvcache_init(&R->kv, R->m->hp.n_layer, 2 * (int)a->batch, (int)(a->prompt + a->steps),
+                        R->m->hp.n_head_kv * R->m->hp.head_dim))
+        return cli_fail("kv cache");
+    fprintf(stderr, "bench-lora: %s, %d threads; %ld adapters rank %ld on %s, batch %ld, k %ld, %s%s\n", a->model,
+            rm_threadpool_size(R->tp), a->n_ad, a->rank, a->targets_s, a->batch, a->k, rm_compose_name(a->mode),
+            a->f16 ? ", f16 mirrors" : "");
+    for (long i = 0; i < a->n_ad; i++)
+        if (rm_lora_random(&st->ad[i], R->m, (int)a->rank, a->targets, (uint64_t)a->seed * 1000003u + (uint64_t)i) ||
+            (a->f16 && rm_lora_make_f16(st->ad[i])))
+            return cli_fail("random adapter");
+    if (a->mode == RM_COMPOSE_ROUTER && rm_lora_random(&st->router, R->m, (int)a->router_rank, a->targets, (uint64_t)a->seed + 77))
+        return cli_fail("random router");
+    if ((a->mode == RM_COMPOSE_MOE || a->mode == RM_COMPOSE_ARROW) &&
+        rm_lora_set_new(&st->set, (int)a->n_ad, st->ad, NULL, NULL, 0))
+        return cli_fail("adapter set");
+    if (a->mode == RM_COMPOSE_MOE) {
+        if (rm_gate_new(&st->gate, st->set, a->kind, (int)a->k)) return cli_fail("gate");
+        uint64_t g = (uint64_t)a->seed + 99;
+        rm_gate *gate = st->gate;
         for (int i = 0; i < gate->n_layer * RM_LIN_COUNT; i++)
-            for (int64_t j = 0; gate->w[i] && j < (int64_t)n_ad * R.m->layers[i / RM_LIN_COUNT].w[i % RM_LIN_COUNT].ne[0]; j++)
-                gate->w[i][j] = 0.1f * (2.0f * rm_rand_f32(&st) - 1.0f);
+            for (int64_t j = 0; gate->w[i] && j < (int64_t)a->n_ad * R->m->layers[i / RM_LIN_COUNT].w[i % RM_LIN_COUNT].ne[0];
+                 j++)
+                gate->w[i][j] = 0.1f * (2.0f * rm_rng_uniform(&g) - 1.0f);
     }
-    random_sets(sets, (int)batch, (int)k, (int)n_ad, (uint64_t)seed);
-    for (long s = 0; s < batch; s++) {
+    random_sets(st->sets, (int)a->batch, (int)a->k, (int)a->n_ad, (uint64_t)a->seed);
+    for (long s = 0; s < a->batch; s++) {
         rm_lora *pick[RM_PLAN_MAX];
-        for (long i = 0; i < k; i++) pick[i] = ad[sets[s * k + i]];
-        if ((mode == RM_COMPOSE_ROUTER ? rm_lora_plan_init_router(&plans[s], (int)k, pick, router)
-             : set                     ? rm_lora_plan_init_for_task(&plans[s], set, gate, (int)k, NULL, 0, NULL)
-                                       : rm_lora_plan_init(&plans[s], mode, (int)k, pick, NULL, fc)) ||
-            (f16 && plans[s].fused && rm_lora_make_f16(plans[s].fused))) {
-            cli_fail("plan");
-            goto out;
+        for (long i = 0; i < a->k; i++) pick[i] = st->ad[st->sets[s * a->k + i]];
+        rm_lora_plan *pl = &st->plans[s];
+        if ((a->mode == RM_COMPOSE_ROUTER ? rm_lora_plan_init_router(pl, (int)a->k, pick, st->router)
+             : st->set                    ? rm_lora_plan_init_for_task(pl, st->set, st->gate, (int)a->k, NULL, 0, NULL)
+                                          : rm_lora_plan_init(pl, a->mode, (int)a->k, pick, NULL, st->fc)) ||
+            (a->f16 && pl->fused && rm_lora_make_f16(pl->fused)))
+            return cli_fail("plan");
+        st->plan_ptrs[s] = pl;
+    }
+    return 0;
+}
+
+// What was measured: prefill and decode tok/s without [0] and with [1]
+// adapters, the LoRA terms' share of each, and with --compare the workload's
+// tok/s in ramole and in llama.cpp.
+typedef struct bl_result {
+    double ptps[2], dtps[2], share[2], w_ours, w_lc;
+} bl_result;
+
+// --compare: the B requests as one ramole batch and, one at a time, by
+// llama.cpp's driver, a->reps times interleaved; the medians. 1 on failure (printed).
+static int compare_workload(const bl_args *a, bl_state *st, bl_result *res) {
+    const char *tmp = getenv("TMPDIR");
+    snprintf(st->wdir, sizeof st->wdir, "%s/ramole-bench-lora-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(st->wdir)) {
+        st->wdir[0] = 0;
+        fprintf(stderr, "ramole bench-lora: cannot make a temporary folder\n");
+        return 1;
+    }
+    if (write_workload(st->wdir, st->ad, st->sets, (int)a->batch, (int)a->k)) return cli_fail("adapters for llama.cpp");
+    double *v = malloc(2 * (size_t)a->reps * sizeof(double));
+    if (!v) return 1;
+    long tokens = a->batch * (a->prompt + a->steps), reps = a->reps;
+    for (long r = 0; r < reps; r++) {
+        double secs = workload(&st->R, &st->hook, st->plan_ptrs);
+        v[r] = secs > 0 ? (double)tokens / secs : -1;
+        v[reps + r] = llamacpp_workload(a->lcdir, a->model, st->wdir, rm_threadpool_size(st->R.tp), (int)a->prompt,
+                                        (int)a->steps);
+        if (v[r] <= 0 || v[reps + r] <= 0) {
+            fprintf(stderr, "ramole bench-lora: the %s workload failed\n", v[r] <= 0 ? "ramole" : "llama.cpp");
+            free(v);
+            return 1;
         }
-        plan_ptrs[s] = &plans[s];
+        fprintf(stderr, "  workload run %ld/%ld: ramole %.1f tok/s, llama.cpp %.1f tok/s\n", r + 1, reps, v[r], v[reps + r]);
     }
-    rm_linear_hook hook = rm_lora_batch_hook(lb);
-    double ptps[2], dtps[2], share[2] = {0, 0};
-    if (bench(&R, &hook, plan_ptrs, (int)reps, ptps, dtps, share) || rm_lora_batch_status(lb)) {
-        cli_fail("forward");
-        goto out;
-    }
-    double pb = ptps[0], pl = ptps[1], db = dtps[0], dl = dtps[1];
+    res->w_ours = rm_median(v, (int)reps);
+    res->w_lc = rm_median(v + reps, (int)reps);
+    free(v);
+    return 0;
+}
+
+static int measure(const bl_args *a, bl_state *st, bl_result *res) {
+    if (bench(&st->R, &st->hook, st->plan_ptrs, (int)a->reps, res->ptps, res->dtps, res->share) ||
+        rm_lora_batch_status(st->lb))
+        return cli_fail("forward");
+    return a->compare ? compare_workload(a, st, res) : 0;
+}
+
+static void report(const bl_args *a, const bl_result *res) {
+    double pb = res->ptps[0], pl = res->ptps[1], db = res->dtps[0], dl = res->dtps[1];
     fprintf(stderr, "  prefill  %9.2f tok/s with adapters, %9.2f without: %.3fx\n", pl, pb, pl / pb);
     fprintf(stderr, "  decode   %9.2f tok/s with adapters, %9.2f without: %.3fx\n", dl, db, dl / db);
     // The hook's share of the LoRA forward is measured inside the same run, so
     // it holds up on a busy machine where the two timings above may not.
     fprintf(stderr, "  LoRA terms take %.1f%% of the prefill and %.1f%% of a decode step (implied ratios %.3fx, %.3fx)\n",
-            100 * share[0], 100 * share[1], 1 - share[0], 1 - share[1]);
-    double w_ours = 0, w_lc = 0;
-    if (compare) {
-        const char *tmp = getenv("TMPDIR");
-        snprintf(wdir, sizeof wdir, "%s/ramole-bench-lora-XXXXXX", tmp && *tmp ? tmp : "/tmp");
-        if (!mkdtemp(wdir)) { wdir[0] = 0; fprintf(stderr, "ramole bench-lora: cannot make a temporary folder\n"); goto out; }
-        if (write_workload(wdir, ad, sets, (int)batch, (int)k)) { cli_fail("adapters for llama.cpp"); goto out; }
-        double *v = malloc(2 * (size_t)reps * sizeof(double));
-        if (!v) goto out;
-        long tokens = batch * (prompt + steps);
-        for (long r = 0; r < reps; r++) {
-            double secs = workload(&R, &hook, plan_ptrs);
-            v[r] = secs > 0 ? (double)tokens / secs : -1;
-            v[reps + r] = llamacpp_workload(lcdir, model, wdir, rm_threadpool_size(R.tp), (int)prompt, (int)steps);
-            if (v[r] <= 0 || v[reps + r] <= 0) {
-                fprintf(stderr, "ramole bench-lora: the %s workload failed\n", v[r] <= 0 ? "ramole" : "llama.cpp");
-                free(v);
-                goto out;
-            }
-            fprintf(stderr, "  workload run %ld/%ld: ramole %.1f tok/s, llama.cpp %.1f tok/s\n", r + 1, reps, v[r], v[reps + r]);
-        }
-        w_ours = rm_median(v, (int)reps);
-        w_lc = rm_median(v + reps, (int)reps);
-        free(v);
+            100 * res->share[0], 100 * res->share[1], 1 - res->share[0], 1 - res->share[1]);
+    if (a->compare)
         fprintf(stderr, "  workload (%ld requests, each %ld prompt + %ld generated tokens, its own %ld adapters): ramole %.1f "
                         "tok/s in one batch, llama.cpp %.1f tok/s one request at a time: %.2fx\n",
-                batch, prompt, steps, k, w_ours, w_lc, w_ours / w_lc);
-    }
-    if (json) {
-        printf("{\"decode_tps\": %.3f, \"decode_tps_base\": %.3f, \"decode_ratio\": %.4f, \"prefill_tps\": %.3f, "
-               "\"prefill_tps_base\": %.3f, \"prefill_ratio\": %.4f",
-               dl, db, dl / db, pl, pb, pl / pb);
-        if (compare)
-            printf(", \"workload_tps\": %.3f, \"llamacpp_workload_tps\": %.3f, \"workload_ratio\": %.4f", w_ours, w_lc,
-                   w_ours / w_lc);
-        printf("}\n");
-    }
-    rc = 0;
-out:
-    if (wdir[0]) { // the adapters written for llama.cpp
-        char path[4200];
-        for (long i = 0; i < n_ad; i++) {
-            snprintf(path, sizeof path, "%s/a%ld.gguf", wdir, i);
-            remove(path);
-        }
-        snprintf(path, sizeof path, "%s/sets.txt", wdir);
-        remove(path);
-        rmdir(wdir);
-    }
-    if (plans)
-        for (long s = 0; s < batch; s++) rm_lora_plan_free(&plans[s]);
-    if (ad)
-        for (long i = 0; i < n_ad; i++) rm_lora_free(ad[i]);
-    free(ad);
-    free(plans);
-    free(plan_ptrs);
-    free(sets);
-    rm_fusion_cache_free(fc);
-    rm_lora_free(router);
-    rm_gate_free(gate);
-    rm_lora_set_free(set);
-    rm_lora_batch_free(lb);
-    rm_kvcache_free(&R.kv);
-    rm_threadpool_free(R.tp);
-    free(R.tok);
-    free(R.pos);
-    free(R.slot);
-    free(R.want);
-    free(R.plans);
-    free(R.logits);
-    rm_llama_free(R.m);
+                a->batch, a->prompt, a->steps, a->k, res->w_ours, res->w_lc, res->w_ours / res->w_lc);
+    if (!a->json) return;
+    printf("{\"decode_tps\": %.3f, \"decode_tps_base\": %.3f, \"decode_ratio\": %.4f, \"prefill_tps\": %.3f, "
+           "\"prefill_tps_base\": %.3f, \"prefill_ratio\": %.4f",
+           dl, db, dl / db, pl, pb, pl / pb);
+    if (a->compare)
+        printf(", \"workload_tps\": %.3f, \"llamacpp_workload_tps\": %.3f, \"workload_ratio\": %.4f", res->w_ours, res->w_lc,
+               res->w_ours / res->w_lc);
+    printf("}\n");
+}
+
+static int cmd_bench_lora(int argc, char **argv) {
+    bl_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc) return rc == 1 ? 0 : rc;
+    if ((rc = check_args(&a))) return rc;
+    bl_state st = {0};
+    bl_result res = {0};
+    rc = setup(&a, &st) || measure(&a, &st, &res);
+    if (!rc) report(&a, &res);
+    state_free(&a, &st);
     return rc;
 }
 

@@ -16,14 +16,17 @@ static void on_progress(void *ctx, int done, int total) {
 }
 
 static int cmd_convert(int argc, char **argv) {
-    const char *from = NULL, *type = NULL, *in = NULL, *out = NULL;
+    const char *from = NULL, *type = NULL, *in = NULL, *out = NULL, *tok = NULL;
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) {
-            printf("usage: ramole convert --from llama2c IN.bin OUT.gguf\n"
-                   "       ramole convert --from hf DIR OUT.gguf [--type f32|f16|bf16|q8_0|q4_0|q4_k]\n");
+            printf("usage: ramole convert --from llama2c IN.bin OUT.gguf [--tokenizer tokenizer.bin]\n"
+                   "       ramole convert --from hf DIR OUT.gguf [--type f32|f16|bf16|q8_0|q4_0|q4_k]\n\n"
+                   "  --tokenizer FILE   llama2.c's tokenizer file for the checkpoint (tokenizer.bin, or\n"
+                   "                     tok512.bin for stories260K): embedded, so that -p TEXT works\n");
             return 0;
         } else if (cli_str(argc, argv, &i, "--from", NULL, &from)) {
         } else if (cli_str(argc, argv, &i, "--type", NULL, &type)) {
+        } else if (cli_str(argc, argv, &i, "--tokenizer", NULL, &tok)) {
         } else if (argv[i][0] == '-' && argv[i][1]) {
             fprintf(stderr, "ramole convert: unknown option '%s'\n", argv[i]);
             return 2;
@@ -39,8 +42,12 @@ static int cmd_convert(int argc, char **argv) {
     if (!from || !in || !out) { fprintf(stderr, "ramole convert: need --from FORMAT IN OUT (see --help)\n"); return 2; }
     if (!strcmp(from, "llama2c")) {
         if (type) { fprintf(stderr, "ramole convert: --type is not supported with --from llama2c\n"); return 2; }
-        if (llama2c_convert(in, out)) return cli_fail("convert");
+        if (llama2c_convert_tok(in, tok, out)) return cli_fail("convert");
     } else if (!strcmp(from, "hf")) {
+        if (tok) {
+            fprintf(stderr, "ramole convert: --tokenizer goes with --from llama2c (a Hugging Face dir has its own)\n");
+            return 2;
+        }
         int out_type = -1;
         if (type) {
             rm_type t;

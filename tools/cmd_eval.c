@@ -5,6 +5,7 @@
 // `--table DIR` runs every method of the paper's table on a built world. The
 // work is the library's (src/eval/run.h, method.h, table.h); this file parses,
 // checks, and prints.
+#include "adapter_args.h"
 #include "cli.h"
 #include "base/err.h"
 #include "base/file.h"
@@ -169,85 +170,111 @@ static int write_items(const char *path, const rm_run_result *r, rm_method *cons
 }
 
 typedef struct eval_args {
-    const char *model, *test, *pool_dir, *compose_s, *tmpl_arg, *tmpl_file, *metric_s, *out_path, *router, *gate;
+    const char *model, *test, *tmpl_arg, *tmpl_file, *metric_s, *out_path, *gate;
     const char *method, *task_data, *table, *methods, *svg, *md;
-    const char *lora[RM_PLAN_MAX];
-    long k, max_new, limit, slots, threads, ctx, arrow_k, method_k, split_seed, lh_examples, lh_cands, lh_iters, seed;
-    double min_score;
-    int oracle, json, n_lora, exclude_own;
+    adapter_args ad; // --retrieve 0: not retrieving
+    long max_new, limit, slots, threads, ctx, arrow_k, method_k, split_seed, lh_examples, lh_cands, lh_iters, seed;
+    int oracle, json, exclude_own;
 } eval_args;
 
 // The method of the command line: --method NAME, or the older flags.
 static int method_of(const eval_args *a, rm_method *m) {
     if (a->method) {
         if (rm_method_named(m, a->method, (int)a->method_k)) return cli_fail("--method");
-        m->router = a->router, m->gate = a->gate, m->exclude_own = a->exclude_own;
+        m->router = a->ad.router, m->gate = a->gate, m->exclude_own = a->exclude_own;
         m->lorahub.n_examples = (int)a->lh_examples, m->lorahub.n_candidates = (int)a->lh_cands;
         m->lorahub.iterations = (int)a->lh_iters, m->lorahub.seed = (uint64_t)a->seed;
         return rm_method_check(m) ? cli_fail("--method") : 0;
     }
     memset(m, 0, sizeof *m);
-    m->min_score = (float)a->min_score;
-    m->compose = -1;
-    if (a->compose_s) {
-        rm_compose_mode mode;
-        if (rm_compose_parse(a->compose_s, &mode)) return cli_fail("--compose");
-        m->compose = mode;
-    }
-    m->router = a->router, m->exclude_own = a->exclude_own;
+    m->min_score = (float)a->ad.min_score;
+    m->compose = a->ad.compose; // parsed by adapter_args_check
+    m->router = a->ad.router, m->exclude_own = a->exclude_own;
     if (m->compose == RM_COMPOSE_MOE) m->kind = RM_METHOD_GATE, m->gate = a->gate;
     else if (m->compose == RM_COMPOSE_ARROW) m->kind = RM_METHOD_ARROW, m->k = (int)a->arrow_k;
-    else if (a->k > 0) m->kind = RM_METHOD_RETRIEVE, m->k = (int)a->k;
+    else if (a->ad.k > 0) m->kind = RM_METHOD_RETRIEVE, m->k = (int)a->ad.k;
     else if (a->oracle) m->kind = RM_METHOD_ORACLE;
-    else if (a->n_lora) m->kind = RM_METHOD_FIXED, m->paths = a->lora, m->n_paths = a->n_lora;
+    else if (a->ad.n_lora) m->kind = RM_METHOD_FIXED, m->paths = a->ad.lora, m->n_paths = a->ad.n_lora;
     return rm_method_check(m) ? cli_fail("eval") : 0;
 }
 
-// The checks of the older flags (usage errors: exit 2).
-static int check_args(const eval_args *a) {
-    rm_compose_mode mode = RM_COMPOSE_MIXTURE;
-    if (a->compose_s && rm_compose_parse(a->compose_s, &mode)) return cli_fail("--compose") + 1;
-    int set_mode = a->compose_s && (mode == RM_COMPOSE_MOE || mode == RM_COMPOSE_ARROW);
-    if (a->method) {
-        if (a->compose_s || a->k > 0 || a->oracle || a->n_lora || a->arrow_k != 3 || a->min_score > -INFINITY) {
-            fprintf(stderr, "ramole eval: --method takes -k, --router, --gate, --exclude-own and --pool, not --compose, "
-                            "--retrieve, --oracle, --lora, --arrow-k or --min-score\n");
-            return 2;
-        }
-        if (strcmp(a->method, "base") && strcmp(a->method, "lorahub") && !a->pool_dir) {
-            fprintf(stderr, "ramole eval: --method %s needs --pool DIR\n", a->method);
-            return 2;
-        }
-        if (!strcmp(a->method, "lorahub") && (!a->pool_dir || !a->task_data)) {
-            fprintf(stderr, "ramole eval: --method lorahub needs --pool DIR and --task-data DIR\n");
-            return 2;
-        }
-        return 0;
-    }
-    if ((a->compose_s && mode == RM_COMPOSE_ROUTER) != (a->router != NULL)) {
-        fprintf(stderr, "ramole eval: %s\n", a->router ? "--router goes with --compose router" : "--compose router needs --router FILE");
+// The checks of --method NAME (usage errors: exit 2).
+static int check_method(const eval_args *a) {
+    if (a->ad.compose_s || a->ad.k > 0 || a->oracle || a->ad.n_lora || a->arrow_k != 3 || a->ad.min_score > -INFINITY) {
+        fprintf(stderr, "ramole eval: --method takes -k, --router, --gate, --exclude-own and --pool, not --compose, "
+                        "--retrieve, --oracle, --lora, --arrow-k or --min-score\n");
         return 2;
     }
-    if ((a->compose_s && mode == RM_COMPOSE_MOE) != (a->gate != NULL) || (a->exclude_own && !set_mode && a->k <= 0) ||
-        (a->arrow_k != 3 && !set_mode) || (set_mode && !a->pool_dir) || a->arrow_k < 1) {
+    if (strcmp(a->method, "base") && strcmp(a->method, "lorahub") && !a->ad.pool) {
+        fprintf(stderr, "ramole eval: --method %s needs --pool DIR\n", a->method);
+        return 2;
+    }
+    if (!strcmp(a->method, "lorahub") && (!a->ad.pool || !a->task_data)) {
+        fprintf(stderr, "ramole eval: --method lorahub needs --pool DIR and --task-data DIR\n");
+        return 2;
+    }
+    return a->ad.pool ? cli_pool_present("eval", a->ad.pool) : 0;
+}
+
+// The checks of the older flags (usage errors: exit 2).
+static int check_flags(eval_args *a) {
+    int bad = adapter_args_check(&a->ad, "eval"); // --lora, --compose, --router, --retrieve, the pool
+    if (bad) return bad;
+    int mode = a->ad.compose, set_mode = mode == RM_COMPOSE_MOE || mode == RM_COMPOSE_ARROW;
+    if ((mode == RM_COMPOSE_MOE) != (a->gate != NULL) || (a->exclude_own && !set_mode && a->ad.k <= 0) ||
+        (a->arrow_k != 3 && !set_mode) || (set_mode && !a->ad.pool) || a->arrow_k < 1) {
         fprintf(stderr, "ramole eval: --compose moe takes --gate FILE and --pool DIR, --compose arrow --pool DIR and "
                         "--arrow-k K >= 1; --exclude-own goes with them, with --retrieve K or with --method\n");
         return 2;
     }
-    if ((a->k > 0) + a->oracle + (a->n_lora > 0) + set_mode > 1) {
+    if ((a->ad.k > 0) + a->oracle + (a->ad.n_lora > 0) + set_mode > 1) {
         fprintf(stderr, "ramole eval: give one of --retrieve, --oracle, --lora and --compose moe|arrow\n");
         return 2;
     }
-    if ((a->k > 0 || a->oracle) && !a->pool_dir) { fprintf(stderr, "ramole eval: --retrieve and --oracle need --pool DIR\n"); return 2; }
-    if (a->pool_dir && !a->k && !a->oracle && !set_mode) {
+    if ((a->ad.k > 0 || a->oracle) && !a->ad.pool) {
+        fprintf(stderr, "ramole eval: --retrieve and --oracle need --pool DIR\n");
+        return 2;
+    }
+    if (a->ad.pool && !a->ad.k && !a->oracle && !set_mode) {
         fprintf(stderr, "ramole eval: with --pool, say --retrieve K, --oracle, --compose moe|arrow or --method NAME\n");
         return 2;
     }
-    if (a->k < 0 || a->k > RM_PLAN_MAX || a->n_lora > RM_PLAN_MAX) {
-        fprintf(stderr, "ramole eval: at most %d adapters a request\n", RM_PLAN_MAX);
+    return 0;
+}
+
+// Every check of the command line (usage errors: exit 2).
+static int check_args(eval_args *a) {
+    const char *why = a->max_new < 1 || a->max_new > 65536 ? "-n must be 1..65536"
+                      : a->slots < 0 || a->slots > 1024    ? "--slots must be 0..1024"
+                      : a->limit < 0                       ? "--limit must be >= 0"
+                      : a->method_k < 1                    ? "-k must be >= 1"
+                      : a->ctx < 0                         ? "--ctx must be >= 0"
+                      : a->seed < 0 || a->split_seed < 0   ? "--seed and --split-seed must be >= 0"
+                      : a->lh_examples < 1 || a->lh_cands < 1 || a->lh_iters < 1 ? "the lorahub options must be >= 1"
+                      : a->tmpl_arg && a->tmpl_file ? "give --template or --template-file, not both"
+                                                    : NULL;
+    if (why) {
+        fprintf(stderr, "ramole eval: %s\n", why);
         return 2;
     }
-    return 0;
+    if (a->table) {
+        if (a->test || a->ad.pool || a->method || a->ad.compose_s || a->ad.k || a->oracle || a->ad.n_lora || a->ad.router ||
+            a->gate || a->exclude_own || a->tmpl_arg || a->tmpl_file || a->task_data) {
+            fprintf(stderr, "ramole eval: --table DIR takes its test set, pool, template, router and gates from DIR "
+                            "(every method, both blocks)\n");
+            return 2;
+        }
+        return 0;
+    }
+    if (a->methods || a->svg || a->md) {
+        fprintf(stderr, "ramole eval: --methods, --svg and --md go with --table DIR\n");
+        return 2;
+    }
+    if (!a->model || !a->test) {
+        fprintf(stderr, "ramole eval: -m MODEL and --test FILE are required\n");
+        return 2;
+    }
+    return a->method ? check_method(a) : check_flags(a);
 }
 
 // The eval parameters of the command line.
@@ -282,7 +309,7 @@ static int eval_one(const eval_args *a) {
     if (rm_evalset_load(a->test, dflt, &set)) { cli_fail("--test"); goto done; }
     if (rm_llama_load(&m, a->model)) { cli_fail("cannot load model"); goto done; }
     if (!m->tok) { fprintf(stderr, "ramole eval: %s has no tokenizer\n", a->model); goto done; }
-    if (a->pool_dir && rm_pool_open_existing(a->pool_dir, &pool)) { cli_fail("--pool"); goto done; }
+    if (a->ad.pool && rm_pool_open_existing(a->ad.pool, &pool)) { cli_fail("--pool"); goto done; }
     if (!(tp = rm_threadpool_create((int)a->threads))) { fprintf(stderr, "ramole eval: cannot start threads\n"); goto done; }
     if (rm_eval_env_new(&env, m, pool, tp, &p) || rm_eval_run(env, &set, &meth, 1, &res)) {
         progress_end(&pl);
@@ -350,67 +377,51 @@ static int eval_table(const eval_args *a) {
     return rc ? 1 : 0;
 }
 
-static int cmd_eval(int argc, char **argv) {
-    eval_args a = {.metric_s = "em", .max_new = 64, .arrow_k = 3, .method_k = 3, .split_seed = 1, .min_score = -INFINITY,
-                   .lh_examples = 5, .lh_cands = 20, .lh_iters = 40, .seed = 1};
+// The command line into a; 1 after --help, 2 on an unknown option.
+static int parse_args(int argc, char **argv, eval_args *a) {
+    *a = (eval_args){.metric_s = "em", .max_new = 64, .arrow_k = 3, .method_k = 3, .split_seed = 1, .lh_examples = 5,
+                     .lh_cands = 20, .lh_iters = 40, .seed = 1};
+    adapter_args_init(&a->ad, 0, 0);
     for (int i = 1; i < argc; i++) {
-        if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
-        else if (cli_str(argc, argv, &i, "--model", "-m", &a.model)) {}
-        else if (cli_str(argc, argv, &i, "--test", NULL, &a.test)) {}
-        else if (cli_str(argc, argv, &i, "--pool", NULL, &a.pool_dir)) {}
-        else if (cli_int(argc, argv, &i, "--retrieve", NULL, &a.k)) {}
-        else if (cli_float(argc, argv, &i, "--min-score", NULL, &a.min_score)) {}
-        else if (cli_flag(argc, argv, &i, "--oracle", NULL)) a.oracle = 1;
-        else if (cli_str(argc, argv, &i, "--lora", NULL, &a.lora[a.n_lora < RM_PLAN_MAX ? a.n_lora : 0])) a.n_lora++;
-        else if (cli_str(argc, argv, &i, "--compose", NULL, &a.compose_s)) {}
-        else if (cli_str(argc, argv, &i, "--router", NULL, &a.router)) {}
-        else if (cli_str(argc, argv, &i, "--gate", NULL, &a.gate)) {}
-        else if (cli_int(argc, argv, &i, "--arrow-k", NULL, &a.arrow_k)) {}
-        else if (cli_flag(argc, argv, &i, "--exclude-own", NULL)) a.exclude_own = 1;
-        else if (cli_str(argc, argv, &i, "--method", NULL, &a.method)) {}
-        else if (cli_int(argc, argv, &i, "-k", NULL, &a.method_k)) {}
-        else if (cli_str(argc, argv, &i, "--task-data", NULL, &a.task_data)) {}
-        else if (cli_int(argc, argv, &i, "--lorahub-examples", NULL, &a.lh_examples)) {}
-        else if (cli_int(argc, argv, &i, "--lorahub-candidates", NULL, &a.lh_cands)) {}
-        else if (cli_int(argc, argv, &i, "--lorahub-iterations", NULL, &a.lh_iters)) {}
-        else if (cli_int(argc, argv, &i, "--seed", NULL, &a.seed)) {}
-        else if (cli_str(argc, argv, &i, "--table", NULL, &a.table)) {}
-        else if (cli_int(argc, argv, &i, "--split-seed", NULL, &a.split_seed)) {}
-        else if (cli_str(argc, argv, &i, "--methods", NULL, &a.methods)) {}
-        else if (cli_str(argc, argv, &i, "--svg", NULL, &a.svg)) {}
-        else if (cli_str(argc, argv, &i, "--md", NULL, &a.md)) {}
-        else if (cli_str(argc, argv, &i, "--template", NULL, &a.tmpl_arg)) {}
-        else if (cli_str(argc, argv, &i, "--template-file", NULL, &a.tmpl_file)) {}
-        else if (cli_str(argc, argv, &i, "--metric", NULL, &a.metric_s)) {}
-        else if (cli_int(argc, argv, &i, "--max-new", "-n", &a.max_new)) {}
-        else if (cli_int(argc, argv, &i, "--limit", NULL, &a.limit)) {}
-        else if (cli_int(argc, argv, &i, "--slots", NULL, &a.slots)) {}
-        else if (cli_int(argc, argv, &i, "--threads", "-t", &a.threads)) {}
-        else if (cli_int(argc, argv, &i, "--ctx", "-c", &a.ctx)) {}
-        else if (cli_str(argc, argv, &i, "--out", NULL, &a.out_path)) {}
-        else if (cli_flag(argc, argv, &i, "--json", NULL)) a.json = 1;
-        else { fprintf(stderr, "ramole eval: unknown option '%s' (see --help)\n", argv[i]); return 2; }
-    }
-    if (a.max_new < 1 || a.max_new > 65536 || a.slots < 0 || a.slots > 1024 || a.limit < 0 || a.method_k < 1 ||
-        a.lh_examples < 1 || a.lh_cands < 1 || a.lh_iters < 1 || a.seed < 0 || a.split_seed < 0 || a.ctx < 0) {
-        fprintf(stderr, "ramole eval: bad --max-new, --slots, --limit, -k, --ctx, --seed or lorahub option\n");
-        return 2;
-    }
-    if (a.slots == 0 && a.table == NULL) a.slots = 8;
-    if (a.tmpl_arg && a.tmpl_file) { fprintf(stderr, "ramole eval: give --template or --template-file, not both\n"); return 2; }
-    if (a.table) {
-        if (a.test || a.pool_dir || a.method || a.compose_s || a.k || a.oracle || a.n_lora || a.router || a.gate ||
-            a.exclude_own || a.tmpl_arg || a.tmpl_file || a.task_data) {
-            fprintf(stderr, "ramole eval: --table DIR takes its test set, pool, template, router and gates from DIR "
-                            "(every method, both blocks)\n");
+        if (cli_flag(argc, argv, &i, "--help", "-h")) {
+            help();
+            return 1;
+        }
+        if (cli_flag(argc, argv, &i, "--oracle", NULL)) a->oracle = 1;
+        else if (cli_flag(argc, argv, &i, "--exclude-own", NULL)) a->exclude_own = 1;
+        else if (cli_flag(argc, argv, &i, "--json", NULL)) a->json = 1;
+        else if (!(adapter_args_match(argc, argv, &i, &a->ad) || cli_str(argc, argv, &i, "--model", "-m", &a->model) ||
+                   cli_str(argc, argv, &i, "--test", NULL, &a->test) || cli_str(argc, argv, &i, "--gate", NULL, &a->gate) ||
+                   cli_int(argc, argv, &i, "--arrow-k", NULL, &a->arrow_k) ||
+                   cli_str(argc, argv, &i, "--method", NULL, &a->method) || cli_int(argc, argv, &i, "-k", NULL, &a->method_k) ||
+                   cli_str(argc, argv, &i, "--task-data", NULL, &a->task_data) ||
+                   cli_int(argc, argv, &i, "--lorahub-examples", NULL, &a->lh_examples) ||
+                   cli_int(argc, argv, &i, "--lorahub-candidates", NULL, &a->lh_cands) ||
+                   cli_int(argc, argv, &i, "--lorahub-iterations", NULL, &a->lh_iters) ||
+                   cli_int(argc, argv, &i, "--seed", NULL, &a->seed) || cli_str(argc, argv, &i, "--table", NULL, &a->table) ||
+                   cli_int(argc, argv, &i, "--split-seed", NULL, &a->split_seed) ||
+                   cli_str(argc, argv, &i, "--methods", NULL, &a->methods) || cli_str(argc, argv, &i, "--svg", NULL, &a->svg) ||
+                   cli_str(argc, argv, &i, "--md", NULL, &a->md) || cli_str(argc, argv, &i, "--template", NULL, &a->tmpl_arg) ||
+                   cli_str(argc, argv, &i, "--template-file", NULL, &a->tmpl_file) ||
+                   cli_str(argc, argv, &i, "--metric", NULL, &a->metric_s) ||
+                   cli_int(argc, argv, &i, "--max-new", "-n", &a->max_new) ||
+                   cli_int(argc, argv, &i, "--limit", NULL, &a->limit) || cli_int(argc, argv, &i, "--slots", NULL, &a->slots) ||
+                   cli_int(argc, argv, &i, "--threads", "-t", &a->threads) || cli_int(argc, argv, &i, "--ctx", "-c", &a->ctx) ||
+                   cli_str(argc, argv, &i, "--out", NULL, &a->out_path))) {
+            fprintf(stderr, "ramole eval: unknown option '%s' (see --help)\n", argv[i]);
             return 2;
         }
-        return eval_table(&a);
     }
-    if (a.methods || a.svg || a.md) { fprintf(stderr, "ramole eval: --methods, --svg and --md go with --table DIR\n"); return 2; }
-    if (!a.model || !a.test) { fprintf(stderr, "ramole eval: -m MODEL and --test FILE are required\n"); return 2; }
-    int bad = check_args(&a);
-    return bad ? bad : eval_one(&a);
+    return 0;
+}
+
+static int cmd_eval(int argc, char **argv) {
+    eval_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc) return rc == 1 ? 0 : rc;
+    if ((rc = check_args(&a))) return rc;
+    if (a.slots == 0 && !a.table) a.slots = 8;
+    return a.table ? eval_table(&a) : eval_one(&a);
 }
 
 RM_COMMAND(eval, "score a model (with retrieved, oracle, fixed adapters or any of the paper's methods) on a test set, "

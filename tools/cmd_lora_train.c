@@ -78,43 +78,35 @@ int rm_cmd_lora_train(int argc, char **argv) {
     }
     unsigned targets;
     if (rm_lora_parse_targets(targets_s, &targets)) return cli_fail("--targets");
-    char *tmpl = NULL;
+    train_state st = {0};
     size_t tlen;
-    if (tmpl_path && rm_read_file(tmpl_path, &tmpl, &tlen)) return cli_fail("--template");
+    if (tmpl_path && rm_read_file(tmpl_path, &st.tmpl, &tlen)) return cli_fail("--template");
 
     int rc = 1;
-    rm_llama *m = NULL;
-    rm_trainer *t = NULL;
-    rm_tdata train = {0}, eval = {0};
-    rm_train_report rep = {0};
     rm_lora *lora = NULL;
-    if (rm_llama_load(&m, base)) { cli_fail(base); goto done; }
-    if (train_args_load_data(&a, m, tmpl, &train, &eval)) goto done;
+    if (rm_llama_load(&st.m, base)) { cli_fail(base); goto done; }
+    if (train_args_load_data(&a, st.m, st.tmpl, &st.train, &st.eval)) goto done;
     rm_train_params p;
-    train_args_params(&a, &train, pack, &p);
-    if (rm_trainer_create(&t, m, &p) || rm_trainer_add_lora(t, targets, (int)rank, alpha > 0 ? (float)alpha : 2.0f * rank, rslora)) {
+    train_args_params(&a, &st.train, pack, &p);
+    if (rm_trainer_create(&st.t, st.m, &p) ||
+        rm_trainer_add_lora(st.t, targets, (int)rank, alpha > 0 ? (float)alpha : 2.0f * rank, rslora)) {
         cli_fail("trainer");
         goto done;
     }
     fprintf(stderr, "lora train: %d examples (%d held out), rank %ld on %s, %zu trainable parameters, %d steps of %d x %d x %d tokens\n",
-            train.n, eval.n, rank, targets_s, rm_trainer_n_trainable(t), p.steps, p.accum, p.batch, p.seq);
-    if (train_args_run(&a, t, &train, &eval, pack, (int)em_max, &rep)) goto done;
-    if (rm_trainer_export_lora(t, &lora) || rm_lora_save_peft(lora, out)) { cli_fail(out); goto done; }
+            st.train.n, st.eval.n, rank, targets_s, rm_trainer_n_trainable(st.t), p.steps, p.accum, p.batch, p.seq);
+    if (train_args_run(&a, st.t, &st.train, &st.eval, pack, (int)em_max, &st.rep)) goto done;
+    if (rm_trainer_export_lora(st.t, &lora) || rm_lora_save_peft(lora, out)) { cli_fail(out); goto done; }
     char path[4096];
     if (gguf) {
         snprintf(path, sizeof path, "%s/adapter.gguf", out);
         if (rm_lora_save_gguf(lora, path)) { cli_fail(path); goto done; }
     }
     snprintf(path, sizeof path, "%s/loss.svg", out);
-    if (train_args_finish(&a, &rep, "lora train", out, path, "LoRA training loss")) goto done;
+    if (train_args_finish(&a, &st.rep, "lora train", out, path, "LoRA training loss")) goto done;
     rc = 0;
 done:
     rm_lora_free(lora);
-    rm_train_report_free(&rep);
-    rm_trainer_free(t);
-    rm_tdata_free(&train);
-    rm_tdata_free(&eval);
-    rm_llama_free(m);
-    free(tmpl);
+    train_state_free(&st);
     return rc;
 }

@@ -1,11 +1,12 @@
 // cmd_pool.c — `ramole pool`: manage a persistent adapter pool directory.
+#include "adapter_args.h"
 #include "cli.h"
 #include "base/err.h"
 #include "base/file.h"
 #include "base/json.h"
-#include "retrieve/flan.h"
+#include "eval/flan.h"
 #include "retrieve/pool.h"
-#include "retrieve/recipe.h"
+#include "eval/recipe.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -270,6 +271,19 @@ int cmd_pool(int argc, char **argv) {
         else { fprintf(stderr, "ramole pool: unknown option '%s'\n", argv[i]); usage(stderr); return 2; }
     }
     if (!dir) { fprintf(stderr, "ramole pool %s: --pool DIR is required\n", sub); return 2; }
+    static const char *const subs[] = {"init", "import-flan", "add", "list", "show", "remove", "set-embedder", "check"};
+    int known = 0;
+    for (size_t k = 0; k < sizeof subs / sizeof subs[0]; k++) known |= !strcmp(sub, subs[k]);
+    if (!known) {
+        fprintf(stderr, "ramole pool: unknown command '%s'\n", sub);
+        usage(stderr);
+        return 2;
+    }
+    // init, import-flan and set-embedder make a pool; the others refuse a path that holds none
+    char who[64];
+    snprintf(who, sizeof who, "pool %s", sub);
+    if (strcmp(sub, "init") && strcmp(sub, "import-flan") && strcmp(sub, "set-embedder") && cli_pool_present(who, dir))
+        return 2;
     info.rank = (int)rank;
     rm_pool_params pp = rm_pool_default_params();
     pp.n_threads = (int)threads;
@@ -290,12 +304,8 @@ int cmd_pool(int argc, char **argv) {
         if (!emb) ret = (fprintf(stderr, "ramole pool set-embedder: --embedder FILE is required\n"), 2);
         else if (rm_embedder_open(emb, &e)) ret = cli_fail("loading the embedder");
         else ret = rm_pool_set_embedder(p, e) ? cli_fail("setting the embedder") : 0;
-    } else if (!strcmp(sub, "check")) {
+    } else { // check
         ret = rm_pool_check(p) ? cli_fail("check") : (printf("ok: %d adapters\n", rm_pool_size(p)), 0);
-    } else {
-        fprintf(stderr, "ramole pool: unknown command '%s'\n", sub);
-        usage(stderr);
-        ret = 2;
     }
     rm_pool_close(p);
     return ret;

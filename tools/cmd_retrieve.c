@@ -1,4 +1,5 @@
 // cmd_retrieve.c — `ramole retrieve`: the top-k adapters of a pool for a prompt.
+#include "adapter_args.h"
 #include "cli.h"
 #include "base/err.h"
 #include "base/file.h"
@@ -74,12 +75,21 @@ int cmd_retrieve(int argc, char **argv) {
         else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
         else { fprintf(stderr, "ramole retrieve: unknown option '%s'\n", argv[i]); usage(stderr); return 2; }
     }
-    if (!dir || !(prompt || prompts) || k < 1 || k > 100000) { usage(stderr); return 2; }
+    const char *why = !dir                      ? "--pool DIR is required"
+                      : !prompt && !prompts      ? "give -p TEXT or --prompts FILE"
+                      : prompt && prompts        ? "give -p TEXT or --prompts FILE, not both"
+                      : k < 1 || k > 100000      ? "-k must be 1..100000"
+                      : rerank > 1000            ? "--rerank wants 0..1000"
+                      : bm25_w > 100             ? "--bm25-w wants 0..100"
+                                                 : NULL;
+    if (why) {
+        fprintf(stderr, "ramole retrieve: %s (see --help)\n", why);
+        return 2;
+    }
+    if (cli_pool_present("retrieve", dir)) return 2; // a mistyped path must not become a new pool
     rm_pool_params pp = rm_pool_default_params();
     if (rm_key_type_parse(keys, &pp.key_type)) return cli_fail("--keys");
-    if (rerank > 1000) { fprintf(stderr, "ramole retrieve: --rerank wants 0..1000\n"); return 2; }
     if (rerank >= 0) pp.rerank.k = (int)rerank;
-    if (bm25_w > 100) { fprintf(stderr, "ramole retrieve: --bm25-w wants 0..100\n"); return 2; }
     if (bm25_w >= 0) pp.rerank.bm25.w = (float)bm25_w;
     if (prompts) return retrieve_batch(dir, &pp, prompts, (int)k);
     // split --exclude on commas

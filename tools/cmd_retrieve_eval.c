@@ -4,8 +4,8 @@
 #include "base/err.h"
 #include "base/file.h"
 #include "base/json.h"
-#include "retrieve/flan.h"
-#include "retrieve/recipe.h"
+#include "eval/flan.h"
+#include "eval/recipe.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -114,136 +114,178 @@ static void print_confusions(const rm_eval_result *r, const rm_flan_pool *pool, 
     free(c);
 }
 
-int cmd_retrieve_eval(int argc, char **argv) {
-    const char *pool_path = NULL, *test_path = NULL, *name = RM_RECIPE_DEFAULT, *keys = "f32", *save = NULL;
-    double frac = 0.4;
-    long seed = 1, threads = 2;
-    int ood = 0, json = 0, confusions = 0, loo = 0;
-    rm_rerank_params rr = rm_rerank_default_params();
-    rm_proto_params pr = rm_proto_default_params();
-    rm_recipe_params rp = rm_recipe_default_params();
+typedef struct re_args {
+    const char *pool_path, *test_path, *name, *keys, *save;
+    double frac;
+    long seed, threads;
+    int ood, json, confusions, loo;
+    rm_key_type kt;
+    rm_rerank_params rr;
+    rm_proto_params pr;
+    rm_recipe_params rp;
+} re_args;
+
+// The command line into a; 1 after --help, 2 on an unknown option.
+static int parse_args(int argc, char **argv, re_args *a) {
+    *a = (re_args){.name = RM_RECIPE_DEFAULT, .keys = "f32", .frac = 0.4, .seed = 1, .threads = 2,
+                   .rr = rm_rerank_default_params(), .pr = rm_proto_default_params(), .rp = rm_recipe_default_params()};
     for (int i = 1; i < argc; i++) {
         long lv;
         double dv;
-        if (cli_flag(argc, argv, &i, "--help", "-h")) { usage(stdout); return 0; }
-        else if (cli_str(argc, argv, &i, "--pool", NULL, &pool_path)) {}
-        else if (cli_str(argc, argv, &i, "--test", NULL, &test_path)) {}
-        else if (cli_str(argc, argv, &i, "--embedder", "-e", &name)) {}
-        else if (cli_float(argc, argv, &i, "--train-frac", NULL, &frac)) {}
-        else if (cli_int(argc, argv, &i, "--seed", NULL, &seed)) {}
-        else if (cli_flag(argc, argv, &i, "--ood", NULL)) ood = 1;
-        else if (cli_flag(argc, argv, &i, "--pool-loo", NULL)) loo = 1;
-        else if (cli_int(argc, argv, &i, "--rerank", NULL, &lv)) rr.k = (int)lv;
-        else if (cli_int(argc, argv, &i, "--rerank-top", NULL, &lv)) rr.top = (int)lv;
-        else if (cli_float(argc, argv, &i, "--rerank-w", NULL, &dv)) rr.w = (float)dv;
-        else if (cli_int(argc, argv, &i, "--protos", NULL, &lv)) pr.n = (int)lv;
-        else if (cli_float(argc, argv, &i, "--proto-mix", NULL, &dv)) pr.mix = (float)dv;
-        else if (cli_int(argc, argv, &i, "--proto-min", NULL, &lv)) pr.min_size = (int)lv;
-        else if (cli_float(argc, argv, &i, "--proto-tau", NULL, &dv)) pr.tau = (float)dv;
-        else if (cli_int(argc, argv, &i, "--proto-iters", NULL, &lv)) pr.iters = (int)lv;
-        else if (cli_float(argc, argv, &i, "--bm25-w", NULL, &dv)) rr.bm25.w = (float)dv;
-        else if (cli_float(argc, argv, &i, "--bm25-k1", NULL, &dv)) rr.bm25.k1 = (float)dv;
-        else if (cli_float(argc, argv, &i, "--bm25-b", NULL, &dv)) rr.bm25.b = (float)dv;
-        else if (cli_int(argc, argv, &i, "--bm25-wmax", NULL, &lv)) rr.bm25.feat.wmax = (int)lv;
-        else if (cli_int(argc, argv, &i, "--bm25-cmax", NULL, &lv)) rr.bm25.feat.cmax = (int)lv;
-        else if (cli_int(argc, argv, &i, "--bm25-cmin", NULL, &lv)) rr.bm25.feat.cmin = (int)lv;
-        else if (cli_int(argc, argv, &i, "--bm25-edge", NULL, &lv)) rr.bm25.feat.edge = (int)lv;
-        else if (cli_int(argc, argv, &i, "--bm25-lower", NULL, &lv)) rr.bm25.feat.lowercase = (int)lv;
-        else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
-        else if (cli_flag(argc, argv, &i, "--confusions", NULL)) confusions = 1;
-        else if (cli_str(argc, argv, &i, "--keys", NULL, &keys)) {}
-        else if (cli_str(argc, argv, &i, "--save-embedder", NULL, &save)) {}
-        else if (cli_int(argc, argv, &i, "--threads", "-t", &threads)) {}
-        else if (cli_int(argc, argv, &i, "--steps", NULL, &lv)) rp.train.steps = (int)lv;
-        else if (cli_float(argc, argv, &i, "--temp", NULL, &dv)) rp.train.temperature = (float)dv;
-        else if (cli_float(argc, argv, &i, "--lr", NULL, &dv)) rp.train.lr = (float)dv;
-        else if (cli_float(argc, argv, &i, "--alpha", NULL, &dv)) rp.hybrid_weight = (float)dv;
-        else if (cli_int(argc, argv, &i, "--dim", NULL, &lv)) rp.proj.dim = (int)lv;
-        else if (cli_int(argc, argv, &i, "--center-lex", NULL, &lv)) rp.center_lex = (int)lv;
-        else if (cli_int(argc, argv, &i, "--center-proj", NULL, &lv)) rp.center_proj = (int)lv;
-        else if (cli_int(argc, argv, &i, "--per-task", NULL, &lv)) rp.train.per_task = (int)lv;
-        else if (cli_int(argc, argv, &i, "--batch-tasks", NULL, &lv)) rp.train.tasks_per_batch = (int)lv;
-        else if (cli_float(argc, argv, &i, "--wd", NULL, &dv)) rp.train.weight_decay = (float)dv;
-        else if (cli_int(argc, argv, &i, "--min-df", NULL, &lv)) rp.train.min_df = (int)lv;
-        else if (cli_int(argc, argv, &i, "--residual", NULL, &lv)) rp.residual = (int)lv;
-        else if (cli_float(argc, argv, &i, "--shape", NULL, &dv)) rp.shape_weight = (float)dv;
-        else if (cli_float(argc, argv, &i, "--script", NULL, &dv)) rp.script_weight = (float)dv;
-        else if (cli_int(argc, argv, &i, "--lex-bits", NULL, &lv)) rp.lex.bits = (int)lv;
-        else if (cli_int(argc, argv, &i, "--rare-df", NULL, &lv)) rp.lex.rare_df = (int)lv;
-        else if (cli_float(argc, argv, &i, "--rare-weight", NULL, &dv)) rp.lex.rare_weight = (float)dv;
-        else if (cli_int(argc, argv, &i, "--idf-groups", NULL, &lv)) rp.idf_by_adapter = (int)lv;
-        else if (cli_int(argc, argv, &i, "--edge", NULL, &lv)) { rp.lex.edge = (int)lv; rp.proj.feat.edge = (int)lv; }
-        else if (cli_float(argc, argv, &i, "--mid-weight", NULL, &dv)) { rp.lex.mid_weight = (float)dv; rp.proj.feat.mid_weight = (float)dv; }
-        else if (cli_int(argc, argv, &i, "--lowercase", NULL, &lv)) { rp.lex.lowercase = (int)lv; rp.proj.feat.lowercase = (int)lv; }
-        else if (cli_int(argc, argv, &i, "--bits", NULL, &lv)) rp.proj.feat.bits = (int)lv;
-        else if (cli_int(argc, argv, &i, "--wmax", NULL, &lv)) { rp.lex.wmax = (int)lv; rp.proj.feat.wmax = (int)lv; }
-        else if (cli_int(argc, argv, &i, "--cmin", NULL, &lv)) { rp.lex.cmin = (int)lv; rp.proj.feat.cmin = (int)lv; }
-        else if (cli_int(argc, argv, &i, "--cmax", NULL, &lv)) { rp.lex.cmax = (int)lv; rp.proj.feat.cmax = (int)lv; }
-        else if (cli_float(argc, argv, &i, "--word-weight", NULL, &dv)) { rp.lex.word_weight = (float)dv; rp.proj.feat.word_weight = (float)dv; }
+        if (cli_flag(argc, argv, &i, "--help", "-h")) { usage(stdout); return 1; }
+        else if (cli_str(argc, argv, &i, "--pool", NULL, &a->pool_path)) {}
+        else if (cli_str(argc, argv, &i, "--test", NULL, &a->test_path)) {}
+        else if (cli_str(argc, argv, &i, "--embedder", "-e", &a->name)) {}
+        else if (cli_float(argc, argv, &i, "--train-frac", NULL, &a->frac)) {}
+        else if (cli_int(argc, argv, &i, "--seed", NULL, &a->seed)) {}
+        else if (cli_flag(argc, argv, &i, "--ood", NULL)) a->ood = 1;
+        else if (cli_flag(argc, argv, &i, "--pool-loo", NULL)) a->loo = 1;
+        else if (cli_int(argc, argv, &i, "--rerank", NULL, &lv)) a->rr.k = (int)lv;
+        else if (cli_int(argc, argv, &i, "--rerank-top", NULL, &lv)) a->rr.top = (int)lv;
+        else if (cli_float(argc, argv, &i, "--rerank-w", NULL, &dv)) a->rr.w = (float)dv;
+        else if (cli_int(argc, argv, &i, "--protos", NULL, &lv)) a->pr.n = (int)lv;
+        else if (cli_float(argc, argv, &i, "--proto-mix", NULL, &dv)) a->pr.mix = (float)dv;
+        else if (cli_int(argc, argv, &i, "--proto-min", NULL, &lv)) a->pr.min_size = (int)lv;
+        else if (cli_float(argc, argv, &i, "--proto-tau", NULL, &dv)) a->pr.tau = (float)dv;
+        else if (cli_int(argc, argv, &i, "--proto-iters", NULL, &lv)) a->pr.iters = (int)lv;
+        else if (cli_float(argc, argv, &i, "--bm25-w", NULL, &dv)) a->rr.bm25.w = (float)dv;
+        else if (cli_float(argc, argv, &i, "--bm25-k1", NULL, &dv)) a->rr.bm25.k1 = (float)dv;
+        else if (cli_float(argc, argv, &i, "--bm25-b", NULL, &dv)) a->rr.bm25.b = (float)dv;
+        else if (cli_int(argc, argv, &i, "--bm25-wmax", NULL, &lv)) a->rr.bm25.feat.wmax = (int)lv;
+        else if (cli_int(argc, argv, &i, "--bm25-cmax", NULL, &lv)) a->rr.bm25.feat.cmax = (int)lv;
+        else if (cli_int(argc, argv, &i, "--bm25-cmin", NULL, &lv)) a->rr.bm25.feat.cmin = (int)lv;
+        else if (cli_int(argc, argv, &i, "--bm25-edge", NULL, &lv)) a->rr.bm25.feat.edge = (int)lv;
+        else if (cli_int(argc, argv, &i, "--bm25-lower", NULL, &lv)) a->rr.bm25.feat.lowercase = (int)lv;
+        else if (cli_flag(argc, argv, &i, "--json", NULL)) a->json = 1;
+        else if (cli_flag(argc, argv, &i, "--confusions", NULL)) a->confusions = 1;
+        else if (cli_str(argc, argv, &i, "--keys", NULL, &a->keys)) {}
+        else if (cli_str(argc, argv, &i, "--save-embedder", NULL, &a->save)) {}
+        else if (cli_int(argc, argv, &i, "--threads", "-t", &a->threads)) {}
+        else if (cli_int(argc, argv, &i, "--steps", NULL, &lv)) a->rp.train.steps = (int)lv;
+        else if (cli_float(argc, argv, &i, "--temp", NULL, &dv)) a->rp.train.temperature = (float)dv;
+        else if (cli_float(argc, argv, &i, "--lr", NULL, &dv)) a->rp.train.lr = (float)dv;
+        else if (cli_float(argc, argv, &i, "--alpha", NULL, &dv)) a->rp.hybrid_weight = (float)dv;
+        else if (cli_int(argc, argv, &i, "--dim", NULL, &lv)) a->rp.proj.dim = (int)lv;
+        else if (cli_int(argc, argv, &i, "--center-lex", NULL, &lv)) a->rp.center_lex = (int)lv;
+        else if (cli_int(argc, argv, &i, "--center-proj", NULL, &lv)) a->rp.center_proj = (int)lv;
+        else if (cli_int(argc, argv, &i, "--per-task", NULL, &lv)) a->rp.train.per_task = (int)lv;
+        else if (cli_int(argc, argv, &i, "--batch-tasks", NULL, &lv)) a->rp.train.tasks_per_batch = (int)lv;
+        else if (cli_float(argc, argv, &i, "--wd", NULL, &dv)) a->rp.train.weight_decay = (float)dv;
+        else if (cli_int(argc, argv, &i, "--min-df", NULL, &lv)) a->rp.train.min_df = (int)lv;
+        else if (cli_int(argc, argv, &i, "--residual", NULL, &lv)) a->rp.residual = (int)lv;
+        else if (cli_float(argc, argv, &i, "--shape", NULL, &dv)) a->rp.shape_weight = (float)dv;
+        else if (cli_float(argc, argv, &i, "--script", NULL, &dv)) a->rp.script_weight = (float)dv;
+        else if (cli_int(argc, argv, &i, "--lex-bits", NULL, &lv)) a->rp.lex.bits = (int)lv;
+        else if (cli_int(argc, argv, &i, "--rare-df", NULL, &lv)) a->rp.lex.rare_df = (int)lv;
+        else if (cli_float(argc, argv, &i, "--rare-weight", NULL, &dv)) a->rp.lex.rare_weight = (float)dv;
+        else if (cli_int(argc, argv, &i, "--idf-groups", NULL, &lv)) a->rp.idf_by_adapter = (int)lv;
+        else if (cli_int(argc, argv, &i, "--edge", NULL, &lv)) { a->rp.lex.edge = (int)lv; a->rp.proj.feat.edge = (int)lv; }
+        else if (cli_float(argc, argv, &i, "--mid-weight", NULL, &dv)) { a->rp.lex.mid_weight = (float)dv; a->rp.proj.feat.mid_weight = (float)dv; }
+        else if (cli_int(argc, argv, &i, "--lowercase", NULL, &lv)) { a->rp.lex.lowercase = (int)lv; a->rp.proj.feat.lowercase = (int)lv; }
+        else if (cli_int(argc, argv, &i, "--bits", NULL, &lv)) a->rp.proj.feat.bits = (int)lv;
+        else if (cli_int(argc, argv, &i, "--wmax", NULL, &lv)) { a->rp.lex.wmax = (int)lv; a->rp.proj.feat.wmax = (int)lv; }
+        else if (cli_int(argc, argv, &i, "--cmin", NULL, &lv)) { a->rp.lex.cmin = (int)lv; a->rp.proj.feat.cmin = (int)lv; }
+        else if (cli_int(argc, argv, &i, "--cmax", NULL, &lv)) { a->rp.lex.cmax = (int)lv; a->rp.proj.feat.cmax = (int)lv; }
+        else if (cli_float(argc, argv, &i, "--word-weight", NULL, &dv)) { a->rp.lex.word_weight = (float)dv; a->rp.proj.feat.word_weight = (float)dv; }
         else { fprintf(stderr, "ramole retrieve-eval: unknown option '%s'\n", argv[i]); usage(stderr); return 2; }
     }
-    if (!pool_path || (!test_path && !loo)) { usage(stderr); return 2; }
-    if (loo && ood) { fprintf(stderr, "ramole retrieve-eval: --pool-loo and --ood do not combine\n"); return 2; }
-    rm_key_type kt;
-    if (rm_key_type_parse(keys, &kt)) return cli_fail("--keys");
-    if (!(frac >= 0 && frac <= 1)) { fprintf(stderr, "ramole retrieve-eval: --train-frac must be in [0, 1]\n"); return 2; }
-    rp.train.seed = (uint64_t)seed;
-    rp.train.n_threads = (int)threads;
-    rp.train.progress = 1;
+    return 0;
+}
 
-    rm_flan_pool pool;
-    rm_flan_request *req = NULL;
-    int n_req = 0;
-    if (rm_flan_load_pool(pool_path, &pool)) return cli_fail("reading the pool");
-    if (!loo && rm_flan_load_test(test_path, &pool, &req, &n_req)) { rm_flan_free_pool(&pool); return cli_fail("reading the test set"); }
-    unsigned char *seen = calloc((size_t)pool.n, 1);
-    rm_embedder *e = NULL;
-    rm_eval_result res = {0};
-    int ret = 0;
-    if (!seen) { ret = 1; goto done; }
-    rm_flan_split(pool.n, frac, (uint64_t)seed, seen);
-    double t0 = rm_now();
-    if (rm_recipe_build(name, &pool, seen, &rp, &e)) { ret = cli_fail("building the embedder"); goto done; }
-    double t1 = rm_now();
-    if (save && rm_embedder_save(e, save)) { ret = cli_fail("saving the embedder"); goto done; }
-    if (pr.n > RM_PROTO_MAX || pr.min_size < 1 || pr.iters < 0 || !(pr.mix >= 0 && pr.mix <= 1)) {
+// Refuses, with the reason, what cannot run (2); 0 when a can.
+static int check_args(re_args *a) {
+    const char *why = !a->pool_path                  ? "--pool FILE is required"
+                      : !a->test_path && !a->loo     ? "give --test FILE or --pool-loo"
+                      : a->loo && a->ood             ? "--pool-loo and --ood do not combine"
+                      : !(a->frac >= 0 && a->frac <= 1) ? "--train-frac must be in [0, 1]"
+                                                     : NULL;
+    if (why) {
+        fprintf(stderr, "ramole retrieve-eval: %s (see --help)\n", why);
+        return 2;
+    }
+    if (a->pr.n > RM_PROTO_MAX || a->pr.min_size < 1 || a->pr.iters < 0 || !(a->pr.mix >= 0 && a->pr.mix <= 1)) {
         fprintf(stderr, "ramole retrieve-eval: --protos wants 1..%d, --proto-min >= 1, --proto-mix 0..1\n", RM_PROTO_MAX);
-        ret = 2;
-        goto done;
+        return 2;
     }
-    rm_eval_params ep = {.ood = ood, .n_threads = (int)threads, .key_type = kt, .rerank = rr, .proto = pr};
-    if (loo ? rm_flan_eval_pool_loo(e, &pool, seen, &ep, &res) : rm_flan_eval(e, &pool, req, n_req, seen, &ep, &res)) {
-        ret = cli_fail("evaluating");
-        goto done;
+    if (rm_key_type_parse(a->keys, &a->kt)) return cli_fail("--keys") + 1;
+    a->rp.train.seed = (uint64_t)a->seed;
+    a->rp.train.n_threads = (int)a->threads;
+    a->rp.train.progress = 1;
+    return 0;
+}
+
+// What a run holds, freed by run_free.
+typedef struct re_run {
+    rm_flan_pool pool;
+    rm_flan_request *req;
+    int n_req;
+    unsigned char *seen; // the tasks of the training split
+    rm_embedder *e;
+    rm_eval_result res;
+    double build_s, eval_s;
+} re_run;
+
+static void run_free(re_run *r) {
+    rm_eval_result_free(&r->res);
+    rm_embedder_free(r->e);
+    free(r->seen);
+    rm_flan_free_test(r->req, r->n_req);
+    rm_flan_free_pool(&r->pool);
+}
+
+// Reads the files, splits the tasks, builds the embedder and evaluates it.
+// Prints why and returns 1 on failure.
+static int run(const re_args *a, re_run *r) {
+    if (rm_flan_load_pool(a->pool_path, &r->pool)) return cli_fail("reading the pool");
+    if (!a->loo && rm_flan_load_test(a->test_path, &r->pool, &r->req, &r->n_req)) return cli_fail("reading the test set");
+    if (!(r->seen = calloc((size_t)r->pool.n, 1))) return cli_fail("out of memory");
+    rm_flan_split(r->pool.n, a->frac, (uint64_t)a->seed, r->seen);
+    double t0 = rm_now();
+    if (rm_recipe_build(a->name, &r->pool, r->seen, &a->rp, &r->e)) return cli_fail("building the embedder");
+    double t1 = rm_now();
+    if (a->save && rm_embedder_save(r->e, a->save)) return cli_fail("saving the embedder");
+    rm_eval_params ep = {.ood = a->ood, .n_threads = (int)a->threads, .key_type = a->kt, .rerank = a->rr, .proto = a->pr};
+    if (a->loo ? rm_flan_eval_pool_loo(r->e, &r->pool, r->seen, &ep, &r->res)
+               : rm_flan_eval(r->e, &r->pool, r->req, r->n_req, r->seen, &ep, &r->res))
+        return cli_fail("evaluating");
+    r->build_s = t1 - t0, r->eval_s = rm_now() - t1;
+    return 0;
+}
+
+// The table (or --json) on stdout.
+static void report(const re_args *a, const re_run *r) {
+    const rm_eval_result *res = &r->res;
+    if (a->json) {
+        print_json(res, r->e->name, a->ood);
+        return;
     }
-    double t2 = rm_now();
-    if (json) {
-        print_json(&res, e->name, ood);
-    } else {
-        int n_seen = 0;
-        for (int t = 0; t < pool.n; t++) n_seen += seen[t];
-        printf("embedder %s (dim %d, keys %s), %d tasks (%d seen in training, seed %ld), %d %s%s\n", e->name, e->dim,
-               rm_key_type_name(kt), pool.n, n_seen, seed, loo ? res.n : n_req,
-               loo ? "pool samples, leave-one-out" : "requests", ood ? ", own adapter excluded (OOD)" : "");
-        printf("build %.1f s, eval %.1f s\n\n", t1 - t0, t2 - t1);
-        printf("%-8s  %6s  %6s  %6s  %6s\n", ood ? "own in" : "", "top1", "top3", "top5", "top8");
-        print_row("all", res.all, res.n);
-        print_row("seen", res.seen, res.n_seen);
-        print_row("unseen", res.unseen, res.n_unseen);
-        if (ood) {
-            printf("\nOOD: where the top k come from (own task excluded)\n");
-            print_row("any-dom", res.ood_any, res.n);
-            print_row("dom-shr", res.ood_frac, res.n);
-        }
-        if (confusions) print_confusions(&res, &pool, seen);
+    int n_seen = 0;
+    for (int t = 0; t < r->pool.n; t++) n_seen += r->seen[t];
+    printf("embedder %s (dim %d, keys %s), %d tasks (%d seen in training, seed %ld), %d %s%s\n", r->e->name, r->e->dim,
+           rm_key_type_name(a->kt), r->pool.n, n_seen, a->seed, a->loo ? res->n : r->n_req,
+           a->loo ? "pool samples, leave-one-out" : "requests", a->ood ? ", own adapter excluded (OOD)" : "");
+    printf("build %.1f s, eval %.1f s\n\n", r->build_s, r->eval_s);
+    printf("%-8s  %6s  %6s  %6s  %6s\n", a->ood ? "own in" : "", "top1", "top3", "top5", "top8");
+    print_row("all", res->all, res->n);
+    print_row("seen", res->seen, res->n_seen);
+    print_row("unseen", res->unseen, res->n_unseen);
+    if (a->ood) {
+        printf("\nOOD: where the top k come from (own task excluded)\n");
+        print_row("any-dom", res->ood_any, res->n);
+        print_row("dom-shr", res->ood_frac, res->n);
     }
-done:
-    rm_eval_result_free(&res);
-    rm_embedder_free(e);
-    free(seen);
-    rm_flan_free_test(req, n_req);
-    rm_flan_free_pool(&pool);
-    return ret;
+    if (a->confusions) print_confusions(res, &r->pool, r->seen);
+}
+
+int cmd_retrieve_eval(int argc, char **argv) {
+    re_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc) return rc == 1 ? 0 : rc;
+    if ((rc = check_args(&a))) return rc;
+    re_run r = {0};
+    if (!(rc = run(&a, &r))) report(&a, &r);
+    run_free(&r);
+    return rc;
 }
 
 // The name has a dash, which RM_COMMAND cannot paste into an identifier.

@@ -1,16 +1,33 @@
 // ramole.c — the `ramole` command: dispatches to the registered subcommands.
 #include "cli.h"
 #include "base/err.h"
+#include "ramole.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 typedef struct { const char *name, *summary; rm_cmd_fn fn; } cmd_entry;
-static cmd_entry g_cmds[64];
+static cmd_entry g_cmds[128];
 static int g_n_cmds;
 
 void rm_cli_register(const char *name, const char *summary, rm_cmd_fn fn) {
-    if (g_n_cmds < 64) g_cmds[g_n_cmds++] = (cmd_entry){name, summary, fn};
+    if (g_n_cmds == (int)(sizeof g_cmds / sizeof g_cmds[0])) { // a build error in effect: say so at once
+        fprintf(stderr, "ramole: more than %d commands registered; raise the table's size in tools/ramole.c\n", g_n_cmds);
+        exit(70);
+    }
+    g_cmds[g_n_cmds++] = (cmd_entry){name, summary, fn};
+}
+
+// RAMOLE_ISA, when set, must name a kernel family (src/base/cpu.c reads it).
+static int check_isa_env(void) {
+    static const char *const names[] = {"auto", "scalar", "avx2", "avx512"};
+    const char *isa = getenv("RAMOLE_ISA");
+    if (!isa || !*isa) return 0;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (!strcasecmp(isa, names[i])) return 0;
+    fprintf(stderr, "ramole: RAMOLE_ISA=%s is not a kernel family (auto, scalar, avx2, avx512)\n", isa);
+    return 2;
 }
 
 static void die_value(const char *name) {
@@ -71,12 +88,18 @@ static int cmp_cmd(const void *a, const void *b) {
 
 static void usage(FILE *f) {
     fprintf(f, "ramole — serving LLMs with a large pool of LoRA adapters (RAMoLE)\n\n"
-               "usage: ramole COMMAND [options]   (ramole COMMAND --help for its options)\n\ncommands:\n");
+               "usage: ramole COMMAND [options]   (ramole COMMAND --help for its options)\n"
+               "       ramole --version\n\ncommands:\n");
     for (int i = 0; i < g_n_cmds; i++) fprintf(f, "  %-14s %s\n", g_cmds[i].name, g_cmds[i].summary);
 }
 
 int main(int argc, char **argv) {
     qsort(g_cmds, (size_t)g_n_cmds, sizeof g_cmds[0], cmp_cmd);
+    if (argc == 2 && (!strcmp(argv[1], "--version") || !strcmp(argv[1], "version"))) {
+        printf("ramole %s\n", rm_version());
+        return 0;
+    }
+    if (check_isa_env()) return 2;
     if (argc < 2 || !strcmp(argv[1], "help") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         if (argc >= 3 && !strcmp(argv[1], "help")) {
             for (int i = 0; i < g_n_cmds; i++)

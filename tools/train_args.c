@@ -162,3 +162,13 @@ int train_args_finish(const train_args *a, const rm_train_report *rep, const cha
     }
     return 0;
 }
+
+void train_state_free(train_state *s) {
+    rm_train_report_free(&s->rep);
+    rm_trainer_free(s->t);
+    rm_tdata_free(&s->train);
+    rm_tdata_free(&s->eval);
+    rm_llama_free(s->m);
+    free(s->tmpl);
+    *s = (train_state){0};
+}

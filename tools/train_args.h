@@ -1,6 +1,7 @@
 // train_args.h — the options `ramole train` and `ramole lora train` share.
 #ifndef RM_TOOLS_TRAIN_ARGS_H
 #define RM_TOOLS_TRAIN_ARGS_H
+#include "train/train.h"
 
 typedef struct train_args {
     const char *data, *out, *eval, *template_path, *checkpoint, *resume;
@@ -46,4 +47,15 @@ int train_args_run(const train_args *a, rm_trainer *t, const rm_tdata *train, co
 // to curve (titled) and, with --json, the report line.
 int train_args_finish(const train_args *a, const rm_train_report *rep, const char *who, const char *out, const char *curve,
                       const char *title);
+
+// What `train` and `lora train` hold while they run (zero-initialized), freed
+// in one place.
+typedef struct train_state {
+    rm_llama *m;
+    rm_trainer *t;
+    rm_tdata train, eval;
+    rm_train_report rep;
+    char *tmpl; // the --template file's text
+} train_state;
+void train_state_free(train_state *s);
 #endif

@@ -27,7 +27,7 @@ struct rm_model {
     int n_ctx;
 };
 
-const char *rm_version(void) { return "0.1.0"; }
+const char *rm_version(void) { return RM_VERSION; }
 
 rm_model_params rm_model_default_params(void) {
     rm_model_params p = {0, 0};

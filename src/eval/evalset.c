@@ -1,6 +1,7 @@
 // evalset.c — test sets and per-task scores (see evalset.h).
 #include "eval/evalset.h"
 #include "base/err.h"
+#include "base/grow.h"
 #include "base/json.h"
 
 #include <math.h>
@@ -28,12 +29,7 @@ static int add_record(void *user, const rm_json *o, long index) {
     if (ms && rm_metric_parse(ms, &m))
         return rm_errorf(RM_EFORMAT, "%s: request %ld has the unknown metric \"%s\" (em, rouge, bleu)", c->path, index, ms);
     rm_evalset *s = c->s;
-    if (s->n == s->cap) {
-        int cap = s->cap ? 2 * s->cap : 64;
-        rm_eval_req *r = realloc(s->r, (size_t)cap * sizeof *r);
-        if (!r) return rm_errorf(RM_ENOMEM, "out of memory");
-        s->r = r, s->cap = cap;
-    }
+    if (RM_GROW(s->r, s->n, s->cap, 64)) return RM_ENOMEM;
     rm_eval_req *r = &s->r[s->n];
     *r = (rm_eval_req){strdup(in), strdup(tg), strdup(task), m};
     s->n++;
@@ -62,12 +58,7 @@ static rm_task_score *task_row(rm_scoreboard *b, const rm_eval_req *r) {
         }
         return &b->t[i];
     }
-    if (b->n == b->cap) {
-        int cap = b->cap ? 2 * b->cap : 16;
-        rm_task_score *t = realloc(b->t, (size_t)cap * sizeof *t);
-        if (!t) { rm_errorf(RM_ENOMEM, "out of memory"); return NULL; }
-        b->t = t, b->cap = cap;
-    }
+    if (RM_GROW(b->t, b->n, b->cap, 16)) return NULL;
     rm_task_score *t = &b->t[b->n];
     memset(t, 0, sizeof *t);
     if (!(t->task = strdup(r->task))) { rm_errorf(RM_ENOMEM, "out of memory"); return NULL; }

@@ -5,6 +5,7 @@
 // (sum over distinct n-grams of min(count in pred, count in target)).
 #include "eval/metrics.h"
 #include "base/err.h"
+#include "base/grow.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -33,12 +34,7 @@ typedef struct { tok *t; int n, cap; char *buf; } toks;
 static void toks_free(toks *t) { free(t->t); free(t->buf); memset(t, 0, sizeof *t); }
 
 static int toks_push(toks *t, const char *s, int len) {
-    if (t->n == t->cap) {
-        int cap = t->cap ? 2 * t->cap : 32;
-        tok *nt = realloc(t->t, (size_t)cap * sizeof *nt);
-        if (!nt) return rm_errorf(RM_ENOMEM, "metrics: out of memory");
-        t->t = nt, t->cap = cap;
-    }
+    if (RM_GROW(t->t, t->n, t->cap, 32)) return rm_error_prefix(RM_ENOMEM, "metrics");
     t->t[t->n++] = (tok){s, len};
     return RM_OK;
 }

@@ -2,10 +2,13 @@
 // already GGUF's layout (ne = {in, out}), so tensors are referenced in place.
 #include "format/llama2c.h"
 #include "base/err.h"
+#include "base/file.h"
+#include "base/json.h"
 #include "format/gguf.h"
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 typedef struct l2c_cursor {
@@ -31,7 +34,73 @@ static int add_f32(gguf_writer *w, const char *name, const float *data, int n0, 
     return gguf_add_tensor(w, name, RM_TYPE_F32, n1 > 1 ? 2 : 1, ne, data);
 }
 
-int llama2c_convert(const char *in_path, const char *out_path) {
+// SentencePiece token types as GGUF stores them.
+enum { TOK_NORMAL = 1, TOK_UNKNOWN = 2, TOK_CONTROL = 3, TOK_BYTE = 6 };
+
+// llama2.c's tokenizer file at path as GGUF metadata for n tokens. Its
+// export wrote SentencePiece's word mark U+2581 as a space and BOS / EOS as
+// "\n<s>\n" / "\n</s>\n"; both are turned back.
+static int add_tokenizer(gguf_writer *w, const char *path, int n) {
+    rm_mmap map;
+    int rc = rm_mmap_open(&map, path);
+    if (rc) return rc;
+    char **tok = calloc((size_t)n, sizeof *tok);
+    float *score = malloc((size_t)n * sizeof *score);
+    int32_t *type = malloc((size_t)n * sizeof *type);
+    size_t off = 4;
+    if (!tok || !score || !type) rc = rm_errorf(RM_ENOMEM, "out of memory");
+    else if (map.size < 4) rc = rm_errorf(RM_EFORMAT, "%s: too small for a llama2.c tokenizer", path);
+    for (int i = 0; !rc && i < n; i++) {
+        int32_t len;
+        if (map.size - off < 8) {
+            rc = rm_errorf(RM_EFORMAT, "%s: truncated at token %d of the model's %d", path, i, n);
+            break;
+        }
+        memcpy(&score[i], map.data + off, 4);
+        memcpy(&len, map.data + off + 4, 4);
+        off += 8;
+        if (len < 0 || (size_t)len > map.size - off) {
+            rc = rm_errorf(RM_EFORMAT, "%s: token %d: length %d past the end of the file", path, i, (int)len);
+            break;
+        }
+        const uint8_t *b = map.data + off;
+        off += (size_t)len;
+        type[i] = TOK_NORMAL;
+        if (i == 0) type[i] = TOK_UNKNOWN;
+        else if (i == 1 || i == 2) type[i] = TOK_CONTROL;
+        else if (len == 6 && !memcmp(b, "<0x", 3) && b[5] == '>') type[i] = TOK_BYTE;
+        rm_sb sb;
+        rm_sb_init(&sb);
+        if (type[i] == TOK_CONTROL) rm_sb_puts(&sb, i == 1 ? "<s>" : "</s>");
+        for (int j = 0; type[i] != TOK_CONTROL && j < len; j++) {
+            if (b[j] == ' ') rm_sb_puts(&sb, "\xe2\x96\x81"); // U+2581
+            else rm_sb_putn(&sb, (const char *)b + j, 1);
+        }
+        tok[i] = sb.oom ? NULL : sb.buf ? sb.buf : strdup("");
+        if (!tok[i]) {
+            rm_sb_free(&sb);
+            rc = rm_errorf(RM_ENOMEM, "out of memory");
+        }
+    }
+    if (!rc && off != map.size)
+        rc = rm_errorf(RM_EFORMAT, "%s: %zu bytes after the model's %d tokens (a tokenizer for another vocabulary?)", path,
+                       map.size - off, n);
+    if (!rc) rc = gguf_set_str(w, "tokenizer.ggml.model", "llama");
+    if (!rc) rc = gguf_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tok, (uint64_t)n);
+    if (!rc) rc = gguf_set_arr(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, score, (uint64_t)n);
+    if (!rc) rc = gguf_set_arr(w, "tokenizer.ggml.token_type", GGUF_TYPE_INT32, type, (uint64_t)n);
+    if (!rc) rc = gguf_set_u32(w, "tokenizer.ggml.unknown_token_id", 0);
+    for (int i = 0; tok && i < n; i++) free(tok[i]);
+    free(tok);
+    free(score);
+    free(type);
+    rm_mmap_close(&map);
+    return rc;
+}
+
+int llama2c_convert(const char *in_path, const char *out_path) { return llama2c_convert_tok(in_path, NULL, out_path); }
+
+int llama2c_convert_tok(const char *in_path, const char *tok_path, const char *out_path) {
     rm_mmap map;
     int rc = rm_mmap_open(&map, in_path);
     if (rc) return rc;
@@ -100,7 +169,8 @@ int llama2c_convert(const char *in_path, const char *out_path) {
         (rc = gguf_set_f32(w, "llama.rope.freq_base", 10000.0f)) ||
         (rc = gguf_set_u32(w, "tokenizer.ggml.bos_token_id", 1)) ||
         (rc = gguf_set_u32(w, "tokenizer.ggml.eos_token_id", 2)) ||
-        (rc = gguf_set_bool(w, "tokenizer.ggml.add_bos_token", 1)))
+        (rc = gguf_set_bool(w, "tokenizer.ggml.add_bos_token", 1)) ||
+        (tok_path && (rc = add_tokenizer(w, tok_path, vocab))))
         goto done;
     // Per-layer arrays: [n_layer][n1][n0] in the file, one GGUF tensor per layer.
     const struct { const char *name; const float *base; int n0, n1; } per_layer[9] = {

@@ -392,8 +392,8 @@ int rm_lora_random(rm_lora **out, const rm_llama *m, int r, unsigned targets, ui
             if ((rc = rm_lora_mod_alloc(mod, r, W->ne[0], W->ne[1], s))) break;
             // |A x| ~ |x|/sqrt(3) per rank; B sized so s*B*A*x is ~5% of W*x.
             float ra = 1.0f / sqrtf((float)W->ne[0]), rb = 0.15f / (s * sqrtf((float)r));
-            for (int64_t i = 0; i < r * W->ne[0]; i++) mod->A[i] = (2.0f * rm_rand_f32(&st) - 1.0f) * ra;
-            for (int64_t i = 0; i < r * W->ne[1]; i++) mod->Bt[i] = (2.0f * rm_rand_f32(&st) - 1.0f) * rb;
+            for (int64_t i = 0; i < r * W->ne[0]; i++) mod->A[i] = (2.0f * rm_rng_uniform(&st) - 1.0f) * ra;
+            for (int64_t i = 0; i < r * W->ne[1]; i++) mod->Bt[i] = (2.0f * rm_rng_uniform(&st) - 1.0f) * rb;
         }
     if (!rc) {
         a->qk_permuted = !m->hp.rope_neox; // generated in the base's own order

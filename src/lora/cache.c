@@ -3,6 +3,7 @@
 // a lookup costs a few string compares, nothing next to a load.
 #include "lora/cache.h"
 #include "base/err.h"
+#include "base/grow.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -53,11 +54,9 @@ rm_lora *rm_lora_cache_find(rm_lora_cache *c, const char *name, const char *weig
 static int add_entry(rm_lora_cache *c, const char *name, const char *weights, rm_lora *l, int refs) {
     size_t bytes = rm_lora_bytes(l);
     evict_for(c, bytes);
-    if (c->n == c->cap) {
-        int cap = c->cap ? 2 * c->cap : 16;
-        rm_lora_cache_entry *e = realloc(c->e, (size_t)cap * sizeof *e);
-        if (!e) { rm_lora_free(l); return rm_errorf(RM_ENOMEM, "out of memory"); }
-        c->e = e, c->cap = cap;
+    if (RM_GROW(c->e, c->n, c->cap, 16)) {
+        rm_lora_free(l);
+        return RM_ENOMEM;
     }
     char *nm = strdup(name), *wp = strdup(weights);
     if (!nm || !wp) {

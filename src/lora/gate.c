@@ -179,7 +179,7 @@ static int read_header(const gguf_file *f, const rm_llama *base, rm_gate **out) 
     gguf_str s;
     char buf[32];
     uint32_t version = 0, k = 0, n = 0;
-    rm_gate_kind kind;
+    rm_gate_kind kind = RM_GATE_SOFT; // set by rm_gate_kind_parse (gcc cannot see it when the call is inlined)
     int rc;
     if (gguf_get_str(f, "general.type", &s) != RM_OK || !gguf_str_eq(s, "ramole.gate"))
         return rm_errorf(RM_EFORMAT, "%s: not a ramole gate (general.type is not 'ramole.gate'; train one with "

@@ -20,15 +20,6 @@ rm_sampler_params rm_sampler_default_params(void) {
     return p;
 }
 
-static uint64_t splitmix64(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-float rm_rand_f32(uint64_t *state) { return (float)(splitmix64(state) >> 40) / 16777216.0f; }
-
 int rm_sampler_params_check(const rm_sampler_params *p) {
     if (!(p->temperature >= 0.0f && p->temperature <= 100.0f))
         return rm_errorf(RM_EINVAL, "temperature must be in [0, 100] (0: greedy), not %g", (double)p->temperature);
@@ -171,7 +162,7 @@ int32_t rm_sampler_sample(rm_sampler *s, float *logits) {
     }
     float total = 0.0f;
     for (int i = 0; i < m; i++) total += s->probs[i];
-    float r = rm_rand_f32(&s->rng) * total, cum = 0.0f;
+    float r = rm_rng_uniform(&s->rng) * total, cum = 0.0f;
     for (int i = 0; i < m; i++) {
         cum += s->probs[i];
         if (r < cum) return s->idx[i];

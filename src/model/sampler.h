@@ -2,6 +2,7 @@
 // top-p, min-p, repetition penalty, seeded.
 #ifndef RM_MODEL_SAMPLER_H
 #define RM_MODEL_SAMPLER_H
+#include "base/rng.h"
 #include <stdint.h>
 
 typedef struct rm_sampler_params {
@@ -45,6 +46,4 @@ void rm_sampler_accept(rm_sampler *s, int32_t token);
 int32_t rm_sampler_sample(rm_sampler *s, float *logits);
 // Index of the largest value (first on ties).
 int32_t rm_argmax(const float *x, int n);
-// Uniform [0,1) from a splitmix64/xorshift state.
-float rm_rand_f32(uint64_t *state);
 #endif

@@ -89,7 +89,7 @@ static int fill_tensor(synth_tensor *t, uint64_t *rng, int is_norm) {
     if (!t->data || !row) { free(row); return rm_errorf(RM_ENOMEM, "synth: out of memory for %s", t->name); }
     float a = sqrtf(3.0f / (float)in);
     for (int64_t r = 0; r < rows; r++) {
-        for (int64_t i = 0; i < in; i++) row[i] = is_norm ? 1.0f : (2.0f * rm_rand_f32(rng) - 1.0f) * a;
+        for (int64_t i = 0; i < in; i++) row[i] = is_norm ? 1.0f : (2.0f * rm_rng_uniform(rng) - 1.0f) * a;
         rm_quantize_row(t->type, row, (uint8_t *)t->data + (size_t)r * rs, in);
     }
     free(row);

@@ -8,7 +8,7 @@
 // f32 W[buckets][dim].
 #include "retrieve/embed_impl.h"
 #include "base/err.h"
-#include "retrieve/rng.h"
+#include "base/rng.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -125,7 +125,7 @@ int rm_hashproj_create(const rm_hashproj_params *p, const char *const *corpus, i
     float sd = 1.0f / sqrtf((float)p->dim);
     size_t total = h->nb * (size_t)p->dim;
     for (size_t i = 0; i + 1 < total; i += 2) { // Box-Muller, two normals per draw
-        double r = sqrt(-2.0 * log(retr_rng_uniform(&s))), a = 2.0 * M_PI * retr_rng_uniform(&s);
+        double r = sqrt(-2.0 * log(rm_rng_open01(&s))), a = 2.0 * M_PI * rm_rng_open01(&s);
         h->w[i] = (float)(r * cos(a)) * sd;
         h->w[i + 1] = (float)(r * sin(a)) * sd;
     }

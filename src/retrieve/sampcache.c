@@ -1,6 +1,7 @@
 // sampcache.c — see sampcache.h.
 #include "retrieve/sampcache.h"
 #include "base/err.h"
+#include "base/grow.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -125,11 +126,9 @@ int rm_sampcache_put(rm_sampcache *c, int64_t id, const float *emb, int n, int d
             if (c->e[i].used < c->e[lru].used) lru = i;
         remove_at(c, lru);
     }
-    if (c->n == c->cap) {
-        int cap = c->cap ? 2 * c->cap : 64;
-        entry *ne = realloc(c->e, (size_t)cap * sizeof *ne);
-        if (!ne) { entry_free(&x); return rm_errorf(RM_ENOMEM, "sample cache: out of memory"); }
-        c->e = ne, c->cap = cap;
+    if (RM_GROW(c->e, c->n, c->cap, 64)) {
+        entry_free(&x);
+        return rm_error_prefix(RM_ENOMEM, "sample cache");
     }
     c->e[c->n++] = x;
     c->bytes += x.bytes;

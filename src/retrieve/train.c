@@ -13,7 +13,7 @@
 #include "base/err.h"
 #include "base/progress.h"
 #include "base/threadpool.h"
-#include "retrieve/rng.h"
+#include "base/rng.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -285,11 +285,11 @@ int rm_hashproj_train(rm_embedder *e, const char *const *texts, const int *label
     double b1t = 1, b2t = 1;
     for (int step = 0; step < p->steps && !rc; step++) {
         // batch: T random tasks, M random samples of each
-        retr_shuffle_prefix(labels, n_use, T, &seed);
+        rm_shuffle_prefix(labels, n_use, T, &seed);
         t.B = 0;
         for (int k = 0; k < T; k++) {
             int l = labels[k], *pool = by_label + start[l];
-            retr_shuffle_prefix(pool, count[l], M, &seed);
+            rm_shuffle_prefix(pool, count[l], M, &seed);
             for (int s = 0; s < M; s++) { t.items[t.B] = pool[s]; t.item_label[t.B] = l; t.B++; }
         }
         rm_threadpool_run(tp, fwd_worker, &t);

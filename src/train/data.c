@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "base/err.h"
+#include "base/grow.h"
 #include "base/file.h"
 #include "base/json.h"
 #include "lora/batch.h"
@@ -71,15 +72,7 @@ void rm_tdata_free(rm_tdata *d) {
 }
 
 // Room for one more example.
-static int tdata_grow(rm_tdata *d) {
-    if (d->n < d->cap) return RM_OK;
-    int cap = d->cap ? 2 * d->cap : 64;
-    rm_texample *ne = realloc(d->ex, (size_t)cap * sizeof *ne);
-    if (!ne) return rm_errorf(RM_ENOMEM, "out of memory");
-    d->ex = ne;
-    d->cap = cap;
-    return RM_OK;
-}
+static int tdata_grow(rm_tdata *d) { return RM_GROW(d->ex, d->n, d->cap, 64); }
 
 int rm_tdata_add(rm_tdata *d, const int32_t *ids, int n, int n_prompt) {
     if (n <= 0 || n_prompt < 0 || n_prompt > n) return rm_errorf(RM_EINVAL, "data: bad example (%d tokens, prompt %d)", n, n_prompt);
@@ -328,14 +321,6 @@ int rm_tdata_load_text(rm_tdata *d, const char *path, const rm_tokenizer *tok, i
 }
 
 // ---------------------------------------------------------------- batch filling
-
-void rm_shuffle(int *order, int n, uint64_t *rng) {
-    for (int i = n - 1; i > 0; i--) {
-        int j = (int)(rm_rng_next(rng) % (uint64_t)(i + 1)), tmp = order[i];
-        order[i] = order[j];
-        order[j] = tmp;
-    }
-}
 
 // Rows [row0, row0+k) get example e from position 0, and its expert set
 // set[which] when the batch has sets (slots beyond d's set_k stay empty).

@@ -28,15 +28,6 @@ void rm_train_default_params(rm_train_params *p) {
 
 // ---------------------------------------------------------------- RNG (splitmix64)
 
-uint64_t rm_rng_next(uint64_t *s) {
-    uint64_t z = (*s += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-float rm_rng_uniform(uint64_t *s) { return (float)(rm_rng_next(s) >> 40) / (float)(1ull << 24); }
-
 // ---------------------------------------------------------------- scratch and products
 
 float *train_scratch(rm_trainer *t, int i, size_t floats) {

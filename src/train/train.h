@@ -14,6 +14,7 @@
 #define RM_TRAIN_TRAIN_H
 #include <stdint.h>
 
+#include "base/rng.h"
 #include "base/threadpool.h"
 #include "lora/compose.h"
 #include "lora/gate.h"
@@ -236,10 +237,7 @@ int rm_tbatch_fill(rm_tbatch *b, const rm_tdata *d, int *order, int *cursor, int
 // adapter left out) with probability drop, one draw from *drop_rng each time.
 int rm_tbatch_fill_dropout(rm_tbatch *b, const rm_tdata *d, int *order, int *cursor, int pack, uint64_t *rng, int *epoch,
                            float drop, uint64_t *drop_rng);
-// Shuffles order[0..n) with rng (Fisher-Yates).
-void rm_shuffle(int *order, int n, uint64_t *rng);
-uint64_t rm_rng_next(uint64_t *s);
-float rm_rng_uniform(uint64_t *s); // [0, 1)
+// (rm_shuffle, rm_rng_next, rm_rng_uniform: base/rng.h)
 
 // The next micro-batch of d for this trainer: examples in an order shuffled
 // from the trainer's seed at every epoch, packed when pack; with expert sets,

@@ -1,5 +1,5 @@
 // recipe.c — see recipe.h.
-#include "retrieve/recipe.h"
+#include "eval/recipe.h"
 #include "base/err.h"
 
 #include <stdlib.h>

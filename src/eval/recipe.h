@@ -12,10 +12,10 @@
 //   "hybrid-learned"  "hybrid" with the learned part on (hybrid_weight 0.3 if
 //               unset) trained for the hybrid's score (residual).
 // Unseen tasks' samples only ever build their keys (and the lexical IDF).
-#ifndef RM_RETRIEVE_RECIPE_H
-#define RM_RETRIEVE_RECIPE_H
+#ifndef RM_EVAL_RECIPE_H
+#define RM_EVAL_RECIPE_H
 #include "retrieve/embed.h"
-#include "retrieve/flan.h"
+#include "eval/flan.h"
 #include "retrieve/train.h"
 
 #define RM_RECIPE_DEFAULT "hybrid"

@@ -1,8 +1,8 @@
 // flan.c — see flan.h.
-#include "retrieve/flan.h"
+#include "eval/flan.h"
 #include "base/err.h"
 #include "base/json.h"
-#include "retrieve/rng.h"
+#include "base/rng.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -141,7 +141,7 @@ void rm_flan_split(int n_tasks, double frac, uint64_t seed, unsigned char *seen)
     }
     for (int i = 0; i < n_tasks; i++) perm[i] = i;
     uint64_t s = seed;
-    retr_shuffle_prefix(perm, n_tasks, n_seen, &s);
+    rm_shuffle_prefix(perm, n_tasks, n_seen, &s);
     for (int i = 0; i < n_seen; i++) seen[perm[i]] = 1;
     free(perm);
 }

@@ -8,8 +8,8 @@
 // list of requests {"inputs", "targets", "task", "domain", "metric"}.
 // A request's `task` is the `model_name` of its own adapter (the names are
 // identical in the released files: e.g. "anli_r1", "wmt16_translate_deen").
-#ifndef RM_RETRIEVE_FLAN_H
-#define RM_RETRIEVE_FLAN_H
+#ifndef RM_EVAL_FLAN_H
+#define RM_EVAL_FLAN_H
 #include <stdint.h>
 
 #include "retrieve/embed.h"
