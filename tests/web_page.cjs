@@ -144,9 +144,16 @@ async function main() {
     await page.check('#stream');
     await page.fill('#max-tokens', '480');
     await page.fill('#prompt', 'Once');
-    await page.click('#send');
-    await page.waitForFunction(() => document.getElementById('answer').textContent.length > 0, null, WAIT);
-    await page.click('#stop');
+    await page.evaluate(() => { // Stop pressed as soon as the first text shows, long before 480 tokens
+      const answer = document.getElementById('answer');
+      const seen = new MutationObserver(() => {
+        if (!answer.textContent) return; // the old answer cleared
+        seen.disconnect();
+        document.getElementById('stop').click();
+      });
+      seen.observe(answer, { childList: true, characterData: true, subtree: true });
+      document.getElementById('send').click();
+    });
     await page.waitForFunction(() => /^stopped/.test(document.getElementById('answer-meta').textContent), null, WAIT);
 
     // live metrics: requests counted, the stopped one cancelled
