@@ -23,6 +23,9 @@ SRC_LIB   = $(sort $(wildcard src/*/*.c))
 SRC_TOOLS = $(sort $(wildcard tools/*.c))
 SRC_TESTS = $(sort $(wildcard tests/*.c)) fuzz/targets.c
 SRC_BENCH = $(sort $(wildcard bench/*.c))
+# The page of `ramole serve` (GET /), built into the library as a generated C
+# source (scripts/embed_files.c writes it).
+WEB_FILES = src/serve/web/index.html src/serve/web/app.js src/serve/web/app.css src/serve/web/favicon.svg
 
 # $(call objs,BUILDDIR,SOURCES)
 objs = $(patsubst %.c,$(1)/%.o,$(2))
@@ -45,7 +48,15 @@ $(1)/%_avx512.o: %_avx512.c
 $(1)/%.o: %.c
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(CSTD) $$(VIS) $$(WARN) $$(INC) $(2) -MMD -c $$< -o $$@
-$(1)/libramole.a: $(call objs,$(1),$(SRC_LIB))
+$(1)/gen/embed_files: scripts/embed_files.c
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CSTD) $$(WARN) -O1 -o $$@ $$<
+$(1)/gen/web.c: $(1)/gen/embed_files $(WEB_FILES)
+	$(1)/gen/embed_files $(WEB_FILES) > $$@.tmp
+	mv $$@.tmp $$@
+$(1)/gen/web.o: $(1)/gen/web.c src/serve/web.h
+	$$(CC) $$(CSTD) $$(VIS) $$(WARN) $$(INC) $(2) -c $$< -o $$@
+$(1)/libramole.a: $(call objs,$(1),$(SRC_LIB)) $(1)/gen/web.o
 	@rm -f $$@
 	ar rcs $$@ $$^
 $(1)/ramole: $(call objs,$(1),$(SRC_TOOLS)) $(1)/libramole.a
@@ -60,7 +71,7 @@ endef
 $(eval $(call build_rules,$(B),$(OPT),))
 $(eval $(call build_rules,$(SAN),-O1 -g -fno-omit-frame-pointer -fsanitize=address$(comma)undefined -fno-sanitize-recover=undefined,-fsanitize=address$(comma)undefined))
 
-$(B)/libramole.so: $(call objs,$(B),$(SRC_LIB))
+$(B)/libramole.so: $(call objs,$(B),$(SRC_LIB)) $(B)/gen/web.o
 	$(CC) -shared -o $@ $^ $(LIBS)
 
 # Tests run from the repo root so that ../shared resolves; they skip with a

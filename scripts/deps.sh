@@ -1,9 +1,16 @@
 #!/bin/sh
 # deps.sh — make sure the Debian packages ramole builds with are present.
 # As root it installs what is missing; otherwise it prints the apt-get line
-# to run and exits 1. `deps.sh fuzz` also wants clang and libFuzzer (make fuzz).
+# to run and exits 1. `deps.sh fuzz` also wants clang and libFuzzer (make fuzz);
+# `deps.sh web` Node.js, npm and Chromium, for the tests that run the OpenAI SDK
+# and the server's page in a headless browser (they skip without them).
 PKGS="build-essential libsqlite3-dev pkg-config libpcre2-dev libutf8proc-dev libmicrohttpd-dev"
 [ "$1" = fuzz ] && PKGS="$PKGS clang libclang-rt-14-dev"
+if [ "$1" = web ]; then
+    PKGS="$PKGS chromium"
+    # a Node.js from elsewhere (NodeSource) brings its own npm: Debian's would clash with it
+    command -v node >/dev/null && command -v npm >/dev/null || PKGS="$PKGS nodejs npm"
+fi
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -496,7 +496,7 @@ TEST(serve_keep_alive_and_model_names) {
 }
 
 // A random RouterLoRA of rank 2 for the model, saved at path.
-static int save_random_router(const char *model, const char *path, uint64_t seed) {
+int serve_save_router(const char *model, const char *path, uint64_t seed) {
     rm_llama *m = NULL;
     rm_lora *r = NULL;
     int rc = rm_llama_load(&m, model);
@@ -521,7 +521,7 @@ TEST(serve_auto_model) {
     snprintf(pool, sizeof pool, "%s/auto-pool", tmp);
     REQUIRE(serve_make_pool(pool, (const int[]){1, 1, 1, 1, 0}, w) == RM_OK);
     snprintf(router, sizeof router, "%s/auto-router.gguf", tmp);
-    REQUIRE(save_random_router(model, router, 91) == RM_OK);
+    REQUIRE(serve_save_router(model, router, 91) == RM_OK);
     const char *prompt = "Review: the food was terrible. Is this review positive or negative?";
     char body[1024];
     snprintf(body, sizeof body, "{\"model\": \"ramole-auto\", \"prompt\": \"%s\", \"max_tokens\": 10, \"temperature\": 0}", prompt);
@@ -1016,7 +1016,7 @@ TEST(serve_eval_cli) {
     {
         char rpath[600];
         snprintf(rpath, sizeof rpath, "%s/eval-router.gguf", rm_test_tmpdir());
-        REQUIRE(save_random_router(model, rpath, 77) == RM_OK);
+        REQUIRE(serve_save_router(model, rpath, 77) == RM_OK);
         char both[1800];
         snprintf(both, sizeof both, "--lora %s --lora %s --compose router --router %s", w[0], w[1], rpath);
         snprintf(args, sizeof args, "eval -m %s --test %s --template '{inputs}' -n 6 -t 1 --slots 2 --json --out %s %s", model,

@@ -57,14 +57,7 @@ static void sb_clear(rm_sb *b) {
     if (b->buf) b->buf[0] = 0;
 }
 
-static int send_all(int fd, const char *data, size_t len) {
-    while (len) {
-        ssize_t w = send(fd, data, len, MSG_NOSIGNAL);
-        if (w <= 0) return -1;
-        data += w, len -= (size_t)w;
-    }
-    return 0;
-}
+static int send_all(int fd, const char *data, size_t len) { return serve_send_all(fd, data, len); }
 
 // Reads until the server closes (1), or until an error or the 60 s guard (0).
 static int read_to_close(int fd, rm_sb *out) {
@@ -445,38 +438,15 @@ TEST(serve_http_slow_work_and_drain) {
 // the reason when node or npm (the registry) is not there.
 TEST(serve_openai_sdk) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
-    if (system("node --version >/dev/null 2>&1") != 0) SKIP("node is not installed (Debian: apt-get install nodejs npm)");
-    char sdk[600], probe[700], cmd[4096], log[700];
-    const char *bin = rm_test_bin(), *slash = strrchr(bin, '/');
-    snprintf(sdk, sizeof sdk, "%.*s/npm-openai", slash ? (int)(slash - bin) : 1, slash ? bin : ".");
-    snprintf(probe, sizeof probe, "%s/node_modules/openai/package.json", sdk);
-    snprintf(log, sizeof log, "%s/npm.log", rm_test_tmpdir());
-    if (!rm_file_exists(probe)) {
-        snprintf(cmd, sizeof cmd, "mkdir -p %s && timeout 600 npm install --prefix %s --no-audit --no-fund --loglevel=error openai@6.30.1 >%s 2>&1",
-                 sdk, sdk, log);
-        if (system(cmd) != 0 || !rm_file_exists(probe)) {
-            snprintf(cmd, sizeof cmd, "npm could not install the openai package (no registry?); see `npm install openai@6.30.1`");
-            SKIP(cmd);
-        }
-    }
-    REQUIRE(serve_tiny_model());
-    char w[5][512], pool[512], args[2048];
-    REQUIRE(serve_make_adapters(serve_tiny_model(), w) == RM_OK);
-    snprintf(pool, sizeof pool, "%s/sdk-pool", rm_test_tmpdir());
-    REQUIRE(serve_make_pool(pool, (const int[]){1, 1, 0, 0, 0}, w) == RM_OK);
-    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 512", serve_tiny_model(), pool);
+    char sdk[600], pool[512], w[5][512], args[1024];
+    const char *why = serve_npm_package("openai", "6.30.1", sdk, sizeof sdk);
+    if (why) SKIP(why);
     rm_test_server sp;
-    REQUIRE(rm_test_server_start(&sp, args) == 0);
-    char out[700];
-    snprintf(out, sizeof out, "%s/sdk.out", rm_test_tmpdir());
-    snprintf(cmd, sizeof cmd, "timeout 600 node tests/openai_sdk.cjs %s http://127.0.0.1:%d/v1 serve-tiny german >%s 2>&1", sdk, sp.port,
-             out);
-    int rc = system(cmd);
-    char *text = NULL;
-    size_t len = 0;
-    rm_read_file(out, &text, &len);
-    CHECKF(rc == 0 && text && strstr(text, "ok "), "the SDK test said: %s", text ? text : "(nothing)");
-    free(text);
+    REQUIRE(serve_start_pooled(&sp, "sdk-pool", (const int[]){1, 1, 0, 0, 0}, "-t 1 --ctx 512", w, pool, sizeof pool) == 0);
+    char *said = NULL;
+    snprintf(args, sizeof args, "%s http://127.0.0.1:%d/v1 serve-tiny german", sdk, sp.port);
+    CHECKF(serve_node("tests/openai_sdk.cjs", args, &said), "the SDK test said: %s", said ? said : "(nothing)");
+    free(said);
     CHECK(rm_test_server_stop(&sp) == 0);
 }
 
@@ -561,14 +531,7 @@ TEST(serve_keys_and_log) {
     free(log);
 }
 
-// Appends a multipart part: a field, or a file (filename non-NULL) with data.
-static void part(rm_sb *b, const char *name, const char *filename, const char *data, size_t len) {
-    rm_sb_printf(b, "--XyZzy42\r\nContent-Disposition: form-data; name=\"%s\"", name);
-    if (filename) rm_sb_printf(b, "; filename=\"%s\"\r\nContent-Type: application/octet-stream", filename);
-    rm_sb_puts(b, "\r\n\r\n");
-    rm_sb_putn(b, data, len);
-    rm_sb_puts(b, "\r\n");
-}
+static void part(rm_sb *b, const char *name, const char *filename, const char *data, size_t len) { serve_part(b, name, filename, data, len); }
 
 // Appends the file at path as a part.
 static int file_part(rm_sb *b, const char *name, const char *filename, const char *path) {

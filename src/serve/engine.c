@@ -22,6 +22,7 @@ struct rm_engine {
     rm_lora_batch *lb;
     rm_linear_hook hook;
     const rm_lora *router;   // for router plans, or NULL
+    rm_engine_cancel_cb cancelled; // or NULL
     int n_slots, rows;
     seq **slot;              // [n_slots], NULL = free
     seq **queue;             // waiting for a slot, FIFO
@@ -31,7 +32,7 @@ struct rm_engine {
     const void **plans;
     int *want_slot;          // slot of the k-th wanted row
     float *logits;
-    long long steps, n_rows, n_prompt_tok, n_gen_tok, n_finished;
+    long long steps, n_rows, n_prompt_tok, n_gen_tok, n_finished, n_cancelled;
 };
 
 int rm_engine_new(rm_engine **out, rm_llama *m, rm_threadpool *tp, int n_slots, int n_ctx, int rows_per_step) {
@@ -99,6 +100,7 @@ void rm_engine_free(rm_engine *e) {
 }
 
 void rm_engine_set_router(rm_engine *e, const rm_lora *router) { e->router = router; }
+void rm_engine_set_cancel(rm_engine *e, rm_engine_cancel_cb cancelled) { e->cancelled = cancelled; }
 
 // Queues a sequence whose plan (has_plan) is moved in: on failure it is freed.
 static int submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new, const rm_sampler_params *sp,
@@ -187,7 +189,27 @@ static void end_all(rm_engine *e, int rc, const char *why) {
 
 void rm_engine_abort(rm_engine *e, const char *why) { end_all(e, RM_EINVAL, why); }
 
+// Ends the sequences whose owners cancel them, running or waiting.
+static void drop_cancelled(rm_engine *e) {
+    if (!e->cancelled) return;
+    for (int i = 0; i < e->n_slots; i++) {
+        seq *s = e->slot[i];
+        if (s && e->cancelled(s->cb.user)) {
+            e->slot[i] = NULL, e->n_cancelled++;
+            seq_end(s, "cancelled", 0);
+        }
+    }
+    int kept = 0;
+    for (int i = 0; i < e->nq; i++) {
+        seq *s = e->queue[i];
+        if (e->cancelled(s->cb.user)) e->n_cancelled++, seq_end(s, "cancelled", 0);
+        else e->queue[kept++] = s;
+    }
+    e->nq = kept;
+}
+
 int rm_engine_step(rm_engine *e) {
+    drop_cancelled(e);
     // admit waiting sequences into free slots, first come first served
     for (int i = 0; i < e->n_slots && e->nq > 0; i++)
         if (!e->slot[i]) {
@@ -253,4 +275,5 @@ void rm_engine_get_stats(const rm_engine *e, rm_engine_stats *st) {
     st->waiting = e->nq, st->slots = e->n_slots;
     st->steps = e->steps, st->rows = e->n_rows;
     st->prompt_tokens = e->n_prompt_tok, st->generated_tokens = e->n_gen_tok, st->finished = e->n_finished;
+    st->cancelled = e->n_cancelled;
 }

@@ -40,6 +40,13 @@ void rm_engine_free(rm_engine *e);
 // outlive the engine) that sequences submitted with RM_COMPOSE_ROUTER use.
 void rm_engine_set_router(rm_engine *e, const rm_lora *router);
 
+// Asked of every waiting or running sequence (with its callbacks' user)
+// before each step: non-zero cancels it (its client has gone): it leaves its
+// slot at once and done is called with the tokens so far and finish reason
+// "cancelled". NULL (the default): none is.
+typedef int (*rm_engine_cancel_cb)(void *user);
+void rm_engine_set_cancel(rm_engine *e, rm_engine_cancel_cb cancelled);
+
 // Queues a sequence (prompt must hold BOS when wanted). lora[0..n_lora) must
 // be bound to the engine's model and outlive the sequence (n_lora 0: base
 // model). Returns RM_OK, or an error for a request that cannot run (too long,
@@ -75,6 +82,7 @@ typedef struct rm_engine_stats {
     int running, waiting, slots;
     long long steps, rows;            // forward passes and the batch rows they carried
     long long prompt_tokens, generated_tokens, finished;
+    long long cancelled;              // sequences ended by their cancel callback
 } rm_engine_stats;
 void rm_engine_get_stats(const rm_engine *e, rm_engine_stats *st);
 #endif

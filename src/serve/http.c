@@ -12,10 +12,12 @@
 #define _GNU_SOURCE
 #include "serve/http.h"
 #include "base/err.h"
+#include "base/file.h"
 #include "base/json.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <microhttpd.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -25,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/mman.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -38,7 +41,13 @@ struct rm_http_req {
     struct MHD_Connection *conn; // NULL once the client is gone
     char method[16];
     char *path;
-    rm_sb body;
+    rm_sb body;                  // held in memory, or
+    int spool_fd;                // written to this file (-1: none)
+    char *map;                   // and mapped when complete (map_len bytes: the body and a NUL)
+    size_t map_len, body_len;
+    int too_large;               // the body passed the limit: the rest is dropped, the answer is 413
+    size_t dropped;              // bytes dropped so far
+    rm_sb headers;               // the answer's extra headers: name NUL value NUL ...
     int state;                   // ST_*
     int suspended;               // the connection waits for wake()
     int status;
@@ -95,6 +104,9 @@ static void req_unref(rm_http_req *r) {
     if (r->log_free) r->log_free(r->log_data);
     pthread_mutex_destroy(&r->mu);
     free(r->path);
+    if (r->map) munmap(r->map, r->map_len);
+    if (r->spool_fd >= 0) close(r->spool_fd);
+    rm_sb_free(&r->headers);
     rm_sb_free(&r->body);
     rm_sb_free(&r->out);
     free(r);
@@ -111,11 +123,36 @@ static void wake(rm_http_req *r) {
 const char *rm_http_method(const rm_http_req *r) { return r->method; }
 const char *rm_http_path(const rm_http_req *r) { return r->path; }
 const char *rm_http_body(const rm_http_req *r, size_t *len) {
-    *len = r->body.len;
-    return r->body.buf ? r->body.buf : "";
+    *len = r->body_len;
+    return r->map ? r->map : r->body.buf ? r->body.buf : "";
 }
 const char *rm_http_header(rm_http_req *r, const char *name) {
     return r->conn ? MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name) : NULL;
+}
+
+int rm_http_gone(rm_http_req *r) {
+    pthread_mutex_lock(&r->mu);
+    int gone = !r->conn;
+    pthread_mutex_unlock(&r->mu);
+    return gone;
+}
+
+void rm_http_add_header(rm_http_req *r, const char *name, const char *value) {
+    pthread_mutex_lock(&r->mu);
+    if (r->headers.len + strlen(name) + strlen(value) + 2 <= 1024) {
+        rm_sb_putn(&r->headers, name, strlen(name) + 1);
+        rm_sb_putn(&r->headers, value, strlen(value) + 1);
+    }
+    pthread_mutex_unlock(&r->mu);
+}
+
+// The extra headers of r's answer onto resp.
+static void add_headers(const rm_http_req *r, struct MHD_Response *resp) {
+    for (size_t at = 0; !r->headers.oom && at < r->headers.len;) {
+        const char *name = r->headers.buf + at, *value = name + strlen(name) + 1;
+        MHD_add_response_header(resp, name, value);
+        at += strlen(name) + strlen(value) + 2;
+    }
 }
 
 static void count_answer(rm_http *h, rm_http_req *r, int status) {
@@ -191,10 +228,11 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
 
 static void stream_free(void *cls) { req_unref(cls); }
 
-static enum MHD_Result queue(struct MHD_Connection *conn, int status, const char *type, const char *body, size_t len) {
+static enum MHD_Result queue(const rm_http_req *r, struct MHD_Connection *conn, int status, const char *type, const char *body, size_t len) {
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
+    add_headers(r, resp);
     enum MHD_Result ok = MHD_queue_response(conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     return ok;
@@ -224,15 +262,54 @@ void rm_http_reply_error_at(rm_http_req *r, int status, const char *param, const
 
 void rm_http_reply_error(rm_http_req *r, int status, const char *msg) { rm_http_reply_error_at(r, status, NULL, NULL, msg); }
 
-// An error answered by this layer itself, before the handler sees the request.
+// A JSON answer given by this layer itself, before the handler sees the request.
+static enum MHD_Result queue_json(rm_http *h, rm_http_req *r, struct MHD_Connection *conn, int status, const rm_sb *b) {
+    enum MHD_Result ok = b->oom ? MHD_NO : queue(r, conn, status, "application/json", b->buf ? b->buf : "", b->len);
+    if (ok == MHD_YES) count_answer(h, r, status);
+    return ok;
+}
+
 static enum MHD_Result queue_error(rm_http *h, rm_http_req *r, struct MHD_Connection *conn, int status, const char *msg) {
     rm_sb b;
     rm_sb_init(&b);
     rm_http_error_json(&b, status, NULL, NULL, msg);
-    enum MHD_Result ok = b.oom ? MHD_NO : queue(conn, status, "application/json", b.buf, b.len);
+    enum MHD_Result ok = queue_json(h, r, conn, status, &b);
     rm_sb_free(&b);
-    if (ok == MHD_YES) count_answer(h, r, status);
     return ok;
+}
+
+// A file for a body in dir, unlinked at once (nothing is left behind, even
+// after a crash); -1 when it cannot be made.
+static int spool_open(const char *dir) {
+    char path[1024];
+    if (snprintf(path, sizeof path, "%s/.body-XXXXXX", dir) >= (int)sizeof path) return -1;
+    int fd = mkostemp(path, O_CLOEXEC);
+    if (fd < 0 && rm_mkdirs(dir) == RM_OK) {
+        snprintf(path, sizeof path, "%s/.body-XXXXXX", dir); // a failed try may have changed it
+        fd = mkostemp(path, O_CLOEXEC);
+    }
+    if (fd >= 0) unlink(path);
+    return fd;
+}
+
+static int write_all(int fd, const char *p, size_t n) {
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR) continue;
+        if (w <= 0) return -1;
+        p += w, n -= (size_t)w;
+    }
+    return 0;
+}
+
+// A spooled body complete: a NUL after it, then the file mapped. 0 or -1.
+static int spool_map(rm_http_req *r) {
+    if (write_all(r->spool_fd, "", 1)) return -1;
+    r->map_len = r->body_len + 1;
+    void *m = mmap(NULL, r->map_len, PROT_READ, MAP_PRIVATE, r->spool_fd, 0);
+    if (m == MAP_FAILED) return -1;
+    r->map = m;
+    return 0;
 }
 
 // How a request says where its body ends.
@@ -256,11 +333,12 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             return MHD_NO;
         }
         pthread_mutex_init(&r->mu, NULL);
-        r->refs = 1, r->h = h, r->conn = conn;
+        r->refs = 1, r->h = h, r->conn = conn, r->spool_fd = -1;
         r->id = atomic_fetch_add(&h->next_id, 1) + 1, r->t0 = rm_http_now();
         snprintf(r->method, sizeof r->method, "%s", method);
         rm_sb_init(&r->body);
         rm_sb_init(&r->out);
+        rm_sb_init(&r->headers);
         *con_cls = r;
         atomic_fetch_add(&h->busy, 1);
         if (atomic_load(&h->draining)) return queue_error(h, r, conn, 503, "the server is shutting down");
@@ -275,13 +353,45 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             snprintf(msg, sizeof msg, "request body too large (limit %zu bytes)", r->limit);
             return queue_error(h, r, conn, 413, msg);
         }
+        if (h->p.head) { // keys and the like: refused before any of the body is read
+            rm_sb b;
+            rm_sb_init(&b);
+            int status = h->p.head(h->p.user, r, &b);
+            enum MHD_Result ok = status ? queue_json(h, r, conn, status, &b) : MHD_YES;
+            rm_sb_free(&b);
+            if (status) return ok;
+        }
+        const char *dir = h->p.spool_dir ? h->p.spool_dir(h->p.user, method, url) : NULL;
+        if (dir && (r->spool_fd = spool_open(dir)) < 0) return queue_error(h, r, conn, 500, "cannot write the request body to disk");
         return MHD_YES;
     }
     if (*upload_size) { // a piece of the body (chunked bodies arrive decoded)
-        if (r->body.len + *upload_size > r->limit) return MHD_NO; // a chunked body past the limit: the connection is closed
-        rm_sb_putn(&r->body, upload, *upload_size);
+        size_t n = *upload_size;
         *upload_size = 0;
-        return r->body.oom ? MHD_NO : MHD_YES;
+        if (r->too_large || r->body_len + n > r->limit) {
+            // past the limit (a chunked body): the rest is dropped as it comes
+            // and answered 413 at its end; one that goes on for another limit's
+            // worth is cut off
+            r->too_large = 1, r->dropped += n;
+            return r->dropped > r->limit ? MHD_NO : MHD_YES;
+        }
+        if (r->spool_fd >= 0) {
+            if (write_all(r->spool_fd, upload, n)) return MHD_NO;
+        } else if (rm_sb_putn(&r->body, upload, n), r->body.oom) {
+            return MHD_NO;
+        }
+        r->body_len += n;
+        return MHD_YES;
+    }
+    if (r->state == ST_RECEIVING && r->too_large) {
+        char msg[96];
+        snprintf(msg, sizeof msg, "request body too large (limit %zu bytes)", r->limit);
+        r->state = ST_ANSWERED;
+        return queue_error(h, r, conn, 413, msg);
+    }
+    if (r->state == ST_RECEIVING && r->spool_fd >= 0 && !r->map && spool_map(r)) {
+        r->state = ST_ANSWERED;
+        return queue_error(h, r, conn, 500, "cannot read the request body back from disk");
     }
     pthread_mutex_lock(&r->mu);
     if (r->state == ST_RECEIVING) { // the whole request is in: the handler takes it
@@ -293,7 +403,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
     }
     enum MHD_Result ok = MHD_YES;
     if (r->state == ST_REPLY) {
-        ok = queue(conn, r->status, r->type, r->out.buf ? r->out.buf : "", r->out.len);
+        ok = queue(r, conn, r->status, r->type, r->out.buf ? r->out.buf : "", r->out.len);
         if (ok == MHD_YES) count_answer(h, r, r->status);
         r->state = ST_ANSWERED;
     } else if (r->state == ST_STREAM) {
@@ -302,6 +412,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             r->refs++; // the response's, dropped by stream_free
             MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->type);
             MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
+            add_headers(r, resp);
             ok = MHD_queue_response(conn, (unsigned)r->status, resp);
             MHD_destroy_response(resp);
             if (ok == MHD_YES) count_answer(h, r, r->status);

@@ -37,6 +37,14 @@ typedef struct rm_http_params {
     void (*log)(void *user, const rm_http_req *r, int status, double seconds, void *data);
     // The body limit of a request (from its head), instead of max_body. May be NULL.
     size_t (*body_limit)(void *user, const char *method, const char *path);
+    // Called with a request's head, before any of its body is read: 0 lets
+    // it go on; else an HTTP status, answered at once with the JSON that
+    // was appended to b (the body is then never read). May be NULL.
+    int (*head)(void *user, rm_http_req *r, rm_sb *b);
+    // A folder in which a request's body is written as it arrives (a file
+    // unlinked at once, mapped when complete), or NULL to hold it in
+    // memory. May be NULL (all in memory).
+    const char *(*spool_dir)(void *user, const char *method, const char *path);
 } rm_http_params;
 rm_http_params rm_http_default_params(void);
 
@@ -61,7 +69,7 @@ void rm_http_get_stats(rm_http *h, rm_http_stats *st);
 // ---- a request (valid from the handler call to its answer) ----
 const char *rm_http_method(const rm_http_req *r);
 const char *rm_http_path(const rm_http_req *r);   // without the query string
-const char *rm_http_body(const rm_http_req *r, size_t *len); // NUL-terminated
+const char *rm_http_body(const rm_http_req *r, size_t *len); // NUL-terminated (a spooled body: mapped, read-only)
 // The request's number (1, 2, ... in the order heads arrive), and the
 // monotonic time its head arrived (seconds; see rm_http_now).
 long rm_http_id(const rm_http_req *r);
@@ -72,6 +80,11 @@ double rm_http_now(void);
 void rm_http_set_log(rm_http_req *r, void *data, void (*free_fn)(void *));
 // A request header (case-insensitive name), or NULL. Only in the handler call.
 const char *rm_http_header(rm_http_req *r, const char *name);
+// 1 once the client has gone (its connection closed before the answer was
+// all sent). Any thread, until the answer is given.
+int rm_http_gone(rm_http_req *r);
+// A header for the answer (copied; up to 1 KiB of them). Before the answer.
+void rm_http_add_header(rm_http_req *r, const char *name, const char *value);
 
 // The whole answer (copied). Any thread.
 void rm_http_reply(rm_http_req *r, int status, const char *content_type, const char *body, size_t len);

@@ -22,6 +22,7 @@ void metrics_answer(rm_server *s, rm_http_req *r) {
     metric(&b, "requests_total", "counter", "Completions accepted (plain and chat, streamed or not).",
            (double)atomic_load(&s->n_completions));
     metric(&b, "requests_finished_total", "counter", "Sequences that ended at a stop token or max_tokens.", (double)st.finished);
+    metric(&b, "requests_cancelled_total", "counter", "Sequences ended because their client left (a stream closed early).", (double)st.cancelled);
     metric(&b, "http_requests_total", "counter", "HTTP requests answered (any path and status).", (double)hs.requests);
     metric(&b, "errors_total", "counter", "Answers with an HTTP status of 400 or more.", (double)hs.errors);
     metric(&b, "uploads_total", "counter", "Adapters added through POST /v1/adapters.", (double)atomic_load(&s->n_uploads));

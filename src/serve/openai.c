@@ -500,6 +500,10 @@ static void chunk(choice *c, const char *text, size_t len, int role, const char 
     }
     if (finish) rm_sb_printf(&b, ", \"finish_reason\": \"%s\"}]", finish);
     else rm_sb_puts(&b, ", \"finish_reason\": null}]");
+    if (finish) { // a choice's last chunk: the adapters, as the whole answer has them
+        rm_sb_puts(&b, ", ");
+        adapters_json(&b, &j->pick);
+    }
     rm_sb_puts(&b, j->include_usage ? ", \"usage\": null}\n\n" : "}\n\n");
     if (!b.oom) rm_http_stream_write(j->r, b.buf, b.len);
     rm_sb_free(&b);
@@ -619,6 +623,11 @@ int openai_token(void *user, int32_t id, const float *logits) {
     int stop = j->n_stop && cut_at_stop(c, c->text.len - before);
     if (j->stream) stream_text(c, stop);
     return stop;
+}
+
+int openai_gone(void *user) {
+    const choice *c = user;
+    return c->j->stream && rm_http_gone(c->j->r);
 }
 
 void openai_done(void *user, const int32_t *tokens, int n, const char *reason) {

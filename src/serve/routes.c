@@ -2,6 +2,7 @@
 // does what, the requests' validation, retrieval and adapter loading (on a
 // worker, never on an I/O thread), and the uploads.
 #include "serve/server_impl.h"
+#include "serve/web.h"
 #include "base/err.h"
 #include "base/json.h"
 
@@ -156,6 +157,49 @@ static void list_work(void *arg) {
     }
     rm_sb_puts(&b, "]}\n");
     rm_pool_free_list(v, n);
+    reply_json(j->r, 200, &b);
+    rm_sb_free(&b);
+    job_free(j);
+}
+
+// GET /v1/adapters/NAME: one adapter of the pool with its sample inputs
+// (the first 100; n_samples says how many it has).
+static void adapter_work(void *arg) {
+    job *j = arg;
+    rm_server *s = j->s;
+    const char *name = rm_http_path(j->r) + strlen("/v1/adapters/");
+    if (!s->pool) {
+        rm_http_reply_error(j->r, 400, "this server has no adapter pool (start it with --pool DIR)");
+        return job_free(j);
+    }
+    rm_adapter_info *info = NULL;
+    char **in = NULL;
+    pthread_mutex_lock(&s->pool_mu);
+    int rc = rm_pool_get(s->pool, name, &info, &in);
+    pthread_mutex_unlock(&s->pool_mu);
+    if (rc) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "no adapter called '%.200s' in the pool", name);
+        if (rc == RM_ENOTFOUND) rm_http_reply_error_at(j->r, 404, NULL, "adapter_not_found", msg);
+        else rm_http_reply_error(j->r, 500, rm_last_error());
+        return job_free(j);
+    }
+    rm_sb b;
+    rm_sb_init(&b);
+    const char *f[4][2] = {{"name", info->name}, {"task", info->task}, {"domain", info->domain}, {"weights", info->weights}};
+    for (int k = 0; k < 4; k++) {
+        rm_sb_printf(&b, "%s\"%s\": ", k ? ", " : "{", f[k][0]);
+        if (f[k][1]) rm_sb_json_str(&b, f[k][1], strlen(f[k][1]));
+        else rm_sb_puts(&b, "null");
+    }
+    rm_sb_printf(&b, ", \"n_samples\": %d, \"samples\": [", info->n_samples);
+    for (int i = 0; i < info->n_samples && i < 100; i++) {
+        if (i) rm_sb_puts(&b, ", ");
+        rm_sb_json_str(&b, in[i], strlen(in[i]));
+    }
+    rm_sb_puts(&b, "]}\n");
+    rm_pool_free_strs(in, info->n_samples);
+    rm_pool_free_list(info, 1);
     reply_json(j->r, 200, &b);
     rm_sb_free(&b);
     job_free(j);
@@ -473,6 +517,51 @@ static void health(rm_server *s, rm_http_req *r) {
     rm_sb_free(&b);
 }
 
+// GET /info: what the page at / needs to know of this server.
+static void info(rm_server *s, rm_http_req *r) {
+    rm_sb b;
+    rm_sb_init(&b);
+    rm_sb_puts(&b, "{\"model\": ");
+    rm_sb_json_str(&b, s->base_name, strlen(s->base_name));
+    rm_sb_puts(&b, ", \"auto_model\": ");
+    if (s->pool) rm_sb_json_str(&b, s->p.auto_name, strlen(s->p.auto_name));
+    else rm_sb_puts(&b, "null");
+    rm_sb_printf(&b, ", \"pool\": %s, \"adapters\": %d, \"router\": %s, \"retrieve\": %d, \"slots\": %d, \"ctx\": %d", s->pool ? "true" : "false",
+                 atomic_load(&s->pool_size), s->router ? "true" : "false", s->p.auto_k, s->p.slots, s->p.ctx);
+    rm_sb_printf(&b, ", \"api_key\": %s, \"admin_key\": %s, \"max_upload\": %zu}\n", s->p.api_key ? "true" : "false",
+                 s->p.admin_key ? "true" : "false", s->p.max_upload);
+    reply_json(r, 200, &b);
+    rm_sb_free(&b);
+}
+
+// The page's file at path ("/" is index.html), or NULL.
+static const rm_web_file *web_file(const char *path) {
+    if (path[0] != '/') return NULL;
+    const char *name = path[1] ? path + 1 : "index.html";
+    for (const rm_web_file *f = rm_web_files; f->name; f++)
+        if (!strcmp(f->name, name)) return f;
+    return NULL;
+}
+
+// GET / and the page's scripts and styles: from the binary, allowed to load
+// nothing but this server's own files.
+static void web(rm_server *s, rm_http_req *r) {
+    (void)s;
+    const rm_web_file *f = web_file(rm_http_path(r));
+    if (!f) return rm_http_reply_error(r, 404, "unknown path");
+    const char *dot = strrchr(f->name, '.') ? strrchr(f->name, '.') : "";
+    const char *type = !strcmp(dot, ".html") ? "text/html; charset=utf-8"
+                       : !strcmp(dot, ".js") ? "text/javascript; charset=utf-8"
+                       : !strcmp(dot, ".css") ? "text/css; charset=utf-8"
+                       : !strcmp(dot, ".svg") ? "image/svg+xml"
+                                              : "application/octet-stream";
+    rm_http_add_header(r, "Content-Security-Policy", "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'");
+    rm_http_add_header(r, "X-Content-Type-Options", "nosniff");
+    rm_http_add_header(r, "Referrer-Policy", "no-referrer");
+    rm_http_add_header(r, "Cache-Control", "no-cache");
+    rm_http_reply(r, 200, type, (const char *)f->data, f->len);
+}
+
 enum { OPEN, INFER, ADMIN }; // who may: anyone; the api or admin key; the admin key
 
 typedef struct route {
@@ -488,6 +577,7 @@ static const route k_routes[] = {
     {"POST", "/v1/chat/completions", INFER, completion_work, 0, NULL},
     {"POST", "/v1/adapters", ADMIN, upload_work, 1, NULL},
     {"GET", "/v1/adapters", INFER, list_work, 0, NULL},
+    {"GET", "/v1/adapters/*", INFER, adapter_work, 0, NULL},
     {"DELETE", "/v1/adapters/*", ADMIN, delete_work, 1, NULL},
     {"POST", "/v1/load_lora_adapter", ADMIN, load_work, 1, NULL},
     {"POST", "/v1/unload_lora_adapter", ADMIN, delete_work, 1, NULL},
@@ -498,6 +588,8 @@ static const route k_routes[] = {
     {"POST", "/detokenize", INFER, tokens_work, 0, NULL},
     {"GET", "/health", OPEN, NULL, 0, health},
     {"GET", "/metrics", INFER, NULL, 0, metrics_answer},
+    {"GET", "/info", INFER, NULL, 0, info},
+    {"GET", "(the page)", OPEN, NULL, 0, web}, // "/", "/app.js", ...: the browser asks for them without a key
 };
 
 // 1 when given equals key, in a time that does not depend on where they
@@ -510,41 +602,64 @@ static int same_key(const char *given, const char *key) {
 }
 
 // 0 when the request's "Authorization: Bearer KEY" grants access, else 401
-// (answered). Keys never appear in answers or logs.
-static int authorize(rm_server *s, rm_http_req *r, int access) {
+// (its answer in b). Keys never appear in answers or logs.
+static int authorize(rm_server *s, rm_http_req *r, int access, rm_sb *b) {
     const char *need = access == ADMIN && s->p.admin_key ? s->p.admin_key : s->p.api_key; // no admin key: the api key's
     if (access == OPEN || !need) return 0;
     const char *h = rm_http_header(r, "Authorization");
     const char *given = h && !strncasecmp(h, "Bearer ", 7) ? h + 7 : NULL;
     if (given && (same_key(given, need) | (access == INFER && s->p.admin_key && same_key(given, s->p.admin_key)))) return 0;
-    rm_http_reply_error_at(r, 401, NULL, "invalid_api_key",
-                           !given ? "You didn't provide an API key (Authorization: Bearer KEY)"
-                           : access == ADMIN ? "Incorrect API key provided: this needs the admin key"
-                                             : "Incorrect API key provided");
+    rm_http_error_json(b, 401, NULL, "invalid_api_key",
+                       !given ? "You didn't provide an API key (Authorization: Bearer KEY)"
+                       : access == ADMIN ? "Incorrect API key provided: this needs the admin key"
+                                         : "Incorrect API key provided");
     return 401;
+}
+
+// The route of method and path (NULL: none; *path_known: the path has
+// routes for other methods).
+static const route *find_route(const char *method, const char *path, int *path_known) {
+    const route *hit = NULL;
+    *path_known = 0;
+    if (!strncmp(path, "/v1/models/", 11) && path[11]) path = "/v1/models/*"; // one model, by id
+    if (!strncmp(path, "/v1/adapters/", 13) && path[13]) path = "/v1/adapters/*";
+    if (web_file(path)) path = "(the page)";
+    for (size_t i = 0; i < sizeof k_routes / sizeof k_routes[0]; i++) {
+        if (strcmp(k_routes[i].path, path)) continue;
+        *path_known = 1;
+        if (!strcmp(k_routes[i].method, method)) hit = &k_routes[i];
+    }
+    return hit;
+}
+
+// The http layer's head callback: the key is checked before any of the
+// body is read (a client without it cannot make the server read, or
+// store, a large upload).
+int routes_head(void *user, rm_http_req *r, rm_sb *b) {
+    int path_known;
+    const route *hit = find_route(rm_http_method(r), rm_http_path(r), &path_known);
+    return hit ? authorize(user, r, hit->access, b) : 0;
+}
+
+// Upload bodies go to a file in the pool's folder as they arrive.
+const char *routes_spool_dir(void *user, const char *method, const char *path) {
+    rm_server *s = user;
+    return s->spool_dir && !strcmp(method, "POST") && !strcmp(path, "/v1/adapters") ? s->spool_dir : NULL;
 }
 
 void routes_handle(void *user, rm_http_req *r) {
     rm_server *s = user;
-    const char *path = rm_http_path(r), *method = rm_http_method(r);
-    const route *hit = NULL;
-    int path_known = 0;
-    if (!strncmp(path, "/v1/models/", 11) && path[11]) path = "/v1/models/*"; // one model, by id
-    if (!strncmp(path, "/v1/adapters/", 13) && path[13]) path = "/v1/adapters/*";
-    for (size_t i = 0; i < sizeof k_routes / sizeof k_routes[0]; i++) {
-        if (strcmp(k_routes[i].path, path)) continue;
-        path_known = 1;
-        if (!strcmp(k_routes[i].method, method)) hit = &k_routes[i];
-    }
+    const char *method = rm_http_method(r);
+    int path_known;
+    const route *hit = find_route(method, rm_http_path(r), &path_known);
     if (!hit && path_known) {
         char msg[160];
         snprintf(msg, sizeof msg, "%.16s is not allowed on %.100s", method, rm_http_path(r));
         return rm_http_reply_error(r, 405, msg);
     }
     if (!hit)
-        return rm_http_reply_error(r, 404, "unknown path (POST /v1/completions, POST /v1/chat/completions, GET|POST /v1/adapters, "
-                                           "GET /v1/models[/ID], POST /v1/embeddings, POST /tokenize, POST /detokenize, GET /health, GET /metrics)");
-    if (authorize(s, r, hit->access)) return;
+        return rm_http_reply_error(r, 404, "unknown path (POST /v1/completions, POST /v1/chat/completions, GET|POST /v1/adapters, GET|DELETE /v1/adapters/NAME, "
+                                           "GET /v1/models[/ID], POST /v1/embeddings, POST /tokenize, POST /detokenize, GET /health, GET /metrics, GET /info, GET / (a page))");
     if (hit->now) return hit->now(s, r);
     job *j = calloc(1, sizeof *j);
     if (!j) return rm_http_reply_error(r, 500, "out of memory");

@@ -298,18 +298,23 @@ int rm_server_start(const rm_server_params *p, rm_server **out) {
     s->p.ctx = ctx;
     if (!rc && p->pool && (rc = rm_pool_open_existing(p->pool, &s->pool))) rm_error_prefix(rc, "--pool");
     if (s->pool) atomic_store(&s->pool_size, rm_pool_size(s->pool));
+    size_t sl = p->pool ? strlen(p->pool) + 10 : 0; // POOL/adapters
+    if (!rc && s->pool && !(s->spool_dir = malloc(sl))) rc = rm_errorf(RM_ENOMEM, "out of memory");
+    if (s->spool_dir) snprintf(s->spool_dir, sl, "%s/adapters", p->pool);
     if (!rc && p->default_model && server_model_kind(s, p->default_model) == MODEL_NONE)
         rc = rm_errorf(RM_EINVAL, "--default-model '%s' is not the base model '%s', the auto model (with a pool) or an adapter of the pool",
                        p->default_model, s->base_name);
     if (!rc && !(s->tp = rm_threadpool_create(p->compute_threads))) rc = rm_errorf(RM_ENOMEM, "cannot start the compute threads");
     if (!rc) rc = rm_engine_new(&s->eng, s->m, s->tp, p->slots, ctx, p->rows);
     if (!rc) rm_engine_set_router(s->eng, s->router);
+    if (!rc) rm_engine_set_cancel(s->eng, openai_gone);
     if (!rc && pthread_create(&s->eng_thread, NULL, engine_main, s)) rc = rm_errorf(RM_ENOMEM, "cannot start the engine thread");
     if (!rc) s->eng_started = 1;
     if (!rc) rc = workq_start(&s->fast, 2);
     if (!rc) rc = workq_start(&s->slow, 1);
     rm_http_params hp = p->http;
     hp.handler = routes_handle, hp.user = s, hp.log = p->log_line ? server_log : NULL, hp.body_limit = routes_body_limit;
+    hp.head = routes_head, hp.spool_dir = routes_spool_dir;
     if (!rc) rc = rm_http_start(&hp, &s->http);
     if (rc) {
         rm_server_free(s);
@@ -368,5 +373,6 @@ void rm_server_free(rm_server *s) {
     pthread_mutex_destroy(&s->eng_mu);
     pthread_cond_destroy(&s->eng_cv);
     free(s->base_name);
+    free(s->spool_dir);
     free(s);
 }

@@ -121,6 +121,7 @@ struct rm_server {
     workq fast, slow;          // request preparation; uploads
     rm_http *http;
     char *base_name;           // p.model_name, or derived from the file name
+    char *spool_dir;           // POOL/adapters: upload bodies are written there as they arrive (NULL: no pool)
     atomic_long next_id;
     time_t started;
     atomic_llong n_completions, n_uploads;
@@ -151,6 +152,8 @@ void server_engine_stats(rm_server *s, rm_engine_stats *st);
 // (from the cache, or loaded without holding its lock).
 void routes_handle(void *user, rm_http_req *r);
 size_t routes_body_limit(void *user, const char *method, const char *path);
+int routes_head(void *user, rm_http_req *r, rm_sb *b);
+const char *routes_spool_dir(void *user, const char *method, const char *path);
 int routes_choose_adapters(rm_server *s, job *j, const rm_json *req, const char *query);
 int server_adapter_get(rm_server *s, const char *name, const char *weights, rm_lora **out);
 // A job about to hold adapters from the cache says so first (job_free ends
@@ -169,6 +172,8 @@ int openai_prepare(job *j, const rm_json *req);
 int openai_chat_prompt(job *j, const rm_json *req, char **prompt, char **query);
 int openai_token(void *user, int32_t id, const float *logits);
 void openai_done(void *user, const int32_t *tokens, int n, const char *reason);
+// The engine's cancel callback: 1 once a streamed choice's client has gone.
+int openai_gone(void *user);
 void openai_stream_open(job *j);
 // An error in OpenAI's shape about j's field param (may be "").
 void openai_reply_error(job *j, int status, const char *msg);
