@@ -1,5 +1,6 @@
 // pick.c — see pick.h.
 #include "retrieve/pick.h"
+#include "retrieve/pool_store.h"
 #include "base/err.h"
 #include "base/file.h"
 
@@ -74,11 +75,12 @@ int rm_pool_pick_named(rm_pool *pool, const char *name, rm_pick *pk) {
 }
 
 int rm_pool_open_existing(const char *dir, rm_pool **out) {
+    rm_pool_params pp = rm_pool_default_params();
+    if (pool_is_pg_url(dir)) return rm_pool_open(dir, &pp, out); // a database holds one pool: made when absent
     char db[4096];
     snprintf(db, sizeof db, "%s/pool.db", dir);
     *out = NULL;
     if (!rm_file_exists(db)) return rm_errorf(RM_ENOTFOUND, "%s is not a pool (no pool.db; make one with `ramole pool`)", dir);
-    rm_pool_params pp = rm_pool_default_params();
     return rm_pool_open(dir, &pp, out);
 }
 

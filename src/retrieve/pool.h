@@ -2,7 +2,9 @@
 // inputs, their key vectors, and the embedder that made them.
 //
 // A pool is a directory holding pool.db (SQLite, WAL journal, synchronous
-// FULL) and embedder.bin (the embedder, embed.h format). Each add runs in
+// FULL) and embedder.bin (the embedder, embed.h format), or a PostgreSQL
+// database named by a URL (postgres://...; pool_pg.c, docs/deploy.md), which
+// many servers share. Each add runs in
 // one transaction (adapter row, its samples, its key), so a writer that dies
 // midway leaves the earlier entries intact and no half entry behind. Keys
 // are kept in memory in an index (index.h) as well: an added adapter is
@@ -55,7 +57,11 @@ typedef struct rm_pool_params {
 #define RM_POOL_MAX_ADD_BYTES ((size_t)8 << 20)
 rm_pool_params rm_pool_default_params(void);
 
-// Opens the pool in dir, creating dir and an empty pool when absent.
+// Opens the pool in dir, creating dir and an empty pool when absent; dir
+// may be a PostgreSQL URL (postgres:// or postgresql://, with ?weights=DIR
+// naming the shared folder uploads store weights in): its tables are made
+// when absent. A URL libpq refuses is RM_EINVAL, a server that cannot be
+// reached RM_EUNAVAILABLE, both with libpq's reason.
 int rm_pool_open(const char *dir, const rm_pool_params *params, rm_pool **out);
 void rm_pool_close(rm_pool *p);
 
@@ -85,6 +91,15 @@ int rm_pool_refresh(rm_pool *p, int *changed);
 // one PRAGMA, the reload happens only after another process's commit.
 int rm_pool_refresh_if_changed(rm_pool *p, int *changed);
 int rm_pool_size(const rm_pool *p);
+// Waits up to seconds for a change another handle made to the pool
+// (*notified 1: refresh now). PostgreSQL pools are told by NOTIFY (on a
+// connection of their own, re-made after an outage, *notified 1 then, as
+// changes may have been missed); SQLite pools cannot be told, and sleep.
+// The one call that may run on another thread while the pool is in use.
+int rm_pool_wait_change(rm_pool *p, double seconds, int *notified);
+// The folder uploaded weights are stored in (content-addressed: HASH/ per
+// adapter): DIR/adapters, or a PostgreSQL URL's weights=DIR (NULL: none).
+const char *rm_pool_weights_dir(const rm_pool *p);
 
 // Every adapter (ordered by id); free with rm_pool_free_list. Strings live
 // as long as the list.
@@ -112,7 +127,7 @@ int rm_pool_search_keys(rm_pool *p, const char *query, int k, const char *const 
 // Batch: nq queries, out[qi * k + j], n_out[qi].
 int rm_pool_search_batch(rm_pool *p, const char *const *queries, int nq, int k, rm_hit *out, int *n_out);
 
-// SQLite integrity check plus: every adapter has samples and a key of the
+// The store's integrity check (SQLite's; none for PostgreSQL) plus: every adapter has samples and a key of the
 // current embedder. RM_EFORMAT with the first problem otherwise.
 int rm_pool_check(rm_pool *p);
 
