@@ -909,6 +909,21 @@ POOL_TEST(retr_pool_two_handles_see_each_other) {
     CHECK(changed == 1 && rm_pool_size(a) == 3);
     CHECK_OK(rm_pool_check(a));
     CHECK_OK(rm_pool_check(c));
+    // a, brought in step by the changes (a reload or the change log), scores
+    // as a handle opened now: same keys and BM25 statistics
+    rm_pool *d = NULL;
+    CHECK_OK(rm_pool_open(dir, NULL, &d));
+    REQUIRE(d);
+    static const char *qs[3] = {"Translate to English: Es regnet.", "Answer this question: who is there?", "Is this review positive? Great."};
+    for (int i = 0; i < 3; i++) {
+        rm_hit ha[4], hd[4];
+        int na = 0, nd = 0;
+        CHECK_OK(rm_pool_search(a, qs[i], 4, NULL, 0, ha, &na));
+        CHECK_OK(rm_pool_search(d, qs[i], 4, NULL, 0, hd, &nd));
+        CHECK(na == nd);
+        for (int k = 0; k < na && k < nd; k++) CHECKF(ha[k].id == hd[k].id && ha[k].score == hd[k].score, "query %d hit %d", i, k);
+    }
+    rm_pool_close(d);
     // a removes what b added, b then searches and adds fine.
     CHECK_OK(rm_pool_remove(a, "extra"));
     CHECK_OK(rm_pool_search(b, query, 4, NULL, 0, h, &n));

@@ -153,11 +153,12 @@ static int load_row(void *u, const pool_row *r) {
     return RM_OK;
 }
 
-// Loads entries and keys; re-keys those of another embedder (one transaction).
-static int load_all(rm_pool *p) {
+// Loads entries and keys (of every adapter, or only adapter only >= 0);
+// re-keys those of another embedder (one transaction).
+static int load_some(rm_pool *p, int64_t only) {
     load_walk w = {p, NULL, 0, NULL};
     int rc = p->emb && !(w.key = malloc((size_t)p->emb->dim * sizeof *w.key)) ? rm_errorf(RM_ENOMEM, "pool: out of memory") : RM_OK;
-    if (!rc) rc = p->st->ops->each(p->st, load_row, &w);
+    if (!rc) rc = p->st->ops->each(p->st, only, load_row, &w);
     if (!rc && w.n_stale) {
         rc = p->st->ops->begin(p->st);
         for (int i = 0; i < w.n_stale && !rc; i++) rc = rekey(p, w.stale[i], w.key);
@@ -168,6 +169,8 @@ static int load_all(rm_pool *p) {
     free(w.stale);
     return rc;
 }
+
+static int load_all(rm_pool *p) { return load_some(p, -1); }
 
 // ---------------------------------------------------------------------------
 // BM25 documents
@@ -330,6 +333,52 @@ static int pool_reload(rm_pool *p) {
     return rc;
 }
 
+// Applying the store's change log (pool_store.h) since the version this
+// handle is in step with: adds load that adapter, removes drop it (and its
+// document from the BM25 statistics), each at most once (this handle's own
+// changes are in memory already). What cannot be applied so (a gap in the
+// log, a new embedder, a document of other feature settings) asks for a
+// reload (*reload); so does any failure, which may have left half a change.
+typedef struct { rm_pool *p; int64_t next; int reload; } catch_walk;
+
+static int apply_change(void *u, const pool_change *c) {
+    catch_walk *w = u;
+    rm_pool *p = w->p;
+    if (c->seq != w->next || c->op == POOL_NEW_EMBEDDER) return w->reload = 1;
+    w->next++;
+    int known = ent_find(p, c->id) >= 0, rc = RM_OK;
+    rm_sparse doc = {0};
+    if (c->op == POOL_ADDED && !known) {
+        rc = load_some(p, c->id); // nothing when removed since (its remove follows)
+        if (!rc && p->bm25_on && ent_find(p, c->id) >= 0) {
+            rc = read_bm25_doc(p, c->id, &doc);
+            if (!rc) rm_bm25_stats_update(&p->bm, &doc, +1);
+        }
+    } else if (c->op == POOL_REMOVED && known) {
+        if (p->bm25_on && !(c->has_doc && c->feat == rm_bm25_feat_id(&p->params.rerank.bm25.feat))) return w->reload = 1;
+        if (p->bm25_on) rc = rm_bm25_doc_unpack(c->doc, c->doc_bytes, p->params.rerank.bm25.feat.bits, &doc);
+        if (!rc && p->bm25_on) rm_bm25_stats_update(&p->bm, &doc, -1);
+        if (!rc) {
+            ent_remove(p, c->id);
+            if (p->ix) rm_index_remove(p->ix, c->id);
+            rm_sampcache_drop(p->samples, c->id);
+        }
+    }
+    rm_sparse_free(&doc);
+    if (rc) w->reload = 1;
+    return rc ? 1 : 0;
+}
+
+// Brings the memory state to the log's end; RM_OK with *upto the version
+// reached, or *reload when a reload must do it.
+static int pool_catch_up(rm_pool *p, int64_t *upto, int *reload) {
+    catch_walk w = {p, p->data_version + 1, 0};
+    int rc = p->st->ops->changes(p->st, p->data_version, apply_change, &w);
+    *reload = w.reload || (rc && rc != RM_EUNAVAILABLE && rc != RM_ENOMEM);
+    *upto = w.next - 1;
+    return w.reload ? RM_OK : rc;
+}
+
 int rm_pool_refresh(rm_pool *p, int *changed) {
     int64_t v;
     int others = 0;
@@ -340,6 +389,17 @@ int rm_pool_refresh(rm_pool *p, int *changed) {
     if (!others && !p->vanished) { // nothing, or only this handle's own changes
         p->data_version = v;
         return RM_OK;
+    }
+    if (p->st->ops->changes && !p->vanished && p->emb) {
+        int reload = 0;
+        int64_t upto;
+        rc = pool_catch_up(p, &upto, &reload);
+        if (rc && !reload) return rc;
+        if (!reload) {
+            p->data_version = upto;
+            if (changed) *changed = 1;
+            return RM_OK;
+        }
     }
     // A reload reads statement by statement; an adapter another process
     // removes meanwhile makes it fail, and it is made again (at most twice).

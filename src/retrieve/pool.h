@@ -82,8 +82,10 @@ int rm_pool_add(rm_pool *p, const rm_adapter_info *info, const char *const *inpu
 int rm_pool_remove(rm_pool *p, const char *name);
 
 // Brings the in-memory state (entries, key index, BM25 statistics) in step
-// with changes other processes committed to the pool since (SQLite's
-// data_version; a reload from the database when it moved). *changed (may be
+// with changes other processes committed to the pool since: SQLite's
+// data_version, a reload from the database when it moved; PostgreSQL's
+// change sequence, the changes after it applied one by one (a reload when
+// they cannot be). *changed (may be
 // NULL) says whether anything was reloaded. A new embedder set by another
 // process is RM_EMISMATCH (reopen the pool). On failure the state is as it was.
 int rm_pool_refresh(rm_pool *p, int *changed);

@@ -11,15 +11,16 @@
 //   samples(adapter_id, idx, input TEXT NOT NULL, target TEXT)
 //   keys(adapter_id BIGINT PRIMARY KEY, embedder, fingerprint, dim, vec BYTEA)
 //   bm25docs(adapter_id BIGINT PRIMARY KEY, feat BIGINT, doc BYTEA)
-//   changes(seq BIGINT PRIMARY KEY, op TEXT, adapter_id, name, handle BIGINT, at)
+//   changes(seq BIGINT PRIMARY KEY, op TEXT, adapter_id, name, handle BIGINT, at,
+//           feat BIGINT, doc BYTEA)                  a removed adapter's BM25 document
 // samples, keys and bm25docs cascade from adapters.
 //
 // Every add, remove and new embedder takes the next number of pool_state.seq
 // (the row stays locked until COMMIT, so numbers are handed out in commit
 // order), writes a changes row naming it and the handle that made it, and
 // NOTIFYs channel ramole_pool with the number (delivered at COMMIT). A handle
-// is in step with version seq; changes after it made by other handles mean a
-// reload (the version operation counts them).
+// is in step with version seq; the changes after it made by other handles
+// (the version operation counts them) are read from the log and applied.
 //
 // weights: a path inside the URL's weights=DIR folder is stored relative to
 // it (HASH/adapter.gguf) and given back joined to the reader's own folder,
@@ -275,11 +276,13 @@ static int pg_fingerprint(pool_store *s, int64_t *fp) {
     return RM_OK;
 }
 
-static int pg_each(pool_store *s, int (*fn)(void *u, const pool_row *r), void *u) {
+#define EACH_SQL "SELECT a.id, a.name, k.fingerprint, k.dim, k.vec FROM adapters a LEFT JOIN keys k ON k.adapter_id = a.id"
+
+static int pg_each(pool_store *s, int64_t only, int (*fn)(void *u, const pool_row *r), void *u) {
     pg_store *q = (pg_store *)s;
     PGresult *r;
-    int rc = pg_run(q, "SELECT a.id, a.name, k.fingerprint, k.dim, k.vec FROM adapters a LEFT JOIN keys k ON k.adapter_id = a.id ORDER BY a.id",
-                    0, NULL, NULL, NULL, &r, "reading adapters");
+    int rc = only >= 0 ? pg_run_id(q, EACH_SQL " WHERE a.id = $1", only, &r, "reading an adapter")
+                       : pg_run(q, EACH_SQL " ORDER BY a.id", 0, NULL, NULL, NULL, &r, "reading adapters");
     if (rc) return rc;
     for (int i = 0; i < PQntuples(r) && !rc; i++) {
         pool_row row = {.id = col_i64(r, i, 0), .name = PQgetvalue(r, i, 1), .has_key = !PQgetisnull(r, i, 2)};
@@ -399,13 +402,18 @@ static int pg_insert(pool_store *s, const rm_adapter_info *info, const char *con
     return rc;
 }
 
+// The change row of a remove keeps the adapter's BM25 document: the other
+// handles take it off their statistics without the row.
 static int remove_tx(pg_store *q, void *u) {
     int64_t id = *(int64_t *)u;
     PGresult *r;
-    int rc = pg_run_id(q, "DELETE FROM adapters WHERE id = $1 RETURNING name", id, &r, "removing an adapter");
+    int rc = pg_run_id(q, "SELECT name FROM adapters WHERE id = $1 FOR UPDATE", id, &r, "removing an adapter");
     if (rc) return rc;
     if (PQntuples(r) == 1) rc = pg_change(q, "remove", id, PQgetvalue(r, 0, 0));
     PQclear(r);
+    if (!rc) rc = pg_run_id(q, "UPDATE changes c SET feat = b.feat, doc = b.doc FROM bm25docs b"
+                               " WHERE c.seq = (SELECT seq FROM pool_state) AND b.adapter_id = $1", id, NULL, "recording a change");
+    if (!rc) rc = pg_run_id(q, "DELETE FROM adapters WHERE id = $1", id, NULL, "removing an adapter");
     return rc;
 }
 
@@ -460,6 +468,25 @@ static int pg_check(pool_store *s, int (*fn)(void *u, const char *name, int n_sa
     return rc;
 }
 
+static int pg_changes(pool_store *s, int64_t since, int (*fn)(void *u, const pool_change *c), void *u) {
+    pg_store *q = (pg_store *)s;
+    PGresult *r;
+    int rc = pg_run_id(q, "SELECT seq, op, adapter_id, feat, doc FROM changes WHERE seq > $1 ORDER BY seq", since, &r, "reading the change log");
+    if (rc) return rc;
+    for (int i = 0; i < PQntuples(r) && !rc; i++) {
+        const char *op = PQgetvalue(r, i, 1);
+        pool_change c = {.seq = col_i64(r, i, 0), .id = col_i64(r, i, 2), .has_doc = !PQgetisnull(r, i, 4), .feat = col_i64(r, i, 3),
+                         .op = !strcmp(op, "add") ? POOL_ADDED : !strcmp(op, "remove") ? POOL_REMOVED : POOL_NEW_EMBEDDER};
+        rm_bytes doc = {0};
+        if (c.has_doc) rc = col_bytes(q, r, i, 4, &doc);
+        c.doc = doc.p, c.doc_bytes = doc.n;
+        if (!rc) rc = fn(u, &c);
+        free(doc.p);
+    }
+    PQclear(r);
+    return rc;
+}
+
 static void sleep_s(double s) {
     if (s > 0) usleep((useconds_t)(s * 1e6));
 }
@@ -499,7 +526,7 @@ static const pool_store_ops k_pg_ops = {
     .close = pg_close, .version = pg_version, .read_embedder = pg_read_embedder, .write_embedder = pg_write_embedder,
     .fingerprint = pg_fingerprint, .begin = pg_begin, .commit = pg_commit, .rollback = pg_rollback, .each = pg_each,
     .put_key = pg_put_key, .get_doc = pg_get_doc, .put_doc = pg_put_doc, .samples = pg_samples, .owner = pg_owner,
-    .insert = pg_insert, .remove = pg_remove, .infos = pg_infos, .check = pg_check, .wait = pg_wait,
+    .insert = pg_insert, .remove = pg_remove, .infos = pg_infos, .check = pg_check, .changes = pg_changes, .wait = pg_wait,
 };
 
 static const char k_schema[] =
@@ -519,7 +546,7 @@ static const char k_schema[] =
     "CREATE TABLE IF NOT EXISTS bm25docs(adapter_id BIGINT PRIMARY KEY REFERENCES adapters(id) ON DELETE CASCADE,"
     " feat BIGINT, doc BYTEA);"
     "CREATE TABLE IF NOT EXISTS changes(seq BIGINT PRIMARY KEY, op TEXT NOT NULL, adapter_id BIGINT, name TEXT,"
-    " handle BIGINT, at DOUBLE PRECISION);"
+    " handle BIGINT, at DOUBLE PRECISION, feat BIGINT, doc BYTEA);"
     "COMMIT;";
 
 // Decodes %XX escapes of a URL parameter's value (in place).

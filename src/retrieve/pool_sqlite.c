@@ -120,11 +120,14 @@ static int sq_begin(pool_store *s) { return db_exec((sq_store *)s, "BEGIN IMMEDI
 static int sq_commit(pool_store *s) { return db_exec((sq_store *)s, "COMMIT"); }
 static void sq_rollback(pool_store *s) { db_exec((sq_store *)s, "ROLLBACK"); }
 
-static int sq_each(pool_store *s, int (*fn)(void *u, const pool_row *r), void *u) {
+#define EACH_SQL "SELECT a.id, a.name, k.fingerprint, k.dim, k.vec FROM adapters a LEFT JOIN keys k ON k.adapter_id = a.id"
+
+static int sq_each(pool_store *s, int64_t only, int (*fn)(void *u, const pool_row *r), void *u) {
     sq_store *q = (sq_store *)s;
     sqlite3_stmt *st;
-    int rc = db_prepare(q, "SELECT a.id, a.name, k.fingerprint, k.dim, k.vec FROM adapters a LEFT JOIN keys k ON k.adapter_id = a.id ORDER BY a.id", &st);
+    int rc = db_prepare(q, only >= 0 ? EACH_SQL " WHERE a.id = ?" : EACH_SQL " ORDER BY a.id", &st);
     if (rc) return rc;
+    if (only >= 0) sqlite3_bind_int64(st, 1, only);
     int step;
     while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(st, 1);
@@ -334,7 +337,7 @@ static const pool_store_ops k_sqlite_ops = {
     .close = sq_close, .version = sq_version, .read_embedder = sq_read_embedder, .write_embedder = sq_write_embedder,
     .fingerprint = sq_fingerprint, .begin = sq_begin, .commit = sq_commit, .rollback = sq_rollback, .each = sq_each,
     .put_key = sq_put_key, .get_doc = sq_get_doc, .put_doc = sq_put_doc, .samples = sq_samples, .owner = sq_owner,
-    .insert = sq_insert, .remove = sq_remove, .infos = sq_infos, .check = sq_check, .wait = NULL,
+    .insert = sq_insert, .remove = sq_remove, .infos = sq_infos, .check = sq_check, .changes = NULL, .wait = NULL,
 };
 
 static char *join(const char *dir, const char *file) {

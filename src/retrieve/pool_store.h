@@ -31,6 +31,18 @@ typedef struct pool_row {
     size_t vec_bytes;
 } pool_row;
 
+// One change of the log: an adapter added or removed (with the BM25
+// document it took away), or a new embedder.
+typedef struct pool_change {
+    int64_t seq;
+    enum { POOL_ADDED, POOL_REMOVED, POOL_NEW_EMBEDDER } op;
+    int64_t id;          // the adapter
+    int has_doc;         // removed: its BM25 document and feature id follow
+    int64_t feat;
+    const void *doc;
+    size_t doc_bytes;
+} pool_change;
+
 typedef struct pool_store_ops {
     void (*close)(pool_store *s);
     // A number that moves when anyone commits a change to the adapters or
@@ -45,9 +57,9 @@ typedef struct pool_store_ops {
     int (*begin)(pool_store *s);
     int (*commit)(pool_store *s);
     void (*rollback)(pool_store *s);
-    // Every adapter by id with its key, fn called per row (a non-zero
-    // return stops the walk and is returned).
-    int (*each)(pool_store *s, int (*fn)(void *u, const pool_row *r), void *u);
+    // Every adapter by id (only >= 0: that one, if it exists) with its key,
+    // fn called per row (a non-zero return stops the walk and is returned).
+    int (*each)(pool_store *s, int64_t only, int (*fn)(void *u, const pool_row *r), void *u);
     int (*put_key)(pool_store *s, int64_t id, const char *embedder, int64_t fingerprint, int dim, const float *vec);
     // Adapter id's BM25 document and the feature id it was made with
     // (RM_ENOTFOUND when it has none); doc->p malloc'd.
@@ -67,6 +79,10 @@ typedef struct pool_store_ops {
     // The store's own integrity check, then fn per adapter (name, samples,
     // whether it has a key and that key's fingerprint).
     int (*check)(pool_store *s, int (*fn)(void *u, const char *name, int n_samples, int has_key, int64_t fp), void *u);
+    // The change log after version since, in order, fn called per change
+    // (a non-zero return stops the walk and is returned). NULL: the store
+    // keeps none (a change means a reload).
+    int (*changes)(pool_store *s, int64_t since, int (*fn)(void *u, const pool_change *c), void *u);
     // Waits up to seconds for another handle's change (*notified 1), or
     // says the store cannot tell (NULL: it has no notifications). Called
     // from a thread of its own while other operations run.
