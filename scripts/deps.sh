@@ -2,7 +2,9 @@
 # deps.sh — make sure the Debian packages ramole builds with are present.
 # As root it installs what is missing; otherwise it prints the apt-get line
 # to run and exits 1. `deps.sh fuzz` also wants clang and libFuzzer (make fuzz).
-PKGS="build-essential libsqlite3-dev pkg-config libpcre2-dev libutf8proc-dev libmicrohttpd-dev"
+# postgresql-15 and nginx: the replicated deployment's tests start their own
+# instances (tests/test_cluster.c, scripts/cluster.sh; curl and jq for the latter).
+PKGS="build-essential libsqlite3-dev pkg-config libpcre2-dev libutf8proc-dev libmicrohttpd-dev libpq-dev postgresql-15 nginx curl jq"
 [ "$1" = fuzz ] && PKGS="$PKGS clang libclang-rt-14-dev"
 missing=""
 for p in $PKGS; do

@@ -1368,3 +1368,19 @@ TEST(retr_pool_weights_stored_absolute) {
     rm_pool_free_list(list, n);
     rm_pool_close(p);
 }
+
+// A PostgreSQL pool's URL at fault, or its server away: the status says
+// which (RM_EINVAL, RM_EUNAVAILABLE), the message names the database
+// without its password and gives libpq's reason.
+TEST(retr_pool_pg_url_errors) {
+    rm_pool *p = NULL;
+    CHECK(rm_pool_open("postgresql://[::1", NULL, &p) == RM_EINVAL && !p);
+    CHECKF(strstr(rm_last_error(), "not a PostgreSQL URL"), "%s", rm_last_error());
+    CHECK(rm_pool_open("postgresql://u@127.0.0.1:1/db?color=blue", NULL, &p) == RM_EINVAL && !p);
+    CHECK(rm_pool_open("postgresql://u@127.0.0.1:1/db?weights=relative/dir", NULL, &p) == RM_EINVAL && !p);
+    CHECKF(strstr(rm_last_error(), "absolute"), "%s", rm_last_error());
+    CHECK(rm_pool_open("postgresql://u:s3cret@127.0.0.1:1/db", NULL, &p) == RM_EUNAVAILABLE && !p);
+    CHECKF(strstr(rm_last_error(), "postgresql://u@127.0.0.1:1/db: cannot connect") && !strstr(rm_last_error(), "s3cret") &&
+               !strchr(rm_last_error(), '\n'),
+           "%s", rm_last_error());
+}

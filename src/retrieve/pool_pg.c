@@ -62,13 +62,22 @@ int pool_is_pg_url(const char *path) {
 
 static void quiet_notices(void *arg, const char *msg) { (void)arg, (void)msg; }
 
-// libpq's message without its trailing newline.
+// A libpq message on one line: newlines and tabs as single spaces, none at the end.
+static void one_line(char *buf, size_t cap, const char *msg) {
+    size_t n = 0;
+    for (const char *m = msg; *m && n + 1 < cap; m++) {
+        int space = *m == '\n' || *m == '\t' || *m == ' ';
+        if (space && (n == 0 || buf[n - 1] == ' ')) continue;
+        buf[n++] = space ? ' ' : *m;
+    }
+    while (n && buf[n - 1] == ' ') n--;
+    buf[n] = 0;
+}
+
 static const char *pg_msg(PGconn *c) {
     static __thread char buf[512];
-    snprintf(buf, sizeof buf, "%s", c ? PQerrorMessage(c) : "out of memory");
-    size_t n = strlen(buf);
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' ')) buf[--n] = 0;
-    return n ? buf : "no reason given";
+    one_line(buf, sizeof buf, c ? PQerrorMessage(c) : "out of memory");
+    return buf[0] ? buf : "no reason given";
 }
 
 static int pg_connect(pg_store *q, PGconn **out) {
@@ -108,9 +117,7 @@ static int pg_fail(pg_store *q, PGresult *res, const char *what) {
     int code = gone ? RM_EUNAVAILABLE : state && !strcmp(state, "23505") ? RM_EINVAL : RM_EIO;
     const char *msg = res && PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res) : PQerrorMessage(q->db);
     char buf[512];
-    snprintf(buf, sizeof buf, "%s", msg);
-    size_t n = strlen(buf);
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == ' ')) buf[--n] = 0;
+    one_line(buf, sizeof buf, msg);
     return rm_errorf(code, "%s: %s: %s%s", q->base.label, what, gone ? "the database server cannot be reached: " : "", buf);
 }
 
@@ -613,10 +620,11 @@ int pool_pg_open(const char *url, pool_store **out) {
     if (!q) return rm_errorf(RM_ENOMEM, "pool: out of memory");
     q->base.ops = &k_pg_ops;
     int rc = split_url(url, &q->conninfo, &q->base.weights);
-    char *err = NULL;
-    if (!rc && !(q->base.label = url_label(q->conninfo, &err)))
-        rc = err ? rm_errorf(RM_EINVAL, "not a PostgreSQL URL libpq accepts: %.*s", (int)strcspn(err, "\n"), err)
-                 : rm_errorf(RM_ENOMEM, "pool: out of memory");
+    char *err = NULL, why[512] = "";
+    if (!rc && !(q->base.label = url_label(q->conninfo, &err))) {
+        if (err) one_line(why, sizeof why, err);
+        rc = err ? rm_errorf(RM_EINVAL, "not a PostgreSQL URL libpq accepts: %s", why) : rm_errorf(RM_ENOMEM, "pool: out of memory");
+    }
     PQfreemem(err);
     if (!rc && !(q->base.where = strdup(q->base.label))) rc = rm_errorf(RM_ENOMEM, "pool: out of memory");
     if (!rc && q->base.weights && q->base.weights[0] != '/')
