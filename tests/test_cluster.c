@@ -255,9 +255,10 @@ TEST(cluster_kill_replica_during_uploads) {
     cl_down(&c);
 }
 
-// PostgreSQL stopped and started under replicas: meanwhile retrieval goes
-// on from memory and uploads fail with 503 storing nothing; afterwards
-// uploads work again and the other replica sees them.
+// PostgreSQL stopped and started under replicas: meanwhile retrieval and
+// named adapters go on from memory (a query whose candidates' samples were
+// never read ranks by keys alone) and uploads fail with 503 storing
+// nothing; afterwards uploads work again and the other replica sees them.
 TEST(cluster_postgres_restart) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
     if (!rm_test_pg_available()) SKIP(rm_test_pg_why());
@@ -268,7 +269,10 @@ TEST(cluster_postgres_restart) {
     CHECK(cl_retrieve(b, k_weather_q, 3, got, sizeof got) == 200);
     REQUIRE(rm_test_pg_stop() == 0);
     CHECK(cl_upload(a, "during", c.w[3], 3) == 503);
-    CHECK(cl_retrieve(b, k_weather_q, 3, got, sizeof got) == 200); // from memory
+    // from memory: retrieval chooses adapters, one named as the model answers
+    CHECK(cl_retrieve(b, k_weather_q, 3, got, sizeof got) == 200 && got[0]);
+    CHECK(cl_retrieve(a, "Translate to English: Guten Morgen.", 3, got, sizeof got) == 200 && got[0]);
+    CHECK(cl_serves(b, serve_names[1]));
     REQUIRE(rm_test_pg_start() == 0);
     int status = -1;
     for (int t = 0; t < 100 && status != 201; t++) status = cl_upload(a, "weather", c.w[3], 3), status == 201 || (nap_ms(50), 0);

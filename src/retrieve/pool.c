@@ -19,7 +19,8 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef struct { int64_t id; char *name; } pool_entry;
+// An adapter as memory keeps it: what retrieval needs without the store.
+typedef struct { int64_t id; char *name, *task, *weights; } pool_entry;
 
 struct rm_pool {
     pool_store *st;         // the registry
@@ -62,7 +63,18 @@ static int ent_find(const rm_pool *p, int64_t id) {
     return -1;
 }
 
-static int ent_add(rm_pool *p, int64_t id, const char *name) {
+static void ent_free(pool_entry *e) {
+    free(e->name);
+    free(e->task);
+    free(e->weights);
+}
+
+static void ents_free(pool_entry *ents, int n) {
+    for (int i = 0; i < n; i++) ent_free(&ents[i]);
+    free(ents);
+}
+
+static int ent_add(rm_pool *p, int64_t id, const char *name, const char *task, const char *weights) {
     if (p->n == p->cap) {
         int cap = p->cap ? p->cap * 2 : 64;
         pool_entry *e = realloc(p->ents, (size_t)cap * sizeof *e);
@@ -70,12 +82,15 @@ static int ent_add(rm_pool *p, int64_t id, const char *name) {
         p->ents = e;
         p->cap = cap;
     }
-    char *nm = strdup(name);
-    if (!nm) return rm_errorf(RM_ENOMEM, "pool: out of memory");
+    pool_entry e = {id, strdup(name), task ? strdup(task) : NULL, weights ? strdup(weights) : NULL};
+    if (!e.name || (task && !e.task) || (weights && !e.weights)) {
+        ent_free(&e);
+        return rm_errorf(RM_ENOMEM, "pool: out of memory");
+    }
     int at = p->n;
     while (at > 0 && p->ents[at - 1].id > id) at--;
     memmove(p->ents + at + 1, p->ents + at, (size_t)(p->n - at) * sizeof *p->ents);
-    p->ents[at] = (pool_entry){id, nm};
+    p->ents[at] = e;
     p->n++;
     return RM_OK;
 }
@@ -83,7 +98,7 @@ static int ent_add(rm_pool *p, int64_t id, const char *name) {
 static void ent_remove(rm_pool *p, int64_t id) {
     int at = ent_find(p, id);
     if (at < 0) return;
-    free(p->ents[at].name);
+    ent_free(&p->ents[at]);
     memmove(p->ents + at, p->ents + at + 1, (size_t)(p->n - at - 1) * sizeof *p->ents);
     p->n--;
 }
@@ -91,6 +106,14 @@ static void ent_remove(rm_pool *p, int64_t id) {
 const char *rm_pool_name(const rm_pool *p, int64_t id) {
     int at = ent_find(p, id);
     return at < 0 ? NULL : p->ents[at].name;
+}
+
+int rm_pool_entry(const rm_pool *p, int64_t id, const char **task, const char **weights) {
+    int at = ent_find(p, id);
+    if (at < 0) return RM_ENOTFOUND;
+    if (task) *task = p->ents[at].task;
+    if (weights) *weights = p->ents[at].weights;
+    return RM_OK;
 }
 
 int64_t rm_pool_id(const rm_pool *p, const char *name) {
@@ -139,7 +162,7 @@ typedef struct { rm_pool *p; int64_t *stale; int n_stale; float *key; } load_wal
 static int load_row(void *u, const pool_row *r) {
     load_walk *w = u;
     rm_pool *p = w->p;
-    int rc = ent_add(p, r->id, r->name);
+    int rc = ent_add(p, r->id, r->name, r->task, r->weights);
     if (rc || !p->emb) return rc;
     size_t bytes = (size_t)p->emb->dim * sizeof(float);
     if (r->has_key && r->fingerprint == p->fingerprint && r->dim == p->emb->dim && r->vec_bytes == bytes) {
@@ -267,8 +290,7 @@ void rm_pool_close(rm_pool *p) {
     rm_sampcache_free(p->samples);
     rm_index_free(p->ix);
     rm_embedder_free(p->emb);
-    for (int i = 0; i < p->n; i++) free(p->ents[i].name);
-    free(p->ents);
+    ents_free(p->ents, p->n);
     free(p);
 }
 
@@ -288,7 +310,7 @@ int rm_pool_set_embedder(rm_pool *p, rm_embedder *e) {
     p->emb = e;
     p->ix = ix;
     // re-key everything (load_all finds every key stale now)
-    for (int i = 0; i < p->n; i++) free(p->ents[i].name);
+    for (int i = 0; i < p->n; i++) ent_free(&p->ents[i]);
     p->n = 0;
     rc = load_all(p);
     int others; // this handle's own change is in step now
@@ -326,8 +348,7 @@ static int pool_reload(rm_pool *p) {
     rm_index *drop_ix = rc ? p->ix : old_ix;
     rm_bm25_stats drop_bm = rc ? p->bm : old_bm;
     if (rc) p->ents = old_ents, p->n = old_n, p->cap = old_cap, p->ix = old_ix, p->bm = old_bm;
-    for (int i = 0; i < drop_n; i++) free(drop_ents[i].name);
-    free(drop_ents);
+    ents_free(drop_ents, drop_n);
     rm_index_free(drop_ix);
     rm_bm25_stats_free(&drop_bm);
     return rc;
@@ -471,18 +492,16 @@ static int check_add_size(const rm_pool *p, const rm_adapter_info *info, const c
     return RM_OK;
 }
 
-static int insert_rows(rm_pool *p, const rm_adapter_info *info, const char *const *inputs, const char *const *targets,
-                       int n, int64_t *id) {
-    // weights are stored absolute, so the pool works from any working directory
-    char *weights = info->weights && *info->weights ? rm_path_absolute(info->weights) : NULL;
-    if (info->weights && *info->weights && !weights) return rm_errorf(RM_ENOMEM, "pool: cannot make %s absolute", info->weights);
-    rm_adapter_info row = *info;
-    if (weights) row.weights = weights;
+// row: info with its weights absolute (row->weights malloc'd, or info's when
+// none), so the pool works from any working directory.
+static int insert_rows(rm_pool *p, const rm_adapter_info *info, rm_adapter_info *row, const char *const *inputs,
+                       const char *const *targets, int n, int64_t *id) {
+    *row = *info;
+    if (info->weights && *info->weights && !(row->weights = rm_path_absolute(info->weights)))
+        return rm_errorf(RM_ENOMEM, "pool: cannot make %s absolute", info->weights);
     char origin[200];
     origin_text(origin, sizeof origin);
-    int rc = p->st->ops->insert(p->st, &row, inputs, targets, n, origin, (double)time(NULL), id);
-    free(weights);
-    return rc;
+    return p->st->ops->insert(p->st, row, inputs, targets, n, origin, (double)time(NULL), id);
 }
 
 int rm_pool_add(rm_pool *p, const rm_adapter_info *info, const char *const *inputs, const char *const *targets, int n,
@@ -500,21 +519,23 @@ int rm_pool_add(rm_pool *p, const rm_adapter_info *info, const char *const *inpu
     if (!key) return rm_errorf(RM_ENOMEM, "pool: out of memory");
     int64_t id = -1;
     rm_sparse doc = {0};
+    rm_adapter_info row = *info;
     rc = rm_embedder_key(p->emb, inputs, n, key, p->params.n_threads); // before the transaction: keep it short
     if (!rc) rc = rm_bm25_doc(&p->params.rerank.bm25.feat, inputs, n, &doc);
     if (!rc) rc = p->st->ops->begin(p->st);
     if (!rc) {
         rc = name_conflict(p, info->name); // another process may have taken it since
-        if (!rc) rc = insert_rows(p, info, inputs, targets, n, &id);
+        if (!rc) rc = insert_rows(p, info, &row, inputs, targets, n, &id);
         if (!rc) rc = p->st->ops->put_key(p->st, id, p->emb->name, p->fingerprint, p->emb->dim, key);
         if (!rc) rc = store_bm25_doc(p, id, &doc);
         if (!rc && g_test_hook) g_test_hook();
         if (rc) p->st->ops->rollback(p->st);
         else rc = p->st->ops->commit(p->st);
     }
-    if (!rc) rc = ent_add(p, id, info->name);
+    if (!rc) rc = ent_add(p, id, info->name, info->task, row.weights);
     if (!rc) rc = rm_index_add(p->ix, id, key);
     if (!rc && p->bm25_on) rm_bm25_stats_update(&p->bm, &doc, +1);
+    if (row.weights != info->weights) free((char *)row.weights);
     rm_sparse_free(&doc);
     free(key);
     if (!rc && id_out) *id_out = id;
@@ -662,6 +683,9 @@ static int pool_search(rm_pool *p, const char *query, int k, const char *const *
     int rc = pool_refresh_for_search(p);
     if (!rc) rc = search_once(p, query, k, exclude, n_exclude, rerank, out, n_out);
     if (rc && p->vanished && !rm_pool_refresh(p, NULL)) rc = search_once(p, query, k, exclude, n_exclude, rerank, out, n_out);
+    // the second stage reads candidates' samples from the store: while it
+    // cannot be reached, the keys alone rank
+    if (rc == RM_EUNAVAILABLE && rerank) rc = search_once(p, query, k, exclude, n_exclude, 0, out, n_out);
     return rc;
 }
 

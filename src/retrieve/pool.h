@@ -115,11 +115,18 @@ void rm_pool_free_strs(char **s, int n);
 const char *rm_pool_name(const rm_pool *p, int64_t id);
 // id of adapter name or -1.
 int64_t rm_pool_id(const rm_pool *p, const char *name);
+// Adapter id's task and weights (absolute; either NULL when it has none) as
+// memory holds them: no store round trip, so it answers while a PostgreSQL
+// server is away. RM_ENOTFOUND when absent. Valid until the next add,
+// remove or refresh.
+int rm_pool_entry(const rm_pool *p, int64_t id, const char **task, const char **weights);
 
 // Top-k adapters for a query text, skipping the named adapters. With
 // params.rerank.k > 0 the first rerank.k hits of the key search are re-scored
 // by the query's similarity to their stored samples (rerank.h; the samples are
 // read and embedded per query) and by BM25 against their stored documents.
+// While a PostgreSQL store cannot be reached the search answers from memory:
+// candidates whose samples are not cached then make it rank by keys alone.
 int rm_pool_search(rm_pool *p, const char *query, int k, const char *const *exclude, int n_exclude, rm_hit *out,
                    int *n_out);
 // The first stage alone: the k adapters whose keys are nearest to the

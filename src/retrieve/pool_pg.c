@@ -283,7 +283,18 @@ static int pg_fingerprint(pool_store *s, int64_t *fp) {
     return RM_OK;
 }
 
-#define EACH_SQL "SELECT a.id, a.name, k.fingerprint, k.dim, k.vec FROM adapters a LEFT JOIN keys k ON k.adapter_id = a.id"
+// A stored weights value as the caller sees it (joined to the folder when relative).
+static char *weights_read(const pg_store *q, PGresult *r, int row, int col) {
+    if (PQgetisnull(r, row, col)) return NULL;
+    const char *w = PQgetvalue(r, row, col);
+    if (w[0] == '/' || !w[0] || !q->base.weights) return strdup(w);
+    size_t n = strlen(q->base.weights) + strlen(w) + 2;
+    char *s = malloc(n);
+    if (s) snprintf(s, n, "%s/%s", q->base.weights, w);
+    return s;
+}
+
+#define EACH_SQL "SELECT a.id, a.name, k.fingerprint, k.dim, k.vec, a.task, a.weights FROM adapters a LEFT JOIN keys k ON k.adapter_id = a.id"
 
 static int pg_each(pool_store *s, int64_t only, int (*fn)(void *u, const pool_row *r), void *u) {
     pg_store *q = (pg_store *)s;
@@ -292,9 +303,12 @@ static int pg_each(pool_store *s, int64_t only, int (*fn)(void *u, const pool_ro
                        : pg_run(q, EACH_SQL " ORDER BY a.id", 0, NULL, NULL, NULL, &r, "reading adapters");
     if (rc) return rc;
     for (int i = 0; i < PQntuples(r) && !rc; i++) {
-        pool_row row = {.id = col_i64(r, i, 0), .name = PQgetvalue(r, i, 1), .has_key = !PQgetisnull(r, i, 2)};
+        char *weights = weights_read(q, r, i, 6);
+        pool_row row = {.id = col_i64(r, i, 0), .name = PQgetvalue(r, i, 1), .has_key = !PQgetisnull(r, i, 2),
+                        .task = PQgetisnull(r, i, 5) ? NULL : PQgetvalue(r, i, 5), .weights = weights};
         rm_bytes vec = {0};
-        if (row.has_key) {
+        if (!PQgetisnull(r, i, 6) && !weights) rc = rm_errorf(RM_ENOMEM, "pool: out of memory");
+        if (!rc && row.has_key) {
             row.fingerprint = col_i64(r, i, 2);
             row.dim = (int)col_i64(r, i, 3);
             rc = col_bytes(q, r, i, 4, &vec);
@@ -302,6 +316,7 @@ static int pg_each(pool_store *s, int64_t only, int (*fn)(void *u, const pool_ro
         }
         if (!rc) rc = fn(u, &row);
         free(vec.p);
+        free(weights);
     }
     PQclear(r);
     return rc;
@@ -428,17 +443,6 @@ static int pg_remove(pool_store *s, int64_t id) { return pg_in_tx((pg_store *)s,
 
 #define INFO_SQL "SELECT a.id, a.name, a.task, a.domain, a.base_model, a.rank, a.targets, a.weights," \
                  " (SELECT COUNT(*) FROM samples s WHERE s.adapter_id = a.id) FROM adapters a"
-
-// A stored weights value as the caller sees it (joined to the folder when relative).
-static char *weights_read(const pg_store *q, PGresult *r, int row, int col) {
-    if (PQgetisnull(r, row, col)) return NULL;
-    const char *w = PQgetvalue(r, row, col);
-    if (w[0] == '/' || !w[0] || !q->base.weights) return strdup(w);
-    size_t n = strlen(q->base.weights) + strlen(w) + 2;
-    char *s = malloc(n);
-    if (s) snprintf(s, n, "%s/%s", q->base.weights, w);
-    return s;
-}
 
 static int pg_infos(pool_store *s, const char *name, rm_adapter_info **out, int *n) {
     pg_store *q = (pg_store *)s;

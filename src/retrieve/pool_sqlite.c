@@ -120,7 +120,7 @@ static int sq_begin(pool_store *s) { return db_exec((sq_store *)s, "BEGIN IMMEDI
 static int sq_commit(pool_store *s) { return db_exec((sq_store *)s, "COMMIT"); }
 static void sq_rollback(pool_store *s) { db_exec((sq_store *)s, "ROLLBACK"); }
 
-#define EACH_SQL "SELECT a.id, a.name, k.fingerprint, k.dim, k.vec FROM adapters a LEFT JOIN keys k ON k.adapter_id = a.id"
+#define EACH_SQL "SELECT a.id, a.name, k.fingerprint, k.dim, k.vec, a.task, a.weights FROM adapters a LEFT JOIN keys k ON k.adapter_id = a.id"
 
 static int sq_each(pool_store *s, int64_t only, int (*fn)(void *u, const pool_row *r), void *u) {
     sq_store *q = (sq_store *)s;
@@ -131,7 +131,8 @@ static int sq_each(pool_store *s, int64_t only, int (*fn)(void *u, const pool_ro
     int step;
     while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(st, 1);
-        pool_row r = {.id = sqlite3_column_int64(st, 0), .name = name ? name : "", .has_key = sqlite3_column_type(st, 2) != SQLITE_NULL};
+        pool_row r = {.id = sqlite3_column_int64(st, 0), .name = name ? name : "", .has_key = sqlite3_column_type(st, 2) != SQLITE_NULL,
+                      .task = (const char *)sqlite3_column_text(st, 5), .weights = (const char *)sqlite3_column_text(st, 6)};
         if (r.has_key) {
             r.fingerprint = sqlite3_column_int64(st, 2);
             r.dim = sqlite3_column_int(st, 3);

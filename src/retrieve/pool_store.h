@@ -24,6 +24,7 @@ typedef struct pool_store pool_store;
 typedef struct pool_row {
     int64_t id;
     const char *name;
+    const char *task, *weights; // NULL when none (weights absolute)
     int has_key;         // the key columns below are set
     int64_t fingerprint; // of the embedder that made the key
     int dim;
