@@ -51,6 +51,7 @@ typedef struct {
     char *conninfo;       // the URL without weights=
     PGconn *db;
     PGconn *listen;       // wait()'s own connection (LISTEN)
+    double retry_after;   // rm_now() before which a lost main connection is not re-made
     double listen_retry;  // rm_now() before which wait() does not reconnect
     int64_t handle;       // marks this handle's rows in changes
     int in_tx;
@@ -80,9 +81,12 @@ static const char *pg_msg(PGconn *c) {
     return buf[0] ? buf : "no reason given";
 }
 
+// Connections give up on a server that does not answer within seconds (the
+// URL may say otherwise: its parameters come after these).
 static int pg_connect(pg_store *q, PGconn **out) {
-    const char *keys[] = {"connect_timeout", "application_name", "dbname", NULL};
-    const char *vals[] = {"3", "ramole", q->conninfo, NULL};
+    const char *keys[] = {"connect_timeout", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+                          "application_name", "dbname", NULL};
+    const char *vals[] = {"2", "5", "2", "3", "5000", "ramole", q->conninfo, NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (!c || PQstatus(c) != CONNECTION_OK) {
         int rc = rm_errorf(RM_EUNAVAILABLE, "%s: cannot connect to the database server: %s", q->base.label, pg_msg(c));
@@ -96,17 +100,24 @@ static int pg_connect(pg_store *q, PGconn **out) {
 }
 
 // The main connection, re-made when it was lost (not inside a transaction:
-// the transaction is gone with it).
+// the transaction is gone with it); after a failed attempt the next waits
+// RETRY_S, so that callers holding the pool's lock are not held up by one
+// connection timeout after another.
+#define RETRY_S 2.0
 static int pg_ready(pg_store *q) {
     if (q->db && PQstatus(q->db) == CONNECTION_OK) return RM_OK;
     if (q->in_tx) return rm_errorf(RM_EUNAVAILABLE, "%s: the connection to the database server was lost: %s", q->base.label, pg_msg(q->db));
+    if (rm_now() < q->retry_after)
+        return rm_errorf(RM_EUNAVAILABLE, "%s: the database server cannot be reached: %s", q->base.label, pg_msg(q->db));
+    int rc = RM_OK;
     if (q->db) {
         PQreset(q->db);
-        if (PQstatus(q->db) == CONNECTION_OK) return RM_OK;
-        int rc = rm_errorf(RM_EUNAVAILABLE, "%s: the database server cannot be reached: %s", q->base.label, pg_msg(q->db));
-        return rc;
+        if (PQstatus(q->db) != CONNECTION_OK) rc = rm_errorf(RM_EUNAVAILABLE, "%s: the database server cannot be reached: %s", q->base.label, pg_msg(q->db));
+    } else {
+        rc = pg_connect(q, &q->db);
     }
-    return pg_connect(q, &q->db);
+    q->retry_after = rc ? rm_now() + RETRY_S : 0;
+    return rc;
 }
 
 // The status for a failed result: the server gone (or going) is
@@ -130,6 +141,15 @@ static int pg_run(pg_store *q, const char *sql, int n, const char *const *v, con
     if (rc) return rc;
     PGresult *res = PQexecParams(q->db, sql, n, NULL, v, len, bin, 0);
     ExecStatusType st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK && PQstatus(q->db) != CONNECTION_OK && !q->in_tx) {
+        // the connection was lost since its last use (a server restart): once
+        // more on a new one; outside a transaction nothing was done (every
+        // write of this store runs in one, from its BEGIN)
+        PQclear(res);
+        if ((rc = pg_ready(q))) return rc;
+        res = PQexecParams(q->db, sql, n, NULL, v, len, bin, 0);
+        st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+    }
     if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK) {
         rc = pg_fail(q, res, what);
         PQclear(res);
