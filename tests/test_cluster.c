@@ -255,7 +255,43 @@ TEST(cluster_kill_replica_during_uploads) {
     cl_down(&c);
 }
 
-// PostgreSQL stopped and started under replicas: meanwhile retrieval and
+// Load: a child process sending retrieving completions to both replicas
+// until SIGTERM, then writing how many were answered 200 and how many not.
+static volatile sig_atomic_t g_load_stop;
+static void load_stop(int sig) { (void)sig, g_load_stop = 1; }
+
+static pid_t cl_load_start(const cluster *c, int *fd) {
+    int pfd[2];
+    if (pipe(pfd)) return -1;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid == 0) {
+        close(pfd[0]);
+        signal(SIGTERM, load_stop);
+        long n[2] = {0, 0};
+        char got[1024];
+        for (int i = 0; !g_load_stop; i++) {
+            int status = cl_retrieve(c->r[i % 2].port, serve_samples[i % 5][i % 3], 2, got, sizeof got);
+            n[status == 200]++;
+        }
+        _exit(write(pfd[1], n, sizeof n) == sizeof n ? 0 : 1);
+    }
+    close(pfd[1]);
+    *fd = pfd[0];
+    return pid;
+}
+
+static void cl_load_stop(pid_t pid, int fd, long *ok, long *failed) {
+    long n[2] = {0, -1};
+    kill(pid, SIGTERM);
+    if (read(fd, n, sizeof n) != sizeof n) n[0] = 0, n[1] = -1;
+    close(fd);
+    waitpid(pid, NULL, 0);
+    *ok = n[1], *failed = n[0];
+}
+
+// PostgreSQL stopped and started under replicas serving a steady load:
+// every completion is answered; meanwhile retrieval and
 // named adapters go on from memory (a query whose candidates' samples were
 // never read ranks by keys alone) and uploads fail with 503 storing
 // nothing; afterwards uploads work again and the other replica sees them.
@@ -267,6 +303,10 @@ TEST(cluster_postgres_restart) {
     int a = c.r[0].port, b = c.r[1].port;
     char got[1024];
     CHECK(cl_retrieve(b, k_weather_q, 3, got, sizeof got) == 200);
+    int load_fd = -1;
+    pid_t load = cl_load_start(&c, &load_fd);
+    REQUIRE(load > 0);
+    nap_ms(300);
     REQUIRE(rm_test_pg_stop() == 0);
     CHECK(cl_upload(a, "during", c.w[3], 3) == 503);
     // from memory: retrieval chooses adapters, one named as the model answers
@@ -278,6 +318,11 @@ TEST(cluster_postgres_restart) {
     for (int t = 0; t < 100 && status != 201; t++) status = cl_upload(a, "weather", c.w[3], 3), status == 201 || (nap_ms(50), 0);
     CHECK(status == 201);
     CHECK(cl_wait_retrieved(b, k_weather_q, "weather", 1) >= 0);
+    long ok = 0, failed = 0;
+    cl_load_stop(load, load_fd, &ok, &failed);
+    CHECKF(ok > 0 && failed == 0, "completions under load through the restart: %ld answered 200, %ld not", ok, failed);
+    printf("     %ld retrieving completions through the outage and restart, %ld not answered 200\n", ok, failed);
+    fflush(stdout);
     char names[2048];
     CHECK_OK(cl_pool_names(c.url, names, sizeof names));
     CHECKF(!strstr(names, ",during,"), "the upload refused during the outage is stored: %s", names);
