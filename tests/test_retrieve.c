@@ -924,6 +924,17 @@ POOL_TEST(retr_pool_two_handles_see_each_other) {
         for (int k = 0; k < na && k < nd; k++) CHECKF(ha[k].id == hd[k].id && ha[k].score == hd[k].score, "query %d hit %d", i, k);
     }
     rm_pool_close(d);
+    if (g_pool_pg) { // a handle further behind than the change log reaches reloads instead
+        rm_adapter_info gap = {.name = "gap"};
+        CHECK_OK(rm_pool_add(b, &gap, g_corpus + 6, NULL, 3, NULL));
+        CHECK(pool_sql(dir, "DELETE FROM changes") == 0);
+        CHECK_OK(rm_pool_remove(b, "gap"));
+        CHECK_OK(rm_pool_add(b, &gap, g_corpus + 3, NULL, 3, NULL));
+        CHECK_OK(rm_pool_refresh(a, &changed));
+        CHECK(changed == 1 && rm_pool_size(a) == 4 && rm_pool_id(a, "gap") == rm_pool_id(b, "gap"));
+        CHECK_OK(rm_pool_check(a));
+        CHECK_OK(rm_pool_remove(a, "gap"));
+    }
     // a removes what b added, b then searches and adds fine.
     CHECK_OK(rm_pool_remove(a, "extra"));
     CHECK_OK(rm_pool_search(b, query, 4, NULL, 0, h, &n));

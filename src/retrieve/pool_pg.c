@@ -21,6 +21,8 @@
 // NOTIFYs channel ramole_pool with the number (delivered at COMMIT). A handle
 // is in step with version seq; the changes after it made by other handles
 // (the version operation counts them) are read from the log and applied.
+// The log keeps the last KEEP_CHANGES changes; a handle further behind (a
+// gap before the first row it reads) reloads the pool instead.
 //
 // weights: a path inside the URL's weights=DIR folder is stored relative to
 // it (HASH/adapter.gguf) and given back joined to the reader's own folder,
@@ -45,6 +47,7 @@
 
 #define PG_FORMAT "1"
 #define PG_CHANNEL "ramole_pool"
+#define KEEP_CHANGES "10000"
 
 typedef struct {
     pool_store base;
@@ -216,8 +219,10 @@ static int pg_change(pg_store *q, const char *op, int64_t id, const char *name) 
     int rc = pg_run(q, "UPDATE pool_state SET seq = seq + 1 RETURNING seq", 0, NULL, NULL, NULL, &r, "taking a change number");
     if (rc) return rc;
     char seq[24], ids[24], h[24];
-    snprintf(seq, sizeof seq, "%s", PQntuples(r) == 1 ? PQgetvalue(r, 0, 0) : "0");
+    int found = PQntuples(r) == 1;
+    snprintf(seq, sizeof seq, "%s", found ? PQgetvalue(r, 0, 0) : "");
     PQclear(r);
+    if (!found) return rm_errorf(RM_EFORMAT, "%s: the table pool_state has lost its row (the change sequence)", q->base.label);
     snprintf(ids, sizeof ids, "%lld", (long long)id);
     snprintf(h, sizeof h, "%lld", (long long)q->handle);
     const char *vals[5] = {seq, op, id >= 0 ? ids : NULL, name, h};
@@ -225,6 +230,8 @@ static int pg_change(pg_store *q, const char *op, int64_t id, const char *name) 
                 NULL, NULL, NULL, "recording a change");
     const char *nv[1] = {seq};
     if (!rc) rc = pg_run(q, "SELECT pg_notify('" PG_CHANNEL "', $1)", 1, nv, NULL, NULL, NULL, "notifying the other servers");
+    // the log keeps the last KEEP_CHANGES: a handle further behind reloads
+    if (!rc) rc = pg_run(q, "DELETE FROM changes WHERE seq <= $1::bigint - " KEEP_CHANGES, 1, nv, NULL, NULL, NULL, "trimming the change log");
     return rc;
 }
 
