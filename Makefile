@@ -10,9 +10,9 @@ WARN     = -Wall -Wextra -Werror -Wno-unused-parameter
 CSTD     = -std=gnu11
 # Only what include/ramole.h marks RM_API is exported from libramole.so.
 VIS      = -fvisibility=hidden
-INC      = -Iinclude -Isrc -Itools -Ifuzz
+INC      = -Iinclude -Isrc -Itools -Ifuzz $(shell pkg-config --cflags libpq)
 OPT      = -O2 -g -fno-omit-frame-pointer -fPIC
-LIBS     = -lm -lpthread -lsqlite3 -lpcre2-8 -lutf8proc -lmicrohttpd
+LIBS     = -lm -lpthread -lsqlite3 -lpcre2-8 -lutf8proc -lmicrohttpd $(shell pkg-config --libs libpq)
 
 # Kernels for one ISA live in files named *_avx2.c / *_avx512.c and are only
 # called after a run-time CPUID check (src/base/cpu.c).

@@ -61,6 +61,7 @@ enum {
     RM_ENOTFOUND = -7,    /* named thing does not exist */
     RM_EFULL = -8,        /* capacity exhausted (KV slots, context) */
     RM_ETOOBIG = -9,      /* input over a size limit (an upload's samples or bytes): HTTP 413 */
+    RM_EUNAVAILABLE = -10, /* a server the call needs (the pool's database) cannot be reached: HTTP 503 */
 };
 #endif
 

@@ -4,7 +4,11 @@
 # to run and exits 1. `deps.sh fuzz` also wants clang and libFuzzer (make fuzz);
 # `deps.sh web` Node.js, npm and Chromium, for the tests that run the OpenAI SDK
 # and the server's page in a headless browser (they skip without them).
-PKGS="build-essential libsqlite3-dev pkg-config libpcre2-dev libutf8proc-dev libmicrohttpd-dev"
+# `deps.sh test` also postgresql-15 and nginx: the replicated deployment's tests
+# start their own instances (tests/test_cluster.c, scripts/cluster.sh; curl and
+# jq for the latter).
+PKGS="build-essential libsqlite3-dev pkg-config libpcre2-dev libutf8proc-dev libmicrohttpd-dev libpq-dev"
+[ "$1" = test ] && PKGS="$PKGS postgresql-15 nginx curl jq"
 [ "$1" = fuzz ] && PKGS="$PKGS clang libclang-rt-14-dev"
 if [ "$1" = web ]; then
     PKGS="$PKGS chromium"

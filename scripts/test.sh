@@ -1,11 +1,12 @@
 #!/bin/sh
-# test.sh — the test command: installs missing Debian packages (scripts/deps.sh),
+# test.sh — the test command: installs missing Debian packages (scripts/deps.sh test:
+# the build's, and PostgreSQL and nginx for the cluster tests),
 # builds, and runs the whole suite optimized and under ASan+UBSan. The two
 # suites run at the same time; each one's output is printed whole after it,
 # under its own heading, the optimized one first.
 set -e
 cd "$(dirname "$0")/.."
-./scripts/deps.sh
+./scripts/deps.sh test
 make -j2 all build/ramole-tests build-san/ramole build-san/ramole-tests
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT

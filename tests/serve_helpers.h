@@ -12,8 +12,9 @@ extern const char *serve_samples[5][3];
 extern const char *serve_names[5];
 // Random rank-4 adapters for every task, saved as GGUF files (paths in w).
 int serve_make_adapters(const char *model, char (*w)[512]);
-// A fresh pool in dir (lexical embedder fitted on every sample) holding task
-// a's adapter for every a with want[a], weights w[a] (NULL: none).
+// A fresh pool in dir (a folder, or an empty PostgreSQL database's URL;
+// lexical embedder fitted on every sample) holding task a's adapter for
+// every a with want[a], weights w[a] (NULL: none).
 int serve_make_pool(const char *dir, const int *want, char (*weights)[512]);
 // A PEFT adapter for another base (v_proj with input size 100; the tiny
 // model's is 256) in dir.

@@ -5,6 +5,7 @@
 // the paper's Flan benchmark.
 #define _GNU_SOURCE
 #include "testing.h"
+#include "pg_helpers.h"
 #include "base/err.h"
 #include "base/file.h"
 #include "base/json.h"
@@ -21,6 +22,7 @@
 #include "retrieve/rerank.h"
 #include "retrieve/train.h"
 
+#include <libpq-fe.h>
 #include <math.h>
 #include <sqlite3.h>
 #include <stdint.h>
@@ -529,9 +531,51 @@ static int add_three(rm_pool *p) {
     return rc;
 }
 
-// Opens (creating) the pool tmpdir/name; dir receives its path.
+// The pool tests run twice, one body and two stores: a folder (SQLite) and a
+// PostgreSQL database (skipped, saying why, when PostgreSQL is absent).
+static int g_pool_pg;
+#define POOL_TEST(name)                                  \
+    static void pool_body_##name(void);                  \
+    TEST(name) {                                         \
+        g_pool_pg = 0;                                   \
+        pool_body_##name();                              \
+    }                                                    \
+    TEST(name##_pg) {                                    \
+        if (!rm_test_pg_available()) SKIP(rm_test_pg_why()); \
+        g_pool_pg = 1;                                   \
+        pool_body_##name();                              \
+        g_pool_pg = 0;                                   \
+    }                                                    \
+    static void pool_body_##name(void)
+
+// Where the pool called name lives: tmpdir/name, or (PostgreSQL) the URL of
+// a database of that name, empty on first use.
+static void pool_loc(const char *name, char *dir, size_t cap) {
+    if (!g_pool_pg) snprintf(dir, cap, "%s/%s", rm_test_tmpdir(), name);
+    else if (rm_test_pg_url(name, NULL, dir, cap)) snprintf(dir, cap, "postgresql://127.0.0.1:1/no-database-for-%s", name);
+}
+
+// Runs sql on the pool's store (to damage it as an older pool or a crash would).
+static int pool_sql(const char *dir, const char *sql) {
+    if (g_pool_pg) {
+        PGconn *c = PQconnectdb(dir);
+        PGresult *r = c && PQstatus(c) == CONNECTION_OK ? PQexec(c, sql) : NULL;
+        int ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
+        PQclear(r);
+        PQfinish(c);
+        return ok ? 0 : -1;
+    }
+    char path[600];
+    snprintf(path, sizeof path, "%s/pool.db", dir);
+    sqlite3 *s = NULL;
+    int ok = sqlite3_open(path, &s) == SQLITE_OK && sqlite3_exec(s, sql, NULL, NULL, NULL) == SQLITE_OK;
+    sqlite3_close(s);
+    return ok ? 0 : -1;
+}
+
+// Opens (creating) the pool called name; dir receives its path or URL.
 static rm_pool *open_tmp_pool(const char *name, char *dir, size_t cap) {
-    snprintf(dir, cap, "%s/%s", rm_test_tmpdir(), name);
+    pool_loc(name, dir, cap);
     rm_pool *p = NULL;
     CHECK_OK(rm_pool_open(dir, NULL, &p));
     return p;
@@ -553,7 +597,7 @@ static double ref_bm25(const rm_bm25_params *p, const char *const *texts, const 
 // The pool's second stage: each hit's score is its key score plus the nearest
 // of its stored samples plus 0.5 x BM25 (by the reference), for a single and a
 // batched search; k 0 is keys only.
-TEST(retr_pool_rerank_scores) {
+POOL_TEST(retr_pool_rerank_scores) {
     char dir[512];
     make_pool3("pool_rerank", dir, sizeof dir);
     rm_pool *p = NULL;
@@ -670,7 +714,7 @@ TEST(retr_sampcache_lru) {
 // The cache changes nothing: a pool whose cache holds nothing (budget 0)
 // scores as one that keeps every candidate, on first and repeated queries,
 // and after an adapter is removed and another added.
-TEST(retr_pool_sample_cache_invisible) {
+POOL_TEST(retr_pool_sample_cache_invisible) {
     char dir[512], dir2[512];
     make_pool3("pool_cache", dir, sizeof dir);
     make_pool3("pool_nocache", dir2, sizeof dir2);
@@ -709,7 +753,7 @@ TEST(retr_pool_sample_cache_invisible) {
     rm_pool_close(pn);
 }
 
-TEST(retr_pool_bm25_add_remove_reopen) {
+POOL_TEST(retr_pool_bm25_add_remove_reopen) {
     static const char *extra[2] = {"Translate to English: Guten Morgen.", "Summarize: the ocean is wide and deep."};
     char da[512], db[512];
     make_pool3("bm25_never", db, sizeof db);
@@ -733,12 +777,7 @@ TEST(retr_pool_bm25_add_remove_reopen) {
     pool_scores(da, h); // reopened: statistics from the stored documents
     for (int i = 0; i < 9; i++) CHECK(h[i].id == never[i].id && h[i].score == never[i].score);
     // without stored documents they are re-made from the samples on open
-    char path[600];
-    snprintf(path, sizeof path, "%s/pool.db", db);
-    sqlite3 *s = NULL;
-    REQUIRE(sqlite3_open(path, &s) == SQLITE_OK);
-    CHECK(sqlite3_exec(s, "DELETE FROM bm25docs", NULL, NULL, NULL) == SQLITE_OK);
-    sqlite3_close(s);
+    CHECK(pool_sql(db, "DELETE FROM bm25docs") == 0);
     pool_scores(db, h);
     for (int i = 0; i < 9; i++) CHECK(h[i].id == never[i].id && h[i].score == never[i].score);
     // BM25 on or off changes the scores
@@ -751,7 +790,7 @@ TEST(retr_pool_bm25_add_remove_reopen) {
     rm_pool_close(p);
 }
 
-TEST(retr_pool_persists_and_searches) {
+POOL_TEST(retr_pool_persists_and_searches) {
     char dir[512];
     rm_pool *p = open_tmp_pool("pool1", dir, sizeof dir);
     REQUIRE(p);
@@ -798,7 +837,7 @@ static void die_now(void) { _exit(42); }
 
 // A writer that dies inside its transaction leaves the earlier entries intact
 // and no trace of the half-written one; the pool opens and takes adds again.
-TEST(retr_pool_survives_writer_dying_midway) {
+POOL_TEST(retr_pool_survives_writer_dying_midway) {
     char dir[512];
     make_pool3("pool2", dir, sizeof dir);
     rm_pool *p = NULL;
@@ -830,7 +869,7 @@ TEST(retr_pool_survives_writer_dying_midway) {
 // Two handles on one pool (as a server and a CLI): each sees the other's adds
 // and removes without reopening; a search right after a remove by the other
 // does not fail; a name taken elsewhere is refused naming the process.
-TEST(retr_pool_two_handles_see_each_other) {
+POOL_TEST(retr_pool_two_handles_see_each_other) {
     char dir[512];
     make_pool3("pool_shared", dir, sizeof dir);
     rm_pool *a = NULL, *b = NULL, *c = NULL;
@@ -870,6 +909,32 @@ TEST(retr_pool_two_handles_see_each_other) {
     CHECK(changed == 1 && rm_pool_size(a) == 3);
     CHECK_OK(rm_pool_check(a));
     CHECK_OK(rm_pool_check(c));
+    // a, brought in step by the changes (a reload or the change log), scores
+    // as a handle opened now: same keys and BM25 statistics
+    rm_pool *d = NULL;
+    CHECK_OK(rm_pool_open(dir, NULL, &d));
+    REQUIRE(d);
+    static const char *qs[3] = {"Translate to English: Es regnet.", "Answer this question: who is there?", "Is this review positive? Great."};
+    for (int i = 0; i < 3; i++) {
+        rm_hit ha[4], hd[4];
+        int na = 0, nd = 0;
+        CHECK_OK(rm_pool_search(a, qs[i], 4, NULL, 0, ha, &na));
+        CHECK_OK(rm_pool_search(d, qs[i], 4, NULL, 0, hd, &nd));
+        CHECK(na == nd);
+        for (int k = 0; k < na && k < nd; k++) CHECKF(ha[k].id == hd[k].id && ha[k].score == hd[k].score, "query %d hit %d", i, k);
+    }
+    rm_pool_close(d);
+    if (g_pool_pg) { // a handle further behind than the change log reaches reloads instead
+        rm_adapter_info gap = {.name = "gap"};
+        CHECK_OK(rm_pool_add(b, &gap, g_corpus + 6, NULL, 3, NULL));
+        CHECK(pool_sql(dir, "DELETE FROM changes") == 0);
+        CHECK_OK(rm_pool_remove(b, "gap"));
+        CHECK_OK(rm_pool_add(b, &gap, g_corpus + 3, NULL, 3, NULL));
+        CHECK_OK(rm_pool_refresh(a, &changed));
+        CHECK(changed == 1 && rm_pool_size(a) == 4 && rm_pool_id(a, "gap") == rm_pool_id(b, "gap"));
+        CHECK_OK(rm_pool_check(a));
+        CHECK_OK(rm_pool_remove(a, "gap"));
+    }
     // a removes what b added, b then searches and adds fine.
     CHECK_OK(rm_pool_remove(a, "extra"));
     CHECK_OK(rm_pool_search(b, query, 4, NULL, 0, h, &n));
@@ -899,9 +964,9 @@ TEST(retr_pool_two_handles_see_each_other) {
 
 // Per-add limits: too many samples or too many bytes is RM_ETOOBIG (a
 // server's 413) naming the limit, and nothing is stored.
-TEST(retr_pool_add_limits) {
+POOL_TEST(retr_pool_add_limits) {
     char dir[512];
-    snprintf(dir, sizeof dir, "%s/pool_limits", rm_test_tmpdir());
+    pool_loc("pool_limits", dir, sizeof dir);
     rm_pool_params pp = rm_pool_default_params();
     CHECK(pp.max_samples == RM_POOL_MAX_SAMPLES && pp.max_add_bytes == RM_POOL_MAX_ADD_BYTES);
     pp.max_samples = 2;
@@ -1313,4 +1378,20 @@ TEST(retr_pool_weights_stored_absolute) {
     CHECKF(list[1].weights[0] == '/' && strstr(list[1].weights, "/not/there"), "%s", list[1].weights);
     rm_pool_free_list(list, n);
     rm_pool_close(p);
+}
+
+// A PostgreSQL pool's URL at fault, or its server away: the status says
+// which (RM_EINVAL, RM_EUNAVAILABLE), the message names the database
+// without its password and gives libpq's reason.
+TEST(retr_pool_pg_url_errors) {
+    rm_pool *p = NULL;
+    CHECK(rm_pool_open("postgresql://[::1", NULL, &p) == RM_EINVAL && !p);
+    CHECKF(strstr(rm_last_error(), "not a PostgreSQL URL"), "%s", rm_last_error());
+    CHECK(rm_pool_open("postgresql://u@127.0.0.1:1/db?color=blue", NULL, &p) == RM_EINVAL && !p);
+    CHECK(rm_pool_open("postgresql://u@127.0.0.1:1/db?weights=relative/dir", NULL, &p) == RM_EINVAL && !p);
+    CHECKF(strstr(rm_last_error(), "absolute"), "%s", rm_last_error());
+    CHECK(rm_pool_open("postgresql://u:s3cret@127.0.0.1:1/db", NULL, &p) == RM_EUNAVAILABLE && !p);
+    CHECKF(strstr(rm_last_error(), "postgresql://u@127.0.0.1:1/db: cannot connect") && !strstr(rm_last_error(), "s3cret") &&
+               !strchr(rm_last_error(), '\n'),
+           "%s", rm_last_error());
 }

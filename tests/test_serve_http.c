@@ -414,6 +414,7 @@ TEST(serve_http_slow_work_and_drain) {
     CHECK(log_has("draining"));
     CHECK(ask_fresh(sp.port, "POST", "/v1/completions", k_req, &a) == 503);
     CHECK(a.buf && strstr(a.buf, "shutting down"));
+    CHECK(ask_fresh(sp.port, "GET", "/health", NULL, &a) == 503); // a load balancer leaves it out
     CHECK(send_all(half, k_req + 10, strlen(k_req) - 10) == 0); // the running one finishes
     sb_clear(&raw);
     CHECK(read_to_close(half, &raw));

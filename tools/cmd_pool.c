@@ -13,7 +13,8 @@
 
 static void usage(FILE *f) {
     fprintf(f,
-            "usage: ramole pool COMMAND --pool DIR [options]\n\n"
+            "usage: ramole pool COMMAND --pool DIR|URL [options]\n"
+            "       (URL: a PostgreSQL database, postgresql://USER@HOST:PORT/DB?weights=DIR; docs/deploy.md)\n\n"
             "  add --name N --samples FILE [--task T --domain D --base B --rank R\n"
             "      --targets q,v --weights PATH]\n"
             "                      add an adapter; FILE is .jsonl (one {\"inputs\": ...} or string a\n"

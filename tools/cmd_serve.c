@@ -29,10 +29,21 @@ static void log_line(void *user, const char *line) {
     pthread_mutex_unlock(&g_log_mu);
 }
 
+// The pool as the log shows it: a URL's password replaced by ***.
+static const char *pool_shown(const char *pool, char *buf, size_t cap) {
+    const char *auth = strstr(pool, "://"), *at = auth ? strchr(auth + 3, '@') : NULL, *slash = auth ? strchr(auth + 3, '/') : NULL;
+    const char *colon = auth ? strchr(auth + 3, ':') : NULL;
+    if (!at || (slash && slash < at) || !colon || colon > at) return pool;
+    snprintf(buf, cap, "%.*s:***%s", (int)(colon - pool), pool, at);
+    return buf;
+}
+
 static void usage(void) {
-    printf("usage: ramole serve -m MODEL [--pool DIR] [--router FILE] [--host H] [--port P] [-t N] [--threads N]\n"
+    printf("usage: ramole serve -m MODEL [--pool DIR|URL] [--router FILE] [--host H] [--port P] [-t N] [--threads N]\n"
            "                    [--slots S] [--ctx N] [--max-connections N] [--timeout S] [--max-body BYTES]\n"
            "                    [--drain-timeout S]\n\n"
+           "  --pool DIR|URL      the adapter pool: a folder (SQLite), or a PostgreSQL database shared by\n"
+           "                      replicas, postgresql://USER@HOST:PORT/DB?weights=SHARED_DIR (docs/deploy.md)\n"
            "  --host H            address to listen on (127.0.0.1); an IPv6 address such as ::1, or :: for\n"
            "                      every address of both families\n"
            "  --port P            (8080); 0 picks a free port; the address is printed on stderr\n"
@@ -158,8 +169,10 @@ static int cmd_serve(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
+    char shown[1024];
     fprintf(stderr, "ramole serve: listening on %s (%d slots x %d positions, %ld I/O threads%s%s%s)\n", rm_server_url(s), p.slots,
-            p.ctx, io, p.pool ? ", pool " : "", p.pool ? p.pool : "", p.api_key || p.admin_key ? ", keys required" : "");
+            p.ctx, io, p.pool ? ", pool " : "", p.pool ? pool_shown(p.pool, shown, sizeof shown) : "",
+            p.api_key || p.admin_key ? ", keys required" : "");
     while (!g_signals) {
         struct timespec ts = {0, 200 * 1000 * 1000};
         nanosleep(&ts, NULL);

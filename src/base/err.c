@@ -47,6 +47,7 @@ const char *rm_status_name(int code) {
     case RM_ENOTFOUND: return "not found";
     case RM_EFULL: return "capacity exhausted";
     case RM_ETOOBIG: return "too large";
+    case RM_EUNAVAILABLE: return "unavailable";
     default: return "error";
     }
 }

@@ -189,6 +189,14 @@ int rm_write_file_atomic(const char *path, const void *data, size_t len) {
     return RM_OK;
 }
 
+int rm_fsync_dir(const char *dir) {
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) return rm_errorf(RM_EIO, "%s: cannot open the folder: %s", dir, strerror(errno));
+    int rc = fsync(fd) == 0 ? RM_OK : rm_errorf(RM_EIO, "%s: cannot sync the folder: %s", dir, strerror(errno));
+    close(fd);
+    return rc;
+}
+
 int rm_file_exists(const char *path) {
     struct stat st;
     return stat(path, &st) == 0;

@@ -1,5 +1,6 @@
 // pick.c — see pick.h.
 #include "retrieve/pick.h"
+#include "retrieve/pool_store.h"
 #include "base/err.h"
 #include "base/file.h"
 
@@ -25,11 +26,9 @@ static int pick(rm_pool *pool, const char *text, int k, float min_score, const c
     int rc = keys_only ? rm_pool_search_keys(pool, text, want, exclude, n_exclude, hits, &n_hits)
                        : rm_pool_search(pool, text, want, exclude, n_exclude, hits, &n_hits);
     for (int i = 0; !rc && i < n_hits && pk->n < k && hits[i].score >= min_score; i++) { // best first
-        const char *name = rm_pool_name(pool, hits[i].id);
-        rm_adapter_info *info = NULL;
-        if (!name || rm_pool_get(pool, name, &info, NULL)) continue;
-        if (info->weights && *info->weights) rc = rm_pick_push(pk, name, info->weights, info->task, hits[i].score);
-        rm_pool_free_list(info, 1);
+        const char *name = rm_pool_name(pool, hits[i].id), *task = NULL, *weights = NULL;
+        if (!name || rm_pool_entry(pool, hits[i].id, &task, &weights)) continue;
+        if (weights && *weights) rc = rm_pick_push(pk, name, weights, task, hits[i].score);
     }
     free(hits);
     if (rc) rm_pick_free(pk);
@@ -65,20 +64,18 @@ int rm_pick_push(rm_pick *pk, const char *name, const char *weights, const char 
 }
 
 int rm_pool_pick_named(rm_pool *pool, const char *name, rm_pick *pk) {
-    rm_adapter_info *info = NULL;
-    if (rm_pool_get(pool, name, &info, NULL)) return rm_errorf(RM_ENOTFOUND, "no adapter '%s' in the pool", name);
-    int rc = info->weights && *info->weights ? rm_pick_push(pk, name, info->weights, info->task, 1.0f)
-                                             : rm_errorf(RM_EINVAL, "adapter '%s' has no weights", name);
-    rm_pool_free_list(info, 1);
-    return rc;
+    const char *task = NULL, *weights = NULL;
+    if (rm_pool_entry(pool, rm_pool_id(pool, name), &task, &weights)) return rm_errorf(RM_ENOTFOUND, "no adapter '%s' in the pool", name);
+    return weights && *weights ? rm_pick_push(pk, name, weights, task, 1.0f) : rm_errorf(RM_EINVAL, "adapter '%s' has no weights", name);
 }
 
 int rm_pool_open_existing(const char *dir, rm_pool **out) {
+    rm_pool_params pp = rm_pool_default_params();
+    if (pool_is_pg_url(dir)) return rm_pool_open(dir, &pp, out); // a database holds one pool: made when absent
     char db[4096];
     snprintf(db, sizeof db, "%s/pool.db", dir);
     *out = NULL;
     if (!rm_file_exists(db)) return rm_errorf(RM_ENOTFOUND, "%s is not a pool (no pool.db; make one with `ramole pool`)", dir);
-    rm_pool_params pp = rm_pool_default_params();
     return rm_pool_open(dir, &pp, out);
 }
 

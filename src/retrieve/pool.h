@@ -2,7 +2,9 @@
 // inputs, their key vectors, and the embedder that made them.
 //
 // A pool is a directory holding pool.db (SQLite, WAL journal, synchronous
-// FULL) and embedder.bin (the embedder, embed.h format). Each add runs in
+// FULL) and embedder.bin (the embedder, embed.h format), or a PostgreSQL
+// database named by a URL (postgres://...; pool_pg.c, docs/deploy.md), which
+// many servers share. Each add runs in
 // one transaction (adapter row, its samples, its key), so a writer that dies
 // midway leaves the earlier entries intact and no half entry behind. Keys
 // are kept in memory in an index (index.h) as well: an added adapter is
@@ -55,7 +57,11 @@ typedef struct rm_pool_params {
 #define RM_POOL_MAX_ADD_BYTES ((size_t)8 << 20)
 rm_pool_params rm_pool_default_params(void);
 
-// Opens the pool in dir, creating dir and an empty pool when absent.
+// Opens the pool in dir, creating dir and an empty pool when absent; dir
+// may be a PostgreSQL URL (postgres:// or postgresql://, with ?weights=DIR
+// naming the shared folder uploads store weights in): its tables are made
+// when absent. A URL libpq refuses is RM_EINVAL, a server that cannot be
+// reached RM_EUNAVAILABLE, both with libpq's reason.
 int rm_pool_open(const char *dir, const rm_pool_params *params, rm_pool **out);
 void rm_pool_close(rm_pool *p);
 
@@ -76,8 +82,10 @@ int rm_pool_add(rm_pool *p, const rm_adapter_info *info, const char *const *inpu
 int rm_pool_remove(rm_pool *p, const char *name);
 
 // Brings the in-memory state (entries, key index, BM25 statistics) in step
-// with changes other processes committed to the pool since (SQLite's
-// data_version; a reload from the database when it moved). *changed (may be
+// with changes other processes committed to the pool since: SQLite's
+// data_version, a reload from the database when it moved; PostgreSQL's
+// change sequence, the changes after it applied one by one (a reload when
+// they cannot be). *changed (may be
 // NULL) says whether anything was reloaded. A new embedder set by another
 // process is RM_EMISMATCH (reopen the pool). On failure the state is as it was.
 int rm_pool_refresh(rm_pool *p, int *changed);
@@ -85,6 +93,15 @@ int rm_pool_refresh(rm_pool *p, int *changed);
 // one PRAGMA, the reload happens only after another process's commit.
 int rm_pool_refresh_if_changed(rm_pool *p, int *changed);
 int rm_pool_size(const rm_pool *p);
+// Waits up to seconds for a change another handle made to the pool
+// (*notified 1: refresh now). PostgreSQL pools are told by NOTIFY (on a
+// connection of their own, re-made after an outage, *notified 1 then, as
+// changes may have been missed); SQLite pools cannot be told, and sleep.
+// The one call that may run on another thread while the pool is in use.
+int rm_pool_wait_change(rm_pool *p, double seconds, int *notified);
+// The folder uploaded weights are stored in (content-addressed: HASH/ per
+// adapter): DIR/adapters, or a PostgreSQL URL's weights=DIR (NULL: none).
+const char *rm_pool_weights_dir(const rm_pool *p);
 
 // Every adapter (ordered by id); free with rm_pool_free_list. Strings live
 // as long as the list.
@@ -98,11 +115,18 @@ void rm_pool_free_strs(char **s, int n);
 const char *rm_pool_name(const rm_pool *p, int64_t id);
 // id of adapter name or -1.
 int64_t rm_pool_id(const rm_pool *p, const char *name);
+// Adapter id's task and weights (absolute; either NULL when it has none) as
+// memory holds them: no store round trip, so it answers while a PostgreSQL
+// server is away. RM_ENOTFOUND when absent. Valid until the next add,
+// remove or refresh.
+int rm_pool_entry(const rm_pool *p, int64_t id, const char **task, const char **weights);
 
 // Top-k adapters for a query text, skipping the named adapters. With
 // params.rerank.k > 0 the first rerank.k hits of the key search are re-scored
 // by the query's similarity to their stored samples (rerank.h; the samples are
 // read and embedded per query) and by BM25 against their stored documents.
+// While a PostgreSQL store cannot be reached the search answers from memory:
+// candidates whose samples are not cached then make it rank by keys alone.
 int rm_pool_search(rm_pool *p, const char *query, int k, const char *const *exclude, int n_exclude, rm_hit *out,
                    int *n_out);
 // The first stage alone: the k adapters whose keys are nearest to the
@@ -112,7 +136,7 @@ int rm_pool_search_keys(rm_pool *p, const char *query, int k, const char *const 
 // Batch: nq queries, out[qi * k + j], n_out[qi].
 int rm_pool_search_batch(rm_pool *p, const char *const *queries, int nq, int k, rm_hit *out, int *n_out);
 
-// SQLite integrity check plus: every adapter has samples and a key of the
+// The store's integrity check (SQLite's; none for PostgreSQL) plus: every adapter has samples and a key of the
 // current embedder. RM_EFORMAT with the first problem otherwise.
 int rm_pool_check(rm_pool *p);
 

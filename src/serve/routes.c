@@ -316,7 +316,7 @@ static int upload(job *j, const rm_json *req, rm_sb *b) {
     int size = rm_pool_size(s->pool);
     pthread_mutex_unlock(&s->pool_mu);
     free(in);
-    if (rc) return 400;
+    if (rc) return server_pool_status(rc);
     atomic_store(&s->pool_size, size);
     atomic_fetch_add(&s->n_uploads, 1);
     rm_sb_printf(b, "{\"id\": %lld, \"name\": ", (long long)id);
@@ -371,7 +371,7 @@ static int delete_adapter(job *j, const rm_json *req, rm_sb *b) {
     pthread_mutex_lock(&s->pool_mu);
     int rc = rm_pool_remove(s->pool, name), size = rm_pool_size(s->pool);
     pthread_mutex_unlock(&s->pool_mu);
-    if (rc) return rc == RM_ENOTFOUND ? 404 : 500;
+    if (rc) return rc == RM_ENOTFOUND || rc == RM_EUNAVAILABLE ? server_pool_status(rc) : 500;
     atomic_store(&s->pool_size, size);
     pthread_mutex_lock(&s->cache_mu);
     for (rm_lora *l; (l = rm_lora_cache_take(&s->cache, name));) {

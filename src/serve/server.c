@@ -310,6 +310,7 @@ int rm_server_start(const rm_server_params *p, rm_server **out) {
     if (!rc) rm_engine_set_cancel(s->eng, openai_gone);
     if (!rc && pthread_create(&s->eng_thread, NULL, engine_main, s)) rc = rm_errorf(RM_ENOMEM, "cannot start the engine thread");
     if (!rc) s->eng_started = 1;
+    if (!rc) rc = server_follow_start(s);
     if (!rc) rc = workq_start(&s->fast, 2);
     if (!rc) rc = workq_start(&s->slow, 1);
     rm_http_params hp = p->http;
@@ -353,6 +354,7 @@ void rm_server_free(rm_server *s) {
     if (s->http) rm_http_stop(s->http);
     if (s->fast.n_threads) workq_stop(&s->fast);
     if (s->slow.n_threads) workq_stop(&s->slow);
+    server_follow_stop(s);
     if (s->eng_started) {
         pthread_mutex_lock(&s->eng_mu);
         s->eng_stop = 1, s->eng_abort = 1;

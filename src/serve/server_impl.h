@@ -103,6 +103,10 @@ struct rm_server {
     rm_pool *pool;             // SQLite and an embedder: one thread at a time (pool_mu)
     pthread_mutex_t pool_mu;
     atomic_int pool_size;      // read without the lock (metrics, health)
+    pthread_t follow_thread;   // follow.c: refreshes the pool on other servers' changes
+    int follow_started;
+    atomic_int follow_stop, pool_reachable;
+    atomic_llong n_pool_reloads;
     rm_lora_cache cache;       // adapters bound to the model (cache_mu)
     pthread_mutex_t cache_mu;
     atomic_int n_loaded;       // cache.n, read without the lock
@@ -185,6 +189,13 @@ void embeddings_run(rm_server *s, embed_task *t);
 // upload.c: POST /v1/adapters with the files in a multipart/form-data body
 // (0 or an HTTP status, message set; the answer's JSON in b).
 int upload_content(job *j, const char *body, size_t len, rm_sb *b);
+// follow.c: the thread keeping the pool in step with other servers' changes
+// (started once the pool is open, stopped before it is closed); the HTTP
+// status for a pool call's status (RM_EUNAVAILABLE: 503, RM_ETOOBIG: 413,
+// RM_ENOTFOUND: 404, other failures 400).
+int server_follow_start(rm_server *s);
+void server_follow_stop(rm_server *s);
+int server_pool_status(int rc);
 // metrics.c: GET /metrics.
 void metrics_answer(rm_server *s, rm_http_req *r);
 #endif

@@ -108,10 +108,13 @@ int upload_content(job *j, const char *body, size_t len, rm_sb *b) {
         if (taken) rc = (rm_errorf(RM_EINVAL, "an adapter called '%s' is already in the pool", name), 400);
     }
     // the files into an upload folder of their own, then loaded and checked
-    char root[900], tmp[1000], weights[1100], final[1000];
-    if (!rc && strlen(s->p.pool) > 800) rc = (rm_errorf(RM_EINVAL, "upload: the pool's path is too long"), 500);
-    snprintf(root, sizeof root, "%s/adapters", s->p.pool);
-    snprintf(tmp, sizeof tmp, "%s/.upload-%ld-%ld", root, (long)getpid(), j->id);
+    char root[900], tmp[1000], weights[1100], final[1000], host[64] = "";
+    const char *store = rm_pool_weights_dir(s->pool); // shared by every server of a PostgreSQL pool
+    if (!rc && !store) rc = (rm_errorf(RM_EINVAL, "upload: the pool has no folder for weights (add ?weights=DIR to the --pool URL)"), 400);
+    if (!rc && strlen(store) > 800) rc = (rm_errorf(RM_EINVAL, "upload: the pool's path is too long"), 500);
+    gethostname(host, sizeof host - 1);
+    snprintf(root, sizeof root, "%s", store ? store : "");
+    snprintf(tmp, sizeof tmp, "%s/.upload-%s-%ld-%ld", root, host, (long)getpid(), j->id);
     if (!rc && (rm_mkdirs(root) || rm_mkdirs(tmp))) rc = (rm_errorf(RM_EIO, "upload: cannot make %s", tmp), 500);
     const rm_part *files[2] = {gguf ? gguf : cfg, gguf ? NULL : st};
     const char *fnames[2] = {gguf ? k_files[0] : k_files[1], k_files[2]};
@@ -132,7 +135,9 @@ int upload_content(job *j, const char *body, size_t len, rm_sb *b) {
         rm_sha256_hex(d, hex);
         snprintf(final, sizeof final, "%s/%s", root, hex);
         if (rm_is_dir(final)) remove_upload(tmp); // the same content is there already
-        else if (rename(tmp, final)) rc = (rm_errorf(RM_EIO, "upload: cannot move %s to %s", tmp, final), 500);
+        else if (rename(tmp, final) && !rm_is_dir(final)) rc = (rm_errorf(RM_EIO, "upload: cannot move %s to %s", tmp, final), 500);
+        else if (rm_is_dir(tmp)) remove_upload(tmp); // another server stored the same content meanwhile
+        if (!rc && rm_fsync_dir(root)) rc = 500; // the folder is in place before the row naming it commits
         snprintf(weights, sizeof weights, "%s%s%s", final, gguf ? "/" : "", gguf ? k_files[0] : "");
     }
     if (rc) remove_upload(tmp);
@@ -141,7 +146,7 @@ int upload_content(job *j, const char *body, size_t len, rm_sb *b) {
                                 .base_model = s->p.model};
         int64_t id = -1;
         pthread_mutex_lock(&s->pool_mu);
-        rc = rm_pool_add(s->pool, &info, in, NULL, (int)sj->n, &id) ? 400 : 0;
+        rc = server_pool_status(rm_pool_add(s->pool, &info, in, NULL, (int)sj->n, &id));
         int size = rm_pool_size(s->pool);
         pthread_mutex_unlock(&s->pool_mu);
         if (!rc) {
