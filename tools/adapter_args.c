@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/file.h"
+#include "retrieve/pool_store.h"
 #include "cli.h"
 
 void adapter_args_init(adapter_args *a, long k, long k_min) {
@@ -73,6 +74,7 @@ int adapter_args_check(adapter_args *a, const char *cmd) {
 }
 
 int cli_pool_present(const char *cmd, const char *dir) {
+    if (pool_is_pg_url(dir)) return 0; // a database: opening it says what is wrong (unreachable, no tables)
     char db[4096];
     snprintf(db, sizeof db, "%s/pool.db", dir);
     if (rm_file_exists(db)) return 0;
