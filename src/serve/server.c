@@ -80,6 +80,11 @@ void server_hold(rm_server *s, job *j) {
 
 void server_release(rm_server *s, job *j) {
     pthread_mutex_lock(&s->cache_mu);
+    for (int i = 0; i < RM_PLAN_MAX; i++) { // before n_holding drops: a retired adapter's address stays its own
+        rm_lora_cache_release(&s->cache, j->lora[i]);
+        j->lora[i] = NULL;
+    }
+    atomic_store(&s->n_loaded, s->cache.n);
     if (j->holds && --s->n_holding == 0) {
         for (int i = 0; i < s->n_retired; i++) rm_lora_free(s->retired[i]);
         s->n_retired = 0;
@@ -276,6 +281,7 @@ static int server_names(rm_server *s) {
 
 rm_server_params rm_server_default_params(void) {
     return (rm_server_params){.auto_name = "ramole-auto", .auto_k = 3, .max_upload = (size_t)256 << 20, .auto_min_score = -INFINITY, .compute_threads = 0,
+                              .adapter_cache = (size_t)1024 << 20,
                               .slots = 8, .ctx = 2048, .rows = 512, .http = rm_http_default_params()};
 }
 
@@ -292,6 +298,7 @@ int rm_server_start(const rm_server_params *p, rm_server **out) {
     int rc = server_names(s);
     if (!rc && (rc = rm_llama_load(&s->m, p->model))) rm_error_prefix(rc, "cannot load the model");
     s->cache.m = s->m;
+    rm_lora_cache_set_budget(&s->cache, p->adapter_cache);
     if (!rc && p->router && (rc = rm_router_load(&s->router, p->router, s->m))) rm_error_prefix(rc, "--router");
     int ctx = p->ctx;
     if (!rc && ctx > s->m->hp.n_ctx_train && s->m->hp.n_ctx_train > 0) ctx = s->m->hp.n_ctx_train;
