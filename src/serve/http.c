@@ -84,7 +84,7 @@ struct rm_http {
     struct MHD_Daemon *d;
     int fd, port;
     char url[128];
-    atomic_int draining, busy;
+    atomic_int draining, busy, handling;
     atomic_llong n_requests, n_errors, n_deadline, n_reserve;
     atomic_long next_id;
     pthread_mutex_t cmu;       // guards what follows
@@ -165,6 +165,7 @@ void rm_http_reply(rm_http_req *r, int status, const char *content_type, const c
     r->state = ST_REPLY;
     wake(r);
     pthread_mutex_unlock(&r->mu);
+    atomic_fetch_sub(&r->h->handling, 1);
     req_unref(r); // the handler's reference
 }
 
@@ -193,6 +194,7 @@ void rm_http_stream_close(rm_http_req *r) {
     r->stream_done = 1;
     wake(r);
     pthread_mutex_unlock(&r->mu);
+    atomic_fetch_sub(&r->h->handling, 1);
     req_unref(r);
 }
 
@@ -414,6 +416,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r->refs++;
         pthread_mutex_unlock(&r->mu);
         if (!r->close) set_deadline(h, conn_of(conn), 0); // in: the answer may take its time
+        atomic_fetch_add(&h->handling, 1);
         h->p.handler(h->p.user, r);
         pthread_mutex_lock(&r->mu);
     }
@@ -569,6 +572,7 @@ int rm_http_port(const rm_http *h) { return h->port; }
 const char *rm_http_url(const rm_http *h) { return h->url; }
 void rm_http_drain(rm_http *h) { atomic_store(&h->draining, 1); }
 int rm_http_busy(rm_http *h) { return atomic_load(&h->busy); }
+int rm_http_handling(rm_http *h) { return atomic_load(&h->handling); }
 
 void rm_http_get_stats(rm_http *h, rm_http_stats *st) {
     st->requests = atomic_load(&h->n_requests);

@@ -60,6 +60,8 @@ const char *rm_http_url(const rm_http *h);
 void rm_http_drain(rm_http *h);
 // Requests received and not yet wholly answered.
 int rm_http_busy(rm_http *h);
+// Requests handed to the handler whose answer has not been given yet.
+int rm_http_handling(rm_http *h);
 // Stops the I/O threads and closes every connection. Call once rm_http_busy()
 // is 0 (a request waiting for its answer cannot be dropped safely).
 void rm_http_stop(rm_http *h);

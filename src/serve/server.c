@@ -327,6 +327,7 @@ int rm_server_start(const rm_server_params *p, rm_server **out) {
 }
 
 const char *rm_server_url(const rm_server *s) { return rm_http_url(s->http); }
+int rm_server_working(rm_server *s) { return rm_http_handling(s->http); }
 
 static int wait_idle(rm_server *s, double seconds, volatile int *force) {
     for (double t = 0; t < seconds && !(force && *force); t += 0.02) {

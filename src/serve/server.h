@@ -42,6 +42,9 @@ rm_server_params rm_server_default_params(void);
 // Loads everything and starts listening.
 int rm_server_start(const rm_server_params *p, rm_server **out);
 const char *rm_server_url(const rm_server *s);
+// Requests being worked on: handed to the API and not yet answered (the
+// fuzz harnesses wait for 0 between two inputs).
+int rm_server_working(rm_server *s);
 // Graceful stop, part one: new requests get 503 from now on (rm_server_drain
 // does this first too).
 void rm_server_refuse_new(rm_server *s);
