@@ -11,6 +11,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static volatile sig_atomic_t g_signals;
@@ -47,7 +48,8 @@ static void usage(void) {
            "                      from the connection's opening or its previous answer; then it is closed (60; 0: none)\n"
            "  --max-per-ip N      open connections from one client address; more are closed at once (64; 0: no cap)\n"
            "  --health-reserve N  connections past --max-connections that only GET /health may use, so it answers\n"
-           "                      when the table is full; anything else there gets 503 (16; 0: none)\n"
+           "                      when the table is full (one per client address); anything else there gets 503\n"
+           "                      (256; 0: none)\n"
            "  --adapter-cache-mb MB  loaded adapters kept within this many MiB (fractions allowed): the least recently\n"
            "                      used that no running request holds are evicted, loaded again on demand (1024; 0: none)\n"
            "  --drain-timeout S   on SIGTERM, seconds running requests get to finish (30)\n"
@@ -167,6 +169,16 @@ static int cmd_serve(int argc, char **argv) {
         p.adapter_cache = (size_t)(mb * (1 << 20));
     }
     p.compute_threads = (int)threads, p.slots = (int)slots, p.ctx = (int)ctx;
+    // a descriptor for every connection the table and the reserve may hold, and room for files
+    struct rlimit nf;
+    rlim_t need = (rlim_t)conns + (rlim_t)reserve + 256;
+    if (!getrlimit(RLIMIT_NOFILE, &nf) && nf.rlim_cur < need) {
+        nf.rlim_cur = nf.rlim_max < need ? nf.rlim_max : need;
+        setrlimit(RLIMIT_NOFILE, &nf);
+        if (nf.rlim_cur < need)
+            fprintf(stderr, "ramole serve: note: the open-file limit (%llu) is below the %llu descriptors the connection limits can take\n",
+                    (unsigned long long)nf.rlim_cur, (unsigned long long)need);
+    }
     // the server's threads inherit a mask without these: only this thread takes the signals
     sigset_t set, old;
     sigemptyset(&set);

@@ -98,7 +98,7 @@ struct rm_http {
 
 rm_http_params rm_http_default_params(void) {
     return (rm_http_params){.host = "127.0.0.1", .port = 8080, .threads = 2, .max_connections = 256, .timeout = 60,
-                            .request_timeout = 60, .max_per_ip = 64, .reserve = 16, .reserve_path = "/health",
+                            .request_timeout = 60, .max_per_ip = 64, .reserve = 256, .reserve_path = "/health",
                             .max_body = 4 << 20, .max_head = 64 << 10};
 }
 
@@ -480,7 +480,7 @@ static int listen_on(rm_http *h, const char *host, int port) {
         int one = 1, zero = 0;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         if (a->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-        if (bind(fd, a->ai_addr, a->ai_addrlen) || listen(fd, 128)) {
+        if (bind(fd, a->ai_addr, a->ai_addrlen) || listen(fd, 4096)) {
             err = errno;
             close(fd);
             fd = -1;
