@@ -7,6 +7,7 @@
 #include "base/err.h"
 #include "serve/server.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -169,6 +170,11 @@ static int cmd_serve(int argc, char **argv) {
         p.adapter_cache = (size_t)(mb * (1 << 20));
     }
     p.compute_threads = (int)threads, p.slots = (int)slots, p.ctx = (int)ctx;
+    // One malloc arena: adapters are loaded on worker threads and freed on the
+    // engine thread, and with an arena per thread each arena kept its own
+    // free holes, so RSS went to twice the adapter cache's budget (MALLOC_ARENA_MAX
+    // in the environment still decides, when set).
+    if (!getenv("MALLOC_ARENA_MAX")) mallopt(M_ARENA_MAX, 1);
     // a descriptor for every connection the table and the reserve may hold, and room for files
     struct rlimit nf;
     rlim_t need = (rlim_t)conns + (rlim_t)reserve + 256;
