@@ -21,13 +21,7 @@ import sys
 import threading
 import time
 
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return -1
+from serve_load import rss_kib, start_server
 
 
 def http(port, method, path, body=None):
@@ -97,18 +91,8 @@ def main():
             f.write(json.dumps(f"task {k} about topic{k % 13} and subject{k % 29}") + "\n")
     subprocess.run([a.bin, "pool", "init", "--pool", pool, "--corpus", corpus, "--embedder", a.embedder], check=True,
                    stderr=subprocess.DEVNULL)
-    srv = subprocess.Popen([a.bin, "serve", "-m", a.model, "--pool", pool, "--adapter-dir", files, "--port", "0", "-t", "1",
-                            "--slots", "8", "--log-format", "none", "--adapter-cache-mb", str(a.cache_mb)],
-                           stderr=subprocess.PIPE, text=True)
-    port = None
-    for line in srv.stderr:
-        m = re.search(r"listening on http://[^ ]*:(\d+)", line)
-        if m:
-            port = int(m.group(1))
-            break
-    if not port:
-        sys.exit("the server did not start")
-    threading.Thread(target=lambda: [None for _ in srv.stderr], daemon=True).start()
+    srv, port = start_server([a.bin, "serve", "-m", a.model, "--pool", pool, "--adapter-dir", files, "--port", "0", "-t", "1",
+                              "--slots", "8", "--log-format", "none", "--adapter-cache-mb", str(a.cache_mb)])
     warm = parallel(a.clients, range(2 * a.clients), lambda k: None if http(port, "POST", "/v1/completions",
                     {"prompt": "task about topic", "max_tokens": 4})[0] == 200 else "warm-up failed")
     rss_start = rss_kib(srv.pid)  # the model, the engine's buffers and the threads' arenas touched, no adapter loaded

@@ -33,6 +33,17 @@ def rss_kib(pid):
     return -1
 
 
+def start_server(args):
+    """`ramole serve` started with args (which hold --port 0): (process, port); its stderr drained."""
+    srv = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
+    for line in srv.stderr:
+        m = re.search(r"listening on http://[^ ]*:(\d+)", line)
+        if m:
+            threading.Thread(target=lambda: [None for _ in srv.stderr], daemon=True).start()
+            return srv, int(m.group(1))
+    sys.exit("the server did not start")
+
+
 def one_request(port, body, timeout):
     """One streamed completion; returns (ttft seconds, tokens) or raises."""
     data = json.dumps(body).encode()
@@ -101,16 +112,7 @@ def main():
             "--max-connections", str(max(64, 2 * a.clients))]
     if a.pool:
         args += ["--pool", a.pool]
-    srv = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
-    port = None
-    for line in srv.stderr:
-        m = re.search(r"listening on http://[^ ]*:(\d+)", line)
-        if m:
-            port = int(m.group(1))
-            break
-    if not port:
-        sys.exit("the server did not start")
-    threading.Thread(target=lambda: [None for _ in srv.stderr], daemon=True).start()
+    srv, port = start_server(args)
     rss_start = rss_kib(srv.pid)
     body = {"prompt": "Once upon a time, in a small town by the sea,", "max_tokens": a.max_tokens, "temperature": 0.8,
             "stream": True, "stream_options": {"include_usage": True}}

@@ -19,21 +19,11 @@ import selectors
 import signal
 import socket
 import statistics
-import subprocess
 import sys
 import threading
 import time
 
-
-def start_server(a, extra):
-    args = [a.bin, "serve", "-m", a.model, "--port", "0", "-t", "1", "--log-format", "none"] + extra
-    srv = subprocess.Popen(args, stderr=subprocess.PIPE, text=True)
-    for line in srv.stderr:
-        m = re.search(r"listening on http://[^ ]*:(\d+)", line)
-        if m:
-            threading.Thread(target=lambda: [None for _ in srv.stderr], daemon=True).start()
-            return srv, int(m.group(1))
-    sys.exit("the server did not start")
+from serve_load import start_server
 
 
 def get(port, path, src, timeout=5.0):
@@ -72,7 +62,7 @@ def main():
     resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     if want < a.conns + 64:
         sys.exit(f"the open-file limit ({hard}) is too low for {a.conns} connections")
-    srv, port = start_server(a, extra)
+    srv, port = start_server([a.bin, "serve", "-m", a.model, "--port", "0", "-t", "1", "--log-format", "none"] + extra)
     head = b"POST /v1/completions HTTP/1.1\r\nHost: b\r\nContent-Type: application/json\r\nX-Slow: " + b"a" * 4000
     sel = selectors.DefaultSelector()
     slow = {}  # socket -> [address, bytes sent]
