@@ -353,7 +353,9 @@ int rm_server_drain(rm_server *s, double timeout, volatile int *force) {
 
 void rm_server_free(rm_server *s) {
     if (!s) return;
-    if (s->http) rm_http_stop(s->http);
+    // new requests refused, then the workers and the engine answer what they
+    // hold while the HTTP layer still stands, then it stops
+    if (s->http) rm_http_drain(s->http);
     if (s->fast.n_threads) workq_stop(&s->fast);
     if (s->slow.n_threads) workq_stop(&s->slow);
     if (s->eng_started) {
@@ -363,6 +365,7 @@ void rm_server_free(rm_server *s) {
         pthread_mutex_unlock(&s->eng_mu);
         pthread_join(s->eng_thread, NULL);
     }
+    if (s->http) rm_http_stop(s->http);
     rm_engine_free(s->eng);
     rm_lora_cache_free(&s->cache);
     for (int i = 0; i < s->n_retired; i++) rm_lora_free(s->retired[i]);
