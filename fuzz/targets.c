@@ -258,7 +258,7 @@ static int make_pool(const char *dir) {
 static int server_port(void) {
     if (g_server) return g_port;
     if (!base_model()) return -1;
-    char path[128], pool[128];
+    static char path[128], pool[128]; // the server keeps these
     snprintf(path, sizeof path, "%s/base.gguf", scratch_dir());
     snprintf(pool, sizeof pool, "%s/pool", scratch_dir());
     if (make_pool(pool)) return -1;
