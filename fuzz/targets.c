@@ -265,8 +265,10 @@ static int server_port(void) {
     rm_server_params p = rm_server_default_params();
     p.model = path, p.pool = pool, p.max_upload = 1 << 20, p.adapter_cache = 1 << 20;
     p.compute_threads = 1, p.slots = 2, p.ctx = 64, p.rows = 64;
-    p.http.port = 0, p.http.threads = 1, p.http.timeout = 5, p.http.request_timeout = 5, p.http.max_body = 1 << 16;
-    p.http.max_connections = 16, p.http.max_per_ip = 0;
+    // libmicrohttpd keeps a connection whose client closed mid-request until
+    // the deadline: a short one and a large table, so that inputs do not fill it
+    p.http.port = 0, p.http.threads = 1, p.http.timeout = 5, p.http.request_timeout = 1, p.http.max_body = 1 << 16;
+    p.http.max_connections = 4096, p.http.max_per_ip = 0;
     if (rm_server_start(&p, &g_server)) {
         g_server = NULL;
         return -1;
