@@ -108,7 +108,7 @@ install: all
 FUZZ_CC    ?= clang
 FUZZB      ?= build-fuzz
 FUZZ_FLAGS  = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
-FUZZ_TARGETS = json gguf lora_gguf safetensors peft tokenizer_json tokenize llama2c
+FUZZ_TARGETS = json gguf lora_gguf safetensors peft tokenizer_json tokenize llama2c http serve_body
 FUZZ_BINS   = $(patsubst %,$(FUZZB)/fuzz_%,$(FUZZ_TARGETS))
 FUZZ_SECS  ?= 20
 fuzz-lib:

@@ -13,7 +13,7 @@ bin=${RAMOLE_BIN:-build/ramole}
 [ -x "$bin" ] || make -s "$bin"
 work=$out/.work
 mkdir -p "$work" "$out/json" "$out/gguf" "$out/lora_gguf" "$out/safetensors" "$out/peft" "$out/tokenizer_json" \
-    "$out/tokenize" "$out/llama2c"
+    "$out/tokenize" "$out/llama2c" "$out/http" "$out/serve_body"
 
 # Models: width 16, one layer; byte-level and with 8 BPE merges.
 printf 'the cat sat on the mat. the dog sat on the log. a cat and a dog.\n' >"$work/text.txt"
@@ -71,6 +71,40 @@ printf '\002\000\000\000\002\000\000\000\001\000\000\000\001\000\000\000\001\000
     >"$out/llama2c/tiny.bin"
 # embedding 4, rms_att 2, wq wk wv wo 4 each, rms_ffn 2, w1 w2 w3 4 each, rms_final 2, freq_cis 2 + 2
 head -c $((42 * 4)) /dev/zero >>"$out/llama2c/tiny.bin"
+
+# The server: whole requests (http) and bodies for each POST route (serve_body:
+# the first byte picks the route, in fuzz/targets.c's order).
+crlf() { printf '%s\r\n' "$@"; }
+req() { # METHOD PATH BODY [EXTRA-HEADER]
+    crlf "$1 $2 HTTP/1.1" "Host: fuzz" ${4:+"$4"} "Content-Type: application/json" "Content-Length: ${#3}" ""
+    printf '%s' "$3"
+}
+body_c='{"prompt": "the cat", "max_tokens": 4, "temperature": 0, "stop": ["."], "logprobs": 2, "n": 2, "seed": 3}'
+body_s='{"prompt": ["a cat", [97, 98]], "max_tokens": 3, "stream": true, "stream_options": {"include_usage": true}, "echo": true}'
+body_chat='{"messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": [{"type": "text", "text": "hi"}]}], "max_tokens": 3, "logprobs": true, "top_logprobs": 2}'
+req GET /health "" >"$out/http/health"
+req GET /metrics "" >"$out/http/metrics"
+req GET /v1/models/fuzz-base "" >"$out/http/model"
+req POST /v1/completions "$body_c" >"$out/http/completion"
+req POST /v1/completions "$body_s" "Connection: keep-alive" >"$out/http/stream"
+{ req POST /v1/chat/completions "$body_chat"; req GET /health ""; } >"$out/http/pipelined"
+crlf "POST /tokenize HTTP/1.1" "Host: fuzz" "Transfer-Encoding: chunked" "" "b" '{"prompt": ' "6" '"cat"}' "0" "" >"$out/http/chunked"
+i=0
+for b in "$body_c" "$body_chat" '{"input": ["the cat", "a dog"], "model": "fuzz-base"}' '{"prompt": "the cat", "add_special_tokens": false}' \
+    '{"tokens": [1, 97, 98, 99]}' '{"name": "x", "weights": "/etc/passwd", "samples": ["a"]}' "" '{"lora_name": "x"}'; do
+    printf "\\$(printf %03o $i)%s" "$b" >"$out/serve_body/route$i"
+    i=$((i + 1))
+done
+# a multipart upload of the GGUF adapter made above (route 6)
+{
+    printf '\006'
+    crlf "--XyZzy42" 'Content-Disposition: form-data; name="name"' "" "up"
+    crlf "--XyZzy42" 'Content-Disposition: form-data; name="samples"' "" '["the cat", "a dog"]'
+    crlf "--XyZzy42" 'Content-Disposition: form-data; name="file"; filename="lora.gguf"' "Content-Type: application/octet-stream" ""
+    cat "$out/lora_gguf/lora.gguf"
+    printf '\r\n'
+    crlf "--XyZzy42--"
+} >"$out/serve_body/route6"
 
 rm -rf "$work"
 touch "$out/.done"

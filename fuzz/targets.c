@@ -13,6 +13,14 @@
 #include "model/llama.h"
 #include "model/synth.h"
 #include "model/tokenizer.h"
+#include "retrieve/embed.h"
+#include "retrieve/pool.h"
+#include "serve/server.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -213,6 +221,128 @@ static int fuzz_llama2c(const uint8_t *d, size_t n) {
     return llama2c_convert(in, out);
 }
 
+// ---------------------------------------------------------------- the server
+
+// `ramole serve` on the synthetic base with a pool of two adapters (a small
+// context, so that no request generates for long), started on a free
+// loopback port on first use.
+static rm_server *g_server;
+static int g_port;
+
+// scratch/pool: a lexical embedder and adapters "cat" and "dog" (random, rank 2).
+static int make_pool(const char *dir) {
+    static const char *const samples[2][2] = {{"the cat sat", "a cat and a mat"}, {"the dog ran", "a dog and a log"}};
+    static const char *const names[2] = {"cat", "dog"};
+    rm_pool_params pp = rm_pool_default_params();
+    rm_pool *pool = NULL;
+    rm_embedder *e = NULL;
+    rm_feat_params fp = rm_feat_default_params();
+    fp.bits = 10;
+    int rc = rm_pool_open(dir, &pp, &pool);
+    if (!rc) rc = rm_lexical_create(&fp, &samples[0][0], NULL, 4, NULL, &e);
+    if (!rc) rc = rm_pool_set_embedder(pool, e);
+    for (int a = 0; a < 2 && !rc; a++) {
+        char w[160];
+        rm_lora *l = NULL;
+        snprintf(w, sizeof w, "%s/%s.gguf", dir, names[a]);
+        rc = rm_lora_random(&l, g_base, 2, 0x7f, 7 + (uint64_t)a);
+        if (!rc) rc = rm_lora_save_gguf(l, w);
+        rm_lora_free(l);
+        rm_adapter_info info = {.name = names[a], .weights = w};
+        if (!rc) rc = rm_pool_add(pool, &info, samples[a], NULL, 2, NULL);
+    }
+    if (pool) rm_pool_close(pool);
+    return rc;
+}
+
+static int server_port(void) {
+    if (g_server) return g_port;
+    if (!base_model()) return -1;
+    static char path[128], pool[128]; // the server keeps these
+    snprintf(path, sizeof path, "%s/base.gguf", scratch_dir());
+    snprintf(pool, sizeof pool, "%s/pool", scratch_dir());
+    if (make_pool(pool)) return -1;
+    rm_server_params p = rm_server_default_params();
+    p.model = path, p.pool = pool, p.max_upload = 1 << 20, p.adapter_cache = 1 << 20;
+    p.compute_threads = 1, p.slots = 2, p.ctx = 64, p.rows = 64;
+    // libmicrohttpd keeps a connection whose client closed mid-request until
+    // the deadline: a short one and a large table, so that inputs do not fill it
+    p.http.port = 0, p.http.threads = 1, p.http.timeout = 5, p.http.request_timeout = 1, p.http.max_body = 1 << 16;
+    p.http.max_connections = 4096, p.http.max_per_ip = 0;
+    if (rm_server_start(&p, &g_server)) {
+        g_server = NULL;
+        return -1;
+    }
+    const char *colon = strrchr(rm_server_url(g_server), ':');
+    g_port = colon ? atoi(colon + 1) : -1;
+    return g_port;
+}
+
+// Sends the bytes on a new loopback connection, ends the sending side
+// (libmicrohttpd does not act on that end), reads what the server answers
+// until it closes, or until nothing comes and no request is being worked on
+// (a head or body left incomplete), then waits for the server's work to end
+// (5 s at most each), so that what an input covers is counted for it.
+static int http_exchange(const void *data, size_t n) {
+    int port = server_port();
+    if (port <= 0) return RM_EIO;
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) return RM_EIO;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof a)) {
+        close(fd);
+        return RM_EIO;
+    }
+    const char *p = data;
+    for (size_t left = n; left;) { // the server may close early (a refused head): stop sending then
+        ssize_t w = send(fd, p, left, MSG_NOSIGNAL);
+        if (w <= 0) break;
+        p += w, left -= (size_t)w;
+    }
+    shutdown(fd, SHUT_WR);
+    char buf[4096];
+    for (int ms = 0, quiet = 0; ms < 5000 && quiet < 3; ms++) {
+        struct pollfd pf = {.fd = fd, .events = POLLIN};
+        int r = poll(&pf, 1, 1);
+        if (r > 0 && read(fd, buf, sizeof buf) <= 0) break;
+        if (r < 0) break;
+        quiet = r == 0 && !rm_server_working(g_server) ? quiet + 1 : 0;
+    }
+    close(fd);
+    for (int ms = 0; ms < 5000 && rm_server_working(g_server); ms++) usleep(1000);
+    return RM_OK;
+}
+
+// Arbitrary bytes as what a client sends: the request parser
+// (libmicrohttpd), then the server's routes on what it lets through.
+static int fuzz_http(const uint8_t *d, size_t n) { return http_exchange(d, n); }
+
+// Arbitrary bytes as the body of one of the server's POST routes (the first
+// byte picks it), in a well-formed request.
+static int fuzz_serve_body(const uint8_t *d, size_t n) {
+    static const char *const routes[][2] = {
+        {"/v1/completions", "application/json"},
+        {"/v1/chat/completions", "application/json"},
+        {"/v1/embeddings", "application/json"},
+        {"/tokenize", "application/json"},
+        {"/detokenize", "application/json"},
+        {"/v1/adapters", "application/json"},
+        {"/v1/adapters", "multipart/form-data; boundary=XyZzy42"},
+        {"/v1/unload_lora_adapter", "application/json"},
+    };
+    if (n < 1) return RM_EINVAL;
+    const char *const *r = routes[d[0] % (sizeof routes / sizeof routes[0])];
+    rm_sb b;
+    rm_sb_init(&b);
+    rm_sb_printf(&b, "POST %s HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\nContent-Type: %s\r\nContent-Length: %zu\r\n\r\n", r[0],
+                 r[1], n - 1);
+    rm_sb_putn(&b, (const char *)d + 1, n - 1);
+    int rc = b.oom ? RM_ENOMEM : http_exchange(b.buf, b.len);
+    rm_sb_free(&b);
+    return rc;
+}
+
 const rm_fuzz_target rm_fuzz_targets[] = {
     {"json", fuzz_json, "the JSON reader (rm_json_parse)"},
     {"gguf", fuzz_gguf, "GGUF model files: the parser, the tokenizer it holds, the model loader"},
@@ -222,6 +352,8 @@ const rm_fuzz_target rm_fuzz_targets[] = {
     {"tokenizer_json", fuzz_tokenizer_json, "Hugging Face tokenizer.json"},
     {"tokenize", fuzz_tokenize, "the tokenizers on arbitrary bytes (first byte picks vocabulary and flags)"},
     {"llama2c", fuzz_llama2c, "llama2.c checkpoints converted to GGUF"},
+    {"http", fuzz_http, "bytes a client sends to `ramole serve`: libmicrohttpd's parser, then the server's routes"},
+    {"serve_body", fuzz_serve_body, "a request body through the server's POST routes (first byte picks the route)"},
     {NULL, NULL, NULL},
 };
 
@@ -232,6 +364,11 @@ const rm_fuzz_target *rm_fuzz_find(const char *name) {
 }
 
 void rm_fuzz_cleanup(void) {
+    if (g_server) {
+        rm_server_drain(g_server, 10, NULL);
+        rm_server_free(g_server);
+        g_server = NULL;
+    }
     rm_llama_free(g_base);
     g_base = NULL;
     for (int i = 0; i < N_VOCABS; i++) {

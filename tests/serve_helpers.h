@@ -16,6 +16,9 @@ int serve_make_adapters(const char *model, char (*w)[512]);
 // lexical embedder fitted on every sample) holding task a's adapter for
 // every a with want[a], weights w[a] (NULL: none).
 int serve_make_pool(const char *dir, const int *want, char (*weights)[512]);
+// "token_ids" of a completion answer as "1 2 3" ("" when none).
+struct rm_json;
+void serve_ids_of(const struct rm_json *j, char *out, size_t cap);
 // A PEFT adapter for another base (v_proj with input size 100; the tiny
 // model's is 256) in dir.
 int serve_make_bad_peft(const char *dir);

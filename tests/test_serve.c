@@ -86,6 +86,8 @@ static void ids_of(const rm_json *j, char *out, size_t cap) {
         len += (size_t)snprintf(out + len, cap - len, i ? " %lld" : "%lld", (long long)ids->items[i].inum);
 }
 
+void serve_ids_of(const rm_json *j, char *out, size_t cap) { ids_of(j, out, cap); }
+
 // The first adapter a completion reports, or "".
 static const char *first_adapter(const rm_json *j) {
     const rm_json *a = j ? rm_json_get(j, "adapters") : NULL;

@@ -165,7 +165,7 @@ TEST(serve_http_abuse) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
     REQUIRE(serve_tiny_model());
     char args[1024];
-    snprintf(args, sizeof args, "-m %s -t 1 --ctx 512 --host :: --timeout 3 --max-connections 8 --max-body 65536",
+    snprintf(args, sizeof args, "-m %s -t 1 --ctx 512 --host :: --timeout 3 --max-connections 8 --health-reserve 1 --max-body 65536",
              serve_tiny_model());
     rm_test_server sp;
     REQUIRE(rm_test_server_start(&sp, args) == 0);
@@ -289,8 +289,11 @@ TEST(serve_http_abuse) {
         CHECKF(st == 0 || st == 408, "silent client: %d", st);
     }
 
-    // the connection limit: with 8 open, a 9th waits unserved (libmicrohttpd
-    // leaves it in the listen queue) until one of them closes
+    // the connection limit: with 8 open, a 9th is in the reserve: asked
+    // anything but /health, it gets 503 and is closed (a 10th asking /health
+    // from another address is answered, test serve_http_connection_limits);
+    // past the reserve, a connection waits unserved (libmicrohttpd leaves it
+    // in the listen queue) until one closes
     {
         int fds[8], n_open = 0;
         for (int i = 0; i < 8; i++)
@@ -301,13 +304,22 @@ TEST(serve_http_abuse) {
         char buf[512];
         for (int i = 0; i < 8; i++)
             CHECK(fds[i] >= 0 && send_all(fds[i], hreq, strlen(hreq)) == 0 && read(fds[i], buf, sizeof buf) > 0);
+        const char *mreq = "GET /v1/models HTTP/1.1\r\nHost: t\r\n\r\n";
+        sb_clear(&raw);
+        CHECK(exchange(sp.port, mreq, strlen(mreq), &raw) == 503);
+        CHECK(raw.buf && strstr(raw.buf, "only GET /health"));
+        // the reserve taken too (one place, and one per address): a connection waits
+        int res = connect_to(AF_INET, sp.port);
+        CHECK(res >= 0 && send_all(res, "GET /he", 7) == 0);
+        usleep(200000);
         int ninth = connect_to(AF_INET, sp.port);
         const char *creq = "GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
         CHECK(ninth >= 0 && send_all(ninth, creq, strlen(creq)) == 0);
         struct pollfd pf = {.fd = ninth, .events = POLLIN};
-        CHECKF(poll(&pf, 1, 500) == 0, "a 9th connection was served while 8 were open");
+        CHECKF(poll(&pf, 1, 500) == 0, "a connection past the reserve was served while 8 + 1 were open");
         for (int i = 0; i < 8; i++)
             if (fds[i] >= 0) close(fds[i]);
+        if (res >= 0) close(res);
         sb_clear(&raw);
         CHECK(ninth >= 0 && read_to_close(ninth, &raw) && raw.buf && !strncmp(raw.buf, "HTTP/1.1 200", 12));
         if (ninth >= 0) close(ninth);
@@ -334,6 +346,143 @@ TEST(serve_http_abuse) {
     const char *e = a.buf ? strstr(a.buf, "\nramole_errors_total ") : NULL;
     // ours: the two ambiguous framings, the 413 and the pipelined 404 (libmicrohttpd answers the rest itself)
     CHECKF(e && atof(e + 21) >= 4, "errors_total: %s", e ? e + 21 : "(none)");
+    rm_sb_free(&a);
+    rm_sb_free(&raw);
+    CHECK(rm_test_server_stop(&sp) == 0);
+}
+
+// A loopback IPv4 connection from the source address src (any of
+// 127.0.0.0/8), reads guarded as connect_to's; -1 on failure.
+static int connect_from(const char *src, int port) {
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    if (fd < 0) return -1;
+    struct timeval tv = {60, 0};
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    struct sockaddr_in me = {.sin_family = AF_INET}, to = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    inet_pton(AF_INET, src, &me.sin_addr);
+    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&me, sizeof me) || connect(fd, (struct sockaddr *)&to, sizeof to)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+// 1 when the server has closed fd (a read gives the end of the stream or an
+// error) within ms milliseconds, 0 while it is open.
+static int closed_within(int fd, int ms) {
+    struct pollfd pf = {.fd = fd, .events = POLLIN};
+    if (poll(&pf, 1, ms) <= 0) return 0;
+    char buf[512];
+    ssize_t r = recv(fd, buf, sizeof buf, MSG_DONTWAIT);
+    return r <= 0;
+}
+
+// GET path from src on a new connection: the status (0: closed unanswered).
+static int get_from(const char *src, int port, const char *path, rm_sb *raw) {
+    int fd = connect_from(src, port);
+    if (fd < 0) return -1;
+    char req[256];
+    int n = snprintf(req, sizeof req, "GET %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", path);
+    sb_clear(raw);
+    int status = 0;
+    if (!send_all(fd, req, (size_t)n) && read_to_close(fd, raw) && raw->buf) sscanf(raw->buf, "HTTP/1.%*d %d", &status);
+    close(fd);
+    return status;
+}
+
+// The value of a /metrics line "ramole_NAME V" (-1: absent).
+static double metric_value(int port, const char *name) {
+    rm_sb a;
+    rm_sb_init(&a);
+    char key[128];
+    snprintf(key, sizeof key, "\nramole_%s ", name);
+    double v = -1;
+    if (ask(AF_INET, port, "GET", "/metrics", NULL, &a) == 200 && a.buf && strstr(a.buf, key)) v = atof(strstr(a.buf, key) + strlen(key));
+    rm_sb_free(&a);
+    return v;
+}
+
+// Connection limits that hold against slow clients: a cap per address (many
+// slow connections from one address lock out no one else), a deadline for a
+// request's head and body that trickling bytes do not push back, and
+// /health answered from the reserve when the table is full.
+TEST(serve_http_connection_limits) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    REQUIRE(serve_tiny_model());
+    int probe = socket(AF_INET, SOCK_STREAM, 0); // are 127.0.0.0/8's addresses usable as sources here?
+    struct sockaddr_in me = {.sin_family = AF_INET};
+    inet_pton(AF_INET, "127.0.0.2", &me.sin_addr);
+    int can = probe >= 0 && bind(probe, (struct sockaddr *)&me, sizeof me) == 0;
+    if (probe >= 0) close(probe);
+    if (!can) SKIP("cannot bind 127.0.0.2 as a source address");
+    char args[1024];
+    snprintf(args, sizeof args,
+             "-m %s -t 1 --ctx 512 --threads 1 --timeout 30 --request-timeout 2 --max-connections 4 --max-per-ip 3 --health-reserve 2",
+             serve_tiny_model());
+    rm_test_server sp;
+    REQUIRE(rm_test_server_start(&sp, args) == 0);
+    rm_sb a, raw;
+    rm_sb_init(&a);
+    rm_sb_init(&raw);
+    CHECK(ask_fresh(sp.port, "POST", "/v1/completions", k_req, &a) == 200);
+    char want[512], got[512];
+    ids_in(&a, want, sizeof want);
+    REQUIRE(want[0]);
+
+    // ten slow connections from one address: three are kept, the rest closed at once
+    int slow[10], kept = 0;
+    for (int i = 0; i < 10; i++) {
+        slow[i] = connect_from("127.0.0.3", sp.port);
+        CHECK(slow[i] >= 0 && send_all(slow[i], "P", 1) == 0);
+    }
+    usleep(300000);
+    for (int i = 0; i < 10; i++) kept += slow[i] >= 0 && !closed_within(slow[i], 50);
+    CHECKF(kept == 3, "%d slow connections from one address kept (cap 3)", kept);
+    // another address is not locked out: /health and a completion answer
+    CHECK(get_from("127.0.0.4", sp.port, "/health", &raw) == 200);
+    CHECK(ask_fresh(sp.port, "POST", "/v1/completions", k_req, &a) == 200);
+    ids_in(&a, got, sizeof got);
+    CHECKF(!strcmp(got, want), "beside slow clients: '%s' vs '%s'", got, want);
+
+    // slowloris: a byte every 100 ms keeps the silence timeout (30 s) away,
+    // not the request's deadline (2 s): closed (the guard: 20 s)
+    int loris = connect_from("127.0.0.5", sp.port), closed = 0;
+    REQUIRE(loris >= 0);
+    const char *head = "POST /v1/completions HTTP/1.1\r\nHost: t\r\nX-Pad: ";
+    CHECK(send_all(loris, head, strlen(head)) == 0);
+    for (int t = 0; t < 200 && !closed; t++) {
+        if (send(loris, "a", 1, MSG_NOSIGNAL) != 1) closed = 1;
+        else closed = closed_within(loris, 100);
+    }
+    CHECK(closed);
+    close(loris);
+    CHECK(metric_value(sp.port, "connections_deadline_closed_total") >= 1);
+    for (int i = 0; i < 10; i++)
+        if (slow[i] >= 0) close(slow[i]);
+    usleep(300000);
+
+    // the table full (four half-sent requests from two addresses): /health
+    // is answered from the reserve, anything else there gets 503
+    int full[4];
+    for (int i = 0; i < 4; i++) {
+        full[i] = connect_from(i < 2 ? "127.0.0.6" : "127.0.0.7", sp.port);
+        CHECK(full[i] >= 0 && send_all(full[i], "GET /hea", 8) == 0);
+    }
+    usleep(300000);
+    CHECK(get_from("127.0.0.8", sp.port, "/health", &raw) == 200);
+    CHECK(raw.buf && strstr(raw.buf, "\"ok\"") && strcasestr(raw.buf, "Connection: close"));
+    CHECK(get_from("127.0.0.9", sp.port, "/v1/models", &raw) == 503);
+    CHECK(raw.buf && strstr(raw.buf, "only GET /health"));
+    // the deadline frees the table: the four are closed, and the server serves as before
+    for (int i = 0; i < 4; i++) CHECK(full[i] >= 0 && read_to_close(full[i], &raw));
+    for (int i = 0; i < 4; i++)
+        if (full[i] >= 0) close(full[i]);
+    usleep(500000); // the clients see the end of the stream before the server's close notice frees their places
+    CHECK(ask_fresh(sp.port, "POST", "/v1/completions", k_req, &a) == 200);
+    ids_in(&a, got, sizeof got);
+    CHECKF(!strcmp(got, want), "after the limits: '%s' vs '%s'", got, want);
+    CHECK(metric_value(sp.port, "connections_reserve_total") >= 2);
     rm_sb_free(&a);
     rm_sb_free(&raw);
     CHECK(rm_test_server_stop(&sp) == 0);

@@ -7,10 +7,12 @@
 #include "base/err.h"
 #include "serve/server.h"
 
+#include <malloc.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 static volatile sig_atomic_t g_signals;
@@ -41,7 +43,8 @@ static const char *pool_shown(const char *pool, char *buf, size_t cap) {
 static void usage(void) {
     printf("usage: ramole serve -m MODEL [--pool DIR|URL] [--router FILE] [--host H] [--port P] [-t N] [--threads N]\n"
            "                    [--slots S] [--ctx N] [--max-connections N] [--timeout S] [--max-body BYTES]\n"
-           "                    [--drain-timeout S]\n\n"
+           "                    [--drain-timeout S] [--request-timeout S] [--max-per-ip N] [--health-reserve N]\n"
+           "                    [--adapter-cache-mb MB]\n\n"
            "  --pool DIR|URL      the adapter pool: a folder (SQLite), or a PostgreSQL database shared by\n"
            "                      replicas, postgresql://USER@HOST:PORT/DB?weights=SHARED_DIR (docs/deploy.md)\n"
            "  --host H            address to listen on (127.0.0.1); an IPv6 address such as ::1, or :: for\n"
@@ -53,6 +56,14 @@ static void usage(void) {
            "  --max-connections N open connections at once (256); more are refused\n"
            "  --timeout S         seconds a connection may stay silent: idle, or sending its request (60)\n"
            "  --max-body BYTES    request bodies above this get 413 (4194304)\n"
+           "  --request-timeout S seconds a request's head and body may take in all, however they trickle in,\n"
+           "                      from the connection's opening or its previous answer; then it is closed (60; 0: none)\n"
+           "  --max-per-ip N      open connections from one client address; more are closed at once (64; 0: no cap)\n"
+           "  --health-reserve N  connections past --max-connections that only GET /health may use, so it answers\n"
+           "                      when the table is full (one per client address); anything else there gets 503\n"
+           "                      (256; 0: none)\n"
+           "  --adapter-cache-mb MB  loaded adapters kept within this many MiB (fractions allowed): the least recently\n"
+           "                      used that no running request holds are evicted, loaded again on demand (1024; 0: none)\n"
            "  --drain-timeout S   on SIGTERM, seconds running requests get to finish (30)\n"
            "  --model-name NAME   the base model's name for clients (the file's name without .gguf)\n"
            "  --auto-model NAME   the model name that means RAMoLE: retrieve the request's adapters and compose\n"
@@ -95,7 +106,9 @@ static int cmd_serve(int argc, char **argv) {
     p.api_key = getenv("RAMOLE_API_KEY"), p.admin_key = getenv("RAMOLE_ADMIN_KEY");
     long auto_k = p.auto_k, max_upload = (long)p.max_upload;
     long port = p.http.port, threads = 0, io = p.http.threads, slots = p.slots, ctx = p.ctx, conns = p.http.max_connections,
-         timeout = p.http.timeout, body = (long)p.http.max_body, drain = 30;
+         timeout = p.http.timeout, body = (long)p.http.max_body, drain = 30, req_timeout = p.http.request_timeout,
+         per_ip = p.http.max_per_ip, reserve = p.http.reserve;
+    const char *cache_mb = NULL;
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) {
             usage();
@@ -113,6 +126,10 @@ static int cmd_serve(int argc, char **argv) {
         } else if (cli_int(argc, argv, &i, "--timeout", NULL, &timeout)) {
         } else if (cli_int(argc, argv, &i, "--max-body", NULL, &body)) {
         } else if (cli_int(argc, argv, &i, "--drain-timeout", NULL, &drain)) {
+        } else if (cli_int(argc, argv, &i, "--request-timeout", NULL, &req_timeout)) {
+        } else if (cli_int(argc, argv, &i, "--max-per-ip", NULL, &per_ip)) {
+        } else if (cli_int(argc, argv, &i, "--health-reserve", NULL, &reserve)) {
+        } else if (cli_str(argc, argv, &i, "--adapter-cache-mb", NULL, &cache_mb)) {
         } else if (cli_str(argc, argv, &i, "--model-name", NULL, &p.model_name)) {
         } else if (cli_str(argc, argv, &i, "--auto-model", NULL, &p.auto_name)) {
         } else if (cli_str(argc, argv, &i, "--default-model", NULL, &p.default_model)) {
@@ -131,9 +148,10 @@ static int cmd_serve(int argc, char **argv) {
     }
     if (!p.model) { fprintf(stderr, "ramole serve: -m MODEL is required\n"); return 2; }
     if (port < 0 || port > 65535 || slots < 1 || slots > 1024 || ctx < 2 || threads < 0 || io < 1 || io > 64 || conns < 1 ||
-        conns > 65536 || timeout < 1 || body < 1 || drain < 0) {
-        fprintf(stderr, "ramole serve: bad --port, --slots, --ctx, --threads, --max-connections, --timeout, --max-body or "
-                        "--drain-timeout (see --help)\n");
+        conns > 65536 || timeout < 1 || body < 1 || drain < 0 || req_timeout < 0 || req_timeout > 86400 || per_ip < 0 ||
+        per_ip > 65536 || reserve < 0 || reserve > 4096) {
+        fprintf(stderr, "ramole serve: bad --port, --slots, --ctx, --threads, --max-connections, --timeout, --max-body, "
+                        "--drain-timeout, --request-timeout, --max-per-ip, --health-reserve or --adapter-cache-mb (see --help)\n");
         return 2;
     }
     char *end = NULL;
@@ -152,7 +170,32 @@ static int cmd_serve(int argc, char **argv) {
     if (strcmp(log_format, "none")) p.log_line = log_line, p.log_json = !strcmp(log_format, "json");
     p.http.port = (int)port, p.http.threads = (int)io, p.http.max_connections = (int)conns, p.http.timeout = (int)timeout;
     p.http.max_body = (size_t)body;
+    p.http.request_timeout = (int)req_timeout, p.http.max_per_ip = (int)per_ip, p.http.reserve = (int)reserve;
+    if (cache_mb) { // MiB, fractions allowed
+        char *e = NULL;
+        double mb = strtod(cache_mb, &e);
+        if (e == cache_mb || *e || !(mb >= 0 && mb <= 1 << 30)) {
+            fprintf(stderr, "ramole serve: bad --adapter-cache-mb (MiB, 0 for no limit)\n");
+            return 2;
+        }
+        p.adapter_cache = (size_t)(mb * (1 << 20));
+    }
     p.compute_threads = (int)threads, p.slots = (int)slots, p.ctx = (int)ctx;
+    // One malloc arena: adapters are loaded on worker threads and freed on the
+    // engine thread, and with an arena per thread each arena kept its own
+    // free holes, so RSS went to twice the adapter cache's budget (MALLOC_ARENA_MAX
+    // in the environment still decides, when set).
+    if (!getenv("MALLOC_ARENA_MAX")) mallopt(M_ARENA_MAX, 1);
+    // a descriptor for every connection the table and the reserve may hold, and room for files
+    struct rlimit nf;
+    rlim_t need = (rlim_t)conns + (rlim_t)reserve + 256;
+    if (!getrlimit(RLIMIT_NOFILE, &nf) && nf.rlim_cur < need) {
+        nf.rlim_cur = nf.rlim_max < need ? nf.rlim_max : need;
+        setrlimit(RLIMIT_NOFILE, &nf);
+        if (nf.rlim_cur < need)
+            fprintf(stderr, "ramole serve: note: the open-file limit (%llu) is below the %llu descriptors the connection limits can take\n",
+                    (unsigned long long)nf.rlim_cur, (unsigned long long)need);
+    }
     // the server's threads inherit a mask without these: only this thread takes the signals
     sigset_t set, old;
     sigemptyset(&set);

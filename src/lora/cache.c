@@ -38,15 +38,22 @@ static int find_entry(const rm_lora_cache *c, const char *name, const char *weig
     return -1;
 }
 
+// Takes a reference on entry i (a use: the most recent now).
+static rm_lora *hold(rm_lora_cache *c, int i) {
+    rm_lora_cache_entry *e = &c->e[i];
+    if (!e->refs++) c->st.in_use++;
+    e->last_use = ++c->clock;
+    return e->lora;
+}
+
 rm_lora *rm_lora_cache_find(rm_lora_cache *c, const char *name, const char *weights) {
     int i = find_entry(c, name, weights);
     if (i < 0) {
         c->st.misses++;
         return NULL;
     }
-    c->e[i].last_use = ++c->clock;
     c->st.hits++;
-    return c->e[i].lora;
+    return hold(c, i);
 }
 
 // Adds l (loaded and bound) with `refs` references; the cache owns l from
@@ -73,8 +80,17 @@ static int add_entry(rm_lora_cache *c, const char *name, const char *weights, rm
     return RM_OK;
 }
 
-int rm_lora_cache_put(rm_lora_cache *c, const char *name, const char *weights, rm_lora *l) {
-    return add_entry(c, name, weights, l, 0);
+int rm_lora_cache_put(rm_lora_cache *c, const char *name, const char *weights, rm_lora *l, rm_lora **out) {
+    *out = NULL;
+    int i = find_entry(c, name, weights);
+    if (i >= 0) { // loaded meanwhile by another caller
+        rm_lora_free(l);
+        *out = hold(c, i);
+        return RM_OK;
+    }
+    int rc = add_entry(c, name, weights, l, 1);
+    if (!rc) *out = l;
+    return rc;
 }
 
 rm_lora *rm_lora_cache_take(rm_lora_cache *c, const char *name) {
@@ -95,16 +111,7 @@ rm_lora *rm_lora_cache_take(rm_lora_cache *c, const char *name) {
 
 int rm_lora_cache_get(rm_lora_cache *c, const char *name, const char *weights, rm_lora **out) {
     *out = NULL;
-    int i = find_entry(c, name, weights);
-    if (i >= 0) {
-        rm_lora_cache_entry *e = &c->e[i];
-        if (!e->refs++) c->st.in_use++;
-        e->last_use = ++c->clock;
-        c->st.hits++;
-        *out = e->lora;
-        return RM_OK;
-    }
-    c->st.misses++;
+    if ((*out = rm_lora_cache_find(c, name, weights))) return RM_OK;
     rm_lora *l = NULL;
     int rc = rm_lora_load_for(&l, weights, c->m);
     if (rc) return rm_error_prefix(rc, "adapter '%s' refused", name);

@@ -53,13 +53,14 @@ void rm_lora_cache_release(rm_lora_cache *c, const rm_lora *lora);
 void rm_lora_cache_set_budget(rm_lora_cache *c, size_t bytes);
 rm_lora_cache_stats rm_lora_cache_stats_get(const rm_lora_cache *c);
 // The two halves of rm_lora_cache_get, for callers that load without holding
-// a lock around the cache (the server): the cached adapter or NULL (no
-// reference taken; a hit or a miss counted); and adding a loaded, bound
-// adapter l (the cache takes it over, and frees it on failure; no reference
-// taken either). Adapters reached only this way are never held, so such a
-// caller keeps the budget at 0 or holds them with rm_lora_cache_get.
+// a lock around the cache (the server): the cached adapter with a reference
+// taken, or NULL (a hit or a miss counted); and adding a loaded, bound
+// adapter l with a reference taken (*out = l; the cache takes l over and
+// frees it on failure). When name and weights were added meanwhile (by
+// another thread's load), l is freed and *out is the cached one, held.
+// Either way the caller gives the reference back with rm_lora_cache_release.
 rm_lora *rm_lora_cache_find(rm_lora_cache *c, const char *name, const char *weights);
-int rm_lora_cache_put(rm_lora_cache *c, const char *name, const char *weights, rm_lora *l);
+int rm_lora_cache_put(rm_lora_cache *c, const char *name, const char *weights, rm_lora *l, rm_lora **out);
 // Removes an entry called name and hands its adapter to the caller (NULL:
 // none left); call until NULL for every weights path of that name.
 rm_lora *rm_lora_cache_take(rm_lora_cache *c, const char *name);

@@ -9,6 +9,19 @@
 // (libmicrohttpd stops polling it) whenever it waits for us, and resumed
 // when there is something to send. Both happen under the request's lock, so
 // a connection is resumed only while it is suspended and no wake-up is lost.
+//
+// Connections: libmicrohttpd's own timeout counts silence, so a client that
+// sends a byte a second keeps a connection for ever. Each connection is
+// recorded from libmicrohttpd's start notice to its close notice with the
+// deadline its request must be in by; a watcher thread shuts the socket
+// down (libmicrohttpd then sees the end of the stream and closes it) once a
+// deadline passes. The socket is closed only after the close notice, which
+// takes the same lock, so the watcher never touches a descriptor reused by
+// another connection. libmicrohttpd accepts up to max_connections + reserve;
+// the connections past max_connections are the reserve: they may only ask
+// reserve_path (/health), one per client address, get a short deadline and
+// are closed after one answer, so a full table does not hide the server's
+// health (unless as many addresses as the reserve has places fill it too).
 #define _GNU_SOURCE
 #include "serve/http.h"
 #include "base/err.h"
@@ -33,6 +46,17 @@
 #include <unistd.h>
 
 enum { ST_RECEIVING, ST_WAITING, ST_REPLY, ST_STREAM, ST_ANSWERED };
+
+#define RESERVE_SECONDS 2.0 // a reserve connection's deadline for its head and answer
+
+// A connection from its start notice to its close notice (rm_http.cmu).
+typedef struct conn_rec {
+    int fd;
+    int reserve;               // taken past max_connections: reserve_path only
+    unsigned char addr[16];    // the client's address (IPv4 in the first 4 bytes)
+    double deadline;           // the request must be in by then (rm_http_now; 0: none now)
+    struct conn_rec *prev, *next;
+} conn_rec;
 
 struct rm_http_req {
     pthread_mutex_t mu;
@@ -59,6 +83,7 @@ struct rm_http_req {
     size_t limit;                // of the body
     double t0;                   // when the head came (rm_http_now)
     int answered;                // the status queued, 0 until then
+    int close;                   // a reserve connection: closed after its answer
     void *log_data;
     void (*log_free)(void *);
 };
@@ -68,13 +93,21 @@ struct rm_http {
     struct MHD_Daemon *d;
     int fd, port;
     char url[128];
-    atomic_int draining, busy;
-    atomic_llong n_requests, n_errors;
+    atomic_int draining, busy, handling;
+    atomic_llong n_requests, n_errors, n_deadline, n_reserve;
     atomic_long next_id;
+    pthread_mutex_t cmu;       // guards what follows
+    pthread_cond_t ccv;
+    conn_rec *conns;           // open connections
+    int n_main;                // of them, not in the reserve
+    int watch_stop;
+    pthread_t watcher;
+    int watching;
 };
 
 rm_http_params rm_http_default_params(void) {
     return (rm_http_params){.host = "127.0.0.1", .port = 8080, .threads = 2, .max_connections = 256, .timeout = 60,
+                            .request_timeout = 60, .max_per_ip = 64, .reserve = 256, .reserve_path = "/health",
                             .max_body = 4 << 20, .max_head = 64 << 10};
 }
 
@@ -169,6 +202,7 @@ void rm_http_reply(rm_http_req *r, int status, const char *content_type, const c
     r->state = ST_REPLY;
     wake(r);
     pthread_mutex_unlock(&r->mu);
+    atomic_fetch_sub(&r->h->handling, 1);
     req_unref(r); // the handler's reference
 }
 
@@ -197,6 +231,7 @@ void rm_http_stream_close(rm_http_req *r) {
     r->stream_done = 1;
     wake(r);
     pthread_mutex_unlock(&r->mu);
+    atomic_fetch_sub(&r->h->handling, 1);
     req_unref(r);
 }
 
@@ -233,6 +268,7 @@ static enum MHD_Result queue(const rm_http_req *r, struct MHD_Connection *conn, 
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     add_headers(r, resp);
+    if (r->close) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ok = MHD_queue_response(conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     return ok;
@@ -322,6 +358,87 @@ static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const c
     return MHD_YES;
 }
 
+// ---- connections: deadlines and the reserve ------------------------------------------
+
+static conn_rec *conn_of(struct MHD_Connection *conn) {
+    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci ? ci->socket_context : NULL;
+}
+
+// Sets c's deadline to seconds from now (0: none).
+static void set_deadline(rm_http *h, conn_rec *c, double seconds) {
+    if (!c) return;
+    pthread_mutex_lock(&h->cmu);
+    c->deadline = seconds > 0 ? rm_http_now() + seconds : 0;
+    pthread_mutex_unlock(&h->cmu);
+}
+
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context, enum MHD_ConnectionNotificationCode code) {
+    rm_http *h = cls;
+    conn_rec *c = *socket_context;
+    if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
+        if (!c) return;
+        pthread_mutex_lock(&h->cmu);
+        if (c->prev) c->prev->next = c->next;
+        else h->conns = c->next;
+        if (c->next) c->next->prev = c->prev;
+        h->n_main -= !c->reserve;
+        pthread_mutex_unlock(&h->cmu);
+        free(c);
+        *socket_context = NULL;
+        return;
+    }
+    const union MHD_ConnectionInfo *fi = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    if (!fi) return;
+    if (!(c = calloc(1, sizeof *c))) { // cannot be watched: not kept
+        shutdown(fi->connect_fd, SHUT_RDWR);
+        return;
+    }
+    c->fd = fi->connect_fd;
+    const union MHD_ConnectionInfo *ai = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ai ? ai->client_addr : NULL;
+    if (sa && sa->sa_family == AF_INET) memcpy(c->addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    else if (sa && sa->sa_family == AF_INET6) memcpy(c->addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+    pthread_mutex_lock(&h->cmu);
+    c->reserve = h->n_main >= h->p.max_connections;
+    h->n_main += !c->reserve;
+    for (conn_rec *o = h->conns; c->reserve && o; o = o->next)
+        if (o->reserve && !memcmp(o->addr, c->addr, sizeof c->addr)) { // one reserve connection per address
+            shutdown(c->fd, SHUT_RDWR);
+            break;
+        }
+    double t = c->reserve ? RESERVE_SECONDS : h->p.request_timeout;
+    c->deadline = t > 0 ? rm_http_now() + t : 0;
+    c->next = h->conns;
+    if (h->conns) h->conns->prev = c;
+    h->conns = c;
+    pthread_mutex_unlock(&h->cmu);
+    if (c->reserve) atomic_fetch_add(&h->n_reserve, 1);
+    *socket_context = c;
+}
+
+// Shuts down the connections whose deadline has passed, four times a second.
+static void *watch_main(void *arg) {
+    rm_http *h = arg;
+    pthread_mutex_lock(&h->cmu);
+    while (!h->watch_stop) {
+        double now = rm_http_now();
+        for (conn_rec *c = h->conns; c; c = c->next)
+            if (c->deadline > 0 && now >= c->deadline) {
+                c->deadline = 0;
+                shutdown(c->fd, SHUT_RDWR);
+                atomic_fetch_add(&h->n_deadline, 1);
+            }
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += 250000000;
+        if (ts.tv_nsec >= 1000000000) ts.tv_sec++, ts.tv_nsec -= 1000000000;
+        pthread_cond_timedwait(&h->ccv, &h->cmu, &ts);
+    }
+    pthread_mutex_unlock(&h->cmu);
+    return NULL;
+}
+
 static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
                                  const char *version, const char *upload, size_t *upload_size, void **con_cls) {
     (void)version;
@@ -341,6 +458,16 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         rm_sb_init(&r->headers);
         *con_cls = r;
         atomic_fetch_add(&h->busy, 1);
+        conn_rec *c = conn_of(conn);
+        if (c && c->reserve) { // the table is full: only the reserve path
+            r->close = 1;
+            if (strcmp(method, "GET") || !h->p.reserve_path || strcmp(url, h->p.reserve_path)) {
+                char msg[160];
+                snprintf(msg, sizeof msg, "the server has its %d connections open; only GET %.60s is answered now, retry later",
+                         h->p.max_connections, h->p.reserve_path ? h->p.reserve_path : "(none)");
+                return queue_error(h, r, conn, 503, msg);
+            }
+        }
         if (atomic_load(&h->draining)) return queue_error(h, r, conn, 503, "the server is shutting down");
         framing f = {0};
         MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
@@ -398,6 +525,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r->state = ST_WAITING;
         r->refs++;
         pthread_mutex_unlock(&r->mu);
+        if (!r->close) set_deadline(h, conn_of(conn), 0); // in: the answer may take its time
+        atomic_fetch_add(&h->handling, 1);
         h->p.handler(h->p.user, r);
         pthread_mutex_lock(&r->mu);
     }
@@ -413,6 +542,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->type);
             MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
             add_headers(r, resp);
+            if (r->close) MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
             ok = MHD_queue_response(conn, (unsigned)r->status, resp);
             MHD_destroy_response(resp);
             if (ok == MHD_YES) count_answer(h, r, r->status);
@@ -429,9 +559,10 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
 }
 
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls, enum MHD_RequestTerminationCode why) {
-    (void)conn;
     rm_http *h = cls;
     rm_http_req *r = *con_cls;
+    conn_rec *c = conn_of(conn);
+    if (c && !c->reserve) set_deadline(h, c, h->p.request_timeout); // the next request's, if the connection stays
     if (!r) return;
     *con_cls = NULL;
     pthread_mutex_lock(&r->mu);
@@ -460,7 +591,7 @@ static int listen_on(rm_http *h, const char *host, int port) {
         int one = 1, zero = 0;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         if (a->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
-        if (bind(fd, a->ai_addr, a->ai_addrlen) || listen(fd, 128)) {
+        if (bind(fd, a->ai_addr, a->ai_addrlen) || listen(fd, 4096)) {
             err = errno;
             close(fd);
             fd = -1;
@@ -487,34 +618,61 @@ static int listen_on(rm_http *h, const char *host, int port) {
     return RM_OK;
 }
 
+// Stops the watcher (if it runs) and frees h.
+static void http_free(rm_http *h) {
+    if (h->watching) {
+        pthread_mutex_lock(&h->cmu);
+        h->watch_stop = 1;
+        pthread_cond_signal(&h->ccv);
+        pthread_mutex_unlock(&h->cmu);
+        pthread_join(h->watcher, NULL);
+    }
+    pthread_mutex_destroy(&h->cmu);
+    pthread_cond_destroy(&h->ccv);
+    free(h);
+}
+
 int rm_http_start(const rm_http_params *p, rm_http **out) {
     *out = NULL;
-    if (!p->handler || p->threads < 1 || p->max_connections < 1 || p->timeout < 1 || p->max_head < 4096)
-        return rm_errorf(RM_EINVAL, "http: bad parameters (threads %d, connections %d, timeout %d, head %zu)", p->threads,
-                         p->max_connections, p->timeout, p->max_head);
+    if (!p->handler || p->threads < 1 || p->max_connections < 1 || p->timeout < 1 || p->max_head < 4096 || p->request_timeout < 0 ||
+        p->max_per_ip < 0 || p->reserve < 0)
+        return rm_errorf(RM_EINVAL, "http: bad parameters (threads %d, connections %d, timeout %d, head %zu, request timeout %d, per address %d, reserve %d)",
+                         p->threads, p->max_connections, p->timeout, p->max_head, p->request_timeout, p->max_per_ip, p->reserve);
     rm_http *h = calloc(1, sizeof *h);
     if (!h) return rm_errorf(RM_ENOMEM, "out of memory");
     h->p = *p;
     h->fd = -1;
+    pthread_mutex_init(&h->cmu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&h->ccv, &ca);
+    pthread_condattr_destroy(&ca);
     int rc = listen_on(h, p->host ? p->host : "127.0.0.1", p->port);
+    if (!rc && pthread_create(&h->watcher, NULL, watch_main, h)) rc = rm_errorf(RM_ENOMEM, "http: cannot start the watcher thread");
     if (rc) {
-        free(h);
+        if (h->fd >= 0) close(h->fd);
+        http_free(h);
         return rc;
     }
+    h->watching = 1;
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
-    struct MHD_OptionItem opts[] = {
+    struct MHD_OptionItem opts[10] = {
         {MHD_OPTION_LISTEN_SOCKET, h->fd, NULL},
-        {MHD_OPTION_CONNECTION_LIMIT, p->max_connections, NULL},
+        {MHD_OPTION_CONNECTION_LIMIT, p->max_connections + p->reserve, NULL},
+        {MHD_OPTION_NOTIFY_CONNECTION, (intptr_t)on_connection, h},
         {MHD_OPTION_CONNECTION_TIMEOUT, p->timeout, NULL},
         {MHD_OPTION_CONNECTION_MEMORY_LIMIT, (intptr_t)p->max_head, NULL},
         {MHD_OPTION_NOTIFY_COMPLETED, (intptr_t)on_completed, h},
-        {p->threads > 1 ? MHD_OPTION_THREAD_POOL_SIZE : MHD_OPTION_END, p->threads, NULL},
-        {MHD_OPTION_END, 0, NULL},
     };
+    int n = 6;
+    if (p->max_per_ip) opts[n++] = (struct MHD_OptionItem){MHD_OPTION_PER_IP_CONNECTION_LIMIT, p->max_per_ip, NULL};
+    if (p->threads > 1) opts[n++] = (struct MHD_OptionItem){MHD_OPTION_THREAD_POOL_SIZE, p->threads, NULL};
+    opts[n] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
     h->d = MHD_start_daemon(flags, 0, NULL, NULL, on_access, h, MHD_OPTION_ARRAY, opts, MHD_OPTION_END);
     if (!h->d) {
         close(h->fd);
-        free(h);
+        http_free(h);
         return rm_errorf(RM_EIO, "http: cannot start the server threads");
     }
     *out = h;
@@ -525,15 +683,18 @@ int rm_http_port(const rm_http *h) { return h->port; }
 const char *rm_http_url(const rm_http *h) { return h->url; }
 void rm_http_drain(rm_http *h) { atomic_store(&h->draining, 1); }
 int rm_http_busy(rm_http *h) { return atomic_load(&h->busy); }
+int rm_http_handling(rm_http *h) { return atomic_load(&h->handling); }
 
 void rm_http_get_stats(rm_http *h, rm_http_stats *st) {
     st->requests = atomic_load(&h->n_requests);
     st->errors = atomic_load(&h->n_errors);
+    st->deadline_closed = atomic_load(&h->n_deadline);
+    st->reserve_used = atomic_load(&h->n_reserve);
 }
 
 void rm_http_stop(rm_http *h) {
     if (!h) return;
     MHD_stop_daemon(h->d);
     close(h->fd);
-    free(h);
+    http_free(h);
 }

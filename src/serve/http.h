@@ -25,8 +25,19 @@ typedef struct rm_http_params {
     const char *host;       // an IPv4 or IPv6 address or a host name; "::" listens on both families
     int port;               // 0: a free port (rm_http_port tells which)
     int threads;            // I/O threads (>= 1)
-    int max_connections;    // open connections at once; more are refused
+    int max_connections;    // open connections at once that may carry any request
     int timeout;            // seconds a connection may stay silent (idle, or sending its head or body slowly)
+    // Seconds a request's head and body may take in all, counted from the
+    // connection's opening (or its previous answer's end) and not reset by
+    // the bytes that trickle in; past it the connection is closed. 0: none.
+    int request_timeout;
+    int max_per_ip;         // open connections from one client address (more are closed at once); 0: no cap
+    // Connections past max_connections (up to this many more) that may only
+    // ask reserve_path ("GET /health"): anything else gets 503 at once, and
+    // each is closed after one answer or 2 s; one per client address. 0:
+    // none (past the limit new connections wait in the listen queue).
+    int reserve;
+    const char *reserve_path;
     size_t max_body;        // request bodies above this are answered 413
     size_t max_head;        // memory per connection for the request line and headers (larger: 431)
     rm_http_handler handler;
@@ -57,12 +68,16 @@ const char *rm_http_url(const rm_http *h);
 void rm_http_drain(rm_http *h);
 // Requests received and not yet wholly answered.
 int rm_http_busy(rm_http *h);
+// Requests handed to the handler whose answer has not been given yet.
+int rm_http_handling(rm_http *h);
 // Stops the I/O threads and closes every connection. Call once rm_http_busy()
 // is 0 (a request waiting for its answer cannot be dropped safely).
 void rm_http_stop(rm_http *h);
 
 typedef struct rm_http_stats {
     long long requests, errors; // answers given, and those with a status of 400 or more
+    long long deadline_closed;  // connections closed at their request_timeout deadline
+    long long reserve_used;     // connections taken into the reserve (the table full)
 } rm_http_stats;
 void rm_http_get_stats(rm_http *h, rm_http_stats *st);
 

@@ -13,7 +13,11 @@ void metrics_answer(rm_server *s, rm_http_req *r) {
     server_engine_stats(s, &st);
     rm_http_stats hs;
     rm_http_get_stats(s->http, &hs);
-    int loaded = atomic_load(&s->n_loaded);
+    pthread_mutex_lock(&s->cache_mu);
+    rm_lora_cache_stats cs = rm_lora_cache_stats_get(&s->cache);
+    size_t budget = s->cache.budget;
+    double load_s = s->load_seconds;
+    pthread_mutex_unlock(&s->cache_mu);
     rm_sb b;
     rm_sb_init(&b);
     metric(&b, "requests_running", "gauge", "Sequences in a slot of the engine.", st.running);
@@ -31,7 +35,19 @@ void metrics_answer(rm_server *s, rm_http_req *r) {
     metric(&b, "forward_passes_total", "counter", "Batched forward passes (engine steps).", (double)st.steps);
     metric(&b, "batch_rows_total", "counter", "Rows carried by those passes (mean batch = rows / passes).", (double)st.rows);
     metric(&b, "adapters", "gauge", "Adapters in the pool.", atomic_load(&s->pool_size));
-    metric(&b, "adapters_loaded", "gauge", "Adapters loaded and bound to the model.", loaded);
+    metric(&b, "adapters_loaded", "gauge", "Adapters loaded and bound to the model.", cs.loaded);
+    metric(&b, "adapters_in_use", "gauge", "Loaded adapters held by running requests (never evicted).", cs.in_use);
+    metric(&b, "adapter_cache_bytes", "gauge", "Bytes held by loaded adapters.", (double)cs.bytes);
+    metric(&b, "adapter_cache_budget_bytes", "gauge", "The loaded adapters' budget (--adapter-cache-mb; 0: none).", (double)budget);
+    metric(&b, "adapter_cache_hits_total", "counter", "Adapters a request found loaded.", (double)cs.hits);
+    metric(&b, "adapter_cache_misses_total", "counter", "Adapters a request did not find loaded.", (double)cs.misses);
+    metric(&b, "adapter_cache_loads_total", "counter", "Adapters loaded from disk into the cache.", (double)cs.loads);
+    metric(&b, "adapter_cache_evictions_total", "counter", "Adapters evicted to stay within the budget.", (double)cs.evictions);
+    metric(&b, "adapter_load_seconds_total", "counter", "Seconds spent loading adapters for requests.", load_s);
+    metric(&b, "connections_deadline_closed_total", "counter", "Connections closed because their request was not in by --request-timeout.",
+           (double)hs.deadline_closed);
+    metric(&b, "connections_reserve_total", "counter", "Connections taken past --max-connections into the /health reserve.",
+           (double)hs.reserve_used);
     metric(&b, "uptime_seconds", "gauge", "Seconds since the server started.", (double)(time(NULL) - s->started));
     if (b.oom) rm_http_reply_error(r, 500, "out of memory");
     else rm_http_reply(r, 200, "text/plain; version=0.0.4", b.buf, b.len);

@@ -129,6 +129,21 @@ static int get_stop(job *j, const rm_json *req) {
     return 0;
 }
 
+// The sampling fields (temperature, top_p, top_k, min_p, repeat_penalty,
+// seed) read into *sp by the sampler's own reader, so that the server
+// refuses exactly what the sampler would; 400 with the field named.
+static int sampling_fields(job *j, const rm_json *req, rm_sampler_params *sp) {
+    if (!rm_sampler_params_from_json(sp, req)) return 0;
+    static const char *const fields[] = {"temperature", "top_p", "top_k", "min_p", "repeat_penalty", "seed"};
+    const char *msg = rm_last_error();
+    msg += *msg == '"';
+    for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
+        size_t len = strlen(fields[i]);
+        if (!strncmp(msg, fields[i], len) && (msg[len] == '"' || msg[len] == ' ')) snprintf(j->param, sizeof j->param, "%s", fields[i]);
+    }
+    return 400;
+}
+
 // ---- prompts ---------------------------------------------------------------------
 
 // A prompt's tokens into c (text tokenized; special tokens parsed for chat).
@@ -289,23 +304,17 @@ int openai_prepare(job *j, const rm_json *req) {
         return rc;
     const char *model = rm_json_get_str(req, "model", NULL);
     if (!(j->model = strdup(model ? model : s->p.default_model ? s->p.default_model : s->base_name))) return oom();
-    double temp, top_p, min_p, rep, min_score;
-    int64_t top_k, seed, n, max_new, max_c, best_of, lp_n = 0;
+    double temp, min_score;
+    int64_t n, max_new, max_c, best_of, lp_n = 0;
     rm_sampler_params sp = rm_sampler_default_params();
-    if ((rc = get_num(j, req, "temperature", 0, 2, sp.temperature, &temp)) || (rc = get_num(j, req, "top_p", 0, 1, sp.top_p, &top_p)) ||
-        (rc = get_num(j, req, "min_p", 0, 1, sp.min_p, &min_p)) ||
-        (rc = get_num(j, req, "repeat_penalty", 0.01, 100, sp.repeat_penalty, &rep)) ||
+    if ((rc = sampling_fields(j, req, &sp)) || (rc = get_num(j, req, "temperature", 0, 2, sp.temperature, &temp)) || // OpenAI's range
         (rc = get_num(j, req, "min_score", -1e30, 1e30, -INFINITY, &min_score)) ||
-        (rc = get_int(j, req, "top_k", 0, 1 << 20, sp.top_k, &top_k)) ||
-        (rc = get_int(j, req, "seed", INT64_MIN, INT64_MAX, (int64_t)sp.seed, &seed)) ||
         (rc = get_int(j, req, "n", 1, MAX_N, 1, &n)) || (rc = get_int(j, req, "best_of", 1, MAX_N, n, &best_of)) ||
         (rc = get_int(j, req, "max_tokens", 0, 1 << 20, 16, &max_new)) ||
         (rc = get_int(j, req, "max_completion_tokens", 0, 1 << 20, -1, &max_c)) || (rc = get_bool(j, req, "stream", &j->stream)) ||
         (rc = get_bool(j, req, "echo", &j->echo)))
         return rc;
     if (best_of != n) return bad(j, "best_of", "\"%s\" other than n is not supported%s", "");
-    sp.temperature = (float)temp, sp.top_p = (float)top_p, sp.min_p = (float)min_p, sp.repeat_penalty = (float)rep;
-    sp.top_k = (int)top_k, sp.seed = (uint64_t)seed;
     j->sp = sp;
     j->max_new = (int)(max_c >= 0 ? max_c : max_new);
     const rm_json *so = rm_json_get(req, "stream_options");

@@ -28,22 +28,37 @@ static int pick_status(int rc) {
     return rc == RM_OK ? 0 : rc == RM_ENOTFOUND ? 404 : rc == RM_EINVAL || rc == RM_EFULL ? 400 : 500;
 }
 
-// The adapter called name from weights, bound to the model: from the cache,
-// or loaded (without holding the cache's lock: a slow load blocks no one).
+// The adapter called name from weights, bound to the model and held: from
+// the cache, or loaded (without holding the cache's lock: a slow load blocks
+// no one). A load past the cache's budget evicts adapters nobody holds.
 int server_adapter_get(rm_server *s, const char *name, const char *weights, rm_lora **out) {
     pthread_mutex_lock(&s->cache_mu);
     *out = rm_lora_cache_find(&s->cache, name, weights);
     pthread_mutex_unlock(&s->cache_mu);
     if (*out) return RM_OK;
     rm_lora *l = NULL;
+    double t0 = rm_http_now();
     int rc = rm_lora_load_for(&l, weights, s->m);
     if (rc) return rm_error_prefix(rc, "adapter '%s' refused", name);
     pthread_mutex_lock(&s->cache_mu);
-    if ((*out = rm_lora_cache_find(&s->cache, name, weights))) rm_lora_free(l); // another worker was quicker
-    else if (!(rc = rm_lora_cache_put(&s->cache, name, weights, l))) *out = l;
+    rc = rm_lora_cache_put(&s->cache, name, weights, l, out);
+    s->load_seconds += rm_http_now() - t0;
     atomic_store(&s->n_loaded, s->cache.n);
     pthread_mutex_unlock(&s->cache_mu);
     return rc;
+}
+
+void server_adapter_put_back(rm_server *s, const rm_lora *l) {
+    if (!l) return;
+    pthread_mutex_lock(&s->cache_mu);
+    rm_lora_cache_release(&s->cache, l);
+    atomic_store(&s->n_loaded, s->cache.n);
+    pthread_mutex_unlock(&s->cache_mu);
+}
+
+int server_too_many_samples(size_t n) {
+    rm_errorf(RM_ETOOBIG, "too many samples: %zu (an upload may have at most %d)", n, SERVER_MAX_SAMPLES);
+    return 413;
 }
 
 int server_model_kind(rm_server *s, const char *name) {
@@ -294,8 +309,9 @@ static int upload(job *j, const rm_json *req, rm_sb *b) {
         return snprintf(j->param, sizeof j->param, "weights"),
                rm_errorf(RM_EINVAL, "\"weights\" must be a path inside the server's --adapter-dir%s (or upload the files: multipart/form-data)",
                          s->p.adapter_dir ? "" : ", and this server has none"), 400;
-    if (!samples || samples->type != RM_JSON_ARRAY || samples->n == 0 || samples->n > 1000)
-        return rm_errorf(RM_EINVAL, "\"samples\" must be an array of 1..1000 sample inputs"), 400;
+    if (!samples || samples->type != RM_JSON_ARRAY || samples->n == 0)
+        return rm_errorf(RM_EINVAL, "\"samples\" must be an array of 1..%d sample inputs", SERVER_MAX_SAMPLES), 400;
+    if (samples->n > SERVER_MAX_SAMPLES) return server_too_many_samples(samples->n);
     for (size_t i = 0; i < samples->n; i++)
         if (samples->items[i].type != RM_JSON_STRING) return rm_errorf(RM_EINVAL, "\"samples\" must hold strings"), 400;
     pthread_mutex_lock(&s->pool_mu);
@@ -305,6 +321,7 @@ static int upload(job *j, const rm_json *req, rm_sb *b) {
     rm_lora *loaded; // loaded, checked against the model and kept for its first request
     int rc = server_adapter_get(s, name, weights, &loaded);
     if (rc) return 400;
+    server_adapter_put_back(s, loaded);
     const char **in = malloc(samples->n * sizeof *in);
     if (!in) return rm_errorf(RM_ENOMEM, "out of memory"), 500;
     for (size_t i = 0; i < samples->n; i++) in[i] = samples->items[i].str;

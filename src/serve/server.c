@@ -80,6 +80,11 @@ void server_hold(rm_server *s, job *j) {
 
 void server_release(rm_server *s, job *j) {
     pthread_mutex_lock(&s->cache_mu);
+    for (int i = 0; i < RM_PLAN_MAX; i++) { // before n_holding drops: a retired adapter's address stays its own
+        rm_lora_cache_release(&s->cache, j->lora[i]);
+        j->lora[i] = NULL;
+    }
+    atomic_store(&s->n_loaded, s->cache.n);
     if (j->holds && --s->n_holding == 0) {
         for (int i = 0; i < s->n_retired; i++) rm_lora_free(s->retired[i]);
         s->n_retired = 0;
@@ -276,6 +281,7 @@ static int server_names(rm_server *s) {
 
 rm_server_params rm_server_default_params(void) {
     return (rm_server_params){.auto_name = "ramole-auto", .auto_k = 3, .max_upload = (size_t)256 << 20, .auto_min_score = -INFINITY, .compute_threads = 0,
+                              .adapter_cache = (size_t)1024 << 20,
                               .slots = 8, .ctx = 2048, .rows = 512, .http = rm_http_default_params()};
 }
 
@@ -292,6 +298,7 @@ int rm_server_start(const rm_server_params *p, rm_server **out) {
     int rc = server_names(s);
     if (!rc && (rc = rm_llama_load(&s->m, p->model))) rm_error_prefix(rc, "cannot load the model");
     s->cache.m = s->m;
+    rm_lora_cache_set_budget(&s->cache, p->adapter_cache);
     if (!rc && p->router && (rc = rm_router_load(&s->router, p->router, s->m))) rm_error_prefix(rc, "--router");
     int ctx = p->ctx;
     if (!rc && ctx > s->m->hp.n_ctx_train && s->m->hp.n_ctx_train > 0) ctx = s->m->hp.n_ctx_train;
@@ -326,6 +333,7 @@ int rm_server_start(const rm_server_params *p, rm_server **out) {
 }
 
 const char *rm_server_url(const rm_server *s) { return rm_http_url(s->http); }
+int rm_server_working(rm_server *s) { return rm_http_handling(s->http); }
 
 static int wait_idle(rm_server *s, double seconds, volatile int *force) {
     for (double t = 0; t < seconds && !(force && *force); t += 0.02) {
@@ -351,7 +359,9 @@ int rm_server_drain(rm_server *s, double timeout, volatile int *force) {
 
 void rm_server_free(rm_server *s) {
     if (!s) return;
-    if (s->http) rm_http_stop(s->http);
+    // new requests refused, then the workers and the engine answer what they
+    // hold while the HTTP layer still stands, then it stops
+    if (s->http) rm_http_drain(s->http);
     if (s->fast.n_threads) workq_stop(&s->fast);
     if (s->slow.n_threads) workq_stop(&s->slow);
     server_follow_stop(s);
@@ -362,6 +372,7 @@ void rm_server_free(rm_server *s) {
         pthread_mutex_unlock(&s->eng_mu);
         pthread_join(s->eng_thread, NULL);
     }
+    if (s->http) rm_http_stop(s->http);
     rm_engine_free(s->eng);
     rm_lora_cache_free(&s->cache);
     for (int i = 0; i < s->n_retired; i++) rm_lora_free(s->retired[i]);

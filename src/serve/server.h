@@ -27,6 +27,8 @@ typedef struct rm_server_params {
     rm_http_params http;       // address, I/O threads, limits (handler and log set by the server)
     const char *adapter_dir;   // uploads by server path must lie inside it (NULL: none allowed)
     size_t max_upload;         // bodies of POST /v1/adapters (files) up to this (256 MiB)
+    size_t adapter_cache;      // bytes of loaded adapters kept (1 GiB): past it the least recently used
+                               // that no running request holds are evicted, and loaded again on demand; 0: no limit
     const char *api_key;       // inference needs "Authorization: Bearer KEY" (this or the admin key); NULL: open
     const char *admin_key;     // uploads and deletes need it (NULL: the api key, if any, else open)
     // One line per request (no newline), from any thread; NULL: no log.
@@ -40,6 +42,9 @@ rm_server_params rm_server_default_params(void);
 // Loads everything and starts listening.
 int rm_server_start(const rm_server_params *p, rm_server **out);
 const char *rm_server_url(const rm_server *s);
+// Requests being worked on: handed to the API and not yet answered (the
+// fuzz harnesses wait for 0 between two inputs).
+int rm_server_working(rm_server *s);
 // Graceful stop, part one: new requests get 503 from now on (rm_server_drain
 // does this first too).
 void rm_server_refuse_new(rm_server *s);

@@ -110,6 +110,7 @@ struct rm_server {
     rm_lora_cache cache;       // adapters bound to the model (cache_mu)
     pthread_mutex_t cache_mu;
     atomic_int n_loaded;       // cache.n, read without the lock
+    double load_seconds;       // spent loading adapters for the cache (cache_mu)
     int n_holding;             // jobs holding adapters of the cache (cache_mu)
     rm_lora **retired;         // deleted adapters, freed once no job holds any (cache_mu)
     int n_retired, cap_retired;
@@ -160,8 +161,14 @@ int routes_head(void *user, rm_http_req *r, rm_sb *b);
 const char *routes_spool_dir(void *user, const char *method, const char *path);
 int routes_choose_adapters(rm_server *s, job *j, const rm_json *req, const char *query);
 int server_adapter_get(rm_server *s, const char *name, const char *weights, rm_lora **out);
+// An upload's sample count limit: the 413 (message set) for n samples.
+#define SERVER_MAX_SAMPLES 1000
+int server_too_many_samples(size_t n);
+// Gives back what server_adapter_get held (NULL: nothing).
+void server_adapter_put_back(rm_server *s, const rm_lora *l);
 // A job about to hold adapters from the cache says so first (job_free ends
-// it); adapters deleted meanwhile are freed only once no job holds any.
+// it, giving back the references its j->lora hold); adapters deleted
+// meanwhile are freed only once no job holds any.
 void server_hold(rm_server *s, job *j);
 void server_release(rm_server *s, job *j);
 // What a model name means here (pool lock held, or before serving starts).

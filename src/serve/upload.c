@@ -64,8 +64,9 @@ static int samples_of(const rm_part *p, rm_json **json, const char ***in) {
     if (!p) return rm_errorf(RM_EINVAL, "upload: the field \"samples\" (a JSON list of sample inputs) is required"), 400;
     if (rm_json_parse(p->data, p->len, "the field \"samples\"", json)) return 400;
     const rm_json *v = *json;
-    if (v->type != RM_JSON_ARRAY || v->n == 0 || v->n > 1000)
-        return rm_errorf(RM_EINVAL, "upload: \"samples\" must be a JSON list of 1 to 1000 sample inputs"), 400;
+    if (v->type != RM_JSON_ARRAY || v->n == 0)
+        return rm_errorf(RM_EINVAL, "upload: \"samples\" must be a JSON list of 1 to %d sample inputs", SERVER_MAX_SAMPLES), 400;
+    if (v->n > SERVER_MAX_SAMPLES) return server_too_many_samples(v->n);
     if (!(*in = malloc(v->n * sizeof **in))) return rm_errorf(RM_ENOMEM, "out of memory"), 500;
     for (size_t i = 0; i < v->n; i++) {
         if (v->items[i].type != RM_JSON_STRING) return rm_errorf(RM_EINVAL, "upload: \"samples\" must hold strings"), 400;
@@ -152,11 +153,10 @@ int upload_content(job *j, const char *body, size_t len, rm_sb *b) {
         if (!rc) {
             atomic_store(&s->pool_size, size);
             atomic_fetch_add(&s->n_uploads, 1);
-            pthread_mutex_lock(&s->cache_mu); // loaded already: kept for its first request
-            if (!rm_lora_cache_find(&s->cache, name, weights)) {
-                rm_lora_cache_put(&s->cache, name, weights, l); // takes l, or frees it
-                l = NULL;
-            }
+            pthread_mutex_lock(&s->cache_mu); // loaded already: kept for its first request (while the budget allows)
+            rm_lora *kept = NULL;
+            if (!rm_lora_cache_put(&s->cache, name, weights, l, &kept)) rm_lora_cache_release(&s->cache, kept); // takes l, or frees it
+            l = NULL;
             atomic_store(&s->n_loaded, s->cache.n);
             pthread_mutex_unlock(&s->cache_mu);
             rm_sb_printf(b, "{\"id\": %lld, \"name\": ", (long long)id);
