@@ -354,8 +354,9 @@ static void entail_parts(int s, uint64_t *rng, rm_sb *p, rm_sb *yes, rm_sb *no) 
 // A request's premise and hypothesis state one fact of the surface s (a
 // person's town, a pet, a trip, a purchase), each affirmed or denied (pos,
 // hpos): the premise entails the hypothesis when both say it the same way,
-// and contradicts it otherwise. Every word the hypothesis names is in the
-// premise, so the judgement rests on what each of them says of the fact.
+// and contradicts it otherwise. The person and the town, animal or food the
+// hypothesis names are the premise's, so the judgement rests on what each of
+// them says of the fact, never on which things they name.
 static void entail_pair(int s, int pos, int hpos, uint64_t *rng, rm_sb *p, rm_sb *h) {
     static const char *const PREMISE[4][2] = {{"{1} is a {2} who does not live in {3}.", "{1} is a {2} who lives in {3}."},
                                               {"{1} does not have a {4}.", "{1} has a {5} {4}."},
