@@ -173,7 +173,8 @@ TEST(world_is_a_function_of_its_seed) {
 }
 
 // Refusals with the file and the record named: an unknown size; a build of a
-// folder that is no world; a world.json with a duplicate task; a task file
+// folder that is no world; a world.json with a duplicate task or a task's
+// adapter steps below one; a task file
 // whose record lacks a field (lora train); a test request with an unknown
 // metric (eval).
 TEST(world_bad_input_is_named) {
@@ -191,6 +192,12 @@ TEST(world_bad_input_is_named) {
     CHECK_OK(rm_write_file_atomic(path, dup, strlen(dup)));
     snprintf(args, sizeof args, "world build %s/w-dup", tmp);
     CHECK(rm_test_cli(args) != 0 && strstr(rm_test_cli_err(), "\"a\" is taken by task 1") && strstr(rm_test_cli_err(), "world.json"));
+    // a task whose own adapter steps are not a count
+    const char *steps0 = "{\"adapter\": {}, \"tasks\": [{\"name\": \"a\", \"cluster\": \"x\"}, "
+                         "{\"name\": \"b\", \"cluster\": \"x\", \"adapter_steps\": 0}]}";
+    CHECK_OK(rm_write_file_atomic(path, steps0, strlen(steps0)));
+    CHECK(rm_test_cli(args) != 0 && strstr(rm_test_cli_err(), "task 2 (b)") && strstr(rm_test_cli_err(), "adapter_steps") &&
+          strstr(rm_test_cli_err(), "world.json"));
 
     // a training file with a record missing its targets
     char data[800], model[800];

@@ -162,7 +162,7 @@ static int run(char **argv, const char *what, const char *log) {
     return check_exit(status, what, log);
 }
 
-typedef struct wtask { char *name, *cluster; } wtask;
+typedef struct wtask { char *name, *cluster; long steps; } wtask; // steps: its adapter's training
 
 typedef struct wconf {
     wtask *t;
@@ -191,7 +191,7 @@ static int wconf_load(const char *dir, wconf *c) {
         return 1;
     }
     if (!(c->t = calloc((size_t)c->n, sizeof *c->t))) { fprintf(stderr, "ramole world build: out of memory\n"); wconf_free(c); return 1; }
-    for (int i = 0; i < c->n; i++) c->t[i] = (wtask){c->names[i], c->clusters[i]};
+    for (int i = 0; i < c->n; i++) c->t[i] = (wtask){c->names[i], c->clusters[i], 0};
     char path[PATHN];
     rm_json *j = NULL;
     if (rm_json_parse_file(pathf(path, "%s/world.json", dir), &j)) { wconf_free(c); return cli_fail("world.json"); }
@@ -216,6 +216,17 @@ static int wconf_load(const char *dir, wconf *c) {
     c->g_steps = rm_json_get_int(g, "steps", 300);
     c->g_batch = rm_json_get_int(g, "batch", 8);
     c->g_lr = rm_json_get_num(g, "lr", 5e-3);
+    // a task's own adapter steps ("adapter_steps"), else the world's; the tasks are in world.json's order
+    const rm_json *tl = rm_json_get(j, "tasks");
+    for (int i = 0; i < c->n; i++) {
+        c->t[i].steps = tl && tl->type == RM_JSON_ARRAY && (size_t)i < tl->n ? rm_json_get_int(&tl->items[i], "adapter_steps", c->steps) : c->steps;
+        if (c->t[i].steps < 1) {
+            fprintf(stderr, "ramole world build: %s: task %d (%s): \"adapter_steps\" must be at least 1\n", path, i + 1, c->t[i].name);
+            rm_json_free(j);
+            wconf_free(c);
+            return 1;
+        }
+    }
     rm_json_free(j);
     if (!(c->seen_fraction > 0 && c->seen_fraction < 1)) {
         fprintf(stderr, "ramole world build: %s: experiment.seen_fraction must be between 0 and 1\n", path);
@@ -361,7 +372,7 @@ static int build_adapters(const char *dir, const wconf *c, const stamp *base, lo
         char data[PATHN], valid[PATHN], tmpl[PATHN], weights[PATHN], sname[PATHN];
         stamp s = *base;
         stamp_str(&s, t);
-        long v[4] = {c->rank, c->steps, c->batch, c->seed};
+        long v[4] = {c->rank, c->t[i].steps, c->batch, c->seed};
         double f[2] = {c->alpha, c->lr};
         stamp_bytes(&s, v, sizeof v);
         stamp_bytes(&s, f, sizeof f);
@@ -385,7 +396,7 @@ static int build_adapters(const char *dir, const wconf *c, const stamp *base, lo
         job_arg(j, "--data"), job_arg(j, "%s", data), job_arg(j, "--eval"), job_arg(j, "%s", valid);
         job_arg(j, "--template"), job_arg(j, "%s", tmpl), job_arg(j, "--out"), job_arg(j, "%s/adapters/%s", dir, t);
         job_arg(j, "--rank"), job_arg(j, "%ld", c->rank), job_arg(j, "--alpha"), job_arg(j, "%g", c->alpha);
-        job_arg(j, "--targets"), job_arg(j, "%s", c->targets), job_arg(j, "--steps"), job_arg(j, "%ld", c->steps);
+        job_arg(j, "--targets"), job_arg(j, "%s", c->targets), job_arg(j, "--steps"), job_arg(j, "%ld", c->t[i].steps);
         job_arg(j, "--batch"), job_arg(j, "%ld", c->batch), job_arg(j, "--lr"), job_arg(j, "%g", c->lr);
         job_arg(j, "--seed"), job_arg(j, "%ld", c->seed * 1000 + i), job_arg(j, "--threads"), job_arg(j, "%s", threads);
         job_arg(j, "--json");

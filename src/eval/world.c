@@ -324,8 +324,8 @@ static const char *const ENT_ASK[4][5] = {
      "Premise: {1} Hypothesis: {2} Is the hypothesis entailed? yes or no", "Receipt: {1} Claim: {2} True, yes or no?",
      "Knowing that {1} is it true that {2} Answer yes or no."}};
 
-// A premise p and two hypotheses about one of its attributes: one it
-// entails (yes), one it contradicts (no).
+// A fact p and two claims about one of its attributes, one that follows from
+// it and one it contradicts (the base model's text; the tasks use entail_pair).
 static void entail_parts(int s, uint64_t *rng, rm_sb *p, rm_sb *yes, rm_sb *no) {
     static const char *const PREMISE[4] = {"{1} is a {2} who lives in {4}.", "{1} has a {6} {5}.",
                                            "{1} travelled to {4} on {7}.", "{1} bought {8} at the market in {4}."};
@@ -351,15 +351,36 @@ static void entail_parts(int s, uint64_t *rng, rm_sb *p, rm_sb *yes, rm_sb *no) 
     }
 }
 
+// A request's premise and hypothesis state one fact of the surface s (a
+// person's town, a pet, a trip, a purchase), each affirmed or denied (pos,
+// hpos): the premise entails the hypothesis when both say it the same way,
+// and contradicts it otherwise. The person and the town, animal or food the
+// hypothesis names are the premise's, so the judgement rests on what each of
+// them says of the fact, never on which things they name.
+static void entail_pair(int s, int pos, int hpos, uint64_t *rng, rm_sb *p, rm_sb *h) {
+    static const char *const PREMISE[4][2] = {{"{1} is a {2} who does not live in {3}.", "{1} is a {2} who lives in {3}."},
+                                              {"{1} does not have a {4}.", "{1} has a {5} {4}."},
+                                              {"{1} did not travel to {3} on {6}.", "{1} travelled to {3} on {6}."},
+                                              {"{1} bought no {7} at the market in {3}.", "{1} bought {7} at the market in {3}."}};
+    static const char *const HYP[4][2] = {{"{1} does not live in {3}.", "{1} lives in {3}."},
+                                          {"{1} does not have a {4}.", "{1} has a {4}."},
+                                          {"{1} did not go to {3}.", "{1} went to {3}."},
+                                          {"{1} did not buy {7}.", "{1} bought {7}."}};
+    const char *a[7];
+    a[0] = PICK(rng, NAMES), a[1] = PICK(rng, JOBS), a[2] = PICK(rng, TOWNS), a[3] = PICK(rng, ANIMALS);
+    a[4] = PICK(rng, COLORS), a[5] = PICK(rng, DAYS), a[6] = PICK(rng, FOODS);
+    fill(p, PREMISE[s][pos], a);
+    fill(h, HYP[s][hpos], a);
+}
+
 static void gen_entail(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb *out) {
-    int yes = rnd(rng, 2);
-    rm_sb p = {0}, hy = {0}, hn = {0};
-    entail_parts(s, rng, &p, &hy, &hn);
-    FILL(in, PICK(rng, ENT_ASK[s]), p.buf, yes ? hy.buf : hn.buf);
-    rm_sb_puts(out, yes ? "yes" : "no");
+    int pos = rnd(rng, 2), hpos = rnd(rng, 2);
+    rm_sb p = {0}, h = {0};
+    entail_pair(s, pos, hpos, rng, &p, &h);
+    FILL(in, PICK(rng, ENT_ASK[s]), p.buf, h.buf);
+    rm_sb_puts(out, pos == hpos ? "yes" : "no");
     rm_sb_free(&p);
-    rm_sb_free(&hy);
-    rm_sb_free(&hn);
+    rm_sb_free(&h);
 }
 
 // --- paraphrase: do two sentences mean the same? same / different
@@ -379,7 +400,8 @@ static const char *const PARA_ASK[4][5] = {
      "Decide same or different for the pair: {1} / {2}"}};
 
 // A sentence s1, a paraphrase of it (same) and the paraphrase with one
-// person, thing, town or activity changed (different), in the surface s.
+// person, thing, town or activity changed (different), in the surface s (the
+// base model's text and the rewrite cluster).
 // form: which of the two other wordings (-1: at random).
 static void para_parts_form(int s, int form, uint64_t *rng, rm_sb *s1, rm_sb *same, rm_sb *diff) {
     int nm[3], ob[2], tw[2], ac[2], change = rnd(rng, 2);
@@ -405,15 +427,26 @@ static void para_parts_form(int s, int form, uint64_t *rng, rm_sb *s1, rm_sb *sa
 
 static void para_parts(int s, uint64_t *rng, rm_sb *s1, rm_sb *same, rm_sb *diff) { para_parts_form(s, -1, rng, s1, same, diff); }
 
+// Two sentences about one exchange between two people (a gift, a greeting,
+// a sale, a lesson), each told from one of its sides with a pair of converse
+// verbs ("A sold a lamp to B" / "A bought a lamp from B"); the second names
+// the two people the other way round, so it means the same as the first
+// exactly when it uses the other verb.
 static void gen_paraphrase(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb *out) {
-    int same = rnd(rng, 2);
-    rm_sb s1 = {0}, sa = {0}, di = {0};
-    para_parts(s, rng, &s1, &sa, &di);
-    FILL(in, PICK(rng, PARA_ASK[s]), s1.buf, same ? sa.buf : di.buf);
-    rm_sb_puts(out, same ? "same" : "different");
+    static const char *const SIDE[4][2] = {{"{1} gave the {3} to {2}.", "{1} got the {3} from {2}."},
+                                           {"{1} greeted {2} in {4}.", "{1} was greeted by {2} in {4}."},
+                                           {"{1} sold a {3} to {2}.", "{1} bought a {3} from {2}."},
+                                           {"{1} taught {2} to {5}.", "{1} learned to {5} from {2}."}};
+    int nm[2], v1 = rnd(rng, 2), v2 = rnd(rng, 2);
+    distinct(rng, COUNT(NAMES), 2, nm);
+    const char *o = PICK(rng, OBJECTS), *t = PICK(rng, TOWNS), *act = PICK(rng, ACTIVITIES);
+    rm_sb s1 = {0}, s2 = {0};
+    FILL(&s1, SIDE[s][v1], NAMES[nm[0]], NAMES[nm[1]], o, t, act);
+    FILL(&s2, SIDE[s][v2], NAMES[nm[1]], NAMES[nm[0]], o, t, act);
+    FILL(in, PICK(rng, PARA_ASK[s]), s1.buf, s2.buf);
+    rm_sb_puts(out, v1 != v2 ? "same" : "different");
     rm_sb_free(&s1);
-    rm_sb_free(&sa);
-    rm_sb_free(&di);
+    rm_sb_free(&s2);
 }
 
 // --- passages of events (who / where / when questions)
@@ -533,14 +566,15 @@ static void gen_count(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb 
         for (int i = 0; i < c; i++) FILL(&body, i ? ", {1}" : "{1}", words[i]);
         break;
     case 1: {
-        distinct(rng, COUNT(OBJECTS), 4, idx);
-        target_word = OBJECTS[idx[0]];
-        int n = c + 2 + rnd(rng, 3), placed = 0;
+        // the thing's word c times among one to three animals, each named once
+        target_word = PICK(rng, OBJECTS);
+        int k = 1 + rnd(rng, 3), n = c + k, placed = 0, shown = 0;
+        distinct(rng, COUNT(ANIMALS), k, idx);
         for (int i = 0; i < n; i++) {
             int left = n - i, need = c - placed;
             int put = need > 0 && (need >= left || rnd(rng, left) < need);
             placed += put;
-            FILL(&body, i ? " {1}" : "{1}", put ? target_word : OBJECTS[idx[1 + rnd(rng, 3)]]);
+            FILL(&body, i ? ", {1}" : "{1}", put ? target_word : ANIMALS[idx[shown++]]);
         }
         break;
     }
@@ -1235,6 +1269,14 @@ static const char *adapter_config(rm_world_size size) {
     return "{\"rank\": 6, \"alpha\": 12, \"targets\": \"all\", \"steps\": 300, \"batch\": 8, \"lr\": 5e-3}";
 }
 
+// The steps a task's contributor trains its adapter for when they differ from
+// the world's (adapter_config): counting one word among others takes twice as
+// long to learn (chosen on its validation split: docs/world.md). 0: the world's.
+static int task_adapter_steps(rm_world_size size, const char *task) {
+    if (!strcmp(task, "count_word")) return size == RM_WORLD_FULL ? 900 : 600;
+    return 0;
+}
+
 // The experiment's trained compositions (RouterLoRA, the MoE / SMEAR gates),
 // trained on the seen share of the tasks; written to world.json. The full
 // router's learning rate, steps and rank were chosen on the seen tasks'
@@ -1341,7 +1383,10 @@ int rm_world_make(const char *dir, uint64_t seed, rm_world_size size, rm_world_r
         rm_sb_json_str(&meta, tasks[t].name, strlen(tasks[t].name));
         rm_sb_puts(&meta, ", \"cluster\": ");
         rm_sb_json_str(&meta, tasks[t].cluster, strlen(tasks[t].cluster));
-        rm_sb_printf(&meta, ", \"metric\": \"%s\"}", tasks[t].metric);
+        rm_sb_printf(&meta, ", \"metric\": \"%s\"", tasks[t].metric);
+        int steps = task_adapter_steps(size, tasks[t].name);
+        if (steps) rm_sb_printf(&meta, ", \"adapter_steps\": %d", steps);
+        rm_sb_puts(&meta, "}");
     }
     rm_sb_puts(&meta, "]}\n");
     if ((rc = write_sb(dir, "world.json", &meta))) goto done;

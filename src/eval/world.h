@@ -17,7 +17,9 @@
 //
 // Files written by rm_world_make (dir created when absent):
 //   world.json           seed, size, template, clusters and tasks (name,
-//                        cluster, metric), file names
+//                        cluster, metric; adapter_steps where a task's
+//                        adapter trains longer than "adapter"'s steps),
+//                        the adapters' and the experiment's settings
 //   config.json          the pool in the paper's format: [{"model_name",
 //                        "domain", "sample": [20 x {"inputs", "targets"}]}]
 //   combined_test.json   [{"inputs", "targets", "task", "domain", "metric"}]
