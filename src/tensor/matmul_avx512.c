@@ -178,6 +178,13 @@ INLINE void load_r16(const uint8_t *q, const int KIND, __m512i out[8]) {
     for (int g = 0; g < 8; g++) out[g] = _mm512_loadu_si512((const void *)(q + 64 * g));
 }
 
+// Prefetches group G (quants and scales) of the rows the next tiles take, as
+// prefetch_group does for the file's layout.
+INLINE void prefetch_r16(const rm_mm *m, const uint8_t *row, int64_t G, int64_t GQ, int64_t F, int RR) {
+    for (int64_t pf = 0; pf < GQ; pf += 64) prefetch_next_rows(m, row + G * GQ + pf, RR);
+    prefetch_next_rows(m, row + F * GQ + 32 * G, RR);
+}
+
 // aux->t16: the transposed unsigned quants and f32 scales of weight rows
 // r .. r+RR-1 (groups of 16 blocks, zero-padded). R16: the row's full groups
 // are stored that way already (repack.c) and are only copied (aligned, the
@@ -193,6 +200,7 @@ INLINE int prep_t16(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const int 
             const int nk = nb - b < 16 ? (int)(nb - b) : 16;
             __m512i v[8];
             if (G < F) {
+                prefetch_r16(m, row, G, GQ, F, RR);
                 load_r16(row + G * GQ, KIND, v);
                 _mm512_storeu_ps(&aux->t16.d[i][b], _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + F * GQ + 32 * G))));
             } else {
@@ -303,8 +311,7 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
                 __m512i wv[8];
                 if (G < F) {
                     const uint8_t *q = w[i] + G * GQ, *sc = w[i] + F * GQ + 32 * G;
-                    for (int64_t pf = 0; pf < GQ; pf += 64) prefetch_next_rows(m, q + pf, RR);
-                    prefetch_next_rows(m, sc, RR);
+                    prefetch_r16(m, w[i], G, GQ, F, RR);
                     load_r16(q, KIND, wv);
                     dw[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sc));
                 } else { // the blocks as stored (a row's last nb % 16 stay so in r16 too)
