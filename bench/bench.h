@@ -12,10 +12,8 @@
 typedef int (*rm_bench_fn)(int argc, char **argv);
 void rm_bench_register(const char *name, const char *summary, rm_bench_fn fn);
 
-#define RM_BENCH(name, summary, fn)                                                      \
-    __attribute__((constructor)) static void register_bench_##name(void) {              \
-        rm_bench_register(#name, summary, fn);                                           \
-    }
+#define RM_BENCH(name, summary, fn)                                                                                    \
+    __attribute__((constructor)) static void register_bench_##name(void) { rm_bench_register(#name, summary, fn); }
 
 // Medians: rm_median (base/stats.h).
 #include "base/stats.h"

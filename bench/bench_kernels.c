@@ -113,8 +113,8 @@ static int bench_kernels(int argc, char **argv) {
         rm_threadpool_free(tp);
         printf("read bandwidth, %d thread%s: %.1f GB/s\n", ths[k], ths[k] > 1 ? "s" : "", bw[k]);
     }
-    printf("\n%-11s %-5s %4s %3s %9s %9s %9s %8s %7s\n", "W[out,in]", "type", "n", "thr", "ms/call", "best ms", "GFLOP/s",
-           "GB/s", "%bw");
+    printf("\n%-11s %-5s %4s %3s %9s %9s %9s %8s %7s\n", "W[out,in]", "type", "n", "thr", "ms/call", "best ms",
+           "GFLOP/s", "GB/s", "%bw");
     int maxn = 0;
     for (int i = 0; i < nn; i++) maxn = ns[i] > maxn ? ns[i] : maxn;
     for (int s = 0; s < 3; s++) {
@@ -142,8 +142,8 @@ static int bench_kernels(int argc, char **argv) {
                     double gbs = (double)w.bytes / sec / 1e9;
                     char pct[16] = "";
                     if (ns[i] == 1 && bw[k] > 0) snprintf(pct, sizeof pct, "%.0f%%", 100 * gbs / bw[k]);
-                    printf("%5dx%-5d %-5s %4d %3d %9.3f %9.3f %9.1f %8.1f %7s\n", out, in, rm_type_name(t), ns[i], ths[k],
-                           sec * 1e3, best * 1e3, 2.0 * ns[i] * in * out / sec / 1e9, gbs, pct);
+                    printf("%5dx%-5d %-5s %4d %3d %9.3f %9.3f %9.1f %8.1f %7s\n", out, in, rm_type_name(t), ns[i],
+                           ths[k], sec * 1e3, best * 1e3, 2.0 * ns[i] * in * out / sec / 1e9, gbs, pct);
                     fflush(stdout);
                 }
                 rm_threadpool_free(tp);

@@ -5,7 +5,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct { const char *name, *summary; rm_bench_fn fn; } bench_entry;
+typedef struct {
+    const char *name, *summary;
+    rm_bench_fn fn;
+} bench_entry;
 static bench_entry g_benches[64];
 static int g_n_benches;
 

@@ -29,7 +29,8 @@ static void on_done(void *user, const int32_t *tokens, int n, const char *reason
 }
 
 // Serves every request with `slots` slots; returns generated tokens / s (prefill included in the time).
-static double serve_all(rm_llama *m, rm_threadpool *tp, int slots, int R, int P, int N, rm_lora **ad, const int *sets, int k) {
+static double serve_all(rm_llama *m, rm_threadpool *tp, int slots, int R, int P, int N, rm_lora **ad, const int *sets,
+                        int k) {
     rm_engine *e = NULL;
     if (rm_engine_new(&e, m, tp, slots, P + N + 1, 512)) return -1;
     rm_sampler_params sp = rm_sampler_default_params();
@@ -70,7 +71,8 @@ static int bench_serve(int argc, char **argv) {
         else if (!strcmp(o, "--runs")) runs = atoi(v);
         else return fprintf(stderr, "bench serve: unknown option %s\n", o), 2;
     }
-    if (R < 1 || S < 1 || P < 1 || N < 1 || A < k || k < 1 || k > 16 || runs < 1) return fprintf(stderr, "bench serve: bad sizes\n"), 2;
+    if (R < 1 || S < 1 || P < 1 || N < 1 || A < k || k < 1 || k > 16 || runs < 1)
+        return fprintf(stderr, "bench serve: bad sizes\n"), 2;
     char path[512];
     rm_type t;
     if (!model) {
@@ -78,7 +80,8 @@ static int bench_serve(int argc, char **argv) {
         snprintf(path, sizeof path, "/tmp/ramole-bench-serve-%s-%s.gguf", synth, type);
         if (!rm_file_exists(path)) {
             fprintf(stderr, "writing %s ...\n", path);
-            if (rm_synth_write(rm_synth_find(synth), t, 1, path, NULL, NULL)) return fprintf(stderr, "%s\n", rm_last_error()), 1;
+            if (rm_synth_write(rm_synth_find(synth), t, 1, path, NULL, NULL))
+                return fprintf(stderr, "%s\n", rm_last_error()), 1;
         }
         model = path;
     }
@@ -111,9 +114,11 @@ static int bench_serve(int argc, char **argv) {
         fprintf(stderr, "bench serve: %s\n", rm_last_error());
     } else {
         double one = rm_median(v1, runs), batched = rm_median(vb, runs);
-        printf("serve: %s, %d requests (prompt %d, %d new tokens, %d of %d rank-%d q,v adapters each, mixture), %d threads\n",
+        printf("serve: %s, %d requests (prompt %d, %d new tokens, %d of %d rank-%d q,v adapters each, mixture), %d "
+               "threads\n",
                model, R, P, N, k, A, rank, threads);
-        printf("| slots | generated tok/s (median of %d) |\n| --- | --- |\n| 1 (one request at a time) | %.1f |\n| %d | %.1f (%.2fx) |\n",
+        printf("| slots | generated tok/s (median of %d) |\n| --- | --- |\n| 1 (one request at a time) | %.1f |\n| %d "
+               "| %.1f (%.2fx) |\n",
                runs, one, S, batched, batched / one);
     }
     free(vb);
@@ -126,4 +131,5 @@ static int bench_serve(int argc, char **argv) {
     return rc;
 }
 
-RM_BENCH(serve, "serving throughput: R requests with different adapter sets, continuous batching vs one at a time", bench_serve)
+RM_BENCH(serve, "serving throughput: R requests with different adapter sets, continuous batching vs one at a time",
+         bench_serve)

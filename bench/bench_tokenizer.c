@@ -19,8 +19,17 @@
 #include "format/gguf.h"
 #include "model/tokenizer.h"
 
-typedef struct doc { const char *s; size_t n; } doc;
-typedef struct corpus { doc *v; size_t n, cap; size_t bytes; char **owned; size_t n_owned; } corpus;
+typedef struct doc {
+    const char *s;
+    size_t n;
+} doc;
+typedef struct corpus {
+    doc *v;
+    size_t n, cap;
+    size_t bytes;
+    char **owned;
+    size_t n_owned;
+} corpus;
 
 static int corpus_add(corpus *c, const char *s, size_t n) {
     if (n == 0) return 0;
@@ -165,7 +174,10 @@ static int bench_tokenizer(int argc, char **argv) {
                 double t0 = cpu_now(), t_dec = 0;
                 for (size_t i = 0; i < text.n; i++) {
                     int n = rm_tokenize(t, text.v[i].s, text.v[i].n, 0, 0, ids, 1 << 20);
-                    if (n < 0 || n > (1 << 20)) { rc = 1; break; }
+                    if (n < 0 || n > (1 << 20)) {
+                        rc = 1;
+                        break;
+                    }
                     n_tok += n;
                     double t1 = cpu_now();
                     rm_detok d;
@@ -179,8 +191,8 @@ static int bench_tokenizer(int argc, char **argv) {
                 dec[r] = text.bytes / 1e6 / t_dec;
             }
             printf("%-16s %-10s %-6s %10ld %12.2f %12.1f %12.1f\n", k_vocabs[v], rm_tokenizer_kind(t),
-                   cached ? "on" : "off", n_tok, (double)text.bytes / (double)(n_tok ? n_tok : 1),
-                   rm_median(enc, reps), rm_median(dec, reps));
+                   cached ? "on" : "off", n_tok, (double)text.bytes / (double)(n_tok ? n_tok : 1), rm_median(enc, reps),
+                   rm_median(dec, reps));
         }
         rm_tokenizer_free(t);
     }

@@ -57,7 +57,8 @@ static int run(const char *what, const rm_synth_shape *shape, rm_type type, cons
     if (!rc) rc = measure(t, steps, &tps, &loss);
     if (rc) fprintf(stderr, "%s: %s\n", what, rm_last_error());
     else
-        printf("| %-34s | %11zu | %5d x %4d | %7d | %12.0f |\n", what, rm_trainer_n_trainable(t), batch, seq, threads, tps);
+        printf("| %-34s | %11zu | %5d x %4d | %7d | %12.0f |\n", what, rm_trainer_n_trainable(t), batch, seq, threads,
+               tps);
     rm_trainer_free(t);
     rm_llama_free(m);
     return rc ? 1 : 0;
@@ -70,20 +71,23 @@ static int bench_train(int argc, char **argv) {
         else if (!strcmp(argv[i], "--steps") && i + 1 < argc) steps = atoi(argv[++i]);
         else if (!strcmp(argv[i], "--full-only")) lora = 0;
         else if (!strcmp(argv[i], "--lora-only")) full = 0;
-        else return fprintf(stderr, "usage: ramole-bench train [--threads N] [--steps N] [--full-only|--lora-only]\n"), 2;
+        else
+            return fprintf(stderr, "usage: ramole-bench train [--threads N] [--steps N] [--full-only|--lora-only]\n"),
+                   2;
     }
     printf("| %-34s | %11s | %12s | %7s | %12s |\n", "training", "trainable", "batch", "threads", "tokens/s");
     printf("|------------------------------------|-------------|--------------|---------|--------------|\n");
     int rc = 0;
     if (full) {
         rm_synth_shape s10 = {"bench-10m", 258, 384, 6, 6, 6, 1024, 256};
-        rc |= run("full, 10.7M params f32 (byte vocab)", &s10, RM_TYPE_F32, "/tmp/ramole-bench-train-10m.gguf", 0, 8, 256,
-                  steps, threads);
+        rc |= run("full, 10.7M params f32 (byte vocab)", &s10, RM_TYPE_F32, "/tmp/ramole-bench-train-10m.gguf", 0, 8,
+                  256, steps, threads);
     }
     if (lora)
         rc |= run("LoRA r8 q,v on tinyllama-1.1b q8_0", rm_synth_find("tinyllama-1.1b"), RM_TYPE_Q8_0,
                   "/tmp/ramole-synth-tinyllama-1.1b-q8_0.gguf", 1, 1, 256, steps > 2 ? 2 : steps, threads);
-    printf("PyTorch on the same 10M model and batch: OMP_NUM_THREADS=%d /usr/bin/python3 bench/train_torch.py --threads %d\n",
+    printf("PyTorch on the same 10M model and batch: OMP_NUM_THREADS=%d /usr/bin/python3 bench/train_torch.py "
+           "--threads %d\n",
            threads, threads);
     return rc;
 }

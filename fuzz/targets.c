@@ -217,7 +217,8 @@ static int fuzz_tokenize(const uint8_t *d, size_t n) {
 
 static int fuzz_llama2c(const uint8_t *d, size_t n) {
     char in[128], out[128];
-    if (scratch_write("in.bin", d, n, in, sizeof in) || scratch_write("out.gguf", "", 0, out, sizeof out)) return RM_EIO;
+    if (scratch_write("in.bin", d, n, in, sizeof in) || scratch_write("out.gguf", "", 0, out, sizeof out))
+        return RM_EIO;
     return llama2c_convert(in, out);
 }
 
@@ -335,8 +336,9 @@ static int fuzz_serve_body(const uint8_t *d, size_t n) {
     const char *const *r = routes[d[0] % (sizeof routes / sizeof routes[0])];
     rm_sb b;
     rm_sb_init(&b);
-    rm_sb_printf(&b, "POST %s HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\nContent-Type: %s\r\nContent-Length: %zu\r\n\r\n", r[0],
-                 r[1], n - 1);
+    rm_sb_printf(
+        &b, "POST %s HTTP/1.1\r\nHost: fuzz\r\nConnection: close\r\nContent-Type: %s\r\nContent-Length: %zu\r\n\r\n",
+        r[0], r[1], n - 1);
     rm_sb_putn(&b, (const char *)d + 1, n - 1);
     int rc = b.oom ? RM_ENOMEM : http_exchange(b.buf, b.len);
     rm_sb_free(&b);

@@ -52,20 +52,20 @@ extern "C" {
 #define RM_STATUS_DEFINED
 enum {
     RM_OK = 0,
-    RM_EIO = -1,          /* cannot open / read / write a file */
-    RM_EFORMAT = -2,      /* file or request is malformed */
-    RM_ENOMEM = -3,       /* allocation failed */
-    RM_EINVAL = -4,       /* bad argument */
-    RM_EUNSUPPORTED = -5, /* well-formed but not supported */
-    RM_EMISMATCH = -6,    /* does not fit the base model / other input */
-    RM_ENOTFOUND = -7,    /* named thing does not exist */
-    RM_EFULL = -8,        /* capacity exhausted (KV slots, context) */
-    RM_ETOOBIG = -9,      /* input over a size limit (an upload's samples or bytes): HTTP 413 */
+    RM_EIO = -1,           /* cannot open / read / write a file */
+    RM_EFORMAT = -2,       /* file or request is malformed */
+    RM_ENOMEM = -3,        /* allocation failed */
+    RM_EINVAL = -4,        /* bad argument */
+    RM_EUNSUPPORTED = -5,  /* well-formed but not supported */
+    RM_EMISMATCH = -6,     /* does not fit the base model / other input */
+    RM_ENOTFOUND = -7,     /* named thing does not exist */
+    RM_EFULL = -8,         /* capacity exhausted (KV slots, context) */
+    RM_ETOOBIG = -9,       /* input over a size limit (an upload's samples or bytes): HTTP 413 */
     RM_EUNAVAILABLE = -10, /* a server the call needs (the pool's database) cannot be reached: HTTP 503 */
 };
 #endif
 
-RM_API const char *rm_last_error(void);   /* message of the last failure on this thread */
+RM_API const char *rm_last_error(void); /* message of the last failure on this thread */
 RM_API const char *rm_status_name(int status);
 RM_API const char *rm_version(void);
 
@@ -73,8 +73,8 @@ RM_API const char *rm_version(void);
 typedef struct rm_model rm_model;
 
 typedef struct rm_model_params {
-    int n_threads;   /* <= 0: all cores */
-    int n_ctx;       /* context per sequence; <= 0: min(model's, 4096) */
+    int n_threads; /* <= 0: all cores */
+    int n_ctx;     /* context per sequence; <= 0: min(model's, 4096) */
 } rm_model_params;
 RM_API rm_model_params rm_model_default_params(void);
 
@@ -83,7 +83,7 @@ RM_API int rm_model_load(const char *path, const rm_model_params *params, rm_mod
 RM_API void rm_model_free(rm_model *m);
 
 typedef struct rm_model_info {
-    const char *arch;        /* "llama" or "qwen2" */
+    const char *arch; /* "llama" or "qwen2" */
     int n_vocab, n_embd, n_layer, n_head, n_head_kv, n_ff, n_ctx_train;
     size_t weight_bytes;
     int has_tokenizer;
@@ -97,25 +97,25 @@ typedef struct rm_adapter rm_adapter;
 
 /* How the adapters of one generation are composed (the RAMoLE paper's four ways). */
 enum {
-    RM_COMPOSITION_AUTO = -1,    /* selection for one adapter, mixture for more */
-    RM_COMPOSITION_SELECTION,    /* one adapter: y = W x + s B A x */
-    RM_COMPOSITION_MIXTURE,      /* the average of the adapters' outputs */
-    RM_COMPOSITION_FUSION,       /* one adapter of the averaged A and B */
-    RM_COMPOSITION_ROUTER        /* a trained RouterLoRA weighs their outputs per token (needs router) */
+    RM_COMPOSITION_AUTO = -1, /* selection for one adapter, mixture for more */
+    RM_COMPOSITION_SELECTION, /* one adapter: y = W x + s B A x */
+    RM_COMPOSITION_MIXTURE,   /* the average of the adapters' outputs */
+    RM_COMPOSITION_FUSION,    /* one adapter of the averaged A and B */
+    RM_COMPOSITION_ROUTER     /* a trained RouterLoRA weighs their outputs per token (needs router) */
 };
 
 typedef struct rm_generate_params {
-    int n_predict;           /* new tokens (default 64) */
-    float temperature;       /* <= 0: greedy (default 0.8) */
-    int top_k;               /* default 40; 0 = off */
-    float top_p;             /* default 0.95; 1 = off */
-    float min_p;             /* default 0.05; 0 = off */
-    float repeat_penalty;    /* default 1 = off */
+    int n_predict;        /* new tokens (default 64) */
+    float temperature;    /* <= 0: greedy (default 0.8) */
+    int top_k;            /* default 40; 0 = off */
+    float top_p;          /* default 0.95; 1 = off */
+    float min_p;          /* default 0.05; 0 = off */
+    float repeat_penalty; /* default 1 = off */
     uint64_t seed;
     const rm_adapter *const *adapters; /* LoRA adapters to apply (NULL: the base model alone) */
-    int n_adapters;          /* up to 16 */
-    int composition;         /* RM_COMPOSITION_* (default AUTO) */
-    const rm_adapter *router;/* for RM_COMPOSITION_ROUTER (rm_model_load_router) */
+    int n_adapters;                    /* up to 16 */
+    int composition;                   /* RM_COMPOSITION_* (default AUTO) */
+    const rm_adapter *router;          /* for RM_COMPOSITION_ROUTER (rm_model_load_router) */
 } rm_generate_params;
 RM_API rm_generate_params rm_generate_default_params(void);
 
@@ -130,10 +130,10 @@ typedef struct rm_generate_stats {
 
 /* Generates from a text prompt (BOS added as the model wants). stats may be NULL. */
 RM_API int rm_model_generate(rm_model *m, const char *prompt, const rm_generate_params *params, rm_text_cb cb,
-                      void *ctx, rm_generate_stats *stats);
+                             void *ctx, rm_generate_stats *stats);
 /* The same from token ids (used as given: include BOS yourself). */
 RM_API int rm_model_generate_ids(rm_model *m, const int32_t *ids, int n_ids, const rm_generate_params *params,
-                          rm_text_cb cb, void *ctx, rm_generate_stats *stats);
+                                 rm_text_cb cb, void *ctx, rm_generate_stats *stats);
 
 /* ---- LoRA adapters and the adapter pool (RAMoLE) -------------------------------- */
 
@@ -155,9 +155,9 @@ RM_API int rm_adapter_pool_open(const char *dir, rm_adapter_pool **out);
 RM_API void rm_adapter_pool_close(rm_adapter_pool *p);
 
 typedef struct rm_retrieved {
-    const char *name;     /* the adapter's name in the pool */
-    const char *weights;  /* where its weights are: pass to rm_model_load_adapter */
-    float score;          /* retrieval score (higher is closer) */
+    const char *name;    /* the adapter's name in the pool */
+    const char *weights; /* where its weights are: pass to rm_model_load_adapter */
+    float score;         /* retrieval score (higher is closer) */
 } rm_retrieved;
 /* The up to k (<= 16) best adapters with weights for a request's text and a
  * score of at least min_score (-INFINITY: any), best first, into out[k].
@@ -169,7 +169,7 @@ RM_API int rm_adapter_pool_retrieve(rm_adapter_pool *p, const char *text, int k,
  * weights are loaded and checked against that model first, and nothing is
  * stored when they do not fit. */
 RM_API int rm_adapter_pool_add(rm_adapter_pool *p, rm_model *m, const char *name, const char *weights,
-                        const char *const *samples, int n_samples);
+                               const char *const *samples, int n_samples);
 
 #ifdef __cplusplus
 }

@@ -13,18 +13,19 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-static int g_state;            // 0 not tried, 1 running, -1 unavailable
+static int g_state; // 0 not tried, 1 running, -1 unavailable
 static char g_why[512], g_bin[256], g_dir[64];
 static int g_port;
-static pid_t g_owner;          // the process that started it (forked children leave it alone)
-static char g_made[64][64];    // databases made in this run
+static pid_t g_owner;       // the process that started it (forked children leave it alone)
+static char g_made[64][64]; // databases made in this run
 static int g_n_made;
 
 const char *rm_test_pg_why(void) { return g_why; }
 
 static int find_bin(void) {
     const char *env = getenv("RAMOLE_PG_BIN");
-    const char *cands[] = {env, "/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/14/bin", NULL};
+    const char *cands[] = {env, "/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin",
+                           "/usr/lib/postgresql/14/bin", NULL};
     for (int i = 0; i < 4; i++) {
         char p[300];
         if (!cands[i]) continue;
@@ -43,7 +44,8 @@ static int free_port(void) {
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     socklen_t n = sizeof a;
     int port = 0;
-    if (fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof a) && !getsockname(fd, (struct sockaddr *)&a, &n)) port = ntohs(a.sin_port);
+    if (fd >= 0 && !bind(fd, (struct sockaddr *)&a, sizeof a) && !getsockname(fd, (struct sockaddr *)&a, &n))
+        port = ntohs(a.sin_port);
     if (fd >= 0) close(fd);
     return port;
 }
@@ -51,7 +53,8 @@ static int free_port(void) {
 // Runs a command as the server's user (postgres when root), output in the log.
 static int run_as(const char *cmd) {
     char full[4096];
-    if (geteuid() == 0) snprintf(full, sizeof full, "runuser -u postgres -- sh -c '%s' >>%s/setup.log 2>&1", cmd, g_dir);
+    if (geteuid() == 0)
+        snprintf(full, sizeof full, "runuser -u postgres -- sh -c '%s' >>%s/setup.log 2>&1", cmd, g_dir);
     else snprintf(full, sizeof full, "sh -c '%s' >>%s/setup.log 2>&1", cmd, g_dir);
     return system(full);
 }
@@ -59,7 +62,8 @@ static int run_as(const char *cmd) {
 int rm_test_pg_start(void) {
     char cmd[2048];
     snprintf(cmd, sizeof cmd,
-             "%s/pg_ctl -D %s/data -l %s/server.log -w -t 60 -o \"-p %d -k %s -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200\" start",
+             "%s/pg_ctl -D %s/data -l %s/server.log -w -t 60 -o \"-p %d -k %s -c listen_addresses=127.0.0.1 -c "
+             "fsync=off -c max_connections=200\" start",
              g_bin, g_dir, g_dir, g_port, g_dir);
     return run_as(cmd) == 0 ? 0 : -1;
 }
@@ -83,7 +87,9 @@ int rm_test_pg_available(void) {
     if (g_state) return g_state == 1;
     g_state = -1;
     if (!find_bin()) {
-        snprintf(g_why, sizeof g_why, "PostgreSQL's server is not installed (no pg_ctl in /usr/lib/postgresql/15/bin; apt-get install postgresql-15)");
+        snprintf(g_why, sizeof g_why,
+                 "PostgreSQL's server is not installed (no pg_ctl in /usr/lib/postgresql/15/bin; apt-get install "
+                 "postgresql-15)");
         return 0;
     }
     struct passwd *pw = geteuid() == 0 ? getpwnam("postgres") : NULL;

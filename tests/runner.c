@@ -26,7 +26,10 @@
 #include <time.h>
 #include <unistd.h>
 
-typedef struct { const char *name, *file; rm_test_fn fn; } test_entry;
+typedef struct {
+    const char *name, *file;
+    rm_test_fn fn;
+} test_entry;
 static test_entry *g_tests;
 static int g_n_tests, g_cap_tests, g_cur_failed, g_cur_skipped;
 static char g_rootdir[256]; // this run's folder: one folder per test inside it

@@ -35,8 +35,8 @@ struct rm_test_server;
 // `ramole serve` on the tiny model with a fresh pool TMP/NAME (made as
 // serve_make_pool makes it, its path in pool) and flags after those; the
 // adapters' files in w. 0, or -1 when something could not be made.
-int serve_start_pooled(struct rm_test_server *sp, const char *name, const int *want, const char *flags, char (*w)[512], char *pool,
-                       size_t cap);
+int serve_start_pooled(struct rm_test_server *sp, const char *name, const int *want, const char *flags, char (*w)[512],
+                       char *pool, size_t cap);
 // The npm package PKG@VERSION installed on first use under the build
 // directory (beside the ramole binary) in its own folder npm-NAME, path in
 // dir: NULL, or why it cannot be (for SKIP: no node, no registry).

@@ -14,7 +14,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef struct collected { int32_t ids[300]; int n; } collected;
+typedef struct collected {
+    int32_t ids[300];
+    int n;
+} collected;
 
 static int collect(void *ctx, const char *piece, int len, int32_t id) {
     (void)piece;
@@ -217,7 +220,8 @@ TEST(api_bad_plans_refused) {
     gp.adapters = (const rm_adapter *const *)l.ad;
     gp.n_adapters = 2;
     gp.composition = RM_COMPOSITION_ROUTER; // no router
-    CHECK(rm_model_generate_ids(l.m, prompt, 4, &gp, NULL, NULL, NULL) == RM_EINVAL && strstr(rm_last_error(), "router"));
+    CHECK(rm_model_generate_ids(l.m, prompt, 4, &gp, NULL, NULL, NULL) == RM_EINVAL &&
+          strstr(rm_last_error(), "router"));
     gp.composition = RM_COMPOSITION_SELECTION; // two adapters
     CHECK(rm_model_generate_ids(l.m, prompt, 4, &gp, NULL, NULL, NULL) != RM_OK);
     gp.n_adapters = 17;
@@ -247,15 +251,18 @@ TEST(api_pool_add_and_retrieve) {
     for (int i = 0; i < 3; i++) fprintf(fp, "{\"inputs\": \"%s\"}\n{\"inputs\": \"%s\"}\n", german[i], senti[i]);
     fclose(fp);
     rm_adapter_pool *pool = NULL;
-    CHECK(rm_adapter_pool_open(pool_dir, &pool) == RM_ENOTFOUND && pool == NULL && strstr(rm_last_error(), "not a pool"));
+    CHECK(rm_adapter_pool_open(pool_dir, &pool) == RM_ENOTFOUND && pool == NULL &&
+          strstr(rm_last_error(), "not a pool"));
     snprintf(cmd, sizeof cmd, "%s pool init --pool %s --corpus %s 2>/dev/null", rm_test_bin(), pool_dir, corpus);
     REQUIRE(system(cmd) == 0);
     REQUIRE(rm_adapter_pool_open(pool_dir, &pool) == RM_OK);
     CHECK_OK(rm_adapter_pool_add(pool, l.m, "german", f.w[0], german, 3));
     CHECK_OK(rm_adapter_pool_add(pool, l.m, "sentiment", f.w[1], senti, 3));
-    CHECK(rm_adapter_pool_add(pool, l.m, "wrong", f.wother, senti, 3) != RM_OK && strstr(rm_last_error(), "'wrong' refused"));
+    CHECK(rm_adapter_pool_add(pool, l.m, "wrong", f.wother, senti, 3) != RM_OK &&
+          strstr(rm_last_error(), "'wrong' refused"));
     rm_retrieved r[4];
-    int n = rm_adapter_pool_retrieve(pool, "Review: the film was dull. Is this review positive or negative?", 4, -INFINITY, r);
+    int n = rm_adapter_pool_retrieve(pool, "Review: the film was dull. Is this review positive or negative?", 4,
+                                     -INFINITY, r);
     CHECK(n == 2); // "wrong" was not stored
     CHECK(n >= 1 && !strcmp(r[0].name, "sentiment") && !strcmp(r[0].weights, f.w[1]) && r[0].score > r[1].score);
     CHECK(rm_adapter_pool_retrieve(pool, "Translate to German: the cat sleeps.", 1, -INFINITY, r) == 1 &&
@@ -266,7 +273,8 @@ TEST(api_pool_add_and_retrieve) {
     rm_adapter_pool_close(pool);
     // reopened, the adapters are still there (and the CLI agrees on the best one)
     REQUIRE(rm_adapter_pool_open(pool_dir, &pool) == RM_OK);
-    CHECK(rm_adapter_pool_retrieve(pool, "Review: great acting. Is this review positive or negative?", 1, -INFINITY, r) == 1 &&
+    CHECK(rm_adapter_pool_retrieve(pool, "Review: great acting. Is this review positive or negative?", 1, -INFINITY,
+                                   r) == 1 &&
           !strcmp(r[0].name, "sentiment"));
     rm_adapter_pool_close(pool);
     free_all(&l);

@@ -105,7 +105,10 @@ TEST(base_svg_bars_long_labels) {
 }
 
 // An ill-conditioned quadratic, minimum at c, and the points it was asked about.
-typedef struct quad { int calls, points, outside; double c[6]; } quad;
+typedef struct quad {
+    int calls, points, outside;
+    double c[6];
+} quad;
 
 static int quad_fn(void *user, int n, int dim, const double *x, double *f) {
     quad *q = user;

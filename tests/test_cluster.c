@@ -32,8 +32,10 @@ static int cl_request(int port, const char *method, const char *path, const char
     int fd = rm_test_connect(port);
     if (fd < 0) return -1;
     char head[512];
-    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: %s\r\nContent-Length: %zu\r\n\r\n",
-                     method, path, ctype, len);
+    int n =
+        snprintf(head, sizeof head,
+                 "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Type: %s\r\nContent-Length: %zu\r\n\r\n",
+                 method, path, ctype, len);
     if (send(fd, head, (size_t)n, MSG_NOSIGNAL) != n || (len && send(fd, body, len, MSG_NOSIGNAL) != (ssize_t)len)) {
         close(fd);
         return -1;
@@ -59,7 +61,8 @@ static int cl_upload(int port, const char *name, const char *gguf, int a) {
     if (!rm_read_file(gguf, &data, &len)) {
         const char *fields[2][2] = {{"name", name}, {"samples", samples.buf}};
         for (int f = 0; f < 2; f++)
-            rm_sb_printf(&b, "--cLuStEr\r\nContent-Disposition: form-data; name=\"%s\"\r\n\r\n%s\r\n", fields[f][0], fields[f][1]);
+            rm_sb_printf(&b, "--cLuStEr\r\nContent-Disposition: form-data; name=\"%s\"\r\n\r\n%s\r\n", fields[f][0],
+                         fields[f][1]);
         rm_sb_puts(&b, "--cLuStEr\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.gguf\"\r\n\r\n");
         rm_sb_putn(&b, data, len);
         rm_sb_puts(&b, "\r\n--cLuStEr--\r\n");
@@ -76,7 +79,8 @@ static int cl_upload(int port, const char *name, const char *gguf, int a) {
 // query (comma-separated in out; "" when the request failed).
 static int cl_retrieve(int port, const char *query, int k, char *out, size_t cap) {
     char req[1024];
-    snprintf(req, sizeof req, "{\"prompt\": \"%s\", \"retrieve\": %d, \"max_tokens\": 1, \"temperature\": 0}", query, k);
+    snprintf(req, sizeof req, "{\"prompt\": \"%s\", \"retrieve\": %d, \"max_tokens\": 1, \"temperature\": 0}", query,
+             k);
     rm_json *j = NULL;
     int status = cl_request(port, "POST", "/v1/completions", "application/json", req, strlen(req), &j);
     const rm_json *ad = j ? rm_json_get(j, "adapters") : NULL;
@@ -91,7 +95,8 @@ static int cl_retrieve(int port, const char *query, int k, char *out, size_t cap
 // 1 when the adapter called name answers as a model on port.
 static int cl_serves(int port, const char *name) {
     char req[512];
-    snprintf(req, sizeof req, "{\"model\": \"%s\", \"prompt\": \"hello\", \"max_tokens\": 1, \"temperature\": 0}", name);
+    snprintf(req, sizeof req, "{\"model\": \"%s\", \"prompt\": \"hello\", \"max_tokens\": 1, \"temperature\": 0}",
+             name);
     rm_json *j = NULL;
     int status = cl_request(port, "POST", "/v1/completions", "application/json", req, strlen(req), &j);
     rm_json_free(j);
@@ -111,8 +116,8 @@ static void nap_ms(int ms) {
 
 typedef struct cluster {
     char url[700], model[512];
-    char w[5][512];        // the five tasks' adapter files
-    rm_test_server r[2];   // replicas A and B
+    char w[5][512];      // the five tasks' adapter files
+    rm_test_server r[2]; // replicas A and B
 } cluster;
 
 // Starts replica i on the cluster's pool; its log is tmpdir/replica-<i>.log.
@@ -170,7 +175,8 @@ TEST(cluster_upload_via_a_retrieved_via_b) {
     CHECK(cl_upload(a, "weather", c.w[3], 3) == 201);
     double up = now_s() - t0, seen = cl_wait_retrieved(b, k_weather_q, "weather", 1);
     CHECKF(seen >= 0, "B never retrieved what A stored");
-    printf("     upload through A answered in %.0f ms; B retrieved it %.0f ms after the answer\n", up * 1e3, seen * 1e3);
+    printf("     upload through A answered in %.0f ms; B retrieved it %.0f ms after the answer\n", up * 1e3,
+           seen * 1e3);
     fflush(stdout);
     CHECK(cl_serves(b, "weather"));
     rm_json *j = NULL;
@@ -199,7 +205,9 @@ static int cl_pool_names(const char *url, char *names, size_t cap) {
     size_t at = (size_t)snprintf(names, cap, ",");
     for (int i = 0; !rc && i < n && at + 2 < cap; i++) {
         at += (size_t)snprintf(names + at, cap - at, "%s,", list[i].name);
-        if (!list[i].weights || !rm_file_exists(list[i].weights)) rc = rm_errorf(RM_EFORMAT, "%s: weights %s missing", list[i].name, list[i].weights ? list[i].weights : "(none)");
+        if (!list[i].weights || !rm_file_exists(list[i].weights))
+            rc = rm_errorf(RM_EFORMAT, "%s: weights %s missing", list[i].name,
+                           list[i].weights ? list[i].weights : "(none)");
     }
     rm_pool_free_list(list, n);
     rm_pool_close(p);
@@ -247,7 +255,8 @@ TEST(cluster_kill_replica_during_uploads) {
         if (ok[i]) CHECKF(strstr(names, needle), "%s was answered 201 but is not in the pool", name);
         int served = 0; // by B within a generous wait (its follower catches up)
         for (int t = 0; t < 200 && !served; t++) served = cl_serves(c.r[1].port, name) || (nap_ms(10), 0);
-        CHECKF(served == (strstr(names, needle) != NULL), "%s: in the pool %d, served by B %d", name, strstr(names, needle) != NULL, served);
+        CHECKF(served == (strstr(names, needle) != NULL), "%s: in the pool %d, served by B %d", name,
+               strstr(names, needle) != NULL, served);
         CHECKF(cl_serves(c.r[0].port, name) == served, "%s: A restarted disagrees with B", name);
     }
     printf("     A killed during upload %d (answered %s)\n", killed_at, ok[killed_at] ? "201" : "without 201");
@@ -315,7 +324,8 @@ TEST(cluster_postgres_restart) {
     CHECK(cl_serves(b, serve_names[1]));
     REQUIRE(rm_test_pg_start() == 0);
     int status = -1;
-    for (int t = 0; t < 100 && status != 201; t++) status = cl_upload(a, "weather", c.w[3], 3), status == 201 || (nap_ms(50), 0);
+    for (int t = 0; t < 100 && status != 201; t++)
+        status = cl_upload(a, "weather", c.w[3], 3), status == 201 || (nap_ms(50), 0);
     CHECK(status == 201);
     CHECK(cl_wait_retrieved(b, k_weather_q, "weather", 1) >= 0);
     long ok = 0, failed = 0;

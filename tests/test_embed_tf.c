@@ -132,7 +132,8 @@ TEST(embed_tf_bert_golden) {
     CHECK_OK(rm_bert_forward(m, tp, all, len, g.n, h));
     rm_tf_pool(h, len, g.n, d, RM_POOL_MEAN, pooled);
     for (int i = 0, r = 0; i < g.n; r += g.s[i].len, i++) {
-        CHECKF(max_abs_diff(h + (size_t)r * d, g.s[i].hidden, (size_t)g.s[i].len * d) < 1e-4, "batched: sequence %d", i);
+        CHECKF(max_abs_diff(h + (size_t)r * d, g.s[i].hidden, (size_t)g.s[i].len * d) < 1e-4, "batched: sequence %d",
+               i);
         CHECKF(max_abs_diff(pooled + (size_t)i * d, g.s[i].mean, d) < 1e-4, "batched: sequence %d mean", i);
     }
     // bad input is refused, not read out of bounds
@@ -257,7 +258,11 @@ static int requantize(const char *path, rm_type type) {
 
 static double cosine(const float *a, const float *b, int d) {
     double ab = 0, aa = 0, bb = 0;
-    for (int i = 0; i < d; i++) { ab += (double)a[i] * b[i]; aa += (double)a[i] * a[i]; bb += (double)b[i] * b[i]; }
+    for (int i = 0; i < d; i++) {
+        ab += (double)a[i] * b[i];
+        aa += (double)a[i] * a[i];
+        bb += (double)b[i] * b[i];
+    }
     return ab / sqrt(aa * bb);
 }
 
@@ -280,7 +285,8 @@ TEST(embed_tf_bert_quantized_weights) {
             CHECK_OK(rm_bert_forward(m, NULL, g.s[i].ids, &g.s[i].len, 1, h));
             rm_tf_pool(h, &g.s[i].len, 1, g.d, RM_POOL_MEAN, pooled);
             double c = cosine(pooled, g.s[i].mean, g.d);
-            CHECKF(c >= min_cos[k], "%s weights, sequence %d: cosine %.7f to the reference", rm_type_name(types[k]), i, c);
+            CHECKF(c >= min_cos[k], "%s weights, sequence %d: cosine %.7f to the reference", rm_type_name(types[k]), i,
+                   c);
         }
         rm_bert_free(m);
     }

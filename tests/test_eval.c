@@ -10,12 +10,12 @@
 #include <string.h>
 
 TEST(eval_metric_em_normalises) {
-    CHECK(rm_metric_em("The Cat!", "cat") == 1);    // "the" and "!" dropped
+    CHECK(rm_metric_em("The Cat!", "cat") == 1); // "the" and "!" dropped
     CHECK(rm_metric_em("  yes \n", "Yes.") == 1);
     CHECK(rm_metric_em("an apple", "apple pie") == 0);
-    CHECK(rm_metric_em("A  b\tc", "b c") == 1);     // white space collapsed
-    CHECK(rm_metric_em("theory", "ory") == 0);      // only whole-word articles go
-    CHECK(rm_metric_em("3.5", "35") == 1);          // punctuation dropped everywhere
+    CHECK(rm_metric_em("A  b\tc", "b c") == 1); // white space collapsed
+    CHECK(rm_metric_em("theory", "ory") == 0);  // only whole-word articles go
+    CHECK(rm_metric_em("3.5", "35") == 1);      // punctuation dropped everywhere
     CHECK(rm_metric_em("positive", "negative") == 0);
 }
 
@@ -75,16 +75,20 @@ static const char *write_file(const char *name, const char *text) {
     char *p = path[k++ % 4];
     snprintf(p, 512, "%s/%s", rm_test_tmpdir(), name);
     FILE *f = fopen(p, "w");
-    if (f) { fputs(text, f); fclose(f); }
+    if (f) {
+        fputs(text, f);
+        fclose(f);
+    }
     return p;
 }
 
 TEST(eval_set_load_and_score_by_task) {
-    const char *arr = write_file("set.json",
-                                 "[{\"inputs\": \"q1\", \"targets\": \"Yes\", \"task\": \"boolq\", \"metric\": \"em\"},\n"
-                                 " {\"inputs\": \"q2\", \"targets\": \"no\", \"task\": \"boolq\", \"metric\": \"em\"},\n"
-                                 " {\"inputs\": \"q3\", \"targets\": \"the cat is on the mat\", \"task\": \"gen\", \"metric\": \"rouge\"},\n"
-                                 " {\"inputs\": \"q4\", \"targets\": \"the cat is on the mat\", \"task\": \"mt\", \"metric\": \"bleu\"}]");
+    const char *arr = write_file(
+        "set.json",
+        "[{\"inputs\": \"q1\", \"targets\": \"Yes\", \"task\": \"boolq\", \"metric\": \"em\"},\n"
+        " {\"inputs\": \"q2\", \"targets\": \"no\", \"task\": \"boolq\", \"metric\": \"em\"},\n"
+        " {\"inputs\": \"q3\", \"targets\": \"the cat is on the mat\", \"task\": \"gen\", \"metric\": \"rouge\"},\n"
+        " {\"inputs\": \"q4\", \"targets\": \"the cat is on the mat\", \"task\": \"mt\", \"metric\": \"bleu\"}]");
     rm_evalset s;
     CHECK_OK(rm_evalset_load(arr, RM_METRIC_EM, &s));
     REQUIRE(s.n == 4);
@@ -116,7 +120,8 @@ TEST(eval_set_load_and_score_by_task) {
     rm_evalset_free(&s);
 
     // JSON lines, defaults: task "all", the given metric
-    const char *jl = write_file("set.jsonl", "{\"inputs\": \"a\", \"targets\": \"b\"}\n\n{\"inputs\": \"c\", \"targets\": \"d\"}\n");
+    const char *jl =
+        write_file("set.jsonl", "{\"inputs\": \"a\", \"targets\": \"b\"}\n\n{\"inputs\": \"c\", \"targets\": \"d\"}\n");
     CHECK_OK(rm_evalset_load(jl, RM_METRIC_ROUGE, &s));
     CHECK(s.n == 2 && !strcmp(s.r[1].task, "all") && s.r[1].metric == RM_METRIC_ROUGE);
     rm_evalset_free(&s);

@@ -38,8 +38,7 @@ static void word(uint64_t *rng, char w[6]) {
 // "task:word" and the task's answer.
 static void example(int t, const char *w, char *in, char *out) {
     sprintf(in, "%s:%s", k_task[t], w);
-    for (int j = 0; j < 5; j++)
-        out[j] = t == 0 ? (char)(w[j] - 32) : t == 1 ? w[j] : t == 2 ? w[4 - j] : w[j];
+    for (int j = 0; j < 5; j++) out[j] = t == 0 ? (char)(w[j] - 32) : t == 1 ? w[j] : t == 2 ? w[4 - j] : w[j];
     out[5] = 0;
     if (t == 3) strcat(out, w);
 }
@@ -168,7 +167,8 @@ static const char *tiny_world(void) {
     rm_sb_init(&js);
     rm_sb_puts(&js, "{\"seed\": 1, \"size\": \"test\", \"tasks\": [");
     for (int t = 0; t < NT; t++)
-        rm_sb_printf(&js, "%s{\"name\": \"%s\", \"cluster\": \"%s\", \"metric\": \"em\"}", t ? ", " : "", k_task[t], k_cluster[t]);
+        rm_sb_printf(&js, "%s{\"name\": \"%s\", \"cluster\": \"%s\", \"metric\": \"em\"}", t ? ", " : "", k_task[t],
+                     k_cluster[t]);
     rm_sb_puts(&js, "]}\n");
     if (!rc) rc = rm_write_file_atomic(wpath(p, "world.json"), js.buf, js.len);
     rm_sb_free(&js);
@@ -268,7 +268,8 @@ static double merged_diff(const rm_lora *got, rm_lora *const *ad, const double *
 // Runs `ramole ARGS` (stdout to tmpdir/evm.out, stderr to tmpdir/evm.err); the exit status.
 static int cli(const char *args) {
     char cmd[8192];
-    snprintf(cmd, sizeof cmd, "%s %s >%s/evm.out 2>%s/evm.err", rm_test_bin(), args, rm_test_tmpdir(), rm_test_tmpdir());
+    snprintf(cmd, sizeof cmd, "%s %s >%s/evm.out 2>%s/evm.err", rm_test_bin(), args, rm_test_tmpdir(),
+             rm_test_tmpdir());
     int st = system(cmd);
     return st == -1 ? -1 : (st >> 8) & 0xff;
 }
@@ -323,8 +324,8 @@ TEST(eval_adaptersoup_is_fusion_of_nearest_keys) {
             CHECK_OK(rm_eval_choose(f.env, &meth, req, &c));
             REQUIRE(c.n_names == 2);
             for (int b = 0; b < 2; b++)
-                CHECKF(task_of_name(c.names[b]) == best[b], "request %d (%s) ood %d: adapter %d is %s, nearest key: %s", r,
-                       req->inputs, ood, b, c.names[b], k_task[best[b]]);
+                CHECKF(task_of_name(c.names[b]) == best[b], "request %d (%s) ood %d: adapter %d is %s, nearest key: %s",
+                       r, req->inputs, ood, b, c.names[b], k_task[best[b]]);
             rm_lora_plan plan;
             int has = 0;
             CHECK_OK(rm_eval_plan(f.env, &meth, req, &c, &plan, &has));
@@ -332,7 +333,8 @@ TEST(eval_adaptersoup_is_fusion_of_nearest_keys) {
             CHECK(plan.weight[0] == 0.5f && plan.weight[1] == 0.5f);
             rm_lora *pair[2] = {ad[best[0]], ad[best[1]]};
             double w[2] = {0.5, 0.5};
-            CHECKF(merged_diff(plan.fused, pair, w, 2) < 1e-6, "request %d: the fused adapter is not the mean of the two", r);
+            CHECKF(merged_diff(plan.fused, pair, w, 2) < 1e-6,
+                   "request %d: the fused adapter is not the mean of the two", r);
             rm_lora_plan_free(&plan);
             rm_eval_choice_free(&c);
         }
@@ -350,12 +352,15 @@ TEST(eval_adaptersoup_cli_equals_generate_fusion) {
     REQUIRE(tiny_world());
     char out[700], args[8192];
     snprintf(out, sizeof out, "%s/evm-soup.jsonl", rm_test_tmpdir());
-    snprintf(args, sizeof args, "eval -m %s/base.gguf --test %s/combined_test.json --pool %s/pool --method adaptersoup -k 2 "
-             "--template '{inputs}' -n 5 -t 1 --out %s --json", g_dir, g_dir, g_dir, out);
+    snprintf(args, sizeof args,
+             "eval -m %s/base.gguf --test %s/combined_test.json --pool %s/pool --method adaptersoup -k 2 "
+             "--template '{inputs}' -n 5 -t 1 --out %s --json",
+             g_dir, g_dir, g_dir, out);
     REQUIRE(cli(args) == 0);
     rm_json *j = NULL;
     char *lines = cli_text("out");
-    CHECK(rm_json_parse(lines, strlen(lines), "eval --json", &j) == RM_OK && rm_json_get_int(j, "requests", 0) == NT * N_TEST);
+    CHECK(rm_json_parse(lines, strlen(lines), "eval --json", &j) == RM_OK &&
+          rm_json_get_int(j, "requests", 0) == NT * N_TEST);
     rm_json_free(j);
     free(lines);
     char *all = NULL;
@@ -370,8 +375,10 @@ TEST(eval_adaptersoup_cli_equals_generate_fusion) {
         const rm_json *ad = rm_json_get(rec, "adapters");
         const char *in = rm_json_get_str(rec, "inputs", ""), *pred = rm_json_get_str(rec, "prediction", "?");
         REQUIRE(ad && ad->n == 2);
-        snprintf(args, sizeof args, "generate -m %s/base.gguf --lora %s/adapters/%s.gguf --lora %s/adapters/%s.gguf "
-                 "--compose fusion -p '%s' -n 5 --temp 0 -t 1", g_dir, g_dir, ad->items[0].str, g_dir, ad->items[1].str, in);
+        snprintf(args, sizeof args,
+                 "generate -m %s/base.gguf --lora %s/adapters/%s.gguf --lora %s/adapters/%s.gguf "
+                 "--compose fusion -p '%s' -n 5 --temp 0 -t 1",
+                 g_dir, g_dir, ad->items[0].str, g_dir, ad->items[1].str, in);
         CHECK(cli(args) == 0);
         char *gen = cli_text("out"), *s = gen;
         if (!strncmp(s, in, strlen(in))) s += strlen(in);
@@ -397,7 +404,8 @@ static double ref_objective(rm_llama *m, const rm_tdata *ex, rm_lora **cands, in
     rm_lora *fused = NULL;
     rm_lora_plan plan;
     rm_lora_batch *lb = rm_lora_batch_new(NULL);
-    if (!lb || rm_lora_fuse(&fused, n, cands, w) || rm_lora_plan_init(&plan, RM_COMPOSE_SELECTION, 1, &fused, NULL, NULL))
+    if (!lb || rm_lora_fuse(&fused, n, cands, w) ||
+        rm_lora_plan_init(&plan, RM_COMPOSE_SELECTION, 1, &fused, NULL, NULL))
         return NAN;
     rm_linear_hook hook = rm_lora_batch_hook(lb);
     int V = m->hp.n_vocab;
@@ -409,7 +417,8 @@ static double ref_objective(rm_llama *m, const rm_tdata *ex, rm_lora **cands, in
         int32_t pos[256], slot[256] = {0};
         const void *plans[256];
         float *logits = malloc((size_t)x->n * V * sizeof *logits);
-        if (x->n > 256 || !logits || rm_kvcache_init(&kv, m->hp.n_layer, 1, x->n, m->hp.n_head_kv * m->hp.head_dim)) return NAN;
+        if (x->n > 256 || !logits || rm_kvcache_init(&kv, m->hp.n_layer, 1, x->n, m->hp.n_head_kv * m->hp.head_dim))
+            return NAN;
         for (int j = 0; j < x->n; j++) pos[j] = j, plans[j] = &plan;
         rm_batch b = {x->n, x->ids, pos, slot, NULL, plans};
         if (rm_llama_forward(m, &kv, NULL, &b, &hook, logits)) return NAN;
@@ -461,7 +470,8 @@ TEST(eval_lorahub_objective_and_search) {
         float wf[NT];
         for (int i = 0; i < NT; i++) wf[i] = (float)w[k][i];
         double ref = ref_objective(f.m, &ex, ad, NT, wf, 0.05);
-        CHECKF(fabs(fo[k] - ref) < 1e-6 * (1 + fabs(ref)), "point %d: objective %.9g, one example at a time %.9g", k, fo[k], ref);
+        CHECKF(fabs(fo[k] - ref) < 1e-6 * (1 + fabs(ref)), "point %d: objective %.9g, one example at a time %.9g", k,
+               fo[k], ref);
         rm_lora *fused = NULL;
         CHECK_OK(rm_lora_fuse(&fused, NT, ad, wf));
         CHECKF(fused && merged_diff(fused, ad, w[k], NT) < 1e-6, "point %d: merged adapter", k);
@@ -502,7 +512,8 @@ TEST(eval_lorahub_objective_and_search) {
             double cw[NT];
             for (int i = 0; i < lh->n; i++) {
                 int t = task_of_name(lh->names[i]);
-                CHECKF(!(ood && !strcmp(k_task[t], tasks[k])), "task %s out of distribution: own adapter a candidate", tasks[k]);
+                CHECKF(!(ood && !strcmp(k_task[t], tasks[k])), "task %s out of distribution: own adapter a candidate",
+                       tasks[k]);
                 c[i] = ad[t];
                 cw[i] = lh->res.w[i];
             }
@@ -554,14 +565,14 @@ TEST(eval_exclude_own_for_every_method) {
             own_named |= t >= 0 && !strcmp(k_task[t], it->req->task);
         }
         if (m->exclude_own) {
-            CHECKF(!it->choice.own_used && !own_named && it->choice.n_names > 0, "%s: request %d (%s) got its own adapter",
-                   m->name, it->request, it->req->task);
+            CHECKF(!it->choice.own_used && !own_named && it->choice.n_names > 0,
+                   "%s: request %d (%s) got its own adapter", m->name, it->request, it->req->task);
             int in_set = m->kind != RM_METHOD_GATE || strcmp(it->req->task, "double"); // the gates' set lacks it
             CHECKF(it->choice.own_excluded == in_set, "%s: request %d: own adapter left out %d", m->name, it->request,
                    it->choice.own_excluded);
         } else {
-            CHECKF(it->choice.own_used && own_named, "selection: request %d (%s) did not retrieve its own adapter", it->request,
-                   it->req->task);
+            CHECKF(it->choice.own_used && own_named, "selection: request %d (%s) did not retrieve its own adapter",
+                   it->request, it->req->task);
         }
     }
     rm_run_result_free(&res);
@@ -575,7 +586,12 @@ TEST(eval_exclude_own_for_every_method) {
 // ---------------------------------------------------------------- the table
 
 // The predictions of an --out file, in its order, as (method, ood, prediction) lines.
-typedef struct preds { int n; char method[256][16]; int ood[256]; char pred[256][64]; } preds;
+typedef struct preds {
+    int n;
+    char method[256][16];
+    int ood[256];
+    char pred[256][64];
+} preds;
 
 static int take_pred(void *user, const rm_json *rec, long index) {
     preds *p = user;
@@ -603,8 +619,10 @@ TEST(eval_table_equals_each_method_alone) {
     // selection's for the second (so that the scores are not all 0)
     static char targets[NT * N_TEST][64];
     for (int w = 0; w < 2; w++) {
-        snprintf(args, sizeof args, "eval -m %s/base.gguf --test %s/combined_test.json --template-file %s/template.txt "
-                 "--method %s --pool %s/pool -n 4 -t 2 --out %s", g_dir, g_dir, g_dir, w ? "selection" : "base", g_dir, one);
+        snprintf(args, sizeof args,
+                 "eval -m %s/base.gguf --test %s/combined_test.json --template-file %s/template.txt "
+                 "--method %s --pool %s/pool -n 4 -t 2 --out %s",
+                 g_dir, g_dir, g_dir, w ? "selection" : "base", g_dir, one);
         REQUIRE(cli(args) == 0);
         preds got = {0};
         CHECK_OK(rm_json_each_record(one, take_pred, &got));
@@ -612,8 +630,8 @@ TEST(eval_table_equals_each_method_alone) {
         for (int t = 0; t < NT; t++) snprintf(targets[w * NT + t], 64, "%s", got.pred[w * NT + t]);
     }
     REQUIRE(write_test_set(targets) == 0);
-    snprintf(args, sizeof args, "eval --table %s -k 2 -n 4 -t 2 --slots 6 %s --json --out %s --svg %s", g_dir, k_small_lorahub,
-             out, svg);
+    snprintf(args, sizeof args, "eval --table %s -k 2 -n 4 -t 2 --slots 6 %s --json --out %s --svg %s", g_dir,
+             k_small_lorahub, out, svg);
     int st = cli(args);
     char *text = cli_text("out"), *err = cli_text("err");
     CHECKF(st == 0, "eval --table: %d: %s", st, err);
@@ -621,7 +639,8 @@ TEST(eval_table_equals_each_method_alone) {
     REQUIRE(rm_json_parse(text, strlen(text), "eval --table --json", &j) == RM_OK);
     const rm_json *iid = rm_json_get(j, "iid"), *ood = rm_json_get(j, "ood"), *rpf = rm_json_get(j, "rows_per_forward");
     REQUIRE(iid && ood && rpf);
-    CHECK(rm_json_get_int(j, "split_seed", 0) == 1 && rm_json_get_int(j, "k", 0) == 2 && rm_json_get_int(j, "requests", 0) == 8);
+    CHECK(rm_json_get_int(j, "split_seed", 0) == 1 && rm_json_get_int(j, "k", 0) == 2 &&
+          rm_json_get_int(j, "requests", 0) == 8);
     CHECK(rm_json_get_num(rpf, "ramole", 0) > 1 && rm_json_get_num(rpf, "others", 0) > 1);
     const rm_json *labels = rm_json_get(j, "uses_task_labels"), *skipped = rm_json_get(j, "skipped");
     CHECK(labels && labels->n == 1 && !strcmp(labels->items[0].str, "lorahub") && skipped && skipped->n == 0);
@@ -631,34 +650,44 @@ TEST(eval_table_equals_each_method_alone) {
     CHECK(tab.n == (2 * RM_METHOD_N_NAMED - 2) * NT * N_TEST);
     for (int i = 0; i < RM_METHOD_N_NAMED; i++) {
         const char *name = rm_method_names[i];
-        int trains = !strcmp(name, "ramole") || !strcmp(name, "lorahub") || !strncmp(name, "moe-", 4) || !strcmp(name, "smear");
+        int trains =
+            !strcmp(name, "ramole") || !strcmp(name, "lorahub") || !strncmp(name, "moe-", 4) || !strcmp(name, "smear");
         for (int b = 0; b < 2; b++) {
             const rm_json *cell = rm_json_get(b ? ood : iid, name);
-            if (b && !strcmp(name, "oracle")) { CHECK(cell && cell->type == RM_JSON_NULL); continue; }
+            if (b && !strcmp(name, "oracle")) {
+                CHECK(cell && cell->type == RM_JSON_NULL);
+                continue;
+            }
             REQUIRE(cell && cell->type == RM_JSON_OBJECT);
-            CHECKF(rm_json_get(cell, "mean") && rm_json_get(cell, "case") && rm_json_get(cell, "order"), "%s: keys", name);
-            CHECKF(!rm_json_get(cell, "seen") == !trains && !rm_json_get(cell, "unseen") == !trains, "%s: seen / unseen", name);
+            CHECKF(rm_json_get(cell, "mean") && rm_json_get(cell, "case") && rm_json_get(cell, "order"), "%s: keys",
+                   name);
+            CHECKF(!rm_json_get(cell, "seen") == !trains && !rm_json_get(cell, "unseen") == !trains,
+                   "%s: seen / unseen", name);
             if (b && !strcmp(name, "base")) { // one run for both blocks
                 CHECK_NEAR(rm_json_get_num(cell, "mean", -1), rm_json_get_num(rm_json_get(iid, "base"), "mean", -2), 0);
                 continue;
             }
             // the same method alone
             char extra[1600] = "";
-            if (!strcmp(name, "ramole")) snprintf(extra, sizeof extra, "--router %s/experiment/split-1/router.gguf", g_dir);
+            if (!strcmp(name, "ramole"))
+                snprintf(extra, sizeof extra, "--router %s/experiment/split-1/router.gguf", g_dir);
             if (trains && strcmp(name, "ramole") && strcmp(name, "lorahub"))
                 snprintf(extra, sizeof extra, "--gate %s/experiment/split-1/%s.gguf", g_dir, name);
-            if (!strcmp(name, "lorahub")) snprintf(extra, sizeof extra, "--task-data %s/tasks %s", g_dir, k_small_lorahub);
-            snprintf(args, sizeof args, "eval -m %s/base.gguf --test %s/combined_test.json --pool %s/pool --template-file "
-                     "%s/template.txt --method %s -k 2 -n 4 -t 2 --slots 3 %s %s --json --out %s", g_dir, g_dir, g_dir, g_dir,
-                     name, extra, b ? "--exclude-own" : "", one);
+            if (!strcmp(name, "lorahub"))
+                snprintf(extra, sizeof extra, "--task-data %s/tasks %s", g_dir, k_small_lorahub);
+            snprintf(args, sizeof args,
+                     "eval -m %s/base.gguf --test %s/combined_test.json --pool %s/pool --template-file "
+                     "%s/template.txt --method %s -k 2 -n 4 -t 2 --slots 3 %s %s --json --out %s",
+                     g_dir, g_dir, g_dir, g_dir, name, extra, b ? "--exclude-own" : "", one);
             st = cli(args);
             char *alone = cli_text("out");
             rm_json *a = NULL;
-            CHECKF(st == 0 && rm_json_parse(alone, strlen(alone), "eval --json", &a) == RM_OK, "%s alone: %d", name, st);
+            CHECKF(st == 0 && rm_json_parse(alone, strlen(alone), "eval --json", &a) == RM_OK, "%s alone: %d", name,
+                   st);
             free(alone);
             if (!a) continue;
-            CHECKF(rm_json_get_num(a, "mean", -1) == rm_json_get_num(cell, "mean", -2), "%s%s: table %.9g, alone %.9g", name,
-                   b ? " (ood)" : "", rm_json_get_num(cell, "mean", -2), rm_json_get_num(a, "mean", -1));
+            CHECKF(rm_json_get_num(a, "mean", -1) == rm_json_get_num(cell, "mean", -2), "%s%s: table %.9g, alone %.9g",
+                   name, b ? " (ood)" : "", rm_json_get_num(cell, "mean", -2), rm_json_get_num(a, "mean", -1));
             // per cluster: the mean of its tasks' scores
             for (int c = 0; c < 2; c++) {
                 double s = 0;
@@ -673,8 +702,8 @@ TEST(eval_table_equals_each_method_alone) {
             int k = 0;
             for (int r = 0; r < tab.n; r++) {
                 if (strcmp(tab.method[r], name) || tab.ood[r] != b) continue;
-                CHECKF(k < solo.n && !strcmp(tab.pred[r], solo.pred[k]), "%s%s request %d: table '%s', alone '%s'", name,
-                       b ? " (ood)" : "", k, tab.pred[r], k < solo.n ? solo.pred[k] : "?");
+                CHECKF(k < solo.n && !strcmp(tab.pred[r], solo.pred[k]), "%s%s request %d: table '%s', alone '%s'",
+                       name, b ? " (ood)" : "", k, tab.pred[r], k < solo.n ? solo.pred[k] : "?");
                 k++;
             }
             CHECKF(k == NT * N_TEST, "%s: %d answers in the table", name, k);
@@ -689,11 +718,14 @@ TEST(eval_table_equals_each_method_alone) {
           strstr(pic, "out of distribution"));
     free(pic);
     // markdown; a split without trained files: those methods skipped, with a note
-    snprintf(args, sizeof args, "eval --table %s -k 2 -n 4 -t 2 --methods oracle,lorahub,ramole %s", g_dir, k_small_lorahub);
+    snprintf(args, sizeof args, "eval --table %s -k 2 -n 4 -t 2 --methods oracle,lorahub,ramole %s", g_dir,
+             k_small_lorahub);
     CHECK(cli(args) == 0);
     text = cli_text("out");
     CHECKF(strstr(text, "| LoraHub (uses task labels) |") && strstr(text, "| Perfect selection | - |") &&
-           strstr(text, "| method | case | order | mean | seen | unseen |") && strstr(text, "Rows per forward pass"), "%s", text);
+               strstr(text, "| method | case | order | mean | seen | unseen |") &&
+               strstr(text, "Rows per forward pass"),
+           "%s", text);
     free(text);
     char split2[700];
     const char *sj = "{\"seed\": 2, \"seen\": [\"upper\"], \"unseen\": [\"lower\", \"reverse\", \"double\"]}";
@@ -719,12 +751,13 @@ TEST(eval_table_equals_each_method_alone) {
     snprintf(args, sizeof args, "eval --table %s --methods base,nope", g_dir);
     CHECK(cli(args) == 1 && strstr((err = cli_text("err")), "unknown method 'nope'"));
     free(err);
-    snprintf(args, sizeof args, "eval -m %s/base.gguf --test %s/combined_test.json --pool %s/pool --method oracle --exclude-own",
-             g_dir, g_dir, g_dir);
+    snprintf(args, sizeof args,
+             "eval -m %s/base.gguf --test %s/combined_test.json --pool %s/pool --method oracle --exclude-own", g_dir,
+             g_dir, g_dir);
     CHECK(cli(args) == 2 && strstr((err = cli_text("err")), "oracle has no out-of-distribution form"));
     free(err);
-    snprintf(args, sizeof args, "eval -m %s/base.gguf --test %s/combined_test.json --pool %s/pool --method lorahub", g_dir, g_dir,
-             g_dir);
+    snprintf(args, sizeof args, "eval -m %s/base.gguf --test %s/combined_test.json --pool %s/pool --method lorahub",
+             g_dir, g_dir, g_dir);
     CHECK(cli(args) == 2 && strstr((err = cli_text("err")), "--task-data"));
     free(err);
 }

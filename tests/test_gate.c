@@ -41,7 +41,8 @@ static int random_adapters(rm_llama *m, int n, int equal, float gain, rm_lora **
     for (int i = 0; i < n; i++) {
         if (rm_lora_random(&out[i], m, equal ? 4 : 2 + i % 3, i == 2 ? 0x5 : all, 40 + (uint64_t)i)) return -1;
         for (int j = 0; j < out[i]->n_layer * RM_LIN_COUNT; j++)
-            for (int64_t v = 0; v < (int64_t)out[i]->mods[j].r * out[i]->mods[j].out; v++) out[i]->mods[j].Bt[v] *= gain;
+            for (int64_t v = 0; v < (int64_t)out[i]->mods[j].r * out[i]->mods[j].out; v++)
+                out[i]->mods[j].Bt[v] *= gain;
     }
     return 0;
 }
@@ -151,15 +152,16 @@ static void ref_route(rm_gate_kind kind, int k, int n, const double *z, const in
 
 // The composed term of plan p for one row on (layer, which), added to y[out]
 // (double): x the row, xbar the mean of its sequence so far (smear).
-static void ref_row(const rm_lora_plan *p, int layer, int which, const float *x, const double *xbar, int64_t in, int64_t out,
-                    double *y) {
+static void ref_row(const rm_lora_plan *p, int layer, int which, const float *x, const double *xbar, int64_t in,
+                    int64_t out, double *y) {
     const rm_lora_set *s = p->set;
     int n = s->n, allowed[64] = {0};
     double z[64] = {0}, alpha[64], E[64];
     const rm_lora_mod *mods[64];
     for (int i = 0; i < n; i++) {
         mods[i] = layer < s->lora[i]->n_layer && s->lora[i]->mods[layer * RM_LIN_COUNT + which].r
-                      ? &s->lora[i]->mods[layer * RM_LIN_COUNT + which] : NULL;
+                      ? &s->lora[i]->mods[layer * RM_LIN_COUNT + which]
+                      : NULL;
         allowed[i] = !(p->excluded && p->excluded[i]);
     }
     rm_gate_kind kind = p->mode == RM_COMPOSE_ARROW ? RM_GATE_TOPK : p->gate->kind;
@@ -323,7 +325,8 @@ TEST(gate_smear_running_mean_any_chunking) {
     int chunkings[2][T] = {{1, 2, 4}, {1, 1, 1, 1, 1, 1, 1}};
     for (int c = 0; c < 2; c++) {
         for (int t0 = 0, k = 0; t0 < T; t0 += chunkings[c][k++])
-            CHECK_OK(hook_rows(lb, chunkings[c][k], plans + t0, pos + t0, layer, which, x + t0 * in, in, y + t0 * out, out));
+            CHECK_OK(
+                hook_rows(lb, chunkings[c][k], plans + t0, pos + t0, layer, which, x + t0 * in, in, y + t0 * out, out));
         CHECKF(!memcmp(y, one, T * out * sizeof(float)), "chunking %d differs from one chunk", c);
     }
     // interleaved with a second sequence (plan q, other rows): each as alone
@@ -347,7 +350,8 @@ TEST(gate_smear_running_mean_any_chunking) {
     // one plan for two sequences in one batch is refused (their positions clash)
     const void *twice[2] = {&p, &p};
     int32_t p01[2] = {0, 0};
-    CHECK(hook_rows(lb, 2, twice, p01, layer, which, x, in, y, out) == RM_EMISMATCH && strstr(rm_last_error(), "out of order"));
+    CHECK(hook_rows(lb, 2, twice, p01, layer, which, x, in, y, out) == RM_EMISMATCH &&
+          strstr(rm_last_error(), "out of order"));
     rm_lora_batch_free(lb);
     rm_lora_plan_free(&p);
     rm_lora_plan_free(&q);
@@ -376,10 +380,12 @@ TEST(gate_arrow_prototypes_are_top_singular_vectors) {
             const rm_lora_mod *md = &ad[i]->mods[mi];
             if (!md->r) continue;
             int64_t in = md->in, out = md->out;
-            double *dW = calloc(out * in, sizeof(double)), *u = malloc(in * sizeof(double)), *t = malloc(out * sizeof(double));
+            double *dW = calloc(out * in, sizeof(double)), *u = malloc(in * sizeof(double)),
+                   *t = malloc(out * sizeof(double));
             for (int64_t o = 0; o < out; o++)
                 for (int64_t c = 0; c < in; c++)
-                    for (int j = 0; j < md->r; j++) dW[o * in + c] += md->scale * md->Bt[j * out + o] * md->A[j * in + c];
+                    for (int j = 0; j < md->r; j++)
+                        dW[o * in + c] += md->scale * md->Bt[j * out + o] * md->A[j * in + c];
             for (int64_t c = 0; c < in; c++) u[c] = 1.0 + 0.01 * c;
             double sigma = 0;
             for (int it = 0; it < 3000; it++) { // u <- dW^T dW u / |.|
@@ -451,7 +457,8 @@ TEST(gate_exclusion_equals_set_without) {
     for (int c = 0; c < 5; c++) { // four gate kinds, then arrow
         int smear = c == 3;
         const rm_lora_set *a = smear ? efull : full, *b = smear ? eless : less;
-        rm_gate *ga = c < 4 ? random_gate(a, kinds[c], 2, 1.5f, 30 + c) : NULL, *gb = ga ? gate_without(ga, b, drop) : NULL;
+        rm_gate *ga = c < 4 ? random_gate(a, kinds[c], 2, 1.5f, 30 + c) : NULL,
+                *gb = ga ? gate_without(ga, b, drop) : NULL;
         rm_lora_plan pa, pb;
         if (c < 4) {
             REQUIRE(ga && gb);
@@ -470,8 +477,8 @@ TEST(gate_exclusion_equals_set_without) {
         for (int r = 0; r < N; r++) pla[r] = &pa, plb[r] = &pb, pos[r] = r; // one sequence (smear)
         CHECK_OK(hook_rows(lb, N, pla, pos, layer, which, x, in, ya, out));
         CHECK_OK(hook_rows(lb, N, plb, pos, layer, which, x, in, yb, out));
-        CHECKF(!memcmp(ya, yb, N * out * sizeof(float)), "composition %d: excluding adapter %d differs from the set without it", c,
-               drop);
+        CHECKF(!memcmp(ya, yb, N * out * sizeof(float)),
+               "composition %d: excluding adapter %d differs from the set without it", c, drop);
         if (ga) { // the routing weight of an excluded adapter is 0, whatever its logit
             float z[NA] = {0, 50, 0, 0, 0}, al[NA], pr[NA];
             CHECK(rm_gate_route(ga->kind, ga->k, NA, z, ex, al, pr) >= 1 && al[drop] == 0.0f);
@@ -487,7 +494,8 @@ TEST(gate_exclusion_equals_set_without) {
     CHECK(rm_lora_plan_init_arrow(&p, full, 2, all) == RM_EINVAL && strstr(rm_last_error(), "every adapter"));
     // a gate used with a set it was not trained over
     rm_gate *g = random_gate(full, RM_GATE_SOFT, 0, 1, 1);
-    CHECK(rm_lora_plan_init_gate(&p, less, g, NULL) == RM_EMISMATCH && strstr(rm_last_error(), "trained over 5 adapters"));
+    CHECK(rm_lora_plan_init_gate(&p, less, g, NULL) == RM_EMISMATCH &&
+          strstr(rm_last_error(), "trained over 5 adapters"));
     rm_gate_free(g);
     rm_lora_batch_free(lb);
     rm_lora_set_free(less);
@@ -577,7 +585,10 @@ TEST(gate_batch_invariance) {
     fx_free(&e);
 }
 
-typedef struct { int calls, n; int32_t tok[16]; } done_rec;
+typedef struct {
+    int calls, n;
+    int32_t tok[16];
+} done_rec;
 static void on_done(void *user, const int32_t *t, int n, const char *reason) {
     done_rec *r = user;
     r->calls++;
@@ -693,8 +704,8 @@ TEST(gate_file_roundtrip_and_refusals) {
     snprintf(bad, sizeof bad, "%s/gate-cut.gguf", tmp);
     for (int c = 0; c < 4; c++) {
         REQUIRE(rm_write_file_atomic(bad, data, cuts[c]) == RM_OK);
-        CHECKF(rm_gate_load(&back, bad, f.m) != RM_OK && !back && strstr(rm_last_error(), "gate-cut.gguf"), "cut at %zu: %s",
-               cuts[c], rm_last_error());
+        CHECKF(rm_gate_load(&back, bad, f.m) != RM_OK && !back && strstr(rm_last_error(), "gate-cut.gguf"),
+               "cut at %zu: %s", cuts[c], rm_last_error());
     }
     free(data);
     // an adapter is no gate, nor is a router; a gate is neither
@@ -716,7 +727,8 @@ TEST(gate_file_roundtrip_and_refusals) {
     snprintf(four_path, sizeof four_path, "%s/gate-four.gguf", tmp);
     CHECK_OK(rm_gate_save(g4, four_path));
     CHECK_OK(copy_with_u32(path, bad, NULL, 0, four_path));
-    CHECK(rm_gate_load(&back, bad, f.m) == RM_EFORMAT && strstr(rm_last_error(), "adapter count or base shape mismatch"));
+    CHECK(rm_gate_load(&back, bad, f.m) == RM_EFORMAT &&
+          strstr(rm_last_error(), "adapter count or base shape mismatch"));
     rm_gate_free(g4);
     rm_lora_set_free(four);
     // another version
@@ -844,7 +856,8 @@ TEST(gate_train_grads_match_finite_differences) {
     small_batch(&plain, 40, 0, 5);
     for (int c = 0; c < 4; c++) {
         rm_lora *ad[NA] = {0};
-        REQUIRE(random_adapters(m, NA, kinds[c] == RM_GATE_SMEAR, 8.0f, ad) == 0); // big outputs: dx through them matters
+        REQUIRE(random_adapters(m, NA, kinds[c] == RM_GATE_SMEAR, 8.0f, ad) ==
+                0); // big outputs: dx through them matters
         rm_lora_set *set = set_of(ad, k_all, NA);
         REQUIRE(set);
         for (int full = 0; full < 2; full++) {
@@ -869,11 +882,12 @@ TEST(gate_train_grads_match_finite_differences) {
             randomize_from(t, n_base, smooth ? 1.0f : 3.0f, 9 + (uint64_t)c); // top-k: wide gaps, few kinks
             if (smooth) train_model_grad_check(t, &b, &n);
             else train_model_grad_check_kinks(t, &b, &n, &kinks);
-            CHECKF(n + kinks == 3 * np && kinks <= np / 4, "%s: %d of %d checked, %d at kinks", rm_gate_kind_name(kinds[c]), n,
-                   3 * np, kinks);
+            CHECKF(n + kinks == 3 * np && kinks <= np / 4, "%s: %d of %d checked, %d at kinks",
+                   rm_gate_kind_name(kinds[c]), n, 3 * np, kinks);
             if (!full) {
                 double d = trainer_vs_hook(t, m, set, &plain);
-                CHECKF(d >= 0 && d < 1e-4, "%s: trainer vs serving hook logits differ by %g", rm_gate_kind_name(kinds[c]), d);
+                CHECKF(d >= 0 && d < 1e-4, "%s: trainer vs serving hook logits differ by %g",
+                       rm_gate_kind_name(kinds[c]), d);
             }
             rm_trainer_free(t);
         }
@@ -930,8 +944,10 @@ TEST(gate_train_learns_and_resumes) {
     float *a = malloc(n * sizeof(float)), *b = malloc(n * sizeof(float));
     rm_gate_kind kinds[2] = {RM_GATE_SOFT, RM_GATE_SMEAR};
     for (int c = 0; c < 2; c++) {
-        double first = gate_run(&f, kinds[c], 0, -1, ckpt, 0, a, n), last = gate_run(&f, kinds[c], 30, 14, ckpt, 0, a, n);
-        CHECKF(last < first - 0.05, "%s: loss %.4f at the start, %.4f after 30 steps", rm_gate_kind_name(kinds[c]), first, last);
+        double first = gate_run(&f, kinds[c], 0, -1, ckpt, 0, a, n),
+               last = gate_run(&f, kinds[c], 30, 14, ckpt, 0, a, n);
+        CHECKF(last < first - 0.05, "%s: loss %.4f at the start, %.4f after 30 steps", rm_gate_kind_name(kinds[c]),
+               first, last);
         gate_run(&f, kinds[c], 30, -1, ckpt, 1, b, n);
         CHECKF(!memcmp(a, b, n * sizeof(float)), "%s: resumed run differs", rm_gate_kind_name(kinds[c]));
     }
@@ -980,7 +996,8 @@ static const char *task_data(const char *name, int n, uint64_t seed) {
             for (int j = 0; j < 5; j++) t[j] = k == 0 ? (char)(w[j] - 32) : k == 1 ? w[4 - j] : w[j];
             if (k == 2) memcpy(t + 5, w, 6);
             else t[5] = 0;
-            fprintf(f, "{\"inputs\": \"%s:%s\", \"targets\": \"%s\", \"task\": \"%s\"}\n", k_tasks[k], w, t, k_tasks[k]);
+            fprintf(f, "{\"inputs\": \"%s:%s\", \"targets\": \"%s\", \"task\": \"%s\"}\n", k_tasks[k], w, t,
+                    k_tasks[k]);
         }
     }
     if (f) fclose(f);
@@ -994,7 +1011,8 @@ static int make_pool(const char *model_path, const char *dir) {
     char path[600], args[2048], corpus[600];
     snprintf(corpus, sizeof corpus, "%s/gate-corpus.jsonl", rm_test_tmpdir());
     FILE *f = fopen(corpus, "w");
-    for (int k = 0; f && k < 3; k++) fprintf(f, "{\"inputs\": \"%s:abcde\"}\n{\"inputs\": \"%s:hgfed\"}\n", k_tasks[k], k_tasks[k]);
+    for (int k = 0; f && k < 3; k++)
+        fprintf(f, "{\"inputs\": \"%s:abcde\"}\n{\"inputs\": \"%s:hgfed\"}\n", k_tasks[k], k_tasks[k]);
     if (f) fclose(f);
     snprintf(args, sizeof args, "pool init --pool %s --corpus %s", dir, corpus);
     if (!rc && cli(args)) rc = -1;
@@ -1003,8 +1021,8 @@ static int make_pool(const char *model_path, const char *dir) {
         snprintf(path, sizeof path, "%s/gate-ad-%s.gguf", rm_test_tmpdir(), k_tasks[k]);
         if (!(rc = rm_lora_random(&l, m, 4, 0x5, 70 + (uint64_t)k))) rc = rm_lora_save_gguf(l, path);
         rm_lora_free(l);
-        snprintf(args, sizeof args, "pool add --pool %s --name ad-%s --task %s --samples %s --weights %s", dir, k_tasks[k],
-                 k_tasks[k], corpus, path);
+        snprintf(args, sizeof args, "pool add --pool %s --name ad-%s --task %s --samples %s --weights %s", dir,
+                 k_tasks[k], k_tasks[k], corpus, path);
         if (!rc && cli(args)) rc = -1;
     }
     rm_llama_free(m);
@@ -1041,35 +1059,45 @@ TEST(gate_cli_train_and_eval) {
     char tmpl[600];
     snprintf(tmpl, sizeof tmpl, "%s/gate-template.txt", tmp);
     REQUIRE(rm_write_file_atomic(tmpl, "{inputs}=", 9) == RM_OK);
-    snprintf(args, sizeof args, "gate train --base %s --pool %s --adapters-of-tasks upper,reverse,double --data %s "
+    snprintf(args, sizeof args,
+             "gate train --base %s --pool %s --adapters-of-tasks upper,reverse,double --data %s "
              "--train-tasks upper,reverse --kind soft --out %s --steps %d --batch 2 --seq 32 --template %s "
-             "--eval-em %d --threads 2", model, pool, data, gate, san ? 2 : 12, tmpl, san ? 0 : 4);
+             "--eval-em %d --threads 2",
+             model, pool, data, gate, san ? 2 : 12, tmpl, san ? 0 : 4);
     int st = cli(args);
     CHECKF(st == 0, "gate train: %d: %s", st, cli_text("err"));
     if (st) return;
-    CHECKF(strstr(cli_text("err"), "soft gate over 3 adapters") && strstr(cli_text("err"), "wrote"), "%s", cli_text("err"));
+    CHECKF(strstr(cli_text("err"), "soft gate over 3 adapters") && strstr(cli_text("err"), "wrote"), "%s",
+           cli_text("err"));
     snprintf(args, sizeof args, "gate info %s --base %s", gate, model);
-    CHECK(cli(args) == 0 && strstr(cli_text("out"), "ad-upper,ad-reverse,ad-double") && strstr(cli_text("out"), "fits base"));
+    CHECK(cli(args) == 0 && strstr(cli_text("out"), "ad-upper,ad-reverse,ad-double") &&
+          strstr(cli_text("out"), "fits base"));
     // the set from a file of names, in its order; SMEAR
     char names[600], smear[600];
     snprintf(names, sizeof names, "%s/gate-names.txt", tmp);
     snprintf(smear, sizeof smear, "%s/gate-smear.gguf", tmp);
     REQUIRE(rm_write_file_atomic(names, "ad-double\n ad-upper \n", 21) == RM_OK);
-    snprintf(args, sizeof args, "gate train --base %s --pool %s --adapters @%s --data %s --kind smear --out %s --steps 1 "
-             "--batch 2 --seq 32 --template %s --eval-em 0", model, pool, names, data, smear, tmpl);
+    snprintf(args, sizeof args,
+             "gate train --base %s --pool %s --adapters @%s --data %s --kind smear --out %s --steps 1 "
+             "--batch 2 --seq 32 --template %s --eval-em 0",
+             model, pool, names, data, smear, tmpl);
     CHECK(cli(args) == 0);
     snprintf(args, sizeof args, "gate info %s", smear);
     CHECK(cli(args) == 0 && strstr(cli_text("out"), "ad-double,ad-upper\n") && strstr(cli_text("out"), "smear"));
     int n = 0;
     double mean;
-    snprintf(args, sizeof args, "eval -m %s --test %s --template '{inputs}=' -n 4 -t 2 --json --compose moe --gate %s --pool %s "
-             "--exclude-own", model, test, gate, pool);
+    snprintf(args, sizeof args,
+             "eval -m %s --test %s --template '{inputs}=' -n 4 -t 2 --json --compose moe --gate %s --pool %s "
+             "--exclude-own",
+             model, test, gate, pool);
     CHECK(cli(args) == 0);
     mean = eval_mean(&n);
     CHECKF(n == 9 && mean >= 0 && mean <= 100, "moe: %d requests, mean %g: %s", n, mean, cli_text("err"));
     CHECKF(strstr(cli_text("err"), "left out of the set for 9 of 9 requests"), "%s", cli_text("err"));
-    snprintf(args, sizeof args, "eval -m %s --test %s --template '{inputs}=' -n 4 -t 2 --json --compose arrow --pool %s "
-             "--arrow-k 2 --exclude-own --limit 1", model, test, pool);
+    snprintf(args, sizeof args,
+             "eval -m %s --test %s --template '{inputs}=' -n 4 -t 2 --json --compose arrow --pool %s "
+             "--arrow-k 2 --exclude-own --limit 1",
+             model, test, pool);
     CHECK(cli(args) == 0);
     mean = eval_mean(&n);
     CHECKF(n == 3 && mean >= 0 && mean <= 100, "arrow: %d requests, mean %g: %s", n, mean, cli_text("err"));
@@ -1088,24 +1116,31 @@ TEST(gate_cli_train_and_eval) {
     REQUIRE(system(args) == 0);
     snprintf(args, sizeof args, "pool remove --pool %s --name ad-reverse", pool2);
     REQUIRE(cli(args) == 0);
-    snprintf(args, sizeof args, "eval -m %s --test %s --compose moe --gate %s --pool %s -n 2", model, test, gate, pool2);
-    CHECK(cli(args) == 1 && strstr(cli_text("err"), "no adapter called 'ad-reverse'") && strstr(cli_text("err"), "gate-soft.gguf"));
+    snprintf(args, sizeof args, "eval -m %s --test %s --compose moe --gate %s --pool %s -n 2", model, test, gate,
+             pool2);
+    CHECK(cli(args) == 1 && strstr(cli_text("err"), "no adapter called 'ad-reverse'") &&
+          strstr(cli_text("err"), "gate-soft.gguf"));
     rm_llama *other = gate_model("gate-tiny", 260, 32, 7);
     REQUIRE(other);
-    snprintf(args, sizeof args, "eval -m %s --test %s --compose moe --gate %s --pool %s -n 2", other->path, test, gate, pool);
+    snprintf(args, sizeof args, "eval -m %s --test %s --compose moe --gate %s --pool %s -n 2", other->path, test, gate,
+             pool);
     CHECK(cli(args) == 1 && strstr(cli_text("err"), "gate-soft.gguf") && strstr(cli_text("err"), "this base has"));
     rm_llama_free(other);
-    snprintf(args, sizeof args, "eval -m %s --test %s --compose moe --gate %s/gate-ad-upper.gguf --pool %s -n 2", model, test, tmp,
-             pool);
+    snprintf(args, sizeof args, "eval -m %s --test %s --compose moe --gate %s/gate-ad-upper.gguf --pool %s -n 2", model,
+             test, tmp, pool);
     CHECK(cli(args) == 1 && strstr(cli_text("err"), "not a ramole gate"));
-    snprintf(args, sizeof args, "gate train --base %s --pool %s --adapters ad-upper,nope --data %s --kind soft --out %s/x.gguf",
-             model, pool, data, tmp);
-    CHECK(cli(args) == 1 && strstr(cli_text("err"), "'nope'"));
-    snprintf(args, sizeof args, "gate train --base %s --pool %s --adapters ad-upper --data %s --kind hard --out %s/x.gguf", model,
+    snprintf(args, sizeof args,
+             "gate train --base %s --pool %s --adapters ad-upper,nope --data %s --kind soft --out %s/x.gguf", model,
              pool, data, tmp);
+    CHECK(cli(args) == 1 && strstr(cli_text("err"), "'nope'"));
+    snprintf(args, sizeof args,
+             "gate train --base %s --pool %s --adapters ad-upper --data %s --kind hard --out %s/x.gguf", model, pool,
+             data, tmp);
     CHECK(cli(args) == 2 && strstr(cli_text("err"), "unknown gate kind 'hard'"));
-    snprintf(args, sizeof args, "gate train --base %s --pool %s --adapters ad-upper --data %s --kind soft --train-tasks poetry "
-             "--out %s/x.gguf", model, pool, data, tmp);
+    snprintf(args, sizeof args,
+             "gate train --base %s --pool %s --adapters ad-upper --data %s --kind soft --train-tasks poetry "
+             "--out %s/x.gguf",
+             model, pool, data, tmp);
     CHECK(cli(args) == 1 && strstr(cli_text("err"), "no usable examples"));
     snprintf(args, sizeof args, "gate info %s/gate-ad-upper.gguf", tmp);
     CHECK(cli(args) == 1 && strstr(cli_text("err"), "not a ramole gate"));

@@ -75,12 +75,13 @@ static int gcase_check(const gcase *g, const float *C, const char *what) {
         for (int j = 0; j < g->N; j++) {
             if ((g->flags & RM_GEMM_CAUSAL) && j > i) continue;
             double mag = g->flags & RM_GEMM_ACC ? fabs(g->C0[i * g->ldc + j]) : 0.0;
-            for (int k = 0; k < g->K; k++) mag += fabs(g->a.p[i * g->a.rs + k * g->a.cs] * g->b.p[k * g->b.rs + j * g->b.cs]);
+            for (int k = 0; k < g->K; k++)
+                mag += fabs(g->a.p[i * g->a.rs + k * g->a.cs] * g->b.p[k * g->b.rs + j * g->b.cs]);
             double tol = 1e-6 * (g->K + 2) * mag + 1e-30;
             float c = C[i * g->ldc + j], r = R[i * g->ldc + j];
             if (!(fabs(c - r) <= tol) && !bad++)
-                CHECKF(0, "%s: %dx%dx%d ta=%d tb=%d flags=%u isa=%s: C[%d,%d] = %.8g vs ref %.8g (tol %.3g)", what, g->M,
-                       g->N, g->K, g->ta, g->tb, g->flags, rm_cpu_describe(), i, j, c, r, tol);
+                CHECKF(0, "%s: %dx%dx%d ta=%d tb=%d flags=%u isa=%s: C[%d,%d] = %.8g vs ref %.8g (tol %.3g)", what,
+                       g->M, g->N, g->K, g->ta, g->tb, g->flags, rm_cpu_describe(), i, j, c, r, tol);
         }
     }
     free(R);
@@ -129,8 +130,8 @@ TEST(gemm_avx512_vs_ref) {
 // B in place or packed, dots).
 TEST(gemm_rows_alone_and_threads_bitwise) {
     const char *isas[] = {"scalar", "avx2", "avx512"};
-    const int shapes[][5] = {{40, 70, 200, 0, 0}, {40, 70, 200, 1, 1}, {40, 6, 128, 0, 1}, {40, 16, 64, 1, 0},
-                             {9, 300, 30, 0, 1}};
+    const int shapes[][5] = {
+        {40, 70, 200, 0, 0}, {40, 70, 200, 1, 1}, {40, 6, 128, 0, 1}, {40, 16, 64, 1, 0}, {9, 300, 30, 0, 1}};
     rm_threadpool *tp = rm_threadpool_create(2);
     for (int ii = 0; ii < 3; ii++) {
         rm_cpu_force(isas[ii]);
@@ -146,7 +147,9 @@ TEST(gemm_rows_alone_and_threads_bitwise) {
             size_t bytes = (size_t)g.M * g.ldc * sizeof(float);
             CHECKF(memcmp(C1, C2, bytes) == 0, "isa %s shape %zu: threads change the bits", isas[ii], s);
             CHECKF(memcmp(C1, C3, bytes) == 0, "isa %s shape %zu: rows alone change the bits", isas[ii], s);
-            free(C1); free(C2); free(C3);
+            free(C1);
+            free(C2);
+            free(C3);
             gcase_free(&g);
         }
     }
@@ -169,7 +172,8 @@ TEST(gemm_avx2_avx512_chains_bitwise) {
             rm_cpu_force("avx512");
             float *C2 = gcase_run(&g, NULL);
             CHECKF(memcmp(C1, C2, (size_t)g.M * g.ldc * sizeof(float)) == 0, "shape %zu layout %d differs", s, layout);
-            free(C1); free(C2);
+            free(C1);
+            free(C2);
             gcase_free(&g);
         }
     rm_cpu_force(NULL);

@@ -16,15 +16,17 @@
 // helpers
 // ---------------------------------------------------------------------------
 
-static void tmp_path(char *buf, size_t cap, const char *name) {
-    snprintf(buf, cap, "%s/%s", rm_test_tmpdir(), name);
-}
+static void tmp_path(char *buf, size_t cap, const char *name) { snprintf(buf, cap, "%s/%s", rm_test_tmpdir(), name); }
 
 static int values_equal(const gguf_value *a, const gguf_value *b) {
     if (a->type != b->type) return 0;
     switch (a->type) {
-    case GGUF_TYPE_FLOAT32: case GGUF_TYPE_FLOAT64: return a->f == b->f;
-    case GGUF_TYPE_INT8: case GGUF_TYPE_INT16: case GGUF_TYPE_INT32: case GGUF_TYPE_INT64: return a->i == b->i;
+    case GGUF_TYPE_FLOAT32:
+    case GGUF_TYPE_FLOAT64: return a->f == b->f;
+    case GGUF_TYPE_INT8:
+    case GGUF_TYPE_INT16:
+    case GGUF_TYPE_INT32:
+    case GGUF_TYPE_INT64: return a->i == b->i;
     case GGUF_TYPE_STRING: return a->s.len == b->s.len && memcmp(a->s.ptr, b->s.ptr, (size_t)a->s.len) == 0;
     case GGUF_TYPE_ARRAY: break;
     default: return a->u == b->u;
@@ -198,8 +200,8 @@ TEST(gguf_roundtrip) {
     CHECK_OK(gguf_get_str(&g, "k.replaced", &s));
     CHECK(gguf_str_eq(s, "second"));
     // Range and type checks of the getters.
-    CHECK(gguf_get_u32(&g, "k.i8", &u32) == RM_EFORMAT);      // negative
-    CHECK(gguf_get_i32(&g, "k.u32", &i32) == RM_EFORMAT);     // > INT32_MAX
+    CHECK(gguf_get_u32(&g, "k.i8", &u32) == RM_EFORMAT);  // negative
+    CHECK(gguf_get_i32(&g, "k.u32", &i32) == RM_EFORMAT); // > INT32_MAX
     CHECK(gguf_get_u32(&g, "k.u64", &u32) == RM_EFORMAT);
     CHECK(gguf_get_u64(&g, "k.i64", &u64) == RM_EFORMAT);
     CHECK(gguf_get_f32(&g, "k.u32", &f) == RM_EFORMAT);
@@ -219,7 +221,7 @@ TEST(gguf_roundtrip) {
     CHECK(gguf_arr_f64(a, 0) == 18446744073709551615.0);
     CHECK_OK(gguf_get_arr(&g, "a.f64", &a));
     CHECK(gguf_arr_f64(a, 0) == 1e300 && gguf_arr_i64(a, 1) == -2);
-    CHECK(gguf_arr_i64(a, 0) == INT64_MAX); // saturates
+    CHECK(gguf_arr_i64(a, 0) == INT64_MAX);                    // saturates
     CHECK(gguf_arr_i64(a, 2) == 0 && gguf_arr_f64(a, 2) == 0); // out of bounds
     CHECK_OK(gguf_get_arr(&g, "a.bool", &a));
     CHECK(a->arr.type == GGUF_TYPE_BOOL && gguf_arr_i64(a, 0) == 1 && gguf_arr_i64(a, 1) == 0);
@@ -311,7 +313,7 @@ TEST(gguf_writer_rejects) {
     CHECK(gguf_add_tensor(w, "a", RM_TYPE_F32, 2, ne, d) == RM_EINVAL); // duplicate
     CHECK(gguf_add_tensor(w, "b", RM_TYPE_F32, 5, ne, d) == RM_EINVAL);
     CHECK(gguf_add_tensor(w, "b", RM_TYPE_F32, 2, bad0, d) == RM_EINVAL);
-    CHECK(gguf_add_tensor(w, "b", RM_TYPE_Q8_0, 2, q, d) == RM_EINVAL); // not a block multiple
+    CHECK(gguf_add_tensor(w, "b", RM_TYPE_Q8_0, 2, q, d) == RM_EINVAL);  // not a block multiple
     CHECK(gguf_add_tensor(w, "b", RM_TYPE_F32, 2, big, d) == RM_EINVAL); // bytes overflow
     CHECK(gguf_set_arr(w, "s", GGUF_TYPE_STRING, d, 1) == RM_EINVAL);
     CHECK_OK(gguf_set_u32(w, "general.alignment", 48));
@@ -583,15 +585,15 @@ TEST(gguf_hostile_tensors) {
         {5, {1, 1, 1, 1, 1}, 0, 0, 4, "n_dims 5"},
         {0, {1}, 0, 0, 64, "n_dims 0"},
         {2, {8, 0}, 0, 0, 64, "must be positive"},
-        {2, {8, (uint64_t)-3}, 0, 0, 64, "must be positive"},        // "negative"
-        {2, {1ull << 32, 1ull << 32}, 0, 0, 64, "overflows"},        // element count
-        {2, {1ull << 31, 1ull << 31}, 0, 0, 64, "overflows"},        // 2^62 elements x 4 bytes
-        {2, {33, 2}, RM_TYPE_Q8_0, 0, 128, "multiple"},               // not whole blocks
-        {2, {8, 2}, 4, 0, 64, "unknown GGML type id 4"},              // removed from GGML
+        {2, {8, (uint64_t)-3}, 0, 0, 64, "must be positive"}, // "negative"
+        {2, {1ull << 32, 1ull << 32}, 0, 0, 64, "overflows"}, // element count
+        {2, {1ull << 31, 1ull << 31}, 0, 0, 64, "overflows"}, // 2^62 elements x 4 bytes
+        {2, {33, 2}, RM_TYPE_Q8_0, 0, 128, "multiple"},       // not whole blocks
+        {2, {8, 2}, 4, 0, 64, "unknown GGML type id 4"},      // removed from GGML
         {2, {8, 2}, 1000, 0, 64, "unknown GGML type id 1000"},
-        {2, {8, 2}, 0, 4, 128, "alignment"},                          // misaligned offset
-        {2, {8, 2}, 0, 32, 64, "past the end"},                       // needs 32..96
-        {2, {8, 2}, 0, UINT64_MAX - 31, 64, "past the end"},          // wraps around
+        {2, {8, 2}, 0, 4, 128, "alignment"},                 // misaligned offset
+        {2, {8, 2}, 0, 32, 64, "past the end"},              // needs 32..96
+        {2, {8, 2}, 0, UINT64_MAX - 31, 64, "past the end"}, // wraps around
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         b_hdr(&b, 3, 1, 0);
@@ -667,8 +669,7 @@ TEST(gguf_shared_vocab_files) {
             if (gguf_get_arr(&g, "tokenizer.ggml.scores", &other) == RM_OK)
                 CHECKF(other->arr.n == tokens->arr.n, "%s: %llu scores for %llu tokens", e->d_name,
                        (unsigned long long)other->arr.n, (unsigned long long)tokens->arr.n);
-            if (gguf_get_arr(&g, "tokenizer.ggml.token_type", &other) == RM_OK)
-                CHECK(other->arr.n == tokens->arr.n);
+            if (gguf_get_arr(&g, "tokenizer.ggml.token_type", &other) == RM_OK) CHECK(other->arr.n == tokens->arr.n);
         }
         gguf_str arch;
         CHECK(gguf_get_str(&g, "general.architecture", &arch) == RM_OK);

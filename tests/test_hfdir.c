@@ -21,21 +21,27 @@
 enum { V = 10, H = 64, NH = 4, NKV = 2, HD = 16, FF = 96, NL = 2 };
 
 typedef struct mopts {
-    const char *hf_arch;     // architectures[0]
-    int qwen_bias;           // add q/k/v biases
-    int lm_head;             // write lm_head.weight
-    int tie;                 // tie_word_embeddings
-    int sharded;             // two shards + index
-    const char *skip;        // tensor to leave out
-    const char *bad_shape;   // tensor written with one row too many
-    const char *rope;        // rope_scaling JSON or NULL
-    int tokenizer;           // write a tokenizer.json
+    const char *hf_arch;   // architectures[0]
+    int qwen_bias;         // add q/k/v biases
+    int lm_head;           // write lm_head.weight
+    int tie;               // tie_word_embeddings
+    int sharded;           // two shards + index
+    const char *skip;      // tensor to leave out
+    const char *bad_shape; // tensor written with one row too many
+    const char *rope;      // rope_scaling JSON or NULL
+    int tokenizer;         // write a tokenizer.json
 } mopts;
 
 // Tensor `ti`'s HF element (r, c): exact in f32, unique per tensor.
 static float hval(int ti, int64_t r, int64_t c) { return (float)ti * 256.0f + (float)r + (float)c / 128.0f; }
 
-typedef struct gen_tensor { char name[96]; st_dtype dt; int nd; int64_t shape[2]; void *data; } gen_tensor;
+typedef struct gen_tensor {
+    char name[96];
+    st_dtype dt;
+    int nd;
+    int64_t shape[2];
+    void *data;
+} gen_tensor;
 static gen_tensor g_gen[64];
 static int g_ngen;
 
@@ -154,7 +160,11 @@ static int make_model(const char *name, const mopts *o, char *out, size_t cap) {
 // Value of GGUF tensor element (row r, col c) as f32 (F32/F16/BF16 only).
 static float gval(const gguf_tensor_info *t, int64_t r, int64_t c) {
     int64_t k = r * t->ne[0] + c;
-    if (t->type == RM_TYPE_F32) { float f; memcpy(&f, (const char *)t->data + 4 * k, 4); return f; }
+    if (t->type == RM_TYPE_F32) {
+        float f;
+        memcpy(&f, (const char *)t->data + 4 * k, 4);
+        return f;
+    }
     uint16_t h;
     memcpy(&h, (const char *)t->data + 2 * k, 2);
     return t->type == RM_TYPE_F16 ? rm_f16_to_f32(h) : rm_bf16_to_f32(h);
@@ -266,7 +276,9 @@ TEST(hfdir_qk_permutation_matches_rope) {
 }
 
 TEST(hfdir_convert_llama) {
-    mopts o = {.hf_arch = "LlamaForCausalLM", .lm_head = 1, .tokenizer = 1,
+    mopts o = {.hf_arch = "LlamaForCausalLM",
+               .lm_head = 1,
+               .tokenizer = 1,
                .rope = "{\"rope_type\": \"llama3\", \"factor\": 8.0, \"low_freq_factor\": 1.0, "
                        "\"high_freq_factor\": 4.0, \"original_max_position_embeddings\": 8192}"};
     int prog[3] = {0};
@@ -300,8 +312,9 @@ TEST(hfdir_convert_llama) {
     CHECK_TENSOR(&g, "output.weight", "lm_head.weight", 0);
     for (int L = 0; L < NL; L++) {
         char gg[64], hf[96];
-#define PAIR(gs, hs, perm) (snprintf(gg, sizeof gg, "blk.%d.%s", L, gs), \
-                            snprintf(hf, sizeof hf, "model.layers.%d.%s", L, hs), CHECK_TENSOR(&g, gg, hf, perm))
+#define PAIR(gs, hs, perm)                                                                                             \
+    (snprintf(gg, sizeof gg, "blk.%d.%s", L, gs), snprintf(hf, sizeof hf, "model.layers.%d.%s", L, hs),                \
+     CHECK_TENSOR(&g, gg, hf, perm))
         PAIR("attn_norm.weight", "input_layernorm.weight", 0);
         PAIR("attn_q.weight", "self_attn.q_proj.weight", 1);
         PAIR("attn_k.weight", "self_attn.k_proj.weight", 1);
@@ -332,8 +345,8 @@ TEST(hfdir_convert_llama) {
 }
 
 TEST(hfdir_convert_mistral_sharded_tied) {
-    mopts o = {.hf_arch = "MistralForCausalLM", .lm_head = 0, .sharded = 1,
-               .rope = "{\"type\": \"linear\", \"factor\": 2.0}"};
+    mopts o = {
+        .hf_arch = "MistralForCausalLM", .lm_head = 0, .sharded = 1, .rope = "{\"type\": \"linear\", \"factor\": 2.0}"};
     gguf_file g;
     REQUIRE(convert_model("mistral", &o, -1, NULL, &g) == 0);
     CHECK(str_is(&g, "general.architecture", "llama"));
@@ -342,7 +355,7 @@ TEST(hfdir_convert_mistral_sharded_tied) {
     CHECK(gguf_find(&g, "llama.rope.scaling.low_freq_factor") == NULL);
     CHECK(gguf_find(&g, "ramole.hf_tokenizer_path") == NULL);
     CHECK(g.n_tensors == 20);
-    CHECK(gguf_find_tensor(&g, "output.weight") == NULL); // tied: lm_head absent
+    CHECK(gguf_find_tensor(&g, "output.weight") == NULL);                                 // tied: lm_head absent
     CHECK_TENSOR(&g, "blk.0.attn_k.weight", "model.layers.0.self_attn.k_proj.weight", 1); // shard 1
     CHECK_TENSOR(&g, "blk.1.attn_k.weight", "model.layers.1.self_attn.k_proj.weight", 1); // shard 2
     CHECK_TENSOR(&g, "output_norm.weight", "model.norm.weight", 0);
@@ -456,11 +469,14 @@ TEST(hfdir_errors) {
     REQUIRE(write_text(dir, "model.safetensors.index.json", "{\"weight_map\": {\"a\": \"../../etc/passwd\"}}") == 0);
     CHECK(hfdir_convert_to_gguf(dir, out, -1, NULL, NULL) == RM_EFORMAT);
     // Bad hyperparameters: each config.json fails with its status, naming the field.
-    static const struct { const char *extra; int rc; const char *msg; } bad[] = {
+    static const struct {
+        const char *extra;
+        int rc;
+        const char *msg;
+    } bad[] = {
         {"\"intermediate_size\": 96, \"num_key_value_heads\": 3", RM_EFORMAT, "num_key_value_heads"},
         {"\"num_key_value_heads\": 2", RM_EFORMAT, "intermediate_size"},
-        {"\"intermediate_size\": 96, \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4}", RM_EUNSUPPORTED,
-         "yarn"},
+        {"\"intermediate_size\": 96, \"rope_scaling\": {\"type\": \"yarn\", \"factor\": 4}", RM_EUNSUPPORTED, "yarn"},
         {"\"intermediate_size\": -96", RM_EFORMAT, "intermediate_size"},
         {"\"intermediate_size\": 96, \"head_dim\": 15", RM_EFORMAT, "odd"},
     };
@@ -468,7 +484,8 @@ TEST(hfdir_errors) {
         char cfg[512];
         snprintf(cfg, sizeof cfg,
                  "{\"architectures\": [\"LlamaForCausalLM\"], \"hidden_size\": 64, \"num_hidden_layers\": 2, "
-                 "\"num_attention_heads\": 4, \"vocab_size\": 10, %s}", bad[i].extra);
+                 "\"num_attention_heads\": 4, \"vocab_size\": 10, %s}",
+                 bad[i].extra);
         REQUIRE(write_text(dir, "config.json", cfg) == 0);
         CHECKF(hfdir_convert_to_gguf(dir, out, -1, NULL, NULL) == bad[i].rc, "case %zu", i);
         CHECKF(strstr(rm_last_error(), bad[i].msg) != NULL, "case %zu: %s", i, rm_last_error());
@@ -482,10 +499,11 @@ TEST(hfdir_read_config_defaults) {
     char dir[512];
     snprintf(dir, sizeof dir, "%s/cfg_defaults", rm_test_tmpdir());
     REQUIRE(rm_mkdirs(dir) == RM_OK);
-    REQUIRE(write_text(dir, "config.json", "{\"model_type\": \"mistral\", \"hidden_size\": 4096, "
-                                           "\"intermediate_size\": 14336, \"num_hidden_layers\": 32, "
-                                           "\"num_attention_heads\": 32, \"vocab_size\": 32000, "
-                                           "\"head_dim\": null}") == 0);
+    REQUIRE(write_text(dir, "config.json",
+                       "{\"model_type\": \"mistral\", \"hidden_size\": 4096, "
+                       "\"intermediate_size\": 14336, \"num_hidden_layers\": 32, "
+                       "\"num_attention_heads\": 32, \"vocab_size\": 32000, "
+                       "\"head_dim\": null}") == 0);
     hf_config c;
     CHECK_OK(hfdir_read_config(dir, &c));
     CHECK(strcmp(c.arch, "llama") == 0 && strcmp(c.hf_arch, "MistralForCausalLM") == 0);
@@ -493,9 +511,10 @@ TEST(hfdir_read_config_defaults) {
     CHECK(c.rope_theta == 10000.0 && c.rms_eps == 1e-6 && c.max_pos == 2048 && !c.tie_embeddings);
     CHECK(strcmp(c.name, "cfg_defaults") == 0 && c.rope_scaling[0] == 0);
     // An explicit head_dim that differs from hidden / heads.
-    REQUIRE(write_text(dir, "config.json", "{\"architectures\": [\"Qwen2ForCausalLM\"], \"hidden_size\": 64, "
-                                           "\"intermediate_size\": 96, \"num_hidden_layers\": 2, "
-                                           "\"num_attention_heads\": 4, \"vocab_size\": 10, \"head_dim\": 32}") == 0);
+    REQUIRE(write_text(dir, "config.json",
+                       "{\"architectures\": [\"Qwen2ForCausalLM\"], \"hidden_size\": 64, "
+                       "\"intermediate_size\": 96, \"num_hidden_layers\": 2, "
+                       "\"num_attention_heads\": 4, \"vocab_size\": 10, \"head_dim\": 32}") == 0);
     CHECK_OK(hfdir_read_config(dir, &c));
     CHECK(c.head_dim == 32 && c.head_dim_explicit && strcmp(c.arch, "qwen2") == 0);
 }

@@ -33,7 +33,10 @@ static float *keep(hf_build *b, size_t n) {
 // Adds GGUF tensor `src` as HF tensor `dst`, Q/K rows reordered to HF's when qk_heads > 0.
 static void add(hf_build *b, const char *src, const char *dst, int head_dim, int qk) {
     const gguf_tensor_info *ti = gguf_find_tensor(&b->g, src);
-    if (!ti) { rm_test_fail(__FILE__, __LINE__, "missing %s", src); return; }
+    if (!ti) {
+        rm_test_fail(__FILE__, __LINE__, "missing %s", src);
+        return;
+    }
     int64_t cols = ti->ne[0], rows = ti->n_dims > 1 ? ti->ne[1] : 1;
     const float *in = ti->data;
     float *out = keep(b, (size_t)(cols * rows));
@@ -60,9 +63,11 @@ static int build_hf_dir(const char *gguf_path, const char *dir, int qwen2) {
     char s[1024], d[160];
     add(&b, "token_embd.weight", "model.embed_tokens.weight", hd, 0);
     add(&b, "output_norm.weight", "model.norm.weight", hd, 0);
-    const char *gg[9] = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"};
-    const char *hf[9] = {"input_layernorm", "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
-                         "post_attention_layernorm", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"};
+    const char *gg[9] = {"attn_norm", "attn_q",   "attn_k", "attn_v",  "attn_output",
+                         "ffn_norm",  "ffn_gate", "ffn_up", "ffn_down"};
+    const char *hf[9] = {"input_layernorm",  "self_attn.q_proj", "self_attn.k_proj",
+                         "self_attn.v_proj", "self_attn.o_proj", "post_attention_layernorm",
+                         "mlp.gate_proj",    "mlp.up_proj",      "mlp.down_proj"};
     for (int l = 0; l < 5; l++) {
         for (int i = 0; i < 9; i++) {
             snprintf(s, sizeof s, "blk.%d.%s.weight", l, gg[i]);

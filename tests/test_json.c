@@ -94,12 +94,12 @@ TEST(json_errors) {
     BAD("", "1:1");
     BAD("   ", "1:4");
     BAD("{", "1:2");
-    BAD("[1,]", "1:4");          // trailing comma
+    BAD("[1,]", "1:4"); // trailing comma
     BAD("{\"a\":1,}", "1:8");
     BAD("[1 2]", "1:4");
     BAD("{\"a\" 1}", "1:6");
-    BAD("{a:1}", "1:2");          // unquoted key
-    BAD("[01]", "1:2");           // leading zero
+    BAD("{a:1}", "1:2"); // unquoted key
+    BAD("[01]", "1:2");  // leading zero
     BAD("[1.]", "1:4");
     BAD("[.5]", "1:2");
     BAD("[1e]", "1:4");
@@ -108,20 +108,20 @@ TEST(json_errors) {
     BAD("[NaN]", "1:2");
     BAD("[tru]", "1:2");
     BAD("[nul", "1:2");
-    BAD("\"abc", "1:1");          // unterminated string
-    BAD("\"a\\qb\"", "1:3");      // bad escape
-    BAD("\"a\\u12\"", "1:3");     // short \u escape
-    BAD("\"\\ud800\"", "1:2");    // lone high surrogate
-    BAD("\"\\udc00\"", "1:2");    // lone low surrogate
+    BAD("\"abc", "1:1");       // unterminated string
+    BAD("\"a\\qb\"", "1:3");   // bad escape
+    BAD("\"a\\u12\"", "1:3");  // short \u escape
+    BAD("\"\\ud800\"", "1:2"); // lone high surrogate
+    BAD("\"\\udc00\"", "1:2"); // lone low surrogate
     BAD("\"\\ud800\\u0041\"", "1:2");
-    BAD("\"a\tb\"", "1:3");       // raw control character
-    BAD("\"\xc0\xaf\"", "1:2");   // overlong UTF-8
+    BAD("\"a\tb\"", "1:3");         // raw control character
+    BAD("\"\xc0\xaf\"", "1:2");     // overlong UTF-8
     BAD("\"\xed\xa0\x80\"", "1:2"); // encoded surrogate
-    BAD("\"\xe2\x82\"", "1:2");   // truncated sequence
+    BAD("\"\xe2\x82\"", "1:2");     // truncated sequence
     BAD("\"\xff\"", "1:2");
-    BAD("[1]\n x", "2:2");        // garbage after the value
+    BAD("[1]\n x", "2:2"); // garbage after the value
     BAD("{\n  \"a\": [1,\n  ]}", "3:3");
-    BAD("/* c */ 1", "1:1");      // no comments
+    BAD("/* c */ 1", "1:1"); // no comments
     // Embedded NUL outside a string, and a buffer that ends inside an escape.
     expect_error("[1,\0 2]", 7, "1:4", __LINE__);
     expect_error("\"ab\\", 4, "1:1", __LINE__);
@@ -214,8 +214,12 @@ TEST(json_sb_roundtrip) {
 
     // Invalid UTF-8 is replaced so that the output stays valid JSON.
     rm_sb_init(&sb);
-    rm_sb_json_str(&sb, "a\xff" "b\xc3", 4);
-    CHECK(strcmp(sb.buf, "\"a\xef\xbf\xbd" "b\xef\xbf\xbd\"") == 0);
+    rm_sb_json_str(&sb,
+                   "a\xff"
+                   "b\xc3",
+                   4);
+    CHECK(strcmp(sb.buf, "\"a\xef\xbf\xbd"
+                         "b\xef\xbf\xbd\"") == 0);
     rm_sb_free(&sb);
 
     // Long printf output grows the buffer.

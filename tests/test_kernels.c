@@ -81,7 +81,8 @@ TEST(kernel_f16_all_halves) {
             CHECKF(mine == ref, "f32 %a -> %04x, f16c %04x", probes[k], mine, ref);
         }
     }
-    float edges[] = {65504.0f, 65519.0f, 65520.0f, 1e10f, -1e10f, 5.96e-8f, 2.98e-8f, 2.99e-8f, 1e-10f, -0.0f, INFINITY, -INFINITY};
+    float edges[] = {65504.0f, 65519.0f, 65520.0f, 1e10f, -1e10f,   5.96e-8f,
+                     2.98e-8f, 2.99e-8f, 1e-10f,   -0.0f, INFINITY, -INFINITY};
     for (int k = 0; k < (int)(sizeof edges / sizeof edges[0]); k++)
         CHECKF(rm_f32_to_f16(edges[k]) == f16c_from_f32(edges[k]), "edge %g", edges[k]);
 }
@@ -93,8 +94,8 @@ TEST(kernel_bf16) {
         CHECKF(rm_f32_to_bf16(f) == h, "bf16 round trip %04x", h);
     }
     CHECK(rm_f32_to_bf16(1.0f) == 0x3f80);
-    CHECK(rm_f32_to_bf16(1.00390625f) == 0x3f80);      // halfway, round to even (down)
-    CHECK(rm_f32_to_bf16(1.01171875f) == 0x3f82);      // halfway, round to even (up)
+    CHECK(rm_f32_to_bf16(1.00390625f) == 0x3f80);                // halfway, round to even (down)
+    CHECK(rm_f32_to_bf16(1.01171875f) == 0x3f82);                // halfway, round to even (up)
     CHECK(rm_f32_to_bf16(nextafterf(1.00390625f, 2)) == 0x3f81); // just above halfway
     CHECK(isnan(rm_bf16_to_f32(rm_f32_to_bf16(NAN))));
     CHECK(rm_f32_to_bf16(INFINITY) == 0x7f80);
@@ -147,7 +148,10 @@ TEST(kernel_tensor_nbytes_overflow) {
 // ---------------------------------------------------------------------------
 // hand-built blocks decode to values computed from the spec
 
-static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
+static void put16(uint8_t *p, uint16_t v) {
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
 
 TEST(kernel_known_blocks) {
     float out[256];
@@ -176,8 +180,8 @@ TEST(kernel_known_blocks) {
     put16(k4 + 2, 0x3400);
     int ls[8] = {1, 2, 3, 4, 17, 33, 63, 5}, lm[8] = {0, 1, 2, 3, 16, 20, 40, 63};
     uint8_t sc[12] = {
-        1 | (1 << 6), 2 | (2 << 6), 3 | (3 << 6), 4 | (0 << 6),  // ls[4..7]>>4 = 1,2,3,0
-        0 | (1 << 6), 1 | (1 << 6), 2 | (2 << 6), 3 | (3 << 6),  // lm[4..7]>>4 = 1,1,2,3
+        1 | (1 << 6), 2 | (2 << 6), 3 | (3 << 6),  4 | (0 << 6),  // ls[4..7]>>4 = 1,2,3,0
+        0 | (1 << 6), 1 | (1 << 6), 2 | (2 << 6),  3 | (3 << 6),  // lm[4..7]>>4 = 1,1,2,3
         1 | (0 << 4), 1 | (4 << 4), 15 | (8 << 4), 5 | (15 << 4), // low nibbles
     };
     memcpy(k4 + 4, sc, 12);
@@ -198,8 +202,12 @@ TEST(kernel_known_blocks) {
     float ones[256], y = 0;
     for (int j = 0; j < 256; j++) ones[j] = 1;
     const char *isas[] = {"scalar", "avx2", NULL};
-    struct { rm_type t; void *data; int in; double want; } cases[] = {
-        {RM_TYPE_Q8_0, q8, 32, -8}, {RM_TYPE_Q4_0, q4, 32, -32}, {RM_TYPE_Q4_K, k4, 256, k4_sum}};
+    struct {
+        rm_type t;
+        void *data;
+        int in;
+        double want;
+    } cases[] = {{RM_TYPE_Q8_0, q8, 32, -8}, {RM_TYPE_Q4_0, q4, 32, -32}, {RM_TYPE_Q4_K, k4, 256, k4_sum}};
     for (int k = 0; k < 3; k++) {
         rm_cpu_force(isas[k]);
         for (int c = 0; c < 3; c++) {
@@ -239,7 +247,7 @@ TEST(kernel_quant_roundtrip) {
             case RM_TYPE_F16: tol = amax * 0x1p-11; break;
             case RM_TYPE_BF16: tol = amax * 0x1p-8; break;
             case RM_TYPE_Q8_0: tol = amax / 127 * 0.5 * 1.01 + amax * 1e-3; break;
-            case RM_TYPE_Q4_0: tol = amax / 8 * 1.01 + amax * 1e-3; break; // +max clips at 7/8
+            case RM_TYPE_Q4_0: tol = amax / 8 * 1.01 + amax * 1e-3; break;       // +max clips at 7/8
             default: tol = (hi - lo) / 15 * 0.6 * 1.3 + (hi - lo) * 0.02; break; // 6-bit scales cost a little
             }
             for (int j = 0; j < blk; j++) {
@@ -280,7 +288,7 @@ TEST(kernel_quant_roundtrip) {
 
 typedef struct {
     rm_tensor W;
-    float *wf;     // the dequantized weights (for the tolerance)
+    float *wf; // the dequantized weights (for the tolerance)
     float *x, *y, *yref;
     int in, out, n;
 } mm_case;
@@ -470,7 +478,8 @@ static void rows_alone_bitwise(const char *isa) {
             for (int i = 0; i + w <= c.n; i += w) {
                 rm_matmul(NULL, &c.W, c.x + (size_t)i * c.in, c.in, c.y, c.out, w, 0);
                 CHECKF(memcmp(c.y, c.yref + (size_t)i * c.out, sizeof(float) * c.out * w) == 0,
-                       "%s %s: rows %d..%d alone differ from the batch of %d", isa, rm_type_name(c.W.type), i, i + w - 1, c.n);
+                       "%s %s: rows %d..%d alone differ from the batch of %d", isa, rm_type_name(c.W.type), i,
+                       i + w - 1, c.n);
             }
         case_free(&c);
     }
@@ -512,10 +521,12 @@ TEST(kernel_matmul_many_equals_single) {
         int64_t l3[3] = {a.out, b.out, c.out}, l2[2] = {b.out, d.out};
         rm_matmul_many(tp, 3, W3, a.x, 256, y3, l3, n, 0);
         for (int g = 0; g < 3; g++)
-            CHECKF(memcmp(cs[g]->y, cs[g]->yref, sizeof(float) * cs[g]->out * n) == 0, "n=%d: matrix %d of 3 differs", n, g);
+            CHECKF(memcmp(cs[g]->y, cs[g]->yref, sizeof(float) * cs[g]->out * n) == 0, "n=%d: matrix %d of 3 differs",
+                   n, g);
         memset(b.y, 0, sizeof(float) * b.out * n);
         rm_matmul_many(NULL, 2, W2, a.x, 256, y2, l2, n, 0);
-        CHECKF(memcmp(b.y, b.yref, sizeof(float) * b.out * n) == 0 && memcmp(d.y, d.yref, sizeof(float) * d.out * n) == 0,
+        CHECKF(memcmp(b.y, b.yref, sizeof(float) * b.out * n) == 0 &&
+                   memcmp(d.y, d.yref, sizeof(float) * d.out * n) == 0,
                "n=%d: q8_0 + f16 group differs", n);
         for (int g = 0; g < 4; g++) case_free(cs[g]);
     }
@@ -586,7 +597,10 @@ TEST(kernel_dot_axpy) {
 // ---------------------------------------------------------------------------
 // thread pool and cpu
 
-typedef struct { atomic_int hits[8]; atomic_long total; } tp_ctx;
+typedef struct {
+    atomic_int hits[8];
+    atomic_long total;
+} tp_ctx;
 static void tp_task(void *p, int ith, int nth) {
     tp_ctx *c = p;
     atomic_fetch_add(&c->hits[ith], 1);
@@ -681,23 +695,27 @@ TEST(cli_bench_kernels_and_compare) {
     snprintf(lc, sizeof lc, "%s/fake-llamacpp", tmp);
     REQUIRE(write_script(lc, "lb",
                          "#!/bin/sh\n"
-                         "echo '{\"run\": 0, \"prefill64_tps\": 1, \"prefill512_tps\": 1, \"decode_tps\": 1, \"batch8_tps\": 1, \"batch32_tps\": 1}'\n"
-                         "echo '{\"run\": 1, \"prefill64_tps\": 10, \"prefill512_tps\": 20, \"decode_tps\": 30, \"batch8_tps\": 40, \"batch32_tps\": 50}'\n") == 0);
-    snprintf(args, sizeof args, "bench -m %s/bench-tiny.gguf -t 2 --runs 1 --steps 1 --json --compare llamacpp --llamacpp-dir %s",
-             tmp, lc);
+                         "echo '{\"run\": 0, \"prefill64_tps\": 1, \"prefill512_tps\": 1, \"decode_tps\": 1, "
+                         "\"batch8_tps\": 1, \"batch32_tps\": 1}'\n"
+                         "echo '{\"run\": 1, \"prefill64_tps\": 10, \"prefill512_tps\": 20, \"decode_tps\": 30, "
+                         "\"batch8_tps\": 40, \"batch32_tps\": 50}'\n") == 0);
+    snprintf(args, sizeof args,
+             "bench -m %s/bench-tiny.gguf -t 2 --runs 1 --steps 1 --json --compare llamacpp --llamacpp-dir %s", tmp,
+             lc);
     REQUIRE(rm_test_cli(args) == 0);
     rm_json *j = NULL;
     const char *out = rm_test_cli_out();
     REQUIRE(rm_json_parse(out, strlen(out), "bench output", &j) == RM_OK);
-    CHECKF(strcmp(rm_json_get_str(j, "kernels", ""), rm_matmul_family(RM_TYPE_Q4_0)) == 0, "kernels '%s', expected '%s'",
-           rm_json_get_str(j, "kernels", ""), rm_matmul_family(RM_TYPE_Q4_0));
+    CHECKF(strcmp(rm_json_get_str(j, "kernels", ""), rm_matmul_family(RM_TYPE_Q4_0)) == 0,
+           "kernels '%s', expected '%s'", rm_json_get_str(j, "kernels", ""), rm_matmul_family(RM_TYPE_Q4_0));
     CHECK(strstr(rm_test_cli_err(), rm_matmul_family(RM_TYPE_Q4_0)) != NULL);
     const char *keys[5] = {"prefill64_tps", "prefill512_tps", "decode_tps", "batch8_tps", "batch32_tps"};
     const rm_json *l = rm_json_get(j, "llamacpp"), *ratio = rm_json_get(j, "ratio");
     REQUIRE(l && ratio);
     for (int k = 0; k < 5; k++) {
         double ours = rm_json_get_num(j, keys[k], -1), theirs = rm_json_get_num(l, keys[k], -1);
-        CHECKF(theirs == 10.0 * (k + 1), "%s: llama.cpp %g (the driver's second line says %d)", keys[k], theirs, 10 * (k + 1));
+        CHECKF(theirs == 10.0 * (k + 1), "%s: llama.cpp %g (the driver's second line says %d)", keys[k], theirs,
+               10 * (k + 1));
         CHECKF(ours > 0 && fabs(rm_json_get_num(ratio, keys[k], -1) - ours / theirs) <= 1e-3 * ours / theirs,
                "%s: ratio %g for %g / %g", keys[k], rm_json_get_num(ratio, keys[k], -1), ours, theirs);
     }
@@ -721,16 +739,18 @@ TEST(cli_bench_lora_compare) {
     REQUIRE(rm_test_cli(args) == 0);
     snprintf(lc, sizeof lc, "%s/fake-lbl", tmp);
     REQUIRE(write_script(lc, "lbl",
-          "#!/bin/sh\n"
-          "# MODEL BINDIR THREADS ADAPTER_DIR SETS PROMPT STEPS\n"
-          "[ \"$6\" = 5 ] && [ \"$7\" = 3 ] || exit 1\n"
-          "[ \"$(wc -l < \"$5\")\" -eq 4 ] || exit 1\n"
-          "for n in $(cat \"$5\"); do [ -s \"$4/a$n.gguf\" ] || exit 1; done\n"
-          "awk 'NF != 2 { bad = 1 } END { exit bad }' \"$5\" || exit 1\n"
-          "echo \"$4\" > \"$(dirname \"$0\")/seen\"\n"
-          "echo '{\"engine\": \"llama.cpp\", \"tps\": 100}'\n") == 0);
-    snprintf(args, sizeof args, "bench-lora -m %s/bl-tiny.gguf --adapters 6 --batch 4 --k 2 --rank 4 --prompt 5 --steps 3 "
-             "--reps 2 -t 2 --json --compare llamacpp --llamacpp-dir %s", tmp, lc);
+                         "#!/bin/sh\n"
+                         "# MODEL BINDIR THREADS ADAPTER_DIR SETS PROMPT STEPS\n"
+                         "[ \"$6\" = 5 ] && [ \"$7\" = 3 ] || exit 1\n"
+                         "[ \"$(wc -l < \"$5\")\" -eq 4 ] || exit 1\n"
+                         "for n in $(cat \"$5\"); do [ -s \"$4/a$n.gguf\" ] || exit 1; done\n"
+                         "awk 'NF != 2 { bad = 1 } END { exit bad }' \"$5\" || exit 1\n"
+                         "echo \"$4\" > \"$(dirname \"$0\")/seen\"\n"
+                         "echo '{\"engine\": \"llama.cpp\", \"tps\": 100}'\n") == 0);
+    snprintf(args, sizeof args,
+             "bench-lora -m %s/bl-tiny.gguf --adapters 6 --batch 4 --k 2 --rank 4 --prompt 5 --steps 3 "
+             "--reps 2 -t 2 --json --compare llamacpp --llamacpp-dir %s",
+             tmp, lc);
     int rc = rm_test_cli(args);
     CHECKF(rc == 0, "bench-lora --compare: exit %d: %s", rc, rm_test_cli_err());
     rm_json *j = NULL;
@@ -738,8 +758,8 @@ TEST(cli_bench_lora_compare) {
     REQUIRE(rm_json_parse(out, strlen(out), "bench-lora output", &j) == RM_OK);
     double ours = rm_json_get_num(j, "workload_tps", -1);
     CHECK(rm_json_get_num(j, "llamacpp_workload_tps", -1) == 100);
-    CHECKF(ours > 0 && fabs(rm_json_get_num(j, "workload_ratio", -1) - ours / 100) <= 1e-3 * ours / 100, "ratio %g for %g / 100",
-           rm_json_get_num(j, "workload_ratio", -1), ours);
+    CHECKF(ours > 0 && fabs(rm_json_get_num(j, "workload_ratio", -1) - ours / 100) <= 1e-3 * ours / 100,
+           "ratio %g for %g / 100", rm_json_get_num(j, "workload_ratio", -1), ours);
     rm_json_free(j);
     char seen[600], dir[600] = "";
     snprintf(seen, sizeof seen, "%s/seen", lc);
@@ -751,7 +771,8 @@ TEST(cli_bench_lora_compare) {
     struct stat st;
     CHECKF(dir[0] && stat(dir, &st) != 0, "the workload folder %s is left behind", dir);
     // only compositions llama.cpp has
-    snprintf(args, sizeof args, "bench-lora -m %s/bl-tiny.gguf --compose router --compare llamacpp --llamacpp-dir %s", tmp, lc);
+    snprintf(args, sizeof args, "bench-lora -m %s/bl-tiny.gguf --compose router --compare llamacpp --llamacpp-dir %s",
+             tmp, lc);
     CHECK(rm_test_cli(args) == 2 && strstr(rm_test_cli_err(), "needs --compose mixture or selection"));
     snprintf(args, sizeof args, "bench-lora -m %s/bl-tiny.gguf --compare llamacpp --llamacpp-dir %s/nowhere", tmp, tmp);
     CHECK(rm_test_cli(args) == 2 && strstr(rm_test_cli_err(), "no llama.cpp LoRA driver at"));

@@ -149,21 +149,43 @@ static void check_batch_invariance(rm_llama *m, float tol) {
     // A's first 8 tokens (slot 2) and C's first 4 (slot 0) go in earlier, as separate batches
     int32_t pos[32], slot[32];
     uint8_t want[32];
-    for (int i = 0; i < 8; i++) { pos[i] = i; slot[i] = 2; }
+    for (int i = 0; i < 8; i++) {
+        pos[i] = i;
+        slot[i] = 2;
+    }
     rm_batch pa = {8, a, pos, slot, NULL, NULL};
     CHECK_OK(rm_llama_forward(m, &kv, tp, &pa, NULL, NULL));
-    for (int i = 0; i < 4; i++) { pos[i] = i; slot[i] = 0; }
+    for (int i = 0; i < 4; i++) {
+        pos[i] = i;
+        slot[i] = 0;
+    }
     rm_batch pc = {4, cseq, pos, slot, NULL, NULL};
     memset(want, 0, sizeof want);
     CHECK_OK(rm_llama_forward(m, &kv, tp, &pc, NULL, NULL));
     // mixed batch: B prefill rows 0..9 (slot 1), A's decode row, C's decode row, B rows 10..19
     int32_t tok[32];
     int n = 0, a_row = -1;
-    for (int i = 0; i < 10; i++) { tok[n] = bseq[i]; pos[n] = i; slot[n] = 1; want[n++] = 0; }
+    for (int i = 0; i < 10; i++) {
+        tok[n] = bseq[i];
+        pos[n] = i;
+        slot[n] = 1;
+        want[n++] = 0;
+    }
     a_row = n;
-    tok[n] = a[8]; pos[n] = 8; slot[n] = 2; want[n++] = 1;
-    tok[n] = cseq[4]; pos[n] = 4; slot[n] = 0; want[n++] = 1;
-    for (int i = 10; i < 20; i++) { tok[n] = bseq[i]; pos[n] = i; slot[n] = 1; want[n++] = i == 19; }
+    tok[n] = a[8];
+    pos[n] = 8;
+    slot[n] = 2;
+    want[n++] = 1;
+    tok[n] = cseq[4];
+    pos[n] = 4;
+    slot[n] = 0;
+    want[n++] = 1;
+    for (int i = 10; i < 20; i++) {
+        tok[n] = bseq[i];
+        pos[n] = i;
+        slot[n] = 1;
+        want[n++] = i == 19;
+    }
     rm_batch mb = {n, tok, pos, slot, want, NULL};
     CHECK_OK(rm_llama_forward(m, &kv, tp, &mb, NULL, mixed));
     (void)a_row;
@@ -219,9 +241,11 @@ TEST(llama_forward_rejects_bad_rows) {
     rm_batch b = {1, &tok, &pos, &slot, NULL, NULL};
     tok = m->hp.n_vocab;
     CHECK(rm_llama_forward(m, &kv, NULL, &b, NULL, logits) == RM_EINVAL && strstr(rm_last_error(), "token id"));
-    tok = 5; slot = 2;
+    tok = 5;
+    slot = 2;
     CHECK(rm_llama_forward(m, &kv, NULL, &b, NULL, logits) == RM_EINVAL && strstr(rm_last_error(), "slot"));
-    slot = 0; pos = 16;
+    slot = 0;
+    pos = 16;
     CHECK(rm_llama_forward(m, &kv, NULL, &b, NULL, logits) == RM_EFULL);
     pos = 3; // skips positions 0..2
     CHECK(rm_llama_forward(m, &kv, NULL, &b, NULL, logits) == RM_EINVAL && strstr(rm_last_error(), "skips"));
@@ -266,15 +290,28 @@ TEST(sampler_greedy_topk_and_distribution) {
     rm_sampler_free(&s);
     // top-k 1 is greedy at any temperature
     p = rm_sampler_default_params();
-    p.temperature = 5.0f; p.top_k = 1; p.top_p = 1; p.min_p = 0;
+    p.temperature = 5.0f;
+    p.top_k = 1;
+    p.top_p = 1;
+    p.min_p = 0;
     CHECK_OK(rm_sampler_init(&s, &p, 6));
-    for (int i = 0; i < 50; i++) { memcpy(tmp, logits, sizeof tmp); CHECK(rm_sampler_sample(&s, tmp) == 1); }
+    for (int i = 0; i < 50; i++) {
+        memcpy(tmp, logits, sizeof tmp);
+        CHECK(rm_sampler_sample(&s, tmp) == 1);
+    }
     rm_sampler_free(&s);
     // temperature 1, no truncation: frequencies follow softmax
-    p.temperature = 1; p.top_k = 0; p.top_p = 1; p.min_p = 0; p.seed = 42;
+    p.temperature = 1;
+    p.top_k = 0;
+    p.top_p = 1;
+    p.min_p = 0;
+    p.seed = 42;
     CHECK_OK(rm_sampler_init(&s, &p, 6));
     int counts[6] = {0}, N = 60000;
-    for (int i = 0; i < N; i++) { memcpy(tmp, logits, sizeof tmp); counts[rm_sampler_sample(&s, tmp)]++; }
+    for (int i = 0; i < N; i++) {
+        memcpy(tmp, logits, sizeof tmp);
+        counts[rm_sampler_sample(&s, tmp)]++;
+    }
     double z = 0, pr[6];
     for (int i = 0; i < 6; i++) z += exp(logits[i]);
     for (int i = 0; i < 6; i++) {
@@ -284,7 +321,8 @@ TEST(sampler_greedy_topk_and_distribution) {
     }
     rm_sampler_free(&s);
     // top-p 0.3: ids 1 and 4 tie at p ~ 0.29 each, so the nucleus is exactly those two
-    p.top_p = 0.3f; p.seed = 7;
+    p.top_p = 0.3f;
+    p.seed = 7;
     CHECK_OK(rm_sampler_init(&s, &p, 6));
     for (int i = 0; i < 200; i++) {
         memcpy(tmp, logits, sizeof tmp);
@@ -294,7 +332,8 @@ TEST(sampler_greedy_topk_and_distribution) {
     rm_sampler_free(&s);
     // repetition penalty pushes a repeated best token below the runner-up
     p = rm_sampler_default_params();
-    p.temperature = 0; p.repeat_penalty = 2.0f;
+    p.temperature = 0;
+    p.repeat_penalty = 2.0f;
     CHECK_OK(rm_sampler_init(&s, &p, 6));
     rm_sampler_accept(&s, 1);
     memcpy(tmp, logits, sizeof tmp);
@@ -328,7 +367,10 @@ static char *run_capture(const char *cmd) {
         if (n + 1 == cap) out = realloc(out, cap *= 2);
     }
     out[n] = 0;
-    if (pclose(f) != 0) { free(out); return NULL; }
+    if (pclose(f) != 0) {
+        free(out);
+        return NULL;
+    }
     return out;
 }
 
@@ -337,7 +379,8 @@ TEST(cli_generate_ids_matches_reference) {
     if (!sh) SKIP("../shared absent: no stories260K reference");
     char cmd[2048], gguf[512], golden[512];
     snprintf(gguf, sizeof gguf, "%s/stories-cli.gguf", rm_test_tmpdir());
-    snprintf(cmd, sizeof cmd, "%s convert --from llama2c %s/data/stories260K/stories260K.bin %s 2>/dev/null", rm_test_bin(), sh, gguf);
+    snprintf(cmd, sizeof cmd, "%s convert --from llama2c %s/data/stories260K/stories260K.bin %s 2>/dev/null",
+             rm_test_bin(), sh, gguf);
     REQUIRE(system(cmd) == 0);
     snprintf(cmd, sizeof cmd, "%s generate -m %s --prompt-ids '' -n 256 --temp 0 --ids -t 2", rm_test_bin(), gguf);
     char *out = run_capture(cmd);
@@ -346,7 +389,8 @@ TEST(cli_generate_ids_matches_reference) {
     char *want;
     size_t len;
     REQUIRE(rm_read_file(golden, &want, &len) == RM_OK);
-    for (char *p = want; *p; p++) if (*p == '\n') *p = ' ';
+    for (char *p = want; *p; p++)
+        if (*p == '\n') *p = ' ';
     while (len > 0 && want[len - 1] == ' ') want[--len] = 0;
     size_t ol = strlen(out);
     CHECKF(ol > 0 && out[ol - 1] == '\n', "--ids output must be one line");
@@ -386,8 +430,12 @@ TEST(llama_mmap_and_resident_loads_agree) {
 // RoPE frequencies with scaling, against values worked out from the formulas
 // (Llama 3.1: factor 8, low 1, high 4, original context 8192, base 500000).
 TEST(llama_rope_scaling_frequencies) {
-    rm_llama_hparams hp = {.rope_dim = 128, .rope_base = 500000.0f, .rope_factor = 8.0f,
-                           .rope_scaling = RM_ROPE_SCALING_LLAMA3, .rope_low_freq = 1.0f, .rope_high_freq = 4.0f,
+    rm_llama_hparams hp = {.rope_dim = 128,
+                           .rope_base = 500000.0f,
+                           .rope_factor = 8.0f,
+                           .rope_scaling = RM_ROPE_SCALING_LLAMA3,
+                           .rope_low_freq = 1.0f,
+                           .rope_high_freq = 4.0f,
                            .rope_orig_ctx = 8192};
     float f[64];
     rm_rope_freqs(&hp, f);

@@ -42,7 +42,8 @@ static int run_batch(rm_llama *m, const rm_linear_hook *hook, int n, const int *
     int rc = rm_kvcache_init(&kv, m->hp.n_layer, n, SEQ_LEN, m->hp.n_head_kv * m->hp.head_dim);
     if (rc) return rc;
     int rows = n * SEQ_LEN;
-    int32_t *tok = malloc(rows * sizeof(int32_t)), *pos = malloc(rows * sizeof(int32_t)), *slot = malloc(rows * sizeof(int32_t));
+    int32_t *tok = malloc(rows * sizeof(int32_t)), *pos = malloc(rows * sizeof(int32_t)),
+            *slot = malloc(rows * sizeof(int32_t));
     const void **pl = malloc(rows * sizeof(void *));
     for (int k = 0; k < n; k++)
         for (int i = 0; i < SEQ_LEN; i++) {
@@ -86,7 +87,8 @@ static double rel_diff(const float *a, const float *b, size_t n) {
 
 // Logits of sequence s under plan p (via the hook) and of the same sequence
 // through the merged model (no hook): returns their relative difference.
-static double vs_dense(rm_llama *m, const rm_lora_plan *p, int n, rm_lora *const *merge, const float *w, const char *name) {
+static double vs_dense(rm_llama *m, const rm_lora_plan *p, int n, rm_lora *const *merge, const float *w,
+                       const char *name) {
     char path[512];
     tmp_path(path, sizeof path, name);
     if (rm_lora_merge(m, n, merge, w, RM_TYPE_F32, path)) return 1e9;
@@ -410,11 +412,11 @@ TEST(lora_peft_and_gguf_give_same_logits) {
 // A hand-written PEFT directory: F16 tensors, rsLoRA, patterns, regex targets.
 typedef struct fixture {
     const char *config;
-    int layer_a, layer_b;   // which layers get q_proj / v_proj
-    int r_q;                // rank of layer 1 q_proj
-    int in_q;               // lora_A width of q_proj (256 fits the base)
-    float poison;           // written into A[0] of v_proj
-    const char *extra;      // an extra tensor name, or NULL
+    int layer_a, layer_b; // which layers get q_proj / v_proj
+    int r_q;              // rank of layer 1 q_proj
+    int in_q;             // lora_A width of q_proj (256 fits the base)
+    float poison;         // written into A[0] of v_proj
+    const char *extra;    // an extra tensor name, or NULL
 } fixture;
 
 static uint16_t g_fx_a[8][300], g_fx_b[512][8];
@@ -481,8 +483,8 @@ TEST(lora_peft_fixture) {
     const rm_lora_mod *q = &a->mods[1 * RM_LIN_COUNT + RM_LIN_Q], *v = &a->mods[2 * RM_LIN_COUNT + RM_LIN_V];
     CHECK(q->r == 2 && q->in == 256 && q->out == 256);
     CHECK(v->r == 4 && v->in == 256 && v->out == 128);
-    CHECK_NEAR(q->scale, 8.0 / sqrt(2.0), 1e-6);  // rsLoRA: alpha / sqrt(r)
-    CHECK_NEAR(v->scale, 2.0 / 2.0, 1e-6);        // alpha_pattern 2, r 4
+    CHECK_NEAR(q->scale, 8.0 / sqrt(2.0), 1e-6); // rsLoRA: alpha / sqrt(r)
+    CHECK_NEAR(v->scale, 2.0 / 2.0, 1e-6);       // alpha_pattern 2, r 4
     CHECK_NEAR(q->A[1 * 256 + 5], rm_f16_to_f32(g_fx_a[1][5]), 0);
     CHECK_NEAR(v->A[0], 0.5, 0);
     CHECK_NEAR(q->Bt[1 * 256 + 7], rm_f16_to_f32(g_fx_b[7][1]), 0); // B[7][1]
@@ -521,14 +523,21 @@ TEST(lora_rejects_bad_adapters) {
         {{g_good_config, 1, 2, 2, 300, 0.5f, NULL}, RM_EMISMATCH, "does not match the base"},
         {{g_good_config, 1, 9, 2, 256, 0.5f, NULL}, RM_EMISMATCH, "base model has 4 layers"},
         {{"{\"r\": 4, \"lora_alpha\": 8, \"use_dora\": true}", 1, 2, 2, 256, 0.5f, NULL}, RM_EUNSUPPORTED, "DoRA"},
-        {{"{\"r\": 4, \"modules_to_save\": [\"lm_head\"]}", 1, 2, 2, 256, 0.5f, NULL}, RM_EUNSUPPORTED, "modules_to_save"},
+        {{"{\"r\": 4, \"modules_to_save\": [\"lm_head\"]}", 1, 2, 2, 256, 0.5f, NULL},
+         RM_EUNSUPPORTED,
+         "modules_to_save"},
         {{"{\"r\": 4, \"peft_type\": \"IA3\"}", 1, 2, 2, 256, 0.5f, NULL}, RM_EUNSUPPORTED, "IA3"},
-        {{"{\"r\": 4, \"target_modules\": [\"q_proj\"]}", 1, 2, 2, 256, 0.5f, NULL}, RM_EFORMAT, "not in target_modules"},
-        {{g_good_config, 1, 2, 2, 256, 0.5f, "base_model.model.model.embed_tokens.lora_embedding_A"}, RM_EUNSUPPORTED,
+        {{"{\"r\": 4, \"target_modules\": [\"q_proj\"]}", 1, 2, 2, 256, 0.5f, NULL},
+         RM_EFORMAT,
+         "not in target_modules"},
+        {{g_good_config, 1, 2, 2, 256, 0.5f, "base_model.model.model.embed_tokens.lora_embedding_A"},
+         RM_EUNSUPPORTED,
          "embedding"},
         {{g_good_config, 1, 2, 2, 256, 0.5f, "base_model.model.model.layers.0.self_attn.q_proj.lora_magnitude_vector"},
-         RM_EUNSUPPORTED, "DoRA"},
-        {{g_good_config, 1, 2, 2, 256, 0.5f, "base_model.model.model.layers.0.self_attn.q_proj.lora_A.bias"}, RM_EFORMAT,
+         RM_EUNSUPPORTED,
+         "DoRA"},
+        {{g_good_config, 1, 2, 2, 256, 0.5f, "base_model.model.model.layers.0.self_attn.q_proj.lora_A.bias"},
+         RM_EFORMAT,
          "unexpected tensor"},
         {{"{\"r\": 4, \"target_modules\": \"(\"}", 1, 2, 2, 256, 0.5f, NULL}, RM_EFORMAT, "bad pattern"},
         {{g_good_config, 1, 2, 2, 256, 0.5f, "base_model.model.lm_head.lora_A.weight"}, RM_EUNSUPPORTED, "lm_head"},
@@ -537,8 +546,8 @@ TEST(lora_rejects_bad_adapters) {
         char name[32];
         snprintf(name, sizeof name, "fx-bad-%zu", i);
         int rc = try_fixture(m, name, &cases[i].fx, msg, sizeof msg);
-        CHECKF(rc == cases[i].code && strstr(msg, cases[i].needle), "case %zu: rc %d, message '%s' (want %d, '%s')", i, rc,
-               msg, cases[i].code, cases[i].needle);
+        CHECKF(rc == cases[i].code && strstr(msg, cases[i].needle), "case %zu: rc %d, message '%s' (want %d, '%s')", i,
+               rc, msg, cases[i].code, cases[i].needle);
     }
     // GGUF: a model file is not an adapter; an adapter for another architecture
     rm_lora *a = NULL;
@@ -623,12 +632,14 @@ TEST(lora_cli_info_convert_merge) {
     CHECK(run_cli(args) != 0);
     // generate --lora A:0.5 picks the same greedy tokens as the merged model
     char out1[8192] = "", out2[8192] = "";
-    snprintf(args, sizeof args, "generate -m %s --prompt-ids '5 6 7' -n 12 --temp 0 --ids --lora %s:0.5 -t 1", m->path, dir);
+    snprintf(args, sizeof args, "generate -m %s --prompt-ids '5 6 7' -n 12 --temp 0 --ids --lora %s:0.5 -t 1", m->path,
+             dir);
     CHECK(run_cli(args) == 0 && read_cli_out(out1, sizeof out1) > 0);
     snprintf(args, sizeof args, "generate -m %s --prompt-ids '5 6 7' -n 12 --temp 0 --ids -t 1", merged);
     CHECK(run_cli(args) == 0 && read_cli_out(out2, sizeof out2) > 0);
     CHECKF(!strcmp(out1, out2), "'%s' vs '%s'", out1, out2);
-    snprintf(args, sizeof args, "generate -m %s --prompt-ids '5' -n 2 --lora %s --lora %s --compose selection", m->path, g, g2);
+    snprintf(args, sizeof args, "generate -m %s --prompt-ids '5' -n 2 --lora %s --lora %s --compose selection", m->path,
+             g, g2);
     CHECK(run_cli(args) != 0);
     free(lh);
     free(lr);
@@ -684,8 +695,8 @@ TEST(lora_peft_fan_in_fan_out_transposed) {
     const rm_lora_mod *v = &a->mods[RM_LIN_V];
     CHECK(v->r == 2 && v->in == 256 && v->out == 128);
     CHECK_NEAR(v->scale, 2.0, 0);
-    CHECK_NEAR(v->A[1 * 256 + 7], at[7][1], 0);   // A[j=1][i=7]
-    CHECK_NEAR(v->Bt[1 * 128 + 5], bt[1][5], 0);  // B[o=5][j=1]
+    CHECK_NEAR(v->A[1 * 256 + 7], at[7][1], 0);  // A[j=1][i=7]
+    CHECK_NEAR(v->Bt[1 * 128 + 5], bt[1][5], 0); // B[o=5][j=1]
     rm_lora_free(a);
 }
 

@@ -84,7 +84,10 @@ TEST(regress_falcon_unspellable_byte) {
     }
     int32_t ids[16];
     for (int pass = 0; pass < 2; pass++) { // the second pass goes through the word cache
-        int n = rm_tokenize(t, "a\xff" "b", 3, 0, 0, ids, 16);
+        int n = rm_tokenize(t,
+                            "a\xff"
+                            "b",
+                            3, 0, 0, ids, 16);
         CHECKF(n < 0 && strstr(rm_last_error(), "0xff"), "pass %d: %d ids, %s", pass, n, rm_last_error());
         n = rm_tokenize(t, "\xff", 1, 0, 0, ids, 16);
         CHECK(n < 0);
@@ -97,7 +100,10 @@ TEST(regress_falcon_unspellable_byte) {
 // ---- a sparse GGUF LoRA declaring lora_a [16777216, 32]
 
 // Appends little-endian integers and GGUF strings to a byte buffer.
-typedef struct bytes { uint8_t b[1024]; size_t n; } bytes;
+typedef struct bytes {
+    uint8_t b[1024];
+    size_t n;
+} bytes;
 static void put(bytes *o, uint64_t v, int size) {
     for (int i = 0; i < size; i++) o->b[o->n++] = (uint8_t)(v >> (8 * i));
 }
@@ -213,7 +219,8 @@ TEST(regress_lora_huge_weights_refused) {
     char model[512], path[512];
     snprintf(model, sizeof model, "%s/regress-tiny.gguf", rm_test_tmpdir());
     snprintf(path, sizeof path, "%s/huge.gguf", rm_test_tmpdir());
-    if (!rm_file_exists(model)) REQUIRE(rm_synth_write(rm_synth_find("tiny"), RM_TYPE_F32, 3, model, NULL, NULL) == RM_OK);
+    if (!rm_file_exists(model))
+        REQUIRE(rm_synth_write(rm_synth_find("tiny"), RM_TYPE_F32, 3, model, NULL, NULL) == RM_OK);
     rm_llama *m = NULL;
     REQUIRE(rm_llama_load(&m, model) == RM_OK);
     // case 0: a random adapter (updates a few percent of W) is accepted;
@@ -231,8 +238,8 @@ TEST(regress_lora_huge_weights_refused) {
             CHECK_OK(rc);
         } else {
             CHECK(rc == RM_EFORMAT && !b);
-            CHECKF(strstr(rm_last_error(), "layer 0 v_proj") && strstr(rm_last_error(), "times the base weight's"), "%s",
-                   rm_last_error());
+            CHECKF(strstr(rm_last_error(), "layer 0 v_proj") && strstr(rm_last_error(), "times the base weight's"),
+                   "%s", rm_last_error());
         }
         rm_lora_free(b);
     }
@@ -243,7 +250,11 @@ TEST(regress_lora_huge_weights_refused) {
 // or infinity and top_p 7 were accepted. The library's strict readers give
 // the errors a server turns into 400s.
 TEST(regress_request_sampling_fields_strict) {
-    static const struct { const char *body; int ok; const char *says; } cases[] = {
+    static const struct {
+        const char *body;
+        int ok;
+        const char *says;
+    } cases[] = {
         {"{}", 1, NULL},
         {"{\"temperature\": 0, \"top_p\": 1, \"top_k\": 0, \"min_p\": 0, \"seed\": 7}", 1, NULL},
         {"{\"top_k\": 4.0, \"repeat_penalty\": 1.1}", 1, NULL},
@@ -263,7 +274,9 @@ TEST(regress_request_sampling_fields_strict) {
         rm_sampler_params p = rm_sampler_default_params();
         int rc = rm_sampler_params_from_json(&p, j);
         if (cases[i].ok) CHECKF(rc == RM_OK, "%s: %s", cases[i].body, rm_last_error());
-        else CHECKF(rc == RM_EINVAL && strstr(rm_last_error(), cases[i].says), "%s: %d %s", cases[i].body, rc, rm_last_error());
+        else
+            CHECKF(rc == RM_EINVAL && strstr(rm_last_error(), cases[i].says), "%s: %d %s", cases[i].body, rc,
+                   rm_last_error());
         rm_json_free(j);
     }
     // The values read are the ones given; absent ones keep the defaults.
@@ -275,16 +288,27 @@ TEST(regress_request_sampling_fields_strict) {
     CHECK(p.top_k == 10 && p.seed == 9 && p.top_p == rm_sampler_default_params().top_p);
     rm_json_free(j);
     // max_tokens: integral and in range, or a clear error.
-    static const struct { const char *body; int64_t want; } mt[] = {
-        {"{}", 16}, {"{\"max_tokens\": 64}", 64}, {"{\"max_tokens\": 64.0}", 64}, {"{\"max_tokens\": 1e20}", -1},
-        {"{\"max_tokens\": 2.5}", -1}, {"{\"max_tokens\": -1}", -1}, {"{\"max_tokens\": \"8\"}", -1}, {"{\"max_tokens\": null}", 16},
+    static const struct {
+        const char *body;
+        int64_t want;
+    } mt[] = {
+        {"{}", 16},
+        {"{\"max_tokens\": 64}", 64},
+        {"{\"max_tokens\": 64.0}", 64},
+        {"{\"max_tokens\": 1e20}", -1},
+        {"{\"max_tokens\": 2.5}", -1},
+        {"{\"max_tokens\": -1}", -1},
+        {"{\"max_tokens\": \"8\"}", -1},
+        {"{\"max_tokens\": null}", 16},
     };
     for (size_t i = 0; i < sizeof mt / sizeof mt[0]; i++) {
         REQUIRE(rm_json_parse(mt[i].body, strlen(mt[i].body), "body", &j) == RM_OK);
         int64_t n = 0;
         int rc = rm_json_field_int(j, "max_tokens", 0, 1 << 20, 16, &n);
         if (mt[i].want >= 0) CHECKF(rc == RM_OK && n == mt[i].want, "%s: %d %lld", mt[i].body, rc, (long long)n);
-        else CHECKF(rc == RM_EINVAL && strstr(rm_last_error(), "\"max_tokens\" must be"), "%s: %s", mt[i].body, rm_last_error());
+        else
+            CHECKF(rc == RM_EINVAL && strstr(rm_last_error(), "\"max_tokens\" must be"), "%s: %s", mt[i].body,
+                   rm_last_error());
         rm_json_free(j);
     }
     // The sampler itself refuses what the check refuses.

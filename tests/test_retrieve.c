@@ -33,13 +33,18 @@
 
 static uint64_t g_rng = 0x1234567u;
 static double urand(void) {
-    g_rng ^= g_rng << 13; g_rng ^= g_rng >> 7; g_rng ^= g_rng << 17;
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
     return (double)(g_rng >> 11) / 9007199254740992.0;
 }
 
 static void random_unit(float *v, int dim) {
     double ss = 0;
-    for (int d = 0; d < dim; d++) { v[d] = (float)(urand() * 2 - 1); ss += (double)v[d] * v[d]; }
+    for (int d = 0; d < dim; d++) {
+        v[d] = (float)(urand() * 2 - 1);
+        ss += (double)v[d] * v[d];
+    }
     for (int d = 0; d < dim; d++) v[d] = (float)(v[d] / sqrt(ss));
 }
 
@@ -56,7 +61,10 @@ TEST(retr_feat_sorted_and_folded) {
     for (size_t i = 1; i < a.n; i++) CHECK(a.idx[i - 1] < a.idx[i]);
     // case folding and collapsed whitespace make the two texts identical
     REQUIRE(a.n == b.n);
-    for (size_t i = 0; i < a.n; i++) { CHECK(a.idx[i] == b.idx[i]); CHECK(a.val[i] == b.val[i]); }
+    for (size_t i = 0; i < a.n; i++) {
+        CHECK(a.idx[i] == b.idx[i]);
+        CHECK(a.val[i] == b.val[i]);
+    }
     rm_sparse_weight(&a, NULL);
     double ss = 0;
     for (size_t i = 0; i < a.n; i++) ss += (double)a.val[i] * a.val[i];
@@ -83,7 +91,13 @@ static void brute_topk(const float *keys, int n, int dim, const float *q, int k,
         for (int d = 0; d < dim; d++) s += (double)keys[(size_t)j * dim + d] * q[d];
         int at = m < k ? m : k;
         if (m >= k && s <= scores[k - 1]) continue;
-        while (at > 0 && scores[at - 1] < s) { if (at < k) { scores[at] = scores[at - 1]; ids[at] = ids[at - 1]; } at--; }
+        while (at > 0 && scores[at - 1] < s) {
+            if (at < k) {
+                scores[at] = scores[at - 1];
+                ids[at] = ids[at - 1];
+            }
+            at--;
+        }
         scores[at] = s;
         ids[at] = j;
         if (m < k) m++;
@@ -98,14 +112,20 @@ static void check_index_vs_brute(int force_scalar, int n_threads) {
     REQUIRE(keys);
     CHECK_OK(rm_index_create(DIM, RM_KEY_F32, &ix));
     rm_index_set_threads(ix, n_threads);
-    for (int j = 0; j < N; j++) { random_unit(keys + (size_t)j * DIM, DIM); CHECK_OK(rm_index_add(ix, j, keys + (size_t)j * DIM)); }
+    for (int j = 0; j < N; j++) {
+        random_unit(keys + (size_t)j * DIM, DIM);
+        CHECK_OK(rm_index_add(ix, j, keys + (size_t)j * DIM));
+    }
     for (int i = 0; i < NQ; i++) random_unit(q + i * DIM, DIM);
     rm_hit hits[NQ * K];
     int n_hits[NQ];
     int64_t ex0[3] = {5, 17, 400};
     const int64_t *ex[NQ];
     int n_ex[NQ];
-    for (int i = 0; i < NQ; i++) { ex[i] = ex0; n_ex[i] = i % 2 ? 3 : 0; }
+    for (int i = 0; i < NQ; i++) {
+        ex[i] = ex0;
+        n_ex[i] = i % 2 ? 3 : 0;
+    }
     CHECK_OK(rm_index_search_batch(ix, q, NQ, K, ex, n_ex, hits, n_hits));
     for (int i = 0; i < NQ; i++) {
         int64_t ids[K];
@@ -116,7 +136,9 @@ static void check_index_vs_brute(int force_scalar, int n_threads) {
             CHECK_NEAR(hits[i * K + r].score, sc[r], 1e-5);
             // ids agree unless two brute-force scores are closer than float noise
             int tie = (r > 0 && sc[r - 1] - sc[r] < 1e-5) || (r + 1 < K && sc[r] - sc[r + 1] < 1e-5);
-            if (!tie) CHECKF(hits[i * K + r].id == ids[r], "query %d rank %d: id %lld vs %lld", i, r, (long long)hits[i * K + r].id, (long long)ids[r]);
+            if (!tie)
+                CHECKF(hits[i * K + r].id == ids[r], "query %d rank %d: id %lld vs %lld", i, r,
+                       (long long)hits[i * K + r].id, (long long)ids[r]);
             for (int e = 0; e < n_ex[i]; e++) CHECK(hits[i * K + r].id != ex0[e]);
         }
     }
@@ -175,7 +197,10 @@ TEST(retr_index_f16_int8_agree_with_f32) {
         float *v = q + (size_t)i * DIM;
         random_unit(v, DIM);
         double ss = 0;
-        for (int d = 0; d < DIM; d++) { v[d] = base[d] + 0.8f * v[d]; ss += (double)v[d] * v[d]; }
+        for (int d = 0; d < DIM; d++) {
+            v[d] = base[d] + 0.8f * v[d];
+            ss += (double)v[d] * v[d];
+        }
         for (int d = 0; d < DIM; d++) v[d] = (float)(v[d] / sqrt(ss));
     }
     rm_hit ref[NQ * K], got[NQ * K];
@@ -215,7 +240,11 @@ TEST(retr_kernels_avx2_match_scalar) {
         q8[i] = i < 2 ? 64 : (int8_t)(urand() * 128 - 64); // extremes: the largest pair sums
         qsum[i / ST] += q8[i];
     }
-    for (int i = 0; i < N * ST; i++) { k[i] = (float)(urand() - 0.5); k16[i] = (uint16_t)(0x3000 + (int)(urand() * 0x0fff)); k8[i] = (uint8_t)(1 + urand() * 254); }
+    for (int i = 0; i < N * ST; i++) {
+        k[i] = (float)(urand() - 0.5);
+        k16[i] = (uint16_t)(0x3000 + (int)(urand() * 0x0fff));
+        k8[i] = (uint8_t)(1 + urand() * 254);
+    }
     k8[0] = k8[1] = 255;
     for (int i = 0; i < NQ; i++) qs[i] = (float)urand();
     for (int i = 0; i < N; i++) ks[i] = (float)urand();
@@ -329,8 +358,13 @@ TEST(retr_script_embedder) {
     CHECK_OK(rm_embedder_embed(e, "Translate to Czech: Maybe he did.", a));
     CHECK(dot(a, a, e->dim) == 0);
     CHECK_OK(rm_embedder_embed(e, "Vzpom\xc3\xadn\xc3\xa1m na d\xc4\x9bti, se kter\xc3\xbdmi jsem si hr\xc3\xa1l.", a));
-    CHECK_OK(rm_embedder_embed(e, "V\xc5\xaf""dcem je asi na do\xc5\xbeivot\xc3\xad, tak kam by sp\xc4\x9b""chal.", b));
-    CHECK_OK(rm_embedder_embed(e, "Hatta bunu kendisine Allah'tan bir mesaj gibi g\xc3\xb6r\xc3\xbcr, ba\xc5\x9fta \xc4\xb1\xc4\x9f.", c));
+    CHECK_OK(rm_embedder_embed(e,
+                               "V\xc5\xaf"
+                               "dcem je asi na do\xc5\xbeivot\xc3\xad, tak kam by sp\xc4\x9b"
+                               "chal.",
+                               b));
+    CHECK_OK(rm_embedder_embed(
+        e, "Hatta bunu kendisine Allah'tan bir mesaj gibi g\xc3\xb6r\xc3\xbcr, ba\xc5\x9fta \xc4\xb1\xc4\x9f.", c));
     CHECK_NEAR(dot(a, a, e->dim), 1.0, 1e-5);
     CHECKF(dot(a, b, e->dim) > 1.5 * dot(a, c, e->dim), "cs.cs %.3f cs.tr %.3f", dot(a, b, e->dim), dot(a, c, e->dim));
     CHECK_OK(rm_embedder_embed(e, "bad \xc3 \xe2\x82 \xff\xf0\x9f\x98", c)); // truncated sequences
@@ -383,8 +417,8 @@ static void check_loo_direct(const rm_proto_params *pp) {
     enum { NT = 5, NS = 6 };
     static const char *tmpl[NT] = {"Translate to German: %s", "Is this review positive? %s", "Summarize: %s ...",
                                    "Question: what is %s?\nAnswer:", "%s\n\nWhich language is this?"};
-    static const char *words[] = {"the cat", "a house", "long river", "blue sky", "old tree", "new road", "red car",
-                                  "small town", "the ocean", "a mountain", "green field", "cold winter"};
+    static const char *words[] = {"the cat", "a house",    "long river", "blue sky",   "old tree",    "new road",
+                                  "red car", "small town", "the ocean",  "a mountain", "green field", "cold winter"};
     rm_flan_pool pool = {calloc(NT, sizeof(rm_flan_task)), NT};
     REQUIRE(pool.tasks);
     const char *all[NT * NS];
@@ -437,7 +471,8 @@ static void check_loo_direct(const rm_proto_params *pp) {
     rm_eval_result r = {0};
     CHECK_OK(rm_flan_eval_pool_loo(e, &pool, seen, &ep, &r));
     CHECK(r.n == NT * NS && r.n_seen == 2 * NS && r.n_unseen == 3 * NS);
-    CHECKF(hits[0] < NT * NS, "the direct top-1 is perfect: the test would not see the own key being made without the sample");
+    CHECKF(hits[0] < NT * NS,
+           "the direct top-1 is perfect: the test would not see the own key being made without the sample");
     for (int k = 0; k < RM_EVAL_NK; k++) CHECK_NEAR(r.all[k] * NT * NS, hits[k], 1e-6);
     rm_eval_result_free(&r);
     free(emb);
@@ -462,10 +497,11 @@ TEST(retr_flan_pool_loo_prototypes_match_direct) {
 // must make a held-out sample's own task key the nearest.
 TEST(retr_train_contrastive_learns_templates) {
     enum { T = 6, S = 12 };
-    static const char *tmpl[T] = {"Q: %s %s? A:", "Summarize: %s %s.", "Is it true that %s %s? yes or no",
-                                  "Translate this: %s %s", "%s %s. What comes next?", "Topic of \"%s %s\" is"};
-    static const char *words[] = {"river", "city", "music", "garden", "winter", "machine", "letter", "forest",
-                                  "market", "engine", "painter", "harbor", "castle", "signal", "orange", "silver"};
+    static const char *tmpl[T] = {
+        "Q: %s %s? A:",          "Summarize: %s %s.",       "Is it true that %s %s? yes or no",
+        "Translate this: %s %s", "%s %s. What comes next?", "Topic of \"%s %s\" is"};
+    static const char *words[] = {"river",  "city",   "music",   "garden", "winter", "machine", "letter", "forest",
+                                  "market", "engine", "painter", "harbor", "castle", "signal",  "orange", "silver"};
     char buf[T * (S + 4)][96];
     const char *texts[T * S];
     int label[T * S];
@@ -473,7 +509,10 @@ TEST(retr_train_contrastive_learns_templates) {
     for (int t = 0; t < T; t++)
         for (int s = 0; s < S + 4; s++) {
             snprintf(buf[m], sizeof buf[m], tmpl[t], words[(int)(urand() * 16)], words[(int)(urand() * 16)]);
-            if (s < S) { texts[t * S + s] = buf[m]; label[t * S + s] = t; }
+            if (s < S) {
+                texts[t * S + s] = buf[m];
+                label[t * S + s] = t;
+            }
             m++;
         }
     rm_hashproj_params hp = rm_hashproj_default_params();
@@ -495,7 +534,10 @@ TEST(retr_train_contrastive_learns_templates) {
     rm_index *ix;
     CHECK_OK(rm_index_create(e->dim, RM_KEY_F32, &ix));
     float key[32];
-    for (int t = 0; t < T; t++) { CHECK_OK(rm_embedder_key(e, texts + t * S, S, key, 1)); CHECK_OK(rm_index_add(ix, t, key)); }
+    for (int t = 0; t < T; t++) {
+        CHECK_OK(rm_embedder_key(e, texts + t * S, S, key, 1));
+        CHECK_OK(rm_index_add(ix, t, key));
+    }
     int right = 0;
     for (int t = 0; t < T; t++)
         for (int s = S; s < S + 4; s++) {
@@ -525,7 +567,8 @@ static int add_three(rm_pool *p) {
     static const char *names[3] = {"deen", "sentiment", "qa"};
     int rc = RM_OK;
     for (int a = 0; a < 3 && !rc; a++) {
-        rm_adapter_info info = {.name = names[a], .domain = a == 0 ? "translation" : "other", .rank = 8, .targets = "q,v"};
+        rm_adapter_info info = {
+            .name = names[a], .domain = a == 0 ? "translation" : "other", .rank = 8, .targets = "q,v"};
         rc = rm_pool_add(p, &info, g_corpus + 3 * a, NULL, 3, NULL);
     }
     return rc;
@@ -534,25 +577,26 @@ static int add_three(rm_pool *p) {
 // The pool tests run twice, one body and two stores: a folder (SQLite) and a
 // PostgreSQL database (skipped, saying why, when PostgreSQL is absent).
 static int g_pool_pg;
-#define POOL_TEST(name)                                  \
-    static void pool_body_##name(void);                  \
-    TEST(name) {                                         \
-        g_pool_pg = 0;                                   \
-        pool_body_##name();                              \
-    }                                                    \
-    TEST(name##_pg) {                                    \
-        if (!rm_test_pg_available()) SKIP(rm_test_pg_why()); \
-        g_pool_pg = 1;                                   \
-        pool_body_##name();                              \
-        g_pool_pg = 0;                                   \
-    }                                                    \
+#define POOL_TEST(name)                                                                                                \
+    static void pool_body_##name(void);                                                                                \
+    TEST(name) {                                                                                                       \
+        g_pool_pg = 0;                                                                                                 \
+        pool_body_##name();                                                                                            \
+    }                                                                                                                  \
+    TEST(name##_pg) {                                                                                                  \
+        if (!rm_test_pg_available()) SKIP(rm_test_pg_why());                                                           \
+        g_pool_pg = 1;                                                                                                 \
+        pool_body_##name();                                                                                            \
+        g_pool_pg = 0;                                                                                                 \
+    }                                                                                                                  \
     static void pool_body_##name(void)
 
 // Where the pool called name lives: tmpdir/name, or (PostgreSQL) the URL of
 // a database of that name, empty on first use.
 static void pool_loc(const char *name, char *dir, size_t cap) {
     if (!g_pool_pg) snprintf(dir, cap, "%s/%s", rm_test_tmpdir(), name);
-    else if (rm_test_pg_url(name, NULL, dir, cap)) snprintf(dir, cap, "postgresql://127.0.0.1:1/no-database-for-%s", name);
+    else if (rm_test_pg_url(name, NULL, dir, cap))
+        snprintf(dir, cap, "postgresql://127.0.0.1:1/no-database-for-%s", name);
 }
 
 // Runs sql on the pool's store (to damage it as an older pool or a crash would).
@@ -674,7 +718,8 @@ TEST(retr_sampcache_lru) {
     REQUIRE(c && rm_sampcache_put(c, 1, &emb[0][0], 2, DIM, NULL, &v) == RM_OK);
     size_t one = rm_sampcache_bytes(c); // one entry of these two rows
     REQUIRE(v.s && !v.d && v.n == 2);
-    CHECK(v.s[0].n == 2 && v.s[0].idx[0] == 3 && v.s[0].val[0] == 0.5f && v.s[0].idx[1] == 17 && v.s[0].val[1] == -1.25f);
+    CHECK(v.s[0].n == 2 && v.s[0].idx[0] == 3 && v.s[0].val[0] == 0.5f && v.s[0].idx[1] == 17 &&
+          v.s[0].val[1] == -1.25f);
     CHECK(v.s[1].n == 3 && v.s[1].idx[0] == 0 && v.s[1].idx[1] == 20 && v.s[1].idx[2] == 39 && v.s[1].val[2] == 0.125f);
     CHECK(rm_sampcache_put(c, 2, &full[0][0], 2, DIM, NULL, &v) == RM_OK && v.d && !v.s && !v.doc); // no zeros: dense
     if (v.d) CHECK(memcmp(v.d, full, sizeof full) == 0);
@@ -690,7 +735,7 @@ TEST(retr_sampcache_lru) {
     REQUIRE(c);
     CHECK(rm_sampcache_put(c, 7, &emb[0][0], 2, DIM, NULL, &v) == RM_OK);
     CHECK(rm_sampcache_put(c, 8, &emb[0][0], 2, DIM, NULL, &v) == RM_OK);
-    CHECK(rm_sampcache_get(c, 7, &v) == 1 && v.n == 2); // 7 is now the most recently used
+    CHECK(rm_sampcache_get(c, 7, &v) == 1 && v.n == 2);                   // 7 is now the most recently used
     CHECK(rm_sampcache_put(c, 9, &emb[0][0], 2, DIM, NULL, &v) == RM_OK); // over budget: 8 goes
     CHECK(rm_sampcache_count(c) == 2);
     CHECK(rm_sampcache_get(c, 8, &v) == 0 && rm_sampcache_get(c, 7, &v) == 1 && rm_sampcache_get(c, 9, &v) == 1);
@@ -724,7 +769,8 @@ POOL_TEST(retr_pool_sample_cache_invisible) {
     CHECK_OK(rm_pool_open(dir, NULL, &pc));
     CHECK_OK(rm_pool_open(dir2, &none, &pn));
     REQUIRE(pc && pn);
-    const char *queries[3] = {"Translate to English: Es regnet.", "Answer this question: who wrote it?", "great movie, positive?"};
+    const char *queries[3] = {"Translate to English: Es regnet.", "Answer this question: who wrote it?",
+                              "great movie, positive?"};
     for (int round = 0; round < 3; round++) {
         if (round == 2) { // replace the last adapter in both pools the same way
             for (int k = 0; k < 2; k++) {
@@ -745,8 +791,8 @@ POOL_TEST(retr_pool_sample_cache_invisible) {
             CHECK_OK(rm_pool_search(pn, queries[i], 3, NULL, 0, b, &nb));
             CHECK(na == nb);
             for (int j = 0; j < na && j < nb; j++)
-                CHECKF(a[j].id == b[j].id && a[j].score == b[j].score, "round %d query %d hit %d: %lld %g vs %lld %g", round, i, j,
-                       (long long)a[j].id, a[j].score, (long long)b[j].id, b[j].score);
+                CHECKF(a[j].id == b[j].id && a[j].score == b[j].score, "round %d query %d hit %d: %lld %g vs %lld %g",
+                       round, i, j, (long long)a[j].id, a[j].score, (long long)b[j].id, b[j].score);
         }
     }
     rm_pool_close(pc);
@@ -773,7 +819,9 @@ POOL_TEST(retr_pool_bm25_add_remove_reopen) {
     for (int i = 0; i < 3; i++) CHECK_OK(rm_pool_search(p, qs[i], 3, NULL, 0, h + 3 * i, &n));
     rm_pool_close(p);
     pool_scores(db, never);
-    for (int i = 0; i < 9; i++) CHECKF(h[i].id == never[i].id && h[i].score == never[i].score, "hit %d: %lld %.9g vs %lld %.9g", i, (long long)h[i].id, h[i].score, (long long)never[i].id, never[i].score);
+    for (int i = 0; i < 9; i++)
+        CHECKF(h[i].id == never[i].id && h[i].score == never[i].score, "hit %d: %lld %.9g vs %lld %.9g", i,
+               (long long)h[i].id, h[i].score, (long long)never[i].id, never[i].score);
     pool_scores(da, h); // reopened: statistics from the stored documents
     for (int i = 0; i < 9; i++) CHECK(h[i].id == never[i].id && h[i].score == never[i].score);
     // without stored documents they are re-made from the samples on open
@@ -914,14 +962,16 @@ POOL_TEST(retr_pool_two_handles_see_each_other) {
     rm_pool *d = NULL;
     CHECK_OK(rm_pool_open(dir, NULL, &d));
     REQUIRE(d);
-    static const char *qs[3] = {"Translate to English: Es regnet.", "Answer this question: who is there?", "Is this review positive? Great."};
+    static const char *qs[3] = {"Translate to English: Es regnet.", "Answer this question: who is there?",
+                                "Is this review positive? Great."};
     for (int i = 0; i < 3; i++) {
         rm_hit ha[4], hd[4];
         int na = 0, nd = 0;
         CHECK_OK(rm_pool_search(a, qs[i], 4, NULL, 0, ha, &na));
         CHECK_OK(rm_pool_search(d, qs[i], 4, NULL, 0, hd, &nd));
         CHECK(na == nd);
-        for (int k = 0; k < na && k < nd; k++) CHECKF(ha[k].id == hd[k].id && ha[k].score == hd[k].score, "query %d hit %d", i, k);
+        for (int k = 0; k < na && k < nd; k++)
+            CHECKF(ha[k].id == hd[k].id && ha[k].score == hd[k].score, "query %d hit %d", i, k);
     }
     rm_pool_close(d);
     if (g_pool_pg) { // a handle further behind than the change log reaches reloads instead
@@ -1019,10 +1069,13 @@ TEST(retr_cli_pool_add_retrieve) {
             rm_sb_free(&sb);
         }
         fclose(f);
-        snprintf(cmd, sizeof cmd, "%s pool add --pool %s/cli --name a%d --samples %s --domain d%d --rank 4 2>/dev/null", bin, tmp, a, path, a);
+        snprintf(cmd, sizeof cmd, "%s pool add --pool %s/cli --name a%d --samples %s --domain d%d --rank 4 2>/dev/null",
+                 bin, tmp, a, path, a);
         CHECK(system(cmd) == 0);
     }
-    snprintf(cmd, sizeof cmd, "%s retrieve --pool %s/cli -p 'Answer this question: who painted it?' -k 2 --json > %s/out.json", bin, tmp, tmp);
+    snprintf(cmd, sizeof cmd,
+             "%s retrieve --pool %s/cli -p 'Answer this question: who painted it?' -k 2 --json > %s/out.json", bin, tmp,
+             tmp);
     REQUIRE(system(cmd) == 0);
     snprintf(path, sizeof path, "%s/out.json", tmp);
     rm_json *j = NULL;
@@ -1033,7 +1086,10 @@ TEST(retr_cli_pool_add_retrieve) {
         rm_json_free(j);
     }
     // keys only (--rerank 0) gives the same best adapter; a bad --rerank is refused
-    snprintf(cmd, sizeof cmd, "%s retrieve --pool %s/cli -p 'Answer this question: who painted it?' -k 1 --rerank 0 --json > %s/out0.json", bin, tmp, tmp);
+    snprintf(
+        cmd, sizeof cmd,
+        "%s retrieve --pool %s/cli -p 'Answer this question: who painted it?' -k 1 --rerank 0 --json > %s/out0.json",
+        bin, tmp, tmp);
     REQUIRE(system(cmd) == 0);
     snprintf(path, sizeof path, "%s/out0.json", tmp);
     j = NULL;
@@ -1045,7 +1101,8 @@ TEST(retr_cli_pool_add_retrieve) {
     }
     snprintf(cmd, sizeof cmd, "%s retrieve --pool %s/cli -p x --rerank 5000 2>/dev/null", bin, tmp);
     CHECK(system(cmd) != 0);
-    snprintf(cmd, sizeof cmd, "%s pool remove --pool %s/cli --name a1 && %s pool check --pool %s/cli > /dev/null", bin, tmp, bin, tmp);
+    snprintf(cmd, sizeof cmd, "%s pool remove --pool %s/cli --name a1 && %s pool check --pool %s/cli > /dev/null", bin,
+             tmp, bin, tmp);
     CHECK(system(cmd) == 0);
     snprintf(cmd, sizeof cmd, "%s pool remove --pool %s/cli --name a1 2>/dev/null", bin, tmp);
     CHECK(system(cmd) != 0);
@@ -1129,7 +1186,11 @@ static double ref_bm25(const rm_bm25_params *p, const char *const *texts, const 
     for (int i = 0; i < nd; i++)
         for (int j = off[i]; j < off[i + 1]; j++) {
             CHECK_OK(rm_feat_extract(&p->feat, texts[j], strlen(texts[j]), &s));
-            for (size_t e = 0; e < s.n; e++) { tf[(size_t)i * nb + s.idx[e]] += s.val[e]; len[i] += s.val[e]; total += s.val[e]; }
+            for (size_t e = 0; e < s.n; e++) {
+                tf[(size_t)i * nb + s.idx[e]] += s.val[e];
+                len[i] += s.val[e];
+                total += s.val[e];
+            }
         }
     CHECK_OK(rm_feat_extract(&p->feat, query, strlen(query), &s));
     double num = 0, den = 0, avgdl = total / nd;
@@ -1200,15 +1261,20 @@ TEST(retr_proto_kmeans_hand_example) {
     REQUIRE(n == 2);
     CHECK(as[0] == 0 && as[1] == 0 && as[2] == 0 && as[3] == 1 && as[4] == 1);
     // A sums to (2.92, 0, 0), B to (0, 1.4, 1.4)
-    CHECK_NEAR(out[0], 1, 1e-6); CHECK_NEAR(out[1], 0, 1e-6); CHECK_NEAR(out[2], 0, 1e-6);
-    CHECK_NEAR(out[3], 0, 1e-6); CHECK_NEAR(out[4], r, 1e-6); CHECK_NEAR(out[5], r, 1e-6);
+    CHECK_NEAR(out[0], 1, 1e-6);
+    CHECK_NEAR(out[1], 0, 1e-6);
+    CHECK_NEAR(out[2], 0, 1e-6);
+    CHECK_NEAR(out[3], 0, 1e-6);
+    CHECK_NEAR(out[4], r, 1e-6);
+    CHECK_NEAR(out[5], r, 1e-6);
     CHECK_OK(rm_proto_kmeans(NULL, 3, &x[0][0], 5, -1, &p, again, &n2, as2)); // deterministic, bit for bit
     CHECK(n2 == n && !memcmp(out, again, sizeof(float) * 6) && !memcmp(as, as2, sizeof as));
     // without b2: B is b1 alone
     CHECK_OK(rm_proto_kmeans(NULL, 3, &x[0][0], 5, 4, &p, out, &n, as));
     REQUIRE(n == 2);
     CHECK(as[4] == -1 && as[3] == 1);
-    CHECK_NEAR(out[4], 0.6, 1e-6); CHECK_NEAR(out[5], 0.8, 1e-6);
+    CHECK_NEAR(out[4], 0.6, 1e-6);
+    CHECK_NEAR(out[5], 0.8, 1e-6);
     // three centres: seeds a2, b1 and then a3 (its best similarity 0.8432 is
     // the smallest); a1 ties between a2 and a3 (0.96) and goes to a2's.
     p.n = 3;
@@ -1216,19 +1282,24 @@ TEST(retr_proto_kmeans_hand_example) {
     REQUIRE(n == 3);
     CHECK(as[0] == 0 && as[1] == 0 && as[2] == 2 && as[3] == 1 && as[4] == 1);
     double l = sqrt(1.96 * 1.96 + 0.28 * 0.28); // a1 + a2 = (1.96, 0.28, 0)
-    CHECK_NEAR(out[0], 1.96 / l, 1e-6); CHECK_NEAR(out[1], 0.28 / l, 1e-6);
-    CHECK_NEAR(out[6], 0.96, 1e-6); CHECK_NEAR(out[7], -0.28, 1e-6);
+    CHECK_NEAR(out[0], 1.96 / l, 1e-6);
+    CHECK_NEAR(out[1], 0.28 / l, 1e-6);
+    CHECK_NEAR(out[6], 0.96, 1e-6);
+    CHECK_NEAR(out[7], -0.28, 1e-6);
     // clusters of one are not allowed with min_size 2: back to the two groups
     p.min_size = 2;
     CHECK_OK(rm_proto_kmeans(NULL, 3, &x[0][0], 5, -1, &p, out, &n, as));
     CHECK(n == 2 && as[2] == 0 && as[3] == 1);
-    CHECK_NEAR(out[0], 1, 1e-6); CHECK_NEAR(out[5], r, 1e-6);
+    CHECK_NEAR(out[0], 1, 1e-6);
+    CHECK_NEAR(out[5], r, 1e-6);
     // min_size 3 leaves one prototype: the mean
     p.min_size = 3;
     CHECK_OK(rm_proto_kmeans(NULL, 3, &x[0][0], 5, -1, &p, out, &n, as));
     REQUIRE(n == 1);
     double m = sqrt(2.92 * 2.92 + 1.4 * 1.4 * 2);
-    CHECK_NEAR(out[0], 2.92 / m, 1e-6); CHECK_NEAR(out[1], 1.4 / m, 1e-6); CHECK_NEAR(out[2], 1.4 / m, 1e-6);
+    CHECK_NEAR(out[0], 2.92 / m, 1e-6);
+    CHECK_NEAR(out[1], 1.4 / m, 1e-6);
+    CHECK_NEAR(out[2], 1.4 / m, 1e-6);
 }
 
 // An index of prototype rows searched in full and merged = the adapter
@@ -1265,7 +1336,8 @@ TEST(retr_proto_search_vs_bruteforce) {
                 double best = -2, mean = 0;
                 for (int j = 0; j <= np[a]; j++) {
                     double s = 0;
-                    for (int d = 0; d < DIM; d++) s += (double)q[i * DIM + d] * rows[((size_t)a * (1 + RM_PROTO_MAX) + j) * DIM + d];
+                    for (int d = 0; d < DIM; d++)
+                        s += (double)q[i * DIM + d] * rows[((size_t)a * (1 + RM_PROTO_MAX) + j) * DIM + d];
                     if (j == 0) mean = s;
                     else if (s > best) best = s;
                 }
@@ -1288,7 +1360,9 @@ TEST(retr_proto_search_vs_bruteforce) {
 // ---------------------------------------------------------------------------
 // The paper's benchmark
 
-typedef struct { double all1, all3, unseen1, unseen3, loo1, loo3; } floors;
+typedef struct {
+    double all1, all3, unseen1, unseen3, loo1, loo3;
+} floors;
 
 static void check_flan(const char *name, const floors *f, int rerank) {
     const char *shared = rm_test_shared();
@@ -1334,7 +1408,8 @@ static void check_flan(const char *name, const floors *f, int rerank) {
     fprintf(stderr, "    %s: top1 %.1f top3 %.1f (unseen %.1f / %.1f, seen %.1f / %.1f)\n", name, 100 * r.all[0],
             100 * r.all[1], 100 * r.unseen[0], 100 * r.unseen[1], 100 * r.seen[0], 100 * r.seen[1]);
     CHECKF(r.all[0] * 100 >= f->all1 - slack && r.all[1] * 100 >= f->all3 - slack, "%s below the floor", name);
-    CHECKF(r.unseen[0] * 100 >= f->unseen1 - slack && r.unseen[1] * 100 >= f->unseen3 - slack, "%s unseen below the floor", name);
+    CHECKF(r.unseen[0] * 100 >= f->unseen1 - slack && r.unseen[1] * 100 >= f->unseen3 - slack,
+           "%s unseen below the floor", name);
     rm_eval_result_free(&r);
     rm_embedder_free(e);
     rm_flan_free_test(req, n_req);
@@ -1391,7 +1466,7 @@ TEST(retr_pool_pg_url_errors) {
     CHECK(rm_pool_open("postgresql://u@127.0.0.1:1/db?weights=relative/dir", NULL, &p) == RM_EINVAL && !p);
     CHECKF(strstr(rm_last_error(), "absolute"), "%s", rm_last_error());
     CHECK(rm_pool_open("postgresql://u:s3cret@127.0.0.1:1/db", NULL, &p) == RM_EUNAVAILABLE && !p);
-    CHECKF(strstr(rm_last_error(), "postgresql://u@127.0.0.1:1/db: cannot connect") && !strstr(rm_last_error(), "s3cret") &&
-               !strchr(rm_last_error(), '\n'),
+    CHECKF(strstr(rm_last_error(), "postgresql://u@127.0.0.1:1/db: cannot connect") &&
+               !strstr(rm_last_error(), "s3cret") && !strchr(rm_last_error(), '\n'),
            "%s", rm_last_error());
 }

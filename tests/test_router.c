@@ -72,7 +72,8 @@ static void ref_router(const rm_lora_plan *p, int layer, int which, const float 
     for (int i = 0; i < p->n; i++) {
         const rm_lora_mod *m = &p->lora[i]->mods[layer * RM_LIN_COUNT + which];
         if (m->r) ref_lora(m, x, E[i]);
-        else for (int64_t o = 0; o < out; o++) E[i][o] = 0;
+        else
+            for (int64_t o = 0; o < out; o++) E[i][o] = 0;
     }
     const rm_lora_mod *rm_ = &p->router->mods[layer * RM_LIN_COUNT + which];
     if (rm_->r) ref_lora(rm_, x, q);
@@ -121,13 +122,15 @@ TEST(router_hook_matches_reference) {
             if (!plans[r]) continue;
             memset(alone, 0, sizeof alone);
             rm_lora_router_row(cpu->avx2 && cpu->fma && cpu->f16c, &p, layer, which, x + r * in, alone, scratch, NULL);
-            CHECKF(memcmp(alone, y + r * out, (size_t)out * sizeof(float)) == 0, "row %d: grouped differs from alone", r);
+            CHECKF(memcmp(alone, y + r * out, (size_t)out * sizeof(float)) == 0, "row %d: grouped differs from alone",
+                   r);
         }
         free(scratch);
         for (int r = 0; r < N; r++) {
             double ref[64] = {0};
             if (plans[r]) ref_router(&p, layer, which, x + r * in, out, ref);
-            for (int64_t o = 0; o < out; o++) worst = fmax(worst, fabs(y[r * out + o] - ref[o]) / (1e-3 + fabs(ref[o])));
+            for (int64_t o = 0; o < out; o++)
+                worst = fmax(worst, fabs(y[r * out + o] - ref[o]) / (1e-3 + fabs(ref[o])));
         }
         // the weights are far from uniform (the test would not see the softmax otherwise)
         double E[K][64], q[64];
@@ -234,11 +237,15 @@ TEST(router_init_equals_mixture) {
     CHECKF(moved > 1e-3, "the mixture changed nothing (%g)", moved);
     // router plans refuse a missing router, a router of another base, and plain plan_init
     rm_lora_plan bad;
-    CHECK(rm_lora_plan_init(&bad, RM_COMPOSE_ROUTER, K, ex, NULL, NULL) == RM_EINVAL && strstr(rm_last_error(), "--router"));
+    CHECK(rm_lora_plan_init(&bad, RM_COMPOSE_ROUTER, K, ex, NULL, NULL) == RM_EINVAL &&
+          strstr(rm_last_error(), "--router"));
     CHECK(rm_lora_plan_init_router(&bad, K, ex, NULL) == RM_EMISMATCH);
     rm_compose_mode cm;
-    CHECK(rm_compose_parse("router", &cm) == RM_OK && cm == RM_COMPOSE_ROUTER && !strcmp(rm_compose_name(cm), "router"));
-    free(a); free(b); free(c);
+    CHECK(rm_compose_parse("router", &cm) == RM_OK && cm == RM_COMPOSE_ROUTER &&
+          !strcmp(rm_compose_name(cm), "router"));
+    free(a);
+    free(b);
+    free(c);
     rm_lora_batch_free(lb);
     rm_lora_plan_free(&pr);
     rm_lora_plan_free(&pm);
@@ -308,8 +315,7 @@ TEST(router_file_roundtrip_and_refusals) {
     int same = back->n_layer == router->n_layer;
     for (int i = 0; same && i < router->n_layer * RM_LIN_COUNT; i++) {
         const rm_lora_mod *a = &router->mods[i], *b = &back->mods[i];
-        same = a->r == b->r && a->scale == b->scale &&
-               !memcmp(a->A, b->A, (size_t)a->r * a->in * sizeof(float)) &&
+        same = a->r == b->r && a->scale == b->scale && !memcmp(a->A, b->A, (size_t)a->r * a->in * sizeof(float)) &&
                !memcmp(a->Bt, b->Bt, (size_t)a->r * a->out * sizeof(float));
     }
     CHECK(same);
@@ -444,7 +450,8 @@ static void write_task(FILE *f, const char *task, int n, uint64_t *s) {
             fprintf(f, "{\"inputs\": \"pv:%s?%c\", \"targets\": \"%c\"}\n", w, w[k], w[k - 1]);
             continue;
         }
-        for (int k = 0; k < len; k++) t[k] = !strcmp(task, "rev") ? w[len - 1 - k] : !strcmp(task, "rot") ? w[(k + 1) % len] : w[k];
+        for (int k = 0; k < len; k++)
+            t[k] = !strcmp(task, "rev") ? w[len - 1 - k] : !strcmp(task, "rot") ? w[(k + 1) % len] : w[k];
         fprintf(f, "{\"inputs\": \"%s:%s\", \"targets\": \"%s\"}\n", task, w, t);
     }
 }
@@ -485,7 +492,10 @@ static const char *cli_err(void) {
     return buf;
 }
 
-typedef struct em_out { int32_t ids[16]; int n; } em_out;
+typedef struct em_out {
+    int32_t ids[16];
+    int n;
+} em_out;
 static int collect(void *ctx, int32_t id) {
     em_out *o = ctx;
     if (o->n < 16) o->ids[o->n++] = id;
@@ -506,7 +516,8 @@ static double exact_match(rm_llama *m, const rm_tdata *d, const rm_lora_plan *p)
         const rm_texample *e = &d->ex[i];
         em_out o = {{0}, 0};
         int want = e->n - e->n_prompt; // the target and EOS
-        if (rm_generate(m, &kv, NULL, e->ids, e->n_prompt, want + 2, &sp, p ? &hook : NULL, p, 0, collect, &o, NULL)) break;
+        if (rm_generate(m, &kv, NULL, e->ids, e->n_prompt, want + 2, &sp, p ? &hook : NULL, p, 0, collect, &o, NULL))
+            break;
         right += o.n == want && !memcmp(o.ids, e->ids + e->n_prompt, (size_t)want * sizeof(int32_t));
     }
     CHECK_OK(rm_lora_batch_status(lb));
@@ -533,7 +544,8 @@ TEST(router_toy_tasks_beat_mixture) {
     REQUIRE(f);
     fputs("{inputs}=", f);
     fclose(f);
-    snprintf(args, sizeof args, "train --config scripts/demo-data/toy-base.json --data %s --template %s --out %s --steps %d",
+    snprintf(args, sizeof args,
+             "train --config scripts/demo-data/toy-base.json --data %s --template %s --out %s --steps %d",
              task_file("toy-cp.jsonl", "cp", NULL, 4000, 1), tmpl, base, base_steps);
     REQUIRE(run_cli(args) == 0);
     const char *dirs[2] = {rev, rot}, *tasks[2] = {"rev", "rot"};
@@ -544,9 +556,10 @@ TEST(router_toy_tasks_beat_mixture) {
     for (int k = 0; k < 2; k++) {
         const char *data = task_file("toy-task.jsonl", tasks[k], NULL, 2000, 2 + k);
         for (int seed = 1; seed <= 3; seed++) {
-            snprintf(args, sizeof args, "lora train --base %s --data %s --template %s --out %s --rank 16 --targets all "
-                     "--steps %d --lr 1e-2 --batch 8 --seq 64 --eval-em 0 --seed %d", base, data, tmpl, dirs[k], lora_steps,
-                     seed);
+            snprintf(args, sizeof args,
+                     "lora train --base %s --data %s --template %s --out %s --rank 16 --targets all "
+                     "--steps %d --lr 1e-2 --batch 8 --seq 64 --eval-em 0 --seed %d",
+                     base, data, tmpl, dirs[k], lora_steps, seed);
             REQUIRE(run_cli(args) == 0);
             const char *ev = strstr(cli_err(), "eval loss ");
             double held_loss = ev ? atof(ev + 10) : 1e9;
@@ -554,9 +567,10 @@ TEST(router_toy_tasks_beat_mixture) {
             if (san || held_loss < 0.05) break;
         }
     }
-    snprintf(args, sizeof args, "router train --base %s --lora %s,%s --data %s --template %s --out %s --rank 4 --alpha 8 "
-             "--steps %d --lr 1e-3 --batch 8 --seq 64 --eval-em 0 --threads 2", base, rev, rot,
-             task_file("toy-mixed.jsonl", "rev", "rot", 1000, 20), tmpl, router, router_steps);
+    snprintf(args, sizeof args,
+             "router train --base %s --lora %s,%s --data %s --template %s --out %s --rank 4 --alpha 8 "
+             "--steps %d --lr 1e-3 --batch 8 --seq 64 --eval-em 0 --threads 2",
+             base, rev, rot, task_file("toy-mixed.jsonl", "rev", "rot", 1000, 20), tmpl, router, router_steps);
     REQUIRE(run_cli(args) == 0);
     CHECK(strstr(cli_err(), "router train: 2 examples") == NULL && strstr(cli_err(), "2 experts, rank 4"));
 
@@ -568,7 +582,8 @@ TEST(router_toy_tasks_beat_mixture) {
     CHECK_OK(rm_tdata_load_jsonl(&held, task_file("toy-held.jsonl", "rev", "rot", n_held, 50), "{inputs}=", m->tok,
                                  m->add_bos ? m->bos : -1, rm_tokenizer_eos(m->tok), 64));
     for (int k = 0; k < 2; k++)
-        for (int i = k; i < held.n; i += 2) CHECK_OK(rm_tdata_add(&one[k], held.ex[i].ids, held.ex[i].n, held.ex[i].n_prompt));
+        for (int i = k; i < held.n; i += 2)
+            CHECK_OK(rm_tdata_add(&one[k], held.ex[i].ids, held.ex[i].n, held.ex[i].n_prompt));
     rm_lora *ex[2] = {0}, *r = NULL;
     for (int k = 0; k < 2; k++) CHECK_OK(rm_lora_load(&ex[k], dirs[k]));
     REQUIRE(ex[0] && ex[1]);
@@ -602,16 +617,20 @@ TEST(router_toy_tasks_beat_mixture) {
             for (int j = 0; j < rm_->r; j++) L->B[o * rm_->r + j] = rm_->Bt[(int64_t)j * rm_->out + o];
     }
     CHECK_OK(rm_trainer_eval_loss(t, &held, &loss_router));
-    CHECKF(loss_router < (san ? 1.0 : 0.5) * loss_mix, "held-out loss: router %.3f vs mixture %.3f", loss_router, loss_mix);
+    CHECKF(loss_router < (san ? 1.0 : 0.5) * loss_mix, "held-out loss: router %.3f vs mixture %.3f", loss_router,
+           loss_mix);
     if (san) {
         fprintf(stderr, "    held-out loss: mixture %.3f, router %.3f\n", loss_mix, loss_router);
         rm_test_skip("sanitized: a few steps only; exact match is measured in the optimized run");
     } else {
         double o0 = exact_match(m, &one[0], &sel[0]), o1 = exact_match(m, &one[1], &sel[1]), oracle = (o0 + o1) / 2;
         fprintf(stderr, "    oracle reverse %.2f, rotate %.2f\n", o0, o1);
-        double em_mix = exact_match(m, &held, &mix), em_fus = exact_match(m, &held, &fus), em_r = exact_match(m, &held, &rp);
-        fprintf(stderr, "    %d held-out requests, both adapters each: EM oracle %.2f, mixture %.2f, fusion %.2f, router %.2f; "
-                "loss mixture %.3f, router %.3f\n", held.n, oracle, em_mix, em_fus, em_r, loss_mix, loss_router);
+        double em_mix = exact_match(m, &held, &mix), em_fus = exact_match(m, &held, &fus),
+               em_r = exact_match(m, &held, &rp);
+        fprintf(stderr,
+                "    %d held-out requests, both adapters each: EM oracle %.2f, mixture %.2f, fusion %.2f, router %.2f; "
+                "loss mixture %.3f, router %.3f\n",
+                held.n, oracle, em_mix, em_fus, em_r, loss_mix, loss_router);
         CHECKF(oracle > 0.9, "the experts did not learn their tasks (oracle EM %.2f)", oracle);
         CHECKF(em_mix < 0.2, "mixture EM %.2f: the experiment expects it to fail", em_mix);
         // measured 0.42-0.47 here (0.59-0.69 on the demo's base and adapters, docs/router.md)
@@ -648,7 +667,8 @@ TEST(router_cli_refuses_bad_input) {
     CHECK_OK(rm_router_save(router, m, 2, rf));
     const char *gen = "generate -m %s --lora %s --lora %s -p ab -n 2 --temp 0";
     // the router works through generate
-    snprintf(args, sizeof args, "generate -m %s --lora %s --lora %s -p ab -n 2 --temp 0 --compose router --router %s", model, a, b, rf);
+    snprintf(args, sizeof args, "generate -m %s --lora %s --lora %s -p ab -n 2 --temp 0 --compose router --router %s",
+             model, a, b, rf);
     CHECK(run_cli(args) == 0);
     // --compose router without a router, and a router without --compose router
     snprintf(args, sizeof args, gen, model, a, b);
@@ -699,7 +719,10 @@ TEST(router_cli_refuses_bad_input) {
 
 // ---------------------------------------------------------------- the serving engine
 
-typedef struct { int calls, n; int32_t tok[16]; } eng_rec;
+typedef struct {
+    int calls, n;
+    int32_t tok[16];
+} eng_rec;
 static void eng_done(void *user, const int32_t *t, int n, const char *reason) {
     eng_rec *r = user;
     r->calls++;
@@ -740,7 +763,8 @@ TEST(router_engine_requests) {
         CHECK_OK(rm_engine_submit(e, p + s, 7, 8, &sp, ex, 2, modes[s], &c));
         while (rm_engine_step(e) > 0) {}
         rm_engine_free(e);
-        CHECKF(alone[s].n > 0 && alone[s].n == together[s].n && !memcmp(alone[s].tok, together[s].tok, (size_t)alone[s].n * 4),
+        CHECKF(alone[s].n > 0 && alone[s].n == together[s].n &&
+                   !memcmp(alone[s].tok, together[s].tok, (size_t)alone[s].n * 4),
                "%s request: alone %d tokens, together %d", rm_compose_name(modes[s]), alone[s].n, together[s].n);
     }
     free_set(2, ex, router);
@@ -766,7 +790,9 @@ static rm_llama *sets_model(rm_lora **ex) {
 // Three examples packed into 2 sequences of 8 rows: a (rows 0-4) and b (5-7)
 // in the first, c (8-13) and two padding rows in the second; each with its
 // own experts (slots, -1 empty; expert 2 is the q,v-only one).
-typedef struct { int row0, len, set[SETS_K]; } sets_example;
+typedef struct {
+    int row0, len, set[SETS_K];
+} sets_example;
 static const sets_example k_sets_ex[3] = {{0, 5, {0, 2, -1}}, {5, 3, {3, 1, 2}}, {8, 6, {2, 0, 3}}};
 
 static void sets_free(rm_lora **ex, rm_llama *m) {
@@ -834,7 +860,8 @@ static rm_trainer *sets_trainer(rm_llama *m, rm_lora **ex, int threads, int full
     rm_tparam *ps = rm_trainer_params(t, &np);
     uint64_t s = 21;
     for (int i = 0; i < np; i++)
-        for (size_t j = 0; strstr(ps[i].name, ".router_") && j < ps[i].n; j++) ps[i].w[j] = 0.6f * (2.0f * rm_rng_uniform(&s) - 1.0f);
+        for (size_t j = 0; strstr(ps[i].name, ".router_") && j < ps[i].n; j++)
+            ps[i].w[j] = 0.6f * (2.0f * rm_rng_uniform(&s) - 1.0f);
     return t;
 }
 
@@ -896,7 +923,8 @@ TEST(router_sets_rows_equal_each_alone) {
     for (int i = 0, o = 0; i < np; o += (int)ps[i].n, i++)
         for (size_t j = 0; j < ps[i].n; j++) worst_g = fmax(worst_g, fabs(ps[i].g[j] - sum[o + j]) / big);
     CHECKF(worst_l < 1e-5, "logits: per-row sets vs each example alone differ by %g", worst_l);
-    CHECKF(worst_g < 1e-5, "router gradients: per-row sets vs the sum over examples alone differ by %g (of %g)", worst_g, big);
+    CHECKF(worst_g < 1e-5, "router gradients: per-row sets vs the sum over examples alone differ by %g (of %g)",
+           worst_g, big);
     CHECKF(big > 1e-3, "the gradients are too small to compare (%g)", big);
     // a table of more experts than a row holds needs the rows' sets
     free(b.exp);
@@ -1012,8 +1040,8 @@ static const char *const k_pool_tasks[4] = {"rev", "rot", "up", "mid"};
 
 // Writes tmpdir/name into path: n rounds of one example of each task
 // (write_task's lines, with "task" added when with_task).
-static void tasks_file(char *path, size_t cap, const char *name, const char *const *tasks, int n_tasks, int n, uint64_t seed,
-                       int with_task) {
+static void tasks_file(char *path, size_t cap, const char *name, const char *const *tasks, int n_tasks, int n,
+                       uint64_t seed, int with_task) {
     snprintf(path, cap, "%s/%s", rm_test_tmpdir(), name);
     FILE *f = fopen(path, "w");
     uint64_t s = seed;
@@ -1032,7 +1060,10 @@ static void tasks_file(char *path, size_t cap, const char *name, const char *con
     if (f) fclose(f);
 }
 
-typedef struct { char *in[64]; int n; } sample_texts;
+typedef struct {
+    char *in[64];
+    int n;
+} sample_texts;
 static int take_input(void *user, const rm_json *rec, long index) {
     sample_texts *st = user;
     const char *in = rm_json_get_str(rec, "inputs", NULL);
@@ -1164,9 +1195,12 @@ TEST(router_sets_cli_train_with_retrieval) {
     REQUIRE((f = fopen(tmpl, "w")));
     fputs("{inputs}=", f);
     fclose(f);
-    snprintf(args, sizeof args, "router train --base %s/router-tiny.gguf --pool %s/sets-cli-pool --retrieve 2 --lora-dropout 0.25 "
-             "--data %s,%s --data %s --data %s --train-tasks @%s --eval %s --template %s --out %s --steps %d --batch 2 --seq 32 "
-             "--eval-em 4 --threads 2 --json", tmp, tmp, files[0], files[1], files[2], files[3], tasks, held, tmpl, out, san ? 2 : 6);
+    snprintf(args, sizeof args,
+             "router train --base %s/router-tiny.gguf --pool %s/sets-cli-pool --retrieve 2 --lora-dropout 0.25 "
+             "--data %s,%s --data %s --data %s --train-tasks @%s --eval %s --template %s --out %s --steps %d --batch 2 "
+             "--seq 32 "
+             "--eval-em 4 --threads 2 --json",
+             tmp, tmp, files[0], files[1], files[2], files[3], tasks, held, tmpl, out, san ? 2 : 6);
     CHECKF(run_cli(args) == 0, "%s", cli_err());
     const char *err = cli_err();
     CHECKF(strstr(err, "2 of 4 pool adapters per example, lora dropout 0.25"), "%s", err);
@@ -1205,8 +1239,11 @@ TEST(router_sets_cli_refusals) {
     char data[600], notask[600], args[4096];
     tasks_file(data, sizeof data, "sets-bad.jsonl", k_pool_tasks, 4, 2, 3, 1);
     tasks_file(notask, sizeof notask, "sets-bad-notask.jsonl", k_pool_tasks, 2, 1, 3, 0);
-    const char *head = "router train --base %s/router-tiny.gguf --pool %s/%s --data %s --out %s/sets-bad.gguf --steps 1 --seq 32";
-    struct { const char *pool, *data, *extra, *says; } cases[] = {
+    const char *head =
+        "router train --base %s/router-tiny.gguf --pool %s/%s --data %s --out %s/sets-bad.gguf --steps 1 --seq 32";
+    struct {
+        const char *pool, *data, *extra, *says;
+    } cases[] = {
         {"sets-bad-ok", data, "--train-tasks rev,nope", "no example of the --data files has task 'nope'"},
         {"sets-bad-ok", notask, "", "sets-bad-notask.jsonl: example 1 has no string \"task\""},
         {"sets-bad-ok", data, "--retrieve 1", "--retrieve 1 is out of range (2..16"},
@@ -1222,8 +1259,9 @@ TEST(router_sets_cli_refusals) {
         snprintf(args + n, sizeof args - n, " %s", cases[c].extra);
         CHECKF(run_cli(args) != 0 && strstr(cli_err(), cases[c].says), "case %zu: %s", c, cli_err());
     }
-    snprintf(args, sizeof args, "router train --base %s/router-tiny.gguf --lora a.gguf,b.gguf --retrieve 2 --data %s --out x.gguf",
-             tmp, data);
+    snprintf(args, sizeof args,
+             "router train --base %s/router-tiny.gguf --lora a.gguf,b.gguf --retrieve 2 --data %s --out x.gguf", tmp,
+             data);
     CHECK(run_cli(args) != 0 && strstr(cli_err(), "go with --pool"));
     rm_llama_free(wide);
     rm_llama_free(m);

@@ -71,7 +71,14 @@ TEST(safetensors_roundtrip) {
     CHECK(f.n_tensors == 10 && f.n_meta == 2);
     CHECK(strcmp(f.meta_keys[0], "format") == 0 && strcmp(f.meta_vals[0], "pt") == 0);
     CHECK(strcmp(f.meta_vals[1], "quote \" backslash \\ caf\xc3\xa9") == 0);
-    struct { const char *name; st_dtype dt; int nd; int64_t s0; const void *data; size_t nbytes; } want[] = {
+    struct {
+        const char *name;
+        st_dtype dt;
+        int nd;
+        int64_t s0;
+        const void *data;
+        size_t nbytes;
+    } want[] = {
         {"w.f32", ST_F32, 2, 2, s_f32, 24},   {"w.f16", ST_F16, 1, 4, s_f16, 8},
         {"w.bf16", ST_BF16, 2, 2, s_bf16, 8}, {"w.f64", ST_F64, 1, 1, s_f64, 8},
         {"w.i64", ST_I64, 1, 2, s_i64, 16},   {"w.i32", ST_I32, 1, 3, s_i32, 12},
@@ -179,7 +186,8 @@ TEST(safetensors_corrupt_headers) {
     ST_GOOD("{}", 0);
     ST_GOOD("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8]}}  ", 8);
     ST_GOOD("{\"b\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[4,8]},"
-            "\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]}}", 8); // any order in the header
+            "\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]}}",
+            8); // any order in the header
 
     // Header length beyond the file, and absurd.
     uint8_t small[12] = {0};
@@ -192,12 +200,12 @@ TEST(safetensors_corrupt_headers) {
     CHECK(st_parse_copy(small, sizeof small) == RM_EFORMAT);
     CHECK(st_parse_copy(small, 7) == RM_EFORMAT);
 
-    ST_BAD("{\"a\":", 0, "1:6");      // bad JSON, with position
+    ST_BAD("{\"a\":", 0, "1:6"); // bad JSON, with position
     ST_BAD("[1,2]", 0, "not a JSON object");
     ST_BAD("{\"a\":5}", 0, "not an object");
     ST_BAD("{\"a\":{\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "missing dtype");
-    CHECK(st_try("{\"a\":{\"dtype\":\"F8_E4M3\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2, "F8_E4M3",
-                 RM_EUNSUPPORTED, __LINE__));
+    CHECK(st_try("{\"a\":{\"dtype\":\"F8_E4M3\",\"shape\":[2],\"data_offsets\":[0,2]}}", 2, "F8_E4M3", RM_EUNSUPPORTED,
+                 __LINE__));
     CHECK(st_try("{\"a\":{\"dtype\":\"f32\",\"shape\":[2],\"data_offsets\":[0,8]}}", 8, "dtype", RM_EUNSUPPORTED,
                  __LINE__));
     ST_BAD("{\"a\":{\"dtype\":\"F32\",\"data_offsets\":[0,8]}}", 8, "missing shape");
@@ -209,21 +217,24 @@ TEST(safetensors_corrupt_headers) {
     ST_BAD("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0]}}", 8, "data_offsets");
     ST_BAD("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,8,9]}}", 8, "data_offsets");
     ST_BAD("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[-8,0]}}", 8, "data_offsets");
-    ST_BAD("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 8, "outside");   // begin > end
-    ST_BAD("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,16]}}", 8, "outside");  // past the data
+    ST_BAD("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[8,0]}}", 8, "outside");  // begin > end
+    ST_BAD("{\"a\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[0,16]}}", 8, "outside"); // past the data
     ST_BAD("{\"a\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":[0,8]}}", 8, "give 12 bytes");
     ST_BAD("{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,8],\"data_offsets\":[0,8]}}", 8, "overflows");
     // Overlap, gap, uncovered tail, missing head.
     ST_BAD("{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
-           "\"b\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[2,6]}}", 6, "overlaps");
+           "\"b\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[2,6]}}",
+           6, "overlaps");
     ST_BAD("{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]},"
-           "\"b\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[5,9]}}", 9, "gap");
+           "\"b\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[5,9]}}",
+           9, "gap");
     ST_BAD("{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[0,4]}}", 5, "cover 4 bytes");
     ST_BAD("{\"a\":{\"dtype\":\"U8\",\"shape\":[4],\"data_offsets\":[1,5]}}", 5, "gap");
     ST_BAD("{}", 3, "cover 0 bytes");
     // Duplicate names, bad metadata.
     ST_BAD("{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
-           "\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}", 2, "duplicate tensor a");
+           "\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[1,2]}}",
+           2, "duplicate tensor a");
     ST_BAD("{\"__metadata__\":{\"k\":1}}", 0, "not a string");
     ST_BAD("{\"__metadata__\":[]}", 0, "not an object");
     ST_BAD("{\"__metadata__\":{},\"__metadata__\":{}}", 0, "duplicate __metadata__");

@@ -75,7 +75,6 @@ static int http_raw(int port, const char *method, const char *path, const char *
     return 0;
 }
 
-
 // "token_ids" of a completion as "1 2 3".
 static void ids_of(const rm_json *j, char *out, size_t cap) {
     out[0] = 0;
@@ -109,12 +108,15 @@ static int generate_ids_err(const char *args, char *out, size_t cap, const char 
 static int generate_ids(const char *args, char *out, size_t cap) { return generate_ids_err(args, out, cap, NULL); }
 
 const char *serve_samples[5][3] = {
-    {"Translate to German: the house is red.", "Translate to German: good morning, friend.", "Translate to German: where is the station?"},
+    {"Translate to German: the house is red.", "Translate to German: good morning, friend.",
+     "Translate to German: where is the station?"},
     {"Review: a wonderful film, I loved it. Is this review positive or negative?",
      "Review: boring plot and bad acting. Is this review positive or negative?",
      "Review: the soup was cold. Is this review positive or negative?"},
-    {"What is 7 plus 5? Answer with a number.", "What is 12 minus 4? Answer with a number.", "What is 3 times 9? Answer with a number."},
-    {"Will it rain in Paris tomorrow? Give the weather forecast.", "Is it sunny in Rome today? Give the weather forecast.",
+    {"What is 7 plus 5? Answer with a number.", "What is 12 minus 4? Answer with a number.",
+     "What is 3 times 9? Answer with a number."},
+    {"Will it rain in Paris tomorrow? Give the weather forecast.",
+     "Is it sunny in Rome today? Give the weather forecast.",
      "How cold will Oslo be tonight? Give the weather forecast."},
     {"Review: the food was awful and slow. Is this review positive or negative?",
      "Review: the food was great. Is this review positive or negative?",
@@ -172,8 +174,10 @@ int serve_make_bad_peft(const char *dir) {
     int rc = rm_mkdirs(dir) || rm_write_file_atomic(path, cfg, strlen(cfg)) ? RM_EIO : RM_OK;
     st_writer *sw = rc ? NULL : st_writer_new();
     int64_t sa[2] = {2, 100}, sb[2] = {64, 2};
-    if (!rc) rc = st_writer_add(sw, "base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight", ST_F32, 2, sa, at);
-    if (!rc) rc = st_writer_add(sw, "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight", ST_F32, 2, sb, bt);
+    if (!rc)
+        rc = st_writer_add(sw, "base_model.model.model.layers.0.self_attn.v_proj.lora_A.weight", ST_F32, 2, sa, at);
+    if (!rc)
+        rc = st_writer_add(sw, "base_model.model.model.layers.0.self_attn.v_proj.lora_B.weight", ST_F32, 2, sb, bt);
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
     if (!rc) rc = st_write(sw, path);
     st_writer_free(sw);
@@ -222,15 +226,16 @@ static void check_as_generate(const serve_fixture *f, const char *got, const cha
     CHECKF(got[0] && !strcmp(got, want), "%s: served '%s', generate '%s'", what, got, want);
 }
 
-#define SERVE_FIXTURE(f)                                                   \
-    serve_fixture f;                                                       \
-    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");          \
+#define SERVE_FIXTURE(f)                                                                                               \
+    serve_fixture f;                                                                                                   \
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");                                                      \
     REQUIRE(fixture_start(&f) == 0)
 
 TEST(serve_health_and_models) {
     SERVE_FIXTURE(f);
     rm_json *j = NULL;
-    CHECK(rm_test_http(f.sp.port, "GET", "/health", NULL, &j) == 200 && j && !strcmp(rm_json_get_str(j, "status", ""), "ok"));
+    CHECK(rm_test_http(f.sp.port, "GET", "/health", NULL, &j) == 200 && j &&
+          !strcmp(rm_json_get_str(j, "status", ""), "ok"));
     rm_json_free(j);
     // the base model (by its file's name), the auto model and the three adapters with weights, as OpenAI "models"
     CHECK(rm_test_http(f.sp.port, "GET", "/v1/models", NULL, &j) == 200 && j && rm_json_get(j, "data") &&
@@ -266,7 +271,8 @@ TEST(serve_completions_together_as_generate) {
     long long n_prompt_tok = 0, n_gen_tok = 0;
     for (int r = 0; r < 4; r++) {
         char body[1024];
-        snprintf(body, sizeof body, "{\"prompt\": \"%s\", \"max_tokens\": 10, \"temperature\": 0%s}", prompts[r], extra[r]);
+        snprintf(body, sizeof body, "{\"prompt\": \"%s\", \"max_tokens\": 10, \"temperature\": 0%s}", prompts[r],
+                 extra[r]);
         fds[r] = rm_test_connect(f.sp.port);
         CHECK(fds[r] >= 0 && rm_test_send(fds[r], "POST", "/v1/completions", body) == 0);
     }
@@ -334,7 +340,8 @@ TEST(serve_min_score_base_model) {
     rm_json *j = NULL;
     char body[512], got[1024];
     snprintf(body, sizeof body,
-             "{\"prompt\": \"%s\", \"max_tokens\": 10, \"temperature\": 0, \"retrieve\": 2, \"min_score\": 1000}", k_review);
+             "{\"prompt\": \"%s\", \"max_tokens\": 10, \"temperature\": 0, \"retrieve\": 2, \"min_score\": 1000}",
+             k_review);
     CHECK(rm_test_http(f.sp.port, "POST", "/v1/completions", body, &j) == 200);
     const rm_json *ad = j ? rm_json_get(j, "adapters") : NULL;
     CHECK(ad && ad->n == 0);
@@ -348,7 +355,8 @@ TEST(serve_min_score_base_model) {
 TEST(serve_streaming_pieces_make_the_whole) {
     SERVE_FIXTURE(f);
     rm_json *j = NULL;
-    const char *req = "{\"prompt\": \"Once upon a time\", \"max_tokens\": 12, \"temperature\": 0, \"adapters\": [\"arith\"]%s}";
+    const char *req =
+        "{\"prompt\": \"Once upon a time\", \"max_tokens\": 12, \"temperature\": 0, \"adapters\": [\"arith\"]%s}";
     char body[512];
     snprintf(body, sizeof body, req, "");
     CHECK(rm_test_http(f.sp.port, "POST", "/v1/completions", body, &j) == 200);
@@ -420,9 +428,11 @@ TEST(serve_adapter_uploads) {
     CHECK(rm_test_http(f.sp.port, "POST", "/v1/adapters", up.buf, &j) == 400); // the same name again
     rm_json_free(j);
     rm_sb_free(&up);
-    CHECK(rm_test_http(f.sp.port, "POST", "/v1/completions",
-                       "{\"prompt\": \"Will it snow in Berlin? Give the weather forecast.\", \"max_tokens\": 4, \"retrieve\": 1}",
-                       &j) == 200);
+    CHECK(
+        rm_test_http(
+            f.sp.port, "POST", "/v1/completions",
+            "{\"prompt\": \"Will it snow in Berlin? Give the weather forecast.\", \"max_tokens\": 4, \"retrieve\": 1}",
+            &j) == 200);
     CHECKF(!strcmp(first_adapter(j), "weather"), "retrieved '%s' after the upload", first_adapter(j));
     rm_json_free(j);
     CHECK(rm_test_server_stop(&f.sp) == 0);
@@ -430,7 +440,10 @@ TEST(serve_adapter_uploads) {
 
 TEST(serve_bad_requests) {
     SERVE_FIXTURE(f);
-    static const struct { const char *method, *path, *body; int status; } bad[] = {
+    static const struct {
+        const char *method, *path, *body;
+        int status;
+    } bad[] = {
         {"POST", "/v1/completions", "{\"prompt\": ", 400},
         {"POST", "/v1/completions", "{\"max_tokens\": 3}", 400},
         {"POST", "/v1/completions", "{\"prompt\": \"x\", \"adapters\": [\"nope\"]}", 404},
@@ -441,8 +454,8 @@ TEST(serve_bad_requests) {
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         rm_json *j = NULL;
         int status = rm_test_http(f.sp.port, bad[i].method, bad[i].path, bad[i].body, &j);
-        CHECKF(status == bad[i].status, "%s %s %s: %d, want %d", bad[i].method, bad[i].path, bad[i].body ? bad[i].body : "",
-               status, bad[i].status);
+        CHECKF(status == bad[i].status, "%s %s %s: %d, want %d", bad[i].method, bad[i].path,
+               bad[i].body ? bad[i].body : "", status, bad[i].status);
         rm_json_free(j);
     }
     CHECK(rm_test_server_stop(&f.sp) == 0);
@@ -483,13 +496,13 @@ TEST(serve_keep_alive_and_model_names) {
     CHECK(read(fd, &byte, 1) == 0); // closed after the second
     close(fd);
     rm_sb_free(&carry);
-    CHECK(rm_test_http(f.sp.port, "POST", "/v1/completions", "{\"model\": \"serve-tiny\", \"prompt\": \"x\", \"max_tokens\": 2}",
-                       &j) == 200);
+    CHECK(rm_test_http(f.sp.port, "POST", "/v1/completions",
+                       "{\"model\": \"serve-tiny\", \"prompt\": \"x\", \"max_tokens\": 2}", &j) == 200);
     CHECK(j && rm_json_get(j, "adapters") && rm_json_get(j, "adapters")->n == 0 &&
           !strcmp(rm_json_get_str(j, "model", ""), "serve-tiny"));
     rm_json_free(j);
-    CHECK(rm_test_http(f.sp.port, "POST", "/v1/completions", "{\"model\": \"gpt-3.5\", \"prompt\": \"x\", \"max_tokens\": 2}", &j) ==
-          404);
+    CHECK(rm_test_http(f.sp.port, "POST", "/v1/completions",
+                       "{\"model\": \"gpt-3.5\", \"prompt\": \"x\", \"max_tokens\": 2}", &j) == 404);
     const rm_json *err = j ? rm_json_get(j, "error") : NULL;
     CHECK(err && !strcmp(rm_json_get_str(err, "code", ""), "model_not_found") &&
           !strcmp(rm_json_get_str(err, "param", ""), "model"));
@@ -526,7 +539,8 @@ TEST(serve_auto_model) {
     REQUIRE(serve_save_router(model, router, 91) == RM_OK);
     const char *prompt = "Review: the food was terrible. Is this review positive or negative?";
     char body[1024];
-    snprintf(body, sizeof body, "{\"model\": \"ramole-auto\", \"prompt\": \"%s\", \"max_tokens\": 10, \"temperature\": 0}", prompt);
+    snprintf(body, sizeof body,
+             "{\"model\": \"ramole-auto\", \"prompt\": \"%s\", \"max_tokens\": 10, \"temperature\": 0}", prompt);
     rm_json *j = NULL;
     for (int with_router = 0; with_router < 2; with_router++) {
         rm_test_server sp;
@@ -536,7 +550,8 @@ TEST(serve_auto_model) {
         REQUIRE(rm_test_server_start(&sp, args) == 0);
         CHECK(rm_test_http(sp.port, "POST", "/v1/completions", body, &j) == 200);
         const rm_json *ad = j ? rm_json_get(j, "adapters") : NULL;
-        CHECKF(ad && (int)ad->n == (with_router ? 2 : 3) && !strcmp(rm_json_get_str(&ad->items[0], "name", ""), "sentiment"),
+        CHECKF(ad && (int)ad->n == (with_router ? 2 : 3) &&
+                   !strcmp(rm_json_get_str(&ad->items[0], "name", ""), "sentiment"),
                "auto model: %zu adapters", ad ? ad->n : 0);
         CHECK(j && !strcmp(rm_json_get_str(j, "model", ""), "ramole-auto"));
         const rm_json *ch = j ? rm_json_get(j, "choices") : NULL;
@@ -546,32 +561,39 @@ TEST(serve_auto_model) {
         for (size_t i = 0; ids && i < ids->n && len + 16 < sizeof got; i++)
             len += (size_t)snprintf(got + len, sizeof got - len, i ? " %lld" : "%lld", (long long)ids->items[i].inum);
         rm_json_free(j);
-        snprintf(args, sizeof args, "%s generate -m %s --pool %s --retrieve %d -p '%s' -n 10 --temp 0 -t 1 --ids %s%s 2>/dev/null",
-                 rm_test_bin(), model, pool, with_router ? 2 : 3, prompt, with_router ? "--compose router --router " : "",
-                 with_router ? router : "");
+        snprintf(args, sizeof args,
+                 "%s generate -m %s --pool %s --retrieve %d -p '%s' -n 10 --temp 0 -t 1 --ids %s%s 2>/dev/null",
+                 rm_test_bin(), model, pool, with_router ? 2 : 3, prompt,
+                 with_router ? "--compose router --router " : "", with_router ? router : "");
         FILE *p = popen(args, "r");
         REQUIRE(p);
         if (!fgets(want, sizeof want, p)) want[0] = 0;
         want[strcspn(want, "\n")] = 0;
         CHECK(pclose(p) == 0);
-        CHECKF(got[0] && !strcmp(got, want), "%s: served '%s', generate '%s'", with_router ? "router" : "mixture", got, want);
+        CHECKF(got[0] && !strcmp(got, want), "%s: served '%s', generate '%s'", with_router ? "router" : "mixture", got,
+               want);
         // "return_routing": the router's mean weight per adapter per layer (they sum to 1 in each layer); the tokens as before
         {
             char rbody[1200], rgot[1024];
-            snprintf(rbody, sizeof rbody, "{\"model\": \"ramole-auto\", \"prompt\": \"%s\", \"max_tokens\": 10, \"temperature\": 0, "
-                     "\"return_routing\": true}", prompt);
+            snprintf(rbody, sizeof rbody,
+                     "{\"model\": \"ramole-auto\", \"prompt\": \"%s\", \"max_tokens\": 10, \"temperature\": 0, "
+                     "\"return_routing\": true}",
+                     prompt);
             CHECK(rm_test_http(sp.port, "POST", "/v1/completions", rbody, &j) == 200);
             const rm_json *c0 = j && rm_json_get(j, "choices") ? &rm_json_get(j, "choices")->items[0] : NULL;
-            const rm_json *rt = c0 ? rm_json_get(c0, "routing") : NULL, *ids2 = c0 ? rm_json_get(c0, "token_ids") : NULL;
+            const rm_json *rt = c0 ? rm_json_get(c0, "routing") : NULL,
+                          *ids2 = c0 ? rm_json_get(c0, "token_ids") : NULL;
             size_t l2 = 0;
             rgot[0] = 0;
             for (size_t i = 0; ids2 && i < ids2->n && l2 + 16 < sizeof rgot; i++)
-                l2 += (size_t)snprintf(rgot + l2, sizeof rgot - l2, i ? " %lld" : "%lld", (long long)ids2->items[i].inum);
+                l2 +=
+                    (size_t)snprintf(rgot + l2, sizeof rgot - l2, i ? " %lld" : "%lld", (long long)ids2->items[i].inum);
             CHECK(!strcmp(rgot, got));
             if (!with_router) {
                 CHECK(rt && rt->type == RM_JSON_NULL); // mixture: nothing routed
             } else {
-                const rm_json *layers = rt ? rm_json_get(rt, "layers") : NULL, *names = rt ? rm_json_get(rt, "adapters") : NULL;
+                const rm_json *layers = rt ? rm_json_get(rt, "layers") : NULL,
+                              *names = rt ? rm_json_get(rt, "adapters") : NULL;
                 CHECK(names && names->n == 2 && !strcmp(names->items[0].str, "sentiment"));
                 CHECK(layers && layers->n == 4); // the tiny model has 4 layers
                 int spread = 0;
@@ -591,7 +613,8 @@ TEST(serve_auto_model) {
         CHECK(rm_test_http(sp.port, "GET", "/v1/models/ramole-auto", NULL, &j) == 200 && j &&
               !strcmp(rm_json_get_str(j, "parent", ""), "serve-tiny"));
         rm_json_free(j);
-        CHECK(rm_test_http(sp.port, "GET", "/v1/models/weather", NULL, &j) == 200 && j && !strcmp(rm_json_get_str(j, "id", ""), "weather"));
+        CHECK(rm_test_http(sp.port, "GET", "/v1/models/weather", NULL, &j) == 200 && j &&
+              !strcmp(rm_json_get_str(j, "id", ""), "weather"));
         rm_json_free(j);
         CHECK(rm_test_http(sp.port, "GET", "/v1/models/nothing", NULL, &j) == 404);
         rm_json_free(j);
@@ -599,7 +622,8 @@ TEST(serve_auto_model) {
     }
     // the auto model as the default, and for names this server does not know
     rm_test_server sp;
-    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 256 --model-name base --default-model ramole-auto --unknown-model default",
+    snprintf(args, sizeof args,
+             "-m %s --pool %s -t 1 --ctx 256 --model-name base --default-model ramole-auto --unknown-model default",
              model, pool);
     REQUIRE(rm_test_server_start(&sp, args) == 0);
     const char *asks[3] = {"", "\"model\": \"gpt-4o\", ", "\"model\": \"base\", "};
@@ -618,7 +642,8 @@ TEST(serve_auto_model) {
     snprintf(body, sizeof body, "{\"model\": \"base\", \"prompt\": \"%s\"}", prompt);
     CHECK(rm_test_http(sp.port, "POST", "/tokenize", body, &j) == 200);
     const rm_json *toks = j ? rm_json_get(j, "tokens") : NULL;
-    CHECK(toks && (int64_t)toks->n == n_prompt && rm_json_get_int(j, "count", -1) == n_prompt && rm_json_get_int(j, "max_model_len", 0) == 256);
+    CHECK(toks && (int64_t)toks->n == n_prompt && rm_json_get_int(j, "count", -1) == n_prompt &&
+          rm_json_get_int(j, "max_model_len", 0) == 256);
     rm_json_free(j);
     snprintf(body, sizeof body, "{\"prompt\": \"%s\", \"add_special_tokens\": false}", prompt);
     CHECK(rm_test_http(sp.port, "POST", "/tokenize", body, &j) == 200);
@@ -626,11 +651,13 @@ TEST(serve_auto_model) {
     rm_sb ids;
     rm_sb_init(&ids);
     rm_sb_puts(&ids, "{\"tokens\": [");
-    for (size_t i = 0; toks && i < toks->n; i++) rm_sb_printf(&ids, i ? ", %lld" : "%lld", (long long)toks->items[i].inum);
+    for (size_t i = 0; toks && i < toks->n; i++)
+        rm_sb_printf(&ids, i ? ", %lld" : "%lld", (long long)toks->items[i].inum);
     rm_sb_puts(&ids, "]}");
     rm_json_free(j);
     CHECK(rm_test_http(sp.port, "POST", "/detokenize", ids.buf, &j) == 200);
-    CHECKF(j && !strcmp(rm_json_get_str(j, "prompt", ""), prompt), "detokenized: %s", j ? rm_json_get_str(j, "prompt", "?") : "?");
+    CHECKF(j && !strcmp(rm_json_get_str(j, "prompt", ""), prompt), "detokenized: %s",
+           j ? rm_json_get_str(j, "prompt", "?") : "?");
     rm_json_free(j);
     rm_sb_free(&ids);
     CHECK(rm_test_http(sp.port, "POST", "/detokenize", "{\"tokens\": [1, -4]}", &j) == 400);
@@ -666,7 +693,8 @@ TEST(serve_embeddings) {
     for (int m = 0; m < 2; m++) {
         const rm_embedder *e = m ? ret : lib;
         char body[512];
-        snprintf(body, sizeof body, "{\"model\": \"%s\", \"input\": [\"%s\", \"%s\"], \"encoding_format\": \"float\"}", models[m], texts[0], texts[1]);
+        snprintf(body, sizeof body, "{\"model\": \"%s\", \"input\": [\"%s\", \"%s\"], \"encoding_format\": \"float\"}",
+                 models[m], texts[0], texts[1]);
         rm_json *j = NULL;
         CHECK(rm_test_http(sp.port, "POST", "/v1/embeddings", body, &j) == 200);
         const rm_json *data = j ? rm_json_get(j, "data") : NULL;
@@ -711,9 +739,11 @@ TEST(serve_pool_init_cli) {
         for (int i = 0; i < 3; i++) fprintf(f, "{\"inputs\": \"%s\"}\n", serve_samples[a][i]);
     }
     fclose(f);
-    snprintf(cmd, sizeof cmd, "rm -rf %s && %s pool add --pool %s --name x --samples %s 2>/dev/null", pool_dir, bin, pool_dir, corpus);
+    snprintf(cmd, sizeof cmd, "rm -rf %s && %s pool add --pool %s --name x --samples %s 2>/dev/null", pool_dir, bin,
+             pool_dir, corpus);
     CHECK(system(cmd) != 0); // no embedder yet
-    snprintf(cmd, sizeof cmd, "%s pool init --pool %s --corpus %s --embedder hashproj 2>/dev/null", bin, pool_dir, corpus);
+    snprintf(cmd, sizeof cmd, "%s pool init --pool %s --corpus %s --embedder hashproj 2>/dev/null", bin, pool_dir,
+             corpus);
     CHECK(system(cmd) != 0); // trained: needs labelled tasks
     snprintf(cmd, sizeof cmd, "%s pool init --pool %s --corpus /dev/null 2>/dev/null", bin, pool_dir);
     CHECK(system(cmd) != 0); // no texts
@@ -726,11 +756,13 @@ TEST(serve_pool_init_cli) {
         REQUIRE(f);
         for (int i = 0; i < 3; i++) fprintf(f, "{\"inputs\": \"%s\"}\n", serve_samples[a][i]);
         fclose(f);
-        snprintf(cmd, sizeof cmd, "%s pool add --pool %s --name %s --samples %s 2>/dev/null", bin, pool_dir, serve_names[a], s);
+        snprintf(cmd, sizeof cmd, "%s pool add --pool %s --name %s --samples %s 2>/dev/null", bin, pool_dir,
+                 serve_names[a], s);
         CHECK(system(cmd) == 0);
     }
-    const char *queries[4] = {"Translate to German: the dog sleeps.", "Review: I hated every minute. Is this review positive or negative?",
-                              "What is 9 minus 2? Answer with a number.", "Will it be windy in Madrid? Give the weather forecast."};
+    const char *queries[4] = {
+        "Translate to German: the dog sleeps.", "Review: I hated every minute. Is this review positive or negative?",
+        "What is 9 minus 2? Answer with a number.", "Will it be windy in Madrid? Give the weather forecast."};
     for (int a = 0; a < 4; a++) {
         snprintf(cmd, sizeof cmd, "%s retrieve --pool %s -p '%s' -k 1 --json 2>/dev/null", bin, pool_dir, queries[a]);
         FILE *p = popen(cmd, "r");
@@ -778,7 +810,8 @@ TEST(serve_generate_from_pool_cli) {
     CHECKF(second >= 0 && second != 1 && second != 4, "stderr: %s", err);
     free(err);
     if (second >= 0) {
-        snprintf(args, sizeof args, "-m %s --lora %s --lora %s -p '%s' -n 12 --temp 0 -t 1", model, w[1], w[second], query);
+        snprintf(args, sizeof args, "-m %s --lora %s --lora %s -p '%s' -n 12 --temp 0 -t 1", model, w[1], w[second],
+                 query);
         CHECK(generate_ids(args, out_lora, sizeof out_lora) == 0);
         CHECKF(out_pool[0] && !strcmp(out_pool, out_lora), "--pool '%s' vs --lora '%s'", out_pool, out_lora);
     }
@@ -787,7 +820,8 @@ TEST(serve_generate_from_pool_cli) {
     CHECKF(strcmp(out_pool, out_base) != 0, "the retrieved adapters changed nothing: '%s'", out_base);
     // no adapter scores that high: the base model answers, and says so
     char out_min[1024];
-    snprintf(args, sizeof args, "-m %s --pool %s --retrieve 2 --min-score 1000 -p '%s' -n 12 --temp 0 -t 1", model, dir, query);
+    snprintf(args, sizeof args, "-m %s --pool %s --retrieve 2 --min-score 1000 -p '%s' -n 12 --temp 0 -t 1", model, dir,
+             query);
     CHECK(generate_ids_err(args, out_min, sizeof out_min, err_path) == 0);
     CHECKF(!strcmp(out_min, out_base), "--min-score 1000: '%s' vs the base model '%s'", out_min, out_base);
     err = NULL;
@@ -809,7 +843,11 @@ TEST(serve_generate_from_pool_cli) {
 // cannot run (empty, too long for the context, a token outside the
 // vocabulary) is refused with the reason and nothing is queued; greedy
 // sequences run together equal each one run alone.
-typedef struct { int calls, n; char reason[16]; int32_t tok[64]; } done_rec;
+typedef struct {
+    int calls, n;
+    char reason[16];
+    int32_t tok[64];
+} done_rec;
 static void rec_done(void *user, const int32_t *t, int n, const char *reason) {
     done_rec *r = user;
     r->calls++;
@@ -833,9 +871,11 @@ TEST(serve_engine_edges) {
     CHECK_OK(rm_engine_submit(e, p, 3, 0, &sp, NULL, 0, RM_COMPOSE_MIXTURE, &cb0));
     CHECK(r0.calls == 1 && r0.n == 0 && !strcmp(r0.reason, "length"));
     CHECK(rm_engine_submit(e, p, 0, 4, &sp, NULL, 0, RM_COMPOSE_MIXTURE, &cb0) == RM_EINVAL);
-    CHECK(rm_engine_submit(e, p, 30, 4, &sp, NULL, 0, RM_COMPOSE_MIXTURE, &cb0) == RM_EFULL && strstr(rm_last_error(), "context"));
+    CHECK(rm_engine_submit(e, p, 30, 4, &sp, NULL, 0, RM_COMPOSE_MIXTURE, &cb0) == RM_EFULL &&
+          strstr(rm_last_error(), "context"));
     int32_t bad[2] = {1, 1 << 30};
-    CHECK(rm_engine_submit(e, bad, 2, 4, &sp, NULL, 0, RM_COMPOSE_MIXTURE, &cb0) == RM_EINVAL && strstr(rm_last_error(), "vocabulary"));
+    CHECK(rm_engine_submit(e, bad, 2, 4, &sp, NULL, 0, RM_COMPOSE_MIXTURE, &cb0) == RM_EINVAL &&
+          strstr(rm_last_error(), "vocabulary"));
     CHECK(rm_engine_submit(e, p, 3, 4, &sp, NULL, 0, RM_COMPOSE_MIXTURE, NULL) == RM_EINVAL);
     CHECK(rm_engine_step(e) == 0 && r0.calls == 1); // nothing was queued
     // three sequences, two slots (one waits), prompts longer than the 8-row budget
@@ -848,7 +888,8 @@ TEST(serve_engine_edges) {
     CHECK(st.running == 0 && st.waiting == 3 && st.slots == 2 && st.steps == 0);
     CHECK(rm_engine_step(e) == 3);
     rm_engine_get_stats(e, &st);
-    CHECK(st.running == 2 && st.waiting == 1 && st.steps == 1 && st.rows == 8 && st.prompt_tokens == 8); // the row budget
+    CHECK(st.running == 2 && st.waiting == 1 && st.steps == 1 && st.rows == 8 &&
+          st.prompt_tokens == 8); // the row budget
     int steps = 1;
     while (rm_engine_step(e) > 0 && steps < 100) steps++;
     CHECK(ra.calls == 1 && rb.calls == 1 && rc.calls == 1);
@@ -858,7 +899,8 @@ TEST(serve_engine_edges) {
     long long gen = ra.n + rb.n + rc.n;
     CHECK(st.running == 0 && st.waiting == 0 && st.finished == 3 && st.steps == steps + 1);
     CHECK(st.prompt_tokens == 11 + 5 + 9 && st.generated_tokens == gen);
-    CHECKF(st.rows == st.prompt_tokens + gen - 3, "rows %lld, prompt %lld, generated %lld", st.rows, st.prompt_tokens, gen);
+    CHECKF(st.rows == st.prompt_tokens + gen - 3, "rows %lld, prompt %lld, generated %lld", st.rows, st.prompt_tokens,
+           gen);
     rm_engine_free(e);
     const int off[3] = {0, 3, 7}, len[3] = {11, 5, 9};
     done_rec *together[3] = {&ra, &rb, &rc};
@@ -868,7 +910,8 @@ TEST(serve_engine_edges) {
         CHECK_OK(rm_engine_submit(e, p + off[s], len[s], 6, &sp, NULL, 0, RM_COMPOSE_MIXTURE, &c1));
         while (rm_engine_step(e) > 0) {}
         rm_engine_free(e);
-        CHECKF(alone[s].n == together[s]->n && alone[s].n > 0 && !memcmp(alone[s].tok, together[s]->tok, sizeof(int32_t) * (size_t)alone[s].n),
+        CHECKF(alone[s].n == together[s]->n && alone[s].n > 0 &&
+                   !memcmp(alone[s].tok, together[s]->tok, sizeof(int32_t) * (size_t)alone[s].n),
                "sequence %d: alone %d tokens, together %d", s, alone[s].n, together[s]->n);
     }
     rm_llama_free(m);
@@ -897,7 +940,10 @@ static int run_capture(const char *cmd_args, const char *err_path, char **out) {
 static char *generate_text(const char *args, const char *prompt) {
     char a[4096], *out = NULL;
     snprintf(a, sizeof a, "generate %s -p '%s'", args, prompt);
-    if (run_capture(a, NULL, &out) != 0 || !out || strncmp(out, prompt, strlen(prompt))) { free(out); return NULL; }
+    if (run_capture(a, NULL, &out) != 0 || !out || strncmp(out, prompt, strlen(prompt))) {
+        free(out);
+        return NULL;
+    }
     char *s = out + strlen(prompt);
     while (*s == ' ' || *s == '\n') s++;
     size_t len = strlen(s);
@@ -907,7 +953,10 @@ static char *generate_text(const char *args, const char *prompt) {
     return out;
 }
 
-typedef struct { int n; char pred[8][512], adapter[8][64]; } eval_lines;
+typedef struct {
+    int n;
+    char pred[8][512], adapter[8][64];
+} eval_lines;
 static int eval_line(void *user, const rm_json *rec, long index) {
     eval_lines *e = user;
     if (e->n >= 8) return -1;
@@ -965,8 +1014,8 @@ TEST(serve_eval_cli) {
     for (int w_i = 0; w_i < 3; w_i++) {
         char way[700];
         snprintf(way, sizeof way, ways[w_i], dir);
-        snprintf(args, sizeof args, "eval -m %s --test %s --template '{inputs}' -n 6 -t 1 --slots 3 --json --out %s %s", model,
-                 path, out_path, way);
+        snprintf(args, sizeof args, "eval -m %s --test %s --template '{inputs}' -n 6 -t 1 --slots 3 --json --out %s %s",
+                 model, path, out_path, way);
         free(js);
         js = NULL;
         CHECK(run_capture(args, NULL, &js) == 0);
@@ -977,7 +1026,8 @@ TEST(serve_eval_cli) {
         REQUIRE(el.n == 4);
         for (int i = 0; i < 4; i++) {
             const char *want = w_i < 2 ? ref[i] : base[i];
-            CHECKF(!strcmp(el.pred[i], want), "%s: request %d predicted '%s', generate gave '%s'", way, i, el.pred[i], want);
+            CHECKF(!strcmp(el.pred[i], want), "%s: request %d predicted '%s', generate gave '%s'", way, i, el.pred[i],
+                   want);
             CHECKF(!strcmp(el.adapter[i], w_i < 2 ? task[i] : ""), "%s: request %d used '%s'", way, i, el.adapter[i]);
         }
         if (w_i < 2) { // half of each task's targets are the predictions
@@ -995,8 +1045,10 @@ TEST(serve_eval_cli) {
     CHECKF(differs, "the adapters changed no prediction");
     // --limit 1: the first request of each task; --min-score above every score: no adapter, the base model
     {
-        snprintf(args, sizeof args, "eval -m %s --test %s --template '{inputs}' -n 6 -t 1 --json --out %s --pool %s --retrieve 1 "
-                 "--min-score 1000 --limit 1", model, path, out_path, dir);
+        snprintf(args, sizeof args,
+                 "eval -m %s --test %s --template '{inputs}' -n 6 -t 1 --json --out %s --pool %s --retrieve 1 "
+                 "--min-score 1000 --limit 1",
+                 model, path, out_path, dir);
         free(js);
         js = NULL;
         CHECK(run_capture(args, NULL, &js) == 0);
@@ -1009,8 +1061,8 @@ TEST(serve_eval_cli) {
         CHECK_OK(rm_json_each_record(out_path, eval_line, &el));
         REQUIRE(el.n == 2);
         for (int i = 0; i < 2; i++) { // requests 0 and 2 (german, sentiment)
-            CHECKF(!strcmp(el.pred[i], base[2 * i]), "--min-score: request %d predicted '%s', the base model '%s'", 2 * i,
-                   el.pred[i], base[2 * i]);
+            CHECKF(!strcmp(el.pred[i], base[2 * i]), "--min-score: request %d predicted '%s', the base model '%s'",
+                   2 * i, el.pred[i], base[2 * i]);
             CHECK(el.adapter[i][0] == 0);
         }
     }
@@ -1021,8 +1073,8 @@ TEST(serve_eval_cli) {
         REQUIRE(serve_save_router(model, rpath, 77) == RM_OK);
         char both[1800];
         snprintf(both, sizeof both, "--lora %s --lora %s --compose router --router %s", w[0], w[1], rpath);
-        snprintf(args, sizeof args, "eval -m %s --test %s --template '{inputs}' -n 6 -t 1 --slots 2 --json --out %s %s", model,
-                 path, out_path, both);
+        snprintf(args, sizeof args, "eval -m %s --test %s --template '{inputs}' -n 6 -t 1 --slots 2 --json --out %s %s",
+                 model, path, out_path, both);
         free(js);
         js = NULL;
         CHECK(run_capture(args, NULL, &js) == 0);
@@ -1032,11 +1084,12 @@ TEST(serve_eval_cli) {
         for (int i = 0; i < 4; i++) {
             snprintf(args, sizeof args, "-m %s -n 6 --temp 0 -t 1 %s", model, both);
             char *want = generate_text(args, in[i]);
-            CHECKF(want && !strcmp(el.pred[i], want), "router: request %d predicted '%s', generate gave '%s'", i, el.pred[i],
-                   want ? want : "(failed)");
+            CHECKF(want && !strcmp(el.pred[i], want), "router: request %d predicted '%s', generate gave '%s'", i,
+                   el.pred[i], want ? want : "(failed)");
             free(want);
         }
-        snprintf(args, sizeof args, "eval -m %s --test %s --lora %s --lora %s --compose router -n 2", model, path, w[0], w[1]);
+        snprintf(args, sizeof args, "eval -m %s --test %s --lora %s --lora %s --compose router -n 2", model, path, w[0],
+                 w[1]);
         free(js);
         js = NULL;
         CHECK(run_capture(args, NULL, &js) == 2 << 8); // --compose router without --router: usage error
@@ -1052,7 +1105,10 @@ TEST(serve_eval_cli) {
     free(err);
     err = NULL;
     f = fopen(path, "a");
-    if (f) { fputs("{\"inputs\": \"x\", \"targets\": \"y\", \"task\": \"poetry\"}\n", f); fclose(f); }
+    if (f) {
+        fputs("{\"inputs\": \"x\", \"targets\": \"y\", \"task\": \"poetry\"}\n", f);
+        fclose(f);
+    }
     snprintf(args, sizeof args, "eval -m %s --test %s --pool %s --oracle -n 2", model, path, dir);
     free(js);
     CHECK(run_capture(args, err_path, &js) != 0);
@@ -1062,5 +1118,8 @@ TEST(serve_eval_cli) {
     free(js);
     CHECK(run_capture(args, NULL, &js) != 0);
     free(js);
-    for (int i = 0; i < 4; i++) { free(ref[i]); free(base[i]); }
+    for (int i = 0; i < 4; i++) {
+        free(ref[i]);
+        free(base[i]);
+    }
 }

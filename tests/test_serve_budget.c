@@ -48,8 +48,8 @@ static int settled(int port) {
 // A completion with adapter a (greedy, n tokens): its token ids in out; the status.
 static int complete_with(int port, int a, int n, char *out, size_t cap) {
     char body[512];
-    snprintf(body, sizeof body, "{\"prompt\": \"%s\", \"max_tokens\": %d, \"temperature\": 0, \"adapters\": [\"%s\"]}", serve_samples[a][0], n,
-             serve_names[a]);
+    snprintf(body, sizeof body, "{\"prompt\": \"%s\", \"max_tokens\": %d, \"temperature\": 0, \"adapters\": [\"%s\"]}",
+             serve_samples[a][0], n, serve_names[a]);
     rm_json *j = NULL;
     int st = rm_test_http(port, "POST", "/v1/completions", body, &j);
     serve_ids_of(j, out, cap);
@@ -78,8 +78,8 @@ TEST(serve_adapter_cache_budget) {
     rm_llama_free(m);
     REQUIRE(one > 0);
     double budget = 1.5 * (double)one;
-    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 256 --slots 4 --adapter-cache-mb %.9f", serve_tiny_model(), pool,
-             budget / (1 << 20));
+    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 256 --slots 4 --adapter-cache-mb %.9f", serve_tiny_model(),
+             pool, budget / (1 << 20));
     rm_test_server sp;
     REQUIRE(rm_test_server_start(&sp, args) == 0);
     CHECK(fabs(metric(sp.port, "adapter_cache_budget_bytes") - budget) <= 1);
@@ -110,7 +110,8 @@ TEST(serve_adapter_cache_budget) {
     int fds[3], who[3] = {0, 1, 0};
     char body[512];
     for (int i = 0; i < 3; i++) {
-        snprintf(body, sizeof body, "{\"prompt\": \"%s\", \"max_tokens\": 120, \"temperature\": 0, \"adapters\": [\"%s\"]}",
+        snprintf(body, sizeof body,
+                 "{\"prompt\": \"%s\", \"max_tokens\": 120, \"temperature\": 0, \"adapters\": [\"%s\"]}",
                  serve_samples[who[i]][0], serve_names[who[i]]);
         fds[i] = rm_test_connect(sp.port);
         CHECK(fds[i] >= 0 && rm_test_send(fds[i], "POST", "/v1/completions", body) == 0);
@@ -146,30 +147,35 @@ TEST(serve_limits_413_and_sampling_400) {
     REQUIRE(serve_make_adapters(serve_tiny_model(), w) == RM_OK);
     snprintf(pool, sizeof pool, "%s/limits-pool", rm_test_tmpdir());
     REQUIRE(serve_make_pool(pool, (const int[]){1, 0, 0, 0, 0}, w) == RM_OK);
-    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 256 --adapter-dir %s --max-body 16777216", serve_tiny_model(), pool,
-             rm_test_tmpdir());
+    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 256 --adapter-dir %s --max-body 16777216",
+             serve_tiny_model(), pool, rm_test_tmpdir());
     rm_test_server sp;
     REQUIRE(rm_test_server_start(&sp, args) == 0);
     char param[64], msg[512];
 
     // sampling fields: refused with the field named, on both routes that sample
-    static const struct { const char *field, *value; } bad[] = {
-        {"max_tokens", "1.5"}, {"max_tokens", "1e20"}, {"max_tokens", "\"8\""}, {"temperature", "-5"}, {"temperature", "1e999"},
-        {"temperature", "3"},  {"top_p", "7"},         {"top_p", "0"},          {"top_k", "2.5"},      {"seed", "-1"},
-        {"min_p", "-0.1"},     {"repeat_penalty", "0"},
+    static const struct {
+        const char *field, *value;
+    } bad[] = {
+        {"max_tokens", "1.5"},    {"max_tokens", "1e20"}, {"max_tokens", "\"8\""}, {"temperature", "-5"},
+        {"temperature", "1e999"}, {"temperature", "3"},   {"top_p", "7"},          {"top_p", "0"},
+        {"top_k", "2.5"},         {"seed", "-1"},         {"min_p", "-0.1"},       {"repeat_penalty", "0"},
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         for (int chat = 0; chat < 2; chat++) {
             char body[256];
             snprintf(body, sizeof body, "{%s, \"%s\": %s}",
-                     chat ? "\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]" : "\"prompt\": \"hi\"", bad[i].field, bad[i].value);
-            int st = post_param(sp.port, chat ? "/v1/chat/completions" : "/v1/completions", body, param, sizeof param, msg, sizeof msg);
-            CHECKF(st == 400 && !strcmp(param, bad[i].field), "%s %s: %s: status %d, param '%s' (%s)", chat ? "chat" : "completion",
-                   bad[i].field, bad[i].value, st, param, msg);
+                     chat ? "\"messages\": [{\"role\": \"user\", \"content\": \"hi\"}]" : "\"prompt\": \"hi\"",
+                     bad[i].field, bad[i].value);
+            int st = post_param(sp.port, chat ? "/v1/chat/completions" : "/v1/completions", body, param, sizeof param,
+                                msg, sizeof msg);
+            CHECKF(st == 400 && !strcmp(param, bad[i].field), "%s %s: %s: status %d, param '%s' (%s)",
+                   chat ? "chat" : "completion", bad[i].field, bad[i].value, st, param, msg);
         }
     // in range: answered
-    CHECK(post_param(sp.port, "/v1/completions", "{\"prompt\": \"hi\", \"max_tokens\": 2, \"temperature\": 2, \"top_p\": 1, \"seed\": 7}",
-                     param, sizeof param, NULL, 0) == 200);
+    CHECK(post_param(sp.port, "/v1/completions",
+                     "{\"prompt\": \"hi\", \"max_tokens\": 2, \"temperature\": 2, \"top_p\": 1, \"seed\": 7}", param,
+                     sizeof param, NULL, 0) == 200);
 
     // an upload of 1001 samples: 413 naming the limit
     rm_sb b;
@@ -195,7 +201,8 @@ TEST(serve_limits_413_and_sampling_400) {
     rm_sb_free(&b);
     // and the pool has neither; a fair upload passes
     rm_json *j = NULL;
-    CHECK(rm_test_http(sp.port, "GET", "/v1/adapters", NULL, &j) == 200 && j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 1);
+    CHECK(rm_test_http(sp.port, "GET", "/v1/adapters", NULL, &j) == 200 && j && rm_json_get(j, "data") &&
+          rm_json_get(j, "data")->n == 1);
     rm_json_free(j);
     char body[1024];
     snprintf(body, sizeof body, "{\"name\": \"fair\", \"weights\": \"%s\", \"samples\": [\"a\", \"b\"]}", w[1]);

@@ -37,7 +37,8 @@ static int connect_to(int family, int port) {
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
     int rc;
     if (family == AF_INET6) {
-        struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port), .sin6_addr = IN6ADDR_LOOPBACK_INIT};
+        struct sockaddr_in6 a = {
+            .sin6_family = AF_INET6, .sin6_port = htons((uint16_t)port), .sin6_addr = IN6ADDR_LOOPBACK_INIT};
         rc = connect(fd, (struct sockaddr *)&a, sizeof a);
     } else {
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
@@ -100,7 +101,10 @@ static int next_answer(const char **p, rm_sb *body) {
             long n = strtol(q, &e, 16);
             if (e == q || strncmp(e, "\r\n", 2)) return 0;
             q = e + 2;
-            if (n == 0) { q += 2; break; }
+            if (n == 0) {
+                q += 2;
+                break;
+            }
             if (strlen(q) < (size_t)n + 2) return 0;
             rm_sb_putn(body, q, (size_t)n);
             q += n + 2;
@@ -130,13 +134,15 @@ static void ids_in(const rm_sb *body, char *out, size_t cap) {
 
 // One request on a new connection (Connection: close), with an extra header
 // line when given: its status.
-static int ask_with(int family, int port, const char *method, const char *path, const char *body, const char *header, rm_sb *answer) {
+static int ask_with(int family, int port, const char *method, const char *path, const char *body, const char *header,
+                    rm_sb *answer) {
     int fd = connect_to(family, port);
     if (fd < 0) return -1;
     char head[1024];
     size_t bl = body ? strlen(body) : 0;
-    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%s%sContent-Length: %zu\r\n\r\n", method,
-                     path, header ? header : "", header ? "\r\n" : "", bl);
+    int n =
+        snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%s%sContent-Length: %zu\r\n\r\n",
+                 method, path, header ? header : "", header ? "\r\n" : "", bl);
     rm_sb raw;
     rm_sb_init(&raw);
     int status = -1;
@@ -165,7 +171,8 @@ TEST(serve_http_abuse) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
     REQUIRE(serve_tiny_model());
     char args[1024];
-    snprintf(args, sizeof args, "-m %s -t 1 --ctx 512 --host :: --timeout 3 --max-connections 8 --health-reserve 1 --max-body 65536",
+    snprintf(args, sizeof args,
+             "-m %s -t 1 --ctx 512 --host :: --timeout 3 --max-connections 8 --health-reserve 1 --max-body 65536",
              serve_tiny_model());
     rm_test_server sp;
     REQUIRE(rm_test_server_start(&sp, args) == 0);
@@ -192,13 +199,15 @@ TEST(serve_http_abuse) {
     {
         int fd = connect_to(AF_INET, sp.port);
         REQUIRE(fd >= 0);
-        const char *head = "POST /v1/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n";
+        const char *head =
+            "POST /v1/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n";
         size_t L = strlen(k_req), cut1 = 7, cut2 = 30;
         char piece[256];
         CHECK(send_all(fd, head, strlen(head)) == 0);
         const size_t from[3] = {0, cut1, cut2}, to[3] = {cut1, cut2, L};
         for (int i = 0; i < 3; i++) {
-            int n = snprintf(piece, sizeof piece, "%zx\r\n%.*s\r\n", to[i] - from[i], (int)(to[i] - from[i]), k_req + from[i]);
+            int n = snprintf(piece, sizeof piece, "%zx\r\n%.*s\r\n", to[i] - from[i], (int)(to[i] - from[i]),
+                             k_req + from[i]);
             CHECK(send_all(fd, piece, (size_t)n) == 0);
         }
         CHECK(send_all(fd, "0\r\n\r\n", 5) == 0);
@@ -243,8 +252,10 @@ TEST(serve_http_abuse) {
             "GARBAGE\r\n\r\n",
             "GET /health HTTP/9.9\r\nHost: t\r\n\r\n",
             "GET /health HTTP/1.1\r\nHost: t\r\nno colon here\r\n\r\n",
-            "POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 40\r\n\r\n{\"prompt\": \"x\"}",
-            "POST /v1/completions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n3\r\n{\"a\r\n0\r\n\r\n",
+            "POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\nContent-Length: 40\r\n\r\n{\"prompt\": "
+            "\"x\"}",
+            "POST /v1/completions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\nContent-Length: "
+            "3\r\n\r\n3\r\n{\"a\r\n0\r\n\r\n",
             "POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: -5\r\n\r\n",
             "POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: lots\r\n\r\n",
             "POST /v1/completions HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nabc\r\n0\r\n\r\n",
@@ -267,7 +278,8 @@ TEST(serve_http_abuse) {
         memset(chunk + cn, ' ', 0x2000);
         memcpy(chunk + cn + 0x2000, "\r\n", 2);
         int sent = 0;
-        for (int i = 0; i < 12 && sent == 0; i++) sent = send_all(fd, chunk, (size_t)cn + 0x2000 + 2); // 96 KiB > 64 KiB
+        for (int i = 0; i < 12 && sent == 0; i++)
+            sent = send_all(fd, chunk, (size_t)cn + 0x2000 + 2); // 96 KiB > 64 KiB
         sb_clear(&raw);
         CHECK(read_to_close(fd, &raw)); // closed
         int st = 0;
@@ -331,7 +343,8 @@ TEST(serve_http_abuse) {
         REQUIRE(fd >= 0);
         const char *body = "{\"prompt\": \"Once\", \"max_tokens\": 200, \"stream\": true}";
         char req[512];
-        int n = snprintf(req, sizeof req, "POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n%s", strlen(body), body);
+        int n = snprintf(req, sizeof req, "POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: %zu\r\n\r\n%s",
+                         strlen(body), body);
         CHECK(send_all(fd, req, (size_t)n) == 0);
         char buf[256];
         CHECK(read(fd, buf, sizeof buf) > 0);
@@ -398,7 +411,8 @@ static double metric_value(int port, const char *name) {
     char key[128];
     snprintf(key, sizeof key, "\nramole_%s ", name);
     double v = -1;
-    if (ask(AF_INET, port, "GET", "/metrics", NULL, &a) == 200 && a.buf && strstr(a.buf, key)) v = atof(strstr(a.buf, key) + strlen(key));
+    if (ask(AF_INET, port, "GET", "/metrics", NULL, &a) == 200 && a.buf && strstr(a.buf, key))
+        v = atof(strstr(a.buf, key) + strlen(key));
     rm_sb_free(&a);
     return v;
 }
@@ -418,7 +432,8 @@ TEST(serve_http_connection_limits) {
     if (!can) SKIP("cannot bind 127.0.0.2 as a source address");
     char args[1024];
     snprintf(args, sizeof args,
-             "-m %s -t 1 --ctx 512 --threads 1 --timeout 30 --request-timeout 2 --max-connections 4 --max-per-ip 3 --health-reserve 2",
+             "-m %s -t 1 --ctx 512 --threads 1 --timeout 30 --request-timeout 2 --max-connections 4 --max-per-ip 3 "
+             "--health-reserve 2",
              serve_tiny_model());
     rm_test_server sp;
     REQUIRE(rm_test_server_start(&sp, args) == 0);
@@ -527,14 +542,15 @@ TEST(serve_http_slow_work_and_drain) {
     REQUIRE(up >= 0);
     char body[1024], req[2048];
     snprintf(body, sizeof body, "{\"name\": \"slow\", \"weights\": \"%s\", \"samples\": [\"x\"]}", slow);
-    int n = snprintf(req, sizeof req, "POST /v1/adapters HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
+    int n = snprintf(req, sizeof req,
+                     "POST /v1/adapters HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
                      strlen(body), body);
     int head = n - (int)strlen(body) / 2;
     CHECK(send_all(up, req, (size_t)head) == 0);
     CHECK(ask(AF_INET, sp.port, "GET", "/health", NULL, &a) == 200);
     CHECK(ask_fresh(sp.port, "GET", "/v1/models", NULL, &a) == 200);
-    CHECK(ask_fresh(sp.port, "POST", "/v1/completions", "{\"prompt\": \"Translate to German: hello\", \"retrieve\": 1, \"max_tokens\": 3}",
-              &a) == 200);
+    CHECK(ask_fresh(sp.port, "POST", "/v1/completions",
+                    "{\"prompt\": \"Translate to German: hello\", \"retrieve\": 1, \"max_tokens\": 3}", &a) == 200);
     CHECK(a.buf && strstr(a.buf, "\"german\""));
     CHECK(send_all(up, req + head, (size_t)(n - head)) == 0);
     rm_sb raw;
@@ -548,15 +564,17 @@ TEST(serve_http_slow_work_and_drain) {
     // drain: a request whose body is half sent, and a stream, are running at SIGTERM
     int half = connect_to(AF_INET, sp.port), stream = connect_to(AF_INET, sp.port);
     REQUIRE(half >= 0 && stream >= 0);
-    n = snprintf(req, sizeof req, "POST /v1/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%.10s",
+    n = snprintf(req, sizeof req,
+                 "POST /v1/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%.10s",
                  strlen(k_req), k_req);
     CHECK(send_all(half, req, (size_t)n) == 0);
     const char *sbody = "{\"prompt\": \"Once\", \"max_tokens\": 100, \"stream\": true}";
-    n = snprintf(req, sizeof req, "POST /v1/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
+    n = snprintf(req, sizeof req,
+                 "POST /v1/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
                  strlen(sbody), sbody);
     CHECK(send_all(stream, req, (size_t)n) == 0);
     char buf[64];
-    CHECK(read(stream, buf, sizeof buf) > 0); // it runs
+    CHECK(read(stream, buf, sizeof buf) > 0);                     // it runs
     CHECK(ask_fresh(sp.port, "GET", "/health", NULL, &a) == 200); // the half request has been seen by now
     kill(sp.pid, SIGTERM);
     for (int t = 0; t < 600 && !log_has("draining"); t++) usleep(100000);
@@ -564,7 +582,7 @@ TEST(serve_http_slow_work_and_drain) {
     CHECK(ask_fresh(sp.port, "POST", "/v1/completions", k_req, &a) == 503);
     CHECK(a.buf && strstr(a.buf, "shutting down"));
     CHECK(ask_fresh(sp.port, "GET", "/health", NULL, &a) == 503); // a load balancer leaves it out
-    CHECK(send_all(half, k_req + 10, strlen(k_req) - 10) == 0); // the running one finishes
+    CHECK(send_all(half, k_req + 10, strlen(k_req) - 10) == 0);   // the running one finishes
     sb_clear(&raw);
     CHECK(read_to_close(half, &raw));
     const char *p = raw.buf;
@@ -592,7 +610,8 @@ TEST(serve_openai_sdk) {
     const char *why = serve_npm_package("openai", "6.30.1", sdk, sizeof sdk);
     if (why) SKIP(why);
     rm_test_server sp;
-    REQUIRE(serve_start_pooled(&sp, "sdk-pool", (const int[]){1, 1, 0, 0, 0}, "-t 1 --ctx 512", w, pool, sizeof pool) == 0);
+    REQUIRE(serve_start_pooled(&sp, "sdk-pool", (const int[]){1, 1, 0, 0, 0}, "-t 1 --ctx 512", w, pool, sizeof pool) ==
+            0);
     char *said = NULL;
     snprintf(args, sizeof args, "%s http://127.0.0.1:%d/v1 serve-tiny german", sdk, sp.port);
     CHECKF(serve_node("tests/openai_sdk.cjs", args, &said), "the SDK test said: %s", said ? said : "(nothing)");
@@ -610,13 +629,18 @@ TEST(serve_keys_and_log) {
     REQUIRE(serve_make_adapters(serve_tiny_model(), w) == RM_OK);
     snprintf(pool, sizeof pool, "%s/keys-pool", rm_test_tmpdir());
     REQUIRE(serve_make_pool(pool, (const int[]){1, 1, 0, 0, 0}, w) == RM_OK);
-    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 256 --api-key user-key-123 --admin-key admin-key-456 --log-format json",
+    snprintf(args, sizeof args,
+             "-m %s --pool %s -t 1 --ctx 256 --api-key user-key-123 --admin-key admin-key-456 --log-format json",
              serve_tiny_model(), pool);
     rm_test_server sp;
     REQUIRE(rm_test_server_start(&sp, args) == 0);
-    struct { const char *method, *path, *body; int admin; } ep[] = {
+    struct {
+        const char *method, *path, *body;
+        int admin;
+    } ep[] = {
         {"POST", "/v1/completions", "{\"prompt\": \"x\", \"max_tokens\": 2}", 0},
-        {"POST", "/v1/chat/completions", "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": 2}", 0},
+        {"POST", "/v1/chat/completions",
+         "{\"messages\": [{\"role\": \"user\", \"content\": \"x\"}], \"max_tokens\": 2}", 0},
         {"POST", "/v1/embeddings", "{\"model\": \"serve-tiny\", \"input\": \"x\"}", 0},
         {"POST", "/tokenize", "{\"prompt\": \"x\"}", 0},
         {"POST", "/detokenize", "{\"tokens\": [70]}", 0},
@@ -626,7 +650,8 @@ TEST(serve_keys_and_log) {
         {"GET", "/metrics", NULL, 0},
         {"POST", "/v1/adapters", "{}", 1}, // the admin key's: a bad upload, 400 once let in
     };
-    const char *auth[4] = {NULL, "Authorization: Bearer wrong-key", "Authorization: Bearer user-key-123", "Authorization: Bearer admin-key-456"};
+    const char *auth[4] = {NULL, "Authorization: Bearer wrong-key", "Authorization: Bearer user-key-123",
+                           "Authorization: Bearer admin-key-456"};
     int n_requests = 0;
     rm_sb a;
     rm_sb_init(&a);
@@ -664,24 +689,30 @@ TEST(serve_keys_and_log) {
         rm_json *j = NULL;
         if (obj && rm_json_parse(obj + 14, strlen(obj + 14), "log line", &j) == RM_OK) {
             lines++;
-            CHECK(rm_json_get_int(j, "id", 0) > 0 && rm_json_get_num(j, "total_s", -1) >= 0 && rm_json_get_str(j, "path", NULL));
+            CHECK(rm_json_get_int(j, "id", 0) > 0 && rm_json_get_num(j, "total_s", -1) >= 0 &&
+                  rm_json_get_str(j, "path", NULL));
             int st = (int)rm_json_get_int(j, "status", 0);
             unauthorized += st == 401;
             if (st == 200 && !strcmp(rm_json_get_str(j, "path", ""), "/v1/completions")) {
                 completions++;
-                CHECK(!strcmp(rm_json_get_str(j, "model", ""), "serve-tiny") && rm_json_get_int(j, "generated_tokens", 0) == 2);
-                CHECK(rm_json_get_int(j, "prompt_tokens", 0) > 0 && rm_json_get_num(j, "ttft_s", -1) >= 0 && rm_json_get(j, "adapters"));
+                CHECK(!strcmp(rm_json_get_str(j, "model", ""), "serve-tiny") &&
+                      rm_json_get_int(j, "generated_tokens", 0) == 2);
+                CHECK(rm_json_get_int(j, "prompt_tokens", 0) > 0 && rm_json_get_num(j, "ttft_s", -1) >= 0 &&
+                      rm_json_get(j, "adapters"));
             }
         }
         rm_json_free(j);
         line = end ? end + 1 : NULL;
     }
     CHECKF(lines == n_requests, "%d log lines for %d requests", lines, n_requests);
-    CHECKF(completions == 2 && unauthorized == 2 * 10 + 1, "%d completions, %d refused", completions, unauthorized); // the upload with the api key too
+    CHECKF(completions == 2 && unauthorized == 2 * 10 + 1, "%d completions, %d refused", completions,
+           unauthorized); // the upload with the api key too
     free(log);
 }
 
-static void part(rm_sb *b, const char *name, const char *filename, const char *data, size_t len) { serve_part(b, name, filename, data, len); }
+static void part(rm_sb *b, const char *name, const char *filename, const char *data, size_t len) {
+    serve_part(b, name, filename, data, len);
+}
 
 // Appends the file at path as a part.
 static int file_part(rm_sb *b, const char *name, const char *filename, const char *path) {
@@ -698,8 +729,10 @@ static int upload_multipart(int port, const rm_sb *body, rm_sb *a) {
     int fd = connect_to(AF_INET, port);
     if (fd < 0) return -1;
     char head[512];
-    int n = snprintf(head, sizeof head, "POST /v1/adapters HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
-                     "Content-Type: multipart/form-data; boundary=XyZzy42\r\nContent-Length: %zu\r\n\r\n", body->len);
+    int n = snprintf(head, sizeof head,
+                     "POST /v1/adapters HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                     "Content-Type: multipart/form-data; boundary=XyZzy42\r\nContent-Length: %zu\r\n\r\n",
+                     body->len);
     rm_sb raw;
     rm_sb_init(&raw);
     int status = -1;
@@ -740,7 +773,8 @@ TEST(serve_upload_by_content) {
     snprintf(bad, sizeof bad, "%s/up-bad", tmp);
     REQUIRE(serve_make_bad_peft(bad) == RM_OK);
     snprintf(store, sizeof store, "%s/adapters", pool);
-    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 256 --max-upload 4000000 --adapter-dir %s", serve_tiny_model(), pool, tmp);
+    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 256 --max-upload 4000000 --adapter-dir %s",
+             serve_tiny_model(), pool, tmp);
     rm_test_server sp;
     REQUIRE(rm_test_server_start(&sp, args) == 0);
 
@@ -770,7 +804,8 @@ TEST(serve_upload_by_content) {
     snprintf(want_path, sizeof want_path, "%s/adapters/%.64s/adapter.gguf", abs_pool, sum);
     rm_json *j = NULL;
     CHECK(a.buf && rm_json_parse(a.buf, a.len, "answer", &j) == RM_OK);
-    CHECKF(j && !strcmp(rm_json_get_str(j, "weights", ""), want_path), "stored at %s, want %s", j ? rm_json_get_str(j, "weights", "") : "?", want_path);
+    CHECKF(j && !strcmp(rm_json_get_str(j, "weights", ""), want_path), "stored at %s, want %s",
+           j ? rm_json_get_str(j, "weights", "") : "?", want_path);
     rm_json_free(j);
     j = NULL;
     CHECK(rm_file_exists(want_path));
@@ -813,7 +848,8 @@ TEST(serve_upload_by_content) {
     list_dir(store, listing, sizeof listing);
     CHECKF(!strcmp(listing, before), "stored after a refusal: '%s' (before: '%s')", listing, before);
     CHECK(ask_fresh(sp.port, "GET", "/v1/adapters", NULL, &a) == 200);
-    CHECK(a.buf && rm_json_parse(a.buf, a.len, "list", &j) == RM_OK && j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 5);
+    CHECK(a.buf && rm_json_parse(a.buf, a.len, "list", &j) == RM_OK && j && rm_json_get(j, "data") &&
+          rm_json_get(j, "data")->n == 5);
     rm_json_free(j);
     j = NULL;
 
@@ -830,11 +866,13 @@ TEST(serve_upload_by_content) {
     rm_sb_puts(&junk, "--XyZzy42--\r\n");
     sb_clear(&a);
     CHECK(upload_multipart(sp.port, &junk, &a) == 400 && a.buf && strstr(a.buf, ".gguf"));
-    const char *huge = "POST /v1/adapters HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=XyZzy42\r\n"
-                       "Content-Length: 5000000\r\n\r\n";
+    const char *huge =
+        "POST /v1/adapters HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=XyZzy42\r\n"
+        "Content-Length: 5000000\r\n\r\n";
     sb_clear(&a);
     CHECK(exchange(sp.port, huge, strlen(huge), &a) == 413);
-    CHECK(ask_fresh(sp.port, "POST", "/v1/adapters", "{\"name\": \"bypath\", \"weights\": \"/dev/null\", \"samples\": [\"x\"]}", &a) == 400 &&
+    CHECK(ask_fresh(sp.port, "POST", "/v1/adapters",
+                    "{\"name\": \"bypath\", \"weights\": \"/dev/null\", \"samples\": [\"x\"]}", &a) == 400 &&
           a.buf && strstr(a.buf, "adapter-dir"));
 
     // vLLM's load / unload by path (inside --adapter-dir), and DELETE
@@ -848,22 +886,26 @@ TEST(serve_upload_by_content) {
     int st_fd = connect_to(AF_INET, sp.port);
     REQUIRE(st_fd >= 0);
     const char *sbody = "{\"prompt\": \"Once\", \"max_tokens\": 150, \"stream\": true, \"adapters\": [\"german\"]}";
-    int n = snprintf(jreq, sizeof jreq, "POST /v1/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
+    int n = snprintf(jreq, sizeof jreq,
+                     "POST /v1/completions HTTP/1.1\r\nHost: t\r\nConnection: close\r\nContent-Length: %zu\r\n\r\n%s",
                      strlen(sbody), sbody);
     CHECK(send_all(st_fd, jreq, (size_t)n) == 0);
     char first[64];
     CHECK(read(st_fd, first, sizeof first) > 0);
-    CHECK(ask_fresh(sp.port, "DELETE", "/v1/adapters/german", NULL, &a) == 200 && a.buf && strstr(a.buf, "\"deleted\": true"));
+    CHECK(ask_fresh(sp.port, "DELETE", "/v1/adapters/german", NULL, &a) == 200 && a.buf &&
+          strstr(a.buf, "\"deleted\": true"));
     rm_sb rest;
     rm_sb_init(&rest);
-    CHECK(read_to_close(st_fd, &rest) && rest.buf && strstr(rest.buf, "data: [DONE]") && !strstr(rest.buf, "\"error\""));
+    CHECK(read_to_close(st_fd, &rest) && rest.buf && strstr(rest.buf, "data: [DONE]") &&
+          !strstr(rest.buf, "\"error\""));
     rm_sb_free(&rest);
     close(st_fd);
     CHECK(ask_fresh(sp.port, "DELETE", "/v1/adapters/german", NULL, &a) == 404);
     CHECK(ask_fresh(sp.port, "POST", "/v1/completions", "{\"prompt\": \"x\", \"adapters\": [\"german\"]}", &a) == 404);
     CHECK(ask_fresh(sp.port, "DELETE", "/v1/adapters/weather-again", NULL, &a) == 200);
     CHECK(ask_fresh(sp.port, "GET", "/v1/adapters", NULL, &a) == 200);
-    CHECK(a.buf && rm_json_parse(a.buf, a.len, "list", &j) == RM_OK && j && rm_json_get(j, "data") && rm_json_get(j, "data")->n == 3);
+    CHECK(a.buf && rm_json_parse(a.buf, a.len, "list", &j) == RM_OK && j && rm_json_get(j, "data") &&
+          rm_json_get(j, "data")->n == 3);
     rm_json_free(j);
     j = NULL;
     CHECK(rm_test_server_stop(&sp) == 0);
@@ -871,7 +913,8 @@ TEST(serve_upload_by_content) {
     // the pool from another folder: the stored paths are absolute
     char *abs_bin = realpath(rm_test_bin(), NULL), *abs_model = realpath(serve_tiny_model(), NULL);
     REQUIRE(abs_bin && abs_model);
-    snprintf(cmd, sizeof cmd, "cd / && %s generate -m %s --pool %s --retrieve 1 -p '%s' -n 8 --temp 0 -t 1 --ids 2>/dev/null", abs_bin,
+    snprintf(cmd, sizeof cmd,
+             "cd / && %s generate -m %s --pool %s --retrieve 1 -p '%s' -n 8 --temp 0 -t 1 --ids 2>/dev/null", abs_bin,
              abs_model, abs_pool, q);
     p = popen(cmd, "r");
     want[0] = 0;
@@ -898,8 +941,10 @@ TEST(serve_multipart_hostile) {
     int n = 0;
     CHECK_OK(rm_multipart_parse(ct, b.buf, b.len, parts, 8, &n));
     REQUIRE(n == 2);
-    CHECK(!strcmp(parts[0].name, "name") && parts[0].len == 3 && !memcmp(parts[0].data, "abc", 3) && !parts[0].has_filename);
-    CHECK(!strcmp(parts[1].name, "file") && parts[1].has_filename && parts[1].len == 12 && !memcmp(parts[1].data, "\r\n--XyZzy4\r\n", 12));
+    CHECK(!strcmp(parts[0].name, "name") && parts[0].len == 3 && !memcmp(parts[0].data, "abc", 3) &&
+          !parts[0].has_filename);
+    CHECK(!strcmp(parts[1].name, "file") && parts[1].has_filename && parts[1].len == 12 &&
+          !memcmp(parts[1].data, "\r\n--XyZzy4\r\n", 12));
     CHECK(rm_multipart_find(parts, n, "file") == &parts[1] && !rm_multipart_find(parts, n, "none"));
     CHECK(rm_multipart_parse(ct, b.buf, b.len, parts, 1, &n) != RM_OK); // more parts than room
     int ok = 0;
@@ -920,8 +965,13 @@ TEST(serve_multipart_hostile) {
         rm_multipart_parse(ct, copy, b.len, parts, 8, &n);
         free(copy);
     }
-    const char *cts[] = {NULL, "text/plain", "multipart/form-data", "multipart/form-data; boundary=", "multipart/form-data; boundary=\"",
-                         "multipart/form-data; boundary=\"XyZzy42\"", "multipart/form-data; boundary=" /* 80 chars follow */
+    const char *cts[] = {NULL,
+                         "text/plain",
+                         "multipart/form-data",
+                         "multipart/form-data; boundary=",
+                         "multipart/form-data; boundary=\"",
+                         "multipart/form-data; boundary=\"XyZzy42\"",
+                         "multipart/form-data; boundary=" /* 80 chars follow */
                          "01234567890123456789012345678901234567890123456789012345678901234567890123456789"};
     const int good[] = {0, 0, 0, 0, 0, 1, 0};
     for (size_t i = 0; i < sizeof cts / sizeof cts[0]; i++)

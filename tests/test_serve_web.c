@@ -55,8 +55,9 @@ static int fetch(int port, const char *method, const char *path, const char *ext
     if (fd < 0) return -1;
     char head[1024];
     size_t bl = body ? strlen(body) : 0;
-    int n = snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%sContent-Length: %zu\r\n\r\n", method, path,
-                     extra ? extra : "", bl);
+    int n =
+        snprintf(head, sizeof head, "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%sContent-Length: %zu\r\n\r\n",
+                 method, path, extra ? extra : "", bl);
     raw->len = 0;
     int ok = !serve_send_all(fd, head, (size_t)n) && !serve_send_all(fd, body ? body : "", bl) && take(fd, raw, 60000);
     close(fd);
@@ -109,7 +110,8 @@ static void dot_files(const char *dir, char *out, size_t cap) {
     if (d) closedir(d);
 }
 
-int serve_start_pooled(rm_test_server *sp, const char *name, const int *want, const char *flags, char (*w)[512], char *pool, size_t cap) {
+int serve_start_pooled(rm_test_server *sp, const char *name, const int *want, const char *flags, char (*w)[512],
+                       char *pool, size_t cap) {
     char args[2048];
     if (!serve_tiny_model() || serve_make_adapters(serve_tiny_model(), w) != RM_OK) return -1;
     snprintf(pool, cap, "%s/%s", rm_test_tmpdir(), name);
@@ -120,14 +122,17 @@ int serve_start_pooled(rm_test_server *sp, const char *name, const int *want, co
 
 const char *serve_npm_package(const char *pkg, const char *version, char *dir, size_t cap) {
     static char why[300];
-    if (system("node --version >/dev/null 2>&1") != 0) return "node is not installed (Debian: apt-get install nodejs npm; scripts/deps.sh web)";
+    if (system("node --version >/dev/null 2>&1") != 0)
+        return "node is not installed (Debian: apt-get install nodejs npm; scripts/deps.sh web)";
     char probe[800], cmd[3000];
     const char *bin = rm_test_bin(), *slash = strrchr(bin, '/');
     snprintf(dir, cap, "%.*s/npm-%s", slash ? (int)(slash - bin) : 1, slash ? bin : ".", pkg);
     snprintf(probe, sizeof probe, "%s/node_modules/%s/package.json", dir, pkg);
     if (rm_file_exists(probe)) return NULL;
-    snprintf(cmd, sizeof cmd, "mkdir -p %s && timeout 600 npm install --prefix %s --no-audit --no-fund --loglevel=error %s@%s >%s/npm.log 2>&1", dir,
-             dir, pkg, version, rm_test_tmpdir());
+    snprintf(cmd, sizeof cmd,
+             "mkdir -p %s && timeout 600 npm install --prefix %s --no-audit --no-fund --loglevel=error %s@%s "
+             ">%s/npm.log 2>&1",
+             dir, dir, pkg, version, rm_test_tmpdir());
     if (system(cmd) == 0 && rm_file_exists(probe)) return NULL;
     snprintf(why, sizeof why, "npm could not install %s (no registry?); see `npm install %s@%s`", pkg, pkg, version);
     return why;
@@ -153,10 +158,13 @@ TEST(serve_web_page) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
     char w[5][512], pool[512];
     rm_test_server sp;
-    REQUIRE(serve_start_pooled(&sp, "web-pool", (const int[]){1, 1, 0, 0, 0}, "-t 1 --ctx 256 --api-key page-key", w, pool, sizeof pool) == 0);
+    REQUIRE(serve_start_pooled(&sp, "web-pool", (const int[]){1, 1, 0, 0, 0}, "-t 1 --ctx 256 --api-key page-key", w,
+                               pool, sizeof pool) == 0);
     rm_sb raw;
     rm_sb_init(&raw);
-    const char *files[3][3] = {{"/", "index.html", "text/html"}, {"/app.js", "app.js", "text/javascript"}, {"/app.css", "app.css", "text/css"}};
+    const char *files[3][3] = {{"/", "index.html", "text/html"},
+                               {"/app.js", "app.js", "text/javascript"},
+                               {"/app.css", "app.css", "text/css"}};
     for (int i = 0; i < 3; i++) {
         char path[300], *want = NULL, type[200];
         size_t len = 0;
@@ -182,7 +190,8 @@ TEST(serve_web_page) {
     const char *b = body_of(&raw);
     CHECK(rm_json_parse(b, strlen(b), "info", &j) == RM_OK && j);
     if (j) {
-        CHECK(!strcmp(rm_json_get_str(j, "model", ""), "serve-tiny") && !strcmp(rm_json_get_str(j, "auto_model", ""), "ramole-auto"));
+        CHECK(!strcmp(rm_json_get_str(j, "model", ""), "serve-tiny") &&
+              !strcmp(rm_json_get_str(j, "auto_model", ""), "ramole-auto"));
         CHECK(rm_json_get_int(j, "adapters", 0) == 2 && rm_json_get_int(j, "retrieve", 0) == 3);
         const rm_json *router = rm_json_get(j, "router"), *api = rm_json_get(j, "api_key");
         CHECK(router && router->type == RM_JSON_BOOL && !router->boolean && api && api->boolean);
@@ -198,17 +207,20 @@ TEST(serve_web_page) {
     CHECK(rm_json_parse(b, strlen(b), "adapter", &j) == RM_OK && j);
     const rm_json *smp = j ? rm_json_get(j, "samples") : NULL;
     CHECK(j && !strcmp(rm_json_get_str(j, "name", ""), "german") && rm_json_get_int(j, "n_samples", 0) == 3);
-    CHECK(smp && smp->n == 3 && smp->items[0].type == RM_JSON_STRING && !strcmp(smp->items[0].str, serve_samples[0][0]));
+    CHECK(smp && smp->n == 3 && smp->items[0].type == RM_JSON_STRING &&
+          !strcmp(smp->items[0].str, serve_samples[0][0]));
     CHECK(j && rm_json_get_str(j, "weights", NULL) && rm_file_exists(rm_json_get_str(j, "weights", "")));
     rm_json_free(j);
     j = NULL;
     CHECK(fetch(sp.port, "GET", "/v1/adapters/nobody", key, NULL, &raw) == 404);
 
     // a stream's last chunk names the adapters (as a whole answer does)
-    const char *req = "{\"prompt\": \"Translate to German: the cat.\", \"retrieve\": 1, \"max_tokens\": 3, \"stream\": true}";
+    const char *req =
+        "{\"prompt\": \"Translate to German: the cat.\", \"retrieve\": 1, \"max_tokens\": 3, \"stream\": true}";
     CHECK(fetch(sp.port, "POST", "/v1/completions", key, req, &raw) == 200);
     const char *fin = raw.buf ? strstr(raw.buf, "\"finish_reason\": \"length\"") : NULL;
-    CHECKF(fin && strstr(fin, "\"adapters\": [{\"name\": \"german\", \"score\": "), "the last chunk: %s", raw.buf ? raw.buf : "");
+    CHECKF(fin && strstr(fin, "\"adapters\": [{\"name\": \"german\", \"score\": "), "the last chunk: %s",
+           raw.buf ? raw.buf : "");
     rm_sb_free(&raw);
     CHECK(rm_test_server_stop(&sp) == 0);
 }
@@ -221,10 +233,13 @@ TEST(serve_keys_before_body) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
     char w[5][512], pool[512], store[600];
     rm_test_server sp;
-    REQUIRE(serve_start_pooled(&sp, "kb-pool", (const int[]){1, 0, 0, 0, 0}, "-t 1 --ctx 256 --api-key user-k --admin-key admin-k --max-upload 4000000",
-                               w, pool, sizeof pool) == 0);
+    REQUIRE(serve_start_pooled(&sp, "kb-pool", (const int[]){1, 0, 0, 0, 0},
+                               "-t 1 --ctx 256 --api-key user-k --admin-key admin-k --max-upload 4000000", w, pool,
+                               sizeof pool) == 0);
     snprintf(store, sizeof store, "%s/adapters", pool);
-    struct { const char *path, *auth; } refused[] = {
+    struct {
+        const char *path, *auth;
+    } refused[] = {
         {"/v1/adapters", "Authorization: Bearer user-k\r\n"}, // an upload needs the admin key
         {"/v1/adapters", ""},
         {"/v1/completions", "Authorization: Bearer wrong\r\n"},
@@ -236,8 +251,10 @@ TEST(serve_keys_before_body) {
         int fd = rm_test_connect(sp.port);
         REQUIRE(fd >= 0);
         char head[512];
-        int n = snprintf(head, sizeof head, "POST %s HTTP/1.1\r\nHost: t\r\n%sContent-Type: multipart/form-data; boundary=B\r\n"
-                         "Content-Length: 3000000\r\n\r\n", refused[i].path, refused[i].auth);
+        int n = snprintf(head, sizeof head,
+                         "POST %s HTTP/1.1\r\nHost: t\r\n%sContent-Type: multipart/form-data; boundary=B\r\n"
+                         "Content-Length: 3000000\r\n\r\n",
+                         refused[i].path, refused[i].auth);
         CHECK(serve_send_all(fd, head, (size_t)n) == 0);
         raw.len = 0;
         take(fd, &raw, 20000); // the answer comes, though not a byte of the 3 MB promised has been sent
@@ -280,7 +297,8 @@ TEST(serve_upload_spooled) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
     char w[5][512], pool[512], store[600], left[1024];
     rm_test_server sp;
-    REQUIRE(serve_start_pooled(&sp, "sp-pool", (const int[]){1, 1, 0, 0, 0}, "-t 1 --ctx 256 --max-upload 3000000", w, pool, sizeof pool) == 0);
+    REQUIRE(serve_start_pooled(&sp, "sp-pool", (const int[]){1, 1, 0, 0, 0}, "-t 1 --ctx 256 --max-upload 3000000", w,
+                               pool, sizeof pool) == 0);
     snprintf(store, sizeof store, "%s/adapters", pool);
 
     rm_sb body, raw;
@@ -297,8 +315,10 @@ TEST(serve_upload_spooled) {
     int fd = rm_test_connect(sp.port);
     REQUIRE(fd >= 0);
     char head[512];
-    int n = snprintf(head, sizeof head, "POST /v1/adapters HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
-                     "Content-Type: multipart/form-data; boundary=XyZzy42\r\nContent-Length: %zu\r\n\r\n", body.len);
+    int n = snprintf(head, sizeof head,
+                     "POST /v1/adapters HTTP/1.1\r\nHost: t\r\nConnection: close\r\n"
+                     "Content-Type: multipart/form-data; boundary=XyZzy42\r\nContent-Length: %zu\r\n\r\n",
+                     body.len);
     size_t half = body.len / 2;
     CHECK(serve_send_all(fd, head, (size_t)n) == 0 && serve_send_all(fd, body.buf, half) == 0);
     long long size = -1;
@@ -306,14 +326,17 @@ TEST(serve_upload_spooled) {
         usleep(50000);
         size = spooled(sp.pid, store);
     }
-    CHECKF(size == (long long)half, "half sent (%zu bytes): the server's file in the pool's folder holds %lld", half, size);
+    CHECKF(size == (long long)half, "half sent (%zu bytes): the server's file in the pool's folder holds %lld", half,
+           size);
     CHECK(serve_send_all(fd, body.buf + half, body.len - half) == 0);
     take(fd, &raw, 60000);
     close(fd);
     rm_sb_putn(&raw, "", 0);
     CHECKF(status_of(&raw) == 201, "the upload: %s", raw.buf ? raw.buf : "(nothing)");
-    const char *ask = "{\"prompt\": \"Will it snow in Oslo? Give the weather forecast.\", \"retrieve\": 1, \"max_tokens\": 2}";
-    CHECK(fetch(sp.port, "POST", "/v1/completions", NULL, ask, &raw) == 200 && strstr(raw.buf, "\"name\": \"weather\""));
+    const char *ask =
+        "{\"prompt\": \"Will it snow in Oslo? Give the weather forecast.\", \"retrieve\": 1, \"max_tokens\": 2}";
+    CHECK(fetch(sp.port, "POST", "/v1/completions", NULL, ask, &raw) == 200 &&
+          strstr(raw.buf, "\"name\": \"weather\""));
 
     // chunked, past the limit: 413 while it streams (not the whole body read)
     fd = rm_test_connect(sp.port);
@@ -325,7 +348,8 @@ TEST(serve_upload_spooled) {
     int sent_ok = 1;
     for (int i = 0; i < 4 && sent_ok; i++) { // 4 MiB of chunks over a 3 MB limit
         int sl = snprintf(size_line, sizeof size_line, "%x\r\n", 1 << 20);
-        sent_ok = !serve_send_all(fd, size_line, (size_t)sl) && !serve_send_all(fd, pad, 1 << 20) && !serve_send_all(fd, "\r\n", 2);
+        sent_ok = !serve_send_all(fd, size_line, (size_t)sl) && !serve_send_all(fd, pad, 1 << 20) &&
+                  !serve_send_all(fd, "\r\n", 2);
     }
     if (sent_ok) serve_send_all(fd, "0\r\n\r\n", 5);
     raw.len = 0;
@@ -361,7 +385,8 @@ TEST(serve_stream_cancelled) {
     REQUIRE(rm_test_server_start(&sp, args) == 0);
     int fd = rm_test_connect(sp.port);
     REQUIRE(fd >= 0);
-    const char *body = "{\"prompt\": \"Once\", \"max_tokens\": 480, \"n\": 16, \"temperature\": 0.8, \"seed\": 3, \"stream\": true}";
+    const char *body =
+        "{\"prompt\": \"Once\", \"max_tokens\": 480, \"n\": 16, \"temperature\": 0.8, \"seed\": 3, \"stream\": true}";
     CHECK(rm_test_send(fd, "POST", "/v1/completions", body) == 0);
     char buf[4096];
     size_t got = 0;
@@ -379,7 +404,8 @@ TEST(serve_stream_cancelled) {
     CHECK(metric(&raw, "requests_running") == 0 && metric(&raw, "requests_waiting") == 0);
     double cancelled = metric(&raw, "requests_cancelled_total"), generated = metric(&raw, "generation_tokens_total");
     CHECKF(cancelled == 16, "%g of the 16 sequences cancelled", cancelled);
-    CHECKF(generated > 0 && generated < 16 * 480 / 4, "%g tokens generated after the client left (16 x 480 asked)", generated);
+    CHECKF(generated > 0 && generated < 16 * 480 / 4, "%g tokens generated after the client left (16 x 480 asked)",
+           generated);
     // the server serves on, with the slots free
     CHECK(fetch(sp.port, "POST", "/v1/completions", NULL, "{\"prompt\": \"Once\", \"max_tokens\": 2}", &raw) == 200);
     rm_sb_free(&raw);
@@ -392,7 +418,8 @@ TEST(serve_stream_cancelled) {
 TEST(serve_web_browser) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
     const char *chromium = "/usr/bin/chromium";
-    if (!rm_file_exists(chromium)) SKIP("chromium is not installed (Debian: apt-get install chromium; scripts/deps.sh web)");
+    if (!rm_file_exists(chromium))
+        SKIP("chromium is not installed (Debian: apt-get install chromium; scripts/deps.sh web)");
     char pw[600], router[600], pool[512], w[5][512], args[2048];
     const char *why = serve_npm_package("playwright-core", "1.65.2", pw, sizeof pw);
     if (why) SKIP(why);

@@ -22,11 +22,11 @@
 typedef struct vocab_case {
     gguf_file g;
     rm_tokenizer *tok;
-    char *inp, *out;          // file contents
-    int n;                    // number of test strings
-    const char *str[128];     // into inp (separator bytes overwritten by NUL)
+    char *inp, *out;      // file contents
+    int n;                // number of test strings
+    const char *str[128]; // into inp (separator bytes overwritten by NUL)
     size_t len[128];
-    const char *ref[128];     // lines of out (NUL-terminated)
+    const char *ref[128]; // lines of out (NUL-terminated)
 } vocab_case;
 
 static void case_free(vocab_case *c) {
@@ -45,7 +45,10 @@ static int case_load(vocab_case *c, const char *name) {
     char path[512];
     snprintf(path, sizeof path, "%s/data/tokenizers/ggml-vocab-%s.gguf", shared, name);
     if (!rm_file_exists(path)) return 0;
-    if (gguf_open(&c->g, path) != RM_OK) { rm_test_fail(__FILE__, __LINE__, "%s", rm_last_error()); return -1; }
+    if (gguf_open(&c->g, path) != RM_OK) {
+        rm_test_fail(__FILE__, __LINE__, "%s", rm_last_error());
+        return -1;
+    }
     if (rm_tokenizer_from_gguf(&c->tok, &c->g) != RM_OK) {
         rm_test_fail(__FILE__, __LINE__, "%s: %s", name, rm_last_error());
         return -1;
@@ -82,11 +85,14 @@ static int case_load(vocab_case *c, const char *name) {
 }
 
 // Loads case c or leaves the test (skipped without ../shared, failed on error).
-#define OPEN_CASE(c, name)                                     \
-    do {                                                       \
-        int r_ = case_load(&(c), name);                        \
-        if (r_ == 0) SKIP("no ../shared/data/tokenizers");     \
-        if (r_ < 0) { case_free(&(c)); return; }               \
+#define OPEN_CASE(c, name)                                                                                             \
+    do {                                                                                                               \
+        int r_ = case_load(&(c), name);                                                                                \
+        if (r_ == 0) SKIP("no ../shared/data/tokenizers");                                                             \
+        if (r_ < 0) {                                                                                                  \
+            case_free(&(c));                                                                                           \
+            return;                                                                                                    \
+        }                                                                                                              \
     } while (0)
 
 // " 1 2 3" form of ids, as in the .out files.
@@ -108,8 +114,9 @@ static void check_vocab(const char *name) {
         char got[8192];
         fmt_ids(ids, n, got, sizeof got);
         if (!strcmp(got, c.ref[i])) exact++;
-        else rm_test_fail(__FILE__, __LINE__, "%s: string %d '%.*s'\n      got '%s'\n     want '%s'", name, i,
-                          (int)c.len[i], c.str[i], got, c.ref[i]);
+        else
+            rm_test_fail(__FILE__, __LINE__, "%s: string %d '%.*s'\n      got '%s'\n     want '%s'", name, i,
+                         (int)c.len[i], c.str[i], got, c.ref[i]);
     }
     fprintf(stderr, "    %s: %d/%d strings exact\n", name, exact, c.n);
     case_free(&c);
@@ -144,8 +151,8 @@ static void check_roundtrip(const char *name) {
             REQUIRE(n >= 0 && n <= 1024);
             char buf[16384];
             size_t m = detok_all(c.tok, ids, n, buf, sizeof buf);
-            CHECKF(m == c.len[i] && !memcmp(buf, c.str[i], m), "%s: string %d (bos %d) decodes to '%.*s'", name, i,
-                   bos, (int)m, buf);
+            CHECKF(m == c.len[i] && !memcmp(buf, c.str[i], m), "%s: string %d (bos %d) decodes to '%.*s'", name, i, bos,
+                   (int)m, buf);
             // the same through rm_detok_push_sb (id -1 flushes)
             rm_detok d;
             rm_detok_init(&d, c.tok);
@@ -154,7 +161,8 @@ static void check_roundtrip(const char *name) {
             for (int k = 0; k < n; k++) CHECK(rm_detok_push_sb(&d, ids[k], &sb) >= 0);
             CHECK(rm_detok_push_sb(&d, -1, &sb) >= 0);
             CHECKF(sb.len == c.len[i] && (sb.len == 0 || !memcmp(sb.buf, c.str[i], sb.len)),
-                   "%s: string %d (bos %d) decodes through the builder to '%.*s'", name, i, bos, (int)sb.len, sb.buf ? sb.buf : "");
+                   "%s: string %d (bos %d) decodes through the builder to '%.*s'", name, i, bos, (int)sb.len,
+                   sb.buf ? sb.buf : "");
             rm_sb_free(&sb);
         }
     }
@@ -207,7 +215,8 @@ static void check_fuzz(const char *name, int bytes_exact) {
         int mode = it % 3; // 0: any byte, 1: from a text-like alphabet, 2: mixed
         for (int k = 0; k < len; k++) {
             uint64_t x = rng_next(&s);
-            text[k] = mode == 0 || (mode == 2 && x % 4 == 0) ? (char)(x >> 8) : alphabet[(x >> 8) % (sizeof alphabet - 1)];
+            text[k] =
+                mode == 0 || (mode == 2 && x % 4 == 0) ? (char)(x >> 8) : alphabet[(x >> 8) % (sizeof alphabet - 1)];
         }
         int32_t ids[1024];
         int n = rm_tokenize(c.tok, text, (size_t)len, it & 1, it % 5 == 0, ids, 1024);
@@ -245,7 +254,10 @@ static void check_fuzz(const char *name, int bytes_exact) {
                 }
             }
             const char *p = out;
-            if (bytes_exact == 2 && o > 0 && out[0] == ' ') { p++; o--; } // SPM's dummy prefix
+            if (bytes_exact == 2 && o > 0 && out[0] == ' ') {
+                p++;
+                o--;
+            } // SPM's dummy prefix
             CHECKF(o == nw && !memcmp(p, want, o), "%s: random string %d does not come back", name, it);
         }
     }
@@ -367,8 +379,8 @@ TEST(tokenizer_bert_cls_sep) {
 
 // A byte-level BPE vocabulary like the one `ramole synth` writes: the 256
 // byte characters, <s>, </s>, then `extra` tokens; with the given merges.
-static rm_tokenizer *synth_tokenizer(const char *pre, const char *const *extra, int n_extra,
-                                     const char *const *merges, int n_merges) {
+static rm_tokenizer *synth_tokenizer(const char *pre, const char *const *extra, int n_extra, const char *const *merges,
+                                     int n_merges) {
     gguf_writer *w = gguf_writer_new();
     if (!w) return NULL;
     const char *toks[300];
@@ -431,10 +443,14 @@ TEST(tokenizer_bpe_merge_order) {
     static const char *const merges[] = {"H e", "l l", "ll o", "He llo", "e l"};
     rm_tokenizer *t = synth_tokenizer("gpt-2", extra, 5, merges, 5);
     REQUIRE(t);
-    static const struct { const char *s; int n; int32_t ids[4]; } cases[] = {
-        {"Hello", 1, {261}},               // H e -> He, l l -> ll, ll o -> llo, He llo -> Hello
-        {"Hell", 2, {258, 259}},           // He + ll
-        {"ell", 2, {'e', 259}},            // l l (rank 1) wins over e l (rank 4); byte ids = byte values
+    static const struct {
+        const char *s;
+        int n;
+        int32_t ids[4];
+    } cases[] = {
+        {"Hello", 1, {261}},     // H e -> He, l l -> ll, ll o -> llo, He llo -> Hello
+        {"Hell", 2, {258, 259}}, // He + ll
+        {"ell", 2, {'e', 259}},  // l l (rank 1) wins over e l (rank 4); byte ids = byte values
         {"el", 1, {262}},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
@@ -463,7 +479,9 @@ TEST(tokenizer_bpe_ignore_merges) {
 
 // Pre-tokenizer splits per tokenizer.ggml.pre, worked out from the regexes.
 TEST(tokenizer_pretokenizers) {
-    static const struct { const char *pre, *text, *pieces; } cases[] = {
+    static const struct {
+        const char *pre, *text, *pieces;
+    } cases[] = {
         {"gpt-2", "Hello world  123 I'm", "Hello| world| | 123| I|'m"},
         {"mpt", "Hello world  123 I'm", "Hello| world| | 123| I|'m"},
         {"gpt-neox", "it's  ok", "it|'s| | ok"},
@@ -528,7 +546,8 @@ TEST(tokenizer_cli_prompt) {
     if (!shared) SKIP("no ../shared");
     char cmd[1200], p[600];
     snprintf(p, sizeof p, "%s/cli-ids.txt", rm_test_tmpdir());
-    snprintf(cmd, sizeof cmd, "%s tokenize -m '%s/data/tokenizers/ggml-vocab-llama-spm.gguf' -p 'Hello world' --ids --bos > '%s'",
+    snprintf(cmd, sizeof cmd,
+             "%s tokenize -m '%s/data/tokenizers/ggml-vocab-llama-spm.gguf' -p 'Hello world' --ids --bos > '%s'",
              rm_test_bin(), shared, p);
     REQUIRE(system(cmd) == 0);
     char *got;
@@ -613,7 +632,10 @@ static void check_hf(const char *name, const char *model_type, const char *extra
     REQUIRE(write_hf_json(&c.g, model_type, extra, path) == 0);
     rm_tokenizer *t = NULL;
     CHECK_OK(rm_tokenizer_from_hf(&t, path));
-    if (!t) { case_free(&c); return; }
+    if (!t) {
+        case_free(&c);
+        return;
+    }
     CHECK(rm_tokenizer_n_vocab(t) == rm_tokenizer_n_vocab(c.tok));
     int exact = 0;
     for (int i = 0; i < c.n; i++) {
@@ -622,7 +644,9 @@ static void check_hf(const char *name, const char *model_type, const char *extra
         char got[8192];
         fmt_ids(ids, n < 0 ? 0 : n, got, sizeof got);
         if (n >= 0 && !strcmp(got, c.ref[i])) exact++;
-        else rm_test_fail(__FILE__, __LINE__, "%s (tokenizer.json): string %d: got '%s' want '%s'", name, i, got, c.ref[i]);
+        else
+            rm_test_fail(__FILE__, __LINE__, "%s (tokenizer.json): string %d: got '%s' want '%s'", name, i, got,
+                         c.ref[i]);
     }
     fprintf(stderr, "    %s via tokenizer.json: %d/%d strings exact\n", name, exact, c.n);
     rm_tokenizer_free(t);
@@ -630,7 +654,8 @@ static void check_hf(const char *name, const char *model_type, const char *extra
 }
 
 TEST(tokenizer_hf_gpt2) {
-    check_hf("gpt-2", "BPE", "\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true}");
+    check_hf("gpt-2", "BPE",
+             "\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":true}");
 }
 
 TEST(tokenizer_hf_deepseek_coder) {
@@ -654,7 +679,9 @@ TEST(tokenizer_hf_bert) {
 
 TEST(tokenizer_chat_templates) {
     const rm_chat_msg msgs[] = {{"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Hello!"}, {"user", "2+2?"}};
-    static const struct { const char *tmpl, *want; } cases[] = {
+    static const struct {
+        const char *tmpl, *want;
+    } cases[] = {
         {"{% for m in messages %}{{'<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n'}}{% endfor %}",
          "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\nHello!"
          "<|im_end|>\n<|im_start|>user\n2+2?<|im_end|>\n<|im_start|>assistant\n"},
@@ -664,7 +691,8 @@ TEST(tokenizer_chat_templates) {
          "<|end_header_id|>\n\n2+2?<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n"},
         {"{{ bos_token + '[INST] ' + '<<SYS>>\\n' + system_message }}",
          "[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nHi [/INST] Hello! </s><s>[INST] 2+2? [/INST]"},
-        {"{{ '[INST] ' + message['content'] + ' [/INST]' }}", "[INST] Be brief.\n\nHi [/INST]Hello!</s>[INST] 2+2? [/INST]"},
+        {"{{ '[INST] ' + message['content'] + ' [/INST]' }}",
+         "[INST] Be brief.\n\nHi [/INST]Hello!</s>[INST] 2+2? [/INST]"},
         {"{{ '<start_of_turn>' + role + '\\n' }}",
          "<start_of_turn>user\nBe brief.\n\nHi<end_of_turn>\n<start_of_turn>model\nHello!<end_of_turn>\n"
          "<start_of_turn>user\n2+2?<end_of_turn>\n<start_of_turn>model\n"},
@@ -687,7 +715,10 @@ TEST(tokenizer_chat_templates) {
     int n = rm_tokenize(c.tok, s, strlen(s), 1, 1, ids, 128);
     REQUIRE(n > 0 && n <= 128);
     int eos = 0, bos = 0;
-    for (int i = 0; i < n; i++) { eos += ids[i] == 2; bos += ids[i] == 1; }
+    for (int i = 0; i < n; i++) {
+        eos += ids[i] == 2;
+        bos += ids[i] == 1;
+    }
     CHECK(eos == 1 && bos == 2);
     free(s);
     case_free(&c);
@@ -697,16 +728,19 @@ TEST(tokenizer_chat_templates) {
 TEST(tokenizer_hf_byte_fallback) {
     rm_sb sb;
     rm_sb_init(&sb);
-    rm_sb_puts(&sb, "{\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Prepend\",\"prepend\":\"\xe2\x96\x81\"},"
-                    "{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"\xe2\x96\x81\"}]},"
-                    "\"pre_tokenizer\":null,\"added_tokens\":[{\"id\":0,\"content\":\"<unk>\",\"special\":true},"
-                    "{\"id\":1,\"content\":\"<s>\",\"special\":true},{\"id\":2,\"content\":\"</s>\",\"special\":true}],"
-                    "\"model\":{\"type\":\"BPE\",\"byte_fallback\":true,\"unk_token\":\"<unk>\",\"vocab\":{"
-                    "\"<unk>\":0,\"<s>\":1,\"</s>\":2");
+    rm_sb_puts(
+        &sb,
+        "{\"normalizer\":{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Prepend\",\"prepend\":\"\xe2\x96\x81\"},"
+        "{\"type\":\"Replace\",\"pattern\":{\"String\":\" \"},\"content\":\"\xe2\x96\x81\"}]},"
+        "\"pre_tokenizer\":null,\"added_tokens\":[{\"id\":0,\"content\":\"<unk>\",\"special\":true},"
+        "{\"id\":1,\"content\":\"<s>\",\"special\":true},{\"id\":2,\"content\":\"</s>\",\"special\":true}],"
+        "\"model\":{\"type\":\"BPE\",\"byte_fallback\":true,\"unk_token\":\"<unk>\",\"vocab\":{"
+        "\"<unk>\":0,\"<s>\":1,\"</s>\":2");
     for (int b = 0; b < 256; b++) rm_sb_printf(&sb, ",\"<0x%02X>\":%d", b, 3 + b);
     // 259 "▁", 260 "H", 261 "i", 262 "▁H", 263 "▁Hi", 264 "▁i"
-    rm_sb_puts(&sb, ",\"\xe2\x96\x81\":259,\"H\":260,\"i\":261,\"\xe2\x96\x81H\":262,\"\xe2\x96\x81Hi\":263,"
-                    "\"\xe2\x96\x81i\":264},\"merges\":[\"\xe2\x96\x81 H\",[\"\xe2\x96\x81H\",\"i\"],\"\xe2\x96\x81 i\"]}}");
+    rm_sb_puts(&sb,
+               ",\"\xe2\x96\x81\":259,\"H\":260,\"i\":261,\"\xe2\x96\x81H\":262,\"\xe2\x96\x81Hi\":263,"
+               "\"\xe2\x96\x81i\":264},\"merges\":[\"\xe2\x96\x81 H\",[\"\xe2\x96\x81H\",\"i\"],\"\xe2\x96\x81 i\"]}}");
     REQUIRE(!sb.oom);
     char path[512];
     snprintf(path, sizeof path, "%s/spm-tokenizer.json", rm_test_tmpdir());
@@ -753,7 +787,10 @@ TEST(tokenizer_hf_byte_fallback) {
 
 // ---- threads ----
 
-typedef struct par_job { vocab_case *c; int ok; } par_job;
+typedef struct par_job {
+    vocab_case *c;
+    int ok;
+} par_job;
 
 static void *par_encode(void *arg) {
     par_job *j = arg;
@@ -808,7 +845,8 @@ TEST(tok_bpe_learn_merges_by_hand) {
     REQUIRE(n == 3);
     CHECK(!strcmp(merges[0], "a b"));
     CHECK(!strcmp(merges[1], "\xc4\xa0 ab")); // U+0120 stands for the space byte
-    CHECK(!strcmp(merges[2], "\xc4\xa0" "ab c"));
+    CHECK(!strcmp(merges[2], "\xc4\xa0"
+                             "ab c"));
     shape.n_vocab = 260;
     snprintf(path, sizeof path, "%s/bpe-merged.gguf", rm_test_tmpdir());
     CHECK(rm_synth_write_bpe(&shape, (const char *const *)merges, n, RM_TYPE_F32, 1, path, NULL, NULL) == RM_EINVAL);

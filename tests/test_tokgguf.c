@@ -158,7 +158,10 @@ static void check_vocab_file(const char *path) {
     rm_tokenizer *t0 = NULL, *t1 = NULL;
     char *inp = NULL, *out = NULL, p2[1200];
     size_t li, lo;
-    if (gguf_open(&g0, path) != RM_OK) { rm_test_fail(__FILE__, __LINE__, "%s", rm_last_error()); return; }
+    if (gguf_open(&g0, path) != RM_OK) {
+        rm_test_fail(__FILE__, __LINE__, "%s", rm_last_error());
+        return;
+    }
     if (rm_tokenizer_from_gguf(&t0, &g0) != RM_OK) {
         rm_test_fail(__FILE__, __LINE__, "%s: %s", base, rm_last_error());
         gguf_close(&g0);
@@ -170,20 +173,27 @@ static void check_vocab_file(const char *path) {
     check_same_tokenizer(t0, t1, base);
     // The rewritten file names the same tokenizer the way llama.cpp reads it.
     gguf_str m0, m1;
-    CHECK(gguf_get_str(&g0, "tokenizer.ggml.model", &m0) == RM_OK && gguf_get_str(&g1, "tokenizer.ggml.model", &m1) == RM_OK &&
-          m0.len == m1.len && !memcmp(m0.ptr, m1.ptr, (size_t)m0.len));
+    CHECK(gguf_get_str(&g0, "tokenizer.ggml.model", &m0) == RM_OK &&
+          gguf_get_str(&g1, "tokenizer.ggml.model", &m1) == RM_OK && m0.len == m1.len &&
+          !memcmp(m0.ptr, m1.ptr, (size_t)m0.len));
     CHECKF(gguf_find(&g1, "ramole.tokenizer.spm_merges") == NULL, "%s: a GGUF vocabulary needs no ramole keys", base);
 
     snprintf(p2, sizeof p2, "%s.inp", path);
     REQUIRE(rm_read_file(p2, &inp, &li) == RM_OK);
     snprintf(p2, sizeof p2, "%s.out", path);
-    if (rm_read_file(p2, &out, &lo) != RM_OK) { rm_test_fail(__FILE__, __LINE__, "%s: no .out", base); goto done; }
+    if (rm_read_file(p2, &out, &lo) != RM_OK) {
+        rm_test_fail(__FILE__, __LINE__, "%s: no .out", base);
+        goto done;
+    }
     const char *str[256];
     size_t slen[256];
     int n = split_inputs(inp, li, str, slen, 256), exact = 0;
     char *line = out;
     for (int i = 0; i < n; i++) {
-        if (!line || !*line) { rm_test_fail(__FILE__, __LINE__, "%s: fewer reference lines than strings", base); break; }
+        if (!line || !*line) {
+            rm_test_fail(__FILE__, __LINE__, "%s: fewer reference lines than strings", base);
+            break;
+        }
         char *nl = strchr(line, '\n');
         if (nl) *nl = 0;
         int32_t ids[1024];
@@ -191,8 +201,9 @@ static void check_vocab_file(const char *path) {
         char got[8192];
         ids_str(ids, k < 0 || k > 1024 ? 0 : k, got, sizeof got);
         if (k >= 0 && k <= 1024 && !strcmp(got, line)) exact++;
-        else rm_test_fail(__FILE__, __LINE__, "%s: string %d '%.*s'\n      got '%s'\n     want '%s'", base, i,
-                          (int)slen[i], str[i], got, line);
+        else
+            rm_test_fail(__FILE__, __LINE__, "%s: string %d '%.*s'\n      got '%s'\n     want '%s'", base, i,
+                         (int)slen[i], str[i], got, line);
         // Decoding: the same text as the original tokenizer gives.
         if (k >= 0 && k <= 1024) {
             size_t d0, d1;
@@ -236,7 +247,10 @@ TEST(tokgguf_shared_vocabs) {
         char path[1024], inp[1100];
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
         snprintf(inp, sizeof inp, "%s.inp", path);
-        if (names[i] && rm_file_exists(inp)) { check_vocab_file(path); checked++; }
+        if (names[i] && rm_file_exists(inp)) {
+            check_vocab_file(path);
+            checked++;
+        }
         free(names[i]);
     }
     CHECK(checked > 0);
@@ -271,7 +285,10 @@ TEST(tokgguf_rewrite_stable) {
             static const char *const keys[] = {"tokenizer.ggml.tokens", "tokenizer.ggml.scores",
                                                "tokenizer.ggml.token_type"};
             for (int q = 0; q < 3; q++) {
-                if (gguf_get_arr(&g0, keys[q], &v0) != RM_OK) { rm_clear_error(); continue; }
+                if (gguf_get_arr(&g0, keys[q], &v0) != RM_OK) {
+                    rm_clear_error();
+                    continue;
+                }
                 REQUIRE(gguf_get_arr(&g1, keys[q], &v1) == RM_OK);
                 CHECK(v0->arr.n == v1->arr.n);
                 int same = v0->arr.n == v1->arr.n;
@@ -284,7 +301,10 @@ TEST(tokgguf_rewrite_stable) {
             rm_tokenizer_free(t2);
             gguf_close(&g2);
         }
-        if (t1) { rm_tokenizer_free(t1); gguf_close(&g1); }
+        if (t1) {
+            rm_tokenizer_free(t1);
+            gguf_close(&g1);
+        }
         rm_tokenizer_free(t0);
         gguf_close(&g0);
     }
@@ -306,8 +326,15 @@ static int write_model(const char *dir, int vocab) {
     size_t max = (size_t)vocab * MH > (size_t)MFF * MH ? (size_t)vocab * MH : (size_t)MFF * MH;
     float *zero = calloc(max, sizeof *zero);
     st_writer *w = st_writer_new();
-    if (!zero || !w) { free(zero); st_writer_free(w); return -1; }
-    static const struct { const char *name; int d0, d1; } ts[] = {
+    if (!zero || !w) {
+        free(zero);
+        st_writer_free(w);
+        return -1;
+    }
+    static const struct {
+        const char *name;
+        int d0, d1;
+    } ts[] = {
         {"model.layers.0.input_layernorm.weight", MH, 0},
         {"model.layers.0.self_attn.q_proj.weight", MNH * MHD, MH},
         {"model.layers.0.self_attn.k_proj.weight", MNKV * MHD, MH},
@@ -396,14 +423,16 @@ static int check_hf_case(const hf_case *c, const char *dir) {
     CHECKF(gguf_find(&g, "ramole.hf_tokenizer_path") == NULL, "%s: the GGUF still points at tokenizer.json", c->name);
     gguf_str s;
     CHECKF(gguf_get_str(&g, "tokenizer.ggml.model", &s) == RM_OK && gguf_str_eq(s, c->model), "%s: model", c->name);
-    if (c->pre) CHECKF(gguf_get_str(&g, "tokenizer.ggml.pre", &s) == RM_OK && gguf_str_eq(s, c->pre), "%s: pre", c->name);
+    if (c->pre)
+        CHECKF(gguf_get_str(&g, "tokenizer.ggml.pre", &s) == RM_OK && gguf_str_eq(s, c->pre), "%s: pre", c->name);
     else CHECKF(gguf_find(&g, "tokenizer.ggml.pre") == NULL, "%s: unexpected pre", c->name);
     CHECK_OK(rm_tokenizer_from_gguf(&t, &g));
     if (t) {
         check_same_tokenizer(hf, t, c->name);
         int same = 0, n = 0;
         for (int i = 0; c->texts[i]; i++)
-            for (int m = 0; m < 4; m++, n++) same += same_encoding(hf, t, c->texts[i], strlen(c->texts[i]), m & 1, m >> 1, c->name);
+            for (int m = 0; m < 4; m++, n++)
+                same += same_encoding(hf, t, c->texts[i], strlen(c->texts[i]), m & 1, m >> 1, c->name);
         fprintf(stderr, "    %s: %d/%d encodings as tokenizer.json\n", c->name, same, n);
     }
     // The model loads from the GGUF alone, with its tokenizer.
@@ -425,16 +454,42 @@ static int make_case_dir(const char *name, char *dir, size_t cap) {
 
 // A Llama-2-style tokenizer.json: BPE over "▁"-escaped text with byte fallback.
 static void spm_json(rm_sb *sb, const char *pre_part) {
-    rm_sb_printf(sb, "{\"version\":\"1.0\",%s,\"added_tokens\":[{\"id\":0,\"content\":\"<unk>\",\"special\":true},"
-                     "{\"id\":1,\"content\":\"<s>\",\"special\":true},{\"id\":2,\"content\":\"</s>\",\"special\":true}],"
-                     "\"model\":{\"type\":\"BPE\",\"byte_fallback\":true,\"unk_token\":\"<unk>\",\"vocab\":{"
-                     "\"<unk>\":0,\"<s>\":1,\"</s>\":2", pre_part);
+    rm_sb_printf(sb,
+                 "{\"version\":\"1.0\",%s,\"added_tokens\":[{\"id\":0,\"content\":\"<unk>\",\"special\":true},"
+                 "{\"id\":1,\"content\":\"<s>\",\"special\":true},{\"id\":2,\"content\":\"</s>\",\"special\":true}],"
+                 "\"model\":{\"type\":\"BPE\",\"byte_fallback\":true,\"unk_token\":\"<unk>\",\"vocab\":{"
+                 "\"<unk>\":0,\"<s>\":1,\"</s>\":2",
+                 pre_part);
     for (int b = 0; b < 256; b++) rm_sb_printf(sb, ",\"<0x%02X>\":%d", b, 3 + b);
     // Letters, then merges whose result ids are not in rank order.
-    static const char *const pieces[] = {"\xe2\x96\x81", "H", "i", "e", "l", "o", "w", "r", "d", "t", "h",
-                                         "\xe2\x96\x81H", "\xe2\x96\x81Hi", "\xe2\x96\x81i", "ll", "llo", "He",
-                                         "\xe2\x96\x81t", "\xe2\x96\x81th", "er", "\xe2\x96\x81w", "or", "ld",
-                                         "\xe2\x96\x81Hello", "Hell", "el", "\xe2\x96\x81He", NULL};
+    static const char *const pieces[] = {"\xe2\x96\x81",
+                                         "H",
+                                         "i",
+                                         "e",
+                                         "l",
+                                         "o",
+                                         "w",
+                                         "r",
+                                         "d",
+                                         "t",
+                                         "h",
+                                         "\xe2\x96\x81H",
+                                         "\xe2\x96\x81Hi",
+                                         "\xe2\x96\x81i",
+                                         "ll",
+                                         "llo",
+                                         "He",
+                                         "\xe2\x96\x81t",
+                                         "\xe2\x96\x81th",
+                                         "er",
+                                         "\xe2\x96\x81w",
+                                         "or",
+                                         "ld",
+                                         "\xe2\x96\x81Hello",
+                                         "Hell",
+                                         "el",
+                                         "\xe2\x96\x81He",
+                                         NULL};
     int id = 259;
     for (int i = 0; pieces[i]; i++) {
         rm_sb_puts(sb, ",");
@@ -498,13 +553,14 @@ TEST(tokgguf_hf_custom_regex) {
     if (access(rm_test_bin(), X_OK) != 0) SKIP("no ramole binary");
     rm_sb sb;
     rm_sb_init(&sb);
-    rm_sb_puts(&sb, "{\"version\":\"1.0\",\"added_tokens\":[{\"id\":256,\"content\":\"<|endoftext|>\",\"special\":true},"
-                    "{\"id\":257,\"content\":\"<|user|>\",\"special\":false}],"
-                    "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":["
-                    "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"[0-9]{1,2}| ?[A-Za-z]+|\\\\s+\"},\"behavior\":\"Isolated\"},"
-                    "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":false}]},"
-                    "\"decoder\":{\"type\":\"ByteLevel\"},"
-                    "\"model\":{\"type\":\"BPE\",\"ignore_merges\":true,\"vocab\":{");
+    rm_sb_puts(
+        &sb, "{\"version\":\"1.0\",\"added_tokens\":[{\"id\":256,\"content\":\"<|endoftext|>\",\"special\":true},"
+             "{\"id\":257,\"content\":\"<|user|>\",\"special\":false}],"
+             "\"pre_tokenizer\":{\"type\":\"Sequence\",\"pretokenizers\":["
+             "{\"type\":\"Split\",\"pattern\":{\"Regex\":\"[0-9]{1,2}| ?[A-Za-z]+|\\\\s+\"},\"behavior\":\"Isolated\"},"
+             "{\"type\":\"ByteLevel\",\"add_prefix_space\":false,\"use_regex\":false}]},"
+             "\"decoder\":{\"type\":\"ByteLevel\"},"
+             "\"model\":{\"type\":\"BPE\",\"ignore_merges\":true,\"vocab\":{");
     for (int b = 0; b < 256; b++) {
         char u[4];
         int l = tok_byte_to_unicode(b, u);
@@ -630,7 +686,8 @@ TEST(tokgguf_spm_scores_view) {
     CHECK_OK(rm_tokenizer_from_gguf(&spm, &g));
     if (spm) {
         CHECK(!strcmp(rm_tokenizer_kind(spm), "spm"));
-        static const char *const texts[] = {"Hello world", "Hi there Hi i", "HeHello hello Hell", "\xc3\xa9t\xc3\xa9", NULL};
+        static const char *const texts[] = {"Hello world", "Hi there Hi i", "HeHello hello Hell", "\xc3\xa9t\xc3\xa9",
+                                            NULL};
         for (int i = 0; texts[i]; i++) same_encoding(hf, spm, texts[i], strlen(texts[i]), 1, 0, "scores view");
         rm_tokenizer_free(spm);
     }

@@ -68,7 +68,10 @@ static double dotd(const double *a, const double *b, size_t n) {
 
 // ---------------------------------------------------------------- rmsnorm
 
-typedef struct { int n, d; double *x, *w, *dy, *y; } rms_ctx;
+typedef struct {
+    int n, d;
+    double *x, *w, *dy, *y;
+} rms_ctx;
 
 static double rms_loss(void *c) {
     rms_ctx *k = c;
@@ -84,9 +87,13 @@ static double rms_loss(void *c) {
 TEST(train_op_rmsnorm_backward) {
     rms_ctx k = {3, 19, 0, 0, 0, 0};
     size_t nd = (size_t)k.n * k.d;
-    k.x = malloc(nd * sizeof(double)); k.w = malloc(k.d * sizeof(double));
-    k.dy = malloc(nd * sizeof(double)); k.y = malloc(nd * sizeof(double));
-    fill(k.x, nd, 1.5); fill(k.w, k.d, 1.0); fill(k.dy, nd, 1.0);
+    k.x = malloc(nd * sizeof(double));
+    k.w = malloc(k.d * sizeof(double));
+    k.dy = malloc(nd * sizeof(double));
+    k.y = malloc(nd * sizeof(double));
+    fill(k.x, nd, 1.5);
+    fill(k.w, k.d, 1.0);
+    fill(k.dy, nd, 1.0);
     double *gx = malloc(nd * sizeof(double)), *gw = malloc(k.d * sizeof(double));
     fd_grad(rms_loss, &k, k.x, nd, gx);
     fd_grad(rms_loss, &k, k.w, k.d, gw);
@@ -98,13 +105,28 @@ TEST(train_op_rmsnorm_backward) {
     rm_rmsnorm_backward(dx, dw, dy, x, w, k.n, k.d, 1e-5f);
     CHECKF(grad_err(dx, gx, nd) < 1e-4, "dx err %g", grad_err(dx, gx, nd));
     CHECKF(grad_err(dw, gw, k.d) < 1e-4, "dw err %g", grad_err(dw, gw, k.d));
-    free(k.x); free(k.w); free(k.dy); free(k.y); free(gx); free(gw);
-    free(x); free(w); free(dy); free(y); free(dx); free(dw);
+    free(k.x);
+    free(k.w);
+    free(k.dy);
+    free(k.y);
+    free(gx);
+    free(gw);
+    free(x);
+    free(w);
+    free(dy);
+    free(y);
+    free(dx);
+    free(dw);
 }
 
 // ---------------------------------------------------------------- rope
 
-typedef struct { const rm_llama_hparams *hp; int heads; double *x, *dy, *y; const float *cs; } rope_ctx;
+typedef struct {
+    const rm_llama_hparams *hp;
+    int heads;
+    double *x, *dy, *y;
+    const float *cs;
+} rope_ctx;
 
 static double rope_loss(void *c) {
     rope_ctx *k = c;
@@ -122,13 +144,16 @@ static double rope_loss(void *c) {
 
 TEST(train_op_rope_backward) {
     for (int neox = 0; neox < 2; neox++) {
-        rm_llama_hparams hp = {.head_dim = 12, .rope_dim = 8, .rope_base = 10000.0f, .rope_neox = neox, .rope_factor = 1.0f};
+        rm_llama_hparams hp = {
+            .head_dim = 12, .rope_dim = 8, .rope_base = 10000.0f, .rope_neox = neox, .rope_factor = 1.0f};
         float cs[8];
         rm_rope_angles(&hp, 5, cs);
         int heads = 3;
         size_t n = (size_t)heads * hp.head_dim;
-        rope_ctx k = {&hp, heads, malloc(n * sizeof(double)), malloc(n * sizeof(double)), malloc(n * sizeof(double)), cs};
-        fill(k.x, n, 1.0); fill(k.dy, n, 1.0);
+        rope_ctx k = {&hp, heads, malloc(n * sizeof(double)), malloc(n * sizeof(double)), malloc(n * sizeof(double)),
+                      cs};
+        fill(k.x, n, 1.0);
+        fill(k.dy, n, 1.0);
         double *g = malloc(n * sizeof(double));
         fd_grad(rope_loss, &k, k.x, n, g);
         float *v = to_f32(k.x, n), *dv = to_f32(k.dy, n);
@@ -137,13 +162,21 @@ TEST(train_op_rope_backward) {
         for (size_t i = 0; i < n; i++) CHECK_NEAR(v[i], k.y[i], 1e-5);
         rm_rope_backward(&hp, dv, heads, cs);
         CHECKF(grad_err(dv, g, n) < 1e-4, "neox %d: err %g", neox, grad_err(dv, g, n));
-        free(k.x); free(k.dy); free(k.y); free(g); free(v); free(dv);
+        free(k.x);
+        free(k.dy);
+        free(k.y);
+        free(g);
+        free(v);
+        free(dv);
     }
 }
 
 // ---------------------------------------------------------------- swiglu and bias
 
-typedef struct { size_t n; double *g, *u, *dy; } swi_ctx;
+typedef struct {
+    size_t n;
+    double *g, *u, *dy;
+} swi_ctx;
 
 static double swi_loss(void *c) {
     swi_ctx *k = c;
@@ -154,8 +187,12 @@ static double swi_loss(void *c) {
 
 TEST(train_op_swiglu_bias_backward) {
     swi_ctx k = {37, 0, 0, 0};
-    k.g = malloc(k.n * sizeof(double)); k.u = malloc(k.n * sizeof(double)); k.dy = malloc(k.n * sizeof(double));
-    fill(k.g, k.n, 4.0); fill(k.u, k.n, 2.0); fill(k.dy, k.n, 1.0);
+    k.g = malloc(k.n * sizeof(double));
+    k.u = malloc(k.n * sizeof(double));
+    k.dy = malloc(k.n * sizeof(double));
+    fill(k.g, k.n, 4.0);
+    fill(k.u, k.n, 2.0);
+    fill(k.dy, k.n, 1.0);
     double *gg = malloc(k.n * sizeof(double)), *gu = malloc(k.n * sizeof(double));
     fd_grad(swi_loss, &k, k.g, k.n, gg);
     fd_grad(swi_loss, &k, k.u, k.n, gu);
@@ -171,12 +208,26 @@ TEST(train_op_swiglu_bias_backward) {
     for (int i = 0; i < 15; i++) dyb[i] = (float)(i % 7) - 3.0f;
     rm_bias_backward(db, dyb, 3, 5);
     for (int c = 0; c < 5; c++) CHECK_NEAR(db[c], dyb[c] + dyb[5 + c] + dyb[10 + c], 1e-6);
-    free(k.g); free(k.u); free(k.dy); free(gg); free(gu); free(g); free(u); free(dy); free(dg); free(du); free(h);
+    free(k.g);
+    free(k.u);
+    free(k.dy);
+    free(gg);
+    free(gu);
+    free(g);
+    free(u);
+    free(dy);
+    free(dg);
+    free(du);
+    free(h);
 }
 
 // ---------------------------------------------------------------- attention
 
-typedef struct { int B, T, H, Hk, hd; const int32_t *start; double *q, *k, *v, *dy, *out; } att_ctx;
+typedef struct {
+    int B, T, H, Hk, hd;
+    const int32_t *start;
+    double *q, *k, *v, *dy, *out;
+} att_ctx;
 
 static double att_loss(void *c) {
     att_ctx *a = c;
@@ -188,13 +239,15 @@ static double att_loss(void *c) {
                 int r = b * a->T + t, t0 = a->start ? a->start[r] - b * a->T : 0;
                 double mx = -1e300, sum = 0;
                 for (int t2 = t0; t2 <= t; t2++) {
-                    sc[t2] = dotd(a->q + r * qd + h * a->hd, a->k + (b * a->T + t2) * kvd + (h / grp) * a->hd, a->hd) / sqrt(a->hd);
+                    sc[t2] = dotd(a->q + r * qd + h * a->hd, a->k + (b * a->T + t2) * kvd + (h / grp) * a->hd, a->hd) /
+                             sqrt(a->hd);
                     mx = fmax(mx, sc[t2]);
                 }
                 for (int t2 = t0; t2 <= t; t2++) sum += (sc[t2] = exp(sc[t2] - mx));
                 for (int i = 0; i < a->hd; i++) {
                     double o = 0;
-                    for (int t2 = t0; t2 <= t; t2++) o += sc[t2] / sum * a->v[(b * a->T + t2) * kvd + (h / grp) * a->hd + i];
+                    for (int t2 = t0; t2 <= t; t2++)
+                        o += sc[t2] / sum * a->v[(b * a->T + t2) * kvd + (h / grp) * a->hd + i];
                     a->out[r * qd + h * a->hd + i] = o;
                 }
             }
@@ -207,9 +260,15 @@ TEST(train_op_attention_backward) {
     for (int packed = 0; packed < 2; packed++) {
         att_ctx a = {2, 5, 4, 2, 3, packed ? start : NULL, 0, 0, 0, 0, 0};
         size_t nq = (size_t)a.B * a.T * a.H * a.hd, nk = (size_t)a.B * a.T * a.Hk * a.hd;
-        a.q = malloc(nq * sizeof(double)); a.k = malloc(nk * sizeof(double)); a.v = malloc(nk * sizeof(double));
-        a.dy = malloc(nq * sizeof(double)); a.out = malloc(nq * sizeof(double));
-        fill(a.q, nq, 1.5); fill(a.k, nk, 1.5); fill(a.v, nk, 1.0); fill(a.dy, nq, 1.0);
+        a.q = malloc(nq * sizeof(double));
+        a.k = malloc(nk * sizeof(double));
+        a.v = malloc(nk * sizeof(double));
+        a.dy = malloc(nq * sizeof(double));
+        a.out = malloc(nq * sizeof(double));
+        fill(a.q, nq, 1.5);
+        fill(a.k, nk, 1.5);
+        fill(a.v, nk, 1.0);
+        fill(a.dy, nq, 1.0);
         double *gq = malloc(nq * sizeof(double)), *gk = malloc(nk * sizeof(double)), *gv = malloc(nk * sizeof(double));
         fd_grad(att_loss, &a, a.q, nq, gq);
         fd_grad(att_loss, &a, a.k, nk, gk);
@@ -226,8 +285,23 @@ TEST(train_op_attention_backward) {
         CHECKF(grad_err(dk, gk, nk) < 1e-4, "packed %d dk err %g", packed, grad_err(dk, gk, nk));
         CHECKF(grad_err(dv, gv, nk) < 1e-4, "packed %d dv err %g", packed, grad_err(dv, gv, nk));
         rm_threadpool_free(tp);
-        free(a.q); free(a.k); free(a.v); free(a.dy); free(a.out); free(gq); free(gk); free(gv);
-        free(q); free(k); free(v); free(dy); free(out); free(att); free(dq); free(dk); free(dv);
+        free(a.q);
+        free(a.k);
+        free(a.v);
+        free(a.dy);
+        free(a.out);
+        free(gq);
+        free(gk);
+        free(gv);
+        free(q);
+        free(k);
+        free(v);
+        free(dy);
+        free(out);
+        free(att);
+        free(dq);
+        free(dk);
+        free(dv);
     }
 }
 
@@ -235,13 +309,16 @@ TEST(train_op_attention_backward) {
 
 TEST(train_gemm_nn_matches_reference) {
     rm_threadpool *tp = rm_threadpool_create(2);
-    const int shapes[][3] = {{1, 1, 1}, {7, 13, 5}, {6, 16, 300}, {37, 41, 29}, {64, 72, 520}, {5, 8, 1000}, {300, 3, 17}};
+    const int shapes[][3] = {{1, 1, 1},     {7, 13, 5},   {6, 16, 300}, {37, 41, 29},
+                             {64, 72, 520}, {5, 8, 1000}, {300, 3, 17}};
     for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
         int M = shapes[si][0], N = shapes[si][1], K = shapes[si][2];
         int lda = K + 3, ldb = N + 1, ldc = N + 2;
         double *ad = malloc((size_t)M * lda * sizeof(double)), *bd = malloc((size_t)K * ldb * sizeof(double));
         double *cd = malloc((size_t)M * ldc * sizeof(double));
-        fill(ad, (size_t)M * lda, 1.0); fill(bd, (size_t)K * ldb, 1.0); fill(cd, (size_t)M * ldc, 1.0);
+        fill(ad, (size_t)M * lda, 1.0);
+        fill(bd, (size_t)K * ldb, 1.0);
+        fill(cd, (size_t)M * ldc, 1.0);
         float *A = to_f32(ad, (size_t)M * lda), *B = to_f32(bd, (size_t)K * ldb);
         float *C1 = to_f32(cd, (size_t)M * ldc), *C2 = to_f32(cd, (size_t)M * ldc);
         rm_gemm_nn_ref(C1, ldc, A, lda, B, ldb, M, N, K);
@@ -256,7 +333,14 @@ TEST(train_gemm_nn_matches_reference) {
         for (int k = 0; k < K; k++)
             for (int j = 0; j < N; j++) bad += T[j * K + k] != B[k * ldb + j];
         CHECK(bad == 0);
-        free(ad); free(bd); free(cd); free(A); free(B); free(C1); free(C2); free(T);
+        free(ad);
+        free(bd);
+        free(cd);
+        free(A);
+        free(B);
+        free(C1);
+        free(C2);
+        free(T);
     }
     rm_threadpool_free(tp);
 }
@@ -334,7 +418,8 @@ TEST(train_forward_matches_inference) {
     for (int i = 0; i < 9 * 64; i++) mx = fmax(mx, fabs(lt[i] - li[i]));
     CHECKF(mx < 1e-4, "training and serving logits differ by %g", mx);
     rm_kvcache_free(&kv);
-    free(lt); free(li);
+    free(lt);
+    free(li);
     rm_tbatch_free(&b);
     rm_trainer_free(t);
     rm_llama_free(m);
@@ -375,16 +460,23 @@ static void grad_check(rm_trainer *t, const rm_tbatch *b, int *n_checked, int *n
     for (int i = 0; i < np; i++) {
         rm_tparam *p = &ps[i];
         size_t idx[3] = {0, rm_rng_next(&s) % p->n, rm_rng_next(&s) % p->n};
-        for (size_t j = 0; j < p->n; j++) if (fabsf(p->g[j]) > fabsf(p->g[idx[0]])) idx[0] = j;
+        for (size_t j = 0; j < p->n; j++)
+            if (fabsf(p->g[j]) > fabsf(p->g[idx[0]])) idx[0] = j;
         for (int k = 0; k < 3; k++) {
             float h = 1e-2f * fmaxf(1.0f, fabsf(p->w[idx[k]]));
             double fd = central_diff(t, b, norm, p, idx[k], h), an = p->g[idx[k]];
             if (n_kinks) {
                 double half = central_diff(t, b, norm, p, idx[k], h / 2);
-                if (fabs(fd - half) > 0.02 * fabs(fd) + 2e-4) { (*n_kinks)++; continue; }
+                if (fabs(fd - half) > 0.02 * fabs(fd) + 2e-4) {
+                    (*n_kinks)++;
+                    continue;
+                }
             }
             double err = fabs(fd - an) / (1e-3 + fabs(fd));
-            if (fabs(fd - an) > 2e-4 && err > worst) { worst = err; worst_name = p->name; }
+            if (fabs(fd - an) > 2e-4 && err > worst) {
+                worst = err;
+                worst_name = p->name;
+            }
             (*n_checked)++;
         }
     }
@@ -407,7 +499,10 @@ TEST(train_model_grad_full) {
     b.start[9] = 8; // the second sequence packs two examples
     b.start[10] = 8;
     b.start[11] = 8;
-    b.pos[8] = 0; b.pos[9] = 1; b.pos[10] = 2; b.pos[11] = 3;
+    b.pos[8] = 0;
+    b.pos[9] = 1;
+    b.pos[10] = 2;
+    b.pos[11] = 3;
     int n = 0;
     train_model_grad_check(t, &b, &n);
     CHECK(n >= 3 * (2 + 2 * 9)); // tied classifier: embedding, final norm, 9 per layer
@@ -447,7 +542,7 @@ TEST(train_lr_schedule) {
     p.min_lr_ratio = 0.1f;
     CHECK_NEAR(rm_train_lr(&p, 0), 0.25, 1e-6);
     CHECK_NEAR(rm_train_lr(&p, 3), 1.0, 1e-6);
-    CHECK_NEAR(rm_train_lr(&p, 9), 0.55, 1e-6);  // half way down the cosine
+    CHECK_NEAR(rm_train_lr(&p, 9), 0.55, 1e-6); // half way down the cosine
     CHECK_NEAR(rm_train_lr(&p, 14), 0.1, 1e-6);
     CHECK_NEAR(rm_train_lr(&p, 100), 0.1, 1e-6);
 }
@@ -487,7 +582,8 @@ TEST(train_accumulation_matches_big_batch) {
     CHECK_OK(rm_trainer_forward(t, &big, 16.0f, 1, &l1, NULL));
     size_t total = rm_trainer_n_trainable(t), k = 0;
     float *g1 = malloc(total * sizeof(float));
-    for (int i = 0; i < np; i++) for (size_t j = 0; j < ps[i].n; j++) g1[k++] = ps[i].g[j];
+    for (int i = 0; i < np; i++)
+        for (size_t j = 0; j < ps[i].n; j++) g1[k++] = ps[i].g[j];
     rm_trainer_zero_grad(t);
     CHECK_OK(rm_trainer_forward(t, &half[0], 16.0f, 1, &l2, NULL));
     double l3;
@@ -495,7 +591,8 @@ TEST(train_accumulation_matches_big_batch) {
     CHECK_NEAR(l1, l2 + l3, 1e-5);
     double mx = 0;
     k = 0;
-    for (int i = 0; i < np; i++) for (size_t j = 0; j < ps[i].n; j++) mx = fmax(mx, fabs(g1[k++] - ps[i].g[j]));
+    for (int i = 0; i < np; i++)
+        for (size_t j = 0; j < ps[i].n; j++) mx = fmax(mx, fabs(g1[k++] - ps[i].g[j]));
     CHECKF(mx < 1e-5, "accumulated gradients differ by %g", mx);
     free(g1);
     rm_tbatch_free(&big);
@@ -540,7 +637,10 @@ static float *train_run(const char *path, int steps, int save_at, const char *ck
         int np;
         rm_tparam *ps = rm_trainer_params(t, &np);
         size_t k = 0;
-        for (int i = 0; i < np; i++) { memcpy(out + k, ps[i].w, ps[i].n * sizeof(float)); k += ps[i].n; }
+        for (int i = 0; i < np; i++) {
+            memcpy(out + k, ps[i].w, ps[i].n * sizeof(float));
+            k += ps[i].n;
+        }
         rm_tbatch_free(&b);
     }
     rm_trainer_free(t);
@@ -873,7 +973,8 @@ TEST(train_cli_train_from_scratch) {
     snprintf(out, sizeof out, "%s/scratch.gguf", tmp);
     FILE *f = fopen(cfg, "w");
     fputs("{\"n_embd\": 32, \"n_layer\": 2, \"n_head\": 4, \"n_head_kv\": 2, \"n_ff\": 64, \"seq\": 32, \"batch\": 4, "
-          "\"steps\": 40, \"lr\": 1e-2, \"warmup\": 4}", f);
+          "\"steps\": 40, \"lr\": 1e-2, \"warmup\": 4}",
+          f);
     fclose(f);
     f = fopen(text, "w");
     for (int i = 0; i < 40; i++) fputs(k_text, f);
@@ -917,15 +1018,19 @@ TEST(train_cli_curriculum_template) {
         snprintf(cfg, sizeof cfg, "%s/cur%d.json", tmp, k);
         f = fopen(cfg, "w");
         REQUIRE(f);
-        fprintf(f, "{\"n_embd\": 16, \"n_layer\": 1, \"n_head\": 2, \"n_ff\": 32, \"seq\": 32, \"batch\": 2, \"steps\": 2, "
-                   "\"curriculum\": {\"data\": \"cur.jsonl\", \"steps\": 1, \"template\": %s}}", tmpls[k]);
+        fprintf(
+            f,
+            "{\"n_embd\": 16, \"n_layer\": 1, \"n_head\": 2, \"n_ff\": 32, \"seq\": 32, \"batch\": 2, \"steps\": 2, "
+            "\"curriculum\": {\"data\": \"cur.jsonl\", \"steps\": 1, \"template\": %s}}",
+            tmpls[k]);
         fclose(f);
         snprintf(args, sizeof args, "train --config %s --data %s --out %s --threads 1", cfg, text, out);
         if (k == 0) {
             CHECK(rm_test_cli(args) == 0);
             CHECKF(strstr(rm_test_cli_err(), "(2 examples, 8 prompt and 6 target tokens)"), "%s", rm_test_cli_err());
         } else {
-            CHECK(rm_test_cli(args) == 2 && strstr(rm_test_cli_err(), "cur1.json") && strstr(rm_test_cli_err(), "\"template\""));
+            CHECK(rm_test_cli(args) == 2 && strstr(rm_test_cli_err(), "cur1.json") &&
+                  strstr(rm_test_cli_err(), "\"template\""));
         }
     }
 }

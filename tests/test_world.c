@@ -26,12 +26,16 @@ static const char *small_world(void) {
     return dir;
 }
 
-typedef struct texts { char **s; int n, cap; } texts;
+typedef struct texts {
+    char **s;
+    int n, cap;
+} texts;
 
 static int collect_inputs(void *user, const rm_json *rec, long index) {
     texts *t = user;
     const char *in = rm_json_get_str(rec, "inputs", NULL);
-    if (!in || !rm_json_get_str(rec, "targets", NULL)) return rm_errorf(RM_EFORMAT, "record %ld without inputs/targets", index);
+    if (!in || !rm_json_get_str(rec, "targets", NULL))
+        return rm_errorf(RM_EFORMAT, "record %ld without inputs/targets", index);
     if (t->n == t->cap) {
         t->cap = t->cap ? 2 * t->cap : 1024;
         t->s = realloc(t->s, (size_t)t->cap * sizeof *t->s);
@@ -46,7 +50,10 @@ static int files_equal(const char *a, const char *b) {
     char *x, *y;
     size_t nx, ny;
     if (rm_read_file(a, &x, &nx)) return 0;
-    if (rm_read_file(b, &y, &ny)) { free(x); return 0; }
+    if (rm_read_file(b, &y, &ny)) {
+        free(x);
+        return 0;
+    }
     int eq = nx == ny && !memcmp(x, y, nx);
     free(x);
     free(y);
@@ -97,7 +104,8 @@ TEST(world_make_writes_the_papers_formats) {
                 rm_metric m;
                 CHECK(rm_metric_parse(tasks[t].metric, &m) == RM_OK && m == set.r[i].metric);
             }
-    for (int t = 0; t < nt && t < 64; t++) CHECKF(per_task[t] == 25, "%s: %d test requests", tasks[t].name, per_task[t]);
+    for (int t = 0; t < nt && t < 64; t++)
+        CHECKF(per_task[t] == 25, "%s: %d test requests", tasks[t].name, per_task[t]);
     rm_evalset_free(&set);
     // the test's requests carry the paper's keys
     rm_json *j = NULL;
@@ -162,7 +170,8 @@ TEST(world_is_a_function_of_its_seed) {
     rm_world_report rep;
     CHECK_OK(rm_world_make(again, 7, RM_WORLD_SMALL, &rep));
     CHECK_OK(rm_world_make(other, 8, RM_WORLD_SMALL, &rep));
-    const char *files[] = {"combined_test.json", "config.json", "corpus.txt", "tasks/count_animals.jsonl", "world.json"};
+    const char *files[] = {"combined_test.json", "config.json", "corpus.txt", "tasks/count_animals.jsonl",
+                           "world.json"};
     for (int k = 0; k < 5; k++) {
         snprintf(a, sizeof a, "%s/%s", dir, files[k]);
         snprintf(b, sizeof b, "%s/%s", again, files[k]);
@@ -188,16 +197,18 @@ TEST(world_bad_input_is_named) {
     snprintf(path, sizeof path, "%s/w-dup", tmp);
     CHECK_OK(rm_mkdirs(path));
     snprintf(path, sizeof path, "%s/w-dup/world.json", tmp);
-    const char *dup = "{\"adapter\": {}, \"tasks\": [{\"name\": \"a\", \"cluster\": \"x\"}, {\"name\": \"a\", \"cluster\": \"y\"}]}";
+    const char *dup =
+        "{\"adapter\": {}, \"tasks\": [{\"name\": \"a\", \"cluster\": \"x\"}, {\"name\": \"a\", \"cluster\": \"y\"}]}";
     CHECK_OK(rm_write_file_atomic(path, dup, strlen(dup)));
     snprintf(args, sizeof args, "world build %s/w-dup", tmp);
-    CHECK(rm_test_cli(args) != 0 && strstr(rm_test_cli_err(), "\"a\" is taken by task 1") && strstr(rm_test_cli_err(), "world.json"));
+    CHECK(rm_test_cli(args) != 0 && strstr(rm_test_cli_err(), "\"a\" is taken by task 1") &&
+          strstr(rm_test_cli_err(), "world.json"));
     // a task whose own adapter steps are not a count
     const char *steps0 = "{\"adapter\": {}, \"tasks\": [{\"name\": \"a\", \"cluster\": \"x\"}, "
                          "{\"name\": \"b\", \"cluster\": \"x\", \"adapter_steps\": 0}]}";
     CHECK_OK(rm_write_file_atomic(path, steps0, strlen(steps0)));
-    CHECK(rm_test_cli(args) != 0 && strstr(rm_test_cli_err(), "task 2 (b)") && strstr(rm_test_cli_err(), "adapter_steps") &&
-          strstr(rm_test_cli_err(), "world.json"));
+    CHECK(rm_test_cli(args) != 0 && strstr(rm_test_cli_err(), "task 2 (b)") &&
+          strstr(rm_test_cli_err(), "adapter_steps") && strstr(rm_test_cli_err(), "world.json"));
 
     // a training file with a record missing its targets
     char data[800], model[800];
@@ -208,21 +219,23 @@ TEST(world_bad_input_is_named) {
     snprintf(args, sizeof args, "synth --shape tiny --type f32 %s", model);
     REQUIRE(rm_test_cli(args) == 0);
     snprintf(args, sizeof args, "lora train --base %s --data %s --out %s/ad --steps 1", model, data, tmp);
-    CHECK(rm_test_cli(args) != 0 && strstr(rm_test_cli_err(), "bad-task.jsonl") && strstr(rm_test_cli_err(), "example 2"));
+    CHECK(rm_test_cli(args) != 0 && strstr(rm_test_cli_err(), "bad-task.jsonl") &&
+          strstr(rm_test_cli_err(), "example 2"));
     // a test request with an unknown metric
     snprintf(data, sizeof data, "%s/bad-test.json", tmp);
     const char *badm = "[{\"inputs\": \"a\", \"targets\": \"b\", \"task\": \"t\", \"metric\": \"meteor\"}]";
     CHECK_OK(rm_write_file_atomic(data, badm, strlen(badm)));
     snprintf(args, sizeof args, "eval -m %s --test %s", model, data);
-    CHECK(rm_test_cli(args) != 0 && strstr(rm_test_cli_err(), "bad-test.json") && strstr(rm_test_cli_err(), "request 1") &&
-          strstr(rm_test_cli_err(), "meteor"));
+    CHECK(rm_test_cli(args) != 0 && strstr(rm_test_cli_err(), "bad-test.json") &&
+          strstr(rm_test_cli_err(), "request 1") && strstr(rm_test_cli_err(), "meteor"));
 }
 
 // ---- the small world built and scored end to end (optimized suite only)
 
 // The score of method m's block b ("iid"/"ood") key k in the table's JSON (NAN: absent).
 static double table_num(const rm_json *t, const char *b, const char *m, const char *k) {
-    const rm_json *blk = rm_json_get(t, b), *row = blk ? rm_json_get(blk, m) : NULL, *v = row ? rm_json_get(row, k) : NULL;
+    const rm_json *blk = rm_json_get(t, b), *row = blk ? rm_json_get(blk, m) : NULL,
+                  *v = row ? rm_json_get(row, k) : NULL;
     return v && v->type == RM_JSON_NUMBER ? v->num : NAN;
 }
 
@@ -250,7 +263,8 @@ static rm_json *cli_json(void) {
 // server's POST /v1/adapters into the world's pool retrieved for its task's
 // requests at once; a vanished adapter file named when it is needed.
 TEST(world_small_built_and_scored) {
-    if (rm_test_sanitized()) SKIP("sanitized: the build trains a model and 12 adapters (minutes); the optimized run does it");
+    if (rm_test_sanitized())
+        SKIP("sanitized: the build trains a model and 12 adapters (minutes); the optimized run does it");
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
     char dir[600], args[4096], path[900];
     snprintf(dir, sizeof dir, "%s/world-built", rm_test_tmpdir());
@@ -258,7 +272,8 @@ TEST(world_small_built_and_scored) {
     REQUIRE(rm_test_cli(args) == 0);
     snprintf(args, sizeof args, "world build %s -t 2", dir);
     REQUIRE(rm_test_cli(args) == 0);
-    const char *must[] = {"config.json", "combined_test.json", "base.gguf", "pool/pool.db", "experiment/split-1/router.gguf"};
+    const char *must[] = {"config.json", "combined_test.json", "base.gguf", "pool/pool.db",
+                          "experiment/split-1/router.gguf"};
     for (int k = 0; k < 5; k++) CHECKF(rm_file_exists(pathf_(path, sizeof path, dir, must[k])), "no %s", must[k]);
 
     // sanity figures: base, own, sibling, foreign
@@ -269,10 +284,13 @@ TEST(world_small_built_and_scored) {
     CHECK_OK(rm_world_check_run(&cp, &wc));
     rm_world_sanity s;
     rm_world_check_sanity(&wc, &s);
-    fprintf(stderr, "    small world: base %.1f, own %.1f (lowest %.1f), best sibling %+.1f over base, best foreign %+.1f, "
-            "foreign mean %+.1f\n", s.base, s.own, s.own_min, s.sibling_gain, s.foreign_best_gain, s.foreign_mean_gain);
+    fprintf(stderr,
+            "    small world: base %.1f, own %.1f (lowest %.1f), best sibling %+.1f over base, best foreign %+.1f, "
+            "foreign mean %+.1f\n",
+            s.base, s.own, s.own_min, s.sibling_gain, s.foreign_best_gain, s.foreign_mean_gain);
     CHECKF(s.own >= s.base + 50, "own adapters %.1f vs base %.1f", s.own, s.base);
-    CHECKF(s.sibling_gain > s.foreign_mean_gain + 10, "sibling %+.1f vs foreign %+.1f", s.sibling_gain, s.foreign_mean_gain);
+    CHECKF(s.sibling_gain > s.foreign_mean_gain + 10, "sibling %+.1f vs foreign %+.1f", s.sibling_gain,
+           s.foreign_mean_gain);
     rm_world_check_free(&wc);
 
     // the paper's files as the generator wrote them, read by retrieve-eval (12 tasks: chance is 8% top-1)
@@ -294,8 +312,10 @@ TEST(world_small_built_and_scored) {
            sel = table_num(t, "iid", "selection", "mean"), mix = table_num(t, "iid", "mixture", "mean"),
            ram_iid = table_num(t, "iid", "ramole", "mean"), ram_ood = table_num(t, "ood", "ramole", "mean"),
            base_ood = table_num(t, "ood", "base", "mean");
-    fprintf(stderr, "    table: base %.1f, oracle %.1f, selection %.1f, mixture %.1f, RAMoLE %.1f; OOD: base %.1f, RAMoLE %.1f\n",
-            base, oracle, sel, mix, ram_iid, base_ood, ram_ood);
+    fprintf(
+        stderr,
+        "    table: base %.1f, oracle %.1f, selection %.1f, mixture %.1f, RAMoLE %.1f; OOD: base %.1f, RAMoLE %.1f\n",
+        base, oracle, sel, mix, ram_iid, base_ood, ram_ood);
     CHECKF(oracle >= base + 50, "perfect selection %.1f vs base %.1f", oracle, base);
     CHECKF(sel > mix + 5, "selection %.1f vs mixture %.1f", sel, mix);
     CHECKF(ram_iid >= base + 30, "RAMoLE %.1f vs base %.1f", ram_iid, base);
@@ -319,8 +339,8 @@ TEST(world_small_built_and_scored) {
     rm_sb_init(&body);
     rm_sb_puts(&body, "{\"name\": ");
     rm_sb_json_str(&body, up->name, strlen(up->name));
-    rm_sb_printf(&body, ", \"weights\": \"%s/adapters/%s\", \"task\": \"%s\", \"domain\": \"%s\", \"samples\": [", dir, up->name,
-                 up->name, up->domain);
+    rm_sb_printf(&body, ", \"weights\": \"%s/adapters/%s\", \"task\": \"%s\", \"domain\": \"%s\", \"samples\": [", dir,
+                 up->name, up->name, up->domain);
     for (int i = 0; i < up->n; i++) {
         if (i) rm_sb_puts(&body, ", ");
         rm_sb_json_str(&body, up->inputs[i], strlen(up->inputs[i]));
@@ -347,16 +367,18 @@ TEST(world_small_built_and_scored) {
         rm_sb_puts(&q, ", \"max_tokens\": 2, \"retrieve\": 1}");
         if (rm_test_http(sp.port, "POST", "/v1/completions", q.buf, &j) == 200) {
             const rm_json *ad = j ? rm_json_get(j, "adapters") : NULL;
-            const char *name = ad && ad->n ? (ad->items[0].type == RM_JSON_STRING ? ad->items[0].str
-                                                                                  : rm_json_get_str(&ad->items[0], "name", ""))
-                                           : "";
+            const char *name = ad && ad->n
+                                   ? (ad->items[0].type == RM_JSON_STRING ? ad->items[0].str
+                                                                          : rm_json_get_str(&ad->items[0], "name", ""))
+                                   : "";
             found += !strcmp(name, up->name);
         }
         asked++;
         rm_json_free(j);
         rm_sb_free(&q);
     }
-    CHECKF(asked == 10 && found >= 8, "the uploaded %s retrieved first for %d of %d of its requests", up->name, found, asked);
+    CHECKF(asked == 10 && found >= 8, "the uploaded %s retrieved first for %d of %d of its requests", up->name, found,
+           asked);
     CHECK(rm_test_server_stop(&sp) == 0);
     rm_flan_free_test(req, nr);
 
@@ -365,8 +387,10 @@ TEST(world_small_built_and_scored) {
     snprintf(path, sizeof path, "%s/adapters/%s", dir, pool.tasks[0].name);
     snprintf(moved, sizeof moved, "%s.gone", path);
     REQUIRE(rename(path, moved) == 0);
-    snprintf(args, sizeof args, "eval --method selection --pool %s/pool -m %s/base.gguf --test %s/combined_test.json "
-             "--template %s/template.txt --limit 40", dir, dir, dir, dir);
+    snprintf(args, sizeof args,
+             "eval --method selection --pool %s/pool -m %s/base.gguf --test %s/combined_test.json "
+             "--template %s/template.txt --limit 40",
+             dir, dir, dir, dir);
     CHECK(rm_test_cli(args) != 0 && strstr(rm_test_cli_err(), pool.tasks[0].name));
     fprintf(stderr, "    vanished adapter: %s", rm_test_cli_err());
     rename(moved, path);

@@ -58,36 +58,40 @@ int rm_test_read_response(int fd, struct rm_json **json);
 // One request on a new connection: its status, *json the body.
 int rm_test_http(int port, const char *method, const char *path, const char *body, struct rm_json **json);
 
-#define TEST(name)                                                                       \
-    static void test_##name(void);                                                      \
-    __attribute__((constructor)) static void register_##name(void) {                    \
-        rm_test_register(#name, __FILE__, test_##name);                                 \
-    }                                                                                    \
+#define TEST(name)                                                                                                     \
+    static void test_##name(void);                                                                                     \
+    __attribute__((constructor)) static void register_##name(void) { rm_test_register(#name, __FILE__, test_##name); } \
     static void test_##name(void)
 
-#define CHECK(cond)                                                                      \
-    do {                                                                                 \
-        if (!(cond)) rm_test_fail(__FILE__, __LINE__, "CHECK(%s)", #cond);               \
+#define CHECK(cond)                                                                                                    \
+    do {                                                                                                               \
+        if (!(cond)) rm_test_fail(__FILE__, __LINE__, "CHECK(%s)", #cond);                                             \
     } while (0)
-#define CHECKF(cond, ...)                                                                \
-    do {                                                                                 \
-        if (!(cond)) rm_test_fail(__FILE__, __LINE__, __VA_ARGS__);                      \
+#define CHECKF(cond, ...)                                                                                              \
+    do {                                                                                                               \
+        if (!(cond)) rm_test_fail(__FILE__, __LINE__, __VA_ARGS__);                                                    \
     } while (0)
-#define REQUIRE(cond)                                                                    \
-    do {                                                                                 \
-        if (!(cond)) { rm_test_fail(__FILE__, __LINE__, "REQUIRE(%s)", #cond); return; } \
+#define REQUIRE(cond)                                                                                                  \
+    do {                                                                                                               \
+        if (!(cond)) {                                                                                                 \
+            rm_test_fail(__FILE__, __LINE__, "REQUIRE(%s)", #cond);                                                    \
+            return;                                                                                                    \
+        }                                                                                                              \
     } while (0)
-#define CHECK_NEAR(a, b, tol)                                                            \
-    do {                                                                                 \
-        double a_ = (a), b_ = (b);                                                       \
-        if (!(fabs(a_ - b_) <= (tol)))                                                   \
-            rm_test_fail(__FILE__, __LINE__, "%s = %.9g vs %s = %.9g (tol %g)", #a, a_, #b, b_, (double)(tol)); \
+#define CHECK_NEAR(a, b, tol)                                                                                          \
+    do {                                                                                                               \
+        double a_ = (a), b_ = (b);                                                                                     \
+        if (!(fabs(a_ - b_) <= (tol)))                                                                                 \
+            rm_test_fail(__FILE__, __LINE__, "%s = %.9g vs %s = %.9g (tol %g)", #a, a_, #b, b_, (double)(tol));        \
     } while (0)
-#define CHECK_OK(expr)                                                                   \
-    do {                                                                                 \
-        int rc_ = (expr);                                                                \
-        if (rc_ != 0) rm_test_fail(__FILE__, __LINE__, "%s -> %d: %s", #expr, rc_, rm_last_error()); \
+#define CHECK_OK(expr)                                                                                                 \
+    do {                                                                                                               \
+        int rc_ = (expr);                                                                                              \
+        if (rc_ != 0) rm_test_fail(__FILE__, __LINE__, "%s -> %d: %s", #expr, rc_, rm_last_error());                   \
     } while (0)
-#define SKIP(why)                                                                        \
-    do { rm_test_skip(why); return; } while (0)
+#define SKIP(why)                                                                                                      \
+    do {                                                                                                               \
+        rm_test_skip(why);                                                                                             \
+        return;                                                                                                        \
+    } while (0)
 #endif

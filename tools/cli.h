@@ -11,10 +11,8 @@
 typedef int (*rm_cmd_fn)(int argc, char **argv);
 void rm_cli_register(const char *name, const char *summary, rm_cmd_fn fn);
 
-#define RM_COMMAND(name, summary, fn)                                                     \
-    __attribute__((constructor)) static void register_cmd_##name(void) {                 \
-        rm_cli_register(#name, summary, fn);                                              \
-    }
+#define RM_COMMAND(name, summary, fn)                                                                                  \
+    __attribute__((constructor)) static void register_cmd_##name(void) { rm_cli_register(#name, summary, fn); }
 
 // Argument helpers: each returns 1 if argv[*i] matched (and advances *i past
 // a value), 0 otherwise. On a missing/bad value they print an error and exit(2)
@@ -45,7 +43,10 @@ int cli_info_tied(int argc, char **argv, const char *cmd, const char *type,
 // A list given as "a,b,c" (the option may be repeated: items accumulate) or
 // @FILE (items separated by commas or new lines; spaces trimmed, blank lines
 // skipped). Items are malloc'd; free with cli_list_free.
-typedef struct cli_list { char **item; int n; } cli_list;
+typedef struct cli_list {
+    char **item;
+    int n;
+} cli_list;
 // Appends spec's items; prints why (naming opt) and returns 2 on an empty
 // item, an unreadable or empty file, or no memory.
 int cli_list_add(cli_list *l, const char *opt, const char *spec);

@@ -20,7 +20,10 @@ static int push(cli_list *l, const char *s, size_t n, int *added) {
     if (!n) return 0;
     char **ni = realloc(l->item, ((size_t)l->n + 1) * sizeof *ni), *v = strndup(s, n);
     if (ni) l->item = ni;
-    if (!ni || !v) { free(v); return -1; }
+    if (!ni || !v) {
+        free(v);
+        return -1;
+    }
     l->item[l->n++] = v;
     return 0;
 }
@@ -34,13 +37,23 @@ int cli_list_add(cli_list *l, const char *opt, const char *spec) {
     for (;;) {
         size_t n = strcspn(s, from_file ? ",\n\r" : ",");
         int added;
-        if (push(l, s, n, &added)) { free(text); fprintf(stderr, "ramole: out of memory\n"); return 2; }
-        if (!added && !from_file) { fprintf(stderr, "ramole: %s '%s' has an empty item\n", opt, spec); return 2; }
+        if (push(l, s, n, &added)) {
+            free(text);
+            fprintf(stderr, "ramole: out of memory\n");
+            return 2;
+        }
+        if (!added && !from_file) {
+            fprintf(stderr, "ramole: %s '%s' has an empty item\n", opt, spec);
+            return 2;
+        }
         count += added;
         if (!s[n]) break;
         s += n + 1;
     }
     free(text);
-    if (!count) { fprintf(stderr, "ramole: %s %s names nothing\n", opt, spec); return 2; }
+    if (!count) {
+        fprintf(stderr, "ramole: %s %s names nothing\n", opt, spec);
+        return 2;
+    }
     return 0;
 }

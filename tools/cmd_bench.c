@@ -104,7 +104,8 @@ static int llamacpp_once(const bench_opts *o, int threads, double out[N_MEASURES
     char thr[32], steps[32];
     snprintf(thr, sizeof thr, "%d", threads);
     snprintf(steps, sizeof steps, "%ld", o->steps);
-    if (cli_sh_quote(lb, q[0], sizeof q[0]) || cli_sh_quote(o->model, q[1], sizeof q[1]) || cli_sh_quote(bins, q[2], sizeof q[2]))
+    if (cli_sh_quote(lb, q[0], sizeof q[0]) || cli_sh_quote(o->model, q[1], sizeof q[1]) ||
+        cli_sh_quote(bins, q[2], sizeof q[2]))
         return rm_errorf(RM_EINVAL, "llama.cpp bench: path too long");
     // two runs, the first discarded: llama.cpp sizes its compute graphs on
     // first use, which a fresh process would otherwise pay inside the timing
@@ -168,12 +169,18 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
             return 2;
         }
     }
-    if (!o->model) { fprintf(stderr, "ramole bench: -m MODEL is required\n"); return 2; }
+    if (!o->model) {
+        fprintf(stderr, "ramole bench: -m MODEL is required\n");
+        return 2;
+    }
     if (o->runs < 1 || o->runs > 1000 || o->steps < 1 || o->steps > 100000) {
         fprintf(stderr, "ramole bench: --runs must be 1..1000 and --steps 1..100000\n");
         return 2;
     }
-    if (o->threads < 0) { fprintf(stderr, "ramole bench: --threads must be >= 0 (0: all cores)\n"); return 2; }
+    if (o->threads < 0) {
+        fprintf(stderr, "ramole bench: --threads must be >= 0 (0: all cores)\n");
+        return 2;
+    }
     if (compare) {
         if (strcmp(compare, "llamacpp") != 0) {
             fprintf(stderr, "ramole bench: --compare takes 'llamacpp' (got '%s')\n", compare);
@@ -181,7 +188,10 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
         }
         o->compare = 1;
     }
-    if (o->compare_dir && !o->compare) { fprintf(stderr, "ramole bench: --llamacpp-dir goes with --compare llamacpp\n"); return 2; }
+    if (o->compare_dir && !o->compare) {
+        fprintf(stderr, "ramole bench: --llamacpp-dir goes with --compare llamacpp\n");
+        return 2;
+    }
     return 0;
 }
 
@@ -197,10 +207,13 @@ static void report(const bench_opts *o, const bench_ctx *c, const char *family, 
     int nt = rm_threadpool_size(c->tp);
     double bound = bw * 1e9 / (double)rm_llama_bytes_per_token(c->m);
     for (int k = 0; k < N_MEASURES; k++) {
-        if (lc) fprintf(stderr, "  %-12s %9.2f tok/s   llama.cpp %9.2f   ratio %.2fx\n", k_names[k], r[k], lc[k], r[k] / lc[k]);
+        if (lc)
+            fprintf(stderr, "  %-12s %9.2f tok/s   llama.cpp %9.2f   ratio %.2fx\n", k_names[k], r[k], lc[k],
+                    r[k] / lc[k]);
         else fprintf(stderr, "  %-12s %9.2f tok/s\n", k_names[k], r[k]);
     }
-    fprintf(stderr, "  bandwidth    %9.2f GB/s -> decode bound %.2f tok/s (%.1f MB/token); decode b=1 at %.0f%% of it\n", bw,
+    fprintf(stderr,
+            "  bandwidth    %9.2f GB/s -> decode bound %.2f tok/s (%.1f MB/token); decode b=1 at %.0f%% of it\n", bw,
             bound, rm_llama_bytes_per_token(c->m) / 1e6, 100.0 * r[2] / bound);
     fprintf(stderr, "  batch 32 / batch 1 = %.2fx\n", r[4] / r[2]);
     // Compute ceilings: int8 multiply-add rate over the ops a token needs (2
@@ -212,14 +225,19 @@ static void report(const bench_opts *o, const bench_ctx *c, const char *family, 
     const int vnni = strcmp(rm_matmul_family(RM_TYPE_Q8_0), "avx512-vnni") == 0;
     fprintf(stderr,
             "  int8 peak    %9.1f GOP/s (%s, the q8_0/q4_0 kernels' step; bare %s %.1f), %.2f GOP/token\n"
-            "               -> prefill bound %.1f tok/s (prefill 512 at %.0f%%), batched-decode bound %.1f tok/s = %.2fx decode b=1\n",
-            kern_gops, rm_matmul_family(RM_TYPE_Q8_0), vnni ? "vpdpbusd" : "maddubs+madd", bare_gops, 2 * lin / 1e9, pf_bound,
-            100.0 * r[1] / pf_bound, batch_bound, batch_bound / r[2]);
+            "               -> prefill bound %.1f tok/s (prefill 512 at %.0f%%), batched-decode bound %.1f tok/s = "
+            "%.2fx decode b=1\n",
+            kern_gops, rm_matmul_family(RM_TYPE_Q8_0), vnni ? "vpdpbusd" : "maddubs+madd", bare_gops, 2 * lin / 1e9,
+            pf_bound, 100.0 * r[1] / pf_bound, batch_bound, batch_bound / r[2]);
     if (o->json) {
-        printf("{\"kernels\": \"%s\", \"cpu\": \"%s\", \"bandwidth_gbs\": %.3f, \"decode_bound_tps\": %.3f, \"decode_tps\": %.3f, "
-               "\"prefill64_tps\": %.3f, \"prefill512_tps\": %.3f, \"batch8_tps\": %.3f, \"batch32_tps\": %.3f, \"threads\": %d, "
-               "\"int8_peak_gops\": %.3f, \"int8_bare_gops\": %.3f, \"prefill_bound_tps\": %.3f, \"batch_bound_tps\": %.3f",
-               family, rm_cpu_describe(), bw, bound, r[2], r[0], r[1], r[3], r[4], nt, kern_gops, bare_gops, pf_bound, batch_bound);
+        printf("{\"kernels\": \"%s\", \"cpu\": \"%s\", \"bandwidth_gbs\": %.3f, \"decode_bound_tps\": %.3f, "
+               "\"decode_tps\": %.3f, "
+               "\"prefill64_tps\": %.3f, \"prefill512_tps\": %.3f, \"batch8_tps\": %.3f, \"batch32_tps\": %.3f, "
+               "\"threads\": %d, "
+               "\"int8_peak_gops\": %.3f, \"int8_bare_gops\": %.3f, \"prefill_bound_tps\": %.3f, \"batch_bound_tps\": "
+               "%.3f",
+               family, rm_cpu_describe(), bw, bound, r[2], r[0], r[1], r[3], r[4], nt, kern_gops, bare_gops, pf_bound,
+               batch_bound);
         if (lc) {
             printf(", \"llamacpp\": {");
             for (int k = 0; k < N_MEASURES; k++) printf("%s\"%s\": %.3f", k ? ", " : "", k_keys[k], lc[k]);
@@ -255,8 +273,10 @@ static int check_args(bench_opts *o, char *dirbuf, size_t cap) {
     o->compare_dir = cli_llamacpp_dir(o->compare_dir, dirbuf, cap);
     snprintf(lb, sizeof lb, "%s/lb", o->compare_dir);
     if (rm_file_exists(lb)) return 0;
-    fprintf(stderr, "ramole bench: no llama.cpp bench driver at %s (build it with ../shared/tools/llamacpp-bench/build.sh, "
-                    "or give --llamacpp-dir DIR)\n", lb);
+    fprintf(stderr,
+            "ramole bench: no llama.cpp bench driver at %s (build it with ../shared/tools/llamacpp-bench/build.sh, "
+            "or give --llamacpp-dir DIR)\n",
+            lb);
     return 2;
 }
 

@@ -193,7 +193,8 @@ static int write_workload(const char *dir, rm_lora **ad, const int *sets, int B,
 }
 
 // One run of llama.cpp's driver on the workload in dir; its throughput.
-static double llamacpp_workload(const char *lcdir, const char *model, const char *dir, int threads, int prompt, int steps) {
+static double llamacpp_workload(const char *lcdir, const char *model, const char *dir, int threads, int prompt,
+                                int steps) {
     // the driver, llama.cpp's libraries, the model, the workload folder, its sets file
     char path[5][4200], q[5][8500], cmd[5 * 8500 + 64];
     snprintf(path[0], sizeof path[0], "%s/lbl", lcdir);
@@ -233,24 +234,40 @@ typedef struct bl_args {
 
 // The command line into a; 1 after --help, 2 on an unknown option.
 static int parse_args(int argc, char **argv, bl_args *a) {
-    *a = (bl_args){.type_s = "q8_0", .targets_s = "q,v", .compose_s = "mixture", .kind_s = "soft", .n_ad = 48, .rank = 6,
-                   .batch = 32, .k = 3, .prompt = 16, .steps = 8, .seed = 1, .reps = 1, .router_rank = 4};
+    *a = (bl_args){.type_s = "q8_0",
+                   .targets_s = "q,v",
+                   .compose_s = "mixture",
+                   .kind_s = "soft",
+                   .n_ad = 48,
+                   .rank = 6,
+                   .batch = 32,
+                   .k = 3,
+                   .prompt = 16,
+                   .steps = 8,
+                   .seed = 1,
+                   .reps = 1,
+                   .router_rank = 4};
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) {
             help();
             return 1;
         }
-        if (cli_flag(argc, argv, &i, "--synth", NULL)) a->synth = (i + 1 < argc && argv[i + 1][0] != '-') ? argv[++i] : "tinyllama-1.1b";
+        if (cli_flag(argc, argv, &i, "--synth", NULL))
+            a->synth = (i + 1 < argc && argv[i + 1][0] != '-') ? argv[++i] : "tinyllama-1.1b";
         else if (cli_int(argc, argv, &i, "--reps", NULL, &a->reps)) a->reps_given = 1;
         else if (cli_flag(argc, argv, &i, "--json", NULL)) a->json = 1;
         else if (cli_flag(argc, argv, &i, "--f16", NULL)) a->f16 = 1;
-        else if (!(cli_str(argc, argv, &i, "--model", "-m", &a->model) || cli_str(argc, argv, &i, "--type", NULL, &a->type_s) ||
-                   cli_int(argc, argv, &i, "--adapters", NULL, &a->n_ad) || cli_int(argc, argv, &i, "--rank", NULL, &a->rank) ||
+        else if (!(cli_str(argc, argv, &i, "--model", "-m", &a->model) ||
+                   cli_str(argc, argv, &i, "--type", NULL, &a->type_s) ||
+                   cli_int(argc, argv, &i, "--adapters", NULL, &a->n_ad) ||
+                   cli_int(argc, argv, &i, "--rank", NULL, &a->rank) ||
                    cli_str(argc, argv, &i, "--targets", NULL, &a->targets_s) ||
                    cli_int(argc, argv, &i, "--batch", NULL, &a->batch) || cli_int(argc, argv, &i, "--k", NULL, &a->k) ||
                    cli_str(argc, argv, &i, "--compose", NULL, &a->compose_s) ||
-                   cli_int(argc, argv, &i, "--prompt", NULL, &a->prompt) || cli_int(argc, argv, &i, "--steps", NULL, &a->steps) ||
-                   cli_int(argc, argv, &i, "--threads", "-t", &a->threads) || cli_int(argc, argv, &i, "--seed", NULL, &a->seed) ||
+                   cli_int(argc, argv, &i, "--prompt", NULL, &a->prompt) ||
+                   cli_int(argc, argv, &i, "--steps", NULL, &a->steps) ||
+                   cli_int(argc, argv, &i, "--threads", "-t", &a->threads) ||
+                   cli_int(argc, argv, &i, "--seed", NULL, &a->seed) ||
                    cli_str(argc, argv, &i, "--compare", NULL, &a->compare) ||
                    cli_str(argc, argv, &i, "--llamacpp-dir", NULL, &a->lcdir) ||
                    cli_int(argc, argv, &i, "--router-rank", NULL, &a->router_rank) ||
@@ -274,15 +291,18 @@ static int check_compare(bl_args *a) {
         return 2;
     }
     if (a->mode != RM_COMPOSE_MIXTURE && a->mode != RM_COMPOSE_SELECTION) {
-        fprintf(stderr, "ramole bench-lora: --compare llamacpp needs --compose mixture or selection (llama.cpp sums "
-                        "scaled adapters; it has no %s)\n", a->compose_s);
+        fprintf(stderr,
+                "ramole bench-lora: --compare llamacpp needs --compose mixture or selection (llama.cpp sums "
+                "scaled adapters; it has no %s)\n",
+                a->compose_s);
         return 2;
     }
     char lbl[4200];
     a->lcdir = cli_llamacpp_dir(a->lcdir, a->lcbuf, sizeof a->lcbuf);
     snprintf(lbl, sizeof lbl, "%s/lbl", a->lcdir);
     if (!rm_file_exists(lbl)) {
-        fprintf(stderr, "ramole bench-lora: no llama.cpp LoRA driver at %s (build it with scripts/llamacpp-lora.sh)\n", lbl);
+        fprintf(stderr, "ramole bench-lora: no llama.cpp LoRA driver at %s (build it with scripts/llamacpp-lora.sh)\n",
+                lbl);
         return 2;
     }
     if (!a->reps_given) a->reps = 3;
@@ -304,8 +324,10 @@ static int check_args(bl_args *a) {
     }
     if (a->n_ad < 1 || a->rank < 1 || a->rank > RM_LORA_MAX_RANK || a->batch < 1 || a->batch > 4096 || a->k < 1 ||
         a->k > RM_PLAN_MAX || a->k > a->n_ad || a->prompt < 1 || a->steps < 1 || a->reps < 1) {
-        fprintf(stderr, "ramole bench-lora: bad sizes (need 1 <= k <= min(adapters, %d), rank <= %d, batch, prompt, steps >= 1)\n",
-                RM_PLAN_MAX, RM_LORA_MAX_RANK);
+        fprintf(
+            stderr,
+            "ramole bench-lora: bad sizes (need 1 <= k <= min(adapters, %d), rank <= %d, batch, prompt, steps >= 1)\n",
+            RM_PLAN_MAX, RM_LORA_MAX_RANK);
         return 2;
     }
     if (!a->synth) return 0;
@@ -317,7 +339,8 @@ static int check_args(bl_args *a) {
     }
     if (rm_type_parse(a->type_s, &t)) return cli_fail("--type") + 1;
     const char *tmp = getenv("TMPDIR");
-    snprintf(a->synth_path, sizeof a->synth_path, "%s/ramole-synth-%s-%s.gguf", tmp ? tmp : "/tmp", a->synth, rm_type_name(t));
+    snprintf(a->synth_path, sizeof a->synth_path, "%s/ramole-synth-%s-%s.gguf", tmp ? tmp : "/tmp", a->synth,
+             rm_type_name(t));
     if (!rm_file_exists(a->synth_path)) {
         fprintf(stderr, "bench-lora: writing %s\n", a->synth_path);
         if (rm_synth_write(sh, t, 1, a->synth_path, NULL, NULL)) return cli_fail("cannot write the synthetic model");
@@ -414,7 +437,8 @@ static int setup(const bl_args *a, bl_state *st) {
         if (rm_lora_random(&st->ad[i], R->m, (int)a->rank, a->targets, (uint64_t)a->seed * 1000003u + (uint64_t)i) ||
             (a->f16 && rm_lora_make_f16(st->ad[i])))
             return cli_fail("random adapter");
-    if (a->mode == RM_COMPOSE_ROUTER && rm_lora_random(&st->router, R->m, (int)a->router_rank, a->targets, (uint64_t)a->seed + 77))
+    if (a->mode == RM_COMPOSE_ROUTER &&
+        rm_lora_random(&st->router, R->m, (int)a->router_rank, a->targets, (uint64_t)a->seed + 77))
         return cli_fail("random router");
     if ((a->mode == RM_COMPOSE_MOE || a->mode == RM_COMPOSE_ARROW) &&
         rm_lora_set_new(&st->set, (int)a->n_ad, st->ad, NULL, NULL, 0))
@@ -424,8 +448,8 @@ static int setup(const bl_args *a, bl_state *st) {
         uint64_t g = (uint64_t)a->seed + 99;
         rm_gate *gate = st->gate;
         for (int i = 0; i < gate->n_layer * RM_LIN_COUNT; i++)
-            for (int64_t j = 0; gate->w[i] && j < (int64_t)a->n_ad * R->m->layers[i / RM_LIN_COUNT].w[i % RM_LIN_COUNT].ne[0];
-                 j++)
+            for (int64_t j = 0;
+                 gate->w[i] && j < (int64_t)a->n_ad * R->m->layers[i / RM_LIN_COUNT].w[i % RM_LIN_COUNT].ne[0]; j++)
                 gate->w[i][j] = 0.1f * (2.0f * rm_rng_uniform(&g) - 1.0f);
     }
     random_sets(st->sets, (int)a->batch, (int)a->k, (int)a->n_ad, (uint64_t)a->seed);
@@ -474,7 +498,8 @@ static int compare_workload(const bl_args *a, bl_state *st, bl_result *res) {
             free(v);
             return 1;
         }
-        fprintf(stderr, "  workload run %ld/%ld: ramole %.1f tok/s, llama.cpp %.1f tok/s\n", r + 1, reps, v[r], v[reps + r]);
+        fprintf(stderr, "  workload run %ld/%ld: ramole %.1f tok/s, llama.cpp %.1f tok/s\n", r + 1, reps, v[r],
+                v[reps + r]);
     }
     res->w_ours = rm_median(v, (int)reps);
     res->w_lc = rm_median(v + reps, (int)reps);
@@ -495,19 +520,21 @@ static void report(const bl_args *a, const bl_result *res) {
     fprintf(stderr, "  decode   %9.2f tok/s with adapters, %9.2f without: %.3fx\n", dl, db, dl / db);
     // The hook's share of the LoRA forward is measured inside the same run, so
     // it holds up on a busy machine where the two timings above may not.
-    fprintf(stderr, "  LoRA terms take %.1f%% of the prefill and %.1f%% of a decode step (implied ratios %.3fx, %.3fx)\n",
+    fprintf(stderr,
+            "  LoRA terms take %.1f%% of the prefill and %.1f%% of a decode step (implied ratios %.3fx, %.3fx)\n",
             100 * res->share[0], 100 * res->share[1], 1 - res->share[0], 1 - res->share[1]);
     if (a->compare)
-        fprintf(stderr, "  workload (%ld requests, each %ld prompt + %ld generated tokens, its own %ld adapters): ramole %.1f "
-                        "tok/s in one batch, llama.cpp %.1f tok/s one request at a time: %.2fx\n",
+        fprintf(stderr,
+                "  workload (%ld requests, each %ld prompt + %ld generated tokens, its own %ld adapters): ramole %.1f "
+                "tok/s in one batch, llama.cpp %.1f tok/s one request at a time: %.2fx\n",
                 a->batch, a->prompt, a->steps, a->k, res->w_ours, res->w_lc, res->w_ours / res->w_lc);
     if (!a->json) return;
     printf("{\"decode_tps\": %.3f, \"decode_tps_base\": %.3f, \"decode_ratio\": %.4f, \"prefill_tps\": %.3f, "
            "\"prefill_tps_base\": %.3f, \"prefill_ratio\": %.4f",
            dl, db, dl / db, pl, pb, pl / pb);
     if (a->compare)
-        printf(", \"workload_tps\": %.3f, \"llamacpp_workload_tps\": %.3f, \"workload_ratio\": %.4f", res->w_ours, res->w_lc,
-               res->w_ours / res->w_lc);
+        printf(", \"workload_tps\": %.3f, \"llamacpp_workload_tps\": %.3f, \"workload_ratio\": %.4f", res->w_ours,
+               res->w_lc, res->w_ours / res->w_lc);
     printf("}\n");
 }
 

@@ -39,9 +39,15 @@ static int cmd_convert(int argc, char **argv) {
             return 2;
         }
     }
-    if (!from || !in || !out) { fprintf(stderr, "ramole convert: need --from FORMAT IN OUT (see --help)\n"); return 2; }
+    if (!from || !in || !out) {
+        fprintf(stderr, "ramole convert: need --from FORMAT IN OUT (see --help)\n");
+        return 2;
+    }
     if (!strcmp(from, "llama2c")) {
-        if (type) { fprintf(stderr, "ramole convert: --type is not supported with --from llama2c\n"); return 2; }
+        if (type) {
+            fprintf(stderr, "ramole convert: --type is not supported with --from llama2c\n");
+            return 2;
+        }
         if (llama2c_convert_tok(in, tok, out)) return cli_fail("convert");
     } else if (!strcmp(from, "hf")) {
         if (tok) {

@@ -20,68 +20,74 @@
 #include <string.h>
 
 static void help(void) {
-    printf("usage: ramole eval -m MODEL --test FILE [adapters] [options]\n"
-           "       ramole eval --table DIR [table options]\n\n"
-           "FILE: a JSON array or JSON lines of {\"inputs\", \"targets\"[, \"task\", \"metric\"]}, metric\n"
-           "em | rouge | bleu (the paper's combined_test.json reads as it is).\n\n"
-           "adapters (one way; none: the base model alone):\n"
-           "  --pool DIR --retrieve K   RAMoLE: each request's K best adapters (with weights) retrieved\n"
-           "                        from the pool by its input\n"
-           "  --min-score S         only retrieved adapters scoring S or more (none left: base model)\n"
-           "  --pool DIR --oracle   each request gets its own task's adapter (the pool entry whose task,\n"
-           "                        or else name, equals the request's \"task\"): the upper bound\n"
-           "  --lora PATH           the same adapter for every request; repeat for several\n"
-           "  --compose MODE        selection | mixture | fusion | router (default: selection for one\n"
-           "                        adapter, mixture for more)\n"
-           "  --router FILE         the trained RouterLoRA for --compose router (`ramole router train`)\n"
-           "  --compose moe --gate FILE --pool DIR   a trained gate over a fixed set of the pool's\n"
-           "                        adapters (soft, topk, top1 or smear: `ramole gate train`)\n"
-           "  --compose arrow --pool DIR [--arrow-k K]   Arrow: per token, the K (3) adapters of the\n"
-           "                        pool whose leading singular vectors best fit the input\n"
-           "  --exclude-own         --retrieve / moe / arrow / --method: each request's own task's adapter is left out\n"
-           "  --method NAME --pool DIR [-k K]   one of the paper's methods by name (docs/eval.md):\n"
-           "                        base, oracle, selection, mixture, fusion, ramole (--router FILE),\n"
-           "                        moe-top1, moe-topk, moe-soft, smear (--gate FILE), adaptersoup,\n"
-           "                        lorahub (--task-data DIR), arrow; with --exclude-own out of\n"
-           "                        distribution (all but base and oracle). -k: adapters a request\n"
-           "                        (Arrow: a token), default 3\n"
-           "  --task-data DIR       lorahub: the tasks' training data, DIR/NAME.jsonl\n"
-           "  --lorahub-examples N  labelled examples a task (5)\n"
-           "  --lorahub-candidates N   adapters merged (20)\n"
-           "  --lorahub-iterations N   CMA-ES objective evaluations (40)\n"
-           "  --seed S              lorahub: the examples drawn and the search (1)\n"
-           "options:\n"
-           "  --template T          the prompt, \"{inputs}\" replaced by the request's input (default:\n"
-           "                        the Alpaca prompt of the paper, as `ramole lora train`)\n"
-           "  --template-file F     the same from a file\n"
-           "  --metric M            for requests without \"metric\" (default em)\n"
-           "  -n, --max-new N       new tokens per request, greedy (default 64)\n"
-           "  --limit N             the first N requests of each task (default: all)\n"
-           "  --slots S             requests decoded together (default 8; the table 64)\n"
-           "  -t, --threads N       threads (default: all cores)\n"
-           "  -c, --ctx N           positions per request (default min(model, 2048)); longer prompts\n"
-           "                        keep their end (counted in the report)\n"
-           "  --out FILE            one JSON line per request: task, metric, inputs, targets,\n"
-           "                        prediction, adapters, score\n"
-           "  --json                the summary as JSON on stdout\n\n"
-           "the table (--table DIR: a world from `ramole world make` + `world build`): every method\n"
-           "above on DIR/combined_test.json with DIR/pool and DIR/template.txt, in distribution (own\n"
-           "adapters in the pool) and out of it (--exclude-own); the trained parts from\n"
-           "DIR/experiment/split-S/ (split.json, router.gguf, moe-soft.gguf, moe-topk.gguf,\n"
-           "moe-top1.gguf, smear.gguf; a method whose file is missing is skipped with a note).\n"
-           "A markdown table on stdout (--json: JSON instead).\n"
-           "  --split-seed S        the experiment's split (default 1)\n"
-           "  --methods LIST        only these methods (comma-separated names)\n"
-           "  -k K                  adapters a request (a token for Arrow), default 3\n"
-           "  --svg FILE            a bar chart of each method's mean, in and out of distribution\n"
-           "  --md FILE             the markdown table also to FILE (with --json on stdout)\n"
-           "  -m MODEL              default DIR/base.gguf; --limit, -n, --slots, -t, -c, --out, --json\n"
-           "                        and the lorahub options as above\n");
+    printf(
+        "usage: ramole eval -m MODEL --test FILE [adapters] [options]\n"
+        "       ramole eval --table DIR [table options]\n\n"
+        "FILE: a JSON array or JSON lines of {\"inputs\", \"targets\"[, \"task\", \"metric\"]}, metric\n"
+        "em | rouge | bleu (the paper's combined_test.json reads as it is).\n\n"
+        "adapters (one way; none: the base model alone):\n"
+        "  --pool DIR --retrieve K   RAMoLE: each request's K best adapters (with weights) retrieved\n"
+        "                        from the pool by its input\n"
+        "  --min-score S         only retrieved adapters scoring S or more (none left: base model)\n"
+        "  --pool DIR --oracle   each request gets its own task's adapter (the pool entry whose task,\n"
+        "                        or else name, equals the request's \"task\"): the upper bound\n"
+        "  --lora PATH           the same adapter for every request; repeat for several\n"
+        "  --compose MODE        selection | mixture | fusion | router (default: selection for one\n"
+        "                        adapter, mixture for more)\n"
+        "  --router FILE         the trained RouterLoRA for --compose router (`ramole router train`)\n"
+        "  --compose moe --gate FILE --pool DIR   a trained gate over a fixed set of the pool's\n"
+        "                        adapters (soft, topk, top1 or smear: `ramole gate train`)\n"
+        "  --compose arrow --pool DIR [--arrow-k K]   Arrow: per token, the K (3) adapters of the\n"
+        "                        pool whose leading singular vectors best fit the input\n"
+        "  --exclude-own         --retrieve / moe / arrow / --method: each request's own task's adapter is left out\n"
+        "  --method NAME --pool DIR [-k K]   one of the paper's methods by name (docs/eval.md):\n"
+        "                        base, oracle, selection, mixture, fusion, ramole (--router FILE),\n"
+        "                        moe-top1, moe-topk, moe-soft, smear (--gate FILE), adaptersoup,\n"
+        "                        lorahub (--task-data DIR), arrow; with --exclude-own out of\n"
+        "                        distribution (all but base and oracle). -k: adapters a request\n"
+        "                        (Arrow: a token), default 3\n"
+        "  --task-data DIR       lorahub: the tasks' training data, DIR/NAME.jsonl\n"
+        "  --lorahub-examples N  labelled examples a task (5)\n"
+        "  --lorahub-candidates N   adapters merged (20)\n"
+        "  --lorahub-iterations N   CMA-ES objective evaluations (40)\n"
+        "  --seed S              lorahub: the examples drawn and the search (1)\n"
+        "options:\n"
+        "  --template T          the prompt, \"{inputs}\" replaced by the request's input (default:\n"
+        "                        the Alpaca prompt of the paper, as `ramole lora train`)\n"
+        "  --template-file F     the same from a file\n"
+        "  --metric M            for requests without \"metric\" (default em)\n"
+        "  -n, --max-new N       new tokens per request, greedy (default 64)\n"
+        "  --limit N             the first N requests of each task (default: all)\n"
+        "  --slots S             requests decoded together (default 8; the table 64)\n"
+        "  -t, --threads N       threads (default: all cores)\n"
+        "  -c, --ctx N           positions per request (default min(model, 2048)); longer prompts\n"
+        "                        keep their end (counted in the report)\n"
+        "  --out FILE            one JSON line per request: task, metric, inputs, targets,\n"
+        "                        prediction, adapters, score\n"
+        "  --json                the summary as JSON on stdout\n\n"
+        "the table (--table DIR: a world from `ramole world make` + `world build`): every method\n"
+        "above on DIR/combined_test.json with DIR/pool and DIR/template.txt, in distribution (own\n"
+        "adapters in the pool) and out of it (--exclude-own); the trained parts from\n"
+        "DIR/experiment/split-S/ (split.json, router.gguf, moe-soft.gguf, moe-topk.gguf,\n"
+        "moe-top1.gguf, smear.gguf; a method whose file is missing is skipped with a note).\n"
+        "A markdown table on stdout (--json: JSON instead).\n"
+        "  --split-seed S        the experiment's split (default 1)\n"
+        "  --methods LIST        only these methods (comma-separated names)\n"
+        "  -k K                  adapters a request (a token for Arrow), default 3\n"
+        "  --svg FILE            a bar chart of each method's mean, in and out of distribution\n"
+        "  --md FILE             the markdown table also to FILE (with --json on stdout)\n"
+        "  -m MODEL              default DIR/base.gguf; --limit, -n, --slots, -t, -c, --out, --json\n"
+        "                        and the lorahub options as above\n");
 }
 
 // ---------------------------------------------------------------- progress lines
 
-typedef struct progress_line { rm_progress pg; char stage[32]; long total, last; int active; } progress_line;
+typedef struct progress_line {
+    rm_progress pg;
+    char stage[32];
+    long total, last;
+    int active;
+} progress_line;
 
 static void on_progress(void *user, const char *stage, long done, long total) {
     progress_line *p = user;
@@ -114,7 +120,8 @@ static void print_report(const rm_run_result *r, int retrieving, int json) {
         for (int i = 0; i < sb->n; i++) {
             rm_sb_puts(&b, i ? ", " : "");
             rm_sb_json_str(&b, sb->t[i].task, strlen(sb->t[i].task));
-            rm_sb_printf(&b, ": {\"metric\": \"%s\", \"n\": %d, \"score\": ", rm_metric_name(sb->t[i].metric), sb->t[i].n);
+            rm_sb_printf(&b, ": {\"metric\": \"%s\", \"n\": %d, \"score\": ", rm_metric_name(sb->t[i].metric),
+                         sb->t[i].n);
             rm_sb_json_num(&b, 100 * rm_task_score_value(&sb->t[i]));
             rm_sb_puts(&b, "}");
         }
@@ -122,14 +129,23 @@ static void print_report(const rm_run_result *r, int retrieving, int json) {
         for (int m = 0; m < RM_METRIC_COUNT; m++) {
             int nt;
             double v = rm_scoreboard_mean(sb, m, &nt);
-            if (nt) { rm_sb_printf(&b, ", \"%s\": ", rm_metric_name((rm_metric)m)); rm_sb_json_num(&b, 100 * v); }
+            if (nt) {
+                rm_sb_printf(&b, ", \"%s\": ", rm_metric_name((rm_metric)m));
+                rm_sb_json_num(&b, 100 * v);
+            }
         }
         rm_sb_puts(&b, ", \"mean\": ");
         rm_sb_json_num(&b, 100 * rm_scoreboard_mean(sb, -1, NULL));
-        rm_sb_printf(&b, ", \"requests\": %d, \"truncated\": %d, \"seconds\": %.3f, \"tokens\": %ld, \"forward_passes\": %lld, "
-                         "\"rows_per_forward\": ", n, r->n_cut, r->seconds, r->tokens, r->forward_passes);
+        rm_sb_printf(
+            &b,
+            ", \"requests\": %d, \"truncated\": %d, \"seconds\": %.3f, \"tokens\": %ld, \"forward_passes\": %lld, "
+            "\"rows_per_forward\": ",
+            n, r->n_cut, r->seconds, r->tokens, r->forward_passes);
         rm_sb_json_num(&b, rpf);
-        if (retrieving) { rm_sb_puts(&b, ", \"own_adapter_retrieved\": "); rm_sb_json_num(&b, n ? 100.0 * own / n : 0); }
+        if (retrieving) {
+            rm_sb_puts(&b, ", \"own_adapter_retrieved\": ");
+            rm_sb_json_num(&b, n ? 100.0 * own / n : 0);
+        }
         rm_sb_puts(&b, "}\n");
         if (b.buf) fputs(b.buf, stdout);
         rm_sb_free(&b);
@@ -148,16 +164,21 @@ static void print_report(const rm_run_result *r, int retrieving, int json) {
     int nt;
     double all = rm_scoreboard_mean(sb, -1, &nt);
     printf("mean of all %d tasks:       %6.2f\n", nt, 100 * all);
-    if (retrieving) printf("own task's adapter among those retrieved: %.1f%% of %d requests\n", n ? 100.0 * own / n : 0.0, n);
+    if (retrieving)
+        printf("own task's adapter among those retrieved: %.1f%% of %d requests\n", n ? 100.0 * own / n : 0.0, n);
     printf("%d requests (%d prompts cut to the context), %ld new tokens in %.1f s (%.1f tok/s); %lld forward passes, "
-           "%.1f rows each\n", n, r->n_cut, r->tokens, r->seconds, r->tokens / (r->seconds > 0 ? r->seconds : 1e-9),
-           r->forward_passes, rpf);
+           "%.1f rows each\n",
+           n, r->n_cut, r->tokens, r->seconds, r->tokens / (r->seconds > 0 ? r->seconds : 1e-9), r->forward_passes,
+           rpf);
 }
 
 // Writes every item of the runs r[0..n) (methods[i] those of run i) as JSON lines to path.
 static int write_items(const char *path, const rm_run_result *r, rm_method *const *methods, int n) {
     FILE *f = fopen(path, "w");
-    if (!f) { fprintf(stderr, "ramole eval: cannot write %s\n", path); return 1; }
+    if (!f) {
+        fprintf(stderr, "ramole eval: cannot write %s\n", path);
+        return 1;
+    }
     for (int k = 0; k < n; k++)
         for (int i = 0; i < r[k].n_items; i++) {
             rm_sb b;
@@ -258,8 +279,8 @@ static int check_args(eval_args *a) {
         return 2;
     }
     if (a->table) {
-        if (a->test || a->ad.pool || a->method || a->ad.compose_s || a->ad.k || a->oracle || a->ad.n_lora || a->ad.router ||
-            a->gate || a->exclude_own || a->tmpl_arg || a->tmpl_file || a->task_data) {
+        if (a->test || a->ad.pool || a->method || a->ad.compose_s || a->ad.k || a->oracle || a->ad.n_lora ||
+            a->ad.router || a->gate || a->exclude_own || a->tmpl_arg || a->tmpl_file || a->task_data) {
             fprintf(stderr, "ramole eval: --table DIR takes its test set, pool, template, router and gates from DIR "
                             "(every method, both blocks)\n");
             return 2;
@@ -288,7 +309,10 @@ static rm_run_params params_of(const eval_args *a, progress_line *pl) {
 
 static int eval_one(const eval_args *a) {
     rm_metric dflt;
-    if (rm_metric_parse(a->metric_s, &dflt)) { fprintf(stderr, "ramole eval: --metric must be em, rouge or bleu\n"); return 2; }
+    if (rm_metric_parse(a->metric_s, &dflt)) {
+        fprintf(stderr, "ramole eval: --metric must be em, rouge or bleu\n");
+        return 2;
+    }
     int rc = 1;
     char *tmpl_text = NULL;
     rm_evalset set = {0};
@@ -302,15 +326,33 @@ static int eval_one(const eval_args *a) {
     if (method_of(a, &meth)) return 2;
     if (a->tmpl_file) {
         size_t len;
-        if (rm_read_file(a->tmpl_file, &tmpl_text, &len)) { cli_fail("--template-file"); goto done; }
+        if (rm_read_file(a->tmpl_file, &tmpl_text, &len)) {
+            cli_fail("--template-file");
+            goto done;
+        }
     }
     rm_run_params p = params_of(a, &pl);
     p.tmpl = tmpl_text ? tmpl_text : a->tmpl_arg;
-    if (rm_evalset_load(a->test, dflt, &set)) { cli_fail("--test"); goto done; }
-    if (rm_llama_load(&m, a->model)) { cli_fail("cannot load model"); goto done; }
-    if (!m->tok) { fprintf(stderr, "ramole eval: %s has no tokenizer\n", a->model); goto done; }
-    if (a->ad.pool && rm_pool_open_existing(a->ad.pool, &pool)) { cli_fail("--pool"); goto done; }
-    if (!(tp = rm_threadpool_create((int)a->threads))) { fprintf(stderr, "ramole eval: cannot start threads\n"); goto done; }
+    if (rm_evalset_load(a->test, dflt, &set)) {
+        cli_fail("--test");
+        goto done;
+    }
+    if (rm_llama_load(&m, a->model)) {
+        cli_fail("cannot load model");
+        goto done;
+    }
+    if (!m->tok) {
+        fprintf(stderr, "ramole eval: %s has no tokenizer\n", a->model);
+        goto done;
+    }
+    if (a->ad.pool && rm_pool_open_existing(a->ad.pool, &pool)) {
+        cli_fail("--pool");
+        goto done;
+    }
+    if (!(tp = rm_threadpool_create((int)a->threads))) {
+        fprintf(stderr, "ramole eval: cannot start threads\n");
+        goto done;
+    }
     if (rm_eval_env_new(&env, m, pool, tp, &p) || rm_eval_run(env, &set, &meth, 1, &res)) {
         progress_end(&pl);
         cli_fail("eval");
@@ -379,8 +421,15 @@ static int eval_table(const eval_args *a) {
 
 // The command line into a; 1 after --help, 2 on an unknown option.
 static int parse_args(int argc, char **argv, eval_args *a) {
-    *a = (eval_args){.metric_s = "em", .max_new = 64, .arrow_k = 3, .method_k = 3, .split_seed = 1, .lh_examples = 5,
-                     .lh_cands = 20, .lh_iters = 40, .seed = 1};
+    *a = (eval_args){.metric_s = "em",
+                     .max_new = 64,
+                     .arrow_k = 3,
+                     .method_k = 3,
+                     .split_seed = 1,
+                     .lh_examples = 5,
+                     .lh_cands = 20,
+                     .lh_iters = 40,
+                     .seed = 1};
     adapter_args_init(&a->ad, 0, 0);
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) {
@@ -391,22 +440,28 @@ static int parse_args(int argc, char **argv, eval_args *a) {
         else if (cli_flag(argc, argv, &i, "--exclude-own", NULL)) a->exclude_own = 1;
         else if (cli_flag(argc, argv, &i, "--json", NULL)) a->json = 1;
         else if (!(adapter_args_match(argc, argv, &i, &a->ad) || cli_str(argc, argv, &i, "--model", "-m", &a->model) ||
-                   cli_str(argc, argv, &i, "--test", NULL, &a->test) || cli_str(argc, argv, &i, "--gate", NULL, &a->gate) ||
+                   cli_str(argc, argv, &i, "--test", NULL, &a->test) ||
+                   cli_str(argc, argv, &i, "--gate", NULL, &a->gate) ||
                    cli_int(argc, argv, &i, "--arrow-k", NULL, &a->arrow_k) ||
-                   cli_str(argc, argv, &i, "--method", NULL, &a->method) || cli_int(argc, argv, &i, "-k", NULL, &a->method_k) ||
+                   cli_str(argc, argv, &i, "--method", NULL, &a->method) ||
+                   cli_int(argc, argv, &i, "-k", NULL, &a->method_k) ||
                    cli_str(argc, argv, &i, "--task-data", NULL, &a->task_data) ||
                    cli_int(argc, argv, &i, "--lorahub-examples", NULL, &a->lh_examples) ||
                    cli_int(argc, argv, &i, "--lorahub-candidates", NULL, &a->lh_cands) ||
                    cli_int(argc, argv, &i, "--lorahub-iterations", NULL, &a->lh_iters) ||
-                   cli_int(argc, argv, &i, "--seed", NULL, &a->seed) || cli_str(argc, argv, &i, "--table", NULL, &a->table) ||
+                   cli_int(argc, argv, &i, "--seed", NULL, &a->seed) ||
+                   cli_str(argc, argv, &i, "--table", NULL, &a->table) ||
                    cli_int(argc, argv, &i, "--split-seed", NULL, &a->split_seed) ||
-                   cli_str(argc, argv, &i, "--methods", NULL, &a->methods) || cli_str(argc, argv, &i, "--svg", NULL, &a->svg) ||
-                   cli_str(argc, argv, &i, "--md", NULL, &a->md) || cli_str(argc, argv, &i, "--template", NULL, &a->tmpl_arg) ||
+                   cli_str(argc, argv, &i, "--methods", NULL, &a->methods) ||
+                   cli_str(argc, argv, &i, "--svg", NULL, &a->svg) || cli_str(argc, argv, &i, "--md", NULL, &a->md) ||
+                   cli_str(argc, argv, &i, "--template", NULL, &a->tmpl_arg) ||
                    cli_str(argc, argv, &i, "--template-file", NULL, &a->tmpl_file) ||
                    cli_str(argc, argv, &i, "--metric", NULL, &a->metric_s) ||
                    cli_int(argc, argv, &i, "--max-new", "-n", &a->max_new) ||
-                   cli_int(argc, argv, &i, "--limit", NULL, &a->limit) || cli_int(argc, argv, &i, "--slots", NULL, &a->slots) ||
-                   cli_int(argc, argv, &i, "--threads", "-t", &a->threads) || cli_int(argc, argv, &i, "--ctx", "-c", &a->ctx) ||
+                   cli_int(argc, argv, &i, "--limit", NULL, &a->limit) ||
+                   cli_int(argc, argv, &i, "--slots", NULL, &a->slots) ||
+                   cli_int(argc, argv, &i, "--threads", "-t", &a->threads) ||
+                   cli_int(argc, argv, &i, "--ctx", "-c", &a->ctx) ||
                    cli_str(argc, argv, &i, "--out", NULL, &a->out_path))) {
             fprintf(stderr, "ramole eval: unknown option '%s' (see --help)\n", argv[i]);
             return 2;
@@ -424,5 +479,7 @@ static int cmd_eval(int argc, char **argv) {
     return a.table ? eval_table(&a) : eval_one(&a);
 }
 
-RM_COMMAND(eval, "score a model (with retrieved, oracle, fixed adapters or any of the paper's methods) on a test set, "
-                 "or the paper's table (--table)", cmd_eval)
+RM_COMMAND(eval,
+           "score a model (with retrieved, oracle, fixed adapters or any of the paper's methods) on a test set, "
+           "or the paper's table (--table)",
+           cmd_eval)

@@ -46,21 +46,27 @@ static int gate_train(int argc, char **argv) {
     long k = 3, em_max = 200;
     train_args a = {.batch = 4, .accum = 1, .seed = 1, .warmup = -1, .epochs = 1, .lr = 1e-3, .clip = 1.0};
     for (int i = 2; i < argc; i++) {
-        if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
-        else if (train_args_match(argc, argv, &i, &a)) {}
-        else if (cli_str(argc, argv, &i, "--base", "-m", &base)) {}
-        else if (cli_str(argc, argv, &i, "--pool", NULL, &pool_dir)) {}
-        else if (cli_str(argc, argv, &i, "--adapters", NULL, &adapters)) {}
-        else if (cli_str(argc, argv, &i, "--adapters-of-tasks", NULL, &of_tasks)) {}
-        else if (cli_str(argc, argv, &i, "--train-tasks", NULL, &train_tasks)) {}
-        else if (cli_str(argc, argv, &i, "--kind", NULL, &kind_s)) {}
-        else if (cli_int(argc, argv, &i, "--k", NULL, &k)) {}
-        else if (cli_int(argc, argv, &i, "--eval-em", NULL, &em_max)) {}
-        else if (cli_flag(argc, argv, &i, "--no-pack", NULL)) pack = 0;
-        else { fprintf(stderr, "ramole gate train: unknown argument '%s' (see --help)\n", argv[i]); return 2; }
+        if (cli_flag(argc, argv, &i, "--help", "-h")) {
+            help();
+            return 0;
+        } else if (train_args_match(argc, argv, &i, &a)) {
+        } else if (cli_str(argc, argv, &i, "--base", "-m", &base)) {
+        } else if (cli_str(argc, argv, &i, "--pool", NULL, &pool_dir)) {
+        } else if (cli_str(argc, argv, &i, "--adapters", NULL, &adapters)) {
+        } else if (cli_str(argc, argv, &i, "--adapters-of-tasks", NULL, &of_tasks)) {
+        } else if (cli_str(argc, argv, &i, "--train-tasks", NULL, &train_tasks)) {
+        } else if (cli_str(argc, argv, &i, "--kind", NULL, &kind_s)) {
+        } else if (cli_int(argc, argv, &i, "--k", NULL, &k)) {
+        } else if (cli_int(argc, argv, &i, "--eval-em", NULL, &em_max)) {
+        } else if (cli_flag(argc, argv, &i, "--no-pack", NULL)) pack = 0;
+        else {
+            fprintf(stderr, "ramole gate train: unknown argument '%s' (see --help)\n", argv[i]);
+            return 2;
+        }
     }
     if (!base || !pool_dir || !a.data || !a.out || !kind_s || !adapters == !of_tasks) {
-        fprintf(stderr, "ramole gate train: --base, --pool, one of --adapters and --adapters-of-tasks, --data, --kind and "
+        fprintf(stderr,
+                "ramole gate train: --base, --pool, one of --adapters and --adapters-of-tasks, --data, --kind and "
                 "--out are required (see --help)\n");
         return 2;
     }
@@ -95,7 +101,10 @@ static int gate_train(int argc, char **argv) {
     rm_trainer *t = NULL;
     rm_tdata train = {0}, eval = {0};
     rm_train_report rep = {0};
-    if (rm_llama_load(&m, base)) { cli_fail(base); goto done; }
+    if (rm_llama_load(&m, base)) {
+        cli_fail(base);
+        goto done;
+    }
     if (rm_pool_open_existing(pool_dir, &pool) ||
         rm_pool_load_set(pool, m, (const char *const *)names.item, names.n, of_tasks != NULL, &set)) {
         cli_fail("--pool");
@@ -104,12 +113,20 @@ static int gate_train(int argc, char **argv) {
     if (train_args_load_data(&a, m, tmpl, &train, &eval)) goto done;
     rm_train_params p;
     train_args_params(&a, &train, pack, &p);
-    if (rm_trainer_create(&t, m, &p) || rm_trainer_add_gate(t, set, kind, (int)k)) { cli_fail("trainer"); goto done; }
-    fprintf(stderr, "gate train: %s gate over %d adapters%s, %d examples (%d held out), %zu trainable parameters, %d steps "
-            "of %d x %d x %d tokens\n", rm_gate_kind_name(kind), set->n, kind == RM_GATE_TOPK ? " (top k)" : "", train.n,
-            eval.n, rm_trainer_n_trainable(t), p.steps, p.accum, p.batch, p.seq);
+    if (rm_trainer_create(&t, m, &p) || rm_trainer_add_gate(t, set, kind, (int)k)) {
+        cli_fail("trainer");
+        goto done;
+    }
+    fprintf(stderr,
+            "gate train: %s gate over %d adapters%s, %d examples (%d held out), %zu trainable parameters, %d steps "
+            "of %d x %d x %d tokens\n",
+            rm_gate_kind_name(kind), set->n, kind == RM_GATE_TOPK ? " (top k)" : "", train.n, eval.n,
+            rm_trainer_n_trainable(t), p.steps, p.accum, p.batch, p.seq);
     if (train_args_run(&a, t, &train, &eval, pack, (int)em_max, &rep)) goto done;
-    if (rm_trainer_export_gate(t, &gate) || rm_gate_save(gate, a.out)) { cli_fail(a.out); goto done; }
+    if (rm_trainer_export_gate(t, &gate) || rm_gate_save(gate, a.out)) {
+        cli_fail(a.out);
+        goto done;
+    }
     char curve[4200];
     snprintf(curve, sizeof curve, "%s.svg", a.out);
     if (train_args_finish(&a, &rep, "gate train", a.out, curve, "gate training loss")) goto done;
@@ -138,7 +155,10 @@ static int gate_fits(const char *path, const rm_llama *m) {
 }
 
 static int cmd_gate(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) { help(); return argc < 2 ? 2 : 0; }
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        help();
+        return argc < 2 ? 2 : 0;
+    }
     if (!strcmp(argv[1], "train")) return gate_train(argc, argv);
     if (!strcmp(argv[1], "info")) return cli_info_tied(argc, argv, "gate", "ramole.gate", gate_fits);
     fprintf(stderr, "ramole gate: unknown subcommand '%s' (train, info)\n", argv[1]);

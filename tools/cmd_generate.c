@@ -75,7 +75,10 @@ static int parse_ids(const char *s, int32_t **out) {
         if (!*s) break;
         char *end;
         long v = strtol(s, &end, 10);
-        if (end == s || v < 0 || v > 0x7fffffff) { free(ids); return -1; }
+        if (end == s || v < 0 || v > 0x7fffffff) {
+            free(ids);
+            return -1;
+        }
         if (RM_GROW(ids, n, cap, 16)) {
             free(ids);
             return -1;
@@ -103,7 +106,8 @@ static int retrieve_adapters(const char *dir, const char *text, int k, float min
         return -1;
     }
     if (pk->n == 0) {
-        fprintf(stderr, "retrieved: none (no adapter with weights scores %g or more); the base model answers\n", min_score);
+        fprintf(stderr, "retrieved: none (no adapter with weights scores %g or more); the base model answers\n",
+                min_score);
         return 0;
     }
     for (int i = 0; i < pk->n; i++) fprintf(stderr, "%s %s (%.3f)", i ? "," : "retrieved:", pk->name[i], pk->score[i]);
@@ -121,24 +125,27 @@ typedef struct gen_args {
 
 // The command line into a; 1 after --help, 2 on an unknown option.
 static int parse_args(int argc, char **argv, gen_args *a) {
-    *a = (gen_args){.n_new = 64, .top_k = 40, .last_n = 64, .seed = 24301, .temp = 0.8, .top_p = 0.95, .min_p = 0.05,
-                    .rep = 1.0};
+    *a = (gen_args){
+        .n_new = 64, .top_k = 40, .last_n = 64, .seed = 24301, .temp = 0.8, .top_p = 0.95, .min_p = 0.05, .rep = 1.0};
     adapter_args_init(&a->ad, 3, 1);
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) {
             help();
             return 1;
         }
-        if (!(cli_str(argc, argv, &i, "--model", "-m", &a->model) || cli_str(argc, argv, &i, "--prompt", "-p", &a->prompt) ||
+        if (!(cli_str(argc, argv, &i, "--model", "-m", &a->model) ||
+              cli_str(argc, argv, &i, "--prompt", "-p", &a->prompt) ||
               cli_str(argc, argv, &i, "--prompt-ids", NULL, &a->prompt_ids) ||
               cli_int(argc, argv, &i, "--n-predict", "-n", &a->n_new) ||
-              cli_int(argc, argv, &i, "--threads", "-t", &a->threads) || cli_int(argc, argv, &i, "--ctx", "-c", &a->ctx) ||
-              cli_int(argc, argv, &i, "--top-k", NULL, &a->top_k) ||
+              cli_int(argc, argv, &i, "--threads", "-t", &a->threads) ||
+              cli_int(argc, argv, &i, "--ctx", "-c", &a->ctx) || cli_int(argc, argv, &i, "--top-k", NULL, &a->top_k) ||
               cli_int(argc, argv, &i, "--repeat-last-n", NULL, &a->last_n) ||
-              cli_int(argc, argv, &i, "--seed", NULL, &a->seed) || cli_float(argc, argv, &i, "--temp", NULL, &a->temp) ||
+              cli_int(argc, argv, &i, "--seed", NULL, &a->seed) ||
+              cli_float(argc, argv, &i, "--temp", NULL, &a->temp) ||
               cli_float(argc, argv, &i, "--top-p", NULL, &a->top_p) ||
               cli_float(argc, argv, &i, "--min-p", NULL, &a->min_p) ||
-              cli_float(argc, argv, &i, "--repeat-penalty", NULL, &a->rep) || adapter_args_match(argc, argv, &i, &a->ad))) {
+              cli_float(argc, argv, &i, "--repeat-penalty", NULL, &a->rep) ||
+              adapter_args_match(argc, argv, &i, &a->ad))) {
             if (!strcmp(argv[i], "--ids")) {
                 a->ids_mode = 1;
                 continue;
@@ -152,13 +159,13 @@ static int parse_args(int argc, char **argv, gen_args *a) {
 
 // Refuses, with the reason, what cannot run (2); 0 when a can.
 static int check_args(gen_args *a) {
-    const char *why = !a->model                     ? "-m MODEL is required"
-                      : a->prompt && a->prompt_ids ? "give -p or --prompt-ids, not both"
-                      : a->n_new < 0               ? "-n must be >= 0"
-                      : a->threads < 0             ? "-t must be >= 0 (0: all cores)"
-                      : a->ctx < 0                 ? "-c must be >= 0 (0: the model's, at most 4096)"
-                      : !(a->temp >= 0)            ? "--temp must be >= 0 (0: greedy)"
-                      : a->top_k < 0               ? "--top-k must be >= 0 (0: off)"
+    const char *why = !a->model                           ? "-m MODEL is required"
+                      : a->prompt && a->prompt_ids        ? "give -p or --prompt-ids, not both"
+                      : a->n_new < 0                      ? "-n must be >= 0"
+                      : a->threads < 0                    ? "-t must be >= 0 (0: all cores)"
+                      : a->ctx < 0                        ? "-c must be >= 0 (0: the model's, at most 4096)"
+                      : !(a->temp >= 0)                   ? "--temp must be >= 0 (0: greedy)"
+                      : a->top_k < 0                      ? "--top-k must be >= 0 (0: off)"
                       : !(a->top_p >= 0 && a->top_p <= 1) ? "--top-p must be in [0, 1] (1: off)"
                       : !(a->min_p >= 0 && a->min_p <= 1) ? "--min-p must be in [0, 1] (0: off)"
                       : !(a->rep > 0)                     ? "--repeat-penalty must be > 0 (1: off)"
@@ -205,7 +212,8 @@ static int prompt_tokens(const gen_args *a, const rm_llama *m, int32_t **ids, in
     }
     for (int i = 0; i < *n_ids; i++)
         if ((*ids)[i] < 0 || (*ids)[i] >= m->hp.n_vocab) {
-            fprintf(stderr, "ramole generate: prompt id %d is outside the vocabulary [0, %d)\n", (*ids)[i], m->hp.n_vocab);
+            fprintf(stderr, "ramole generate: prompt id %d is outside the vocabulary [0, %d)\n", (*ids)[i],
+                    m->hp.n_vocab);
             return 1;
         }
     return 0;
@@ -270,8 +278,8 @@ static int run(const gen_args *a, gen_run *r) {
         fflush(stdout);
     }
     int with = r->n_lora > 0;
-    if (a->n_new > 0 && (rm_generate(r->m, &r->kv, r->tp, r->ids, r->n_ids, (int)a->n_new, &sp, with ? &r->ls.hook : NULL,
-                                     with ? &r->ls.plan : NULL, 0, on_token, &o, &r->st) ||
+    if (a->n_new > 0 && (rm_generate(r->m, &r->kv, r->tp, r->ids, r->n_ids, (int)a->n_new, &sp,
+                                     with ? &r->ls.hook : NULL, with ? &r->ls.plan : NULL, 0, on_token, &o, &r->st) ||
                          (with && rm_lora_batch_status(r->ls.batch))))
         return cli_fail("generation failed");
     if (!a->ids_mode && r->m->tok) {

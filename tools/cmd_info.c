@@ -35,13 +35,16 @@ static void print_str(gguf_str s, size_t max) {
 
 static void print_value(const gguf_value *v) {
     switch (v->type) {
-    case GGUF_TYPE_UINT8: case GGUF_TYPE_UINT16: case GGUF_TYPE_UINT32: case GGUF_TYPE_UINT64:
-        printf("%" PRIu64, v->u);
-        break;
-    case GGUF_TYPE_INT8: case GGUF_TYPE_INT16: case GGUF_TYPE_INT32: case GGUF_TYPE_INT64:
-        printf("%" PRId64, v->i);
-        break;
-    case GGUF_TYPE_FLOAT32: case GGUF_TYPE_FLOAT64: printf("%g", v->f); break;
+    case GGUF_TYPE_UINT8:
+    case GGUF_TYPE_UINT16:
+    case GGUF_TYPE_UINT32:
+    case GGUF_TYPE_UINT64: printf("%" PRIu64, v->u); break;
+    case GGUF_TYPE_INT8:
+    case GGUF_TYPE_INT16:
+    case GGUF_TYPE_INT32:
+    case GGUF_TYPE_INT64: printf("%" PRId64, v->i); break;
+    case GGUF_TYPE_FLOAT32:
+    case GGUF_TYPE_FLOAT64: printf("%g", v->f); break;
     case GGUF_TYPE_BOOL: printf("%s", v->u ? "true" : "false"); break;
     case GGUF_TYPE_STRING: print_str(v->s, 120); break;
     case GGUF_TYPE_ARRAY:
@@ -52,10 +55,8 @@ static void print_value(const gguf_value *v) {
                 if (i) printf(", ");
                 if (v->arr.type == GGUF_TYPE_FLOAT32 || v->arr.type == GGUF_TYPE_FLOAT64)
                     printf("%g", gguf_arr_f64(v, i));
-                else if (v->arr.type == GGUF_TYPE_UINT64)
-                    printf("%" PRIu64, (uint64_t)gguf_arr_i64(v, i));
-                else
-                    printf("%" PRId64, gguf_arr_i64(v, i));
+                else if (v->arr.type == GGUF_TYPE_UINT64) printf("%" PRIu64, (uint64_t)gguf_arr_i64(v, i));
+                else printf("%" PRId64, gguf_arr_i64(v, i));
             }
             printf("]");
         } else {
@@ -98,9 +99,10 @@ static int info_gguf(const char *path, int list_tensors) {
         printf("\n");
     }
     static const char *hparams[] = {
-        "context_length", "embedding_length", "block_count", "feed_forward_length", "attention.head_count",
-        "attention.head_count_kv", "attention.key_length", "attention.layer_norm_rms_epsilon", "rope.dimension_count",
-        "rope.freq_base", "rope.scaling.type", "rope.scaling.factor", "vocab_size",
+        "context_length",       "embedding_length",        "block_count",          "feed_forward_length",
+        "attention.head_count", "attention.head_count_kv", "attention.key_length", "attention.layer_norm_rms_epsilon",
+        "rope.dimension_count", "rope.freq_base",          "rope.scaling.type",    "rope.scaling.factor",
+        "vocab_size",
     };
     printf("hyperparameters:\n");
     for (size_t i = 0; i < sizeof hparams / sizeof hparams[0]; i++) print_hparam(&g, arch, hparams[i]);

@@ -145,15 +145,24 @@ static int lora_merge(int argc, char **argv) {
     rm_lora **ad = calloc((size_t)n, sizeof *ad);
     float *w = calloc((size_t)n, sizeof *w);
     if (!ad || !w) goto out;
-    if (rm_llama_load(&m, base)) { cli_fail("cannot load the base model"); goto out; }
+    if (rm_llama_load(&m, base)) {
+        cli_fail("cannot load the base model");
+        goto out;
+    }
     for (int i = 0; i < n; i++) {
         char path[4096];
         int has_w;
-        if (rm_lora_parse_spec(specs[i], path, sizeof path, &w[i], &has_w)) { cli_fail("--lora"); goto out; }
+        if (rm_lora_parse_spec(specs[i], path, sizeof path, &w[i], &has_w)) {
+            cli_fail("--lora");
+            goto out;
+        }
         if (!has_w) w[i] = 1.0f;
         if (!(ad[i] = load_adapter(path, m, NULL))) goto out;
     }
-    if (rm_lora_merge(m, n, ad, w, type_s ? (int)type : -1, out)) { cli_fail("merge failed"); goto out; }
+    if (rm_lora_merge(m, n, ad, w, type_s ? (int)type : -1, out)) {
+        cli_fail("merge failed");
+        goto out;
+    }
     fprintf(stderr, "wrote %s (%d adapter%s baked in)\n", out, n, n > 1 ? "s" : "");
     rc = 0;
 out:

@@ -46,7 +46,6 @@ static void help(void) {
            "                       \"eval_loss\", \"eval_em\", \"tokens_per_s\"}\n");
 }
 
-
 int rm_cmd_lora_train(int argc, char **argv) {
     const char *base = NULL, *targets_s = "q,v";
     long rank = 8, em_max = 200;
@@ -54,17 +53,22 @@ int rm_cmd_lora_train(int argc, char **argv) {
     int rslora = 0, gguf = 0, pack = 1;
     train_args a = {.batch = 4, .accum = 1, .seed = 1, .warmup = -1, .epochs = 1, .lr = 2e-4, .clip = 1.0};
     for (int i = 1; i < argc; i++) {
-        if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
-        else if (train_args_match(argc, argv, &i, &a)) {}
-        else if (cli_str(argc, argv, &i, "--base", "-m", &base)) {}
-        else if (cli_str(argc, argv, &i, "--targets", NULL, &targets_s)) {}
-        else if (cli_int(argc, argv, &i, "--rank", "-r", &rank)) {}
-        else if (cli_int(argc, argv, &i, "--eval-em", NULL, &em_max)) {}
-        else if (cli_float(argc, argv, &i, "--alpha", NULL, &alpha)) {}
-        else if (cli_flag(argc, argv, &i, "--rslora", NULL)) rslora = 1;
+        if (cli_flag(argc, argv, &i, "--help", "-h")) {
+            help();
+            return 0;
+        } else if (train_args_match(argc, argv, &i, &a)) {
+        } else if (cli_str(argc, argv, &i, "--base", "-m", &base)) {
+        } else if (cli_str(argc, argv, &i, "--targets", NULL, &targets_s)) {
+        } else if (cli_int(argc, argv, &i, "--rank", "-r", &rank)) {
+        } else if (cli_int(argc, argv, &i, "--eval-em", NULL, &em_max)) {
+        } else if (cli_float(argc, argv, &i, "--alpha", NULL, &alpha)) {
+        } else if (cli_flag(argc, argv, &i, "--rslora", NULL)) rslora = 1;
         else if (cli_flag(argc, argv, &i, "--gguf", NULL)) gguf = 1;
         else if (cli_flag(argc, argv, &i, "--no-pack", NULL)) pack = 0;
-        else { fprintf(stderr, "ramole lora train: unknown argument '%s' (see --help)\n", argv[i]); return 2; }
+        else {
+            fprintf(stderr, "ramole lora train: unknown argument '%s' (see --help)\n", argv[i]);
+            return 2;
+        }
     }
     const char *data = a.data, *out = a.out, *tmpl_path = a.template_path;
     long steps = a.steps, batch = a.batch, accum = a.accum, seq = a.seq;
@@ -84,7 +88,10 @@ int rm_cmd_lora_train(int argc, char **argv) {
 
     int rc = 1;
     rm_lora *lora = NULL;
-    if (rm_llama_load(&st.m, base)) { cli_fail(base); goto done; }
+    if (rm_llama_load(&st.m, base)) {
+        cli_fail(base);
+        goto done;
+    }
     if (train_args_load_data(&a, st.m, st.tmpl, &st.train, &st.eval)) goto done;
     rm_train_params p;
     train_args_params(&a, &st.train, pack, &p);
@@ -93,14 +100,22 @@ int rm_cmd_lora_train(int argc, char **argv) {
         cli_fail("trainer");
         goto done;
     }
-    fprintf(stderr, "lora train: %d examples (%d held out), rank %ld on %s, %zu trainable parameters, %d steps of %d x %d x %d tokens\n",
+    fprintf(stderr,
+            "lora train: %d examples (%d held out), rank %ld on %s, %zu trainable parameters, %d steps of %d x %d x %d "
+            "tokens\n",
             st.train.n, st.eval.n, rank, targets_s, rm_trainer_n_trainable(st.t), p.steps, p.accum, p.batch, p.seq);
     if (train_args_run(&a, st.t, &st.train, &st.eval, pack, (int)em_max, &st.rep)) goto done;
-    if (rm_trainer_export_lora(st.t, &lora) || rm_lora_save_peft(lora, out)) { cli_fail(out); goto done; }
+    if (rm_trainer_export_lora(st.t, &lora) || rm_lora_save_peft(lora, out)) {
+        cli_fail(out);
+        goto done;
+    }
     char path[4096];
     if (gguf) {
         snprintf(path, sizeof path, "%s/adapter.gguf", out);
-        if (rm_lora_save_gguf(lora, path)) { cli_fail(path); goto done; }
+        if (rm_lora_save_gguf(lora, path)) {
+            cli_fail(path);
+            goto done;
+        }
     }
     snprintf(path, sizeof path, "%s/loss.svg", out);
     if (train_args_finish(&a, &st.rep, "lora train", out, path, "LoRA training loss")) goto done;

@@ -10,19 +10,18 @@
 #include <string.h>
 
 static void usage(FILE *f) {
-    fprintf(f,
-            "usage: ramole retrieve --pool DIR (-p TEXT | --prompts FILE) [-k K] [options]\n\n"
-            "Embeds the prompt with the pool's embedder and prints the k adapters whose\n"
-            "keys are most similar (cosine), best first.\n\n"
-            "  -k K               how many (default 3)\n"
-            "  --prompts FILE     one prompt per line, retrieved as one batch\n"
-            "                     (prints: line number, rank, score, name)\n"
-            "  --exclude a,b      adapter names that must not be returned\n"
-            "  --keys T           key storage f32 | f16 | int8 (default f32)\n"
-            "  --rerank K         re-score the best K by the query's similarity to their\n"
-            "                     stored samples (default 5; 0 = keys only, sub-millisecond)\n"
-            "  --bm25-w W         weight of the second stage's BM25 term (default 0.5; 0: none)\n"
-            "  --json             JSON on stdout\n");
+    fprintf(f, "usage: ramole retrieve --pool DIR (-p TEXT | --prompts FILE) [-k K] [options]\n\n"
+               "Embeds the prompt with the pool's embedder and prints the k adapters whose\n"
+               "keys are most similar (cosine), best first.\n\n"
+               "  -k K               how many (default 3)\n"
+               "  --prompts FILE     one prompt per line, retrieved as one batch\n"
+               "                     (prints: line number, rank, score, name)\n"
+               "  --exclude a,b      adapter names that must not be returned\n"
+               "  --keys T           key storage f32 | f16 | int8 (default f32)\n"
+               "  --rerank K         re-score the best K by the query's similarity to their\n"
+               "                     stored samples (default 5; 0 = keys only, sub-millisecond)\n"
+               "  --bm25-w W         weight of the second stage's BM25 term (default 0.5; 0: none)\n"
+               "  --json             JSON on stdout\n");
 }
 
 // --prompts: every line of the file is a query; one batched search.
@@ -37,7 +36,10 @@ static int retrieve_batch(const char *dir, const rm_pool_params *pp, const char 
     rm_hit *hits = malloc((size_t)(nq ? nq : 1) * (size_t)k * sizeof *hits);
     int *n_hits = malloc((size_t)(nq ? nq : 1) * sizeof *n_hits);
     rm_pool *p = NULL;
-    if (!q || !hits || !n_hits) { ret = 1; goto done; }
+    if (!q || !hits || !n_hits) {
+        ret = 1;
+        goto done;
+    }
     nq = 0;
     for (char *s = text, *line; (line = strsep(&s, "\n"));)
         if (*line || s) q[nq++] = line;
@@ -47,7 +49,8 @@ static int retrieve_batch(const char *dir, const rm_pool_params *pp, const char 
     else
         for (int i = 0; i < nq; i++)
             for (int r = 0; r < n_hits[i]; r++)
-                printf("%d\t%d\t%.4f\t%s\n", i + 1, r + 1, hits[(size_t)i * k + r].score, rm_pool_name(p, hits[(size_t)i * k + r].id));
+                printf("%d\t%d\t%.4f\t%s\n", i + 1, r + 1, hits[(size_t)i * k + r].score,
+                       rm_pool_name(p, hits[(size_t)i * k + r].id));
 done:
     rm_pool_close(p);
     free(q);
@@ -63,25 +66,31 @@ int cmd_retrieve(int argc, char **argv) {
     double bm25_w = -1;
     int json = 0;
     for (int i = 1; i < argc; i++) {
-        if (cli_flag(argc, argv, &i, "--help", "-h")) { usage(stdout); return 0; }
-        else if (cli_str(argc, argv, &i, "--pool", NULL, &dir)) {}
-        else if (cli_str(argc, argv, &i, "--prompt", "-p", &prompt)) {}
-        else if (cli_int(argc, argv, &i, "--top-k", "-k", &k)) {}
-        else if (cli_str(argc, argv, &i, "--exclude", NULL, &excl)) {}
-        else if (cli_str(argc, argv, &i, "--prompts", NULL, &prompts)) {}
-        else if (cli_str(argc, argv, &i, "--keys", NULL, &keys)) {}
-        else if (cli_int(argc, argv, &i, "--rerank", NULL, &rerank)) {}
-        else if (cli_float(argc, argv, &i, "--bm25-w", NULL, &bm25_w)) {}
-        else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
-        else { fprintf(stderr, "ramole retrieve: unknown option '%s'\n", argv[i]); usage(stderr); return 2; }
+        if (cli_flag(argc, argv, &i, "--help", "-h")) {
+            usage(stdout);
+            return 0;
+        } else if (cli_str(argc, argv, &i, "--pool", NULL, &dir)) {
+        } else if (cli_str(argc, argv, &i, "--prompt", "-p", &prompt)) {
+        } else if (cli_int(argc, argv, &i, "--top-k", "-k", &k)) {
+        } else if (cli_str(argc, argv, &i, "--exclude", NULL, &excl)) {
+        } else if (cli_str(argc, argv, &i, "--prompts", NULL, &prompts)) {
+        } else if (cli_str(argc, argv, &i, "--keys", NULL, &keys)) {
+        } else if (cli_int(argc, argv, &i, "--rerank", NULL, &rerank)) {
+        } else if (cli_float(argc, argv, &i, "--bm25-w", NULL, &bm25_w)) {
+        } else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
+        else {
+            fprintf(stderr, "ramole retrieve: unknown option '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
     }
-    const char *why = !dir                      ? "--pool DIR is required"
-                      : !prompt && !prompts      ? "give -p TEXT or --prompts FILE"
-                      : prompt && prompts        ? "give -p TEXT or --prompts FILE, not both"
-                      : k < 1 || k > 100000      ? "-k must be 1..100000"
-                      : rerank > 1000            ? "--rerank wants 0..1000"
-                      : bm25_w > 100             ? "--bm25-w wants 0..100"
-                                                 : NULL;
+    const char *why = !dir                  ? "--pool DIR is required"
+                      : !prompt && !prompts ? "give -p TEXT or --prompts FILE"
+                      : prompt && prompts   ? "give -p TEXT or --prompts FILE, not both"
+                      : k < 1 || k > 100000 ? "-k must be 1..100000"
+                      : rerank > 1000       ? "--rerank wants 0..1000"
+                      : bm25_w > 100        ? "--bm25-w wants 0..100"
+                                            : NULL;
     if (why) {
         fprintf(stderr, "ramole retrieve: %s (see --help)\n", why);
         return 2;
@@ -101,7 +110,10 @@ int cmd_retrieve(int argc, char **argv) {
     rm_pool *p = NULL;
     rm_hit *hits = malloc((size_t)k * sizeof *hits);
     int n = 0, ret = 0;
-    if (!hits) { free(ex_buf); return 1; }
+    if (!hits) {
+        free(ex_buf);
+        return 1;
+    }
     if (rm_pool_open(dir, &pp, &p)) ret = cli_fail("opening the pool");
     else if (rm_pool_search(p, prompt, (int)k, ex, n_ex, hits, &n)) ret = cli_fail("retrieving");
     else if (json) {

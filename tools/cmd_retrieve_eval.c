@@ -90,7 +90,9 @@ static void print_json(const rm_eval_result *r, const char *name, int ood) {
     rm_sb_free(&sb);
 }
 
-typedef struct { int n, t, p; } conf_pair;
+typedef struct {
+    int n, t, p;
+} conf_pair;
 static int cmp_conf(const void *a, const void *b) { return ((const conf_pair *)b)->n - ((const conf_pair *)a)->n; }
 
 static void print_confusions(const rm_eval_result *r, const rm_flan_pool *pool, const unsigned char *seen) {
@@ -110,7 +112,8 @@ static void print_confusions(const rm_eval_result *r, const rm_flan_pool *pool, 
         if (r->task_miss3[t]) c[m++] = (conf_pair){r->task_miss3[t], t, t};
     qsort(c, (size_t)m, sizeof *c, cmp_conf);
     printf("\nown adapter not in the top 3:\n");
-    for (int i = 0; i < m; i++) printf("  %3d  %-28s%s\n", c[i].n, pool->tasks[c[i].t].name, seen[c[i].t] ? "  (seen)" : "");
+    for (int i = 0; i < m; i++)
+        printf("  %3d  %-28s%s\n", c[i].n, pool->tasks[c[i].t].name, seen[c[i].t] ? "  (seen)" : "");
     free(c);
 }
 
@@ -127,18 +130,26 @@ typedef struct re_args {
 
 // The command line into a; 1 after --help, 2 on an unknown option.
 static int parse_args(int argc, char **argv, re_args *a) {
-    *a = (re_args){.name = RM_RECIPE_DEFAULT, .keys = "f32", .frac = 0.4, .seed = 1, .threads = 2,
-                   .rr = rm_rerank_default_params(), .pr = rm_proto_default_params(), .rp = rm_recipe_default_params()};
+    *a = (re_args){.name = RM_RECIPE_DEFAULT,
+                   .keys = "f32",
+                   .frac = 0.4,
+                   .seed = 1,
+                   .threads = 2,
+                   .rr = rm_rerank_default_params(),
+                   .pr = rm_proto_default_params(),
+                   .rp = rm_recipe_default_params()};
     for (int i = 1; i < argc; i++) {
         long lv;
         double dv;
-        if (cli_flag(argc, argv, &i, "--help", "-h")) { usage(stdout); return 1; }
-        else if (cli_str(argc, argv, &i, "--pool", NULL, &a->pool_path)) {}
-        else if (cli_str(argc, argv, &i, "--test", NULL, &a->test_path)) {}
-        else if (cli_str(argc, argv, &i, "--embedder", "-e", &a->name)) {}
-        else if (cli_float(argc, argv, &i, "--train-frac", NULL, &a->frac)) {}
-        else if (cli_int(argc, argv, &i, "--seed", NULL, &a->seed)) {}
-        else if (cli_flag(argc, argv, &i, "--ood", NULL)) a->ood = 1;
+        if (cli_flag(argc, argv, &i, "--help", "-h")) {
+            usage(stdout);
+            return 1;
+        } else if (cli_str(argc, argv, &i, "--pool", NULL, &a->pool_path)) {
+        } else if (cli_str(argc, argv, &i, "--test", NULL, &a->test_path)) {
+        } else if (cli_str(argc, argv, &i, "--embedder", "-e", &a->name)) {
+        } else if (cli_float(argc, argv, &i, "--train-frac", NULL, &a->frac)) {
+        } else if (cli_int(argc, argv, &i, "--seed", NULL, &a->seed)) {
+        } else if (cli_flag(argc, argv, &i, "--ood", NULL)) a->ood = 1;
         else if (cli_flag(argc, argv, &i, "--pool-loo", NULL)) a->loo = 1;
         else if (cli_int(argc, argv, &i, "--rerank", NULL, &lv)) a->rr.k = (int)lv;
         else if (cli_int(argc, argv, &i, "--rerank-top", NULL, &lv)) a->rr.top = (int)lv;
@@ -158,10 +169,10 @@ static int parse_args(int argc, char **argv, re_args *a) {
         else if (cli_int(argc, argv, &i, "--bm25-lower", NULL, &lv)) a->rr.bm25.feat.lowercase = (int)lv;
         else if (cli_flag(argc, argv, &i, "--json", NULL)) a->json = 1;
         else if (cli_flag(argc, argv, &i, "--confusions", NULL)) a->confusions = 1;
-        else if (cli_str(argc, argv, &i, "--keys", NULL, &a->keys)) {}
-        else if (cli_str(argc, argv, &i, "--save-embedder", NULL, &a->save)) {}
-        else if (cli_int(argc, argv, &i, "--threads", "-t", &a->threads)) {}
-        else if (cli_int(argc, argv, &i, "--steps", NULL, &lv)) a->rp.train.steps = (int)lv;
+        else if (cli_str(argc, argv, &i, "--keys", NULL, &a->keys)) {
+        } else if (cli_str(argc, argv, &i, "--save-embedder", NULL, &a->save)) {
+        } else if (cli_int(argc, argv, &i, "--threads", "-t", &a->threads)) {
+        } else if (cli_int(argc, argv, &i, "--steps", NULL, &lv)) a->rp.train.steps = (int)lv;
         else if (cli_float(argc, argv, &i, "--temp", NULL, &dv)) a->rp.train.temperature = (float)dv;
         else if (cli_float(argc, argv, &i, "--lr", NULL, &dv)) a->rp.train.lr = (float)dv;
         else if (cli_float(argc, argv, &i, "--alpha", NULL, &dv)) a->rp.hybrid_weight = (float)dv;
@@ -179,32 +190,51 @@ static int parse_args(int argc, char **argv, re_args *a) {
         else if (cli_int(argc, argv, &i, "--rare-df", NULL, &lv)) a->rp.lex.rare_df = (int)lv;
         else if (cli_float(argc, argv, &i, "--rare-weight", NULL, &dv)) a->rp.lex.rare_weight = (float)dv;
         else if (cli_int(argc, argv, &i, "--idf-groups", NULL, &lv)) a->rp.idf_by_adapter = (int)lv;
-        else if (cli_int(argc, argv, &i, "--edge", NULL, &lv)) { a->rp.lex.edge = (int)lv; a->rp.proj.feat.edge = (int)lv; }
-        else if (cli_float(argc, argv, &i, "--mid-weight", NULL, &dv)) { a->rp.lex.mid_weight = (float)dv; a->rp.proj.feat.mid_weight = (float)dv; }
-        else if (cli_int(argc, argv, &i, "--lowercase", NULL, &lv)) { a->rp.lex.lowercase = (int)lv; a->rp.proj.feat.lowercase = (int)lv; }
-        else if (cli_int(argc, argv, &i, "--bits", NULL, &lv)) a->rp.proj.feat.bits = (int)lv;
-        else if (cli_int(argc, argv, &i, "--wmax", NULL, &lv)) { a->rp.lex.wmax = (int)lv; a->rp.proj.feat.wmax = (int)lv; }
-        else if (cli_int(argc, argv, &i, "--cmin", NULL, &lv)) { a->rp.lex.cmin = (int)lv; a->rp.proj.feat.cmin = (int)lv; }
-        else if (cli_int(argc, argv, &i, "--cmax", NULL, &lv)) { a->rp.lex.cmax = (int)lv; a->rp.proj.feat.cmax = (int)lv; }
-        else if (cli_float(argc, argv, &i, "--word-weight", NULL, &dv)) { a->rp.lex.word_weight = (float)dv; a->rp.proj.feat.word_weight = (float)dv; }
-        else { fprintf(stderr, "ramole retrieve-eval: unknown option '%s'\n", argv[i]); usage(stderr); return 2; }
+        else if (cli_int(argc, argv, &i, "--edge", NULL, &lv)) {
+            a->rp.lex.edge = (int)lv;
+            a->rp.proj.feat.edge = (int)lv;
+        } else if (cli_float(argc, argv, &i, "--mid-weight", NULL, &dv)) {
+            a->rp.lex.mid_weight = (float)dv;
+            a->rp.proj.feat.mid_weight = (float)dv;
+        } else if (cli_int(argc, argv, &i, "--lowercase", NULL, &lv)) {
+            a->rp.lex.lowercase = (int)lv;
+            a->rp.proj.feat.lowercase = (int)lv;
+        } else if (cli_int(argc, argv, &i, "--bits", NULL, &lv)) a->rp.proj.feat.bits = (int)lv;
+        else if (cli_int(argc, argv, &i, "--wmax", NULL, &lv)) {
+            a->rp.lex.wmax = (int)lv;
+            a->rp.proj.feat.wmax = (int)lv;
+        } else if (cli_int(argc, argv, &i, "--cmin", NULL, &lv)) {
+            a->rp.lex.cmin = (int)lv;
+            a->rp.proj.feat.cmin = (int)lv;
+        } else if (cli_int(argc, argv, &i, "--cmax", NULL, &lv)) {
+            a->rp.lex.cmax = (int)lv;
+            a->rp.proj.feat.cmax = (int)lv;
+        } else if (cli_float(argc, argv, &i, "--word-weight", NULL, &dv)) {
+            a->rp.lex.word_weight = (float)dv;
+            a->rp.proj.feat.word_weight = (float)dv;
+        } else {
+            fprintf(stderr, "ramole retrieve-eval: unknown option '%s'\n", argv[i]);
+            usage(stderr);
+            return 2;
+        }
     }
     return 0;
 }
 
 // Refuses, with the reason, what cannot run (2); 0 when a can.
 static int check_args(re_args *a) {
-    const char *why = !a->pool_path                  ? "--pool FILE is required"
-                      : !a->test_path && !a->loo     ? "give --test FILE or --pool-loo"
-                      : a->loo && a->ood             ? "--pool-loo and --ood do not combine"
+    const char *why = !a->pool_path                     ? "--pool FILE is required"
+                      : !a->test_path && !a->loo        ? "give --test FILE or --pool-loo"
+                      : a->loo && a->ood                ? "--pool-loo and --ood do not combine"
                       : !(a->frac >= 0 && a->frac <= 1) ? "--train-frac must be in [0, 1]"
-                                                     : NULL;
+                                                        : NULL;
     if (why) {
         fprintf(stderr, "ramole retrieve-eval: %s (see --help)\n", why);
         return 2;
     }
     if (a->pr.n > RM_PROTO_MAX || a->pr.min_size < 1 || a->pr.iters < 0 || !(a->pr.mix >= 0 && a->pr.mix <= 1)) {
-        fprintf(stderr, "ramole retrieve-eval: --protos wants 1..%d, --proto-min >= 1, --proto-mix 0..1\n", RM_PROTO_MAX);
+        fprintf(stderr, "ramole retrieve-eval: --protos wants 1..%d, --proto-min >= 1, --proto-mix 0..1\n",
+                RM_PROTO_MAX);
         return 2;
     }
     if (rm_key_type_parse(a->keys, &a->kt)) return cli_fail("--keys") + 1;
@@ -237,14 +267,16 @@ static void run_free(re_run *r) {
 // Prints why and returns 1 on failure.
 static int run(const re_args *a, re_run *r) {
     if (rm_flan_load_pool(a->pool_path, &r->pool)) return cli_fail("reading the pool");
-    if (!a->loo && rm_flan_load_test(a->test_path, &r->pool, &r->req, &r->n_req)) return cli_fail("reading the test set");
+    if (!a->loo && rm_flan_load_test(a->test_path, &r->pool, &r->req, &r->n_req))
+        return cli_fail("reading the test set");
     if (!(r->seen = calloc((size_t)r->pool.n, 1))) return cli_fail("out of memory");
     rm_flan_split(r->pool.n, a->frac, (uint64_t)a->seed, r->seen);
     double t0 = rm_now();
     if (rm_recipe_build(a->name, &r->pool, r->seen, &a->rp, &r->e)) return cli_fail("building the embedder");
     double t1 = rm_now();
     if (a->save && rm_embedder_save(r->e, a->save)) return cli_fail("saving the embedder");
-    rm_eval_params ep = {.ood = a->ood, .n_threads = (int)a->threads, .key_type = a->kt, .rerank = a->rr, .proto = a->pr};
+    rm_eval_params ep = {
+        .ood = a->ood, .n_threads = (int)a->threads, .key_type = a->kt, .rerank = a->rr, .proto = a->pr};
     if (a->loo ? rm_flan_eval_pool_loo(r->e, &r->pool, r->seen, &ep, &r->res)
                : rm_flan_eval(r->e, &r->pool, r->req, r->n_req, r->seen, &ep, &r->res))
         return cli_fail("evaluating");
@@ -290,5 +322,6 @@ int cmd_retrieve_eval(int argc, char **argv) {
 
 // The name has a dash, which RM_COMMAND cannot paste into an identifier.
 __attribute__((constructor)) static void register_cmd_retrieve_eval(void) {
-    rm_cli_register("retrieve-eval", "the paper's LoRA retrieval benchmark (top-1/3/5/8, seen/unseen)", cmd_retrieve_eval);
+    rm_cli_register("retrieve-eval", "the paper's LoRA retrieval benchmark (top-1/3/5/8, seen/unseen)",
+                    cmd_retrieve_eval);
 }

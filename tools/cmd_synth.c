@@ -32,9 +32,15 @@ static int cmd_synth(int argc, char **argv) {
             out = argv[i];
         }
     }
-    if (!out) { fprintf(stderr, "ramole synth: OUT.gguf is required\n"); return 2; }
+    if (!out) {
+        fprintf(stderr, "ramole synth: OUT.gguf is required\n");
+        return 2;
+    }
     const rm_synth_shape *s = rm_synth_find(shape);
-    if (!s) { fprintf(stderr, "ramole synth: unknown shape '%s' (known: %s)\n", shape, rm_synth_names()); return 2; }
+    if (!s) {
+        fprintf(stderr, "ramole synth: unknown shape '%s' (known: %s)\n", shape, rm_synth_names());
+        return 2;
+    }
     rm_type t;
     if (rm_type_parse(type, &t)) return cli_fail("--type");
     rm_progress p;

@@ -50,7 +50,10 @@ static int encode_all(const rm_tokenizer *t, const char *text, size_t len, int b
         if (!ids) return rm_errorf(RM_ENOMEM, "out of memory");
         int n = rm_tokenize(t, text, len, bos, special, ids, cap);
         if (n < 0 || n <= cap) {
-            if (n < 0) { free(ids); ids = NULL; }
+            if (n < 0) {
+                free(ids);
+                ids = NULL;
+            }
             *out = ids;
             return n;
         }
@@ -72,7 +75,10 @@ static int vocab_test(const rm_tokenizer *t, const char *path, int bos, int spec
         size_t end = hit ? (size_t)(hit - buf) : len;
         int32_t *ids;
         int n = encode_all(t, buf + pos, end - pos, bos, special, &ids);
-        if (n < 0) { rc = cli_fail("tokenize"); break; }
+        if (n < 0) {
+            rc = cli_fail("tokenize");
+            break;
+        }
         for (int i = 0; i < n; i++) printf(" %d", (int)ids[i]);
         putchar('\n');
         free(ids);
@@ -87,18 +93,33 @@ static int cmd_tokenize(int argc, char **argv) {
     const char *model = NULL, *prompt = NULL, *file = NULL, *vtest = NULL;
     int ids_only = 0, bos = 0, special = 0;
     for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { usage(stdout); return 0; }
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            usage(stdout);
+            return 0;
+        }
         if (cli_str(argc, argv, &i, "--model", "-m", &model) || cli_str(argc, argv, &i, "--prompt", "-p", &prompt) ||
             cli_str(argc, argv, &i, "--file", "-f", &file) || cli_str(argc, argv, &i, "--vocab-test", NULL, &vtest))
             continue;
-        if (cli_flag(argc, argv, &i, "--ids", NULL)) { ids_only = 1; continue; }
-        if (cli_flag(argc, argv, &i, "--bos", NULL)) { bos = 1; continue; }
-        if (cli_flag(argc, argv, &i, "--special", NULL)) { special = 1; continue; }
+        if (cli_flag(argc, argv, &i, "--ids", NULL)) {
+            ids_only = 1;
+            continue;
+        }
+        if (cli_flag(argc, argv, &i, "--bos", NULL)) {
+            bos = 1;
+            continue;
+        }
+        if (cli_flag(argc, argv, &i, "--special", NULL)) {
+            special = 1;
+            continue;
+        }
         fprintf(stderr, "ramole tokenize: unknown option '%s'\n", argv[i]);
         usage(stderr);
         return 2;
     }
-    if (!model || (!prompt && !file && !vtest)) { usage(stderr); return 2; }
+    if (!model || (!prompt && !file && !vtest)) {
+        usage(stderr);
+        return 2;
+    }
     rm_tokenizer *t;
     if (load_tokenizer(model, &t) != RM_OK) return cli_fail("loading the tokenizer");
     int rc = 0;
@@ -108,7 +129,10 @@ static int cmd_tokenize(int argc, char **argv) {
         char *text = NULL;
         size_t len;
         if (file) {
-            if (rm_read_file(file, &text, &len) != RM_OK) { rm_tokenizer_free(t); return cli_fail("reading the text"); }
+            if (rm_read_file(file, &text, &len) != RM_OK) {
+                rm_tokenizer_free(t);
+                return cli_fail("reading the text");
+            }
         } else {
             len = strlen(prompt);
         }

@@ -24,7 +24,8 @@ static void help(void) {
            "  min_lr_ratio [0.1] weight_decay [0.1] clip [1.0] seed [1]\n"
            "  bpe_merges [0]: learn that many byte-level BPE merges from the data first (GPT-2\n"
            "  pre-tokenizer); they become tokens 258... of the model's vocabulary\n"
-           "  curriculum {\"data\": FILE, \"steps\": N[, \"template\": T]}: the first N steps train on FILE (a path relative\n"
+           "  curriculum {\"data\": FILE, \"steps\": N[, \"template\": T]}: the first N steps train on FILE (a path "
+           "relative\n"
            "  to the config's folder; JSONL: the loss on the targets only, prompts made with T, a\n"
            "  template text such as \"{inputs}\"), the rest on --data\n\n"
            "  --steps N / --epochs E / --lr LR / --seed S / --batch B / --accum K / --seq T /\n"
@@ -44,7 +45,8 @@ static int ends_with(const char *s, const char *suffix) {
 
 // tok: the model's tokenizer when it has merges (NULL: bytes are the ids).
 static int load_data(rm_tdata *d, const char *path, const char *tmpl, const rm_tokenizer *tok, int seq) {
-    if (ends_with(path, ".jsonl") || ends_with(path, ".json")) return rm_tdata_load_jsonl(d, path, tmpl, tok, 256, 257, seq);
+    if (ends_with(path, ".jsonl") || ends_with(path, ".json"))
+        return rm_tdata_load_jsonl(d, path, tmpl, tok, 256, 257, seq);
     return rm_tdata_load_text(d, path, tok, 256, seq + 1 > 2 ? seq : 2);
 }
 
@@ -62,7 +64,6 @@ static int learn_merges(const char *init, const char *path, int n_merges, char *
     return rc;
 }
 
-
 // What the config file and the command line set.
 typedef struct train_cfg {
     rm_synth_shape shape;
@@ -76,8 +77,16 @@ typedef struct train_cfg {
 // The command line into a and *cfg_path; 1 after --help, 2 on a bad argument.
 static int parse_args(int argc, char **argv, const char **cfg_path, train_args *a) {
     // -1: take the value from the config
-    *a = (train_args){.steps = -1, .seed = -1, .batch = -1, .accum = -1, .seq = -1, .warmup = -1, .epochs = -1,
-                      .lr = -1, .weight_decay = -1, .clip = -1};
+    *a = (train_args){.steps = -1,
+                      .seed = -1,
+                      .batch = -1,
+                      .accum = -1,
+                      .seq = -1,
+                      .warmup = -1,
+                      .epochs = -1,
+                      .lr = -1,
+                      .weight_decay = -1,
+                      .clip = -1};
     *cfg_path = NULL;
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) {
@@ -103,8 +112,12 @@ static int read_config(const char *path, const train_args *a, train_cfg *c) {
     if (rm_json_parse_file(path, &cfg)) return cli_fail(path);
     int d = (int)rm_json_get_int(cfg, "n_embd", 256), H = (int)rm_json_get_int(cfg, "n_head", 8);
     int seq = a->seq > 0 ? (int)a->seq : (int)rm_json_get_int(cfg, "seq", 256);
-    c->shape = (rm_synth_shape){"train", (int)rm_json_get_int(cfg, "n_vocab", 258), d, (int)rm_json_get_int(cfg, "n_layer", 4),
-                                H, (int)rm_json_get_int(cfg, "n_head_kv", H),
+    c->shape = (rm_synth_shape){"train",
+                                (int)rm_json_get_int(cfg, "n_vocab", 258),
+                                d,
+                                (int)rm_json_get_int(cfg, "n_layer", 4),
+                                H,
+                                (int)rm_json_get_int(cfg, "n_head_kv", H),
                                 (int)rm_json_get_int(cfg, "n_ff", (8 * d / 3 + 31) / 32 * 32),
                                 (int)rm_json_get_int(cfg, "n_ctx", seq)};
     rm_train_params *p = &c->p;
@@ -137,14 +150,14 @@ static int read_config(const char *path, const train_args *a, train_cfg *c) {
     int bad_cur = (cur && (!wd || c->warm_steps <= 0)) || (!cur && c->warm_steps) || !wt_ok;
     rm_json_free(cfg);
     const rm_synth_shape *sh = &c->shape;
-    const char *why = bad_cur ? "curriculum needs \"data\" and \"steps\" > 0 (and \"template\", if any, a string under 1024 bytes)"
-                      : c->bpe < 0 || c->bpe > 100000 ? "bpe_merges must be 0..100000"
-                      : sh->n_vocab < 258 || d <= 0 || H <= 0 || sh->n_head_kv <= 0 || H % sh->n_head_kv || d % H ||
-                              sh->n_layer <= 0 || sh->n_ff <= 0 || seq <= 1 || seq > sh->n_ctx || p->batch <= 0 ||
-                              p->accum <= 0
-                          ? "inconsistent shape or batch (n_vocab >= 258, n_embd % n_head == 0, n_head % n_head_kv == 0, "
-                            "1 < seq <= n_ctx)"
-                          : NULL;
+    const char *why =
+        bad_cur ? "curriculum needs \"data\" and \"steps\" > 0 (and \"template\", if any, a string under 1024 bytes)"
+        : c->bpe < 0 || c->bpe > 100000 ? "bpe_merges must be 0..100000"
+        : sh->n_vocab < 258 || d <= 0 || H <= 0 || sh->n_head_kv <= 0 || H % sh->n_head_kv || d % H ||
+                sh->n_layer <= 0 || sh->n_ff <= 0 || seq <= 1 || seq > sh->n_ctx || p->batch <= 0 || p->accum <= 0
+            ? "inconsistent shape or batch (n_vocab >= 258, n_embd % n_head == 0, n_head % n_head_kv == 0, "
+              "1 < seq <= n_ctx)"
+            : NULL;
     if (why) {
         fprintf(stderr, "ramole train: %s: %s\n", path, why);
         return 2;
@@ -168,7 +181,8 @@ static int init_model(const train_args *a, train_cfg *c, train_state *s) {
             rc = cli_fail("learning the BPE");
         if (!rc && c->shape.n_vocab < 258 + n_merges) c->shape.n_vocab = 258 + n_merges;
         if (!rc)
-            fprintf(stderr, "train: %d BPE merges learned from %s (vocabulary %d)\n", n_merges, a->data, c->shape.n_vocab);
+            fprintf(stderr, "train: %d BPE merges learned from %s (vocabulary %d)\n", n_merges, a->data,
+                    c->shape.n_vocab);
     }
     if (!rc && (rm_synth_write_bpe(&c->shape, (const char *const *)merges, n_merges, RM_TYPE_F32, c->p.seed, init, NULL,
                                    NULL) ||
@@ -207,14 +221,20 @@ static int run(const train_args *a, train_cfg *c, train_state *s) {
     if (!rc) {
         const rm_synth_shape *sh = &c->shape;
         fprintf(stderr,
-                "train: %zu parameters (%d layers, %d dims, %d heads/%d kv, ff %d, vocab %d), %d examples, %d steps of %d x "
+                "train: %zu parameters (%d layers, %d dims, %d heads/%d kv, ff %d, vocab %d), %d examples, %d steps of "
+                "%d x "
                 "%d x %d tokens\n",
                 rm_trainer_n_trainable(s->t), sh->n_layer, sh->n_embd, sh->n_head, sh->n_head_kv, sh->n_ff, sh->n_vocab,
                 s->train.n, p->steps, p->accum, p->batch, p->seq);
-        rm_train_run_opts o = {.steps = p->steps, .pack = 1, .eval_every = s->eval.n ? (p->steps + 9) / 10 : 0,
+        rm_train_run_opts o = {.steps = p->steps,
+                               .pack = 1,
+                               .eval_every = s->eval.n ? (p->steps + 9) / 10 : 0,
                                .eval_em_max = s->eval.n && s->train.ex[0].n_prompt > 1 ? 200 : 0,
-                               .checkpoint = a->checkpoint, .save_every = (int)a->save_every, .progress = 1,
-                               .warm = warm.n ? &warm : NULL, .warm_steps = (int)c->warm_steps};
+                               .checkpoint = a->checkpoint,
+                               .save_every = (int)a->save_every,
+                               .progress = 1,
+                               .warm = warm.n ? &warm : NULL,
+                               .warm_steps = (int)c->warm_steps};
         if (warm.n) {
             long n_prompt = 0, n_all = 0;
             for (int i = 0; i < warm.n; i++) n_prompt += warm.ex[i].n_prompt, n_all += warm.ex[i].n;

@@ -57,16 +57,30 @@ static int world_make(int argc, char **argv) {
     const char *out = NULL, *size_s = "full";
     long seed = 1;
     for (int i = 2; i < argc; i++) {
-        if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
-        else if (cli_str(argc, argv, &i, "--out", "-o", &out)) {}
-        else if (cli_int(argc, argv, &i, "--seed", NULL, &seed)) {}
-        else if (cli_str(argc, argv, &i, "--size", NULL, &size_s)) {}
-        else { fprintf(stderr, "ramole world make: unknown argument '%s' (see --help)\n", argv[i]); return 2; }
+        if (cli_flag(argc, argv, &i, "--help", "-h")) {
+            help();
+            return 0;
+        } else if (cli_str(argc, argv, &i, "--out", "-o", &out)) {
+        } else if (cli_int(argc, argv, &i, "--seed", NULL, &seed)) {
+        } else if (cli_str(argc, argv, &i, "--size", NULL, &size_s)) {
+        } else {
+            fprintf(stderr, "ramole world make: unknown argument '%s' (see --help)\n", argv[i]);
+            return 2;
+        }
     }
     rm_world_size size;
-    if (!out) { fprintf(stderr, "ramole world make: --out DIR is required\n"); return 2; }
-    if (rm_world_size_parse(size_s, &size)) { fprintf(stderr, "ramole world make: %s\n", rm_last_error()); return 2; }
-    if (seed < 0) { fprintf(stderr, "ramole world make: --seed must be 0 or more\n"); return 2; }
+    if (!out) {
+        fprintf(stderr, "ramole world make: --out DIR is required\n");
+        return 2;
+    }
+    if (rm_world_size_parse(size_s, &size)) {
+        fprintf(stderr, "ramole world make: %s\n", rm_last_error());
+        return 2;
+    }
+    if (seed < 0) {
+        fprintf(stderr, "ramole world make: --seed must be 0 or more\n");
+        return 2;
+    }
     rm_world_report r;
     if (rm_world_make(out, (uint64_t)seed, size, &r)) return cli_fail("world make");
     printf("world make: %s world (seed %ld) in %s: %d tasks in %d clusters; per task %d training, %d validation, "
@@ -91,7 +105,9 @@ static char *pathf(char *buf, const char *fmt, ...) {
 }
 
 // A step's key: FNV-1a over its command line and its input files' bytes.
-typedef struct stamp { uint64_t h; } stamp;
+typedef struct stamp {
+    uint64_t h;
+} stamp;
 
 static void stamp_bytes(stamp *s, const void *p, size_t n) {
     const unsigned char *b = p;
@@ -162,19 +178,22 @@ static int run(char **argv, const char *what, const char *log) {
     return check_exit(status, what, log);
 }
 
-typedef struct wtask { char *name, *cluster; long steps; } wtask; // steps: its adapter's training
+typedef struct wtask {
+    char *name, *cluster;
+    long steps;
+} wtask; // steps: its adapter's training
 
 typedef struct wconf {
     wtask *t;
     int n;
-    char **names, **clusters;          // t[i] points into these
-    long rank, steps, batch, seed;     // the adapters' training
+    char **names, **clusters;      // t[i] points into these
+    long rank, steps, batch, seed; // the adapters' training
     double alpha, lr;
     char targets[64];
-    double seen_fraction;              // the experiment: tasks the router and gates train on
+    double seen_fraction;               // the experiment: tasks the router and gates train on
     long r_rank, r_k, r_steps, r_batch; // RouterLoRA
     double r_alpha, r_dropout, r_lr;
-    long g_k, g_steps, g_batch;         // MoE / SMEAR gates
+    long g_k, g_steps, g_batch; // MoE / SMEAR gates
     double g_lr;
 } wconf;
 
@@ -190,11 +209,18 @@ static int wconf_load(const char *dir, wconf *c) {
         fprintf(stderr, "ramole world build: %s\n", rm_last_error());
         return 1;
     }
-    if (!(c->t = calloc((size_t)c->n, sizeof *c->t))) { fprintf(stderr, "ramole world build: out of memory\n"); wconf_free(c); return 1; }
+    if (!(c->t = calloc((size_t)c->n, sizeof *c->t))) {
+        fprintf(stderr, "ramole world build: out of memory\n");
+        wconf_free(c);
+        return 1;
+    }
     for (int i = 0; i < c->n; i++) c->t[i] = (wtask){c->names[i], c->clusters[i], 0};
     char path[PATHN];
     rm_json *j = NULL;
-    if (rm_json_parse_file(pathf(path, "%s/world.json", dir), &j)) { wconf_free(c); return cli_fail("world.json"); }
+    if (rm_json_parse_file(pathf(path, "%s/world.json", dir), &j)) {
+        wconf_free(c);
+        return cli_fail("world.json");
+    }
     const rm_json *ad = rm_json_get(j, "adapter");
     c->rank = rm_json_get_int(ad, "rank", 6);
     c->alpha = rm_json_get_num(ad, "alpha", 12);
@@ -219,9 +245,12 @@ static int wconf_load(const char *dir, wconf *c) {
     // a task's own adapter steps ("adapter_steps"), else the world's; the tasks are in world.json's order
     const rm_json *tl = rm_json_get(j, "tasks");
     for (int i = 0; i < c->n; i++) {
-        c->t[i].steps = tl && tl->type == RM_JSON_ARRAY && (size_t)i < tl->n ? rm_json_get_int(&tl->items[i], "adapter_steps", c->steps) : c->steps;
+        c->t[i].steps = tl && tl->type == RM_JSON_ARRAY && (size_t)i < tl->n
+                            ? rm_json_get_int(&tl->items[i], "adapter_steps", c->steps)
+                            : c->steps;
         if (c->t[i].steps < 1) {
-            fprintf(stderr, "ramole world build: %s: task %d (%s): \"adapter_steps\" must be at least 1\n", path, i + 1, c->t[i].name);
+            fprintf(stderr, "ramole world build: %s: task %d (%s): \"adapter_steps\" must be at least 1\n", path, i + 1,
+                    c->t[i].name);
             rm_json_free(j);
             wconf_free(c);
             return 1;
@@ -245,12 +274,12 @@ static double log_eval_em(const char *log) {
     char *line = strrchr(buf, '\n');
     rm_json *j = NULL;
     double em = -1;
-    if (!rm_json_parse(line ? line + 1 : buf, strlen(line ? line + 1 : buf), log, &j)) em = rm_json_get_num(j, "eval_em", -1);
+    if (!rm_json_parse(line ? line + 1 : buf, strlen(line ? line + 1 : buf), log, &j))
+        em = rm_json_get_num(j, "eval_em", -1);
     rm_json_free(j);
     free(buf);
     return em;
 }
-
 
 // Step 1: the base model, `ramole train` on the world's text.
 static int build_base(const char *dir, const char *threads, stamp *key) {
@@ -302,7 +331,10 @@ static void job_arg(job *j, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(buf, sizeof buf, fmt, ap);
     va_end(ap);
-    if (j->argc == JOB_ARGS || !(j->argv[j->argc] = strdup(buf))) { j->failed_alloc = 1; return; }
+    if (j->argc == JOB_ARGS || !(j->argv[j->argc] = strdup(buf))) {
+        j->failed_alloc = 1;
+        return;
+    }
     j->argv[++j->argc] = NULL;
 }
 
@@ -314,9 +346,15 @@ static int run_jobs(job *jobs, int n, long parallel, const char *what, const cha
     int *of = calloc((size_t)parallel, sizeof *of), rc = 1, next = 0, finished = 0, running = 0, em_n = 0;
     double em_sum = 0;
     if (em) *em = -1;
-    if (!pid || !of) { fprintf(stderr, "ramole world build: out of memory\n"); goto done; }
+    if (!pid || !of) {
+        fprintf(stderr, "ramole world build: out of memory\n");
+        goto done;
+    }
     for (int i = 0; i < n; i++)
-        if (jobs[i].failed_alloc) { fprintf(stderr, "ramole world build: out of memory\n"); goto done; }
+        if (jobs[i].failed_alloc) {
+            fprintf(stderr, "ramole world build: out of memory\n");
+            goto done;
+        }
     rm_progress pg;
     rm_progress_start(&pg, what, what, n);
     pg.enabled = 1;
@@ -334,7 +372,10 @@ static int run_jobs(job *jobs, int n, long parallel, const char *what, const cha
         }
         int status, s = 0;
         pid_t p = wait(&status);
-        if (p < 0) { fprintf(stderr, "ramole world build: wait: %s\n", strerror(errno)); goto done; }
+        if (p < 0) {
+            fprintf(stderr, "ramole world build: wait: %s\n", strerror(errno));
+            goto done;
+        }
         while (s < parallel && pid[s] != p) s++;
         if (s == parallel) continue;
         job *j = &jobs[of[s]];
@@ -343,7 +384,9 @@ static int run_jobs(job *jobs, int n, long parallel, const char *what, const cha
         if (check_exit(status, j->label, j->log) || stamp_write(dir, j->stamp, j->key)) goto done;
         double e = em ? log_eval_em(j->log) : -1;
         if (e >= 0) em_sum += e, em_n++;
-        if (em_n) snprintf(pg.extra, sizeof pg.extra, "%.60s done; mean held-out EM so far %.1f", j->label, 100 * em_sum / em_n);
+        if (em_n)
+            snprintf(pg.extra, sizeof pg.extra, "%.60s done; mean held-out EM so far %.1f", j->label,
+                     100 * em_sum / em_n);
         else snprintf(pg.extra, sizeof pg.extra, "%.60s done", j->label);
         rm_progress_update(&pg, ++finished, 1);
     }
@@ -352,7 +395,10 @@ static int run_jobs(job *jobs, int n, long parallel, const char *what, const cha
     rc = 0;
 done:
     for (int s = 0; pid && s < parallel; s++)
-        if (pid[s] > 0) { kill(pid[s], SIGTERM); waitpid(pid[s], NULL, 0); }
+        if (pid[s] > 0) {
+            kill(pid[s], SIGTERM);
+            waitpid(pid[s], NULL, 0);
+        }
     free(pid);
     free(of);
     return rc;
@@ -366,7 +412,10 @@ static int build_adapters(const char *dir, const wconf *c, const stamp *base, lo
     job *jobs = calloc((size_t)c->n, sizeof *jobs);
     int n = 0, rc = 1;
     *mean_em = -1;
-    if (!jobs) { fprintf(stderr, "ramole world build: out of memory\n"); return 1; }
+    if (!jobs) {
+        fprintf(stderr, "ramole world build: out of memory\n");
+        return 1;
+    }
     for (int i = 0; i < c->n; i++) {
         const char *t = c->t[i].name;
         char data[PATHN], valid[PATHN], tmpl[PATHN], weights[PATHN], sname[PATHN];
@@ -377,14 +426,17 @@ static int build_adapters(const char *dir, const wconf *c, const stamp *base, lo
         stamp_bytes(&s, v, sizeof v);
         stamp_bytes(&s, f, sizeof f);
         stamp_str(&s, c->targets);
-        if (stamp_file(&s, pathf(data, "%s/tasks/%s.jsonl", dir, t)) || stamp_file(&s, pathf(valid, "%s/tasks/%s.valid.jsonl", dir, t)) ||
+        if (stamp_file(&s, pathf(data, "%s/tasks/%s.jsonl", dir, t)) ||
+            stamp_file(&s, pathf(valid, "%s/tasks/%s.valid.jsonl", dir, t)) ||
             stamp_file(&s, pathf(tmpl, "%s/template.txt", dir))) {
             cli_fail("task data");
             goto done;
         }
         key[i] = s.h;
         pathf(sname, "adapter-%s", t);
-        if (stamp_ok(dir, sname, s.h) && rm_file_exists(pathf(weights, "%s/adapters/%s/adapter_model.safetensors", dir, t))) continue;
+        if (stamp_ok(dir, sname, s.h) &&
+            rm_file_exists(pathf(weights, "%s/adapters/%s/adapter_model.safetensors", dir, t)))
+            continue;
         job *j = &jobs[n++];
         j->key = s.h;
         snprintf(j->stamp, sizeof j->stamp, "%s", sname);
@@ -405,7 +457,8 @@ static int build_adapters(const char *dir, const wconf *c, const stamp *base, lo
         fprintf(stderr, "world build: %d adapters: up to date\n", c->n);
         rc = 0;
     } else {
-        fprintf(stderr, "world build: training %d adapters (`ramole lora train`, %ld at a time; logs in %s/build/)\n", n, parallel, dir);
+        fprintf(stderr, "world build: training %d adapters (`ramole lora train`, %ld at a time; logs in %s/build/)\n",
+                n, parallel, dir);
         rc = run_jobs(jobs, n, parallel, "adapters", dir, mean_em);
     }
 done:
@@ -433,11 +486,15 @@ static int build_pool(const char *dir, const wconf *c, const uint64_t *akey, uin
     for (int i = 0; i < c->n; i++) {
         char *buf;
         size_t len;
-        if (rm_read_file(pathf(path, "%s/samples/%s.jsonl", dir, c->t[i].name), &buf, &len)) { rm_sb_free(&all); return cli_fail("samples"); }
+        if (rm_read_file(pathf(path, "%s/samples/%s.jsonl", dir, c->t[i].name), &buf, &len)) {
+            rm_sb_free(&all);
+            return cli_fail("samples");
+        }
         rm_sb_putn(&all, buf, len);
         free(buf);
     }
-    int bad = all.oom || rm_write_file_atomic(pathf(corpus, "%s/build/samples.jsonl", dir), all.buf ? all.buf : "", all.len);
+    int bad =
+        all.oom || rm_write_file_atomic(pathf(corpus, "%s/build/samples.jsonl", dir), all.buf ? all.buf : "", all.len);
     rm_sb_free(&all);
     if (bad) return cli_fail("samples");
     static const char *const old[] = {"pool.db", "pool.db-wal", "pool.db-shm", "embedder.bin"};
@@ -447,10 +504,26 @@ static int build_pool(const char *dir, const wconf *c, const uint64_t *akey, uin
     char rank[24];
     snprintf(rank, sizeof rank, "%ld", c->rank);
     for (int i = 0; i < c->n; i++) {
-        char *av[] = {"ramole", "pool", "add", "--pool", pool, "--name", c->t[i].name,
-                      "--samples", pathf(path, "%s/samples/%s.jsonl", dir, c->t[i].name),
-                      "--weights", pathf(weights, "%s/adapters/%s", dir, c->t[i].name), "--task", c->t[i].name,
-                      "--domain", c->t[i].cluster, "--rank", rank, "--targets", (char *)c->targets, NULL};
+        char *av[] = {"ramole",
+                      "pool",
+                      "add",
+                      "--pool",
+                      pool,
+                      "--name",
+                      c->t[i].name,
+                      "--samples",
+                      pathf(path, "%s/samples/%s.jsonl", dir, c->t[i].name),
+                      "--weights",
+                      pathf(weights, "%s/adapters/%s", dir, c->t[i].name),
+                      "--task",
+                      c->t[i].name,
+                      "--domain",
+                      c->t[i].cluster,
+                      "--rank",
+                      rank,
+                      "--targets",
+                      (char *)c->targets,
+                      NULL};
         if (run(av, "ramole pool add", pathf(log, "%s/build/pool-add-%s.log", dir, c->t[i].name))) return 1;
     }
     if (stamp_write(dir, "pool", key.h)) return cli_fail("stamp");
@@ -485,7 +558,11 @@ static void world_split(const wconf *c, long split_seed, int *seen) {
     }
     for (int a = 0; a < n_cl; a++) // clusters by decreasing remainder
         for (int b = a + 1; b < n_cl; b++)
-            if (rem[order[b]] > rem[order[a]]) { int t = order[a]; order[a] = order[b]; order[b] = t; }
+            if (rem[order[b]] > rem[order[a]]) {
+                int t = order[a];
+                order[a] = order[b];
+                order[b] = t;
+            }
     for (int a = 0; got < want && a < n_cl; a++) {
         int k = order[a];
         if (quota[k] < size[k] - (size[k] >= 2)) quota[k]++, got++;
@@ -497,7 +574,11 @@ static void world_split(const wconf *c, long split_seed, int *seen) {
         for (int i = 0; i < quota[k] && i < m; i++) seen[idx[i]] = 1;
     }
 done:
-    free(first); free(size); free(quota); free(order); free(rem);
+    free(first);
+    free(size);
+    free(quota);
+    free(order);
+    free(rem);
 }
 
 // Step 4: the experiment of split seed S in DIR/experiment/split-S/: the split
@@ -514,10 +595,16 @@ static int build_experiment(const char *dir, const wconf *c, long split_seed, ui
     job jobs[5];
     int n_jobs = 0;
     memset(jobs, 0, sizeof jobs);
-    if (!seen) { fprintf(stderr, "ramole world build: out of memory\n"); return 1; }
+    if (!seen) {
+        fprintf(stderr, "ramole world build: out of memory\n");
+        return 1;
+    }
     world_split(c, split_seed, seen);
     pathf(xdir, "%s/experiment/split-%ld", dir, split_seed);
-    if (rm_mkdirs(xdir)) { cli_fail(xdir); goto done; }
+    if (rm_mkdirs(xdir)) {
+        cli_fail(xdir);
+        goto done;
+    }
     rm_sb_printf(&js, "{\"seed\": %ld, \"seen_fraction\": %g, \"seen\": [", split_seed, c->seen_fraction);
     for (int pass = 0; pass < 2; pass++) {
         if (pass) rm_sb_puts(&js, "], \"unseen\": [");
@@ -536,7 +623,8 @@ static int build_experiment(const char *dir, const wconf *c, long split_seed, ui
         rm_sb_printf(&vfiles, "%s%s/tasks/%s.valid.jsonl", n_seen ? "," : "", dir, c->t[i].name);
         n_seen++;
     }
-    if (js.oom || list.oom || files.oom || vfiles.oom || strlen(files.buf) >= sizeof data || strlen(vfiles.buf) >= sizeof valid) {
+    if (js.oom || list.oom || files.oom || vfiles.oom || strlen(files.buf) >= sizeof data ||
+        strlen(vfiles.buf) >= sizeof valid) {
         fprintf(stderr, "ramole world build: out of memory (or a world too large for one command line)\n");
         goto done;
     }
@@ -554,8 +642,8 @@ static int build_experiment(const char *dir, const wconf *c, long split_seed, ui
         stamp_str(&s, KIND[k]);
         stamp_str(&s, js.buf);
         // each training's stamp holds its own settings only: a new router setting retrains the router, not the gates
-        long v[6] = {k ? 0 : c->r_rank, k ? c->g_k : c->r_k, k ? c->g_steps : c->r_steps, k ? c->g_batch : c->r_batch, c->seed,
-                     split_seed};
+        long v[6] = {k ? 0 : c->r_rank, k ? c->g_k : c->r_k, k ? c->g_steps : c->r_steps, k ? c->g_batch : c->r_batch,
+                     c->seed,           split_seed};
         double f[3] = {k ? 0 : c->r_alpha, k ? 0 : c->r_dropout, k ? c->g_lr : c->r_lr};
         stamp_bytes(&s, v, sizeof v);
         stamp_bytes(&s, f, sizeof f);
@@ -571,27 +659,32 @@ static int build_experiment(const char *dir, const wconf *c, long split_seed, ui
         job_arg(j, "ramole"), job_arg(j, k ? "gate" : "router"), job_arg(j, "train");
         job_arg(j, "--base"), job_arg(j, "%s/base.gguf", dir), job_arg(j, "--pool"), job_arg(j, "%s/pool", dir);
         if (k == 0) {
-            job_arg(j, "--retrieve"), job_arg(j, "%ld", c->r_k), job_arg(j, "--lora-dropout"), job_arg(j, "%g", c->r_dropout);
+            job_arg(j, "--retrieve"), job_arg(j, "%ld", c->r_k), job_arg(j, "--lora-dropout"),
+                job_arg(j, "%g", c->r_dropout);
             job_arg(j, "--train-tasks"), job_arg(j, "@%s", seenf);
             job_arg(j, "--rank"), job_arg(j, "%ld", c->r_rank), job_arg(j, "--alpha"), job_arg(j, "%g", c->r_alpha);
             job_arg(j, "--steps"), job_arg(j, "%ld", c->r_steps), job_arg(j, "--batch"), job_arg(j, "%ld", c->r_batch);
             job_arg(j, "--lr"), job_arg(j, "%g", c->r_lr);
         } else {
-            job_arg(j, "--adapters-of-tasks"), job_arg(j, "@%s", seenf), job_arg(j, "--kind"), job_arg(j, "%s", KIND[k]);
+            job_arg(j, "--adapters-of-tasks"), job_arg(j, "@%s", seenf), job_arg(j, "--kind"),
+                job_arg(j, "%s", KIND[k]);
             if (k == 2) job_arg(j, "--k"), job_arg(j, "%ld", c->g_k);
             job_arg(j, "--steps"), job_arg(j, "%ld", c->g_steps), job_arg(j, "--batch"), job_arg(j, "%ld", c->g_batch);
             job_arg(j, "--lr"), job_arg(j, "%g", c->g_lr);
         }
         job_arg(j, "--data"), job_arg(j, "%s", data), job_arg(j, "--eval"), job_arg(j, "%s", valid);
         job_arg(j, "--template"), job_arg(j, "%s/template.txt", dir), job_arg(j, "--out"), job_arg(j, "%s", out);
-        job_arg(j, "--seed"), job_arg(j, "%ld", c->seed * 1000 + 900 + k), job_arg(j, "--threads"), job_arg(j, "%s", threads);
+        job_arg(j, "--seed"), job_arg(j, "%ld", c->seed * 1000 + 900 + k), job_arg(j, "--threads"),
+            job_arg(j, "%s", threads);
         job_arg(j, "--json");
     }
     if (!n_jobs) {
-        fprintf(stderr, "world build: experiment split %ld (%d seen tasks): up to date (%s)\n", split_seed, n_seen, xdir);
+        fprintf(stderr, "world build: experiment split %ld (%d seen tasks): up to date (%s)\n", split_seed, n_seen,
+                xdir);
         rc = 0;
     } else {
-        fprintf(stderr, "world build: experiment split %ld: %d of %d tasks seen; training %d of the router and the 4 gates\n",
+        fprintf(stderr,
+                "world build: experiment split %ld: %d of %d tasks seen; training %d of the router and the 4 gates\n",
                 split_seed, n_seen, c->n, n_jobs);
         rc = run_jobs(jobs, n_jobs, parallel, "trainings", dir, NULL);
     }
@@ -610,17 +703,31 @@ static int world_build(int argc, char **argv) {
     long threads = 0, jobs = 0, split_seed = 1;
     int experiment = 1;
     for (int i = 2; i < argc; i++) {
-        if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
-        else if (cli_int(argc, argv, &i, "--threads", "-t", &threads)) {}
-        else if (cli_int(argc, argv, &i, "--jobs", "-j", &jobs)) {}
-        else if (cli_int(argc, argv, &i, "--split-seed", NULL, &split_seed)) {}
-        else if (cli_flag(argc, argv, &i, "--no-experiment", NULL)) experiment = 0;
+        if (cli_flag(argc, argv, &i, "--help", "-h")) {
+            help();
+            return 0;
+        } else if (cli_int(argc, argv, &i, "--threads", "-t", &threads)) {
+        } else if (cli_int(argc, argv, &i, "--jobs", "-j", &jobs)) {
+        } else if (cli_int(argc, argv, &i, "--split-seed", NULL, &split_seed)) {
+        } else if (cli_flag(argc, argv, &i, "--no-experiment", NULL)) experiment = 0;
         else if (!dir && argv[i][0] != '-') dir = argv[i];
-        else { fprintf(stderr, "ramole world build: unknown argument '%s' (see --help)\n", argv[i]); return 2; }
+        else {
+            fprintf(stderr, "ramole world build: unknown argument '%s' (see --help)\n", argv[i]);
+            return 2;
+        }
     }
-    if (split_seed < 0) { fprintf(stderr, "ramole world build: --split-seed must be 0 or more\n"); return 2; }
-    if (!dir) { fprintf(stderr, "ramole world build: give the world's directory (from `ramole world make`)\n"); return 2; }
-    if (strlen(dir) > 3000) { fprintf(stderr, "ramole world build: directory name too long\n"); return 2; }
+    if (split_seed < 0) {
+        fprintf(stderr, "ramole world build: --split-seed must be 0 or more\n");
+        return 2;
+    }
+    if (!dir) {
+        fprintf(stderr, "ramole world build: give the world's directory (from `ramole world make`)\n");
+        return 2;
+    }
+    if (strlen(dir) > 3000) {
+        fprintf(stderr, "ramole world build: directory name too long\n");
+        return 2;
+    }
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
     if (threads <= 0) threads = cores > 0 ? cores : 1;
     if (jobs <= 0 || jobs > threads) jobs = threads;
@@ -665,16 +772,27 @@ static int world_check(int argc, char **argv) {
     long threads = 0, limit = 0;
     int json = 0;
     for (int i = 2; i < argc; i++) {
-        if (cli_flag(argc, argv, &i, "--help", "-h")) { help(); return 0; }
-        else if (cli_int(argc, argv, &i, "--threads", "-t", &threads)) {}
-        else if (cli_int(argc, argv, &i, "--limit", NULL, &limit)) {}
-        else if (cli_str(argc, argv, &i, "--svg", NULL, &svg)) {}
-        else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
+        if (cli_flag(argc, argv, &i, "--help", "-h")) {
+            help();
+            return 0;
+        } else if (cli_int(argc, argv, &i, "--threads", "-t", &threads)) {
+        } else if (cli_int(argc, argv, &i, "--limit", NULL, &limit)) {
+        } else if (cli_str(argc, argv, &i, "--svg", NULL, &svg)) {
+        } else if (cli_flag(argc, argv, &i, "--json", NULL)) json = 1;
         else if (!dir && argv[i][0] != '-') dir = argv[i];
-        else { fprintf(stderr, "ramole world check: unknown argument '%s' (see --help)\n", argv[i]); return 2; }
+        else {
+            fprintf(stderr, "ramole world check: unknown argument '%s' (see --help)\n", argv[i]);
+            return 2;
+        }
     }
-    if (!dir) { fprintf(stderr, "ramole world check: give a built world's directory\n"); return 2; }
-    if (limit < 0 || threads < 0) { fprintf(stderr, "ramole world check: bad --limit or --threads\n"); return 2; }
+    if (!dir) {
+        fprintf(stderr, "ramole world check: give a built world's directory\n");
+        return 2;
+    }
+    if (limit < 0 || threads < 0) {
+        fprintf(stderr, "ramole world check: bad --limit or --threads\n");
+        return 2;
+    }
     rm_world_check_params p = rm_world_check_default_params();
     rm_progress pg = {0};
     p.dir = dir;
@@ -691,11 +809,15 @@ static int world_check(int argc, char **argv) {
     int n = c.n;
     rm_sb sb = {0};
     if (json) {
-        rm_sb_printf(&sb, "{\"base\": %.2f, \"own\": %.2f, \"own_min\": %.2f, \"own_min_task\": ", s.base, s.own, s.own_min);
+        rm_sb_printf(&sb, "{\"base\": %.2f, \"own\": %.2f, \"own_min\": %.2f, \"own_min_task\": ", s.base, s.own,
+                     s.own_min);
         rm_sb_json_str(&sb, c.task[s.own_min_task], strlen(c.task[s.own_min_task]));
-        rm_sb_printf(&sb, ", \"sibling\": %.2f, \"sibling_gain\": %.2f, \"foreign_best\": %.2f, \"foreign_best_gain\": %.2f, "
-                          "\"foreign_mean\": %.2f, \"foreign_mean_gain\": %.2f, \"requests\": %d, \"tasks\": {",
-                     s.sibling, s.sibling_gain, s.foreign_best, s.foreign_best_gain, s.foreign_mean, s.foreign_mean_gain, c.requests);
+        rm_sb_printf(
+            &sb,
+            ", \"sibling\": %.2f, \"sibling_gain\": %.2f, \"foreign_best\": %.2f, \"foreign_best_gain\": %.2f, "
+            "\"foreign_mean\": %.2f, \"foreign_mean_gain\": %.2f, \"requests\": %d, \"tasks\": {",
+            s.sibling, s.sibling_gain, s.foreign_best, s.foreign_best_gain, s.foreign_mean, s.foreign_mean_gain,
+            c.requests);
         for (int t = 0; t < n; t++) {
             rm_sb_puts(&sb, t ? ", " : "");
             rm_sb_json_str(&sb, c.task[t], strlen(c.task[t]));
@@ -705,7 +827,8 @@ static int world_check(int argc, char **argv) {
         }
         rm_sb_puts(&sb, "}}\n");
     } else {
-        rm_sb_printf(&sb, "| task | cluster | base | own adapter | best sibling | best foreign |\n| --- | --- | --- | --- | --- | --- |\n");
+        rm_sb_printf(&sb, "| task | cluster | base | own adapter | best sibling | best foreign |\n| --- | --- | --- | "
+                          "--- | --- | --- |\n");
         for (int t = 0; t < n; t++) {
             int bs = -1, bf = -1;
             for (int a = 0; a < n; a++) {
@@ -714,20 +837,24 @@ static int world_check(int argc, char **argv) {
                 int *b = same ? &bs : &bf;
                 if (*b < 0 || c.score[(size_t)t * n + a] > c.score[(size_t)t * n + *b]) *b = a;
             }
-            rm_sb_printf(&sb, "| %s | %s | %.1f | %.1f | ", c.task[t], c.cluster[t], c.base[t], c.score[(size_t)t * n + t]);
+            rm_sb_printf(&sb, "| %s | %s | %.1f | %.1f | ", c.task[t], c.cluster[t], c.base[t],
+                         c.score[(size_t)t * n + t]);
             if (bs >= 0) rm_sb_printf(&sb, "%.1f (%s) | ", c.score[(size_t)t * n + bs], c.task[bs]);
             else rm_sb_puts(&sb, "- | ");
             if (bf >= 0) rm_sb_printf(&sb, "%.1f (%s) |\n", c.score[(size_t)t * n + bf], c.task[bf]);
             else rm_sb_puts(&sb, "- |\n");
         }
-        rm_sb_printf(&sb, "\nmeans over %d tasks (%d test requests for each of base + %d adapters, %.0f s, %.0f rows per forward pass):\n"
-                          "  base model alone                       %6.1f\n"
-                          "  own adapter (perfect selection)        %6.1f   lowest task %.1f (%s)\n"
-                          "  best sibling adapter (same cluster)    %6.1f   base + %.1f\n"
-                          "  best foreign adapter (other clusters)  %6.1f   base + %.1f\n"
-                          "  mean foreign adapter                   %6.1f   base + %.1f\n",
+        rm_sb_printf(&sb,
+                     "\nmeans over %d tasks (%d test requests for each of base + %d adapters, %.0f s, %.0f rows per "
+                     "forward pass):\n"
+                     "  base model alone                       %6.1f\n"
+                     "  own adapter (perfect selection)        %6.1f   lowest task %.1f (%s)\n"
+                     "  best sibling adapter (same cluster)    %6.1f   base + %.1f\n"
+                     "  best foreign adapter (other clusters)  %6.1f   base + %.1f\n"
+                     "  mean foreign adapter                   %6.1f   base + %.1f\n",
                      n, c.requests, n, c.seconds, c.rows_per_forward, s.base, s.own, s.own_min, c.task[s.own_min_task],
-                     s.sibling, s.sibling_gain, s.foreign_best, s.foreign_best_gain, s.foreign_mean, s.foreign_mean_gain);
+                     s.sibling, s.sibling_gain, s.foreign_best, s.foreign_best_gain, s.foreign_mean,
+                     s.foreign_mean_gain);
     }
     if (!sb.oom && sb.buf) fputs(sb.buf, stdout);
     rm_sb_free(&sb);
@@ -744,7 +871,10 @@ static int world_check(int argc, char **argv) {
 }
 
 static int cmd_world(int argc, char **argv) {
-    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) { help(); return argc < 2 ? 2 : 0; }
+    if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
+        help();
+        return argc < 2 ? 2 : 0;
+    }
     if (!strcmp(argv[1], "make")) return world_make(argc, argv);
     if (!strcmp(argv[1], "build")) return world_build(argc, argv);
     if (!strcmp(argv[1], "check")) return world_check(argc, argv);

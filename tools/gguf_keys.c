@@ -18,7 +18,8 @@ void cli_print_ramole_keys(const gguf_file *g) {
         else if (v->type == GGUF_TYPE_UINT64) printf("%016llx\n", (unsigned long long)v->u);
         else if (v->type == GGUF_TYPE_FLOAT32) printf("%g\n", v->f);
         else if (v->type == GGUF_TYPE_ARRAY && v->arr.type == GGUF_TYPE_STRING) {
-            for (uint64_t j = 0; j < v->arr.n; j++) printf("%s%.*s", j ? "," : "", (int)v->arr.strs[j].len, v->arr.strs[j].ptr);
+            for (uint64_t j = 0; j < v->arr.n; j++)
+                printf("%s%.*s", j ? "," : "", (int)v->arr.strs[j].len, v->arr.strs[j].ptr);
             printf("\n");
         } else printf("%llu\n", (unsigned long long)v->u);
     }
@@ -29,11 +30,17 @@ int cli_info_tied(int argc, char **argv, const char *cmd, const char *type,
                   int (*fits)(const char *path, const struct rm_llama *m)) {
     const char *path = NULL, *base = NULL;
     for (int i = 2; i < argc; i++) {
-        if (cli_str(argc, argv, &i, "--base", "-m", &base)) {}
-        else if (!path && argv[i][0] != '-') path = argv[i];
-        else { fprintf(stderr, "ramole %s info: unknown argument '%s'\n", cmd, argv[i]); return 2; }
+        if (cli_str(argc, argv, &i, "--base", "-m", &base)) {
+        } else if (!path && argv[i][0] != '-') path = argv[i];
+        else {
+            fprintf(stderr, "ramole %s info: unknown argument '%s'\n", cmd, argv[i]);
+            return 2;
+        }
     }
-    if (!path) { fprintf(stderr, "ramole %s info: give a %s file\n", cmd, cmd); return 2; }
+    if (!path) {
+        fprintf(stderr, "ramole %s info: give a %s file\n", cmd, cmd);
+        return 2;
+    }
     gguf_file g;
     if (gguf_open(&g, path)) return cli_fail(path);
     gguf_str s;

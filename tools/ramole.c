@@ -7,13 +7,17 @@
 #include <string.h>
 #include <strings.h>
 
-typedef struct { const char *name, *summary; rm_cmd_fn fn; } cmd_entry;
+typedef struct {
+    const char *name, *summary;
+    rm_cmd_fn fn;
+} cmd_entry;
 static cmd_entry g_cmds[128];
 static int g_n_cmds;
 
 void rm_cli_register(const char *name, const char *summary, rm_cmd_fn fn) {
     if (g_n_cmds == (int)(sizeof g_cmds / sizeof g_cmds[0])) { // a build error in effect: say so at once
-        fprintf(stderr, "ramole: more than %d commands registered; raise the table's size in tools/ramole.c\n", g_n_cmds);
+        fprintf(stderr, "ramole: more than %d commands registered; raise the table's size in tools/ramole.c\n",
+                g_n_cmds);
         exit(70);
     }
     g_cmds[g_n_cmds++] = (cmd_entry){name, summary, fn};

@@ -75,7 +75,8 @@ static int load_files(const train_args *a, const char *list, const rm_llama *m, 
         }
         memcpy(path, s, len);
         path[len] = 0;
-        if (rm_tdata_load_jsonl_tasks(d, path, tmpl, m->tok, bos, eos, max_len, a->tasks, a->n_tasks)) return cli_fail(path);
+        if (rm_tdata_load_jsonl_tasks(d, path, tmpl, m->tok, bos, eos, max_len, a->tasks, a->n_tasks))
+            return cli_fail(path);
         s += len + (e ? 1 : 0);
     }
     return 0;
@@ -113,7 +114,8 @@ int train_args_load_tasks(train_args *a, const rm_llama *m, const char *tmpl, co
     for (int i = 0; i < n_evals; i++)
         if (rm_tdata_load_tasks(eval, evals[i], tmpl, m->tok, bos, eos, max_len, k, n_keep)) return cli_fail("--eval");
     if (n_evals && eval->n == 0) {
-        fprintf(stderr, "ramole: no usable example in the --eval files%s\n", n_keep ? " of the --train-tasks tasks" : "");
+        fprintf(stderr, "ramole: no usable example in the --eval files%s\n",
+                n_keep ? " of the --train-tasks tasks" : "");
         return 1;
     }
     if (!n_evals && rm_tdata_split_spread(train, eval, holdout_size(train->n))) return cli_fail("held-out split");
@@ -135,17 +137,21 @@ void train_args_params(const train_args *a, const rm_tdata *train, int pack, rm_
     p->warmup = a->warmup >= 0 ? (int)a->warmup : (int)ceil(0.03 * p->steps);
 }
 
-int train_args_run(const train_args *a, rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, int pack, int em_max,
-                   rm_train_report *rep) {
+int train_args_run(const train_args *a, rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, int pack,
+                   int em_max, rm_train_report *rep) {
     if (a->resume && rm_trainer_load_checkpoint(t, a->resume)) return cli_fail(a->resume);
-    rm_train_run_opts o = {.steps = rm_trainer_get_params(t)->steps, .pack = pack, .eval_em_max = em_max,
-                           .checkpoint = a->checkpoint, .save_every = (int)a->save_every, .progress = 1};
+    rm_train_run_opts o = {.steps = rm_trainer_get_params(t)->steps,
+                           .pack = pack,
+                           .eval_em_max = em_max,
+                           .checkpoint = a->checkpoint,
+                           .save_every = (int)a->save_every,
+                           .progress = 1};
     if (rm_train_run(t, train, eval->n ? eval : NULL, &o, rep)) return cli_fail("training");
     return 0;
 }
 
-int train_args_finish(const train_args *a, const rm_train_report *rep, const char *who, const char *out, const char *curve,
-                      const char *title) {
+int train_args_finish(const train_args *a, const rm_train_report *rep, const char *who, const char *out,
+                      const char *curve, const char *title) {
     char em[48] = "", dropped[64] = ""; // NaN: not measured
     if (rep->eval_em == rep->eval_em) snprintf(em, sizeof em, ", eval EM %.3f", rep->eval_em);
     if (rep->eval_loss_dropped == rep->eval_loss_dropped)

@@ -39,14 +39,14 @@ void train_args_params(const train_args *a, const rm_tdata *train, int pack, rm_
 // Resumes t from --resume when given, then trains it (progress on stderr;
 // em_max held-out examples scored for exact match at the end).
 typedef struct rm_trainer rm_trainer;
-int train_args_run(const train_args *a, rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, int pack, int em_max,
-                   rm_train_report *rep);
+int train_args_run(const train_args *a, rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, int pack,
+                   int em_max, rm_train_report *rep);
 // Prints "<who>: N steps, loss a -> b, eval loss c[ (own adapter present;
 // dropped c2)][, eval EM d], T tokens/s; wrote <out>" on stderr (the loss with
 // the own adapter dropped and the exact match only when measured), writes the loss curve
 // to curve (titled) and, with --json, the report line.
-int train_args_finish(const train_args *a, const rm_train_report *rep, const char *who, const char *out, const char *curve,
-                      const char *title);
+int train_args_finish(const train_args *a, const rm_train_report *rep, const char *who, const char *out,
+                      const char *curve, const char *title);
 
 // What `train` and `lora train` hold while they run (zero-initialized), freed
 // in one place.

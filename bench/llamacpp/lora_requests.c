@@ -150,8 +150,8 @@ int main(int argc, char **argv) {
     }
     double dt = now() - t0;
     long tokens = (long)n_req * (prompt + steps);
-    printf("{\"engine\": \"llama.cpp\", \"requests\": %d, \"tokens\": %ld, \"seconds\": %.4f, \"tps\": %.3f}\n", n_req, tokens, dt,
-           (double)tokens / dt);
+    printf("{\"engine\": \"llama.cpp\", \"requests\": %d, \"tokens\": %ld, \"seconds\": %.4f, \"tps\": %.3f}\n", n_req,
+           tokens, dt, (double)tokens / dt);
     llama_batch_free(b);
     llama_free(ctx);
     llama_model_free(m);

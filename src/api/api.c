@@ -40,13 +40,19 @@ int rm_model_load(const char *path, const rm_model_params *params, rm_model **ou
     rm_model *m = calloc(1, sizeof *m);
     if (!m) return rm_errorf(RM_ENOMEM, "out of memory");
     int rc = rm_llama_load(&m->llama, path);
-    if (rc) { free(m); return rc; }
+    if (rc) {
+        free(m);
+        return rc;
+    }
     const rm_llama_hparams *hp = &m->llama->hp;
     m->n_ctx = p.n_ctx > 0 ? p.n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
     m->tp = rm_threadpool_create(p.n_threads);
     if (!m->tp) rc = rm_errorf(RM_ENOMEM, "cannot start threads");
     if (!rc) rc = rm_kvcache_init(&m->kv, hp->n_layer, 1, m->n_ctx, hp->n_head_kv * hp->head_dim);
-    if (rc) { rm_model_free(m); return rc; }
+    if (rc) {
+        rm_model_free(m);
+        return rc;
+    }
     *out = m;
     return RM_OK;
 }
@@ -80,12 +86,17 @@ int rm_model_tokenize(const rm_model *m, const char *text, int add_bos, int32_t 
 
 rm_generate_params rm_generate_default_params(void) {
     rm_sampler_params s = rm_sampler_default_params();
-    rm_generate_params p = {64, s.temperature, s.top_k, s.top_p, s.min_p, s.repeat_penalty, s.seed,
-                            NULL, 0, RM_COMPOSITION_AUTO, NULL};
+    rm_generate_params p = {64, s.temperature,       s.top_k, s.top_p, s.min_p, s.repeat_penalty, s.seed, NULL,
+                            0,  RM_COMPOSITION_AUTO, NULL};
     return p;
 }
 
-typedef struct api_cb { rm_model *m; rm_text_cb cb; void *ctx; rm_detok detok; } api_cb;
+typedef struct api_cb {
+    rm_model *m;
+    rm_text_cb cb;
+    void *ctx;
+    rm_detok detok;
+} api_cb;
 
 static int api_on_token(void *ctx, int32_t id) {
     api_cb *a = ctx;
@@ -101,30 +112,35 @@ static int api_on_token(void *ctx, int32_t id) {
 static int plan_for(const rm_model *m, const rm_generate_params *g, rm_lora_plan *plan) {
     memset(plan, 0, sizeof *plan);
     if (g->n_adapters <= 0) {
-        if (g->composition == RM_COMPOSITION_ROUTER) return rm_errorf(RM_EINVAL, "the router composition needs adapters");
+        if (g->composition == RM_COMPOSITION_ROUTER)
+            return rm_errorf(RM_EINVAL, "the router composition needs adapters");
         return RM_OK;
     }
     if (g->n_adapters > RM_PLAN_MAX || !g->adapters)
         return rm_errorf(RM_EINVAL, "%d adapters (1..%d, and the array)", g->n_adapters, RM_PLAN_MAX);
     rm_lora *l[RM_PLAN_MAX];
     for (int i = 0; i < g->n_adapters; i++) {
-        if (!g->adapters[i] || g->adapters[i]->is_router) return rm_errorf(RM_EINVAL, "adapter %d is missing or a router", i);
-        if (g->adapters[i]->lora->base != m->llama) return rm_errorf(RM_EINVAL, "adapter %d was loaded for another model", i);
+        if (!g->adapters[i] || g->adapters[i]->is_router)
+            return rm_errorf(RM_EINVAL, "adapter %d is missing or a router", i);
+        if (g->adapters[i]->lora->base != m->llama)
+            return rm_errorf(RM_EINVAL, "adapter %d was loaded for another model", i);
         l[i] = g->adapters[i]->lora;
     }
-    int c = g->composition == RM_COMPOSITION_AUTO ? (g->n_adapters == 1 ? RM_COMPOSITION_SELECTION : RM_COMPOSITION_MIXTURE)
-                                                  : g->composition;
+    int c = g->composition == RM_COMPOSITION_AUTO
+                ? (g->n_adapters == 1 ? RM_COMPOSITION_SELECTION : RM_COMPOSITION_MIXTURE)
+                : g->composition;
     static const rm_compose_mode modes[3] = {RM_COMPOSE_SELECTION, RM_COMPOSE_MIXTURE, RM_COMPOSE_FUSION};
     if (c >= RM_COMPOSITION_SELECTION && c <= RM_COMPOSITION_FUSION)
         return rm_lora_plan_init(plan, modes[c - RM_COMPOSITION_SELECTION], g->n_adapters, l, NULL, NULL);
     if (c != RM_COMPOSITION_ROUTER) return rm_errorf(RM_EINVAL, "composition %d (RM_COMPOSITION_*)", g->composition);
-    if (!g->router || !g->router->is_router) return rm_errorf(RM_EINVAL, "the router composition needs a router (rm_model_load_router)");
+    if (!g->router || !g->router->is_router)
+        return rm_errorf(RM_EINVAL, "the router composition needs a router (rm_model_load_router)");
     if (g->router->lora->base != m->llama) return rm_errorf(RM_EINVAL, "the router was loaded for another model");
     return rm_lora_plan_init_router(plan, g->n_adapters, l, g->router->lora);
 }
 
-int rm_model_generate_ids(rm_model *m, const int32_t *ids, int n_ids, const rm_generate_params *params,
-                          rm_text_cb cb, void *ctx, rm_generate_stats *stats) {
+int rm_model_generate_ids(rm_model *m, const int32_t *ids, int n_ids, const rm_generate_params *params, rm_text_cb cb,
+                          void *ctx, rm_generate_stats *stats) {
     rm_generate_params g = params ? *params : rm_generate_default_params();
     rm_sampler_params sp = rm_sampler_default_params();
     sp.temperature = g.temperature;
@@ -144,7 +160,10 @@ int rm_model_generate_ids(rm_model *m, const int32_t *ids, int n_ids, const rm_g
     int rc = plan_for(m, &g, &plan);
     if (rc) return rc;
     if (g.n_adapters > 0) {
-        if (!(lb = rm_lora_batch_new(m->tp))) { rm_lora_plan_free(&plan); return rm_errorf(RM_ENOMEM, "out of memory"); }
+        if (!(lb = rm_lora_batch_new(m->tp))) {
+            rm_lora_plan_free(&plan);
+            return rm_errorf(RM_ENOMEM, "out of memory");
+        }
         hook = rm_lora_batch_hook(lb);
     }
     rm_gen_stats st;
@@ -159,7 +178,10 @@ int rm_model_generate_ids(rm_model *m, const int32_t *ids, int n_ids, const rm_g
     if (m->llama->tok && cb) {
         char buf[64];
         int n = rm_detok_flush(&a.detok, buf, sizeof buf - 1);
-        if (n > 0) { buf[n] = 0; cb(ctx, buf, n, -1); }
+        if (n > 0) {
+            buf[n] = 0;
+            cb(ctx, buf, n, -1);
+        }
     }
     if (stats) {
         stats->n_prompt = st.n_prompt;
@@ -170,8 +192,8 @@ int rm_model_generate_ids(rm_model *m, const int32_t *ids, int n_ids, const rm_g
     return RM_OK;
 }
 
-int rm_model_generate(rm_model *m, const char *prompt, const rm_generate_params *params, rm_text_cb cb,
-                      void *ctx, rm_generate_stats *stats) {
+int rm_model_generate(rm_model *m, const char *prompt, const rm_generate_params *params, rm_text_cb cb, void *ctx,
+                      rm_generate_stats *stats) {
     int n = rm_model_tokenize(m, prompt, 1, NULL, 0);
     if (n < 0) return n;
     int32_t *ids = malloc((size_t)(n + 1) * sizeof(int32_t));
@@ -186,7 +208,10 @@ int rm_model_generate(rm_model *m, const char *prompt, const rm_generate_params 
 
 static int adapter_wrap(rm_lora *l, int is_router, rm_adapter **out) {
     *out = calloc(1, sizeof **out);
-    if (!*out) { rm_lora_free(l); return rm_errorf(RM_ENOMEM, "out of memory"); }
+    if (!*out) {
+        rm_lora_free(l);
+        return rm_errorf(RM_ENOMEM, "out of memory");
+    }
     (*out)->lora = l, (*out)->is_router = is_router;
     return RM_OK;
 }
@@ -215,7 +240,10 @@ int rm_adapter_pool_open(const char *dir, rm_adapter_pool **out) {
     *out = calloc(1, sizeof **out);
     if (!*out) return rm_errorf(RM_ENOMEM, "out of memory");
     int rc = rm_pool_open_existing(dir, &(*out)->pool);
-    if (rc) { free(*out); *out = NULL; }
+    if (rc) {
+        free(*out);
+        *out = NULL;
+    }
     return rc;
 }
 

@@ -31,12 +31,12 @@ static double gauss(uint64_t *s) {
 
 typedef struct cma {
     int n, lambda, mu;
-    double *w, mueff;                 // recombination weights [mu]
+    double *w, mueff; // recombination weights [mu]
     double cc, cs, c1, cmu, damps, chin;
-    double sigma, *m, *pc, *ps;       // mean [n], evolution paths [n]
-    double *C, *B, *D;                // covariance [n,n], its eigenvectors (columns) [n,n], sqrt eigenvalues [n]
-    double *x, *y, *fx, *tmp, *Ctmp;  // the generation's points [lambda,n], steps (x - m)/sigma, scores
-    int *order;                       // [lambda] points by score
+    double sigma, *m, *pc, *ps;      // mean [n], evolution paths [n]
+    double *C, *B, *D;               // covariance [n,n], its eigenvectors (columns) [n,n], sqrt eigenvalues [n]
+    double *x, *y, *fx, *tmp, *Ctmp; // the generation's points [lambda,n], steps (x - m)/sigma, scores
+    int *order;                      // [lambda] points by score
 } cma;
 
 static void cma_free(cma *c) {
@@ -76,8 +76,8 @@ static int cma_init(cma *c, int n, int lambda, double sigma, const double *x0) {
     c->tmp = malloc((size_t)n * sizeof *c->tmp);
     c->Ctmp = malloc(nn * sizeof *c->Ctmp);
     c->order = malloc((size_t)c->lambda * sizeof *c->order);
-    if (!c->w || !c->m || !c->pc || !c->ps || !c->C || !c->B || !c->D || !c->x || !c->y || !c->fx || !c->tmp || !c->Ctmp ||
-        !c->order) {
+    if (!c->w || !c->m || !c->pc || !c->ps || !c->C || !c->B || !c->D || !c->x || !c->y || !c->fx || !c->tmp ||
+        !c->Ctmp || !c->order) {
         cma_free(c);
         return rm_errorf(RM_ENOMEM, "cma-es: out of memory");
     }
@@ -186,7 +186,8 @@ static void cma_update(cma *c, int g) {
 int rm_cmaes_minimize(int dim, const double *x0, const rm_cmaes_params *p, rm_cmaes_fn f, void *user, double *best_x,
                       rm_cmaes_result *res) {
     memset(res, 0, sizeof *res);
-    if (dim < 1 || dim > RM_CMAES_MAX_DIM) return rm_errorf(RM_EINVAL, "cma-es: dimension %d (1..%d)", dim, RM_CMAES_MAX_DIM);
+    if (dim < 1 || dim > RM_CMAES_MAX_DIM)
+        return rm_errorf(RM_EINVAL, "cma-es: dimension %d (1..%d)", dim, RM_CMAES_MAX_DIM);
     if (p->budget < 1 || !(p->sigma > 0) || p->lambda < 0)
         return rm_errorf(RM_EINVAL, "cma-es: budget %d, sigma %g, lambda %d", p->budget, p->sigma, p->lambda);
     cma c;

@@ -23,10 +23,10 @@
 #include <stdint.h>
 
 typedef struct rm_cmaes_params {
-    int budget;       // objective evaluations in all, x0's included (>= 1)
-    double sigma;     // initial step size (> 0)
-    double lo, hi;    // the box; lo >= hi: unbounded
-    int lambda;       // points per generation (0: 4 + floor(3 ln dim))
+    int budget;    // objective evaluations in all, x0's included (>= 1)
+    double sigma;  // initial step size (> 0)
+    double lo, hi; // the box; lo >= hi: unbounded
+    int lambda;    // points per generation (0: 4 + floor(3 ln dim))
     uint64_t seed;
 } rm_cmaes_params;
 rm_cmaes_params rm_cmaes_default_params(void); // budget 40, sigma 0.5, unbounded, lambda 0, seed 1
@@ -36,10 +36,10 @@ rm_cmaes_params rm_cmaes_default_params(void); // budget 40, sigma 0.5, unbounde
 typedef int (*rm_cmaes_fn)(void *user, int n, int dim, const double *x, double *fx);
 
 typedef struct rm_cmaes_result {
-    double f0;        // f(x0)
-    double best_f;    // f(best_x)
-    int evaluations;  // points scored (= budget)
-    int generations;  // updates of the distribution
+    double f0;       // f(x0)
+    double best_f;   // f(best_x)
+    int evaluations; // points scored (= budget)
+    int generations; // updates of the distribution
 } rm_cmaes_result;
 
 // Minimises f from x0 [dim] (1..RM_CMAES_MAX_DIM), clipped into the box;

@@ -84,11 +84,22 @@ static void detect(rm_cpu_features *f) { memset(f, 0, sizeof *f); }
 #endif
 
 static void describe(const rm_cpu_features *f, char *out, size_t cap) {
-    const struct { const int *on; const char *name; } names[] = {
-        {&f->avx2, "avx2"}, {&f->fma, "fma"}, {&f->f16c, "f16c"}, {&f->avx512f, "avx512f"},
-        {&f->avx512bw, "avx512bw"}, {&f->avx512vl, "avx512vl"}, {&f->avx512dq, "avx512dq"},
-        {&f->avx512vnni, "avx512vnni"}, {&f->avx512bf16, "avx512bf16"}, {&f->avxvnni, "avxvnni"},
-        {&f->amx_int8, "amx-int8"}, {&f->amx_bf16, "amx-bf16"},
+    const struct {
+        const int *on;
+        const char *name;
+    } names[] = {
+        {&f->avx2, "avx2"},
+        {&f->fma, "fma"},
+        {&f->f16c, "f16c"},
+        {&f->avx512f, "avx512f"},
+        {&f->avx512bw, "avx512bw"},
+        {&f->avx512vl, "avx512vl"},
+        {&f->avx512dq, "avx512dq"},
+        {&f->avx512vnni, "avx512vnni"},
+        {&f->avx512bf16, "avx512bf16"},
+        {&f->avxvnni, "avxvnni"},
+        {&f->amx_int8, "amx-int8"},
+        {&f->amx_bf16, "amx-bf16"},
     };
     out[0] = 0;
     size_t len = 0;

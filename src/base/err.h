@@ -10,7 +10,6 @@
 // The codes are public (include/ramole.h); this header adds the helpers.
 #include "ramole.h"
 
-
 // Sets the thread's error message (printf format) and returns `code`, so that
 // callers can write `return rm_errorf(RM_EFORMAT, "%s: bad magic", path);`.
 int rm_errorf(int code, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

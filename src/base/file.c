@@ -49,7 +49,8 @@ int rm_read_head(const char *path, void *buf, size_t n) {
     int rc = rm_open_regular(path, &fd, &size);
     if (rc) return rc;
     ssize_t got;
-    do got = pread(fd, buf, n, 0); while (got < 0 && errno == EINTR);
+    do got = pread(fd, buf, n, 0);
+    while (got < 0 && errno == EINTR);
     int e = errno;
     close(fd);
     return got < 0 ? rm_errorf(RM_EIO, "%s: read failed: %s", path, strerror(e)) : (int)got;
@@ -81,7 +82,10 @@ int rm_mmap_open_resident(rm_mmap *m, const char *path) {
     size_t size, huge = (size_t)2 << 20;
     int rc = rm_open_regular(path, &fd, &size);
     if (rc) return rc;
-    if (size == 0) { close(fd); return RM_OK; }
+    if (size == 0) {
+        close(fd);
+        return RM_OK;
+    }
     size_t cap = (size + huge - 1) & ~(huge - 1);
     void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED) {
@@ -129,14 +133,24 @@ int rm_read_file(const char *path, char **out, size_t *len) {
     int rc = rm_open_regular(path, &fd, &size);
     if (rc) return rc;
     FILE *f = fdopen(fd, "rb");
-    if (!f) { close(fd); return rm_errorf(RM_ENOMEM, "%s: out of memory", path); }
+    if (!f) {
+        close(fd);
+        return rm_errorf(RM_ENOMEM, "%s: out of memory", path);
+    }
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap + 1);
-    if (!buf) { fclose(f); return rm_errorf(RM_ENOMEM, "%s: out of memory", path); }
+    if (!buf) {
+        fclose(f);
+        return rm_errorf(RM_ENOMEM, "%s: out of memory", path);
+    }
     for (;;) {
         if (n == cap) {
             char *nb = realloc(buf, cap * 2 + 1);
-            if (!nb) { free(buf); fclose(f); return rm_errorf(RM_ENOMEM, "%s: out of memory", path); }
+            if (!nb) {
+                free(buf);
+                fclose(f);
+                return rm_errorf(RM_ENOMEM, "%s: out of memory", path);
+            }
             buf = nb;
             cap *= 2;
         }
@@ -146,7 +160,10 @@ int rm_read_file(const char *path, char **out, size_t *len) {
     }
     int bad = ferror(f);
     fclose(f);
-    if (bad) { free(buf); return rm_errorf(RM_EIO, "%s: read error", path); }
+    if (bad) {
+        free(buf);
+        return rm_errorf(RM_EIO, "%s: read error", path);
+    }
     buf[n] = 0;
     *out = buf;
     if (len) *len = n;

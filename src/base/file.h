@@ -7,7 +7,7 @@
 typedef struct rm_mmap {
     const uint8_t *data; // NULL for an empty file
     size_t size;
-    size_t mapped;       // bytes to unmap when larger than size (resident copies), else 0
+    size_t mapped; // bytes to unmap when larger than size (resident copies), else 0
 } rm_mmap;
 
 // Opens `path` for reading only when it is a regular file holding data: a

@@ -16,7 +16,10 @@ static inline float rm_f16_to_f32(rm_f16 h) {
             bits = sign;
         } else { // subnormal: renormalise
             int e = -1;
-            do { e++; man <<= 1; } while ((man & 0x400) == 0);
+            do {
+                e++;
+                man <<= 1;
+            } while ((man & 0x400) == 0);
             bits = sign | ((uint32_t)(127 - 15 - e) << 23) | ((man & 0x3ff) << 13);
         }
     } else if (exp == 31) {
@@ -37,7 +40,7 @@ static inline rm_f16 rm_f32_to_f16(float f) {
     uint32_t absx = x & 0x7fffffffu;
     if (absx >= 0x7f800000u) return (rm_f16)(sign | 0x7c00 | (absx > 0x7f800000u ? 0x200 : 0));
     if (absx >= 0x477ff000u) return (rm_f16)(sign | 0x7c00); // rounds to >= 65520 -> inf
-    if (absx < 0x38800000u) { // result is subnormal or zero
+    if (absx < 0x38800000u) {                                // result is subnormal or zero
         if (absx < 0x33000000u) return (rm_f16)sign;
         uint32_t e = absx >> 23, m = (absx & 0x7fffff) | 0x800000;
         uint32_t shift = 126 - e; // 14..24 for this range

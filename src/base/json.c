@@ -28,13 +28,14 @@ typedef struct json_parser {
 } json_parser;
 
 // Sets "what:line:col: msg" for the byte at `at` and returns RM_EFORMAT.
-static int json_fail_at(const json_parser *p, size_t at, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+static int json_fail_at(const json_parser *p, size_t at, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 static int json_fail_at(const json_parser *p, size_t at, const char *fmt, ...) {
     size_t line = 1, col = 1;
     for (size_t i = 0; i < at && i < p->len; i++) {
-        if (p->text[i] == '\n') { line++; col = 1; }
-        else col++;
+        if (p->text[i] == '\n') {
+            line++;
+            col = 1;
+        } else col++;
     }
     char msg[256];
     va_list ap;
@@ -58,7 +59,10 @@ static void json_skip_ws(json_parser *p) {
 
 // Describes the byte at pos for error messages ("end of input", "'x'", "byte 0xNN").
 static void json_describe(const json_parser *p, char *buf, size_t cap) {
-    if (p->pos >= p->len) { snprintf(buf, cap, "end of input"); return; }
+    if (p->pos >= p->len) {
+        snprintf(buf, cap, "end of input");
+        return;
+    }
     unsigned char c = (unsigned char)p->text[p->pos];
     if (c >= 0x20 && c < 0x7f) snprintf(buf, cap, "'%c'", c);
     else snprintf(buf, cap, "byte 0x%02x", c);
@@ -81,10 +85,19 @@ static size_t utf8_valid_len(const unsigned char *s, size_t n) {
     if (c < 0x80) return 1;
     size_t need;
     unsigned cp, min;
-    if (c >= 0xc2 && c <= 0xdf) { need = 2; cp = c & 0x1f; min = 0x80; }
-    else if (c >= 0xe0 && c <= 0xef) { need = 3; cp = c & 0x0f; min = 0x800; }
-    else if (c >= 0xf0 && c <= 0xf4) { need = 4; cp = c & 0x07; min = 0x10000; }
-    else return 0;
+    if (c >= 0xc2 && c <= 0xdf) {
+        need = 2;
+        cp = c & 0x1f;
+        min = 0x80;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        need = 3;
+        cp = c & 0x0f;
+        min = 0x800;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        need = 4;
+        cp = c & 0x07;
+        min = 0x10000;
+    } else return 0;
     if (n < need) return 0;
     for (size_t i = 1; i < need; i++) {
         if ((s[i] & 0xc0) != 0x80) return 0;
@@ -96,7 +109,10 @@ static size_t utf8_valid_len(const unsigned char *s, size_t n) {
 
 // Writes code point cp (valid, not a surrogate) as UTF-8; returns bytes written.
 static size_t utf8_encode(unsigned cp, char *out) {
-    if (cp < 0x80) { out[0] = (char)cp; return 1; }
+    if (cp < 0x80) {
+        out[0] = (char)cp;
+        return 1;
+    }
     if (cp < 0x800) {
         out[0] = (char)(0xc0 | (cp >> 6));
         out[1] = (char)(0x80 | (cp & 0x3f));
@@ -204,7 +220,10 @@ static int json_parse_string(json_parser *p, char **str_out, size_t *len_out) {
         n += k;
         p->pos += k;
     }
-    if (rc != RM_OK) { free(buf); return rc; }
+    if (rc != RM_OK) {
+        free(buf);
+        return rc;
+    }
     p->pos = end + 1;
     buf[n] = 0;
     *str_out = buf;
@@ -222,7 +241,10 @@ static size_t json_digits(const json_parser *p, size_t at) {
 static int json_parse_number(json_parser *p, rm_json *out) {
     size_t start = p->pos, i = p->pos;
     int neg = 0, integral = 1;
-    if (p->text[i] == '-') { neg = 1; i++; }
+    if (p->text[i] == '-') {
+        neg = 1;
+        i++;
+    }
     size_t nd = json_digits(p, i);
     if (nd == 0) return json_fail_at(p, i, "bad number: digit expected");
     if (p->text[i] == '0' && nd > 1) return json_fail_at(p, i, "bad number: leading zero");
@@ -260,7 +282,10 @@ static int json_parse_number(json_parser *p, rm_json *out) {
         int fits = 1;
         for (size_t k = int_begin; k < int_end; k++) {
             int d = p->text[k] - '0';
-            if (v < (INT64_MIN + d) / 10) { fits = 0; break; }
+            if (v < (INT64_MIN + d) / 10) {
+                fits = 0;
+                break;
+            }
             v = v * 10 - d;
         }
         if (fits && !neg && v == INT64_MIN) fits = 0;
@@ -302,8 +327,7 @@ static int json_grow(json_parser *p, rm_json *v, size_t *cap, int with_keys) {
 static int json_parse_container(json_parser *p, rm_json *v, int is_obj) {
     char close = is_obj ? '}' : ']';
     v->type = is_obj ? RM_JSON_OBJECT : RM_JSON_ARRAY;
-    if (++p->depth > RM_JSON_MAX_DEPTH)
-        return json_fail_at(p, p->pos, "nesting deeper than %d", RM_JSON_MAX_DEPTH);
+    if (++p->depth > RM_JSON_MAX_DEPTH) return json_fail_at(p, p->pos, "nesting deeper than %d", RM_JSON_MAX_DEPTH);
     p->pos++;
     json_skip_ws(p);
     size_t cap = 0;
@@ -355,9 +379,7 @@ static int json_parse_value(json_parser *p, rm_json *out) {
     switch (c) {
     case '{': return json_parse_container(p, out, 1);
     case '[': return json_parse_container(p, out, 0);
-    case '"':
-        out->type = RM_JSON_STRING;
-        return json_parse_string(p, &out->str, &out->len);
+    case '"': out->type = RM_JSON_STRING; return json_parse_string(p, &out->str, &out->len);
     case 't':
         out->type = RM_JSON_BOOL;
         out->boolean = 1;
@@ -366,9 +388,7 @@ static int json_parse_value(json_parser *p, rm_json *out) {
         out->type = RM_JSON_BOOL;
         out->boolean = 0;
         return json_literal(p, "false");
-    case 'n':
-        out->type = RM_JSON_NULL;
-        return json_literal(p, "null");
+    case 'n': out->type = RM_JSON_NULL; return json_literal(p, "null");
     default:
         if (c == '-' || (c >= '0' && c <= '9')) return json_parse_number(p, out);
         return json_unexpected(p, "a value");
@@ -513,8 +533,8 @@ int rm_json_field_int(const rm_json *obj, const char *key, int64_t lo, int64_t h
     const rm_json *v = rm_json_get(obj, key);
     int integral = v->is_int || num == floor(num);
     if (!integral || num < (double)lo || num > (double)hi)
-        return rm_errorf(RM_EINVAL, "\"%s\" must be an integer in [%lld, %lld], not %.17g", key, (long long)lo, (long long)hi,
-                         num);
+        return rm_errorf(RM_EINVAL, "\"%s\" must be an integer in [%lld, %lld], not %.17g", key, (long long)lo,
+                         (long long)hi, num);
     *out = v->is_int ? v->inum : (int64_t)num;
     return RM_OK;
 }
@@ -548,13 +568,19 @@ void rm_sb_free(rm_sb *sb) {
 // Makes room for `extra` more bytes plus the NUL; 0 on success.
 static int sb_reserve(rm_sb *sb, size_t extra) {
     if (sb->oom) return -1;
-    if (extra > SIZE_MAX - sb->len - 1) { sb->oom = 1; return -1; }
+    if (extra > SIZE_MAX - sb->len - 1) {
+        sb->oom = 1;
+        return -1;
+    }
     size_t need = sb->len + extra + 1;
     if (need <= sb->cap) return 0;
     size_t nc = sb->cap ? sb->cap : 64;
     while (nc < need) nc = nc > SIZE_MAX / 2 ? need : nc * 2;
     char *nb = realloc(sb->buf, nc);
-    if (!nb) { sb->oom = 1; return -1; }
+    if (!nb) {
+        sb->oom = 1;
+        return -1;
+    }
     sb->buf = nb;
     sb->cap = nc;
     return 0;
@@ -575,7 +601,10 @@ void rm_sb_printf(rm_sb *sb, const char *fmt, ...) {
     va_start(ap, fmt);
     int n = vsnprintf(sb->buf + sb->len, sb->cap - sb->len, fmt, ap);
     va_end(ap);
-    if (n < 0) { sb->oom = 1; return; }
+    if (n < 0) {
+        sb->oom = 1;
+        return;
+    }
     if ((size_t)n >= sb->cap - sb->len) {
         if (sb_reserve(sb, (size_t)n) != 0) return;
         va_start(ap, fmt);
@@ -595,7 +624,11 @@ void rm_sb_json_str(rm_sb *sb, const char *s, size_t n) {
     while (i < n) {
         size_t run = i; // copy plain runs in one go
         while (run < n && u[run] >= 0x20 && u[run] < 0x80 && u[run] != '"' && u[run] != '\\') run++;
-        if (run > i) { rm_sb_putn(sb, s + i, run - i); i = run; continue; }
+        if (run > i) {
+            rm_sb_putn(sb, s + i, run - i);
+            i = run;
+            continue;
+        }
         unsigned char c = u[i];
         if (c == '"') rm_sb_putn(sb, "\\\"", 2);
         else if (c == '\\') rm_sb_putn(sb, "\\\\", 2);
@@ -607,8 +640,10 @@ void rm_sb_json_str(rm_sb *sb, const char *s, size_t n) {
         else if (c < 0x20) rm_sb_printf(sb, "\\u%04x", c);
         else {
             size_t k = utf8_valid_len(u + i, n - i);
-            if (k == 0) { rm_sb_putn(sb, "\xef\xbf\xbd", 3); k = 1; }
-            else rm_sb_putn(sb, s + i, k);
+            if (k == 0) {
+                rm_sb_putn(sb, "\xef\xbf\xbd", 3);
+                k = 1;
+            } else rm_sb_putn(sb, s + i, k);
             i += k;
             continue;
         }
@@ -619,7 +654,10 @@ void rm_sb_json_str(rm_sb *sb, const char *s, size_t n) {
 
 // Shortest of %.15g / %.17g that reads back as the same double.
 void rm_sb_json_num(rm_sb *sb, double v) {
-    if (!isfinite(v)) { rm_sb_puts(sb, "null"); return; }
+    if (!isfinite(v)) {
+        rm_sb_puts(sb, "null");
+        return;
+    }
     char buf[40];
     snprintf(buf, sizeof buf, "%.15g", v);
     if (strtod(buf, NULL) != v) snprintf(buf, sizeof buf, "%.17g", v);

@@ -16,15 +16,15 @@ typedef enum { RM_JSON_NULL, RM_JSON_BOOL, RM_JSON_NUMBER, RM_JSON_STRING, RM_JS
 typedef struct rm_json rm_json;
 struct rm_json {
     rm_json_type type;
-    int boolean;        // RM_JSON_BOOL
-    double num;         // RM_JSON_NUMBER
-    int64_t inum;       // RM_JSON_NUMBER, exact when is_int
-    int is_int;         // the literal was an integer that fits int64
-    char *str;          // RM_JSON_STRING: NUL-terminated UTF-8 (may contain \0; use len)
-    size_t len;         // string length in bytes
-    size_t n;           // ARRAY / OBJECT: number of items
-    rm_json *items;     // ARRAY / OBJECT: values, n of them
-    char **keys;        // OBJECT: keys, n of them (NUL-terminated)
+    int boolean;    // RM_JSON_BOOL
+    double num;     // RM_JSON_NUMBER
+    int64_t inum;   // RM_JSON_NUMBER, exact when is_int
+    int is_int;     // the literal was an integer that fits int64
+    char *str;      // RM_JSON_STRING: NUL-terminated UTF-8 (may contain \0; use len)
+    size_t len;     // string length in bytes
+    size_t n;       // ARRAY / OBJECT: number of items
+    rm_json *items; // ARRAY / OBJECT: values, n of them
+    char **keys;    // OBJECT: keys, n of them (NUL-terminated)
 };
 
 // Parses text[0..len). `what` names the source in error messages (a path).
@@ -54,9 +54,9 @@ int rm_json_field_num(const rm_json *obj, const char *key, double lo, double hi,
 
 // Growable string buffer (for writing JSON, HTTP bodies, ...).
 typedef struct rm_sb {
-    char *buf;  // NUL-terminated; NULL until first write
+    char *buf; // NUL-terminated; NULL until first write
     size_t len, cap;
-    int oom;    // set if an allocation failed; further writes are ignored
+    int oom; // set if an allocation failed; further writes are ignored
 } rm_sb;
 void rm_sb_init(rm_sb *sb);
 void rm_sb_free(rm_sb *sb);

@@ -17,7 +17,8 @@ void rm_sym_eigen(double *a, double *v, int n) {
                 double apq = a[p * n + q];
                 if (apq == 0) continue;
                 double theta = (a[q * n + q] - a[p * n + p]) / (2 * apq);
-                double t = fabs(theta) > 1e150 ? 0.5 / theta : (theta >= 0 ? 1 : -1) / (fabs(theta) + sqrt(theta * theta + 1));
+                double t =
+                    fabs(theta) > 1e150 ? 0.5 / theta : (theta >= 0 ? 1 : -1) / (fabs(theta) + sqrt(theta * theta + 1));
                 double c = 1 / sqrt(t * t + 1), s = t * c;
                 for (int k = 0; k < n; k++) { // columns p, q of a P
                     double kp = a[k * n + p], kq = a[k * n + q];

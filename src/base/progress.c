@@ -17,7 +17,10 @@ void rm_progress_start(rm_progress *p, const char *label, const char *unit, long
 }
 
 static void fmt_secs(char *buf, size_t n, double s) {
-    if (s < 0 || s > 1e7) { snprintf(buf, n, "?"); return; }
+    if (s < 0 || s > 1e7) {
+        snprintf(buf, n, "?");
+        return;
+    }
     long t = (long)(s + 0.5);
     if (t >= 3600) snprintf(buf, n, "%ldh%02ldm", t / 3600, (t / 60) % 60);
     else if (t >= 60) snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
@@ -43,8 +46,7 @@ void rm_progress_update(rm_progress *p, long done, int force) {
     if (p->total > 0)
         fprintf(stderr, "\r%s %ld/%ld %s (%.0f%%) %s elapsed %s ETA %s %s\033[K", p->label, done, p->total, p->unit,
                 100.0 * done / p->total, rt, elapsed, eta, p->extra);
-    else
-        fprintf(stderr, "\r%s %ld %s %s elapsed %s %s\033[K", p->label, done, p->unit, rt, elapsed, p->extra);
+    else fprintf(stderr, "\r%s %ld %s %s elapsed %s %s\033[K", p->label, done, p->unit, rt, elapsed, p->extra);
     fflush(stderr);
 }
 

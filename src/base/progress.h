@@ -5,11 +5,11 @@
 
 typedef struct rm_progress {
     const char *label;
-    const char *unit;  // e.g. "steps", "docs"
-    long total;        // <= 0 if unknown
+    const char *unit; // e.g. "steps", "docs"
+    long total;       // <= 0 if unknown
     double t0, t_last;
-    int enabled;       // 0: silent (not a tty and not forced)
-    char extra[128];   // appended text, e.g. "loss 2.31"
+    int enabled;     // 0: silent (not a tty and not forced)
+    char extra[128]; // appended text, e.g. "loss 2.31"
 } rm_progress;
 
 // Enabled when stderr is a terminal or env RAMOLE_PROGRESS=1.

@@ -7,9 +7,9 @@
 
 typedef struct rm_sha256 {
     uint32_t h[8];
-    uint64_t len;       // bytes hashed so far
+    uint64_t len; // bytes hashed so far
     uint8_t buf[64];
-    size_t n;           // bytes waiting in buf
+    size_t n; // bytes waiting in buf
 } rm_sha256;
 
 void rm_sha256_init(rm_sha256 *s);

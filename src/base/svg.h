@@ -5,8 +5,8 @@
 #define RM_BASE_SVG_H
 
 typedef struct rm_svg_series {
-    const char *name;      // legend text
-    const double *x, *y;   // n points; non-finite points are skipped
+    const char *name;    // legend text
+    const double *x, *y; // n points; non-finite points are skipped
     int n;
 } rm_svg_series;
 

@@ -33,19 +33,22 @@
 #define PAUSE_SPINS 1000
 
 struct rm_threadpool {
-    int n;                  // threads including the caller
-    pthread_t *threads;     // n-1 helpers
-    rm_task_fn fn;          // the current job (written before gen is bumped)
+    int n;              // threads including the caller
+    pthread_t *threads; // n-1 helpers
+    rm_task_fn fn;      // the current job (written before gen is bumped)
     void *ctx;
-    atomic_uint gen;        // job generation
-    atomic_int pending;     // helpers still working on the current job
-    atomic_int sleepers;    // helpers waiting on cv
+    atomic_uint gen;     // job generation
+    atomic_int pending;  // helpers still working on the current job
+    atomic_int sleepers; // helpers waiting on cv
     atomic_int stop;
     pthread_mutex_t mu;
     pthread_cond_t cv;
 };
 
-typedef struct { rm_threadpool *tp; int ith; } worker_arg;
+typedef struct {
+    rm_threadpool *tp;
+    int ith;
+} worker_arg;
 
 static long now_ns(void) {
     struct timespec ts;
@@ -69,8 +72,7 @@ static unsigned wait_for_job(rm_threadpool *tp, unsigned seen) {
     pthread_mutex_lock(&tp->mu);
     atomic_fetch_add(&tp->sleepers, 1);
     unsigned g;
-    while ((g = atomic_load(&tp->gen)) == seen && !atomic_load(&tp->stop))
-        pthread_cond_wait(&tp->cv, &tp->mu);
+    while ((g = atomic_load(&tp->gen)) == seen && !atomic_load(&tp->stop)) pthread_cond_wait(&tp->cv, &tp->mu);
     atomic_fetch_sub(&tp->sleepers, 1);
     pthread_mutex_unlock(&tp->mu);
     return g;

@@ -18,16 +18,22 @@ void rm_evalset_free(rm_evalset *s) {
     memset(s, 0, sizeof *s);
 }
 
-typedef struct { rm_evalset *s; const char *path; rm_metric dflt; } load_ctx;
+typedef struct {
+    rm_evalset *s;
+    const char *path;
+    rm_metric dflt;
+} load_ctx;
 
 static int add_record(void *user, const rm_json *o, long index) {
     load_ctx *c = user;
     const char *in = rm_json_get_str(o, "inputs", NULL), *tg = rm_json_get_str(o, "targets", NULL);
-    if (!in || !tg) return rm_errorf(RM_EFORMAT, "%s: request %ld has no string \"inputs\" and \"targets\"", c->path, index);
+    if (!in || !tg)
+        return rm_errorf(RM_EFORMAT, "%s: request %ld has no string \"inputs\" and \"targets\"", c->path, index);
     const char *task = rm_json_get_str(o, "task", "all"), *ms = rm_json_get_str(o, "metric", NULL);
     rm_metric m = c->dflt;
     if (ms && rm_metric_parse(ms, &m))
-        return rm_errorf(RM_EFORMAT, "%s: request %ld has the unknown metric \"%s\" (em, rouge, bleu)", c->path, index, ms);
+        return rm_errorf(RM_EFORMAT, "%s: request %ld has the unknown metric \"%s\" (em, rouge, bleu)", c->path, index,
+                         ms);
     rm_evalset *s = c->s;
     if (RM_GROW(s->r, s->n, s->cap, 64)) return RM_ENOMEM;
     rm_eval_req *r = &s->r[s->n];
@@ -61,7 +67,10 @@ static rm_task_score *task_row(rm_scoreboard *b, const rm_eval_req *r) {
     if (RM_GROW(b->t, b->n, b->cap, 16)) return NULL;
     rm_task_score *t = &b->t[b->n];
     memset(t, 0, sizeof *t);
-    if (!(t->task = strdup(r->task))) { rm_errorf(RM_ENOMEM, "out of memory"); return NULL; }
+    if (!(t->task = strdup(r->task))) {
+        rm_errorf(RM_ENOMEM, "out of memory");
+        return NULL;
+    }
     t->metric = r->metric;
     rm_bleu_init(&t->bleu);
     b->n++;
@@ -78,7 +87,8 @@ int rm_scoreboard_add(rm_scoreboard *b, const rm_eval_req *r, const char *pred, 
         t->sum += s;
     } else if (r->metric == RM_METRIC_ROUGE) {
         rm_rouge g;
-        if (!(rc = rm_metric_rouge(pred, r->targets, &g))) t->sum += g.rl, t->sum_r1 += g.r1, t->sum_r2 += g.r2, s = g.rl;
+        if (!(rc = rm_metric_rouge(pred, r->targets, &g)))
+            t->sum += g.rl, t->sum_r1 += g.r1, t->sum_r2 += g.r2, s = g.rl;
     } else {
         rm_bleu one;
         rm_bleu_init(&one);

@@ -31,9 +31,9 @@ typedef struct rm_task_score {
     char *task;
     rm_metric metric;
     int n;
-    double sum;       // EM: matches; ROUGE: sum of ROUGE-L F1
+    double sum; // EM: matches; ROUGE: sum of ROUGE-L F1
     double sum_r1, sum_r2;
-    rm_bleu bleu;     // BLEU: the task's corpus statistics
+    rm_bleu bleu; // BLEU: the task's corpus statistics
 } rm_task_score;
 
 typedef struct rm_scoreboard {

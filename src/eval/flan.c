@@ -14,7 +14,10 @@ const int rm_eval_ks[RM_EVAL_NK] = {1, 3, 5, 8};
 static char *dup_str(const rm_json *j) {
     if (!j || j->type != RM_JSON_STRING) return NULL;
     char *s = malloc(j->len + 1);
-    if (s) { memcpy(s, j->str, j->len); s[j->len] = 0; }
+    if (s) {
+        memcpy(s, j->str, j->len);
+        s[j->len] = 0;
+    }
     return s;
 }
 
@@ -120,10 +123,14 @@ int rm_flan_load_test(const char *path, const rm_flan_pool *pool, rm_flan_reques
         r[i].task_idx = -1;
         for (int t = 0; t < pool->n; t++)
             if (!strcmp(pool->tasks[t].name, r[i].task)) r[i].task_idx = t;
-        if (r[i].task_idx < 0) rc = rm_errorf(RM_EMISMATCH, "%s: request %zu: task '%s' is not in the pool", path, i, r[i].task);
+        if (r[i].task_idx < 0)
+            rc = rm_errorf(RM_EMISMATCH, "%s: request %zu: task '%s' is not in the pool", path, i, r[i].task);
     }
     rm_json_free(j);
-    if (rc) { rm_flan_free_test(r, m); return rc; }
+    if (rc) {
+        rm_flan_free_test(r, m);
+        return rc;
+    }
     *out = r;
     *n = m;
     return RM_OK;
@@ -181,11 +188,21 @@ static int sample_embeddings(const rm_embedder *e, const rm_flan_pool *pool, int
     for (int t = 0; t < pool->n; t++) (*off)[t + 1] = (*off)[t] + pool->tasks[t].n;
     int n = (*off)[pool->n];
     *emb = malloc((size_t)(n ? n : 1) * (size_t)e->dim * sizeof **emb);
-    if (!*emb) { free(*off); *off = NULL; return rm_errorf(RM_ENOMEM, "eval: out of memory"); }
+    if (!*emb) {
+        free(*off);
+        *off = NULL;
+        return rm_errorf(RM_ENOMEM, "eval: out of memory");
+    }
     for (int t = 0; t < pool->n; t++) {
         int rc = rm_embedder_embed_many(e, (const char *const *)pool->tasks[t].inputs, pool->tasks[t].n,
                                         *emb + (size_t)(*off)[t] * (size_t)e->dim, n_threads);
-        if (rc) { free(*emb); free(*off); *emb = NULL; *off = NULL; return rc; }
+        if (rc) {
+            free(*emb);
+            free(*off);
+            *emb = NULL;
+            *off = NULL;
+            return rc;
+        }
     }
     return RM_OK;
 }
@@ -216,7 +233,8 @@ static int add_task_rows(rm_index *ix, const rm_embedder *e, const float *rows, 
     int nk;
     int rc = task_keys(e, rows, n, -1, pp, scratch, &nk);
     int64_t base = rm_proto_on(pp) ? (int64_t)t * RM_PROTO_ROWS : t;
-    for (int j = rm_proto_skip_mean(pp); j < nk && !rc; j++) rc = rm_index_add(ix, base + j, scratch + (size_t)j * (size_t)e->dim);
+    for (int j = rm_proto_skip_mean(pp); j < nk && !rc; j++)
+        rc = rm_index_add(ix, base + j, scratch + (size_t)j * (size_t)e->dim);
     return rc;
 }
 
@@ -237,15 +255,16 @@ static int proto_search(const rm_index *ix, const rm_proto_params *pp, const flo
     }
     int rc = rm_index_search_batch(ix, q, nq, nr, exl, nexp, rows, n_rows);
     for (int i = 0; i < nq && !rc; i++)
-        rc = rm_proto_merge(pp, rows + (size_t)i * (size_t)nr, n_rows[i], kmax, hits + (size_t)i * (size_t)kmax, &n_hits[i]);
+        rc = rm_proto_merge(pp, rows + (size_t)i * (size_t)nr, n_rows[i], kmax, hits + (size_t)i * (size_t)kmax,
+                            &n_hits[i]);
     return rc;
 }
 
 // BM25 over the pool tasks (bm25.h): every sample's features (for the
 // leave-one-out documents), every task's document and the corpus statistics.
 typedef struct {
-    rm_sparse *feat;  // [off[t] + i]
-    rm_sparse *doc;   // [t]
+    rm_sparse *feat; // [off[t] + i]
+    rm_sparse *doc;  // [t]
     int n_feat, n_doc;
     rm_bm25_stats st;
 } bm25_state;
@@ -265,13 +284,17 @@ static int bm25_build(const rm_bm25_params *p, const rm_flan_pool *pool, const i
     if (rc) return rc;
     b->feat = calloc((size_t)(off[pool->n] ? off[pool->n] : 1), sizeof *b->feat);
     b->doc = calloc((size_t)pool->n, sizeof *b->doc);
-    if (!b->feat || !b->doc) { bm25_free(b); return rm_errorf(RM_ENOMEM, "eval: out of memory"); }
+    if (!b->feat || !b->doc) {
+        bm25_free(b);
+        return rm_errorf(RM_ENOMEM, "eval: out of memory");
+    }
     b->n_feat = off[pool->n];
     b->n_doc = pool->n;
     rc = rm_bm25_stats_init(&b->st, p->feat.bits);
     for (int t = 0; t < pool->n && !rc; t++) {
         for (int i = 0; i < pool->tasks[t].n && !rc; i++)
-            rc = rm_feat_extract(&p->feat, pool->tasks[t].inputs[i], strlen(pool->tasks[t].inputs[i]), &b->feat[off[t] + i]);
+            rc = rm_feat_extract(&p->feat, pool->tasks[t].inputs[i], strlen(pool->tasks[t].inputs[i]),
+                                 &b->feat[off[t] + i]);
         if (!rc) rc = rm_bm25_doc_sum(b->feat + off[t], pool->tasks[t].n, -1, p->feat.bits, &b->doc[t]);
         if (!rc) rm_bm25_stats_update(&b->st, &b->doc[t], +1);
     }
@@ -304,7 +327,10 @@ static void score_request(const rm_flan_pool *pool, const rm_flan_request *r, co
                           int is_seen, rm_eval_result *res) {
     int rank = -1;
     for (int i = 0; i < nh; i++)
-        if (h[i].id == r->task_idx) { rank = i; break; }
+        if (h[i].id == r->task_idx) {
+            rank = i;
+            break;
+        }
     for (int k = 0; k < RM_EVAL_NK; k++) {
         int hit = rank >= 0 && rank < rm_eval_ks[k];
         res->all[k] += hit;
@@ -332,7 +358,8 @@ static int eval_alloc(const rm_flan_pool *pool, rm_eval_result *res) {
     res->task_hits1 = calloc((size_t)pool->n, sizeof *res->task_hits1);
     res->task_n = calloc((size_t)pool->n, sizeof *res->task_n);
     res->task_miss3 = calloc((size_t)pool->n, sizeof *res->task_miss3);
-    if (!res->confusion || !res->task_hits1 || !res->task_n || !res->task_miss3) return rm_errorf(RM_ENOMEM, "eval: out of memory");
+    if (!res->confusion || !res->task_hits1 || !res->task_n || !res->task_miss3)
+        return rm_errorf(RM_ENOMEM, "eval: out of memory");
     return RM_OK;
 }
 
@@ -361,14 +388,15 @@ int rm_flan_eval(const rm_embedder *e, const rm_flan_pool *pool, const rm_flan_r
     bm25_state bs = {0};
     rm_sparse bq = {0};
     int use_bm25 = p->rerank.k > 0 && p->rerank.bm25.w > 0, use_proto = rm_proto_on(&p->proto);
-    rm_hit *rows = NULL; // with prototypes: every index row scored, per query
+    rm_hit *rows = NULL;                         // with prototypes: every index row scored, per query
     if (!rc && (p->rerank.k > 0 || use_proto)) { // the keys from the sample embeddings the second stage needs anyway
         rc = sample_embeddings(e, pool, p->n_threads, &semb, &soff);
         if (!rc && use_bm25) rc = bm25_build(&p->rerank.bm25, pool, soff, &bs);
         float *scratch = rc ? NULL : malloc((size_t)(1 + RM_PROTO_MAX) * (size_t)e->dim * sizeof *scratch);
         if (!rc && !scratch) rc = rm_errorf(RM_ENOMEM, "eval: out of memory");
         for (int t = 0; t < pool->n && !rc; t++) // normalised sums = normalised means (rm_embedder_key)
-            rc = add_task_rows(ix, e, semb + (size_t)soff[t] * (size_t)e->dim, soff[t + 1] - soff[t], &p->proto, t, scratch);
+            rc = add_task_rows(ix, e, semb + (size_t)soff[t] * (size_t)e->dim, soff[t + 1] - soff[t], &p->proto, t,
+                               scratch);
         free(scratch);
         if (!rc && use_proto && !(rows = malloc((size_t)CHUNK * rm_index_size(ix) * sizeof *rows)))
             rc = rm_errorf(RM_ENOMEM, "eval: out of memory");
@@ -396,8 +424,8 @@ int rm_flan_eval(const rm_embedder *e, const rm_flan_pool *pool, const rm_flan_r
             if (use_bm25) rc = rm_bm25_query(&p->rerank.bm25.feat, r->inputs, &bq);
             if (rc) break;
             if (p->rerank.k > 0)
-                rerank(&p->rerank, e->dim, semb, soff, q + (size_t)i * e->dim, hits + (size_t)i * KMAX, n_hits[i], -1, -1,
-                       use_bm25 ? &bs : NULL, &bq, NULL);
+                rerank(&p->rerank, e->dim, semb, soff, q + (size_t)i * e->dim, hits + (size_t)i * KMAX, n_hits[i], -1,
+                       -1, use_bm25 ? &bs : NULL, &bq, NULL);
             score_request(pool, r, hits + (size_t)i * KMAX, n_hits[i], p->ood, is_seen, res);
         }
     }
@@ -416,7 +444,6 @@ int rm_flan_eval(const rm_embedder *e, const rm_flan_pool *pool, const rm_flan_r
 
 // ---------------------------------------------------------------------------
 // Leave-one-out on the pool
-
 
 // sum[t*dim..] = sum of the embeddings of task t's samples (emb: CHUNK*dim scratch).
 static int loo_sums(const rm_embedder *e, const rm_flan_pool *pool, int chunk, int n_threads, float *emb, float *sum) {
@@ -460,7 +487,8 @@ int rm_flan_eval_pool_loo(const rm_embedder *e, const rm_flan_pool *pool, const 
     if (!rc && (p->rerank.k > 0 || use_proto)) rc = sample_embeddings(e, pool, p->n_threads, &semb, &soff);
     if (!rc && use_bm25) rc = bm25_build(&p->rerank.bm25, pool, soff, &bs);
     if (!rc && use_proto) {
-        if (!(pk = malloc((size_t)(1 + RM_PROTO_MAX) * dim * sizeof *pk))) rc = rm_errorf(RM_ENOMEM, "pool-loo: out of memory");
+        if (!(pk = malloc((size_t)(1 + RM_PROTO_MAX) * dim * sizeof *pk)))
+            rc = rm_errorf(RM_ENOMEM, "pool-loo: out of memory");
         for (int t = 0; t < pool->n && !rc; t++)
             rc = add_task_rows(ix, e, semb + (size_t)soff[t] * dim, soff[t + 1] - soff[t], &p->proto, t, pk);
         if (!rc && !(rows = malloc((size_t)CHUNK * rm_index_size(ix) * sizeof *rows)))
@@ -477,7 +505,10 @@ int rm_flan_eval_pool_loo(const rm_embedder *e, const rm_flan_pool *pool, const 
         int64_t own = t;
         const int64_t *ex[CHUNK];
         int n_ex[CHUNK], n_hits[CHUNK];
-        for (int i = 0; i < CHUNK; i++) { ex[i] = &own; n_ex[i] = 1; }
+        for (int i = 0; i < CHUNK; i++) {
+            ex[i] = &own;
+            n_ex[i] = 1;
+        }
         for (int c0 = 0; c0 < task->n && !rc; c0 += CHUNK) {
             int m = task->n - c0 < CHUNK ? task->n - c0 : CHUNK;
             rc = rm_embedder_embed_many(e, (const char *const *)task->inputs + c0, m, emb, p->n_threads);
@@ -518,8 +549,8 @@ int rm_flan_eval_pool_loo(const rm_embedder *e, const rm_flan_pool *pool, const 
                     merged[nm++] = h[j];
                 }
                 if (!placed && nm < KMAX) merged[nm++] = (rm_hit){own, (float)sc};
-                rm_flan_request r = {.inputs = task->inputs[c0 + i], .task = task->name, .domain = task->domain,
-                                     .task_idx = t};
+                rm_flan_request r = {
+                    .inputs = task->inputs[c0 + i], .task = task->name, .domain = task->domain, .task_idx = t};
                 int is_seen = seen && seen[t];
                 if (use_bm25) { // the corpus with task t's document made without this sample
                     rc = rm_bm25_doc_sum(bs.feat + soff[t], task->n, c0 + i, p->rerank.bm25.feat.bits, &own_doc);

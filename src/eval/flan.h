@@ -19,7 +19,7 @@
 
 typedef struct rm_flan_task {
     char *name, *domain;
-    int n;                   // samples
+    int n; // samples
     char **inputs, **targets;
 } rm_flan_task;
 
@@ -30,7 +30,7 @@ typedef struct rm_flan_pool {
 
 typedef struct rm_flan_request {
     char *inputs, *task, *domain;
-    int task_idx;            // index into the pool
+    int task_idx; // index into the pool
 } rm_flan_request;
 
 int rm_flan_load_pool(const char *path, rm_flan_pool *out);
@@ -48,7 +48,7 @@ void rm_flan_split(int n_tasks, double frac, uint64_t seed, unsigned char *seen)
 extern const int rm_eval_ks[RM_EVAL_NK]; // 1, 3, 5, 8
 
 typedef struct rm_eval_params {
-    int ood;                 // exclude each request's own task adapter
+    int ood; // exclude each request's own task adapter
     int n_threads;
     rm_key_type key_type;
     rm_rerank_params rerank; // second stage (rerank.h; k 0: off)
@@ -64,10 +64,10 @@ typedef struct rm_eval_result {
     // top k, and the mean share of same-domain adapters among the top k
     double ood_any[RM_EVAL_NK], ood_frac[RM_EVAL_NK];
     int n_tasks;
-    int *confusion;          // [true task][top-1 task] counts (malloc'd)
-    int *task_hits1;         // [task] requests whose top-1 is right
-    int *task_n;             // [task] requests
-    int *task_miss3;         // [task] requests whose own adapter is not in the top 3
+    int *confusion;  // [true task][top-1 task] counts (malloc'd)
+    int *task_hits1; // [task] requests whose top-1 is right
+    int *task_n;     // [task] requests
+    int *task_miss3; // [task] requests whose own adapter is not in the top 3
 } rm_eval_result;
 
 // Builds every pool task's key with e (mean of its sample inputs), then

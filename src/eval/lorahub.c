@@ -11,13 +11,16 @@
 #include <string.h>
 
 rm_lorahub_params rm_lorahub_default_params(void) {
-    return (rm_lorahub_params){.n_examples = 5, .n_candidates = 20, .iterations = 40, .l1 = 0.05, .sigma = 0.5,
-                               .bound = 1.5, .seed = 1};
+    return (rm_lorahub_params){
+        .n_examples = 5, .n_candidates = 20, .iterations = 40, .l1 = 0.05, .sigma = 0.5, .bound = 1.5, .seed = 1};
 }
 
 // ---------------------------------------------------------------- examples
 
-typedef struct pairs { char **in, **out; int n, cap; } pairs;
+typedef struct pairs {
+    char **in, **out;
+    int n, cap;
+} pairs;
 
 static void pairs_free(pairs *p) {
     for (int i = 0; i < p->n; i++) {
@@ -48,14 +51,17 @@ static int add_record(void *user, const rm_json *o, long index) {
 }
 
 // [bos] prompt target [eos] of one pair, as `lora train` lays it out (prompt cut to keep its end).
-static int add_example(rm_tdata *d, const rm_llama *m, const char *tmpl, const char *in, const char *target, int max_len) {
-    int32_t bos = m->add_bos ? m->bos : -1, eos = m->tok ? rm_tokenizer_eos(m->tok) : -1, *p = NULL, *t = NULL, *ids = NULL;
+static int add_example(rm_tdata *d, const rm_llama *m, const char *tmpl, const char *in, const char *target,
+                       int max_len) {
+    int32_t bos = m->add_bos ? m->bos : -1, eos = m->tok ? rm_tokenizer_eos(m->tok) : -1, *p = NULL, *t = NULL,
+            *ids = NULL;
     int np = 0, nt = 0, nb = bos >= 0, ne = eos >= 0;
     char *prompt = rm_template_render(tmpl ? tmpl : rm_alpaca_template, in);
     int rc = prompt ? rm_tokenize_text(m->tok, prompt, &p, &np) : RM_ENOMEM;
     if (!rc) rc = rm_tokenize_text(m->tok, target, &t, &nt);
     int keep = np < max_len - nb - nt - ne ? np : max_len - nb - nt - ne;
-    if (!rc && keep < 1) rc = rm_errorf(RM_EINVAL, "a target of %d tokens leaves no room for its prompt in %d", nt, max_len);
+    if (!rc && keep < 1)
+        rc = rm_errorf(RM_EINVAL, "a target of %d tokens leaves no room for its prompt in %d", nt, max_len);
     if (!rc && !(ids = malloc((size_t)(nb + keep + nt + ne) * sizeof *ids))) rc = rm_errorf(RM_ENOMEM, "out of memory");
     if (!rc) {
         if (nb) ids[0] = bos;
@@ -157,17 +163,17 @@ struct rm_lorahub {
     rm_llama *m;
     rm_threadpool *tp;
     const rm_tdata *ex;
-    int n;                 // candidates
-    rm_lora **cands;       // [n] not owned
+    int n;           // candidates
+    rm_lora **cands; // [n] not owned
     rm_lora_batch *lb;
     rm_linear_hook hook;
-    rm_kvcache kv;         // kv.n_slots sequences of up to kv.n_ctx positions
+    rm_kvcache kv; // kv.n_slots sequences of up to kv.n_ctx positions
     int32_t *tok, *pos, *slot;
     uint8_t *want;
     const void **plans;
-    float *logits;         // [cap_rows][n_vocab]
+    float *logits; // [cap_rows][n_vocab]
     int cap_rows;
-    long n_targets;        // target tokens over the examples
+    long n_targets; // target tokens over the examples
 };
 
 void rm_lorahub_free(rm_lorahub *h) {
@@ -213,7 +219,8 @@ static int ensure(rm_lorahub *h, int rows, int slots, int n_ctx) {
 int rm_lorahub_new(rm_lorahub **out, rm_llama *m, rm_threadpool *tp, const rm_tdata *examples, int n,
                    rm_lora *const *cands) {
     *out = NULL;
-    if (n < 1 || n > RM_CMAES_MAX_DIM) return rm_errorf(RM_EINVAL, "lorahub: %d candidates (1..%d)", n, RM_CMAES_MAX_DIM);
+    if (n < 1 || n > RM_CMAES_MAX_DIM)
+        return rm_errorf(RM_EINVAL, "lorahub: %d candidates (1..%d)", n, RM_CMAES_MAX_DIM);
     if (!examples || examples->n < 1) return rm_errorf(RM_EINVAL, "lorahub: no examples");
     rm_lorahub *h = calloc(1, sizeof *h);
     if (!h) return rm_errorf(RM_ENOMEM, "out of memory");
@@ -221,14 +228,16 @@ int rm_lorahub_new(rm_lorahub **out, rm_llama *m, rm_threadpool *tp, const rm_td
     int rc = RM_OK;
     for (int e = 0; !rc && e < examples->n; e++) {
         const rm_texample *x = &examples->ex[e];
-        if (x->n_prompt < 1 || x->n <= x->n_prompt) rc = rm_errorf(RM_EINVAL, "lorahub: example %d has no prompt or no target", e + 1);
+        if (x->n_prompt < 1 || x->n <= x->n_prompt)
+            rc = rm_errorf(RM_EINVAL, "lorahub: example %d has no prompt or no target", e + 1);
         h->n_targets += x->n - x->n_prompt;
     }
     if (!rc && (!(h->cands = malloc((size_t)n * sizeof *h->cands)) || !(h->lb = rm_lora_batch_new(tp))))
         rc = rm_errorf(RM_ENOMEM, "out of memory");
     for (int i = 0; !rc && i < n; i++) {
         h->cands[i] = cands[i];
-        if (cands[i]->base != m) rc = rm_errorf(RM_EMISMATCH, "lorahub: candidate %s is not bound to the model", cands[i]->path);
+        if (cands[i]->base != m)
+            rc = rm_errorf(RM_EMISMATCH, "lorahub: candidate %s is not bound to the model", cands[i]->path);
     }
     if (rc) {
         rm_lorahub_free(h);
@@ -317,7 +326,10 @@ int rm_lorahub_objective(rm_lorahub *h, int n_points, const double *w, double l1
 
 // ---------------------------------------------------------------- the search
 
-typedef struct search_ctx { rm_lorahub *h; double l1; } search_ctx;
+typedef struct search_ctx {
+    rm_lorahub *h;
+    double l1;
+} search_ctx;
 
 static int search_fn(void *user, int n, int dim, const double *x, double *fx) {
     search_ctx *c = user;
@@ -328,7 +340,8 @@ static int search_fn(void *user, int n, int dim, const double *x, double *fx) {
 int rm_lorahub_search(rm_lorahub *h, const rm_lorahub_params *p, rm_lorahub_result *res) {
     memset(res, 0, sizeof *res);
     if (p->iterations < 1 || !(p->bound > 0) || !(p->sigma > 0) || !(p->l1 >= 0))
-        return rm_errorf(RM_EINVAL, "lorahub: %d iterations, bound %g, sigma %g, l1 %g", p->iterations, p->bound, p->sigma, p->l1);
+        return rm_errorf(RM_EINVAL, "lorahub: %d iterations, bound %g, sigma %g, l1 %g", p->iterations, p->bound,
+                         p->sigma, p->l1);
     int n = h->n;
     double *x0 = malloc((size_t)n * sizeof *x0), *best = malloc((size_t)n * sizeof *best);
     res->w = malloc((size_t)n * sizeof *res->w);

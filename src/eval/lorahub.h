@@ -33,13 +33,13 @@
 #include "train/train.h"
 
 typedef struct rm_lorahub_params {
-    int n_examples;    // labelled examples of the task (5)
-    int n_candidates;  // adapters merged (20; fewer when the pool has fewer)
-    int iterations;    // objective evaluations, the uniform start's included (40)
-    double l1;         // weight of sum |w_i| (0.05)
-    double sigma;      // CMA-ES's initial step (0.5)
-    double bound;      // |w_i| <= bound (1.5)
-    uint64_t seed;     // examples drawn and CMA-ES's draws (1)
+    int n_examples;   // labelled examples of the task (5)
+    int n_candidates; // adapters merged (20; fewer when the pool has fewer)
+    int iterations;   // objective evaluations, the uniform start's included (40)
+    double l1;        // weight of sum |w_i| (0.05)
+    double sigma;     // CMA-ES's initial step (0.5)
+    double bound;     // |w_i| <= bound (1.5)
+    uint64_t seed;    // examples drawn and CMA-ES's draws (1)
 } rm_lorahub_params;
 rm_lorahub_params rm_lorahub_default_params(void);
 
@@ -74,8 +74,8 @@ void rm_lorahub_free(rm_lorahub *h);
 int rm_lorahub_objective(rm_lorahub *h, int n_points, const double *w, double l1, double *f);
 
 typedef struct rm_lorahub_result {
-    float *w;          // [n] the weights found (malloc'd)
-    double f0, f;      // the objective at the uniform start and at w
+    float *w;     // [n] the weights found (malloc'd)
+    double f0, f; // the objective at the uniform start and at w
     int evaluations;
 } rm_lorahub_result;
 // The search: CMA-ES from w_i = 1/n with p's budget, step, bound and seed.

@@ -11,9 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-const char *const rm_method_names[RM_METHOD_N_NAMED] = {
-    "base", "oracle", "selection", "mixture", "fusion", "moe-top1", "moe-topk", "moe-soft", "smear", "adaptersoup",
-    "lorahub", "arrow", "ramole"};
+const char *const rm_method_names[RM_METHOD_N_NAMED] = {"base",     "oracle",   "selection", "mixture", "fusion",
+                                                        "moe-top1", "moe-topk", "moe-soft",  "smear",   "adaptersoup",
+                                                        "lorahub",  "arrow",    "ramole"};
 
 int rm_method_named(rm_method *m, const char *name, int k) {
     memset(m, 0, sizeof *m);
@@ -31,9 +31,9 @@ int rm_method_named(rm_method *m, const char *name, int k) {
     m->min_score = -INFINITY;
     m->lorahub = rm_lorahub_default_params();
     static const rm_method_kind kinds[RM_METHOD_N_NAMED] = {
-        RM_METHOD_NONE, RM_METHOD_ORACLE, RM_METHOD_RETRIEVE, RM_METHOD_RETRIEVE, RM_METHOD_RETRIEVE, RM_METHOD_GATE,
-        RM_METHOD_GATE, RM_METHOD_GATE, RM_METHOD_GATE, RM_METHOD_KEYS, RM_METHOD_LORAHUB, RM_METHOD_ARROW,
-        RM_METHOD_RETRIEVE};
+        RM_METHOD_NONE,    RM_METHOD_ORACLE, RM_METHOD_RETRIEVE, RM_METHOD_RETRIEVE, RM_METHOD_RETRIEVE,
+        RM_METHOD_GATE,    RM_METHOD_GATE,   RM_METHOD_GATE,     RM_METHOD_GATE,     RM_METHOD_KEYS,
+        RM_METHOD_LORAHUB, RM_METHOD_ARROW,  RM_METHOD_RETRIEVE};
     m->kind = kinds[i];
     if (!strcmp(name, "oracle") || !strcmp(name, "selection")) m->compose = RM_COMPOSE_SELECTION, m->k = 1;
     else if (!strcmp(name, "mixture")) m->compose = RM_COMPOSE_MIXTURE;
@@ -51,8 +51,8 @@ static int named_gate_kind(const char *name) {
 }
 
 static const char *method_label(const rm_method *m) {
-    static const char *const kinds[] = {"the base model", "the oracle", "retrieval", "adaptersoup", "fixed adapters",
-                                        "a gate", "arrow", "lorahub"};
+    static const char *const kinds[] = {"the base model", "the oracle", "retrieval", "adaptersoup",
+                                        "fixed adapters", "a gate",     "arrow",     "lorahub"};
     return m->name ? m->name : kinds[m->kind];
 }
 
@@ -62,12 +62,15 @@ int rm_method_check(const rm_method *m) {
     const char *who = method_label(m);
     int per_request = m->kind == RM_METHOD_ORACLE || m->kind == RM_METHOD_RETRIEVE || m->kind == RM_METHOD_FIXED;
     if (per_request && (m->compose < -1 || m->compose > RM_COMPOSE_ROUTER))
-        return rm_errorf(RM_EINVAL, "%s: composition %s does not take per-request adapters", who, rm_compose_name(m->compose));
+        return rm_errorf(RM_EINVAL, "%s: composition %s does not take per-request adapters", who,
+                         rm_compose_name(m->compose));
     if ((per_request && m->compose == RM_COMPOSE_ROUTER) != (m->router != NULL))
-        return rm_errorf(RM_EINVAL, "%s: %s", who, m->router ? "a router goes with the router composition"
-                                                             : "the router composition needs a router file (--router FILE)");
+        return rm_errorf(RM_EINVAL, "%s: %s", who,
+                         m->router ? "a router goes with the router composition"
+                                   : "the router composition needs a router file (--router FILE)");
     if ((m->kind == RM_METHOD_GATE) != (m->gate != NULL))
-        return rm_errorf(RM_EINVAL, "%s: %s", who, m->gate ? "a gate file goes with a gate method" : "needs a gate file (--gate FILE)");
+        return rm_errorf(RM_EINVAL, "%s: %s", who,
+                         m->gate ? "a gate file goes with a gate method" : "needs a gate file (--gate FILE)");
     if ((m->kind == RM_METHOD_RETRIEVE || m->kind == RM_METHOD_KEYS) && (m->k < 1 || m->k > RM_PLAN_MAX))
         return rm_errorf(RM_EINVAL, "%s: k = %d (1..%d adapters a request)", who, m->k, RM_PLAN_MAX);
     if (m->kind == RM_METHOD_RETRIEVE && m->compose == RM_COMPOSE_SELECTION && m->k != 1)
@@ -76,36 +79,47 @@ int rm_method_check(const rm_method *m) {
     if (m->kind == RM_METHOD_FIXED && (m->n_paths < 1 || m->n_paths > RM_PLAN_MAX))
         return rm_errorf(RM_EINVAL, "%s: %d adapters (1..%d)", who, m->n_paths, RM_PLAN_MAX);
     if (m->exclude_own && m->kind == RM_METHOD_ORACLE)
-        return rm_errorf(RM_EINVAL, "the oracle has no out-of-distribution form: its adapter is the request's own task's");
+        return rm_errorf(RM_EINVAL,
+                         "the oracle has no out-of-distribution form: its adapter is the request's own task's");
     if (m->exclude_own && !rm_method_needs_pool(m))
-        return rm_errorf(RM_EINVAL, "%s: leaving out the request's own adapter applies to the pool's adapters only", who);
+        return rm_errorf(RM_EINVAL, "%s: leaving out the request's own adapter applies to the pool's adapters only",
+                         who);
     const rm_lorahub_params *h = &m->lorahub;
-    if (m->kind == RM_METHOD_LORAHUB && (h->n_examples < 1 || h->n_candidates < 1 || h->n_candidates > RM_CMAES_MAX_DIM ||
-                                         h->iterations < 1 || !(h->l1 >= 0) || !(h->sigma > 0) || !(h->bound > 0)))
-        return rm_errorf(RM_EINVAL, "%s: %d examples, %d candidates (1..%d), %d iterations, l1 %g, sigma %g, bound %g", who,
-                         h->n_examples, h->n_candidates, RM_CMAES_MAX_DIM, h->iterations, h->l1, h->sigma, h->bound);
+    if (m->kind == RM_METHOD_LORAHUB &&
+        (h->n_examples < 1 || h->n_candidates < 1 || h->n_candidates > RM_CMAES_MAX_DIM || h->iterations < 1 ||
+         !(h->l1 >= 0) || !(h->sigma > 0) || !(h->bound > 0)))
+        return rm_errorf(RM_EINVAL, "%s: %d examples, %d candidates (1..%d), %d iterations, l1 %g, sigma %g, bound %g",
+                         who, h->n_examples, h->n_candidates, RM_CMAES_MAX_DIM, h->iterations, h->l1, h->sigma,
+                         h->bound);
     return RM_OK;
 }
 
 // ---------------------------------------------------------------- the environment
 
-typedef struct named_router { char *path; rm_lora *router; } named_router;
-typedef struct named_gate { char *path; rm_gate *gate; rm_lora_set *set; } named_gate;
+typedef struct named_router {
+    char *path;
+    rm_lora *router;
+} named_router;
+typedef struct named_gate {
+    char *path;
+    rm_gate *gate;
+    rm_lora_set *set;
+} named_gate;
 
 struct rm_eval_env {
     rm_llama *m;
     rm_pool *pool;
     rm_threadpool *tp;
     rm_run_params p;
-    rm_lora_cache cache;         // every adapter, loaded once
-    rm_adapter_info *list;       // the pool's adapters (listed on first need)
+    rm_lora_cache cache;   // every adapter, loaded once
+    rm_adapter_info *list; // the pool's adapters (listed on first need)
     int n_list, listed;
     named_router *routers;
     int n_routers;
     named_gate *gates;
     int n_gates;
-    rm_lora_set *all;            // Arrow's set: every pool adapter with weights
-    rm_fusion_cache *fusion;     // fused pairs shared by requests with the same adapters
+    rm_lora_set *all;        // Arrow's set: every pool adapter with weights
+    rm_fusion_cache *fusion; // fused pairs shared by requests with the same adapters
     rm_eval_lorahub *lh;
     int n_lh;
 };
@@ -183,7 +197,10 @@ static const rm_lora *env_router(rm_eval_env *e, const char *path, int *rc) {
     for (int i = 0; i < e->n_routers; i++)
         if (!strcmp(e->routers[i].path, path)) return e->routers[i].router;
     named_router *r = realloc(e->routers, (size_t)(e->n_routers + 1) * sizeof *r);
-    if (!r) { *rc = rm_errorf(RM_ENOMEM, "out of memory"); return NULL; }
+    if (!r) {
+        *rc = rm_errorf(RM_ENOMEM, "out of memory");
+        return NULL;
+    }
     e->routers = r;
     named_router *x = &e->routers[e->n_routers];
     memset(x, 0, sizeof *x);
@@ -201,7 +218,10 @@ static named_gate *env_gate_of(rm_eval_env *e, const char *path, int *rc) {
     for (int i = 0; i < e->n_gates; i++)
         if (!strcmp(e->gates[i].path, path)) return &e->gates[i];
     named_gate *g = realloc(e->gates, (size_t)(e->n_gates + 1) * sizeof *g);
-    if (!g) { *rc = rm_errorf(RM_ENOMEM, "out of memory"); return NULL; }
+    if (!g) {
+        *rc = rm_errorf(RM_ENOMEM, "out of memory");
+        return NULL;
+    }
     e->gates = g;
     named_gate *x = &e->gates[e->n_gates];
     memset(x, 0, sizeof *x);
@@ -246,7 +266,8 @@ static int lorahub_task(rm_eval_env *e, const rm_method *method, const char *tas
     h->exclude_own = method->exclude_own != 0;
     h->params = *p;
     if (!(h->task = strdup(task))) return rm_errorf(RM_ENOMEM, "out of memory");
-    if (!e->p.task_data) return rm_errorf(RM_EINVAL, "lorahub needs the tasks' training data (a directory of NAME.jsonl)");
+    if (!e->p.task_data)
+        return rm_errorf(RM_EINVAL, "lorahub needs the tasks' training data (a directory of NAME.jsonl)");
     char path[4096];
     if ((size_t)snprintf(path, sizeof path, "%s/%s.jsonl", e->p.task_data, task) >= sizeof path)
         return rm_errorf(RM_EINVAL, "lorahub: the path of task '%s' is too long", task);
@@ -304,7 +325,8 @@ int rm_eval_env_prepare(rm_eval_env *e, const rm_method *method, const char *con
             rc = rm_errorf(RM_EINVAL, "%s: a %s gate, not the %s gate method '%s' needs", method->gate,
                            rm_gate_kind_name(g->gate->kind), rm_gate_kind_name((rm_gate_kind)want), method->name);
     }
-    if (!rc && method->kind == RM_METHOD_ARROW && !e->all) rc = rm_pool_load_set_all_shared(e->pool, e->m, &e->cache, &e->all);
+    if (!rc && method->kind == RM_METHOD_ARROW && !e->all)
+        rc = rm_pool_load_set_all_shared(e->pool, e->m, &e->cache, &e->all);
     if (!rc && method->kind == RM_METHOD_LORAHUB) rc = prepare_lorahub(e, method, tasks, n_tasks);
     return rc;
 }
@@ -363,11 +385,15 @@ int rm_eval_choose(rm_eval_env *e, const rm_method *method, const rm_eval_req *r
         break;
     case RM_METHOD_KEYS: rc = rc ? rc : rm_pool_pick_keys(e->pool, r->inputs, method->k, ex, n_ex, &c->pick); break;
     case RM_METHOD_FIXED:
-        for (int i = 0; !rc && i < method->n_paths; i++) rc = rm_pick_push(&c->pick, method->paths[i], method->paths[i], NULL, 1.0f);
+        for (int i = 0; !rc && i < method->n_paths; i++)
+            rc = rm_pick_push(&c->pick, method->paths[i], method->paths[i], NULL, 1.0f);
         break;
     case RM_METHOD_GATE:
     case RM_METHOD_ARROW:
-        if (!(set = method_set(e, method, &gate))) { rc = rm_errorf(RM_EINVAL, "eval: the method's set is not loaded"); break; }
+        if (!(set = method_set(e, method, &gate))) {
+            rc = rm_errorf(RM_EINVAL, "eval: the method's set is not loaded");
+            break;
+        }
         int own = method->exclude_own ? rm_lora_set_find_task(set, r->task) : -1;
         c->own_excluded = own >= 0;
         if (!rc && !(c->names = calloc((size_t)set->n, sizeof *c->names))) rc = rm_errorf(RM_ENOMEM, "out of memory");
@@ -382,7 +408,8 @@ int rm_eval_choose(rm_eval_env *e, const rm_method *method, const rm_eval_req *r
             rc = rm_errorf(RM_EINVAL, "eval: lorahub has not been prepared for task '%s'", r->task);
             break;
         }
-        if (!rc && !(c->names = calloc((size_t)lh->n + 1, sizeof *c->names))) rc = rm_errorf(RM_ENOMEM, "out of memory");
+        if (!rc && !(c->names = calloc((size_t)lh->n + 1, sizeof *c->names)))
+            rc = rm_errorf(RM_ENOMEM, "out of memory");
         for (int i = 0; !rc && i < lh->n; i++) {
             c->names[c->n_names++] = lh->names[i];
             c->own_used |= !strcmp(pool_task_of(e, lh->names[i]), r->task);
@@ -437,7 +464,8 @@ int rm_eval_plan(rm_eval_env *e, const rm_method *method, const rm_eval_req *r, 
             const rm_lora *router = env_router(e, method->router, &rc);
             rc = router ? rm_lora_plan_init_router(plan, pk->n, ls, router) : rc;
         } else {
-            rc = rm_lora_plan_init(plan, (rm_compose_mode)mode, pk->n, ls, NULL, mode == RM_COMPOSE_FUSION ? e->fusion : NULL);
+            rc = rm_lora_plan_init(plan, (rm_compose_mode)mode, pk->n, ls, NULL,
+                                   mode == RM_COMPOSE_FUSION ? e->fusion : NULL);
         }
     }
     }

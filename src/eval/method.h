@@ -48,18 +48,18 @@ typedef enum {
 } rm_method_kind;
 
 typedef struct rm_method {
-    const char *name;           // the table's name ("selection", ...), or NULL
+    const char *name; // the table's name ("selection", ...), or NULL
     rm_method_kind kind;
-    int compose;                // ORACLE, RETRIEVE, FIXED: an rm_compose_mode among selection, mixture,
-                                // fusion, router; -1: selection for one adapter, mixture for more
-    int k;                      // RETRIEVE, KEYS: adapters per request; ARROW: per token
-    float min_score;            // RETRIEVE: adapters scoring at least this (-INFINITY: any)
-    const char *router;         // compose router: the RouterLoRA file
-    const char *gate;           // GATE: the gate file
-    const char *const *paths;   // FIXED: adapter files (n_paths of them)
+    int compose;              // ORACLE, RETRIEVE, FIXED: an rm_compose_mode among selection, mixture,
+                              // fusion, router; -1: selection for one adapter, mixture for more
+    int k;                    // RETRIEVE, KEYS: adapters per request; ARROW: per token
+    float min_score;          // RETRIEVE: adapters scoring at least this (-INFINITY: any)
+    const char *router;       // compose router: the RouterLoRA file
+    const char *gate;         // GATE: the gate file
+    const char *const *paths; // FIXED: adapter files (n_paths of them)
     int n_paths;
-    int exclude_own;            // out of distribution (see above)
-    rm_lorahub_params lorahub;  // LORAHUB
+    int exclude_own;           // out of distribution (see above)
+    rm_lorahub_params lorahub; // LORAHUB
 } rm_method;
 
 // The table's methods, in the order of the paper's table.
@@ -78,13 +78,13 @@ int rm_method_needs_pool(const rm_method *m);
 // ---------------------------------------------------------------- what the methods share
 
 typedef struct rm_run_params {
-    const char *tmpl;       // the prompt ("{inputs}" replaced); NULL: the Alpaca prompt
-    const char *task_data;  // LoraHub: the directory of the tasks' training files NAME.jsonl
-    int max_new;            // new tokens per request, greedy (64)
-    int ctx;                // positions per request (0: the model's, at most 2048)
-    int slots;              // requests decoded together (8)
-    int rows;               // batch rows per forward pass (512)
-    int limit;              // the first `limit` requests of each task (0: all)
+    const char *tmpl;      // the prompt ("{inputs}" replaced); NULL: the Alpaca prompt
+    const char *task_data; // LoraHub: the directory of the tasks' training files NAME.jsonl
+    int max_new;           // new tokens per request, greedy (64)
+    int ctx;               // positions per request (0: the model's, at most 2048)
+    int slots;             // requests decoded together (8)
+    int rows;              // batch rows per forward pass (512)
+    int limit;             // the first `limit` requests of each task (0: all)
     // progress (may be NULL): stage "retrieve" (requests), "lorahub" (tasks) or "generate" (requests)
     void (*progress)(void *user, const char *stage, long done, long total);
     void *user;
@@ -107,12 +107,12 @@ int rm_eval_env_prepare(rm_eval_env *e, const rm_method *method, const char *con
 
 // The adapters a request gets under a prepared method, as a record.
 typedef struct rm_eval_choice {
-    rm_pick pick;              // ORACLE, RETRIEVE, KEYS, FIXED: the adapters (names, files, tasks, scores)
-    const char **names;        // every adapter the plan may use (for a set: its members not left out)
+    rm_pick pick;       // ORACLE, RETRIEVE, KEYS, FIXED: the adapters (names, files, tasks, scores)
+    const char **names; // every adapter the plan may use (for a set: its members not left out)
     int n_names;
-    const float *weights;      // LoraHub: the merge weights of names, else NULL
-    int own_used;              // the request's own task's adapter is among names
-    int own_excluded;          // exclude_own left out an adapter of the request's task
+    const float *weights; // LoraHub: the merge weights of names, else NULL
+    int own_used;         // the request's own task's adapter is among names
+    int own_excluded;     // exclude_own left out an adapter of the request's task
 } rm_eval_choice;
 // Chooses the request's adapters (retrieval happens here).
 int rm_eval_choose(rm_eval_env *e, const rm_method *method, const rm_eval_req *r, rm_eval_choice *c);
@@ -126,11 +126,11 @@ int rm_eval_plan(rm_eval_env *e, const rm_method *method, const rm_eval_req *r, 
 typedef struct rm_eval_lorahub {
     char *task;
     int exclude_own;
-    rm_lorahub_params params;  // the search's settings (an entry per task, block and settings)
-    char **names;              // the candidates, best first
+    rm_lorahub_params params; // the search's settings (an entry per task, block and settings)
+    char **names;             // the candidates, best first
     int n;
-    rm_lorahub_result res;     // res.w: their weights
-    rm_lora *merged;           // sum w_i A_i, sum w_i s_i B_i
+    rm_lorahub_result res; // res.w: their weights
+    rm_lora *merged;       // sum w_i A_i, sum w_i s_i B_i
 } rm_eval_lorahub;
 const rm_eval_lorahub *rm_eval_env_lorahub(const rm_eval_env *e, const rm_method *method, const char *task);
 #endif

@@ -28,10 +28,21 @@ const char *rm_metric_name(rm_metric m) {
 
 // ---- tokens --------------------------------------------------------------------
 
-typedef struct { const char *s; int len; } tok;
-typedef struct { tok *t; int n, cap; char *buf; } toks;
+typedef struct {
+    const char *s;
+    int len;
+} tok;
+typedef struct {
+    tok *t;
+    int n, cap;
+    char *buf;
+} toks;
 
-static void toks_free(toks *t) { free(t->t); free(t->buf); memset(t, 0, sizeof *t); }
+static void toks_free(toks *t) {
+    free(t->t);
+    free(t->buf);
+    memset(t, 0, sizeof *t);
+}
 
 static int toks_push(toks *t, const char *s, int len) {
     if (RM_GROW(t->t, t->n, t->cap, 32)) return rm_error_prefix(RM_ENOMEM, "metrics");
@@ -39,8 +50,12 @@ static int toks_push(toks *t, const char *s, int len) {
     return RM_OK;
 }
 
-static int is_space(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
-static int is_punct(unsigned char c) { return c > 32 && c < 127 && !(c >= '0' && c <= '9') && !((c | 32) >= 'a' && (c | 32) <= 'z'); }
+static int is_space(unsigned char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
+static int is_punct(unsigned char c) {
+    return c > 32 && c < 127 && !(c >= '0' && c <= '9') && !((c | 32) >= 'a' && (c | 32) <= 'z');
+}
 static int is_digit(unsigned char c) { return c >= '0' && c <= '9'; }
 static int is_word(unsigned char c) { return c >= 0x80 || is_digit(c) || ((c | 32) >= 'a' && (c | 32) <= 'z'); }
 static unsigned char lower(unsigned char c) { return c >= 'A' && c <= 'Z' ? (unsigned char)(c | 32) : c; }
@@ -59,7 +74,10 @@ static int toks_copy(toks *t, const char *text, int lowercase) {
 static int rouge_tokens(const char *text, toks *t) {
     int rc = toks_copy(t, text, 1);
     for (const char *p = t->buf; !rc && *p;) {
-        if (!is_word((unsigned char)*p)) { p++; continue; }
+        if (!is_word((unsigned char)*p)) {
+            p++;
+            continue;
+        }
         const char *s = p;
         while (*p && is_word((unsigned char)*p)) p++;
         rc = toks_push(t, s, (int)(p - s));
@@ -75,13 +93,22 @@ static int bleu_tokens(const char *text, toks *t) {
     const char *b = t->buf;
     for (const char *p = b; !rc && *p;) {
         unsigned char c = (unsigned char)*p;
-        if (is_space(c)) { p++; continue; }
-        int numeric_sep = (c == '.' || c == ',') && p > b && is_digit((unsigned char)p[-1]) && is_digit((unsigned char)p[1]);
-        if (is_punct(c) && !numeric_sep) { rc = toks_push(t, p, 1); p++; continue; }
+        if (is_space(c)) {
+            p++;
+            continue;
+        }
+        int numeric_sep =
+            (c == '.' || c == ',') && p > b && is_digit((unsigned char)p[-1]) && is_digit((unsigned char)p[1]);
+        if (is_punct(c) && !numeric_sep) {
+            rc = toks_push(t, p, 1);
+            p++;
+            continue;
+        }
         const char *s = p;
         while (*p && !is_space((unsigned char)*p)) {
             unsigned char d = (unsigned char)*p;
-            int sep = (d == '.' || d == ',') && p > b && is_digit((unsigned char)p[-1]) && is_digit((unsigned char)p[1]);
+            int sep =
+                (d == '.' || d == ',') && p > b && is_digit((unsigned char)p[-1]) && is_digit((unsigned char)p[1]);
             if (p > s && is_punct(d) && !sep) break;
             p++;
         }
@@ -97,7 +124,11 @@ static int bleu_tokens(const char *text, toks *t) {
 static char *em_normal(const char *text) {
     size_t n = strlen(text);
     char *w = malloc(n + 1), *out = malloc(n + 1);
-    if (!w || !out) { free(w); free(out); return NULL; }
+    if (!w || !out) {
+        free(w);
+        free(out);
+        return NULL;
+    }
     size_t m = 0, o = 0;
     for (size_t i = 0; i < n; i++) { // lower case, punctuation out
         unsigned char c = (unsigned char)text[i];
@@ -110,7 +141,9 @@ static char *em_normal(const char *text) {
         while (i < m && !is_space((unsigned char)w[i])) i++;
         size_t len = i - s;
         if (!len) break;
-        if ((len == 1 && w[s] == 'a') || (len == 2 && !memcmp(w + s, "an", 2)) || (len == 3 && !memcmp(w + s, "the", 3))) continue;
+        if ((len == 1 && w[s] == 'a') || (len == 2 && !memcmp(w + s, "an", 2)) ||
+            (len == 3 && !memcmp(w + s, "the", 3)))
+            continue;
         if (o) out[o++] = ' ';
         memcpy(out + o, w + s, len);
         o += len;
@@ -163,7 +196,11 @@ static int clipped_matches(const toks *pred, const toks *target, int n, int *mat
     for (int i = 0, j = 0; !rc && i < na && j < nb;) {
         if (a[i] < b[j]) i++;
         else if (a[i] > b[j]) j++;
-        else { m++; i++; j++; }
+        else {
+            m++;
+            i++;
+            j++;
+        }
     }
     free(a);
     free(b);
@@ -184,10 +221,15 @@ static int lcs(const toks *a, const toks *b, int *out) {
     enum { CAP = 4096 };
     int na = a->n < CAP ? a->n : CAP, nb = b->n < CAP ? b->n : CAP;
     int *prev = calloc((size_t)nb + 1, sizeof *prev), *cur = calloc((size_t)nb + 1, sizeof *cur);
-    if (!prev || !cur) { free(prev); free(cur); return rm_errorf(RM_ENOMEM, "metrics: out of memory"); }
+    if (!prev || !cur) {
+        free(prev);
+        free(cur);
+        return rm_errorf(RM_ENOMEM, "metrics: out of memory");
+    }
     for (int i = 1; i <= na; i++) {
         for (int j = 1; j <= nb; j++)
-            cur[j] = tok_eq(&a->t[i - 1], &b->t[j - 1]) ? prev[j - 1] + 1 : (prev[j] > cur[j - 1] ? prev[j] : cur[j - 1]);
+            cur[j] =
+                tok_eq(&a->t[i - 1], &b->t[j - 1]) ? prev[j - 1] + 1 : (prev[j] > cur[j - 1] ? prev[j] : cur[j - 1]);
         int *s = prev;
         prev = cur, cur = s;
     }
@@ -202,7 +244,10 @@ int rm_metric_rouge(const char *pred, const char *target, rm_rouge *out) {
     toks p, t;
     int rc = rouge_tokens(pred, &p);
     if (rc) return rc;
-    if ((rc = rouge_tokens(target, &t))) { toks_free(&p); return rc; }
+    if ((rc = rouge_tokens(target, &t))) {
+        toks_free(&p);
+        return rc;
+    }
     int m, np, nt, l = 0;
     if (!(rc = clipped_matches(&p, &t, 1, &m, &np, &nt))) out->r1 = f1(m, np, nt);
     if (!rc && !(rc = clipped_matches(&p, &t, 2, &m, &np, &nt))) out->r2 = f1(m, np, nt);
@@ -220,7 +265,10 @@ int rm_bleu_add(rm_bleu *b, const char *pred, const char *target) {
     toks p, t;
     int rc = bleu_tokens(pred, &p);
     if (rc) return rc;
-    if ((rc = bleu_tokens(target, &t))) { toks_free(&p); return rc; }
+    if ((rc = bleu_tokens(target, &t))) {
+        toks_free(&p);
+        return rc;
+    }
     for (int n = 1; n <= 4 && !rc; n++) {
         int m, np, nt;
         rc = clipped_matches(&p, &t, n, &m, &np, &nt);
@@ -239,7 +287,10 @@ double rm_bleu_score(const rm_bleu *b) {
         if (b->total[n] <= 0) return 0;
         double p;
         if (b->match[n] > 0) p = b->match[n] / b->total[n];
-        else { smooth *= 2; p = 1 / (smooth * b->total[n]); }
+        else {
+            smooth *= 2;
+            p = 1 / (smooth * b->total[n]);
+        }
         log_sum += log(p);
     }
     double bp = b->pred_len < b->ref_len ? exp(1 - b->ref_len / b->pred_len) : 1;

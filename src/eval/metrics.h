@@ -31,7 +31,9 @@ const char *rm_metric_name(rm_metric m);
 // 1 when pred and target are equal after the normalisation above.
 int rm_metric_em(const char *pred, const char *target);
 
-typedef struct rm_rouge { double r1, r2, rl; } rm_rouge; // F1 scores
+typedef struct rm_rouge {
+    double r1, r2, rl;
+} rm_rouge; // F1 scores
 // ROUGE-1 / -2 / -L F1 of pred against target (0 when either has no tokens;
 // the LCS of texts over 4096 tokens is taken on their first 4096).
 int rm_metric_rouge(const char *pred, const char *target, rm_rouge *out);

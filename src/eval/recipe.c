@@ -11,9 +11,13 @@
 // chosen on the dev test file); script at weight 0.1 (chosen by the pool
 // leave-one-out figure, rm_flan_eval_pool_loo).
 rm_recipe_params rm_recipe_default_params(void) {
-    rm_recipe_params p = {.lex = rm_feat_lexical_params(), .proj = rm_hashproj_default_params(),
-                          .train = rm_contrastive_default_params(), .hybrid_weight = 0.0f, .shape_weight = 0.2f,
-                          .script_weight = 0.1f, .center_lex = 1};
+    rm_recipe_params p = {.lex = rm_feat_lexical_params(),
+                          .proj = rm_hashproj_default_params(),
+                          .train = rm_contrastive_default_params(),
+                          .hybrid_weight = 0.0f,
+                          .shape_weight = 0.2f,
+                          .script_weight = 0.1f,
+                          .center_lex = 1};
     p.proj.feat = p.lex;
     p.train.steps = 50;
     p.train.per_task = 10;
@@ -28,7 +32,11 @@ static int gather(const rm_flan_pool *pool, const unsigned char *seen, const cha
         if (!seen || seen[t]) m += pool->tasks[t].n;
     *texts = malloc((size_t)(m ? m : 1) * sizeof **texts);
     *labels = malloc((size_t)(m ? m : 1) * sizeof **labels);
-    if (!*texts || !*labels) { free(*texts); free(*labels); return rm_errorf(RM_ENOMEM, "recipe: out of memory"); }
+    if (!*texts || !*labels) {
+        free(*texts);
+        free(*labels);
+        return rm_errorf(RM_ENOMEM, "recipe: out of memory");
+    }
     m = 0;
     for (int t = 0; t < pool->n; t++) {
         if (seen && !seen[t]) continue;
@@ -49,7 +57,10 @@ static int build_lexical(const rm_flan_pool *pool, const rm_recipe_params *p, rm
     if (rc) return rc;
     rc = rm_lexical_create(&p->lex, texts, p->idf_by_adapter ? labels : NULL, n, p->prefix, out);
     if (!rc && p->center_lex) rc = rm_embedder_fit_center(*out, texts, n, p->train.n_threads);
-    if (rc) { rm_embedder_free(*out); *out = NULL; }
+    if (rc) {
+        rm_embedder_free(*out);
+        *out = NULL;
+    }
     free(texts);
     free(labels);
     return rc;
@@ -70,12 +81,16 @@ static int base_gram(const rm_embedder *base, const char *const *texts, int n, i
     for (int i = 0; i < n && !rc; i++) rc = rm_index_add(ix, i, emb + (size_t)i * (size_t)base->dim);
     if (!rc) rc = rm_index_search_batch(ix, emb, n, n, NULL, NULL, hits, n_hits);
     for (int i = 0; i < n && !rc; i++)
-        for (int h = 0; h < n_hits[i]; h++) sim[(size_t)i * n + (size_t)hits[(size_t)i * n + h].id] = hits[(size_t)i * n + h].score;
+        for (int h = 0; h < n_hits[i]; h++)
+            sim[(size_t)i * n + (size_t)hits[(size_t)i * n + h].id] = hits[(size_t)i * n + h].score;
     rm_index_free(ix);
     free(emb);
     free(hits);
     free(n_hits);
-    if (rc) { free(sim); return rc; }
+    if (rc) {
+        free(sim);
+        return rc;
+    }
     *out = sim;
     return RM_OK;
 }
@@ -98,7 +113,10 @@ static int build_hashproj(const rm_flan_pool *pool, const unsigned char *seen, c
         if (!rc) rc = rm_hashproj_train(*out, texts, labels, n, sim, bw, &p->train, NULL);
     }
     if (!rc && p->center_proj) rc = rm_embedder_fit_center(*out, texts, n, p->train.n_threads);
-    if (rc) { rm_embedder_free(*out); *out = NULL; }
+    if (rc) {
+        rm_embedder_free(*out);
+        *out = NULL;
+    }
     free(sim);
     free(texts);
     free(labels);
@@ -124,14 +142,24 @@ int rm_recipe_build(const char *name, const rm_flan_pool *pool, const unsigned c
         float w[4] = {1.0f, 0, 0, 0};
         int n = 1;
         int rc = build_lexical(pool, p, &parts[0]);
-        if (!rc && p->shape_weight > 0) { rc = rm_shape_create(p->prefix, &parts[n]); w[n++] = p->shape_weight; }
-        if (!rc && p->script_weight > 0) { rc = rm_script_create(p->prefix, &parts[n]); w[n++] = p->script_weight; }
+        if (!rc && p->shape_weight > 0) {
+            rc = rm_shape_create(p->prefix, &parts[n]);
+            w[n++] = p->shape_weight;
+        }
+        if (!rc && p->script_weight > 0) {
+            rc = rm_script_create(p->prefix, &parts[n]);
+            w[n++] = p->script_weight;
+        }
         if (!rc && p->hybrid_weight > 0) {
             rc = build_hashproj(pool, seen, p, p->residual ? parts[0] : NULL, &parts[n]);
             w[n++] = p->hybrid_weight;
         }
-        if (rc) { for (int i = 0; i < 4; i++) rm_embedder_free(parts[i]); return rc; }
+        if (rc) {
+            for (int i = 0; i < 4; i++) rm_embedder_free(parts[i]);
+            return rc;
+        }
         return rm_hybrid_create(parts, w, n, out);
     }
-    return rm_errorf(RM_EINVAL, "unknown embedder '%s' (lexical, hashproj, shape, script, hybrid, hybrid-learned)", name);
+    return rm_errorf(RM_EINVAL, "unknown embedder '%s' (lexical, hashproj, shape, script, hybrid, hybrid-learned)",
+                     name);
 }

@@ -24,14 +24,14 @@ typedef struct rm_recipe_params {
     rm_feat_params lex;
     rm_hashproj_params proj;
     rm_contrastive_params train;
-    int idf_by_adapter;      // lexical IDF counts adapters (sample groups), not samples
+    int idf_by_adapter;          // lexical IDF counts adapters (sample groups), not samples
     int center_lex, center_proj; // centre by the corpus mean (rm_embedder_fit_center)
-    float hybrid_weight;     // weight of the learned part in "hybrid" (lexical: 1; 0: none)
-    float shape_weight;      // weight of the shape part in "hybrid" (0: none)
-    float script_weight;     // weight of the script part in "hybrid" (0: none)
-    int residual;            // hybrid: train the projection for the hybrid's score
-                             // (lexical score fixed), not on its own
-    const char *prefix;      // NULL: RM_EMBED_DEFAULT_PREFIX
+    float hybrid_weight;         // weight of the learned part in "hybrid" (lexical: 1; 0: none)
+    float shape_weight;          // weight of the shape part in "hybrid" (0: none)
+    float script_weight;         // weight of the script part in "hybrid" (0: none)
+    int residual;                // hybrid: train the projection for the hybrid's score
+                                 // (lexical score fixed), not on its own
+    const char *prefix;          // NULL: RM_EMBED_DEFAULT_PREFIX
 } rm_recipe_params;
 
 rm_recipe_params rm_recipe_default_params(void);

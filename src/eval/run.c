@@ -26,7 +26,8 @@ static char *detokenize(const rm_tokenizer *tok, const int32_t *ids, int n) {
     }
     size_t a = 0, b = sb.len;
     while (a < b && (sb.buf[a] == ' ' || sb.buf[a] == '\n' || sb.buf[a] == '\t' || sb.buf[a] == '\r')) a++;
-    while (b > a && (sb.buf[b - 1] == ' ' || sb.buf[b - 1] == '\n' || sb.buf[b - 1] == '\t' || sb.buf[b - 1] == '\r')) b--;
+    while (b > a && (sb.buf[b - 1] == ' ' || sb.buf[b - 1] == '\n' || sb.buf[b - 1] == '\t' || sb.buf[b - 1] == '\r'))
+        b--;
     memmove(sb.buf, sb.buf + a, b - a);
     sb.buf[b - a] = 0;
     return sb.buf;
@@ -57,16 +58,25 @@ static int prompt_ids(const rm_llama *m, const char *tmpl, const char *inputs, i
     return RM_OK;
 }
 
-typedef struct done_ctx { rm_eval_item *it; int *n_done; } done_ctx;
+typedef struct done_ctx {
+    rm_eval_item *it;
+    int *n_done;
+} done_ctx;
 
 static void on_done(void *user, const int32_t *tokens, int n, const char *reason) {
     done_ctx *d = user;
     rm_eval_item *it = d->it;
     ++*d->n_done;
     (void)reason;
-    if (!tokens) { it->failed = 1; return; }
+    if (!tokens) {
+        it->failed = 1;
+        return;
+    }
     it->out = malloc((size_t)(n ? n : 1) * sizeof *it->out);
-    if (!it->out) { it->failed = 1; return; }
+    if (!it->out) {
+        it->failed = 1;
+        return;
+    }
     memcpy(it->out, tokens, (size_t)n * sizeof *tokens);
     it->n_tokens = n;
 }
@@ -161,9 +171,11 @@ int rm_eval_run(rm_eval_env *env, const rm_evalset *set, const rm_method *method
     rm_llama *m = rm_eval_env_model(env);
     if (!m->tok) return rm_errorf(RM_EINVAL, "%s has no tokenizer", m->path);
     if (p->ctx <= p->max_new + 1)
-        return rm_errorf(RM_EINVAL, "a context of %d positions leaves no room for a prompt and %d new tokens", p->ctx, p->max_new);
+        return rm_errorf(RM_EINVAL, "a context of %d positions leaves no room for a prompt and %d new tokens", p->ctx,
+                         p->max_new);
     if (n_methods < 1 || p->slots < 1 || p->max_new < 1 || p->limit < 0)
-        return rm_errorf(RM_EINVAL, "eval: %d methods, %d slots, %d new tokens, limit %d", n_methods, p->slots, p->max_new, p->limit);
+        return rm_errorf(RM_EINVAL, "eval: %d methods, %d slots, %d new tokens, limit %d", n_methods, p->slots,
+                         p->max_new, p->limit);
     int *idx = malloc((size_t)set->n * sizeof *idx), *n_ids = calloc((size_t)set->n, sizeof *n_ids), rc = RM_OK;
     const char **tasks = malloc((size_t)set->n * sizeof *tasks);
     int32_t **ids = calloc((size_t)set->n, sizeof *ids);

@@ -21,27 +21,27 @@
 
 typedef struct rm_eval_item {
     const rm_eval_req *req;
-    int request;            // index in the test set
-    int method;             // index in the run's methods
-    rm_eval_choice choice;  // its adapters (the record: names, weights, own adapter used or left out)
-    int cut;                // its prompt was cut to the context (keeping its end)
-    char *pred;             // the answer
-    int n_tokens;           // new tokens
-    double score;           // the request's own score (BLEU: of this pair alone)
-    int32_t *out;           // generated ids (internal)
+    int request;           // index in the test set
+    int method;            // index in the run's methods
+    rm_eval_choice choice; // its adapters (the record: names, weights, own adapter used or left out)
+    int cut;               // its prompt was cut to the context (keeping its end)
+    char *pred;            // the answer
+    int n_tokens;          // new tokens
+    double score;          // the request's own score (BLEU: of this pair alone)
+    int32_t *out;          // generated ids (internal)
     int failed;
 } rm_eval_item;
 
 typedef struct rm_run_result {
     int n_methods;
-    rm_scoreboard *board;       // [n_methods] scores by task
-    rm_eval_item *items;        // method by method, each over the requests in test-set order
-    int n_items, n_requests;    // requests: those run (after the limit)
-    long long forward_passes;   // the engine's counters over the run
-    long long rows;             // batch rows of those passes
-    long tokens;                // new tokens
-    double seconds;             // generating (retrieval and preparation not included)
-    int n_cut;                  // requests whose prompt was cut
+    rm_scoreboard *board;     // [n_methods] scores by task
+    rm_eval_item *items;      // method by method, each over the requests in test-set order
+    int n_items, n_requests;  // requests: those run (after the limit)
+    long long forward_passes; // the engine's counters over the run
+    long long rows;           // batch rows of those passes
+    long tokens;              // new tokens
+    double seconds;           // generating (retrieval and preparation not included)
+    int n_cut;                // requests whose prompt was cut
 } rm_run_result;
 
 // Runs methods[0..n_methods) over set (the first params.limit requests of each

@@ -11,12 +11,22 @@
 #include <string.h>
 
 // The rows as the paper names them, the trained file each needs, whether it trains.
-static const char *const k_labels[RM_METHOD_N_NAMED] = {
-    "Base", "Perfect selection", "Selection", "Mixture", "Fusion", "MoE top-1", "MoE top-k", "MoE soft", "SMEAR",
-    "AdapterSoup", "LoraHub (uses task labels)", "Arrow", "RAMoLE"};
+static const char *const k_labels[RM_METHOD_N_NAMED] = {"Base",
+                                                        "Perfect selection",
+                                                        "Selection",
+                                                        "Mixture",
+                                                        "Fusion",
+                                                        "MoE top-1",
+                                                        "MoE top-k",
+                                                        "MoE soft",
+                                                        "SMEAR",
+                                                        "AdapterSoup",
+                                                        "LoraHub (uses task labels)",
+                                                        "Arrow",
+                                                        "RAMoLE"};
 static const char *const k_files[RM_METHOD_N_NAMED] = {
-    NULL, NULL, NULL, NULL, NULL, "moe-top1.gguf", "moe-topk.gguf", "moe-soft.gguf", "smear.gguf", NULL, NULL, NULL,
-    "router.gguf"};
+    NULL,         NULL, NULL, NULL, NULL,         "moe-top1.gguf", "moe-topk.gguf", "moe-soft.gguf",
+    "smear.gguf", NULL, NULL, NULL, "router.gguf"};
 static const int k_trains[RM_METHOD_N_NAMED] = {0, 0, 0, 0, 0, 1, 1, 1, 1, 0, 1, 0, 1};
 enum { ROW_BASE = 0, ROW_ORACLE = 1, ROW_RAMOLE = 12 };
 enum { RUN_RAMOLE, RUN_OTHERS };
@@ -30,7 +40,7 @@ struct rm_table_res {
     rm_evalset set;
     char *tmpl;
     rm_eval_env *env;
-    char tasks_dir[4096];                       // the environment's and the methods' paths
+    char tasks_dir[4096]; // the environment's and the methods' paths
     char file[RM_METHOD_N_NAMED][4096];
 };
 
@@ -46,7 +56,8 @@ static void resources_free(resources *r) {
 }
 
 rm_table_params rm_table_default_params(void) {
-    rm_table_params p = {.split_seed = 1, .k = 3, .eval = rm_run_default_params(), .lorahub = rm_lorahub_default_params()};
+    rm_table_params p = {
+        .split_seed = 1, .k = 3, .eval = rm_run_default_params(), .lorahub = rm_lorahub_default_params()};
     p.eval.slots = 64;
     return p;
 }
@@ -96,9 +107,15 @@ static void note(rm_table *t, const char *fmt, ...) {
 
 // ---------------------------------------------------------------- the world and the split
 
-typedef struct wtask { char *name; int cluster; } wtask;
+typedef struct wtask {
+    char *name;
+    int cluster;
+} wtask;
 
-typedef struct world { wtask *t; int n; } world;
+typedef struct world {
+    wtask *t;
+    int n;
+} world;
 
 static void world_free(world *w) {
     for (int i = 0; i < w->n; i++) free(w->t[i].name);
@@ -126,8 +143,12 @@ static int load_world(const char *dir, rm_table *t, world *w) {
         rc = rm_errorf(RM_EFORMAT, "%s has no \"tasks\" list", path);
     if (!rc && !(w->t = calloc(tasks->n, sizeof *w->t))) rc = rm_errorf(RM_ENOMEM, "out of memory");
     for (size_t i = 0; !rc && i < tasks->n; i++) {
-        const char *name = rm_json_get_str(&tasks->items[i], "name", NULL), *cl = rm_json_get_str(&tasks->items[i], "cluster", NULL);
-        if (!name || !cl) { rc = rm_errorf(RM_EFORMAT, "%s: task %zu has no \"name\" and \"cluster\"", path, i + 1); break; }
+        const char *name = rm_json_get_str(&tasks->items[i], "name", NULL),
+                   *cl = rm_json_get_str(&tasks->items[i], "cluster", NULL);
+        if (!name || !cl) {
+            rc = rm_errorf(RM_EFORMAT, "%s: task %zu has no \"name\" and \"cluster\"", path, i + 1);
+            break;
+        }
         w->t[w->n].cluster = cluster_index(t, cl);
         if (w->t[w->n].cluster < 0 || !(w->t[w->n].name = strdup(name))) rc = rm_errorf(RM_ENOMEM, "out of memory");
         else w->n++;
@@ -140,7 +161,8 @@ static int str_list(const rm_json *a, const char *path, const char *key, char **
     if (!a || a->type != RM_JSON_ARRAY) return rm_errorf(RM_EFORMAT, "%s has no \"%s\" list", path, key);
     if (!(*out = calloc(a->n + 1, sizeof **out))) return rm_errorf(RM_ENOMEM, "out of memory");
     for (size_t i = 0; i < a->n; i++) {
-        if (a->items[i].type != RM_JSON_STRING) return rm_errorf(RM_EFORMAT, "%s: \"%s\" holds a non-string", path, key);
+        if (a->items[i].type != RM_JSON_STRING)
+            return rm_errorf(RM_EFORMAT, "%s: \"%s\" holds a non-string", path, key);
         if (!((*out)[*n] = strdup(a->items[i].str))) return rm_errorf(RM_ENOMEM, "out of memory");
         ++*n;
     }
@@ -194,7 +216,9 @@ static int wanted_methods(const char *list, int *wanted) {
 }
 
 // Where each (row, block) ran: run index and method index there (-1: not run).
-typedef struct where { int run, idx; } where;
+typedef struct where {
+    int run, idx;
+} where;
 
 // Adds row i's block to run r's methods.
 static int add_method(rm_table *t, int r, int i, int ood, const rm_table_params *p, const char *file, int *count,
@@ -274,8 +298,9 @@ int rm_table_run(const rm_table_params *p, rm_table *t) {
     int wanted[RM_METHOD_N_NAMED], count[2] = {0, 0};
     char exp[4096], sub[64];
     snprintf(sub, sizeof sub, "experiment/split-%d", p->split_seed);
-    int rc = !res ? rm_errorf(RM_ENOMEM, "out of memory") : !p->dir ? rm_errorf(RM_EINVAL, "table: no world directory")
-                                                                  : wanted_methods(p->methods, wanted);
+    int rc = !res      ? rm_errorf(RM_ENOMEM, "out of memory")
+             : !p->dir ? rm_errorf(RM_EINVAL, "table: no world directory")
+                       : wanted_methods(p->methods, wanted);
     t->res = res;
     if (!rc) rc = path_of(exp, sizeof exp, p->dir, sub);
     if (!rc && !(t->dir = strdup(p->dir))) rc = rm_errorf(RM_ENOMEM, "out of memory");
@@ -342,8 +367,10 @@ static void put_cell(rm_sb *sb, double v) {
 }
 
 static void markdown_block(const rm_table *t, int b, rm_sb *sb) {
-    rm_sb_printf(sb, "\n### %s\n\n| method |", b == RM_TABLE_IID ? "In distribution (IID): each request's own task's adapter is in the pool"
-                                                            : "Out of distribution (OOD): each request's own task's adapter left out (--exclude-own)");
+    rm_sb_printf(sb, "\n### %s\n\n| method |",
+                 b == RM_TABLE_IID
+                     ? "In distribution (IID): each request's own task's adapter is in the pool"
+                     : "Out of distribution (OOD): each request's own task's adapter left out (--exclude-own)");
     for (int c = 0; c < t->n_clusters; c++) rm_sb_printf(sb, " %s |", t->clusters[c]);
     rm_sb_puts(sb, " mean |");
     if (t->has_split) rm_sb_puts(sb, " seen | unseen |");
@@ -379,7 +406,8 @@ void rm_table_markdown(const rm_table *t, rm_sb *sb) {
     markdown_block(t, RM_TABLE_OOD, sb);
     rm_sb_puts(sb, "\nRows per forward pass (the engine's counters):");
     if (t->ran_run[RUN_RAMOLE])
-        rm_sb_printf(sb, " RAMoLE's requests, each with its own retrieved adapters, %.1f;", t->rows_per_forward[RUN_RAMOLE]);
+        rm_sb_printf(sb, " RAMoLE's requests, each with its own retrieved adapters, %.1f;",
+                     t->rows_per_forward[RUN_RAMOLE]);
     if (t->ran_run[RUN_OTHERS]) rm_sb_printf(sb, " the other methods together %.1f;", t->rows_per_forward[RUN_OTHERS]);
     rm_sb_printf(sb, " %.1f s in all.\n", t->seconds);
     for (int i = 0; i < t->n_notes; i++) rm_sb_printf(sb, "%s- %s\n", i ? "" : "\n", t->notes[i]);
@@ -402,7 +430,10 @@ static void json_block(const rm_table *t, int b, rm_sb *sb) {
         if (row->skipped) continue;
         rm_sb_printf(sb, "%s\"%s\": ", first ? "" : ", ", row->method);
         first = 0;
-        if (!row->ran[b]) { rm_sb_puts(sb, "null"); continue; }
+        if (!row->ran[b]) {
+            rm_sb_puts(sb, "null");
+            continue;
+        }
         rm_sb_puts(sb, "{\"mean\": ");
         rm_sb_json_num(sb, row->mean[b]);
         if (row->trains && t->has_split) {
@@ -469,7 +500,8 @@ int rm_table_svg(const rm_table *t, const char *path) {
     rm_sb title;
     rm_sb_init(&title);
     rm_sb_printf(&title, "RAMoLE's table: mean score over the tasks (%s, k = %d)", t->dir, t->k);
-    int rc = title.oom ? rm_errorf(RM_ENOMEM, "out of memory") : rm_svg_bars(path, title.buf, "mean score (x 100)", groups, n, series, 2, v);
+    int rc = title.oom ? rm_errorf(RM_ENOMEM, "out of memory")
+                       : rm_svg_bars(path, title.buf, "mean score (x 100)", groups, n, series, 2, v);
     rm_sb_free(&title);
     return rc;
 }

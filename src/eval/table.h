@@ -24,13 +24,13 @@
 #include "eval/run.h"
 
 typedef struct rm_table_params {
-    const char *dir;            // the world
-    const char *model;          // NULL: DIR/base.gguf
-    int split_seed;             // DIR/experiment/split-S (1)
-    int k;                      // adapters a request (a token for Arrow) (3)
-    const char *methods;        // comma-separated names (NULL: every method)
-    int threads;                // 0: all cores
-    rm_run_params eval;        // max_new, ctx, slots, rows, limit, progress (tmpl and task_data come from DIR)
+    const char *dir;     // the world
+    const char *model;   // NULL: DIR/base.gguf
+    int split_seed;      // DIR/experiment/split-S (1)
+    int k;               // adapters a request (a token for Arrow) (3)
+    const char *methods; // comma-separated names (NULL: every method)
+    int threads;         // 0: all cores
+    rm_run_params eval;  // max_new, ctx, slots, rows, limit, progress (tmpl and task_data come from DIR)
     rm_lorahub_params lorahub;
 } rm_table_params;
 rm_table_params rm_table_default_params(void);
@@ -38,13 +38,13 @@ rm_table_params rm_table_default_params(void);
 enum { RM_TABLE_IID, RM_TABLE_OOD };
 
 typedef struct rm_table_row {
-    const char *method;         // rm_method_names
-    const char *label;          // as the paper names it
-    int trains;                 // its seen / unseen means are shown
-    char *skipped;              // why it did not run (NULL: it ran)
-    int ran[2];                 // per block
+    const char *method;                 // rm_method_names
+    const char *label;                  // as the paper names it
+    int trains;                         // its seen / unseen means are shown
+    char *skipped;                      // why it did not run (NULL: it ran)
+    int ran[2];                         // per block
     double mean[2], seen[2], unseen[2]; // x 100; NaN when none
-    double *cluster[2];         // [n_clusters], x 100
+    double *cluster[2];                 // [n_clusters], x 100
 } rm_table_row;
 
 typedef struct rm_table {
@@ -52,9 +52,9 @@ typedef struct rm_table {
     int split_seed, k, n_requests, has_split, n_seen, n_unseen;
     char **clusters;
     int n_clusters;
-    char **seen, **unseen;      // the split's task names
+    char **seen, **unseen; // the split's task names
     rm_table_row rows[RM_METHOD_N_NAMED];
-    int n_rows;                 // the methods asked for, in the paper's order
+    int n_rows; // the methods asked for, in the paper's order
     char **notes;
     int n_notes;
     // the runs (0: RAMoLE, 1: the other methods; n_runs of them ran) and their methods
@@ -64,7 +64,7 @@ typedef struct rm_table {
     int ran_run[2];
     double rows_per_forward[2]; // the engine's rows / forward passes of each run (0: not run)
     double seconds;
-    struct rm_table_res *res;   // the model, pool, test set and environment the runs' items refer to
+    struct rm_table_res *res; // the model, pool, test set and environment the runs' items refer to
 } rm_table;
 
 int rm_table_run(const rm_table_params *p, rm_table *t);

@@ -18,39 +18,41 @@ const char *const rm_world_template = "Instruction: {inputs}\nResponse: ";
 
 #define COUNT(a) ((int)(sizeof(a) / sizeof((a)[0])))
 
-static const char *const NAMES[] = {
-    "Anna", "Boris", "Clara", "Dmitri", "Elsa", "Felix", "Greta", "Hugo", "Ida", "Jonas", "Karla", "Leon", "Mira",
-    "Nils", "Olga", "Pavel", "Rosa", "Sven", "Tilda", "Viktor", "Wanda", "Yusuf", "Zora", "Emil", "Frida", "Gustav",
-    "Hanna", "Ivan", "Jana", "Kurt", "Lena", "Marek", "Nora", "Oskar", "Petra", "Ruben", "Sara", "Tomas", "Ulla", "Vera"};
-static const char *const TOWNS[] = {
-    "Bellmoor", "Cinderfall", "Dunmore", "Eastwick", "Foxhollow", "Greyhaven", "Highmarsh", "Ironbridge",
-    "Juniper", "Kettleby", "Larkspur", "Millbrook", "Northwold", "Oakridge", "Pinecrest", "Queensbay",
-    "Redcliff", "Stonehill", "Thornbury", "Umberdale", "Valewood", "Westmere", "Yarrow", "Zennor"};
-static const char *const JOBS[] = {"baker", "sailor", "farmer", "teacher", "doctor", "painter", "miner", "weaver",
-                                   "fisher", "potter", "singer", "tailor", "guard", "cook", "builder", "merchant"};
-static const char *const OBJECTS[] = {"lamp", "boat", "key", "clock", "book", "ring", "map", "coat",
-                                      "basket", "bell", "hat", "cup", "kettle", "ladder", "mirror", "rope",
-                                      "sword", "violin", "wagon", "candle", "blanket", "bucket", "compass", "lantern"};
-static const char *const ANIMALS[] = {"dog", "cat", "horse", "goat", "owl", "fox", "rabbit", "sheep",
-                                      "duck", "pig", "cow", "mouse", "bear", "wolf", "swan", "frog"};
-static const char *const FOODS[] = {"bread", "apples", "cheese", "fish", "soup", "pears", "honey", "rice",
-                                    "beans", "plums", "carrots", "eggs", "cake", "nuts", "milk", "grapes"};
-static const char *const COLORS[] = {"red", "blue", "green", "yellow", "black", "white", "brown", "grey", "golden", "purple"};
+static const char *const NAMES[] = {"Anna",  "Boris",  "Clara", "Dmitri", "Elsa",  "Felix", "Greta", "Hugo",
+                                    "Ida",   "Jonas",  "Karla", "Leon",   "Mira",  "Nils",  "Olga",  "Pavel",
+                                    "Rosa",  "Sven",   "Tilda", "Viktor", "Wanda", "Yusuf", "Zora",  "Emil",
+                                    "Frida", "Gustav", "Hanna", "Ivan",   "Jana",  "Kurt",  "Lena",  "Marek",
+                                    "Nora",  "Oskar",  "Petra", "Ruben",  "Sara",  "Tomas", "Ulla",  "Vera"};
+static const char *const TOWNS[] = {"Bellmoor",  "Cinderfall", "Dunmore",   "Eastwick",  "Foxhollow", "Greyhaven",
+                                    "Highmarsh", "Ironbridge", "Juniper",   "Kettleby",  "Larkspur",  "Millbrook",
+                                    "Northwold", "Oakridge",   "Pinecrest", "Queensbay", "Redcliff",  "Stonehill",
+                                    "Thornbury", "Umberdale",  "Valewood",  "Westmere",  "Yarrow",    "Zennor"};
+static const char *const JOBS[] = {"baker",  "sailor", "farmer", "teacher", "doctor", "painter", "miner",   "weaver",
+                                   "fisher", "potter", "singer", "tailor",  "guard",  "cook",    "builder", "merchant"};
+static const char *const OBJECTS[] = {"lamp",   "boat",   "key",   "clock",  "book",    "ring",   "map",     "coat",
+                                      "basket", "bell",   "hat",   "cup",    "kettle",  "ladder", "mirror",  "rope",
+                                      "sword",  "violin", "wagon", "candle", "blanket", "bucket", "compass", "lantern"};
+static const char *const ANIMALS[] = {"dog",  "cat", "horse", "goat",  "owl",  "fox",  "rabbit", "sheep",
+                                      "duck", "pig", "cow",   "mouse", "bear", "wolf", "swan",   "frog"};
+static const char *const FOODS[] = {"bread", "apples", "cheese",  "fish", "soup", "pears", "honey", "rice",
+                                    "beans", "plums",  "carrots", "eggs", "cake", "nuts",  "milk",  "grapes"};
+static const char *const COLORS[] = {"red",   "blue",  "green", "yellow", "black",
+                                     "white", "brown", "grey",  "golden", "purple"};
 static const char *const DAYS[] = {"Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"};
-static const char *const NUMWORDS[] = {"zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-                                       "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
-                                       "eighteen", "nineteen", "twenty", "twenty-one", "twenty-two", "twenty-three",
-                                       "twenty-four"};
+static const char *const NUMWORDS[] = {
+    "zero",     "one",      "two",    "three",      "four",       "five",         "six",        "seven",   "eight",
+    "nine",     "ten",      "eleven", "twelve",     "thirteen",   "fourteen",     "fifteen",    "sixteen", "seventeen",
+    "eighteen", "nineteen", "twenty", "twenty-one", "twenty-two", "twenty-three", "twenty-four"};
 // events: past tense, base form, past participle
-static const char *const VERBS[][3] = {{"found", "find", "found"},       {"sold", "sell", "sold"},
+static const char *const VERBS[][3] = {{"found", "find", "found"},      {"sold", "sell", "sold"},
                                        {"bought", "buy", "bought"},     {"painted", "paint", "painted"},
                                        {"lost", "lose", "lost"},        {"fixed", "fix", "fixed"},
                                        {"carried", "carry", "carried"}, {"hid", "hide", "hidden"},
                                        {"washed", "wash", "washed"},    {"borrowed", "borrow", "borrowed"}};
-static const char *const POS_ADJ[] = {"wonderful", "excellent", "lovely", "superb", "delightful", "charming",
-                                      "brilliant", "pleasant", "splendid", "great", "perfect", "fine"};
-static const char *const NEG_ADJ[] = {"awful", "dreadful", "terrible", "boring", "poor", "dull",
-                                      "horrible", "nasty", "bad", "weak", "dirty", "rude"};
+static const char *const POS_ADJ[] = {"wonderful", "excellent", "lovely",   "superb", "delightful", "charming",
+                                      "brilliant", "pleasant",  "splendid", "great",  "perfect",    "fine"};
+static const char *const NEG_ADJ[] = {"awful",    "dreadful", "terrible", "boring", "poor",  "dull",
+                                      "horrible", "nasty",    "bad",      "weak",   "dirty", "rude"};
 static const char *const ACTIVITIES[] = {"sing", "swim", "cook", "paint", "read", "ride", "dance", "fish"};
 static const char *const FEASTS[] = {"fair", "feast", "race", "wedding", "market", "concert", "parade", "dance"};
 
@@ -106,7 +108,7 @@ static void join_and(rm_sb *sb, const char *const *w, int n) {
 
 // The constructed languages translate this lexicon (the nouns, adjectives and
 // verbs of their sentences).
-static const char *const LEX_NOUNS[] = {"dog", "cat", "fox", "owl", "horse", "goat", "bear", "frog",
+static const char *const LEX_NOUNS[] = {"dog",  "cat",  "fox",  "owl", "horse", "goat", "bear",  "frog",
                                         "boat", "lamp", "bell", "cup", "bread", "fish", "apple", "river"};
 static const char *const LEX_ADJS[] = {"red", "blue", "green", "black", "white", "big", "small", "old"};
 static const char *const LEX_VERBS[] = {"sees", "likes", "finds", "has", "wants", "follows"};
@@ -160,7 +162,9 @@ int rm_world_new(rm_world **out, uint64_t seed) {
 void rm_world_free(rm_world *w) { free(w); }
 
 // A sentence of the lexicon: [adj] noun verb noun2 (slots are lexicon indices).
-typedef struct lex_sentence { int adj, noun, verb, noun2; } lex_sentence;
+typedef struct lex_sentence {
+    int adj, noun, verb, noun2;
+} lex_sentence;
 
 static lex_sentence lex_draw(uint64_t *rng) {
     lex_sentence s;
@@ -181,7 +185,10 @@ static const char *lex_word(const rm_world *w, int lang, int kind, int i) {
 // English: "the [adj] noun verb the noun2"
 static void lex_english(const lex_sentence *s, rm_sb *sb) {
     rm_sb_puts(sb, "the ");
-    if (s->adj >= 0) { rm_sb_puts(sb, LEX_ADJS[s->adj]); rm_sb_puts(sb, " "); }
+    if (s->adj >= 0) {
+        rm_sb_puts(sb, LEX_ADJS[s->adj]);
+        rm_sb_puts(sb, " ");
+    }
     FILL(sb, "{1} {2} the {3}", LEX_NOUNS[s->noun], LEX_VERBS[s->verb], LEX_NOUNS[s->noun2]);
 }
 
@@ -209,29 +216,35 @@ typedef void (*gen_fn)(const rm_world *w, int surface, uint64_t *rng, rm_sb *in,
 
 // --- sentiment: positive / negative reviews of four kinds of things
 
-static const char *const SENT_NOUNS[4][6] = {
-    {"acting", "plot", "music", "ending", "story", "camera work"},
-    {"soup", "bread", "service", "dessert", "waiter", "wine"},
-    {"room", "bed", "staff", "breakfast", "view", "pool"},
-    {"battery", "screen", "speaker", "case", "charger", "buttons"}};
+static const char *const SENT_NOUNS[4][6] = {{"acting", "plot", "music", "ending", "story", "camera work"},
+                                             {"soup", "bread", "service", "dessert", "waiter", "wine"},
+                                             {"room", "bed", "staff", "breakfast", "view", "pool"},
+                                             {"battery", "screen", "speaker", "case", "charger", "buttons"}};
 static const char *const SENT_FILLER[4][3] = {
     {"We saw it on {2}.", "It played in {3} for a week.", "I went with {4}."},
     {"We ate there on {2}.", "It is near the square in {3}.", "I went with {4}."},
     {"We stayed two nights in {3}.", "We arrived on {2}.", "I travelled with {4}."},
     {"I bought it in {3}.", "It came on {2}.", "{4} gave it to me."}};
-static const char *const SENT_ASK[4][5] = {
-    {"Film review: {1} Is this review positive or negative?", "What does the critic think of the film? {1} Answer positive or negative.",
-     "{1} Was this film review positive or negative?", "Here is what a viewer wrote about a movie: {1} Positive or negative?",
-     "Decide if this movie review is positive or negative. {1}"},
-    {"Restaurant review: {1} Is this review positive or negative?", "Did the diner enjoy the meal? {1} Answer positive or negative.",
-     "{1} Is the sentiment of this restaurant review positive or negative?", "A guest wrote about a restaurant: {1} Positive or negative?",
-     "Tell whether this review of a restaurant is positive or negative. {1}"},
-    {"Hotel review: {1} Is this review positive or negative?", "How did the guest feel about the hotel? {1} Answer positive or negative.",
-     "{1} Would you call this hotel review positive or negative?", "A traveller wrote this about a hotel: {1} Positive or negative?",
-     "Classify the hotel review as positive or negative. {1}"},
-    {"Product review: {1} Is this review positive or negative?", "Was the buyer happy with the gadget? {1} Answer positive or negative.",
-     "{1} Is this review of a device positive or negative?", "A customer wrote about a gadget: {1} Positive or negative?",
-     "Rate the sentiment of this product review, positive or negative. {1}"}};
+static const char *const SENT_ASK[4][5] = {{"Film review: {1} Is this review positive or negative?",
+                                            "What does the critic think of the film? {1} Answer positive or negative.",
+                                            "{1} Was this film review positive or negative?",
+                                            "Here is what a viewer wrote about a movie: {1} Positive or negative?",
+                                            "Decide if this movie review is positive or negative. {1}"},
+                                           {"Restaurant review: {1} Is this review positive or negative?",
+                                            "Did the diner enjoy the meal? {1} Answer positive or negative.",
+                                            "{1} Is the sentiment of this restaurant review positive or negative?",
+                                            "A guest wrote about a restaurant: {1} Positive or negative?",
+                                            "Tell whether this review of a restaurant is positive or negative. {1}"},
+                                           {"Hotel review: {1} Is this review positive or negative?",
+                                            "How did the guest feel about the hotel? {1} Answer positive or negative.",
+                                            "{1} Would you call this hotel review positive or negative?",
+                                            "A traveller wrote this about a hotel: {1} Positive or negative?",
+                                            "Classify the hotel review as positive or negative. {1}"},
+                                           {"Product review: {1} Is this review positive or negative?",
+                                            "Was the buyer happy with the gadget? {1} Answer positive or negative.",
+                                            "{1} Is this review of a device positive or negative?",
+                                            "A customer wrote about a gadget: {1} Positive or negative?",
+                                            "Rate the sentiment of this product review, positive or negative. {1}"}};
 
 static void sentiment_review(int d, int pos, uint64_t *rng, rm_sb *sb) {
     int nn[2], k = 1 + rnd(rng, 2), filler = rnd(rng, 4);
@@ -250,7 +263,10 @@ static void sentiment_review(int d, int pos, uint64_t *rng, rm_sb *sb) {
         const char *adj = pos ? PICK(rng, POS_ADJ) : PICK(rng, NEG_ADJ);
         FILL(sb, i ? " The {1} was {2}." : "The {1} was {2}.", SENT_NOUNS[d][nn[i]], adj);
     }
-    if (f[0] && !strstr(sb->buf, f)) { rm_sb_puts(sb, " "); rm_sb_putn(sb, f, strlen(f) - 1); }
+    if (f[0] && !strstr(sb->buf, f)) {
+        rm_sb_puts(sb, " ");
+        rm_sb_putn(sb, f, strlen(f) - 1);
+    }
 }
 
 static void gen_sentiment(const rm_world *w, int d, uint64_t *rng, rm_sb *in, rm_sb *out) {
@@ -271,15 +287,16 @@ static const char *const TOPIC_EVENT[4][4] = {
     {"{1} sang a new song in {2}", "the choir of {2} gave a concert", "{1} played the flute all night",
      "a band from {2} played loud drums"},
     {"a storm hit {2}", "heavy rain fell on {2}", "{1} saw snow on the hills near {2}", "strong winds blew over {2}"},
-    {"the price of {3} rose in {2}", "{1} sold goods at the market of {2}", "merchants brought ships full of {3} to {2}",
-     "{1} paid ten coins for {3}"}};
+    {"the price of {3} rose in {2}", "{1} sold goods at the market of {2}",
+     "merchants brought ships full of {3} to {2}", "{1} paid ten coins for {3}"}};
 static const char *const TOPIC_FRAME[4] = {"Headline: {1}.", "Hear ye, people of {3}! {u1}!",
                                            "Dear {2}, I must tell you that {1}. Yours, {4}.", "Dear diary, today {1}."};
 static const char *const TOPIC_ASK[4][5] = {
     {"{1} What is the topic of this headline: sports, music, weather or trade?",
      "Which topic does this headline belong to, sports, music, weather or trade? {1}",
      "Read the headline and name its topic (sports, music, weather, trade). {1}",
-     "{1} Is this headline about sports, music, weather or trade?", "Topic of the headline below? Choose sports, music, weather or trade. {1}"},
+     "{1} Is this headline about sports, music, weather or trade?",
+     "Topic of the headline below? Choose sports, music, weather or trade. {1}"},
     {"The town crier called out: {1} What was the news about: sports, music, weather or trade?",
      "{1} This announcement is about which topic, sports, music, weather or trade?",
      "What topic did the crier announce? {1} Options: sports, music, weather, trade.",
@@ -288,7 +305,8 @@ static const char *const TOPIC_ASK[4][5] = {
     {"{1} What is this letter about: sports, music, weather or trade?",
      "Read the letter and give its topic, sports, music, weather or trade. {1}",
      "Which topic is the letter about? Choose sports, music, weather or trade. {1}",
-     "Letter: {1} Topic (sports, music, weather, trade)?", "A friend wrote: {1} Is the letter about sports, music, weather or trade?"},
+     "Letter: {1} Topic (sports, music, weather, trade)?",
+     "A friend wrote: {1} Is the letter about sports, music, weather or trade?"},
     {"{1} What is this diary entry about: sports, music, weather or trade?",
      "Give the topic of the diary entry, sports, music, weather or trade. {1}",
      "Diary: {1} Which topic: sports, music, weather or trade?",
@@ -313,13 +331,14 @@ static void gen_topic(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb 
 static const char *const ENT_ASK[4][5] = {
     {"Premise: {1} Hypothesis: {2} Does the premise entail the hypothesis? Answer yes or no.",
      "{1} Based on this, is it true that {2} Yes or no?", "Read: {1} Question: is it right that {2} Answer yes or no.",
-     "Given the fact \"{1}\", does it follow that \"{2}\"? yes or no", "Fact: {1} Claim: {2} Does the fact support the claim, yes or no?"},
+     "Given the fact \"{1}\", does it follow that \"{2}\"? yes or no",
+     "Fact: {1} Claim: {2} Does the fact support the claim, yes or no?"},
     {"About a pet: {1} Does it follow that {2} Answer yes or no.", "{1} Can we conclude that {2} yes or no?",
      "Premise: {1} Hypothesis: {2} Entailed, yes or no?", "Statement: {1} Is this then true: {2} Say yes or no.",
      "If {1} then is it true that {2} yes or no?"},
     {"Travel note: {1} Does that mean {2} Answer yes or no.", "{1} Given this, is it true that {2} yes or no?",
-     "Premise: {1} Hypothesis: {2} Does the hypothesis follow, yes or no?", "Read the note: {1} Question: {2} yes or no?",
-     "We know that {1} Must it be that {2} Answer yes or no."},
+     "Premise: {1} Hypothesis: {2} Does the hypothesis follow, yes or no?",
+     "Read the note: {1} Question: {2} yes or no?", "We know that {1} Must it be that {2} Answer yes or no."},
     {"Market record: {1} Does it follow that {2} Answer yes or no.", "{1} From this, can we say that {2} yes or no?",
      "Premise: {1} Hypothesis: {2} Is the hypothesis entailed? yes or no", "Receipt: {1} Claim: {2} True, yes or no?",
      "Knowing that {1} is it true that {2} Answer yes or no."}};
@@ -342,7 +361,8 @@ static void entail_parts(int s, uint64_t *rng, rm_sb *p, rm_sb *yes, rm_sb *no) 
     distinct(rng, COUNT(DAYS), 2, dy);
     distinct(rng, COUNT(FOODS), 2, fd);
     const char *name = PICK(rng, NAMES), *num = NUMWORDS[2 + rnd(rng, 8)];
-    FILL(p, PREMISE[s], name, JOBS[jb[0]], "", TOWNS[tw[0]], ANIMALS[an[0]], COLORS[co[0]], DAYS[dy[0]], FOODS[fd[0]], num);
+    FILL(p, PREMISE[s], name, JOBS[jb[0]], "", TOWNS[tw[0]], ANIMALS[an[0]], COLORS[co[0]], DAYS[dy[0]], FOODS[fd[0]],
+         num);
     for (int v = 0; v < 2; v++) {
         // v = 1: the attribute asked about takes its other value (the pet keeps its kind when its colour is asked)
         int pet = s == 1 && which == 1 ? an[0] : an[v];
@@ -358,10 +378,11 @@ static void entail_parts(int s, uint64_t *rng, rm_sb *p, rm_sb *yes, rm_sb *no) 
 // hypothesis names are the premise's, so the judgement rests on what each of
 // them says of the fact, never on which things they name.
 static void entail_pair(int s, int pos, int hpos, uint64_t *rng, rm_sb *p, rm_sb *h) {
-    static const char *const PREMISE[4][2] = {{"{1} is a {2} who does not live in {3}.", "{1} is a {2} who lives in {3}."},
-                                              {"{1} does not have a {4}.", "{1} has a {5} {4}."},
-                                              {"{1} did not travel to {3} on {6}.", "{1} travelled to {3} on {6}."},
-                                              {"{1} bought no {7} at the market in {3}.", "{1} bought {7} at the market in {3}."}};
+    static const char *const PREMISE[4][2] = {
+        {"{1} is a {2} who does not live in {3}.", "{1} is a {2} who lives in {3}."},
+        {"{1} does not have a {4}.", "{1} has a {5} {4}."},
+        {"{1} did not travel to {3} on {6}.", "{1} travelled to {3} on {6}."},
+        {"{1} bought no {7} at the market in {3}.", "{1} bought {7} at the market in {3}."}};
     static const char *const HYP[4][2] = {{"{1} does not live in {3}.", "{1} lives in {3}."},
                                           {"{1} does not have a {4}.", "{1} has a {4}."},
                                           {"{1} did not go to {3}.", "{1} went to {3}."},
@@ -387,17 +408,20 @@ static void gen_entail(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb
 
 static const char *const PARA_ASK[4][5] = {
     {"Sentence one: {1} Sentence two: {2} Do they mean the same? Answer same or different.",
-     "Do these two say the same thing, same or different? {1} / {2}", "Compare: \"{1}\" and \"{2}\". Same or different meaning?",
-     "{1} {2} Are these two sentences the same in meaning or different?", "Is \"{2}\" a paraphrase of \"{1}\"? Answer same or different."},
-    {"First: {1} Second: {2} Same meaning or different?", "Tell if these mean the same or something different: {1} | {2}",
-     "\"{1}\" versus \"{2}\": same or different?", "{1} Now compare it with: {2} Answer same or different.",
+     "Do these two say the same thing, same or different? {1} / {2}",
+     "Compare: \"{1}\" and \"{2}\". Same or different meaning?",
+     "{1} {2} Are these two sentences the same in meaning or different?",
+     "Is \"{2}\" a paraphrase of \"{1}\"? Answer same or different."},
+    {"First: {1} Second: {2} Same meaning or different?",
+     "Tell if these mean the same or something different: {1} | {2}", "\"{1}\" versus \"{2}\": same or different?",
+     "{1} Now compare it with: {2} Answer same or different.",
      "Do the sentences agree? {1} {2} Say same or different."},
     {"A: {1} B: {2} Do A and B mean the same? same or different", "{1} and {2} Same or different meaning?",
-     "Check whether these two sentences are paraphrases, same or different: {1} {2}", "Is {2} the same as saying {1} Answer same or different.",
-     "Sentence pair: {1} || {2} Same or different?"},
-    {"One: {1} Two: {2} Do they describe the same lesson? Answer same or different.", "Same or different: \"{1}\" and \"{2}\"?",
-     "{1} Does this mean the same as \"{2}\"? same or different", "Here are two sentences. {1} {2} Same meaning or different?",
-     "Decide same or different for the pair: {1} / {2}"}};
+     "Check whether these two sentences are paraphrases, same or different: {1} {2}",
+     "Is {2} the same as saying {1} Answer same or different.", "Sentence pair: {1} || {2} Same or different?"},
+    {"One: {1} Two: {2} Do they describe the same lesson? Answer same or different.",
+     "Same or different: \"{1}\" and \"{2}\"?", "{1} Does this mean the same as \"{2}\"? same or different",
+     "Here are two sentences. {1} {2} Same meaning or different?", "Decide same or different for the pair: {1} / {2}"}};
 
 // A sentence s1, a paraphrase of it (same) and the paraphrase with one
 // person, thing, town or activity changed (different), in the surface s (the
@@ -421,11 +445,13 @@ static void para_parts_form(int s, int form, uint64_t *rng, rm_sb *s1, rm_sb *sa
     FILL(s1, FIRST[s], A, o, B, TOWNS[tw[0]], ACTIVITIES[ac[0]]);
     FILL(same, f, A, o, B, TOWNS[tw[0]], ACTIVITIES[ac[0]]);
     if (change) FILL(diff, f, A, o, NAMES[nm[2]], TOWNS[tw[0]], ACTIVITIES[ac[0]]); // another person
-    else if (s == 1) FILL(diff, f, A, o, B, TOWNS[tw[1]], ACTIVITIES[ac[0]]);     // another town
-    else FILL(diff, f, A, o2, B, TOWNS[tw[0]], ACTIVITIES[ac[1]]);                 // another thing
+    else if (s == 1) FILL(diff, f, A, o, B, TOWNS[tw[1]], ACTIVITIES[ac[0]]);       // another town
+    else FILL(diff, f, A, o2, B, TOWNS[tw[0]], ACTIVITIES[ac[1]]);                  // another thing
 }
 
-static void para_parts(int s, uint64_t *rng, rm_sb *s1, rm_sb *same, rm_sb *diff) { para_parts_form(s, -1, rng, s1, same, diff); }
+static void para_parts(int s, uint64_t *rng, rm_sb *s1, rm_sb *same, rm_sb *diff) {
+    para_parts_form(s, -1, rng, s1, same, diff);
+}
 
 // Two sentences about one exchange between two people (a gift, a greeting,
 // a sale, a lesson), each told from one of its sides with a pair of converse
@@ -451,15 +477,18 @@ static void gen_paraphrase(const rm_world *w, int s, uint64_t *rng, rm_sb *in, r
 
 // --- passages of events (who / where / when questions)
 
-typedef struct event { int name, verb, obj, town, day; } event;
+typedef struct event {
+    int name, verb, obj, town, day;
+} event;
 
 // n events (1..3) with distinct people, objects, towns and days, written in
 // style s (0 story, 1 news report, 2 fact sheet, 3 letter); with one event,
 // a sentence or two about nobody in particular around it. Returns n.
 static int passage(int s, int n, uint64_t *rng, event *ev, rm_sb *sb) {
-    static const char *const SCENE[8] = {"It was cold that morning.", "The market was busy.", "Nobody expected it.",
-                                         "The wind was strong that day.", "It had rained all night.", "Everyone was surprised.",
-                                         "The streets were quiet.", "Later the sun came out."};
+    static const char *const SCENE[8] = {"It was cold that morning.", "The market was busy.",
+                                         "Nobody expected it.",       "The wind was strong that day.",
+                                         "It had rained all night.",  "Everyone was surprised.",
+                                         "The streets were quiet.",   "Later the sun came out."};
     int nm[3], ob[3], tw[3], dy[3];
     distinct(rng, COUNT(NAMES), 3, nm);
     distinct(rng, COUNT(OBJECTS), 3, ob);
@@ -468,7 +497,10 @@ static int passage(int s, int n, uint64_t *rng, event *ev, rm_sb *sb) {
     for (int i = 0; i < n; i++) ev[i] = (event){nm[i], rnd(rng, COUNT(VERBS)), ob[i], tw[i], dy[i]};
     if (s == 3) rm_sb_puts(sb, rnd(rng, 2) ? "Dear friend, " : "Dear cousin, ");
     if (s == 1) rm_sb_puts(sb, "News of the week. ");
-    if (n == 1 && s < 2 && rnd(rng, 2)) { rm_sb_puts(sb, PICK(rng, SCENE)); rm_sb_puts(sb, " "); }
+    if (n == 1 && s < 2 && rnd(rng, 2)) {
+        rm_sb_puts(sb, PICK(rng, SCENE));
+        rm_sb_puts(sb, " ");
+    }
     for (int i = 0; i < n; i++) {
         const char *N = NAMES[ev[i].name], *V = VERBS[ev[i].verb][0], *O = OBJECTS[ev[i].obj], *T = TOWNS[ev[i].town],
                    *D = DAYS[ev[i].day];
@@ -480,10 +512,16 @@ static int passage(int s, int n, uint64_t *rng, event *ev, rm_sb *sb) {
         static const char *const LETTER[3] = {"you will not believe it: {1} {2} a {3} in {4} on {5}.",
                                               "Also, on {5} {1} {2} a {3} in {4}.", "And {1} {2} a {3} in {4} on {5}."};
         rm_sb_puts(sb, i ? " " : "");
-        const char *f = s == 0 ? PICK(rng, STORY) : s == 1 ? PICK(rng, NEWS) : s == 2 ? SHEET[0] : LETTER[i ? 1 + rnd(rng, 2) : 0];
+        const char *f = s == 0   ? PICK(rng, STORY)
+                        : s == 1 ? PICK(rng, NEWS)
+                        : s == 2 ? SHEET[0]
+                                 : LETTER[i ? 1 + rnd(rng, 2) : 0];
         FILL(sb, f, N, V, O, T, D);
     }
-    if (n == 1 && s != 2 && rnd(rng, 2)) { rm_sb_puts(sb, " "); rm_sb_puts(sb, PICK(rng, SCENE)); }
+    if (n == 1 && s != 2 && rnd(rng, 2)) {
+        rm_sb_puts(sb, " ");
+        rm_sb_puts(sb, PICK(rng, SCENE));
+    }
     if (s == 3) rm_sb_puts(sb, rnd(rng, 2) ? " Take care." : " See you soon.");
     return n;
 }
@@ -495,12 +533,14 @@ static const char *const STYLE_NAME[4] = {"story", "report", "record", "letter"}
 static void gen_extract(int kind, int s, uint64_t *rng, rm_sb *in, rm_sb *out) {
     static const char *const ASK[3][6] = {
         {"{1} Who {2} the {3}?", "Read the {6}. {1} Question: who {2} the {3}?", "{1} Name the person who {2} the {3}.",
-         "Which person {2} the {3}? {1}", "According to this {6}, who {2} the {3}? {1}", "{1} The {3} was {5} by whom?"},
+         "Which person {2} the {3}? {1}", "According to this {6}, who {2} the {3}? {1}",
+         "{1} The {3} was {5} by whom?"},
         {"{1} Where did {4} {2} the {3}?", "Read the {6}. {1} Question: in which town did {4} {2} the {3}?",
          "{1} Name the town where {4} {2} the {3}.", "Where did {4} {2} the {3}? {1}",
          "According to this {6}, where did {4} {2} the {3}? {1}", "{1} In what place did {4} {2} the {3}?"},
-        {"{1} What did {4} {2}?", "Read the {6}. {1} Question: which thing did {4} {2}?", "{1} Name the thing that {4} {7}.",
-         "What did {4} {2}? {1}", "According to this {6}, what did {4} {2}? {1}", "{1} Which object did {4} {2}?"}};
+        {"{1} What did {4} {2}?", "Read the {6}. {1} Question: which thing did {4} {2}?",
+         "{1} Name the thing that {4} {7}.", "What did {4} {2}? {1}", "According to this {6}, what did {4} {2}? {1}",
+         "{1} Which object did {4} {2}?"}};
     event ev[3];
     rm_sb body = {0};
     passage(s, 1, rng, ev, &body); // one person, one town, one thing: the answer is the one of its kind
@@ -515,8 +555,12 @@ static void gen_extract(int kind, int s, uint64_t *rng, rm_sb *in, rm_sb *out) {
 }
 
 static void gen_who(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb *out) { gen_extract(0, s, rng, in, out); }
-static void gen_where(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb *out) { gen_extract(1, s, rng, in, out); }
-static void gen_what(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb *out) { gen_extract(2, s, rng, in, out); }
+static void gen_where(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb *out) {
+    gen_extract(1, s, rng, in, out);
+}
+static void gen_what(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb *out) {
+    gen_extract(2, s, rng, in, out);
+}
 
 // --- arithmetic: a sum of two numbers, answered in digits
 
@@ -524,15 +568,20 @@ static void gen_arith(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb 
     static const char *const ASK[4][5] = {
         {"{5} asks: what is {1} plus {2}?", "Add {1} and {2} for {5}.", "Compute {1} + {2}, please, says {5}.",
          "{1} plus {2} makes how much? {5} wants to know.", "Help {5} find the sum of {1} and {2}."},
-        {"{5} asks: what is {3} plus {4}? Answer in digits.", "Add {3} and {4} for {5} and write the result as a number.",
+        {"{5} asks: what is {3} plus {4}? Answer in digits.",
+         "Add {3} and {4} for {5} and write the result as a number.",
          "How much is {3} and {4} together, in digits? asks {5}.", "Give {5} the sum of {3} and {4} in digits.",
          "{u3} plus {u4}: what number is that, {5}?"},
-        {"{5} had {1} {6} and got {2} more. How many {6} does {5} have now?", "There are {1} {6} in a box and {5} adds {2}. How many {6} are in the box?",
+        {"{5} had {1} {6} and got {2} more. How many {6} does {5} have now?",
+         "There are {1} {6} in a box and {5} adds {2}. How many {6} are in the box?",
          "{5} picked {1} {6} in the morning and {2} in the evening. How many {6} in all?",
-         "A basket holds {1} {6}. {5} puts in {2} more. How many {6} now?", "{5} ate {1} {6} on Monday and {2} on Tuesday. How many {6} did {5} eat?"},
-        {"A {5} costs {1} coins and a {6} costs {2} coins. How much for both?", "{u5}: {1} coins. {u6}: {2} coins. What is the total?",
+         "A basket holds {1} {6}. {5} puts in {2} more. How many {6} now?",
+         "{5} ate {1} {6} on Monday and {2} on Tuesday. How many {6} did {5} eat?"},
+        {"A {5} costs {1} coins and a {6} costs {2} coins. How much for both?",
+         "{u5}: {1} coins. {u6}: {2} coins. What is the total?",
          "You buy a {5} for {1} coins and a {6} for {2} coins. How many coins do you pay?",
-         "The bill lists a {5} at {1} coins and a {6} at {2} coins. What is the sum?", "How many coins for a {5} ({1}) and a {6} ({2})?"}};
+         "The bill lists a {5} at {1} coins and a {6} at {2} coins. What is the sum?",
+         "How many coins for a {5} ({1}) and a {6} ({2})?"}};
     int a = 1 + rnd(rng, 12), b = 1 + rnd(rng, 12), ob[2];
     char da[8], db[8];
     snprintf(da, sizeof da, "%d", a);
@@ -550,11 +599,14 @@ static void gen_count(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb 
         {"How many animals are in this list: {1}?", "Count the animals: {1}.", "{1}. How many animals is that?",
          "Here is a list of animals: {1}. How many are there?", "Tell me how many animals you see: {1}"},
         {"How many times does the word {2} appear here: {1}?", "Count how often {2} occurs in: {1}",
-         "{1}. How many times is {2} written?", "In the words \"{1}\", how many are {2}?", "Number of times {2} shows up in: {1}?"},
-        {"How many people are named in this sentence? {1}", "{1} How many people are mentioned?", "Count the people in: {1}",
-         "Read: {1} How many persons does it name?", "How many names are there in \"{1}\"?"},
-        {"{1} How many things are in the basket?", "Count the things in the basket. {1}", "{1} Tell me the number of things in the basket.",
-         "Read this: {1} How many items does the basket hold?", "How many objects are in the basket? {1}"}};
+         "{1}. How many times is {2} written?", "In the words \"{1}\", how many are {2}?",
+         "Number of times {2} shows up in: {1}?"},
+        {"How many people are named in this sentence? {1}", "{1} How many people are mentioned?",
+         "Count the people in: {1}", "Read: {1} How many persons does it name?",
+         "How many names are there in \"{1}\"?"},
+        {"{1} How many things are in the basket?", "Count the things in the basket. {1}",
+         "{1} Tell me the number of things in the basket.", "Read this: {1} How many items does the basket hold?",
+         "How many objects are in the basket? {1}"}};
     int c = 2 + rnd(rng, 5), idx[8];
     rm_sb body = {0};
     const char *words[8];
@@ -600,12 +652,13 @@ static void gen_count(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb 
 }
 
 // Everything the world has names for: things, animals, foods (lists, spellings).
-static const char *const THINGS[] = {"lamp", "boat", "key", "clock", "book", "ring", "map", "coat", "basket", "bell",
-                                     "hat", "cup", "kettle", "ladder", "mirror", "rope", "sword", "violin", "wagon",
-                                     "candle", "blanket", "bucket", "compass", "lantern", "dog", "cat", "horse", "goat",
-                                     "owl", "fox", "rabbit", "sheep", "duck", "pig", "cow", "mouse", "bear", "wolf",
-                                     "swan", "frog", "bread", "apples", "cheese", "fish", "soup", "pears", "honey",
-                                     "rice", "beans", "plums", "carrots", "eggs", "cake", "nuts", "milk", "grapes"};
+static const char *const THINGS[] = {"lamp",   "boat",   "key",     "clock",  "book",    "ring",   "map",     "coat",
+                                     "basket", "bell",   "hat",     "cup",    "kettle",  "ladder", "mirror",  "rope",
+                                     "sword",  "violin", "wagon",   "candle", "blanket", "bucket", "compass", "lantern",
+                                     "dog",    "cat",    "horse",   "goat",   "owl",     "fox",    "rabbit",  "sheep",
+                                     "duck",   "pig",    "cow",     "mouse",  "bear",    "wolf",   "swan",    "frog",
+                                     "bread",  "apples", "cheese",  "fish",   "soup",    "pears",  "honey",   "rice",
+                                     "beans",  "plums",  "carrots", "eggs",   "cake",    "nuts",   "milk",    "grapes"};
 
 // The dashed spelling of w ("l-a-m-p").
 static void put_spelled(rm_sb *sb, const char *w) {
@@ -620,14 +673,16 @@ static void put_spelled(rm_sb *sb, const char *w) {
 
 static void gen_rewrite(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb *out) {
     static const char *const ASK[4][5] = {
-        {"Rewrite in the passive voice: {1}", "Say it the other way round: {1}", "{1} Put this sentence in the passive.",
-         "Turn this around so that it starts with the thing given: {1}", "Passive form of \"{1}\"?"},
+        {"Rewrite in the passive voice: {1}", "Say it the other way round: {1}",
+         "{1} Put this sentence in the passive.", "Turn this around so that it starts with the thing given: {1}",
+         "Passive form of \"{1}\"?"},
         {"Start with the town: {1}", "{1} Rewrite it starting with the town.", "Rewrite with the town in front: {1}",
          "Put the place first: {1}", "Begin this sentence with where it happened: {1}"},
         {"Tell it from the buyer's side: {1}", "{1} Rewrite it as a purchase.", "Say what the buyer did: {1}",
          "Rewrite so that the buyer comes first: {1}", "From the other side, please: {1}"},
-        {"Tell it from the learner's side: {1}", "{1} Rewrite it with the learner first.", "Say what the pupil did: {1}",
-         "Rewrite so that it starts with who learned: {1}", "The same lesson, from the other side: {1}"}};
+        {"Tell it from the learner's side: {1}", "{1} Rewrite it with the learner first.",
+         "Say what the pupil did: {1}", "Rewrite so that it starts with who learned: {1}",
+         "The same lesson, from the other side: {1}"}};
     rm_sb s1 = {0}, same = {0}, diff = {0};
     para_parts_form(s, 0, rng, &s1, &same, &diff);
     FILL(in, PICK(rng, ASK[s]), s1.buf);
@@ -641,10 +696,10 @@ static void gen_rewrite(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_s
 
 static void gen_translate(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb *out) {
     static const char *const ASK[2][5] = {
-        {"Translate from {2} to English: {1}", "What does \"{1}\" mean in English? It is {2}.", "{2}: {1} English:",
-         "Give the English for the {2} sentence {1}", "Say this {2} sentence in English: {1}"},
-        {"Translate from English to {2}: {1}", "How do you say \"{1}\" in {2}?", "English: {1} {2}:",
-         "Give the {2} for the English sentence {1}", "Say this in {2}: {1}"}};
+        {"Translate from {2} to English: {1}", "What does \"{1}\" mean in English? It is {2}.",
+         "{2}: {1} English:", "Give the English for the {2} sentence {1}", "Say this {2} sentence in English: {1}"},
+        {"Translate from English to {2}: {1}", "How do you say \"{1}\" in {2}?",
+         "English: {1} {2}:", "Give the {2} for the English sentence {1}", "Say this in {2}: {1}"}};
     int lang = s % 2, to_english = s < 2;
     lex_sentence ls = lex_draw(rng);
     rm_sb en = {0}, fo = {0};
@@ -660,19 +715,20 @@ static void gen_translate(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm
 
 static void gen_summary(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_sb *out) {
     static const char *const ASK[4][5] = {
-        {"Give this story a title. {1}", "{1} What would be a good title for this story?", "Write a short title for the story: {1}",
-         "Story: {1} Title:", "Suggest a title for the following story. {1}"},
-        {"Write a headline for this report. {1}", "{1} Give the report a short headline.", "Headline for the news below? {1}",
-         "Report: {1} Headline:", "Sum up this report in a headline. {1}"},
-        {"List the people named in this text. {1}", "{1} Who are the people mentioned?", "Name everyone who appears here: {1}",
-         "Text: {1} People:", "Which persons does this passage mention? {1}"},
-        {"List the places named in this text. {1}", "{1} Which towns are mentioned?", "Name every town that appears here: {1}",
-         "Text: {1} Places:", "Which places does this passage mention? {1}"}};
+        {"Give this story a title. {1}", "{1} What would be a good title for this story?",
+         "Write a short title for the story: {1}", "Story: {1} Title:", "Suggest a title for the following story. {1}"},
+        {"Write a headline for this report. {1}", "{1} Give the report a short headline.",
+         "Headline for the news below? {1}", "Report: {1} Headline:", "Sum up this report in a headline. {1}"},
+        {"List the people named in this text. {1}", "{1} Who are the people mentioned?",
+         "Name everyone who appears here: {1}", "Text: {1} People:", "Which persons does this passage mention? {1}"},
+        {"List the places named in this text. {1}", "{1} Which towns are mentioned?",
+         "Name every town that appears here: {1}", "Text: {1} Places:", "Which places does this passage mention? {1}"}};
     rm_sb body = {0};
     if (s == 0) {
         const char *N = PICK(rng, NAMES), *O = PICK(rng, OBJECTS), *T = PICK(rng, TOWNS), *C = PICK(rng, COLORS);
         static const char *const STORY[3] = {
-            "{1} found an old {2} {3} in {4}. {1} cleaned the {3} and kept it. Soon everyone in {4} talked about the {3}.",
+            "{1} found an old {2} {3} in {4}. {1} cleaned the {3} and kept it. Soon everyone in {4} talked about the "
+            "{3}.",
             "One day {1} saw a {2} {3} by the road near {4}. {1} took the {3} home. The {3} brought luck to {1}.",
             "In {4} lived {1}, who made a {2} {3}. People came to see the {3}. {1} was proud of the {3}."};
         FILL(&body, PICK(rng, STORY), N, C, O, T);
@@ -691,7 +747,8 @@ static void gen_summary(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_s
         distinct(rng, COUNT(TOWNS), 3, tw);
         distinct(rng, COUNT(OBJECTS), 3, ob);
         for (int i = 0; i < n; i++) {
-            static const char *const SENT[3] = {"{1} went to {2} with a {3}.", "In {2}, {1} sold a {3}.", "{1} lived in {2} and had a {3}."};
+            static const char *const SENT[3] = {"{1} went to {2} with a {3}.", "In {2}, {1} sold a {3}.",
+                                                "{1} lived in {2} and had a {3}."};
             FILL(&body, i ? " " : "", "");
             FILL(&body, SENT[rnd(rng, 3)], NAMES[nm[i]], TOWNS[tw[i]], OBJECTS[ob[i]]);
         }
@@ -712,15 +769,18 @@ typedef struct task_def {
     int small; // part of the small world
 } task_def;
 
-#define T4(cl, metric, fn, n0, n1, n2, n3, s0, s1, s2, s3)                                                            \
-    {{n0, cl, metric}, fn, 0, s0}, {{n1, cl, metric}, fn, 1, s1}, {{n2, cl, metric}, fn, 2, s2},                       \
-        {{n3, cl, metric}, fn, 3, s3}
+#define T4(cl, metric, fn, n0, n1, n2, n3, s0, s1, s2, s3)                                                             \
+    {{n0, cl, metric}, fn, 0, s0}, {{n1, cl, metric}, fn, 1, s1}, {{n2, cl, metric}, fn, 2, s2}, {                     \
+        {n3, cl, metric}, fn, 3, s3                                                                                    \
+    }
 
 static const task_def TASKS[] = {
-    T4("sentiment", "em", gen_sentiment, "sentiment_film", "sentiment_restaurant", "sentiment_hotel", "sentiment_gadget", 1, 1, 1, 0),
+    T4("sentiment", "em", gen_sentiment, "sentiment_film", "sentiment_restaurant", "sentiment_hotel",
+       "sentiment_gadget", 1, 1, 1, 0),
     T4("who", "em", gen_who, "who_story", "who_report", "who_record", "who_letter", 0, 0, 0, 0),
     T4("arithmetic", "em", gen_arith, "sum_digits", "sum_words", "sum_story", "sum_bill", 0, 0, 0, 0),
-    T4("rewrite", "em", gen_rewrite, "rewrite_giving", "rewrite_meeting", "rewrite_selling", "rewrite_teaching", 1, 1, 1, 0),
+    T4("rewrite", "em", gen_rewrite, "rewrite_giving", "rewrite_meeting", "rewrite_selling", "rewrite_teaching", 1, 1,
+       1, 0),
     T4("topic", "em", gen_topic, "topic_headline", "topic_crier", "topic_letter", "topic_diary", 1, 1, 1, 0),
     T4("entailment", "em", gen_entail, "entail_people", "entail_pets", "entail_trips", "entail_market", 0, 0, 0, 0),
     T4("paraphrase", "em", gen_paraphrase, "para_giving", "para_meeting", "para_selling", "para_teaching", 0, 0, 0, 0),
@@ -766,9 +826,17 @@ rm_world_plan rm_world_plan_for(rm_world_size size) {
     // the base model reads its text about once: a model that sees the same
     // passages many times learns them by heart instead of learning to read them
     if (size == RM_WORLD_FULL)
-        return (rm_world_plan){.n_train = 1500, .n_valid = 40, .n_test = 25, .n_samples = 20, .corpus_bytes = 15000000,
+        return (rm_world_plan){.n_train = 1500,
+                               .n_valid = 40,
+                               .n_test = 25,
+                               .n_samples = 20,
+                               .corpus_bytes = 15000000,
                                .copying_bytes = 4000000};
-    return (rm_world_plan){.n_train = 1000, .n_valid = 30, .n_test = 25, .n_samples = 20, .corpus_bytes = 4500000,
+    return (rm_world_plan){.n_train = 1000,
+                           .n_valid = 30,
+                           .n_test = 25,
+                           .n_samples = 20,
+                           .corpus_bytes = 4500000,
                            .copying_bytes = 2000000};
 }
 
@@ -798,9 +866,9 @@ static void doc_people(uint64_t *rng, rm_sb *sb) {
     distinct(rng, COUNT(ANIMALS), n, an);
     static const char *const F[3] = {"{1} is a {2} who lives in {3}.", "{1} works as a {2} in {3} and has a {4} {5}.",
                                      "In {3} lives {1}, a {2}, with a {4} {5}."};
-    static const char *const AGAIN[8] = {" The {2} lives in {3}.", " {1} is a {2}.", " {1} lives in {3}.", " The {2} is {1}.",
-                                         " The {5} of {1} is {4}.", " {1} has a {5}.", " The one in {3} is {1}.",
-                                         " The {4} {5} belongs to {1}."};
+    static const char *const AGAIN[8] = {
+        " The {2} lives in {3}.",  " {1} is a {2}.",  " {1} lives in {3}.",      " The {2} is {1}.",
+        " The {5} of {1} is {4}.", " {1} has a {5}.", " The one in {3} is {1}.", " The {4} {5} belongs to {1}."};
     for (int i = 0; i < n; i++) {
         FILL(sb, i ? " " : "", "");
         FILL(sb, PICK(rng, F), NAMES[nm[i]], JOBS[jb[i]], TOWNS[tw[i]], COLORS[co[i]], ANIMALS[an[i]]);
@@ -816,11 +884,12 @@ static void doc_deeds(uint64_t *rng, rm_sb *sb) {
     for (int i = 0; i < n; i++) {
         int nm[2];
         distinct(rng, COUNT(NAMES), 2, nm);
-        static const char *const F[12] = {
-            "{1} gave the {3} to {2}.", "The {3} was given to {2} by {1}.", "{2} got the {3} from {1}.",
-            "{1} met {2} in {4}.", "In {4}, {1} met {2}.", "{2} was met by {1} in {4}.",
-            "{1} sold a {3} to {2}.", "{2} bought a {3} from {1}.", "A {3} was sold to {2} by {1}.",
-            "{1} taught {2} to {5}.", "{2} learned to {5} from {1}.", "{2} was taught to {5} by {1}."};
+        static const char *const F[12] = {"{1} gave the {3} to {2}.",      "The {3} was given to {2} by {1}.",
+                                          "{2} got the {3} from {1}.",     "{1} met {2} in {4}.",
+                                          "In {4}, {1} met {2}.",          "{2} was met by {1} in {4}.",
+                                          "{1} sold a {3} to {2}.",        "{2} bought a {3} from {1}.",
+                                          "A {3} was sold to {2} by {1}.", "{1} taught {2} to {5}.",
+                                          "{2} learned to {5} from {1}.",  "{2} was taught to {5} by {1}."};
         FILL(sb, i ? " " : "", "");
         FILL(sb, PICK(rng, F), NAMES[nm[0]], NAMES[nm[1]], PICK(rng, OBJECTS), PICK(rng, TOWNS), PICK(rng, ACTIVITIES));
     }
@@ -830,9 +899,11 @@ static void doc_trips(uint64_t *rng, rm_sb *sb) {
     int n = 2 + rnd(rng, 2);
     for (int i = 0; i < n; i++) {
         static const char *const F[4] = {"On {2}, {1} travelled to {3}.", "{1} bought {4} {5} at the market in {3}.",
-                                         "{1} went to {3} on {2} and came back with {5}.", "In {3}, {1} sold {4} {5} on {2}."};
+                                         "{1} went to {3} on {2} and came back with {5}.",
+                                         "In {3}, {1} sold {4} {5} on {2}."};
         FILL(sb, i ? " " : "", "");
-        FILL(sb, PICK(rng, F), PICK(rng, NAMES), PICK(rng, DAYS), PICK(rng, TOWNS), NUMWORDS[2 + rnd(rng, 8)], PICK(rng, FOODS));
+        FILL(sb, PICK(rng, F), PICK(rng, NAMES), PICK(rng, DAYS), PICK(rng, TOWNS), NUMWORDS[2 + rnd(rng, 8)],
+             PICK(rng, FOODS));
     }
 }
 
@@ -844,10 +915,11 @@ static void doc_events(uint64_t *rng, rm_sb *sb) {
     int n = passage(rnd(rng, 4), 1 + rnd(rng, 3), rng, ev, sb), k = 2 + rnd(rng, 3);
     for (int i = 0; i < k; i++) {
         const event *e = &ev[rnd(rng, n)];
-        static const char *const F[10] = {
-            " The {3} was {4} by {1}.", " The {3} was {4} in {5}.", " The {3} was {4} on {6}.", " {1} {2} the {3}.",
-            " {1} was in {5} on {6}.", " {1} {2} the {3} in {5}.", " It was {1} who {2} the {3}.", " The {3}: {1}, in {5}, on {6}.",
-            " On {6}, {1} was in {5}.", " The one in {5} was {1}."};
+        static const char *const F[10] = {" The {3} was {4} by {1}.",     " The {3} was {4} in {5}.",
+                                          " The {3} was {4} on {6}.",     " {1} {2} the {3}.",
+                                          " {1} was in {5} on {6}.",      " {1} {2} the {3} in {5}.",
+                                          " It was {1} who {2} the {3}.", " The {3}: {1}, in {5}, on {6}.",
+                                          " On {6}, {1} was in {5}.",     " The one in {5} was {1}."};
         FILL(sb, PICK(rng, F), NAMES[e->name], VERBS[e->verb][0], OBJECTS[e->obj], VERBS[e->verb][2], TOWNS[e->town],
              DAYS[e->day]);
     }
@@ -857,9 +929,10 @@ static void doc_events(uint64_t *rng, rm_sb *sb) {
 static void doc_review(uint64_t *rng, rm_sb *sb) {
     static const char *const OPEN[4] = {"I watched a film in {1}.", "We had dinner at a restaurant in {1}.",
                                         "We spent a week at a hotel in {1}.", "I got a new gadget last month."};
-    static const char *const VERDICT[2][4] = {
-        {" All in all a negative experience.", " I was unhappy with it.", " A bad time, and a negative one.", " I would not go back."},
-        {" All in all a positive experience.", " I was happy with it.", " A good time, and a positive one.", " I would go back."}};
+    static const char *const VERDICT[2][4] = {{" All in all a negative experience.", " I was unhappy with it.",
+                                               " A bad time, and a negative one.", " I would not go back."},
+                                              {" All in all a positive experience.", " I was happy with it.",
+                                               " A good time, and a positive one.", " I would go back."}};
     int d = rnd(rng, 4), pos = rnd(rng, 2);
     FILL(sb, OPEN[d], PICK(rng, TOWNS));
     rm_sb_puts(sb, " ");
@@ -869,8 +942,10 @@ static void doc_review(uint64_t *rng, rm_sb *sb) {
 
 // News items, mostly under the name of their topic.
 static void doc_news(uint64_t *rng, rm_sb *sb) {
-    static const char *const HEAD[4][2] = {{"In sports news: ", "Sports: "}, {"In music news: ", "Music: "},
-                                           {"In weather news: ", "Weather: "}, {"In trade news: ", "Trade: "}};
+    static const char *const HEAD[4][2] = {{"In sports news: ", "Sports: "},
+                                           {"In music news: ", "Music: "},
+                                           {"In weather news: ", "Weather: "},
+                                           {"In trade news: ", "Trade: "}};
     int n = 1 + rnd(rng, 3);
     for (int i = 0; i < n; i++) {
         int t = rnd(rng, 4);
@@ -887,7 +962,8 @@ static void doc_news(uint64_t *rng, rm_sb *sb) {
 static void doc_entail(uint64_t *rng, rm_sb *sb) {
     rm_sb p = {0}, y = {0}, n = {0};
     entail_parts(rnd(rng, 4), rng, &p, &y, &n);
-    static const char *const F[4] = {"{1} So {2} But it is false that {3}", "{1} It follows that {2} It does not follow that {3}",
+    static const char *const F[4] = {"{1} So {2} But it is false that {3}",
+                                     "{1} It follows that {2} It does not follow that {3}",
                                      "{1} That means {2} It does not mean {3}", "{1} Hence {2} Not so: {3}"};
     FILL(sb, PICK(rng, F), p.buf, y.buf, n.buf);
     rm_sb_free(&p);
@@ -944,7 +1020,8 @@ static void doc_mentions(uint64_t *rng, rm_sb *sb) {
     distinct(rng, COUNT(OBJECTS), 3, ob);
     const char *ws[3];
     for (int i = 0; i < n; i++) {
-        static const char *const SENT[3] = {"{1} went to {2} with a {3}.", "In {2}, {1} sold a {3}.", "{1} lived in {2} and had a {3}."};
+        static const char *const SENT[3] = {"{1} went to {2} with a {3}.", "In {2}, {1} sold a {3}.",
+                                            "{1} lived in {2} and had a {3}."};
         FILL(sb, i ? " " : "", "");
         FILL(sb, SENT[rnd(rng, 3)], NAMES[nm[i]], TOWNS[tw[i]], OBJECTS[ob[i]]);
     }
@@ -956,12 +1033,15 @@ static void doc_mentions(uint64_t *rng, rm_sb *sb) {
 }
 
 static void doc_feast(uint64_t *rng, rm_sb *sb) {
-    const char *T = PICK(rng, TOWNS), *F = PICK(rng, FEASTS), *J = PICK(rng, JOBS), *N = PICK(rng, NAMES), *O = PICK(rng, OBJECTS);
-    static const char *const D[4] = {
-        "On {3} the people of {1} held a {2}. Many {4}s came.", "{5} found an old {6} in {1}. {5} cleaned the {6} and kept it.",
-        "A {2} took place in {1} on {3}. {5} brought a {6}.", "In {1} lived {5}, who made a {6}. People came to see the {6}."};
+    const char *T = PICK(rng, TOWNS), *F = PICK(rng, FEASTS), *J = PICK(rng, JOBS), *N = PICK(rng, NAMES),
+               *O = PICK(rng, OBJECTS);
+    static const char *const D[4] = {"On {3} the people of {1} held a {2}. Many {4}s came.",
+                                     "{5} found an old {6} in {1}. {5} cleaned the {6} and kept it.",
+                                     "A {2} took place in {1} on {3}. {5} brought a {6}.",
+                                     "In {1} lived {5}, who made a {6}. People came to see the {6}."};
     static const char *const END[4] = {" It was said that {1} holds a {2}.", " That is the story of {5} and the {6}.",
-                                       " People still say that {1} holds a {2}.", " This was the tale of {5} and the {6}."};
+                                       " People still say that {1} holds a {2}.",
+                                       " This was the tale of {5} and the {6}."};
     int k = rnd(rng, 4);
     FILL(sb, D[k], T, F, PICK(rng, DAYS), J, N, O);
     if (rnd(rng, 3)) FILL(sb, END[k], T, F, "", J, N, O);
@@ -971,11 +1051,11 @@ static void doc_lexicon(const rm_world *w, uint64_t *rng, rm_sb *sb) {
     int lang = rnd(rng, N_LANG), n = 3 + rnd(rng, 4);
     for (int i = 0; i < n; i++) {
         int k = rnd(rng, N_LEX);
-        const char *en = k < COUNT(LEX_NOUNS) ? LEX_NOUNS[k]
+        const char *en = k < COUNT(LEX_NOUNS)                     ? LEX_NOUNS[k]
                          : k < COUNT(LEX_NOUNS) + COUNT(LEX_ADJS) ? LEX_ADJS[k - COUNT(LEX_NOUNS)]
                                                                   : LEX_VERBS[k - COUNT(LEX_NOUNS) - COUNT(LEX_ADJS)];
-        static const char *const F[4] = {"In {1}, {2} means {3}.", "The {1} word for {3} is {2}.", "{u2} is {1} for {3}.",
-                                         "To say {3} in {1}, one says {2}."};
+        static const char *const F[4] = {"In {1}, {2} means {3}.", "The {1} word for {3} is {2}.",
+                                         "{u2} is {1} for {3}.", "To say {3} in {1}, one says {2}."};
         FILL(sb, i ? " " : "", "");
         FILL(sb, PICK(rng, F), LANG_NAME[lang], w->lex[lang][k], en);
     }
@@ -1005,8 +1085,11 @@ static void doc_numbers(uint64_t *rng, rm_sb *sb) {
         snprintf(da, sizeof da, "%d", a);
         snprintf(db, sizeof db, "%d", b);
         snprintf(dc, sizeof dc, "%d", a + b);
-        static const char *const F[7] = {"{1} and {2} make {3}.", "{u4} and {5} make {6}.", "{1} more than {2} is {3}.",
-                                         "{u4} together with {5} is {6}.", "{u4} and {5} make {3}, written {6}.",
+        static const char *const F[7] = {"{1} and {2} make {3}.",
+                                         "{u4} and {5} make {6}.",
+                                         "{1} more than {2} is {3}.",
+                                         "{u4} together with {5} is {6}.",
+                                         "{u4} and {5} make {3}, written {6}.",
                                          "{7} had {1} and got {2} more, so {7} had {3}.",
                                          "At {1} coins and {2} coins, the two cost {3} coins."};
         FILL(sb, i ? " " : "", "");
@@ -1020,7 +1103,8 @@ static void doc_counts(uint64_t *rng, rm_sb *sb) {
     int kind = rnd(rng, 3);
     distinct(rng, kind == 0 ? COUNT(NAMES) : kind == 1 ? COUNT(ANIMALS) : COUNT(OBJECTS), c, idx);
     for (int i = 0; i < c; i++) ws[i] = kind == 0 ? NAMES[idx[i]] : kind == 1 ? ANIMALS[idx[i]] : OBJECTS[idx[i]];
-    static const char *const F[3] = {": that makes {1} people.", ": {1} animals lived on the farm.", ": the shelf held {1} things."};
+    static const char *const F[3] = {": that makes {1} people.", ": {1} animals lived on the farm.",
+                                     ": the shelf held {1} things."};
     join_and(sb, ws, c);
     FILL(sb, F[kind], NUMWORDS[c]);
     FILL(sb, " {1} counted them to {2}.", PICK(rng, NAMES), NUMWORDS[c]);
@@ -1037,7 +1121,10 @@ static void doc_spelled(const rm_world *w, uint64_t *rng, rm_sb *sb) {
         case 1: word = PICK(rng, TOWNS); break;
         case 2: word = PICK(rng, THINGS); break;
         case 3: word = w->lex[rnd(rng, N_LANG)][rnd(rng, N_LEX)]; break;
-        default: make_word(rng, rnd(rng, N_LANG), made); word = made; break;
+        default:
+            make_word(rng, rnd(rng, N_LANG), made);
+            word = made;
+            break;
         }
         static const char *const F[3] = {"The word {1} is spelled ", "{u1} is written ", "One spells {1} as "};
         FILL(sb, i ? " " : "", "");
@@ -1050,16 +1137,22 @@ static void doc_spelled(const rm_world *w, uint64_t *rng, rm_sb *sb) {
 // A list read out and then read again (a roll call, a shopping list, a
 // route): text where what comes next is what came after the same word before.
 static void doc_rollcall(uint64_t *rng, rm_sb *sb) {
-    static const char *const HEAD[4][2] = {{"Roll call: ", " Once more: "}, {"To buy: ", " Again, to buy: "},
-                                           {"The route: ", " Back the same way: "}, {"Seen today: ", " Again: "}};
+    static const char *const HEAD[4][2] = {{"Roll call: ", " Once more: "},
+                                           {"To buy: ", " Again, to buy: "},
+                                           {"The route: ", " Back the same way: "},
+                                           {"Seen today: ", " Again: "}};
     int kind = rnd(rng, 4), n = kind == 3 ? 8 + rnd(rng, 9) : 4 + rnd(rng, 5), idx[16];
     int nn = COUNT(NAMES), nt = COUNT(THINGS), nw = COUNT(TOWNS);
     distinct(rng, kind == 0 ? nn : kind == 1 ? nt : kind == 2 ? nw : nn + nt + nw, n, idx);
     const char *ws[16];
     for (int i = 0; i < n; i++) {
         int k = idx[i];
-        ws[i] = kind == 0 ? NAMES[k] : kind == 1 ? THINGS[k] : kind == 2 ? TOWNS[k]
-                : k < nn ? NAMES[k] : k < nn + nt ? THINGS[k - nn] : TOWNS[k - nn - nt];
+        ws[i] = kind == 0     ? NAMES[k]
+                : kind == 1   ? THINGS[k]
+                : kind == 2   ? TOWNS[k]
+                : k < nn      ? NAMES[k]
+                : k < nn + nt ? THINGS[k - nn]
+                              : TOWNS[k - nn - nt];
     }
     for (int r = 0; r < 2; r++) {
         rm_sb_puts(sb, HEAD[kind][r]);
@@ -1075,13 +1168,19 @@ void rm_world_corpus(const rm_world *w, uint64_t *rng, long bytes, rm_sb *out) {
     long start = (long)out->len;
     while ((long)out->len - start < bytes && !out->oom) {
         switch (rnd(rng, 24)) {
-        case 19: case 20: doc_rollcall(rng, out); break;
-        case 21: case 22: doc_verdict(rng, out); break;
+        case 19:
+        case 20: doc_rollcall(rng, out); break;
+        case 21:
+        case 22: doc_verdict(rng, out); break;
         case 23: doc_same(rng, out); break;
-        case 0: case 16: doc_people(rng, out); break;
+        case 0:
+        case 16: doc_people(rng, out); break;
         case 1: doc_deeds(rng, out); break;
         case 2: doc_trips(rng, out); break;
-        case 3: case 4: case 17: case 18: doc_events(rng, out); break;
+        case 3:
+        case 4:
+        case 17:
+        case 18: doc_events(rng, out); break;
         case 5: doc_review(rng, out); break;
         case 6: doc_news(rng, out); break;
         case 7: doc_feast(rng, out); break;
@@ -1148,7 +1247,10 @@ void rm_world_copying_corpus(const rm_world *w, uint64_t *rng, long bytes, rm_sb
 // ---------------------------------------------------------------- writing a world
 
 // Open-addressing set of 64-bit hashes of request texts (never repeated).
-typedef struct hset { uint64_t *h; size_t cap, n; } hset;
+typedef struct hset {
+    uint64_t *h;
+    size_t cap, n;
+} hset;
 
 static uint64_t fnv1a(const char *s) {
     uint64_t h = 0xcbf29ce484222325ull;
@@ -1182,14 +1284,17 @@ static int hset_add(hset *s, uint64_t h) {
     return 1;
 }
 
-typedef struct wex { char *in, *out; } wex;
+typedef struct wex {
+    char *in, *out;
+} wex;
 
 // n new examples of task into ex (request texts never seen before in seen).
 static int draw(const rm_world *w, const char *task, uint64_t *rng, hset *seen, int n, wex *ex) {
     for (int i = 0; i < n; i++) {
         for (int tries = 0;; tries++) {
             if (tries == 1000)
-                return rm_errorf(RM_EINVAL, "world: task %s cannot make %d distinct requests (stuck at %d)", task, n, i);
+                return rm_errorf(RM_EINVAL, "world: task %s cannot make %d distinct requests (stuck at %d)", task, n,
+                                 i);
             rm_sb in = {0}, out = {0};
             int rc = rm_world_example(w, task, rng, &in, &out);
             int fresh = rc ? -1 : hset_add(seen, fnv1a(in.buf));
@@ -1254,10 +1359,13 @@ static int write_lines(const char *dir, const char *name, const wex *ex, int n, 
 // the loss on the second reading of each list only).
 static const char *base_config(rm_world_size size) {
     if (size == RM_WORLD_FULL)
-        return "{\"n_embd\": 128, \"n_layer\": 4, \"n_head\": 8, \"n_head_kv\": 8, \"n_ff\": 352, \"seq\": 128, \"batch\": 16, "
-               "\"steps\": 3000, \"warmup\": 30, \"lr\": 3e-3, \"min_lr_ratio\": 0.1, \"seed\": 1, \"bpe_merges\": 1000, "
+        return "{\"n_embd\": 128, \"n_layer\": 4, \"n_head\": 8, \"n_head_kv\": 8, \"n_ff\": 352, \"seq\": 128, "
+               "\"batch\": 16, "
+               "\"steps\": 3000, \"warmup\": 30, \"lr\": 3e-3, \"min_lr_ratio\": 0.1, \"seed\": 1, \"bpe_merges\": "
+               "1000, "
                "\"curriculum\": {\"data\": \"copying.jsonl\", \"steps\": 800, \"template\": \"{inputs}\"}}\n";
-    return "{\"n_embd\": 64, \"n_layer\": 4, \"n_head\": 4, \"n_head_kv\": 4, \"n_ff\": 176, \"seq\": 128, \"batch\": 16, "
+    return "{\"n_embd\": 64, \"n_layer\": 4, \"n_head\": 4, \"n_head_kv\": 4, \"n_ff\": 176, \"seq\": 128, \"batch\": "
+           "16, "
            "\"steps\": 1000, \"warmup\": 30, \"lr\": 4e-3, \"min_lr_ratio\": 0.1, \"seed\": 1, \"bpe_merges\": 600, "
            "\"curriculum\": {\"data\": \"copying.jsonl\", \"steps\": 500, \"template\": \"{inputs}\"}}\n";
 }
@@ -1283,10 +1391,13 @@ static int task_adapter_steps(rm_world_size size, const char *task) {
 // validation splits (docs/results.md): 3e-3 x 2000 steps, rank 4.
 static const char *experiment_config(rm_world_size size) {
     if (size == RM_WORLD_FULL)
-        return "{\"seen_fraction\": 0.4, \"router\": {\"rank\": 4, \"alpha\": 8, \"retrieve\": 3, \"lora_dropout\": 0.5, "
-               "\"steps\": 2000, \"batch\": 8, \"lr\": 3e-3}, \"gates\": {\"k\": 3, \"steps\": 300, \"batch\": 8, \"lr\": 5e-3}}";
+        return "{\"seen_fraction\": 0.4, \"router\": {\"rank\": 4, \"alpha\": 8, \"retrieve\": 3, \"lora_dropout\": "
+               "0.5, "
+               "\"steps\": 2000, \"batch\": 8, \"lr\": 3e-3}, \"gates\": {\"k\": 3, \"steps\": 300, \"batch\": 8, "
+               "\"lr\": 5e-3}}";
     return "{\"seen_fraction\": 0.4, \"router\": {\"rank\": 4, \"alpha\": 8, \"retrieve\": 3, \"lora_dropout\": 0.5, "
-           "\"steps\": 800, \"batch\": 8, \"lr\": 3e-3}, \"gates\": {\"k\": 3, \"steps\": 150, \"batch\": 8, \"lr\": 5e-3}}";
+           "\"steps\": 800, \"batch\": 8, \"lr\": 3e-3}, \"gates\": {\"k\": 3, \"steps\": 150, \"batch\": 8, \"lr\": "
+           "5e-3}}";
 }
 
 int rm_world_make(const char *dir, uint64_t seed, rm_world_size size, rm_world_report *rep) {
@@ -1306,7 +1417,10 @@ int rm_world_make(const char *dir, uint64_t seed, rm_world_size size, rm_world_r
     wex *all = calloc((size_t)nt * per, sizeof *all);
     rm_sb cfg = {0}, test = {0}, meta = {0}, corpus = {0};
     long corpus_bytes = 0;
-    if (!all) { rc = rm_errorf(RM_ENOMEM, "world: out of memory"); goto done; }
+    if (!all) {
+        rc = rm_errorf(RM_ENOMEM, "world: out of memory");
+        goto done;
+    }
     // every task's examples: test, pool samples, validation, training
     for (int t = 0; t < nt && !rc; t++) {
         uint64_t rng = seed * 0x9e3779b97f4a7c15ull ^ fnv1a(tasks[t].name);
@@ -1316,7 +1430,8 @@ int rm_world_make(const char *dir, uint64_t seed, rm_world_size size, rm_world_r
     // tasks/NAME.jsonl, tasks/NAME.valid.jsonl; config.json
     rm_sb_puts(&cfg, "[\n");
     for (int t = 0; t < nt && !rc; t++) {
-        const wex *ex = all + (size_t)t * per, *smp = ex + plan.n_test, *val = smp + plan.n_samples, *tr = val + plan.n_valid;
+        const wex *ex = all + (size_t)t * per, *smp = ex + plan.n_test, *val = smp + plan.n_samples,
+                  *tr = val + plan.n_valid;
         char name[512];
         snprintf(name, sizeof name, "tasks/%s.jsonl", tasks[t].name);
         if ((rc = write_lines(dir, name, tr, plan.n_train, &tasks[t]))) break;
@@ -1340,7 +1455,10 @@ int rm_world_make(const char *dir, uint64_t seed, rm_world_size size, rm_world_r
     // combined_test.json: every task's test requests in one shuffled stream
     {
         int n = nt * plan.n_test, *order = malloc((size_t)n * sizeof *order);
-        if (!order) { rc = rm_errorf(RM_ENOMEM, "world: out of memory"); goto done; }
+        if (!order) {
+            rc = rm_errorf(RM_ENOMEM, "world: out of memory");
+            goto done;
+        }
         for (int i = 0; i < n; i++) order[i] = i;
         uint64_t rng = seed ^ 0x74657374ull;
         rm_shuffle(order, n, &rng);
@@ -1371,11 +1489,14 @@ int rm_world_make(const char *dir, uint64_t seed, rm_world_size size, rm_world_r
         if ((rc = rm_write_file_atomic(path, rm_world_template, strlen(rm_world_template)))) goto done;
     }
     // world.json
-    rm_sb_printf(&meta, "{\"seed\": %llu, \"size\": \"%s\", \"template\": ", (unsigned long long)seed, rm_world_size_name(size));
+    rm_sb_printf(&meta, "{\"seed\": %llu, \"size\": \"%s\", \"template\": ", (unsigned long long)seed,
+                 rm_world_size_name(size));
     rm_sb_json_str(&meta, rm_world_template, strlen(rm_world_template));
-    rm_sb_printf(&meta, ",\n \"per_task\": {\"train\": %d, \"valid\": %d, \"test\": %d, \"samples\": %d},\n \"adapter\": %s,\n "
-                        "\"experiment\": %s,\n \"tasks\": [",
-                 plan.n_train, plan.n_valid, plan.n_test, plan.n_samples, adapter_config(size), experiment_config(size));
+    rm_sb_printf(
+        &meta,
+        ",\n \"per_task\": {\"train\": %d, \"valid\": %d, \"test\": %d, \"samples\": %d},\n \"adapter\": %s,\n "
+        "\"experiment\": %s,\n \"tasks\": [",
+        plan.n_train, plan.n_valid, plan.n_test, plan.n_samples, adapter_config(size), experiment_config(size));
     int nc = 0;
     for (int t = 0; t < nt; t++) {
         nc += t == 0 || strcmp(tasks[t].cluster, tasks[t - 1].cluster);
@@ -1429,17 +1550,25 @@ int rm_world_read_tasks(const char *dir, char ***names_out, char ***clusters_out
         rc = rm_errorf(RM_ENOMEM, "out of memory");
     }
     for (size_t i = 0; !rc && i < tasks->n; i++) {
-        const char *name = rm_json_get_str(&tasks->items[i], "name", NULL), *cl = rm_json_get_str(&tasks->items[i], "cluster", NULL);
+        const char *name = rm_json_get_str(&tasks->items[i], "name", NULL),
+                   *cl = rm_json_get_str(&tasks->items[i], "cluster", NULL);
         if (!name || !cl || !*name || strchr(name, '/') || name[0] == '.') {
             rc = rm_errorf(RM_EFORMAT, "%s: task %zu has no usable \"name\" and \"cluster\"", path, i + 1);
             break;
         }
         for (int k = 0; k < n && !rc; k++)
-            if (!strcmp(names[k], name)) rc = rm_errorf(RM_EFORMAT, "%s: task %zu: the name \"%s\" is taken by task %d", path, i + 1, name, k + 1);
+            if (!strcmp(names[k], name))
+                rc = rm_errorf(RM_EFORMAT, "%s: task %zu: the name \"%s\" is taken by task %d", path, i + 1, name,
+                               k + 1);
         if (rc) break;
         names[n] = strdup(name);
         clusters[n] = strdup(cl);
-        if (!names[n] || !clusters[n]) { free(names[n]); free(clusters[n]); rc = rm_errorf(RM_ENOMEM, "out of memory"); break; }
+        if (!names[n] || !clusters[n]) {
+            free(names[n]);
+            free(clusters[n]);
+            rc = rm_errorf(RM_ENOMEM, "out of memory");
+            break;
+        }
         n++;
     }
     rm_json_free(j);

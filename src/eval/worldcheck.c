@@ -48,7 +48,8 @@ int rm_world_check_run(const rm_world_check_params *p, rm_world_check *c) {
     int n = c->n, nm = n + 1;
     rm_method *meth = calloc((size_t)nm, sizeof *meth);
     char **paths = calloc((size_t)n, sizeof *paths);
-    if (!meth || !paths || !(c->base = calloc((size_t)n, sizeof *c->base)) || !(c->score = calloc((size_t)n * n, sizeof *c->score))) {
+    if (!meth || !paths || !(c->base = calloc((size_t)n, sizeof *c->base)) ||
+        !(c->score = calloc((size_t)n * n, sizeof *c->score))) {
         rc = rm_errorf(RM_ENOMEM, "out of memory");
         goto done;
     }
@@ -58,14 +59,25 @@ int rm_world_check_run(const rm_world_check_params *p, rm_world_check *c) {
     if ((rc = rm_evalset_load(path, RM_METRIC_EM, &set))) goto done;
     snprintf(path, sizeof path, "%s/base.gguf", p->dir);
     if ((rc = rm_llama_load(&m, path))) goto done;
-    if (!(tp = rm_threadpool_create(p->threads))) { rc = rm_errorf(RM_ENOMEM, "cannot start threads"); goto done; }
+    if (!(tp = rm_threadpool_create(p->threads))) {
+        rc = rm_errorf(RM_ENOMEM, "cannot start threads");
+        goto done;
+    }
     // method 0: the base model; 1 + a: adapter a alone
     meth[0] = (rm_method){.name = NULL, .kind = RM_METHOD_NONE, .compose = -1};
     for (int a = 0; a < n; a++) {
         snprintf(path, sizeof path, "%s/adapters/%s", p->dir, c->task[a]);
-        if (!rm_is_dir(path)) { rc = rm_errorf(RM_ENOTFOUND, "%s: no adapter for task %s (run `ramole world build %s`)", path, c->task[a], p->dir); goto done; }
-        if (!(paths[a] = strdup(path))) { rc = rm_errorf(RM_ENOMEM, "out of memory"); goto done; }
-        meth[1 + a] = (rm_method){.kind = RM_METHOD_FIXED, .compose = -1, .paths = (const char *const *)&paths[a], .n_paths = 1};
+        if (!rm_is_dir(path)) {
+            rc = rm_errorf(RM_ENOTFOUND, "%s: no adapter for task %s (run `ramole world build %s`)", path, c->task[a],
+                           p->dir);
+            goto done;
+        }
+        if (!(paths[a] = strdup(path))) {
+            rc = rm_errorf(RM_ENOMEM, "out of memory");
+            goto done;
+        }
+        meth[1 + a] =
+            (rm_method){.kind = RM_METHOD_FIXED, .compose = -1, .paths = (const char *const *)&paths[a], .n_paths = 1};
     }
     rm_run_params rp = p->eval;
     rp.tmpl = tmpl;

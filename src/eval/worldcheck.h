@@ -9,9 +9,9 @@
 #include "eval/method.h"
 
 typedef struct rm_world_check_params {
-    const char *dir;        // a built world (world.json, base.gguf, adapters/NAME, combined_test.json)
-    int threads;            // 0: all cores
-    rm_run_params eval;     // max_new, slots, rows, limit, progress (the template comes from DIR)
+    const char *dir;    // a built world (world.json, base.gguf, adapters/NAME, combined_test.json)
+    int threads;        // 0: all cores
+    rm_run_params eval; // max_new, slots, rows, limit, progress (the template comes from DIR)
 } rm_world_check_params;
 rm_world_check_params rm_world_check_default_params(void);
 
@@ -30,10 +30,10 @@ void rm_world_check_free(rm_world_check *c);
 
 // The figures the world must show, all means over tasks (x 100).
 typedef struct rm_world_sanity {
-    double base;            // the base model alone
-    double own, own_min;    // each task's own adapter; the lowest task
+    double base;         // the base model alone
+    double own, own_min; // each task's own adapter; the lowest task
     int own_min_task;
-    double sibling, sibling_gain;        // the best other adapter of the task's cluster; minus the base
+    double sibling, sibling_gain;           // the best other adapter of the task's cluster; minus the base
     double foreign_best, foreign_best_gain; // the best adapter of another cluster; minus the base
     double foreign_mean, foreign_mean_gain; // the mean over the other clusters' adapters; minus the base
 } rm_world_sanity;

@@ -23,7 +23,7 @@
 #include <string.h>
 
 #define GGUF_MAGIC "GGUF"
-#define GGUF_MAX_ARRAY_DEPTH 8   // arrays of arrays nest at most this deep
+#define GGUF_MAX_ARRAY_DEPTH 8 // arrays of arrays nest at most this deep
 #define GGUF_MAX_DIMS 4
 
 // ---------------------------------------------------------------------------
@@ -32,32 +32,38 @@
 
 // GGML tensor types: block size in elements and bytes. Ids with no name were
 // removed from GGML and never appear in valid files.
-static const struct { const char *name; int blck; int size; } ggml_types[] = {
-    [0] = {"f32", 1, 4},        [1] = {"f16", 1, 2},        [2] = {"q4_0", 32, 18},
-    [3] = {"q4_1", 32, 20},     [6] = {"q5_0", 32, 22},     [7] = {"q5_1", 32, 24},
-    [8] = {"q8_0", 32, 34},     [9] = {"q8_1", 32, 36},     [10] = {"q2_K", 256, 84},
-    [11] = {"q3_K", 256, 110},  [12] = {"q4_K", 256, 144},  [13] = {"q5_K", 256, 176},
-    [14] = {"q6_K", 256, 210},  [15] = {"q8_K", 256, 292},  [16] = {"iq2_xxs", 256, 66},
-    [17] = {"iq2_xs", 256, 74}, [18] = {"iq3_xxs", 256, 98}, [19] = {"iq1_s", 256, 50},
-    [20] = {"iq4_nl", 32, 18},  [21] = {"iq3_s", 256, 110}, [22] = {"iq2_s", 256, 82},
-    [23] = {"iq4_xs", 256, 136}, [24] = {"i8", 1, 1},       [25] = {"i16", 1, 2},
-    [26] = {"i32", 1, 4},       [27] = {"i64", 1, 8},       [28] = {"f64", 1, 8},
-    [29] = {"iq1_m", 256, 56},  [30] = {"bf16", 1, 2},      [34] = {"tq1_0", 256, 54},
-    [35] = {"tq2_0", 256, 66},  [39] = {"mxfp4", 32, 17},
+static const struct {
+    const char *name;
+    int blck;
+    int size;
+} ggml_types[] = {
+    [0] = {"f32", 1, 4},         [1] = {"f16", 1, 2},         [2] = {"q4_0", 32, 18},      [3] = {"q4_1", 32, 20},
+    [6] = {"q5_0", 32, 22},      [7] = {"q5_1", 32, 24},      [8] = {"q8_0", 32, 34},      [9] = {"q8_1", 32, 36},
+    [10] = {"q2_K", 256, 84},    [11] = {"q3_K", 256, 110},   [12] = {"q4_K", 256, 144},   [13] = {"q5_K", 256, 176},
+    [14] = {"q6_K", 256, 210},   [15] = {"q8_K", 256, 292},   [16] = {"iq2_xxs", 256, 66}, [17] = {"iq2_xs", 256, 74},
+    [18] = {"iq3_xxs", 256, 98}, [19] = {"iq1_s", 256, 50},   [20] = {"iq4_nl", 32, 18},   [21] = {"iq3_s", 256, 110},
+    [22] = {"iq2_s", 256, 82},   [23] = {"iq4_xs", 256, 136}, [24] = {"i8", 1, 1},         [25] = {"i16", 1, 2},
+    [26] = {"i32", 1, 4},        [27] = {"i64", 1, 8},        [28] = {"f64", 1, 8},        [29] = {"iq1_m", 256, 56},
+    [30] = {"bf16", 1, 2},       [34] = {"tq1_0", 256, 54},   [35] = {"tq2_0", 256, 66},   [39] = {"mxfp4", 32, 17},
 };
 #define N_GGML_TYPES ((int)(sizeof ggml_types / sizeof ggml_types[0]))
 
-const char *gguf_ggml_type_name(int t) {
-    return t >= 0 && t < N_GGML_TYPES ? ggml_types[t].name : NULL;
-}
+const char *gguf_ggml_type_name(int t) { return t >= 0 && t < N_GGML_TYPES ? ggml_types[t].name : NULL; }
 
 // Bytes of one element of a fixed-size GGUF value type, 0 for string/array.
 static size_t value_size(int t) {
     switch (t) {
-    case GGUF_TYPE_UINT8: case GGUF_TYPE_INT8: case GGUF_TYPE_BOOL: return 1;
-    case GGUF_TYPE_UINT16: case GGUF_TYPE_INT16: return 2;
-    case GGUF_TYPE_UINT32: case GGUF_TYPE_INT32: case GGUF_TYPE_FLOAT32: return 4;
-    case GGUF_TYPE_UINT64: case GGUF_TYPE_INT64: case GGUF_TYPE_FLOAT64: return 8;
+    case GGUF_TYPE_UINT8:
+    case GGUF_TYPE_INT8:
+    case GGUF_TYPE_BOOL: return 1;
+    case GGUF_TYPE_UINT16:
+    case GGUF_TYPE_INT16: return 2;
+    case GGUF_TYPE_UINT32:
+    case GGUF_TYPE_INT32:
+    case GGUF_TYPE_FLOAT32: return 4;
+    case GGUF_TYPE_UINT64:
+    case GGUF_TYPE_INT64:
+    case GGUF_TYPE_FLOAT64: return 8;
     default: return 0;
     }
 }
@@ -65,7 +71,7 @@ static size_t value_size(int t) {
 static int value_type_valid(int t) { return t >= GGUF_TYPE_UINT8 && t <= GGUF_TYPE_FLOAT64; }
 
 const char *gguf_value_type_name(int t) {
-    static const char *names[] = {"u8", "i8", "u16", "i16", "u32", "i32", "f32",
+    static const char *names[] = {"u8",   "i8",  "u16", "i16", "u32", "i32", "f32",
                                   "bool", "str", "arr", "u64", "i64", "f64"};
     return value_type_valid(t) ? names[t] : "?";
 }
@@ -94,7 +100,8 @@ size_t gguf_ggml_nbytes(int type, int n_dims, const int64_t *ne) {
     }
     if ((uint64_t)ne[0] % blck != 0) return 0;
     // elements / blck blocks of `size` bytes; also fits size_t and int64.
-    if (!mul_ok(elems / blck, (uint64_t)ggml_types[type].size, (uint64_t)(SIZE_MAX < INT64_MAX ? SIZE_MAX : INT64_MAX), &bytes))
+    if (!mul_ok(elems / blck, (uint64_t)ggml_types[type].size, (uint64_t)(SIZE_MAX < INT64_MAX ? SIZE_MAX : INT64_MAX),
+                &bytes))
         return 0;
     return (size_t)bytes;
 }
@@ -131,8 +138,8 @@ static int rd_str(cursor *c, gguf_str *s, const char *what) {
     int rc = rd_u64(c, &len, what);
     if (rc != RM_OK) return rc;
     if (len > c->size - c->pos)
-        return rm_errorf(RM_EFORMAT, "%s: %s at offset %zu has length %llu, past the end of the file", c->name,
-                         what, c->pos - 8, (unsigned long long)len);
+        return rm_errorf(RM_EFORMAT, "%s: %s at offset %zu has length %llu, past the end of the file", c->name, what,
+                         c->pos - 8, (unsigned long long)len);
     s->len = len;
     s->ptr = (const char *)c->data + c->pos;
     c->pos += (size_t)len;
@@ -142,8 +149,8 @@ static int rd_str(cursor *c, gguf_str *s, const char *what) {
 // Fails unless n elements of at least `min_bytes` each can fit in what remains.
 static int check_count(cursor *c, uint64_t n, size_t min_bytes, const char *what) {
     if (n > (c->size - c->pos) / min_bytes)
-        return rm_errorf(RM_EFORMAT, "%s: %s count %llu at offset %zu exceeds the remaining %zu bytes", c->name,
-                         what, (unsigned long long)n, c->pos, c->size - c->pos);
+        return rm_errorf(RM_EFORMAT, "%s: %s count %llu at offset %zu exceeds the remaining %zu bytes", c->name, what,
+                         (unsigned long long)n, c->pos, c->size - c->pos);
     return RM_OK;
 }
 
@@ -201,13 +208,39 @@ static int rd_value(cursor *c, int type, gguf_value *v, int depth, const char *k
         if (rc != RM_OK) return rc;
         v->u = 0;
         switch (type) {
-        case GGUF_TYPE_UINT8: case GGUF_TYPE_BOOL: v->u = b[0]; break;
+        case GGUF_TYPE_UINT8:
+        case GGUF_TYPE_BOOL: v->u = b[0]; break;
         case GGUF_TYPE_INT8: v->i = (int8_t)b[0]; break;
-        case GGUF_TYPE_UINT16: { uint16_t x; memcpy(&x, b, 2); v->u = x; break; }
-        case GGUF_TYPE_INT16: { int16_t x; memcpy(&x, b, 2); v->i = x; break; }
-        case GGUF_TYPE_UINT32: { uint32_t x; memcpy(&x, b, 4); v->u = x; break; }
-        case GGUF_TYPE_INT32: { int32_t x; memcpy(&x, b, 4); v->i = x; break; }
-        case GGUF_TYPE_FLOAT32: { float x; memcpy(&x, b, 4); v->f = x; break; }
+        case GGUF_TYPE_UINT16: {
+            uint16_t x;
+            memcpy(&x, b, 2);
+            v->u = x;
+            break;
+        }
+        case GGUF_TYPE_INT16: {
+            int16_t x;
+            memcpy(&x, b, 2);
+            v->i = x;
+            break;
+        }
+        case GGUF_TYPE_UINT32: {
+            uint32_t x;
+            memcpy(&x, b, 4);
+            v->u = x;
+            break;
+        }
+        case GGUF_TYPE_INT32: {
+            int32_t x;
+            memcpy(&x, b, 4);
+            v->i = x;
+            break;
+        }
+        case GGUF_TYPE_FLOAT32: {
+            float x;
+            memcpy(&x, b, 4);
+            v->f = x;
+            break;
+        }
         case GGUF_TYPE_UINT64: memcpy(&v->u, b, 8); break;
         case GGUF_TYPE_INT64: memcpy(&v->i, b, 8); break;
         case GGUF_TYPE_FLOAT64: memcpy(&v->f, b, 8); break;
@@ -306,11 +339,12 @@ static int rd_tensor_info(gguf_file *g, cursor *c, gguf_tensor_info *ti) {
         // The tensor layer owns the sizes of the types it computes with; they must agree.
         size_t nb = rm_tensor_nbytes((rm_type)ti->type, ti->n_dims, ti->ne);
         if (nb != ti->nbytes)
-            return rm_errorf(RM_EFORMAT, "%s: tensor %s: size mismatch for type %s", c->name, name, ggml_types[type].name);
+            return rm_errorf(RM_EFORMAT, "%s: tensor %s: size mismatch for type %s", c->name, name,
+                             ggml_types[type].name);
     }
     if (ti->offset % g->alignment != 0)
-        return rm_errorf(RM_EFORMAT, "%s: tensor %s offset %llu is not a multiple of the alignment %zu", c->name,
-                         name, (unsigned long long)ti->offset, g->alignment);
+        return rm_errorf(RM_EFORMAT, "%s: tensor %s offset %llu is not a multiple of the alignment %zu", c->name, name,
+                         (unsigned long long)ti->offset, g->alignment);
     return RM_OK;
 }
 
@@ -558,14 +592,41 @@ static int arr_elem(const gguf_value *a, uint64_t i, int64_t *si, double *f) {
     if (a->type != GGUF_TYPE_ARRAY || !es || !a->arr.raw || i >= a->arr.n) return 0;
     const uint8_t *p = (const uint8_t *)a->arr.raw + i * es;
     switch (a->arr.type) {
-    case GGUF_TYPE_UINT8: case GGUF_TYPE_BOOL: *si = p[0]; break;
+    case GGUF_TYPE_UINT8:
+    case GGUF_TYPE_BOOL: *si = p[0]; break;
     case GGUF_TYPE_INT8: *si = (int8_t)p[0]; break;
-    case GGUF_TYPE_UINT16: { uint16_t x; memcpy(&x, p, 2); *si = x; break; }
-    case GGUF_TYPE_INT16: { int16_t x; memcpy(&x, p, 2); *si = x; break; }
-    case GGUF_TYPE_UINT32: { uint32_t x; memcpy(&x, p, 4); *si = x; break; }
-    case GGUF_TYPE_INT32: { int32_t x; memcpy(&x, p, 4); *si = x; break; }
-    case GGUF_TYPE_UINT64: case GGUF_TYPE_INT64: memcpy(si, p, 8); break;
-    case GGUF_TYPE_FLOAT32: { float x; memcpy(&x, p, 4); *f = x; return 2; }
+    case GGUF_TYPE_UINT16: {
+        uint16_t x;
+        memcpy(&x, p, 2);
+        *si = x;
+        break;
+    }
+    case GGUF_TYPE_INT16: {
+        int16_t x;
+        memcpy(&x, p, 2);
+        *si = x;
+        break;
+    }
+    case GGUF_TYPE_UINT32: {
+        uint32_t x;
+        memcpy(&x, p, 4);
+        *si = x;
+        break;
+    }
+    case GGUF_TYPE_INT32: {
+        int32_t x;
+        memcpy(&x, p, 4);
+        *si = x;
+        break;
+    }
+    case GGUF_TYPE_UINT64:
+    case GGUF_TYPE_INT64: memcpy(si, p, 8); break;
+    case GGUF_TYPE_FLOAT32: {
+        float x;
+        memcpy(&x, p, 4);
+        *f = x;
+        return 2;
+    }
     case GGUF_TYPE_FLOAT64: memcpy(f, p, 8); return 2;
     }
     *f = a->arr.type == GGUF_TYPE_UINT64 ? (double)(uint64_t)*si : (double)*si;
@@ -610,7 +671,10 @@ int gguf_tensor_view(const gguf_file *g, const gguf_tensor_info *ti, rm_tensor *
 // Writer
 // ---------------------------------------------------------------------------
 
-typedef struct w_kv { char *key; gguf_value val; } w_kv; // val owns its memory
+typedef struct w_kv {
+    char *key;
+    gguf_value val;
+} w_kv; // val owns its memory
 
 typedef struct w_tensor {
     char *name;
@@ -808,8 +872,8 @@ int gguf_set_arr_str(gguf_writer *w, const char *key, const char *const *strs, u
     return rc;
 }
 
-static int add_tensor(gguf_writer *w, const char *name, rm_type type, int n_dims, const int64_t *ne,
-                      const void *data, gguf_fill_fn fill, void *ctx) {
+static int add_tensor(gguf_writer *w, const char *name, rm_type type, int n_dims, const int64_t *ne, const void *data,
+                      gguf_fill_fn fill, void *ctx) {
     if (!w || !name || !ne || (!data && !fill)) return rm_errorf(RM_EINVAL, "gguf_add_tensor: NULL argument");
     if (n_dims < 1 || n_dims > GGUF_MAX_DIMS)
         return rm_errorf(RM_EINVAL, "gguf_add_tensor %s: n_dims %d (want 1..4)", name, n_dims);
@@ -864,9 +928,17 @@ static void put_value(rm_sb *sb, const gguf_value *v) {
     if (es) {
         uint8_t b[8];
         switch (v->type) {
-        case GGUF_TYPE_FLOAT32: { float x = (float)v->f; memcpy(b, &x, 4); break; }
+        case GGUF_TYPE_FLOAT32: {
+            float x = (float)v->f;
+            memcpy(b, &x, 4);
+            break;
+        }
         case GGUF_TYPE_FLOAT64: memcpy(b, &v->f, 8); break;
-        default: { uint64_t x = is_signed_type(v->type) ? (uint64_t)v->i : v->u; memcpy(b, &x, 8); break; }
+        default: {
+            uint64_t x = is_signed_type(v->type) ? (uint64_t)v->i : v->u;
+            memcpy(b, &x, 8);
+            break;
+        }
         }
         rm_sb_putn(sb, (const char *)b, es); // little-endian: the low bytes come first
         return;
@@ -909,7 +981,10 @@ static int write_tensors(gguf_writer *w, fmt_out *o, size_t align) {
                 free(scratch);
                 scratch = malloc(t->nbytes);
                 scratch_cap = scratch ? t->nbytes : 0;
-                if (!scratch) { rc = rm_errorf(RM_ENOMEM, "%s: out of memory for tensor %s", o->path, t->name); break; }
+                if (!scratch) {
+                    rc = rm_errorf(RM_ENOMEM, "%s: out of memory for tensor %s", o->path, t->name);
+                    break;
+                }
             }
             memset(scratch, 0, t->nbytes);
             if ((rc = t->fill(t->fill_ctx, scratch, t->nbytes)) != RM_OK) break;

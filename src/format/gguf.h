@@ -14,23 +14,35 @@
 #include "tensor/tensor.h"
 
 enum {
-    GGUF_TYPE_UINT8 = 0, GGUF_TYPE_INT8 = 1, GGUF_TYPE_UINT16 = 2, GGUF_TYPE_INT16 = 3,
-    GGUF_TYPE_UINT32 = 4, GGUF_TYPE_INT32 = 5, GGUF_TYPE_FLOAT32 = 6, GGUF_TYPE_BOOL = 7,
-    GGUF_TYPE_STRING = 8, GGUF_TYPE_ARRAY = 9, GGUF_TYPE_UINT64 = 10, GGUF_TYPE_INT64 = 11,
+    GGUF_TYPE_UINT8 = 0,
+    GGUF_TYPE_INT8 = 1,
+    GGUF_TYPE_UINT16 = 2,
+    GGUF_TYPE_INT16 = 3,
+    GGUF_TYPE_UINT32 = 4,
+    GGUF_TYPE_INT32 = 5,
+    GGUF_TYPE_FLOAT32 = 6,
+    GGUF_TYPE_BOOL = 7,
+    GGUF_TYPE_STRING = 8,
+    GGUF_TYPE_ARRAY = 9,
+    GGUF_TYPE_UINT64 = 10,
+    GGUF_TYPE_INT64 = 11,
     GGUF_TYPE_FLOAT64 = 12,
 };
 #define GGUF_DEFAULT_ALIGNMENT 32
 
-typedef struct gguf_str { uint64_t len; const char *ptr; } gguf_str; // not NUL-terminated
+typedef struct gguf_str {
+    uint64_t len;
+    const char *ptr;
+} gguf_str; // not NUL-terminated
 
 typedef struct gguf_value gguf_value;
 struct gguf_value {
-    int type;                 // GGUF_TYPE_*
+    int type; // GGUF_TYPE_*
     union {
-        uint64_t u;           // unsigned ints, bool
-        int64_t i;            // signed ints
-        double f;             // float32 / float64
-        gguf_str s;           // string
+        uint64_t u; // unsigned ints, bool
+        int64_t i;  // signed ints
+        double f;   // float32 / float64
+        gguf_str s; // string
         struct {
             int type;         // element type
             uint64_t n;       // element count
@@ -41,21 +53,24 @@ struct gguf_value {
     };
 };
 
-typedef struct gguf_kv { gguf_str key; gguf_value val; } gguf_kv;
+typedef struct gguf_kv {
+    gguf_str key;
+    gguf_value val;
+} gguf_kv;
 
 typedef struct gguf_tensor_info {
     gguf_str name;
     int n_dims;
     int64_t ne[4];
-    int type;            // GGML type id (may be one ramole cannot compute with)
-    uint64_t offset;     // relative to the data section
-    const void *data;    // into the mapping
+    int type;         // GGML type id (may be one ramole cannot compute with)
+    uint64_t offset;  // relative to the data section
+    const void *data; // into the mapping
     size_t nbytes;
 } gguf_tensor_info;
 
 typedef struct gguf_file {
-    rm_mmap map;         // owned when opened with gguf_open
-    const char *path;    // for messages (copy owned)
+    rm_mmap map;      // owned when opened with gguf_open
+    const char *path; // for messages (copy owned)
     uint32_t version;
     uint64_t n_kv, n_tensors;
     gguf_kv *kv;
@@ -79,7 +94,7 @@ const gguf_kv *gguf_find(const gguf_file *g, const char *key);
 int gguf_get_u32(const gguf_file *g, const char *key, uint32_t *out);
 int gguf_get_i32(const gguf_file *g, const char *key, int32_t *out);
 int gguf_get_u64(const gguf_file *g, const char *key, uint64_t *out);
-int gguf_get_f32(const gguf_file *g, const char *key, float *out);   // float32/64
+int gguf_get_f32(const gguf_file *g, const char *key, float *out); // float32/64
 int gguf_get_bool(const gguf_file *g, const char *key, int *out);
 int gguf_get_str(const gguf_file *g, const char *key, gguf_str *out);
 // Array of any element type; *out points at the value (type GGUF_TYPE_ARRAY).
@@ -122,8 +137,7 @@ int gguf_set_arr_str(gguf_writer *w, const char *key, const char *const *strs, u
 // Copies any value (including nested arrays) read from another file.
 int gguf_set_value(gguf_writer *w, const char *key, const gguf_value *v);
 // Adds a tensor. data is NOT copied: it must stay valid until gguf_write.
-int gguf_add_tensor(gguf_writer *w, const char *name, rm_type type, int n_dims, const int64_t *ne,
-                    const void *data);
+int gguf_add_tensor(gguf_writer *w, const char *name, rm_type type, int n_dims, const int64_t *ne, const void *data);
 // Adds a tensor whose bytes are produced at write time: gguf_write calls
 // fill(ctx, dst, nbytes) once, in the order tensors were added, with a buffer
 // to fill completely; a non-zero return aborts the write with that status

@@ -51,7 +51,8 @@ static int cfg_num(const char *path, const rm_json *j, const char *key, double d
         *out = dflt;
         return RM_OK;
     }
-    if (v->type != RM_JSON_NUMBER || !(v->num > 0)) return rm_errorf(RM_EFORMAT, "%s: %s must be a positive number", path, key);
+    if (v->type != RM_JSON_NUMBER || !(v->num > 0))
+        return rm_errorf(RM_EFORMAT, "%s: %s must be a positive number", path, key);
     *out = v->num;
     return RM_OK;
 }
@@ -79,7 +80,9 @@ static int cfg_rope_scaling(const char *path, const rm_json *j, hf_config *c) {
     return rm_errorf(RM_EUNSUPPORTED, "%s: rope_scaling type '%s' is not supported (linear, llama3)", path, type);
 }
 
-static const struct { const char *hf, *model_type, *arch; } hf_archs[] = {
+static const struct {
+    const char *hf, *model_type, *arch;
+} hf_archs[] = {
     {"LlamaForCausalLM", "llama", "llama"},
     {"MistralForCausalLM", "mistral", "llama"},
     {"Qwen2ForCausalLM", "qwen2", "qwen2"},
@@ -96,8 +99,13 @@ static int cfg_arch(const char *path, const rm_json *j, hf_config *c) {
             snprintf(c->arch, sizeof c->arch, "%s", hf_archs[i].arch);
             return RM_OK;
         }
-    return rm_errorf(RM_EUNSUPPORTED, "%s: architecture %s is not supported (LlamaForCausalLM, MistralForCausalLM, "
-                     "Qwen2ForCausalLM)", path, a ? a : mt ? mt : "(none given)");
+    return rm_errorf(RM_EUNSUPPORTED,
+                     "%s: architecture %s is not supported (LlamaForCausalLM, MistralForCausalLM, "
+                     "Qwen2ForCausalLM)",
+                     path,
+                     a    ? a
+                     : mt ? mt
+                          : "(none given)");
 }
 
 int hfdir_read_config(const char *dir, hf_config *c) {
@@ -230,16 +238,14 @@ typedef struct hf_progress {
 
 typedef struct hf_job {
     const st_tensor *src;
-    rm_type type;          // output type
-    int64_t rows, cols;    // output: rows of cols elements
-    int64_t permute_hd;    // head_dim of a Q/K row permutation, 0 for none
+    rm_type type;       // output type
+    int64_t rows, cols; // output: rows of cols elements
+    int64_t permute_hd; // head_dim of a Q/K row permutation, 0 for none
     hf_progress *progress;
 } hf_job;
 
 // The output type a stored dtype keeps when no out_type is asked for.
-static int keep_type(st_dtype d) {
-    return d == ST_F16 ? RM_TYPE_F16 : d == ST_BF16 ? RM_TYPE_BF16 : RM_TYPE_F32;
-}
+static int keep_type(st_dtype d) { return d == ST_F16 ? RM_TYPE_F16 : d == ST_BF16 ? RM_TYPE_BF16 : RM_TYPE_F32; }
 
 static int fill_tensor(void *vctx, void *dst, size_t nbytes) {
     hf_job *j = vctx;
@@ -266,7 +272,8 @@ static int fill_tensor(void *vctx, void *dst, size_t nbytes) {
 
 static void fmt_shape(char *buf, size_t cap, int n, const int64_t *s) {
     size_t k = (size_t)snprintf(buf, cap, "[");
-    for (int i = 0; i < n && k < cap; i++) k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)s[i]);
+    for (int i = 0; i < n && k < cap; i++)
+        k += (size_t)snprintf(buf + k, cap - k, "%s%lld", i ? ", " : "", (long long)s[i]);
     if (k < cap) snprintf(buf + k, cap - k, "]");
 }
 
@@ -326,20 +333,17 @@ static int plan_layer(hf_plan *p, int64_t L) {
     int64_t H = c->hidden_size, q_dim = c->n_heads * c->head_dim, kv_dim = c->n_kv_heads * c->head_dim;
     int64_t perm = strcmp(c->arch, "llama") == 0 ? c->head_dim : 0;
     int qwen = strcmp(c->arch, "qwen2") == 0;
-    static const struct { const char *hf, *gg; int kind; } parts[] = {
+    static const struct {
+        const char *hf, *gg;
+        int kind;
+    } parts[] = {
         // kind: 0 norm, 1 q, 2 k, 3 v, 4 o, 5 gate/up, 6 down, 7 q bias, 8 k bias, 9 v bias, 10 o bias
-        {"input_layernorm.weight", "attn_norm.weight", 0},
-        {"self_attn.q_proj.weight", "attn_q.weight", 1},
-        {"self_attn.k_proj.weight", "attn_k.weight", 2},
-        {"self_attn.v_proj.weight", "attn_v.weight", 3},
-        {"self_attn.o_proj.weight", "attn_output.weight", 4},
-        {"self_attn.q_proj.bias", "attn_q.bias", 7},
-        {"self_attn.k_proj.bias", "attn_k.bias", 8},
-        {"self_attn.v_proj.bias", "attn_v.bias", 9},
-        {"self_attn.o_proj.bias", "attn_output.bias", 10},
-        {"post_attention_layernorm.weight", "ffn_norm.weight", 0},
-        {"mlp.gate_proj.weight", "ffn_gate.weight", 5},
-        {"mlp.up_proj.weight", "ffn_up.weight", 5},
+        {"input_layernorm.weight", "attn_norm.weight", 0},    {"self_attn.q_proj.weight", "attn_q.weight", 1},
+        {"self_attn.k_proj.weight", "attn_k.weight", 2},      {"self_attn.v_proj.weight", "attn_v.weight", 3},
+        {"self_attn.o_proj.weight", "attn_output.weight", 4}, {"self_attn.q_proj.bias", "attn_q.bias", 7},
+        {"self_attn.k_proj.bias", "attn_k.bias", 8},          {"self_attn.v_proj.bias", "attn_v.bias", 9},
+        {"self_attn.o_proj.bias", "attn_output.bias", 10},    {"post_attention_layernorm.weight", "ffn_norm.weight", 0},
+        {"mlp.gate_proj.weight", "ffn_gate.weight", 5},       {"mlp.up_proj.weight", "ffn_up.weight", 5},
         {"mlp.down_proj.weight", "ffn_down.weight", 6},
     };
     for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
@@ -438,9 +442,8 @@ int hfdir_convert_to_gguf(const char *dir, const char *out_path, int out_type, v
     return hfdir_convert_to_gguf_ex(dir, out_path, out_type, progress, ctx, NULL, NULL);
 }
 
-int hfdir_convert_to_gguf_ex(const char *dir, const char *out_path, int out_type,
-                             void (*progress)(void *, int, int), void *ctx,
-                             int (*add_meta)(void *mctx, gguf_writer *w), void *mctx) {
+int hfdir_convert_to_gguf_ex(const char *dir, const char *out_path, int out_type, void (*progress)(void *, int, int),
+                             void *ctx, int (*add_meta)(void *mctx, gguf_writer *w), void *mctx) {
     if (!dir || !out_path) return rm_errorf(RM_EINVAL, "hfdir_convert_to_gguf: NULL argument");
     if (out_type >= 0 && !rm_type_supported(out_type))
         return rm_errorf(RM_EINVAL, "hfdir_convert_to_gguf: unsupported output type %d", out_type);
@@ -456,8 +459,8 @@ int hfdir_convert_to_gguf_ex(const char *dir, const char *out_path, int out_type
     if (!p.w || !p.jobs) rc = rm_errorf(RM_ENOMEM, "out of memory");
     if (rc == RM_OK) rc = write_metadata(p.w, &cfg, dir, out_type, add_meta == NULL);
     if (rc == RM_OK && add_meta) rc = add_meta(mctx, p.w);
-    if (rc == RM_OK) rc = plan_tensor(&p, "model.embed_tokens.weight", "token_embd.weight", cfg.vocab_size,
-                                      cfg.hidden_size, 0, 0);
+    if (rc == RM_OK)
+        rc = plan_tensor(&p, "model.embed_tokens.weight", "token_embd.weight", cfg.vocab_size, cfg.hidden_size, 0, 0);
     for (int64_t L = 0; L < cfg.n_layers && rc == RM_OK; L++) rc = plan_layer(&p, L);
     if (rc == RM_OK) rc = plan_tensor(&p, "model.norm.weight", "output_norm.weight", cfg.hidden_size, 0, 0, 0);
     if (rc == RM_OK && !cfg.tie_embeddings)

@@ -14,13 +14,13 @@
 
 // The hyperparameters of config.json that a conversion needs.
 typedef struct hf_config {
-    char hf_arch[64];        // architectures[0], e.g. "LlamaForCausalLM"
-    char arch[16];           // GGUF architecture: "llama" or "qwen2"
-    char name[128];          // _name_or_path, else the directory's base name
+    char hf_arch[64]; // architectures[0], e.g. "LlamaForCausalLM"
+    char arch[16];    // GGUF architecture: "llama" or "qwen2"
+    char name[128];   // _name_or_path, else the directory's base name
     int64_t vocab_size, hidden_size, intermediate_size, n_layers, n_heads, n_kv_heads, head_dim, max_pos;
     double rms_eps, rope_theta;
-    int tie_embeddings;      // tie_word_embeddings (lm_head absent also ties)
-    int head_dim_explicit;   // head_dim given and != hidden_size / n_heads
+    int tie_embeddings;    // tie_word_embeddings (lm_head absent also ties)
+    int head_dim_explicit; // head_dim given and != hidden_size / n_heads
     // rope_scaling: type "" (none), "linear" or "llama3".
     char rope_scaling[16];
     double rope_factor, rope_low_freq_factor, rope_high_freq_factor;
@@ -45,9 +45,8 @@ int hfdir_convert_to_gguf(const char *dir, const char *out_path, int out_type, v
 // return aborts the conversion with that status. With a hook the
 // ramole.hf_tokenizer_path key (the tokenizer.json beside the weights, which
 // hfdir_convert_to_gguf writes for older readers) is left out.
-int hfdir_convert_to_gguf_ex(const char *dir, const char *out_path, int out_type,
-                             void (*progress)(void *, int, int), void *ctx,
-                             int (*add_meta)(void *mctx, gguf_writer *w), void *mctx);
+int hfdir_convert_to_gguf_ex(const char *dir, const char *out_path, int out_type, void (*progress)(void *, int, int),
+                             void *ctx, int (*add_meta)(void *mctx, gguf_writer *w), void *mctx);
 
 // Row order of a Q or K projection for GGUF llama: Hugging Face rotates the
 // RoPE pairs (i, i + d/2) of each head, GGUF llama the pairs (2i, 2i+1). For

@@ -83,8 +83,8 @@ static int add_tokenizer(gguf_writer *w, const char *path, int n) {
         }
     }
     if (!rc && off != map.size)
-        rc = rm_errorf(RM_EFORMAT, "%s: %zu bytes after the model's %d tokens (a tokenizer for another vocabulary?)", path,
-                       map.size - off, n);
+        rc = rm_errorf(RM_EFORMAT, "%s: %zu bytes after the model's %d tokens (a tokenizer for another vocabulary?)",
+                       path, map.size - off, n);
     if (!rc) rc = gguf_set_str(w, "tokenizer.ggml.model", "llama");
     if (!rc) rc = gguf_set_arr_str(w, "tokenizer.ggml.tokens", (const char *const *)tok, (uint64_t)n);
     if (!rc) rc = gguf_set_arr(w, "tokenizer.ggml.scores", GGUF_TYPE_FLOAT32, score, (uint64_t)n);
@@ -120,14 +120,14 @@ int llama2c_convert_tok(const char *in_path, const char *tok_path, const char *o
     // The file has no magic: until the header is plausible nothing of it is
     // echoed (an arbitrary file's first bytes stay out of the message), only
     // which field is wrong.
-    const char *bad = dim <= 0 || dim > 65536               ? "dim outside [1, 65536]"
-                      : hidden <= 0 || hidden > 1 << 20     ? "hidden_dim outside [1, 2^20]"
-                      : nl <= 0 || nl > 1024                ? "n_layers outside [1, 1024]"
-                      : nh <= 0 || nh > dim || dim % nh     ? "n_heads not a divisor of dim"
-                      : nkv <= 0 || nkv > nh || nh % nkv    ? "n_kv_heads not a divisor of n_heads"
-                      : vocab <= 0 || vocab > 1 << 24       ? "vocab_size outside [1, 2^24] (sign aside)"
-                      : seq <= 0 || seq > 1 << 24           ? "seq_len outside [1, 2^24]"
-                                                            : NULL;
+    const char *bad = dim <= 0 || dim > 65536            ? "dim outside [1, 65536]"
+                      : hidden <= 0 || hidden > 1 << 20  ? "hidden_dim outside [1, 2^20]"
+                      : nl <= 0 || nl > 1024             ? "n_layers outside [1, 1024]"
+                      : nh <= 0 || nh > dim || dim % nh  ? "n_heads not a divisor of dim"
+                      : nkv <= 0 || nkv > nh || nh % nkv ? "n_kv_heads not a divisor of n_heads"
+                      : vocab <= 0 || vocab > 1 << 24    ? "vocab_size outside [1, 2^24] (sign aside)"
+                      : seq <= 0 || seq > 1 << 24        ? "seq_len outside [1, 2^24]"
+                                                         : NULL;
     if (bad) {
         rc = rm_errorf(RM_EFORMAT, "%s: not a llama2.c checkpoint: header field %s", in_path, bad);
         goto done;
@@ -153,7 +153,10 @@ int llama2c_convert_tok(const char *in_path, const char *tok_path, const char *o
     }
 
     w = gguf_writer_new();
-    if (!w) { rc = rm_errorf(RM_ENOMEM, "out of memory"); goto done; }
+    if (!w) {
+        rc = rm_errorf(RM_ENOMEM, "out of memory");
+        goto done;
+    }
     const char *base = strrchr(in_path, '/');
     base = base ? base + 1 : in_path;
     if ((rc = gguf_set_str(w, "general.architecture", "llama")) || (rc = gguf_set_str(w, "general.name", base)) ||
@@ -173,12 +176,17 @@ int llama2c_convert_tok(const char *in_path, const char *tok_path, const char *o
         (tok_path && (rc = add_tokenizer(w, tok_path, vocab))))
         goto done;
     // Per-layer arrays: [n_layer][n1][n0] in the file, one GGUF tensor per layer.
-    const struct { const char *name; const float *base; int n0, n1; } per_layer[9] = {
-        {"attn_norm", rms_att, dim, 1},  {"attn_q", wq, dim, dim},        {"attn_k", wk, dim, kvd},
-        {"attn_v", wv, dim, kvd},        {"attn_output", wo, dim, dim},   {"ffn_norm", rms_ffn, dim, 1},
-        {"ffn_gate", w1, dim, hidden},   {"ffn_down", w2, hidden, dim},   {"ffn_up", w3, dim, hidden},
+    const struct {
+        const char *name;
+        const float *base;
+        int n0, n1;
+    } per_layer[9] = {
+        {"attn_norm", rms_att, dim, 1}, {"attn_q", wq, dim, dim},      {"attn_k", wk, dim, kvd},
+        {"attn_v", wv, dim, kvd},       {"attn_output", wo, dim, dim}, {"ffn_norm", rms_ffn, dim, 1},
+        {"ffn_gate", w1, dim, hidden},  {"ffn_down", w2, hidden, dim}, {"ffn_up", w3, dim, hidden},
     };
-    if ((rc = add_f32(w, "token_embd.weight", emb, dim, vocab)) || (rc = add_f32(w, "output_norm.weight", rms_final, dim, 1)) ||
+    if ((rc = add_f32(w, "token_embd.weight", emb, dim, vocab)) ||
+        (rc = add_f32(w, "output_norm.weight", rms_final, dim, 1)) ||
         (!shared && (rc = add_f32(w, "output.weight", wcls, dim, vocab))))
         goto done;
     char name[96];
@@ -186,7 +194,8 @@ int llama2c_convert_tok(const char *in_path, const char *tok_path, const char *o
         for (int t = 0; t < 9; t++) {
             snprintf(name, sizeof name, "blk.%d.%s.weight", l, per_layer[t].name);
             size_t per = (size_t)per_layer[t].n0 * per_layer[t].n1;
-            if ((rc = add_f32(w, name, per_layer[t].base + (size_t)l * per, per_layer[t].n0, per_layer[t].n1))) goto done;
+            if ((rc = add_f32(w, name, per_layer[t].base + (size_t)l * per, per_layer[t].n0, per_layer[t].n1)))
+                goto done;
         }
     rc = gguf_write(w, out_path);
 done:

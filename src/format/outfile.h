@@ -10,9 +10,9 @@
 
 typedef struct fmt_out {
     FILE *f;
-    char *tmp;          // temporary path (owned)
-    const char *path;   // final path (not owned; for messages)
-    uint64_t pos;       // bytes written so far
+    char *tmp;        // temporary path (owned)
+    const char *path; // final path (not owned; for messages)
+    uint64_t pos;     // bytes written so far
 } fmt_out;
 
 int fmt_out_open(fmt_out *o, const char *path);

@@ -18,9 +18,12 @@
 #define ST_MAX_HEADER (100u << 20) // the reference implementation's limit
 #define ST_MAX_DIMS 8
 
-static const struct { const char *name; size_t size; } st_dtypes[] = {
-    [ST_F32] = {"F32", 4}, [ST_F16] = {"F16", 2}, [ST_BF16] = {"BF16", 2}, [ST_F64] = {"F64", 8},
-    [ST_I64] = {"I64", 8}, [ST_I32] = {"I32", 4}, [ST_I16] = {"I16", 2},   [ST_I8] = {"I8", 1},
+static const struct {
+    const char *name;
+    size_t size;
+} st_dtypes[] = {
+    [ST_F32] = {"F32", 4}, [ST_F16] = {"F16", 2},   [ST_BF16] = {"BF16", 2}, [ST_F64] = {"F64", 8},
+    [ST_I64] = {"I64", 8}, [ST_I32] = {"I32", 4},   [ST_I16] = {"I16", 2},   [ST_I8] = {"I8", 1},
     [ST_U8] = {"U8", 1},   [ST_BOOL] = {"BOOL", 1},
 };
 #define N_DTYPES ((int)(sizeof st_dtypes / sizeof st_dtypes[0]))
@@ -116,7 +119,10 @@ static int parse_metadata(st_file *f, const rm_json *m) {
     return RM_OK;
 }
 
-typedef struct span { uint64_t begin, end; size_t idx; } span;
+typedef struct span {
+    uint64_t begin, end;
+    size_t idx;
+} span;
 
 static int span_cmp(const void *a, const void *b) {
     const span *x = a, *y = b;
@@ -131,8 +137,8 @@ static int check_coverage(st_file *f, span *sp, size_t n, size_t data_size) {
     for (size_t i = 0; i < n; i++) {
         const char *name = f->tensors[sp[i].idx].name;
         if (sp[i].begin < expect)
-            return rm_errorf(RM_EFORMAT, "%s: tensor %s (bytes %llu..%llu) overlaps the previous tensor", f->path,
-                             name, (unsigned long long)sp[i].begin, (unsigned long long)sp[i].end);
+            return rm_errorf(RM_EFORMAT, "%s: tensor %s (bytes %llu..%llu) overlaps the previous tensor", f->path, name,
+                             (unsigned long long)sp[i].begin, (unsigned long long)sp[i].end);
         if (sp[i].begin > expect)
             return rm_errorf(RM_EFORMAT, "%s: gap in the data section before tensor %s (bytes %llu..%llu unused)",
                              f->path, name, (unsigned long long)expect, (unsigned long long)sp[i].begin);
@@ -144,9 +150,7 @@ static int check_coverage(st_file *f, span *sp, size_t n, size_t data_size) {
     return RM_OK;
 }
 
-static int name_cmp(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
+static int name_cmp(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 static int check_unique_names(st_file *f) {
     if (f->n_tensors < 2) return RM_OK;
@@ -156,7 +160,8 @@ static int check_unique_names(st_file *f) {
     qsort(names, f->n_tensors, sizeof *names, name_cmp);
     int rc = RM_OK;
     for (size_t i = 1; i < f->n_tensors && rc == RM_OK; i++)
-        if (strcmp(names[i - 1], names[i]) == 0) rc = rm_errorf(RM_EFORMAT, "%s: duplicate tensor %s", f->path, names[i]);
+        if (strcmp(names[i - 1], names[i]) == 0)
+            rc = rm_errorf(RM_EFORMAT, "%s: duplicate tensor %s", f->path, names[i]);
     free(names);
     return rc;
 }
@@ -259,7 +264,8 @@ const st_tensor *st_find(const st_file *f, const char *name) {
 int st_to_f32_range(const st_tensor *t, size_t first, size_t n, float *out) {
     size_t es = st_dtype_size(t->dtype), total = es ? t->nbytes / es : 0;
     if (first > total || n > total - first)
-        return rm_errorf(RM_EINVAL, "tensor %s: elements %zu..%zu out of range (%zu)", t->name, first, first + n, total);
+        return rm_errorf(RM_EINVAL, "tensor %s: elements %zu..%zu out of range (%zu)", t->name, first, first + n,
+                         total);
     const uint8_t *p = (const uint8_t *)t->data + first * es; // may be unaligned: the header length is arbitrary
     switch (t->dtype) {
     case ST_F32:
@@ -351,8 +357,7 @@ int st_writer_meta(st_writer *w, const char *key, const char *val) {
     return RM_OK;
 }
 
-int st_writer_add(st_writer *w, const char *name, st_dtype dtype, int n_dims, const int64_t *shape,
-                  const void *data) {
+int st_writer_add(st_writer *w, const char *name, st_dtype dtype, int n_dims, const int64_t *shape, const void *data) {
     if (!w || !name || (n_dims > 0 && !shape)) return rm_errorf(RM_EINVAL, "st_writer_add: NULL argument");
     if (!st_dtype_size(dtype)) return rm_errorf(RM_EINVAL, "st_writer_add %s: bad dtype %d", name, (int)dtype);
     if (n_dims < 0 || n_dims > ST_MAX_DIMS)

@@ -17,8 +17,8 @@ typedef struct st_tensor {
     char *name;
     st_dtype dtype;
     int n_dims;
-    int64_t shape[8];   // outermost first, as in the file (PyTorch order)
-    const void *data;   // into the mapping
+    int64_t shape[8]; // outermost first, as in the file (PyTorch order)
+    const void *data; // into the mapping
     size_t nbytes;
 } st_tensor;
 
@@ -47,7 +47,6 @@ st_writer *st_writer_new(void);
 void st_writer_free(st_writer *w);
 int st_writer_meta(st_writer *w, const char *key, const char *val);
 // shape outermost first; data NOT copied (kept until st_write).
-int st_writer_add(st_writer *w, const char *name, st_dtype dtype, int n_dims, const int64_t *shape,
-                  const void *data);
+int st_writer_add(st_writer *w, const char *name, st_dtype dtype, int n_dims, const int64_t *shape, const void *data);
 int st_write(st_writer *w, const char *path);
 #endif

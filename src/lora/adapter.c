@@ -18,7 +18,8 @@ uint64_t rm_lora_next_uid(void) {
 
 int rm_lora_check_finite(const float *v, int64_t n, const char *path, const char *name) {
     for (int64_t i = 0; i < n; i++)
-        if (!isfinite(v[i])) return rm_errorf(RM_EFORMAT, "%s: tensor %s holds NaN/Inf (element %lld)", path, name, (long long)i);
+        if (!isfinite(v[i]))
+            return rm_errorf(RM_EFORMAT, "%s: tensor %s holds NaN/Inf (element %lld)", path, name, (long long)i);
     return RM_OK;
 }
 
@@ -75,7 +76,8 @@ int rm_lora_mod_alloc(rm_lora_mod *mod, int r, int64_t in, int64_t out, float sc
         free(mod->A);
         free(mod->Bt);
         memset(mod, 0, sizeof *mod);
-        return rm_errorf(RM_ENOMEM, "lora: out of memory for a rank-%d module [%lld x %lld]", r, (long long)out, (long long)in);
+        return rm_errorf(RM_ENOMEM, "lora: out of memory for a rank-%d module [%lld x %lld]", r, (long long)out,
+                         (long long)in);
     }
     mod->r = r;
     mod->in = in;
@@ -115,7 +117,8 @@ int rm_lora_parse_targets(const char *s, unsigned *mask) {
         else {
             int found = 0;
             for (int w = 0; w < RM_LIN_COUNT; w++)
-                if (!strcmp(tok, short_names[w]) || !strcmp(tok, rm_linear_names[w]) || !strcmp(tok, rm_linear_gguf[w])) {
+                if (!strcmp(tok, short_names[w]) || !strcmp(tok, rm_linear_names[w]) ||
+                    !strcmp(tok, rm_linear_gguf[w])) {
                     m |= 1u << w;
                     found = 1;
                 }
@@ -191,9 +194,7 @@ void rm_lora_qk_permute(float *v, int n_head, int head_dim, int inverse) {
     }
 }
 
-static const char *base_arch(const rm_llama *m) {
-    return m->hp.arch == RM_ARCH_QWEN2 ? "qwen2" : "llama";
-}
+static const char *base_arch(const rm_llama *m) { return m->hp.arch == RM_ARCH_QWEN2 ? "qwen2" : "llama"; }
 
 static int arch_family(const char *arch) {
     if (!strcmp(arch, "llama") || !strcmp(arch, "mistral")) return RM_ARCH_LLAMA;
@@ -203,21 +204,21 @@ static int arch_family(const char *arch) {
 
 int rm_lora_check_shape(const rm_llama *m, const char *path, int l, int w, int64_t r, int64_t in, int64_t out) {
     if (r <= 0 || r > RM_LORA_MAX_RANK)
-        return rm_errorf(RM_EFORMAT, "%s: layer %d %s: rank %lld outside [1, %d]", path, l, rm_linear_names[w], (long long)r,
-                         RM_LORA_MAX_RANK);
+        return rm_errorf(RM_EFORMAT, "%s: layer %d %s: rank %lld outside [1, %d]", path, l, rm_linear_names[w],
+                         (long long)r, RM_LORA_MAX_RANK);
     if (in <= 0 || out <= 0 || in > RM_LORA_MAX_DIM || out > RM_LORA_MAX_DIM)
-        return rm_errorf(RM_EFORMAT, "%s: layer %d %s: declared shape [%lld, %lld] (out, in) is outside [1, %d]", path, l,
-                         rm_linear_names[w], (long long)out, (long long)in, RM_LORA_MAX_DIM);
+        return rm_errorf(RM_EFORMAT, "%s: layer %d %s: declared shape [%lld, %lld] (out, in) is outside [1, %d]", path,
+                         l, rm_linear_names[w], (long long)out, (long long)in, RM_LORA_MAX_DIM);
     if (!m) return RM_OK;
     if (l >= m->hp.n_layer)
         return rm_errorf(RM_EMISMATCH, "%s: adapter has weights for layer %d, the base model has %d layers", path, l,
                          m->hp.n_layer);
     const rm_tensor *W = &m->layers[l].w[w];
     if (in != W->ne[0] || out != W->ne[1])
-        return rm_errorf(RM_EMISMATCH,
-                         "%s: layer %d %s: adapter shape [%lld, %lld] (out, in) does not match the base weight [%lld, %lld]",
-                         path, l, rm_linear_names[w], (long long)out, (long long)in, (long long)W->ne[1],
-                         (long long)W->ne[0]);
+        return rm_errorf(
+            RM_EMISMATCH,
+            "%s: layer %d %s: adapter shape [%lld, %lld] (out, in) does not match the base weight [%lld, %lld]", path,
+            l, rm_linear_names[w], (long long)out, (long long)in, (long long)W->ne[1], (long long)W->ne[0]);
     if (r > in || r > out)
         return rm_errorf(RM_EMISMATCH, "%s: layer %d %s: rank %lld exceeds min(in, out)", path, l, rm_linear_names[w],
                          (long long)r);
@@ -289,10 +290,11 @@ int rm_lora_check_scale(const rm_lora *a, const rm_llama *m) {
         if (wn == 0.0) continue; // nothing to be relative to
         double un = update_norm(mod, RM_LORA_MAX_REL_NORM * wn);
         if (!(un <= RM_LORA_MAX_REL_NORM * wn))
-            return rm_errorf(RM_EFORMAT,
-                             "%s: layer %d %s: the adapter's update s*B*A has norm %.3g, %.3g times the base weight's (%.3g); "
-                             "over %g times is refused as corrupt",
-                             a->path, l, rm_linear_names[w], un, un / wn, wn, RM_LORA_MAX_REL_NORM);
+            return rm_errorf(
+                RM_EFORMAT,
+                "%s: layer %d %s: the adapter's update s*B*A has norm %.3g, %.3g times the base weight's (%.3g); "
+                "over %g times is refused as corrupt",
+                a->path, l, rm_linear_names[w], un, un / wn, wn, RM_LORA_MAX_REL_NORM);
     }
     return RM_OK;
 }
@@ -308,8 +310,8 @@ int rm_lora_bind(rm_lora *a, const rm_llama *m) {
     if (a->n_layer > hp->n_layer) {
         for (int i = hp->n_layer * RM_LIN_COUNT; i < a->n_layer * RM_LIN_COUNT; i++)
             if (a->mods[i].r)
-                return rm_errorf(RM_EMISMATCH, "%s: adapter has weights for layer %d, the base model has %d layers", a->path,
-                                 i / RM_LIN_COUNT, hp->n_layer);
+                return rm_errorf(RM_EMISMATCH, "%s: adapter has weights for layer %d, the base model has %d layers",
+                                 a->path, i / RM_LIN_COUNT, hp->n_layer);
     }
     int n_mod = 0;
     for (int i = 0; i < a->n_layer * RM_LIN_COUNT; i++) {
@@ -336,7 +338,8 @@ int rm_lora_bind(rm_lora *a, const rm_llama *m) {
             if (!mod->r || (w != RM_LIN_Q && w != RM_LIN_K)) continue;
             int heads = w == RM_LIN_Q ? hp->n_head : hp->n_head_kv;
             drop_f16(mod);
-            for (int j = 0; j < mod->r; j++) rm_lora_qk_permute(mod->Bt + (size_t)j * mod->out, heads, hp->head_dim, !want_perm);
+            for (int j = 0; j < mod->r; j++)
+                rm_lora_qk_permute(mod->Bt + (size_t)j * mod->out, heads, hp->head_dim, !want_perm);
         }
         a->qk_permuted = want_perm;
     }
@@ -354,7 +357,8 @@ int rm_lora_export_b(const rm_lora *a, int i, int permuted, float factor, float 
     int flip = qk && permuted != a->qk_permuted;
     *out = NULL;
     if (flip && !a->n_head)
-        return rm_errorf(RM_EINVAL, "%s: changing the Q/K row order needs the head count: bind the adapter to its base model",
+        return rm_errorf(RM_EINVAL,
+                         "%s: changing the Q/K row order needs the head count: bind the adapter to its base model",
                          a->path);
     float *b = malloc((size_t)m->r * (size_t)m->out * sizeof(float));
     float *col = malloc((size_t)m->out * sizeof(float));

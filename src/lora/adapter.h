@@ -20,29 +20,29 @@
 #define RM_LORA_MAX_DIM (1 << 18)
 
 typedef struct rm_lora_mod {
-    int r;            // rank; 0 = no LoRA on this linear
-    int64_t in, out;  // the base weight's W[out, in]
-    float scale;      // s
-    float *A;         // [r, in]
-    float *Bt;        // [r, out]: B transposed (the kernels stream its rows)
+    int r;                // rank; 0 = no LoRA on this linear
+    int64_t in, out;      // the base weight's W[out, in]
+    float scale;          // s
+    float *A;             // [r, in]
+    float *Bt;            // [r, out]: B transposed (the kernels stream its rows)
     uint16_t *A16, *Bt16; // optional f16 mirrors the hook reads instead (rm_lora_make_f16)
 } rm_lora_mod;
 
 typedef struct rm_lora {
-    char *path;           // where it came from (messages), "" for in-memory adapters
-    const char *format;   // "peft", "gguf" or "memory"
-    char arch[32];        // "llama", "qwen2", ... ; "" when unknown (PEFT, until bound)
-    int n_layer;          // layers it covers: mods has n_layer * RM_LIN_COUNT entries
-    rm_lora_mod *mods;    // [layer * RM_LIN_COUNT + which]
+    char *path;         // where it came from (messages), "" for in-memory adapters
+    const char *format; // "peft", "gguf" or "memory"
+    char arch[32];      // "llama", "qwen2", ... ; "" when unknown (PEFT, until bound)
+    int n_layer;        // layers it covers: mods has n_layer * RM_LIN_COUNT entries
+    rm_lora_mod *mods;  // [layer * RM_LIN_COUNT + which]
     // Row order of B for q_proj / k_proj: 0 = Hugging Face (RoPE pairs i, i+d/2),
     // 1 = permuted to GGUF llama order (pairs 2i, 2i+1). Binding to a base makes
     // it match the base.
     int qk_permuted;
-    float alpha;          // nominal alpha and rank (from the file, for `lora info`)
+    float alpha; // nominal alpha and rank (from the file, for `lora info`)
     int rank;
     int rslora;
-    uint64_t uid;         // unique per process: keys caches and orders batch groups
-    const rm_llama *base; // set by rm_lora_bind
+    uint64_t uid;                    // unique per process: keys caches and orders batch groups
+    const rm_llama *base;            // set by rm_lora_bind
     int n_head, n_head_kv, head_dim; // of the base it was bound to (0 before)
 } rm_lora;
 

@@ -146,8 +146,8 @@ void lb_fail(rm_lora_batch *lb, const char *what) {
 void lb_mismatch(rm_lora_batch *lb, int layer, int which, const char *what) {
     if (!lb->status) {
         lb->status = RM_EMISMATCH;
-        snprintf(lb->msg, sizeof lb->msg, "lora: layer %d %s: %s; the LoRA terms were skipped", layer, rm_linear_names[which],
-                 what);
+        snprintf(lb->msg, sizeof lb->msg, "lora: layer %d %s: %s; the LoRA terms were skipped", layer,
+                 rm_linear_names[which], what);
     }
 }
 
@@ -199,7 +199,8 @@ static void router_mix_row(int k, const float *q, const float *E, int64_t out, f
 // RouterLoRA for one row: E_i = s_i B_i A_i x, q = s_r B_r A_r x,
 // alpha = softmax(q . E_i / sqrt(out)), y += sum_i alpha_i E_i. The row is
 // computed alone, in plan order, whatever its batch mates.
-void rm_lora_router_row(int avx2, const rm_lora_plan *p, int layer, int which, const float *x, float *y, float *scratch, float *alpha) {
+void rm_lora_router_row(int avx2, const rm_lora_plan *p, int layer, int which, const float *x, float *y, float *scratch,
+                        float *alpha) {
     int k = p->n;
     const rm_lora_mod *e[RM_PLAN_MAX], *any = NULL;
     for (int i = 0; i < k; i++) {
@@ -248,7 +249,8 @@ static void router_mix_task(void *ctx, int ith, int nth) {
         if (!any) continue;
         const float *E = J->lb->R + (size_t)n * (size_t)(J->k + 1) * (size_t)J->out, *q = E + (size_t)J->k * J->out;
         const rm_lora_mod *rq = mod_of(p->router, J->layer, J->which);
-        rm_route_stats *st = p->route && (!J->b->want || J->b->want[row]) && J->layer < p->route->n_layer ? p->route : NULL;
+        rm_route_stats *st =
+            p->route && (!J->b->want || J->b->want[row]) && J->layer < p->route->n_layer ? p->route : NULL;
         float alpha[RM_PLAN_MAX];
         router_mix_row(p->n, rq ? q : NULL, E, J->out, J->y + (size_t)row * J->ldy, st ? alpha : NULL);
         if (st) { // one row of this plan asks for logits in a step: one writer
@@ -273,14 +275,17 @@ static int router_term(rm_lora_batch *lb, int *n_terms, const rm_lora *a, int la
 }
 
 // Applies the router plans of b's rows to (layer, which).
-static void router_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_linear_id which, const float *x, int64_t ldx,
-                         float *y, int64_t ldy, int avx2) {
+static void router_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_linear_id which, const float *x,
+                         int64_t ldx, float *y, int64_t ldy, int avx2) {
     int n = 0, k = 0;
     int64_t out = 0;
     for (int row = 0; row < b->n; row++) {
         const rm_lora_plan *p = b->plan[row];
         if (!p || p->mode != RM_COMPOSE_ROUTER) continue;
-        if (lb_grow(&lb->rrows, &lb->rrows_cap, (size_t)n + 1, sizeof *lb->rrows)) { lb_fail(lb, "router rows"); return; }
+        if (lb_grow(&lb->rrows, &lb->rrows_cap, (size_t)n + 1, sizeof *lb->rrows)) {
+            lb_fail(lb, "router rows");
+            return;
+        }
         lb->rrows[n++] = row;
         k = p->n > k ? p->n : k;
         for (int i = 0; i <= p->n; i++) {
@@ -320,8 +325,8 @@ static void router_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_lin
 }
 
 // The selection / mixture / fusion terms of b's rows, grouped by adapter.
-static void terms_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_linear_id which, const float *x, int64_t ldx,
-                        float *y, int64_t ldy, int avx2) {
+static void terms_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_linear_id which, const float *x,
+                        int64_t ldx, float *y, int64_t ldy, int avx2) {
     // 1. the terms of every row
     int n_terms = 0;
     int64_t out = 0;
@@ -331,7 +336,10 @@ static void terms_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_line
         const rm_lora *ls[RM_PLAN_MAX];
         float ws[RM_PLAN_MAX];
         int k = rm_lora_plan_terms(p, ls, ws);
-        if (lb_grow(&lb->terms, &lb->terms_cap, (size_t)n_terms + (size_t)k, sizeof *lb->terms)) { lb_fail(lb, "terms"); return; }
+        if (lb_grow(&lb->terms, &lb->terms_cap, (size_t)n_terms + (size_t)k, sizeof *lb->terms)) {
+            lb_fail(lb, "terms");
+            return;
+        }
         for (int i = 0; i < k; i++) {
             if (layer >= ls[i]->n_layer) continue;
             const rm_lora_mod *m = &ls[i]->mods[layer * RM_LIN_COUNT + which];
@@ -361,8 +369,10 @@ static void run_terms(rm_lora_batch *lb, int n_terms, const float *x, int64_t ld
         lb_term *tm = &lb->terms[t];
         if (t == 0 || tm->uid != lb->terms[t - 1].uid) {
             if (lb_grow(&lb->groups, &lb->groups_cap, (size_t)n_groups + 1, sizeof *lb->groups) ||
-                lb_grow(&lb->units, &lb->units_cap, (size_t)n_units + (size_t)tm->mod->r, sizeof *lb->units))
-                { lb_fail(lb, "groups"); return; }
+                lb_grow(&lb->units, &lb->units_cap, (size_t)n_units + (size_t)tm->mod->r, sizeof *lb->units)) {
+                lb_fail(lb, "groups");
+                return;
+            }
             lb->groups[n_groups] = (lb_group){t, 0};
             for (int j = 0; j < tm->mod->r; j++) lb->units[n_units++] = (lb_unit){n_groups, j};
             n_groups++;
@@ -371,15 +381,18 @@ static void run_terms(rm_lora_batch *lb, int n_terms, const float *x, int64_t ld
         tm->t_off = t_size;
         t_size += (size_t)tm->mod->r;
     }
-    if (lb_grow(&lb->T, &lb->T_cap, t_size, sizeof *lb->T)) { lb_fail(lb, "T"); return; }
+    if (lb_grow(&lb->T, &lb->T_cap, t_size, sizeof *lb->T)) {
+        lb_fail(lb, "T");
+        return;
+    }
     // 3. T = coef * X A^T, then Y += T B^T
     lb_job job = {lb, avx2, n_groups, n_units, x, ldx, y, ldy, out};
     rm_threadpool_run(lb->tp, down_task, &job);
     rm_threadpool_run(lb->tp, up_task, &job);
 }
 
-static void hook_apply(void *ctx, const rm_batch *b, int layer, rm_linear_id which, const float *x, int64_t ldx, float *y,
-                       int64_t ldy) {
+static void hook_apply(void *ctx, const rm_batch *b, int layer, rm_linear_id which, const float *x, int64_t ldx,
+                       float *y, int64_t ldy) {
     rm_lora_batch *lb = ctx;
     if (!b->plan) return;
     double t0 = rm_now();

@@ -41,6 +41,7 @@ double rm_lora_batch_seconds(rm_lora_batch *lb);
 // floats (k experts, the linear's out, the largest rank among the experts
 // and the router).
 // alpha (may be NULL) gets the row's k expert weights.
-void rm_lora_router_row(int avx2, const rm_lora_plan *p, int layer, int which, const float *x, float *y, float *scratch, float *alpha);
+void rm_lora_router_row(int avx2, const rm_lora_plan *p, int layer, int which, const float *x, float *y, float *scratch,
+                        float *alpha);
 size_t rm_lora_router_scratch(int k, int64_t out, int r);
 #endif

@@ -11,12 +11,16 @@ typedef struct lb_term {
     const rm_lora_mod *mod;
     int row;
     float coef;
-    size_t t_off;   // this term's r floats in T
-    float *dst;     // where B T goes: NULL = y's row `row`; else out floats (a router row's E_i or q)
+    size_t t_off; // this term's r floats in T
+    float *dst;   // where B T goes: NULL = y's row `row`; else out floats (a router row's E_i or q)
 } lb_term;
 
-typedef struct lb_group { int first, count; } lb_group;  // terms [first, first+count)
-typedef struct lb_unit { int group, j; } lb_unit;        // one rank row of one group
+typedef struct lb_group {
+    int first, count;
+} lb_group; // terms [first, first+count)
+typedef struct lb_unit {
+    int group, j;
+} lb_unit; // one rank row of one group
 
 struct rm_lora_batch {
     rm_threadpool *tp;
@@ -28,12 +32,12 @@ struct rm_lora_batch {
     lb_unit *units;
     float *T;
     size_t terms_cap, groups_cap, units_cap, T_cap;
-    int *rrows;     // rows with router plans
-    float *R;       // router scratch, one share per worker
+    int *rrows; // rows with router plans
+    float *R;   // router scratch, one share per worker
     size_t rrows_cap, R_cap;
-    int *srows;     // rows with set plans (moe, arrow)
-    float *S;       // their scratch, one share per worker
-    float *XB;      // smear: each set row's running mean [in]
+    int *srows; // rows with set plans (moe, arrow)
+    float *S;   // their scratch, one share per worker
+    float *XB;  // smear: each set row's running mean [in]
     size_t srows_cap, S_cap, XB_cap;
 };
 
@@ -53,7 +57,7 @@ typedef struct lb_rowjob {
 // Grows *p (a pointer to an array) to hold n elements of size sz; -1 when out of memory.
 int lb_grow(void *p, size_t *cap, size_t n, size_t sz);
 // Records a failure of the hook (the first one wins; rm_lora_batch_status reports it).
-void lb_fail(rm_lora_batch *lb, const char *what);                            // out of memory
+void lb_fail(rm_lora_batch *lb, const char *what);                           // out of memory
 void lb_mismatch(rm_lora_batch *lb, int layer, int which, const char *what); // shapes that do not fit
 // h[r] = A x (no scale) and y[out] += c B h, from the f16 mirrors when present.
 void lora_mod_down(int avx2, const rm_lora_mod *m, const float *x, float *h);

@@ -22,8 +22,8 @@
 static size_t row_scratch(int n, int r) { return 2 * (size_t)n + 2 * (size_t)r + ((size_t)n + 3) / 4; }
 
 // y[out] += sum_i alpha_i s_i B_i (A_i x) over the adapters with a weight (h [r] scratch).
-static void weighted_sum(int avx2, const rm_lora_set *s, int layer, int which, const float *alpha, const float *x, float *h,
-                         float *y) {
+static void weighted_sum(int avx2, const rm_lora_set *s, int layer, int which, const float *alpha, const float *x,
+                         float *h, float *y) {
     for (int i = 0; i < s->n; i++) {
         const rm_lora_mod *m = alpha[i] != 0.0f ? rm_lora_set_mod(s, i, layer, which) : NULL;
         if (!m) continue;
@@ -34,8 +34,8 @@ static void weighted_sum(int avx2, const rm_lora_set *s, int layer, int which, c
 
 // SMEAR's merged adapter: y[out] += B_m (A_m x) with A_m = sum_i alpha_i A_i and
 // B_m = sum_i alpha_i s_i B_i (equal ranks; h, h1 [r] scratch).
-static void merged_apply(int avx2, const rm_lora_set *s, int layer, int which, const float *alpha, const float *x, float *h,
-                         float *h1, float *y) {
+static void merged_apply(int avx2, const rm_lora_set *s, int layer, int which, const float *alpha, const float *x,
+                         float *h, float *h1, float *y) {
     int r = 0;
     for (int i = 0; i < s->n; i++) { // h = A_m x
         const rm_lora_mod *m = alpha[i] != 0.0f ? rm_lora_set_mod(s, i, layer, which) : NULL;
@@ -75,7 +75,8 @@ static void set_row(int avx2, const rm_lora_plan *p, int layer, int which, const
         mask[i] = (p->excluded && p->excluded[i]) || !rm_lora_set_mod(s, i, layer, which);
         z[i] = mask[i] ? 0.0f : fabsf(rm_dot_f32(V + (size_t)i * in, x, in));
     }
-    if (rm_gate_route(RM_GATE_TOPK, p->topk, n, z, mask, alpha, NULL)) weighted_sum(avx2, s, layer, which, alpha, x, h, y);
+    if (rm_gate_route(RM_GATE_TOPK, p->topk, n, z, mask, alpha, NULL))
+        weighted_sum(avx2, s, layer, which, alpha, x, h, y);
 }
 
 static int is_smear(const rm_lora_plan *p) { return p->mode == RM_COMPOSE_MOE && p->gate->kind == RM_GATE_SMEAR; }
@@ -88,8 +89,8 @@ static void set_task(void *ctx, int ith, int nth) {
     for (long k = begin; k < end; k++) {
         int r = J->lb->srows[k];
         const rm_lora_plan *p = J->b->plan[r];
-        set_row(J->avx2, p, J->layer, J->which, J->x + (size_t)r * J->ldx, is_smear(p) ? J->lb->XB + (size_t)k * J->ldx : NULL,
-                J->y + (size_t)r * J->ldy, scratch);
+        set_row(J->avx2, p, J->layer, J->which, J->x + (size_t)r * J->ldx,
+                is_smear(p) ? J->lb->XB + (size_t)k * J->ldx : NULL, J->y + (size_t)r * J->ldy, scratch);
     }
 }
 
@@ -116,7 +117,8 @@ static int smear_advance(rm_lora_batch *lb, const rm_batch *b, int n_rows, int l
             memset(sum, 0, (size_t)in * sizeof(float));
             *count = 0;
         } else if (*count != pos) {
-            lb_mismatch(lb, layer, which, "smear: a sequence's rows came out of order, or sequences share a plan (one plan "
+            lb_mismatch(lb, layer, which,
+                        "smear: a sequence's rows came out of order, or sequences share a plan (one plan "
                         "per sequence, rows at positions 0, 1, 2, ...)");
             return -1;
         }
@@ -142,17 +144,26 @@ void lb_set_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_linear_id 
             lb_mismatch(lb, layer, which, "a set plan of another model's shapes");
             return;
         }
-        if (lb_grow(&lb->srows, &lb->srows_cap, (size_t)n + 1, sizeof *lb->srows)) { lb_fail(lb, "set rows"); return; }
+        if (lb_grow(&lb->srows, &lb->srows_cap, (size_t)n + 1, sizeof *lb->srows)) {
+            lb_fail(lb, "set rows");
+            return;
+        }
         lb->srows[n++] = row;
         nmax = s->n > nmax ? s->n : nmax;
         rmax = s->max_rank > rmax ? s->max_rank : rmax;
         smear |= is_smear(p);
     }
     if (!n) return;
-    if (lb_grow(&lb->XB, &lb->XB_cap, smear ? (size_t)n * (size_t)ldx : 1, sizeof *lb->XB)) { lb_fail(lb, "smear means"); return; }
+    if (lb_grow(&lb->XB, &lb->XB_cap, smear ? (size_t)n * (size_t)ldx : 1, sizeof *lb->XB)) {
+        lb_fail(lb, "smear means");
+        return;
+    }
     if (smear && smear_advance(lb, b, n, layer, which, x, ldx)) return;
     int nth = rm_threadpool_size(lb->tp);
     lb_rowjob job = {lb, b, avx2, layer, which, n, row_scratch(nmax, rmax), x, ldx, y, ldy};
-    if (lb_grow(&lb->S, &lb->S_cap, job.share * (size_t)nth, sizeof *lb->S)) { lb_fail(lb, "set scratch"); return; }
+    if (lb_grow(&lb->S, &lb->S_cap, job.share * (size_t)nth, sizeof *lb->S)) {
+        lb_fail(lb, "set scratch");
+        return;
+    }
     rm_threadpool_run(lb->tp, set_task, &job);
 }

@@ -19,23 +19,23 @@
 typedef struct rm_lora_cache_entry {
     char *name, *weights;
     rm_lora *lora;
-    size_t bytes;       // rm_lora_bytes when loaded
-    int refs;           // holders; never evicted while > 0
-    uint64_t last_use;  // the cache's clock at the last get
+    size_t bytes;      // rm_lora_bytes when loaded
+    int refs;          // holders; never evicted while > 0
+    uint64_t last_use; // the cache's clock at the last get
 } rm_lora_cache_entry;
 
 typedef struct rm_lora_cache_stats {
     uint64_t hits, misses, loads, evictions; // loads: successful loads (misses that failed are not loads)
-    size_t bytes;       // held by loaded adapters now
-    int loaded;         // adapters loaded now
-    int in_use;         // of them, held by someone
+    size_t bytes;                            // held by loaded adapters now
+    int loaded;                              // adapters loaded now
+    int in_use;                              // of them, held by someone
 } rm_lora_cache_stats;
 
 typedef struct rm_lora_cache {
     const rm_llama *m;
     rm_lora_cache_entry *e;
     int n, cap;
-    size_t budget;      // bytes; 0: no limit
+    size_t budget; // bytes; 0: no limit
     uint64_t clock;
     rm_lora_cache_stats st;
 } rm_lora_cache;

@@ -41,9 +41,9 @@ int rm_lora_fuse(rm_lora **out, int n, rm_lora *const *lora, const float *weight
                 first = mi;
                 if ((rc = rm_lora_mod_alloc(&f->mods[m], mi->r, mi->in, mi->out, 1.0f))) break;
             } else if (mi->r != first->r || mi->in != first->in || mi->out != first->out) {
-                rc = rm_errorf(RM_EMISMATCH, "fusion: layer %d %s: %s has rank %d, %s rank %d (fusion needs equal ranks)",
-                               m / RM_LIN_COUNT, rm_linear_names[m % RM_LIN_COUNT], lora[0]->path, first->r,
-                               lora[i]->path, mi->r);
+                rc = rm_errorf(
+                    RM_EMISMATCH, "fusion: layer %d %s: %s has rank %d, %s rank %d (fusion needs equal ranks)",
+                    m / RM_LIN_COUNT, rm_linear_names[m % RM_LIN_COUNT], lora[0]->path, first->r, lora[i]->path, mi->r);
                 break;
             }
             rm_lora_mod *fm = &f->mods[m];
@@ -190,8 +190,9 @@ int rm_lora_plan_init(rm_lora_plan *p, rm_compose_mode mode, int n, rm_lora *con
         return rm_errorf(RM_EINVAL, "plan: the router composition needs a trained router (--router FILE)");
     if (mode == RM_COMPOSE_MOE || mode == RM_COMPOSE_ARROW)
         return rm_errorf(RM_EINVAL, "plan: the %s composition routes over a fixed adapter set%s", g_mode_names[mode],
-                         mode == RM_COMPOSE_MOE ? " with a trained gate (ramole eval --compose moe --gate FILE --pool DIR)"
-                                                : " (ramole eval --compose arrow --pool DIR)");
+                         mode == RM_COMPOSE_MOE
+                             ? " with a trained gate (ramole eval --compose moe --gate FILE --pool DIR)"
+                             : " (ramole eval --compose arrow --pool DIR)");
     if ((unsigned)mode > RM_COMPOSE_FUSION) return rm_errorf(RM_EINVAL, "plan: bad composition mode %d", (int)mode);
     if (n < 1 || n > RM_PLAN_MAX) return rm_errorf(RM_EINVAL, "plan: %d adapters (1..%d)", n, RM_PLAN_MAX);
     if (mode == RM_COMPOSE_SELECTION && n != 1)
@@ -199,7 +200,8 @@ int rm_lora_plan_init(rm_lora_plan *p, rm_compose_mode mode, int n, rm_lora *con
     for (int i = 0; i < n; i++) {
         if (!lora[i]->base) return rm_errorf(RM_EINVAL, "plan: %s is not bound to a base model", lora[i]->path);
         if (lora[i]->base != lora[0]->base)
-            return rm_errorf(RM_EMISMATCH, "plan: %s and %s are bound to different base models", lora[0]->path, lora[i]->path);
+            return rm_errorf(RM_EMISMATCH, "plan: %s and %s are bound to different base models", lora[0]->path,
+                             lora[i]->path);
         for (int j = 0; j < i; j++)
             if (lora[j] == lora[i]) return rm_errorf(RM_EINVAL, "plan: %s appears twice", lora[i]->path);
         float w = weight ? weight[i] : 1.0f / (float)n;

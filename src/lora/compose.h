@@ -26,7 +26,12 @@
 #include "lora/gate.h"
 
 typedef enum {
-    RM_COMPOSE_SELECTION, RM_COMPOSE_MIXTURE, RM_COMPOSE_FUSION, RM_COMPOSE_ROUTER, RM_COMPOSE_MOE, RM_COMPOSE_ARROW
+    RM_COMPOSE_SELECTION,
+    RM_COMPOSE_MIXTURE,
+    RM_COMPOSE_FUSION,
+    RM_COMPOSE_ROUTER,
+    RM_COMPOSE_MOE,
+    RM_COMPOSE_ARROW
 } rm_compose_mode;
 // "selection" | "mixture" | "fusion" | "router" | "moe" | "arrow"
 int rm_compose_parse(const char *s, rm_compose_mode *out);
@@ -39,10 +44,10 @@ typedef struct rm_fusion_cache rm_fusion_cache;
 // SMEAR's per-sequence state: for each gated linear, the sum of its inputs so
 // far and their count (the running mean that routes the merge).
 typedef struct rm_smear_state {
-    float *sum;          // one [in] block per gated linear
-    size_t *off;         // [n_layer * RM_LIN_COUNT]: block offset in sum, SIZE_MAX when not gated
-    int *count;          // [n_layer * RM_LIN_COUNT]: rows summed
-    uint64_t *call;      // [n_layer * RM_LIN_COUNT]: the hook call that last added a row
+    float *sum;     // one [in] block per gated linear
+    size_t *off;    // [n_layer * RM_LIN_COUNT]: block offset in sum, SIZE_MAX when not gated
+    int *count;     // [n_layer * RM_LIN_COUNT]: rows summed
+    uint64_t *call; // [n_layer * RM_LIN_COUNT]: the hook call that last added a row
 } rm_smear_state;
 
 // What a router plan's rows weighed: for each layer, the sum over the rows
@@ -52,25 +57,25 @@ typedef struct rm_smear_state {
 // batched LoRA hook when a plan points to one (one writer per plan).
 typedef struct rm_route_stats {
     int n_layer, k;
-    double *sum;       // [n_layer * k]
-    long long *n;      // [n_layer]
+    double *sum;  // [n_layer * k]
+    long long *n; // [n_layer]
 } rm_route_stats;
 
 typedef struct rm_lora_plan {
     rm_compose_mode mode;
-    rm_route_stats *route;      // router: where to add the rows' weights (not owned), or NULL
+    rm_route_stats *route; // router: where to add the rows' weights (not owned), or NULL
     int n;
     rm_lora *lora[RM_PLAN_MAX]; // not owned; must outlive the plan
     float weight[RM_PLAN_MAX];
-    rm_lora *fused;             // fusion: the merged pair (scale 1), else NULL
-    rm_fusion_cache *cache;     // holds fused (NULL: the plan owns it)
-    const rm_lora *router;      // router: the router's LoRA (not owned), else NULL
+    rm_lora *fused;         // fusion: the merged pair (scale 1), else NULL
+    rm_fusion_cache *cache; // holds fused (NULL: the plan owns it)
+    const rm_lora *router;  // router: the router's LoRA (not owned), else NULL
     // moe / arrow (n = 0; the adapters are the set's)
-    const rm_lora_set *set;     // not owned
-    const rm_gate *gate;        // moe: the trained gate (not owned)
-    int topk;                   // arrow: adapters per token
-    uint8_t *excluded;          // [set->n] nonzero = left out, or NULL (owned)
-    rm_smear_state *smear;      // moe with a smear gate: this sequence's running sums (owned)
+    const rm_lora_set *set; // not owned
+    const rm_gate *gate;    // moe: the trained gate (not owned)
+    int topk;               // arrow: adapters per token
+    uint8_t *excluded;      // [set->n] nonzero = left out, or NULL (owned)
+    rm_smear_state *smear;  // moe with a smear gate: this sequence's running sums (owned)
 } rm_lora_plan;
 
 // Checks and fills a plan: 1 <= n <= RM_PLAN_MAX (selection: n == 1), no

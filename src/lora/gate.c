@@ -103,21 +103,25 @@ static int equal_rank(const rm_lora_set *set, int layer, int which) {
 }
 
 int rm_gate_check_set(const rm_gate *g, const rm_lora_set *set) {
-    if (g->base != set->base) return rm_errorf(RM_EMISMATCH, "gate: the gate and the adapter set have different base models");
-    if (g->n != set->n)
-        return rm_errorf(RM_EMISMATCH, "gate: trained over %d adapters; the set has %d", g->n, set->n);
+    if (g->base != set->base)
+        return rm_errorf(RM_EMISMATCH, "gate: the gate and the adapter set have different base models");
+    if (g->n != set->n) return rm_errorf(RM_EMISMATCH, "gate: trained over %d adapters; the set has %d", g->n, set->n);
     for (int i = 0; i < g->n; i++)
         if (strcmp(g->names[i], set->name[i]))
-            return rm_errorf(RM_EMISMATCH, "gate: adapter %d of the gate is '%s'; of the set '%s'", i, g->names[i], set->name[i]);
+            return rm_errorf(RM_EMISMATCH, "gate: adapter %d of the gate is '%s'; of the set '%s'", i, g->names[i],
+                             set->name[i]);
     for (int l = 0; l < set->n_layer; l++)
         for (int w = 0; w < RM_LIN_COUNT; w++) {
             int r = equal_rank(set, l, w);
             if (r == 0) continue;
             if (l >= g->n_layer || !g->w[l * RM_LIN_COUNT + w])
-                return rm_errorf(RM_EMISMATCH, "gate: no gate on layer %d %s, which the adapters adapt", l, rm_linear_names[w]);
+                return rm_errorf(RM_EMISMATCH, "gate: no gate on layer %d %s, which the adapters adapt", l,
+                                 rm_linear_names[w]);
             if (g->kind == RM_GATE_SMEAR && r < 0)
-                return rm_errorf(RM_EMISMATCH, "smear: the adapters have different ranks on layer %d %s (merging needs "
-                                 "equal ranks)", l, rm_linear_names[w]);
+                return rm_errorf(RM_EMISMATCH,
+                                 "smear: the adapters have different ranks on layer %d %s (merging needs "
+                                 "equal ranks)",
+                                 l, rm_linear_names[w]);
         }
     return RM_OK;
 }
@@ -182,24 +186,29 @@ static int read_header(const gguf_file *f, const rm_llama *base, rm_gate **out) 
     rm_gate_kind kind = RM_GATE_SOFT; // set by rm_gate_kind_parse (gcc cannot see it when the call is inlined)
     int rc;
     if (gguf_get_str(f, "general.type", &s) != RM_OK || !gguf_str_eq(s, "ramole.gate"))
-        return rm_errorf(RM_EFORMAT, "%s: not a ramole gate (general.type is not 'ramole.gate'; train one with "
-                         "`ramole gate train`)", path);
+        return rm_errorf(RM_EFORMAT,
+                         "%s: not a ramole gate (general.type is not 'ramole.gate'; train one with "
+                         "`ramole gate train`)",
+                         path);
     if (gguf_get_u32(f, "ramole.gate.version", &version) || version != 1)
         return rm_errorf(RM_EUNSUPPORTED, "%s: gate version %u is not supported (1)", path, version);
     if ((rc = rm_base_meta_check(f, "ramole.gate", "gate", base))) return rc;
-    if (gguf_get_str(f, "ramole.gate.kind", &s) != RM_OK) return rm_errorf(RM_EFORMAT, "%s: gate without ramole.gate.kind", path);
+    if (gguf_get_str(f, "ramole.gate.kind", &s) != RM_OK)
+        return rm_errorf(RM_EFORMAT, "%s: gate without ramole.gate.kind", path);
     gguf_str_copy(s, buf, sizeof buf);
     if (rm_gate_kind_parse(buf, &kind)) return rm_errorf(RM_EFORMAT, "%s: unknown gate kind '%s'", path, buf);
     if (gguf_get_u32(f, "ramole.gate.k", &k) || gguf_get_u32(f, "ramole.gate.n_adapters", &n))
         return rm_errorf(RM_EFORMAT, "%s: gate without ramole.gate.k or ramole.gate.n_adapters", path);
-    if (n < 1 || n > RM_SET_MAX) return rm_errorf(RM_EFORMAT, "%s: a gate over %u adapters (1..%d)", path, n, RM_SET_MAX);
-    if (kind == RM_GATE_TOPK && (k < 1 || k > n)) return rm_errorf(RM_EFORMAT, "%s: topk gate with k = %u of %u", path, k, n);
+    if (n < 1 || n > RM_SET_MAX)
+        return rm_errorf(RM_EFORMAT, "%s: a gate over %u adapters (1..%d)", path, n, RM_SET_MAX);
+    if (kind == RM_GATE_TOPK && (k < 1 || k > n))
+        return rm_errorf(RM_EFORMAT, "%s: topk gate with k = %u of %u", path, k, n);
     const gguf_value *names = NULL;
     if (gguf_get_arr(f, "ramole.gate.adapters", &names) || names->arr.type != GGUF_TYPE_STRING)
         return rm_errorf(RM_EFORMAT, "%s: gate without its list of adapter names (ramole.gate.adapters)", path);
     if (names->arr.n != n)
-        return rm_errorf(RM_EFORMAT, "%s: adapter count mismatch: n_adapters is %u but %llu adapter names are listed", path, n,
-                         (unsigned long long)names->arr.n);
+        return rm_errorf(RM_EFORMAT, "%s: adapter count mismatch: n_adapters is %u but %llu adapter names are listed",
+                         path, n, (unsigned long long)names->arr.n);
     rm_gate *g;
     if ((rc = gate_alloc(&g, base, kind, (int)k, (int)n))) return rc;
     for (uint32_t i = 0; !rc && i < n; i++) {
@@ -208,7 +217,8 @@ static int read_header(const gguf_file *f, const rm_llama *base, rm_gate **out) 
         else if (!(g->names[i] = malloc(e.len + 1))) rc = rm_errorf(RM_ENOMEM, "out of memory");
         else gguf_str_copy(e, g->names[i], e.len + 1);
         for (uint32_t j = 0; !rc && j < i; j++)
-            if (!strcmp(g->names[j], g->names[i])) rc = rm_errorf(RM_EFORMAT, "%s: adapter '%s' listed twice", path, g->names[i]);
+            if (!strcmp(g->names[j], g->names[i]))
+                rc = rm_errorf(RM_EFORMAT, "%s: adapter '%s' listed twice", path, g->names[i]);
     }
     if (rc) {
         rm_gate_free(g);
@@ -233,11 +243,14 @@ int rm_gate_load(rm_gate **out, const char *path, const rm_llama *base) {
         if (!ti) continue;
         int64_t in = base->layers[i / RM_LIN_COUNT].w[i % RM_LIN_COUNT].ne[0];
         if (ti->type != RM_TYPE_F32 || ti->n_dims != 2 || ti->ne[0] != in || ti->ne[1] != g->n) {
-            rc = rm_errorf(RM_EFORMAT, "%s: tensor %s is not f32 [%lld, %d] (adapter count or base shape mismatch)", path, name,
-                           (long long)in, g->n);
+            rc = rm_errorf(RM_EFORMAT, "%s: tensor %s is not f32 [%lld, %d] (adapter count or base shape mismatch)",
+                           path, name, (long long)in, g->n);
             break;
         }
-        if (!(g->w[i] = malloc(ti->nbytes))) { rc = rm_errorf(RM_ENOMEM, "out of memory"); break; }
+        if (!(g->w[i] = malloc(ti->nbytes))) {
+            rc = rm_errorf(RM_ENOMEM, "out of memory");
+            break;
+        }
         memcpy(g->w[i], ti->data, ti->nbytes);
         if ((rc = rm_lora_check_finite(g->w[i], in * g->n, path, name))) break;
         found++;

@@ -31,12 +31,12 @@ const char *rm_gate_kind_name(rm_gate_kind k);
 
 typedef struct rm_gate {
     rm_gate_kind kind;
-    int k;               // experts per token (topk), 1 (top1), n (soft, smear)
-    int n;               // adapters
-    char **names;        // [n]
+    int k;        // experts per token (topk), 1 (top1), n (soft, smear)
+    int n;        // adapters
+    char **names; // [n]
     const rm_llama *base;
     int n_layer;
-    float **w;           // [n_layer * RM_LIN_COUNT]: W_g [n, in], or NULL (not gated)
+    float **w; // [n_layer * RM_LIN_COUNT]: W_g [n, in], or NULL (not gated)
 } rm_gate;
 
 // A zero gate (uniform soft routing) of kind over set: W_g on every linear the

@@ -73,8 +73,8 @@ static int module_shape(const gguf_file *g, const gguf_tensor_info *ta, const gg
         return rm_errorf(RM_EFORMAT, "%s: blk.%d.%s: lora_a and lora_b must be 2-D", path, l, rm_linear_gguf[w]);
     *in = ta->ne[0], *r = ta->ne[1], *out = tb->ne[1];
     if (tb->ne[0] != *r)
-        return rm_errorf(RM_EFORMAT, "%s: blk.%d.%s: lora_a [%lld, %lld] and lora_b [%lld, %lld] do not share a rank", path, l,
-                         rm_linear_gguf[w], (long long)ta->ne[0], (long long)ta->ne[1], (long long)tb->ne[0],
+        return rm_errorf(RM_EFORMAT, "%s: blk.%d.%s: lora_a [%lld, %lld] and lora_b [%lld, %lld] do not share a rank",
+                         path, l, rm_linear_gguf[w], (long long)ta->ne[0], (long long)ta->ne[1], (long long)tb->ne[0],
                          (long long)tb->ne[1]);
     return rm_lora_check_shape(m, path, l, w, *r, *in, *out);
 }
@@ -141,18 +141,27 @@ int rm_lora_read_gguf(rm_lora **out, const struct gguf_file *gf, const rm_llama 
     rc = RM_OK;
     int n_layer = 0;
     pairs = calloc((size_t)4096 * RM_LIN_COUNT * 2, sizeof *pairs);
-    if (!pairs) { rc = rm_errorf(RM_ENOMEM, "out of memory"); goto done; }
+    if (!pairs) {
+        rc = rm_errorf(RM_ENOMEM, "out of memory");
+        goto done;
+    }
     for (uint64_t i = 0; i < g.n_tensors; i++) {
         char name[160];
         int l = 0, w = 0, is_b = 0;
         gguf_str_copy(g.tensors[i].name, name, sizeof name);
         if ((rc = parse_name(path, name, &l, &w, &is_b))) goto done;
         const gguf_tensor_info **slot = &pairs[((size_t)l * RM_LIN_COUNT + w) * 2 + is_b];
-        if (*slot) { rc = rm_errorf(RM_EFORMAT, "%s: tensor %s appears twice", path, name); goto done; }
+        if (*slot) {
+            rc = rm_errorf(RM_EFORMAT, "%s: tensor %s appears twice", path, name);
+            goto done;
+        }
         *slot = &g.tensors[i];
         if (l + 1 > n_layer) n_layer = l + 1;
     }
-    if (!n_layer) { rc = rm_errorf(RM_EFORMAT, "%s: no LoRA tensors", path); goto done; }
+    if (!n_layer) {
+        rc = rm_errorf(RM_EFORMAT, "%s: no LoRA tensors", path);
+        goto done;
+    }
     // Every module's declared shape is checked before any tensor is read.
     for (int i = 0; i < n_layer * RM_LIN_COUNT; i++) {
         const gguf_tensor_info *ta = pairs[(size_t)i * 2], *tb = pairs[(size_t)i * 2 + 1];
@@ -166,15 +175,18 @@ int rm_lora_read_gguf(rm_lora **out, const struct gguf_file *gf, const rm_llama 
         if (!ta && !tb) continue;
         int l = i / RM_LIN_COUNT, w = i % RM_LIN_COUNT;
         if (!ta || !tb) {
-            rc = rm_errorf(RM_EFORMAT, "%s: blk.%d.%s has lora_%s but not lora_%s", path, l, rm_linear_gguf[w], ta ? "a" : "b",
-                           ta ? "b" : "a");
+            rc = rm_errorf(RM_EFORMAT, "%s: blk.%d.%s has lora_%s but not lora_%s", path, l, rm_linear_gguf[w],
+                           ta ? "a" : "b", ta ? "b" : "a");
             goto done;
         }
         if ((rc = load_module(&a->mods[i], &g, ta, tb, alpha, l, w))) goto done;
         if (!a->rank) a->rank = a->mods[i].r;
     }
     free(a->path);
-    if (!(a->path = strdup(path))) { rc = rm_errorf(RM_ENOMEM, "out of memory"); goto done; }
+    if (!(a->path = strdup(path))) {
+        rc = rm_errorf(RM_ENOMEM, "out of memory");
+        goto done;
+    }
     a->alpha = alpha;
     a->qk_permuted = arch_wants_permuted(a->arch);
     a->format = "gguf";
@@ -201,7 +213,10 @@ int rm_lora_save_gguf_with(const rm_lora *a, const char *path, int (*meta)(struc
     int rc = RM_OK;
     gguf_writer *gw = gguf_writer_new();
     float **bufs = calloc((size_t)a->n_layer * RM_LIN_COUNT, sizeof *bufs);
-    if (!gw || !bufs) { rc = rm_errorf(RM_ENOMEM, "out of memory"); goto done; }
+    if (!gw || !bufs) {
+        rc = rm_errorf(RM_ENOMEM, "out of memory");
+        goto done;
+    }
     if ((rc = gguf_set_str(gw, "general.architecture", arch)) || (rc = gguf_set_str(gw, "general.type", "adapter")) ||
         (rc = gguf_set_str(gw, "adapter.type", "lora")) || (rc = gguf_set_f32(gw, "adapter.lora.alpha", alpha)) ||
         (meta && (rc = meta(gw, ctx))))

@@ -49,7 +49,8 @@ static int unpack_fill(void *ctx, void *dst, size_t nbytes) {
     size_t row = rm_row_size(W->type, W->ne[0]);
     if (row * (size_t)W->ne[1] != nbytes) return rm_errorf(RM_EINVAL, "merge: size mismatch for a repacked matrix");
     for (int64_t o = 0; o < W->ne[1]; o++)
-        rm_r16_unpack_row(W->type, (const uint8_t *)W->data + (size_t)o * row, (uint8_t *)dst + (size_t)o * row, W->ne[0]);
+        rm_r16_unpack_row(W->type, (const uint8_t *)W->data + (size_t)o * row, (uint8_t *)dst + (size_t)o * row,
+                          W->ne[0]);
     return RM_OK;
 }
 
@@ -61,7 +62,10 @@ int rm_lora_merge(const rm_llama *m, int n, rm_lora *const *a, const float *w, i
     int rc = RM_OK;
     gguf_writer *gw = gguf_writer_new();
     merge_job *jobs = calloc((size_t)m->hp.n_layer * RM_LIN_COUNT, sizeof *jobs);
-    if (!gw || !jobs) { rc = rm_errorf(RM_ENOMEM, "out of memory"); goto done; }
+    if (!gw || !jobs) {
+        rc = rm_errorf(RM_ENOMEM, "out of memory");
+        goto done;
+    }
     for (uint64_t k = 0; k < g->n_kv && !rc; k++) {
         char key[256];
         gguf_str_copy(g->kv[k].key, key, sizeof key);
@@ -86,8 +90,7 @@ int rm_lora_merge(const rm_llama *m, int n, rm_lora *const *a, const float *w, i
         if (!touched) {
             if (held && rm_type_r16_base(held->type) >= 0)
                 rc = gguf_add_tensor_fill(gw, name, (rm_type)ti->type, ti->n_dims, ti->ne, unpack_fill, (void *)held);
-            else
-                rc = gguf_add_tensor(gw, name, (rm_type)ti->type, ti->n_dims, ti->ne, ti->data);
+            else rc = gguf_add_tensor(gw, name, (rm_type)ti->type, ti->n_dims, ti->ne, ti->data);
             continue;
         }
         merge_job *J = &jobs[l * RM_LIN_COUNT + wh];

@@ -32,7 +32,8 @@ static int regex_match(const char *pattern, const char *subject, int suffix, con
     snprintf(rx, n, suffix ? "(?:.*\\.)?(?:%s)" : "(?:%s)", pattern);
     int err;
     PCRE2_SIZE off;
-    pcre2_code *c = pcre2_compile((PCRE2_SPTR)rx, PCRE2_ZERO_TERMINATED, PCRE2_ANCHORED | PCRE2_ENDANCHORED, &err, &off, NULL);
+    pcre2_code *c =
+        pcre2_compile((PCRE2_SPTR)rx, PCRE2_ZERO_TERMINATED, PCRE2_ANCHORED | PCRE2_ENDANCHORED, &err, &off, NULL);
     free(rx);
     if (!c) {
         PCRE2_UCHAR msg[160];
@@ -58,9 +59,11 @@ static int parse_tensor_name(const char *path, const char *name, int *layer, int
     if (strstr(name, "lora_magnitude_vector"))
         return rm_errorf(RM_EUNSUPPORTED, "%s: tensor %s: DoRA adapters are not supported", path, name);
     if (strstr(name, "lm_head."))
-        return rm_errorf(RM_EUNSUPPORTED, "%s: tensor %s: LoRA on the output layer (lm_head) is not supported", path, name);
+        return rm_errorf(RM_EUNSUPPORTED, "%s: tensor %s: LoRA on the output layer (lm_head) is not supported", path,
+                         name);
     if (strstr(name, "modules_to_save"))
-        return rm_errorf(RM_EUNSUPPORTED, "%s: tensor %s: modules_to_save (fully trained layers) are not supported", path, name);
+        return rm_errorf(RM_EUNSUPPORTED, "%s: tensor %s: modules_to_save (fully trained layers) are not supported",
+                         path, name);
     const char *s = name;
     if (!strncmp(s, "base_model.model.", 17)) s += 17;
     if (strncmp(s, "model.layers.", 13)) goto bad;
@@ -90,8 +93,9 @@ static int parse_tensor_name(const char *path, const char *name, int *layer, int
     *which = w;
     return RM_OK;
 bad:
-    return rm_errorf(RM_EFORMAT, "%s: unexpected tensor %s (want model.layers.N.{self_attn,mlp}.*_proj.lora_{A,B}.weight)",
-                     path, name);
+    return rm_errorf(RM_EFORMAT,
+                     "%s: unexpected tensor %s (want model.layers.N.{self_attn,mlp}.*_proj.lora_{A,B}.weight)", path,
+                     name);
 }
 
 // ---------------------------------------------------------------- config
@@ -191,7 +195,8 @@ static int tensor_f32(const char *path, const st_tensor *t, float **out) {
 // A module's declared rank and shape from the two tensors' headers (nothing
 // read), checked against m when not NULL.
 static int module_shape(const peft_cfg *c, const char *path, const char *module, int l, int w, const st_tensor *ta,
-                        const st_tensor *tb, const rm_llama *m, int64_t *r, int64_t *in, int64_t *out, int *transposed) {
+                        const st_tensor *tb, const rm_llama *m, int64_t *r, int64_t *in, int64_t *out,
+                        int *transposed) {
     if (ta->n_dims != 2 || tb->n_dims != 2)
         return rm_errorf(RM_EFORMAT, "%s: %s: lora_A and lora_B must be 2-D", path, module);
     int64_t a0 = ta->shape[0], a1 = ta->shape[1], b0 = tb->shape[0], b1 = tb->shape[1];
@@ -202,8 +207,8 @@ static int module_shape(const peft_cfg *c, const char *path, const char *module,
         *transposed = 1; // stored as [in, r] and [r, out]
         *r = a1, *in = a0, *out = b1;
     } else {
-        return rm_errorf(RM_EFORMAT, "%s: %s: lora_A [%lld, %lld] and lora_B [%lld, %lld] do not share a rank", path, module,
-                         (long long)a0, (long long)a1, (long long)b0, (long long)b1);
+        return rm_errorf(RM_EFORMAT, "%s: %s: lora_A [%lld, %lld] and lora_B [%lld, %lld] do not share a rank", path,
+                         module, (long long)a0, (long long)a1, (long long)b0, (long long)b1);
     }
     return rm_lora_check_shape(m, path, l, w, *r, *in, *out);
 }
@@ -245,7 +250,8 @@ static int peft_paths(const char *path, char **st_path, char **cfg_path) {
         int dl = slash ? (int)(slash - path) : 1;
         snprintf(*cfg_path, n, "%.*s/adapter_config.json", dl, slash ? path : ".");
     }
-    if (!rm_file_exists(*cfg_path)) return rm_errorf(RM_ENOTFOUND, "%s: no adapter_config.json beside the weights", path);
+    if (!rm_file_exists(*cfg_path))
+        return rm_errorf(RM_ENOTFOUND, "%s: no adapter_config.json beside the weights", path);
     if (!rm_file_exists(*st_path))
         return rm_errorf(RM_ENOTFOUND, "%s: no adapter_model.safetensors (PEFT .bin files are not supported)", path);
     return RM_OK;
@@ -268,16 +274,25 @@ int rm_lora_load_peft_checked(rm_lora **out, const char *path, const rm_llama *m
     // First pass: names -> (layer, which, A|B), and the layer count.
     int n_layer = 0;
     pairs = calloc((size_t)PEFT_MAX_LAYERS * RM_LIN_COUNT * 2, sizeof *pairs);
-    if (!pairs) { rc = rm_errorf(RM_ENOMEM, "out of memory"); goto done; }
+    if (!pairs) {
+        rc = rm_errorf(RM_ENOMEM, "out of memory");
+        goto done;
+    }
     for (size_t i = 0; i < f.n_tensors; i++) {
         int l = 0, w = 0, is_b = 0;
         if ((rc = parse_tensor_name(st_path, f.tensors[i].name, &l, &w, &is_b))) goto done;
         const st_tensor **slot = &pairs[((size_t)l * RM_LIN_COUNT + w) * 2 + is_b];
-        if (*slot) { rc = rm_errorf(RM_EFORMAT, "%s: two tensors for %s", st_path, f.tensors[i].name); goto done; }
+        if (*slot) {
+            rc = rm_errorf(RM_EFORMAT, "%s: two tensors for %s", st_path, f.tensors[i].name);
+            goto done;
+        }
         *slot = &f.tensors[i];
         if (l + 1 > n_layer) n_layer = l + 1;
     }
-    if (!n_layer) { rc = rm_errorf(RM_EFORMAT, "%s: no LoRA tensors", st_path); goto done; }
+    if (!n_layer) {
+        rc = rm_errorf(RM_EFORMAT, "%s: no LoRA tensors", st_path);
+        goto done;
+    }
     // Every module's declared shape is checked before any tensor is read.
     for (int i = 0; i < n_layer * RM_LIN_COUNT; i++) {
         const st_tensor *ta = pairs[(size_t)i * 2], *tb = pairs[(size_t)i * 2 + 1];
@@ -285,22 +300,28 @@ int rm_lora_load_peft_checked(rm_lora **out, const char *path, const rm_llama *m
         int tr;
         char module[96];
         module_name(i / RM_LIN_COUNT, i % RM_LIN_COUNT, module, sizeof module);
-        if (ta && tb && (rc = module_shape(&c, st_path, module, i / RM_LIN_COUNT, i % RM_LIN_COUNT, ta, tb, m, &r, &in, &o, &tr)))
+        if (ta && tb &&
+            (rc = module_shape(&c, st_path, module, i / RM_LIN_COUNT, i % RM_LIN_COUNT, ta, tb, m, &r, &in, &o, &tr)))
             goto done;
     }
     if ((rc = rm_lora_new(&a, n_layer))) goto done;
     for (int l = 0; l < n_layer; l++)
         for (int w = 0; w < RM_LIN_COUNT; w++) {
-            const st_tensor *ta = pairs[((size_t)l * RM_LIN_COUNT + w) * 2], *tb = pairs[((size_t)l * RM_LIN_COUNT + w) * 2 + 1];
+            const st_tensor *ta = pairs[((size_t)l * RM_LIN_COUNT + w) * 2],
+                            *tb = pairs[((size_t)l * RM_LIN_COUNT + w) * 2 + 1];
             if (!ta && !tb) continue;
             char module[96];
             module_name(l, w, module, sizeof module);
             if (!ta || !tb) {
-                rc = rm_errorf(RM_EFORMAT, "%s: %s has lora_%s but not lora_%s", st_path, module, ta ? "A" : "B", ta ? "B" : "A");
+                rc = rm_errorf(RM_EFORMAT, "%s: %s has lora_%s but not lora_%s", st_path, module, ta ? "A" : "B",
+                               ta ? "B" : "A");
                 goto done;
             }
             int t = is_targeted(&c, module, cfg_path);
-            if (t < 0) { rc = t; goto done; }
+            if (t < 0) {
+                rc = t;
+                goto done;
+            }
             if (!t) {
                 rc = rm_errorf(RM_EFORMAT, "%s: %s has LoRA weights but is not in target_modules", st_path, module);
                 goto done;
@@ -311,7 +332,10 @@ int rm_lora_load_peft_checked(rm_lora **out, const char *path, const rm_llama *m
         }
     free(a->path);
     a->path = strdup(path);
-    if (!a->path) { rc = rm_errorf(RM_ENOMEM, "out of memory"); goto done; }
+    if (!a->path) {
+        rc = rm_errorf(RM_ENOMEM, "out of memory");
+        goto done;
+    }
     a->alpha = (float)c.alpha;
     a->rank = c.r;
     a->rslora = c.rslora;
@@ -357,7 +381,8 @@ static int write_config(const rm_lora *a, const char *dir) {
     rm_sb sb;
     rm_sb_init(&sb);
     rm_sb_puts(&sb, "{\n  \"peft_type\": \"LORA\",\n  \"task_type\": \"CAUSAL_LM\",\n  \"bias\": \"none\",\n");
-    rm_sb_printf(&sb, "  \"r\": %d,\n  \"lora_alpha\": %.9g,\n  \"use_rslora\": %s,\n", r, alpha, a->rslora ? "true" : "false");
+    rm_sb_printf(&sb, "  \"r\": %d,\n  \"lora_alpha\": %.9g,\n  \"use_rslora\": %s,\n", r, alpha,
+                 a->rslora ? "true" : "false");
     rm_sb_puts(&sb, "  \"fan_in_fan_out\": false,\n  \"use_dora\": false,\n  \"modules_to_save\": null,\n");
     rm_sb_puts(&sb, "  \"target_modules\": [");
     unsigned t = rm_lora_targets(a);
@@ -396,7 +421,10 @@ int rm_lora_save_peft(const rm_lora *a, const char *dir) {
     if (rc) return rc;
     st_writer *sw = st_writer_new();
     float **bufs = calloc((size_t)a->n_layer * RM_LIN_COUNT, sizeof *bufs);
-    if (!sw || !bufs) { rc = rm_errorf(RM_ENOMEM, "out of memory"); goto done; }
+    if (!sw || !bufs) {
+        rc = rm_errorf(RM_ENOMEM, "out of memory");
+        goto done;
+    }
     for (int i = 0; i < a->n_layer * RM_LIN_COUNT && !rc; i++) {
         const rm_lora_mod *m = &a->mods[i];
         if (!m->r) continue;

@@ -52,7 +52,8 @@ int rm_base_meta_write(gguf_writer *gw, const char *prefix, const rm_llama *base
 static int write_meta(gguf_writer *gw, const void *ctx) {
     const router_meta *rm = ctx;
     int rc;
-    if ((rc = gguf_set_str(gw, "general.type", "ramole.router")) || (rc = gguf_set_u32(gw, "ramole.router.version", 1)) ||
+    if ((rc = gguf_set_str(gw, "general.type", "ramole.router")) ||
+        (rc = gguf_set_u32(gw, "ramole.router.version", 1)) ||
         (rc = gguf_set_u32(gw, "ramole.router.rank", (uint32_t)rm->rank)) ||
         (rc = gguf_set_str(gw, "ramole.router.targets", rm->targets)) ||
         (rc = gguf_set_u32(gw, "ramole.router.trained_k", (uint32_t)rm->tr->trained_k)) ||
@@ -68,7 +69,8 @@ int rm_router_save(const rm_lora *router, const rm_llama *base, int trained_k, c
     return rm_router_save_trained(router, base, &tr, path);
 }
 
-int rm_router_save_trained(const rm_lora *router, const rm_llama *base, const rm_router_training *tr, const char *path) {
+int rm_router_save_trained(const rm_lora *router, const rm_llama *base, const rm_router_training *tr,
+                           const char *path) {
     if (router->base != base) return rm_errorf(RM_EINVAL, "%s: the router is not bound to this base model", path);
     if (strcmp(tr->with, "fixed") && strcmp(tr->with, "retrieval"))
         return rm_errorf(RM_EINVAL, "%s: trained with '%s' (fixed or retrieval)", path, tr->with);
@@ -110,8 +112,8 @@ static int check_u32(const gguf_file *g, const char *prefix, const char *what, c
     if (rc == RM_ENOTFOUND) return rm_errorf(RM_EFORMAT, "%s: %s without %s", g->path, what, key);
     if (rc) return rc;
     if (v != want)
-        return rm_errorf(RM_EMISMATCH, "%s: the %s was trained for a base with %s %u; this base has %u", g->path, what, name,
-                         v, want);
+        return rm_errorf(RM_EMISMATCH, "%s: the %s was trained for a base with %s %u; this base has %u", g->path, what,
+                         name, v, want);
     return RM_OK;
 }
 
@@ -139,9 +141,12 @@ int rm_base_meta_check(const gguf_file *g, const char *prefix, const char *what,
     }
     uint64_t mine = rm_router_base_fingerprint(base);
     if (fp != mine)
-        return rm_errorf(RM_EMISMATCH, "%s: the %s was trained on another base model of the same shape (fingerprint "
-                         "%016llx, this base %016llx; the same model in another weight type counts as another base); train "
-                         "one for this base", g->path, what, (unsigned long long)fp, (unsigned long long)mine);
+        return rm_errorf(
+            RM_EMISMATCH,
+            "%s: the %s was trained on another base model of the same shape (fingerprint "
+            "%016llx, this base %016llx; the same model in another weight type counts as another base); train "
+            "one for this base",
+            g->path, what, (unsigned long long)fp, (unsigned long long)mine);
     return RM_OK;
 }
 
@@ -154,8 +159,10 @@ int rm_router_load(rm_lora **out, const char *path, const rm_llama *base) {
     uint32_t version = 0;
     rm_lora *a = NULL;
     if (gguf_get_str(&g, "general.type", &s) != RM_OK || !gguf_str_eq(s, "ramole.router")) {
-        rc = rm_errorf(RM_EFORMAT, "%s: not a ramole router (general.type is not 'ramole.router'; train one with "
-                       "`ramole router train`)", path);
+        rc = rm_errorf(RM_EFORMAT,
+                       "%s: not a ramole router (general.type is not 'ramole.router'; train one with "
+                       "`ramole router train`)",
+                       path);
         goto done;
     }
     if ((rc = gguf_get_u32(&g, "ramole.router.version", &version)) || version != 1) {

@@ -32,9 +32,9 @@ uint64_t rm_router_base_fingerprint(const rm_llama *m);
 
 // How a router was trained (information the file records).
 typedef struct rm_router_training {
-    int trained_k;         // experts per token (0: not recorded)
-    char with[16];         // "fixed", "retrieval", or "" (not recorded)
-    float lora_dropout;    // retrieval: the lora dropout (NaN: not recorded)
+    int trained_k;      // experts per token (0: not recorded)
+    char with[16];      // "fixed", "retrieval", or "" (not recorded)
+    float lora_dropout; // retrieval: the lora dropout (NaN: not recorded)
 } rm_router_training;
 
 // Writes router (bound to base) to path, trained with a fixed set of trained_k experts.

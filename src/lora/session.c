@@ -23,7 +23,8 @@ int rm_lora_session_init(rm_lora_session *s, const rm_llama *m, rm_threadpool *t
     }
     if (!rc && mode == RM_COMPOSE_ROUTER) {
         if (!router_path) rc = rm_errorf(RM_EINVAL, "lora: the router composition needs a router file (--router FILE)");
-        else if (!(rc = rm_router_load(&s->router, router_path, m))) rc = rm_lora_plan_init_router(&s->plan, n, s->lora, s->router);
+        else if (!(rc = rm_router_load(&s->router, router_path, m)))
+            rc = rm_lora_plan_init_router(&s->plan, n, s->lora, s->router);
     } else if (!rc) {
         rm_compose_mode cm = mode >= 0 ? (rm_compose_mode)mode : n == 1 ? RM_COMPOSE_SELECTION : RM_COMPOSE_MIXTURE;
         rc = rm_lora_plan_init(&s->plan, cm, n, s->lora, w, NULL);

@@ -8,10 +8,10 @@
 typedef struct rm_lora_session {
     int n;
     rm_lora *lora[RM_PLAN_MAX];
-    rm_lora *router;         // router mode: the loaded router, else NULL
-    rm_lora_plan plan;       // pass &plan as the sequence's plan
+    rm_lora *router;   // router mode: the loaded router, else NULL
+    rm_lora_plan plan; // pass &plan as the sequence's plan
     rm_lora_batch *batch;
-    rm_linear_hook hook;     // pass &hook to rm_generate / rm_llama_forward
+    rm_linear_hook hook; // pass &hook to rm_generate / rm_llama_forward
 } rm_lora_session;
 
 // mode < 0 picks selection for one adapter, mixture for more. Weights not

@@ -25,7 +25,11 @@ int rm_lora_mod_top_singular(const rm_lora_mod *m, float *v, double *sigma) {
     double *M = calloc((size_t)r * r, sizeof(double)), *K = calloc((size_t)r * r, sizeof(double));
     double *V = malloc((size_t)r * r * sizeof(double));
     if (!Q || !R || !M || !K || !V) {
-        free(Q); free(R); free(M); free(K); free(V);
+        free(Q);
+        free(R);
+        free(M);
+        free(K);
+        free(V);
         return rm_errorf(RM_ENOMEM, "lora set: out of memory for a rank-%d module", r);
     }
     // A^T = Q R by modified Gram-Schmidt, twice (q_j = row j of Q; a dependent column gets q_j = 0)
@@ -78,7 +82,11 @@ int rm_lora_mod_top_singular(const rm_lora_mod *m, float *v, double *sigma) {
         for (int64_t i = 0; nv > 0 && i < in; i++) v[i] = (float)(v[i] / nv);
         *sigma = sqrt(lambda);
     }
-    free(Q); free(R); free(M); free(K); free(V);
+    free(Q);
+    free(R);
+    free(M);
+    free(K);
+    free(V);
     return RM_OK;
 }
 
@@ -135,9 +143,11 @@ int rm_lora_set_new(rm_lora_set **out, int n, rm_lora *const *lora, const char *
     int rc = RM_OK;
     if (n < 1 || n > RM_SET_MAX) rc = rm_errorf(RM_EINVAL, "lora set: %d adapters (1..%d)", n, RM_SET_MAX);
     for (int i = 0; !rc && i < n; i++) {
-        if (!lora[i] || !lora[i]->base) rc = rm_errorf(RM_EINVAL, "lora set: adapter %d is not bound to a base model", i);
+        if (!lora[i] || !lora[i]->base)
+            rc = rm_errorf(RM_EINVAL, "lora set: adapter %d is not bound to a base model", i);
         else if (lora[i]->base != lora[0]->base)
-            rc = rm_errorf(RM_EMISMATCH, "lora set: %s and %s are bound to different base models", lora[0]->path, lora[i]->path);
+            rc = rm_errorf(RM_EMISMATCH, "lora set: %s and %s are bound to different base models", lora[0]->path,
+                           lora[i]->path);
         for (int j = 0; !rc && j < i; j++)
             if (lora[j] == lora[i]) rc = rm_errorf(RM_EINVAL, "lora set: %s appears twice", lora[i]->path);
     }

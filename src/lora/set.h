@@ -14,16 +14,16 @@
 
 typedef struct rm_lora_set {
     int n;
-    rm_lora **lora;      // [n]; owned when own
-    char **name;         // [n] the adapters' names (pool names; copies)
-    char **task;         // [n] their tasks (copies; NULL when unknown)
+    rm_lora **lora; // [n]; owned when own
+    char **name;    // [n] the adapters' names (pool names; copies)
+    char **task;    // [n] their tasks (copies; NULL when unknown)
     int own;
     const rm_llama *base;
-    int n_layer;         // layers any adapter covers
-    unsigned targets;    // the linears any adapter adapts (bit rm_linear_id)
+    int n_layer;      // layers any adapter covers
+    unsigned targets; // the linears any adapter adapts (bit rm_linear_id)
     int max_rank;
-    float **arrow;       // [n_layer * RM_LIN_COUNT]: NULL, or [n][in] prototypes
-                         // (a zero row: that adapter has no module there)
+    float **arrow; // [n_layer * RM_LIN_COUNT]: NULL, or [n][in] prototypes
+                   // (a zero row: that adapter has no module there)
 } rm_lora_set;
 
 // A set of n (1..RM_SET_MAX) adapters, all bound to the same base, none twice.

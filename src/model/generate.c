@@ -7,12 +7,13 @@
 #include <string.h>
 
 int rm_generate(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, const int32_t *prompt, int n_prompt, int n_new,
-                const rm_sampler_params *sp, const rm_linear_hook *hook, const void *plan, int chunk,
-                rm_token_cb cb, void *cb_ctx, rm_gen_stats *stats) {
+                const rm_sampler_params *sp, const rm_linear_hook *hook, const void *plan, int chunk, rm_token_cb cb,
+                void *cb_ctx, rm_gen_stats *stats) {
     rm_gen_stats st = {0};
     if (n_prompt <= 0) return rm_errorf(RM_EINVAL, "generate: empty prompt (the model needs at least one token)");
     if (n_prompt + n_new > kv->n_ctx)
-        return rm_errorf(RM_EFULL, "generate: prompt %d + new %d tokens exceed the context of %d", n_prompt, n_new, kv->n_ctx);
+        return rm_errorf(RM_EFULL, "generate: prompt %d + new %d tokens exceed the context of %d", n_prompt, n_new,
+                         kv->n_ctx);
     if (chunk <= 0) chunk = 512;
     int V = m->hp.n_vocab;
     rm_sampler smp;
@@ -24,7 +25,10 @@ int rm_generate(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, const int32_t *p
     uint8_t *want = calloc((size_t)cap, 1);
     const void **plans = malloc((size_t)cap * sizeof(void *));
     float *logits = malloc((size_t)V * sizeof(float));
-    if (!tok || !pos || !slot || !want || !plans || !logits) { rc = rm_errorf(RM_ENOMEM, "out of memory"); goto done; }
+    if (!tok || !pos || !slot || !want || !plans || !logits) {
+        rc = rm_errorf(RM_ENOMEM, "out of memory");
+        goto done;
+    }
     for (int i = 0; i < cap; i++) plans[i] = plan;
     rm_kvcache_clear_slot(kv, 0);
     for (int i = 0; i < n_prompt; i++) rm_sampler_accept(&smp, prompt[i]);

@@ -7,7 +7,7 @@
 
 typedef struct rm_gen_stats {
     int n_prompt, n_gen;
-    double prompt_s, gen_s;   // wall time of prefill and of decoding
+    double prompt_s, gen_s; // wall time of prefill and of decoding
 } rm_gen_stats;
 
 // Called for each new token; return nonzero to stop.
@@ -18,6 +18,6 @@ typedef int (*rm_token_cb)(void *ctx, int32_t id);
 // end-of-generation token when the model has a tokenizer. Prefill goes in
 // chunks of up to `chunk` rows (<= 0: 512). hook may be NULL.
 int rm_generate(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, const int32_t *prompt, int n_prompt, int n_new,
-                const rm_sampler_params *sp, const rm_linear_hook *hook, const void *plan, int chunk,
-                rm_token_cb cb, void *cb_ctx, rm_gen_stats *stats);
+                const rm_sampler_params *sp, const rm_linear_hook *hook, const void *plan, int chunk, rm_token_cb cb,
+                void *cb_ctx, rm_gen_stats *stats);
 #endif

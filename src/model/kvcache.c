@@ -8,8 +8,8 @@
 int rm_kvcache_init(rm_kvcache *kv, int n_layer, int n_slots, int n_ctx, int kv_dim) {
     memset(kv, 0, sizeof *kv);
     if (n_layer <= 0 || n_slots <= 0 || n_ctx <= 0 || kv_dim <= 0)
-        return rm_errorf(RM_EINVAL, "kv cache: bad shape %d layers x %d slots x %d ctx x %d", n_layer, n_slots,
-                         n_ctx, kv_dim);
+        return rm_errorf(RM_EINVAL, "kv cache: bad shape %d layers x %d slots x %d ctx x %d", n_layer, n_slots, n_ctx,
+                         kv_dim);
     size_t n = (size_t)n_layer * n_slots * n_ctx * kv_dim;
     kv->k = malloc(n * sizeof(float));
     kv->v = malloc(n * sizeof(float));

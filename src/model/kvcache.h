@@ -6,9 +6,9 @@
 
 typedef struct rm_kvcache {
     int n_layer, n_slots, n_ctx, kv_dim;
-    float *k;            // [n_layer][n_slots][kv_dim][n_ctx]: K transposed, a position is a column
-    float *v;            // [n_layer][n_slots][n_ctx][kv_dim]
-    int32_t *len;        // [n_slots] positions filled (max pos written + 1)
+    float *k;     // [n_layer][n_slots][kv_dim][n_ctx]: K transposed, a position is a column
+    float *v;     // [n_layer][n_slots][n_ctx][kv_dim]
+    int32_t *len; // [n_slots] positions filled (max pos written + 1)
 } rm_kvcache;
 
 int rm_kvcache_init(rm_kvcache *kv, int n_layer, int n_slots, int n_ctx, int kv_dim);

@@ -16,9 +16,9 @@
 #include <string.h>
 #include <unistd.h>
 
-const char *const rm_linear_names[RM_LIN_COUNT] = {"q_proj", "k_proj", "v_proj", "o_proj",
+const char *const rm_linear_names[RM_LIN_COUNT] = {"q_proj",    "k_proj",  "v_proj",   "o_proj",
                                                    "gate_proj", "up_proj", "down_proj"};
-const char *const rm_linear_gguf[RM_LIN_COUNT] = {"attn_q", "attn_k", "attn_v", "attn_output",
+const char *const rm_linear_gguf[RM_LIN_COUNT] = {"attn_q",   "attn_k", "attn_v",  "attn_output",
                                                   "ffn_gate", "ffn_up", "ffn_down"};
 
 // ---------------------------------------------------------------- loading
@@ -50,7 +50,9 @@ static int read_hparams(rm_llama *m) {
     memset(hp, 0, sizeof *hp);
     if (!strcmp(arch, "llama") || !strcmp(arch, "mistral")) hp->arch = RM_ARCH_LLAMA;
     else if (!strcmp(arch, "qwen2")) hp->arch = RM_ARCH_QWEN2;
-    else return rm_errorf(RM_EUNSUPPORTED, "%s: architecture '%s' is not supported (llama, mistral, qwen2)", g->path, arch);
+    else
+        return rm_errorf(RM_EUNSUPPORTED, "%s: architecture '%s' is not supported (llama, mistral, qwen2)", g->path,
+                         arch);
 
     uint32_t d = 0, nl = 0, nh = 0, nkv = 0, ff = 0, ctx = 2048, kl = 0, rd = 0, nv = 0, orig = 0;
     int rc;
@@ -103,7 +105,8 @@ static int read_hparams(rm_llama *m) {
         else {
             char t[64];
             gguf_str_copy(st, t, sizeof t);
-            return rm_errorf(RM_EUNSUPPORTED, "%s: rope scaling type '%s' is not supported (linear, llama3)", g->path, t);
+            return rm_errorf(RM_EUNSUPPORTED, "%s: rope scaling type '%s' is not supported (linear, llama3)", g->path,
+                             t);
         }
         if ((rc = get_f32_arch(g, arch, "rope.scaling.factor", &hp->rope_factor))) return rc;
         hp->rope_low_freq = 1.0f;
@@ -119,8 +122,7 @@ static int read_hparams(rm_llama *m) {
         snprintf(key, sizeof key, "%s.rope.scale_linear", arch);
         if (gguf_get_f32(g, key, &hp->rope_factor) == RM_OK && hp->rope_factor > 0 && hp->rope_factor != 1.0f)
             hp->rope_scaling = RM_ROPE_SCALING_LINEAR;
-        else
-            hp->rope_factor = 1.0f;
+        else hp->rope_factor = 1.0f;
     }
     return RM_OK;
 }
@@ -175,7 +177,8 @@ static int load_weights(rm_llama *m) {
     }
     m->layers = calloc((size_t)hp->n_layer, sizeof *m->layers);
     if (!m->layers) return rm_errorf(RM_ENOMEM, "out of memory");
-    const int64_t shape[RM_LIN_COUNT][2] = {{d, qd}, {d, kvd}, {d, kvd}, {qd, d}, {d, hp->n_ff}, {d, hp->n_ff}, {hp->n_ff, d}};
+    const int64_t shape[RM_LIN_COUNT][2] = {{d, qd},       {d, kvd},      {d, kvd},     {qd, d},
+                                            {d, hp->n_ff}, {d, hp->n_ff}, {hp->n_ff, d}};
     char name[128];
     for (int l = 0; l < hp->n_layer; l++) {
         rm_llama_layer *L = &m->layers[l];
@@ -315,7 +318,8 @@ size_t rm_llama_bytes_per_token(const rm_llama *m) {
     size_t total = rm_row_size(m->tok_embd.type, m->hp.n_embd); // one embedding row
     total += rm_tensor_nbytes(m->output.type, 2, m->output.ne);
     for (int l = 0; l < m->hp.n_layer; l++)
-        for (int w = 0; w < RM_LIN_COUNT; w++) total += rm_tensor_nbytes(m->layers[l].w[w].type, 2, m->layers[l].w[w].ne);
+        for (int w = 0; w < RM_LIN_COUNT; w++)
+            total += rm_tensor_nbytes(m->layers[l].w[w].type, 2, m->layers[l].w[w].ne);
     return total;
 }
 
@@ -327,10 +331,15 @@ static int check_batch(const rm_llama *m, const rm_kvcache *kv, const rm_batch *
     memcpy(len, kv->len, (size_t)kv->n_slots * sizeof(int32_t));
     for (int r = 0; r < b->n; r++) {
         int s = b->slot[r], p = b->pos[r], t = b->token[r];
-        if (t < 0 || t >= m->hp.n_vocab) return rm_errorf(RM_EINVAL, "forward: row %d: token id %d out of range [0, %d)", r, t, m->hp.n_vocab);
-        if (s < 0 || s >= kv->n_slots) return rm_errorf(RM_EINVAL, "forward: row %d: kv slot %d out of range [0, %d)", r, s, kv->n_slots);
-        if (p < 0 || p >= kv->n_ctx) return rm_errorf(RM_EFULL, "forward: row %d: position %d outside the context of %d", r, p, kv->n_ctx);
-        if (p > len[s]) return rm_errorf(RM_EINVAL, "forward: row %d: position %d skips ahead of slot %d (holds %d)", r, p, s, len[s]);
+        if (t < 0 || t >= m->hp.n_vocab)
+            return rm_errorf(RM_EINVAL, "forward: row %d: token id %d out of range [0, %d)", r, t, m->hp.n_vocab);
+        if (s < 0 || s >= kv->n_slots)
+            return rm_errorf(RM_EINVAL, "forward: row %d: kv slot %d out of range [0, %d)", r, s, kv->n_slots);
+        if (p < 0 || p >= kv->n_ctx)
+            return rm_errorf(RM_EFULL, "forward: row %d: position %d outside the context of %d", r, p, kv->n_ctx);
+        if (p > len[s])
+            return rm_errorf(RM_EINVAL, "forward: row %d: position %d skips ahead of slot %d (holds %d)", r, p, s,
+                             len[s]);
         if (p + 1 > len[s]) len[s] = p + 1;
     }
     return RM_OK;
@@ -345,8 +354,8 @@ static float *scratch(rm_llama *m, size_t floats) {
     return m->buf;
 }
 
-static void linear(rm_threadpool *tp, const rm_linear_hook *hook, const rm_batch *b, const rm_llama_layer *L,
-                   int layer, rm_linear_id w, const float *x, int64_t ldx, float *y, int64_t ldy, int accumulate) {
+static void linear(rm_threadpool *tp, const rm_linear_hook *hook, const rm_batch *b, const rm_llama_layer *L, int layer,
+                   rm_linear_id w, const float *x, int64_t ldx, float *y, int64_t ldy, int accumulate) {
     rm_matmul(tp, &L->w[w], x, ldx, y, ldy, b->n, accumulate);
     if (hook && hook->apply) hook->apply(hook->ctx, b, layer, w, x, ldx, y, ldy);
 }
@@ -362,8 +371,8 @@ static void linears(rm_threadpool *tp, const rm_linear_hook *hook, const rm_batc
     for (int i = 0; hook && hook->apply && i < count; i++) hook->apply(hook->ctx, b, layer, w[i], x, ldx, y[i], ldy[i]);
 }
 
-int rm_llama_forward(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, const rm_batch *b,
-                     const rm_linear_hook *hook, float *logits) {
+int rm_llama_forward(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, const rm_batch *b, const rm_linear_hook *hook,
+                     float *logits) {
     return rm_llama_forward_hidden(m, kv, tp, b, hook, logits, NULL);
 }
 
@@ -383,7 +392,8 @@ int rm_llama_forward_hidden(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, cons
     int n = b->n, d = hp->n_embd, hd = hp->head_dim, H = hp->n_head, Hk = hp->n_head_kv, f = hp->n_ff;
     size_t qd = (size_t)H * hd, kvd = (size_t)Hk * hd;
     int nth = tp ? rm_threadpool_size(tp) : 1;
-    size_t need = (size_t)n * (2 * d + 2 * qd + 2 * kvd + 2 * (size_t)f + (size_t)hp->rope_dim) + rm_attention_scratch(hp, kv, nth, n);
+    size_t need = (size_t)n * (2 * d + 2 * qd + 2 * kvd + 2 * (size_t)f + (size_t)hp->rope_dim) +
+                  rm_attention_scratch(hp, kv, nth, n);
     float *buf = scratch(m, need);
     if (!buf) return rm_errorf(RM_ENOMEM, "forward: cannot allocate scratch for %d rows", n);
     float *x = buf, *xb = x + (size_t)n * d, *q = xb + (size_t)n * d, *att = q + (size_t)n * qd;
@@ -392,7 +402,8 @@ int rm_llama_forward_hidden(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, cons
 
     size_t erow = rm_row_size(m->tok_embd.type, d);
     for (int r = 0; r < n; r++) {
-        rm_dequantize_row(m->tok_embd.type, (const uint8_t *)m->tok_embd.data + (size_t)b->token[r] * erow, x + (size_t)r * d, d);
+        rm_dequantize_row(m->tok_embd.type, (const uint8_t *)m->tok_embd.data + (size_t)b->token[r] * erow,
+                          x + (size_t)r * d, d);
         rm_rope_angles_freq(m->rope_freq, hp->rope_dim / 2, b->pos[r], cs + (size_t)r * hp->rope_dim);
     }
 
@@ -401,7 +412,8 @@ int rm_llama_forward_hidden(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, cons
         const rm_llama_layer *L = &m->layers[l];
         // attention block
         rm_rmsnorm_forward(xb, x, L->attn_norm, n, d, hp->rms_eps);
-        linears(tp, hook, b, L, l, 3, qkv_ids, xb, d, (float *const[]){q, k, v}, (const int64_t[]){(int64_t)qd, (int64_t)kvd, (int64_t)kvd});
+        linears(tp, hook, b, L, l, 3, qkv_ids, xb, d, (float *const[]){q, k, v},
+                (const int64_t[]){(int64_t)qd, (int64_t)kvd, (int64_t)kvd});
         if (L->bq) rm_bias_add(q, L->bq, n, (int)qd);
         if (L->bk) rm_bias_add(k, L->bk, n, (int)kvd);
         if (L->bv) rm_bias_add(v, L->bv, n, (int)kvd);

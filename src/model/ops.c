@@ -66,8 +66,8 @@ static float rope_freq(const rm_llama_hparams *hp, int i) {
         if (wavelen > lo_wl) {
             freq /= hp->rope_factor;
         } else if (wavelen >= hi_wl) {
-            float smooth = ((float)hp->rope_orig_ctx / wavelen - hp->rope_low_freq) /
-                           (hp->rope_high_freq - hp->rope_low_freq);
+            float smooth =
+                ((float)hp->rope_orig_ctx / wavelen - hp->rope_low_freq) / (hp->rope_high_freq - hp->rope_low_freq);
             freq = (1.0f - smooth) * freq / hp->rope_factor + smooth * freq;
         }
     }
@@ -143,7 +143,7 @@ typedef struct train_attn_job {
     const float *q, *k, *v, *dout, *att_in;
     const int32_t *start;
     int B, T, H, Hk, hd;
-    int failed;            // a worker could not allocate its scratch
+    int failed; // a worker could not allocate its scratch
 } train_attn_job;
 
 // dst[rows, cols] (contiguous) = src rows of cols floats, lds apart; transposed
@@ -170,7 +170,10 @@ static void attention_forward_task(void *ctx, int ith, int nth) {
     size_t qd = (size_t)H * hd, kvd = (size_t)Hk * hd;
     float scale = 1.0f / sqrtf((float)hd);
     float *kc = malloc(2 * (size_t)T * hd * sizeof(float)), *vt = kc ? kc + (size_t)T * hd : NULL;
-    if (!kc) { j->failed = 1; return; }
+    if (!kc) {
+        j->failed = 1;
+        return;
+    }
     long begin, end;
     rm_split_range((long)j->B * Hk, ith, nth, &begin, &end);
     for (long task = begin; task < end; task++) {
@@ -181,7 +184,7 @@ static void attention_forward_task(void *ctx, int ith, int nth) {
         for (int h = kvh * group; h < (kvh + 1) * group; h++) {
             float *P = j->att + ((size_t)b * H + h) * T * T;
             mm(kc, T, hd, j->q + row0 * qd + (size_t)h * hd, qd, P, T, T, 0); // P = Q K^T
-            for (int t = 0; t < T; t++) { // causal (and packed) softmax of row t
+            for (int t = 0; t < T; t++) {                                     // causal (and packed) softmax of row t
                 float *p = P + (size_t)t * T, mx = -INFINITY, sum = 0.0f;
                 int t0 = j->start ? j->start[row0 + t] - b * T : 0;
                 for (int t2 = t0; t2 <= t; t2++) mx = fmaxf(mx, p[t2] * scale);
@@ -197,8 +200,8 @@ static void attention_forward_task(void *ctx, int ith, int nth) {
 
 int rm_attention_forward(rm_threadpool *tp, float *out, float *att, const float *q, const float *k, const float *v,
                          const int32_t *start, int B, int T, int H, int Hk, int hd) {
-    train_attn_job j = {.out = out, .att = att, .q = q, .k = k, .v = v, .start = start,
-                        .B = B, .T = T, .H = H, .Hk = Hk, .hd = hd};
+    train_attn_job j = {
+        .out = out, .att = att, .q = q, .k = k, .v = v, .start = start, .B = B, .T = T, .H = H, .Hk = Hk, .hd = hd};
     rm_threadpool_run(tp, attention_forward_task, &j);
     return j.failed ? rm_errorf(RM_ENOMEM, "attention: out of memory") : RM_OK;
 }
@@ -211,7 +214,10 @@ static void attention_backward_task(void *ctx, int ith, int nth) {
     size_t qd = (size_t)H * hd, kvd = (size_t)Hk * hd, th = (size_t)T * hd, tt = (size_t)T * T;
     float scale = 1.0f / sqrtf((float)hd);
     float *buf = malloc((5 * th + 3 * tt) * sizeof(float));
-    if (!buf) { j->failed = 1; return; }
+    if (!buf) {
+        j->failed = 1;
+        return;
+    }
     float *kt = buf, *vc = kt + th, *qt = vc + th, *dot = qt + th, *kc = dot + th;
     float *dP = kc + th, *dSt = dP + tt, *Pt = dSt + tt;
     long begin, end;
@@ -220,9 +226,9 @@ static void attention_backward_task(void *ctx, int ith, int nth) {
         int b = (int)(task / Hk), kvh = (int)(task % Hk);
         size_t row0 = (size_t)b * T;
         const float *K = j->k + row0 * kvd + (size_t)kvh * hd;
-        gather(kt, K, kvd, T, hd, 1);                                     // K^T [hd, T]
-        gather(kc, K, kvd, T, hd, 0);                                     // K [T, hd]
-        gather(vc, j->v + row0 * kvd + (size_t)kvh * hd, kvd, T, hd, 0);  // V [T, hd]
+        gather(kt, K, kvd, T, hd, 1);                                    // K^T [hd, T]
+        gather(kc, K, kvd, T, hd, 0);                                    // K [T, hd]
+        gather(vc, j->v + row0 * kvd + (size_t)kvh * hd, kvd, T, hd, 0); // V [T, hd]
         float *dK = j->dk + row0 * kvd + (size_t)kvh * hd, *dV = j->dv + row0 * kvd + (size_t)kvh * hd;
         for (int h = kvh * group; h < (kvh + 1) * group; h++) {
             const float *P = j->att_in + ((size_t)b * H + h) * tt;
@@ -249,8 +255,20 @@ static void attention_backward_task(void *ctx, int ith, int nth) {
 int rm_attention_backward(rm_threadpool *tp, float *dq, float *dk, float *dv, const float *dout, const float *att,
                           const float *q, const float *k, const float *v, const int32_t *start, int B, int T, int H,
                           int Hk, int hd) {
-    train_attn_job j = {.dq = dq, .dk = dk, .dv = dv, .dout = dout, .att_in = att, .q = q, .k = k, .v = v,
-                        .start = start, .B = B, .T = T, .H = H, .Hk = Hk, .hd = hd};
+    train_attn_job j = {.dq = dq,
+                        .dk = dk,
+                        .dv = dv,
+                        .dout = dout,
+                        .att_in = att,
+                        .q = q,
+                        .k = k,
+                        .v = v,
+                        .start = start,
+                        .B = B,
+                        .T = T,
+                        .H = H,
+                        .Hk = Hk,
+                        .hd = hd};
     rm_threadpool_run(tp, attention_backward_task, &j);
     return j.failed ? rm_errorf(RM_ENOMEM, "attention backward: out of memory") : RM_OK;
 }

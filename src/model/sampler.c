@@ -150,7 +150,10 @@ int32_t rm_sampler_sample(rm_sampler *s, float *logits) {
         int keep = m;
         for (int i = 0; i < m; i++) {
             cum += s->probs[i];
-            if (cum >= s->p.top_p) { keep = i + 1; break; }
+            if (cum >= s->p.top_p) {
+                keep = i + 1;
+                break;
+            }
         }
         m = keep;
     }

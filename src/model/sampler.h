@@ -6,12 +6,12 @@
 #include <stdint.h>
 
 typedef struct rm_sampler_params {
-    float temperature;     // <= 0: greedy
-    int top_k;             // <= 0: off
-    float top_p;           // >= 1: off
-    float min_p;           // <= 0: off
-    float repeat_penalty;  // 1: off (llama.cpp semantics: divide positive logits, multiply negative)
-    int repeat_last_n;     // how many recent tokens the penalty looks at
+    float temperature;    // <= 0: greedy
+    int top_k;            // <= 0: off
+    float top_p;          // >= 1: off
+    float min_p;          // <= 0: off
+    float repeat_penalty; // 1: off (llama.cpp semantics: divide positive logits, multiply negative)
+    int repeat_last_n;    // how many recent tokens the penalty looks at
     uint64_t seed;
 } rm_sampler_params;
 
@@ -32,10 +32,10 @@ typedef struct rm_sampler {
     rm_sampler_params p;
     uint64_t rng;
     int n_vocab;
-    int32_t *recent;  // ring of the last repeat_last_n tokens
+    int32_t *recent; // ring of the last repeat_last_n tokens
     int n_recent, recent_head;
-    float *probs;     // [n_vocab] scratch
-    int32_t *idx;     // [n_vocab] scratch
+    float *probs; // [n_vocab] scratch
+    int32_t *idx; // [n_vocab] scratch
 } rm_sampler;
 
 int rm_sampler_init(rm_sampler *s, const rm_sampler_params *p, int n_vocab);

@@ -24,6 +24,7 @@ int rm_synth_write(const rm_synth_shape *shape, rm_type type, uint64_t seed, con
 // The same with byte-level BPE merges ("left right", GPT-2 byte mapping, rank
 // order): token 258 + i is merge i's two parts joined (shape->n_vocab must
 // be at least 258 + n_merges).
-int rm_synth_write_bpe(const rm_synth_shape *shape, const char *const *merges, int n_merges, rm_type type, uint64_t seed,
-                       const char *out_path, void (*progress)(void *ctx, long done, long total), void *ctx);
+int rm_synth_write_bpe(const rm_synth_shape *shape, const char *const *merges, int n_merges, rm_type type,
+                       uint64_t seed, const char *out_path, void (*progress)(void *ctx, long done, long total),
+                       void *ctx);
 #endif

@@ -141,7 +141,10 @@ void tok_ids_unspellable(tok_ids *o, uint8_t c) {
 
 void tok_ids_push(tok_ids *o, int32_t id) {
     if (o->oom) return;
-    if (tok_reserve((void **)&o->v, &o->cap, (size_t)o->n + 1, sizeof *o->v)) { o->oom = 1; return; }
+    if (tok_reserve((void **)&o->v, &o->cap, (size_t)o->n + 1, sizeof *o->v)) {
+        o->oom = 1;
+        return;
+    }
     o->v[o->n++] = id;
 }
 
@@ -152,7 +155,10 @@ static int cand_before(const tok_cand *a, const tok_cand *b) {
 }
 
 void tok_heap_push(tok_heap *h, tok_cand c) {
-    if (tok_reserve((void **)&h->v, &h->cap, h->n + 1, sizeof *h->v)) { h->oom = 1; return; }
+    if (tok_reserve((void **)&h->v, &h->cap, h->n + 1, sizeof *h->v)) {
+        h->oom = 1;
+        return;
+    }
     size_t i = h->n++;
     while (i > 0) {
         size_t up = (i - 1) / 2;
@@ -195,9 +201,15 @@ static int utf8_check(const unsigned char *s, size_t n) {
     int len;
     unsigned lo = 0x80, hi = 0xBF; // allowed range of the second byte
     if (c >= 0xC2 && c <= 0xDF) len = 2;
-    else if (c >= 0xE0 && c <= 0xEF) { len = 3; if (c == 0xE0) lo = 0xA0; if (c == 0xED) hi = 0x9F; }
-    else if (c >= 0xF0 && c <= 0xF4) { len = 4; if (c == 0xF0) lo = 0x90; if (c == 0xF4) hi = 0x8F; }
-    else return -1;
+    else if (c >= 0xE0 && c <= 0xEF) {
+        len = 3;
+        if (c == 0xE0) lo = 0xA0;
+        if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+        len = 4;
+        if (c == 0xF0) lo = 0x90;
+        if (c == 0xF4) hi = 0x8F;
+    } else return -1;
     for (int i = 1; i < len; i++) {
         if ((size_t)i >= n) return 0;
         unsigned b = s[i];
@@ -209,7 +221,10 @@ static int utf8_check(const unsigned char *s, size_t n) {
 uint32_t tok_utf8_decode(const char *s, size_t n, int *adv) {
     const unsigned char *u = (const unsigned char *)s;
     int len = utf8_check(u, n);
-    if (len <= 0) { *adv = 1; return 0xFFFD; }
+    if (len <= 0) {
+        *adv = 1;
+        return 0xFFFD;
+    }
     *adv = len;
     switch (len) {
     case 1: return u[0];
@@ -223,8 +238,15 @@ uint32_t tok_utf8_decode(const char *s, size_t n, int *adv) {
 
 int tok_utf8_encode(uint32_t cp, char *out) {
     unsigned char *o = (unsigned char *)out;
-    if (cp < 0x80) { o[0] = (unsigned char)cp; return 1; }
-    if (cp < 0x800) { o[0] = (unsigned char)(0xC0 | (cp >> 6)); o[1] = (unsigned char)(0x80 | (cp & 0x3F)); return 2; }
+    if (cp < 0x80) {
+        o[0] = (unsigned char)cp;
+        return 1;
+    }
+    if (cp < 0x800) {
+        o[0] = (unsigned char)(0xC0 | (cp >> 6));
+        o[1] = (unsigned char)(0x80 | (cp & 0x3F));
+        return 2;
+    }
     if (cp < 0x10000) {
         o[0] = (unsigned char)(0xE0 | (cp >> 12));
         o[1] = (unsigned char)(0x80 | ((cp >> 6) & 0x3F));
@@ -298,7 +320,10 @@ static int parse_byte_token(const char *s, size_t n) {
     int v = 0;
     for (int i = 3; i < 5; i++) {
         char c = s[i];
-        int d = c >= '0' && c <= '9' ? c - '0' : c >= 'A' && c <= 'F' ? c - 'A' + 10 : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+        int d = c >= '0' && c <= '9'   ? c - '0'
+                : c >= 'A' && c <= 'F' ? c - 'A' + 10
+                : c >= 'a' && c <= 'f' ? c - 'a' + 10
+                                       : -1;
         if (d < 0) return -1;
         v = v * 16 + d;
     }
@@ -309,8 +334,10 @@ static int parse_byte_token(const char *s, size_t n) {
 static size_t unescape_spaces(const char *s, size_t n, char *out) {
     size_t o = 0;
     for (size_t i = 0; i < n;) {
-        if (i + 3 <= n && memcmp(s + i, "\xe2\x96\x81", 3) == 0) { out[o++] = ' '; i += 3; }
-        else out[o++] = s[i++];
+        if (i + 3 <= n && memcmp(s + i, "\xe2\x96\x81", 3) == 0) {
+            out[o++] = ' ';
+            i += 3;
+        } else out[o++] = s[i++];
     }
     return o;
 }
@@ -329,8 +356,10 @@ static int build_piece(rm_tokenizer *t, int id) {
         o = 1;
     } else if (type == TOK_NORMAL || type == TOK_BYTE) {
         if (t->kind == TOK_KIND_BPE && t->bpe_byte_level) o = tok_bpe_decode_text(s, n, p);
-        else if (t->kind == TOK_KIND_BPE && (b = parse_byte_token(s, n)) >= 0) { p[0] = (char)b; o = 1; }
-        else o = unescape_spaces(s, n, p);
+        else if (t->kind == TOK_KIND_BPE && (b = parse_byte_token(s, n)) >= 0) {
+            p[0] = (char)b;
+            o = 1;
+        } else o = unescape_spaces(s, n, p);
     } else {
         memcpy(p, s, n); // control / user-defined / unknown / unused: the text itself
         o = n;
@@ -341,8 +370,9 @@ static int build_piece(rm_tokenizer *t, int id) {
     return RM_OK;
 }
 
-static const char *const k_eog_texts[] = {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>",
-                                          "<EOT>", "<|end_of_text|>", "<｜end▁of▁sentence｜>", "<|eom_id|>", NULL};
+static const char *const k_eog_texts[] = {"<|eot_id|>",    "<|im_end|>", "<|end|>",         "<end_of_turn>",
+                                          "<|endoftext|>", "<EOT>",      "<|end_of_text|>", "<｜end▁of▁sentence｜>",
+                                          "<|eom_id|>",    NULL};
 
 int tok_finish(rm_tokenizer *t) {
     int rc;
@@ -371,7 +401,8 @@ int tok_finish(rm_tokenizer *t) {
         uint32_t fill[256];
         memcpy(fill, st, sizeof fill);
         for (int k = 0; k < t->n_special; k++)
-            if (g == 0 || t->type[t->special[k]] == TOK_USER) t->spec_pos[g][fill[(uint8_t)t->text[t->special[k]][0]]++] = k;
+            if (g == 0 || t->type[t->special[k]] == TOK_USER)
+                t->spec_pos[g][fill[(uint8_t)t->text[t->special[k]][0]]++] = k;
     }
     if (t->kind == TOK_KIND_SPM || (t->kind == TOK_KIND_BPE && !t->bpe_byte_level)) {
         for (int b = 0; b < 256; b++) {
@@ -434,13 +465,19 @@ void rm_tokenizer_free(rm_tokenizer *t) {
 
 static int32_t gguf_token_id(const gguf_file *g, const char *key, int n_vocab, int32_t dflt) {
     uint32_t v;
-    if (gguf_get_u32(g, key, &v) != RM_OK) { rm_clear_error(); return dflt; }
+    if (gguf_get_u32(g, key, &v) != RM_OK) {
+        rm_clear_error();
+        return dflt;
+    }
     return v < (uint32_t)n_vocab ? (int32_t)v : -1;
 }
 
 static int gguf_flag(const gguf_file *g, const char *key, int dflt) {
     int v;
-    if (gguf_get_bool(g, key, &v) != RM_OK) { rm_clear_error(); return dflt; }
+    if (gguf_get_bool(g, key, &v) != RM_OK) {
+        rm_clear_error();
+        return dflt;
+    }
     return v != 0;
 }
 
@@ -448,7 +485,11 @@ static int gguf_flag(const gguf_file *g, const char *key, int dflt) {
 static int gguf_num_array(const gguf_file *g, const char *key, uint64_t n, const gguf_value **out) {
     *out = NULL;
     int rc = gguf_get_arr(g, key, out);
-    if (rc == RM_ENOTFOUND) { rm_clear_error(); *out = NULL; return RM_OK; }
+    if (rc == RM_ENOTFOUND) {
+        rm_clear_error();
+        *out = NULL;
+        return RM_OK;
+    }
     if (rc != RM_OK) return rc;
     if ((*out)->arr.n != n || (*out)->arr.type == GGUF_TYPE_STRING || (*out)->arr.type == GGUF_TYPE_ARRAY)
         return rm_errorf(RM_EFORMAT, "%s: %s has %llu numeric entries, expected %llu", g->path, key,
@@ -459,8 +500,10 @@ static int gguf_num_array(const gguf_file *g, const char *key, uint64_t n, const
 static int load_merges(const gguf_file *g, rm_tokenizer *t, const char *pre) {
     const gguf_value *m = NULL;
     int rc = gguf_get_arr(g, "tokenizer.ggml.merges", &m);
-    if (rc == RM_ENOTFOUND) { rm_clear_error(); m = NULL; }
-    else if (rc != RM_OK) return rc;
+    if (rc == RM_ENOTFOUND) {
+        rm_clear_error();
+        m = NULL;
+    } else if (rc != RM_OK) return rc;
     size_t n = 0;
     if (m) {
         if (m->arr.n > 0 && (m->arr.type != GGUF_TYPE_STRING || !m->arr.strs))
@@ -469,8 +512,15 @@ static int load_merges(const gguf_file *g, rm_tokenizer *t, const char *pre) {
     }
     const char **ms = malloc((n ? n : 1) * sizeof *ms);
     size_t *ml = malloc((n ? n : 1) * sizeof *ml);
-    if (!ms || !ml) { free(ms); free(ml); return rm_errorf(RM_ENOMEM, "tokenizer: out of memory"); }
-    for (size_t i = 0; i < n; i++) { ms[i] = m->arr.strs[i].ptr; ml[i] = (size_t)m->arr.strs[i].len; }
+    if (!ms || !ml) {
+        free(ms);
+        free(ml);
+        return rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
+    }
+    for (size_t i = 0; i < n; i++) {
+        ms[i] = m->arr.strs[i].ptr;
+        ml[i] = (size_t)m->arr.strs[i].len;
+    }
     if (!t->bpe_byte_level || gguf_find(g, "ramole.tokenizer.pre_regex")) rc = tok_gguf_bpe_init(t, g, ms, ml, n);
     else rc = tok_bpe_init(t, ms, ml, n, pre);
     free(ms);
@@ -516,7 +566,10 @@ int rm_tokenizer_from_gguf(rm_tokenizer **out, const gguf_file *g) {
     if (rc != RM_OK) goto fail;
 
     gguf_str pre = {0, NULL};
-    if (gguf_get_str(g, "tokenizer.ggml.pre", &pre) != RM_OK) { rm_clear_error(); pre.len = 0; }
+    if (gguf_get_str(g, "tokenizer.ggml.pre", &pre) != RM_OK) {
+        rm_clear_error();
+        pre.len = 0;
+    }
     gguf_str_copy(pre, t->pre_name, sizeof t->pre_name);
 
     t->bos = gguf_token_id(g, "tokenizer.ggml.bos_token_id", n, spm && n > 1 ? 1 : -1);
@@ -532,7 +585,8 @@ int rm_tokenizer_from_gguf(rm_tokenizer **out, const gguf_file *g) {
         if (t->bos < 0) t->bos = t->cls;
         if (t->eos < 0) t->eos = t->sep;
     }
-    int llama3 = !strcmp(t->pre_name, "llama-bpe") || !strcmp(t->pre_name, "llama3") || !strcmp(t->pre_name, "llama-v3");
+    int llama3 =
+        !strcmp(t->pre_name, "llama-bpe") || !strcmp(t->pre_name, "llama3") || !strcmp(t->pre_name, "llama-v3");
     t->add_bos = gguf_flag(g, "tokenizer.ggml.add_bos_token", kind != TOK_KIND_BPE || llama3);
     t->add_eos = gguf_flag(g, "tokenizer.ggml.add_eos_token", kind == TOK_KIND_WPM);
     t->add_space_prefix = gguf_flag(g, "tokenizer.ggml.add_space_prefix", spm);
@@ -541,7 +595,10 @@ int rm_tokenizer_from_gguf(rm_tokenizer **out, const gguf_file *g) {
     gguf_str tmpl;
     if (gguf_get_str(g, "tokenizer.chat_template", &tmpl) == RM_OK) {
         t->chat_template = malloc((size_t)tmpl.len + 1);
-        if (!t->chat_template) { rc = rm_errorf(RM_ENOMEM, "tokenizer: out of memory"); goto fail; }
+        if (!t->chat_template) {
+            rc = rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
+            goto fail;
+        }
         memcpy(t->chat_template, tmpl.ptr, (size_t)tmpl.len);
         t->chat_template[tmpl.len] = 0;
     } else {
@@ -591,8 +648,14 @@ int32_t rm_tokenizer_find(const rm_tokenizer *t, const char *text) {
 // ------------------------------------------------------------------------
 
 // A piece of the input: raw text [off, off+len) when id < 0, else a token.
-typedef struct frag { size_t off, len; int32_t id; } frag;
-typedef struct frags { frag *v; size_t n, cap; } frags;
+typedef struct frag {
+    size_t off, len;
+    int32_t id;
+} frag;
+typedef struct frags {
+    frag *v;
+    size_t n, cap;
+} frags;
 
 static int frags_push(frags *f, frag x) {
     if (tok_reserve((void **)&f->v, &f->cap, f->n + 1, sizeof *f->v)) return RM_ENOMEM;
@@ -635,7 +698,10 @@ static int split_specials(const rm_tokenizer *t, const char *text, size_t len, i
         int hit = 0;
         for (size_t f = 0; f < cur->n && rc == RM_OK; f++) {
             frag fr = cur->v[f];
-            if (fr.id >= 0 || fr.len < tl) { rc = frags_push(&nxt, fr); continue; }
+            if (fr.id >= 0 || fr.len < tl) {
+                rc = frags_push(&nxt, fr);
+                continue;
+            }
             size_t pos = fr.off, end = fr.off + fr.len;
             while (rc == RM_OK) {
                 const char *m = memmem(text + pos, end - pos, tx, tl);
@@ -665,16 +731,20 @@ static int is_marker(const char *s, size_t i, size_t m) { return i + 3 <= m && !
 // tokenizer.json): spaces become U+2581, with one in front when prefix.
 // Segments start where a run of markers starts (when the vocabulary allows
 // cutting there, see tok_finish) and are encoded (and cached) one by one.
-static int encode_escaped(const rm_tokenizer *t, const char *s, size_t n, int prefix, tok_cache *cache,
-                          tok_ids *out) {
+static int encode_escaped(const rm_tokenizer *t, const char *s, size_t n, int prefix, tok_cache *cache, tok_ids *out) {
     if (n > SIZE_MAX / 4) return rm_errorf(RM_EINVAL, "tokenizer: text too long");
     char *buf = malloc(3 * n + 3);
     if (!buf) return rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
     size_t m = 0;
-    if (prefix) { memcpy(buf, "\xe2\x96\x81", 3); m = 3; }
+    if (prefix) {
+        memcpy(buf, "\xe2\x96\x81", 3);
+        m = 3;
+    }
     for (size_t i = 0; i < n; i++) {
-        if (s[i] == ' ') { memcpy(buf + m, "\xe2\x96\x81", 3); m += 3; }
-        else buf[m++] = s[i];
+        if (s[i] == ' ') {
+            memcpy(buf + m, "\xe2\x96\x81", 3);
+            m += 3;
+        } else buf[m++] = s[i];
     }
     int rc = RM_OK;
     for (size_t a = 0; a < m && rc == RM_OK && !out->oom;) {
@@ -725,8 +795,7 @@ int rm_tokenize(const rm_tokenizer *t, const char *text, size_t len, int add_bos
                 prev_special = 1;
             } else {
                 int prefix = t->add_space_prefix && prev_special && (!t->prefix_first_only || fr.v[i].off == 0);
-                rc = encode_fragment(t, text + fr.v[i].off, fr.v[i].len, prefix, cache,
-                                     &out);
+                rc = encode_fragment(t, text + fr.v[i].off, fr.v[i].len, prefix, cache, &out);
                 prev_special = 0;
             }
         }
@@ -736,9 +805,14 @@ int rm_tokenize(const rm_tokenizer *t, const char *text, size_t len, int add_bos
     free(fr.v);
     if (rc == RM_OK && out.oom) rc = rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
     if (rc == RM_OK && out.unspellable)
-        rc = rm_errorf(RM_EINVAL, "tokenizer: the text holds byte 0x%02x, which no token of this vocabulary spells (and "
-                       "it has no unknown token)", out.unspellable - 1);
-    if (rc != RM_OK) { free(out.v); return rc; }
+        rc = rm_errorf(RM_EINVAL,
+                       "tokenizer: the text holds byte 0x%02x, which no token of this vocabulary spells (and "
+                       "it has no unknown token)",
+                       out.unspellable - 1);
+    if (rc != RM_OK) {
+        free(out.v);
+        return rc;
+    }
     int n = out.n;
     if (ids && cap > 0 && n > 0) memcpy(ids, out.v, (size_t)(n < cap ? n : cap) * sizeof *ids);
     free(out.v);
@@ -754,9 +828,15 @@ int rm_tokenize(const rm_tokenizer *t, const char *text, size_t len, int add_bos
 static const char *piece_of(const rm_tokenizer *t, int32_t id, int render_special, uint32_t *n) {
     int type = t->type[id];
     if (!render_special) {
-        if (type == TOK_CONTROL || type == TOK_UNUSED) { *n = 0; return ""; }
+        if (type == TOK_CONTROL || type == TOK_UNUSED) {
+            *n = 0;
+            return "";
+        }
         if (type == TOK_UNKNOWN) {
-            if (t->kind == TOK_KIND_SPM) { *n = 3; return "\xe2\x96\x85"; }
+            if (t->kind == TOK_KIND_SPM) {
+                *n = 3;
+                return "\xe2\x96\x85";
+            }
             *n = 0;
             return "";
         }
@@ -809,9 +889,14 @@ int rm_detok_push(rm_detok *d, int32_t id, char *out, int cap) {
         size_t avail = total - i < 4 ? total - i : 4;
         for (size_t k = 0; k < avail; k++) s[k] = (unsigned char)(i + k < hp ? head[i + k] : p[i + k - hp]);
         int l = utf8_check(s, avail);
-        if (l > 0) { put(out, cap, &o, (const char *)s, (size_t)l); i += (size_t)l; }
-        else if (l == 0) break; // incomplete: keep for the next token
-        else { put(out, cap, &o, "\xef\xbf\xbd", 3); i += 1; }
+        if (l > 0) {
+            put(out, cap, &o, (const char *)s, (size_t)l);
+            i += (size_t)l;
+        } else if (l == 0) break; // incomplete: keep for the next token
+        else {
+            put(out, cap, &o, "\xef\xbf\xbd", 3);
+            i += 1;
+        }
     }
     d->n_pending = (int)(total - i);
     for (int k = 0; k < d->n_pending; k++) {

@@ -25,9 +25,9 @@ int rm_tokenizer_write_gguf(const rm_tokenizer *t, gguf_writer *w);
 int rm_tokenizer_hfdir_meta(void *dir, gguf_writer *w);
 
 int rm_tokenizer_n_vocab(const rm_tokenizer *t);
-int32_t rm_tokenizer_bos(const rm_tokenizer *t);   // -1 if none
-int32_t rm_tokenizer_eos(const rm_tokenizer *t);   // -1 if none
-int rm_tokenizer_add_bos(const rm_tokenizer *t);   // model's default for add_bos
+int32_t rm_tokenizer_bos(const rm_tokenizer *t); // -1 if none
+int32_t rm_tokenizer_eos(const rm_tokenizer *t); // -1 if none
+int rm_tokenizer_add_bos(const rm_tokenizer *t); // model's default for add_bos
 // 1 if id ends generation (EOS, EOT, <|im_end|>, ...).
 int rm_tokenizer_is_eog(const rm_tokenizer *t, int32_t id);
 
@@ -38,8 +38,8 @@ int rm_tokenizer_is_eog(const rm_tokenizer *t, int32_t id);
 // returns the total count (call again with a larger buffer if > cap) or a
 // negative status. Any bytes are accepted (ill-formed UTF-8 included).
 // Safe to call from several threads on one tokenizer.
-int rm_tokenize(const rm_tokenizer *t, const char *text, size_t len, int add_bos, int parse_special,
-                int32_t *ids, int cap);
+int rm_tokenize(const rm_tokenizer *t, const char *text, size_t len, int add_bos, int parse_special, int32_t *ids,
+                int cap);
 
 // The bytes token id stands for (byte-fallback and byte-level decoded, SPM's
 // space marker as a space). Returns the byte count (may exceed cap: then
@@ -69,7 +69,9 @@ int rm_detok_push_sb(rm_detok *d, int32_t id, struct rm_sb *sb);
 // Renders a chat (roles "system"/"user"/"assistant") with the model's chat
 // template (known families matched; unknown -> documented plain format),
 // adding the assistant prefix. Returns a malloc'd string or NULL (error set).
-typedef struct rm_chat_msg { const char *role, *content; } rm_chat_msg;
+typedef struct rm_chat_msg {
+    const char *role, *content;
+} rm_chat_msg;
 char *rm_chat_render(const rm_tokenizer *t, const char *template_str, const rm_chat_msg *msgs, int n);
 // ---- extras ----
 // Longest token text in bytes; "spm", "bpe" or "wordpiece"; id of an exact

@@ -28,28 +28,30 @@
 #define RX_GPT2 "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)"
 // Llama 3's "(?i:'s|...)" spelled out case by case.
 #define RX_CONTRACTIONS_CI "(?:'[sS]|'[tT]|'[rR][eE]|'[vV][eE]|'[mM]|'[lL][lL]|'[dD])"
-#define RX_LLAMA3                                                                                             \
-    RX_CONTRACTIONS_CI "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|" \
+#define RX_LLAMA3                                                                                                      \
+    RX_CONTRACTIONS_CI "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"      \
                        "\\s+(?!\\S)|\\s+"
-#define RX_QWEN2                                                                                           \
-    RX_CONTRACTIONS_CI "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|" \
+#define RX_QWEN2                                                                                                       \
+    RX_CONTRACTIONS_CI "|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"           \
                        "\\s+(?!\\S)|\\s+"
 #define RX_CJK "[一-龥ࠀ-一가-퟿]+"
 #define RX_BLOOM " ?[^(\\s|.,!?…。，、।۔،)]+"
 // DeepSeek LLM's explicit list of cased-letter ranges.
-#define RX_DEEPSEEK_LETTERS                                                                                    \
-    "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-Ὅὐ-ὗ" \
-    /* Greek Extended and letterlike symbols as escapes: some of these code points */                       \
-    /* (U+1F7D, U+1FBE, U+2126, U+212A, ...) have singleton canonical decompositions */                      \
-    /* and an editor or copy that normalizes the text would silently change them. */                         \
-    "\\x{1F59}\\x{1F5B}\\x{1F5D}\\x{1F5F}-\\x{1F7D}\\x{1F80}-\\x{1FB4}\\x{1FB6}-\\x{1FBC}\\x{1FBE}"                 \
-    "\\x{1FC2}-\\x{1FC4}\\x{1FC6}-\\x{1FCC}\\x{1FD0}-\\x{1FD3}\\x{1FD6}-\\x{1FDB}\\x{1FE0}-\\x{1FEC}"            \
-    "\\x{1FF2}-\\x{1FF4}\\x{1FF6}-\\x{1FFC}\\x{2102}\\x{2107}\\x{210A}-\\x{2113}\\x{2115}\\x{2119}-\\x{211D}"   \
-    "\\x{2124}\\x{2126}\\x{2128}\\x{212A}-\\x{212D}\\x{212F}-\\x{2134}\\x{2139}\\x{213C}-\\x{213F}"             \
-    "\\x{2145}-\\x{2149}\\x{214E}\\x{2183}\\x{2184}"                                                          \
-    "Ⰰ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]+"
+#define RX_DEEPSEEK_LETTERS                                                                                                                                                                                                                                       \
+    "\\s?[A-Za-zµÀ-ÖØ-öø-ƺƼ-ƿǄ-ʓʕ-ʯͰ-ͳͶͷͻ-ͽͿΆΈ-ΊΌΎ-ΡΣ-ϵϷ-ҁҊ-ԯԱ-ՖႠ-ჅᎠ-Ᏽᏸ-ᏽᲐ-ᲺᲽ-Ჿᴀ-ᴫᵫ-ᵷᵹ-ᶚḀ-ἕἘ-Ἕἠ-ὅὈ-"                                                                              \
+    "Ὅὐ-ὗ" /* Greek Extended and letterlike symbols as escapes: some of these code points */ /* (U+1F7D, U+1FBE, U+2126, U+212A, ...) have singleton canonical decompositions */ /* and an editor or copy that normalizes the text would silently change them. */ \
+    "\\x{1F59}\\x{1F5B}\\x{1F5D}\\x{1F5F}-\\x{1F7D}\\x{1F80}-\\x{1FB4}\\x{1FB6}-\\x{1FBC}\\x{1FBE}"                                                                                                                                                               \
+    "\\x{1FC2}-\\x{1FC4}\\x{1FC6}-\\x{1FCC}\\x{1FD0}-\\x{1FD3}\\x{1FD6}-\\x{1FDB}\\x{1FE0}-\\x{1FEC}"                                                                                                                                                             \
+    "\\x{1FF2}-\\x{1FF4}\\x{1FF6}-\\x{1FFC}\\x{2102}\\x{2107}\\x{210A}-\\x{2113}\\x{2115}\\x{2119}-\\x{211D}"                                                                                                                                                     \
+    "\\x{2124}\\x{2126}\\x{2128}\\x{212A}-\\x{212D}\\x{212F}-\\x{2134}\\x{2139}\\x{213C}-\\x{213F}"                                                                                                                                                               \
+    "\\x{2145}-\\x{2149}\\x{214E}\\x{2183}\\x{2184}"                                                                                                                                                                                                              \
+    "Ⰰ-ⱻⱾ-ⳤⳫ-ⳮⳲⳳꙀ-ꙭꚀ-ꚛꜢ-ꝯꝱ-ꞇꞋ-ꞎꭰ-ꮿﬀ-ﬆﬓ-ﬗＡ-Ｚａ-ｚ𐐀-𐑏𐒰-𐓓𐓘-𐓻𐲀-𐲲𐳀-𐳲𑢠-𑣟𞤀-𞥃]"                                                                                           \
+    "+"
 
-typedef struct pre_def { const char *names; const char *rx[6]; } pre_def;
+typedef struct pre_def {
+    const char *names;
+    const char *rx[6];
+} pre_def;
 
 // names: '|'-separated tokenizer.ggml.pre values.
 static const pre_def k_pre[] = {
@@ -81,16 +83,19 @@ static int name_in_list(const char *list, const char *name) {
 // state
 // ------------------------------------------------------------------------
 
-typedef struct pair_slot { uint64_t key; int32_t rank, merged; } pair_slot;
+typedef struct pair_slot {
+    uint64_t key;
+    int32_t rank, merged;
+} pair_slot;
 
 struct tok_bpe {
     // interned symbol strings
     tok_map sid_map;
     char **sid_str;
     uint32_t *sid_len;
-    int32_t *sid_tok;       // token id of each sid, -1 if not in the vocabulary
+    int32_t *sid_tok; // token id of each sid, -1 if not in the vocabulary
     int n_sid, cap_sid;
-    char *arena;            // current chunk
+    char *arena; // current chunk
     size_t arena_used, arena_cap;
     char **chunks;
     int n_chunks;
@@ -98,9 +103,9 @@ struct tok_bpe {
     pair_slot *pairs;
     uint64_t pair_mask;
     size_t n_pairs;
-    int32_t byte_sid[256];  // byte-level: sid of the character standing for each byte
+    int32_t byte_sid[256]; // byte-level: sid of the character standing for each byte
     pcre2_code *rx[8];
-    char *rx_src[8];        // the pattern of each rx (for writing the tokenizer out)
+    char *rx_src[8]; // the pattern of each rx (for writing the tokenizer out)
     int n_rx;
 };
 
@@ -235,7 +240,10 @@ size_t tok_bpe_decode_text(const char *s, size_t n, char *out) {
         int adv;
         uint32_t cp = tok_utf8_decode(s + i, n - i, &adv);
         if (cp < 324 && cp_byte[cp] >= 0) out[o++] = (char)cp_byte[cp];
-        else { memcpy(out + o, s + i, (size_t)adv); o += (size_t)adv; }
+        else {
+            memcpy(out + o, s + i, (size_t)adv);
+            o += (size_t)adv;
+        }
         i += (size_t)adv;
     }
     return o;
@@ -249,9 +257,9 @@ static int compile_regexes(tok_bpe *b, const char *const *rx, int n) {
     for (int i = 0; i < n && rx[i]; i++) {
         int err;
         PCRE2_SIZE off;
-        pcre2_code *c = pcre2_compile((PCRE2_SPTR)rx[i], PCRE2_ZERO_TERMINATED,
-                                      PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF | PCRE2_DOLLAR_ENDONLY, &err,
-                                      &off, NULL);
+        pcre2_code *c =
+            pcre2_compile((PCRE2_SPTR)rx[i], PCRE2_ZERO_TERMINATED,
+                          PCRE2_UTF | PCRE2_UCP | PCRE2_MATCH_INVALID_UTF | PCRE2_DOLLAR_ENDONLY, &err, &off, NULL);
         if (!c) {
             PCRE2_UCHAR msg[160];
             pcre2_get_error_message(err, msg, sizeof msg);
@@ -259,9 +267,15 @@ static int compile_regexes(tok_bpe *b, const char *const *rx, int n) {
                              (size_t)off);
         }
         pcre2_jit_compile(c, PCRE2_JIT_COMPLETE); // falls back to the interpreter if JIT is unavailable
-        if (b->n_rx == (int)(sizeof b->rx / sizeof b->rx[0])) { pcre2_code_free(c); break; }
+        if (b->n_rx == (int)(sizeof b->rx / sizeof b->rx[0])) {
+            pcre2_code_free(c);
+            break;
+        }
         char *src = strdup(rx[i]);
-        if (!src) { pcre2_code_free(c); return rm_errorf(RM_ENOMEM, "tokenizer: out of memory"); }
+        if (!src) {
+            pcre2_code_free(c);
+            return rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
+        }
         b->rx_src[b->n_rx] = src;
         b->rx[b->n_rx++] = c;
     }
@@ -273,7 +287,10 @@ int tok_bpe_init_regex(rm_tokenizer *t, const char *const *merges, const size_t 
     tok_bpe *b = calloc(1, sizeof *b);
     if (!b) return rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
     int rc = tok_map_init(&b->sid_map, 2 * n_merges + 512);
-    if (rc != RM_OK) { free(b); return rc; }
+    if (rc != RM_OK) {
+        free(b);
+        return rc;
+    }
     t->bpe = b;
     if ((rc = compile_regexes(b, regex, n_regex)) != RM_OK) return rc;
     for (int c = 0; c < 256; c++) {
@@ -354,7 +371,11 @@ int tok_bpe_merges(const rm_tokenizer *t, char ***out, size_t *n_out) {
     if (!b || !b->n_pairs) return RM_OK;
     const pair_slot **ps = malloc(b->n_pairs * sizeof *ps);
     char **ms = calloc(b->n_pairs, sizeof *ms);
-    if (!ps || !ms) { free(ps); free(ms); return rm_errorf(RM_ENOMEM, "tokenizer: out of memory"); }
+    if (!ps || !ms) {
+        free(ps);
+        free(ms);
+        return rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
+    }
     size_t n = 0;
     for (uint64_t j = 0; j <= b->pair_mask; j++)
         if (b->pairs[j].key != PAIR_EMPTY && n < b->n_pairs) ps[n++] = &b->pairs[j];
@@ -382,8 +403,13 @@ int tok_bpe_merges(const rm_tokenizer *t, char ***out, size_t *n_out) {
 // pre-tokenization
 // ------------------------------------------------------------------------
 
-typedef struct span { size_t off, len; } span;
-typedef struct spans { span *v; size_t n, cap; } spans;
+typedef struct span {
+    size_t off, len;
+} span;
+typedef struct spans {
+    span *v;
+    size_t n, cap;
+} spans;
 
 static int spans_push(spans *s, size_t off, size_t len) {
     if (len == 0) return RM_OK;
@@ -425,7 +451,11 @@ static int split_by(const pcre2_code *rx, pcre2_match_data *md, const char *text
 // merging one word
 // ------------------------------------------------------------------------
 
-typedef struct bpe_sym { int32_t sid; int prev, next; uint32_t start, end; } bpe_sym;
+typedef struct bpe_sym {
+    int32_t sid;
+    int prev, next;
+    uint32_t start, end;
+} bpe_sym;
 typedef struct bpe_work {
     bpe_sym *sym;
     size_t cap_sym;
@@ -467,13 +497,22 @@ static void emit_word(const rm_tokenizer *t, const bpe_sym *sym, int ns, const c
 
 static void bpe_word(const rm_tokenizer *t, bpe_work *w, const char *s, size_t n, tok_ids *out) {
     const tok_bpe *b = t->bpe;
-    if (tok_reserve((void **)&w->sym, &w->cap_sym, n, sizeof *w->sym)) { w->oom = 1; return; }
+    if (tok_reserve((void **)&w->sym, &w->cap_sym, n, sizeof *w->sym)) {
+        w->oom = 1;
+        return;
+    }
     if (t->ignore_merges && t->bpe_byte_level) { // Llama 3: a word that is a token is taken whole
-        if (tok_reserve((void **)&w->mapped, &w->cap_mapped, 4 * n, 1)) { w->oom = 1; return; }
+        if (tok_reserve((void **)&w->mapped, &w->cap_mapped, 4 * n, 1)) {
+            w->oom = 1;
+            return;
+        }
         size_t m = 0;
         for (size_t i = 0; i < n; i++) m += (size_t)tok_byte_to_unicode((uint8_t)s[i], w->mapped + m);
         int32_t id = tok_map_get(&t->vocab, w->mapped, m);
-        if (id >= 0) { tok_ids_push(out, id); return; }
+        if (id >= 0) {
+            tok_ids_push(out, id);
+            return;
+        }
     }
     int ns = 0;
     for (size_t i = 0; i < n;) {
@@ -506,7 +545,10 @@ static void merge_short(const tok_bpe *b, bpe_sym *sym, int ns) {
         int best = -1;
         int32_t br = INT32_MAX;
         for (int i = 0; i >= 0; i = sym[i].next)
-            if (rank[i] < br) { br = rank[i]; best = i; }
+            if (rank[i] < br) {
+                br = rank[i];
+                best = i;
+            }
         if (best < 0) break;
         bpe_sym *L = &sym[best], *R = &sym[L->next];
         L->sid = merged[best];

@@ -10,15 +10,18 @@
 
 #include "model/tokenizer_impl.h"
 
-#define CACHE_SLOTS (1u << 16)          // power of two
+#define CACHE_SLOTS (1u << 16) // power of two
 #define CACHE_MAX_ENTRIES (CACHE_SLOTS / 2)
 #define CACHE_KEY_BYTES (1u << 20)
 #define CACHE_ID_COUNT (1u << 18)
 
-typedef struct cache_slot { uint32_t hash, key_off, ids_off; uint16_t key_len, n_ids; } cache_slot;
+typedef struct cache_slot {
+    uint32_t hash, key_off, ids_off;
+    uint16_t key_len, n_ids;
+} cache_slot;
 
 struct tok_cache {
-    cache_slot *slots;   // key_len == 0: empty
+    cache_slot *slots; // key_len == 0: empty
     char *keys;
     int32_t *ids;
     uint32_t n_entries, key_used, ids_used;

@@ -39,8 +39,7 @@ static void put_trimmed(rm_sb *sb, const char *s) {
 static int is_role(const rm_chat_msg *m, const char *role) { return m->role && !strcmp(m->role, role); }
 
 static void render_chatml(rm_sb *sb, const rm_chat_msg *msgs, int n) {
-    for (int i = 0; i < n; i++)
-        rm_sb_printf(sb, "<|im_start|>%s\n%s<|im_end|>\n", msgs[i].role, msgs[i].content);
+    for (int i = 0; i < n; i++) rm_sb_printf(sb, "<|im_start|>%s\n%s<|im_end|>\n", msgs[i].role, msgs[i].content);
     rm_sb_puts(sb, "<|im_start|>assistant\n");
 }
 
@@ -59,7 +58,10 @@ static void render_inst(rm_sb *sb, const rm_chat_msg *msgs, int n, int llama2) {
     int first_user = 1, turns = 0;
     for (int i = 0; i < n; i++) {
         const rm_chat_msg *m = &msgs[i];
-        if (is_role(m, "system")) { sys = m->content; continue; }
+        if (is_role(m, "system")) {
+            sys = m->content;
+            continue;
+        }
         if (is_role(m, "assistant")) {
             rm_sb_puts(sb, llama2 ? " " : "");
             put_trimmed(sb, m->content);
@@ -88,7 +90,10 @@ static void render_gemma(rm_sb *sb, const rm_chat_msg *msgs, int n) {
     const char *sys = NULL;
     for (int i = 0; i < n; i++) {
         const rm_chat_msg *m = &msgs[i];
-        if (is_role(m, "system")) { sys = m->content; continue; }
+        if (is_role(m, "system")) {
+            sys = m->content;
+            continue;
+        }
         rm_sb_printf(sb, "<start_of_turn>%s\n", is_role(m, "assistant") ? "model" : m->role);
         if (sys && is_role(m, "user")) {
             put_trimmed(sb, sys);
@@ -104,9 +109,10 @@ static void render_gemma(rm_sb *sb, const rm_chat_msg *msgs, int n) {
 static void render_plain(rm_sb *sb, const rm_chat_msg *msgs, int n) {
     for (int i = 0; i < n; i++) {
         const char *r = msgs[i].role;
-        const char *label = !strcmp(r, "system") ? "System" : !strcmp(r, "assistant") ? "Assistant"
-                          : !strcmp(r, "user")   ? "User"
-                                                 : r;
+        const char *label = !strcmp(r, "system")      ? "System"
+                            : !strcmp(r, "assistant") ? "Assistant"
+                            : !strcmp(r, "user")      ? "User"
+                                                      : r;
         rm_sb_printf(sb, "%s: %s\n\n", label, msgs[i].content);
     }
     rm_sb_puts(sb, "Assistant:");

@@ -66,7 +66,10 @@ int tok_gguf_bpe_init(rm_tokenizer *t, const gguf_file *g, const char *const *me
             return rm_errorf(RM_EFORMAT, "%s: %s is not an array of at most 8 strings", g->path, KEY_PRE_REGEX);
         for (; n < (int)a->arr.n; n++) {
             gguf_str s = a->arr.strs[n];
-            if (!(rx[n] = malloc((size_t)s.len + 1))) { rc = rm_errorf(RM_ENOMEM, "tokenizer: out of memory"); break; }
+            if (!(rx[n] = malloc((size_t)s.len + 1))) {
+                rc = rm_errorf(RM_ENOMEM, "tokenizer: out of memory");
+                break;
+            }
             gguf_str_copy(s, rx[n], (size_t)s.len + 1);
         }
     }
@@ -82,7 +85,7 @@ int tok_gguf_bpe_init(rm_tokenizer *t, const gguf_file *g, const char *const *me
 typedef struct tok_writer {
     const rm_tokenizer *t;
     gguf_writer *w;
-    int err;              // first failing status
+    int err; // first failing status
     char **merges;
     size_t n_merges;
 } tok_writer;
@@ -124,7 +127,10 @@ static float *merge_scores(const tok_writer *tw) {
         if (!sp) continue;
         size_t nl = (size_t)(sp - m);
         char *cat = malloc(n);
-        if (!cat) { free(sc); return NULL; }
+        if (!cat) {
+            free(sc);
+            return NULL;
+        }
         memcpy(cat, m, nl);
         memcpy(cat + nl, sp + 1, n - nl - 1);
         int32_t id = tok_map_get(&t->vocab, cat, n - 1);

@@ -49,7 +49,11 @@ static char *quote_literal(const char *s) {
 
 // Collects the pre-tokenizer regexes in order. Strings in rx[] are owned
 // when owned[i].
-typedef struct rx_list { const char *rx[MAX_RX]; char *owned[MAX_RX]; int n; } rx_list;
+typedef struct rx_list {
+    const char *rx[MAX_RX];
+    char *owned[MAX_RX];
+    int n;
+} rx_list;
 
 static void rx_add(rx_list *l, const char *rx, char *owned) {
     if (l->n < MAX_RX) {
@@ -186,8 +190,7 @@ static int load_hf(rm_tokenizer **out, const rm_json *j, const rm_json *cfg, con
     if (!strcmp(type, "WordPiece")) kind = TOK_KIND_WPM;
     else if (!strcmp(type, "BPE")) kind = TOK_KIND_BPE;
     else
-        return rm_errorf(RM_EUNSUPPORTED, "%s: tokenizer model '%s' is not supported (BPE, WordPiece are)", path,
-                         type);
+        return rm_errorf(RM_EUNSUPPORTED, "%s: tokenizer model '%s' is not supported (BPE, WordPiece are)", path, type);
     if (!vocab || vocab->type != RM_JSON_OBJECT || vocab->n == 0)
         return rm_errorf(RM_EFORMAT, "%s: model.vocab is missing or empty", path);
     int64_t n = 0;
@@ -245,8 +248,8 @@ static int load_hf(rm_tokenizer **out, const rm_json *j, const rm_json *cfg, con
     if (t->unk >= 0 && t->type[t->unk] == TOK_NORMAL) t->type[t->unk] = TOK_UNKNOWN;
 
     static const char *const bos_names[] = {"<s>", "<|begin_of_text|>", "<bos>", "[CLS]", NULL};
-    static const char *const eos_names[] = {"</s>",  "<|end_of_text|>", "<|endoftext|>", "<|im_end|>",
-                                            "<eos>", "[SEP]",            NULL};
+    static const char *const eos_names[] = {"</s>", "<|end_of_text|>", "<|endoftext|>", "<|im_end|>", "<eos>", "[SEP]",
+                                            NULL};
     t->bos = cfg ? find_id(t, config_token(cfg, "bos_token")) : -1;
     t->eos = cfg ? find_id(t, config_token(cfg, "eos_token")) : -1;
     if (t->bos < 0 && !(cfg && rm_json_get(cfg, "bos_token"))) t->bos = first_of(t, bos_names);

@@ -26,7 +26,10 @@ enum { TOK_KIND_SPM, TOK_KIND_BPE, TOK_KIND_WPM };
 // absent keys (most SPM pair lookups) stay within a cache-friendly table.
 // The key of a value is kept in keyp/keyr, indexed by the value; keyr holds
 // the length and first 12 bytes, so that short keys compare in one record.
-typedef struct tok_keyrec { uint64_t lo; uint32_t hi, len; } tok_keyrec;
+typedef struct tok_keyrec {
+    uint64_t lo;
+    uint32_t hi, len;
+} tok_keyrec;
 typedef struct tok_map {
     uint64_t *slots;
     uint32_t mask, n;
@@ -49,7 +52,12 @@ int tok_reserve(void **v, size_t *cap, size_t need, size_t elem);
 // ---- growable id buffer used while encoding ----
 // unspellable: 1 + the first byte that neither a token nor the unknown token
 // could stand for (0: none); rm_tokenize then fails instead of dropping it.
-typedef struct tok_ids { int32_t *v; int n; size_t cap; int oom, unspellable; } tok_ids;
+typedef struct tok_ids {
+    int32_t *v;
+    int n;
+    size_t cap;
+    int oom, unspellable;
+} tok_ids;
 void tok_ids_push(tok_ids *o, int32_t id);
 // Records that byte c could not be spelled (the first such byte is kept).
 void tok_ids_unspellable(tok_ids *o, uint8_t c);
@@ -73,8 +81,15 @@ extern int tok_short_words;
 
 // ---- merge candidates: a binary min-heap on (key, left) ----
 // SPM pushes key = -score, BPE key = merge rank; ties go to the leftmost pair.
-typedef struct tok_cand { double key; int32_t left, right, a, b, c; } tok_cand;
-typedef struct tok_heap { tok_cand *v; size_t n, cap; int oom; } tok_heap;
+typedef struct tok_cand {
+    double key;
+    int32_t left, right, a, b, c;
+} tok_cand;
+typedef struct tok_heap {
+    tok_cand *v;
+    size_t n, cap;
+    int oom;
+} tok_heap;
 void tok_heap_push(tok_heap *h, tok_cand c);
 tok_cand tok_heap_pop(tok_heap *h); // h->n > 0
 
@@ -83,21 +98,21 @@ typedef struct tok_bpe tok_bpe;
 // ---- WordPiece state (tokenizer_wpm.c) ----
 
 struct rm_tokenizer {
-    int kind;                 // TOK_KIND_*
+    int kind; // TOK_KIND_*
     int n_vocab;
-    char **text;              // token strings (NUL-terminated copies)
+    char **text; // token strings (NUL-terminated copies)
     uint32_t *len;
     float *score;
-    uint8_t *type;            // TOK_*
-    tok_map vocab;            // text -> id (last id wins on duplicates)
-    char **piece;             // decoded bytes of each token (render_special form)
+    uint8_t *type; // TOK_*
+    tok_map vocab; // text -> id (last id wins on duplicates)
+    char **piece;  // decoded bytes of each token (render_special form)
     uint32_t *piece_len;
     int max_token_len;
 
     int32_t bos, eos, unk, sep, pad, cls, eot, eom;
     int add_bos, add_eos, add_space_prefix, ignore_merges;
-    int prefix_first_only;    // the space prefix only at the start of the text, not after specials
-    uint8_t *eog;             // n_vocab flags
+    int prefix_first_only; // the space prefix only at the start of the text, not after specials
+    uint8_t *eog;          // n_vocab flags
 
     // Strings split out of the text before the model runs: control, user
     // defined and unknown tokens, longest first.
@@ -107,15 +122,15 @@ struct rm_tokenizer {
     int32_t *spec_pos[2];
     uint32_t spec_start[2][257];
 
-    int32_t byte_tok[256];    // SPM <0xNN> tokens (-1 when absent)
-    tok_bpe *bpe;             // byte-level BPE, NULL otherwise
-    int bpe_byte_level;       // 1: gpt2-style byte mapping (0: HF BPE with byte fallback)
-    int spm_split;            // SPM: no token has a space marker after another char
+    int32_t byte_tok[256]; // SPM <0xNN> tokens (-1 when absent)
+    tok_bpe *bpe;          // byte-level BPE, NULL otherwise
+    int bpe_byte_level;    // 1: gpt2-style byte mapping (0: HF BPE with byte fallback)
+    int spm_split;         // SPM: no token has a space marker after another char
     int wpm_lowercase, wpm_strip_accents, wpm_max_chars;
-    tok_cache *cache;         // guarded by cache_mu (try-lock; busy -> no cache)
+    tok_cache *cache; // guarded by cache_mu (try-lock; busy -> no cache)
     pthread_mutex_t cache_mu;
     char pre_name[64];
-    char *chat_template;      // tokenizer.chat_template or NULL
+    char *chat_template; // tokenizer.chat_template or NULL
 };
 
 // Creates the core tokenizer with n tokens (arrays zeroed). texts copied by tok_set_token.
@@ -172,8 +187,8 @@ size_t tok_bpe_decode_text(const char *s, size_t n, char *out);
 int tok_byte_to_unicode(int b, char out[4]);
 
 // UTF-8 helpers.
-int tok_utf8_len(unsigned char c);           // sequence length from the lead byte (1 for invalid)
+int tok_utf8_len(unsigned char c); // sequence length from the lead byte (1 for invalid)
 // Decodes one code point at s[0..n); sets *adv (>= 1). Invalid -> 0xFFFD.
 uint32_t tok_utf8_decode(const char *s, size_t n, int *adv);
-int tok_utf8_encode(uint32_t cp, char *out);  // returns 1..4
+int tok_utf8_encode(uint32_t cp, char *out); // returns 1..4
 #endif

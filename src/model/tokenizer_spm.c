@@ -14,7 +14,10 @@
 #include "base/err.h"
 #include "model/tokenizer_impl.h"
 
-typedef struct spm_sym { int prev, next; uint32_t off, n; } spm_sym;
+typedef struct spm_sym {
+    int prev, next;
+    uint32_t off, n;
+} spm_sym;
 static void try_pair(const rm_tokenizer *t, const char *buf, const spm_sym *sym, int left, int right, tok_heap *h) {
     if (left < 0 || right < 0) return;
     uint32_t size = sym[left].n + sym[right].n;
@@ -44,7 +47,10 @@ static void spm_segment(const rm_tokenizer *t, const char *buf, size_t m, spm_sy
     for (int i = 0; i >= 0 && i < ns; i = sym[i].next) {
         const char *txt = buf + sym[i].off;
         int32_t id = tok_map_get(&t->vocab, txt, sym[i].n);
-        if (id >= 0) { tok_ids_push(out, id); continue; }
+        if (id >= 0) {
+            tok_ids_push(out, id);
+            continue;
+        }
         for (uint32_t k = 0; k < sym[i].n; k++) {
             int32_t b = t->byte_tok[(uint8_t)txt[k]];
             if (b < 0) b = t->unk;

@@ -41,7 +41,11 @@ static int is_punct(uint32_t c) {
     return k >= UTF8PROC_CATEGORY_PC && k <= UTF8PROC_CATEGORY_PO;
 }
 
-typedef struct wpm_buf { char *v; size_t n, cap; int nchars; } wpm_buf;
+typedef struct wpm_buf {
+    char *v;
+    size_t n, cap;
+    int nchars;
+} wpm_buf;
 
 static int buf_put(wpm_buf *b, uint32_t cp) {
     if (tok_reserve((void **)&b->v, &b->cap, b->n + 4, 1)) return RM_ENOMEM;
@@ -68,9 +72,13 @@ static int wpm_word(const rm_tokenizer *t, const char *w, size_t n, int nchars, 
                 found = tok_map_get(&t->vocab, key->v, pre + end - start);
                 if (found >= 0) break;
             }
-            do end--; while (end > start && ((unsigned char)w[end] & 0xC0) == 0x80); // previous char boundary
+            do end--;
+            while (end > start && ((unsigned char)w[end] & 0xC0) == 0x80); // previous char boundary
         }
-        if (found < 0) { out->n = start_n; goto unknown; }
+        if (found < 0) {
+            out->n = start_n;
+            goto unknown;
+        }
         tok_ids_push(out, found);
         start = end;
     }
@@ -129,7 +137,10 @@ int tok_wpm_encode(const rm_tokenizer *t, const char *s, size_t n, tok_cache *ca
         dec[0] = (utf8proc_int32_t)cp;
         if (t->wpm_strip_accents) {
             nd = utf8proc_decompose_char((utf8proc_int32_t)cp, dec, 32, UTF8PROC_DECOMPOSE, &last_bound);
-            if (nd < 0 || nd > 32) { dec[0] = (utf8proc_int32_t)cp; nd = 1; }
+            if (nd < 0 || nd > 32) {
+                dec[0] = (utf8proc_int32_t)cp;
+                nd = 1;
+            }
         }
         int alone = is_chinese(cp);
         for (utf8proc_ssize_t k = 0; k < nd && rc == RM_OK; k++) {

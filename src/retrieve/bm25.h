@@ -45,10 +45,10 @@ int64_t rm_bm25_doc_len(const rm_sparse *doc);
 int rm_bm25_query(const rm_feat_params *fp, const char *text, rm_sparse *q);
 
 typedef struct rm_bm25_stats {
-    uint32_t *df;        // [2^bits]
+    uint32_t *df; // [2^bits]
     int bits;
     int64_t n_docs;
-    int64_t total_len;   // fixed point
+    int64_t total_len; // fixed point
 } rm_bm25_stats;
 
 int rm_bm25_stats_init(rm_bm25_stats *s, int bits);

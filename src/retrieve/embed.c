@@ -29,7 +29,10 @@ void rm_bytes_put(rm_bytes *b, const void *data, size_t n) {
         size_t cap = b->cap ? b->cap : 256;
         while (cap < b->n + n) cap *= 2;
         uint8_t *p = realloc(b->p, cap);
-        if (!p) { b->oom = 1; return; }
+        if (!p) {
+            b->oom = 1;
+            return;
+        }
         b->p = p;
         b->cap = cap;
     }
@@ -50,7 +53,8 @@ void rm_bytes_free(rm_bytes *b) {
 }
 
 int rm_reader_get(rm_reader *r, void *dst, size_t n) {
-    if (n > r->n - r->off) return rm_errorf(RM_EFORMAT, "%s: truncated (want %zu bytes at offset %zu of %zu)", r->what, n, r->off, r->n);
+    if (n > r->n - r->off)
+        return rm_errorf(RM_EFORMAT, "%s: truncated (want %zu bytes at offset %zu of %zu)", r->what, n, r->off, r->n);
     if (n) memcpy(dst, r->p + r->off, n);
     r->off += n;
     return RM_OK;
@@ -93,7 +97,10 @@ int embed_alloc(const rm_embedder_ops *ops, const char *name, int dim, const cha
     e->part_off[1] = dim;
     e->part_w[0] = 1.0f;
     e->prefix = strdup(prefix ? prefix : RM_EMBED_DEFAULT_PREFIX);
-    if (!e->prefix) { free(e); return rm_errorf(RM_ENOMEM, "embedder: out of memory"); }
+    if (!e->prefix) {
+        free(e);
+        return rm_errorf(RM_ENOMEM, "embedder: out of memory");
+    }
     *out = e;
     return RM_OK;
 }
@@ -113,7 +120,13 @@ int embed_get_feat(rm_reader *r, rm_feat_params *p) {
     if (!rc) rc = rm_reader_get(r, &p->mid_weight, 4);
     if (!rc) rc = rm_reader_get(r, &p->rare_weight, 4);
     if (rc) return rc;
-    p->bits = v[0]; p->wmin = v[1]; p->wmax = v[2]; p->cmin = v[3]; p->cmax = v[4]; p->lowercase = v[5]; p->edge = v[6];
+    p->bits = v[0];
+    p->wmin = v[1];
+    p->wmax = v[2];
+    p->cmin = v[3];
+    p->cmax = v[4];
+    p->lowercase = v[5];
+    p->edge = v[6];
     p->rare_df = v[7];
     rc = rm_feat_check(p);
     return rc ? rm_error_prefix(rc, "%s", r->what) : RM_OK;
@@ -152,7 +165,10 @@ int embed_fit_idf(const rm_feat_params *fp, const char *const *corpus, const int
     for (int i = 0; i < n && !rc; i++) {
         size_t len;
         char *t = with_prefix(prefix, corpus[i], strlen(corpus[i]), &len);
-        if (!t) { rc = rm_errorf(RM_ENOMEM, "idf: out of memory"); break; }
+        if (!t) {
+            rc = rm_errorf(RM_ENOMEM, "idf: out of memory");
+            break;
+        }
         rc = rm_feat_extract(fp, t, len, &s);
         free(t);
         for (size_t j = 0; !rc && j < s.n; j++) {
@@ -168,7 +184,10 @@ int embed_fit_idf(const rm_feat_params *fp, const char *const *corpus, const int
     rm_sparse_free(&s);
     free(df);
     free(last);
-    if (rc) { free(w); return rc; }
+    if (rc) {
+        free(w);
+        return rc;
+    }
     *idf = w;
     return RM_OK;
 }
@@ -238,7 +257,10 @@ int rm_embedder_embed_many(const rm_embedder *e, const char *const *texts, int n
     pthread_t th[MAXT];
     int started[MAXT] = {0};
     for (int t = 0; t < n_threads; t++)
-        jobs[t] = (embed_job){.e = e, .texts = texts, .out = out, .begin = (int)((long)n * t / n_threads),
+        jobs[t] = (embed_job){.e = e,
+                              .texts = texts,
+                              .out = out,
+                              .begin = (int)((long)n * t / n_threads),
                               .end = (int)((long)n * (t + 1) / n_threads)};
     for (int t = 1; t < n_threads; t++) started[t] = pthread_create(&th[t], NULL, embed_worker, &jobs[t]) == 0;
     embed_worker(&jobs[0]);
@@ -346,7 +368,8 @@ int rm_embedder_from_bytes(const uint8_t *data, size_t size, const char *what, r
     rm_embedder *e = NULL;
     uint64_t psize = 0;
     int rc = rm_reader_u32(&r, &fmt);
-    if (!rc && fmt != EMBED_FORMAT) rc = rm_errorf(RM_EUNSUPPORTED, "%s: embedder format %u (want %u)", what, fmt, EMBED_FORMAT);
+    if (!rc && fmt != EMBED_FORMAT)
+        rc = rm_errorf(RM_EUNSUPPORTED, "%s: embedder format %u (want %u)", what, fmt, EMBED_FORMAT);
     if (!rc) rc = reader_str(&r, 64, &kind);
     if (!rc) rc = reader_str(&r, 63, &name);
     if (!rc) rc = rm_reader_u32(&r, &version);
@@ -356,10 +379,12 @@ int rm_embedder_from_bytes(const uint8_t *data, size_t size, const char *what, r
     if (!rc && has_center > 1) rc = rm_errorf(RM_EFORMAT, "%s: bad centering flag", what);
     if (!rc && (dim == 0 || dim > (1u << 20))) rc = rm_errorf(RM_EFORMAT, "%s: bad dimension %u", what, dim);
     float *center = NULL;
-    if (!rc && has_center && !(center = malloc((size_t)dim * sizeof *center))) rc = rm_errorf(RM_ENOMEM, "%s: out of memory", what);
+    if (!rc && has_center && !(center = malloc((size_t)dim * sizeof *center)))
+        rc = rm_errorf(RM_ENOMEM, "%s: out of memory", what);
     if (!rc && center) rc = rm_reader_get(&r, center, (size_t)dim * sizeof *center);
     if (!rc) rc = rm_reader_get(&r, &psize, 8);
-    if (!rc && psize != r.n - r.off) rc = rm_errorf(RM_EFORMAT, "%s: payload size %llu does not match the file", what, (unsigned long long)psize);
+    if (!rc && psize != r.n - r.off)
+        rc = rm_errorf(RM_EFORMAT, "%s: payload size %llu does not match the file", what, (unsigned long long)psize);
     const rm_embedder_ops *ops = rc ? NULL : ops_by_kind(kind);
     if (!rc && !ops) rc = rm_errorf(RM_EUNSUPPORTED, "%s: unknown embedder kind '%s'", what, kind);
     if (!rc) rc = embed_alloc(ops, name, (int)dim, prefix, &e);
@@ -369,13 +394,17 @@ int rm_embedder_from_bytes(const uint8_t *data, size_t size, const char *what, r
         center = NULL;
         rc = ops->load(e, &r);
         if (!rc && r.off != r.n) rc = rm_errorf(RM_EFORMAT, "%s: %zu stray bytes after the payload", what, r.n - r.off);
-        if (!rc && e->part_off[e->n_parts] != e->dim) rc = rm_errorf(RM_EFORMAT, "%s: parts do not add up to dim", what);
+        if (!rc && e->part_off[e->n_parts] != e->dim)
+            rc = rm_errorf(RM_EFORMAT, "%s: parts do not add up to dim", what);
     }
     free(kind);
     free(name);
     free(prefix);
     free(center);
-    if (rc) { rm_embedder_free(e); return rc; }
+    if (rc) {
+        rm_embedder_free(e);
+        return rc;
+    }
     *out = e;
     return RM_OK;
 }

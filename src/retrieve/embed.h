@@ -36,12 +36,20 @@
 typedef struct rm_embedder rm_embedder;
 
 // A growable byte buffer for serialising.
-typedef struct rm_bytes { uint8_t *p; size_t n, cap; int oom; } rm_bytes;
+typedef struct rm_bytes {
+    uint8_t *p;
+    size_t n, cap;
+    int oom;
+} rm_bytes;
 void rm_bytes_put(rm_bytes *b, const void *data, size_t n);
 void rm_bytes_u32(rm_bytes *b, uint32_t v);
 void rm_bytes_free(rm_bytes *b);
 // A cursor for reading what rm_bytes wrote; every read is bounds-checked.
-typedef struct rm_reader { const uint8_t *p; size_t n, off; const char *what; } rm_reader;
+typedef struct rm_reader {
+    const uint8_t *p;
+    size_t n, off;
+    const char *what;
+} rm_reader;
 int rm_reader_get(rm_reader *r, void *dst, size_t n);
 int rm_reader_u32(rm_reader *r, uint32_t *v);
 
@@ -58,17 +66,16 @@ typedef struct rm_embedder_ops {
 
 struct rm_embedder {
     const rm_embedder_ops *ops;
-    char name[64];          // e.g. "lexical", "hashproj", "hybrid"
-    uint32_t version;       // bumped by the embedder when its vectors change meaning
+    char name[64];    // e.g. "lexical", "hashproj", "hybrid"
+    uint32_t version; // bumped by the embedder when its vectors change meaning
     int dim;
-    char *prefix;           // owned
-    int n_parts;            // 1, or the hybrid's parts
+    char *prefix; // owned
+    int n_parts;  // 1, or the hybrid's parts
     int part_off[RM_EMBED_MAX_PARTS + 1];
     float part_w[RM_EMBED_MAX_PARTS];
-    float *center;          // NULL, or dim entries subtracted before normalising
+    float *center; // NULL, or dim entries subtracted before normalising
     void *impl;
 };
-
 
 // The embedding of one text, with the prefix.
 int rm_embedder_embed(const rm_embedder *e, const char *text, float *out);
@@ -106,8 +113,8 @@ int rm_lexical_create(const rm_feat_params *fp, const char *const *corpus, const
 // ---- hashproj (learned) ------------------------------------------------------
 typedef struct rm_hashproj_params {
     rm_feat_params feat;
-    int dim;                // output dimension
-    uint64_t seed;          // initial projection
+    int dim;       // output dimension
+    uint64_t seed; // initial projection
 } rm_hashproj_params;
 rm_hashproj_params rm_hashproj_default_params(void);
 // An untrained projection (random Gaussian, i.e. a Johnson-Lindenstrauss sketch

@@ -20,18 +20,18 @@ static const char *const w_names[W_COUNT] = {"attn_q", "attn_k", "attn_v", "attn
 
 enum { V_BQ, V_BK, V_BV, V_BO, V_LN1_W, V_LN1_B, V_BUP, V_BDOWN, V_LN2_W, V_LN2_B, V_COUNT };
 static const char *const v_names[V_COUNT] = {
-    "attn_q.bias", "attn_k.bias", "attn_v.bias", "attn_output.bias", "attn_output_norm.weight",
+    "attn_q.bias",           "attn_k.bias", "attn_v.bias",   "attn_output.bias",         "attn_output_norm.weight",
     "attn_output_norm.bias", "ffn_up.bias", "ffn_down.bias", "layer_output_norm.weight", "layer_output_norm.bias"};
 
 typedef struct bert_layer {
-    rm_tensor w[W_COUNT];   // W[out,in] views into the file
-    float *v[V_COUNT];      // biases and norms, f32 copies
+    rm_tensor w[W_COUNT]; // W[out,in] views into the file
+    float *v[V_COUNT];    // biases and norms, f32 copies
 } bert_layer;
 
 struct rm_bert {
     rm_bert_hparams hp;
     gguf_file gguf;
-    rm_tokenizer *tok;      // NULL when the file has none (ids only)
+    rm_tokenizer *tok; // NULL when the file has none (ids only)
     rm_tensor tok_embd, pos_embd;
     float *type0;           // row 0 of token_types (every token is type 0), or NULL
     float *norm_w, *norm_b; // token_embd_norm
@@ -63,7 +63,8 @@ static int read_hparams(rm_bert *m) {
                          m->gguf.path, d, nl, nh, ff);
     if (pool == 0) pool = RM_POOL_MEAN; // "none": an embedder needs one vector
     if (pool > RM_POOL_LAST)
-        return rm_errorf(RM_EUNSUPPORTED, "%s: pooling_type %u is not supported (1 mean, 2 cls, 3 last)", m->gguf.path, pool);
+        return rm_errorf(RM_EUNSUPPORTED, "%s: pooling_type %u is not supported (1 mean, 2 cls, 3 last)", m->gguf.path,
+                         pool);
     rm_bert_hparams *hp = &m->hp;
     hp->n_embd = (int)d;
     hp->n_layer = (int)nl;
@@ -139,7 +140,10 @@ int rm_bert_load(rm_bert **out, const char *path) {
     rm_bert *m = calloc(1, sizeof *m);
     if (!m) return rm_errorf(RM_ENOMEM, "out of memory");
     int rc = gguf_open(&m->gguf, path);
-    if (rc) { free(m); return rc; }
+    if (rc) {
+        free(m);
+        return rc;
+    }
     rc = read_hparams(m);
     if (!rc) rc = load_weights(m);
     if (!rc && gguf_find(&m->gguf, "tokenizer.ggml.tokens")) {
@@ -148,7 +152,10 @@ int rm_bert_load(rm_bert **out, const char *path) {
             rc = rm_errorf(RM_EFORMAT, "%s: tokenizer has %d tokens but the model only %d", path,
                            rm_tokenizer_n_vocab(m->tok), m->hp.n_vocab);
     }
-    if (rc) { rm_bert_free(m); return rc; }
+    if (rc) {
+        rm_bert_free(m);
+        return rc;
+    }
     *out = m;
     return RM_OK;
 }
@@ -246,7 +253,8 @@ int rm_bert_forward(const rm_bert *m, rm_threadpool *tp, const int32_t *ids, con
     }
     for (int r = 0; r < n; r++)
         if (ids[r] < 0 || ids[r] >= hp->n_vocab)
-            return rm_errorf(RM_EINVAL, "bert forward: row %d: token id %d out of range [0, %d)", r, ids[r], hp->n_vocab);
+            return rm_errorf(RM_EINVAL, "bert forward: row %d: token id %d out of range [0, %d)", r, ids[r],
+                             hp->n_vocab);
     int d = hp->n_embd, f = hp->n_ff, nth = tp ? rm_threadpool_size(tp) : 1;
     size_t nd = (size_t)n * d;
     float *buf = malloc((4 * nd + (size_t)n * f + (size_t)nth * max_len + (size_t)d) * sizeof *buf);
@@ -260,7 +268,10 @@ int rm_bert_forward(const rm_bert *m, rm_threadpool *tp, const int32_t *ids, con
     float *tmp = scores + (size_t)nth * max_len;
     int *start = rows, *slen = rows + n;
     for (int s = 0, r = 0; s < n_seq; r += len[s], s++)
-        for (int t = 0; t < len[s]; t++) { start[r + t] = r; slen[r + t] = len[s]; }
+        for (int t = 0; t < len[s]; t++) {
+            start[r + t] = r;
+            slen[r + t] = len[s];
+        }
 
     bert_embed_rows(m, ids, start, x, tmp, n);
     for (int l = 0; l < hp->n_layer; l++) {

@@ -16,8 +16,8 @@
 
 typedef struct {
     rm_feat_params fp;
-    float *idf;  // [nb]
-    float *w;    // [nb][dim]
+    float *idf; // [nb]
+    float *w;   // [nb][dim]
     size_t nb;
 } hashproj;
 
@@ -90,7 +90,8 @@ static int hashproj_load(rm_embedder *e, rm_reader *r) {
     int rc = embed_get_feat(r, &h->fp);
     if (!rc) rc = rm_reader_u32(r, &dim);
     if (!rc) rc = rm_reader_u32(r, &nb);
-    if (!rc && ((int)dim != e->dim || nb != (1u << h->fp.bits))) rc = rm_errorf(RM_EFORMAT, "%s: projection shape %u x %u does not fit", r->what, nb, dim);
+    if (!rc && ((int)dim != e->dim || nb != (1u << h->fp.bits)))
+        rc = rm_errorf(RM_EFORMAT, "%s: projection shape %u x %u does not fit", r->what, nb, dim);
     if (!rc) rc = hashproj_alloc(h, e->dim);
     if (!rc) rc = rm_reader_get(r, h->idf, h->nb * sizeof(float));
     if (!rc) rc = rm_reader_get(r, h->w, h->nb * (size_t)e->dim * sizeof(float));
@@ -99,28 +100,39 @@ static int hashproj_load(rm_embedder *e, rm_reader *r) {
 
 static void hashproj_free(rm_embedder *e) {
     hashproj *h = e->impl;
-    if (h) { free(h->idf); free(h->w); }
+    if (h) {
+        free(h->idf);
+        free(h->w);
+    }
     free(h);
 }
 
 const rm_embedder_ops rm_hashproj_ops = {"hashproj", hashproj_embed, hashproj_save, hashproj_load, hashproj_free};
 
-int rm_hashproj_create(const rm_hashproj_params *p, const char *const *corpus, int n, const char *prefix, rm_embedder **out) {
+int rm_hashproj_create(const rm_hashproj_params *p, const char *const *corpus, int n, const char *prefix,
+                       rm_embedder **out) {
     *out = NULL;
     int rc = rm_feat_check(&p->feat);
     if (rc) return rc;
     if (p->dim < 2 || p->dim > 4096) return rm_errorf(RM_EINVAL, "hashproj: dim %d not in 2..4096", p->dim);
-    if (p->feat.bits > 20) return rm_errorf(RM_EINVAL, "hashproj: %d bits make the projection too large (at most 20)", p->feat.bits);
+    if (p->feat.bits > 20)
+        return rm_errorf(RM_EINVAL, "hashproj: %d bits make the projection too large (at most 20)", p->feat.bits);
     hashproj *h = calloc(1, sizeof *h);
     if (!h) return rm_errorf(RM_ENOMEM, "hashproj: out of memory");
     h->fp = p->feat;
     rm_embedder *e = NULL;
     rc = embed_alloc(&rm_hashproj_ops, "hashproj", p->dim, prefix, &e);
-    if (rc) { free(h); return rc; }
+    if (rc) {
+        free(h);
+        return rc;
+    }
     e->impl = h;
     rc = embed_fit_idf(&h->fp, corpus, NULL, n, e->prefix, 1, &h->idf);
     if (!rc) rc = hashproj_alloc(h, p->dim);
-    if (rc) { rm_embedder_free(e); return rc; }
+    if (rc) {
+        rm_embedder_free(e);
+        return rc;
+    }
     uint64_t s = p->seed;
     float sd = 1.0f / sqrtf((float)p->dim);
     size_t total = h->nb * (size_t)p->dim;

@@ -33,7 +33,10 @@ static int hybrid_save(const rm_embedder *e, rm_bytes *b) {
         rm_bytes sub = {0};
         int rc = rm_embedder_to_bytes(h->parts[p], &sub);
         uint64_t n = sub.n;
-        if (!rc) { rm_bytes_put(b, &n, 8); rm_bytes_put(b, sub.p, sub.n); }
+        if (!rc) {
+            rm_bytes_put(b, &n, 8);
+            rm_bytes_put(b, sub.p, sub.n);
+        }
         rm_bytes_free(&sub);
         if (rc) return rc;
     }
@@ -103,7 +106,8 @@ int rm_hybrid_create(rm_embedder **parts, const float *weights, int n, rm_embedd
     for (int p = 0; p < n && !rc; p++) {
         if (!(weights[p] > 0)) rc = rm_errorf(RM_EINVAL, "hybrid: weight %d is not positive", p);
         else if (parts[p]->n_parts != 1) rc = rm_errorf(RM_EINVAL, "hybrid: part %d is itself a hybrid", p);
-        else if (strcmp(parts[p]->prefix, parts[0]->prefix)) rc = rm_errorf(RM_EINVAL, "hybrid: parts have different prefixes");
+        else if (strcmp(parts[p]->prefix, parts[0]->prefix))
+            rc = rm_errorf(RM_EINVAL, "hybrid: parts have different prefixes");
     }
     hybrid *h = rc ? NULL : calloc(1, sizeof *h);
     rm_embedder *e = NULL;
@@ -116,7 +120,10 @@ int rm_hybrid_create(rm_embedder **parts, const float *weights, int n, rm_embedd
     }
     e->impl = h;
     e->n_parts = n;
-    for (int p = 0; p < n; p++) { h->parts[p] = parts[p]; e->part_w[p] = weights[p]; }
+    for (int p = 0; p < n; p++) {
+        h->parts[p] = parts[p];
+        e->part_w[p] = weights[p];
+    }
     hybrid_layout(e);
     *out = e;
     return RM_OK;

@@ -42,7 +42,8 @@ static int lexical_load(rm_embedder *e, rm_reader *r) {
     uint32_t nb = 0;
     int rc = embed_get_feat(r, &lx->fp);
     if (!rc) rc = rm_reader_u32(r, &nb);
-    if (!rc && (nb != (1u << lx->fp.bits) || (int)nb != e->dim)) rc = rm_errorf(RM_EFORMAT, "%s: idf table size %u does not fit", r->what, nb);
+    if (!rc && (nb != (1u << lx->fp.bits) || (int)nb != e->dim))
+        rc = rm_errorf(RM_EFORMAT, "%s: idf table size %u does not fit", r->what, nb);
     if (!rc && !(lx->idf = malloc((size_t)nb * sizeof(float)))) rc = rm_errorf(RM_ENOMEM, "%s: out of memory", r->what);
     if (!rc) rc = rm_reader_get(r, lx->idf, (size_t)nb * sizeof(float));
     return rc;
@@ -67,10 +68,16 @@ int rm_lexical_create(const rm_feat_params *fp, const char *const *corpus, const
     lx->fp = *fp;
     rm_embedder *e = NULL;
     rc = embed_alloc(&rm_lexical_ops, "lexical", 1 << fp->bits, prefix, &e);
-    if (rc) { free(lx); return rc; }
+    if (rc) {
+        free(lx);
+        return rc;
+    }
     e->impl = lx;
     rc = embed_fit_idf(fp, corpus, group, n, e->prefix, 0, &lx->idf);
-    if (rc) { rm_embedder_free(e); return rc; }
+    if (rc) {
+        rm_embedder_free(e);
+        return rc;
+    }
     *out = e;
     return RM_OK;
 }

@@ -14,12 +14,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define LLAMA_EMBED_CHUNK 128   // rows per forward call
+#define LLAMA_EMBED_CHUNK 128    // rows per forward call
 #define LLAMA_EMBED_MAX_CTX 8192 // tokens kept per text (and the model's training context)
 
 typedef struct llama_embed {
     rm_llama *m;
-    rm_threadpool *tp;          // NULL: the caller's thread only
+    rm_threadpool *tp; // NULL: the caller's thread only
     pthread_mutex_t mu;
 } llama_embed;
 

@@ -20,11 +20,17 @@ enum { SCRIPT_DIM = 1024 };
 static uint32_t next_cp(const unsigned char *s, size_t len, size_t *i) {
     unsigned char c = s[*i];
     int n = c < 0x80 ? 0 : c >= 0xf0 && c < 0xf8 ? 3 : c >= 0xe0 ? 2 : c >= 0xc0 ? 1 : -1;
-    if (n < 0 || *i + (size_t)n >= len) { (*i)++; return n == 0 ? c : 0x110000u + c; }
+    if (n < 0 || *i + (size_t)n >= len) {
+        (*i)++;
+        return n == 0 ? c : 0x110000u + c;
+    }
     uint32_t cp = n == 0 ? c : n == 1 ? c & 0x1fu : n == 2 ? c & 0x0fu : c & 0x07u;
     for (int k = 1; k <= n; k++) {
         unsigned char b = s[*i + (size_t)k];
-        if ((b & 0xc0) != 0x80) { (*i)++; return 0x110000u + c; }
+        if ((b & 0xc0) != 0x80) {
+            (*i)++;
+            return 0x110000u + c;
+        }
         cp = cp << 6 | (b & 0x3fu);
     }
     *i += (size_t)n + 1;
@@ -44,7 +50,10 @@ static uint32_t mix(uint64_t x) {
 
 static int script_embed(const rm_embedder *e, const char *text, size_t len, float *out) {
     size_t pl = strlen(e->prefix);
-    if (len >= pl && !memcmp(text, e->prefix, pl)) { text += pl; len -= pl; }
+    if (len >= pl && !memcmp(text, e->prefix, pl)) {
+        text += pl;
+        len -= pl;
+    }
     memset(out, 0, (size_t)e->dim * sizeof *out);
     const unsigned char *s = (const unsigned char *)text;
     uint32_t prev = ' ';

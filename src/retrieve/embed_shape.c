@@ -25,7 +25,10 @@ static void soft_onehot(float *block, int n, int b) {
 
 static int shape_embed(const rm_embedder *e, const char *text, size_t len, float *out) {
     size_t pl = strlen(e->prefix);
-    if (len >= pl && !memcmp(text, e->prefix, pl)) { text += pl; len -= pl; }
+    if (len >= pl && !memcmp(text, e->prefix, pl)) {
+        text += pl;
+        len -= pl;
+    }
     size_t letters = 0, upper = 0, digits = 0, nonascii = 0, punct = 0, visible = 0, lines = 1;
     double freq[LETTER_B] = {0}; // a-z folded, then UTF-8 lead bytes in 6 bins
     for (size_t i = 0; i < len; i++) {
@@ -36,8 +39,10 @@ static int shape_embed(const rm_embedder *e, const char *text, size_t len, float
         if (c <= ' ') continue;
         visible++;
         if (c >= 0x80) nonascii++;
-        else if (c >= 'A' && c <= 'Z') { upper++; letters++; }
-        else if (c >= 'a' && c <= 'z') letters++;
+        else if (c >= 'A' && c <= 'Z') {
+            upper++;
+            letters++;
+        } else if (c >= 'a' && c <= 'z') letters++;
         else if (c >= '0' && c <= '9') digits++;
         else punct++;
     }

@@ -130,24 +130,28 @@ int tf_embed_load(rm_embedder *e, rm_reader *r, int (*load_model)(tf_embed *t)) 
     e->impl = t; // ops->free releases it on any failure below
     uint32_t n = 0, pool = 0, hout = 0, hin = 0;
     int rc = rm_reader_u32(r, &n);
-    if (!rc && (n == 0 || n > PATH_MAX || n > r->n - r->off)) rc = rm_errorf(RM_EFORMAT, "%s: bad model path length %u", r->what, n);
+    if (!rc && (n == 0 || n > PATH_MAX || n > r->n - r->off))
+        rc = rm_errorf(RM_EFORMAT, "%s: bad model path length %u", r->what, n);
     if (!rc && !(t->path = calloc((size_t)n + 1, 1))) rc = rm_errorf(RM_ENOMEM, "%s: out of memory", r->what);
     if (!rc) rc = rm_reader_get(r, t->path, n);
     if (!rc) rc = rm_reader_u32(r, &pool);
     if (!rc) rc = rm_reader_u32(r, &hout);
     if (!rc) rc = rm_reader_u32(r, &hin);
-    if (!rc && (pool < RM_POOL_MEAN || pool > RM_POOL_LAST)) rc = rm_errorf(RM_EFORMAT, "%s: bad pooling %u", r->what, pool);
+    if (!rc && (pool < RM_POOL_MEAN || pool > RM_POOL_LAST))
+        rc = rm_errorf(RM_EFORMAT, "%s: bad pooling %u", r->what, pool);
     if (!rc && (hout > (1u << 20) || hin > (1u << 20) || (hout == 0) != (hin == 0)))
         rc = rm_errorf(RM_EFORMAT, "%s: bad projection head shape [%u x %u]", r->what, hout, hin);
     size_t hn = (size_t)hout * hin;
-    if (!rc && hn > (r->n - r->off) / sizeof(float)) rc = rm_errorf(RM_EFORMAT, "%s: projection head truncated", r->what);
+    if (!rc && hn > (r->n - r->off) / sizeof(float))
+        rc = rm_errorf(RM_EFORMAT, "%s: projection head truncated", r->what);
     if (!rc && hn && !(t->head = malloc(hn * sizeof *t->head))) rc = rm_errorf(RM_ENOMEM, "%s: out of memory", r->what);
     if (!rc && hn) rc = rm_reader_get(r, t->head, hn * sizeof *t->head);
     t->pooling = (rm_pooling)pool;
     t->head_out = (int)hout;
     if (!rc) rc = load_model(t);
     if (!rc && hin && (int)hin != t->n_embd)
-        rc = rm_errorf(RM_EMISMATCH, "%s: projection head takes %u inputs, %s gives %d", r->what, hin, t->path, t->n_embd);
+        rc = rm_errorf(RM_EMISMATCH, "%s: projection head takes %u inputs, %s gives %d", r->what, hin, t->path,
+                       t->n_embd);
     if (!rc && e->dim != (hout ? (int)hout : t->n_embd))
         rc = rm_errorf(RM_EMISMATCH, "%s: dim %d does not match the model %s", r->what, e->dim, t->path);
     return rc;

@@ -49,8 +49,7 @@ const rm_tokenizer *rm_bert_tokenizer(const rm_bert *m);
 // to itself only; their ids are concatenated in ids (len[s] ids each,
 // n = sum of len; each 1..n_ctx). The model is read-only: calls on several
 // threads at once are fine (each with its own tp, or NULL).
-int rm_bert_forward(const rm_bert *m, rm_threadpool *tp, const int32_t *ids, const int *len, int n_seq,
-                    float *hidden);
+int rm_bert_forward(const rm_bert *m, rm_threadpool *tp, const int32_t *ids, const int *len, int n_seq, float *hidden);
 
 // out[n_seq, d] = each sequence's pooled hidden[sum len, d] (not normalised).
 void rm_tf_pool(const float *hidden, const int *len, int n_seq, int d, rm_pooling pool, float *out);
@@ -72,16 +71,16 @@ extern const rm_embedder_ops rm_bert_ops, rm_llama_embed_ops;
 
 // The state both kinds share; e->impl points at it.
 typedef struct tf_embed {
-    char *path;          // the model file
+    char *path; // the model file
     rm_pooling pooling;
-    int n_embd;          // the model's hidden size
-    float *head;         // NULL or [head_out][n_embd]
+    int n_embd;  // the model's hidden size
+    float *head; // NULL or [head_out][n_embd]
     int head_out;
-    int n_ctx;           // ids kept per text
-    int32_t end_id;      // id written last when a text is truncated (-1: none)
-    int add_bos;         // rm_tokenize's add_bos (WordPiece: [CLS] ... [SEP])
+    int n_ctx;      // ids kept per text
+    int32_t end_id; // id written last when a text is truncated (-1: none)
+    int add_bos;    // rm_tokenize's add_bos (WordPiece: [CLS] ... [SEP])
     const rm_tokenizer *tok;
-    void *model;         // rm_bert or the llama embedder's state
+    void *model; // rm_bert or the llama embedder's state
     // raw[n_embd] = pooled vector of ids[0..n) (n <= n_ctx)
     int (*pooled)(const struct tf_embed *t, const int32_t *ids, int n, float *raw);
 } tf_embed;

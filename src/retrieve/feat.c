@@ -7,8 +7,17 @@
 #include <string.h>
 
 rm_feat_params rm_feat_default_params(void) {
-    return (rm_feat_params){.bits = 18, .wmin = 1, .wmax = 2, .cmin = 3, .cmax = 5, .word_weight = 1.0f, .lowercase = 1,
-                            .edge = 0, .mid_weight = 1.0f, .rare_df = 0, .rare_weight = 1.0f};
+    return (rm_feat_params){.bits = 18,
+                            .wmin = 1,
+                            .wmax = 2,
+                            .cmin = 3,
+                            .cmax = 5,
+                            .word_weight = 1.0f,
+                            .lowercase = 1,
+                            .edge = 0,
+                            .mid_weight = 1.0f,
+                            .rare_df = 0,
+                            .rare_weight = 1.0f};
 }
 
 rm_feat_params rm_feat_lexical_params(void) {
@@ -29,8 +38,10 @@ int rm_feat_check(const rm_feat_params *p) {
         return rm_errorf(RM_EINVAL, "features: char n-grams %d..%d not within 1..8", p->cmin, p->cmax);
     if (p->wmax == 0 && p->cmax == 0) return rm_errorf(RM_EINVAL, "features: neither word nor char n-grams");
     if (!(p->word_weight > 0) || p->word_weight > 100) return rm_errorf(RM_EINVAL, "features: bad word weight");
-    if (p->edge < 0 || !(p->mid_weight > 0) || p->mid_weight > 1) return rm_errorf(RM_EINVAL, "features: bad edge %d / mid weight", p->edge);
-    if (p->rare_df < 0 || !(p->rare_weight >= 0) || p->rare_weight > 1) return rm_errorf(RM_EINVAL, "features: bad rare df %d / weight", p->rare_df);
+    if (p->edge < 0 || !(p->mid_weight > 0) || p->mid_weight > 1)
+        return rm_errorf(RM_EINVAL, "features: bad edge %d / mid weight", p->edge);
+    if (p->rare_df < 0 || !(p->rare_weight >= 0) || p->rare_weight > 1)
+        return rm_errorf(RM_EINVAL, "features: bad rare df %d / weight", p->rare_df);
     return RM_OK;
 }
 
@@ -58,10 +69,16 @@ static uint32_t hash_final(uint64_t h, int bits) {
     return (uint32_t)(h & ((1ull << bits) - 1));
 }
 
-static uint64_t salt(char kind, int n) { return (0xcbf29ce484222325ull ^ ((uint64_t)kind << 8 | (uint64_t)n)) * 0x100000001b3ull; }
+static uint64_t salt(char kind, int n) {
+    return (0xcbf29ce484222325ull ^ ((uint64_t)kind << 8 | (uint64_t)n)) * 0x100000001b3ull;
+}
 
 // A growable list of hashed buckets (with one weight per kind).
-typedef struct { uint32_t *b; float *w; size_t n, cap; } bucket_list;
+typedef struct {
+    uint32_t *b;
+    float *w;
+    size_t n, cap;
+} bucket_list;
 
 static int bl_push(bucket_list *l, uint32_t b, float w) {
     if (l->n == l->cap) {
@@ -80,8 +97,12 @@ static int bl_push(bucket_list *l, uint32_t b, float w) {
     return RM_OK;
 }
 
-static int is_word_byte(unsigned char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80; }
-static int is_space_byte(unsigned char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+static int is_word_byte(unsigned char c) {
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_' || c >= 0x80;
+}
+static int is_space_byte(unsigned char c) {
+    return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 
 // The normalised text: case folded, whitespace runs collapsed to one space,
 // one space of padding at both ends.
@@ -119,7 +140,10 @@ static int word_features(const rm_feat_params *p, const char *s, size_t n, bucke
     size_t i = 0;
     while (i < n) {
         unsigned char c = (unsigned char)s[i];
-        if (c == ' ') { i++; continue; }
+        if (c == ' ') {
+            i++;
+            continue;
+        }
         size_t j = i + 1;
         if (is_word_byte(c))
             while (j < n && is_word_byte((unsigned char)s[j])) j++;
@@ -145,7 +169,8 @@ static int char_features(const rm_feat_params *p, const char *s, size_t n, bucke
     for (int g = p->cmin; g <= p->cmax; g++) {
         uint64_t h0 = salt('c', g);
         for (size_t i = 0; i + (size_t)g <= n; i++)
-            if (bl_push(l, hash_final(hash_bytes(h0, s + i, (size_t)g), p->bits), pos_weight(p, i, n))) return RM_ENOMEM;
+            if (bl_push(l, hash_final(hash_bytes(h0, s + i, (size_t)g), p->bits), pos_weight(p, i, n)))
+                return RM_ENOMEM;
     }
     return RM_OK;
 }
@@ -168,7 +193,10 @@ static int collapse(bucket_list *l, rm_sparse *out) {
         if (ni) out->idx = ni;
         float *nv = ni ? realloc(out->val, cap * sizeof *nv) : NULL;
         if (nv) out->val = nv;
-        if (!ni || !nv) { free(key); return RM_ENOMEM; }
+        if (!ni || !nv) {
+            free(key);
+            return RM_ENOMEM;
+        }
         out->cap = cap;
     }
     size_t m = 0;
@@ -176,7 +204,11 @@ static int collapse(bucket_list *l, rm_sparse *out) {
         uint32_t b = (uint32_t)(key[i] >> 32);
         float w = l->w[key[i] & 0xffffffffu];
         if (m > 0 && out->idx[m - 1] == b) out->val[m - 1] += w;
-        else { out->idx[m] = b; out->val[m] = w; m++; }
+        else {
+            out->idx[m] = b;
+            out->val[m] = w;
+            m++;
+        }
     }
     out->n = m;
     free(key);

@@ -14,15 +14,15 @@
 #include <stdint.h>
 
 typedef struct rm_feat_params {
-    int bits;           // log2 of the bucket count, 8..24
-    int wmin, wmax;     // word n-gram lengths (wmax 0: no word features)
-    int cmin, cmax;     // character n-gram lengths (cmax 0: no char features)
-    float word_weight;  // count added per word n-gram (char n-grams add 1)
-    int lowercase;      // fold ASCII case
-    int edge;           // > 0: n-grams starting more than `edge` bytes from both
-    float mid_weight;   //   ends of the text count mid_weight (instructions sit at the ends)
-    int rare_df;        // IDF fitting: buckets in fewer than rare_df corpus documents
-    float rare_weight;  //   get their idf times rare_weight (one-off content, not instructions)
+    int bits;          // log2 of the bucket count, 8..24
+    int wmin, wmax;    // word n-gram lengths (wmax 0: no word features)
+    int cmin, cmax;    // character n-gram lengths (cmax 0: no char features)
+    float word_weight; // count added per word n-gram (char n-grams add 1)
+    int lowercase;     // fold ASCII case
+    int edge;          // > 0: n-grams starting more than `edge` bytes from both
+    float mid_weight;  //   ends of the text count mid_weight (instructions sit at the ends)
+    int rare_df;       // IDF fitting: buckets in fewer than rare_df corpus documents
+    float rare_weight; //   get their idf times rare_weight (one-off content, not instructions)
 } rm_feat_params;
 
 rm_feat_params rm_feat_default_params(void);
@@ -34,7 +34,7 @@ rm_feat_params rm_feat_lexical_params(void);
 int rm_feat_check(const rm_feat_params *p);
 
 typedef struct rm_sparse {
-    uint32_t *idx;  // sorted, unique
+    uint32_t *idx; // sorted, unique
     float *val;
     size_t n, cap;
 } rm_sparse;

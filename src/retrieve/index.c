@@ -17,12 +17,12 @@ struct rm_index {
     int dim, stride;
     rm_key_type type;
     size_t n, cap;
-    int64_t *ids;     // [cap]
-    void *keys;       // [cap][stride] of the key type
-    float *kscale;    // [cap] (INT8 only)
-    int64_t *slot_id; // hash table: id per slot
-    int32_t *slot_pos;// row of that id, -1 empty
-    size_t n_slots;   // power of two, > 2n
+    int64_t *ids;      // [cap]
+    void *keys;        // [cap][stride] of the key type
+    float *kscale;     // [cap] (INT8 only)
+    int64_t *slot_id;  // hash table: id per slot
+    int32_t *slot_pos; // row of that id, -1 empty
+    size_t n_slots;    // power of two, > 2n
     int n_threads;
     rm_threadpool *tp;
 };
@@ -106,7 +106,8 @@ static float quantise(const float *x, int dim, int stride, int qmax, int8_t *q, 
 int rm_index_create(int dim, rm_key_type type, rm_index **out) {
     *out = NULL;
     if (dim < 1 || dim > (1 << 22)) return rm_errorf(RM_EINVAL, "index: dimension %d", dim);
-    if (type != RM_KEY_F32 && type != RM_KEY_F16 && type != RM_KEY_I8) return rm_errorf(RM_EINVAL, "index: key type %d", (int)type);
+    if (type != RM_KEY_F32 && type != RM_KEY_F16 && type != RM_KEY_I8)
+        return rm_errorf(RM_EINVAL, "index: key type %d", (int)type);
     rm_index *ix = calloc(1, sizeof *ix);
     if (!ix) return rm_errorf(RM_ENOMEM, "index: out of memory");
     ix->dim = dim;
@@ -155,7 +156,11 @@ static int find_row(const rm_index *ix, int64_t id) {
 static int rehash(rm_index *ix, size_t n_slots) {
     int64_t *sid = malloc(n_slots * sizeof *sid);
     int32_t *spos = malloc(n_slots * sizeof *spos);
-    if (!sid || !spos) { free(sid); free(spos); return RM_ENOMEM; }
+    if (!sid || !spos) {
+        free(sid);
+        free(spos);
+        return RM_ENOMEM;
+    }
     free(ix->slot_id);
     free(ix->slot_pos);
     ix->slot_id = sid;
@@ -206,9 +211,13 @@ static void store_row(rm_index *ix, size_t r, const float *key) {
 
 int rm_index_add(rm_index *ix, int64_t id, const float *key) {
     for (int d = 0; d < ix->dim; d++)
-        if (!isfinite(key[d])) return rm_errorf(RM_EINVAL, "index: key of id %lld has a non-finite value", (long long)id);
+        if (!isfinite(key[d]))
+            return rm_errorf(RM_EINVAL, "index: key of id %lld has a non-finite value", (long long)id);
     int r = find_row(ix, id);
-    if (r >= 0) { store_row(ix, (size_t)r, key); return RM_OK; }
+    if (r >= 0) {
+        store_row(ix, (size_t)r, key);
+        return RM_OK;
+    }
     if (ix->n == ix->cap) {
         int rc = grow(ix);
         if (rc) return rc;
@@ -263,16 +272,16 @@ static int excluded(const int64_t *ex, int n, int64_t id) {
 
 typedef struct {
     const rm_index *ix;
-    const float *q;       // [nq][stride] padded queries
-    const int8_t *q8;     // INT8: quantised queries
+    const float *q;   // [nq][stride] padded queries
+    const int8_t *q8; // INT8: quantised queries
     const int32_t *qsum;
     const float *qscale;
     int nq, k, avx2;
     const int64_t *const *exclude;
     const int *n_exclude;
-    rm_hit *hits;         // [nth][nq][k]
-    int *n_hits;          // [nth][nq]
-    float *scratch;       // [nth][nq][BLOCK]
+    rm_hit *hits;   // [nth][nq][k]
+    int *n_hits;    // [nth][nq]
+    float *scratch; // [nth][nq][BLOCK]
 } search_job;
 
 static void score_block(const search_job *j, size_t r0, size_t n, float *s) {
@@ -287,7 +296,7 @@ static void score_block(const search_job *j, size_t r0, size_t n, float *s) {
     } else {
         const uint8_t *k = (const uint8_t *)ix->keys + r0 * st;
         (j->avx2 ? index_scores_i8_avx2 : index_scores_i8)(j->q8, j->qsum, j->qscale, j->nq, k, ix->kscale + r0, n,
-                                                         ix->stride, s);
+                                                           ix->stride, s);
     }
 }
 
@@ -310,7 +319,8 @@ static void search_worker(void *ctx, int ith, int nth) {
             for (size_t r = 0; r < n; r++) {
                 int64_t id = j->ix->ids[r0 + r];
                 float sc = sq[r];
-                if (n_hits[qi] == j->k && (sc < h[j->k - 1].score || (sc == h[j->k - 1].score && id > h[j->k - 1].id))) continue;
+                if (n_hits[qi] == j->k && (sc < h[j->k - 1].score || (sc == h[j->k - 1].score && id > h[j->k - 1].id)))
+                    continue;
                 if (nex && excluded(ex, nex, id)) continue;
                 topk_push(h, &n_hits[qi], j->k, id, sc);
             }
@@ -339,7 +349,9 @@ int rm_index_search_batch(const rm_index *ix, const float *q, int nq, int k, con
     }
     for (int qi = 0; qi < nq; qi++) {
         memcpy(qp + (size_t)qi * st, q + (size_t)qi * (size_t)ix->dim, (size_t)ix->dim * sizeof *qp);
-        if (q8) qscale[qi] = quantise(q + (size_t)qi * (size_t)ix->dim, ix->dim, ix->stride, 64, q8 + (size_t)qi * st, &qsum[qi]);
+        if (q8)
+            qscale[qi] =
+                quantise(q + (size_t)qi * (size_t)ix->dim, ix->dim, ix->stride, 64, q8 + (size_t)qi * st, &qsum[qi]);
     }
     j.q = qp;
     j.q8 = q8;

@@ -52,7 +52,8 @@ void index_scores_f16_avx2(const float *q, int nq, const uint16_t *keys, size_t 
 
 // One 32-byte step of u8 key x s8 query: pair products summed to int32 lanes.
 static inline __m256i dot32(__m256i acc, const uint8_t *k, __m256i q, __m256i ones) {
-    return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)k), q), ones));
+    return _mm256_add_epi32(acc,
+                            _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_loadu_si256((const __m256i *)k), q), ones));
 }
 
 static inline int32_t hsum_i32(__m256i v) {
@@ -94,7 +95,8 @@ void index_scores_i8_avx2(const int8_t *q8, const int32_t *qsum, const float *qs
         for (int qi = 0; qi < nq; qi++) {
             const int8_t *a = q8 + (size_t)qi * stride;
             __m256i c = _mm256_setzero_si256();
-            for (int d = 0; d < stride; d += 32) c = dot32(c, b + d, _mm256_loadu_si256((const __m256i *)(a + d)), ones);
+            for (int d = 0; d < stride; d += 32)
+                c = dot32(c, b + d, _mm256_loadu_si256((const __m256i *)(a + d)), ones);
             s[(size_t)qi * n + j] = (float)(hsum_i32(c) - 128 * qsum[qi]) * qscale[qi] * kscale[j];
         }
     }

@@ -65,8 +65,10 @@ int rm_pick_push(rm_pick *pk, const char *name, const char *weights, const char 
 
 int rm_pool_pick_named(rm_pool *pool, const char *name, rm_pick *pk) {
     const char *task = NULL, *weights = NULL;
-    if (rm_pool_entry(pool, rm_pool_id(pool, name), &task, &weights)) return rm_errorf(RM_ENOTFOUND, "no adapter '%s' in the pool", name);
-    return weights && *weights ? rm_pick_push(pk, name, weights, task, 1.0f) : rm_errorf(RM_EINVAL, "adapter '%s' has no weights", name);
+    if (rm_pool_entry(pool, rm_pool_id(pool, name), &task, &weights))
+        return rm_errorf(RM_ENOTFOUND, "no adapter '%s' in the pool", name);
+    return weights && *weights ? rm_pick_push(pk, name, weights, task, 1.0f)
+                               : rm_errorf(RM_EINVAL, "adapter '%s' has no weights", name);
 }
 
 int rm_pool_open_existing(const char *dir, rm_pool **out) {
@@ -75,7 +77,8 @@ int rm_pool_open_existing(const char *dir, rm_pool **out) {
     char db[4096];
     snprintf(db, sizeof db, "%s/pool.db", dir);
     *out = NULL;
-    if (!rm_file_exists(db)) return rm_errorf(RM_ENOTFOUND, "%s is not a pool (no pool.db; make one with `ramole pool`)", dir);
+    if (!rm_file_exists(db))
+        return rm_errorf(RM_ENOTFOUND, "%s is not a pool (no pool.db; make one with `ramole pool`)", dir);
     return rm_pool_open(dir, &pp, out);
 }
 
@@ -136,7 +139,9 @@ int rm_pick_table_retrieve(void *tab_, const char *text, const char *exclude_tas
     *n = 0;
     for (int i = 0; !rc && i < pk.n; i++) {
         idx[i] = rm_pick_table_find(tab, pk.name[i]);
-        if (idx[i] < 0) rc = rm_errorf(RM_ENOTFOUND, "retrieve: adapter '%s' came into the pool after its table was made", pk.name[i]);
+        if (idx[i] < 0)
+            rc = rm_errorf(RM_ENOTFOUND, "retrieve: adapter '%s' came into the pool after its table was made",
+                           pk.name[i]);
         else *n = i + 1;
     }
     rm_pick_free(&pk);

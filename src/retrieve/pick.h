@@ -39,7 +39,7 @@ int rm_pool_pick_named(rm_pool *pool, const char *name, rm_pick *pk);
 // is trained over (router train --pool), with retrieval for each training
 // example that answers with indices into the table.
 typedef struct rm_pick_table {
-    rm_pool *pool;         // not owned
+    rm_pool *pool; // not owned
     int n;
     char **name, **weights, **task; // task: the adapter's, else its name
 } rm_pick_table;

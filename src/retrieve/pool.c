@@ -20,32 +20,38 @@
 #include <unistd.h>
 
 // An adapter as memory keeps it: what retrieval needs without the store.
-typedef struct { int64_t id; char *name, *task, *weights; } pool_entry;
+typedef struct {
+    int64_t id;
+    char *name, *task, *weights;
+} pool_entry;
 
 struct rm_pool {
-    pool_store *st;         // the registry
-    const char *dir;        // names the pool in messages (st->label)
-    const char *db_path;    // names the registry in messages (st->where)
+    pool_store *st;      // the registry
+    const char *dir;     // names the pool in messages (st->label)
+    const char *db_path; // names the registry in messages (st->where)
     rm_pool_params params;
     rm_embedder *emb;
-    int64_t fingerprint;    // of the embedder's bytes (their checksum)
+    int64_t fingerprint; // of the embedder's bytes (their checksum)
     rm_index *ix;
-    pool_entry *ents;       // sorted by id
+    pool_entry *ents; // sorted by id
     int n, cap;
-    int bm25_on;            // the second stage has a BM25 term: bm holds the
-    rm_bm25_stats bm;       //   statistics of every adapter's document
-    rm_sampcache *samples;  // the second stage's sample embeddings, by adapter id
-    int64_t data_version;   // the store's version when the memory state was last in step
-    double last_check;      // rm_now() of the last version check
-    int vanished;           // a search met an adapter another process removed
+    int bm25_on;           // the second stage has a BM25 term: bm holds the
+    rm_bm25_stats bm;      //   statistics of every adapter's document
+    rm_sampcache *samples; // the second stage's sample embeddings, by adapter id
+    int64_t data_version;  // the store's version when the memory state was last in step
+    double last_check;     // rm_now() of the last version check
+    int vanished;          // a search met an adapter another process removed
 };
 
 static void (*g_test_hook)(void);
 void rm_pool_set_test_hook(void (*hook)(void)) { g_test_hook = hook; }
 
 rm_pool_params rm_pool_default_params(void) {
-    return (rm_pool_params){.key_type = RM_KEY_F32, .n_threads = 1, .rerank = rm_rerank_default_params(),
-                            .sample_cache_bytes = (size_t)256 << 20, .max_samples = RM_POOL_MAX_SAMPLES,
+    return (rm_pool_params){.key_type = RM_KEY_F32,
+                            .n_threads = 1,
+                            .rerank = rm_rerank_default_params(),
+                            .sample_cache_bytes = (size_t)256 << 20,
+                            .max_samples = RM_POOL_MAX_SAMPLES,
                             .max_add_bytes = RM_POOL_MAX_ADD_BYTES};
 }
 
@@ -137,7 +143,11 @@ static char **sample_inputs(rm_pool *p, int64_t id, int *n, int *rc) {
     char **v = NULL;
     *rc = p->st->ops->samples(p->st, id, &v, n);
     if (!*rc && *n == 0) *rc = rm_errorf(RM_EFORMAT, "%s: adapter %lld has no samples", p->db_path, (long long)id);
-    if (*rc) { rm_pool_free_strs(v, *n); *n = 0; return NULL; }
+    if (*rc) {
+        rm_pool_free_strs(v, *n);
+        *n = 0;
+        return NULL;
+    }
     return v;
 }
 
@@ -157,7 +167,12 @@ static int rekey(rm_pool *p, int64_t id, float *key) {
     return rc;
 }
 
-typedef struct { rm_pool *p; int64_t *stale; int n_stale; float *key; } load_walk;
+typedef struct {
+    rm_pool *p;
+    int64_t *stale;
+    int n_stale;
+    float *key;
+} load_walk;
 
 static int load_row(void *u, const pool_row *r) {
     load_walk *w = u;
@@ -180,7 +195,9 @@ static int load_row(void *u, const pool_row *r) {
 // re-keys those of another embedder (one transaction).
 static int load_some(rm_pool *p, int64_t only) {
     load_walk w = {p, NULL, 0, NULL};
-    int rc = p->emb && !(w.key = malloc((size_t)p->emb->dim * sizeof *w.key)) ? rm_errorf(RM_ENOMEM, "pool: out of memory") : RM_OK;
+    int rc = p->emb && !(w.key = malloc((size_t)p->emb->dim * sizeof *w.key))
+                 ? rm_errorf(RM_ENOMEM, "pool: out of memory")
+                 : RM_OK;
     if (!rc) rc = p->st->ops->each(p->st, only, load_row, &w);
     if (!rc && w.n_stale) {
         rc = p->st->ops->begin(p->st);
@@ -251,7 +268,10 @@ static int load_bm25(rm_pool *p) {
 static int load_embedder(rm_pool *p) {
     rm_bytes b = {0};
     int rc = p->st->ops->read_embedder(p->st, &b);
-    if (rc || b.n == 0) { free(b.p); return rc; }
+    if (rc || b.n == 0) {
+        free(b.p);
+        return rc;
+    }
     rc = rm_embedder_from_bytes(b.p, b.n, p->db_path, &p->emb);
     if (!rc) memcpy(&p->fingerprint, b.p + b.n - 8, 8); // the bytes' checksum
     free(b.p);
@@ -268,7 +288,8 @@ int rm_pool_open(const char *dir, const rm_pool_params *params, rm_pool **out) {
     if (p->params.n_threads < 1) p->params.n_threads = 1;
     p->bm25_on = p->params.rerank.k > 0 && p->params.rerank.bm25.w > 0;
     int rc = rm_bm25_check(&p->params.rerank.bm25);
-    if (!rc && !(p->samples = rm_sampcache_new(p->params.sample_cache_bytes))) rc = rm_errorf(RM_ENOMEM, "pool: out of memory");
+    if (!rc && !(p->samples = rm_sampcache_new(p->params.sample_cache_bytes)))
+        rc = rm_errorf(RM_ENOMEM, "pool: out of memory");
     if (!rc && p->bm25_on) rc = rm_bm25_stats_init(&p->bm, p->params.rerank.bm25.feat.bits);
     if (!rc) rc = pool_is_pg_url(dir) ? pool_pg_open(dir, &p->st) : pool_sqlite_open(dir, &p->st);
     if (!rc) p->dir = p->st->label, p->db_path = p->st->where;
@@ -277,7 +298,10 @@ int rm_pool_open(const char *dir, const rm_pool_params *params, rm_pool **out) {
     if (!rc) rc = load_embedder(p);
     if (!rc) rc = load_all(p);
     if (!rc && p->bm25_on) rc = load_bm25(p);
-    if (rc) { rm_pool_close(p); return rc; }
+    if (rc) {
+        rm_pool_close(p);
+        return rc;
+    }
     p->last_check = rm_now();
     *out = p;
     return RM_OK;
@@ -300,7 +324,11 @@ int rm_pool_set_embedder(rm_pool *p, rm_embedder *e) {
     if (!rc) rc = p->st->ops->write_embedder(p->st, b.p, b.n);
     rm_index *ix = NULL;
     if (!rc) rc = rm_index_create(e->dim, p->params.key_type, &ix);
-    if (rc) { rm_bytes_free(&b); rm_embedder_free(e); return rc; }
+    if (rc) {
+        rm_bytes_free(&b);
+        rm_embedder_free(e);
+        return rc;
+    }
     rm_index_set_threads(ix, p->params.n_threads);
     memcpy(&p->fingerprint, b.p + b.n - 8, 8);
     rm_bytes_free(&b);
@@ -360,7 +388,11 @@ static int pool_reload(rm_pool *p) {
 // changes are in memory already). What cannot be applied so (a gap in the
 // log, a new embedder, a document of other feature settings) asks for a
 // reload (*reload); so does any failure, which may have left half a change.
-typedef struct { rm_pool *p; int64_t next; int reload; } catch_walk;
+typedef struct {
+    rm_pool *p;
+    int64_t next;
+    int reload;
+} catch_walk;
 
 static int apply_change(void *u, const pool_change *c) {
     catch_walk *w = u;
@@ -376,7 +408,8 @@ static int apply_change(void *u, const pool_change *c) {
             if (!rc) rm_bm25_stats_update(&p->bm, &doc, +1);
         }
     } else if (c->op == POOL_REMOVED && known) {
-        if (p->bm25_on && !(c->has_doc && c->feat == rm_bm25_feat_id(&p->params.rerank.bm25.feat))) return w->reload = 1;
+        if (p->bm25_on && !(c->has_doc && c->feat == rm_bm25_feat_id(&p->params.rerank.bm25.feat)))
+            return w->reload = 1;
         if (p->bm25_on) rc = rm_bm25_doc_unpack(c->doc, c->doc_bytes, p->params.rerank.bm25.feat.bits, &doc);
         if (!rc && p->bm25_on) rm_bm25_stats_update(&p->bm, &doc, -1);
         if (!rc) {
@@ -424,7 +457,9 @@ int rm_pool_refresh(rm_pool *p, int *changed) {
     }
     // A reload reads statement by statement; an adapter another process
     // removes meanwhile makes it fail, and it is made again (at most twice).
-    for (int tries = 0; (rc = pool_reload(p)) && tries < 2 && rc != RM_EMISMATCH && rc != RM_EUNAVAILABLE && rc != RM_ENOMEM; tries++) {}
+    for (int tries = 0;
+         (rc = pool_reload(p)) && tries < 2 && rc != RM_EMISMATCH && rc != RM_EUNAVAILABLE && rc != RM_ENOMEM;
+         tries++) {}
     if (rc) return rc;
     p->data_version = v;
     p->vanished = 0;
@@ -487,7 +522,8 @@ static int check_add_size(const rm_pool *p, const rm_adapter_info *info, const c
     for (int i = 0; i < 6; i++) bytes += meta[i] ? strlen(meta[i]) : 0;
     for (int i = 0; i < n; i++) bytes += strlen(inputs[i]) + (targets && targets[i] ? strlen(targets[i]) : 0);
     if (bytes > p->params.max_add_bytes)
-        return rm_errorf(RM_ETOOBIG, "pool add: %s: %zu bytes of samples and metadata, over the limit of %zu per adapter",
+        return rm_errorf(RM_ETOOBIG,
+                         "pool add: %s: %zu bytes of samples and metadata, over the limit of %zu per adapter",
                          info->name, bytes, p->params.max_add_bytes);
     return RM_OK;
 }
@@ -581,11 +617,18 @@ int rm_pool_list(rm_pool *p, rm_adapter_info **out, int *n) { return p->st->ops-
 int rm_pool_get(rm_pool *p, const char *name, rm_adapter_info **info, char ***inputs) {
     int n, rc = p->st->ops->infos(p->st, name, info, &n);
     if (rc) return rc;
-    if (n == 0) { rm_pool_free_list(*info, 0); *info = NULL; return rm_errorf(RM_ENOTFOUND, "%s: no adapter named '%s'", p->dir, name); }
+    if (n == 0) {
+        rm_pool_free_list(*info, 0);
+        *info = NULL;
+        return rm_errorf(RM_ENOTFOUND, "%s: no adapter named '%s'", p->dir, name);
+    }
     if (inputs) {
         int m;
         *inputs = sample_inputs(p, (*info)->id, &m, &rc);
-        if (rc) { rm_pool_free_list(*info, 1); *info = NULL; }
+        if (rc) {
+            rm_pool_free_list(*info, 1);
+            *info = NULL;
+        }
     }
     return rc;
 }
@@ -608,18 +651,23 @@ static int pool_rerank(rm_pool *p, const char *query, const float *q, rm_hit *h,
     for (int c = 0; c < k && !rc; c++) {
         int n = 0;
         rm_samples_view sv;
-        if (!rm_sampcache_get(p->samples, h[c].id, &sv)) { // embed the samples once; later queries only take dot products
+        if (!rm_sampcache_get(p->samples, h[c].id,
+                              &sv)) { // embed the samples once; later queries only take dot products
             char **in = sample_inputs(p, h[c].id, &n, &rc);
             if (rc == RM_EFORMAT && n == 0) p->vanished = 1; // removed by another process since the last refresh?
             if (!rc && n > cap) {
                 float *ne = realloc(emb, (size_t)n * (size_t)dim * sizeof *ne);
                 if (!ne) rc = rm_errorf(RM_ENOMEM, "pool: out of memory");
-                else { emb = ne; cap = n; }
+                else {
+                    emb = ne;
+                    cap = n;
+                }
             }
             if (!rc && n > 0) rc = rm_embedder_embed_many(p->emb, (const char *const *)in, n, emb, p->params.n_threads);
             if (!rc && p->bm25_on) { // and its BM25 document, read once too
                 rc = read_bm25_doc(p, h[c].id, &doc);
-                if (rc == RM_ENOTFOUND) rc = rm_errorf(RM_EFORMAT, "%s: adapter %lld has no BM25 document", p->db_path, (long long)h[c].id);
+                if (rc == RM_ENOTFOUND)
+                    rc = rm_errorf(RM_EFORMAT, "%s: adapter %lld has no BM25 document", p->db_path, (long long)h[c].id);
             }
             if (!rc) rc = rm_sampcache_put(p->samples, h[c].id, emb, n, dim, p->bm25_on ? &doc : NULL, &sv);
             rm_pool_free_strs(in, n);
@@ -682,7 +730,8 @@ static int pool_search(rm_pool *p, const char *query, int k, const char *const *
     if (!p->emb) return rm_errorf(RM_EINVAL, "%s: the pool has no embedder", p->dir);
     int rc = pool_refresh_for_search(p);
     if (!rc) rc = search_once(p, query, k, exclude, n_exclude, rerank, out, n_out);
-    if (rc && p->vanished && !rm_pool_refresh(p, NULL)) rc = search_once(p, query, k, exclude, n_exclude, rerank, out, n_out);
+    if (rc && p->vanished && !rm_pool_refresh(p, NULL))
+        rc = search_once(p, query, k, exclude, n_exclude, rerank, out, n_out);
     // the second stage reads candidates' samples from the store: while it
     // cannot be reached, the keys alone rank
     if (rc == RM_EUNAVAILABLE && rerank) rc = search_once(p, query, k, exclude, n_exclude, 0, out, n_out);
@@ -721,7 +770,10 @@ int rm_pool_search_keys(rm_pool *p, const char *query, int k, const char *const 
     return pool_search(p, query, k, exclude, n_exclude, 0, out, n_out);
 }
 
-typedef struct { rm_pool *p; int n; } check_walk;
+typedef struct {
+    rm_pool *p;
+    int n;
+} check_walk;
 
 static int check_row(void *u, const char *name, int n_samples, int has_key, int64_t fp) {
     check_walk *w = u;
@@ -737,7 +789,8 @@ int rm_pool_check(rm_pool *p) {
     int rc = p->st->ops->check(p->st, check_row, &w), n = w.n;
     if (!rc && n != p->n) rc = rm_errorf(RM_EFORMAT, "%s: %d adapters on disk, %d in memory", p->db_path, n, p->n);
     if (!rc && p->bm25_on && p->bm.n_docs != p->n)
-        rc = rm_errorf(RM_EFORMAT, "%s: %lld BM25 documents counted for %d adapters", p->db_path, (long long)p->bm.n_docs, p->n);
+        rc = rm_errorf(RM_EFORMAT, "%s: %lld BM25 documents counted for %d adapters", p->db_path,
+                       (long long)p->bm.n_docs, p->n);
     if (!rc && p->ix && (int)rm_index_size(p->ix) != p->n)
         rc = rm_errorf(RM_EFORMAT, "%s: %zu keys indexed for %d adapters", p->db_path, rm_index_size(p->ix), p->n);
     return rc;

@@ -32,26 +32,26 @@
 typedef struct rm_pool rm_pool;
 
 typedef struct rm_adapter_info {
-    int64_t id;          // assigned by the pool
-    const char *name;    // unique, required
+    int64_t id;                                                 // assigned by the pool
+    const char *name;                                           // unique, required
     const char *task, *domain, *base_model, *targets, *weights; // may be NULL
-    int rank;            // 0 if unknown
-    int n_samples;       // filled by list/get
+    int rank;                                                   // 0 if unknown
+    int n_samples;                                              // filled by list/get
 } rm_adapter_info;
 
 typedef struct rm_pool_params {
-    rm_key_type key_type;  // in-memory key storage (default F32)
-    int n_threads;         // for embedding and search (default 1)
-    rm_rerank_params rerank; // second stage over the stored samples (default
-                           // rm_rerank_default_params(); k 0: keys only;
-                           // rerank.bm25.w 0: no BM25 term)
+    rm_key_type key_type;      // in-memory key storage (default F32)
+    int n_threads;             // for embedding and search (default 1)
+    rm_rerank_params rerank;   // second stage over the stored samples (default
+                               // rm_rerank_default_params(); k 0: keys only;
+                               // rerank.bm25.w 0: no BM25 term)
     size_t sample_cache_bytes; // the second stage keeps candidates' sample
-                           // embeddings (sparse) up to this many bytes
-                           // (default 256 MiB; sampcache.h)
-    int max_samples;       // per add: at most this many samples (default
-                           // RM_POOL_MAX_SAMPLES; <= 0: no limit)
-    size_t max_add_bytes;  // per add: inputs, targets and metadata at most
-                           // this many bytes (default RM_POOL_MAX_ADD_BYTES; 0: no limit)
+                               // embeddings (sparse) up to this many bytes
+                               // (default 256 MiB; sampcache.h)
+    int max_samples;           // per add: at most this many samples (default
+                               // RM_POOL_MAX_SAMPLES; <= 0: no limit)
+    size_t max_add_bytes;      // per add: inputs, targets and metadata at most
+                               // this many bytes (default RM_POOL_MAX_ADD_BYTES; 0: no limit)
 } rm_pool_params;
 #define RM_POOL_MAX_SAMPLES 10000
 #define RM_POOL_MAX_ADD_BYTES ((size_t)8 << 20)

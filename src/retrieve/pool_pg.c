@@ -51,12 +51,12 @@
 
 typedef struct {
     pool_store base;
-    char *conninfo;       // the URL without weights=
+    char *conninfo; // the URL without weights=
     PGconn *db;
-    PGconn *listen;       // wait()'s own connection (LISTEN)
-    double retry_after;   // rm_now() before which a lost main connection is not re-made
-    double listen_retry;  // rm_now() before which wait() does not reconnect
-    int64_t handle;       // marks this handle's rows in changes
+    PGconn *listen;      // wait()'s own connection (LISTEN)
+    double retry_after;  // rm_now() before which a lost main connection is not re-made
+    double listen_retry; // rm_now() before which wait() does not reconnect
+    int64_t handle;      // marks this handle's rows in changes
     int in_tx;
 } pg_store;
 
@@ -87,8 +87,14 @@ static const char *pg_msg(PGconn *c) {
 // Connections give up on a server that does not answer within seconds (the
 // URL may say otherwise: its parameters come after these).
 static int pg_connect(pg_store *q, PGconn **out) {
-    const char *keys[] = {"connect_timeout", "keepalives_idle", "keepalives_interval", "keepalives_count", "tcp_user_timeout",
-                          "application_name", "dbname", NULL};
+    const char *keys[] = {"connect_timeout",
+                          "keepalives_idle",
+                          "keepalives_interval",
+                          "keepalives_count",
+                          "tcp_user_timeout",
+                          "application_name",
+                          "dbname",
+                          NULL};
     const char *vals[] = {"2", "5", "2", "3", "5000", "ramole", q->conninfo, NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     if (!c || PQstatus(c) != CONNECTION_OK) {
@@ -109,13 +115,18 @@ static int pg_connect(pg_store *q, PGconn **out) {
 #define RETRY_S 2.0
 static int pg_ready(pg_store *q) {
     if (q->db && PQstatus(q->db) == CONNECTION_OK) return RM_OK;
-    if (q->in_tx) return rm_errorf(RM_EUNAVAILABLE, "%s: the connection to the database server was lost: %s", q->base.label, pg_msg(q->db));
+    if (q->in_tx)
+        return rm_errorf(RM_EUNAVAILABLE, "%s: the connection to the database server was lost: %s", q->base.label,
+                         pg_msg(q->db));
     if (rm_now() < q->retry_after)
-        return rm_errorf(RM_EUNAVAILABLE, "%s: the database server cannot be reached: %s", q->base.label, pg_msg(q->db));
+        return rm_errorf(RM_EUNAVAILABLE, "%s: the database server cannot be reached: %s", q->base.label,
+                         pg_msg(q->db));
     int rc = RM_OK;
     if (q->db) {
         PQreset(q->db);
-        if (PQstatus(q->db) != CONNECTION_OK) rc = rm_errorf(RM_EUNAVAILABLE, "%s: the database server cannot be reached: %s", q->base.label, pg_msg(q->db));
+        if (PQstatus(q->db) != CONNECTION_OK)
+            rc = rm_errorf(RM_EUNAVAILABLE, "%s: the database server cannot be reached: %s", q->base.label,
+                           pg_msg(q->db));
     } else {
         rc = pg_connect(q, &q->db);
     }
@@ -132,13 +143,14 @@ static int pg_fail(pg_store *q, PGresult *res, const char *what) {
     const char *msg = res && PQresultErrorMessage(res)[0] ? PQresultErrorMessage(res) : PQerrorMessage(q->db);
     char buf[512];
     one_line(buf, sizeof buf, msg);
-    return rm_errorf(code, "%s: %s: %s%s", q->base.label, what, gone ? "the database server cannot be reached: " : "", buf);
+    return rm_errorf(code, "%s: %s: %s%s", q->base.label, what, gone ? "the database server cannot be reached: " : "",
+                     buf);
 }
 
 // Runs sql with n text or binary parameters; *out (may be NULL) the result
 // of a query (PQclear it).
-static int pg_run(pg_store *q, const char *sql, int n, const char *const *v, const int *len, const int *bin, PGresult **out,
-                  const char *what) {
+static int pg_run(pg_store *q, const char *sql, int n, const char *const *v, const int *len, const int *bin,
+                  PGresult **out, const char *what) {
     if (out) *out = NULL;
     int rc = pg_ready(q);
     if (rc) return rc;
@@ -171,8 +183,12 @@ static int pg_run_id(pg_store *q, const char *sql, int64_t id, PGresult **out, c
     return pg_run(q, sql, 1, vals, NULL, NULL, out, what);
 }
 
-static int64_t col_i64(PGresult *r, int row, int col) { return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10); }
-static char *col_dup(PGresult *r, int row, int col) { return PQgetisnull(r, row, col) ? NULL : strdup(PQgetvalue(r, row, col)); }
+static int64_t col_i64(PGresult *r, int row, int col) {
+    return PQgetisnull(r, row, col) ? 0 : strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+static char *col_dup(PGresult *r, int row, int col) {
+    return PQgetisnull(r, row, col) ? NULL : strdup(PQgetvalue(r, row, col));
+}
 
 // A bytea column as bytes (malloc'd; RM_ENOMEM or RM_EFORMAT on failure).
 static int col_bytes(pg_store *q, PGresult *r, int row, int col, rm_bytes *b) {
@@ -204,8 +220,9 @@ static int pg_version(pool_store *s, int64_t known, int64_t *v, int *others) {
     snprintf(h, sizeof h, "%lld", (long long)q->handle);
     const char *vals[2] = {k, h};
     PGresult *r;
-    int rc = pg_run(q, "SELECT (SELECT seq FROM pool_state), (SELECT COUNT(*) FROM changes WHERE seq > $1 AND handle <> $2)", 2,
-                    vals, NULL, NULL, &r, "reading the change sequence");
+    int rc =
+        pg_run(q, "SELECT (SELECT seq FROM pool_state), (SELECT COUNT(*) FROM changes WHERE seq > $1 AND handle <> $2)",
+               2, vals, NULL, NULL, &r, "reading the change sequence");
     if (rc) return rc;
     *v = col_i64(r, 0, 0);
     *others = col_i64(r, 0, 1) > 0;
@@ -216,22 +233,30 @@ static int pg_version(pool_store *s, int64_t known, int64_t *v, int *others) {
 // The next change number, its changes row and the NOTIFY (inside a transaction).
 static int pg_change(pg_store *q, const char *op, int64_t id, const char *name) {
     PGresult *r;
-    int rc = pg_run(q, "UPDATE pool_state SET seq = seq + 1 RETURNING seq", 0, NULL, NULL, NULL, &r, "taking a change number");
+    int rc = pg_run(q, "UPDATE pool_state SET seq = seq + 1 RETURNING seq", 0, NULL, NULL, NULL, &r,
+                    "taking a change number");
     if (rc) return rc;
     char seq[24], ids[24], h[24];
     int found = PQntuples(r) == 1;
     snprintf(seq, sizeof seq, "%s", found ? PQgetvalue(r, 0, 0) : "");
     PQclear(r);
-    if (!found) return rm_errorf(RM_EFORMAT, "%s: the table pool_state has lost its row (the change sequence)", q->base.label);
+    if (!found)
+        return rm_errorf(RM_EFORMAT, "%s: the table pool_state has lost its row (the change sequence)", q->base.label);
     snprintf(ids, sizeof ids, "%lld", (long long)id);
     snprintf(h, sizeof h, "%lld", (long long)q->handle);
     const char *vals[5] = {seq, op, id >= 0 ? ids : NULL, name, h};
-    rc = pg_run(q, "INSERT INTO changes(seq, op, adapter_id, name, handle, at) VALUES($1, $2, $3, $4, $5, EXTRACT(EPOCH FROM now()))", 5, vals,
-                NULL, NULL, NULL, "recording a change");
+    rc = pg_run(q,
+                "INSERT INTO changes(seq, op, adapter_id, name, handle, at) VALUES($1, $2, $3, $4, $5, EXTRACT(EPOCH "
+                "FROM now()))",
+                5, vals, NULL, NULL, NULL, "recording a change");
     const char *nv[1] = {seq};
-    if (!rc) rc = pg_run(q, "SELECT pg_notify('" PG_CHANNEL "', $1)", 1, nv, NULL, NULL, NULL, "notifying the other servers");
+    if (!rc)
+        rc =
+            pg_run(q, "SELECT pg_notify('" PG_CHANNEL "', $1)", 1, nv, NULL, NULL, NULL, "notifying the other servers");
     // the log keeps the last KEEP_CHANGES: a handle further behind reloads
-    if (!rc) rc = pg_run(q, "DELETE FROM changes WHERE seq <= $1::bigint - " KEEP_CHANGES, 1, nv, NULL, NULL, NULL, "trimming the change log");
+    if (!rc)
+        rc = pg_run(q, "DELETE FROM changes WHERE seq <= $1::bigint - " KEEP_CHANGES, 1, nv, NULL, NULL, NULL,
+                    "trimming the change log");
     return rc;
 }
 
@@ -276,7 +301,10 @@ static int pg_read_embedder(pool_store *s, rm_bytes *b) {
     return rc;
 }
 
-typedef struct { const uint8_t *b; size_t n; } emb_write;
+typedef struct {
+    const uint8_t *b;
+    size_t n;
+} emb_write;
 
 static int write_embedder_tx(pg_store *q, void *u) {
     emb_write *w = u;
@@ -286,15 +314,17 @@ static int write_embedder_tx(pg_store *q, void *u) {
     snprintf(fps, sizeof fps, "%lld", (long long)fp);
     const char *vals[2] = {(const char *)w->b, fps};
     int len[2] = {(int)w->n, 0}, bin[2] = {1, 0};
-    int rc = pg_run(q, "INSERT INTO embedder(one, bytes, fingerprint) VALUES(1, $1, $2)"
-                       " ON CONFLICT(one) DO UPDATE SET bytes = EXCLUDED.bytes, fingerprint = EXCLUDED.fingerprint",
+    int rc = pg_run(q,
+                    "INSERT INTO embedder(one, bytes, fingerprint) VALUES(1, $1, $2)"
+                    " ON CONFLICT(one) DO UPDATE SET bytes = EXCLUDED.bytes, fingerprint = EXCLUDED.fingerprint",
                     2, vals, len, bin, NULL, "writing the embedder");
     if (!rc) rc = pg_change(q, "embedder", -1, NULL);
     return rc;
 }
 
 static int pg_write_embedder(pool_store *s, const uint8_t *b, size_t n) {
-    if (n < 8 || n > (size_t)1 << 30) return rm_errorf(RM_EINVAL, "%s: an embedder of %zu bytes cannot be stored", s->label, n);
+    if (n < 8 || n > (size_t)1 << 30)
+        return rm_errorf(RM_EINVAL, "%s: an embedder of %zu bytes cannot be stored", s->label, n);
     emb_write w = {b, n};
     return pg_in_tx((pg_store *)s, write_embedder_tx, &w);
 }
@@ -303,7 +333,8 @@ static int pg_fingerprint(pool_store *s, int64_t *fp) {
     pg_store *q = (pg_store *)s;
     *fp = 0;
     PGresult *r;
-    int rc = pg_run(q, "SELECT fingerprint FROM embedder WHERE one = 1", 0, NULL, NULL, NULL, &r, "reading the embedder's fingerprint");
+    int rc = pg_run(q, "SELECT fingerprint FROM embedder WHERE one = 1", 0, NULL, NULL, NULL, &r,
+                    "reading the embedder's fingerprint");
     if (rc) return rc;
     if (PQntuples(r) == 1) *fp = col_i64(r, 0, 0);
     PQclear(r);
@@ -321,7 +352,9 @@ static char *weights_read(const pg_store *q, PGresult *r, int row, int col) {
     return s;
 }
 
-#define EACH_SQL "SELECT a.id, a.name, k.fingerprint, k.dim, k.vec, a.task, a.weights FROM adapters a LEFT JOIN keys k ON k.adapter_id = a.id"
+#define EACH_SQL                                                                                                       \
+    "SELECT a.id, a.name, k.fingerprint, k.dim, k.vec, a.task, a.weights FROM adapters a LEFT JOIN keys k ON "         \
+    "k.adapter_id = a.id"
 
 static int pg_each(pool_store *s, int64_t only, int (*fn)(void *u, const pool_row *r), void *u) {
     pg_store *q = (pg_store *)s;
@@ -331,8 +364,11 @@ static int pg_each(pool_store *s, int64_t only, int (*fn)(void *u, const pool_ro
     if (rc) return rc;
     for (int i = 0; i < PQntuples(r) && !rc; i++) {
         char *weights = weights_read(q, r, i, 6);
-        pool_row row = {.id = col_i64(r, i, 0), .name = PQgetvalue(r, i, 1), .has_key = !PQgetisnull(r, i, 2),
-                        .task = PQgetisnull(r, i, 5) ? NULL : PQgetvalue(r, i, 5), .weights = weights};
+        pool_row row = {.id = col_i64(r, i, 0),
+                        .name = PQgetvalue(r, i, 1),
+                        .has_key = !PQgetisnull(r, i, 2),
+                        .task = PQgetisnull(r, i, 5) ? NULL : PQgetvalue(r, i, 5),
+                        .weights = weights};
         rm_bytes vec = {0};
         if (!PQgetisnull(r, i, 6) && !weights) rc = rm_errorf(RM_ENOMEM, "pool: out of memory");
         if (!rc && row.has_key) {
@@ -356,10 +392,12 @@ static int pg_put_key(pool_store *s, int64_t id, const char *embedder, int64_t f
     snprintf(dims, sizeof dims, "%d", dim);
     const char *vals[5] = {ids, embedder, fps, dims, (const char *)vec};
     int len[5] = {0, 0, 0, 0, (int)((size_t)dim * sizeof(float))}, bin[5] = {0, 0, 0, 0, 1};
-    return pg_run((pg_store *)s, "INSERT INTO keys(adapter_id, embedder, fingerprint, dim, vec) VALUES($1, $2, $3, $4, $5)"
-                                 " ON CONFLICT(adapter_id) DO UPDATE SET embedder = EXCLUDED.embedder, fingerprint = EXCLUDED.fingerprint,"
-                                 " dim = EXCLUDED.dim, vec = EXCLUDED.vec",
-                  5, vals, len, bin, NULL, "writing a key");
+    return pg_run(
+        (pg_store *)s,
+        "INSERT INTO keys(adapter_id, embedder, fingerprint, dim, vec) VALUES($1, $2, $3, $4, $5)"
+        " ON CONFLICT(adapter_id) DO UPDATE SET embedder = EXCLUDED.embedder, fingerprint = EXCLUDED.fingerprint,"
+        " dim = EXCLUDED.dim, vec = EXCLUDED.vec",
+        5, vals, len, bin, NULL, "writing a key");
 }
 
 static int pg_get_doc(pool_store *s, int64_t id, int64_t *feat, rm_bytes *doc) {
@@ -380,8 +418,9 @@ static int pg_put_doc(pool_store *s, int64_t id, int64_t feat, const void *doc, 
     snprintf(fs, sizeof fs, "%lld", (long long)feat);
     const char *vals[3] = {ids, fs, doc};
     int len[3] = {0, 0, (int)n}, bin[3] = {0, 0, 1};
-    return pg_run((pg_store *)s, "INSERT INTO bm25docs(adapter_id, feat, doc) VALUES($1, $2, $3)"
-                                 " ON CONFLICT(adapter_id) DO UPDATE SET feat = EXCLUDED.feat, doc = EXCLUDED.doc",
+    return pg_run((pg_store *)s,
+                  "INSERT INTO bm25docs(adapter_id, feat, doc) VALUES($1, $2, $3)"
+                  " ON CONFLICT(adapter_id) DO UPDATE SET feat = EXCLUDED.feat, doc = EXCLUDED.doc",
                   3, vals, len, bin, NULL, "writing a BM25 document");
 }
 
@@ -398,7 +437,10 @@ static int pg_samples(pool_store *s, int64_t id, char ***out, int *n) {
     for (int i = 0; i < m && !rc; i++)
         if (!(v[i] = col_dup(r, i, 0))) rc = rm_errorf(RM_ENOMEM, "pool: out of memory");
     PQclear(r);
-    if (rc) { rm_pool_free_strs(v, m); return rc; }
+    if (rc) {
+        rm_pool_free_strs(v, m);
+        return rc;
+    }
     *out = v;
     *n = m;
     return RM_OK;
@@ -409,7 +451,8 @@ static int pg_owner(pool_store *s, const char *name, char **origin, double *crea
     *origin = NULL;
     const char *vals[1] = {name};
     PGresult *r;
-    int rc = pg_run(q, "SELECT origin, created FROM adapters WHERE name = $1", 1, vals, NULL, NULL, &r, "looking up a name");
+    int rc =
+        pg_run(q, "SELECT origin, created FROM adapters WHERE name = $1", 1, vals, NULL, NULL, &r, "looking up a name");
     if (rc) return rc;
     if (PQntuples(r) != 1) rc = RM_ENOTFOUND;
     else *origin = col_dup(r, 0, 0), *created = strtod(PQgetvalue(r, 0, 1), NULL);
@@ -425,18 +468,23 @@ static const char *weights_stored(const pg_store *q, const char *w) {
     return w;
 }
 
-static int pg_insert(pool_store *s, const rm_adapter_info *info, const char *const *inputs, const char *const *targets, int n,
-                     const char *origin, double created, int64_t *id) {
+static int pg_insert(pool_store *s, const rm_adapter_info *info, const char *const *inputs, const char *const *targets,
+                     int n, const char *origin, double created, int64_t *id) {
     pg_store *q = (pg_store *)s;
     char rank[16], when[32];
     snprintf(rank, sizeof rank, "%d", info->rank);
     snprintf(when, sizeof when, "%.3f", created);
-    const char *vals[9] = {info->name, info->task, info->domain, info->base_model, rank, info->targets, weights_stored(q, info->weights), when, origin};
+    const char *vals[9] = {
+        info->name, info->task, info->domain, info->base_model, rank, info->targets, weights_stored(q, info->weights),
+        when,       origin};
     PGresult *r;
-    int rc = pg_run(q, "INSERT INTO adapters(name, task, domain, base_model, rank, targets, weights, created, origin)"
-                       " VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+    int rc = pg_run(q,
+                    "INSERT INTO adapters(name, task, domain, base_model, rank, targets, weights, created, origin)"
+                    " VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
                     9, vals, NULL, NULL, &r, "adding an adapter");
-    if (rc == RM_EINVAL) return rm_errorf(RM_EINVAL, "pool add: an adapter named '%s' exists (added by another server just now)", info->name);
+    if (rc == RM_EINVAL)
+        return rm_errorf(RM_EINVAL, "pool add: an adapter named '%s' exists (added by another server just now)",
+                         info->name);
     if (rc) return rc;
     *id = col_i64(r, 0, 0);
     PQclear(r);
@@ -445,7 +493,8 @@ static int pg_insert(pool_store *s, const rm_adapter_info *info, const char *con
     for (int i = 0; i < n && !rc; i++) {
         snprintf(idx, sizeof idx, "%d", i);
         const char *sv[4] = {ids, idx, inputs[i], targets ? targets[i] : NULL};
-        rc = pg_run(q, "INSERT INTO samples(adapter_id, idx, input, target) VALUES($1, $2, $3, $4)", 4, sv, NULL, NULL, NULL, "adding a sample");
+        rc = pg_run(q, "INSERT INTO samples(adapter_id, idx, input, target) VALUES($1, $2, $3, $4)", 4, sv, NULL, NULL,
+                    NULL, "adding a sample");
     }
     if (!rc) rc = pg_change(q, "add", *id, info->name);
     return rc;
@@ -460,16 +509,20 @@ static int remove_tx(pg_store *q, void *u) {
     if (rc) return rc;
     if (PQntuples(r) == 1) rc = pg_change(q, "remove", id, PQgetvalue(r, 0, 0));
     PQclear(r);
-    if (!rc) rc = pg_run_id(q, "UPDATE changes c SET feat = b.feat, doc = b.doc FROM bm25docs b"
-                               " WHERE c.seq = (SELECT seq FROM pool_state) AND b.adapter_id = $1", id, NULL, "recording a change");
+    if (!rc)
+        rc = pg_run_id(q,
+                       "UPDATE changes c SET feat = b.feat, doc = b.doc FROM bm25docs b"
+                       " WHERE c.seq = (SELECT seq FROM pool_state) AND b.adapter_id = $1",
+                       id, NULL, "recording a change");
     if (!rc) rc = pg_run_id(q, "DELETE FROM adapters WHERE id = $1", id, NULL, "removing an adapter");
     return rc;
 }
 
 static int pg_remove(pool_store *s, int64_t id) { return pg_in_tx((pg_store *)s, remove_tx, &id); }
 
-#define INFO_SQL "SELECT a.id, a.name, a.task, a.domain, a.base_model, a.rank, a.targets, a.weights," \
-                 " (SELECT COUNT(*) FROM samples s WHERE s.adapter_id = a.id) FROM adapters a"
+#define INFO_SQL                                                                                                       \
+    "SELECT a.id, a.name, a.task, a.domain, a.base_model, a.rank, a.targets, a.weights,"                               \
+    " (SELECT COUNT(*) FROM samples s WHERE s.adapter_id = a.id) FROM adapters a"
 
 static int pg_infos(pool_store *s, const char *name, rm_adapter_info **out, int *n) {
     pg_store *q = (pg_store *)s;
@@ -477,15 +530,22 @@ static int pg_infos(pool_store *s, const char *name, rm_adapter_info **out, int 
     *n = 0;
     const char *vals[1] = {name};
     PGresult *r;
-    int rc = pg_run(q, name ? INFO_SQL " WHERE a.name = $1" : INFO_SQL " ORDER BY a.id", name ? 1 : 0, vals, NULL, NULL, &r, "reading adapters");
+    int rc = pg_run(q, name ? INFO_SQL " WHERE a.name = $1" : INFO_SQL " ORDER BY a.id", name ? 1 : 0, vals, NULL, NULL,
+                    &r, "reading adapters");
     if (rc) return rc;
     int m = PQntuples(r);
     rm_adapter_info *v = calloc(m ? (size_t)m : 1, sizeof *v);
     if (!v) rc = rm_errorf(RM_ENOMEM, "pool: out of memory");
     for (int i = 0; i < m && !rc; i++)
-        v[i] = (rm_adapter_info){.id = col_i64(r, i, 0), .name = col_dup(r, i, 1), .task = col_dup(r, i, 2), .domain = col_dup(r, i, 3),
-                                 .base_model = col_dup(r, i, 4), .rank = (int)col_i64(r, i, 5), .targets = col_dup(r, i, 6),
-                                 .weights = weights_read(q, r, i, 7), .n_samples = (int)col_i64(r, i, 8)};
+        v[i] = (rm_adapter_info){.id = col_i64(r, i, 0),
+                                 .name = col_dup(r, i, 1),
+                                 .task = col_dup(r, i, 2),
+                                 .domain = col_dup(r, i, 3),
+                                 .base_model = col_dup(r, i, 4),
+                                 .rank = (int)col_i64(r, i, 5),
+                                 .targets = col_dup(r, i, 6),
+                                 .weights = weights_read(q, r, i, 7),
+                                 .n_samples = (int)col_i64(r, i, 8)};
     PQclear(r);
     if (rc) return rc;
     *out = v;
@@ -493,11 +553,13 @@ static int pg_infos(pool_store *s, const char *name, rm_adapter_info **out, int 
     return RM_OK;
 }
 
-static int pg_check(pool_store *s, int (*fn)(void *u, const char *name, int n_samples, int has_key, int64_t fp), void *u) {
+static int pg_check(pool_store *s, int (*fn)(void *u, const char *name, int n_samples, int has_key, int64_t fp),
+                    void *u) {
     pg_store *q = (pg_store *)s;
     PGresult *r;
-    int rc = pg_run(q, "SELECT a.name, (SELECT COUNT(*) FROM samples s WHERE s.adapter_id = a.id), k.fingerprint"
-                       " FROM adapters a LEFT JOIN keys k ON k.adapter_id = a.id",
+    int rc = pg_run(q,
+                    "SELECT a.name, (SELECT COUNT(*) FROM samples s WHERE s.adapter_id = a.id), k.fingerprint"
+                    " FROM adapters a LEFT JOIN keys k ON k.adapter_id = a.id",
                     0, NULL, NULL, NULL, &r, "checking adapters");
     if (rc) return rc;
     for (int i = 0; i < PQntuples(r) && !rc; i++)
@@ -509,12 +571,18 @@ static int pg_check(pool_store *s, int (*fn)(void *u, const char *name, int n_sa
 static int pg_changes(pool_store *s, int64_t since, int (*fn)(void *u, const pool_change *c), void *u) {
     pg_store *q = (pg_store *)s;
     PGresult *r;
-    int rc = pg_run_id(q, "SELECT seq, op, adapter_id, feat, doc FROM changes WHERE seq > $1 ORDER BY seq", since, &r, "reading the change log");
+    int rc = pg_run_id(q, "SELECT seq, op, adapter_id, feat, doc FROM changes WHERE seq > $1 ORDER BY seq", since, &r,
+                       "reading the change log");
     if (rc) return rc;
     for (int i = 0; i < PQntuples(r) && !rc; i++) {
         const char *op = PQgetvalue(r, i, 1);
-        pool_change c = {.seq = col_i64(r, i, 0), .id = col_i64(r, i, 2), .has_doc = !PQgetisnull(r, i, 4), .feat = col_i64(r, i, 3),
-                         .op = !strcmp(op, "add") ? POOL_ADDED : !strcmp(op, "remove") ? POOL_REMOVED : POOL_NEW_EMBEDDER};
+        pool_change c = {.seq = col_i64(r, i, 0),
+                         .id = col_i64(r, i, 2),
+                         .has_doc = !PQgetisnull(r, i, 4),
+                         .feat = col_i64(r, i, 3),
+                         .op = !strcmp(op, "add")      ? POOL_ADDED
+                               : !strcmp(op, "remove") ? POOL_REMOVED
+                                                       : POOL_NEW_EMBEDDER};
         rm_bytes doc = {0};
         if (c.has_doc) rc = col_bytes(q, r, i, 4, &doc);
         c.doc = doc.p, c.doc_bytes = doc.n;
@@ -542,7 +610,10 @@ static int pg_wait(pool_store *s, double seconds, int *notified) {
         PGresult *r = PQexec(c, "LISTEN " PG_CHANNEL);
         int ok = r && PQresultStatus(r) == PGRES_COMMAND_OK;
         PQclear(r);
-        if (!ok) { PQfinish(c); return sleep_s(seconds), RM_OK; }
+        if (!ok) {
+            PQfinish(c);
+            return sleep_s(seconds), RM_OK;
+        }
         q->listen = c;
         *notified = 1; // changes may have been missed while not listening: catch up
         return RM_OK;
@@ -561,10 +632,26 @@ static int pg_wait(pool_store *s, double seconds, int *notified) {
 }
 
 static const pool_store_ops k_pg_ops = {
-    .close = pg_close, .version = pg_version, .read_embedder = pg_read_embedder, .write_embedder = pg_write_embedder,
-    .fingerprint = pg_fingerprint, .begin = pg_begin, .commit = pg_commit, .rollback = pg_rollback, .each = pg_each,
-    .put_key = pg_put_key, .get_doc = pg_get_doc, .put_doc = pg_put_doc, .samples = pg_samples, .owner = pg_owner,
-    .insert = pg_insert, .remove = pg_remove, .infos = pg_infos, .check = pg_check, .changes = pg_changes, .wait = pg_wait,
+    .close = pg_close,
+    .version = pg_version,
+    .read_embedder = pg_read_embedder,
+    .write_embedder = pg_write_embedder,
+    .fingerprint = pg_fingerprint,
+    .begin = pg_begin,
+    .commit = pg_commit,
+    .rollback = pg_rollback,
+    .each = pg_each,
+    .put_key = pg_put_key,
+    .get_doc = pg_get_doc,
+    .put_doc = pg_put_doc,
+    .samples = pg_samples,
+    .owner = pg_owner,
+    .insert = pg_insert,
+    .remove = pg_remove,
+    .infos = pg_infos,
+    .check = pg_check,
+    .changes = pg_changes,
+    .wait = pg_wait,
 };
 
 static const char k_schema[] =
@@ -574,7 +661,8 @@ static const char k_schema[] =
     "INSERT INTO meta(key, value) VALUES('format', '" PG_FORMAT "') ON CONFLICT DO NOTHING;"
     "CREATE TABLE IF NOT EXISTS pool_state(one INT PRIMARY KEY CHECK (one = 1), seq BIGINT NOT NULL);"
     "INSERT INTO pool_state(one, seq) VALUES(1, 0) ON CONFLICT DO NOTHING;"
-    "CREATE TABLE IF NOT EXISTS embedder(one INT PRIMARY KEY CHECK (one = 1), bytes BYTEA NOT NULL, fingerprint BIGINT NOT NULL);"
+    "CREATE TABLE IF NOT EXISTS embedder(one INT PRIMARY KEY CHECK (one = 1), bytes BYTEA NOT NULL, fingerprint BIGINT "
+    "NOT NULL);"
     "CREATE TABLE IF NOT EXISTS adapters(id BIGSERIAL PRIMARY KEY, name TEXT UNIQUE NOT NULL, task TEXT, domain TEXT,"
     " base_model TEXT, rank INT, targets TEXT, weights TEXT, created DOUBLE PRECISION, origin TEXT);"
     "CREATE TABLE IF NOT EXISTS samples(adapter_id BIGINT NOT NULL REFERENCES adapters(id) ON DELETE CASCADE,"
@@ -639,8 +727,8 @@ static char *url_label(const char *conninfo, char **err) {
         else if (!strcmp(x->keyword, "dbname")) db = x->val;
     }
     char buf[1024];
-    snprintf(buf, sizeof buf, "postgresql://%s%s%s%s%s/%s", user ? user : "", user ? "@" : "", host ? host : "", port ? ":" : "",
-             port ? port : "", db ? db : "");
+    snprintf(buf, sizeof buf, "postgresql://%s%s%s%s%s/%s", user ? user : "", user ? "@" : "", host ? host : "",
+             port ? ":" : "", port ? port : "", db ? db : "");
     PQconninfoFree(o);
     return strdup(buf);
 }
@@ -654,14 +742,17 @@ int pool_pg_open(const char *url, pool_store **out) {
     char *err = NULL, why[512] = "";
     if (!rc && !(q->base.label = url_label(q->conninfo, &err))) {
         if (err) one_line(why, sizeof why, err);
-        rc = err ? rm_errorf(RM_EINVAL, "not a PostgreSQL URL libpq accepts: %s", why) : rm_errorf(RM_ENOMEM, "pool: out of memory");
+        rc = err ? rm_errorf(RM_EINVAL, "not a PostgreSQL URL libpq accepts: %s", why)
+                 : rm_errorf(RM_ENOMEM, "pool: out of memory");
     }
     PQfreemem(err);
     if (!rc && !(q->base.where = strdup(q->base.label))) rc = rm_errorf(RM_ENOMEM, "pool: out of memory");
     if (!rc && q->base.weights && q->base.weights[0] != '/')
-        rc = rm_errorf(RM_EINVAL, "%s: weights=%s must be an absolute folder (shared by every server)", q->base.label, q->base.weights);
+        rc = rm_errorf(RM_EINVAL, "%s: weights=%s must be an absolute folder (shared by every server)", q->base.label,
+                       q->base.weights);
     if (!rc && q->base.weights && !rm_is_dir(q->base.weights)) rc = rm_mkdirs(q->base.weights);
-    if (!rc && getrandom(&q->handle, sizeof q->handle, 0) != (ssize_t)sizeof q->handle) q->handle = (int64_t)getpid() * 1000003 + (int64_t)time(NULL);
+    if (!rc && getrandom(&q->handle, sizeof q->handle, 0) != (ssize_t)sizeof q->handle)
+        q->handle = (int64_t)getpid() * 1000003 + (int64_t)time(NULL);
     q->handle &= INT64_MAX;
     if (!rc) rc = pg_connect(q, &q->db);
     if (!rc) {
@@ -674,10 +765,14 @@ int pool_pg_open(const char *url, pool_store **out) {
         PGresult *r;
         rc = pg_run(q, "SELECT value FROM meta WHERE key = 'format'", 0, NULL, NULL, NULL, &r, "reading the format");
         if (!rc && PQntuples(r) == 1 && strcmp(PQgetvalue(r, 0, 0), PG_FORMAT))
-            rc = rm_errorf(RM_EUNSUPPORTED, "%s: pool format '%s' (want " PG_FORMAT ")", q->base.label, PQgetvalue(r, 0, 0));
+            rc = rm_errorf(RM_EUNSUPPORTED, "%s: pool format '%s' (want " PG_FORMAT ")", q->base.label,
+                           PQgetvalue(r, 0, 0));
         PQclear(r);
     }
-    if (rc) { pg_close(&q->base); return rc; }
+    if (rc) {
+        pg_close(&q->base);
+        return rc;
+    }
     *out = &q->base;
     return RM_OK;
 }

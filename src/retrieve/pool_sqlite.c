@@ -111,7 +111,8 @@ static int sq_fingerprint(pool_store *s, int64_t *fp) {
     size_t size;
     int rc = rm_open_regular(q->emb_path, &fd, &size);
     if (rc) return rc;
-    if (size < 8 || pread(fd, fp, 8, (off_t)(size - 8)) != 8) rc = rm_errorf(RM_EIO, "%s: cannot read its checksum", q->emb_path);
+    if (size < 8 || pread(fd, fp, 8, (off_t)(size - 8)) != 8)
+        rc = rm_errorf(RM_EIO, "%s: cannot read its checksum", q->emb_path);
     close(fd);
     return rc;
 }
@@ -120,7 +121,9 @@ static int sq_begin(pool_store *s) { return db_exec((sq_store *)s, "BEGIN IMMEDI
 static int sq_commit(pool_store *s) { return db_exec((sq_store *)s, "COMMIT"); }
 static void sq_rollback(pool_store *s) { db_exec((sq_store *)s, "ROLLBACK"); }
 
-#define EACH_SQL "SELECT a.id, a.name, k.fingerprint, k.dim, k.vec, a.task, a.weights FROM adapters a LEFT JOIN keys k ON k.adapter_id = a.id"
+#define EACH_SQL                                                                                                       \
+    "SELECT a.id, a.name, k.fingerprint, k.dim, k.vec, a.task, a.weights FROM adapters a LEFT JOIN keys k ON "         \
+    "k.adapter_id = a.id"
 
 static int sq_each(pool_store *s, int64_t only, int (*fn)(void *u, const pool_row *r), void *u) {
     sq_store *q = (sq_store *)s;
@@ -131,8 +134,11 @@ static int sq_each(pool_store *s, int64_t only, int (*fn)(void *u, const pool_ro
     int step;
     while (!rc && (step = sqlite3_step(st)) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(st, 1);
-        pool_row r = {.id = sqlite3_column_int64(st, 0), .name = name ? name : "", .has_key = sqlite3_column_type(st, 2) != SQLITE_NULL,
-                      .task = (const char *)sqlite3_column_text(st, 5), .weights = (const char *)sqlite3_column_text(st, 6)};
+        pool_row r = {.id = sqlite3_column_int64(st, 0),
+                      .name = name ? name : "",
+                      .has_key = sqlite3_column_type(st, 2) != SQLITE_NULL,
+                      .task = (const char *)sqlite3_column_text(st, 5),
+                      .weights = (const char *)sqlite3_column_text(st, 6)};
         if (r.has_key) {
             r.fingerprint = sqlite3_column_int64(st, 2);
             r.dim = sqlite3_column_int(st, 3);
@@ -149,7 +155,8 @@ static int sq_each(pool_store *s, int64_t only, int (*fn)(void *u, const pool_ro
 static int sq_put_key(pool_store *s, int64_t id, const char *embedder, int64_t fingerprint, int dim, const float *vec) {
     sq_store *q = (sq_store *)s;
     sqlite3_stmt *st;
-    int rc = db_prepare(q, "INSERT OR REPLACE INTO keys(adapter_id, embedder, fingerprint, dim, vec) VALUES(?,?,?,?,?)", &st);
+    int rc = db_prepare(q, "INSERT OR REPLACE INTO keys(adapter_id, embedder, fingerprint, dim, vec) VALUES(?,?,?,?,?)",
+                        &st);
     if (rc) return rc;
     sqlite3_bind_int64(st, 1, id);
     bind_text(st, 2, embedder);
@@ -210,12 +217,19 @@ static int sq_samples(pool_store *s, int64_t id, char ***out, int *n) {
         char **nv = realloc(v, (size_t)(*n + 1) * sizeof *nv);
         char *str = nv ? col_dup(st, 0) : NULL;
         if (nv) v = nv;
-        if (!str) { rc = rm_errorf(RM_ENOMEM, "pool: out of memory"); break; }
+        if (!str) {
+            rc = rm_errorf(RM_ENOMEM, "pool: out of memory");
+            break;
+        }
         v[(*n)++] = str;
     }
     if (!rc && step != SQLITE_DONE) rc = db_fail(q, "reading samples");
     sqlite3_finalize(st);
-    if (rc) { rm_pool_free_strs(v, *n); *n = 0; return rc; }
+    if (rc) {
+        rm_pool_free_strs(v, *n);
+        *n = 0;
+        return rc;
+    }
     *out = v;
     return RM_OK;
 }
@@ -238,11 +252,14 @@ static int sq_owner(pool_store *s, const char *name, char **origin, double *crea
     return rc;
 }
 
-static int sq_insert(pool_store *s, const rm_adapter_info *info, const char *const *inputs, const char *const *targets, int n,
-                     const char *origin, double created, int64_t *id) {
+static int sq_insert(pool_store *s, const rm_adapter_info *info, const char *const *inputs, const char *const *targets,
+                     int n, const char *origin, double created, int64_t *id) {
     sq_store *q = (sq_store *)s;
     sqlite3_stmt *st;
-    int rc = db_prepare(q, "INSERT INTO adapters(name, task, domain, base_model, rank, targets, weights, created, origin) VALUES(?,?,?,?,?,?,?,?,?)", &st);
+    int rc = db_prepare(q,
+                        "INSERT INTO adapters(name, task, domain, base_model, rank, targets, weights, created, origin) "
+                        "VALUES(?,?,?,?,?,?,?,?,?)",
+                        &st);
     if (rc) return rc;
     bind_text(st, 1, info->name);
     bind_text(st, 2, info->task);
@@ -282,8 +299,9 @@ static int sq_remove(pool_store *s, int64_t id) {
     return rc;
 }
 
-#define INFO_SQL "SELECT a.id, a.name, a.task, a.domain, a.base_model, a.rank, a.targets, a.weights," \
-                 " (SELECT COUNT(*) FROM samples s WHERE s.adapter_id = a.id) FROM adapters a"
+#define INFO_SQL                                                                                                       \
+    "SELECT a.id, a.name, a.task, a.domain, a.base_model, a.rank, a.targets, a.weights,"                               \
+    " (SELECT COUNT(*) FROM samples s WHERE s.adapter_id = a.id) FROM adapters a"
 
 static int sq_infos(pool_store *s, const char *name, rm_adapter_info **out, int *n) {
     sq_store *q = (sq_store *)s;
@@ -297,21 +315,35 @@ static int sq_infos(pool_store *s, const char *name, rm_adapter_info **out, int 
     int step;
     while ((step = sqlite3_step(st)) == SQLITE_ROW) {
         rm_adapter_info *nv = realloc(v, (size_t)(*n + 1) * sizeof *nv);
-        if (!nv) { rc = rm_errorf(RM_ENOMEM, "pool: out of memory"); break; }
+        if (!nv) {
+            rc = rm_errorf(RM_ENOMEM, "pool: out of memory");
+            break;
+        }
         v = nv;
         rm_adapter_info *a = &v[(*n)++];
-        *a = (rm_adapter_info){.id = sqlite3_column_int64(st, 0), .name = col_dup(st, 1), .task = col_dup(st, 2),
-                               .domain = col_dup(st, 3), .base_model = col_dup(st, 4), .rank = sqlite3_column_int(st, 5),
-                               .targets = col_dup(st, 6), .weights = col_dup(st, 7), .n_samples = sqlite3_column_int(st, 8)};
+        *a = (rm_adapter_info){.id = sqlite3_column_int64(st, 0),
+                               .name = col_dup(st, 1),
+                               .task = col_dup(st, 2),
+                               .domain = col_dup(st, 3),
+                               .base_model = col_dup(st, 4),
+                               .rank = sqlite3_column_int(st, 5),
+                               .targets = col_dup(st, 6),
+                               .weights = col_dup(st, 7),
+                               .n_samples = sqlite3_column_int(st, 8)};
     }
     if (!rc && step != SQLITE_DONE) rc = db_fail(q, "reading adapters");
     sqlite3_finalize(st);
-    if (rc) { rm_pool_free_list(v, *n); *n = 0; return rc; }
+    if (rc) {
+        rm_pool_free_list(v, *n);
+        *n = 0;
+        return rc;
+    }
     *out = v;
     return RM_OK;
 }
 
-static int sq_check(pool_store *s, int (*fn)(void *u, const char *name, int n_samples, int has_key, int64_t fp), void *u) {
+static int sq_check(pool_store *s, int (*fn)(void *u, const char *name, int n_samples, int has_key, int64_t fp),
+                    void *u) {
     sq_store *q = (sq_store *)s;
     sqlite3_stmt *st;
     int rc = db_prepare(q, "PRAGMA integrity_check", &st);
@@ -323,22 +355,41 @@ static int sq_check(pool_store *s, int (*fn)(void *u, const char *name, int n_sa
     }
     sqlite3_finalize(st);
     if (rc) return rc;
-    rc = db_prepare(q, "SELECT a.name, (SELECT COUNT(*) FROM samples s WHERE s.adapter_id = a.id), k.fingerprint"
-                       " FROM adapters a LEFT JOIN keys k ON k.adapter_id = a.id", &st);
+    rc = db_prepare(q,
+                    "SELECT a.name, (SELECT COUNT(*) FROM samples s WHERE s.adapter_id = a.id), k.fingerprint"
+                    " FROM adapters a LEFT JOIN keys k ON k.adapter_id = a.id",
+                    &st);
     if (rc) return rc;
     while (!rc && sqlite3_step(st) == SQLITE_ROW) {
         const char *name = (const char *)sqlite3_column_text(st, 0);
-        rc = fn(u, name ? name : "", sqlite3_column_int(st, 1), sqlite3_column_type(st, 2) != SQLITE_NULL, sqlite3_column_int64(st, 2));
+        rc = fn(u, name ? name : "", sqlite3_column_int(st, 1), sqlite3_column_type(st, 2) != SQLITE_NULL,
+                sqlite3_column_int64(st, 2));
     }
     sqlite3_finalize(st);
     return rc;
 }
 
 static const pool_store_ops k_sqlite_ops = {
-    .close = sq_close, .version = sq_version, .read_embedder = sq_read_embedder, .write_embedder = sq_write_embedder,
-    .fingerprint = sq_fingerprint, .begin = sq_begin, .commit = sq_commit, .rollback = sq_rollback, .each = sq_each,
-    .put_key = sq_put_key, .get_doc = sq_get_doc, .put_doc = sq_put_doc, .samples = sq_samples, .owner = sq_owner,
-    .insert = sq_insert, .remove = sq_remove, .infos = sq_infos, .check = sq_check, .changes = NULL, .wait = NULL,
+    .close = sq_close,
+    .version = sq_version,
+    .read_embedder = sq_read_embedder,
+    .write_embedder = sq_write_embedder,
+    .fingerprint = sq_fingerprint,
+    .begin = sq_begin,
+    .commit = sq_commit,
+    .rollback = sq_rollback,
+    .each = sq_each,
+    .put_key = sq_put_key,
+    .get_doc = sq_get_doc,
+    .put_doc = sq_put_doc,
+    .samples = sq_samples,
+    .owner = sq_owner,
+    .insert = sq_insert,
+    .remove = sq_remove,
+    .infos = sq_infos,
+    .check = sq_check,
+    .changes = NULL,
+    .wait = NULL,
 };
 
 static char *join(const char *dir, const char *file) {
@@ -368,37 +419,46 @@ int pool_sqlite_open(const char *dir, pool_store **out) {
     q->base.where = join(dir, "pool.db");
     q->base.weights = join(dir, "adapters");
     q->emb_path = join(dir, "embedder.bin");
-    int rc = q->base.label && q->base.where && q->base.weights && q->emb_path ? RM_OK : rm_errorf(RM_ENOMEM, "pool: out of memory");
+    int rc = q->base.label && q->base.where && q->base.weights && q->emb_path
+                 ? RM_OK
+                 : rm_errorf(RM_ENOMEM, "pool: out of memory");
     if (!rc && !rm_is_dir(dir)) rc = rm_mkdirs(dir);
     if (!rc && sqlite3_open_v2(q->base.where, &q->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL) != SQLITE_OK)
         rc = rm_errorf(RM_EIO, "%s: cannot open: %s", q->base.where, q->db ? sqlite3_errmsg(q->db) : "out of memory");
     if (!rc) sqlite3_busy_timeout(q->db, 10000);
     if (!rc) rc = db_exec(q, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;");
     if (!rc)
-        rc = db_exec(q,
-                     "BEGIN IMMEDIATE;"
-                     "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
-                     "INSERT OR IGNORE INTO meta(key, value) VALUES('format', '" POOL_FORMAT "');"
-                     "CREATE TABLE IF NOT EXISTS adapters(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE NOT NULL,"
-                     " task TEXT, domain TEXT, base_model TEXT, rank INTEGER, targets TEXT, weights TEXT, created REAL);"
-                     "CREATE TABLE IF NOT EXISTS samples(adapter_id INTEGER NOT NULL REFERENCES adapters(id) ON DELETE CASCADE,"
-                     " idx INTEGER NOT NULL, input TEXT NOT NULL, target TEXT, PRIMARY KEY(adapter_id, idx));"
-                     "CREATE TABLE IF NOT EXISTS keys(adapter_id INTEGER PRIMARY KEY REFERENCES adapters(id) ON DELETE CASCADE,"
-                     " embedder TEXT, fingerprint INTEGER, dim INTEGER, vec BLOB);"
-                     "CREATE TABLE IF NOT EXISTS bm25docs(adapter_id INTEGER PRIMARY KEY REFERENCES adapters(id) ON DELETE CASCADE,"
-                     " feat INTEGER, doc BLOB);"
-                     "COMMIT;");
+        rc = db_exec(
+            q,
+            "BEGIN IMMEDIATE;"
+            "CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);"
+            "INSERT OR IGNORE INTO meta(key, value) VALUES('format', '" POOL_FORMAT "');"
+            "CREATE TABLE IF NOT EXISTS adapters(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT UNIQUE NOT NULL,"
+            " task TEXT, domain TEXT, base_model TEXT, rank INTEGER, targets TEXT, weights TEXT, created REAL);"
+            "CREATE TABLE IF NOT EXISTS samples(adapter_id INTEGER NOT NULL REFERENCES adapters(id) ON DELETE CASCADE,"
+            " idx INTEGER NOT NULL, input TEXT NOT NULL, target TEXT, PRIMARY KEY(adapter_id, idx));"
+            "CREATE TABLE IF NOT EXISTS keys(adapter_id INTEGER PRIMARY KEY REFERENCES adapters(id) ON DELETE CASCADE,"
+            " embedder TEXT, fingerprint INTEGER, dim INTEGER, vec BLOB);"
+            "CREATE TABLE IF NOT EXISTS bm25docs(adapter_id INTEGER PRIMARY KEY REFERENCES adapters(id) ON DELETE "
+            "CASCADE,"
+            " feat INTEGER, doc BLOB);"
+            "COMMIT;");
     if (!rc) {
         sqlite3_stmt *st;
         rc = db_prepare(q, "SELECT value FROM meta WHERE key = 'format'", &st);
         if (!rc && sqlite3_step(st) == SQLITE_ROW) {
             const char *v = (const char *)sqlite3_column_text(st, 0);
-            if (!v || strcmp(v, POOL_FORMAT)) rc = rm_errorf(RM_EUNSUPPORTED, "%s: pool format '%s' (want " POOL_FORMAT ")", q->base.where, v ? v : "?");
+            if (!v || strcmp(v, POOL_FORMAT))
+                rc = rm_errorf(RM_EUNSUPPORTED, "%s: pool format '%s' (want " POOL_FORMAT ")", q->base.where,
+                               v ? v : "?");
         }
         if (!rc || st) sqlite3_finalize(st);
     }
     if (!rc) rc = add_origin_column(q);
-    if (rc) { sq_close(&q->base); return rc; }
+    if (rc) {
+        sq_close(&q->base);
+        return rc;
+    }
     *out = &q->base;
     return RM_OK;
 }

@@ -25,10 +25,10 @@ typedef struct pool_row {
     int64_t id;
     const char *name;
     const char *task, *weights; // NULL when none (weights absolute)
-    int has_key;         // the key columns below are set
-    int64_t fingerprint; // of the embedder that made the key
+    int has_key;                // the key columns below are set
+    int64_t fingerprint;        // of the embedder that made the key
     int dim;
-    const void *vec;     // dim floats, little-endian
+    const void *vec; // dim floats, little-endian
     size_t vec_bytes;
 } pool_row;
 
@@ -37,8 +37,8 @@ typedef struct pool_row {
 typedef struct pool_change {
     int64_t seq;
     enum { POOL_ADDED, POOL_REMOVED, POOL_NEW_EMBEDDER } op;
-    int64_t id;          // the adapter
-    int has_doc;         // removed: its BM25 document and feature id follow
+    int64_t id;  // the adapter
+    int has_doc; // removed: its BM25 document and feature id follow
     int64_t feat;
     const void *doc;
     size_t doc_bytes;
@@ -71,8 +71,8 @@ typedef struct pool_store_ops {
     // Who added the adapter called name and when (RM_ENOTFOUND when none).
     int (*owner)(pool_store *s, const char *name, char **origin, double *created);
     // The adapter's rows (inside begin/commit); *id the new id.
-    int (*insert)(pool_store *s, const rm_adapter_info *info, const char *const *inputs, const char *const *targets, int n,
-                  const char *origin, double created, int64_t *id);
+    int (*insert)(pool_store *s, const rm_adapter_info *info, const char *const *inputs, const char *const *targets,
+                  int n, const char *origin, double created, int64_t *id);
     // The adapter with its samples, key and document.
     int (*remove)(pool_store *s, int64_t id);
     // Adapters with their sample counts, by id: every one (name NULL) or the one called name.
@@ -92,9 +92,9 @@ typedef struct pool_store_ops {
 
 struct pool_store {
     const pool_store_ops *ops;
-    char *label;    // names the pool in messages (a folder, or a URL without its password)
-    char *where;    // names the registry in messages (pool.db's path, the URL)
-    char *weights;  // the folder uploads store weights in (NULL: none)
+    char *label;   // names the pool in messages (a folder, or a URL without its password)
+    char *where;   // names the registry in messages (pool.db's path, the URL)
+    char *weights; // the folder uploads store weights in (NULL: none)
 };
 
 // A folder: creates it and an empty pool.db when absent.

@@ -31,7 +31,8 @@ int rm_pool_task_entries(const rm_adapter_info *list, int n, const char *task, i
 static int load_entries(const rm_adapter_info *const *e, int n, const rm_llama *base, rm_lora_cache *cache,
                         rm_lora_set **out) {
     rm_lora **l = calloc((size_t)(n ? n : 1), sizeof *l);
-    const char **names = calloc((size_t)(n ? n : 1), sizeof *names), **tasks = calloc((size_t)(n ? n : 1), sizeof *tasks);
+    const char **names = calloc((size_t)(n ? n : 1), sizeof *names),
+               **tasks = calloc((size_t)(n ? n : 1), sizeof *tasks);
     int rc = !l || !names || !tasks ? rm_errorf(RM_ENOMEM, "out of memory") : RM_OK, loaded = 0;
     for (int i = 0; !rc && i < n; i++) {
         names[i] = e[i]->name;
@@ -65,7 +66,8 @@ int rm_pool_load_set_shared(rm_pool *pool, const rm_llama *base, const char *con
         if (by_task) e[i] = rm_pool_task_entry(list, n_list, names[i]);
         for (int j = 0; !by_task && j < n_list; j++)
             if (!strcmp(list[j].name, names[i])) e[i] = &list[j];
-        if (!e[i]) rc = rm_errorf(RM_ENOTFOUND, "the pool has no adapter %s '%s'", by_task ? "for task" : "called", names[i]);
+        if (!e[i])
+            rc = rm_errorf(RM_ENOTFOUND, "the pool has no adapter %s '%s'", by_task ? "for task" : "called", names[i]);
         else if (!has_weights(e[i])) rc = rm_errorf(RM_EINVAL, "adapter '%s' of the pool has no weights", names[i]);
     }
     if (!rc) rc = load_entries(e, n, base, cache, out);
@@ -74,7 +76,8 @@ int rm_pool_load_set_shared(rm_pool *pool, const rm_llama *base, const char *con
     return rc;
 }
 
-int rm_pool_load_set(rm_pool *pool, const rm_llama *base, const char *const *names, int n, int by_task, rm_lora_set **out) {
+int rm_pool_load_set(rm_pool *pool, const rm_llama *base, const char *const *names, int n, int by_task,
+                     rm_lora_set **out) {
     return rm_pool_load_set_shared(pool, base, names, n, by_task, NULL, out);
 }
 
@@ -101,7 +104,8 @@ int rm_pool_load_gate_shared(rm_pool *pool, const rm_llama *base, const char *ga
                              rm_gate **gate, rm_lora_set **set) {
     *set = NULL;
     int rc = rm_gate_load(gate, gate_path, base);
-    if (!rc && (rc = rm_pool_load_set_shared(pool, base, (const char *const *)(*gate)->names, (*gate)->n, 0, cache, set)))
+    if (!rc &&
+        (rc = rm_pool_load_set_shared(pool, base, (const char *const *)(*gate)->names, (*gate)->n, 0, cache, set)))
         rm_error_prefix(rc, "%s: the gate's adapters", gate_path);
     if (!rc && (rc = rm_gate_check_set(*gate, *set))) rm_error_prefix(rc, "%s", gate_path);
     if (rc) {

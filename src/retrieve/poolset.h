@@ -21,7 +21,8 @@ int rm_pool_task_entries(const rm_adapter_info *list, int n, const char *task, i
 // the pool's adapters called names[0..n), in that order; by_task: names are
 // tasks, each resolved by rm_pool_task_entry. A name the pool lacks, or whose
 // adapter has no weights, is refused with a message naming it.
-int rm_pool_load_set(rm_pool *pool, const rm_llama *base, const char *const *names, int n, int by_task, rm_lora_set **out);
+int rm_pool_load_set(rm_pool *pool, const rm_llama *base, const char *const *names, int n, int by_task,
+                     rm_lora_set **out);
 // Every adapter of the pool that has weights, in the pool's order (by id).
 int rm_pool_load_set_all(rm_pool *pool, const rm_llama *base, rm_lora_set **out);
 // The same two, the adapters taken from cache (loaded there on first use,

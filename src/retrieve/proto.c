@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-rm_proto_params rm_proto_default_params(void) { return (rm_proto_params){.n = 1, .mix = 1.0f, .tau = 0.0f, .min_size = 1, .iters = 20}; }
+rm_proto_params rm_proto_default_params(void) {
+    return (rm_proto_params){.n = 1, .mix = 1.0f, .tau = 0.0f, .min_size = 1, .iters = 20};
+}
 
 int rm_proto_on(const rm_proto_params *p) { return p->n > 1 && p->mix > 0; }
 int rm_proto_skip_mean(const rm_proto_params *p) { return rm_proto_on(p) && p->mix >= 1; }
@@ -18,7 +20,10 @@ static double dotd(const float *a, const float *b, int dim) {
 }
 
 static void normalise(const rm_embedder *e, float *v, int dim) {
-    if (e) { rm_embedder_normalise(e, v); return; }
+    if (e) {
+        rm_embedder_normalise(e, v);
+        return;
+    }
     double ss = dotd(v, v, dim);
     float s = ss > 0 ? (float)(1.0 / sqrt(ss)) : 0.0f;
     for (int d = 0; d < dim; d++) v[d] *= s;
@@ -50,7 +55,10 @@ static int assign_rows(int dim, const float *emb, int n, int skip, const float *
         for (int j = 0; j < k; j++) {
             if (size && !size[j]) continue; // an emptied cluster stays empty
             double s = dotd(emb + (size_t)i * (size_t)dim, c + (size_t)j * (size_t)dim, dim);
-            if (best < 0 || s > bs) { best = j; bs = s; }
+            if (best < 0 || s > bs) {
+                best = j;
+                bs = s;
+            }
         }
         changed += as[i] != best;
         as[i] = best;
@@ -68,7 +76,11 @@ static int kmeans_k(const rm_embedder *e, int dim, const float *emb, int n, int 
     int *as = calloc((size_t)(n > 0 ? n : 1), sizeof *as), *size = malloc((size_t)k * sizeof *size);
     double *near = malloc((size_t)n * sizeof *near); // best similarity to the chosen centres
     if (!c || !mean || !as || !size || !near) {
-        free(c); free(mean); free(as); free(size); free(near);
+        free(c);
+        free(mean);
+        free(as);
+        free(size);
+        free(near);
         return rm_errorf(RM_ENOMEM, "prototypes: out of memory");
     }
     // Seeds: the sample nearest the mean, then farthest-first.
@@ -79,7 +91,10 @@ static int kmeans_k(const rm_embedder *e, int dim, const float *emb, int n, int 
     for (int i = 0; i < n; i++) {
         if (i == skip) continue;
         double s = dotd(emb + (size_t)i * (size_t)dim, mean, dim);
-        if (pick < 0 || s > ps) { pick = i; ps = s; }
+        if (pick < 0 || s > ps) {
+            pick = i;
+            ps = s;
+        }
     }
     for (int j = 0; j < k; j++) {
         memcpy(c + (size_t)j * (size_t)dim, emb + (size_t)pick * (size_t)dim, (size_t)dim * sizeof *c);
@@ -89,7 +104,10 @@ static int kmeans_k(const rm_embedder *e, int dim, const float *emb, int n, int 
             if (i == skip) continue;
             double s = dotd(emb + (size_t)i * (size_t)dim, c + (size_t)j * (size_t)dim, dim);
             if (j == 0 || s > near[i]) near[i] = s;
-            if (next < 0 || near[i] < ns) { next = i; ns = near[i]; }
+            if (next < 0 || near[i] < ns) {
+                next = i;
+                ns = near[i];
+            }
         }
         pick = next;
     }
@@ -138,7 +156,9 @@ static int cmp_id(const void *a, const void *b) {
 }
 
 // Better first: higher score, then smaller id.
-static int better(const rm_hit *a, const rm_hit *b) { return a->score > b->score || (a->score == b->score && a->id < b->id); }
+static int better(const rm_hit *a, const rm_hit *b) {
+    return a->score > b->score || (a->score == b->score && a->id < b->id);
+}
 
 int rm_proto_merge(const rm_proto_params *p, const rm_hit *rows, int n_rows, int k, rm_hit *out, int *n_out) {
     *n_out = 0;
@@ -153,14 +173,22 @@ int rm_proto_merge(const rm_proto_params *p, const rm_hit *rows, int n_rows, int
         int has_mean = 0, has_proto = 0, i0 = i;
         float sm = 0, sp = 0;
         for (; i < n_rows && r[i].id / RM_PROTO_ROWS == a; i++) {
-            if (r[i].id % RM_PROTO_ROWS == 0) { sm = r[i].score; has_mean = 1; }
-            else if (!has_proto || r[i].score > sp) { sp = r[i].score; has_proto = 1; }
+            if (r[i].id % RM_PROTO_ROWS == 0) {
+                sm = r[i].score;
+                has_mean = 1;
+            } else if (!has_proto || r[i].score > sp) {
+                sp = r[i].score;
+                has_proto = 1;
+            }
         }
         if (has_proto && p->tau > 0) { // soft: max + tau ln(mean exp((s - max) / tau))
             double z = 0;
             int np = 0;
             for (int j = i0; j < i; j++)
-                if (r[j].id % RM_PROTO_ROWS) { z += exp((r[j].score - sp) / p->tau); np++; }
+                if (r[j].id % RM_PROTO_ROWS) {
+                    z += exp((r[j].score - sp) / p->tau);
+                    np++;
+                }
             sp += (float)(p->tau * log(z / np));
         }
         if (!has_mean) sm = sp;
@@ -173,7 +201,10 @@ int rm_proto_merge(const rm_proto_params *p, const rm_hit *rows, int n_rows, int
             m--;
         }
         int j = m;
-        while (j > 0 && better(&h, &out[j - 1])) { out[j] = out[j - 1]; j--; }
+        while (j > 0 && better(&h, &out[j - 1])) {
+            out[j] = out[j - 1];
+            j--;
+        }
         out[j] = h;
         *n_out = m + 1;
     }

@@ -36,12 +36,12 @@
 #define RM_PROTO_ROWS 16 // index ids per adapter (mean key + prototypes, room to spare)
 
 typedef struct rm_proto_params {
-    int n;          // prototypes per adapter (<= 1: off, the mean key alone)
-    float mix;      // weight of the best prototype's score (see above)
-    float tau;      // > 0: a soft best, tau ln(mean_j exp(q . prototype_j / tau))
-                    // (between the mean and the max of the prototype scores)
-    int min_size;   // smallest cluster allowed (>= 1; see above)
-    int iters;      // Lloyd iterations at most
+    int n;        // prototypes per adapter (<= 1: off, the mean key alone)
+    float mix;    // weight of the best prototype's score (see above)
+    float tau;    // > 0: a soft best, tau ln(mean_j exp(q . prototype_j / tau))
+                  // (between the mean and the max of the prototype scores)
+    int min_size; // smallest cluster allowed (>= 1; see above)
+    int iters;    // Lloyd iterations at most
 } rm_proto_params;
 
 // n 1 (off), mix 1, tau 0, min_size 1, iters 20.

@@ -33,7 +33,10 @@ static void top_add(top_mean *t, float s) {
     if (t->nb < t->m) j = t->nb++;
     else if (s > t->best[t->m - 1]) j = t->m - 1;
     else return;
-    while (j > 0 && t->best[j - 1] < s) { t->best[j] = t->best[j - 1]; j--; }
+    while (j > 0 && t->best[j - 1] < s) {
+        t->best[j] = t->best[j - 1];
+        j--;
+    }
     t->best[j] = s;
 }
 
@@ -68,7 +71,10 @@ void rm_rerank_apply(const rm_rerank_params *p, rm_hit *h, int nh, const float *
     for (int c = 1; c < k; c++) {
         rm_hit x = h[c];
         int j = c;
-        while (j > 0 && h[j - 1].score < x.score) { h[j] = h[j - 1]; j--; }
+        while (j > 0 && h[j - 1].score < x.score) {
+            h[j] = h[j - 1];
+            j--;
+        }
         h[j] = x;
     }
 }

@@ -17,9 +17,9 @@
 #include "retrieve/index.h"
 
 typedef struct rm_rerank_params {
-    int k;     // hits re-scored (0: no second stage)
-    int top;   // samples averaged (1: the nearest sample; at most RM_RERANK_TOPMAX)
-    float w;   // weight of the sample term
+    int k;               // hits re-scored (0: no second stage)
+    int top;             // samples averaged (1: the nearest sample; at most RM_RERANK_TOPMAX)
+    float w;             // weight of the sample term
     rm_bm25_params bm25; // the BM25 term (bm25.w 0: none)
 } rm_rerank_params;
 #define RM_RERANK_TOPMAX 8

@@ -9,12 +9,12 @@
 typedef struct {
     int64_t id;
     int n;
-    rm_sparse *s;   // n sparse embeddings, or
-    float *d;       // n dense rows
-    rm_sparse doc;  // BM25 document (n 0 and has_doc 0: none)
+    rm_sparse *s;  // n sparse embeddings, or
+    float *d;      // n dense rows
+    rm_sparse doc; // BM25 document (n 0 and has_doc 0: none)
     int has_doc;
     size_t bytes;
-    uint64_t used;  // tick of the last get / put
+    uint64_t used; // tick of the last get / put
 } entry;
 
 struct rm_sampcache {
@@ -91,7 +91,8 @@ static int to_sparse(const float *v, int dim, rm_sparse *s) {
     return 0;
 }
 
-int rm_sampcache_put(rm_sampcache *c, int64_t id, const float *emb, int n, int dim, rm_sparse *doc, rm_samples_view *v) {
+int rm_sampcache_put(rm_sampcache *c, int64_t id, const float *emb, int n, int dim, rm_sparse *doc,
+                     rm_samples_view *v) {
     rm_sampcache_drop(c, id);
     size_t nz = 0, total = (size_t)n * (size_t)dim;
     for (size_t k = 0; k < total; k++) nz += emb[k] != 0.0f;
@@ -103,12 +104,18 @@ int rm_sampcache_put(rm_sampcache *c, int64_t id, const float *emb, int n, int d
     }
     if (nz * (sizeof(uint32_t) + sizeof(float)) >= total * sizeof(float)) { // dense is smaller
         x.d = malloc((total ? total : 1) * sizeof(float));
-        if (!x.d) { entry_free(&x); return rm_errorf(RM_ENOMEM, "sample cache: out of memory"); }
+        if (!x.d) {
+            entry_free(&x);
+            return rm_errorf(RM_ENOMEM, "sample cache: out of memory");
+        }
         if (total) memcpy(x.d, emb, total * sizeof(float));
         x.bytes += total * sizeof(float);
     } else {
         x.s = calloc((size_t)(n > 0 ? n : 1), sizeof(rm_sparse));
-        if (!x.s) { entry_free(&x); return rm_errorf(RM_ENOMEM, "sample cache: out of memory"); }
+        if (!x.s) {
+            entry_free(&x);
+            return rm_errorf(RM_ENOMEM, "sample cache: out of memory");
+        }
         for (int i = 0; i < n; i++) {
             if (to_sparse(emb + (size_t)i * (size_t)dim, dim, &x.s[i])) {
                 entry_free(&x);

@@ -21,8 +21,8 @@ void rm_sampcache_drop(rm_sampcache *c, int64_t id);
 // One adapter's n sample embeddings: sparse rows s[n], or dense rows d[n][dim].
 typedef struct rm_samples_view {
     int n;
-    const rm_sparse *s;  // NULL when dense
-    const float *d;      // NULL when sparse
+    const rm_sparse *s;   // NULL when dense
+    const float *d;       // NULL when sparse
     const rm_sparse *doc; // the adapter's BM25 document, NULL if none was put
 } rm_samples_view;
 

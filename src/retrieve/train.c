@@ -21,29 +21,37 @@
 #include <string.h>
 
 rm_contrastive_params rm_contrastive_default_params(void) {
-    return (rm_contrastive_params){.steps = 300, .tasks_per_batch = 32, .per_task = 4, .temperature = 0.05f,
-                                   .lr = 2e-3f, .weight_decay = 0.0f, .min_df = 3, .seed = 1, .n_threads = 2, .progress = 0};
+    return (rm_contrastive_params){.steps = 300,
+                                   .tasks_per_batch = 32,
+                                   .per_task = 4,
+                                   .temperature = 0.05f,
+                                   .lr = 2e-3f,
+                                   .weight_decay = 0.0f,
+                                   .min_df = 3,
+                                   .seed = 1,
+                                   .n_threads = 2,
+                                   .progress = 0};
 }
 
 typedef struct {
-    float *w, *m, *v, *w0, *g;   // [nb][dim]
+    float *w, *m, *v, *w0, *g; // [nb][dim]
     size_t nb;
     int dim;
-    const rm_sparse *x;          // features per text
-    int *items;                  // [B] text index per batch item
-    int *item_label;             // [B]
+    const rm_sparse *x; // features per text
+    int *items;         // [B] text index per batch item
+    int *item_label;    // [B]
     int B;
-    float *u, *z, *dz;           // [B][dim]
-    float *unorm;                // [B]
-    uint32_t *touched;           // rows touched this step
+    float *u, *z, *dz; // [B][dim]
+    float *unorm;      // [B]
+    uint32_t *touched; // rows touched this step
     size_t n_touched;
-    unsigned char *mark;         // [nb]
-    unsigned char *frozen;       // [nb] 1: feature too rare to train
-    float lr, wd, b1t, b2t;      // step size and bias corrections
-    const float *base_sim;       // [n_texts][n_texts] or NULL
+    unsigned char *mark;    // [nb]
+    unsigned char *frozen;  // [nb] 1: feature too rare to train
+    float lr, wd, b1t, b2t; // step size and bias corrections
+    const float *base_sim;  // [n_texts][n_texts] or NULL
     float base_weight;
     int n_texts;
-    float *csum, *cgrad, *ctmp;  // [T][dim] task sums and their gradients, [dim]
+    float *csum, *cgrad, *ctmp; // [T][dim] task sums and their gradients, [dim]
 } trainer;
 
 // u_i = x_i W for the worker's share of items.
@@ -201,7 +209,10 @@ static void mark_rows(trainer *t) {
     for (int b = 0; b < t->B; b++) {
         const rm_sparse *x = &t->x[t->items[b]];
         for (size_t f = 0; f < x->n; f++)
-            if (!t->mark[x->idx[f]] && !t->frozen[x->idx[f]]) { t->mark[x->idx[f]] = 1; t->touched[t->n_touched++] = x->idx[f]; }
+            if (!t->mark[x->idx[f]] && !t->frozen[x->idx[f]]) {
+                t->mark[x->idx[f]] = 1;
+                t->touched[t->n_touched++] = x->idx[f];
+            }
     }
     for (size_t r = 0; r < t->n_touched; r++) t->mark[t->touched[r]] = 0;
 }
@@ -217,12 +228,17 @@ int rm_hashproj_train(rm_embedder *e, const char *const *texts, const int *label
         if (label[i] < 0) return rm_errorf(RM_EINVAL, "train: negative label");
         if (label[i] + 1 > n_labels) n_labels = label[i] + 1;
     }
-    trainer t = {.dim = e->dim, .lr = p->lr, .wd = p->weight_decay, .base_sim = base_sim, .base_weight = base_weight,
+    trainer t = {.dim = e->dim,
+                 .lr = p->lr,
+                 .wd = p->weight_decay,
+                 .base_sim = base_sim,
+                 .base_weight = base_weight,
                  .n_texts = n};
     t.w = rm_hashproj_weights(e, &t.nb);
     rm_sparse *x = calloc((size_t)(n ? n : 1), sizeof *x);
     int *count = calloc((size_t)n_labels + 1, sizeof *count), *start = calloc((size_t)n_labels + 2, sizeof *start);
-    int *by_label = malloc((size_t)(n ? n : 1) * sizeof *by_label), *labels = malloc(((size_t)n_labels + 1) * sizeof *labels);
+    int *by_label = malloc((size_t)(n ? n : 1) * sizeof *by_label),
+        *labels = malloc(((size_t)n_labels + 1) * sizeof *labels);
     int rc = (x && count && start && by_label && labels) ? RM_OK : rm_errorf(RM_ENOMEM, "train: out of memory");
     for (int i = 0; i < n && !rc; i++) rc = rm_hashproj_features(e, texts[i], &x[i]);
     // group texts by label; keep labels with >= 2 texts
@@ -235,7 +251,10 @@ int rm_hashproj_train(rm_embedder *e, const char *const *texts, const int *label
         for (int i = 0; i < n && !rc; i++) by_label[start[label[i]] + fill[label[i]]++] = i;
         free(fill);
         for (int l = 0; l < n_labels; l++)
-            if (count[l] >= 2) { labels[n_use++] = l; if (!min_per || count[l] < min_per) min_per = count[l]; }
+            if (count[l] >= 2) {
+                labels[n_use++] = l;
+                if (!min_per || count[l] < min_per) min_per = count[l];
+            }
         if (!rc && n_use < 2) rc = rm_errorf(RM_EINVAL, "train: need at least 2 tasks with 2+ samples, have %d", n_use);
     }
     int T = p->tasks_per_batch < n_use ? p->tasks_per_batch : n_use;
@@ -290,7 +309,11 @@ int rm_hashproj_train(rm_embedder *e, const char *const *texts, const int *label
         for (int k = 0; k < T; k++) {
             int l = labels[k], *pool = by_label + start[l];
             rm_shuffle_prefix(pool, count[l], M, &seed);
-            for (int s = 0; s < M; s++) { t.items[t.B] = pool[s]; t.item_label[t.B] = l; t.B++; }
+            for (int s = 0; s < M; s++) {
+                t.items[t.B] = pool[s];
+                t.item_label[t.B] = l;
+                t.B++;
+            }
         }
         rm_threadpool_run(tp, fwd_worker, &t);
         normalise_items(&t);
@@ -303,7 +326,10 @@ int rm_hashproj_train(rm_embedder *e, const char *const *texts, const int *label
         t.b1t = (float)(1 - b1t);
         t.b2t = (float)(1 - b2t);
         rm_threadpool_run(tp, adam_worker, &t);
-        if (step >= tail_from) { tail += loss; n_tail++; }
+        if (step >= tail_from) {
+            tail += loss;
+            n_tail++;
+        }
         if (p->progress) {
             snprintf(pr.extra, sizeof pr.extra, "loss %.3f", loss);
             rm_progress_update(&pr, step + 1, step + 1 == p->steps);
@@ -313,8 +339,26 @@ int rm_hashproj_train(rm_embedder *e, const char *const *texts, const int *label
     if (final_loss) *final_loss = n_tail ? (float)(tail / n_tail) : 0.0f;
     rm_threadpool_free(tp);
     for (int i = 0; i < n && x; i++) rm_sparse_free(&x[i]);
-    free(x); free(count); free(start); free(by_label); free(labels);
-    free(t.m); free(t.v); free(t.g); free(t.w0); free(t.items); free(t.item_label);
-    free(t.u); free(t.z); free(t.dz); free(t.unorm); free(t.mark); free(t.frozen); free(t.touched); free(csum); free(t.cgrad); free(t.ctmp);
+    free(x);
+    free(count);
+    free(start);
+    free(by_label);
+    free(labels);
+    free(t.m);
+    free(t.v);
+    free(t.g);
+    free(t.w0);
+    free(t.items);
+    free(t.item_label);
+    free(t.u);
+    free(t.z);
+    free(t.dz);
+    free(t.unorm);
+    free(t.mark);
+    free(t.frozen);
+    free(t.touched);
+    free(csum);
+    free(t.cgrad);
+    free(t.ctmp);
     return rc;
 }

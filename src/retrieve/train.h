@@ -16,16 +16,16 @@
 
 typedef struct rm_contrastive_params {
     int steps;
-    int tasks_per_batch;     // capped at the number of tasks
-    int per_task;            // samples per task in a batch (>= 2)
+    int tasks_per_batch; // capped at the number of tasks
+    int per_task;        // samples per task in a batch (>= 2)
     float temperature;
     float lr;
-    float weight_decay;      // pulls W back towards its initial value (0: off)
-    int min_df;              // only features in >= min_df training texts are trained
-                             // (rarer ones would let it memorise single samples)
+    float weight_decay; // pulls W back towards its initial value (0: off)
+    int min_df;         // only features in >= min_df training texts are trained
+                        // (rarer ones would let it memorise single samples)
     uint64_t seed;
     int n_threads;
-    int progress;            // draw a progress line on stderr (base/progress.h)
+    int progress; // draw a progress line on stderr (base/progress.h)
 } rm_contrastive_params;
 
 rm_contrastive_params rm_contrastive_default_params(void);

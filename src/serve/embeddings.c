@@ -35,7 +35,8 @@ static void base64(rm_sb *b, const unsigned char *p, size_t n) {
     static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     for (size_t i = 0; i < n; i += 3) {
         unsigned v = (unsigned)p[i] << 16 | (i + 1 < n ? (unsigned)p[i + 1] << 8 : 0) | (i + 2 < n ? p[i + 2] : 0);
-        char q[4] = {tab[v >> 18 & 63], tab[v >> 12 & 63], i + 1 < n ? tab[v >> 6 & 63] : '=', i + 2 < n ? tab[v & 63] : '='};
+        char q[4] = {tab[v >> 18 & 63], tab[v >> 12 & 63], i + 1 < n ? tab[v >> 6 & 63] : '=',
+                     i + 2 < n ? tab[v & 63] : '='};
         rm_sb_putn(b, q, 4);
     }
 }
@@ -119,8 +120,11 @@ void embeddings_run(rm_server *s, embed_task *t) {
 
 // The inputs: a string, a list of strings, token ids, or a list of those.
 static int inputs(embed_task *t, const rm_json *in, int as_text, const rm_llama *m) {
-    if (!in || (in->type != RM_JSON_STRING && in->type != RM_JSON_ARRAY) || (in->type == RM_JSON_ARRAY && (in->n == 0 || in->n > MAX_INPUTS)))
-        return rm_errorf(RM_EINVAL, "\"input\" must be a string, a list of 1 to 256 strings, token ids or lists of them"), 400;
+    if (!in || (in->type != RM_JSON_STRING && in->type != RM_JSON_ARRAY) ||
+        (in->type == RM_JSON_ARRAY && (in->n == 0 || in->n > MAX_INPUTS)))
+        return rm_errorf(RM_EINVAL,
+                         "\"input\" must be a string, a list of 1 to 256 strings, token ids or lists of them"),
+               400;
     int ids_one = in->type == RM_JSON_ARRAY && in->items[0].type == RM_JSON_NUMBER;
     t->n = in->type == RM_JSON_STRING || ids_one ? 1 : (int)in->n;
     t->ids = calloc((size_t)t->n, sizeof *t->ids);
@@ -147,7 +151,9 @@ static int inputs(embed_task *t, const rm_json *in, int as_text, const rm_llama 
             }
             t->len[i] = (int)one->n;
         } else {
-            return rm_errorf(RM_EINVAL, "\"input\" must be strings%s", as_text ? " for the retriever" : " or non-empty token id lists"), 400;
+            return rm_errorf(RM_EINVAL, "\"input\" must be strings%s",
+                             as_text ? " for the retriever" : " or non-empty token id lists"),
+                   400;
         }
     }
     return 0;
@@ -163,19 +169,25 @@ int embeddings_prepare(job *j, const rm_json *req) {
     for (size_t i = 0; i < req->n; i++) {
         int ok = 0;
         for (const char *const *f = k_fields; *f; f++) ok |= !strcmp(*f, req->keys[i]);
-        if (!ok) return snprintf(j->param, sizeof j->param, "%s", req->keys[i]), rm_errorf(RM_EINVAL, "Unrecognized request argument supplied: %s", req->keys[i]), 400;
+        if (!ok)
+            return snprintf(j->param, sizeof j->param, "%s", req->keys[i]),
+                   rm_errorf(RM_EINVAL, "Unrecognized request argument supplied: %s", req->keys[i]), 400;
     }
     const char *model = rm_json_get_str(req, "model", NULL), *fmt = rm_json_get_str(req, "encoding_format", "float");
     snprintf(j->param, sizeof j->param, "model");
-    if (!model) return rm_errorf(RM_EINVAL, "\"model\" is required: the base model's name or \"ramole-retriever\""), 400;
+    if (!model)
+        return rm_errorf(RM_EINVAL, "\"model\" is required: the base model's name or \"ramole-retriever\""), 400;
     int retriever = !strcmp(model, RM_RETRIEVER_MODEL);
     if (retriever && !(s->pool && rm_pool_embedder(s->pool)))
         return rm_errorf(RM_ENOTFOUND, "\"ramole-retriever\" needs a pool with an embedder (--pool)"), 404;
     if (!retriever && strcmp(model, s->base_name) && strcmp(model, s->p.model))
-        return rm_errorf(RM_ENOTFOUND, "The model '%s' has no embeddings here (the base model '%s', or \"ramole-retriever\")", model,
-                         s->base_name), 404;
+        return rm_errorf(RM_ENOTFOUND,
+                         "The model '%s' has no embeddings here (the base model '%s', or \"ramole-retriever\")", model,
+                         s->base_name),
+               404;
     snprintf(j->param, sizeof j->param, "encoding_format");
-    if (strcmp(fmt, "float") && strcmp(fmt, "base64")) return rm_errorf(RM_EINVAL, "\"encoding_format\" must be \"float\" or \"base64\""), 400;
+    if (strcmp(fmt, "float") && strcmp(fmt, "base64"))
+        return rm_errorf(RM_EINVAL, "\"encoding_format\" must be \"float\" or \"base64\""), 400;
     snprintf(j->param, sizeof j->param, "dimensions");
     if (rm_json_get(req, "dimensions")) return rm_errorf(RM_EINVAL, "\"dimensions\" is not supported"), 400;
     if (!s->m->tok) return rm_errorf(RM_EINVAL, "the model has no tokenizer"), 400;

@@ -21,16 +21,16 @@ struct rm_engine {
     rm_kvcache kv;
     rm_lora_batch *lb;
     rm_linear_hook hook;
-    const rm_lora *router;   // for router plans, or NULL
+    const rm_lora *router;         // for router plans, or NULL
     rm_engine_cancel_cb cancelled; // or NULL
     int n_slots, rows;
-    seq **slot;              // [n_slots], NULL = free
-    seq **queue;             // waiting for a slot, FIFO
+    seq **slot;  // [n_slots], NULL = free
+    seq **queue; // waiting for a slot, FIFO
     int nq, capq;
     int32_t *tok, *pos, *row_slot;
     uint8_t *want;
     const void **plans;
-    int *want_slot;          // slot of the k-th wanted row
+    int *want_slot; // slot of the k-th wanted row
     float *logits;
     long long steps, n_rows, n_prompt_tok, n_gen_tok, n_finished, n_cancelled;
 };
@@ -53,8 +53,8 @@ int rm_engine_new(rm_engine **out, rm_llama *m, rm_threadpool *tp, int n_slots, 
     e->want_slot = malloc((size_t)n_slots * sizeof(int));
     e->logits = malloc((size_t)n_slots * (size_t)m->hp.n_vocab * sizeof(float));
     e->lb = rm_lora_batch_new(tp);
-    if (!rc && (!e->slot || !e->tok || !e->pos || !e->row_slot || !e->want || !e->plans || !e->want_slot || !e->logits ||
-                !e->lb))
+    if (!rc && (!e->slot || !e->tok || !e->pos || !e->row_slot || !e->want || !e->plans || !e->want_slot ||
+                !e->logits || !e->lb))
         rc = rm_errorf(RM_ENOMEM, "engine: out of memory");
     if (rc) {
         rm_engine_free(e);
@@ -112,7 +112,8 @@ static int submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new
     else if ((int64_t)n_prompt + max_new > e->kv.n_ctx)
         rc = rm_errorf(RM_EFULL, "prompt %d + max_tokens %d exceed the context of %d", n_prompt, max_new, e->kv.n_ctx);
     for (int i = 0; !rc && i < n_prompt; i++)
-        if (prompt[i] < 0 || prompt[i] >= e->m->hp.n_vocab) rc = rm_errorf(RM_EINVAL, "token id %d outside the vocabulary", prompt[i]);
+        if (prompt[i] < 0 || prompt[i] >= e->m->hp.n_vocab)
+            rc = rm_errorf(RM_EINVAL, "token id %d outside the vocabulary", prompt[i]);
     if (!rc && e->nq == e->capq) {
         int cap = e->capq ? 2 * e->capq : 16;
         seq **q = realloc(e->queue, (size_t)cap * sizeof *q);
@@ -154,7 +155,8 @@ int rm_engine_submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_
 }
 
 int rm_engine_submit_routed(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new, const rm_sampler_params *sp,
-                            rm_lora *const *lora, int n_lora, rm_compose_mode mode, const rm_engine_cbs *cbs, rm_route_stats *route) {
+                            rm_lora *const *lora, int n_lora, rm_compose_mode mode, const rm_engine_cbs *cbs,
+                            rm_route_stats *route) {
     rm_lora_plan plan;
     memset(&plan, 0, sizeof plan);
     int rc = RM_OK;
@@ -257,8 +259,8 @@ int rm_engine_step(rm_engine *e) {
         e->n_gen_tok++;
         int told_stop = s->cb.token && s->cb.token(s->cb.user, next, e->logits + (size_t)k * e->m->hp.n_vocab);
         const char *reason = told_stop || (e->m->tok && rm_tokenizer_is_eog(e->m->tok, next)) ? "stop"
-                             : s->n_out >= s->max_new                                          ? "length"
-                                                                                               : NULL;
+                             : s->n_out >= s->max_new                                         ? "length"
+                                                                                              : NULL;
         if (reason) {
             e->slot[i] = NULL;
             e->n_finished++;

@@ -57,7 +57,8 @@ int rm_engine_submit(rm_engine *e, const int32_t *prompt, int n_prompt, int max_
 // The same, and a router sequence adds its rows' expert weights to *route
 // (lora/compose.h; the caller's, outliving the sequence; NULL: not kept).
 int rm_engine_submit_routed(rm_engine *e, const int32_t *prompt, int n_prompt, int max_new, const rm_sampler_params *sp,
-                            rm_lora *const *lora, int n_lora, rm_compose_mode mode, const rm_engine_cbs *cbs, rm_route_stats *route);
+                            rm_lora *const *lora, int n_lora, rm_compose_mode mode, const rm_engine_cbs *cbs,
+                            rm_route_stats *route);
 
 // The same with a plan the caller made (any composition, e.g. moe or arrow
 // over an adapter set), which the engine takes over: *plan is moved into the
@@ -80,9 +81,9 @@ void rm_engine_abort(rm_engine *e, const char *why);
 // metrics).
 typedef struct rm_engine_stats {
     int running, waiting, slots;
-    long long steps, rows;            // forward passes and the batch rows they carried
+    long long steps, rows; // forward passes and the batch rows they carried
     long long prompt_tokens, generated_tokens, finished;
-    long long cancelled;              // sequences ended by their cancel callback
+    long long cancelled; // sequences ended by their cancel callback
 } rm_engine_stats;
 void rm_engine_get_stats(const rm_engine *e, rm_engine_stats *st);
 #endif

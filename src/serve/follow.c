@@ -37,7 +37,8 @@ static void *follow_main(void *arg) {
 int server_follow_start(rm_server *s) {
     if (!s->pool) return RM_OK;
     atomic_store(&s->pool_reachable, 1);
-    if (pthread_create(&s->follow_thread, NULL, follow_main, s)) return rm_errorf(RM_ENOMEM, "cannot start the pool's follower thread");
+    if (pthread_create(&s->follow_thread, NULL, follow_main, s))
+        return rm_errorf(RM_ENOMEM, "cannot start the pool's follower thread");
     s->follow_started = 1;
     return RM_OK;
 }

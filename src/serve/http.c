@@ -52,9 +52,9 @@ enum { ST_RECEIVING, ST_WAITING, ST_REPLY, ST_STREAM, ST_ANSWERED };
 // A connection from its start notice to its close notice (rm_http.cmu).
 typedef struct conn_rec {
     int fd;
-    int reserve;               // taken past max_connections: reserve_path only
-    unsigned char addr[16];    // the client's address (IPv4 in the first 4 bytes)
-    double deadline;           // the request must be in by then (rm_http_now; 0: none now)
+    int reserve;            // taken past max_connections: reserve_path only
+    unsigned char addr[16]; // the client's address (IPv4 in the first 4 bytes)
+    double deadline;        // the request must be in by then (rm_http_now; 0: none now)
     struct conn_rec *prev, *next;
 } conn_rec;
 
@@ -65,25 +65,25 @@ struct rm_http_req {
     struct MHD_Connection *conn; // NULL once the client is gone
     char method[16];
     char *path;
-    rm_sb body;                  // held in memory, or
-    int spool_fd;                // written to this file (-1: none)
-    char *map;                   // and mapped when complete (map_len bytes: the body and a NUL)
+    rm_sb body;   // held in memory, or
+    int spool_fd; // written to this file (-1: none)
+    char *map;    // and mapped when complete (map_len bytes: the body and a NUL)
     size_t map_len, body_len;
-    int too_large;               // the body passed the limit: the rest is dropped, the answer is 413
-    size_t dropped;              // bytes dropped so far
-    rm_sb headers;               // the answer's extra headers: name NUL value NUL ...
-    int state;                   // ST_*
-    int suspended;               // the connection waits for wake()
+    int too_large;  // the body passed the limit: the rest is dropped, the answer is 413
+    size_t dropped; // bytes dropped so far
+    rm_sb headers;  // the answer's extra headers: name NUL value NUL ...
+    int state;      // ST_*
+    int suspended;  // the connection waits for wake()
     int status;
     char type[64];
-    rm_sb out;                   // the answer, or the stream's pieces not yet sent
+    rm_sb out; // the answer, or the stream's pieces not yet sent
     size_t out_sent;
     int stream_done;
     long id;
-    size_t limit;                // of the body
-    double t0;                   // when the head came (rm_http_now)
-    int answered;                // the status queued, 0 until then
-    int close;                   // a reserve connection: closed after its answer
+    size_t limit; // of the body
+    double t0;    // when the head came (rm_http_now)
+    int answered; // the status queued, 0 until then
+    int close;    // a reserve connection: closed after its answer
     void *log_data;
     void (*log_free)(void *);
 };
@@ -96,19 +96,27 @@ struct rm_http {
     atomic_int draining, busy, handling;
     atomic_llong n_requests, n_errors, n_deadline, n_reserve;
     atomic_long next_id;
-    pthread_mutex_t cmu;       // guards what follows
+    pthread_mutex_t cmu; // guards what follows
     pthread_cond_t ccv;
-    conn_rec *conns;           // open connections
-    int n_main;                // of them, not in the reserve
+    conn_rec *conns; // open connections
+    int n_main;      // of them, not in the reserve
     int watch_stop;
     pthread_t watcher;
     int watching;
 };
 
 rm_http_params rm_http_default_params(void) {
-    return (rm_http_params){.host = "127.0.0.1", .port = 8080, .threads = 2, .max_connections = 256, .timeout = 60,
-                            .request_timeout = 60, .max_per_ip = 64, .reserve = 256, .reserve_path = "/health",
-                            .max_body = 4 << 20, .max_head = 64 << 10};
+    return (rm_http_params){.host = "127.0.0.1",
+                            .port = 8080,
+                            .threads = 2,
+                            .max_connections = 256,
+                            .timeout = 60,
+                            .request_timeout = 60,
+                            .max_per_ip = 64,
+                            .reserve = 256,
+                            .reserve_path = "/health",
+                            .max_body = 4 << 20,
+                            .max_head = 64 << 10};
 }
 
 // ---- requests ------------------------------------------------------------------
@@ -263,7 +271,8 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *buf, size_t max) {
 
 static void stream_free(void *cls) { req_unref(cls); }
 
-static enum MHD_Result queue(const rm_http_req *r, struct MHD_Connection *conn, int status, const char *type, const char *body, size_t len) {
+static enum MHD_Result queue(const rm_http_req *r, struct MHD_Connection *conn, int status, const char *type,
+                             const char *body, size_t len) {
     struct MHD_Response *resp = MHD_create_response_from_buffer(len, (void *)body, MHD_RESPMEM_MUST_COPY);
     if (!resp) return MHD_NO;
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, type);
@@ -296,7 +305,9 @@ void rm_http_reply_error_at(rm_http_req *r, int status, const char *param, const
     rm_sb_free(&b);
 }
 
-void rm_http_reply_error(rm_http_req *r, int status, const char *msg) { rm_http_reply_error_at(r, status, NULL, NULL, msg); }
+void rm_http_reply_error(rm_http_req *r, int status, const char *msg) {
+    rm_http_reply_error_at(r, status, NULL, NULL, msg);
+}
 
 // A JSON answer given by this layer itself, before the handler sees the request.
 static enum MHD_Result queue_json(rm_http *h, rm_http_req *r, struct MHD_Connection *conn, int status, const rm_sb *b) {
@@ -305,7 +316,8 @@ static enum MHD_Result queue_json(rm_http *h, rm_http_req *r, struct MHD_Connect
     return ok;
 }
 
-static enum MHD_Result queue_error(rm_http *h, rm_http_req *r, struct MHD_Connection *conn, int status, const char *msg) {
+static enum MHD_Result queue_error(rm_http *h, rm_http_req *r, struct MHD_Connection *conn, int status,
+                                   const char *msg) {
     rm_sb b;
     rm_sb_init(&b);
     rm_http_error_json(&b, status, NULL, NULL, msg);
@@ -349,7 +361,9 @@ static int spool_map(rm_http_req *r) {
 }
 
 // How a request says where its body ends.
-typedef struct framing { int n_length, chunked; } framing;
+typedef struct framing {
+    int n_length, chunked;
+} framing;
 static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key, const char *value) {
     (void)kind;
     framing *f = cls;
@@ -373,7 +387,8 @@ static void set_deadline(rm_http *h, conn_rec *c, double seconds) {
     pthread_mutex_unlock(&h->cmu);
 }
 
-static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context, enum MHD_ConnectionNotificationCode code) {
+static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_context,
+                          enum MHD_ConnectionNotificationCode code) {
     rm_http *h = cls;
     conn_rec *c = *socket_context;
     if (code == MHD_CONNECTION_NOTIFY_CLOSED) {
@@ -463,7 +478,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             r->close = 1;
             if (strcmp(method, "GET") || !h->p.reserve_path || strcmp(url, h->p.reserve_path)) {
                 char msg[160];
-                snprintf(msg, sizeof msg, "the server has its %d connections open; only GET %.60s is answered now, retry later",
+                snprintf(msg, sizeof msg,
+                         "the server has its %d connections open; only GET %.60s is answered now, retry later",
                          h->p.max_connections, h->p.reserve_path ? h->p.reserve_path : "(none)");
                 return queue_error(h, r, conn, 503, msg);
             }
@@ -472,7 +488,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         framing f = {0};
         MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
         if (f.n_length > 1 || (f.n_length && f.chunked)) // a request smuggler's favourites (RFC 9112 6.3)
-            return queue_error(h, r, conn, 400, "a request needs one Content-Length, or Transfer-Encoding: chunked, not both or two");
+            return queue_error(h, r, conn, 400,
+                               "a request needs one Content-Length, or Transfer-Encoding: chunked, not both or two");
         r->limit = h->p.body_limit ? h->p.body_limit(h->p.user, method, url) : h->p.max_body;
         const char *cl = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > r->limit) {
@@ -489,7 +506,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
             if (status) return ok;
         }
         const char *dir = h->p.spool_dir ? h->p.spool_dir(h->p.user, method, url) : NULL;
-        if (dir && (r->spool_fd = spool_open(dir)) < 0) return queue_error(h, r, conn, 500, "cannot write the request body to disk");
+        if (dir && (r->spool_fd = spool_open(dir)) < 0)
+            return queue_error(h, r, conn, 500, "cannot write the request body to disk");
         return MHD_YES;
     }
     if (*upload_size) { // a piece of the body (chunked bodies arrive decoded)
@@ -536,7 +554,8 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         if (ok == MHD_YES) count_answer(h, r, r->status);
         r->state = ST_ANSWERED;
     } else if (r->state == ST_STREAM) {
-        struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 << 10, stream_read, r, stream_free);
+        struct MHD_Response *resp =
+            MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 16 << 10, stream_read, r, stream_free);
         if (resp) {
             r->refs++; // the response's, dropped by stream_free
             MHD_add_response_header(resp, MHD_HTTP_HEADER_CONTENT_TYPE, r->type);
@@ -579,7 +598,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
 
 // A listening socket on host:port (IPv6 sockets also take IPv4 when the host is "::").
 static int listen_on(rm_http *h, const char *host, int port) {
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_PASSIVE | AI_NUMERICSERV}, *res;
+    struct addrinfo hints = {.ai_family = AF_UNSPEC,
+                             .ai_socktype = SOCK_STREAM,
+                             .ai_flags = AI_PASSIVE | AI_NUMERICSERV},
+                    *res;
     char ps[16];
     snprintf(ps, sizeof ps, "%d", port);
     int e = getaddrinfo(host, ps, &hints, &res);
@@ -587,7 +609,10 @@ static int listen_on(rm_http *h, const char *host, int port) {
     int fd = -1, err = 0;
     for (struct addrinfo *a = res; a && fd < 0; a = a->ai_next) {
         fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC, 0);
-        if (fd < 0) { err = errno; continue; }
+        if (fd < 0) {
+            err = errno;
+            continue;
+        }
         int one = 1, zero = 0;
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
         if (a->ai_family == AF_INET6) setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &zero, sizeof zero);
@@ -634,10 +659,13 @@ static void http_free(rm_http *h) {
 
 int rm_http_start(const rm_http_params *p, rm_http **out) {
     *out = NULL;
-    if (!p->handler || p->threads < 1 || p->max_connections < 1 || p->timeout < 1 || p->max_head < 4096 || p->request_timeout < 0 ||
-        p->max_per_ip < 0 || p->reserve < 0)
-        return rm_errorf(RM_EINVAL, "http: bad parameters (threads %d, connections %d, timeout %d, head %zu, request timeout %d, per address %d, reserve %d)",
-                         p->threads, p->max_connections, p->timeout, p->max_head, p->request_timeout, p->max_per_ip, p->reserve);
+    if (!p->handler || p->threads < 1 || p->max_connections < 1 || p->timeout < 1 || p->max_head < 4096 ||
+        p->request_timeout < 0 || p->max_per_ip < 0 || p->reserve < 0)
+        return rm_errorf(RM_EINVAL,
+                         "http: bad parameters (threads %d, connections %d, timeout %d, head %zu, request timeout %d, "
+                         "per address %d, reserve %d)",
+                         p->threads, p->max_connections, p->timeout, p->max_head, p->request_timeout, p->max_per_ip,
+                         p->reserve);
     rm_http *h = calloc(1, sizeof *h);
     if (!h) return rm_errorf(RM_ENOMEM, "out of memory");
     h->p = *p;
@@ -649,7 +677,8 @@ int rm_http_start(const rm_http_params *p, rm_http **out) {
     pthread_cond_init(&h->ccv, &ca);
     pthread_condattr_destroy(&ca);
     int rc = listen_on(h, p->host ? p->host : "127.0.0.1", p->port);
-    if (!rc && pthread_create(&h->watcher, NULL, watch_main, h)) rc = rm_errorf(RM_ENOMEM, "http: cannot start the watcher thread");
+    if (!rc && pthread_create(&h->watcher, NULL, watch_main, h))
+        rc = rm_errorf(RM_ENOMEM, "http: cannot start the watcher thread");
     if (rc) {
         if (h->fd >= 0) close(h->fd);
         http_free(h);

@@ -22,24 +22,24 @@ typedef struct rm_http_req rm_http_req;
 typedef void (*rm_http_handler)(void *user, rm_http_req *r);
 
 typedef struct rm_http_params {
-    const char *host;       // an IPv4 or IPv6 address or a host name; "::" listens on both families
-    int port;               // 0: a free port (rm_http_port tells which)
-    int threads;            // I/O threads (>= 1)
-    int max_connections;    // open connections at once that may carry any request
-    int timeout;            // seconds a connection may stay silent (idle, or sending its head or body slowly)
+    const char *host;    // an IPv4 or IPv6 address or a host name; "::" listens on both families
+    int port;            // 0: a free port (rm_http_port tells which)
+    int threads;         // I/O threads (>= 1)
+    int max_connections; // open connections at once that may carry any request
+    int timeout;         // seconds a connection may stay silent (idle, or sending its head or body slowly)
     // Seconds a request's head and body may take in all, counted from the
     // connection's opening (or its previous answer's end) and not reset by
     // the bytes that trickle in; past it the connection is closed. 0: none.
     int request_timeout;
-    int max_per_ip;         // open connections from one client address (more are closed at once); 0: no cap
+    int max_per_ip; // open connections from one client address (more are closed at once); 0: no cap
     // Connections past max_connections (up to this many more) that may only
     // ask reserve_path ("GET /health"): anything else gets 503 at once, and
     // each is closed after one answer or 2 s; one per client address. 0:
     // none (past the limit new connections wait in the listen queue).
     int reserve;
     const char *reserve_path;
-    size_t max_body;        // request bodies above this are answered 413
-    size_t max_head;        // memory per connection for the request line and headers (larger: 431)
+    size_t max_body; // request bodies above this are answered 413
+    size_t max_head; // memory per connection for the request line and headers (larger: 431)
     rm_http_handler handler;
     void *user;
     // Called once per request when it is over (answered, or its client gone:
@@ -83,7 +83,7 @@ void rm_http_get_stats(rm_http *h, rm_http_stats *st);
 
 // ---- a request (valid from the handler call to its answer) ----
 const char *rm_http_method(const rm_http_req *r);
-const char *rm_http_path(const rm_http_req *r);   // without the query string
+const char *rm_http_path(const rm_http_req *r);              // without the query string
 const char *rm_http_body(const rm_http_req *r, size_t *len); // NUL-terminated (a spooled body: mapped, read-only)
 // The request's number (1, 2, ... in the order heads arrive), and the
 // monotonic time its head arrived (seconds; see rm_http_now).

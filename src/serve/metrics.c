@@ -25,29 +25,35 @@ void metrics_answer(rm_server *s, rm_http_req *r) {
     metric(&b, "slots", "gauge", "Sequences the engine runs at once (--slots).", s->p.slots);
     metric(&b, "requests_total", "counter", "Completions accepted (plain and chat, streamed or not).",
            (double)atomic_load(&s->n_completions));
-    metric(&b, "requests_finished_total", "counter", "Sequences that ended at a stop token or max_tokens.", (double)st.finished);
-    metric(&b, "requests_cancelled_total", "counter", "Sequences ended because their client left (a stream closed early).", (double)st.cancelled);
+    metric(&b, "requests_finished_total", "counter", "Sequences that ended at a stop token or max_tokens.",
+           (double)st.finished);
+    metric(&b, "requests_cancelled_total", "counter",
+           "Sequences ended because their client left (a stream closed early).", (double)st.cancelled);
     metric(&b, "http_requests_total", "counter", "HTTP requests answered (any path and status).", (double)hs.requests);
     metric(&b, "errors_total", "counter", "Answers with an HTTP status of 400 or more.", (double)hs.errors);
-    metric(&b, "uploads_total", "counter", "Adapters added through POST /v1/adapters.", (double)atomic_load(&s->n_uploads));
+    metric(&b, "uploads_total", "counter", "Adapters added through POST /v1/adapters.",
+           (double)atomic_load(&s->n_uploads));
     metric(&b, "prompt_tokens_total", "counter", "Prompt tokens fed through the model.", (double)st.prompt_tokens);
     metric(&b, "generation_tokens_total", "counter", "Tokens sampled.", (double)st.generated_tokens);
     metric(&b, "forward_passes_total", "counter", "Batched forward passes (engine steps).", (double)st.steps);
-    metric(&b, "batch_rows_total", "counter", "Rows carried by those passes (mean batch = rows / passes).", (double)st.rows);
+    metric(&b, "batch_rows_total", "counter", "Rows carried by those passes (mean batch = rows / passes).",
+           (double)st.rows);
     metric(&b, "adapters", "gauge", "Adapters in the pool.", atomic_load(&s->pool_size));
     metric(&b, "adapters_loaded", "gauge", "Adapters loaded and bound to the model.", cs.loaded);
     metric(&b, "adapters_in_use", "gauge", "Loaded adapters held by running requests (never evicted).", cs.in_use);
     metric(&b, "adapter_cache_bytes", "gauge", "Bytes held by loaded adapters.", (double)cs.bytes);
-    metric(&b, "adapter_cache_budget_bytes", "gauge", "The loaded adapters' budget (--adapter-cache-mb; 0: none).", (double)budget);
+    metric(&b, "adapter_cache_budget_bytes", "gauge", "The loaded adapters' budget (--adapter-cache-mb; 0: none).",
+           (double)budget);
     metric(&b, "adapter_cache_hits_total", "counter", "Adapters a request found loaded.", (double)cs.hits);
     metric(&b, "adapter_cache_misses_total", "counter", "Adapters a request did not find loaded.", (double)cs.misses);
     metric(&b, "adapter_cache_loads_total", "counter", "Adapters loaded from disk into the cache.", (double)cs.loads);
-    metric(&b, "adapter_cache_evictions_total", "counter", "Adapters evicted to stay within the budget.", (double)cs.evictions);
+    metric(&b, "adapter_cache_evictions_total", "counter", "Adapters evicted to stay within the budget.",
+           (double)cs.evictions);
     metric(&b, "adapter_load_seconds_total", "counter", "Seconds spent loading adapters for requests.", load_s);
-    metric(&b, "connections_deadline_closed_total", "counter", "Connections closed because their request was not in by --request-timeout.",
-           (double)hs.deadline_closed);
-    metric(&b, "connections_reserve_total", "counter", "Connections taken past --max-connections into the /health reserve.",
-           (double)hs.reserve_used);
+    metric(&b, "connections_deadline_closed_total", "counter",
+           "Connections closed because their request was not in by --request-timeout.", (double)hs.deadline_closed);
+    metric(&b, "connections_reserve_total", "counter",
+           "Connections taken past --max-connections into the /health reserve.", (double)hs.reserve_used);
     metric(&b, "uptime_seconds", "gauge", "Seconds since the server started.", (double)(time(NULL) - s->started));
     if (b.oom) rm_http_reply_error(r, 500, "out of memory");
     else rm_http_reply(r, 200, "text/plain; version=0.0.4", b.buf, b.len);

@@ -57,10 +57,12 @@ int rm_multipart_parse(const char *content_type, const char *body, size_t len, r
     const char *end = body + len;
     for (;;) {
         if (end - p >= 2 && p[0] == '-' && p[1] == '-') return RM_OK; // the closing delimiter
-        while (p < end && (*p == ' ' || *p == '\t')) p++; // transport padding
-        if (end - p < 2 || p[0] != '\r' || p[1] != '\n') return rm_errorf(RM_EINVAL, "multipart: a delimiter not followed by CRLF");
+        while (p < end && (*p == ' ' || *p == '\t')) p++;             // transport padding
+        if (end - p < 2 || p[0] != '\r' || p[1] != '\n')
+            return rm_errorf(RM_EINVAL, "multipart: a delimiter not followed by CRLF");
         p += 2;
-        if (end - p >= 2 && p[0] == '\r' && p[1] == '\n') return rm_errorf(RM_EINVAL, "multipart: a part without headers");
+        if (end - p >= 2 && p[0] == '\r' && p[1] == '\n')
+            return rm_errorf(RM_EINVAL, "multipart: a part without headers");
         const char *head_end = memmem(p, (size_t)(end - p), "\r\n\r\n", 4);
         if (!head_end) return rm_errorf(RM_EINVAL, "multipart: a part's headers do not end");
         if (*n_parts == cap) return rm_errorf(RM_EINVAL, "multipart: more than %d parts", cap);
@@ -76,14 +78,16 @@ int rm_multipart_parse(const char *content_type, const char *body, size_t len, r
                 if ((size_t)(eol - v) < 9 || strncasecmp(v, "form-data", 9))
                     return rm_errorf(RM_EINVAL, "multipart: a part that is not form-data");
                 if (param(v + 9, (size_t)(eol - v - 9), "name", pt->name, sizeof pt->name) != 1)
-                    return rm_errorf(RM_EINVAL, "multipart: a part without a name (up to %zu bytes)", sizeof pt->name - 1);
+                    return rm_errorf(RM_EINVAL, "multipart: a part without a name (up to %zu bytes)",
+                                     sizeof pt->name - 1);
                 int f = param(v + 9, (size_t)(eol - v - 9), "filename", pt->filename, sizeof pt->filename);
                 if (f < 0) return rm_errorf(RM_EINVAL, "multipart: a file name too long or malformed");
                 pt->has_filename = f == 1;
             }
             h = eol + 2;
         }
-        if (!pt->name[0]) return rm_errorf(RM_EINVAL, "multipart: a part without Content-Disposition: form-data; name=...");
+        if (!pt->name[0])
+            return rm_errorf(RM_EINVAL, "multipart: a part without Content-Disposition: form-data; name=...");
         const char *data = head_end + 4;
         if (data > end) return rm_errorf(RM_EINVAL, "multipart: truncated");
         const char *next = memmem(data, (size_t)(end - data), delim, (size_t)dl);

@@ -5,10 +5,10 @@
 #include <stddef.h>
 
 typedef struct rm_part {
-    char name[64];          // the form field's name
-    char filename[256];     // the file's name as the client gave it (only when has_filename)
+    char name[64];      // the form field's name
+    char filename[256]; // the file's name as the client gave it (only when has_filename)
     int has_filename;
-    const char *data;       // inside the body (not copied)
+    const char *data; // inside the body (not copied)
     size_t len;
 } rm_part;
 

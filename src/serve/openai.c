@@ -75,13 +75,34 @@ static int want_type(job *j, const rm_json *req, const char *key, rm_json_type t
 }
 
 // Fields a request may have: OpenAI's, then ours.
-static const char *const k_common[] = {"model", "max_tokens", "temperature", "top_p", "n", "stream", "stream_options", "stop",
-                                       "seed", "user", "presence_penalty", "frequency_penalty", "logit_bias", "logprobs",
-                                       "top_k", "min_p", "repeat_penalty", "adapters", "retrieve", "min_score", "compose",
-                                       "return_routing", NULL};
+static const char *const k_common[] = {"model",
+                                       "max_tokens",
+                                       "temperature",
+                                       "top_p",
+                                       "n",
+                                       "stream",
+                                       "stream_options",
+                                       "stop",
+                                       "seed",
+                                       "user",
+                                       "presence_penalty",
+                                       "frequency_penalty",
+                                       "logit_bias",
+                                       "logprobs",
+                                       "top_k",
+                                       "min_p",
+                                       "repeat_penalty",
+                                       "adapters",
+                                       "retrieve",
+                                       "min_score",
+                                       "compose",
+                                       "return_routing",
+                                       NULL};
 static const char *const k_completion[] = {"prompt", "echo", "best_of", "suffix", NULL};
-static const char *const k_chat[] = {"messages", "max_completion_tokens", "top_logprobs", "response_format", "tools",
-                                     "tool_choice", "parallel_tool_calls", "store", "metadata", "service_tier", NULL};
+static const char *const k_chat[] = {
+    "messages",    "max_completion_tokens", "top_logprobs", "response_format", "tools",
+    "tool_choice", "parallel_tool_calls",   "store",        "metadata",        "service_tier",
+    NULL};
 
 static int known(const char *const *list, const char *key) {
     for (; *list; list++)
@@ -100,11 +121,14 @@ static int unsupported(job *j, const rm_json *req) {
         if (v != 0) return bad(j, zero[i], "\"%s\" is not supported%s (repeat_penalty is)", "");
     }
     const rm_json *v = rm_json_get(req, "logit_bias");
-    if (v && v->type != RM_JSON_NULL && (v->type != RM_JSON_OBJECT || v->n)) return bad(j, "logit_bias", "\"%s\" is not supported%s", "");
+    if (v && v->type != RM_JSON_NULL && (v->type != RM_JSON_OBJECT || v->n))
+        return bad(j, "logit_bias", "\"%s\" is not supported%s", "");
     v = rm_json_get(req, "tools");
-    if (v && v->type != RM_JSON_NULL && (v->type != RM_JSON_ARRAY || v->n)) return bad(j, "tools", "\"%s\" (function calling) is not supported%s", "");
+    if (v && v->type != RM_JSON_NULL && (v->type != RM_JSON_ARRAY || v->n))
+        return bad(j, "tools", "\"%s\" (function calling) is not supported%s", "");
     v = rm_json_get(req, "suffix");
-    if (v && v->type != RM_JSON_NULL && (v->type != RM_JSON_STRING || v->len)) return bad(j, "suffix", "\"%s\" is not supported%s", "");
+    if (v && v->type != RM_JSON_NULL && (v->type != RM_JSON_STRING || v->len))
+        return bad(j, "suffix", "\"%s\" is not supported%s", "");
     v = rm_json_get(req, "response_format");
     if (v && v->type != RM_JSON_NULL && strcmp(rm_json_get_str(v, "type", ""), "text"))
         return bad(j, "response_format", "\"%s\" may only be {\"type\": \"text\"}%s", "");
@@ -139,7 +163,8 @@ static int sampling_fields(job *j, const rm_json *req, rm_sampler_params *sp) {
     msg += *msg == '"';
     for (size_t i = 0; i < sizeof fields / sizeof fields[0]; i++) {
         size_t len = strlen(fields[i]);
-        if (!strncmp(msg, fields[i], len) && (msg[len] == '"' || msg[len] == ' ')) snprintf(j->param, sizeof j->param, "%s", fields[i]);
+        if (!strncmp(msg, fields[i], len) && (msg[len] == '"' || msg[len] == ' '))
+            snprintf(j->param, sizeof j->param, "%s", fields[i]);
     }
     return 400;
 }
@@ -155,7 +180,8 @@ static int tokenize_into(job *j, choice *c, const char *text, int special) {
     if (!(c->ids = malloc(((size_t)n + 1) * sizeof(int32_t)))) return oom();
     n = rm_tokenize(s->m->tok, text, len, s->m->add_bos, special, c->ids, n + 1);
     // a chat template that writes the BOS text itself gives it twice
-    if (special && n >= 2 && s->m->add_bos && c->ids[0] == c->ids[1]) memmove(c->ids, c->ids + 1, (size_t)--n * sizeof(int32_t));
+    if (special && n >= 2 && s->m->add_bos && c->ids[0] == c->ids[1])
+        memmove(c->ids, c->ids + 1, (size_t)--n * sizeof(int32_t));
     c->n_prompt = n;
     return 0;
 }
@@ -212,7 +238,8 @@ int openai_chat_prompt(job *j, const rm_json *req, char **prompt, char **query) 
         if (!role || (strcmp(role, "system") && strcmp(role, "user") && strcmp(role, "assistant")))
             rc = bad(j, "messages", "\"%s\": each role must be system, developer, user or assistant%s", "");
         else if (!(texts[i] = content_text(rm_json_get(&msgs->items[i], "content"))))
-            rc = bad(j, "messages", "\"%s\": each content must be a string or a list of {\"type\": \"text\", \"text\"} parts%s", "");
+            rc = bad(j, "messages",
+                     "\"%s\": each content must be a string or a list of {\"type\": \"text\", \"text\"} parts%s", "");
         else {
             cm[i].role = role, cm[i].content = texts[i];
             if (!strcmp(role, "user")) *query = texts[i];
@@ -233,7 +260,8 @@ static int make_choices(job *j, const rm_json *req, int n) {
     int list_of_texts = 0;
     if (!j->chat) {
         if (!p || (p->type != RM_JSON_STRING && p->type != RM_JSON_ARRAY))
-            return bad(j, "prompt", "\"%s\" must be a string, a list of strings, a list of token ids or a list of those%s", "");
+            return bad(j, "prompt",
+                       "\"%s\" must be a string, a list of strings, a list of token ids or a list of those%s", "");
         if (p->type == RM_JSON_ARRAY) {
             if (p->n == 0 || p->n > MAX_PROMPTS) return bad(j, "prompt", "\"%s\" must hold 1 to 64 prompts%s", "");
             int ids = p->items[0].type == RM_JSON_NUMBER;
@@ -255,10 +283,12 @@ static int make_choices(job *j, const rm_json *req, int n) {
             rc = tokenize_into(j, c, one->str, 0);
             if (!rc && j->echo && !(c->echo = strdup(one->str))) rc = oom();
             if (!rc && i == 0 && !(query = strdup(one->str))) rc = oom();
-        } else if (one->type == RM_JSON_ARRAY && (!list_of_texts || one->n == 0 || one->items[0].type == RM_JSON_NUMBER)) {
+        } else if (one->type == RM_JSON_ARRAY &&
+                   (!list_of_texts || one->n == 0 || one->items[0].type == RM_JSON_NUMBER)) {
             rc = ids_into(j, c, one);
         } else {
-            rc = bad(j, "prompt", "\"%s\" must be a string, a list of strings, a list of token ids or a list of those%s", "");
+            rc = bad(j, "prompt",
+                     "\"%s\" must be a string, a list of strings, a list of token ids or a list of those%s", "");
         }
         if (!rc && !j->chat && !query) { // token ids: adapters are retrieved by their text
             rm_sb t;
@@ -283,7 +313,8 @@ static int make_choices(job *j, const rm_json *req, int n) {
     for (int i = 0; i < j->n_choices; i++) {
         j->ch[i].j = j, j->ch[i].index = i;
         rm_sb_init(&j->ch[i].text);
-        rm_sb_init(&j->ch[i].lp), rm_sb_init(&j->ch[i].lp_tok), rm_sb_init(&j->ch[i].lp_top), rm_sb_init(&j->ch[i].lp_off);
+        rm_sb_init(&j->ch[i].lp), rm_sb_init(&j->ch[i].lp_tok), rm_sb_init(&j->ch[i].lp_top),
+            rm_sb_init(&j->ch[i].lp_off);
         rm_detok_init(&j->ch[i].detok, j->s->m->tok);
     }
     if (!rc) rc = routes_choose_adapters(j->s, j, req, query ? query : "");
@@ -299,20 +330,23 @@ int openai_prepare(job *j, const rm_json *req) {
         if (!known(k_common, req->keys[i]) && !known(j->chat ? k_chat : k_completion, req->keys[i]))
             return bad(j, req->keys[i], "Unrecognized request argument supplied: %s%s", "");
     int rc = 0;
-    if ((rc = want_type(j, req, "model", RM_JSON_STRING, "a string")) || (rc = want_type(j, req, "user", RM_JSON_STRING, "a string")) ||
-        (rc = want_type(j, req, "stream_options", RM_JSON_OBJECT, "an object")) || (rc = unsupported(j, req)) || (rc = get_stop(j, req)))
+    if ((rc = want_type(j, req, "model", RM_JSON_STRING, "a string")) ||
+        (rc = want_type(j, req, "user", RM_JSON_STRING, "a string")) ||
+        (rc = want_type(j, req, "stream_options", RM_JSON_OBJECT, "an object")) || (rc = unsupported(j, req)) ||
+        (rc = get_stop(j, req)))
         return rc;
     const char *model = rm_json_get_str(req, "model", NULL);
     if (!(j->model = strdup(model ? model : s->p.default_model ? s->p.default_model : s->base_name))) return oom();
     double temp, min_score;
     int64_t n, max_new, max_c, best_of, lp_n = 0;
     rm_sampler_params sp = rm_sampler_default_params();
-    if ((rc = sampling_fields(j, req, &sp)) || (rc = get_num(j, req, "temperature", 0, 2, sp.temperature, &temp)) || // OpenAI's range
+    if ((rc = sampling_fields(j, req, &sp)) ||
+        (rc = get_num(j, req, "temperature", 0, 2, sp.temperature, &temp)) || // OpenAI's range
         (rc = get_num(j, req, "min_score", -1e30, 1e30, -INFINITY, &min_score)) ||
         (rc = get_int(j, req, "n", 1, MAX_N, 1, &n)) || (rc = get_int(j, req, "best_of", 1, MAX_N, n, &best_of)) ||
         (rc = get_int(j, req, "max_tokens", 0, 1 << 20, 16, &max_new)) ||
-        (rc = get_int(j, req, "max_completion_tokens", 0, 1 << 20, -1, &max_c)) || (rc = get_bool(j, req, "stream", &j->stream)) ||
-        (rc = get_bool(j, req, "echo", &j->echo)))
+        (rc = get_int(j, req, "max_completion_tokens", 0, 1 << 20, -1, &max_c)) ||
+        (rc = get_bool(j, req, "stream", &j->stream)) || (rc = get_bool(j, req, "echo", &j->echo)))
         return rc;
     if (best_of != n) return bad(j, "best_of", "\"%s\" other than n is not supported%s", "");
     j->sp = sp;
@@ -320,17 +354,21 @@ int openai_prepare(job *j, const rm_json *req) {
     const rm_json *so = rm_json_get(req, "stream_options");
     if (so && so->type == RM_JSON_OBJECT) {
         if (!j->stream) return bad(j, "stream_options", "\"%s\" is only allowed with \"stream\": true%s", "");
-        if ((rc = get_bool(j, so, "include_usage", &j->include_usage))) return snprintf(j->param, sizeof j->param, "stream_options.include_usage"), rc;
+        if ((rc = get_bool(j, so, "include_usage", &j->include_usage)))
+            return snprintf(j->param, sizeof j->param, "stream_options.include_usage"), rc;
     }
     if (j->chat) { // "logprobs": true, "top_logprobs": N
-        if ((rc = get_bool(j, req, "logprobs", &j->logprobs)) || (rc = get_int(j, req, "top_logprobs", 0, MAX_TOP, 0, &lp_n))) return rc;
+        if ((rc = get_bool(j, req, "logprobs", &j->logprobs)) ||
+            (rc = get_int(j, req, "top_logprobs", 0, MAX_TOP, 0, &lp_n)))
+            return rc;
         if (lp_n && !j->logprobs) return bad(j, "top_logprobs", "\"%s\" needs \"logprobs\": true%s", "");
     } else { // "logprobs": N (alternatives per token)
         const rm_json *v = rm_json_get(req, "logprobs");
         if ((rc = get_int(j, req, "logprobs", 0, MAX_TOP, -1, &lp_n))) return rc;
         j->logprobs = v && v->type == RM_JSON_NUMBER;
         if (lp_n < 0) lp_n = 0;
-        if (j->logprobs && j->echo) return bad(j, "logprobs", "\"%s\" together with \"echo\" is not supported (no prompt logprobs)%s", "");
+        if (j->logprobs && j->echo)
+            return bad(j, "logprobs", "\"%s\" together with \"echo\" is not supported (no prompt logprobs)%s", "");
     }
     j->n_top = (int)lp_n;
     j->mode = RM_COMPOSE_MIXTURE;
@@ -358,15 +396,16 @@ int openai_prepare(job *j, const rm_json *req) {
 }
 
 void openai_reply_error(job *j, int status, const char *msg) {
-    rm_http_reply_error_at(j->r, status, j->param, status == 404 && !strcmp(j->param, "model") ? "model_not_found" : NULL, msg);
+    rm_http_reply_error_at(j->r, status, j->param,
+                           status == 404 && !strcmp(j->param, "model") ? "model_not_found" : NULL, msg);
 }
 
 // ---- answers ---------------------------------------------------------------------
 
 // The head every answer and chunk shares: {"id", "object", "created", "model".
 static void head(rm_sb *b, const job *j, const char *object) {
-    rm_sb_printf(b, "{\"id\": \"%s-%ld\", \"object\": \"%s\", \"created\": %lld, \"model\": ", j->chat ? "chatcmpl" : "cmpl", j->id,
-                 object, j->created);
+    rm_sb_printf(b, "{\"id\": \"%s-%ld\", \"object\": \"%s\", \"created\": %lld, \"model\": ",
+                 j->chat ? "chatcmpl" : "cmpl", j->id, object, j->created);
     rm_sb_json_str(b, j->model, strlen(j->model));
 }
 
@@ -376,7 +415,8 @@ static void usage_json(rm_sb *b, const job *j) {
         c += j->ch[i].n_out;
         if (i % j->n_samples == 0) p += j->ch[i].n_prompt; // each prompt counts once, however many samples it has
     }
-    rm_sb_printf(b, "\"usage\": {\"prompt_tokens\": %lld, \"completion_tokens\": %lld, \"total_tokens\": %lld}", p, c, p + c);
+    rm_sb_printf(b, "\"usage\": {\"prompt_tokens\": %lld, \"completion_tokens\": %lld, \"total_tokens\": %lld}", p, c,
+                 p + c);
 }
 
 // The adapters a request used, with their scores: "adapters": [...].

@@ -75,14 +75,16 @@ int server_model_kind(rm_server *s, const char *name) {
 static int choose(rm_server *s, job *j, const rm_json *req, const char *query) {
     const rm_json *names = rm_json_get(req, "adapters"), *kv = rm_json_get(req, "retrieve");
     if (kv && kv->type != RM_JSON_NULL && (kv->type != RM_JSON_NUMBER || !kv->is_int))
-        return snprintf(j->param, sizeof j->param, "retrieve"), rm_errorf(RM_EINVAL, "\"retrieve\" must be an integer"), 400;
+        return snprintf(j->param, sizeof j->param, "retrieve"), rm_errorf(RM_EINVAL, "\"retrieve\" must be an integer"),
+               400;
     const char *dflt = s->p.default_model ? s->p.default_model : s->base_name;
     const char *model = rm_json_get_str(req, "model", dflt);
     int kind = server_model_kind(s, model);
     if (kind == MODEL_NONE && s->p.unknown_is_default) kind = server_model_kind(s, model = dflt);
     snprintf(j->param, sizeof j->param, "model");
     if (kind == MODEL_NONE)
-        return rm_errorf(RM_ENOTFOUND, "The model '%s' does not exist (GET /v1/models lists this server's)", model), 404;
+        return rm_errorf(RM_ENOTFOUND, "The model '%s' does not exist (GET /v1/models lists this server's)", model),
+               404;
     int64_t k = rm_json_get_int(req, "retrieve", 0);
     if (!names && k == 0) { // the model decides
         if (kind == MODEL_ADAPTER) return pick_status(rm_pool_pick_named(s->pool, model, &j->pick));
@@ -161,7 +163,8 @@ static void list_work(void *arg) {
     rm_sb_init(&b);
     rm_sb_puts(&b, "{\"object\": \"list\", \"data\": [");
     for (int i = 0; i < n; i++) {
-        const char *f[4][2] = {{"name", v[i].name}, {"task", v[i].task}, {"domain", v[i].domain}, {"weights", v[i].weights}};
+        const char *f[4][2] = {
+            {"name", v[i].name}, {"task", v[i].task}, {"domain", v[i].domain}, {"weights", v[i].weights}};
         rm_sb_puts(&b, i ? ", {" : "{");
         for (int k = 0; k < 4; k++) {
             rm_sb_printf(&b, "%s\"%s\": ", k ? ", " : "", f[k][0]);
@@ -201,7 +204,8 @@ static void adapter_work(void *arg) {
     }
     rm_sb b;
     rm_sb_init(&b);
-    const char *f[4][2] = {{"name", info->name}, {"task", info->task}, {"domain", info->domain}, {"weights", info->weights}};
+    const char *f[4][2] = {
+        {"name", info->name}, {"task", info->task}, {"domain", info->domain}, {"weights", info->weights}};
     for (int k = 0; k < 4; k++) {
         rm_sb_printf(&b, "%s\"%s\": ", k ? ", " : "{", f[k][0]);
         if (f[k][1]) rm_sb_json_str(&b, f[k][1], strlen(f[k][1]));
@@ -298,17 +302,23 @@ static int upload(job *j, const rm_json *req, rm_sb *b) {
     rm_server *s = j->s;
     if (!s->pool) return rm_errorf(RM_EINVAL, "this server has no adapter pool (start it with --pool DIR)"), 400;
     int vllm = !strcmp(rm_http_path(j->r), "/v1/load_lora_adapter"); // vLLM's names for the same
-    const char *name = rm_json_get_str(req, vllm ? "lora_name" : "name", NULL), *weights = rm_json_get_str(req, vllm ? "lora_path" : "weights", NULL);
+    const char *name = rm_json_get_str(req, vllm ? "lora_name" : "name", NULL),
+               *weights = rm_json_get_str(req, vllm ? "lora_path" : "weights", NULL);
     const rm_json *samples = rm_json_get(req, "samples");
     if (!name || !*name || !weights)
-        return rm_errorf(RM_EINVAL, vllm ? "\"lora_name\" and \"lora_path\" (strings) are required" : "\"name\" and \"weights\" (strings) are required"), 400;
+        return rm_errorf(RM_EINVAL, vllm ? "\"lora_name\" and \"lora_path\" (strings) are required"
+                                         : "\"name\" and \"weights\" (strings) are required"),
+               400;
     rm_json name_only = {.type = RM_JSON_STRING, .str = (char *)name, .len = strlen(name)};
     rm_json one = {.type = RM_JSON_ARRAY, .n = 1, .items = &name_only};
     if (vllm && !samples) samples = &one; // vLLM sends none: the name is the one sample (retrieved by it only)
     if (!inside_adapter_dir(s, weights))
         return snprintf(j->param, sizeof j->param, "weights"),
-               rm_errorf(RM_EINVAL, "\"weights\" must be a path inside the server's --adapter-dir%s (or upload the files: multipart/form-data)",
-                         s->p.adapter_dir ? "" : ", and this server has none"), 400;
+               rm_errorf(RM_EINVAL,
+                         "\"weights\" must be a path inside the server's --adapter-dir%s (or upload the files: "
+                         "multipart/form-data)",
+                         s->p.adapter_dir ? "" : ", and this server has none"),
+               400;
     if (!samples || samples->type != RM_JSON_ARRAY || samples->n == 0)
         return rm_errorf(RM_EINVAL, "\"samples\" must be an array of 1..%d sample inputs", SERVER_MAX_SAMPLES), 400;
     if (samples->n > SERVER_MAX_SAMPLES) return server_too_many_samples(samples->n);
@@ -325,8 +335,11 @@ static int upload(job *j, const rm_json *req, rm_sb *b) {
     const char **in = malloc(samples->n * sizeof *in);
     if (!in) return rm_errorf(RM_ENOMEM, "out of memory"), 500;
     for (size_t i = 0; i < samples->n; i++) in[i] = samples->items[i].str;
-    rm_adapter_info info = {.name = name, .weights = weights, .task = rm_json_get_str(req, "task", NULL),
-                            .domain = rm_json_get_str(req, "domain", NULL), .base_model = s->p.model};
+    rm_adapter_info info = {.name = name,
+                            .weights = weights,
+                            .task = rm_json_get_str(req, "task", NULL),
+                            .domain = rm_json_get_str(req, "domain", NULL),
+                            .base_model = s->p.model};
     int64_t id = -1;
     pthread_mutex_lock(&s->pool_mu);
     rc = rm_pool_add(s->pool, &info, in, NULL, (int)samples->n, &id);
@@ -351,7 +364,8 @@ static void json_work(job *j, int (*fn)(job *j, const rm_json *req, rm_sb *b), i
     rm_sb b;
     rm_sb_init(&b);
     int code = rm_json_parse(body, len, "request body", &req) ? 400 : 0;
-    if (!code && req->type != RM_JSON_OBJECT) code = 400, rm_errorf(RM_EINVAL, "the request body must be a JSON object");
+    if (!code && req->type != RM_JSON_OBJECT)
+        code = 400, rm_errorf(RM_EINVAL, "the request body must be a JSON object");
     if (!code) code = fn(j, req, &b);
     rm_json_free(req);
     if (code) openai_reply_error(j, code, rm_last_error());
@@ -383,7 +397,9 @@ static int delete_adapter(job *j, const rm_json *req, rm_sb *b) {
     rm_server *s = j->s;
     const char *path = rm_http_path(j->r);
     const char *name = req ? rm_json_get_str(req, "lora_name", NULL) : path + strlen("/v1/adapters/");
-    if (!name || !*name) return snprintf(j->param, sizeof j->param, "lora_name"), rm_errorf(RM_EINVAL, "\"lora_name\" (a string) is required"), 400;
+    if (!name || !*name)
+        return snprintf(j->param, sizeof j->param, "lora_name"),
+               rm_errorf(RM_EINVAL, "\"lora_name\" (a string) is required"), 400;
     if (!s->pool) return rm_errorf(RM_EINVAL, "this server has no adapter pool (start it with --pool DIR)"), 400;
     pthread_mutex_lock(&s->pool_mu);
     int rc = rm_pool_remove(s->pool, name), size = rm_pool_size(s->pool);
@@ -451,11 +467,15 @@ static int tokenize(job *j, const rm_json *req, rm_sb *b) {
     rm_server *s = j->s;
     const rm_json *add = rm_json_get(req, "add_special_tokens");
     const char *text = rm_json_get_str(req, "prompt", NULL);
-    if (add && add->type != RM_JSON_BOOL) return snprintf(j->param, sizeof j->param, "add_special_tokens"), rm_errorf(RM_EINVAL, "\"add_special_tokens\" must be true or false"), 400;
+    if (add && add->type != RM_JSON_BOOL)
+        return snprintf(j->param, sizeof j->param, "add_special_tokens"),
+               rm_errorf(RM_EINVAL, "\"add_special_tokens\" must be true or false"), 400;
     char *prompt = NULL, *query = NULL;
     int chat = rm_json_get(req, "messages") != NULL, rc = known_model(j, req);
     if (!rc && chat) rc = openai_chat_prompt(j, req, &prompt, &query);
-    else if (!rc && !text) rc = (snprintf(j->param, sizeof j->param, "prompt"), rm_errorf(RM_EINVAL, "\"prompt\" (a string) or \"messages\" is required"), 400);
+    else if (!rc && !text)
+        rc = (snprintf(j->param, sizeof j->param, "prompt"),
+              rm_errorf(RM_EINVAL, "\"prompt\" (a string) or \"messages\" is required"), 400);
     if (!rc && !s->m->tok) rc = (rm_errorf(RM_EINVAL, "the model has no tokenizer"), 400);
     const char *t = chat ? prompt : text;
     int bos = (add ? add->boolean : 1) && s->m->add_bos;
@@ -482,7 +502,8 @@ static int detokenize(job *j, const rm_json *req, rm_sb *b) {
     int rc = known_model(j, req);
     if (rc) return rc;
     snprintf(j->param, sizeof j->param, "tokens");
-    if (!ids || ids->type != RM_JSON_ARRAY) return rm_errorf(RM_EINVAL, "\"tokens\" (a list of token ids) is required"), 400;
+    if (!ids || ids->type != RM_JSON_ARRAY)
+        return rm_errorf(RM_EINVAL, "\"tokens\" (a list of token ids) is required"), 400;
     if (!s->m->tok) return rm_errorf(RM_EINVAL, "the model has no tokenizer"), 400;
     rm_sb text;
     rm_sb_init(&text);
@@ -543,8 +564,9 @@ static void info(rm_server *s, rm_http_req *r) {
     rm_sb_puts(&b, ", \"auto_model\": ");
     if (s->pool) rm_sb_json_str(&b, s->p.auto_name, strlen(s->p.auto_name));
     else rm_sb_puts(&b, "null");
-    rm_sb_printf(&b, ", \"pool\": %s, \"adapters\": %d, \"router\": %s, \"retrieve\": %d, \"slots\": %d, \"ctx\": %d", s->pool ? "true" : "false",
-                 atomic_load(&s->pool_size), s->router ? "true" : "false", s->p.auto_k, s->p.slots, s->p.ctx);
+    rm_sb_printf(&b, ", \"pool\": %s, \"adapters\": %d, \"router\": %s, \"retrieve\": %d, \"slots\": %d, \"ctx\": %d",
+                 s->pool ? "true" : "false", atomic_load(&s->pool_size), s->router ? "true" : "false", s->p.auto_k,
+                 s->p.slots, s->p.ctx);
     rm_sb_printf(&b, ", \"api_key\": %s, \"admin_key\": %s, \"max_upload\": %zu}\n", s->p.api_key ? "true" : "false",
                  s->p.admin_key ? "true" : "false", s->p.max_upload);
     reply_json(r, 200, &b);
@@ -567,12 +589,13 @@ static void web(rm_server *s, rm_http_req *r) {
     const rm_web_file *f = web_file(rm_http_path(r));
     if (!f) return rm_http_reply_error(r, 404, "unknown path");
     const char *dot = strrchr(f->name, '.') ? strrchr(f->name, '.') : "";
-    const char *type = !strcmp(dot, ".html") ? "text/html; charset=utf-8"
-                       : !strcmp(dot, ".js") ? "text/javascript; charset=utf-8"
+    const char *type = !strcmp(dot, ".html")  ? "text/html; charset=utf-8"
+                       : !strcmp(dot, ".js")  ? "text/javascript; charset=utf-8"
                        : !strcmp(dot, ".css") ? "text/css; charset=utf-8"
                        : !strcmp(dot, ".svg") ? "image/svg+xml"
                                               : "application/octet-stream";
-    rm_http_add_header(r, "Content-Security-Policy", "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'");
+    rm_http_add_header(r, "Content-Security-Policy",
+                       "default-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'");
     rm_http_add_header(r, "X-Content-Type-Options", "nosniff");
     rm_http_add_header(r, "Referrer-Policy", "no-referrer");
     rm_http_add_header(r, "Cache-Control", "no-cache");
@@ -584,7 +607,7 @@ enum { OPEN, INFER, ADMIN }; // who may: anyone; the api or admin key; the admin
 typedef struct route {
     const char *method, *path;
     int access;
-    workq_fn work;   // done on a worker (slow: the upload queue)
+    workq_fn work; // done on a worker (slow: the upload queue)
     int slow;
     void (*now)(rm_server *s, rm_http_req *r); // quick: answered on the I/O thread
 } route;
@@ -625,9 +648,10 @@ static int authorize(rm_server *s, rm_http_req *r, int access, rm_sb *b) {
     if (access == OPEN || !need) return 0;
     const char *h = rm_http_header(r, "Authorization");
     const char *given = h && !strncasecmp(h, "Bearer ", 7) ? h + 7 : NULL;
-    if (given && (same_key(given, need) | (access == INFER && s->p.admin_key && same_key(given, s->p.admin_key)))) return 0;
+    if (given && (same_key(given, need) | (access == INFER && s->p.admin_key && same_key(given, s->p.admin_key))))
+        return 0;
     rm_http_error_json(b, 401, NULL, "invalid_api_key",
-                       !given ? "You didn't provide an API key (Authorization: Bearer KEY)"
+                       !given            ? "You didn't provide an API key (Authorization: Bearer KEY)"
                        : access == ADMIN ? "Incorrect API key provided: this needs the admin key"
                                          : "Incorrect API key provided");
     return 401;
@@ -675,8 +699,11 @@ void routes_handle(void *user, rm_http_req *r) {
         return rm_http_reply_error(r, 405, msg);
     }
     if (!hit)
-        return rm_http_reply_error(r, 404, "unknown path (POST /v1/completions, POST /v1/chat/completions, GET|POST /v1/adapters, GET|DELETE /v1/adapters/NAME, "
-                                           "GET /v1/models[/ID], POST /v1/embeddings, POST /tokenize, POST /detokenize, GET /health, GET /metrics, GET /info, GET / (a page))");
+        return rm_http_reply_error(r, 404,
+                                   "unknown path (POST /v1/completions, POST /v1/chat/completions, GET|POST "
+                                   "/v1/adapters, GET|DELETE /v1/adapters/NAME, "
+                                   "GET /v1/models[/ID], POST /v1/embeddings, POST /tokenize, POST /detokenize, GET "
+                                   "/health, GET /metrics, GET /info, GET / (a page))");
     if (hit->now) return hit->now(s, r);
     job *j = calloc(1, sizeof *j);
     if (!j) return rm_http_reply_error(r, 500, "out of memory");

@@ -240,7 +240,8 @@ void server_log(void *user, const rm_http_req *r, int status, double seconds, vo
                 rm_sb_json_str(&b, a, n);
                 a += n + (a[n] == ',');
             }
-            rm_sb_printf(&b, "], \"prompt_tokens\": %lld, \"generated_tokens\": %lld, \"ttft_s\": ", l->prompt_tokens, l->generated_tokens);
+            rm_sb_printf(&b, "], \"prompt_tokens\": %lld, \"generated_tokens\": %lld, \"ttft_s\": ", l->prompt_tokens,
+                         l->generated_tokens);
             if (l->ttft >= 0) rm_sb_printf(&b, "%.6f", l->ttft);
             else rm_sb_puts(&b, "null");
         }
@@ -248,8 +249,8 @@ void server_log(void *user, const rm_http_req *r, int status, double seconds, vo
     } else {
         rm_sb_printf(&b, "request %ld %.16s %.200s %d", rm_http_id(r), method, path, status);
         if (l) {
-            rm_sb_printf(&b, " model=%s adapters=%s prompt=%lld generated=%lld ttft=", l->model, *l->adapters ? l->adapters : "-",
-                         l->prompt_tokens, l->generated_tokens);
+            rm_sb_printf(&b, " model=%s adapters=%s prompt=%lld generated=%lld ttft=", l->model,
+                         *l->adapters ? l->adapters : "-", l->prompt_tokens, l->generated_tokens);
             if (l->ttft >= 0) rm_sb_printf(&b, "%.3fs", l->ttft);
             else rm_sb_puts(&b, "-");
         }
@@ -273,16 +274,24 @@ static int server_names(rm_server *s) {
     s->base_name = given ? strdup(given) : strndup(file, len);
     if (!s->base_name) return rm_errorf(RM_ENOMEM, "out of memory");
     if (!*s->base_name || !s->p.auto_name || !*s->p.auto_name || !strcmp(s->base_name, s->p.auto_name))
-        return rm_errorf(RM_EINVAL, "the base model's name '%s' and the auto model's '%s' must differ and not be empty", s->base_name,
-                         s->p.auto_name ? s->p.auto_name : "");
-    if (s->p.auto_k < 1 || s->p.auto_k > RM_PLAN_MAX) return rm_errorf(RM_EINVAL, "the auto model's k must be 1..%d", RM_PLAN_MAX);
+        return rm_errorf(RM_EINVAL, "the base model's name '%s' and the auto model's '%s' must differ and not be empty",
+                         s->base_name, s->p.auto_name ? s->p.auto_name : "");
+    if (s->p.auto_k < 1 || s->p.auto_k > RM_PLAN_MAX)
+        return rm_errorf(RM_EINVAL, "the auto model's k must be 1..%d", RM_PLAN_MAX);
     return RM_OK;
 }
 
 rm_server_params rm_server_default_params(void) {
-    return (rm_server_params){.auto_name = "ramole-auto", .auto_k = 3, .max_upload = (size_t)256 << 20, .auto_min_score = -INFINITY, .compute_threads = 0,
+    return (rm_server_params){.auto_name = "ramole-auto",
+                              .auto_k = 3,
+                              .max_upload = (size_t)256 << 20,
+                              .auto_min_score = -INFINITY,
+                              .compute_threads = 0,
                               .adapter_cache = (size_t)1024 << 20,
-                              .slots = 8, .ctx = 2048, .rows = 512, .http = rm_http_default_params()};
+                              .slots = 8,
+                              .ctx = 2048,
+                              .rows = 512,
+                              .http = rm_http_default_params()};
 }
 
 int rm_server_start(const rm_server_params *p, rm_server **out) {
@@ -309,19 +318,24 @@ int rm_server_start(const rm_server_params *p, rm_server **out) {
     if (!rc && s->pool && !(s->spool_dir = malloc(sl))) rc = rm_errorf(RM_ENOMEM, "out of memory");
     if (s->spool_dir) snprintf(s->spool_dir, sl, "%s/adapters", p->pool);
     if (!rc && p->default_model && server_model_kind(s, p->default_model) == MODEL_NONE)
-        rc = rm_errorf(RM_EINVAL, "--default-model '%s' is not the base model '%s', the auto model (with a pool) or an adapter of the pool",
-                       p->default_model, s->base_name);
-    if (!rc && !(s->tp = rm_threadpool_create(p->compute_threads))) rc = rm_errorf(RM_ENOMEM, "cannot start the compute threads");
+        rc = rm_errorf(
+            RM_EINVAL,
+            "--default-model '%s' is not the base model '%s', the auto model (with a pool) or an adapter of the pool",
+            p->default_model, s->base_name);
+    if (!rc && !(s->tp = rm_threadpool_create(p->compute_threads)))
+        rc = rm_errorf(RM_ENOMEM, "cannot start the compute threads");
     if (!rc) rc = rm_engine_new(&s->eng, s->m, s->tp, p->slots, ctx, p->rows);
     if (!rc) rm_engine_set_router(s->eng, s->router);
     if (!rc) rm_engine_set_cancel(s->eng, openai_gone);
-    if (!rc && pthread_create(&s->eng_thread, NULL, engine_main, s)) rc = rm_errorf(RM_ENOMEM, "cannot start the engine thread");
+    if (!rc && pthread_create(&s->eng_thread, NULL, engine_main, s))
+        rc = rm_errorf(RM_ENOMEM, "cannot start the engine thread");
     if (!rc) s->eng_started = 1;
     if (!rc) rc = server_follow_start(s);
     if (!rc) rc = workq_start(&s->fast, 2);
     if (!rc) rc = workq_start(&s->slow, 1);
     rm_http_params hp = p->http;
-    hp.handler = routes_handle, hp.user = s, hp.log = p->log_line ? server_log : NULL, hp.body_limit = routes_body_limit;
+    hp.handler = routes_handle, hp.user = s, hp.log = p->log_line ? server_log : NULL,
+    hp.body_limit = routes_body_limit;
     hp.head = routes_head, hp.spool_dir = routes_spool_dir;
     if (!rc) rc = rm_http_start(&hp, &s->http);
     if (rc) {

@@ -14,7 +14,11 @@
 
 // A queue of jobs done by a few threads of their own.
 typedef void (*workq_fn)(void *arg);
-typedef struct workq_item { workq_fn fn; void *arg; struct workq_item *next; } workq_item;
+typedef struct workq_item {
+    workq_fn fn;
+    void *arg;
+    struct workq_item *next;
+} workq_item;
 typedef struct workq {
     pthread_mutex_t mu;
     pthread_cond_t cv;
@@ -33,19 +37,19 @@ void workq_stop(workq *q);
 typedef struct choice {
     struct job *j;
     int index;
-    int32_t *ids;              // the prompt's tokens
+    int32_t *ids; // the prompt's tokens
     int n_prompt;
-    char *echo;                // the prompt's text when echoed (completions), else NULL
+    char *echo; // the prompt's text when echoed (completions), else NULL
     rm_detok detok;
-    rm_sb text;                // the text generated so far, cut before a stop string
-    size_t sent;               // streaming: bytes of text sent
+    rm_sb text;                       // the text generated so far, cut before a stop string
+    size_t sent;                      // streaming: bytes of text sent
     rm_sb lp, lp_tok, lp_top, lp_off; // logprobs not yet answered (chat: lp; completions: the four arrays)
-    int n_lp;                  // entries in them
-    int32_t *out;              // the tokens generated
+    int n_lp;                         // entries in them
+    int32_t *out;                     // the tokens generated
     int n_out;
-    const char *finish;        // "stop", "length"
-    int stopped;               // a stop string ended it
-    rm_route_stats route;      // with "return_routing" and the router: its weights (sum, n NULL otherwise)
+    const char *finish;   // "stop", "length"
+    int stopped;          // a stop string ended it
+    rm_route_stats route; // with "return_routing" and the router: its weights (sum, n NULL otherwise)
 } choice;
 
 // One completion request, from its worker to the engine's last callback.
@@ -55,10 +59,10 @@ typedef struct job {
     long id;
     long long created;
     int chat, stream, include_usage, echo;
-    int logprobs, n_top;       // logprobs asked for, and how many alternatives per token
-    int auto_compose;          // the auto model chose the adapters: its default composition applies
-    int return_routing;        // "return_routing": true
-    char *model;               // the "model" answers report: what was asked for
+    int logprobs, n_top; // logprobs asked for, and how many alternatives per token
+    int auto_compose;    // the auto model chose the adapters: its default composition applies
+    int return_routing;  // "return_routing": true
+    char *model;         // the "model" answers report: what was asked for
     char *stop[4];
     int n_stop;
     size_t max_stop;
@@ -69,12 +73,12 @@ typedef struct job {
     rm_pick pick;
     choice *ch;
     int n_choices, n_samples, n_done, failed; // choices: prompts x samples ("n")
-    char param[64];            // the request field an error is about ("" none)
-    char ctype[256];           // the request's Content-Type
-    char err[256];             // the first error that ended a choice
-    double t_first;            // when the first token came (rm_http_now; 0: none yet)
-    int holds;                 // counted in n_holding: may hold adapters of the cache
-    struct job *next;          // in the engine's list of submissions
+    char param[64];                           // the request field an error is about ("" none)
+    char ctype[256];                          // the request's Content-Type
+    char err[256];                            // the first error that ended a choice
+    double t_first;                           // when the first token came (rm_http_now; 0: none yet)
+    int holds;                                // counted in n_holding: may hold adapters of the cache
+    struct job *next;                         // in the engine's list of submissions
 } job;
 void job_free(job *j);
 
@@ -87,10 +91,10 @@ typedef struct embed_task {
     rm_http_req *r;
     char *model;
     int n, dim, b64;
-    int32_t **ids;             // [n] each input's tokens (base model)
+    int32_t **ids; // [n] each input's tokens (base model)
     int *len;
-    char **text;               // [n] each input's text (NULL for token ids)
-    float *vec;                // [n][dim]
+    char **text; // [n] each input's text (NULL for token ids)
+    float *vec;  // [n][dim]
     struct embed_task *next;
 } embed_task;
 void embed_task_free(embed_task *t);
@@ -100,33 +104,33 @@ struct rm_server {
     rm_llama *m;
     rm_lora *router;
     rm_threadpool *tp;
-    rm_pool *pool;             // SQLite and an embedder: one thread at a time (pool_mu)
+    rm_pool *pool; // SQLite and an embedder: one thread at a time (pool_mu)
     pthread_mutex_t pool_mu;
-    atomic_int pool_size;      // read without the lock (metrics, health)
-    pthread_t follow_thread;   // follow.c: refreshes the pool on other servers' changes
+    atomic_int pool_size;    // read without the lock (metrics, health)
+    pthread_t follow_thread; // follow.c: refreshes the pool on other servers' changes
     int follow_started;
     atomic_int follow_stop, pool_reachable;
     atomic_llong n_pool_reloads;
-    rm_lora_cache cache;       // adapters bound to the model (cache_mu)
+    rm_lora_cache cache; // adapters bound to the model (cache_mu)
     pthread_mutex_t cache_mu;
-    atomic_int n_loaded;       // cache.n, read without the lock
-    double load_seconds;       // spent loading adapters for the cache (cache_mu)
-    int n_holding;             // jobs holding adapters of the cache (cache_mu)
-    rm_lora **retired;         // deleted adapters, freed once no job holds any (cache_mu)
+    atomic_int n_loaded; // cache.n, read without the lock
+    double load_seconds; // spent loading adapters for the cache (cache_mu)
+    int n_holding;       // jobs holding adapters of the cache (cache_mu)
+    rm_lora **retired;   // deleted adapters, freed once no job holds any (cache_mu)
     int n_retired, cap_retired;
-    rm_engine *eng;            // the engine thread's alone
+    rm_engine *eng; // the engine thread's alone
     pthread_t eng_thread;
     int eng_started;
-    pthread_mutex_t eng_mu;    // guards what follows
+    pthread_mutex_t eng_mu; // guards what follows
     pthread_cond_t eng_cv;
-    job *sub_head, *sub_tail;  // submitted, not yet in the engine
+    job *sub_head, *sub_tail;        // submitted, not yet in the engine
     embed_task *emb_head, *emb_tail; // base-model embeddings to compute between two steps
     int eng_busy, eng_stop, eng_abort;
     rm_engine_stats eng_stats; // after the last step
     workq fast, slow;          // request preparation; uploads
     rm_http *http;
-    char *base_name;           // p.model_name, or derived from the file name
-    char *spool_dir;           // POOL/adapters: upload bodies are written there as they arrive (NULL: no pool)
+    char *base_name; // p.model_name, or derived from the file name
+    char *spool_dir; // POOL/adapters: upload bodies are written there as they arrive (NULL: no pool)
     atomic_long next_id;
     time_t started;
     atomic_llong n_completions, n_uploads;
@@ -136,9 +140,9 @@ struct rm_server {
 // time (attached to it with rm_http_set_log).
 typedef struct req_log {
     char model[128];
-    char adapters[512];        // names, comma-separated
+    char adapters[512];                        // names, comma-separated
     long long prompt_tokens, generated_tokens; // -1: not a completion
-    double ttft;               // seconds from the head to the first token (-1: none)
+    double ttft;                               // seconds from the head to the first token (-1: none)
 } req_log;
 // Attaches j's log fields to its request (before its answer).
 void server_log_job(job *j);

@@ -52,24 +52,35 @@ static int find_files(const rm_part *parts, int n, const rm_part **gguf, const r
         if (ends_with(base, ".gguf") && !*gguf) *gguf = p;
         else if (!strcmp(base, "adapter_config.json") && !*cfg) *cfg = p;
         else if (!strcmp(base, "adapter_model.safetensors") && !*st) *st = p;
-        else return rm_errorf(RM_EINVAL, "upload: unexpected file '%s' (one .gguf, or adapter_config.json and adapter_model.safetensors)", base), 400;
+        else
+            return rm_errorf(
+                       RM_EINVAL,
+                       "upload: unexpected file '%s' (one .gguf, or adapter_config.json and adapter_model.safetensors)",
+                       base),
+                   400;
     }
     if (!(*gguf && files == 1) && !(*cfg && *st && files == 2))
-        return rm_errorf(RM_EINVAL, "upload: send one .gguf file, or adapter_config.json and adapter_model.safetensors"), 400;
+        return rm_errorf(RM_EINVAL,
+                         "upload: send one .gguf file, or adapter_config.json and adapter_model.safetensors"),
+               400;
     return 0;
 }
 
 // The sample inputs: a JSON list of 1..1000 strings, parsed into *json.
 static int samples_of(const rm_part *p, rm_json **json, const char ***in) {
-    if (!p) return rm_errorf(RM_EINVAL, "upload: the field \"samples\" (a JSON list of sample inputs) is required"), 400;
+    if (!p)
+        return rm_errorf(RM_EINVAL, "upload: the field \"samples\" (a JSON list of sample inputs) is required"), 400;
     if (rm_json_parse(p->data, p->len, "the field \"samples\"", json)) return 400;
     const rm_json *v = *json;
     if (v->type != RM_JSON_ARRAY || v->n == 0)
-        return rm_errorf(RM_EINVAL, "upload: \"samples\" must be a JSON list of 1 to %d sample inputs", SERVER_MAX_SAMPLES), 400;
+        return rm_errorf(RM_EINVAL, "upload: \"samples\" must be a JSON list of 1 to %d sample inputs",
+                         SERVER_MAX_SAMPLES),
+               400;
     if (v->n > SERVER_MAX_SAMPLES) return server_too_many_samples(v->n);
     if (!(*in = malloc(v->n * sizeof **in))) return rm_errorf(RM_ENOMEM, "out of memory"), 500;
     for (size_t i = 0; i < v->n; i++) {
-        if (v->items[i].type != RM_JSON_STRING) return rm_errorf(RM_EINVAL, "upload: \"samples\" must hold strings"), 400;
+        if (v->items[i].type != RM_JSON_STRING)
+            return rm_errorf(RM_EINVAL, "upload: \"samples\" must hold strings"), 400;
         (*in)[i] = v->items[i].str;
     }
     return 0;
@@ -80,7 +91,8 @@ static int field(const rm_part *parts, int n, const char *name, char *out, size_
     const rm_part *p = rm_multipart_find(parts, n, name);
     out[0] = 0;
     if (!p) return 0;
-    if (p->len >= cap || memchr(p->data, 0, p->len)) return rm_errorf(RM_EINVAL, "upload: the field \"%s\" is too long", name), 400;
+    if (p->len >= cap || memchr(p->data, 0, p->len))
+        return rm_errorf(RM_EINVAL, "upload: the field \"%s\" is too long", name), 400;
     memcpy(out, p->data, p->len);
     out[p->len] = 0;
     return 0;
@@ -111,7 +123,9 @@ int upload_content(job *j, const char *body, size_t len, rm_sb *b) {
     // the files into an upload folder of their own, then loaded and checked
     char root[900], tmp[1000], weights[1100], final[1000], host[64] = "";
     const char *store = rm_pool_weights_dir(s->pool); // shared by every server of a PostgreSQL pool
-    if (!rc && !store) rc = (rm_errorf(RM_EINVAL, "upload: the pool has no folder for weights (add ?weights=DIR to the --pool URL)"), 400);
+    if (!rc && !store)
+        rc = (rm_errorf(RM_EINVAL, "upload: the pool has no folder for weights (add ?weights=DIR to the --pool URL)"),
+              400);
     if (!rc && strlen(store) > 800) rc = (rm_errorf(RM_EINVAL, "upload: the pool's path is too long"), 500);
     gethostname(host, sizeof host - 1);
     snprintf(root, sizeof root, "%s", store ? store : "");
@@ -125,7 +139,8 @@ int upload_content(job *j, const char *body, size_t len, rm_sb *b) {
     }
     if (!gguf) snprintf(weights, sizeof weights, "%s", tmp);
     rm_lora *l = NULL;
-    if (!rc && rm_lora_load_for(&l, weights, s->m)) rc = (rm_error_prefix(RM_EMISMATCH, "adapter '%s' refused", name), 400);
+    if (!rc && rm_lora_load_for(&l, weights, s->m))
+        rc = (rm_error_prefix(RM_EMISMATCH, "adapter '%s' refused", name), 400);
     if (!rc) { // kept under the hash of its content
         rm_sha256 h;
         rm_sha256_init(&h);
@@ -136,14 +151,18 @@ int upload_content(job *j, const char *body, size_t len, rm_sb *b) {
         rm_sha256_hex(d, hex);
         snprintf(final, sizeof final, "%s/%s", root, hex);
         if (rm_is_dir(final)) remove_upload(tmp); // the same content is there already
-        else if (rename(tmp, final) && !rm_is_dir(final)) rc = (rm_errorf(RM_EIO, "upload: cannot move %s to %s", tmp, final), 500);
+        else if (rename(tmp, final) && !rm_is_dir(final))
+            rc = (rm_errorf(RM_EIO, "upload: cannot move %s to %s", tmp, final), 500);
         else if (rm_is_dir(tmp)) remove_upload(tmp); // another server stored the same content meanwhile
-        if (!rc && rm_fsync_dir(root)) rc = 500; // the folder is in place before the row naming it commits
+        if (!rc && rm_fsync_dir(root)) rc = 500;     // the folder is in place before the row naming it commits
         snprintf(weights, sizeof weights, "%s%s%s", final, gguf ? "/" : "", gguf ? k_files[0] : "");
     }
     if (rc) remove_upload(tmp);
     if (!rc) {
-        rm_adapter_info info = {.name = name, .weights = weights, .task = task[0] ? task : NULL, .domain = domain[0] ? domain : NULL,
+        rm_adapter_info info = {.name = name,
+                                .weights = weights,
+                                .task = task[0] ? task : NULL,
+                                .domain = domain[0] ? domain : NULL,
                                 .base_model = s->p.model};
         int64_t id = -1;
         pthread_mutex_lock(&s->pool_mu);
@@ -155,7 +174,8 @@ int upload_content(job *j, const char *body, size_t len, rm_sb *b) {
             atomic_fetch_add(&s->n_uploads, 1);
             pthread_mutex_lock(&s->cache_mu); // loaded already: kept for its first request (while the budget allows)
             rm_lora *kept = NULL;
-            if (!rm_lora_cache_put(&s->cache, name, weights, l, &kept)) rm_lora_cache_release(&s->cache, kept); // takes l, or frees it
+            if (!rm_lora_cache_put(&s->cache, name, weights, l, &kept))
+                rm_lora_cache_release(&s->cache, kept); // takes l, or frees it
             l = NULL;
             atomic_store(&s->n_loaded, s->cache.n);
             pthread_mutex_unlock(&s->cache_mu);

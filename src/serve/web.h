@@ -6,8 +6,8 @@
 #include <stddef.h>
 
 typedef struct rm_web_file {
-    const char *name;           // the file's name ("index.html")
-    const unsigned char *data;  // its bytes (a NUL follows them)
+    const char *name;          // the file's name ("index.html")
+    const unsigned char *data; // its bytes (a NUL follows them)
     size_t len;
 } rm_web_file;
 // Every file, then one with name NULL.

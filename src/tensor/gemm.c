@@ -73,8 +73,8 @@ typedef struct gemm_job {
     int M, N, K;
     unsigned flags;
     gemm_isa isa;
-    int pack;         // 1: B packed into strips, 0: read in place
-    int split_rows;   // 1: workers split C's rows, 0: its columns
+    int pack;       // 1: B packed into strips, 0: read in place
+    int split_rows; // 1: workers split C's rows, 0: its columns
 } gemm_job;
 
 // B[k0:k0+kn, n0:n0+nn] into strips of NR columns, k-major (strip s at
@@ -164,7 +164,8 @@ static void gemm_task(void *ctx, int ith, int nth) {
             pack_b(Bp, j->B, k0, kn, n0, nn, NR);
             for (int s = 0; s * NR < nn; s++)
                 for (int i = i0; i < i1; i += MR)
-                    tile_at(j, i, MIN(MR, i1 - i), n0 + s * NR, MIN(NR, nn - s * NR), k0, kn, Bp + (size_t)s * kn * NR, NR);
+                    tile_at(j, i, MIN(MR, i1 - i), n0 + s * NR, MIN(NR, nn - s * NR), k0, kn, Bp + (size_t)s * kn * NR,
+                            NR);
         }
     }
     free(Bp);
@@ -191,7 +192,12 @@ void rm_gemm_nn(rm_threadpool *tp, float *C, int64_t ldc, const float *A, int64_
     rm_gemm(tp, C, ldc, rm_gmat_n(A, lda), rm_gmat_n(B, ldb), M, N, K, RM_GEMM_ACC);
 }
 
-typedef struct transpose_job { float *dst; const float *src; int64_t lds; int rows, cols; } transpose_job;
+typedef struct transpose_job {
+    float *dst;
+    const float *src;
+    int64_t lds;
+    int rows, cols;
+} transpose_job;
 
 // Each worker writes a range of dst rows (= src columns), 8 at a time: the 8
 // dst rows advance together one float per src row, so only 8 dst cache lines

@@ -61,11 +61,11 @@ void rm_transpose(rm_threadpool *tp, float *dst, const float *src, int64_t lds, 
 typedef void (*rm_gemm_tile_fn)(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b,
                                 int64_t ldb, int kn, int R, int nc, int load);
 void rm_gemm_tile_avx2(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
-                       int kn, int R, int nc, int load);                // 6 x 16
+                       int kn, int R, int nc, int load); // 6 x 16
 void rm_gemm_tile_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
-                         int kn, int R, int nc, int load);              // 12 x 32
-void rm_gemm_tile16_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b,
-                           int64_t ldb, int kn, int R, int nc, int load); // 12 x 16
+                         int kn, int R, int nc, int load); // 12 x 32
+void rm_gemm_tile16_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
+                           int kn, int R, int nc, int load); // 12 x 16
 // Rows i0..i1 of C[M,n] (+)= A[M,K] W[n,K]^T, n <= 16, A and W row-major:
 // each element a dot product of a row of A and a row of W.
 typedef void (*rm_gemm_dots_fn)(float *C, int64_t ldc, const float *A, int64_t lda, const float *W, int64_t ldw, int i0,

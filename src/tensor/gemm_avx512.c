@@ -40,8 +40,8 @@ void rm_gemm_tile_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int
 }
 
 // C[0:R, 0:nc] (+)= A[0:R, 0:kn] B[0:kn, 0:nc], R <= 12, nc <= 16
-void rm_gemm_tile16_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b,
-                           int64_t ldb, int kn, int R, int nc, int load) {
+void rm_gemm_tile16_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
+                           int kn, int R, int nc, int load) {
     SIMD_TILE_ROWS(SIMD_TILE_ARGS, 1, 1)
 }
 

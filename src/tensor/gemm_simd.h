@@ -19,26 +19,26 @@ INLINE void simd_tile(float *C, int64_t ldc, const float *a, int64_t ars, int64_
                       int kn, int nc, int load, const int R, const int NV, const int MASKED) {
     VF c[12][2];
     MASK_T m[2] = {MASK(nc), MASK(nc - W)};
-    #pragma GCC unroll 12
+#pragma GCC unroll 12
     for (int r = 0; r < R; r++)
-        #pragma GCC unroll 2
+#pragma GCC unroll 2
         for (int v = 0; v < NV; v++)
             c[r][v] = !load ? ZERO() : MASKED ? LOADM(C + r * ldc + W * v, m[v]) : LOAD(C + r * ldc + W * v);
     for (int k = 0; k < kn; k++) {
         const float *bk = b + k * ldb, *ak = a + k * acs;
         VF bv[2];
-        #pragma GCC unroll 2
+#pragma GCC unroll 2
         for (int v = 0; v < NV; v++) bv[v] = MASKED ? LOADM(bk + W * v, m[v]) : LOAD(bk + W * v);
-        #pragma GCC unroll 12
+#pragma GCC unroll 12
         for (int r = 0; r < R; r++) {
             VF av = SET1(ak[r * ars]);
-            #pragma GCC unroll 2
+#pragma GCC unroll 2
             for (int v = 0; v < NV; v++) c[r][v] = FMA(av, bv[v], c[r][v]);
         }
     }
-    #pragma GCC unroll 12
+#pragma GCC unroll 12
     for (int r = 0; r < R; r++)
-        #pragma GCC unroll 2
+#pragma GCC unroll 2
         for (int v = 0; v < NV; v++) {
             if (MASKED) STOREM(C + r * ldc + W * v, m[v], c[r][v]);
             else STORE(C + r * ldc + W * v, c[r][v]);
@@ -46,20 +46,20 @@ INLINE void simd_tile(float *C, int64_t ldc, const float *a, int64_t ars, int64_
 }
 
 // simd_tile with the row count R (a variable in scope) made a constant.
-#define SIMD_TILE_ROWS(ARGS, NV, MASKED)                                                                    \
-    switch (R) {                                                                                           \
-    case 12: simd_tile(ARGS, 12, NV, MASKED); break;                                                       \
-    case 11: simd_tile(ARGS, 11, NV, MASKED); break;                                                       \
-    case 10: simd_tile(ARGS, 10, NV, MASKED); break;                                                       \
-    case 9: simd_tile(ARGS, 9, NV, MASKED); break;                                                         \
-    case 8: simd_tile(ARGS, 8, NV, MASKED); break;                                                         \
-    case 7: simd_tile(ARGS, 7, NV, MASKED); break;                                                         \
-    case 6: simd_tile(ARGS, 6, NV, MASKED); break;                                                         \
-    case 5: simd_tile(ARGS, 5, NV, MASKED); break;                                                         \
-    case 4: simd_tile(ARGS, 4, NV, MASKED); break;                                                         \
-    case 3: simd_tile(ARGS, 3, NV, MASKED); break;                                                         \
-    case 2: simd_tile(ARGS, 2, NV, MASKED); break;                                                         \
-    default: simd_tile(ARGS, 1, NV, MASKED); break;                                                        \
+#define SIMD_TILE_ROWS(ARGS, NV, MASKED)                                                                               \
+    switch (R) {                                                                                                       \
+    case 12: simd_tile(ARGS, 12, NV, MASKED); break;                                                                   \
+    case 11: simd_tile(ARGS, 11, NV, MASKED); break;                                                                   \
+    case 10: simd_tile(ARGS, 10, NV, MASKED); break;                                                                   \
+    case 9: simd_tile(ARGS, 9, NV, MASKED); break;                                                                     \
+    case 8: simd_tile(ARGS, 8, NV, MASKED); break;                                                                     \
+    case 7: simd_tile(ARGS, 7, NV, MASKED); break;                                                                     \
+    case 6: simd_tile(ARGS, 6, NV, MASKED); break;                                                                     \
+    case 5: simd_tile(ARGS, 5, NV, MASKED); break;                                                                     \
+    case 4: simd_tile(ARGS, 4, NV, MASKED); break;                                                                     \
+    case 3: simd_tile(ARGS, 3, NV, MASKED); break;                                                                     \
+    case 2: simd_tile(ARGS, 2, NV, MASKED); break;                                                                     \
+    default: simd_tile(ARGS, 1, NV, MASKED); break;                                                                    \
     }
 #define SIMD_TILE_ARGS C, ldc, a, ars, acs, b, ldb, kn, nc, load
 
@@ -67,12 +67,12 @@ INLINE void simd_tile(float *C, int64_t ldc, const float *a, int64_t ars, int64_
 INLINE void simd_dots_step(VF s[4][4], const float *A, int64_t lda, const float *Wm, int64_t ldw, int i, int j, int k,
                            MASK_T m, const int RR, const int NJ, const int MASKED) {
     VF x[4];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int r = 0; r < RR; r++) x[r] = MASKED ? LOADM(A + (i + r) * lda + k, m) : LOAD(A + (i + r) * lda + k);
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int q = 0; q < NJ; q++) {
         VF w = MASKED ? LOADM(Wm + (j + q) * ldw + k, m) : LOAD(Wm + (j + q) * ldw + k);
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int r = 0; r < RR; r++) s[r][q] = FMA(x[r], w, s[r][q]);
     }
 }
@@ -82,35 +82,35 @@ INLINE void simd_dots_step(VF s[4][4], const float *A, int64_t lda, const float 
 INLINE void simd_dots(float *C, int64_t ldc, const float *A, int64_t lda, const float *Wm, int64_t ldw, int i, int j,
                       int K, int acc, const int RR, const int NJ) {
     VF s[4][4];
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int r = 0; r < RR; r++)
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int q = 0; q < 4; q++) s[r][q] = ZERO();
     int k = 0;
     for (; k + W <= K; k += W) simd_dots_step(s, A, lda, Wm, ldw, i, j, k, MASK(W), RR, NJ, 0);
     if (k < K) simd_dots_step(s, A, lda, Wm, ldw, i, j, k, MASK(K - k), RR, NJ, 1); // the last K % W columns
-    #pragma GCC unroll 4
+#pragma GCC unroll 4
     for (int r = 0; r < RR; r++) {
         float v[4];
         _mm_storeu_ps(v, HSUM4(s[r][0], s[r][1], s[r][2], s[r][3]));
         float *c = C + (i + r) * ldc + j;
-        #pragma GCC unroll 4
+#pragma GCC unroll 4
         for (int q = 0; q < NJ; q++) c[q] = acc ? c[q] + v[q] : v[q];
     }
 }
 
 // C[i0:i1, 0:n] (+)= A[i0:i1, 0:K] W[0:n, 0:K]^T, RR rows and four columns at a time
-#define SIMD_DOTS_BODY(RR)                                                                                  \
-    int i = i0;                                                                                            \
-    for (; i + RR <= i1; i += RR)                                                                          \
-        for (int j = 0; j < n; j += 4) SIMD_DOTS_COLS(RR)                                                  \
-    for (; i < i1; i++)                                                                                    \
+#define SIMD_DOTS_BODY(RR)                                                                                             \
+    int i = i0;                                                                                                        \
+    for (; i + RR <= i1; i += RR)                                                                                      \
+        for (int j = 0; j < n; j += 4) SIMD_DOTS_COLS(RR)                                                              \
+    for (; i < i1; i++)                                                                                                \
         for (int j = 0; j < n; j += 4) SIMD_DOTS_COLS(1)
-#define SIMD_DOTS_COLS(RR)                                                                                  \
-    switch (n - j < 4 ? n - j : 4) {                                                                       \
-    case 4: simd_dots(C, ldc, A, lda, W_, ldw, i, j, K, acc, RR, 4); break;                                \
-    case 3: simd_dots(C, ldc, A, lda, W_, ldw, i, j, K, acc, RR, 3); break;                                \
-    case 2: simd_dots(C, ldc, A, lda, W_, ldw, i, j, K, acc, RR, 2); break;                                \
-    default: simd_dots(C, ldc, A, lda, W_, ldw, i, j, K, acc, RR, 1); break;                               \
+#define SIMD_DOTS_COLS(RR)                                                                                             \
+    switch (n - j < 4 ? n - j : 4) {                                                                                   \
+    case 4: simd_dots(C, ldc, A, lda, W_, ldw, i, j, K, acc, RR, 4); break;                                            \
+    case 3: simd_dots(C, ldc, A, lda, W_, ldw, i, j, K, acc, RR, 3); break;                                            \
+    case 2: simd_dots(C, ldc, A, lda, W_, ldw, i, j, K, acc, RR, 2); break;                                            \
+    default: simd_dots(C, ldc, A, lda, W_, ldw, i, j, K, acc, RR, 1); break;                                           \
     }
 #endif

@@ -7,9 +7,19 @@
 
 #include "tensor/tensor.h"
 
-typedef struct { uint16_t d; int8_t qs[32]; } rm_block_q8_0;
-typedef struct { uint16_t d; uint8_t qs[16]; } rm_block_q4_0;
-typedef struct { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[128]; } rm_block_q4_k;
+typedef struct {
+    uint16_t d;
+    int8_t qs[32];
+} rm_block_q8_0;
+typedef struct {
+    uint16_t d;
+    uint8_t qs[16];
+} rm_block_q4_0;
+typedef struct {
+    uint16_t d, dmin;
+    uint8_t scales[12];
+    uint8_t qs[128];
+} rm_block_q4_k;
 _Static_assert(sizeof(rm_block_q8_0) == 34, "q8_0 block is 34 bytes");
 _Static_assert(sizeof(rm_block_q4_0) == 18, "q4_0 block is 18 bytes");
 _Static_assert(sizeof(rm_block_q4_k) == 144, "q4_K block is 144 bytes");
@@ -51,13 +61,13 @@ typedef struct rm_qx {
 // One matmul call, as the kernels see it.
 typedef struct rm_mm {
     rm_type type;
-    const uint8_t *w;  // W rows, w_row bytes apart
+    const uint8_t *w; // W rows, w_row bytes apart
     size_t w_row;
     int64_t in, out;
     int n;
-    const float *x;    // f32 activations (float kernels)
+    const float *x; // f32 activations (float kernels)
     int64_t ldx;
-    rm_qx qx;          // int8 activations (quantized kernels)
+    rm_qx qx; // int8 activations (quantized kernels)
     float *y;
     int64_t ldy;
     int accumulate;

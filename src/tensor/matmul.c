@@ -78,8 +78,7 @@ static int mm_setup(rm_mm *m, const rm_tensor *W, const float *x, int64_t ldx, f
     m->out = W->ne[1];
     m->w_row = rm_row_size(W->type, m->in);
     if (m->in <= 0 || m->out <= 0 || m->w_row == 0 || n < 0 || (n > 1 && (ldx < m->in || ldy < m->out)))
-        return rm_errorf(RM_EINVAL, "matmul: bad shape in=%lld out=%lld n=%d", (long long)m->in,
-                         (long long)m->out, n);
+        return rm_errorf(RM_EINVAL, "matmul: bad shape in=%lld out=%lld n=%d", (long long)m->in, (long long)m->out, n);
     if (n > 0 && (!W->data || !x || !y)) return rm_errorf(RM_EINVAL, "matmul: NULL data");
     m->w = W->data;
     m->n = n;
@@ -91,8 +90,7 @@ static int mm_setup(rm_mm *m, const rm_tensor *W, const float *x, int64_t ldx, f
     return RM_OK;
 }
 
-void rm_matmul_ref(const rm_tensor *W, const float *x, int64_t ldx, float *y, int64_t ldy, int n,
-                   int accumulate) {
+void rm_matmul_ref(const rm_tensor *W, const float *x, int64_t ldx, float *y, int64_t ldy, int n, int accumulate) {
     rm_mm m;
     if (mm_setup(&m, W, x, ldx, y, ldy, n, accumulate) != RM_OK) return;
     mm_scalar(&m, 0, m.out, 0, n);
@@ -216,11 +214,11 @@ typedef struct {
     rm_mm m[RM_MATMUL_MAX];
     int count;
     rm_mm_kernel k;
-    int split_x;                       // 1: split activation rows across workers, 0: weight rows
-    int xb;                            // activation rows per block
-    long chunk[RM_MATMUL_MAX];         // weight rows per work item (a multiple of 12), per matrix
-    long first[RM_MATMUL_MAX + 1];     // work items of matrix g: [first[g], first[g+1])
-    atomic_long next;                  // next work item
+    int split_x;                   // 1: split activation rows across workers, 0: weight rows
+    int xb;                        // activation rows per block
+    long chunk[RM_MATMUL_MAX];     // weight rows per work item (a multiple of 12), per matrix
+    long first[RM_MATMUL_MAX + 1]; // work items of matrix g: [first[g], first[g+1])
+    atomic_long next;              // next work item
 } mm_job;
 
 static void mm_task(void *ctx, int ith, int nth) {
@@ -230,7 +228,8 @@ static void mm_task(void *ctx, int ith, int nth) {
         long b, e;
         rm_split_range(n, ith, nth, &b, &e);
         for (int g = 0; g < j->count; g++)
-            for (long c = b; c < e; c += j->xb) j->k(&j->m[g], 0, j->m[g].out, (int)c, (int)(c + j->xb < e ? c + j->xb : e));
+            for (long c = b; c < e; c += j->xb)
+                j->k(&j->m[g], 0, j->m[g].out, (int)c, (int)(c + j->xb < e ? c + j->xb : e));
         return;
     }
     // Workers take chunks of weight rows from a shared counter, so a worker
@@ -276,8 +275,14 @@ static void matmul_group(rm_threadpool *tp, mm_job *job) {
             job->k = mm_scalar;
         } else {
             char *qb = qbuf;
-            rm_qx qx = {qblk, qbuf, (float *)(qb + off_d), (int16_t *)(qb + off_s), (int64_t)groups,
-                        (int8_t *)(qb + off_tq), (float *)(qb + off_td), (int16_t *)(qb + off_ts)};
+            rm_qx qx = {qblk,
+                        qbuf,
+                        (float *)(qb + off_d),
+                        (int16_t *)(qb + off_s),
+                        (int64_t)groups,
+                        (int8_t *)(qb + off_tq),
+                        (float *)(qb + off_td),
+                        (int16_t *)(qb + off_ts)};
             for (int g = 0; g < job->count; g++) job->m[g].qx = qx;
             if (n >= 16 && tp) rm_threadpool_run(tp, quantize_task, m0);
             else quantize_task(m0, 0, 1);
@@ -303,8 +308,8 @@ static void matmul_group(rm_threadpool *tp, mm_job *job) {
     free(qbuf);
 }
 
-void rm_matmul(rm_threadpool *tp, const rm_tensor *W, const float *x, int64_t ldx, float *y, int64_t ldy,
-               int n, int accumulate) {
+void rm_matmul(rm_threadpool *tp, const rm_tensor *W, const float *x, int64_t ldx, float *y, int64_t ldy, int n,
+               int accumulate) {
     rm_matmul_many(tp, 1, &W, x, ldx, &y, &ldy, n, accumulate);
 }
 

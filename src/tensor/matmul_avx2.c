@@ -80,34 +80,34 @@ INLINE __m256i q4_0_unpack(const uint8_t *qs) {
 }
 
 // Block b for every pair of the tile; SCALE (an expression of i, j) is d_w * d_x.
-#define BLOCK32(b, SCALE)                                                                       \
-    do {                                                                                        \
-        __m256i wv_[4], w8_[4];                                                                 \
-        _Pragma("GCC unroll 4") for (int i = 0; i < RR; i++) {                                  \
-            const uint8_t *qs = t.w[i] + (b) * BB + 2;                                          \
-            prefetch_next_rows(m, qs, RR);                                                      \
-            if (KIND == KIND_Q8_0) {                                                            \
-                w8_[i] = _mm256_loadu_si256((const __m256i *)qs);                               \
-                wv_[i] = _mm256_abs_epi8(w8_[i]);                                               \
-            } else {                                                                            \
-                wv_[i] = q4_0_unpack(qs);                                                       \
-            }                                                                                   \
-        }                                                                                       \
-        _Pragma("GCC unroll 4") for (int j = 0; j < CC; j++) {                                  \
-            __m256i xv = _mm256_loadu_si256((const __m256i *)(t.xq[j] + 32 * (b)));             \
-            _Pragma("GCC unroll 4") for (int i = 0; i < RR; i++) {                              \
-                __m256i p;                                                                      \
-                if (KIND == KIND_Q8_0) {                                                        \
-                    /* small tiles keep w in a register; big ones reload it (fewer spills) */   \
-                    __m256i w8 = CC <= 2 ? w8_[i] : _mm256_loadu_si256((const __m256i *)(t.w[i] + (b) * BB + 2)); \
-                    p = _mm256_maddubs_epi16(wv_[i], _mm256_sign_epi8(xv, w8));                 \
-                } else {                                                                        \
-                    p = _mm256_maddubs_epi16(wv_[i], xv); /* q*x; the -8*x part: see tile_blk32 */ \
-                }                                                                               \
-                __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));                      \
-                t.acc[i][j] = _mm256_fmadd_ps(s, SCALE, t.acc[i][j]);                           \
-            }                                                                                   \
-        }                                                                                       \
+#define BLOCK32(b, SCALE)                                                                                              \
+    do {                                                                                                               \
+        __m256i wv_[4], w8_[4];                                                                                        \
+        _Pragma("GCC unroll 4") for (int i = 0; i < RR; i++) {                                                         \
+            const uint8_t *qs = t.w[i] + (b)*BB + 2;                                                                   \
+            prefetch_next_rows(m, qs, RR);                                                                             \
+            if (KIND == KIND_Q8_0) {                                                                                   \
+                w8_[i] = _mm256_loadu_si256((const __m256i *)qs);                                                      \
+                wv_[i] = _mm256_abs_epi8(w8_[i]);                                                                      \
+            } else {                                                                                                   \
+                wv_[i] = q4_0_unpack(qs);                                                                              \
+            }                                                                                                          \
+        }                                                                                                              \
+        _Pragma("GCC unroll 4") for (int j = 0; j < CC; j++) {                                                         \
+            __m256i xv = _mm256_loadu_si256((const __m256i *)(t.xq[j] + 32 * (b)));                                    \
+            _Pragma("GCC unroll 4") for (int i = 0; i < RR; i++) {                                                     \
+                __m256i p;                                                                                             \
+                if (KIND == KIND_Q8_0) {                                                                               \
+                    /* small tiles keep w in a register; big ones reload it (fewer spills) */                          \
+                    __m256i w8 = CC <= 2 ? w8_[i] : _mm256_loadu_si256((const __m256i *)(t.w[i] + (b)*BB + 2));        \
+                    p = _mm256_maddubs_epi16(wv_[i], _mm256_sign_epi8(xv, w8));                                        \
+                } else {                                                                                               \
+                    p = _mm256_maddubs_epi16(wv_[i], xv); /* q*x; the -8*x part: see tile_blk32 */                     \
+                }                                                                                                      \
+                __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));                                             \
+                t.acc[i][j] = _mm256_fmadd_ps(s, SCALE, t.acc[i][j]);                                                  \
+            }                                                                                                          \
+        }                                                                                                              \
     } while (0)
 
 // The f16 scales of 8 consecutive blocks (bb bytes apart) as 8 floats.
@@ -118,8 +118,8 @@ INLINE __m256 scales8(const uint8_t *p, int64_t bb) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
 }
 
-INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux,
-                       const int PREPPED, const int KIND) {
+INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux, const int PREPPED,
+                       const int KIND) {
     const int64_t BB = KIND == KIND_Q8_0 ? (int64_t)sizeof(rm_block_q8_0) : (int64_t)sizeof(rm_block_q4_0);
     qtile t;
     tile_start(&t, m, r, c, RR, CC);
@@ -152,7 +152,8 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
                 __m256 xs = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(t.xs[j] + b))));
 #pragma GCC unroll 4
                 for (int i = 0; i < RR; i++)
-                    _mm256_store_ps(corr[i][j], _mm256_fmadd_ps(_mm256_load_ps(sc[i][j]), xs, _mm256_load_ps(corr[i][j])));
+                    _mm256_store_ps(corr[i][j],
+                                    _mm256_fmadd_ps(_mm256_load_ps(sc[i][j]), xs, _mm256_load_ps(corr[i][j])));
             }
         }
         for (int k = 0; k < 8; k++) BLOCK32(b + k, _mm256_broadcast_ss(&sc[i][j][k]));
@@ -169,14 +170,15 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
         }
         if (KIND == KIND_Q4_0)
             for (int i = 0; i < RR; i++)
-                for (int j = 0; j < CC; j++) corr_tail[i][j] = fmaf(dws[i] * t.xd[j][b], (float)t.xs[j][b], corr_tail[i][j]);
+                for (int j = 0; j < CC; j++)
+                    corr_tail[i][j] = fmaf(dws[i] * t.xd[j][b], (float)t.xs[j][b], corr_tail[i][j]);
         BLOCK32(b, _mm256_mul_ps(dw[i], _mm256_broadcast_ss(t.xd[j] + b)));
     }
     if (KIND == KIND_Q4_0) {
         float off[4][4];
         for (int i = 0; i < RR; i++)
             for (int j = 0; j < CC; j++) off[i][j] = 8.0f * (hsum8(_mm256_load_ps(corr[i][j])) + corr_tail[i][j]);
-        tile_finish(&t, m, r, c, RR, CC, (const float (*)[4])off);
+        tile_finish(&t, m, r, c, RR, CC, (const float(*)[4])off);
     } else {
         tile_finish(&t, m, r, c, RR, CC, NULL);
     }
@@ -202,8 +204,7 @@ DEFINE_DRIVER(rm_mm_q4_0_avx2, TILE_Q4_0, prep_block_scales, Q40_RR, Q40_CC, 0)
 // ---------------------------------------------------------------------------
 // q4_K weights x int8 activations (one scale per 256; sums per 32)
 
-INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux,
-                      const int PREPPED) {
+INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux, const int PREPPED) {
     qtile t;
     tile_start(&t, m, r, c, RR, CC);
     const int64_t nb = m->in / m->qx.blk;
@@ -266,7 +267,8 @@ INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
             const __m128i bs = _mm_loadu_si128((const __m128i *)(t.xs[j] + 8 * b)); // sums of x per sub-block
 #pragma GCC unroll 4
             for (int i = 0; i < RR; i++) {
-                t.acc[i][j] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][j]), _mm256_set1_ps(sc[i]->d * dx), t.acc[i][j]);
+                t.acc[i][j] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][j]), _mm256_set1_ps(sc[i]->d * dx), t.acc[i][j]);
                 __m128i ms = _mm_madd_epi16(_mm_loadu_si128((const __m128i *)sc[i]->lm), bs); // sum_s lm[s] * bs[s]
                 ms = _mm_add_epi32(ms, _mm_shuffle_epi32(ms, 0x4e));
                 ms = _mm_add_epi32(ms, _mm_shuffle_epi32(ms, 0xb1));
@@ -367,7 +369,8 @@ float rm_dot_f32_avx2(const float *a, const float *b, int64_t n) {
 void rm_axpy_f32_avx2(float *y, float a, const float *x, int64_t n) {
     __m256 av = _mm256_set1_ps(a);
     int64_t i = 0;
-    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
+    for (; i + 8 <= n; i += 8)
+        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(av, _mm256_loadu_ps(x + i), _mm256_loadu_ps(y + i)));
     for (; i < n; i++) y[i] += a * x[i];
 }
 
@@ -417,7 +420,8 @@ void rm_quantize_x_avx2(const rm_mm *m, int c0, int c1) {
             __m256 id = _mm256_set1_ps(amax > 0 ? 127.0f / amax : 0);
             for (int j = 0; j < blk; j += 32) {
                 __m256i v[4];
-                for (int k = 0; k < 4; k++) v[k] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + j + 8 * k), id));
+                for (int k = 0; k < 4; k++)
+                    v[k] = _mm256_cvtps_epi32(_mm256_mul_ps(_mm256_loadu_ps(xb + j + 8 * k), id));
                 _mm256_storeu_si256((__m256i *)(q + b * blk + j), pack_32_i8(v[0], v[1], v[2], v[3]));
                 __m256i s = _mm256_add_epi32(_mm256_add_epi32(v[0], v[1]), _mm256_add_epi32(v[2], v[3]));
                 __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(s), _mm256_extracti128_si256(s, 1));

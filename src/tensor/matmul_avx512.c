@@ -190,7 +190,8 @@ INLINE void prefetch_r16(const rm_mm *m, const uint8_t *row, int64_t G, int64_t 
 // are stored that way already (repack.c) and are only copied (aligned, the
 // q4_0 nibbles split).
 INLINE int prep_t16(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const int KIND, const int R16) {
-    const int64_t nb = m->in / 32, BB = KIND == KIND_Q8_0 ? (int64_t)sizeof(rm_block_q8_0) : (int64_t)sizeof(rm_block_q4_0);
+    const int64_t nb = m->in / 32,
+                  BB = KIND == KIND_Q8_0 ? (int64_t)sizeof(rm_block_q8_0) : (int64_t)sizeof(rm_block_q4_0);
     const int64_t groups = (nb + 15) / 16, GQ = KIND == KIND_Q8_0 ? 512 : 256, F = R16 ? nb / 16 : 0;
     if (groups * 16 > AUX_N) return 0;
     for (int i = 0; i < RR; i++) {
@@ -202,7 +203,8 @@ INLINE int prep_t16(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const int 
             if (G < F) {
                 prefetch_r16(m, row, G, GQ, F, RR);
                 load_r16(row + G * GQ, KIND, v);
-                _mm512_storeu_ps(&aux->t16.d[i][b], _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + F * GQ + 32 * G))));
+                _mm512_storeu_ps(&aux->t16.d[i][b],
+                                 _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + F * GQ + 32 * G))));
             } else {
                 prefetch_group(m, row + b * BB, BB, RR);
                 load16(row + b * BB + 2, BB, nk, KIND, v);
@@ -213,10 +215,18 @@ INLINE int prep_t16(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const int 
     }
     return 1;
 }
-static int prep_t16_q8_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) { return prep_t16(m, r, RR, aux, KIND_Q8_0, 0); }
-static int prep_t16_q4_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) { return prep_t16(m, r, RR, aux, KIND_Q4_0, 0); }
-static int prep_r16_q8_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) { return prep_t16(m, r, RR, aux, KIND_Q8_0, 1); }
-static int prep_r16_q4_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) { return prep_t16(m, r, RR, aux, KIND_Q4_0, 1); }
+static int prep_t16_q8_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
+    return prep_t16(m, r, RR, aux, KIND_Q8_0, 0);
+}
+static int prep_t16_q4_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
+    return prep_t16(m, r, RR, aux, KIND_Q4_0, 0);
+}
+static int prep_r16_q8_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
+    return prep_t16(m, r, RR, aux, KIND_Q8_0, 1);
+}
+static int prep_r16_q4_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
+    return prep_t16(m, r, RR, aux, KIND_Q4_0, 1);
+}
 
 // Rows [r0, r1) of W (q8_0 / q4_0, `in` elements) into the r16 layout, in
 // place; tmp holds one row. The quants go through load16 (the layout the
@@ -255,8 +265,8 @@ void rm_r16_pack_rows_avx512(int base, uint8_t *w, size_t w_row, int64_t in, int
 // by d_w * d_x and one FMA add it to the f32 lanes. The weights come from aux
 // (PREPPED) or are transposed here; the integer sums are the same either way,
 // so the bits are too.
-INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux,
-                       const int PREPPED, const int KIND, const int R16) {
+INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux, const int PREPPED,
+                       const int KIND, const int R16) {
     const int64_t BB = KIND == KIND_Q8_0 ? (int64_t)sizeof(rm_block_q8_0) : (int64_t)sizeof(rm_block_q4_0);
     const int SH = KIND == KIND_Q8_0 ? 7 : 3;
     const int64_t nb = m->in / 32, groups = m->qx.groups;
@@ -325,7 +335,8 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
                     isum[i][j] = off[j];
 #pragma GCC unroll 8
                     for (int g = 0; g < 8; g++)
-                        isum[i][j] = _mm512_dpbusd_epi32(isum[i][j], wv[g], _mm512_load_si512((const void *)(xq[j] + b * 32 + 64 * g)));
+                        isum[i][j] = _mm512_dpbusd_epi32(isum[i][j], wv[g],
+                                                         _mm512_load_si512((const void *)(xq[j] + b * 32 + 64 * g)));
                 }
             }
         }
@@ -359,8 +370,7 @@ DEFINE_DRIVER(rm_mm_q4_0_r16_avx512, TILE_Q4_0_R16, prep_r16_q4_0, 4, 3, 2)
 // ---------------------------------------------------------------------------
 // q4_K weights x int8 activations (one scale per 256; sums per 32)
 
-INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux,
-                      const int PREPPED) {
+INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux, const int PREPPED) {
     const int64_t nb = m->in / 256;
     const rm_block_q4_k *w[4];
     const int8_t *xq[4];
@@ -400,7 +410,8 @@ INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
 #pragma GCC unroll 4
         for (int k = 0; k < 4; k++) { // elements 64k..64k+63: sub-blocks 2k (low nibbles), 2k+1 (high)
             // int16 lanes 0..15 take scale 2k, 16..31 scale 2k+1
-            const __m512i pick = _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * k)), _mm256_set1_epi16((short)(2 * k + 1)), 1);
+            const __m512i pick =
+                _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * k)), _mm256_set1_epi16((short)(2 * k + 1)), 1);
             __m512i q[4], s[4];
 #pragma GCC unroll 4
             for (int i = 0; i < RR; i++) {
@@ -413,7 +424,8 @@ INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
             for (int j = 0; j < CC; j++) {
                 __m512i xv = _mm512_loadu_si512((const void *)(xq[j] + 256 * b + 64 * k));
 #pragma GCC unroll 4
-                for (int i = 0; i < RR; i++) isum[i][j] = _mm512_dpwssd_epi32(isum[i][j], _mm512_maddubs_epi16(q[i], xv), s[i]);
+                for (int i = 0; i < RR; i++)
+                    isum[i][j] = _mm512_dpwssd_epi32(isum[i][j], _mm512_maddubs_epi16(q[i], xv), s[i]);
             }
         }
         // the min terms, sum_s (dmin lm[s]) (dx sum x of sub-block s), go into

@@ -37,9 +37,9 @@ typedef struct { // one q4_K super-block, unpacked
     int16_t ls[8], lm[8];
 } q4k_prep;
 typedef union {
-    float f[4][AUX_N];              // q8_0 / q4_0: block scales
-    q4k_prep k[4][AUX_N / 10];      // q4_K: super-blocks
-    struct {                        // AVX-512 q8_0 / q4_0: 16-block groups (see rm_qx)
+    float f[4][AUX_N];         // q8_0 / q4_0: block scales
+    q4k_prep k[4][AUX_N / 10]; // q4_K: super-blocks
+    struct {                   // AVX-512 q8_0 / q4_0: 16-block groups (see rm_qx)
         float d[4][AUX_N];
         uint8_t q[4][AUX_N * 32] __attribute__((aligned(64)));
     } t16;
@@ -60,28 +60,27 @@ typedef union {
 // q8_0 (34 bytes per FMA) and q4_K; f16 (16 bytes per FMA) and q4_0 (18)
 // are faster with RR rows in flight (f16 0.40 vs 0.61 ms), so they pass 0.
 // Per (r, c) the operations are the same either way, so the results are too.
-#define DEFINE_COLS(name, TILE, PREP, RR, CC)                                               \
-    static inline __attribute__((always_inline)) void name(const rm_mm *m, int64_t r, int c0, \
-                                                            int c1, tile_aux *aux) {         \
-        int c = c0;                                                                         \
-        if (c1 - c0 > CC && PREP(m, r, RR, aux)) {                                          \
-            for (; c + CC <= c1; c += CC) TILE(m, r, c, RR, CC, aux, 1);                    \
-            if (CC > 2 && c + 2 <= c1) TILE(m, r, c, RR, 2, aux, 1), c += 2;                \
-            for (; c < c1; c++) TILE(m, r, c, RR, 1, aux, 1);                               \
-        }                                                                                   \
-        for (; c + CC <= c1; c += CC) TILE(m, r, c, RR, CC, NULL, 0);                       \
-        if (CC > 2 && c + 2 <= c1) TILE(m, r, c, RR, 2, NULL, 0), c += 2;                   \
-        for (; c < c1; c++) TILE(m, r, c, RR, 1, NULL, 0);                                  \
+#define DEFINE_COLS(name, TILE, PREP, RR, CC)                                                                          \
+    static inline __attribute__((always_inline)) void name(const rm_mm *m, int64_t r, int c0, int c1, tile_aux *aux) { \
+        int c = c0;                                                                                                    \
+        if (c1 - c0 > CC && PREP(m, r, RR, aux)) {                                                                     \
+            for (; c + CC <= c1; c += CC) TILE(m, r, c, RR, CC, aux, 1);                                               \
+            if (CC > 2 && c + 2 <= c1) TILE(m, r, c, RR, 2, aux, 1), c += 2;                                           \
+            for (; c < c1; c++) TILE(m, r, c, RR, 1, aux, 1);                                                          \
+        }                                                                                                              \
+        for (; c + CC <= c1; c += CC) TILE(m, r, c, RR, CC, NULL, 0);                                                  \
+        if (CC > 2 && c + 2 <= c1) TILE(m, r, c, RR, 2, NULL, 0), c += 2;                                              \
+        for (; c < c1; c++) TILE(m, r, c, RR, 1, NULL, 0);                                                             \
     }
-#define DEFINE_DRIVER(name, TILE, PREP, RR, CC, ROWS1_N)                                    \
-    DEFINE_COLS(name##_cols, TILE, PREP, RR, CC)                                            \
-    DEFINE_COLS(name##_cols1, TILE, PREP, 1, CC)                                            \
-    void name(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1) {                     \
-        tile_aux aux[1];                                                                    \
-        int64_t r = r0;                                                                     \
-        if (c1 - c0 > ROWS1_N)                                                              \
-            for (; r + RR <= r1; r += RR) name##_cols(m, r, c0, c1, aux);                   \
-        for (; r < r1; r++) name##_cols1(m, r, c0, c1, aux);                                \
+#define DEFINE_DRIVER(name, TILE, PREP, RR, CC, ROWS1_N)                                                               \
+    DEFINE_COLS(name##_cols, TILE, PREP, RR, CC)                                                                       \
+    DEFINE_COLS(name##_cols1, TILE, PREP, 1, CC)                                                                       \
+    void name(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1) {                                                \
+        tile_aux aux[1];                                                                                               \
+        int64_t r = r0;                                                                                                \
+        if (c1 - c0 > ROWS1_N)                                                                                         \
+            for (; r + RR <= r1; r += RR) name##_cols(m, r, c0, c1, aux);                                              \
+        for (; r < r1; r++) name##_cols1(m, r, c0, c1, aux);                                                           \
     }
 
 // No precomputation (float kernels).

@@ -29,17 +29,17 @@ typedef enum rm_type {
 typedef struct rm_tensor {
     rm_type type;
     int n_dims;
-    int64_t ne[4];   // unused dims are 1
-    void *data;      // not owned (mmap'd file or caller memory)
+    int64_t ne[4]; // unused dims are 1
+    void *data;    // not owned (mmap'd file or caller memory)
 } rm_tensor;
 
 // 1 for a weight type ramole reads and writes in files, 0 otherwise (any
 // GGML id may reach this; the in-memory r16 types are not file types).
 int rm_type_supported(int type);
-const char *rm_type_name(int type);            // "f32", "q8_0", ... ("?" if unknown)
+const char *rm_type_name(int type);                // "f32", "q8_0", ... ("?" if unknown)
 int rm_type_parse(const char *name, rm_type *out); // case-insensitive; RM_EINVAL if unknown
-int rm_type_block_elems(rm_type t);            // elements per block (1, 32 or 256)
-size_t rm_type_block_bytes(rm_type t);         // bytes per block
+int rm_type_block_elems(rm_type t);                // elements per block (1, 32 or 256)
+size_t rm_type_block_bytes(rm_type t);             // bytes per block
 // Bytes of a row of n elements; 0 if n is not a multiple of the block size.
 size_t rm_row_size(rm_type t, int64_t n);
 // Bytes of the whole tensor, with overflow checking: returns 0 and sets an
@@ -69,8 +69,8 @@ int rm_repack_for_kernels(rm_tensor *W, rm_threadpool *tp);
 // overlap; ldx/ldy are ignored when n == 1). in = W->ne[0],
 // out = W->ne[1]. Any supported W type; quantized W quantizes x on the fly
 // (Q8 activations). Threads split the work; tp may be NULL (one thread).
-void rm_matmul(rm_threadpool *tp, const rm_tensor *W, const float *x, int64_t ldx, float *y, int64_t ldy,
-               int n, int accumulate);
+void rm_matmul(rm_threadpool *tp, const rm_tensor *W, const float *x, int64_t ldx, float *y, int64_t ldy, int n,
+               int accumulate);
 
 // rm_matmul of up to RM_MATMUL_MAX matrices by the same x: y[g] = x W[g]^T.
 // Those of one type and input size (Q, K, V; gate, up) run as one job: x is
@@ -87,8 +87,7 @@ void rm_matmul_many(rm_threadpool *tp, int count, const rm_tensor *const *W, con
 // where d_b = max|x| / 127 over activation block b (32 elements; 256 for q4_K)
 // is the int8 activation step for quantized W (the first term is 0 for
 // f32/f16/bf16 W) and the second term covers f32 summation order.
-void rm_matmul_ref(const rm_tensor *W, const float *x, int64_t ldx, float *y, int64_t ldy, int n,
-                   int accumulate);
+void rm_matmul_ref(const rm_tensor *W, const float *x, int64_t ldx, float *y, int64_t ldy, int n, int accumulate);
 
 // The kernel family rm_matmul runs for weights of type t on this CPU (after
 // RAMOLE_ISA / rm_cpu_force): "scalar", "avx2", "avx512" (float weights) or

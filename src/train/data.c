@@ -75,7 +75,8 @@ void rm_tdata_free(rm_tdata *d) {
 static int tdata_grow(rm_tdata *d) { return RM_GROW(d->ex, d->n, d->cap, 64); }
 
 int rm_tdata_add(rm_tdata *d, const int32_t *ids, int n, int n_prompt) {
-    if (n <= 0 || n_prompt < 0 || n_prompt > n) return rm_errorf(RM_EINVAL, "data: bad example (%d tokens, prompt %d)", n, n_prompt);
+    if (n <= 0 || n_prompt < 0 || n_prompt > n)
+        return rm_errorf(RM_EINVAL, "data: bad example (%d tokens, prompt %d)", n, n_prompt);
     int rc = tdata_grow(d);
     if (rc) return rc;
     rm_texample *e = &d->ex[d->n];
@@ -119,7 +120,8 @@ int rm_tdata_split_spread(rm_tdata *d, rm_tdata *held, int n) {
         rm_texample e = d->ex[i];
         // example i is held out when it is the first at or past (taken + 1/2) * d->n / n
         int take = !rc && taken < n && (2 * (long)i + 1) * n >= (2 * (long)taken + 1) * d->n;
-        if (take && e.task >= 0 && (e.task = task_index(held, d->tasks[e.task])) < 0) rc = rm_errorf(RM_ENOMEM, "out of memory");
+        if (take && e.task >= 0 && (e.task = task_index(held, d->tasks[e.task])) < 0)
+            rc = rm_errorf(RM_ENOMEM, "out of memory");
         if (take && !rc && !(rc = tdata_grow(held))) {
             held->ex[held->n++] = e;
             taken++;
@@ -171,11 +173,17 @@ int rm_tokenize_text(const rm_tokenizer *tok, const char *text, int32_t **ids, i
         got = rm_tokenize(tok, text, len, 0, 0, buf, cap);
         if (got > cap) {
             int32_t *nb = realloc(buf, (size_t)got * sizeof(int32_t));
-            if (!nb) { free(buf); return rm_errorf(RM_ENOMEM, "out of memory"); }
+            if (!nb) {
+                free(buf);
+                return rm_errorf(RM_ENOMEM, "out of memory");
+            }
             buf = nb;
             got = rm_tokenize(tok, text, len, 0, 0, buf, got);
         }
-        if (got < 0) { free(buf); return got; }
+        if (got < 0) {
+            free(buf);
+            return got;
+        }
     }
     *ids = buf;
     *n = got;
@@ -224,25 +232,30 @@ typedef struct load_ctx {
     const rm_tokenizer *tok;
     int32_t bos, eos;
     int max_len, skipped;
-    int tasks;                 // mixed-task data: "task" required, kept with the inputs
-    const char *const *keep;   // tasks to take (NULL: all)
+    int tasks;               // mixed-task data: "task" required, kept with the inputs
+    const char *const *keep; // tasks to take (NULL: all)
     int n_keep;
 } load_ctx;
 
 static int add_json_example(void *user, const rm_json *o, long index) {
     load_ctx *c = user;
     const char *in = rm_json_get_str(o, "inputs", NULL), *out = rm_json_get_str(o, "targets", NULL);
-    if (!in || !out) return rm_errorf(RM_EFORMAT, "%s: example %ld has no string \"inputs\" and \"targets\"", c->path, index);
+    if (!in || !out)
+        return rm_errorf(RM_EFORMAT, "%s: example %ld has no string \"inputs\" and \"targets\"", c->path, index);
     const char *task = c->tasks || c->keep ? rm_json_get_str(o, "task", NULL) : NULL;
     if (c->tasks && !task) return rm_errorf(RM_EFORMAT, "%s: example %ld has no string \"task\"", c->path, index);
     int wanted = !c->keep;
     for (int i = 0; !wanted && task && i < c->n_keep; i++) wanted = !strcmp(c->keep[i], task);
     if (!wanted) return RM_OK;
     int n0 = c->d->n, rc = add_pair(c->d, c->tmpl, in, out, c->tok, c->bos, c->eos, c->max_len);
-    if (rc == 1) { c->skipped++; return RM_OK; }
+    if (rc == 1) {
+        c->skipped++;
+        return RM_OK;
+    }
     if (rc || !c->tasks || c->d->n == n0) return rc;
     rm_texample *e = &c->d->ex[c->d->n - 1];
-    if ((e->task = task_index(c->d, task)) < 0 || !(e->inputs = strdup(in))) return rm_errorf(RM_ENOMEM, "out of memory");
+    if ((e->task = task_index(c->d, task)) < 0 || !(e->inputs = strdup(in)))
+        return rm_errorf(RM_ENOMEM, "out of memory");
     return RM_OK;
 }
 
@@ -277,7 +290,8 @@ int rm_tdata_retrieve(rm_tdata *d, int k, rm_tdata_retrieve_fn fn, void *user) {
     int idx[RM_PLAN_MAX];
     for (int i = 0; i < d->n; i++) {
         rm_texample *e = &d->ex[i];
-        if (e->task < 0 || !e->inputs) return rm_errorf(RM_EINVAL, "data: example %d has no task and inputs to retrieve for", i);
+        if (e->task < 0 || !e->inputs)
+            return rm_errorf(RM_EINVAL, "data: example %d has no task and inputs to retrieve for", i);
         for (int v = 0; v < 2; v++) {
             int n = 0, rc = fn(user, e->inputs, v ? d->tasks[e->task] : NULL, k, idx, &n);
             if (rc) return rc;
@@ -350,8 +364,8 @@ int rm_tbatch_fill(rm_tbatch *b, const rm_tdata *d, int *order, int *cursor, int
     return rm_tbatch_fill_dropout(b, d, order, cursor, pack, rng, epoch, 0.0f, NULL);
 }
 
-int rm_tbatch_fill_dropout(rm_tbatch *b, const rm_tdata *d, int *order, int *cursor, int pack, uint64_t *rng, int *epoch,
-                           float drop, uint64_t *drop_rng) {
+int rm_tbatch_fill_dropout(rm_tbatch *b, const rm_tdata *d, int *order, int *cursor, int pack, uint64_t *rng,
+                           int *epoch, float drop, uint64_t *drop_rng) {
     int used = 0;
     for (int s = 0; s < b->B; s++) {
         int o = 0, row0 = s * b->T;
@@ -392,7 +406,8 @@ int rm_trainer_next_batch(rm_trainer *t, const rm_tdata *d, rm_tbatch *b, int pa
         t->cursor = 0;
     }
     if (d->set_k && !b->exp) return rm_errorf(RM_EINVAL, "train: the data has expert sets, the batch no room for them");
-    if (d->set_k > b->K && b->exp) return rm_errorf(RM_EINVAL, "train: %d experts an example, the batch has %d slots", d->set_k, b->K);
+    if (d->set_k > b->K && b->exp)
+        return rm_errorf(RM_EINVAL, "train: %d experts an example, the batch has %d slots", d->set_k, b->K);
     rm_tbatch_fill_dropout(b, d, t->order, &t->cursor, pack, &t->rng, &t->epoch, t->p.lora_dropout, &t->drop_rng);
     if (epoch) *epoch = t->epoch;
     return RM_OK;
@@ -400,7 +415,9 @@ int rm_trainer_next_batch(rm_trainer *t, const rm_tdata *d, rm_tbatch *b, int pa
 
 // ---------------------------------------------------------------- evaluation
 
-int rm_trainer_eval_loss(rm_trainer *t, const rm_tdata *d, double *loss) { return rm_trainer_eval_loss_set(t, d, 0, loss); }
+int rm_trainer_eval_loss(rm_trainer *t, const rm_tdata *d, double *loss) {
+    return rm_trainer_eval_loss_set(t, d, 0, loss);
+}
 
 int rm_trainer_eval_loss_set(rm_trainer *t, const rm_tdata *d, int which, double *loss) {
     if (which < 0 || which > 1) return rm_errorf(RM_EINVAL, "train: expert set %d (0 or 1)", which);
@@ -415,7 +432,10 @@ int rm_trainer_eval_loss_set(rm_trainer *t, const rm_tdata *d, int which, double
     long count = 0;
     for (int i = 0; !rc && i < d->n;) {
         for (int s = 0; s < b.B; s++, i++) {
-            if (i >= d->n) { pad_rows(&b, s * b.T, (s + 1) * b.T); continue; }
+            if (i >= d->n) {
+                pad_rows(&b, s * b.T, (s + 1) * b.T);
+                continue;
+            }
             int k = d->ex[i].n < b.T ? d->ex[i].n : b.T;
             place(&b, s * b.T, &d->ex[i], k, which);
             pad_rows(&b, s * b.T + k, (s + 1) * b.T);
@@ -440,7 +460,8 @@ int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, doubl
     int rc = rm_kvcache_init(&kv, m->hp.n_layer, S, max_len + 8, m->hp.n_head_kv * m->hp.head_dim);
     if (rc) return rc;
     size_t rows = (size_t)S * (max_len + 8);
-    int32_t *tok = malloc(rows * sizeof(int32_t)), *pos = malloc(rows * sizeof(int32_t)), *slot = malloc(rows * sizeof(int32_t));
+    int32_t *tok = malloc(rows * sizeof(int32_t)), *pos = malloc(rows * sizeof(int32_t)),
+            *slot = malloc(rows * sizeof(int32_t));
     uint8_t *want = malloc(rows);
     float *logits = malloc((size_t)S * m->hp.n_vocab * sizeof(float));
     int32_t *gen = malloc((size_t)S * (max_len + 8) * sizeof(int32_t));
@@ -457,10 +478,14 @@ int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, doubl
     const void **plans = malloc(rows * sizeof(void *));
     int per_example = t->rt && d->set_k;
     memset(own, 0, sizeof own);
-    int rc_l = t->gate ? train_gate_plans(t, S, &gate, &gplans) : t->lora_rank ? rm_trainer_export_lora(t, &lora) : RM_OK;
+    int rc_l = t->gate        ? train_gate_plans(t, S, &gate, &gplans)
+               : t->lora_rank ? rm_trainer_export_lora(t, &lora)
+                              : RM_OK;
     if (!rc_l && t->rt && !per_example && t->n_experts != t->router_k)
-        rc_l = rm_errorf(RM_EINVAL, "eval: the examples have no expert sets (the router's table has %d experts)", t->n_experts);
-    if (!rc_l && lora && t->router_k && !per_example) rc_l = rm_lora_plan_init_router(&plan, t->router_k, t->experts, lora);
+        rc_l = rm_errorf(RM_EINVAL, "eval: the examples have no expert sets (the router's table has %d experts)",
+                         t->n_experts);
+    if (!rc_l && lora && t->router_k && !per_example)
+        rc_l = rm_lora_plan_init_router(&plan, t->router_k, t->experts, lora);
     else if (!rc_l && lora && !t->router_k) rc_l = rm_lora_plan_init(&plan, RM_COMPOSE_SELECTION, 1, &lora, NULL, NULL);
     if (!rc_l && (lora || gplans)) {
         lb = rm_lora_batch_new(t->tp);
@@ -471,7 +496,8 @@ int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, doubl
     int correct = 0;
     if (!rc && (!tok || !pos || !slot || !want || !logits || !gen || !ngen || !done || !plans))
         rc = rm_errorf(RM_ENOMEM, "out of memory");
-    for (int s = 0; s < S; s++) seq_plan[s] = gplans ? (const void *)&gplans[s] : lora && !per_example ? (const void *)&plan : NULL;
+    for (int s = 0; s < S; s++)
+        seq_plan[s] = gplans ? (const void *)&gplans[s] : lora && !per_example ? (const void *)&plan : NULL;
     for (int c0 = 0; !rc && c0 < n; c0 += S) {
         int c1 = c0 + S < n ? c0 + S : n, nr = 0;
         for (int s = 0; !rc && per_example && lora && s < c1 - c0; s++) {
@@ -517,7 +543,10 @@ int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, doubl
                     continue;
                 }
                 gen[s * (max_len + 8) + ngen[s]++] = best;
-                if (ngen[s] >= limit || e->n_prompt + ngen[s] >= max_len + 8) { done[s] = 1; continue; }
+                if (ngen[s] >= limit || e->n_prompt + ngen[s] >= max_len + 8) {
+                    done[s] = 1;
+                    continue;
+                }
                 plans[nr] = seq_plan[s];
                 tok[nr] = best;
                 pos[nr] = e->n_prompt + ngen[s] - 1;
@@ -533,10 +562,19 @@ int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, doubl
         for (int s = 0; !rc && s < c1 - c0; s++) {
             const rm_texample *e = &d->ex[c0 + s];
             int tl = e->n - e->n_prompt - (d->has_eos ? 1 : 0); // the target without its EOS
-            correct += ngen[s] == tl && !memcmp(gen + s * (max_len + 8), e->ids + e->n_prompt, (size_t)tl * sizeof(int32_t));
+            correct +=
+                ngen[s] == tl && !memcmp(gen + s * (max_len + 8), e->ids + e->n_prompt, (size_t)tl * sizeof(int32_t));
         }
     }
-    free(tok); free(pos); free(slot); free(want); free(logits); free(gen); free(ngen); free(done); free(plans);
+    free(tok);
+    free(pos);
+    free(slot);
+    free(want);
+    free(logits);
+    free(gen);
+    free(ngen);
+    free(done);
+    free(plans);
     if (lb) rm_lora_batch_free(lb);
     for (int s = 0; s < S; s++) rm_lora_plan_free(&own[s]);
     train_gate_plans_free(gate, gplans, S);

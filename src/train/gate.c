@@ -31,25 +31,25 @@
 #include "tensor/gemm.h"
 
 typedef struct gate_lin {
-    float *W, *dW;   // W_g [n, in] (the rm_gate's) and its gradient; W NULL: not gated
-    int R, r;        // concatenated rank; smear: the experts' common rank
-    int *off;        // [n + 1]
-    float *A, *Bt;   // [R, in], [R, out]
-    float *scale;    // [n] s_i
+    float *W, *dW; // W_g [n, in] (the rm_gate's) and its gradient; W NULL: not gated
+    int R, r;      // concatenated rank; smear: the experts' common rank
+    int *off;      // [n + 1]
+    float *A, *Bt; // [R, in], [R, out]
+    float *scale;  // [n] s_i
     // activations of the current batch
-    float *H;        // [N, R]
-    float *alpha;    // [N, n]
-    float *p;        // [N, n] top1: softmax over all
-    float *m;        // [N, in] smear: running means
-    float *h;        // [N, r] smear: sum_i alpha_i H_i
+    float *H;     // [N, R]
+    float *alpha; // [N, n]
+    float *p;     // [N, n] top1: softmax over all
+    float *m;     // [N, in] smear: running means
+    float *h;     // [N, r] smear: sum_i alpha_i H_i
 } gate_lin;
 
 struct train_gate {
-    rm_gate *g;            // the gate trained (its W_g are the parameters)
+    rm_gate *g; // the gate trained (its W_g are the parameters)
     const rm_lora_set *set;
-    gate_lin *lin;         // [L * RM_LIN_COUNT]
-    int *seg;              // [N] first row of each row's segment (smear)
-    float *act, *sc;       // activations, scratch
+    gate_lin *lin;   // [L * RM_LIN_COUNT]
+    int *seg;        // [N] first row of each row's segment (smear)
+    float *act, *sc; // activations, scratch
     size_t act_cap, sc_cap;
 };
 
@@ -108,7 +108,8 @@ static int concat_experts(gate_lin *gl, const rm_lora_set *set, int l, int w, in
 }
 
 int rm_trainer_add_gate(rm_trainer *t, const rm_lora_set *set, rm_gate_kind kind, int k) {
-    if (t->lora_rank || t->rt || t->gate) return rm_errorf(RM_EINVAL, "gate: the trainer already has adapters or a gate");
+    if (t->lora_rank || t->rt || t->gate)
+        return rm_errorf(RM_EINVAL, "gate: the trainer already has adapters or a gate");
     if (set->base != t->m) return rm_errorf(RM_EMISMATCH, "gate: the adapter set is not bound to the trainer's base");
     struct train_gate *G = calloc(1, sizeof *G);
     if (!G) return rm_errorf(RM_ENOMEM, "out of memory");
@@ -116,7 +117,8 @@ int rm_trainer_add_gate(rm_trainer *t, const rm_lora_set *set, rm_gate_kind kind
     t->gate = G;
     G->set = set;
     int rc = rm_gate_new(&G->g, set, kind, k);
-    if (!rc && !(G->lin = calloc((size_t)t->L * RM_LIN_COUNT, sizeof *G->lin))) rc = rm_errorf(RM_ENOMEM, "out of memory");
+    if (!rc && !(G->lin = calloc((size_t)t->L * RM_LIN_COUNT, sizeof *G->lin)))
+        rc = rm_errorf(RM_ENOMEM, "out of memory");
     char name[96];
     for (int i = 0; !rc && i < t->L * RM_LIN_COUNT; i++) {
         gate_lin *gl = &G->lin[i];
@@ -206,7 +208,8 @@ void train_gate_forward(rm_trainer *t, const rm_tlinear *L, const float *x, floa
     rm_matmul(t->tp, &A, x, in, gl->H, R, N, 0);
     for (int row = 0; row < N; row++) {
         const float *al = gl->alpha + (size_t)row * n, *H = gl->H + (size_t)row * R;
-        rm_gate_route(kind, G->g->k, n, z + (size_t)row * n, NULL, gl->alpha + (size_t)row * n, gl->p ? gl->p + (size_t)row * n : NULL);
+        rm_gate_route(kind, G->g->k, n, z + (size_t)row * n, NULL, gl->alpha + (size_t)row * n,
+                      gl->p ? gl->p + (size_t)row * n : NULL);
         float *g = Gm + (size_t)row * R, *h = gl->h ? gl->h + (size_t)row * r : NULL;
         if (h) memset(h, 0, (size_t)r * sizeof(float));
         for (int i = 0; i < n; i++)
@@ -221,7 +224,8 @@ void train_gate_forward(rm_trainer *t, const rm_tlinear *L, const float *x, floa
 }
 
 // Softmax (or top1) backward of one row: dz[n] from dalpha[n].
-static void route_backward(rm_gate_kind kind, int n, const float *alpha, const float *p, const float *dalpha, float *dz) {
+static void route_backward(rm_gate_kind kind, int n, const float *alpha, const float *p, const float *dalpha,
+                           float *dz) {
     if (kind == RM_GATE_TOP1) {
         int c = 0;
         for (int i = 1; i < n; i++) c = alpha[i] != 0.0f ? i : c;
@@ -249,7 +253,8 @@ int train_gate_backward(rm_trainer *t, const rm_tlinear *L, const float *x, cons
         for (int i = 0; i < n; i++) {
             float acc = 0.0f;
             for (int j = gl->off[i]; j < gl->off[i + 1]; j++) {
-                if (smear) acc += gl->scale[i] * u[j] * h[j - gl->off[i]], gh[j - gl->off[i]] += al[i] * gl->scale[i] * u[j];
+                if (smear)
+                    acc += gl->scale[i] * u[j] * h[j - gl->off[i]], gh[j - gl->off[i]] += al[i] * gl->scale[i] * u[j];
                 else acc += u[j] * H[j], d[j] = al[i] * u[j];
             }
             da[i] = acc;

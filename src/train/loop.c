@@ -18,7 +18,10 @@ int rm_train_steps_for_epochs(const rm_tdata *d, int B, int T, int accum, int pa
     rm_tbatch b;
     if (rm_tbatch_alloc(&b, B, T)) return 0;
     int *order = malloc((size_t)d->n * sizeof(int)), cursor = 0, epoch = 0, batches = 0;
-    if (!order) { rm_tbatch_free(&b); return 0; }
+    if (!order) {
+        rm_tbatch_free(&b);
+        return 0;
+    }
     for (int i = 0; i < d->n; i++) order[i] = i;
     while (epoch == 0) {
         rm_tbatch_fill(&b, d, order, &cursor, pack, NULL, &epoch);
@@ -63,10 +66,16 @@ int rm_train_run(rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, con
     int rc = !r->step_x || !r->loss || !r->eval_x || !r->eval_y || !mb ? rm_errorf(RM_ENOMEM, "out of memory") : RM_OK;
     for (int i = 0; !rc && i < accum; i++) {
         rc = rm_tbatch_alloc(&mb[i], t->p.batch, t->p.seq);
-        if (!rc && train->set_k) rc = rm_tbatch_alloc_sets(&mb[i], t->router_k > train->set_k ? t->router_k : train->set_k);
+        if (!rc && train->set_k)
+            rc = rm_tbatch_alloc_sets(&mb[i], t->router_k > train->set_k ? t->router_k : train->set_k);
     }
     rm_progress pg;
-    rm_progress_start(&pg, t->gate ? "gate train" : t->router_k ? "router train" : t->lora_rank ? "lora train" : "train", "steps", todo);
+    rm_progress_start(&pg,
+                      t->gate        ? "gate train"
+                      : t->router_k  ? "router train"
+                      : t->lora_rank ? "lora train"
+                                     : "train",
+                      "steps", todo);
     if (!o->progress) pg.enabled = 0;
     double t0 = rm_now();
     for (int s = 0; !rc && s < todo; s++) {
@@ -84,10 +93,11 @@ int rm_train_run(rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, con
         r->tokens += (long)accum * t->p.batch * t->p.seq;
         double el = rm_now() - t0;
         r->tokens_per_s = el > 0 ? r->tokens / el : 0;
-        snprintf(pg.extra, sizeof pg.extra, "loss %.4f lr %.2e |g| %.2f %.0f tok/s", loss, rm_train_lr(&t->p, t->step - 1),
-                 gn, r->tokens_per_s);
+        snprintf(pg.extra, sizeof pg.extra, "loss %.4f lr %.2e |g| %.2f %.0f tok/s", loss,
+                 rm_train_lr(&t->p, t->step - 1), gn, r->tokens_per_s);
         rm_progress_update(&pg, s + 1, 0);
-        if (eval && o->eval_every > 0 && t->step % o->eval_every == 0 && t->step < o->steps) rc = record_eval(t, eval, r);
+        if (eval && o->eval_every > 0 && t->step % o->eval_every == 0 && t->step < o->steps)
+            rc = record_eval(t, eval, r);
         if (!rc && o->checkpoint && o->save_every > 0 && t->step % o->save_every == 0)
             rc = rm_trainer_save_checkpoint(t, o->checkpoint);
     }
@@ -104,7 +114,8 @@ int rm_train_run(rm_trainer *t, const rm_tdata *train, const rm_tdata *eval, con
 }
 
 int rm_train_write_curve(const rm_train_report *r, const char *path, const char *title) {
-    rm_svg_series s[2] = {{"train loss", r->step_x, r->loss, r->n_loss}, {"eval loss", r->eval_x, r->eval_y, r->n_eval}};
+    rm_svg_series s[2] = {{"train loss", r->step_x, r->loss, r->n_loss},
+                          {"eval loss", r->eval_x, r->eval_y, r->n_eval}};
     return rm_svg_plot(path, title, "step", "cross-entropy (nats/token)", s, r->n_eval ? 2 : 1, 0);
 }
 

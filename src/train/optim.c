@@ -106,7 +106,8 @@ int rm_trainer_load_checkpoint(rm_trainer *t, const char *path) {
     }
     if ((int)np != t->n_params) {
         gguf_close(&g);
-        return rm_errorf(RM_EMISMATCH, "%s: checkpoint has %u parameter tensors, the trainer %d", path, np, t->n_params);
+        return rm_errorf(RM_EMISMATCH, "%s: checkpoint has %u parameter tensors, the trainer %d", path, np,
+                         t->n_params);
     }
     char name[128];
     for (int i = 0; i < t->n_params && !rc; i++) {
@@ -118,8 +119,7 @@ int rm_trainer_load_checkpoint(rm_trainer *t, const char *path) {
             const gguf_tensor_info *ti = gguf_find_tensor(&g, name);
             if (!ti || ti->type != RM_TYPE_F32 || ti->nbytes != q->n * sizeof(float))
                 rc = rm_errorf(RM_EMISMATCH, "%s: tensor %s missing or of the wrong size", path, name);
-            else
-                memcpy(parts[k], ti->data, ti->nbytes);
+            else memcpy(parts[k], ti->data, ti->nbytes);
         }
     }
     const gguf_value *order = NULL;

@@ -21,9 +21,21 @@
 #include "tensor/gemm.h"
 
 void rm_train_default_params(rm_train_params *p) {
-    *p = (rm_train_params){.batch = 4, .seq = 64, .accum = 1, .steps = 100, .warmup = 10, .lr = 1e-3f,
-                           .min_lr_ratio = 0.1f, .beta1 = 0.9f, .beta2 = 0.999f, .eps = 1e-8f,
-                           .weight_decay = 0.0f, .clip = 1.0f, .seed = 1, .threads = 0, .lora_dropout = 0.0f};
+    *p = (rm_train_params){.batch = 4,
+                           .seq = 64,
+                           .accum = 1,
+                           .steps = 100,
+                           .warmup = 10,
+                           .lr = 1e-3f,
+                           .min_lr_ratio = 0.1f,
+                           .beta1 = 0.9f,
+                           .beta2 = 0.999f,
+                           .eps = 1e-8f,
+                           .weight_decay = 0.0f,
+                           .clip = 1.0f,
+                           .seed = 1,
+                           .threads = 0,
+                           .lora_dropout = 0.0f};
 }
 
 // ---------------------------------------------------------------- RNG (splitmix64)
@@ -57,7 +69,8 @@ static int backward_through_weight(rm_trainer *t, const rm_tensor *w, const floa
     size_t rb = rm_row_size(w->type, in);
     for (int k0 = 0; k0 < out; k0 += KB) {
         int kn = out - k0 < KB ? out - k0 : KB;
-        for (int k = 0; k < kn; k++) rm_dequantize_row(w->type, (const uint8_t *)w->data + (size_t)(k0 + k) * rb, rows + (size_t)k * in, in);
+        for (int k = 0; k < kn; k++)
+            rm_dequantize_row(w->type, (const uint8_t *)w->data + (size_t)(k0 + k) * rb, rows + (size_t)k * in, in);
         rm_gemm_nn(t->tp, dx, in, dy + k0, out, rows, in, N, in, kn);
     }
     return RM_OK;
@@ -96,8 +109,8 @@ static rm_threadpool *rows_pool(const rm_trainer *t, int m, int r, int in, int o
 // slots); q = s_r B_r A_r x (hs = s_r x A_r^T kept); alpha = softmax over the
 // row's filled slots of q.E_j / sqrt(out); y += sum_j alpha_j E_j. An expert
 // used by every row (the fixed set) runs on x itself.
-static void router_forward(rm_trainer *t, const rm_tlinear *L, const train_router *R, const float *x, float *y, float *hs,
-                           int N) {
+static void router_forward(rm_trainer *t, const rm_tlinear *L, const train_router *R, const float *x, float *y,
+                           float *hs, int N) {
     const train_uses *u = &t->uses;
     int K = t->router_k, in = L->in, out = L->out;
     size_t row_in = (size_t)in * sizeof(float), row_out = (size_t)out * sizeof(float);
@@ -145,8 +158,7 @@ static void linear_forward(rm_trainer *t, const rm_tlinear *L, const float *x, f
     if (L->w->type == RM_TYPE_F32)
         rm_gemm(t->tp, y, L->out, rm_gmat_n(x, L->in), rm_gmat_t(L->w->data, L->in), N, L->out, L->in,
                 acc ? RM_GEMM_ACC : 0);
-    else
-        rm_matmul(t->tp, L->w, x, L->in, y, L->out, N, acc);
+    else rm_matmul(t->tp, L->w, x, L->in, y, L->out, N, acc);
     const train_router *R = router_of(t, L);
     if (R) router_forward(t, L, R, x, y, hs, N);
     else if (train_gate_of(t, L)) train_gate_forward(t, L, x, y, N);
@@ -158,7 +170,8 @@ static void linear_forward(rm_trainer *t, const rm_tlinear *L, const float *x, f
 // with r columns are made r rows tall or r dot products a row: B^T [r,out]
 // and dB^T [r,out] in scratch 0, dhs = s dy B [N,r] in scratch 2; on tp.
 static int lora_backward(rm_trainer *t, rm_threadpool *tp, const float *A, const float *B, float *dA, float *dB, int r,
-                         float scale, int in, int out, const float *x, const float *hs, const float *dy, float *dx, int N) {
+                         float scale, int in, int out, const float *x, const float *hs, const float *dy, float *dx,
+                         int N) {
     float *Bt = train_scratch(t, 0, 2 * (size_t)r * out), *dBt = Bt + (size_t)r * out;
     float *dhs = train_scratch(t, 2, (size_t)N * r);
     if (!Bt || !dhs) return rm_errorf(RM_ENOMEM, "train: out of memory");
@@ -205,7 +218,8 @@ static int router_backward(rm_trainer *t, const rm_tlinear *L, const train_route
             rm_axpy_f32(dq + (size_t)n * out, dzn[j] * inv, SLOT_ROW(R->E, j, n, N, out), out);
         }
     }
-    if (L->rank && (rc = lora_backward(t, t->tp, L->A, L->B, L->dA, L->dB, L->rank, L->scale, in, out, x, hs, dq, dx, N)))
+    if (L->rank &&
+        (rc = lora_backward(t, t->tp, L->A, L->B, L->dA, L->dB, L->rank, L->scale, in, out, x, hs, dq, dx, N)))
         return rc;
     for (int e = 0; dx && e < R->n_exp; e++) {
         const train_expert *ex = &R->exp[e];
@@ -225,7 +239,8 @@ static int router_backward(rm_trainer *t, const rm_tlinear *L, const train_route
         }
         memset(t->gy, 0, (size_t)m * in * sizeof(float));
         rm_threadpool *tp = rows_pool(t, m, ex->r, in, out);
-        if ((rc = lora_backward(t, tp, ex->A, ex->B, NULL, NULL, ex->r, ex->scale, in, out, NULL, NULL, dE, t->gy, m))) return rc;
+        if ((rc = lora_backward(t, tp, ex->A, ex->B, NULL, NULL, ex->r, ex->scale, in, out, NULL, NULL, dE, t->gy, m)))
+            return rc;
         for (int j = 0; j < m; j++) rm_axpy_f32(dx + (size_t)u->row[u0 + j] * in, 1.0f, t->gy + (size_t)j * in, in);
     }
     return RM_OK;
@@ -249,7 +264,8 @@ static int linear_backward(rm_trainer *t, const rm_tlinear *L, const float *x, c
 // x[N,d] = E[token[r], :]
 static void embedding_forward(const rm_tensor *E, const int32_t *token, float *x, int N, int d) {
     size_t rb = rm_row_size(E->type, d);
-    for (int r = 0; r < N; r++) rm_dequantize_row(E->type, (const uint8_t *)E->data + (size_t)token[r] * rb, x + (size_t)r * d, d);
+    for (int r = 0; r < N; r++)
+        rm_dequantize_row(E->type, (const uint8_t *)E->data + (size_t)token[r] * rb, x + (size_t)r * d, d);
 }
 
 // dE[token[r], :] += dx[r, :]
@@ -303,7 +319,9 @@ static int add_param(rm_trainer *t, const char *name, float *w, size_t n, int de
     p->m = calloc(n, sizeof(float));
     p->v = calloc(n, sizeof(float));
     if (!p->g || !p->m || !p->v) {
-        free(p->g); free(p->m); free(p->v);
+        free(p->g);
+        free(p->m);
+        free(p->v);
         return rm_errorf(RM_ENOMEM, "train: out of memory for %s (%zu floats)", name, n);
     }
     t->n_params++;
@@ -315,7 +333,8 @@ int rm_trainer_create(rm_trainer **out, rm_llama *base, const rm_train_params *p
     *out = NULL;
     const rm_llama_hparams *hp = &base->hp;
     if (p->batch <= 0 || p->seq <= 0 || p->accum <= 0)
-        return rm_errorf(RM_EINVAL, "train: batch %d, seq %d and accum %d must be positive", p->batch, p->seq, p->accum);
+        return rm_errorf(RM_EINVAL, "train: batch %d, seq %d and accum %d must be positive", p->batch, p->seq,
+                         p->accum);
     if (p->seq > 8192) return rm_errorf(RM_EINVAL, "train: seq %d exceeds 8192", p->seq);
     rm_trainer *t = calloc(1, sizeof *t);
     if (!t) return rm_errorf(RM_ENOMEM, "out of memory");
@@ -361,7 +380,10 @@ static int make_trainable(rm_trainer *t, rm_tensor *w, const char *name, float *
     size_t rb = rm_row_size(w->type, in);
     for (int64_t o = 0; o < out; o++) rm_dequantize_row(w->type, (const uint8_t *)w->data + o * rb, f + o * in, in);
     int rc = add_param(t, name, f, (size_t)in * out, 1, 1, grad);
-    if (rc) { free(f); return rc; }
+    if (rc) {
+        free(f);
+        return rc;
+    }
     t->saved[t->n_saved].where = w;
     t->saved[t->n_saved++].orig = *w;
     *w = f32_tensor(f, out, in);
@@ -385,7 +407,8 @@ int rm_trainer_full(rm_trainer *t) {
     } else if ((rc = make_trainable(t, &m->output, "output.weight", &t->out.dw))) {
         return rc;
     }
-    if ((rc = add_param(t, "output_norm.weight", m->output_norm, (size_t)hp->n_embd, 0, 0, &t->d_output_norm))) return rc;
+    if ((rc = add_param(t, "output_norm.weight", m->output_norm, (size_t)hp->n_embd, 0, 0, &t->d_output_norm)))
+        return rc;
     for (int l = 0; l < hp->n_layer; l++) {
         rm_llama_layer *Ly = &m->layers[l];
         snprintf(name, sizeof name, "blk.%d.attn_norm.weight", l);
@@ -400,7 +423,8 @@ int rm_trainer_full(rm_trainer *t) {
         for (int w = 0; w < 3; w++) {
             if (!bias[w]) continue;
             snprintf(name, sizeof name, "blk.%d.%s.bias", l, rm_linear_gguf[w]);
-            if ((rc = add_param(t, name, bias[w], (size_t)t->lin[l * RM_LIN_COUNT + w].out, 0, 0, &t->d_bias[l * 3 + w])))
+            if ((rc = add_param(t, name, bias[w], (size_t)t->lin[l * RM_LIN_COUNT + w].out, 0, 0,
+                                &t->d_bias[l * 3 + w])))
                 return rc;
         }
     }
@@ -416,7 +440,8 @@ static int add_pair(rm_trainer *t, rm_tlinear *L, int l, int w, int rank, float 
     L->A = malloc((size_t)rank * L->in * sizeof(float));
     L->B = calloc((size_t)L->out * rank, sizeof(float));
     if (!L->A || !L->B) {
-        free(L->A); free(L->B);
+        free(L->A);
+        free(L->B);
         L->A = L->B = NULL;
         L->rank = 0;
         return rm_errorf(RM_ENOMEM, "%s: out of memory", kind);
@@ -426,7 +451,11 @@ static int add_pair(rm_trainer *t, rm_tlinear *L, int l, int w, int rank, float 
     char name[96];
     int rc;
     snprintf(name, sizeof name, "blk.%d.%s.%s_a", l, rm_linear_gguf[w], kind);
-    if ((rc = add_param(t, name, L->A, (size_t)rank * L->in, 0, 1, &L->dA))) { free(L->B); L->B = NULL; return rc; }
+    if ((rc = add_param(t, name, L->A, (size_t)rank * L->in, 0, 1, &L->dA))) {
+        free(L->B);
+        L->B = NULL;
+        return rc;
+    }
     snprintf(name, sizeof name, "blk.%d.%s.%s_b", l, rm_linear_gguf[w], kind);
     return add_param(t, name, L->B, (size_t)L->out * rank, 0, 1, &L->dB);
 }
@@ -460,7 +489,8 @@ int rm_trainer_add_router_table(rm_trainer *t, int n, rm_lora *const *experts, i
     if (rank <= 0 || rank > 4096) return rm_errorf(RM_EINVAL, "router: rank %d out of range", rank);
     if (k < 1 || k > RM_PLAN_MAX) return rm_errorf(RM_EINVAL, "router: %d experts per row (1..%d)", k, RM_PLAN_MAX);
     if (n < k || n > RM_TRAIN_EXPERTS_MAX)
-        return rm_errorf(RM_EINVAL, "router: a table of %d experts for %d a row (%d..%d)", n, k, k, RM_TRAIN_EXPERTS_MAX);
+        return rm_errorf(RM_EINVAL, "router: a table of %d experts for %d a row (%d..%d)", n, k, k,
+                         RM_TRAIN_EXPERTS_MAX);
     if (t->lora_rank || t->gate) return rm_errorf(RM_EINVAL, "router: adapters were already added");
     for (int i = 0; i < n; i++)
         if (experts[i]->base != t->m)
@@ -489,7 +519,8 @@ int rm_trainer_add_router_table(rm_trainer *t, int n, rm_lora *const *experts, i
                 const rm_lora_mod *m = l < experts[i]->n_layer ? &experts[i]->mods[l * RM_LIN_COUNT + w] : NULL;
                 if (!m || !m->r) continue;
                 train_expert *e = &R->exp[i];
-                if (!(e->B = malloc((size_t)m->r * L->out * sizeof(float)))) return rm_errorf(RM_ENOMEM, "router: out of memory");
+                if (!(e->B = malloc((size_t)m->r * L->out * sizeof(float))))
+                    return rm_errorf(RM_ENOMEM, "router: out of memory");
                 for (int o = 0; o < L->out; o++) // B[out, r] = Bt[r, out]^T
                     for (int j = 0; j < m->r; j++) e->B[(size_t)o * m->r + j] = m->Bt[(size_t)j * L->out + o];
                 e->r = m->r;
@@ -578,7 +609,8 @@ static int acts_alloc(rm_trainer *t, int B, int T) {
     for (int i = 0; t->rt && i < t->L * RM_LIN_COUNT; i++)
         for (int e = 0; e < t->rt[i].n_exp; e++) rh = (size_t)t->rt[i].exp[e].r > rh ? (size_t)t->rt[i].exp[e].r : rh;
     size_t per_layer = N * (4 * d + 2 * qd + 2 * kvd + 3 * f + nlora * r + router) + att;
-    size_t total = (size_t)t->L * per_layer + N * (3 * d + (size_t)hp->n_vocab + (size_t)hp->rope_dim + r + rh + 2 * wide) +
+    size_t total = (size_t)t->L * per_layer +
+                   N * (3 * d + (size_t)hp->n_vocab + (size_t)hp->rope_dim + r + rh + 2 * wide) +
                    N * (3 * d + 2 * qd + 2 * kvd + 3 * f);
     if (total > t->act_cap || t->act_N != N || t->act_B != B) {
         free(t->act);
@@ -589,26 +621,55 @@ static int acts_alloc(rm_trainer *t, int B, int T) {
     t->act_N = N;
     t->act_B = B;
     float *p = t->act;
-#define TAKE(ptr, count) do { (ptr) = p; p += (count); } while (0)
+#define TAKE(ptr, count)                                                                                               \
+    do {                                                                                                               \
+        (ptr) = p;                                                                                                     \
+        p += (count);                                                                                                  \
+    } while (0)
     for (int l = 0; l < t->L; l++) {
         train_layer_acts *a = &t->la[l];
-        TAKE(a->res, N * d); TAKE(a->xb1, N * d); TAKE(a->q, N * qd); TAKE(a->k, N * kvd); TAKE(a->v, N * kvd);
-        TAKE(a->att, att); TAKE(a->ao, N * qd); TAKE(a->xmid, N * d); TAKE(a->xb2, N * d);
-        TAKE(a->g, N * f); TAKE(a->u, N * f); TAKE(a->h, N * f);
+        TAKE(a->res, N * d);
+        TAKE(a->xb1, N * d);
+        TAKE(a->q, N * qd);
+        TAKE(a->k, N * kvd);
+        TAKE(a->v, N * kvd);
+        TAKE(a->att, att);
+        TAKE(a->ao, N * qd);
+        TAKE(a->xmid, N * d);
+        TAKE(a->xb2, N * d);
+        TAKE(a->g, N * f);
+        TAKE(a->u, N * f);
+        TAKE(a->h, N * f);
         for (int w = 0; w < RM_LIN_COUNT; w++) {
             a->hs[w] = NULL;
             if ((t->lora_targets >> w) & 1) TAKE(a->hs[w], N * r);
             train_router *R = t->rt ? &t->rt[l * RM_LIN_COUNT + w] : NULL;
             if (R && R->n_exp) {
                 size_t out = (size_t)t->lin[w].out;
-                TAKE(R->E, N * k * out); TAKE(R->q, N * out); TAKE(R->alpha, N * k);
+                TAKE(R->E, N * k * out);
+                TAKE(R->q, N * out);
+                TAKE(R->alpha, N * k);
             }
         }
     }
-    TAKE(t->res_final, N * d); TAKE(t->xf, N * d); TAKE(t->logits, N * (size_t)hp->n_vocab); TAKE(t->cs, N * (size_t)hp->rope_dim);
-    TAKE(t->hs_out, N * r); TAKE(t->rh, N * rh); TAKE(t->gx, N * wide); TAKE(t->gy, N * wide);
-    TAKE(t->dres, N * d); TAKE(t->dxb, N * d); TAKE(t->dxf, N * d); TAKE(t->dq, N * qd); TAKE(t->dao, N * qd);
-    TAKE(t->dk, N * kvd); TAKE(t->dv, N * kvd); TAKE(t->dg, N * f); TAKE(t->du, N * f); TAKE(t->dh, N * f);
+    TAKE(t->res_final, N * d);
+    TAKE(t->xf, N * d);
+    TAKE(t->logits, N * (size_t)hp->n_vocab);
+    TAKE(t->cs, N * (size_t)hp->rope_dim);
+    TAKE(t->hs_out, N * r);
+    TAKE(t->rh, N * rh);
+    TAKE(t->gx, N * wide);
+    TAKE(t->gy, N * wide);
+    TAKE(t->dres, N * d);
+    TAKE(t->dxb, N * d);
+    TAKE(t->dxf, N * d);
+    TAKE(t->dq, N * qd);
+    TAKE(t->dao, N * qd);
+    TAKE(t->dk, N * kvd);
+    TAKE(t->dv, N * kvd);
+    TAKE(t->dg, N * f);
+    TAKE(t->du, N * f);
+    TAKE(t->dh, N * f);
 #undef TAKE
     return RM_OK;
 }
@@ -726,7 +787,8 @@ static int check_tbatch(const rm_trainer *t, const rm_tbatch *b) {
     if (t->rt && b->exp && b->K != t->router_k)
         return rm_errorf(RM_EINVAL, "train: the batch has %d expert slots a row, the router %d", b->K, t->router_k);
     for (int r = 0; r < N; r++) {
-        if (b->token[r] < 0 || b->token[r] >= V) return rm_errorf(RM_EINVAL, "train: row %d: token %d out of range", r, b->token[r]);
+        if (b->token[r] < 0 || b->token[r] >= V)
+            return rm_errorf(RM_EINVAL, "train: row %d: token %d out of range", r, b->token[r]);
         if (b->target[r] >= V) return rm_errorf(RM_EINVAL, "train: row %d: target %d out of range", r, b->target[r]);
         int s = b->start ? b->start[r] : r - r % b->T;
         if (s > r || s < r - r % b->T) return rm_errorf(RM_EINVAL, "train: row %d: bad attention start %d", r, s);
@@ -742,7 +804,9 @@ static int router_uses(rm_trainer *t, const rm_tbatch *b) {
     int K = t->router_k, n = t->n_experts;
     size_t NK = (size_t)b->B * b->T * K;
     if (NK > u->cap) {
-        free(u->slot); free(u->row); free(u->at);
+        free(u->slot);
+        free(u->row);
+        free(u->at);
         u->slot = malloc(NK * sizeof *u->slot);
         u->row = malloc(NK * sizeof *u->row);
         u->at = malloc(NK * sizeof *u->at);
@@ -765,8 +829,7 @@ static int router_uses(rm_trainer *t, const rm_tbatch *b) {
     return RM_OK;
 }
 
-int rm_trainer_forward(rm_trainer *t, const rm_tbatch *b, float norm, int backward, double *loss,
-                       float *logits_out) {
+int rm_trainer_forward(rm_trainer *t, const rm_tbatch *b, float norm, int backward, double *loss, float *logits_out) {
     int rc = check_tbatch(t, b);
     if (rc) return rc;
     if (!t->la) {

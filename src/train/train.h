@@ -27,36 +27,36 @@ typedef struct rm_tparam {
     char name[96];
     float *w, *g, *m, *v;
     size_t n;
-    int decay;     // 1: weight decay applies (matrices), 0: norms, biases
-    int own_w;     // w was allocated by the trainer
+    int decay; // 1: weight decay applies (matrices), 0: norms, biases
+    int own_w; // w was allocated by the trainer
 } rm_tparam;
 
 // A linear layer as training sees it: W[out,in] (the base's view), its
 // gradient when trained, and an optional LoRA term s (x A^T) B^T.
 typedef struct rm_tlinear {
-    rm_tensor *w;        // points into the base model
-    float *dw;           // [out,in] or NULL (frozen)
+    rm_tensor *w; // points into the base model
+    float *dw;    // [out,in] or NULL (frozen)
     int in, out;
-    int rank;            // 0: no LoRA
-    float scale;         // alpha/r, or alpha/sqrt(r) with rsLoRA
+    int rank;    // 0: no LoRA
+    float scale; // alpha/r, or alpha/sqrt(r) with rsLoRA
     float *A, *B, *dA, *dB;
 } rm_tlinear;
 
 typedef struct rm_train_params {
-    int batch;           // sequences per micro-batch (B)
-    int seq;             // tokens per sequence (T)
-    int accum;           // micro-batches per optimizer step
-    int steps;           // optimizer steps (for the schedule)
-    int warmup;          // linear warm-up steps
+    int batch;              // sequences per micro-batch (B)
+    int seq;                // tokens per sequence (T)
+    int accum;              // micro-batches per optimizer step
+    int steps;              // optimizer steps (for the schedule)
+    int warmup;             // linear warm-up steps
     float lr, min_lr_ratio; // cosine decays lr to lr*min_lr_ratio
     float beta1, beta2, eps, weight_decay;
-    float clip;          // global gradient-norm clip (<= 0: off)
+    float clip; // global gradient-norm clip (<= 0: off)
     uint64_t seed;
     int threads;
-    float lora_dropout;  // router training with per-example expert sets: the
-                         // probability that an example, each time it enters a
-                         // batch, gets its set without its own task's adapter
-                         // (rm_texample.set[1]); default 0
+    float lora_dropout; // router training with per-example expert sets: the
+                        // probability that an example, each time it enters a
+                        // batch, gets its set without its own task's adapter
+                        // (rm_texample.set[1]); default 0
 } rm_train_params;
 void rm_train_default_params(rm_train_params *p);
 
@@ -130,8 +130,7 @@ const rm_train_params *rm_trainer_get_params(const rm_trainer *t);
 // target rows divided by `norm` (usually the batch's target count). With
 // backward, also accumulates d(loss)/d(params) into the gradients. logits_out
 // (optional) receives [B*T, V].
-int rm_trainer_forward(rm_trainer *t, const rm_tbatch *b, float norm, int backward, double *loss,
-                       float *logits_out);
+int rm_trainer_forward(rm_trainer *t, const rm_tbatch *b, float norm, int backward, double *loss, float *logits_out);
 void rm_trainer_zero_grad(rm_trainer *t);
 // The learning rate of step s (0-based) under warm-up + cosine decay.
 float rm_train_lr(const rm_train_params *p, int step);
@@ -140,7 +139,6 @@ float rm_trainer_update(rm_trainer *t);
 // One full optimizer step over `n` micro-batches (gradient accumulation),
 // loss normalized by their total target count. *loss = mean CE per target.
 int rm_trainer_step(rm_trainer *t, const rm_tbatch *mb, int n, double *loss, float *grad_norm);
-
 
 // Checkpoints: parameters, AdamW moments, step and RNG state, as a GGUF
 // file; resuming continues bit-for-bit.
@@ -176,11 +174,11 @@ typedef struct rm_texample {
 typedef struct rm_tdata {
     rm_texample *ex;
     int n, cap;
-    int has_eos;    // examples end with eos (exact match stops there)
+    int has_eos; // examples end with eos (exact match stops there)
     int32_t eos;
-    char **tasks;   // task names (mixed-task data), n_tasks of them
+    char **tasks; // task names (mixed-task data), n_tasks of them
     int n_tasks;
-    int set_k;      // slots of the examples' expert sets (0: none)
+    int set_k; // slots of the examples' expert sets (0: none)
 } rm_tdata;
 void rm_tdata_free(rm_tdata *d);
 int rm_tdata_add(rm_tdata *d, const int32_t *ids, int n, int n_prompt);
@@ -235,8 +233,8 @@ int rm_tdata_load_text(rm_tdata *d, const char *path, const rm_tokenizer *tok, i
 int rm_tbatch_fill(rm_tbatch *b, const rm_tdata *d, int *order, int *cursor, int pack, uint64_t *rng, int *epoch);
 // The same with lora dropout: each example placed gets set[1] (its own task's
 // adapter left out) with probability drop, one draw from *drop_rng each time.
-int rm_tbatch_fill_dropout(rm_tbatch *b, const rm_tdata *d, int *order, int *cursor, int pack, uint64_t *rng, int *epoch,
-                           float drop, uint64_t *drop_rng);
+int rm_tbatch_fill_dropout(rm_tbatch *b, const rm_tdata *d, int *order, int *cursor, int pack, uint64_t *rng,
+                           int *epoch, float drop, uint64_t *drop_rng);
 // (rm_shuffle, rm_rng_next, rm_rng_uniform: base/rng.h)
 
 // The next micro-batch of d for this trainer: examples in an order shuffled
@@ -264,13 +262,13 @@ int rm_trainer_eval_em(rm_trainer *t, const rm_tdata *d, int max_examples, doubl
 // ---------------------------------------------------------------- the training loop
 
 typedef struct rm_train_run_opts {
-    int steps;          // optimizer steps (see rm_train_steps_for_epochs)
-    int pack;           // pack short examples into one sequence
-    int eval_every;     // eval loss every N steps (0: at the end only)
-    int eval_em_max;    // examples scored for exact match at the end (0: none)
+    int steps;              // optimizer steps (see rm_train_steps_for_epochs)
+    int pack;               // pack short examples into one sequence
+    int eval_every;         // eval loss every N steps (0: at the end only)
+    int eval_em_max;        // examples scored for exact match at the end (0: none)
     const char *checkpoint; // written every save_every steps and at the end (NULL: never)
     int save_every;
-    int progress;       // a progress line on stderr (step, loss, tokens/s, ETA)
+    int progress;         // a progress line on stderr (step, loss, tokens/s, ETA)
     const rm_tdata *warm; // a curriculum: the steps before warm_steps draw from warm (NULL: none)
     int warm_steps;
 } rm_train_run_opts;
@@ -278,11 +276,13 @@ typedef struct rm_train_run_opts {
 typedef struct rm_train_report {
     int steps;
     double initial_loss, final_loss, eval_loss, eval_em; // eval_* NaN when not measured
-    double eval_loss_dropped; // expert sets: eval loss with set[1] (NaN: not measured)
+    double eval_loss_dropped;                            // expert sets: eval loss with set[1] (NaN: not measured)
     double tokens_per_s, seconds;
-    long tokens;        // tokens processed (B*T per micro-batch)
-    double *step_x, *loss; int n_loss;     // per step
-    double *eval_x, *eval_y; int n_eval;   // per evaluation
+    long tokens; // tokens processed (B*T per micro-batch)
+    double *step_x, *loss;
+    int n_loss; // per step
+    double *eval_x, *eval_y;
+    int n_eval; // per evaluation
 } rm_train_report;
 
 // Optimizer steps that make `epochs` passes over d (packing simulated).
