@@ -21,7 +21,7 @@ import sys
 import threading
 import time
 
-from serve_load import rss_kib, start_server
+from serve_load import read_to_close, rss_kib, start_server
 
 
 def http(port, method, path, body=None):
@@ -29,13 +29,7 @@ def http(port, method, path, body=None):
     s = socket.create_connection(("127.0.0.1", port), timeout=300)
     s.sendall((f"{method} {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\nContent-Type: application/json\r\n"
                f"Content-Length: {len(data)}\r\n\r\n").encode() + data)
-    buf = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        buf += d
-    s.close()
+    buf = read_to_close(s)
     m = re.match(rb"HTTP/1\.1 (\d+)", buf)
     return (int(m.group(1)) if m else 0), buf.split(b"\r\n\r\n", 1)[-1]
 

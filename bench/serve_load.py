@@ -25,6 +25,17 @@ import threading
 import time
 
 
+def read_to_close(s):
+    """Everything the peer sends on socket s until it closes; closes s."""
+    buf = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        buf += d
+    s.close()
+    return buf
+
 def rss_kib(pid):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -82,13 +93,7 @@ def upload(port, name, path):
             f"Content-Length: {len(body)}\r\n\r\n").encode()
     s = socket.create_connection(("127.0.0.1", port), timeout=300)
     s.sendall(head + body)
-    buf = b""
-    while True:
-        d = s.recv(65536)
-        if not d:
-            break
-        buf += d
-    s.close()
+    buf = read_to_close(s)
     if not buf.startswith(b"HTTP/1.1 201"):
         raise RuntimeError(buf[:300])
 

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 
-from serve_load import start_server
+from serve_load import read_to_close, start_server
 
 
 def get(port, path, src, timeout=5.0):
@@ -35,13 +35,7 @@ def get(port, path, src, timeout=5.0):
         s.bind((src, 0))
         s.connect(("127.0.0.1", port))
         s.sendall(f"GET {path} HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n".encode())
-        buf = b""
-        while True:
-            d = s.recv(65536)
-            if not d:
-                break
-            buf += d
-        s.close()
+        buf = read_to_close(s)
         m = re.match(rb"HTTP/1\.1 (\d+)", buf)
         return (int(m.group(1)) if m else 0), time.monotonic() - t0, buf
     except OSError:

@@ -45,16 +45,6 @@ static void samples_free(sample_list *s) {
     rm_pool_free_strs(s->tg, s->n);
 }
 
-static char *json_dup(const rm_json *j) {
-    if (!j || j->type != RM_JSON_STRING) return NULL;
-    char *s = malloc(j->len + 1);
-    if (s) {
-        memcpy(s, j->str, j->len);
-        s[j->len] = 0;
-    }
-    return s;
-}
-
 // One sample: a string, or an object with "inputs" (and maybe "targets").
 static int samples_push(sample_list *s, const rm_json *j, const char *path) {
     const rm_json *in = j->type == RM_JSON_STRING ? j : rm_json_get(j, "inputs");
@@ -69,8 +59,8 @@ static int samples_push(sample_list *s, const rm_json *j, const char *path) {
         if (!a || !b) return rm_errorf(RM_ENOMEM, "out of memory");
         s->cap = cap;
     }
-    s->in[s->n] = json_dup(in);
-    s->tg[s->n] = j->type == RM_JSON_OBJECT ? json_dup(rm_json_get(j, "targets")) : NULL;
+    s->in[s->n] = rm_json_strdup(in);
+    s->tg[s->n] = j->type == RM_JSON_OBJECT ? rm_json_strdup(rm_json_get(j, "targets")) : NULL;
     if (!s->in[s->n]) return rm_errorf(RM_ENOMEM, "out of memory");
     s->n++;
     return RM_OK;

@@ -499,6 +499,16 @@ const char *rm_json_get_str(const rm_json *obj, const char *key, const char *dfl
     return v && v->type == RM_JSON_STRING ? v->str : dflt;
 }
 
+char *rm_json_strdup(const rm_json *j) {
+    if (!j || j->type != RM_JSON_STRING) return NULL;
+    char *s = malloc(j->len + 1);
+    if (s) {
+        memcpy(s, j->str, j->len);
+        s[j->len] = 0;
+    }
+    return s;
+}
+
 double rm_json_get_num(const rm_json *obj, const char *key, double dflt) {
     const rm_json *v = rm_json_get(obj, key);
     return v && v->type == RM_JSON_NUMBER ? v->num : dflt;

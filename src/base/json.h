@@ -43,6 +43,9 @@ const rm_json *rm_json_get(const rm_json *obj, const char *key);
 // Convenience accessors with defaults (NULL-safe, type-checked).
 const char *rm_json_get_str(const rm_json *obj, const char *key, const char *dflt);
 double rm_json_get_num(const rm_json *obj, const char *key, double dflt);
+// A malloc'd NUL-terminated copy of a string value; NULL when j is not a
+// string (or NULL) or memory runs out.
+char *rm_json_strdup(const rm_json *j);
 int64_t rm_json_get_int(const rm_json *obj, const char *key, int64_t dflt);
 int rm_json_get_bool(const rm_json *obj, const char *key, int dflt);
 // Strict readers for request fields: an absent or null key gives dflt; a

@@ -11,16 +11,6 @@ const int rm_eval_ks[RM_EVAL_NK] = {1, 3, 5, 8};
 
 #define CHUNK_MAX 64 // queries per batch in the evaluations
 
-static char *dup_str(const rm_json *j) {
-    if (!j || j->type != RM_JSON_STRING) return NULL;
-    char *s = malloc(j->len + 1);
-    if (s) {
-        memcpy(s, j->str, j->len);
-        s[j->len] = 0;
-    }
-    return s;
-}
-
 static void free_task(rm_flan_task *t) {
     for (int i = 0; i < t->n; i++) {
         free(t->inputs[i]);
@@ -42,10 +32,10 @@ static int load_task(const char *path, const rm_json *o, const char *key, rm_fla
     memset(t, 0, sizeof *t);
     if (o->type != RM_JSON_OBJECT) return rm_errorf(RM_EFORMAT, "%s: a pool entry is not an object", path);
     const rm_json *name = rm_json_get(o, "model_name");
-    t->name = name ? dup_str(name) : key ? strdup(key) : NULL;
+    t->name = name ? rm_json_strdup(name) : key ? strdup(key) : NULL;
     if (!t->name) return rm_errorf(RM_EFORMAT, "%s: a pool entry has no string model_name", path);
     const rm_json *dom = rm_json_get(o, "domain");
-    t->domain = dom ? dup_str(dom) : strdup("");
+    t->domain = dom ? rm_json_strdup(dom) : strdup("");
     if (!t->domain) return rm_errorf(RM_EFORMAT, "%s: %s: domain is not a string", path, t->name);
     const rm_json *s = rm_json_get(o, "sample");
     if (!s || s->type != RM_JSON_ARRAY || s->n == 0)
@@ -56,8 +46,8 @@ static int load_task(const char *path, const rm_json *o, const char *key, rm_fla
     if (!t->inputs || !t->targets) return rm_errorf(RM_ENOMEM, "%s: out of memory", path);
     for (size_t i = 0; i < s->n; i++) {
         const rm_json *in = rm_json_get(&s->items[i], "inputs"), *tg = rm_json_get(&s->items[i], "targets");
-        t->inputs[i] = dup_str(in);
-        t->targets[i] = tg ? dup_str(tg) : strdup("");
+        t->inputs[i] = rm_json_strdup(in);
+        t->targets[i] = tg ? rm_json_strdup(tg) : strdup("");
         t->n = (int)i + 1;
         if (!t->inputs[i] || !t->targets[i])
             return rm_errorf(RM_EFORMAT, "%s: %s: sample %zu lacks string inputs/targets", path, t->name, i);
@@ -111,10 +101,10 @@ int rm_flan_load_test(const char *path, const rm_flan_pool *pool, rm_flan_reques
     int m = 0;
     for (size_t i = 0; !rc && i < j->n; i++) {
         const rm_json *o = &j->items[i];
-        r[i].inputs = dup_str(rm_json_get(o, "inputs"));
-        r[i].task = dup_str(rm_json_get(o, "task"));
+        r[i].inputs = rm_json_strdup(rm_json_get(o, "inputs"));
+        r[i].task = rm_json_strdup(rm_json_get(o, "task"));
         const rm_json *dom = rm_json_get(o, "domain");
-        r[i].domain = dom ? dup_str(dom) : strdup("");
+        r[i].domain = dom ? rm_json_strdup(dom) : strdup("");
         m = (int)i + 1;
         if (!r[i].inputs || !r[i].task || !r[i].domain) {
             rc = rm_errorf(RM_EFORMAT, "%s: request %zu lacks string inputs/task/domain", path, i);
