@@ -106,6 +106,13 @@ TEST(repack_types_not_file_types) {
     CHECK(rm_type_parse("q8_0-r16", &t) != RM_OK);
     CHECK(rm_row_size(RM_TYPE_Q8_0_R16, 1024) == rm_row_size(RM_TYPE_Q8_0, 1024));
     CHECK(rm_type_r16_base(RM_TYPE_Q4_0_R16) == RM_TYPE_Q4_0 && rm_type_r16_base(RM_TYPE_Q4_K) == -1);
+    // and the GGUF writer refuses to put one in a file
+    gguf_writer *w = gguf_writer_new();
+    REQUIRE(w);
+    uint8_t row[34 * 16] = {0};
+    const int64_t ne[2] = {512, 1};
+    CHECK(gguf_add_tensor(w, "blk.0.attn_q.weight", RM_TYPE_Q8_0_R16, 2, ne, row) != RM_OK);
+    gguf_writer_free(w);
 }
 
 // What rm_repack_for_kernels writes (the AVX-512 repack, threaded) is the
