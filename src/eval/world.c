@@ -727,8 +727,8 @@ static void gen_summary(const rm_world *w, int s, uint64_t *rng, rm_sb *in, rm_s
     if (s == 0) {
         const char *N = PICK(rng, NAMES), *O = PICK(rng, OBJECTS), *T = PICK(rng, TOWNS), *C = PICK(rng, COLORS);
         static const char *const STORY[3] = {
-            "{1} found an old {2} {3} in {4}. {1} cleaned the {3} and kept it. Soon everyone in {4} talked about the "
-            "{3}.",
+            ("{1} found an old {2} {3} in {4}. {1} cleaned the {3} and kept it. Soon everyone in {4} talked about "
+             "the {3}."),
             "One day {1} saw a {2} {3} by the road near {4}. {1} took the {3} home. The {3} brought luck to {1}.",
             "In {4} lived {1}, who made a {2} {3}. People came to see the {3}. {1} was proud of the {3}."};
         FILL(&body, PICK(rng, STORY), N, C, O, T);
