@@ -11,11 +11,15 @@
 #include "base/json.h"
 #include "lora/adapter.h"
 #include "model/llama.h"
+#include "serve/server_impl.h"
 
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <unistd.h>
 
 // The value of ramole_NAME in the server's /metrics (NAN when absent).
@@ -208,4 +212,36 @@ TEST(serve_limits_413_and_sampling_400) {
     snprintf(body, sizeof body, "{\"name\": \"fair\", \"weights\": \"%s\", \"samples\": [\"a\", \"b\"]}", w[1]);
     CHECK(post_param(sp.port, "/v1/adapters", body, param, sizeof param, msg, sizeof msg) == 201);
     CHECK(rm_test_server_stop(&sp) == 0);
+}
+
+// What kill -9 during an upload leaves (an upload folder with a half-written
+// temporary) is removed when a server starts; uploads of live processes and
+// of other hosts sharing the folder are not touched.
+TEST(serve_upload_sweep_dead_processes) {
+    char root[1024], dead[1200], live[1200], other[1200], file[1300], host[64] = "";
+    gethostname(host, sizeof host - 1);
+    snprintf(root, sizeof root, "%s/sweep", rm_test_tmpdir());
+    REQUIRE(mkdir(root, 0755) == 0);
+    pid_t child = fork(); // a pid that has surely exited
+    REQUIRE(child >= 0);
+    if (child == 0) _exit(0);
+    REQUIRE(waitpid(child, NULL, 0) == child);
+    snprintf(dead, sizeof dead, "%s/.upload-%s-%ld-7", root, host, (long)child);
+    snprintf(live, sizeof live, "%s/.upload-%s-%ld-8", root, host, (long)getpid());
+    snprintf(other, sizeof other, "%s/.upload-%s-%ld-%ld-9", root, host, (long)child, (long)child); // host "HOST-PID"
+    const char *dirs[3] = {dead, live, other};
+    for (int i = 0; i < 3; i++) {
+        REQUIRE(mkdir(dirs[i], 0755) == 0);
+        snprintf(file, sizeof file, "%s/adapter.gguf.tmp%ld", dirs[i], (long)child);
+        FILE *f = fopen(file, "w");
+        REQUIRE(f);
+        fputs("half", f);
+        fclose(f);
+    }
+    CHECK(upload_sweep(root, host) == 1);
+    struct stat st;
+    CHECK(stat(dead, &st) != 0);
+    CHECK(stat(live, &st) == 0 && S_ISDIR(st.st_mode));
+    CHECK(stat(other, &st) == 0 && S_ISDIR(st.st_mode));
+    CHECK(upload_sweep(root, host) == 0); // nothing more to do
 }

@@ -46,20 +46,27 @@ static void drop_f16(rm_lora_mod *mod) {
     mod->A16 = mod->Bt16 = NULL;
 }
 
+int rm_lora_mod_make_f16(rm_lora_mod *m) {
+    if (!m->r || m->A16) return RM_OK;
+    m->A16 = calloc(rm_lora_a16_size(m->r, m->in), sizeof(uint16_t)); // the padding is 0
+    m->Bt16 = calloc(rm_lora_b16_size(m->r, m->out), sizeof(uint16_t));
+    if (!m->A16 || !m->Bt16) {
+        drop_f16(m);
+        return rm_errorf(RM_ENOMEM, "out of memory");
+    }
+    for (int j = 0; j < m->r; j++) {
+        const float *a = m->A + (size_t)j * (size_t)m->in, *b = m->Bt + (size_t)j * (size_t)m->out;
+        for (int64_t k = 0; k < m->in; k++) m->A16[rm_lora_a16_at(m->in, j, k)] = rm_f32_to_f16(a[k]);
+        for (int64_t o = 0; o < m->out; o++) m->Bt16[rm_lora_b16_at(m->r, j, o)] = rm_f32_to_f16(b[o]);
+    }
+    return RM_OK;
+}
+
 int rm_lora_make_f16(rm_lora *a) {
     if (!a->base) return rm_errorf(RM_EINVAL, "%s: bind the adapter before making f16 mirrors", a->path);
     for (int i = 0; i < a->n_layer * RM_LIN_COUNT; i++) {
-        rm_lora_mod *m = &a->mods[i];
-        if (!m->r || m->A16) continue;
-        size_t na = (size_t)m->r * (size_t)m->in, nb = (size_t)m->r * (size_t)m->out;
-        m->A16 = malloc(na * sizeof(uint16_t));
-        m->Bt16 = malloc(nb * sizeof(uint16_t));
-        if (!m->A16 || !m->Bt16) {
-            drop_f16(m);
-            return rm_errorf(RM_ENOMEM, "out of memory");
-        }
-        for (size_t k = 0; k < na; k++) m->A16[k] = rm_f32_to_f16(m->A[k]);
-        for (size_t k = 0; k < nb; k++) m->Bt16[k] = rm_f32_to_f16(m->Bt[k]);
+        int rc = rm_lora_mod_make_f16(&a->mods[i]);
+        if (rc) return rc;
     }
     return RM_OK;
 }
@@ -152,7 +159,8 @@ size_t rm_lora_bytes(const rm_lora *a) {
     for (int i = 0; i < a->n_layer * RM_LIN_COUNT; i++) {
         const rm_lora_mod *m = &a->mods[i];
         size_t n = (size_t)m->r * (size_t)(m->in + m->out);
-        b += n * sizeof(float) + (m->A16 ? n * sizeof(uint16_t) : 0);
+        b += n * sizeof(float);
+        if (m->A16) b += (rm_lora_a16_size(m->r, m->in) + rm_lora_b16_size(m->r, m->out)) * sizeof(uint16_t);
     }
     return b;
 }

@@ -25,8 +25,26 @@ typedef struct rm_lora_mod {
     float scale;          // s
     float *A;             // [r, in]
     float *Bt;            // [r, out]: B transposed (the kernels stream its rows)
-    uint16_t *A16, *Bt16; // optional f16 mirrors the hook reads instead (rm_lora_make_f16)
+    uint16_t *A16, *Bt16; // optional f16 mirrors the hook reads instead (rm_lora_make_f16), packed:
 } rm_lora_mod;
+
+// The f16 mirrors are packed so that the hook's kernels read each one as a
+// single stream. A16: A's rows in blocks of 4, each block [in16 / 16][4][16]
+// (in16 = in rounded up to 16; the padding and the rows of the last block past
+// r are 0). Bt16: B^T's columns in blocks of 32, each block [r][32] (out
+// rounded up to 32, padding 0). The element (j, k) of A and (j, o) of B^T:
+static inline size_t rm_lora_a16_at(int64_t in, int j, int64_t k) {
+    size_t in16 = ((size_t)in + 15) & ~(size_t)15;
+    return (size_t)(j / 4) * 4 * in16 + (size_t)(k / 16) * 64 + (size_t)(j % 4) * 16 + (size_t)(k % 16);
+}
+static inline size_t rm_lora_b16_at(int r, int j, int64_t o) {
+    return (size_t)(o / 32) * 32 * (size_t)r + (size_t)j * 32 + (size_t)(o % 32);
+}
+// Their sizes in halves.
+static inline size_t rm_lora_a16_size(int r, int64_t in) {
+    return (size_t)((r + 3) / 4) * 4 * (((size_t)in + 15) & ~(size_t)15);
+}
+static inline size_t rm_lora_b16_size(int r, int64_t out) { return (((size_t)out + 31) & ~(size_t)31) * (size_t)r; }
 
 typedef struct rm_lora {
     char *path;         // where it came from (messages), "" for in-memory adapters
@@ -92,6 +110,8 @@ int rm_lora_load_for(rm_lora **out, const char *path, const rm_llama *m);
 // relative 5e-4 per weight). Needs a bound adapter (binding again drops them
 // if it reorders rows). Calling it twice is a no-op.
 int rm_lora_make_f16(rm_lora *a);
+// The same for one module (allocated, any shape); a no-op when it has them.
+int rm_lora_mod_make_f16(rm_lora_mod *m);
 
 // An empty adapter covering n_layer layers (for builders); mods are zeroed.
 int rm_lora_new(rm_lora **out, int n_layer);

@@ -17,7 +17,7 @@
 
 typedef struct lb_job {
     const rm_lora_batch *lb;
-    int avx2;
+    int isa;
     int n_groups, n_units;
     const float *x;
     int64_t ldx;
@@ -75,24 +75,48 @@ static int term_cmp(const void *pa, const void *pb) {
     return (a->row > b->row) - (a->row < b->row);
 }
 
-// sum_i x[i] * a[i]   x f32, a f16 (scalar reference of lora_dot_f16_avx2)
-static float dot_f16(int avx2, const float *x, const uint16_t *a, int64_t n) {
-    if (avx2) return lora_dot_f16_avx2(x, a, n);
-    float s = 0;
-    for (int64_t i = 0; i < n; i++) s += x[i] * rm_f16_to_f32(a[i]);
-    return s;
+// The kernel family for this CPU (RAMOLE_ISA may force a lower one).
+int lora_isa(void) {
+    const rm_cpu_features *f = rm_cpu();
+    if (f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq && f->avx2 && f->fma && f->f16c) return 2;
+    return f->avx2 && f->fma && f->f16c ? 1 : 0;
 }
 
-// y[i] += t * b[i]   b f16 (scalar reference of lora_axpy_f16_avx2)
-static void axpy_f16(int avx2, float *y, float t, const uint16_t *b, int64_t n) {
-    if (avx2) {
-        lora_axpy_f16_avx2(y, t, b, n);
-        return;
-    }
-    for (int64_t i = 0; i < n; i++) y[i] += t * rm_f16_to_f32(b[i]);
+int rm_lora_kernel_family(void) { return lora_isa(); }
+
+// The scalar kernels: the specification of lora_down / lora_up (batch_impl.h).
+static void down_ref(LB_DOWN_ARGS) {
+    for (int i = 0; i < nt; i++)
+        for (int j = j0; j < j0 + nj; j++) {
+            float s = 0;
+            for (int64_t k = 0; k < in; k++) {
+                s += x[i][k] *
+                     (A16 ? rm_f16_to_f32(A16[rm_lora_a16_at(in, j, k)]) : A[(size_t)j * (size_t)in + (size_t)k]);
+            }
+            t[i][j] = c[i] * s;
+        }
 }
 
-// T[term, j] = coef * x[row] . A[j]   for each (group, j) unit in this worker's share
+static void up_ref(LB_UP_ARGS) {
+    for (int i = 0; i < nt; i++)
+        for (int j = 0; j < nj; j++)
+            for (int64_t o = o0; o < o1; o++) {
+                float b = B16 ? rm_f16_to_f32(B16[rm_lora_b16_at(r, j0 + j, o)])
+                              : B[(size_t)(j0 + j) * (size_t)ldb + (size_t)o];
+                y[i][o] += t[i][j] * b;
+            }
+}
+
+void lora_down(int isa, LB_DOWN_ARGS) {
+    (isa == 2 ? lora_down_avx512 : isa == 1 ? lora_down_avx2 : down_ref)(nt, x, c, t, A, A16, in, j0, nj);
+}
+
+void lora_up(int isa, LB_UP_ARGS) {
+    (isa == 2 ? lora_up_avx512 : isa == 1 ? lora_up_avx2 : up_ref)(nt, y, t, B, B16, ldb, r, j0, nj, o0, o1);
+}
+
+// T[term, j0 .. j0+LB_NJ) = coef * x[row] . A[j] for each (group, block of
+// rows of A) unit in this worker's share, LB_NT terms at a time.
 static void down_task(void *ctx, int ith, int nth) {
     const lb_job *J = ctx;
     const rm_lora_batch *lb = J->lb;
@@ -100,38 +124,53 @@ static void down_task(void *ctx, int ith, int nth) {
     rm_split_range(J->n_units, ith, nth, &begin, &end);
     for (long u = begin; u < end; u++) {
         const lb_group *g = &lb->groups[lb->units[u].group];
-        int j = lb->units[u].j;
+        int j0 = lb->units[u].j;
         const rm_lora_mod *m = lb->terms[g->first].mod;
-        const float *aj = m->A + (size_t)j * m->in;
-        const uint16_t *aj16 = m->A16 ? m->A16 + (size_t)j * m->in : NULL;
-        for (int t = g->first; t < g->first + g->count; t++) {
-            const lb_term *tm = &lb->terms[t];
-            const float *xr = J->x + (size_t)tm->row * J->ldx;
-            lb->T[tm->t_off + j] = tm->coef * (aj16 ? dot_f16(J->avx2, xr, aj16, m->in) : rm_dot_f32(xr, aj, m->in));
+        int nj = m->r - j0 < LB_NJ ? m->r - j0 : LB_NJ;
+        for (int t0 = g->first; t0 < g->first + g->count; t0 += LB_NT) {
+            int nt = g->first + g->count - t0 < LB_NT ? g->first + g->count - t0 : LB_NT;
+            const float *x[LB_NT];
+            float c[LB_NT], *t[LB_NT];
+            for (int i = 0; i < nt; i++) {
+                const lb_term *tm = &lb->terms[t0 + i];
+                x[i] = J->x + (size_t)tm->row * J->ldx;
+                c[i] = tm->coef;
+                t[i] = lb->T + tm->t_off;
+            }
+            lora_down(J->isa, nt, x, c, t, m->A16 ? NULL : m->A, m->A16, m->in, j0, nj);
         }
     }
 }
 
-// y[row, o0:o1] += sum_j T[term, j] * Bt[j, o0:o1], groups in uid order, for
-// this worker's column range (multiples of 16 floats).
+// y[row, o0:o1] += T[term] B^T[:, o0:o1] for every term, groups in uid order,
+// for this worker's column range (multiples of 32 floats, the packed
+// mirror's blocks); up to LB_NT terms of a group at a time, as long as their
+// destinations differ.
 static void up_task(void *ctx, int ith, int nth) {
     const lb_job *J = ctx;
     const rm_lora_batch *lb = J->lb;
-    long nblk = (long)((J->out + 15) / 16), b0, b1;
+    long nblk = (long)((J->out + 31) / 32), b0, b1;
     rm_split_range(nblk, ith, nth, &b0, &b1);
-    int64_t o0 = b0 * 16, o1 = b1 * 16 < J->out ? b1 * 16 : J->out;
+    int64_t o0 = b0 * 32, o1 = b1 * 32 < J->out ? b1 * 32 : J->out;
     if (o0 >= o1) return;
     for (int gi = 0; gi < J->n_groups; gi++) {
         const lb_group *g = &lb->groups[gi];
         const rm_lora_mod *m = lb->terms[g->first].mod;
-        for (int t = g->first; t < g->first + g->count; t++) {
-            const lb_term *tm = &lb->terms[t];
-            float *yr = (tm->dst ? tm->dst : J->y + (size_t)tm->row * J->ldy) + o0;
-            for (int j = 0; j < m->r; j++) {
-                size_t off = (size_t)j * m->out + (size_t)o0;
-                if (m->Bt16) axpy_f16(J->avx2, yr, lb->T[tm->t_off + j], m->Bt16 + off, o1 - o0);
-                else rm_axpy_f32(yr, lb->T[tm->t_off + j], m->Bt + off, o1 - o0);
+        int t = g->first, end = g->first + g->count;
+        while (t < end) {
+            float *y[LB_NT];
+            const float *tv[LB_NT];
+            int nt = 0;
+            for (; t < end && nt < LB_NT; t++) {
+                const lb_term *tm = &lb->terms[t];
+                float *yr = tm->dst ? tm->dst : J->y + (size_t)tm->row * J->ldy;
+                int dup = 0;
+                for (int i = 0; i < nt; i++) dup |= y[i] == yr;
+                if (dup) break;
+                y[nt] = yr;
+                tv[nt++] = lb->T + tm->t_off;
             }
+            lora_up(J->isa, nt, y, tv, m->Bt16 ? NULL : m->Bt, m->Bt16, m->out, m->r, 0, m->r, o0, o1);
         }
     }
 }
@@ -160,26 +199,27 @@ static const rm_lora_mod *mod_of(const rm_lora *a, int layer, int which) {
     return m->r ? m : NULL;
 }
 
-void lora_mod_down(int avx2, const rm_lora_mod *m, const float *x, float *h) {
-    for (int j = 0; j < m->r; j++) {
-        size_t off = (size_t)j * m->in;
-        h[j] = m->A16 ? dot_f16(avx2, x, m->A16 + off, m->in) : rm_dot_f32(x, m->A + off, m->in);
-    }
+void lora_mod_down(int isa, const rm_lora_mod *m, const float *x, float *h) {
+    const float one = 1.0f;
+    for (int j = 0; j < m->r; j += LB_NJ)
+        lora_down(isa, 1, &x, &one, &h, m->A16 ? NULL : m->A, m->A16, m->in, j, m->r - j < LB_NJ ? m->r - j : LB_NJ);
 }
 
-void lora_mod_up(int avx2, const rm_lora_mod *m, const float *h, float c, float *y) {
-    for (int j = 0; j < m->r; j++) {
-        size_t off = (size_t)j * m->out;
-        if (m->Bt16) axpy_f16(avx2, y, c * h[j], m->Bt16 + off, m->out);
-        else rm_axpy_f32(y, c * h[j], m->Bt + off, m->out);
+void lora_mod_up(int isa, const rm_lora_mod *m, const float *h, float c, float *y) {
+    float t[64];
+    const float *tp = t;
+    for (int j0 = 0; j0 < m->r; j0 += 64) { // the chain over j goes on through y
+        int n = m->r - j0 < 64 ? m->r - j0 : 64;
+        for (int j = 0; j < n; j++) t[j] = c * h[j0 + j];
+        lora_up(isa, 1, &y, &tp, m->Bt16 ? NULL : m->Bt, m->Bt16, m->out, m->r, j0, n, 0, m->out);
     }
 }
 
 // e[out] = s B (A x)   (h[r] scratch)
-static void lora_out(int avx2, const rm_lora_mod *m, const float *x, float *h, float *e) {
-    lora_mod_down(avx2, m, x, h);
+static void lora_out(int isa, const rm_lora_mod *m, const float *x, float *h, float *e) {
+    lora_mod_down(isa, m, x, h);
     memset(e, 0, (size_t)m->out * sizeof(float));
-    lora_mod_up(avx2, m, h, m->scale, e);
+    lora_mod_up(isa, m, h, m->scale, e);
 }
 
 // y[out] += sum_i softmax(z)_i E_i over the k vectors E (out floats apart),
@@ -199,7 +239,7 @@ static void router_mix_row(int k, const float *q, const float *E, int64_t out, f
 // RouterLoRA for one row: E_i = s_i B_i A_i x, q = s_r B_r A_r x,
 // alpha = softmax(q . E_i / sqrt(out)), y += sum_i alpha_i E_i. The row is
 // computed alone, in plan order, whatever its batch mates.
-void rm_lora_router_row(int avx2, const rm_lora_plan *p, int layer, int which, const float *x, float *y, float *scratch,
+void rm_lora_router_row(int isa, const rm_lora_plan *p, int layer, int which, const float *x, float *y, float *scratch,
                         float *alpha) {
     int k = p->n;
     const rm_lora_mod *e[RM_PLAN_MAX], *any = NULL;
@@ -211,11 +251,11 @@ void rm_lora_router_row(int avx2, const rm_lora_plan *p, int layer, int which, c
     int64_t out = any->out;
     float *E = scratch, *q = E + (size_t)k * out, *h = q + out;
     for (int i = 0; i < k; i++) {
-        if (e[i]) lora_out(avx2, e[i], x, h, E + (size_t)i * out);
+        if (e[i]) lora_out(isa, e[i], x, h, E + (size_t)i * out);
         else memset(E + (size_t)i * out, 0, (size_t)out * sizeof(float));
     }
     const rm_lora_mod *rq = mod_of(p->router, layer, which);
-    if (rq) lora_out(avx2, rq, x, h, q);
+    if (rq) lora_out(isa, rq, x, h, q);
     router_mix_row(k, rq ? q : NULL, E, out, y, alpha);
 }
 
@@ -261,7 +301,7 @@ static void router_mix_task(void *ctx, int ith, int nth) {
 }
 
 static void run_terms(rm_lora_batch *lb, int n_terms, const float *x, int64_t ldx, float *y, int64_t ldy, int64_t out,
-                      int avx2);
+                      int isa);
 
 // Adds term (adapter a's module on this linear, row, coefficient s, into dst)
 // unless a has no such module; -1 on a shape that does not fit.
@@ -276,7 +316,7 @@ static int router_term(rm_lora_batch *lb, int *n_terms, const rm_lora *a, int la
 
 // Applies the router plans of b's rows to (layer, which).
 static void router_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_linear_id which, const float *x,
-                         int64_t ldx, float *y, int64_t ldy, int avx2) {
+                         int64_t ldx, float *y, int64_t ldy, int isa) {
     int n = 0, k = 0;
     int64_t out = 0;
     for (int row = 0; row < b->n; row++) {
@@ -318,7 +358,7 @@ static void router_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_lin
             return;
         }
     }
-    if (n_terms) run_terms(lb, n_terms, x, ldx, y, ldy, out, avx2);
+    if (n_terms) run_terms(lb, n_terms, x, ldx, y, ldy, out, isa);
     if (lb->status) return;
     router_mix mix = {lb, b, layer, which, n, k, out, y, ldy};
     rm_threadpool_run(lb->tp, router_mix_task, &mix);
@@ -326,7 +366,7 @@ static void router_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_lin
 
 // The selection / mixture / fusion terms of b's rows, grouped by adapter.
 static void terms_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_linear_id which, const float *x,
-                        int64_t ldx, float *y, int64_t ldy, int avx2) {
+                        int64_t ldx, float *y, int64_t ldy, int isa) {
     // 1. the terms of every row
     int n_terms = 0;
     int64_t out = 0;
@@ -353,14 +393,14 @@ static void terms_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_line
             lb->terms[n_terms++] = (lb_term){ls[i]->uid, m, r, ws[i] * m->scale, 0, NULL};
         }
     }
-    if (n_terms) run_terms(lb, n_terms, x, ldx, y, ldy, out, avx2);
+    if (n_terms) run_terms(lb, n_terms, x, ldx, y, ldy, out, isa);
 }
 
 // The n_terms terms in lb->terms (one shape of A and B; out outputs): sorted
 // by (adapter, row), grouped, T = coef X A^T per group, then B T added to
 // each term's destination.
 static void run_terms(rm_lora_batch *lb, int n_terms, const float *x, int64_t ldx, float *y, int64_t ldy, int64_t out,
-                      int avx2) {
+                      int isa) {
     qsort(lb->terms, (size_t)n_terms, sizeof *lb->terms, term_cmp);
     // 2. groups, work units and T offsets
     int n_groups = 0, n_units = 0;
@@ -374,7 +414,7 @@ static void run_terms(rm_lora_batch *lb, int n_terms, const float *x, int64_t ld
                 return;
             }
             lb->groups[n_groups] = (lb_group){t, 0};
-            for (int j = 0; j < tm->mod->r; j++) lb->units[n_units++] = (lb_unit){n_groups, j};
+            for (int j = 0; j < tm->mod->r; j += LB_NJ) lb->units[n_units++] = (lb_unit){n_groups, j};
             n_groups++;
         }
         lb->groups[n_groups - 1].count++;
@@ -386,7 +426,7 @@ static void run_terms(rm_lora_batch *lb, int n_terms, const float *x, int64_t ld
         return;
     }
     // 3. T = coef * X A^T, then Y += T B^T
-    lb_job job = {lb, avx2, n_groups, n_units, x, ldx, y, ldy, out};
+    lb_job job = {lb, isa, n_groups, n_units, x, ldx, y, ldy, out};
     rm_threadpool_run(lb->tp, down_task, &job);
     rm_threadpool_run(lb->tp, up_task, &job);
 }
@@ -396,11 +436,10 @@ static void hook_apply(void *ctx, const rm_batch *b, int layer, rm_linear_id whi
     rm_lora_batch *lb = ctx;
     if (!b->plan) return;
     double t0 = rm_now();
-    const rm_cpu_features *cpu = rm_cpu();
-    int avx2 = cpu->avx2 && cpu->fma && cpu->f16c;
-    terms_apply(lb, b, layer, which, x, ldx, y, ldy, avx2);
-    router_apply(lb, b, layer, which, x, ldx, y, ldy, avx2);
-    lb_set_apply(lb, b, layer, which, x, ldx, y, ldy, avx2);
+    int isa = lora_isa();
+    terms_apply(lb, b, layer, which, x, ldx, y, ldy, isa);
+    router_apply(lb, b, layer, which, x, ldx, y, ldy, isa);
+    lb_set_apply(lb, b, layer, which, x, ldx, y, ldy, isa);
     lb->seconds += rm_now() - t0;
 }
 

@@ -36,12 +36,15 @@ int rm_lora_batch_status(rm_lora_batch *lb);
 double rm_lora_batch_seconds(rm_lora_batch *lb);
 
 // RouterLoRA on one row of linear (layer, which): y[out] += sum_i alpha_i E_i(x)
-// for the router plan p. avx2 selects the f16-mirror kernels (the hook
-// passes what the CPU has). scratch holds rm_lora_router_scratch(k, out, r)
+// for the router plan p with the kernel family isa (rm_lora_kernel_family()
+// is what the hook uses). scratch holds rm_lora_router_scratch(k, out, r)
 // floats (k experts, the linear's out, the largest rank among the experts
 // and the router).
 // alpha (may be NULL) gets the row's k expert weights.
-void rm_lora_router_row(int avx2, const rm_lora_plan *p, int layer, int which, const float *x, float *y, float *scratch,
+void rm_lora_router_row(int isa, const rm_lora_plan *p, int layer, int which, const float *x, float *y, float *scratch,
                         float *alpha);
 size_t rm_lora_router_scratch(int k, int64_t out, int r);
+// The family of LoRA kernels the hook runs on this CPU: 0 scalar, 1 AVX2
+// (with FMA and F16C), 2 AVX-512; RAMOLE_ISA / rm_cpu_force lower it.
+int rm_lora_kernel_family(void);
 #endif

@@ -1,35 +1,133 @@
-// batch_avx2.c — AVX2/F16C kernels for f16 LoRA mirrors (called only after
-// a run-time check; the scalar versions in batch.c are the specification).
+// batch_avx2.c — AVX2/FMA/F16C LoRA kernels (batch_impl.h; called only after
+// a run-time check, the scalar versions in batch.c are the specification).
+//
+// down: blocks of up to 4 terms x 2 rows of A, one 8-lane accumulator per
+// (term, row), one fixed reduction, then the tail of `in` one by one with
+// fma: a dot's bits do not depend on the block.
+// up: 16 outputs x up to 4 terms in registers, the chain over the rank in
+// registers; the tail one by one with the same fma, so every output element
+// has the same bits whatever range it falls in.
+#include "lora/adapter.h"
 #include "lora/batch_impl.h"
 
 #include <immintrin.h>
+#include <math.h>
 
-// sum_i x[i] * a[i]   x f32, a f16
-float lora_dot_f16_avx2(const float *x, const uint16_t *a, int64_t n) {
-    __m256 s0 = _mm256_setzero_ps(), s1 = _mm256_setzero_ps();
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m256 a0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i)));
-        __m256 a1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(a + i + 8)));
-        s0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i), a0, s0);
-        s1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + i + 8), a1, s1);
-    }
-    s0 = _mm256_add_ps(s0, s1);
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s0), _mm256_extractf128_ps(s0, 1));
+#define INLINE static inline __attribute__((always_inline))
+
+// Where element k of a row of A lies from the row's start in the packed mirror.
+INLINE int64_t a16_off(int64_t k) { return (k >> 4) * 64 + (k & 15); }
+
+// 8 values of a row of A at k: f32 at f, or packed f16 at h
+INLINE __m256 ld8(const int F16, const float *f, const uint16_t *h, int64_t k) {
+    if (F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + a16_off(k))));
+    return _mm256_loadu_ps(f + k);
+}
+
+INLINE float ld1(const int F16, const float *f, const uint16_t *h, int64_t k) {
+    return F16 ? _cvtsh_ss(h[a16_off(k)]) : f[k];
+}
+
+INLINE float hsum8(__m256 v) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     h = _mm_add_ps(h, _mm_movehl_ps(h, h));
     h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    float s = _mm_cvtss_f32(h);
-    for (; i < n; i++) s += x[i] * _cvtsh_ss(a[i]);
-    return s;
+    return _mm_cvtss_f32(h);
 }
 
-// y[i] += t * b[i]   b f16
-void lora_axpy_f16_avx2(float *y, float t, const uint16_t *b, int64_t n) {
-    __m256 vt = _mm256_set1_ps(t);
-    int64_t i = 0;
-    for (; i + 8 <= n; i += 8) {
-        __m256 bv = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(b + i)));
-        _mm256_storeu_ps(y + i, _mm256_fmadd_ps(vt, bv, _mm256_loadu_ps(y + i)));
+INLINE void down_block(const int F16, const int NT, const int NJ, const float *const *x, const float *c,
+                       float *const *t, const float *A, const uint16_t *A16, int64_t in, int j0) {
+    __m256 acc[LB_NT][2];
+#pragma GCC unroll 4
+    for (int i = 0; i < NT; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NJ; j++) acc[i][j] = _mm256_setzero_ps();
+    const float *af[2] = {0};
+    const uint16_t *ah[2] = {0};
+#pragma GCC unroll 4
+    for (int j = 0; j < NJ; j++) {
+        if (F16) ah[j] = A16 + rm_lora_a16_at(in, j0 + j, 0);
+        else af[j] = A + (size_t)(j0 + j) * (size_t)in;
     }
-    for (; i < n; i++) y[i] += t * _cvtsh_ss(b[i]);
+    int64_t k = 0;
+    for (; k + 8 <= in; k += 8) {
+        __m256 a[2];
+#pragma GCC unroll 4
+        for (int j = 0; j < NJ; j++) a[j] = ld8(F16, af[j], ah[j], k);
+#pragma GCC unroll 4
+        for (int i = 0; i < NT; i++) {
+            __m256 xv = _mm256_loadu_ps(x[i] + k);
+#pragma GCC unroll 4
+            for (int j = 0; j < NJ; j++) acc[i][j] = _mm256_fmadd_ps(xv, a[j], acc[i][j]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < NT; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < NJ; j++) {
+            float s = hsum8(acc[i][j]);
+            for (int64_t q = k; q < in; q++) s = fmaf(x[i][q], ld1(F16, af[j], ah[j], q), s);
+            t[i][j0 + j] = c[i] * s;
+        }
 }
+
+INLINE void down_nt(const int F16, const int NT, const float *const *x, const float *c, float *const *t, const float *A,
+                    const uint16_t *A16, int64_t in, int j0, int nj) {
+    int j = 0;
+    for (; j + 2 <= nj; j += 2) down_block(F16, NT, 2, x, c, t, A, A16, in, j0 + j);
+    if (j < nj) down_block(F16, NT, 1, x, c, t, A, A16, in, j0 + j);
+}
+
+#define DOWN(F, N) down_nt(F, N, x, c, t, A, A16, in, j0, nj)
+void lora_down_avx2(LB_DOWN_ARGS) { LB_SPECIALISE(A16 != NULL, nt, DOWN); }
+
+INLINE void up_nt(const int F16, const int NT, float *const *y, const float *const *t, const float *B,
+                  const uint16_t *B16, int64_t ldb, int r, int j0, int nj, int64_t o0, int64_t o1) {
+    int64_t o = o0;
+    for (; o + 16 <= o1; o += 16) {
+        __m256 acc[LB_NT][2];
+#pragma GCC unroll 4
+        for (int i = 0; i < NT; i++) {
+            acc[i][0] = _mm256_loadu_ps(y[i] + o);
+            acc[i][1] = _mm256_loadu_ps(y[i] + o + 8);
+        }
+        const float *bf = F16 ? NULL : B + (size_t)j0 * (size_t)ldb + (size_t)o;
+        const uint16_t *bh = F16 ? B16 + rm_lora_b16_at(r, j0, o) : NULL; // then 32 halves per j
+        for (int j = 0; j < nj; j++) {
+            __m256 b0, b1;
+            if (F16) {
+                b0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)bh));
+                b1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(bh + 8)));
+                bh += 32;
+            } else {
+                b0 = _mm256_loadu_ps(bf);
+                b1 = _mm256_loadu_ps(bf + 8);
+                bf += ldb;
+            }
+#pragma GCC unroll 4
+            for (int i = 0; i < NT; i++) {
+                __m256 tv = _mm256_broadcast_ss(&t[i][j]);
+                acc[i][0] = _mm256_fmadd_ps(tv, b0, acc[i][0]);
+                acc[i][1] = _mm256_fmadd_ps(tv, b1, acc[i][1]);
+            }
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < NT; i++) {
+            _mm256_storeu_ps(y[i] + o, acc[i][0]);
+            _mm256_storeu_ps(y[i] + o + 8, acc[i][1]);
+        }
+    }
+    for (; o < o1; o++)
+        for (int i = 0; i < NT; i++) {
+            float s = y[i][o];
+            for (int j = 0; j < nj; j++) {
+                float b =
+                    F16 ? _cvtsh_ss(B16[rm_lora_b16_at(r, j0 + j, o)]) : B[(size_t)(j0 + j) * (size_t)ldb + (size_t)o];
+                s = fmaf(t[i][j], b, s);
+            }
+            y[i][o] = s;
+        }
+}
+
+#define UP(F, N) up_nt(F, N, y, t, B, B16, ldb, r, j0, nj, o0, o1)
+void lora_up_avx2(LB_UP_ARGS) { LB_SPECIALISE(B16 != NULL, nt, UP); }

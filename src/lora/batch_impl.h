@@ -1,5 +1,5 @@
 // batch_impl.h — internals of the batched hook shared by lora/batch*.c: the
-// hook's state, its helpers and the f16-mirror kernels.
+// hook's state, its helpers and the LoRA kernels.
 #ifndef RM_LORA_BATCH_IMPL_H
 #define RM_LORA_BATCH_IMPL_H
 #include <stdint.h>
@@ -20,7 +20,7 @@ typedef struct lb_group {
 } lb_group; // terms [first, first+count)
 typedef struct lb_unit {
     int group, j;
-} lb_unit; // one rank row of one group
+} lb_unit; // rows [j, j + LB_NJ) of A (fewer at the end) of one group
 
 struct rm_lora_batch {
     rm_threadpool *tp;
@@ -46,7 +46,7 @@ struct rm_lora_batch {
 typedef struct lb_rowjob {
     const rm_lora_batch *lb;
     const rm_batch *b;
-    int avx2, layer, which, n_rows;
+    int isa, layer, which, n_rows;
     size_t share;
     const float *x;
     int64_t ldx;
@@ -60,14 +60,52 @@ int lb_grow(void *p, size_t *cap, size_t n, size_t sz);
 void lb_fail(rm_lora_batch *lb, const char *what);                           // out of memory
 void lb_mismatch(rm_lora_batch *lb, int layer, int which, const char *what); // shapes that do not fit
 // h[r] = A x (no scale) and y[out] += c B h, from the f16 mirrors when present.
-void lora_mod_down(int avx2, const rm_lora_mod *m, const float *x, float *h);
-void lora_mod_up(int avx2, const rm_lora_mod *m, const float *h, float c, float *y);
+void lora_mod_down(int isa, const rm_lora_mod *m, const float *x, float *h);
+void lora_mod_up(int isa, const rm_lora_mod *m, const float *h, float c, float *y);
 // The rows of b with moe / arrow plans on linear (layer, which) (batch_set.c).
 void lb_set_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_linear_id which, const float *x, int64_t ldx,
-                  float *y, int64_t ldy, int avx2);
+                  float *y, int64_t ldy, int isa);
 
-// sum_i x[i] * a[i]          x f32, a f16
-float lora_dot_f16_avx2(const float *x, const uint16_t *a, int64_t n);
-// y[i] += t * b[i]           b f16
-void lora_axpy_f16_avx2(float *y, float t, const uint16_t *b, int64_t n);
+// The LoRA kernels, one set per family (isa: 0 scalar, 1 avx2, 2 avx512; see
+// lora_isa). A module's A [r, in] and B^T [r, out] (ldb = out) are read from
+// its packed f16 mirror when one is given (A16 / B16 not NULL; adapter.h),
+// else from f32.
+//
+// down: t[i][j0 + j] = c[i] * (x[i] . A[j0 + j])   i < nt <= LB_NT, j < nj <= LB_NJ
+// up:   y[i][o] = fma chain over j < nj of t[i][j] * B[j0 + j][o], started at
+//       y[i][o], for o in [o0, o1) (o0 a multiple of 32) and i < nt <= LB_NT
+//       (the y[i] distinct); r is the module's rank
+// Each dot and each output element is computed the same way whatever nt, nj
+// and [o0, o1) are, so a row's bits do not depend on what is computed beside it.
+#define LB_NT 4
+#define LB_NJ 4
+int lora_isa(void);
+#define LB_DOWN_ARGS                                                                                                   \
+    int nt, const float *const *x, const float *c, float *const *t, const float *A, const uint16_t *A16, int64_t in,   \
+        int j0, int nj
+#define LB_UP_ARGS                                                                                                     \
+    int nt, float *const *y, const float *const *t, const float *B, const uint16_t *B16, int64_t ldb, int r, int j0,   \
+        int nj, int64_t o0, int64_t o1
+// In the ISA files: calls BODY(F, N) with F = f16 (0 or 1) and N = nt (1 .. LB_NT) as
+// compile-time constants, so that each case is compiled with its registers.
+#define LB_SPECIALISE(f16, nt, BODY)                                                                                   \
+    do {                                                                                                               \
+        if (f16) {                                                                                                     \
+            if ((nt) == 1) BODY(1, 1);                                                                                 \
+            else if ((nt) == 2) BODY(1, 2);                                                                            \
+            else if ((nt) == 3) BODY(1, 3);                                                                            \
+            else BODY(1, 4);                                                                                           \
+        } else {                                                                                                       \
+            if ((nt) == 1) BODY(0, 1);                                                                                 \
+            else if ((nt) == 2) BODY(0, 2);                                                                            \
+            else if ((nt) == 3) BODY(0, 3);                                                                            \
+            else BODY(0, 4);                                                                                           \
+        }                                                                                                              \
+    } while (0)
+void lora_down(int isa, LB_DOWN_ARGS);
+void lora_up(int isa, LB_UP_ARGS);
+void lora_down_avx2(LB_DOWN_ARGS);
+void lora_up_avx2(LB_UP_ARGS);
+void lora_down_avx512(LB_DOWN_ARGS);
+void lora_up_avx512(LB_UP_ARGS);
 #endif

@@ -22,37 +22,37 @@
 static size_t row_scratch(int n, int r) { return 2 * (size_t)n + 2 * (size_t)r + ((size_t)n + 3) / 4; }
 
 // y[out] += sum_i alpha_i s_i B_i (A_i x) over the adapters with a weight (h [r] scratch).
-static void weighted_sum(int avx2, const rm_lora_set *s, int layer, int which, const float *alpha, const float *x,
+static void weighted_sum(int isa, const rm_lora_set *s, int layer, int which, const float *alpha, const float *x,
                          float *h, float *y) {
     for (int i = 0; i < s->n; i++) {
         const rm_lora_mod *m = alpha[i] != 0.0f ? rm_lora_set_mod(s, i, layer, which) : NULL;
         if (!m) continue;
-        lora_mod_down(avx2, m, x, h);
-        lora_mod_up(avx2, m, h, alpha[i] * m->scale, y);
+        lora_mod_down(isa, m, x, h);
+        lora_mod_up(isa, m, h, alpha[i] * m->scale, y);
     }
 }
 
 // SMEAR's merged adapter: y[out] += B_m (A_m x) with A_m = sum_i alpha_i A_i and
 // B_m = sum_i alpha_i s_i B_i (equal ranks; h, h1 [r] scratch).
-static void merged_apply(int avx2, const rm_lora_set *s, int layer, int which, const float *alpha, const float *x,
+static void merged_apply(int isa, const rm_lora_set *s, int layer, int which, const float *alpha, const float *x,
                          float *h, float *h1, float *y) {
     int r = 0;
     for (int i = 0; i < s->n; i++) { // h = A_m x
         const rm_lora_mod *m = alpha[i] != 0.0f ? rm_lora_set_mod(s, i, layer, which) : NULL;
         if (!m) continue;
         if (!r) memset(h, 0, (size_t)(r = m->r) * sizeof(float));
-        lora_mod_down(avx2, m, x, h1);
+        lora_mod_down(isa, m, x, h1);
         for (int j = 0; j < r; j++) h[j] += alpha[i] * h1[j];
     }
     for (int i = 0; i < s->n; i++) {
         const rm_lora_mod *m = alpha[i] != 0.0f ? rm_lora_set_mod(s, i, layer, which) : NULL;
-        if (m) lora_mod_up(avx2, m, h, alpha[i] * m->scale, y);
+        if (m) lora_mod_up(isa, m, h, alpha[i] * m->scale, y);
     }
 }
 
 // One row of a moe or arrow plan on linear (layer, which): x [in] its input,
 // xbar its running mean (smear), y [out] += the composed term.
-static void set_row(int avx2, const rm_lora_plan *p, int layer, int which, const float *x, const float *xbar, float *y,
+static void set_row(int isa, const rm_lora_plan *p, int layer, int which, const float *x, const float *xbar, float *y,
                     float *scratch) {
     const rm_lora_set *s = p->set;
     int n = s->n, idx = layer * RM_LIN_COUNT + which;
@@ -65,8 +65,8 @@ static void set_row(int avx2, const rm_lora_plan *p, int layer, int which, const
         if (!W) return;
         for (int i = 0; i < n; i++) z[i] = rm_dot_f32(W + (size_t)i * in, u, in);
         if (!rm_gate_route(g->kind, g->k, n, z, p->excluded, alpha, NULL)) return;
-        if (g->kind == RM_GATE_SMEAR) merged_apply(avx2, s, layer, which, alpha, x, h, h1, y);
-        else weighted_sum(avx2, s, layer, which, alpha, x, h, y);
+        if (g->kind == RM_GATE_SMEAR) merged_apply(isa, s, layer, which, alpha, x, h, h1, y);
+        else weighted_sum(isa, s, layer, which, alpha, x, h, y);
         return;
     }
     const float *V = layer < s->n_layer ? s->arrow[idx] : NULL;
@@ -76,7 +76,7 @@ static void set_row(int avx2, const rm_lora_plan *p, int layer, int which, const
         z[i] = mask[i] ? 0.0f : fabsf(rm_dot_f32(V + (size_t)i * in, x, in));
     }
     if (rm_gate_route(RM_GATE_TOPK, p->topk, n, z, mask, alpha, NULL))
-        weighted_sum(avx2, s, layer, which, alpha, x, h, y);
+        weighted_sum(isa, s, layer, which, alpha, x, h, y);
 }
 
 static int is_smear(const rm_lora_plan *p) { return p->mode == RM_COMPOSE_MOE && p->gate->kind == RM_GATE_SMEAR; }
@@ -89,7 +89,7 @@ static void set_task(void *ctx, int ith, int nth) {
     for (long k = begin; k < end; k++) {
         int r = J->lb->srows[k];
         const rm_lora_plan *p = J->b->plan[r];
-        set_row(J->avx2, p, J->layer, J->which, J->x + (size_t)r * J->ldx,
+        set_row(J->isa, p, J->layer, J->which, J->x + (size_t)r * J->ldx,
                 is_smear(p) ? J->lb->XB + (size_t)k * J->ldx : NULL, J->y + (size_t)r * J->ldy, scratch);
     }
 }
@@ -133,7 +133,7 @@ static int smear_advance(rm_lora_batch *lb, const rm_batch *b, int n_rows, int l
 }
 
 void lb_set_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_linear_id which, const float *x, int64_t ldx,
-                  float *y, int64_t ldy, int avx2) {
+                  float *y, int64_t ldy, int isa) {
     int n = 0, nmax = 0, rmax = 0, smear = 0;
     for (int row = 0; row < b->n; row++) {
         const rm_lora_plan *p = b->plan[row];
@@ -160,7 +160,7 @@ void lb_set_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_linear_id 
     }
     if (smear && smear_advance(lb, b, n, layer, which, x, ldx)) return;
     int nth = rm_threadpool_size(lb->tp);
-    lb_rowjob job = {lb, b, avx2, layer, which, n, row_scratch(nmax, rmax), x, ldx, y, ldy};
+    lb_rowjob job = {lb, b, isa, layer, which, n, row_scratch(nmax, rmax), x, ldx, y, ldy};
     if (lb_grow(&lb->S, &lb->S_cap, job.share * (size_t)nth, sizeof *lb->S)) {
         lb_fail(lb, "set scratch");
         return;

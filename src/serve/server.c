@@ -314,6 +314,12 @@ int rm_server_start(const rm_server_params *p, rm_server **out) {
     s->p.ctx = ctx;
     if (!rc && p->pool && (rc = rm_pool_open_existing(p->pool, &s->pool))) rm_error_prefix(rc, "--pool");
     if (s->pool) atomic_store(&s->pool_size, rm_pool_size(s->pool));
+    if (s->pool && rm_pool_weights_dir(s->pool)) { // what a server killed during an upload left
+        char host[64] = "";
+        gethostname(host, sizeof host - 1);
+        int n = upload_sweep(rm_pool_weights_dir(s->pool), host);
+        if (n) fprintf(stderr, "serve: removed %d upload folder%s left by processes that died\n", n, n > 1 ? "s" : "");
+    }
     size_t sl = p->pool ? strlen(p->pool) + 10 : 0; // POOL/adapters
     if (!rc && s->pool && !(s->spool_dir = malloc(sl))) rc = rm_errorf(RM_ENOMEM, "out of memory");
     if (s->spool_dir) snprintf(s->spool_dir, sl, "%s/adapters", p->pool);

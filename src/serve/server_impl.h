@@ -200,6 +200,11 @@ void embeddings_run(rm_server *s, embed_task *t);
 // upload.c: POST /v1/adapters with the files in a multipart/form-data body
 // (0 or an HTTP status, message set; the answer's JSON in b).
 int upload_content(job *j, const char *body, size_t len, rm_sb *b);
+// Removes the upload folders (ROOT/.upload-HOST-PID-N) that processes of this
+// host left when they died mid-upload (no process PID any more); uploads of
+// live processes and of other hosts sharing the folder are left alone.
+// Returns how many were removed.
+int upload_sweep(const char *root, const char *host);
 // follow.c: the thread keeping the pool in step with other servers' changes
 // (started once the pool is open, stopped before it is closed); the HTTP
 // status for a pool call's status (RM_EUNAVAILABLE: 503, RM_ETOOBIG: 413,

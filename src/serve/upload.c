@@ -16,6 +16,9 @@
 #include "base/json.h"
 #include "base/sha256.h"
 
+#include <dirent.h>
+#include <errno.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,6 +36,39 @@ static void remove_upload(const char *dir) {
         unlink(path);
     }
     rmdir(dir);
+}
+
+int upload_sweep(const char *root, const char *host) {
+    char prefix[128];
+    snprintf(prefix, sizeof prefix, ".upload-%s-", host);
+    size_t pl = strlen(prefix);
+    DIR *d = opendir(root);
+    if (!d) return 0;
+    int removed = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        if (strncmp(e->d_name, prefix, pl)) continue;
+        char *end;
+        long pid = strtol(e->d_name + pl, &end, 10);
+        if (end == e->d_name + pl || *end != '-' || pid <= 0) continue;
+        char *tail;
+        strtol(end + 1, &tail, 10); // then the upload's number and nothing else (host "a-1" is not host "a")
+        if (tail == end + 1 || *tail) continue;
+        if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; // alive (or not ours to ask): its upload runs
+        char dir[1100], path[1400];
+        snprintf(dir, sizeof dir, "%s/%s", root, e->d_name);
+        DIR *in = opendir(dir); // the files and the half-written temporaries in it
+        struct dirent *f;
+        while (in && (f = readdir(in)))
+            if (strcmp(f->d_name, ".") && strcmp(f->d_name, "..")) {
+                snprintf(path, sizeof path, "%s/%s", dir, f->d_name);
+                unlink(path);
+            }
+        if (in) closedir(in);
+        removed += rmdir(dir) == 0;
+    }
+    closedir(d);
+    return removed;
 }
 
 static int ends_with(const char *s, const char *tail) {
