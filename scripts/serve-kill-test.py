@@ -78,6 +78,14 @@ def main():
         stop[0] = True
         for t in ts:
             t.join()
+    def upload_folders():
+        d = os.path.join(pool, "adapters")
+        return [e for e in os.listdir(d) if e.startswith(".upload-")] if os.path.isdir(d) else []
+
+    left_by_kills = len(upload_folders())
+    srv, port = start_server([a.bin, "serve", "-m", a.model, "--pool", pool, "--port", "0", "-t", "1", "--log-format", "none"])
+    srv.send_signal(signal.SIGTERM)  # a server started once more removes what the dead ones left
+    srv.wait()
     listing = subprocess.run([a.bin, "pool", "list", "--pool", pool, "--json"], capture_output=True, text=True).stdout
     present = {}
     for item in json.loads(listing) if listing.strip().startswith("[") else json.loads(listing).get("adapters", []):
@@ -89,11 +97,10 @@ def main():
         if w and os.path.exists(w) and subprocess.run([a.bin, "lora", "info", w, "--base", a.model], capture_output=True).returncode:
             unloadable += 1
     check = subprocess.run([a.bin, "pool", "check", "--pool", pool], capture_output=True, text=True)
-    leftovers = [d for d in os.listdir(os.path.join(pool, "adapters")) if d.startswith(".upload-")] if os.path.isdir(
-        os.path.join(pool, "adapters")) else []
+    leftovers = upload_folders()
     print(f"rounds {a.rounds}: upload attempts {sent[0]}, acknowledged {len(acked)}, killed with an upload in flight {killed_mid}, "
           f"in the pool {len(present)}, lost {len(lost)}, half-present {len(half)}, unloadable {unloadable}, pool check "
-          f"{'ok' if check.returncode == 0 else 'FAILED: ' + check.stderr.strip()}, upload folders left by kills {len(leftovers)}")
+          f"{'ok' if check.returncode == 0 else 'FAILED: ' + check.stderr.strip()}, upload folders left by the last kill {left_by_kills}, after a server started once more {len(leftovers)}")
     shutil.rmtree(work, ignore_errors=True)
     sys.exit(0 if not lost and not half and not unloadable and check.returncode == 0 else 1)
 

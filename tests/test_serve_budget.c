@@ -20,7 +20,6 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
-#include <unistd.h>
 
 // The value of ramole_NAME in the server's /metrics (NAN when absent).
 static double metric(int port, const char *name) {
@@ -244,4 +243,34 @@ TEST(serve_upload_sweep_dead_processes) {
     CHECK(stat(live, &st) == 0 && S_ISDIR(st.st_mode));
     CHECK(stat(other, &st) == 0 && S_ISDIR(st.st_mode));
     CHECK(upload_sweep(root, host) == 0); // nothing more to do
+}
+
+// --lora-f16: the loaded adapter carries its packed f16 copies (the cache's
+// bytes are those of the adapter with them) and answers.
+TEST(serve_lora_f16_mirrors) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    REQUIRE(serve_tiny_model());
+    char w[5][512], pool[512], args[2048], got[512];
+    REQUIRE(serve_make_adapters(serve_tiny_model(), w) == RM_OK);
+    snprintf(pool, sizeof pool, "%s/f16-pool", rm_test_tmpdir());
+    REQUIRE(serve_make_pool(pool, (const int[]){1, 0, 0, 0, 0}, w) == RM_OK);
+    rm_llama *m = NULL;
+    rm_lora *l = NULL;
+    REQUIRE(rm_llama_load(&m, serve_tiny_model()) == RM_OK);
+    size_t f32 = 0, f16 = 0;
+    if (rm_lora_load_for(&l, w[0], m) == RM_OK) {
+        f32 = rm_lora_bytes(l);
+        if (rm_lora_make_f16(l) == RM_OK) f16 = rm_lora_bytes(l);
+    }
+    rm_lora_free(l);
+    rm_llama_free(m);
+    REQUIRE(f32 > 0 && f16 > f32);
+    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 256 --slots 2 --lora-f16", serve_tiny_model(), pool);
+    rm_test_server sp;
+    REQUIRE(rm_test_server_start(&sp, args) == 0);
+    CHECK(complete_with(sp.port, 0, 8, got, sizeof got) == 200 && got[0]);
+    CHECK(settled(sp.port));
+    CHECKF(metric(sp.port, "adapter_cache_bytes") == (double)f16,
+           "cache holds %.0f bytes, the adapter with mirrors %zu", metric(sp.port, "adapter_cache_bytes"), f16);
+    CHECK(rm_test_server_stop(&sp) == 0);
 }

@@ -28,6 +28,15 @@ static int pick_status(int rc) {
     return rc == RM_OK ? 0 : rc == RM_ENOTFOUND ? 404 : rc == RM_EINVAL || rc == RM_EFULL ? 400 : 500;
 }
 
+int server_load_adapter(rm_server *s, const char *weights, rm_lora **out) {
+    int rc = rm_lora_load_for(out, weights, s->m);
+    if (!rc && s->p.lora_f16 && (rc = rm_lora_make_f16(*out))) {
+        rm_lora_free(*out);
+        *out = NULL;
+    }
+    return rc;
+}
+
 // The adapter called name from weights, bound to the model and held: from
 // the cache, or loaded (without holding the cache's lock: a slow load blocks
 // no one). A load past the cache's budget evicts adapters nobody holds.
@@ -38,7 +47,7 @@ int server_adapter_get(rm_server *s, const char *name, const char *weights, rm_l
     if (*out) return RM_OK;
     rm_lora *l = NULL;
     double t0 = rm_http_now();
-    int rc = rm_lora_load_for(&l, weights, s->m);
+    int rc = server_load_adapter(s, weights, &l);
     if (rc) return rm_error_prefix(rc, "adapter '%s' refused", name);
     pthread_mutex_lock(&s->cache_mu);
     rc = rm_lora_cache_put(&s->cache, name, weights, l, out);

@@ -200,6 +200,8 @@ void embeddings_run(rm_server *s, embed_task *t);
 // upload.c: POST /v1/adapters with the files in a multipart/form-data body
 // (0 or an HTTP status, message set; the answer's JSON in b).
 int upload_content(job *j, const char *body, size_t len, rm_sb *b);
+// rm_lora_load_for on the server's model, then the f16 mirrors with --lora-f16.
+int server_load_adapter(rm_server *s, const char *weights, rm_lora **out);
 // Removes the upload folders (ROOT/.upload-HOST-PID-N) that processes of this
 // host left when they died mid-upload (no process PID any more); uploads of
 // live processes and of other hosts sharing the folder are left alone.

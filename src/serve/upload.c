@@ -175,7 +175,7 @@ int upload_content(job *j, const char *body, size_t len, rm_sb *b) {
     }
     if (!gguf) snprintf(weights, sizeof weights, "%s", tmp);
     rm_lora *l = NULL;
-    if (!rc && rm_lora_load_for(&l, weights, s->m))
+    if (!rc && server_load_adapter(s, weights, &l))
         rc = (rm_error_prefix(RM_EMISMATCH, "adapter '%s' refused", name), 400);
     if (!rc) { // kept under the hash of its content
         rm_sha256 h;
