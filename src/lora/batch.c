@@ -18,6 +18,7 @@
 typedef struct lb_job {
     const rm_lora_batch *lb;
     int isa;
+    int fresh; // the terms' destinations start at 0 (router slots), written rather than added to
     int n_groups, n_units;
     const float *x;
     int64_t ldx;
@@ -99,6 +100,8 @@ static void down_ref(LB_DOWN_ARGS) {
 
 static void up_ref(LB_UP_ARGS) {
     for (int i = 0; i < nt; i++)
+        for (int64_t o = o0; init && o < o1; o++) y[i][o] = 0;
+    for (int i = 0; i < nt; i++)
         for (int j = 0; j < nj; j++)
             for (int64_t o = o0; o < o1; o++) {
                 float b = B16 ? rm_f16_to_f32(B16[rm_lora_b16_at(r, j0 + j, o)])
@@ -112,7 +115,7 @@ void lora_down(int isa, LB_DOWN_ARGS) {
 }
 
 void lora_up(int isa, LB_UP_ARGS) {
-    (isa == 2 ? lora_up_avx512 : isa == 1 ? lora_up_avx2 : up_ref)(nt, y, t, B, B16, ldb, r, j0, nj, o0, o1);
+    (isa == 2 ? lora_up_avx512 : isa == 1 ? lora_up_avx2 : up_ref)(nt, y, t, B, B16, ldb, r, j0, nj, o0, o1, init);
 }
 
 // T[term, j0 .. j0+LB_NJ) = coef * x[row] . A[j] for each (group, block of
@@ -170,7 +173,7 @@ static void up_task(void *ctx, int ith, int nth) {
                 y[nt] = yr;
                 tv[nt++] = lb->T + tm->t_off;
             }
-            lora_up(J->isa, nt, y, tv, m->Bt16 ? NULL : m->Bt, m->Bt16, m->out, m->r, 0, m->r, o0, o1);
+            lora_up(J->isa, nt, y, tv, m->Bt16 ? NULL : m->Bt, m->Bt16, m->out, m->r, 0, m->r, o0, o1, J->fresh);
         }
     }
 }
@@ -211,7 +214,7 @@ void lora_mod_up(int isa, const rm_lora_mod *m, const float *h, float c, float *
     for (int j0 = 0; j0 < m->r; j0 += 64) { // the chain over j goes on through y
         int n = m->r - j0 < 64 ? m->r - j0 : 64;
         for (int j = 0; j < n; j++) t[j] = c * h[j0 + j];
-        lora_up(isa, 1, &y, &tp, m->Bt16 ? NULL : m->Bt, m->Bt16, m->out, m->r, j0, n, 0, m->out);
+        lora_up(isa, 1, &y, &tp, m->Bt16 ? NULL : m->Bt, m->Bt16, m->out, m->r, j0, n, 0, m->out, 0);
     }
 }
 
@@ -301,14 +304,18 @@ static void router_mix_task(void *ctx, int ith, int nth) {
 }
 
 static void run_terms(rm_lora_batch *lb, int n_terms, const float *x, int64_t ldx, float *y, int64_t ldy, int64_t out,
-                      int isa);
+                      int isa, int fresh);
 
-// Adds term (adapter a's module on this linear, row, coefficient s, into dst)
-// unless a has no such module; -1 on a shape that does not fit.
+// Adds term (adapter a's module on this linear, row, coefficient s, written
+// to dst), or zeroes dst when a has no such module; -1 on a shape that does
+// not fit.
 static int router_term(rm_lora_batch *lb, int *n_terms, const rm_lora *a, int layer, int which, int row, float *dst,
                        int64_t ldx, int64_t out) {
     const rm_lora_mod *m = mod_of(a, layer, which);
-    if (!m) return 0;
+    if (!m) {
+        memset(dst, 0, (size_t)out * sizeof *dst);
+        return 0;
+    }
     if (m->in > ldx || m->out != out) return -1;
     lb->terms[(*n_terms)++] = (lb_term){a->uid, m, row, m->scale, 0, dst};
     return 0;
@@ -344,7 +351,6 @@ static void router_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_lin
         lb_fail(lb, "router scratch");
         return;
     }
-    memset(lb->R, 0, slot * (size_t)n * sizeof *lb->R);
     int n_terms = 0;
     for (int i = 0; i < n; i++) {
         const rm_lora_plan *p = b->plan[lb->rrows[i]];
@@ -358,7 +364,7 @@ static void router_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_lin
             return;
         }
     }
-    if (n_terms) run_terms(lb, n_terms, x, ldx, y, ldy, out, isa);
+    if (n_terms) run_terms(lb, n_terms, x, ldx, y, ldy, out, isa, 1); // each slot is one term's: written
     if (lb->status) return;
     router_mix mix = {lb, b, layer, which, n, k, out, y, ldy};
     rm_threadpool_run(lb->tp, router_mix_task, &mix);
@@ -393,14 +399,15 @@ static void terms_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_line
             lb->terms[n_terms++] = (lb_term){ls[i]->uid, m, r, ws[i] * m->scale, 0, NULL};
         }
     }
-    if (n_terms) run_terms(lb, n_terms, x, ldx, y, ldy, out, isa);
+    if (n_terms) run_terms(lb, n_terms, x, ldx, y, ldy, out, isa, 0);
 }
 
 // The n_terms terms in lb->terms (one shape of A and B; out outputs): sorted
 // by (adapter, row), grouped, T = coef X A^T per group, then B T added to
-// each term's destination.
+// each term's destination (fresh: written, the destinations being each one
+// term's).
 static void run_terms(rm_lora_batch *lb, int n_terms, const float *x, int64_t ldx, float *y, int64_t ldy, int64_t out,
-                      int isa) {
+                      int isa, int fresh) {
     qsort(lb->terms, (size_t)n_terms, sizeof *lb->terms, term_cmp);
     // 2. groups, work units and T offsets
     int n_groups = 0, n_units = 0;
@@ -426,7 +433,7 @@ static void run_terms(rm_lora_batch *lb, int n_terms, const float *x, int64_t ld
         return;
     }
     // 3. T = coef * X A^T, then Y += T B^T
-    lb_job job = {lb, isa, n_groups, n_units, x, ldx, y, ldy, out};
+    lb_job job = {lb, isa, fresh, n_groups, n_units, x, ldx, y, ldy, out};
     rm_threadpool_run(lb->tp, down_task, &job);
     rm_threadpool_run(lb->tp, up_task, &job);
 }

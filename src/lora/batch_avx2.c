@@ -82,14 +82,14 @@ INLINE void down_nt(const int F16, const int NT, const float *const *x, const fl
 void lora_down_avx2(LB_DOWN_ARGS) { LB_SPECIALISE(A16 != NULL, nt, DOWN); }
 
 INLINE void up_nt(const int F16, const int NT, float *const *y, const float *const *t, const float *B,
-                  const uint16_t *B16, int64_t ldb, int r, int j0, int nj, int64_t o0, int64_t o1) {
+                  const uint16_t *B16, int64_t ldb, int r, int j0, int nj, int64_t o0, int64_t o1, int init) {
     int64_t o = o0;
     for (; o + 16 <= o1; o += 16) {
         __m256 acc[LB_NT][2];
 #pragma GCC unroll 4
         for (int i = 0; i < NT; i++) {
-            acc[i][0] = _mm256_loadu_ps(y[i] + o);
-            acc[i][1] = _mm256_loadu_ps(y[i] + o + 8);
+            acc[i][0] = init ? _mm256_setzero_ps() : _mm256_loadu_ps(y[i] + o);
+            acc[i][1] = init ? _mm256_setzero_ps() : _mm256_loadu_ps(y[i] + o + 8);
         }
         const float *bf = F16 ? NULL : B + (size_t)j0 * (size_t)ldb + (size_t)o;
         const uint16_t *bh = F16 ? B16 + rm_lora_b16_at(r, j0, o) : NULL; // then 32 halves per j
@@ -119,7 +119,7 @@ INLINE void up_nt(const int F16, const int NT, float *const *y, const float *con
     }
     for (; o < o1; o++)
         for (int i = 0; i < NT; i++) {
-            float s = y[i][o];
+            float s = init ? 0.0f : y[i][o];
             for (int j = 0; j < nj; j++) {
                 float b =
                     F16 ? _cvtsh_ss(B16[rm_lora_b16_at(r, j0 + j, o)]) : B[(size_t)(j0 + j) * (size_t)ldb + (size_t)o];
@@ -129,5 +129,5 @@ INLINE void up_nt(const int F16, const int NT, float *const *y, const float *con
         }
 }
 
-#define UP(F, N) up_nt(F, N, y, t, B, B16, ldb, r, j0, nj, o0, o1)
+#define UP(F, N) up_nt(F, N, y, t, B, B16, ldb, r, j0, nj, o0, o1, init)
 void lora_up_avx2(LB_UP_ARGS) { LB_SPECIALISE(B16 != NULL, nt, UP); }

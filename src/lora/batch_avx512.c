@@ -84,7 +84,7 @@ INLINE void down_nt(const int F16, const int NT, const float *const *x, const fl
 void lora_down_avx512(LB_DOWN_ARGS) { LB_SPECIALISE(A16 != NULL, nt, DOWN); }
 
 INLINE void up_nt(const int F16, const int NT, float *const *y, const float *const *t, const float *B,
-                  const uint16_t *B16, int64_t ldb, int r, int j0, int nj, int64_t o0, int64_t o1) {
+                  const uint16_t *B16, int64_t ldb, int r, int j0, int nj, int64_t o0, int64_t o1, int init) {
     for (int64_t o = o0; o < o1; o += 32) {
         int64_t w = o1 - o < 32 ? o1 - o : 32;
         __mmask16 m0 = w >= 16 ? 0xffff : (__mmask16)((1u << w) - 1);
@@ -92,8 +92,8 @@ INLINE void up_nt(const int F16, const int NT, float *const *y, const float *con
         __m512 acc[LB_NT][2];
 #pragma GCC unroll 4
         for (int i = 0; i < NT; i++) {
-            acc[i][0] = _mm512_maskz_loadu_ps(m0, y[i] + o);
-            acc[i][1] = _mm512_maskz_loadu_ps(m1, y[i] + o + 16);
+            acc[i][0] = init ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m0, y[i] + o);
+            acc[i][1] = init ? _mm512_setzero_ps() : _mm512_maskz_loadu_ps(m1, y[i] + o + 16);
         }
         const float *bf = F16 ? NULL : B + (size_t)j0 * (size_t)ldb + (size_t)o;
         const uint16_t *bh = F16 ? B16 + rm_lora_b16_at(r, j0, o) : NULL; // then 32 halves per j
@@ -121,5 +121,5 @@ INLINE void up_nt(const int F16, const int NT, float *const *y, const float *con
     }
 }
 
-#define UP(F, N) up_nt(F, N, y, t, B, B16, ldb, r, j0, nj, o0, o1)
+#define UP(F, N) up_nt(F, N, y, t, B, B16, ldb, r, j0, nj, o0, o1, init)
 void lora_up_avx512(LB_UP_ARGS) { LB_SPECIALISE(B16 != NULL, nt, UP); }

@@ -74,7 +74,8 @@ void lb_set_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_linear_id 
 // down: t[i][j0 + j] = c[i] * (x[i] . A[j0 + j])   i < nt <= LB_NT, j < nj <= LB_NJ
 // up:   y[i][o] = fma chain over j < nj of t[i][j] * B[j0 + j][o], started at
 //       y[i][o], for o in [o0, o1) (o0 a multiple of 32) and i < nt <= LB_NT
-//       (the y[i] distinct); r is the module's rank
+//       (the y[i] distinct); r is the module's rank. init: the chain starts at 0
+//       instead (y written, not added to: the same bits as y zeroed first)
 // Each dot and each output element is computed the same way whatever nt, nj
 // and [o0, o1) are, so a row's bits do not depend on what is computed beside it.
 #define LB_NT 4
@@ -85,7 +86,7 @@ int lora_isa(void);
         int j0, int nj
 #define LB_UP_ARGS                                                                                                     \
     int nt, float *const *y, const float *const *t, const float *B, const uint16_t *B16, int64_t ldb, int r, int j0,   \
-        int nj, int64_t o0, int64_t o1
+        int nj, int64_t o0, int64_t o1, int init
 // In the ISA files: calls BODY(F, N) with F = f16 (0 or 1) and N = nt (1 .. LB_NT) as
 // compile-time constants, so that each case is compiled with its registers.
 #define LB_SPECIALISE(f16, nt, BODY)                                                                                   \
