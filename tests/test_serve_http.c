@@ -978,3 +978,47 @@ TEST(serve_multipart_hostile) {
         CHECKF((rm_multipart_parse(cts[i], b.buf, b.len, parts, 8, &n) == RM_OK) == good[i], "content type %zu", i);
     rm_sb_free(&b);
 }
+
+// Clients that send part of a request and close their side: the server
+// frees their places within a second or so, not at --request-timeout (60 s),
+// and a full table of them locks no one out for long.
+TEST(serve_half_closed_clients_freed) {
+    if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
+    REQUIRE(serve_tiny_model());
+    char args[1024];
+    snprintf(args, sizeof args,
+             "-m %s -t 1 --ctx 512 --threads 1 --timeout 60 --request-timeout 60 --max-connections 4 --max-per-ip 0 "
+             "--health-reserve 0",
+             serve_tiny_model());
+    rm_test_server sp;
+    REQUIRE(rm_test_server_start(&sp, args) == 0);
+    int fds[4];
+    const char *part = "POST /v1/completions HTTP/1.1\r\nHost: t\r\nContent-Length: 100\r\n\r\n{\"prompt\": ";
+    for (int i = 0; i < 4; i++) {
+        fds[i] = rm_test_connect(sp.port);
+        CHECK(fds[i] >= 0 && send_all(fds[i], part, strlen(part)) == 0);
+        if (fds[i] >= 0) shutdown(fds[i], SHUT_WR);
+    }
+    double gone = 0;
+    for (int t = 0; t < 40 && gone < 4; t++) { // 4 s at most (the deadline is 60 s)
+        usleep(100000);
+        gone = metric_value(sp.port, "connections_client_gone_total");
+    }
+    CHECKF(gone == 4, "%.0f of 4 half-closed connections freed", gone);
+    CHECK(metric_value(sp.port, "connections_deadline_closed_total") == 0);
+    for (int i = 0; i < 4; i++) CHECK(fds[i] >= 0 && closed_within(fds[i], 1000));
+    for (int i = 0; i < 4; i++)
+        if (fds[i] >= 0) close(fds[i]);
+    // a whole request sent before the client's half-close is answered
+    int fd = rm_test_connect(sp.port);
+    const char *req = "GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n";
+    CHECK(fd >= 0 && send_all(fd, req, strlen(req)) == 0);
+    if (fd >= 0) shutdown(fd, SHUT_WR);
+    rm_sb raw;
+    rm_sb_init(&raw);
+    CHECK(fd >= 0 && read_to_close(fd, &raw));
+    CHECK(raw.buf && strstr(raw.buf, " 200 ") && strstr(raw.buf, "\"ok\""));
+    rm_sb_free(&raw);
+    if (fd >= 0) close(fd);
+    CHECK(rm_test_server_stop(&sp) == 0);
+}

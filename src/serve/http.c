@@ -55,6 +55,8 @@ typedef struct conn_rec {
     int reserve;            // taken past max_connections: reserve_path only
     unsigned char addr[16]; // the client's address (IPv4 in the first 4 bytes)
     double deadline;        // the request must be in by then (rm_http_now; 0: none now)
+    int waiting;            // for a request (not yet in)
+    int eof_passes;         // watcher passes in a row that found the client's side closed while waiting
     struct conn_rec *prev, *next;
 } conn_rec;
 
@@ -94,7 +96,7 @@ struct rm_http {
     int fd, port;
     char url[128];
     atomic_int draining, busy, handling;
-    atomic_llong n_requests, n_errors, n_deadline, n_reserve;
+    atomic_llong n_requests, n_errors, n_deadline, n_reserve, n_gone;
     atomic_long next_id;
     pthread_mutex_t cmu; // guards what follows
     pthread_cond_t ccv;
@@ -379,11 +381,14 @@ static conn_rec *conn_of(struct MHD_Connection *conn) {
     return ci ? ci->socket_context : NULL;
 }
 
-// Sets c's deadline to seconds from now (0: none).
-static void set_deadline(rm_http *h, conn_rec *c, double seconds) {
+// c's request is in (waiting 0: no deadline), or c waits for its next one
+// (the deadline seconds from now; 0: none).
+static void set_waiting(rm_http *h, conn_rec *c, int waiting, double seconds) {
     if (!c) return;
     pthread_mutex_lock(&h->cmu);
-    c->deadline = seconds > 0 ? rm_http_now() + seconds : 0;
+    c->waiting = waiting;
+    c->eof_passes = 0;
+    c->deadline = waiting && seconds > 0 ? rm_http_now() + seconds : 0;
     pthread_mutex_unlock(&h->cmu);
 }
 
@@ -424,6 +429,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         }
     double t = c->reserve ? RESERVE_SECONDS : h->p.request_timeout;
     c->deadline = t > 0 ? rm_http_now() + t : 0;
+    c->waiting = 1;
     c->next = h->conns;
     if (h->conns) h->conns->prev = c;
     h->conns = c;
@@ -432,18 +438,30 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     *socket_context = c;
 }
 
-// Shuts down the connections whose deadline has passed, four times a second.
+// Four times a second, shuts down the connections whose deadline has passed,
+// and those waiting for a request whose client has closed its side: the end
+// of the stream is all there is to read, on two passes in a row (a request
+// whose last bytes libmicrohttpd has just read is in by then), so the request
+// can never come in full, and libmicrohttpd would keep the place until the
+// deadline.
 static void *watch_main(void *arg) {
     rm_http *h = arg;
     pthread_mutex_lock(&h->cmu);
     while (!h->watch_stop) {
         double now = rm_http_now();
-        for (conn_rec *c = h->conns; c; c = c->next)
-            if (c->deadline > 0 && now >= c->deadline) {
-                c->deadline = 0;
-                shutdown(c->fd, SHUT_RDWR);
-                atomic_fetch_add(&h->n_deadline, 1);
-            }
+        for (conn_rec *c = h->conns; c; c = c->next) {
+            if (!c->waiting) continue; // a request in hand: its answer may take its time
+            char b;
+            int late = c->deadline > 0 && now >= c->deadline;
+            int eof = !late && recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) == 0;
+            c->eof_passes = eof ? c->eof_passes + 1 : 0;
+            int gone = c->eof_passes >= 2;
+            if (!late && !gone) continue;
+            c->deadline = 0;
+            c->waiting = 0;
+            shutdown(c->fd, SHUT_RDWR);
+            atomic_fetch_add(late ? &h->n_deadline : &h->n_gone, 1);
+        }
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_nsec += 250000000;
@@ -543,7 +561,7 @@ static enum MHD_Result on_access(void *cls, struct MHD_Connection *conn, const c
         r->state = ST_WAITING;
         r->refs++;
         pthread_mutex_unlock(&r->mu);
-        if (!r->close) set_deadline(h, conn_of(conn), 0); // in: the answer may take its time
+        if (!r->close) set_waiting(h, conn_of(conn), 0, 0); // in: the answer may take its time
         atomic_fetch_add(&h->handling, 1);
         h->p.handler(h->p.user, r);
         pthread_mutex_lock(&r->mu);
@@ -581,7 +599,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     rm_http *h = cls;
     rm_http_req *r = *con_cls;
     conn_rec *c = conn_of(conn);
-    if (c && !c->reserve) set_deadline(h, c, h->p.request_timeout); // the next request's, if the connection stays
+    if (c && !c->reserve) set_waiting(h, c, 1, h->p.request_timeout); // the next request's, if the connection stays
     if (!r) return;
     *con_cls = NULL;
     pthread_mutex_lock(&r->mu);
@@ -718,6 +736,7 @@ void rm_http_get_stats(rm_http *h, rm_http_stats *st) {
     st->requests = atomic_load(&h->n_requests);
     st->errors = atomic_load(&h->n_errors);
     st->deadline_closed = atomic_load(&h->n_deadline);
+    st->client_gone = atomic_load(&h->n_gone);
     st->reserve_used = atomic_load(&h->n_reserve);
 }
 

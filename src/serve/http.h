@@ -77,6 +77,7 @@ void rm_http_stop(rm_http *h);
 typedef struct rm_http_stats {
     long long requests, errors; // answers given, and those with a status of 400 or more
     long long deadline_closed;  // connections closed at their request_timeout deadline
+    long long client_gone;      // connections closed because the client closed its side before its request was in
     long long reserve_used;     // connections taken into the reserve (the table full)
 } rm_http_stats;
 void rm_http_get_stats(rm_http *h, rm_http_stats *st);

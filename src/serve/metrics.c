@@ -52,6 +52,8 @@ void metrics_answer(rm_server *s, rm_http_req *r) {
     metric(&b, "adapter_load_seconds_total", "counter", "Seconds spent loading adapters for requests.", load_s);
     metric(&b, "connections_deadline_closed_total", "counter",
            "Connections closed because their request was not in by --request-timeout.", (double)hs.deadline_closed);
+    metric(&b, "connections_client_gone_total", "counter",
+           "Connections closed because the client closed its side before its request was in.", (double)hs.client_gone);
     metric(&b, "connections_reserve_total", "counter",
            "Connections taken past --max-connections into the /health reserve.", (double)hs.reserve_used);
     metric(&b, "uptime_seconds", "gauge", "Seconds since the server started.", (double)(time(NULL) - s->started));
