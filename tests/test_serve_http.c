@@ -866,6 +866,24 @@ TEST(serve_upload_by_content) {
     rm_sb_puts(&junk, "--XyZzy42--\r\n");
     sb_clear(&a);
     CHECK(upload_multipart(sp.port, &junk, &a) == 400 && a.buf && strstr(a.buf, ".gguf"));
+    // 1001 samples with a good adapter: 413 naming the limit, nothing stored
+    junk.len = 0;
+    rm_sb many;
+    rm_sb_init(&many);
+    rm_sb_puts(&many, "[");
+    for (int i = 0; i < 1001; i++) rm_sb_printf(&many, "%s\"sample %d\"", i ? ", " : "", i);
+    rm_sb_puts(&many, "]");
+    part(&junk, "name", NULL, "many", 4);
+    part(&junk, "samples", NULL, many.buf, many.len);
+    REQUIRE(file_part(&junk, "file", "many.gguf", w[4]) == 0);
+    rm_sb_puts(&junk, "--XyZzy42--\r\n");
+    list_dir(store, before, sizeof before);
+    sb_clear(&a);
+    CHECK(upload_multipart(sp.port, &junk, &a) == 413);
+    CHECKF(a.buf && strstr(a.buf, "1001") && strstr(a.buf, "1000"), "%s", a.buf ? a.buf : "");
+    list_dir(store, listing, sizeof listing);
+    CHECKF(!strcmp(listing, before), "stored after a 413: '%s' (before: '%s')", listing, before);
+    rm_sb_free(&many);
     const char *huge =
         "POST /v1/adapters HTTP/1.1\r\nHost: t\r\nContent-Type: multipart/form-data; boundary=XyZzy42\r\n"
         "Content-Length: 5000000\r\n\r\n";
