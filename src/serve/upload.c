@@ -28,13 +28,18 @@ enum { MAX_PARTS = 16 };
 
 static const char *const k_files[3] = {"adapter.gguf", "adapter_config.json", "adapter_model.safetensors"};
 
-// Removes an upload folder and what this module writes into it.
+// Removes an upload folder: the files in it (what this module writes, and
+// the temporaries of a write cut short), then the folder.
 static void remove_upload(const char *dir) {
-    char path[1100];
-    for (int i = 0; i < 3; i++) {
-        snprintf(path, sizeof path, "%s/%s", dir, k_files[i]);
-        unlink(path);
-    }
+    char path[1400];
+    DIR *d = opendir(dir);
+    struct dirent *f;
+    while (d && (f = readdir(d)))
+        if (strcmp(f->d_name, ".") && strcmp(f->d_name, "..")) {
+            snprintf(path, sizeof path, "%s/%s", dir, f->d_name);
+            unlink(path);
+        }
+    if (d) closedir(d);
     rmdir(dir);
 }
 
@@ -55,17 +60,10 @@ int upload_sweep(const char *root, const char *host) {
         strtol(end + 1, &tail, 10); // then the upload's number and nothing else (host "a-1" is not host "a")
         if (tail == end + 1 || *tail) continue;
         if (kill((pid_t)pid, 0) == 0 || errno != ESRCH) continue; // alive (or not ours to ask): its upload runs
-        char dir[1100], path[1400];
+        char dir[1100];
         snprintf(dir, sizeof dir, "%s/%s", root, e->d_name);
-        DIR *in = opendir(dir); // the files and the half-written temporaries in it
-        struct dirent *f;
-        while (in && (f = readdir(in)))
-            if (strcmp(f->d_name, ".") && strcmp(f->d_name, "..")) {
-                snprintf(path, sizeof path, "%s/%s", dir, f->d_name);
-                unlink(path);
-            }
-        if (in) closedir(in);
-        removed += rmdir(dir) == 0;
+        remove_upload(dir);
+        removed += !rm_is_dir(dir);
     }
     closedir(d);
     return removed;
