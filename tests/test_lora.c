@@ -747,6 +747,48 @@ TEST(lora_f16_mirrors) {
     rm_llama_free(m);
 }
 
+// 8-bit mirrors: the hook prefers them to f16 ones; the logits move from the
+// f32 path by a small part of what the adapters change, and batch invariance
+// stays bitwise.
+TEST(lora_q8_mirrors) {
+    rm_llama *m = tiny_model(RM_TYPE_F32);
+    REQUIRE(m);
+    rm_lora *a[3] = {0};
+    CHECK_OK(random_adapters(m, 3, 4, 0x7f, 121, a));
+    REQUIRE(a[0] && a[1] && a[2]);
+    rm_lora_plan p;
+    CHECK_OK(rm_lora_plan_init(&p, RM_COMPOSE_MIXTURE, 3, a, NULL, NULL));
+    size_t per = SEQ_LEN * (size_t)m->hp.n_vocab;
+    float *base = malloc(per * sizeof(float)), *l32 = malloc(per * sizeof(float)), *l8 = malloc(per * sizeof(float));
+    float *two = malloc(2 * per * sizeof(float));
+    REQUIRE(base && l32 && l8 && two);
+    CHECK_OK(run_one(m, NULL, 3, base));
+    CHECK_OK(run_one(m, &p, 3, l32));
+    CHECK_OK(rm_lora_make_f16(a[0])); // both: the 8-bit ones are read
+    CHECK_OK(rm_lora_make_q8(a[0]));
+    CHECK_OK(rm_lora_make_q8(a[1]));
+    CHECK_OK(rm_lora_make_q8(a[1])); // twice: no-op
+    CHECK_OK(rm_lora_make_f16(a[2])); // and one with f16 only
+    CHECK(a[0]->mods[0].A8 && a[1]->mods[0].A8 && !a[2]->mods[0].A8);
+    CHECK_OK(run_one(m, &p, 3, l8));
+    double effect = rel_diff(l32, base, per), d = rel_diff(l8, l32, per);
+    CHECKF(d > 0 && d < 0.02 * effect, "8-bit vs f32: %g, the adapters' effect %g", d, effect);
+    const rm_lora_plan *pl[2] = {NULL, &p};
+    int seqs[2] = {1, 3};
+    rm_lora_batch *bt = rm_lora_batch_new(NULL);
+    rm_linear_hook hook = rm_lora_batch_hook(bt);
+    CHECK_OK(run_batch(m, &hook, 2, seqs, pl, two));
+    CHECK(rel_diff(two + per, l8, per) == 0);
+    rm_lora_batch_free(bt);
+    free(base);
+    free(l32);
+    free(l8);
+    free(two);
+    rm_lora_plan_free(&p);
+    for (int i = 0; i < 3; i++) rm_lora_free(a[i]);
+    rm_llama_free(m);
+}
+
 // The adapter cache under a byte budget: least recently used adapters nobody
 // holds are evicted; held ones never are (the cache then stays over budget
 // until they are given back); counters add up.

@@ -245,32 +245,36 @@ TEST(serve_upload_sweep_dead_processes) {
     CHECK(upload_sweep(root, host) == 0); // nothing more to do
 }
 
-// --lora-f16: the loaded adapter carries its packed f16 copies (the cache's
-// bytes are those of the adapter with them) and answers.
-TEST(serve_lora_f16_mirrors) {
+// --lora-f16 / --lora-q8: the loaded adapter carries its packed copies (the
+// cache's bytes are those of the adapter with them) and answers.
+static void lora_mirrors_served(int q8) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
     REQUIRE(serve_tiny_model());
     char w[5][512], pool[512], args[2048], got[512];
     REQUIRE(serve_make_adapters(serve_tiny_model(), w) == RM_OK);
-    snprintf(pool, sizeof pool, "%s/f16-pool", rm_test_tmpdir());
+    snprintf(pool, sizeof pool, "%s/%s-pool", rm_test_tmpdir(), q8 ? "q8" : "f16");
     REQUIRE(serve_make_pool(pool, (const int[]){1, 0, 0, 0, 0}, w) == RM_OK);
     rm_llama *m = NULL;
     rm_lora *l = NULL;
     REQUIRE(rm_llama_load(&m, serve_tiny_model()) == RM_OK);
-    size_t f32 = 0, f16 = 0;
+    size_t f32 = 0, with = 0;
     if (rm_lora_load_for(&l, w[0], m) == RM_OK) {
         f32 = rm_lora_bytes(l);
-        if (rm_lora_make_f16(l) == RM_OK) f16 = rm_lora_bytes(l);
+        if ((q8 ? rm_lora_make_q8(l) : rm_lora_make_f16(l)) == RM_OK) with = rm_lora_bytes(l);
     }
     rm_lora_free(l);
     rm_llama_free(m);
-    REQUIRE(f32 > 0 && f16 > f32);
-    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 256 --slots 2 --lora-f16", serve_tiny_model(), pool);
+    REQUIRE(f32 > 0 && with > f32);
+    snprintf(args, sizeof args, "-m %s --pool %s -t 1 --ctx 256 --slots 2 --lora-%s", serve_tiny_model(), pool,
+             q8 ? "q8" : "f16");
     rm_test_server sp;
     REQUIRE(rm_test_server_start(&sp, args) == 0);
     CHECK(complete_with(sp.port, 0, 8, got, sizeof got) == 200 && got[0]);
     CHECK(settled(sp.port));
-    CHECKF(metric(sp.port, "adapter_cache_bytes") == (double)f16,
-           "cache holds %.0f bytes, the adapter with mirrors %zu", metric(sp.port, "adapter_cache_bytes"), f16);
+    CHECKF(metric(sp.port, "adapter_cache_bytes") == (double)with,
+           "cache holds %.0f bytes, the adapter with mirrors %zu", metric(sp.port, "adapter_cache_bytes"), with);
     CHECK(rm_test_server_stop(&sp) == 0);
 }
+
+TEST(serve_lora_f16_mirrors) { lora_mirrors_served(0); }
+TEST(serve_lora_q8_mirrors) { lora_mirrors_served(1); }

@@ -37,6 +37,7 @@ static void help(void) {
            "  -t, --threads N      threads (default: all cores)\n"
            "  --seed S             adapters and sets (default 1)\n"
            "  --f16                the hook reads f16 mirrors of A and B (half the traffic)\n"
+           "  --q8                 the hook reads 8-bit mirrors of A and B (a quarter of the traffic)\n"
            "  --json               print {\"decode_tps\", \"decode_tps_base\", \"decode_ratio\", \"prefill_tps\",\n"
            "                       \"prefill_tps_base\", \"prefill_ratio\"} on stdout\n"
            "  --compare llamacpp   also serve the B requests as a workload (each its prompt, then --steps\n"
@@ -225,12 +226,17 @@ static double llamacpp_workload(const char *lcdir, const char *model, const char
 typedef struct bl_args {
     const char *model, *synth, *type_s, *targets_s, *compose_s, *kind_s, *compare, *lcdir;
     long n_ad, rank, batch, k, prompt, steps, threads, seed, reps, router_rank;
-    int json, f16, reps_given;
+    int json, mirror, reps_given; // mirror: 0 f32, 1 f16, 2 8-bit
     rm_compose_mode mode; // parsed by check_args
     rm_gate_kind kind;
     unsigned targets;
     char lcbuf[4096], synth_path[1024];
 } bl_args;
+
+// The mirrors --f16 / --q8 ask for, on one adapter.
+static int make_mirror(const bl_args *a, rm_lora *l) {
+    return a->mirror == 2 ? rm_lora_make_q8(l) : a->mirror ? rm_lora_make_f16(l) : 0;
+}
 
 // The command line into a; 1 after --help, 2 on an unknown option.
 static int parse_args(int argc, char **argv, bl_args *a) {
@@ -256,7 +262,8 @@ static int parse_args(int argc, char **argv, bl_args *a) {
             a->synth = (i + 1 < argc && argv[i + 1][0] != '-') ? argv[++i] : "tinyllama-1.1b";
         else if (cli_int(argc, argv, &i, "--reps", NULL, &a->reps)) a->reps_given = 1;
         else if (cli_flag(argc, argv, &i, "--json", NULL)) a->json = 1;
-        else if (cli_flag(argc, argv, &i, "--f16", NULL)) a->f16 = 1;
+        else if (cli_flag(argc, argv, &i, "--f16", NULL)) a->mirror = 1;
+        else if (cli_flag(argc, argv, &i, "--q8", NULL)) a->mirror = 2;
         else if (!(cli_str(argc, argv, &i, "--model", "-m", &a->model) ||
                    cli_str(argc, argv, &i, "--type", NULL, &a->type_s) ||
                    cli_int(argc, argv, &i, "--adapters", NULL, &a->n_ad) ||
@@ -432,10 +439,10 @@ static int setup(const bl_args *a, bl_state *st) {
         return cli_fail("kv cache");
     fprintf(stderr, "bench-lora: %s, %d threads; %ld adapters rank %ld on %s, batch %ld, k %ld, %s%s\n", a->model,
             rm_threadpool_size(R->tp), a->n_ad, a->rank, a->targets_s, a->batch, a->k, rm_compose_name(a->mode),
-            a->f16 ? ", f16 mirrors" : "");
+            a->mirror == 2 ? ", 8-bit mirrors" : a->mirror ? ", f16 mirrors" : "");
     for (long i = 0; i < a->n_ad; i++)
         if (rm_lora_random(&st->ad[i], R->m, (int)a->rank, a->targets, (uint64_t)a->seed * 1000003u + (uint64_t)i) ||
-            (a->f16 && rm_lora_make_f16(st->ad[i])))
+            make_mirror(a, st->ad[i]))
             return cli_fail("random adapter");
     if (a->mode == RM_COMPOSE_ROUTER &&
         rm_lora_random(&st->router, R->m, (int)a->router_rank, a->targets, (uint64_t)a->seed + 77))
@@ -460,7 +467,7 @@ static int setup(const bl_args *a, bl_state *st) {
         if ((a->mode == RM_COMPOSE_ROUTER ? rm_lora_plan_init_router(pl, (int)a->k, pick, st->router)
              : st->set                    ? rm_lora_plan_init_for_task(pl, st->set, st->gate, (int)a->k, NULL, 0, NULL)
                                           : rm_lora_plan_init(pl, a->mode, (int)a->k, pick, NULL, st->fc)) ||
-            (a->f16 && pl->fused && rm_lora_make_f16(pl->fused)))
+            (pl->fused && make_mirror(a, pl->fused)))
             return cli_fail("plan");
         st->plan_ptrs[s] = pl;
     }

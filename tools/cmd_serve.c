@@ -46,7 +46,7 @@ static void usage(void) {
         "usage: ramole serve -m MODEL [--pool DIR|URL] [--router FILE] [--host H] [--port P] [-t N] [--threads N]\n"
         "                    [--slots S] [--ctx N] [--max-connections N] [--timeout S] [--max-body BYTES]\n"
         "                    [--drain-timeout S] [--request-timeout S] [--max-per-ip N] [--health-reserve N]\n"
-        "                    [--adapter-cache-mb MB] [--lora-f16]\n\n"
+        "                    [--adapter-cache-mb MB] [--lora-f16 | --lora-q8]\n\n"
         "  --pool DIR|URL      the adapter pool: a folder (SQLite), or a PostgreSQL database shared by\n"
         "                      replicas, postgresql://USER@HOST:PORT/DB?weights=SHARED_DIR (docs/deploy.md)\n"
         "  --host H            address to listen on (127.0.0.1); an IPv6 address such as ::1, or :: for\n"
@@ -68,6 +68,8 @@ static void usage(void) {
         "                      used that no running request holds are evicted, loaded again on demand (1024; 0: none)\n"
         "  --lora-f16          loaded adapters also get packed f16 copies that batches read instead of f32: half the\n"
         "                      bytes per batch (faster decode with many or wide adapters), at f16 precision\n"
+        "  --lora-q8           the same with 8-bit copies (one scale per row of A and of B): a quarter of the bytes,\n"
+        "                      each weight within 0.4%% of its row's largest\n"
         "  --drain-timeout S   on SIGTERM, seconds running requests get to finish (30)\n"
         "  --model-name NAME   the base model's name for clients (the file's name without .gguf)\n"
         "  --auto-model NAME   the model name that means RAMoLE: retrieve the request's adapters and compose\n"
@@ -138,7 +140,9 @@ static int cmd_serve(int argc, char **argv) {
         } else if (cli_int(argc, argv, &i, "--health-reserve", NULL, &reserve)) {
         } else if (cli_str(argc, argv, &i, "--adapter-cache-mb", NULL, &cache_mb)) {
         } else if (!strcmp(argv[i], "--lora-f16")) {
-            p.lora_f16 = 1;
+            p.lora_mirror = 1;
+        } else if (!strcmp(argv[i], "--lora-q8")) {
+            p.lora_mirror = 2;
         } else if (cli_str(argc, argv, &i, "--model-name", NULL, &p.model_name)) {
         } else if (cli_str(argc, argv, &i, "--auto-model", NULL, &p.auto_name)) {
         } else if (cli_str(argc, argv, &i, "--default-model", NULL, &p.default_model)) {

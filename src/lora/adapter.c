@@ -40,10 +40,16 @@ int rm_lora_new(rm_lora **out, int n_layer) {
     return RM_OK;
 }
 
-static void drop_f16(rm_lora_mod *mod) {
+// Frees the module's f16 and 8-bit mirrors (they follow A and B, which are changing or going).
+static void drop_mirrors(rm_lora_mod *mod) {
     free(mod->A16);
     free(mod->Bt16);
+    free(mod->A8);
+    free(mod->Bt8);
+    free(mod->s8);
     mod->A16 = mod->Bt16 = NULL;
+    mod->A8 = mod->Bt8 = NULL;
+    mod->s8 = NULL;
 }
 
 int rm_lora_mod_make_f16(rm_lora_mod *m) {
@@ -51,7 +57,9 @@ int rm_lora_mod_make_f16(rm_lora_mod *m) {
     m->A16 = calloc(rm_lora_a16_size(m->r, m->in), sizeof(uint16_t)); // the padding is 0
     m->Bt16 = calloc(rm_lora_b16_size(m->r, m->out), sizeof(uint16_t));
     if (!m->A16 || !m->Bt16) {
-        drop_f16(m);
+        free(m->A16);
+        free(m->Bt16);
+        m->A16 = m->Bt16 = NULL;
         return rm_errorf(RM_ENOMEM, "out of memory");
     }
     for (int j = 0; j < m->r; j++) {
@@ -62,19 +70,56 @@ int rm_lora_mod_make_f16(rm_lora_mod *m) {
     return RM_OK;
 }
 
-int rm_lora_make_f16(rm_lora *a) {
-    if (!a->base) return rm_errorf(RM_EINVAL, "%s: bind the adapter before making f16 mirrors", a->path);
+// The scale of n values (largest magnitude / 127; 0 for an all-zero row).
+static float q8_scale(const float *v, int64_t n) {
+    float mx = 0;
+    for (int64_t i = 0; i < n; i++) mx = fmaxf(mx, fabsf(v[i]));
+    return mx / 127.0f;
+}
+static int8_t q8_round(float v, float s) {
+    if (s == 0) return 0;
+    float q = roundf(v / s);
+    return (int8_t)(q > 127 ? 127 : q < -127 ? -127 : q);
+}
+
+int rm_lora_mod_make_q8(rm_lora_mod *m) {
+    if (!m->r || m->A8) return RM_OK;
+    m->A8 = calloc(rm_lora_a16_size(m->r, m->in), 1); // the padding is 0
+    m->Bt8 = calloc(rm_lora_b16_size(m->r, m->out), 1);
+    m->s8 = calloc(2 * (size_t)m->r, sizeof(float));
+    if (!m->A8 || !m->Bt8 || !m->s8) {
+        free(m->A8);
+        free(m->Bt8);
+        free(m->s8);
+        m->A8 = m->Bt8 = NULL;
+        m->s8 = NULL;
+        return rm_errorf(RM_ENOMEM, "out of memory");
+    }
+    for (int j = 0; j < m->r; j++) {
+        const float *a = m->A + (size_t)j * (size_t)m->in, *b = m->Bt + (size_t)j * (size_t)m->out;
+        float sa = m->s8[j] = q8_scale(a, m->in), sb = m->s8[m->r + j] = q8_scale(b, m->out);
+        for (int64_t k = 0; k < m->in; k++) m->A8[rm_lora_a16_at(m->in, j, k)] = q8_round(a[k], sa);
+        for (int64_t o = 0; o < m->out; o++) m->Bt8[rm_lora_b16_at(m->r, j, o)] = q8_round(b[o], sb);
+    }
+    return RM_OK;
+}
+
+static int make_mirrors(rm_lora *a, const char *what, int (*make)(rm_lora_mod *)) {
+    if (!a->base) return rm_errorf(RM_EINVAL, "%s: bind the adapter before making %s mirrors", a->path, what);
     for (int i = 0; i < a->n_layer * RM_LIN_COUNT; i++) {
-        int rc = rm_lora_mod_make_f16(&a->mods[i]);
+        int rc = make(&a->mods[i]);
         if (rc) return rc;
     }
     return RM_OK;
 }
 
+int rm_lora_make_f16(rm_lora *a) { return make_mirrors(a, "f16", rm_lora_mod_make_f16); }
+int rm_lora_make_q8(rm_lora *a) { return make_mirrors(a, "8-bit", rm_lora_mod_make_q8); }
+
 int rm_lora_mod_alloc(rm_lora_mod *mod, int r, int64_t in, int64_t out, float scale) {
     if (r <= 0 || r > RM_LORA_MAX_RANK || in <= 0 || out <= 0 || in > (1 << 24) || out > (1 << 24))
         return rm_errorf(RM_EINVAL, "lora: bad module shape r=%d in=%lld out=%lld", r, (long long)in, (long long)out);
-    drop_f16(mod);
+    drop_mirrors(mod);
     free(mod->A);
     free(mod->Bt);
     mod->A = calloc((size_t)r * (size_t)in, sizeof(float));
@@ -97,7 +142,7 @@ void rm_lora_free(rm_lora *a) {
     if (!a) return;
     if (a->mods)
         for (int i = 0; i < a->n_layer * RM_LIN_COUNT; i++) {
-            drop_f16(&a->mods[i]);
+            drop_mirrors(&a->mods[i]);
             free(a->mods[i].A);
             free(a->mods[i].Bt);
         }
@@ -160,7 +205,9 @@ size_t rm_lora_bytes(const rm_lora *a) {
         const rm_lora_mod *m = &a->mods[i];
         size_t n = (size_t)m->r * (size_t)(m->in + m->out);
         b += n * sizeof(float);
-        if (m->A16) b += (rm_lora_a16_size(m->r, m->in) + rm_lora_b16_size(m->r, m->out)) * sizeof(uint16_t);
+        size_t packed = rm_lora_a16_size(m->r, m->in) + rm_lora_b16_size(m->r, m->out);
+        if (m->A16) b += packed * sizeof(uint16_t);
+        if (m->A8) b += packed + 2 * (size_t)m->r * sizeof(float);
     }
     return b;
 }
@@ -345,7 +392,7 @@ int rm_lora_bind(rm_lora *a, const rm_llama *m) {
             int w = i % RM_LIN_COUNT;
             if (!mod->r || (w != RM_LIN_Q && w != RM_LIN_K)) continue;
             int heads = w == RM_LIN_Q ? hp->n_head : hp->n_head_kv;
-            drop_f16(mod);
+            drop_mirrors(mod);
             for (int j = 0; j < mod->r; j++)
                 rm_lora_qk_permute(mod->Bt + (size_t)j * mod->out, heads, hp->head_dim, !want_perm);
         }

@@ -26,13 +26,18 @@ typedef struct rm_lora_mod {
     float *A;             // [r, in]
     float *Bt;            // [r, out]: B transposed (the kernels stream its rows)
     uint16_t *A16, *Bt16; // optional f16 mirrors the hook reads instead (rm_lora_make_f16), packed:
+    int8_t *A8, *Bt8;     // optional 8-bit mirrors (rm_lora_make_q8), packed the same way; the hook
+    float *s8;            // prefers them to the f16 ones. s8: [2r] scales, A's rows then B^T's rows
 } rm_lora_mod;
 
-// The f16 mirrors are packed so that the hook's kernels read each one as a
-// single stream. A16: A's rows in blocks of 4, each block [in16 / 16][4][16]
-// (in16 = in rounded up to 16; the padding and the rows of the last block past
-// r are 0). Bt16: B^T's columns in blocks of 32, each block [r][32] (out
-// rounded up to 32, padding 0). The element (j, k) of A and (j, o) of B^T:
+// The mirrors are packed so that the hook's kernels read each one as a single
+// stream. A16: A's rows in blocks of 4, each block [in16 / 16][4][16] (in16 =
+// in rounded up to 16; the padding and the rows of the last block past r are
+// 0). Bt16: B^T's columns in blocks of 32, each block [r][32] (out rounded up
+// to 32, padding 0). A8 and Bt8 use the same positions with one byte per
+// element: A(j, k) = s8[j] * A8[at], B^T(j, o) = s8[r + j] * Bt8[at], where
+// s8[j] is row j's largest magnitude / 127 (values rounded to nearest).
+// The element (j, k) of A and (j, o) of B^T (in elements, either type):
 static inline size_t rm_lora_a16_at(int64_t in, int j, int64_t k) {
     size_t in16 = ((size_t)in + 15) & ~(size_t)15;
     return (size_t)(j / 4) * 4 * in16 + (size_t)(k / 16) * 64 + (size_t)(j % 4) * 16 + (size_t)(k % 16);
@@ -40,7 +45,7 @@ static inline size_t rm_lora_a16_at(int64_t in, int j, int64_t k) {
 static inline size_t rm_lora_b16_at(int r, int j, int64_t o) {
     return (size_t)(o / 32) * 32 * (size_t)r + (size_t)j * 32 + (size_t)(o % 32);
 }
-// Their sizes in halves.
+// Their sizes in elements.
 static inline size_t rm_lora_a16_size(int r, int64_t in) {
     return (size_t)((r + 3) / 4) * 4 * (((size_t)in + 15) & ~(size_t)15);
 }
@@ -112,6 +117,11 @@ int rm_lora_load_for(rm_lora **out, const char *path, const rm_llama *m);
 int rm_lora_make_f16(rm_lora *a);
 // The same for one module (allocated, any shape); a no-op when it has them.
 int rm_lora_mod_make_f16(rm_lora_mod *m);
+// 8-bit mirrors (layout above): a quarter of the f32 traffic, at a relative
+// error per weight of up to 0.4% of its row's largest magnitude. The hook reads
+// them in preference to f16 mirrors. Same conditions as rm_lora_make_f16.
+int rm_lora_make_q8(rm_lora *a);
+int rm_lora_mod_make_q8(rm_lora_mod *m);
 
 // An empty adapter covering n_layer layers (for builders); mods are zeroed.
 int rm_lora_new(rm_lora **out, int n_layer);
@@ -124,7 +134,7 @@ int rm_lora_parse_targets(const char *s, unsigned *mask);
 unsigned rm_lora_targets(const rm_lora *a);
 // Largest rank over the modules.
 int rm_lora_max_rank(const rm_lora *a);
-// Bytes the adapter holds in memory (A, B and their f16 mirrors, the module table).
+// Bytes the adapter holds in memory (A, B and their f16 / 8-bit mirrors, the module table).
 size_t rm_lora_bytes(const rm_lora *a);
 
 // Splits "PATH[:WEIGHT]" (the weight is taken only when the text after the

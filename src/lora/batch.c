@@ -86,15 +86,18 @@ int lora_isa(void) {
 int rm_lora_kernel_family(void) { return lora_isa(); }
 
 // The scalar kernels: the specification of lora_down / lora_up (batch_impl.h).
+// Element (j, k) of a packed mirror sits at rm_lora_a16_at / rm_lora_b16_at.
+static float a_elem(lb_w A, int64_t in, int j, int64_t k) {
+    if (A.q) return (float)A.q[rm_lora_a16_at(in, j, k)];
+    return A.h ? rm_f16_to_f32(A.h[rm_lora_a16_at(in, j, k)]) : A.f[(size_t)j * (size_t)in + (size_t)k];
+}
+
 static void down_ref(LB_DOWN_ARGS) {
     for (int i = 0; i < nt; i++)
         for (int j = j0; j < j0 + nj; j++) {
             float s = 0;
-            for (int64_t k = 0; k < in; k++) {
-                s += x[i][k] *
-                     (A16 ? rm_f16_to_f32(A16[rm_lora_a16_at(in, j, k)]) : A[(size_t)j * (size_t)in + (size_t)k]);
-            }
-            t[i][j] = c[i] * s;
+            for (int64_t k = 0; k < in; k++) s += x[i][k] * a_elem(A, in, j, k);
+            t[i][j] = c[i] * (A.q ? A.s[j] * s : s);
         }
 }
 
@@ -104,18 +107,37 @@ static void up_ref(LB_UP_ARGS) {
     for (int i = 0; i < nt; i++)
         for (int j = 0; j < nj; j++)
             for (int64_t o = o0; o < o1; o++) {
-                float b = B16 ? rm_f16_to_f32(B16[rm_lora_b16_at(r, j0 + j, o)])
-                              : B[(size_t)(j0 + j) * (size_t)ldb + (size_t)o];
+                float b = B.q   ? (float)B.q[rm_lora_b16_at(r, j0 + j, o)]
+                          : B.h ? rm_f16_to_f32(B.h[rm_lora_b16_at(r, j0 + j, o)])
+                                : B.f[(size_t)(j0 + j) * (size_t)ldb + (size_t)o];
                 y[i][o] += t[i][j] * b;
             }
 }
 
 void lora_down(int isa, LB_DOWN_ARGS) {
-    (isa == 2 ? lora_down_avx512 : isa == 1 ? lora_down_avx2 : down_ref)(nt, x, c, t, A, A16, in, j0, nj);
+    (isa == 2 ? lora_down_avx512 : isa == 1 ? lora_down_avx2 : down_ref)(nt, x, c, t, A, in, j0, nj);
 }
 
 void lora_up(int isa, LB_UP_ARGS) {
-    (isa == 2 ? lora_up_avx512 : isa == 1 ? lora_up_avx2 : up_ref)(nt, y, t, B, B16, ldb, r, j0, nj, o0, o1, init);
+    void (*up)(LB_UP_ARGS) = isa == 2 ? lora_up_avx512 : isa == 1 ? lora_up_avx2 : up_ref;
+    if (!B.q) {
+        up(nt, y, t, B, ldb, r, j0, nj, o0, o1, init);
+        return;
+    }
+    // 8-bit: the coefficients t[i][j] * s[j0 + j] made here once per 64 ranks;
+    // the kernels take the bytes as the weights (s NULL) and y carries each
+    // chain from one piece of the rank to the next
+    float ts[LB_NT][64];
+    const float *tp[LB_NT];
+    lb_w Bq = {.q = B.q};
+    for (int p = 0; p < nj; p += 64) {
+        int n = nj - p < 64 ? nj - p : 64;
+        for (int i = 0; i < nt; i++) {
+            for (int j = 0; j < n; j++) ts[i][j] = t[i][p + j] * B.s[j0 + p + j];
+            tp[i] = ts[i];
+        }
+        up(nt, y, tp, Bq, ldb, r, j0 + p, n, o0, o1, init && p == 0);
+    }
 }
 
 // T[term, j0 .. j0+LB_NJ) = coef * x[row] . A[j] for each (group, block of
@@ -140,7 +162,7 @@ static void down_task(void *ctx, int ith, int nth) {
                 c[i] = tm->coef;
                 t[i] = lb->T + tm->t_off;
             }
-            lora_down(J->isa, nt, x, c, t, m->A16 ? NULL : m->A, m->A16, m->in, j0, nj);
+            lora_down(J->isa, nt, x, c, t, lb_a(m), m->in, j0, nj);
         }
     }
 }
@@ -173,7 +195,7 @@ static void up_task(void *ctx, int ith, int nth) {
                 y[nt] = yr;
                 tv[nt++] = lb->T + tm->t_off;
             }
-            lora_up(J->isa, nt, y, tv, m->Bt16 ? NULL : m->Bt, m->Bt16, m->out, m->r, 0, m->r, o0, o1, J->fresh);
+            lora_up(J->isa, nt, y, tv, lb_b(m), m->out, m->r, 0, m->r, o0, o1, J->fresh);
         }
     }
 }
@@ -205,7 +227,7 @@ static const rm_lora_mod *mod_of(const rm_lora *a, int layer, int which) {
 void lora_mod_down(int isa, const rm_lora_mod *m, const float *x, float *h) {
     const float one = 1.0f;
     for (int j = 0; j < m->r; j += LB_NJ)
-        lora_down(isa, 1, &x, &one, &h, m->A16 ? NULL : m->A, m->A16, m->in, j, m->r - j < LB_NJ ? m->r - j : LB_NJ);
+        lora_down(isa, 1, &x, &one, &h, lb_a(m), m->in, j, m->r - j < LB_NJ ? m->r - j : LB_NJ);
 }
 
 void lora_mod_up(int isa, const rm_lora_mod *m, const float *h, float c, float *y) {
@@ -214,7 +236,7 @@ void lora_mod_up(int isa, const rm_lora_mod *m, const float *h, float c, float *
     for (int j0 = 0; j0 < m->r; j0 += 64) { // the chain over j goes on through y
         int n = m->r - j0 < 64 ? m->r - j0 : 64;
         for (int j = 0; j < n; j++) t[j] = c * h[j0 + j];
-        lora_up(isa, 1, &y, &tp, m->Bt16 ? NULL : m->Bt, m->Bt16, m->out, m->r, j0, n, 0, m->out, 0);
+        lora_up(isa, 1, &y, &tp, lb_b(m), m->out, m->r, j0, n, 0, m->out, 0);
     }
 }
 

@@ -15,17 +15,23 @@
 
 #define INLINE static inline __attribute__((always_inline))
 
-// Where element k of a row of A lies from the row's start in the packed mirror.
+// Where element k of a row of A lies from the row's start in a packed mirror.
 INLINE int64_t a16_off(int64_t k) { return (k >> 4) * 64 + (k & 15); }
 
-// 8 values of a row of A at k: f32 at f, or packed f16 at h
-INLINE __m256 ld8(const int F16, const float *f, const uint16_t *h, int64_t k) {
-    if (F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(h + a16_off(k))));
-    return _mm256_loadu_ps(f + k);
+// 8 values of kind F (lb_w): f32 at f, or 8 packed f16 at h / 8-bit at q
+INLINE __m256 ld8p(const int F, const float *f, const uint16_t *h, const int8_t *q) {
+    if (F == 2) return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)q)));
+    if (F == 1) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)h));
+    return _mm256_loadu_ps(f);
 }
 
-INLINE float ld1(const int F16, const float *f, const uint16_t *h, int64_t k) {
-    return F16 ? _cvtsh_ss(h[a16_off(k)]) : f[k];
+// A row of A (f32 at f, or packed at h / q from the row's start) at k
+INLINE __m256 ld8(const int F, const float *f, const uint16_t *h, const int8_t *q, int64_t k) {
+    return ld8p(F, F ? NULL : f + k, F == 1 ? h + a16_off(k) : NULL, F == 2 ? q + a16_off(k) : NULL);
+}
+
+INLINE float ld1(const int F, const float *f, const uint16_t *h, const int8_t *q, int64_t k) {
+    return F == 2 ? (float)q[a16_off(k)] : F == 1 ? _cvtsh_ss(h[a16_off(k)]) : f[k];
 }
 
 INLINE float hsum8(__m256 v) {
@@ -35,8 +41,8 @@ INLINE float hsum8(__m256 v) {
     return _mm_cvtss_f32(h);
 }
 
-INLINE void down_block(const int F16, const int NT, const int NJ, const float *const *x, const float *c,
-                       float *const *t, const float *A, const uint16_t *A16, int64_t in, int j0) {
+INLINE void down_block(const int F, const int NT, const int NJ, const float *const *x, const float *c, float *const *t,
+                       lb_w A, int64_t in, int j0) {
     __m256 acc[LB_NT][2];
 #pragma GCC unroll 4
     for (int i = 0; i < NT; i++)
@@ -44,16 +50,18 @@ INLINE void down_block(const int F16, const int NT, const int NJ, const float *c
         for (int j = 0; j < NJ; j++) acc[i][j] = _mm256_setzero_ps();
     const float *af[2] = {0};
     const uint16_t *ah[2] = {0};
+    const int8_t *aq[2] = {0};
 #pragma GCC unroll 4
     for (int j = 0; j < NJ; j++) {
-        if (F16) ah[j] = A16 + rm_lora_a16_at(in, j0 + j, 0);
-        else af[j] = A + (size_t)(j0 + j) * (size_t)in;
+        if (F == 2) aq[j] = A.q + rm_lora_a16_at(in, j0 + j, 0);
+        else if (F == 1) ah[j] = A.h + rm_lora_a16_at(in, j0 + j, 0);
+        else af[j] = A.f + (size_t)(j0 + j) * (size_t)in;
     }
     int64_t k = 0;
     for (; k + 8 <= in; k += 8) {
         __m256 a[2];
 #pragma GCC unroll 4
-        for (int j = 0; j < NJ; j++) a[j] = ld8(F16, af[j], ah[j], k);
+        for (int j = 0; j < NJ; j++) a[j] = ld8(F, af[j], ah[j], aq[j], k);
 #pragma GCC unroll 4
         for (int i = 0; i < NT; i++) {
             __m256 xv = _mm256_loadu_ps(x[i] + k);
@@ -66,23 +74,30 @@ INLINE void down_block(const int F16, const int NT, const int NJ, const float *c
 #pragma GCC unroll 4
         for (int j = 0; j < NJ; j++) {
             float s = hsum8(acc[i][j]);
-            for (int64_t q = k; q < in; q++) s = fmaf(x[i][q], ld1(F16, af[j], ah[j], q), s);
-            t[i][j0 + j] = c[i] * s;
+            for (int64_t q = k; q < in; q++) s = fmaf(x[i][q], ld1(F, af[j], ah[j], aq[j], q), s);
+            t[i][j0 + j] = c[i] * (F == 2 ? A.s[j0 + j] * s : s);
         }
 }
 
-INLINE void down_nt(const int F16, const int NT, const float *const *x, const float *c, float *const *t, const float *A,
-                    const uint16_t *A16, int64_t in, int j0, int nj) {
+INLINE void down_nt(const int F, const int NT, const float *const *x, const float *c, float *const *t, lb_w A,
+                    int64_t in, int j0, int nj) {
     int j = 0;
-    for (; j + 2 <= nj; j += 2) down_block(F16, NT, 2, x, c, t, A, A16, in, j0 + j);
-    if (j < nj) down_block(F16, NT, 1, x, c, t, A, A16, in, j0 + j);
+    for (; j + 2 <= nj; j += 2) down_block(F, NT, 2, x, c, t, A, in, j0 + j);
+    if (j < nj) down_block(F, NT, 1, x, c, t, A, in, j0 + j);
 }
 
-#define DOWN(F, N) down_nt(F, N, x, c, t, A, A16, in, j0, nj)
-void lora_down_avx2(LB_DOWN_ARGS) { LB_SPECIALISE(A16 != NULL, nt, DOWN); }
+#define DOWN(F, N) down_nt(F, N, x, c, t, A, in, j0, nj)
+void lora_down_avx2(LB_DOWN_ARGS) { LB_SPECIALISE(lb_kind(A), nt, DOWN); }
 
-INLINE void up_nt(const int F16, const int NT, float *const *y, const float *const *t, const float *B,
-                  const uint16_t *B16, int64_t ldb, int r, int j0, int nj, int64_t o0, int64_t o1, int init) {
+// Element (j, o) of B^T of kind F.
+INLINE float b1(const int F, lb_w B, int64_t ldb, int r, int j, int64_t o) {
+    if (F == 2) return (float)B.q[rm_lora_b16_at(r, j, o)];
+    if (F == 1) return _cvtsh_ss(B.h[rm_lora_b16_at(r, j, o)]);
+    return B.f[(size_t)j * (size_t)ldb + (size_t)o];
+}
+
+INLINE void up_nt(const int F, const int NT, float *const *y, const float *const *t, lb_w B, int64_t ldb, int r,
+                  int j0, int nj, int64_t o0, int64_t o1, int init) {
     int64_t o = o0;
     for (; o + 16 <= o1; o += 16) {
         __m256 acc[LB_NT][2];
@@ -91,24 +106,20 @@ INLINE void up_nt(const int F16, const int NT, float *const *y, const float *con
             acc[i][0] = init ? _mm256_setzero_ps() : _mm256_loadu_ps(y[i] + o);
             acc[i][1] = init ? _mm256_setzero_ps() : _mm256_loadu_ps(y[i] + o + 8);
         }
-        const float *bf = F16 ? NULL : B + (size_t)j0 * (size_t)ldb + (size_t)o;
-        const uint16_t *bh = F16 ? B16 + rm_lora_b16_at(r, j0, o) : NULL; // then 32 halves per j
+        const float *bf = F ? NULL : B.f + (size_t)j0 * (size_t)ldb + (size_t)o;
+        const uint16_t *bh = F == 1 ? B.h + rm_lora_b16_at(r, j0, o) : NULL; // then 32 elements per j
+        const int8_t *bq = F == 2 ? B.q + rm_lora_b16_at(r, j0, o) : NULL;
         for (int j = 0; j < nj; j++) {
-            __m256 b0, b1;
-            if (F16) {
-                b0 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)bh));
-                b1 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(bh + 8)));
-                bh += 32;
-            } else {
-                b0 = _mm256_loadu_ps(bf);
-                b1 = _mm256_loadu_ps(bf + 8);
-                bf += ldb;
-            }
+            __m256 b0 = ld8p(F, bf, bh, bq);
+            __m256 b1v = ld8p(F, F ? NULL : bf + 8, F == 1 ? bh + 8 : NULL, F == 2 ? bq + 8 : NULL);
+            bf += F ? 0 : ldb;
+            bh += F == 1 ? 32 : 0;
+            bq += F == 2 ? 32 : 0;
 #pragma GCC unroll 4
             for (int i = 0; i < NT; i++) {
-                __m256 tv = _mm256_broadcast_ss(&t[i][j]);
+                __m256 tv = _mm256_set1_ps(t[i][j]);
                 acc[i][0] = _mm256_fmadd_ps(tv, b0, acc[i][0]);
-                acc[i][1] = _mm256_fmadd_ps(tv, b1, acc[i][1]);
+                acc[i][1] = _mm256_fmadd_ps(tv, b1v, acc[i][1]);
             }
         }
 #pragma GCC unroll 4
@@ -120,14 +131,10 @@ INLINE void up_nt(const int F16, const int NT, float *const *y, const float *con
     for (; o < o1; o++)
         for (int i = 0; i < NT; i++) {
             float s = init ? 0.0f : y[i][o];
-            for (int j = 0; j < nj; j++) {
-                float b =
-                    F16 ? _cvtsh_ss(B16[rm_lora_b16_at(r, j0 + j, o)]) : B[(size_t)(j0 + j) * (size_t)ldb + (size_t)o];
-                s = fmaf(t[i][j], b, s);
-            }
+            for (int j = 0; j < nj; j++) s = fmaf(t[i][j], b1(F, B, ldb, r, j0 + j, o), s);
             y[i][o] = s;
         }
 }
 
-#define UP(F, N) up_nt(F, N, y, t, B, B16, ldb, r, j0, nj, o0, o1, init)
-void lora_up_avx2(LB_UP_ARGS) { LB_SPECIALISE(B16 != NULL, nt, UP); }
+#define UP(F, N) up_nt(F, N, y, t, B, ldb, r, j0, nj, o0, o1, init)
+void lora_up_avx2(LB_UP_ARGS) { LB_SPECIALISE(lb_kind(B), nt, UP); }

@@ -4,6 +4,7 @@
 #define RM_LORA_BATCH_IMPL_H
 #include <stdint.h>
 
+#include "lora/adapter.h"
 #include "lora/batch.h"
 
 typedef struct lb_term {
@@ -66,42 +67,68 @@ void lora_mod_up(int isa, const rm_lora_mod *m, const float *h, float c, float *
 void lb_set_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_linear_id which, const float *x, int64_t ldx,
                   float *y, int64_t ldy, int isa);
 
+// One matrix of a module as a kernel reads it: f32 rows (f, ld apart), or
+// its packed f16 mirror (h), or its packed 8-bit mirror (q, with one scale
+// per row in s); adapter.h has the layouts. kind: 0 f32, 1 f16, 2 8-bit.
+typedef struct lb_w {
+    const float *f;
+    const uint16_t *h;
+    const int8_t *q;
+    const float *s;
+} lb_w;
+static inline int lb_kind(lb_w w) { return w.q ? 2 : w.h ? 1 : 0; }
+// A and B^T of m as the hook reads them: the 8-bit mirror, else the f16 one, else f32.
+static inline lb_w lb_a(const rm_lora_mod *m) {
+    lb_w w = {0};
+    if (m->A8) w.q = m->A8, w.s = m->s8;
+    else if (m->A16) w.h = m->A16;
+    else w.f = m->A;
+    return w;
+}
+static inline lb_w lb_b(const rm_lora_mod *m) {
+    lb_w w = {0};
+    if (m->Bt8) w.q = m->Bt8, w.s = m->s8 + m->r;
+    else if (m->Bt16) w.h = m->Bt16;
+    else w.f = m->Bt;
+    return w;
+}
+
 // The LoRA kernels, one set per family (isa: 0 scalar, 1 avx2, 2 avx512; see
-// lora_isa). A module's A [r, in] and B^T [r, out] (ldb = out) are read from
-// its packed f16 mirror when one is given (A16 / B16 not NULL; adapter.h),
-// else from f32.
+// lora_isa). A module's A [r, in] and B^T [r, out] (ldb = out) are read as
+// the lb_w says.
 //
 // down: t[i][j0 + j] = c[i] * (x[i] . A[j0 + j])   i < nt <= LB_NT, j < nj <= LB_NJ
+//       (8-bit: c[i] * (s[j] * (x[i] . q[j])), the dot over the integers as floats)
 // up:   y[i][o] = fma chain over j < nj of t[i][j] * B[j0 + j][o], started at
 //       y[i][o], for o in [o0, o1) (o0 a multiple of 32) and i < nt <= LB_NT
 //       (the y[i] distinct); r is the module's rank. init: the chain starts at 0
 //       instead (y written, not added to: the same bits as y zeroed first)
+//       (8-bit: the terms are (t[i][j] * s[j0 + j]) * q[j0 + j][o]; lora_up makes
+//       the coefficients, the family's kernel gets them with s NULL)
 // Each dot and each output element is computed the same way whatever nt, nj
 // and [o0, o1) are, so a row's bits do not depend on what is computed beside it.
 #define LB_NT 4
 #define LB_NJ 4
 int lora_isa(void);
-#define LB_DOWN_ARGS                                                                                                   \
-    int nt, const float *const *x, const float *c, float *const *t, const float *A, const uint16_t *A16, int64_t in,   \
-        int j0, int nj
+#define LB_DOWN_ARGS int nt, const float *const *x, const float *c, float *const *t, lb_w A, int64_t in, int j0, int nj
 #define LB_UP_ARGS                                                                                                     \
-    int nt, float *const *y, const float *const *t, const float *B, const uint16_t *B16, int64_t ldb, int r, int j0,   \
-        int nj, int64_t o0, int64_t o1, int init
-// In the ISA files: calls BODY(F, N) with F = f16 (0 or 1) and N = nt (1 .. LB_NT) as
-// compile-time constants, so that each case is compiled with its registers.
-#define LB_SPECIALISE(f16, nt, BODY)                                                                                   \
+    int nt, float *const *y, const float *const *t, lb_w B, int64_t ldb, int r, int j0, int nj, int64_t o0, int64_t o1, \
+        int init
+// In the ISA files: calls BODY(F, N) with F = the lb_w's kind (0, 1, 2) and N =
+// nt (1 .. LB_NT) as compile-time constants, so that each case is compiled
+// with its registers.
+#define LB_SPECIALISE_NT(F, nt, BODY)                                                                                  \
     do {                                                                                                               \
-        if (f16) {                                                                                                     \
-            if ((nt) == 1) BODY(1, 1);                                                                                 \
-            else if ((nt) == 2) BODY(1, 2);                                                                            \
-            else if ((nt) == 3) BODY(1, 3);                                                                            \
-            else BODY(1, 4);                                                                                           \
-        } else {                                                                                                       \
-            if ((nt) == 1) BODY(0, 1);                                                                                 \
-            else if ((nt) == 2) BODY(0, 2);                                                                            \
-            else if ((nt) == 3) BODY(0, 3);                                                                            \
-            else BODY(0, 4);                                                                                           \
-        }                                                                                                              \
+        if ((nt) == 1) BODY(F, 1);                                                                                     \
+        else if ((nt) == 2) BODY(F, 2);                                                                                \
+        else if ((nt) == 3) BODY(F, 3);                                                                                \
+        else BODY(F, 4);                                                                                               \
+    } while (0)
+#define LB_SPECIALISE(kind, nt, BODY)                                                                                  \
+    do {                                                                                                               \
+        if ((kind) == 2) LB_SPECIALISE_NT(2, nt, BODY);                                                                \
+        else if ((kind) == 1) LB_SPECIALISE_NT(1, nt, BODY);                                                           \
+        else LB_SPECIALISE_NT(0, nt, BODY);                                                                            \
     } while (0)
 void lora_down(int isa, LB_DOWN_ARGS);
 void lora_up(int isa, LB_UP_ARGS);

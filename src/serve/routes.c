@@ -30,7 +30,7 @@ static int pick_status(int rc) {
 
 int server_load_adapter(rm_server *s, const char *weights, rm_lora **out) {
     int rc = rm_lora_load_for(out, weights, s->m);
-    if (!rc && s->p.lora_f16 && (rc = rm_lora_make_f16(*out))) {
+    if (!rc && s->p.lora_mirror && (rc = s->p.lora_mirror == 2 ? rm_lora_make_q8(*out) : rm_lora_make_f16(*out))) {
         rm_lora_free(*out);
         *out = NULL;
     }

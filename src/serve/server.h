@@ -29,8 +29,8 @@ typedef struct rm_server_params {
     size_t max_upload;         // bodies of POST /v1/adapters (files) up to this (256 MiB)
     size_t adapter_cache;      // bytes of loaded adapters kept (1 GiB): past it the least recently used
                                // that no running request holds are evicted, and loaded again on demand; 0: no limit
-    int lora_f16;              // loaded adapters get packed f16 mirrors that the batched hook reads instead of
-                               // f32 (half the bytes per batch; f16 precision)
+    int lora_mirror;           // 1 (2): loaded adapters get packed f16 (8-bit) mirrors that the batched hook
+                               // reads instead of f32 (half (a quarter of) the bytes per batch); 0: f32
     const char *api_key;       // inference needs "Authorization: Bearer KEY" (this or the admin key); NULL: open
     const char *admin_key;     // uploads and deletes need it (NULL: the api key, if any, else open)
     // One line per request (no newline), from any thread; NULL: no log.
