@@ -18,6 +18,8 @@ LIBS     = -lm -lpthread -lsqlite3 -lpcre2-8 -lutf8proc -lmicrohttpd $(shell pkg
 # called after a run-time CPUID check (src/base/cpu.c).
 AVX2_FLAGS   = -mavx2 -mfma -mf16c
 AVX512_FLAGS = -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512vnni -mavx2 -mfma -mf16c
+# *_avx512bf16.c: AVX-512 with the bf16 dot products (vdpbf16ps), checked apart
+AVX512BF16_FLAGS = $(AVX512_FLAGS) -mavx512bf16
 
 SRC_LIB   = $(sort $(wildcard src/*/*.c))
 SRC_TOOLS = $(sort $(wildcard tools/*.c))
@@ -45,6 +47,9 @@ $(1)/%_avx2.o: %_avx2.c
 $(1)/%_avx512.o: %_avx512.c
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(CSTD) $$(VIS) $$(WARN) $$(INC) $(2) $$(AVX512_FLAGS) -MMD -c $$< -o $$@
+$(1)/%_avx512bf16.o: %_avx512bf16.c
+	@mkdir -p $$(dir $$@)
+	$$(CC) $$(CSTD) $$(VIS) $$(WARN) $$(INC) $(2) $$(AVX512BF16_FLAGS) -MMD -c $$< -o $$@
 $(1)/%.o: %.c
 	@mkdir -p $$(dir $$@)
 	$$(CC) $$(CSTD) $$(VIS) $$(WARN) $$(INC) $(2) -MMD -c $$< -o $$@

@@ -6,7 +6,9 @@
 // moves each x_i by at most d_b/2. So
 //   |y - y_ref| <= sum_b 0.51*d_b * sum_{i in b} |w_i|  +  1e-4 * sum_i |x_i w_i|
 // (the second term covers f32 accumulation order). Float W (f32/f16/bf16)
-// gets only the second term.
+// gets only the second term, except bf16 W in the avx512-bf16 family, whose
+// kernel rounds the activations to bf16 (each x_i moves by at most 2^-9 |x_i|):
+// + 2^-8 * sum_i |x_i w_i|.
 #include "testing.h"
 #include "base/cpu.h"
 #include "base/err.h"
@@ -341,6 +343,7 @@ static double case_tol(const mm_case *c, int r, int i) {
         }
         if (quant) tol += 0.51 * amax / 127 * sw;
     }
+    if (t == RM_TYPE_BF16 && strcmp(rm_matmul_family(t), "avx512-bf16") == 0) tol += 0x1p-8 * mag;
     return tol + 1e-4 * mag;
 }
 
@@ -396,6 +399,10 @@ TEST(kernel_matmul_avx512_vs_ref) {
     if (!rm_cpu()->avx512bw) SKIP("no avx512 on this machine");
     matmul_vs_ref("avx512", !rm_test_sanitized());
 }
+TEST(kernel_matmul_avx512bf16_vs_ref) {
+    if (!(rm_cpu()->avx512bw && rm_cpu()->avx512bf16)) SKIP("no avx512 bf16 dot products on this machine");
+    matmul_vs_ref("avx512bf16", !rm_test_sanitized());
+}
 
 // Every activation row count 1..64 (each tile shape and edge, the decode
 // path, the prepacked path) for every type, with inputs that leave partial
@@ -424,6 +431,10 @@ TEST(kernel_matmul_all_row_counts_avx2) {
 TEST(kernel_matmul_all_row_counts_avx512) {
     if (!(rm_cpu()->avx512bw && rm_cpu()->avx512vnni && rm_cpu()->avx2)) SKIP("no avx512 with vnni on this machine");
     all_row_counts("avx512");
+}
+TEST(kernel_matmul_all_row_counts_avx512bf16) {
+    if (!(rm_cpu()->avx512bw && rm_cpu()->avx512bf16)) SKIP("no avx512 bf16 dot products on this machine");
+    all_row_counts("avx512bf16");
 }
 
 // Large batch (prefill-like) through the tiled path.
@@ -490,15 +501,16 @@ static void rows_alone_bitwise(const char *isa) {
 static int family_runs(const char *isa) {
     if (strcmp(isa, "avx2") == 0) return rm_cpu()->avx2 && rm_cpu()->fma && rm_cpu()->f16c;
     if (strcmp(isa, "avx512") == 0) return rm_cpu()->avx512bw && rm_cpu()->avx2;
+    if (strcmp(isa, "avx512bf16") == 0) return rm_cpu()->avx512bw && rm_cpu()->avx2 && rm_cpu()->avx512bf16;
     return 1;
 }
-static const char *k_isas[] = {"scalar", "avx2", "avx512"};
+static const char *k_isas[] = {"scalar", "avx2", "avx512", "avx512bf16"};
 TEST(kernel_matmul_threads_bitwise) {
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 4; k++)
         if (family_runs(k_isas[k])) threads_bitwise(k_isas[k]);
 }
 TEST(kernel_matmul_rows_alone_bitwise) {
-    for (int k = 0; k < 3; k++)
+    for (int k = 0; k < 4; k++)
         if (family_runs(k_isas[k])) rows_alone_bitwise(k_isas[k]);
 }
 
@@ -649,6 +661,16 @@ TEST(kernel_cpu_force) {
     if (f->avx512bw && f->avx512vnni && avx2) {
         CHECK(strcmp(rm_matmul_family(RM_TYPE_Q4_K), "avx512-vnni") == 0);
         CHECK(strcmp(rm_matmul_family(RM_TYPE_F16), "avx512") == 0);
+        // bf16 weights: the bf16 dot products where the CPU has them, unless
+        // RAMOLE_ISA=avx512 asks for AVX-512 without them
+        int bf = f->avx512bf16;
+        CHECK(strcmp(rm_matmul_family(RM_TYPE_BF16), bf ? "avx512-bf16" : "avx512") == 0);
+        rm_cpu_force("avx512");
+        CHECK(rm_cpu()->avx512bw && !rm_cpu()->avx512bf16);
+        CHECK(strcmp(rm_matmul_family(RM_TYPE_BF16), "avx512") == 0);
+        rm_cpu_force("avx512bf16");
+        CHECK(rm_cpu()->avx512bf16 == bf);
+        rm_cpu_force(NULL);
     }
     CHECK(rm_cpu()->avx2 == avx2);
     CHECK(strlen(rm_cpu_describe()) > 0);

@@ -4,8 +4,8 @@
 // state (XCR0): YMM for AVX2/FMA/F16C, opmask+ZMM for AVX-512, tile data for
 // AMX (after asking the kernel for permission with arch_prctl).
 //
-// Three views are computed once: everything detected, capped at AVX2, and
-// scalar. rm_cpu() returns the view selected by rm_cpu_force() / RAMOLE_ISA.
+// Four views are computed once: everything detected, AVX-512 without its bf16
+// dot products and AMX, capped at AVX2, and scalar. rm_cpu() returns the view selected by rm_cpu_force() / RAMOLE_ISA.
 #define _GNU_SOURCE
 #include "base/cpu.h"
 
@@ -25,10 +25,11 @@
 #define ARCH_REQ_XCOMP_PERM 0x1023
 #define XFEATURE_XTILEDATA 18
 
-enum { VIEW_SCALAR, VIEW_AVX2, VIEW_ALL };
+enum { VIEW_SCALAR, VIEW_AVX2, VIEW_AVX512, VIEW_ALL };
+#define N_VIEWS 4
 
-static rm_cpu_features g_view[3];
-static char g_desc[3][160];
+static rm_cpu_features g_view[N_VIEWS];
+static char g_desc[N_VIEWS][160];
 static _Atomic int g_sel = VIEW_ALL;
 static pthread_once_t g_once = PTHREAD_ONCE_INIT;
 
@@ -118,7 +119,8 @@ static int parse_isa(const char *isa) {
     if (!isa || !*isa || strcasecmp(isa, "auto") == 0) return VIEW_ALL;
     if (strcasecmp(isa, "scalar") == 0) return VIEW_SCALAR;
     if (strcasecmp(isa, "avx2") == 0) return VIEW_AVX2;
-    if (strcasecmp(isa, "avx512") == 0) return VIEW_ALL;
+    if (strcasecmp(isa, "avx512") == 0) return VIEW_AVX512;
+    if (strcasecmp(isa, "avx512bf16") == 0) return VIEW_ALL;
     return -1;
 }
 
@@ -130,8 +132,10 @@ static void cpu_init(void) {
     a2->fma = g_view[VIEW_ALL].fma;
     a2->f16c = g_view[VIEW_ALL].f16c;
     a2->avxvnni = g_view[VIEW_ALL].avxvnni;
+    g_view[VIEW_AVX512] = g_view[VIEW_ALL]; // without the bf16 dot products and AMX
+    g_view[VIEW_AVX512].avx512bf16 = g_view[VIEW_AVX512].amx_int8 = g_view[VIEW_AVX512].amx_bf16 = 0;
     memset(&g_view[VIEW_SCALAR], 0, sizeof g_view[VIEW_SCALAR]);
-    for (int i = 0; i < 3; i++) describe(&g_view[i], g_desc[i], sizeof g_desc[i]);
+    for (int i = 0; i < N_VIEWS; i++) describe(&g_view[i], g_desc[i], sizeof g_desc[i]);
     int sel = parse_isa(getenv("RAMOLE_ISA"));
     if (sel >= 0) atomic_store(&g_sel, sel);
 }

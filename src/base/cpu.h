@@ -11,7 +11,8 @@ typedef struct rm_cpu_features {
 
 const rm_cpu_features *rm_cpu(void);
 // Overrides detection (tests use it to force the scalar path): "scalar",
-// "avx2", "avx512" or NULL/"auto". Also read from env RAMOLE_ISA at first use.
+// "avx2", "avx512" (without the bf16 dot products and AMX), "avx512bf16" or
+// NULL/"auto" (everything detected). Also read from env RAMOLE_ISA at first use.
 void rm_cpu_force(const char *isa);
 // Short description, e.g. "avx2 fma f16c".
 const char *rm_cpu_describe(void);

@@ -68,6 +68,8 @@ typedef struct rm_mm {
     const float *x; // f32 activations (float kernels)
     int64_t ldx;
     rm_qx qx; // int8 activations (quantized kernels)
+    const uint16_t *xh; // bf16 activations (the bf16-dot kernel): row c at xh + c * ldxh, zero-padded to 32
+    int64_t ldxh;
     float *y;
     int64_t ldy;
     int accumulate;
@@ -120,4 +122,8 @@ void rm_mm_q4_0_r16_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c
 void rm_r16_pack_rows_avx512(int base, uint8_t *w, size_t w_row, int64_t in, int64_t r0, int64_t r1, uint8_t *tmp);
 // Fills the 16-block copy (qx.tq, td, ts) of activation rows [c0, c1).
 void rm_qx_t16_avx512(const rm_mm *m, int c0, int c1);
+// bf16 weights x bf16 activations (vdpbf16ps; needs avx512bf16 too), and the
+// activations' bf16 copy (rows [c0, c1) of x into xh, to nearest even).
+void rm_mm_bf16dp_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+void rm_x_to_bf16_avx512(const rm_mm *m, int c0, int c1);
 #endif

@@ -140,6 +140,8 @@ static int use_avx512(void) {
 // The int8 kernels for AVX-512 need VNNI too; without it (Skylake-X) the AVX2
 // ones run.
 static int use_avx512_vnni(void) { return use_avx512() && rm_cpu()->avx512vnni; }
+// bf16 weights with the bf16 dot products (vdpbf16ps): activations rounded to bf16.
+static int use_avx512_bf16(void) { return use_avx512() && rm_cpu()->avx512bf16; }
 
 static int is_quantized(rm_type t) {
     return t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0 || t == RM_TYPE_Q4_K || rm_type_r16_base(t) >= 0;
@@ -148,14 +150,18 @@ static int is_quantized(rm_type t) {
 const char *rm_matmul_family(rm_type t) {
     if (!use_avx2() || (rm_type_r16_base(t) >= 0 && !use_avx512_vnni())) return "scalar";
     if (is_quantized(t)) return use_avx512_vnni() ? "avx512-vnni" : "avx2";
+    if (t == RM_TYPE_BF16 && use_avx512_bf16()) return "avx512-bf16";
     return use_avx512() && t != RM_TYPE_F32 ? "avx512" : "avx2";
 }
 
 // The kernel for W's type on this CPU; *qblk = activation quantization block
 // (0 when the kernel reads f32 activations); *t16 = 1 when it reads the
-// 16-block copy of the activations too (rm_qx).
-static rm_mm_kernel pick_kernel(rm_type t, int *qblk, int *t16) {
+// 16-block copy of the activations too (rm_qx); *xbf = 1 when it reads their
+// bf16 copy (rm_mm.xh).
+static rm_mm_kernel pick_kernel(rm_type t, int *qblk, int *t16, int *xbf) {
     *qblk = 0;
+    *xbf = t == RM_TYPE_BF16 && use_avx512_bf16();
+    if (*xbf) return rm_mm_bf16dp_avx512;
     *t16 = (t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0 || rm_type_r16_base(t) >= 0) && use_avx512_vnni();
     if (rm_type_r16_base(t) >= 0) { // repacked for the VNNI kernels; another family (forced later) reads them slowly
         *qblk = *t16 ? 32 : 0;
@@ -246,6 +252,13 @@ static void mm_task(void *ctx, int ith, int nth) {
     }
 }
 
+static void bf16_task(void *ctx, int ith, int nth) {
+    const rm_mm *m = ctx;
+    long b, e;
+    rm_split_range(m->n, ith, nth, &b, &e);
+    rm_x_to_bf16_avx512(m, (int)b, (int)e);
+}
+
 static void quantize_task(void *ctx, int ith, int nth) {
     const rm_mm *m = ctx;
     long b, e;
@@ -260,10 +273,20 @@ static void quantize_task(void *ctx, int ith, int nth) {
 static void matmul_group(rm_threadpool *tp, mm_job *job) {
     rm_mm *m0 = &job->m[0];
     const int n = m0->n;
-    int qblk, t16;
-    job->k = pick_kernel(m0->type, &qblk, &t16);
+    int qblk, t16, xbf;
+    job->k = pick_kernel(m0->type, &qblk, &t16, &xbf);
     void *qbuf = NULL;
-    if (qblk) {
+    if (xbf) { // the activations' bf16 copy, rows padded to 32
+        int64_t ld = (m0->in + 31) & ~(int64_t)31;
+        qbuf = aligned_alloc(64, (size_t)n * (size_t)ld * sizeof(uint16_t));
+        if (!qbuf) {
+            job->k = mm_scalar; // out of memory for the copy: the float kernel
+        } else {
+            for (int g = 0; g < job->count; g++) job->m[g].xh = qbuf, job->m[g].ldxh = ld;
+            if (n >= 16 && tp) rm_threadpool_run(tp, bf16_task, m0);
+            else bf16_task(m0, 0, 1);
+        }
+    } else if (qblk) {
         size_t nq = (size_t)n * (size_t)m0->in, nd = nq / (size_t)qblk, ns = nq / 32;
         size_t groups = t16 ? ((size_t)m0->in / 32 + 15) / 16 : 0, ng = (size_t)n * groups;
         size_t off_d = (nq + 63) & ~(size_t)63, off_s = off_d + ((nd * 4 + 63) & ~(size_t)63);
@@ -288,7 +311,7 @@ static void matmul_group(rm_threadpool *tp, mm_job *job) {
             else quantize_task(m0, 0, 1);
         }
     }
-    size_t row_bytes = qbuf ? (size_t)m0->in : (size_t)m0->in * sizeof(float); // per activation row streamed
+    size_t row_bytes = (size_t)m0->in * (xbf ? 2 : qbuf ? 1 : sizeof(float)); // per activation row streamed
     int nth = rm_threadpool_size(tp);
     long xb = (long)((192 * 1024) / row_bytes) & ~3L, out = 0;
     job->xb = (int)(xb < 4 ? 4 : xb > n ? n : xb);

@@ -29,17 +29,10 @@
 // 256-element super-block, as the AVX2 kernel does with 32.
 #include "tensor/mm_tile.h"
 #include "base/fp16.h"
+#include "tensor/mm_avx512.h"
 
 #include <immintrin.h>
 #include <string.h>
-
-INLINE float hsum16(__m512 v) {
-    __m256 h = _mm256_add_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    return _mm_cvtss_f32(s);
-}
 
 enum { KIND_Q8_0, KIND_Q4_0 };
 
