@@ -40,7 +40,7 @@ TEST(cli_refusals_say_why) {
     check_refused("convert --from hf in out --tokenizer tok.bin", "--tokenizer goes with --from llama2c");
     check_refused("pool frobnicate --pool x", "unknown command 'frobnicate'");
     setenv("RAMOLE_ISA", "bogus", 1);
-    check_refused("help", "RAMOLE_ISA=bogus is not a kernel family (auto, scalar, avx2, avx512)");
+    check_refused("help", "RAMOLE_ISA=bogus is not a kernel family (auto, scalar, avx2, avx512, avx512bf16)");
     unsetenv("RAMOLE_ISA");
     // a weight that is a number is no refusal (the adapter is then loaded: here it is no adapter)
     snprintf(args, sizeof args, "generate -m %s -p hi --lora %s:0.5", model, model);

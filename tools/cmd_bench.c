@@ -146,7 +146,7 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
                    "read bandwidth with the decode bound it implies (weight bytes per token / bandwidth),\n"
                    "and its int8 multiply-add peak, measured with the instructions of the kernels that run,\n"
                    "with the prefill and batched-decode bounds it implies. Figures are medians over R runs\n"
-                   "(default 3). The kernel family used (scalar, avx2, avx512, avx512-vnni; RAMOLE_ISA forces\n"
+                   "(default 3). The kernel family used (scalar, avx2, avx512, avx512-vnni, avx512-bf16; RAMOLE_ISA forces\n"
                    "one) is printed first. --json prints one JSON object on stdout; --svg FILE draws the\n"
                    "figures next to their bounds as a bar chart.\n\n"
                    "--compare llamacpp runs llama.cpp on the same file, one run of its five measures after\n"

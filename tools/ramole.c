@@ -25,12 +25,12 @@ void rm_cli_register(const char *name, const char *summary, rm_cmd_fn fn) {
 
 // RAMOLE_ISA, when set, must name a kernel family (src/base/cpu.c reads it).
 static int check_isa_env(void) {
-    static const char *const names[] = {"auto", "scalar", "avx2", "avx512"};
+    static const char *const names[] = {"auto", "scalar", "avx2", "avx512", "avx512bf16"};
     const char *isa = getenv("RAMOLE_ISA");
     if (!isa || !*isa) return 0;
     for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
         if (!strcasecmp(isa, names[i])) return 0;
-    fprintf(stderr, "ramole: RAMOLE_ISA=%s is not a kernel family (auto, scalar, avx2, avx512)\n", isa);
+    fprintf(stderr, "ramole: RAMOLE_ISA=%s is not a kernel family (auto, scalar, avx2, avx512, avx512bf16)\n", isa);
     return 2;
 }
 

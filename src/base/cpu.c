@@ -5,7 +5,8 @@
 // AMX (after asking the kernel for permission with arch_prctl).
 //
 // Four views are computed once: everything detected, AVX-512 without its bf16
-// dot products and AMX, capped at AVX2, and scalar. rm_cpu() returns the view selected by rm_cpu_force() / RAMOLE_ISA.
+// dot products and AMX, capped at AVX2, and scalar. rm_cpu() returns the view
+// selected by rm_cpu_force() / RAMOLE_ISA.
 #define _GNU_SOURCE
 #include "base/cpu.h"
 
