@@ -677,7 +677,8 @@ TEST(kernel_cpu_force) {
 }
 
 // The int8 peak probe (ramole bench's compute bound) runs on every thread of
-// the pool and reports a rate; without AVX2 it reports 0 (no such kernels).
+// the pool and reports a rate; without AVX2 it reports 0 (no such kernels);
+// so does the bf16 probe outside the avx512-bf16 family.
 // Only that it runs and what it returns are checked, never how fast.
 TEST(kernel_int8_peak_probe) {
     rm_threadpool *tp = rm_threadpool_create(2);
@@ -690,6 +691,14 @@ TEST(kernel_int8_peak_probe) {
     if (rm_cpu()->avx2 && rm_cpu()->fma && rm_cpu()->f16c) {
         rm_measure_int8_peak(tp, &k, &b);
         CHECK(k > 0 && b > 0 && k < 1e7 && b < 1e7); // GOP/s: positive and finite
+    }
+    // the bf16 dot-product probe: 0 unless the avx512-bf16 family runs
+    rm_cpu_force("avx512");
+    CHECK(rm_measure_bf16_peak(tp) == 0);
+    rm_cpu_force(NULL);
+    if (strcmp(rm_matmul_family(RM_TYPE_BF16), "avx512-bf16") == 0) {
+        double g = rm_measure_bf16_peak(tp);
+        CHECK(g > 0 && g < 1e7);
     }
     rm_threadpool_free(tp);
 }

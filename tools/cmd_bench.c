@@ -146,7 +146,8 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
                    "read bandwidth with the decode bound it implies (weight bytes per token / bandwidth),\n"
                    "and its int8 multiply-add peak, measured with the instructions of the kernels that run,\n"
                    "with the prefill and batched-decode bounds it implies. Figures are medians over R runs\n"
-                   "(default 3). The kernel family used (scalar, avx2, avx512, avx512-vnni, avx512-bf16; RAMOLE_ISA forces\n"
+                   "(default 3). The kernel family used (scalar, avx2, avx512, avx512-vnni, avx512-bf16; RAMOLE_ISA "
+                   "forces\n"
                    "one) is printed first. --json prints one JSON object on stdout; --svg FILE draws the\n"
                    "figures next to their bounds as a bar chart.\n\n"
                    "--compare llamacpp runs llama.cpp on the same file, one run of its five measures after\n"
@@ -221,23 +222,32 @@ static void report(const bench_opts *o, const bench_ctx *c, const char *family, 
     // where every row wants logits; attention not counted).
     double kern_gops, bare_gops, lin = weight_elems(c->m, 0), all = weight_elems(c->m, 1);
     rm_measure_int8_peak(c->tp, &kern_gops, &bare_gops);
-    double pf_bound = kern_gops * 1e9 / (2 * lin), batch_bound = kern_gops * 1e9 / (2 * all);
+    // bf16 weights on the bf16 dot products: their rate is the ceiling
+    const int bf16 = strcmp(family, "avx512-bf16") == 0;
+    double bf_gflops = bf16 ? rm_measure_bf16_peak(c->tp) : 0, peak = bf16 ? bf_gflops : kern_gops;
+    double pf_bound = peak * 1e9 / (2 * lin), batch_bound = peak * 1e9 / (2 * all);
     const int vnni = strcmp(rm_matmul_family(RM_TYPE_Q8_0), "avx512-vnni") == 0;
+    if (bf16)
+        fprintf(stderr, "  bf16 peak    %9.1f GFLOP/s (avx512-bf16, vdpbf16ps), %.2f GFLOP/token\n", bf_gflops,
+                2 * lin / 1e9);
+    else
+        fprintf(stderr, "  int8 peak    %9.1f GOP/s (%s, the q8_0/q4_0 kernels' step; bare %s %.1f), %.2f GOP/token\n",
+                kern_gops, rm_matmul_family(RM_TYPE_Q8_0), vnni ? "vpdpbusd" : "maddubs+madd", bare_gops,
+                2 * lin / 1e9);
     fprintf(stderr,
-            "  int8 peak    %9.1f GOP/s (%s, the q8_0/q4_0 kernels' step; bare %s %.1f), %.2f GOP/token\n"
             "               -> prefill bound %.1f tok/s (prefill 512 at %.0f%%), batched-decode bound %.1f tok/s = "
             "%.2fx decode b=1\n",
-            kern_gops, rm_matmul_family(RM_TYPE_Q8_0), vnni ? "vpdpbusd" : "maddubs+madd", bare_gops, 2 * lin / 1e9,
             pf_bound, 100.0 * r[1] / pf_bound, batch_bound, batch_bound / r[2]);
     if (o->json) {
         printf("{\"kernels\": \"%s\", \"cpu\": \"%s\", \"bandwidth_gbs\": %.3f, \"decode_bound_tps\": %.3f, "
                "\"decode_tps\": %.3f, "
                "\"prefill64_tps\": %.3f, \"prefill512_tps\": %.3f, \"batch8_tps\": %.3f, \"batch32_tps\": %.3f, "
                "\"threads\": %d, "
-               "\"int8_peak_gops\": %.3f, \"int8_bare_gops\": %.3f, \"prefill_bound_tps\": %.3f, \"batch_bound_tps\": "
-               "%.3f",
-               family, rm_cpu_describe(), bw, bound, r[2], r[0], r[1], r[3], r[4], nt, kern_gops, bare_gops, pf_bound,
-               batch_bound);
+               "\"int8_peak_gops\": %.3f, \"int8_bare_gops\": %.3f, \"bf16_peak_gflops\": %.3f, \"prefill_bound_tps\": "
+               "%.3f, "
+               "\"batch_bound_tps\": %.3f",
+               family, rm_cpu_describe(), bw, bound, r[2], r[0], r[1], r[3], r[4], nt, kern_gops, bare_gops, bf_gflops,
+               pf_bound, batch_bound);
         if (lc) {
             printf(", \"llamacpp\": {");
             for (int k = 0; k < N_MEASURES; k++) printf("%s\"%s\": %.3f", k ? ", " : "", k_keys[k], lc[k]);

@@ -126,4 +126,6 @@ void rm_qx_t16_avx512(const rm_mm *m, int c0, int c1);
 // activations' bf16 copy (rows [c0, c1) of x into xh, to nearest even).
 void rm_mm_bf16dp_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_x_to_bf16_avx512(const rm_mm *m, int c0, int c1);
+// iters x 10 vdpbf16ps in registers (rm_measure_bf16_peak).
+float rm_bf16_peak_avx512(long iters);
 #endif

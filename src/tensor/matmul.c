@@ -439,7 +439,7 @@ double rm_measure_read_bandwidth(rm_threadpool *tp) {
 
 typedef struct {
     long iters;
-    int full, avx512;
+    int full, avx512; // avx512: 0 the AVX2 int8 step, 1 the VNNI one, 2 vdpbf16ps
     double t[1024];
     float sink[1024];
 } peak_job;
@@ -447,8 +447,27 @@ typedef struct {
 static void peak_task(void *ctx, int ith, int nth) {
     peak_job *j = ctx;
     double t0 = rm_now();
-    j->sink[ith & 1023] = j->avx512 ? rm_int8_peak_avx512(j->iters, j->full) : rm_int8_peak_avx2(j->iters, j->full);
+    j->sink[ith & 1023] = j->avx512 == 2 ? rm_bf16_peak_avx512(j->iters)
+                          : j->avx512  ? rm_int8_peak_avx512(j->iters, j->full)
+                                       : rm_int8_peak_avx2(j->iters, j->full);
     j->t[ith & 1023] = rm_now() - t0;
+}
+
+double rm_measure_bf16_peak(rm_threadpool *tp) {
+    if (!use_avx512_bf16()) return 0;
+    int nth = rm_threadpool_size(tp);
+    if (nth > 1024) nth = 1024;
+    double best = 0;
+    for (int rep = 0; rep < 3; rep++) {
+        peak_job j = {.iters = 4000000, .avx512 = 2};
+        rm_threadpool_run(tp, peak_task, &j);
+        double slowest = 0;
+        for (int i = 0; i < nth; i++) slowest = j.t[i] > slowest ? j.t[i] : slowest;
+        // 10 chains of 32 multiply-adds per iteration, 2 flops each
+        double g = slowest > 0 ? (double)nth * (double)j.iters * 10 * 32 * 2 / slowest / 1e9 : 0;
+        if (g > best) best = g;
+    }
+    return best;
 }
 
 void rm_measure_int8_peak(rm_threadpool *tp, double *kernel_gops, double *bare_gops) {

@@ -68,3 +68,21 @@ void rm_x_to_bf16_avx512(const rm_mm *m, int c0, int c1) {
         }
     }
 }
+
+// iters x 10 independent vdpbf16ps chains in registers (32 bf16 products, 64
+// flops, each): the family's compute ceiling for `ramole bench`.
+float rm_bf16_peak_avx512(long iters) {
+    __m512 acc[10];
+#pragma GCC unroll 10
+    for (int c = 0; c < 10; c++) acc[c] = _mm512_set1_ps((float)c);
+    __m512bh a = (__m512bh)_mm512_set1_epi16(0x3f80), b = (__m512bh)_mm512_set1_epi16(0x3c00); // 1, 2^-7
+    for (long i = 0; i < iters; i++) {
+#pragma GCC unroll 10
+        for (int c = 0; c < 10; c++) acc[c] = _mm512_dpbf16_ps(acc[c], a, b);
+        __asm__ volatile("" : "+v"(acc[0]), "+v"(acc[5])); // keep the loop
+    }
+    __m512 s = acc[0];
+#pragma GCC unroll 10
+    for (int c = 1; c < 10; c++) s = _mm512_add_ps(s, acc[c]);
+    return hsum16(s);
+}

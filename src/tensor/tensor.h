@@ -111,4 +111,7 @@ double rm_measure_read_bandwidth(rm_threadpool *tp);
 // vpdpbusd, cvt, FMA per 64), *bare_gops for the bare dot product (maddubs +
 // madd; vpdpbusd). Both are 0 without AVX2.
 void rm_measure_int8_peak(rm_threadpool *tp, double *kernel_gops, double *bare_gops);
+// The bf16 dot-product rate (GFLOP/s, vdpbf16ps chains in registers on every
+// worker) of the avx512-bf16 family; 0 where it does not run.
+double rm_measure_bf16_peak(rm_threadpool *tp);
 #endif
