@@ -1017,14 +1017,15 @@ TEST(serve_half_closed_clients_freed) {
         CHECK(fds[i] >= 0 && send_all(fds[i], part, strlen(part)) == 0);
         if (fds[i] >= 0) shutdown(fds[i], SHUT_WR);
     }
-    double gone = 0;
-    for (int t = 0; t < 40 && gone < 4; t++) { // 4 s at most (the deadline is 60 s)
-        usleep(100000);
-        gone = metric_value(sp.port, "connections_client_gone_total");
-    }
-    CHECKF(gone == 4, "%.0f of 4 half-closed connections freed", gone);
+    // Each place is freed well before the 60 s deadline: by the watcher
+    // (counted in connections_client_gone_total) or, when it happens to read
+    // the end of the stream first, by libmicrohttpd itself; never by the
+    // deadline. (Without the watcher every one of them waits out the 60 s.)
+    for (int i = 0; i < 4; i++)
+        CHECKF(fds[i] >= 0 && closed_within(fds[i], 4000), "half-closed connection %d not freed within 4 s", i);
+    double gone = metric_value(sp.port, "connections_client_gone_total");
+    CHECKF(gone >= 0 && gone <= 4, "%.0f half-closed connections counted", gone);
     CHECK(metric_value(sp.port, "connections_deadline_closed_total") == 0);
-    for (int i = 0; i < 4; i++) CHECK(fds[i] >= 0 && closed_within(fds[i], 1000));
     for (int i = 0; i < 4; i++)
         if (fds[i] >= 0) close(fds[i]);
     // a whole request sent before the client's half-close is answered
