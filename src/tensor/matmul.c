@@ -159,7 +159,7 @@ const char *rm_matmul_family(rm_type t) {
 // 16-block copy of the activations too (rm_qx); *xbf = 1 when it reads their
 // bf16 copy (rm_mm.xh).
 static rm_mm_kernel pick_kernel(rm_type t, int *qblk, int *t16, int *xbf) {
-    *qblk = 0;
+    *qblk = *t16 = 0;
     *xbf = t == RM_TYPE_BF16 && use_avx512_bf16();
     if (*xbf) return rm_mm_bf16dp_avx512;
     *t16 = (t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0 || rm_type_r16_base(t) >= 0) && use_avx512_vnni();
