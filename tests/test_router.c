@@ -12,6 +12,7 @@
 #include "base/file.h"
 #include "base/json.h"
 #include "lora/batch.h"
+#include "lora/batch_impl.h"
 #include "lora/router.h"
 #include "model/generate.h"
 #include "model/synth.h"
@@ -299,6 +300,63 @@ TEST(router_batch_invariance) {
 }
 
 // ---------------------------------------------------------------- router files
+
+// The hook keeps B_r^T B_i per (router, expert, linear): one product for
+// each pair that both have a module on a linear, none made twice; under a
+// small budget it drops old ones and remakes them, with the same logits bit
+// for bit; a new router (another uid) gets its own.
+TEST(router_products_kept_and_evicted) {
+    rm_llama *m = tiny();
+    REQUIRE(m);
+    enum { K = 3 };
+    rm_lora *ex[K] = {0}, *router = NULL, *router2 = NULL;
+    REQUIRE(random_set(m, K, 2000.0f, ex, &router) == 0);
+    REQUIRE(rm_lora_random(&router2, m, 4, (1u << RM_LIN_COUNT) - 1, 8) == 0);
+    rm_lora *two[2] = {ex[2], ex[0]};
+    rm_lora_plan p[3];
+    CHECK_OK(rm_lora_plan_init_router(&p[0], K, ex, router));
+    CHECK_OK(rm_lora_plan_init_router(&p[1], 2, two, router));
+    CHECK_OK(rm_lora_plan_init_router(&p[2], 2, two, router2));
+    // the pairs (router, expert, linear) the products are for, counted here
+    int pairs = 0, pairs2 = 0;
+    for (int l = 0; l < m->hp.n_layer; l++)
+        for (int w = 0; w < RM_LIN_COUNT; w++) {
+            int i = l * RM_LIN_COUNT + w;
+            for (int e = 0; e < K; e++) pairs += ex[e]->mods[i].r && router->mods[i].r;
+            for (int e = 0; e < 2; e++) pairs2 += two[e]->mods[i].r && router2->mods[i].r;
+        }
+    const rm_lora_plan *plans[3] = {&p[0], &p[1], &p[2]};
+    int seqs[3] = {0, 1, 2};
+    size_t per = SEQ_LEN * (size_t)m->hp.n_vocab;
+    float *a = malloc(3 * per * sizeof(float)), *b = malloc(3 * per * sizeof(float)), *c = malloc(3 * per * sizeof(float));
+    REQUIRE(a && b && c);
+    rm_lora_batch *big = rm_lora_batch_new(NULL), *small = rm_lora_batch_new(NULL);
+    REQUIRE(big && small);
+    small->gram_budget = 100; // a few products (one call needs up to 68 floats): old ones go as new ones come
+    rm_linear_hook hb = rm_lora_batch_hook(big), hs = rm_lora_batch_hook(small);
+    CHECK_OK(run_rows(m, NULL, &hb, 2, seqs, plans, a));
+    CHECKF(big->gram_n == (size_t)pairs, "%zu products kept for %d pairs", big->gram_n, pairs);
+    CHECK_OK(run_rows(m, NULL, &hb, 3, seqs, plans, b)); // again, now with router2's as well
+    CHECKF(big->gram_n == (size_t)(pairs + pairs2), "%zu products kept for %d pairs", big->gram_n, pairs + pairs2);
+    CHECK(memcmp(a, b, 2 * per * sizeof(float)) == 0);
+    CHECK_OK(run_rows(m, NULL, &hs, 3, seqs, plans, c));
+    CHECK_OK(rm_lora_batch_status(big));
+    CHECK_OK(rm_lora_batch_status(small));
+    CHECK(memcmp(b, c, 3 * per * sizeof(float)) == 0);
+    CHECKF(small->gram_floats <= small->gram_budget && small->gram_n < big->gram_n,
+           "small budget: %zu products, %zu floats", small->gram_n, small->gram_floats);
+    // the two routers' rows differ (their products are not mixed up)
+    CHECK(memcmp(c + per, c + 2 * per, per * sizeof(float)) != 0);
+    free(a);
+    free(b);
+    free(c);
+    rm_lora_batch_free(big);
+    rm_lora_batch_free(small);
+    for (int i = 0; i < 3; i++) rm_lora_plan_free(&p[i]);
+    rm_lora_free(router2);
+    free_set(K, ex, router);
+    rm_llama_free(m);
+}
 
 TEST(router_file_roundtrip_and_refusals) {
     rm_llama *m = tiny();

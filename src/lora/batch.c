@@ -18,7 +18,6 @@
 typedef struct lb_job {
     const rm_lora_batch *lb;
     int isa;
-    int fresh; // the terms' destinations start at 0 (router slots), written rather than added to
     int n_groups, n_units;
     const float *x;
     int64_t ldx;
@@ -28,7 +27,7 @@ typedef struct lb_job {
 
 rm_lora_batch *rm_lora_batch_new(rm_threadpool *tp) {
     rm_lora_batch *lb = calloc(1, sizeof *lb);
-    if (lb) lb->tp = tp;
+    if (lb) lb->tp = tp, lb->gram_budget = LB_GRAM_FLOATS;
     return lb;
 }
 
@@ -39,7 +38,8 @@ void rm_lora_batch_free(rm_lora_batch *lb) {
     free(lb->units);
     free(lb->T);
     free(lb->rrows);
-    free(lb->R);
+    free(lb->roff);
+    lb_gram_free(lb);
     free(lb->srows);
     free(lb->S);
     free(lb->XB);
@@ -73,7 +73,8 @@ int lb_grow(void *p, size_t *cap, size_t n, size_t sz) {
 static int term_cmp(const void *pa, const void *pb) {
     const lb_term *a = pa, *b = pb;
     if (a->uid != b->uid) return a->uid < b->uid ? -1 : 1;
-    return (a->row > b->row) - (a->row < b->row);
+    if (a->row != b->row) return a->row < b->row ? -1 : 1;
+    return (a->slot > b->slot) - (a->slot < b->slot); // an adapter twice in one plan: plan order
 }
 
 // The kernel family for this CPU (RAMOLE_ISA may force a lower one).
@@ -167,10 +168,10 @@ static void down_task(void *ctx, int ith, int nth) {
     }
 }
 
-// y[row, o0:o1] += T[term] B^T[:, o0:o1] for every term, groups in uid order,
-// for this worker's column range (multiples of 32 floats, the packed
-// mirror's blocks); up to LB_NT terms of a group at a time, as long as their
-// destinations differ.
+// y[row, o0:o1] += T[term] B^T[:, o0:o1] for every term but the router
+// queries, groups in uid order, for this worker's column range (multiples of
+// 32 floats, the packed mirror's blocks); up to LB_NT terms of a group at a
+// time, as long as their rows differ.
 static void up_task(void *ctx, int ith, int nth) {
     const lb_job *J = ctx;
     const rm_lora_batch *lb = J->lb;
@@ -188,14 +189,15 @@ static void up_task(void *ctx, int ith, int nth) {
             int nt = 0;
             for (; t < end && nt < LB_NT; t++) {
                 const lb_term *tm = &lb->terms[t];
-                float *yr = tm->dst ? tm->dst : J->y + (size_t)tm->row * J->ldy;
+                if (tm->slot < 0) continue; // a router's query: no B T
+                float *yr = J->y + (size_t)tm->row * J->ldy;
                 int dup = 0;
                 for (int i = 0; i < nt; i++) dup |= y[i] == yr;
                 if (dup) break;
                 y[nt] = yr;
                 tv[nt++] = lb->T + tm->t_off;
             }
-            lora_up(J->isa, nt, y, tv, lb_b(m), m->out, m->r, 0, m->r, o0, o1, J->fresh);
+            if (nt) lora_up(J->isa, nt, y, tv, lb_b(m), m->out, m->r, 0, m->r, o0, o1, 0);
         }
     }
 }
@@ -205,23 +207,6 @@ void lb_fail(rm_lora_batch *lb, const char *what) {
         lb->status = RM_ENOMEM;
         snprintf(lb->msg, sizeof lb->msg, "lora: out of memory for %s; the LoRA terms were skipped", what);
     }
-}
-
-void lb_mismatch(rm_lora_batch *lb, int layer, int which, const char *what) {
-    if (!lb->status) {
-        lb->status = RM_EMISMATCH;
-        snprintf(lb->msg, sizeof lb->msg, "lora: layer %d %s: %s; the LoRA terms were skipped", layer,
-                 rm_linear_names[which], what);
-    }
-}
-
-// ---------------------------------------------------------------- router rows
-
-// The module of adapter a on linear (layer, which), or NULL.
-static const rm_lora_mod *mod_of(const rm_lora *a, int layer, int which) {
-    if (layer >= a->n_layer) return NULL;
-    const rm_lora_mod *m = &a->mods[layer * RM_LIN_COUNT + which];
-    return m->r ? m : NULL;
 }
 
 void lora_mod_down(int isa, const rm_lora_mod *m, const float *x, float *h) {
@@ -240,198 +225,56 @@ void lora_mod_up(int isa, const rm_lora_mod *m, const float *h, float c, float *
     }
 }
 
-// e[out] = s B (A x)   (h[r] scratch)
-static void lora_out(int isa, const rm_lora_mod *m, const float *x, float *h, float *e) {
-    lora_mod_down(isa, m, x, h);
-    memset(e, 0, (size_t)m->out * sizeof(float));
-    lora_mod_up(isa, m, h, m->scale, e);
+const rm_lora_mod *lb_mod_of(const rm_lora *a, int layer, int which) {
+    if (layer >= a->n_layer) return NULL;
+    const rm_lora_mod *m = &a->mods[layer * RM_LIN_COUNT + which];
+    return m->r ? m : NULL;
 }
 
-// y[out] += sum_i softmax(z)_i E_i over the k vectors E (out floats apart),
-// z_i = q . E_i / sqrt(out) (all 0 without a query); alpha (may be NULL)
-// gets the k weights.
-static void router_mix_row(int k, const float *q, const float *E, int64_t out, float *y, float *alpha) {
-    float z[RM_PLAN_MAX], mx = -INFINITY, sum = 0.0f;
-    for (int i = 0; i < k; i++) {
-        z[i] = q ? rm_dot_f32(q, E + (size_t)i * out, out) / sqrtf((float)out) : 0.0f;
-        mx = z[i] > mx ? z[i] : mx;
-    }
-    for (int i = 0; i < k; i++) sum += (z[i] = expf(z[i] - mx));
-    for (int i = 0; i < k; i++) rm_axpy_f32(y, z[i] / sum, E + (size_t)i * out, out);
-    for (int i = 0; alpha && i < k; i++) alpha[i] = z[i] / sum;
+int lb_term_misfit(const rm_lora_batch *lb, int n_terms, const rm_lora_mod *m, int64_t ldx, int64_t ldy) {
+    const rm_lora_mod *m0 = n_terms ? lb->terms[0].mod : m;
+    return m->in != m0->in || m->out != m0->out || m->in > ldx || m->out > ldy;
 }
 
-// RouterLoRA for one row: E_i = s_i B_i A_i x, q = s_r B_r A_r x,
-// alpha = softmax(q . E_i / sqrt(out)), y += sum_i alpha_i E_i. The row is
-// computed alone, in plan order, whatever its batch mates.
-void rm_lora_router_row(int isa, const rm_lora_plan *p, int layer, int which, const float *x, float *y, float *scratch,
-                        float *alpha) {
-    int k = p->n;
-    const rm_lora_mod *e[RM_PLAN_MAX], *any = NULL;
-    for (int i = 0; i < k; i++) {
-        e[i] = mod_of(p->lora[i], layer, which);
-        if (e[i]) any = e[i];
-    }
-    if (!any) return;
-    int64_t out = any->out;
-    float *E = scratch, *q = E + (size_t)k * out, *h = q + out;
-    for (int i = 0; i < k; i++) {
-        if (e[i]) lora_out(isa, e[i], x, h, E + (size_t)i * out);
-        else memset(E + (size_t)i * out, 0, (size_t)out * sizeof(float));
-    }
-    const rm_lora_mod *rq = mod_of(p->router, layer, which);
-    if (rq) lora_out(isa, rq, x, h, q);
-    router_mix_row(k, rq ? q : NULL, E, out, y, alpha);
-}
-
-// Floats of scratch rm_lora_router_row needs for k experts on a linear of
-// out outputs and ranks up to r.
-size_t rm_lora_router_scratch(int k, int64_t out, int r) { return (size_t)(k + 1) * (size_t)out + (size_t)r; }
-
-// Router rows: each row's slot in R holds k + 1 vectors of out floats, the
-// experts' E_i = s_i B_i A_i x and the router's q = s_r B_r A_r x; they are
-// computed as terms grouped by adapter like the mixture's (run_terms), then
-// each row mixes its own slot: z_i = q . E_i / sqrt(out), y += softmax(z)_i E_i.
-// Per row the operations are rm_lora_router_row's, so the bits are too.
-typedef struct router_mix {
-    const rm_lora_batch *lb;
-    const rm_batch *b;
-    int layer, which, n_rows, k;
-    int64_t out;
-    float *y;
-    int64_t ldy;
-} router_mix;
-
-static void router_mix_task(void *ctx, int ith, int nth) {
-    const router_mix *J = ctx;
-    long begin, end;
-    rm_split_range(J->n_rows, ith, nth, &begin, &end);
-    for (long n = begin; n < end; n++) {
-        int row = J->lb->rrows[n];
-        const rm_lora_plan *p = J->b->plan[row];
-        int any = 0; // as rm_lora_router_row: a row none of whose experts has this linear is left alone
-        for (int i = 0; i < p->n; i++) any |= mod_of(p->lora[i], J->layer, J->which) != NULL;
-        if (!any) continue;
-        const float *E = J->lb->R + (size_t)n * (size_t)(J->k + 1) * (size_t)J->out, *q = E + (size_t)J->k * J->out;
-        const rm_lora_mod *rq = mod_of(p->router, J->layer, J->which);
-        rm_route_stats *st =
-            p->route && (!J->b->want || J->b->want[row]) && J->layer < p->route->n_layer ? p->route : NULL;
-        float alpha[RM_PLAN_MAX];
-        router_mix_row(p->n, rq ? q : NULL, E, J->out, J->y + (size_t)row * J->ldy, st ? alpha : NULL);
-        if (st) { // one row of this plan asks for logits in a step: one writer
-            for (int e = 0; e < p->n && e < st->k; e++) st->sum[(size_t)J->layer * st->k + e] += alpha[e];
-            st->n[J->layer]++;
-        }
+void lb_mismatch(rm_lora_batch *lb, int layer, int which, const char *what) {
+    if (!lb->status) {
+        lb->status = RM_EMISMATCH;
+        snprintf(lb->msg, sizeof lb->msg, "lora: layer %d %s: %s; the LoRA terms were skipped", layer,
+                 rm_linear_names[which], what);
     }
 }
 
-static void run_terms(rm_lora_batch *lb, int n_terms, const float *x, int64_t ldx, float *y, int64_t ldy, int64_t out,
-                      int isa, int fresh);
-
-// Adds term (adapter a's module on this linear, row, coefficient s, written
-// to dst), or zeroes dst when a has no such module; -1 on a shape that does
-// not fit.
-static int router_term(rm_lora_batch *lb, int *n_terms, const rm_lora *a, int layer, int which, int row, float *dst,
-                       int64_t ldx, int64_t out) {
-    const rm_lora_mod *m = mod_of(a, layer, which);
-    if (!m) {
-        memset(dst, 0, (size_t)out * sizeof *dst);
-        return 0;
-    }
-    if (m->in > ldx || m->out != out) return -1;
-    lb->terms[(*n_terms)++] = (lb_term){a->uid, m, row, m->scale, 0, dst};
-    return 0;
-}
-
-// Applies the router plans of b's rows to (layer, which).
-static void router_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_linear_id which, const float *x,
-                         int64_t ldx, float *y, int64_t ldy, int isa) {
-    int n = 0, k = 0;
-    int64_t out = 0;
-    for (int row = 0; row < b->n; row++) {
-        const rm_lora_plan *p = b->plan[row];
-        if (!p || p->mode != RM_COMPOSE_ROUTER) continue;
-        if (lb_grow(&lb->rrows, &lb->rrows_cap, (size_t)n + 1, sizeof *lb->rrows)) {
-            lb_fail(lb, "router rows");
-            return;
-        }
-        lb->rrows[n++] = row;
-        k = p->n > k ? p->n : k;
-        for (int i = 0; i <= p->n; i++) {
-            const rm_lora_mod *m = mod_of(i < p->n ? p->lora[i] : p->router, layer, which);
-            if (m && m->out > out) out = m->out;
-        }
-    }
-    if (!n || !out) return;
-    if (out > ldy) {
-        lb_mismatch(lb, layer, which, "router plan of another model's shapes");
-        return;
-    }
-    size_t slot = (size_t)(k + 1) * (size_t)out;
-    if (lb_grow(&lb->R, &lb->R_cap, slot * (size_t)n, sizeof *lb->R) ||
-        lb_grow(&lb->terms, &lb->terms_cap, (size_t)n * (size_t)(k + 1), sizeof *lb->terms)) {
-        lb_fail(lb, "router scratch");
-        return;
-    }
-    int n_terms = 0;
-    for (int i = 0; i < n; i++) {
-        const rm_lora_plan *p = b->plan[lb->rrows[i]];
-        float *E = lb->R + (size_t)i * slot;
-        int bad = 0;
-        for (int e = 0; e < p->n; e++)
-            bad |= router_term(lb, &n_terms, p->lora[e], layer, which, lb->rrows[i], E + (size_t)e * out, ldx, out);
-        bad |= router_term(lb, &n_terms, p->router, layer, which, lb->rrows[i], E + (size_t)k * out, ldx, out);
-        if (bad) {
-            lb_mismatch(lb, layer, which, "router plan of another model's shapes");
-            return;
-        }
-    }
-    if (n_terms) run_terms(lb, n_terms, x, ldx, y, ldy, out, isa, 1); // each slot is one term's: written
-    if (lb->status) return;
-    router_mix mix = {lb, b, layer, which, n, k, out, y, ldy};
-    rm_threadpool_run(lb->tp, router_mix_task, &mix);
-}
-
-// The selection / mixture / fusion terms of b's rows, grouped by adapter.
-static void terms_apply(rm_lora_batch *lb, const rm_batch *b, int layer, rm_linear_id which, const float *x,
-                        int64_t ldx, float *y, int64_t ldy, int isa) {
-    // 1. the terms of every row
-    int n_terms = 0;
-    int64_t out = 0;
+// The selection / mixture / fusion terms of b's rows on (layer, which),
+// appended at lb->terms[*n_terms ...]; -1 on a failure (recorded).
+static int mixture_terms(rm_lora_batch *lb, const rm_batch *b, int layer, rm_linear_id which, int *n_terms,
+                         int64_t ldx, int64_t ldy) {
     for (int r = 0; r < b->n; r++) {
         const rm_lora_plan *p = b->plan[r];
         if (!p) continue;
         const rm_lora *ls[RM_PLAN_MAX];
         float ws[RM_PLAN_MAX];
         int k = rm_lora_plan_terms(p, ls, ws);
-        if (lb_grow(&lb->terms, &lb->terms_cap, (size_t)n_terms + (size_t)k, sizeof *lb->terms)) {
+        if (lb_grow(&lb->terms, &lb->terms_cap, (size_t)*n_terms + (size_t)k, sizeof *lb->terms)) {
             lb_fail(lb, "terms");
-            return;
+            return -1;
         }
         for (int i = 0; i < k; i++) {
-            if (layer >= ls[i]->n_layer) continue;
-            const rm_lora_mod *m = &ls[i]->mods[layer * RM_LIN_COUNT + which];
-            if (!m->r) continue;
-            const rm_lora_mod *m0 = n_terms ? lb->terms[0].mod : m;
-            if (m->in != m0->in || m->out != m0->out || m->in > ldx || m->out > ldy) {
+            const rm_lora_mod *m = lb_mod_of(ls[i], layer, which);
+            if (!m) continue;
+            if (lb_term_misfit(lb, *n_terms, m, ldx, ldy)) {
                 lb_mismatch(lb, layer, which, "adapters of different shapes in one batch (bound to another model?)");
-                return;
+                return -1;
             }
-            out = m->out;
-            lb->terms[n_terms++] = (lb_term){ls[i]->uid, m, r, ws[i] * m->scale, 0, NULL};
+            lb->terms[(*n_terms)++] = (lb_term){ls[i]->uid, m, r, i, -1, ws[i] * m->scale, 0};
         }
     }
-    if (n_terms) run_terms(lb, n_terms, x, ldx, y, ldy, out, isa, 0);
+    return 0;
 }
 
-// The n_terms terms in lb->terms (one shape of A and B; out outputs): sorted
-// by (adapter, row), grouped, T = coef X A^T per group, then B T added to
-// each term's destination (fresh: written, the destinations being each one
-// term's).
-static void run_terms(rm_lora_batch *lb, int n_terms, const float *x, int64_t ldx, float *y, int64_t ldy, int64_t out,
-                      int isa, int fresh) {
+void lb_run_terms(rm_lora_batch *lb, const rm_batch *b, int layer, int which, int n_terms, int n_rrows,
+                  const float *x, int64_t ldx, float *y, int64_t ldy, int64_t out, int isa) {
     qsort(lb->terms, (size_t)n_terms, sizeof *lb->terms, term_cmp);
-    // 2. groups, work units and T offsets
+    // groups, work units and T offsets
     int n_groups = 0, n_units = 0;
     size_t t_size = 0;
     for (int t = 0; t < n_terms; t++) {
@@ -454,10 +297,11 @@ static void run_terms(rm_lora_batch *lb, int n_terms, const float *x, int64_t ld
         lb_fail(lb, "T");
         return;
     }
-    // 3. T = coef * X A^T, then Y += T B^T
-    lb_job job = {lb, isa, fresh, n_groups, n_units, x, ldx, y, ldy, out};
+    // T = coef * X A^T; the router rows' weights; Y += T B^T
+    lb_job job = {lb, isa, n_groups, n_units, x, ldx, y, ldy, out};
     rm_threadpool_run(lb->tp, down_task, &job);
-    rm_threadpool_run(lb->tp, up_task, &job);
+    if (n_rrows) lb_router_weights(lb, b, layer, which, n_terms, n_rrows, out);
+    if (!lb->status) rm_threadpool_run(lb->tp, up_task, &job);
 }
 
 static void hook_apply(void *ctx, const rm_batch *b, int layer, rm_linear_id which, const float *x, int64_t ldx,
@@ -465,9 +309,10 @@ static void hook_apply(void *ctx, const rm_batch *b, int layer, rm_linear_id whi
     rm_lora_batch *lb = ctx;
     if (!b->plan) return;
     double t0 = rm_now();
-    int isa = lora_isa();
-    terms_apply(lb, b, layer, which, x, ldx, y, ldy, isa);
-    router_apply(lb, b, layer, which, x, ldx, y, ldy, isa);
+    int isa = lora_isa(), n_terms = 0, n_rrows = 0;
+    if (!mixture_terms(lb, b, layer, which, &n_terms, ldx, ldy) &&
+        (n_rrows = lb_router_terms(lb, b, layer, which, &n_terms, ldx, ldy)) >= 0 && n_terms)
+        lb_run_terms(lb, b, layer, which, n_terms, n_rrows, x, ldx, y, ldy, lb->terms[0].mod->out, isa);
     lb_set_apply(lb, b, layer, which, x, ldx, y, ldy, isa);
     lb->seconds += rm_now() - t0;
 }

@@ -11,11 +11,14 @@
 // Every row's terms are added in the same order whatever its batch mates
 // (adapters by uid), so a sequence's outputs do not depend on them.
 //
-// Rows with a router plan (RouterLoRA): the k experts' outputs E_i and the
-// router's query q of every such row are computed as terms grouped by adapter
-// like the mixture's (each adapter's A and B read once per batch), then each
-// row takes the softmax over q . E_i / sqrt(out) and adds the weighted sum;
-// per row these are the operations of rm_lora_router_row, bit for bit.
+// Rows with a router plan (RouterLoRA): y += sum_i softmax(q . E_i / sqrt(out))
+// E_i with E_i = s_i B_i A_i x, q = s_r B_r A_r x. The scores come from the
+// down pass's t_i = s_i A_i x, t_r = s_r A_r x as t_r^T (B_r^T B_i) t_i, with
+// the small products B_r^T B_i made once per (router, expert, linear) and kept
+// in the batch (batch_router.c); the experts' terms then join the mixture's
+// (grouped by adapter, t_i scaled by its weight), so a router row costs the
+// mixture's work plus the router's A. Per row these are the operations of
+// rm_lora_router_row, bit for bit.
 #ifndef RM_LORA_BATCH_H
 #define RM_LORA_BATCH_H
 #include "lora/compose.h"
@@ -39,7 +42,7 @@ double rm_lora_batch_seconds(rm_lora_batch *lb);
 // for the router plan p with the kernel family isa (rm_lora_kernel_family()
 // is what the hook uses). scratch holds rm_lora_router_scratch(k, out, r)
 // floats (k experts, the linear's out, the largest rank among the experts
-// and the router).
+// and the router). It makes every B_r^T B_i anew (the hook keeps them).
 // alpha (may be NULL) gets the row's k expert weights.
 void rm_lora_router_row(int isa, const rm_lora_plan *p, int layer, int which, const float *x, float *y, float *scratch,
                         float *alpha);

@@ -11,10 +11,13 @@ typedef struct lb_term {
     uint64_t uid;
     const rm_lora_mod *mod;
     int row;
+    int slot;     // the index of the adapter in the row's plan; -1: a router's query (no B T)
+    int rrow;     // router terms: the row's index in lb->rrows; -1 for the others
     float coef;
     size_t t_off; // this term's r floats in T
-    float *dst;   // where B T goes: NULL = y's row `row`; else out floats (a router row's E_i or q)
 } lb_term;
+
+#define LB_GRAM_FLOATS ((size_t)16 << 20) // 64 MB of router products at most
 
 typedef struct lb_group {
     int first, count;
@@ -33,9 +36,13 @@ struct rm_lora_batch {
     lb_unit *units;
     float *T;
     size_t terms_cap, groups_cap, units_cap, T_cap;
-    int *rrows; // rows with router plans
-    float *R;   // router scratch, one share per worker
-    size_t rrows_cap, R_cap;
+    int *rrows;      // rows with router plans
+    size_t *roff;    // per router row, the T offsets of its k expert terms and its query ((size_t)-1: none)
+    size_t rrows_cap, roff_cap;
+    struct lb_gram *gram; // router x expert products B_r^T B_i per linear (batch_router.c)
+    size_t gram_cap, gram_n, gram_floats;
+    size_t gram_budget; // floats the products may take (LB_GRAM_FLOATS; tests lower it)
+    uint64_t gram_clock;
     int *srows; // rows with set plans (moe, arrow)
     float *S;   // their scratch, one share per worker
     float *XB;  // smear: each set row's running mean [in]
@@ -55,11 +62,32 @@ typedef struct lb_rowjob {
     int64_t ldy;
 } lb_rowjob;
 
+// The terms lb->terms[0, n_terms) (one shape of A and B; out outputs):
+// sorted by (adapter, row, slot), grouped; T = coef X A^T per group; then the
+// router rows' weights (lb_router_weights, when n_rrows); then B T added to
+// each term's row of y (router queries excepted).
+void lb_run_terms(rm_lora_batch *lb, const rm_batch *b, int layer, int which, int n_terms, int n_rrows,
+                  const float *x, int64_t ldx, float *y, int64_t ldy, int64_t out, int isa);
+// Router rows (batch_router.c): appends the terms of b's router rows on
+// (layer, which) at lb->terms[*n_terms ...] and their rows to lb->rrows;
+// returns how many rows, -1 on a failure (recorded).
+int lb_router_terms(rm_lora_batch *lb, const rm_batch *b, int layer, int which, int *n_terms, int64_t ldx,
+                    int64_t ldy);
+// With T filled by the down pass: each router row's softmax weights, its
+// expert terms' T scaled by them (and the route statistics).
+void lb_router_weights(rm_lora_batch *lb, const rm_batch *b, int layer, int which, int n_terms, int n_rrows,
+                       int64_t out);
+void lb_gram_free(rm_lora_batch *lb);
 // Grows *p (a pointer to an array) to hold n elements of size sz; -1 when out of memory.
 int lb_grow(void *p, size_t *cap, size_t n, size_t sz);
 // Records a failure of the hook (the first one wins; rm_lora_batch_status reports it).
 void lb_fail(rm_lora_batch *lb, const char *what);                           // out of memory
 void lb_mismatch(rm_lora_batch *lb, int layer, int which, const char *what); // shapes that do not fit
+// The module of adapter a on linear (layer, which), or NULL.
+const rm_lora_mod *lb_mod_of(const rm_lora *a, int layer, int which);
+// Whether m differs in shape from lb->terms[0] (when n_terms > 0) or does not
+// fit rows of ldx inputs / ldy outputs.
+int lb_term_misfit(const rm_lora_batch *lb, int n_terms, const rm_lora_mod *m, int64_t ldx, int64_t ldy);
 // h[r] = A x (no scale) and y[out] += c B h, from the f16 mirrors when present.
 void lora_mod_down(int isa, const rm_lora_mod *m, const float *x, float *h);
 void lora_mod_up(int isa, const rm_lora_mod *m, const float *h, float c, float *y);
