@@ -569,7 +569,7 @@ TEST(kernel_quantize_x_avx2_matches_scalar) {
         int8_t q1[IN * N], q2[IN * N];
         float d1[IN * N / 32], d2[IN * N / 32];
         int16_t s1[IN * N / 32], s2[IN * N / 32];
-        rm_mm m = {.in = IN, .n = N, .x = x, .ldx = IN, .qx = {blk, q1, d1, s1}};
+        rm_mm m = {.in = IN, .n = N, .x = x, .ldx = IN, .qx = {.blk = blk, .q = q1, .d = d1, .sum = s1}};
         rm_quantize_x(&m, 0, N);
         m.qx = (rm_qx){.blk = blk, .q = q2, .d = d2, .sum = s2};
         rm_quantize_x_avx2(&m, 0, N);

@@ -274,10 +274,10 @@ TEST(tokgguf_rewrite_stable) {
         rm_tokenizer *t1 = t0 ? roundtrip(t0, p1, &g1) : NULL;
         rm_tokenizer *t2 = t1 ? roundtrip(t1, p2, &g2) : NULL;
         if (t2) {
-            char *a, *b;
-            size_t la, lb;
+            char *a = NULL, *b = NULL;
+            size_t la = 0, lb = 0;
             CHECK(rm_read_file(p1, &a, &la) == RM_OK && rm_read_file(p2, &b, &lb) == RM_OK);
-            CHECKF(la == lb && !memcmp(a, b, la), "%s: second rewrite differs", names[k]);
+            CHECKF(a && b && la == lb && !memcmp(a, b, la), "%s: second rewrite differs", names[k]);
             free(a);
             free(b);
             // The tokens, scores and types are those of the original file.

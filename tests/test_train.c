@@ -839,9 +839,10 @@ static int train_steps(rm_trainer *t, const rm_tdata *d, int steps, double *firs
     rm_tbatch b;
     int rc = rm_tbatch_alloc(&b, rm_trainer_get_params(t)->batch, rm_trainer_get_params(t)->seq);
     for (int s = 0; !rc && s < steps; s++) {
-        double loss;
+        double loss = 0;
         rc = rm_trainer_next_batch(t, d, &b, 1, NULL);
         if (!rc) rc = rm_trainer_step(t, &b, 1, &loss, NULL);
+        if (rc) break;
         if (s == 0) *first = loss;
         *last = loss;
     }
