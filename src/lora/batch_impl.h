@@ -49,8 +49,8 @@ struct rm_lora_batch {
     size_t srows_cap, S_cap, XB_cap;
 };
 
-// Rows computed one by one, each by one worker (router and set plans): the
-// rows are lb->rrows / lb->srows [0, n_rows), scratch `share` floats per worker.
+// Rows computed one by one, each by one worker (set plans): the rows are
+// lb->srows [0, n_rows), scratch `share` floats per worker.
 typedef struct lb_rowjob {
     const rm_lora_batch *lb;
     const rm_batch *b;

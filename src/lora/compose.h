@@ -107,7 +107,8 @@ int rm_lora_plan_init_for_task(rm_lora_plan *p, const rm_lora_set *set, const rm
 
 // The terms the batched hook applies for this plan: (adapter, weight) pairs,
 // the fused adapter with weight 1 for fusion, none for router, moe and arrow
-// (the hook applies those row by row). Returns their count.
+// (the hook weighs a router row's adapters itself and applies moe and arrow
+// rows row by row). Returns their count.
 int rm_lora_plan_terms(const rm_lora_plan *p, const rm_lora **lora, float *weight);
 
 // The fused adapter of n adapters (sum w_i A_i, sum w_i s_i B_i, scale 1).
