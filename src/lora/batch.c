@@ -271,8 +271,13 @@ static int mixture_terms(rm_lora_batch *lb, const rm_batch *b, int layer, rm_lin
     return 0;
 }
 
-void lb_run_terms(rm_lora_batch *lb, const rm_batch *b, int layer, int which, int n_terms, int n_rrows,
-                  const float *x, int64_t ldx, float *y, int64_t ldy, int64_t out, int isa) {
+// The terms lb->terms[0, n_terms) (one shape of A and B): sorted by
+// (adapter, row, slot), grouped; T = coef X A^T per group; then the router
+// rows' weights (lb_router_weights, when n_rrows); then B T added to each
+// term's row of y (router queries excepted).
+static void run_terms(rm_lora_batch *lb, const rm_batch *b, int layer, int which, int n_terms, int n_rrows,
+                      const float *x, int64_t ldx, float *y, int64_t ldy, int isa) {
+    const int64_t out = lb->terms[0].mod->out;
     qsort(lb->terms, (size_t)n_terms, sizeof *lb->terms, term_cmp);
     // groups, work units and T offsets
     int n_groups = 0, n_units = 0;
@@ -312,7 +317,7 @@ static void hook_apply(void *ctx, const rm_batch *b, int layer, rm_linear_id whi
     int isa = lora_isa(), n_terms = 0, n_rrows = 0;
     if (!mixture_terms(lb, b, layer, which, &n_terms, ldx, ldy) &&
         (n_rrows = lb_router_terms(lb, b, layer, which, &n_terms, ldx, ldy)) >= 0 && n_terms)
-        lb_run_terms(lb, b, layer, which, n_terms, n_rrows, x, ldx, y, ldy, lb->terms[0].mod->out, isa);
+        run_terms(lb, b, layer, which, n_terms, n_rrows, x, ldx, y, ldy, isa);
     lb_set_apply(lb, b, layer, which, x, ldx, y, ldy, isa);
     lb->seconds += rm_now() - t0;
 }

@@ -62,12 +62,6 @@ typedef struct lb_rowjob {
     int64_t ldy;
 } lb_rowjob;
 
-// The terms lb->terms[0, n_terms) (one shape of A and B; out outputs):
-// sorted by (adapter, row, slot), grouped; T = coef X A^T per group; then the
-// router rows' weights (lb_router_weights, when n_rrows); then B T added to
-// each term's row of y (router queries excepted).
-void lb_run_terms(rm_lora_batch *lb, const rm_batch *b, int layer, int which, int n_terms, int n_rrows,
-                  const float *x, int64_t ldx, float *y, int64_t ldy, int64_t out, int isa);
 // Router rows (batch_router.c): appends the terms of b's router rows on
 // (layer, which) at lb->terms[*n_terms ...] and their rows to lb->rrows;
 // returns how many rows, -1 on a failure (recorded).

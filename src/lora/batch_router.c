@@ -221,25 +221,26 @@ void lb_router_weights(rm_lora_batch *lb, const rm_batch *b, int layer, int whic
         const rm_lora_mod *mr = lb_mod_of(p->router, layer, which);
         const float *tq = off[RM_PLAN_MAX] != NO_OFF ? lb->T + off[RM_PLAN_MAX] : NULL;
         float z[RM_PLAN_MAX];
-        int any = 0;
+        int any = 0, re[RM_PLAN_MAX];
         for (int i = 0; i < p->n; i++) {
             z[i] = 0.0f;
             if (off[i] == NO_OFF) continue;
             any = 1;
             const rm_lora_mod *me = lb_mod_of(p->lora[i], layer, which);
+            re[i] = me->r;
             const float *G = tq ? gram_get(lb, p->router, mr, p->lora[i], me, lin) : NULL;
             if (tq && !G) {
                 lb_fail(lb, "router products");
                 return;
             }
-            z[i] = router_score(tq, mr ? mr->r : 0, lb->T + off[i], me->r, G, out);
+            z[i] = router_score(tq, mr ? mr->r : 0, lb->T + off[i], re[i], G, out);
         }
         if (!any) continue; // left alone, as rm_lora_router_row leaves it
         router_softmax(p->n, z);
         for (int i = 0; i < p->n; i++) {
             if (off[i] == NO_OFF) continue;
             float *t = lb->T + off[i];
-            for (int j = 0; j < p->lora[i]->mods[lin].r; j++) t[j] *= z[i];
+            for (int j = 0; j < re[i]; j++) t[j] *= z[i];
         }
         rm_route_stats *st = p->route && (!b->want || b->want[row]) && layer < p->route->n_layer ? p->route : NULL;
         if (st) { // one row of this plan asks for logits in a step

@@ -453,21 +453,26 @@ static void peak_task(void *ctx, int ith, int nth) {
     j->t[ith & 1023] = rm_now() - t0;
 }
 
-double rm_measure_bf16_peak(rm_threadpool *tp) {
-    if (!use_avx512_bf16()) return 0;
+// The best of 3 rates (G ops/s) of peak_task over the pool, each timed by its
+// slowest worker: iters x 10 chains x per_step multiply-adds, 2 ops each.
+static double peak_rate(rm_threadpool *tp, long iters, int full, int avx512, double per_step) {
     int nth = rm_threadpool_size(tp);
     if (nth > 1024) nth = 1024;
     double best = 0;
     for (int rep = 0; rep < 3; rep++) {
-        peak_job j = {.iters = 4000000, .avx512 = 2};
+        peak_job j = {.iters = iters, .full = full, .avx512 = avx512};
         rm_threadpool_run(tp, peak_task, &j);
         double slowest = 0;
         for (int i = 0; i < nth; i++) slowest = j.t[i] > slowest ? j.t[i] : slowest;
-        // 10 chains of 32 multiply-adds per iteration, 2 flops each
-        double g = slowest > 0 ? (double)nth * (double)j.iters * 10 * 32 * 2 / slowest / 1e9 : 0;
+        double g = slowest > 0 ? (double)nth * (double)j.iters * 10 * per_step * 2 / slowest / 1e9 : 0;
         if (g > best) best = g;
     }
     return best;
+}
+
+double rm_measure_bf16_peak(rm_threadpool *tp) {
+    if (!use_avx512_bf16()) return 0;
+    return peak_rate(tp, 4000000, 0, 2, 32); // 32 bf16 products a step
 }
 
 void rm_measure_int8_peak(rm_threadpool *tp, double *kernel_gops, double *bare_gops) {
@@ -476,20 +481,8 @@ void rm_measure_int8_peak(rm_threadpool *tp, double *kernel_gops, double *bare_g
     const int avx512 = use_avx512_vnni();
     // int8 products per chain step: AVX2 32; AVX-512 512 (a kernel step: 16
     // blocks) or 64 (one vpdpbusd)
-    int nth = rm_threadpool_size(tp);
-    if (nth > 1024) nth = 1024;
     for (int full = 0; full <= 1; full++) {
-        double best = 0;
-        for (int rep = 0; rep < 3; rep++) {
-            const double per_step = !avx512 ? 32 : full ? 512 : 64;
-            peak_job j = {.iters = per_step > 64 ? 500000 : 4000000, .full = full, .avx512 = avx512};
-            rm_threadpool_run(tp, peak_task, &j);
-            double slowest = 0;
-            for (int i = 0; i < nth; i++) slowest = j.t[i] > slowest ? j.t[i] : slowest;
-            // 10 chains of per_step multiply-adds per iteration, 2 ops each
-            double gops = slowest > 0 ? (double)nth * (double)j.iters * 10 * per_step * 2 / slowest / 1e9 : 0;
-            if (gops > best) best = gops;
-        }
-        *(full ? kernel_gops : bare_gops) = best;
+        const double per_step = !avx512 ? 32 : full ? 512 : 64;
+        *(full ? kernel_gops : bare_gops) = peak_rate(tp, per_step > 64 ? 500000 : 4000000, full, avx512, per_step);
     }
 }
