@@ -167,6 +167,30 @@ static int ask_fresh(int port, const char *method, const char *path, const char 
 
 static const char *k_req = "{\"prompt\": \"The cat sat\", \"max_tokens\": 6, \"temperature\": 0}";
 
+// The value of a /metrics line "ramole_NAME V" (-1: absent).
+static double metric_value(int port, const char *name) {
+    rm_sb a;
+    rm_sb_init(&a);
+    char key[128];
+    snprintf(key, sizeof key, "\nramole_%s ", name);
+    double v = -1;
+    if (ask(AF_INET, port, "GET", "/metrics", NULL, &a) == 200 && a.buf && strstr(a.buf, key))
+        v = atof(strstr(a.buf, key) + strlen(key));
+    rm_sb_free(&a);
+    return v;
+}
+
+// Waits (up to 10 s) until the server counts no connection open but the
+// one asking; 1 when it does. A client sees a close before the server has
+// forgotten the connection, so a test about the connection table waits.
+static int wait_connections_closed(int port) {
+    for (int i = 0; i < 200; i++) {
+        if (metric_value(port, "connections_open") == 1) return 1;
+        usleep(50000);
+    }
+    return 0;
+}
+
 TEST(serve_http_abuse) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
     REQUIRE(serve_tiny_model());
@@ -307,6 +331,7 @@ TEST(serve_http_abuse) {
     // past the reserve, a connection waits unserved (libmicrohttpd leaves it
     // in the listen queue) until one closes
     {
+        CHECKF(wait_connections_closed(sp.port), "the server still counts connections open");
         int fds[8], n_open = 0;
         for (int i = 0; i < 8; i++)
             if ((fds[i] = connect_to(AF_INET, sp.port)) >= 0) n_open++;
@@ -402,19 +427,6 @@ static int get_from(const char *src, int port, const char *path, rm_sb *raw) {
     if (!send_all(fd, req, (size_t)n) && read_to_close(fd, raw) && raw->buf) sscanf(raw->buf, "HTTP/1.%*d %d", &status);
     close(fd);
     return status;
-}
-
-// The value of a /metrics line "ramole_NAME V" (-1: absent).
-static double metric_value(int port, const char *name) {
-    rm_sb a;
-    rm_sb_init(&a);
-    char key[128];
-    snprintf(key, sizeof key, "\nramole_%s ", name);
-    double v = -1;
-    if (ask(AF_INET, port, "GET", "/metrics", NULL, &a) == 200 && a.buf && strstr(a.buf, key))
-        v = atof(strstr(a.buf, key) + strlen(key));
-    rm_sb_free(&a);
-    return v;
 }
 
 // Connection limits that hold against slow clients: a cap per address (many

@@ -101,6 +101,7 @@ struct rm_http {
     pthread_mutex_t cmu; // guards what follows
     pthread_cond_t ccv;
     conn_rec *conns; // open connections
+    int n_open;      // connections in the list
     int n_main;      // of them, not in the reserve
     int watch_stop;
     pthread_t watcher;
@@ -403,6 +404,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
         else h->conns = c->next;
         if (c->next) c->next->prev = c->prev;
         h->n_main -= !c->reserve;
+        h->n_open--;
         pthread_mutex_unlock(&h->cmu);
         free(c);
         *socket_context = NULL;
@@ -422,6 +424,7 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     pthread_mutex_lock(&h->cmu);
     c->reserve = h->n_main >= h->p.max_connections;
     h->n_main += !c->reserve;
+    h->n_open++;
     for (conn_rec *o = h->conns; c->reserve && o; o = o->next)
         if (o->reserve && !memcmp(o->addr, c->addr, sizeof c->addr)) { // one reserve connection per address
             shutdown(c->fd, SHUT_RDWR);
@@ -738,6 +741,10 @@ void rm_http_get_stats(rm_http *h, rm_http_stats *st) {
     st->deadline_closed = atomic_load(&h->n_deadline);
     st->client_gone = atomic_load(&h->n_gone);
     st->reserve_used = atomic_load(&h->n_reserve);
+    pthread_mutex_lock(&h->cmu);
+    st->open = h->n_open;
+    st->open_reserve = h->n_open - h->n_main;
+    pthread_mutex_unlock(&h->cmu);
 }
 
 void rm_http_stop(rm_http *h) {

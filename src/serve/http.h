@@ -79,6 +79,7 @@ typedef struct rm_http_stats {
     long long deadline_closed;  // connections closed at their request_timeout deadline
     long long client_gone;      // connections closed because the client closed its side before its request was in
     long long reserve_used;     // connections taken into the reserve (the table full)
+    int open, open_reserve;     // connections open now, and of them those in the reserve
 } rm_http_stats;
 void rm_http_get_stats(rm_http *h, rm_http_stats *st);
 

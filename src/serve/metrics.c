@@ -56,6 +56,9 @@ void metrics_answer(rm_server *s, rm_http_req *r) {
            "Connections closed because the client closed its side before its request was in.", (double)hs.client_gone);
     metric(&b, "connections_reserve_total", "counter",
            "Connections taken past --max-connections into the /health reserve.", (double)hs.reserve_used);
+    metric(&b, "connections_open", "gauge", "Connections open now (this one included).", hs.open);
+    metric(&b, "connections_open_reserve", "gauge", "Of the open connections, those in the /health reserve.",
+           hs.open_reserve);
     metric(&b, "uptime_seconds", "gauge", "Seconds since the server started.", (double)(time(NULL) - s->started));
     if (b.oom) rm_http_reply_error(r, 500, "out of memory");
     else rm_http_reply(r, 200, "text/plain; version=0.0.4", b.buf, b.len);
