@@ -750,6 +750,12 @@ TEST(cli_bench_kernels_and_compare) {
         CHECKF(ours > 0 && fabs(rm_json_get_num(ratio, keys[k], -1) - ours / theirs) <= 1e-3 * ours / theirs,
                "%s: ratio %g for %g / %g", keys[k], rm_json_get_num(ratio, keys[k], -1), ours, theirs);
     }
+    // one run: decode's share of the bound is that run's decode over the
+    // bound of the probe taken with it (the median of one)
+    double dec = rm_json_get_num(j, "decode_tps", -1), bound = rm_json_get_num(j, "decode_bound_tps", -1);
+    double frac = rm_json_get_num(j, "decode_bound_frac", -1);
+    CHECKF(bound > 0 && frac > 0 && fabs(frac - dec / bound) <= 1e-3 * dec / bound,
+           "decode_bound_frac %g for %g / %g", frac, dec, bound);
     rm_json_free(j);
     // a missing driver and an unknown engine are refused before any work
     snprintf(args, sizeof args, "bench -m %s/bench-tiny.gguf --compare llamacpp --llamacpp-dir %s/nowhere", tmp, tmp);

@@ -143,7 +143,8 @@ static int parse_args(int argc, char **argv, bench_opts *o) {
             printf("usage: ramole bench -m MODEL [-t THREADS] [--runs R] [--steps N] [--json] [--svg FILE]\n"
                    "                    [--compare llamacpp [--llamacpp-dir DIR]]\n\n"
                    "Prompt processing (64 and 512 tokens), decode at batch 1, 8 and 32, and this machine's\n"
-                   "read bandwidth with the decode bound it implies (weight bytes per token / bandwidth),\n"
+                   "read bandwidth (probed just before each run) with the decode bound it implies (weight\n"
+                   "bytes per token / bandwidth) and decode b=1's share of it (each run against its own probe),\n"
                    "and its int8 multiply-add peak, measured with the instructions of the kernels that run,\n"
                    "with the prefill and batched-decode bounds it implies. Figures are medians over R runs\n"
                    "(default 3). The kernel family used (scalar, avx2, avx512, avx512-vnni, avx512-bf16; RAMOLE_ISA "
@@ -204,7 +205,7 @@ static double weight_elems(const rm_llama *m, int with_head) {
 }
 
 static void report(const bench_opts *o, const bench_ctx *c, const char *family, const double r[N_MEASURES],
-                   const double *lc, double bw) {
+                   const double *lc, double bw, double frac) {
     int nt = rm_threadpool_size(c->tp);
     double bound = bw * 1e9 / (double)rm_llama_bytes_per_token(c->m);
     for (int k = 0; k < N_MEASURES; k++) {
@@ -214,8 +215,9 @@ static void report(const bench_opts *o, const bench_ctx *c, const char *family, 
         else fprintf(stderr, "  %-12s %9.2f tok/s\n", k_names[k], r[k]);
     }
     fprintf(stderr,
-            "  bandwidth    %9.2f GB/s -> decode bound %.2f tok/s (%.1f MB/token); decode b=1 at %.0f%% of it\n", bw,
-            bound, rm_llama_bytes_per_token(c->m) / 1e6, 100.0 * r[2] / bound);
+            "  bandwidth    %9.2f GB/s -> decode bound %.2f tok/s (%.1f MB/token); decode b=1 at %.0f%% of it\n"
+            "               (each run's decode over the bound of the probe just before it; medians)\n",
+            bw, bound, rm_llama_bytes_per_token(c->m) / 1e6, 100.0 * frac);
     fprintf(stderr, "  batch 32 / batch 1 = %.2fx\n", r[4] / r[2]);
     // Compute ceilings: int8 multiply-add rate over the ops a token needs (2
     // per weight of the layers' linears; plus the output head for decode,
@@ -240,13 +242,13 @@ static void report(const bench_opts *o, const bench_ctx *c, const char *family, 
             pf_bound, 100.0 * r[1] / pf_bound, batch_bound, batch_bound / r[2]);
     if (o->json) {
         printf("{\"kernels\": \"%s\", \"cpu\": \"%s\", \"bandwidth_gbs\": %.3f, \"decode_bound_tps\": %.3f, "
-               "\"decode_tps\": %.3f, "
+               "\"decode_bound_frac\": %.6f, \"decode_tps\": %.3f, "
                "\"prefill64_tps\": %.3f, \"prefill512_tps\": %.3f, \"batch8_tps\": %.3f, \"batch32_tps\": %.3f, "
                "\"threads\": %d, "
                "\"int8_peak_gops\": %.3f, \"int8_bare_gops\": %.3f, \"bf16_peak_gflops\": %.3f, \"prefill_bound_tps\": "
                "%.3f, "
                "\"batch_bound_tps\": %.3f",
-               family, rm_cpu_describe(), bw, bound, r[2], r[0], r[1], r[3], r[4], nt, kern_gops, bare_gops, bf_gflops,
+               family, rm_cpu_describe(), bw, bound, frac, r[2], r[0], r[1], r[3], r[4], nt, kern_gops, bare_gops, bf_gflops,
                pf_bound, batch_bound);
         if (lc) {
             printf(", \"llamacpp\": {");
@@ -322,27 +324,32 @@ static void ctx_free(bench_ctx *c) {
 }
 
 // o->runs runs of every measure (llama.cpp's interleaved with --compare), the
-// median of each into r (and lc), the read bandwidth's into *bw. 1 on failure (printed).
-static int measure(const bench_opts *o, bench_ctx *c, double r[N_MEASURES], double lc[N_MEASURES], double *bw) {
+// median of each into r (and lc). The read bandwidth is measured just before
+// each run (a shared host's bandwidth drifts): its median into *bw, and the
+// median of each run's decode b=1 over the bound its own probe gives into
+// *frac. 1 on failure (printed).
+static int measure(const bench_opts *o, bench_ctx *c, double r[N_MEASURES], double lc[N_MEASURES], double *bw,
+                   double *frac) {
     int rc = 1, nt = rm_threadpool_size(c->tp);
     double *v = malloc((size_t)o->runs * sizeof(double));
     double *runs_r = malloc((size_t)o->runs * N_MEASURES * sizeof(double));
     double *runs_l = malloc((size_t)o->runs * N_MEASURES * sizeof(double));
-    if (!v || !runs_r || !runs_l) {
+    double *probe = malloc((size_t)o->runs * 2 * sizeof(double)), *fr = probe ? probe + o->runs : NULL;
+    if (!v || !runs_r || !runs_l || !probe) {
         fprintf(stderr, "ramole bench: out of memory\n");
         goto out;
     }
     fprintf(stderr, "bench: %s, %d threads, %ld runs, %s kernels for %s weights (cpu: %s)%s\n", o->model, nt, o->runs,
             rm_matmul_family(c->m->layers[0].w[0].type), rm_type_name(c->m->layers[0].w[0].type), rm_cpu_describe(),
             o->compare ? ", interleaved with llama.cpp" : "");
-    for (int i = 0; i < o->runs; i++) v[i] = rm_measure_read_bandwidth(c->tp);
-    *bw = rm_median(v, (int)o->runs);
     run_decode(c, 1, 2); // warm-up: page in the weights
     for (int i = 0; i < o->runs; i++) {
+        probe[i] = rm_measure_read_bandwidth(c->tp);
         if (run_once(c, (int)o->steps, runs_r + i * N_MEASURES)) {
             cli_fail("forward");
             goto out;
         }
+        fr[i] = probe[i] > 0 ? runs_r[i * N_MEASURES + 2] * (double)rm_llama_bytes_per_token(c->m) / (probe[i] * 1e9) : 0;
         if (o->compare && llamacpp_once(o, nt, runs_l + i * N_MEASURES)) {
             cli_fail("compare");
             goto out;
@@ -355,8 +362,11 @@ static int measure(const bench_opts *o, bench_ctx *c, double r[N_MEASURES], doub
         for (int i = 0; o->compare && i < o->runs; i++) v[i] = runs_l[i * N_MEASURES + k];
         lc[k] = o->compare ? rm_median(v, (int)o->runs) : 0;
     }
+    *bw = rm_median(probe, (int)o->runs);
+    *frac = rm_median(fr, (int)o->runs);
     rc = 0;
 out:
+    free(probe);
     free(v);
     free(runs_r);
     free(runs_l);
@@ -369,9 +379,9 @@ static int cmd_bench(int argc, char **argv) {
     int rc = parse_args(argc, argv, &o);
     if (rc || (rc = check_args(&o, dirbuf, sizeof dirbuf))) return rc;
     bench_ctx c = {0};
-    double r[N_MEASURES], lc[N_MEASURES], bw = 0;
-    rc = ctx_init(&o, &c) || measure(&o, &c, r, lc, &bw);
-    if (!rc) report(&o, &c, rm_matmul_family(c.m->layers[0].w[0].type), r, o.compare ? lc : NULL, bw);
+    double r[N_MEASURES], lc[N_MEASURES], bw = 0, frac = 0;
+    rc = ctx_init(&o, &c) || measure(&o, &c, r, lc, &bw, &frac);
+    if (!rc) report(&o, &c, rm_matmul_family(c.m->layers[0].w[0].type), r, o.compare ? lc : NULL, bw, frac);
     ctx_free(&c);
     return rc;
 }
