@@ -466,6 +466,10 @@ TEST(serve_http_connection_limits) {
     usleep(300000);
     for (int i = 0; i < 10; i++) kept += slow[i] >= 0 && !closed_within(slow[i], 50);
     CHECKF(kept == 3, "%d slow connections from one address kept (cap 3)", kept);
+    // the gauges count them: the three and the one asking, none in the reserve
+    double open = metric_value(sp.port, "connections_open");
+    CHECKF(open == 4, "connections_open %g with 3 slow connections (and this one)", open);
+    CHECK(metric_value(sp.port, "connections_open_reserve") == 0);
     // another address is not locked out: /health and a completion answer
     CHECK(get_from("127.0.0.4", sp.port, "/health", &raw) == 200);
     CHECK(ask_fresh(sp.port, "POST", "/v1/completions", k_req, &a) == 200);
@@ -487,7 +491,7 @@ TEST(serve_http_connection_limits) {
     CHECK(metric_value(sp.port, "connections_deadline_closed_total") >= 1);
     for (int i = 0; i < 10; i++)
         if (slow[i] >= 0) close(slow[i]);
-    usleep(300000);
+    CHECKF(wait_connections_closed(sp.port), "the slow connections still counted open");
 
     // the table full (four half-sent requests from two addresses): /health
     // is answered from the reserve, anything else there gets 503
@@ -505,7 +509,8 @@ TEST(serve_http_connection_limits) {
     for (int i = 0; i < 4; i++) CHECK(full[i] >= 0 && read_to_close(full[i], &raw));
     for (int i = 0; i < 4; i++)
         if (full[i] >= 0) close(full[i]);
-    usleep(500000); // the clients see the end of the stream before the server's close notice frees their places
+    // the clients see the end of the stream before the server's close notice frees their places
+    CHECKF(wait_connections_closed(sp.port), "the four still counted open");
     CHECK(ask_fresh(sp.port, "POST", "/v1/completions", k_req, &a) == 200);
     ids_in(&a, got, sizeof got);
     CHECKF(!strcmp(got, want), "after the limits: '%s' vs '%s'", got, want);
