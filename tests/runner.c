@@ -15,6 +15,7 @@
 
 #include <arpa/inet.h>
 #include <errno.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -227,6 +228,35 @@ int rm_test_http(int port, const char *method, const char *path, const char *bod
     int fd = rm_test_connect(port);
     if (fd < 0 || rm_test_send(fd, method, path, body)) return -1;
     return rm_test_read_response(fd, json);
+}
+
+double rm_test_metric_in(const char *text, const char *name) {
+    char key[128];
+    snprintf(key, sizeof key, "\nramole_%s ", name);
+    const char *p = text ? strstr(text, key) : NULL;
+    return p ? atof(p + strlen(key)) : NAN;
+}
+
+double rm_test_metric(int port, const char *name) {
+    int fd = rm_test_connect(port);
+    rm_sb sb;
+    rm_sb_init(&sb);
+    char buf[4096];
+    ssize_t r;
+    if (fd >= 0 && !rm_test_send(fd, "GET", "/metrics", NULL))
+        while ((r = read(fd, buf, sizeof buf)) > 0) rm_sb_putn(&sb, buf, (size_t)r);
+    if (fd >= 0) close(fd);
+    double v = rm_test_metric_in(sb.buf, name);
+    rm_sb_free(&sb);
+    return v;
+}
+
+int rm_test_wait_metric(int port, const char *name, double want, int ms) {
+    for (int t = 0; t <= ms; t += 50) {
+        if (rm_test_metric(port, name) == want) return 1;
+        usleep(50000);
+    }
+    return 0;
 }
 
 // A child's exit status (apart from 1, which sanitizers use).

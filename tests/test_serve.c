@@ -56,14 +56,6 @@ static int read_one(int fd, rm_sb *carry, rm_json **json) {
     }
 }
 
-// The value of ramole_NAME in a /metrics answer (NAN when absent).
-static double metric_value(const char *text, const char *name) {
-    char key[128];
-    snprintf(key, sizeof key, "\nramole_%s ", name);
-    const char *p = strstr(text, key);
-    return p ? atof(p + strlen(key)) : NAN;
-}
-
 // The whole raw response (head and body) in sb.
 static int http_raw(int port, const char *method, const char *path, const char *body, rm_sb *sb) {
     int fd = rm_test_connect(port);
@@ -297,12 +289,13 @@ TEST(serve_completions_together_as_generate) {
     rm_sb_init(&raw);
     CHECK(http_raw(f.sp.port, "GET", "/metrics", NULL, &raw) == 0 && raw.buf && strstr(raw.buf, "HTTP/1.1 200"));
     CHECK(raw.buf && strstr(raw.buf, "# TYPE ramole_requests_total counter"));
-    CHECK(metric_value(raw.buf, "requests_total") == 4 && metric_value(raw.buf, "requests_finished_total") == 4);
-    CHECK(metric_value(raw.buf, "errors_total") == 0 && metric_value(raw.buf, "requests_running") == 0);
-    CHECKF(metric_value(raw.buf, "prompt_tokens_total") == n_prompt_tok, "prompt tokens %g vs %lld",
-           metric_value(raw.buf, "prompt_tokens_total"), n_prompt_tok);
-    CHECK(metric_value(raw.buf, "generation_tokens_total") == n_gen_tok && n_gen_tok > 0);
-    CHECK(metric_value(raw.buf, "adapters") == 3 && metric_value(raw.buf, "slots") == 3);
+    CHECK(rm_test_metric_in(raw.buf, "requests_total") == 4 &&
+          rm_test_metric_in(raw.buf, "requests_finished_total") == 4);
+    CHECK(rm_test_metric_in(raw.buf, "errors_total") == 0 && rm_test_metric_in(raw.buf, "requests_running") == 0);
+    CHECKF(rm_test_metric_in(raw.buf, "prompt_tokens_total") == n_prompt_tok, "prompt tokens %g vs %lld",
+           rm_test_metric_in(raw.buf, "prompt_tokens_total"), n_prompt_tok);
+    CHECK(rm_test_metric_in(raw.buf, "generation_tokens_total") == n_gen_tok && n_gen_tok > 0);
+    CHECK(rm_test_metric_in(raw.buf, "adapters") == 3 && rm_test_metric_in(raw.buf, "slots") == 3);
     rm_sb_free(&raw);
     CHECK(rm_test_server_stop(&f.sp) == 0);
 }

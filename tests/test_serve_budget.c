@@ -21,33 +21,6 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-// The value of ramole_NAME in the server's /metrics (NAN when absent).
-static double metric(int port, const char *name) {
-    int fd = rm_test_connect(port);
-    rm_sb sb;
-    rm_sb_init(&sb);
-    char buf[4096], key[128];
-    ssize_t r;
-    if (fd >= 0 && !rm_test_send(fd, "GET", "/metrics", NULL))
-        while ((r = read(fd, buf, sizeof buf)) > 0) rm_sb_putn(&sb, buf, (size_t)r);
-    if (fd >= 0) close(fd);
-    snprintf(key, sizeof key, "\nramole_%s ", name);
-    const char *p = sb.buf ? strstr(sb.buf, key) : NULL;
-    double v = p ? atof(p + strlen(key)) : NAN;
-    rm_sb_free(&sb);
-    return v;
-}
-
-// 1 once no request holds an adapter (a request gives its adapters back
-// just after its answer is sent); 0 after the 5 s guard.
-static int settled(int port) {
-    for (int t = 0; t < 100; t++) {
-        if (metric(port, "adapters_in_use") == 0) return 1;
-        usleep(50000);
-    }
-    return 0;
-}
-
 // A completion with adapter a (greedy, n tokens): its token ids in out; the status.
 static int complete_with(int port, int a, int n, char *out, size_t cap) {
     char body[512];
@@ -85,7 +58,7 @@ TEST(serve_adapter_cache_budget) {
              pool, budget / (1 << 20));
     rm_test_server sp;
     REQUIRE(rm_test_server_start(&sp, args) == 0);
-    CHECK(fabs(metric(sp.port, "adapter_cache_budget_bytes") - budget) <= 1);
+    CHECK(fabs(rm_test_metric(sp.port, "adapter_cache_budget_bytes") - budget) <= 1);
 
     char want[2][512], got[512];
     for (int a = 0; a < 2; a++) CHECK(complete_with(sp.port, a, 8, want[a], sizeof want[a]) == 200 && want[a][0]);
@@ -96,17 +69,17 @@ TEST(serve_adapter_cache_budget) {
             CHECKF(!strcmp(got, want[a]), "round %d adapter %d: '%s' vs '%s'", round, a, got, want[a]);
         }
     // 8 requests, each switching: 8 misses and loads, 7 evictions, within the budget
-    CHECK(settled(sp.port));
-    CHECK(metric(sp.port, "adapter_cache_loads_total") == 8);
-    CHECK(metric(sp.port, "adapter_cache_misses_total") == 8);
-    CHECK(metric(sp.port, "adapter_cache_evictions_total") == 7);
-    CHECK(metric(sp.port, "adapter_cache_bytes") <= budget);
-    CHECK(metric(sp.port, "adapters_loaded") == 1);
+    CHECK(rm_test_wait_metric(sp.port, "adapters_in_use", 0, 5000));
+    CHECK(rm_test_metric(sp.port, "adapter_cache_loads_total") == 8);
+    CHECK(rm_test_metric(sp.port, "adapter_cache_misses_total") == 8);
+    CHECK(rm_test_metric(sp.port, "adapter_cache_evictions_total") == 7);
+    CHECK(rm_test_metric(sp.port, "adapter_cache_bytes") <= budget);
+    CHECK(rm_test_metric(sp.port, "adapters_loaded") == 1);
     // the same adapter twice in a row: the second finds it loaded
     for (int i = 0; i < 2; i++) CHECK(complete_with(sp.port, 0, 8, got, sizeof got) == 200 && !strcmp(got, want[0]));
-    CHECK(settled(sp.port));
-    CHECK(metric(sp.port, "adapter_cache_hits_total") == 1);
-    CHECK(metric(sp.port, "adapter_cache_loads_total") == 9);
+    CHECK(rm_test_wait_metric(sp.port, "adapters_in_use", 0, 5000));
+    CHECK(rm_test_metric(sp.port, "adapter_cache_hits_total") == 1);
+    CHECK(rm_test_metric(sp.port, "adapter_cache_loads_total") == 9);
 
     // three at once (long enough to overlap): german, sentiment, german; the
     // cache goes over its budget rather than evict an adapter a request holds
@@ -126,8 +99,8 @@ TEST(serve_adapter_cache_budget) {
         CHECKF(!strncmp(got, want[who[i]], strlen(want[who[i]])), "together %d: '%.60s' vs '%s'", i, got, want[who[i]]);
         rm_json_free(j);
     }
-    CHECK(settled(sp.port));
-    CHECK(metric(sp.port, "adapter_cache_bytes") <= budget); // back under it once nobody holds them
+    CHECK(rm_test_wait_metric(sp.port, "adapters_in_use", 0, 5000));
+    CHECK(rm_test_metric(sp.port, "adapter_cache_bytes") <= budget); // back under it once nobody holds them
     CHECK(complete_with(sp.port, 1, 8, got, sizeof got) == 200 && !strcmp(got, want[1]));
     CHECK(rm_test_server_stop(&sp) == 0);
 }
@@ -270,9 +243,10 @@ static void lora_mirrors_served(int q8) {
     rm_test_server sp;
     REQUIRE(rm_test_server_start(&sp, args) == 0);
     CHECK(complete_with(sp.port, 0, 8, got, sizeof got) == 200 && got[0]);
-    CHECK(settled(sp.port));
-    CHECKF(metric(sp.port, "adapter_cache_bytes") == (double)with,
-           "cache holds %.0f bytes, the adapter with mirrors %zu", metric(sp.port, "adapter_cache_bytes"), with);
+    CHECK(rm_test_wait_metric(sp.port, "adapters_in_use", 0, 5000));
+    CHECKF(rm_test_metric(sp.port, "adapter_cache_bytes") == (double)with,
+           "cache holds %.0f bytes, the adapter with mirrors %zu", rm_test_metric(sp.port, "adapter_cache_bytes"),
+           with);
     CHECK(rm_test_server_stop(&sp) == 0);
 }
 

@@ -167,30 +167,6 @@ static int ask_fresh(int port, const char *method, const char *path, const char 
 
 static const char *k_req = "{\"prompt\": \"The cat sat\", \"max_tokens\": 6, \"temperature\": 0}";
 
-// The value of a /metrics line "ramole_NAME V" (-1: absent).
-static double metric_value(int port, const char *name) {
-    rm_sb a;
-    rm_sb_init(&a);
-    char key[128];
-    snprintf(key, sizeof key, "\nramole_%s ", name);
-    double v = -1;
-    if (ask(AF_INET, port, "GET", "/metrics", NULL, &a) == 200 && a.buf && strstr(a.buf, key))
-        v = atof(strstr(a.buf, key) + strlen(key));
-    rm_sb_free(&a);
-    return v;
-}
-
-// Waits (up to 10 s) until the server counts no connection open but the
-// one asking; 1 when it does. A client sees a close before the server has
-// forgotten the connection, so a test about the connection table waits.
-static int wait_connections_closed(int port) {
-    for (int i = 0; i < 200; i++) {
-        if (metric_value(port, "connections_open") == 1) return 1;
-        usleep(50000);
-    }
-    return 0;
-}
-
 TEST(serve_http_abuse) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
     REQUIRE(serve_tiny_model());
@@ -331,7 +307,9 @@ TEST(serve_http_abuse) {
     // past the reserve, a connection waits unserved (libmicrohttpd leaves it
     // in the listen queue) until one closes
     {
-        CHECKF(wait_connections_closed(sp.port), "the server still counts connections open");
+        // a client sees its connection closed before the server's close
+        // notice frees its place: wait until only the asking one is counted
+        CHECKF(rm_test_wait_metric(sp.port, "connections_open", 1, 10000), "the server still counts connections open");
         int fds[8], n_open = 0;
         for (int i = 0; i < 8; i++)
             if ((fds[i] = connect_to(AF_INET, sp.port)) >= 0) n_open++;
@@ -467,9 +445,9 @@ TEST(serve_http_connection_limits) {
     for (int i = 0; i < 10; i++) kept += slow[i] >= 0 && !closed_within(slow[i], 50);
     CHECKF(kept == 3, "%d slow connections from one address kept (cap 3)", kept);
     // the gauges count them: the three and the one asking, none in the reserve
-    double open = metric_value(sp.port, "connections_open");
+    double open = rm_test_metric(sp.port, "connections_open");
     CHECKF(open == 4, "connections_open %g with 3 slow connections (and this one)", open);
-    CHECK(metric_value(sp.port, "connections_open_reserve") == 0);
+    CHECK(rm_test_metric(sp.port, "connections_open_reserve") == 0);
     // another address is not locked out: /health and a completion answer
     CHECK(get_from("127.0.0.4", sp.port, "/health", &raw) == 200);
     CHECK(ask_fresh(sp.port, "POST", "/v1/completions", k_req, &a) == 200);
@@ -488,10 +466,10 @@ TEST(serve_http_connection_limits) {
     }
     CHECK(closed);
     close(loris);
-    CHECK(metric_value(sp.port, "connections_deadline_closed_total") >= 1);
+    CHECK(rm_test_metric(sp.port, "connections_deadline_closed_total") >= 1);
     for (int i = 0; i < 10; i++)
         if (slow[i] >= 0) close(slow[i]);
-    CHECKF(wait_connections_closed(sp.port), "the slow connections still counted open");
+    CHECKF(rm_test_wait_metric(sp.port, "connections_open", 1, 10000), "the slow connections still counted open");
 
     // the table full (four half-sent requests from two addresses): /health
     // is answered from the reserve, anything else there gets 503
@@ -510,11 +488,11 @@ TEST(serve_http_connection_limits) {
     for (int i = 0; i < 4; i++)
         if (full[i] >= 0) close(full[i]);
     // the clients see the end of the stream before the server's close notice frees their places
-    CHECKF(wait_connections_closed(sp.port), "the four still counted open");
+    CHECKF(rm_test_wait_metric(sp.port, "connections_open", 1, 10000), "the four still counted open");
     CHECK(ask_fresh(sp.port, "POST", "/v1/completions", k_req, &a) == 200);
     ids_in(&a, got, sizeof got);
     CHECKF(!strcmp(got, want), "after the limits: '%s' vs '%s'", got, want);
-    CHECK(metric_value(sp.port, "connections_reserve_total") >= 2);
+    CHECK(rm_test_metric(sp.port, "connections_reserve_total") >= 2);
     rm_sb_free(&a);
     rm_sb_free(&raw);
     CHECK(rm_test_server_stop(&sp) == 0);
@@ -1040,9 +1018,9 @@ TEST(serve_half_closed_clients_freed) {
     // deadline. (Without the watcher every one of them waits out the 60 s.)
     for (int i = 0; i < 4; i++)
         CHECKF(fds[i] >= 0 && closed_within(fds[i], 4000), "half-closed connection %d not freed within 4 s", i);
-    double gone = metric_value(sp.port, "connections_client_gone_total");
+    double gone = rm_test_metric(sp.port, "connections_client_gone_total");
     CHECKF(gone >= 0 && gone <= 4, "%.0f half-closed connections counted", gone);
-    CHECK(metric_value(sp.port, "connections_deadline_closed_total") == 0);
+    CHECK(rm_test_metric(sp.port, "connections_deadline_closed_total") == 0);
     for (int i = 0; i < 4; i++)
         if (fds[i] >= 0) close(fds[i]);
     // a whole request sent before the client's half-close is answered

@@ -71,14 +71,6 @@ static const char *body_of(const rm_sb *raw) {
     return b ? b + 4 : "";
 }
 
-// A metric's value in a /metrics answer (-1: absent).
-static double metric(const rm_sb *raw, const char *name) {
-    char key[128];
-    snprintf(key, sizeof key, "\nramole_%s ", name);
-    const char *at = raw->buf ? strstr(raw->buf, key) : NULL;
-    return at ? atof(at + strlen(key)) : -1;
-}
-
 // The size of the file the server (pid) holds open whose path has the
 // spooled bodies' prefix in dir, or -1 when it holds none.
 static long long spooled(int pid, const char *dir) {
@@ -396,13 +388,15 @@ TEST(serve_stream_cancelled) {
     rm_sb raw;
     rm_sb_init(&raw);
     double ended = 0; // the metrics are the engine's after its last step: wait until all 16 have ended
-    for (int t = 0; t < 600 && ended < 16; t++) {
+    for (int t = 0; t < 600 && !(ended >= 16); t++) {
         usleep(50000);
         CHECK(fetch(sp.port, "GET", "/metrics", NULL, NULL, &raw) == 200);
-        ended = metric(&raw, "requests_cancelled_total") + metric(&raw, "requests_finished_total");
+        ended = rm_test_metric_in(raw.buf, "requests_cancelled_total") +
+                rm_test_metric_in(raw.buf, "requests_finished_total");
     }
-    CHECK(metric(&raw, "requests_running") == 0 && metric(&raw, "requests_waiting") == 0);
-    double cancelled = metric(&raw, "requests_cancelled_total"), generated = metric(&raw, "generation_tokens_total");
+    CHECK(rm_test_metric_in(raw.buf, "requests_running") == 0 && rm_test_metric_in(raw.buf, "requests_waiting") == 0);
+    double cancelled = rm_test_metric_in(raw.buf, "requests_cancelled_total"),
+           generated = rm_test_metric_in(raw.buf, "generation_tokens_total");
     CHECKF(cancelled == 16, "%g of the 16 sequences cancelled", cancelled);
     CHECKF(generated > 0 && generated < 16 * 480 / 4, "%g tokens generated after the client left (16 x 480 asked)",
            generated);

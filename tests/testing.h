@@ -57,6 +57,12 @@ struct rm_json;
 int rm_test_read_response(int fd, struct rm_json **json);
 // One request on a new connection: its status, *json the body.
 int rm_test_http(int port, const char *method, const char *path, const char *body, struct rm_json **json);
+// The value of ramole_NAME in a /metrics answer or its text (NAN when absent);
+// asked of the server on port; waited for (polled every 50 ms until it equals
+// want: 1, or 0 after `ms`).
+double rm_test_metric_in(const char *text, const char *name);
+double rm_test_metric(int port, const char *name);
+int rm_test_wait_metric(int port, const char *name, double want, int ms);
 
 #define TEST(name)                                                                                                     \
     static void test_##name(void);                                                                                     \

@@ -248,8 +248,8 @@ static void report(const bench_opts *o, const bench_ctx *c, const char *family, 
                "\"int8_peak_gops\": %.3f, \"int8_bare_gops\": %.3f, \"bf16_peak_gflops\": %.3f, \"prefill_bound_tps\": "
                "%.3f, "
                "\"batch_bound_tps\": %.3f",
-               family, rm_cpu_describe(), bw, bound, frac, r[2], r[0], r[1], r[3], r[4], nt, kern_gops, bare_gops, bf_gflops,
-               pf_bound, batch_bound);
+               family, rm_cpu_describe(), bw, bound, frac, r[2], r[0], r[1], r[3], r[4], nt, kern_gops, bare_gops,
+               bf_gflops, pf_bound, batch_bound);
         if (lc) {
             printf(", \"llamacpp\": {");
             for (int k = 0; k < N_MEASURES; k++) printf("%s\"%s\": %.3f", k ? ", " : "", k_keys[k], lc[k]);
@@ -349,7 +349,8 @@ static int measure(const bench_opts *o, bench_ctx *c, double r[N_MEASURES], doub
             cli_fail("forward");
             goto out;
         }
-        fr[i] = probe[i] > 0 ? runs_r[i * N_MEASURES + 2] * (double)rm_llama_bytes_per_token(c->m) / (probe[i] * 1e9) : 0;
+        fr[i] =
+            probe[i] > 0 ? runs_r[i * N_MEASURES + 2] * (double)rm_llama_bytes_per_token(c->m) / (probe[i] * 1e9) : 0;
         if (o->compare && llamacpp_once(o, nt, runs_l + i * N_MEASURES)) {
             cli_fail("compare");
             goto out;
