@@ -206,14 +206,19 @@ int rm_test_send(int fd, const char *method, const char *path, const char *body)
     return bl && write(fd, body, bl) != (ssize_t)bl ? -1 : 0;
 }
 
+// Appends what fd gives until its end to sb, and closes fd.
+static void read_to_end(int fd, rm_sb *sb) {
+    char buf[4096];
+    ssize_t r;
+    while ((r = read(fd, buf, sizeof buf)) > 0) rm_sb_putn(sb, buf, (size_t)r);
+    close(fd);
+}
+
 // Reads the whole response; returns the status, *json the parsed body (or NULL).
 int rm_test_read_response(int fd, rm_json **json) {
     rm_sb sb;
     rm_sb_init(&sb);
-    char buf[4096];
-    ssize_t r;
-    while ((r = read(fd, buf, sizeof buf)) > 0) rm_sb_putn(&sb, buf, (size_t)r);
-    close(fd);
+    read_to_end(fd, &sb);
     int status = 0;
     *json = NULL;
     if (sb.buf && sscanf(sb.buf, "HTTP/1.1 %d", &status) == 1) {
@@ -224,10 +229,25 @@ int rm_test_read_response(int fd, rm_json **json) {
     return status;
 }
 
-int rm_test_http(int port, const char *method, const char *path, const char *body, rm_json **json) {
+static int connect_and_send(int port, const char *method, const char *path, const char *body) {
     int fd = rm_test_connect(port);
-    if (fd < 0 || rm_test_send(fd, method, path, body)) return -1;
-    return rm_test_read_response(fd, json);
+    if (fd >= 0 && rm_test_send(fd, method, path, body)) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+int rm_test_http(int port, const char *method, const char *path, const char *body, rm_json **json) {
+    int fd = connect_and_send(port, method, path, body);
+    return fd < 0 ? -1 : rm_test_read_response(fd, json);
+}
+
+int rm_test_http_raw(int port, const char *method, const char *path, const char *body, rm_sb *sb) {
+    int fd = connect_and_send(port, method, path, body);
+    if (fd < 0) return -1;
+    read_to_end(fd, sb);
+    return 0;
 }
 
 double rm_test_metric_in(const char *text, const char *name) {
@@ -238,15 +258,9 @@ double rm_test_metric_in(const char *text, const char *name) {
 }
 
 double rm_test_metric(int port, const char *name) {
-    int fd = rm_test_connect(port);
     rm_sb sb;
     rm_sb_init(&sb);
-    char buf[4096];
-    ssize_t r;
-    if (fd >= 0 && !rm_test_send(fd, "GET", "/metrics", NULL))
-        while ((r = read(fd, buf, sizeof buf)) > 0) rm_sb_putn(&sb, buf, (size_t)r);
-    if (fd >= 0) close(fd);
-    double v = rm_test_metric_in(sb.buf, name);
+    double v = rm_test_http_raw(port, "GET", "/metrics", NULL, &sb) ? NAN : rm_test_metric_in(sb.buf, name);
     rm_sb_free(&sb);
     return v;
 }

@@ -56,17 +56,6 @@ static int read_one(int fd, rm_sb *carry, rm_json **json) {
     }
 }
 
-// The whole raw response (head and body) in sb.
-static int http_raw(int port, const char *method, const char *path, const char *body, rm_sb *sb) {
-    int fd = rm_test_connect(port);
-    if (fd < 0 || rm_test_send(fd, method, path, body)) return -1;
-    char buf[4096];
-    ssize_t r;
-    while ((r = read(fd, buf, sizeof buf)) > 0) rm_sb_putn(sb, buf, (size_t)r);
-    close(fd);
-    return 0;
-}
-
 // "token_ids" of a completion as "1 2 3".
 static void ids_of(const rm_json *j, char *out, size_t cap) {
     out[0] = 0;
@@ -287,7 +276,8 @@ TEST(serve_completions_together_as_generate) {
     }
     rm_sb raw;
     rm_sb_init(&raw);
-    CHECK(http_raw(f.sp.port, "GET", "/metrics", NULL, &raw) == 0 && raw.buf && strstr(raw.buf, "HTTP/1.1 200"));
+    CHECK(rm_test_http_raw(f.sp.port, "GET", "/metrics", NULL, &raw) == 0 && raw.buf &&
+          strstr(raw.buf, "HTTP/1.1 200"));
     CHECK(raw.buf && strstr(raw.buf, "# TYPE ramole_requests_total counter"));
     CHECK(rm_test_metric_in(raw.buf, "requests_total") == 4 &&
           rm_test_metric_in(raw.buf, "requests_finished_total") == 4);
@@ -360,7 +350,7 @@ TEST(serve_streaming_pieces_make_the_whole) {
     rm_sb raw, pieces;
     rm_sb_init(&raw);
     rm_sb_init(&pieces);
-    CHECK(http_raw(f.sp.port, "POST", "/v1/completions", body, &raw) == 0);
+    CHECK(rm_test_http_raw(f.sp.port, "POST", "/v1/completions", body, &raw) == 0);
     CHECK(raw.buf && strstr(raw.buf, "text/event-stream") && strstr(raw.buf, "data: [DONE]"));
     int events = 0, finished = 0;
     for (const char *e = raw.buf ? strstr(raw.buf, "data: {") : NULL; e; e = strstr(e + 1, "data: {")) {

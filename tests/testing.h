@@ -57,6 +57,10 @@ struct rm_json;
 int rm_test_read_response(int fd, struct rm_json **json);
 // One request on a new connection: its status, *json the body.
 int rm_test_http(int port, const char *method, const char *path, const char *body, struct rm_json **json);
+// One request on a new connection, the whole raw answer (head and body)
+// appended to sb; -1 when it could not be sent.
+struct rm_sb;
+int rm_test_http_raw(int port, const char *method, const char *path, const char *body, struct rm_sb *sb);
 // The value of ramole_NAME in a /metrics answer or its text (NAN when absent);
 // asked of the server on port; waited for (polled every 50 ms until it equals
 // want: 1, or 0 after `ms`).
