@@ -42,11 +42,12 @@ static inline void rm_q4k_scale_min(const uint8_t *sc, int s, int *ls, int *lm) 
 // d[c*(in/blk) + b] = amax/127; sum[c*(in/32) + k] is the sum of q over the
 // k-th group of 32 (for the offset terms of q4_0 and q4_K).
 //
-// The AVX-512 q8_0 / q4_0 kernels read a second copy made from it
-// (rm_qx_t16_avx512), in groups of 16 blocks: for row c and group G,
+// The AVX-512 q8_0 / q4_0 / q4_K kernels read a second copy made from it
+// (rm_qx_t16_avx512), in groups of 16 blocks of 32: for row c and group G,
 // tq + (c*groups + G)*512 holds 8 vectors of 64 bytes, vector g's 4-byte
 // lane l being bytes 4g..4g+3 of block 16G+l (zeros past the last block);
-// td and ts hold the 16 blocks' scales and sums at (c*groups + G)*16.
+// td and ts hold the 16 blocks' scales (with blk 256, the scale of the
+// block's super-block) and sums at (c*groups + G)*16.
 typedef struct rm_qx {
     int blk;
     int8_t *q;

@@ -162,7 +162,8 @@ static rm_mm_kernel pick_kernel(rm_type t, int *qblk, int *t16, int *xbf) {
     *qblk = *t16 = 0;
     *xbf = t == RM_TYPE_BF16 && use_avx512_bf16();
     if (*xbf) return rm_mm_bf16dp_avx512;
-    *t16 = (t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0 || rm_type_r16_base(t) >= 0) && use_avx512_vnni();
+    *t16 = (t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0 || t == RM_TYPE_Q4_K || rm_type_r16_base(t) >= 0) &&
+           use_avx512_vnni();
     if (rm_type_r16_base(t) >= 0) { // repacked for the VNNI kernels; another family (forced later) reads them slowly
         *qblk = *t16 ? 32 : 0;
         return !*t16 ? mm_scalar : t == RM_TYPE_Q8_0_R16 ? rm_mm_q8_0_r16_avx512 : rm_mm_q4_0_r16_avx512;

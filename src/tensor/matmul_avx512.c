@@ -24,9 +24,15 @@
 // The block scales are gathered with one vpgatherdd (16 scalar loads and a
 // vector reload cost a store-forwarding stall per step: decode at 50% of the
 // read bandwidth instead of 80-90%).
-// q4_K: vpmaddubsw (nibble x int8 -> int16 pairs) then vpdpwssd with the
-// 6-bit sub-block scales, 64 elements per step, summed in int32 over the
-// 256-element super-block, as the AVX2 kernel does with 32.
+// q4_K weights x int8 activations, 16 sub-blocks of 32 (two super-blocks) per
+// step, the same way: the nibbles q are unsigned already (a weight is
+// d ls q - dmin lm, ls / lm its sub-block's 6-bit scale / min), so vpdpbusd
+// takes them as they are and no offset is needed; the 16 sub-blocks are
+// transposed like q8_0's blocks, eight vpdpbusd leave the exact integer dot of
+// sub-block 16G+l in lane l, and per lane
+//     acc += cvt(dot) (d ls dx)    acc -= (dmin lm) (dx sum x)
+// with d ls and dmin lm exact in f32 (an f16 times a 6-bit integer), dx the
+// activation scale of the lane's super-block and sum x its sub-block's sum.
 #include "tensor/mm_tile.h"
 #include "base/fp16.h"
 #include "tensor/mm_avx512.h"
@@ -138,7 +144,7 @@ INLINE __m512 scales16(const uint8_t *row, int64_t b, int64_t BB, int nk) {
 
 void rm_qx_t16_avx512(const rm_mm *m, int c0, int c1) {
     const rm_qx *qx = &m->qx;
-    const int64_t nb = m->in / 32;
+    const int64_t nb = m->in / 32, per = qx->blk / 32, nd = nb / per; // per: blocks of 32 sharing a scale
     for (int c = c0; c < c1; c++)
         for (int64_t G = 0; G < qx->groups; G++) {
             const int64_t b = 16 * G, at = c * qx->groups + G;
@@ -147,7 +153,7 @@ void rm_qx_t16_avx512(const rm_mm *m, int c0, int c1) {
             load16((const uint8_t *)(qx->q + c * m->in + 32 * b), 32, nk, KIND_X, v);
             for (int g = 0; g < 8; g++) _mm512_store_si512((void *)(qx->tq + at * 512 + 64 * g), v[g]);
             for (int k = 0; k < 16; k++) {
-                qx->td[at * 16 + k] = k < nk ? qx->d[c * nb + b + k] : 0;
+                qx->td[at * 16 + k] = k < nk ? qx->d[c * nd + (b + k) / per] : 0;
                 qx->ts[at * 16 + k] = k < nk ? qx->sum[c * nb + b + k] : 0;
             }
         }
@@ -361,10 +367,66 @@ DEFINE_DRIVER(rm_mm_q8_0_r16_avx512, TILE_Q8_0_R16, prep_r16_q8_0, 4, 3, 2)
 DEFINE_DRIVER(rm_mm_q4_0_r16_avx512, TILE_Q4_0_R16, prep_r16_q4_0, 4, 3, 2)
 
 // ---------------------------------------------------------------------------
-// q4_K weights x int8 activations (one scale per 256; sums per 32)
+// q4_K weights x int8 activations (the 16-block copy of rm_qx: one scale per
+// 256, sums per 32)
 
-INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux, const int PREPPED) {
-    const int64_t nb = m->in / 256;
+// The 6-bit scales (bytes 0..7) and mins (bytes 8..15) of one super-block,
+// unpacked as q4k_unpack does.
+INLINE __m128i q4k_scales_mins(const rm_block_q4_k *b) {
+    uint32_t u0, u1, u2;
+    memcpy(&u0, b->scales, 4);
+    memcpy(&u1, b->scales + 4, 4);
+    memcpy(&u2, b->scales + 8, 4);
+    return _mm_setr_epi32((int)(u0 & 0x3f3f3f3fu), (int)((u2 & 0x0f0f0f0fu) | ((u0 >> 2) & 0x30303030u)),
+                          (int)(u1 & 0x3f3f3f3fu), (int)(((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 2) & 0x30303030u)));
+}
+
+// Super-blocks 2G and 2G+1 of a row (zeros past the row's nb): out[8] as
+// load16 leaves q8_0's blocks (lane l = sub-block 16G+l, the nibbles as
+// unsigned bytes), *dls the 16 lanes' d ls and *dlm their dmin lm.
+INLINE void load_q4k16(const rm_block_q4_k *w, int64_t G, int64_t nb, __m512i out[8], __m512 *dls, __m512 *dlm) {
+    const rm_block_q4_k *a = &w[2 * G], *b = 2 * G + 1 < nb ? a + 1 : NULL;
+    const __m512i lo4 = _mm512_set1_epi8(15);
+    __m512i in[8];
+#pragma GCC unroll 4
+    for (int k = 0; k < 4; k++) { // qs[32k..32k+31]: sub-block 2k in the low nibbles, 2k+1 in the high
+        __m256i va = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * k));
+        __m256i vb = b ? _mm256_loadu_si256((const __m256i *)(b->qs + 32 * k)) : _mm256_setzero_si256();
+        __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(va), vb, 1);
+        in[2 * k] = _mm512_and_si512(v, lo4);
+        in[2 * k + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+    }
+    transpose16(in, out);
+    __m128i sa = q4k_scales_mins(a), sb = b ? q4k_scales_mins(b) : _mm_setzero_si128();
+    __m512 d = _mm512_insertf32x8(_mm512_set1_ps(f16(a->d)), _mm256_set1_ps(b ? f16(b->d) : 0.0f), 1);
+    __m512 dm = _mm512_insertf32x8(_mm512_set1_ps(f16(a->dmin)), _mm256_set1_ps(b ? f16(b->dmin) : 0.0f), 1);
+    *dls = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi64(sa, sb))), d);
+    *dlm = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpackhi_epi64(sa, sb))), dm);
+}
+
+// aux->t16 for q4_K: the transposed nibbles, d ls (in d) and dmin lm (in m)
+// of weight rows r .. r+RR-1.
+static int prep_t16_q4k(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
+    const int64_t nb = m->in / 256, groups = (nb + 1) / 2;
+    if (groups * 16 > AUX_N) return 0;
+    for (int i = 0; i < RR; i++) {
+        const rm_block_q4_k *w = (const rm_block_q4_k *)(m->w + (size_t)(r + i) * m->w_row);
+        for (int64_t G = 0; G < groups; G++) {
+            __m512i v[8];
+            __m512 dls, dlm;
+            for (int64_t pf = 0; pf < 288; pf += 64) prefetch_next_rows(m, (const uint8_t *)&w[2 * G] + pf, RR);
+            load_q4k16(w, G, nb, v, &dls, &dlm);
+            _mm512_storeu_ps(&aux->t16.d[i][16 * G], dls);
+            _mm512_storeu_ps(&aux->t16.m[i][16 * G], dlm);
+            for (int g = 0; g < 8; g++) _mm512_store_si512((void *)(aux->t16.q[i] + G * 512 + 64 * g), v[g]);
+        }
+    }
+    return 1;
+}
+
+INLINE void tile_q4k16(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux,
+                       const int PREPPED) {
+    const int64_t nb = m->in / 256, groups = m->qx.groups;
     const rm_block_q4_k *w[4];
     const int8_t *xq[4];
     const float *xd[4];
@@ -374,72 +436,64 @@ INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
     for (int i = 0; i < RR; i++) w[i] = (const rm_block_q4_k *)(m->w + (size_t)(r + i) * m->w_row);
 #pragma GCC unroll 4
     for (int j = 0; j < CC; j++) {
-        xq[j] = m->qx.q + (int64_t)(c + j) * m->in;
-        xd[j] = m->qx.d + (int64_t)(c + j) * nb;
-        xs[j] = m->qx.sum + (int64_t)(c + j) * (m->in / 32);
+        xq[j] = m->qx.tq + (int64_t)(c + j) * groups * 512;
+        xd[j] = m->qx.td + (int64_t)(c + j) * groups * 16;
+        xs[j] = m->qx.ts + (int64_t)(c + j) * groups * 16;
 #pragma GCC unroll 4
         for (int i = 0; i < RR; i++) acc[i][j] = _mm512_setzero_ps();
     }
-    const __m512i lo4 = _mm512_set1_epi8(15);
-    for (int64_t b = 0; b < nb; b++) {
-        q4k_prep local[4];
-        const q4k_prep *sc[4];
-        __m512i ls[4]; // the 8 sub-block scales as int16, in every 128-bit lane
-#pragma GCC unroll 4
-        for (int i = 0; i < RR; i++) {
-            if (PREPPED) {
-                sc[i] = &aux->k[i][b];
-            } else {
-                q4k_unpack(&w[i][b], &local[i]);
-                sc[i] = &local[i];
-            }
-            ls[i] = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)sc[i]->ls));
-        }
+    for (int64_t G = 0; G < groups; G++) {
+        const int64_t b = 16 * G;
         __m512i isum[4][4];
+        __m512 dx[4], xm[4], dls[4], dlm[4];
+#pragma GCC unroll 4
+        for (int j = 0; j < CC; j++) {
+            dx[j] = _mm512_loadu_ps(xd[j] + b);
+            xm[j] = _mm512_mul_ps(dx[j], _mm512_cvtepi32_ps(
+                                             _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(xs[j] + b)))));
+        }
+        if (PREPPED) {
+#pragma GCC unroll 4
+            for (int i = 0; i < RR; i++) {
+                dls[i] = _mm512_loadu_ps(&aux->t16.d[i][b]);
+                dlm[i] = _mm512_loadu_ps(&aux->t16.m[i][b]);
+#pragma GCC unroll 4
+                for (int j = 0; j < CC; j++) isum[i][j] = _mm512_setzero_si512();
+            }
+#pragma GCC unroll 8
+            for (int g = 0; g < 8; g++)
+#pragma GCC unroll 4
+                for (int j = 0; j < CC; j++) {
+                    __m512i xv = _mm512_load_si512((const void *)(xq[j] + b * 32 + 64 * g));
+#pragma GCC unroll 4
+                    for (int i = 0; i < RR; i++) {
+                        __m512i wv = _mm512_load_si512((const void *)(aux->t16.q[i] + b * 32 + 64 * g));
+                        isum[i][j] = _mm512_dpbusd_epi32(isum[i][j], wv, xv);
+                    }
+                }
+        } else {
+#pragma GCC unroll 4
+            for (int i = 0; i < RR; i++) {
+                __m512i wv[8];
+                for (int64_t pf = 0; pf < 288; pf += 64) prefetch_next_rows(m, (const uint8_t *)&w[i][2 * G] + pf, RR);
+                load_q4k16(w[i], G, nb, wv, &dls[i], &dlm[i]);
+#pragma GCC unroll 4
+                for (int j = 0; j < CC; j++) {
+                    isum[i][j] = _mm512_setzero_si512();
+#pragma GCC unroll 8
+                    for (int g = 0; g < 8; g++)
+                        isum[i][j] = _mm512_dpbusd_epi32(isum[i][j], wv[g],
+                                                         _mm512_load_si512((const void *)(xq[j] + b * 32 + 64 * g)));
+                }
+            }
+        }
 #pragma GCC unroll 4
         for (int i = 0; i < RR; i++)
 #pragma GCC unroll 4
-            for (int j = 0; j < CC; j++) isum[i][j] = _mm512_setzero_si512();
-#pragma GCC unroll 4
-        for (int k = 0; k < 4; k++) { // elements 64k..64k+63: sub-blocks 2k (low nibbles), 2k+1 (high)
-            // int16 lanes 0..15 take scale 2k, 16..31 scale 2k+1
-            const __m512i pick =
-                _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * k)), _mm256_set1_epi16((short)(2 * k + 1)), 1);
-            __m512i q[4], s[4];
-#pragma GCC unroll 4
-            for (int i = 0; i < RR; i++) {
-                prefetch_next_rows(m, w[i][b].qs + 32 * k, RR);
-                __m256i v = _mm256_loadu_si256((const __m256i *)(w[i][b].qs + 32 * k));
-                q[i] = _mm512_and_si512(_mm512_inserti64x4(_mm512_castsi256_si512(v), _mm256_srli_epi16(v, 4), 1), lo4);
-                s[i] = _mm512_permutexvar_epi16(pick, ls[i]);
-            }
-#pragma GCC unroll 4
             for (int j = 0; j < CC; j++) {
-                __m512i xv = _mm512_loadu_si512((const void *)(xq[j] + 256 * b + 64 * k));
-#pragma GCC unroll 4
-                for (int i = 0; i < RR; i++)
-                    isum[i][j] = _mm512_dpwssd_epi32(isum[i][j], _mm512_maddubs_epi16(q[i], xv), s[i]);
+                acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i][j]), _mm512_mul_ps(dls[i], dx[j]), acc[i][j]);
+                acc[i][j] = _mm512_fnmadd_ps(dlm[i], xm[j], acc[i][j]);
             }
-        }
-        // the min terms, sum_s (dmin lm[s]) (dx sum x of sub-block s), go into
-        // the same accumulator: lanes 0..7 take one sub-block each
-        __m512 lmd[4];
-#pragma GCC unroll 4
-        for (int i = 0; i < RR; i++) {
-            __m256 lm = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)sc[i]->lm)));
-            lmd[i] = _mm512_zextps256_ps512(_mm256_mul_ps(lm, _mm256_set1_ps(sc[i]->dmin)));
-        }
-#pragma GCC unroll 4
-        for (int j = 0; j < CC; j++) {
-            float dx = xd[j][b];
-            __m256 bs = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(xs[j] + 8 * b))));
-            __m512 bsx = _mm512_zextps256_ps512(_mm256_mul_ps(bs, _mm256_set1_ps(dx)));
-#pragma GCC unroll 4
-            for (int i = 0; i < RR; i++) {
-                acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i][j]), _mm512_set1_ps(sc[i]->d * dx), acc[i][j]);
-                acc[i][j] = _mm512_fnmadd_ps(lmd[i], bsx, acc[i][j]);
-            }
-        }
     }
 #pragma GCC unroll 4
     for (int i = 0; i < RR; i++)
@@ -447,8 +501,8 @@ INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
         for (int j = 0; j < CC; j++) rm_mm_store(m, c + j, r + i, hsum16(acc[i][j]));
 }
 
-// y[n,out] = x[n,in] @ W[out,in]^T, W q4_K, x int8 (rm_qx, blk 256)
-DEFINE_DRIVER(rm_mm_q4_k_avx512, tile_q4_k, prep_q4k, 4, 4, 2)
+// y[n,out] = x[n,in] @ W[out,in]^T, W q4_K, x int8 (rm_qx, blk 256, with its 16-block copy)
+DEFINE_DRIVER(rm_mm_q4_k_avx512, tile_q4k16, prep_t16_q4k, 4, 3, 2)
 
 // ---------------------------------------------------------------------------
 // f16 / bf16 weights x f32 activations, 16 elements per step

@@ -39,8 +39,9 @@ typedef struct { // one q4_K super-block, unpacked
 typedef union {
     float f[4][AUX_N];         // q8_0 / q4_0: block scales
     q4k_prep k[4][AUX_N / 10]; // q4_K: super-blocks
-    struct {                   // AVX-512 q8_0 / q4_0: 16-block groups (see rm_qx)
-        float d[4][AUX_N];
+    struct {                   // AVX-512 q8_0 / q4_0 / q4_K: 16-block groups (see rm_qx)
+        float d[4][AUX_N];     // the blocks' scales (q4_K: d ls per sub-block)
+        float m[4][AUX_N];     // q4_K: dmin lm per sub-block
         uint8_t q[4][AUX_N * 32] __attribute__((aligned(64)));
     } t16;
 } tile_aux;
