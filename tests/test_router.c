@@ -116,7 +116,7 @@ TEST(router_hook_matches_reference) {
         CHECK_OK(rm_lora_batch_status(lb));
         // the hook groups the router rows' experts by adapter; each row's
         // result is bit for bit the row computed alone
-        float *scratch = malloc(rm_lora_router_scratch(K, out, 64) * sizeof(float)), alone[64];
+        float *scratch = malloc(rm_lora_router_scratch(K, 64) * sizeof(float)), alone[64];
         REQUIRE(scratch);
         for (int r = 0; r < N; r++) {
             if (!plans[r]) continue;

@@ -40,13 +40,13 @@ double rm_lora_batch_seconds(rm_lora_batch *lb);
 
 // RouterLoRA on one row of linear (layer, which): y[out] += sum_i alpha_i E_i(x)
 // for the router plan p with the kernel family isa (rm_lora_kernel_family()
-// is what the hook uses). scratch holds rm_lora_router_scratch(k, out, r)
-// floats (k experts, the linear's out, the largest rank among the experts
-// and the router). It makes every B_r^T B_i anew (the hook keeps them).
-// alpha (may be NULL) gets the row's k expert weights.
+// is what the hook uses). scratch holds rm_lora_router_scratch(k, r) floats
+// (k experts, r the largest rank among the experts and the router). It makes
+// every B_r^T B_i anew (the hook keeps them). alpha (may be NULL) gets the
+// row's k expert weights.
 void rm_lora_router_row(int isa, const rm_lora_plan *p, int layer, int which, const float *x, float *y, float *scratch,
                         float *alpha);
-size_t rm_lora_router_scratch(int k, int64_t out, int r);
+size_t rm_lora_router_scratch(int k, int r);
 // The family of LoRA kernels the hook runs on this CPU: 0 scalar, 1 AVX2
 // (with FMA and F16C), 2 AVX-512; RAMOLE_ISA / rm_cpu_force lower it.
 int rm_lora_kernel_family(void);

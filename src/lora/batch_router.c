@@ -294,7 +294,6 @@ void rm_lora_router_row(int isa, const rm_lora_plan *p, int layer, int which, co
     for (int i = 0; alpha && i < k; i++) alpha[i] = z[i];
 }
 
-size_t rm_lora_router_scratch(int k, int64_t out, int r) {
-    (void)out;
+size_t rm_lora_router_scratch(int k, int r) {
     return (size_t)(k + 1) * (size_t)r + (size_t)r * (size_t)r;
 }
