@@ -48,19 +48,52 @@ static rm_tensor copy_w(const rm_tensor *W) {
     return C;
 }
 
-static const rm_type k_base[] = {RM_TYPE_Q8_0, RM_TYPE_Q4_0};
-// 16 blocks (one full group), 33 (two and a tail of one), 24 (one and a tail of 8), 40 (2 + 8)
-static const int k_in[] = {512, 1056, 768, 1280};
+static const rm_type k_base[] = {RM_TYPE_Q8_0, RM_TYPE_Q4_0, RM_TYPE_Q4_K};
+static rm_type r16_of(rm_type t) {
+    return t == RM_TYPE_Q8_0 ? RM_TYPE_Q8_0_R16 : t == RM_TYPE_Q4_0 ? RM_TYPE_Q4_0_R16 : RM_TYPE_Q4_K_R16;
+}
+// 16 blocks (one full group), 33 (two and a tail of one), 24 (one and a tail of 8), 40 (2 + 8);
+// q4_K: 2 super-blocks (one full group), 3 (one and a tail), 4 (two), 5 (two and a tail)
+static int k_in(rm_type t, int a) {
+    static const int in32[] = {512, 1056, 768, 1280}, in256[] = {512, 768, 1024, 1280};
+    return t == RM_TYPE_Q4_K ? in256[a] : in32[a];
+}
 
 // The layout as repack.c states it: byte e of block l of group G at
 // G*GQ + 64*(e/4) + 4*l + e%4 (q8_0 plus 128), the f16 scales after all full
 // groups' quants, the tail blocks where they were. Checked here from the
 // statement, independently of the code's loops.
+// The q4_K layout as repack.c states it, checked against the row's
+// super-blocks the same way; returns the number of places that differ.
+static int k16_layout_diffs(const uint8_t *src, const uint8_t *p, int in) {
+    const int nb = in / 256, F = nb / 2;
+    int bad = 0;
+    for (int b = 0; b < nb; b++) {
+        const uint8_t *blk = src + 144 * b; // d, dmin, scales[12], qs[128]
+        if (b >= 2 * F) {
+            bad += memcmp(p + 144 * b, blk, 144) != 0;
+            continue;
+        }
+        const int G = b / 2, s = b % 2;
+        const uint8_t *t = p + 256 * F + 32 * G;
+        bad += memcmp(t + 2 * s, blk, 2) != 0;     // d
+        bad += memcmp(t + 4 + 2 * s, blk + 2, 2) != 0; // dmin
+        for (int w = 0; w < 3; w++) bad += memcmp(t + 8 + 8 * w + 4 * s, blk + 4 + 4 * w, 4) != 0;
+        for (int j = 0; j < 8; j++)
+            for (int e = 0; e < 16; e++) {
+                const uint8_t *qs = blk + 16 + 32 * (j / 2);
+                int lo = (qs[e] >> (4 * (j % 2))) & 15, hi = (qs[e + 16] >> (4 * (j % 2))) & 15;
+                bad += p[256 * G + 64 * (e / 4) + 4 * (8 * s + j) + e % 4] != (uint8_t)(lo | hi << 4);
+            }
+    }
+    return bad;
+}
+
 TEST(repack_layout_as_documented) {
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < 3; k++)
         for (int a = 0; a < 4; a++) {
             const rm_type t = k_base[k];
-            const int in = k_in[a], nb = in / 32, F = nb / 16, q8 = t == RM_TYPE_Q8_0;
+            const int in = k_in(t, a), nb = in / 32, F = nb / 16, q8 = t == RM_TYPE_Q8_0;
             const int bb = q8 ? 34 : 18, pb = q8 ? 32 : 16, gq = 16 * pb;
             rm_tensor W = make_w(t, in, 1);
             const size_t rs = rm_row_size(t, in);
@@ -68,7 +101,7 @@ TEST(repack_layout_as_documented) {
             rm_r16_pack_row(t, W.data, p, in);
             const uint8_t *src = W.data;
             int bad = 0;
-            for (int b = 0; b < nb; b++) {
+            for (int b = 0; t != RM_TYPE_Q4_K && b < nb; b++) {
                 if (b >= 16 * F) { // tail: untouched
                     bad += memcmp(p + b * bb, src + b * bb, (size_t)bb) != 0;
                     continue;
@@ -78,17 +111,18 @@ TEST(repack_layout_as_documented) {
                 for (int e = 0; e < pb; e++)
                     bad += p[G * gq + 64 * (e / 4) + 4 * l + e % 4] != (uint8_t)(src[b * bb + 2 + e] + (q8 ? 128 : 0));
             }
+            if (t == RM_TYPE_Q4_K) bad = k16_layout_diffs(src, p, in);
             CHECKF(bad == 0, "%s in=%d: %d places differ from the documented layout", rm_type_name(t), in, bad);
-            rm_r16_unpack_row(t == RM_TYPE_Q8_0 ? RM_TYPE_Q8_0_R16 : RM_TYPE_Q4_0_R16, p, back, in);
+            rm_r16_unpack_row(r16_of(t), p, back, in);
             CHECKF(memcmp(back, src, rs) == 0, "%s in=%d: unpack(pack(row)) is not the row", rm_type_name(t), in);
             // dequantized whole, the repacked row gives the same floats
             float *x = malloc(sizeof(float) * in), *y = malloc(sizeof(float) * in);
             rm_dequantize_row(t, src, x, in);
-            rm_dequantize_row(t == RM_TYPE_Q8_0 ? RM_TYPE_Q8_0_R16 : RM_TYPE_Q4_0_R16, p, y, in);
+            rm_dequantize_row(r16_of(t), p, y, in);
             CHECKF(memcmp(x, y, sizeof(float) * in) == 0, "%s in=%d: dequantized r16 differs", rm_type_name(t), in);
             // quantizing straight into r16 = quantizing, then packing
             uint8_t *qr = malloc(rs);
-            rm_quantize_row(t == RM_TYPE_Q8_0 ? RM_TYPE_Q8_0_R16 : RM_TYPE_Q4_0_R16, x, qr, in);
+            rm_quantize_row(r16_of(t), x, qr, in);
             CHECK(memcmp(qr, p, rs) == 0);
             free(qr);
             free(x);
@@ -101,11 +135,14 @@ TEST(repack_layout_as_documented) {
 
 // The r16 types exist in memory only: no file type, no name to parse.
 TEST(repack_types_not_file_types) {
-    CHECK(!rm_type_supported(RM_TYPE_Q8_0_R16) && !rm_type_supported(RM_TYPE_Q4_0_R16));
+    CHECK(!rm_type_supported(RM_TYPE_Q8_0_R16) && !rm_type_supported(RM_TYPE_Q4_0_R16) &&
+          !rm_type_supported(RM_TYPE_Q4_K_R16));
     rm_type t;
-    CHECK(rm_type_parse("q8_0-r16", &t) != RM_OK);
+    CHECK(rm_type_parse("q8_0-r16", &t) != RM_OK && rm_type_parse("q4_K-r16", &t) != RM_OK);
     CHECK(rm_row_size(RM_TYPE_Q8_0_R16, 1024) == rm_row_size(RM_TYPE_Q8_0, 1024));
+    CHECK(rm_row_size(RM_TYPE_Q4_K_R16, 1024) == rm_row_size(RM_TYPE_Q4_K, 1024));
     CHECK(rm_type_r16_base(RM_TYPE_Q4_0_R16) == RM_TYPE_Q4_0 && rm_type_r16_base(RM_TYPE_Q4_K) == -1);
+    CHECK(rm_type_r16_base(RM_TYPE_Q4_K_R16) == RM_TYPE_Q4_K);
     // and the GGUF writer refuses to put one in a file
     gguf_writer *w = gguf_writer_new();
     REQUIRE(w);
@@ -121,11 +158,11 @@ TEST(repack_types_not_file_types) {
 TEST(repack_simd_writes_the_layout) {
     if (!vnni()) SKIP("no avx512 with vnni on this machine: weights are never repacked here");
     rm_threadpool *tp = rm_threadpool_create(2);
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < 3; k++)
         for (int a = 0; a < 4; a++) {
-            rm_tensor W = make_w(k_base[k], k_in[a], 37), R = copy_w(&W);
+            rm_tensor W = make_w(k_base[k], k_in(k_base[k], a), 37), R = copy_w(&W);
             CHECK(rm_repack_for_kernels(&R, a % 2 ? tp : NULL) == 1);
-            CHECK(R.type == (k_base[k] == RM_TYPE_Q8_0 ? RM_TYPE_Q8_0_R16 : RM_TYPE_Q4_0_R16));
+            CHECK(R.type == r16_of(k_base[k]));
             size_t rs = rm_row_size(W.type, W.ne[0]);
             uint8_t *p = malloc(rs);
             int bad = 0;
@@ -133,12 +170,13 @@ TEST(repack_simd_writes_the_layout) {
                 rm_r16_pack_row(W.type, (uint8_t *)W.data + rs * r, p, W.ne[0]);
                 bad += memcmp(p, (uint8_t *)R.data + rs * r, rs) != 0;
             }
-            CHECKF(bad == 0, "%s in=%d: %d rows differ from the scalar layout", rm_type_name(W.type), k_in[a], bad);
+            CHECKF(bad == 0, "%s in=%d: %d rows differ from the scalar layout", rm_type_name(W.type), (int)W.ne[0],
+                   bad);
             free(p);
             free(R.data);
             free(W.data);
         }
-    rm_tensor small = make_w(RM_TYPE_Q8_0, 480, 3), k4 = make_w(RM_TYPE_Q4_K, 512, 3); // 15 blocks; q4_K
+    rm_tensor small = make_w(RM_TYPE_Q8_0, 480, 3), k4 = make_w(RM_TYPE_Q4_K, 256, 3); // 15 blocks; 1 super-block
     CHECK(rm_repack_for_kernels(&small, NULL) == 0 && small.type == RM_TYPE_Q8_0);
     CHECK(rm_repack_for_kernels(&k4, NULL) == 0 && k4.type == RM_TYPE_Q4_K);
     rm_tensor off = make_w(RM_TYPE_Q8_0, 512, 3);
@@ -158,9 +196,9 @@ TEST(repack_simd_writes_the_layout) {
 TEST(repack_matmul_bitwise) {
     if (!vnni()) SKIP("no avx512 with vnni on this machine: weights are never repacked here");
     rm_threadpool *tp = rm_threadpool_create(2);
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < 3; k++)
         for (int a = 0; a < 4; a++) {
-            const int in = k_in[a], out = 29;
+            const int in = k_in(k_base[k], a), out = 29;
             rm_tensor W = make_w(k_base[k], in, out), R = copy_w(&W);
             REQUIRE(rm_repack_for_kernels(&R, NULL) == 1);
             float *x = malloc(sizeof(float) * in * 40), *y0 = malloc(sizeof(float) * out * 40),

@@ -118,7 +118,8 @@ float rm_int8_peak_avx512(long iters, int full);
 // The same on weights in the r16 layout (repack.c).
 void rm_mm_q8_0_r16_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q4_0_r16_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
-// Rows [r0, r1) of a q8_0 / q4_0 matrix (rows w_row bytes apart, `in`
+void rm_mm_q4_k_r16_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+// Rows [r0, r1) of a q8_0 / q4_0 / q4_K matrix (rows w_row bytes apart, `in`
 // elements) into the r16 layout in place; tmp: scratch of one row.
 void rm_r16_pack_rows_avx512(int base, uint8_t *w, size_t w_row, int64_t in, int64_t r0, int64_t r1, uint8_t *tmp);
 // Fills the 16-block copy (qx.tq, td, ts) of activation rows [c0, c1).

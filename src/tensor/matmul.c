@@ -165,8 +165,11 @@ static rm_mm_kernel pick_kernel(rm_type t, int *qblk, int *t16, int *xbf) {
     *t16 = (t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0 || t == RM_TYPE_Q4_K || rm_type_r16_base(t) >= 0) &&
            use_avx512_vnni();
     if (rm_type_r16_base(t) >= 0) { // repacked for the VNNI kernels; another family (forced later) reads them slowly
-        *qblk = *t16 ? 32 : 0;
-        return !*t16 ? mm_scalar : t == RM_TYPE_Q8_0_R16 ? rm_mm_q8_0_r16_avx512 : rm_mm_q4_0_r16_avx512;
+        *qblk = !*t16 ? 0 : t == RM_TYPE_Q4_K_R16 ? 256 : 32;
+        return !*t16                     ? mm_scalar
+               : t == RM_TYPE_Q8_0_R16   ? rm_mm_q8_0_r16_avx512
+               : t == RM_TYPE_Q4_0_R16   ? rm_mm_q4_0_r16_avx512
+                                         : rm_mm_q4_k_r16_avx512;
     }
     if (!use_avx2()) return mm_scalar;
     const int v512 = use_avx512(), q512 = use_avx512_vnni();
@@ -206,14 +209,15 @@ static void repack_task(void *ctx, int ith, int nth) {
 int rm_repack_for_kernels(rm_tensor *W, rm_threadpool *tp) {
     const char *env = getenv("RAMOLE_REPACK");
     if ((env && strcmp(env, "0") == 0) || !use_avx512_vnni()) return 0;
-    if ((W->type != RM_TYPE_Q8_0 && W->type != RM_TYPE_Q4_0) || W->n_dims != 2 || W->ne[0] < 16 * 32 || !W->data)
+    if ((W->type != RM_TYPE_Q8_0 && W->type != RM_TYPE_Q4_0 && W->type != RM_TYPE_Q4_K) || W->n_dims != 2 ||
+        W->ne[0] < 16 * 32 || !W->data)
         return 0;
     repack_job j = {W, rm_row_size(W->type, W->ne[0]), NULL};
     j.tmp = malloc(j.w_row * (size_t)rm_threadpool_size(tp));
     if (!j.tmp) return 0; // the kernels read the base layout just as well, only slower
     rm_threadpool_run(tp, repack_task, &j);
     free(j.tmp);
-    W->type = W->type == RM_TYPE_Q8_0 ? RM_TYPE_Q8_0_R16 : RM_TYPE_Q4_0_R16;
+    W->type = W->type == RM_TYPE_Q8_0 ? RM_TYPE_Q8_0_R16 : W->type == RM_TYPE_Q4_0 ? RM_TYPE_Q4_0_R16 : RM_TYPE_Q4_K_R16;
     return 1;
 }
 

@@ -230,7 +230,12 @@ static int prep_r16_q4_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
 // Rows [r0, r1) of W (q8_0 / q4_0, `in` elements) into the r16 layout, in
 // place; tmp holds one row. The quants go through load16 (the layout the
 // kernels transpose to on the fly), the scales are gathered as f16.
+static void k16_pack_rows(uint8_t *w, size_t w_row, int64_t in, int64_t r0, int64_t r1, uint8_t *tmp);
 void rm_r16_pack_rows_avx512(int base, uint8_t *w, size_t w_row, int64_t in, int64_t r0, int64_t r1, uint8_t *tmp) {
+    if (base == RM_TYPE_Q4_K) {
+        k16_pack_rows(w, w_row, in, r0, r1, tmp);
+        return;
+    }
     const int KQ4 = base == RM_TYPE_Q4_0;
     const int64_t BB = KQ4 ? (int64_t)sizeof(rm_block_q4_0) : (int64_t)sizeof(rm_block_q8_0);
     const int64_t GQ = KQ4 ? 256 : 512, F = in / 32 / 16;
@@ -404,18 +409,51 @@ INLINE void load_q4k16(const rm_block_q4_k *w, int64_t G, int64_t nb, __m512i ou
     *dlm = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpackhi_epi64(sa, sb))), dm);
 }
 
+// The 16 lanes' d ls and dmin lm of a full group of a q4_K r16 row from its
+// 32 bytes t (repack.c): the same unpacking as q4k_scales_mins, for both
+// super-blocks at once (32-bit lanes w0, w0', w1, w1' and w2, w2' twice).
+INLINE void k16_scales(const uint8_t *t, __m512 *dls, __m512 *dlm) {
+    __m128 f = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)t)); // d, d', dmin, dmin'
+    __m128i x = _mm_loadu_si128((const __m128i *)(t + 8)), y = _mm_loadl_epi64((const __m128i *)(t + 24));
+    y = _mm_unpacklo_epi64(y, y);
+    __m128i lo = _mm_and_si128(x, _mm_set1_epi32(0x3f3f3f3f)); // ls 0..3, ls' 0..3, lm 0..3, lm' 0..3
+    __m128i hi = _mm_or_si128(_mm_and_si128(_mm_srlv_epi32(y, _mm_setr_epi32(0, 0, 4, 4)), _mm_set1_epi32(0x0f0f0f0f)),
+                              _mm_and_si128(_mm_srli_epi32(x, 2), _mm_set1_epi32(0x30303030))); // the 4..7s
+    const __m512i half = _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+    __m512 d = _mm512_permutexvar_ps(half, _mm512_castps128_ps512(f));
+    __m512 dm = _mm512_permutexvar_ps(_mm512_add_epi32(half, _mm512_set1_epi32(2)), _mm512_castps128_ps512(f));
+    *dls = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi32(lo, hi))), d);
+    *dlm = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpackhi_epi32(lo, hi))), dm);
+}
+
+// Group G of a q4_K row (R16: the r16 layout, whose full groups F = nb / 2
+// come rearranged) as tile_q4k16 consumes it, prefetching the same place in
+// the rows the next tiles take.
+INLINE void q4k_group(const rm_mm *m, const uint8_t *row, int64_t G, int RR, const int R16, __m512i out[8],
+                      __m512 *dls, __m512 *dlm) {
+    const int64_t nb = m->in / 256, F = R16 ? nb / 2 : 0;
+    if (G < F) {
+        for (int64_t pf = 0; pf < 256; pf += 64) prefetch_next_rows(m, row + G * 256 + pf, RR);
+        prefetch_next_rows(m, row + F * 256 + G * 32, RR);
+        load_r16(row + G * 256, KIND_Q4_0, out);
+        k16_scales(row + F * 256 + G * 32, dls, dlm);
+    } else {
+        for (int64_t pf = 0; pf < 288; pf += 64) prefetch_next_rows(m, row + G * 288 + pf, RR);
+        load_q4k16((const rm_block_q4_k *)row, G, nb, out, dls, dlm);
+    }
+}
+
 // aux->t16 for q4_K: the transposed nibbles, d ls (in d) and dmin lm (in m)
 // of weight rows r .. r+RR-1.
-static int prep_t16_q4k(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
-    const int64_t nb = m->in / 256, groups = (nb + 1) / 2;
+INLINE int prep_t16_q4k(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const int R16) {
+    const int64_t groups = (m->in / 256 + 1) / 2;
     if (groups * 16 > AUX_N) return 0;
     for (int i = 0; i < RR; i++) {
-        const rm_block_q4_k *w = (const rm_block_q4_k *)(m->w + (size_t)(r + i) * m->w_row);
+        const uint8_t *row = m->w + (size_t)(r + i) * m->w_row;
         for (int64_t G = 0; G < groups; G++) {
             __m512i v[8];
             __m512 dls, dlm;
-            for (int64_t pf = 0; pf < 288; pf += 64) prefetch_next_rows(m, (const uint8_t *)&w[2 * G] + pf, RR);
-            load_q4k16(w, G, nb, v, &dls, &dlm);
+            q4k_group(m, row, G, RR, R16, v, &dls, &dlm);
             _mm512_storeu_ps(&aux->t16.d[i][16 * G], dls);
             _mm512_storeu_ps(&aux->t16.m[i][16 * G], dlm);
             for (int g = 0; g < 8; g++) _mm512_store_si512((void *)(aux->t16.q[i] + G * 512 + 64 * g), v[g]);
@@ -423,17 +461,19 @@ static int prep_t16_q4k(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
     }
     return 1;
 }
+static int prep_t16_q4_k(const rm_mm *m, int64_t r, int RR, tile_aux *aux) { return prep_t16_q4k(m, r, RR, aux, 0); }
+static int prep_r16_q4_k(const rm_mm *m, int64_t r, int RR, tile_aux *aux) { return prep_t16_q4k(m, r, RR, aux, 1); }
 
 INLINE void tile_q4k16(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux,
-                       const int PREPPED) {
-    const int64_t nb = m->in / 256, groups = m->qx.groups;
-    const rm_block_q4_k *w[4];
+                       const int PREPPED, const int R16) {
+    const int64_t groups = m->qx.groups;
+    const uint8_t *w[4];
     const int8_t *xq[4];
     const float *xd[4];
     const int16_t *xs[4];
     __m512 acc[4][4];
 #pragma GCC unroll 4
-    for (int i = 0; i < RR; i++) w[i] = (const rm_block_q4_k *)(m->w + (size_t)(r + i) * m->w_row);
+    for (int i = 0; i < RR; i++) w[i] = m->w + (size_t)(r + i) * m->w_row;
 #pragma GCC unroll 4
     for (int j = 0; j < CC; j++) {
         xq[j] = m->qx.tq + (int64_t)(c + j) * groups * 512;
@@ -475,8 +515,7 @@ INLINE void tile_q4k16(const rm_mm *m, int64_t r, int c, const int RR, const int
 #pragma GCC unroll 4
             for (int i = 0; i < RR; i++) {
                 __m512i wv[8];
-                for (int64_t pf = 0; pf < 288; pf += 64) prefetch_next_rows(m, (const uint8_t *)&w[i][2 * G] + pf, RR);
-                load_q4k16(w[i], G, nb, wv, &dls[i], &dlm[i]);
+                q4k_group(m, w[i], G, RR, R16, wv, &dls[i], &dlm[i]);
 #pragma GCC unroll 4
                 for (int j = 0; j < CC; j++) {
                     isum[i][j] = _mm512_setzero_si512();
@@ -501,8 +540,38 @@ INLINE void tile_q4k16(const rm_mm *m, int64_t r, int c, const int RR, const int
         for (int j = 0; j < CC; j++) rm_mm_store(m, c + j, r + i, hsum16(acc[i][j]));
 }
 
-// y[n,out] = x[n,in] @ W[out,in]^T, W q4_K, x int8 (rm_qx, blk 256, with its 16-block copy)
-DEFINE_DRIVER(rm_mm_q4_k_avx512, tile_q4k16, prep_t16_q4k, 4, 3, 2)
+// Rows [r0, r1) of a q4_K matrix into the r16 layout, in place (tmp: one
+// row): the nibbles through load_q4k16 (packed again as q4_0's), the
+// group's d, dmin and scale words moved as repack.c places them.
+static void k16_pack_rows(uint8_t *w, size_t w_row, int64_t in, int64_t r0, int64_t r1, uint8_t *tmp) {
+    const int64_t nb = in / 256, F = nb / 2;
+    for (int64_t r = r0; r < r1; r++) {
+        uint8_t *row = w + (size_t)r * w_row;
+        memcpy(tmp, row, (size_t)(F * 288));
+        const rm_block_q4_k *src = (const rm_block_q4_k *)tmp;
+        for (int64_t G = 0; G < F; G++) {
+            __m512i v[8];
+            __m512 dls, dlm;
+            load_q4k16(src, G, nb, v, &dls, &dlm);
+            for (int g = 0; g < 4; g++)
+                _mm512_storeu_si512((void *)(row + G * 256 + 64 * g), _mm512_or_si512(v[g], _mm512_slli_epi16(v[g + 4], 4)));
+            uint8_t *t = row + F * 256 + G * 32;
+            for (int s = 0; s < 2; s++) {
+                const rm_block_q4_k *b = &src[2 * G + s];
+                memcpy(t + 2 * s, &b->d, 2);
+                memcpy(t + 4 + 2 * s, &b->dmin, 2);
+                for (int k = 0; k < 3; k++) memcpy(t + 8 + 8 * k + 4 * s, b->scales + 4 * k, 4);
+            }
+        }
+    }
+}
+
+#define TILE_Q4_K(m, r, c, RR, CC, aux, P) tile_q4k16(m, r, c, RR, CC, aux, P, 0)
+#define TILE_Q4_K_R16(m, r, c, RR, CC, aux, P) tile_q4k16(m, r, c, RR, CC, aux, P, 1)
+// y[n,out] = x[n,in] @ W[out,in]^T, W q4_K (as stored / r16), x int8 (rm_qx,
+// blk 256, with its 16-block copy)
+DEFINE_DRIVER(rm_mm_q4_k_avx512, TILE_Q4_K, prep_t16_q4_k, 4, 3, 2)
+DEFINE_DRIVER(rm_mm_q4_k_r16_avx512, TILE_Q4_K_R16, prep_r16_q4_k, 4, 3, 2)
 
 // ---------------------------------------------------------------------------
 // f16 / bf16 weights x f32 activations, 16 elements per step

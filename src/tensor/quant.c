@@ -33,6 +33,7 @@ static const struct {
     {RM_TYPE_Q4_K, "q4_K", 256, sizeof(rm_block_q4_k), 1},
     {RM_TYPE_Q8_0_R16, "q8_0-r16", 32, sizeof(rm_block_q8_0), 0},
     {RM_TYPE_Q4_0_R16, "q4_0-r16", 32, sizeof(rm_block_q4_0), 0},
+    {RM_TYPE_Q4_K_R16, "q4_K-r16", 256, sizeof(rm_block_q4_k), 0},
 };
 #define N_TYPES ((int)(sizeof g_types / sizeof g_types[0]))
 
@@ -241,7 +242,8 @@ void rm_quantize_row(rm_type t, const float *src, void *dst, int64_t n) {
     case RM_TYPE_Q4_0: quantize_q4_0(src, dst, n / 32); break;
     case RM_TYPE_Q4_K: quantize_q4_k(src, dst, n / 256); break;
     case RM_TYPE_Q8_0_R16: // the row in the base type, then rearranged
-    case RM_TYPE_Q4_0_R16: {
+    case RM_TYPE_Q4_0_R16:
+    case RM_TYPE_Q4_K_R16: {
         int base = rm_type_r16_base(t);
         void *tmp = malloc(rm_row_size((rm_type)base, n));
         if (!tmp) {
@@ -300,6 +302,7 @@ void rm_dequantize_row(rm_type t, const void *src, float *dst, int64_t n) {
         break;
     }
     case RM_TYPE_Q8_0_R16:
-    case RM_TYPE_Q4_0_R16: rm_r16_dequantize_row(t, src, dst, n); break;
+    case RM_TYPE_Q4_0_R16:
+    case RM_TYPE_Q4_K_R16: rm_r16_dequantize_row(t, src, dst, n); break;
     }
 }

@@ -19,11 +19,12 @@ typedef enum rm_type {
     RM_TYPE_Q8_0 = 8,
     RM_TYPE_Q4_K = 12,
     RM_TYPE_BF16 = 30,
-    // In memory only, never in a file: q8_0 / q4_0 weights rearranged at load
-    // for the AVX-512 VNNI kernels (rm_repack_for_kernels; layout in
+    // In memory only, never in a file: q8_0 / q4_0 / q4_K weights rearranged
+    // at load for the AVX-512 VNNI kernels (rm_repack_for_kernels; layouts in
     // repack.c). Same row size as the base type; rows are dequantized whole.
     RM_TYPE_Q8_0_R16 = 1008,
     RM_TYPE_Q4_0_R16 = 1002,
+    RM_TYPE_Q4_K_R16 = 1012,
 } rm_type;
 
 typedef struct rm_tensor {
@@ -51,7 +52,7 @@ void rm_quantize_row(rm_type t, const float *src, void *dst, int64_t n);
 // dst[n] f32 <- src (type t). For the r16 types src must be a whole row.
 void rm_dequantize_row(rm_type t, const void *src, float *dst, int64_t n);
 
-// The r16 layouts (repack.c). rm_type_r16_base: q8_0 / q4_0 for their r16
+// The r16 layouts (repack.c). rm_type_r16_base: q8_0 / q4_0 / q4_K for their r16
 // type, -1 for any other. pack: a row of n elements of `base` -> its r16
 // layout; unpack: an r16 row back to the base layout (other types: copied).
 int rm_type_r16_base(int type);
@@ -59,7 +60,8 @@ void rm_r16_pack_row(int base, const void *src, void *dst, int64_t n);
 void rm_r16_unpack_row(int type, const void *src, void *dst, int64_t n);
 void rm_r16_dequantize_row(int type, const void *src, float *dst, int64_t n);
 // Rearranges W's rows in place for this CPU's kernels when that pays: q8_0 /
-// q4_0 weights with at least 16 blocks a row, under the AVX-512 VNNI family,
+// q4_0 weights with at least 16 blocks a row and q4_K weights with at least
+// two super-blocks, under the AVX-512 VNNI family,
 // unless RAMOLE_REPACK=0. W->data must be writable. Returns 1 when W was
 // repacked (W->type is then the r16 type), else 0.
 int rm_repack_for_kernels(rm_tensor *W, rm_threadpool *tp);
