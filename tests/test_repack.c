@@ -226,9 +226,10 @@ TEST(repack_matmul_bitwise) {
 }
 
 // A q8_0 model whose matrices have full 16-block groups and tails (n_embd
-// 512, n_ff 1056, an untied classifier): loaded repacked (the default here)
-// and with RAMOLE_REPACK=0, the logits of a prompt are the same bits, and a
-// merge with an adapter writes the same file.
+// 512, n_ff 1056, an untied classifier), and a q4_K one with full groups and
+// tails of super-blocks: loaded repacked (the default here) and with
+// RAMOLE_REPACK=0, the logits of a prompt are the same bits, and a merge with
+// an adapter writes the same file.
 static int model_logits(const char *path, float *logits, rm_llama **keep) {
     rm_llama *m;
     if (rm_llama_load(&m, path)) return -1;
@@ -269,26 +270,27 @@ static int untie(const char *in, const char *out) {
     return rc;
 }
 
-TEST(repack_model_same_answers_and_merge) {
-    if (!vnni()) SKIP("no avx512 with vnni on this machine: weights are never repacked here");
+// One model of weight type t and shape sh, loaded both ways (repacked: the
+// matrices become r16, the tied embedding table stays as it is).
+static void same_answers_and_merge(rm_type t, rm_synth_shape shape) {
     char path[512], m0[512], m1[512];
     snprintf(path, sizeof path, "%s/r16.gguf", rm_test_tmpdir());
-    snprintf(m0, sizeof m0, "%s/merged0.gguf", rm_test_tmpdir());
-    snprintf(m1, sizeof m1, "%s/merged1.gguf", rm_test_tmpdir());
-    rm_synth_shape shape = {"r16", 300, 512, 2, 8, 4, 1056, 64};
     snprintf(m0, sizeof m0, "%s/tied.gguf", rm_test_tmpdir());
-    REQUIRE(rm_synth_write(&shape, RM_TYPE_Q8_0, 21, m0, NULL, NULL) == RM_OK);
+    snprintf(m1, sizeof m1, "%s/merged1.gguf", rm_test_tmpdir());
+    REQUIRE(rm_synth_write(&shape, t, 21, m0, NULL, NULL) == RM_OK);
     REQUIRE(untie(m0, path) == RM_OK);
     snprintf(m0, sizeof m0, "%s/merged0.gguf", rm_test_tmpdir());
-    float *l0 = malloc(sizeof(float) * 300 * 3), *l1 = malloc(sizeof(float) * 300 * 3);
+    const int nv = shape.n_vocab;
+    float *l0 = malloc(sizeof(float) * nv * 3), *l1 = malloc(sizeof(float) * nv * 3);
     rm_llama *a = NULL, *b = NULL;
     setenv("RAMOLE_REPACK", "0", 1);
     REQUIRE(model_logits(path, l0, &a) == RM_OK);
     unsetenv("RAMOLE_REPACK");
     REQUIRE(model_logits(path, l1, &b) == RM_OK);
-    CHECK(a->layers[0].w[0].type == RM_TYPE_Q8_0 && b->layers[0].w[0].type == RM_TYPE_Q8_0_R16);
-    CHECK(b->output.type == RM_TYPE_Q8_0_R16 && b->layers[1].w[RM_LIN_COUNT - 1].type == RM_TYPE_Q8_0_R16);
-    CHECK(memcmp(l0, l1, sizeof(float) * 300 * 3) == 0);
+    const rm_type r = r16_of(t);
+    CHECK(a->layers[0].w[0].type == t && b->layers[0].w[0].type == r);
+    CHECK(b->output.type == r && b->layers[1].w[RM_LIN_COUNT - 1].type == r);
+    CHECKF(memcmp(l0, l1, sizeof(float) * nv * 3) == 0, "%s: logits differ repacked", rm_type_name(t));
     // merge: an adapter on q and v of every layer (touched matrices), the others copied
     rm_lora *la = NULL, *lb = NULL;
     REQUIRE(rm_lora_random(&la, a, 4, 0x5, 77) == RM_OK && rm_lora_random(&lb, b, 4, 0x5, 77) == RM_OK);
@@ -298,7 +300,7 @@ TEST(repack_model_same_answers_and_merge) {
     char *d0 = NULL, *d1 = NULL;
     size_t n0 = 0, n1 = 0;
     REQUIRE(rm_read_file(m0, &d0, &n0) == RM_OK && rm_read_file(m1, &d1, &n1) == RM_OK);
-    CHECK(n0 == n1 && n0 > 0 && memcmp(d0, d1, n0) == 0);
+    CHECKF(n0 == n1 && n0 > 0 && memcmp(d0, d1, n0) == 0, "%s: merged files differ", rm_type_name(t));
     free(d0);
     free(d1);
     rm_lora_free(la);
@@ -307,4 +309,11 @@ TEST(repack_model_same_answers_and_merge) {
     rm_llama_free(b);
     free(l0);
     free(l1);
+}
+
+TEST(repack_model_same_answers_and_merge) {
+    if (!vnni()) SKIP("no avx512 with vnni on this machine: weights are never repacked here");
+    same_answers_and_merge(RM_TYPE_Q8_0, (rm_synth_shape){"r16", 300, 512, 2, 8, 4, 1056, 64});
+    // q4_K: n_embd 512 (one full group of two super-blocks), n_ff 768 (one and a tail)
+    same_answers_and_merge(RM_TYPE_Q4_K, (rm_synth_shape){"r16k", 300, 512, 2, 8, 4, 768, 64});
 }
