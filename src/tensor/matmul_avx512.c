@@ -262,6 +262,30 @@ void rm_r16_pack_rows_avx512(int base, uint8_t *w, size_t w_row, int64_t in, int
     }
 }
 
+// The integer part of a step of the 16-lane kernels: isum[i][j] (started by
+// the caller) += the eight vpdpbusd of weight row i's group at b with
+// activation row j's, the weights from the tile's aligned copy (prepped) or
+// from wv (one row, dot8).
+INLINE void dots_prepped(const int RR, const int CC, __m512i isum[4][4], const tile_aux *aux,
+                         const int8_t *const *xq, int64_t b) {
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; g++)
+#pragma GCC unroll 4
+        for (int j = 0; j < CC; j++) {
+            __m512i xv = _mm512_load_si512((const void *)(xq[j] + b * 32 + 64 * g));
+#pragma GCC unroll 4
+            for (int i = 0; i < RR; i++) {
+                __m512i wv = _mm512_load_si512((const void *)(aux->t16.q[i] + b * 32 + 64 * g));
+                isum[i][j] = _mm512_dpbusd_epi32(isum[i][j], wv, xv);
+            }
+        }
+}
+INLINE __m512i dot8(__m512i acc, const __m512i wv[8], const int8_t *xq) {
+#pragma GCC unroll 8
+    for (int g = 0; g < 8; g++) acc = _mm512_dpbusd_epi32(acc, wv[g], _mm512_load_si512((const void *)(xq + 64 * g)));
+    return acc;
+}
+
 // One tile, 16 blocks per step. Per (weight row i, activation row j) and
 // group: an int32 vector starts at -OFF * sum(x) of each block (OFF = 128 for
 // q8_0, 8 for q4_0), eight vpdpbusd add the unsigned weights times x, which
@@ -308,17 +332,7 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
 #pragma GCC unroll 4
                 for (int j = 0; j < CC; j++) isum[i][j] = off[j];
             }
-#pragma GCC unroll 8
-            for (int g = 0; g < 8; g++)
-#pragma GCC unroll 4
-                for (int j = 0; j < CC; j++) {
-                    __m512i xv = _mm512_load_si512((const void *)(xq[j] + b * 32 + 64 * g));
-#pragma GCC unroll 4
-                    for (int i = 0; i < RR; i++) {
-                        __m512i wv = _mm512_load_si512((const void *)(aux->t16.q[i] + b * 32 + 64 * g));
-                        isum[i][j] = _mm512_dpbusd_epi32(isum[i][j], wv, xv);
-                    }
-                }
+            dots_prepped(RR, CC, isum, aux, xq, b);
         } else {
 #pragma GCC unroll 4
             for (int i = 0; i < RR; i++) {
@@ -335,13 +349,7 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
                     dw[i] = scales16(w[i], b, BB, nk);
                 }
 #pragma GCC unroll 4
-                for (int j = 0; j < CC; j++) {
-                    isum[i][j] = off[j];
-#pragma GCC unroll 8
-                    for (int g = 0; g < 8; g++)
-                        isum[i][j] = _mm512_dpbusd_epi32(isum[i][j], wv[g],
-                                                         _mm512_load_si512((const void *)(xq[j] + b * 32 + 64 * g)));
-                }
+                for (int j = 0; j < CC; j++) isum[i][j] = dot8(off[j], wv, xq[j] + b * 32);
             }
         }
 #pragma GCC unroll 4
@@ -500,30 +508,14 @@ INLINE void tile_q4k16(const rm_mm *m, int64_t r, int c, const int RR, const int
 #pragma GCC unroll 4
                 for (int j = 0; j < CC; j++) isum[i][j] = _mm512_setzero_si512();
             }
-#pragma GCC unroll 8
-            for (int g = 0; g < 8; g++)
-#pragma GCC unroll 4
-                for (int j = 0; j < CC; j++) {
-                    __m512i xv = _mm512_load_si512((const void *)(xq[j] + b * 32 + 64 * g));
-#pragma GCC unroll 4
-                    for (int i = 0; i < RR; i++) {
-                        __m512i wv = _mm512_load_si512((const void *)(aux->t16.q[i] + b * 32 + 64 * g));
-                        isum[i][j] = _mm512_dpbusd_epi32(isum[i][j], wv, xv);
-                    }
-                }
+            dots_prepped(RR, CC, isum, aux, xq, b);
         } else {
 #pragma GCC unroll 4
             for (int i = 0; i < RR; i++) {
                 __m512i wv[8];
                 q4k_group(m, w[i], G, RR, R16, wv, &dls[i], &dlm[i]);
 #pragma GCC unroll 4
-                for (int j = 0; j < CC; j++) {
-                    isum[i][j] = _mm512_setzero_si512();
-#pragma GCC unroll 8
-                    for (int g = 0; g < 8; g++)
-                        isum[i][j] = _mm512_dpbusd_epi32(isum[i][j], wv[g],
-                                                         _mm512_load_si512((const void *)(xq[j] + b * 32 + 64 * g)));
-                }
+                for (int j = 0; j < CC; j++) isum[i][j] = dot8(_mm512_setzero_si512(), wv, xq[j] + b * 32);
             }
         }
 #pragma GCC unroll 4
