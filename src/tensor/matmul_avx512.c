@@ -383,17 +383,6 @@ DEFINE_DRIVER(rm_mm_q4_0_r16_avx512, TILE_Q4_0_R16, prep_r16_q4_0, 4, 3, 2)
 // q4_K weights x int8 activations (the 16-block copy of rm_qx: one scale per
 // 256, sums per 32)
 
-// The 6-bit scales (bytes 0..7) and mins (bytes 8..15) of one super-block,
-// unpacked as q4k_unpack does.
-INLINE __m128i q4k_scales_mins(const rm_block_q4_k *b) {
-    uint32_t u0, u1, u2;
-    memcpy(&u0, b->scales, 4);
-    memcpy(&u1, b->scales + 4, 4);
-    memcpy(&u2, b->scales + 8, 4);
-    return _mm_setr_epi32((int)(u0 & 0x3f3f3f3fu), (int)((u2 & 0x0f0f0f0fu) | ((u0 >> 2) & 0x30303030u)),
-                          (int)(u1 & 0x3f3f3f3fu), (int)(((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 2) & 0x30303030u)));
-}
-
 // Super-blocks 2G and 2G+1 of a row (zeros past the row's nb): out[8] as
 // load16 leaves q8_0's blocks (lane l = sub-block 16G+l, the nibbles as
 // unsigned bytes), *dls the 16 lanes' d ls and *dlm their dmin lm.
@@ -410,7 +399,7 @@ INLINE void load_q4k16(const rm_block_q4_k *w, int64_t G, int64_t nb, __m512i ou
         in[2 * k + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
     }
     transpose16(in, out);
-    __m128i sa = q4k_scales_mins(a), sb = b ? q4k_scales_mins(b) : _mm_setzero_si128();
+    __m128i sa = q4k_scale_bytes(a), sb = b ? q4k_scale_bytes(b) : _mm_setzero_si128();
     __m512 d = _mm512_insertf32x8(_mm512_set1_ps(f16(a->d)), _mm256_set1_ps(b ? f16(b->d) : 0.0f), 1);
     __m512 dm = _mm512_insertf32x8(_mm512_set1_ps(f16(a->dmin)), _mm256_set1_ps(b ? f16(b->dmin) : 0.0f), 1);
     *dls = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi64(sa, sb))), d);
@@ -418,7 +407,7 @@ INLINE void load_q4k16(const rm_block_q4_k *w, int64_t G, int64_t nb, __m512i ou
 }
 
 // The 16 lanes' d ls and dmin lm of a full group of a q4_K r16 row from its
-// 32 bytes t (repack.c): the same unpacking as q4k_scales_mins, for both
+// 32 bytes t (repack.c): the same unpacking as q4k_scale_bytes, for both
 // super-blocks at once (32-bit lanes w0, w0', w1, w1' and w2, w2' twice).
 INLINE void k16_scales(const uint8_t *t, __m512 *dls, __m512 *dlm) {
     __m128 f = _mm_cvtph_ps(_mm_loadl_epi64((const __m128i *)t)); // d, d', dmin, dmin'

@@ -109,7 +109,8 @@ static inline int prep_block_scales(const rm_mm *m, int64_t r, int RR, tile_aux 
 // 0-3, 4-7, 8-11, the bytes of
 //   ls[0..3] = u0 & 63                     lm[0..3] = u1 & 63
 //   ls[4..7] = (u2 & 15) | (u0 >> 6) << 4  lm[4..7] = (u2 >> 4) | (u1 >> 6) << 4
-INLINE void q4k_unpack(const rm_block_q4_k *b, q4k_prep *p) {
+// q4k_scale_bytes gives the bytes ls[0..7], lm[0..7].
+INLINE __m128i q4k_scale_bytes(const rm_block_q4_k *b) {
     uint32_t u0, u1, u2;
     memcpy(&u0, b->scales, 4);
     memcpy(&u1, b->scales + 4, 4);
@@ -117,7 +118,10 @@ INLINE void q4k_unpack(const rm_block_q4_k *b, q4k_prep *p) {
     uint32_t ls_lo = u0 & 0x3f3f3f3fu, lm_lo = u1 & 0x3f3f3f3fu;
     uint32_t ls_hi = (u2 & 0x0f0f0f0fu) | ((u0 >> 2) & 0x30303030u);
     uint32_t lm_hi = ((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 2) & 0x30303030u);
-    __m128i v = _mm_setr_epi32((int)ls_lo, (int)ls_hi, (int)lm_lo, (int)lm_hi); // bytes ls[0..7], lm[0..7]
+    return _mm_setr_epi32((int)ls_lo, (int)ls_hi, (int)lm_lo, (int)lm_hi);
+}
+INLINE void q4k_unpack(const rm_block_q4_k *b, q4k_prep *p) {
+    __m128i v = q4k_scale_bytes(b);
     _mm_storeu_si128((__m128i *)p->ls, _mm_cvtepu8_epi16(v));
     _mm_storeu_si128((__m128i *)p->lm, _mm_cvtepu8_epi16(_mm_srli_si128(v, 8)));
     p->d = f16(b->d);
