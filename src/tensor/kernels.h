@@ -119,6 +119,8 @@ float rm_int8_peak_avx512(long iters, int full);
 void rm_mm_q8_0_r16_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q4_0_r16_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q4_k_r16_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+// The 32-byte tail of a q4_K r16 group (repack.c) from its two super-blocks.
+void rm_k16_tail(const void *two, uint8_t *t);
 // Rows [r0, r1) of a q8_0 / q4_0 / q4_K matrix (rows w_row bytes apart, `in`
 // elements) into the r16 layout in place; tmp: scratch of one row.
 void rm_r16_pack_rows_avx512(int base, uint8_t *w, size_t w_row, int64_t in, int64_t r0, int64_t r1, uint8_t *tmp);

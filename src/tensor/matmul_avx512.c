@@ -383,11 +383,10 @@ DEFINE_DRIVER(rm_mm_q4_0_r16_avx512, TILE_Q4_0_R16, prep_r16_q4_0, 4, 3, 2)
 // q4_K weights x int8 activations (the 16-block copy of rm_qx: one scale per
 // 256, sums per 32)
 
-// Super-blocks 2G and 2G+1 of a row (zeros past the row's nb): out[8] as
-// load16 leaves q8_0's blocks (lane l = sub-block 16G+l, the nibbles as
-// unsigned bytes), *dls the 16 lanes' d ls and *dlm their dmin lm.
-INLINE void load_q4k16(const rm_block_q4_k *w, int64_t G, int64_t nb, __m512i out[8], __m512 *dls, __m512 *dlm) {
-    const rm_block_q4_k *a = &w[2 * G], *b = 2 * G + 1 < nb ? a + 1 : NULL;
+// Super-blocks a and b (NULL: zeros) as the 16 sub-blocks of a group: out[8]
+// as load16 leaves q8_0's blocks (lane l = sub-block l, the nibbles as
+// unsigned bytes).
+INLINE void q4k_nibbles16(const rm_block_q4_k *a, const rm_block_q4_k *b, __m512i out[8]) {
     const __m512i lo4 = _mm512_set1_epi8(15);
     __m512i in[8];
 #pragma GCC unroll 4
@@ -399,6 +398,14 @@ INLINE void load_q4k16(const rm_block_q4_k *w, int64_t G, int64_t nb, __m512i ou
         in[2 * k + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
     }
     transpose16(in, out);
+}
+
+// Group G of a row in the file's layout (super-blocks 2G and 2G+1, zeros past
+// the row's nb): the nibbles as q4k_nibbles16 leaves them, *dls the 16 lanes'
+// d ls and *dlm their dmin lm.
+INLINE void load_q4k16(const rm_block_q4_k *w, int64_t G, int64_t nb, __m512i out[8], __m512 *dls, __m512 *dlm) {
+    const rm_block_q4_k *a = &w[2 * G], *b = 2 * G + 1 < nb ? a + 1 : NULL;
+    q4k_nibbles16(a, b, out);
     __m128i sa = q4k_scale_bytes(a), sb = b ? q4k_scale_bytes(b) : _mm_setzero_si128();
     __m512 d = _mm512_insertf32x8(_mm512_set1_ps(f16(a->d)), _mm256_set1_ps(b ? f16(b->d) : 0.0f), 1);
     __m512 dm = _mm512_insertf32x8(_mm512_set1_ps(f16(a->dmin)), _mm256_set1_ps(b ? f16(b->dmin) : 0.0f), 1);
@@ -522,27 +529,20 @@ INLINE void tile_q4k16(const rm_mm *m, int64_t r, int c, const int RR, const int
 }
 
 // Rows [r0, r1) of a q4_K matrix into the r16 layout, in place (tmp: one
-// row): the nibbles through load_q4k16 (packed again as q4_0's), the
-// group's d, dmin and scale words moved as repack.c places them.
+// row): the nibbles through q4k_nibbles16 (packed again as q4_0's), the
+// group's tail as repack.c writes it.
 static void k16_pack_rows(uint8_t *w, size_t w_row, int64_t in, int64_t r0, int64_t r1, uint8_t *tmp) {
-    const int64_t nb = in / 256, F = nb / 2;
+    const int64_t F = in / 256 / 2;
     for (int64_t r = r0; r < r1; r++) {
         uint8_t *row = w + (size_t)r * w_row;
         memcpy(tmp, row, (size_t)(F * 288));
         const rm_block_q4_k *src = (const rm_block_q4_k *)tmp;
         for (int64_t G = 0; G < F; G++) {
             __m512i v[8];
-            __m512 dls, dlm;
-            load_q4k16(src, G, nb, v, &dls, &dlm);
+            q4k_nibbles16(&src[2 * G], &src[2 * G + 1], v);
             for (int g = 0; g < 4; g++)
                 _mm512_storeu_si512((void *)(row + G * 256 + 64 * g), _mm512_or_si512(v[g], _mm512_slli_epi16(v[g + 4], 4)));
-            uint8_t *t = row + F * 256 + G * 32;
-            for (int s = 0; s < 2; s++) {
-                const rm_block_q4_k *b = &src[2 * G + s];
-                memcpy(t + 2 * s, &b->d, 2);
-                memcpy(t + 4 + 2 * s, &b->dmin, 2);
-                for (int k = 0; k < 3; k++) memcpy(t + 8 + 8 * k + 4 * s, b->scales + 4 * k, 4);
-            }
+            rm_k16_tail(&src[2 * G], row + F * 256 + G * 32);
         }
     }
 }

@@ -95,17 +95,24 @@ static void k16_block(const uint8_t *row, int64_t F, int64_t b, rm_block_q4_k *o
         }
 }
 
+void rm_k16_tail(const void *two, uint8_t *t) {
+    for (int s = 0; s < 2; s++) {
+        const uint8_t *blk = (const uint8_t *)two + 144 * s; // d, dmin, scales[12], qs[128]
+        memcpy(t + 2 * s, blk, 2);
+        memcpy(t + 4 + 2 * s, blk + 2, 2);
+        for (int w = 0; w < 3; w++) memcpy(t + 8 + 8 * w + 4 * s, blk + 4 + 4 * w, 4);
+    }
+}
+
 // A q4_K row of n elements: base layout (src) -> r16 (dst).
 static void k16_pack(const uint8_t *src, uint8_t *dst, int64_t n) {
     const int64_t nb = n / 256, F = nb / 2;
     for (int64_t G = 0; G < F; G++) {
-        uint8_t *q = dst + G * 256, *t = dst + F * 256 + G * 32;
+        uint8_t *q = dst + G * 256;
+        rm_k16_tail(src + G * 288, dst + F * 256 + G * 32);
         for (int s = 0; s < 2; s++) {
             rm_block_q4_k blk;
             memcpy(&blk, src + (2 * G + s) * 144, 144);
-            memcpy(t + 2 * s, &blk.d, 2);
-            memcpy(t + 4 + 2 * s, &blk.dmin, 2);
-            for (int w = 0; w < 3; w++) memcpy(t + 8 + 8 * w + 4 * s, blk.scales + 4 * w, 4);
             for (int j = 0; j < 8; j++)
                 for (int e = 0; e < 16; e++) {
                     int lo = (blk.qs[32 * (j / 2) + e] >> (4 * (j % 2))) & 15;
