@@ -2,7 +2,7 @@
 //
 // Matmul tolerance (SIMD path vs rm_matmul_ref, which dequantizes W and sums
 // in double): quantized W quantizes the activations to int8 with scale
-// d_b = amax_b/127 per activation block b (32 elements; 256 for q4_K), which
+// d_b = amax_b/127 per activation block b (32 elements; 256 for the k-quants), which
 // moves each x_i by at most d_b/2. So
 //   |y - y_ref| <= sum_b 0.51*d_b * sum_{i in b} |w_i|  +  1e-4 * sum_i |x_i w_i|
 // (the second term covers f32 accumulation order). Float W (f32/f16/bf16)
@@ -26,7 +26,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static const rm_type k_types[] = {RM_TYPE_F32, RM_TYPE_F16, RM_TYPE_BF16, RM_TYPE_Q8_0, RM_TYPE_Q4_0, RM_TYPE_Q4_K};
+static const rm_type k_types[] = {RM_TYPE_F32,  RM_TYPE_F16,  RM_TYPE_BF16, RM_TYPE_Q8_0,
+                                  RM_TYPE_Q4_0, RM_TYPE_Q4_K, RM_TYPE_Q5_K, RM_TYPE_Q6_K};
 #define N_TYPES ((int)(sizeof k_types / sizeof k_types[0]))
 
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
@@ -126,6 +127,11 @@ TEST(kernel_type_table) {
     CHECK(rm_row_size(RM_TYPE_Q8_0, 4096) == 128 * 34);
     CHECK(rm_row_size(RM_TYPE_Q8_0, 33) == 0);
     CHECK(rm_row_size(RM_TYPE_Q4_K, 512) == 288);
+    // q5_K / q6_K: 256 values in 176 / 210 bytes (ggml's block_q5_K / block_q6_K)
+    CHECK(strcmp(rm_type_name(RM_TYPE_Q5_K), "q5_K") == 0 && strcmp(rm_type_name(RM_TYPE_Q6_K), "q6_K") == 0);
+    CHECK(rm_type_block_elems(RM_TYPE_Q5_K) == 256 && rm_type_block_bytes(RM_TYPE_Q5_K) == 176);
+    CHECK(rm_type_block_elems(RM_TYPE_Q6_K) == 256 && rm_type_block_bytes(RM_TYPE_Q6_K) == 210);
+    CHECK(rm_row_size(RM_TYPE_Q6_K, 2048) == 8 * 210 && rm_row_size(RM_TYPE_Q5_K, 100) == 0);
 }
 
 TEST(kernel_tensor_nbytes_overflow) {
@@ -219,6 +225,64 @@ TEST(kernel_known_blocks) {
         }
     }
     rm_cpu_force(NULL);
+}
+
+// ---------------------------------------------------------------------------
+// k-quants against ggml: tests/ref/kquant.golden holds rows quantized by
+// ggml's reference quantizers and dequantized by ggml (made once by
+// tests/ref/kquant_ref.c from llama.cpp's libggml-base.so; layout there).
+
+static int read_u32s(FILE *f, uint32_t *v, int n) { return fread(v, 4, (size_t)n, f) == (size_t)n; }
+
+TEST(kernel_kquant_ggml_golden) {
+    FILE *f = fopen("tests/ref/kquant.golden", "rb");
+    CHECKF(f != NULL, "tests/ref/kquant.golden: cannot open (run from the repo root)");
+    if (!f) return;
+    char magic[8];
+    uint32_t ntypes = 0;
+    CHECK(fread(magic, 1, 8, f) == 8 && memcmp(magic, "RMKQG001", 8) == 0 && read_u32s(f, &ntypes, 1));
+    int seen = 0;
+    for (uint32_t t = 0; t < ntypes; t++) {
+        uint32_t h[4];
+        if (!read_u32s(f, h, 4)) break;
+        rm_type type = (rm_type)h[0];
+        const int n = (int)h[2];
+        CHECKF(rm_type_supported(type) && rm_row_size(type, n) == h[3], "golden type %u", h[0]);
+        if (!rm_type_supported(type) || rm_row_size(type, n) != h[3] || n > 4096) break;
+        float *x = malloc(4 * (size_t)n), *y = malloc(4 * (size_t)n), *ours = malloc(4 * (size_t)n);
+        uint8_t *blocks = malloc(h[3]), *mine = malloc(h[3]);
+        double err_ggml = 0, err_ours = 0;
+        for (uint32_t r = 0; r < h[1]; r++) {
+            if (fread(x, 4, (size_t)n, f) != (size_t)n || fread(blocks, 1, h[3], f) != h[3] ||
+                fread(y, 4, (size_t)n, f) != (size_t)n) {
+                CHECKF(0, "%s: golden truncated", rm_type_name(type));
+                break;
+            }
+            // ggml's blocks decode to ggml's values (to float rounding: the
+            // two may or may not fuse step*q - min into one rounding)
+            rm_dequantize_row(type, blocks, ours, n);
+            for (int i = 0; i < n; i++)
+                if (!(fabsf(ours[i] - y[i]) <= 1e-6f * fabsf(y[i]) + 1e-12f)) {
+                    CHECKF(0, "%s row %u: value %d decodes to %.9g, ggml %.9g", rm_type_name(type), r, i, ours[i],
+                           y[i]);
+                    break;
+                }
+            // our quantizer against ggml's on the same rows
+            rm_quantize_row(type, x, mine, n);
+            rm_dequantize_row(type, mine, ours, n);
+            for (int i = 0; i < n; i++) {
+                err_ggml += ((double)y[i] - x[i]) * ((double)y[i] - x[i]);
+                err_ours += ((double)ours[i] - x[i]) * ((double)ours[i] - x[i]);
+            }
+        }
+        printf("    %s: squared error of ramole's quantizer / ggml's: %.3f\n", rm_type_name(type), err_ours / err_ggml);
+        CHECKF(err_ours <= 1.10 * err_ggml, "%s: squared error %.4g vs ggml's %.4g", rm_type_name(type), err_ours,
+               err_ggml);
+        seen++;
+        free(x), free(y), free(ours), free(blocks), free(mine);
+    }
+    CHECK(seen == 3);
+    fclose(f);
 }
 
 // ---------------------------------------------------------------------------
@@ -330,8 +394,8 @@ static void case_free(mm_case *c) {
 
 static double case_tol(const mm_case *c, int r, int i) {
     rm_type t = c->W.type;
-    int qb = t == RM_TYPE_Q4_K ? 256 : 32;
-    int quant = t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0 || t == RM_TYPE_Q4_K;
+    int qb = rm_type_block_elems(t) == 256 ? 256 : 32;
+    int quant = rm_type_block_elems(t) > 1;
     const float *x = c->x + (size_t)i * (c->in + 3), *w = c->wf + (size_t)r * c->in;
     double tol = 1e-30, mag = 0;
     for (int b = 0; b < c->in / qb; b++) {
@@ -660,6 +724,7 @@ TEST(kernel_cpu_force) {
     rm_cpu_force(NULL);
     if (f->avx512bw && f->avx512vnni && avx2) {
         CHECK(strcmp(rm_matmul_family(RM_TYPE_Q4_K), "avx512-vnni") == 0);
+        CHECK(strcmp(rm_matmul_family(RM_TYPE_Q6_K), "avx2") == 0); // no AVX-512 kernel for q5_K / q6_K
         CHECK(strcmp(rm_matmul_family(RM_TYPE_F16), "avx512") == 0);
         // bf16 weights: the bf16 dot products where the CPU has them, unless
         // RAMOLE_ISA=avx512 asks for AVX-512 without them

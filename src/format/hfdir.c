@@ -391,6 +391,8 @@ static int file_type_id(int out_type) {
     case RM_TYPE_Q4_0: return 2;
     case RM_TYPE_Q8_0: return 7;
     case RM_TYPE_Q4_K: return 14;
+    case RM_TYPE_Q5_K: return 16;
+    case RM_TYPE_Q6_K: return 18;
     case RM_TYPE_BF16: return 32;
     default: return -1;
     }

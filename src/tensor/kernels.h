@@ -20,7 +20,21 @@ typedef struct {
     uint8_t scales[12];
     uint8_t qs[128];
 } rm_block_q4_k;
+typedef struct {
+    uint16_t d, dmin;
+    uint8_t scales[12]; // as q4_K's
+    uint8_t qh[32];     // bit s of qh[j]: the fifth bit of value j of sub-block s
+    uint8_t qs[128];    // low four bits, as q4_K's nibbles
+} rm_block_q5_k;
+typedef struct {
+    uint8_t ql[128];   // low four bits
+    uint8_t qh[64];    // high two bits
+    int8_t scales[16]; // one per 16 values
+    uint16_t d;
+} rm_block_q6_k;
 _Static_assert(sizeof(rm_block_q8_0) == 34, "q8_0 block is 34 bytes");
+_Static_assert(sizeof(rm_block_q5_k) == 176, "q5_K block is 176 bytes");
+_Static_assert(sizeof(rm_block_q6_k) == 210, "q6_K block is 210 bytes");
 _Static_assert(sizeof(rm_block_q4_0) == 18, "q4_0 block is 18 bytes");
 _Static_assert(sizeof(rm_block_q4_k) == 144, "q4_K block is 144 bytes");
 
@@ -38,7 +52,7 @@ static inline void rm_q4k_scale_min(const uint8_t *sc, int s, int *ls, int *lm) 
 }
 
 // Activations quantized to int8: row c, element i is q[c*in + i]; every `blk`
-// elements (32 for q8_0/q4_0 weights, 256 for q4_K) share the scale
+// elements (32 for q8_0/q4_0 weights, 256 for q4_K/q5_K/q6_K) share the scale
 // d[c*(in/blk) + b] = amax/127; sum[c*(in/32) + k] is the sum of q over the
 // k-th group of 32 (for the offset terms of q4_0 and q4_K).
 //
@@ -97,6 +111,8 @@ void rm_mm_bf16_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q8_0_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q4_0_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q4_k_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+void rm_mm_q5_k_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+void rm_mm_q6_k_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 float rm_dot_f32_avx2(const float *a, const float *b, int64_t n);
 void rm_axpy_f32_avx2(float *y, float a, const float *x, int64_t n);
 double rm_sum_f32_avx2(const float *a, int64_t n);

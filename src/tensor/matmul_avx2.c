@@ -14,6 +14,9 @@
 //   q4_0: maddubs(q, x) - maddubs(8, x) = pairs of (q-8)*x   (q unsigned 0..15)
 //   q4_K: maddubs(q, x) then madd with the 6-bit sub-block scale; summed in int32
 //         over the 256-element super-block (activations use one scale per 256)
+//   q5_K: the same with the fifth bit or'ed into each nibble (q 0..31)
+//   q6_K: maddubs(q, x) - maddubs(32, x) = pairs of (q-32)*x (q 0..63), madd with
+//         the int8 scale of each 16 values; summed in int32 over the super-block
 // then one cvt + FMA per block with the float scale d_w * d_x.
 #include "tensor/mm_tile.h"
 #include "base/fp16.h"
@@ -202,26 +205,37 @@ DEFINE_DRIVER(rm_mm_q8_0_avx2, TILE_Q8_0, prep_block_scales, Q8_RR, Q8_CC, 2)
 DEFINE_DRIVER(rm_mm_q4_0_avx2, TILE_Q4_0, prep_block_scales, Q40_RR, Q40_CC, 0)
 
 // ---------------------------------------------------------------------------
-// q4_K weights x int8 activations (one scale per 256; sums per 32)
+// q4_K and q5_K weights x int8 activations (one scale per 256; sums per 32)
 
-INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux, const int PREPPED) {
+// ((v >> s) & 1) << 4 in every byte: the fifth bit of q5_K's sub-block s.
+INLINE __m256i q5k_bit(__m256i v, const int s) {
+    const __m256i b4 = _mm256_set1_epi8(16);
+    return s < 4 ? _mm256_and_si256(_mm256_slli_epi16(v, 4 - s), b4) : _mm256_and_si256(_mm256_srli_epi16(v, s - 4), b4);
+}
+
+INLINE void tile_kmin(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux, const int PREPPED,
+                      const int Q5) {
     qtile t;
     tile_start(&t, m, r, c, RR, CC);
     const int64_t nb = m->in / m->qx.blk;
-    const rm_block_q4_k *w[4];
-#pragma GCC unroll 4
-    for (int i = 0; i < RR; i++) w[i] = (const rm_block_q4_k *)t.w[i];
+    const size_t BB = Q5 ? sizeof(rm_block_q5_k) : sizeof(rm_block_q4_k);
     float macc[4][4] = {{0}}; // the dmin * min terms
     const __m256i lo4 = _mm256_set1_epi8(15);
     for (int64_t b = 0; b < nb; b++) {
         q4k_prep local[4];
         const q4k_prep *sc[4];
+        const uint8_t *qs[4], *qh[4];
+        __m256i hv[4];
 #pragma GCC unroll 4
         for (int i = 0; i < RR; i++) {
+            const uint8_t *blk = t.w[i] + (size_t)b * BB;
+            qs[i] = Q5 ? ((const rm_block_q5_k *)blk)->qs : ((const rm_block_q4_k *)blk)->qs;
+            qh[i] = ((const rm_block_q5_k *)blk)->qh;
+            if (Q5) hv[i] = _mm256_loadu_si256((const __m256i *)qh[i]);
             if (PREPPED) {
                 sc[i] = &aux->k[i][b];
             } else {
-                q4k_unpack(&w[i][b], &local[i]);
+                q4k_unpack((const rm_block_q4_k *)blk, &local[i]);
                 sc[i] = &local[i];
             }
         }
@@ -238,13 +252,17 @@ INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
             // pshufb masks that broadcast int16 number 2k / 2k+1 of a lane
             const __m256i pick0 = _mm256_set1_epi16((short)(0x0100 * (4 * k + 1) + 4 * k));
             const __m256i pick1 = _mm256_set1_epi16((short)(0x0100 * (4 * k + 3) + 4 * k + 2));
-            __m256i ql[4], qh[4], s0[4], s1[4];
+            __m256i ql[4], qhi[4], s0[4], s1[4];
 #pragma GCC unroll 4
             for (int i = 0; i < RR; i++) {
-                prefetch_next_rows(m, w[i][b].qs + 32 * k, RR);
-                __m256i v = _mm256_loadu_si256((const __m256i *)(w[i][b].qs + 32 * k));
+                prefetch_next_rows(m, qs[i] + 32 * k, RR);
+                __m256i v = _mm256_loadu_si256((const __m256i *)(qs[i] + 32 * k));
                 ql[i] = _mm256_and_si256(v, lo4);
-                qh[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+                qhi[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), lo4);
+                if (Q5) {
+                    ql[i] = _mm256_or_si256(ql[i], q5k_bit(hv[i], 2 * k));
+                    qhi[i] = _mm256_or_si256(qhi[i], q5k_bit(hv[i], 2 * k + 1));
+                }
                 s0[i] = _mm256_shuffle_epi8(ls[i], pick0);
                 s1[i] = _mm256_shuffle_epi8(ls[i], pick1);
             }
@@ -256,7 +274,7 @@ INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
 #pragma GCC unroll 4
                 for (int i = 0; i < RR; i++) {
                     __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(ql[i], x0), s0[i]);
-                    __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(qh[i], x1), s1[i]);
+                    __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(qhi[i], x1), s1[i]);
                     isum[i][j] = _mm256_add_epi32(isum[i][j], _mm256_add_epi32(p0, p1));
                 }
             }
@@ -279,12 +297,102 @@ INLINE void tile_q4_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
     tile_finish(&t, m, r, c, RR, CC, (const float(*)[4])macc);
 }
 
+#define TILE_Q4_K(m, r, c, RR, CC, aux, P) tile_kmin(m, r, c, RR, CC, aux, P, 0)
+#define TILE_Q5_K(m, r, c, RR, CC, aux, P) tile_kmin(m, r, c, RR, CC, aux, P, 1)
 #ifndef Q4K_RR
 #define Q4K_RR 3
 #define Q4K_CC 3
 #endif
-// y[n,out] = x[n,in] @ W[out,in]^T, W q4_K, x int8 (rm_qx, blk 256)
-DEFINE_DRIVER(rm_mm_q4_k_avx2, tile_q4_k, prep_q4k, Q4K_RR, Q4K_CC, 2)
+// y[n,out] = x[n,in] @ W[out,in]^T, W q4_K / q5_K, x int8 (rm_qx, blk 256)
+DEFINE_DRIVER(rm_mm_q4_k_avx2, TILE_Q4_K, prep_q4k, Q4K_RR, Q4K_CC, 2)
+DEFINE_DRIVER(rm_mm_q5_k_avx2, TILE_Q5_K, prep_q4k, Q4K_RR, Q4K_CC, 2)
+
+// ---------------------------------------------------------------------------
+// q6_K weights x int8 activations (one scale per 256)
+
+// The 32 values 32p..32p+31 of half h of a q6_K super-block (p = 0..3), each
+// 0..63: low four bits from ql, high two from qh (layout in quant.c).
+INLINE __m256i q6k_values(const rm_block_q6_k *w, int h, const int p) {
+    const __m256i lo4 = _mm256_set1_epi8(15), hi2 = _mm256_set1_epi8(0x30);
+    __m256i l = _mm256_loadu_si256((const __m256i *)(w->ql + 64 * h + 32 * (p & 1)));
+    __m256i hb = _mm256_loadu_si256((const __m256i *)(w->qh + 32 * h));
+    l = p < 2 ? _mm256_and_si256(l, lo4) : _mm256_and_si256(_mm256_srli_epi16(l, 4), lo4);
+    hb = p == 0 ? _mm256_slli_epi16(hb, 4) : p == 1 ? _mm256_slli_epi16(hb, 2) : p == 2 ? hb : _mm256_srli_epi16(hb, 2);
+    return _mm256_or_si256(l, _mm256_and_si256(hb, hi2));
+}
+
+// The int16 multipliers for those 32 values: scale 8h+2p in the low 128-bit
+// lane, 8h+2p+1 in the high one (each 16 values share one), from the 16
+// scales sc8 (int8, in both lanes): pshufb puts the byte in the high half of
+// each int16 and the arithmetic shift sign-extends it.
+INLINE __m256i q6k_scales(__m256i sc8, int h, const int p) {
+    const int g = 8 * h + 2 * p;
+    const __m256i pick = _mm256_setr_epi8(-128, g, -128, g, -128, g, -128, g, -128, g, -128, g, -128, g, -128, g,   //
+                                          -128, g + 1, -128, g + 1, -128, g + 1, -128, g + 1, -128, g + 1, -128, g + 1, //
+                                          -128, g + 1, -128, g + 1);
+    return _mm256_srai_epi16(_mm256_shuffle_epi8(sc8, pick), 8);
+}
+
+INLINE void tile_q6_k(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux, const int PREPPED) {
+    (void)aux, (void)PREPPED;
+    qtile t;
+    tile_start(&t, m, r, c, RR, CC);
+    const int64_t nb = m->in / m->qx.blk;
+    const __m256i k32 = _mm256_set1_epi8(32);
+    for (int64_t b = 0; b < nb; b++) {
+        const rm_block_q6_k *w[4];
+        __m256i sc8[4];
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++) {
+            w[i] = (const rm_block_q6_k *)(t.w[i] + (size_t)b * sizeof(rm_block_q6_k));
+            sc8[i] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)w[i]->scales));
+        }
+        __m256i isum[4][4];
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++)
+#pragma GCC unroll 4
+            for (int j = 0; j < CC; j++) isum[i][j] = _mm256_setzero_si256();
+        for (int h = 0; h < 2; h++) {
+#pragma GCC unroll 4
+            for (int p = 0; p < 4; p++) {
+                __m256i q[4], s[4];
+#pragma GCC unroll 4
+                for (int i = 0; i < RR; i++) {
+                    if (p < 2) prefetch_next_rows(m, w[i]->ql + 64 * h + 32 * p, RR);
+                    else if (p == 2) prefetch_next_rows(m, w[i]->qh + 32 * h, RR);
+                    q[i] = q6k_values(w[i], h, p);
+                    s[i] = q6k_scales(sc8[i], h, p);
+                }
+#pragma GCC unroll 4
+                for (int j = 0; j < CC; j++) {
+                    __m256i x = _mm256_loadu_si256((const __m256i *)(t.xq[j] + 256 * b + 128 * h + 32 * p));
+                    __m256i x32 = _mm256_maddubs_epi16(k32, x); // the -32 offset, shared by the rows
+#pragma GCC unroll 4
+                    for (int i = 0; i < RR; i++) {
+                        __m256i d = _mm256_sub_epi16(_mm256_maddubs_epi16(q[i], x), x32);
+                        isum[i][j] = _mm256_add_epi32(isum[i][j], _mm256_madd_epi16(d, s[i]));
+                    }
+                }
+            }
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++) {
+            const float dw = f16(w[i]->d);
+#pragma GCC unroll 4
+            for (int j = 0; j < CC; j++)
+                t.acc[i][j] =
+                    _mm256_fmadd_ps(_mm256_cvtepi32_ps(isum[i][j]), _mm256_set1_ps(dw * t.xd[j][b]), t.acc[i][j]);
+        }
+    }
+    tile_finish(&t, m, r, c, RR, CC, NULL);
+}
+
+#ifndef Q6K_RR
+#define Q6K_RR 3
+#define Q6K_CC 3
+#endif
+// y[n,out] = x[n,in] @ W[out,in]^T, W q6_K, x int8 (rm_qx, blk 256)
+DEFINE_DRIVER(rm_mm_q6_k_avx2, tile_q6_k, NO_PREP, Q6K_RR, Q6K_CC, 2)
 
 // ---------------------------------------------------------------------------
 // f32 / f16 / bf16 weights x f32 activations

@@ -128,12 +128,15 @@ INLINE void q4k_unpack(const rm_block_q4_k *b, q4k_prep *p) {
     p->dmin = f16(b->dmin);
 }
 
+// The super-blocks of q4_K and q5_K start alike (d, dmin, 12 bytes of
+// scales), so both unpack through the q4_K struct; they differ in size only.
 static inline int prep_q4k(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
     const int64_t nb = m->in / 256;
+    const size_t bb = rm_type_block_bytes(m->type);
     if (nb > AUX_N / 10) return 0;
     for (int i = 0; i < RR; i++) {
-        const rm_block_q4_k *w = (const rm_block_q4_k *)(m->w + (size_t)(r + i) * m->w_row);
-        for (int64_t b = 0; b < nb; b++) q4k_unpack(&w[b], &aux->k[i][b]);
+        const uint8_t *w = m->w + (size_t)(r + i) * m->w_row;
+        for (int64_t b = 0; b < nb; b++) q4k_unpack((const rm_block_q4_k *)(w + (size_t)b * bb), &aux->k[i][b]);
     }
     return 1;
 }

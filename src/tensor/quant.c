@@ -8,6 +8,11 @@
 //   q4_K: f16 d, f16 dmin, uint8 sc[12], qs[128]  super-block of 256 = 8 sub-blocks of 32;
 //         sub-block s has 6-bit scale ls and min lm (packed, see q4k_scale_min) and
 //         x = d*ls*q - dmin*lm; sub-blocks 2k and 2k+1 share qs[32k..32k+32): low / high nibble.
+//   q5_K: f16 d, f16 dmin, uint8 sc[12], qh[32], qs[128]   as q4_K with 5-bit q: the low four bits
+//         as q4_K's nibbles, the fifth of value j of sub-block s is bit s of qh[j].
+//   q6_K: uint8 ql[128], qh[64], int8 sc[16], f16 d        x = d*sc[e/16]*(q-32), q 6 bits:
+//         value e = 128h + 32p + l (h half, p = 0..3, l < 32) has low four bits
+//         (ql[64h + 32(p&1) + l] >> 4(p>>1)) & 15 and high two (qh[32h + l] >> 2p) & 3.
 #include "tensor/tensor.h"
 #include "tensor/kernels.h"
 #include "base/err.h"
@@ -31,6 +36,8 @@ static const struct {
     {RM_TYPE_Q8_0, "q8_0", 32, sizeof(rm_block_q8_0), 1},
     {RM_TYPE_Q4_0, "q4_0", 32, sizeof(rm_block_q4_0), 1},
     {RM_TYPE_Q4_K, "q4_K", 256, sizeof(rm_block_q4_k), 1},
+    {RM_TYPE_Q5_K, "q5_K", 256, sizeof(rm_block_q5_k), 1},
+    {RM_TYPE_Q6_K, "q6_K", 256, sizeof(rm_block_q6_k), 1},
     {RM_TYPE_Q8_0_R16, "q8_0-r16", 32, sizeof(rm_block_q8_0), 0},
     {RM_TYPE_Q4_0_R16, "q4_0-r16", 32, sizeof(rm_block_q4_0), 0},
     {RM_TYPE_Q4_K_R16, "q4_K-r16", 256, sizeof(rm_block_q4_k), 0},
@@ -159,9 +166,9 @@ static void quantize_q4_0(const float *x, rm_block_q4_0 *b, int64_t nb) {
     }
 }
 
-// Best (scale, offset) for x[32] ~ scale*q - offset, q in 0..15, offset >= 0.
+// Best (scale, offset) for x[32] ~ scale*q - offset, q in 0..nmax, offset >= 0.
 // Tries a few grids around the plain min/max fit and keeps the lowest error.
-static void q4k_fit_block(const float *x, float *scale, float *offset) {
+static void kmin_fit_block(const float *x, int nmax, float *scale, float *offset) {
     float lo = x[0], hi = x[0];
     for (int j = 1; j < 32; j++) {
         lo = fminf(lo, x[j]);
@@ -173,13 +180,13 @@ static void q4k_fit_block(const float *x, float *scale, float *offset) {
     if (hi <= lo) return;
     float best_err = INFINITY;
     for (int step = -4; step <= 4; step++) {
-        float s = (hi - lo) / (15.0f + 0.25f * (float)step);
+        float s = (hi - lo) / ((float)nmax + 0.25f * (float)step);
         float m = -lo; // start from the min, refine by least squares on offset
         for (int it = 0; it < 2; it++) {
             float err = 0, resid = 0;
             for (int j = 0; j < 32; j++) {
                 int q = (int)lrintf((x[j] + m) / s);
-                q = q < 0 ? 0 : q > 15 ? 15 : q;
+                q = q < 0 ? 0 : q > nmax ? nmax : q;
                 float e = s * (float)q - m - x[j];
                 err += e * e;
                 resid += e;
@@ -195,35 +202,115 @@ static void q4k_fit_block(const float *x, float *scale, float *offset) {
     }
 }
 
+// The super-block part q4_K and q5_K share: x[256] -> d, dmin, the packed
+// 6-bit scales and mins (into the first 16 bytes, laid out as q4_K's) and
+// the values q[256] in 0..nmax.
+static void quantize_kmin(const float *x, int nmax, rm_block_q4_k *head, uint8_t *q) {
+    float sc[8], mn[8], max_sc = 0, max_mn = 0;
+    for (int s = 0; s < 8; s++) {
+        kmin_fit_block(x + 32 * s, nmax, &sc[s], &mn[s]);
+        max_sc = fmaxf(max_sc, sc[s]);
+        max_mn = fmaxf(max_mn, mn[s]);
+    }
+    float d = max_sc / 63.0f, dmin = max_mn / 63.0f;
+    head->d = rm_f32_to_f16(d);
+    head->dmin = rm_f32_to_f16(dmin);
+    d = rm_f16_to_f32(head->d); // quantize against the stored (rounded) values
+    dmin = rm_f16_to_f32(head->dmin);
+    int ls[8], lm[8];
+    for (int s = 0; s < 8; s++) {
+        ls[s] = d > 0 ? (int)lrintf(sc[s] / d) : 0;
+        lm[s] = dmin > 0 ? (int)lrintf(mn[s] / dmin) : 0;
+        ls[s] = ls[s] > 63 ? 63 : ls[s];
+        lm[s] = lm[s] > 63 ? 63 : lm[s];
+    }
+    q4k_pack_scales(ls, lm, head->scales);
+    for (int s = 0; s < 8; s++) {
+        float step = d * (float)ls[s], off = dmin * (float)lm[s];
+        for (int j = 0; j < 32; j++) {
+            int v = step > 0 ? (int)lrintf((x[32 * s + j] + off) / step) : 0;
+            q[32 * s + j] = (uint8_t)(v < 0 ? 0 : v > nmax ? nmax : v);
+        }
+    }
+}
+
 static void quantize_q4_k(const float *x, rm_block_q4_k *b, int64_t nb) {
+    uint8_t q[256];
     for (int64_t i = 0; i < nb; i++, x += 256) {
-        float sc[8], mn[8], max_sc = 0, max_mn = 0;
-        for (int s = 0; s < 8; s++) {
-            q4k_fit_block(x + 32 * s, &sc[s], &mn[s]);
-            max_sc = fmaxf(max_sc, sc[s]);
-            max_mn = fmaxf(max_mn, mn[s]);
-        }
-        float d = max_sc / 63.0f, dmin = max_mn / 63.0f;
-        b[i].d = rm_f32_to_f16(d);
-        b[i].dmin = rm_f32_to_f16(dmin);
-        d = rm_f16_to_f32(b[i].d); // quantize against the stored (rounded) values
-        dmin = rm_f16_to_f32(b[i].dmin);
-        int ls[8], lm[8];
-        for (int s = 0; s < 8; s++) {
-            ls[s] = d > 0 ? (int)lrintf(sc[s] / d) : 0;
-            lm[s] = dmin > 0 ? (int)lrintf(mn[s] / dmin) : 0;
-            ls[s] = ls[s] > 63 ? 63 : ls[s];
-            lm[s] = lm[s] > 63 ? 63 : lm[s];
-        }
-        q4k_pack_scales(ls, lm, b[i].scales);
-        for (int s = 0; s < 8; s++) {
-            float step = d * (float)ls[s], off = dmin * (float)lm[s];
+        quantize_kmin(x, 15, &b[i], q);
+        for (int s = 0; s < 8; s += 2)
+            for (int j = 0; j < 32; j++) b[i].qs[16 * s + j] = (uint8_t)(q[32 * s + j] | (q[32 * s + 32 + j] << 4));
+    }
+}
+
+static void quantize_q5_k(const float *x, rm_block_q5_k *b, int64_t nb) {
+    uint8_t q[256];
+    rm_block_q4_k head;
+    for (int64_t i = 0; i < nb; i++, x += 256) {
+        quantize_kmin(x, 31, &head, q);
+        b[i].d = head.d;
+        b[i].dmin = head.dmin;
+        memcpy(b[i].scales, head.scales, 12);
+        memset(b[i].qh, 0, 32);
+        for (int s = 0; s < 8; s++)
             for (int j = 0; j < 32; j++) {
-                int q = step > 0 ? (int)lrintf((x[32 * s + j] + off) / step) : 0;
-                q = q < 0 ? 0 : q > 15 ? 15 : q;
-                uint8_t *byte = &b[i].qs[32 * (s / 2) + j];
-                if (s % 2 == 0) *byte = (uint8_t)q;
-                else *byte |= (uint8_t)(q << 4);
+                if (s % 2 == 0) b[i].qs[16 * s + j] = (uint8_t)(q[32 * s + j] & 15);
+                else b[i].qs[16 * (s - 1) + j] |= (uint8_t)((q[32 * s + j] & 15) << 4);
+                b[i].qh[j] |= (uint8_t)((q[32 * s + j] >> 4) << s);
+            }
+    }
+}
+
+// x[16] ~ s*(q-32), q in 0..63: the scale whose values fit best among a few
+// that map the largest magnitude near -32 or 31, each refined by least squares.
+static float q6k_fit_group(const float *x) {
+    float amax = 0, max = 0;
+    for (int j = 0; j < 16; j++)
+        if (fabsf(x[j]) > amax) amax = fabsf(x[j]), max = x[j];
+    if (amax == 0) return 0;
+    float best = 0, best_err = INFINITY;
+    for (int k = 0; k < 8; k++) {
+        float s = max / (-32.0f + 0.5f * (float)k); // the extreme value on the long side
+        for (int it = 0; it < 2; it++) {
+            float err = 0, xq = 0, qq = 0;
+            for (int j = 0; j < 16; j++) {
+                int q = (int)lrintf(x[j] / s);
+                q = q < -32 ? -32 : q > 31 ? 31 : q;
+                float e = s * (float)q - x[j];
+                err += e * e;
+                xq += x[j] * (float)q;
+                qq += (float)(q * q);
+            }
+            if (err < best_err) best_err = err, best = s;
+            if (qq > 0) s = xq / qq;
+        }
+    }
+    return best;
+}
+
+static void quantize_q6_k(const float *x, rm_block_q6_k *b, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, x += 256) {
+        float s[16], amax = 0, max = 0;
+        for (int g = 0; g < 16; g++) {
+            s[g] = q6k_fit_group(x + 16 * g);
+            if (fabsf(s[g]) > amax) amax = fabsf(s[g]), max = s[g];
+        }
+        float d = max / -128.0f; // the largest scale on the long side of int8
+        b[i].d = rm_f32_to_f16(d);
+        d = rm_f16_to_f32(b[i].d);
+        memset(b[i].ql, 0, sizeof b[i].ql);
+        memset(b[i].qh, 0, sizeof b[i].qh);
+        for (int g = 0; g < 16; g++) {
+            int sc = d != 0 ? (int)lrintf(s[g] / d) : 0;
+            sc = sc < -128 ? -128 : sc > 127 ? 127 : sc;
+            b[i].scales[g] = (int8_t)sc;
+            float step = d * (float)sc;
+            for (int j = 0; j < 16; j++) {
+                int e = 16 * g + j, q = step != 0 ? (int)lrintf(x[e] / step) : 0;
+                q = (q < -32 ? -32 : q > 31 ? 31 : q) + 32;
+                int h = e / 128, p = (e % 128) / 32, l = e % 32;
+                b[i].ql[64 * h + 32 * (p & 1) + l] |= (uint8_t)((q & 15) << (4 * (p >> 1)));
+                b[i].qh[32 * h + l] |= (uint8_t)((q >> 4) << (2 * p));
             }
         }
     }
@@ -241,6 +328,8 @@ void rm_quantize_row(rm_type t, const float *src, void *dst, int64_t n) {
     case RM_TYPE_Q8_0: quantize_q8_0(src, dst, n / 32); break;
     case RM_TYPE_Q4_0: quantize_q4_0(src, dst, n / 32); break;
     case RM_TYPE_Q4_K: quantize_q4_k(src, dst, n / 256); break;
+    case RM_TYPE_Q5_K: quantize_q5_k(src, dst, n / 256); break;
+    case RM_TYPE_Q6_K: quantize_q6_k(src, dst, n / 256); break;
     case RM_TYPE_Q8_0_R16: // the row in the base type, then rearranged
     case RM_TYPE_Q4_0_R16:
     case RM_TYPE_Q4_K_R16: {
@@ -297,6 +386,37 @@ void rm_dequantize_row(rm_type t, const void *src, float *dst, int64_t n) {
                 const uint8_t *q = b[i].qs + 32 * (s / 2);
                 int shift = 4 * (s % 2);
                 for (int j = 0; j < 32; j++) dst[256 * i + 32 * s + j] = step * (float)((q[j] >> shift) & 15) - off;
+            }
+        }
+        break;
+    }
+    case RM_TYPE_Q5_K: {
+        const rm_block_q5_k *b = src;
+        for (int64_t i = 0; i < n / 256; i++) {
+            float d = rm_f16_to_f32(b[i].d), dmin = rm_f16_to_f32(b[i].dmin);
+            for (int s = 0; s < 8; s++) {
+                int ls, lm;
+                rm_q4k_scale_min(b[i].scales, s, &ls, &lm);
+                float step = d * (float)ls, off = dmin * (float)lm;
+                const uint8_t *q = b[i].qs + 32 * (s / 2);
+                int shift = 4 * (s % 2);
+                for (int j = 0; j < 32; j++) {
+                    int v = ((q[j] >> shift) & 15) | (((b[i].qh[j] >> s) & 1) << 4);
+                    dst[256 * i + 32 * s + j] = step * (float)v - off;
+                }
+            }
+        }
+        break;
+    }
+    case RM_TYPE_Q6_K: {
+        const rm_block_q6_k *b = src;
+        for (int64_t i = 0; i < n / 256; i++) {
+            float d = rm_f16_to_f32(b[i].d);
+            for (int e = 0; e < 256; e++) {
+                int h = e / 128, p = (e % 128) / 32, l = e % 32;
+                int lo = (b[i].ql[64 * h + 32 * (p & 1) + l] >> (4 * (p >> 1))) & 15;
+                int hi = (b[i].qh[32 * h + l] >> (2 * p)) & 3;
+                dst[256 * i + e] = d * (float)b[i].scales[e / 16] * (float)((lo | hi << 4) - 32);
             }
         }
         break;

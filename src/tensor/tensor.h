@@ -18,6 +18,8 @@ typedef enum rm_type {
     RM_TYPE_Q4_0 = 2,
     RM_TYPE_Q8_0 = 8,
     RM_TYPE_Q4_K = 12,
+    RM_TYPE_Q5_K = 13,
+    RM_TYPE_Q6_K = 14,
     RM_TYPE_BF16 = 30,
     // In memory only, never in a file: q8_0 / q4_0 / q4_K weights rearranged
     // at load for the AVX-512 VNNI kernels (rm_repack_for_kernels; layouts in
@@ -86,7 +88,8 @@ void rm_matmul_many(rm_threadpool *tp, int count, const rm_tensor *const *W, con
 // that the SIMD paths are tested against. It dequantizes W and sums in double.
 // rm_matmul differs from it by at most, per output,
 //   sum_b 0.51 * d_b * sum_{i in b} |w_i|  +  1e-4 * sum_i |x_i w_i|
-// where d_b = max|x| / 127 over activation block b (32 elements; 256 for q4_K)
+// where d_b = max|x| / 127 over activation block b (32 elements; 256 for q4_K,
+// q5_K and q6_K)
 // is the int8 activation step for quantized W (the first term is 0 for
 // f32/f16/bf16 W) and the second term covers f32 summation order.
 void rm_matmul_ref(const rm_tensor *W, const float *x, int64_t ldx, float *y, int64_t ldy, int n, int accumulate);
