@@ -805,6 +805,11 @@ TEST(cli_bench_kernels_and_compare) {
     CHECKF(strcmp(rm_json_get_str(j, "kernels", ""), rm_matmul_family(RM_TYPE_Q4_0)) == 0,
            "kernels '%s', expected '%s'", rm_json_get_str(j, "kernels", ""), rm_matmul_family(RM_TYPE_Q4_0));
     CHECK(strstr(rm_test_cli_err(), rm_matmul_family(RM_TYPE_Q4_0)) != NULL);
+    const char *by_type = rm_json_get_str(j, "kernels_by_type", "");
+    char want_kind[64]; // the output matrix (too short a row to repack) stays q4_0
+    snprintf(want_kind, sizeof want_kind, "q4_0 %s", rm_matmul_family(RM_TYPE_Q4_0));
+    CHECKF(strncmp(by_type, want_kind, strlen(want_kind)) == 0, "kernels_by_type '%s', want '%s' first", by_type,
+           want_kind);
     const char *keys[5] = {"prefill64_tps", "prefill512_tps", "decode_tps", "batch8_tps", "batch32_tps"};
     const rm_json *l = rm_json_get(j, "llamacpp"), *ratio = rm_json_get(j, "ratio");
     REQUIRE(l && ratio);

@@ -209,11 +209,14 @@ TEST(llama_batch_invariance_f32_stories) {
     stories_free(&s);
 }
 
-static rm_llama *synth_model(rm_type t) {
+// The "tiny" synth model of file type `ftype` (synth.h), written once per run.
+static rm_llama *synth_model_ft(const char *ftype) {
     char path[512];
-    snprintf(path, sizeof path, "%s/synth-tiny-%s.gguf", rm_test_tmpdir(), rm_type_name(t));
-    if (!rm_file_exists(path) && rm_synth_write(rm_synth_find("tiny"), t, 7, path, NULL, NULL) != RM_OK) {
-        rm_test_fail(__FILE__, __LINE__, "synth: %s", rm_last_error());
+    rm_synth_ftype ft;
+    snprintf(path, sizeof path, "%s/synth-tiny-%s.gguf", rm_test_tmpdir(), ftype);
+    if (rm_synth_ftype_parse(ftype, &ft) != RM_OK ||
+        (!rm_file_exists(path) && rm_synth_write_ftype(rm_synth_find("tiny"), ft, 7, path, NULL, NULL) != RM_OK)) {
+        rm_test_fail(__FILE__, __LINE__, "synth %s: %s", ftype, rm_last_error());
         return NULL;
     }
     rm_llama *m = NULL;
@@ -221,14 +224,46 @@ static rm_llama *synth_model(rm_type t) {
     return m;
 }
 
+static rm_llama *synth_model(rm_type t) { return synth_model_ft(rm_type_name(t)); }
+
 TEST(llama_batch_invariance_quantized) {
-    const rm_type types[] = {RM_TYPE_Q8_0, RM_TYPE_Q4_0, RM_TYPE_Q4_K, RM_TYPE_F16, RM_TYPE_BF16};
+    const char *types[] = {"q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q4_k_m", "f16", "bf16"};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
-        rm_llama *m = synth_model(types[i]);
+        rm_llama *m = synth_model_ft(types[i]);
         REQUIRE(m);
         check_batch_invariance(m, 0.0f);
         rm_llama_free(m);
     }
+}
+
+// The same random model (the synth draws the same floats whatever the type)
+// in f32 and in k-quant file types: the logits' error against f32 must order
+// as the bits do: q6_K < q5_K < q4_K_M (q4_K with some q6_K) < q4_K.
+TEST(llama_kquant_types_track_f32) {
+    const char *types[] = {"q6_k", "q5_k", "q4_k_m", "q4_k"};
+    rm_llama *ref = synth_model_ft("f32");
+    REQUIRE(ref);
+    int V = ref->hp.n_vocab;
+    int32_t seq[12];
+    for (int i = 0; i < 12; i++) seq[i] = (i * 29 + 11) % V;
+    float *want = malloc((size_t)V * sizeof(float)), *got = malloc((size_t)V * sizeof(float));
+    run_alone(ref, NULL, seq, 12, want);
+    double norm = 0, err[4];
+    for (int v = 0; v < V; v++) norm += (double)want[v] * want[v];
+    for (int t = 0; t < 4; t++) {
+        rm_llama *m = synth_model_ft(types[t]);
+        REQUIRE(m);
+        run_alone(m, NULL, seq, 12, got);
+        err[t] = 0;
+        for (int v = 0; v < V; v++) err[t] += ((double)got[v] - want[v]) * ((double)got[v] - want[v]);
+        err[t] = sqrt(err[t] / norm);
+        printf("    %s: logits' relative error against f32 %.4f\n", types[t], err[t]);
+        rm_llama_free(m);
+    }
+    CHECK(err[0] < err[1] && err[1] < err[2] && err[2] < err[3]);
+    CHECK(err[3] < 0.5); // q4_K still tracks the model
+    free(want), free(got);
+    rm_llama_free(ref);
 }
 
 TEST(llama_forward_rejects_bad_rows) {

@@ -204,6 +204,25 @@ static double weight_elems(const rm_llama *m, int with_head) {
     return lin + (with_head ? (double)m->output.ne[0] * (double)m->output.ne[1] : 0);
 }
 
+// The kernel family of every weight type the model's matrices have, as
+// "q4_K-r16 avx512-vnni, q6_K avx2" (mixed files run several).
+static void kernels_by_type(const rm_llama *m, char *buf, size_t n) {
+    int seen[8], ns = 0;
+    size_t len = 0;
+    buf[0] = 0;
+    for (int l = -1; l < m->hp.n_layer; l++)
+        for (int w = 0; w < (l < 0 ? 1 : RM_LIN_COUNT); w++) {
+            int t = l < 0 ? (int)m->output.type : (int)m->layers[l].w[w].type, k = 0;
+            while (k < ns && seen[k] != t) k++;
+            if (k < ns || ns == 8) continue;
+            seen[ns++] = t;
+            int wrote = snprintf(buf + len, n - len, "%s%s %s", ns > 1 ? ", " : "", rm_type_name(t),
+                                 rm_matmul_family((rm_type)t));
+            if (wrote < 0 || (size_t)wrote >= n - len) return;
+            len += (size_t)wrote;
+        }
+}
+
 static void report(const bench_opts *o, const bench_ctx *c, const char *family, const double r[N_MEASURES],
                    const double *lc, double bw, double frac) {
     int nt = rm_threadpool_size(c->tp);
@@ -241,14 +260,16 @@ static void report(const bench_opts *o, const bench_ctx *c, const char *family, 
             "%.2fx decode b=1\n",
             pf_bound, 100.0 * r[1] / pf_bound, batch_bound, batch_bound / r[2]);
     if (o->json) {
-        printf("{\"kernels\": \"%s\", \"cpu\": \"%s\", \"bandwidth_gbs\": %.3f, \"decode_bound_tps\": %.3f, "
+        char kinds[256];
+        kernels_by_type(c->m, kinds, sizeof kinds);
+        printf("{\"kernels\": \"%s\", \"kernels_by_type\": \"%s\", \"cpu\": \"%s\", \"bandwidth_gbs\": %.3f, \"decode_bound_tps\": %.3f, "
                "\"decode_bound_frac\": %.6f, \"decode_tps\": %.3f, "
                "\"prefill64_tps\": %.3f, \"prefill512_tps\": %.3f, \"batch8_tps\": %.3f, \"batch32_tps\": %.3f, "
                "\"threads\": %d, "
                "\"int8_peak_gops\": %.3f, \"int8_bare_gops\": %.3f, \"bf16_peak_gflops\": %.3f, \"prefill_bound_tps\": "
                "%.3f, "
                "\"batch_bound_tps\": %.3f",
-               family, rm_cpu_describe(), bw, bound, frac, r[2], r[0], r[1], r[3], r[4], nt, kern_gops, bare_gops,
+               family, kinds, rm_cpu_describe(), bw, bound, frac, r[2], r[0], r[1], r[3], r[4], nt, kern_gops, bare_gops,
                bf_gflops, pf_bound, batch_bound);
         if (lc) {
             printf(", \"llamacpp\": {");
@@ -339,9 +360,10 @@ static int measure(const bench_opts *o, bench_ctx *c, double r[N_MEASURES], doub
         fprintf(stderr, "ramole bench: out of memory\n");
         goto out;
     }
-    fprintf(stderr, "bench: %s, %d threads, %ld runs, %s kernels for %s weights (cpu: %s)%s\n", o->model, nt, o->runs,
-            rm_matmul_family(c->m->layers[0].w[0].type), rm_type_name(c->m->layers[0].w[0].type), rm_cpu_describe(),
-            o->compare ? ", interleaved with llama.cpp" : "");
+    char kinds[256];
+    kernels_by_type(c->m, kinds, sizeof kinds);
+    fprintf(stderr, "bench: %s, %d threads, %ld runs, kernels by weight type: %s (cpu: %s)%s\n", o->model, nt,
+            o->runs, kinds, rm_cpu_describe(), o->compare ? ", interleaved with llama.cpp" : "");
     run_decode(c, 1, 2); // warm-up: page in the weights
     for (int i = 0; i < o->runs; i++) {
         probe[i] = rm_measure_read_bandwidth(c->tp);

@@ -17,9 +17,12 @@ static int cmd_synth(int argc, char **argv) {
     long seed = 1;
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) {
-            printf("usage: ramole synth [--shape %s] [--type f32|f16|bf16|q8_0|q4_0|q4_k] [--seed S] OUT.gguf\n\n"
+            printf("usage: ramole synth [--shape %s]\n"
+                   "                    [--type f32|f16|bf16|q8_0|q4_0|q4_k|q5_k|q6_k|q4_k_m|q5_k_m] [--seed S] OUT.gguf\n\n"
                    "Writes a model of a real model's shape with random weights and a byte-level tokenizer,\n"
-                   "for benchmarks and tests (its text is gibberish).\n",
+                   "for benchmarks and tests (its text is gibberish). q4_k_m / q5_k_m mix types as llama.cpp's\n"
+                   "Q4_K_M / Q5_K_M files do: q6_K for the output (tied) embeddings and for attn_v and ffn_down\n"
+                   "in the first and last eighth of the layers and every third layer between.\n",
                    rm_synth_names());
             return 0;
         } else if (cli_str(argc, argv, &i, "--shape", NULL, &shape)) {
@@ -41,13 +44,13 @@ static int cmd_synth(int argc, char **argv) {
         fprintf(stderr, "ramole synth: unknown shape '%s' (known: %s)\n", shape, rm_synth_names());
         return 2;
     }
-    rm_type t;
-    if (rm_type_parse(type, &t)) return cli_fail("--type");
+    rm_synth_ftype t;
+    if (rm_synth_ftype_parse(type, &t)) return cli_fail("--type");
     rm_progress p;
     rm_progress_start(&p, "synth", "tensors", 2 + 9L * s->n_layer);
-    if (rm_synth_write(s, t, (uint64_t)seed, out, on_progress, &p)) return cli_fail("synth");
+    if (rm_synth_write_ftype(s, t, (uint64_t)seed, out, on_progress, &p)) return cli_fail("synth");
     rm_progress_finish(&p, 2 + 9L * s->n_layer);
-    fprintf(stderr, "wrote %s (%s, %s)\n", out, s->name, rm_type_name(t));
+    fprintf(stderr, "wrote %s (%s, %s%s)\n", out, s->name, rm_type_name(t.type), t.k_m ? "_M" : "");
     return 0;
 }
 
