@@ -144,11 +144,12 @@ static int use_avx512_vnni(void) { return use_avx512() && rm_cpu()->avx512vnni; 
 static int use_avx512_bf16(void) { return use_avx512() && rm_cpu()->avx512bf16; }
 
 static int is_quantized(rm_type t) {
-    return t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0 || t == RM_TYPE_Q4_K || rm_type_r16_base(t) >= 0;
+    return t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0 || t == RM_TYPE_Q4_K || t == RM_TYPE_Q5_K || t == RM_TYPE_Q6_K ||
+           rm_type_r16_base(t) >= 0;
 }
 
-// q5_K and q6_K have AVX2 kernels only (every family from AVX2 up runs them).
-static int is_kquant_avx2(rm_type t) { return t == RM_TYPE_Q5_K || t == RM_TYPE_Q6_K; }
+// q5_K has an AVX2 kernel only (every family from AVX2 up runs it).
+static int is_kquant_avx2(rm_type t) { return t == RM_TYPE_Q5_K; }
 
 const char *rm_matmul_family(rm_type t) {
     if (!use_avx2() || (rm_type_r16_base(t) >= 0 && !use_avx512_vnni())) return "scalar";
@@ -190,7 +191,7 @@ static rm_mm_kernel pick_kernel(rm_type t, int *qblk, int *t16, int *xbf) {
     case RM_TYPE_Q4_0: *qblk = 32; return q512 ? rm_mm_q4_0_avx512 : rm_mm_q4_0_avx2;
     case RM_TYPE_Q4_K: *qblk = 256; return q512 ? rm_mm_q4_k_avx512 : rm_mm_q4_k_avx2;
     case RM_TYPE_Q5_K: *qblk = 256; return rm_mm_q5_k_avx2;
-    case RM_TYPE_Q6_K: *qblk = 256; return rm_mm_q6_k_avx2;
+    case RM_TYPE_Q6_K: *qblk = 256; return q512 ? rm_mm_q6_k_avx512 : rm_mm_q6_k_avx2;
     default: break;
     }
     return mm_scalar;

@@ -555,6 +555,109 @@ DEFINE_DRIVER(rm_mm_q4_k_avx512, TILE_Q4_K, prep_t16_q4_k, 4, 3, 2)
 DEFINE_DRIVER(rm_mm_q4_k_r16_avx512, TILE_Q4_K_R16, prep_r16_q4_k, 4, 3, 2)
 
 // ---------------------------------------------------------------------------
+// q6_K weights x int8 activations (one scale per 256), 64 values per step:
+// the AVX2 kernel's scheme at twice the width, with vpdpwssd for madd + add.
+//   vpmaddubsw(q, x) - vpmaddubsw(32, x)  = pairs of (q-32) x   (q 0..63)
+//   vpdpwssd(isum, ., scale)              += per 4 values, times the int8 scale
+//                                            of their 16 (exact in int32)
+// A half of a super-block (128 values) is two steps: values 0..63 (p = 0, 1:
+// the low nibbles of ql[0..63], qh bits 0-1 / 2-3) and 64..127 (p = 2, 3:
+// the high nibbles, bits 4-5 / 6-7); each 128-bit lane of a step has one
+// scale (16 values).
+
+// Step v (0, 1) of half h: the 64 values (0..63) and their scales as int16
+// per lane (sc16: the 16 scales as int16 in the low 256 bits).
+INLINE void q6k_step64(const rm_block_q6_k *w, int h, const int v, __m512i sc16, __m512i *q, __m512i *s) {
+    const __m512i lo4 = _mm512_set1_epi8(15), hi2 = _mm512_set1_epi8(0x30);
+    __m512i l = _mm512_loadu_si512(w->ql + 64 * h);
+    __m512i hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w->qh + 32 * h)));
+    if (v == 0) { // p = 0 in the low 256 bits (qh bits 0-1 up to 4-5), p = 1 in the high (bits 2-3)
+        const __m512i sh = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+        *q = _mm512_or_si512(_mm512_and_si512(l, lo4), _mm512_and_si512(_mm512_sllv_epi16(hb, sh), hi2));
+    } else { // p = 2 (qh bits 4-5 in place), p = 3 (bits 6-7 down to 4-5)
+        const __m512i sh = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+        *q = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), lo4),
+                             _mm512_and_si512(_mm512_srlv_epi16(hb, sh), hi2));
+    }
+    const int g = 8 * h + 4 * v; // lane k takes scale g + k
+    const __m512i idx = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16((short)g)),
+                                                       _mm_set1_epi16((short)(g + 1)), 1)),
+        _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16((short)(g + 2))), _mm_set1_epi16((short)(g + 3)),
+                                1),
+        1);
+    *s = _mm512_permutexvar_epi16(idx, sc16);
+}
+
+INLINE void tile_q6k(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux, const int PREPPED) {
+    (void)aux, (void)PREPPED;
+    const int64_t nb = m->in / 256;
+    const uint8_t *wr[4];
+    const int8_t *xq[4];
+    const float *xd[4];
+    __m512 acc[4][4];
+#pragma GCC unroll 4
+    for (int i = 0; i < RR; i++) wr[i] = m->w + (size_t)(r + i) * m->w_row;
+#pragma GCC unroll 4
+    for (int j = 0; j < CC; j++) {
+        xq[j] = m->qx.q + (int64_t)(c + j) * m->in;
+        xd[j] = m->qx.d + (int64_t)(c + j) * nb;
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++) acc[i][j] = _mm512_setzero_ps();
+    }
+    const __m512i k32 = _mm512_set1_epi8(32);
+    for (int64_t b = 0; b < nb; b++) {
+        const rm_block_q6_k *w[4];
+        __m512i sc16[4], isum[4][4];
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++) {
+            w[i] = (const rm_block_q6_k *)(wr[i] + (size_t)b * sizeof(rm_block_q6_k));
+            sc16[i] = _mm512_zextsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[i]->scales)));
+#pragma GCC unroll 4
+            for (int j = 0; j < CC; j++) isum[i][j] = _mm512_setzero_si512();
+        }
+        for (int h = 0; h < 2; h++) {
+#pragma GCC unroll 2
+            for (int v = 0; v < 2; v++) {
+                __m512i q[4], s[4];
+#pragma GCC unroll 4
+                for (int i = 0; i < RR; i++) {
+                    prefetch_next_rows(m, (const uint8_t *)w[i] + 128 * h + 64 * v, RR);
+                    q6k_step64(w[i], h, v, sc16[i], &q[i], &s[i]);
+                }
+#pragma GCC unroll 4
+                for (int j = 0; j < CC; j++) {
+                    __m512i x = _mm512_loadu_si512(xq[j] + 256 * b + 128 * h + 64 * v);
+                    __m512i x32 = _mm512_maddubs_epi16(k32, x); // the -32 offset, shared by the rows
+#pragma GCC unroll 4
+                    for (int i = 0; i < RR; i++)
+                        isum[i][j] = _mm512_dpwssd_epi32(isum[i][j], _mm512_sub_epi16(_mm512_maddubs_epi16(q[i], x), x32),
+                                                         s[i]);
+                }
+            }
+        }
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++) {
+            const float dw = f16(w[i]->d);
+#pragma GCC unroll 4
+            for (int j = 0; j < CC; j++)
+                acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i][j]), _mm512_set1_ps(dw * xd[j][b]), acc[i][j]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int i = 0; i < RR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < CC; j++) rm_mm_store(m, c + j, r + i, hsum16(acc[i][j]));
+}
+
+#ifndef Q6K_RR
+#define Q6K_RR 4
+#define Q6K_CC 3
+#endif
+// y[n,out] = x[n,in] @ W[out,in]^T, W q6_K, x int8 (rm_qx, blk 256)
+DEFINE_DRIVER(rm_mm_q6_k_avx512, tile_q6k, NO_PREP, Q6K_RR, Q6K_CC, 2)
+
+// ---------------------------------------------------------------------------
 // f16 / bf16 weights x f32 activations, 16 elements per step
 
 INLINE __m512 load_w(rm_type t, const uint8_t *row, int64_t k) {
