@@ -725,7 +725,7 @@ TEST(kernel_cpu_force) {
     if (f->avx512bw && f->avx512vnni && avx2) {
         CHECK(strcmp(rm_matmul_family(RM_TYPE_Q4_K), "avx512-vnni") == 0);
         CHECK(strcmp(rm_matmul_family(RM_TYPE_Q6_K), "avx512-vnni") == 0);
-        CHECK(strcmp(rm_matmul_family(RM_TYPE_Q5_K), "avx2") == 0); // no AVX-512 kernel for q5_K
+        CHECK(strcmp(rm_matmul_family(RM_TYPE_Q5_K), "avx512-vnni") == 0);
         CHECK(strcmp(rm_matmul_family(RM_TYPE_F16), "avx512") == 0);
         // bf16 weights: the bf16 dot products where the CPU has them, unless
         // RAMOLE_ISA=avx512 asks for AVX-512 without them

@@ -127,6 +127,7 @@ void rm_mm_bf16_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q8_0_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q4_0_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q4_k_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+void rm_mm_q5_k_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q6_k_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 float rm_dot_f32_avx512(const float *a, const float *b, int64_t n);
 // iters x 10 steps in registers; full = 1 the q8_0 kernel's step (512 int8

@@ -148,12 +148,8 @@ static int is_quantized(rm_type t) {
            rm_type_r16_base(t) >= 0;
 }
 
-// q5_K has an AVX2 kernel only (every family from AVX2 up runs it).
-static int is_kquant_avx2(rm_type t) { return t == RM_TYPE_Q5_K; }
-
 const char *rm_matmul_family(rm_type t) {
     if (!use_avx2() || (rm_type_r16_base(t) >= 0 && !use_avx512_vnni())) return "scalar";
-    if (is_kquant_avx2(t)) return "avx2";
     if (is_quantized(t)) return use_avx512_vnni() ? "avx512-vnni" : "avx2";
     if (t == RM_TYPE_BF16 && use_avx512_bf16()) return "avx512-bf16";
     return use_avx512() && t != RM_TYPE_F32 ? "avx512" : "avx2";
@@ -167,7 +163,8 @@ static rm_mm_kernel pick_kernel(rm_type t, int *qblk, int *t16, int *xbf) {
     *qblk = *t16 = 0;
     *xbf = t == RM_TYPE_BF16 && use_avx512_bf16();
     if (*xbf) return rm_mm_bf16dp_avx512;
-    *t16 = (t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0 || t == RM_TYPE_Q4_K || rm_type_r16_base(t) >= 0) &&
+    *t16 = (t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0 || t == RM_TYPE_Q4_K || t == RM_TYPE_Q5_K ||
+            rm_type_r16_base(t) >= 0) &&
            use_avx512_vnni();
     if (rm_type_r16_base(t) >= 0) { // repacked for the VNNI kernels; another family (forced later) reads them slowly
         *qblk = !*t16 ? 0 : t == RM_TYPE_Q4_K_R16 ? 256 : 32;
@@ -190,7 +187,7 @@ static rm_mm_kernel pick_kernel(rm_type t, int *qblk, int *t16, int *xbf) {
     case RM_TYPE_Q8_0: *qblk = 32; return q512 ? rm_mm_q8_0_avx512 : rm_mm_q8_0_avx2;
     case RM_TYPE_Q4_0: *qblk = 32; return q512 ? rm_mm_q4_0_avx512 : rm_mm_q4_0_avx2;
     case RM_TYPE_Q4_K: *qblk = 256; return q512 ? rm_mm_q4_k_avx512 : rm_mm_q4_k_avx2;
-    case RM_TYPE_Q5_K: *qblk = 256; return rm_mm_q5_k_avx2;
+    case RM_TYPE_Q5_K: *qblk = 256; return q512 ? rm_mm_q5_k_avx512 : rm_mm_q5_k_avx2;
     case RM_TYPE_Q6_K: *qblk = 256; return q512 ? rm_mm_q6_k_avx512 : rm_mm_q6_k_avx2;
     default: break;
     }

@@ -38,6 +38,7 @@
 #include "tensor/mm_avx512.h"
 
 #include <immintrin.h>
+#include <stddef.h>
 #include <string.h>
 
 enum { KIND_Q8_0, KIND_Q4_0 };
@@ -384,28 +385,49 @@ DEFINE_DRIVER(rm_mm_q4_0_r16_avx512, TILE_Q4_0_R16, prep_r16_q4_0, 4, 3, 2)
 // 256, sums per 32)
 
 // Super-blocks a and b (NULL: zeros) as the 16 sub-blocks of a group: out[8]
-// as load16 leaves q8_0's blocks (lane l = sub-block l, the nibbles as
-// unsigned bytes).
-INLINE void q4k_nibbles16(const rm_block_q4_k *a, const rm_block_q4_k *b, __m512i out[8]) {
-    const __m512i lo4 = _mm512_set1_epi8(15);
-    __m512i in[8];
+// as load16 leaves q8_0's blocks (lane l = sub-block l, the values as
+// unsigned bytes). Q5: q5_K super-blocks, whose fifth bits (bit s of qh[j]
+// for value j of sub-block s) join the nibbles before the transposition.
+INLINE void kmin_values16(const uint8_t *a, const uint8_t *b, const int Q5, __m512i out[8]) {
+    const __m512i lo4 = _mm512_set1_epi8(15), b4 = _mm512_set1_epi8(16);
+    const size_t qs = Q5 ? offsetof(rm_block_q5_k, qs) : offsetof(rm_block_q4_k, qs);
+    __m512i in[8], hb = _mm512_setzero_si512();
+    if (Q5) {
+        __m256i ha = _mm256_loadu_si256((const __m256i *)(a + offsetof(rm_block_q5_k, qh)));
+        __m256i hbb = b ? _mm256_loadu_si256((const __m256i *)(b + offsetof(rm_block_q5_k, qh))) : _mm256_setzero_si256();
+        hb = _mm512_inserti64x4(_mm512_castsi256_si512(ha), hbb, 1);
+    }
 #pragma GCC unroll 4
     for (int k = 0; k < 4; k++) { // qs[32k..32k+31]: sub-block 2k in the low nibbles, 2k+1 in the high
-        __m256i va = _mm256_loadu_si256((const __m256i *)(a->qs + 32 * k));
-        __m256i vb = b ? _mm256_loadu_si256((const __m256i *)(b->qs + 32 * k)) : _mm256_setzero_si256();
+        __m256i va = _mm256_loadu_si256((const __m256i *)(a + qs + 32 * k));
+        __m256i vb = b ? _mm256_loadu_si256((const __m256i *)(b + qs + 32 * k)) : _mm256_setzero_si256();
         __m512i v = _mm512_inserti64x4(_mm512_castsi256_si512(va), vb, 1);
         in[2 * k] = _mm512_and_si512(v, lo4);
         in[2 * k + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), lo4);
+        if (Q5) { // bit s of each byte to bit 4 (shifts within 16 bits keep each byte's own bits there)
+            const int s0 = 2 * k, s1 = 2 * k + 1;
+            __m512i h0 = s0 < 4 ? _mm512_slli_epi16(hb, 4 - s0) : _mm512_srli_epi16(hb, s0 - 4);
+            __m512i h1 = s1 < 4 ? _mm512_slli_epi16(hb, 4 - s1) : _mm512_srli_epi16(hb, s1 - 4);
+            in[2 * k] = _mm512_ternarylogic_epi32(in[2 * k], h0, b4, 0xf8);     // a | (b & c)
+            in[2 * k + 1] = _mm512_ternarylogic_epi32(in[2 * k + 1], h1, b4, 0xf8);
+        }
     }
     transpose16(in, out);
 }
+INLINE void q4k_nibbles16(const rm_block_q4_k *a, const rm_block_q4_k *b, __m512i out[8]) {
+    kmin_values16((const uint8_t *)a, (const uint8_t *)b, 0, out);
+}
 
-// Group G of a row in the file's layout (super-blocks 2G and 2G+1, zeros past
-// the row's nb): the nibbles as q4k_nibbles16 leaves them, *dls the 16 lanes'
-// d ls and *dlm their dmin lm.
-INLINE void load_q4k16(const rm_block_q4_k *w, int64_t G, int64_t nb, __m512i out[8], __m512 *dls, __m512 *dlm) {
-    const rm_block_q4_k *a = &w[2 * G], *b = 2 * G + 1 < nb ? a + 1 : NULL;
-    q4k_nibbles16(a, b, out);
+// Group G of a q4_K / q5_K (Q5) row in the file's layout (super-blocks 2G
+// and 2G+1, zeros past the row's nb): the values as kmin_values16 leaves
+// them, *dls the 16 lanes' d ls and *dlm their dmin lm (both types start
+// with d, dmin and the 6-bit scales).
+INLINE void load_kmin16(const uint8_t *row, int64_t G, int64_t nb, const int Q5, __m512i out[8], __m512 *dls,
+                        __m512 *dlm) {
+    const size_t bb = Q5 ? sizeof(rm_block_q5_k) : sizeof(rm_block_q4_k);
+    const uint8_t *pa = row + (size_t)(2 * G) * bb, *pb = 2 * G + 1 < nb ? pa + bb : NULL;
+    kmin_values16(pa, pb, Q5, out);
+    const rm_block_q4_k *a = (const rm_block_q4_k *)pa, *b = (const rm_block_q4_k *)pb;
     __m128i sa = q4k_scale_bytes(a), sb = b ? q4k_scale_bytes(b) : _mm_setzero_si128();
     __m512 d = _mm512_insertf32x8(_mm512_set1_ps(f16(a->d)), _mm256_set1_ps(b ? f16(b->d) : 0.0f), 1);
     __m512 dm = _mm512_insertf32x8(_mm512_set1_ps(f16(a->dmin)), _mm256_set1_ps(b ? f16(b->dmin) : 0.0f), 1);
@@ -431,10 +453,10 @@ INLINE void k16_scales(const uint8_t *t, __m512 *dls, __m512 *dlm) {
 }
 
 // Group G of a q4_K row (R16: the r16 layout, whose full groups F = nb / 2
-// come rearranged) as tile_q4k16 consumes it, prefetching the same place in
-// the rows the next tiles take.
-INLINE void q4k_group(const rm_mm *m, const uint8_t *row, int64_t G, int RR, const int R16, __m512i out[8],
-                      __m512 *dls, __m512 *dlm) {
+// come rearranged) or a q5_K row (Q5) as tile_q4k16 consumes it, prefetching
+// the same place in the rows the next tiles take.
+INLINE void q4k_group(const rm_mm *m, const uint8_t *row, int64_t G, int RR, const int R16, const int Q5,
+                      __m512i out[8], __m512 *dls, __m512 *dlm) {
     const int64_t nb = m->in / 256, F = R16 ? nb / 2 : 0;
     if (G < F) {
         for (int64_t pf = 0; pf < 256; pf += 64) prefetch_next_rows(m, row + G * 256 + pf, RR);
@@ -442,14 +464,15 @@ INLINE void q4k_group(const rm_mm *m, const uint8_t *row, int64_t G, int RR, con
         load_r16(row + G * 256, KIND_Q4_0, out);
         k16_scales(row + F * 256 + G * 32, dls, dlm);
     } else {
-        for (int64_t pf = 0; pf < 288; pf += 64) prefetch_next_rows(m, row + G * 288 + pf, RR);
-        load_q4k16((const rm_block_q4_k *)row, G, nb, out, dls, dlm);
+        const int64_t bb2 = 2 * (int64_t)(Q5 ? sizeof(rm_block_q5_k) : sizeof(rm_block_q4_k));
+        for (int64_t pf = 0; pf < bb2; pf += 64) prefetch_next_rows(m, row + G * bb2 + pf, RR);
+        load_kmin16(row, G, nb, Q5, out, dls, dlm);
     }
 }
 
-// aux->t16 for q4_K: the transposed nibbles, d ls (in d) and dmin lm (in m)
-// of weight rows r .. r+RR-1.
-INLINE int prep_t16_q4k(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const int R16) {
+// aux->t16 for q4_K / q5_K: the transposed values, d ls (in d) and dmin lm
+// (in m) of weight rows r .. r+RR-1.
+INLINE int prep_t16_q4k(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const int R16, const int Q5) {
     const int64_t groups = (m->in / 256 + 1) / 2;
     if (groups * 16 > AUX_N) return 0;
     for (int i = 0; i < RR; i++) {
@@ -457,7 +480,7 @@ INLINE int prep_t16_q4k(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const 
         for (int64_t G = 0; G < groups; G++) {
             __m512i v[8];
             __m512 dls, dlm;
-            q4k_group(m, row, G, RR, R16, v, &dls, &dlm);
+            q4k_group(m, row, G, RR, R16, Q5, v, &dls, &dlm);
             _mm512_storeu_ps(&aux->t16.d[i][16 * G], dls);
             _mm512_storeu_ps(&aux->t16.m[i][16 * G], dlm);
             for (int g = 0; g < 8; g++) _mm512_store_si512((void *)(aux->t16.q[i] + G * 512 + 64 * g), v[g]);
@@ -465,11 +488,18 @@ INLINE int prep_t16_q4k(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const 
     }
     return 1;
 }
-static int prep_t16_q4_k(const rm_mm *m, int64_t r, int RR, tile_aux *aux) { return prep_t16_q4k(m, r, RR, aux, 0); }
-static int prep_r16_q4_k(const rm_mm *m, int64_t r, int RR, tile_aux *aux) { return prep_t16_q4k(m, r, RR, aux, 1); }
+static int prep_t16_q4_k(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
+    return prep_t16_q4k(m, r, RR, aux, 0, 0);
+}
+static int prep_r16_q4_k(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
+    return prep_t16_q4k(m, r, RR, aux, 1, 0);
+}
+static int prep_t16_q5_k(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
+    return prep_t16_q4k(m, r, RR, aux, 0, 1);
+}
 
 INLINE void tile_q4k16(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux,
-                       const int PREPPED, const int R16) {
+                       const int PREPPED, const int R16, const int Q5) {
     const int64_t groups = m->qx.groups;
     const uint8_t *w[4];
     const int8_t *xq[4];
@@ -509,7 +539,7 @@ INLINE void tile_q4k16(const rm_mm *m, int64_t r, int c, const int RR, const int
 #pragma GCC unroll 4
             for (int i = 0; i < RR; i++) {
                 __m512i wv[8];
-                q4k_group(m, w[i], G, RR, R16, wv, &dls[i], &dlm[i]);
+                q4k_group(m, w[i], G, RR, R16, Q5, wv, &dls[i], &dlm[i]);
 #pragma GCC unroll 4
                 for (int j = 0; j < CC; j++) isum[i][j] = dot8(_mm512_setzero_si512(), wv, xq[j] + b * 32);
             }
@@ -547,12 +577,15 @@ static void k16_pack_rows(uint8_t *w, size_t w_row, int64_t in, int64_t r0, int6
     }
 }
 
-#define TILE_Q4_K(m, r, c, RR, CC, aux, P) tile_q4k16(m, r, c, RR, CC, aux, P, 0)
-#define TILE_Q4_K_R16(m, r, c, RR, CC, aux, P) tile_q4k16(m, r, c, RR, CC, aux, P, 1)
+#define TILE_Q4_K(m, r, c, RR, CC, aux, P) tile_q4k16(m, r, c, RR, CC, aux, P, 0, 0)
+#define TILE_Q4_K_R16(m, r, c, RR, CC, aux, P) tile_q4k16(m, r, c, RR, CC, aux, P, 1, 0)
+#define TILE_Q5_K(m, r, c, RR, CC, aux, P) tile_q4k16(m, r, c, RR, CC, aux, P, 0, 1)
 // y[n,out] = x[n,in] @ W[out,in]^T, W q4_K (as stored / r16), x int8 (rm_qx,
 // blk 256, with its 16-block copy)
 DEFINE_DRIVER(rm_mm_q4_k_avx512, TILE_Q4_K, prep_t16_q4_k, 4, 3, 2)
 DEFINE_DRIVER(rm_mm_q4_k_r16_avx512, TILE_Q4_K_R16, prep_r16_q4_k, 4, 3, 2)
+// The same for q5_K (as stored)
+DEFINE_DRIVER(rm_mm_q5_k_avx512, TILE_Q5_K, prep_t16_q5_k, 4, 3, 2)
 
 // ---------------------------------------------------------------------------
 // q6_K weights x int8 activations (one scale per 256), 64 values per step:
