@@ -347,6 +347,26 @@ void rm_quantize_row(rm_type t, const float *src, void *dst, int64_t n) {
     }
 }
 
+// One q4_K or q5_K (Q5) super-block: both start with d, dmin and the 6-bit
+// scales; q5_K's fifth bit of value j of sub-block s is bit s of qh[j].
+static void dequantize_kmin(const void *blk, int Q5, float *dst) {
+    const rm_block_q4_k *h = blk; // the common head
+    const rm_block_q5_k *b5 = Q5 ? blk : NULL;
+    const uint8_t *qs = Q5 ? b5->qs : h->qs;
+    float d = rm_f16_to_f32(h->d), dmin = rm_f16_to_f32(h->dmin);
+    for (int s = 0; s < 8; s++) {
+        int ls, lm;
+        rm_q4k_scale_min(h->scales, s, &ls, &lm);
+        float step = d * (float)ls, off = dmin * (float)lm;
+        const uint8_t *q = qs + 32 * (s / 2);
+        int shift = 4 * (s % 2);
+        for (int j = 0; j < 32; j++) {
+            int v = ((q[j] >> shift) & 15) | (Q5 ? ((b5->qh[j] >> s) & 1) << 4 : 0);
+            dst[32 * s + j] = step * (float)v - off;
+        }
+    }
+}
+
 void rm_dequantize_row(rm_type t, const void *src, float *dst, int64_t n) {
     switch (t) {
     case RM_TYPE_F32: memcpy(dst, src, (size_t)n * sizeof(float)); break;
@@ -375,39 +395,12 @@ void rm_dequantize_row(rm_type t, const void *src, float *dst, int64_t n) {
         }
         break;
     }
-    case RM_TYPE_Q4_K: {
-        const rm_block_q4_k *b = src;
-        for (int64_t i = 0; i < n / 256; i++) {
-            float d = rm_f16_to_f32(b[i].d), dmin = rm_f16_to_f32(b[i].dmin);
-            for (int s = 0; s < 8; s++) {
-                int ls, lm;
-                rm_q4k_scale_min(b[i].scales, s, &ls, &lm);
-                float step = d * (float)ls, off = dmin * (float)lm;
-                const uint8_t *q = b[i].qs + 32 * (s / 2);
-                int shift = 4 * (s % 2);
-                for (int j = 0; j < 32; j++) dst[256 * i + 32 * s + j] = step * (float)((q[j] >> shift) & 15) - off;
-            }
-        }
+    case RM_TYPE_Q4_K:
+        for (int64_t i = 0; i < n / 256; i++) dequantize_kmin((const rm_block_q4_k *)src + i, 0, dst + 256 * i);
         break;
-    }
-    case RM_TYPE_Q5_K: {
-        const rm_block_q5_k *b = src;
-        for (int64_t i = 0; i < n / 256; i++) {
-            float d = rm_f16_to_f32(b[i].d), dmin = rm_f16_to_f32(b[i].dmin);
-            for (int s = 0; s < 8; s++) {
-                int ls, lm;
-                rm_q4k_scale_min(b[i].scales, s, &ls, &lm);
-                float step = d * (float)ls, off = dmin * (float)lm;
-                const uint8_t *q = b[i].qs + 32 * (s / 2);
-                int shift = 4 * (s % 2);
-                for (int j = 0; j < 32; j++) {
-                    int v = ((q[j] >> shift) & 15) | (((b[i].qh[j] >> s) & 1) << 4);
-                    dst[256 * i + 32 * s + j] = step * (float)v - off;
-                }
-            }
-        }
+    case RM_TYPE_Q5_K:
+        for (int64_t i = 0; i < n / 256; i++) dequantize_kmin((const rm_block_q5_k *)src + i, 1, dst + 256 * i);
         break;
-    }
     case RM_TYPE_Q6_K: {
         const rm_block_q6_k *b = src;
         for (int64_t i = 0; i < n / 256; i++) {
