@@ -366,8 +366,8 @@ TEST(serve_upload_spooled) {
 // A client that closes its stream early: its sequences (16 samples, 4 in
 // slots and 12 waiting for one) are cancelled in the engine instead of running
 // to max_tokens: the slots free up, fewer tokens are generated than 4 whole
-// sequences would take (16 x 480 were asked for), and the metrics count all
-// 16 cancelled.
+// sequences would take (16 x 480 were asked for), and the metrics count the
+// 16 as cancelled (or, for the few that drew the end of text first, finished).
 TEST(serve_stream_cancelled) {
     if (!rm_file_exists(rm_test_bin())) SKIP("no ramole binary");
     REQUIRE(serve_tiny_model());
@@ -396,8 +396,13 @@ TEST(serve_stream_cancelled) {
     }
     CHECK(rm_test_metric_in(raw.buf, "requests_running") == 0 && rm_test_metric_in(raw.buf, "requests_waiting") == 0);
     double cancelled = rm_test_metric_in(raw.buf, "requests_cancelled_total"),
+           finished = rm_test_metric_in(raw.buf, "requests_finished_total"),
            generated = rm_test_metric_in(raw.buf, "generation_tokens_total");
-    CHECKF(cancelled == 16, "%g of the 16 sequences cancelled", cancelled);
+    // A sample may draw the end-of-text token (temperature 0.8) and finish on
+    // its own before the client leaves, more often the later the server gets
+    // to the close; every other one must be cancelled.
+    CHECKF(cancelled + finished == 16 && cancelled >= 12, "%g of the 16 sequences cancelled, %g finished", cancelled,
+           finished);
     CHECKF(generated > 0 && generated < 16 * 480 / 4, "%g tokens generated after the client left (16 x 480 asked)",
            generated);
     // the server serves on, with the slots free
