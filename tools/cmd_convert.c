@@ -20,7 +20,7 @@ static int cmd_convert(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) {
             printf("usage: ramole convert --from llama2c IN.bin OUT.gguf [--tokenizer tokenizer.bin]\n"
-                   "       ramole convert --from hf DIR OUT.gguf [--type f32|f16|bf16|q8_0|q4_0|q4_k]\n\n"
+                   "       ramole convert --from hf DIR OUT.gguf [--type f32|f16|bf16|q8_0|q4_0|q4_k|q5_k|q6_k]\n\n"
                    "  --tokenizer FILE   llama2.c's tokenizer file for the checkpoint (tokenizer.bin, or\n"
                    "                     tok512.bin for stories260K): embedded, so that -p TEXT works\n");
             return 0;
