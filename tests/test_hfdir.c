@@ -9,6 +9,7 @@
 #include "base/fp16.h"
 #include "base/json.h"
 #include "format/gguf.h"
+#include "format/ftype.h"
 #include "format/hfdir.h"
 #include "format/safetensors.h"
 
@@ -431,7 +432,56 @@ TEST(hfdir_convert_quantized) {
     CHECK_TENSOR(&g, "blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj.weight", 1);
     gguf_close(&g);
     CHECK(hfdir_convert_to_gguf(dir, out, 77, NULL, NULL) == RM_EINVAL);
+    // A mixture: the file type says so; rows of 64 and 96 still fall back to F16.
+    rm_ftype mix;
+    CHECK_OK(rm_ftype_parse("Q4_K_M", &mix));
+    CHECK_OK(hfdir_convert_to_gguf_ex(dir, out, &mix, NULL, NULL, NULL, NULL));
+    REQUIRE(gguf_open(&g, out) == RM_OK);
+    CHECK(gguf_get_u32(&g, "general.file_type", &ft) == RM_OK && ft == 15); // llama.cpp's MOSTLY_Q4_K_M
+    for (uint64_t i = 0; i < g.n_tensors; i++)
+        CHECK(g.tensors[i].type == (g.tensors[i].n_dims == 2 ? RM_TYPE_F16 : RM_TYPE_F32));
+    gguf_close(&g);
     gen_free();
+}
+
+// The _M mixtures' per-tensor types, against the rule written out here: q6_K
+// for the output matrix (the token embeddings when tied) and for attn_v /
+// ffn_down in layers [0, n/8), [n - n/8, n) and every third layer from n/8
+// on (n/8 + 2, n/8 + 5, ...); the base type everywhere else.
+TEST(ftype_mixtures) {
+    rm_ftype f;
+    char name[64], buf[24];
+    CHECK_OK(rm_ftype_parse("q4_k_m", &f));
+    CHECK(f.type == RM_TYPE_Q4_K && f.k_m == 1 && strcmp(rm_ftype_name(f, buf, sizeof buf), "q4_K_M") == 0);
+    CHECK_OK(rm_ftype_parse("Q5_K_M", &f));
+    CHECK(f.type == RM_TYPE_Q5_K && f.k_m == 1 && rm_ftype_file_type_id(f) == 17);
+    CHECK_OK(rm_ftype_parse("q6_k", &f));
+    CHECK(f.type == RM_TYPE_Q6_K && f.k_m == 0 && rm_ftype_file_type_id(f) == 18);
+    CHECK(rm_ftype_parse("q3_k_m", &f) == RM_EINVAL && strstr(rm_last_error(), "q3_k_m"));
+    CHECK(rm_ftype_parse("q8_0_m", &f) == RM_EINVAL && rm_ftype_parse("_m", &f) == RM_EINVAL);
+    CHECK(rm_ftype_parse("q4_k_mm", &f) == RM_EINVAL && rm_ftype_parse(NULL, &f) == RM_EINVAL);
+    CHECK(rm_ftype_parse("a_very_long_type_name_m", &f) == RM_EINVAL);
+    CHECK_OK(rm_ftype_parse("q4_k_m", &f));
+    const int more22[] = {0, 1, 4, 7, 10, 13, 16, 19, 20, 21}; // n = 22: n/8 = 2
+    for (int l = 0; l < 22; l++) {
+        int more = 0;
+        for (int k = 0; k < 10; k++) more |= more22[k] == l;
+        const char *parts[] = {"attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"};
+        for (int p = 0; p < 7; p++) {
+            snprintf(name, sizeof name, "blk.%d.%s.weight", l, parts[p]);
+            int v_or_down = p == 2 || p == 6;
+            CHECKF(rm_ftype_tensor_type(f, name, 22, 0) == (v_or_down && more ? RM_TYPE_Q6_K : RM_TYPE_Q4_K), "%s",
+                   name);
+        }
+    }
+    CHECK(rm_ftype_tensor_type(f, "output.weight", 22, 0) == RM_TYPE_Q6_K);
+    CHECK(rm_ftype_tensor_type(f, "token_embd.weight", 22, 0) == RM_TYPE_Q4_K);
+    CHECK(rm_ftype_tensor_type(f, "token_embd.weight", 22, 1) == RM_TYPE_Q6_K);
+    CHECK(rm_ftype_tensor_type(f, "blk.x.attn_v.weight", 22, 0) == RM_TYPE_Q4_K);
+    // fewer than 8 layers: n/8 = 0, every third layer from 0 on (2, 5)
+    CHECK(rm_ftype_tensor_type(f, "blk.2.ffn_down.weight", 5, 0) == RM_TYPE_Q6_K);
+    CHECK(rm_ftype_tensor_type(f, "blk.0.ffn_down.weight", 5, 0) == RM_TYPE_Q4_K);
+    CHECK(rm_ftype_tensor_type((rm_ftype){RM_TYPE_Q8_0, 0}, "output.weight", 22, 0) == RM_TYPE_Q8_0);
 }
 
 TEST(hfdir_errors) {

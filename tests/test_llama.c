@@ -212,9 +212,9 @@ TEST(llama_batch_invariance_f32_stories) {
 // The "tiny" synth model of file type `ftype` (synth.h), written once per run.
 static rm_llama *synth_model_ft(const char *ftype) {
     char path[512];
-    rm_synth_ftype ft;
+    rm_ftype ft;
     snprintf(path, sizeof path, "%s/synth-tiny-%s.gguf", rm_test_tmpdir(), ftype);
-    if (rm_synth_ftype_parse(ftype, &ft) != RM_OK ||
+    if (rm_ftype_parse(ftype, &ft) != RM_OK ||
         (!rm_file_exists(path) && rm_synth_write_ftype(rm_synth_find("tiny"), ft, 7, path, NULL, NULL) != RM_OK)) {
         rm_test_fail(__FILE__, __LINE__, "synth %s: %s", ftype, rm_last_error());
         return NULL;

@@ -20,7 +20,9 @@ static int cmd_convert(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) {
             printf("usage: ramole convert --from llama2c IN.bin OUT.gguf [--tokenizer tokenizer.bin]\n"
-                   "       ramole convert --from hf DIR OUT.gguf [--type f32|f16|bf16|q8_0|q4_0|q4_k|q5_k|q6_k]\n\n"
+                   "       ramole convert --from hf DIR OUT.gguf [--type f32|f16|bf16|q8_0|q4_0|q4_k|q5_k|q6_k|q4_k_m|q5_k_m]\n\n"
+                   "  --type T           the matrices' type, or q4_k_m / q5_k_m: mixed as llama.cpp's Q4_K_M /\n"
+                   "                     Q5_K_M files (q6_K for the output and part of attn_v / ffn_down)\n"
                    "  --tokenizer FILE   llama2.c's tokenizer file for the checkpoint (tokenizer.bin, or\n"
                    "                     tok512.bin for stories260K): embedded, so that -p TEXT works\n");
             return 0;
@@ -54,15 +56,11 @@ static int cmd_convert(int argc, char **argv) {
             fprintf(stderr, "ramole convert: --tokenizer goes with --from llama2c (a Hugging Face dir has its own)\n");
             return 2;
         }
-        int out_type = -1;
-        if (type) {
-            rm_type t;
-            if (rm_type_parse(type, &t)) return cli_fail("--type");
-            out_type = (int)t;
-        }
+        rm_ftype ft;
+        if (type && rm_ftype_parse(type, &ft)) return cli_fail("--type");
         rm_progress p;
         rm_progress_start(&p, "convert", "tensors", 0);
-        if (hfdir_convert_to_gguf_ex(in, out, out_type, on_progress, &p, rm_tokenizer_hfdir_meta, (void *)in)) {
+        if (hfdir_convert_to_gguf_ex(in, out, type ? &ft : NULL, on_progress, &p, rm_tokenizer_hfdir_meta, (void *)in)) {
             if (p.enabled) fputc('\n', stderr);
             return cli_fail("convert");
         }

@@ -44,13 +44,14 @@ static int cmd_synth(int argc, char **argv) {
         fprintf(stderr, "ramole synth: unknown shape '%s' (known: %s)\n", shape, rm_synth_names());
         return 2;
     }
-    rm_synth_ftype t;
-    if (rm_synth_ftype_parse(type, &t)) return cli_fail("--type");
+    rm_ftype t;
+    if (rm_ftype_parse(type, &t)) return cli_fail("--type");
     rm_progress p;
     rm_progress_start(&p, "synth", "tensors", 2 + 9L * s->n_layer);
     if (rm_synth_write_ftype(s, t, (uint64_t)seed, out, on_progress, &p)) return cli_fail("synth");
     rm_progress_finish(&p, 2 + 9L * s->n_layer);
-    fprintf(stderr, "wrote %s (%s, %s%s)\n", out, s->name, rm_type_name(t.type), t.k_m ? "_M" : "");
+    char tn[24];
+    fprintf(stderr, "wrote %s (%s, %s)\n", out, s->name, rm_ftype_name(t, tn, sizeof tn));
     return 0;
 }
 

@@ -281,7 +281,7 @@ typedef struct hf_plan {
     const hf_config *cfg;
     const hf_weights *wts;
     const char *dir;
-    int out_type;
+    const rm_ftype *ft; // NULL: float weights keep their type
     gguf_writer *w;
     hf_job *jobs;
     size_t n_jobs, cap_jobs;
@@ -320,8 +320,11 @@ static int plan_tensor(hf_plan *p, const char *hf, const char *gg, int64_t d0, i
     j->permute_hd = permute_hd;
     j->progress = &p->progress;
     if (nd == 1) j->type = RM_TYPE_F32;
-    else if (p->out_type < 0) j->type = (rm_type)keep_type(t->dtype);
-    else j->type = j->cols % rm_type_block_elems((rm_type)p->out_type) == 0 ? (rm_type)p->out_type : RM_TYPE_F16;
+    else if (!p->ft) j->type = (rm_type)keep_type(t->dtype);
+    else {
+        rm_type want = rm_ftype_tensor_type(*p->ft, gg, (int)p->cfg->n_layers, p->cfg->tie_embeddings);
+        j->type = j->cols % rm_type_block_elems(want) == 0 ? want : RM_TYPE_F16;
+    }
     int64_t ne[2] = {nd == 2 ? d1 : d0, d0};
     int rc = gguf_add_tensor_fill(p->w, gg, j->type, nd, ne, fill_tensor, j);
     if (rc == RM_OK) p->n_jobs++;
@@ -383,27 +386,12 @@ static int set_arch_f32(gguf_writer *w, const char *arch, const char *key, doubl
     return gguf_set_f32(w, k, (float)v);
 }
 
-// llama.cpp's general.file_type for a uniform output type (-1: no single value).
-static int file_type_id(int out_type) {
-    switch (out_type) {
-    case RM_TYPE_F32: return 0;
-    case RM_TYPE_F16: return 1;
-    case RM_TYPE_Q4_0: return 2;
-    case RM_TYPE_Q8_0: return 7;
-    case RM_TYPE_Q4_K: return 14;
-    case RM_TYPE_Q5_K: return 16;
-    case RM_TYPE_Q6_K: return 18;
-    case RM_TYPE_BF16: return 32;
-    default: return -1;
-    }
-}
-
-static int write_metadata(gguf_writer *w, const hf_config *c, const char *dir, int out_type, int tok_path) {
+static int write_metadata(gguf_writer *w, const hf_config *c, const char *dir, const rm_ftype *ft, int tok_path) {
     const char *a = c->arch;
     int rc = 0;
     rc |= gguf_set_str(w, "general.architecture", a);
     rc |= gguf_set_str(w, "general.name", c->name);
-    if (file_type_id(out_type) >= 0) rc |= gguf_set_u32(w, "general.file_type", (uint32_t)file_type_id(out_type));
+    if (ft && rm_ftype_file_type_id(*ft) >= 0) rc |= gguf_set_u32(w, "general.file_type", (uint32_t)rm_ftype_file_type_id(*ft));
     rc |= set_arch_u32(w, a, "context_length", c->max_pos);
     rc |= set_arch_u32(w, a, "embedding_length", c->hidden_size);
     rc |= set_arch_u32(w, a, "block_count", c->n_layers);
@@ -441,25 +429,27 @@ static int write_metadata(gguf_writer *w, const hf_config *c, const char *dir, i
 
 int hfdir_convert_to_gguf(const char *dir, const char *out_path, int out_type, void (*progress)(void *, int, int),
                           void *ctx) {
-    return hfdir_convert_to_gguf_ex(dir, out_path, out_type, progress, ctx, NULL, NULL);
+    rm_ftype ft = {(rm_type)out_type, 0};
+    return hfdir_convert_to_gguf_ex(dir, out_path, out_type < 0 ? NULL : &ft, progress, ctx, NULL, NULL);
 }
 
-int hfdir_convert_to_gguf_ex(const char *dir, const char *out_path, int out_type, void (*progress)(void *, int, int),
-                             void *ctx, int (*add_meta)(void *mctx, gguf_writer *w), void *mctx) {
+int hfdir_convert_to_gguf_ex(const char *dir, const char *out_path, const rm_ftype *ft,
+                             void (*progress)(void *, int, int), void *ctx, int (*add_meta)(void *mctx, gguf_writer *w),
+                             void *mctx) {
     if (!dir || !out_path) return rm_errorf(RM_EINVAL, "hfdir_convert_to_gguf: NULL argument");
-    if (out_type >= 0 && !rm_type_supported(out_type))
-        return rm_errorf(RM_EINVAL, "hfdir_convert_to_gguf: unsupported output type %d", out_type);
+    if (ft && !rm_type_supported(ft->type))
+        return rm_errorf(RM_EINVAL, "hfdir_convert_to_gguf: unsupported output type %d", (int)ft->type);
     hf_config cfg;
     int rc = hfdir_read_config(dir, &cfg);
     if (rc != RM_OK) return rc;
     hf_weights wts;
     if ((rc = weights_open(&wts, dir)) != RM_OK) return rc;
-    hf_plan p = {.cfg = &cfg, .wts = &wts, .dir = dir, .out_type = out_type};
+    hf_plan p = {.cfg = &cfg, .wts = &wts, .dir = dir, .ft = ft};
     p.w = gguf_writer_new();
     p.cap_jobs = (size_t)cfg.n_layers * 13 + 3;
     p.jobs = calloc(p.cap_jobs, sizeof *p.jobs);
     if (!p.w || !p.jobs) rc = rm_errorf(RM_ENOMEM, "out of memory");
-    if (rc == RM_OK) rc = write_metadata(p.w, &cfg, dir, out_type, add_meta == NULL);
+    if (rc == RM_OK) rc = write_metadata(p.w, &cfg, dir, ft, add_meta == NULL);
     if (rc == RM_OK && add_meta) rc = add_meta(mctx, p.w);
     if (rc == RM_OK)
         rc = plan_tensor(&p, "model.embed_tokens.weight", "token_embd.weight", cfg.vocab_size, cfg.hidden_size, 0, 0);

@@ -10,6 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "format/ftype.h"
 #include "format/gguf.h"
 
 // The hyperparameters of config.json that a conversion needs.
@@ -44,9 +45,12 @@ int hfdir_convert_to_gguf(const char *dir, const char *out_path, int out_type, v
 // add keys (e.g. the tokenizer: see rm_tokenizer_hfdir_meta); a non-zero
 // return aborts the conversion with that status. With a hook the
 // ramole.hf_tokenizer_path key (the tokenizer.json beside the weights, which
-// hfdir_convert_to_gguf writes for older readers) is left out.
-int hfdir_convert_to_gguf_ex(const char *dir, const char *out_path, int out_type, void (*progress)(void *, int, int),
-                             void *ctx, int (*add_meta)(void *mctx, gguf_writer *w), void *mctx);
+// hfdir_convert_to_gguf writes for older readers) is left out. ft: the file
+// type (format/ftype.h: one type, or a mixture such as q4_K_M, the tensor
+// names deciding each matrix's type), NULL to keep F32/F16/BF16 as stored.
+int hfdir_convert_to_gguf_ex(const char *dir, const char *out_path, const rm_ftype *ft,
+                             void (*progress)(void *, int, int), void *ctx, int (*add_meta)(void *mctx, gguf_writer *w),
+                             void *mctx);
 
 // Row order of a Q or K projection for GGUF llama: Hugging Face rotates the
 // RoPE pairs (i, i + d/2) of each head, GGUF llama the pairs (2i, 2i+1). For

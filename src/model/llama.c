@@ -228,7 +228,7 @@ static int open_model_file(rm_llama *m, const char *path) {
     int fd = mkstemp(tmp);
     if (fd < 0) return rm_errorf(RM_EIO, "%s: cannot create a temporary file for the conversion", tmp);
     close(fd);
-    int rc = hfdir_convert_to_gguf_ex(path, tmp, -1, NULL, NULL, rm_tokenizer_hfdir_meta, (void *)path);
+    int rc = hfdir_convert_to_gguf_ex(path, tmp, NULL, NULL, NULL, rm_tokenizer_hfdir_meta, (void *)path);
     if (!rc) rc = open_model_gguf(m, tmp);
     unlink(tmp);
     return rc;

@@ -8,7 +8,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 
 static const rm_synth_shape g_shapes[] = {
     {"tiny", 258, 256, 4, 8, 4, 768, 512},
@@ -135,52 +134,26 @@ static int fill_tensor(synth_tensor *t, uint64_t *rng, int is_norm) {
     return RM_OK;
 }
 
-int rm_synth_ftype_parse(const char *name, rm_synth_ftype *out) {
-    size_t n = name ? strlen(name) : 0;
-    if (n > 2 && strcasecmp(name + n - 2, "_m") == 0) {
-        char base[16];
-        if (n - 2 >= sizeof base) return rm_errorf(RM_EINVAL, "unknown file type '%s'", name);
-        memcpy(base, name, n - 2);
-        base[n - 2] = 0;
-        if (rm_type_parse(base, &out->type) != RM_OK || (out->type != RM_TYPE_Q4_K && out->type != RM_TYPE_Q5_K))
-            return rm_errorf(RM_EINVAL, "unknown file type '%s' (mixtures: q4_k_m, q5_k_m)", name);
-        out->k_m = 1;
-        return RM_OK;
-    }
-    out->k_m = 0;
-    return rm_type_parse(name, &out->type);
-}
-
-rm_type rm_synth_tensor_type(rm_synth_ftype f, const char *tensor, int layer, int n_layer) {
-    if (!f.k_m) return f.type;
-    if (strcmp(tensor, "token_embd") == 0 || strcmp(tensor, "output") == 0) return RM_TYPE_Q6_K;
-    if (strcmp(tensor, "attn_v") == 0 || strcmp(tensor, "ffn_down") == 0) {
-        int e = n_layer / 8; // first and last eighth, and every third layer between
-        if (layer < e || layer >= n_layer - e || (layer - e) % 3 == 2) return RM_TYPE_Q6_K;
-    }
-    return f.type;
-}
-
-static int synth_write(const rm_synth_shape *s, const char *const *merges, int n_merges, rm_synth_ftype ft,
+static int synth_write(const rm_synth_shape *s, const char *const *merges, int n_merges, rm_ftype ft,
                        uint64_t seed, const char *out_path, void (*progress)(void *ctx, long done, long total),
                        void *ctx);
 
 int rm_synth_write(const rm_synth_shape *s, rm_type type, uint64_t seed, const char *out_path,
                    void (*progress)(void *ctx, long done, long total), void *ctx) {
-    return synth_write(s, NULL, 0, (rm_synth_ftype){type, 0}, seed, out_path, progress, ctx);
+    return synth_write(s, NULL, 0, (rm_ftype){type, 0}, seed, out_path, progress, ctx);
 }
 
-int rm_synth_write_ftype(const rm_synth_shape *s, rm_synth_ftype ftype, uint64_t seed, const char *out_path,
+int rm_synth_write_ftype(const rm_synth_shape *s, rm_ftype ftype, uint64_t seed, const char *out_path,
                          void (*progress)(void *ctx, long done, long total), void *ctx) {
     return synth_write(s, NULL, 0, ftype, seed, out_path, progress, ctx);
 }
 
 int rm_synth_write_bpe(const rm_synth_shape *s, const char *const *merges, int n_merges, rm_type type, uint64_t seed,
                        const char *out_path, void (*progress)(void *ctx, long done, long total), void *ctx) {
-    return synth_write(s, merges, n_merges, (rm_synth_ftype){type, 0}, seed, out_path, progress, ctx);
+    return synth_write(s, merges, n_merges, (rm_ftype){type, 0}, seed, out_path, progress, ctx);
 }
 
-static int synth_write(const rm_synth_shape *s, const char *const *merges, int n_merges, rm_synth_ftype ft,
+static int synth_write(const rm_synth_shape *s, const char *const *merges, int n_merges, rm_ftype ft,
                        uint64_t seed, const char *out_path, void (*progress)(void *ctx, long done, long total),
                        void *ctx) {
     const rm_type type = ft.type;
@@ -209,7 +182,7 @@ static int synth_write(const rm_synth_shape *s, const char *const *merges, int n
         bytes += (double)rm_row_size(ty, n0) * (n1);                                                                   \
     } while (0)
     char nm[64];
-    T("token_embd.weight", s->n_embd, s->n_vocab, rm_synth_tensor_type(ft, "token_embd", -1, s->n_layer));
+    T("token_embd.weight", s->n_embd, s->n_vocab, rm_ftype_tensor_type(ft, "token_embd.weight", s->n_layer, 1));
     T("output_norm.weight", s->n_embd, 1, RM_TYPE_F32);
     for (int l = 0; l < s->n_layer; l++) {
         const struct {
@@ -227,7 +200,7 @@ static int synth_write(const rm_synth_shape *s, const char *const *merges, int n
                      {"ffn_down", s->n_ff, s->n_embd, type}};
         for (int j = 0; j < 9; j++) {
             snprintf(nm, sizeof nm, "blk.%d.%s.weight", l, spec[j].n);
-            rm_type ty = spec[j].o == 1 ? RM_TYPE_F32 : rm_synth_tensor_type(ft, spec[j].n, l, s->n_layer); // norms f32
+            rm_type ty = spec[j].o == 1 ? RM_TYPE_F32 : rm_ftype_tensor_type(ft, nm, s->n_layer, 1); // norms f32
             T(nm, spec[j].i, spec[j].o, ty);
         }
     }
@@ -238,7 +211,8 @@ static int synth_write(const rm_synth_shape *s, const char *const *merges, int n
         goto done;
     }
     char arch_name[80];
-    snprintf(arch_name, sizeof arch_name, "synth-%s-%s%s", s->name, rm_type_name(type), ft.k_m ? "_M" : "");
+    char ftn[24];
+    snprintf(arch_name, sizeof arch_name, "synth-%s-%s", s->name, rm_ftype_name(ft, ftn, sizeof ftn));
     if ((rc = gguf_set_str(w, "general.architecture", "llama")) || (rc = gguf_set_str(w, "general.name", arch_name)) ||
         (rc = gguf_set_u32(w, "llama.context_length", (uint32_t)s->n_ctx)) ||
         (rc = gguf_set_u32(w, "llama.embedding_length", (uint32_t)s->n_embd)) ||

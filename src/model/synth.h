@@ -3,6 +3,7 @@
 #define RM_MODEL_SYNTH_H
 #include <stdint.h>
 
+#include "format/ftype.h"
 #include "tensor/tensor.h"
 
 typedef struct rm_synth_shape {
@@ -21,22 +22,9 @@ const char *rm_synth_names(void);
 // progress(ctx, done, total) is called per tensor when not NULL.
 int rm_synth_write(const rm_synth_shape *shape, rm_type type, uint64_t seed, const char *out_path,
                    void (*progress)(void *ctx, long done, long total), void *ctx);
-// A file type as llama.cpp's quantizer names them: one type for every matrix
-// ("q8_0", "q4_k", ... as rm_type_parse reads them) or one of the mixtures
-// most downloads are, "q4_k_m" / "q5_k_m": q4_K / q5_K matrices with q6_K for
-// the output matrix (here the tied token embeddings) and for attn_v and
-// ffn_down in the first and last eighth of the layers and every third layer
-// between (as llama.cpp's Q4_K_M / Q5_K_M files have them).
-typedef struct rm_synth_ftype {
-    rm_type type; // the matrices' type
-    int k_m;      // 1: the _M mixture
-} rm_synth_ftype;
-int rm_synth_ftype_parse(const char *name, rm_synth_ftype *out); // RM_EINVAL if unknown
-// The type of matrix `tensor` ("token_embd", "attn_v", ...) of layer `layer`
-// (-1 outside the layers) in a file of type f with n_layer layers.
-rm_type rm_synth_tensor_type(rm_synth_ftype f, const char *tensor, int layer, int n_layer);
-// rm_synth_write for a mixture.
-int rm_synth_write_ftype(const rm_synth_shape *shape, rm_synth_ftype ftype, uint64_t seed, const char *out_path,
+// rm_synth_write for a file type (format/ftype.h: one type or a mixture; the
+// token embeddings are the output matrix).
+int rm_synth_write_ftype(const rm_synth_shape *shape, rm_ftype ftype, uint64_t seed, const char *out_path,
                          void (*progress)(void *ctx, long done, long total), void *ctx);
 // The same with byte-level BPE merges ("left right", GPT-2 byte mapping, rank
 // order): token 258 + i is merge i's two parts joined (shape->n_vocab must
