@@ -26,8 +26,8 @@
 #include <string.h>
 #include <sys/stat.h>
 
-static const rm_type k_types[] = {RM_TYPE_F32,  RM_TYPE_F16,  RM_TYPE_BF16, RM_TYPE_Q8_0,
-                                  RM_TYPE_Q4_0, RM_TYPE_Q4_K, RM_TYPE_Q5_K, RM_TYPE_Q6_K};
+static const rm_type k_types[] = {RM_TYPE_F32,  RM_TYPE_F16,  RM_TYPE_BF16, RM_TYPE_Q8_0, RM_TYPE_Q4_0, RM_TYPE_Q4_1,
+                                  RM_TYPE_Q5_0, RM_TYPE_Q5_1, RM_TYPE_Q4_K, RM_TYPE_Q5_K, RM_TYPE_Q6_K};
 #define N_TYPES ((int)(sizeof k_types / sizeof k_types[0]))
 
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
@@ -110,7 +110,7 @@ TEST(kernel_bf16) {
 TEST(kernel_type_table) {
     CHECK(strcmp(rm_type_name(RM_TYPE_Q4_K), "q4_K") == 0); // as ggml spells it
     CHECK(strcmp(rm_type_name(77), "?") == 0);
-    CHECK(!rm_type_supported(3) && !rm_type_supported(-1) && rm_type_supported(30));
+    CHECK(!rm_type_supported(11) && !rm_type_supported(-1) && rm_type_supported(30)); // q3_K: not (yet)
     for (int i = 0; i < N_TYPES; i++) {
         rm_type t;
         CHECK_OK(rm_type_parse(rm_type_name(k_types[i]), &t));
@@ -119,7 +119,7 @@ TEST(kernel_type_table) {
     rm_type t;
     CHECK_OK(rm_type_parse("Q8_0", &t));
     CHECK(t == RM_TYPE_Q8_0);
-    CHECK(rm_type_parse("q5_1", &t) == RM_EINVAL);
+    CHECK(rm_type_parse("q5_2", &t) == RM_EINVAL);
     CHECK(rm_type_block_elems(RM_TYPE_Q4_K) == 256 && rm_type_block_bytes(RM_TYPE_Q4_K) == 144);
     CHECK(rm_type_block_elems(RM_TYPE_Q8_0) == 32 && rm_type_block_bytes(RM_TYPE_Q8_0) == 34);
     CHECK(rm_type_block_elems(RM_TYPE_Q4_0) == 32 && rm_type_block_bytes(RM_TYPE_Q4_0) == 18);
@@ -127,7 +127,10 @@ TEST(kernel_type_table) {
     CHECK(rm_row_size(RM_TYPE_Q8_0, 4096) == 128 * 34);
     CHECK(rm_row_size(RM_TYPE_Q8_0, 33) == 0);
     CHECK(rm_row_size(RM_TYPE_Q4_K, 512) == 288);
-    // q5_K / q6_K: 256 values in 176 / 210 bytes (ggml's block_q5_K / block_q6_K)
+    // q4_1 / q5_0 / q5_1: 32 values in 20 / 22 / 24 bytes; q5_K / q6_K: 256 in
+    // 176 / 210 (ggml's block sizes)
+    CHECK(rm_type_block_bytes(RM_TYPE_Q4_1) == 20 && rm_type_block_bytes(RM_TYPE_Q5_0) == 22);
+    CHECK(rm_type_block_bytes(RM_TYPE_Q5_1) == 24 && rm_type_block_elems(RM_TYPE_Q5_1) == 32);
     CHECK(strcmp(rm_type_name(RM_TYPE_Q5_K), "q5_K") == 0 && strcmp(rm_type_name(RM_TYPE_Q6_K), "q6_K") == 0);
     CHECK(rm_type_block_elems(RM_TYPE_Q5_K) == 256 && rm_type_block_bytes(RM_TYPE_Q5_K) == 176);
     CHECK(rm_type_block_elems(RM_TYPE_Q6_K) == 256 && rm_type_block_bytes(RM_TYPE_Q6_K) == 210);
@@ -228,19 +231,19 @@ TEST(kernel_known_blocks) {
 }
 
 // ---------------------------------------------------------------------------
-// k-quants against ggml: tests/ref/kquant.golden holds rows quantized by
-// ggml's reference quantizers and dequantized by ggml (made once by
-// tests/ref/kquant_ref.c from llama.cpp's libggml-base.so; layout there).
+// Quantized formats against ggml: tests/ref/quant.golden holds rows quantized
+// by ggml's reference quantizers and dequantized by ggml (made once by
+// tests/ref/quant_ref.c from llama.cpp's libggml-base.so; layout there).
 
 static int read_u32s(FILE *f, uint32_t *v, int n) { return fread(v, 4, (size_t)n, f) == (size_t)n; }
 
-TEST(kernel_kquant_ggml_golden) {
-    FILE *f = fopen("tests/ref/kquant.golden", "rb");
-    CHECKF(f != NULL, "tests/ref/kquant.golden: cannot open (run from the repo root)");
+TEST(kernel_quant_ggml_golden) {
+    FILE *f = fopen("tests/ref/quant.golden", "rb");
+    CHECKF(f != NULL, "tests/ref/quant.golden: cannot open (run from the repo root)");
     if (!f) return;
     char magic[8];
     uint32_t ntypes = 0;
-    CHECK(fread(magic, 1, 8, f) == 8 && memcmp(magic, "RMKQG001", 8) == 0 && read_u32s(f, &ntypes, 1));
+    CHECK(fread(magic, 1, 8, f) == 8 && memcmp(magic, "RMQNTG01", 8) == 0 && read_u32s(f, &ntypes, 1));
     int seen = 0;
     for (uint32_t t = 0; t < ntypes; t++) {
         uint32_t h[4];
@@ -281,7 +284,7 @@ TEST(kernel_kquant_ggml_golden) {
         seen++;
         free(x), free(y), free(ours), free(blocks), free(mine);
     }
-    CHECK(seen == 3);
+    CHECK(seen == 8);
     fclose(f);
 }
 
@@ -726,6 +729,7 @@ TEST(kernel_cpu_force) {
         CHECK(strcmp(rm_matmul_family(RM_TYPE_Q4_K), "avx512-vnni") == 0);
         CHECK(strcmp(rm_matmul_family(RM_TYPE_Q6_K), "avx512-vnni") == 0);
         CHECK(strcmp(rm_matmul_family(RM_TYPE_Q5_K), "avx512-vnni") == 0);
+        CHECK(strcmp(rm_matmul_family(RM_TYPE_Q5_0), "avx2") == 0); // no AVX-512 kernel for q4_1 / q5_0 / q5_1
         CHECK(strcmp(rm_matmul_family(RM_TYPE_F16), "avx512") == 0);
         // bf16 weights: the bf16 dot products where the CPU has them, unless
         // RAMOLE_ISA=avx512 asks for AVX-512 without them

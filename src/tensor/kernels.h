@@ -16,6 +16,20 @@ typedef struct {
     uint8_t qs[16];
 } rm_block_q4_0;
 typedef struct {
+    uint16_t d, m;
+    uint8_t qs[16];
+} rm_block_q4_1;
+typedef struct {
+    uint16_t d;
+    uint8_t qh[4]; // bit j of the little-endian word: the fifth bit of value j
+    uint8_t qs[16];
+} rm_block_q5_0;
+typedef struct {
+    uint16_t d, m;
+    uint8_t qh[4];
+    uint8_t qs[16];
+} rm_block_q5_1;
+typedef struct {
     uint16_t d, dmin;
     uint8_t scales[12];
     uint8_t qs[128];
@@ -36,6 +50,8 @@ _Static_assert(sizeof(rm_block_q8_0) == 34, "q8_0 block is 34 bytes");
 _Static_assert(sizeof(rm_block_q5_k) == 176, "q5_K block is 176 bytes");
 _Static_assert(sizeof(rm_block_q6_k) == 210, "q6_K block is 210 bytes");
 _Static_assert(sizeof(rm_block_q4_0) == 18, "q4_0 block is 18 bytes");
+_Static_assert(sizeof(rm_block_q4_1) == 20 && sizeof(rm_block_q5_0) == 22 && sizeof(rm_block_q5_1) == 24,
+               "q4_1 / q5_0 / q5_1 blocks are 20 / 22 / 24 bytes");
 _Static_assert(sizeof(rm_block_q4_k) == 144, "q4_K block is 144 bytes");
 
 // Unpacks the 6-bit scale ls and min lm of sub-block s (0..7) of a q4_K block:
@@ -110,6 +126,9 @@ void rm_mm_f16_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_bf16_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q8_0_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q4_0_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+void rm_mm_q4_1_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+void rm_mm_q5_0_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+void rm_mm_q5_1_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q4_k_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q5_k_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q6_k_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);

@@ -69,12 +69,28 @@ INLINE void tile_finish(const qtile *t, const rm_mm *m, int64_t r, int c, const 
 }
 
 // ---------------------------------------------------------------------------
-// q8_0 and q4_0 weights x int8 activations: 32-element blocks that both start
-// with the f16 scale, followed by the quants (at byte 2).
+// q8_0, q4_0, q4_1, q5_0 and q5_1 weights x int8 activations: 32-element
+// blocks that all start with the f16 scale d (q4_1 / q5_1 then the f16 min m,
+// q5_0 / q5_1 then the 32 fifth bits), followed by the quants.
 //   q8_0: maddubs(|w|, sign(x, w))         = pairs of w*x
-//   q4_0: maddubs(q, x) - maddubs(8, x)    = pairs of (q-8)*x   (q unsigned nibble)
+//   others: maddubs(q, x)                  = pairs of q*x   (q unsigned, 0..15 / 0..31)
+// and the offset per block, from the activation block sums sum x the
+// quantizer keeps: q4_0 -8 d sum x, q5_0 -16 d sum x, q4_1 / q5_1 + m sum x.
 
-enum { KIND_Q8_0, KIND_Q4_0 };
+enum { KIND_Q8_0, KIND_Q4_0, KIND_Q4_1, KIND_Q5_0, KIND_Q5_1 };
+
+// The fifth bits of a q5_0 / q5_1 block as 16 in the bytes of values j
+// (bit j of the little-endian word qh), in q4_0_unpack's value order.
+INLINE __m256i q5_bits(const uint8_t *qh) {
+    uint32_t h;
+    memcpy(&h, qh, 4);
+    const __m256i spread = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, //
+                                            2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i bit = _mm256_set1_epi64x(0x8040201008040201);
+    __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)h), spread); // byte j = byte j/8 of qh
+    v = _mm256_cmpeq_epi8(_mm256_and_si256(v, bit), bit);
+    return _mm256_and_si256(v, _mm256_set1_epi8(16));
+}
 
 INLINE __m256i q4_0_unpack(const uint8_t *qs) {
     __m128i v = _mm_loadu_si128((const __m128i *)qs), lo4 = _mm_set1_epi8(15);
@@ -87,13 +103,14 @@ INLINE __m256i q4_0_unpack(const uint8_t *qs) {
     do {                                                                                                               \
         __m256i wv_[4], w8_[4];                                                                                        \
         _Pragma("GCC unroll 4") for (int i = 0; i < RR; i++) {                                                         \
-            const uint8_t *qs = t.w[i] + (b)*BB + 2;                                                                   \
+            const uint8_t *qs = t.w[i] + (b)*BB + QO;                                                                  \
             prefetch_next_rows(m, qs, RR);                                                                             \
             if (KIND == KIND_Q8_0) {                                                                                   \
                 w8_[i] = _mm256_loadu_si256((const __m256i *)qs);                                                      \
                 wv_[i] = _mm256_abs_epi8(w8_[i]);                                                                      \
             } else {                                                                                                   \
                 wv_[i] = q4_0_unpack(qs);                                                                              \
+                if (Q5) wv_[i] = _mm256_or_si256(wv_[i], q5_bits(qs - 4));                                             \
             }                                                                                                          \
         }                                                                                                              \
         _Pragma("GCC unroll 4") for (int j = 0; j < CC; j++) {                                                         \
@@ -102,10 +119,10 @@ INLINE __m256i q4_0_unpack(const uint8_t *qs) {
                 __m256i p;                                                                                             \
                 if (KIND == KIND_Q8_0) {                                                                               \
                     /* small tiles keep w in a register; big ones reload it (fewer spills) */                          \
-                    __m256i w8 = CC <= 2 ? w8_[i] : _mm256_loadu_si256((const __m256i *)(t.w[i] + (b)*BB + 2));        \
+                    __m256i w8 = CC <= 2 ? w8_[i] : _mm256_loadu_si256((const __m256i *)(t.w[i] + (b)*BB + QO));       \
                     p = _mm256_maddubs_epi16(wv_[i], _mm256_sign_epi8(xv, w8));                                        \
                 } else {                                                                                               \
-                    p = _mm256_maddubs_epi16(wv_[i], xv); /* q*x; the -8*x part: see tile_blk32 */                     \
+                    p = _mm256_maddubs_epi16(wv_[i], xv); /* q*x; the offset part: see tile_blk32 */                   \
                 }                                                                                                      \
                 __m256 s = _mm256_cvtepi32_ps(_mm256_madd_epi16(p, ones));                                             \
                 t.acc[i][j] = _mm256_fmadd_ps(s, SCALE, t.acc[i][j]);                                                  \
@@ -123,7 +140,15 @@ INLINE __m256 scales8(const uint8_t *p, int64_t bb) {
 
 INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux, const int PREPPED,
                        const int KIND) {
-    const int64_t BB = KIND == KIND_Q8_0 ? (int64_t)sizeof(rm_block_q8_0) : (int64_t)sizeof(rm_block_q4_0);
+    const int64_t BB = KIND == KIND_Q8_0   ? (int64_t)sizeof(rm_block_q8_0)
+                       : KIND == KIND_Q4_0 ? (int64_t)sizeof(rm_block_q4_0)
+                       : KIND == KIND_Q4_1 ? (int64_t)sizeof(rm_block_q4_1)
+                       : KIND == KIND_Q5_0 ? (int64_t)sizeof(rm_block_q5_0)
+                                           : (int64_t)sizeof(rm_block_q5_1);
+    const int QO = (int)(BB - (KIND == KIND_Q8_0 ? 32 : 16));    // the quants end the block
+    const int Q5 = KIND == KIND_Q5_0 || KIND == KIND_Q5_1;        // fifth bits just before them
+    const int MIN = KIND == KIND_Q4_1 || KIND == KIND_Q5_1;       // the offset is m sum x
+    const float OFF = KIND == KIND_Q5_0 ? 16.0f : 8.0f;           // q4_0 / q5_0: the offset is -OFF d sum x
     qtile t;
     tile_start(&t, m, r, c, RR, CC);
     const int64_t nb = m->in / 32;
@@ -132,55 +157,65 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
     // Scale products d_w * d_x for 8 blocks at once (one multiply per pair
     // per 8 blocks), read back as broadcasts; the tail does them one by one
     // (the same products, so the result does not depend on the path).
-    // q4_0: sum (q-8) x = sum q x - 8 sum x; the blocks' sum x are in qx.sum,
-    // so the -8 sum x terms are summed apart (scaled, 8 blocks per FMA) and
-    // taken off once at the end instead of per pair and block.
+    // The offsets: sum over blocks of (d_w or m_w) d_x sum x, with the blocks'
+    // sum x from qx.sum, summed apart (8 blocks per FMA) and taken off once
+    // at the end instead of per pair and block.
     float corr[4][4][8] __attribute__((aligned(32)));
     float corr_tail[4][4] = {{0}};
-    if (KIND == KIND_Q4_0)
+    if (KIND != KIND_Q8_0)
         for (int i = 0; i < RR; i++)
             for (int j = 0; j < CC; j++) _mm256_store_ps(corr[i][j], _mm256_setzero_ps());
     for (; b + 8 <= nb; b += 8) {
         float sc[4][4][8] __attribute__((aligned(32)));
-        __m256 dw[4];
+        __m256 dw[4], mw[4];
 #pragma GCC unroll 4
-        for (int i = 0; i < RR; i++) dw[i] = PREPPED ? _mm256_loadu_ps(&aux->f[i][b]) : scales8(t.w[i] + b * BB, BB);
+        for (int i = 0; i < RR; i++) {
+            dw[i] = PREPPED ? _mm256_loadu_ps(&aux->f[i][b]) : scales8(t.w[i] + b * BB, BB);
+            if (MIN) mw[i] = scales8(t.w[i] + b * BB + 2, BB);
+        }
 #pragma GCC unroll 4
         for (int i = 0; i < RR; i++)
 #pragma GCC unroll 4
             for (int j = 0; j < CC; j++) _mm256_store_ps(sc[i][j], _mm256_mul_ps(dw[i], _mm256_loadu_ps(t.xd[j] + b)));
-        if (KIND == KIND_Q4_0) {
+        if (KIND != KIND_Q8_0) {
 #pragma GCC unroll 4
             for (int j = 0; j < CC; j++) {
                 __m256 xs = _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm_loadu_si128((const __m128i *)(t.xs[j] + b))));
+                if (MIN) xs = _mm256_mul_ps(xs, _mm256_loadu_ps(t.xd[j] + b));
 #pragma GCC unroll 4
                 for (int i = 0; i < RR; i++)
-                    _mm256_store_ps(corr[i][j],
-                                    _mm256_fmadd_ps(_mm256_load_ps(sc[i][j]), xs, _mm256_load_ps(corr[i][j])));
+                    _mm256_store_ps(corr[i][j], _mm256_fmadd_ps(MIN ? mw[i] : _mm256_load_ps(sc[i][j]), xs,
+                                                                _mm256_load_ps(corr[i][j])));
             }
         }
         for (int k = 0; k < 8; k++) BLOCK32(b + k, _mm256_broadcast_ss(&sc[i][j][k]));
     }
     for (; b < nb; b++) {
         __m256 dw[4];
-        float dws[4];
+        float dws[4], mws[4];
 #pragma GCC unroll 4
         for (int i = 0; i < RR; i++) {
             uint16_t h;
             memcpy(&h, t.w[i] + b * BB, 2);
             dws[i] = f16(h);
             dw[i] = _mm256_set1_ps(dws[i]);
+            mws[i] = 0;
+            if (MIN) memcpy(&h, t.w[i] + b * BB + 2, 2), mws[i] = f16(h);
         }
-        if (KIND == KIND_Q4_0)
+        if (KIND != KIND_Q8_0)
             for (int i = 0; i < RR; i++)
                 for (int j = 0; j < CC; j++)
-                    corr_tail[i][j] = fmaf(dws[i] * t.xd[j][b], (float)t.xs[j][b], corr_tail[i][j]);
+                    corr_tail[i][j] = MIN ? fmaf(mws[i], (float)t.xs[j][b] * t.xd[j][b], corr_tail[i][j])
+                                          : fmaf(dws[i] * t.xd[j][b], (float)t.xs[j][b], corr_tail[i][j]);
         BLOCK32(b, _mm256_mul_ps(dw[i], _mm256_broadcast_ss(t.xd[j] + b)));
     }
-    if (KIND == KIND_Q4_0) {
+    if (KIND != KIND_Q8_0) {
         float off[4][4];
         for (int i = 0; i < RR; i++)
-            for (int j = 0; j < CC; j++) off[i][j] = 8.0f * (hsum8(_mm256_load_ps(corr[i][j])) + corr_tail[i][j]);
+            for (int j = 0; j < CC; j++) {
+                float s = hsum8(_mm256_load_ps(corr[i][j])) + corr_tail[i][j];
+                off[i][j] = MIN ? -s : OFF * s;
+            }
         tile_finish(&t, m, r, c, RR, CC, (const float(*)[4])off);
     } else {
         tile_finish(&t, m, r, c, RR, CC, NULL);
@@ -203,6 +238,13 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
 DEFINE_DRIVER(rm_mm_q8_0_avx2, TILE_Q8_0, prep_block_scales, Q8_RR, Q8_CC, 2)
 // y[n,out] = x[n,in] @ W[out,in]^T, W q4_0, x int8 (rm_qx, blk 32)
 DEFINE_DRIVER(rm_mm_q4_0_avx2, TILE_Q4_0, prep_block_scales, Q40_RR, Q40_CC, 0)
+// The same for q4_1, q5_0 and q5_1
+#define TILE_Q4_1(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q4_1)
+#define TILE_Q5_0(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q5_0)
+#define TILE_Q5_1(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q5_1)
+DEFINE_DRIVER(rm_mm_q4_1_avx2, TILE_Q4_1, prep_block_scales, Q40_RR, Q40_CC, 0)
+DEFINE_DRIVER(rm_mm_q5_0_avx2, TILE_Q5_0, prep_block_scales, Q40_RR, Q40_CC, 0)
+DEFINE_DRIVER(rm_mm_q5_1_avx2, TILE_Q5_1, prep_block_scales, Q40_RR, Q40_CC, 0)
 
 // ---------------------------------------------------------------------------
 // q4_K and q5_K weights x int8 activations (one scale per 256; sums per 32)

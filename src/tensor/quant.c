@@ -5,6 +5,10 @@
 // Block layouts (bytes, little endian, exactly as in GGUF files):
 //   q8_0: f16 d, int8 q[32]                       x = d*q
 //   q4_0: f16 d, uint8 qs[16]                     x[j] = d*((qs[j]&15)-8), x[j+16] = d*((qs[j]>>4)-8)
+//   q4_1: f16 d, f16 m, uint8 qs[16]              as q4_0's nibbles q: x = d*q + m
+//   q5_0: f16 d, uint8 qh[4], qs[16]              q = nibble (as q4_0's) | bit j of the 32-bit
+//                                                 word qh << 4 for value j: x = d*(q-16)
+//   q5_1: f16 d, f16 m, uint8 qh[4], qs[16]       q as q5_0's: x = d*q + m
 //   q4_K: f16 d, f16 dmin, uint8 sc[12], qs[128]  super-block of 256 = 8 sub-blocks of 32;
 //         sub-block s has 6-bit scale ls and min lm (packed, see q4k_scale_min) and
 //         x = d*ls*q - dmin*lm; sub-blocks 2k and 2k+1 share qs[32k..32k+32): low / high nibble.
@@ -35,6 +39,9 @@ static const struct {
     {RM_TYPE_BF16, "bf16", 1, 2, 1},
     {RM_TYPE_Q8_0, "q8_0", 32, sizeof(rm_block_q8_0), 1},
     {RM_TYPE_Q4_0, "q4_0", 32, sizeof(rm_block_q4_0), 1},
+    {RM_TYPE_Q4_1, "q4_1", 32, sizeof(rm_block_q4_1), 1},
+    {RM_TYPE_Q5_0, "q5_0", 32, sizeof(rm_block_q5_0), 1},
+    {RM_TYPE_Q5_1, "q5_1", 32, sizeof(rm_block_q5_1), 1},
     {RM_TYPE_Q4_K, "q4_K", 256, sizeof(rm_block_q4_k), 1},
     {RM_TYPE_Q5_K, "q5_K", 256, sizeof(rm_block_q5_k), 1},
     {RM_TYPE_Q6_K, "q6_K", 256, sizeof(rm_block_q6_k), 1},
@@ -163,6 +170,58 @@ static void quantize_q4_0(const float *x, rm_block_q4_0 *b, int64_t nb) {
             int q1 = v1 < 0 ? 0 : v1 >= 15 ? 15 : (int)v1;
             b[i].qs[j] = (uint8_t)(q0 | (q1 << 4));
         }
+    }
+}
+
+// q5_0: as q4_0 with 5 bits (d = max / -16, q = x/d + 16 rounded, 0..31).
+static void quantize_q5_0(const float *x, rm_block_q5_0 *b, int64_t nb) {
+    for (int64_t i = 0; i < nb; i++, x += 32) {
+        float amax = 0, max = 0;
+        for (int j = 0; j < 32; j++)
+            if (fabsf(x[j]) > amax) amax = fabsf(x[j]), max = x[j];
+        float d = max / -16.0f, id = d != 0 ? 1.0f / d : 0;
+        b[i].d = rm_f32_to_f16(d);
+        uint32_t qh = 0;
+        for (int j = 0; j < 16; j++) {
+            float v0 = x[j] * id + 16.5f, v1 = x[j + 16] * id + 16.5f;
+            int q0 = v0 < 0 ? 0 : v0 >= 31 ? 31 : (int)v0, q1 = v1 < 0 ? 0 : v1 >= 31 ? 31 : (int)v1;
+            b[i].qs[j] = (uint8_t)((q0 & 15) | ((q1 & 15) << 4));
+            qh |= (uint32_t)(q0 >> 4) << j | (uint32_t)(q1 >> 4) << (j + 16);
+        }
+        memcpy(b[i].qh, &qh, 4);
+    }
+}
+
+// q4_1 / q5_1 (nmax 15 / 31): m = min, d = (max - min) / nmax, q rounded.
+// Writes d, m and the values; the caller packs them.
+static void quantize_minmax(const float *x, int nmax, uint16_t *dh, uint16_t *mh, int *q) {
+    float lo = x[0], hi = x[0];
+    for (int j = 1; j < 32; j++) lo = fminf(lo, x[j]), hi = fmaxf(hi, x[j]);
+    float d = (hi - lo) / (float)nmax, id = d != 0 ? 1.0f / d : 0;
+    *dh = rm_f32_to_f16(d);
+    *mh = rm_f32_to_f16(lo);
+    for (int j = 0; j < 32; j++) {
+        float v = (x[j] - lo) * id + 0.5f;
+        q[j] = v < 0 ? 0 : v >= (float)nmax ? nmax : (int)v;
+    }
+}
+
+static void quantize_q4_1(const float *x, rm_block_q4_1 *b, int64_t nb) {
+    int q[32];
+    for (int64_t i = 0; i < nb; i++, x += 32) {
+        quantize_minmax(x, 15, &b[i].d, &b[i].m, q);
+        for (int j = 0; j < 16; j++) b[i].qs[j] = (uint8_t)(q[j] | (q[j + 16] << 4));
+    }
+}
+
+static void quantize_q5_1(const float *x, rm_block_q5_1 *b, int64_t nb) {
+    int q[32];
+    for (int64_t i = 0; i < nb; i++, x += 32) {
+        quantize_minmax(x, 31, &b[i].d, &b[i].m, q);
+        uint32_t qh = 0;
+        for (int j = 0; j < 16; j++) b[i].qs[j] = (uint8_t)((q[j] & 15) | ((q[j + 16] & 15) << 4));
+        for (int j = 0; j < 32; j++) qh |= (uint32_t)(q[j] >> 4) << j;
+        memcpy(b[i].qh, &qh, 4);
     }
 }
 
@@ -327,6 +386,9 @@ void rm_quantize_row(rm_type t, const float *src, void *dst, int64_t n) {
         break;
     case RM_TYPE_Q8_0: quantize_q8_0(src, dst, n / 32); break;
     case RM_TYPE_Q4_0: quantize_q4_0(src, dst, n / 32); break;
+    case RM_TYPE_Q4_1: quantize_q4_1(src, dst, n / 32); break;
+    case RM_TYPE_Q5_0: quantize_q5_0(src, dst, n / 32); break;
+    case RM_TYPE_Q5_1: quantize_q5_1(src, dst, n / 32); break;
     case RM_TYPE_Q4_K: quantize_q4_k(src, dst, n / 256); break;
     case RM_TYPE_Q5_K: quantize_q5_k(src, dst, n / 256); break;
     case RM_TYPE_Q6_K: quantize_q6_k(src, dst, n / 256); break;
@@ -344,6 +406,18 @@ void rm_quantize_row(rm_type t, const float *src, void *dst, int64_t n) {
         free(tmp);
         break;
     }
+    }
+}
+
+// One block of 32 of q4_1 / q5_0 / q5_1: x = d*q + m, q the nibble plus the
+// fifth bit from the 32-bit word qh (NULL: none); m = -16 d for q5_0.
+static void dequantize_blk32(float d, float m, const uint8_t *qs, const uint8_t *qh, float *dst) {
+    uint32_t h = 0;
+    if (qh) memcpy(&h, qh, 4);
+    for (int j = 0; j < 16; j++) {
+        int q0 = (qs[j] & 15) | (int)((h >> j) & 1) << 4, q1 = (qs[j] >> 4) | (int)((h >> (j + 16)) & 1) << 4;
+        dst[j] = d * (float)q0 + m;
+        dst[j + 16] = d * (float)q1 + m;
     }
 }
 
@@ -395,6 +469,25 @@ void rm_dequantize_row(rm_type t, const void *src, float *dst, int64_t n) {
         }
         break;
     }
+    case RM_TYPE_Q4_1:
+        for (int64_t i = 0; i < n / 32; i++) {
+            const rm_block_q4_1 *b = (const rm_block_q4_1 *)src + i;
+            dequantize_blk32(rm_f16_to_f32(b->d), rm_f16_to_f32(b->m), b->qs, NULL, dst + 32 * i);
+        }
+        break;
+    case RM_TYPE_Q5_0:
+        for (int64_t i = 0; i < n / 32; i++) {
+            const rm_block_q5_0 *b = (const rm_block_q5_0 *)src + i;
+            float d = rm_f16_to_f32(b->d);
+            dequantize_blk32(d, -16.0f * d, b->qs, b->qh, dst + 32 * i);
+        }
+        break;
+    case RM_TYPE_Q5_1:
+        for (int64_t i = 0; i < n / 32; i++) {
+            const rm_block_q5_1 *b = (const rm_block_q5_1 *)src + i;
+            dequantize_blk32(rm_f16_to_f32(b->d), rm_f16_to_f32(b->m), b->qs, b->qh, dst + 32 * i);
+        }
+        break;
     case RM_TYPE_Q4_K:
         for (int64_t i = 0; i < n / 256; i++) dequantize_kmin((const rm_block_q4_k *)src + i, 0, dst + 256 * i);
         break;

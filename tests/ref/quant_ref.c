@@ -1,16 +1,16 @@
-// kquant_ref.c - goldens for ramole's k-quant formats (q4_K, q5_K, q6_K) from
-// ggml itself: loads llama.cpp's prebuilt libggml-base.so (the one
-// ../shared/tools/llamacpp-bench/build.sh fetches), quantizes a few rows of
-// made-up floats with ggml's reference quantizers (quantize_row_qN_K_ref) and
-// dequantizes the blocks with ggml's dequantize_row_qN_K. Run once, from the
-// repo root:
+// quant_ref.c - goldens for ramole's quantized formats (q8_0, q4_0, q4_1,
+// q5_0, q5_1, q4_K, q5_K, q6_K) from ggml itself: loads llama.cpp's prebuilt
+// libggml-base.so (the one ../shared/tools/llamacpp-bench/build.sh fetches),
+// quantizes a few rows of made-up floats with ggml's reference quantizers
+// (quantize_row_<type>_ref) and dequantizes the blocks with ggml's
+// dequantize_row_<type>. Run once, from the repo root:
 //
-//   cc -O1 -o /tmp/kquant_ref tests/ref/kquant_ref.c -ldl -lm
-//   /tmp/kquant_ref LIB tests/ref/kquant.golden
+//   cc -O1 -o /tmp/quant_ref tests/ref/quant_ref.c -ldl -lm
+//   /tmp/quant_ref LIB tests/ref/quant.golden
 //
 // where LIB is ~/.cache/ramole-llamacpp-bench/bins/package/bins/linux-x64/libggml-base.so.
 //
-// Golden layout (little-endian): b"RMKQG001", u32 n_types, then per type
+// Golden layout (little-endian): b"RMQNTG01", u32 n_types, then per type
 // u32 ggml type id, u32 rows, u32 n (elements a row), u32 row_bytes, then per
 // row f32 x[n], the row's blocks (row_bytes bytes, ggml's quantizer),
 // f32 y[n] (ggml's dequantization of those blocks).
@@ -65,25 +65,32 @@ int main(int argc, char **argv) {
         int id;
         const char *quant, *dequant;
         int bytes;
-    } types[] = {{12, "quantize_row_q4_K_ref", "dequantize_row_q4_K", 144},
-                 {13, "quantize_row_q5_K_ref", "dequantize_row_q5_K", 176},
-                 {14, "quantize_row_q6_K_ref", "dequantize_row_q6_K", 210}};
+        int blk;
+    } types[] = {{8, "quantize_row_q8_0_ref", "dequantize_row_q8_0", 34, 32},
+                 {2, "quantize_row_q4_0_ref", "dequantize_row_q4_0", 18, 32},
+                 {3, "quantize_row_q4_1_ref", "dequantize_row_q4_1", 20, 32},
+                 {6, "quantize_row_q5_0_ref", "dequantize_row_q5_0", 22, 32},
+                 {7, "quantize_row_q5_1_ref", "dequantize_row_q5_1", 24, 32},
+                 {12, "quantize_row_q4_K_ref", "dequantize_row_q4_K", 144, 256},
+                 {13, "quantize_row_q5_K_ref", "dequantize_row_q5_K", 176, 256},
+                 {14, "quantize_row_q6_K_ref", "dequantize_row_q6_K", 210, 256}};
+    const int NT = (int)(sizeof types / sizeof types[0]);
     enum { ROWS = 5, N = 512 };
     FILE *f = fopen(argv[2], "wb");
     if (!f) return 1;
-    uint32_t hdr[1] = {3};
-    fwrite("RMKQG001", 1, 8, f);
+    uint32_t hdr[1] = {(uint32_t)NT};
+    fwrite("RMQNTG01", 1, 8, f);
     fwrite(hdr, 4, 1, f);
     float x[N], y[N];
-    uint8_t blocks[N / 256 * 210];
-    for (int t = 0; t < 3; t++) {
+    uint8_t blocks[N / 32 * 34];
+    for (int t = 0; t < NT; t++) {
         quant_fn q = (quant_fn)dlsym(lib, types[t].quant);
         dequant_fn d = (dequant_fn)dlsym(lib, types[t].dequant);
         if (!q || !d) {
             fprintf(stderr, "missing %s / %s\n", types[t].quant, types[t].dequant);
             return 1;
         }
-        uint32_t th[4] = {(uint32_t)types[t].id, ROWS, N, (uint32_t)(N / 256 * types[t].bytes)};
+        uint32_t th[4] = {(uint32_t)types[t].id, ROWS, N, (uint32_t)(N / types[t].blk * types[t].bytes)};
         fwrite(th, 4, 4, f);
         for (int r = 0; r < ROWS; r++) {
             fill(x, N, r);
