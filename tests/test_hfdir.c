@@ -423,23 +423,41 @@ TEST(hfdir_convert_quantized) {
     CHECK(t && t->type == RM_TYPE_Q8_0);
     gguf_close(&g);
 
-    // Q4_K blocks are 256 wide: rows of 64 and 96 fall back to F16.
+    // Q4_K blocks are 256 wide: rows of 64 and 96 fall back to q5_0 (as
+    // llama.cpp's quantizer does), which decodes close to the stored values.
     snprintf(out, sizeof out, "%s/q4k.gguf", rm_test_tmpdir());
     CHECK_OK(hfdir_convert_to_gguf(dir, out, RM_TYPE_Q4_K, NULL, NULL));
     REQUIRE(gguf_open(&g, out) == RM_OK);
     for (uint64_t i = 0; i < g.n_tensors; i++)
-        CHECK(g.tensors[i].type == (g.tensors[i].n_dims == 2 ? RM_TYPE_F16 : RM_TYPE_F32));
-    CHECK_TENSOR(&g, "blk.0.attn_q.weight", "model.layers.0.self_attn.q_proj.weight", 1);
+        CHECK(g.tensors[i].type == (g.tensors[i].n_dims == 2 ? RM_TYPE_Q5_0 : RM_TYPE_F32));
+    t = gguf_find_tensor(&g, "blk.0.attn_q.weight");
+    REQUIRE(t);
+    for (int r = 0; r < NH * HD; r++) {
+        rm_dequantize_row(RM_TYPE_Q5_0, (const char *)t->data + (size_t)r * rm_row_size(RM_TYPE_Q5_0, H), row, H);
+        int64_t sr = (r / HD) * HD + k_perm16[r % HD];
+        float amax = 0;
+        for (int c = 0; c < H; c++) amax = fmaxf(amax, fabsf(hval(qi, sr, c)));
+        for (int c = 0; c < H; c++) CHECK_NEAR(row[c], hval(qi, sr, c), amax / 16 * 0.51 + 1e-3 * amax); // half a step
+    }
     gguf_close(&g);
     CHECK(hfdir_convert_to_gguf(dir, out, 77, NULL, NULL) == RM_EINVAL);
-    // A mixture: the file type says so; rows of 64 and 96 still fall back to F16.
+    // A mixture: the file type says so; output.weight, q6_K in it, falls
+    // back to q8_0, the other matrices (q4_K) to q5_0 (2 layers: no layer's
+    // attn_v / ffn_down is in q6_K).
     rm_ftype mix;
     CHECK_OK(rm_ftype_parse("Q4_K_M", &mix));
     CHECK_OK(hfdir_convert_to_gguf_ex(dir, out, &mix, NULL, NULL, NULL, NULL));
     REQUIRE(gguf_open(&g, out) == RM_OK);
     CHECK(gguf_get_u32(&g, "general.file_type", &ft) == RM_OK && ft == 15); // llama.cpp's MOSTLY_Q4_K_M
-    for (uint64_t i = 0; i < g.n_tensors; i++)
-        CHECK(g.tensors[i].type == (g.tensors[i].n_dims == 2 ? RM_TYPE_F16 : RM_TYPE_F32));
+    int outputs = 0;
+    for (uint64_t i = 0; i < g.n_tensors; i++) {
+        const gguf_tensor_info *ti = &g.tensors[i];
+        int is_out = ti->name.len == 13 && memcmp(ti->name.ptr, "output.weight", 13) == 0;
+        outputs += is_out;
+        CHECKF(ti->type == (ti->n_dims == 1 ? RM_TYPE_F32 : is_out ? RM_TYPE_Q8_0 : RM_TYPE_Q5_0), "%.*s: %s",
+               (int)ti->name.len, ti->name.ptr, rm_type_name(ti->type));
+    }
+    CHECK(outputs == 1);
     gguf_close(&g);
     gen_free();
 }
@@ -482,6 +500,11 @@ TEST(ftype_mixtures) {
     CHECK(rm_ftype_tensor_type(f, "blk.2.ffn_down.weight", 5, 0) == RM_TYPE_Q6_K);
     CHECK(rm_ftype_tensor_type(f, "blk.0.ffn_down.weight", 5, 0) == RM_TYPE_Q4_K);
     CHECK(rm_ftype_tensor_type((rm_ftype){RM_TYPE_Q8_0, 0}, "output.weight", 22, 0) == RM_TYPE_Q8_0);
+    // rows that are not whole blocks: llama.cpp's fallbacks (Qwen2-0.5B's 896)
+    CHECK(rm_ftype_row_type(RM_TYPE_Q4_K, 2048) == RM_TYPE_Q4_K && rm_ftype_row_type(RM_TYPE_Q4_K, 896) == RM_TYPE_Q5_0);
+    CHECK(rm_ftype_row_type(RM_TYPE_Q5_K, 896) == RM_TYPE_Q5_1 && rm_ftype_row_type(RM_TYPE_Q6_K, 896) == RM_TYPE_Q8_0);
+    CHECK(rm_ftype_row_type(RM_TYPE_Q4_K, 100) == RM_TYPE_F16 && rm_ftype_row_type(RM_TYPE_Q8_0, 100) == RM_TYPE_F16);
+    CHECK(rm_ftype_row_type(RM_TYPE_BF16, 7) == RM_TYPE_BF16);
 }
 
 TEST(hfdir_errors) {

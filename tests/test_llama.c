@@ -227,7 +227,7 @@ static rm_llama *synth_model_ft(const char *ftype) {
 static rm_llama *synth_model(rm_type t) { return synth_model_ft(rm_type_name(t)); }
 
 TEST(llama_batch_invariance_quantized) {
-    const char *types[] = {"q8_0", "q4_0", "q4_k", "q5_k", "q6_k", "q4_k_m", "f16", "bf16"};
+    const char *types[] = {"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k", "q4_k_m", "f16", "bf16"};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         rm_llama *m = synth_model_ft(types[i]);
         REQUIRE(m);

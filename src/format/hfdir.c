@@ -323,7 +323,7 @@ static int plan_tensor(hf_plan *p, const char *hf, const char *gg, int64_t d0, i
     else if (!p->ft) j->type = (rm_type)keep_type(t->dtype);
     else {
         rm_type want = rm_ftype_tensor_type(*p->ft, gg, (int)p->cfg->n_layers, p->cfg->tie_embeddings);
-        j->type = j->cols % rm_type_block_elems(want) == 0 ? want : RM_TYPE_F16;
+        j->type = rm_ftype_row_type(want, j->cols);
     }
     int64_t ne[2] = {nd == 2 ? d1 : d0, d0};
     int rc = gguf_add_tensor_fill(p->w, gg, j->type, nd, ne, fill_tensor, j);
