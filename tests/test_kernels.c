@@ -729,7 +729,7 @@ TEST(kernel_cpu_force) {
         CHECK(strcmp(rm_matmul_family(RM_TYPE_Q4_K), "avx512-vnni") == 0);
         CHECK(strcmp(rm_matmul_family(RM_TYPE_Q6_K), "avx512-vnni") == 0);
         CHECK(strcmp(rm_matmul_family(RM_TYPE_Q5_K), "avx512-vnni") == 0);
-        CHECK(strcmp(rm_matmul_family(RM_TYPE_Q5_0), "avx2") == 0); // no AVX-512 kernel for q4_1 / q5_0 / q5_1
+        CHECK(strcmp(rm_matmul_family(RM_TYPE_Q5_0), "avx512-vnni") == 0);
         CHECK(strcmp(rm_matmul_family(RM_TYPE_F16), "avx512") == 0);
         // bf16 weights: the bf16 dot products where the CPU has them, unless
         // RAMOLE_ISA=avx512 asks for AVX-512 without them

@@ -145,6 +145,9 @@ void rm_mm_bf16_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 // the quantized AVX-512 kernels need VNNI (vpdpbusd, vpdpwssd)
 void rm_mm_q8_0_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q4_0_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+void rm_mm_q4_1_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+void rm_mm_q5_0_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+void rm_mm_q5_1_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q4_k_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q5_k_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q6_k_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);

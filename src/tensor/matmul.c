@@ -143,17 +143,19 @@ static int use_avx512_vnni(void) { return use_avx512() && rm_cpu()->avx512vnni; 
 // bf16 weights with the bf16 dot products (vdpbf16ps): activations rounded to bf16.
 static int use_avx512_bf16(void) { return use_avx512() && rm_cpu()->avx512bf16; }
 
-// q4_1, q5_0 and q5_1 have AVX2 kernels only (every family from AVX2 up runs them).
-static int is_avx2_only(rm_type t) { return t == RM_TYPE_Q4_1 || t == RM_TYPE_Q5_0 || t == RM_TYPE_Q5_1; }
+// The 32-value block types the AVX-512 kernels read through the 16-block copy
+// of the activations.
+static int is_blk32(rm_type t) {
+    return t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0 || t == RM_TYPE_Q4_1 || t == RM_TYPE_Q5_0 || t == RM_TYPE_Q5_1;
+}
 
 static int is_quantized(rm_type t) {
-    return t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0 || t == RM_TYPE_Q4_K || t == RM_TYPE_Q5_K || t == RM_TYPE_Q6_K ||
-           is_avx2_only(t) || rm_type_r16_base(t) >= 0;
+    return is_blk32(t) || t == RM_TYPE_Q4_K || t == RM_TYPE_Q5_K || t == RM_TYPE_Q6_K || rm_type_r16_base(t) >= 0;
 }
 
 const char *rm_matmul_family(rm_type t) {
     if (!use_avx2() || (rm_type_r16_base(t) >= 0 && !use_avx512_vnni())) return "scalar";
-    if (is_quantized(t)) return use_avx512_vnni() && !is_avx2_only(t) ? "avx512-vnni" : "avx2";
+    if (is_quantized(t)) return use_avx512_vnni() ? "avx512-vnni" : "avx2";
     if (t == RM_TYPE_BF16 && use_avx512_bf16()) return "avx512-bf16";
     return use_avx512() && t != RM_TYPE_F32 ? "avx512" : "avx2";
 }
@@ -166,9 +168,7 @@ static rm_mm_kernel pick_kernel(rm_type t, int *qblk, int *t16, int *xbf) {
     *qblk = *t16 = 0;
     *xbf = t == RM_TYPE_BF16 && use_avx512_bf16();
     if (*xbf) return rm_mm_bf16dp_avx512;
-    *t16 = (t == RM_TYPE_Q8_0 || t == RM_TYPE_Q4_0 || t == RM_TYPE_Q4_K || t == RM_TYPE_Q5_K ||
-            rm_type_r16_base(t) >= 0) &&
-           use_avx512_vnni();
+    *t16 = (is_blk32(t) || t == RM_TYPE_Q4_K || t == RM_TYPE_Q5_K || rm_type_r16_base(t) >= 0) && use_avx512_vnni();
     if (rm_type_r16_base(t) >= 0) { // repacked for the VNNI kernels; another family (forced later) reads them slowly
         *qblk = !*t16 ? 0 : t == RM_TYPE_Q4_K_R16 ? 256 : 32;
         return !*t16                     ? mm_scalar
@@ -190,9 +190,9 @@ static rm_mm_kernel pick_kernel(rm_type t, int *qblk, int *t16, int *xbf) {
     case RM_TYPE_Q8_0: *qblk = 32; return q512 ? rm_mm_q8_0_avx512 : rm_mm_q8_0_avx2;
     case RM_TYPE_Q4_0: *qblk = 32; return q512 ? rm_mm_q4_0_avx512 : rm_mm_q4_0_avx2;
     case RM_TYPE_Q4_K: *qblk = 256; return q512 ? rm_mm_q4_k_avx512 : rm_mm_q4_k_avx2;
-    case RM_TYPE_Q4_1: *qblk = 32; return rm_mm_q4_1_avx2;
-    case RM_TYPE_Q5_0: *qblk = 32; return rm_mm_q5_0_avx2;
-    case RM_TYPE_Q5_1: *qblk = 32; return rm_mm_q5_1_avx2;
+    case RM_TYPE_Q4_1: *qblk = 32; return q512 ? rm_mm_q4_1_avx512 : rm_mm_q4_1_avx2;
+    case RM_TYPE_Q5_0: *qblk = 32; return q512 ? rm_mm_q5_0_avx512 : rm_mm_q5_0_avx2;
+    case RM_TYPE_Q5_1: *qblk = 32; return q512 ? rm_mm_q5_1_avx512 : rm_mm_q5_1_avx2;
     case RM_TYPE_Q5_K: *qblk = 256; return q512 ? rm_mm_q5_k_avx512 : rm_mm_q5_k_avx2;
     case RM_TYPE_Q6_K: *qblk = 256; return q512 ? rm_mm_q6_k_avx512 : rm_mm_q6_k_avx2;
     default: break;

@@ -41,7 +41,19 @@
 #include <stddef.h>
 #include <string.h>
 
-enum { KIND_Q8_0, KIND_Q4_0 };
+enum { KIND_Q8_0, KIND_Q4_0, KIND_Q4_1, KIND_Q5_0, KIND_Q5_1 };
+#define KIND_X (-1) // the activations (load16)
+
+// Bytes of a block of 32 of each kind; its quants are its last 32 (q8_0) or
+// 16 bytes (the nibble kinds), q5_0 / q5_1's fifth bits the 4 before them.
+INLINE int64_t blk_bytes(const int KIND) {
+    return KIND == KIND_Q8_0   ? (int64_t)sizeof(rm_block_q8_0)
+           : KIND == KIND_Q4_0 ? (int64_t)sizeof(rm_block_q4_0)
+           : KIND == KIND_Q4_1 ? (int64_t)sizeof(rm_block_q4_1)
+           : KIND == KIND_Q5_0 ? (int64_t)sizeof(rm_block_q5_0)
+                               : (int64_t)sizeof(rm_block_q5_1);
+}
+INLINE int64_t quants_at(const int KIND) { return blk_bytes(KIND) - (KIND == KIND_Q8_0 ? 32 : 16); }
 
 // The 8 x 8 transposition of 32-bit groups in each 256-bit half: in[m] holds
 // block m in its low half and block m+8 in its high half (8 groups each);
@@ -75,9 +87,40 @@ INLINE void transpose16(const __m512i in[8], __m512i out[8]) {
 // values sit BB bytes apart from p, as unsigned bytes (q8_0: w + 128; q4_0:
 // the nibble q, that is w + 8), transposed as in rm_qx. x (KIND_X) is the
 // same with signed bytes, 32 bytes apart.
+// q5_0 / q5_1: the fifth bits of the 16 blocks (each block's little-endian
+// word qh, 4 bytes before its quants at p) into out[8] as load16 leaves them:
+// value e of block l is byte e % 4 of lane l of out[e / 4 % 4 + 4 (e >= 16)]
+// and takes bit e of the word as 16, or'ed in.
+INLINE void fifth16(const uint8_t *p, int64_t BB, int nk, __m512i out[8]) {
+    __m512i h;
+    if (nk == 16) {
+        const __m512i at = _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                                              _mm512_set1_epi32((int)BB));
+        h = _mm512_i32gather_epi32(at, (const void *)(p - 4), 1);
+    } else {
+        uint32_t w[16];
+        for (int k = 0; k < 16; k++) {
+            w[k] = 0;
+            if (k < nk) memcpy(&w[k], p + k * BB - 4, 4);
+        }
+        h = _mm512_loadu_si512(w);
+    }
+    const __m512i b16 = _mm512_set1_epi8(16);
+#pragma GCC unroll 8
+    for (int v = 0; v < 8; v++) { // values e = 4 (v % 4) + 16 (v / 4) + k: bit e is bit e % 8 of byte e / 8
+        const int e0 = 4 * (v % 4) + 16 * (v / 4), byte = e0 / 8, sh = e0 % 8;
+        const __m512i pick = _mm512_set1_epi32(0x01010101 * byte);
+        const __m512i lane = _mm512_set4_epi32(0x0c0c0c0c, 0x08080808, 0x04040404, 0); // 4 d for 32-bit lane d
+        const __m512i bits = _mm512_set1_epi32((int)(0x08040201u << sh));
+        // every byte of a 32-bit lane gets that lane's byte `byte` (pshufb within 128 bits: + 4 d)
+        __m512i b = _mm512_shuffle_epi8(h, _mm512_add_epi8(pick, lane));
+        out[v] = _mm512_mask_add_epi8(out[v], _mm512_test_epi8_mask(b, bits), out[v], b16);
+    }
+}
+
 INLINE void load16(const uint8_t *p, int64_t BB, int nk, const int KIND, __m512i out[8]) {
     __m512i in[8];
-    if (KIND == KIND_Q4_0) {
+    if (KIND != KIND_Q8_0 && KIND != KIND_X) {
         // q4_0 quants are 16 bytes a block, byte k holding values k (low
         // nibble) and k+16: transpose the packed bytes (a 4 x 4 transposition
         // of 32-bit groups in each 128-bit lane, lane q holding blocks 4q..4q+3),
@@ -105,6 +148,7 @@ INLINE void load16(const uint8_t *p, int64_t BB, int nk, const int KIND, __m512i
             out[g] = _mm512_and_si512(g4[g], lo4);
             out[g + 4] = _mm512_and_si512(_mm512_srli_epi16(g4[g], 4), lo4);
         }
+        if (KIND == KIND_Q5_0 || KIND == KIND_Q5_1) fifth16(p, BB, nk, out);
         return;
     }
     for (int m = 0; m < 8; m++) {
@@ -118,7 +162,6 @@ INLINE void load16(const uint8_t *p, int64_t BB, int nk, const int KIND, __m512i
 #pragma GCC unroll 8
         for (int g = 0; g < 8; g++) out[g] = _mm512_xor_si512(out[g], _mm512_set1_epi8((char)0x80));
 }
-#define KIND_X (-1)
 
 // Prefetches a 16-block group (from p) of the rows the next tiles take:
 // the prefetchers do not follow RR interleaved streams of short rows.
@@ -190,8 +233,7 @@ INLINE void prefetch_r16(const rm_mm *m, const uint8_t *row, int64_t G, int64_t 
 // are stored that way already (repack.c) and are only copied (aligned, the
 // q4_0 nibbles split).
 INLINE int prep_t16(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const int KIND, const int R16) {
-    const int64_t nb = m->in / 32,
-                  BB = KIND == KIND_Q8_0 ? (int64_t)sizeof(rm_block_q8_0) : (int64_t)sizeof(rm_block_q4_0);
+    const int64_t nb = m->in / 32, BB = blk_bytes(KIND);
     const int64_t groups = (nb + 15) / 16, GQ = KIND == KIND_Q8_0 ? 512 : 256, F = R16 ? nb / 16 : 0;
     if (groups * 16 > AUX_N) return 0;
     for (int i = 0; i < RR; i++) {
@@ -207,8 +249,10 @@ INLINE int prep_t16(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const int 
                                  _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + F * GQ + 32 * G))));
             } else {
                 prefetch_group(m, row + b * BB, BB, RR);
-                load16(row + b * BB + 2, BB, nk, KIND, v);
+                load16(row + b * BB + quants_at(KIND), BB, nk, KIND, v);
                 _mm512_storeu_ps(&aux->t16.d[i][b], scales16(row, b, BB, nk));
+                if (KIND == KIND_Q4_1 || KIND == KIND_Q5_1) // the mins, after d
+                    _mm512_storeu_ps(&aux->t16.m[i][b], scales16(row + 2, b, BB, nk));
             }
             for (int g = 0; g < 8; g++) _mm512_store_si512((void *)(aux->t16.q[i] + G * 512 + 64 * g), v[g]);
         }
@@ -220,6 +264,15 @@ static int prep_t16_q8_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
 }
 static int prep_t16_q4_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
     return prep_t16(m, r, RR, aux, KIND_Q4_0, 0);
+}
+static int prep_t16_q4_1(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
+    return prep_t16(m, r, RR, aux, KIND_Q4_1, 0);
+}
+static int prep_t16_q5_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
+    return prep_t16(m, r, RR, aux, KIND_Q5_0, 0);
+}
+static int prep_t16_q5_1(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
+    return prep_t16(m, r, RR, aux, KIND_Q5_1, 0);
 }
 static int prep_r16_q8_0(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
     return prep_t16(m, r, RR, aux, KIND_Q8_0, 1);
@@ -289,15 +342,17 @@ INLINE __m512i dot8(__m512i acc, const __m512i wv[8], const int8_t *xq) {
 
 // One tile, 16 blocks per step. Per (weight row i, activation row j) and
 // group: an int32 vector starts at -OFF * sum(x) of each block (OFF = 128 for
-// q8_0, 8 for q4_0), eight vpdpbusd add the unsigned weights times x, which
-// leaves lane l = the exact integer dot of block 16G+l; one cvt, one multiply
-// by d_w * d_x and one FMA add it to the f32 lanes. The weights come from aux
+// q8_0, 8 for q4_0, 16 for q5_0, 0 for q4_1 / q5_1), eight vpdpbusd add the
+// unsigned weights times x, which leaves lane l = the exact integer dot of
+// block 16G+l; one cvt, one multiply by d_w * d_x and one FMA add it to the
+// f32 lanes (q4_1 / q5_1: one more FMA adds m_w * d_x sum x). The weights come from aux
 // (PREPPED) or are transposed here; the integer sums are the same either way,
 // so the bits are too.
 INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux, const int PREPPED,
                        const int KIND, const int R16) {
-    const int64_t BB = KIND == KIND_Q8_0 ? (int64_t)sizeof(rm_block_q8_0) : (int64_t)sizeof(rm_block_q4_0);
-    const int SH = KIND == KIND_Q8_0 ? 7 : 3;
+    const int64_t BB = blk_bytes(KIND);
+    const int SH = KIND == KIND_Q8_0 ? 7 : KIND == KIND_Q4_0 ? 3 : KIND == KIND_Q5_0 ? 4 : -1; // OFF = 1 << SH
+    const int MIN = KIND == KIND_Q4_1 || KIND == KIND_Q5_1;
     const int64_t nb = m->in / 32, groups = m->qx.groups;
     const int64_t GQ = KIND == KIND_Q8_0 ? 512 : 256, F = R16 ? nb / 16 : 0; // r16: full groups rearranged
     const uint8_t *w[4];
@@ -319,17 +374,19 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
         const int64_t b = 16 * G;
         const int nk = nb - b < 16 ? (int)(nb - b) : 16;
         __m512i off[4], isum[4][4];
-        __m512 dx[4], dw[4];
+        __m512 dx[4], dw[4], xm[4], mw[4];
 #pragma GCC unroll 4
         for (int j = 0; j < CC; j++) {
             __m512i sx = _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(xs[j] + b)));
-            off[j] = _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sx, SH));
+            off[j] = SH < 0 ? _mm512_setzero_si512() : _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sx, SH));
             dx[j] = _mm512_loadu_ps(xd[j] + b);
+            if (MIN) xm[j] = _mm512_mul_ps(dx[j], _mm512_cvtepi32_ps(sx));
         }
         if (PREPPED) {
 #pragma GCC unroll 4
             for (int i = 0; i < RR; i++) {
                 dw[i] = _mm512_loadu_ps(&aux->t16.d[i][b]);
+                if (MIN) mw[i] = _mm512_loadu_ps(&aux->t16.m[i][b]);
 #pragma GCC unroll 4
                 for (int j = 0; j < CC; j++) isum[i][j] = off[j];
             }
@@ -344,10 +401,11 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
                     load_r16(q, KIND, wv);
                     dw[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sc));
                 } else { // the blocks as stored (a row's last nb % 16 stay so in r16 too)
-                    const uint8_t *qs = w[i] + b * BB + 2;
-                    prefetch_group(m, qs, BB, RR);
+                    const uint8_t *qs = w[i] + b * BB + quants_at(KIND);
+                    prefetch_group(m, w[i] + b * BB, BB, RR);
                     load16(qs, BB, nk, KIND, wv);
                     dw[i] = scales16(w[i], b, BB, nk);
+                    if (MIN) mw[i] = scales16(w[i] + 2, b, BB, nk);
                 }
 #pragma GCC unroll 4
                 for (int j = 0; j < CC; j++) isum[i][j] = dot8(off[j], wv, xq[j] + b * 32);
@@ -356,8 +414,10 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
 #pragma GCC unroll 4
         for (int i = 0; i < RR; i++)
 #pragma GCC unroll 4
-            for (int j = 0; j < CC; j++)
+            for (int j = 0; j < CC; j++) {
                 acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i][j]), _mm512_mul_ps(dw[i], dx[j]), acc[i][j]);
+                if (MIN) acc[i][j] = _mm512_fmadd_ps(mw[i], xm[j], acc[i][j]);
+            }
     }
 #pragma GCC unroll 4
     for (int i = 0; i < RR; i++)
@@ -365,6 +425,13 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
         for (int j = 0; j < CC; j++) rm_mm_store(m, c + j, r + i, hsum16(acc[i][j]));
 }
 
+#define TILE_Q4_1(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q4_1, 0)
+#define TILE_Q5_0(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q5_0, 0)
+#define TILE_Q5_1(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q5_1, 0)
+// y[n,out] = x[n,in] @ W[out,in]^T, W q4_1 / q5_0 / q5_1 (as stored), x int8 (rm_qx with its 16-block copy)
+DEFINE_DRIVER(rm_mm_q4_1_avx512, TILE_Q4_1, prep_t16_q4_1, 4, 3, 2)
+DEFINE_DRIVER(rm_mm_q5_0_avx512, TILE_Q5_0, prep_t16_q5_0, 4, 3, 2)
+DEFINE_DRIVER(rm_mm_q5_1_avx512, TILE_Q5_1, prep_t16_q5_1, 4, 3, 2)
 #define TILE_Q8_0(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q8_0, 0)
 #define TILE_Q4_0(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q4_0, 0)
 #define TILE_Q8_0_R16(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q8_0, 1)
