@@ -316,6 +316,39 @@ void rm_r16_pack_rows_avx512(int base, uint8_t *w, size_t w_row, int64_t in, int
     }
 }
 
+// A register tile's row pointers and accumulators: RR weight rows from r,
+// CC activation rows from c, their int8 values, scales and sums from the
+// 16-block copy of rm_qx (T16) or from the plain one.
+typedef struct {
+    const uint8_t *w[4];
+    const int8_t *xq[4];
+    const float *xd[4];
+    const int16_t *xs[4];
+    __m512 acc[4][4];
+} ztile;
+
+INLINE void ztile_start(ztile *t, const rm_mm *m, int64_t r, int c, const int RR, const int CC, const int T16) {
+    const int64_t groups = m->qx.groups, nb = m->in / m->qx.blk;
+#pragma GCC unroll 4
+    for (int i = 0; i < RR; i++) t->w[i] = m->w + (size_t)(r + i) * m->w_row;
+#pragma GCC unroll 4
+    for (int j = 0; j < CC; j++) {
+        const int64_t cj = c + j;
+        t->xq[j] = T16 ? m->qx.tq + cj * groups * 512 : m->qx.q + cj * m->in;
+        t->xd[j] = T16 ? m->qx.td + cj * groups * 16 : m->qx.d + cj * nb;
+        t->xs[j] = T16 ? m->qx.ts + cj * groups * 16 : m->qx.sum + cj * (m->in / 32);
+#pragma GCC unroll 4
+        for (int i = 0; i < RR; i++) t->acc[i][j] = _mm512_setzero_ps();
+    }
+}
+
+INLINE void ztile_finish(const ztile *t, const rm_mm *m, int64_t r, int c, const int RR, const int CC) {
+#pragma GCC unroll 4
+    for (int i = 0; i < RR; i++)
+#pragma GCC unroll 4
+        for (int j = 0; j < CC; j++) rm_mm_store(m, c + j, r + i, hsum16(t->acc[i][j]));
+}
+
 // The integer part of a step of the 16-lane kernels: isum[i][j] (started by
 // the caller) += the eight vpdpbusd of weight row i's group at b with
 // activation row j's, the weights from the tile's aligned copy (prepped) or
@@ -355,21 +388,8 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
     const int MIN = KIND == KIND_Q4_1 || KIND == KIND_Q5_1;
     const int64_t nb = m->in / 32, groups = m->qx.groups;
     const int64_t GQ = KIND == KIND_Q8_0 ? 512 : 256, F = R16 ? nb / 16 : 0; // r16: full groups rearranged
-    const uint8_t *w[4];
-    const int8_t *xq[4];
-    const float *xd[4];
-    const int16_t *xs[4];
-    __m512 acc[4][4];
-#pragma GCC unroll 4
-    for (int i = 0; i < RR; i++) w[i] = m->w + (size_t)(r + i) * m->w_row;
-#pragma GCC unroll 4
-    for (int j = 0; j < CC; j++) {
-        xq[j] = m->qx.tq + (int64_t)(c + j) * groups * 512;
-        xd[j] = m->qx.td + (int64_t)(c + j) * groups * 16;
-        xs[j] = m->qx.ts + (int64_t)(c + j) * groups * 16;
-#pragma GCC unroll 4
-        for (int i = 0; i < RR; i++) acc[i][j] = _mm512_setzero_ps();
-    }
+    ztile t;
+    ztile_start(&t, m, r, c, RR, CC, 1);
     for (int64_t G = 0; G < groups; G++) {
         const int64_t b = 16 * G;
         const int nk = nb - b < 16 ? (int)(nb - b) : 16;
@@ -377,9 +397,9 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
         __m512 dx[4], dw[4], xm[4], mw[4];
 #pragma GCC unroll 4
         for (int j = 0; j < CC; j++) {
-            __m512i sx = _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(xs[j] + b)));
+            __m512i sx = _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(t.xs[j] + b)));
             off[j] = SH < 0 ? _mm512_setzero_si512() : _mm512_sub_epi32(_mm512_setzero_si512(), _mm512_slli_epi32(sx, SH));
-            dx[j] = _mm512_loadu_ps(xd[j] + b);
+            dx[j] = _mm512_loadu_ps(t.xd[j] + b);
             if (MIN) xm[j] = _mm512_mul_ps(dx[j], _mm512_cvtepi32_ps(sx));
         }
         if (PREPPED) {
@@ -390,39 +410,36 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
 #pragma GCC unroll 4
                 for (int j = 0; j < CC; j++) isum[i][j] = off[j];
             }
-            dots_prepped(RR, CC, isum, aux, xq, b);
+            dots_prepped(RR, CC, isum, aux, t.xq, b);
         } else {
 #pragma GCC unroll 4
             for (int i = 0; i < RR; i++) {
                 __m512i wv[8];
                 if (G < F) {
-                    const uint8_t *q = w[i] + G * GQ, *sc = w[i] + F * GQ + 32 * G;
-                    prefetch_r16(m, w[i], G, GQ, F, RR);
+                    const uint8_t *q = t.w[i] + G * GQ, *sc = t.w[i] + F * GQ + 32 * G;
+                    prefetch_r16(m, t.w[i], G, GQ, F, RR);
                     load_r16(q, KIND, wv);
                     dw[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sc));
                 } else { // the blocks as stored (a row's last nb % 16 stay so in r16 too)
-                    const uint8_t *qs = w[i] + b * BB + quants_at(KIND);
-                    prefetch_group(m, w[i] + b * BB, BB, RR);
+                    const uint8_t *qs = t.w[i] + b * BB + quants_at(KIND);
+                    prefetch_group(m, t.w[i] + b * BB, BB, RR);
                     load16(qs, BB, nk, KIND, wv);
-                    dw[i] = scales16(w[i], b, BB, nk);
-                    if (MIN) mw[i] = scales16(w[i] + 2, b, BB, nk);
+                    dw[i] = scales16(t.w[i], b, BB, nk);
+                    if (MIN) mw[i] = scales16(t.w[i] + 2, b, BB, nk);
                 }
 #pragma GCC unroll 4
-                for (int j = 0; j < CC; j++) isum[i][j] = dot8(off[j], wv, xq[j] + b * 32);
+                for (int j = 0; j < CC; j++) isum[i][j] = dot8(off[j], wv, t.xq[j] + b * 32);
             }
         }
 #pragma GCC unroll 4
         for (int i = 0; i < RR; i++)
 #pragma GCC unroll 4
             for (int j = 0; j < CC; j++) {
-                acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i][j]), _mm512_mul_ps(dw[i], dx[j]), acc[i][j]);
-                if (MIN) acc[i][j] = _mm512_fmadd_ps(mw[i], xm[j], acc[i][j]);
+                t.acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i][j]), _mm512_mul_ps(dw[i], dx[j]), t.acc[i][j]);
+                if (MIN) t.acc[i][j] = _mm512_fmadd_ps(mw[i], xm[j], t.acc[i][j]);
             }
     }
-#pragma GCC unroll 4
-    for (int i = 0; i < RR; i++)
-#pragma GCC unroll 4
-        for (int j = 0; j < CC; j++) rm_mm_store(m, c + j, r + i, hsum16(acc[i][j]));
+    ztile_finish(&t, m, r, c, RR, CC);
 }
 
 #define TILE_Q4_1(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q4_1, 0)
@@ -568,30 +585,17 @@ static int prep_t16_q5_k(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
 INLINE void tile_q4k16(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux,
                        const int PREPPED, const int R16, const int Q5) {
     const int64_t groups = m->qx.groups;
-    const uint8_t *w[4];
-    const int8_t *xq[4];
-    const float *xd[4];
-    const int16_t *xs[4];
-    __m512 acc[4][4];
-#pragma GCC unroll 4
-    for (int i = 0; i < RR; i++) w[i] = m->w + (size_t)(r + i) * m->w_row;
-#pragma GCC unroll 4
-    for (int j = 0; j < CC; j++) {
-        xq[j] = m->qx.tq + (int64_t)(c + j) * groups * 512;
-        xd[j] = m->qx.td + (int64_t)(c + j) * groups * 16;
-        xs[j] = m->qx.ts + (int64_t)(c + j) * groups * 16;
-#pragma GCC unroll 4
-        for (int i = 0; i < RR; i++) acc[i][j] = _mm512_setzero_ps();
-    }
+    ztile t;
+    ztile_start(&t, m, r, c, RR, CC, 1);
     for (int64_t G = 0; G < groups; G++) {
         const int64_t b = 16 * G;
         __m512i isum[4][4];
         __m512 dx[4], xm[4], dls[4], dlm[4];
 #pragma GCC unroll 4
         for (int j = 0; j < CC; j++) {
-            dx[j] = _mm512_loadu_ps(xd[j] + b);
+            dx[j] = _mm512_loadu_ps(t.xd[j] + b);
             xm[j] = _mm512_mul_ps(dx[j], _mm512_cvtepi32_ps(
-                                             _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(xs[j] + b)))));
+                                             _mm512_cvtepi16_epi32(_mm256_loadu_si256((const __m256i *)(t.xs[j] + b)))));
         }
         if (PREPPED) {
 #pragma GCC unroll 4
@@ -601,28 +605,25 @@ INLINE void tile_q4k16(const rm_mm *m, int64_t r, int c, const int RR, const int
 #pragma GCC unroll 4
                 for (int j = 0; j < CC; j++) isum[i][j] = _mm512_setzero_si512();
             }
-            dots_prepped(RR, CC, isum, aux, xq, b);
+            dots_prepped(RR, CC, isum, aux, t.xq, b);
         } else {
 #pragma GCC unroll 4
             for (int i = 0; i < RR; i++) {
                 __m512i wv[8];
-                q4k_group(m, w[i], G, RR, R16, Q5, wv, &dls[i], &dlm[i]);
+                q4k_group(m, t.w[i], G, RR, R16, Q5, wv, &dls[i], &dlm[i]);
 #pragma GCC unroll 4
-                for (int j = 0; j < CC; j++) isum[i][j] = dot8(_mm512_setzero_si512(), wv, xq[j] + b * 32);
+                for (int j = 0; j < CC; j++) isum[i][j] = dot8(_mm512_setzero_si512(), wv, t.xq[j] + b * 32);
             }
         }
 #pragma GCC unroll 4
         for (int i = 0; i < RR; i++)
 #pragma GCC unroll 4
             for (int j = 0; j < CC; j++) {
-                acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i][j]), _mm512_mul_ps(dls[i], dx[j]), acc[i][j]);
-                acc[i][j] = _mm512_fnmadd_ps(dlm[i], xm[j], acc[i][j]);
+                t.acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i][j]), _mm512_mul_ps(dls[i], dx[j]), t.acc[i][j]);
+                t.acc[i][j] = _mm512_fnmadd_ps(dlm[i], xm[j], t.acc[i][j]);
             }
     }
-#pragma GCC unroll 4
-    for (int i = 0; i < RR; i++)
-#pragma GCC unroll 4
-        for (int j = 0; j < CC; j++) rm_mm_store(m, c + j, r + i, hsum16(acc[i][j]));
+    ztile_finish(&t, m, r, c, RR, CC);
 }
 
 // Rows [r0, r1) of a q4_K matrix into the r16 layout, in place (tmp: one
@@ -692,27 +693,16 @@ INLINE void q6k_step64(const rm_block_q6_k *w, int h, const int v, __m512i sc16,
 INLINE void tile_q6k(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux, const int PREPPED) {
     (void)aux, (void)PREPPED;
     const int64_t nb = m->in / 256;
-    const uint8_t *wr[4];
-    const int8_t *xq[4];
-    const float *xd[4];
-    __m512 acc[4][4];
-#pragma GCC unroll 4
-    for (int i = 0; i < RR; i++) wr[i] = m->w + (size_t)(r + i) * m->w_row;
-#pragma GCC unroll 4
-    for (int j = 0; j < CC; j++) {
-        xq[j] = m->qx.q + (int64_t)(c + j) * m->in;
-        xd[j] = m->qx.d + (int64_t)(c + j) * nb;
-#pragma GCC unroll 4
-        for (int i = 0; i < RR; i++) acc[i][j] = _mm512_setzero_ps();
-    }
+    ztile t;
+    ztile_start(&t, m, r, c, RR, CC, 0);
     const __m512i k32 = _mm512_set1_epi8(32);
     for (int64_t b = 0; b < nb; b++) {
-        const rm_block_q6_k *w[4];
+        const rm_block_q6_k *blk[4];
         __m512i sc16[4], isum[4][4];
 #pragma GCC unroll 4
         for (int i = 0; i < RR; i++) {
-            w[i] = (const rm_block_q6_k *)(wr[i] + (size_t)b * sizeof(rm_block_q6_k));
-            sc16[i] = _mm512_zextsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)w[i]->scales)));
+            blk[i] = (const rm_block_q6_k *)(t.w[i] + (size_t)b * sizeof(rm_block_q6_k));
+            sc16[i] = _mm512_zextsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)blk[i]->scales)));
 #pragma GCC unroll 4
             for (int j = 0; j < CC; j++) isum[i][j] = _mm512_setzero_si512();
         }
@@ -722,12 +712,12 @@ INLINE void tile_q6k(const rm_mm *m, int64_t r, int c, const int RR, const int C
                 __m512i q[4], s[4];
 #pragma GCC unroll 4
                 for (int i = 0; i < RR; i++) {
-                    prefetch_next_rows(m, (const uint8_t *)w[i] + 128 * h + 64 * v, RR);
-                    q6k_step64(w[i], h, v, sc16[i], &q[i], &s[i]);
+                    prefetch_next_rows(m, (const uint8_t *)blk[i] + 128 * h + 64 * v, RR);
+                    q6k_step64(blk[i], h, v, sc16[i], &q[i], &s[i]);
                 }
 #pragma GCC unroll 4
                 for (int j = 0; j < CC; j++) {
-                    __m512i x = _mm512_loadu_si512(xq[j] + 256 * b + 128 * h + 64 * v);
+                    __m512i x = _mm512_loadu_si512(t.xq[j] + 256 * b + 128 * h + 64 * v);
                     __m512i x32 = _mm512_maddubs_epi16(k32, x); // the -32 offset, shared by the rows
 #pragma GCC unroll 4
                     for (int i = 0; i < RR; i++)
@@ -738,16 +728,13 @@ INLINE void tile_q6k(const rm_mm *m, int64_t r, int c, const int RR, const int C
         }
 #pragma GCC unroll 4
         for (int i = 0; i < RR; i++) {
-            const float dw = f16(w[i]->d);
+            const float dw = f16(blk[i]->d);
 #pragma GCC unroll 4
             for (int j = 0; j < CC; j++)
-                acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i][j]), _mm512_set1_ps(dw * xd[j][b]), acc[i][j]);
+                t.acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i][j]), _mm512_set1_ps(dw * t.xd[j][b]), t.acc[i][j]);
         }
     }
-#pragma GCC unroll 4
-    for (int i = 0; i < RR; i++)
-#pragma GCC unroll 4
-        for (int j = 0; j < CC; j++) rm_mm_store(m, c + j, r + i, hsum16(acc[i][j]));
+    ztile_finish(&t, m, r, c, RR, CC);
 }
 
 #ifndef Q6K_RR
