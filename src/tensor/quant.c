@@ -153,42 +153,44 @@ static void quantize_q8_0(const float *x, rm_block_q8_0 *b, int64_t nb) {
     }
 }
 
-static void quantize_q4_0(const float *x, rm_block_q4_0 *b, int64_t nb) {
-    for (int64_t i = 0; i < nb; i++, x += 32) {
-        float amax = 0, max = 0; // max: the value of largest magnitude, with its sign
-        for (int j = 0; j < 32; j++) {
-            if (fabsf(x[j]) > amax) {
-                amax = fabsf(x[j]);
-                max = x[j];
-            }
-        }
-        float d = max / -8.0f, id = d != 0 ? 1.0f / d : 0;
-        b[i].d = rm_f32_to_f16(d);
-        for (int j = 0; j < 16; j++) {
-            float v0 = x[j] * id + 8.5f, v1 = x[j + 16] * id + 8.5f;
-            int q0 = v0 < 0 ? 0 : v0 >= 15 ? 15 : (int)v0; // (int) truncates: v+8.5 rounds
-            int q1 = v1 < 0 ? 0 : v1 >= 15 ? 15 : (int)v1;
-            b[i].qs[j] = (uint8_t)(q0 | (q1 << 4));
-        }
+// q4_0 / q5_0 (half 8 / 16): d = max / -half (max the value of largest
+// magnitude, with its sign), q = x/d + half rounded, clamped to 0..2 half - 1.
+// Writes d and the values; the caller packs them.
+static void quantize_signed32(const float *x, int half, uint16_t *dh, int *q) {
+    float amax = 0, max = 0;
+    for (int j = 0; j < 32; j++)
+        if (fabsf(x[j]) > amax) amax = fabsf(x[j]), max = x[j];
+    float d = max / (float)-half, id = d != 0 ? 1.0f / d : 0;
+    *dh = rm_f32_to_f16(d);
+    const float top = (float)(2 * half - 1);
+    for (int j = 0; j < 32; j++) {
+        float v = x[j] * id + ((float)half + 0.5f);
+        q[j] = v < 0 ? 0 : v >= top ? (int)top : (int)v; // (int) truncates: v + 0.5 rounds
     }
 }
 
-// q5_0: as q4_0 with 5 bits (d = max / -16, q = x/d + 16 rounded, 0..31).
-static void quantize_q5_0(const float *x, rm_block_q5_0 *b, int64_t nb) {
+static void quantize_q4_0(const float *x, rm_block_q4_0 *b, int64_t nb) {
+    int q[32];
     for (int64_t i = 0; i < nb; i++, x += 32) {
-        float amax = 0, max = 0;
-        for (int j = 0; j < 32; j++)
-            if (fabsf(x[j]) > amax) amax = fabsf(x[j]), max = x[j];
-        float d = max / -16.0f, id = d != 0 ? 1.0f / d : 0;
-        b[i].d = rm_f32_to_f16(d);
-        uint32_t qh = 0;
-        for (int j = 0; j < 16; j++) {
-            float v0 = x[j] * id + 16.5f, v1 = x[j + 16] * id + 16.5f;
-            int q0 = v0 < 0 ? 0 : v0 >= 31 ? 31 : (int)v0, q1 = v1 < 0 ? 0 : v1 >= 31 ? 31 : (int)v1;
-            b[i].qs[j] = (uint8_t)((q0 & 15) | ((q1 & 15) << 4));
-            qh |= (uint32_t)(q0 >> 4) << j | (uint32_t)(q1 >> 4) << (j + 16);
-        }
-        memcpy(b[i].qh, &qh, 4);
+        quantize_signed32(x, 8, &b[i].d, q);
+        for (int j = 0; j < 16; j++) b[i].qs[j] = (uint8_t)(q[j] | (q[j + 16] << 4));
+    }
+}
+
+// Packs 32 values of 0..31 as q5_0 / q5_1 do: low four bits as q4_0's
+// nibbles, the fifth of value j as bit j of the little-endian word qh.
+static void pack_q5(const int *q, uint8_t *qs, uint8_t *qhb) {
+    uint32_t qh = 0;
+    for (int j = 0; j < 16; j++) qs[j] = (uint8_t)((q[j] & 15) | ((q[j + 16] & 15) << 4));
+    for (int j = 0; j < 32; j++) qh |= (uint32_t)(q[j] >> 4) << j;
+    memcpy(qhb, &qh, 4);
+}
+
+static void quantize_q5_0(const float *x, rm_block_q5_0 *b, int64_t nb) {
+    int q[32];
+    for (int64_t i = 0; i < nb; i++, x += 32) {
+        quantize_signed32(x, 16, &b[i].d, q);
+        pack_q5(q, b[i].qs, b[i].qh);
     }
 }
 
@@ -218,10 +220,7 @@ static void quantize_q5_1(const float *x, rm_block_q5_1 *b, int64_t nb) {
     int q[32];
     for (int64_t i = 0; i < nb; i++, x += 32) {
         quantize_minmax(x, 31, &b[i].d, &b[i].m, q);
-        uint32_t qh = 0;
-        for (int j = 0; j < 16; j++) b[i].qs[j] = (uint8_t)((q[j] & 15) | ((q[j + 16] & 15) << 4));
-        for (int j = 0; j < 32; j++) qh |= (uint32_t)(q[j] >> 4) << j;
-        memcpy(b[i].qh, &qh, 4);
+        pack_q5(q, b[i].qs, b[i].qh);
     }
 }
 
