@@ -442,27 +442,27 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
     ztile_finish(&t, m, r, c, RR, CC);
 }
 
-#define TILE_Q4_1(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q4_1, 0)
-#define TILE_Q5_0(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q5_0, 0)
-#define TILE_Q5_1(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q5_1, 0)
-// y[n,out] = x[n,in] @ W[out,in]^T, W q4_1 / q5_0 / q5_1 (as stored), x int8 (rm_qx with its 16-block copy)
-DEFINE_DRIVER(rm_mm_q4_1_avx512, TILE_Q4_1, prep_t16_q4_1, 4, 3, 2)
-DEFINE_DRIVER(rm_mm_q5_0_avx512, TILE_Q5_0, prep_t16_q5_0, 4, 3, 2)
-DEFINE_DRIVER(rm_mm_q5_1_avx512, TILE_Q5_1, prep_t16_q5_1, 4, 3, 2)
-#define TILE_Q8_0(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q8_0, 0)
-#define TILE_Q4_0(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q4_0, 0)
-#define TILE_Q8_0_R16(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q8_0, 1)
-#define TILE_Q4_0_R16(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q4_0, 1)
-// y[n,out] = x[n,in] @ W[out,in]^T, W q8_0 / q4_0, x int8 (rm_qx with its 16-block copy).
-// Tiles of 4 x 3: the 12 float and 12 int32 accumulators and the operands fit
-// the 32 registers (4 x 4 spilled: ~8% slower at 32 and 512 rows, 4 x 2 within
-// 2% of 4 x 3; perf cpu-clock shares against fixed work on a busy machine).
-DEFINE_DRIVER(rm_mm_q8_0_avx512, TILE_Q8_0, prep_t16_q8_0, 4, 3, 2)
-DEFINE_DRIVER(rm_mm_q4_0_avx512, TILE_Q4_0, prep_t16_q4_0, 4, 3, 2)
+// y[n,out] = x[n,in] @ W[out,in]^T for W of one 32-value block type (R16:
+// in the r16 layout, repack.c), x int8 (rm_qx with its 16-block copy):
+// tile_blk32 with its kind fixed, in the driver. Tiles of 4 x 3: the 12
+// float and 12 int32 accumulators and the operands fit the 32 registers
+// (4 x 4 spilled: ~8% slower at 32 and 512 rows, 4 x 2 within 2% of 4 x 3;
+// perf cpu-clock shares against fixed work on a busy machine).
+#define DEFINE_BLK32(name, KIND, R16, PREP)                                                                            \
+    INLINE void name##_tile(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux,              \
+                            const int PREPPED) {                                                                       \
+        tile_blk32(m, r, c, RR, CC, aux, PREPPED, KIND, R16);                                                          \
+    }                                                                                                                  \
+    DEFINE_DRIVER(name, name##_tile, PREP, 4, 3, 2)
+DEFINE_BLK32(rm_mm_q8_0_avx512, KIND_Q8_0, 0, prep_t16_q8_0)
+DEFINE_BLK32(rm_mm_q4_0_avx512, KIND_Q4_0, 0, prep_t16_q4_0)
+DEFINE_BLK32(rm_mm_q4_1_avx512, KIND_Q4_1, 0, prep_t16_q4_1)
+DEFINE_BLK32(rm_mm_q5_0_avx512, KIND_Q5_0, 0, prep_t16_q5_0)
+DEFINE_BLK32(rm_mm_q5_1_avx512, KIND_Q5_1, 0, prep_t16_q5_1)
 // r16 weights: decode reads them where they are, wider batches from the
 // aligned per-tile copy (a plain copy now).
-DEFINE_DRIVER(rm_mm_q8_0_r16_avx512, TILE_Q8_0_R16, prep_r16_q8_0, 4, 3, 2)
-DEFINE_DRIVER(rm_mm_q4_0_r16_avx512, TILE_Q4_0_R16, prep_r16_q4_0, 4, 3, 2)
+DEFINE_BLK32(rm_mm_q8_0_r16_avx512, KIND_Q8_0, 1, prep_r16_q8_0)
+DEFINE_BLK32(rm_mm_q4_0_r16_avx512, KIND_Q4_0, 1, prep_r16_q4_0)
 
 // ---------------------------------------------------------------------------
 // q4_K weights x int8 activations (the 16-block copy of rm_qx: one scale per
