@@ -235,16 +235,16 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
 #define Q40_CC 4
 #endif
 // y[n,out] = x[n,in] @ W[out,in]^T, W q8_0, x int8 (rm_qx, blk 32)
-DEFINE_DRIVER(rm_mm_q8_0_avx2, TILE_Q8_0, prep_block_scales, Q8_RR, Q8_CC, 2)
+DEFINE_DRIVER(rm_mm_q8_0_avx2, TILE_Q8_0, prep_block_scales, Q8_RR, Q8_CC, WALK_1_2)
 // y[n,out] = x[n,in] @ W[out,in]^T, W q4_0, x int8 (rm_qx, blk 32)
-DEFINE_DRIVER(rm_mm_q4_0_avx2, TILE_Q4_0, prep_block_scales, Q40_RR, Q40_CC, 0)
+DEFINE_DRIVER(rm_mm_q4_0_avx2, TILE_Q4_0, prep_block_scales, Q40_RR, Q40_CC, WALK_NONE)
 // The same for q4_1, q5_0 and q5_1
 #define TILE_Q4_1(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q4_1)
 #define TILE_Q5_0(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q5_0)
 #define TILE_Q5_1(m, r, c, RR, CC, aux, P) tile_blk32(m, r, c, RR, CC, aux, P, KIND_Q5_1)
-DEFINE_DRIVER(rm_mm_q4_1_avx2, TILE_Q4_1, prep_block_scales, Q40_RR, Q40_CC, 0)
-DEFINE_DRIVER(rm_mm_q5_0_avx2, TILE_Q5_0, prep_block_scales, Q40_RR, Q40_CC, 0)
-DEFINE_DRIVER(rm_mm_q5_1_avx2, TILE_Q5_1, prep_block_scales, Q40_RR, Q40_CC, 0)
+DEFINE_DRIVER(rm_mm_q4_1_avx2, TILE_Q4_1, prep_block_scales, Q40_RR, Q40_CC, WALK_NONE)
+DEFINE_DRIVER(rm_mm_q5_0_avx2, TILE_Q5_0, prep_block_scales, Q40_RR, Q40_CC, WALK_NONE)
+DEFINE_DRIVER(rm_mm_q5_1_avx2, TILE_Q5_1, prep_block_scales, Q40_RR, Q40_CC, WALK_NONE)
 
 // ---------------------------------------------------------------------------
 // q4_K and q5_K weights x int8 activations (one scale per 256; sums per 32)
@@ -346,8 +346,8 @@ INLINE void tile_kmin(const rm_mm *m, int64_t r, int c, const int RR, const int 
 #define Q4K_CC 3
 #endif
 // y[n,out] = x[n,in] @ W[out,in]^T, W q4_K / q5_K, x int8 (rm_qx, blk 256)
-DEFINE_DRIVER(rm_mm_q4_k_avx2, TILE_Q4_K, prep_q4k, Q4K_RR, Q4K_CC, 2)
-DEFINE_DRIVER(rm_mm_q5_k_avx2, TILE_Q5_K, prep_q4k, Q4K_RR, Q4K_CC, 2)
+DEFINE_DRIVER(rm_mm_q4_k_avx2, TILE_Q4_K, prep_q4k, Q4K_RR, Q4K_CC, WALK_1_2)
+DEFINE_DRIVER(rm_mm_q5_k_avx2, TILE_Q5_K, prep_q4k, Q4K_RR, Q4K_CC, WALK_1_2)
 
 // ---------------------------------------------------------------------------
 // q6_K weights x int8 activations (one scale per 256)
@@ -434,7 +434,7 @@ INLINE void tile_q6_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
 #define Q6K_CC 3
 #endif
 // y[n,out] = x[n,in] @ W[out,in]^T, W q6_K, x int8 (rm_qx, blk 256)
-DEFINE_DRIVER(rm_mm_q6_k_avx2, tile_q6_k, NO_PREP, Q6K_RR, Q6K_CC, 2)
+DEFINE_DRIVER(rm_mm_q6_k_avx2, tile_q6_k, NO_PREP, Q6K_RR, Q6K_CC, WALK_1_2)
 
 // ---------------------------------------------------------------------------
 // f32 / f16 / bf16 weights x f32 activations
@@ -494,9 +494,9 @@ INLINE void tile_float(const rm_mm *m, rm_type t, int64_t r, int c, const int RR
 // y[n,out] = x[n,in] @ W[out,in]^T, W f32 / f16 / bf16, x f32
 // (tile shapes measured: 4x3 best for f32, 3x4 for the 16-bit types, whose
 // conversions need registers too)
-DEFINE_DRIVER(rm_mm_f32_avx2, TILE_F32, NO_PREP, 4, 3, 0)
-DEFINE_DRIVER(rm_mm_f16_avx2, TILE_F16, NO_PREP, 3, 4, 0)
-DEFINE_DRIVER(rm_mm_bf16_avx2, TILE_BF16, NO_PREP, 3, 4, 0)
+DEFINE_DRIVER(rm_mm_f32_avx2, TILE_F32, NO_PREP, 4, 3, WALK_NONE)
+DEFINE_DRIVER(rm_mm_f16_avx2, TILE_F16, NO_PREP, 3, 4, WALK_NONE)
+DEFINE_DRIVER(rm_mm_bf16_avx2, TILE_BF16, NO_PREP, 3, 4, WALK_NONE)
 
 // ---------------------------------------------------------------------------
 // vector helpers

@@ -221,11 +221,28 @@ INLINE void load_r16(const uint8_t *q, const int KIND, __m512i out[8]) {
     for (int g = 0; g < 8; g++) out[g] = _mm512_loadu_si512((const void *)(q + 64 * g));
 }
 
-// Prefetches group G (quants and scales) of the rows the next tiles take, as
+// How far ahead (bytes) prefetch_r16 fetches for tiles of RR rows: the same
+// place PF_TILES tiles on, as prefetch_next_rows does, except for q4_0. Its
+// decode runs 4-row tiles (walking one row at a time, as q8_0 does, it read
+// at 67-74% of the measured bandwidth; the tiles take 8-16% less time on the
+// three TinyLlama shapes, `ramole-bench kernels --types q4_0 --n 1`, Zen 5),
+// and three tiles ahead is 12 rows then, 38 KB at in = 5632, more than L1
+// keeps until it is read: about 8 KB ahead instead (whole rows, at least
+// the tile's height).
+INLINE size_t r16_ahead(const rm_mm *m, const int KIND, int RR) {
+    size_t rows = (size_t)PF_TILES * (size_t)RR;
+    if (KIND == KIND_Q4_0) {
+        size_t near = (8192 + m->w_row / 2) / m->w_row;
+        rows = near < (size_t)RR ? (size_t)RR : near < rows ? near : rows;
+    }
+    return rows * m->w_row;
+}
+
+// Prefetches group G (quants and scales) of the rows `ahead` bytes on, as
 // prefetch_group does for the file's layout.
-INLINE void prefetch_r16(const rm_mm *m, const uint8_t *row, int64_t G, int64_t GQ, int64_t F, int RR) {
-    for (int64_t pf = 0; pf < GQ; pf += 64) prefetch_next_rows(m, row + G * GQ + pf, RR);
-    prefetch_next_rows(m, row + F * GQ + 32 * G, RR);
+INLINE void prefetch_r16(const uint8_t *row, int64_t G, int64_t GQ, int64_t F, size_t ahead) {
+    for (int64_t pf = 0; pf < GQ; pf += 64) _mm_prefetch((const char *)row + G * GQ + pf + ahead, _MM_HINT_T0);
+    _mm_prefetch((const char *)row + F * GQ + 32 * G + ahead, _MM_HINT_T0);
 }
 
 // aux->t16: the transposed unsigned quants and f32 scales of weight rows
@@ -236,6 +253,7 @@ INLINE int prep_t16(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const int 
     const int64_t nb = m->in / 32, BB = blk_bytes(KIND);
     const int64_t groups = (nb + 15) / 16, GQ = KIND == KIND_Q8_0 ? 512 : 256, F = R16 ? nb / 16 : 0;
     if (groups * 16 > AUX_N) return 0;
+    const size_t ahead = R16 ? r16_ahead(m, KIND, RR) : 0;
     for (int i = 0; i < RR; i++) {
         const uint8_t *row = m->w + (size_t)(r + i) * m->w_row;
         for (int64_t G = 0; G < groups; G++) {
@@ -243,7 +261,7 @@ INLINE int prep_t16(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const int 
             const int nk = nb - b < 16 ? (int)(nb - b) : 16;
             __m512i v[8];
             if (G < F) {
-                prefetch_r16(m, row, G, GQ, F, RR);
+                prefetch_r16(row, G, GQ, F, ahead);
                 load_r16(row + G * GQ, KIND, v);
                 _mm512_storeu_ps(&aux->t16.d[i][b],
                                  _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(row + F * GQ + 32 * G))));
@@ -388,6 +406,7 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
     const int MIN = KIND == KIND_Q4_1 || KIND == KIND_Q5_1;
     const int64_t nb = m->in / 32, groups = m->qx.groups;
     const int64_t GQ = KIND == KIND_Q8_0 ? 512 : 256, F = R16 ? nb / 16 : 0; // r16: full groups rearranged
+    const size_t ahead = R16 ? r16_ahead(m, KIND, RR) : 0;
     ztile t;
     ztile_start(&t, m, r, c, RR, CC, 1);
     for (int64_t G = 0; G < groups; G++) {
@@ -417,7 +436,7 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
                 __m512i wv[8];
                 if (G < F) {
                     const uint8_t *q = t.w[i] + G * GQ, *sc = t.w[i] + F * GQ + 32 * G;
-                    prefetch_r16(m, t.w[i], G, GQ, F, RR);
+                    prefetch_r16(t.w[i], G, GQ, F, ahead);
                     load_r16(q, KIND, wv);
                     dw[i] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)sc));
                 } else { // the blocks as stored (a row's last nb % 16 stay so in r16 too)
@@ -453,14 +472,14 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
                             const int PREPPED) {                                                                       \
         tile_blk32(m, r, c, RR, CC, aux, PREPPED, KIND, R16);                                                          \
     }                                                                                                                  \
-    DEFINE_DRIVER(name, name##_tile, PREP, 4, 3, 2)
+    DEFINE_DRIVER(name, name##_tile, PREP, 4, 3, R16 && KIND == KIND_Q4_0 ? WALK_2 : WALK_1_2)
 DEFINE_BLK32(rm_mm_q8_0_avx512, KIND_Q8_0, 0, prep_t16_q8_0)
 DEFINE_BLK32(rm_mm_q4_0_avx512, KIND_Q4_0, 0, prep_t16_q4_0)
 DEFINE_BLK32(rm_mm_q4_1_avx512, KIND_Q4_1, 0, prep_t16_q4_1)
 DEFINE_BLK32(rm_mm_q5_0_avx512, KIND_Q5_0, 0, prep_t16_q5_0)
 DEFINE_BLK32(rm_mm_q5_1_avx512, KIND_Q5_1, 0, prep_t16_q5_1)
-// r16 weights: decode reads them where they are, wider batches from the
-// aligned per-tile copy (a plain copy now).
+// r16 weights: decode reads them where they are (q4_0 in 4-row tiles, see
+// r16_ahead), wider batches from the aligned per-tile copy (a plain copy now).
 DEFINE_BLK32(rm_mm_q8_0_r16_avx512, KIND_Q8_0, 1, prep_r16_q8_0)
 DEFINE_BLK32(rm_mm_q4_0_r16_avx512, KIND_Q4_0, 1, prep_r16_q4_0)
 
@@ -650,10 +669,10 @@ static void k16_pack_rows(uint8_t *w, size_t w_row, int64_t in, int64_t r0, int6
 #define TILE_Q5_K(m, r, c, RR, CC, aux, P) tile_q4k16(m, r, c, RR, CC, aux, P, 0, 1)
 // y[n,out] = x[n,in] @ W[out,in]^T, W q4_K (as stored / r16), x int8 (rm_qx,
 // blk 256, with its 16-block copy)
-DEFINE_DRIVER(rm_mm_q4_k_avx512, TILE_Q4_K, prep_t16_q4_k, 4, 3, 2)
-DEFINE_DRIVER(rm_mm_q4_k_r16_avx512, TILE_Q4_K_R16, prep_r16_q4_k, 4, 3, 2)
+DEFINE_DRIVER(rm_mm_q4_k_avx512, TILE_Q4_K, prep_t16_q4_k, 4, 3, WALK_1_2)
+DEFINE_DRIVER(rm_mm_q4_k_r16_avx512, TILE_Q4_K_R16, prep_r16_q4_k, 4, 3, WALK_1_2)
 // The same for q5_K (as stored)
-DEFINE_DRIVER(rm_mm_q5_k_avx512, TILE_Q5_K, prep_t16_q5_k, 4, 3, 2)
+DEFINE_DRIVER(rm_mm_q5_k_avx512, TILE_Q5_K, prep_t16_q5_k, 4, 3, WALK_1_2)
 
 // ---------------------------------------------------------------------------
 // q6_K weights x int8 activations (one scale per 256), 64 values per step:
@@ -742,7 +761,7 @@ INLINE void tile_q6k(const rm_mm *m, int64_t r, int c, const int RR, const int C
 #define Q6K_CC 3
 #endif
 // y[n,out] = x[n,in] @ W[out,in]^T, W q6_K, x int8 (rm_qx, blk 256)
-DEFINE_DRIVER(rm_mm_q6_k_avx512, tile_q6k, NO_PREP, Q6K_RR, Q6K_CC, 2)
+DEFINE_DRIVER(rm_mm_q6_k_avx512, tile_q6k, NO_PREP, Q6K_RR, Q6K_CC, WALK_1_2)
 
 // ---------------------------------------------------------------------------
 // f16 / bf16 weights x f32 activations, 16 elements per step
@@ -802,8 +821,8 @@ INLINE void tile_float(const rm_mm *m, rm_type t, int64_t r, int c, const int RR
 #define TILE_F16(m, r, c, RR, CC, aux, P) tile_float(m, RM_TYPE_F16, r, c, RR, CC)
 #define TILE_BF16(m, r, c, RR, CC, aux, P) tile_float(m, RM_TYPE_BF16, r, c, RR, CC)
 // y[n,out] = x[n,in] @ W[out,in]^T, W f16 / bf16, x f32 (f32 W: the AVX2 kernel, see matmul.c)
-DEFINE_DRIVER(rm_mm_f16_avx512, TILE_F16, NO_PREP, 4, 4, 0)
-DEFINE_DRIVER(rm_mm_bf16_avx512, TILE_BF16, NO_PREP, 4, 4, 0)
+DEFINE_DRIVER(rm_mm_f16_avx512, TILE_F16, NO_PREP, 4, 4, WALK_NONE)
+DEFINE_DRIVER(rm_mm_bf16_avx512, TILE_BF16, NO_PREP, 4, 4, WALK_NONE)
 
 // ---------------------------------------------------------------------------
 // vector helpers

@@ -49,7 +49,7 @@ INLINE void tile_bf16dp(const rm_mm *m, int64_t r, int c, const int RR, const in
 
 #define TILE_BF16DP(m, r, c, RR, CC, aux, P) tile_bf16dp(m, r, c, RR, CC)
 // y[n,out] = x[n,in] @ W[out,in]^T, W bf16, x its bf16 copy (m->xh)
-DEFINE_DRIVER(rm_mm_bf16dp_avx512, TILE_BF16DP, NO_PREP, 4, 4, 0)
+DEFINE_DRIVER(rm_mm_bf16dp_avx512, TILE_BF16DP, NO_PREP, 4, 4, WALK_NONE)
 
 // Rows [c0, c1) of m->x rounded to bf16 (to nearest even; a NaN stays a NaN)
 // into m->xh, each row padded with zeros to a multiple of 32.

@@ -52,15 +52,21 @@ typedef union {
 // meets more than one activation tile, PREP(m, r, RR, aux) fills aux first (it
 // returns 0 when the row does not fit) and the tiles read it.
 //
-// With at most ROWS1_N activation rows (decode) the driver may walk the weight
-// rows one at a time instead: W is then read as one sequential stream, which
-// the prefetchers follow at full bandwidth, where RR interleaved streams of
-// short rows (2 KiB at in = 2048) stalled at about 75% of it (q8_0 2048x2048,
-// n = 1, one thread: 0.25 -> 0.20 ms, `ramole-bench kernels --n 1`). It pays
-// only where one row's chain of FMAs (one accumulator) still outruns memory:
-// q8_0 (34 bytes per FMA) and q4_K; f16 (16 bytes per FMA) and q4_0 (18)
-// are faster with RR rows in flight (f16 0.40 vs 0.61 ms), so they pass 0.
+// At the activation-row counts in the mask WALK (bit n: n rows; decode
+// sizes) the driver walks the weight rows one at a time instead: W is then
+// read as one sequential stream, which the prefetchers follow at full
+// bandwidth, where RR interleaved streams of short rows (2 KiB at in = 2048)
+// stalled at about 75% of it (q8_0 2048x2048, n = 1, one thread: 0.25 ->
+// 0.20 ms, `ramole-bench kernels --n 1`). It pays only where one row's chain
+// of FMAs (one accumulator) still outruns memory: q8_0 (34 bytes per FMA)
+// and q4_K; f16 (16 bytes per FMA) and q4_0 (18) are faster with RR rows in
+// flight (f16 0.40 vs 0.61 ms), so they pass WALK_NONE (the AVX-512 r16 q4_0
+// kernel walks at 2 rows only: its 4 x 2 tile, which runs out of registers,
+// was 9-18% slower there than the walk, its 4 x 1 tile 8-16% faster at 1).
 // Per (r, c) the operations are the same either way, so the results are too.
+#define WALK_NONE 0u
+#define WALK_1_2 0x6u // one and two activation rows
+#define WALK_2 0x4u   // two activation rows
 #define DEFINE_COLS(name, TILE, PREP, RR, CC)                                                                          \
     static inline __attribute__((always_inline)) void name(const rm_mm *m, int64_t r, int c0, int c1, tile_aux *aux) { \
         int c = c0;                                                                                                    \
@@ -73,13 +79,13 @@ typedef union {
         if (CC > 2 && c + 2 <= c1) TILE(m, r, c, RR, 2, NULL, 0), c += 2;                                              \
         for (; c < c1; c++) TILE(m, r, c, RR, 1, NULL, 0);                                                             \
     }
-#define DEFINE_DRIVER(name, TILE, PREP, RR, CC, ROWS1_N)                                                               \
+#define DEFINE_DRIVER(name, TILE, PREP, RR, CC, WALK)                                                                  \
     DEFINE_COLS(name##_cols, TILE, PREP, RR, CC)                                                                       \
     DEFINE_COLS(name##_cols1, TILE, PREP, 1, CC)                                                                       \
     void name(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1) {                                                \
         tile_aux aux[1];                                                                                               \
         int64_t r = r0;                                                                                                \
-        if (c1 - c0 > ROWS1_N)                                                                                         \
+        if (c1 - c0 >= 32 || !((WALK) >> (c1 - c0) & 1))                                                              \
             for (; r + RR <= r1; r += RR) name##_cols(m, r, c0, c1, aux);                                              \
         for (; r < r1; r++) name##_cols1(m, r, c0, c1, aux);                                                           \
     }
