@@ -221,17 +221,17 @@ INLINE void load_r16(const uint8_t *q, const int KIND, __m512i out[8]) {
     for (int g = 0; g < 8; g++) out[g] = _mm512_loadu_si512((const void *)(q + 64 * g));
 }
 
-// How far ahead (bytes) prefetch_r16 fetches for tiles of RR rows: the same
-// place PF_TILES tiles on, as prefetch_next_rows does, except for q4_0. Its
-// decode runs 4-row tiles (walking one row at a time, as q8_0 does, it read
-// at 67-74% of the measured bandwidth; the tiles take 8-16% less time on the
-// three TinyLlama shapes, `ramole-bench kernels --types q4_0 --n 1`, Zen 5),
-// and three tiles ahead is 12 rows then, 38 KB at in = 5632, more than L1
-// keeps until it is read: about 8 KB ahead instead (whole rows, at least
-// the tile's height).
-INLINE size_t r16_ahead(const rm_mm *m, const int KIND, int RR) {
+// How far ahead (bytes) prefetch_r16 fetches for tiles of RR rows: for
+// q8_0 the same place PF_TILES tiles on, as prefetch_next_rows does; for the
+// 4-bit rows (NIB: q4_0, q4_K) about 8 KB (whole rows, at least the tile's
+// height). Their decode runs 4-row tiles: walking one row at a time, as
+// q8_0 does, they read at 67-74% of the measured bandwidth, and the tiles
+// take 5-22% less time on the three TinyLlama shapes (`ramole-bench kernels
+// --types q4_0,q4_K --n 1`, Zen 5); three tiles ahead is 12 rows then, 38 KB
+// at in = 5632, more than L1 keeps until it is read.
+INLINE size_t r16_ahead(const rm_mm *m, const int NIB, int RR) {
     size_t rows = (size_t)PF_TILES * (size_t)RR;
-    if (KIND == KIND_Q4_0) {
+    if (NIB) {
         size_t near = (8192 + m->w_row / 2) / m->w_row;
         rows = near < (size_t)RR ? (size_t)RR : near < rows ? near : rows;
     }
@@ -253,7 +253,7 @@ INLINE int prep_t16(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const int 
     const int64_t nb = m->in / 32, BB = blk_bytes(KIND);
     const int64_t groups = (nb + 15) / 16, GQ = KIND == KIND_Q8_0 ? 512 : 256, F = R16 ? nb / 16 : 0;
     if (groups * 16 > AUX_N) return 0;
-    const size_t ahead = R16 ? r16_ahead(m, KIND, RR) : 0;
+    const size_t ahead = R16 ? r16_ahead(m, KIND == KIND_Q4_0, RR) : 0;
     for (int i = 0; i < RR; i++) {
         const uint8_t *row = m->w + (size_t)(r + i) * m->w_row;
         for (int64_t G = 0; G < groups; G++) {
@@ -406,7 +406,7 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
     const int MIN = KIND == KIND_Q4_1 || KIND == KIND_Q5_1;
     const int64_t nb = m->in / 32, groups = m->qx.groups;
     const int64_t GQ = KIND == KIND_Q8_0 ? 512 : 256, F = R16 ? nb / 16 : 0; // r16: full groups rearranged
-    const size_t ahead = R16 ? r16_ahead(m, KIND, RR) : 0;
+    const size_t ahead = R16 ? r16_ahead(m, KIND == KIND_Q4_0, RR) : 0;
     ztile t;
     ztile_start(&t, m, r, c, RR, CC, 1);
     for (int64_t G = 0; G < groups; G++) {
@@ -478,8 +478,9 @@ DEFINE_BLK32(rm_mm_q4_0_avx512, KIND_Q4_0, 0, prep_t16_q4_0)
 DEFINE_BLK32(rm_mm_q4_1_avx512, KIND_Q4_1, 0, prep_t16_q4_1)
 DEFINE_BLK32(rm_mm_q5_0_avx512, KIND_Q5_0, 0, prep_t16_q5_0)
 DEFINE_BLK32(rm_mm_q5_1_avx512, KIND_Q5_1, 0, prep_t16_q5_1)
-// r16 weights: decode reads them where they are (q4_0 in 4-row tiles, see
-// r16_ahead), wider batches from the aligned per-tile copy (a plain copy now).
+// r16 weights: decode reads them where they are (q4_0 in 4-row tiles at one
+// activation row, see r16_ahead), wider batches from the aligned per-tile
+// copy (a plain copy now).
 DEFINE_BLK32(rm_mm_q8_0_r16_avx512, KIND_Q8_0, 1, prep_r16_q8_0)
 DEFINE_BLK32(rm_mm_q4_0_r16_avx512, KIND_Q4_0, 1, prep_r16_q4_0)
 
@@ -556,14 +557,14 @@ INLINE void k16_scales(const uint8_t *t, __m512 *dls, __m512 *dlm) {
 }
 
 // Group G of a q4_K row (R16: the r16 layout, whose full groups F = nb / 2
-// come rearranged) or a q5_K row (Q5) as tile_q4k16 consumes it, prefetching
-// the same place in the rows the next tiles take.
+// come rearranged, prefetched `ahead` bytes on) or a q5_K row (Q5) as
+// tile_q4k16 consumes it, prefetching the same place in the rows the next
+// tiles take.
 INLINE void q4k_group(const rm_mm *m, const uint8_t *row, int64_t G, int RR, const int R16, const int Q5,
-                      __m512i out[8], __m512 *dls, __m512 *dlm) {
+                      size_t ahead, __m512i out[8], __m512 *dls, __m512 *dlm) {
     const int64_t nb = m->in / 256, F = R16 ? nb / 2 : 0;
     if (G < F) {
-        for (int64_t pf = 0; pf < 256; pf += 64) prefetch_next_rows(m, row + G * 256 + pf, RR);
-        prefetch_next_rows(m, row + F * 256 + G * 32, RR);
+        prefetch_r16(row, G, 256, F, ahead);
         load_r16(row + G * 256, KIND_Q4_0, out);
         k16_scales(row + F * 256 + G * 32, dls, dlm);
     } else {
@@ -578,12 +579,13 @@ INLINE void q4k_group(const rm_mm *m, const uint8_t *row, int64_t G, int RR, con
 INLINE int prep_t16_q4k(const rm_mm *m, int64_t r, int RR, tile_aux *aux, const int R16, const int Q5) {
     const int64_t groups = (m->in / 256 + 1) / 2;
     if (groups * 16 > AUX_N) return 0;
+    const size_t ahead = R16 ? r16_ahead(m, 1, RR) : 0;
     for (int i = 0; i < RR; i++) {
         const uint8_t *row = m->w + (size_t)(r + i) * m->w_row;
         for (int64_t G = 0; G < groups; G++) {
             __m512i v[8];
             __m512 dls, dlm;
-            q4k_group(m, row, G, RR, R16, Q5, v, &dls, &dlm);
+            q4k_group(m, row, G, RR, R16, Q5, ahead, v, &dls, &dlm);
             _mm512_storeu_ps(&aux->t16.d[i][16 * G], dls);
             _mm512_storeu_ps(&aux->t16.m[i][16 * G], dlm);
             for (int g = 0; g < 8; g++) _mm512_store_si512((void *)(aux->t16.q[i] + G * 512 + 64 * g), v[g]);
@@ -604,6 +606,7 @@ static int prep_t16_q5_k(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {
 INLINE void tile_q4k16(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux,
                        const int PREPPED, const int R16, const int Q5) {
     const int64_t groups = m->qx.groups;
+    const size_t ahead = R16 ? r16_ahead(m, 1, RR) : 0;
     ztile t;
     ztile_start(&t, m, r, c, RR, CC, 1);
     for (int64_t G = 0; G < groups; G++) {
@@ -629,7 +632,7 @@ INLINE void tile_q4k16(const rm_mm *m, int64_t r, int c, const int RR, const int
 #pragma GCC unroll 4
             for (int i = 0; i < RR; i++) {
                 __m512i wv[8];
-                q4k_group(m, t.w[i], G, RR, R16, Q5, wv, &dls[i], &dlm[i]);
+                q4k_group(m, t.w[i], G, RR, R16, Q5, ahead, wv, &dls[i], &dlm[i]);
 #pragma GCC unroll 4
                 for (int j = 0; j < CC; j++) isum[i][j] = dot8(_mm512_setzero_si512(), wv, t.xq[j] + b * 32);
             }
@@ -670,7 +673,7 @@ static void k16_pack_rows(uint8_t *w, size_t w_row, int64_t in, int64_t r0, int6
 // y[n,out] = x[n,in] @ W[out,in]^T, W q4_K (as stored / r16), x int8 (rm_qx,
 // blk 256, with its 16-block copy)
 DEFINE_DRIVER(rm_mm_q4_k_avx512, TILE_Q4_K, prep_t16_q4_k, 4, 3, WALK_1_2)
-DEFINE_DRIVER(rm_mm_q4_k_r16_avx512, TILE_Q4_K_R16, prep_r16_q4_k, 4, 3, WALK_1_2)
+DEFINE_DRIVER(rm_mm_q4_k_r16_avx512, TILE_Q4_K_R16, prep_r16_q4_k, 4, 3, WALK_2) // 4-row tiles at n = 1: r16_ahead
 // The same for q5_K (as stored)
 DEFINE_DRIVER(rm_mm_q5_k_avx512, TILE_Q5_K, prep_t16_q5_k, 4, 3, WALK_1_2)
 

@@ -61,8 +61,9 @@ typedef union {
 // of FMAs (one accumulator) still outruns memory: q8_0 (34 bytes per FMA)
 // and q4_K; f16 (16 bytes per FMA) and q4_0 (18) are faster with RR rows in
 // flight (f16 0.40 vs 0.61 ms), so they pass WALK_NONE (the AVX-512 r16 q4_0
-// kernel walks at 2 rows only: its 4 x 2 tile, which runs out of registers,
-// was 9-18% slower there than the walk, its 4 x 1 tile 8-16% faster at 1).
+// and q4_K kernels walk at 2 rows only: q4_0's 4 x 2 tile, which runs out
+// of registers, was 9-18% slower there than the walk, its 4 x 1 tile 8-16%
+// faster at 1).
 // Per (r, c) the operations are the same either way, so the results are too.
 #define WALK_NONE 0u
 #define WALK_1_2 0x6u // one and two activation rows
