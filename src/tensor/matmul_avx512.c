@@ -226,7 +226,7 @@ INLINE void load_r16(const uint8_t *q, const int KIND, __m512i out[8]) {
 // 4-bit rows (NIB: q4_0, q4_K) about 8 KB (whole rows, at least the tile's
 // height). Their decode runs 4-row tiles: walking one row at a time, as
 // q8_0 does, they read at 67-74% of the measured bandwidth, and the tiles
-// take 5-22% less time on the three TinyLlama shapes (`ramole-bench kernels
+// take 7-29% less time on the three TinyLlama shapes (`ramole-bench kernels
 // --types q4_0,q4_K --n 1`, Zen 5); three tiles ahead is 12 rows then, 38 KB
 // at in = 5632, more than L1 keeps until it is read.
 INLINE size_t r16_ahead(const rm_mm *m, const int NIB, int RR) {
