@@ -229,6 +229,9 @@ INLINE void load_r16(const uint8_t *q, const int KIND, __m512i out[8]) {
 // take 7-29% less time on the three TinyLlama shapes (`ramole-bench kernels
 // --types q4_0,q4_K --n 1`, Zen 5); three tiles ahead is 12 rows then, 38 KB
 // at in = 5632, more than L1 keeps until it is read.
+// The walk mask (mm_tile.h) that goes with it: 4-bit r16 rows decode one
+// activation row in 4-row tiles and walk at 2 rows only.
+#define R16_WALK(NIB) ((NIB) ? WALK_2 : WALK_1_2)
 INLINE size_t r16_ahead(const rm_mm *m, const int NIB, int RR) {
     size_t rows = (size_t)PF_TILES * (size_t)RR;
     if (NIB) {
@@ -472,7 +475,7 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
                             const int PREPPED) {                                                                       \
         tile_blk32(m, r, c, RR, CC, aux, PREPPED, KIND, R16);                                                          \
     }                                                                                                                  \
-    DEFINE_DRIVER(name, name##_tile, PREP, 4, 3, R16 && KIND == KIND_Q4_0 ? WALK_2 : WALK_1_2)
+    DEFINE_DRIVER(name, name##_tile, PREP, 4, 3, R16 ? R16_WALK(KIND == KIND_Q4_0) : WALK_1_2)
 DEFINE_BLK32(rm_mm_q8_0_avx512, KIND_Q8_0, 0, prep_t16_q8_0)
 DEFINE_BLK32(rm_mm_q4_0_avx512, KIND_Q4_0, 0, prep_t16_q4_0)
 DEFINE_BLK32(rm_mm_q4_1_avx512, KIND_Q4_1, 0, prep_t16_q4_1)
@@ -673,7 +676,7 @@ static void k16_pack_rows(uint8_t *w, size_t w_row, int64_t in, int64_t r0, int6
 // y[n,out] = x[n,in] @ W[out,in]^T, W q4_K (as stored / r16), x int8 (rm_qx,
 // blk 256, with its 16-block copy)
 DEFINE_DRIVER(rm_mm_q4_k_avx512, TILE_Q4_K, prep_t16_q4_k, 4, 3, WALK_1_2)
-DEFINE_DRIVER(rm_mm_q4_k_r16_avx512, TILE_Q4_K_R16, prep_r16_q4_k, 4, 3, WALK_2) // 4-row tiles at n = 1: r16_ahead
+DEFINE_DRIVER(rm_mm_q4_k_r16_avx512, TILE_Q4_K_R16, prep_r16_q4_k, 4, 3, R16_WALK(1))
 // The same for q5_K (as stored)
 DEFINE_DRIVER(rm_mm_q5_k_avx512, TILE_Q5_K, prep_t16_q5_k, 4, 3, WALK_1_2)
 
