@@ -230,15 +230,14 @@ INLINE void load_r16(const uint8_t *q, const int KIND, __m512i out[8]) {
 // --types q4_0,q4_K --n 1`, Zen 5); three tiles ahead is 12 rows then, 38 KB
 // at in = 5632, more than L1 keeps until it is read.
 // The walk mask (mm_tile.h) that goes with it: 4-bit r16 rows decode one
-// activation row in 4-row tiles and walk at 2 rows only.
+// activation row in 4-row tiles and walk at 2 rows only (there q4_0's 4 x 2
+// tile runs out of registers: 9-18% slower than the walk).
 #define R16_WALK(NIB) ((NIB) ? WALK_2 : WALK_1_2)
 INLINE size_t r16_ahead(const rm_mm *m, const int NIB, int RR) {
-    size_t rows = (size_t)PF_TILES * (size_t)RR;
-    if (NIB) {
-        size_t near = (8192 + m->w_row / 2) / m->w_row;
-        rows = near < (size_t)RR ? (size_t)RR : near < rows ? near : rows;
-    }
-    return rows * m->w_row;
+    const size_t far = tiles_ahead(m, RR), tile = (size_t)RR * m->w_row;
+    if (!NIB) return far;
+    const size_t near = (8192 + m->w_row / 2) / m->w_row * m->w_row; // whole rows, about 8 KB
+    return near < tile ? tile : near < far ? near : far;
 }
 
 // Prefetches group G (quants and scales) of the rows `ahead` bytes on, as

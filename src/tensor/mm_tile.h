@@ -24,8 +24,10 @@ INLINE float f16(uint16_t h) { return _cvtsh_ss(h); }
 #ifndef PF_TILES
 #define PF_TILES 3
 #endif
+// Bytes from a place in a weight row to the same place PF_TILES tiles of RR rows on.
+INLINE size_t tiles_ahead(const rm_mm *m, int RR) { return (size_t)PF_TILES * (size_t)RR * m->w_row; }
 INLINE void prefetch_next_rows(const rm_mm *m, const void *p, int RR) {
-    _mm_prefetch((const char *)p + (size_t)PF_TILES * RR * m->w_row, _MM_HINT_T0);
+    _mm_prefetch((const char *)p + tiles_ahead(m, RR), _MM_HINT_T0);
 }
 
 // Per-weight-tile data a kernel may precompute once and reuse while the tile
@@ -61,9 +63,7 @@ typedef union {
 // of FMAs (one accumulator) still outruns memory: q8_0 (34 bytes per FMA)
 // and q4_K; f16 (16 bytes per FMA) and q4_0 (18) are faster with RR rows in
 // flight (f16 0.40 vs 0.61 ms), so they pass WALK_NONE (the AVX-512 r16 q4_0
-// and q4_K kernels walk at 2 rows only: q4_0's 4 x 2 tile, which runs out
-// of registers, was 9-18% slower there than the walk, its 4 x 1 tile 8-16%
-// faster at 1).
+// and q4_K kernels walk at 2 rows only: R16_WALK in matmul_avx512.c).
 // Per (r, c) the operations are the same either way, so the results are too.
 #define WALK_NONE 0u
 #define WALK_1_2 0x6u // one and two activation rows
