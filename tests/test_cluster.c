@@ -144,6 +144,11 @@ static int cl_up(cluster *c, const char *db) {
 static void cl_down(cluster *c) {
     for (int i = 0; i < 2; i++)
         if (c->r[i].pid > 0) CHECKF(rm_test_server_stop(&c->r[i]) == 0, "replica %c did not stop cleanly", 'A' + i);
+    // upload bodies were spooled in the weights folder, not in a folder named
+    // after the URL in the working directory (what mkdir -p makes of it)
+    char stray[sizeof c->url];
+    snprintf(stray, sizeof stray, "postgresql:/%.680s", c->url + 13);
+    CHECKF(strncmp(c->url, "postgresql://", 13) == 0 && access(stray, F_OK) != 0, "%s was created", stray);
 }
 
 // Waits (polling, up to 20 s) until retrieval on port does (want 1) or does

@@ -320,9 +320,11 @@ int rm_server_start(const rm_server_params *p, rm_server **out) {
         int n = upload_sweep(rm_pool_weights_dir(s->pool), host);
         if (n) fprintf(stderr, "serve: removed %d upload folder%s left by processes that died\n", n, n > 1 ? "s" : "");
     }
-    size_t sl = p->pool ? strlen(p->pool) + 10 : 0; // POOL/adapters
-    if (!rc && s->pool && !(s->spool_dir = malloc(sl))) rc = rm_errorf(RM_ENOMEM, "out of memory");
-    if (s->spool_dir) snprintf(s->spool_dir, sl, "%s/adapters", p->pool);
+    if (!rc && s->pool) { // upload bodies are spooled where the upload will store them (never beside a URL)
+        const char *wd = rm_pool_weights_dir(s->pool), *tmp = getenv("TMPDIR");
+        if (!(s->spool_dir = strdup(wd ? wd : tmp && *tmp == '/' ? tmp : "/tmp")))
+            rc = rm_errorf(RM_ENOMEM, "out of memory");
+    }
     if (!rc && p->default_model && server_model_kind(s, p->default_model) == MODEL_NONE)
         rc = rm_errorf(
             RM_EINVAL,

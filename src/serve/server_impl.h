@@ -130,7 +130,9 @@ struct rm_server {
     workq fast, slow;          // request preparation; uploads
     rm_http *http;
     char *base_name; // p.model_name, or derived from the file name
-    char *spool_dir; // POOL/adapters: upload bodies are written there as they arrive (NULL: no pool)
+    // the pool's weights folder (else $TMPDIR or /tmp): upload bodies are
+    // written there as they arrive (NULL: no pool)
+    char *spool_dir;
     atomic_long next_id;
     time_t started;
     atomic_llong n_completions, n_uploads;
