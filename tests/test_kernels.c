@@ -648,6 +648,53 @@ TEST(kernel_quantize_x_avx2_matches_scalar) {
 }
 
 // ---------------------------------------------------------------------------
+// silu(g) * u: against the double-precision formula, and the same bits on
+// every ISA (odd lengths for the tails; in place as the forward pass calls it)
+
+TEST(kernel_silu_mul) {
+    enum { N = 4099 };
+    float *g = malloc(N * sizeof(float)), *u = malloc(N * sizeof(float)), *h[3];
+    for (int k = 0; k < 3; k++) h[k] = malloc(N * sizeof(float));
+    uint64_t s = 0x9e3779b97f4a7c15ull;
+    for (int i = 0; i < N; i++) { // a sweep of -100..100, then random values of every scale
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        double r = (double)(s >> 11) / 9007199254740992.0;
+        g[i] = i < 2001 ? (float)(-100.0 + 0.1 * i) : (float)((r - 0.5) * ldexp(1.0, (int)(s >> 58) % 24 - 12));
+        u[i] = (float)(r * 4 - 2);
+    }
+    g[0] = 0.0f, g[1] = -0.0f, g[2] = 87.5f, g[3] = -87.5f, g[4] = 1e-30f, g[5] = -200.0f;
+    double worst = 0;
+    float *part = malloc((N + 1) * sizeof(float));
+    const char *isas[] = {"scalar", "avx2", "avx512"};
+    for (int k = 0; k < 3; k++) {
+        rm_cpu_force(isas[k]);
+        if (k == 2 && !rm_cpu()->avx512f) printf("     no AVX-512 here: the avx512 pass runs the AVX2 kernel\n");
+        memcpy(h[k], g, N * sizeof(float));
+        rm_silu_mul_f32(h[k], h[k], u, N); // in place (h = g), as the forward pass
+        for (int n = 1; n <= N; n += n < 40 ? 1 : 1021) { // a shorter run: the same values, nothing past n written
+            memcpy(part, g, (size_t)n * sizeof(float));
+            part[n] = 12345.0f;
+            rm_silu_mul_f32(part, part, u, n);
+            CHECKF(memcmp(part, h[k], (size_t)n * sizeof(float)) == 0 && part[n] == 12345.0f, "%s: n = %d", isas[k], n);
+        }
+        for (int i = 0; i < N; i++) {
+            double want = (double)g[i] / (1.0 + exp(-(double)g[i])) * u[i];
+            double err = fabs(h[k][i] - want) / (fabs(want) + 1e-30);
+            if (fabs(want) > 1e-30 && err > worst) worst = err;
+            CHECKF(fabs(h[k][i] - want) <= 4e-7 * fabs(want) + 1e-35, "%s: g %g u %g: %.9g, want %.9g", isas[k], g[i],
+                   u[i], h[k][i], want);
+        }
+        CHECKF(memcmp(h[k], h[0], N * sizeof(float)) == 0, "%s differs from scalar", isas[k]);
+    }
+    rm_cpu_force(NULL);
+    printf("     worst relative error %.2g\n", worst);
+    free(part);
+    free(g);
+    free(u);
+    for (int k = 0; k < 3; k++) free(h[k]);
+}
+
+// ---------------------------------------------------------------------------
 // dot / axpy
 
 TEST(kernel_dot_axpy) {

@@ -354,6 +354,57 @@ static float *scratch(rm_llama *m, size_t floats) {
     return m->buf;
 }
 
+// The row-wise steps between the products (norms, rotary embedding and the
+// cache writes, SiLU), split by rows over the pool once a batch has enough
+// rows to pay for the dispatch; each row's arithmetic is the same either way.
+enum { ROWS_SPLIT_MIN = 4 };
+
+typedef struct {
+    int step; // STEP_*
+    const rm_llama_hparams *hp;
+    const rm_batch *b;
+    rm_kvcache *kv;
+    int layer;
+    float *y, *q, *k, *v;
+    const float *x, *w, *cs;
+} rows_job;
+
+enum { STEP_NORM, STEP_ROPE_KV, STEP_SILU };
+
+static void rows_range(const rows_job *j, int r0, int r1) {
+    const rm_llama_hparams *hp = j->hp;
+    const size_t d = (size_t)hp->n_embd, qd = (size_t)hp->n_head * hp->head_dim;
+    const size_t kvd = (size_t)hp->n_head_kv * hp->head_dim;
+    switch (j->step) {
+    case STEP_NORM: rm_rmsnorm_forward(j->y + r0 * d, j->x + r0 * d, j->w, r1 - r0, (int)d, hp->rms_eps); break;
+    case STEP_ROPE_KV:
+        for (int r = r0; r < r1; r++) {
+            const float *cs = j->cs + (size_t)r * hp->rope_dim;
+            rm_rope_forward(hp, j->q + r * qd, hp->n_head, cs);
+            rm_rope_forward(hp, j->k + r * kvd, hp->n_head_kv, cs);
+            rm_kv_put_k(j->kv, j->layer, j->b->slot[r], j->b->pos[r], j->k + r * kvd);
+            memcpy(rm_kv_v(j->kv, j->layer, j->b->slot[r], j->b->pos[r]), j->v + r * kvd, kvd * sizeof(float));
+        }
+        break;
+    case STEP_SILU: // y = silu(y) * x, rows of n_ff
+        rm_silu_mul_f32(j->y + (size_t)r0 * hp->n_ff, j->y + (size_t)r0 * hp->n_ff, j->x + (size_t)r0 * hp->n_ff,
+                        (int64_t)(r1 - r0) * hp->n_ff);
+        break;
+    }
+}
+
+static void rows_task(void *ctx, int ith, int nth) {
+    const rows_job *j = ctx;
+    long r0, r1;
+    rm_split_range(j->b->n, ith, nth, &r0, &r1);
+    if (r0 < r1) rows_range(j, (int)r0, (int)r1);
+}
+
+static void rows_run(rm_threadpool *tp, const rows_job *j) {
+    if (tp && j->b->n >= ROWS_SPLIT_MIN) rm_threadpool_run(tp, rows_task, (void *)j);
+    else rows_range(j, 0, j->b->n);
+}
+
 static void linear(rm_threadpool *tp, const rm_linear_hook *hook, const rm_batch *b, const rm_llama_layer *L, int layer,
                    rm_linear_id w, const float *x, int64_t ldx, float *y, int64_t ldy, int accumulate) {
     rm_matmul(tp, &L->w[w], x, ldx, y, ldy, b->n, accumulate);
@@ -411,25 +462,20 @@ int rm_llama_forward_hidden(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, cons
     for (int l = 0; l < hp->n_layer; l++) {
         const rm_llama_layer *L = &m->layers[l];
         // attention block
-        rm_rmsnorm_forward(xb, x, L->attn_norm, n, d, hp->rms_eps);
+        rows_run(tp, &(rows_job){STEP_NORM, hp, b, kv, l, .y = xb, .x = x, .w = L->attn_norm});
         linears(tp, hook, b, L, l, 3, qkv_ids, xb, d, (float *const[]){q, k, v},
                 (const int64_t[]){(int64_t)qd, (int64_t)kvd, (int64_t)kvd});
         if (L->bq) rm_bias_add(q, L->bq, n, (int)qd);
         if (L->bk) rm_bias_add(k, L->bk, n, (int)kvd);
         if (L->bv) rm_bias_add(v, L->bv, n, (int)kvd);
-        for (int r = 0; r < n; r++) {
-            rm_rope_forward(hp, q + (size_t)r * qd, H, cs + (size_t)r * hp->rope_dim);
-            rm_rope_forward(hp, k + (size_t)r * kvd, Hk, cs + (size_t)r * hp->rope_dim);
-            rm_kv_put_k(kv, l, b->slot[r], b->pos[r], k + (size_t)r * kvd);
-            memcpy(rm_kv_v(kv, l, b->slot[r], b->pos[r]), v + (size_t)r * kvd, kvd * sizeof(float));
-        }
+        rows_run(tp, &(rows_job){STEP_ROPE_KV, hp, b, kv, l, .q = q, .k = k, .v = v, .cs = cs});
         rm_attention_serve(tp, hp, kv, b, l, q, att, scores);
         linear(tp, hook, b, L, l, RM_LIN_O, att, (int64_t)qd, x, d, 1); // x += att Wo^T
         // feed-forward block
-        rm_rmsnorm_forward(xb, x, L->ffn_norm, n, d, hp->rms_eps);
+        rows_run(tp, &(rows_job){STEP_NORM, hp, b, kv, l, .y = xb, .x = x, .w = L->ffn_norm});
         linears(tp, hook, b, L, l, 2, gate_up_ids, xb, d, (float *const[]){g, u}, (const int64_t[]){f, f});
-        rm_swiglu_forward(g, g, u, (size_t)n * f);
-        linear(tp, hook, b, L, l, RM_LIN_DOWN, g, f, x, d, 1); // x += h Wdown^T
+        rows_run(tp, &(rows_job){STEP_SILU, hp, b, kv, l, .y = g, .x = u}); // g = silu(g) * u
+        linear(tp, hook, b, L, l, RM_LIN_DOWN, g, f, x, d, 1);              // x += h Wdown^T
     }
     memcpy(kv->len, len, (size_t)kv->n_slots * sizeof(int32_t));
 

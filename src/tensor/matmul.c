@@ -390,6 +390,35 @@ void rm_axpy_f32(float *y, float a, const float *x, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] += a * x[i];
 }
 
+// The steps of kernels.h's exponential on one value (fmaf: the FMAs the
+// vector kernels use, rounded once).
+static float silu_exp(float x) {
+    static const float c[8] = RM_EXP_TAYLOR;
+    x = x < RM_EXP_HI ? x : RM_EXP_HI; // as vminps / vmaxps order their operands
+    x = x > RM_EXP_LO ? x : RM_EXP_LO;
+    float n = nearbyintf(x * RM_EXP_LOG2E);
+    float r = fmaf(n, -RM_EXP_LN2_LO, fmaf(n, -RM_EXP_LN2_HI, x));
+    float p = c[0];
+    for (int i = 1; i < 8; i++) p = fmaf(p, r, c[i]);
+    uint32_t bits;
+    memcpy(&bits, &p, 4);
+    bits += (uint32_t)(int32_t)n << 23;
+    memcpy(&p, &bits, 4);
+    return p;
+}
+
+void rm_silu_mul_f32(float *h, const float *g, const float *u, int64_t n) {
+    if (use_avx512()) {
+        rm_silu_mul_f32_avx512(h, g, u, n);
+        return;
+    }
+    if (use_avx2()) {
+        rm_silu_mul_f32_avx2(h, g, u, n);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + silu_exp(0.0f - g[i])) * u[i]; // 0 - g as the vector kernels
+}
+
 // ---------------------------------------------------------------------------
 // Read bandwidth: every worker sums its slice of a 1 GiB buffer; best of 3.
 

@@ -106,6 +106,10 @@ const char *rm_matmul_family(rm_type t);
 float rm_dot_f32(const float *a, const float *b, int64_t n);
 // y[i] += a * x[i]
 void rm_axpy_f32(float *y, float a, const float *x, int64_t n);
+// h[i] = silu(g[i]) * u[i] = g[i] / (1 + exp(-g[i])) * u[i] (h may be g or u),
+// with the exponential of kernels.h (within 2 ulp of exp; the same bits on
+// every ISA).
+void rm_silu_mul_f32(float *h, const float *g, const float *u, int64_t n);
 
 // Measures this machine's sustainable read bandwidth in GB/s with the pool's
 // threads (streams a buffer much larger than the last-level cache).
