@@ -18,6 +18,7 @@
 #include "tensor/gemm.h"
 
 #include <math.h>
+#include <stdatomic.h>
 #include <string.h>
 
 enum { BLOCK = 48 };
@@ -52,6 +53,7 @@ typedef struct {
     float *scratch;
     const int *blocks; // [n_blocks][2]: first row, rows
     int n_blocks;
+    atomic_long next; // next work item
 } attn_job;
 
 // Rows r0..r0+nr-1 (one slot), KV head kvh: all the query heads of its group.
@@ -75,14 +77,19 @@ static void block_kvhead(const attn_job *j, float *s, int r0, int nr, int kvh) {
     }
 }
 
-// Work items are (block, KV head) pairs; each worker takes a contiguous range.
+// Work items are (block, KV head) pairs, taken from a shared counter last
+// block first: a prompt's later blocks attend to more positions, so equal
+// contiguous ranges left the worker with the end of a prompt most of the work.
 static void attn_task(void *ctx, int ith, int nth) {
-    const attn_job *j = ctx;
+    (void)nth;
+    attn_job *j = ctx;
     const int Hk = j->hp->n_head_kv;
+    const long items = (long)j->n_blocks * Hk;
     float *s = j->scratch + (size_t)ith * BLOCK * j->kv->n_ctx;
-    long begin, end;
-    rm_split_range((long)j->n_blocks * Hk, ith, nth, &begin, &end);
-    for (long it = begin; it < end; it++) {
+    for (;;) {
+        long it = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (it >= items) break;
+        it = items - 1 - it;
         const int *blk = j->blocks + 2 * (it / Hk);
         block_kvhead(j, s, blk[0], blk[1], (int)(it % Hk));
     }
@@ -101,6 +108,6 @@ void rm_attention_serve(rm_threadpool *tp, const rm_llama_hparams *hp, const rm_
         n_blocks++;
         r0 = r1;
     }
-    attn_job j = {hp, kv, b, layer, q, out, scratch, blocks, n_blocks};
+    attn_job j = {hp, kv, b, layer, q, out, scratch, blocks, n_blocks, 0};
     rm_threadpool_run(tp, attn_task, &j);
 }
