@@ -9,6 +9,7 @@
 #include "base/file.h"
 #include "format/gguf.h"
 #include "lora/adapter.h"
+#include "lora/router.h"
 #include "model/kvcache.h"
 #include "model/llama.h"
 #include "model/synth.h"
@@ -270,15 +271,17 @@ static int untie(const char *in, const char *out) {
     return rc;
 }
 
-// One model of weight type t and shape sh, loaded both ways (repacked: the
-// matrices become r16, the tied embedding table stays as it is).
-static void same_answers_and_merge(rm_type t, rm_synth_shape shape) {
+// One model of weight type t and shape sh (its classifier tied to the
+// embedding table or its own), loaded both ways (repacked: the matrices and
+// the classifier become r16, a tied table with it: embedding rows are read
+// through rm_dequantize_row), with the same router fingerprint.
+static void same_answers_and_merge(rm_type t, rm_synth_shape shape, int tied) {
     char path[512], m0[512], m1[512];
     snprintf(path, sizeof path, "%s/r16.gguf", rm_test_tmpdir());
     snprintf(m0, sizeof m0, "%s/tied.gguf", rm_test_tmpdir());
     snprintf(m1, sizeof m1, "%s/merged1.gguf", rm_test_tmpdir());
-    REQUIRE(rm_synth_write(&shape, t, 21, m0, NULL, NULL) == RM_OK);
-    REQUIRE(untie(m0, path) == RM_OK);
+    REQUIRE(rm_synth_write(&shape, t, 21, tied ? path : m0, NULL, NULL) == RM_OK);
+    REQUIRE(tied || untie(m0, path) == RM_OK);
     snprintf(m0, sizeof m0, "%s/merged0.gguf", rm_test_tmpdir());
     const int nv = shape.n_vocab;
     float *l0 = malloc(sizeof(float) * nv * 3), *l1 = malloc(sizeof(float) * nv * 3);
@@ -290,7 +293,10 @@ static void same_answers_and_merge(rm_type t, rm_synth_shape shape) {
     const rm_type r = r16_of(t);
     CHECK(a->layers[0].w[0].type == t && b->layers[0].w[0].type == r);
     CHECK(b->output.type == r && b->layers[1].w[RM_LIN_COUNT - 1].type == r);
+    CHECK(tied == (b->output.data == b->tok_embd.data) && b->tok_embd.type == (tied ? r : t));
     CHECKF(memcmp(l0, l1, sizeof(float) * nv * 3) == 0, "%s: logits differ repacked", rm_type_name(t));
+    CHECKF(rm_router_base_fingerprint(a) == rm_router_base_fingerprint(b), "%s: the router fingerprint moved",
+           rm_type_name(t));
     // merge: an adapter on q and v of every layer (touched matrices), the others copied
     rm_lora *la = NULL, *lb = NULL;
     REQUIRE(rm_lora_random(&la, a, 4, 0x5, 77) == RM_OK && rm_lora_random(&lb, b, 4, 0x5, 77) == RM_OK);
@@ -313,7 +319,9 @@ static void same_answers_and_merge(rm_type t, rm_synth_shape shape) {
 
 TEST(repack_model_same_answers_and_merge) {
     if (!vnni()) SKIP("no avx512 with vnni on this machine: weights are never repacked here");
-    same_answers_and_merge(RM_TYPE_Q8_0, (rm_synth_shape){"r16", 300, 512, 2, 8, 4, 1056, 64});
-    // q4_K: n_embd 512 (one full group of two super-blocks), n_ff 768 (one and a tail)
-    same_answers_and_merge(RM_TYPE_Q4_K, (rm_synth_shape){"r16k", 300, 512, 2, 8, 4, 768, 64});
+    for (int tied = 0; tied < 2; tied++) {
+        same_answers_and_merge(RM_TYPE_Q8_0, (rm_synth_shape){"r16", 300, 512, 2, 8, 4, 1056, 64}, tied);
+        // q4_K: n_embd 512 (one full group of two super-blocks), n_ff 768 (one and a tail)
+        same_answers_and_merge(RM_TYPE_Q4_K, (rm_synth_shape){"r16k", 300, 512, 2, 8, 4, 768, 64}, tied);
+    }
 }

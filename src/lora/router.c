@@ -5,6 +5,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 // FNV-1a over n bytes, continuing from h.
@@ -20,8 +21,18 @@ uint64_t rm_router_base_fingerprint(const rm_llama *m) {
     const rm_llama_hparams *hp = &m->hp;
     int shape[5] = {hp->n_vocab, hp->n_embd, hp->n_layer, hp->n_ff, (int)hp->arch};
     uint64_t h = fnv(0xcbf29ce484222325ull, shape, sizeof shape);
-    size_t emb = rm_row_size(m->tok_embd.type, hp->n_embd) * (size_t)hp->n_vocab;
-    h = fnv(h, m->tok_embd.data, emb < (1u << 20) ? emb : (1u << 20));
+    // the embedding table's first MiB as stored in the file (a tied table
+    // repacked for this CPU's kernels is unpacked row by row)
+    const size_t row = rm_row_size(m->tok_embd.type, hp->n_embd), emb = row * (size_t)hp->n_vocab;
+    size_t left = emb < (1u << 20) ? emb : (1u << 20);
+    uint8_t *base = rm_type_r16_base(m->tok_embd.type) >= 0 ? malloc(row) : NULL;
+    if (!base) h = fnv(h, m->tok_embd.data, left); // not repacked (or out of memory: the stored bytes as they are)
+    for (size_t r = 0; base && left > 0; r++) {
+        rm_r16_unpack_row(m->tok_embd.type, (const uint8_t *)m->tok_embd.data + r * row, base, hp->n_embd);
+        h = fnv(h, base, left < row ? left : row);
+        left -= left < row ? left : row;
+    }
+    free(base);
     h = fnv(h, m->output_norm, (size_t)hp->n_embd * sizeof(float));
     for (int l = 0; l < hp->n_layer; l++) h = fnv(h, m->layers[l].attn_norm, (size_t)hp->n_embd * sizeof(float));
     return h;

@@ -202,13 +202,16 @@ static int load_weights(rm_llama *m) {
 
 // The matrices decode streams, rearranged for this CPU's kernels where that
 // pays (rm_repack_for_kernels): only in a resident copy (a mapped file stays
-// as it is), and not the classifier when it is the embedding table (rows of
-// that are read one token at a time).
+// as it is). A classifier tied to the embedding table takes the table with
+// it: the r16 layout is per row, so an embedding row still dequantizes on
+// its own (rm_dequantize_row), and whatever reads the table as stored (a
+// merge, the router's fingerprint) unpacks it (rm_r16_unpack_row).
 static void repack_weights(rm_llama *m) {
     if (rm_mmap_set_writable(&m->gguf.map, 1) != 0) return;
     for (int l = 0; l < m->hp.n_layer; l++)
         for (int w = 0; w < RM_LIN_COUNT; w++) rm_repack_for_kernels(&m->layers[l].w[w], NULL);
-    if (m->output.data != m->tok_embd.data) rm_repack_for_kernels(&m->output, NULL);
+    if (rm_repack_for_kernels(&m->output, NULL) && m->output.data == m->tok_embd.data)
+        m->tok_embd.type = m->output.type;
     rm_mmap_set_writable(&m->gguf.map, 0);
 }
 
