@@ -694,6 +694,41 @@ TEST(kernel_silu_mul) {
     for (int k = 0; k < 3; k++) free(h[k]);
 }
 
+// softmax's exponentials and their sum: against double precision, and the same
+// bits on every ISA for every length (the tails)
+TEST(kernel_exp_sum) {
+    enum { N = 1500 };
+    float src[N + 1], got[3][N + 1], sums[3];
+    uint64_t st = 12345;
+    for (int i = 0; i < N; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        src[i] = (float)((double)(st >> 11) / 9007199254740992.0 * 40.0 - 30.0); // scores in [-30, 10)
+    }
+    const char *isas[] = {"scalar", "avx2", "avx512"};
+    for (int n = 1; n <= N; n += n < 48 ? 1 : 97)
+        for (int k = 0; k < 3; k++) {
+            rm_cpu_force(isas[k]);
+            float mx = src[0];
+            for (int i = 1; i < n; i++) mx = src[i] > mx ? src[i] : mx;
+            memcpy(got[k], src, (size_t)n * sizeof(float));
+            got[k][n] = -7.0f;
+            sums[k] = rm_exp_sum_f32(got[k], n, mx);
+            double want = 0;
+            int ok = got[k][n] == -7.0f;
+            for (int i = 0; i < n; i++) {
+                double e = exp((double)(src[i] - mx)); // of the float difference, as softmax takes it
+                want += e;
+                ok &= fabs(got[k][i] - e) <= 4e-7 * e + 1e-37;
+            }
+            CHECKF(ok, "%s: n = %d: an exponential is off, or s[n] was written", isas[k], n);
+            CHECKF(fabs(sums[k] - want) <= 1e-6 * want, "%s: n = %d: sum %.9g, want %.9g", isas[k], n, sums[k], want);
+            if (k)
+                CHECKF(memcmp(got[k], got[0], (size_t)n * sizeof(float)) == 0 && sums[k] == sums[0],
+                       "%s: n = %d: not the scalar bits", isas[k], n);
+        }
+    rm_cpu_force(NULL);
+}
+
 // ---------------------------------------------------------------------------
 // dot / axpy
 

@@ -16,6 +16,7 @@
 // rows of the block at once.
 #include "model/attn.h"
 #include "tensor/gemm.h"
+#include "tensor/tensor.h"
 
 #include <math.h>
 #include <stdatomic.h>
@@ -29,15 +30,16 @@ size_t rm_attention_scratch(const rm_llama_hparams *hp, const rm_kvcache *kv, in
 }
 
 // Scales s[0..len) and turns it into softmax weights over t <= pos; the
-// weights of t > pos (other rows' future in the same block) become 0.
+// weights of t > pos (other rows' future in the same block) become 0. The
+// exponentials and their sum are rm_exp_sum_f32's: the same bits on every
+// ISA and for a row wherever it sits in a batch.
 static void softmax_row(float *s, int len, int pos, float scale) {
     float mx = -INFINITY;
     for (int t = 0; t <= pos; t++) {
         s[t] *= scale;
         if (s[t] > mx) mx = s[t];
     }
-    float sum = 0.0f;
-    for (int t = 0; t <= pos; t++) sum += (s[t] = expf(s[t] - mx));
+    float sum = rm_exp_sum_f32(s, pos + 1, mx);
     float inv = 1.0f / sum;
     for (int t = 0; t <= pos; t++) s[t] *= inv;
     for (int t = pos + 1; t < len; t++) s[t] = 0.0f;

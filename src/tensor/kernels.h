@@ -137,7 +137,7 @@ void rm_mm_q6_k_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 // its Taylor polynomial to degree 7 in Horner form (one FMA a step), then n
 // added to the exponent field (2^n is a normal float for every n the clamp
 // lets through). Every ISA runs these steps in this order with the same
-// roundings, so rm_silu_mul_f32 gives the same bits on each.
+// roundings, so rm_silu_mul_f32 and rm_exp_sum_f32 give the same bits on each.
 #define RM_EXP_LO (-86.0f)
 #define RM_EXP_HI 88.0f
 #define RM_EXP_LOG2E 1.44269504f
@@ -146,6 +146,7 @@ void rm_mm_q6_k_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 #define RM_EXP_TAYLOR {1.0f / 5040, 1.0f / 720, 1.0f / 120, 1.0f / 24, 1.0f / 6, 0.5f, 1.0f, 1.0f}
 float rm_dot_f32_avx2(const float *a, const float *b, int64_t n);
 void rm_silu_mul_f32_avx2(float *h, const float *g, const float *u, int64_t n);
+float rm_exp_sum_f32_avx2(float *s, int64_t n, float mx);
 void rm_axpy_f32_avx2(float *y, float a, const float *x, int64_t n);
 double rm_sum_f32_avx2(const float *a, int64_t n);
 void rm_quantize_x_avx2(const rm_mm *m, int c0, int c1);
@@ -166,6 +167,7 @@ void rm_mm_q5_k_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q6_k_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 float rm_dot_f32_avx512(const float *a, const float *b, int64_t n);
 void rm_silu_mul_f32_avx512(float *h, const float *g, const float *u, int64_t n);
+float rm_exp_sum_f32_avx512(float *s, int64_t n, float mx);
 // iters x 10 steps in registers; full = 1 the q8_0 kernel's step (512 int8
 // products), 0 vpdpbusd alone (64).
 float rm_int8_peak_avx512(long iters, int full);

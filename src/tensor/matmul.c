@@ -392,7 +392,7 @@ void rm_axpy_f32(float *y, float a, const float *x, int64_t n) {
 
 // The steps of kernels.h's exponential on one value (fmaf: the FMAs the
 // vector kernels use, rounded once).
-static float silu_exp(float x) {
+static float exp_steps(float x) {
     static const float c[8] = RM_EXP_TAYLOR;
     x = x < RM_EXP_HI ? x : RM_EXP_HI; // as vminps / vmaxps order their operands
     x = x > RM_EXP_LO ? x : RM_EXP_LO;
@@ -416,7 +416,16 @@ void rm_silu_mul_f32(float *h, const float *g, const float *u, int64_t n) {
         rm_silu_mul_f32_avx2(h, g, u, n);
         return;
     }
-    for (int64_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + silu_exp(0.0f - g[i])) * u[i]; // 0 - g as the vector kernels
+    for (int64_t i = 0; i < n; i++) h[i] = g[i] / (1.0f + exp_steps(0.0f - g[i])) * u[i]; // 0 - g as the vector kernels
+}
+
+float rm_exp_sum_f32(float *s, int64_t n, float mx) {
+    if (use_avx512()) return rm_exp_sum_f32_avx512(s, n, mx);
+    if (use_avx2()) return rm_exp_sum_f32_avx2(s, n, mx);
+    float lane[16] = {0}, sum = 0.0f;
+    for (int64_t i = 0; i < n; i++) lane[i % 16] += (s[i] = exp_steps(s[i] - mx));
+    for (int k = 0; k < 16; k++) sum += lane[k];
+    return sum;
 }
 
 // ---------------------------------------------------------------------------

@@ -515,10 +515,9 @@ float rm_dot_f32_avx2(const float *a, const float *b, int64_t n) {
     return s;
 }
 
-// silu(g) * u for 8 values, kernels.h's exponential (see there)
-static inline __m256 silu_mul8(__m256 g, __m256 u) {
+// kernels.h's exponential of 8 values
+static inline __m256 exp8(__m256 x) {
     static const float c[8] = RM_EXP_TAYLOR;
-    __m256 x = _mm256_sub_ps(_mm256_setzero_ps(), g);
     x = _mm256_max_ps(_mm256_min_ps(x, _mm256_set1_ps(RM_EXP_HI)), _mm256_set1_ps(RM_EXP_LO));
     __m256 n =
         _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(RM_EXP_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
@@ -526,8 +525,13 @@ static inline __m256 silu_mul8(__m256 g, __m256 u) {
     r = _mm256_fmadd_ps(n, _mm256_set1_ps(-RM_EXP_LN2_LO), r);
     __m256 p = _mm256_set1_ps(c[0]);
     for (int i = 1; i < 8; i++) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c[i]));
-    __m256i e = _mm256_add_epi32(_mm256_castps_si256(p), _mm256_slli_epi32(_mm256_cvttps_epi32(n), 23));
-    __m256 den = _mm256_add_ps(_mm256_set1_ps(1.0f), _mm256_castsi256_ps(e));
+    return _mm256_castsi256_ps(
+        _mm256_add_epi32(_mm256_castps_si256(p), _mm256_slli_epi32(_mm256_cvttps_epi32(n), 23)));
+}
+
+// silu(g) * u for 8 values
+static inline __m256 silu_mul8(__m256 g, __m256 u) {
+    __m256 den = _mm256_add_ps(_mm256_set1_ps(1.0f), exp8(_mm256_sub_ps(_mm256_setzero_ps(), g)));
     return _mm256_mul_ps(_mm256_div_ps(g, den), u);
 }
 
@@ -541,6 +545,35 @@ void rm_silu_mul_f32_avx2(float *h, const float *g, const float *u, int64_t n) {
         _mm256_storeu_ps(th, silu_mul8(_mm256_loadu_ps(tg), _mm256_loadu_ps(tu)));
         memcpy(h + i, th, (size_t)(n - i) * sizeof(float));
     }
+}
+
+// s[i] = exp(s[i] - mx) and their sum in 16 lanes (two registers of 8: lane
+// i % 16 takes value i), the lanes added in order at the end
+float rm_exp_sum_f32_avx2(float *s, int64_t n, float mx) {
+    const __m256 m = _mm256_set1_ps(mx);
+    __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m256 e0 = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + i), m)), e1 = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + i + 8), m));
+        _mm256_storeu_ps(s + i, e0);
+        _mm256_storeu_ps(s + i + 8, e1);
+        a = _mm256_add_ps(a, e0), b = _mm256_add_ps(b, e1);
+    }
+    if (i < n) { // the tail padded to 16, the padding's lanes adding 0
+        float t[16] = {0};
+        memcpy(t, s + i, (size_t)(n - i) * sizeof(float));
+        __m256 e0 = exp8(_mm256_sub_ps(_mm256_loadu_ps(t), m)), e1 = exp8(_mm256_sub_ps(_mm256_loadu_ps(t + 8), m));
+        _mm256_storeu_ps(t, e0);
+        _mm256_storeu_ps(t + 8, e1);
+        for (int64_t k = n - i; k < 16; k++) t[k] = 0.0f;
+        memcpy(s + i, t, (size_t)(n - i) * sizeof(float));
+        a = _mm256_add_ps(a, _mm256_loadu_ps(t)), b = _mm256_add_ps(b, _mm256_loadu_ps(t + 8));
+    }
+    float l[16], sum = 0.0f;
+    _mm256_storeu_ps(l, a);
+    _mm256_storeu_ps(l + 8, b);
+    for (int k = 0; k < 16; k++) sum += l[k];
+    return sum;
 }
 
 // y[i] += a*x[i]

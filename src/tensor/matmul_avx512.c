@@ -841,24 +841,46 @@ float rm_dot_f32_avx512(const float *a, const float *b, int64_t n) {
     return r;
 }
 
-// silu(g) * u for 16 values (masked tail), kernels.h's exponential (see there)
-void rm_silu_mul_f32_avx512(float *h, const float *g, const float *u, int64_t n) {
+// kernels.h's exponential of 16 values
+static inline __m512 exp16(__m512 x) {
     static const float c[8] = RM_EXP_TAYLOR;
+    x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(RM_EXP_HI)), _mm512_set1_ps(RM_EXP_LO));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(RM_EXP_LOG2E)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-RM_EXP_LN2_HI), x);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(-RM_EXP_LN2_LO), r);
+    __m512 p = _mm512_set1_ps(c[0]);
+    for (int j = 1; j < 8; j++) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c[j]));
+    return _mm512_castsi512_ps(_mm512_add_epi32(_mm512_castps_si512(p), _mm512_slli_epi32(_mm512_cvttps_epi32(n), 23)));
+}
+
+static inline __mmask16 tail16(int64_t left) { return left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1); }
+
+// silu(g) * u for 16 values at a time (masked tail)
+void rm_silu_mul_f32_avx512(float *h, const float *g, const float *u, int64_t n) {
     for (int64_t i = 0; i < n; i += 16) {
-        __mmask16 k = n - i >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << (n - i)) - 1);
+        const __mmask16 k = tail16(n - i);
         __m512 gv = _mm512_maskz_loadu_ps(k, g + i), uv = _mm512_maskz_loadu_ps(k, u + i);
-        __m512 x = _mm512_sub_ps(_mm512_setzero_ps(), gv);
-        x = _mm512_max_ps(_mm512_min_ps(x, _mm512_set1_ps(RM_EXP_HI)), _mm512_set1_ps(RM_EXP_LO));
-        __m512 nv = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(RM_EXP_LOG2E)),
-                                         _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-        __m512 r = _mm512_fmadd_ps(nv, _mm512_set1_ps(-RM_EXP_LN2_HI), x);
-        r = _mm512_fmadd_ps(nv, _mm512_set1_ps(-RM_EXP_LN2_LO), r);
-        __m512 p = _mm512_set1_ps(c[0]);
-        for (int j = 1; j < 8; j++) p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(c[j]));
-        __m512i e = _mm512_add_epi32(_mm512_castps_si512(p), _mm512_slli_epi32(_mm512_cvttps_epi32(nv), 23));
-        __m512 den = _mm512_add_ps(_mm512_set1_ps(1.0f), _mm512_castsi512_ps(e));
+        __m512 den = _mm512_add_ps(_mm512_set1_ps(1.0f), exp16(_mm512_sub_ps(_mm512_setzero_ps(), gv)));
         _mm512_mask_storeu_ps(h + i, k, _mm512_mul_ps(_mm512_div_ps(gv, den), uv));
     }
+}
+
+// s[i] = exp(s[i] - mx) and their sum in 16 lanes (lane i % 16 takes value
+// i; the tail's missing lanes add 0), the lanes added in order at the end
+float rm_exp_sum_f32_avx512(float *s, int64_t n, float mx) {
+    const __m512 m = _mm512_set1_ps(mx);
+    __m512 a = _mm512_setzero_ps();
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = tail16(n - i);
+        __m512 e = _mm512_maskz_mov_ps(k, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, s + i), m)));
+        _mm512_mask_storeu_ps(s + i, k, e);
+        a = _mm512_add_ps(a, e);
+    }
+    float l[16], sum = 0.0f;
+    _mm512_storeu_ps(l, a);
+    for (int k = 0; k < 16; k++) sum += l[k];
+    return sum;
 }
 
 // Compute ceiling probe, as rm_int8_peak_avx2 with the AVX-512 kernels'

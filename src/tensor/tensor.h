@@ -110,6 +110,10 @@ void rm_axpy_f32(float *y, float a, const float *x, int64_t n);
 // with the exponential of kernels.h (within 2 ulp of exp; the same bits on
 // every ISA).
 void rm_silu_mul_f32(float *h, const float *g, const float *u, int64_t n);
+// s[i] = exp(s[i] - mx) with the same exponential; returns their sum, taken
+// in 16 lanes (lane i % 16 adds value i in order, then the lanes in order):
+// the same bits on every ISA, whatever the memory around s.
+float rm_exp_sum_f32(float *s, int64_t n, float mx);
 
 // Measures this machine's sustainable read bandwidth in GB/s with the pool's
 // threads (streams a buffer much larger than the last-level cache).
