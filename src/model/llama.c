@@ -357,8 +357,8 @@ static float *scratch(rm_llama *m, size_t floats) {
     return m->buf;
 }
 
-// The row-wise steps between the products (norms, rotary embedding and the
-// cache writes, SiLU), split by rows over the pool once a batch has enough
+// The row-wise steps between the products (norms, biases, rotary embedding
+// and the cache writes, SiLU), split by rows over the pool once a batch has enough
 // rows to pay for the dispatch; each row's arithmetic is the same either way.
 enum { ROWS_SPLIT_MIN = 4 };
 
@@ -368,6 +368,7 @@ typedef struct {
     const rm_batch *b;
     rm_kvcache *kv;
     int layer;
+    const rm_llama_layer *L;
     float *y, *q, *k, *v;
     const float *x, *w, *cs;
 } rows_job;
@@ -380,9 +381,12 @@ static void rows_range(const rows_job *j, int r0, int r1) {
     const size_t kvd = (size_t)hp->n_head_kv * hp->head_dim;
     switch (j->step) {
     case STEP_NORM: rm_rmsnorm_forward(j->y + r0 * d, j->x + r0 * d, j->w, r1 - r0, (int)d, hp->rms_eps); break;
-    case STEP_ROPE_KV:
+    case STEP_ROPE_KV: // and the q, k, v biases first (Qwen2)
         for (int r = r0; r < r1; r++) {
             const float *cs = j->cs + (size_t)r * hp->rope_dim;
+            if (j->L->bq) rm_bias_add(j->q + r * qd, j->L->bq, 1, (int)qd);
+            if (j->L->bk) rm_bias_add(j->k + r * kvd, j->L->bk, 1, (int)kvd);
+            if (j->L->bv) rm_bias_add(j->v + r * kvd, j->L->bv, 1, (int)kvd);
             rm_rope_forward(hp, j->q + r * qd, hp->n_head, cs);
             rm_rope_forward(hp, j->k + r * kvd, hp->n_head_kv, cs);
             rm_kv_put_k(j->kv, j->layer, j->b->slot[r], j->b->pos[r], j->k + r * kvd);
@@ -468,10 +472,7 @@ int rm_llama_forward_hidden(rm_llama *m, rm_kvcache *kv, rm_threadpool *tp, cons
         rows_run(tp, &(rows_job){STEP_NORM, hp, b, kv, l, .y = xb, .x = x, .w = L->attn_norm});
         linears(tp, hook, b, L, l, 3, qkv_ids, xb, d, (float *const[]){q, k, v},
                 (const int64_t[]){(int64_t)qd, (int64_t)kvd, (int64_t)kvd});
-        if (L->bq) rm_bias_add(q, L->bq, n, (int)qd);
-        if (L->bk) rm_bias_add(k, L->bk, n, (int)kvd);
-        if (L->bv) rm_bias_add(v, L->bv, n, (int)kvd);
-        rows_run(tp, &(rows_job){STEP_ROPE_KV, hp, b, kv, l, .q = q, .k = k, .v = v, .cs = cs});
+        rows_run(tp, &(rows_job){STEP_ROPE_KV, hp, b, kv, l, L, .q = q, .k = k, .v = v, .cs = cs});
         rm_attention_serve(tp, hp, kv, b, l, q, att, scores);
         linear(tp, hook, b, L, l, RM_LIN_O, att, (int64_t)qd, x, d, 1); // x += att Wo^T
         // feed-forward block
