@@ -345,9 +345,7 @@ static int check_args(bl_args *a) {
         return 2;
     }
     if (rm_type_parse(a->type_s, &t)) return cli_fail("--type") + 1;
-    const char *tmp = getenv("TMPDIR");
-    snprintf(a->synth_path, sizeof a->synth_path, "%s/ramole-synth-%s-%s.gguf", tmp ? tmp : "/tmp", a->synth,
-             rm_type_name(t));
+    snprintf(a->synth_path, sizeof a->synth_path, "%s/ramole-synth-%s-%s.gguf", rm_tmpdir(), a->synth, rm_type_name(t));
     if (!rm_file_exists(a->synth_path)) {
         fprintf(stderr, "bench-lora: writing %s\n", a->synth_path);
         if (rm_synth_write(sh, t, 1, a->synth_path, NULL, NULL)) return cli_fail("cannot write the synthetic model");
@@ -484,8 +482,7 @@ typedef struct bl_result {
 // --compare: the B requests as one ramole batch and, one at a time, by
 // llama.cpp's driver, a->reps times interleaved; the medians. 1 on failure (printed).
 static int compare_workload(const bl_args *a, bl_state *st, bl_result *res) {
-    const char *tmp = getenv("TMPDIR");
-    snprintf(st->wdir, sizeof st->wdir, "%s/ramole-bench-lora-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    snprintf(st->wdir, sizeof st->wdir, "%s/ramole-bench-lora-XXXXXX", rm_tmpdir());
     if (!mkdtemp(st->wdir)) {
         st->wdir[0] = 0;
         fprintf(stderr, "ramole bench-lora: cannot make a temporary folder\n");

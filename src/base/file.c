@@ -224,6 +224,11 @@ int rm_is_dir(const char *path) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
+const char *rm_tmpdir(void) {
+    const char *t = getenv("TMPDIR");
+    return t && *t ? t : "/tmp";
+}
+
 int rm_mkdirs(const char *path) {
     char buf[4096];
     size_t n = strlen(path);

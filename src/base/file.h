@@ -39,6 +39,8 @@ int rm_read_file(const char *path, char **out, size_t *len);
 int rm_write_file_atomic(const char *path, const void *data, size_t len);
 int rm_file_exists(const char *path);
 int rm_is_dir(const char *path);
+// The folder for temporary files: $TMPDIR when set and not empty, else /tmp.
+const char *rm_tmpdir(void);
 // fsync of a folder: the names made or renamed in it are on disk.
 int rm_fsync_dir(const char *dir);
 // mkdir -p

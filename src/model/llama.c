@@ -225,9 +225,8 @@ static int open_model_gguf(rm_llama *m, const char *path) {
 
 static int open_model_file(rm_llama *m, const char *path) {
     if (!rm_is_dir(path)) return open_model_gguf(m, path);
-    const char *tmpdir = getenv("TMPDIR");
     char tmp[4096];
-    snprintf(tmp, sizeof tmp, "%s/ramole-hf-XXXXXX", tmpdir && *tmpdir ? tmpdir : "/tmp");
+    snprintf(tmp, sizeof tmp, "%s/ramole-hf-XXXXXX", rm_tmpdir());
     int fd = mkstemp(tmp);
     if (fd < 0) return rm_errorf(RM_EIO, "%s: cannot create a temporary file for the conversion", tmp);
     close(fd);

@@ -2,6 +2,7 @@
 // queues, the engine thread, start, drain and stop.
 #include "serve/server_impl.h"
 #include "base/err.h"
+#include "base/file.h"
 #include "lora/router.h"
 
 #include <math.h>
@@ -321,9 +322,8 @@ int rm_server_start(const rm_server_params *p, rm_server **out) {
         if (n) fprintf(stderr, "serve: removed %d upload folder%s left by processes that died\n", n, n > 1 ? "s" : "");
     }
     if (!rc && s->pool) { // upload bodies are spooled where the upload will store them (never beside a URL)
-        const char *wd = rm_pool_weights_dir(s->pool), *tmp = getenv("TMPDIR");
-        if (!(s->spool_dir = strdup(wd ? wd : tmp && *tmp == '/' ? tmp : "/tmp")))
-            rc = rm_errorf(RM_ENOMEM, "out of memory");
+        const char *wd = rm_pool_weights_dir(s->pool);
+        if (!(s->spool_dir = strdup(wd ? wd : rm_tmpdir()))) rc = rm_errorf(RM_ENOMEM, "out of memory");
     }
     if (!rc && p->default_model && server_model_kind(s, p->default_model) == MODEL_NONE)
         rc = rm_errorf(

@@ -525,8 +525,7 @@ static inline __m256 exp8(__m256 x) {
     r = _mm256_fmadd_ps(n, _mm256_set1_ps(-RM_EXP_LN2_LO), r);
     __m256 p = _mm256_set1_ps(c[0]);
     for (int i = 1; i < 8; i++) p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(c[i]));
-    return _mm256_castsi256_ps(
-        _mm256_add_epi32(_mm256_castps_si256(p), _mm256_slli_epi32(_mm256_cvttps_epi32(n), 23)));
+    return _mm256_castsi256_ps(_mm256_add_epi32(_mm256_castps_si256(p), _mm256_slli_epi32(_mm256_cvttps_epi32(n), 23)));
 }
 
 // silu(g) * u for 8 values
@@ -535,43 +534,43 @@ static inline __m256 silu_mul8(__m256 g, __m256 u) {
     return _mm256_mul_ps(_mm256_div_ps(g, den), u);
 }
 
+// Lanes [0, left) of 8 (left in 1..8), for the masked loads and stores of a
+// tail, which so runs the steps of a whole vector (masked stores are slow on
+// some AMD cores: whole vectors use plain ones)
+static inline __m256i tail8(int64_t left) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 void rm_silu_mul_f32_avx2(float *h, const float *g, const float *u, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(h + i, silu_mul8(_mm256_loadu_ps(g + i), _mm256_loadu_ps(u + i)));
-    if (i < n) { // the tail through the same steps (scalar code here could be contracted into other FMAs)
-        float tg[8] = {0}, tu[8] = {0}, th[8];
-        memcpy(tg, g + i, (size_t)(n - i) * sizeof(float));
-        memcpy(tu, u + i, (size_t)(n - i) * sizeof(float));
-        _mm256_storeu_ps(th, silu_mul8(_mm256_loadu_ps(tg), _mm256_loadu_ps(tu)));
-        memcpy(h + i, th, (size_t)(n - i) * sizeof(float));
+    if (i < n) {
+        const __m256i k = tail8(n - i);
+        _mm256_maskstore_ps(h + i, k, silu_mul8(_mm256_maskload_ps(g + i, k), _mm256_maskload_ps(u + i, k)));
     }
 }
 
 // s[i] = exp(s[i] - mx) and their sum in 16 lanes (two registers of 8: lane
-// i % 16 takes value i), the lanes added in order at the end
+// i % 16 takes value i; the tail's missing lanes add 0), the lanes added in
+// order at the end
 float rm_exp_sum_f32_avx2(float *s, int64_t n, float mx) {
     const __m256 m = _mm256_set1_ps(mx);
-    __m256 a = _mm256_setzero_ps(), b = _mm256_setzero_ps();
+    __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
     int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        __m256 e0 = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + i), m)), e1 = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + i + 8), m));
-        _mm256_storeu_ps(s + i, e0);
-        _mm256_storeu_ps(s + i + 8, e1);
-        a = _mm256_add_ps(a, e0), b = _mm256_add_ps(b, e1);
+    for (; i + 8 <= n; i += 8) {
+        __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(s + i), m));
+        _mm256_storeu_ps(s + i, e);
+        acc[(i / 8) & 1] = _mm256_add_ps(acc[(i / 8) & 1], e);
     }
-    if (i < n) { // the tail padded to 16, the padding's lanes adding 0
-        float t[16] = {0};
-        memcpy(t, s + i, (size_t)(n - i) * sizeof(float));
-        __m256 e0 = exp8(_mm256_sub_ps(_mm256_loadu_ps(t), m)), e1 = exp8(_mm256_sub_ps(_mm256_loadu_ps(t + 8), m));
-        _mm256_storeu_ps(t, e0);
-        _mm256_storeu_ps(t + 8, e1);
-        for (int64_t k = n - i; k < 16; k++) t[k] = 0.0f;
-        memcpy(s + i, t, (size_t)(n - i) * sizeof(float));
-        a = _mm256_add_ps(a, _mm256_loadu_ps(t)), b = _mm256_add_ps(b, _mm256_loadu_ps(t + 8));
+    if (i < n) {
+        const __m256i k = tail8(n - i);
+        __m256 e = _mm256_and_ps(exp8(_mm256_sub_ps(_mm256_maskload_ps(s + i, k), m)), _mm256_castsi256_ps(k));
+        _mm256_maskstore_ps(s + i, k, e);
+        acc[(i / 8) & 1] = _mm256_add_ps(acc[(i / 8) & 1], e);
     }
     float l[16], sum = 0.0f;
-    _mm256_storeu_ps(l, a);
-    _mm256_storeu_ps(l + 8, b);
+    _mm256_storeu_ps(l, acc[0]);
+    _mm256_storeu_ps(l + 8, acc[1]);
     for (int k = 0; k < 16; k++) sum += l[k];
     return sum;
 }
