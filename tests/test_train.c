@@ -850,6 +850,46 @@ static int train_steps(rm_trainer *t, const rm_tdata *d, int steps, double *firs
     return rc;
 }
 
+// One run of the toy task on a base trained from model seed `seed`: the
+// base's and the LoRA's held-out EM; the LoRA's training loss first / last.
+static int toy_reverse_run(uint64_t seed, int san, const char *base_path, const rm_tdata *copy, const rm_tdata *rev,
+                           const rm_tdata *held, double *em_base, double *em_lora, double *first, double *last) {
+    int base_steps = san ? 25 : 500, lora_steps = san ? 30 : 1200, B = san ? 4 : 8, rc;
+    // 1. a base that copies words and knows which letter comes before which: a
+    //    tiny byte-level model trained from scratch
+    rm_llama *m = tiny_model("toy-init", 258, 64, 2, 4, 2, 128, RM_TYPE_F32, seed);
+    if (!m) return RM_EIO;
+    rm_trainer *t = new_trainer(m, B, 64, 1, 1, base_steps, 1e-2f);
+    rc = t ? train_steps(t, copy, base_steps, first, last) : RM_EINVAL;
+    if (!rc) fprintf(stderr, "    base (seed %d; copy + letter before): loss %.3f -> %.4f\n", (int)seed, *first, *last);
+    if (!rc) rc = rm_trainer_save_model(t, base_path);
+    rm_trainer_free(t);
+    rm_llama_free(m);
+    // 2. the base reverses almost nothing; a LoRA on the frozen base learns to
+    if (!rc) rc = rm_llama_load(&m, base_path);
+    if (rc) return rc;
+    t = new_trainer(m, B, 64, 1, 0, lora_steps, 1e-2f);
+    rc = t ? rm_trainer_eval_em(t, held, 0, em_base) : RM_EINVAL;
+    if (!rc) rc = rm_trainer_add_lora(t, (1u << RM_LIN_COUNT) - 1, 16, 32.0f, 0);
+    if (!rc) rc = train_steps(t, rev, lora_steps, first, last);
+    if (!rc) rc = rm_trainer_eval_em(t, held, 0, em_lora);
+    double eval_loss = 0;
+    if (!rc) rc = rm_trainer_eval_loss(t, held, &eval_loss);
+    if (!rc)
+        fprintf(stderr, "    lora (reverse): loss %.3f -> %.4f, held-out loss %.4f, EM base %.2f -> lora %.2f\n",
+                *first, *last, eval_loss, *em_base, *em_lora);
+    rm_trainer_free(t);
+    rm_llama_free(m);
+    return rc;
+}
+
+// A model this small trained from scratch sometimes gives a base on which the
+// LoRA settles on a partial answer (train loss ~0.1, held-out EM ~0.4). With
+// 8000 training words and 1200 steps, 22 of 22 model seeds (14-35) reached a
+// held-out EM > 0.9 (min 0.97), and 20 of 22 with SiLU computed 1-2 ulp
+// differently (2000 words, 800 steps: 18 and 14 of 22). So a second base
+// (seed 15) is trained when the first falls short, and both runs are printed;
+// a trainer that cannot learn the task fails both.
 TEST(train_lora_toy_reverse_word) {
     int san = rm_test_sanitized();
     const char *tmp = rm_test_tmpdir();
@@ -859,49 +899,25 @@ TEST(train_lora_toy_reverse_word) {
     snprintf(held_path, sizeof held_path, "%s/reverse-heldout.jsonl", tmp);
     snprintf(base_path, sizeof base_path, "%s/toy-base.gguf", tmp);
     write_words(copy_path, 4000, 1, 'b');
-    write_words(rev_path, 2000, 2, 'r');
+    write_words(rev_path, 8000, 2, 'r');
     write_words(held_path, san ? 32 : 100, 3, 'r'); // other words (a different seed)
     const char *tmpl = "{inputs}=";
-    // Opt: a full run (~15 s on one core; EM 1.00 with model seeds 14, 15, 16).
-    // Sanitized: the same pipeline, shorter.
-    int base_steps = san ? 25 : 500, lora_steps = san ? 30 : 800, B = san ? 4 : 8;
-
-    // 1. a base that copies words and knows which letter comes before which: a
-    //    tiny byte-level model trained from scratch
-    rm_llama *m = tiny_model("toy-init", 258, 64, 2, 4, 2, 128, RM_TYPE_F32, 14);
-    REQUIRE(m);
     rm_tdata copy = {0}, rev = {0}, held = {0};
     CHECK_OK(rm_tdata_load_jsonl(&copy, copy_path, tmpl, NULL, -1, 257, 64));
     CHECK_OK(rm_tdata_load_jsonl(&rev, rev_path, tmpl, NULL, -1, 257, 64));
     CHECK_OK(rm_tdata_load_jsonl(&held, held_path, tmpl, NULL, -1, 257, 64));
-    REQUIRE(copy.n == 4000 && rev.ex[0].n == 12 && rev.ex[0].n_prompt == 6);
-    rm_trainer *t = new_trainer(m, B, 64, 1, 1, base_steps, 1e-2f);
-    REQUIRE(t);
-    double first = 0, last = 0, em_base = 1, em_lora = 0;
-    CHECK_OK(train_steps(t, &copy, base_steps, &first, &last));
-    fprintf(stderr, "    base (copy + letter before): loss %.3f -> %.4f\n", first, last);
-    CHECK_OK(rm_trainer_save_model(t, base_path));
-    rm_trainer_free(t);
-    rm_llama_free(m);
-
-    // 2. the base reverses almost nothing; a LoRA on the frozen base learns to
-    REQUIRE(rm_llama_load(&m, base_path) == RM_OK);
-    t = new_trainer(m, B, 64, 1, 0, lora_steps, 1e-2f);
-    REQUIRE(t);
-    CHECK_OK(rm_trainer_eval_em(t, &held, 0, &em_base));
-    unsigned all = (1u << RM_LIN_COUNT) - 1;
-    CHECK_OK(rm_trainer_add_lora(t, all, 16, 32.0f, 0));
-    CHECK_OK(train_steps(t, &rev, lora_steps, &first, &last));
-    CHECK_OK(rm_trainer_eval_em(t, &held, 0, &em_lora));
-    double eval_loss;
-    CHECK_OK(rm_trainer_eval_loss(t, &held, &eval_loss));
-    fprintf(stderr, "    lora (reverse): loss %.3f -> %.4f, held-out loss %.4f, EM base %.2f -> lora %.2f\n", first,
-            last, eval_loss, em_base, em_lora);
-    CHECK(em_base < 0.05);
+    REQUIRE(copy.n == 4000 && rev.n == 8000 && rev.ex[0].n == 12 && rev.ex[0].n_prompt == 6);
+    // Opt: full runs (~12 s each on one core). Sanitized: the same pipeline,
+    // shorter, one base.
+    double em_base = 1, em_lora = 0, first = 0, last = 0;
+    for (int seed = 14; seed <= (san ? 14 : 15); seed++) {
+        REQUIRE(toy_reverse_run((uint64_t)seed, san, base_path, &copy, &rev, &held, &em_base, &em_lora, &first,
+                                &last) == RM_OK);
+        CHECKF(em_base < 0.05, "seed %d: the base already reverses (EM %.2f)", seed, em_base);
+        if (san || em_lora > 0.9) break;
+    }
     if (san) CHECKF(last < 0.9 * first, "LoRA loss %.3f -> %.3f", first, last);
     else CHECKF(em_lora > 0.9, "held-out EM %.2f", em_lora);
-    rm_trainer_free(t);
-    rm_llama_free(m);
     rm_tdata_free(&copy);
     rm_tdata_free(&rev);
     rm_tdata_free(&held);
