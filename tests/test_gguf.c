@@ -60,7 +60,7 @@ static int parse_copy(const void *buf, size_t n, gguf_file *g) {
 static float g_f32[3 * 5];
 static uint16_t g_f16[7];
 static uint8_t g_q8[3 * 2 * 34];
-static uint8_t g_q3k[110];
+static uint8_t g_q2k[84];
 
 static int fill_q8(void *ctx, void *dst, size_t n) {
     if (n != sizeof g_q8) return rm_errorf(RM_EINVAL, "fill: wrong size %zu", n);
@@ -74,7 +74,7 @@ static int write_sample(const char *path, int with_fill) {
     for (int i = 0; i < 15; i++) g_f32[i] = (float)i * 0.5f - 3.0f;
     for (int i = 0; i < 7; i++) g_f16[i] = (uint16_t)(0x3c00 + i);
     for (size_t i = 0; i < sizeof g_q8; i++) g_q8[i] = (uint8_t)(i * 7 + 1);
-    for (size_t i = 0; i < sizeof g_q3k; i++) g_q3k[i] = (uint8_t)(i * 3);
+    for (size_t i = 0; i < sizeof g_q2k; i++) g_q2k[i] = (uint8_t)(i * 3);
     gguf_writer *w = gguf_writer_new();
     if (!w) return -1;
     int rc = 0;
@@ -137,12 +137,12 @@ static int write_sample(const char *path, int with_fill) {
     rc |= gguf_set_str(w, "k.replaced", "second"); // replaces, also changing the type
 
     static int fills;
-    int64_t ne_f32[] = {5, 3}, ne_f16[] = {7}, ne_q8[] = {64, 3}, ne_q3k[] = {256};
+    int64_t ne_f32[] = {5, 3}, ne_f16[] = {7}, ne_q8[] = {64, 3}, ne_q2k[] = {256};
     rc |= gguf_add_tensor(w, "t.f32", RM_TYPE_F32, 2, ne_f32, g_f32);
     rc |= gguf_add_tensor(w, "t.f16", RM_TYPE_F16, 1, ne_f16, g_f16);
     if (with_fill) rc |= gguf_add_tensor_fill(w, "t.q8", RM_TYPE_Q8_0, 2, ne_q8, fill_q8, &fills);
     else rc |= gguf_add_tensor(w, "t.q8", RM_TYPE_Q8_0, 2, ne_q8, g_q8);
-    rc |= gguf_add_tensor(w, "t.q3k", (rm_type)11, 1, ne_q3k, g_q3k); // a GGML type ramole cannot compute with
+    rc |= gguf_add_tensor(w, "t.q2k", (rm_type)10, 1, ne_q2k, g_q2k); // a GGML type ramole cannot compute with
     if (rc == 0) rc = gguf_write(w, path);
     gguf_writer_free(w);
     return rc;
@@ -261,9 +261,9 @@ TEST(gguf_roundtrip) {
     CHECK(t->type == RM_TYPE_Q8_0 && t->ne[0] == 64 && t->ne[1] == 3 && t->nbytes == sizeof g_q8);
     CHECK(memcmp(t->data, g_q8, sizeof g_q8) == 0);
     CHECK_OK(gguf_tensor_view(&g, t, &view));
-    t = gguf_find_tensor(&g, "t.q3k");
+    t = gguf_find_tensor(&g, "t.q2k");
     REQUIRE(t);
-    CHECK(t->type == 11 && t->nbytes == 110 && memcmp(t->data, g_q3k, 110) == 0);
+    CHECK(t->type == 10 && t->nbytes == 84 && memcmp(t->data, g_q2k, 84) == 0);
     CHECK(gguf_tensor_view(&g, t, &view) == RM_EUNSUPPORTED); // listed, but not computable
     CHECK(gguf_find_tensor(&g, "t.none") == NULL);
 

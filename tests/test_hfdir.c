@@ -475,6 +475,8 @@ TEST(ftype_mixtures) {
     CHECK(f.type == RM_TYPE_Q5_K && f.k_m == 1 && rm_ftype_file_type_id(f) == 17);
     CHECK_OK(rm_ftype_parse("q6_k", &f));
     CHECK(f.type == RM_TYPE_Q6_K && f.k_m == 0 && rm_ftype_file_type_id(f) == 18);
+    CHECK_OK(rm_ftype_parse("q3_k", &f));
+    CHECK(f.type == RM_TYPE_Q3_K && f.k_m == 0 && rm_ftype_file_type_id(f) == 11); // llama.cpp's MOSTLY_Q3_K_S
     CHECK(rm_ftype_parse("q3_k_m", &f) == RM_EINVAL && strstr(rm_last_error(), "q3_k_m"));
     CHECK(rm_ftype_parse("q8_0_m", &f) == RM_EINVAL && rm_ftype_parse("_m", &f) == RM_EINVAL);
     CHECK(rm_ftype_parse("q4_k_mm", &f) == RM_EINVAL && rm_ftype_parse(NULL, &f) == RM_EINVAL);
@@ -505,6 +507,7 @@ TEST(ftype_mixtures) {
     CHECK(rm_ftype_row_type(RM_TYPE_Q5_K, 896) == RM_TYPE_Q5_1 && rm_ftype_row_type(RM_TYPE_Q6_K, 896) == RM_TYPE_Q8_0);
     CHECK(rm_ftype_row_type(RM_TYPE_Q4_K, 100) == RM_TYPE_F16 && rm_ftype_row_type(RM_TYPE_Q8_0, 100) == RM_TYPE_F16);
     CHECK(rm_ftype_row_type(RM_TYPE_BF16, 7) == RM_TYPE_BF16);
+    CHECK(rm_ftype_row_type(RM_TYPE_Q3_K, 896) == RM_TYPE_Q4_0 && rm_ftype_row_type(RM_TYPE_Q3_K, 512) == RM_TYPE_Q3_K);
 }
 
 TEST(hfdir_errors) {

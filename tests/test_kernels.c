@@ -27,7 +27,7 @@
 #include <sys/stat.h>
 
 static const rm_type k_types[] = {RM_TYPE_F32,  RM_TYPE_F16,  RM_TYPE_BF16, RM_TYPE_Q8_0, RM_TYPE_Q4_0, RM_TYPE_Q4_1,
-                                  RM_TYPE_Q5_0, RM_TYPE_Q5_1, RM_TYPE_Q4_K, RM_TYPE_Q5_K, RM_TYPE_Q6_K};
+                                  RM_TYPE_Q5_0, RM_TYPE_Q5_1, RM_TYPE_Q4_K, RM_TYPE_Q5_K, RM_TYPE_Q6_K, RM_TYPE_Q3_K};
 #define N_TYPES ((int)(sizeof k_types / sizeof k_types[0]))
 
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
@@ -110,7 +110,7 @@ TEST(kernel_bf16) {
 TEST(kernel_type_table) {
     CHECK(strcmp(rm_type_name(RM_TYPE_Q4_K), "q4_K") == 0); // as ggml spells it
     CHECK(strcmp(rm_type_name(77), "?") == 0);
-    CHECK(!rm_type_supported(11) && !rm_type_supported(-1) && rm_type_supported(30)); // q3_K: not (yet)
+    CHECK(!rm_type_supported(10) && !rm_type_supported(-1) && rm_type_supported(30)); // q2_K: not (yet)
     for (int i = 0; i < N_TYPES; i++) {
         rm_type t;
         CHECK_OK(rm_type_parse(rm_type_name(k_types[i]), &t));
@@ -135,6 +135,8 @@ TEST(kernel_type_table) {
     CHECK(rm_type_block_elems(RM_TYPE_Q5_K) == 256 && rm_type_block_bytes(RM_TYPE_Q5_K) == 176);
     CHECK(rm_type_block_elems(RM_TYPE_Q6_K) == 256 && rm_type_block_bytes(RM_TYPE_Q6_K) == 210);
     CHECK(rm_row_size(RM_TYPE_Q6_K, 2048) == 8 * 210 && rm_row_size(RM_TYPE_Q5_K, 100) == 0);
+    CHECK(strcmp(rm_type_name(RM_TYPE_Q3_K), "q3_K") == 0 && rm_type_supported(11)); // ggml's id 11, 110 bytes
+    CHECK(rm_type_block_elems(RM_TYPE_Q3_K) == 256 && rm_type_block_bytes(RM_TYPE_Q3_K) == 110);
 }
 
 TEST(kernel_tensor_nbytes_overflow) {
@@ -284,7 +286,7 @@ TEST(kernel_quant_ggml_golden) {
         seen++;
         free(x), free(y), free(ours), free(blocks), free(mine);
     }
-    CHECK(seen == 8);
+    CHECK(seen == 9);
     fclose(f);
 }
 
@@ -317,6 +319,7 @@ TEST(kernel_quant_roundtrip) {
             case RM_TYPE_BF16: tol = amax * 0x1p-8; break;
             case RM_TYPE_Q8_0: tol = amax / 127 * 0.5 * 1.01 + amax * 1e-3; break;
             case RM_TYPE_Q4_0: tol = amax / 8 * 1.01 + amax * 1e-3; break;       // +max clips at 7/8
+            case RM_TYPE_Q3_K: tol = amax * 0.3; break; // the short side clips at 3 of 4 steps: amax / 4
             default: tol = (hi - lo) / 15 * 0.6 * 1.3 + (hi - lo) * 0.02; break; // 6-bit scales cost a little
             }
             for (int j = 0; j < blk; j++) {
@@ -810,6 +813,7 @@ TEST(kernel_cpu_force) {
     if (f->avx512bw && f->avx512vnni && avx2) {
         CHECK(strcmp(rm_matmul_family(RM_TYPE_Q4_K), "avx512-vnni") == 0);
         CHECK(strcmp(rm_matmul_family(RM_TYPE_Q6_K), "avx512-vnni") == 0);
+        CHECK(strcmp(rm_matmul_family(RM_TYPE_Q3_K), "avx512-vnni") == 0);
         CHECK(strcmp(rm_matmul_family(RM_TYPE_Q5_K), "avx512-vnni") == 0);
         CHECK(strcmp(rm_matmul_family(RM_TYPE_Q5_0), "avx512-vnni") == 0);
         CHECK(strcmp(rm_matmul_family(RM_TYPE_F16), "avx512") == 0);

@@ -227,7 +227,8 @@ static rm_llama *synth_model_ft(const char *ftype) {
 static rm_llama *synth_model(rm_type t) { return synth_model_ft(rm_type_name(t)); }
 
 TEST(llama_batch_invariance_quantized) {
-    const char *types[] = {"q8_0", "q4_0", "q4_1", "q5_0", "q5_1", "q4_k", "q5_k", "q6_k", "q4_k_m", "f16", "bf16"};
+    const char *types[] = {"q8_0", "q4_0", "q4_1", "q5_0",   "q5_1", "q4_k",
+                           "q5_k", "q6_k", "q3_k", "q4_k_m", "f16",  "bf16"};
     for (size_t i = 0; i < sizeof types / sizeof types[0]; i++) {
         rm_llama *m = synth_model_ft(types[i]);
         REQUIRE(m);
@@ -238,9 +239,9 @@ TEST(llama_batch_invariance_quantized) {
 
 // The same random model (the synth draws the same floats whatever the type)
 // in f32 and in k-quant file types: the logits' error against f32 must order
-// as the bits do: q6_K < q5_K < q4_K_M (q4_K with some q6_K) < q4_K.
+// as the bits do: q6_K < q5_K < q4_K_M (q4_K with some q6_K) < q4_K < q3_K.
 TEST(llama_kquant_types_track_f32) {
-    const char *types[] = {"q6_k", "q5_k", "q4_k_m", "q4_k"};
+    const char *types[] = {"q6_k", "q5_k", "q4_k_m", "q4_k", "q3_k"};
     rm_llama *ref = synth_model_ft("f32");
     REQUIRE(ref);
     int V = ref->hp.n_vocab;
@@ -248,9 +249,9 @@ TEST(llama_kquant_types_track_f32) {
     for (int i = 0; i < 12; i++) seq[i] = (i * 29 + 11) % V;
     float *want = malloc((size_t)V * sizeof(float)), *got = malloc((size_t)V * sizeof(float));
     run_alone(ref, NULL, seq, 12, want);
-    double norm = 0, err[4];
+    double norm = 0, err[5];
     for (int v = 0; v < V; v++) norm += (double)want[v] * want[v];
-    for (int t = 0; t < 4; t++) {
+    for (int t = 0; t < 5; t++) {
         rm_llama *m = synth_model_ft(types[t]);
         REQUIRE(m);
         run_alone(m, NULL, seq, 12, got);
@@ -260,8 +261,8 @@ TEST(llama_kquant_types_track_f32) {
         printf("    %s: logits' relative error against f32 %.4f\n", types[t], err[t]);
         rm_llama_free(m);
     }
-    CHECK(err[0] < err[1] && err[1] < err[2] && err[2] < err[3]);
-    CHECK(err[3] < 0.5); // q4_K still tracks the model
+    CHECK(err[0] < err[1] && err[1] < err[2] && err[2] < err[3] && err[3] < err[4]);
+    CHECK(err[3] < 0.5 && err[4] < 0.8); // q4_K and q3_K still track the model
     free(want), free(got);
     rm_llama_free(ref);
 }

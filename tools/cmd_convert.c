@@ -20,7 +20,8 @@ static int cmd_convert(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) {
             printf("usage: ramole convert --from llama2c IN.bin OUT.gguf [--tokenizer tokenizer.bin]\n"
-                   "       ramole convert --from hf DIR OUT.gguf [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_k|q5_k|q6_k|q4_k_m|q5_k_m]\n\n"
+                   "       ramole convert --from hf DIR OUT.gguf [--type "
+                   "f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q3_k|q4_k|q5_k|q6_k|q4_k_m|q5_k_m]\n\n"
                    "  --type T           the matrices' type, or q4_k_m / q5_k_m: mixed as llama.cpp's Q4_K_M /\n"
                    "                     Q5_K_M files (q6_K for the output and part of attn_v / ffn_down)\n"
                    "  --tokenizer FILE   llama2.c's tokenizer file for the checkpoint (tokenizer.bin, or\n"

@@ -18,7 +18,8 @@ static int cmd_synth(int argc, char **argv) {
     for (int i = 1; i < argc; i++) {
         if (cli_flag(argc, argv, &i, "--help", "-h")) {
             printf("usage: ramole synth [--shape %s]\n"
-                   "                    [--type f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q4_k|q5_k|q6_k|q4_k_m|q5_k_m] [--seed S] OUT.gguf\n\n"
+                   "                    [--type "
+                   "f32|f16|bf16|q8_0|q4_0|q4_1|q5_0|q5_1|q3_k|q4_k|q5_k|q6_k|q4_k_m|q5_k_m] [--seed S] OUT.gguf\n\n"
                    "Writes a model of a real model's shape with random weights and a byte-level tokenizer,\n"
                    "for benchmarks and tests (its text is gibberish). q4_k_m / q5_k_m mix types as llama.cpp's\n"
                    "Q4_K_M / Q5_K_M files do: q6_K for the output (tied) embeddings and for attn_v and ffn_down\n"

@@ -44,7 +44,10 @@ rm_type rm_ftype_tensor_type(rm_ftype f, const char *name, int n_layer, int tied
 
 rm_type rm_ftype_row_type(rm_type want, int64_t cols) {
     if (cols % rm_type_block_elems(want) == 0) return want;
-    rm_type alt = want == RM_TYPE_Q4_K ? RM_TYPE_Q5_0 : want == RM_TYPE_Q5_K ? RM_TYPE_Q5_1 : RM_TYPE_Q8_0;
+    rm_type alt = want == RM_TYPE_Q4_K   ? RM_TYPE_Q5_0
+                  : want == RM_TYPE_Q5_K ? RM_TYPE_Q5_1
+                  : want == RM_TYPE_Q3_K ? RM_TYPE_Q4_0 // llama.cpp: IQ4_NL, which ramole does not read
+                                         : RM_TYPE_Q8_0;
     if (rm_type_block_elems(want) == 256 && cols % 32 == 0) return alt;
     return RM_TYPE_F16;
 }
@@ -59,6 +62,7 @@ int rm_ftype_file_type_id(rm_ftype f) {
     case RM_TYPE_Q5_0: return 8;
     case RM_TYPE_Q5_1: return 9;
     case RM_TYPE_Q8_0: return 7;
+    case RM_TYPE_Q3_K: return 11; // MOSTLY_Q3_K_S
     case RM_TYPE_Q4_K: return 14;
     case RM_TYPE_Q5_K: return 16;
     case RM_TYPE_Q6_K: return 18;

@@ -25,8 +25,8 @@ const char *rm_ftype_name(rm_ftype f, char *buf, size_t n);
 rm_type rm_ftype_tensor_type(rm_ftype f, const char *name, int n_layer, int tied);
 // The type a matrix of rows of `cols` values gets when `want` is asked for:
 // want when cols is a whole number of its blocks; else, as llama.cpp's
-// quantizer does, q5_0 for q4_K, q5_1 for q5_K, q8_0 for q6_K (blocks of 32);
-// else f16.
+// quantizer does, q5_0 for q4_K, q5_1 for q5_K, q8_0 for q6_K (blocks of 32),
+// and q4_0 for q3_K (llama.cpp's iq4_nl, which ramole does not read); else f16.
 rm_type rm_ftype_row_type(rm_type want, int64_t cols);
 // llama.cpp's general.file_type for f, -1 where it has none.
 int rm_ftype_file_type_id(rm_ftype f);

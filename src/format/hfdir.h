@@ -35,7 +35,7 @@ int hfdir_read_config(const char *dir, hf_config *cfg);
 
 // Converts the model in `dir` to a GGUF file at out_path. out_type: an
 // rm_type for the 2-D weights (a weight whose rows are not whole blocks gets
-// rm_ftype_row_type's fallback: q5_0 / q5_1 / q8_0 for q4_K / q5_K / q6_K,
+// rm_ftype_row_type's fallback: q5_0 / q5_1 / q8_0 / q4_0 for q4_K / q5_K / q6_K / q3_K,
 // else F16), or -1 to keep F32/F16/BF16
 // as stored. Norms and biases are always F32. progress (may be NULL) is
 // called as progress(ctx, done, total) after each tensor.

@@ -41,6 +41,12 @@ typedef struct {
     uint8_t qs[128];    // low four bits, as q4_K's nibbles
 } rm_block_q5_k;
 typedef struct {
+    uint8_t hmask[32];  // bit 4h+p of hmask[l]: the third bit of value 128h + 32p + l
+    uint8_t qs[64];     // low two bits: (qs[32h + l] >> 2p) & 3
+    uint8_t scales[12]; // 16 six-bit scales, packed (rm_q3k_scales)
+    uint16_t d;
+} rm_block_q3_k;
+typedef struct {
     uint8_t ql[128];   // low four bits
     uint8_t qh[64];    // high two bits
     int8_t scales[16]; // one per 16 values
@@ -49,10 +55,21 @@ typedef struct {
 _Static_assert(sizeof(rm_block_q8_0) == 34, "q8_0 block is 34 bytes");
 _Static_assert(sizeof(rm_block_q5_k) == 176, "q5_K block is 176 bytes");
 _Static_assert(sizeof(rm_block_q6_k) == 210, "q6_K block is 210 bytes");
+_Static_assert(sizeof(rm_block_q3_k) == 110, "q3_K block is 110 bytes");
 _Static_assert(sizeof(rm_block_q4_0) == 18, "q4_0 block is 18 bytes");
 _Static_assert(sizeof(rm_block_q4_1) == 20 && sizeof(rm_block_q5_0) == 22 && sizeof(rm_block_q5_1) == 24,
                "q4_1 / q5_0 / q5_1 blocks are 20 / 22 / 24 bytes");
 _Static_assert(sizeof(rm_block_q4_k) == 144, "q4_K block is 144 bytes");
+
+// The 16 scales of a q3_K block, each 6 bits less 32 (-32..31): the low four
+// bits of scale j are the low (j < 8) or high nibble of sc[j % 8], the high two
+// bits 2(j/4)..2(j/4)+1 of sc[8 + j % 4].
+static inline void rm_q3k_scales(const uint8_t *sc, int8_t *out) {
+    for (int j = 0; j < 16; j++) {
+        int lo = j < 8 ? sc[j] & 15 : sc[j - 8] >> 4, hi = (sc[8 + j % 4] >> (2 * (j / 4))) & 3;
+        out[j] = (int8_t)((lo | hi << 4) - 32);
+    }
+}
 
 // Unpacks the 6-bit scale ls and min lm of sub-block s (0..7) of a q4_K block:
 //   s < 4:  ls = sc[s] & 63,                            lm = sc[s+4] & 63
@@ -132,6 +149,7 @@ void rm_mm_q5_1_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q4_k_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q5_k_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q6_k_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+void rm_mm_q3_k_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 // SiLU's exponential, exp(x) for x clamped to [RM_EXP_LO, RM_EXP_HI]: x = n ln2
 // + r with n = round(x log2 e) and ln2 in two parts (|r| <= ln2 / 2), e^r by
 // its Taylor polynomial to degree 7 in Horner form (one FMA a step), then n
@@ -165,6 +183,7 @@ void rm_mm_q5_1_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q4_k_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q5_k_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 void rm_mm_q6_k_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
+void rm_mm_q3_k_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 float rm_dot_f32_avx512(const float *a, const float *b, int64_t n);
 void rm_silu_mul_f32_avx512(float *h, const float *g, const float *u, int64_t n);
 float rm_exp_sum_f32_avx512(float *s, int64_t n, float mx);

@@ -150,7 +150,8 @@ static int is_blk32(rm_type t) {
 }
 
 static int is_quantized(rm_type t) {
-    return is_blk32(t) || t == RM_TYPE_Q4_K || t == RM_TYPE_Q5_K || t == RM_TYPE_Q6_K || rm_type_r16_base(t) >= 0;
+    return is_blk32(t) || t == RM_TYPE_Q4_K || t == RM_TYPE_Q5_K || t == RM_TYPE_Q6_K || t == RM_TYPE_Q3_K ||
+           rm_type_r16_base(t) >= 0;
 }
 
 const char *rm_matmul_family(rm_type t) {
@@ -195,6 +196,7 @@ static rm_mm_kernel pick_kernel(rm_type t, int *qblk, int *t16, int *xbf) {
     case RM_TYPE_Q5_1: *qblk = 32; return q512 ? rm_mm_q5_1_avx512 : rm_mm_q5_1_avx2;
     case RM_TYPE_Q5_K: *qblk = 256; return q512 ? rm_mm_q5_k_avx512 : rm_mm_q5_k_avx2;
     case RM_TYPE_Q6_K: *qblk = 256; return q512 ? rm_mm_q6_k_avx512 : rm_mm_q6_k_avx2;
+    case RM_TYPE_Q3_K: *qblk = 256; return q512 ? rm_mm_q3_k_avx512 : rm_mm_q3_k_avx2;
     default: break;
     }
     return mm_scalar;

@@ -375,19 +375,35 @@ INLINE __m256i q6k_scales(__m256i sc8, int h, const int p) {
     return _mm256_srai_epi16(_mm256_shuffle_epi8(sc8, pick), 8);
 }
 
-INLINE void tile_q6_k(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux, const int PREPPED) {
-    (void)aux, (void)PREPPED;
+// The 32 values 32p..32p+31 of half h of a q3_K super-block, each 0..7: low
+// two bits from qs, the third from hmask (layout in quant.c).
+INLINE __m256i q3k_values(const rm_block_q3_k *w, int h, const int p) {
+    __m256i l = _mm256_and_si256(_mm256_srli_epi16(_mm256_loadu_si256((const __m256i *)(w->qs + 32 * h)), 2 * p),
+                                 _mm256_set1_epi8(3));
+    __m256i hb = _mm256_loadu_si256((const __m256i *)w->hmask);
+    const int bit = 4 * h + p; // to bit 2
+    hb = bit > 2 ? _mm256_srli_epi16(hb, bit - 2) : bit < 2 ? _mm256_slli_epi16(hb, 2 - bit) : hb;
+    return _mm256_or_si256(l, _mm256_and_si256(hb, _mm256_set1_epi8(4)));
+}
+
+// q6_K (Q3 = 0) and q3_K (Q3 = 1) share the scheme: values 0..2^b-1 less an
+// offset (32, 4) shared by the rows, int8 scales per 16 values.
+INLINE void tile_k16(const rm_mm *m, int64_t r, int c, const int RR, const int CC, const int Q3) {
     qtile t;
     tile_start(&t, m, r, c, RR, CC);
     const int64_t nb = m->in / m->qx.blk;
-    const __m256i k32 = _mm256_set1_epi8(32);
+    const size_t bbytes = Q3 ? sizeof(rm_block_q3_k) : sizeof(rm_block_q6_k);
+    const __m256i koff = _mm256_set1_epi8(Q3 ? 4 : 32);
     for (int64_t b = 0; b < nb; b++) {
         const rm_block_q6_k *w[4];
+        const rm_block_q3_k *w3[4];
         __m256i sc8[4];
 #pragma GCC unroll 4
         for (int i = 0; i < RR; i++) {
-            w[i] = (const rm_block_q6_k *)(t.w[i] + (size_t)b * sizeof(rm_block_q6_k));
-            sc8[i] = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)w[i]->scales));
+            w[i] = (const rm_block_q6_k *)(t.w[i] + (size_t)b * bbytes);
+            w3[i] = (const rm_block_q3_k *)w[i];
+            sc8[i] = _mm256_broadcastsi128_si256(Q3 ? q3k_scales8(w3[i]->scales)
+                                                    : _mm_loadu_si128((const __m128i *)w[i]->scales));
         }
         __m256i isum[4][4];
 #pragma GCC unroll 4
@@ -400,18 +416,23 @@ INLINE void tile_q6_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
                 __m256i q[4], s[4];
 #pragma GCC unroll 4
                 for (int i = 0; i < RR; i++) {
-                    if (p < 2) prefetch_next_rows(m, w[i]->ql + 64 * h + 32 * p, RR);
-                    else if (p == 2) prefetch_next_rows(m, w[i]->qh + 32 * h, RR);
-                    q[i] = q6k_values(w[i], h, p);
+                    if (Q3) {
+                        if (p < 2) prefetch_next_rows(m, (const uint8_t *)w3[i] + 64 * h + 32 * p, RR);
+                        q[i] = q3k_values(w3[i], h, p);
+                    } else {
+                        if (p < 2) prefetch_next_rows(m, w[i]->ql + 64 * h + 32 * p, RR);
+                        else if (p == 2) prefetch_next_rows(m, w[i]->qh + 32 * h, RR);
+                        q[i] = q6k_values(w[i], h, p);
+                    }
                     s[i] = q6k_scales(sc8[i], h, p);
                 }
 #pragma GCC unroll 4
                 for (int j = 0; j < CC; j++) {
                     __m256i x = _mm256_loadu_si256((const __m256i *)(t.xq[j] + 256 * b + 128 * h + 32 * p));
-                    __m256i x32 = _mm256_maddubs_epi16(k32, x); // the -32 offset, shared by the rows
+                    __m256i xo = _mm256_maddubs_epi16(koff, x); // the offset, shared by the rows
 #pragma GCC unroll 4
                     for (int i = 0; i < RR; i++) {
-                        __m256i d = _mm256_sub_epi16(_mm256_maddubs_epi16(q[i], x), x32);
+                        __m256i d = _mm256_sub_epi16(_mm256_maddubs_epi16(q[i], x), xo);
                         isum[i][j] = _mm256_add_epi32(isum[i][j], _mm256_madd_epi16(d, s[i]));
                     }
                 }
@@ -419,7 +440,7 @@ INLINE void tile_q6_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
         }
 #pragma GCC unroll 4
         for (int i = 0; i < RR; i++) {
-            const float dw = f16(w[i]->d);
+            const float dw = f16(Q3 ? w3[i]->d : w[i]->d);
 #pragma GCC unroll 4
             for (int j = 0; j < CC; j++)
                 t.acc[i][j] =
@@ -429,12 +450,16 @@ INLINE void tile_q6_k(const rm_mm *m, int64_t r, int c, const int RR, const int 
     tile_finish(&t, m, r, c, RR, CC, NULL);
 }
 
+#define TILE_Q6_K(m, r, c, RR, CC, aux, P) tile_k16(m, r, c, RR, CC, 0)
+#define TILE_Q3_K(m, r, c, RR, CC, aux, P) tile_k16(m, r, c, RR, CC, 1)
 #ifndef Q6K_RR
 #define Q6K_RR 3
 #define Q6K_CC 3
 #endif
 // y[n,out] = x[n,in] @ W[out,in]^T, W q6_K, x int8 (rm_qx, blk 256)
-DEFINE_DRIVER(rm_mm_q6_k_avx2, tile_q6_k, NO_PREP, Q6K_RR, Q6K_CC, WALK_1_2)
+DEFINE_DRIVER(rm_mm_q6_k_avx2, TILE_Q6_K, NO_PREP, Q6K_RR, Q6K_CC, WALK_1_2)
+// the same for W q3_K
+DEFINE_DRIVER(rm_mm_q3_k_avx2, TILE_Q3_K, NO_PREP, Q6K_RR, Q6K_CC, WALK_1_2)
 
 // ---------------------------------------------------------------------------
 // f32 / f16 / bf16 weights x f32 activations

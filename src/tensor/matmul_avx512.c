@@ -690,43 +690,68 @@ DEFINE_DRIVER(rm_mm_q5_k_avx512, TILE_Q5_K, prep_t16_q5_k, 4, 3, WALK_1_2)
 // the high nibbles, bits 4-5 / 6-7); each 128-bit lane of a step has one
 // scale (16 values).
 
-// Step v (0, 1) of half h: the 64 values (0..63) and their scales as int16
-// per lane (sc16: the 16 scales as int16 in the low 256 bits).
-INLINE void q6k_step64(const rm_block_q6_k *w, int h, const int v, __m512i sc16, __m512i *q, __m512i *s) {
-    const __m512i lo4 = _mm512_set1_epi8(15), hi2 = _mm512_set1_epi8(0x30);
-    __m512i l = _mm512_loadu_si512(w->ql + 64 * h);
-    __m512i hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w->qh + 32 * h)));
-    if (v == 0) { // p = 0 in the low 256 bits (qh bits 0-1 up to 4-5), p = 1 in the high (bits 2-3)
-        const __m512i sh = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
-        *q = _mm512_or_si512(_mm512_and_si512(l, lo4), _mm512_and_si512(_mm512_sllv_epi16(hb, sh), hi2));
-    } else { // p = 2 (qh bits 4-5 in place), p = 3 (bits 6-7 down to 4-5)
-        const __m512i sh = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
-        *q = _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), lo4),
-                             _mm512_and_si512(_mm512_srlv_epi16(hb, sh), hi2));
-    }
-    const int g = 8 * h + 4 * v; // lane k takes scale g + k
+// The int16 multipliers of step v of half h: 128-bit lane k takes scale
+// 8h + 4v + k of sc16 (the 16 scales as int16 in the low 256 bits).
+INLINE __m512i k16_step_scales(__m512i sc16, int h, const int v) {
+    const int g = 8 * h + 4 * v;
     const __m512i idx = _mm512_inserti64x4(
         _mm512_castsi256_si512(_mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16((short)g)),
                                                        _mm_set1_epi16((short)(g + 1)), 1)),
         _mm256_inserti128_si256(_mm256_castsi128_si256(_mm_set1_epi16((short)(g + 2))), _mm_set1_epi16((short)(g + 3)),
                                 1),
         1);
-    *s = _mm512_permutexvar_epi16(idx, sc16);
+    return _mm512_permutexvar_epi16(idx, sc16);
 }
 
-INLINE void tile_q6k(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux, const int PREPPED) {
-    (void)aux, (void)PREPPED;
+// Step v (0, 1) of half h: the 64 values (0..63).
+INLINE __m512i q6k_step64(const rm_block_q6_k *w, int h, const int v) {
+    const __m512i lo4 = _mm512_set1_epi8(15), hi2 = _mm512_set1_epi8(0x30);
+    __m512i l = _mm512_loadu_si512(w->ql + 64 * h);
+    __m512i hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w->qh + 32 * h)));
+    if (v == 0) { // p = 0 in the low 256 bits (qh bits 0-1 up to 4-5), p = 1 in the high (bits 2-3)
+        const __m512i sh = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
+        return _mm512_or_si512(_mm512_and_si512(l, lo4), _mm512_and_si512(_mm512_sllv_epi16(hb, sh), hi2));
+    } // p = 2 (qh bits 4-5 in place), p = 3 (bits 6-7 down to 4-5)
+    const __m512i sh = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(2), 1);
+    return _mm512_or_si512(_mm512_and_si512(_mm512_srli_epi16(l, 4), lo4),
+                           _mm512_and_si512(_mm512_srlv_epi16(hb, sh), hi2));
+}
+
+// The same for q3_K (values 0..7): p = 2v in the low 256 bits, 2v + 1 in the
+// high; the low two bits from qs >> 2p, the third from hmask bit 4h + p moved
+// to bit 2.
+INLINE __m512i q3k_step64(const rm_block_q3_k *w, int h, const int v) {
+    const int p0 = 2 * v, b0 = 4 * h + p0, b1 = b0 + 1;
+    const __m512i l = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)(w->qs + 32 * h)));
+    const __m512i hb = _mm512_broadcast_i64x4(_mm256_loadu_si256((const __m256i *)w->hmask));
+    const __m512i lsh =
+        _mm512_inserti64x4(_mm512_set1_epi16((short)(2 * p0)), _mm256_set1_epi16((short)(2 * p0 + 2)), 1);
+    const __m512i rsh = _mm512_inserti64x4(_mm512_set1_epi16((short)(b0 > 2 ? b0 - 2 : 0)),
+                                           _mm256_set1_epi16((short)(b1 > 2 ? b1 - 2 : 0)), 1);
+    const __m512i ush = _mm512_inserti64x4(_mm512_set1_epi16((short)(b0 < 2 ? 2 - b0 : 0)),
+                                           _mm256_set1_epi16((short)(b1 < 2 ? 2 - b1 : 0)), 1);
+    __m512i q = _mm512_and_si512(_mm512_srlv_epi16(l, lsh), _mm512_set1_epi8(3));
+    __m512i t = _mm512_sllv_epi16(_mm512_srlv_epi16(hb, rsh), ush);
+    return _mm512_or_si512(q, _mm512_and_si512(t, _mm512_set1_epi8(4)));
+}
+
+// q6_K (Q3 = 0) and q3_K (Q3 = 1): values less an offset (32, 4) shared by
+// the rows, int8 scales per 16 values.
+INLINE void tile_k16(const rm_mm *m, int64_t r, int c, const int RR, const int CC, const int Q3) {
     const int64_t nb = m->in / 256;
+    const size_t bbytes = Q3 ? sizeof(rm_block_q3_k) : sizeof(rm_block_q6_k);
     ztile t;
     ztile_start(&t, m, r, c, RR, CC, 0);
-    const __m512i k32 = _mm512_set1_epi8(32);
+    const __m512i koff = _mm512_set1_epi8(Q3 ? 4 : 32);
     for (int64_t b = 0; b < nb; b++) {
-        const rm_block_q6_k *blk[4];
+        const uint8_t *blk[4];
         __m512i sc16[4], isum[4][4];
 #pragma GCC unroll 4
         for (int i = 0; i < RR; i++) {
-            blk[i] = (const rm_block_q6_k *)(t.w[i] + (size_t)b * sizeof(rm_block_q6_k));
-            sc16[i] = _mm512_zextsi256_si512(_mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)blk[i]->scales)));
+            blk[i] = t.w[i] + (size_t)b * bbytes;
+            __m128i sc8 = Q3 ? q3k_scales8(((const rm_block_q3_k *)blk[i])->scales)
+                             : _mm_loadu_si128((const __m128i *)((const rm_block_q6_k *)blk[i])->scales);
+            sc16[i] = _mm512_zextsi256_si512(_mm256_cvtepi8_epi16(sc8));
 #pragma GCC unroll 4
             for (int j = 0; j < CC; j++) isum[i][j] = _mm512_setzero_si512();
         }
@@ -736,23 +761,25 @@ INLINE void tile_q6k(const rm_mm *m, int64_t r, int c, const int RR, const int C
                 __m512i q[4], s[4];
 #pragma GCC unroll 4
                 for (int i = 0; i < RR; i++) {
-                    prefetch_next_rows(m, (const uint8_t *)blk[i] + 128 * h + 64 * v, RR);
-                    q6k_step64(blk[i], h, v, sc16[i], &q[i], &s[i]);
+                    prefetch_next_rows(m, blk[i] + (Q3 ? 64 * h + 32 * v : 128 * h + 64 * v), RR);
+                    q[i] = Q3 ? q3k_step64((const rm_block_q3_k *)blk[i], h, v)
+                              : q6k_step64((const rm_block_q6_k *)blk[i], h, v);
+                    s[i] = k16_step_scales(sc16[i], h, v);
                 }
 #pragma GCC unroll 4
                 for (int j = 0; j < CC; j++) {
                     __m512i x = _mm512_loadu_si512(t.xq[j] + 256 * b + 128 * h + 64 * v);
-                    __m512i x32 = _mm512_maddubs_epi16(k32, x); // the -32 offset, shared by the rows
+                    __m512i xo = _mm512_maddubs_epi16(koff, x); // the offset, shared by the rows
 #pragma GCC unroll 4
                     for (int i = 0; i < RR; i++)
-                        isum[i][j] = _mm512_dpwssd_epi32(isum[i][j], _mm512_sub_epi16(_mm512_maddubs_epi16(q[i], x), x32),
-                                                         s[i]);
+                        isum[i][j] =
+                            _mm512_dpwssd_epi32(isum[i][j], _mm512_sub_epi16(_mm512_maddubs_epi16(q[i], x), xo), s[i]);
                 }
             }
         }
 #pragma GCC unroll 4
         for (int i = 0; i < RR; i++) {
-            const float dw = f16(blk[i]->d);
+            const float dw = f16(Q3 ? ((const rm_block_q3_k *)blk[i])->d : ((const rm_block_q6_k *)blk[i])->d);
 #pragma GCC unroll 4
             for (int j = 0; j < CC; j++)
                 t.acc[i][j] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(isum[i][j]), _mm512_set1_ps(dw * t.xd[j][b]), t.acc[i][j]);
@@ -761,12 +788,17 @@ INLINE void tile_q6k(const rm_mm *m, int64_t r, int c, const int RR, const int C
     ztile_finish(&t, m, r, c, RR, CC);
 }
 
+#define TILE_Q6_K(m, r, c, RR, CC, aux, P) tile_k16(m, r, c, RR, CC, 0)
+#define TILE_Q3_K(m, r, c, RR, CC, aux, P) tile_k16(m, r, c, RR, CC, 1)
+
 #ifndef Q6K_RR
 #define Q6K_RR 4
 #define Q6K_CC 3
 #endif
 // y[n,out] = x[n,in] @ W[out,in]^T, W q6_K, x int8 (rm_qx, blk 256)
-DEFINE_DRIVER(rm_mm_q6_k_avx512, tile_q6k, NO_PREP, Q6K_RR, Q6K_CC, WALK_1_2)
+DEFINE_DRIVER(rm_mm_q6_k_avx512, TILE_Q6_K, NO_PREP, Q6K_RR, Q6K_CC, WALK_1_2)
+// the same for W q3_K
+DEFINE_DRIVER(rm_mm_q3_k_avx512, TILE_Q3_K, NO_PREP, Q6K_RR, Q6K_CC, WALK_1_2)
 
 // ---------------------------------------------------------------------------
 // f16 / bf16 weights x f32 activations, 16 elements per step

@@ -135,6 +135,18 @@ INLINE void q4k_unpack(const rm_block_q4_k *b, q4k_prep *p) {
     p->dmin = f16(b->dmin);
 }
 
+// The 16 scales of a q3_K block as int8 (rm_q3k_scales): the low nibbles of
+// sc[0..7] then their high nibbles, each with two bits of sc[8..11] on top
+// (scales 4k..4k+3 take bits 2k, 2k+1 of bytes 8..11).
+INLINE __m128i q3k_scales8(const uint8_t *sc) {
+    uint32_t t;
+    memcpy(&t, sc + 8, 4);
+    const __m128i m4 = _mm_set1_epi8(15), lo8 = _mm_loadl_epi64((const __m128i *)sc);
+    __m128i lo = _mm_unpacklo_epi64(_mm_and_si128(lo8, m4), _mm_and_si128(_mm_srli_epi16(lo8, 4), m4));
+    __m128i hi = _mm_and_si128(_mm_srlv_epi32(_mm_set1_epi32((int)t), _mm_setr_epi32(0, 2, 4, 6)), _mm_set1_epi8(3));
+    return _mm_sub_epi8(_mm_or_si128(lo, _mm_slli_epi16(hi, 4)), _mm_set1_epi8(32));
+}
+
 // The super-blocks of q4_K and q5_K start alike (d, dmin, 12 bytes of
 // scales), so both unpack through the q4_K struct; they differ in size only.
 static inline int prep_q4k(const rm_mm *m, int64_t r, int RR, tile_aux *aux) {

@@ -17,6 +17,9 @@
 //   q6_K: uint8 ql[128], qh[64], int8 sc[16], f16 d        x = d*sc[e/16]*(q-32), q 6 bits:
 //         value e = 128h + 32p + l (h half, p = 0..3, l < 32) has low four bits
 //         (ql[64h + 32(p&1) + l] >> 4(p>>1)) & 15 and high two (qh[32h + l] >> 2p) & 3.
+//   q3_K: uint8 hmask[32], qs[64], sc[12], f16 d      x = d*sc[e/16]*(q-4), q 3 bits, sc 6 bits
+//         less 32 (packed, see rm_q3k_scales): value e = 128h + 32p + l has low two bits
+//         (qs[32h + l] >> 2p) & 3 and high one (hmask[l] >> (4h + p)) & 1.
 #include "tensor/tensor.h"
 #include "tensor/kernels.h"
 #include "base/err.h"
@@ -45,6 +48,7 @@ static const struct {
     {RM_TYPE_Q4_K, "q4_K", 256, sizeof(rm_block_q4_k), 1},
     {RM_TYPE_Q5_K, "q5_K", 256, sizeof(rm_block_q5_k), 1},
     {RM_TYPE_Q6_K, "q6_K", 256, sizeof(rm_block_q6_k), 1},
+    {RM_TYPE_Q3_K, "q3_K", 256, sizeof(rm_block_q3_k), 1},
     {RM_TYPE_Q8_0_R16, "q8_0-r16", 32, sizeof(rm_block_q8_0), 0},
     {RM_TYPE_Q4_0_R16, "q4_0-r16", 32, sizeof(rm_block_q4_0), 0},
     {RM_TYPE_Q4_K_R16, "q4_K-r16", 256, sizeof(rm_block_q4_k), 0},
@@ -319,21 +323,22 @@ static void quantize_q5_k(const float *x, rm_block_q5_k *b, int64_t nb) {
     }
 }
 
-// x[16] ~ s*(q-32), q in 0..63: the scale whose values fit best among a few
-// that map the largest magnitude near -32 or 31, each refined by least squares.
-static float q6k_fit_group(const float *x) {
+// x[16] ~ s*q, q in lo..hi (lo = -hi - 1): the scale whose values fit best
+// among a few that map the largest magnitude near lo or hi, each refined by
+// least squares.
+static float fit_group16(const float *x, int lo, int hi) {
     float amax = 0, max = 0;
     for (int j = 0; j < 16; j++)
         if (fabsf(x[j]) > amax) amax = fabsf(x[j]), max = x[j];
     if (amax == 0) return 0;
     float best = 0, best_err = INFINITY;
     for (int k = 0; k < 8; k++) {
-        float s = max / (-32.0f + 0.5f * (float)k); // the extreme value on the long side
+        float s = max / ((float)lo - (float)lo / 64.0f * (float)k); // the extreme value on the long side
         for (int it = 0; it < 2; it++) {
             float err = 0, xq = 0, qq = 0;
             for (int j = 0; j < 16; j++) {
                 int q = (int)lrintf(x[j] / s);
-                q = q < -32 ? -32 : q > 31 ? 31 : q;
+                q = q < lo ? lo : q > hi ? hi : q;
                 float e = s * (float)q - x[j];
                 err += e * e;
                 xq += x[j] * (float)q;
@@ -346,30 +351,61 @@ static float q6k_fit_group(const float *x) {
     return best;
 }
 
-static void quantize_q6_k(const float *x, rm_block_q6_k *b, int64_t nb) {
-    for (int64_t i = 0; i < nb; i++, x += 256) {
-        float s[16], amax = 0, max = 0;
-        for (int g = 0; g < 16; g++) {
-            s[g] = q6k_fit_group(x + 16 * g);
-            if (fabsf(s[g]) > amax) amax = fabsf(s[g]), max = s[g];
+// A super-block as d * sc[e/16] * q: q in lo..-lo-1 (q6_K -32..31, q3_K
+// -4..3), sc in slo..-slo-1 (-128..127, -32..31), the largest group scale on
+// the long side. Writes d (f16, as stored), sc and u[e] = q - lo.
+static void quantize_k16(const float *x, int lo, int slo, uint16_t *d16, int *sc, uint8_t *u) {
+    float s[16], amax = 0, max = 0;
+    for (int g = 0; g < 16; g++) {
+        s[g] = fit_group16(x + 16 * g, lo, -lo - 1);
+        if (fabsf(s[g]) > amax) amax = fabsf(s[g]), max = s[g];
+    }
+    *d16 = rm_f32_to_f16(max / (float)slo);
+    float d = rm_f16_to_f32(*d16);
+    for (int g = 0; g < 16; g++) {
+        int v = d != 0 ? (int)lrintf(s[g] / d) : 0;
+        sc[g] = v < slo ? slo : v > -slo - 1 ? -slo - 1 : v;
+        float step = d * (float)sc[g];
+        for (int j = 0; j < 16; j++) {
+            int q = step != 0 ? (int)lrintf(x[16 * g + j] / step) : 0;
+            u[16 * g + j] = (uint8_t)((q < lo ? lo : q > -lo - 1 ? -lo - 1 : q) - lo);
         }
-        float d = max / -128.0f; // the largest scale on the long side of int8
-        b[i].d = rm_f32_to_f16(d);
-        d = rm_f16_to_f32(b[i].d);
+    }
+}
+
+static void quantize_q6_k(const float *x, rm_block_q6_k *b, int64_t nb) {
+    int sc[16];
+    uint8_t u[256];
+    for (int64_t i = 0; i < nb; i++, x += 256) {
+        quantize_k16(x, -32, -128, &b[i].d, sc, u);
         memset(b[i].ql, 0, sizeof b[i].ql);
         memset(b[i].qh, 0, sizeof b[i].qh);
-        for (int g = 0; g < 16; g++) {
-            int sc = d != 0 ? (int)lrintf(s[g] / d) : 0;
-            sc = sc < -128 ? -128 : sc > 127 ? 127 : sc;
-            b[i].scales[g] = (int8_t)sc;
-            float step = d * (float)sc;
-            for (int j = 0; j < 16; j++) {
-                int e = 16 * g + j, q = step != 0 ? (int)lrintf(x[e] / step) : 0;
-                q = (q < -32 ? -32 : q > 31 ? 31 : q) + 32;
-                int h = e / 128, p = (e % 128) / 32, l = e % 32;
-                b[i].ql[64 * h + 32 * (p & 1) + l] |= (uint8_t)((q & 15) << (4 * (p >> 1)));
-                b[i].qh[32 * h + l] |= (uint8_t)((q >> 4) << (2 * p));
-            }
+        for (int g = 0; g < 16; g++) b[i].scales[g] = (int8_t)sc[g];
+        for (int e = 0; e < 256; e++) {
+            int h = e / 128, p = (e % 128) / 32, l = e % 32;
+            b[i].ql[64 * h + 32 * (p & 1) + l] |= (uint8_t)((u[e] & 15) << (4 * (p >> 1)));
+            b[i].qh[32 * h + l] |= (uint8_t)((u[e] >> 4) << (2 * p));
+        }
+    }
+}
+
+static void quantize_q3_k(const float *x, rm_block_q3_k *b, int64_t nb) {
+    int sc[16];
+    uint8_t u[256];
+    for (int64_t i = 0; i < nb; i++, x += 256) {
+        quantize_k16(x, -4, -32, &b[i].d, sc, u);
+        memset(b[i].hmask, 0, sizeof b[i].hmask);
+        memset(b[i].qs, 0, sizeof b[i].qs);
+        memset(b[i].scales, 0, sizeof b[i].scales);
+        for (int g = 0; g < 16; g++) { // the packing rm_q3k_scales reads
+            int l6 = sc[g] + 32;
+            b[i].scales[g % 8] |= (uint8_t)((l6 & 15) << (4 * (g / 8)));
+            b[i].scales[8 + g % 4] |= (uint8_t)((l6 >> 4) << (2 * (g / 4)));
+        }
+        for (int e = 0; e < 256; e++) {
+            int h = e / 128, p = (e % 128) / 32, l = e % 32;
+            b[i].qs[32 * h + l] |= (uint8_t)((u[e] & 3) << (2 * p));
+            b[i].hmask[l] |= (uint8_t)((u[e] >> 2) << (4 * h + p));
         }
     }
 }
@@ -391,6 +427,7 @@ void rm_quantize_row(rm_type t, const float *src, void *dst, int64_t n) {
     case RM_TYPE_Q4_K: quantize_q4_k(src, dst, n / 256); break;
     case RM_TYPE_Q5_K: quantize_q5_k(src, dst, n / 256); break;
     case RM_TYPE_Q6_K: quantize_q6_k(src, dst, n / 256); break;
+    case RM_TYPE_Q3_K: quantize_q3_k(src, dst, n / 256); break;
     case RM_TYPE_Q8_0_R16: // the row in the base type, then rearranged
     case RM_TYPE_Q4_0_R16:
     case RM_TYPE_Q4_K_R16: {
@@ -502,6 +539,20 @@ void rm_dequantize_row(rm_type t, const void *src, float *dst, int64_t n) {
                 int lo = (b[i].ql[64 * h + 32 * (p & 1) + l] >> (4 * (p >> 1))) & 15;
                 int hi = (b[i].qh[32 * h + l] >> (2 * p)) & 3;
                 dst[256 * i + e] = d * (float)b[i].scales[e / 16] * (float)((lo | hi << 4) - 32);
+            }
+        }
+        break;
+    }
+    case RM_TYPE_Q3_K: {
+        const rm_block_q3_k *b = src;
+        for (int64_t i = 0; i < n / 256; i++) {
+            float d = rm_f16_to_f32(b[i].d);
+            int8_t sc[16];
+            rm_q3k_scales(b[i].scales, sc);
+            for (int e = 0; e < 256; e++) {
+                int h = e / 128, p = (e % 128) / 32, l = e % 32;
+                int lo = (b[i].qs[32 * h + l] >> (2 * p)) & 3, hi = (b[i].hmask[l] >> (4 * h + p)) & 1;
+                dst[256 * i + e] = d * (float)sc[e / 16] * (float)((lo | hi << 2) - 4);
             }
         }
         break;

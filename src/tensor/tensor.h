@@ -20,6 +20,7 @@ typedef enum rm_type {
     RM_TYPE_Q5_0 = 6,
     RM_TYPE_Q5_1 = 7,
     RM_TYPE_Q8_0 = 8,
+    RM_TYPE_Q3_K = 11,
     RM_TYPE_Q4_K = 12,
     RM_TYPE_Q5_K = 13,
     RM_TYPE_Q6_K = 14,

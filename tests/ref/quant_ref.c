@@ -1,5 +1,5 @@
 // quant_ref.c - goldens for ramole's quantized formats (q8_0, q4_0, q4_1,
-// q5_0, q5_1, q4_K, q5_K, q6_K) from ggml itself: loads llama.cpp's prebuilt
+// q5_0, q5_1, q4_K, q5_K, q6_K, q3_K) from ggml itself: loads llama.cpp's prebuilt
 // libggml-base.so (the one ../shared/tools/llamacpp-bench/build.sh fetches),
 // quantizes a few rows of made-up floats with ggml's reference quantizers
 // (quantize_row_<type>_ref) and dequantizes the blocks with ggml's
@@ -73,7 +73,8 @@ int main(int argc, char **argv) {
                  {7, "quantize_row_q5_1_ref", "dequantize_row_q5_1", 24, 32},
                  {12, "quantize_row_q4_K_ref", "dequantize_row_q4_K", 144, 256},
                  {13, "quantize_row_q5_K_ref", "dequantize_row_q5_K", 176, 256},
-                 {14, "quantize_row_q6_K_ref", "dequantize_row_q6_K", 210, 256}};
+                 {14, "quantize_row_q6_K_ref", "dequantize_row_q6_K", 210, 256},
+                 {11, "quantize_row_q3_K_ref", "dequantize_row_q3_K", 110, 256}};
     const int NT = (int)(sizeof types / sizeof types[0]);
     enum { ROWS = 5, N = 512 };
     FILE *f = fopen(argv[2], "wb");
