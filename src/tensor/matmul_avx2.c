@@ -395,15 +395,14 @@ INLINE void tile_k16(const rm_mm *m, int64_t r, int c, const int RR, const int C
     const size_t bbytes = Q3 ? sizeof(rm_block_q3_k) : sizeof(rm_block_q6_k);
     const __m256i koff = _mm256_set1_epi8(Q3 ? 4 : 32);
     for (int64_t b = 0; b < nb; b++) {
-        const rm_block_q6_k *w[4];
-        const rm_block_q3_k *w3[4];
+        const uint8_t *blk[4]; // a q6_K or q3_K super-block per row
         __m256i sc8[4];
 #pragma GCC unroll 4
         for (int i = 0; i < RR; i++) {
-            w[i] = (const rm_block_q6_k *)(t.w[i] + (size_t)b * bbytes);
-            w3[i] = (const rm_block_q3_k *)w[i];
-            sc8[i] = _mm256_broadcastsi128_si256(Q3 ? q3k_scales8(w3[i]->scales)
-                                                    : _mm_loadu_si128((const __m128i *)w[i]->scales));
+            blk[i] = t.w[i] + (size_t)b * bbytes;
+            sc8[i] = _mm256_broadcastsi128_si256(
+                Q3 ? q3k_scales8(((const rm_block_q3_k *)blk[i])->scales)
+                   : _mm_loadu_si128((const __m128i *)((const rm_block_q6_k *)blk[i])->scales));
         }
         __m256i isum[4][4];
 #pragma GCC unroll 4
@@ -416,13 +415,14 @@ INLINE void tile_k16(const rm_mm *m, int64_t r, int c, const int RR, const int C
                 __m256i q[4], s[4];
 #pragma GCC unroll 4
                 for (int i = 0; i < RR; i++) {
+                    const rm_block_q6_k *w6 = (const rm_block_q6_k *)blk[i];
                     if (Q3) {
-                        if (p < 2) prefetch_next_rows(m, (const uint8_t *)w3[i] + 64 * h + 32 * p, RR);
-                        q[i] = q3k_values(w3[i], h, p);
+                        if (p < 2) prefetch_next_rows(m, blk[i] + 64 * h + 32 * p, RR);
+                        q[i] = q3k_values((const rm_block_q3_k *)blk[i], h, p);
                     } else {
-                        if (p < 2) prefetch_next_rows(m, w[i]->ql + 64 * h + 32 * p, RR);
-                        else if (p == 2) prefetch_next_rows(m, w[i]->qh + 32 * h, RR);
-                        q[i] = q6k_values(w[i], h, p);
+                        if (p < 2) prefetch_next_rows(m, w6->ql + 64 * h + 32 * p, RR);
+                        else if (p == 2) prefetch_next_rows(m, w6->qh + 32 * h, RR);
+                        q[i] = q6k_values(w6, h, p);
                     }
                     s[i] = q6k_scales(sc8[i], h, p);
                 }
@@ -440,7 +440,7 @@ INLINE void tile_k16(const rm_mm *m, int64_t r, int c, const int RR, const int C
         }
 #pragma GCC unroll 4
         for (int i = 0; i < RR; i++) {
-            const float dw = f16(Q3 ? w3[i]->d : w[i]->d);
+            const float dw = f16(Q3 ? ((const rm_block_q3_k *)blk[i])->d : ((const rm_block_q6_k *)blk[i])->d);
 #pragma GCC unroll 4
             for (int j = 0; j < CC; j++)
                 t.acc[i][j] =
