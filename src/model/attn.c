@@ -59,6 +59,9 @@ typedef struct {
 } attn_job;
 
 // Rows r0..r0+nr-1 (one slot), KV head kvh: all the query heads of its group.
+// A product's rows are one head of the block's rows (qd apart) or, for a
+// single row (a decode step), up to BLOCK heads of it (hd apart), so that
+// each K and V element read serves the whole group, not one head.
 static void block_kvhead(const attn_job *j, float *s, int r0, int nr, int kvh) {
     const rm_llama_hparams *hp = j->hp;
     const int hd = hp->head_dim, H = hp->n_head, group = H / hp->n_head_kv, n_ctx = j->kv->n_ctx;
@@ -69,13 +72,16 @@ static void block_kvhead(const attn_job *j, float *s, int r0, int nr, int kvh) {
     const float *v = rm_kv_v(j->kv, j->layer, slot, 0) + (size_t)kvh * hd;
     const float scale = 1.0f / sqrtf((float)hd);
     const size_t qd = (size_t)H * hd;
-    for (int h = kvh * group; h < (kvh + 1) * group; h++) {
-        memset(s, 0, sizeof(float) * (size_t)nr * len);
-        rm_gemm_nn(NULL, s, len, j->q + r0 * qd + (size_t)h * hd, (int64_t)qd, kt, n_ctx, nr, len, hd);
-        for (int i = 0; i < nr; i++) softmax_row(s + (size_t)i * len, len, j->b->pos[r0 + i], scale);
+    const int heads_per = nr == 1 ? (group < BLOCK ? group : BLOCK) : 1;
+    const int64_t ld = nr == 1 ? hd : (int64_t)qd;
+    for (int h = kvh * group; h < (kvh + 1) * group; h += heads_per) {
+        const int rows = nr == 1 ? ((kvh + 1) * group - h < heads_per ? (kvh + 1) * group - h : heads_per) : nr;
+        memset(s, 0, sizeof(float) * (size_t)rows * len);
+        rm_gemm_nn(NULL, s, len, j->q + r0 * qd + (size_t)h * hd, ld, kt, n_ctx, rows, len, hd);
+        for (int i = 0; i < rows; i++) softmax_row(s + (size_t)i * len, len, j->b->pos[r0 + (nr == 1 ? 0 : i)], scale);
         float *o = j->out + r0 * qd + (size_t)h * hd;
-        for (int i = 0; i < nr; i++) memset(o + i * qd, 0, sizeof(float) * hd);
-        rm_gemm_nn(NULL, o, (int64_t)qd, s, len, v, j->kv->kv_dim, nr, hd, len);
+        for (int i = 0; i < rows; i++) memset(o + i * ld, 0, sizeof(float) * hd);
+        rm_gemm_nn(NULL, o, ld, s, len, v, j->kv->kv_dim, rows, hd, len);
     }
 }
 

@@ -10,6 +10,7 @@
 #define RM_TENSOR_GEMM_SIMD_H
 
 #define INLINE static inline __attribute__((always_inline))
+enum { PF = 16 }; // rows of B simd_tile asks for ahead of the one it reads
 // The loops below over rows and vectors are unrolled so that the tile lives
 // in registers (at -O2 GCC would otherwise keep the arrays on the stack).
 
@@ -27,6 +28,12 @@ INLINE void simd_tile(float *C, int64_t ldc, const float *a, int64_t ars, int64_
     for (int k = 0; k < kn; k++) {
         const float *bk = b + k * ldb, *ak = a + k * acs;
         VF bv[2];
+        // B's row PF on: a B streamed from memory (attention reading the
+        // KV cache) would otherwise wait on every row, its rows too far
+        // apart or too many at once for the hardware to see the stream.
+#pragma GCC unroll 2
+        for (int o = 0; o < NV * W; o += 16)
+            __builtin_prefetch(k + PF < kn ? bk + PF * ldb + o : b + NV * W + (k + PF - kn) * ldb + o);
 #pragma GCC unroll 2
         for (int v = 0; v < NV; v++) bv[v] = MASKED ? LOADM(bk + W * v, m[v]) : LOAD(bk + W * v);
 #pragma GCC unroll 12
