@@ -9,10 +9,22 @@
 // bandwidth (rm_measure_read_bandwidth) and, for n = 1, the fraction of it.
 // The weights are repacked as a model's are at load where this CPU's kernels
 // want it (type shown as q8_0-r16 / q4_0-r16; RAMOLE_REPACK=0 keeps them as stored).
+//
+//   ramole-bench attention [--depth 256,1024,2048] [--threads 1,2]
+//
+// One decode step's attention on the TinyLlama shape (22 layers, 32 query
+// heads over 4 KV heads of 64): a single row attends to `depth` cached
+// positions in every layer (rm_attention_serve). The cache holds enough
+// layers (>= 192 MiB of keys and values) that each step reads its 22 from
+// DRAM, as decode at that depth does. Prints the median and best time per
+// step and the GB/s of keys and values it reads, with the fraction of the
+// machine's read bandwidth.
 #include "bench.h"
 #include "base/cpu.h"
+#include "base/err.h"
 #include "base/file.h"
 #include "base/threadpool.h"
+#include "model/attn.h"
 #include "tensor/tensor.h"
 
 #include <stdint.h>
@@ -156,3 +168,77 @@ static int bench_kernels(int argc, char **argv) {
     return 0;
 }
 RM_BENCH(kernels, "rm_matmul GFLOP/s and GB/s per weight type on TinyLlama shapes", bench_kernels)
+
+// Median seconds per decode step's attention (22 layers from the cache's
+// n_layer, cycled), one row at position depth - 1; *best: the fastest step.
+static double time_attention(rm_threadpool *tp, const rm_llama_hparams *hp, const rm_kvcache *kv, int depth,
+                             float *scratch, double *best) {
+    enum { LAYERS = 22, REPS = 30 };
+    const int qd = hp->n_head * hp->head_dim;
+    float *q = malloc(sizeof(float) * qd), *out = malloc(sizeof(float) * qd);
+    double t[REPS];
+    for (int i = 0; i < qd; i++) q[i] = (float)((i * 2654435761u) % 1000) / 1000.0f - 0.5f;
+    int32_t tok = 0, pos = depth - 1, slot = 0;
+    rm_batch b = {1, &tok, &pos, &slot, NULL, NULL};
+    int layer = 0;
+    for (int r = -1; r < REPS; r++) { // r = -1: warm-up
+        double t0 = rm_now();
+        for (int l = 0; l < LAYERS; l++, layer = (layer + 1) % kv->n_layer)
+            rm_attention_serve(tp, hp, kv, &b, layer, q, out, scratch);
+        if (r >= 0) t[r] = rm_now() - t0;
+        if (r == 0 || (r > 0 && t[r] < *best)) *best = t[r];
+    }
+    free(q);
+    free(out);
+    return rm_median(t, REPS);
+}
+
+static int bench_attention(int argc, char **argv) {
+    int depths[8] = {256, 1024, 2048}, nd = 3, ths[4] = {1, 2}, nth = 2;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--depth") && i + 1 < argc) nd = parse_list(argv[++i], depths, 8);
+        else if (!strcmp(argv[i], "--threads") && i + 1 < argc) nth = parse_list(argv[++i], ths, 4);
+        else {
+            fprintf(stderr, "usage: ramole-bench attention [--depth 256,1024,2048] [--threads 1,2]\n");
+            return strcmp(argv[i], "--help") ? 2 : 0;
+        }
+    }
+    rm_llama_hparams hp = {.n_head = 32, .n_head_kv = 4, .head_dim = 64, .n_layer = 22};
+    const int kv_dim = hp.n_head_kv * hp.head_dim;
+    printf("cpu: %s\n", rm_cpu_describe());
+    printf("\n%6s %3s %9s %9s %8s %7s\n", "depth", "thr", "ms/step", "best ms", "GB/s", "%bw");
+    for (int d = 0; d < nd; d++) {
+        const int depth = depths[d];
+        if (depth < 1 || depth > 131072) {
+            fprintf(stderr, "depth %d: must be 1..131072\n", depth);
+            continue;
+        }
+        const double step_bytes = 22.0 * 2 * depth * kv_dim * sizeof(float);
+        int layers = (int)((192u << 20) / (2.0 * depth * kv_dim * sizeof(float))) + 22;
+        rm_kvcache kv;
+        if (rm_kvcache_init(&kv, layers, 1, depth, kv_dim) != RM_OK) {
+            fprintf(stderr, "depth %d: %s\n", depth, rm_last_error());
+            continue;
+        }
+        size_t n = (size_t)layers * kv.blk;
+        for (size_t i = 0; i < n; i++) {
+            kv.k[i] = (float)((i * 2654435761u) % 1999) / 1999.0f - 0.5f;
+            kv.v[i] = (float)((i * 40503u) % 997) / 997.0f - 0.5f;
+        }
+        for (int k = 0; k < nth; k++) {
+            rm_threadpool *tp = rm_threadpool_create(ths[k]);
+            float *scratch = malloc(sizeof(float) * rm_attention_scratch(&hp, &kv, rm_threadpool_size(tp), 1));
+            double bw = rm_measure_read_bandwidth(tp), best = 0;
+            double sec = scratch ? time_attention(tp, &hp, &kv, depth, scratch, &best) : 0;
+            if (sec > 0)
+                printf("%6d %3d %9.3f %9.3f %8.1f %6.0f%%\n", depth, ths[k], sec * 1e3, best * 1e3,
+                       step_bytes / sec / 1e9, 100 * step_bytes / sec / 1e9 / bw);
+            fflush(stdout);
+            free(scratch);
+            rm_threadpool_free(tp);
+        }
+        rm_kvcache_free(&kv);
+    }
+    return 0;
+}
+RM_BENCH(attention, "one decode step's attention at a given depth: ms and GB/s of the KV cache", bench_attention)
