@@ -79,27 +79,26 @@ int rm_mmap_open(rm_mmap *m, const char *path) {
 int rm_mmap_open_resident(rm_mmap *m, const char *path) {
     memset(m, 0, sizeof *m);
     int fd;
-    size_t size, huge = (size_t)2 << 20;
+    size_t size;
     int rc = rm_open_regular(path, &fd, &size);
     if (rc) return rc;
     if (size == 0) {
         close(fd);
         return RM_OK;
     }
-    size_t cap = (size + huge - 1) & ~(huge - 1);
-    void *p = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) {
+    size_t cap = rm_huge_size(size);
+    void *p = rm_huge_alloc(size);
+    if (!p) {
         close(fd);
         return rm_errorf(RM_ENOMEM, "%s: cannot allocate %zu MiB to hold the file", path, cap >> 20);
     }
-    madvise(p, cap, MADV_HUGEPAGE); // advisory: fine if the kernel says no
     size_t off = 0;
     while (off < size) {
         ssize_t r = pread(fd, (char *)p + off, size - off, (off_t)off);
         if (r < 0 && errno == EINTR) continue;
         if (r <= 0) {
             int e = r < 0 ? errno : EIO;
-            munmap(p, cap);
+            rm_huge_free(p, size);
             close(fd);
             return rm_errorf(RM_EIO, "%s: read failed at byte %zu: %s", path, off, strerror(e));
         }
@@ -263,4 +262,22 @@ char *rm_path_absolute(const char *path) {
     if (out) snprintf(out, n, "%s/%s", cwd, path);
     free(cwd);
     return out;
+}
+
+enum { HUGE_PAGE = 2 << 20 };
+
+size_t rm_huge_size(size_t bytes) {
+    return bytes < HUGE_PAGE ? bytes : (bytes + HUGE_PAGE - 1) & ~((size_t)HUGE_PAGE - 1);
+}
+
+void *rm_huge_alloc(size_t bytes) {
+    size_t b = rm_huge_size(bytes);
+    void *p = b ? mmap(NULL, b, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : MAP_FAILED;
+    if (p == MAP_FAILED) return NULL;
+    if (b >= HUGE_PAGE) madvise(p, b, MADV_HUGEPAGE); // advisory: fine if the kernel says no
+    return p;
+}
+
+void rm_huge_free(void *p, size_t bytes) {
+    if (p) munmap(p, rm_huge_size(bytes));
 }

@@ -53,4 +53,13 @@ char *rm_path_absolute(const char *path);
 // Monotonic seconds.
 double rm_now(void);
 
+// Zeroed private anonymous memory of `bytes` that asks for transparent huge
+// pages when it spans one (then mapped in whole 2 MiB pages: rm_huge_size);
+// NULL when the kernel refuses. Model weights, the KV cache and the
+// bandwidth probe live in it: streamed once per token, they would otherwise
+// pay a TLB miss every 4 KiB. Released with rm_huge_free(p, bytes).
+void *rm_huge_alloc(size_t bytes);
+size_t rm_huge_size(size_t bytes);
+void rm_huge_free(void *p, size_t bytes);
+
 #endif

@@ -1,35 +1,10 @@
 // kvcache.c — see kvcache.h.
 #include "model/kvcache.h"
 #include "base/err.h"
+#include "base/file.h"
 
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
-
-enum { HUGE_PAGE = 2 << 20 };
-
-// Bytes mapped for one of the two tensors (K, V): whole 2 MiB pages from
-// one page on, else the size itself.
-static size_t tensor_map_bytes(size_t n_floats) {
-    size_t b = n_floats * sizeof(float);
-    return b < HUGE_PAGE ? b : (b + HUGE_PAGE - 1) & ~((size_t)HUGE_PAGE - 1);
-}
-
-// Zeroed memory that asks for transparent huge pages when it spans one:
-// decode reads the whole cache of its slot once per token, in short runs per
-// head and position, and with 4 KiB pages most of those runs start with a
-// TLB miss (the weights get huge pages too, rm_mmap_open_resident).
-static float *tensor_map(size_t n_floats) {
-    size_t b = tensor_map_bytes(n_floats);
-    void *p = mmap(NULL, b, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (p == MAP_FAILED) return NULL;
-    if (b >= HUGE_PAGE) madvise(p, b, MADV_HUGEPAGE); // advisory: fine if the kernel says no
-    return p;
-}
-
-static void tensor_unmap(float *p, size_t n_floats) {
-    if (p) munmap(p, tensor_map_bytes(n_floats));
-}
 
 int rm_kvcache_init(rm_kvcache *kv, int n_layer, int n_slots, int n_ctx, int kv_dim) {
     memset(kv, 0, sizeof *kv);
@@ -40,12 +15,12 @@ int rm_kvcache_init(rm_kvcache *kv, int n_layer, int n_slots, int n_ctx, int kv_
     // layers (power-of-two sizes apart, and physically so in huge pages) from
     // all falling on the same cache sets.
     size_t blk = (size_t)n_ctx * kv_dim + 16, n = (size_t)n_layer * n_slots * blk;
-    kv->k = tensor_map(n);
-    kv->v = tensor_map(n);
+    kv->k = rm_huge_alloc(n * sizeof(float));
+    kv->v = rm_huge_alloc(n * sizeof(float));
     kv->len = calloc((size_t)n_slots, sizeof(int32_t));
     if (!kv->k || !kv->v || !kv->len) {
-        tensor_unmap(kv->k, n);
-        tensor_unmap(kv->v, n);
+        rm_huge_free(kv->k, n * sizeof(float));
+        rm_huge_free(kv->v, n * sizeof(float));
         free(kv->len);
         memset(kv, 0, sizeof *kv);
         return rm_errorf(RM_ENOMEM, "kv cache: cannot allocate %zu MiB", 2 * n * sizeof(float) >> 20);
@@ -60,8 +35,8 @@ int rm_kvcache_init(rm_kvcache *kv, int n_layer, int n_slots, int n_ctx, int kv_
 
 void rm_kvcache_free(rm_kvcache *kv) {
     size_t n = (size_t)kv->n_layer * kv->n_slots * kv->blk;
-    tensor_unmap(kv->k, n);
-    tensor_unmap(kv->v, n);
+    rm_huge_free(kv->k, n * sizeof(float));
+    rm_huge_free(kv->v, n * sizeof(float));
     free(kv->len);
     memset(kv, 0, sizeof *kv);
 }

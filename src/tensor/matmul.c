@@ -18,7 +18,6 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 // ---------------------------------------------------------------------------
 // Scalar kernel = the specification. Dequantizes W a block at a time and
@@ -466,13 +465,12 @@ double rm_measure_read_bandwidth(rm_threadpool *tp) {
     // huge pages, as model weights get (rm_mmap_open_resident): with 4 KiB
     // pages the probe paid TLB misses decode does not, and decode measured
     // above its "bound" (44 vs 30 GB/s on a Zen 5)
-    float *buf = j ? mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0) : MAP_FAILED;
-    if (buf == MAP_FAILED) {
+    float *buf = j ? rm_huge_alloc(bytes) : NULL;
+    if (!buf) {
         free(j);
         rm_errorf(RM_ENOMEM, "bandwidth probe: cannot allocate 1 GiB");
         return 0;
     }
-    madvise(buf, bytes, MADV_HUGEPAGE); // advisory: fine if the kernel says no
     j->buf = buf;
     j->n = (long)(bytes / sizeof(float));
     rm_threadpool_run(tp, bw_fill, j); // first touch from the workers
@@ -483,7 +481,7 @@ double rm_measure_read_bandwidth(rm_threadpool *tp) {
         double dt = rm_now() - t0;
         if (dt > 0 && (double)bytes / dt / 1e9 > best) best = (double)bytes / dt / 1e9;
     }
-    munmap(buf, bytes);
+    rm_huge_free(buf, bytes);
     free(j);
     return best;
 }
