@@ -4,7 +4,9 @@
 #include "testing.h"
 #include "base/err.h"
 #include "base/file.h"
+#include "base/threadpool.h"
 #include "format/llama2c.h"
+#include "model/attn.h"
 #include "model/generate.h"
 #include "model/llama.h"
 #include "model/ops.h"
@@ -495,4 +497,57 @@ TEST(llama_rope_scaling_frequencies) {
     rm_rope_angles(&hp, 37, cs1);
     rm_rope_angles_freq(f, 64, 37, cs2);
     CHECK(memcmp(cs1, cs2, sizeof cs1) == 0);
+}
+
+// A decode row's attention takes the query heads of a KV head's group as the
+// rows of one product, BLOCK (48) at a time; a row of a longer block takes
+// one head per product. With 50 heads on a KV head (chunks of 48 and 2) the
+// row must come out the same bits either way, and near a double-precision
+// softmax-weighted sum.
+TEST(attention_decode_heads_batched_match_block_rows) {
+    rm_llama_hparams hp = {.n_head = 100, .n_head_kv = 2, .head_dim = 8, .n_layer = 1};
+    const int hd = hp.head_dim, qd = hp.n_head * hd, kvd = hp.n_head_kv * hd, P = 37;
+    rm_kvcache kv;
+    CHECK_OK(rm_kvcache_init(&kv, 1, 2, 64, kvd));
+    uint32_t s = 99;
+    float kr[16], q[2 * 800], alone[800], block[2 * 800];
+    for (int slot = 0; slot < 2; slot++)
+        for (int p = 0; p <= P; p++) {
+            for (int i = 0; i < kvd; i++) kr[i] = (float)((s = s * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+            rm_kv_put_k(&kv, 0, slot, p, kr);
+            for (int i = 0; i < kvd; i++)
+                rm_kv_v(&kv, 0, slot, p)[i] = (float)((s = s * 1664525u + 1013904223u) >> 8) / 16777216.0f - 0.5f;
+        }
+    for (int i = 0; i < 2 * qd; i++) q[i] = (float)((s = s * 1664525u + 1013904223u) >> 8) / 8388608.0f - 1.0f;
+    rm_threadpool *tp = rm_threadpool_create(2);
+    float *scratch = malloc(sizeof(float) * rm_attention_scratch(&hp, &kv, 2, 2));
+    int32_t tok[2] = {0, 0}, pos[2] = {P - 1, P}, slot[2] = {1, 1};
+    rm_batch one = {1, tok, pos + 1, slot, NULL, NULL}, two = {2, tok, pos, slot, NULL, NULL};
+    rm_attention_serve(tp, &hp, &kv, &one, 0, q + qd, alone, scratch);
+    rm_attention_serve(tp, &hp, &kv, &two, 0, q, block, scratch);
+    CHECKF(memcmp(alone, block + qd, sizeof(float) * qd) == 0,
+           "a decode row's attention differs from the same row in a block");
+    double worst = 0;
+    for (int h = 0; h < hp.n_head; h++) {
+        const int g = h / (hp.n_head / hp.n_head_kv);
+        double sc[64], mx = -1e300, sum = 0;
+        for (int t = 0; t <= P; t++) {
+            sc[t] = 0;
+            for (int d = 0; d < hd; d++)
+                sc[t] += (double)q[qd + h * hd + d] * rm_kv_kt(&kv, 0, 1)[(size_t)(g * hd + d) * kv.n_ctx + t];
+            sc[t] /= sqrt((double)hd);
+            mx = sc[t] > mx ? sc[t] : mx;
+        }
+        for (int t = 0; t <= P; t++) sum += (sc[t] = exp(sc[t] - mx));
+        for (int d = 0; d < hd; d++) {
+            double o = 0;
+            for (int t = 0; t <= P; t++) o += sc[t] / sum * rm_kv_v(&kv, 0, 1, t)[g * hd + d];
+            double e = fabs(o - alone[h * hd + d]);
+            worst = e > worst ? e : worst;
+        }
+    }
+    CHECKF(worst < 1e-5, "decode attention is %g from the double-precision reference", worst);
+    free(scratch);
+    rm_threadpool_free(tp);
+    rm_kvcache_free(&kv);
 }
