@@ -178,3 +178,63 @@ TEST(gemm_avx2_avx512_chains_bitwise) {
         }
     rm_cpu_force(NULL);
 }
+
+// rm_gemm_nn_bh (B of f16 values, attention over an f16 KV cache) gives the
+// bits of rm_gemm_nn on B converted to floats, on every ISA, with B read in
+// place or packed, at the edges of the tiles (B exactly N wide, so a read
+// past its last row's end would leave the buffer), alone and on two threads.
+TEST(gemm_f16_b_equals_converted_b) {
+    const char *isas[] = {"scalar", "avx2", "avx512"};
+    const int shapes[][3] = {{1, 1, 1},    {1, 37, 64},   {8, 2048, 64}, {8, 64, 300},  {3, 17, 5},
+                             {48, 64, 64}, {48, 300, 64}, {30, 33, 70},  {12, 16, 129}, {7, 9, 1}};
+    rm_threadpool *tp = rm_threadpool_create(2);
+    const int has[3] = {1, rm_cpu()->avx2, rm_cpu()->avx512bw}; // before forcing any
+    int checked = 0;
+    for (int ii = 0; ii < 3; ii++) {
+        if (!has[ii]) continue;
+        rm_cpu_force(isas[ii]);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            const int M = shapes[s][0], N = shapes[s][1], K = shapes[s][2];
+            const int64_t lda = K + 3, ldc = N + 1;
+            float *A = malloc(sizeof(float) * M * lda), *Bf = malloc(sizeof(float) * K * N);
+            float *C0 = malloc(sizeof(float) * M * ldc), *C1 = malloc(sizeof(float) * M * ldc);
+            float *C2 = malloc(sizeof(float) * M * ldc);
+            rm_f16 *Bh = malloc(sizeof(rm_f16) * K * N);
+            for (int64_t i = 0; i < M * lda; i++) A[i] = frand();
+            for (int64_t i = 0; i < (int64_t)K * N; i++) Bf[i] = rm_f16_to_f32(Bh[i] = rm_f32_to_f16(4 * frand()));
+            for (int64_t i = 0; i < M * ldc; i++) C0[i] = frand();
+            for (int t = 0; t < 2; t++) {
+                memcpy(C1, C0, sizeof(float) * M * ldc);
+                memcpy(C2, C0, sizeof(float) * M * ldc);
+                rm_gemm_nn(t ? tp : NULL, C1, ldc, A, lda, Bf, N, M, N, K);
+                rm_gemm_nn_bh(t ? tp : NULL, C2, ldc, A, lda, Bh, N, M, N, K);
+                CHECKF(memcmp(C1, C2, sizeof(float) * M * ldc) == 0,
+                       "isa %s, %dx%dx%d, %d thread(s): f16 B differs from B converted", isas[ii], M, N, K, t + 1);
+                checked++;
+            }
+            // and the product is the product: near a double-precision sum
+            double worst = 0;
+            for (int i = 0; i < M; i++)
+                for (int j = 0; j < N; j++) {
+                    double r = C0[i * ldc + j], mag = fabs(r);
+                    for (int k = 0; k < K; k++) {
+                        r += (double)A[i * lda + k] * rm_f16_to_f32(Bh[(int64_t)k * N + j]);
+                        mag += fabs((double)A[i * lda + k] * Bf[(int64_t)k * N + j]);
+                    }
+                    double e = fabs(r - C2[i * ldc + j]) / (mag + 1e-30);
+                    worst = e > worst ? e : worst;
+                }
+            CHECKF(worst < 1e-6 * (K + 2), "isa %s, %dx%dx%d: %g (relative) from the double-precision product",
+                   isas[ii], M, N, K, worst);
+            free(A);
+            free(Bf);
+            free(Bh);
+            free(C0);
+            free(C1);
+            free(C2);
+        }
+    }
+    CHECKF(checked == 20 * (has[0] + has[1] + has[2]), "%d products checked", checked);
+    rm_threadpool_free(tp);
+    rm_cpu_force(NULL);
+}

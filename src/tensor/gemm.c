@@ -39,6 +39,17 @@ static void tile_scalar(float *C, int64_t ldc, const float *a, int64_t ars, int6
         }
 }
 
+// tile_scalar over B of f16 values
+static void tile_scalar_h(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const rm_f16 *b, int64_t ldb,
+                          int kn, int R, int nc, int load) {
+    for (int r = 0; r < R; r++)
+        for (int c = 0; c < nc; c++) {
+            float s = load ? C[r * ldc + c] : 0.0f;
+            for (int k = 0; k < kn; k++) s += a[r * ars + k * acs] * rm_f16_to_f32(b[k * ldb + c]);
+            C[r * ldc + c] = s;
+        }
+}
+
 // C[i0:i1, 0:n] (+)= A[i0:i1, 0:K] W[0:n, 0:K]^T
 static void dots_scalar(float *C, int64_t ldc, const float *A, int64_t lda, const float *W, int64_t ldw, int i0, int i1,
                         int n, int K, int acc) {
@@ -46,22 +57,25 @@ static void dots_scalar(float *C, int64_t ldc, const float *A, int64_t lda, cons
                 acc ? RM_GEMM_ACC : 0);
 }
 
-// The kernels of this CPU: a tile of MR x NR (and, on AVX-512, a narrower one
-// for products at most 16 columns wide) and the dot-product kernel.
+// The kernels of this CPU: a tile of MR x NR (on AVX-512 a narrower one for
+// products at most 16 columns wide), the same tile over f16 B, and the
+// dot-product kernel.
 typedef struct gemm_isa {
-    rm_gemm_tile_fn tile, tile16;
+    rm_gemm_tile_fn tile;
+    rm_gemm_tile_h_fn tile_h;
     int MR, NR;
     rm_gemm_dots_fn dots;
 } gemm_isa;
 
 static gemm_isa pick_isa(int N) {
     const rm_cpu_features *f = rm_cpu();
-    if (f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq && f->avx2 && f->fma) {
-        if (N <= 16) return (gemm_isa){rm_gemm_tile16_avx512, NULL, 12, 16, rm_gemm_dots_avx512};
-        return (gemm_isa){rm_gemm_tile_avx512, NULL, 12, 32, rm_gemm_dots_avx512};
+    if (f->avx512f && f->avx512bw && f->avx512vl && f->avx512dq && f->avx2 && f->fma && f->f16c) {
+        if (N <= 16) return (gemm_isa){rm_gemm_tile16_avx512, rm_gemm_tile16_h_avx512, 12, 16, rm_gemm_dots_avx512};
+        return (gemm_isa){rm_gemm_tile_avx512, rm_gemm_tile_h_avx512, 12, 32, rm_gemm_dots_avx512};
     }
-    if (f->avx2 && f->fma) return (gemm_isa){rm_gemm_tile_avx2, NULL, 6, 16, rm_gemm_dots_avx2};
-    return (gemm_isa){tile_scalar, NULL, 6, 16, dots_scalar};
+    if (f->avx2 && f->fma && f->f16c)
+        return (gemm_isa){rm_gemm_tile_avx2, rm_gemm_tile_h_avx2, 6, 16, rm_gemm_dots_avx2};
+    return (gemm_isa){tile_scalar, tile_scalar_h, 6, 16, dots_scalar};
 }
 
 enum { KB = 256, NB = 256 }; // a packed block of B (KB x NB floats) stays in L2
@@ -70,6 +84,7 @@ typedef struct gemm_job {
     float *C;
     int64_t ldc;
     rm_gmat A, B;
+    const rm_f16 *Bh; // non-NULL: B is these f16 values, row-major (B.rs apart), B.p unused
     int M, N, K;
     unsigned flags;
     gemm_isa isa;
@@ -78,11 +93,20 @@ typedef struct gemm_job {
 } gemm_job;
 
 // B[k0:k0+kn, n0:n0+nn] into strips of NR columns, k-major (strip s at
-// Bp + s*kn*NR, row k of it at + k*NR), the last strip padded with zeros.
-static void pack_b(float *Bp, rm_gmat B, int k0, int kn, int n0, int nn, int NR) {
+// Bp + s*kn*NR, row k of it at + k*NR), the last strip padded with zeros;
+// f16 values (Bh) become floats.
+static void pack_b(float *Bp, rm_gmat B, const rm_f16 *Bh, int k0, int kn, int n0, int nn, int NR) {
     for (int s = 0; s * NR < nn; s++) {
         float *d = Bp + (size_t)s * kn * NR;
         int j0 = n0 + s * NR, w = MIN(NR, n0 + nn - j0);
+        if (Bh) {
+            for (int k = 0; k < kn; k++) {
+                const rm_f16 *src = Bh + (k0 + k) * B.rs + j0;
+                for (int c = 0; c < w; c++) d[(size_t)k * NR + c] = rm_f16_to_f32(src[c]);
+                memset(d + (size_t)k * NR + w, 0, (size_t)(NR - w) * sizeof(float));
+            }
+            continue;
+        }
         if (B.cs == 1) {
             for (int k = 0; k < kn; k++) {
                 memcpy(d + (size_t)k * NR, B.p + (k0 + k) * B.rs + j0, (size_t)w * sizeof(float));
@@ -99,8 +123,10 @@ static void pack_b(float *Bp, rm_gmat B, int k0, int kn, int n0, int nn, int NR)
 }
 
 // The tile of rows i..i+R and columns col..col+nc over k0..k0+kn, B's rows
-// of that range at b (ldb apart), with the terms the flags allow skipped.
-static void tile_at(const gemm_job *j, int i, int R, int col, int nc, int k0, int kn, const float *b, int64_t ldb) {
+// of that range at b (ldb elements apart; f16 values if half), with the
+// terms the flags allow skipped.
+static void tile_at(const gemm_job *j, int i, int R, int col, int nc, int k0, int kn, const void *b, int64_t ldb,
+                    int half) {
     unsigned f = j->flags;
     if ((f & RM_GEMM_CAUSAL) && col > i + R - 1) return; // every column of the tile is above the diagonal
     int ka = k0, kb = k0 + kn;
@@ -109,8 +135,14 @@ static void tile_at(const gemm_job *j, int i, int R, int col, int nc, int k0, in
     if (kb < ka) kb = ka;
     int load = (f & RM_GEMM_ACC) || k0 > 0;
     if (kb == ka && load) return;
-    j->isa.tile(j->C + i * j->ldc + col, j->ldc, j->A.p + i * j->A.rs + (int64_t)ka * j->A.cs, j->A.rs, j->A.cs,
-                b + (int64_t)(ka - k0) * ldb, ldb, kb - ka, R, nc, load);
+    float *C = j->C + i * j->ldc + col;
+    const float *a = j->A.p + i * j->A.rs + (int64_t)ka * j->A.cs;
+    if (half)
+        j->isa.tile_h(C, j->ldc, a, j->A.rs, j->A.cs, (const rm_f16 *)b + (int64_t)(ka - k0) * ldb, ldb, kb - ka, R, nc,
+                      load);
+    else
+        j->isa.tile(C, j->ldc, a, j->A.rs, j->A.cs, (const float *)b + (int64_t)(ka - k0) * ldb, ldb, kb - ka, R, nc,
+                    load);
 }
 
 // This worker's rows [*i0, *i1) and columns [*c0, *c1) of C.
@@ -141,13 +173,14 @@ static void gemm_task(void *ctx, int ith, int nth) {
     if (!j->pack) { // B in place: strips of its rows, every panel of rows against each
         for (int col = c0; col < c1; col += NR)
             for (int i = i0; i < i1; i += MR)
-                tile_at(j, i, MIN(MR, i1 - i), col, MIN(NR, c1 - col), 0, j->K, j->B.p + col, j->B.rs);
+                tile_at(j, i, MIN(MR, i1 - i), col, MIN(NR, c1 - col), 0, j->K,
+                        j->Bh ? (const void *)(j->Bh + col) : (const void *)(j->B.p + col), j->B.rs, j->Bh != NULL);
         return;
     }
     int kb_max = MIN(KB, j->K), nb_max = MIN(NB, (c1 - c0 + NR - 1) / NR * NR);
     float *Bp = aligned_alloc(64, (size_t)kb_max * nb_max * sizeof(float));
     if (!Bp) { // out of memory for the packed block: B in place (row-major) or the reference
-        if (j->B.cs == 1) {
+        if (j->B.cs == 1) { // (f16 B is row-major)
             gemm_job in_place = *j;
             in_place.pack = 0;
             gemm_task(&in_place, ith, nth);
@@ -161,19 +194,21 @@ static void gemm_task(void *ctx, int ith, int nth) {
         int kn = MIN(KB, j->K - k0);
         for (int n0 = c0; n0 < c1; n0 += NB) {
             int nn = MIN(NB, c1 - n0);
-            pack_b(Bp, j->B, k0, kn, n0, nn, NR);
+            pack_b(Bp, j->B, j->Bh, k0, kn, n0, nn, NR);
             for (int s = 0; s * NR < nn; s++)
                 for (int i = i0; i < i1; i += MR)
                     tile_at(j, i, MIN(MR, i1 - i), n0 + s * NR, MIN(NR, nn - s * NR), k0, kn, Bp + (size_t)s * kn * NR,
-                            NR);
+                            NR, 0);
         }
     }
     free(Bp);
 }
 
-void rm_gemm(rm_threadpool *tp, float *C, int64_t ldc, rm_gmat A, rm_gmat B, int M, int N, int K, unsigned flags) {
+// rm_gemm, B being f16 values (row-major, B.rs apart) when Bh is not NULL.
+static void gemm_run(rm_threadpool *tp, float *C, int64_t ldc, rm_gmat A, rm_gmat B, const rm_f16 *Bh, int M, int N,
+                     int K, unsigned flags) {
     if (M <= 0 || N <= 0) return;
-    gemm_job j = {C, ldc, A, B, M, N, K < 0 ? 0 : K, flags, pick_isa(N), 0, 1};
+    gemm_job j = {C, ldc, A, B, Bh, M, N, K < 0 ? 0 : K, flags, pick_isa(N), 0, 1};
     int b_rows = B.cs == 1; // B stored [K,N] (else transposed)
     if (b_rows || N > 16 || A.cs != 1) j.isa.dots = NULL;
     else j.isa.MR = 1; // dots: workers split single rows
@@ -185,6 +220,15 @@ void rm_gemm(rm_threadpool *tp, float *C, int64_t ldc, rm_gmat A, rm_gmat B, int
     j.split_rows = j.isa.dots || M >= 4 * j.isa.MR * nth || N < j.isa.NR * nth;
     if ((double)M * N * (K + 1) < 65536.0) tp = NULL; // too small to be worth waking the workers
     rm_threadpool_run(tp, gemm_task, &j);
+}
+
+void rm_gemm(rm_threadpool *tp, float *C, int64_t ldc, rm_gmat A, rm_gmat B, int M, int N, int K, unsigned flags) {
+    gemm_run(tp, C, ldc, A, B, NULL, M, N, K, flags);
+}
+
+void rm_gemm_nn_bh(rm_threadpool *tp, float *C, int64_t ldc, const float *A, int64_t lda, const rm_f16 *B, int64_t ldb,
+                   int M, int N, int K) {
+    gemm_run(tp, C, ldc, rm_gmat_n(A, lda), (rm_gmat){NULL, ldb, 1}, B, M, N, K, RM_GEMM_ACC);
 }
 
 void rm_gemm_nn(rm_threadpool *tp, float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,

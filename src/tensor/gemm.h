@@ -20,6 +20,7 @@
 #define RM_TENSOR_GEMM_H
 #include <stdint.h>
 
+#include "base/fp16.h"
 #include "base/threadpool.h"
 
 // A matrix operand: element (i, j) at p[i*rs + j*cs] (rs or cs is 1).
@@ -50,6 +51,12 @@ void rm_gemm_nn(rm_threadpool *tp, float *C, int64_t ldc, const float *A, int64_
 // Scalar reference of rm_gemm_nn (one thread).
 void rm_gemm_nn_ref(float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb, int M, int N,
                     int K);
+// C[M,N] += A[M,K] B[K,N] with B row-major f16 values (attention over a
+// half-precision KV cache): each element of B becomes its float exactly and
+// every element of C is the chain rm_gemm_nn computes with that float B, so
+// the result is bitwise rm_gemm_nn's on B converted.
+void rm_gemm_nn_bh(rm_threadpool *tp, float *C, int64_t ldc, const float *A, int64_t lda, const rm_f16 *B, int64_t ldb,
+                   int M, int N, int K);
 // dst[cols, rows] = src[rows, cols]^T (src rows lds apart), threads split dst rows.
 void rm_transpose(rm_threadpool *tp, float *dst, const float *src, int64_t lds, int rows, int cols);
 
@@ -66,6 +73,15 @@ void rm_gemm_tile_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int
                          int kn, int R, int nc, int load); // 12 x 32
 void rm_gemm_tile16_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
                            int kn, int R, int nc, int load); // 12 x 16
+// The same tiles over B of f16 values (ldb in elements).
+typedef void (*rm_gemm_tile_h_fn)(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const rm_f16 *b,
+                                  int64_t ldb, int kn, int R, int nc, int load);
+void rm_gemm_tile_h_avx2(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const rm_f16 *b, int64_t ldb,
+                         int kn, int R, int nc, int load); // 6 x 16
+void rm_gemm_tile_h_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const rm_f16 *b,
+                           int64_t ldb, int kn, int R, int nc, int load); // 12 x 32
+void rm_gemm_tile16_h_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const rm_f16 *b,
+                             int64_t ldb, int kn, int R, int nc, int load); // 12 x 16
 // Rows i0..i1 of C[M,n] (+)= A[M,K] W[n,K]^T, n <= 16, A and W row-major:
 // each element a dot product of a row of A and a row of W.
 typedef void (*rm_gemm_dots_fn)(float *C, int64_t ldc, const float *A, int64_t lda, const float *W, int64_t ldw, int i0,

@@ -18,6 +18,17 @@
 #define SET1(x) _mm256_set1_ps(x)
 #define FMA(a, b, c) _mm256_fmadd_ps(a, b, c)
 #define HSUM4(v0, v1, v2, v3) hsum4x8(v0, v1, v2, v3)
+#define LOADH(p) _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p)))
+#define LOADHM(p, m, n) loadh_part(p, n)
+
+// The first n (may be <= 0 or >= 8) of the 8 f16 values at p as floats, zeros after:
+// AVX2 has no masked load of 16-bit elements, and reading past n could leave the buffer.
+static inline __attribute__((always_inline)) __m256 loadh_part(const rm_f16 *p, int n) {
+    if (n >= 8) return LOADH(p);
+    rm_f16 t[8] = {0};
+    for (int i = 0; i < n; i++) t[i] = p[i];
+    return LOADH(t);
+}
 
 // The sums of the four vectors' lanes: {sum v0, sum v1, sum v2, sum v3}.
 static inline __attribute__((always_inline)) __m128 hsum4x8(__m256 v0, __m256 v1, __m256 v2, __m256 v3) {
@@ -32,9 +43,19 @@ static inline __attribute__((always_inline)) __m128 hsum4x8(__m256 v0, __m256 v1
 void rm_gemm_tile_avx2(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
                        int kn, int R, int nc, int load) {
     if (nc >= 16) {
-        SIMD_TILE_ROWS(SIMD_TILE_ARGS, 2, 0)
+        SIMD_TILE_ROWS(SIMD_TILE_ARGS, 2, 0, 0)
     } else {
-        SIMD_TILE_ROWS(SIMD_TILE_ARGS, 2, 1)
+        SIMD_TILE_ROWS(SIMD_TILE_ARGS, 2, 1, 0)
+    }
+}
+
+// The tile above over B of f16 values.
+void rm_gemm_tile_h_avx2(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const rm_f16 *b, int64_t ldb,
+                         int kn, int R, int nc, int load) {
+    if (nc >= 16) {
+        SIMD_TILE_ROWS(SIMD_TILE_ARGS, 2, 0, 1)
+    } else {
+        SIMD_TILE_ROWS(SIMD_TILE_ARGS, 2, 1, 1)
     }
 }
 

@@ -20,6 +20,8 @@
 #define SET1(x) _mm512_set1_ps(x)
 #define FMA(a, b, c) _mm512_fmadd_ps(a, b, c)
 #define HSUM4(v0, v1, v2, v3) hsum4x16(v0, v1, v2, v3)
+#define LOADH(p) _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(p)))
+#define LOADHM(p, m, n) _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(m, p))
 
 // The sums of the four vectors' lanes: {sum v0, sum v1, sum v2, sum v3}.
 static inline __attribute__((always_inline)) __m128 hsum4x16(__m512 v0, __m512 v1, __m512 v2, __m512 v3) {
@@ -36,13 +38,23 @@ static inline __attribute__((always_inline)) __m128 hsum4x16(__m512 v0, __m512 v
 // C[0:R, 0:nc] (+)= A[0:R, 0:kn] B[0:kn, 0:nc], R <= 12, nc <= 32
 void rm_gemm_tile_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
                          int kn, int R, int nc, int load) {
-    SIMD_TILE_ROWS(SIMD_TILE_ARGS, 2, 1)
+    SIMD_TILE_ROWS(SIMD_TILE_ARGS, 2, 1, 0)
 }
 
 // C[0:R, 0:nc] (+)= A[0:R, 0:kn] B[0:kn, 0:nc], R <= 12, nc <= 16
 void rm_gemm_tile16_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
                            int kn, int R, int nc, int load) {
-    SIMD_TILE_ROWS(SIMD_TILE_ARGS, 1, 1)
+    SIMD_TILE_ROWS(SIMD_TILE_ARGS, 1, 1, 0)
+}
+
+// The two tiles above over B of f16 values.
+void rm_gemm_tile_h_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const rm_f16 *b,
+                           int64_t ldb, int kn, int R, int nc, int load) {
+    SIMD_TILE_ROWS(SIMD_TILE_ARGS, 2, 1, 1)
+}
+void rm_gemm_tile16_h_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const rm_f16 *b,
+                             int64_t ldb, int kn, int R, int nc, int load) {
+    SIMD_TILE_ROWS(SIMD_TILE_ARGS, 1, 1, 1)
 }
 
 // C[i0:i1, 0:n] (+)= A[i0:i1, 0:K] W[0:n, 0:K]^T, n <= 16

@@ -6,6 +6,7 @@
 //   LOAD(p), STORE(p, v), LOADM(p, m), STOREM(p, m, v)   (masked: other lanes 0 / untouched)
 //   ZERO(), SET1(x), FMA(a, b, c) = a*b + c fused
 //   HSUM4(v0, v1, v2, v3) the four vectors' sums as an __m128
+//   LOADH(p), LOADHM(p, m, n)  W f16 values at p as floats (masked: the m / first n lanes, others 0)
 #ifndef RM_TENSOR_GEMM_SIMD_H
 #define RM_TENSOR_GEMM_SIMD_H
 
@@ -16,26 +17,39 @@ enum { PF = 16 }; // rows of B simd_tile asks for ahead of the one it reads
 
 // C[0:R, 0:nc] = (load ? C : 0) + A[0:R, 0:kn] B[0:kn, 0:nc], R <= 12,
 // nc <= NV*W; MASKED (nc < NV*W): only nc columns of B and C are touched.
-INLINE void simd_tile(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
-                      int kn, int nc, int load, const int R, const int NV, const int MASKED) {
+// BH: B holds f16 values (rm_f16), each turned into its float exactly as it
+// is loaded; ldb counts elements either way.
+INLINE void simd_tile(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const void *b, int64_t ldb,
+                      int kn, int nc, int load, const int R, const int NV, const int MASKED, const int BH) {
     VF c[12][2];
     MASK_T m[2] = {MASK(nc), MASK(nc - W)};
+    const int64_t ES = BH ? 2 : 4; // bytes an element of B
 #pragma GCC unroll 12
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 2
         for (int v = 0; v < NV; v++)
             c[r][v] = !load ? ZERO() : MASKED ? LOADM(C + r * ldc + W * v, m[v]) : LOAD(C + r * ldc + W * v);
     for (int k = 0; k < kn; k++) {
-        const float *bk = b + k * ldb, *ak = a + k * acs;
+        const char *bk = (const char *)b + k * ldb * ES;
+        const float *ak = a + k * acs;
         VF bv[2];
         // B's row PF on: a B streamed from memory (attention reading the
         // KV cache) would otherwise wait on every row, its rows too far
         // apart or too many at once for the hardware to see the stream.
 #pragma GCC unroll 2
-        for (int o = 0; o < NV * W; o += 16)
-            __builtin_prefetch(k + PF < kn ? bk + PF * ldb + o : b + NV * W + (k + PF - kn) * ldb + o);
+        for (int o = 0; o < NV * W * ES; o += 64)
+            __builtin_prefetch(k + PF < kn ? bk + PF * ldb * ES + o
+                                           : (const char *)b + (NV * W + (k + PF - kn) * ldb) * ES + o);
 #pragma GCC unroll 2
-        for (int v = 0; v < NV; v++) bv[v] = MASKED ? LOADM(bk + W * v, m[v]) : LOAD(bk + W * v);
+        for (int v = 0; v < NV; v++) {
+            if (BH) {
+                const rm_f16 *bh = (const rm_f16 *)bk + W * v;
+                bv[v] = MASKED ? LOADHM(bh, m[v], nc - W * v) : LOADH(bh);
+            } else {
+                const float *bf = (const float *)bk + W * v;
+                bv[v] = MASKED ? LOADM(bf, m[v]) : LOAD(bf);
+            }
+        }
 #pragma GCC unroll 12
         for (int r = 0; r < R; r++) {
             VF av = SET1(ak[r * ars]);
@@ -53,20 +67,20 @@ INLINE void simd_tile(float *C, int64_t ldc, const float *a, int64_t ars, int64_
 }
 
 // simd_tile with the row count R (a variable in scope) made a constant.
-#define SIMD_TILE_ROWS(ARGS, NV, MASKED)                                                                               \
+#define SIMD_TILE_ROWS(ARGS, NV, MASKED, BH)                                                                           \
     switch (R) {                                                                                                       \
-    case 12: simd_tile(ARGS, 12, NV, MASKED); break;                                                                   \
-    case 11: simd_tile(ARGS, 11, NV, MASKED); break;                                                                   \
-    case 10: simd_tile(ARGS, 10, NV, MASKED); break;                                                                   \
-    case 9: simd_tile(ARGS, 9, NV, MASKED); break;                                                                     \
-    case 8: simd_tile(ARGS, 8, NV, MASKED); break;                                                                     \
-    case 7: simd_tile(ARGS, 7, NV, MASKED); break;                                                                     \
-    case 6: simd_tile(ARGS, 6, NV, MASKED); break;                                                                     \
-    case 5: simd_tile(ARGS, 5, NV, MASKED); break;                                                                     \
-    case 4: simd_tile(ARGS, 4, NV, MASKED); break;                                                                     \
-    case 3: simd_tile(ARGS, 3, NV, MASKED); break;                                                                     \
-    case 2: simd_tile(ARGS, 2, NV, MASKED); break;                                                                     \
-    default: simd_tile(ARGS, 1, NV, MASKED); break;                                                                    \
+    case 12: simd_tile(ARGS, 12, NV, MASKED, BH); break;                                                               \
+    case 11: simd_tile(ARGS, 11, NV, MASKED, BH); break;                                                               \
+    case 10: simd_tile(ARGS, 10, NV, MASKED, BH); break;                                                               \
+    case 9: simd_tile(ARGS, 9, NV, MASKED, BH); break;                                                                 \
+    case 8: simd_tile(ARGS, 8, NV, MASKED, BH); break;                                                                 \
+    case 7: simd_tile(ARGS, 7, NV, MASKED, BH); break;                                                                 \
+    case 6: simd_tile(ARGS, 6, NV, MASKED, BH); break;                                                                 \
+    case 5: simd_tile(ARGS, 5, NV, MASKED, BH); break;                                                                 \
+    case 4: simd_tile(ARGS, 4, NV, MASKED, BH); break;                                                                 \
+    case 3: simd_tile(ARGS, 3, NV, MASKED, BH); break;                                                                 \
+    case 2: simd_tile(ARGS, 2, NV, MASKED, BH); break;                                                                 \
+    default: simd_tile(ARGS, 1, NV, MASKED, BH); break;                                                                \
     }
 #define SIMD_TILE_ARGS C, ldc, a, ars, acs, b, ldb, kn, nc, load
 
