@@ -193,52 +193,73 @@ static double time_attention(rm_threadpool *tp, const rm_llama_hparams *hp, cons
     return rm_median(t, REPS);
 }
 
+// One cache type and depth: the cache (>= 192 MiB, cycled) filled, then the
+// step timed at each thread count.
+static void attention_case(const rm_llama_hparams *hp, int type, int depth, const int *ths, int nth) {
+    const int kv_dim = hp->n_head_kv * hp->head_dim;
+    const size_t es = type == RM_KV_F16 ? 2 : 4;
+    const double step_bytes = 22.0 * 2 * depth * kv_dim * es;
+    int layers = (int)((192u << 20) / (2.0 * depth * kv_dim * es)) + 22;
+    rm_kvcache kv;
+    if (rm_kvcache_init_type(&kv, layers, 1, depth, kv_dim, type) != RM_OK) {
+        fprintf(stderr, "depth %d: %s\n", depth, rm_last_error());
+        return;
+    }
+    float *kr = malloc(sizeof(float) * kv_dim), *vr = malloc(sizeof(float) * kv_dim);
+    for (int l = 0; l < layers && kr && vr; l++)
+        for (int p = 0; p < depth; p++) {
+            for (int i = 0; i < kv_dim; i++) {
+                const unsigned x = (unsigned)((l * depth + p) * kv_dim + i);
+                kr[i] = (float)((x * 2654435761u) % 1999) / 1999.0f - 0.5f;
+                vr[i] = (float)((x * 40503u) % 997) / 997.0f - 0.5f;
+            }
+            rm_kv_put(&kv, l, 0, p, kr, vr);
+        }
+    free(kr);
+    free(vr);
+    for (int k = 0; k < nth; k++) {
+        rm_threadpool *tp = rm_threadpool_create(ths[k]);
+        float *scratch = malloc(sizeof(float) * rm_attention_scratch(hp, &kv, rm_threadpool_size(tp), 1));
+        double bw = rm_measure_read_bandwidth(tp), best = 0;
+        double sec = scratch ? time_attention(tp, hp, &kv, depth, scratch, &best) : 0;
+        if (sec > 0)
+            printf("%4s %6d %3d %9.3f %9.3f %8.1f %6.0f%%\n", rm_kv_type_name(type), depth, ths[k], sec * 1e3,
+                   best * 1e3, step_bytes / sec / 1e9, 100 * step_bytes / sec / 1e9 / bw);
+        fflush(stdout);
+        free(scratch);
+        rm_threadpool_free(tp);
+    }
+    rm_kvcache_free(&kv);
+}
+
 static int bench_attention(int argc, char **argv) {
-    int depths[8] = {256, 1024, 2048}, nd = 3, ths[4] = {1, 2}, nth = 2;
+    int depths[8] = {256, 1024, 2048}, nd = 3, ths[4] = {1, 2}, nth = 2, types[2] = {RM_KV_F32, RM_KV_F16}, nt = 2;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--depth") && i + 1 < argc) nd = parse_list(argv[++i], depths, 8);
         else if (!strcmp(argv[i], "--threads") && i + 1 < argc) nth = parse_list(argv[++i], ths, 4);
-        else {
-            fprintf(stderr, "usage: ramole-bench attention [--depth 256,1024,2048] [--threads 1,2]\n");
+        else if (!strcmp(argv[i], "--kv") && i + 1 < argc) {
+            const char *a = argv[++i];
+            const int both = !strcmp(a, "f32,f16");
+            nt = 0;
+            if (both || !strcmp(a, "f32")) types[nt++] = RM_KV_F32;
+            if (both || !strcmp(a, "f16")) types[nt++] = RM_KV_F16;
+            if (!nt) {
+                fprintf(stderr, "--kv %s: expected f32, f16 or f32,f16\n", a);
+                return 2;
+            }
+        } else {
+            fprintf(stderr, "usage: ramole-bench attention [--depth 256,1024,2048] [--threads 1,2] [--kv f32,f16]\n");
             return strcmp(argv[i], "--help") ? 2 : 0;
         }
     }
     rm_llama_hparams hp = {.n_head = 32, .n_head_kv = 4, .head_dim = 64, .n_layer = 22};
-    const int kv_dim = hp.n_head_kv * hp.head_dim;
     printf("cpu: %s\n", rm_cpu_describe());
-    printf("\n%6s %3s %9s %9s %8s %7s\n", "depth", "thr", "ms/step", "best ms", "GB/s", "%bw");
-    for (int d = 0; d < nd; d++) {
-        const int depth = depths[d];
-        if (depth < 1 || depth > 131072) {
-            fprintf(stderr, "depth %d: must be 1..131072\n", depth);
-            continue;
+    printf("\n%4s %6s %3s %9s %9s %8s %7s\n", "kv", "depth", "thr", "ms/step", "best ms", "GB/s", "%bw");
+    for (int e = 0; e < nt; e++)
+        for (int d = 0; d < nd; d++) {
+            if (depths[d] < 1 || depths[d] > 131072) fprintf(stderr, "depth %d: must be 1..131072\n", depths[d]);
+            else attention_case(&hp, types[e], depths[d], ths, nth);
         }
-        const double step_bytes = 22.0 * 2 * depth * kv_dim * sizeof(float);
-        int layers = (int)((192u << 20) / (2.0 * depth * kv_dim * sizeof(float))) + 22;
-        rm_kvcache kv;
-        if (rm_kvcache_init(&kv, layers, 1, depth, kv_dim) != RM_OK) {
-            fprintf(stderr, "depth %d: %s\n", depth, rm_last_error());
-            continue;
-        }
-        size_t n = (size_t)layers * kv.blk;
-        for (size_t i = 0; i < n; i++) {
-            kv.k[i] = (float)((i * 2654435761u) % 1999) / 1999.0f - 0.5f;
-            kv.v[i] = (float)((i * 40503u) % 997) / 997.0f - 0.5f;
-        }
-        for (int k = 0; k < nth; k++) {
-            rm_threadpool *tp = rm_threadpool_create(ths[k]);
-            float *scratch = malloc(sizeof(float) * rm_attention_scratch(&hp, &kv, rm_threadpool_size(tp), 1));
-            double bw = rm_measure_read_bandwidth(tp), best = 0;
-            double sec = scratch ? time_attention(tp, &hp, &kv, depth, scratch, &best) : 0;
-            if (sec > 0)
-                printf("%6d %3d %9.3f %9.3f %8.1f %6.0f%%\n", depth, ths[k], sec * 1e3, best * 1e3,
-                       step_bytes / sec / 1e9, 100 * step_bytes / sec / 1e9 / bw);
-            fflush(stdout);
-            free(scratch);
-            rm_threadpool_free(tp);
-        }
-        rm_kvcache_free(&kv);
-    }
     return 0;
 }
 RM_BENCH(attention, "one decode step's attention at a given depth: ms and GB/s of the KV cache", bench_attention)

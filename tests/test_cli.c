@@ -37,11 +37,18 @@ TEST(cli_refusals_say_why) {
     check_refused(args, "give --pool or --lora, not both");
     snprintf(args, sizeof args, "generate -m %s -p hi --pool %s --retrieve 0", model, rm_test_tmpdir());
     check_refused(args, "--retrieve must be 1..16");
+    snprintf(args, sizeof args, "generate -m %s -p hi --kv-type q8", model);
+    check_refused(args, "--kv-type wants f32 or f16, got 'q8'");
+    snprintf(args, sizeof args, "serve -m %s --kv-type f64", model);
+    check_refused(args, "--kv-type wants f32 or f16, got 'f64'");
     check_refused("convert --from hf in out --tokenizer tok.bin", "--tokenizer goes with --from llama2c");
     check_refused("pool frobnicate --pool x", "unknown command 'frobnicate'");
     setenv("RAMOLE_ISA", "bogus", 1);
     check_refused("help", "RAMOLE_ISA=bogus is not a kernel family (auto, scalar, avx2, avx512, avx512bf16)");
     unsetenv("RAMOLE_ISA");
+    // the f16 cache generates
+    snprintf(args, sizeof args, "generate -m %s --prompt-ids '5 6 7' -n 4 --temp 0 --ids --kv-type f16", model);
+    CHECKF(rm_test_cli(args) == 0 && strlen(rm_test_cli_out()) > 4, "generate --kv-type f16: %s", rm_test_cli_err());
     // a weight that is a number is no refusal (the adapter is then loaded: here it is no adapter)
     snprintf(args, sizeof args, "generate -m %s -p hi --lora %s:0.5", model, model);
     CHECK(rm_test_cli(args) == 1 && !strstr(rm_test_cli_err(), "bad weight"));

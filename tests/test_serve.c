@@ -198,11 +198,12 @@ static int fixture_start(serve_fixture *f) {
     return rm_test_server_start(&f->sp, cmd);
 }
 
-// Checks served ids (got) against `ramole generate -p PROMPT -n N --temp 0 -t 1 EXTRA`.
+// Checks served ids (got) against `ramole generate -p PROMPT -n N --temp 0 -t 1 --kv-type f16 EXTRA`
+// (the server's KV cache is f16 unless told otherwise, generate's f32).
 static void check_as_generate(const serve_fixture *f, const char *got, const char *prompt, int n, const char *extra,
                               const char *what) {
     char args[8192], want[1024];
-    snprintf(args, sizeof args, "-m %s -p '%s' -n %d --temp 0 -t 1 %s", f->model, prompt, n, extra);
+    snprintf(args, sizeof args, "-m %s -p '%s' -n %d --temp 0 -t 1 --kv-type f16 %s", f->model, prompt, n, extra);
     CHECK(generate_ids(args, want, sizeof want) == 0);
     CHECKF(got[0] && !strcmp(got, want), "%s: served '%s', generate '%s'", what, got, want);
 }
@@ -286,6 +287,13 @@ TEST(serve_completions_together_as_generate) {
            rm_test_metric_in(raw.buf, "prompt_tokens_total"), n_prompt_tok);
     CHECK(rm_test_metric_in(raw.buf, "generation_tokens_total") == n_gen_tok && n_gen_tok > 0);
     CHECK(rm_test_metric_in(raw.buf, "adapters") == 3 && rm_test_metric_in(raw.buf, "slots") == 3);
+    // the default f16 cache: 3 slots x 128 positions x layers x 2 (K, V) x kv_dim x 2 bytes, and a line per block
+    rm_llama *m = NULL;
+    REQUIRE(rm_llama_load(&m, f.model) == RM_OK);
+    const double kvd = m->hp.n_head_kv * m->hp.head_dim, kv_want = 2.0 * m->hp.n_layer * 3 * (128 * kvd + 32) * 2;
+    rm_llama_free(m);
+    CHECKF(rm_test_metric_in(raw.buf, "kv_cache_bytes") == kv_want, "kv_cache_bytes %g, want %g",
+           rm_test_metric_in(raw.buf, "kv_cache_bytes"), kv_want);
     rm_sb_free(&raw);
     CHECK(rm_test_server_stop(&f.sp) == 0);
 }
@@ -897,6 +905,54 @@ TEST(serve_engine_edges) {
                    !memcmp(alone[s].tok, together[s]->tok, sizeof(int32_t) * (size_t)alone[s].n),
                "sequence %d: alone %d tokens, together %d", s, alone[s].n, together[s]->n);
     }
+    rm_llama_free(m);
+}
+
+// An engine with an f16 KV cache: its first token's logits are those of the
+// model's forward over an f16 cache, bit for bit, and not the f32 cache's.
+static int first_logits(void *user, int32_t token, const float *logits) {
+    (void)token;
+    float *keep = user;
+    if (keep[0] != keep[0]) memcpy(keep, logits, sizeof(float) * 512); // NaN: not yet
+    return 0;
+}
+static void ignore_done(void *user, const int32_t *t, int n, const char *reason) {
+    (void)user, (void)t, (void)n, (void)reason;
+}
+
+TEST(serve_engine_f16_cache) {
+    REQUIRE(serve_tiny_model());
+    rm_llama *m = NULL;
+    REQUIRE(rm_llama_load(&m, serve_tiny_model()) == RM_OK);
+    const int V = m->hp.n_vocab;
+    REQUIRE(V <= 512);
+    rm_sampler_params sp = rm_sampler_default_params();
+    sp.temperature = 0;
+    int32_t p[11], pos[11], slot[11] = {0};
+    for (int i = 0; i < 11; i++) p[i] = 5 + 3 * i, pos[i] = i;
+    float got[2][512], want[2][512];
+    for (int t = 0; t < 2; t++) {
+        const int type = t ? RM_KV_F16 : RM_KV_F32;
+        rm_engine *e = NULL;
+        REQUIRE(rm_engine_new_kv(&e, m, NULL, 2, 32, 64, type) == RM_OK);
+        got[t][0] = NAN;
+        rm_engine_cbs cb = {ignore_done, first_logits, got[t]};
+        CHECK_OK(rm_engine_submit(e, p, 11, 3, &sp, NULL, 0, RM_COMPOSE_MIXTURE, &cb));
+        while (rm_engine_step(e) > 0) {}
+        rm_engine_free(e);
+        rm_kvcache kv;
+        CHECK_OK(rm_kvcache_init_type(&kv, m->hp.n_layer, 1, 32, m->hp.n_head_kv * m->hp.head_dim, type));
+        uint8_t wanted[11] = {[10] = 1};
+        rm_batch b = {11, p, pos, slot, wanted, NULL};
+        CHECK_OK(rm_llama_forward(m, &kv, NULL, &b, NULL, want[t]));
+        rm_kvcache_free(&kv);
+        CHECKF(!memcmp(got[t], want[t], sizeof(float) * V), "%s cache: the engine's logits are not the forward's",
+               rm_kv_type_name(type));
+    }
+    CHECK(memcmp(got[0], got[1], sizeof(float) * V) != 0);
+    // a bad type is refused, naming it
+    rm_engine *e = NULL;
+    CHECK(rm_engine_new_kv(&e, m, NULL, 2, 32, 64, 7) == RM_EINVAL && !e && strstr(rm_last_error(), "type"));
     rm_llama_free(m);
 }
 

@@ -21,6 +21,8 @@ int cli_flag(int argc, char **argv, int *i, const char *name, const char *alias)
 int cli_str(int argc, char **argv, int *i, const char *name, const char *alias, const char **out);
 int cli_int(int argc, char **argv, int *i, const char *name, const char *alias, long *out);
 int cli_float(int argc, char **argv, int *i, const char *name, const char *alias, double *out);
+// --kv-type f32|f16: the KV cache's elements (RM_KV_F32 / RM_KV_F16) into *out.
+int cli_kv_type(int argc, char **argv, int *i, int *out);
 // The folder of llama.cpp's bench drivers: given, else $RAMOLE_LLAMACPP_BENCH,
 // else ~/.cache/ramole-llamacpp-bench (written into buf).
 const char *cli_llamacpp_dir(const char *given, char *buf, size_t cap);

@@ -62,6 +62,7 @@ static void help(void) {
         "  -t, --threads N       threads (default: all cores)\n"
         "  -c, --ctx N           positions per request (default min(model, 2048)); longer prompts\n"
         "                        keep their end (counted in the report)\n"
+        "  --kv-type f32|f16     the KV cache's elements (default f32)\n"
         "  --out FILE            one JSON line per request: task, metric, inputs, targets,\n"
         "                        prediction, adapters, score\n"
         "  --json                the summary as JSON on stdout\n\n"
@@ -195,7 +196,7 @@ typedef struct eval_args {
     const char *method, *task_data, *table, *methods, *svg, *md;
     adapter_args ad; // --retrieve 0: not retrieving
     long max_new, limit, slots, threads, ctx, arrow_k, method_k, split_seed, lh_examples, lh_cands, lh_iters, seed;
-    int oracle, json, exclude_own;
+    int oracle, json, exclude_own, kv_type;
 } eval_args;
 
 // The method of the command line: --method NAME, or the older flags.
@@ -303,6 +304,7 @@ static rm_run_params params_of(const eval_args *a, progress_line *pl) {
     rm_run_params p = rm_run_default_params();
     p.max_new = (int)a->max_new, p.ctx = (int)a->ctx, p.limit = (int)a->limit, p.task_data = a->task_data;
     p.slots = a->slots > 0 ? (int)a->slots : a->table ? 64 : 8;
+    p.kv_type = a->kv_type;
     p.progress = on_progress, p.user = pl;
     return p;
 }
@@ -461,7 +463,7 @@ static int parse_args(int argc, char **argv, eval_args *a) {
                    cli_int(argc, argv, &i, "--limit", NULL, &a->limit) ||
                    cli_int(argc, argv, &i, "--slots", NULL, &a->slots) ||
                    cli_int(argc, argv, &i, "--threads", "-t", &a->threads) ||
-                   cli_int(argc, argv, &i, "--ctx", "-c", &a->ctx) ||
+                   cli_int(argc, argv, &i, "--ctx", "-c", &a->ctx) || cli_kv_type(argc, argv, &i, &a->kv_type) ||
                    cli_str(argc, argv, &i, "--out", NULL, &a->out_path))) {
             fprintf(stderr, "ramole eval: unknown option '%s' (see --help)\n", argv[i]);
             return 2;

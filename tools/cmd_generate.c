@@ -29,6 +29,8 @@ static void help(void) {
            "  --seed S              sampling seed (default 24301)\n"
            "  -t, --threads N       threads (default: all cores)\n"
            "  -c, --ctx N           context size (default: min(model, 4096))\n"
+           "  --kv-type f32|f16     the KV cache's elements (default f32); f16: half the memory and the\n"
+           "                        bytes attention reads at depth, at f16 precision\n"
            "  --ids                 print the new token ids on one line, nothing else on stdout\n"
            "  --lora PATH[:WEIGHT]  apply a LoRA adapter (PEFT dir or GGUF); repeat for several (up to 16)\n"
            "  --compose MODE        selection | mixture | fusion | router (default: selection for one\n"
@@ -119,7 +121,7 @@ typedef struct gen_args {
     const char *model, *prompt, *prompt_ids;
     long n_new, threads, ctx, top_k, last_n, seed;
     double temp, top_p, min_p, rep;
-    int ids_mode;
+    int ids_mode, kv_type;
     adapter_args ad;
 } gen_args;
 
@@ -139,6 +141,7 @@ static int parse_args(int argc, char **argv, gen_args *a) {
               cli_int(argc, argv, &i, "--n-predict", "-n", &a->n_new) ||
               cli_int(argc, argv, &i, "--threads", "-t", &a->threads) ||
               cli_int(argc, argv, &i, "--ctx", "-c", &a->ctx) || cli_int(argc, argv, &i, "--top-k", NULL, &a->top_k) ||
+              cli_kv_type(argc, argv, &i, &a->kv_type) ||
               cli_int(argc, argv, &i, "--repeat-last-n", NULL, &a->last_n) ||
               cli_int(argc, argv, &i, "--seed", NULL, &a->seed) ||
               cli_float(argc, argv, &i, "--temp", NULL, &a->temp) ||
@@ -252,7 +255,8 @@ static int run(const gen_args *a, gen_run *r) {
         fprintf(stderr, "ramole generate: cannot start threads\n");
         return 1;
     }
-    if (rm_kvcache_init(&r->kv, hp->n_layer, 1, (int)ctx, hp->n_head_kv * hp->head_dim)) return cli_fail("kv cache");
+    if (rm_kvcache_init_type(&r->kv, hp->n_layer, 1, (int)ctx, hp->n_head_kv * hp->head_dim, a->kv_type))
+        return cli_fail("kv cache");
     const char *lora[RM_PLAN_MAX];
     r->n_lora = a->ad.n_lora;
     memcpy(lora, a->ad.lora, sizeof lora);

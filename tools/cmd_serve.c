@@ -5,6 +5,7 @@
 // ends the ones still running.
 #include "cli.h"
 #include "base/err.h"
+#include "model/kvcache.h"
 #include "serve/server.h"
 
 #include <malloc.h>
@@ -46,7 +47,7 @@ static void usage(void) {
         "usage: ramole serve -m MODEL [--pool DIR|URL] [--router FILE] [--host H] [--port P] [-t N] [--threads N]\n"
         "                    [--slots S] [--ctx N] [--max-connections N] [--timeout S] [--max-body BYTES]\n"
         "                    [--drain-timeout S] [--request-timeout S] [--max-per-ip N] [--health-reserve N]\n"
-        "                    [--adapter-cache-mb MB] [--lora-f16 | --lora-q8]\n\n"
+        "                    [--adapter-cache-mb MB] [--lora-f16 | --lora-q8] [--kv-type f32|f16]\n\n"
         "  --pool DIR|URL      the adapter pool: a folder (SQLite), or a PostgreSQL database shared by\n"
         "                      replicas, postgresql://USER@HOST:PORT/DB?weights=SHARED_DIR (docs/deploy.md)\n"
         "  --host H            address to listen on (127.0.0.1); an IPv6 address such as ::1, or :: for\n"
@@ -55,6 +56,9 @@ static void usage(void) {
         "  -t, --compute-threads N  threads of the forward pass (0: one per core)\n"
         "  --threads N         HTTP I/O threads (2), apart from the compute threads\n"
         "  --slots S           sequences the engine runs at once (8); --ctx N positions each (2048)\n"
+        "  --kv-type f16|f32   the KV cache's elements (f16: slots x ctx x layers x 2 x kv heads x head size\n"
+        "                      x 2 bytes, half of f32's, and half the bytes attention reads); f32 for exact\n"
+        "                      f32 keys and values, as `ramole generate` and `ramole eval` use by default\n"
         "  --max-connections N open connections at once (256); more are refused\n"
         "  --timeout S         seconds a connection may stay silent: idle, or sending its request (60)\n"
         "  --max-body BYTES    request bodies above this get 413 (4194304)\n"
@@ -131,6 +135,7 @@ static int cmd_serve(int argc, char **argv) {
         } else if (cli_int(argc, argv, &i, "--threads", NULL, &io)) {
         } else if (cli_int(argc, argv, &i, "--slots", NULL, &slots)) {
         } else if (cli_int(argc, argv, &i, "--ctx", "-c", &ctx)) {
+        } else if (cli_kv_type(argc, argv, &i, &p.kv_type)) {
         } else if (cli_int(argc, argv, &i, "--max-connections", NULL, &conns)) {
         } else if (cli_int(argc, argv, &i, "--timeout", NULL, &timeout)) {
         } else if (cli_int(argc, argv, &i, "--max-body", NULL, &body)) {
@@ -236,8 +241,8 @@ static int cmd_serve(int argc, char **argv) {
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     char shown[1024];
-    fprintf(stderr, "ramole serve: listening on %s (%d slots x %d positions, %ld I/O threads%s%s%s)\n",
-            rm_server_url(s), p.slots, p.ctx, io, p.pool ? ", pool " : "",
+    fprintf(stderr, "ramole serve: listening on %s (%d slots x %d positions, %s KV cache, %ld I/O threads%s%s%s)\n",
+            rm_server_url(s), p.slots, p.ctx, rm_kv_type_name(p.kv_type), io, p.pool ? ", pool " : "",
             p.pool ? pool_shown(p.pool, shown, sizeof shown) : "", p.api_key || p.admin_key ? ", keys required" : "");
     while (!g_signals) {
         struct timespec ts = {0, 200 * 1000 * 1000};

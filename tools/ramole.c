@@ -1,6 +1,7 @@
 // ramole.c — the `ramole` command: dispatches to the registered subcommands.
 #include "cli.h"
 #include "base/err.h"
+#include "model/kvcache.h"
 #include "ramole.h"
 
 #include <stdlib.h>
@@ -78,6 +79,16 @@ int cli_float(int argc, char **argv, int *i, const char *name, const char *alias
         exit(2);
     }
     *out = v;
+    return 1;
+}
+
+int cli_kv_type(int argc, char **argv, int *i, int *out) {
+    const char *s;
+    if (!cli_str(argc, argv, i, "--kv-type", NULL, &s)) return 0;
+    if ((*out = rm_kv_type_parse(s)) < 0) {
+        fprintf(stderr, "ramole: --kv-type wants f32 or f16, got '%s'\n", s);
+        exit(2);
+    }
     return 1;
 }
 

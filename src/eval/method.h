@@ -84,6 +84,7 @@ typedef struct rm_run_params {
     int ctx;               // positions per request (0: the model's, at most 2048)
     int slots;             // requests decoded together (8)
     int rows;              // batch rows per forward pass (512)
+    int kv_type;           // the KV cache's elements (RM_KV_F32, the default, or RM_KV_F16)
     int limit;             // the first `limit` requests of each task (0: all)
     // progress (may be NULL): stage "retrieve" (requests), "lorahub" (tasks) or "generate" (requests)
     void (*progress)(void *user, const char *stage, long done, long total);

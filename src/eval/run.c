@@ -212,7 +212,9 @@ int rm_eval_run(rm_eval_env *env, const rm_evalset *set, const rm_method *method
         for (int k = 0; k < n_methods; k++) out->items[k * n_req + q].cut = cut;
     }
     // generate, continuously batched
-    if (!rc) rc = rm_engine_new(&eng, m, rm_eval_env_threads(env), p->slots, p->ctx, p->rows > 0 ? p->rows : 512);
+    if (!rc)
+        rc = rm_engine_new_kv(&eng, m, rm_eval_env_threads(env), p->slots, p->ctx, p->rows > 0 ? p->rows : 512,
+                              p->kv_type);
     double t0 = rm_now();
     int next = 0;
     while (!rc) {

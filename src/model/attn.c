@@ -8,7 +8,8 @@
 //               len - 1 is the block's largest position)
 //   P = softmax(S / sqrt(hd)) per row over its own positions 0..pos (0 beyond)
 //   O = P V
-// Both products go through rm_gemm_nn, which computes every element as one
+// Both products go through rm_gemm_nn (rm_gemm_nn_bh over an f16 cache,
+// the same arithmetic on its values as floats), which computes every element as one
 // chain of FMAs in index order whatever the matrix sizes, and a weight of 0
 // adds exactly 0. So a row's output does not depend on which rows share its
 // block, how a prompt is cut into forward calls, or prefill vs decode: the
@@ -68,8 +69,9 @@ static void block_kvhead(const attn_job *j, float *s, int r0, int nr, int kvh) {
     const int slot = j->b->slot[r0];
     int len = 0;
     for (int i = 0; i < nr; i++) len = j->b->pos[r0 + i] + 1 > len ? j->b->pos[r0 + i] + 1 : len;
-    const float *kt = rm_kv_kt(j->kv, j->layer, slot) + (size_t)kvh * hd * n_ctx;
-    const float *v = rm_kv_v(j->kv, j->layer, slot, 0) + (size_t)kvh * hd;
+    const size_t kt_at = rm_kv_block(j->kv, j->layer, slot) + (size_t)kvh * hd * n_ctx;
+    const size_t v_at = rm_kv_block(j->kv, j->layer, slot) + (size_t)kvh * hd;
+    const int half = j->kv->type == RM_KV_F16;
     const float scale = 1.0f / sqrtf((float)hd);
     const size_t qd = (size_t)H * hd;
     const int heads_per = nr == 1 ? (group < BLOCK ? group : BLOCK) : 1;
@@ -77,11 +79,14 @@ static void block_kvhead(const attn_job *j, float *s, int r0, int nr, int kvh) {
     for (int h = kvh * group; h < (kvh + 1) * group; h += heads_per) {
         const int rows = nr == 1 ? ((kvh + 1) * group - h < heads_per ? (kvh + 1) * group - h : heads_per) : nr;
         memset(s, 0, sizeof(float) * (size_t)rows * len);
-        rm_gemm_nn(NULL, s, len, j->q + r0 * qd + (size_t)h * hd, ld, kt, n_ctx, rows, len, hd);
+        const float *q = j->q + r0 * qd + (size_t)h * hd;
+        if (half) rm_gemm_nn_bh(NULL, s, len, q, ld, (const rm_f16 *)j->kv->k + kt_at, n_ctx, rows, len, hd);
+        else rm_gemm_nn(NULL, s, len, q, ld, (const float *)j->kv->k + kt_at, n_ctx, rows, len, hd);
         for (int i = 0; i < rows; i++) softmax_row(s + (size_t)i * len, len, j->b->pos[r0 + (nr == 1 ? 0 : i)], scale);
         float *o = j->out + r0 * qd + (size_t)h * hd;
         for (int i = 0; i < rows; i++) memset(o + i * ld, 0, sizeof(float) * hd);
-        rm_gemm_nn(NULL, o, ld, s, len, v, j->kv->kv_dim, rows, hd, len);
+        if (half) rm_gemm_nn_bh(NULL, o, ld, s, len, (const rm_f16 *)j->kv->v + v_at, j->kv->kv_dim, rows, hd, len);
+        else rm_gemm_nn(NULL, o, ld, s, len, (const float *)j->kv->v + v_at, j->kv->kv_dim, rows, hd, len);
     }
 }
 

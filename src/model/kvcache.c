@@ -6,25 +6,33 @@
 #include <stdlib.h>
 #include <string.h>
 
+static size_t elem_bytes(int type) { return type == RM_KV_F16 ? sizeof(rm_f16) : sizeof(float); }
+
 int rm_kvcache_init(rm_kvcache *kv, int n_layer, int n_slots, int n_ctx, int kv_dim) {
+    return rm_kvcache_init_type(kv, n_layer, n_slots, n_ctx, kv_dim, RM_KV_F32);
+}
+
+int rm_kvcache_init_type(rm_kvcache *kv, int n_layer, int n_slots, int n_ctx, int kv_dim, int type) {
     memset(kv, 0, sizeof *kv);
     if (n_layer <= 0 || n_slots <= 0 || n_ctx <= 0 || kv_dim <= 0)
         return rm_errorf(RM_EINVAL, "kv cache: bad shape %d layers x %d slots x %d ctx x %d", n_layer, n_slots, n_ctx,
                          kv_dim);
+    if (type != RM_KV_F32 && type != RM_KV_F16) return rm_errorf(RM_EINVAL, "kv cache: unknown element type %d", type);
     // The line between blocks keeps the blocks of a slot in successive
     // layers (power-of-two sizes apart, and physically so in huge pages) from
     // all falling on the same cache sets.
-    size_t blk = (size_t)n_ctx * kv_dim + 16, n = (size_t)n_layer * n_slots * blk;
-    kv->k = rm_huge_alloc(n * sizeof(float));
-    kv->v = rm_huge_alloc(n * sizeof(float));
+    const size_t es = elem_bytes(type), blk = (size_t)n_ctx * kv_dim + 64 / es, n = (size_t)n_layer * n_slots * blk;
+    kv->k = rm_huge_alloc(n * es);
+    kv->v = rm_huge_alloc(n * es);
     kv->len = calloc((size_t)n_slots, sizeof(int32_t));
     if (!kv->k || !kv->v || !kv->len) {
-        rm_huge_free(kv->k, n * sizeof(float));
-        rm_huge_free(kv->v, n * sizeof(float));
+        rm_huge_free(kv->k, n * es);
+        rm_huge_free(kv->v, n * es);
         free(kv->len);
         memset(kv, 0, sizeof *kv);
-        return rm_errorf(RM_ENOMEM, "kv cache: cannot allocate %zu MiB", 2 * n * sizeof(float) >> 20);
+        return rm_errorf(RM_ENOMEM, "kv cache: cannot allocate %zu MiB", 2 * n * es >> 20);
     }
+    kv->type = type;
     kv->n_layer = n_layer;
     kv->n_slots = n_slots;
     kv->n_ctx = n_ctx;
@@ -34,9 +42,9 @@ int rm_kvcache_init(rm_kvcache *kv, int n_layer, int n_slots, int n_ctx, int kv_
 }
 
 void rm_kvcache_free(rm_kvcache *kv) {
-    size_t n = (size_t)kv->n_layer * kv->n_slots * kv->blk;
-    rm_huge_free(kv->k, n * sizeof(float));
-    rm_huge_free(kv->v, n * sizeof(float));
+    size_t n = (size_t)kv->n_layer * kv->n_slots * kv->blk, es = elem_bytes(kv->type);
+    rm_huge_free(kv->k, n * es);
+    rm_huge_free(kv->v, n * es);
     free(kv->len);
     memset(kv, 0, sizeof *kv);
 }
@@ -46,5 +54,26 @@ void rm_kvcache_clear_slot(rm_kvcache *kv, int slot) {
 }
 
 size_t rm_kvcache_bytes(const rm_kvcache *kv) {
-    return 2 * (size_t)kv->n_layer * kv->n_slots * kv->blk * sizeof(float);
+    return 2 * (size_t)kv->n_layer * kv->n_slots * kv->blk * elem_bytes(kv->type);
+}
+
+const char *rm_kv_type_name(int type) { return type == RM_KV_F16 ? "f16" : "f32"; }
+
+int rm_kv_type_parse(const char *s) {
+    if (s && !strcmp(s, "f32")) return RM_KV_F32;
+    if (s && !strcmp(s, "f16")) return RM_KV_F16;
+    return -1;
+}
+
+void rm_kv_put(const rm_kvcache *kv, int layer, int slot, int pos, const float *k, const float *v) {
+    const size_t n_ctx = (size_t)kv->n_ctx;
+    if (kv->type == RM_KV_F16) {
+        rm_f16 *kt = rm_kv_kt_h(kv, layer, slot) + pos, *vr = rm_kv_v_h(kv, layer, slot, pos);
+        for (int i = 0; i < kv->kv_dim; i++) kt[i * n_ctx] = rm_f32_to_f16(k[i]);
+        for (int i = 0; i < kv->kv_dim; i++) vr[i] = rm_f32_to_f16(v[i]);
+        return;
+    }
+    float *kt = rm_kv_kt(kv, layer, slot) + pos;
+    for (int i = 0; i < kv->kv_dim; i++) kt[i * n_ctx] = k[i];
+    memcpy(rm_kv_v(kv, layer, slot, pos), v, (size_t)kv->kv_dim * sizeof(float));
 }

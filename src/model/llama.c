@@ -388,8 +388,7 @@ static void rows_range(const rows_job *j, int r0, int r1) {
             if (j->L->bv) rm_bias_add(j->v + r * kvd, j->L->bv, 1, (int)kvd);
             rm_rope_forward(hp, j->q + r * qd, hp->n_head, cs);
             rm_rope_forward(hp, j->k + r * kvd, hp->n_head_kv, cs);
-            rm_kv_put_k(j->kv, j->layer, j->b->slot[r], j->b->pos[r], j->k + r * kvd);
-            memcpy(rm_kv_v(j->kv, j->layer, j->b->slot[r], j->b->pos[r]), j->v + r * kvd, kvd * sizeof(float));
+            rm_kv_put(j->kv, j->layer, j->b->slot[r], j->b->pos[r], j->k + r * kvd, j->v + r * kvd);
         }
         break;
     case STEP_SILU: // y = silu(y) * x, rows of n_ff

@@ -36,13 +36,18 @@ struct rm_engine {
 };
 
 int rm_engine_new(rm_engine **out, rm_llama *m, rm_threadpool *tp, int n_slots, int n_ctx, int rows_per_step) {
+    return rm_engine_new_kv(out, m, tp, n_slots, n_ctx, rows_per_step, RM_KV_F32);
+}
+
+int rm_engine_new_kv(rm_engine **out, rm_llama *m, rm_threadpool *tp, int n_slots, int n_ctx, int rows_per_step,
+                     int kv_type) {
     *out = NULL;
     if (n_slots < 1 || n_ctx < 2) return rm_errorf(RM_EINVAL, "engine: %d slots of %d positions", n_slots, n_ctx);
     if (rows_per_step < n_slots) rows_per_step = n_slots; // every running sequence gets its row
     rm_engine *e = calloc(1, sizeof *e);
     if (!e) return rm_errorf(RM_ENOMEM, "out of memory");
     e->m = m, e->tp = tp, e->n_slots = n_slots, e->rows = rows_per_step;
-    int rc = rm_kvcache_init(&e->kv, m->hp.n_layer, n_slots, n_ctx, m->hp.n_head_kv * m->hp.head_dim);
+    int rc = rm_kvcache_init_type(&e->kv, m->hp.n_layer, n_slots, n_ctx, m->hp.n_head_kv * m->hp.head_dim, kv_type);
     size_t R = (size_t)rows_per_step;
     e->slot = calloc((size_t)n_slots, sizeof *e->slot);
     e->tok = malloc(R * sizeof(int32_t));
@@ -278,4 +283,5 @@ void rm_engine_get_stats(const rm_engine *e, rm_engine_stats *st) {
     st->steps = e->steps, st->rows = e->n_rows;
     st->prompt_tokens = e->n_prompt_tok, st->generated_tokens = e->n_gen_tok, st->finished = e->n_finished;
     st->cancelled = e->n_cancelled;
+    st->kv_bytes = rm_kvcache_bytes(&e->kv), st->kv_type = e->kv.type;
 }

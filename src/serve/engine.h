@@ -32,8 +32,11 @@ typedef struct rm_engine_cbs {
 } rm_engine_cbs;
 
 // n_slots sequences at once, each up to n_ctx positions; rows_per_step is the
-// batch row budget (prompt chunks share it). tp may be NULL.
+// batch row budget (prompt chunks share it). tp may be NULL. The KV cache is
+// f32 (rm_engine_new) or of kv_type (RM_KV_F32 / RM_KV_F16, model/kvcache.h).
 int rm_engine_new(rm_engine **out, rm_llama *m, rm_threadpool *tp, int n_slots, int n_ctx, int rows_per_step);
+int rm_engine_new_kv(rm_engine **out, rm_llama *m, rm_threadpool *tp, int n_slots, int n_ctx, int rows_per_step,
+                     int kv_type);
 void rm_engine_free(rm_engine *e);
 
 // The router (lora/router.h, bound to the engine's model; not owned, must
@@ -84,6 +87,8 @@ typedef struct rm_engine_stats {
     long long steps, rows; // forward passes and the batch rows they carried
     long long prompt_tokens, generated_tokens, finished;
     long long cancelled; // sequences ended by their cancel callback
+    size_t kv_bytes;     // the KV cache's size (rm_kvcache_bytes), of kv_type elements
+    int kv_type;
 } rm_engine_stats;
 void rm_engine_get_stats(const rm_engine *e, rm_engine_stats *st);
 #endif

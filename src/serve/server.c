@@ -292,6 +292,7 @@ rm_server_params rm_server_default_params(void) {
                               .slots = 8,
                               .ctx = 2048,
                               .rows = 512,
+                              .kv_type = RM_KV_F16,
                               .http = rm_http_default_params()};
 }
 
@@ -332,7 +333,8 @@ int rm_server_start(const rm_server_params *p, rm_server **out) {
             p->default_model, s->base_name);
     if (!rc && !(s->tp = rm_threadpool_create(p->compute_threads)))
         rc = rm_errorf(RM_ENOMEM, "cannot start the compute threads");
-    if (!rc) rc = rm_engine_new(&s->eng, s->m, s->tp, p->slots, ctx, p->rows);
+    if (!rc) rc = rm_engine_new_kv(&s->eng, s->m, s->tp, p->slots, ctx, p->rows, p->kv_type);
+    if (!rc) rm_engine_get_stats(s->eng, &s->eng_stats); // before the engine thread runs: the gauges from the start
     if (!rc) rm_engine_set_router(s->eng, s->router);
     if (!rc) rm_engine_set_cancel(s->eng, openai_gone);
     if (!rc && pthread_create(&s->eng_thread, NULL, engine_main, s))

@@ -24,6 +24,7 @@ typedef struct rm_server_params {
     float auto_min_score;      // and the score they need (-INFINITY: any)
     int compute_threads;       // the forward pass's thread pool (0: one per core)
     int slots, ctx, rows;      // sequences at once, positions each, batch rows per step
+    int kv_type;               // the KV cache's elements: RM_KV_F16 (the default: half the memory) or RM_KV_F32
     rm_http_params http;       // address, I/O threads, limits (handler and log set by the server)
     const char *adapter_dir;   // uploads by server path must lie inside it (NULL: none allowed)
     size_t max_upload;         // bodies of POST /v1/adapters (files) up to this (256 MiB)
