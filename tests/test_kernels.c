@@ -732,6 +732,46 @@ TEST(kernel_exp_sum) {
     rm_cpu_force(NULL);
 }
 
+// softmax's scaling: each product is s[i] * c as a float, the max is the
+// largest of them (a NaN passed over), on every ISA, every tail, and nothing
+// past n is touched
+TEST(kernel_scale_max) {
+    enum { N = 300 };
+    float src[N + 1], got[N + 1];
+    uint64_t st = 777;
+    for (int i = 0; i < N; i++) {
+        st = st * 6364136223846793005ull + 1442695040888963407ull;
+        src[i] = (float)((double)(st >> 11) / 9007199254740992.0 * 20.0 - 10.0);
+    }
+    src[37] = NAN;
+    const char *isas[] = {"scalar", "avx2", "avx512"};
+    for (int k = 0; k < 3; k++) {
+        rm_cpu_force(isas[k]);
+        for (int n = 0; n <= N; n += n < 40 ? 1 : 29) {
+            const float c = 0.125f + (float)n / 1024.0f;
+            float want = -INFINITY;
+            int ok = 1;
+            memcpy(got, src, (size_t)n * sizeof(float));
+            got[n] = -7.0f;
+            float mx = rm_scale_max_f32(got, n, c);
+            for (int i = 0; i < n; i++) {
+                const float v = src[i] * c;
+                if (v > want) want = v;
+                ok &= memcmp(&got[i], &v, sizeof v) == 0;
+            }
+            CHECKF(ok && got[n] == -7.0f, "%s: n = %d: a product is off, or s[n] was written", isas[k], n);
+            CHECKF(mx == want, "%s: n = %d: max %g, want %g", isas[k], n, mx, want);
+            rm_scale_f32(got, n, 2.0f);
+            for (int i = 0; i < n; i++) {
+                const float v = src[i] * c * 2.0f;
+                ok &= memcmp(&got[i], &v, sizeof v) == 0;
+            }
+            CHECKF(ok && got[n] == -7.0f, "%s: n = %d: rm_scale_f32 is off, or wrote s[n]", isas[k], n);
+        }
+    }
+    rm_cpu_force(NULL);
+}
+
 // ---------------------------------------------------------------------------
 // dot / axpy
 

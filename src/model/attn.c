@@ -35,15 +35,10 @@ size_t rm_attention_scratch(const rm_llama_hparams *hp, const rm_kvcache *kv, in
 // exponentials and their sum are rm_exp_sum_f32's: the same bits on every
 // ISA and for a row wherever it sits in a batch.
 static void softmax_row(float *s, int len, int pos, float scale) {
-    float mx = -INFINITY;
-    for (int t = 0; t <= pos; t++) {
-        s[t] *= scale;
-        if (s[t] > mx) mx = s[t];
-    }
+    float mx = rm_scale_max_f32(s, pos + 1, scale);
     float sum = rm_exp_sum_f32(s, pos + 1, mx);
-    float inv = 1.0f / sum;
-    for (int t = 0; t <= pos; t++) s[t] *= inv;
-    for (int t = pos + 1; t < len; t++) s[t] = 0.0f;
+    rm_scale_f32(s, pos + 1, 1.0f / sum);
+    if (len > pos + 1) memset(s + pos + 1, 0, sizeof(float) * (size_t)(len - pos - 1));
 }
 
 typedef struct {

@@ -165,6 +165,8 @@ void rm_mm_q3_k_avx2(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 float rm_dot_f32_avx2(const float *a, const float *b, int64_t n);
 void rm_silu_mul_f32_avx2(float *h, const float *g, const float *u, int64_t n);
 float rm_exp_sum_f32_avx2(float *s, int64_t n, float mx);
+float rm_scale_max_f32_avx2(float *s, int64_t n, float c);
+void rm_scale_f32_avx2(float *s, int64_t n, float c);
 void rm_axpy_f32_avx2(float *y, float a, const float *x, int64_t n);
 double rm_sum_f32_avx2(const float *a, int64_t n);
 void rm_quantize_x_avx2(const rm_mm *m, int c0, int c1);
@@ -187,6 +189,8 @@ void rm_mm_q3_k_avx512(const rm_mm *m, int64_t r0, int64_t r1, int c0, int c1);
 float rm_dot_f32_avx512(const float *a, const float *b, int64_t n);
 void rm_silu_mul_f32_avx512(float *h, const float *g, const float *u, int64_t n);
 float rm_exp_sum_f32_avx512(float *s, int64_t n, float mx);
+float rm_scale_max_f32_avx512(float *s, int64_t n, float c);
+void rm_scale_f32_avx512(float *s, int64_t n, float c);
 // iters x 10 steps in registers; full = 1 the q8_0 kernel's step (512 int8
 // products), 0 vpdpbusd alone (64).
 float rm_int8_peak_avx512(long iters, int full);

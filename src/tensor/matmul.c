@@ -429,6 +429,24 @@ float rm_exp_sum_f32(float *s, int64_t n, float mx) {
     return sum;
 }
 
+float rm_scale_max_f32(float *s, int64_t n, float c) {
+    if (use_avx512()) return rm_scale_max_f32_avx512(s, n, c);
+    if (use_avx2()) return rm_scale_max_f32_avx2(s, n, c);
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++) {
+        s[i] *= c;
+        if (s[i] > mx) mx = s[i];
+    }
+    return mx;
+}
+
+void rm_scale_f32(float *s, int64_t n, float c) {
+    if (use_avx512()) rm_scale_f32_avx512(s, n, c);
+    else if (use_avx2()) rm_scale_f32_avx2(s, n, c);
+    else
+        for (int64_t i = 0; i < n; i++) s[i] *= c;
+}
+
 // ---------------------------------------------------------------------------
 // Read bandwidth: every worker sums its slice of a 1 GiB buffer; best of 3.
 

@@ -600,6 +600,39 @@ float rm_exp_sum_f32_avx2(float *s, int64_t n, float mx) {
     return sum;
 }
 
+// s[i] *= c and the largest s[i], as rm_scale_max_f32_avx512 in 8 lanes (the
+// tail's missing lanes stay -inf)
+float rm_scale_max_f32_avx2(float *s, int64_t n, float c) {
+    const __m256 cv = _mm256_set1_ps(c), ninf = _mm256_set1_ps(-INFINITY);
+    __m256 m = ninf;
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        const __m256 v = _mm256_mul_ps(_mm256_loadu_ps(s + i), cv);
+        _mm256_storeu_ps(s + i, v);
+        m = _mm256_max_ps(v, m);
+    }
+    if (i < n) {
+        const __m256i k = tail8(n - i);
+        const __m256 v = _mm256_mul_ps(_mm256_maskload_ps(s + i, k), cv);
+        _mm256_maskstore_ps(s + i, k, v);
+        m = _mm256_max_ps(_mm256_blendv_ps(ninf, v, _mm256_castsi256_ps(k)), m);
+    }
+    float l[8], mx = -INFINITY;
+    _mm256_storeu_ps(l, m);
+    for (int k = 0; k < 8; k++) mx = l[k] > mx ? l[k] : mx;
+    return mx;
+}
+
+void rm_scale_f32_avx2(float *s, int64_t n, float c) {
+    const __m256 cv = _mm256_set1_ps(c);
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(s + i, _mm256_mul_ps(_mm256_loadu_ps(s + i), cv));
+    if (i < n) {
+        const __m256i k = tail8(n - i);
+        _mm256_maskstore_ps(s + i, k, _mm256_mul_ps(_mm256_maskload_ps(s + i, k), cv));
+    }
+}
+
 // y[i] += a*x[i]
 void rm_axpy_f32_avx2(float *y, float a, const float *x, int64_t n) {
     __m256 av = _mm256_set1_ps(a);

@@ -38,6 +38,7 @@
 #include "tensor/mm_avx512.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <stddef.h>
 #include <string.h>
 
@@ -913,6 +914,31 @@ float rm_exp_sum_f32_avx512(float *s, int64_t n, float mx) {
     _mm512_storeu_ps(l, a);
     for (int k = 0; k < 16; k++) sum += l[k];
     return sum;
+}
+
+// s[i] *= c and the largest s[i]: per lane the scalar rule (take v if v > the
+// lane's max: max_ps(v, m) keeps m when v is NaN), then the lanes in order.
+float rm_scale_max_f32_avx512(float *s, int64_t n, float c) {
+    const __m512 cv = _mm512_set1_ps(c);
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = tail16(n - i);
+        const __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, s + i), cv);
+        _mm512_mask_storeu_ps(s + i, k, v);
+        m = _mm512_mask_max_ps(m, k, v, m);
+    }
+    float l[16], mx = -INFINITY;
+    _mm512_storeu_ps(l, m);
+    for (int k = 0; k < 16; k++) mx = l[k] > mx ? l[k] : mx;
+    return mx;
+}
+
+void rm_scale_f32_avx512(float *s, int64_t n, float c) {
+    const __m512 cv = _mm512_set1_ps(c);
+    for (int64_t i = 0; i < n; i += 16) {
+        const __mmask16 k = tail16(n - i);
+        _mm512_mask_storeu_ps(s + i, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, s + i), cv));
+    }
 }
 
 // Compute ceiling probe, as rm_int8_peak_avx2 with the AVX-512 kernels'

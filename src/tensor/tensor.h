@@ -115,6 +115,10 @@ void rm_silu_mul_f32(float *h, const float *g, const float *u, int64_t n);
 // in 16 lanes (lane i % 16 adds value i in order, then the lanes in order):
 // the same bits on every ISA, whatever the memory around s.
 float rm_exp_sum_f32(float *s, int64_t n, float mx);
+// s[i] *= c, and rm_scale_max_f32 returns the largest s[i] after (-inf for
+// n = 0; a NaN is passed over). Elementwise products: the same bits on every ISA.
+float rm_scale_max_f32(float *s, int64_t n, float c);
+void rm_scale_f32(float *s, int64_t n, float c);
 
 // Measures this machine's sustainable read bandwidth in GB/s with the pool's
 // threads (streams a buffer much larger than the last-level cache).
