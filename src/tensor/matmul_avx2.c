@@ -617,10 +617,9 @@ float rm_scale_max_f32_avx2(float *s, int64_t n, float c) {
         _mm256_maskstore_ps(s + i, k, v);
         m = _mm256_max_ps(_mm256_blendv_ps(ninf, v, _mm256_castsi256_ps(k)), m);
     }
-    float l[8], mx = -INFINITY;
+    float l[8];
     _mm256_storeu_ps(l, m);
-    for (int k = 0; k < 8; k++) mx = l[k] > mx ? l[k] : mx;
-    return mx;
+    return lanes_max(l, 8);
 }
 
 void rm_scale_f32_avx2(float *s, int64_t n, float c) {

@@ -927,10 +927,9 @@ float rm_scale_max_f32_avx512(float *s, int64_t n, float c) {
         _mm512_mask_storeu_ps(s + i, k, v);
         m = _mm512_mask_max_ps(m, k, v, m);
     }
-    float l[16], mx = -INFINITY;
+    float l[16];
     _mm512_storeu_ps(l, m);
-    for (int k = 0; k < 16; k++) mx = l[k] > mx ? l[k] : mx;
-    return mx;
+    return lanes_max(l, 16);
 }
 
 void rm_scale_f32_avx512(float *s, int64_t n, float c) {

@@ -12,11 +12,20 @@
 #include "tensor/kernels.h"
 
 #include <immintrin.h>
+#include <math.h>
 #include <string.h>
 
 #define INLINE static inline __attribute__((always_inline))
 
 INLINE float f16(uint16_t h) { return _cvtsh_ss(h); }
+
+// The largest of a vector's lanes l[0..n), in order by the scalar rule
+// (take l[k] if it is greater: a NaN is passed over); -inf for none.
+INLINE float lanes_max(const float *l, int n) {
+    float mx = -INFINITY;
+    for (int k = 0; k < n; k++) mx = l[k] > mx ? l[k] : mx;
+    return mx;
+}
 
 // Decode streams W once; rows of a tile are short (2 KiB at in = 2048), too
 // short for the hardware prefetcher to ramp up, so fetch the same place in
