@@ -182,7 +182,9 @@ TEST(gemm_avx2_avx512_chains_bitwise) {
 // rm_gemm_nn_bh (B of f16 values, attention over an f16 KV cache) gives the
 // bits of rm_gemm_nn on B converted to floats, on every ISA, with B read in
 // place or packed, at the edges of the tiles (B exactly N wide, so a read
-// past its last row's end would leave the buffer), alone and on two threads.
+// past its last row's end would leave the buffer), alone and on two threads;
+// so does rm_gemm_nn_strips on the same B laid out in strips of 32 columns,
+// f32 and f16 (attention's keys).
 TEST(gemm_f16_b_equals_converted_b) {
     const char *isas[] = {"scalar", "avx2", "avx512"};
     const int shapes[][3] = {{1, 1, 1},    {1, 37, 64},   {8, 2048, 64}, {8, 64, 300},  {3, 17, 5},
@@ -198,11 +200,21 @@ TEST(gemm_f16_b_equals_converted_b) {
             const int64_t lda = K + 3, ldc = N + 1;
             float *A = malloc(sizeof(float) * M * lda), *Bf = malloc(sizeof(float) * K * N);
             float *C0 = malloc(sizeof(float) * M * ldc), *C1 = malloc(sizeof(float) * M * ldc);
-            float *C2 = malloc(sizeof(float) * M * ldc);
+            float *C2 = malloc(sizeof(float) * M * ldc), *C3 = malloc(sizeof(float) * M * ldc);
             rm_f16 *Bh = malloc(sizeof(rm_f16) * K * N);
+            // the strips: 32 columns each, rows 32 apart, strips ss = 32 K + 7 apart; the last one cut at N
+            const int64_t ss = 32 * (int64_t)K + 7, nstrip = (N + 31) / 32;
+            float *Sf = malloc(sizeof(float) * (size_t)(nstrip * ss));
+            rm_f16 *Sh = malloc(sizeof(rm_f16) * (size_t)(nstrip * ss));
             for (int64_t i = 0; i < M * lda; i++) A[i] = frand();
             for (int64_t i = 0; i < (int64_t)K * N; i++) Bf[i] = rm_f16_to_f32(Bh[i] = rm_f32_to_f16(4 * frand()));
             for (int64_t i = 0; i < M * ldc; i++) C0[i] = frand();
+            for (int64_t i = 0; i < nstrip * ss; i++) Sf[i] = NAN, Sh[i] = 0x7e00; // padding: NaN if read
+            for (int k = 0; k < K; k++)
+                for (int jj = 0; jj < N; jj++) {
+                    Sf[jj / 32 * ss + k * 32 + jj % 32] = Bf[(int64_t)k * N + jj];
+                    Sh[jj / 32 * ss + k * 32 + jj % 32] = Bh[(int64_t)k * N + jj];
+                }
             for (int t = 0; t < 2; t++) {
                 memcpy(C1, C0, sizeof(float) * M * ldc);
                 memcpy(C2, C0, sizeof(float) * M * ldc);
@@ -210,6 +222,14 @@ TEST(gemm_f16_b_equals_converted_b) {
                 rm_gemm_nn_bh(t ? tp : NULL, C2, ldc, A, lda, Bh, N, M, N, K);
                 CHECKF(memcmp(C1, C2, sizeof(float) * M * ldc) == 0,
                        "isa %s, %dx%dx%d, %d thread(s): f16 B differs from B converted", isas[ii], M, N, K, t + 1);
+                for (int h = 0; h < 2; h++) {
+                    memcpy(C3, C0, sizeof(float) * M * ldc);
+                    rm_gemm_nn_strips(t ? tp : NULL, C3, ldc, A, lda, h ? (const void *)Sh : (const void *)Sf, h, ss, M,
+                                      N, K);
+                    CHECKF(memcmp(h ? C2 : C1, C3, sizeof(float) * M * ldc) == 0,
+                           "isa %s, %dx%dx%d, %d thread(s): B in strips (%s) differs from B row-major", isas[ii], M, N,
+                           K, t + 1, h ? "f16" : "f32");
+                }
                 checked++;
             }
             // and the product is the product: near a double-precision sum
@@ -232,6 +252,9 @@ TEST(gemm_f16_b_equals_converted_b) {
             free(C0);
             free(C1);
             free(C2);
+            free(C3);
+            free(Sf);
+            free(Sh);
         }
     }
     CHECKF(checked == 20 * (has[0] + has[1] + has[2]), "%d products checked", checked);

@@ -551,7 +551,7 @@ TEST(llama_rope_scaling_frequencies) {
 
 // Element i of position t's key / value in slot 1 of layer 0, as a float.
 static float kv_key(const rm_kvcache *kv, int i, int t) {
-    size_t at = (size_t)i * kv->n_ctx + t;
+    size_t at = rm_kv_k_index(kv, i, t);
     return kv->type == RM_KV_F16 ? rm_f16_to_f32(rm_kv_kt_h(kv, 0, 1)[at]) : rm_kv_kt(kv, 0, 1)[at];
 }
 static float kv_value(const rm_kvcache *kv, int i, int t) {

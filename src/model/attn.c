@@ -60,11 +60,11 @@ typedef struct {
 // each K and V element read serves the whole group, not one head.
 static void block_kvhead(const attn_job *j, float *s, int r0, int nr, int kvh) {
     const rm_llama_hparams *hp = j->hp;
-    const int hd = hp->head_dim, H = hp->n_head, group = H / hp->n_head_kv, n_ctx = j->kv->n_ctx;
+    const int hd = hp->head_dim, H = hp->n_head, group = H / hp->n_head_kv;
     const int slot = j->b->slot[r0];
     int len = 0;
     for (int i = 0; i < nr; i++) len = j->b->pos[r0 + i] + 1 > len ? j->b->pos[r0 + i] + 1 : len;
-    const size_t kt_at = rm_kv_block(j->kv, j->layer, slot) + (size_t)kvh * hd * n_ctx;
+    const size_t kt_at = rm_kv_block(j->kv, j->layer, slot) + rm_kv_k_index(j->kv, kvh * hd, 0);
     const size_t v_at = rm_kv_block(j->kv, j->layer, slot) + (size_t)kvh * hd;
     const int half = j->kv->type == RM_KV_F16;
     const float scale = 1.0f / sqrtf((float)hd);
@@ -75,8 +75,8 @@ static void block_kvhead(const attn_job *j, float *s, int r0, int nr, int kvh) {
         const int rows = nr == 1 ? ((kvh + 1) * group - h < heads_per ? (kvh + 1) * group - h : heads_per) : nr;
         memset(s, 0, sizeof(float) * (size_t)rows * len);
         const float *q = j->q + r0 * qd + (size_t)h * hd;
-        if (half) rm_gemm_nn_bh(NULL, s, len, q, ld, (const rm_f16 *)j->kv->k + kt_at, n_ctx, rows, len, hd);
-        else rm_gemm_nn(NULL, s, len, q, ld, (const float *)j->kv->k + kt_at, n_ctx, rows, len, hd);
+        const void *kt = half ? (const void *)((const rm_f16 *)j->kv->k + kt_at) : (const float *)j->kv->k + kt_at;
+        rm_gemm_nn_strips(NULL, s, len, q, ld, kt, half, 32 * (int64_t)j->kv->kv_dim, rows, len, hd);
         for (int i = 0; i < rows; i++) softmax_row(s + (size_t)i * len, len, j->b->pos[r0 + (nr == 1 ? 0 : i)], scale);
         float *o = j->out + r0 * qd + (size_t)h * hd;
         for (int i = 0; i < rows; i++) memset(o + i * ld, 0, sizeof(float) * hd);

@@ -21,7 +21,9 @@ int rm_kvcache_init_type(rm_kvcache *kv, int n_layer, int n_slots, int n_ctx, in
     // The line between blocks keeps the blocks of a slot in successive
     // layers (power-of-two sizes apart, and physically so in huge pages) from
     // all falling on the same cache sets.
-    const size_t es = elem_bytes(type), blk = (size_t)n_ctx * kv_dim + 64 / es, n = (size_t)n_layer * n_slots * blk;
+    const size_t es = elem_bytes(type),
+                 n = (size_t)n_layer * n_slots * ((size_t)(n_ctx + 31) / 32 * 32 * kv_dim + 64 / es);
+    const size_t blk = n / ((size_t)n_layer * n_slots);
     kv->k = rm_huge_alloc(n * es);
     kv->v = rm_huge_alloc(n * es);
     kv->len = calloc((size_t)n_slots, sizeof(int32_t));
@@ -66,14 +68,14 @@ int rm_kv_type_parse(const char *s) {
 }
 
 void rm_kv_put(const rm_kvcache *kv, int layer, int slot, int pos, const float *k, const float *v) {
-    const size_t n_ctx = (size_t)kv->n_ctx;
+    const size_t at = rm_kv_k_index(kv, 0, pos); // element i is 32 i further
     if (kv->type == RM_KV_F16) {
-        rm_f16 *kt = rm_kv_kt_h(kv, layer, slot) + pos, *vr = rm_kv_v_h(kv, layer, slot, pos);
-        for (int i = 0; i < kv->kv_dim; i++) kt[i * n_ctx] = rm_f32_to_f16(k[i]);
+        rm_f16 *kt = rm_kv_kt_h(kv, layer, slot) + at, *vr = rm_kv_v_h(kv, layer, slot, pos);
+        for (int i = 0; i < kv->kv_dim; i++) kt[i * 32] = rm_f32_to_f16(k[i]);
         for (int i = 0; i < kv->kv_dim; i++) vr[i] = rm_f32_to_f16(v[i]);
         return;
     }
-    float *kt = rm_kv_kt(kv, layer, slot) + pos;
-    for (int i = 0; i < kv->kv_dim; i++) kt[i * n_ctx] = k[i];
+    float *kt = rm_kv_kt(kv, layer, slot) + at;
+    for (int i = 0; i < kv->kv_dim; i++) kt[i * 32] = k[i];
     memcpy(rm_kv_v(kv, layer, slot, pos), v, (size_t)kv->kv_dim * sizeof(float));
 }

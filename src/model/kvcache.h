@@ -15,8 +15,9 @@ enum { RM_KV_F32 = 0, RM_KV_F16 = 1 };
 typedef struct rm_kvcache {
     int n_layer, n_slots, n_ctx, kv_dim;
     int type;     // RM_KV_F32 / RM_KV_F16: the elements of k and v
-    size_t blk;   // elements from one (layer, slot) block to the next: n_ctx * kv_dim and a cache line
-    void *k;      // [n_layer][n_slots] blocks of [kv_dim][n_ctx]: K transposed, a position is a column
+    size_t blk;   // elements from one (layer, slot) block to the next: n_ctx (up to a multiple of 32) * kv_dim
+                  // and a cache line
+    void *k;      // [n_layer][n_slots] blocks of K transposed in strips of 32 positions: [n_ctx / 32][kv_dim][32]
     void *v;      // [n_layer][n_slots] blocks of [n_ctx][kv_dim]
     int32_t *len; // [n_slots] positions filled (max pos written + 1)
 } rm_kvcache;
@@ -37,9 +38,15 @@ int rm_kv_type_parse(const char *s);
 static inline size_t rm_kv_block(const rm_kvcache *kv, int layer, int slot) {
     return ((size_t)layer * kv->n_slots + slot) * kv->blk;
 }
-// K^T of (layer, slot): element (i, pos) at [i * n_ctx + pos], i < kv_dim.
-// Stored transposed so that attention's Q K^T reads rows of positions.
-// rm_kv_kt for an f32 cache, rm_kv_kt_h for an f16 one.
+// K^T of (layer, slot): element (i, pos), i < kv_dim, at [rm_kv_k_index(kv, i, pos)].
+// Stored transposed so that attention's Q K^T reads rows of positions, in
+// strips of 32 positions so that a KV head's keys of a strip (head_dim rows
+// of 32) are one contiguous run: decode streams them instead of touching
+// head_dim rows far apart (rm_gemm_nn_strips). rm_kv_kt for an f32 cache,
+// rm_kv_kt_h for an f16 one.
+static inline size_t rm_kv_k_index(const rm_kvcache *kv, int i, int pos) {
+    return ((size_t)(pos / 32) * kv->kv_dim + i) * 32 + pos % 32;
+}
 static inline float *rm_kv_kt(const rm_kvcache *kv, int layer, int slot) {
     return (float *)kv->k + rm_kv_block(kv, layer, slot);
 }

@@ -30,7 +30,8 @@ void rm_gemm_nn_ref(float *C, int64_t ldc, const float *A, int64_t lda, const fl
 // C[0:R, 0:nc] = (load ? C : 0) + A[0:R, 0:kn] B[0:kn, 0:nc] (the reference's
 // order of operations, so the scalar path is the reference)
 static void tile_scalar(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
-                        int kn, int R, int nc, int load) {
+                        int64_t bn, int kn, int R, int nc, int load) {
+    (void)bn;
     for (int r = 0; r < R; r++)
         for (int c = 0; c < nc; c++) {
             float s = load ? C[r * ldc + c] : 0.0f;
@@ -41,7 +42,8 @@ static void tile_scalar(float *C, int64_t ldc, const float *a, int64_t ars, int6
 
 // tile_scalar over B of f16 values
 static void tile_scalar_h(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const rm_f16 *b, int64_t ldb,
-                          int kn, int R, int nc, int load) {
+                          int64_t bn, int kn, int R, int nc, int load) {
+    (void)bn;
     for (int r = 0; r < R; r++)
         for (int c = 0; c < nc; c++) {
             float s = load ? C[r * ldc + c] : 0.0f;
@@ -85,6 +87,7 @@ typedef struct gemm_job {
     int64_t ldc;
     rm_gmat A, B;
     const rm_f16 *Bh; // non-NULL: B is these f16 values, row-major (B.rs apart), B.p unused
+    int64_t bss;      // > 0: B in strips of 32 columns, (k, j) at [(j / 32) * bss + k * 32 + j % 32] (B.rs = 32)
     int M, N, K;
     unsigned flags;
     gemm_isa isa;
@@ -123,10 +126,10 @@ static void pack_b(float *Bp, rm_gmat B, const rm_f16 *Bh, int k0, int kn, int n
 }
 
 // The tile of rows i..i+R and columns col..col+nc over k0..k0+kn, B's rows
-// of that range at b (ldb elements apart; f16 values if half), with the
-// terms the flags allow skipped.
+// of that range at b (ldb elements apart; f16 values if half; the next
+// tile's strip bn elements on), with the terms the flags allow skipped.
 static void tile_at(const gemm_job *j, int i, int R, int col, int nc, int k0, int kn, const void *b, int64_t ldb,
-                    int half) {
+                    int64_t bn, int half) {
     unsigned f = j->flags;
     if ((f & RM_GEMM_CAUSAL) && col > i + R - 1) return; // every column of the tile is above the diagonal
     int ka = k0, kb = k0 + kn;
@@ -138,12 +141,17 @@ static void tile_at(const gemm_job *j, int i, int R, int col, int nc, int k0, in
     float *C = j->C + i * j->ldc + col;
     const float *a = j->A.p + i * j->A.rs + (int64_t)ka * j->A.cs;
     if (half)
-        j->isa.tile_h(C, j->ldc, a, j->A.rs, j->A.cs, (const rm_f16 *)b + (int64_t)(ka - k0) * ldb, ldb, kb - ka, R, nc,
-                      load);
+        j->isa.tile_h(C, j->ldc, a, j->A.rs, j->A.cs, (const rm_f16 *)b + (int64_t)(ka - k0) * ldb, ldb, bn, kb - ka, R,
+                      nc, load);
     else
-        j->isa.tile(C, j->ldc, a, j->A.rs, j->A.cs, (const float *)b + (int64_t)(ka - k0) * ldb, ldb, kb - ka, R, nc,
-                    load);
+        j->isa.tile(C, j->ldc, a, j->A.rs, j->A.cs, (const float *)b + (int64_t)(ka - k0) * ldb, ldb, bn, kb - ka, R,
+                    nc, load);
 }
+
+// Where column col of a row-major B (or one in strips) starts, in elements
+// from B's start: row 0's element (the tile kernels are as wide as a strip
+// or half of one, so a tile never crosses strips).
+static int64_t b_col(const gemm_job *j, int col) { return j->bss ? col / 32 * j->bss + col % 32 : col; }
 
 // This worker's rows [*i0, *i1) and columns [*c0, *c1) of C.
 static void worker_range(const gemm_job *j, int ith, int nth, int *i0, int *i1, int *c0, int *c1) {
@@ -171,10 +179,12 @@ static void gemm_task(void *ctx, int ith, int nth) {
         return;
     }
     if (!j->pack) { // B in place: strips of its rows, every panel of rows against each
-        for (int col = c0; col < c1; col += NR)
+        for (int col = c0; col < c1; col += NR) {
+            const int64_t at = b_col(j, col), bn = b_col(j, col + NR) - at;
             for (int i = i0; i < i1; i += MR)
                 tile_at(j, i, MIN(MR, i1 - i), col, MIN(NR, c1 - col), 0, j->K,
-                        j->Bh ? (const void *)(j->Bh + col) : (const void *)(j->B.p + col), j->B.rs, j->Bh != NULL);
+                        j->Bh ? (const void *)(j->Bh + at) : (const void *)(j->B.p + at), j->B.rs, bn, j->Bh != NULL);
+        }
         return;
     }
     int kb_max = MIN(KB, j->K), nb_max = MIN(NB, (c1 - c0 + NR - 1) / NR * NR);
@@ -198,24 +208,25 @@ static void gemm_task(void *ctx, int ith, int nth) {
             for (int s = 0; s * NR < nn; s++)
                 for (int i = i0; i < i1; i += MR)
                     tile_at(j, i, MIN(MR, i1 - i), n0 + s * NR, MIN(NR, nn - s * NR), k0, kn, Bp + (size_t)s * kn * NR,
-                            NR, 0);
+                            NR, (int64_t)kn * NR, 0);
         }
     }
     free(Bp);
 }
 
-// rm_gemm, B being f16 values (row-major, B.rs apart) when Bh is not NULL.
-static void gemm_run(rm_threadpool *tp, float *C, int64_t ldc, rm_gmat A, rm_gmat B, const rm_f16 *Bh, int M, int N,
-                     int K, unsigned flags) {
+// rm_gemm, B being f16 values (row-major, B.rs apart) when Bh is not NULL,
+// in strips of 32 columns bss apart when bss > 0 (then read in place).
+static void gemm_run(rm_threadpool *tp, float *C, int64_t ldc, rm_gmat A, rm_gmat B, const rm_f16 *Bh, int64_t bss,
+                     int M, int N, int K, unsigned flags) {
     if (M <= 0 || N <= 0) return;
-    gemm_job j = {C, ldc, A, B, Bh, M, N, K < 0 ? 0 : K, flags, pick_isa(N), 0, 1};
+    gemm_job j = {C, ldc, A, B, Bh, bss, M, N, K < 0 ? 0 : K, flags, pick_isa(N), 0, 1};
     int b_rows = B.cs == 1; // B stored [K,N] (else transposed)
     if (b_rows || N > 16 || A.cs != 1) j.isa.dots = NULL;
     else j.isa.MR = 1; // dots: workers split single rows
     // B read in place when each of its elements serves few tiles of rows
     // (packing would cost as much as it saves) or it is one strip wide
     // (which stays in L1 anyway); stored transposed it is always packed.
-    j.pack = !j.isa.dots && (!b_rows || (M > 2 * j.isa.MR && K > 16 && N > j.isa.NR));
+    j.pack = !j.isa.dots && !bss && (!b_rows || (M > 2 * j.isa.MR && K > 16 && N > j.isa.NR));
     int nth = tp ? rm_threadpool_size(tp) : 1;
     j.split_rows = j.isa.dots || M >= 4 * j.isa.MR * nth || N < j.isa.NR * nth;
     if ((double)M * N * (K + 1) < 65536.0) tp = NULL; // too small to be worth waking the workers
@@ -223,12 +234,18 @@ static void gemm_run(rm_threadpool *tp, float *C, int64_t ldc, rm_gmat A, rm_gma
 }
 
 void rm_gemm(rm_threadpool *tp, float *C, int64_t ldc, rm_gmat A, rm_gmat B, int M, int N, int K, unsigned flags) {
-    gemm_run(tp, C, ldc, A, B, NULL, M, N, K, flags);
+    gemm_run(tp, C, ldc, A, B, NULL, 0, M, N, K, flags);
 }
 
 void rm_gemm_nn_bh(rm_threadpool *tp, float *C, int64_t ldc, const float *A, int64_t lda, const rm_f16 *B, int64_t ldb,
                    int M, int N, int K) {
-    gemm_run(tp, C, ldc, rm_gmat_n(A, lda), (rm_gmat){NULL, ldb, 1}, B, M, N, K, RM_GEMM_ACC);
+    gemm_run(tp, C, ldc, rm_gmat_n(A, lda), (rm_gmat){NULL, ldb, 1}, B, 0, M, N, K, RM_GEMM_ACC);
+}
+
+void rm_gemm_nn_strips(rm_threadpool *tp, float *C, int64_t ldc, const float *A, int64_t lda, const void *B, int b_f16,
+                       int64_t ss, int M, int N, int K) {
+    const rm_gmat b = {b_f16 ? NULL : (const float *)B, 32, 1};
+    gemm_run(tp, C, ldc, rm_gmat_n(A, lda), b, b_f16 ? (const rm_f16 *)B : NULL, ss, M, N, K, RM_GEMM_ACC);
 }
 
 void rm_gemm_nn(rm_threadpool *tp, float *C, int64_t ldc, const float *A, int64_t lda, const float *B, int64_t ldb,

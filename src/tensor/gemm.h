@@ -57,6 +57,12 @@ void rm_gemm_nn_ref(float *C, int64_t ldc, const float *A, int64_t lda, const fl
 // the result is bitwise rm_gemm_nn's on B converted.
 void rm_gemm_nn_bh(rm_threadpool *tp, float *C, int64_t ldc, const float *A, int64_t lda, const rm_f16 *B, int64_t ldb,
                    int M, int N, int K);
+// C[M,N] += A[M,K] B[K,N] with B in strips of 32 columns (a KV cache's keys
+// laid out for streaming): element (k, j) at B[(j / 32) * ss + k * 32 + j % 32],
+// f32 values or (b_f16) f16 ones; each element of C is the chain rm_gemm_nn
+// computes on B as floats, so the bits are the same as for B row-major.
+void rm_gemm_nn_strips(rm_threadpool *tp, float *C, int64_t ldc, const float *A, int64_t lda, const void *B, int b_f16,
+                       int64_t ss, int M, int N, int K);
 // dst[cols, rows] = src[rows, cols]^T (src rows lds apart), threads split dst rows.
 void rm_transpose(rm_threadpool *tp, float *dst, const float *src, int64_t lds, int rows, int cols);
 
@@ -66,22 +72,22 @@ void rm_transpose(rm_threadpool *tp, float *dst, const float *src, int64_t lds, 
 // A(r,k) = a[r*ars + k*acs], B(k,c) = b[k*ldb + c]; R <= the kernel's rows,
 // nc <= its columns (only those columns of B and C are touched).
 typedef void (*rm_gemm_tile_fn)(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b,
-                                int64_t ldb, int kn, int R, int nc, int load);
+                                int64_t ldb, int64_t bn, int kn, int R, int nc, int load);
 void rm_gemm_tile_avx2(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
-                       int kn, int R, int nc, int load); // 6 x 16
+                       int64_t bn, int kn, int R, int nc, int load); // 6 x 16
 void rm_gemm_tile_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
-                         int kn, int R, int nc, int load); // 12 x 32
+                         int64_t bn, int kn, int R, int nc, int load); // 12 x 32
 void rm_gemm_tile16_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
-                           int kn, int R, int nc, int load); // 12 x 16
+                           int64_t bn, int kn, int R, int nc, int load); // 12 x 16
 // The same tiles over B of f16 values (ldb in elements).
 typedef void (*rm_gemm_tile_h_fn)(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const rm_f16 *b,
-                                  int64_t ldb, int kn, int R, int nc, int load);
+                                  int64_t ldb, int64_t bn, int kn, int R, int nc, int load);
 void rm_gemm_tile_h_avx2(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const rm_f16 *b, int64_t ldb,
-                         int kn, int R, int nc, int load); // 6 x 16
+                         int64_t bn, int kn, int R, int nc, int load); // 6 x 16
 void rm_gemm_tile_h_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const rm_f16 *b,
-                           int64_t ldb, int kn, int R, int nc, int load); // 12 x 32
+                           int64_t ldb, int64_t bn, int kn, int R, int nc, int load); // 12 x 32
 void rm_gemm_tile16_h_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const rm_f16 *b,
-                             int64_t ldb, int kn, int R, int nc, int load); // 12 x 16
+                             int64_t ldb, int64_t bn, int kn, int R, int nc, int load); // 12 x 16
 // Rows i0..i1 of C[M,n] (+)= A[M,K] W[n,K]^T, n <= 16, A and W row-major:
 // each element a dot product of a row of A and a row of W.
 typedef void (*rm_gemm_dots_fn)(float *C, int64_t ldc, const float *A, int64_t lda, const float *W, int64_t ldw, int i0,

@@ -41,7 +41,7 @@ static inline __attribute__((always_inline)) __m128 hsum4x8(__m256 v0, __m256 v1
 // C[0:R, 0:nc] (+)= A[0:R, 0:kn] B[0:kn, 0:nc], R <= 6, nc <= 16 (masked
 // loads and stores, slow on AMD before Zen 4, only at the right edge)
 void rm_gemm_tile_avx2(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
-                       int kn, int R, int nc, int load) {
+                       int64_t bn, int kn, int R, int nc, int load) {
     if (nc >= 16) {
         SIMD_TILE_ROWS(SIMD_TILE_ARGS, 2, 0, 0)
     } else {
@@ -51,7 +51,7 @@ void rm_gemm_tile_avx2(float *C, int64_t ldc, const float *a, int64_t ars, int64
 
 // The tile above over B of f16 values.
 void rm_gemm_tile_h_avx2(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const rm_f16 *b, int64_t ldb,
-                         int kn, int R, int nc, int load) {
+                         int64_t bn, int kn, int R, int nc, int load) {
     if (nc >= 16) {
         SIMD_TILE_ROWS(SIMD_TILE_ARGS, 2, 0, 1)
     } else {

@@ -37,23 +37,23 @@ static inline __attribute__((always_inline)) __m128 hsum4x16(__m512 v0, __m512 v
 
 // C[0:R, 0:nc] (+)= A[0:R, 0:kn] B[0:kn, 0:nc], R <= 12, nc <= 32
 void rm_gemm_tile_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
-                         int kn, int R, int nc, int load) {
+                         int64_t bn, int kn, int R, int nc, int load) {
     SIMD_TILE_ROWS(SIMD_TILE_ARGS, 2, 1, 0)
 }
 
 // C[0:R, 0:nc] (+)= A[0:R, 0:kn] B[0:kn, 0:nc], R <= 12, nc <= 16
 void rm_gemm_tile16_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
-                           int kn, int R, int nc, int load) {
+                           int64_t bn, int kn, int R, int nc, int load) {
     SIMD_TILE_ROWS(SIMD_TILE_ARGS, 1, 1, 0)
 }
 
 // The two tiles above over B of f16 values.
 void rm_gemm_tile_h_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const rm_f16 *b,
-                           int64_t ldb, int kn, int R, int nc, int load) {
+                           int64_t ldb, int64_t bn, int kn, int R, int nc, int load) {
     SIMD_TILE_ROWS(SIMD_TILE_ARGS, 2, 1, 1)
 }
 void rm_gemm_tile16_h_avx512(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const rm_f16 *b,
-                             int64_t ldb, int kn, int R, int nc, int load) {
+                             int64_t ldb, int64_t bn, int kn, int R, int nc, int load) {
     SIMD_TILE_ROWS(SIMD_TILE_ARGS, 1, 1, 1)
 }
 

@@ -15,7 +15,8 @@
 // products run a step in about 10 cycles, so 16 rows ahead was less than a
 // DRAM access: 32 took a decode step's attention at depth 1024 from 1.71 to
 // 1.54 ms (f32 cache) and 1.32 to 1.10 ms (f16), Zen 5, 2 threads, medians of
-// 5 alternating runs (64: the same within the noise).
+// 5 alternating runs (64: the same within the noise). Rows of f16 values
+// are asked for twice as many rows ahead, the same bytes.
 enum { PF = 32 };
 // The loops below over rows and vectors are unrolled so that the tile lives
 // in registers (at -O2 GCC would otherwise keep the arrays on the stack).
@@ -23,12 +24,14 @@ enum { PF = 32 };
 // C[0:R, 0:nc] = (load ? C : 0) + A[0:R, 0:kn] B[0:kn, 0:nc], R <= 12,
 // nc <= NV*W; MASKED (nc < NV*W): only nc columns of B and C are touched.
 // BH: B holds f16 values (rm_f16), each turned into its float exactly as it
-// is loaded; ldb counts elements either way.
+// is loaded; ldb counts elements either way. bn: elements from b to the
+// first row of the strip the next tile reads (only prefetched).
 INLINE void simd_tile(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const void *b, int64_t ldb,
-                      int kn, int nc, int load, const int R, const int NV, const int MASKED, const int BH) {
+                      int64_t bn, int kn, int nc, int load, const int R, const int NV, const int MASKED, const int BH) {
     VF c[12][2];
     MASK_T m[2] = {MASK(nc), MASK(nc - W)};
     const int64_t ES = BH ? 2 : 4; // bytes an element of B
+    const int PFR = BH ? 2 * PF : PF; // rows ahead: the same bytes ahead for f16 rows
 #pragma GCC unroll 12
     for (int r = 0; r < R; r++)
 #pragma GCC unroll 2
@@ -43,8 +46,8 @@ INLINE void simd_tile(float *C, int64_t ldc, const float *a, int64_t ars, int64_
         // apart or too many at once for the hardware to see the stream.
 #pragma GCC unroll 2
         for (int o = 0; o < NV * W * ES; o += 64)
-            __builtin_prefetch(k + PF < kn ? bk + PF * ldb * ES + o
-                                           : (const char *)b + (NV * W + (k + PF - kn) * ldb) * ES + o);
+            __builtin_prefetch(k + PFR < kn ? bk + PFR * ldb * ES + o
+                                            : (const char *)b + (bn + (k + PFR - kn) * ldb) * ES + o);
 #pragma GCC unroll 2
         for (int v = 0; v < NV; v++) {
             if (BH) {
@@ -87,7 +90,7 @@ INLINE void simd_tile(float *C, int64_t ldc, const float *a, int64_t ars, int64_
     case 2: simd_tile(ARGS, 2, NV, MASKED, BH); break;                                                                 \
     default: simd_tile(ARGS, 1, NV, MASKED, BH); break;                                                                \
     }
-#define SIMD_TILE_ARGS C, ldc, a, ars, acs, b, ldb, kn, nc, load
+#define SIMD_TILE_ARGS C, ldc, a, ars, acs, b, ldb, bn, kn, nc, load
 
 // s[r][q] += A[i+r, k:k+W] . W[j+q, k:k+W] lane by lane (MASKED: lanes m only)
 INLINE void simd_dots_step(VF s[4][4], const float *A, int64_t lda, const float *Wm, int64_t ldw, int i, int j, int k,
