@@ -75,6 +75,7 @@ typedef struct rm_model rm_model;
 typedef struct rm_model_params {
     int n_threads; /* <= 0: all cores */
     int n_ctx;     /* context per sequence; <= 0: min(model's, 4096) */
+    int kv_f16;    /* 1: the KV cache holds f16 keys and values (half the memory); 0: f32 (the default) */
 } rm_model_params;
 RM_API rm_model_params rm_model_default_params(void);
 

@@ -6,6 +6,8 @@
 #include "format/llama2c.h"
 #include "lora/adapter.h"
 #include "lora/router.h"
+#include "model/llama.h"
+#include "model/sampler.h"
 #include "model/synth.h"
 
 #include <math.h>
@@ -61,6 +63,31 @@ TEST(api_generate_ids_matches_reference) {
     for (int i = 0; i < 256; i++) bad += (int32_t)strtol(p, &p, 10) != c.ids[i];
     CHECKF(bad == 0, "%d of 256 ids differ from the reference", bad);
     free(text);
+    // kv_f16: the tokens of the model's own greedy loop over an f16 cache
+    rm_model_params mh = mp;
+    mh.kv_f16 = 1;
+    rm_model *mf = NULL;
+    CHECK_OK(rm_model_load(gguf, &mh, &mf));
+    collected cf = {{0}, 0};
+    gp.n_predict = 64;
+    CHECK_OK(rm_model_generate_ids(mf, &bos, 1, &gp, collect, &cf, NULL));
+    rm_model_free(mf);
+    rm_llama *lm = NULL;
+    REQUIRE(rm_llama_load(&lm, gguf) == RM_OK);
+    rm_kvcache kv;
+    CHECK_OK(rm_kvcache_init_type(&kv, lm->hp.n_layer, 1, 300, lm->hp.n_head_kv * lm->hp.head_dim, RM_KV_F16));
+    float logits[512];
+    int32_t tok = bos, pos = 0, slot = 0, same = cf.n == 64;
+    for (int i = 0; i < 64 && same; i++, pos++) {
+        rm_batch b = {1, &tok, &pos, &slot, NULL, NULL};
+        CHECK_OK(rm_llama_forward(lm, &kv, NULL, &b, NULL, logits));
+        tok = rm_argmax(logits, 512);
+        same = tok == cf.ids[i];
+    }
+    CHECKF(same, "kv_f16: the API's tokens are not the f16 cache's greedy ones");
+    rm_kvcache_free(&kv);
+    rm_llama_free(lm);
+    gp.n_predict = 256;
     // errors: text prompt without a tokenizer, out-of-vocabulary id, context overflow
     CHECK(rm_model_generate(m, "hello", &gp, NULL, NULL, NULL) == RM_EUNSUPPORTED);
     int32_t bad_id = 512;

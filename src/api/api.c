@@ -30,7 +30,7 @@ struct rm_model {
 const char *rm_version(void) { return RM_VERSION; }
 
 rm_model_params rm_model_default_params(void) {
-    rm_model_params p = {0, 0};
+    rm_model_params p = {0, 0, 0};
     return p;
 }
 
@@ -48,7 +48,9 @@ int rm_model_load(const char *path, const rm_model_params *params, rm_model **ou
     m->n_ctx = p.n_ctx > 0 ? p.n_ctx : (hp->n_ctx_train < 4096 ? hp->n_ctx_train : 4096);
     m->tp = rm_threadpool_create(p.n_threads);
     if (!m->tp) rc = rm_errorf(RM_ENOMEM, "cannot start threads");
-    if (!rc) rc = rm_kvcache_init(&m->kv, hp->n_layer, 1, m->n_ctx, hp->n_head_kv * hp->head_dim);
+    if (!rc)
+        rc = rm_kvcache_init_type(&m->kv, hp->n_layer, 1, m->n_ctx, hp->n_head_kv * hp->head_dim,
+                                  p.kv_f16 ? RM_KV_F16 : RM_KV_F32);
     if (rc) {
         rm_model_free(m);
         return rc;
