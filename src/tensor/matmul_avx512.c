@@ -225,15 +225,15 @@ INLINE void load_r16(const uint8_t *q, const int KIND, __m512i out[8]) {
 // How far ahead (bytes) prefetch_r16 fetches for tiles of RR rows: for
 // q8_0 the same place PF_TILES tiles on, as prefetch_next_rows does; for the
 // 4-bit rows (NIB: q4_0, q4_K) about 8 KB (whole rows, at least the tile's
-// height). Their decode runs 4-row tiles: walking one row at a time, as
-// q8_0 does, they read at 67-74% of the measured bandwidth, and the tiles
-// take 7-29% less time on the three TinyLlama shapes (`ramole-bench kernels
-// --types q4_0,q4_K --n 1`, Zen 5); three tiles ahead is 12 rows then, 38 KB
-// at in = 5632, more than L1 keeps until it is read.
-// The walk mask (mm_tile.h) that goes with it: 4-bit r16 rows decode one
-// activation row in 4-row tiles and walk at 2 rows only (there q4_0's 4 x 2
-// tile runs out of registers: 9-18% slower than the walk).
-#define R16_WALK(NIB) ((NIB) ? WALK_2 : WALK_1_2)
+// height; three tiles ahead is 12 rows of 4-row tiles, 38 KB at in = 5632,
+// more than L1 keeps until it is read).
+// Decode walks the rows one at a time (WALK_1_2, mm_tile.h), one sequential
+// stream, for every r16 kind. A 4-bit row's group is 256 bytes
+// for eight vpdpbusd, so with them in one chain (dot8 had one) the walk was
+// bound by that chain's latency (67-74% of the bandwidth) and 4-row tiles
+// were faster; with the eight in two chains the walk took `ramole bench`
+// decode on the q4_0 TinyLlama shape from 57.1 to 68.6 tok/s (71% -> 85% of
+// the bandwidth bound per run), Zen 5, 5 alternating runs, every pair faster.
 INLINE size_t r16_ahead(const rm_mm *m, const int NIB, int RR) {
     const size_t far = tiles_ahead(m, RR), tile = (size_t)RR * m->w_row;
     if (!NIB) return far;
@@ -388,10 +388,16 @@ INLINE void dots_prepped(const int RR, const int CC, __m512i isum[4][4], const t
             }
         }
 }
+// acc + the eight vpdpbusd of wv with x, in two chains of four (the sum is
+// of integers: the same whatever the order).
 INLINE __m512i dot8(__m512i acc, const __m512i wv[8], const int8_t *xq) {
-#pragma GCC unroll 8
-    for (int g = 0; g < 8; g++) acc = _mm512_dpbusd_epi32(acc, wv[g], _mm512_load_si512((const void *)(xq + 64 * g)));
-    return acc;
+    __m512i odd = _mm512_setzero_si512();
+#pragma GCC unroll 4
+    for (int g = 0; g < 8; g += 2) {
+        acc = _mm512_dpbusd_epi32(acc, wv[g], _mm512_load_si512((const void *)(xq + 64 * g)));
+        odd = _mm512_dpbusd_epi32(odd, wv[g + 1], _mm512_load_si512((const void *)(xq + 64 * g + 64)));
+    }
+    return _mm512_add_epi32(acc, odd);
 }
 
 // One tile, 16 blocks per step. Per (weight row i, activation row j) and
@@ -471,11 +477,11 @@ INLINE void tile_blk32(const rm_mm *m, int64_t r, int c, const int RR, const int
 // (4 x 4 spilled: ~8% slower at 32 and 512 rows, 4 x 2 within 2% of 4 x 3;
 // perf cpu-clock shares against fixed work on a busy machine).
 #define DEFINE_BLK32(name, KIND, R16, PREP)                                                                            \
-    INLINE void name##_tile(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux,              \
+    INLINE void name##_tile(const rm_mm *m, int64_t r, int c, const int RR, const int CC, tile_aux *aux,               \
                             const int PREPPED) {                                                                       \
         tile_blk32(m, r, c, RR, CC, aux, PREPPED, KIND, R16);                                                          \
     }                                                                                                                  \
-    DEFINE_DRIVER(name, name##_tile, PREP, 4, 3, R16 ? R16_WALK(KIND == KIND_Q4_0) : WALK_1_2)
+    DEFINE_DRIVER(name, name##_tile, PREP, 4, 3, WALK_1_2)
 DEFINE_BLK32(rm_mm_q8_0_avx512, KIND_Q8_0, 0, prep_t16_q8_0)
 DEFINE_BLK32(rm_mm_q4_0_avx512, KIND_Q4_0, 0, prep_t16_q4_0)
 DEFINE_BLK32(rm_mm_q4_1_avx512, KIND_Q4_1, 0, prep_t16_q4_1)
@@ -676,7 +682,7 @@ static void k16_pack_rows(uint8_t *w, size_t w_row, int64_t in, int64_t r0, int6
 // y[n,out] = x[n,in] @ W[out,in]^T, W q4_K (as stored / r16), x int8 (rm_qx,
 // blk 256, with its 16-block copy)
 DEFINE_DRIVER(rm_mm_q4_k_avx512, TILE_Q4_K, prep_t16_q4_k, 4, 3, WALK_1_2)
-DEFINE_DRIVER(rm_mm_q4_k_r16_avx512, TILE_Q4_K_R16, prep_r16_q4_k, 4, 3, R16_WALK(1))
+DEFINE_DRIVER(rm_mm_q4_k_r16_avx512, TILE_Q4_K_R16, prep_r16_q4_k, 4, 3, WALK_1_2)
 // The same for q5_K (as stored)
 DEFINE_DRIVER(rm_mm_q5_k_avx512, TILE_Q5_K, prep_t16_q5_k, 4, 3, WALK_1_2)
 

@@ -72,7 +72,8 @@ typedef union {
 // of FMAs (one accumulator) still outruns memory: q8_0 (34 bytes per FMA)
 // and q4_K; f16 (16 bytes per FMA) and q4_0 (18) are faster with RR rows in
 // flight (f16 0.40 vs 0.61 ms), so they pass WALK_NONE (the AVX-512 r16 q4_0
-// and q4_K kernels walk at 2 rows only: R16_WALK in matmul_avx512.c).
+// and q4_K kernels walk: their integer dots run in two chains, see
+// r16_ahead in matmul_avx512.c).
 // Per (r, c) the operations are the same either way, so the results are too.
 #define WALK_NONE 0u
 #define WALK_1_2 0x6u // one and two activation rows
