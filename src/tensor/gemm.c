@@ -28,28 +28,29 @@ void rm_gemm_nn_ref(float *C, int64_t ldc, const float *A, int64_t lda, const fl
 }
 
 // C[0:R, 0:nc] = (load ? C : 0) + A[0:R, 0:kn] B[0:kn, 0:nc] (the reference's
-// order of operations, so the scalar path is the reference)
-static void tile_scalar(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
-                        int64_t bn, int kn, int R, int nc, int load) {
-    (void)bn;
+// order of operations, so the scalar path is the reference); B of floats, or
+// of f16 values (half) each taken as its float.
+static void tile_scalar_any(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const void *b, int64_t ldb,
+                            int half, int kn, int R, int nc, int load) {
+    const float *bf = b;
+    const rm_f16 *bh = b;
     for (int r = 0; r < R; r++)
         for (int c = 0; c < nc; c++) {
             float s = load ? C[r * ldc + c] : 0.0f;
-            for (int k = 0; k < kn; k++) s += a[r * ars + k * acs] * b[k * ldb + c];
+            for (int k = 0; k < kn; k++)
+                s += a[r * ars + k * acs] * (half ? rm_f16_to_f32(bh[k * ldb + c]) : bf[k * ldb + c]);
             C[r * ldc + c] = s;
         }
 }
-
-// tile_scalar over B of f16 values
+static void tile_scalar(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const float *b, int64_t ldb,
+                        int64_t bn, int kn, int R, int nc, int load) {
+    (void)bn;
+    tile_scalar_any(C, ldc, a, ars, acs, b, ldb, 0, kn, R, nc, load);
+}
 static void tile_scalar_h(float *C, int64_t ldc, const float *a, int64_t ars, int64_t acs, const rm_f16 *b, int64_t ldb,
                           int64_t bn, int kn, int R, int nc, int load) {
     (void)bn;
-    for (int r = 0; r < R; r++)
-        for (int c = 0; c < nc; c++) {
-            float s = load ? C[r * ldc + c] : 0.0f;
-            for (int k = 0; k < kn; k++) s += a[r * ars + k * acs] * rm_f16_to_f32(b[k * ldb + c]);
-            C[r * ldc + c] = s;
-        }
+    tile_scalar_any(C, ldc, a, ars, acs, b, ldb, 1, kn, R, nc, load);
 }
 
 // C[i0:i1, 0:n] (+)= A[i0:i1, 0:K] W[0:n, 0:K]^T
