@@ -240,10 +240,8 @@ static int bench_attention(int argc, char **argv) {
         else if (!strcmp(argv[i], "--kv") && i + 1 < argc) {
             const char *a = argv[++i];
             const int both = !strcmp(a, "f32,f16");
-            nt = 0;
-            if (both || !strcmp(a, "f32")) types[nt++] = RM_KV_F32;
-            if (both || !strcmp(a, "f16")) types[nt++] = RM_KV_F16;
-            if (!nt) {
+            types[0] = both ? RM_KV_F32 : rm_kv_type_parse(a), types[1] = RM_KV_F16, nt = both ? 2 : 1;
+            if (types[0] < 0) {
                 fprintf(stderr, "--kv %s: expected f32, f16 or f32,f16\n", a);
                 return 2;
             }

@@ -47,7 +47,7 @@ static void usage(void) {
         "usage: ramole serve -m MODEL [--pool DIR|URL] [--router FILE] [--host H] [--port P] [-t N] [--threads N]\n"
         "                    [--slots S] [--ctx N] [--max-connections N] [--timeout S] [--max-body BYTES]\n"
         "                    [--drain-timeout S] [--request-timeout S] [--max-per-ip N] [--health-reserve N]\n"
-        "                    [--adapter-cache-mb MB] [--lora-f16 | --lora-q8] [--kv-type f32|f16]\n\n"
+        "                    [--adapter-cache-mb MB] [--lora-f16 | --lora-q8] [--kv-type f16|f32]\n\n"
         "  --pool DIR|URL      the adapter pool: a folder (SQLite), or a PostgreSQL database shared by\n"
         "                      replicas, postgresql://USER@HOST:PORT/DB?weights=SHARED_DIR (docs/deploy.md)\n"
         "  --host H            address to listen on (127.0.0.1); an IPv6 address such as ::1, or :: for\n"

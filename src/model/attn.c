@@ -67,6 +67,7 @@ static void block_kvhead(const attn_job *j, float *s, int r0, int nr, int kvh) {
     const size_t kt_at = rm_kv_block(j->kv, j->layer, slot) + rm_kv_k_index(j->kv, kvh * hd, 0);
     const size_t v_at = rm_kv_block(j->kv, j->layer, slot) + (size_t)kvh * hd;
     const int half = j->kv->type == RM_KV_F16;
+    const void *kt = half ? (const void *)((const rm_f16 *)j->kv->k + kt_at) : (const float *)j->kv->k + kt_at;
     const float scale = 1.0f / sqrtf((float)hd);
     const size_t qd = (size_t)H * hd;
     const int heads_per = nr == 1 ? (group < BLOCK ? group : BLOCK) : 1;
@@ -75,7 +76,6 @@ static void block_kvhead(const attn_job *j, float *s, int r0, int nr, int kvh) {
         const int rows = nr == 1 ? ((kvh + 1) * group - h < heads_per ? (kvh + 1) * group - h : heads_per) : nr;
         memset(s, 0, sizeof(float) * (size_t)rows * len);
         const float *q = j->q + r0 * qd + (size_t)h * hd;
-        const void *kt = half ? (const void *)((const rm_f16 *)j->kv->k + kt_at) : (const float *)j->kv->k + kt_at;
         rm_gemm_nn_strips(NULL, s, len, q, ld, kt, half, 32 * (int64_t)j->kv->kv_dim, rows, len, hd);
         for (int i = 0; i < rows; i++) softmax_row(s + (size_t)i * len, len, j->b->pos[r0 + (nr == 1 ? 0 : i)], scale);
         float *o = j->out + r0 * qd + (size_t)h * hd;

@@ -18,35 +18,26 @@ int rm_kvcache_init_type(rm_kvcache *kv, int n_layer, int n_slots, int n_ctx, in
         return rm_errorf(RM_EINVAL, "kv cache: bad shape %d layers x %d slots x %d ctx x %d", n_layer, n_slots, n_ctx,
                          kv_dim);
     if (type != RM_KV_F32 && type != RM_KV_F16) return rm_errorf(RM_EINVAL, "kv cache: unknown element type %d", type);
-    // The line between blocks keeps the blocks of a slot in successive
-    // layers (power-of-two sizes apart, and physically so in huge pages) from
-    // all falling on the same cache sets.
-    const size_t es = elem_bytes(type),
-                 n = (size_t)n_layer * n_slots * ((size_t)(n_ctx + 31) / 32 * 32 * kv_dim + 64 / es);
-    const size_t blk = n / ((size_t)n_layer * n_slots);
-    kv->k = rm_huge_alloc(n * es);
-    kv->v = rm_huge_alloc(n * es);
+    *kv = (rm_kvcache){.n_layer = n_layer, .n_slots = n_slots, .n_ctx = n_ctx, .kv_dim = kv_dim, .type = type};
+    // Whole strips of 32 positions, and a line between blocks, which keeps
+    // the blocks of a slot in successive layers (power-of-two sizes apart,
+    // and physically so in huge pages) from all falling on the same cache sets.
+    kv->blk = (size_t)(n_ctx + 31) / 32 * 32 * kv_dim + 64 / elem_bytes(type);
+    const size_t bytes = rm_kvcache_bytes(kv) / 2;
+    kv->k = rm_huge_alloc(bytes);
+    kv->v = rm_huge_alloc(bytes);
     kv->len = calloc((size_t)n_slots, sizeof(int32_t));
     if (!kv->k || !kv->v || !kv->len) {
-        rm_huge_free(kv->k, n * es);
-        rm_huge_free(kv->v, n * es);
-        free(kv->len);
-        memset(kv, 0, sizeof *kv);
-        return rm_errorf(RM_ENOMEM, "kv cache: cannot allocate %zu MiB", 2 * n * es >> 20);
+        rm_kvcache_free(kv);
+        return rm_errorf(RM_ENOMEM, "kv cache: cannot allocate %zu MiB", 2 * bytes >> 20);
     }
-    kv->type = type;
-    kv->n_layer = n_layer;
-    kv->n_slots = n_slots;
-    kv->n_ctx = n_ctx;
-    kv->kv_dim = kv_dim;
-    kv->blk = blk;
     return RM_OK;
 }
 
 void rm_kvcache_free(rm_kvcache *kv) {
-    size_t n = (size_t)kv->n_layer * kv->n_slots * kv->blk, es = elem_bytes(kv->type);
-    rm_huge_free(kv->k, n * es);
-    rm_huge_free(kv->v, n * es);
+    const size_t bytes = rm_kvcache_bytes(kv) / 2;
+    rm_huge_free(kv->k, bytes);
+    rm_huge_free(kv->v, bytes);
     free(kv->len);
     memset(kv, 0, sizeof *kv);
 }
