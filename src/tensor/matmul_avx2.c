@@ -467,8 +467,12 @@ INLINE void tile_k16(const rm_mm *m, int64_t r, int c, const int RR, const int C
 #define Q6K_RR 3
 #define Q6K_CC 3
 #endif
-// y[n,out] = x[n,in] @ W[out,in]^T, W q6_K, x int8 (rm_qx, blk 256)
-DEFINE_DRIVER(rm_mm_q6_k_avx2, TILE_Q6_K, NO_PREP, Q6K_RR, Q6K_CC, WALK_1_2)
+// y[n,out] = x[n,in] @ W[out,in]^T, W q6_K, x int8 (rm_qx, blk 256). No
+// walk: at one or two activation rows this kernel is bound by instructions,
+// and the tile's rows share the activation loads and offset products (one
+// Zen 5 core forced to AVX2, 5632x2048: 42 -> 51-54 GFLOP/s at one row; q3_K,
+// whose values take fewer instructions, walks faster: 66 against 50).
+DEFINE_DRIVER(rm_mm_q6_k_avx2, TILE_Q6_K, NO_PREP, Q6K_RR, Q6K_CC, WALK_NONE)
 // the same for W q3_K
 DEFINE_DRIVER(rm_mm_q3_k_avx2, TILE_Q3_K, NO_PREP, Q6K_RR, Q6K_CC, WALK_1_2)
 

@@ -71,7 +71,8 @@ typedef union {
 // 0.20 ms, `ramole-bench kernels --n 1`). It pays only where one row's chain
 // of FMAs (one accumulator) still outruns memory: q8_0 (34 bytes per FMA)
 // and q4_K; f16 (16 bytes per FMA) and q4_0 (18) are faster with RR rows in
-// flight (f16 0.40 vs 0.61 ms), so they pass WALK_NONE (the AVX-512 r16 q4_0
+// flight (f16 0.40 vs 0.61 ms), so they pass WALK_NONE, as does AVX2 q6_K
+// (bound by instructions, which the rows share; the AVX-512 r16 q4_0
 // and q4_K kernels walk: their integer dots run in two chains, see
 // r16_ahead in matmul_avx512.c).
 // Per (r, c) the operations are the same either way, so the results are too.
