@@ -57,8 +57,17 @@ INLINE void down_block(const int F, const int NT, const int NJ, const float *con
         else if (F == 1) ah[j] = A.h + rm_lora_a16_at(in, j0 + j, 0);
         else af[j] = A.f + (size_t)(j0 + j) * (size_t)in;
     }
+    // the packed block of 4 rows these rows lie in: 64 elements per 16 of k
+    const char *blk = F == 2   ? (const char *)(A.q + rm_lora_a16_at(in, j0 & ~3, 0))
+                      : F == 1 ? (const char *)(A.h + rm_lora_a16_at(in, j0 & ~3, 0))
+                               : NULL;
     int64_t k = 0;
     for (; k + 8 <= in; k += 8) {
+        if (F && !(k & 15))
+            for (int p = 0; p < LB_ESZ(F); p++) _mm_prefetch(blk + k * 4 * LB_ESZ(F) + LB_PF_A + 64 * p, _MM_HINT_T0);
+        else if (!F && !(k & 15))
+#pragma GCC unroll 4
+            for (int j = 0; j < NJ; j++) _mm_prefetch((const char *)(af[j] + k + LB_PF), _MM_HINT_T0);
         __m256 a[2];
 #pragma GCC unroll 4
         for (int j = 0; j < NJ; j++) a[j] = ld8(F, af[j], ah[j], aq[j], k);
@@ -110,6 +119,9 @@ INLINE void up_nt(const int F, const int NT, float *const *y, const float *const
         const uint16_t *bh = F == 1 ? B.h + rm_lora_b16_at(r, j0, o) : NULL; // then 32 elements per j
         const int8_t *bq = F == 2 ? B.q + rm_lora_b16_at(r, j0, o) : NULL;
         for (int j = 0; j < nj; j++) {
+            if (F == 2) _mm_prefetch((const char *)bq + LB_PF_B, _MM_HINT_T0);
+            else if (F == 1) _mm_prefetch((const char *)bh + LB_PF_B, _MM_HINT_T0);
+            else _mm_prefetch((const char *)(bf + LB_PF), _MM_HINT_T0);
             __m256 b0 = ld8p(F, bf, bh, bq);
             __m256 b1v = ld8p(F, F ? NULL : bf + 8, F == 1 ? bh + 8 : NULL, F == 2 ? bq + 8 : NULL);
             bf += F ? 0 : ldb;

@@ -13,15 +13,6 @@
 #include <immintrin.h>
 
 #define INLINE static inline __attribute__((always_inline))
-#define PF 512 // f32: elements ahead to prefetch (prefetches do not fault past the end)
-// Packed mirrors: bytes ahead to prefetch in A's rows and in B^T's blocks
-// (on a Zen 5, 2 to 8 KB measured: 4 KB is at or near the best for f16 and 8-bit).
-#ifndef PF_A
-#define PF_A 4096
-#endif
-#ifndef PF_B
-#define PF_B 4096
-#endif
 
 // 16 values of A or B (kind F, lb_w): f32 at w.f + i (lanes outside m are 0),
 // or 16 packed f16 at h / 8-bit at q (the padding is there, no mask needed).
@@ -31,8 +22,6 @@ INLINE __m512 ld(const int F, const float *f, const void *p, int64_t i, __mmask1
     return _mm512_maskz_loadu_ps(m, f + i);
 }
 
-// Bytes per element of kind F in a packed mirror.
-#define ESZ(F) ((F) == 2 ? 1 : 2)
 
 INLINE void down_block(const int F, const int NT, const int NJ, const float *const *x, const float *c, float *const *t,
                        lb_w A, int64_t in, int j0) {
@@ -53,12 +42,12 @@ INLINE void down_block(const int F, const int NT, const int NJ, const float *con
     for (; k + 16 <= in; k += 16) {
         __m512 a[LB_NJ];
 #pragma GCC unroll 4
-        for (int j = 0; j < NJ; j++) a[j] = ld(F, af[j], F ? ap[j] + k * 4 * ESZ(F) : NULL, k, 0xffff);
+        for (int j = 0; j < NJ; j++) a[j] = ld(F, af[j], F ? ap[j] + k * 4 * LB_ESZ(F) : NULL, k, 0xffff);
         if (F) // the packed rows are one stream, 64 elements a step: fetch its lines ahead
-            for (int p = 0; p < ESZ(F); p++) _mm_prefetch(ap[0] + k * 4 * ESZ(F) + PF_A + 64 * p, _MM_HINT_T0);
+            for (int p = 0; p < LB_ESZ(F); p++) _mm_prefetch(ap[0] + k * 4 * LB_ESZ(F) + LB_PF_A + 64 * p, _MM_HINT_T0);
         else
 #pragma GCC unroll 4
-            for (int j = 0; j < NJ; j++) _mm_prefetch((const char *)(af[j] + k + PF), _MM_HINT_T0);
+            for (int j = 0; j < NJ; j++) _mm_prefetch((const char *)(af[j] + k + LB_PF), _MM_HINT_T0);
 #pragma GCC unroll 4
         for (int i = 0; i < NT; i++) {
             __m512 xv = _mm512_loadu_ps(x[i] + k);
@@ -70,7 +59,7 @@ INLINE void down_block(const int F, const int NT, const int NJ, const float *con
         __mmask16 m = (__mmask16)((1u << (in - k)) - 1);
         __m512 a[LB_NJ];
 #pragma GCC unroll 4
-        for (int j = 0; j < NJ; j++) a[j] = ld(F, af[j], F ? ap[j] + k * 4 * ESZ(F) : NULL, k, m);
+        for (int j = 0; j < NJ; j++) a[j] = ld(F, af[j], F ? ap[j] + k * 4 * LB_ESZ(F) : NULL, k, m);
 #pragma GCC unroll 4
         for (int i = 0; i < NT; i++) {
             __m512 xv = _mm512_maskz_loadu_ps(m, x[i] + k);
@@ -119,12 +108,12 @@ INLINE void up_nt(const int F, const int NT, float *const *y, const float *const
                          : F == 1 ? (const char *)(B.h + rm_lora_b16_at(r, j0, o))
                                   : NULL; // then 32 elements per j
         for (int j = 0; j < nj; j++) {
-            __m512 b0 = ld(F, bf, bp, 0, m0), b1 = ld(F, bf, F ? bp + 16 * ESZ(F) : NULL, 16, m1);
+            __m512 b0 = ld(F, bf, bp, 0, m0), b1 = ld(F, bf, F ? bp + 16 * LB_ESZ(F) : NULL, 16, m1);
             if (F) {
-                _mm_prefetch(bp + PF_B, _MM_HINT_T0);
-                bp += 32 * ESZ(F);
+                _mm_prefetch(bp + LB_PF_B, _MM_HINT_T0);
+                bp += 32 * LB_ESZ(F);
             } else {
-                _mm_prefetch((const char *)(bf + PF), _MM_HINT_T0);
+                _mm_prefetch((const char *)(bf + LB_PF), _MM_HINT_T0);
                 bf += ldb;
             }
 #pragma GCC unroll 4

@@ -152,6 +152,20 @@ int lora_isa(void);
         else if ((kind) == 1) LB_SPECIALISE_NT(1, nt, BODY);                                                           \
         else LB_SPECIALISE_NT(0, nt, BODY);                                                                            \
     } while (0)
+// How far ahead the kernels ask for their operands (prefetches do not fault
+// past the end): f32 rows LB_PF elements on; the packed mirrors' streams LB_PF_A
+// bytes on in A's blocks and LB_PF_B in B^T's (on a Zen 5, 2 to 8 KB measured:
+// 4 KB is at or near the best for f16 and 8-bit; without them the AVX2 hook
+// took 16-17% of a rank-16 decode step with f16 copies against 11-13%).
+#define LB_PF 512
+#ifndef LB_PF_A
+#define LB_PF_A 4096
+#endif
+#ifndef LB_PF_B
+#define LB_PF_B 4096
+#endif
+// Bytes per element of kind F in a packed mirror.
+#define LB_ESZ(F) ((F) == 2 ? 1 : 2)
 void lora_down(int isa, LB_DOWN_ARGS);
 void lora_up(int isa, LB_UP_ARGS);
 void lora_down_avx2(LB_DOWN_ARGS);
