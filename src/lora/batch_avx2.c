@@ -63,11 +63,14 @@ INLINE void down_block(const int F, const int NT, const int NJ, const float *con
                                : NULL;
     int64_t k = 0;
     for (; k + 8 <= in; k += 8) {
-        if (F && !(k & 15))
-            for (int p = 0; p < LB_ESZ(F); p++) _mm_prefetch(blk + k * 4 * LB_ESZ(F) + LB_PF_A + 64 * p, _MM_HINT_T0);
-        else if (!F && !(k & 15))
+        if (!(k & 15)) { // a line of the packed block per 16 of k per byte of element
+            if (F)
+                for (int p = 0; p < LB_ESZ(F); p++)
+                    _mm_prefetch(blk + k * 4 * LB_ESZ(F) + LB_PF_A + 64 * p, _MM_HINT_T0);
+            else
 #pragma GCC unroll 4
-            for (int j = 0; j < NJ; j++) _mm_prefetch((const char *)(af[j] + k + LB_PF), _MM_HINT_T0);
+                for (int j = 0; j < NJ; j++) _mm_prefetch((const char *)(af[j] + k + LB_PF), _MM_HINT_T0);
+        }
         __m256 a[2];
 #pragma GCC unroll 4
         for (int j = 0; j < NJ; j++) a[j] = ld8(F, af[j], ah[j], aq[j], k);

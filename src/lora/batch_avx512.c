@@ -22,7 +22,6 @@ INLINE __m512 ld(const int F, const float *f, const void *p, int64_t i, __mmask1
     return _mm512_maskz_loadu_ps(m, f + i);
 }
 
-
 INLINE void down_block(const int F, const int NT, const int NJ, const float *const *x, const float *c, float *const *t,
                        lb_w A, int64_t in, int j0) {
     __m512 acc[LB_NT][LB_NJ];
