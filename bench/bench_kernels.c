@@ -169,11 +169,11 @@ static int bench_kernels(int argc, char **argv) {
 }
 RM_BENCH(kernels, "rm_matmul GFLOP/s and GB/s per weight type on TinyLlama shapes", bench_kernels)
 
-// Median seconds per decode step's attention (22 layers from the cache's
-// n_layer, cycled), one row at position depth - 1; *best: the fastest step.
+// Median seconds per decode step's attention (hp->n_layer layers from the
+// cache's n_layer, cycled), one row at position depth - 1; *best: the fastest step.
 static double time_attention(rm_threadpool *tp, const rm_llama_hparams *hp, const rm_kvcache *kv, int depth,
                              float *scratch, double *best) {
-    enum { LAYERS = 22, REPS = 30 };
+    enum { REPS = 30 };
     const int qd = hp->n_head * hp->head_dim;
     float *q = malloc(sizeof(float) * qd), *out = malloc(sizeof(float) * qd);
     double t[REPS];
@@ -183,7 +183,7 @@ static double time_attention(rm_threadpool *tp, const rm_llama_hparams *hp, cons
     int layer = 0;
     for (int r = -1; r < REPS; r++) { // r = -1: warm-up
         double t0 = rm_now();
-        for (int l = 0; l < LAYERS; l++, layer = (layer + 1) % kv->n_layer)
+        for (int l = 0; l < hp->n_layer; l++, layer = (layer + 1) % kv->n_layer)
             rm_attention_serve(tp, hp, kv, &b, layer, q, out, scratch);
         if (r >= 0) t[r] = rm_now() - t0;
         if (r == 0 || (r > 0 && t[r] < *best)) *best = t[r];
@@ -197,9 +197,9 @@ static double time_attention(rm_threadpool *tp, const rm_llama_hparams *hp, cons
 // step timed at each thread count.
 static void attention_case(const rm_llama_hparams *hp, int type, int depth, const int *ths, int nth) {
     const int kv_dim = hp->n_head_kv * hp->head_dim;
-    const size_t es = type == RM_KV_F16 ? 2 : 4;
-    const double step_bytes = 22.0 * 2 * depth * kv_dim * es;
-    int layers = (int)((192u << 20) / (2.0 * depth * kv_dim * es)) + 22;
+    const size_t es = rm_kv_elem_bytes(type);
+    const double step_bytes = (double)hp->n_layer * 2 * depth * kv_dim * es;
+    int layers = (int)((192u << 20) / (2.0 * depth * kv_dim * es)) + hp->n_layer;
     rm_kvcache kv;
     if (rm_kvcache_init_type(&kv, layers, 1, depth, kv_dim, type) != RM_OK) {
         fprintf(stderr, "depth %d: %s\n", depth, rm_last_error());

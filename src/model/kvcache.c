@@ -6,8 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static size_t elem_bytes(int type) { return type == RM_KV_F16 ? sizeof(rm_f16) : sizeof(float); }
-
 int rm_kvcache_init(rm_kvcache *kv, int n_layer, int n_slots, int n_ctx, int kv_dim) {
     return rm_kvcache_init_type(kv, n_layer, n_slots, n_ctx, kv_dim, RM_KV_F32);
 }
@@ -22,7 +20,7 @@ int rm_kvcache_init_type(rm_kvcache *kv, int n_layer, int n_slots, int n_ctx, in
     // Whole strips of 32 positions, and a line between blocks, which keeps
     // the blocks of a slot in successive layers (power-of-two sizes apart,
     // and physically so in huge pages) from all falling on the same cache sets.
-    kv->blk = (size_t)(n_ctx + 31) / 32 * 32 * kv_dim + 64 / elem_bytes(type);
+    kv->blk = (size_t)(n_ctx + 31) / 32 * 32 * kv_dim + 64 / rm_kv_elem_bytes(type);
     const size_t bytes = rm_kvcache_bytes(kv) / 2;
     kv->k = rm_huge_alloc(bytes);
     kv->v = rm_huge_alloc(bytes);
@@ -47,8 +45,10 @@ void rm_kvcache_clear_slot(rm_kvcache *kv, int slot) {
 }
 
 size_t rm_kvcache_bytes(const rm_kvcache *kv) {
-    return 2 * (size_t)kv->n_layer * kv->n_slots * kv->blk * elem_bytes(kv->type);
+    return 2 * (size_t)kv->n_layer * kv->n_slots * kv->blk * rm_kv_elem_bytes(kv->type);
 }
+
+size_t rm_kv_elem_bytes(int type) { return type == RM_KV_F16 ? sizeof(rm_f16) : sizeof(float); }
 
 const char *rm_kv_type_name(int type) { return type == RM_KV_F16 ? "f16" : "f32"; }
 

@@ -30,7 +30,9 @@ void rm_kvcache_free(rm_kvcache *kv);
 // Forgets slot's contents (the next sequence starts at position 0).
 void rm_kvcache_clear_slot(rm_kvcache *kv, int slot);
 size_t rm_kvcache_bytes(const rm_kvcache *kv);
-// "f32" / "f16"; rm_kv_type_parse returns -1 for anything else.
+// Bytes of an element of that type; "f32" / "f16"; rm_kv_type_parse returns
+// -1 for anything else.
+size_t rm_kv_elem_bytes(int type);
 const char *rm_kv_type_name(int type);
 int rm_kv_type_parse(const char *s);
 

@@ -3,6 +3,8 @@
 #include "serve/server_impl.h"
 #include "base/json.h"
 
+#include <stdio.h>
+
 // One counter or gauge.
 static void metric(rm_sb *b, const char *name, const char *type, const char *help, double v) {
     rm_sb_printf(b, "# HELP ramole_%s %s\n# TYPE ramole_%s %s\nramole_%s %.17g\n", name, help, name, type, name, v);
@@ -23,10 +25,10 @@ void metrics_answer(rm_server *s, rm_http_req *r) {
     metric(&b, "requests_running", "gauge", "Sequences in a slot of the engine.", st.running);
     metric(&b, "requests_waiting", "gauge", "Sequences queued for a free slot.", st.waiting);
     metric(&b, "slots", "gauge", "Sequences the engine runs at once (--slots).", s->p.slots);
-    metric(&b, "kv_cache_bytes", "gauge",
-           st.kv_type == RM_KV_F16 ? "Bytes of the KV cache (--slots x --ctx positions, f16 elements)."
-                                   : "Bytes of the KV cache (--slots x --ctx positions, f32 elements).",
-           (double)st.kv_bytes);
+    char kv_help[96];
+    snprintf(kv_help, sizeof kv_help, "Bytes of the KV cache (--slots x --ctx positions, %s elements).",
+             rm_kv_type_name(st.kv_type));
+    metric(&b, "kv_cache_bytes", "gauge", kv_help, (double)st.kv_bytes);
     metric(&b, "requests_total", "counter", "Completions accepted (plain and chat, streamed or not).",
            (double)atomic_load(&s->n_completions));
     metric(&b, "requests_finished_total", "counter", "Sequences that ended at a stop token or max_tokens.",

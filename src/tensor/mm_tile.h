@@ -78,7 +78,6 @@ typedef union {
 // Per (r, c) the operations are the same either way, so the results are too.
 #define WALK_NONE 0u
 #define WALK_1_2 0x6u // one and two activation rows
-#define WALK_2 0x4u   // two activation rows
 #define DEFINE_COLS(name, TILE, PREP, RR, CC)                                                                          \
     static inline __attribute__((always_inline)) void name(const rm_mm *m, int64_t r, int c0, int c1, tile_aux *aux) { \
         int c = c0;                                                                                                    \
